@@ -1,0 +1,126 @@
+"""One checkpoint format for both engines: safetensors weights plus JSON, written atomically.
+
+A run directory holds:
+
+    config.json        model + training config (JSON, human readable)
+    vocab.json         the character vocabulary (text runs only)
+    model.safetensors  the best weights so far (what `sample`, `eval`, `predict` load)
+    last.safetensors   the latest weights + optimizer state + trainer state (what `--resume` loads)
+    metrics.json       the run's final numbers;  log.jsonl  one JSON line per evaluation
+
+Every file is written to a temporary name in the same directory, flushed to disk and then
+renamed over the old one (`os.replace` is atomic on POSIX), so a crash or SIGKILL at any
+moment leaves either the old complete file or the new complete file, never half of one.
+Nothing is ever unpickled: safetensors holds only raw arrays and a string-to-string header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from lapnet.errors import CheckpointError
+
+META_KEY = "lapnet"  # the safetensors header field that holds our JSON metadata
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """Accept numpy arrays and torch tensors (without importing torch here)."""
+    if hasattr(value, "detach"):  # a torch.Tensor
+        value = value.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(value))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically: temp file in the same dir, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as pretty JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, turning every failure into a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e.__class__.__name__})") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> None:
+    """Save named arrays (numpy or torch) and JSON-able `meta` to one safetensors file, atomically."""
+    from safetensors.numpy import save
+
+    arrays = {k: _to_numpy(v) for k, v in tensors.items()}
+    header = {META_KEY: json.dumps(dict(meta or {}), default=_json_default)}
+    atomic_write_bytes(path, save(arrays, metadata=header))
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Load a file written by `save_tensors`: (arrays, meta). Never unpickles anything.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not safetensors (a pickle, say),
+            or was not written by lapnet.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint missing")
+    try:
+        arrays: dict[str, np.ndarray] = {}
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+            for k in f.keys():
+                arrays[k] = f.get_tensor(k)
+    except Exception as e:  # safetensors raises its own error types for every corruption
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(e).splitlines()[0][:80]})") from None
+    if META_KEY not in header:
+        raise CheckpointError(f"{path}: not a lapnet checkpoint (no '{META_KEY}' metadata)")
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: corrupt lapnet metadata") from None
+    return arrays, meta

@@ -1,0 +1,68 @@
+"""The `lapnet` command line: thin Typer commands that validate input and call the library.
+
+Each command group lives in its own module and adds itself to `app` through `register(app)`.
+`main()` is the console-script entry point: it turns bad input (a `ValueError`, an
+`OSError`, a usage error) into one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer import exceptions as tx
+from typer._click import exceptions as cx  # Typer >= 0.20 vendors Click here
+
+app = typer.Typer(
+    name="lapnet",
+    help="Recurrent neural networks from first principles to the pit wall.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+
+@app.callback()
+def _root() -> None:
+    """Recurrent neural networks from first principles to the pit wall."""
+
+
+from lapnet.cli import demo, experiments, race, teach, text  # noqa: E402  (each registers its commands)
+
+for _module in (demo, text, experiments, teach, race):
+    _module.register(app)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    line = " ".join(str(message).split())  # one line, whatever the message held
+    print(f"lapnet: error: {line}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; bad input exits 2 with one line on stderr."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+        sys.exit(result if isinstance(result, int) else 0)
+    except tx.Exit as e:
+        sys.exit(e.exit_code)
+    except tx.Abort:
+        _fail("aborted", 130)
+    except cx.NoArgsIsHelpError as e:  # `lapnet text` alone: show the help
+        print(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(0)
+    except cx.UsageError as e:
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        _fail(f"{e.format_message()}{hint}")
+    except cx.ClickException as e:
+        _fail(e.format_message())
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except (ValueError, OSError) as e:  # LapnetError is a ValueError; OSError: disk, permissions
+        _fail(str(e) or e.__class__.__name__)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

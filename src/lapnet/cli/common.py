@@ -1,0 +1,87 @@
+"""Shared pieces of the CLI: run directories, metrics output, summary tables, devices."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from rich.console import Console
+from rich.table import Table
+
+from lapnet.checkpoint import write_json
+from lapnet.errors import LapnetError
+
+console = Console(stderr=True)  # progress and tables go to stderr; stdout stays for data (--json, samples)
+
+
+def check_out_dir(out: Path, *, force: bool = False, resume: bool = False, must_be_new: bool = True) -> Path:
+    """Validate an output directory before any work: refuse a file, an unwritable place,
+    or (when `must_be_new`) an existing non-empty run unless --force or --resume."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LapnetError(f"--out {out}: exists and is a file, not a directory")
+    if must_be_new and out.is_dir() and any(out.iterdir()) and not (force or resume):
+        raise LapnetError(f"--out {out}: already holds a run (use --resume to continue it or --force to overwrite)")
+    if resume and not (out / "last.safetensors").is_file():
+        raise LapnetError(f"--resume: {out} holds no checkpoint to resume (last.safetensors missing)")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    import os
+
+    if not os.access(parent, os.W_OK):
+        raise LapnetError(f"--out {out}: {parent} is not writable")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def emit_metrics(out: Path | None, metrics: Mapping[str, Any], *, as_json: bool = False) -> None:
+    """Write metrics.json into the run directory and, with --json, print it on stdout."""
+    if out is not None:
+        write_json(Path(out) / "metrics.json", dict(metrics))
+    if as_json:
+        sys.stdout.write(json.dumps(metrics, indent=2, default=_default) + "\n")
+        sys.stdout.flush()
+
+
+def _default(o: Any) -> Any:
+    try:
+        return o.item()
+    except AttributeError:
+        return str(o)
+
+
+def summary_table(title: str, rows: Mapping[str, Any] | list[Mapping[str, Any]]) -> None:
+    """Print a summary table on stderr: a mapping (key/value) or a list of rows (columns)."""
+    table = Table(title=title)
+    if isinstance(rows, Mapping):
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for k, v in rows.items():
+            table.add_row(str(k), _fmt(v))
+    else:
+        cols = list(rows[0].keys()) if rows else []
+        for c in cols:
+            table.add_column(str(c), justify="right")
+        for r in rows:
+            table.add_row(*[_fmt(r.get(c)) for c in cols])
+    console.print(table)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def resolve_device(device: str) -> str:
+    """auto -> cuda when available else cpu; refuse cuda on a machine without it."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise LapnetError(f"--device {device}: expected auto, cpu or cuda")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LapnetError("--device cuda: no CUDA device is available on this machine")
+    return device

@@ -1,0 +1,48 @@
+"""Shared test set-up: headless plots, one torch thread per worker, the CLI in-process, real F1 data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+try:  # two xdist workers on two cores: one thread each avoids oversubscription
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
+REPO = Path(__file__).resolve().parents[1]
+F1_DATA = Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1"))
+
+
+@pytest.fixture
+def f1_data() -> Path:
+    """The 15 real 2023 races (../shared/data/f1); tests skip when the folder is absent."""
+    if not F1_DATA.is_dir() or not any(F1_DATA.glob("*.csv")):
+        pytest.skip(f"real F1 data not found at {F1_DATA} (set LAPNET_F1_DATA)")
+    return F1_DATA
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `lapnet ARGS...` in-process; returns (exit_code, stdout, stderr)."""
+    from lapnet.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

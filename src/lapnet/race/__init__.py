@@ -1,0 +1,1 @@
+"""Formula 1: lap tables (FastF1 schema), cleaning, simulator, race models, baselines, metrics, live."""

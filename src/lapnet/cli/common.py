@@ -7,13 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from rich.console import Console
 from rich.table import Table
 
 from lapnet.checkpoint import write_json
+from lapnet.console import console  # progress and tables go to stderr; stdout stays for data
 from lapnet.errors import LapnetError
-
-console = Console(stderr=True)  # progress and tables go to stderr; stdout stays for data (--json, samples)
 
 
 def check_out_dir(out: Path, *, force: bool = False, resume: bool = False, must_be_new: bool = True) -> Path:

@@ -1,0 +1,491 @@
+"""The one training loop, shared by every model in lapnet and by both engines.
+
+`fit(learner, batches, cfg, out=...)` runs epochs or a wall-clock budget, schedules the
+learning rate, evaluates, keeps the best and the last checkpoint, stops early, resumes,
+refuses NaN/inf losses, and stops cleanly on Ctrl-C. What is engine- or model-specific
+lives in two small objects:
+
+    batches   .steps_per_epoch() -> int
+              .epoch(e) -> iterator of batches; the same batches for the same seed and e,
+              so a resumed run can skip to where it stopped.
+    learner   .train_step(batch, carry, lr) -> (loss: float, carry, n_items)
+              .evaluate() -> dict with at least "val_loss"
+              .weights() -> {name: array}          (what model.safetensors holds)
+              .state() -> ({name: array}, meta)    (weights + optimizer + RNG, for resume)
+              .load_state(arrays, meta)
+
+`TorchLearner` is the learner for any torch module; the NumPy engine brings its own.
+`carry` is whatever a step hands to the next one within an epoch (the detached hidden
+state for truncated BPTT); it starts as None at each epoch.
+
+Under `torchrun` (torch.distributed initialised) TorchLearner wraps the model in
+DistributedDataParallel and each rank trains on its own contiguous shard of every global
+batch; gradients are averaged, so the result equals one process on the same global batch.
+Only rank 0 writes files. Run directory layout: see `lapnet.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+
+from lapnet.checkpoint import load_tensors, save_tensors
+from lapnet.console import console
+from lapnet.errors import LapnetError
+
+
+class TrainingDiverged(LapnetError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train. `epochs`, `minutes` and `max_steps` are totals for the whole run:
+    `--resume` continues until they are reached. Whichever comes first stops training."""
+
+    epochs: int | None = 10
+    minutes: float | None = None
+    max_steps: int | None = None
+    lr: float = 2e-3
+    schedule: str = "cosine"  # "cosine" (to lr * min_lr_frac over the planned run) | "constant"
+    warmup_steps: int = 0
+    min_lr_frac: float = 0.1
+    weight_decay: float = 0.0
+    clip: float | None = 5.0  # global gradient-norm clip (None: off)
+    clip_value: float | None = None  # element-wise clip, as char-rnn does (None: off)
+    eval_every: int | None = None  # steps between evaluations; None: at the end of every epoch
+    patience: int | None = None  # stop after this many evaluations without a better val_loss
+    seed: int = 0
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise LapnetError on settings that cannot train."""
+        if self.epochs is None and self.minutes is None and self.max_steps is None:
+            raise LapnetError("give --epochs, --minutes or a step limit: nothing would stop training")
+        if self.epochs is not None and self.epochs < 1:
+            raise LapnetError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise LapnetError(f"--minutes must be positive, got {self.minutes}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise LapnetError(f"max_steps must be at least 1, got {self.max_steps}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise LapnetError(f"--lr must be a positive number, got {self.lr}")
+        if self.schedule not in ("cosine", "constant"):
+            raise LapnetError(f"--schedule must be cosine or constant, got {self.schedule!r}")
+        for name in ("clip", "clip_value"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise LapnetError(f"--{name.replace('_', '-')} must be positive, got {v}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise LapnetError(f"eval_every must be at least 1, got {self.eval_every}")
+        if self.patience is not None and self.patience < 1:
+            raise LapnetError(f"--patience must be at least 1, got {self.patience}")
+
+
+@dataclass
+class TrainResult:
+    """What happened: the stopping reason, counts, the best and last validation numbers."""
+
+    stopped: str  # "epochs" | "minutes" | "max_steps" | "early_stop" | "interrupted"
+    steps: int
+    epochs: float
+    seconds: float
+    items_per_sec: float
+    best_val: float | None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Batches(Protocol):
+    def steps_per_epoch(self) -> int: ...
+    def epoch(self, e: int) -> Iterator[Any]: ...
+
+
+class Learner(Protocol):
+    def train_step(self, batch: Any, carry: Any, lr: float) -> tuple[float, Any, int]: ...
+    def evaluate(self) -> dict[str, float]: ...
+    def weights(self) -> dict[str, np.ndarray]: ...
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]: ...
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------
+# distributed helpers (no-ops in a single process)
+
+
+def _dist():
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return None
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def is_rank0() -> bool:
+    """True in a single process and on rank 0 of a distributed run."""
+    d = _dist()
+    return d is None or d.get_rank() == 0
+
+
+def _any_rank(flag: bool) -> bool:
+    """Agree across ranks (a stop decision must be taken by all ranks or none)."""
+    d = _dist()
+    if d is None:
+        return flag
+    import torch
+
+    t = torch.tensor([1.0 if flag else 0.0])
+    d.all_reduce(t, op=d.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+# ---------------------------------------------------------------------------------------
+# the torch learner
+
+
+class TorchLearner:
+    """Adam(W) + clipping for any torch module.
+
+    Args:
+        model: the nn.Module to train.
+        loss_fn: (net, batch, carry) -> (scalar loss tensor, new carry, n_items). `net` may be
+            the DistributedDataParallel wrapper: call it, don't read its attributes.
+        evaluate_fn: (model) -> {"val_loss": ..., ...}; called in eval mode under no_grad.
+        cfg: the TrainConfig (weight decay and clipping are read from it).
+        device: "cpu" or "cuda".
+    """
+
+    def __init__(self, model, loss_fn: Callable, evaluate_fn: Callable, cfg: TrainConfig, device: str = "cpu"):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn
+        self.evaluate_fn = evaluate_fn
+        self.cfg = cfg
+        d = _dist()
+        if d is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+            self.rank, self.world = d.get_rank(), d.get_world_size()
+        else:
+            self.net, self.rank, self.world = self.model, 0, 1
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _prepare(self, batch: Any) -> Any:
+        """Move tensors to the device and, under DDP, keep this rank's shard of dim 0."""
+        t = self.torch
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self._prepare(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self._prepare(v) for k, v in batch.items()}
+        if isinstance(batch, t.Tensor):
+            if self.world > 1 and batch.dim() > 0:
+                batch = t.tensor_split(batch, self.world)[self.rank]
+            return batch.to(self.device, non_blocking=True)
+        return batch
+
+    def train_step(self, batch: Any, carry: Any, lr: float) -> tuple[float, Any, int]:
+        t = self.torch
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        loss, carry, n_items = self.loss_fn(self.net, self._prepare(batch), carry)
+        value = loss.detach()
+        if self.world > 1:  # every rank sees the global mean loss (and the same NaN verdict)
+            value = value.clone()
+            _dist().all_reduce(value)
+            value /= self.world
+            n_items = n_items * self.world
+        value = float(value)
+        if not math.isfinite(value):
+            return value, carry, n_items  # fit() stops before any update: the weights stay good
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip_value is not None:
+            t.nn.utils.clip_grad_value_(self.model.parameters(), self.cfg.clip_value)
+        if self.cfg.clip is not None:
+            t.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+        self.opt.step()
+        return value, carry, n_items
+
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        with self.torch.no_grad():
+            out = self.evaluate_fn(self.model)
+        self.model.train()
+        return {k: float(v) for k, v in out.items()}
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        t = self.torch
+        arrays = {f"model.{k}": v for k, v in self.weights().items()}
+        sd = self.opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for idx, st in sd["state"].items():
+            for name, value in st.items():
+                if isinstance(value, t.Tensor) and value.dim() > 0:
+                    arrays[f"optim.{idx}.{name}"] = value.detach().cpu().numpy()
+                else:
+                    scalars.setdefault(str(idx), {})[name] = float(value)
+        arrays["rng.torch"] = t.get_rng_state().numpy()
+        meta = {"optim_scalars": scalars, "param_groups": sd["param_groups"]}
+        return arrays, meta
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        t = self.torch
+        model_sd = {k[len("model."):]: t.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model.")}
+        try:
+            self.model.load_state_dict(model_sd)
+        except RuntimeError as e:
+            raise LapnetError(f"checkpoint does not fit this model: {str(e).splitlines()[0]}") from None
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in arrays.items():
+            if k.startswith("optim."):
+                _, idx, name = k.split(".", 2)
+                state.setdefault(int(idx), {})[name] = t.from_numpy(np.array(v)).to(self.device)
+        for idx, scal in meta.get("optim_scalars", {}).items():
+            for name, value in scal.items():
+                state.setdefault(int(idx), {})[name] = t.tensor(value)
+        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        if "rng.torch" in arrays:
+            t.set_rng_state(t.from_numpy(np.array(arrays["rng.torch"], dtype=np.uint8)))
+
+
+# ---------------------------------------------------------------------------------------
+# the loop
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Learning rate at `step`, `progress` in [0, 1] through the planned run."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.schedule == "constant":
+        return cfg.lr * warm
+    low = cfg.lr * cfg.min_lr_frac
+    return warm * (low + 0.5 * (cfg.lr - low) * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0))))
+
+
+class _StopSignal:
+    """Turn SIGINT/SIGTERM into a flag checked between steps, so a step is never cut in half."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.hit:  # a second Ctrl-C: the user really wants out
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _check_disk(out: Path, learner: Learner) -> None:
+    """Refuse to start when the disk cannot hold the checkpoints (best + last + temp copy)."""
+    nbytes = sum(np.asarray(v).nbytes for v in learner.weights().values())
+    need = nbytes * 8 + (1 << 20)  # weights x (best, last, Adam moments, a temp copy) + slack
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise LapnetError(f"--out {out}: only {free / 1e6:.1f} MB free, checkpoints need about {need / 1e6:.1f} MB")
+
+
+def fit(
+    learner: Learner,
+    batches: Batches,
+    cfg: TrainConfig,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
+    on_eval: Callable[[int, dict[str, float]], None] | None = None,
+    describe: str = "training",
+) -> TrainResult:
+    """Train `learner` on `batches` until `cfg` says stop.
+
+    Args:
+        learner: see the module docstring; TorchLearner or the NumPy engine's learner.
+        batches: see the module docstring.
+        cfg: the TrainConfig.
+        out: run directory for model.safetensors (best), last.safetensors (resume) and
+            log.jsonl; None trains without writing anything.
+        resume: continue from `out/last.safetensors`.
+        meta: JSON-able description saved inside every checkpoint (config, vocab, ...).
+        on_eval: called as on_eval(step, metrics) after each evaluation (e.g. print a sample).
+        describe: the progress bar's label.
+
+    Returns:
+        TrainResult. Raises TrainingDiverged on a NaN/inf loss (the last good checkpoint stays).
+    """
+    cfg.validate()
+    rank0 = is_rank0()
+    out_dir = Path(out) if out is not None else None
+    spe = batches.steps_per_epoch()
+    if spe < 1:
+        raise LapnetError("no training batches: the data is shorter than one batch")
+    st: dict[str, Any] = dict(step=0, epoch=0, step_in_epoch=0, best_val=None, bad_evals=0, elapsed=0.0,
+                              train_time=0.0, items=0, history=[])
+    if resume:
+        if out_dir is None:
+            raise LapnetError("--resume needs a run directory")
+        arrays, m = load_tensors(out_dir / "last.safetensors")
+        if "trainer" not in m or "learner" not in m:
+            raise LapnetError(f"{out_dir / 'last.safetensors'}: not a resumable lapnet checkpoint")
+        learner.load_state(arrays, m["learner"])
+        st.update(m["trainer"])
+    if out_dir is not None and rank0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _check_disk(out_dir, learner)
+
+    planned = [x for x in (cfg.max_steps, cfg.epochs * spe if cfg.epochs else None) if x]
+    total_steps = min(planned) if planned else None
+    budget = cfg.minutes * 60.0 if cfg.minutes else None
+    eval_every = cfg.eval_every or spe
+    t_start = time.perf_counter() - st["elapsed"]
+    run_meta = dict(meta or {})
+    since_eval = {"loss": 0.0, "n": 0}
+    last_metrics: dict[str, float] = {}
+
+    def progress_frac() -> float:
+        fr = [st["step"] / total_steps] if total_steps else []
+        if budget:
+            fr.append((time.perf_counter() - t_start) / budget)
+        return max(fr) if fr else 0.0
+
+    def checkpoint(best: bool) -> None:
+        if out_dir is None or not rank0:
+            return
+        arrays, lmeta = learner.state()
+        trainer = {k: v for k, v in st.items()}
+        trainer["elapsed"] = time.perf_counter() - t_start
+        save_tensors(out_dir / "last.safetensors", arrays,
+                     {**run_meta, "trainer": trainer, "learner": lmeta, "train_config": asdict(cfg)})
+        if best:
+            save_tensors(out_dir / "model.safetensors", learner.weights(),
+                         {**run_meta, "step": st["step"], "val_loss": st["best_val"]})
+
+    def evaluate() -> bool:
+        """Evaluate, log, checkpoint; True when early stopping says stop."""
+        nonlocal last_metrics
+        metrics = learner.evaluate()
+        val = metrics.get("val_loss")
+        if val is None or not math.isfinite(val):
+            raise TrainingDiverged(f"validation loss became {val} at step {st['step']}; stopped, the last good checkpoint is kept")
+        train_loss = since_eval["loss"] / max(since_eval["n"], 1)
+        since_eval.update(loss=0.0, n=0)
+        row = {"step": st["step"], "epoch": round(st["epoch"] + st["step_in_epoch"] / spe, 4),
+               "train_loss": train_loss, **metrics, "lr": lr_at(cfg, st["step"], progress_frac()),
+               "elapsed": round(time.perf_counter() - t_start, 3),
+               "items_per_sec": st["items"] / st["train_time"] if st["train_time"] else 0.0}
+        st["history"].append(row)
+        last_metrics = metrics
+        improved = st["best_val"] is None or val < st["best_val"]
+        if improved:
+            st["best_val"], st["bad_evals"] = val, 0
+        else:
+            st["bad_evals"] += 1
+        checkpoint(best=improved)
+        if out_dir is not None and rank0:
+            with open(out_dir / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        if on_eval is not None and rank0:
+            on_eval(st["step"], metrics)
+        return cfg.patience is not None and st["bad_evals"] >= cfg.patience
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    show = cfg.progress and rank0
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                        console=console, disable=not show, transient=False)
+    stopped = None
+    evaluated_at = -1
+    with progress, _StopSignal() as stop_signal:
+        task = progress.add_task(describe, total=1000, info="")
+        while stopped is None:
+            if cfg.epochs is not None and st["epoch"] >= cfg.epochs:
+                stopped = "epochs"
+                break
+            carry = None
+            for batch in islice(batches.epoch(st["epoch"]), st["step_in_epoch"], None):
+                lr = lr_at(cfg, st["step"], progress_frac())
+                t0 = time.perf_counter()
+                loss, carry, n = learner.train_step(batch, carry, lr)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss} at step {st['step'] + 1} (epoch {st['epoch'] + 1}); stopped before "
+                        f"updating, the last good checkpoint is kept" + (f" in {out_dir}" if out_dir else ""))
+                st["train_time"] += time.perf_counter() - t0
+                st["step"] += 1
+                st["step_in_epoch"] += 1
+                st["items"] += n
+                since_eval["loss"] += loss
+                since_eval["n"] += 1
+                speed = st["items"] / st["train_time"] if st["train_time"] else 0.0
+                val = st["history"][-1].get("val_loss") if st["history"] else None
+                info = f"loss {loss:.4f}" + (f"  val {val:.4f}" if val is not None else "") + f"  {speed:,.0f}/s"
+                progress.update(task, completed=1000 * min(progress_frac(), 1.0), info=info)
+                end_of_epoch = st["step_in_epoch"] >= spe
+                if st["step"] % eval_every == 0 or (cfg.eval_every is None and end_of_epoch):
+                    evaluated_at = st["step"]
+                    if end_of_epoch:  # record the epoch boundary before checkpointing it
+                        st["epoch"] += 1
+                        st["step_in_epoch"] = 0
+                    if evaluate():
+                        stopped = "early_stop"
+                elif end_of_epoch:
+                    st["epoch"] += 1
+                    st["step_in_epoch"] = 0
+                reason = None
+                if cfg.max_steps is not None and st["step"] >= cfg.max_steps:
+                    reason = "max_steps"
+                elif budget is not None and time.perf_counter() - t_start >= budget:
+                    reason = "minutes"
+                if stop_signal.hit:
+                    reason = "interrupted"
+                if _any_rank(reason is not None) and stopped is None:
+                    stopped = reason or "interrupted"
+                if stopped is not None or end_of_epoch:
+                    break
+            else:  # the epoch yielded fewer batches than steps_per_epoch() promised
+                if st["step_in_epoch"] > 0 or spe == 0:
+                    st["epoch"] += 1
+                    st["step_in_epoch"] = 0
+                else:
+                    raise LapnetError("the data yielded no training batches")
+        if evaluated_at != st["step"]:
+            evaluate()  # always end on an evaluated, checkpointed state
+        progress.update(task, completed=1000 if stopped != "interrupted" else progress.tasks[0].completed)
+
+    if stopped == "interrupted" and rank0:
+        where = f" (checkpoint in {out_dir})" if out_dir else ""
+        console.print(f"[yellow]interrupted at step {st['step']}{where}; continue with --resume[/yellow]")
+    seconds = time.perf_counter() - t_start
+    return TrainResult(stopped=stopped or "epochs", steps=st["step"], epochs=st["epoch"] + st["step_in_epoch"] / spe,
+                       seconds=seconds, items_per_sec=st["items"] / st["train_time"] if st["train_time"] else 0.0,
+                       best_val=st["best_val"], last_metrics=last_metrics, history=list(st["history"]))

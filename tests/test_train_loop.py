@@ -1,0 +1,109 @@
+"""The shared training loop: loss falls, checkpoints, resume equals straight training, guards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lapnet.checkpoint import load_tensors
+from lapnet.train import TorchLearner, TrainConfig, TrainingDiverged, fit
+
+
+class ToyBatches:
+    """y = x @ w_true + noise, in shuffled mini-batches; the same order for the same epoch."""
+
+    def __init__(self, n=64, batch=16, seed=0):
+        g = np.random.default_rng(seed)
+        self.x = torch.tensor(g.normal(size=(n, 3)), dtype=torch.float32)
+        self.y = self.x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+        self.batch, self.seed = batch, seed
+
+    def steps_per_epoch(self):
+        return len(self.x) // self.batch
+
+    def epoch(self, e):
+        order = np.random.default_rng((self.seed, e)).permutation(len(self.x))
+        for i in range(self.steps_per_epoch()):
+            idx = torch.as_tensor(order[i * self.batch:(i + 1) * self.batch])
+            yield self.x[idx], self.y[idx]
+
+
+def make(cfg, data, lr_scale=1.0):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
+
+    def loss_fn(net, batch, carry):
+        x, y = batch
+        return torch.nn.functional.mse_loss(net(x) * lr_scale, y), None, len(x)
+
+    def evaluate(m):
+        return {"val_loss": torch.nn.functional.mse_loss(m(data.x), data.y).item()}
+
+    return model, TorchLearner(model, loss_fn, evaluate, cfg)
+
+
+def test_loss_falls_and_checkpoints_are_written(tmp_path):
+    data = ToyBatches()
+    cfg = TrainConfig(epochs=30, lr=0.05, progress=False)
+    _, learner = make(cfg, data)
+    res = fit(learner, data, cfg, out=tmp_path, meta={"kind": "toy"})
+    assert res.stopped == "epochs" and res.steps == 30 * 4
+    assert res.history[-1]["val_loss"] < 0.2 * res.history[0]["val_loss"]
+    arrays, meta = load_tensors(tmp_path / "model.safetensors")
+    assert meta["kind"] == "toy" and meta["val_loss"] == pytest.approx(res.best_val)
+    assert set(arrays) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 30
+
+
+def test_resume_equals_straight_training(tmp_path):
+    data = ToyBatches()
+    cfg4 = TrainConfig(epochs=4, lr=0.05, schedule="constant", progress=False)
+    m_straight, learner = make(cfg4, data)
+    fit(learner, data, cfg4, out=tmp_path / "a")
+
+    cfg2 = TrainConfig(epochs=2, lr=0.05, schedule="constant", progress=False)
+    _, learner = make(cfg2, data)
+    fit(learner, data, cfg2, out=tmp_path / "b")
+    m_resumed, learner = make(cfg4, data)  # a fresh process would start from scratch weights
+    res = fit(learner, data, cfg4, out=tmp_path / "b", resume=True)
+    assert res.steps == 16
+    for (k, a), b in zip(m_straight.state_dict().items(), m_resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    data = ToyBatches()
+    cfg = TrainConfig(epochs=2, lr=0.05, progress=False)
+    _, learner = make(cfg, data)
+    fit(learner, data, cfg, out=tmp_path)
+    before, _ = load_tensors(tmp_path / "last.safetensors")
+    cfg_nan = TrainConfig(epochs=5, lr=0.05, progress=False)
+    _, learner = make(cfg_nan, data, lr_scale=float("nan"))
+    with pytest.raises(TrainingDiverged, match="step 9"):
+        fit(learner, data, cfg_nan, out=tmp_path, resume=True)
+    after, _ = load_tensors(tmp_path / "last.safetensors")
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
+
+
+def test_early_stopping_and_step_limit():
+    data = ToyBatches()
+    cfg = TrainConfig(epochs=None, max_steps=7, eval_every=2, lr=0.05, progress=False)
+    _, learner = make(cfg, data)
+    res = fit(learner, data, cfg)
+    assert res.stopped == "max_steps" and res.steps == 7
+    assert [h["step"] for h in res.history] == [2, 4, 6, 7]
+
+    cfg = TrainConfig(epochs=50, lr=0.05, patience=2, progress=False)
+    _, learner = make(cfg, data)
+    learner.evaluate_fn = lambda m: {"val_loss": 1.0}  # a validation loss that never improves
+    res = fit(learner, data, cfg)
+    assert res.stopped == "early_stop" and res.steps == 3 * 4
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0).validate()
+    with pytest.raises(ValueError, match="nothing would stop"):
+        TrainConfig(epochs=None).validate()

@@ -37,7 +37,12 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically: temp file in the same dir, fsync, rename."""
+    """Write `data` to `path` atomically: temp file in the same dir, fsync, rename.
+
+    Under torchrun only rank 0 writes run files; on other ranks this is a no-op.
+    """
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -43,7 +43,10 @@ def _fail(message: str, code: int = 2) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad input exits 2 with one line on stderr."""
+    from lapnet import distributed
+
     try:
+        distributed.init_from_env()  # a no-op unless launched by torchrun
         result = app(args=argv, standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
     except tx.Exit as e:
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail("interrupted", 130)
     except (ValueError, OSError) as e:  # LapnetError is a ValueError; OSError: disk, permissions
         _fail(str(e) or e.__class__.__name__)
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from rich.table import Table
 
 from lapnet.checkpoint import write_json
+from lapnet.distributed import rank
 from lapnet.console import console  # progress and tables go to stderr; stdout stays for data
 from lapnet.errors import LapnetError
 
@@ -37,7 +38,7 @@ def emit_metrics(out: Path | None, metrics: Mapping[str, Any], *, as_json: bool 
     """Write metrics.json into the run directory and, with --json, print it on stdout."""
     if out is not None:
         write_json(Path(out) / "metrics.json", dict(metrics))
-    if as_json:
+    if as_json and rank() == 0:
         sys.stdout.write(json.dumps(metrics, indent=2, default=_default) + "\n")
         sys.stdout.flush()
 
@@ -51,6 +52,8 @@ def _default(o: Any) -> Any:
 
 def summary_table(title: str, rows: Mapping[str, Any] | list[Mapping[str, Any]]) -> None:
     """Print a summary table on stderr: a mapping (key/value) or a list of rows (columns)."""
+    if rank() != 0:
+        return
     table = Table(title=title)
     if isinstance(rows, Mapping):
         table.add_column("metric")

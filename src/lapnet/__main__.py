@@ -1,0 +1,5 @@
+"""`python -m lapnet ...` (what `torchrun -m lapnet ...` runs) is the `lapnet` command."""
+
+from lapnet.cli import main
+
+main()

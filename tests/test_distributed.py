@@ -1,0 +1,38 @@
+"""torchrun with two CPU processes (gloo) trains exactly like one process on the same global batch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HELPER = Path(__file__).parent / "helpers" / "ddp_toy.py"
+
+
+def _torchrun() -> list[str]:
+    exe = Path(sys.executable).with_name("torchrun")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", "torch.distributed.run"]
+
+
+@pytest.mark.xdist_group("torchrun")
+def test_two_ranks_equal_single_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(HELPER), str(tmp_path)], check=True, env=env, timeout=120)
+    proc = subprocess.run(
+        _torchrun() + ["--nproc_per_node=2", "--master_port=0", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
+                       str(HELPER), str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    single = np.load(tmp_path / "rank0_of1.npz")
+    r0, r1 = np.load(tmp_path / "rank0_of2.npz"), np.load(tmp_path / "rank1_of2.npz")
+    assert r0["losses"][-1] < 0.5 * r0["losses"][0]  # the loss falls
+    for k in single.files:
+        np.testing.assert_array_equal(r0[k], r1[k], err_msg=f"ranks differ in {k}")
+        np.testing.assert_allclose(r0[k], single[k], rtol=1e-9, atol=1e-12, err_msg=f"DDP != single process in {k}")

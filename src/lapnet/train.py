@@ -313,6 +313,23 @@ def _check_disk(out: Path, learner: Learner) -> None:
         raise LapnetError(f"--out {out}: only {free / 1e6:.1f} MB free, checkpoints need about {need / 1e6:.1f} MB")
 
 
+def _trim_log(path: Path, step: int) -> None:
+    """Keep the log rows up to the checkpoint's step (rows after it are trained again)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash
+            continue
+        if row.get("step", 0) <= step:
+            keep.append(line)
+    from lapnet.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+
 def fit(
     learner: Learner,
     batches: Batches,
@@ -359,6 +376,10 @@ def fit(
     if out_dir is not None and rank0:
         out_dir.mkdir(parents=True, exist_ok=True)
         _check_disk(out_dir, learner)
+        for stale in out_dir.glob(".*.tmp"):  # left by a run killed in the middle of a write
+            stale.unlink(missing_ok=True)
+        if resume:
+            _trim_log(out_dir / "log.jsonl", st["step"])
 
     planned = [x for x in (cfg.max_steps, cfg.epochs * spe if cfg.epochs else None) if x]
     total_steps = min(planned) if planned else None
@@ -407,12 +428,12 @@ def fit(
             st["best_val"], st["bad_evals"] = val, 0
         else:
             st["bad_evals"] += 1
-        checkpoint(best=improved)
-        if out_dir is not None and rank0:
+        if out_dir is not None and rank0:  # log first: a crash between the two leaves no checkpoint without its log row
             with open(out_dir / "log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+        checkpoint(best=improved)
         if on_eval is not None and rank0:
             on_eval(st["step"], metrics)
         return cfg.patience is not None and st["bad_evals"] >= cfg.patience

@@ -1,1 +1,28 @@
-"""lapnet.scratch"""
+"""lapnet.scratch: RNN, LSTM and GRU in NumPy, forward and backward through time.
+
+Identical to torch.nn.RNN / LSTM / GRU (parameter names, shapes, results to 1e-10 in
+float64) and never imports torch. Batch-first shapes: x (B, T, D) -> out (B, T, dirs*H);
+state h (L*dirs, B, H), or (h, c) for the LSTM.
+
+    from lapnet import scratch
+    lstm = scratch.LSTM(input_size=32, hidden_size=128, num_layers=2, dtype="float64")
+    out, state, cache = lstm.forward(x)                   # x (B, T, 32)
+    dx, dstate0, grads = lstm.backward(dout, None, cache)  # grads keyed like state_dict()
+"""
+
+from lapnet.scratch.activations import log_softmax, sigmoid, softmax
+from lapnet.scratch.gradcheck import GradcheckResult, gradcheck
+from lapnet.scratch.layers import Embedding, Linear
+from lapnet.scratch.losses import mse_loss, softmax_cross_entropy
+from lapnet.scratch.optim import SGD, Adagrad, Adam, clip_grad_norm, clip_grad_value
+from lapnet.scratch.recurrent import GRU, LSTM, RNN, RecurrentCache, from_torch
+from lapnet.scratch.tbptt import chunks, detach, truncated_bptt
+
+__all__ = [
+    "RNN", "LSTM", "GRU", "RecurrentCache", "from_torch",
+    "Embedding", "Linear",
+    "sigmoid", "softmax", "log_softmax", "softmax_cross_entropy", "mse_loss",
+    "SGD", "Adagrad", "Adam", "clip_grad_norm", "clip_grad_value",
+    "gradcheck", "GradcheckResult",
+    "truncated_bptt", "chunks", "detach",
+]

@@ -1,0 +1,168 @@
+"""Optimizers and gradient clipping over dicts of NumPy arrays.
+
+Each optimizer holds references to the live parameter arrays (name -> ndarray, e.g.
+`layer.parameters()`) and updates them in place from a dict of gradients with the same
+names. The update rules are torch's (torch.optim.SGD / Adagrad / Adam with their
+defaults), so a NumPy run can mirror a torch run step for step.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from lapnet.errors import LapnetError
+
+
+def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients together so their global L2 norm is at most `max_norm`.
+
+    Same rule as torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6)).
+    Returns the norm before clipping.
+    """
+    if max_norm <= 0:
+        raise LapnetError(f"max_norm must be positive, got {max_norm}")
+    total = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        for g in grads.values():
+            g *= coef
+    return total
+
+
+def clip_grad_value(grads: Mapping[str, np.ndarray], clip_value: float) -> None:
+    """Clip every gradient element to [-clip_value, clip_value] in place (char-rnn's rule)."""
+    if clip_value <= 0:
+        raise LapnetError(f"clip_value must be positive, got {clip_value}")
+    for g in grads.values():
+        np.clip(g, -clip_value, clip_value, out=g)
+
+
+class Optimizer:
+    """Base: parameter references, a step counter, and a flat state for checkpoints."""
+
+    _slots: tuple[str, ...] = ()
+
+    def __init__(self, params: Mapping[str, np.ndarray], lr: float) -> None:
+        if lr < 0:
+            raise LapnetError(f"learning rate must be non-negative, got {lr}")
+        self.params = dict(params)
+        self.lr = float(lr)
+        self.t = 0
+        self.state = {s: {k: np.zeros_like(p) for k, p in self.params.items()} for s in self._slots}
+
+    def _check(self, grads: Mapping[str, np.ndarray]) -> None:
+        missing = [k for k in self.params if k not in grads]
+        if missing:
+            raise LapnetError(f"no gradient for parameter(s) {', '.join(missing)}")
+        for k, p in self.params.items():
+            if grads[k].shape != p.shape:
+                raise LapnetError(f"gradient {k!r} has shape {grads[k].shape}, parameter {p.shape}")
+
+    def step(self, grads: Mapping[str, np.ndarray], lr: float | None = None) -> None:
+        """Update every parameter in place; `lr` overrides the rate for this step (schedules)."""
+        self._check(grads)
+        self.t += 1
+        lr = self.lr if lr is None else float(lr)
+        for k, p in self.params.items():
+            self._update(k, p, np.asarray(grads[k], p.dtype), lr)
+
+    def _update(self, k: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Flat arrays for a checkpoint: '<slot>.<param>' plus 'step'."""
+        out = {f"{s}.{k}": v.copy() for s, d in self.state.items() for k, v in d.items()}
+        out["step"] = np.array(self.t, np.int64)
+        return out
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        want = {f"{s}.{k}" for s in self._slots for k in self.params} | {"step"}
+        if set(state) != want:
+            raise LapnetError(f"optimizer state does not match: missing {sorted(want - set(state))}, "
+                              f"unexpected {sorted(set(state) - want)}")
+        for s in self._slots:
+            for k, p in self.params.items():
+                a = np.asarray(state[f"{s}.{k}"])
+                if a.shape != p.shape:
+                    raise LapnetError(f"optimizer state {s}.{k} has shape {a.shape}, expected {p.shape}")
+                self.state[s][k] = a.astype(p.dtype)
+        self.t = int(state["step"])
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (torch.optim.SGD, dampening 0).
+
+    buf = momentum * buf + g (buf = g on the first step); p -= lr * buf
+    (nesterov: p -= lr * (g + momentum * buf)); weight_decay adds wd * p to g.
+    """
+
+    _slots = ("momentum",)
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, *, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
+
+    def _update(self, k, p, g, lr):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            buf = self.state["momentum"][k]
+            if self.t == 1:
+                buf[...] = g
+            else:
+                buf *= self.momentum
+                buf += g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p -= lr * g
+
+
+class Adagrad(Optimizer):
+    """Adagrad (torch.optim.Adagrad): sum += g^2; p -= lr * g / (sqrt(sum) + eps)."""
+
+    _slots = ("sum",)
+
+    def __init__(self, params, lr: float = 0.01, *, eps: float = 1e-10, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.eps, self.weight_decay = float(eps), float(weight_decay)
+
+    def _update(self, k, p, g, lr):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        s = self.state["sum"][k]
+        s += g * g
+        p -= lr * g / (np.sqrt(s) + self.eps)
+
+
+class Adam(Optimizer):
+    """Adam (torch.optim.Adam, L2 weight decay added to the gradient as torch does).
+
+    m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+    p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    """
+
+    _slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 *, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise LapnetError(f"Adam betas must be in [0, 1), got {betas}")
+        self.b1, self.b2, self.eps, self.weight_decay = float(b1), float(b2), float(eps), float(weight_decay)
+
+    def _update(self, k, p, g, lr):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        m, v = self.state["exp_avg"][k], self.state["exp_avg_sq"][k]
+        m *= self.b1
+        m += (1.0 - self.b1) * g
+        v *= self.b2
+        v += (1.0 - self.b2) * (g * g)
+        bc1 = 1.0 - self.b1 ** self.t
+        bc2_sqrt = np.sqrt(1.0 - self.b2 ** self.t)
+        denom = np.sqrt(v) / bc2_sqrt
+        denom += self.eps
+        p -= (lr / bc1) * (m / denom)

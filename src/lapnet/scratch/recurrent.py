@@ -1,0 +1,472 @@
+"""The layer objects `RNN`, `LSTM`, `GRU`: stacked, bidirectional, variable lengths.
+
+Each object holds only its parameters, named and shaped exactly as torch's
+(`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, `..._reverse`), so a
+state_dict moves between lapnet.scratch and torch.nn.RNN/LSTM/GRU unchanged. Nothing
+is remembered between calls: `forward` returns a cache and `backward` takes it.
+
+Shapes (batch-first, as torch with batch_first=True):
+    x (B, T, D) -> out (B, T, dirs*H);  state h (L*dirs, B, H), or (h, c) for the LSTM.
+Stacking: layer l+1 reads layer l's output (both directions concatenated); with
+`dropout` > 0 and `forward(..., train=True, rng=...)`, dropout sits between layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from lapnet.errors import LapnetError
+from lapnet.scratch import gru as _gru
+from lapnet.scratch import lstm as _lstm
+from lapnet.scratch import rnn as _rnn
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_numpy(v: Any) -> np.ndarray:
+    """An ndarray from a numpy array or a torch tensor (duck-typed: no torch import)."""
+    if hasattr(v, "detach"):
+        v = v.detach().cpu().numpy()
+    return np.asarray(v)
+
+
+def check_dtype(dtype: Any) -> np.dtype:
+    """float32 or float64 (as a numpy dtype, a string or a torch dtype)."""
+    name = str(dtype).replace("torch.", "")
+    try:
+        dt = np.dtype(name if name in ("float32", "float64") else dtype)
+    except TypeError:
+        dt = None
+    if dt not in DTYPES:
+        raise LapnetError(f"dtype {dtype!r}: the engine supports float32 and float64")
+    return dt
+
+
+@dataclass
+class RecurrentCache:
+    """Everything `backward` needs from one `forward` call (nothing lives in the layer)."""
+
+    kernels: list  # [layer][direction] kernel cache
+    B: int
+    T: int
+    mask: np.ndarray | None  # (T, B, 1) bool, live steps
+    lengths: np.ndarray | None  # (B,)
+    drop_masks: list = field(default_factory=list)  # per layer below the top: (T, B, dirs*H) or None
+
+    def gates(self, layer: int = 0, direction: int = 0) -> dict[str, np.ndarray]:
+        """Gate activations of one layer and direction, batch-first (B, T, H) arrays
+        (LSTM: i, f, g, o and the cell c; GRU: r, z, n; RNN: none)."""
+        k = self.kernels[layer][direction]
+        return {name: np.ascontiguousarray(a.transpose(1, 0, 2)) for name, a in k.gates().items()}
+
+
+class Recurrent:
+    """Shared machinery of RNN, LSTM and GRU; use one of those."""
+
+    kind = ""
+    _kernel: Any = None
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        *,
+        dropout: float = 0.0,
+        dtype: Any = np.float32,
+        seed: int | None = 0,
+    ) -> None:
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(v, bool) or int(v) != v or int(v) < 1:
+                raise LapnetError(f"{name} must be a positive integer, got {v!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise LapnetError(f"dropout must be in [0, 1), got {dropout}")
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
+        self.dropout = float(dropout)
+        self.dtype = check_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        k = 1.0 / np.sqrt(self.hidden_size)  # torch's init: U(-1/sqrt(H), 1/sqrt(H)) for every tensor
+        self._params = {n: rng.uniform(-k, k, s).astype(self.dtype) for n, s in self.shapes().items()}
+
+    # --- parameters -------------------------------------------------------------------
+
+    @property
+    def gate_size(self) -> int:
+        return self._kernel.GATES * self.hidden_size
+
+    def _names(self, layer: int, direction: int) -> dict[str, str]:
+        sfx = f"_l{layer}" + ("_reverse" if direction else "")
+        return {"w_ih": f"weight_ih{sfx}", "w_hh": f"weight_hh{sfx}", "b_ih": f"bias_ih{sfx}", "b_hh": f"bias_hh{sfx}"}
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameter name -> shape, in torch's order."""
+        G, H = self.gate_size, self.hidden_size
+        out = {}
+        for l in range(self.num_layers):
+            d_in = self.input_size if l == 0 else H * self.num_directions
+            for d in range(self.num_directions):
+                n = self._names(l, d)
+                out.update({n["w_ih"]: (G, d_in), n["w_hh"]: (G, H), n["b_ih"]: (G,), n["b_hh"]: (G,)})
+        return out
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The live parameter arrays (an optimizer updates them in place)."""
+        return self._params
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters, torch's names and shapes."""
+        return {k: v.copy() for k, v in self._params.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load numpy arrays or torch tensors; every key and shape must match exactly."""
+        shapes = self.shapes()
+        missing = [k for k in shapes if k not in state]
+        extra = [k for k in state if k not in shapes]
+        if missing or extra:
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
+            raise LapnetError(f"state_dict does not fit {self!r}: {'; '.join(parts)}")
+        arrays = {}
+        for k, shape in shapes.items():
+            a = as_numpy(state[k])
+            if a.shape != shape:
+                raise LapnetError(f"state_dict[{k!r}] has shape {a.shape}, expected {shape}")
+            if not np.all(np.isfinite(a)):
+                raise LapnetError(f"state_dict[{k!r}] contains NaN or infinite values")
+            arrays[k] = np.array(a, dtype=self.dtype)
+        self._params.update(arrays)
+
+    def _config(self) -> dict[str, Any]:
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                    bidirectional=self.bidirectional, dropout=self.dropout)
+
+    def astype(self, dtype: Any) -> "Recurrent":
+        """A copy of this layer with parameters (and computation) in `dtype`."""
+        new = type(self)(**self._config(), dtype=dtype)
+        new.load_state_dict(self._params)
+        return new
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v}" for k, v in self._extra().items())
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}{extra}, dtype={self.dtype.name})")
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+    # --- torch interop (torch is imported lazily, only here) ----------------------------
+
+    @classmethod
+    def from_torch(cls, module: Any) -> "Recurrent":
+        """Build the engine twin of a torch.nn.RNN/LSTM/GRU (same weights, same dtype)."""
+        if cls is Recurrent:
+            return from_torch(module)
+        if getattr(module, "proj_size", 0) or not getattr(module, "bias", True):
+            raise LapnetError("from_torch: projections (proj_size) and bias=False are not supported")
+        weight = as_numpy(module.weight_hh_l0)
+        extra = {"nonlinearity": "relu" if module.mode == "RNN_RELU" else "tanh"} if cls is RNN else {}
+        layer = cls(module.input_size, module.hidden_size, module.num_layers, module.bidirectional,
+                    dropout=float(module.dropout), dtype=weight.dtype, **extra)
+        layer.load_state_dict(module.state_dict())
+        return layer
+
+    def to_torch(self):
+        """A batch-first torch.nn module with these weights."""
+        import torch  # lazily: the engine itself never needs torch
+
+        ctor = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[self.kind]
+        kw = {"nonlinearity": self.nonlinearity} if self.kind == "rnn" else {}
+        module = ctor(self.input_size, self.hidden_size, self.num_layers, batch_first=True,
+                      bidirectional=self.bidirectional, dropout=self.dropout if self.num_layers > 1 else 0.0,
+                      dtype=getattr(torch, self.dtype.name), **kw)
+        module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self._params.items()})
+        return module
+
+    # --- input checks (all before any work) ---------------------------------------------
+
+    def _check_x(self, x: Any) -> np.ndarray:
+        x = as_numpy(x)
+        if x.ndim != 3:
+            raise LapnetError(f"{self.kind} input must be (B, T, D) = (batch, time, features), got shape {x.shape}")
+        B, T, D = x.shape
+        if B < 1 or T < 1:
+            raise LapnetError(f"{self.kind} input is empty: shape {x.shape}")
+        if D != self.input_size:
+            raise LapnetError(f"{self.kind} input has D={D} features per step but input_size is {self.input_size}")
+        if not np.issubdtype(x.dtype, np.number):
+            raise LapnetError(f"{self.kind} input must be numeric, got dtype {x.dtype}")
+        x = x.astype(self.dtype, copy=False)
+        if not np.isfinite(x).all():
+            raise LapnetError(f"{self.kind} input contains NaN or infinite values")
+        return x
+
+    def _check_lengths(self, lengths: Any, B: int, T: int):
+        if lengths is None:
+            return None, None, None
+        lengths = as_numpy(lengths)
+        if lengths.shape != (B,):
+            raise LapnetError(f"lengths must have shape ({B},) (one per sequence), got {lengths.shape}")
+        if not (np.issubdtype(lengths.dtype, np.integer) or np.all(np.mod(lengths, 1) == 0)):
+            raise LapnetError("lengths must be whole numbers")
+        lengths = lengths.astype(np.int64)
+        if lengths.min() < 1 or lengths.max() > T:
+            raise LapnetError(f"lengths must be between 1 and T={T}, got min {lengths.min()} and max {lengths.max()}")
+        if lengths.min() == T:
+            return lengths, None, None
+        mask = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]  # (T, B, 1) live steps
+        partial = ~mask.all(axis=(1, 2))  # (T,)
+        return lengths, mask, partial
+
+    def _check_state(self, state: Any, B: int, what: str = "state"):
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        if self.kind == "lstm":
+            if state is None:
+                return None, None
+            if not isinstance(state, (tuple, list)) or len(state) != 2:
+                raise LapnetError(f"LSTM {what} must be a pair (h, c), each of shape {shape}")
+            return tuple(self._check_one(s, shape, f"{what} {n}") for s, n in zip(state, "hc"))
+        return self._check_one(state, shape, what), None
+
+    def _check_one(self, s: Any, shape: tuple, what: str):
+        if s is None:
+            return None
+        s = as_numpy(s)
+        if s.shape != shape:
+            raise LapnetError(f"{what} must have shape {shape} = (layers*directions, B, H), got {s.shape}")
+        s = s.astype(self.dtype, copy=False)
+        if not np.isfinite(s).all():
+            raise LapnetError(f"{what} contains NaN or infinite values")
+        return s
+
+    # --- forward / backward ---------------------------------------------------------------
+
+    def _run(self, x, p, h0, c0, mask, partial, reverse):
+        """One layer, one direction: -> (y, h_n, c_n, cache)."""
+        raise NotImplementedError
+
+    def _back(self, dy, dh_n, dc_n, cache):
+        """-> (dx, dh0, dc0, grads)."""
+        raise NotImplementedError
+
+    def forward(self, x: Any, state: Any = None, lengths: Any = None, *, train: bool = False,
+                rng: np.random.Generator | None = None):
+        """Run the stacked (bi)directional layer over a batch.
+
+        Args:
+            x: (B, T, D) inputs.
+            state: initial h (L*dirs, B, H), or (h, c) for the LSTM; None means zeros.
+            lengths: (B,) true lengths, 1..T (packed-sequence semantics), or None.
+            train: apply dropout between layers (needs `rng` and dropout > 0).
+            rng: numpy Generator for the dropout masks.
+
+        Returns:
+            out: (B, T, dirs*H) top layer's hidden states, zero past each sequence's end.
+            state: final h (L*dirs, B, H), or (h, c), each sequence's own last step.
+            cache: RecurrentCache for `backward` (and `cache.gates()` for diagnostics).
+        """
+        x = self._check_x(x)
+        B, T, _ = x.shape
+        lengths, mask, partial = self._check_lengths(lengths, B, T)
+        h0, c0 = self._check_state(state, B)
+        if train and self.dropout > 0 and self.num_layers > 1 and rng is None:
+            raise LapnetError("forward(train=True) with dropout needs an rng (np.random.default_rng(seed))")
+        L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
+        dt = self.dtype
+        zeros = np.zeros((B, H), dt)
+        h_n = np.empty((L * dirs, B, H), dt)
+        c_n = np.empty((L * dirs, B, H), dt) if self.kind == "lstm" else None
+        X = np.ascontiguousarray(x.transpose(1, 0, 2))  # (T, B, D) time-major inside
+        kernels, drop_masks = [], []
+        for l in range(L):
+            Y = np.empty((T, B, dirs * H), dt) if dirs > 1 else None
+            row = []
+            for d in range(dirs):
+                i = l * dirs + d
+                p = {k: self._params[n] for k, n in self._names(l, d).items()}
+                y, hn, cn, kc = self._run(X, p, zeros if h0 is None else h0[i], zeros if c0 is None else c0[i],
+                                          mask, partial, bool(d))
+                row.append(kc)
+                h_n[i] = hn
+                if c_n is not None:
+                    c_n[i] = cn
+                if dirs > 1:
+                    Y[:, :, d * H:(d + 1) * H] = y  # (T, B, 2H)
+                else:
+                    Y = y  # (T, B, H)
+            kernels.append(row)
+            if mask is not None:
+                Y = Y * mask  # outputs past a sequence's end are zero
+            if train and self.dropout > 0 and l < L - 1:
+                keep = (rng.random(Y.shape) >= self.dropout).astype(dt) / dt.type(1.0 - self.dropout)
+                drop_masks.append(keep)
+                Y = Y * keep  # inverted dropout: scale at train time, identity at eval
+            elif l < L - 1:
+                drop_masks.append(None)
+            X = Y
+        out = X.transpose(1, 0, 2).copy()  # (B, T, dirs*H)
+        state_out = (h_n, c_n) if self.kind == "lstm" else h_n
+        return out, state_out, RecurrentCache(kernels, B, T, mask, lengths, drop_masks)
+
+    __call__ = forward
+
+    def backward(self, dout: Any, dstate: Any, cache: RecurrentCache):
+        """Backpropagate through time, through every layer and direction.
+
+        Args:
+            dout: (B, T, dirs*H) gradient on `out` (entries past a sequence's end are
+                ignored), or None.
+            dstate: gradient on the final state: h (L*dirs, B, H), or (h, c), or None.
+            cache: from `forward`.
+
+        Returns:
+            dx: (B, T, D) gradient on the input.
+            dstate0: gradient on the initial state, shaped like the state.
+            grads: parameter name -> gradient, same names and shapes as state_dict().
+        """
+        if not isinstance(cache, RecurrentCache):
+            raise LapnetError("backward needs the cache returned by forward")
+        B, T = cache.B, cache.T
+        L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
+        dt = self.dtype
+        dY = None
+        if dout is not None:
+            dout = as_numpy(dout)
+            if dout.shape != (B, T, dirs * H):
+                raise LapnetError(f"dout must have shape {(B, T, dirs * H)} like the output, got {dout.shape}")
+            dY = np.ascontiguousarray(dout.transpose(1, 0, 2), dtype=dt)  # (T, B, dirs*H)
+            if cache.mask is not None:
+                dY = dY * cache.mask  # no gradient past a sequence's end
+        dh_n, dc_n = self._check_state(dstate, B, "dstate")
+        dh0 = np.zeros((L * dirs, B, H), dt)
+        dc0 = np.zeros((L * dirs, B, H), dt) if self.kind == "lstm" else None
+        grads: dict[str, np.ndarray] = {}
+        for l in range(L - 1, -1, -1):
+            dX = None
+            for d in range(dirs):
+                i = l * dirs + d
+                dy = None if dY is None else (dY[:, :, d * H:(d + 1) * H] if dirs > 1 else dY)
+                dx, dh, dc, g = self._back(dy, None if dh_n is None else dh_n[i],
+                                           None if dc_n is None else dc_n[i], cache.kernels[l][d])
+                dh0[i] = dh
+                if dc0 is not None:
+                    dc0[i] = dc
+                for k, n in self._names(l, d).items():
+                    grads[n] = g[k]
+                dX = dx if dX is None else dX + dx  # (T, B, D_l)
+            if l > 0:
+                if cache.drop_masks and cache.drop_masks[l - 1] is not None:
+                    dX *= cache.drop_masks[l - 1]
+                if cache.mask is not None:
+                    dX *= cache.mask
+            dY = dX
+        dx = dY.transpose(1, 0, 2).copy()  # (B, T, D)
+        grads = {n: grads[n] for n in self._params}  # torch's order
+        return dx, ((dh0, dc0) if self.kind == "lstm" else dh0), grads
+
+
+class RNN(Recurrent):
+    """Elman RNN, h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), like torch.nn.RNN.
+
+    Args:
+        input_size: D.  hidden_size: H.  num_layers: L.  bidirectional: two directions.
+        nonlinearity: "tanh" or "relu".  dropout: between layers, in training only.
+        dtype: float32 (default, as torch) or float64.  seed: initial weights.
+    """
+
+    kind = "rnn"
+    _kernel = _rnn
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, *,
+                 nonlinearity: str = "tanh", dropout=0.0, dtype=np.float32, seed=0):
+        if nonlinearity not in ("tanh", "relu"):
+            raise LapnetError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout=dropout, dtype=dtype, seed=seed)
+
+    def _config(self):
+        return {**super()._config(), "nonlinearity": self.nonlinearity}
+
+    def _extra(self):
+        return {"nonlinearity": repr(self.nonlinearity)}
+
+    def _run(self, x, p, h0, c0, mask, partial, reverse):
+        y, h_n, cache = _rnn.forward(x, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], h0, mask, partial, reverse,
+                                     self.nonlinearity)
+        return y, h_n, None, cache
+
+    def _back(self, dy, dh_n, dc_n, cache):
+        dx, dh0, g = _rnn.backward(dy, dh_n, cache)
+        return dx, dh0, None, g
+
+
+class LSTM(Recurrent):
+    """Long short-term memory, like torch.nn.LSTM (gate order i, f, g, o); state (h, c).
+
+    Args: as RNN, without nonlinearity.
+    """
+
+    kind = "lstm"
+    _kernel = _lstm
+
+    def _run(self, x, p, h0, c0, mask, partial, reverse):
+        return _lstm.forward(x, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], h0, c0, mask, partial, reverse)
+
+    def _back(self, dy, dh_n, dc_n, cache):
+        return _lstm.backward(dy, dh_n, dc_n, cache)
+
+
+class GRU(Recurrent):
+    """Gated recurrent unit, like torch.nn.GRU (gate order r, z, n).
+
+    Args: as RNN, without nonlinearity, plus
+        gru_form: "pytorch" (default; n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),
+            matches torch.nn.GRU) or "textbook" (n = tanh(W_in x + b_in + W_hn (r * h) + b_hn),
+            the notebook's Exercise 1; same weights, different hidden states).
+    """
+
+    kind = "gru"
+    _kernel = _gru
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, *,
+                 gru_form: str = "pytorch", dropout=0.0, dtype=np.float32, seed=0):
+        if gru_form not in ("pytorch", "textbook"):
+            raise LapnetError(f"gru_form must be 'pytorch' or 'textbook', got {gru_form!r}")
+        self.gru_form = gru_form
+        super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout=dropout, dtype=dtype, seed=seed)
+
+    def _config(self):
+        return {**super()._config(), "gru_form": self.gru_form}
+
+    def _extra(self):
+        return {"gru_form": repr(self.gru_form)} if self.gru_form != "pytorch" else {}
+
+    def to_torch(self):
+        if self.gru_form != "pytorch":
+            raise LapnetError("to_torch: torch.nn.GRU implements only the 'pytorch' form, not the textbook one")
+        return super().to_torch()
+
+    def _run(self, x, p, h0, c0, mask, partial, reverse):
+        y, h_n, cache = _gru.forward(x, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], h0, mask, partial, reverse,
+                                     self.gru_form)
+        return y, h_n, None, cache
+
+    def _back(self, dy, dh_n, dc_n, cache):
+        dx, dh0, g = _gru.backward(dy, dh_n, cache)
+        return dx, dh0, None, g
+
+
+KINDS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+def from_torch(module: Any) -> Recurrent:
+    """The engine twin of any torch.nn.RNN / LSTM / GRU module (weights copied)."""
+    mode = getattr(module, "mode", None)
+    cls = {"RNN_TANH": RNN, "RNN_RELU": RNN, "LSTM": LSTM, "GRU": GRU}.get(mode)
+    if cls is None:
+        raise LapnetError(f"from_torch: expected torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
+    return cls.from_torch(module)

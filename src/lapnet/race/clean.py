@@ -1,0 +1,248 @@
+"""Clean a lap table: drop rows that are not laps, mask the laps that must not be scored.
+
+Every real lap stays in the table as context (a safety-car lap happened and changes what
+follows), but only "scored" laps count for losses and metrics:
+
+    Scored = HasTime & Accurate & Green & ~InLap & ~OutLap & ~Wet
+
+Dropped (rows that cannot be laps), in this order, each row counted once:
+    no_lap_number  LapNumber missing.
+    after_flag     FastF1Generated rows with no lap time that end after the chequered flag
+                   (FastF1 invents a lap 52 in a 51-lap race at Monza 2023).
+    non_starter    drivers without a single timed lap (did not start, or out on lap 1:
+                   FastF1 generates one empty lap-1 row for them).
+
+Masks added (bool columns):
+    InLap        PitInTime present (the lap ends in the pit lane: 2-5 s slow).
+    OutLap       PitOutTime present, or lap 1 (standing start): 15-20 s slow.
+    Neutralised  TrackStatus contains any of 4, 5, 6, 7 (SC, red, VSC, VSC ending) as a
+                 character; never compared as a whole string, FastF1 versions differ.
+    Yellow       TrackStatus contains 2 (local yellow; racing pace, informational only).
+    HasTime      LapTime finite.
+    Accurate     IsAccurate and not Deleted.
+    Green        not Neutralised.
+    Wet          INTERMEDIATE or WET compound (kept as context, never scored). UNKNOWN
+                 compounds count as dry: a lap table without compounds is assumed dry.
+    Scored       the laps that count for loss and metrics (above).
+
+Imputed: NaN Stint (from pit stops), UNKNOWN Compound and NaN TyreLife (from the rest of
+the driver's stint); the counts are in the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lapnet.errors import LapnetError
+from lapnet.race import schema as S
+
+__all__ = ["clean_laps", "CleanReport", "RaceCleanReport", "DROP_REASONS", "MASK_REASONS"]
+
+DROP_REASONS: tuple[str, ...] = ("no_lap_number", "after_flag", "non_starter")
+# Why a kept lap is not Scored (a lap may have several reasons; each is counted).
+MASK_REASONS: tuple[str, ...] = ("no_time", "inaccurate", "neutralised", "in_lap", "out_lap", "wet")
+IMPUTED_FIELDS: tuple[str, ...] = ("Stint", "Compound", "TyreLife")
+
+
+@dataclass
+class RaceCleanReport:
+    """What cleaning did to one race."""
+
+    race: str
+    rows_in: int
+    rows_out: int
+    scored: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    masked: dict[str, int] = field(default_factory=dict)
+    imputed: dict[str, int] = field(default_factory=dict)
+    drivers_dropped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CleanReport:
+    """Per-race account of dropped rows, masked laps and imputed values."""
+
+    races: list[RaceCleanReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: {'races': [...], 'total': {...}}."""
+        return {"races": [asdict(r) for r in self.races], "total": self.total()}
+
+    def total(self) -> dict[str, Any]:
+        """Sums over races."""
+        tot: dict[str, Any] = {
+            "rows_in": sum(r.rows_in for r in self.races),
+            "rows_out": sum(r.rows_out for r in self.races),
+            "scored": sum(r.scored for r in self.races),
+        }
+        for key in ("dropped", "masked", "imputed"):
+            names = {k for r in self.races for k in getattr(r, key)}
+            tot[key] = {k: sum(getattr(r, key).get(k, 0) for r in self.races) for k in sorted(names)}
+        return tot
+
+    def describe(self) -> list[str]:
+        """One human line per race: what was dropped, masked and imputed, and why."""
+        lines = []
+        for r in self.races:
+            drop = ", ".join(f"{v} {k}" for k, v in r.dropped.items() if v) or "none"
+            if r.drivers_dropped:
+                drop += f" (drivers without a timed lap: {', '.join(r.drivers_dropped)})"
+            mask = ", ".join(f"{v} {k}" for k, v in r.masked.items() if v) or "none"
+            imp = ", ".join(f"{v} {k}" for k, v in r.imputed.items() if v) or "none"
+            lines.append(
+                f"{r.race}: {r.rows_in} rows -> {r.rows_out} laps, {r.scored} scored; "
+                f"dropped: {drop}; not scored because: {mask}; imputed: {imp}"
+            )
+        return lines
+
+    def table(self):
+        """A rich Table, one row per race."""
+        from rich.table import Table
+
+        t = Table(title="lap cleaning")
+        cols = ["race", "rows in", "laps", "scored"] + list(DROP_REASONS) + list(MASK_REASONS) + ["imputed"]
+        for c in cols:
+            t.add_column(c, justify="left" if c == "race" else "right")
+        for r in self.races:
+            t.add_row(
+                r.race, str(r.rows_in), str(r.rows_out), str(r.scored),
+                *[str(r.dropped.get(k, 0)) for k in DROP_REASONS],
+                *[str(r.masked.get(k, 0)) for k in MASK_REASONS],
+                str(sum(r.imputed.values())),
+            )
+        return t
+
+
+def clean_laps(df: pd.DataFrame) -> tuple[pd.DataFrame, CleanReport]:
+    """Drop non-laps, add the mask columns, impute stint fields, and report per race.
+
+    Args:
+        df: a table from `lapnet.race.io.read_laps` / `read_many` (schema.SCHEMA dtypes).
+
+    Returns:
+        (laps, report): `laps` is a new DataFrame sorted by Race, Driver, LapNumber (index
+        0..N-1) with the bool columns of `schema.MASK_COLUMNS` added; `report` says per race
+        how many rows were dropped, masked and imputed, and why.
+
+    Raises:
+        LapnetError: `df` lacks the schema's columns (it was not read with `read_laps`).
+    """
+    need = [c for c in S.ALWAYS_PRESENT if c not in df.columns]
+    if need:
+        raise LapnetError(f"clean_laps: missing column(s) {', '.join(need)}: read the table with lapnet.race.io.read_laps first")
+    parts, reports = [], []
+    for race, g in df.groupby("Race", sort=True):
+        laps, rep = _clean_race(g.copy(), str(race))
+        parts.append(laps)
+        reports.append(rep)
+    out = pd.concat(parts, ignore_index=True) if parts else df.iloc[:0].copy()
+    return out, CleanReport(reports)
+
+
+def _clean_race(g: pd.DataFrame, race: str) -> tuple[pd.DataFrame, RaceCleanReport]:
+    rows_in = len(g)
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+
+    no_lap = g["LapNumber"].isna()
+    dropped["no_lap_number"] = int(no_lap.sum())
+    g = g[~no_lap]
+
+    has_time = np.isfinite(g["LapTime"].to_numpy())
+    after = _after_flag(g, has_time)
+    dropped["after_flag"] = int(after.sum())
+    g = g[~after]
+
+    timed = g.groupby("Driver")["LapTime"].transform(lambda s: np.isfinite(s.to_numpy()).any()).astype(bool)
+    drivers_dropped = sorted(g.loc[~timed, "Driver"].unique().tolist())
+    dropped["non_starter"] = int((~timed).sum())
+    g = g[timed]
+
+    g = g.sort_values(["Driver", "LapNumber"], kind="stable").reset_index(drop=True)
+    g, imputed = _impute(g)
+
+    status = g["TrackStatus"].astype(str)
+    g["InLap"] = np.isfinite(g["PitInTime"].to_numpy())
+    g["OutLap"] = np.isfinite(g["PitOutTime"].to_numpy()) | (g["LapNumber"].to_numpy() == 1)
+    g["Neutralised"] = status.map(lambda t: bool(S.NEUTRALISED_CODES.intersection(t))).astype(bool)
+    g["Yellow"] = status.str.contains(S.YELLOW_CODE, regex=False).astype(bool)
+    g["HasTime"] = np.isfinite(g["LapTime"].to_numpy())
+    g["Accurate"] = g["IsAccurate"].to_numpy(bool) & ~g["Deleted"].to_numpy(bool)
+    g["Green"] = ~g["Neutralised"]
+    g["Wet"] = g["Compound"].isin(S.WET_COMPOUNDS).astype(bool)
+    g["Scored"] = g["HasTime"] & g["Accurate"] & g["Green"] & ~g["InLap"] & ~g["OutLap"] & ~g["Wet"]
+
+    masked = {
+        "no_time": int((~g["HasTime"]).sum()),
+        "inaccurate": int((~g["Accurate"]).sum()),
+        "neutralised": int(g["Neutralised"].sum()),
+        "in_lap": int(g["InLap"].sum()),
+        "out_lap": int(g["OutLap"].sum()),
+        "wet": int(g["Wet"].sum()),
+    }
+    rep = RaceCleanReport(
+        race=race,
+        rows_in=rows_in,
+        rows_out=len(g),
+        scored=int(g["Scored"].sum()),
+        dropped=dropped,
+        masked=masked,
+        imputed=imputed,
+        drivers_dropped=drivers_dropped,
+    )
+    return g, rep
+
+
+def _after_flag(g: pd.DataFrame, has_time: np.ndarray) -> np.ndarray:
+    """FastF1Generated, untimed rows that end after the winner took the chequered flag."""
+    generated = g["FastF1Generated"].to_numpy(bool) & ~has_time
+    if not generated.any() or not has_time.any():
+        return np.zeros(len(g), bool)
+    lap = g["LapNumber"].to_numpy()
+    last = lap[has_time].max()  # the race distance: the last lap anyone completed with a time
+    t = g["Time"].to_numpy()
+    on_last = has_time & (lap == last) & np.isfinite(t)
+    flag = t[on_last].min() if on_last.any() else np.inf  # the winner's finish
+    after = (lap > last) | (np.isfinite(t) & (t > flag))
+    return generated & after
+
+
+def _impute(g: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Fill NaN Stint, UNKNOWN Compound and NaN TyreLife from each driver's stint."""
+    imputed = dict.fromkeys(IMPUTED_FIELDS, 0)
+    drv = g["Driver"]
+    # Pit stops split a driver's race into segments: a new one starts after each in-lap.
+    in_lap = np.isfinite(g["PitInTime"].to_numpy()).astype(int)
+    seg = pd.Series(in_lap, index=g.index).groupby(drv).transform(lambda s: s.shift(1, fill_value=0).cumsum())
+
+    stint = g["Stint"]
+    if stint.isna().any():
+        filled = stint.groupby([drv, seg]).transform(lambda s: s.ffill().bfill())
+        filled = filled.fillna(seg + 1.0)
+        imputed["Stint"] = int(stint.isna().sum())
+        g["Stint"] = filled.astype("float64")
+
+    # Compounds as float codes (NaN = UNKNOWN) so the fill stays numeric.
+    code = g["Compound"].map({c: float(i) for i, c in enumerate(S.COMPOUNDS) if c != "UNKNOWN"})
+    if code.isna().any():
+        filled = code.groupby([drv, g["Stint"]]).transform(lambda s: s.ffill().bfill())
+        n = int((code.isna() & filled.notna()).sum())
+        if n:
+            imputed["Compound"] = n
+            names = np.array(S.COMPOUNDS, dtype=object)
+            idx = filled.fillna(S.COMPOUNDS.index("UNKNOWN")).to_numpy(int)
+            g["Compound"] = pd.Series(names[idx], index=g.index, dtype=object)
+
+    life = g["TyreLife"]
+    if life.isna().any():
+        lap = g["LapNumber"]
+        # TyreLife - LapNumber is constant within a stint; carry it from the known laps.
+        offset = (life - lap).groupby([drv, g["Stint"]]).transform(lambda s: s.ffill().bfill())
+        first = lap.groupby([drv, g["Stint"]]).transform("min")
+        guess = (lap + offset).fillna(lap - first + 1.0)
+        imputed["TyreLife"] = int(life.isna().sum())
+        g["TyreLife"] = life.fillna(guess).astype("float64")
+    return g, imputed

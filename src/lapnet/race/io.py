@@ -1,0 +1,431 @@
+"""Read lap tables (CSV, Parquet, a DataFrame or a FastF1 `Laps`) into lapnet's schema.
+
+    laps = read_laps("2023_italian_R.csv")           # Race = '2023_italian_R'
+    laps = read_laps(session.laps, race="monza23")   # a fastf1.core.Laps, no conversion needed
+    laps = read_many(["a.csv", "b.parquet"])         # several races, one table
+
+The output follows `lapnet.race.schema.SCHEMA`: FastF1 column names, durations as float
+seconds, counters as float (NaN allowed), booleans as bool, TrackStatus/Compound/Driver/
+Team/Race as str. Validation happens here, once, with one-line `LapnetError`s naming the
+column and row; cleaning (what counts as a lap, masks, imputation) is `lapnet.race.clean`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from lapnet.errors import LapnetError
+from lapnet.race import schema as S
+
+__all__ = ["read_laps", "read_many", "NotARaceWarning"]
+
+
+class NotARaceWarning(UserWarning):
+    """The lap table looks like a practice or qualifying session, not a race."""
+
+
+# 'M:SS.sss' as people type lap times; pandas only parses 'H:MM:SS'.
+_MIN_SEC = re.compile(r"^\s*(\d+):(\d{1,2}(?:\.\d*)?)\s*$")
+_MISSING_STRINGS = {"", "nan", "nat", "none", "null", "<na>"}
+_TRUE = {"true", "1", "1.0", "yes", "t", "y"}
+_FALSE = {"false", "0", "0.0", "no", "f", "n"}
+
+
+def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
+    """Load one lap table and normalise it to lapnet's schema.
+
+    Args:
+        source: a CSV or Parquet path (str or Path), a pandas DataFrame, or a
+            `fastf1.core.Laps` (a DataFrame subclass; fastf1 itself is never imported).
+        race: the race label written into the `Race` column. Default: an existing `Race`
+            column, else the file stem ('2023_italian_R'), else 'race'.
+
+    Returns:
+        A new DataFrame (index 0..N-1, rows in input order) with the columns of
+        `schema.ALWAYS_PRESENT` plus any other known or unknown columns of the source:
+        durations (LapTime, Time, PitInTime, PitOutTime, LapStartTime, sector times) as float
+        seconds, LapNumber/Stint/TyreLife/Position float (NaN allowed), Compound upper-case
+        str (UNKNOWN when missing), FreshTyre/Deleted/FastF1Generated/IsAccurate bool
+        (defaults in `schema.BOOL_DEFAULTS` when absent), TrackStatus str ('' when missing),
+        Driver/Team/Race str; simulator truth columns (FuelLoad, TyreTemp, GapToLeader,
+        TrueDegradation, OracleLapTime float; Phase str) pass through.
+
+    Raises:
+        LapnetError: unreadable or empty source, missing required columns (Driver,
+            LapNumber, LapTime), unparseable or negative times, non-integer or < 1 lap
+            numbers, unknown compounds or track-status codes, missing drivers, duplicate
+            (Race, Driver, LapNumber) rows, or several races mixed under one label.
+
+    Warns:
+        NotARaceWarning: the table looks like practice or qualifying (no positions, or
+            pit stops on a large share of laps).
+    """
+    frame, stem = _load(source)
+    if race is not None:
+        label = str(race)
+    elif "Race" in frame.columns:
+        label = None  # keep the column
+    else:
+        label = stem or "race"
+    return _normalise(frame, race=label, where=_where(source))
+
+
+def read_many(paths: Iterable[Any]) -> pd.DataFrame:
+    """Read several lap tables (one race each, or each with a Race column) into one.
+
+    Args:
+        paths: CSV/Parquet paths, DataFrames or Laps objects; files are labelled by stem.
+
+    Returns:
+        The concatenated table (same schema as `read_laps`), index 0..N-1.
+
+    Raises:
+        LapnetError: no sources, any source invalid, or the same race label in two sources.
+    """
+    frames = []
+    seen: dict[str, str] = {}
+    for p in paths:
+        df = read_laps(p)
+        for r in df["Race"].unique():
+            if r in seen:
+                raise LapnetError(f"race '{r}' appears in both {seen[r]} and {_where(p)}: give each race its own label")
+            seen[r] = _where(p)
+        frames.append(df)
+    if not frames:
+        raise LapnetError("no lap tables given")
+    return pd.concat(frames, ignore_index=True)
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def _where(source: Any) -> str:
+    return str(source) if isinstance(source, (str, Path)) else type(source).__name__
+
+
+def _load(source: Any) -> tuple[pd.DataFrame, str | None]:
+    if isinstance(source, pd.DataFrame):  # includes fastf1.core.Laps
+        return pd.DataFrame(source).reset_index(drop=True).copy(), None
+    if not isinstance(source, (str, Path)):
+        raise LapnetError(f"cannot read laps from a {type(source).__name__}: give a CSV/Parquet path or a DataFrame")
+    path = Path(source)
+    if not path.exists():
+        raise LapnetError(f"{path}: no such file")
+    if not path.is_file():
+        raise LapnetError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise LapnetError(f"{path}: empty file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif suffix in (".csv", ".txt"):
+            # TrackStatus must stay a string: '24' is two codes, not the number 24.
+            text_cols = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
+            frame = pd.read_csv(path, dtype=text_cols, keep_default_na=True)
+        else:
+            raise LapnetError(f"{path}: unknown lap-table format '{suffix}' (use .csv or .parquet)")
+    except LapnetError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise LapnetError(f"{path}: empty file (no header, no laps)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+        msg = " ".join(str(e).split())[:120]
+        raise LapnetError(f"{path}: not a readable {suffix[1:]} lap table ({msg})") from None
+    except Exception as e:  # pyarrow raises its own error types for corrupt Parquet
+        raise LapnetError(f"{path}: not a readable {suffix[1:]} lap table ({e.__class__.__name__})") from None
+    return frame, path.stem
+
+
+# --- normalisation -----------------------------------------------------------------------
+
+
+def _normalise(df: pd.DataFrame, *, race: str | None, where: str) -> pd.DataFrame:
+    df.columns = [str(c) for c in df.columns]
+    if df.columns.duplicated().any():
+        dup = df.columns[df.columns.duplicated()][0]
+        raise LapnetError(f"{where}: column '{dup}' appears twice")
+    missing = [c for c in S.REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise LapnetError(f"{where}: missing required column(s) {', '.join(missing)} (a lap table needs {', '.join(S.REQUIRED_COLUMNS)})")
+    if len(df) == 0:
+        raise LapnetError(f"{where}: no laps (the table has a header but no rows)")
+    had_position = "Position" in df.columns  # FastF1 leaves Position empty outside races
+
+    for c in S.TIME_COLUMNS:
+        if c in df.columns:
+            df[c] = _to_seconds(df[c], c, where)
+        elif c in ("Time", "PitOutTime", "PitInTime", "LapStartTime"):
+            df[c] = np.nan
+    for c in S.FLOAT_COLUMNS + S.TRUTH_FLOAT_COLUMNS:
+        if c in df.columns:
+            df[c] = _to_float(df[c], c, where)
+        elif c in S.FLOAT_COLUMNS:
+            df[c] = np.nan
+    for c, default in S.BOOL_DEFAULTS.items():
+        df[c] = _to_bool(df[c], c, S.BOOL_MISSING_CELL[c], where) if c in df.columns else default
+
+    _check_values(df, where)
+
+    df["Driver"] = _to_str(df["Driver"], "Driver", where, required=True)
+    df["Team"] = _to_str(df["Team"], "Team", where) if "Team" in df.columns else ""
+    df["Compound"] = _to_compound(df["Compound"], where) if "Compound" in df.columns else "UNKNOWN"
+    df["TrackStatus"] = _to_status(df["TrackStatus"], where) if "TrackStatus" in df.columns else ""
+    for c in S.TRUTH_STR_COLUMNS + S.OPTIONAL_STR_COLUMNS:
+        if c in df.columns:
+            df[c] = _to_str(df[c], c, where)
+    if race is not None:
+        df["Race"] = race
+    else:
+        df["Race"] = _to_str(df["Race"], "Race", where, required=True)
+
+    _check_duplicates(df, where, race_from_column=race is None)
+    _warn_if_not_race(df, where, had_position=had_position)
+    return df.reset_index(drop=True)
+
+
+def _bad(where: str, col: str, pos: int, value: Any, why: str) -> LapnetError:
+    shown = repr(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return LapnetError(f"{where}: column {col}, row {pos + 1}: {why} ({shown})")
+
+
+def _is_missing_str(v: Any) -> bool:
+    return isinstance(v, str) and v.strip().lower() in _MISSING_STRINGS
+
+
+def _to_seconds(s: pd.Series, col: str, where: str) -> pd.Series:
+    """timedelta, numbers (seconds) or strings ('0 days 00:01:37.167000', '1:37.167', '97.1') -> float seconds."""
+    if pd.api.types.is_timedelta64_dtype(s):
+        return s.dt.total_seconds().astype("float64")
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_datetime64_any_dtype(s):
+        raise LapnetError(f"{where}: column {col} holds {s.dtype} values, expected durations (seconds or timedelta)")
+    if pd.api.types.is_numeric_dtype(s):
+        out = s.astype("float64")
+    else:
+        values = s.to_numpy(dtype=object)
+        out_arr = np.full(len(values), np.nan)
+        # Fast path for the usual FastF1 strings; anything it cannot parse goes one by one.
+        is_str = np.fromiter((isinstance(v, str) for v in values), bool, len(values))
+        if is_str.any():
+            strs = pd.Series(values[is_str], dtype=object)
+            num = pd.to_numeric(strs, errors="coerce").to_numpy(dtype=float)  # '96' is seconds, not 96 ns
+            td = pd.to_timedelta(strs.where(np.isnan(num)), errors="coerce").dt.total_seconds().to_numpy()
+            out_arr[is_str] = np.where(np.isnan(num), td, num)
+        for i in np.flatnonzero(np.isnan(out_arr)):
+            out_arr[i] = _one_duration(values[i], col, int(i), where)
+        out = pd.Series(out_arr, index=s.index)
+    bad = np.isinf(out.to_numpy())
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _bad(where, col, i, s.iloc[i], "infinite duration")
+    return out
+
+
+def _one_duration(v: Any, col: str, i: int, where: str) -> float:
+    if v is None or v is pd.NaT or v is pd.NA:
+        return np.nan
+    if isinstance(v, (bool, np.bool_)):
+        raise _bad(where, col, i, v, "not a duration")
+    if isinstance(v, (pd.Timedelta, np.timedelta64)):
+        t = pd.Timedelta(v)
+        return np.nan if pd.isna(t) else t.total_seconds()
+    if hasattr(v, "total_seconds"):  # datetime.timedelta
+        return float(v.total_seconds())
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    if isinstance(v, str):
+        t = v.strip()
+        if t.lower() in _MISSING_STRINGS:
+            return np.nan
+        try:
+            return float(t)
+        except ValueError:
+            pass
+        m = _MIN_SEC.match(t)
+        if m:
+            return 60.0 * int(m.group(1)) + float(m.group(2))
+        try:
+            td = pd.Timedelta(t)
+        except (ValueError, TypeError, OverflowError):
+            raise _bad(where, col, i, v, "unparseable time") from None
+        return np.nan if pd.isna(td) else td.total_seconds()
+    raise _bad(where, col, i, v, "unparseable time")
+
+
+def _to_float(s: pd.Series, col: str, where: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype("float64")
+    if pd.api.types.is_numeric_dtype(s):
+        out = s.astype("float64")
+    else:
+        values = s.to_numpy(dtype=object)
+        out_arr = np.full(len(values), np.nan)
+        for i, v in enumerate(values):
+            if v is None or v is pd.NA or v is pd.NaT or _is_missing_str(v):
+                continue
+            if isinstance(v, (bool, np.bool_)):
+                out_arr[i] = float(v)
+                continue
+            try:
+                out_arr[i] = float(v)
+            except (TypeError, ValueError):
+                raise _bad(where, col, i, v, "not a number") from None
+        out = pd.Series(out_arr, index=s.index)
+    bad = np.isinf(out.to_numpy())
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _bad(where, col, i, s.iloc[i], "infinite value")
+    return out
+
+
+def _to_bool(s: pd.Series, col: str, missing: bool, where: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(s) and not s.isna().any():
+        return s.astype(bool)
+    values = s.to_numpy(dtype=object)
+    out = np.empty(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+            out[i] = missing
+        elif isinstance(v, (bool, np.bool_)):
+            out[i] = bool(v)
+        else:
+            t = str(v).strip().lower()
+            if t in _TRUE:
+                out[i] = True
+            elif t in _FALSE:
+                out[i] = False
+            elif t in _MISSING_STRINGS:
+                out[i] = missing
+            else:
+                raise _bad(where, col, i, v, "not a boolean (True/False)")
+    return pd.Series(out, index=s.index)
+
+
+def _to_str(s: pd.Series, col: str, where: str, *, required: bool = False) -> pd.Series:
+    values = s.to_numpy(dtype=object)
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        missing = v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or _is_missing_str(v)
+        if missing:
+            if required:
+                raise _bad(where, col, i, v, f"missing {col}")
+            out[i] = ""
+        elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+            out[i] = str(int(v))  # a driver number read as 44.0
+        else:
+            out[i] = str(v).strip()
+    return pd.Series(out, index=s.index, dtype=object)
+
+
+def _to_compound(s: pd.Series, where: str) -> pd.Series:
+    out = _to_str(s, "Compound", where).str.upper()
+    out = out.map(lambda c: S.COMPOUND_ALIASES.get(c, c))
+    bad = ~out.isin(S.COMPOUNDS)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _bad(where, "Compound", i, s.iloc[i], f"unknown compound, expected one of {', '.join(S.COMPOUNDS)}")
+    return out.astype(object)
+
+
+def _to_status(s: pd.Series, where: str) -> pd.Series:
+    """Track status as a string of codes. Numbers (24, 24.0) are turned back into '24'."""
+    values = s.to_numpy(dtype=object)
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or _is_missing_str(v):
+            out[i] = ""
+            continue
+        if isinstance(v, (bool, np.bool_)):
+            raise _bad(where, "TrackStatus", i, v, "not a track-status code")
+        if isinstance(v, (float, np.floating)):
+            if not float(v).is_integer():
+                raise _bad(where, "TrackStatus", i, v, "not a track-status code")
+            v = int(v)
+        t = str(v).strip()
+        if t.endswith(".0"):
+            t = t[:-2]
+        if not t or not set(t) <= S.TRACK_STATUS_CODES:
+            raise _bad(where, "TrackStatus", i, v, "track status must be FastF1 codes 1-7, e.g. '1' or '24'")
+        out[i] = t
+    return pd.Series(out, index=s.index, dtype=object)
+
+
+def _check_values(df: pd.DataFrame, where: str) -> None:
+    lap = df["LapNumber"].to_numpy()
+    ok = np.isnan(lap) | ((lap >= 1) & (np.floor(lap) == lap))
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise _bad(where, "LapNumber", i, lap[i], "lap numbers are whole numbers >= 1")
+    lt = df["LapTime"].to_numpy()
+    bad = lt <= 0  # NaN compares False: missing lap times are the cleaner's business
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _bad(where, "LapTime", i, lt[i], "negative or zero lap time")
+    for c in S.TIME_COLUMNS:
+        if c in df.columns and c != "LapTime":
+            v = df[c].to_numpy()
+            bad = v < 0
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise _bad(where, c, i, v[i], "negative time")
+    for c in ("Stint", "TyreLife", "Position"):
+        v = df[c].to_numpy()
+        bad = v < 0
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _bad(where, c, i, v[i], "negative value")
+
+
+def _check_duplicates(df: pd.DataFrame, where: str, *, race_from_column: bool) -> None:
+    keyed = df[df["LapNumber"].notna()]
+    dup = keyed.duplicated(["Race", "Driver", "LapNumber"], keep=False)
+    if not dup.any():
+        return
+    d = keyed[dup]
+    # Several races concatenated: the lap counter restarts, so laps 1 and 2 repeat for a driver.
+    counts = d.groupby(["Race", "Driver", "LapNumber"]).size()
+    restarts = counts.reset_index(name="n").query("LapNumber <= 2 and n > 1").groupby(["Race", "Driver"]).size()
+    if (restarts >= 2).any():
+        race, driver = restarts[restarts >= 2].index[0]
+        how = (
+            f"race label '{race}' holds several races"
+            if race_from_column
+            else "several races are mixed in one table without a Race column"
+        )
+        raise LapnetError(
+            f"{where}: {how} (driver {driver} has lap 1 more than once); "
+            "add a Race column that tells them apart or split the file into one file per race"
+        )
+    first = d.iloc[0]
+    pos = int(np.flatnonzero(dup.to_numpy())[0])
+    pos = int(keyed.index[pos])
+    raise LapnetError(
+        f"{where}: duplicate lap: driver {first['Driver']} lap {int(first['LapNumber'])} of race '{first['Race']}' "
+        f"appears more than once (row {pos + 1})"
+    )
+
+
+def _warn_if_not_race(df: pd.DataFrame, where: str, *, had_position: bool) -> None:
+    for race, g in df.groupby("Race", sort=False):
+        reasons = []
+        if had_position and g["Position"].isna().all():
+            reasons.append("no positions")
+        pit_share = float(np.isfinite(g["PitInTime"].to_numpy()).mean())
+        # A race has 1-3 stops in 50-70 laps (< 6 % of laps); practice and qualifying
+        # runs end in the pit lane every few laps.
+        if pit_share > 0.12 and len(g) >= 20:
+            reasons.append(f"{pit_share:.0%} of laps end in the pits")
+        if reasons:
+            warnings.warn(
+                f"{where}: race '{race}' looks like a practice or qualifying session, not a race ({'; '.join(reasons)})",
+                NotARaceWarning,
+                stacklevel=3,
+            )

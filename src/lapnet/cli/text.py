@@ -1,7 +1,149 @@
-"""`lapnet` commands of this group (filled in by its issue)."""
+"""`lapnet text train|sample|eval`: character-level language models on any UTF-8 text.
+
+Each command validates its options and calls one function of `lapnet.text_runs`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from lapnet.errors import LapnetError
+
+text_app = typer.Typer(help="Character-level language models: train on any UTF-8 text, sample, evaluate.",
+                       no_args_is_help=True)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the main app."""
+    """Add the `text` group to the main app."""
+    app.add_typer(text_app, name="text")
+
+
+def _engine(engine: str) -> str:
+    if engine not in ("torch", "numpy"):
+        raise LapnetError(f"--engine {engine}: expected torch or numpy")
+    return engine
+
+
+@text_app.command("train")
+def train_cmd(
+    file: Optional[Path] = typer.Argument(None, help="UTF-8 text to learn; default: the notebook's Hamlet passage."),
+    arch: str = typer.Option("lstm", "--arch", help="rnn, lstm or gru."),
+    hidden: int = typer.Option(256, "--hidden", help="Hidden units per layer (H)."),
+    layers: int = typer.Option(1, "--layers", help="Stacked recurrent layers."),
+    embed: int = typer.Option(64, "--embed", help="Character embedding size (E)."),
+    dropout: float = typer.Option(0.0, "--dropout", help="Dropout between stacked layers."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Characters per chunk: the truncation length of BPTT."),
+    batch: int = typer.Option(32, "--batch", help="Parallel streams per step."),
+    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (Adam)."),
+    schedule: str = typer.Option("cosine", "--schedule", help="cosine (decays over the planned run) or constant."),
+    clip: float = typer.Option(5.0, "--clip", help="Global gradient-norm clip (0: off)."),
+    clip_value: float = typer.Option(0.0, "--clip-value", help="Element-wise gradient clip, as char-rnn (0: off)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Train this many epochs (total, also with --resume)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget; default 1 when --epochs is not given."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between evaluations (default: every epoch)."),
+    val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction of the text, from its END, held out for validation."),
+    engine: str = typer.Option("torch", "--engine", help="torch or numpy (lapnet.scratch)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (torch engine)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the weights, the batch offsets and dropout."),
+    out: Path = typer.Option(Path("runs/text"), "--out", help="Run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out up to the new --epochs/--minutes."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or samples."),
+) -> None:
+    """Train a character-level language model on FILE and write a run directory.
+
+    Example: lapnet text train novel.txt --minutes 1 --out runs/novel
+    """
+    from lapnet.cli.common import emit_metrics, resolve_device, summary_table
+    from lapnet.models.charlm import CharLMConfig
+    from lapnet.text_runs import TextDataConfig, text_train_config, train_text
+
+    _engine(engine)
+    dev = resolve_device(device) if engine == "torch" else "cpu"
+    train = text_train_config(epochs=epochs, minutes=minutes, lr=lr, schedule=schedule,
+                              clip=clip or None, clip_value=clip_value or None, eval_every=eval_every,
+                              seed=seed, progress=not quiet)
+    metrics = train_text(
+        file, out,
+        model=CharLMConfig(vocab_size=1, arch=arch, embed=embed, hidden=hidden, layers=layers, dropout=dropout),
+        data=TextDataConfig(seq_len=seq_len, batch=batch, val_frac=val_frac),
+        train=train, engine=engine, device=dev, resume=resume, force=force, samples=not quiet,
+    )
+    if not quiet:
+        summary_table(f"lapnet text train -> {out}", {k: metrics[k] for k in (
+            "engine", "stopped", "steps", "epochs", "seconds", "chars_per_sec", "train_loss", "val_loss",
+            "val_bpc", "val_ppl", "params") if k in metrics})
+    emit_metrics(None, metrics, as_json=json_out)  # train_text already wrote metrics.json
+
+
+@text_app.command("sample")
+def sample_cmd(
+    run: Path = typer.Argument(..., help="A run directory made by `lapnet text train`."),
+    prime: str = typer.Option("", "--prime", help="Text to start from (default: one random character)."),
+    length: int = typer.Option(300, "--length", help="Characters to generate after the prime."),
+    temperature: float = typer.Option(0.8, "--temperature",
+                                      help="Divides the logits; lower is safer. 0 means greedy (always the argmax)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the K most likely characters."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus: the smallest set with probability >= P, in (0, 1]."),
+    num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, made in one batch."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Makes the samples reproducible."),
+    engine: str = typer.Option("torch", "--engine", help="torch or numpy: either reads any run."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda (torch engine)."),
+) -> None:
+    """Generate text from a trained run, streamed to stdout as it is made.
+
+    Example: lapnet text sample runs/text --prime "To be" --length 300 --temperature 0.8
+    """
+    from lapnet.cli.common import resolve_device
+    from lapnet.text_runs import sample_text
+
+    _engine(engine)
+    dev = resolve_device(device) if engine == "torch" else "cpu"
+    if length <= 0:
+        raise LapnetError(f"--length must be positive, got {length}")
+    if num_samples < 1:
+        raise LapnetError(f"--num-samples must be at least 1, got {num_samples}")
+    stream = num_samples == 1  # one sample streams character by character; several print whole
+
+    def on_chars(chars: list[str]) -> None:
+        sys.stdout.write(chars[0])
+        sys.stdout.flush()
+
+    texts = sample_text(run, prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                        num_samples=num_samples, seed=seed, engine=engine, device=dev,
+                        on_chars=on_chars if stream else None)
+    if stream:
+        sys.stdout.write("\n")
+    else:
+        for i, t in enumerate(texts):
+            sys.stdout.write(f"--- sample {i + 1}\n{t}\n")
+    sys.stdout.flush()
+
+
+@text_app.command("eval")
+def eval_cmd(
+    run: Path = typer.Argument(..., help="A run directory made by `lapnet text train`."),
+    file: Path = typer.Argument(..., help="UTF-8 text to score."),
+    engine: str = typer.Option("torch", "--engine", help="torch or numpy: either reads any run."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda (torch engine)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Score FILE with a trained run: nats per char, bits per char and perplexity.
+
+    Example: lapnet text eval runs/text held_out.txt --json
+    """
+    from lapnet.cli.common import emit_metrics, resolve_device, summary_table
+    from lapnet.text_runs import eval_text
+
+    _engine(engine)
+    dev = resolve_device(device) if engine == "torch" else "cpu"
+    result = eval_text(run, file, engine=engine, device=dev)
+    if not json_out:
+        summary_table(f"lapnet text eval {run} {file}", {k: result[k] for k in (
+            "chars", "nats_per_char", "bits_per_char", "perplexity")})
+    emit_metrics(None, result, as_json=json_out)  # eval_text stored it in metrics.json["eval"]

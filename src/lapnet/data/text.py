@@ -1,0 +1,190 @@
+"""Text for character-level language models: reading, the vocabulary, the split, TBPTT batches.
+
+Shapes: ids (N,) int64 over a vocabulary of V characters; a training chunk is x, y (B, T)
+with y the same characters shifted one step to the left (predict the next character).
+
+Truncated back-propagation through time (TBPTT) needs *contiguous* batches: the text is cut
+into B streams laid side by side, and chunk k+1 of row b starts exactly where chunk k of row b
+ended, so the hidden state that row b ends chunk k with is the right state to start chunk k+1
+with. Shuffling windows (as the notebook does) would throw that state away at every step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from lapnet.errors import LapnetError
+
+BUNDLED = "hamlet.txt"  # the notebook's passage, shipped as package data
+
+
+def bundled_text() -> str:
+    """The notebook's Hamlet passage (the default training text)."""
+    return resources.files("lapnet.data").joinpath(BUNDLED).read_text(encoding="utf-8")
+
+
+def read_text(path: str | os.PathLike | None) -> str:
+    """Read a UTF-8 text file (None: the bundled Hamlet passage).
+
+    Raises:
+        LapnetError: the file is missing, unreadable, a directory, not UTF-8, or empty.
+    """
+    if path is None:
+        return bundled_text()
+    p = Path(path)
+    if not p.exists():
+        raise LapnetError(f"{p}: no such file")
+    if p.is_dir():
+        raise LapnetError(f"{p}: is a directory, expected a text file")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise LapnetError(f"{p}: cannot read ({e.strerror or e.__class__.__name__})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LapnetError(f"{p}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    if not text:
+        raise LapnetError(f"{p}: empty file, nothing to learn from")
+    return text
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """The characters a model knows, in a fixed order (index = position in `chars`)."""
+
+    chars: str
+
+    @classmethod
+    def from_text(cls, text: str) -> "Vocab":
+        """Every distinct character of `text`, sorted by code point."""
+        return cls("".join(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {ch: i for i, ch in enumerate(self.chars)}
+
+    def unknown(self, text: str) -> list[str]:
+        """The characters of `text` that are not in the vocabulary, in order of appearance."""
+        known = set(self.chars)
+        return list(dict.fromkeys(ch for ch in text if ch not in known))
+
+    def encode(self, text: str, *, what: str = "text") -> np.ndarray:
+        """Text -> ids (N,) int64; characters outside the vocabulary are named in the error."""
+        bad = self.unknown(text)
+        if bad:
+            shown = ", ".join(repr(ch) for ch in bad[:10]) + (" ..." if len(bad) > 10 else "")
+            raise LapnetError(f"{what} has {len(bad)} character(s) the model never saw: {shown}")
+        lut = self.index
+        return np.fromiter((lut[ch] for ch in text), dtype=np.int64, count=len(text))
+
+    def decode(self, ids) -> str:
+        """ids (N,) -> text."""
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def to_json(self) -> dict:
+        return {"chars": list(self.chars)}  # a list: one entry per character survives any JSON tool
+
+    @classmethod
+    def from_json(cls, obj) -> "Vocab":
+        try:
+            chars = obj["chars"]
+            if not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise LapnetError("vocab.json: expected {\"chars\": [one distinct character per entry]}") from None
+        return cls("".join(chars))
+
+
+def split_ids(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """Train on the beginning, validate on the END of the text (never shuffled: no leakage
+    of neighbouring characters from the validation text into training).
+
+    Returns:
+        train (N_train,), val (N_val,), with N_val = round(val_frac * N), at least 2 when
+        val_frac > 0 (one input and one target).
+    """
+    if not 0.0 <= val_frac < 1.0:
+        raise LapnetError(f"--val-frac must be in [0, 1), got {val_frac}")
+    n = len(ids)
+    n_val = 0 if val_frac == 0 else max(2, int(round(val_frac * n)))
+    if n - n_val < 2:
+        raise LapnetError(f"text of {n} characters is too short to split off {val_frac:.0%} for validation")
+    return ids[: n - n_val], ids[n - n_val:]
+
+
+class TextBatches:
+    """Contiguous TBPTT chunks over `ids`, the batches object `lapnet.train.fit` consumes.
+
+    The text is laid out as B streams of L = N // B characters each. Each epoch starts every
+    stream at the same small random offset in [0, T) (seeded by seed and epoch), so successive
+    epochs cut the text at different places while chunk k+1 still continues chunk k row by row.
+
+    Args:
+        ids: (N,) int64 training text.
+        batch: B, the number of parallel streams; reduced (never below 1) when the text is too
+            short to give every stream one window; see `self.batch`.
+        seq_len: T, characters per chunk (the BPTT truncation length).
+        seed: with the epoch number, fixes the offsets.
+    """
+
+    def __init__(self, ids: np.ndarray, batch: int, seq_len: int, seed: int = 0):
+        if seq_len < 1 or batch < 1:
+            raise LapnetError(f"--seq-len and --batch must be at least 1, got {seq_len} and {batch}")
+        n = len(ids)
+        if n < seq_len + 1:
+            raise LapnetError(f"training text has {n} characters, shorter than one training window "
+                              f"(--seq-len {seq_len} + 1); use a longer text or a smaller --seq-len")
+        self.ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self.seq_len = seq_len
+        self.batch = min(batch, n // (seq_len + 1))  # every stream holds at least one window
+        self.seed = seed
+        self.stream_len = n // self.batch  # L
+        self._steps = (self.stream_len - 1) // seq_len
+        self._slack = (self.stream_len - 1) - self._steps * seq_len  # room for a random offset
+
+    def steps_per_epoch(self) -> int:
+        return self._steps
+
+    def chars_per_epoch(self) -> int:
+        return self._steps * self.seq_len * self.batch
+
+    def epoch(self, e: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Chunks (x, y), each (B, T) int64 with y = x shifted one character on."""
+        B, T, L = self.batch, self.seq_len, self.stream_len
+        rng = np.random.default_rng([self.seed, e])
+        offset = int(rng.integers(0, min(T - 1, self._slack) + 1))
+        streams = self.ids[: B * L].reshape(B, L)  # (B, L): row b continues where row b-1 ends
+        for k in range(self._steps):
+            s = offset + k * T
+            yield streams[:, s: s + T], streams[:, s + 1: s + T + 1]  # (B, T), (B, T)
+
+
+def eval_streams(n: int, max_streams: int = 32, min_len: int = 2048) -> int:
+    """How many parallel streams to cut a validation text of n characters into.
+
+    One stream would be exact but serial (a 100 kB text = 100k sequential steps); S streams run
+    S times fewer steps, and each cold start costs only its first few characters' context.
+    """
+    return int(max(1, min(max_streams, n // min_len)))
+
+
+def eval_layout(ids: np.ndarray, max_streams: int = 32) -> np.ndarray:
+    """Lay a validation text out as S contiguous streams (S, L+1): every stream's inputs are
+    row[:-1], targets row[1:]; the final N - S*L - 1 (< S) characters are not scored."""
+    n = len(ids)
+    if n < 2:
+        raise LapnetError(f"validation text has {n} character(s): need at least 2 (an input and a target)")
+    S = eval_streams(n - 1, max_streams)
+    L = (n - 1) // S
+    rows = np.stack([ids[b * L: b * L + L + 1] for b in range(S)])  # (S, L+1), rows overlap by one char
+    return rows

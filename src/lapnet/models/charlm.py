@@ -1,0 +1,150 @@
+"""CharLM: the notebook's CharLSTM as a real model (torch engine).
+
+    x (B, T) ids -> embed -> (B, T, E) -> L stacked RNN/LSTM/GRU layers -> (B, T, H)
+                 -> head (Linear H -> V) -> logits (B, T, V)
+
+Dropout is applied between stacked layers (torch's rule, `dropout` of the recurrent layer).
+The state_dict names (`embed.weight`, `rnn.weight_ih_l0`, ..., `head.weight`, `head.bias`)
+are the checkpoint format of BOTH engines: `lapnet.models.numpy_charlm` reads and writes the
+same names, so a run trained with one engine samples and evaluates with the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from lapnet.errors import LapnetError
+from lapnet.models.recurrent import ARCHS, make_recurrent
+
+
+@dataclass
+class CharLMConfig:
+    """The model's shape; saved as config.json["model"] beside every checkpoint."""
+
+    vocab_size: int
+    arch: str = "lstm"
+    embed: int = 64  # E
+    hidden: int = 512  # H
+    layers: int = 1  # L
+    dropout: float = 0.0  # between stacked layers only
+
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise LapnetError(f"--arch {self.arch}: expected one of {', '.join(ARCHS)}")
+        for name in ("vocab_size", "embed", "hidden", "layers"):
+            if int(getattr(self, name)) < 1:
+                raise LapnetError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise LapnetError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "CharLMConfig":
+        names = {f.name for f in fields(cls)}
+        try:
+            cfg = cls(**{k: v for k, v in obj.items() if k in names})
+        except TypeError as e:
+            raise LapnetError(f"config.json: bad model config ({e})") from None
+        cfg.validate()
+        return cfg
+
+
+def param_names(cfg: CharLMConfig) -> list[str]:
+    """The checkpoint's tensor names, in state_dict order (both engines use exactly these)."""
+    names = ["embed.weight"]
+    for k in range(cfg.layers):
+        names += [f"rnn.weight_ih_l{k}", f"rnn.weight_hh_l{k}", f"rnn.bias_ih_l{k}", f"rnn.bias_hh_l{k}"]
+    return names + ["head.weight", "head.bias"]
+
+
+class CharLM(nn.Module):
+    """Embedding -> stacked recurrent layers -> linear head over the vocabulary."""
+
+    def __init__(self, cfg: CharLMConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
+        self.rnn = make_recurrent(cfg.arch, cfg.embed, cfg.hidden, cfg.layers, dropout=cfg.dropout)
+        self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
+
+    def forward(self, x: torch.Tensor, state=None):
+        """Logits for the next character at every position.
+
+        Args:
+            x: (B, T) int64 character ids.
+            state: the recurrent state to start from (h (L, B, H), or (h, c) for an LSTM), or
+                None for zeros.
+
+        Returns:
+            logits (B, T, V) and the final state (same layout as `state`).
+        """
+        e = self.embed(x)  # (B, T, E)
+        out, state = self.rnn(e, state)  # (B, T, H)
+        return self.head(out), state  # (B, T, V)
+
+    def init_state(self, batch: int, device=None):
+        """Zeros in torch's layout: h (L, B, H), or (h, c) for an LSTM."""
+        h = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device)
+        return (h, torch.zeros_like(h)) if self.cfg.arch == "lstm" else h
+
+
+def detach_state(state):
+    """Cut the autograd graph at a chunk boundary, keeping the values (see TBPTT)."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+class TorchStepper:
+    """Step a CharLM one character at a time for sampling (see `lapnet.sampling`).
+
+    Calling `nn.LSTM` on a (B, 1) input costs tens of microseconds of Python and dispatch per
+    character; here each layer is one fused cell op (`torch.lstm_cell` etc.) on the module's
+    own weights, under inference_mode, so a step is a few ops and the matrix products dominate.
+    """
+
+    _CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
+
+    def __init__(self, model: CharLM):
+        self.model = model.eval()
+        cfg = model.cfg
+        self.lstm = cfg.arch == "lstm"
+        self.cell = self._CELLS[cfg.arch]
+        if cfg.arch == "rnn" and getattr(model.rnn, "nonlinearity", "tanh") == "relu":
+            self.cell = torch.rnn_relu_cell
+        r = model.rnn
+        self.layers = [tuple(getattr(r, f"{n}_l{k}").detach() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                       for k in range(cfg.layers)]
+        self.emb = model.embed.weight.detach()
+        self.head_wt = model.head.weight.detach().t().contiguous()  # (H, V) so addmm reads rows
+        self.head_b = model.head.bias.detach()
+        self.device = self.emb.device
+
+    def prime(self, ids):
+        with torch.inference_mode():
+            x = torch.as_tensor(ids, device=self.device)
+            logits, state = self.model(x)  # (B, P, V): the whole prefix in one call
+            if self.lstm:  # torch's (L, B, H) pairs -> a list of per-layer (h, c)
+                state = [(state[0][k], state[1][k]) for k in range(len(self.layers))]
+            else:
+                state = [state[k] for k in range(len(self.layers))]
+            return logits[:, -1].float().cpu().numpy(), state
+
+    def step(self, ids, state):
+        with torch.inference_mode():
+            x = self.emb[torch.from_numpy(ids).to(self.device)]  # (B, E)
+            new = []
+            for (w_ih, w_hh, b_ih, b_hh), s in zip(self.layers, state):
+                s = self.cell(x, s, w_ih, w_hh, b_ih, b_hh)  # (B, H) or ((B, H), (B, H))
+                new.append(s)
+                x = s[0] if self.lstm else s  # (B, H); no dropout at inference
+            logits = torch.addmm(self.head_b, x, self.head_wt)  # (B, V)
+            return logits.cpu().numpy(), new

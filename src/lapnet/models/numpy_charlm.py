@@ -1,0 +1,224 @@
+"""CharLM on the NumPy engine (`lapnet.scratch`): the same model, the same weight names.
+
+    x (B, T) ids -> scratch.Embedding -> (B, T, E) -> scratch.LSTM/GRU/RNN -> (B, T, H)
+                 -> scratch.Linear -> logits (B, T, V)
+
+The parameters are keyed exactly as torch CharLM's state_dict (`embed.weight`,
+`rnn.weight_ih_l0`, ..., `head.bias`), so one checkpoint serves both engines.
+
+Also here: `NumpyLearner`, the `lapnet.train.fit` learner for this model (Adam, clipping,
+truncated BPTT), and `NumpyStepper`, the one-character-at-a-time path for sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from lapnet import scratch
+from lapnet.errors import LapnetError
+from lapnet.models.charlm import CharLMConfig, param_names
+
+_LAYERS = {"lstm": scratch.LSTM, "gru": scratch.GRU, "rnn": scratch.RNN}
+
+
+class NumpyCharLM:
+    """Embedding -> stacked recurrent layers -> linear head, in NumPy.
+
+    Args:
+        cfg: the model shape (same dataclass as the torch CharLM).
+        arrays: weights keyed by torch CharLM's state_dict names.
+        dtype: float32 (training, checkpoints) or float64 (parity tests).
+    """
+
+    def __init__(self, cfg: CharLMConfig, arrays: dict[str, np.ndarray], dtype: Any = np.float32):
+        cfg.validate()
+        self.cfg = cfg
+        self.embed = scratch.Embedding(cfg.vocab_size, cfg.embed, dtype=dtype)
+        self.rnn = _LAYERS[cfg.arch](cfg.embed, cfg.hidden, cfg.layers, dropout=cfg.dropout, dtype=dtype)
+        self.head = scratch.Linear(cfg.hidden, cfg.vocab_size, dtype=dtype)
+        self.load(arrays)
+
+    def _parts(self):
+        return (("embed.", self.embed), ("rnn.", self.rnn), ("head.", self.head))
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        """Load torch-named weights (every name and shape must match)."""
+        want = param_names(self.cfg)
+        if sorted(arrays) != sorted(want):
+            raise LapnetError(f"weights do not match the model: expected {want[:3]}..., got {sorted(arrays)[:3]}...")
+        for prefix, part in self._parts():
+            part.load_state_dict({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The live arrays under torch's names (the optimizer updates them in place)."""
+        return {prefix + k: v for prefix, part in self._parts() for k, v in part.parameters().items()}
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Copies of the weights, in state_dict order, for a checkpoint."""
+        live = self.parameters()
+        return {k: live[k].copy() for k in param_names(self.cfg)}
+
+    def forward(self, x: np.ndarray, state=None, *, train: bool = False, rng: np.random.Generator | None = None):
+        """Logits for the next character at every position.
+
+        Args:
+            x: (B, T) int ids.
+            state: h (L, B, H), or (h, c) for an LSTM; None for zeros.
+            train: dropout between layers (needs `rng`).
+
+        Returns:
+            logits (B, T, V), the final state, and the cache for `backward`.
+        """
+        e, c_emb = self.embed.forward(x)  # (B, T, E)
+        out, state, c_rnn = self.rnn.forward(e, state, train=train, rng=rng)  # (B, T, H)
+        logits, c_head = self.head.forward(out)  # (B, T, V)
+        return logits, state, (c_emb, c_rnn, c_head)
+
+    def backward(self, dlogits: np.ndarray, cache) -> dict[str, np.ndarray]:
+        """Gradients of every weight (torch's names) from dL/dlogits (B, T, V).
+
+        The gradient on the final state is zero: under truncated BPTT the state handed to the
+        next chunk is a constant there.
+        """
+        c_emb, c_rnn, c_head = cache
+        dout, g_head = self.head.backward(dlogits, c_head)  # (B, T, H)
+        de, _, g_rnn = self.rnn.backward(dout, None, c_rnn)  # (B, T, E)
+        g_emb = self.embed.backward(de, c_emb)
+        grads = {"embed.weight": g_emb["weight"], "head.weight": g_head["weight"], "head.bias": g_head["bias"]}
+        grads.update({"rnn." + k: v for k, v in g_rnn.items()})
+        return grads
+
+    def nll(self, rows: np.ndarray, chunk: int) -> tuple[float, int]:
+        """Total negative log-likelihood (nats) of S contiguous streams rows (S, L+1), run
+        statefully in chunks of `chunk` characters; and the number of characters scored."""
+        L = rows.shape[1] - 1
+        total, count, state = 0.0, 0, None
+        for s in range(0, L, chunk):
+            x, y = rows[:, s: min(s + chunk, L)], rows[:, s + 1: min(s + chunk, L) + 1]  # (S, t)
+            logits, state, _ = self.forward(x, state)  # (S, t, V); the state carries on
+            logp = scratch.log_softmax(logits.astype(np.float64))
+            total -= float(np.take_along_axis(logp, y[..., None], axis=-1).sum())
+            count += y.size
+        return total, count
+
+
+class NumpyLearner:
+    """The `lapnet.train.fit` learner for NumpyCharLM: the same steps as TorchLearner
+    (cross-entropy, backward, element-wise then global-norm clipping, Adam).
+
+    Args:
+        model: the NumpyCharLM to train (updated in place).
+        evaluate_fn: () -> {"val_loss": ..., ...}.
+        cfg: lapnet.train.TrainConfig (lr, clipping, weight decay, seed).
+    """
+
+    def __init__(self, model: NumpyCharLM, evaluate_fn: Callable[[], dict], cfg):
+        self.model = model
+        self.evaluate_fn = evaluate_fn
+        self.cfg = cfg
+        if cfg.weight_decay:  # torch's AdamW decays the weights directly; scratch.Adam adds it to the gradient
+            raise LapnetError("--engine numpy does not support weight decay (AdamW); use --engine torch")
+        self.opt = scratch.Adam(model.parameters(), lr=cfg.lr)
+        self.rng = np.random.default_rng([cfg.seed, 1])  # dropout masks
+
+    def train_step(self, batch, carry, lr: float):
+        x, y = (np.asarray(b) for b in batch)  # (B, T) each
+        logits, state, cache = self.model.forward(x, carry, train=True, rng=self.rng)  # (B, T, V)
+        if not np.isfinite(logits).all():
+            return float("nan"), carry, y.size  # fit() stops before any update
+        loss, dlogits = scratch.softmax_cross_entropy(logits, y)
+        grads = self.model.backward(dlogits, cache)
+        if self.cfg.clip_value is not None:
+            scratch.clip_grad_value(grads, self.cfg.clip_value)
+        if self.cfg.clip is not None:
+            scratch.clip_grad_norm(grads, self.cfg.clip)
+        self.opt.step(grads, lr)
+        # Truncated BPTT: the next chunk continues these rows from this state; NumPy keeps no
+        # graph, so "detaching" is simply not sending a gradient back across the boundary.
+        return loss, scratch.detach(state), y.size
+
+    def evaluate(self) -> dict[str, float]:
+        return self.evaluate_fn()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.model.weights()
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {f"model.{k}": v for k, v in self.weights().items()}
+        arrays.update({f"optim.{k}": v for k, v in self.opt.state_dict().items()})
+        return arrays, {"engine": "numpy", "rng": self.rng.bit_generator.state}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        if meta.get("engine") != "numpy":
+            raise LapnetError("--resume: this run was trained with --engine torch; resume it with --engine torch")
+        self.model.load({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
+        self.opt = scratch.Adam(self.model.parameters(), lr=self.cfg.lr)  # bound to the reloaded arrays
+        self.opt.load_state_dict({k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")})
+        self.rng.bit_generator.state = meta["rng"]
+
+
+class NumpyStepper:
+    """One character at a time for `lapnet.sampling`, on NumPy.
+
+    The scratch layers are built for whole sequences (they re-lay the weights on every call);
+    a sampling step is one time step, so the cell is written out here once more, on weights
+    arranged once: layer 0's input projection is folded into a (V, G*H) table (embedding
+    followed by a linear map is a lookup), and each step is one (B, H) x (H, G*H) product per
+    layer plus a few element-wise calls. `prime` uses the full forward pass.
+    """
+
+    def __init__(self, model: NumpyCharLM):
+        self.model = model
+        cfg = model.cfg
+        self.arch, self.H = cfg.arch, cfg.hidden
+        w = model.parameters()
+        self.layers = []
+        for k in range(cfg.layers):
+            w_ih, w_hh = w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]
+            b_ih, b_hh = w[f"rnn.bias_ih_l{k}"], w[f"rnn.bias_hh_l{k}"]
+            if k == 0:
+                w_ih_t = w["embed.weight"] @ w_ih.T  # (V, G*H): the lookup table
+            else:
+                w_ih_t = np.ascontiguousarray(w_ih.T)  # (H, G*H)
+            self.layers.append((w_ih_t, np.ascontiguousarray(w_hh.T), b_ih, b_hh))
+        self.head_wt = np.ascontiguousarray(w["head.weight"].T)  # (H, V)
+        self.head_b = w["head.bias"]
+        self.nonlinearity = getattr(model.rnn, "nonlinearity", "tanh")
+
+    def prime(self, ids: np.ndarray):
+        logits, state, _ = self.model.forward(np.asarray(ids))  # (B, P, V)
+        if self.arch == "lstm":
+            state = [(state[0][k], state[1][k]) for k in range(len(self.layers))]
+        else:
+            state = [state[k] for k in range(len(self.layers))]
+        return logits[:, -1], state
+
+    def step(self, ids: np.ndarray, state):
+        H = self.H
+        new = []
+        x = None
+        for k, ((w_ih_t, w_hh_t, b_ih, b_hh), s) in enumerate(zip(self.layers, state)):
+            gi = w_ih_t[ids] if k == 0 else x @ w_ih_t  # (B, G*H)
+            gi = gi + b_ih
+            if self.arch == "lstm":
+                h, c = s
+                g = gi + h @ w_hh_t + b_hh  # (B, 4H) in torch's order i, f, g, o
+                sig = 1.0 / (1.0 + np.exp(-g))
+                c = sig[:, H:2 * H] * c + sig[:, :H] * np.tanh(g[:, 2 * H:3 * H])
+                h = sig[:, 3 * H:] * np.tanh(c)
+                new.append((h, c))
+            elif self.arch == "gru":
+                gh = s @ w_hh_t + b_hh  # (B, 3H): r, z, n
+                rz = 1.0 / (1.0 + np.exp(-(gi[:, :2 * H] + gh[:, :2 * H])))
+                n = np.tanh(gi[:, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
+                z = rz[:, H:]
+                h = (1.0 - z) * n + z * s
+                new.append(h)
+            else:
+                a = gi + s @ w_hh_t + b_hh  # (B, H)
+                h = np.tanh(a) if self.nonlinearity == "tanh" else np.maximum(a, 0.0)
+                new.append(h)
+            x = h  # (B, H)
+        return x @ self.head_wt + self.head_b, new  # (B, V)

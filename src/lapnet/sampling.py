@@ -1,0 +1,160 @@
+"""Sampling text from a character model, shared by both engines.
+
+An engine supplies a *stepper* with two methods:
+
+    prime(ids (B, P)) -> (logits (B, V), state)   one forward pass over the priming text
+    step(ids (B,), state) -> (logits (B, V), state)   one character further
+
+The hidden state is carried from step to step, so the prefix is encoded exactly once: making
+N characters costs N steps, not N^2/2 as re-running the model on the growing text would.
+Choosing the next character (temperature, top-k, top-p) happens here in NumPy on the (B, V)
+logits, the same code for both engines, and B = --num-samples streams run in one batch.
+
+Temperature 0 means greedy decoding: always the most likely character (argmax).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from lapnet.data.text import Vocab
+from lapnet.errors import LapnetError
+
+
+class Stepper(Protocol):
+    def prime(self, ids: np.ndarray) -> tuple[np.ndarray, Any]: ...
+    def step(self, ids: np.ndarray, state: Any) -> tuple[np.ndarray, Any]: ...
+
+
+@dataclass
+class SampleConfig:
+    """How to pick each next character."""
+
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def validate(self) -> None:
+        if not (self.temperature >= 0 and np.isfinite(self.temperature)):
+            raise LapnetError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise LapnetError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise LapnetError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def filter_probs(logits: np.ndarray, cfg: SampleConfig) -> np.ndarray:
+    """The distribution sampling draws from, after temperature, top-k and top-p.
+
+    Args:
+        logits: (B, V) unnormalised log-probabilities.
+        cfg: temperature > 0 (temperature 0 is handled by the caller as argmax).
+
+    Returns:
+        (B, V) float64 probabilities summing to 1 per row, zero outside the kept set.
+    """
+    z = logits.astype(np.float64) / cfg.temperature  # (B, V)
+    if cfg.top_k is not None and cfg.top_k < z.shape[1]:
+        kth = np.partition(z, -cfg.top_k, axis=1)[:, -cfg.top_k][:, None]  # (B, 1) k-th largest
+        z = np.where(z >= kth, z, -np.inf)  # ties at the threshold are all kept
+    z -= z.max(axis=1, keepdims=True)  # exp cannot overflow
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        order = np.argsort(-p, axis=1, kind="stable")  # (B, V) most likely first
+        sorted_p = np.take_along_axis(p, order, axis=1)
+        before = np.cumsum(sorted_p, axis=1) - sorted_p  # mass of the strictly more likely ones
+        keep_sorted = before < cfg.top_p  # the smallest prefix whose mass reaches top_p
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=1)
+        p = np.where(keep, p, 0.0)
+        p /= p.sum(axis=1, keepdims=True)
+    return p
+
+
+class Chooser:
+    """Picks the next character of every stream from (B, V) logits.
+
+    Sampling is one uniform draw per row against the cumulative distribution (inverse-CDF),
+    cheaper per step than a general multinomial sampler and reproducible from `seed`.
+    """
+
+    def __init__(self, cfg: SampleConfig, seed: int | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+        self._plain = cfg.top_k is None and (cfg.top_p is None or cfg.top_p >= 1.0)
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        """(B, V) logits -> (B,) int64 ids."""
+        if self.cfg.temperature == 0:
+            return logits.argmax(axis=1)  # greedy
+        if self._plain:  # the hot path for a single stream: a handful of small NumPy ops
+            z = logits.astype(np.float64) * (1.0 / self.cfg.temperature)
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+        else:
+            p = filter_probs(logits, self.cfg)
+        cdf = np.cumsum(p, axis=1)  # (B, V), unnormalised is fine: scale the draw instead
+        u = self.rng.random(len(cdf)) * cdf[:, -1]  # (B,)
+        ids = (cdf <= u[:, None]).sum(axis=1)  # first index whose cdf exceeds u
+        return np.minimum(ids, cdf.shape[1] - 1)
+
+
+def generate(
+    stepper: Stepper,
+    vocab: Vocab,
+    *,
+    prime: str,
+    length: int,
+    cfg: SampleConfig,
+    num_samples: int = 1,
+    seed: int | None = None,
+    on_chars: Callable[[list[str]], None] | None = None,
+) -> list[str]:
+    """Continue `prime` by `length` characters, `num_samples` streams in one batch.
+
+    Args:
+        stepper: the engine's stepper (see the module docstring).
+        vocab: the model's vocabulary; `prime` must use only its characters.
+        prime: the text to start from. Empty: start from a random character of the
+            vocabulary chosen by `seed` (the model needs one input to predict the next).
+        length: how many characters to make (> 0), not counting the prime.
+        cfg: temperature / top-k / top-p.
+        num_samples: B, independent samples made side by side.
+        seed: makes the samples reproducible.
+        on_chars: called with the B start texts, then with the B new characters after every
+            step (for streaming output).
+
+    Returns:
+        B strings, each prime + its continuation.
+    """
+    cfg.validate()
+    if length <= 0:
+        raise LapnetError(f"--length must be positive, got {length}")
+    if num_samples < 1:
+        raise LapnetError(f"--num-samples must be at least 1, got {num_samples}")
+    choose = Chooser(cfg, seed)
+    B = num_samples
+    if prime:
+        start = np.tile(vocab.encode(prime, what="--prime"), (B, 1))  # (B, P)
+    else:
+        start = choose.rng.integers(0, len(vocab), size=(B, 1))  # (B, 1)
+    texts = [vocab.decode(row) for row in start]
+    if on_chars is not None:
+        on_chars(texts)  # the start text first, so a stream shows it before the new characters
+    logits, state = stepper.prime(start)  # (B, V): the prefix is encoded once, here
+    chars = np.array(list(vocab.chars))
+    pieces: list[np.ndarray] = []
+    for i in range(length):
+        ids = choose(logits)  # (B,)
+        new = chars[ids]
+        pieces.append(new)
+        if on_chars is not None:
+            on_chars(new.tolist())
+        if i + 1 < length:
+            logits, state = stepper.step(ids, state)  # one step on, the state carried
+    made = np.stack(pieces, axis=1)  # (B, length)
+    return [t + "".join(row) for t, row in zip(texts, made)]

@@ -1,0 +1,399 @@
+"""Character language-model runs: the library behind `lapnet text train|sample|eval`.
+
+    train_text(...)  text file -> run directory (config.json, vocab.json, model.safetensors,
+                     last.safetensors, log.jsonl, metrics.json), with either engine
+    load_run(dir, engine=...)  -> a Run: the model on the chosen engine, its vocab and config
+    sample_text(...) run -> samples, streamed as they are made
+    eval_text(...)   run + text file -> nats/char, bits/char, perplexity
+
+Both engines read and write the same checkpoint (torch CharLM's state_dict names), so a run
+trained with one engine samples and evaluates with the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from lapnet.checkpoint import load_tensors, read_json, write_json
+from lapnet.console import console
+from lapnet.data.text import TextBatches, Vocab, eval_layout, read_text, split_ids
+from lapnet.errors import CheckpointError, LapnetError
+from lapnet.models.charlm import CharLMConfig, param_names
+from lapnet.sampling import SampleConfig, generate
+from lapnet.train import TrainConfig, fit
+
+ENGINES = ("torch", "numpy")
+RUN_FILES = ("config.json", "vocab.json", "model.safetensors", "last.safetensors", "log.jsonl", "metrics.json")
+EVAL_CHUNK = 256  # characters per evaluation forward pass; the state carries across chunks
+
+
+@dataclass
+class TextDataConfig:
+    """How the text becomes batches; saved as config.json["data"]."""
+
+    seq_len: int = 128  # T, the truncation length of back-propagation through time
+    batch: int = 32  # B parallel streams
+    val_frac: float = 0.1  # the END of the text
+    source: str | None = None  # the training file (None: the bundled Hamlet passage)
+    sha256: str | None = None  # of the text, so --resume can refuse a different file
+
+
+def text_train_config(**overrides: Any) -> TrainConfig:
+    """TrainConfig with the defaults chosen for character LMs (see benchmarks/text.py)."""
+    base = dict(epochs=None, minutes=None, lr=3e-3, schedule="cosine", min_lr_frac=0.1, warmup_steps=0,
+                clip=5.0, clip_value=None)
+    base.update({k: v for k, v in overrides.items() if v is not None or k in ("clip", "clip_value")})
+    if base["epochs"] is None and base["minutes"] is None and base.get("max_steps") is None:
+        base["minutes"] = 1.0  # neither given: a one-minute budget
+    return TrainConfig(**base)
+
+
+def nats_to_metrics(nats: float, prefix: str = "val_") -> dict[str, float]:
+    """Loss in nats/char -> the same in bits/char and perplexity."""
+    return {f"{prefix}loss": nats, f"{prefix}bpc": nats / math.log(2), f"{prefix}ppl": math.exp(min(nats, 700.0))}
+
+
+# ---------------------------------------------------------------------------------------
+# the model on either engine
+
+
+@dataclass
+class Run:
+    """A trained model ready to use: `model` is a torch CharLM or a NumPy CharLM."""
+
+    path: Path | None
+    engine: str
+    model: Any
+    vocab: Vocab
+    config: dict = field(default_factory=dict)
+
+    def stepper(self):
+        """The engine's one-character-at-a-time stepper for `lapnet.sampling`."""
+        if self.engine == "torch":
+            from lapnet.models.charlm import TorchStepper
+
+            return TorchStepper(self.model)
+        from lapnet.models.numpy_charlm import NumpyStepper
+
+        return NumpyStepper(self.model)
+
+    def nll(self, ids: np.ndarray) -> tuple[float, int]:
+        """Total negative log-likelihood (nats) and character count of a text, scored
+        statefully: S contiguous streams, each carried through chunks of EVAL_CHUNK."""
+        rows = eval_layout(ids)  # (S, L+1)
+        if self.engine == "torch":
+            return _torch_nll(self.model, rows)
+        return self.model.nll(rows, EVAL_CHUNK)
+
+
+def _torch_nll(model, rows: np.ndarray) -> tuple[float, int]:
+    import torch
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    with torch.inference_mode():
+        r = torch.from_numpy(rows).to(device)
+        L = r.shape[1] - 1
+        for s in range(0, L, EVAL_CHUNK):
+            x, y = r[:, s: min(s + EVAL_CHUNK, L)], r[:, s + 1: min(s + EVAL_CHUNK, L) + 1]  # (S, t)
+            logits, state = model(x, state)  # (S, t, V); the state carries to the next chunk
+            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(), y.reshape(-1), reduction="sum"))
+            count += y.numel()
+    model.train(was_training)
+    return total, count
+
+
+def build_model(cfg: CharLMConfig, engine: str, seed: int, device: str = "cpu"):
+    """A freshly initialised CharLM on `engine`; the torch init (seeded) is the reference,
+    so both engines start from the same weights for the same seed."""
+    import torch
+
+    from lapnet.models.charlm import CharLM
+
+    if engine not in ENGINES:
+        raise LapnetError(f"--engine {engine}: expected torch or numpy")
+    torch.manual_seed(seed)
+    model = CharLM(cfg)
+    if engine == "torch":
+        return model.to(device)
+    from lapnet.models.numpy_charlm import NumpyCharLM
+
+    return NumpyCharLM(cfg, {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()})
+
+
+def load_run(path: str | Path, engine: str = "torch", device: str = "cpu") -> Run:
+    """Load a run directory written by `train_text` onto either engine.
+
+    Raises:
+        CheckpointError: a missing, corrupt or truncated file, or weights that do not match
+            config.json (names or shapes). Nothing is ever unpickled.
+    """
+    path = Path(path)
+    if engine not in ENGINES:
+        raise LapnetError(f"--engine {engine}: expected torch or numpy")
+    if not path.is_dir():
+        raise LapnetError(f"{path}: no such run directory")
+    config = read_json(path / "config.json")
+    try:
+        mcfg = CharLMConfig.from_json(config["model"])
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{path / 'config.json'}: not a text run (no model config)") from None
+    vocab = Vocab.from_json(read_json(path / "vocab.json"))
+    if len(vocab) != mcfg.vocab_size:
+        raise CheckpointError(f"{path}: vocab.json has {len(vocab)} characters, config.json says {mcfg.vocab_size}")
+    arrays, _ = load_tensors(path / "model.safetensors")
+    check_weights(arrays, mcfg, path / "model.safetensors")
+    if engine == "torch":
+        import torch
+
+        from lapnet.models.charlm import CharLM
+
+        model = CharLM(mcfg)
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+        model = model.to(device).eval()
+    else:
+        from lapnet.models.numpy_charlm import NumpyCharLM
+
+        model = NumpyCharLM(mcfg, arrays)
+    return Run(path, engine, model, vocab, config)
+
+
+def check_weights(arrays: dict[str, np.ndarray], cfg: CharLMConfig, where: Path) -> None:
+    """Refuse weights whose names or shapes do not match the model config."""
+    want = param_names(cfg)
+    if sorted(arrays) != sorted(want):
+        missing = sorted(set(want) - set(arrays))
+        extra = sorted(set(arrays) - set(want))
+        raise CheckpointError(f"{where}: weights do not match config.json (missing {missing[:3]}, unexpected {extra[:3]})")
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cfg.arch]
+    shapes = {"embed.weight": (cfg.vocab_size, cfg.embed), "head.weight": (cfg.vocab_size, cfg.hidden),
+              "head.bias": (cfg.vocab_size,)}
+    for k in range(cfg.layers):
+        shapes |= {f"rnn.weight_ih_l{k}": (G * cfg.hidden, cfg.embed if k == 0 else cfg.hidden),
+                   f"rnn.weight_hh_l{k}": (G * cfg.hidden, cfg.hidden),
+                   f"rnn.bias_ih_l{k}": (G * cfg.hidden,), f"rnn.bias_hh_l{k}": (G * cfg.hidden,)}
+    for name, shape in shapes.items():
+        if tuple(arrays[name].shape) != shape:
+            raise CheckpointError(f"{where}: {name} has shape {tuple(arrays[name].shape)}, config.json needs {shape}")
+        if not np.all(np.isfinite(arrays[name])):
+            raise CheckpointError(f"{where}: {name} holds NaN or inf")
+
+
+# ---------------------------------------------------------------------------------------
+# training
+
+
+def _check_out(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to touch an existing run unless asked; create nothing yet."""
+    if out.exists() and not out.is_dir():
+        raise LapnetError(f"--out {out}: exists and is a file, not a directory")
+    if resume and force:
+        raise LapnetError("--resume and --force contradict each other: pick one")
+    has_run = out.is_dir() and any(out.iterdir())
+    if has_run and not (resume or force):
+        raise LapnetError(f"--out {out}: already holds a run (use --resume to continue it or --force to overwrite)")
+    if resume and not (out / "last.safetensors").is_file():
+        raise LapnetError(f"--resume: {out} holds no checkpoint to resume (last.safetensors missing)")
+
+
+def train_text(
+    path: str | Path | None,
+    out: str | Path,
+    *,
+    model: CharLMConfig | None = None,
+    data: TextDataConfig | None = None,
+    train: TrainConfig | None = None,
+    engine: str = "torch",
+    device: str = "cpu",
+    resume: bool = False,
+    force: bool = False,
+    samples: bool = True,
+) -> dict[str, Any]:
+    """Train a character LM on a UTF-8 text file and write a run directory.
+
+    Args:
+        path: the text file (None: the bundled Hamlet passage).
+        out: the run directory (refused if it holds a run, unless resume or force).
+        model: model shape; `vocab_size` is set from the text. With `resume` the saved one wins.
+        data: seq_len, batch, val_frac. With `resume` the saved one wins.
+        train: the TrainConfig (`text_train_config()` gives this module's defaults).
+        engine: "torch" or "numpy".
+        device: torch device (the NumPy engine runs on the CPU).
+        resume: continue `out` until `train`'s totals (epochs/minutes) are reached.
+        force: overwrite an existing run.
+        samples: print a short sample after each evaluation.
+
+    Returns:
+        The metrics (also written to out/metrics.json).
+    """
+    out = Path(out)
+    if engine not in ENGINES:
+        raise LapnetError(f"--engine {engine}: expected torch or numpy")
+    _check_out(out, resume=resume, force=force)
+    train = train or text_train_config()
+    train.validate()
+    data = data or TextDataConfig()
+    model = model or CharLMConfig(vocab_size=1)
+    text = read_text(path)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if resume:  # the run's own shape and data settings; the command line may only extend it
+        saved = read_json(out / "config.json")
+        try:
+            model = CharLMConfig.from_json(saved["model"])
+            data = TextDataConfig(**saved["data"])
+        except (KeyError, TypeError):
+            raise CheckpointError(f"{out / 'config.json'}: not a text run") from None
+        if data.sha256 and data.sha256 != digest:
+            raise LapnetError(f"--resume: {path or 'the bundled text'} is not the text this run was trained on")
+        vocab = Vocab.from_json(read_json(out / "vocab.json"))
+    else:
+        vocab = Vocab.from_text(text)
+        model = CharLMConfig(**{**asdict(model), "vocab_size": len(vocab)})
+        data = TextDataConfig(**{**asdict(data), "source": str(path) if path is not None else None, "sha256": digest})
+    model.validate()
+    ids = vocab.encode(text, what=str(path or "text"))
+    train_ids, val_ids = split_ids(ids, data.val_frac)
+    if len(val_ids) < 2:
+        raise LapnetError("--val-frac 0 leaves no validation text: give a fraction like 0.1")
+    batches = TextBatches(train_ids, data.batch, data.seq_len, seed=train.seed)
+
+    net = build_model(model, engine, train.seed, device)
+    run = Run(out, engine, net, vocab)
+    if engine == "torch":
+        learner = _torch_learner(net, run, val_ids, train, device)
+    else:
+        from lapnet.models.numpy_charlm import NumpyLearner
+
+        learner = NumpyLearner(net, lambda: _val_metrics(run, val_ids), train)
+
+    # inputs are valid: only now touch the run directory
+    if force and out.is_dir():
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"kind": "charlm", "engine": engine, "model": model.to_json(), "data": asdict(data),
+              "train": asdict(train)}
+    write_json(out / "config.json", config)
+    write_json(out / "vocab.json", vocab.to_json())
+
+    on_eval = None
+    if samples and train.progress:
+        prime = vocab.decode(train_ids[:1])
+
+        def on_eval(step: int, metrics: dict[str, float]) -> None:
+            text_ = generate(run.stepper(), vocab, prime=prime, length=120, cfg=SampleConfig(0.8), seed=step)[0]
+            console.print(f"[dim]step {step}  val {metrics['val_loss']:.3f} nats/char "
+                          f"({metrics['val_bpc']:.3f} bits/char):[/dim] {' '.join(text_.split())!r}",
+                          highlight=False, markup=True)
+
+    result = fit(learner, batches, train, out=out, resume=resume, on_eval=on_eval,
+                 meta={"kind": "charlm", "engine": engine, "model": model.to_json()},
+                 describe=f"text {engine} {model.arch}")
+    last = result.last_metrics
+    train_losses = [r["train_loss"] for r in result.history if r.get("train_loss")]
+    metrics = {
+        "engine": engine,
+        "stopped": result.stopped,
+        "steps": result.steps,
+        "epochs": round(result.epochs, 4),
+        "seconds": round(result.seconds, 3),
+        "chars_per_sec": round(result.items_per_sec, 1),
+        "train_loss": train_losses[-1] if train_losses else None,
+        **{k: last[k] for k in ("val_loss", "val_bpc", "val_ppl") if k in last},
+        "best_val_loss": result.best_val,
+        "params": int(sum(np.asarray(v).size for v in learner.weights().values())),
+        "train_chars": int(len(train_ids)),
+        "val_chars": int(len(val_ids)),
+        "batch": batches.batch,
+        "seq_len": data.seq_len,
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _val_metrics(run: Run, val_ids: np.ndarray) -> dict[str, float]:
+    total, count = run.nll(val_ids)
+    return nats_to_metrics(total / count)
+
+
+def _torch_learner(net, run: Run, val_ids: np.ndarray, train: TrainConfig, device: str):
+    import torch
+    import torch.nn.functional as F
+
+    from lapnet.models.charlm import detach_state
+    from lapnet.train import TorchLearner
+
+    def loss_fn(model, batch, carry):
+        x, y = (torch.as_tensor(b, device=device) for b in batch)  # (B, T) each
+        logits, state = model(x, carry)  # (B, T, V); carry is None at the start of each epoch
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        # Truncated BPTT: row b of the next chunk continues row b of this one, so it starts
+        # from this state; detached, so gradients stop at the chunk boundary and each step
+        # costs O(T) time and memory instead of back-propagating through the whole text.
+        return loss, detach_state(state), y.numel()
+
+    def evaluate_fn(model):
+        return _val_metrics(run, val_ids)
+
+    return TorchLearner(net, loss_fn, evaluate_fn, train, device)
+
+
+# ---------------------------------------------------------------------------------------
+# sampling and evaluation
+
+
+def sample_text(
+    run_dir: str | Path,
+    *,
+    prime: str = "",
+    length: int = 300,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    num_samples: int = 1,
+    seed: int | None = None,
+    engine: str = "torch",
+    device: str = "cpu",
+    on_chars: Callable[[list[str]], None] | None = None,
+) -> list[str]:
+    """Samples from a run: each is prime + `length` new characters (see lapnet.sampling)."""
+    cfg = SampleConfig(temperature, top_k, top_p)
+    cfg.validate()  # bad options fail before the checkpoint is even read
+    if length <= 0:
+        raise LapnetError(f"--length must be positive, got {length}")
+    run = load_run(run_dir, engine, device)
+    run.vocab.encode(prime, what="--prime")  # names unknown characters before any output
+    return generate(run.stepper(), run.vocab, prime=prime, length=length, cfg=cfg, num_samples=num_samples,
+                    seed=seed, on_chars=on_chars)
+
+
+def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", device: str = "cpu",
+              write: bool = True) -> dict[str, Any]:
+    """Score a text file with a run: nats/char, bits/char, perplexity (stateful, see Run.nll).
+
+    With `write`, the result is stored as metrics.json["eval"] in the run directory.
+    """
+    run = load_run(run_dir, engine, device)
+    text = read_text(path)
+    ids = run.vocab.encode(text, what=str(path))
+    total, count = run.nll(ids)
+    nats = total / count
+    result = {"file": str(path), "engine": engine, "chars": count, "nats_per_char": nats,
+              "bits_per_char": nats / math.log(2), "perplexity": math.exp(min(nats, 700.0))}
+    if write:
+        metrics_path = Path(run_dir) / "metrics.json"
+        try:
+            metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+        except CheckpointError:
+            metrics = {}
+        write_json(metrics_path, {**metrics, "eval": result})
+    return result

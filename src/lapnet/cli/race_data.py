@@ -1,7 +1,84 @@
-"""`lapnet race simulate` and `lapnet race calibrate` (the data side of the race group)."""
+"""`lapnet race simulate` and `lapnet race calibrate` (the data side of the race group).
+
+Each command validates its arguments and calls one library function
+(`lapnet.race.simulate.simulate_to_file`, `lapnet.race.calibrate.calibrate_files`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Iterator, List, Optional
 
 import typer
+
+from lapnet.cli.common import console, emit_metrics, summary_table
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Show library warnings (e.g. 'not a race') as one `lapnet: warning:` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, UserWarning):
+                    console.print(f"lapnet: warning: {' '.join(str(w.message).split())}", markup=False, highlight=False)
+
+
+def simulate_cmd(
+    out: Path = typer.Option(..., "--out", help="Lap table to write: .csv or .parquet."),
+    races: int = typer.Option(10, "--races", min=1, max=100_000, help="Number of races (20 cars each)."),
+    seed: int = typer.Option(7, "--seed", min=0, help="Random seed: same seed, same table."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="calib.json from `lapnet race calibrate`."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Simulate races into a FastF1-style lap table with the truth real data lacks.
+
+    Columns: FastF1's (LapTime, Compound, TyreLife, TrackStatus, PitInTime, ...) plus
+    FuelLoad, TyreTemp, GapToLeader, TrueDegradation, Phase (push/conserve/pit_window) and
+    OracleLapTime (the lap time without noise: its MAE is the noise floor).
+
+    Example: lapnet race simulate --out laps.csv --races 10 --seed 7
+    """
+    from lapnet.race.simulate import simulate_to_file
+
+    summary = simulate_to_file(out, races, seed, calibration, force=force)
+    phases = summary.pop("phase_share")
+    summary.update({f"phase_{k}": v for k, v in phases.items()})
+    summary_table(f"simulated races -> {out}", summary)
+    emit_metrics(None, summary, as_json=as_json)
+
+
+def calibrate_cmd(
+    laps: List[Path] = typer.Argument(..., help="Real race lap tables (CSV/Parquet, e.g. FastF1 exports)."),
+    out: Path = typer.Option(..., "--out", help="Calibration file to write (.json)."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Also draw real vs simulated (.png)."),
+    sim_races: Optional[int] = typer.Option(None, "--sim-races", min=1, help="Simulated races for the figure (default: as many as real)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the simulated races in the figure."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing --out/--figure files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Fit the simulator's constants to real races: base pace per circuit, degradation per
+    compound, fuel effect, lap-time noise, pit loss, stint lengths, safety-car rates.
+
+    Only scored laps (accurate, green, not in- or out-laps, dry) enter the pace fits.
+
+    Example: lapnet race calibrate ../shared/data/f1/*.csv --out calib.json --figure calib.png
+    """
+    from lapnet.race.calibrate import calibrate_files
+
+    with _warnings_as_lines():
+        _, summary = calibrate_files(laps, out, figure=figure, sim_races=sim_races, seed=seed, force=force)
+    summary_table(f"calibration -> {out}", summary)
+    emit_metrics(None, summary, as_json=as_json)
 
 
 def register(race_app: typer.Typer) -> None:
     """Add the data commands to the `race` group."""
+    race_app.command("simulate")(simulate_cmd)
+    race_app.command("calibrate")(calibrate_cmd)

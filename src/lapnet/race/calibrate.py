@@ -1,0 +1,548 @@
+"""Fit the simulator's constants to real races, and compare real with simulated laps.
+
+    laps, _ = clean_laps(read_many(paths))
+    cal = calibrate(laps)                     # a Calibration (JSON round-trip: save/load)
+    sim = simulate(15, seed=0, calibration=cal)
+    fig = plot_real_vs_sim(laps, clean_laps(read_laps(sim))[0])
+
+What is fitted, and from which laps (all durations in seconds):
+    base pace per circuit  the race's median Scored lap (green, accurate, not in/out-laps).
+    fuel effect            the lap-number slope of a least-squares fit on Scored dry laps,
+                           y = LapTime - race median, with one offset per (race, driver),
+                           compound offsets and per-compound quadratic wear in TyreLife:
+                           pit stops reset TyreLife but not LapNumber, which separates the
+                           fuel burn (and track evolution) from tyre wear. In s/kg through
+                           the simulator's 1.7 kg/lap.
+    compound offsets       the same fit (fresh-tyre pace against MEDIUM).
+    degradation            per compound, y minus the fuel effect, with one offset per
+                           (race, driver, stint): deg(t) = linear * t + quad * t**2 in TyreLife.
+    lap-time noise         robust spread (1.4826 * MAD) of that fit's residuals.
+    pit loss               median in-lap excess + median out-lap excess over the race's median
+                           green lap (green laps only, lap 1 excluded), per circuit and overall.
+    stint lengths          median (and 95th percentile) laps of the stints of 4+ laps that
+                           end in a pit stop, per compound; the simulator puts the tyre
+                           cliff 25 % beyond the 95th percentile, where real data has none.
+    safety cars            runs of laps with code 4 (SC) and 6 (VSC, not SC) per race, and
+                           the mean SC length; one-stop share among drivers who stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lapnet.errors import LapnetError
+from lapnet.race import schema as S
+
+__all__ = [
+    "Calibration",
+    "CircuitCalibration",
+    "CompoundCalibration",
+    "calibrate",
+    "load_calibration",
+    "calibrate_files",
+    "plot_real_vs_sim",
+    "plot_laptime_distribution",
+    "plot_degradation",
+    "plot_stint_lengths",
+]
+
+CALIBRATION_VERSION = 1
+FUEL_BURN_KG_PER_LAP = 1.7  # the simulator's burn rate: turns the fitted s/lap into s/kg
+MIN_SCORED_LAPS = 30  # a race with fewer usable green laps says nothing about its pace
+
+
+@dataclass
+class CircuitCalibration:
+    """One real race as a simulator circuit."""
+
+    name: str
+    laps: int
+    base_lap_s: float
+    pit_loss_s: float
+    scored_laps: int
+
+
+@dataclass
+class CompoundCalibration:
+    """One dry compound: pace offset vs MEDIUM, quadratic wear in TyreLife, stint length."""
+
+    offset_s: float
+    deg_linear_s: float
+    deg_quad_s: float
+    stint_laps: float
+    stint_laps_p95: float
+    scored_laps: int
+    stints: int
+
+
+@dataclass
+class Calibration:
+    """The simulator's constants fitted to real laps (see the module docstring)."""
+
+    circuits: list[CircuitCalibration]
+    compounds: dict[str, CompoundCalibration]
+    fuel_s_per_lap: float
+    fuel_s_per_kg: float
+    lap_noise_s: float
+    pit_in_s: float
+    pit_out_s: float
+    pit_loss_s: float
+    sc_per_race: float
+    vsc_per_race: float
+    sc_laps_mean: float
+    one_stop_share: float
+    races: list[str] = field(default_factory=list)
+    version: int = CALIBRATION_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (the calibration file's content)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str = "calibration") -> "Calibration":
+        """Validate against the schema and build; any mismatch is a one-line LapnetError."""
+        return _from_dict(d, where)
+
+    def save(self, path: str | Path) -> None:
+        """Write the calibration as JSON, atomically."""
+        from lapnet.checkpoint import write_json
+
+        write_json(path, self.to_dict())
+
+    def deg(self, compound: str, tyre_life: np.ndarray) -> np.ndarray:
+        """Fitted seconds lost to wear at `tyre_life` laps (any shape), 0 at TyreLife 0."""
+        c = self.compounds[compound]
+        t = np.asarray(tyre_life, dtype=float)
+        return c.deg_linear_s * t + c.deg_quad_s * t**2
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read and validate a calibration JSON file (LapnetError when it does not match)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LapnetError(f"{path}: no such calibration file")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LapnetError(f"{path}: not a calibration file (invalid JSON: {e.__class__.__name__})") from None
+    return _from_dict(d, str(path))
+
+
+# --- schema validation -------------------------------------------------------------------
+
+_FLOAT_FIELDS = ("fuel_s_per_lap", "fuel_s_per_kg", "lap_noise_s", "pit_in_s", "pit_out_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share")
+_NONNEG = {"fuel_s_per_kg", "lap_noise_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share"}
+
+
+def _num(v: Any, where: str, *, integer: bool = False, positive: bool = False, nonneg: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise LapnetError(f"{where}: expected a number, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise LapnetError(f"{where}: not a finite number ({v})")
+    if integer and float(v) != int(v):
+        raise LapnetError(f"{where}: expected a whole number, got {v}")
+    if positive and v <= 0:
+        raise LapnetError(f"{where}: must be > 0, got {v}")
+    if nonneg and v < 0:
+        raise LapnetError(f"{where}: must be >= 0, got {v}")
+    return int(v) if integer else float(v)
+
+
+def _keys(d: Any, names: Sequence[str], where: str) -> None:
+    if not isinstance(d, dict):
+        raise LapnetError(f"{where}: expected an object, got {type(d).__name__}")
+    missing = [k for k in names if k not in d]
+    if missing:
+        raise LapnetError(f"{where}: missing field(s) {', '.join(missing)}")
+    extra = [k for k in d if k not in names]
+    if extra:
+        raise LapnetError(f"{where}: unknown field(s) {', '.join(map(str, extra))}")
+
+
+def _from_dict(d: Any, where: str) -> Calibration:
+    names = [f.name for f in fields(Calibration)]
+    _keys(d, names, f"{where}")
+    if d["version"] != CALIBRATION_VERSION:
+        raise LapnetError(f"{where}: calibration version {d['version']!r}, this lapnet reads version {CALIBRATION_VERSION}")
+    if not isinstance(d["circuits"], list) or not d["circuits"]:
+        raise LapnetError(f"{where}: circuits must be a non-empty list")
+    circuits = []
+    cnames = [f.name for f in fields(CircuitCalibration)]
+    for i, c in enumerate(d["circuits"]):
+        w = f"{where}: circuits[{i}]"
+        _keys(c, cnames, w)
+        if not isinstance(c["name"], str) or not c["name"]:
+            raise LapnetError(f"{w}.name: expected a non-empty string")
+        circuits.append(
+            CircuitCalibration(
+                name=c["name"],
+                laps=_num(c["laps"], f"{w}.laps", integer=True, positive=True),
+                base_lap_s=_num(c["base_lap_s"], f"{w}.base_lap_s", positive=True),
+                pit_loss_s=_num(c["pit_loss_s"], f"{w}.pit_loss_s", nonneg=True),
+                scored_laps=_num(c["scored_laps"], f"{w}.scored_laps", integer=True, nonneg=True),
+            )
+        )
+    comps = d["compounds"]
+    if not isinstance(comps, dict):
+        raise LapnetError(f"{where}: compounds must be an object keyed by compound")
+    bad = [k for k in comps if k not in S.DRY_COMPOUNDS]
+    if bad:
+        raise LapnetError(f"{where}: compounds: unknown compound(s) {', '.join(map(str, bad))} (expected {', '.join(S.DRY_COMPOUNDS)})")
+    compounds = {}
+    knames = [f.name for f in fields(CompoundCalibration)]
+    for k, c in comps.items():
+        w = f"{where}: compounds.{k}"
+        _keys(c, knames, w)
+        compounds[k] = CompoundCalibration(
+            offset_s=_num(c["offset_s"], f"{w}.offset_s"),
+            deg_linear_s=_num(c["deg_linear_s"], f"{w}.deg_linear_s"),
+            deg_quad_s=_num(c["deg_quad_s"], f"{w}.deg_quad_s"),
+            stint_laps=_num(c["stint_laps"], f"{w}.stint_laps", positive=True),
+            stint_laps_p95=_num(c["stint_laps_p95"], f"{w}.stint_laps_p95", positive=True),
+            scored_laps=_num(c["scored_laps"], f"{w}.scored_laps", integer=True, nonneg=True),
+            stints=_num(c["stints"], f"{w}.stints", integer=True, nonneg=True),
+        )
+    scalars = {k: _num(d[k], f"{where}: {k}", nonneg=k in _NONNEG) for k in _FLOAT_FIELDS}
+    if scalars["one_stop_share"] > 1:
+        raise LapnetError(f"{where}: one_stop_share must be in [0, 1], got {scalars['one_stop_share']}")
+    races = d["races"]
+    if not isinstance(races, list) or not all(isinstance(r, str) for r in races):
+        raise LapnetError(f"{where}: races must be a list of strings")
+    return Calibration(circuits=circuits, compounds=compounds, races=list(races), version=CALIBRATION_VERSION, **scalars)
+
+
+# --- fitting -----------------------------------------------------------------------------
+
+
+def _demean(frame: pd.DataFrame, cols: list[str], keys: list[str]) -> pd.DataFrame:
+    """Subtract the group mean of each column (fixed effects without dummy columns)."""
+    return frame[cols] - frame.groupby(keys)[cols].transform("mean")
+
+
+def _runs(flags: np.ndarray) -> list[int]:
+    """Lengths of the runs of True in a 1-D bool array."""
+    out, n = [], 0
+    for f in flags:
+        if f:
+            n += 1
+        elif n:
+            out.append(n)
+            n = 0
+    if n:
+        out.append(n)
+    return out
+
+
+def calibrate(laps: pd.DataFrame) -> Calibration:
+    """Fit the simulator's constants to cleaned real laps.
+
+    Args:
+        laps: the output of `lapnet.race.clean.clean_laps` (one or more races).
+
+    Returns:
+        A `Calibration`; `simulate(..., calibration=cal)` uses it.
+
+    Raises:
+        LapnetError: the table was not cleaned, or no race has enough usable green laps
+            (at least 30 Scored laps, dry compounds on both sides of a pit stop).
+    """
+    need = [c for c in ("Scored", "InLap", "OutLap", "Green", "HasTime") if c not in laps.columns]
+    if need:
+        raise LapnetError(f"calibrate: missing column(s) {', '.join(need)}: clean the laps with lapnet.race.clean.clean_laps first")
+    df = laps.copy()
+    med = df[df["Scored"]].groupby("Race")["LapTime"].agg(["median", "size"])
+    usable = med.index[med["size"] >= MIN_SCORED_LAPS]
+    if len(usable) == 0:
+        raise LapnetError(
+            f"calibrate: no usable green laps (every race has fewer than {MIN_SCORED_LAPS} accurate green laps that are not in- or out-laps)"
+        )
+    df = df[df["Race"].isin(usable)].copy()
+    df["y"] = df["LapTime"] - df["Race"].map(med["median"])  # (N,) seconds over the race's median green lap
+
+    # Pit loss: in-lap and out-lap excess on green laps (lap 1's standing start is not a pit stop).
+    racing = df["HasTime"] & df["Green"] & (df["LapNumber"] > 1)
+    in_ex = df.loc[racing & df["InLap"] & ~df["OutLap"]].groupby("Race")["y"].median()
+    out_ex = df.loc[racing & df["OutLap"] & ~df["InLap"]].groupby("Race")["y"].median()
+    pit_in = float(in_ex.median()) if len(in_ex) else 3.0
+    pit_out = float(out_ex.median()) if len(out_ex) else 18.0
+
+    circuits = []
+    for race in usable:
+        g = df[df["Race"] == race]
+        loss = in_ex.get(race, pit_in) + out_ex.get(race, pit_out)
+        circuits.append(
+            CircuitCalibration(
+                name=str(race),
+                laps=int(g.loc[g["HasTime"], "LapNumber"].max()),
+                base_lap_s=round(float(med.loc[race, "median"]), 4),
+                pit_loss_s=round(float(max(loss, 0.0)), 4),
+                scored_laps=int(med.loc[race, "size"]),
+            )
+        )
+
+    # Fuel + compound offsets: one fit with (race, driver) offsets; pit stops separate lap from tyre age.
+    dry = df[df["Scored"] & df["Compound"].isin(S.DRY_COMPOUNDS) & df["TyreLife"].notna()].copy()
+    dev = dry["y"] - dry.groupby(["Race", "Driver"])["y"].transform("median")
+    dry = dry[dev.abs() < 3.0]  # a spin or a traffic jam is not the tyre's doing
+    if len(dry) < MIN_SCORED_LAPS:
+        raise LapnetError("calibrate: no usable green laps on dry compounds")
+    comps = [c for c in S.DRY_COMPOUNDS if (dry["Compound"] == c).sum() >= 20]
+    X = pd.DataFrame({"lap": dry["LapNumber"]}, index=dry.index)
+    for c in comps:
+        is_c = (dry["Compound"] == c).astype(float)
+        if c != "MEDIUM" and "MEDIUM" in comps:
+            X[f"off_{c}"] = is_c
+        X[f"t_{c}"] = is_c * dry["TyreLife"]
+        X[f"t2_{c}"] = is_c * dry["TyreLife"] ** 2
+    Xd = _demean(pd.concat([X, dry[["y", "Race", "Driver"]]], axis=1), list(X.columns) + ["y"], ["Race", "Driver"])
+    beta, *_ = np.linalg.lstsq(Xd[list(X.columns)].to_numpy(), Xd["y"].to_numpy(), rcond=None)
+    coef = dict(zip(X.columns, beta))
+    fuel_slope = float(coef["lap"])
+
+    # Degradation per compound with (race, driver, stint) offsets, after removing the fuel effect.
+    dry["r"] = dry["y"] - fuel_slope * dry["LapNumber"]
+    dry["t"] = dry["TyreLife"]
+    dry["t2"] = dry["TyreLife"] ** 2
+    keys = ["Race", "Driver", "Stint"]
+    resid = pd.Series(np.nan, index=dry.index)
+    compounds: dict[str, CompoundCalibration] = {}
+    stints = _stints(df)
+    for c in comps:
+        sub = dry[dry["Compound"] == c]
+        d = _demean(sub, ["r", "t", "t2"], keys)
+        A = d[["t", "t2"]].to_numpy()
+        b = d["r"].to_numpy()
+        (lin, quad), *_ = np.linalg.lstsq(A, b, rcond=None)
+        resid.loc[sub.index] = b - A @ np.array([lin, quad])
+        st = stints[stints["Compound"] == c]
+        done = st[st["ended_in_pit"]]
+        pool = (done if len(done) >= 3 else st)["laps"]
+        length = float(pool.median()) if len(pool) else 25.0
+        longest = float(pool.quantile(0.95)) if len(pool) else 40.0
+        compounds[c] = CompoundCalibration(
+            offset_s=round(float(coef.get(f"off_{c}", 0.0)), 5),
+            deg_linear_s=round(float(lin), 6),
+            deg_quad_s=round(float(quad), 7),
+            stint_laps=round(length, 2),
+            stint_laps_p95=round(longest, 2),
+            scored_laps=int(len(sub)),
+            stints=int(len(st)),
+        )
+    r = resid.dropna().to_numpy()
+    noise = float(1.4826 * np.median(np.abs(r - np.median(r))))
+
+    sc_runs, vsc_runs = [], []
+    for race in usable:
+        st = df[df["Race"] == race].groupby("LapNumber")["TrackStatus"].agg(lambda s: "".join(s))
+        sc = st.str.contains("4", regex=False).to_numpy()
+        vsc = st.str.contains("6", regex=False).to_numpy() & ~sc
+        sc_runs.append(_runs(sc))
+        vsc_runs.append(_runs(vsc))
+    all_sc = [n for runs in sc_runs for n in runs]
+
+    stops = df.groupby(["Race", "Driver"])["Stint"].nunique() - 1
+    stopped = stops[stops >= 1]
+    one_stop = float((stopped == 1).mean()) if len(stopped) else 0.5
+
+    return Calibration(
+        circuits=circuits,
+        compounds=compounds,
+        fuel_s_per_lap=round(fuel_slope, 6),
+        fuel_s_per_kg=round(max(-fuel_slope / FUEL_BURN_KG_PER_LAP, 0.0), 6),
+        lap_noise_s=round(noise, 5),
+        pit_in_s=round(pit_in, 4),
+        pit_out_s=round(pit_out, 4),
+        pit_loss_s=round(max(pit_in + pit_out, 0.0), 4),
+        sc_per_race=round(float(np.mean([len(x) for x in sc_runs])), 4),
+        vsc_per_race=round(float(np.mean([len(x) for x in vsc_runs])), 4),
+        sc_laps_mean=round(float(np.mean(all_sc)) if all_sc else 4.0, 4),
+        one_stop_share=round(one_stop, 4),
+        races=[str(r) for r in usable],
+    )
+
+
+def _stints(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (race, driver, stint): compound, laps, whether it ended in a pit stop."""
+    g = df.groupby(["Race", "Driver", "Stint"])
+    st = pd.DataFrame({"Compound": g["Compound"].first(), "laps": g.size(), "ended_in_pit": g["InLap"].any()}).reset_index()
+    return st[st["laps"] >= 4]  # 1-3 lap "stints" are red-flag or SC tyre changes, not strategy
+
+
+# --- figures -----------------------------------------------------------------------------
+
+
+def _norm_laps(df: pd.DataFrame) -> np.ndarray:
+    s = df[df["Scored"]]
+    return (s["LapTime"] / s.groupby("Race")["LapTime"].transform("median")).to_numpy()
+
+
+def plot_laptime_distribution(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
+    """Histogram of Scored lap times divided by their race's median green lap. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
+    bins = np.linspace(0.97, 1.05, 61)
+    for df, label, color in ((real, "real", "k"), (sim, "simulated", "tab:orange")):
+        x = _norm_laps(df)
+        ax.hist(np.clip(x, bins[0], bins[-1]), bins=bins, density=True, histtype="step", lw=1.5, color=color, label=f"{label} ({len(x)} laps)")
+    ax.set_xlabel("lap time / race median green lap")
+    ax.set_ylabel("density")
+    ax.set_title("Green-lap times")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _stint_curve(df: pd.DataFrame, compound: str, max_age: int = 35) -> tuple[np.ndarray, np.ndarray]:
+    """Mean lap time over the stint's first three scored laps, by laps into the stint (fuel not removed)."""
+    s = df[df["Scored"] & (df["Compound"] == compound)].copy()
+    if s.empty:
+        return np.array([]), np.array([])
+    keys = ["Race", "Driver", "Stint"]
+    s["into"] = s["LapNumber"] - s.groupby(keys)["LapNumber"].transform("min")
+    first = s[s["into"] < 3].groupby(keys)["LapTime"].mean()
+    s["d"] = s["LapTime"] - s.set_index(keys).index.map(first).to_numpy()
+    s = s[s["d"].abs() < 4]
+    g = s.groupby("into")["d"].agg(["mean", "size"])
+    g = g[(g["size"] >= 15) & (g.index <= max_age)]
+    return g.index.to_numpy(float), g["mean"].to_numpy()
+
+
+def plot_degradation(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
+    """Mean lap-time change over a stint per compound (solid real, dashed simulated). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
+    colors = {"SOFT": "tab:red", "MEDIUM": "goldenrod", "HARD": "0.4"}
+    for c, color in colors.items():
+        for df, style, label in ((real, "-", "real"), (sim, "--", "sim")):
+            x, y = _stint_curve(df, c)
+            if len(x):
+                ax.plot(x, y, style, color=color, label=f"{c.lower()} {label}")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("laps into the stint")
+    ax.set_ylabel("lap time - first 3 laps of stint (s)")
+    ax.set_title("Lap-time change over a stint (fuel burn included)")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def plot_stint_lengths(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
+    """Stint lengths (stints ending in a pit stop) per compound, real against simulated. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
+    data, labels, colors = [], [], []
+    for c, color in (("SOFT", "tab:red"), ("MEDIUM", "goldenrod"), ("HARD", "0.4")):
+        for df, tag in ((real, "real"), (sim, "sim")):
+            st = _stints(df)
+            st = st[(st["Compound"] == c) & st["ended_in_pit"]]
+            data.append(st["laps"].to_numpy() if len(st) else np.array([np.nan]))
+            labels.append(f"{c[0]} {tag}")
+            colors.append(color)
+    parts = ax.boxplot(data, patch_artist=True, widths=0.6)
+    for i, (patch, color) in enumerate(zip(parts["boxes"], colors)):
+        patch.set_facecolor(color)
+        patch.set_alpha(0.9 if i % 2 == 0 else 0.35)
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+    ax.set_ylabel("laps")
+    ax.set_title("Stint lengths (stints ending in a stop)")
+    return fig
+
+
+def plot_real_vs_sim(real: pd.DataFrame, sim: pd.DataFrame, axes=None):
+    """Three panels: lap-time distributions, degradation per compound, stint lengths.
+
+    Args:
+        real, sim: cleaned lap tables (`clean_laps` output) of the real and simulated races.
+        axes: three matplotlib Axes to draw on, or None for a new 1x3 figure.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    else:
+        fig = axes[0].figure
+    plot_laptime_distribution(real, sim, ax=axes[0])
+    plot_degradation(real, sim, ax=axes[1])
+    plot_stint_lengths(real, sim, ax=axes[2])
+    fig.suptitle(f"Real ({real['Race'].nunique()} races) vs calibrated simulator ({sim['Race'].nunique()} races)")
+    fig.tight_layout()
+    return fig
+
+
+def calibrate_files(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    *,
+    figure: str | Path | None = None,
+    sim_races: int | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> tuple[Calibration, dict[str, Any]]:
+    """Read, clean and calibrate real lap tables; write calib.json (and the real-vs-sim figure).
+
+    Args:
+        paths: lap tables (CSV/Parquet), one race each or with a Race column.
+        out: the calibration JSON to write (refused if it exists, unless `force`).
+        figure: a PNG path for `plot_real_vs_sim` (simulates `sim_races` calibrated races,
+            default as many as the real ones, with `seed`).
+
+    Returns:
+        (calibration, summary) where summary holds the fitted scalars and, with a figure,
+        how far the simulated races are from the real ones.
+
+    Raises:
+        LapnetError: bad paths or tables (see `read_laps`), outputs that exist, no usable laps.
+    """
+    from lapnet.race.clean import clean_laps
+    from lapnet.race.io import read_laps, read_many
+
+    out = Path(out)
+    targets = [out] + ([Path(figure)] if figure is not None else [])
+    for t in targets:
+        if t.exists() and not force:
+            raise LapnetError(f"{t}: already exists (use --force to overwrite it)")
+        if not t.parent.is_dir():
+            raise LapnetError(f"{t}: folder {t.parent} does not exist")
+    if out.suffix.lower() != ".json":
+        raise LapnetError(f"--out {out}: the calibration is a .json file")
+    if figure is not None and Path(figure).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise LapnetError(f"--figure {figure}: write a .png, .pdf or .svg")
+    if sim_races is not None and sim_races < 1:
+        raise LapnetError(f"--sim-races must be >= 1, got {sim_races}")
+    if not paths:
+        raise LapnetError("give at least one lap table to calibrate on")
+    real, report = clean_laps(read_many(paths))
+    cal = calibrate(real)
+    summary: dict[str, Any] = {k: v for k, v in cal.to_dict().items() if k not in ("circuits", "races", "compounds", "version")}
+    summary["races"] = len(cal.races)
+    for c, cc in cal.compounds.items():
+        summary[f"{c.lower()}_deg_s_per_lap_at_10"] = round(cc.deg_linear_s + 2 * cc.deg_quad_s * 10, 4)
+        summary[f"{c.lower()}_stint_laps"] = cc.stint_laps
+    summary["scored_laps"] = report.total()["scored"]
+    if figure is not None:
+        import matplotlib.pyplot as plt
+
+        from lapnet.race.simulate import simulate
+
+        sim, _ = clean_laps(read_laps(simulate(sim_races or len(cal.races), seed, cal)))
+        fig = plot_real_vs_sim(real, sim)
+        fig.savefig(figure, dpi=110)
+        plt.close(fig)
+        r, s = _norm_laps(real), _norm_laps(sim)
+        summary["real_green_lap_iqr"] = round(float(np.subtract(*np.percentile(r, [75, 25]))), 5)
+        summary["sim_green_lap_iqr"] = round(float(np.subtract(*np.percentile(s, [75, 25]))), 5)
+        summary["figure"] = str(figure)
+    cal.save(out)
+    summary["out"] = str(out)
+    return cal, summary

@@ -1,0 +1,550 @@
+"""A Formula 1 race simulator that knows the truth real data lacks.
+
+    laps = simulate(n_races=10, seed=7)              # FastF1-style lap table, 20 cars
+    laps = simulate(10, seed=7, calibration=cal)     # circuits, tyres, noise fitted to real races
+
+Every race is R x C cars x L laps of arrays; one Python loop runs over the laps (gaps and
+traffic depend on the previous lap), everything inside it is NumPy over all races and cars.
+
+Lap time model (seconds), per car and lap (the oracle is all of it except the noise):
+
+    oracle = base_lap + car_pace + compound_offset[c] + deg_c(wear) + fuel_s_per_kg * fuel
+             + evolution(lap) + mode_pace + cold_tyre(temp) + dirty_air(gap_ahead)
+             + in-lap / out-lap / lap-1 / safety-car terms
+    LapTime = oracle + N(0, noise_std)
+
+so the oracle's MAE is E|N(0, s)| = s * sqrt(2/pi): the noise floor.
+
+Truth columns written beside FastF1's:
+    FuelLoad        kg on board at the start of the lap.
+    TyreTemp        degC, a first-order lag towards the mode's target (cold out-laps).
+    GapToLeader     s behind the leader at the end of the lap.
+    TrueDegradation s lost to tyre wear on this lap (deg_c(wear), 0 on a fresh tyre).
+    Phase           push | conserve | pit_window.
+    OracleLapTime   the expected lap time without noise.
+
+Phases and the signature each leaves (what a tagger can learn):
+    pit_window  the in-lap and the 3 laps before it (`PIT_WINDOW_LAPS`): neutral pace, but
+                the stop that ends the window (slow in-lap, very slow out-lap, TyreLife
+                reset, new compound) is at most 3 laps later — a bidirectional tagger sees it.
+    push        pace -0.25 s and tyre wear x1.45 (degradation grows faster, hotter tyres).
+    conserve    pace +0.25 s and tyre wear x0.6; every safety-car/VSC lap is conserve.
+    Outside pit windows a driver switches between push and conserve as a Markov chain
+    (stays with probability 0.85: stretches of ~7 laps), so a mode is a visible step of
+    ~0.5 s in lap time plus a change in the degradation slope, 2-3x the noise (0.15 s).
+
+Constants and their sources (rounded; "typical" = public 2022-2024 strategy previews by
+Pirelli and team briefings, checked against the 15 real 2023 races in ../shared/data/f1):
+    fuel: 110 kg at the start (FIA F1 Technical Regulations art. 30.5, max race fuel),
+    1.7 kg/lap burnt, 0.03 s per kg (rule of thumb "10 kg = 0.3 s" per ~5 km lap).
+    compound offsets SOFT -0.55 / MEDIUM 0 / HARD +0.45 s (Pirelli's 0.4-0.7 s steps).
+    degradation: SOFT quadratic, MEDIUM linear, HARD logarithmic in wear (laps, scaled by
+    the mode), each with a cliff (quadratic loss past a wear threshold); ~1.5 s lost over a
+    typical stint (15 SOFT / 25 MEDIUM / 35 HARD laps).
+    pit loss per circuit 19-29 s (Pirelli/F1 previews; the real files give in-lap +2-5 s and
+    out-lap +15-20 s over the median green lap), 25 % on the in-lap and 75 % on the out-lap;
+    a stop under SC costs 55 %, under VSC 70 % (the field is slow while you are in the pits).
+    safety car: laps ~45 % slower (real files: SC laps 30-60 s slower), ~0.6 SC and ~0.4 VSC
+    per race (2023 season: 15 races, 11 with SC or VSC); lap 1 from a standing start +6 s.
+    track evolution: -0.5 s over a race, rubbering-in with a 15-lap time constant.
+    dirty air: up to +0.4 s when less than 1.2 s behind another car.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from lapnet.errors import LapnetError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lapnet.race.calibrate import Calibration
+
+__all__ = ["simulate", "simulate_to_file", "summarize", "SimParams", "Circuit", "CompoundModel", "degradation", "PIT_WINDOW_LAPS", "DRIVERS"]
+
+NEVER = 10_000.0  # a lap number no race reaches (no such stop / event)
+FAR = 1e9  # session time of a car no longer running: behind everyone
+PIT_WINDOW_LAPS = 3  # laps before the in-lap that are labelled pit_window (plus the in-lap)
+
+DRIVERS: tuple[tuple[str, str, str], ...] = (  # (code, car number, team) of a 2023-like grid
+    ("VER", "1", "Red Bull Racing"), ("PER", "11", "Red Bull Racing"), ("HAM", "44", "Mercedes"),
+    ("RUS", "63", "Mercedes"), ("LEC", "16", "Ferrari"), ("SAI", "55", "Ferrari"), ("NOR", "4", "McLaren"),
+    ("PIA", "81", "McLaren"), ("ALO", "14", "Aston Martin"), ("STR", "18", "Aston Martin"), ("GAS", "10", "Alpine"),
+    ("OCO", "31", "Alpine"), ("ALB", "23", "Williams"), ("SAR", "2", "Williams"), ("BOT", "77", "Alfa Romeo"),
+    ("ZHO", "24", "Alfa Romeo"), ("MAG", "20", "Haas F1 Team"), ("HUL", "27", "Haas F1 Team"),
+    ("TSU", "22", "AlphaTauri"), ("RIC", "3", "AlphaTauri"),
+)
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A track: race distance in laps, a typical green race lap, and the pit-stop time loss."""
+
+    name: str
+    laps: int
+    base_lap_s: float
+    pit_loss_s: float
+
+
+# Approximate 2023 figures: race laps (official), median green race lap (from the real files
+# where we have them, else typical), pit loss (Pirelli/F1 previews).
+DEFAULT_CIRCUITS: tuple[Circuit, ...] = (
+    Circuit("bahrain", 57, 97.0, 23.0),
+    Circuit("jeddah", 50, 92.0, 20.0),
+    Circuit("melbourne", 58, 82.0, 19.0),
+    Circuit("baku", 51, 106.0, 20.5),
+    Circuit("miami", 57, 92.0, 20.0),
+    Circuit("barcelona", 66, 80.0, 22.0),
+    Circuit("montreal", 70, 77.0, 19.0),
+    Circuit("spielberg", 71, 69.0, 20.0),
+    Circuit("silverstone", 52, 92.0, 20.5),
+    Circuit("spa", 44, 110.0, 19.5),
+    Circuit("monza", 51, 86.0, 24.0),
+    Circuit("singapore", 62, 97.0, 28.0),
+    Circuit("suzuka", 53, 96.0, 22.5),
+    Circuit("austin", 56, 100.0, 20.0),
+    Circuit("mexico", 71, 82.0, 22.0),
+    Circuit("interlagos", 71, 75.0, 21.0),
+)
+
+
+@dataclass(frozen=True)
+class CompoundModel:
+    """Degradation of one dry compound as a function of wear w (laps, scaled by mode).
+
+    deg(w) = linear * w + quad * w**2 + log * ln(1 + w) + cliff_rate * max(0, w - cliff)**2
+    """
+
+    offset_s: float  # fresh-tyre pace against MEDIUM (negative = faster)
+    linear: float = 0.0
+    quad: float = 0.0
+    log: float = 0.0
+    cliff: float = 40.0
+    cliff_rate: float = 0.05
+    stint_laps: float = 25.0  # typical stint length (sets where the planned stops fall)
+
+
+DEFAULT_COMPOUNDS: dict[str, CompoundModel] = {
+    "SOFT": CompoundModel(offset_s=-0.55, linear=0.05, quad=0.0030, cliff=22.0, cliff_rate=0.06, stint_laps=16.0),
+    "MEDIUM": CompoundModel(offset_s=0.0, linear=0.060, cliff=32.0, cliff_rate=0.05, stint_laps=25.0),
+    "HARD": CompoundModel(offset_s=0.45, log=0.40, linear=0.01, cliff=45.0, cliff_rate=0.04, stint_laps=34.0),
+}
+
+# (compounds in stint order, weight): always two different dry compounds (the sporting rule).
+ONE_STOP: tuple[tuple[str, ...], ...] = (("MEDIUM", "HARD"), ("HARD", "MEDIUM"), ("SOFT", "HARD"), ("SOFT", "MEDIUM"))
+TWO_STOP: tuple[tuple[str, ...], ...] = (("SOFT", "MEDIUM", "HARD"), ("MEDIUM", "HARD", "MEDIUM"), ("MEDIUM", "HARD", "HARD"), ("SOFT", "HARD", "MEDIUM"))
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """Every constant of the simulator (see the module docstring for their sources)."""
+
+    circuits: tuple[Circuit, ...] = DEFAULT_CIRCUITS
+    compounds: dict[str, CompoundModel] = field(default_factory=lambda: dict(DEFAULT_COMPOUNDS))
+    n_cars: int = 20
+    fuel_start_kg: float = 110.0
+    fuel_burn_kg: float = 1.7
+    fuel_s_per_kg: float = 0.03
+    evolution_s: float = 0.5  # total track evolution over a race
+    evolution_tau: float = 15.0
+    car_pace_sd: float = 0.35  # spread of the field's pace (s per lap)
+    noise_std: float = 0.15  # lap-time noise: the oracle's MAE is noise_std * sqrt(2/pi)
+    push_pace_s: float = -0.25
+    conserve_pace_s: float = 0.25
+    push_wear: float = 1.45
+    conserve_wear: float = 0.6
+    sc_wear: float = 0.3
+    mode_stay: float = 0.85
+    one_stop_share: float = 0.55
+    stop_jitter_laps: float = 2.0
+    in_lap_share: float = 0.25  # share of the pit loss on the in-lap; the rest on the out-lap
+    sc_stop_discount: float = 0.55
+    vsc_stop_discount: float = 0.70
+    sc_per_race: float = 0.6
+    vsc_per_race: float = 0.4
+    sc_laps_mean: float = 4.0
+    sc_slow: float = 0.45  # SC laps are 45 % slower
+    vsc_slow: float = 0.35
+    yellow_prob: float = 0.03  # laps with a local yellow ('2'), no pace effect
+    lap1_loss_s: float = 6.0
+    lap1_per_grid_s: float = 0.15
+    dirty_air_s: float = 0.4
+    dirty_air_gap_s: float = 1.2
+    cold_s_per_deg: float = 0.02
+    dnf_prob: float = 0.05
+    deleted_prob: float = 0.004
+    inaccurate_prob: float = 0.01
+
+    @classmethod
+    def from_calibration(cls, cal: "Calibration") -> "SimParams":
+        """Circuits, compounds (quadratic degradation fits), fuel, noise, pit and SC rates from a Calibration."""
+        base = cls()
+        circuits = tuple(Circuit(c.name, int(c.laps), float(c.base_lap_s), float(c.pit_loss_s)) for c in cal.circuits)
+        compounds = dict(base.compounds)
+        for name, cc in cal.compounds.items():
+            old = compounds.get(name, DEFAULT_COMPOUNDS["MEDIUM"])
+            compounds[name] = replace(
+                old, offset_s=float(cc.offset_s), linear=float(cc.deg_linear_s), quad=float(cc.deg_quad_s), log=0.0,
+                stint_laps=float(cc.stint_laps),
+                cliff=1.25 * float(cc.stint_laps_p95),  # real stints show no cliff: put it past them
+            )
+        # The modes and dirty air add their own spread; the rest of the real residual is noise.
+        mode_var = ((base.conserve_pace_s - base.push_pace_s) / 2) ** 2
+        noise = float(np.sqrt(max(cal.lap_noise_s**2 - mode_var, (0.5 * cal.lap_noise_s) ** 2)))
+        return replace(
+            base,
+            circuits=circuits,
+            compounds=compounds,
+            fuel_s_per_kg=float(cal.fuel_s_per_kg),
+            evolution_s=0.0,  # the calibrated fuel slope already holds track evolution
+            noise_std=noise,
+            in_lap_share=float(np.clip(cal.pit_in_s / max(cal.pit_loss_s, 1e-6), 0.05, 0.6)),
+            sc_per_race=float(cal.sc_per_race),
+            vsc_per_race=float(cal.vsc_per_race),
+            sc_laps_mean=float(cal.sc_laps_mean),
+            one_stop_share=float(cal.one_stop_share),
+        )
+
+
+def degradation(model: CompoundModel, wear: np.ndarray) -> np.ndarray:
+    """Seconds lost to tyre wear. Args: wear (any shape, laps). Returns: same shape."""
+    w = np.maximum(wear, 0.0)
+    over = np.maximum(w - model.cliff, 0.0)
+    return model.linear * w + model.quad * w**2 + model.log * np.log1p(w) + model.cliff_rate * over**2
+
+
+def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = None, *, params: SimParams | None = None) -> pd.DataFrame:
+    """Simulate `n_races` races of 20 cars into a FastF1-style lap table with truth columns.
+
+    Args:
+        n_races: number of races (>= 1).
+        seed: the same seed gives the same table, bit for bit.
+        calibration: a `lapnet.race.calibrate.Calibration` fitted to real races; its circuits,
+            tyres, fuel effect, noise, pit loss and SC rates replace the defaults.
+        params: explicit constants (overrides `calibration`).
+
+    Returns:
+        One row per car and lap, sorted by Race, Driver, LapNumber, in `schema.SCHEMA`
+        dtypes: Time, Driver, DriverNumber, LapTime, LapNumber, Stint, PitOutTime, PitInTime,
+        Compound, TyreLife, FreshTyre, Team, LapStartTime, TrackStatus, Position, Deleted,
+        FastF1Generated, IsAccurate, Race ('sim_0007'), Circuit, and the truth: FuelLoad,
+        TyreTemp, GapToLeader, TrueDegradation, Phase, OracleLapTime.
+    """
+    if isinstance(n_races, bool) or not isinstance(n_races, (int, np.integer)) or n_races < 1:
+        raise LapnetError(f"n_races must be a whole number >= 1, got {n_races!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise LapnetError(f"seed must be a whole number >= 0, got {seed!r}")
+    if params is None:
+        params = SimParams.from_calibration(calibration) if calibration is not None else SimParams()
+    p = params
+    rng = np.random.default_rng(int(seed))
+    R, C = int(n_races), int(p.n_cars)
+    race_idx = np.arange(R)
+
+    # --- race set-up: circuits, cars, strategies, safety cars -------------------------------
+    circ = rng.integers(len(p.circuits), size=R)  # (R,)
+    n_laps = np.array([p.circuits[i].laps for i in circ])  # (R,)
+    base = np.array([p.circuits[i].base_lap_s for i in circ])[:, None]  # (R, 1)
+    pit_loss = np.array([p.circuits[i].pit_loss_s for i in circ])[:, None]  # (R, 1)
+    L = int(n_laps.max())
+
+    car_pace = rng.normal(0.0, p.car_pace_sd, (R, C))  # (R, C)
+    grid = np.argsort(np.argsort(car_pace + rng.normal(0.0, 0.15, (R, C)), axis=1), axis=1)  # (R, C) 0 = pole
+
+    comp_names = ["SOFT", "MEDIUM", "HARD"]
+    two = rng.random((R, C)) > p.one_stop_share  # (R, C) two-stoppers
+    s1 = rng.integers(len(ONE_STOP), size=(R, C))
+    s2 = rng.integers(len(TWO_STOP), size=(R, C))
+    strat = np.full((R, C, 3), -1)  # (R, C, 3) compound index per stint, -1 = no such stint
+    one_tab = np.array([[comp_names.index(c) for c in s] + [-1] for s in ONE_STOP])  # (4, 3)
+    two_tab = np.array([[comp_names.index(c) for c in s] for s in TWO_STOP])  # (4, 3)
+    strat[:] = np.where(two[..., None], two_tab[s2], one_tab[s1])
+    life = np.array([p.compounds[c].stint_laps for c in comp_names])  # (3,)
+    stint_life = np.where(strat >= 0, life[np.maximum(strat, 0)], 0.0)  # (R, C, 3)
+    frac = np.cumsum(stint_life, axis=2) / stint_life.sum(axis=2, keepdims=True)  # (R, C, 3)
+    nl = n_laps[:, None, None].astype(float)
+    stops = np.round(frac[..., :2] * nl + rng.normal(0.0, p.stop_jitter_laps, (R, C, 2)))  # (R, C, 2) in-lap numbers
+    stops[..., 1] = np.where(two, stops[..., 1], NEVER)  # one-stoppers: no second stop
+    stops[..., 0] = np.clip(stops[..., 0], 5, nl[..., 0] - 5)
+
+    # Safety cars and VSCs: (R, L) status 0 green, 1 SC, 2 VSC; their first laps.
+    status = np.zeros((R, L + 2), dtype=np.int8)
+    sc_start = np.full((R, 4), NEVER)  # (R, 4) lap where an SC/VSC period starts
+    sc_kind = np.zeros((R, 4), dtype=np.int8)
+    for kind, rate, mean_len in ((2, p.vsc_per_race, 1.5), (1, p.sc_per_race, p.sc_laps_mean)):
+        n_ev = np.minimum(rng.poisson(rate, R), 2)  # (R,)
+        for k in range(2):
+            start = 2 + (rng.random(R) * np.maximum(n_laps - 5, 1)).astype(int)  # (R,)
+            dur = 1 + rng.poisson(max(mean_len - 1.0, 0.0), R)  # (R,)
+            on = n_ev > k
+            for r in np.flatnonzero(on):  # a handful of events in total: a loop is clearer
+                a, b = start[r], min(start[r] + dur[r], n_laps[r] - 1)
+                if b <= a:
+                    continue
+                if kind == 1 or not status[r, a:b].any():
+                    status[r, a:b] = kind
+                    slot = 2 * (kind - 1) + k
+                    sc_start[r, slot], sc_kind[r, slot] = a, kind
+    status = status[:, 1 : L + 1]  # (R, L): index l-1 is lap l
+
+    # Opportunistic stops: a car due to stop within 6 laps pits when the SC/VSC comes out.
+    for slot in range(4):
+        q = sc_start[:, slot][:, None]  # (R, 1)
+        for k in range(2):
+            due = (stops[..., k] - q >= -2) & (stops[..., k] - q <= 6) & (q < NEVER)
+            prev_ok = (q - (stops[..., 0] if k == 1 else 0)) >= 5
+            stops[..., k] = np.where(due & prev_ok, q, stops[..., k])
+    stops[..., 1] = np.where(two, np.maximum(stops[..., 1], stops[..., 0] + 4), NEVER)
+    stops[..., 1] = np.where(stops[..., 1] > nl[..., 0] - 2, NEVER, stops[..., 1])  # too late: one stop
+    under = np.zeros((R, C, 2))  # stop discount when pitting under SC/VSC
+    for k in range(2):
+        sl = np.clip(stops[..., k], 1, L).astype(int) - 1
+        st = np.where(stops[..., k] < NEVER, status[race_idx[:, None], sl], 0)
+        under[..., k] = np.select([st == 1, st == 2], [p.sc_stop_discount, p.vsc_stop_discount], 1.0)
+
+    retire = np.where(rng.random((R, C)) < p.dnf_prob, rng.integers(2, L + 1, (R, C)), L + 1)  # (R, C) last lap run
+    start_age = np.where(rng.random((R, C)) < 0.5, 1.0, rng.integers(2, 5, (R, C)).astype(float))  # used sets from quali
+
+    # --- lap loop ----------------------------------------------------------------------------
+    shape = (R, C, L)
+    out = {k: np.full(shape, np.nan) for k in ("LapTime", "Oracle", "Time", "Start", "PitIn", "PitOut", "Tyre", "Fuel", "Temp", "Gap", "Deg", "Pos", "Stint")}
+    comp_out = np.zeros(shape, dtype=np.int8)
+    phase_out = np.zeros(shape, dtype=np.int8)  # 0 push, 1 conserve, 2 pit_window
+    flags = {k: np.zeros(shape, dtype=bool) for k in ("Deleted", "Accurate", "Fresh", "Valid")}
+
+    t_prev = 3600.0 + 0.25 * grid  # (R, C) session time at the start line
+    fuel = np.full((R, C), p.fuel_start_kg)
+    wear = start_age - 1.0
+    age = start_age.copy()
+    temp = np.full((R, C), 85.0)
+    push = rng.random((R, C)) < 0.5
+    stint = np.zeros((R, C), dtype=int)
+    deg_models = [p.compounds[c] for c in comp_names]
+    offsets = np.array([m.offset_s for m in deg_models])  # (3,)
+
+    for lap in range(1, L + 1):
+        active = (lap <= n_laps[:, None]) & (lap <= retire)  # (R, C)
+        st = status[:, lap - 1][:, None]  # (R, 1)
+        sc, vsc = st == 1, st == 2
+        in_lap = (stops == lap).any(axis=2)  # (R, C)
+        out_lap = (stops == lap - 1).any(axis=2) if lap > 1 else np.zeros((R, C), bool)  # lap after an in-lap
+        if lap > 1:
+            stint = stint + out_lap
+            age = np.where(out_lap, 1.0, age + 1.0)
+            wear = np.where(out_lap, 0.0, wear)
+        comp = strat[race_idx[:, None], np.arange(C)[None, :], np.minimum(stint, 2)]  # (R, C)
+        comp = np.maximum(comp, 0)
+
+        window = ((stops - lap >= 0) & (stops - lap <= PIT_WINDOW_LAPS)).any(axis=2)  # (R, C)
+        switch = rng.random((R, C)) > p.mode_stay
+        push = np.where(out_lap, rng.random((R, C)) < 0.5, push ^ switch)
+        neutral = sc | vsc
+        phase = np.where(window, 2, np.where(neutral | ~push, 1, 0))  # (R, C)
+
+        mode_pace = np.select([phase == 0, phase == 1], [p.push_pace_s, p.conserve_pace_s], 0.0)
+        mode_pace = np.where(neutral, 0.0, mode_pace)
+        wear_mult = np.select([phase == 0, phase == 1], [p.push_wear, p.conserve_wear], 1.0)
+        wear = wear + np.where(neutral, p.sc_wear, wear_mult)
+        deg = np.zeros((R, C))
+        for i, m in enumerate(deg_models):
+            deg = np.where(comp == i, degradation(m, wear), deg)
+
+        target = np.where(neutral, 80.0, np.where(phase == 0, 105.0, np.where(phase == 1, 95.0, 100.0)))
+        temp = np.where(out_lap, 70.0, temp + 0.6 * (target - temp))
+        cold = p.cold_s_per_deg * np.maximum(92.0 - temp, 0.0)
+
+        # Dirty air: the gap to the car ahead at the start of this lap (previous lap's order).
+        t_masked = np.where(active, t_prev, FAR)
+        order = np.argsort(t_masked, axis=1)  # (R, C)
+        t_sorted = np.take_along_axis(t_masked, order, axis=1)
+        gap_sorted = np.diff(t_sorted, axis=1, prepend=-FAR)  # (R, C) leader: huge
+        gap_ahead = np.empty((R, C))
+        np.put_along_axis(gap_ahead, order, gap_sorted, axis=1)
+        dirty = p.dirty_air_s * np.clip(1.0 - gap_ahead / p.dirty_air_gap_s, 0.0, 1.0) * (lap > 1)
+
+        evo = -p.evolution_s * (1.0 - np.exp(-lap / p.evolution_tau))
+        green = (
+            base + car_pace + offsets[comp] + deg + p.fuel_s_per_kg * fuel + evo + mode_pace + cold + dirty
+        )  # (R, C)
+        if lap == 1:
+            green = green + p.lap1_loss_s + p.lap1_per_grid_s * grid
+        # Neutralised laps: the field follows the SC (gaps close) or keeps a VSC delta.
+        leader = np.min(t_masked, axis=1, keepdims=True)
+        gap_lead = np.where(active, t_prev - leader, 0.0)
+        # Behind the SC each car closes half its excess gap per lap down to ~0.8 s per place.
+        excess = np.maximum(gap_lead - 0.8 * _running_order(t_masked), 0.0)
+        sc_time = base * (1 + p.sc_slow) - np.minimum(0.5 * excess, 0.25 * base)
+        vsc_time = base * (1 + p.vsc_slow) + 0.3 * (green - base)
+        oracle = np.where(sc, sc_time, np.where(vsc, vsc_time, green))
+        stop_share = np.where(stops == lap, under, 0.0).sum(axis=2)  # discount of the stop ending this lap
+        prev_share = np.where(stops == lap - 1, under, 0.0).sum(axis=2)
+        oracle = oracle + in_lap * p.in_lap_share * pit_loss * stop_share
+        oracle = oracle + out_lap * (1 - p.in_lap_share) * pit_loss * prev_share
+        lap_time = oracle + rng.normal(0.0, p.noise_std, (R, C))
+        t_new = t_prev + lap_time
+
+        # Positions and gaps at the end of the lap, among cars still running.
+        t_end = np.where(active, t_new, FAR)
+        pos = np.argsort(np.argsort(t_end, axis=1), axis=1) + 1.0
+        gap_leader = t_new - np.min(t_end, axis=1, keepdims=True)
+
+        i = lap - 1
+        out["LapTime"][..., i] = lap_time
+        out["Oracle"][..., i] = oracle
+        out["Time"][..., i] = t_new
+        out["Start"][..., i] = t_prev
+        out["PitIn"][..., i] = np.where(in_lap, t_prev + 0.93 * lap_time, np.nan)
+        out["PitOut"][..., i] = np.where(out_lap, t_prev + 0.6 * (1 - p.in_lap_share) * pit_loss, np.nan)
+        out["Tyre"][..., i] = age
+        out["Fuel"][..., i] = fuel
+        out["Temp"][..., i] = temp
+        out["Gap"][..., i] = gap_leader
+        out["Deg"][..., i] = deg
+        out["Pos"][..., i] = pos
+        out["Stint"][..., i] = stint + 1.0
+        comp_out[..., i] = comp
+        phase_out[..., i] = phase
+        flags["Fresh"][..., i] = (stint > 0) | (start_age == 1.0)
+        flags["Valid"][..., i] = active
+        flags["Deleted"][..., i] = (rng.random((R, C)) < p.deleted_prob) & ~neutral & (lap > 1)
+        flags["Accurate"][..., i] = ~(in_lap | out_lap | neutral | (lap == 1)) & (rng.random((R, C)) >= p.inaccurate_prob)
+
+        fuel = np.maximum(fuel - p.fuel_burn_kg * np.where(neutral, 0.6, 1.0), 0.0)
+        t_prev = np.where(active, t_new, t_prev)
+
+    return _to_frame(out, comp_out, phase_out, flags, status, circ, p, seed_races=R)
+
+
+def _running_order(t: np.ndarray) -> np.ndarray:
+    """Running order (0 = leader) of cars by session time. Args: t (R, C). Returns: (R, C)."""
+    return np.argsort(np.argsort(t, axis=1), axis=1).astype(float)
+
+
+def _status_strings(status: np.ndarray, yellow: np.ndarray) -> np.ndarray:
+    """(R, L) codes -> FastF1-style strings: '24' first SC lap, '4', '6', '67' last VSC lap, '2', '1'."""
+    R, L = status.shape
+    prev = np.concatenate([np.zeros((R, 1), np.int8), status[:, :-1]], axis=1)
+    nxt = np.concatenate([status[:, 1:], np.zeros((R, 1), np.int8)], axis=1)
+    s = np.full((R, L), "1", dtype=object)
+    s[yellow] = "2"
+    s[status == 1] = "4"
+    s[(status == 1) & (prev != 1)] = "24"
+    s[status == 2] = "6"
+    s[(status == 2) & (nxt != 2)] = "67"
+    return s
+
+
+def _to_frame(out, comp_out, phase_out, flags, status, circ, p: SimParams, seed_races: int) -> pd.DataFrame:
+    R, C, L = comp_out.shape
+    valid = flags["Valid"]
+    rr, cc, ll = np.nonzero(valid)  # row order: race, car, lap -> sorted like FastF1
+    n = len(rr)
+    yellow = np.random.default_rng(R * 7919 + L).random((R, L)) < p.yellow_prob
+    ts = _status_strings(status, yellow)
+    drivers = np.array([d[0] for d in DRIVERS[:C]] + [f"C{i:02d}" for i in range(len(DRIVERS), C)], dtype=object)
+    numbers = np.array([d[1] for d in DRIVERS[:C]] + [str(100 + i) for i in range(len(DRIVERS), C)], dtype=object)
+    teams = np.array([d[2] for d in DRIVERS[:C]] + ["Privateer"] * max(0, C - len(DRIVERS)), dtype=object)
+    # Sort drivers alphabetically within a race, as FastF1 exports roughly are grouped by driver.
+    car_order = np.argsort(drivers[:C], kind="stable")
+    rank_of_car = np.empty(C, int)
+    rank_of_car[car_order] = np.arange(C)
+    key = (rr * C + rank_of_car[cc]) * L + ll
+    idx = np.argsort(key, kind="stable")
+    rr, cc, ll = rr[idx], cc[idx], ll[idx]
+    names = np.array(["SOFT", "MEDIUM", "HARD"], dtype=object)
+    phases = np.array(["push", "conserve", "pit_window"], dtype=object)
+    circuit_names = np.array([p.circuits[i].name for i in circ], dtype=object)
+    race_labels = np.array([f"sim_{r:04d}" for r in range(R)], dtype=object)
+
+    def g(a):
+        return a[rr, cc, ll]
+
+    df = pd.DataFrame(
+        {
+            "Time": g(out["Time"]),
+            "Driver": drivers[cc],
+            "DriverNumber": numbers[cc],
+            "LapTime": g(out["LapTime"]),
+            "LapNumber": (ll + 1).astype(float),
+            "Stint": g(out["Stint"]),
+            "PitOutTime": g(out["PitOut"]),
+            "PitInTime": g(out["PitIn"]),
+            "Compound": names[g(comp_out)],
+            "TyreLife": g(out["Tyre"]),
+            "FreshTyre": g(flags["Fresh"]),
+            "Team": teams[cc],
+            "LapStartTime": g(out["Start"]),
+            "TrackStatus": ts[rr, ll],
+            "Position": g(out["Pos"]),
+            "Deleted": g(flags["Deleted"]),
+            "FastF1Generated": np.zeros(n, dtype=bool),
+            "IsAccurate": g(flags["Accurate"]),
+            "Race": race_labels[rr],
+            "Circuit": circuit_names[rr],
+            "FuelLoad": g(out["Fuel"]),
+            "TyreTemp": g(out["Temp"]),
+            "GapToLeader": g(out["Gap"]),
+            "TrueDegradation": g(out["Deg"]),
+            "Phase": phases[g(phase_out)],
+            "OracleLapTime": g(out["Oracle"]),
+        }
+    )
+    return df
+
+
+def summarize(df: pd.DataFrame) -> dict[str, Any]:
+    """A few numbers that describe a simulated table (for the CLI's summary)."""
+    noise = (df["LapTime"] - df["OracleLapTime"]).to_numpy()
+    return {
+        "races": int(df["Race"].nunique()),
+        "cars": int(df.groupby("Race")["Driver"].nunique().max()),
+        "laps": int(len(df)),
+        "pit_stops": int(np.isfinite(df["PitInTime"].to_numpy()).sum()),
+        "sc_laps_share": float(df["TrackStatus"].str.contains("4", regex=False).mean()),
+        "vsc_laps_share": float(df["TrackStatus"].str.contains("6", regex=False).mean()),
+        "oracle_mae_s": float(np.mean(np.abs(noise))),
+        "phase_share": {k: float(v) for k, v in df["Phase"].value_counts(normalize=True).sort_index().items()},
+    }
+
+
+def simulate_to_file(
+    out: str | Path, n_races: int, seed: int = 0, calibration: "Calibration | str | Path | None" = None, *, force: bool = False
+) -> dict[str, Any]:
+    """Simulate and write a lap table (.csv or .parquet) atomically; return `summarize` numbers.
+
+    Raises:
+        LapnetError: bad extension, an existing file without `force`, a missing output
+            folder, an invalid calibration file, or bad `n_races`/`seed`.
+    """
+    from lapnet.checkpoint import atomic_write_bytes
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise LapnetError(f"--out {out}: write a .csv or .parquet lap table")
+    if out.exists() and not force:
+        raise LapnetError(f"--out {out}: already exists (use --force to overwrite it)")
+    if out.exists() and not out.is_file():
+        raise LapnetError(f"--out {out}: exists and is not a file")
+    if not out.parent.is_dir():
+        raise LapnetError(f"--out {out}: folder {out.parent} does not exist")
+    if isinstance(calibration, (str, Path)):
+        from lapnet.race.calibrate import load_calibration
+
+        calibration = load_calibration(calibration)
+    df = simulate(n_races, seed, calibration)
+    if suffix == ".csv":
+        data = df.to_csv(index=False).encode()
+    else:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        data = buf.getvalue()
+    atomic_write_bytes(out, data)
+    summary = summarize(df)
+    summary.update(out=str(out), seed=int(seed), calibrated=calibration is not None)
+    return summary

@@ -128,13 +128,9 @@ def explore_shapes(cfg: ShapeConfig) -> dict[str, Any]:
     cfg = cfg.validate()
     arch = cfg.arch.lower()
     module = build_module(cfg)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
     B, T, D = cfg.batch, cfg.seq_len, cfg.input_size
-    x = torch.randn(B, T, D, generator=gen, dtype=torch.float64)  # (B, T, D)
+    x = _inputs(cfg)  # (B, T, D)
     lengths = cfg.lengths
-    if lengths is not None:
-        mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
-        x = x * mask[:, :, None]  # padding is zeros, as a padded batch would hold
     x_in = x if cfg.batch_first else x.transpose(0, 1).contiguous()  # (B, T, D) or (T, B, D)
 
     with torch.no_grad():
@@ -160,10 +156,20 @@ def explore_shapes(cfg: ShapeConfig) -> dict[str, Any]:
         ],
         "parameters": params,
         "total_parameters": int(sum(p["count"] for p in params)),
-        "facts": _facts(cfg, module, x, out, h_n, c_n),
+        "facts": _facts(cfg, _torch_alone(cfg, module), out, h_n, c_n),
         "scratch": _scratch_agreement(cfg, module, x, out, h_n, c_n),
     }
     return report
+
+
+def _inputs(cfg: ShapeConfig) -> torch.Tensor:
+    """The seeded batch, batch-first (B, T, D); steps past a sequence's length are zero padding."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    x = torch.randn(cfg.batch, cfg.seq_len, cfg.input_size, generator=gen, dtype=torch.float64)  # (B, T, D)
+    if cfg.lengths is not None:
+        mask = torch.arange(cfg.seq_len)[None, :] < torch.tensor(cfg.lengths)[:, None]  # (B, T)
+        x = x * mask[:, :, None]
+    return x
 
 
 def _run(module: nn.RNNBase, x_in: torch.Tensor, lengths, batch_first: bool):
@@ -238,8 +244,15 @@ def _fact(fid: str, claim: str, diff: float, *, differs: bool = False) -> dict[s
     return {"id": fid, "claim": claim, "holds": (not equal) if differs else equal, "max_abs_diff": diff}
 
 
-def _facts(cfg, module, x, out, h_n, c_n) -> list[dict[str, Any]]:
-    """out is batch-first (B, T, dirs*H) here whatever the module's layout; claims use its layout."""
+def _facts(cfg, run_alone, out, h_n, c_n) -> list[dict[str, Any]]:
+    """The claims, checked on one engine's values.
+
+    Args:
+        run_alone: b -> final (h, c or None) of sequence b run by itself on its first
+            lengths[b] steps (only called for packed batches).
+        out: (B, T, dirs*H) batch-first here whatever the module's layout; claims name its layout.
+        h_n, c_n: (L*dirs, B, H); c_n None unless LSTM.
+    """
     H, T, dirs = cfg.hidden_size, cfg.seq_len, cfg.num_directions
     bf = cfg.batch_first
 
@@ -286,7 +299,7 @@ def _facts(cfg, module, x, out, h_n, c_n) -> list[dict[str, Any]]:
         facts.append(_fact(
             "packed_equals_each_alone",
             "packed: h_n equals running each sequence alone on its first `length` steps, unpadded",
-            _alone_diff(cfg, module, x, h_n, c_n),
+            _alone_diff(cfg, run_alone, h_n, c_n),
         ))
 
     if dirs == 2:
@@ -326,19 +339,32 @@ def _facts(cfg, module, x, out, h_n, c_n) -> list[dict[str, Any]]:
     return facts
 
 
-def _alone_diff(cfg, module, x, h_n, c_n) -> float:
+def _alone_diff(cfg, run_alone, h_n, c_n) -> float:
     """Largest |difference| between the packed final state and running each sequence by itself."""
     worst = 0.0
-    with torch.no_grad():
-        for b, n in enumerate(cfg.lengths):
-            xb = x[b : b + 1, :n]  # (1, n, D) unpadded
-            xb = xb if cfg.batch_first else xb.transpose(0, 1)  # (n, 1, D) time first
-            _, state = module(xb)
-            hb, cb = state if isinstance(state, tuple) else (state, None)
-            worst = max(worst, _diff(hb[:, 0], h_n[:, b]))
-            if cb is not None:
-                worst = max(worst, _diff(cb[:, 0], c_n[:, b]))
+    for b in range(cfg.batch):
+        hb, cb = run_alone(b)  # (L*dirs, 1, H) each
+        worst = max(worst, _diff(hb[:, 0], h_n[:, b]))
+        if cb is not None:
+            worst = max(worst, _diff(cb[:, 0], c_n[:, b]))
     return worst
+
+
+def _split(state):
+    return state if isinstance(state, tuple) else (state, None)
+
+
+def _torch_alone(cfg, module):
+    """run_alone for torch: sequence b, unpadded, in the module's own layout."""
+    x = _inputs(cfg)
+
+    def run(b: int):
+        xb = x[b : b + 1, : cfg.lengths[b]]  # (1, n, D) unpadded
+        xb = xb if cfg.batch_first else xb.transpose(0, 1)  # (n, 1, D) time first
+        with torch.no_grad():
+            return _split(module(xb)[1])
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,10 +382,19 @@ def _scratch_agreement(cfg, module, x, out, h_n, c_n) -> dict[str, Any]:
     engine = from_torch(module)
     lengths = None if cfg.lengths is None else np.asarray(cfg.lengths)
     s_out, s_state, _ = engine.forward(x.numpy(), lengths=lengths)  # batch-first (B, T, dirs*H)
-    s_h, s_c = s_state if isinstance(s_state, tuple) else (s_state, None)
+    s_h, s_c = _split(s_state)
     pairs = [("output", s_out, out), ("h_n", s_h, h_n)]
     if c_n is not None:
         pairs.append(("c_n", s_c, c_n))
+    def run_alone(b: int):
+        _, st, _ = engine.forward(x[b : b + 1, : cfg.lengths[b]].numpy())  # (1, n, D) unpadded
+        hb, cb = _split(st)
+        return torch.from_numpy(np.asarray(hb)), None if cb is None else torch.from_numpy(np.asarray(cb))
+
+    # the same claims, checked on the NumPy engine's own values
+    t_out, t_h = torch.from_numpy(np.asarray(s_out)), torch.from_numpy(np.asarray(s_h))
+    t_c = None if s_c is None else torch.from_numpy(np.asarray(s_c))
+    facts = _facts(cfg, run_alone, t_out, t_h, t_c)
     rows = []
     for name, s, t in pairs:
         s = np.asarray(s)
@@ -371,6 +406,8 @@ def _scratch_agreement(cfg, module, x, out, h_n, c_n) -> dict[str, Any]:
         "layout": "batch-first (scratch is batch-first everywhere; torch's output transposed to compare)",
         "tensors": rows,
         "agrees": all(r["shape_match"] and r["max_abs_diff"] <= 1e-9 for r in rows),
+        "facts": [{"id": f["id"], "holds": f["holds"], "max_abs_diff": f["max_abs_diff"]} for f in facts],
+        "facts_hold": all(f["holds"] for f in facts),
     }
 
 
@@ -410,11 +447,14 @@ def format_shapes(report: dict[str, Any]) -> str:
     for f in report["facts"]:
         lines.append(f"  [{'yes' if f['holds'] else 'NO '}] {f['claim']}  (max |diff| {f['max_abs_diff']:.1e})")
     s = report["scratch"]
-    lines += ["", "NumPy engine (lapnet.scratch) on the same weights"]
+    layout = "" if c["batch_first"] else " (it is batch-first: compared with torch's output transposed to (batch, seq_len, .))"
+    lines += ["", f"NumPy engine (lapnet.scratch) on the same weights{layout}"]
     if not s["available"]:
         lines.append(f"  not run: {s['reason']}")
     else:
         for r in s["tensors"]:
             lines.append(f"  {r['name'] + ':':<8} {_shape(r['shape'])}  {'same shape' if r['shape_match'] else 'SHAPE DIFFERS'}, max |diff| vs torch {r['max_abs_diff']:.1e}")
-        lines.append(f"  agrees with torch: {'yes' if s['agrees'] else 'NO'}")
+        held = sum(f["holds"] for f in s["facts"])
+        lines.append(f"  the facts above, recomputed on its values: {held}/{len(s['facts'])} hold")
+        lines.append(f"  agrees with torch: {'yes' if s['agrees'] and s['facts_hold'] else 'NO'}")
     return "\n".join(lines)

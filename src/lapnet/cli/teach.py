@@ -70,7 +70,75 @@ def params(
     sys.stdout.write((json.dumps(table, indent=2) if as_json else format_param_table(table)) + "\n")
 
 
+def diagrams(
+    out: Path = typer.Option(Path("runs/diagrams"), "--out", help="Directory for the PNGs (created)."),
+    dpi: int = typer.Option(150, "--dpi", help="Resolution; the figures are 12 to 13.5 inches wide."),
+    as_json: bool = typer.Option(False, "--json", help="Print {name: {path, label_overlaps}} as JSON on stdout."),
+) -> None:
+    """Draw the notebook's four teaching diagrams as PNGs: feedforward vs sequential, the RNN
+    unrolled, the LSTM cell, RNN vs LSTM vs GRU.
+
+    Example: lapnet diagrams --out runs/diagrams
+    """
+    from lapnet.cli.common import check_out_dir
+    from lapnet.diagrams import draw_all
+
+    _positive("--dpi", dpi)
+    written = draw_all(check_out_dir(out, must_be_new=False), dpi=dpi)
+    if as_json:
+        sys.stdout.write(json.dumps(written, indent=2) + "\n")
+    else:
+        for w in written.values():
+            clash = f"   ({len(w['label_overlaps'])} overlapping labels!)" if w["label_overlaps"] else ""
+            sys.stdout.write(f"{w['path']}{clash}\n")
+
+
+def hidden(
+    out: Path = typer.Option(Path("runs/hidden"), "--out", help="Directory for hidden_states.png and metrics.json."),
+    hidden_size: int = typer.Option(8, "--hidden", help="H, hidden units."),
+    points: int = typer.Option(50, "--points", help="T, samples of the sine wave."),
+    periods: float = typer.Option(2.0, "--periods", help="Periods of the sine wave."),
+    seed: int = typer.Option(42, "--seed", help="The RNN's weights."),
+    dpi: int = typer.Option(120, "--dpi", help="Resolution of hidden_states.png (11 inches wide)."),
+    engine: str = typer.Option("auto", "--engine", help="numpy (lapnet.scratch), torch, or auto (numpy when present)."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout too."),
+) -> None:
+    """A sine wave through an untrained vanilla RNN: each hidden unit's trace and a heatmap (the
+    notebook's section 2), with each unit's correlation to the input and its derivative.
+
+    metrics.json: engine, max_abs_diff_vs_torch, mean_abs_activation, saturated_share,
+    w_hh_spectral_radius, units_following_input, units_following_derivative, and per unit
+    min, max, std, corr_with_input, corr_with_derivative, saturated_share.
+
+    Example: lapnet hidden --out runs/hidden
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lapnet.cli.common import check_out_dir, emit_metrics, summary_table
+    from lapnet.diagnostics.hidden_evolution import hidden_evolution, plot_hidden_evolution
+
+    _positive("--hidden", hidden_size)
+    _positive("--points", points)
+    _positive("--dpi", dpi)
+    result = hidden_evolution(hidden_size, points, periods, seed, engine)  # validates before --out is touched
+    out = check_out_dir(out, must_be_new=False)
+    fig = plot_hidden_evolution(result)
+    fig.savefig(out / "hidden_states.png", dpi=dpi, facecolor="white")
+    plt.close(fig)
+    m = result["metrics"]
+    emit_metrics(out, m, as_json=as_json)
+    summary_table("hidden states of an untrained RNN", {
+        k: m[k] for k in ("engine", "max_abs_diff_vs_torch", "mean_abs_activation", "saturated_share",
+                          "w_hh_spectral_radius", "units_following_input", "units_following_derivative")
+    } | {"figure": str(out / "hidden_states.png")})
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the main app."""
     app.command("shapes")(shapes)
     app.command("params")(params)
+    app.command("diagrams")(diagrams)
+    app.command("hidden")(hidden)

@@ -29,9 +29,9 @@ def _root() -> None:
     """Recurrent neural networks from first principles to the pit wall."""
 
 
-from lapnet.cli import demo, experiments, race, teach, text  # noqa: E402  (each registers its commands)
+from lapnet.cli import demo, experiments, race, report, teach, text  # noqa: E402  (each registers its commands)
 
-for _module in (demo, text, experiments, teach, race):
+for _module in (demo, text, experiments, teach, race, report):
     _module.register(app)
 
 

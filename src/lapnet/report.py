@@ -1,0 +1,459 @@
+"""A self-contained HTML report of any run directory: `lapnet report RUN`.
+
+One page that opens anywhere, offline, forever: every figure is embedded as a base64 PNG,
+the CSS is inline, there is no script and no external link. It works for every kind of run
+lapnet writes, because it looks only at the files runs share:
+
+    config.json    the run's configuration, flattened into one key/value table
+    metrics.json   the numbers: scalars as a key/value table, a mapping of records
+                   (e.g. {"lstm": {...}, "gru": {...}}) or a list of rows as one wide table
+    log.jsonl      the training log (one row per evaluation): a loss figure and a table
+    *.png / *.jpg / *.svg   every figure, captioned from its file name
+    samples.txt / samples.json / sample*.txt   generated text
+    other *.json, small *.csv   shown as tables too
+
+A run with sub-runs (the demo's directory, an experiment's output) becomes one section per
+directory, in the order the run wrote them (the earliest file time of each directory).
+A file that cannot be read is named in a warning on the page; the rest still renders.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from lapnet.checkpoint import atomic_write_bytes
+from lapnet.errors import LapnetError
+
+REPORT_NAME = "report.html"
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
+SAMPLE_NAMES = ("samples.txt", "samples.json")
+SKIP_JSON = {"config.json", "metrics.json", "vocab.json"}  # vocab: thousands of characters, no insight
+MAX_DEPTH = 4  # directories below the run that are still searched
+MAX_TABLE_COLUMNS = 14  # wider record tables are shown as key/value pairs instead
+MAX_LIST_INLINE = 8  # longer number lists are summarised (count, first -> last, min, max)
+MAX_LOG_ROWS = 25
+MAX_CSV_BYTES = 64_000
+MAX_CSV_ROWS = 30
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
+main{max-width:1180px;margin:0 auto;padding:24px 32px 64px}
+h1{font-size:26px;margin:0 0 4px} h2{font-size:21px;margin:36px 0 8px;padding-top:12px;border-top:2px solid #d5dae1}
+h3{font-size:16px;margin:20px 0 6px;color:#34495e} .meta{color:#5d6b7a;font-size:13px}
+nav{background:#fff;border:1px solid #d5dae1;border-radius:6px;padding:8px 16px;margin:16px 0}
+nav a{margin-right:14px;color:#1f5fa8;text-decoration:none}
+table{border-collapse:collapse;margin:6px 0 14px;background:#fff;font-size:13.5px}
+th,td{border:1px solid #d5dae1;padding:3px 9px;text-align:left;vertical-align:top}
+th{background:#eef1f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:12px 0 22px;background:#fff;border:1px solid #d5dae1;border-radius:6px;padding:10px;display:inline-block;max-width:100%}
+figure img{max-width:100%;height:auto;display:block} figcaption{font-size:13px;color:#34495e;margin-top:6px}
+pre{background:#fff;border:1px solid #d5dae1;border-radius:6px;padding:10px;white-space:pre-wrap;font-size:13px}
+.warn{background:#fff4e5;border:1px solid #f0b35a;border-radius:6px;padding:6px 12px;margin:8px 0}
+"""
+
+
+# ---------------------------------------------------------------------------------------
+# public API
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Path:
+    """Write a self-contained HTML page describing a run directory.
+
+    Args:
+        run_dir: a directory written by any lapnet command (text run, experiment output,
+            race run, the demo's directory); sub-directories are included.
+        out: where to write the page (default: run_dir/report.html). An existing file is
+            replaced atomically; a directory is refused.
+        title: the page title (default: "lapnet report: <directory name>").
+
+    Returns:
+        The path of the written HTML file.
+
+    Raises:
+        LapnetError: run_dir is missing, is a file, or holds nothing a report can show;
+            `out` is a directory or its parent does not exist.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise LapnetError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise LapnetError(f"{run_dir}: is a file, not a run directory")
+    out = Path(out) if out is not None else run_dir / REPORT_NAME
+    if out.is_dir():
+        raise LapnetError(f"--out {out}: is a directory; give a file name such as report.html")
+    if not out.parent.is_dir():
+        raise LapnetError(f"--out {out}: the directory {out.parent} does not exist")
+    dirs = [d for d in _run_dirs(run_dir) if _has_content(d, skip=out)]
+    if not dirs:
+        raise LapnetError(f"{run_dir}: holds no run files (config.json, metrics.json, log.jsonl, figures or samples)")
+    page = render_report(run_dir, dirs, title=title or f"lapnet report: {run_dir.resolve().name}", skip=out)
+    atomic_write_bytes(out, page.encode("utf-8"))
+    return out
+
+
+def render_report(root: Path, dirs: Sequence[Path], *, title: str, skip: Path | None = None) -> str:
+    """The whole page as a string: a header, a table of contents, one section per directory."""
+    sections, toc = [], []
+    for i, d in enumerate(dirs):
+        rel = d.relative_to(root).as_posix()
+        name = "overview" if rel == "." else rel
+        anchor = f"s{i}"
+        toc.append(f'<a href="#{anchor}">{_esc(name)}</a>')
+        sections.append(f'<section id="{anchor}"><h2>{_esc(name)}</h2>{_render_dir(d, root, skip)}</section>')
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{_esc(title)}</title>"
+        f"<style>{CSS}</style></head><body><main>"
+        f"<h1>{_esc(title)}</h1><div class=\"meta\">run directory {_esc(str(root.resolve()))} · written {stamp}"
+        " · self-contained: figures embedded, no network needed</div>"
+        f"<nav>{''.join(toc)}</nav>{''.join(sections)}</main></body></html>\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# finding the run's files
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    """root, then its sub-directories (hidden ones and caches skipped) in the order the run
+    wrote them: by the earliest modification time of the files directly inside."""
+    found = [root]
+    for dirpath, dirnames, _ in os.walk(root):
+        depth = len(Path(dirpath).relative_to(root).parts)
+        dirnames[:] = [] if depth >= MAX_DEPTH else sorted(
+            n for n in dirnames if not n.startswith((".", "__")))
+        found += [Path(dirpath) / n for n in dirnames]
+
+    def first_written(d: Path) -> tuple[float, str]:
+        times = [f.stat().st_mtime for f in d.iterdir() if f.is_file()]
+        return (min(times) if times else d.stat().st_mtime, d.as_posix())
+
+    return [root] + sorted(found[1:], key=first_written)
+
+
+def _files(d: Path, skip: Path | None) -> list[Path]:
+    skip_res = skip.resolve() if skip is not None else None
+    return sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")
+                  and f.resolve() != skip_res and f.name != REPORT_NAME)
+
+
+def _has_content(d: Path, skip: Path | None) -> bool:
+    return any(_kind(f) is not None for f in _files(d, skip))
+
+
+def _kind(f: Path) -> str | None:
+    name = f.name.lower()
+    if name == "config.json":
+        return "config"
+    if name == "metrics.json":
+        return "metrics"
+    if name == "log.jsonl":
+        return "log"
+    if f.suffix.lower() in IMAGE_TYPES:
+        return "figure"
+    if name in SAMPLE_NAMES or (name.startswith("sample") and f.suffix.lower() in (".txt", ".json")):
+        return "samples"
+    if f.suffix.lower() == ".json" and name not in SKIP_JSON:
+        return "json"
+    if f.suffix.lower() == ".csv" and f.stat().st_size <= MAX_CSV_BYTES:
+        return "csv"
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# one directory
+
+
+def _render_dir(d: Path, root: Path, skip: Path | None) -> str:
+    files = _files(d, skip)
+    by_kind: dict[str, list[Path]] = {}
+    for f in files:
+        k = _kind(f)
+        if k is not None:
+            by_kind.setdefault(k, []).append(f)
+    parts: list[str] = []
+    for f in by_kind.get("config", []):
+        parts.append(_guard(f, lambda f=f: "<h3>Configuration</h3>" + _kv_table(_flatten(_load_json(f)), cls="config")))
+    for f in by_kind.get("metrics", []):
+        parts.append(_guard(f, lambda f=f: "<h3>Metrics</h3>" + _render_value(_load_json(f), depth=0)))
+    for f in by_kind.get("log", []):
+        parts.append(_guard(f, lambda f=f: _render_log(f)))
+    for f in by_kind.get("samples", []):
+        parts.append(_guard(f, lambda f=f: _render_samples(f)))
+    for f in by_kind.get("json", []):
+        parts.append(_guard(f, lambda f=f: f"<h3>{_esc(f.name)}</h3>" + _render_value(_load_json(f), depth=0)))
+    for f in by_kind.get("csv", []):
+        parts.append(_guard(f, lambda f=f: _render_csv(f)))
+    for f in by_kind.get("figure", []):
+        parts.append(_guard(f, lambda f=f: _figure(f.read_bytes(), IMAGE_TYPES[f.suffix.lower()], caption(f))))
+    other = [f.name for f in files if _kind(f) is None]
+    if other:
+        parts.append(f'<div class="meta">other files: {_esc(", ".join(other))}</div>')
+    return "".join(parts)
+
+
+def _guard(f: Path, render) -> str:
+    """Render one file; a file that cannot be read becomes a warning, not a failed report."""
+    try:
+        return render()
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        return f'<div class="warn">could not read {_esc(f.name)}: {_esc(" ".join(str(e).split()))}</div>'
+
+
+def _load_json(f: Path) -> Any:
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LapnetError(f"not valid JSON ({e.__class__.__name__})") from None
+
+
+def caption(f: Path) -> str:
+    """A figure's caption from its file name: 'loss_curves.png' -> 'Loss curves'."""
+    words = f.stem.replace("_", " ").replace("-", " ").strip()
+    return (words[:1].upper() + words[1:]) if words else f.name
+
+
+def _figure(data: bytes, mime: str, text: str) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    return (f'<figure><img src="data:{mime};base64,{b64}" alt="{_esc(text)}">'
+            f"<figcaption>{_esc(text)}</figcaption></figure>")
+
+
+def _fig_to_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# log.jsonl, samples, csv
+
+
+def _render_log(f: Path) -> str:
+    rows, bad = [], 0
+    for line in f.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1  # a crash mid-write can leave a partial last line
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    if not rows:
+        return '<div class="warn">log.jsonl holds no complete rows</div>'
+    parts = [f"<h3>Training log ({len(rows)} evaluations)</h3>"]
+    curves = {name: [r.get(name) for r in rows] for name in ("train_loss", "val_loss")}
+    curves = {k: v for k, v in curves.items() if all(_is_num(x) for x in v) and v}
+    if curves:
+        from lapnet import plots
+
+        positive = all(x > 0 for v in curves.values() for x in v)
+        fig = plots.loss_curves({k.replace("_", " "): v for k, v in curves.items()}, title="Loss at each evaluation",
+                                xlabel="evaluation", ylabel="loss", logy=positive)
+        parts.append(_figure(_fig_to_png(fig), "image/png", f"{f.parent.name or 'run'}: loss at each evaluation"))
+    shown = _even_rows(rows, MAX_LOG_ROWS)
+    cols = [c for c in _union_keys(r for _, r in shown) if all(not isinstance(r.get(c), (dict, list)) for _, r in shown)]
+    parts.append(_wide_table([(str(i), r) for i, r in shown], cols, key_header="#", cls="log"))
+    if len(rows) > len(shown):
+        parts.append(f'<div class="meta">{len(shown)} of {len(rows)} rows shown, evenly spaced, the last included</div>')
+    if bad:
+        parts.append(f'<div class="warn">{bad} unreadable line(s) in log.jsonl skipped</div>')
+    return "".join(parts)
+
+
+def _even_rows(rows: list[dict], n: int) -> list[tuple[int, dict]]:
+    if len(rows) <= n:
+        return list(enumerate(rows, 1))
+    idx = sorted({round(i * (len(rows) - 1) / (n - 1)) for i in range(n)})
+    return [(i + 1, rows[i]) for i in idx]
+
+
+def _render_samples(f: Path) -> str:
+    head = f"<h3>Samples ({_esc(f.name)})</h3>"
+    if f.suffix.lower() == ".txt":
+        return head + f"<pre>{_esc(f.read_text(encoding='utf-8', errors='replace'))}</pre>"
+    data = _load_json(f)
+    blocks = []
+    for label, texts in _sample_items(data):
+        joined = "\n\n".join(str(t) for t in texts)
+        blocks.append((f"<h3>{_esc(label)}</h3>" if label else "") + f"<pre>{_esc(joined)}</pre>")
+    return head + "".join(blocks)
+
+
+def _sample_items(data: Any) -> list[tuple[str, list]]:
+    """samples.json as (label, texts): a list of strings, a {label: text(s)} mapping, or a
+    list of {"temperature": ..., "text": ...} records."""
+    if isinstance(data, str):
+        return [("", [data])]
+    if isinstance(data, Mapping):
+        return [(str(k), v if isinstance(v, list) else [v]) for k, v in data.items()]
+    if isinstance(data, list) and all(isinstance(x, Mapping) for x in data):
+        items = []
+        for x in data:
+            text = x.get("text", x.get("sample", json.dumps(x)))
+            label = ", ".join(f"{k} {v}" for k, v in x.items() if k not in ("text", "sample"))
+            items.append((label, [text]))
+        return items
+    return [("", list(data) if isinstance(data, list) else [data])]
+
+
+def _render_csv(f: Path) -> str:
+    import csv
+
+    with open(f, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return ""
+    header, body = rows[0], rows[1:]
+    shown = body[:MAX_CSV_ROWS]
+    records = [(str(i + 1), dict(zip(header, r))) for i, r in enumerate(shown)]
+    note = f" (first {len(shown)} of {len(body)} rows)" if len(body) > len(shown) else ""
+    return f"<h3>{_esc(f.name)}{note}</h3>" + _wide_table(records, header, key_header="#", cls="csv")
+
+
+# ---------------------------------------------------------------------------------------
+# nested JSON -> readable tables
+
+
+def _render_value(value: Any, *, depth: int, name: str = "") -> str:
+    """Scalars -> a key/value table; a mapping of records or a list of rows -> a wide
+    table; deeper mappings -> a sub-heading each, recursively."""
+    if isinstance(value, Mapping):
+        scalars = {k: v for k, v in value.items() if not _is_nested(v)}
+        nested = {k: v for k, v in value.items() if _is_nested(v)}
+        parts = [_kv_table(list(scalars.items()), cls="metrics")] if scalars else []
+        for k, v in nested.items():
+            label = f"{name}.{k}" if name else str(k)
+            if depth >= MAX_DEPTH:
+                parts.append(_kv_table(_flatten(v, label), cls="metrics"))
+                continue
+            table = _records_table(v)
+            if table is not None:
+                parts.append(f"<h3>{_esc(label)}</h3>{table}")
+            else:
+                parts.append(f"<h3>{_esc(label)}</h3>" + _render_value(v, depth=depth + 1, name=label))
+        return "".join(parts)
+    if isinstance(value, list):
+        table = _records_table(value)
+        if table is not None:
+            return table
+        return _kv_table([(str(i), v) for i, v in enumerate(value)], cls="metrics")
+    return _kv_table([("value", value)], cls="metrics")
+
+
+def _is_nested(v: Any) -> bool:
+    """A value needing its own table: a mapping, or a list holding mappings or lists."""
+    if isinstance(v, Mapping):
+        return bool(v)
+    return isinstance(v, list) and any(isinstance(x, (Mapping, list)) for x in v) and not _is_num_matrix(v)
+
+
+def _is_num_matrix(v: list) -> bool:
+    return all(isinstance(x, list) and all(_is_num(y) or y is None for y in x) for x in v)
+
+
+def _records_table(value: Any) -> str | None:
+    """{row: {col: scalar}} or [{col: scalar}] -> one wide table, when it reads as one."""
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(str(i + 1), v) for i, v in enumerate(value)]
+    else:
+        return None
+    if not items or not all(isinstance(v, Mapping) and v for _, v in items):
+        return None
+    if any(_is_nested_record(v) for _, v in items):
+        return None
+    cols = _union_keys(v for _, v in items)
+    if len(cols) > MAX_TABLE_COLUMNS:
+        return None
+    return _wide_table(items, cols, key_header="" if isinstance(value, Mapping) else "#", cls="metrics")
+
+
+def _is_nested_record(v: Mapping) -> bool:
+    return any(isinstance(x, Mapping) or (isinstance(x, list) and any(isinstance(y, Mapping) for y in x))
+               for x in v.values())
+
+
+def _union_keys(records: Iterable[Mapping]) -> list[str]:
+    cols: list[str] = []
+    for r in records:
+        cols += [str(k) for k in r if str(k) not in cols]
+    return cols
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested mappings -> [("a.b.c", scalar or list)]."""
+    if isinstance(value, Mapping) and value:
+        rows = []
+        for k, v in value.items():
+            rows += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return rows
+    return [(prefix or "value", value)]
+
+
+def _kv_table(rows: Sequence[tuple[str, Any]], *, cls: str) -> str:
+    body = "".join(f"<tr><th>{_esc(str(k))}</th>{_cell(v)}</tr>" for k, v in rows)
+    return f'<table class="{cls}"><tbody>{body}</tbody></table>'
+
+
+def _wide_table(items: Sequence[tuple[str, Mapping]], cols: Sequence[str], *, key_header: str, cls: str) -> str:
+    head = f"<th>{_esc(key_header)}</th>" + "".join(f"<th>{_esc(c)}</th>" for c in cols)
+    body = "".join(f"<tr><th>{_esc(k)}</th>" + "".join(_cell(r.get(c)) for c in cols) + "</tr>" for k, r in items)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _cell(v: Any) -> str:
+    text = fmt(v)
+    cls = ' class="num"' if _is_num(v) else ""
+    return f"<td{cls}>{_esc(text)}</td>"
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def fmt(v: Any) -> str:
+    """A value as table text: 4 significant digits, long number lists summarised."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, list):
+        if v and all(_is_num(x) for x in v) and len(v) > MAX_LIST_INLINE:
+            return (f"{len(v)} values: {fmt(v[0])} → {fmt(v[-1])} "
+                    f"(min {fmt(min(v))}, max {fmt(max(v))})")
+        if len(v) > MAX_LIST_INLINE:
+            return f"{len(v)} items: " + ", ".join(fmt(x) for x in v[:MAX_LIST_INLINE]) + ", …"
+        return "[" + ", ".join(fmt(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return _short(json.dumps(v, default=str))
+    return _short(str(v))
+
+
+def _short(s: str, n: int = 300) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _esc(s: str) -> str:
+    return html.escape(s, quote=True)

@@ -98,7 +98,20 @@ def test_scratch_engine_agrees_when_present():
     if not rep["scratch"]["available"]:
         pytest.skip(rep["scratch"]["reason"])
     assert rep["scratch"]["agrees"], rep["scratch"]
-    assert {r["name"] for r in rep["scratch"]["tensors"]} == {"output", "h_n"}
+    assert {r["name"]: r["shape"] for r in rep["scratch"]["tensors"]} == {"output": [3, 4, 8], "h_n": [4, 3, 4]}
+    assert all(r["max_abs_diff"] < 1e-12 for r in rep["scratch"]["tensors"])
+    # the same claims hold on the NumPy engine's own values (packing, backward state at time 0, ...)
+    assert rep["scratch"]["facts_hold"]
+    assert [f["id"] for f in rep["scratch"]["facts"]] == [f["id"] for f in rep["facts"]]
+
+
+def test_scratch_shown_in_text_time_first(run_cli):
+    code, out, err = run_cli("shapes", "--arch", "lstm", "--bidirectional", "--lengths", "5,1,3")
+    assert code == 0, err
+    if "not run:" in out:
+        pytest.skip("lapnet.scratch not available")
+    assert "compared with torch's output transposed" in out
+    assert "agrees with torch: yes" in out and "c_n:     (2, 3, 20)  same shape" in out
 
 
 @pytest.mark.parametrize("args,needle", [

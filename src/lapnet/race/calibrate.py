@@ -274,13 +274,13 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     pit_out = float(out_ex.median()) if len(out_ex) else 18.0
 
     circuits = []
+    last_lap = df[df["HasTime"]].groupby("Race")["LapNumber"].max()
     for race in usable:
-        g = df[df["Race"] == race]
         loss = in_ex.get(race, pit_in) + out_ex.get(race, pit_out)
         circuits.append(
             CircuitCalibration(
                 name=str(race),
-                laps=int(g.loc[g["HasTime"], "LapNumber"].max()),
+                laps=int(last_lap[race]),
                 base_lap_s=round(float(med.loc[race, "median"]), 4),
                 pit_loss_s=round(float(max(loss, 0.0)), 4),
                 scored_laps=int(med.loc[race, "size"]),
@@ -338,13 +338,15 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     r = resid.dropna().to_numpy()
     noise = float(1.4826 * np.median(np.abs(r - np.median(r))))
 
+    # A lap of the race is under SC (VSC) when any car's status holds a 4 (a 6).
+    status = df["TrackStatus"].astype(str)
+    flags = pd.DataFrame({"sc": status.str.contains("4", regex=False), "vsc": status.str.contains("6", regex=False)})
+    per_lap = flags.groupby([df["Race"], df["LapNumber"]]).any()
     sc_runs, vsc_runs = [], []
-    for race in usable:
-        st = df[df["Race"] == race].groupby("LapNumber")["TrackStatus"].agg(lambda s: "".join(s))
-        sc = st.str.contains("4", regex=False).to_numpy()
-        vsc = st.str.contains("6", regex=False).to_numpy() & ~sc
+    for _, g in per_lap.groupby(level=0):
+        sc = g["sc"].to_numpy()
         sc_runs.append(_runs(sc))
-        vsc_runs.append(_runs(vsc))
+        vsc_runs.append(_runs(g["vsc"].to_numpy() & ~sc))
     all_sc = [n for runs in sc_runs for n in runs]
 
     stops = df.groupby(["Race", "Driver"])["Stint"].nunique() - 1

@@ -134,40 +134,31 @@ def clean_laps(df: pd.DataFrame) -> tuple[pd.DataFrame, CleanReport]:
     need = [c for c in S.ALWAYS_PRESENT if c not in df.columns]
     if need:
         raise LapnetError(f"clean_laps: missing column(s) {', '.join(need)}: read the table with lapnet.race.io.read_laps first")
-    parts, reports = [], []
-    for race, g in df.groupby("Race", sort=True):
-        laps, rep = _clean_race(g.copy(), str(race))
-        parts.append(laps)
-        reports.append(rep)
-    out = pd.concat(parts, ignore_index=True) if parts else df.iloc[:0].copy()
-    return out, CleanReport(reports)
+    races = sorted(df["Race"].unique().tolist())
+    rows_in = df.groupby("Race").size()
+    drop_rows: dict[str, pd.Series] = {}
 
+    no_lap = df["LapNumber"].isna()
+    drop_rows["no_lap_number"] = df.loc[no_lap, "Race"]
+    g = df[~no_lap]
 
-def _clean_race(g: pd.DataFrame, race: str) -> tuple[pd.DataFrame, RaceCleanReport]:
-    rows_in = len(g)
-    dropped = dict.fromkeys(DROP_REASONS, 0)
-
-    no_lap = g["LapNumber"].isna()
-    dropped["no_lap_number"] = int(no_lap.sum())
-    g = g[~no_lap]
-
-    has_time = np.isfinite(g["LapTime"].to_numpy())
-    after = _after_flag(g, has_time)
-    dropped["after_flag"] = int(after.sum())
+    after = _after_flag(g)
+    drop_rows["after_flag"] = g.loc[after, "Race"]
     g = g[~after]
 
-    timed = g.groupby("Driver")["LapTime"].transform(lambda s: np.isfinite(s.to_numpy()).any()).astype(bool)
-    drivers_dropped = sorted(g.loc[~timed, "Driver"].unique().tolist())
-    dropped["non_starter"] = int((~timed).sum())
+    keys = [g["Race"], g["Driver"]]
+    timed = pd.Series(np.isfinite(g["LapTime"].to_numpy()), index=g.index).groupby(keys).transform("any").astype(bool)
+    drop_rows["non_starter"] = g.loc[~timed, "Race"]
+    gone = g.loc[~timed, ["Race", "Driver"]].drop_duplicates()
     g = g[timed]
 
-    g = g.sort_values(["Driver", "LapNumber"], kind="stable").reset_index(drop=True)
-    g, imputed = _impute(g)
+    g = g.sort_values(["Race", "Driver", "LapNumber"], kind="stable").reset_index(drop=True)
+    g, imputed_rows = _impute(g)
 
     status = g["TrackStatus"].astype(str)
     g["InLap"] = np.isfinite(g["PitInTime"].to_numpy())
     g["OutLap"] = np.isfinite(g["PitOutTime"].to_numpy()) | (g["LapNumber"].to_numpy() == 1)
-    g["Neutralised"] = status.map(lambda t: bool(S.NEUTRALISED_CODES.intersection(t))).astype(bool)
+    g["Neutralised"] = status.str.contains("[" + "".join(sorted(S.NEUTRALISED_CODES)) + "]", regex=True).astype(bool)
     g["Yellow"] = status.str.contains(S.YELLOW_CODE, regex=False).astype(bool)
     g["HasTime"] = np.isfinite(g["LapTime"].to_numpy())
     g["Accurate"] = g["IsAccurate"].to_numpy(bool) & ~g["Deleted"].to_numpy(bool)
@@ -175,74 +166,90 @@ def _clean_race(g: pd.DataFrame, race: str) -> tuple[pd.DataFrame, RaceCleanRepo
     g["Wet"] = g["Compound"].isin(S.WET_COMPOUNDS).astype(bool)
     g["Scored"] = g["HasTime"] & g["Accurate"] & g["Green"] & ~g["InLap"] & ~g["OutLap"] & ~g["Wet"]
 
-    masked = {
-        "no_time": int((~g["HasTime"]).sum()),
-        "inaccurate": int((~g["Accurate"]).sum()),
-        "neutralised": int(g["Neutralised"].sum()),
-        "in_lap": int(g["InLap"].sum()),
-        "out_lap": int(g["OutLap"].sum()),
-        "wet": int(g["Wet"].sum()),
-    }
-    rep = RaceCleanReport(
-        race=race,
-        rows_in=rows_in,
-        rows_out=len(g),
-        scored=int(g["Scored"].sum()),
-        dropped=dropped,
-        masked=masked,
-        imputed=imputed,
-        drivers_dropped=drivers_dropped,
+    reasons = pd.DataFrame(
+        {
+            "no_time": ~g["HasTime"],
+            "inaccurate": ~g["Accurate"],
+            "neutralised": g["Neutralised"],
+            "in_lap": g["InLap"],
+            "out_lap": g["OutLap"],
+            "wet": g["Wet"],
+            "Scored": g["Scored"],
+            "rows": True,
+        }
     )
-    return g, rep
+    masked = reasons.groupby(g["Race"]).sum()
+    imputed = imputed_rows.groupby(g["Race"]).sum()
+    reports = []
+    for race in races:
+        reports.append(
+            RaceCleanReport(
+                race=str(race),
+                rows_in=int(rows_in.get(race, 0)),
+                rows_out=int(masked["rows"].get(race, 0)),
+                scored=int(masked["Scored"].get(race, 0)),
+                dropped={k: int((v == race).sum()) for k, v in drop_rows.items()},
+                masked={k: int(masked[k].get(race, 0)) for k in MASK_REASONS},
+                imputed={k: int(imputed[k].get(race, 0)) for k in IMPUTED_FIELDS},
+                drivers_dropped=sorted(gone.loc[gone["Race"] == race, "Driver"].tolist()),
+            )
+        )
+    return g, CleanReport(reports)
 
 
-def _after_flag(g: pd.DataFrame, has_time: np.ndarray) -> np.ndarray:
+def _after_flag(g: pd.DataFrame) -> np.ndarray:
     """FastF1Generated, untimed rows that end after the winner took the chequered flag."""
+    has_time = np.isfinite(g["LapTime"].to_numpy())
     generated = g["FastF1Generated"].to_numpy(bool) & ~has_time
-    if not generated.any() or not has_time.any():
+    if not generated.any():
         return np.zeros(len(g), bool)
     lap = g["LapNumber"].to_numpy()
-    last = lap[has_time].max()  # the race distance: the last lap anyone completed with a time
     t = g["Time"].to_numpy()
+    race = g["Race"]
+    # The race distance: the last lap anyone completed with a time; the flag: the winner's finish.
+    last = pd.Series(np.where(has_time, lap, np.nan), index=g.index).groupby(race).transform("max").to_numpy()
     on_last = has_time & (lap == last) & np.isfinite(t)
-    flag = t[on_last].min() if on_last.any() else np.inf  # the winner's finish
+    flag = pd.Series(np.where(on_last, t, np.nan), index=g.index).groupby(race).transform("min").to_numpy()
+    flag = np.where(np.isnan(flag), np.inf, flag)
     after = (lap > last) | (np.isfinite(t) & (t > flag))
-    return generated & after
+    return generated & after & ~np.isnan(last)
 
 
-def _impute(g: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Fill NaN Stint, UNKNOWN Compound and NaN TyreLife from each driver's stint."""
-    imputed = dict.fromkeys(IMPUTED_FIELDS, 0)
-    drv = g["Driver"]
+def _impute(g: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fill NaN Stint, UNKNOWN Compound and NaN TyreLife from each driver's stint.
+
+    Returns the table and a bool frame (one column per imputed field) of the filled cells.
+    """
+    flags = pd.DataFrame(False, index=g.index, columns=list(IMPUTED_FIELDS))
+    driver = [g["Race"], g["Driver"]]
     # Pit stops split a driver's race into segments: a new one starts after each in-lap.
-    in_lap = np.isfinite(g["PitInTime"].to_numpy()).astype(int)
-    seg = pd.Series(in_lap, index=g.index).groupby(drv).transform(lambda s: s.shift(1, fill_value=0).cumsum())
+    in_lap = pd.Series(np.isfinite(g["PitInTime"].to_numpy()).astype(int), index=g.index)
+    seg = in_lap.groupby(driver).shift(1, fill_value=0).groupby(driver).cumsum()
 
     stint = g["Stint"]
     if stint.isna().any():
-        filled = stint.groupby([drv, seg]).transform(lambda s: s.ffill().bfill())
-        filled = filled.fillna(seg + 1.0)
-        imputed["Stint"] = int(stint.isna().sum())
+        by_seg = [g["Race"], g["Driver"], seg]
+        filled = stint.groupby(by_seg).ffill().groupby(by_seg).bfill().fillna(seg + 1.0)
+        flags["Stint"] = stint.isna()
         g["Stint"] = filled.astype("float64")
+    by_stint = [g["Race"], g["Driver"], g["Stint"]]
 
     # Compounds as float codes (NaN = UNKNOWN) so the fill stays numeric.
     code = g["Compound"].map({c: float(i) for i, c in enumerate(S.COMPOUNDS) if c != "UNKNOWN"})
     if code.isna().any():
-        filled = code.groupby([drv, g["Stint"]]).transform(lambda s: s.ffill().bfill())
-        n = int((code.isna() & filled.notna()).sum())
-        if n:
-            imputed["Compound"] = n
-            names = np.array(S.COMPOUNDS, dtype=object)
-            idx = filled.fillna(S.COMPOUNDS.index("UNKNOWN")).to_numpy(int)
-            g["Compound"] = pd.Series(names[idx], index=g.index, dtype=object)
+        filled = code.groupby(by_stint).ffill().groupby(by_stint).bfill()
+        flags["Compound"] = code.isna() & filled.notna()
+        names = np.array(S.COMPOUNDS, dtype=object)
+        idx = filled.fillna(S.COMPOUNDS.index("UNKNOWN")).to_numpy(int)
+        g["Compound"] = pd.Series(names[idx], index=g.index, dtype=object)
 
     life = g["TyreLife"]
     if life.isna().any():
         lap = g["LapNumber"]
         # TyreLife - LapNumber is constant within a stint; carry it from the known laps.
-        offset = (life - lap).groupby([drv, g["Stint"]]).transform(lambda s: s.ffill().bfill())
-        first = lap.groupby([drv, g["Stint"]]).transform("min")
+        offset = (life - lap).groupby(by_stint).ffill().groupby(by_stint).bfill()
+        first = lap.groupby(by_stint).transform("min")
         guess = (lap + offset).fillna(lap - first + 1.0)
-        imputed["TyreLife"] = int(life.isna().sum())
+        flags["TyreLife"] = life.isna()
         g["TyreLife"] = life.fillna(guess).astype("float64")
-    return g, imputed
+    return g, flags

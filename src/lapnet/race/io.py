@@ -286,63 +286,71 @@ def _to_float(s: pd.Series, col: str, where: str) -> pd.Series:
     return out
 
 
+def _map_unique(s: pd.Series, fn) -> pd.Series:
+    """Apply `fn(value, first_row)` once per distinct value (None for missing) and spread the
+    results back: text columns have a handful of distinct values over thousands of rows."""
+    values = s.to_numpy(dtype=object)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)  # missing -> -1
+    out_u = np.empty(len(uniques) + 1, dtype=object)
+    present, first = np.unique(codes, return_index=True)
+    for code, row in zip(present, first):
+        out_u[code] = fn(None if code == -1 else uniques[code], int(row))  # code -1 fills the last slot
+    return pd.Series(out_u[codes], index=s.index, dtype=object)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v)) or _is_missing_str(v)
+
+
 def _to_bool(s: pd.Series, col: str, missing: bool, where: str) -> pd.Series:
     if pd.api.types.is_bool_dtype(s) and not s.isna().any():
         return s.astype(bool)
-    values = s.to_numpy(dtype=object)
-    out = np.empty(len(values), dtype=bool)
-    for i, v in enumerate(values):
-        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
-            out[i] = missing
-        elif isinstance(v, (bool, np.bool_)):
-            out[i] = bool(v)
-        else:
-            t = str(v).strip().lower()
-            if t in _TRUE:
-                out[i] = True
-            elif t in _FALSE:
-                out[i] = False
-            elif t in _MISSING_STRINGS:
-                out[i] = missing
-            else:
-                raise _bad(where, col, i, v, "not a boolean (True/False)")
-    return pd.Series(out, index=s.index)
+
+    def one(v: Any, i: int) -> bool:
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        if _missing(v):
+            return missing
+        t = str(v).strip().lower()
+        if t in _TRUE:
+            return True
+        if t in _FALSE:
+            return False
+        raise _bad(where, col, i, v, "not a boolean (True/False)")
+
+    return _map_unique(s, one).astype(bool)
 
 
 def _to_str(s: pd.Series, col: str, where: str, *, required: bool = False) -> pd.Series:
-    values = s.to_numpy(dtype=object)
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        missing = v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or _is_missing_str(v)
-        if missing:
+    def one(v: Any, i: int) -> str:
+        if _missing(v):
             if required:
                 raise _bad(where, col, i, v, f"missing {col}")
-            out[i] = ""
-        elif isinstance(v, (float, np.floating)) and float(v).is_integer():
-            out[i] = str(int(v))  # a driver number read as 44.0
-        else:
-            out[i] = str(v).strip()
-    return pd.Series(out, index=s.index, dtype=object)
+            return ""
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            return str(int(v))  # a driver number read as 44.0
+        return str(v).strip()
+
+    return _map_unique(s, one)
 
 
 def _to_compound(s: pd.Series, where: str) -> pd.Series:
-    out = _to_str(s, "Compound", where).str.upper()
-    out = out.map(lambda c: S.COMPOUND_ALIASES.get(c, c))
-    bad = ~out.isin(S.COMPOUNDS)
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise _bad(where, "Compound", i, s.iloc[i], f"unknown compound, expected one of {', '.join(S.COMPOUNDS)}")
-    return out.astype(object)
+    def one(v: Any, i: int) -> str:
+        c = "" if _missing(v) else str(v).strip().upper()
+        c = S.COMPOUND_ALIASES.get(c, c)
+        if c not in S.COMPOUNDS:
+            raise _bad(where, "Compound", i, v, f"unknown compound, expected one of {', '.join(S.COMPOUNDS)}")
+        return c
+
+    return _map_unique(s, one)
 
 
 def _to_status(s: pd.Series, where: str) -> pd.Series:
     """Track status as a string of codes. Numbers (24, 24.0) are turned back into '24'."""
-    values = s.to_numpy(dtype=object)
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or _is_missing_str(v):
-            out[i] = ""
-            continue
+
+    def one(v: Any, i: int) -> str:
+        if _missing(v):
+            return ""
         if isinstance(v, (bool, np.bool_)):
             raise _bad(where, "TrackStatus", i, v, "not a track-status code")
         if isinstance(v, (float, np.floating)):
@@ -354,8 +362,9 @@ def _to_status(s: pd.Series, where: str) -> pd.Series:
             t = t[:-2]
         if not t or not set(t) <= S.TRACK_STATUS_CODES:
             raise _bad(where, "TrackStatus", i, v, "track status must be FastF1 codes 1-7, e.g. '1' or '24'")
-        out[i] = t
-    return pd.Series(out, index=s.index, dtype=object)
+        return t
+
+    return _map_unique(s, one)
 
 
 def _check_values(df: pd.DataFrame, where: str) -> None:

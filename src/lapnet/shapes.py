@@ -20,7 +20,13 @@ Facts checked (each is a claim with `holds` computed from the values):
       at step 0 is h_n[-1] (the backward direction finishes at time 0), and the backward half
       at the last step is not h_n[-1] (the usual mistake);
     - packed sequences: the final state sits at each sequence's own last step, padded steps of
-      output are zeros, and packing equals running each sequence alone, unpadded.
+      output are zeros, output's last step is padding for the shorter sequences, and packing
+      equals running each sequence alone, unpadded;
+    - stacked: output holds the top layer only; LSTM: c_n never appears in output;
+      h_n keeps batch on axis 1 whatever batch_first says.
+
+The NumPy engine is batch-first, so torch's output is compared transposed; the facts are then
+recomputed on the engine's own values, so a learner sees both engines obey the same rules.
 """
 
 from __future__ import annotations

@@ -126,8 +126,9 @@ class TextBatches:
     """Contiguous TBPTT chunks over `ids`, the batches object `lapnet.train.fit` consumes.
 
     The text is laid out as B streams of L = N // B characters each. Each epoch starts every
-    stream at the same small random offset in [0, T) (seeded by seed and epoch), so successive
-    epochs cut the text at different places while chunk k+1 still continues chunk k row by row.
+    stream at the same random offset in [0, T) (seeded by seed and epoch), so successive epochs
+    cut the text at different places while chunk k+1 still continues chunk k row by row; the
+    price is one chunk per stream per epoch left out (a short text keeps all its chunks).
 
     Args:
         ids: (N,) int64 training text.
@@ -149,8 +150,13 @@ class TextBatches:
         self.batch = min(batch, n // (seq_len + 1))  # every stream holds at least one window
         self.seed = seed
         self.stream_len = n // self.batch  # L
-        self._steps = (self.stream_len - 1) // seq_len
-        self._slack = (self.stream_len - 1) - self._steps * seq_len  # room for a random offset
+        L, T = self.stream_len, seq_len
+        if (L - T) // T >= 1:  # long enough to give up one chunk for offsets anywhere in [0, T)
+            self._max_offset = T - 1
+            self._steps = (L - T) // T
+        else:  # a short text: every full chunk counts, offsets only within the slack
+            self._steps = (L - 1) // T
+            self._max_offset = min(T - 1, (L - 1) - self._steps * T)
 
     def steps_per_epoch(self) -> int:
         return self._steps
@@ -162,7 +168,7 @@ class TextBatches:
         """Chunks (x, y), each (B, T) int64 with y = x shifted one character on."""
         B, T, L = self.batch, self.seq_len, self.stream_len
         rng = np.random.default_rng([self.seed, e])
-        offset = int(rng.integers(0, min(T - 1, self._slack) + 1))
+        offset = int(rng.integers(0, self._max_offset + 1))
         streams = self.ids[: B * L].reshape(B, L)  # (B, L): row b continues where row b-1 ends
         for k in range(self._steps):
             s = offset + k * T

@@ -125,7 +125,8 @@ class NumpyLearner:
 
     def train_step(self, batch, carry, lr: float):
         x, y = (np.asarray(b) for b in batch)  # (B, T) each
-        logits, state, cache = self.model.forward(x, carry, train=True, rng=self.rng)  # (B, T, V)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported by fit, once
+            logits, state, cache = self.model.forward(x, carry, train=True, rng=self.rng)  # (B, T, V)
         if not np.isfinite(logits).all():
             return float("nan"), carry, y.size  # fit() stops before any update
         loss, dlogits = scratch.softmax_cross_entropy(logits, y)
@@ -147,15 +148,18 @@ class NumpyLearner:
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {f"model.{k}": v for k, v in self.weights().items()}
-        arrays.update({f"optim.{k}": v for k, v in self.opt.state_dict().items()})
-        return arrays, {"engine": "numpy", "rng": self.rng.bit_generator.state}
+        opt = self.opt.state_dict()
+        step = int(opt.pop("step"))  # a scalar: kept in the JSON meta, not as a 0-d tensor
+        arrays.update({f"optim.{k}": v for k, v in opt.items()})
+        return arrays, {"engine": "numpy", "optim_step": step, "rng": self.rng.bit_generator.state}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         if meta.get("engine") != "numpy":
             raise LapnetError("--resume: this run was trained with --engine torch; resume it with --engine torch")
         self.model.load({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
         self.opt = scratch.Adam(self.model.parameters(), lr=self.cfg.lr)  # bound to the reloaded arrays
-        self.opt.load_state_dict({k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")})
+        opt = {k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")}
+        self.opt.load_state_dict({**opt, "step": np.array(int(meta["optim_step"]))})
         self.rng.bit_generator.state = meta["rng"]
 
 

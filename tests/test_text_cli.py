@@ -1,0 +1,202 @@
+"""`lapnet text train|sample|eval` end to end on tiny models: both engines read each other's
+runs, resume equals training straight through, and every kind of bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lapnet.checkpoint import load_tensors
+from lapnet.data.text import bundled_text
+
+TINY = ["--hidden", "12", "--embed", "6", "--seq-len", "16", "--batch", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("text") / "hamlet.txt"
+    p.write_text(bundled_text() * 2, encoding="utf-8")
+    return p
+
+
+def _train(run_cli, out: Path, *extra: str, text: Path | None = None) -> dict:
+    args = ["text", "train", *([str(text)] if text else []), "--out", str(out), *TINY, "--json", *extra]
+    code, stdout, stderr = run_cli(*args)
+    assert code == 0, stderr
+    metrics = json.loads(stdout)
+    assert metrics == json.loads((out / "metrics.json").read_text())
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, text_file):
+    """One tiny run per engine, trained once for the module."""
+    from lapnet.cli import main
+
+    base = tmp_path_factory.mktemp("runs")
+    out = {}
+    for engine in ("torch", "numpy"):
+        out[engine] = base / engine
+        try:
+            main(["text", "train", str(text_file), "--out", str(out[engine]), *TINY, "--epochs", "2",
+                  "--engine", engine])
+        except SystemExit as e:
+            assert e.code in (0, None)
+    return out
+
+
+def test_run_directory_holds_the_documented_files(runs):
+    for engine, run in runs.items():
+        names = {p.name for p in run.iterdir()}
+        assert {"config.json", "vocab.json", "model.safetensors", "last.safetensors", "log.jsonl", "metrics.json"} <= names
+        config = json.loads((run / "config.json").read_text())
+        assert config["engine"] == engine and config["model"]["hidden"] == 12 and config["data"]["val_frac"] == 0.1
+        arrays, _ = load_tensors(run / "model.safetensors")
+        assert "rnn.weight_ih_l0" in arrays and arrays["embed.weight"].shape == (config["model"]["vocab_size"], 6)
+
+
+@pytest.mark.parametrize("trained", ["torch", "numpy"])
+def test_a_run_evaluates_the_same_on_both_engines(run_cli, runs, text_file, trained):
+    results = {}
+    for engine in ("torch", "numpy"):
+        code, stdout, stderr = run_cli("text", "eval", runs[trained], text_file, "--engine", engine, "--json")
+        assert code == 0, stderr
+        results[engine] = json.loads(stdout)
+    assert results["torch"]["chars"] == results["numpy"]["chars"] == len(text_file.read_text()) - 1
+    assert abs(results["torch"]["nats_per_char"] - results["numpy"]["nats_per_char"]) < 1e-5
+    r = results["torch"]
+    assert r["bits_per_char"] == pytest.approx(r["nats_per_char"] / np.log(2))
+    assert r["perplexity"] == pytest.approx(np.exp(r["nats_per_char"]))
+    stored = json.loads((runs[trained] / "metrics.json").read_text())
+    assert stored["eval"]["nats_per_char"] == results["numpy"]["nats_per_char"] and "val_loss" in stored
+
+
+@pytest.mark.parametrize("trained", ["torch", "numpy"])
+def test_a_run_samples_the_same_on_both_engines(run_cli, runs, trained):
+    outs = []
+    for engine in ("torch", "numpy"):
+        code, stdout, stderr = run_cli("text", "sample", runs[trained], "--prime", "To be", "--length", "50",
+                                       "--seed", "3", "--engine", engine)
+        assert code == 0, stderr
+        outs.append(stdout)
+    assert outs[0] == outs[1]
+    assert outs[0].startswith("To be") and len(outs[0]) == len("To be") + 50 + 1  # + newline
+
+
+def test_greedy_sampling_and_several_samples(run_cli, runs):
+    a = run_cli("text", "sample", runs["torch"], "--prime", "The", "--length", "30", "--temperature", "0")
+    b = run_cli("text", "sample", runs["torch"], "--prime", "The", "--length", "30", "--temperature", "0", "--seed", "9")
+    assert a[0] == 0 and a[1] == b[1]  # greedy ignores the seed
+    code, stdout, _ = run_cli("text", "sample", runs["torch"], "--length", "20", "--num-samples", "3", "--top-k", "3",
+                              "--top-p", "0.9", "--seed", "1")
+    assert code == 0 and stdout.count("--- sample") == 3
+
+
+@pytest.mark.parametrize("engine", ["torch", "numpy"])
+def test_resume_equals_training_straight_through(run_cli, tmp_path, text_file, engine):
+    common = ["--schedule", "constant", "--seed", "4", "--engine", engine, "--layers", "2", "--dropout", "0.3"]
+    _train(run_cli, tmp_path / "straight", "--epochs", "4", *common, text=text_file)
+    _train(run_cli, tmp_path / "split", "--epochs", "2", *common, text=text_file)
+    m = _train(run_cli, tmp_path / "split", "--epochs", "4", "--resume", *common, text=text_file)
+    assert m["steps"] > 0 and m["epochs"] == 4
+    a, _ = load_tensors(tmp_path / "straight" / "last.safetensors")
+    b, _ = load_tensors(tmp_path / "split" / "last.safetensors")
+    for k in a:
+        if k.startswith(("model.", "optim.")):
+            np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-6, err_msg=k)
+
+
+def test_nan_guard_stops_with_one_line(run_cli, tmp_path, text_file):
+    # an absurd learning rate overflows the weights within two steps
+    code, _, stderr = run_cli("text", "train", text_file, "--out", tmp_path / "nan", *TINY, "--epochs", "5",
+                              "--lr", "1e38", "--clip", "0", "--engine", "numpy")
+    assert code == 2 and "loss became nan" in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
+# ---------------------------------------------------------------------------------------
+# bad input: one line on stderr, exit 2, nothing overwritten
+
+
+def _refused(run_cli, *args, match: str) -> str:
+    code, stdout, stderr = run_cli(*[str(a) for a in args])
+    lines = stderr.strip().splitlines()
+    assert code == 2, (code, stderr)
+    assert len(lines) == 1 and lines[0].startswith("lapnet: error:") and match in lines[0], stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_bad_training_files(run_cli, tmp_path):
+    out = tmp_path / "run"
+    _refused(run_cli, "text", "train", tmp_path / "missing.txt", "--out", out, match="no such file")
+    (tmp_path / "empty.txt").write_text("")
+    _refused(run_cli, "text", "train", tmp_path / "empty.txt", "--out", out, match="empty")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    _refused(run_cli, "text", "train", tmp_path / "latin1.txt", "--out", out, match="not UTF-8")
+    (tmp_path / "short.txt").write_text("To be or not to be")
+    _refused(run_cli, "text", "train", tmp_path / "short.txt", "--out", out, "--seq-len", "64",
+             match="shorter than one training window")
+    _refused(run_cli, "text", "train", tmp_path, "--out", out, match="directory")
+    assert not out.exists()  # nothing was created for a refused input
+
+
+def test_existing_run_is_refused_without_resume_or_force(run_cli, runs, text_file):
+    before = {p.name: p.read_bytes() for p in runs["torch"].iterdir()}
+    _refused(run_cli, "text", "train", text_file, "--out", runs["torch"], *TINY, "--epochs", "1",
+             match="already holds a run")
+    assert before == {p.name: p.read_bytes() for p in runs["torch"].iterdir()}
+
+
+def test_force_overwrites(run_cli, tmp_path, text_file):
+    _train(run_cli, tmp_path / "r", "--epochs", "1", text=text_file)
+    m = _train(run_cli, tmp_path / "r", "--epochs", "1", "--force", "--arch", "gru", text=text_file)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["arch"] == "gru" and m["steps"] > 0
+    assert len((tmp_path / "r" / "log.jsonl").read_text().splitlines()) == 1  # the old log is gone
+
+
+@pytest.fixture
+def run_copy(tmp_path, runs):
+    dst = tmp_path / "copy"
+    dst.mkdir()
+    for p in runs["torch"].iterdir():
+        (dst / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+def test_corrupt_truncated_and_pickled_checkpoints(run_cli, run_copy, text_file):
+    model = run_copy / "model.safetensors"
+    good = model.read_bytes()
+    model.write_bytes(good[: len(good) // 2])
+    _refused(run_cli, "text", "sample", run_copy, "--length", "5", match="model.safetensors")
+    model.write_bytes(b"\x00" * 64)
+    _refused(run_cli, "text", "eval", run_copy, text_file, match="model.safetensors")
+
+    class Boom:  # unpickling this would run code: it must never happen
+        def __reduce__(self):
+            return (Path(run_copy / "PWNED").write_text, ("unpickled!",))
+
+    model.write_bytes(pickle.dumps({"embed.weight": Boom()}))
+    _refused(run_cli, "text", "sample", run_copy, "--length", "5", match="model.safetensors")
+    assert not (run_copy / "PWNED").exists()
+    (run_copy / "config.json").write_text("{not json")
+    _refused(run_cli, "text", "sample", run_copy, "--length", "5", match="config.json")
+
+
+def test_bad_sampling_options(run_cli, runs):
+    run = runs["torch"]
+    line = _refused(run_cli, "text", "sample", run, "--prime", "To b€ #", match="--prime")
+    assert "'€'" in line and "'#'" in line
+    _refused(run_cli, "text", "sample", run, "--temperature", "-0.5", match="--temperature")
+    _refused(run_cli, "text", "sample", run, "--length", "0", match="--length")
+    _refused(run_cli, "text", "sample", run, "--top-p", "0", match="--top-p")
+    _refused(run_cli, "text", "sample", run, "--top-p", "1.5", match="--top-p")
+    _refused(run_cli, "text", "sample", run.parent / "nope", match="no such run")
+
+
+def test_eval_refuses_text_with_unknown_characters(run_cli, runs, tmp_path):
+    (tmp_path / "other.txt").write_text("Zebra 123")
+    _refused(run_cli, "text", "eval", runs["numpy"], tmp_path / "other.txt", match="never saw")

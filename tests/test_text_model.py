@@ -1,0 +1,111 @@
+"""CharLM on both engines (float64 parity), the sampling steppers, and the sampling rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lapnet.data.text import Vocab
+from lapnet.errors import LapnetError
+from lapnet.models.charlm import CharLM, CharLMConfig, TorchStepper
+from lapnet.models.numpy_charlm import NumpyCharLM, NumpyStepper
+from lapnet.sampling import Chooser, SampleConfig, filter_probs, generate
+
+V = 11
+VOCAB = Vocab("abcdefghij ")
+
+
+def _models(arch: str, layers: int = 2, seed: int = 0, dtype=torch.float64):
+    """A torch CharLM with non-zero random biases everywhere, and its NumPy twin."""
+    torch.manual_seed(seed)
+    cfg = CharLMConfig(V, arch=arch, embed=5, hidden=7, layers=layers)
+    m = CharLM(cfg).to(dtype)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "bias" in name:
+                p.uniform_(-0.5, 0.5)
+    arrays = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
+    return m, NumpyCharLM(cfg, arrays, dtype=np.float64 if dtype == torch.float64 else np.float32)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
+def test_numpy_charlm_matches_torch_forward_and_gradients(arch):
+    m, nm = _models(arch)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, V, (3, 6))
+    h0 = rng.standard_normal((2, 3, 7))
+    state = (h0, rng.standard_normal((2, 3, 7))) if arch == "lstm" else h0
+    tstate = tuple(torch.tensor(s) for s in state) if arch == "lstm" else torch.tensor(state)
+    logits, st = m(torch.tensor(x), tstate)
+    nlogits, nst, cache = nm.forward(x, state)
+    torch.testing.assert_close(torch.tensor(nlogits), logits.detach(), rtol=1e-10, atol=1e-10, msg="logits")
+    up = rng.standard_normal(nlogits.shape)  # a random upstream gradient, not .sum()
+    (logits * torch.tensor(up)).sum().backward()
+    grads = nm.backward(up, cache)
+    for name, p in m.named_parameters():
+        torch.testing.assert_close(torch.tensor(grads[name]), p.grad, rtol=1e-9, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("engine", ["torch", "numpy"])
+def test_stateful_stepping_equals_re_encoding_the_prefix(arch, engine):
+    m, nm = _models(arch, dtype=torch.float32)
+    stepper = TorchStepper(m) if engine == "torch" else NumpyStepper(nm)
+    ids = np.random.default_rng(2).integers(0, V, (2, 12))
+    logits, state = stepper.prime(ids[:, :3])
+    for t in range(3, 12):  # step k's logits == the full forward pass over the prefix ids[:, :k]
+        with torch.no_grad():
+            full = m(torch.tensor(ids[:, :t]))[0][:, -1].numpy()
+        np.testing.assert_allclose(logits, full, rtol=1e-4, atol=1e-5, err_msg=f"t={t}")
+        logits, state = stepper.step(ids[:, t], state)
+
+
+def test_greedy_is_the_argmax_path():
+    m, _ = _models("lstm", dtype=torch.float32)
+    out = generate(TorchStepper(m), VOCAB, prime="abc", length=15, cfg=SampleConfig(temperature=0))[0]
+    ids = list(VOCAB.encode("abc"))
+    for _ in range(15):  # re-encode the whole text each step and take the most likely character
+        with torch.no_grad():
+            ids.append(int(m(torch.tensor([ids]))[0][0, -1].argmax()))
+    assert out == VOCAB.decode(ids)
+
+
+def test_samples_repeat_with_a_seed_and_both_engines_agree():
+    m, nm = _models("gru", dtype=torch.float32)
+    kw = dict(prime="ab", length=40, cfg=SampleConfig(temperature=1.0), num_samples=3)
+    a = generate(TorchStepper(m), VOCAB, seed=5, **kw)
+    assert a == generate(TorchStepper(m), VOCAB, seed=5, **kw)
+    assert a == generate(NumpyStepper(nm), VOCAB, seed=5, **kw)
+    assert a != generate(TorchStepper(m), VOCAB, seed=6, **kw)
+    assert len(a) == 3 and all(s.startswith("ab") and len(s) == 42 for s in a)
+    assert len(set(a)) > 1  # the batch holds independent samples
+
+
+def test_top_k_and_top_p_keep_the_right_characters():
+    logits = np.log(np.array([[0.5, 0.25, 0.15, 0.1], [0.1, 0.2, 0.3, 0.4]]))
+    p = filter_probs(logits, SampleConfig(temperature=1.0, top_k=2))
+    np.testing.assert_allclose(p, [[2 / 3, 1 / 3, 0, 0], [0, 0, 3 / 7, 4 / 7]])
+    p = filter_probs(logits, SampleConfig(temperature=1.0, top_p=0.7))  # 0.5+0.25 reaches 0.7
+    np.testing.assert_allclose(p, [[2 / 3, 1 / 3, 0, 0], [0, 0, 3 / 7, 4 / 7]])
+    p = filter_probs(logits, SampleConfig(temperature=1.0, top_p=0.5))  # the top one alone suffices
+    np.testing.assert_allclose(p[0], [1, 0, 0, 0])
+    p = filter_probs(logits, SampleConfig(temperature=1.0, top_p=1.0))
+    np.testing.assert_allclose(p, np.exp(logits))
+    p = filter_probs(logits, SampleConfig(temperature=0.5))  # temperature sharpens: p^2 renormalised
+    np.testing.assert_allclose(p[0], np.array([25, 6.25, 2.25, 1]) / 34.5)
+
+
+def test_inverse_cdf_sampling_matches_the_distribution():
+    probs = np.array([0.6, 0.3, 0.1, 0.0])
+    choose = Chooser(SampleConfig(temperature=1.0), seed=0)
+    logits = np.tile(np.log(probs + 1e-300), (20_000, 1))
+    freq = np.bincount(choose(logits), minlength=4) / 20_000
+    np.testing.assert_allclose(freq, probs, atol=0.015)
+    assert freq[3] == 0
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-0.1), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)])
+def test_bad_sampling_options_are_refused(bad):
+    with pytest.raises(LapnetError):
+        SampleConfig(**bad).validate()

@@ -131,6 +131,9 @@ def test_real_races_and_figure(f1_data):
         c = next(c for c in cal.circuits if c.name == g["Circuit"].iloc[0])
         assert g["LapNumber"].max() == c.laps
         assert g.loc[g.Scored, "LapTime"].median() == pytest.approx(c.base_lap_s, rel=0.03)
-    fig = plot_real_vs_sim(real, sim)
-    assert len(fig.axes) == 3
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3)
+    assert plot_real_vs_sim(real, sim, axes=axes) is fig  # the CLI test draws the default figure
     assert all(ax.has_data() for ax in fig.axes)
+    plt.close(fig)

@@ -7,13 +7,14 @@ Each command validates its arguments and calls one library function
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterator, List, Optional
 
 import typer
 
-from lapnet.cli.common import console, emit_metrics, summary_table
+from lapnet.cli.common import emit_metrics, summary_table
 
 
 @contextlib.contextmanager
@@ -26,7 +27,7 @@ def _warnings_as_lines() -> Iterator[None]:
         finally:
             for w in caught:
                 if issubclass(w.category, UserWarning):
-                    console.print(f"lapnet: warning: {' '.join(str(w.message).split())}", markup=False, highlight=False)
+                    print(f"lapnet: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
 
 
 def simulate_cmd(

@@ -94,7 +94,7 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, mask=None, partial=None, reverse=Fals
         if textbook:
             np.matmul(h_prev, w_rz, out=gh[:, : 2 * H])
         else:
-            np.matmul(h_prev, w_hhT, out=gh)  # (B, 3H)
+            np.dot(h_prev, w_hhT, gh)  # (B, 3H); np.dot costs less per call than np.matmul
         np.add(xp[:, : 2 * H], gh[:, : 2 * H], out=rz)
         np.tanh(rz, out=rz)
         rz *= 0.5
@@ -172,7 +172,7 @@ def backward(dy, dh_n, cache: GRUCache):
         np.multiply(gi[:, 2], Fr[t], out=gi[:, 0])
         gh[:, :2] = gi[:, :2]
         np.multiply(gi[:, 2], R[t], out=gh[:, 2])
-        np.matmul(gh.reshape(B, 3 * H), w_hh, out=dh_rec)  # (B, H)
+        np.dot(gh.reshape(B, 3 * H), w_hh, dh_rec)  # (B, H)
         np.multiply(dh, Z[t], out=tmp)
         dh_rec += tmp
         if partial is not None and partial[t]:

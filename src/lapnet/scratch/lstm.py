@@ -14,10 +14,11 @@ Weights in torch's layout: w_ih (4H, D) = W_ii|W_if|W_ig|W_io, w_hh (4H, H), b_i
 
 Why it is fast: the input projection for all T steps is one matrix product; inside the
 loop the gates are kept in the order o|i|f|g so that the three sigmoid gates are one
-contiguous block, their weight rows are pre-halved so that one `tanh` call activates all
-four gates (sigmoid(x) = (1 + tanh(x/2)) / 2), and every element-wise step writes into
-preallocated buffers. The backward pass precomputes, for all T at once, every factor that
-does not depend on the recurrence, so each step is six element-wise calls and one product.
+contiguous block whose weight rows are negated up front (the product then gives -a and
+sigmoid(a) = 1 / (1 + exp(-a)) is three in-place calls; NumPy's exp is much faster than its
+tanh), and every element-wise step writes into preallocated buffers. The backward pass
+computes the factors that do not depend on the recurrence a few steps at a time (while
+they sit in cache), so each step is six element-wise calls and one product.
 
 `mask` (T, B, 1) bool marks live steps of variable-length sequences (packed-sequence
 semantics): a finished (or, for the reverse direction, not yet started) sequence keeps
@@ -27,6 +28,7 @@ its state, and its gate gradients are zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -34,10 +36,24 @@ NAME = "lstm"
 GATES = 4
 
 
-def _order(H: int) -> np.ndarray:
-    """Row permutation from torch's i|f|g|o to the kernel's o|i|f|g."""
-    blocks = np.arange(4 * H).reshape(4, H)
-    return blocks[[3, 0, 1, 2]].ravel()
+@lru_cache(maxsize=64)
+def _order(H: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row permutation from torch's i|f|g|o to the kernel's o|i|f|g, and its inverse."""
+    perm = np.arange(4 * H).reshape(4, H)[[3, 0, 1, 2]].ravel()
+    return perm, np.argsort(perm)
+
+
+def chunk_steps(T: int, BH: int, budget: int = 16384) -> int:
+    """Steps per block of backward precomputation: small enough to stay in cache, large
+    enough that tiny batches do not pay Python's per-call cost at every step."""
+    return max(1, min(T, budget // max(BH, 1)))
+
+
+def _blocks(T: int, k: int, reverse: bool):
+    """Blocks [t0, t1) of k steps, in the order backward visits them."""
+    starts = range(0, T, k)
+    for t0 in starts if reverse else reversed(starts):
+        yield t0, min(T, t0 + k)
 
 
 @dataclass
@@ -45,9 +61,9 @@ class LSTMCache:
     """What backward needs from forward: inputs, activated gates, states, weights."""
 
     x: np.ndarray  # (T, B, D) layer input, time-major
-    A: np.ndarray  # (T, B, 4, H) activated gates o, i, f, g
+    A: np.ndarray  # (T, B, 4, H) activated gates o, i, f (slot 3: g's pre-activation)
+    GC: np.ndarray  # (T+1, B, 2, H) rows of (g_t, c_{t-1}) side by side; c_T in the last row
     hs: np.ndarray  # (T+1, B, H) hidden states incl. h0
-    cs: np.ndarray  # (T+1, B, H) cell states incl. c0
     tc: np.ndarray  # (T, B, H) tanh(c_t)
     w_ih: np.ndarray  # (4H, D) kernel order, unscaled
     w_hh: np.ndarray  # (4H, H) kernel order, unscaled
@@ -55,10 +71,16 @@ class LSTMCache:
     partial: np.ndarray | None  # (T,) bool: some sequence is not live at step t
     reverse: bool
 
+    @property
+    def p(self) -> int:
+        """Row of GC / hs that holds the state *before* step t is t + p."""
+        return 1 if self.reverse else 0
+
     def gates(self) -> dict[str, np.ndarray]:
-        """Gate activations in time-major (T, B, H) arrays, torch's names."""
-        return {"i": self.A[:, :, 1], "f": self.A[:, :, 2], "g": self.A[:, :, 3], "o": self.A[:, :, 0],
-                "c": self.cs[1:] if not self.reverse else self.cs[:-1]}
+        """Gate activations in time-major (T, B, H) arrays, torch's names, and the cell c_t."""
+        T, p = self.A.shape[0], self.p
+        return {"i": self.A[:, :, 1], "f": self.A[:, :, 2], "g": self.GC[p : T + p, :, 0], "o": self.A[:, :, 0],
+                "c": self.GC[1 - p : T + 1 - p, :, 1]}
 
 
 def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=False):
@@ -80,47 +102,56 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     T, B, D = x.shape
     H = w_hh.shape[1]
     dt = x.dtype
-    perm = _order(H)
+    perm = _order(H)[0]
     w_ih_k, w_hh_k = w_ih[perm], w_hh[perm]  # (4H, D), (4H, H) kernel order
-    half = np.ones(4 * H, dt)
-    half[: 3 * H] = 0.5  # sigmoid rows halved: tanh(x/2) then (1 + .)/2 is the sigmoid
-    w_hh_s = np.ascontiguousarray((w_hh_k * half[:, None]).T)  # (H, 4H)
-    bias = (b_ih + b_hh)[perm] * half  # (4H,)
+    sign = np.ones(4 * H, dt)
+    sign[: 3 * H] = -1.0  # sigmoid rows negated: the product is -a, so exp gives e^-a directly
+    w_hh_s = np.ascontiguousarray((w_hh_k * sign[:, None]).T)  # (H, 4H)
+    bias = (b_ih + b_hh)[perm] * sign  # (4H,)
 
     A = np.empty((T, B, 4, H), dt)
     A3 = A.reshape(T, B, 4 * H)
     # the input projection of every step at once: one (T*B, D) x (D, 4H) product
-    np.matmul(x.reshape(T * B, D), (w_ih_k * half[:, None]).T, out=A.reshape(T * B, 4 * H))
+    np.matmul(x.reshape(T * B, D), (w_ih_k * sign[:, None]).T, out=A.reshape(T * B, 4 * H))
     A3 += bias
     hs = np.empty((T + 1, B, H), dt)
-    cs = np.empty((T + 1, B, H), dt)
+    GC = np.empty((T + 1, B, 2, H), dt)  # g next to c_{t-1}: one product gives i*g and f*c_{t-1}
     tc = np.empty((T, B, H), dt)
-    # forward: state before step t is hs[t], after it hs[t+1]; reverse: hs[t+1] -> hs[t]
+    # forward: state before step t sits in row t, after it in row t+1; reverse: t+1 -> t
     p, n = (1, 0) if reverse else (0, 1)
     hs[T if reverse else 0] = h0
-    cs[T if reverse else 0] = c0
+    GC[T if reverse else 0, :, 1] = c0
     tmp = np.empty((B, 4 * H), dt)
-    ig = np.empty((B, H), dt)
-    O, I, F, G = A[:, :, 0], A[:, :, 1], A[:, :, 2], A[:, :, 3]  # (T, B, H) views
-    for t in range(T - 1, -1, -1) if reverse else range(T):
-        h_prev, c_prev, h, c, a = hs[t + p], cs[t + p], hs[t + n], cs[t + n], A3[t]
-        np.matmul(h_prev, w_hh_s, out=tmp)  # (B, 4H)
-        a += tmp
-        np.tanh(a, out=a)
-        s = a[:, : 3 * H]  # o, i, f
-        s *= 0.5
-        s += 0.5
-        np.multiply(F[t], c_prev, out=c)
-        np.multiply(I[t], G[t], out=ig)
-        c += ig
-        np.tanh(c, out=tc[t])
-        np.multiply(O[t], tc[t], out=h)
-        if partial is not None and partial[t]:  # finished sequences keep their state
-            np.copyto(h, h_prev, where=~mask[t])
-            np.copyto(c, c_prev, where=~mask[t])
+    prod = np.empty((B, 2, H), dt)
+    # np.dot with out= costs less per call than np.matmul (it matters at tiny sizes)
+    mul, add, exp, tanh, recip, dot = np.multiply, np.add, np.exp, np.tanh, np.reciprocal, np.dot
+    ones = np.ones((B, 3 * H), dt)  # adding an array is cheaper per call than adding a Python scalar
+    # per-step views made once (list() slices in C), so the loop body only calls ufuncs
+    S = list(A[:, :, :3].reshape(T, B, 3 * H))  # o|i|f block of step t
+    IF, Gpre, O = list(A[:, :, 1:3]), list(A[:, :, 3]), list(A[:, :, 0])
+    A3, HS, TC, GCl = list(A3), list(hs), list(tc), list(GC)
+    G, C = list(GC[:, :, 0]), list(GC[:, :, 1])
+    ig, fc = prod[:, 0], prod[:, 1]
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    with np.errstate(over="ignore"):  # e^-a = inf for a << 0 gives 1 / (1 + inf) = 0, as it should
+        for t in steps:
+            a, s, h_prev, h, c, tct = A3[t], S[t], HS[t + p], HS[t + n], C[t + n], TC[t]
+            dot(h_prev, w_hh_s, tmp)  # (B, 4H)
+            add(a, tmp, a)
+            exp(s, s)  # o, i, f: sigmoid(a) = 1 / (1 + e^-a)
+            add(s, ones, s)
+            recip(s, s)
+            tanh(Gpre[t], G[t + p])  # g, beside c_{t-1}
+            mul(IF[t], GCl[t + p], prod)  # (B, 2, H): i*g | f*c_{t-1}
+            add(ig, fc, c)
+            tanh(c, tct)
+            mul(O[t], tct, h)
+            if partial is not None and partial[t]:  # finished sequences keep their state
+                np.copyto(h, h_prev, where=~mask[t])
+                np.copyto(c, C[t + p], where=~mask[t])
     y = hs[:T] if reverse else hs[1:]
-    h_n, c_n = (hs[0], cs[0]) if reverse else (hs[T], cs[T])
-    return y, h_n, c_n, LSTMCache(x, A, hs, cs, tc, w_ih_k, w_hh_k, mask, partial, reverse)
+    h_n, c_n = (hs[0], GC[0, :, 1]) if reverse else (hs[T], GC[T, :, 1])
+    return y, h_n, c_n, LSTMCache(x, A, GC, hs, tc, w_ih_k, w_hh_k, mask, partial, reverse)
 
 
 def backward(dy, dh_n, dc_n, cache: LSTMCache):
@@ -136,62 +167,76 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
         dh0, dc0: (B, H) gradient on the initial states.
         grads: dict w_ih, w_hh, b_ih, b_hh in torch's layout.
     """
-    x, A, hs, cs, tc, mask, partial, reverse = (cache.x, cache.A, cache.hs, cache.cs, cache.tc,
+    x, A, GC, hs, tc, mask, partial, reverse = (cache.x, cache.A, cache.GC, cache.hs, cache.tc,
                                                 cache.mask, cache.partial, cache.reverse)
     T, B, _, H = A.shape
     dt = A.dtype
-    O, I, F, G = A[:, :, 0], A[:, :, 1], A[:, :, 2], A[:, :, 3]  # (T, B, H)
-    c_prev = cs[1:] if reverse else cs[:T]  # (T, B, H)
-    h_prev = hs[1:] if reverse else hs[:T]
-    # Factors that do not depend on the recurrence, for all T at once:
-    # dc_t += dh_t * P;  d(o) = dh_t * Po;  d(i|f|g preact) = dc_t * Q
-    P = np.multiply(tc, tc)
-    np.subtract(1.0, P, out=P)
-    P *= O  # o * (1 - tanh(c)^2)
-    Po = np.subtract(1.0, O)
-    Po *= O
-    Po *= tc  # tanh(c) * o(1-o)
-    Q = np.empty((T, B, 3, H), dt)
-    np.subtract(1.0, I, out=Q[:, :, 0])
-    Q[:, :, 0] *= I
-    Q[:, :, 0] *= G  # g * i(1-i)
-    np.subtract(1.0, F, out=Q[:, :, 1])
-    Q[:, :, 1] *= F
-    Q[:, :, 1] *= c_prev  # c_{t-1} * f(1-f)
-    np.multiply(G, G, out=Q[:, :, 2])
-    np.subtract(1.0, Q[:, :, 2], out=Q[:, :, 2])
-    Q[:, :, 2] *= I  # i * (1 - g^2)
-
-    dG = np.empty((T, B, 4, H), dt)  # gradient on the pre-activations, kernel order
-    dG3 = dG.reshape(T, B, 4 * H)
+    p = cache.p
+    O, I, F = A[:, :, 0], A[:, :, 1], A[:, :, 2]  # (T, B, H)
+    G, c_prev = GC[p : T + p, :, 0], GC[p : T + p, :, 1]  # (T, B, H)
+    h_prev = hs[p : T + p]
+    k = chunk_steps(T, B * H)
+    PPo = np.empty((k, B, 2, H), dt)  # dc_t += dh_t * P;  d(o) = dh_t * Po
+    Q = np.empty((k, B, 3, H), dt)  # d(i|f|g pre-activation) = dc_t * Q
+    # slot 0 of dGx is scratch for dh*P, so that one call fills it and d(o) together
+    dGx = np.empty((T, B, 5, H), dt)
+    dG = dGx[:, :, 1:].reshape(T, B, 4 * H)  # (T, B, 4H) view: gradient on the pre-activations
+    assert np.shares_memory(dG, dGx)
     w_hh = cache.w_hh
     dh = np.empty((B, H), dt)
     dh_rec = np.zeros((B, H), dt) if dh_n is None else np.array(dh_n, dt)  # from step t+1
     dc = np.zeros((B, H), dt) if dc_n is None else np.array(dc_n, dt)
-    tmp = np.empty((B, H), dt)
-    for t in range(T) if reverse else range(T - 1, -1, -1):
-        if dy is not None:
-            np.add(dy[t], dh_rec, out=dh)
-        else:
-            dh[...] = dh_rec
-        if partial is not None and partial[t]:
-            live = mask[t]  # (B, 1)
-            dh_skip, dc_skip = dh * ~live, dc * ~live  # a finished sequence passes its gradient on
-            dh *= live
-            dc *= live
-        np.multiply(dh, P[t], out=tmp)
-        dc += tmp
-        np.multiply(dh, Po[t], out=dG[t, :, 0])
-        np.multiply(dc[:, None, :], Q[t], out=dG[t, :, 1:])
-        dc *= F[t]
-        np.matmul(dG3[t], w_hh, out=dh_rec)  # (B, H)
-        if partial is not None and partial[t]:
-            dh_rec += dh_skip
-            dc += dc_skip
+    dh3, dc3 = dh[:, None, :], dc[:, None, :]
+    mul, add, dot = np.multiply, np.add, np.dot
+    # per-step views made once
+    SCR_O, SCR, IFG = list(dGx[:, :, 0:2]), list(dGx[:, :, 0]), list(dGx[:, :, 2:5])
+    DG, Fl = list(dG), list(F)
+    DY = list(dy) if dy is not None else None
+    for t0, t1 in _blocks(T, k, reverse):
+        m = t1 - t0
+        sl = slice(t0, t1)
+        # factors free of the recurrence, computed for a block of steps while it is in cache
+        P, Po, q = PPo[:m, :, 0], PPo[:m, :, 1], Q[:m]
+        mul(tc[sl], tc[sl], P)
+        np.subtract(1.0, P, P)
+        P *= O[sl]  # o * (1 - tanh(c)^2)
+        np.subtract(1.0, O[sl], Po)
+        Po *= O[sl]
+        Po *= tc[sl]  # tanh(c) * o(1-o)
+        q0, q1, q2 = q[:, :, 0], q[:, :, 1], q[:, :, 2]
+        np.subtract(1.0, I[sl], q0)
+        q0 *= I[sl]
+        q0 *= G[sl]  # g * i(1-i)
+        np.subtract(1.0, F[sl], q1)
+        q1 *= F[sl]
+        q1 *= c_prev[sl]  # c_{t-1} * f(1-f)
+        mul(G[sl], G[sl], q2)
+        np.subtract(1.0, q2, q2)
+        q2 *= I[sl]  # i * (1 - g^2)
+        for t in range(t0, t1) if reverse else range(t1 - 1, t0 - 1, -1):
+            j = t - t0
+            if dy is not None:
+                add(DY[t], dh_rec, dh)
+            else:
+                dh[...] = dh_rec
+            cut = partial is not None and partial[t]
+            if cut:
+                live = mask[t]  # (B, 1)
+                dh_skip, dc_skip = dh * ~live, dc * ~live  # a finished sequence passes its gradient on
+                dh *= live
+                dc *= live
+            mul(dh3, PPo[j], SCR_O[t])  # dh*P (scratch) | d(o)
+            add(dc, SCR[t], dc)
+            mul(dc3, Q[j], IFG[t])  # d(i) | d(f) | d(g)
+            mul(dc, Fl[t], dc)
+            dot(DG[t], w_hh, dh_rec)  # (B, H)
+            if cut:
+                dh_rec += dh_skip
+                dc += dc_skip
     T_B = T * B
     dG2 = dG.reshape(T_B, 4 * H)
     dx = np.matmul(dG2, cache.w_ih).reshape(T, B, -1)  # (T, B, D)
-    inv = np.argsort(_order(H))
+    inv = _order(H)[1]
     db = dG2.sum(axis=0)[inv]
     grads = {
         "w_ih": (dG2.T @ x.reshape(T_B, -1))[inv],  # (4H, D)

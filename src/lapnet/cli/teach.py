@@ -75,8 +75,9 @@ def diagrams(
     dpi: int = typer.Option(150, "--dpi", help="Resolution; the figures are 12 to 13.5 inches wide."),
     as_json: bool = typer.Option(False, "--json", help="Print {name: {path, label_overlaps}} as JSON on stdout."),
 ) -> None:
-    """Draw the notebook's four teaching diagrams as PNGs: feedforward vs sequential, the RNN
-    unrolled, the LSTM cell, RNN vs LSTM vs GRU.
+    """The notebook's four teaching diagrams as PNGs, checked for overlapping labels.
+
+    Feedforward vs sequential, the RNN unrolled through time, the LSTM cell's data flow, and RNN vs LSTM vs GRU side by side.
 
     Example: lapnet diagrams --out runs/diagrams
     """
@@ -103,12 +104,11 @@ def hidden(
     engine: str = typer.Option("auto", "--engine", help="numpy (lapnet.scratch), torch, or auto (numpy when present)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout too."),
 ) -> None:
-    """A sine wave through an untrained vanilla RNN: each hidden unit's trace and a heatmap (the
-    notebook's section 2), with each unit's correlation to the input and its derivative.
+    """A sine wave through an untrained RNN: hidden-unit traces and heatmap (notebook section 2).
 
-    metrics.json: engine, max_abs_diff_vs_torch, mean_abs_activation, saturated_share,
-    w_hh_spectral_radius, units_following_input, units_following_derivative, and per unit
-    min, max, std, corr_with_input, corr_with_derivative, saturated_share.
+    Each unit's correlation with the input and with its derivative is measured too.
+
+    metrics.json: engine, max_abs_diff_vs_torch, mean_abs_activation, saturated_share, w_hh_spectral_radius, units_following_input, units_following_derivative, units (min, max, std, corr_with_input, corr_with_derivative, saturated_share per unit).
 
     Example: lapnet hidden --out runs/hidden
     """

@@ -48,10 +48,11 @@ def test_numpy_charlm_matches_torch_forward_and_gradients(arch):
 
 
 @pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("engine", ["torch", "numpy"])
+@pytest.mark.parametrize("engine", ["torch", "torch-cells", "numpy"])
 def test_stateful_stepping_equals_re_encoding_the_prefix(arch, engine):
     m, nm = _models(arch, dtype=torch.float32)
-    stepper = TorchStepper(m) if engine == "torch" else NumpyStepper(nm)
+    stepper = {"torch": lambda: TorchStepper(m), "torch-cells": lambda: TorchStepper(m, numpy_steps=False),
+               "numpy": lambda: NumpyStepper(nm)}[engine]()
     ids = np.random.default_rng(2).integers(0, V, (2, 12))
     logits, state = stepper.prime(ids[:, :3])
     for t in range(3, 12):  # step k's logits == the full forward pass over the prefix ids[:, :k]

@@ -106,19 +106,33 @@ def detach_state(state):
 class TorchStepper:
     """Step a CharLM one character at a time for sampling (see `lapnet.sampling`).
 
-    Calling `nn.LSTM` on a (B, 1) input costs tens of microseconds of Python and dispatch per
-    character; here each layer is one fused cell op (`torch.lstm_cell` etc.) on the module's
-    own weights, under inference_mode, so a step is a few ops and the matrix products dominate.
+    `prime` runs the whole priming text through the module in one call. For the steps: one
+    stream on a CPU is a few small matrix-vector products per character, where torch's
+    per-op dispatch (microseconds per call) would cost more than the arithmetic, so on the
+    CPU the step runs NumPy's cell (`NumpyStepper`) on zero-copy views of this module's own
+    tensors. On a GPU each layer is one fused cell op (`torch.lstm_cell` etc.) under
+    inference_mode.
     """
 
     _CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
-    def __init__(self, model: CharLM):
+    def __init__(self, model: CharLM, numpy_steps: bool | None = None):
+        """numpy_steps: None picks NumPy on the CPU and torch cells elsewhere."""
         self.model = model.eval()
         cfg = model.cfg
         self.lstm = cfg.arch == "lstm"
+        self.device = model.embed.weight.device
+        self.fast = None
+        if numpy_steps is None:
+            numpy_steps = self.device.type == "cpu" and getattr(model.rnn, "nonlinearity", "tanh") == "tanh"
+        if numpy_steps:
+            from lapnet.models.numpy_charlm import NumpyStepper
+
+            weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}  # views, no copies
+            self.fast = NumpyStepper(cfg=cfg, weights=weights, prime_fn=self._prime)
+            return
         self.cell = self._CELLS[cfg.arch]
-        if cfg.arch == "rnn" and getattr(model.rnn, "nonlinearity", "tanh") == "relu":
+        if cfg.arch == "rnn" and model.rnn.nonlinearity == "relu":
             self.cell = torch.rnn_relu_cell
         r = model.rnn
         self.layers = [tuple(getattr(r, f"{n}_l{k}").detach() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
@@ -126,19 +140,28 @@ class TorchStepper:
         self.emb = model.embed.weight.detach()
         self.head_wt = model.head.weight.detach().t().contiguous()  # (H, V) so addmm reads rows
         self.head_b = model.head.bias.detach()
-        self.device = self.emb.device
+
+    def _prime(self, ids):
+        from lapnet.models.numpy_charlm import split_layers
+
+        with torch.inference_mode():
+            logits, state = self.model(torch.as_tensor(ids, device=self.device))  # (B, P, V): the whole prefix at once
+            state = tuple(s.cpu().numpy() for s in state) if self.lstm else state.cpu().numpy()
+            return logits[:, -1].float().cpu().numpy(), split_layers(state, self.lstm)
 
     def prime(self, ids):
-        with torch.inference_mode():
-            x = torch.as_tensor(ids, device=self.device)
-            logits, state = self.model(x)  # (B, P, V): the whole prefix in one call
-            if self.lstm:  # torch's (L, B, H) pairs -> a list of per-layer (h, c)
-                state = [(state[0][k], state[1][k]) for k in range(len(self.layers))]
-            else:
-                state = [state[k] for k in range(len(self.layers))]
-            return logits[:, -1].float().cpu().numpy(), state
+        if self.fast is not None:
+            return self.fast.prime(ids)
+        logits, state = self._prime(ids)
+        if self.lstm:
+            state = [(torch.from_numpy(h).to(self.device), torch.from_numpy(c).to(self.device)) for h, c in state]
+        else:
+            state = [torch.from_numpy(h).to(self.device) for h in state]
+        return logits, state
 
     def step(self, ids, state):
+        if self.fast is not None:
+            return self.fast.step(ids, state)
         with torch.inference_mode():
             x = self.emb[torch.from_numpy(ids).to(self.device)]  # (B, E)
             new = []

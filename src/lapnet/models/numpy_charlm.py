@@ -168,44 +168,50 @@ class NumpyStepper:
 
     The scratch layers are built for whole sequences (they re-lay the weights on every call);
     a sampling step is one time step, so the cell is written out here once more, on weights
-    arranged once: layer 0's input projection is folded into a (V, G*H) table (embedding
+    arranged once: layer 0's input projection is folded into a (V, G*H) table (an embedding
     followed by a linear map is a lookup), and each step is one (B, H) x (H, G*H) product per
-    layer plus a few element-wise calls. `prime` uses the full forward pass.
+    layer plus a few element-wise calls. `prime` runs the full forward pass once.
+
+    Args:
+        model: a NumpyCharLM; or None with `cfg`, `weights` and `prime_fn` (how the torch
+            engine reuses this step on views of its own tensors).
     """
 
-    def __init__(self, model: NumpyCharLM):
-        self.model = model
-        cfg = model.cfg
+    def __init__(self, model: NumpyCharLM | None = None, *, cfg: CharLMConfig | None = None,
+                 weights: dict[str, np.ndarray] | None = None, prime_fn: Callable | None = None):
+        if model is not None:
+            cfg, weights = model.cfg, model.parameters()
+            prime_fn = self._numpy_prime
+        self.model, self.cfg, self.prime_fn = model, cfg, prime_fn
         self.arch, self.H = cfg.arch, cfg.hidden
-        w = model.parameters()
+        w = weights
         self.layers = []
         for k in range(cfg.layers):
             w_ih, w_hh = w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]
             b_ih, b_hh = w[f"rnn.bias_ih_l{k}"], w[f"rnn.bias_hh_l{k}"]
             if k == 0:
-                w_ih_t = w["embed.weight"] @ w_ih.T  # (V, G*H): the lookup table
+                w_ih_t = w["embed.weight"] @ w_ih.T + b_ih  # (V, G*H): the lookup table, b_ih folded in
             else:
                 w_ih_t = np.ascontiguousarray(w_ih.T)  # (H, G*H)
             self.layers.append((w_ih_t, np.ascontiguousarray(w_hh.T), b_ih, b_hh))
         self.head_wt = np.ascontiguousarray(w["head.weight"].T)  # (H, V)
         self.head_b = w["head.bias"]
-        self.nonlinearity = getattr(model.rnn, "nonlinearity", "tanh")
+        self.relu = cfg.arch == "rnn" and model is not None and getattr(model.rnn, "nonlinearity", "tanh") == "relu"
 
     def prime(self, ids: np.ndarray):
-        logits, state, _ = self.model.forward(np.asarray(ids))  # (B, P, V)
-        if self.arch == "lstm":
-            state = [(state[0][k], state[1][k]) for k in range(len(self.layers))]
-        else:
-            state = [state[k] for k in range(len(self.layers))]
-        return logits[:, -1], state
+        """ids (B, P) -> (logits (B, V) after the last prime character, per-layer state)."""
+        return self.prime_fn(np.asarray(ids))
+
+    def _numpy_prime(self, ids: np.ndarray):
+        logits, state, _ = self.model.forward(ids)  # (B, P, V)
+        return logits[:, -1], split_layers(state, self.arch == "lstm")
 
     def step(self, ids: np.ndarray, state):
         H = self.H
         new = []
         x = None
         for k, ((w_ih_t, w_hh_t, b_ih, b_hh), s) in enumerate(zip(self.layers, state)):
-            gi = w_ih_t[ids] if k == 0 else x @ w_ih_t  # (B, G*H)
-            gi = gi + b_ih
+            gi = w_ih_t[ids] if k == 0 else x @ w_ih_t + b_ih  # (B, G*H)
             if self.arch == "lstm":
                 h, c = s
                 g = gi + h @ w_hh_t + b_hh  # (B, 4H) in torch's order i, f, g, o
@@ -222,7 +228,14 @@ class NumpyStepper:
                 new.append(h)
             else:
                 a = gi + s @ w_hh_t + b_hh  # (B, H)
-                h = np.tanh(a) if self.nonlinearity == "tanh" else np.maximum(a, 0.0)
+                h = np.maximum(a, 0.0) if self.relu else np.tanh(a)
                 new.append(h)
             x = h  # (B, H)
         return x @ self.head_wt + self.head_b, new  # (B, V)
+
+
+def split_layers(state, lstm: bool) -> list:
+    """Stacked state (L, B, H) [or the (h, c) pair] -> a list of per-layer (B, H) [or pairs]."""
+    if lstm:
+        return [(np.ascontiguousarray(state[0][k]), np.ascontiguousarray(state[1][k])) for k in range(len(state[0]))]
+    return [np.ascontiguousarray(state[k]) for k in range(len(state))]

@@ -349,7 +349,10 @@ def draw_all(out: str | Path, dpi: int = DPI) -> dict[str, dict]:
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, draw in FIGURES.items():
-        fig = draw()
+        # build at the output dpi: mathtext layouts are cached per dpi, so the layout pass, the
+        # save and the overlap check then parse each formula once instead of three times
+        with plt.rc_context({"figure.dpi": dpi}):
+            fig = draw()
         path = out / f"{name}.png"
         fig.savefig(path, dpi=dpi, facecolor="white")
         written[name] = {"path": str(path), "label_overlaps": [list(p) for p in text_overlaps(fig)]}

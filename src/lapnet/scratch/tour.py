@@ -1,0 +1,292 @@
+"""The engine tour behind `lapnet demo`: the NumPy engine agrees with torch, its gradients
+agree with finite differences, and a NumPy LSTM learns the notebook's sine wave.
+
+Each piece is a library function that returns plain rows and numbers, so the CLI only
+presents them and a later, longer tour can reuse them:
+
+    parity_table()     max |engine - torch| for outputs, final states and every gradient
+    gradcheck_table()  worst relative error of backward against central differences
+    train_sine()       a NumPy LSTM + Linear head, Adam, MSE, trained by lapnet.train.fit
+    run_tour()         all three (quick: toy sizes), optionally saved under a run directory
+
+torch is needed by `parity_table` only, and imported there, inside the function: the
+engine itself never imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from lapnet.errors import LapnetError
+from lapnet.scratch.gradcheck import gradcheck
+from lapnet.scratch.layers import Linear
+from lapnet.scratch.losses import mse_loss
+from lapnet.scratch.optim import Adam, clip_grad_norm
+from lapnet.scratch.recurrent import GRU, KINDS, LSTM, from_torch
+
+NAMES = {"rnn": "RNN (tanh)", "lstm": "LSTM", "gru": "GRU"}
+
+
+def parity_table(*, seed: int = 0, B: int = 4, T: int = 7, D: int = 3, H: int = 5) -> list[dict[str, Any]]:
+    """Run torch and the engine on the same weights, inputs and upstream gradients (float64).
+
+    Each layer is 2-layer and bidirectional, with variable lengths (torch side: a packed
+    sequence) and random non-zero biases, initial states and upstream gradients on both
+    the outputs and the final state.
+
+    Returns:
+        one row per kind: the largest |difference| in output, final state, dL/dx,
+        dL/d(initial state) and over every weight and bias gradient.
+    """
+    import torch  # lazily: only this comparison needs torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    rows = []
+    for kind in ("rnn", "lstm", "gru"):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        mod = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](
+            D, H, 2, batch_first=True, bidirectional=True, dtype=torch.float64)
+        with torch.no_grad():
+            for p in mod.parameters():
+                p.normal_(0.0, 0.5)
+        eng = from_torch(mod)
+        lengths = np.array([T, max(1, T // 2), max(1, T - 2), 1][:B])
+        n_state = 2 if kind == "lstm" else 1
+        x = rng.standard_normal((B, T, D))
+        state = [rng.standard_normal((4, B, H)) for _ in range(n_state)]
+        dout = rng.standard_normal((B, T, 2 * H)) * (np.arange(T)[None, :, None] < lengths[:, None, None])
+        dstate = [rng.standard_normal((4, B, H)) for _ in range(n_state)]
+
+        xt = torch.tensor(x, requires_grad=True)
+        st = [torch.tensor(s, requires_grad=True) for s in state]
+        packed = pack_padded_sequence(xt, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+        out_p, s_t = mod(packed, tuple(st) if kind == "lstm" else st[0])
+        out_t, _ = pad_packed_sequence(out_p, batch_first=True, total_length=T)
+        s_t = s_t if isinstance(s_t, tuple) else (s_t,)
+        loss = (out_t * torch.tensor(dout)).sum() + sum((a * torch.tensor(g)).sum() for a, g in zip(s_t, dstate))
+        loss.backward()
+
+        pick = (lambda v: tuple(v)) if kind == "lstm" else (lambda v: v[0])
+        out, s_e, cache = eng.forward(x, pick(state), lengths)
+        dx, ds0, grads = eng.backward(dout, pick(dstate), cache)
+        s_e = s_e if kind == "lstm" else (s_e,)
+        ds0 = ds0 if kind == "lstm" else (ds0,)
+
+        def err(a, b) -> float:
+            return float(np.max(np.abs(np.asarray(a) - b.detach().numpy())))
+
+        rows.append({
+            "layer": NAMES[kind],
+            "output": err(out, out_t),
+            "final state": max(err(a, b) for a, b in zip(s_e, s_t)),
+            "dL/dx": err(dx, xt.grad),
+            "dL/d state0": max(err(a, b.grad) for a, b in zip(ds0, st)),
+            "dL/d weights": max(err(grads[n], p.grad) for n, p in mod.named_parameters()),
+            "tensors": len(grads),
+        })
+    return rows
+
+
+def gradcheck_table(*, seed: int = 0, samples: int = 4) -> list[dict[str, Any]]:
+    """Finite-difference checks (float64) of each kind, 2 layers, bidirectional, variable lengths.
+
+    Returns:
+        one row per kind: tensors checked, entries sampled, the worst relative error.
+    """
+    rows = []
+    x = np.random.default_rng(seed).standard_normal((3, 5, 3))
+    for kind in ("rnn", "lstm", "gru"):
+        layer = KINDS[kind](3, 4, 2, True, dtype="float64", seed=seed)
+        res = gradcheck(layer, x, lengths=[5, 2, 4], samples=samples, seed=seed)
+        rows.append({"layer": NAMES[kind], "tensors": len(res.rows),
+                     "entries": sum(r["checked"] for r in res.rows), "max rel error": res.max_rel_error,
+                     "ok (< 1e-6)": "yes" if res.ok() else "NO"})
+    layer = GRU(3, 4, gru_form="textbook", dtype="float64", seed=seed)
+    res = gradcheck(layer, x, lengths=[5, 2, 4], samples=samples, seed=seed)
+    rows.append({"layer": "GRU (textbook form)", "tensors": len(res.rows), "entries": sum(r["checked"] for r in res.rows),
+                 "max rel error": res.max_rel_error, "ok (< 1e-6)": "yes" if res.ok() else "NO"})
+    return rows
+
+
+# --- the sine wave ------------------------------------------------------------------------
+
+
+@dataclass
+class SineDemoConfig:
+    """The notebook's sine task (section 6): 200 points of sin(t) on [0, 8*pi], windows of 20
+    values -> the next value, full-batch Adam at lr 0.01, MSE."""
+
+    hidden: int = 32
+    epochs: int = 200
+    lr: float = 0.01
+    n_points: int = 200
+    window: int = 20
+    clip: float | None = 1.0
+    seed: int = 42
+    dtype: str = "float32"
+
+
+class _FullBatch:
+    """The whole data set as the one batch of every epoch (the notebook's training)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.batch = (x, y)
+
+    def steps_per_epoch(self) -> int:
+        return 1
+
+    def epoch(self, e: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        yield self.batch
+
+
+class SineLearner:
+    """NumPy LSTM -> last hidden state -> Linear -> next value; the learner protocol of
+    lapnet.train.fit (train_step, evaluate, weights, state, load_state)."""
+
+    def __init__(self, cfg: SineDemoConfig, x_val: np.ndarray, y_val: np.ndarray):
+        self.cfg = cfg
+        self.lstm = LSTM(1, cfg.hidden, dtype=cfg.dtype, seed=cfg.seed)
+        self.head = Linear(cfg.hidden, 1, dtype=cfg.dtype, seed=cfg.seed + 1)
+        self.x_val, self.y_val = x_val, y_val
+        self.opt = Adam(self._params(), lr=cfg.lr)
+        self.train_losses: list[float] = []  # one per step = one per epoch (full batch)
+
+    def _params(self) -> dict[str, np.ndarray]:
+        return {**{f"rnn.{k}": v for k, v in self.lstm.parameters().items()},
+                **{f"head.{k}": v for k, v in self.head.parameters().items()}}
+
+    def _predict(self, x: np.ndarray):
+        out, _, cache = self.lstm.forward(x)  # (N, T, H)
+        pred, hcache = self.head.forward(out[:, -1])  # (N, 1) from the last step
+        return pred, (out.shape, cache, hcache)
+
+    def train_step(self, batch, carry, lr: float):
+        x, y = batch
+        pred, (shape, cache, hcache) = self._predict(x)
+        loss, dpred = mse_loss(pred, y)
+        dlast, g_head = self.head.backward(dpred, hcache)
+        dout = np.zeros(shape, self.lstm.dtype)
+        dout[:, -1] = dlast  # only the last step feeds the head
+        _, _, g_rnn = self.lstm.backward(dout, None, cache)
+        grads = {**{f"rnn.{k}": v for k, v in g_rnn.items()}, **{f"head.{k}": v for k, v in g_head.items()}}
+        if self.cfg.clip:
+            clip_grad_norm(grads, self.cfg.clip)
+        self.opt.step(grads, lr=lr)
+        self.train_losses.append(loss)
+        return loss, None, len(x)
+
+    def evaluate(self) -> dict[str, float]:
+        pred, _ = self._predict(self.x_val)
+        return {"val_loss": mse_loss(pred, self.y_val)[0]}
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self._params().items()}
+
+    def state(self):
+        opt = {f"opt.{k}": v for k, v in self.opt.state_dict().items()}
+        return {**self.weights(), **opt}, {"config": asdict(self.cfg)}
+
+    def load_state(self, arrays, meta) -> None:
+        for k, v in self._params().items():
+            v[...] = arrays[k]
+        self.opt.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+
+
+@dataclass
+class SineResult:
+    """Training MSE of every epoch, held-out MSE at each evaluation, and the time taken."""
+
+    config: SineDemoConfig
+    train_loss: list[float] = field(default_factory=list)  # epoch e+1 at index e
+    val_epochs: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+
+def sine_data(cfg: SineDemoConfig):
+    """Training windows of the notebook's wave, and held-out windows of the same wave
+    shifted by half a radian (values it never saw in that order)."""
+    t = np.linspace(0.0, 8.0 * np.pi, cfg.n_points)
+
+    def windows(series):
+        idx = np.arange(len(series) - cfg.window)[:, None] + np.arange(cfg.window)[None, :]  # (N, window)
+        return series[idx][..., None].astype(cfg.dtype), series[cfg.window:, None].astype(cfg.dtype)
+
+    return windows(np.sin(t)), windows(np.sin(t + 0.5))
+
+
+def train_sine(cfg: SineDemoConfig | None = None, *, out: str | Path | None = None,
+               progress: bool = False) -> SineResult:
+    """Train the NumPy LSTM on the sine windows with lapnet.train.fit (one full batch per epoch)."""
+    from lapnet.train import TrainConfig, fit  # the one training loop
+
+    cfg = cfg or SineDemoConfig()
+    if cfg.hidden < 1 or cfg.epochs < 1 or cfg.window < 1 or cfg.n_points <= cfg.window + 1:
+        raise LapnetError("sine demo: hidden, epochs and window must be positive and n_points > window + 1")
+    (x, y), (x_val, y_val) = sine_data(cfg)
+    learner = SineLearner(cfg, x_val, y_val)
+    # about 20 evaluations (each one also writes the checkpoints when `out` is given)
+    tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
+                       progress=progress, eval_every=max(1, cfg.epochs // 20))
+    res = fit(learner, _FullBatch(x, y), tcfg, out=out, meta={"model": "scratch LSTM sine", "config": asdict(cfg)},
+              describe="NumPy LSTM on the sine wave")
+    return SineResult(cfg, list(learner.train_losses), [int(r["step"]) for r in res.history],
+                      [r["val_loss"] for r in res.history], res.seconds)
+
+
+def plot_sine_loss(result: SineResult, ax=None):
+    """Training and held-out MSE per epoch, log scale. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+    else:
+        fig = ax.figure
+    epochs = np.arange(1, len(result.train_loss) + 1)
+    ax.semilogy(epochs, result.train_loss, label="training MSE")
+    ax.semilogy(result.val_epochs, result.val_loss, "o-", ms=3, label="held-out MSE (shifted wave)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE")
+    ax.set_title(f"NumPy LSTM (H={result.config.hidden}) learns sin(t)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def run_tour(*, quick: bool = False, seed: int = 0, out: str | Path | None = None,
+             progress: bool = False) -> dict[str, Any]:
+    """Parity table, gradient checks and the sine LSTM; with `out`, save metrics.json, the
+    loss figure (sine_loss.png) and the sine run (out/sine).
+
+    Returns:
+        {"parity": rows, "gradcheck": rows, "sine": SineResult, "figure": path or None}
+    """
+    sine_cfg = SineDemoConfig(hidden=16, epochs=50) if quick else SineDemoConfig()
+    result: dict[str, Any] = {
+        "parity": parity_table(seed=seed),
+        "gradcheck": gradcheck_table(seed=seed, samples=3 if quick else 6),
+    }
+    out = Path(out) if out is not None else None
+    result["sine"] = sine = train_sine(sine_cfg, out=None if out is None else out / "sine", progress=progress)
+    result["figure"] = None
+    if out is not None:
+        from lapnet.checkpoint import write_json
+
+        fig = plot_sine_loss(sine)
+        result["figure"] = out / "sine_loss.png"
+        fig.savefig(result["figure"], dpi=120)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        write_json(out / "metrics.json", {
+            "parity": result["parity"], "gradcheck": result["gradcheck"],
+            "sine": {"config": asdict(sine.config), "train_loss": sine.train_loss, "val_epochs": sine.val_epochs,
+                     "val_loss": sine.val_loss, "seconds": sine.seconds},
+        })
+    return result

@@ -1,7 +1,312 @@
-"""`lapnet` commands of this group (filled in by its issue)."""
+"""`lapnet sine | trend | adding | gradflow | gates | temperature`: the notebook's
+experiments, measured on real models.
+
+Each command validates its options, calls one `lapnet.experiments` function, and writes
+the PNG figures plus metrics.json into --out (default runs/<command>). Lists are given
+comma-separated: `--archs rnn,gru --lengths 50,100`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from lapnet.errors import LapnetError
+
+JSON_HELP = "Also print metrics.json on stdout."
+FORCE_HELP = "Overwrite the figures and metrics already in --out."
+QUIET_HELP = "No progress bars or summary table."
+
+
+def _list(option: str, text: str, cast=str) -> tuple:
+    items = [s.strip() for s in str(text).split(",") if s.strip()]
+    if not items:
+        raise LapnetError(f"{option}: give at least one value (comma-separated)")
+    try:
+        return tuple(cast(s) for s in items)
+    except ValueError:
+        raise LapnetError(f"{option} {text!r}: expected comma-separated {cast.__name__} values") from None
+
+
+def _archs(option: str, text: str) -> tuple[str, ...]:
+    from lapnet.models.recurrent import ARCHS
+
+    archs = tuple(a.lower() for a in _list(option, text))
+    bad = [a for a in archs if a not in ARCHS]
+    if bad:
+        raise LapnetError(f"{option}: unknown architecture {bad[0]!r}: expected one of {', '.join(ARCHS)}")
+    return archs
+
+
+def _positive(option: str, *values: int | float) -> None:
+    for v in values:
+        if not v > 0:
+            raise LapnetError(f"{option} must be positive, got {v}")
+
+
+def _finish(result, out: Path, json_out: bool, quiet: bool, table: list | dict | None, title: str) -> None:
+    from lapnet.cli.common import console, emit_metrics, summary_table
+
+    paths = result.save(out)
+    result.close()
+    if not quiet:
+        if table:
+            summary_table(title, table)
+        console.print("wrote " + ", ".join(str(p) for p in paths))
+    emit_metrics(None, result.metrics, as_json=json_out)
+
+
+def sine_cmd(
+    hidden: str = typer.Option("2,8,32,128", "--hidden", help="LSTM hidden sizes for the left panel."),
+    archs: str = typer.Option("rnn,lstm,gru", "--archs", help="Architectures compared in the right panel."),
+    arch_hidden: int = typer.Option(32, "--arch-hidden", help="Hidden size of the architecture comparison."),
+    epochs: int = typer.Option(200, "--epochs", help="Full-batch epochs (Adam)."),
+    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
+    horizon: int = typer.Option(100, "--horizon", help="Forecast steps past the wave, each prediction fed back in."),
+    seed: int = typer.Option(42, "--seed", help="Seeds every model alike (the notebook uses 42)."),
+    out: Path = typer.Option(Path("runs/sine"), "--out", help="Directory for the PNGs and metrics.json."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+) -> None:
+    """The notebook's sine forecaster: hidden sizes and RNN vs LSTM vs GRU.
+
+    sin(t) on 200 points over [0, 8*pi], windows of 20 -> next value, Adam, full batch.
+    Writes loss_curves.png (two panels, log scale), forecast.png (multi-step, fed back)
+    and metrics.json: {"hidden_size": {H: {final_mse, min_mse, forecast_mse, loss_curve,
+    forecast}}, "architecture": {arch: {...}}, "table": [{model, final_mse, forecast_mse}]}.
+
+    Example: lapnet sine --hidden 8,32 --archs rnn,lstm --epochs 100
+    """
+    from lapnet.cli.common import check_out_dir
+    from lapnet.experiments.sine import SineConfig, run_sine
+
+    cfg = SineConfig(hidden_sizes=_list("--hidden", hidden, int), archs=_archs("--archs", archs),
+                     arch_hidden=arch_hidden, epochs=epochs, lr=lr, horizon=horizon, seed=seed)
+    cfg.validate()
+    _positive("--lr", lr)
+    out = check_out_dir(out, force=force)
+    result = run_sine(cfg, progress=not quiet)
+    _finish(result, out, json_out, quiet, result.metrics["table"], "sine: final training MSE and forecast MSE")
+
+
+def trend_cmd(
+    arch: str = typer.Option("lstm", "--arch", help="rnn, lstm or gru."),
+    hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
+    epochs: int = typer.Option(50, "--epochs", help="Full-batch epochs (Adam)."),
+    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
+    n_train: int = typer.Option(500, "--train", help="Training sequences."),
+    n_test: int = typer.Option(100, "--test", help="Held-out test sequences."),
+    length: int = typer.Option(20, "--length", help="Sequence length (the maximum with --variable-length)."),
+    bidirectional: bool = typer.Option(False, "--bidirectional", help="Read each sequence both ways."),
+    variable_length: bool = typer.Option(False, "--variable-length",
+                                         help="Random lengths in [--min-length, --length], packed sequences."),
+    min_length: int = typer.Option(5, "--min-length", help="Shortest sequence with --variable-length."),
+    seed: int = typer.Option(42, "--seed", help="Seeds the data and the model."),
+    out: Path = typer.Option(Path("runs/trend"), "--out", help="Directory for the PNGs and metrics.json."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+) -> None:
+    """Exercise 2 solved: classify sequences as trending up or down.
+
+    Writes trend_training.png (accuracy per epoch), trend_examples.png and metrics.json:
+    {"test_accuracy", "train_accuracy", "test_loss", "target", "reached_target",
+    "epochs_to_target", "curves": {train_loss, test_loss, test_accuracy, train_accuracy}}.
+
+    Example: lapnet trend --bidirectional --variable-length
+    """
+    from lapnet.cli.common import check_out_dir
+    from lapnet.experiments.trend import TrendConfig, run_trend
+
+    cfg = TrendConfig(arch=_archs("--arch", arch)[0], hidden=hidden, n_train=n_train, n_test=n_test, seq_len=length,
+                      min_len=min_length if variable_length else None, bidirectional=bidirectional, epochs=epochs,
+                      lr=lr, seed=seed)
+    cfg.validate()
+    _positive("--lr", lr)
+    out = check_out_dir(out, force=force)
+    result = run_trend(cfg, progress=not quiet)
+    m = result.metrics
+    _finish(result, out, json_out, quiet, {k: m[k] for k in ("test_accuracy", "train_accuracy", "test_loss",
+                                                            "epochs_to_target", "reached_target")}, "trend")
+
+
+def adding_cmd(
+    archs: str = typer.Option("rnn,lstm,gru", "--archs", help="Architectures to compare."),
+    lengths: str = typer.Option("50,100,200", "--lengths", help="Sequence lengths T."),
+    hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
+    batch: int = typer.Option(64, "--batch", help="Fresh random sequences per step."),
+    max_steps: int = typer.Option(600, "--max-steps", help="Step budget per (architecture, T)."),
+    eval_every: int = typer.Option(50, "--eval-every", help="Steps between test-MSE measurements."),
+    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
+    clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Train the full budget even once solved."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the data and the models."),
+    out: Path = typer.Option(Path("runs/adding"), "--out", help="Directory for the PNGs and metrics.json."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+) -> None:
+    """The adding problem: steps to reach test MSE < 0.01 (baseline 0.167) per architecture and T.
+
+    Writes adding_mse.png (test MSE against steps, one panel per T), adding_steps.png
+    (steps to solve against T) and metrics.json: {"baseline_mse", "solved_mse",
+    "runs": {arch: {T: {steps_to_solve (null: not within --max-steps), final_test_mse,
+    steps, test_mse, seconds}}}, "table": [{arch, T, steps_to_solve, final_test_mse, seconds}]}.
+    Long runs: python benchmarks/adding.py.
+
+    Example: lapnet adding --lengths 50,100 --max-steps 2000
+    """
+    from lapnet.cli.common import check_out_dir
+    from lapnet.experiments.adding import AddingConfig, run_adding
+
+    cfg = AddingConfig(archs=_archs("--archs", archs), lengths=_list("--lengths", lengths, int), hidden=hidden,
+                       batch_size=batch, max_steps=max_steps, eval_every=eval_every, lr=lr, clip=clip,
+                       stop_when_solved=not keep_going, seed=seed)
+    cfg.validate()
+    _positive("--lr", lr)
+    _positive("--clip", clip)
+    out = check_out_dir(out, force=force)
+    result = run_adding(cfg, progress=not quiet)
+    _finish(result, out, json_out, quiet, result.metrics["table"], "adding problem: steps to test MSE < 0.01")
+
+
+def gradflow_cmd(
+    archs: str = typer.Option("rnn,lstm,gru", "--archs", help="Architectures to measure."),
+    hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
+    length: int = typer.Option(50, "--length", help="Sequence length T (adding problem)."),
+    steps: int = typer.Option(300, "--steps", help="Training steps before the 'trained' measurement (0: init only)."),
+    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
+    engine: str = typer.Option("both", "--engine", help="torch (autograd), numpy (lapnet.scratch) or both (compared)."),
+    clip_steps: int = typer.Option(200, "--clip-steps", help="Steps of the clipping comparison (0: skip)."),
+    radius: float = typer.Option(3.0, "--radius", help="W_hh spectral radius of the exploding RNN."),
+    clip_norm: float = typer.Option(1.0, "--clip-norm", help="Global-norm threshold."),
+    clip_value: float = typer.Option(0.05, "--clip-value", help="Element-wise threshold."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the data and the models."),
+    out: Path = typer.Option(Path("runs/gradflow"), "--out", help="Directory for the PNGs and metrics.json."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+) -> None:
+    """Measured ||dL_T/dh_t|| against distance T - t, W_hh spectra, and gradient clipping.
+
+    Writes gradflow.png (init and trained, beside the notebook's 0.95^k, 0.9^k, 0.7^k),
+    spectrum.png, clipping.png and metrics.json: {"archs": {arch: {"init"|"trained":
+    {norms, norms_numpy, max_abs_diff, max_rel_diff, decay_per_step, ratio_first_to_last,
+    spectrum}, train_test_mse}}, "engines_max_rel_diff", "clipping": {runs: {none |
+    global norm | element-wise: {raw_grad_norm, test_mse, mean_cosine_value_clip, ...}}}}.
+
+    Example: lapnet gradflow --archs rnn,lstm --length 100 --steps 0
+    """
+    from lapnet.cli.common import check_out_dir
+    from lapnet.experiments.gradflow import GradflowConfig, run_gradflow
+
+    cfg = GradflowConfig(archs=_archs("--archs", archs), hidden=hidden, length=length, steps=steps, lr=lr,
+                         engine=engine, clip_steps=clip_steps, clip_radius=radius, clip_norm=clip_norm,
+                         clip_value=clip_value, seed=seed)
+    cfg.validate()
+    _positive("--lr", lr)
+    _positive("--radius", radius)
+    _positive("--clip-norm", clip_norm)
+    _positive("--clip-value", clip_value)
+    out = check_out_dir(out, force=force)
+    result = run_gradflow(cfg, progress=not quiet)
+    rows = []
+    for a, e in result.metrics["archs"].items():
+        for phase in ("init", "trained"):
+            if phase in e:
+                rows.append({"arch": a.upper(), "phase": phase, "decay_per_step": e[phase]["decay_per_step"],
+                             "|dL/dh_1| / |dL/dh_T|": e[phase]["ratio_first_to_last"],
+                             "engines_rel_diff": e[phase].get("max_rel_diff", "-")})
+    _finish(result, out, json_out, quiet, rows, "gradient flow (measured)")
+
+
+def gates_cmd(
+    run: Path = typer.Argument(..., help="A run directory written by `lapnet text train`."),
+    text: str = typer.Option("To be or not to be", "--text", help="Characters to feed (all in the run's vocabulary)."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Layer to draw (default: the top one)."),
+    max_units: int = typer.Option(64, "--max-units", help="Units drawn per heatmap."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Also write every layer's gates and states to this .npz."),
+    out: Path = typer.Option(Path("runs/gates"), "--out", help="Directory for the PNGs and metrics.json."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+) -> None:
+    """Exercise 3: the true LSTM/GRU gates per character, recomputed from the weights and
+    checked against the model's own hidden states.
+
+    Writes gates.png (LSTM: i, f, g, o and the cell c; GRU: r, z, n), hidden.png (h heatmap
+    and mean |h| per character) and metrics.json: {"text", "arch", "layer", "max_abs_diff",
+    "reproduces_model", "gates": {name: {mean, share_below_0.1, share_above_0.9, ...}},
+    "mean_abs_h_per_char"}. --export states.npz: layer<k>_<gate|h|c> arrays (T, H), ids, chars.
+
+    Example: lapnet gates runs/text --text "To be or not to be" --export states.npz
+    """
+    from lapnet.cli.common import check_out_dir
+    from lapnet.experiments.gates import GatesConfig, export_states, run_gates
+
+    _positive("--max-units", max_units)
+    if export is not None and export.is_dir():
+        raise LapnetError(f"--export {export}: is a directory, expected an .npz file path")
+    if not Path(run).is_dir():
+        raise LapnetError(f"{run}: no such run directory")
+    out = check_out_dir(out, force=force)
+    result = run_gates(run, GatesConfig(text=text, layer=layer, max_units=max_units))
+    if export is not None:
+        result.metrics["export"] = str(export_states(result, export))
+    rows = [{"gate": g, "mean": s["mean"], "< 0.1": s.get("share_below_0.1", "-"), "> 0.9": s.get("share_above_0.9", "-"),
+             "|v| > 0.9": s.get("share_abs_above_0.9", "-"), "saturated": s["share_saturated"]}
+            for g, s in result.metrics["gates"].items()]
+    _finish(result, out, json_out, quiet, rows, f"gate saturation, layer {result.metrics['layer']}")
+
+
+def temperature_cmd(
+    run: Optional[Path] = typer.Argument(None, help="Optional run directory (`lapnet text train`) to sample from."),
+    temperatures: str = typer.Option("0.2,0.5,0.8,1.0,1.5", "--temperatures", help="Sampling temperatures."),
+    prime: str = typer.Option("To be or not to b", "--prime", help="Text the samples continue."),
+    length: int = typer.Option(120, "--length", help="Characters per sample."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the sampling."),
+    out: Path = typer.Option(Path("runs/temperature"), "--out", help="Directory for the PNGs and metrics.json."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+) -> None:
+    """Softmax at temperatures 0.2, 1.0, 2.0 (the notebook's figure) and, given RUN, the
+    model's real next-character distribution and samples at several temperatures.
+
+    Writes temperature.png, with RUN also temperature_model.png, and metrics.json:
+    {"notebook": {T: {probs, entropy_bits, top_prob}}, with RUN also "model": {T:
+    {entropy_bits, top}}, "samples": {T: text}}.
+
+    Example: lapnet temperature runs/text --temperatures 0.2,1.0,1.5
+    """
+    from lapnet.cli.common import check_out_dir
+    from lapnet.experiments.temperature import TemperatureConfig, run_temperature
+
+    temps = _list("--temperatures", temperatures, float)
+    cfg = TemperatureConfig(sample_temperatures=temps, prime=prime, length=length, seed=seed)
+    cfg.validate()
+    if run is not None and not Path(run).is_dir():
+        raise LapnetError(f"{run}: no such run directory")
+    out = check_out_dir(out, force=force)
+    result = run_temperature(run, cfg)
+    m = result.metrics
+    rows = [{"T": t, "entropy_bits": v["entropy_bits"], "top_prob": v["top_prob"]} for t, v in m["notebook"].items()]
+    if "samples" in m and not quiet:
+        from lapnet.cli.common import console
+
+        for t, s in m["samples"].items():
+            console.print(f"[bold]T = {t}[/bold]: {s!r}")
+    _finish(result, out, json_out, quiet, rows, "softmax of the notebook's logits")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the main app."""
+    """Add the experiment commands to the main app."""
+    app.command("sine")(sine_cmd)
+    app.command("trend")(trend_cmd)
+    app.command("adding")(adding_cmd)
+    app.command("gradflow")(gradflow_cmd)
+    app.command("gates")(gates_cmd)
+    app.command("temperature")(temperature_cmd)

@@ -1,0 +1,149 @@
+"""The true gate activations of a torch LSTM or GRU, recomputed from its weights.
+
+The notebook's Exercise 3 only plots the hidden state; it hints that the gates live in
+`weight_ih_l0` as [W_ii | W_if | W_ig | W_io]. Here the gates are recomputed step by step,
+in float64, from exactly those weights (torch's layout and equations):
+
+    LSTM  i = s(W_ii x + b_ii + W_hi h + b_hi)     f = s(W_if x + b_if + W_hf h + b_hf)
+          g = tanh(W_ig x + b_ig + W_hg h + b_hg)  o = s(W_io x + b_io + W_ho h + b_ho)
+          c' = f * c + i * g                       h' = o * tanh(c')
+    GRU   r = s(W_ir x + b_ir + W_hr h + b_hr)     z = s(W_iz x + b_iz + W_hz h + b_hz)
+          n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+          h' = (1 - z) * n + z * h
+    RNN   h' = tanh(W_ih x + b_ih + W_hh h + b_hh)   (no gates: hidden states only)
+
+and then checked against the module's own output: `trace_gates` raises if the recomputed
+hidden states differ from what torch computed (so the heatmaps show the model's real gates,
+not an approximation).
+
+Shapes: x (B, T, D); every returned array is (B, T, H) float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lapnet.errors import LapnetError
+
+
+@dataclass
+class GateTrace:
+    """What `trace_gates` found.
+
+    Attributes:
+        kind: "rnn" | "lstm" | "gru".
+        layers: one dict per layer: gate name -> (B, T, H), plus "h" (and "c" for the LSTM).
+        max_abs_diff: largest |recomputed - torch| over the outputs and final states.
+    """
+
+    kind: str
+    layers: list[dict[str, np.ndarray]]
+    max_abs_diff: float
+
+GATE_NAMES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ()}
+SIGMOID_GATES = {"i", "f", "o", "r", "z"}  # values in [0, 1]; g and n are tanh, in [-1, 1]
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * a))  # = 1 / (1 + e^-a), without overflow warnings
+
+
+def _kind(rnn: nn.RNNBase) -> str:
+    mode = rnn.mode  # "LSTM" | "GRU" | "RNN_TANH" | "RNN_RELU"
+    return "rnn" if mode.startswith("RNN") else mode.lower()
+
+
+def _layer_trace(kind: str, x: np.ndarray, W_ih, W_hh, b_ih, b_hh, relu: bool = False) -> dict[str, np.ndarray]:
+    """One layer, one direction, from zero state. x (B, T, D) -> {gate: (B, T, H), "h", ["c"]}."""
+    B, T, _ = x.shape
+    H = W_hh.shape[1]
+    h = np.zeros((B, H))
+    c = np.zeros((B, H))
+    names = GATE_NAMES[kind]
+    rec = {k: np.empty((B, T, H)) for k in (*names, "h", *(("c",) if kind == "lstm" else ()))}
+    xw = x @ W_ih.T + b_ih  # (B, T, G*H): the input part of every gate, all steps at once
+    for t in range(T):
+        hw = h @ W_hh.T + b_hh  # (B, G*H)
+        if kind == "lstm":
+            a = xw[:, t] + hw
+            i, f, o = _sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H]), _sigmoid(a[:, 3 * H:])
+            g = np.tanh(a[:, 2 * H:3 * H])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+            for k, v in zip("ifgoch", (i, f, g, o, c, h)):
+                rec[k][:, t] = v
+        elif kind == "gru":
+            r = _sigmoid(xw[:, t, :H] + hw[:, :H])
+            z = _sigmoid(xw[:, t, H:2 * H] + hw[:, H:2 * H])
+            n = np.tanh(xw[:, t, 2 * H:] + r * hw[:, 2 * H:])  # r gates the hidden part only
+            h = (1.0 - z) * n + z * h
+            for k, v in zip("rznh", (r, z, n, h)):
+                rec[k][:, t] = v
+        else:
+            a = xw[:, t] + hw
+            h = np.maximum(a, 0.0) if relu else np.tanh(a)
+            rec["h"][:, t] = h
+    return rec
+
+
+def trace_gates(rnn: nn.RNNBase, x: torch.Tensor, *, atol: float = 1e-4) -> GateTrace:
+    """Recompute every layer's gates and states from the weights and check them against
+    the module's own forward pass.
+
+    Args:
+        rnn: a batch-first, one-direction torch RNN/LSTM/GRU (any number of layers),
+            evaluated as in eval mode (no dropout between layers).
+        x: (B, T, D) the layer's input.
+        atol: largest allowed |recomputed h - torch's h| (float32 weights: ~1e-6 typical).
+
+    Returns:
+        GateTrace (per layer: gate name -> (B, T, H), plus "h", and "c" for the LSTM).
+
+    Raises:
+        LapnetError: bidirectional layers (not traced), or a mismatch with the model's output.
+    """
+    if rnn.bidirectional:
+        raise LapnetError("gate tracing supports one-direction recurrent layers")
+    if not getattr(rnn, "batch_first", False):
+        raise LapnetError("gate tracing expects a batch_first recurrent layer")
+    kind = _kind(rnn)
+    relu = rnn.mode == "RNN_RELU"
+    inp = x.detach().double().cpu().numpy()  # (B, T, D)
+    layers = []
+    for l in range(rnn.num_layers):
+        p = {n: getattr(rnn, f"{n}_l{l}").detach().double().cpu().numpy()
+             for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        rec = _layer_trace(kind, inp, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"], relu)
+        layers.append(rec)
+        inp = rec["h"]  # (B, T, H): the next layer's input
+    was_training = rnn.training
+    rnn.eval()
+    with torch.no_grad():
+        out, state = rnn(x)  # (B, T, H), the model's own computation
+    rnn.train(was_training)
+    h_n = (state[0] if isinstance(state, tuple) else state).double().cpu().numpy()  # (L, B, H)
+    diff = float(np.abs(layers[-1]["h"] - out.double().cpu().numpy()).max())
+    diff = max(diff, *(float(np.abs(layers[l]["h"][:, -1] - h_n[l]).max()) for l in range(rnn.num_layers)))
+    if kind == "lstm":
+        c_n = state[1].double().cpu().numpy()
+        diff = max(diff, *(float(np.abs(layers[l]["c"][:, -1] - c_n[l]).max()) for l in range(rnn.num_layers)))
+    if not diff <= atol:
+        raise LapnetError(f"recomputed gates do not reproduce the model's hidden states (max diff {diff:.3g})")
+    return GateTrace(kind, layers, diff)
+
+
+def saturation(values: np.ndarray, gate: str) -> dict[str, float]:
+    """Share of a gate's values near its limits: below 0.1 / above 0.9 for the sigmoid
+    gates (closed / open), |v| above 0.9 for the tanh candidates g and n."""
+    v = np.asarray(values)
+    if gate in SIGMOID_GATES:
+        low, high = float(np.mean(v < 0.1)), float(np.mean(v > 0.9))
+        return {"mean": float(v.mean()), "share_below_0.1": low, "share_above_0.9": high,
+                "share_saturated": low + high}
+    sat = float(np.mean(np.abs(v) > 0.9))
+    return {"mean": float(v.mean()), "mean_abs": float(np.abs(v).mean()), "share_abs_above_0.9": sat,
+            "share_saturated": sat}

@@ -1,0 +1,161 @@
+"""Notebook Exercise 3, done properly: what a trained character model's gates do, per character.
+
+The text runs through the model once; a forward hook on its recurrent layer captures
+the layer's real input (the character embeddings) and output. The gates are then
+recomputed from the weights (`lapnet.diagnostics.gates.trace_gates`), which checks that
+they reproduce the model's own hidden states, and drawn as heatmaps with the characters
+on the x axis, beside the hidden-state heatmap, the mean |activation| per character and
+the gates' saturation statistics.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lapnet.checkpoint import atomic_write_bytes
+from lapnet.diagnostics.gates import GATE_NAMES, SIGMOID_GATES, saturation, trace_gates
+from lapnet.errors import LapnetError
+from lapnet.experiments.result import ExperimentResult
+
+MAX_TEXT = 400  # characters; beyond this a per-character heatmap is unreadable
+
+
+@dataclass
+class GatesConfig:
+    """What to show. `layer` None: the top layer; `max_units` rows per heatmap."""
+
+    text: str = "To be or not to be"
+    layer: int | None = None
+    max_units: int = 64
+
+
+def _capture(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the model on ids (1, T); return its recurrent layer's input and output."""
+    seen: dict[str, Any] = {}
+
+    def hook(module, args, output):
+        seen["x"], seen["out"] = args[0], output[0]
+
+    handle = model.rnn.register_forward_hook(hook)
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(ids)
+    finally:
+        handle.remove()
+    return seen["x"], seen["out"]
+
+
+def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentResult:
+    """Trace the gates of `model` (a torch CharLM-like module with `.rnn`) on `cfg.text`.
+
+    Args:
+        model: callable on ids (1, T), with a batch-first recurrent layer at `model.rnn`.
+        vocab: maps text to ids (`encode(text, what=...)`, raising on unknown characters).
+        cfg: the text, the layer, how many units to draw.
+
+    Returns:
+        ExperimentResult: metrics {"text", "arch", "layer", "max_abs_diff", "gates":
+        {name: saturation stats}, "mean_abs_h_per_char", ...}; figures "gates" (LSTM/GRU),
+        "hidden"; arrays for --export (per layer: gates, h, c; ids; chars).
+    """
+    from lapnet import plots
+
+    text = cfg.text
+    if not text:
+        raise LapnetError("--text is empty: give at least one character")
+    if len(text) > MAX_TEXT:
+        raise LapnetError(f"--text has {len(text)} characters; at most {MAX_TEXT} fit on a per-character heatmap")
+    ids = torch.from_numpy(vocab.encode(text, what="--text"))[None, :]  # (1, T)
+    rnn = model.rnn
+    layer = rnn.num_layers - 1 if cfg.layer is None else cfg.layer
+    if not 0 <= layer < rnn.num_layers:
+        raise LapnetError(f"--layer {cfg.layer}: the model has layers 0..{rnn.num_layers - 1}")
+    x, out = _capture(model, ids)  # (1, T, E), (1, T, H)
+    trace = trace_gates(rnn, x)
+    # the hook saw the model's real pass: the recomputed top layer must equal it too
+    diff = max(trace.max_abs_diff, float(np.abs(trace.layers[-1]["h"] - out.double().numpy()).max()))
+    if not diff <= 1e-4:
+        raise LapnetError(f"recomputed gates do not reproduce the model's hidden states (max diff {diff:.3g})")
+    rec = trace.layers[layer]
+    chars = list(text)
+    H = rec["h"].shape[-1]
+    units = min(H, cfg.max_units)
+    kind = trace.kind
+    names = GATE_NAMES[kind]
+    gate_stats = {g: saturation(rec[g][0], g) for g in names}
+    mean_abs_h = np.abs(rec["h"][0]).mean(axis=1)  # (T,)
+
+    import matplotlib.pyplot as plt
+
+    width = min(4 + 0.42 * len(chars), 40)
+    figures = {}
+    shown = f"first {units} of {H} units" if units < H else f"{H} units"
+    if names:
+        panels = [*names, *(("c",) if kind == "lstm" else ())]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(width, 2.3 * len(panels) + 0.6), layout="constrained")
+        for ax, g in zip(axes, panels):
+            vals = rec[g][0, :, :units].T  # (units, T)
+            if g in SIGMOID_GATES:
+                kw = dict(vmin=0.0, vmax=1.0, cmap="viridis", cbar_label="gate value")
+                st = gate_stats[g]
+                sub = f"{st['share_below_0.1']:.0%} < 0.1, {st['share_above_0.9']:.0%} > 0.9"
+            elif g == "c":
+                m = float(np.abs(vals).max()) or 1.0
+                kw = dict(vmin=-m, vmax=m, cmap="RdBu_r", cbar_label="cell value")
+                sub = f"|c| up to {m:.2f}"
+            else:
+                kw = dict(vmin=-1.0, vmax=1.0, cmap="RdBu_r", cbar_label="candidate value")
+                sub = f"{gate_stats[g]['share_abs_above_0.9']:.0%} with |value| > 0.9"
+            plots.heatmap(vals, xticklabels=chars, ax=ax, ylabel="unit",
+                          title=f"{_GATE_TITLES.get(g, g)} ({sub})", **kw)
+            if g != panels[-1]:
+                ax.set_xlabel("")  # one axis label, under the last panel
+        fig.suptitle(f"{kind.upper()} layer {layer} gates per character ({shown})")
+        figures["gates"] = fig
+    fig_h, (ax1, ax2) = plt.subplots(2, 1, figsize=(width, 6.5), layout="constrained",
+                                     gridspec_kw={"height_ratios": [2, 1]})
+    plots.heatmap(rec["h"][0, :, :units].T, xticklabels=chars, ax=ax1, vmin=-1, vmax=1, ylabel="hidden unit",
+                  title=f"{kind.upper()} layer {layer} hidden state h_t ({shown})", cbar_label="h value")
+    plots.bars_per_char(mean_abs_h, chars, ax=ax2, title="Mean |h_t| over all units, per character",
+                        ylabel="mean |activation|")
+    figures["hidden"] = fig_h
+
+    arrays: dict[str, np.ndarray] = {"ids": ids[0].numpy(), "chars": np.array(chars)}
+    for l, r in enumerate(trace.layers):
+        for k, v in r.items():
+            arrays[f"layer{l}_{k}"] = v[0].astype(np.float32)  # (T, H)
+    metrics = {
+        "experiment": "gates", "text": text, "arch": kind, "layer": layer, "layers": rnn.num_layers,
+        "hidden_size": H, "max_abs_diff": diff, "reproduces_model": True,
+        "gates": gate_stats,
+        "mean_abs_h_per_char": [[c, float(v)] for c, v in zip(chars, mean_abs_h)],
+    }
+    return ExperimentResult("gates", metrics, figures, arrays)
+
+
+_GATE_TITLES = {"i": "input gate i", "f": "forget gate f", "g": "candidate g", "o": "output gate o",
+                "c": "cell state c", "r": "reset gate r", "z": "update gate z", "n": "candidate n"}
+
+
+def run_gates(run: str | Path, cfg: GatesConfig | None = None) -> ExperimentResult:
+    """Load a text run (`lapnet text train`) and trace its gates on `cfg.text`."""
+    from lapnet.text_runs import load_run
+
+    loaded = load_run(run, engine="torch")
+    return gate_report(loaded.model, loaded.vocab, cfg or GatesConfig())
+
+
+def export_states(result: ExperimentResult, path: str | Path) -> Path:
+    """Write the traced arrays as an .npz (no pickled objects: plain numeric and text arrays)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **result.arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

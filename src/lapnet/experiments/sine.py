@@ -1,0 +1,137 @@
+"""Notebook section 6: how hidden size and architecture change a sine forecaster.
+
+The notebook's set-up, unchanged: sin(t) on 200 points over [0, 8*pi], windows of 20
+values -> the next value, Adam at lr 0.01, 200 full-batch epochs, MSE. Measured here:
+the loss curves (log scale), the final training MSE, and a multi-step forecast that feeds
+each prediction back in as the next input, against the true continuation of the wave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from lapnet.data.synthetic import sine_wave, sine_windows
+from lapnet.errors import LapnetError
+from lapnet.experiments.batches import FullBatch
+from lapnet.experiments.result import ExperimentResult
+from lapnet.models.forecaster import Forecaster
+from lapnet.models.recurrent import ARCHS
+from lapnet.train import TorchLearner, TrainConfig, fit
+
+
+@dataclass
+class SineConfig:
+    """The notebook's defaults. `hidden_sizes` are LSTM sizes for the left panel; `archs`
+    are compared at `arch_hidden` in the right panel."""
+
+    hidden_sizes: tuple[int, ...] = (2, 8, 32, 128)
+    archs: tuple[str, ...] = ("rnn", "lstm", "gru")
+    arch_hidden: int = 32
+    epochs: int = 200
+    lr: float = 0.01
+    n_points: int = 200
+    window: int = 20
+    horizon: int = 100  # forecast steps fed back in, past the end of the training wave
+    seed: int = 42
+
+    def validate(self) -> None:
+        if not self.hidden_sizes or not self.archs:
+            raise LapnetError("sine: give at least one hidden size and one architecture")
+        for h in (*self.hidden_sizes, self.arch_hidden):
+            if int(h) < 1:
+                raise LapnetError(f"hidden size must be at least 1, got {h}")
+        for a in self.archs:
+            if a not in ARCHS:
+                raise LapnetError(f"unknown architecture {a!r}: expected one of {', '.join(ARCHS)}")
+        if self.epochs < 1 or self.horizon < 1 or self.window < 1:
+            raise LapnetError("epochs, horizon and window must be at least 1")
+        if self.n_points <= self.window:
+            raise LapnetError(f"n_points ({self.n_points}) must exceed the window ({self.window})")
+
+
+def train_forecaster(arch: str, hidden: int, x: torch.Tensor, y: torch.Tensor, cfg: SineConfig,
+                     *, progress: bool = False) -> tuple[Forecaster, list[float]]:
+    """Train one forecaster full-batch; returns the model and its per-epoch training MSE
+    (the loss of each epoch's batch before that epoch's update, as the notebook records it)."""
+    torch.manual_seed(cfg.seed)  # the notebook seeds each model alike
+    model = Forecaster(arch, 1, hidden, 1)
+    mse = torch.nn.functional.mse_loss
+
+    curve: list[float] = []
+
+    def loss_fn(net, batch, carry):
+        xb, yb = batch
+        loss = mse(net(xb)[0], yb)
+        curve.append(float(loss.detach()))  # full batch: this is the epoch's loss, before its update
+        return loss, carry, len(xb)
+
+    def evaluate(m):
+        return {"val_loss": mse(m(x)[0], y)}  # no held-out set in the notebook: the fit itself
+
+    # one evaluation at the end: the per-epoch curve comes from the steps themselves
+    tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
+                       eval_every=cfg.epochs, progress=progress)
+    fit(TorchLearner(model, loss_fn, evaluate, tcfg), FullBatch(x, y), tcfg, describe=f"sine {arch} H={hidden}")
+    return model, curve
+
+
+def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> ExperimentResult:
+    """Train every configured forecaster and measure it.
+
+    Returns:
+        ExperimentResult with metrics {"config", "hidden_size": {H: {...}}, "architecture":
+        {arch: {...}}} where each entry holds final_mse, min_mse, forecast_mse and the loss
+        curve; figures "loss_curves" and "forecast".
+    """
+    from lapnet import plots
+
+    cfg = cfg or SineConfig()
+    cfg.validate()
+    t, wave = sine_wave(cfg.n_points)
+    xs, ys = sine_windows(wave, cfg.window)
+    x, y = torch.from_numpy(xs), torch.from_numpy(ys)  # (N, window, 1), (N, 1)
+    dt = float(t[1] - t[0])
+    t_future = t[-1] + dt * np.arange(1, cfg.horizon + 1)  # the wave's true continuation
+    future = np.sin(t_future)
+    last_window = torch.from_numpy(wave[-cfg.window:]).reshape(1, cfg.window, 1)  # (1, window, 1)
+
+    def measure(arch: str, hidden: int) -> dict:
+        model, curve = train_forecaster(arch, hidden, x, y, cfg, progress=progress)
+        model.eval()
+        with torch.no_grad():
+            final = float(torch.nn.functional.mse_loss(model(x)[0], y))
+        pred = model.rollout(last_window, cfg.horizon)[0, :, 0].numpy()  # (horizon,)
+        return {"arch": arch, "hidden_size": hidden, "final_mse": final, "min_mse": float(min(curve)),
+                "forecast_mse": float(np.mean((pred - future) ** 2)), "loss_curve": curve,
+                "forecast": pred.tolist()}
+
+    by_hidden = {str(h): measure("lstm", int(h)) for h in cfg.hidden_sizes}
+    by_arch = {}
+    for a in cfg.archs:
+        reuse = by_hidden.get(str(cfg.arch_hidden)) if a == "lstm" else None  # same seed, same model
+        by_arch[a] = reuse if reuse is not None else measure(a, cfg.arch_hidden)
+
+    fig_loss = plots.loss_curves_two_panel(
+        {f"hidden_size={h}": r["loss_curve"] for h, r in by_hidden.items()},
+        {a.upper(): r["loss_curve"] for a, r in by_arch.items()},
+        left_title="Effect of hidden size (LSTM)",
+        right_title=f"RNN vs LSTM vs GRU (hidden_size={cfg.arch_hidden})",
+        ylabel="training MSE (full batch)",
+    )
+    fig_fc = plots.forecast_plot(
+        t, wave, t_future, future, {f"{a.upper()} (H={cfg.arch_hidden})": r["forecast"] for a, r in by_arch.items()},
+        title=f"Multi-step forecast: {cfg.horizon} steps, each prediction fed back in",
+    )
+    metrics = {
+        "experiment": "sine",
+        "config": asdict(cfg),
+        "hidden_size": by_hidden,
+        "architecture": by_arch,
+        "table": [{"model": f"{r['arch'].upper()} H={r['hidden_size']}", "final_mse": r["final_mse"],
+                   "forecast_mse": r["forecast_mse"]}
+                  for r in [*by_hidden.values(), *[v for v in by_arch.values() if v not in by_hidden.values()]]],
+    }
+    return ExperimentResult("sine", metrics, {"loss_curves": fig_loss, "forecast": fig_fc})

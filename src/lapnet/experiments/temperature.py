@@ -1,0 +1,110 @@
+"""Notebook section 7's temperature figure, and real samples at several temperatures.
+
+    P(c) = exp(z_c / T) / sum_j exp(z_j / T)
+
+Low T sharpens the distribution toward the most likely character, high T flattens it
+toward uniform. Without a run, the figure uses the notebook's eight illustrative logits.
+Given a run (`lapnet text train`), it also shows the model's real next-character
+distribution after a prime at each temperature, and samples text at several temperatures
+with `lapnet.sampling` (the same code as `lapnet text sample`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lapnet.errors import LapnetError
+from lapnet.experiments.result import ExperimentResult
+
+NOTEBOOK_LOGITS = (2.0, 1.5, 0.5, 0.2, -0.5, -1.0, -1.5, -2.0)
+NOTEBOOK_LABELS = tuple("abcdefgh")
+
+
+@dataclass
+class TemperatureConfig:
+    """Temperatures for the figure and for the samples; the prime and sample length."""
+
+    figure_temperatures: tuple[float, ...] = (0.2, 1.0, 2.0)
+    sample_temperatures: tuple[float, ...] = (0.2, 0.5, 0.8, 1.0, 1.5)
+    prime: str = "To be or not to b"
+    length: int = 120
+    top: int = 10  # characters shown of the model's distribution
+    seed: int = 0
+
+    def validate(self) -> None:
+        for t in (*self.figure_temperatures, *self.sample_temperatures):
+            if not (t > 0 and np.isfinite(t)):
+                raise LapnetError(f"temperature must be positive, got {t}")
+        if not self.figure_temperatures:
+            raise LapnetError("give at least one temperature")
+        if self.length < 1:
+            raise LapnetError(f"--length must be at least 1, got {self.length}")
+
+
+def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(z / T) of a (V,) vector, computed stably in float64."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    p = np.exp(z - z.max())
+    return p / p.sum()
+
+
+def entropy_bits(p: np.ndarray) -> float:
+    """Shannon entropy of a distribution, in bits."""
+    p = np.asarray(p)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None = None) -> ExperimentResult:
+    """The softmax-temperature figure, and with a run, its real distribution and samples.
+
+    Returns:
+        ExperimentResult; metrics["notebook"][T] = {"probs", "entropy_bits", "top_prob"};
+        with a run also metrics["model"][T] (top characters and probabilities after the
+        prime, entropy) and metrics["samples"][T] (the sampled text). Figures
+        "temperature" and, with a run, "temperature_model".
+    """
+    from lapnet import plots
+
+    cfg = cfg or TemperatureConfig()
+    cfg.validate()
+    notebook = {}
+    probs = {}
+    for t in cfg.figure_temperatures:
+        p = softmax_t(np.array(NOTEBOOK_LOGITS), t)
+        probs[t] = p
+        notebook[str(t)] = {"probs": p.tolist(), "entropy_bits": entropy_bits(p), "top_prob": float(p.max())}
+    figures = {"temperature": plots.temperature_bars(
+        probs, NOTEBOOK_LABELS, title="Softmax of the notebook's logits (2.0, 1.5, 0.5, ..., -2.0) at three temperatures")}
+    metrics = {"experiment": "temperature", "config": asdict(cfg), "logits": list(NOTEBOOK_LOGITS),
+               "notebook": notebook}
+    if run is None:
+        return ExperimentResult("temperature", metrics, figures)
+
+    from lapnet.sampling import SampleConfig, generate
+    from lapnet.text_runs import load_run
+
+    loaded = load_run(run, engine="torch")
+    vocab = loaded.vocab
+    ids = vocab.encode(cfg.prime, what="--prime")[None, :]  # (1, P); unknown characters -> named error
+    logits, _ = loaded.stepper().prime(ids)  # (1, V): the model's real next-character logits
+    logits = np.asarray(logits, dtype=np.float64)[0]
+    order = np.argsort(-logits)[: min(cfg.top, len(vocab))]
+    labels = [vocab.chars[i] for i in order]
+    model_probs, model_metrics = {}, {}
+    for t in cfg.figure_temperatures:
+        p = softmax_t(logits, t)
+        model_probs[t] = p[order]
+        model_metrics[str(t)] = {"entropy_bits": entropy_bits(p), "top": [[c, float(q)] for c, q in zip(labels, p[order])]}
+    figures["temperature_model"] = plots.temperature_bars(
+        model_probs, labels, title=f"The model's next character after {cfg.prime!r} (top {len(labels)} shown)")
+    samples = {}
+    for t in cfg.sample_temperatures:
+        text = generate(loaded.stepper(), vocab, prime=cfg.prime, length=cfg.length,
+                        cfg=SampleConfig(temperature=t), seed=cfg.seed)[0]
+        samples[str(t)] = text
+    metrics.update({"run": str(run), "prime": cfg.prime, "model": model_metrics, "samples": samples})
+    return ExperimentResult("temperature", metrics, figures)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         distributed.init_from_env()  # a no-op unless launched by torchrun
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, prog_name="lapnet", standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
     except tx.Exit as e:
         sys.exit(e.exit_code)

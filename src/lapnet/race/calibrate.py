@@ -402,13 +402,13 @@ def plot_laptime_distribution(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
 
 
 def _stint_curve(df: pd.DataFrame, compound: str, max_age: int = 35) -> tuple[np.ndarray, np.ndarray]:
-    """Mean lap time over the stint's first three scored laps, by laps into the stint (fuel not removed)."""
+    """Mean lap-time change from laps 2-4 of the stint (after the tyres warm up), by laps into the stint."""
     s = df[df["Scored"] & (df["Compound"] == compound)].copy()
     if s.empty:
         return np.array([]), np.array([])
     keys = ["Race", "Driver", "Stint"]
     s["into"] = s["LapNumber"] - s.groupby(keys)["LapNumber"].transform("min")
-    first = s[s["into"] < 3].groupby(keys)["LapTime"].mean()
+    first = s[s["into"].between(2, 4)].groupby(keys)["LapTime"].mean()
     s["d"] = s["LapTime"] - s.set_index(keys).index.map(first).to_numpy()
     s = s[s["d"].abs() < 4]
     g = s.groupby("into")["d"].agg(["mean", "size"])
@@ -429,7 +429,7 @@ def plot_degradation(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
                 ax.plot(x, y, style, color=color, label=f"{c.lower()} {label}")
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("laps into the stint")
-    ax.set_ylabel("lap time - first 3 laps of stint (s)")
+    ax.set_ylabel("lap time - laps 2-4 of the stint (s)")
     ax.set_title("Lap-time change over a stint (fuel burn included)")
     ax.legend(fontsize=7, ncol=2)
     return fig

@@ -62,9 +62,8 @@ class LSTMCache:
 
     x: np.ndarray  # (T, B, D) layer input, time-major
     A: np.ndarray  # (T, B, 4, H) activated gates o, i, f (slot 3: g's pre-activation)
-    GC: np.ndarray  # (T+1, B, 2, H) rows of (g_t, c_{t-1}) side by side; c_T in the last row
+    TGC: np.ndarray  # (T+1, B, 3, H) rows of (tanh(c_t), g_t, c_{t-1}) side by side; c_T in the last row
     hs: np.ndarray  # (T+1, B, H) hidden states incl. h0
-    tc: np.ndarray  # (T, B, H) tanh(c_t)
     w_ih: np.ndarray  # (4H, D) kernel order, unscaled
     w_hh: np.ndarray  # (4H, H) kernel order, unscaled
     mask: np.ndarray | None  # (T, B, 1) bool
@@ -73,14 +72,14 @@ class LSTMCache:
 
     @property
     def p(self) -> int:
-        """Row of GC / hs that holds the state *before* step t is t + p."""
+        """Row of TGC / hs that holds the state *before* step t (and step t's g, tanh(c)) is t + p."""
         return 1 if self.reverse else 0
 
     def gates(self) -> dict[str, np.ndarray]:
         """Gate activations in time-major (T, B, H) arrays, torch's names, and the cell c_t."""
         T, p = self.A.shape[0], self.p
-        return {"i": self.A[:, :, 1], "f": self.A[:, :, 2], "g": self.GC[p : T + p, :, 0], "o": self.A[:, :, 0],
-                "c": self.GC[1 - p : T + 1 - p, :, 1]}
+        return {"i": self.A[:, :, 1], "f": self.A[:, :, 2], "g": self.TGC[p : T + p, :, 1], "o": self.A[:, :, 0],
+                "c": self.TGC[1 - p : T + 1 - p, :, 2]}
 
 
 def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=False):
@@ -115,12 +114,13 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     np.matmul(x.reshape(T * B, D), (w_ih_k * sign[:, None]).T, out=A.reshape(T * B, 4 * H))
     A3 += bias
     hs = np.empty((T + 1, B, H), dt)
-    GC = np.empty((T + 1, B, 2, H), dt)  # g next to c_{t-1}: one product gives i*g and f*c_{t-1}
-    tc = np.empty((T, B, H), dt)
+    # tanh(c_t) | g_t | c_{t-1} side by side: one product gives i*g and f*c_{t-1}, and backward
+    # multiplies all three by the sigmoid derivatives o(1-o) | i(1-i) | f(1-f) in one call
+    TGC = np.empty((T + 1, B, 3, H), dt)
     # forward: state before step t sits in row t, after it in row t+1; reverse: t+1 -> t
     p, n = (1, 0) if reverse else (0, 1)
     hs[T if reverse else 0] = h0
-    GC[T if reverse else 0, :, 1] = c0
+    TGC[T if reverse else 0, :, 2] = c0
     tmp = np.empty((B, 4 * H), dt)
     prod = np.empty((B, 2, H), dt)
     # np.dot with out= costs less per call than np.matmul (it matters at tiny sizes)
@@ -129,20 +129,20 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     # per-step views made once (list() slices in C), so the loop body only calls ufuncs
     S = list(A[:, :, :3].reshape(T, B, 3 * H))  # o|i|f block of step t
     IF, Gpre, O = list(A[:, :, 1:3]), list(A[:, :, 3]), list(A[:, :, 0])
-    A3, HS, TC, GCl = list(A3), list(hs), list(tc), list(GC)
-    G, C = list(GC[:, :, 0]), list(GC[:, :, 1])
+    A3, HS, GC = list(A3), list(hs), list(TGC[:, :, 1:3])
+    TC, G, C = list(TGC[:, :, 0]), list(TGC[:, :, 1]), list(TGC[:, :, 2])
     ig, fc = prod[:, 0], prod[:, 1]
     steps = range(T - 1, -1, -1) if reverse else range(T)
     with np.errstate(over="ignore"):  # e^-a = inf for a << 0 gives 1 / (1 + inf) = 0, as it should
         for t in steps:
-            a, s, h_prev, h, c, tct = A3[t], S[t], HS[t + p], HS[t + n], C[t + n], TC[t]
+            a, s, h_prev, h, c, tct = A3[t], S[t], HS[t + p], HS[t + n], C[t + n], TC[t + p]
             dot(h_prev, w_hh_s, tmp)  # (B, 4H)
             add(a, tmp, a)
             exp(s, s)  # o, i, f: sigmoid(a) = 1 / (1 + e^-a)
             add(s, ones, s)
             recip(s, s)
             tanh(Gpre[t], G[t + p])  # g, beside c_{t-1}
-            mul(IF[t], GCl[t + p], prod)  # (B, 2, H): i*g | f*c_{t-1}
+            mul(IF[t], GC[t + p], prod)  # (B, 2, H): i*g | f*c_{t-1}
             add(ig, fc, c)
             tanh(c, tct)
             mul(O[t], tct, h)
@@ -150,8 +150,8 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
                 np.copyto(h, h_prev, where=~mask[t])
                 np.copyto(c, C[t + p], where=~mask[t])
     y = hs[:T] if reverse else hs[1:]
-    h_n, c_n = (hs[0], GC[0, :, 1]) if reverse else (hs[T], GC[T, :, 1])
-    return y, h_n, c_n, LSTMCache(x, A, GC, hs, tc, w_ih_k, w_hh_k, mask, partial, reverse)
+    h_n, c_n = (hs[0], TGC[0, :, 2]) if reverse else (hs[T], TGC[T, :, 2])
+    return y, h_n, c_n, LSTMCache(x, A, TGC, hs, w_ih_k, w_hh_k, mask, partial, reverse)
 
 
 def backward(dy, dh_n, dc_n, cache: LSTMCache):
@@ -167,17 +167,19 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
         dh0, dc0: (B, H) gradient on the initial states.
         grads: dict w_ih, w_hh, b_ih, b_hh in torch's layout.
     """
-    x, A, GC, hs, tc, mask, partial, reverse = (cache.x, cache.A, cache.GC, cache.hs, cache.tc,
-                                                cache.mask, cache.partial, cache.reverse)
+    x, A, TGC, hs, mask, partial, reverse = (cache.x, cache.A, cache.TGC, cache.hs, cache.mask, cache.partial,
+                                             cache.reverse)
     T, B, _, H = A.shape
     dt = A.dtype
     p = cache.p
     O, I, F = A[:, :, 0], A[:, :, 1], A[:, :, 2]  # (T, B, H)
-    G, c_prev = GC[p : T + p, :, 0], GC[p : T + p, :, 1]  # (T, B, H)
+    S3 = A[:, :, 0:3]  # (T, B, 3, H) o | i | f
+    TGC3 = TGC[p : T + p]  # (T, B, 3, H) tanh(c_t) | g_t | c_{t-1}
+    tc, G = TGC3[:, :, 0], TGC3[:, :, 1]
     h_prev = hs[p : T + p]
     k = chunk_steps(T, B * H)
-    PPo = np.empty((k, B, 2, H), dt)  # dc_t += dh_t * P;  d(o) = dh_t * Po
-    Q = np.empty((k, B, 3, H), dt)  # d(i|f|g pre-activation) = dc_t * Q
+    # per step: dc_t += dh_t * P;  d(o) = dh_t * Po;  d(i|f|g pre-activation) = dc_t * (Qi|Qf|Qg)
+    R = np.empty((k, B, 5, H), dt)  # P | Po | Qi | Qf | Qg
     # slot 0 of dGx is scratch for dh*P, so that one call fills it and d(o) together
     dGx = np.empty((T, B, 5, H), dt)
     dG = dGx[:, :, 1:].reshape(T, B, 4 * H)  # (T, B, 4H) view: gradient on the pre-activations
@@ -192,27 +194,23 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
     SCR_O, SCR, IFG = list(dGx[:, :, 0:2]), list(dGx[:, :, 0]), list(dGx[:, :, 2:5])
     DG, Fl = list(dG), list(F)
     DY = list(dy) if dy is not None else None
+    RP, RQ = list(R[:, :, 0:2]), list(R[:, :, 2:5])
     for t0, t1 in _blocks(T, k, reverse):
         m = t1 - t0
         sl = slice(t0, t1)
         # factors free of the recurrence, computed for a block of steps while it is in cache
-        P, Po, q = PPo[:m, :, 0], PPo[:m, :, 1], Q[:m]
+        r = R[:m]
+        po_q = r[:, :, 1:4]
+        np.subtract(1.0, S3[sl], po_q)
+        po_q *= S3[sl]
+        po_q *= TGC3[sl]  # tanh(c) o(1-o) | g i(1-i) | c_{t-1} f(1-f)
+        P, Qg = r[:, :, 0], r[:, :, 4]
         mul(tc[sl], tc[sl], P)
         np.subtract(1.0, P, P)
-        P *= O[sl]  # o * (1 - tanh(c)^2)
-        np.subtract(1.0, O[sl], Po)
-        Po *= O[sl]
-        Po *= tc[sl]  # tanh(c) * o(1-o)
-        q0, q1, q2 = q[:, :, 0], q[:, :, 1], q[:, :, 2]
-        np.subtract(1.0, I[sl], q0)
-        q0 *= I[sl]
-        q0 *= G[sl]  # g * i(1-i)
-        np.subtract(1.0, F[sl], q1)
-        q1 *= F[sl]
-        q1 *= c_prev[sl]  # c_{t-1} * f(1-f)
-        mul(G[sl], G[sl], q2)
-        np.subtract(1.0, q2, q2)
-        q2 *= I[sl]  # i * (1 - g^2)
+        P *= O[sl]  # o (1 - tanh(c)^2)
+        mul(G[sl], G[sl], Qg)
+        np.subtract(1.0, Qg, Qg)
+        Qg *= I[sl]  # i (1 - g^2)
         for t in range(t0, t1) if reverse else range(t1 - 1, t0 - 1, -1):
             j = t - t0
             if dy is not None:
@@ -225,9 +223,9 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
                 dh_skip, dc_skip = dh * ~live, dc * ~live  # a finished sequence passes its gradient on
                 dh *= live
                 dc *= live
-            mul(dh3, PPo[j], SCR_O[t])  # dh*P (scratch) | d(o)
+            mul(dh3, RP[j], SCR_O[t])  # dh*P (scratch) | d(o)
             add(dc, SCR[t], dc)
-            mul(dc3, Q[j], IFG[t])  # d(i) | d(f) | d(g)
+            mul(dc3, RQ[j], IFG[t])  # d(i) | d(f) | d(g)
             mul(dc, Fl[t], dc)
             dot(DG[t], w_hh, dh_rec)  # (B, H)
             if cut:
@@ -237,7 +235,7 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
     dG2 = dG.reshape(T_B, 4 * H)
     dx = np.matmul(dG2, cache.w_ih).reshape(T, B, -1)  # (T, B, D)
     inv = _order(H)[1]
-    db = dG2.sum(axis=0)[inv]
+    db = dGx.sum(axis=(0, 1))[1:].reshape(4 * H)[inv]  # contiguous reduction, scratch slot dropped
     grads = {
         "w_ih": (dG2.T @ x.reshape(T_B, -1))[inv],  # (4H, D)
         "w_hh": (dG2.T @ h_prev.reshape(T_B, H))[inv],  # (4H, H)

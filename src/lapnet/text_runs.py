@@ -325,12 +325,12 @@ def _val_metrics(run: Run, val_ids: np.ndarray) -> dict[str, float]:
     return nats_to_metrics(total / count)
 
 
-def _torch_learner(net, run: Run, val_ids: np.ndarray, train: TrainConfig, device: str):
+def tbptt_loss_fn(device: str = "cpu") -> Callable:
+    """The TorchLearner loss for contiguous chunks: (model, (x, y), carry) -> (loss, carry, n)."""
     import torch
     import torch.nn.functional as F
 
     from lapnet.models.charlm import detach_state
-    from lapnet.train import TorchLearner
 
     def loss_fn(model, batch, carry):
         x, y = (torch.as_tensor(b, device=device) for b in batch)  # (B, T) each
@@ -341,10 +341,13 @@ def _torch_learner(net, run: Run, val_ids: np.ndarray, train: TrainConfig, devic
         # costs O(T) time and memory instead of back-propagating through the whole text.
         return loss, detach_state(state), y.numel()
 
-    def evaluate_fn(model):
-        return _val_metrics(run, val_ids)
+    return loss_fn
 
-    return TorchLearner(net, loss_fn, evaluate_fn, train, device)
+
+def _torch_learner(net, run: Run, val_ids: np.ndarray, train: TrainConfig, device: str):
+    from lapnet.train import TorchLearner
+
+    return TorchLearner(net, tbptt_loss_fn(device), lambda model: _val_metrics(run, val_ids), train, device)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,8 +1,30 @@
-"""`lapnet race ...`: Formula 1 lap tables, simulator, forecasts and pit calls."""
+"""`lapnet race ...`: Formula 1 lap tables, simulator, forecasts and pit calls.
+
+`train`, `predict`, `eval` and `live` validate their arguments and call one function of
+`lapnet.race.pipeline` / `lapnet.race.live`; the data commands (`simulate`, `calibrate`)
+come from cli/race_data.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
+from lapnet.errors import LapnetError
+
 race_app = typer.Typer(help="Formula 1: lap tables, simulator, lap-time forecasts, pit calls.", no_args_is_help=True)
+
+MASKS_HELP = (
+    "Every lap is context for the model, but the loss and the metrics count only Scored laps: timed, "
+    "IsAccurate, not deleted, no safety car / VSC / red flag (TrackStatus 4-7), not an in-lap, out-lap "
+    "or lap 1, dry compound. A forecast for lap t+k counts when lap t and lap t+k are both Scored and in "
+    "the same stint ('all' metrics: lap t+k timed, any status)."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -11,3 +33,173 @@ def register(app: typer.Typer) -> None:
 
     race_data.register(race_app)
     app.add_typer(race_app, name="race")
+
+
+def _check_files(paths: List[Path]) -> None:
+    if not paths:
+        raise LapnetError("give at least one lap table (CSV or Parquet)")
+    for p in paths:
+        if not Path(p).is_file():
+            raise LapnetError(f"{p}: no such file")
+
+
+def _forecast_rows(metrics: dict) -> list[dict]:
+    return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if not k.startswith("rmse")}
+            for row in metrics.get("summary", [])]
+
+
+@race_app.command("train", help=f"Train the lap-time forecaster and pit caller on real (or simulated) races.\n\n{MASKS_HELP}")
+def train_cmd(
+    laps: List[Path] = typer.Argument(..., help="Lap tables: FastF1 exports (CSV/Parquet), one race each or with a Race column."),
+    out: Path = typer.Option(Path("runs/race"), "--out", help="Run directory."),
+    hidden: int = typer.Option(64, "--hidden", help="Hidden units (H)."),
+    arch: str = typer.Option("gru", "--arch", help="gru or lstm."),
+    epochs: int = typer.Option(60, "--epochs", help="Maximum epochs (early stopping on held-out races)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget."),
+    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
+    batch: int = typer.Option(16, "--batch", help="Driver sequences per step."),
+    patience: int = typer.Option(12, "--patience", help="Stop after this many epochs without a better validation loss."),
+    pretrain_sim: int = typer.Option(0, "--pretrain-sim", help="Pretrain on N simulated races calibrated to LAPS first."),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Example: lapnet race train ../shared/data/f1/*.csv --out runs/race"""
+    from lapnet.cli.common import check_out_dir, emit_metrics, summary_table
+    from lapnet.race.pipeline import RaceTrainConfig, train_race
+
+    _check_files(laps)
+    if arch not in ("gru", "lstm"):
+        raise LapnetError(f"--arch {arch}: expected gru or lstm")
+    for name, v in (("--hidden", hidden), ("--epochs", epochs), ("--batch", batch), ("--patience", patience)):
+        if v < 1:
+            raise LapnetError(f"{name} must be at least 1, got {v}")
+    if pretrain_sim < 0:
+        raise LapnetError(f"--pretrain-sim must be >= 0, got {pretrain_sim}")
+    check_out_dir(out, force=force)
+    cfg = RaceTrainConfig(hidden_size=hidden, arch=arch, epochs=epochs, minutes=minutes, lr=lr, batch_size=batch,
+                          patience=patience, pretrain_sim=pretrain_sim, seed=seed, progress=not quiet)
+    metrics = train_race(laps, out, cfg)
+    emit_metrics(out, metrics, as_json=json_out)
+    if not quiet and metrics.get("validation"):
+        summary_table(f"held-out races {', '.join(metrics['validation_races'])}: MAE (s), Scored laps",
+                      _forecast_rows(metrics["validation"]))
+
+
+@race_app.command("eval", help=f"Forecaster vs baselines (MAE/RMSE at 1, 5, 10 laps, by compound) and the pit call's AUC.\n\n{MASKS_HELP}")
+def eval_cmd(
+    run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
+    laps: List[Path] = typer.Argument(..., help="Lap tables to evaluate on (races the run did not train on)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write metrics.json (default: RUN/eval)."),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No table."),
+) -> None:
+    """Example: lapnet race eval runs/race ../shared/data/f1/2023_italian_R.csv --json"""
+    from lapnet.cli.common import emit_metrics, summary_table
+    from lapnet.race.pipeline import eval_race
+
+    _check_files(laps)
+    metrics = eval_race(run, laps)
+    dest = out or Path(run) / "eval"
+    dest.mkdir(parents=True, exist_ok=True)
+    emit_metrics(dest, metrics, as_json=json_out)
+    if not quiet:
+        summary_table("lap-time MAE (s) on Scored laps, same laps for every forecaster", _forecast_rows(metrics))
+        p = metrics["pit_within_3"]
+        summary_table("pit within 3 laps", {"AUC": p["auc"], "tyre-life-only AUC": p["tyre_life_auc"],
+                                            "top-decile precision": p["top_decile_precision"], "base rate": p["base_rate"]})
+
+
+@race_app.command("predict", help=f"Per-lap forecasts, 90% intervals, pit calls and phases; a table and figures.\n\n{MASKS_HELP}")
+def predict_cmd(
+    run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
+    laps: Path = typer.Argument(..., help="One lap table (CSV/Parquet)."),
+    driver: Optional[str] = typer.Option(None, "--driver", help="Only this driver (three-letter code, e.g. VER)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for predictions.csv, figures and metrics.json (default: RUN/predict)."),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No table."),
+) -> None:
+    """Example: lapnet race predict runs/race ../shared/data/f1/2023_italian_R.csv --driver VER"""
+    from lapnet.cli.common import console, emit_metrics, summary_table
+    from lapnet.race.pipeline import predict_race
+
+    _check_files([laps])
+    dest = out or Path(run) / "predict"
+    table, metrics = predict_race(run, laps, driver=driver, out=dest)
+    emit_metrics(dest, metrics, as_json=json_out)
+    if not quiet:
+        show = table if driver else table.groupby("Driver").tail(3)
+        rows = [{"driver": r.Driver, "lap": r.LapNumber, "tyre": f"{r.Compound[:1]}{r.TyreLife:.0f}",
+                 "lap time": r.LapTime, "next": r.forecast_h1, "+5": r.forecast_h5, "+10": r.forecast_h10,
+                 "pit<=3": r.pit_prob, "phase": r.phase or "-"} for r in show.itertuples()]
+        summary_table(f"forecasts (s) -> {dest}/predictions.csv", rows[-40:])
+        summary_table("lap-time MAE (s) on Scored laps", _forecast_rows(metrics))
+        console.print(f"figures: {', '.join(metrics.get('figures', []))}")
+
+
+@race_app.command("live", help=(
+    "Follow a race lap by lap: reads CSV lines (header first) from FILE or stdin, prints one JSON line per lap "
+    "(forecast, 90% interval, pit-within-3 probability, phase). Each driver's state is carried: one step per lap. "
+    "Laps must come in the order they end (session Time). A lap for an unknown driver, a duplicate or an "
+    "out-of-order lap is skipped with a warning on stderr."))
+def live_cmd(
+    run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
+    file: str = typer.Argument("-", help="A CSV file, or - for stdin."),
+    follow: bool = typer.Option(False, "--follow", help="Keep reading a growing file (like tail -f); stop with Ctrl-C."),
+    race_laps: Optional[int] = typer.Option(None, "--race-laps", help="Scheduled race length (default 60)."),
+    poll: float = typer.Option(0.5, "--poll", help="Seconds between reads of a growing file."),
+) -> None:
+    """Example: tail -n +1 -f laps.csv | lapnet race live runs/race --race-laps 57"""
+    from lapnet.race.live import LiveRace, SkipLap
+    from lapnet.race.pipeline import load_run
+
+    if race_laps is not None and race_laps < 1:
+        raise LapnetError(f"--race-laps must be at least 1, got {race_laps}")
+    if file != "-" and not Path(file).is_file():
+        raise LapnetError(f"{file}: no such file")
+    if follow and file == "-":
+        raise LapnetError("--follow needs a FILE (stdin is followed anyway)")
+    import torch
+
+    torch.set_num_threads(1)  # one lap is one tiny step: a thread pool only adds latency
+    live = LiveRace(load_run(run), total_laps=race_laps or 60)
+    if race_laps is None:
+        print("lapnet: warning: --race-laps not given, assuming a 60-lap race", file=sys.stderr)
+    stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
+    try:
+        header = stream.readline()
+        if not header.strip():
+            raise LapnetError(f"{file}: empty input (no CSV header)")
+        live.set_header(header.strip("\r\n"))
+        n_out = 0
+        while True:
+            line = stream.readline()
+            if not line:
+                if not follow:
+                    break
+                time.sleep(poll)
+                continue
+            if not line.endswith("\n") and follow:  # a half-written line: wait for the rest
+                pos = stream.tell() - len(line.encode())
+                time.sleep(poll)
+                stream.seek(pos)
+                continue
+            line = line.strip("\r\n")
+            if not line.strip():
+                continue
+            try:
+                pred = live.push_csv_line(line)
+            except SkipLap as e:
+                print(f"lapnet: warning: skipped lap: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+                continue
+            sys.stdout.write(json.dumps(pred) + "\n")
+            sys.stdout.flush()
+            n_out += 1
+        if n_out == 0:
+            raise LapnetError(f"{file}: no usable laps in the stream")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if stream is not sys.stdin:
+            stream.close()

@@ -1,0 +1,62 @@
+"""Lap-time baselines the forecaster must beat, computed on exactly the laps it is scored on.
+
+Every baseline forecasts lap t+k (k = 1..K, same stint) at the end of lap t from the
+driver's Scored laps of the current stint up to lap t:
+
+    persistence        the last Scored lap of the stint
+    mean_last3         the mean of the last 3 Scored laps of the stint
+    stint_linear       a least-squares line through the stint's Scored laps (lap time on lap
+                       number), extrapolated to lap t+k; persistence until the stint has 3
+    fuel_persistence   persistence minus FUEL_S_PER_LAP per lap ahead (the car gets lighter)
+
+Correcting the linear fit for fuel changes nothing (the correction is itself linear in lap
+number), so fuel correction is applied to persistence only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lapnet.race.features import Sequences
+
+FUEL_S_PER_LAP = 0.055  # about 1.7 kg burnt per lap x about 0.03 s per kg (FIA fuel figures, teams' rule of thumb)
+BASELINES = ("persistence", "mean_last3", "stint_linear", "fuel_persistence")
+MIN_FIT_LAPS = 3
+
+
+def baseline_forecasts(seq: Sequences) -> dict[str, np.ndarray]:
+    """Forecasts of every baseline in seconds.
+
+    Args:
+        seq: sequences from `build_sequences`.
+
+    Returns:
+        name -> (N, T, K) seconds; NaN where the stint has no Scored lap yet at t.
+    """
+    N, T, K = seq.target.shape
+    out = {name: np.full((N, T, K), np.nan) for name in BASELINES}
+    ks = np.arange(1, K + 1, dtype=float)  # (K,)
+    for i in range(N):
+        L = int(seq.lengths[i])
+        laps: list[tuple[float, float]] = []  # (lap number, seconds) Scored laps of the current stint
+        stint = None
+        for t in range(L):
+            if seq.stint_id[i, t] != stint:
+                stint, laps = seq.stint_id[i, t], []
+            if seq.scored[i, t] and np.isfinite(seq.lap_time[i, t]):
+                laps.append((seq.lap_number[i, t], seq.lap_time[i, t]))
+            if not laps:
+                continue
+            n_last, last = laps[-1]
+            target_laps = seq.lap_number[i, t] + ks  # (K,)
+            out["persistence"][i, t] = last
+            out["mean_last3"][i, t] = np.mean([s for _, s in laps[-3:]])
+            out["fuel_persistence"][i, t] = last - FUEL_S_PER_LAP * (target_laps - n_last)
+            if len(laps) >= MIN_FIT_LAPS:
+                x = np.array([a for a, _ in laps])
+                y = np.array([b for _, b in laps])
+                slope, icpt = np.polyfit(x, y, 1)
+                out["stint_linear"][i, t] = icpt + slope * target_laps
+            else:
+                out["stint_linear"][i, t] = last
+    return out

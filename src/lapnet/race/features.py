@@ -1,0 +1,464 @@
+"""Per-lap features any FastF1 export has, computed causally so live and batch agree exactly.
+
+A lap's features use only what was known when that lap ended: the driver's own laps so far,
+and the other cars' laps that ended earlier (by session `Time`). `RaceFeaturizer.step`
+turns one lap into one feature vector; batch featurisation feeds a race's laps through the
+same code in `Time` order, so `lapnet race live` (one lap at a time) reproduces batch
+predictions to the last bit.
+
+Lap times are normalised per race, so one model serves every circuit: a lap is expressed in
+percent of the race's reference lap (`ref`), the median Scored lap among the first
+`REF_LAPS` Scored laps of the race (a running median before that). A whole-race median would
+peek at the future, which live mode cannot do.
+
+Forecast targets (what the model learns, all in percent of `ref`): at lap t, horizon k,
+`100 * (LapTime[t+k] - base[t]) / ref[t]`, where `base[t]` is the driver's recent stint pace
+(the last Scored lap of the current stint). The target counts only when lap
+t+k exists, is in the same stint, and is Scored.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from lapnet.errors import LapnetError
+
+COMPOUNDS = ("SOFT", "MEDIUM", "HARD", "INTERMEDIATE", "WET", "UNKNOWN")
+DRY = ("SOFT", "MEDIUM", "HARD")
+HORIZONS = 10  # the forecaster predicts laps t+1 .. t+10 of the stint
+PIT_AHEAD = 3  # pit call: does the driver pit within the next 3 laps
+REF_LAPS = 60  # reference lap = median of the race's first 60 Scored laps (about 3 laps of the field)
+BASE_LAPS = 1  # stint pace = the last Scored lap of the stint (persistence: the residual starts there)
+PHASES = ("push", "conserve", "pit_window")
+RECENT = 5  # the last 5 Scored laps of the stint are inputs
+
+FEATURES: tuple[str, ...] = (
+    "lap_time",  # this lap, % of ref, clipped to [-10, 10], / 5
+    "has_time",
+    "scored",
+    "base",  # stint pace, % of ref, / 5
+    "last_vs_base",  # last Scored lap of the stint minus stint pace, % of ref
+    "stint_slope",  # slope of the stint's Scored laps, % of ref per lap, x 10
+    "n_scored",  # Scored laps in the stint so far / 10 (capped at 1)
+    "has_base",
+    *(f"compound_{c.lower()}" for c in COMPOUNDS),
+    "tyre_life",  # / 30
+    "fresh_tyre",
+    "stint",  # (Stint - 1) / 3
+    "laps_in_stint",  # / 30
+    "lap_frac",  # LapNumber / race laps
+    "laps_left",  # / 30, capped at 3
+    "position",  # / 20
+    "gap_ahead",  # seconds to the car ahead on the same lap / 5, capped at 2
+    "leader",
+    "green",
+    "yellow",
+    "safety_car",
+    "vsc",
+    "red",
+    "in_lap",
+    "out_lap",
+    "pits_done",  # / 3
+    "two_compounds",  # has used two dry compounds (the rule that forces a stop)
+    "field_pitting",  # share of the field that pitted in the last 3 reference laps
+    *(f"recent_{j}" for j in range(1, RECENT + 1)),  # the stint's last Scored laps minus stint pace, % of ref
+    "gap_change",  # gap to the car ahead now minus one lap ago, seconds / 2
+    "position_change",  # places gained since the previous lap / 3
+    "field_more_stops",  # share of the field that has stopped more often than this driver
+    "tyre_vs_field",  # tyre life minus the mean tyre life at which others pitted off this compound, / 10
+    "has_field_stints",
+    "sector_dev",  # this lap's worst sector against the stint's median sectors, % of ref
+    "since_neutral",  # laps since the last safety car / VSC / red flag lap / 10 (1 = none in 10 laps)
+)
+
+
+def _num(v: Any) -> float:
+    """A float, NaN for None/NaN/unparseable."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+def _clip(v: float, lo: float, hi: float) -> float:
+    return lo if v < lo else hi if v > hi else float(v)
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y on x (plain Python: this runs once per lap in live mode)."""
+    n = len(points)
+    mx = sum(a for a, _ in points) / n
+    my = sum(b for _, b in points) / n
+    sxx = sum((a - mx) ** 2 for a, _ in points)
+    return sum((a - mx) * (b - my) for a, b in points) / sxx if sxx > 0 else 0.0
+
+
+def _flag(v: Any) -> bool:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return False
+    return bool(v)
+
+
+def race_laps(df: pd.DataFrame) -> int:
+    """Scheduled race length: the last lap number, ignoring FastF1's generated rows."""
+    rows = df
+    if "FastF1Generated" in df.columns:
+        gen = df["FastF1Generated"].fillna(False).astype(bool)
+        if (~gen).any():
+            rows = df[~gen]
+    n = pd.to_numeric(rows["LapNumber"], errors="coerce").max()
+    return int(n) if np.isfinite(n) else 1
+
+
+@dataclass
+class _Driver:
+    last_lap: float = 0.0
+    stint_value: float = math.nan
+    stint_id: int = 0  # counts stints as seen (a new one after every out-lap or Stint change)
+    stint_laps: int = 0
+    scored: list = field(default_factory=list)  # (LapNumber, LapTime) Scored laps of this stint
+    pits: int = 0
+    compounds: set = field(default_factory=set)
+    position: float = math.nan
+    timed: bool = False  # has a timed lap (non-starters never count in the field)
+    gap: float = math.nan
+    since_neutral: int = 99
+    sectors: list = field(default_factory=list)  # (s1, s2, s3) of the stint's Scored laps
+
+
+@dataclass
+class LapFeatures:
+    """One lap's features plus the quantities that turn a prediction back into seconds."""
+
+    x: np.ndarray  # (D,)
+    base: float  # seconds: stint pace (NaN when the stint has no Scored lap yet)
+    ref: float  # seconds: the race's reference lap at this moment
+    stint_id: int
+
+
+class RaceFeaturizer:
+    """Turns the laps of ONE race, fed in session-time order, into feature vectors.
+
+    Args:
+        total_laps: the race's scheduled length (for `lap_frac` and `laps_left`).
+    """
+
+    def __init__(self, total_laps: int):
+        self.total_laps = max(int(total_laps), 1)
+        self.drivers: dict[str, _Driver] = {}
+        self.ref_pool: list[float] = []  # the first REF_LAPS Scored lap times
+        self.fallback_pool: list[float] = []  # any timed lap, until a Scored lap exists
+        self.lap_ends: dict[int, list[float]] = {}  # lap number -> session times at which cars ended it
+        self.pit_times: list[tuple[float, str]] = []  # (session time, driver) of in-laps
+        self.n_timed = 0
+        self.stint_ends: dict[str, list[float]] = {}  # compound -> tyre life at which stints ended in the pits
+        self._ref_cache: tuple[int, int, float] = (-1, -1, math.nan)
+
+    @property
+    def ref(self) -> float:
+        key = (len(self.ref_pool), len(self.fallback_pool))
+        if key != self._ref_cache[:2]:  # the pools only grow, and stop at REF_LAPS: cache the median
+            pool = self.ref_pool or self.fallback_pool
+            self._ref_cache = (*key, statistics.median(pool) if pool else math.nan)
+        return self._ref_cache[2]
+
+    def step(self, lap: Mapping[str, Any]) -> LapFeatures:
+        """Ingest one cleaned lap (a row of `clean_laps`) and return its features."""
+        drv = str(lap["Driver"])
+        st = self.drivers.setdefault(drv, _Driver())
+        n = _num(lap["LapNumber"])
+        t_end = _num(lap.get("Time"))
+        lap_time = _num(lap.get("LapTime"))
+        has_time = _flag(lap.get("HasTime")) and math.isfinite(lap_time)
+        scored = _flag(lap.get("Scored")) and has_time
+        in_lap, out_lap = _flag(lap.get("InLap")), _flag(lap.get("OutLap"))
+        stint_value = _num(lap.get("Stint"))
+        compound = str(lap.get("Compound") or "UNKNOWN").upper()
+        compound = compound if compound in COMPOUNDS else "UNKNOWN"
+
+        # a new stint starts on an out-lap or when FastF1's Stint number changes
+        new_stint = out_lap or (math.isfinite(stint_value) and stint_value != st.stint_value and st.stint_laps > 0)
+        if new_stint or st.stint_laps == 0:
+            if st.stint_laps > 0:
+                st.stint_id += 1
+            st.stint_laps, st.scored, st.sectors = 0, [], []
+        if math.isfinite(stint_value):
+            st.stint_value = stint_value
+        st.stint_laps += 1
+        if compound in DRY:
+            st.compounds.add(compound)
+
+        # the reference lap: updated before use, so this lap's own time counts once it is Scored
+        if scored and len(self.ref_pool) < REF_LAPS:
+            self.ref_pool.append(lap_time)
+        if has_time and not self.ref_pool and len(self.fallback_pool) < REF_LAPS:
+            self.fallback_pool.append(lap_time)
+        ref = self.ref
+        if not math.isfinite(ref) or ref <= 0:
+            ref = lap_time if has_time and lap_time > 0 else 90.0  # nothing timed yet: any positive scale works
+
+        if scored:
+            st.scored.append((n, lap_time))
+        recent = st.scored[-BASE_LAPS:]
+        base = sum(s for _, s in recent) / len(recent) if recent else math.nan
+        slope = _slope(st.scored[-8:]) / ref * 100.0 if len(st.scored) >= 3 else 0.0
+
+        # gap to the car that ended the same lap just before us (causal: it ended earlier)
+        gap, leader = 10.0, 1.0
+        if math.isfinite(n) and math.isfinite(t_end):
+            ends = self.lap_ends.setdefault(int(n), [])
+            earlier = max((e for e in ends if e <= t_end), default=None)
+            if earlier is not None:
+                gap, leader = t_end - earlier, 0.0
+            ends.append(t_end)
+
+        if has_time and not st.timed:
+            st.timed = True
+            self.n_timed += 1
+        tyre_life = _num(lap.get("TyreLife"))
+        if not math.isfinite(tyre_life):
+            tyre_life = float(st.stint_laps)
+        if in_lap:
+            st.pits += 1
+            self.stint_ends.setdefault(compound, []).append(tyre_life)
+            if math.isfinite(t_end):
+                self.pit_times.append((t_end, drv))
+        field_pitting = 0.0
+        if math.isfinite(t_end) and self.n_timed > 1:
+            window = PIT_AHEAD * ref
+            self.pit_times = [(tp, d) for (tp, d) in self.pit_times if tp > t_end - 2 * window]  # forget old stops
+            recent_pitters = {d for (tp, d) in self.pit_times if t_end - window < tp <= t_end and d != drv}
+            field_pitting = len(recent_pitters) / (self.n_timed - 1)
+
+        status = str(lap.get("TrackStatus") or "")
+        st.since_neutral = 0 if set(status) & set("4567") else st.since_neutral + 1
+        lap_pct = (lap_time / ref - 1.0) * 100.0 if has_time else 0.0
+
+        rec = [(b - base) / ref * 100 for _, b in st.scored[-RECENT:]][::-1]  # newest first
+        rec += [0.0] * (RECENT - len(rec))
+        gap_change = 0.0 if leader or not math.isfinite(st.gap) else _clip(min(gap, 10.0) - st.gap, -4, 4) / 2
+        st.gap = math.nan if leader else min(gap, 10.0)
+        prev_pos = st.position
+        pos_now = _num(lap.get("Position"))
+        pos_change = _clip(prev_pos - pos_now, -3, 3) / 3 if math.isfinite(prev_pos) and math.isfinite(pos_now) else 0.0
+        others = [d for k, d in self.drivers.items() if k != drv and d.timed]
+        more_stops = sum(d.pits > st.pits for d in others) / len(others) if others else 0.0
+        ended = self.stint_ends.get(compound, [])
+        tyre_vs_field = _clip((tyre_life - sum(ended) / len(ended)) / 10, -3, 3) if ended else 0.0
+        secs = tuple(_num(lap.get(f"Sector{j}Time")) for j in (1, 2, 3))
+        sector_dev = 0.0
+        if all(math.isfinite(v) for v in secs):
+            if st.sectors:
+                meds = [statistics.median(s[j] for s in st.sectors[-8:]) for j in range(3)]
+                sector_dev = _clip(max(v - m for v, m in zip(secs, meds)) / ref * 100, -2, 5)
+            if scored:
+                st.sectors.append(secs)
+        if math.isfinite(pos_now):
+            st.position = pos_now
+        pos = st.position if math.isfinite(st.position) else 10.0
+        lap_n = n if math.isfinite(n) else 0.0
+        x = [
+            _clip(lap_pct, -10, 10) / 5,
+            float(has_time),
+            float(scored),
+            _clip((base / ref - 1) * 100, -10, 10) / 5 if recent else 0.0,
+            _clip((recent[-1][1] - base) / ref * 100, -5, 5) if recent else 0.0,
+            _clip(slope, -1, 1) * 10,
+            min(len(st.scored), 10) / 10,
+            float(bool(recent)),
+            *(float(compound == c) for c in COMPOUNDS),
+            tyre_life / 30,
+            float(_flag(lap.get("FreshTyre"))),
+            ((stint_value if math.isfinite(stint_value) else st.stint_id + 1) - 1) / 3,
+            st.stint_laps / 30,
+            lap_n / self.total_laps,
+            _clip(self.total_laps - lap_n, 0, 90) / 30,
+            pos / 20,
+            min(gap, 10.0) / 5,
+            leader,
+            float(status == "" or set(status) <= {"1"}),
+            float("2" in status),
+            float("4" in status),
+            float("6" in status or "7" in status),
+            float("5" in status),
+            float(in_lap),
+            float(out_lap),
+            min(st.pits, 3) / 3,
+            float(len(st.compounds) >= 2),
+            field_pitting,
+            *(_clip(v, -5, 5) for v in rec),
+            gap_change,
+            pos_change,
+            more_stops,
+            tyre_vs_field,
+            float(bool(ended)),
+            sector_dev,
+            min(st.since_neutral, 10) / 10,
+        ]
+        st.last_lap = n
+        return LapFeatures(np.asarray(x, dtype=np.float32), base, float(ref), st.stint_id)
+
+
+def check_features(names: list[str] | tuple[str, ...]) -> None:
+    """Refuse a run trained on another feature list (its weights would read the wrong inputs)."""
+    if tuple(names) != FEATURES:
+        missing = [f for f in FEATURES if f not in names]
+        extra = [f for f in names if f not in FEATURES]
+        raise LapnetError(
+            "run was trained on other features than this lapnet computes "
+            f"(missing {missing or 'none'}, extra {extra or 'none'}): retrain it with `lapnet race train`"
+        )
+
+
+def session_order(df: pd.DataFrame) -> np.ndarray:
+    """Row order in which laps ended: by session `Time`, a lap without one right after the
+    driver's previous lap (ties broken by lap number, then driver)."""
+    t = pd.to_numeric(df["Time"], errors="coerce") if "Time" in df.columns else pd.Series(np.nan, index=df.index)
+    key = df[["Driver", "LapNumber"]].copy()
+    key["_t"] = t.to_numpy()
+    key = key.sort_values(["Driver", "LapNumber"])
+    key["_t"] = key.groupby("Driver")["_t"].ffill().fillna(-1.0)  # a missing Time inherits the previous lap's
+    key = key.sort_values(["_t", "LapNumber", "Driver"], kind="mergesort")
+    return key.index.to_numpy()
+
+
+def featurize_race(df: pd.DataFrame) -> pd.DataFrame:
+    """Features of one race's cleaned laps.
+
+    Returns:
+        A frame aligned with `df` (same index) holding the feature columns `FEATURES` and
+        `_base`, `_ref` (seconds) and `_stint_id`.
+    """
+    fz = RaceFeaturizer(race_laps(df))
+    records = df.to_dict("index")
+    xs, bases, refs, stints, idx = [], [], [], [], []
+    for i in session_order(df):
+        f = fz.step(records[i])
+        xs.append(f.x)
+        bases.append(f.base)
+        refs.append(f.ref)
+        stints.append(f.stint_id)
+        idx.append(i)
+    out = pd.DataFrame(np.stack(xs) if xs else np.zeros((0, len(FEATURES))), index=idx, columns=list(FEATURES))
+    out["_base"], out["_ref"], out["_stint_id"] = bases, refs, stints
+    return out.loc[df.index]
+
+
+@dataclass
+class Sequences:
+    """Per-driver sequences of one or more races, padded to the longest.
+
+    Shapes: N sequences (one per race and driver), T laps, D features, K horizons.
+    """
+
+    x: np.ndarray  # (N, T, D) float32 features
+    lengths: np.ndarray  # (N,) laps per sequence
+    target: np.ndarray  # (N, T, K) % of ref: lap t+k relative to the stint pace at t (0 where masked)
+    target_mask: np.ndarray  # (N, T, K) bool: lap t+k exists, same stint, Scored; stint pace known at t
+    future: np.ndarray  # (N, T, K) seconds of lap t+k when it is in the same stint and timed, else NaN
+    future_timed: np.ndarray  # (N, T, K) bool: lap t+k in the same stint has a time (the "all laps" mask)
+    origin_scored: np.ndarray  # (N, T) bool: lap t itself is Scored (metrics count only these origins)
+    pit: np.ndarray  # (N, T) float: pits within the next PIT_AHEAD laps
+    pit_mask: np.ndarray  # (N, T) bool: the driver has a lap after t
+    phase: np.ndarray  # (N, T) int64 index into PHASES (0 where unknown)
+    phase_mask: np.ndarray  # (N, T) bool: a Phase label exists (simulated laps only)
+    base: np.ndarray  # (N, T) seconds, NaN when unknown
+    ref: np.ndarray  # (N, T) seconds
+    lap_time: np.ndarray  # (N, T) seconds, NaN when missing
+    lap_number: np.ndarray  # (N, T) float
+    stint_id: np.ndarray  # (N, T) int, -1 for padding
+    scored: np.ndarray  # (N, T) bool (same as origin_scored; kept for the baselines)
+    compound: np.ndarray  # (N, T) int index into COMPOUNDS
+    row: np.ndarray  # (N, T) int: position of the lap in the input frame, -1 for padding
+    keys: list  # (race, driver) for each sequence
+
+
+def build_sequences(df: pd.DataFrame) -> Sequences:
+    """Featurise cleaned laps (one or more races) into padded per-driver sequences.
+
+    Args:
+        df: the output of `clean_laps` (needs Race, Driver, LapNumber, LapTime, Time, Stint,
+            Compound, TyreLife, Position, TrackStatus and the mask columns InLap, OutLap,
+            HasTime, Scored).
+    """
+    if len(df) == 0:
+        raise LapnetError("no laps to featurise")
+    df = df.reset_index(drop=True)
+    race_col = df["Race"] if "Race" in df.columns else pd.Series("race", index=df.index)
+    feats = pd.concat([featurize_race(g) for _, g in df.groupby(race_col, sort=False)]).loc[df.index]
+    groups = [(k, g.sort_values("LapNumber").index.to_numpy()) for k, g in df.groupby([race_col, df["Driver"]], sort=False)]
+    N, T, D, K = len(groups), max(len(ix) for _, ix in groups), len(FEATURES), HORIZONS
+    s = Sequences(
+        x=np.zeros((N, T, D), np.float32),
+        lengths=np.zeros(N, np.int64),
+        target=np.zeros((N, T, K), np.float32),
+        target_mask=np.zeros((N, T, K), bool),
+        future=np.full((N, T, K), np.nan),
+        future_timed=np.zeros((N, T, K), bool),
+        origin_scored=np.zeros((N, T), bool),
+        pit=np.zeros((N, T), np.float32),
+        pit_mask=np.zeros((N, T), bool),
+        phase=np.zeros((N, T), np.int64),
+        phase_mask=np.zeros((N, T), bool),
+        base=np.full((N, T), np.nan),
+        ref=np.ones((N, T)),
+        lap_time=np.full((N, T), np.nan),
+        lap_number=np.full((N, T), np.nan),
+        stint_id=np.full((N, T), -1, np.int64),
+        scored=np.zeros((N, T), bool),
+        compound=np.zeros((N, T), np.int64),
+        row=np.full((N, T), -1, np.int64),
+        keys=[k for k, _ in groups],
+    )
+    fx = feats[list(FEATURES)].to_numpy(np.float32)
+    scored_all = df["Scored"].fillna(False).astype(bool).to_numpy()
+    inlap_all = df["InLap"].fillna(False).astype(bool).to_numpy()
+    lt_all = pd.to_numeric(df["LapTime"], errors="coerce").to_numpy(float)
+    ln_all = pd.to_numeric(df["LapNumber"], errors="coerce").to_numpy(float)
+    comp = df["Compound"].astype(str).str.upper() if "Compound" in df.columns else pd.Series("UNKNOWN", index=df.index)
+    comp_all = np.array([COMPOUNDS.index(c) if c in COMPOUNDS else COMPOUNDS.index("UNKNOWN") for c in comp])
+    phase_all = df["Phase"].astype(str).to_numpy() if "Phase" in df.columns else None
+    for i, (_, ix) in enumerate(groups):
+        L = len(ix)
+        s.lengths[i] = L
+        s.row[i, :L] = ix
+        s.x[i, :L] = fx[ix]
+        base = feats["_base"].to_numpy(float)[ix]
+        ref = feats["_ref"].to_numpy(float)[ix]
+        sid = feats["_stint_id"].to_numpy()[ix]
+        lt, ln, sc, pin = lt_all[ix], ln_all[ix], scored_all[ix], inlap_all[ix]
+        s.base[i, :L], s.ref[i, :L], s.lap_time[i, :L] = base, ref, lt
+        s.origin_scored[i, :L] = sc
+        s.scored[i, :L] = sc
+        s.lap_number[i, :L], s.stint_id[i, :L] = ln, sid
+        s.compound[i, :L] = comp_all[ix]
+        pos = {int(v): j for j, v in enumerate(ln) if np.isfinite(v)}
+        for j in range(L):
+            if not np.isfinite(ln[j]):
+                continue
+            for k in range(1, K + 1):
+                q = pos.get(int(ln[j]) + k)
+                if q is None or sid[q] != sid[j] or not np.isfinite(lt[q]):
+                    continue
+                s.future[i, j, k - 1] = lt[q]
+                s.future_timed[i, j, k - 1] = np.isfinite(base[j])
+                if not sc[q] or not np.isfinite(base[j]):
+                    continue
+                s.target[i, j, k - 1] = (lt[q] - base[j]) / ref[j] * 100.0
+                s.target_mask[i, j, k - 1] = True
+            ahead = [pos.get(int(ln[j]) + k) for k in range(1, PIT_AHEAD + 1)]
+            s.pit[i, j] = float(any(q is not None and pin[q] for q in ahead))
+            s.pit_mask[i, j] = j < L - 1
+        if phase_all is not None:
+            ph = phase_all[ix]
+            for j, p in enumerate(ph):
+                if p in PHASES:
+                    s.phase[i, j], s.phase_mask[i, j] = PHASES.index(p), True
+    return s

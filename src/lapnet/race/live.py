@@ -1,0 +1,245 @@
+"""Live mode: one lap in, one prediction out, each driver's recurrent state carried.
+
+    live = LiveRace(load_run("runs/race"), total_laps=57)
+    for line in csv_lines:                  # laps in the order they end (session Time)
+        pred = live.push_csv_line(line)     # a dict, or raises SkipLap (warn and go on)
+
+A lap costs one recurrent step for its driver: the driver's hidden state and the race's
+feature state (reference lap, stint pace, gaps on the road) are kept between laps, so the
+stream is never replayed. Features come from the same `RaceFeaturizer` as batch mode and
+the net is causal, so a stream of a race's laps in session-time order gives the same
+numbers as `predict_race` on the whole file (tests hold the two equal).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lapnet.errors import LapnetError
+from lapnet.race import schema as S
+from lapnet.race.features import PHASES, RaceFeaturizer, _num
+from lapnet.race.pipeline import Z90, RaceRun
+
+_TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
+
+
+class SkipLap(LapnetError):
+    """This lap cannot be used (unknown driver, out of order, duplicate, unreadable): warn and go on."""
+
+
+def lap_masks(lap: dict) -> dict:
+    """The mask columns of `lapnet.race.clean` for ONE lap (they depend on the lap alone).
+
+    Mirrors `clean._clean_race` row by row; the live-equals-batch test keeps the two equal.
+    """
+    status = str(lap.get("TrackStatus") or "")
+    lap_time = lap.get("LapTime")
+    has_time = lap_time is not None and math.isfinite(float(lap_time))
+    in_lap = _finite(lap.get("PitInTime"))
+    out_lap = _finite(lap.get("PitOutTime")) or lap.get("LapNumber") == 1
+    neutralised = bool(S.NEUTRALISED_CODES.intersection(status))
+    accurate = bool(lap.get("IsAccurate")) and not bool(lap.get("Deleted"))
+    wet = lap.get("Compound") in S.WET_COMPOUNDS
+    return {
+        "InLap": in_lap, "OutLap": out_lap, "Neutralised": neutralised, "Yellow": S.YELLOW_CODE in status,
+        "HasTime": has_time, "Accurate": accurate, "Green": not neutralised, "Wet": wet,
+        "Scored": has_time and accurate and not neutralised and not in_lap and not out_lap and not wet,
+    }
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+_DURATION = re.compile(r"^(?:(\d+) days )?(\d+):(\d{2}):(\d{2}(?:\.\d*)?)$")  # pandas' '0 days 00:01:37.167000'
+_MIN_SEC = re.compile(r"^(\d+):(\d{1,2}(?:\.\d*)?)$")  # '1:37.167'
+_MISSING = {"", "nan", "nat", "none", "null", "<na>"}
+_TRUE, _FALSE = {"true", "1", "1.0", "yes", "t", "y"}, {"false", "0", "0.0", "no", "f", "n"}
+_FAST_TIMES = ("Time", "LapTime", "PitOutTime", "PitInTime", "Sector1Time", "Sector2Time", "Sector3Time")
+
+
+def _seconds(v: str) -> float:
+    t = v.strip()
+    if t.lower() in _MISSING:
+        return math.nan
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    m = _DURATION.match(t)
+    if m:
+        return int(m.group(1) or 0) * 86400 + int(m.group(2)) * 3600 + int(m.group(3)) * 60 + float(m.group(4))
+    m = _MIN_SEC.match(t)
+    if m:
+        return 60 * int(m.group(1)) + float(m.group(2))
+    raise ValueError(t)
+
+
+def _fast_lap(row: dict[str, str]) -> dict | None:
+    """The columns live mode uses, parsed as `read_laps` would; None when anything is unusual."""
+    try:
+        lap: dict[str, Any] = {c: _seconds(row.get(c, "")) for c in _FAST_TIMES}
+        for c in S.FLOAT_COLUMNS:
+            v = row.get(c, "").strip()
+            lap[c] = math.nan if v.lower() in _MISSING else float(v)
+        for c, default in S.BOOL_DEFAULTS.items():
+            if c not in row:
+                lap[c] = default
+                continue
+            v = row[c].strip().lower()
+            lap[c] = S.BOOL_MISSING_CELL[c] if v in _MISSING else True if v in _TRUE else False if v in _FALSE else None
+            if lap[c] is None:
+                return None
+    except ValueError:
+        return None
+    comp = row.get("Compound", "").strip().upper()
+    comp = S.COMPOUND_ALIASES.get(comp, comp)
+    status = row.get("TrackStatus", "").strip()
+    status = "" if status.lower() in _MISSING else status
+    driver = row.get("Driver", "").strip()
+    if (comp not in S.COMPOUNDS or not set(status) <= S.TRACK_STATUS_CODES or not driver
+            or not (math.isfinite(lap["LapNumber"]) and lap["LapNumber"] >= 1 and lap["LapNumber"].is_integer())
+            or any(lap[c] < 0 for c in _FAST_TIMES if math.isfinite(lap[c]))
+            or any(math.isinf(lap[c]) for c in (*_FAST_TIMES, *S.FLOAT_COLUMNS))):
+        return None  # let read_laps name the problem
+    lap.update(Driver=driver, Compound=comp, TrackStatus=status, Race=row.get("Race", "live").strip() or "live")
+    return lap
+
+
+@dataclass
+class _DriverLive:
+    last_lap: float = 0.0
+    state: Any = None  # the recurrent state after this driver's last lap
+
+
+@dataclass
+class LiveRace:
+    """A race followed lap by lap with a trained run (see the module docstring).
+
+    Args:
+        run: a loaded run (`load_run`).
+        total_laps: the race's scheduled length (for race-fraction features).
+    """
+
+    run: RaceRun
+    total_laps: int
+    header: list[str] | None = None
+    drivers: dict[str, _DriverLive] = field(default_factory=dict)
+    started_at_lap1: bool | None = None
+
+    def __post_init__(self):
+        self.featurizer = RaceFeaturizer(self.total_laps)
+        self.model = self.run.model.eval()
+        self.phase_trained = bool(self.run.config.get("phase_trained"))
+
+    # -- input --------------------------------------------------------------------------
+
+    def set_header(self, line: str) -> None:
+        """The CSV header (FastF1 column names)."""
+        cols = next(csv.reader([line]))
+        missing = [c for c in S.REQUIRED_COLUMNS if c not in cols]
+        if missing:
+            raise LapnetError(f"live: header lacks required column(s) {', '.join(missing)}")
+        self.header = cols
+
+    def parse(self, line: str) -> dict:
+        """One CSV line -> one lap in lapnet's schema.
+
+        The usual FastF1 strings take a fast path (pandas costs ~100x more per row than the
+        model step); anything unusual goes through `read_laps`, the batch reader, which
+        parses it or names the problem.
+        """
+        if self.header is None:
+            raise LapnetError("live: no header line before the first lap")
+        values = next(csv.reader([line]), [])
+        if len(values) == len(self.header):
+            lap = _fast_lap(dict(zip(self.header, values)))
+            if lap is not None:
+                lap.update(lap_masks(lap))
+                return lap
+        return self._parse_slow(line)
+
+    def _parse_slow(self, line: str) -> dict:
+        from lapnet.race.io import read_laps
+
+        try:
+            frame = pd.read_csv(io.StringIO(",".join(self.header) + "\n" + line + "\n"), dtype=_TEXT_COLS)
+        except (pd.errors.ParserError, ValueError) as e:
+            raise SkipLap(f"unreadable line ({' '.join(str(e).split())[:80]})") from None
+        if len(frame) != 1:
+            raise SkipLap("not exactly one lap on the line")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a single lap looks like anything: no not-a-race warnings here
+                df = read_laps(frame, race=str(frame["Race"].iloc[0]) if "Race" in frame.columns else "live")
+        except LapnetError as e:
+            raise SkipLap(str(e).replace("DataFrame: ", "")) from None
+        lap = df.iloc[0].to_dict()
+        lap.update(lap_masks(lap))
+        return lap
+
+    # -- one step -----------------------------------------------------------------------
+
+    def push(self, lap: dict) -> dict:
+        """Advance the lap's driver by one step and return its prediction (JSON-able).
+
+        Raises:
+            SkipLap: unknown driver, a duplicate or out-of-order lap, a generated row.
+        """
+        drv, n = str(lap.get("Driver") or ""), _num(lap.get("LapNumber"))
+        if not drv or drv == "nan":
+            raise SkipLap("lap without a driver")
+        if not math.isfinite(n):
+            raise SkipLap(f"{drv}: lap without a lap number")
+        if lap.get("FastF1Generated") and not lap.get("HasTime"):
+            raise SkipLap(f"{drv} lap {n:g}: a row FastF1 generated, with no lap time")
+        if self.started_at_lap1 is None:
+            self.started_at_lap1 = n == 1
+        st = self.drivers.get(drv)
+        if st is None:
+            if self.started_at_lap1 and n != 1:
+                raise SkipLap(f"{drv} lap {n:g}: unknown driver (not on the grid at lap 1)")
+            st = self.drivers[drv] = _DriverLive()
+        elif n == st.last_lap:
+            raise SkipLap(f"{drv} lap {n:g}: duplicate lap")
+        elif n < st.last_lap:
+            raise SkipLap(f"{drv} lap {n:g}: out of order (already at lap {st.last_lap:g})")
+        f = self.featurizer.step(lap)
+        with torch.no_grad():
+            out, st.state = self.model(torch.from_numpy(f.x)[None, None, :], state=st.state)  # (1, 1, ...)
+        st.last_lap = n
+        base = f.base if math.isfinite(f.base) else f.ref
+        mean = out["mean"][0, 0].numpy().astype(float)  # (K,)
+        sigma = np.exp(out["log_sigma"][0, 0].numpy().astype(float))
+        sec = base + f.ref * mean / 100.0
+        sig = f.ref * sigma / 100.0
+        phase = PHASES[int(out["phase"][0, 0].argmax())] if self.phase_trained else None
+        lt = lap.get("LapTime")
+        return {
+            "driver": drv,
+            "lap": int(n),
+            "lap_time": float(lt) if _finite(lt) else None,
+            "scored": bool(lap.get("Scored")),
+            "forecast": {f"h{h}": round(float(sec[h - 1]), 4) for h in (1, 5, 10)},
+            "forecast_next10": [round(float(v), 4) for v in sec],
+            "interval90_h1": [round(float(sec[0] - Z90 * sig[0]), 4), round(float(sec[0] + Z90 * sig[0]), 4)],
+            "pit_within_3": round(float(torch.sigmoid(out["pit"][0, 0])), 4),
+            "phase": phase,
+        }
+
+    def push_csv_line(self, line: str) -> dict:
+        """Parse one CSV line and push it."""
+        return self.push(self.parse(line))

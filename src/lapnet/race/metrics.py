@@ -1,0 +1,151 @@
+"""Race metrics: lap-time errors by horizon and compound, phase F1, interval coverage, pit-call quality.
+
+All functions are plain NumPy on flat arrays or on the (N, T, K) forecast grids of
+`Sequences`, so the forecaster and every baseline are scored on the same laps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lapnet.race.features import COMPOUNDS, Sequences
+
+REPORT_HORIZONS = (1, 5, 10)
+MASKS = {
+    "scored": "origin lap t and target lap t+k both Scored (accurate, green, timed, not in/out-lap, "
+    "not deleted) and in the same stint",
+    "all": "target lap t+k timed and in the same stint as t; the stint has a Scored lap at or before t "
+    "(includes safety-car, yellow, in- and out-laps)",
+}
+
+
+def error_stats(pred: np.ndarray, actual: np.ndarray) -> dict:
+    """MAE, RMSE and count of `pred - actual` (seconds), ignoring NaN pairs."""
+    ok = np.isfinite(pred) & np.isfinite(actual)
+    e = pred[ok] - actual[ok]
+    if e.size == 0:
+        return {"mae": None, "rmse": None, "n": 0}
+    return {"mae": float(np.mean(np.abs(e))), "rmse": float(np.sqrt(np.mean(e**2))), "n": int(e.size)}
+
+
+def eval_mask(seq: Sequences, which: str = "scored") -> np.ndarray:
+    """(N, T, K) bool: the (origin, horizon) pairs that count, see `MASKS`."""
+    if which == "scored":
+        return seq.target_mask & seq.origin_scored[:, :, None]
+    if which == "all":
+        return seq.future_timed
+    raise ValueError(f"unknown mask {which!r}")
+
+
+def forecast_report(forecasts: dict[str, np.ndarray], seq: Sequences, horizons=REPORT_HORIZONS) -> dict:
+    """Errors of every forecaster on the same pairs, by horizon, overall and by compound.
+
+    Args:
+        forecasts: name -> (N, T, K) seconds.
+        seq: the sequences the forecasts were made on (targets and masks).
+
+    Returns:
+        {mask: {name: {"h1": {"mae", "rmse", "n", "by_compound": {...}}, ...}}}. A pair
+        counts for every forecaster only where all of them have a forecast.
+    """
+    report: dict = {}
+    for which in MASKS:
+        mask = eval_mask(seq, which)
+        for f in forecasts.values():
+            mask = mask & np.isfinite(f)
+        per: dict = {}
+        for name, f in forecasts.items():
+            rows = {}
+            for h in horizons:
+                m = mask[:, :, h - 1]
+                entry = error_stats(f[:, :, h - 1][m], seq.future[:, :, h - 1][m])
+                comp = seq.compound[m]
+                entry["by_compound"] = {
+                    c: error_stats(f[:, :, h - 1][m][comp == ci], seq.future[:, :, h - 1][m][comp == ci])
+                    for ci, c in enumerate(COMPOUNDS)
+                    if np.any(comp == ci)
+                }
+                rows[f"h{h}"] = entry
+            per[name] = rows
+        report[which] = per
+    return report
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Unweighted mean of per-class F1 over the classes present in y_true or y_pred."""
+    f1s = []
+    for c in range(n_classes):
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        if tp + fp + fn == 0:
+            continue  # class absent from both: it says nothing
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else float("nan")
+
+
+def coverage(actual: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Share of finite `actual` inside [lo, hi]."""
+    ok = np.isfinite(actual) & np.isfinite(lo) & np.isfinite(hi)
+    return float(np.mean((actual[ok] >= lo[ok]) & (actual[ok] <= hi[ok]))) if ok.any() else float("nan")
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve = P(score of a positive > score of a negative), ties half.
+
+    Computed from average ranks (Mann-Whitney U), O(n log n).
+    """
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, float)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(score, kind="mergesort")
+    s = score[order]
+    ranks = np.empty(len(s))
+    i = 0
+    while i < len(s):  # average rank over each run of ties
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[i]:
+            j += 1
+        ranks[i : j + 1] = (i + j) / 2 + 1
+        i = j + 1
+    r = np.empty(len(s))
+    r[order] = ranks
+    u = r[y].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+def top_decile_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Share of positives among the 10% highest scores (at least one item)."""
+    y = np.asarray(y).astype(bool)
+    n = max(1, int(np.ceil(0.1 * len(y))))
+    top = np.argsort(-np.asarray(score, float), kind="mergesort")[:n]
+    return float(np.mean(y[top])) if len(y) else float("nan")
+
+
+def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict]:
+    """Predicted probability against observed frequency in equal-width bins (empty bins omitted)."""
+    y = np.asarray(y, float)
+    p = np.asarray(p, float)
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            rows.append(
+                {"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "n": int(m.sum()), "predicted": float(p[m].mean()), "observed": float(y[m].mean())}
+            )
+    return rows
+
+
+def pit_report(y: np.ndarray, p: np.ndarray) -> dict:
+    """AUC, top-decile precision, base rate and calibration of a pit-within-3-laps call."""
+    return {
+        "auc": roc_auc(y, p),
+        "top_decile_precision": top_decile_precision(y, p),
+        "base_rate": float(np.mean(y)) if len(y) else float("nan"),
+        "n": int(len(y)),
+        "calibration": calibration_table(y, p),
+    }

@@ -1,0 +1,108 @@
+"""Race models: one recurrent net over each driver's laps with three heads.
+
+    forecast  the next K laps of the stint, as a residual on the driver's stint pace, in % of
+              the race's reference lap: mean (B, T, K) and log sigma (B, T, K) for intervals
+    pit       logit that the driver pits within the next 3 laps (B, T)
+    phase     push / conserve / pit_window logits (B, T, 3), learned where labels exist
+              (the simulator's truth)
+
+Unidirectional, the net is causal: the output at lap t reads laps <= t only, so live mode
+advances each driver's state one lap at a time. Bidirectional, it is the post-race tagger
+(it reads the whole race, so it must never be used live).
+
+The heads read the recurrent output concatenated with the lap's own features (a skip
+connection): the explicit stint pace features then need not survive the recurrence.
+
+Shapes: B drivers, T laps, D features, H hidden size, K horizons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from lapnet.models.recurrent import make_recurrent, run_recurrent
+from lapnet.race.features import HORIZONS, PHASES
+
+
+@dataclass
+class RaceModelConfig:
+    """Architecture of a RaceNet (saved in the run's config.json)."""
+
+    input_size: int
+    hidden_size: int = 64
+    num_layers: int = 1
+    arch: str = "gru"
+    horizons: int = HORIZONS
+    bidirectional: bool = False
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RaceNet(nn.Module):
+    """Recurrent forecaster, pit caller and phase tagger (see the module docstring)."""
+
+    def __init__(self, cfg: RaceModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.rnn = make_recurrent(cfg.arch, cfg.input_size, cfg.hidden_size, cfg.num_layers, bidirectional=cfg.bidirectional)
+        width = cfg.hidden_size * (2 if cfg.bidirectional else 1) + cfg.input_size
+        self.trunk = nn.Sequential(nn.Linear(width, cfg.hidden_size), nn.Tanh(), nn.Dropout(cfg.dropout))
+        self.mean = nn.Linear(cfg.hidden_size, cfg.horizons)
+        self.log_sigma = nn.Linear(cfg.hidden_size, cfg.horizons)
+        self.pit = nn.Linear(cfg.hidden_size, 1)
+        self.phase = nn.Linear(cfg.hidden_size, len(PHASES))
+        nn.init.zeros_(self.mean.weight)  # start at the stint pace: the residual is zero
+        nn.init.zeros_(self.mean.bias)
+        nn.init.constant_(self.log_sigma.bias, -0.5)  # sigma ~ 0.6 % of a lap, about the real spread
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
+        """Run the net over padded per-driver lap sequences.
+
+        Args:
+            x: (B, T, D) lap features.
+            lengths: (B,) laps per driver, or None when all have T.
+            state: the recurrent state to start from (live mode), or None for zeros.
+
+        Returns:
+            ({"mean": (B, T, K), "log_sigma": (B, T, K), "pit": (B, T), "phase": (B, T, 3)}, state)
+        """
+        h, state = run_recurrent(self.rnn, x, lengths, state)  # (B, T, dirs*H)
+        z = self.trunk(torch.cat([h, x], dim=-1))  # (B, T, H)
+        out = {
+            "mean": self.mean(z),  # (B, T, K)
+            "log_sigma": self.log_sigma(z).clamp(-6.0, 4.0),  # (B, T, K) bounded: a NaN-free NLL
+            "pit": self.pit(z).squeeze(-1),  # (B, T)
+            "phase": self.phase(z),  # (B, T, 3)
+        }
+        return out, state
+
+
+def race_loss(out: dict, batch: dict, *, pit_weight: float = 1.0, phase_weight: float = 1.0, forecast: bool = True) -> torch.Tensor:
+    """The training loss: masked L1 on the forecast mean (the median is what MAE rewards),
+    Gaussian NLL for sigma around the detached mean (intervals do not pull the forecast),
+    BCE for the pit call and cross-entropy for the phase, each averaged over its own mask.
+
+    Args:
+        out: RaceNet outputs.
+        batch: tensors target (B, T, K), target_mask (B, T, K), pit (B, T), pit_mask (B, T),
+            phase (B, T), phase_mask (B, T).
+    """
+    total = out["mean"].new_zeros(())
+    if forecast:
+        m = batch["target_mask"]
+        if m.any():
+            y, mu, ls = batch["target"][m], out["mean"][m], out["log_sigma"][m]
+            total = total + (y - mu).abs().mean()
+            total = total + 0.1 * (ls + 0.5 * ((y - mu.detach()) * torch.exp(-ls)) ** 2).mean()
+        pm = batch["pit_mask"]
+        if pit_weight and pm.any():
+            total = total + pit_weight * nn.functional.binary_cross_entropy_with_logits(out["pit"][pm], batch["pit"][pm])
+    qm = batch["phase_mask"]
+    if phase_weight and qm.any():
+        total = total + phase_weight * nn.functional.cross_entropy(out["phase"][qm], batch["phase"][qm])
+    return total

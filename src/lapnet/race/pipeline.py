@@ -1,0 +1,473 @@
+"""Train, predict and evaluate race models: the library behind `lapnet race train|predict|eval`.
+
+    metrics = train_race(["2023_miami_R.csv", ...], "runs/race")
+    table, metrics = predict_race("runs/race", "2023_italian_R.csv", out="runs/race/monza")
+    metrics = eval_race("runs/race", ["2023_italian_R.csv"])
+
+Every lap is context for the model; the loss and the metrics count only Scored laps (see
+`lapnet.race.clean`). A run directory holds model.safetensors (the forecaster), config.json
+(features, normalisation, architecture, masks), metrics.json, log.jsonl, and tagger/ (the
+bidirectional phase tagger) when the training laps carried Phase labels (simulated races).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lapnet.checkpoint import load_tensors, read_json, write_json
+from lapnet.errors import CheckpointError, LapnetError
+from lapnet.race.baselines import BASELINES, baseline_forecasts
+from lapnet.race.features import (
+    BASE_LAPS,
+    COMPOUNDS,
+    FEATURES,
+    HORIZONS,
+    PHASES,
+    PIT_AHEAD,
+    REF_LAPS,
+    Sequences,
+    build_sequences,
+    check_features,
+)
+from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, pit_report, roc_auc
+from lapnet.race.models import RaceModelConfig, RaceNet, race_loss
+
+Z90 = 1.6449  # a central 90% interval of a Gaussian is mean +- 1.645 sigma
+SCORED_RULE = "Scored = timed, IsAccurate, not deleted, no SC/VSC/red (TrackStatus 4-7), not an in-, out- or lap-1, dry compound"
+
+
+@dataclass
+class RaceTrainConfig:
+    """How `train_race` trains (saved in config.json)."""
+
+    hidden_size: int = 64
+    num_layers: int = 1
+    arch: str = "gru"
+    dropout: float = 0.1
+    epochs: int = 60
+    minutes: float | None = None
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 16
+    patience: int | None = 12
+    seed: int = 0
+    pit_weight: float = 1.0
+    val_races: int = 1  # races held out for early stopping (0: a share of drivers instead)
+    pretrain_sim: int = 0  # simulated races to pretrain on before the real ones
+    pretrain_epochs: int = 20
+    tagger: bool = True  # train the bidirectional phase tagger when Phase labels exist
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------------
+# data
+
+
+def load_laps(sources: Any) -> tuple[pd.DataFrame, Any]:
+    """Read and clean lap tables: paths, a DataFrame or a FastF1 Laps (one or several).
+
+    Raises:
+        LapnetError: unreadable tables, or no Scored (green, accurate) lap at all.
+    """
+    from lapnet.race.clean import clean_laps
+    from lapnet.race.io import read_laps, read_many
+
+    if isinstance(sources, (str, Path, pd.DataFrame)):
+        df = read_laps(sources)
+    else:
+        sources = list(sources)
+        if not sources:
+            raise LapnetError("no lap tables given")
+        df = read_many(sources)
+    laps, report = clean_laps(df)
+    if len(laps) == 0 or not laps["Scored"].any():
+        raise LapnetError("no usable green laps: every lap is missing a time, inaccurate, neutralised, wet, or an in/out-lap")
+    return laps, report
+
+
+def _tensors(seq: Sequences, idx: np.ndarray) -> dict[str, torch.Tensor]:
+    """The torch batch of sequences `idx`, trimmed to their longest length."""
+    T = int(seq.lengths[idx].max())
+    return {
+        "x": torch.from_numpy(seq.x[idx, :T]),  # (B, T, D)
+        "lengths": torch.from_numpy(seq.lengths[idx]),  # (B,)
+        "target": torch.from_numpy(seq.target[idx, :T]),  # (B, T, K)
+        "target_mask": torch.from_numpy(seq.target_mask[idx, :T]),
+        "pit": torch.from_numpy(seq.pit[idx, :T]),  # (B, T)
+        "pit_mask": torch.from_numpy(seq.pit_mask[idx, :T]),
+        "phase": torch.from_numpy(seq.phase[idx, :T]),
+        "phase_mask": torch.from_numpy(seq.phase_mask[idx, :T]),
+    }
+
+
+class SeqBatches:
+    """Shuffled mini-batches of whole driver sequences; the same order for the same seed and epoch."""
+
+    def __init__(self, seq: Sequences, idx: np.ndarray, batch_size: int, seed: int):
+        self.seq, self.idx, self.bs, self.seed = seq, np.asarray(idx), max(1, int(batch_size)), seed
+
+    def steps_per_epoch(self) -> int:
+        return int(np.ceil(len(self.idx) / self.bs))
+
+    def epoch(self, e: int):
+        order = np.random.default_rng(self.seed * 100003 + e).permutation(self.idx)
+        for i in range(0, len(order), self.bs):
+            yield _tensors(self.seq, order[i : i + self.bs])
+
+
+def _split(seq: Sequences, val_races: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out whole races for early stopping (or 15% of drivers when there are < 3 races)."""
+    races = sorted({k[0] for k in seq.keys})
+    rng = np.random.default_rng(seed)
+    all_idx = np.arange(len(seq.keys))
+    if val_races > 0 and len(races) >= 3:
+        held = set(rng.choice(races, size=min(val_races, len(races) - 1), replace=False).tolist())
+        val = np.array([i for i, k in enumerate(seq.keys) if k[0] in held])
+    else:
+        val = rng.choice(all_idx, size=max(1, int(round(0.15 * len(all_idx)))), replace=False)
+    train = np.setdiff1d(all_idx, val)
+    if len(train) == 0:
+        train = val
+    return train, val
+
+
+def _forecast_loss_fn(pit_weight: float, forecast: bool = True):
+    def loss_fn(net, batch, carry):
+        out, _ = net(batch["x"], batch["lengths"])
+        loss = race_loss(out, batch, pit_weight=pit_weight, phase_weight=1.0, forecast=forecast)
+        return loss, None, int(batch["lengths"].sum())
+
+    return loss_fn
+
+
+def _eval_fn(seq: Sequences, idx: np.ndarray, pit_weight: float, forecast: bool = True):
+    batch = _tensors(seq, idx)
+
+    def evaluate(model):
+        out, _ = model(batch["x"], batch["lengths"])
+        metrics = {"val_loss": float(race_loss(out, batch, pit_weight=pit_weight, forecast=forecast))}
+        m = batch["target_mask"][:, :, 0]
+        if forecast and m.any():
+            metrics["val_h1_abs_pct"] = float((out["mean"][:, :, 0][m] - batch["target"][:, :, 0][m]).abs().mean())
+        return metrics
+
+    return evaluate
+
+
+def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfig, out: Path, *, epochs: int,
+         meta: dict, forecast: bool = True, describe: str = "race") -> Any:
+    """Train `model` with the shared loop; leaves the best (validation) weights in `model`."""
+    from lapnet.train import TorchLearner, TrainConfig, fit
+
+    tcfg = TrainConfig(epochs=epochs, minutes=cfg.minutes, lr=cfg.lr, weight_decay=cfg.weight_decay, clip=1.0,
+                       patience=cfg.patience, seed=cfg.seed, progress=cfg.progress, warmup_steps=10)
+    torch.manual_seed(cfg.seed)
+    learner = TorchLearner(model, _forecast_loss_fn(cfg.pit_weight, forecast), _eval_fn(seq, val_idx, cfg.pit_weight, forecast), tcfg)
+    result = fit(learner, SeqBatches(seq, train_idx, cfg.batch_size, cfg.seed), tcfg, out=out, meta=meta, describe=describe)
+    arrays, _ = load_tensors(out / "model.safetensors")
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+    return result
+
+
+def _concat(a: Sequences, b: Sequences) -> Sequences:
+    """Stack two sequence sets (padding the shorter time axis)."""
+    T = max(a.x.shape[1], b.x.shape[1])
+
+    def pad(v, fill):
+        if v.ndim == 1:
+            return v
+        w = [(0, 0)] * v.ndim
+        w[1] = (0, T - v.shape[1])
+        return np.pad(v, w, constant_values=fill)
+
+    fills = {"base": np.nan, "lap_time": np.nan, "lap_number": np.nan, "future": np.nan, "row": -1, "stint_id": -1, "ref": 1.0}
+    kw = {}
+    for name in Sequences.__dataclass_fields__:
+        if name == "keys":
+            kw[name] = list(a.keys) + list(b.keys)
+        else:
+            fill = fills.get(name, 0)
+            kw[name] = np.concatenate([pad(getattr(a, name), fill), pad(getattr(b, name), fill)])
+    return Sequences(**kw)
+
+
+# ---------------------------------------------------------------------------------------
+# train
+
+
+def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None, *, sim_laps: pd.DataFrame | None = None) -> dict:
+    """Train the forecaster / pit caller (and the phase tagger when labels exist) on lap tables.
+
+    Args:
+        sources: lap tables (paths, DataFrames, FastF1 Laps) or one of them.
+        out: the run directory (created; the caller checks it may be written).
+        cfg: RaceTrainConfig.
+        sim_laps: simulated laps to pretrain on (else `cfg.pretrain_sim` races are simulated,
+            calibrated to `sources`).
+
+    Returns:
+        The metrics written to out/metrics.json.
+    """
+    cfg = cfg or RaceTrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    laps, report = load_laps(sources)
+    seq = build_sequences(laps)
+    train_idx, val_idx = _split(seq, cfg.val_races, cfg.seed)
+    mcfg = RaceModelConfig(input_size=len(FEATURES), hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                           arch=cfg.arch, dropout=cfg.dropout)
+    torch.manual_seed(cfg.seed)
+    model = RaceNet(mcfg)
+    config = {
+        "kind": "lapnet-race",
+        "features": list(FEATURES),
+        "compounds": list(COMPOUNDS),
+        "phases": list(PHASES),
+        "normalisation": {
+            "unit": "percent of the race's reference lap",
+            "reference_lap": f"median of the race's first {REF_LAPS} Scored laps (running median before)",
+            "target": f"lap t+k minus the mean of the last {BASE_LAPS} Scored laps of the stint at t (the race reference when none)",
+            "horizons": HORIZONS,
+            "pit_ahead": PIT_AHEAD,
+        },
+        "masks": {"loss": SCORED_RULE, **{f"metrics_{k}": v for k, v in MASKS.items()}},
+        "model": mcfg.to_dict(),
+        "train": asdict(cfg),
+        "races": sorted({k[0] for k in seq.keys}),
+        "val_races": sorted({seq.keys[i][0] for i in val_idx}),
+        "phase_trained": bool(seq.phase_mask.any()),
+        "tagger": None,
+    }
+    meta = {"config": {k: config[k] for k in ("kind", "features", "model")}}
+    pre = None
+    if cfg.pretrain_sim or sim_laps is not None:
+        if sim_laps is None:
+            sim_laps = simulate_calibrated(laps, cfg.pretrain_sim, seed=cfg.seed + 1000)
+        sim_laps, _ = load_laps(sim_laps)
+        sim_seq = build_sequences(sim_laps)
+        s_train, s_val = _split(sim_seq, cfg.val_races, cfg.seed)
+        pre = _fit(model, sim_seq, s_train, s_val, cfg, out / "pretrain", epochs=cfg.pretrain_epochs, meta=meta,
+                   describe="pretrain (sim)")
+        config["pretrain"] = {"sim_races": int(len({k[0] for k in sim_seq.keys})), "steps": pre.steps, "best_val": pre.best_val}
+        config["phase_trained"] = config["phase_trained"] or bool(sim_seq.phase_mask.any())
+    result = _fit(model, seq, train_idx, val_idx, cfg, out, epochs=cfg.epochs, meta=meta, describe="race train")
+
+    tagger_result, tagger = None, None
+    if cfg.tagger and seq.phase_mask.any():
+        tcfg = RaceModelConfig(**{**mcfg.to_dict(), "bidirectional": True})
+        tagger = RaceNet(tcfg)
+        tagger_result = _fit(tagger, seq, train_idx, val_idx, cfg, out / "tagger", epochs=cfg.epochs,
+                             meta={"config": {"kind": "lapnet-race-tagger", "features": list(FEATURES), "model": tcfg.to_dict()}},
+                             forecast=False, describe="tagger (bidirectional)")
+        config["tagger"] = tcfg.to_dict()
+    write_json(out / "config.json", config)
+
+    val_seq = _subset(seq, val_idx)
+    metrics = {
+        "masks": config["masks"],
+        "train": {"seconds": round(time.perf_counter() - t0, 2), "steps": result.steps, "epochs": result.epochs,
+                  "stopped": result.stopped, "best_val_loss": result.best_val,
+                  "races": len(config["races"]), "sequences": len(train_idx), "scored_laps": int(seq.scored.sum()),
+                  "tagger_best_val": tagger_result.best_val if tagger_result else None},
+        "cleaning": report.to_dict()["total"],
+        "validation_races": config["val_races"],
+        "validation": evaluate_sequences(model, val_seq, tagger=tagger) if len(val_idx) else None,
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _subset(seq: Sequences, idx: np.ndarray) -> Sequences:
+    kw = {name: (getattr(seq, name)[idx] if name != "keys" else [seq.keys[i] for i in idx]) for name in Sequences.__dataclass_fields__}
+    return Sequences(**kw)
+
+
+def simulate_calibrated(laps: pd.DataFrame, n_races: int, seed: int = 0) -> pd.DataFrame:
+    """`n_races` simulated races with the simulator calibrated to `laps` (lapnet.race.calibrate)."""
+    try:
+        from lapnet.race.simulate import simulate
+    except ImportError:
+        raise LapnetError("--pretrain-sim needs the race simulator (lapnet.race.simulate), which is not installed") from None
+    calibration = None
+    try:
+        from lapnet.race import calibrate as C
+
+        fn = getattr(C, "calibrate", None) or getattr(C, "calibrate_laps", None)
+        if fn is not None:
+            calibration = fn(laps)
+    except ImportError:
+        pass
+    return simulate(n_races, seed, calibration=calibration)
+
+
+# ---------------------------------------------------------------------------------------
+# inference
+
+
+@dataclass
+class RaceRun:
+    """A trained run loaded from its directory."""
+
+    model: RaceNet
+    config: dict
+    tagger: RaceNet | None = None
+    path: Path = field(default_factory=Path)
+
+
+def load_run(run: str | Path) -> RaceRun:
+    """Load a run directory written by `train_race`; refuse one trained on other features."""
+    run = Path(run)
+    if not run.is_dir():
+        raise LapnetError(f"{run}: no such run directory")
+    config = read_json(run / "config.json")
+    if not isinstance(config, dict) or config.get("kind") != "lapnet-race":
+        raise CheckpointError(f"{run}: not a lapnet race run (config.json kind is not 'lapnet-race')")
+    check_features(config.get("features", []))
+    model = _load_net(run / "model.safetensors", config["model"])
+    tagger = _load_net(run / "tagger" / "model.safetensors", config["tagger"]) if config.get("tagger") else None
+    return RaceRun(model, config, tagger, run)
+
+
+def _load_net(path: Path, mcfg: dict) -> RaceNet:
+    arrays, _ = load_tensors(path)
+    net = RaceNet(RaceModelConfig(**mcfg))
+    try:
+        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model in config.json ({str(e).splitlines()[0][:80]})") from None
+    net.eval()
+    return net
+
+
+@torch.no_grad()
+def run_net(model: RaceNet, seq: Sequences, batch: int = 64) -> dict[str, np.ndarray]:
+    """Model outputs for every lap: mean, sigma (% of ref) (N, T, K); pit (N, T); phase (N, T, 3) probabilities."""
+    model.eval()
+    outs = {"mean": [], "sigma": [], "pit": [], "phase": []}
+    N, T = seq.x.shape[:2]
+    for i in range(0, N, batch):
+        idx = np.arange(i, min(N, i + batch))
+        o, _ = model(torch.from_numpy(seq.x[idx]), torch.from_numpy(seq.lengths[idx]))
+        outs["mean"].append(o["mean"].numpy())
+        outs["sigma"].append(np.exp(o["log_sigma"].numpy()))
+        outs["pit"].append(torch.sigmoid(o["pit"]).numpy())
+        outs["phase"].append(torch.softmax(o["phase"], -1).numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def to_seconds(seq: Sequences, mean: np.ndarray, sigma: np.ndarray | None = None):
+    """Turn % residuals into lap times in seconds: base + ref * pct / 100 (and sigma in s)."""
+    base = np.where(np.isfinite(seq.base), seq.base, seq.ref)[:, :, None]  # (N, T, 1)
+    ref = seq.ref[:, :, None]
+    sec = base + ref * mean / 100.0  # (N, T, K)
+    return (sec, ref * sigma / 100.0) if sigma is not None else sec
+
+
+def evaluate_sequences(model: RaceNet, seq: Sequences, *, tagger: RaceNet | None = None) -> dict:
+    """Every metric of `race eval` on featurised sequences."""
+    o = run_net(model, seq)
+    sec, sig = to_seconds(seq, o["mean"], o["sigma"])
+    forecasts = {"forecaster": sec, **baseline_forecasts(seq)}
+    report = forecast_report(forecasts, seq)
+    m = seq.target_mask & seq.origin_scored[:, :, None]
+    cov = {}
+    for h in (1, 5, 10):
+        mk = m[:, :, h - 1]
+        cov[f"h{h}"] = coverage(seq.future[:, :, h - 1][mk], (sec - Z90 * sig)[:, :, h - 1][mk], (sec + Z90 * sig)[:, :, h - 1][mk])
+    pm = seq.pit_mask
+    tyre = seq.x[:, :, FEATURES.index("tyre_life")]
+    pit = pit_report(seq.pit[pm], o["pit"][pm])
+    pit["tyre_life_auc"] = roc_auc(seq.pit[pm], tyre[pm])
+    out = {"forecast": report, "interval90_coverage": cov, "pit_within_3": pit,
+           "summary": _summary(report)}
+    if seq.phase_mask.any():
+        qm = seq.phase_mask
+        out["phase_macro_f1"] = {"live": macro_f1(seq.phase[qm], o["phase"].argmax(-1)[qm], len(PHASES))}
+        if tagger is not None:
+            ob = run_net(tagger, seq)
+            out["phase_macro_f1"]["post_race"] = macro_f1(seq.phase[qm], ob["phase"].argmax(-1)[qm], len(PHASES))
+    return out
+
+
+def _summary(report: dict) -> list[dict]:
+    """One row per forecaster: MAE at horizons 1, 5, 10 on the Scored mask."""
+    rows = []
+    for name, per in report["scored"].items():
+        rows.append({"forecaster": name, **{f"mae_h{h}": per[f"h{h}"]["mae"] for h in (1, 5, 10)},
+                     **{f"rmse_h{h}": per[f"h{h}"]["rmse"] for h in (1, 5, 10)}, "n_h1": per["h1"]["n"]})
+    return rows
+
+
+def eval_race(run: str | Path, sources: Any) -> dict:
+    """`lapnet race eval`: forecaster vs baselines by horizon and compound, pit-call quality."""
+    r = load_run(run)
+    laps, report = load_laps(sources)
+    seq = build_sequences(laps)
+    metrics = {"run": str(run), "races": sorted({k[0] for k in seq.keys}), "masks": r.config.get("masks"),
+               "baselines": list(BASELINES), **evaluate_sequences(r.model, seq, tagger=r.tagger),
+               "cleaning": report.to_dict()["total"]}
+    return metrics
+
+
+def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, out: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """`lapnet race predict`: per-lap forecasts, intervals, pit calls and phases (+ figures in `out`).
+
+    Returns:
+        (table, metrics): one row per lap of the selected drivers; metrics as `eval_race`
+        computes them on those laps.
+    """
+    r = load_run(run)
+    laps, report = load_laps(sources)
+    if driver is not None:
+        known = sorted(laps["Driver"].unique())
+        if driver not in known:
+            raise LapnetError(f"--driver {driver}: not in the lap table (drivers: {', '.join(known)})")
+    seq = build_sequences(laps)
+    o = run_net(r.model, seq)
+    sec, sig = to_seconds(seq, o["mean"], o["sigma"])
+    phase_p = run_net(r.tagger, seq)["phase"] if r.tagger is not None else (o["phase"] if r.config.get("phase_trained") else None)
+    rows = []
+    for i, (race, drv) in enumerate(seq.keys):
+        if driver is not None and drv != driver:
+            continue
+        for t in range(int(seq.lengths[i])):
+            lap = laps.loc[seq.row[i, t]]
+            rows.append({
+                "Race": race, "Driver": drv, "LapNumber": int(lap["LapNumber"]), "Stint": lap["Stint"],
+                "Compound": lap["Compound"], "TyreLife": lap["TyreLife"], "LapTime": lap["LapTime"],
+                "Scored": bool(lap["Scored"]), "InLap": bool(lap["InLap"]),
+                **{f"forecast_h{h}": sec[i, t, h - 1] for h in (1, 5, 10)},
+                "lo90_h1": sec[i, t, 0] - Z90 * sig[i, t, 0], "hi90_h1": sec[i, t, 0] + Z90 * sig[i, t, 0],
+                "pit_prob": float(o["pit"][i, t]),
+                "phase": PHASES[int(phase_p[i, t].argmax())] if phase_p is not None else None,
+            })
+    table = pd.DataFrame(rows)
+    sel = np.array([driver is None or k[1] == driver for k in seq.keys])
+    metrics = {"run": str(run), "driver": driver, **evaluate_sequences(r.model, _subset(seq, np.flatnonzero(sel)), tagger=r.tagger)}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "predictions.csv", index=False)
+        from lapnet.race.plots import plot_degradation, plot_driver
+
+        figs = []
+        for (race, drv), g in table.groupby(["Race", "Driver"], sort=False):
+            if driver is None and len(figs) >= 6:  # a whole grid would be 20 figures per race; --driver picks one
+                break
+            fig = plot_driver(g)
+            path = out / f"forecast_{race}_{drv}.png"
+            fig.savefig(path, dpi=110)
+            figs.append(str(path))
+        fig = plot_degradation(table)
+        fig.savefig(out / "degradation.png", dpi=110)
+        figs.append(str(out / "degradation.png"))
+        metrics["figures"] = figs
+    return table, metrics

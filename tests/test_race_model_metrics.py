@@ -1,0 +1,91 @@
+"""Race metrics and baselines against hand calculations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lapnet.race.baselines import FUEL_S_PER_LAP, baseline_forecasts
+from lapnet.race.metrics import (
+    calibration_table,
+    coverage,
+    error_stats,
+    forecast_report,
+    macro_f1,
+    roc_auc,
+    top_decile_precision,
+)
+
+
+def test_auc_matches_pair_counting_with_ties():
+    y = np.array([1, 0, 1, 0, 0, 1, 0])
+    s = np.array([0.9, 0.1, 0.4, 0.4, 0.8, 0.3, 0.2])
+    # P(score_pos > score_neg), ties count 1/2, over all 3 x 4 = 12 pairs
+    pos, neg = s[y == 1], s[y == 0]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    assert wins == 8.5  # 0.9 beats all 4; 0.4 beats 0.1, 0.2 and ties 0.4; 0.3 beats 0.1, 0.2
+    assert roc_auc(y, s) == pytest.approx(8.5 / 12)
+    assert roc_auc(y, -s) == pytest.approx(1 - 8.5 / 12)
+    assert np.isnan(roc_auc(np.ones(3), np.arange(3)))
+
+
+def test_macro_f1_by_hand():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    p = np.array([0, 1, 1, 1, 2, 0])
+    # class 0: tp 1, fp 1, fn 1 -> 0.5; class 1: tp 2, fp 1, fn 0 -> 0.8; class 2: tp 1, fp 0, fn 1 -> 2/3
+    assert macro_f1(y, p, 3) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert macro_f1(y, y, 3) == 1.0
+
+
+def test_top_decile_calibration_coverage_errors():
+    y = np.r_[np.ones(3), np.zeros(17)]
+    s = np.r_[[0.9, 0.2, 0.85], np.linspace(0.0, 0.8, 17)]
+    assert top_decile_precision(y, s) == pytest.approx(1.0)  # top 2 of 20: 0.9 and 0.85, both positive
+    rows = calibration_table(np.array([1, 0, 0, 1]), np.array([0.05, 0.05, 0.95, 0.95]), bins=10)
+    assert [(r["bin"], r["n"], r["observed"]) for r in rows] == [("0.0-0.1", 2, 0.5), ("0.9-1.0", 2, 0.5)]
+    assert coverage(np.array([1.0, 2.0, 3.0, np.nan]), np.zeros(4), np.full(4, 2.5)) == pytest.approx(2 / 3)
+    st = error_stats(np.array([1.0, 2.0, np.nan]), np.array([2.0, 4.0, 1.0]))
+    assert st == {"mae": 1.5, "rmse": pytest.approx(np.sqrt(2.5)), "n": 2}
+
+
+def _tiny_laps() -> pd.DataFrame:
+    """One driver, stint 1 = laps 1-6, stint 2 = laps 7-9 (pit at the end of lap 6)."""
+    times = [100.0, 90.0, 90.5, 90.2, 90.9, 93.0, 110.0, 91.0, 91.4]
+    rows = []
+    t = 3000.0
+    for i, lt in enumerate(times, start=1):
+        t += lt
+        rows.append({"Driver": "AAA", "LapNumber": float(i), "LapTime": lt, "Time": t, "Stint": 1.0 if i <= 6 else 2.0,
+                     "Compound": "MEDIUM" if i <= 6 else "HARD", "TyreLife": float(i if i <= 6 else i - 6),
+                     "TrackStatus": "1", "IsAccurate": True, "Position": 1.0,
+                     "PitInTime": t - 20 if i == 6 else np.nan, "PitOutTime": t - lt + 5 if i == 7 else np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_baselines_by_hand():
+    from lapnet.race.clean import clean_laps
+    from lapnet.race.features import build_sequences
+    from lapnet.race.io import read_laps
+
+    laps, _ = clean_laps(read_laps(_tiny_laps(), race="tiny"))
+    assert laps["Scored"].tolist() == [False, True, True, True, True, False, False, True, True]
+    seq = build_sequences(laps)
+    b = baseline_forecasts(seq)
+    t = 3  # origin lap 4: Scored laps of the stint so far are laps 2, 3, 4 = 90.0, 90.5, 90.2
+    assert b["persistence"][0, t, 0] == pytest.approx(90.2)
+    assert b["mean_last3"][0, t, 4] == pytest.approx((90.0 + 90.5 + 90.2) / 3)
+    # least squares through (2, 90.0), (3, 90.5), (4, 90.2): slope 0.1, at lap 3 the mean 90.2333
+    assert b["stint_linear"][0, t, 0] == pytest.approx(90.2333333 + 0.1 * 2)
+    assert b["fuel_persistence"][0, t, 1] == pytest.approx(90.2 - 2 * FUEL_S_PER_LAP)
+    assert np.isnan(b["persistence"][0, 0, 0])  # lap 1 (standing start) is not Scored: nothing to persist
+    # lap 4 -> lap 5 is Scored in the same stint; lap 4 -> lap 6 (in-lap) and lap 8 (next stint) are not
+    assert seq.target_mask[0, t].tolist()[:4] == [True, False, False, False]
+    assert seq.future[0, t, 0] == 90.9
+    assert seq.pit[0, 2] == 1.0 and seq.pit[0, 3] == 1.0 and seq.pit[0, 6] == 0.0  # in-lap 6 is within 3 laps of 3..5
+    # stint 2 starts after the pit: origin lap 8 persists 91.0 for lap 9
+    assert b["persistence"][0, 7, 0] == pytest.approx(91.0)
+    rep = forecast_report({"p": b["persistence"], "m": b["mean_last3"]}, seq)
+    # Scored pairs at h1: (2->3), (3->4), (4->5), (8->9)
+    assert rep["scored"]["p"]["h1"]["n"] == 4
+    assert rep["scored"]["p"]["h1"]["mae"] == pytest.approx((0.5 + 0.3 + 0.7 + 0.4) / 4)

@@ -84,6 +84,13 @@ def test_track_status_stays_a_string():
     assert list(df["TrackStatus"]) == ["24", "1", "4", "1"]
 
 
+def test_pandas_index_column_is_dropped(tmp_path):
+    p = tmp_path / "r.csv"
+    minimal().to_csv(p)  # index=True: an 'Unnamed: 0' column comes back
+    df = read_laps(p)
+    assert "Unnamed: 0" not in df.columns and len(df) == 4
+
+
 def test_csv_track_status_not_numeric(tmp_path):
     p = tmp_path / "r.csv"
     minimal(TrackStatus=["24", "1", "45", "1"]).to_csv(p, index=False)

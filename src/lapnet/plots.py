@@ -191,8 +191,11 @@ def bars_per_char(values: np.ndarray, chars: Sequence[str], *, ax=None, title: s
 
 
 def temperature_bars(probs: Mapping[float, np.ndarray], labels: Sequence[str], *, axes=None,
-                     title: str = "How temperature reshapes the next-character distribution"):
-    """The notebook's figure: one bar chart of softmax(z / T) per temperature T."""
+                     title: str = "How temperature reshapes the next-character distribution",
+                     entropies: Mapping[float, float] | None = None):
+    """The notebook's figure: one bar chart of softmax(z / T) per temperature T. The panel
+    titles give the entropy: of `probs` itself, or `entropies[T]` when only the top few
+    characters of a larger distribution are drawn."""
     n = len(probs)
     if axes is None:
         fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), layout="constrained", sharey=True)
@@ -205,7 +208,7 @@ def temperature_bars(probs: Mapping[float, np.ndarray], labels: Sequence[str], *
         ax.bar(range(len(p)), p, color=colors, edgecolor="black", alpha=0.85)
         ax.set_xticks(range(len(p)))
         ax.set_xticklabels([_visible(c) for c in labels], family="monospace")
-        ent = float(-(p[p > 0] * np.log2(p[p > 0])).sum())
+        ent = entropies[temp] if entropies else float(-(p[p > 0] * np.log2(p[p > 0])).sum())
         ax.set_title(f"T = {temp}  (entropy {ent:.2f} bits)")
         ax.set_xlabel("character")
         ax.set_ylim(0, 1.0)

@@ -73,10 +73,11 @@ def sine_cmd(
 ) -> None:
     """The notebook's sine forecaster: hidden sizes and RNN vs LSTM vs GRU.
 
-    sin(t) on 200 points over [0, 8*pi], windows of 20 -> next value, Adam, full batch.
-    Writes loss_curves.png (two panels, log scale), forecast.png (multi-step, fed back)
-    and metrics.json: {"hidden_size": {H: {final_mse, min_mse, forecast_mse, loss_curve,
-    forecast}}, "architecture": {arch: {...}}, "table": [{model, final_mse, forecast_mse}]}.
+    sin(t) on 200 points over [0, 8*pi], windows of 20 -> next value, Adam, full
+    batch. Writes loss_curves.png (two panels, log scale), forecast.png
+    (multi-step, fed back) and metrics.json: {"hidden_size": {H: {final_mse,
+    min_mse, forecast_mse, loss_curve, forecast}}, "architecture": {arch:
+    {...}}, "table": [{model, final_mse, forecast_mse}]}.
 
     Example: lapnet sine --hidden 8,32 --archs rnn,lstm --epochs 100
     """
@@ -112,9 +113,10 @@ def trend_cmd(
 ) -> None:
     """Exercise 2 solved: classify sequences as trending up or down.
 
-    Writes trend_training.png (accuracy per epoch), trend_examples.png and metrics.json:
-    {"test_accuracy", "train_accuracy", "test_loss", "target", "reached_target",
-    "epochs_to_target", "curves": {train_loss, test_loss, test_accuracy, train_accuracy}}.
+    Writes trend_training.png (accuracy per epoch), trend_examples.png and
+    metrics.json: {"test_accuracy", "train_accuracy", "test_loss", "target",
+    "reached_target", "epochs_to_target", "curves": {train_loss, test_loss,
+    test_accuracy, train_accuracy}}.
 
     Example: lapnet trend --bidirectional --variable-length
     """
@@ -149,13 +151,15 @@ def adding_cmd(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
-    """The adding problem: steps to reach test MSE < 0.01 (baseline 0.167) per architecture and T.
+    """The adding problem: steps to reach test MSE < 0.01 (baseline 0.167) per
+    architecture and T.
 
-    Writes adding_mse.png (test MSE against steps, one panel per T), adding_steps.png
-    (steps to solve against T) and metrics.json: {"baseline_mse", "solved_mse",
-    "runs": {arch: {T: {steps_to_solve (null: not within --max-steps), final_test_mse,
-    steps, test_mse, seconds}}}, "table": [{arch, T, steps_to_solve, final_test_mse, seconds}]}.
-    Long runs: python benchmarks/adding.py.
+    Writes adding_mse.png (test MSE against steps, one panel per T),
+    adding_steps.png (steps to solve against T) and metrics.json:
+    {"baseline_mse", "solved_mse", "runs": {arch: {T: {steps_to_solve (null:
+    not within --max-steps), final_test_mse, steps, test_mse, seconds}}},
+    "table": [{arch, T, steps_to_solve, final_test_mse, seconds}]}. Long
+    runs: python benchmarks/adding.py.
 
     Example: lapnet adding --lengths 50,100 --max-steps 2000
     """
@@ -190,13 +194,15 @@ def gradflow_cmd(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
-    """Measured ||dL_T/dh_t|| against distance T - t, W_hh spectra, and gradient clipping.
+    """Measured ||dL_T/dh_t|| against distance T - t, W_hh spectra, and gradient
+    clipping.
 
-    Writes gradflow.png (init and trained, beside the notebook's 0.95^k, 0.9^k, 0.7^k),
-    spectrum.png, clipping.png and metrics.json: {"archs": {arch: {"init"|"trained":
-    {norms, norms_numpy, max_abs_diff, max_rel_diff, decay_per_step, ratio_first_to_last,
-    spectrum}, train_test_mse}}, "engines_max_rel_diff", "clipping": {runs: {none |
-    global norm | element-wise: {raw_grad_norm, test_mse, mean_cosine_value_clip, ...}}}}.
+    Writes gradflow.png (init and trained, beside the notebook's 0.95^k, 0.9^k,
+    0.7^k), spectrum.png, clipping.png and metrics.json: {"archs": {arch:
+    {"init"|"trained": {norms, norms_numpy, max_abs_diff, max_rel_diff,
+    decay_per_step, ratio_first_to_last, spectrum}, train_test_mse}},
+    "engines_max_rel_diff", "clipping": {runs: {none | global norm |
+    element-wise: {raw_grad_norm, test_mse, mean_cosine_value_clip, ...}}}}.
 
     Example: lapnet gradflow --archs rnn,lstm --length 100 --steps 0
     """
@@ -234,15 +240,17 @@ def gates_cmd(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
-    """Exercise 3: the true LSTM/GRU gates per character, recomputed from the weights and
-    checked against the model's own hidden states.
+    """Exercise 3: the true LSTM/GRU gates per character, recomputed from the
+    weights and checked against the model's own hidden states.
 
-    Writes gates.png (LSTM: i, f, g, o and the cell c; GRU: r, z, n), hidden.png (h heatmap
-    and mean |h| per character) and metrics.json: {"text", "arch", "layer", "max_abs_diff",
-    "reproduces_model", "gates": {name: {mean, share_below_0.1, share_above_0.9, ...}},
-    "mean_abs_h_per_char"}. --export states.npz: layer<k>_<gate|h|c> arrays (T, H), ids, chars.
+    Writes gates.png (LSTM: i, f, g, o and the cell c; GRU: r, z, n), hidden.png
+    (h heatmap and mean |h| per character) and metrics.json: {"text",
+    "arch", "layer", "max_abs_diff", "reproduces_model", "gates": {name:
+    {mean, share_below_0.1, share_above_0.9, ...}}, "mean_abs_h_per_char"}.
+    --export states.npz: layer<k>_<gate|h|c> arrays (T, H), ids, chars.
 
-    Example: lapnet gates runs/text --text "To be or not to be" --export states.npz
+    Example: lapnet gates runs/text --text "To be or not to be" --export
+    states.npz
     """
     from lapnet.cli.common import check_out_dir
     from lapnet.experiments.gates import GatesConfig, export_states, run_gates
@@ -273,12 +281,13 @@ def temperature_cmd(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
-    """Softmax at temperatures 0.2, 1.0, 2.0 (the notebook's figure) and, given RUN, the
-    model's real next-character distribution and samples at several temperatures.
+    """Softmax at temperatures 0.2, 1.0, 2.0 (the notebook's figure) and, given
+    RUN, the model's real next-character distribution and samples at several
+    temperatures.
 
-    Writes temperature.png, with RUN also temperature_model.png, and metrics.json:
-    {"notebook": {T: {probs, entropy_bits, top_prob}}, with RUN also "model": {T:
-    {entropy_bits, top}}, "samples": {T: text}}.
+    Writes temperature.png, with RUN also temperature_model.png, and
+    metrics.json: {"notebook": {T: {probs, entropy_bits, top_prob}}, with
+    RUN also "model": {T: {entropy_bits, top}}, "samples": {T: text}}.
 
     Example: lapnet temperature runs/text --temperatures 0.2,1.0,1.5
     """

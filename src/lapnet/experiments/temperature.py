@@ -100,7 +100,9 @@ def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None
         model_probs[t] = p[order]
         model_metrics[str(t)] = {"entropy_bits": entropy_bits(p), "top": [[c, float(q)] for c, q in zip(labels, p[order])]}
     figures["temperature_model"] = plots.temperature_bars(
-        model_probs, labels, title=f"The model's next character after {cfg.prime!r} (top {len(labels)} shown)")
+        model_probs, labels, entropies={t: model_metrics[str(t)]["entropy_bits"] for t in cfg.figure_temperatures},
+        title=f"The model's next character after {cfg.prime!r} (top {len(labels)} of {len(vocab)} shown; "
+              f"entropy of the full distribution)")
     samples = {}
     for t in cfg.sample_temperatures:
         text = generate(loaded.stepper(), vocab, prime=cfg.prime, length=cfg.length,

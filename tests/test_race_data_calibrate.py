@@ -130,7 +130,7 @@ def test_real_races_and_figure(f1_data):
     for race, g in sim.groupby("Race"):
         c = next(c for c in cal.circuits if c.name == g["Circuit"].iloc[0])
         assert g["LapNumber"].max() == c.laps
-        assert g.loc[g.Scored, "LapTime"].median() == pytest.approx(c.base_lap_s, rel=0.03)
+        assert g.loc[g.Scored, "LapTime"].median() == pytest.approx(c.base_lap_s, rel=0.015)
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3)

@@ -9,14 +9,20 @@ What is fitted, and from which laps (all durations in seconds):
     base pace per circuit  the race's median Scored lap (green, accurate, not in/out-laps).
     fuel effect            the lap-number slope of a least-squares fit on Scored dry laps,
                            y = LapTime - race median, with one offset per (race, driver),
-                           compound offsets and per-compound quadratic wear in TyreLife:
-                           pit stops reset TyreLife but not LapNumber, which separates the
-                           fuel burn (and track evolution) from tyre wear. In s/kg through
-                           the simulator's 1.7 kg/lap.
+                           one lap slope per race, compound offsets and per-compound
+                           quadratic wear in TyreLife: pit stops reset TyreLife but not
+                           LapNumber, which separates the fuel burn (and track evolution)
+                           from tyre wear. The race slopes are kept per circuit
+                           (lap_trend_s); their lap-weighted mean is the fuel effect, in
+                           s/kg through the simulator's 1.7 kg/lap.
     compound offsets       the same fit (fresh-tyre pace against MEDIUM).
-    degradation            per compound, y minus the fuel effect, with one offset per
-                           (race, driver, stint): deg(t) = linear * t + quad * t**2 in TyreLife.
-    lap-time noise         robust spread (1.4826 * MAD) of that fit's residuals.
+    degradation            per compound, y minus the race's lap trend, with one offset per
+                           (race, driver, stint): deg(t) = linear * t + quad * t**2 in TyreLife;
+                           then one scale per circuit on those curves (deg_scale: abrasive
+                           tracks wear tyres faster).
+    lap-time noise         that fit's residuals split by their variogram into white noise
+                           (lap_noise_s) and a slowly drifting pace (pace_drift_s, an AR(1)
+                           with pace_drift_rho per lap: battles, traffic, management).
     pit loss               median in-lap excess + median out-lap excess over the race's median
                            green lap (green laps only, lap 1 excluded), per circuit and overall.
     stint lengths          median (and 95th percentile) laps of the stints of 4+ laps that
@@ -56,6 +62,7 @@ __all__ = [
 CALIBRATION_VERSION = 1
 FUEL_BURN_KG_PER_LAP = 1.7  # the simulator's burn rate: turns the fitted s/lap into s/kg
 MIN_SCORED_LAPS = 30  # a race with fewer usable green laps says nothing about its pace
+MIN_LAPS_OWN_TREND = 200  # dry scored laps a race needs for its own lap-number slope
 
 
 @dataclass
@@ -66,6 +73,8 @@ class CircuitCalibration:
     laps: int
     base_lap_s: float
     pit_loss_s: float
+    lap_trend_s: float  # s per lap over the race at equal tyre age: fuel burn + track evolution
+    deg_scale: float  # this track's tyre wear against the compounds' average curves
     scored_laps: int
 
 
@@ -91,6 +100,8 @@ class Calibration:
     fuel_s_per_lap: float
     fuel_s_per_kg: float
     lap_noise_s: float
+    pace_drift_s: float
+    pace_drift_rho: float
     pit_in_s: float
     pit_out_s: float
     pit_loss_s: float
@@ -137,8 +148,8 @@ def load_calibration(path: str | Path) -> Calibration:
 
 # --- schema validation -------------------------------------------------------------------
 
-_FLOAT_FIELDS = ("fuel_s_per_lap", "fuel_s_per_kg", "lap_noise_s", "pit_in_s", "pit_out_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share")
-_NONNEG = {"fuel_s_per_kg", "lap_noise_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share"}
+_FLOAT_FIELDS = ("fuel_s_per_lap", "fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "pit_in_s", "pit_out_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share")
+_NONNEG = {"fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share"}
 
 
 def _num(v: Any, where: str, *, integer: bool = False, positive: bool = False, nonneg: bool = False) -> float:
@@ -186,6 +197,8 @@ def _from_dict(d: Any, where: str) -> Calibration:
                 laps=_num(c["laps"], f"{w}.laps", integer=True, positive=True),
                 base_lap_s=_num(c["base_lap_s"], f"{w}.base_lap_s", positive=True),
                 pit_loss_s=_num(c["pit_loss_s"], f"{w}.pit_loss_s", nonneg=True),
+                lap_trend_s=_num(c["lap_trend_s"], f"{w}.lap_trend_s"),
+                deg_scale=_num(c["deg_scale"], f"{w}.deg_scale", nonneg=True),
                 scored_laps=_num(c["scored_laps"], f"{w}.scored_laps", integer=True, nonneg=True),
             )
         )
@@ -210,6 +223,8 @@ def _from_dict(d: Any, where: str) -> Calibration:
             stints=_num(c["stints"], f"{w}.stints", integer=True, nonneg=True),
         )
     scalars = {k: _num(d[k], f"{where}: {k}", nonneg=k in _NONNEG) for k in _FLOAT_FIELDS}
+    if scalars["pace_drift_rho"] >= 1:
+        raise LapnetError(f"{where}: pace_drift_rho must be in [0, 1), got {scalars['pace_drift_rho']}")
     if scalars["one_stop_share"] > 1:
         raise LapnetError(f"{where}: one_stop_share must be in [0, 1], got {scalars['one_stop_share']}")
     races = d["races"]
@@ -273,20 +288,6 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     pit_in = float(in_ex.median()) if len(in_ex) else 3.0
     pit_out = float(out_ex.median()) if len(out_ex) else 18.0
 
-    circuits = []
-    last_lap = df[df["HasTime"]].groupby("Race")["LapNumber"].max()
-    for race in usable:
-        loss = in_ex.get(race, pit_in) + out_ex.get(race, pit_out)
-        circuits.append(
-            CircuitCalibration(
-                name=str(race),
-                laps=int(last_lap[race]),
-                base_lap_s=round(float(med.loc[race, "median"]), 4),
-                pit_loss_s=round(float(max(loss, 0.0)), 4),
-                scored_laps=int(med.loc[race, "size"]),
-            )
-        )
-
     # Fuel + compound offsets: one fit with (race, driver) offsets; pit stops separate lap from tyre age.
     dry = df[df["Scored"] & df["Compound"].isin(S.DRY_COMPOUNDS) & df["TyreLife"].notna()].copy()
     dev = dry["y"] - dry.groupby(["Race", "Driver"])["y"].transform("median")
@@ -294,7 +295,16 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     if len(dry) < MIN_SCORED_LAPS:
         raise LapnetError("calibrate: no usable green laps on dry compounds")
     comps = [c for c in S.DRY_COMPOUNDS if (dry["Compound"] == c).sum() >= 20]
-    X = pd.DataFrame({"lap": dry["LapNumber"]}, index=dry.index)
+    # One lap-number slope per race (fuel burn + that track's evolution); races with few dry
+    # laps share one pooled slope.
+    n_dry = dry["Race"].value_counts()
+    own = [r for r in usable if n_dry.get(r, 0) >= MIN_LAPS_OWN_TREND]
+    X = pd.DataFrame(index=dry.index)
+    for r in own:
+        X[f"lap_{r}"] = dry["LapNumber"] * (dry["Race"] == r)
+    pooled = ~dry["Race"].isin(own)
+    if pooled.any():
+        X["lap_pooled"] = dry["LapNumber"] * pooled
     for c in comps:
         is_c = (dry["Compound"] == c).astype(float)
         if c != "MEDIUM" and "MEDIUM" in comps:
@@ -304,10 +314,12 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     Xd = _demean(pd.concat([X, dry[["y", "Race", "Driver"]]], axis=1), list(X.columns) + ["y"], ["Race", "Driver"])
     beta, *_ = np.linalg.lstsq(Xd[list(X.columns)].to_numpy(), Xd["y"].to_numpy(), rcond=None)
     coef = dict(zip(X.columns, beta))
-    fuel_slope = float(coef["lap"])
+    trend = {r: float(coef.get(f"lap_{r}", coef.get("lap_pooled", 0.0))) for r in usable}
+    weights = np.array([n_dry.get(r, 0) for r in usable], dtype=float)
+    fuel_slope = float(np.average([trend[r] for r in usable], weights=weights))
 
-    # Degradation per compound with (race, driver, stint) offsets, after removing the fuel effect.
-    dry["r"] = dry["y"] - fuel_slope * dry["LapNumber"]
+    # Degradation per compound with (race, driver, stint) offsets, after removing each race's lap trend.
+    dry["r"] = dry["y"] - dry["Race"].map(trend) * dry["LapNumber"]
     dry["t"] = dry["TyreLife"]
     dry["t2"] = dry["TyreLife"] ** 2
     keys = ["Race", "Driver", "Stint"]
@@ -335,8 +347,35 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
             scored_laps=int(len(sub)),
             stints=int(len(st)),
         )
-    r = resid.dropna().to_numpy()
-    noise = float(1.4826 * np.median(np.abs(r - np.median(r))))
+    # Tracks differ in how hard they are on tyres: one scale per race on the compound curves.
+    zc = pd.Series(0.0, index=dry.index)
+    for c in comps:
+        m = dry["Compound"] == c
+        zc[m] = compounds[c].deg_linear_s * dry.loc[m, "t"] + compounds[c].deg_quad_s * dry.loc[m, "t2"]
+    dry["z"] = zc
+    d = _demean(dry[dry["Compound"].isin(comps)], ["r", "z"], keys)
+    num = (d["z"] * d["r"]).groupby(dry["Race"]).sum()
+    den = (d["z"] ** 2).groupby(dry["Race"]).sum()
+    scale = {r: float(np.clip(num.get(r, 0.0) / den[r], 0.0, 4.0)) if den.get(r, 0.0) > 0 and n_dry.get(r, 0) >= MIN_LAPS_OWN_TREND else 1.0 for r in usable}
+    resid = d["r"] - dry.loc[d.index, "Race"].map(scale) * d["z"]
+    noise, drift, rho = _split_noise(resid, dry.loc[d.index])
+
+    circuits = []
+    last_lap = df[df["HasTime"]].groupby("Race")["LapNumber"].max()
+    for race in usable:
+        loss = in_ex.get(race, pit_in) + out_ex.get(race, pit_out)
+        circuits.append(
+            CircuitCalibration(
+                name=str(race),
+                laps=int(last_lap[race]),
+                base_lap_s=round(float(med.loc[race, "median"]), 4),
+                pit_loss_s=round(float(max(loss, 0.0)), 4),
+                lap_trend_s=round(trend[race], 6),
+                deg_scale=round(scale[race], 4),
+                scored_laps=int(med.loc[race, "size"]),
+            )
+        )
+
 
     # A lap of the race is under SC (VSC) when any car's status holds a 4 (a 6).
     status = df["TrackStatus"].astype(str)
@@ -359,6 +398,8 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
         fuel_s_per_lap=round(fuel_slope, 6),
         fuel_s_per_kg=round(max(-fuel_slope / FUEL_BURN_KG_PER_LAP, 0.0), 6),
         lap_noise_s=round(noise, 5),
+        pace_drift_s=round(drift, 5),
+        pace_drift_rho=round(rho, 4),
         pit_in_s=round(pit_in, 4),
         pit_out_s=round(pit_out, 4),
         pit_loss_s=round(max(pit_in + pit_out, 0.0), 4),
@@ -368,6 +409,41 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
         one_stop_share=round(one_stop, 4),
         races=[str(r) for r in usable],
     )
+
+
+def _split_noise(resid: pd.Series, laps: pd.DataFrame) -> tuple[float, float, float]:
+    """Split residual spread into white noise and a slowly drifting pace (an AR(1) process).
+
+    Half the squared spread of residual differences k laps apart (robust: from the MAD) is
+    gamma(k) = noise**2 + drift**2 * (1 - rho**k) for an AR(1) drift; fitted on k = 1, 2, 5,
+    10 (same stint), by least squares over a grid of rho. Returns (noise, drift, rho) in s.
+    """
+    e = pd.Series(resid.to_numpy(), index=laps.index)
+    key = laps["Race"].astype(str) + "|" + laps["Driver"].astype(str) + "|" + laps["Stint"].astype(str)
+    frame = pd.DataFrame({"k": key, "lap": laps["LapNumber"], "e": e}).sort_values(["k", "lap"])
+    lags, gam = [1, 2, 5, 10], []
+    for k in lags:
+        prev_e = frame.groupby("k")["e"].shift(k)
+        prev_lap = frame.groupby("k")["lap"].shift(k)
+        diff = (frame["e"] - prev_e)[(frame["lap"] - prev_lap) == k].dropna().to_numpy()
+        if len(diff) < 30:
+            break
+        gam.append((1.4826 * np.median(np.abs(diff - np.median(diff)))) ** 2 / 2)
+    r = e.to_numpy()
+    total = float(1.4826 * np.median(np.abs(r - np.median(r))))
+    if len(gam) < 3:
+        return total, 0.0, 0.0
+    ks, g = np.array(lags[: len(gam)], float), np.array(gam)
+    best = (np.inf, total**2, 0.0, 0.0)
+    for rho in np.linspace(0.5, 0.98, 49):
+        A = np.stack([np.ones_like(ks), 1 - rho**ks], axis=1)
+        (n2, v), *_ = np.linalg.lstsq(A, g, rcond=None)
+        n2, v = max(n2, 0.0), max(v, 0.0)
+        err = float(np.sum((A @ np.array([n2, v]) - g) ** 2))
+        if err < best[0]:
+            best = (err, n2, v, rho)
+    _, n2, v, rho = best
+    return float(np.sqrt(n2)), float(np.sqrt(v)), float(rho) if v > 0 else 0.0
 
 
 def _stints(df: pd.DataFrame) -> pd.DataFrame:

@@ -89,6 +89,8 @@ class Circuit:
     laps: int
     base_lap_s: float
     pit_loss_s: float
+    lap_trend_s: float = 0.0  # s per lap beyond the fuel burn (a calibrated track's own evolution)
+    deg_scale: float = 1.0  # tyre wear on this track against the compound curves
 
 
 # Approximate 2023 figures: race laps (official), median green race lap (from the real files
@@ -154,6 +156,8 @@ class SimParams:
     evolution_tau: float = 15.0
     car_pace_sd: float = 0.35  # spread of the field's pace (s per lap)
     noise_std: float = 0.15  # lap-time noise: the oracle's MAE is noise_std * sqrt(2/pi)
+    drift_std: float = 0.0  # a car's slowly drifting pace (AR(1), part of the oracle); off by default
+    drift_rho: float = 0.0
     push_pace_s: float = -0.25
     conserve_pace_s: float = 0.25
     push_wear: float = 1.45
@@ -184,7 +188,22 @@ class SimParams:
     def from_calibration(cls, cal: "Calibration") -> "SimParams":
         """Circuits, compounds (quadratic degradation fits), fuel, noise, pit and SC rates from a Calibration."""
         base = cls()
-        circuits = tuple(Circuit(c.name, int(c.laps), float(c.base_lap_s), float(c.pit_loss_s)) for c in cal.circuits)
+        fuel_s_per_lap = -float(cal.fuel_s_per_kg) * base.fuel_burn_kg  # what the fuel term already gives
+        med = cal.compounds.get("MEDIUM") or next(iter(cal.compounds.values()))
+        circuits = []
+        for c in cal.circuits:
+            extra = float(c.lap_trend_s) - fuel_s_per_lap
+            # The real base pace is a median over the race: take out what the simulator adds on
+            # average (fuel half burnt, half the track trend, a mid-stint tyre).
+            mid = (c.laps - 1) / 2
+            age = med.stint_laps / 2
+            added = (
+                cal.fuel_s_per_kg * (base.fuel_start_kg - base.fuel_burn_kg * mid)
+                + extra * mid
+                + c.deg_scale * (med.deg_linear_s * age + med.deg_quad_s * age**2)
+            )
+            circuits.append(Circuit(c.name, int(c.laps), float(c.base_lap_s) - added, float(c.pit_loss_s), extra, float(c.deg_scale)))
+        circuits = tuple(circuits)
         compounds = dict(base.compounds)
         for name, cc in cal.compounds.items():
             old = compounds.get(name, DEFAULT_COMPOUNDS["MEDIUM"])
@@ -193,16 +212,20 @@ class SimParams:
                 stint_laps=float(cc.stint_laps),
                 cliff=1.25 * float(cc.stint_laps_p95),  # real stints show no cliff: put it past them
             )
-        # The modes and dirty air add their own spread; the rest of the real residual is noise.
+        # The push/conserve modes are a slow process of their own (stretches of ~7 laps): they
+        # take their share of the real residual's slow part, the AR(1) drift gets the rest.
         mode_var = ((base.conserve_pace_s - base.push_pace_s) / 2) ** 2
-        noise = float(np.sqrt(max(cal.lap_noise_s**2 - mode_var, (0.5 * cal.lap_noise_s) ** 2)))
+        drift = float(np.sqrt(max(cal.pace_drift_s**2 - mode_var, 0.0)))
+        noise = float(cal.lap_noise_s)
         return replace(
             base,
             circuits=circuits,
             compounds=compounds,
             fuel_s_per_kg=float(cal.fuel_s_per_kg),
-            evolution_s=0.0,  # the calibrated fuel slope already holds track evolution
+            evolution_s=0.0,  # each calibrated circuit's lap_trend_s holds its track evolution
             noise_std=noise,
+            drift_std=drift,
+            drift_rho=float(cal.pace_drift_rho),
             in_lap_share=float(np.clip(cal.pit_in_s / max(cal.pit_loss_s, 1e-6), 0.05, 0.6)),
             sc_per_race=float(cal.sc_per_race),
             vsc_per_race=float(cal.vsc_per_race),
@@ -251,6 +274,8 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
     n_laps = np.array([p.circuits[i].laps for i in circ])  # (R,)
     base = np.array([p.circuits[i].base_lap_s for i in circ])[:, None]  # (R, 1)
     pit_loss = np.array([p.circuits[i].pit_loss_s for i in circ])[:, None]  # (R, 1)
+    trend = np.array([p.circuits[i].lap_trend_s for i in circ])[:, None]  # (R, 1)
+    deg_scale = np.array([p.circuits[i].deg_scale for i in circ])[:, None]  # (R, 1)
     L = int(n_laps.max())
 
     car_pace = rng.normal(0.0, p.car_pace_sd, (R, C))  # (R, C)
@@ -324,6 +349,7 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
     temp = np.full((R, C), 85.0)
     push = rng.random((R, C)) < 0.5
     stint = np.zeros((R, C), dtype=int)
+    drift = rng.normal(0.0, p.drift_std, (R, C)) if p.drift_std > 0 else np.zeros((R, C))
     deg_models = [p.compounds[c] for c in comp_names]
     offsets = np.array([m.offset_s for m in deg_models])  # (3,)
 
@@ -353,6 +379,7 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
         deg = np.zeros((R, C))
         for i, m in enumerate(deg_models):
             deg = np.where(comp == i, degradation(m, wear), deg)
+        deg = deg * deg_scale
 
         target = np.where(neutral, 80.0, np.where(phase == 0, 105.0, np.where(phase == 1, 95.0, 100.0)))
         temp = np.where(out_lap, 70.0, temp + 0.6 * (target - temp))
@@ -367,9 +394,11 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
         np.put_along_axis(gap_ahead, order, gap_sorted, axis=1)
         dirty = p.dirty_air_s * np.clip(1.0 - gap_ahead / p.dirty_air_gap_s, 0.0, 1.0) * (lap > 1)
 
-        evo = -p.evolution_s * (1.0 - np.exp(-lap / p.evolution_tau))
+        evo = -p.evolution_s * (1.0 - np.exp(-lap / p.evolution_tau)) + trend * (lap - 1)
+        if p.drift_std > 0:  # AR(1) pace drift: stationary with variance drift_std**2
+            drift = p.drift_rho * drift + np.sqrt(1 - p.drift_rho**2) * p.drift_std * rng.normal(0.0, 1.0, (R, C))
         green = (
-            base + car_pace + offsets[comp] + deg + p.fuel_s_per_kg * fuel + evo + mode_pace + cold + dirty
+            base + car_pace + offsets[comp] + deg + p.fuel_s_per_kg * fuel + evo + mode_pace + cold + dirty + drift
         )  # (R, C)
         if lap == 1:
             green = green + p.lap1_loss_s + p.lap1_per_grid_s * grid

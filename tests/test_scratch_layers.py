@@ -220,3 +220,24 @@ def test_bad_constructor_arguments():
         scratch.GRU(3, 4, dtype="float16")
     with pytest.raises(LapnetError, match="dropout"):
         scratch.LSTM(3, 4, dropout=1.0)
+
+
+def test_engine_runs_blas_single_threaded_and_restores_the_setting(monkeypatch):
+    from lapnet.scratch import blas
+
+    before = blas.blas_threads()
+    seen = []
+    real = np.dot
+
+    def spy(*args):
+        seen.append(blas.blas_threads())
+        return real(*args)
+
+    monkeypatch.setattr(np, "dot", spy)
+    lstm = scratch.LSTM(2, 3)
+    out, _, cache = lstm.forward(np.ones((1, 4, 2)))
+    lstm.backward(out, None, cache)
+    assert seen and (before is None or set(seen) == {1})
+    assert blas.blas_threads() == before
+    with pytest.raises(ValueError):
+        scratch.set_engine_threads(0)

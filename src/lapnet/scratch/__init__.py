@@ -11,6 +11,7 @@ state h (L*dirs, B, H), or (h, c) for the LSTM.
 """
 
 from lapnet.scratch.activations import log_softmax, sigmoid, softmax
+from lapnet.scratch.blas import set_engine_threads
 from lapnet.scratch.gradcheck import GradcheckResult, gradcheck
 from lapnet.scratch.layers import Embedding, Linear
 from lapnet.scratch.losses import mse_loss, softmax_cross_entropy
@@ -25,4 +26,5 @@ __all__ = [
     "SGD", "Adagrad", "Adam", "clip_grad_norm", "clip_grad_value",
     "gradcheck", "GradcheckResult",
     "truncated_bptt", "chunks", "detach",
+    "set_engine_threads",
 ]

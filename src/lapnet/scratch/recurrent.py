@@ -20,6 +20,7 @@ import numpy as np
 
 from lapnet.errors import LapnetError
 from lapnet.scratch import gru as _gru
+from lapnet.scratch.blas import engine_threads
 from lapnet.scratch import lstm as _lstm
 from lapnet.scratch import rnn as _rnn
 
@@ -269,6 +270,12 @@ class Recurrent:
             state: final h (L*dirs, B, H), or (h, c), each sequence's own last step.
             cache: RecurrentCache for `backward` (and `cache.gates()` for diagnostics).
         """
+        with engine_threads():  # per-step products are too small to share across threads
+            return self._forward(x, state, lengths, train, rng)
+
+    __call__ = forward
+
+    def _forward(self, x, state, lengths, train, rng):
         x = self._check_x(x)
         B, T, _ = x.shape
         lengths, mask, partial = self._check_lengths(lengths, B, T)
@@ -312,8 +319,6 @@ class Recurrent:
         state_out = (h_n, c_n) if self.kind == "lstm" else h_n
         return out, state_out, RecurrentCache(kernels, B, T, mask, lengths, drop_masks)
 
-    __call__ = forward
-
     def backward(self, dout: Any, dstate: Any, cache: RecurrentCache):
         """Backpropagate through time, through every layer and direction.
 
@@ -328,6 +333,10 @@ class Recurrent:
             dstate0: gradient on the initial state, shaped like the state.
             grads: parameter name -> gradient, same names and shapes as state_dict().
         """
+        with engine_threads():
+            return self._backward(dout, dstate, cache)
+
+    def _backward(self, dout, dstate, cache):
         if not isinstance(cache, RecurrentCache):
             raise LapnetError("backward needs the cache returned by forward")
         B, T = cache.B, cache.T

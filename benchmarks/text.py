@@ -36,18 +36,37 @@ def _load() -> str:
         return "?"
 
 
-def quality(file: Path, minutes: float, engines: list[str]) -> list[dict]:
+def _steps_per_cpu_second(file: Path, engine: str, probe_steps: int = 6) -> float:
+    """Training steps per CPU-second of the default model (a short probe run)."""
+    from lapnet.text_runs import train_text, text_train_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        c0 = time.process_time()
+        train_text(file, Path(tmp) / "probe", train=text_train_config(max_steps=probe_steps, progress=False),
+                   engine=engine, samples=False)
+        return probe_steps / (time.process_time() - c0)
+
+
+def quality(file: Path, minutes: float, engines: list[str], cpu_budget: bool = False) -> list[dict]:
+    """Train with the defaults for `minutes` of wall clock; with `cpu_budget`, instead for as
+    many steps as `minutes` of CPU time buys (measured by a probe run): on a machine shared
+    with other jobs this estimates what a run gets on an idle core."""
     from lapnet.text_runs import train_text, text_train_config
 
     rows = []
     for engine in engines:
+        if cpu_budget:
+            steps = int(minutes * 60 * _steps_per_cpu_second(file, engine))
+            tcfg = text_train_config(max_steps=max(steps, 1), progress=False)
+        else:
+            tcfg = text_train_config(minutes=minutes, progress=False)
         with tempfile.TemporaryDirectory() as tmp:
             c0, w0 = time.process_time(), time.perf_counter()
-            m = train_text(file, Path(tmp) / "run", train=text_train_config(minutes=minutes, progress=False),
-                           engine=engine, samples=False)
+            m = train_text(file, Path(tmp) / "run", train=tcfg, engine=engine, samples=False)
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         target = 1.55 if engine == "torch" else 1.70
-        rows.append({"engine": engine, "val_loss": round(m["val_loss"], 4), "val_bpc": round(m["val_bpc"], 4),
+        rows.append({"engine": engine, "budget": f"{minutes} min of {'CPU time' if cpu_budget else 'wall clock'}",
+                     "val_loss": round(m["val_loss"], 4), "val_bpc": round(m["val_bpc"], 4),
                      "target": target, "ok": m["val_loss"] <= target, "steps": m["steps"],
                      "epochs": m["epochs"], "chars_per_sec": m["chars_per_sec"], "wall_s": round(wall, 1),
                      "cpu_s": round(cpu, 1), "load": _load()})
@@ -73,21 +92,23 @@ def speed(file: Path, steps: int, repeats: int) -> dict:
     chunks = list(batches.epoch(0))[:steps]
     cfg = CharLMConfig(len(vocab))  # the CLI's defaults (see CharLMConfig and cli/text.py)
 
-    def lapnet_run() -> float:
+    n_chars = steps * d.batch * d.seq_len
+
+    def lapnet_run() -> tuple[float, float]:
         torch.manual_seed(0)
         model = CharLM(cfg)
         tcfg = text_train_config(max_steps=steps, progress=False)
         learner = TorchLearner(model, tbptt_loss_fn("cpu"), lambda m: {"val_loss": 0.0}, tcfg)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fit(learner, batches, tcfg)
-        return steps * d.batch * d.seq_len / (time.perf_counter() - t)
+        return n_chars / (time.perf_counter() - t), n_chars / (time.process_time() - c)
 
-    def minimal_run() -> float:
+    def minimal_run() -> tuple[float, float]:
         torch.manual_seed(0)
         model = CharLM(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
         state = None
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for x, y in chunks:
             x, y = torch.from_numpy(x), torch.from_numpy(y)
             logits, state = model(x, state)
@@ -97,16 +118,19 @@ def speed(file: Path, steps: int, repeats: int) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             state = tuple(s.detach() for s in state)
-        return steps * d.batch * d.seq_len / (time.perf_counter() - t)
+        return n_chars / (time.perf_counter() - t), n_chars / (time.process_time() - c)
 
     lap, mini = [], []
     for _ in range(repeats):  # interleaved, so both see the same machine load
         mini.append(minimal_run())
         lap.append(lapnet_run())
-    out = {"lapnet_chars_per_sec": round(statistics.median(lap)), "minimal_chars_per_sec": round(statistics.median(mini)),
-           "ratio": round(statistics.median(lap) / statistics.median(mini), 3),
-           "pairwise_ratios": [round(a / b, 3) for a, b in zip(lap, mini)], "steps": steps, "repeats": repeats,
-           "target": 0.95, "load": _load()}
+    med = lambda runs, i: statistics.median(r[i] for r in runs)  # noqa: E731
+    out = {"wall": {"lapnet_chars_per_sec": round(med(lap, 0)), "minimal_chars_per_sec": round(med(mini, 0)),
+                    "ratio": round(med(lap, 0) / med(mini, 0), 3)},
+           "cpu_time": {"lapnet_chars_per_cpu_sec": round(med(lap, 1)), "minimal_chars_per_cpu_sec": round(med(mini, 1)),
+                        "ratio": round(med(lap, 1) / med(mini, 1), 3)},
+           "pairwise_wall_ratios": [round(a[0] / b[0], 3) for a, b in zip(lap, mini)], "steps": steps,
+           "repeats": repeats, "target": 0.95, "threads": torch.get_num_threads(), "load": _load()}
     print(json.dumps(out), flush=True)
     return out
 
@@ -125,28 +149,31 @@ def sampling(length: int, repeats: int, vocab_size: int = 75) -> dict:
     model = CharLM(CharLMConfig(vocab_size)).eval()
     npm = NumpyCharLM(model.cfg, {k: v.detach().numpy() for k, v in model.state_dict().items()})
 
-    def naive() -> float:
+    def naive() -> tuple[float, float]:
         x, hidden = torch.tensor([[1]]), None
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         with torch.no_grad():
             for _ in range(length):
                 logits, hidden = model(x, hidden)
                 x = torch.multinomial(torch.softmax(logits[0, -1] / 0.8, dim=0), 1)[None]
-        return length / (time.perf_counter() - t)
+        return length / (time.perf_counter() - t), length / (time.process_time() - c)
 
-    def ours(stepper) -> float:
-        t = time.perf_counter()
+    def ours(stepper) -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
         generate(stepper, vocab, prime="a", length=length, cfg=SampleConfig(0.8), seed=0)
-        return length / (time.perf_counter() - t)
+        return length / (time.perf_counter() - t), length / (time.process_time() - c)
 
-    res: dict[str, list[float]] = {"naive_torch_loop": [], "lapnet_torch": [], "lapnet_torch_cells": [], "lapnet_numpy": []}
-    for _ in range(repeats):
+    res: dict[str, list] = {"naive_torch_loop": [], "lapnet_torch": [], "lapnet_torch_cells": [], "lapnet_numpy": []}
+    for _ in range(repeats):  # interleaved, so all see the same machine load
         res["naive_torch_loop"].append(naive())
         res["lapnet_torch"].append(ours(TorchStepper(model)))
         res["lapnet_torch_cells"].append(ours(TorchStepper(model, numpy_steps=False)))
         res["lapnet_numpy"].append(ours(NumpyStepper(npm)))
-    med = {k: round(statistics.median(v)) for k, v in res.items()}
-    out = {"chars_per_sec": med, "vs_naive": {k: round(v / med["naive_torch_loop"], 2) for k, v in med.items()},
+    wall = {k: round(statistics.median(r[0] for r in v)) for k, v in res.items()}
+    cpu = {k: round(statistics.median(r[1] for r in v)) for k, v in res.items()}
+    out = {"chars_per_sec": wall, "chars_per_cpu_sec": cpu,
+           "vs_naive_wall": {k: round(v / wall["naive_torch_loop"], 2) for k, v in wall.items()},
+           "vs_naive_cpu": {k: round(v / cpu["naive_torch_loop"], 2) for k, v in cpu.items()},
            "target": 20000, "length": length, "repeats": repeats, "threads": torch.get_num_threads(), "load": _load()}
     print(json.dumps(out), flush=True)
     return out
@@ -160,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="+", default=["quality", "speed", "sampling"],
                     choices=["quality", "speed", "sampling"])
     ap.add_argument("--engines", nargs="+", default=["torch", "numpy"])
+    ap.add_argument("--cpu-budget", action="store_true",
+                    help="quality: --minutes of CPU time (steps from a probe) instead of wall clock")
     ap.add_argument("--speed-steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -172,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
           file=sys.stderr)
     results: dict = {"file": str(args.file), "bytes": args.file.stat().st_size}
     if "quality" in args.only:
-        results["quality"] = quality(args.file, args.minutes, args.engines)
+        results["quality"] = quality(args.file, args.minutes, args.engines, args.cpu_budget)
     if "speed" in args.only:
         results["speed"] = speed(args.file, args.speed_steps, args.repeats)
     if "sampling" in args.only:

@@ -127,15 +127,17 @@ class NumpyLearner:
         x, y = (np.asarray(b) for b in batch)  # (B, T) each
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported by fit, once
             logits, state, cache = self.model.forward(x, carry, train=True, rng=self.rng)  # (B, T, V)
-        if not np.isfinite(logits).all():
-            return float("nan"), carry, y.size  # fit() stops before any update
-        loss, dlogits = scratch.softmax_cross_entropy(logits, y)
-        grads = self.model.backward(dlogits, cache)
-        if self.cfg.clip_value is not None:
-            scratch.clip_grad_value(grads, self.cfg.clip_value)
-        if self.cfg.clip is not None:
-            scratch.clip_grad_norm(grads, self.cfg.clip)
-        self.opt.step(grads, lr)
+            if not np.isfinite(logits).all():
+                return float("nan"), carry, y.size  # fit() stops before any update
+            loss, dlogits = scratch.softmax_cross_entropy(logits, y)
+            if not np.isfinite(loss):
+                return loss, carry, y.size
+            grads = self.model.backward(dlogits, cache)
+            if self.cfg.clip_value is not None:
+                scratch.clip_grad_value(grads, self.cfg.clip_value)
+            if self.cfg.clip is not None:
+                scratch.clip_grad_norm(grads, self.cfg.clip)
+            self.opt.step(grads, lr)
         # Truncated BPTT: the next chunk continues these rows from this state; NumPy keeps no
         # graph, so "detaching" is simply not sending a gradient back across the boundary.
         return loss, scratch.detach(state), y.size

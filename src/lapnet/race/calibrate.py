@@ -28,6 +28,7 @@ What is fitted, and from which laps (all durations in seconds):
     stint lengths          median (and 95th percentile) laps of the stints of 4+ laps that
                            end in a pit stop, per compound; the simulator puts the tyre
                            cliff 25 % beyond the 95th percentile, where real data has none.
+    field spread           robust spread of the (race, driver) offsets of the fuel fit.
     safety cars            runs of laps with code 4 (SC) and 6 (VSC, not SC) per race, and
                            the mean SC length; one-stop share among drivers who stopped.
 """
@@ -102,6 +103,7 @@ class Calibration:
     lap_noise_s: float
     pace_drift_s: float
     pace_drift_rho: float
+    car_pace_sd_s: float
     pit_in_s: float
     pit_out_s: float
     pit_loss_s: float
@@ -148,8 +150,8 @@ def load_calibration(path: str | Path) -> Calibration:
 
 # --- schema validation -------------------------------------------------------------------
 
-_FLOAT_FIELDS = ("fuel_s_per_lap", "fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "pit_in_s", "pit_out_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share")
-_NONNEG = {"fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share"}
+_FLOAT_FIELDS = ("fuel_s_per_lap", "fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "car_pace_sd_s", "pit_in_s", "pit_out_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share")
+_NONNEG = {"fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "car_pace_sd_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share"}
 
 
 def _num(v: Any, where: str, *, integer: bool = False, positive: bool = False, nonneg: bool = False) -> float:
@@ -314,6 +316,12 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     Xd = _demean(pd.concat([X, dry[["y", "Race", "Driver"]]], axis=1), list(X.columns) + ["y"], ["Race", "Driver"])
     beta, *_ = np.linalg.lstsq(Xd[list(X.columns)].to_numpy(), Xd["y"].to_numpy(), rcond=None)
     coef = dict(zip(X.columns, beta))
+    # The field's spread: each (race, driver)'s mean pace once fuel, tyres and compounds are out.
+    fitted = X.to_numpy() @ beta
+    offsets = (dry["y"] - fitted).groupby([dry["Race"], dry["Driver"]]).agg(["mean", "size"])
+    offsets = offsets[offsets["size"] >= 10]["mean"]
+    centred = (offsets - offsets.groupby(level=0).transform("median")).to_numpy()
+    car_sd = float(1.4826 * np.median(np.abs(centred))) if len(centred) >= 5 else 0.35
     trend = {r: float(coef.get(f"lap_{r}", coef.get("lap_pooled", 0.0))) for r in usable}
     weights = np.array([n_dry.get(r, 0) for r in usable], dtype=float)
     fuel_slope = float(np.average([trend[r] for r in usable], weights=weights))
@@ -400,6 +408,7 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
         lap_noise_s=round(noise, 5),
         pace_drift_s=round(drift, 5),
         pace_drift_rho=round(rho, 4),
+        car_pace_sd_s=round(car_sd, 4),
         pit_in_s=round(pit_in, 4),
         pit_out_s=round(pit_out, 4),
         pit_loss_s=round(max(pit_in + pit_out, 0.0), 4),

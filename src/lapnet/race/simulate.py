@@ -225,6 +225,7 @@ class SimParams:
             evolution_s=0.0,  # each calibrated circuit's lap_trend_s holds its track evolution
             noise_std=noise,
             drift_std=drift,
+            car_pace_sd=float(cal.car_pace_sd_s),
             drift_rho=float(cal.pace_drift_rho),
             in_lap_share=float(np.clip(cal.pit_in_s / max(cal.pit_loss_s, 1e-6), 0.05, 0.6)),
             sc_per_race=float(cal.sc_per_race),
@@ -234,11 +235,21 @@ class SimParams:
         )
 
 
-def degradation(model: CompoundModel, wear: np.ndarray) -> np.ndarray:
-    """Seconds lost to tyre wear. Args: wear (any shape, laps). Returns: same shape."""
+def degradation(model: CompoundModel, wear: np.ndarray, scale: float | np.ndarray = 1.0) -> np.ndarray:
+    """Seconds lost to tyre wear.
+
+    Args:
+        model: the compound's curve.
+        wear: laps of wear (any shape).
+        scale: the track's wear factor on the smooth part (broadcast with `wear`); the cliff
+            stays where the compound's life ends.
+
+    Returns:
+        Seconds, the shape of `wear` broadcast with `scale`.
+    """
     w = np.maximum(wear, 0.0)
     over = np.maximum(w - model.cliff, 0.0)
-    return model.linear * w + model.quad * w**2 + model.log * np.log1p(w) + model.cliff_rate * over**2
+    return scale * (model.linear * w + model.quad * w**2 + model.log * np.log1p(w)) + model.cliff_rate * over**2
 
 
 def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = None, *, params: SimParams | None = None) -> pd.DataFrame:
@@ -270,19 +281,21 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
     race_idx = np.arange(R)
 
     # --- race set-up: circuits, cars, strategies, safety cars -------------------------------
-    circ = rng.integers(len(p.circuits), size=R)  # (R,)
+    circ = np.resize(rng.permutation(len(p.circuits)), R)  # (R,) every circuit once before any repeats
     n_laps = np.array([p.circuits[i].laps for i in circ])  # (R,)
     base = np.array([p.circuits[i].base_lap_s for i in circ])[:, None]  # (R, 1)
     pit_loss = np.array([p.circuits[i].pit_loss_s for i in circ])[:, None]  # (R, 1)
     trend = np.array([p.circuits[i].lap_trend_s for i in circ])[:, None]  # (R, 1)
-    deg_scale = np.array([p.circuits[i].deg_scale for i in circ])[:, None]  # (R, 1)
     L = int(n_laps.max())
 
     car_pace = rng.normal(0.0, p.car_pace_sd, (R, C))  # (R, C)
     grid = np.argsort(np.argsort(car_pace + rng.normal(0.0, 0.15, (R, C)), axis=1), axis=1)  # (R, C) 0 = pole
 
     comp_names = ["SOFT", "MEDIUM", "HARD"]
-    two = rng.random((R, C)) > p.one_stop_share  # (R, C) two-stoppers
+    deg_scale = np.array([p.circuits[i].deg_scale for i in circ])[:, None]  # (R, 1)
+    # Abrasive tracks (deg_scale > 1) see more two-stoppers.
+    p_two = np.clip((1.0 - p.one_stop_share) * deg_scale, 0.05, 0.95)  # (R, 1)
+    two = rng.random((R, C)) < p_two  # (R, C) two-stoppers
     s1 = rng.integers(len(ONE_STOP), size=(R, C))
     s2 = rng.integers(len(TWO_STOP), size=(R, C))
     strat = np.full((R, C, 3), -1)  # (R, C, 3) compound index per stint, -1 = no such stint
@@ -333,6 +346,7 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
         under[..., k] = np.select([st == 1, st == 2], [p.sc_stop_discount, p.vsc_stop_discount], 1.0)
 
     retire = np.where(rng.random((R, C)) < p.dnf_prob, rng.integers(2, L + 1, (R, C)), L + 1)  # (R, C) last lap run
+    stops = np.where(stops > retire[..., None], NEVER, stops)  # a car that retires makes no later stops
     start_age = np.where(rng.random((R, C)) < 0.5, 1.0, rng.integers(2, 5, (R, C)).astype(float))  # used sets from quali
 
     # --- lap loop ----------------------------------------------------------------------------
@@ -344,6 +358,8 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
 
     t_prev = 3600.0 + 0.25 * grid  # (R, C) session time at the start line
     fuel = np.full((R, C), p.fuel_start_kg)
+    # Teams fill up for the distance: long races (70 laps) burn less per lap to make 110 kg last.
+    burn = np.minimum(p.fuel_burn_kg, p.fuel_start_kg / (n_laps + 1.0))[:, None]  # (R, 1)
     wear = start_age - 1.0
     age = start_age.copy()
     temp = np.full((R, C), 85.0)
@@ -378,8 +394,7 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
         wear = wear + np.where(neutral, p.sc_wear, wear_mult)
         deg = np.zeros((R, C))
         for i, m in enumerate(deg_models):
-            deg = np.where(comp == i, degradation(m, wear), deg)
-        deg = deg * deg_scale
+            deg = np.where(comp == i, degradation(m, wear, deg_scale), deg)
 
         target = np.where(neutral, 80.0, np.where(phase == 0, 105.0, np.where(phase == 1, 95.0, 100.0)))
         temp = np.where(out_lap, 70.0, temp + 0.6 * (target - temp))
@@ -443,7 +458,7 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
         flags["Deleted"][..., i] = (rng.random((R, C)) < p.deleted_prob) & ~neutral & (lap > 1)
         flags["Accurate"][..., i] = ~(in_lap | out_lap | neutral | (lap == 1)) & (rng.random((R, C)) >= p.inaccurate_prob)
 
-        fuel = np.maximum(fuel - p.fuel_burn_kg * np.where(neutral, 0.6, 1.0), 0.0)
+        fuel = np.maximum(fuel - burn * np.where(neutral, 0.6, 1.0), 0.0)
         t_prev = np.where(active, t_new, t_prev)
 
     return _to_frame(out, comp_out, phase_out, flags, status, circ, p, seed_races=R)

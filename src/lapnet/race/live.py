@@ -221,10 +221,11 @@ class LiveRace:
         with torch.no_grad():
             out, st.state = self.model(torch.from_numpy(f.x)[None, None, :], state=st.state)  # (1, 1, ...)
         st.last_lap = n
-        base = f.base if math.isfinite(f.base) else f.ref
         mean = out["mean"][0, 0].numpy().astype(float)  # (K,)
         sigma = np.exp(out["log_sigma"][0, 0].numpy().astype(float))
-        sec = base + f.ref * mean / 100.0
+        start = np.full(len(mean), f.base3 if math.isfinite(f.base3) else f.ref)  # as `to_seconds` does
+        start[0] = f.base if math.isfinite(f.base) else f.ref
+        sec = start + f.ref * mean / 100.0
         sig = f.ref * sigma / 100.0
         phase = PHASES[int(out["phase"][0, 0].argmax())] if self.phase_trained else None
         lt = lap.get("LapTime")

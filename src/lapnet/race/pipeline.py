@@ -25,7 +25,7 @@ from lapnet.checkpoint import load_tensors, read_json, write_json
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.race.baselines import BASELINES, baseline_forecasts
 from lapnet.race.features import (
-    BASE_LAPS,
+    LEVEL_LAPS,
     COMPOUNDS,
     FEATURES,
     HORIZONS,
@@ -187,7 +187,7 @@ def _concat(a: Sequences, b: Sequences) -> Sequences:
         w[1] = (0, T - v.shape[1])
         return np.pad(v, w, constant_values=fill)
 
-    fills = {"base": np.nan, "lap_time": np.nan, "lap_number": np.nan, "future": np.nan, "row": -1, "stint_id": -1, "ref": 1.0}
+    fills = {"base": np.nan, "base3": np.nan, "lap_time": np.nan, "lap_number": np.nan, "future": np.nan, "row": -1, "stint_id": -1, "ref": 1.0}
     kw = {}
     for name in Sequences.__dataclass_fields__:
         if name == "keys":
@@ -234,7 +234,8 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         "normalisation": {
             "unit": "percent of the race's reference lap",
             "reference_lap": f"median of the race's first {REF_LAPS} Scored laps (running median before)",
-            "target": f"lap t+k minus the mean of the last {BASE_LAPS} Scored laps of the stint at t (the race reference when none)",
+            "target": f"lap t+1 minus the stint's last Scored lap; lap t+k (k >= 2) minus the mean of its last {LEVEL_LAPS} "
+            "Scored laps (the race reference when the stint has none)",
             "horizons": HORIZONS,
             "pit_ahead": PIT_AHEAD,
         },
@@ -270,7 +271,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         config["tagger"] = tcfg.to_dict()
     write_json(out / "config.json", config)
 
-    val_seq = _subset(seq, val_idx)
+    val_seq = subset_sequences(seq, val_idx)
     metrics = {
         "masks": config["masks"],
         "train": {"seconds": round(time.perf_counter() - t0, 2), "steps": result.steps, "epochs": result.epochs,
@@ -285,7 +286,8 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     return metrics
 
 
-def _subset(seq: Sequences, idx: np.ndarray) -> Sequences:
+def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
+    """The sequences `idx` of `seq`."""
     kw = {name: (getattr(seq, name)[idx] if name != "keys" else [seq.keys[i] for i in idx]) for name in Sequences.__dataclass_fields__}
     return Sequences(**kw)
 
@@ -365,15 +367,28 @@ def run_net(model: RaceNet, seq: Sequences, batch: int = 64) -> dict[str, np.nda
 
 def to_seconds(seq: Sequences, mean: np.ndarray, sigma: np.ndarray | None = None):
     """Turn % residuals into lap times in seconds: base + ref * pct / 100 (and sigma in s)."""
-    base = np.where(np.isfinite(seq.base), seq.base, seq.ref)[:, :, None]  # (N, T, 1)
+    K = mean.shape[-1]
+    base = np.where(np.isfinite(seq.base), seq.base, seq.ref)  # (N, T)
+    base3 = np.where(np.isfinite(seq.base3), seq.base3, seq.ref)
+    start = np.repeat(base3[:, :, None], K, axis=2)  # (N, T, K): horizons 2..K start from the 3-lap mean
+    start[:, :, 0] = base  # horizon 1 from the last lap
     ref = seq.ref[:, :, None]
-    sec = base + ref * mean / 100.0  # (N, T, K)
+    sec = start + ref * mean / 100.0  # (N, T, K)
     return (sec, ref * sigma / 100.0) if sigma is not None else sec
 
 
 def evaluate_sequences(model: RaceNet, seq: Sequences, *, tagger: RaceNet | None = None) -> dict:
     """Every metric of `race eval` on featurised sequences."""
-    o = run_net(model, seq)
+    return score_predictions(seq, run_net(model, seq), run_net(tagger, seq) if tagger is not None else None)
+
+
+def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str, np.ndarray] | None = None) -> dict:
+    """Metrics of model outputs `o` (from `run_net`) on `seq`, beside the baselines on the same laps.
+
+    Args:
+        seq: the sequences with their targets and masks.
+        o: the forecaster's outputs; `tagged`: the bidirectional tagger's (or None).
+    """
     sec, sig = to_seconds(seq, o["mean"], o["sigma"])
     forecasts = {"forecaster": sec, **baseline_forecasts(seq)}
     report = forecast_report(forecasts, seq)
@@ -391,8 +406,8 @@ def evaluate_sequences(model: RaceNet, seq: Sequences, *, tagger: RaceNet | None
     if seq.phase_mask.any():
         qm = seq.phase_mask
         out["phase_macro_f1"] = {"live": macro_f1(seq.phase[qm], o["phase"].argmax(-1)[qm], len(PHASES))}
-        if tagger is not None:
-            ob = run_net(tagger, seq)
+        if tagged is not None:
+            ob = tagged
             out["phase_macro_f1"]["post_race"] = macro_f1(seq.phase[qm], ob["phase"].argmax(-1)[qm], len(PHASES))
     return out
 
@@ -451,7 +466,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
             })
     table = pd.DataFrame(rows)
     sel = np.array([driver is None or k[1] == driver for k in seq.keys])
-    metrics = {"run": str(run), "driver": driver, **evaluate_sequences(r.model, _subset(seq, np.flatnonzero(sel)), tagger=r.tagger)}
+    metrics = {"run": str(run), "driver": driver, **evaluate_sequences(r.model, subset_sequences(seq, np.flatnonzero(sel)), tagger=r.tagger)}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,189 @@
+"""Simulated races: the forecaster, the degradation it learned and the phase tagger against the truth.
+
+    python benchmarks/race.py                     # 40 training races, 10 held-out races (other seeds)
+    python benchmarks/race.py --train 80 --epochs 40
+    python benchmarks/race.py --latency-only      # live latency per lap vs replaying the history
+
+The simulator writes what real data lacks (the oracle lap time, the true degradation, the
+phase), so the targets of issue 5 can be checked on races whose seeds training never saw:
+
+    forecaster beats every baseline at every horizon (1..10);
+    next-lap MAE within 10% of the oracle's (the noise floor), 10-lap MAE within 25%;
+    learned degradation slope per compound within 20% of the simulator's truth;
+    bidirectional tagger macro-F1 >= 0.85 (the live, unidirectional tagger shown beside it).
+
+Learned degradation slope: over the held-out origins whose next 10 laps are Scored and in the
+same stint, the forecast's slope (lap t+10 minus lap t+1, per lap) minus the part of the
+oracle's slope that is not tyre wear (fuel burn, track evolution: the oracle's slope minus
+the true degradation's), compared per compound with the true degradation's slope.
+
+Live latency: `LiveRace.push` (one recurrent step per lap, state carried) against running
+the net over each driver's whole history at every lap, medians over the same laps, measured
+side by side in one process (the machine is shared: compare the ratio, not the absolute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def oracle_and_truth(laps, seq) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, T, K) oracle lap time of lap t+k, (N, T, K) true degradation of lap t+k, both NaN where lap t+k
+    is not in the same stint; and (N, T) the true phase index."""
+    N, T, K = seq.target.shape
+    oracle = np.full((N, T, K), np.nan)
+    deg = np.full((N, T, K), np.nan)
+    orc_lap = laps["OracleLapTime"].to_numpy(float)
+    deg_lap = laps["TrueDegradation"].to_numpy(float)
+    for i in range(N):
+        L = int(seq.lengths[i])
+        rows = seq.row[i, :L]
+        for k in range(1, K + 1):
+            ok = np.zeros(L, bool)
+            ok[: L - k] = seq.stint_id[i, k:L] == seq.stint_id[i, : L - k]
+            idx = np.flatnonzero(ok)
+            oracle[i, idx, k - 1] = orc_lap[rows[idx + k]]
+            deg[i, idx, k - 1] = deg_lap[rows[idx + k]]
+    return oracle, deg
+
+
+def degradation_slopes(seq, forecast, oracle, deg) -> dict:
+    """Per compound: the learned and the true degradation slope (s per lap of tyre age)."""
+    from lapnet.race.features import COMPOUNDS
+
+    m = seq.target_mask[:, :, 0] & seq.target_mask[:, :, 9] & seq.origin_scored
+    out = {}
+    for ci, c in enumerate(COMPOUNDS):
+        mc = m & (seq.compound == ci)
+        if mc.sum() < 50:
+            continue
+        pred = (forecast[:, :, 9] - forecast[:, :, 0])[mc] / 9
+        orc = (oracle[:, :, 9] - oracle[:, :, 0])[mc] / 9
+        tru = (deg[:, :, 9] - deg[:, :, 0])[mc] / 9
+        learned = float(np.mean(pred) - np.mean(orc - tru))
+        truth = float(np.mean(tru))
+        out[c] = {"learned": learned, "truth": truth, "rel_error": abs(learned - truth) / abs(truth), "n": int(mc.sum())}
+    return out
+
+
+def latency(run, laps, n_laps: int = 400) -> dict:
+    """Median seconds per lap: live (one step, state carried) vs replaying each driver's history."""
+    import torch
+
+    from lapnet.race.features import RaceFeaturizer, race_laps, session_order
+    from lapnet.race.live import LiveRace, lap_masks
+
+    race = laps[laps["Race"] == laps["Race"].iloc[0]]
+    order = session_order(race)[:n_laps]
+    records = race.to_dict("index")
+    live = LiveRace(run, total_laps=race_laps(race))
+    fz = RaceFeaturizer(race_laps(race))
+    hist: dict[str, list] = {}
+    t_live, t_replay = [], []
+    for i in order:
+        lap = dict(records[i])
+        lap.update(lap_masks(lap))
+        t0 = time.perf_counter()
+        live.push(lap)
+        t_live.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()  # the replay: features kept, but the net reruns the driver's whole history
+        f = fz.step(lap)
+        hist.setdefault(lap["Driver"], []).append(f.x)
+        with torch.no_grad():
+            run.model(torch.from_numpy(np.stack(hist[lap["Driver"]]))[None])
+        t_replay.append(time.perf_counter() - t0)
+    return {"live_ms": 1e3 * float(np.median(t_live)), "replay_ms": 1e3 * float(np.median(t_replay)),
+            "replay_last_decile_ms": 1e3 * float(np.median(t_replay[-len(t_replay) // 10:])), "laps": len(order)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", type=int, default=40, help="simulated training races")
+    ap.add_argument("--test", type=int, default=10, help="held-out simulated races (other seeds)")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--latency-only", action="store_true")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "race_sim.json")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from lapnet.race.features import build_sequences
+    from lapnet.race.pipeline import RaceTrainConfig, load_laps, load_run, run_net, score_predictions, to_seconds, train_race
+    from lapnet.race.simulate import simulate
+
+    t0 = time.perf_counter()
+    train_df = simulate(args.train, seed=1)
+    test_df = simulate(args.test, seed=100_000)  # seeds the training races never used
+    test_df["Race"] = "test_" + test_df["Race"].astype(str)
+    results: dict = {"config": vars(args) | {"out": str(args.out)}}
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        cfg = RaceTrainConfig(epochs=args.epochs if not args.latency_only else 2, hidden_size=args.hidden,
+                              batch_size=32, progress=False)
+        train_race(train_df, run_dir, cfg)
+        results["train_seconds"] = time.perf_counter() - t0
+        run = load_run(run_dir)
+        laps, _ = load_laps(test_df)
+        if not args.latency_only:
+            seq = build_sequences(laps)
+            o = run_net(run.model, seq)
+            tagged = run_net(run.tagger, seq) if run.tagger is not None else None
+            m = score_predictions(seq, o, tagged)
+            sec = to_seconds(seq, o["mean"])
+            oracle, deg = oracle_and_truth(laps, seq)
+            mask = seq.target_mask & seq.origin_scored[:, :, None]
+            rows = {r["forecaster"]: r for r in m["summary"]}
+            lines.append(f"held-out simulated races: MAE (s) on Scored laps ({args.train} training races, {args.test} test races)")
+            lines.append(f"{'forecaster':<18}" + "".join(f"{'h' + str(h):>8}" for h in range(1, 11)))
+            per_h = {}
+            from lapnet.race.baselines import baseline_forecasts
+
+            fc = {"forecaster": sec, **baseline_forecasts(seq), "oracle": oracle}
+            allm = mask.copy()
+            for f in fc.values():
+                allm &= np.isfinite(f)
+            for name, f in fc.items():
+                per_h[name] = [float(np.mean(np.abs(f[:, :, h][allm[:, :, h]] - seq.future[:, :, h][allm[:, :, h]]))) for h in range(10)]
+                lines.append(f"{name:<18}" + "".join(f"{v:>8.3f}" for v in per_h[name]))
+            beats = all(per_h["forecaster"][h] < per_h[b][h] for b in per_h if b not in ("forecaster", "oracle") for h in range(10))
+            r1 = per_h["forecaster"][0] / per_h["oracle"][0] - 1
+            r10 = per_h["forecaster"][9] / per_h["oracle"][9] - 1
+            lines.append(f"target: beats every baseline at every horizon -> {'met' if beats else 'NOT met'}")
+            lines.append(f"target: next-lap MAE within 10% of the oracle's -> {r1:+.1%} ({'met' if r1 <= 0.10 else 'NOT met'})")
+            lines.append(f"target: 10-lap MAE within 25% of the oracle's -> {r10:+.1%} ({'met' if r10 <= 0.25 else 'NOT met'})")
+            slopes = degradation_slopes(seq, sec, oracle, deg)
+            for c, s in slopes.items():
+                lines.append(f"degradation {c:<7} learned {s['learned']:+.4f} s/lap, truth {s['truth']:+.4f} s/lap, "
+                             f"error {s['rel_error']:.0%} ({'met' if s['rel_error'] <= 0.2 else 'NOT met'}, target <= 20%)")
+            f1 = m.get("phase_macro_f1", {})
+            lines.append(f"phase macro-F1: post-race (bidirectional) {f1.get('post_race', float('nan')):.3f} "
+                         f"(target >= 0.85: {'met' if f1.get('post_race', 0) >= 0.85 else 'NOT met'}), live (unidirectional) {f1.get('live', float('nan')):.3f}")
+            lines.append(f"pit within 3 laps: AUC {m['pit_within_3']['auc']:.3f} (tyre life alone {m['pit_within_3']['tyre_life_auc']:.3f})")
+            results.update(mae_by_horizon=per_h, degradation=slopes, phase_macro_f1=f1, pit=m["pit_within_3"],
+                           coverage=m["interval90_coverage"])
+        lat = latency(run, laps)
+        results["latency"] = lat
+        lines.append(f"live latency per lap: {lat['live_ms']:.2f} ms (one step) vs {lat['replay_ms']:.2f} ms replaying the history "
+                     f"({lat['replay_last_decile_ms']:.2f} ms late in the race), median over {lat['laps']} laps")
+    lines.append(f"total time {time.perf_counter() - t0:.0f} s")
+    print("\n".join(lines))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    print(f"written: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

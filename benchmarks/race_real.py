@@ -1,0 +1,142 @@
+"""Real races: leave-races-out cross-validation of the lap-time forecaster and the pit call.
+
+    python benchmarks/race_real.py                      # 5 folds of 3 races, the issue's targets
+    python benchmarks/race_real.py --folds 15           # leave one race out
+    python benchmarks/race_real.py --pretrain-sim 30    # adds an arm pretrained on 30 calibrated simulated races
+
+Every fold trains `train_race` on the other races and predicts the held-out ones; the
+predictions of all folds are pooled and scored once, beside the baselines on exactly the same
+laps (origin and target lap Scored, same stint). Finally the model is trained on all 15 races
+and timed. Prints one table and writes the JSON to --out (default runs/bench/race_real.json).
+Timings on a shared machine are noisy: the CPU seconds are printed beside the wall clock.
+
+Targets (issue 10): next-lap MAE on green laps >= 10% below persistence; beats every baseline
+at horizons 1, 5, 10; pit-within-3 AUC >= 0.85 (tyre life alone ~0.73 there); training on all
+15 races takes a few minutes at most on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1"))
+
+
+def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrain_sim: int = 0) -> dict:
+    """Pooled out-of-fold metrics of `train_race` with `cfg` over `folds` folds of races."""
+    from lapnet.race.features import build_sequences
+    from lapnet.race.pipeline import load_laps, load_run, run_net, score_predictions, subset_sequences, train_race
+
+    laps, _ = load_laps(paths)
+    seq = build_sequences(laps)
+    races = sorted({k[0] for k in seq.keys})
+    race_of = np.array([races.index(k[0]) for k in seq.keys])
+    N, T, K = seq.target.shape
+    o = {"mean": np.zeros((N, T, K)), "sigma": np.ones((N, T, K)), "pit": np.zeros((N, T)), "phase": np.zeros((N, T, 3))}
+    per_fold = []
+    for f in range(folds):
+        test = [r for i, r in enumerate(races) if i % folds == f]
+        train_paths = [p for p in paths if p.stem not in test]
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = workdir / f"fold{f}"
+        train_race(train_paths, out, replace(cfg, pretrain_sim=pretrain_sim))
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        run = load_run(out)
+        te = np.flatnonzero(np.isin(race_of, [races.index(r) for r in test]))
+        pred = run_net(run.model, subset_sequences(seq, te))
+        for k in o:
+            o[k][te] = pred[k]
+        fold_metrics = score_predictions(subset_sequences(seq, te), pred)
+        row = {r["forecaster"]: round(r["mae_h1"], 4) for r in fold_metrics["summary"]}
+        per_fold.append({"test": test, "seconds": round(secs, 1), "cpu_seconds": round(cpu, 1), "mae_h1": row,
+                         "pit_auc": fold_metrics["pit_within_3"]["auc"]})
+        print(f"  fold {f + 1}/{folds} {','.join(t.replace('2023_', '').replace('_R', '') for t in test)}: "
+              f"h1 MAE {row['forecaster']:.3f} vs persistence {row['persistence']:.3f}, "
+              f"pit AUC {fold_metrics['pit_within_3']['auc']:.3f}  ({secs:.0f} s, {cpu:.0f} s CPU)", file=sys.stderr, flush=True)
+    pooled = score_predictions(seq, o)
+    return {"pooled": pooled, "folds": per_fold}
+
+
+def table(name: str, res: dict) -> list[str]:
+    pooled = res["pooled"]
+    rows = {r["forecaster"]: r for r in pooled["summary"]}
+    pers = rows["persistence"]
+    lines = [f"\n{name}: MAE (s) on Scored laps, out-of-fold, all folds pooled (n = {pers['n_h1']} next-lap pairs)",
+             f"{'forecaster':<18}{'h1':>8}{'h5':>8}{'h10':>8}{'h1 vs persistence':>20}"]
+    for n, r in rows.items():
+        lines.append(f"{n:<18}{r['mae_h1']:>8.3f}{r['mae_h5']:>8.3f}{r['mae_h10']:>8.3f}{(r['mae_h1'] / pers['mae_h1'] - 1) * 100:>19.1f}%")
+    fc = rows["forecaster"]
+    beats = {h: all(fc[f"mae_h{h}"] < r[f"mae_h{h}"] for n, r in rows.items() if n != "forecaster") for h in (1, 5, 10)}
+    pit = pooled["pit_within_3"]
+    cov = pooled["interval90_coverage"]
+    lines += [
+        f"target: h1 >= 10% below persistence -> {(fc['mae_h1'] / pers['mae_h1'] - 1) * 100:+.1f}% "
+        f"({'met' if fc['mae_h1'] <= 0.9 * pers['mae_h1'] else 'NOT met'})",
+        f"target: beats every baseline at h1/h5/h10 -> {beats}",
+        f"pit within 3 laps: AUC {pit['auc']:.3f} (target >= 0.85: {'met' if pit['auc'] >= 0.85 else 'NOT met'}), "
+        f"tyre life alone {pit['tyre_life_auc']:.3f}, top-decile precision {pit['top_decile_precision']:.3f} "
+        f"(base rate {pit['base_rate']:.3f})",
+        f"90% interval coverage: h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}",
+    ]
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "race_real.json")
+    args = ap.parse_args(argv)
+    if not DATA.is_dir() or not list(DATA.glob("*.csv")):
+        print(f"skipped: real F1 data not found at {DATA} (set LAPNET_F1_DATA)")
+        return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from lapnet.race.pipeline import RaceTrainConfig, train_race
+
+    paths = sorted(DATA.glob("*.csv"))
+    cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, progress=False)
+    results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "races": len(paths)}}
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        print(f"cross-validating over {len(paths)} races, {args.folds} folds", file=sys.stderr)
+        results["real_only"] = cross_validate(paths, cfg, args.folds, tmp / "real")
+        lines += table("trained on real races", results["real_only"])
+        if args.pretrain_sim:
+            print(f"cross-validating with --pretrain-sim {args.pretrain_sim}", file=sys.stderr)
+            results["pretrain_sim"] = cross_validate(paths, cfg, args.folds, tmp / "sim", pretrain_sim=args.pretrain_sim)
+            lines += table(f"pretrained on {args.pretrain_sim} calibrated simulated races, then real", results["pretrain_sim"])
+            a = results["real_only"]["pooled"]["summary"][0]
+            b = results["pretrain_sim"]["pooled"]["summary"][0]
+            lines.append(f"pretraining on simulated races: h1 MAE {a['mae_h1']:.3f} -> {b['mae_h1']:.3f}, "
+                         f"h10 {a['mae_h10']:.3f} -> {b['mae_h10']:.3f} ({'helps' if b['mae_h1'] < a['mae_h1'] else 'does not help'} at h1)")
+        t0, c0 = time.perf_counter(), time.process_time()
+        train_race(paths, tmp / "all", cfg)
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        results["train_all"] = {"seconds": secs, "cpu_seconds": cpu, "threads": args.threads}
+        lines.append(f"training on all {len(paths)} races: {secs:.0f} s wall, {cpu:.0f} s CPU ({args.threads} threads; "
+                     f"target: a few minutes on 2 cores)")
+    print("\n".join(lines))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

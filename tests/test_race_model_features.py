@@ -1,0 +1,102 @@
+"""Race features are causal and consistent; the net carried lap by lap equals the net on the whole race."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lapnet.errors import LapnetError
+from lapnet.race.features import FEATURES, build_sequences, check_features, featurize_race, session_order
+
+
+def _two_cars() -> pd.DataFrame:
+    """AAA leads BBB by 1.5 s then 0.8 s; BBB pits at the end of lap 3."""
+    rows = []
+    for drv, offset, times in (("AAA", 0.0, [100.0, 90.0, 90.2, 90.1, 90.3]), ("BBB", 1.5, [100.0, 89.3, 110.0, 112.0, 90.0])):
+        t = 3000.0 + offset
+        for n, lt in enumerate(times, start=1):
+            t += lt
+            rows.append({"Driver": drv, "LapNumber": float(n), "LapTime": lt, "Time": t, "Stint": 1.0 if (drv == "AAA" or n <= 3) else 2.0,
+                         "Compound": "MEDIUM" if (drv == "AAA" or n <= 3) else "HARD", "TyreLife": float(n), "TrackStatus": "1",
+                         "IsAccurate": True, "Position": 1.0 if drv == "AAA" else 2.0,
+                         "PitInTime": t - 15 if (drv == "BBB" and n == 3) else np.nan,
+                         "PitOutTime": t - lt + 10 if (drv == "BBB" and n == 4) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _clean(df: pd.DataFrame) -> pd.DataFrame:
+    from lapnet.race.clean import clean_laps
+    from lapnet.race.io import read_laps
+
+    return clean_laps(read_laps(df, race="two"))[0]
+
+
+def test_gap_to_car_ahead_and_field_pitting():
+    laps = _clean(_two_cars())
+    f = featurize_race(laps)
+    bbb = laps.index[(laps["Driver"] == "BBB") & (laps["LapNumber"] == 2)][0]
+    aaa = laps.index[(laps["Driver"] == "AAA") & (laps["LapNumber"] == 2)][0]
+    gap = laps.loc[bbb, "Time"] - laps.loc[aaa, "Time"]
+    assert gap == pytest.approx(0.8)
+    assert f.loc[bbb, "gap_ahead"] == pytest.approx(gap / 5)  # the car ahead ended lap 2 0.8 s earlier
+    assert f.loc[aaa, "leader"] == 1.0 and f.loc[bbb, "leader"] == 0.0
+    a4 = laps.index[(laps["Driver"] == "AAA") & (laps["LapNumber"] == 4)][0]
+    assert f.loc[a4, "field_pitting"] == 1.0  # the only other car pitted within the last 3 laps
+    assert f.loc[a4, "field_more_stops"] == 1.0
+
+
+def test_features_are_causal(f1_data):
+    """A lap's features do not change when every later lap is removed (what live mode relies on)."""
+    from lapnet.race.pipeline import load_laps
+
+    laps, _ = load_laps(f1_data / "2023_canadian_R.csv")  # SC, VSC, pit stops
+    full = featurize_race(laps)
+    order = session_order(laps)
+    cut = order[: len(order) // 2]
+    early = laps.loc[sorted(cut)]
+    part_ref = featurize_race(early)
+    part = featurize_race(early, total_laps=int(laps["LapNumber"].max()))
+    assert not np.allclose(part_ref[list(FEATURES)].to_numpy(), part[list(FEATURES)].to_numpy())  # race length matters
+    np.testing.assert_array_equal(part[list(FEATURES)].to_numpy(), full.loc[part.index, list(FEATURES)].to_numpy())
+    np.testing.assert_array_equal(part["_ref"].to_numpy(), full.loc[part.index, "_ref"].to_numpy())
+
+
+def test_check_features_refuses_other_lists():
+    check_features(list(FEATURES))
+    with pytest.raises(LapnetError, match="missing.*extra"):
+        check_features(list(FEATURES[:-1]) + ["something_else"])
+
+
+def test_sequences_shapes_and_masks():
+    laps = _clean(_two_cars())
+    seq = build_sequences(laps)
+    assert seq.x.shape == (2, 5, len(FEATURES)) and seq.target.shape == (2, 5, 10)
+    assert np.isfinite(seq.x).all()
+    # BBB: lap 3 is the in-lap and lap 4 the out-lap: no target crosses the stop
+    b = [k[1] for k in seq.keys].index("BBB")
+    assert not seq.target_mask[b, 1].any()  # lap 2 -> 3 (in-lap), 4, 5 (next stint)
+    assert seq.pit[b, 0] == 1.0 and seq.pit[b, 2] == 0.0
+
+
+def test_net_carried_step_by_step_equals_whole_sequence():
+    """Live mode's promise in float64 with non-zero biases: T one-lap steps == one pass over T laps."""
+    from lapnet.race.models import RaceModelConfig, RaceNet
+
+    torch.manual_seed(3)
+    for arch in ("gru", "lstm"):
+        net = RaceNet(RaceModelConfig(input_size=len(FEATURES), hidden_size=7, arch=arch, dropout=0.0)).double().eval()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1 * torch.randn_like(p))  # biases and the zero-initialised head become non-zero
+        x = torch.randn(3, 9, len(FEATURES), dtype=torch.float64)
+        lengths = torch.tensor([9, 4, 6])
+        with torch.no_grad():
+            whole, _ = net(x, lengths)
+            for b in range(3):
+                state = None
+                for t in range(int(lengths[b])):
+                    step, state = net(x[b : b + 1, t : t + 1], state=state)
+                    for k in ("mean", "log_sigma", "pit", "phase"):
+                        torch.testing.assert_close(step[k][0, 0], whole[k][b, t], msg=f"{arch} {k} b={b} t={t}")

@@ -15,7 +15,9 @@ Timings are wall-clock on whatever else the machine is running: compare steps, n
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import matplotlib
 
@@ -23,7 +25,7 @@ matplotlib.use("Agg")
 
 import torch  # noqa: E402
 
-from lapnet.experiments.adding import AddingConfig, run_adding  # noqa: E402
+from lapnet.experiments.adding import AddingConfig, assemble, train_adding  # noqa: E402
 
 
 def main() -> None:
@@ -45,19 +47,27 @@ def main() -> None:
                        hidden=a.hidden, batch_size=a.batch, max_steps=a.max_steps, eval_every=a.eval_every,
                        lr=a.lr, clip=a.clip, seed=a.seed)
     t0 = time.perf_counter()
-    result = run_adding(cfg, progress=True)
-    result.save(a.out)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     print(f"adding problem, H={a.hidden}, batch {a.batch}, Adam lr {a.lr}, clip {a.clip}, budget {a.max_steps} steps")
-    print(f"{'arch':6} {'T':>5} {'steps to MSE<0.01':>18} {'final test MSE':>15} {'seconds':>8}")
-    for row in result.metrics["table"]:
-        steps = row["steps_to_solve"] if row["steps_to_solve"] is not None else f"> {a.max_steps}"
-        print(f"{row['arch']:6} {row['T']:>5} {steps!s:>18} {row['final_test_mse']:>15.4f} {row['seconds']:>8.0f}")
-    by = {(r["arch"], r["T"]): r["steps_to_solve"] for r in result.metrics["table"]}
+    print(f"{'arch':6} {'T':>5} {'steps to MSE<0.01':>18} {'final test MSE':>15} {'seconds':>8}", flush=True)
+    runs: dict[str, dict[str, dict]] = {}
+    for arch in cfg.archs:  # one (arch, T) at a time, each written as soon as it ends
+        for T in cfg.lengths:
+            _, r = train_adding(arch, T, cfg, progress=False)
+            runs.setdefault(arch, {})[str(T)] = r
+            with open(out / "runs.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"arch": arch, "T": T, **r}) + "\n")
+            steps = r["steps_to_solve"] if r["steps_to_solve"] is not None else f"> {a.max_steps}"
+            print(f"{arch.upper():6} {T:>5} {steps!s:>18} {r['final_test_mse']:>15.4f} {r['seconds']:>8.0f}", flush=True)
+    by = {(a_, int(T)): r["steps_to_solve"] for a_, d in runs.items() for T, r in d.items()}
     for T in cfg.lengths:
-        lstm, rnn = by.get(("LSTM", T)), by.get(("RNN", T))
+        lstm, rnn = by.get(("lstm", T)), by.get(("rnn", T))
         if lstm and rnn:
             print(f"T={T}: the RNN needed {rnn / lstm:.1f}x the LSTM's steps")
-    print(f"total {time.perf_counter() - t0:.0f} s; figures and metrics.json in {a.out}")
+    result = assemble(runs, cfg)
+    result.save(out)
+    print(f"total {time.perf_counter() - t0:.0f} s; figures and metrics.json in {out}")
 
 
 if __name__ == "__main__":

@@ -85,3 +85,13 @@ def test_forecaster_rollout_feeds_predictions_back():
         p2, _ = model(torch.cat([window, p1[:, None]], 1)[:, -7:])
     torch.testing.assert_close(roll[:, 0], p1)
     torch.testing.assert_close(roll[:, 1], p2)
+
+
+def test_an_interrupted_training_stops_the_whole_experiment():
+    from types import SimpleNamespace
+
+    from lapnet.experiments.result import stop_if_interrupted
+
+    stop_if_interrupted(SimpleNamespace(stopped="max_steps"))  # a normal end: nothing happens
+    with pytest.raises(KeyboardInterrupt):
+        stop_if_interrupted(SimpleNamespace(stopped="interrupted"))

@@ -25,7 +25,7 @@ import torch
 from lapnet.data.synthetic import ADDING_BASELINE_MSE, adding_problem
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import Fresh
-from lapnet.experiments.result import ExperimentResult
+from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, fit
@@ -106,6 +106,7 @@ def train_adding(arch: str, T: int, cfg: AddingConfig, *, progress: bool = False
     try:
         result = fit(TorchLearner(model, loss_fn, evaluate, tcfg), Fresh(make, cfg.batch_size, cfg.max_steps, cfg.seed),
                      tcfg, describe=f"adding {arch} T={T}")
+        stop_if_interrupted(result)
         steps = result.steps
     except _Solved:
         steps = solved[0]
@@ -125,8 +126,6 @@ def run_adding(cfg: AddingConfig | None = None, *, progress: bool = False) -> Ex
         within max_steps), final_test_mse, the test-MSE curve and seconds; metrics["table"]
         one row per (arch, T); figures "adding_mse" and "adding_steps".
     """
-    from lapnet import plots
-
     cfg = cfg or AddingConfig()
     cfg.validate()
     runs: dict[str, dict[str, dict]] = {}
@@ -135,6 +134,13 @@ def run_adding(cfg: AddingConfig | None = None, *, progress: bool = False) -> Ex
         for T in cfg.lengths:
             _, r = train_adding(arch, T, cfg, progress=progress)
             runs[arch][str(T)] = r
+    return assemble(runs, cfg)
+
+
+def assemble(runs: dict[str, dict[str, dict]], cfg: AddingConfig) -> ExperimentResult:
+    """Table, figures and metrics from finished runs ({arch: {str(T): train_adding's dict}})."""
+    from lapnet import plots
+
     table = [{"arch": a.upper(), "T": int(T), "steps_to_solve": r["steps_to_solve"],
               "final_test_mse": r["final_test_mse"], "seconds": round(r["seconds"], 1)}
              for a, by_T in runs.items() for T, r in by_T.items()]

@@ -22,7 +22,7 @@ from lapnet.diagnostics.spectrum import spectrum_stats, whh_blocks
 from lapnet.errors import LapnetError
 from lapnet.experiments.adding import AddingConfig, train_adding
 from lapnet.experiments.batches import Fresh
-from lapnet.experiments.result import ExperimentResult
+from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, TrainingDiverged, fit
@@ -137,8 +137,9 @@ def clipping_comparison(cfg: GradflowConfig, *, progress: bool = False) -> dict:
         make = lambda n, rng: adding_problem(n, T, seed=rng)  # noqa: E731
         diverged = None
         try:
-            fit(TorchLearner(model, loss_fn, evaluate, tcfg), Fresh(make, cfg.batch_size, cfg.clip_steps, cfg.seed + 5),
-                tcfg, describe=f"clipping: {name}")
+            stop_if_interrupted(fit(TorchLearner(model, loss_fn, evaluate, tcfg),
+                                    Fresh(make, cfg.batch_size, cfg.clip_steps, cfg.seed + 5), tcfg,
+                                    describe=f"clipping: {name}"))
         except TrainingDiverged as e:
             diverged = str(e)
         rec.remove()

@@ -47,3 +47,10 @@ class ExperimentResult:
 
         for fig in self.figures.values():
             plt.close(fig)
+
+
+def stop_if_interrupted(train_result) -> None:
+    """fit turns Ctrl-C (or SIGTERM) into a clean stop of the current training; an experiment
+    that trains many models must then stop as a whole, not go on to the next model."""
+    if getattr(train_result, "stopped", None) == "interrupted":
+        raise KeyboardInterrupt

@@ -16,7 +16,7 @@ import torch
 from lapnet.data.synthetic import sine_wave, sine_windows
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
-from lapnet.experiments.result import ExperimentResult
+from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, fit
@@ -74,7 +74,8 @@ def train_forecaster(arch: str, hidden: int, x: torch.Tensor, y: torch.Tensor, c
     # one evaluation at the end: the per-epoch curve comes from the steps themselves
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
                        eval_every=cfg.epochs, progress=progress)
-    fit(TorchLearner(model, loss_fn, evaluate, tcfg), FullBatch(x, y), tcfg, describe=f"sine {arch} H={hidden}")
+    stop_if_interrupted(fit(TorchLearner(model, loss_fn, evaluate, tcfg), FullBatch(x, y), tcfg,
+                            describe=f"sine {arch} H={hidden}"))
     return model, curve
 
 

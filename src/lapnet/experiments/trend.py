@@ -17,7 +17,7 @@ import torch
 from lapnet.data.synthetic import trend_sequences
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
-from lapnet.experiments.result import ExperimentResult
+from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.classifier import Classifier
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, fit
@@ -91,6 +91,7 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed, progress=progress)
     result = fit(TorchLearner(model, loss_fn, evaluate, tcfg), FullBatch(x_tr, y_tr, len_tr), tcfg,
                  describe=f"trend {cfg.arch}")
+    stop_if_interrupted(result)
     hist = result.history
     test_acc = [h["test_accuracy"] for h in hist]
     reached = [i + 1 for i, a in enumerate(test_acc) if a >= cfg.target]

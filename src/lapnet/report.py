@@ -24,7 +24,6 @@ import html
 import io
 import json
 import math
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -124,20 +123,23 @@ def render_report(root: Path, dirs: Sequence[Path], *, title: str, skip: Path | 
 
 
 def _run_dirs(root: Path) -> list[Path]:
-    """root, then its sub-directories (hidden ones and caches skipped) in the order the run
-    wrote them: by the earliest modification time of the files directly inside."""
-    found = [root]
-    for dirpath, dirnames, _ in os.walk(root):
-        depth = len(Path(dirpath).relative_to(root).parts)
-        dirnames[:] = [] if depth >= MAX_DEPTH else sorted(
-            n for n in dirnames if not n.startswith((".", "__")))
-        found += [Path(dirpath) / n for n in dirnames]
+    """root, then its sub-directories depth first (hidden ones and caches skipped), siblings
+    in the order the run wrote them: by the earliest modification time in their subtree."""
+    def children(d: Path) -> list[Path]:
+        return [c for c in d.iterdir() if c.is_dir() and not c.name.startswith((".", "__"))]
 
-    def first_written(d: Path) -> tuple[float, str]:
-        times = [f.stat().st_mtime for f in d.iterdir() if f.is_file()]
-        return (min(times) if times else d.stat().st_mtime, d.as_posix())
+    def first_written(d: Path) -> float:
+        times = [f.stat().st_mtime for f in d.rglob("*") if f.is_file()]
+        return min(times) if times else d.stat().st_mtime
 
-    return [root] + sorted(found[1:], key=first_written)
+    def walk(d: Path, depth: int) -> list[Path]:
+        found = [d]
+        if depth < MAX_DEPTH:
+            for c in sorted(children(d), key=lambda c: (first_written(c), c.name)):
+                found += walk(c, depth + 1)
+        return found
+
+    return walk(root, 0)
 
 
 def _files(d: Path, skip: Path | None) -> list[Path]:
@@ -181,20 +183,21 @@ def _render_dir(d: Path, root: Path, skip: Path | None) -> str:
         if k is not None:
             by_kind.setdefault(k, []).append(f)
     parts: list[str] = []
-    for f in by_kind.get("config", []):
-        parts.append(_guard(f, lambda f=f: "<h3>Configuration</h3>" + _kv_table(_flatten(_load_json(f)), cls="config")))
+    # what a reader looks for first: the numbers, the text, the figures; the set-up last
     for f in by_kind.get("metrics", []):
         parts.append(_guard(f, lambda f=f: "<h3>Metrics</h3>" + _render_value(_load_json(f), depth=0)))
-    for f in by_kind.get("log", []):
-        parts.append(_guard(f, lambda f=f: _render_log(f)))
     for f in by_kind.get("samples", []):
         parts.append(_guard(f, lambda f=f: _render_samples(f)))
+    for f in by_kind.get("figure", []):
+        parts.append(_guard(f, lambda f=f: _figure(f.read_bytes(), IMAGE_TYPES[f.suffix.lower()], caption(f))))
+    for f in by_kind.get("log", []):
+        parts.append(_guard(f, lambda f=f: _render_log(f)))
     for f in by_kind.get("json", []):
         parts.append(_guard(f, lambda f=f: f"<h3>{_esc(f.name)}</h3>" + _render_value(_load_json(f), depth=0)))
     for f in by_kind.get("csv", []):
         parts.append(_guard(f, lambda f=f: _render_csv(f)))
-    for f in by_kind.get("figure", []):
-        parts.append(_guard(f, lambda f=f: _figure(f.read_bytes(), IMAGE_TYPES[f.suffix.lower()], caption(f))))
+    for f in by_kind.get("config", []):
+        parts.append(_guard(f, lambda f=f: "<h3>Configuration</h3>" + _kv_table(_flatten(_load_json(f)), cls="config")))
     other = [f.name for f in files if _kind(f) is None]
     if other:
         parts.append(f'<div class="meta">other files: {_esc(", ".join(other))}</div>')

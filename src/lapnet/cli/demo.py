@@ -1,8 +1,8 @@
-"""`lapnet demo`: the guided tour on bundled data (grown issue by issue).
+"""`lapnet demo`: the guided tour on bundled data (the library: `lapnet.demo.run_demo`).
 
-Issue 2's part: the from-scratch NumPy engine agrees with torch and with finite
-differences, and a NumPy LSTM learns the notebook's sine wave. The work is done by
-`lapnet.scratch.tour.run_tour`; this command validates its options and presents the rows.
+This command validates its options, runs the tour, and shows each part's tables as soon
+as the part is done (progress and tables on stderr; the engine's one-line verdict and the
+report's path on stdout).
 """
 
 from __future__ import annotations
@@ -12,11 +12,53 @@ from typing import Optional
 
 import typer
 
-from lapnet.cli.common import check_out_dir, console, summary_table
+from lapnet.cli.common import console, summary_table
 
 
-def _fmt(v: float | None) -> str:
-    return "" if v is None else f"{v:.5f}"
+def _sci(v):
+    return f"{v:.1e}" if isinstance(v, float) else v
+
+
+def show_part(row) -> None:
+    """The tables of one finished part (a `lapnet.demo.PartResult`)."""
+    d = row.details
+    if not row.ok:
+        return
+    if row.part == "engine":
+        summary_table("max |engine - torch|: outputs, final states and every gradient",
+                      [{k: _sci(v) for k, v in r.items()} for r in d["parity"]])
+        summary_table("gradient check: every parameter, the input and the initial state(s)",
+                      [{k: _sci(v) for k, v in r.items()} for r in d["gradcheck"]])
+        sine = d["sine"]
+        evals = sine["val_epochs"]
+        marks = sorted({1, *evals[:: max(1, len(evals) // 6)], evals[-1]})  # epochs (1-based) to show
+        held = dict(zip(evals, sine["val_loss"]))
+        summary_table("NumPy LSTM on sin(t): loss falling",
+                      [{"epoch": e, "training MSE": f"{sine['train_loss'][e - 1]:.5f}",
+                        "held-out MSE": f"{held[e]:.5f}" if e in held else ""} for e in marks])
+        typer.echo(f"engine vs torch: max |difference| {d['max_abs_diff']:.1e}; "
+                   f"gradcheck: max relative error {d['max_rel_error']:.1e}; "
+                   f"sine MSE {sine['train_loss'][0]:.4f} -> {sine['train_loss'][-1]:.5f} in {sine['seconds']:.1f} s")
+    elif row.part == "text":
+        summary_table("samples after 'To be' (the same seed, three temperatures)",
+                      [{"T": t, "sample": " ".join(text.split())} for t, text in d["samples"].items()])
+    elif row.part == "sine":
+        summary_table("sine: training MSE and the 50-step fed-back forecast MSE",
+                      [{"arch": a.upper(), "training MSE": _sci(v["final_mse"]), "forecast MSE": _sci(v["forecast_mse"])}
+                       for a, v in d.items()])
+    elif row.part == "gradflow":
+        summary_table(f"gradient flow over T={d['length']}: ||dL/dh_1|| / ||dL/dh_T|| and the per-step factor",
+                      [{"arch": a.upper(), **{f"{p} ratio": _sci(v["ratio_first_to_last"]) for p, v in e.items()},
+                        **{f"{p} factor": f"{v['decay_per_step']:.3f}" for p, v in e.items()}}
+                       for a, e in d["archs"].items()])
+    elif row.part == "race":
+        for where in ("sim", "real"):
+            if where in d:
+                summary_table(f"race ({'simulated' if where == 'sim' else 'real 2023'}): lap-time MAE (s) "
+                              "1, 5 and 10 laps ahead",
+                              [{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()
+                                if k in ("forecaster", "mae_h1", "mae_h5", "mae_h10", "n_h1")}
+                               for r in d[where]["summary"]])
 
 
 def register(app: typer.Typer) -> None:
@@ -24,38 +66,33 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        quick: bool = typer.Option(False, "--quick", help="Toy sizes: a few seconds."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Save metrics.json, sine_loss.png and the sine run here."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the random weights and inputs."),
-        force: bool = typer.Option(False, "--force", help="Overwrite an existing --out directory."),
+        quick: bool = typer.Option(False, "--quick", help="Toy sizes: under a minute (what the tests run)."),
+        out: Path = typer.Option(Path("runs/demo"), "--out", help="The demo's directory (refused if not empty)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite a previous demo in --out."),
+        seed: int = typer.Option(0, "--seed", help="Seed of every part."),
+        f1_data: Optional[Path] = typer.Option(None, "--f1-data",
+                                               help="Folder of real race CSVs (default $LAPNET_F1_DATA)."),
     ) -> None:
-        """The main job: a guided tour of lapnet on bundled data.
+        """The main job: a guided tour of lapnet on bundled data, about two minutes.
 
-        Example: lapnet demo --quick --out runs/demo
+        The NumPy engine against torch, a character LSTM on Hamlet with samples, the sine
+        and trend experiments, measured gradient flow, a simulated race with a forecaster
+        and tagger against the baselines; then a summary table and an HTML report.
+
+        Example: lapnet demo --quick --out runs/demo-quick
         """
-        from lapnet.scratch.tour import run_tour
+        from lapnet.demo import run_demo
 
-        if out is not None:
-            out = check_out_dir(out, force=force)
-        console.rule("[bold]1. The NumPy engine against torch.nn (float64, same weights, 2 layers, bidirectional)")
-        res = run_tour(quick=quick, seed=seed, out=out, progress=False)
-        summary_table("max |engine - torch|: outputs, final states and every gradient",
-                      [{k: (f"{v:.1e}" if isinstance(v, float) else v) for k, v in r.items()} for r in res["parity"]])
-        console.rule("[bold]2. Backward against central differences (float64)")
-        summary_table("gradient check: every parameter, the input and the initial state(s)",
-                      [{k: (f"{v:.1e}" if isinstance(v, float) else v) for k, v in r.items()} for r in res["gradcheck"]])
-        sine = res["sine"]
-        cfg = sine.config
-        console.rule(f"[bold]3. A NumPy LSTM (H={cfg.hidden}) learns sin(t): {cfg.epochs} full-batch Adam epochs")
-        evals = sine.val_epochs
-        marks = sorted({1, *evals[:: max(1, len(evals) // 6)], evals[-1]})  # epochs (1-based) to show
-        held = dict(zip(sine.val_epochs, sine.val_loss))
-        summary_table("loss falling", [{"epoch": e, "training MSE": f"{sine.train_loss[e - 1]:.5f}",
-                                        "held-out MSE": _fmt(held.get(e))} for e in marks])
-        worst = max(max(r[k] for k in ("output", "final state", "dL/dx", "dL/d state0", "dL/d weights"))
-                    for r in res["parity"])
-        typer.echo(f"engine vs torch: max |difference| {worst:.1e}; "
-                   f"gradcheck: max relative error {max(r['max rel error'] for r in res['gradcheck']):.1e}; "
-                   f"sine MSE {sine.train_loss[0]:.4f} -> {sine.train_loss[-1]:.5f} in {sine.seconds:.1f} s")
-        if out is not None:
-            typer.echo(f"saved {out / 'metrics.json'}, {res['figure']} and the sine run in {out / 'sine'}")
+        if f1_data is not None and not f1_data.is_dir():
+            raise typer.BadParameter(f"{f1_data} is not a directory", param_hint="--f1-data")
+        summary = run_demo(out, quick=quick, force=force, seed=seed, f1_data=f1_data, on_part=show_part)
+        console.rule("[bold]summary")
+        summary_table(f"lapnet demo{' --quick' if quick else ''}: every part, in {summary['seconds']:.0f} s",
+                      [{"part": r["part"], "result": r["result"], "seconds": f"{r['seconds']:.0f}"}
+                       for r in summary["parts"]])
+        console.print(f"[dim]every figure and table is in the report below: open it in a browser "
+                      f"(`lapnet report {out}` rebuilds it)[/dim]")
+        typer.echo(f"report: {summary['report']}")
+        if not summary["ok"]:
+            failed = ", ".join(r["part"] for r in summary["parts"] if not r["ok"])
+            raise typer.Exit(1) if failed else None

@@ -1,0 +1,421 @@
+"""`lapnet demo`: the guided tour. Every part of lapnet, working, on bundled data.
+
+    summary = run_demo("runs/demo")               # about two minutes on 2 CPU cores
+    summary = run_demo("runs/demo", quick=True)   # toy sizes, under a minute (the tests)
+
+The tour, in the order a newcomer meets the ideas (each part writes one sub-directory):
+
+    engine    the NumPy engine against torch.nn in float64 (forward, gradients) and
+              finite-difference gradient checks; a NumPy LSTM trained on the sine wave
+    text      a character LSTM trained briefly on the bundled Hamlet passage; samples at
+              several temperatures; the softmax-temperature figure; the LSTM's gates
+    sine      notebook section 6 at small size: hidden size and architecture vs. MSE
+    trend     exercise 2: classify noisy trends (up or down)
+    gradflow  ||dL/dh_t|| measured by distance for RNN, LSTM, GRU (sections 3-4)
+    race      simulated races -> a forecaster and a phase tagger trained, scored against
+              the baselines; plus real 2023 races when the data is present
+    report.html   everything above on one self-contained page (`lapnet report`)
+
+The demo only calls library functions (the same ones the CLI commands call) with small
+sizes; it trains nothing itself. A failing part is recorded in the summary and the tour
+goes on, so one broken piece never hides the others; `run_demo` then reports ok=False.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from lapnet.checkpoint import write_json
+from lapnet.console import console
+from lapnet.errors import LapnetError
+
+DEFAULT_OUT = Path("runs/demo")
+PARTS = ("engine", "text", "sine", "trend", "gradflow", "race")
+SAMPLE_TEMPERATURES = (0.3, 0.8, 1.2)
+
+
+@dataclass
+class DemoSizes:
+    """How big each part is. FULL: about 70 s of CPU time (two minutes or less on 2 cores);
+    QUICK: toy sizes for the tests. The engine part follows `run_tour(quick=...)`."""
+
+    text_hidden: int = 128
+    text_steps: int = 600
+    text_seq_len: int = 64
+    text_batch: int = 4
+    text_lr: float = 5e-3
+    sample_length: int = 160
+    sine_hidden_sizes: tuple[int, ...] = (4, 32)
+    sine_archs: tuple[str, ...] = ("rnn", "lstm", "gru")
+    sine_arch_hidden: int = 32
+    sine_epochs: int = 150
+    trend_hidden: int = 16
+    trend_train: int = 300
+    trend_epochs: int = 30
+    gradflow_hidden: int = 16
+    gradflow_length: int = 50
+    gradflow_steps: int = 150
+    gradflow_clip_steps: int = 60
+    race_train_races: int = 8
+    race_test_races: int = 2
+    race_hidden: int = 32
+    race_epochs: int = 20
+    race_real_files: int = 2  # real races evaluated when the data is present
+    seed: int = 0
+
+
+FULL = DemoSizes()
+QUICK = DemoSizes(
+    text_hidden=32, text_steps=20, text_seq_len=16, text_batch=4, text_lr=3e-3, sample_length=60,
+    sine_hidden_sizes=(4,), sine_archs=("rnn", "lstm"), sine_arch_hidden=4, sine_epochs=10,
+    trend_hidden=8, trend_train=64, trend_epochs=5,
+    gradflow_hidden=8, gradflow_length=12, gradflow_steps=5, gradflow_clip_steps=5,
+    race_train_races=2, race_test_races=1, race_hidden=8, race_epochs=2, race_real_files=1,
+)
+
+
+@dataclass
+class PartResult:
+    """One row of the summary: what the part showed, its headline number, how long it took."""
+
+    part: str
+    shows: str
+    result: str = ""
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time: the wall time a loaded machine inflates
+    ok: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# the tour
+
+
+def run_demo(out: str | Path = DEFAULT_OUT, *, quick: bool = False, force: bool = False, seed: int = 0,
+             f1_data: str | Path | None = None, progress: bool = True,
+             on_part: Callable[[PartResult], None] | None = None) -> dict[str, Any]:
+    """Run the guided tour into `out` and build its HTML report.
+
+    Args:
+        out: the demo directory; an existing non-empty one is refused unless `force`.
+        quick: toy sizes (under a minute), for tests.
+        force: overwrite a previous demo in `out` (only the demo's own files are removed).
+        seed: seeds every part (weights, data, sampling).
+        f1_data: a folder of real race CSVs (default: $LAPNET_F1_DATA, else none); when
+            present, the race part also evaluates on a few real races.
+        progress: progress bars and per-part messages on stderr.
+        on_part: called with each part's PartResult as soon as it is done (the CLI shows
+            the part's tables with it).
+
+    Returns:
+        {"ok", "quick", "seconds", "out", "report", "parts": [PartResult as dict, ...]},
+        also written to out/metrics.json.
+    """
+    out = Path(out)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise LapnetError(f"--seed must be a whole number >= 0, got {seed!r}")
+    _prepare(out, force)
+    sizes = replace(QUICK if quick else FULL, seed=seed)
+    f1 = _find_f1(f1_data)
+    write_json(out / "config.json", {"kind": "demo", "quick": quick, "sizes": asdict(sizes),
+                                     "f1_data": str(f1) if f1 else None})
+    steps: list[tuple[str, str, Callable[[Path, DemoSizes, bool], PartResult]]] = [
+        ("engine", "the NumPy engine against torch.nn", lambda o, s, p: _engine(o, s, p, quick)),
+        ("text", "character LSTM on Hamlet", _text),
+        ("sine", "sine forecasting (section 6)", _sine),
+        ("trend", "trend classification (exercise 2)", _trend),
+        ("gradflow", "measured gradient flow (sections 3-4)", _gradflow),
+        ("race", "race forecaster and tagger", lambda o, s, p: _race(o, s, p, f1)),
+    ]
+    t_start = time.perf_counter()
+    with one_thread():
+        rows = _run_parts(steps, out, sizes, progress, on_part)
+    summary = {"ok": all(r.ok for r in rows), "quick": quick, "seconds": 0.0, "out": str(out),
+               "report": str(out / "report.html"), "parts": [asdict(r) for r in rows]}
+    summary["seconds"] = round(time.perf_counter() - t_start, 1)
+    write_json(out / "metrics.json", {**summary, "parts": [_flat_row(r) for r in rows],
+                                      "details": {r.part: r.details for r in rows}})
+    from lapnet.report import build_report
+
+    build_report(out, title="lapnet demo: the guided tour" + (" (--quick)" if quick else ""))
+    summary["seconds"] = round(time.perf_counter() - t_start, 1)
+    return summary
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch and NumPy's OpenBLAS on one thread each, restoring both afterwards.
+
+    The demo's models are tiny: splitting each small matrix product over threads costs more
+    in synchronisation than it gains, and on a busy machine the threads' spin-waiting makes
+    a 2-thread run up to ten times slower than one thread (measured: the engine's sine LSTM,
+    150 s against 16 s wall on 2 shared cores).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    blas = _openblas_threads()
+    blas_before = blas[0]() if blas else None
+    torch.set_num_threads(1)
+    if blas:
+        blas[1](1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if blas:
+            blas[1](blas_before)
+
+
+def _openblas_threads():
+    """(get, set) of the OpenBLAS that NumPy loaded, found through the process's memory
+    map (NumPy has no API for it and threadpoolctl is not a dependency); None elsewhere."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({p[-1] for p in (line.split() for line in f)
+                           if len(p) >= 6 and "openblas" in p[-1].lower() and ".so" in p[-1]})
+    except OSError:
+        return None
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get, set_ = f"{prefix}_get_num_threads{suffix}", f"{prefix}_set_num_threads{suffix}"
+                if hasattr(lib, get) and hasattr(lib, set_):
+                    getter, setter = getattr(lib, get), getattr(lib, set_)
+                    getter.restype = ctypes.c_int
+                    setter.argtypes = [ctypes.c_int]
+                    return getter, setter
+    return None
+
+
+def _run_parts(steps, out: Path, sizes: DemoSizes, progress: bool, on_part) -> list[PartResult]:
+    rows: list[PartResult] = []
+    for i, (name, title, fn) in enumerate(steps, 1):
+        if progress:
+            console.rule(f"[bold]{i}/{len(steps)}  {title}[/bold]  [dim]({out / name})[/dim]")
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            row = fn(out / name, sizes, progress)
+        except Exception as e:  # one broken part must not hide the others
+            if os.environ.get("LAPNET_DEMO_RAISE"):
+                raise
+            row = PartResult(name, title, f"FAILED: {e.__class__.__name__}: {' '.join(str(e).split())[:200]}",
+                             ok=False, details={"traceback": traceback.format_exc().splitlines()[-6:]})
+        row.seconds = round(time.perf_counter() - t0, 1)
+        row.cpu_seconds = round(time.process_time() - c0, 1)
+        rows.append(row)
+        if progress:
+            mark = "[green]done[/green]" if row.ok else "[red]failed[/red]"
+            console.print(f"{mark} in {row.seconds:.1f} s: {row.result}", highlight=False)
+        if on_part is not None:
+            on_part(row)
+        _close_figures()
+    return rows
+
+
+def _flat_row(r: PartResult) -> dict[str, Any]:
+    return {"part": r.part, "shows": r.shows, "result": r.result, "seconds": r.seconds,
+            "cpu_seconds": r.cpu_seconds, "ok": r.ok}
+
+
+def _prepare(out: Path, force: bool) -> None:
+    """Refuse a file or a non-empty directory (unless force); with force remove only what
+    a previous demo wrote, never anything else."""
+    if out.exists() and not out.is_dir():
+        raise LapnetError(f"--out {out}: exists and is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise LapnetError(f"--out {out}: already holds a run (use --force to overwrite a previous demo)")
+        for name in PARTS:
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("report.html", "metrics.json", "config.json"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise LapnetError(f"--out {out}: is not writable")
+
+
+def _find_f1(f1_data: str | Path | None) -> Path | None:
+    candidates = [f1_data, os.environ.get("LAPNET_F1_DATA"), "/work/shared/data/f1"]
+    for c in candidates:
+        if c and Path(c).is_dir() and any(Path(c).glob("*.csv")):
+            return Path(c)
+    return None
+
+
+def _close_figures() -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+# ---------------------------------------------------------------------------------------
+# the parts: each calls the library and condenses its numbers into one summary row
+
+
+def _engine(out: Path, s: DemoSizes, progress: bool, quick: bool) -> PartResult:
+    from lapnet.scratch.tour import run_tour
+
+    out.mkdir(parents=True, exist_ok=True)
+    res = run_tour(quick=quick, seed=s.seed, out=out, progress=progress)
+    sine = res["sine"]
+    worst = max(max(r[k] for k in ("output", "final state", "dL/dx", "dL/d state0", "dL/d weights"))
+                for r in res["parity"])
+    grad = max(r["max rel error"] for r in res["gradcheck"])
+    return PartResult("engine", f"NumPy RNN/LSTM/GRU vs torch.nn (float64); NumPy LSTM H={sine.config.hidden} on sin(t)",
+                      f"max |engine - torch| {worst:.1e}; gradcheck rel. error {grad:.1e}; "
+                      f"sine MSE {sine.train_loss[0]:.3f} -> {sine.train_loss[-1]:.5f}",
+                      details={"parity": res["parity"], "gradcheck": res["gradcheck"],
+                               "max_abs_diff": worst, "max_rel_error": grad,
+                               "sine": {"train_loss": sine.train_loss, "val_epochs": sine.val_epochs,
+                                        "val_loss": sine.val_loss, "hidden": sine.config.hidden,
+                                        "epochs": sine.config.epochs, "seconds": sine.seconds}})
+
+
+def _text(out: Path, s: DemoSizes, progress: bool) -> PartResult:
+    from lapnet.experiments.gates import GatesConfig, run_gates
+    from lapnet.experiments.temperature import TemperatureConfig, run_temperature
+    from lapnet.models.charlm import CharLMConfig
+    from lapnet.text_runs import TextDataConfig, text_train_config, train_text
+
+    m = train_text(None, out, model=CharLMConfig(vocab_size=1, arch="lstm", embed=32, hidden=s.text_hidden),
+                   data=TextDataConfig(seq_len=s.text_seq_len, batch=s.text_batch, val_frac=0.1),
+                   train=text_train_config(max_steps=s.text_steps, eval_every=max(1, s.text_steps // 6),
+                                           lr=s.text_lr, seed=s.seed, progress=progress),
+                   samples=progress)
+    # samples come from model.safetensors, the weights with the best held-out loss
+    temp = run_temperature(out, TemperatureConfig(sample_temperatures=SAMPLE_TEMPERATURES, prime="To be",
+                                                  length=s.sample_length, seed=s.seed))
+    temp.save(out / "temperature")
+    temp.close()
+    samples = {f"temperature {t}": [text] for t, text in temp.metrics["samples"].items()}
+    write_json(out / "samples.json", samples)
+    gates = run_gates(out, GatesConfig(text="To be or not to be that is the question"))
+    gates.save(out / "gates")
+    gates.close()
+    uniform = _log2(len(_vocab(out)))
+    train_bpc = m["train_loss"] / math.log(2) if m.get("train_loss") is not None else float("nan")
+    best_bpc = m["best_val_loss"] / math.log(2)
+    return PartResult("text", f"character LSTM H={s.text_hidden} on the {m['train_chars']}-character Hamlet "
+                              f"passage, {m['steps']} steps",
+                      f"bits/char: training {train_bpc:.2f}, held-out best {best_bpc:.2f} "
+                      f"(uniform guess {uniform:.2f})",
+                      details={"train_bpc": train_bpc, "best_val_bpc": best_bpc, "uniform_bpc": uniform,
+                               "steps": m["steps"], "params": m["params"], "samples": temp.metrics["samples"]})
+
+
+def _sine(out: Path, s: DemoSizes, progress: bool) -> PartResult:
+    from lapnet.experiments.sine import SineConfig, run_sine
+
+    r = run_sine(SineConfig(hidden_sizes=s.sine_hidden_sizes, archs=s.sine_archs, arch_hidden=s.sine_arch_hidden,
+                            epochs=s.sine_epochs, horizon=50, seed=42), progress=progress)
+    r.save(out)
+    r.close()
+    by_arch = r.metrics["architecture"]
+    text = ", ".join(f"{a.upper()} {v['final_mse']:.1e}" for a, v in by_arch.items())
+    return PartResult("sine", f"{'/'.join(a.upper() for a in s.sine_archs)} H={s.sine_arch_hidden} forecast sin(t), "
+                              f"{s.sine_epochs} epochs",
+                      f"training MSE {text}",
+                      details={a: {"final_mse": v["final_mse"], "forecast_mse": v["forecast_mse"]}
+                               for a, v in by_arch.items()})
+
+
+def _trend(out: Path, s: DemoSizes, progress: bool) -> PartResult:
+    from lapnet.experiments.trend import TrendConfig, run_trend
+
+    r = run_trend(TrendConfig(hidden=s.trend_hidden, n_train=s.trend_train, epochs=s.trend_epochs), progress=progress)
+    r.save(out)
+    r.close()
+    m = r.metrics
+    return PartResult("trend", f"LSTM H={s.trend_hidden} tells rising from falling noisy sequences, "
+                               f"{s.trend_epochs} epochs",
+                      f"test accuracy {m['test_accuracy']:.2f} (target {m['target']:.2f})",
+                      details={k: m[k] for k in ("test_accuracy", "train_accuracy", "reached_target")})
+
+
+def _gradflow(out: Path, s: DemoSizes, progress: bool) -> PartResult:
+    from lapnet.experiments.gradflow import GradflowConfig, run_gradflow
+
+    r = run_gradflow(GradflowConfig(hidden=s.gradflow_hidden, length=s.gradflow_length, steps=s.gradflow_steps,
+                                    clip_steps=s.gradflow_clip_steps, n_measure=16), progress=progress)
+    r.save(out)
+    r.close()
+    m = r.metrics
+    table = {a: {phase: {"ratio_first_to_last": e[phase]["ratio_first_to_last"],
+                         "decay_per_step": e[phase]["decay_per_step"]} for phase in ("init", "trained") if phase in e}
+             for a, e in m["archs"].items()}
+    phase = "trained" if s.gradflow_steps else "init"
+    text = ", ".join(f"{a.upper()} {v[phase]['ratio_first_to_last']:.0e}" for a, v in table.items()
+                     if v[phase]["ratio_first_to_last"] is not None)
+    agree = m.get("engines_max_rel_diff")
+    return PartResult("gradflow", f"||dL/dh_t|| on the adding problem, T={s.gradflow_length}, torch and NumPy",
+                      f"||dL/dh_1|| / ||dL/dh_T|| after {s.gradflow_steps} steps: {text}"
+                      + (f"; engines agree to {agree:.0e}" if agree is not None else ""),
+                      details={"archs": table, "engines_max_rel_diff": agree, "length": s.gradflow_length})
+
+
+def _race(out: Path, s: DemoSizes, progress: bool, f1: Path | None) -> PartResult:
+    from lapnet.race.pipeline import RaceTrainConfig, eval_race, predict_race, train_race
+    from lapnet.race.simulate import simulate
+
+    out.mkdir(parents=True, exist_ok=True)
+    train_laps = simulate(s.race_train_races, seed=s.seed + 7)
+    test_laps = simulate(s.race_test_races, seed=s.seed + 1007)  # other seeds: races it never saw
+    m = train_race(train_laps, out / "run", RaceTrainConfig(hidden_size=s.race_hidden, epochs=s.race_epochs,
+                                                              patience=None, seed=s.seed, progress=progress))
+    ev = eval_race(out / "run", test_laps)
+    write_json(out / "eval_sim.json", {"summary": ev["summary"], "pit_within_3": ev["pit_within_3"],
+                                       "phase_macro_f1": ev.get("phase_macro_f1"),
+                                       "interval90_coverage": ev["interval90_coverage"]})
+    driver = str(test_laps["Driver"].iloc[0])
+    predict_race(out / "run", test_laps[test_laps["Race"] == test_laps["Race"].iloc[0]], driver=driver,
+                 out=out / "predict")
+    best, base = _race_headline(ev["summary"])
+    f1s = ev.get("phase_macro_f1") or {}
+    text = (f"simulated: MAE 1 lap ahead {best['mae_h1']:.3f} s vs best baseline {base['forecaster']} "
+            f"{base['mae_h1']:.3f} s" + (f"; phase F1 {f1s['post_race']:.2f}" if "post_race" in f1s else ""))
+    details = {"sim": {"summary": ev["summary"], "phase_macro_f1": f1s,
+                       "pit_auc": (ev.get("pit_within_3") or {}).get("auc")}, "train": m.get("train")}
+    if f1 is not None and s.race_real_files > 0:
+        files = sorted(f1.glob("*.csv"))[: s.race_real_files]
+        real = eval_race(out / "run", files)
+        write_json(out / "eval_real.json", {"races": real["races"], "summary": real["summary"]})
+        rbest, rbase = _race_headline(real["summary"])
+        text += (f"; real 2023 ({len(files)} races): {rbest['mae_h1']:.3f} s vs {rbase['forecaster']} "
+                 f"{rbase['mae_h1']:.3f} s")
+        details["real"] = {"races": real["races"], "summary": real["summary"]}
+    return PartResult("race", f"GRU H={s.race_hidden} forecaster + bidirectional tagger on {s.race_train_races} "
+                              f"simulated races, scored on {s.race_test_races} others",
+                      text, details=details)
+
+
+def _race_headline(summary: list[dict]) -> tuple[dict, dict]:
+    """(the forecaster's row, the best baseline's row by MAE one lap ahead)."""
+    rows = {r["forecaster"]: r for r in summary}
+    base = min((r for n, r in rows.items() if n != "forecaster"), key=lambda r: r["mae_h1"])
+    return rows["forecaster"], base
+
+
+def _vocab(run: Path) -> list[str]:
+    from lapnet.checkpoint import read_json
+
+    v = read_json(run / "vocab.json")
+    return list(v["chars"] if isinstance(v, dict) else v)
+
+
+def _log2(n: int) -> float:
+    return math.log2(max(n, 1))

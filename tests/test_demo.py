@@ -1,0 +1,132 @@
+"""`lapnet demo --quick` end to end: the summary, every part's files and numbers, the report
+(its HTML, and rendered in headless Chromium), and bad input. The quick demo runs once
+for this module; every test here shares it (one xdist group, one worker)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from lapnet.demo import PARTS, _prepare
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from report_browser import check_in_browser, find_chromium  # noqa: E402
+
+pytestmark = pytest.mark.xdist_group("demo")
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory) -> dict:
+    """`lapnet demo --quick --out DIR`, in-process, once: exit code, stdout, stderr, DIR."""
+    from lapnet.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "tour"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main(["demo", "--quick", "--out", str(out)])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0
+    return {"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(), "out": out}
+
+
+def test_quick_demo_runs_every_part_and_prints_the_summary(quick_demo):
+    assert quick_demo["code"] == 0, quick_demo["stderr"][-3000:]
+    out, stdout, stderr = quick_demo["out"], quick_demo["stdout"], quick_demo["stderr"]
+    # the engine's verdict line and the report's path are the data on stdout
+    m = re.search(r"max \|difference\| ([0-9.e+-]+); gradcheck: max relative error ([0-9.e+-]+); "
+                  r"sine MSE ([0-9.]+) -> ([0-9.]+)", stdout)
+    assert m, stdout
+    parity, grad_err, first, last = (float(v) for v in m.groups())
+    assert parity < 1e-10 and grad_err < 1e-6 and last < first
+    assert stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
+    # progress, the parts' tables and the summary on stderr (rich wraps lines: compare words)
+    flat = " ".join(stderr.split())
+    for title in ("max |engine - torch|", "gradient check", "loss falling", "samples after", "gradient flow over",
+                  "lap-time MAE", "summary"):
+        assert title in flat, title
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["ok"] is True and summary["quick"] is True
+    assert [p["part"] for p in summary["parts"]] == list(PARTS)
+    assert all(p["ok"] and p["seconds"] > 0 and p["result"] for p in summary["parts"])
+    for p in summary["parts"]:
+        assert p["part"] in stderr
+
+
+def test_quick_demo_numbers_are_measured(quick_demo):
+    d = json.loads((quick_demo["out"] / "metrics.json").read_text())["details"]
+    assert d["engine"]["max_abs_diff"] < 1e-10 and d["engine"]["max_rel_error"] < 1e-6
+    text = d["text"]
+    assert text["best_val_bpc"] < text["uniform_bpc"]  # better than guessing, even after 20 steps
+    assert set(text["samples"]) == {"0.3", "0.8", "1.2"}
+    assert all(s.startswith("To be") and len(s) > len("To be") for s in text["samples"].values())
+    assert d["gradflow"]["engines_max_rel_diff"] < 1e-8  # autograd and the NumPy engine agree
+    assert all(0 < e["init"]["ratio_first_to_last"] < 1 for e in d["gradflow"]["archs"].values())
+    rows = {r["forecaster"]: r for r in d["race"]["sim"]["summary"]}
+    assert {"forecaster", "persistence", "mean_last3"} <= set(rows)
+    assert all(0 < r["mae_h1"] < 5 for r in rows.values())  # seconds, on the same laps
+
+
+def test_quick_demo_writes_every_part_and_its_report(quick_demo):
+    out = quick_demo["out"]
+    for path in ("config.json", "engine/metrics.json", "engine/sine_loss.png", "text/model.safetensors",
+                 "text/samples.json", "text/log.jsonl", "text/temperature/temperature.png", "sine/loss_curves.png",
+                 "trend/metrics.json", "gradflow/gradflow.png", "race/run/model.safetensors", "race/eval_sim.json"):
+        assert (out / path).is_file(), path
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "<title>lapnet demo: the guided tour (--quick)</title>" in html
+    for part in PARTS:
+        assert f">{part}</a>" in html, part
+    pngs = list(out.rglob("*.png"))
+    logs = [p for p in out.rglob("log.jsonl") if p.stat().st_size > 0]
+    # every PNG of the run embedded, plus one loss figure per training log
+    assert html.count('<img src="data:image/png;base64,') == len(pngs) + len(logs)
+    assert "<script" not in html and not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def test_demo_report_renders_in_headless_chromium(quick_demo, tmp_path):
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium not found (Debian: apt-get install chromium; or set LAPNET_CHROMIUM)")
+    out = quick_demo["out"]
+    result = check_in_browser(out / "report.html", tmp_path / "browser", chromium=chromium)
+    n_png = len(list(out.rglob("*.png")))
+    assert result["images"] > n_png >= 8
+    assert result["loaded"] == result["shown"] == result["images"], result["broken"]
+    assert all(w > 0 and h > 0 for w, h in result["sizes"])
+    assert result["metrics_tables"] >= 10
+    assert {"part", "result", "forecaster", "mae_h1", "max_abs_diff"} <= set(result["row_headers"])
+    assert Path(result["screenshot"]).stat().st_size > 10_000
+
+
+def test_demo_refuses_a_used_out_dir_and_a_file(run_cli, quick_demo, tmp_path):
+    out = quick_demo["out"]
+    before = (out / "metrics.json").read_bytes()
+    code, _, err = run_cli("demo", "--quick", "--out", out)
+    assert code == 2 and "already holds a run" in err and len(err.strip().splitlines()) == 1
+    assert (out / "metrics.json").read_bytes() == before
+    f = tmp_path / "file.txt"
+    f.write_text("keep me")
+    code, _, err = run_cli("demo", "--quick", "--out", f)
+    assert code == 2 and err.startswith("lapnet: error:") and "is a file" in err
+    assert f.read_text() == "keep me"
+    code, _, err = run_cli("demo", "--quick", "--seed", "-1", "--out", tmp_path / "new")
+    assert code == 2 and "--seed" in err and not (tmp_path / "new").exists()
+
+
+def test_force_removes_only_what_a_demo_wrote(tmp_path):
+    out = tmp_path / "demo"
+    for part in PARTS:
+        (out / part).mkdir(parents=True)
+        (out / part / "metrics.json").write_text("{}")
+    (out / "report.html").write_text("old")
+    (out / "notes.txt").write_text("mine")
+    _prepare(out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -153,3 +153,31 @@ def test_help_states_the_masks(run_cli):
     for cmd in ("train", "eval", "predict"):
         code, out, _ = run_cli("race", cmd, "--help")
         assert code == 0 and "Scored" in out and "in-lap" in out
+
+
+def test_pretrain_sim_then_real_and_tagger(run_cli, f1_data, tmp_path):
+    """--pretrain-sim: a short pretraining on calibrated simulated races, then the real race;
+    the phase head learned on the simulator gives predict a phase column."""
+    out = tmp_path / "run"
+    code, _, err = run_cli("race", "train", f1_data / "2023_miami_R.csv", "--out", out, "--pretrain-sim", 2,
+                           "--epochs", 1, "--hidden", 8, "--quiet")
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["pretrain"]["sim_races"] == 2 and config["phase_trained"]
+    code, _, err = run_cli("race", "predict", out, f1_data / "2023_miami_R.csv", "--driver", "VER", "--out", tmp_path / "p", "--quiet")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "p" / "predictions.csv")
+    assert set(table["Driver"]) == {"VER"} and table["phase"].isin(["push", "conserve", "pit_window"]).all()
+    assert (tmp_path / "p" / "forecast_2023_miami_R_VER.png").is_file()
+
+
+def test_sim_trained_run_has_bidirectional_tagger(tmp_path):
+    from lapnet.race.pipeline import RaceTrainConfig, eval_race, train_race
+    from lapnet.race.simulate import simulate
+
+    sim = simulate(3, seed=5)
+    m = train_race(sim, tmp_path / "run", RaceTrainConfig(hidden_size=8, epochs=1, progress=False))
+    assert (tmp_path / "run" / "tagger" / "model.safetensors").is_file()
+    assert set(m["validation"]["phase_macro_f1"]) == {"live", "post_race"}
+    ev = eval_race(tmp_path / "run", simulate(1, seed=99))
+    assert 0.0 <= ev["phase_macro_f1"]["post_race"] <= 1.0

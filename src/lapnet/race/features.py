@@ -12,10 +12,11 @@ percent of the race's reference lap (`ref`), the median Scored lap among the fir
 peek at the future, which live mode cannot do.
 
 Forecast targets (what the model learns, all in percent of `ref`): at lap t, horizon k,
-`100 * (LapTime[t+k] - start_k[t]) / ref[t]`, where `start_1` is the driver's last Scored lap
-of the stint (persistence) and `start_k`, k >= 2, the mean of its last 3 Scored laps: the net
-starts from the better baseline at each horizon and learns the residual. A target counts only
-when lap t+k exists, is in the same stint, and is Scored.
+`100 * (LapTime[t+k] - base[t]) / ref[t]`, where `base[t]` is the driver's last Scored lap of
+the stint (persistence): the net starts from persistence and learns the residual. (Starting
+horizons >= 2 from the 3-lap mean was tried: it fails badly on races whose pace drifts within a
+stint, Baku, Suzuka, Interlagos.) A target counts only when lap t+k exists, is in the same
+stint, and is Scored.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ DRY = ("SOFT", "MEDIUM", "HARD")
 HORIZONS = 10  # the forecaster predicts laps t+1 .. t+10 of the stint
 PIT_AHEAD = 3  # pit call: does the driver pit within the next 3 laps
 REF_LAPS = 60  # reference lap = median of the race's first 60 Scored laps (about 3 laps of the field)
-LEVEL_LAPS = 3  # for horizons >= 2 the residual starts from the mean of the stint's last 3 Scored laps
 PHASES = ("push", "conserve", "pit_window")
 RECENT = 5  # the last 5 Scored laps of the stint are inputs
 
@@ -76,6 +76,7 @@ FEATURES: tuple[str, ...] = (
     "has_field_stints",
     "sector_dev",  # this lap's worst sector against the stint's median sectors, % of ref
     "since_neutral",  # laps since the last safety car / VSC / red flag lap / 10 (1 = none in 10 laps)
+    "field_slope",  # the median of the other drivers' current stint slopes, % of ref per lap, x 10
 )
 
 
@@ -131,6 +132,7 @@ class _Driver:
     timed: bool = False  # has a timed lap (non-starters never count in the field)
     gap: float = math.nan
     since_neutral: int = 99
+    slope: float = math.nan  # the current stint's slope (% of ref per lap), NaN before 3 Scored laps
     sectors: list = field(default_factory=list)  # (s1, s2, s3) of the stint's Scored laps
 
 
@@ -139,8 +141,7 @@ class LapFeatures:
     """One lap's features plus the quantities that turn a prediction back into seconds."""
 
     x: np.ndarray  # (D,)
-    base: float  # seconds: the stint's last Scored lap (NaN when the stint has none yet): horizon 1 starts here
-    base3: float  # seconds: the mean of its last 3 Scored laps: horizons 2..K start here
+    base: float  # seconds: the stint's last Scored lap (NaN when the stint has none yet): forecasts start here
     ref: float  # seconds: the race's reference lap at this moment
     stint_id: int
 
@@ -210,9 +211,11 @@ class RaceFeaturizer:
             st.scored.append((n, lap_time))
         recent = st.scored[-1:]
         base = recent[-1][1] if recent else math.nan
-        level = st.scored[-LEVEL_LAPS:]
-        base3 = sum(s for _, s in level) / len(level) if level else math.nan
         slope = _slope(st.scored[-8:]) / ref * 100.0 if len(st.scored) >= 3 else 0.0
+        st.slope = slope if len(st.scored) >= 3 else math.nan
+        # the field's pace trend (track evolution, fuel, wear) is shared: it tells one driver's trend better than his own noisy laps
+        slopes = [d.slope for k, d in self.drivers.items() if k != drv and math.isfinite(d.slope)]
+        field_slope = statistics.median(slopes) if slopes else 0.0
 
         # gap to the car that ended the same lap just before us (causal: it ended earlier)
         gap, leader = 10.0, 1.0
@@ -305,9 +308,10 @@ class RaceFeaturizer:
             float(bool(ended)),
             sector_dev,
             min(st.since_neutral, 10) / 10,
+            _clip(field_slope, -1, 1) * 10,
         ]
         st.last_lap = n
-        return LapFeatures(np.asarray(x, dtype=np.float32), base, base3, float(ref), st.stint_id)
+        return LapFeatures(np.asarray(x, dtype=np.float32), base, float(ref), st.stint_id)
 
 
 def check_features(names: list[str] | tuple[str, ...]) -> None:
@@ -342,21 +346,20 @@ def featurize_race(df: pd.DataFrame, total_laps: int | None = None) -> pd.DataFr
 
     Returns:
         A frame aligned with `df` (same index) holding the feature columns `FEATURES` and
-        `_base`, `_base3`, `_ref` (seconds) and `_stint_id`.
+        `_base`, `_ref` (seconds) and `_stint_id`.
     """
     fz = RaceFeaturizer(total_laps or race_laps(df))
     records = df.to_dict("index")
-    xs, bases, bases3, refs, stints, idx = [], [], [], [], [], []
+    xs, bases, refs, stints, idx = [], [], [], [], []
     for i in session_order(df):
         f = fz.step(records[i])
         xs.append(f.x)
         bases.append(f.base)
-        bases3.append(f.base3)
         refs.append(f.ref)
         stints.append(f.stint_id)
         idx.append(i)
     out = pd.DataFrame(np.stack(xs) if xs else np.zeros((0, len(FEATURES))), index=idx, columns=list(FEATURES))
-    out["_base"], out["_base3"], out["_ref"], out["_stint_id"] = bases, bases3, refs, stints
+    out["_base"], out["_ref"], out["_stint_id"] = bases, refs, stints
     return out.loc[df.index]
 
 
@@ -379,7 +382,6 @@ class Sequences:
     phase: np.ndarray  # (N, T) int64 index into PHASES (0 where unknown)
     phase_mask: np.ndarray  # (N, T) bool: a Phase label exists (simulated laps only)
     base: np.ndarray  # (N, T) seconds: last Scored lap of the stint, NaN when none yet
-    base3: np.ndarray  # (N, T) seconds: mean of the stint's last 3 Scored laps, NaN when none yet
     ref: np.ndarray  # (N, T) seconds
     lap_time: np.ndarray  # (N, T) seconds, NaN when missing
     lap_number: np.ndarray  # (N, T) float
@@ -418,7 +420,6 @@ def build_sequences(df: pd.DataFrame) -> Sequences:
         phase=np.zeros((N, T), np.int64),
         phase_mask=np.zeros((N, T), bool),
         base=np.full((N, T), np.nan),
-        base3=np.full((N, T), np.nan),
         ref=np.ones((N, T)),
         lap_time=np.full((N, T), np.nan),
         lap_number=np.full((N, T), np.nan),
@@ -442,11 +443,10 @@ def build_sequences(df: pd.DataFrame) -> Sequences:
         s.row[i, :L] = ix
         s.x[i, :L] = fx[ix]
         base = feats["_base"].to_numpy(float)[ix]
-        base3 = feats["_base3"].to_numpy(float)[ix]
         ref = feats["_ref"].to_numpy(float)[ix]
         sid = feats["_stint_id"].to_numpy()[ix]
         lt, ln, sc, pin = lt_all[ix], ln_all[ix], scored_all[ix], inlap_all[ix]
-        s.base[i, :L], s.base3[i, :L], s.ref[i, :L], s.lap_time[i, :L] = base, base3, ref, lt
+        s.base[i, :L], s.ref[i, :L], s.lap_time[i, :L] = base, ref, lt
         s.origin_scored[i, :L] = sc
         s.scored[i, :L] = sc
         s.lap_number[i, :L], s.stint_id[i, :L] = ln, sid
@@ -463,8 +463,7 @@ def build_sequences(df: pd.DataFrame) -> Sequences:
                 s.future_timed[i, j, k - 1] = np.isfinite(base[j])
                 if not sc[q] or not np.isfinite(base[j]):
                     continue
-                start = base[j] if k == 1 else base3[j]
-                s.target[i, j, k - 1] = (lt[q] - start) / ref[j] * 100.0
+                s.target[i, j, k - 1] = (lt[q] - base[j]) / ref[j] * 100.0
                 s.target_mask[i, j, k - 1] = True
             ahead = [pos.get(int(ln[j]) + k) for k in range(1, PIT_AHEAD + 1)]
             s.pit[i, j] = float(any(q is not None and pin[q] for q in ahead))

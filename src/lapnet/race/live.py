@@ -223,8 +223,7 @@ class LiveRace:
         st.last_lap = n
         mean = out["mean"][0, 0].numpy().astype(float)  # (K,)
         sigma = np.exp(out["log_sigma"][0, 0].numpy().astype(float))
-        start = np.full(len(mean), f.base3 if math.isfinite(f.base3) else f.ref)  # as `to_seconds` does
-        start[0] = f.base if math.isfinite(f.base) else f.ref
+        start = f.base if math.isfinite(f.base) else f.ref  # as `to_seconds` does
         sec = start + f.ref * mean / 100.0
         sig = f.ref * sigma / 100.0
         phase = PHASES[int(out["phase"][0, 0].argmax())] if self.phase_trained else None

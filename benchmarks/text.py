@@ -36,15 +36,19 @@ def _load() -> str:
         return "?"
 
 
-def _steps_per_cpu_second(file: Path, engine: str, probe_steps: int = 6) -> float:
-    """Training steps per CPU-second of the default model (a short probe run)."""
+def _steps_per_cpu_second(file: Path, engine: str, short: int = 4, long: int = 16) -> float:
+    """Training steps per CPU-second of the default model: two probe runs of different
+    lengths, so start-up and the final evaluation cancel out of the difference."""
     from lapnet.text_runs import train_text, text_train_config
 
-    with tempfile.TemporaryDirectory() as tmp:
-        c0 = time.process_time()
-        train_text(file, Path(tmp) / "probe", train=text_train_config(max_steps=probe_steps, progress=False),
-                   engine=engine, samples=False)
-        return probe_steps / (time.process_time() - c0)
+    cpu = []
+    for steps in (short, long):
+        with tempfile.TemporaryDirectory() as tmp:
+            c0 = time.process_time()
+            train_text(file, Path(tmp) / "probe", train=text_train_config(max_steps=steps, progress=False),
+                       engine=engine, samples=False)
+            cpu.append(time.process_time() - c0)
+    return (long - short) / max(cpu[1] - cpu[0], 1e-9)
 
 
 def quality(file: Path, minutes: float, engines: list[str], cpu_budget: bool = False) -> list[dict]:
@@ -56,7 +60,9 @@ def quality(file: Path, minutes: float, engines: list[str], cpu_budget: bool = F
     rows = []
     for engine in engines:
         if cpu_budget:
-            steps = int(minutes * 60 * _steps_per_cpu_second(file, engine))
+            rate = _steps_per_cpu_second(file, engine)
+            steps = int(minutes * 60 * rate)
+            print(f"# {engine}: {rate:.2f} steps per CPU-second -> {steps} steps", file=sys.stderr, flush=True)
             tcfg = text_train_config(max_steps=max(steps, 1), progress=False)
         else:
             tcfg = text_train_config(minutes=minutes, progress=False)

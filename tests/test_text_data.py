@@ -72,3 +72,21 @@ def test_eval_layout_scores_the_validation_text_in_contiguous_streams():
     assert S > 1 and S * (L1 - 1) >= len(ids) - S
     np.testing.assert_array_equal(rows[1:, 0], rows[:-1, -1])  # each stream starts where the last ended
     assert eval_layout(np.arange(2)).shape == (1, 2)
+
+
+def test_cli_defaults_are_the_library_defaults():
+    import inspect
+
+    from lapnet.cli.text import train_cmd
+    from lapnet.models.charlm import CharLMConfig
+    from lapnet.text_runs import TextDataConfig, text_train_config
+
+    opts = {k: p.default.default for k, p in inspect.signature(train_cmd).parameters.items()}
+    model, data, train = CharLMConfig(1), TextDataConfig(), text_train_config()
+    for k in ("arch", "hidden", "layers", "embed", "dropout"):
+        assert opts[k] == getattr(model, k), k
+    for k in ("seq_len", "batch", "val_frac"):
+        assert opts[k] == getattr(data, k), k
+    for k in ("lr", "schedule", "clip", "seed"):
+        assert opts[k] == getattr(train, k), k
+    assert train.minutes == 1.0 and train.epochs is None  # neither --epochs nor --minutes: one minute

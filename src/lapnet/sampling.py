@@ -92,13 +92,16 @@ class Chooser:
         """(B, V) logits -> (B,) int64 ids."""
         if self.cfg.temperature == 0:
             return logits.argmax(axis=1)  # greedy
-        if self._plain:  # the hot path for a single stream: a handful of small NumPy ops
-            z = logits.astype(np.float64) * (1.0 / self.cfg.temperature)
-            p = np.exp(z - z.max(axis=1, keepdims=True))
+        if self._plain:  # the hot path: a handful of small NumPy calls per step
+            z = logits - logits.max(axis=1, keepdims=True)
+            z *= 1.0 / self.cfg.temperature
+            p = np.exp(z, out=z)
         else:
             p = filter_probs(logits, self.cfg)
         cdf = np.cumsum(p, axis=1)  # (B, V), unnormalised is fine: scale the draw instead
         u = self.rng.random(len(cdf)) * cdf[:, -1]  # (B,)
+        if len(cdf) == 1:
+            return np.minimum(cdf[0].searchsorted(u, side="right"), cdf.shape[1] - 1)
         ids = (cdf <= u[:, None]).sum(axis=1)  # first index whose cdf exceeds u
         return np.minimum(ids, cdf.shape[1] - 1)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,7 +46,7 @@ class TextDataConfig:
 
 def text_train_config(**overrides: Any) -> TrainConfig:
     """TrainConfig with the defaults chosen for character LMs (see benchmarks/text.py)."""
-    base = dict(epochs=None, minutes=None, lr=3e-3, schedule="cosine", min_lr_frac=0.1, warmup_steps=0,
+    base = dict(epochs=None, minutes=None, lr=1e-2, schedule="cosine", min_lr_frac=0.1, warmup_steps=0,
                 clip=5.0, clip_value=None)
     base.update({k: v for k, v in overrides.items() if v is not None or k in ("clip", "clip_value")})
     if base["epochs"] is None and base["minutes"] is None and base.get("max_steps") is None:
@@ -265,6 +265,8 @@ def train_text(
     if len(val_ids) < 2:
         raise LapnetError("--val-frac 0 leaves no validation text: give a fraction like 0.1")
     batches = TextBatches(train_ids, data.batch, data.seq_len, seed=train.seed)
+    if train.eval_every is None:  # every epoch, but not every few steps on a tiny text nor rarely on a big one
+        train = replace(train, eval_every=min(max(batches.steps_per_epoch(), 50), 200))
 
     net = build_model(model, engine, train.seed, device)
     run = Run(out, engine, net, vocab)

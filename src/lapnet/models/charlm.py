@@ -27,7 +27,7 @@ class CharLMConfig:
     vocab_size: int
     arch: str = "lstm"
     embed: int = 64  # E
-    hidden: int = 512  # H
+    hidden: int = 256  # H
     layers: int = 1  # L
     dropout: float = 0.0  # between stacked layers only
 

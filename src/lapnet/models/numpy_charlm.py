@@ -187,17 +187,28 @@ class NumpyStepper:
         self.model, self.cfg, self.prime_fn = model, cfg, prime_fn
         self.arch, self.H = cfg.arch, cfg.hidden
         w = weights
+        H = cfg.hidden
+        G = {"lstm": 4, "gru": 3, "rnn": 1}[cfg.arch]
+        order, scale = np.arange(G * H), np.ones(G * H, np.float32)
+        if cfg.arch == "lstm":
+            # gates re-ordered i, f, o, g so the three sigmoids are one block, and their rows
+            # halved so a single tanh activates all four: sigmoid(x) = (1 + tanh(x / 2)) / 2
+            order = np.arange(4 * H).reshape(4, H)[[0, 1, 3, 2]].ravel()
+            scale[: 3 * H] = 0.5
         self.layers = []
         for k in range(cfg.layers):
-            w_ih, w_hh = w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]
-            b_ih, b_hh = w[f"rnn.bias_ih_l{k}"], w[f"rnn.bias_hh_l{k}"]
-            if k == 0:
-                w_ih_t = w["embed.weight"] @ w_ih.T + b_ih  # (V, G*H): the lookup table, b_ih folded in
+            w_ih, w_hh = w[f"rnn.weight_ih_l{k}"][order], w[f"rnn.weight_hh_l{k}"][order]
+            b_ih, b_hh = w[f"rnn.bias_ih_l{k}"][order], w[f"rnn.bias_hh_l{k}"][order]
+            if cfg.arch != "gru":  # both biases simply add (the GRU's b_hn sits inside r * (...))
+                b_ih, b_hh = b_ih + b_hh, np.zeros_like(b_hh)
+            if k == 0:  # an embedding followed by a linear map is a lookup: (V, G*H), bias folded in
+                w_ih_t = ((w["embed.weight"] @ w_ih.T + b_ih) * scale).astype(np.float32)
             else:
-                w_ih_t = np.ascontiguousarray(w_ih.T)  # (H, G*H)
-            self.layers.append((w_ih_t, np.ascontiguousarray(w_hh.T), b_ih, b_hh))
-        self.head_wt = np.ascontiguousarray(w["head.weight"].T)  # (H, V)
-        self.head_b = w["head.bias"]
+                w_ih_t = np.ascontiguousarray((w_ih * scale[:, None]).T, dtype=np.float32)  # (H, G*H)
+            self.layers.append((w_ih_t, np.ascontiguousarray((w_hh * scale[:, None]).T, dtype=np.float32),
+                                (b_ih * scale).astype(np.float32), (b_hh * scale).astype(np.float32)))
+        self.head_wt = np.ascontiguousarray(w["head.weight"].T, dtype=np.float32)  # (H, V)
+        self.head_b = np.asarray(w["head.bias"], np.float32)
         self.relu = cfg.arch == "rnn" and model is not None and getattr(model.rnn, "nonlinearity", "tanh") == "relu"
 
     def prime(self, ids: np.ndarray):
@@ -209,31 +220,45 @@ class NumpyStepper:
         return logits[:, -1], split_layers(state, self.arch == "lstm")
 
     def step(self, ids: np.ndarray, state):
+        """ids (B,) -> (logits (B, V), new state): one character on, for every stream."""
         H = self.H
         new = []
         x = None
         for k, ((w_ih_t, w_hh_t, b_ih, b_hh), s) in enumerate(zip(self.layers, state)):
-            gi = w_ih_t[ids] if k == 0 else x @ w_ih_t + b_ih  # (B, G*H)
             if self.arch == "lstm":
                 h, c = s
-                g = gi + h @ w_hh_t + b_hh  # (B, 4H) in torch's order i, f, g, o
-                sig = 1.0 / (1.0 + np.exp(-g))
-                c = sig[:, H:2 * H] * c + sig[:, :H] * np.tanh(g[:, 2 * H:3 * H])
-                h = sig[:, 3 * H:] * np.tanh(c)
+                a = h @ w_hh_t  # (B, 4H), gates i, f, o, g with the sigmoid rows halved
+                if k == 0:
+                    a += w_ih_t[ids]
+                else:
+                    a += x @ w_ih_t
+                    a += b_ih
+                np.tanh(a, out=a)
+                sig = a[:, : 3 * H]
+                sig *= 0.5
+                sig += 0.5  # i, f, o now sigmoids
+                c = a[:, H: 2 * H] * c
+                c += a[:, :H] * a[:, 3 * H:]  # c = f * c + i * g
+                h = np.tanh(c)
+                h *= a[:, 2 * H: 3 * H]  # h = o * tanh(c)
                 new.append((h, c))
             elif self.arch == "gru":
-                gh = s @ w_hh_t + b_hh  # (B, 3H): r, z, n
+                gi = w_ih_t[ids] if k == 0 else x @ w_ih_t + b_ih  # (B, 3H): r, z, n
+                gh = s @ w_hh_t + b_hh  # (B, 3H)
                 rz = 1.0 / (1.0 + np.exp(-(gi[:, :2 * H] + gh[:, :2 * H])))
                 n = np.tanh(gi[:, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
                 z = rz[:, H:]
                 h = (1.0 - z) * n + z * s
                 new.append(h)
             else:
-                a = gi + s @ w_hh_t + b_hh  # (B, H)
+                a = s @ w_hh_t  # (B, H)
+                a += w_ih_t[ids] if k == 0 else x @ w_ih_t + b_ih
                 h = np.maximum(a, 0.0) if self.relu else np.tanh(a)
                 new.append(h)
             x = h  # (B, H)
-        return x @ self.head_wt + self.head_b, new  # (B, V)
+        logits = x @ self.head_wt  # (B, V)
+        logits += self.head_b
+        return logits, new
 
 
 def split_layers(state, lstm: bool) -> list:

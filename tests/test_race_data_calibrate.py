@@ -38,6 +38,7 @@ def test_recovers_known_constants(plain_cal):
     assert cal.fuel_s_per_kg == pytest.approx(PLAIN.fuel_s_per_kg, rel=0.15)
     assert cal.lap_noise_s == pytest.approx(PLAIN.noise_std, rel=0.15)
     assert cal.pace_drift_s < 0.1  # this simulation has no drift: white noise only
+    assert cal.slow_lap_prob < 0.03  # ... and no slow laps: the residuals' tails are symmetric
     assert cal.car_pace_sd_s == pytest.approx(PLAIN.car_pace_sd, rel=0.25)
     def pace_true(name, life):  # wear = TyreLife - 1 when the modes are off
         m = PLAIN.compounds[name]

@@ -143,3 +143,15 @@ def test_strategies_use_two_dry_compounds(sim):
     # a stint is one compound, and Stint counts the stops
     assert sim.groupby(["Race", "Driver", "Stint"])["Compound"].nunique().eq(1).all()
     assert (laps["Stint"].max() == n_stops + 1).all()
+
+
+def test_calibrated_extras_slow_laps_and_drift():
+    p = replace(SimParams(), slow_prob=0.1, slow_mean_s=1.0, drift_std=0.3, drift_rho=0.9)
+    df = simulate(3, seed=8, params=p)
+    green = _green(df).to_numpy()
+    noise = (df["LapTime"] - df["OracleLapTime"]).to_numpy()[green]
+    assert np.mean(noise) == pytest.approx(0.1 * 1.0, abs=0.03)  # slow laps are noise, one-sided
+    assert np.mean(noise > 2.0) > 0.005 and np.mean(noise < -1.0) == 0.0
+    # the drift lives in the oracle: neighbouring laps share it
+    base = simulate(3, seed=8, params=replace(p, drift_std=0.0, slow_prob=0.0))
+    assert not np.allclose(df["OracleLapTime"], base["OracleLapTime"])

@@ -27,7 +27,11 @@ What is fitted, and from which laps (all durations in seconds):
                            green lap (green laps only, lap 1 excluded), per circuit and overall.
     stint lengths          median (and 95th percentile) laps of the stints of 4+ laps that
                            end in a pit stop, per compound; the simulator puts the tyre
-                           cliff 25 % beyond the 95th percentile, where real data has none.
+                           cliff beyond the 95th percentile (in wear: x1.1 x push wear),
+                           where real data shows none.
+    slow laps              the excess of the residuals' right tail over the left (mistakes,
+                           traffic) as an occasional exponential slowdown (its slope and
+                           mass at 3 and 5 robust sd).
     field spread           robust spread of the (race, driver) offsets of the fuel fit.
     safety cars            runs of laps with code 4 (SC) and 6 (VSC, not SC) per race, and
                            the mean SC length; one-stop share among drivers who stopped.
@@ -104,6 +108,8 @@ class Calibration:
     pace_drift_s: float
     pace_drift_rho: float
     car_pace_sd_s: float
+    slow_lap_prob: float
+    slow_lap_mean_s: float
     pit_in_s: float
     pit_out_s: float
     pit_loss_s: float
@@ -150,8 +156,8 @@ def load_calibration(path: str | Path) -> Calibration:
 
 # --- schema validation -------------------------------------------------------------------
 
-_FLOAT_FIELDS = ("fuel_s_per_lap", "fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "car_pace_sd_s", "pit_in_s", "pit_out_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share")
-_NONNEG = {"fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "car_pace_sd_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share"}
+_FLOAT_FIELDS = ("fuel_s_per_lap", "fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "car_pace_sd_s", "slow_lap_prob", "slow_lap_mean_s", "pit_in_s", "pit_out_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share")
+_NONNEG = {"fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "car_pace_sd_s", "slow_lap_prob", "slow_lap_mean_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share"}
 
 
 def _num(v: Any, where: str, *, integer: bool = False, positive: bool = False, nonneg: bool = False) -> float:
@@ -225,6 +231,8 @@ def _from_dict(d: Any, where: str) -> Calibration:
             stints=_num(c["stints"], f"{w}.stints", integer=True, nonneg=True),
         )
     scalars = {k: _num(d[k], f"{where}: {k}", nonneg=k in _NONNEG) for k in _FLOAT_FIELDS}
+    if scalars["slow_lap_prob"] > 1:
+        raise LapnetError(f"{where}: slow_lap_prob must be in [0, 1], got {scalars['slow_lap_prob']}")
     if scalars["pace_drift_rho"] >= 1:
         raise LapnetError(f"{where}: pace_drift_rho must be in [0, 1), got {scalars['pace_drift_rho']}")
     if scalars["one_stop_share"] > 1:
@@ -367,6 +375,7 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     scale = {r: float(np.clip(num.get(r, 0.0) / den[r], 0.0, 4.0)) if den.get(r, 0.0) > 0 and n_dry.get(r, 0) >= MIN_LAPS_OWN_TREND else 1.0 for r in usable}
     resid = d["r"] - dry.loc[d.index, "Race"].map(scale) * d["z"]
     noise, drift, rho = _split_noise(resid, dry.loc[d.index])
+    slow_prob, slow_mean = _slow_laps(resid.to_numpy())
 
     circuits = []
     last_lap = df[df["HasTime"]].groupby("Race")["LapNumber"].max()
@@ -409,6 +418,8 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
         pace_drift_s=round(drift, 5),
         pace_drift_rho=round(rho, 4),
         car_pace_sd_s=round(car_sd, 4),
+        slow_lap_prob=round(slow_prob, 5),
+        slow_lap_mean_s=round(slow_mean, 4),
         pit_in_s=round(pit_in, 4),
         pit_out_s=round(pit_out, 4),
         pit_loss_s=round(max(pit_in + pit_out, 0.0), 4),
@@ -453,6 +464,28 @@ def _split_noise(resid: pd.Series, laps: pd.DataFrame) -> tuple[float, float, fl
             best = (err, n2, v, rho)
     _, n2, v, rho = best
     return float(np.sqrt(n2)), float(np.sqrt(v)), float(rho) if v > 0 else 0.0
+
+
+def _slow_laps(resid: np.ndarray) -> tuple[float, float]:
+    """Occasional slow laps (a mistake, a backmarker, a lift): real residuals have a heavy right
+    tail and a near-Gaussian left one. Far out, Gaussian noise plus an exponential slowdown
+    (probability p, mean m) has P(X > x) ~ p * exp(s**2 / (2 m**2) - x / m): the right-minus-left
+    tail mass at 3 and 5 robust sd gives m (the slope) and p. Returns (p, m); (0, 1) when the
+    right tail is not significantly heavier than the left."""
+    r = resid[np.isfinite(resid)]
+    n = len(r)
+    if n < 200:
+        return 0.0, 1.0
+    sd = 1.4826 * np.median(np.abs(r - np.median(r)))
+    x1, x2 = 3.0 * sd, 5.0 * sd
+    e1 = float(np.mean(r > x1) - np.mean(r < -x1))
+    e2 = float(np.mean(r > x2) - np.mean(r < -x2))
+    significant = e1 > 3.0 * np.sqrt(np.mean(np.abs(r) > x1) / n) and (r > x2).sum() >= 10 and e2 > 0 and e1 > e2
+    if not significant:
+        return 0.0, 1.0
+    m = float(np.clip((x2 - x1) / np.log(e1 / e2), 0.1, 5.0))
+    p = e1 * np.exp(x1 / m - sd**2 / (2 * m**2))
+    return float(np.clip(p, 0.0, 0.5)), m
 
 
 def _stints(df: pd.DataFrame) -> pd.DataFrame:

@@ -11,9 +11,11 @@ Lap time model (seconds), per car and lap (the oracle is all of it except the no
     oracle = base_lap + car_pace + compound_offset[c] + deg_c(wear) + fuel_s_per_kg * fuel
              + evolution(lap) + mode_pace + cold_tyre(temp) + dirty_air(gap_ahead)
              + in-lap / out-lap / lap-1 / safety-car terms
-    LapTime = oracle + N(0, noise_std)
+    LapTime = oracle + N(0, noise_std)  [+ Exp(slow_mean_s) on a slow_prob share of laps]
 
-so the oracle's MAE is E|N(0, s)| = s * sqrt(2/pi): the noise floor.
+so the oracle's MAE is E|N(0, s)| = s * sqrt(2/pi): the noise floor. (Calibrated runs add
+the occasional slow lap real data shows, and a slowly drifting pace per car inside the
+oracle; both are off by default.)
 
 Truth columns written beside FastF1's:
     FuelLoad        kg on board at the start of the lap.
@@ -157,6 +159,8 @@ class SimParams:
     car_pace_sd: float = 0.35  # spread of the field's pace (s per lap)
     noise_std: float = 0.15  # lap-time noise: the oracle's MAE is noise_std * sqrt(2/pi)
     drift_std: float = 0.0  # a car's slowly drifting pace (AR(1), part of the oracle); off by default
+    slow_prob: float = 0.0  # share of green laps with an extra exponential slowdown (noise); off by default
+    slow_mean_s: float = 1.5
     drift_rho: float = 0.0
     push_pace_s: float = -0.25
     conserve_pace_s: float = 0.25
@@ -210,7 +214,8 @@ class SimParams:
             compounds[name] = replace(
                 old, offset_s=float(cc.offset_s), linear=float(cc.deg_linear_s), quad=float(cc.deg_quad_s), log=0.0,
                 stint_laps=float(cc.stint_laps),
-                cliff=1.25 * float(cc.stint_laps_p95),  # real stints show no cliff: put it past them
+                # real stints show no cliff: put it past the longest, even for a driver pushing all stint
+                cliff=1.1 * base.push_wear * float(cc.stint_laps_p95),
             )
         # The push/conserve modes are a slow process of their own (stretches of ~7 laps): they
         # take their share of the real residual's slow part, the AR(1) drift gets the rest.
@@ -226,6 +231,8 @@ class SimParams:
             noise_std=noise,
             drift_std=drift,
             car_pace_sd=float(cal.car_pace_sd_s),
+            slow_prob=float(cal.slow_lap_prob),
+            slow_mean_s=float(cal.slow_lap_mean_s),
             drift_rho=float(cal.pace_drift_rho),
             in_lap_share=float(np.clip(cal.pit_in_s / max(cal.pit_loss_s, 1e-6), 0.05, 0.6)),
             sc_per_race=float(cal.sc_per_race),
@@ -430,6 +437,9 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
         oracle = oracle + in_lap * p.in_lap_share * pit_loss * stop_share
         oracle = oracle + out_lap * (1 - p.in_lap_share) * pit_loss * prev_share
         lap_time = oracle + rng.normal(0.0, p.noise_std, (R, C))
+        if p.slow_prob > 0:  # a mistake or a backmarker: noise, not in the oracle
+            slow = (rng.random((R, C)) < p.slow_prob) & ~neutral
+            lap_time = lap_time + slow * rng.exponential(p.slow_mean_s, (R, C))
         t_new = t_prev + lap_time
 
         # Positions and gaps at the end of the lap, among cars still running.

@@ -203,6 +203,9 @@ def test_dropout_between_layers_only_in_training():
         (lambda m: m.load_state_dict({**m.state_dict(), "extra": np.zeros(1)}), "unexpected extra"),
         (lambda m: m.load_state_dict({**m.state_dict(), "bias_hh_l0": np.zeros(3)}), r"bias_hh_l0.*shape \(3,\)"),
         (lambda m: m.backward(np.zeros((2, 3, 6)), None, m.forward(np.zeros((2, 3, 4)))[2]), "dout must have shape"),
+        (lambda m: m.backward(np.full((2, 3, 5), np.nan), None, m.forward(np.zeros((2, 3, 4)))[2]), "dout contains NaN"),
+        (lambda m: m.backward(None, (np.zeros((2, 2, 5)), np.zeros((2, 3, 5))), m.forward(np.zeros((2, 3, 4)))[2]),
+         r"dstate c must have shape \(2, 2, 5\)"),
     ],
 )
 def test_bad_input_raises_one_clear_error(call, match):

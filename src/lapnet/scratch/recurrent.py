@@ -164,7 +164,11 @@ class Recurrent:
 
     @classmethod
     def from_torch(cls, module: Any) -> "Recurrent":
-        """Build the engine twin of a torch.nn.RNN/LSTM/GRU (same weights, same dtype)."""
+        """Build the engine twin of a torch.nn.RNN/LSTM/GRU (same weights, same dtype).
+
+        The engine is always batch-first; a module built with batch_first=False has the
+        same weights, so only the axis order of x and out differs.
+        """
         if cls is Recurrent:
             return from_torch(module)
         if getattr(module, "proj_size", 0) or not getattr(module, "bias", True):
@@ -347,6 +351,8 @@ class Recurrent:
             dout = as_numpy(dout)
             if dout.shape != (B, T, dirs * H):
                 raise LapnetError(f"dout must have shape {(B, T, dirs * H)} like the output, got {dout.shape}")
+            if not np.isfinite(dout).all():
+                raise LapnetError("dout contains NaN or infinite values")
             dY = np.ascontiguousarray(dout.transpose(1, 0, 2), dtype=dt)  # (T, B, dirs*H)
             if cache.mask is not None:
                 dY = dY * cache.mask  # no gradient past a sequence's end

@@ -471,7 +471,8 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
         fuel = np.maximum(fuel - burn * np.where(neutral, 0.6, 1.0), 0.0)
         t_prev = np.where(active, t_new, t_prev)
 
-    return _to_frame(out, comp_out, phase_out, flags, status, circ, p, seed_races=R)
+    yellow = rng.random((R, L)) < p.yellow_prob  # (R, L) laps with a local yellow somewhere
+    return _to_frame(out, comp_out, phase_out, flags, _status_strings(status, yellow), circ, p)
 
 
 def _running_order(t: np.ndarray) -> np.ndarray:
@@ -493,13 +494,12 @@ def _status_strings(status: np.ndarray, yellow: np.ndarray) -> np.ndarray:
     return s
 
 
-def _to_frame(out, comp_out, phase_out, flags, status, circ, p: SimParams, seed_races: int) -> pd.DataFrame:
+def _to_frame(out, comp_out, phase_out, flags, ts: np.ndarray, circ, p: SimParams) -> pd.DataFrame:
+    """Flatten the (R, C, L) buffers of running cars into a FastF1-style table; ts: (R, L) status strings."""
     R, C, L = comp_out.shape
     valid = flags["Valid"]
     rr, cc, ll = np.nonzero(valid)  # row order: race, car, lap -> sorted like FastF1
     n = len(rr)
-    yellow = np.random.default_rng(R * 7919 + L).random((R, L)) < p.yellow_prob
-    ts = _status_strings(status, yellow)
     drivers = np.array([d[0] for d in DRIVERS[:C]] + [f"C{i:02d}" for i in range(len(DRIVERS), C)], dtype=object)
     numbers = np.array([d[1] for d in DRIVERS[:C]] + [str(100 + i) for i in range(len(DRIVERS), C)], dtype=object)
     teams = np.array([d[2] for d in DRIVERS[:C]] + ["Privateer"] * max(0, C - len(DRIVERS)), dtype=object)

@@ -14,6 +14,7 @@ Stacking: layer l+1 reads layer l's output (both directions concatenated); with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Mapping
 
 import numpy as np
@@ -101,7 +102,10 @@ class Recurrent:
     def gate_size(self) -> int:
         return self._kernel.GATES * self.hidden_size
 
-    def _names(self, layer: int, direction: int) -> dict[str, str]:
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def _names(layer: int, direction: int) -> dict[str, str]:
+        """Kernel argument -> torch parameter name, for one layer and direction."""
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
         return {"w_ih": f"weight_ih{sfx}", "w_hh": f"weight_hh{sfx}", "b_ih": f"bias_ih{sfx}", "b_hh": f"bias_hh{sfx}"}
 
@@ -203,7 +207,7 @@ class Recurrent:
             raise LapnetError(f"{self.kind} input is empty: shape {x.shape}")
         if D != self.input_size:
             raise LapnetError(f"{self.kind} input has D={D} features per step but input_size is {self.input_size}")
-        if not np.issubdtype(x.dtype, np.number):
+        if x.dtype.kind not in "biuf":  # bool, ints, floats
             raise LapnetError(f"{self.kind} input must be numeric, got dtype {x.dtype}")
         x = x.astype(self.dtype, copy=False)
         if not np.isfinite(x).all():

@@ -68,19 +68,19 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, mask=None, partial=None, reverse=Fals
     T, B, D = x.shape
     H = w_hh.shape[1]
     dt = x.dtype
-    half = np.ones(3 * H, dt)
-    half[: 2 * H] = 0.5  # r, z rows halved: one tanh then (1 + .)/2 is the sigmoid
-    b = b_ih * half
-    b[: 2 * H] += b_hh[: 2 * H] * 0.5  # b_hr, b_hz fold into the input projection; b_hn sits inside r*(.)
+    sign = np.ones(3 * H, dt)
+    sign[: 2 * H] = -1.0  # r, z rows negated: the product is -a and sigmoid(a) = 1 / (1 + exp(-a))
+    b = b_ih * sign
+    b[: 2 * H] -= b_hh[: 2 * H]  # b_hr, b_hz fold into the input projection; b_hn sits inside r*(.)
     b_hn = b_hh[2 * H :]
-    XP = np.matmul(x.reshape(T * B, D), (w_ih * half[:, None]).T).reshape(T, B, 3 * H)  # (T, B, 3H)
+    XP = np.matmul(x.reshape(T * B, D), (w_ih * sign[:, None]).T).reshape(T, B, 3 * H)  # (T, B, 3H)
     XP += b
     textbook = form == "textbook"
     if textbook:
-        w_rz = np.ascontiguousarray((w_hh[: 2 * H] * 0.5).T)  # (H, 2H)
+        w_rz = np.ascontiguousarray((-w_hh[: 2 * H]).T)  # (H, 2H)
         w_nT = np.ascontiguousarray(w_hh[2 * H :].T)  # (H, H)
     else:
-        w_hhT = np.ascontiguousarray((w_hh * half[:, None]).T)  # (H, 3H)
+        w_hhT = np.ascontiguousarray((w_hh * sign[:, None]).T)  # (H, 3H)
     RZ = np.empty((T, B, 2, H), dt)
     N = np.empty((T, B, H), dt)
     GHn = np.empty((T, B, H), dt)
@@ -88,33 +88,35 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, mask=None, partial=None, reverse=Fals
     p, n = (1, 0) if reverse else (0, 1)
     hs[T if reverse else 0] = h0
     gh = np.empty((B, 3 * H), dt)
+    ones = np.ones((B, 2 * H), dt)
     rh = np.empty((B, H), dt)
-    for t in range(T - 1, -1, -1) if reverse else range(T):
-        h_prev, h, rz, xp = hs[t + p], hs[t + n], RZ[t].reshape(B, 2 * H), XP[t]
-        if textbook:
-            np.matmul(h_prev, w_rz, out=gh[:, : 2 * H])
-        else:
-            np.dot(h_prev, w_hhT, gh)  # (B, 3H); np.dot costs less per call than np.matmul
-        np.add(xp[:, : 2 * H], gh[:, : 2 * H], out=rz)
-        np.tanh(rz, out=rz)
-        rz *= 0.5
-        rz += 0.5
-        r, z, ghn, cand = RZ[t, :, 0], RZ[t, :, 1], GHn[t], N[t]
-        if textbook:
-            np.multiply(r, h_prev, out=rh)
-            np.matmul(rh, w_nT, out=ghn)
-            ghn += b_hn
-            np.add(ghn, xp[:, 2 * H :], out=cand)
-        else:
-            np.add(gh[:, 2 * H :], b_hn, out=ghn)
-            np.multiply(r, ghn, out=cand)
-            cand += xp[:, 2 * H :]
-        np.tanh(cand, out=cand)
-        np.subtract(h_prev, cand, out=h)  # h = n + z * (h_prev - n)
-        h *= z
-        h += cand
-        if partial is not None and partial[t]:
-            np.copyto(h, h_prev, where=~mask[t])
+    with np.errstate(over="ignore"):  # exp(-a) = inf for a << 0 gives sigmoid 0, as it should
+        for t in range(T - 1, -1, -1) if reverse else range(T):
+            h_prev, h, rz, xp = hs[t + p], hs[t + n], RZ[t].reshape(B, 2 * H), XP[t]
+            if textbook:
+                np.matmul(h_prev, w_rz, out=gh[:, : 2 * H])
+            else:
+                np.dot(h_prev, w_hhT, gh)  # (B, 3H); np.dot costs less per call than np.matmul
+            np.add(xp[:, : 2 * H], gh[:, : 2 * H], out=rz)
+            np.exp(rz, out=rz)
+            np.add(rz, ones, out=rz)
+            np.reciprocal(rz, out=rz)
+            r, z, ghn, cand = RZ[t, :, 0], RZ[t, :, 1], GHn[t], N[t]
+            if textbook:
+                np.multiply(r, h_prev, out=rh)
+                np.matmul(rh, w_nT, out=ghn)
+                ghn += b_hn
+                np.add(ghn, xp[:, 2 * H :], out=cand)
+            else:
+                np.add(gh[:, 2 * H :], b_hn, out=ghn)
+                np.multiply(r, ghn, out=cand)
+                cand += xp[:, 2 * H :]
+            np.tanh(cand, out=cand)
+            np.subtract(h_prev, cand, out=h)  # h = n + z * (h_prev - n)
+            h *= z
+            h += cand
+            if partial is not None and partial[t]:
+                np.copyto(h, h_prev, where=~mask[t])
     y = hs[:T] if reverse else hs[1:]
     h_n = hs[0] if reverse else hs[T]
     return y, h_n, GRUCache(x, RZ, N, GHn, hs, w_ih, w_hh, mask, partial, reverse, form)

@@ -203,3 +203,22 @@ def test_report_renders_in_headless_chromium(fake_run: Path, tmp_path: Path):
     assert {"val_loss", "final_mse", "mae"} <= set(result["row_headers"])
     shot = Path(result["screenshot"])
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_deeply_nested_metrics_become_wide_tables_with_dotted_columns(tmp_path: Path):
+    run = tmp_path / "race"
+    run.mkdir()
+    per_h = {f"h{h}": {"mae": 0.25 * h, "n": 10 - h, "by_compound": {"SOFT": {"mae": 0.5 * h}}} for h in (1, 5)}
+    per_5h = {f"h{h}": {"mae": 0.25 * h, "n": 10 - h, "by_compound": {"SOFT": {"mae": 0.5 * h}}} for h in range(1, 6)}
+    wide = {"m0": per_5h, "m1": per_5h}  # 5 horizons x 3 = 15 columns: too wide for one table
+    (run / "metrics.json").write_text(json.dumps({"forecast": {"scored": {"forecaster": per_h, "persistence": per_h}},
+                                                  "wide": wide}))
+    page = Page(build_report(run).read_text(encoding="utf-8"))
+    tables = [t["cells"] for t in page.tables if t["class"] == "metrics"]
+    # two forecasters x (2 horizons x 3 numbers): one table, rows = forecasters, dotted columns
+    assert tables[0][:7] == ["", "h1.mae", "h1.n", "h1.by_compound.SOFT.mae", "h5.mae", "h5.n", "h5.by_compound.SOFT.mae"]
+    assert tables[0][7:14] == ["forecaster", "0.25", "9", "0.5", "1.25", "5", "2.5"]
+    # 15 columns would not read: one table per entry, rows = horizons
+    assert len(tables) == 3
+    assert tables[1][:8] == ["", "mae", "n", "by_compound.SOFT.mae", "h1", "0.25", "9", "0.5"]
+    assert tables[1][-4:] == ["h5", "1.25", "5", "2.5"]

@@ -49,7 +49,7 @@ h1{font-size:26px;margin:0 0 4px} h2{font-size:21px;margin:36px 0 8px;padding-to
 h3{font-size:16px;margin:20px 0 6px;color:#34495e} .meta{color:#5d6b7a;font-size:13px}
 nav{background:#fff;border:1px solid #d5dae1;border-radius:6px;padding:8px 16px;margin:16px 0}
 nav a{margin-right:14px;color:#1f5fa8;text-decoration:none}
-table{border-collapse:collapse;margin:6px 0 14px;background:#fff;font-size:13.5px}
+table{border-collapse:collapse;margin:6px 0 14px;background:#fff;font-size:13.5px;display:block;max-width:100%;overflow-x:auto;width:max-content}
 th,td{border:1px solid #d5dae1;padding:3px 9px;text-align:left;vertical-align:top}
 th{background:#eef1f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:12px 0 22px;background:#fff;border:1px solid #d5dae1;border-radius:6px;padding:10px;display:inline-block;max-width:100%}
@@ -370,7 +370,8 @@ def _is_num_matrix(v: list) -> bool:
 
 
 def _records_table(value: Any) -> str | None:
-    """{row: {col: scalar}} or [{col: scalar}] -> one wide table, when it reads as one."""
+    """{row: {col: ...}} or [{col: ...}] -> one wide table, when it reads as one: each
+    record flattened to dotted columns ("h1.mae"), at most MAX_TABLE_COLUMNS of them."""
     if isinstance(value, Mapping):
         items = [(str(k), v) for k, v in value.items()]
     elif isinstance(value, list):
@@ -379,17 +380,15 @@ def _records_table(value: Any) -> str | None:
         return None
     if not items or not all(isinstance(v, Mapping) and v for _, v in items):
         return None
-    if any(_is_nested_record(v) for _, v in items):
-        return None
-    cols = _union_keys(v for _, v in items)
+    if len(items) == 1 and any(isinstance(x, Mapping) for x in items[0][1].values()):
+        return None  # one row of nested columns reads worse than the level below
+    flat = [(k, dict(_flatten(v))) for k, v in items]
+    if any(isinstance(x, list) and any(isinstance(y, Mapping) for y in x) for _, r in flat for x in r.values()):
+        return None  # a list of records inside a record: its own table reads better
+    cols = _union_keys(r for _, r in flat)
     if len(cols) > MAX_TABLE_COLUMNS:
         return None
-    return _wide_table(items, cols, key_header="" if isinstance(value, Mapping) else "#", cls="metrics")
-
-
-def _is_nested_record(v: Mapping) -> bool:
-    return any(isinstance(x, Mapping) or (isinstance(x, list) and any(isinstance(y, Mapping) for y in x))
-               for x in v.values())
+    return _wide_table(flat, cols, key_header="" if isinstance(value, Mapping) else "#", cls="metrics")
 
 
 def _union_keys(records: Iterable[Mapping]) -> list[str]:

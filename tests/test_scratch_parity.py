@@ -160,3 +160,14 @@ def test_to_torch_round_trip(kind):
     other = scratch.recurrent.KINDS[kind](3, 4, 2, True, dtype="float64", seed=1)
     other.load_state_dict(mod.state_dict())
     np.testing.assert_array_equal(other.forward(x)[0], eng.forward(x)[0])
+
+
+@pytest.mark.parametrize("lengths", [None, [5, 2, 3, 1, 5, 4, 2, 1]])
+def test_lstm_wide_path_parity(lengths):
+    """Large slabs (B*H >= SLAB_MIN) take the batched gate-major products: check them too."""
+    from lapnet.scratch import lstm
+
+    B, H = 8, 64
+    assert B * H >= lstm.SLAB_MIN
+    compare("lstm", B, 5, 3, H, L=2, bi=True, lengths=lengths, seed=11)
+    compare("lstm", B, 4, 3, H, dtype=torch.float32, tol=1e-5, seed=12, scale=None)

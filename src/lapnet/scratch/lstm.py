@@ -43,6 +43,9 @@ def _order(H: int) -> tuple[np.ndarray, np.ndarray]:
     return perm, np.argsort(perm)
 
 
+SLAB_MIN = 512  # B*H from which gate-major products pay for their extra BLAS calls
+
+
 def chunk_steps(T: int, BH: int, budget: int = 16384) -> int:
     """Steps per block of backward precomputation: small enough to stay in cache, large
     enough that tiny batches do not pay Python's per-call cost at every step."""
@@ -61,8 +64,8 @@ class LSTMCache:
     """What backward needs from forward: inputs, activated gates, states, weights."""
 
     x: np.ndarray  # (T, B, D) layer input, time-major
-    A: np.ndarray  # (T, B, 4, H) activated gates o, i, f (slot 3: g's pre-activation)
-    TGC: np.ndarray  # (T+1, B, 3, H) rows of (tanh(c_t), g_t, c_{t-1}) side by side; c_T in the last row
+    A: np.ndarray  # (T, 4, B, H) activated gates o, i, f (slot 3: g's pre-activation), gate-major
+    TGC: np.ndarray  # (T+1, 3, B, H) per row: tanh(c_t) | g_t | c_{t-1}; c_T in the last row
     hs: np.ndarray  # (T+1, B, H) hidden states incl. h0
     w_ih: np.ndarray  # (4H, D) kernel order, unscaled
     w_hh: np.ndarray  # (4H, H) kernel order, unscaled
@@ -78,8 +81,8 @@ class LSTMCache:
     def gates(self) -> dict[str, np.ndarray]:
         """Gate activations in time-major (T, B, H) arrays, torch's names, and the cell c_t."""
         T, p = self.A.shape[0], self.p
-        return {"i": self.A[:, :, 1], "f": self.A[:, :, 2], "g": self.TGC[p : T + p, :, 1], "o": self.A[:, :, 0],
-                "c": self.TGC[1 - p : T + 1 - p, :, 2]}
+        return {"i": self.A[:, 1], "f": self.A[:, 2], "g": self.TGC[p : T + p, 1], "o": self.A[:, 0],
+                "c": self.TGC[1 - p : T + 1 - p, 2]}
 
 
 def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=False):
@@ -108,41 +111,59 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     w_hh_s = np.ascontiguousarray((w_hh_k * sign[:, None]).T)  # (H, 4H)
     bias = (b_ih + b_hh)[perm] * sign  # (4H,)
 
-    A = np.empty((T, B, 4, H), dt)
-    A3 = A.reshape(T, B, 4 * H)
-    # the input projection of every step at once: one (T*B, D) x (D, 4H) product
-    np.matmul(x.reshape(T * B, D), (w_ih_k * sign[:, None]).T, out=A.reshape(T * B, 4 * H))
-    A3 += bias
+    # Gates are stored gate-major, (4, B, H) per step: each gate is then one contiguous
+    # slab and every element-wise call below runs as one flat loop.
+    A = np.empty((T, 4, B, H), dt)
+    bias4 = np.broadcast_to(bias.reshape(4, 1, H), (4, B, H))
+    wide = B * H >= SLAB_MIN  # big slabs: products straight into gate-major order
+    if wide:
+        # the input projection of every step and gate: batched (B, D) x (D, H) products
+        w_ih4 = (w_ih_k * sign[:, None]).reshape(4, H, D).transpose(0, 2, 1)  # (4, D, H)
+        np.matmul(x[:, None], w_ih4, out=A)  # (T, 4, B, H)
+        A += bias4
+        w_hh4 = np.ascontiguousarray(w_hh_s.reshape(H, 4, H).transpose(1, 0, 2))  # (4, H, H)
+        tmp = np.empty((4, B, H), dt)
+        XPg = None
+    else:
+        # tiny slabs: one product per step, regrouped by the add (fewer calls)
+        XP = np.matmul(x.reshape(T * B, D), (w_ih_k * sign[:, None]).T)  # (T*B, 4H)
+        XP += bias
+        XPg = XP.reshape(T, B, 4, H).transpose(0, 2, 1, 3)  # (T, 4, B, H) view
+        tmp = np.empty((B, 4 * H), dt)
+    tmpg = tmp if wide else tmp.reshape(B, 4, H).transpose(1, 0, 2)  # (4, B, H)
     hs = np.empty((T + 1, B, H), dt)
     # tanh(c_t) | g_t | c_{t-1} side by side: one product gives i*g and f*c_{t-1}, and backward
     # multiplies all three by the sigmoid derivatives o(1-o) | i(1-i) | f(1-f) in one call
-    TGC = np.empty((T + 1, B, 3, H), dt)
+    TGC = np.empty((T + 1, 3, B, H), dt)
     # forward: state before step t sits in row t, after it in row t+1; reverse: t+1 -> t
     p, n = (1, 0) if reverse else (0, 1)
     hs[T if reverse else 0] = h0
-    TGC[T if reverse else 0, :, 2] = c0
-    tmp = np.empty((B, 4 * H), dt)
-    prod = np.empty((B, 2, H), dt)
+    TGC[T if reverse else 0, 2] = c0
+    prod = np.empty((2, B, H), dt)
     # np.dot with out= costs less per call than np.matmul (it matters at tiny sizes)
-    mul, add, exp, tanh, recip, dot = np.multiply, np.add, np.exp, np.tanh, np.reciprocal, np.dot
-    ones = np.ones((B, 3 * H), dt)  # adding an array is cheaper per call than adding a Python scalar
+    mul, add, exp, tanh, recip, dot, matmul = np.multiply, np.add, np.exp, np.tanh, np.reciprocal, np.dot, np.matmul
+    ones = np.ones((3, B, H), dt)  # adding an array is cheaper per call than adding a Python scalar
     # per-step views made once (list() slices in C), so the loop body only calls ufuncs
-    S = list(A[:, :, :3].reshape(T, B, 3 * H))  # o|i|f block of step t
-    IF, Gpre, O = list(A[:, :, 1:3]), list(A[:, :, 3]), list(A[:, :, 0])
-    A3, HS, GC = list(A3), list(hs), list(TGC[:, :, 1:3])
-    TC, G, C = list(TGC[:, :, 0]), list(TGC[:, :, 1]), list(TGC[:, :, 2])
-    ig, fc = prod[:, 0], prod[:, 1]
+    AL, S = list(A), list(A[:, :3])  # S: the o|i|f slabs of step t
+    XPL = AL if wide else list(XPg)
+    IF, Gpre, O = list(A[:, 1:3]), list(A[:, 3]), list(A[:, 0])
+    HS, GC = list(hs), list(TGC[:, 1:3])
+    TC, G, C = list(TGC[:, 0]), list(TGC[:, 1]), list(TGC[:, 2])
+    ig, fc = prod[0], prod[1]
     steps = range(T - 1, -1, -1) if reverse else range(T)
     with np.errstate(over="ignore"):  # e^-a = inf for a << 0 gives 1 / (1 + inf) = 0, as it should
         for t in steps:
-            a, s, h_prev, h, c, tct = A3[t], S[t], HS[t + p], HS[t + n], C[t + n], TC[t + p]
-            dot(h_prev, w_hh_s, tmp)  # (B, 4H)
-            add(a, tmp, a)
+            s, h_prev, h, c, tct = S[t], HS[t + p], HS[t + n], C[t + n], TC[t + p]
+            if wide:
+                matmul(h_prev, w_hh4, tmp)  # (4, B, H)
+            else:
+                dot(h_prev, w_hh_s, tmp)  # (B, 4H)
+            add(XPL[t], tmpg, AL[t])  # (4, B, H)
             exp(s, s)  # o, i, f: sigmoid(a) = 1 / (1 + e^-a)
             add(s, ones, s)
             recip(s, s)
             tanh(Gpre[t], G[t + p])  # g, beside c_{t-1}
-            mul(IF[t], GC[t + p], prod)  # (B, 2, H): i*g | f*c_{t-1}
+            mul(IF[t], GC[t + p], prod)  # (2, B, H): i*g | f*c_{t-1}
             add(ig, fc, c)
             tanh(c, tct)
             mul(O[t], tct, h)
@@ -150,7 +171,7 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
                 np.copyto(h, h_prev, where=~mask[t])
                 np.copyto(c, C[t + p], where=~mask[t])
     y = hs[:T] if reverse else hs[1:]
-    h_n, c_n = (hs[0], TGC[0, :, 2]) if reverse else (hs[T], TGC[T, :, 2])
+    h_n, c_n = (hs[0], TGC[0, 2]) if reverse else (hs[T], TGC[T, 2])
     return y, h_n, c_n, LSTMCache(x, A, TGC, hs, w_ih_k, w_hh_k, mask, partial, reverse)
 
 
@@ -169,17 +190,17 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
     """
     x, A, TGC, hs, mask, partial, reverse = (cache.x, cache.A, cache.TGC, cache.hs, cache.mask, cache.partial,
                                              cache.reverse)
-    T, B, _, H = A.shape
+    T, _, B, H = A.shape
     dt = A.dtype
     p = cache.p
-    O, I, F = A[:, :, 0], A[:, :, 1], A[:, :, 2]  # (T, B, H)
-    S3 = A[:, :, 0:3]  # (T, B, 3, H) o | i | f
-    TGC3 = TGC[p : T + p]  # (T, B, 3, H) tanh(c_t) | g_t | c_{t-1}
-    tc, G = TGC3[:, :, 0], TGC3[:, :, 1]
+    O, I, F = A[:, 0], A[:, 1], A[:, 2]  # (T, B, H)
+    S3 = A[:, 0:3]  # (T, 3, B, H) o | i | f
+    TGC3 = TGC[p : T + p]  # (T, 3, B, H) tanh(c_t) | g_t | c_{t-1}
+    tc, G = TGC3[:, 0], TGC3[:, 1]
     h_prev = hs[p : T + p]
     k = chunk_steps(T, B * H)
     # per step: dc_t += dh_t * P;  d(o) = dh_t * Po;  d(i|f|g pre-activation) = dc_t * (Qi|Qf|Qg)
-    R = np.empty((k, B, 5, H), dt)  # P | Po | Qi | Qf | Qg
+    R = np.empty((k, 5, B, H), dt)  # P | Po | Qi | Qf | Qg, gate-major like A
     # slot 0 of dGx is scratch for dh*P, so that one call fills it and d(o) together
     dGx = np.empty((T, B, 5, H), dt)
     dG = dGx[:, :, 1:].reshape(T, B, 4 * H)  # (T, B, 4H) view: gradient on the pre-activations
@@ -188,23 +209,24 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
     dh = np.empty((B, H), dt)
     dh_rec = np.zeros((B, H), dt) if dh_n is None else np.array(dh_n, dt)  # from step t+1
     dc = np.zeros((B, H), dt) if dc_n is None else np.array(dc_n, dt)
-    dh3, dc3 = dh[:, None, :], dc[:, None, :]
+    dh3, dc3 = dh[None], dc[None]  # (1, B, H)
     mul, add, dot = np.multiply, np.add, np.dot
     # per-step views made once
-    SCR_O, SCR, IFG = list(dGx[:, :, 0:2]), list(dGx[:, :, 0]), list(dGx[:, :, 2:5])
+    dGg = dGx.transpose(0, 2, 1, 3)  # (T, 5, B, H) view
+    SCR_O, SCR, IFG = list(dGg[:, 0:2]), list(dGx[:, :, 0]), list(dGg[:, 2:5])
     DG, Fl = list(dG), list(F)
     DY = list(dy) if dy is not None else None
-    RP, RQ = list(R[:, :, 0:2]), list(R[:, :, 2:5])
+    RP, RQ = list(R[:, 0:2]), list(R[:, 2:5])
     for t0, t1 in _blocks(T, k, reverse):
         m = t1 - t0
         sl = slice(t0, t1)
         # factors free of the recurrence, computed for a block of steps while it is in cache
         r = R[:m]
-        po_q = r[:, :, 1:4]
+        po_q = r[:, 1:4]
         np.subtract(1.0, S3[sl], po_q)
         po_q *= S3[sl]
         po_q *= TGC3[sl]  # tanh(c) o(1-o) | g i(1-i) | c_{t-1} f(1-f)
-        P, Qg = r[:, :, 0], r[:, :, 4]
+        P, Qg = r[:, 0], r[:, 4]
         mul(tc[sl], tc[sl], P)
         np.subtract(1.0, P, P)
         P *= O[sl]  # o (1 - tanh(c)^2)

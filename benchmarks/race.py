@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--test", type=int, default=10, help="held-out simulated races (other seeds)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only contend)")
     ap.add_argument("--latency-only", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "race_sim.json")
     args = ap.parse_args(argv)

@@ -97,7 +97,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=80)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-real-arm", action="store_true", help="with --pretrain-sim: run only the pretrained arm")
+    ap.add_argument("--skip-train-all", action="store_true", help="do not time the training on all races")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only contend)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "race_real.json")
     args = ap.parse_args(argv)
     if not DATA.is_dir() or not list(DATA.glob("*.csv")):
@@ -115,22 +117,25 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print(f"cross-validating over {len(paths)} races, {args.folds} folds", file=sys.stderr)
-        results["real_only"] = cross_validate(paths, cfg, args.folds, tmp / "real")
-        lines += table("trained on real races", results["real_only"])
+        if not (args.skip_real_arm and args.pretrain_sim):
+            results["real_only"] = cross_validate(paths, cfg, args.folds, tmp / "real")
+            lines += table("trained on real races", results["real_only"])
         if args.pretrain_sim:
             print(f"cross-validating with --pretrain-sim {args.pretrain_sim}", file=sys.stderr)
             results["pretrain_sim"] = cross_validate(paths, cfg, args.folds, tmp / "sim", pretrain_sim=args.pretrain_sim)
             lines += table(f"pretrained on {args.pretrain_sim} calibrated simulated races, then real", results["pretrain_sim"])
-            a = results["real_only"]["pooled"]["summary"][0]
+            a = results["real_only"]["pooled"]["summary"][0] if "real_only" in results else None
             b = results["pretrain_sim"]["pooled"]["summary"][0]
-            lines.append(f"pretraining on simulated races: h1 MAE {a['mae_h1']:.3f} -> {b['mae_h1']:.3f}, "
-                         f"h10 {a['mae_h10']:.3f} -> {b['mae_h10']:.3f} ({'helps' if b['mae_h1'] < a['mae_h1'] else 'does not help'} at h1)")
-        t0, c0 = time.perf_counter(), time.process_time()
-        train_race(paths, tmp / "all", cfg)
-        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-        results["train_all"] = {"seconds": secs, "cpu_seconds": cpu, "threads": args.threads}
-        lines.append(f"training on all {len(paths)} races: {secs:.0f} s wall, {cpu:.0f} s CPU ({args.threads} threads; "
-                     f"target: a few minutes on 2 cores)")
+            if a is not None:
+                lines.append(f"pretraining on simulated races: h1 MAE {a['mae_h1']:.3f} -> {b['mae_h1']:.3f}, "
+                             f"h10 {a['mae_h10']:.3f} -> {b['mae_h10']:.3f} ({'helps' if b['mae_h1'] < a['mae_h1'] else 'does not help'} at h1)")
+        if not args.skip_train_all:
+            t0, c0 = time.perf_counter(), time.process_time()
+            train_race(paths, tmp / "all", cfg)
+            secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+            results["train_all"] = {"seconds": secs, "cpu_seconds": cpu, "threads": args.threads}
+            lines.append(f"training on all {len(paths)} races: {secs:.0f} s wall, {cpu:.0f} s CPU ({args.threads} threads; "
+                         f"target: a few minutes on 2 cores)")
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1, default=float) + "\n")

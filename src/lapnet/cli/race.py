@@ -61,6 +61,7 @@ def train_cmd(
     patience: int = typer.Option(20, "--patience", help="Stop after this many epochs without a better validation loss."),
     pretrain_sim: int = typer.Option(0, "--pretrain-sim", help="Pretrain on N simulated races calibrated to LAPS first."),
     seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(1, "--threads", help="torch threads; the net is small, 1 is as fast and never contends."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -77,7 +78,12 @@ def train_cmd(
             raise LapnetError(f"{name} must be at least 1, got {v}")
     if pretrain_sim < 0:
         raise LapnetError(f"--pretrain-sim must be >= 0, got {pretrain_sim}")
+    if threads < 1:
+        raise LapnetError(f"--threads must be at least 1, got {threads}")
     check_out_dir(out, force=force)
+    import torch
+
+    torch.set_num_threads(threads)
     cfg = RaceTrainConfig(hidden_size=hidden, arch=arch, epochs=epochs, minutes=minutes, lr=lr, batch_size=batch,
                           patience=patience, pretrain_sim=pretrain_sim, seed=seed, progress=not quiet)
     metrics = train_race(laps, out, cfg)

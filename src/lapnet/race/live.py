@@ -231,7 +231,7 @@ class LiveRace:
         return {
             "driver": drv,
             "lap": int(n),
-            "lap_time": float(lt) if _finite(lt) else None,
+            "lap_time": round(float(lt), 4) if _finite(lt) else None,
             "scored": bool(lap.get("Scored")),
             "forecast": {f"h{h}": round(float(sec[h - 1]), 4) for h in (1, 5, 10)},
             "forecast_next10": [round(float(v), 4) for v in sec],

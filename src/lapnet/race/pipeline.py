@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -173,28 +173,6 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
     arrays, _ = load_tensors(out / "model.safetensors")
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     return result
-
-
-def _concat(a: Sequences, b: Sequences) -> Sequences:
-    """Stack two sequence sets (padding the shorter time axis)."""
-    T = max(a.x.shape[1], b.x.shape[1])
-
-    def pad(v, fill):
-        if v.ndim == 1:
-            return v
-        w = [(0, 0)] * v.ndim
-        w[1] = (0, T - v.shape[1])
-        return np.pad(v, w, constant_values=fill)
-
-    fills = {"base": np.nan, "lap_time": np.nan, "lap_number": np.nan, "future": np.nan, "row": -1, "stint_id": -1, "ref": 1.0}
-    kw = {}
-    for name in Sequences.__dataclass_fields__:
-        if name == "keys":
-            kw[name] = list(a.keys) + list(b.keys)
-        else:
-            fill = fills.get(name, 0)
-            kw[name] = np.concatenate([pad(getattr(a, name), fill), pad(getattr(b, name), fill)])
-    return Sequences(**kw)
 
 
 # ---------------------------------------------------------------------------------------

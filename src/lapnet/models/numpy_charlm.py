@@ -71,10 +71,12 @@ class NumpyCharLM:
         Returns:
             logits (B, T, V), the final state, and the cache for `backward`.
         """
+        B, T = np.shape(x)
         e, c_emb = self.embed.forward(x)  # (B, T, E)
         out, state, c_rnn = self.rnn.forward(e, state, train=train, rng=rng)  # (B, T, H)
-        logits, c_head = self.head.forward(out)  # (B, T, V)
-        return logits, state, (c_emb, c_rnn, c_head)
+        # the head as one 2-D product: NumPy's batched 3-D matmul misses the fast BLAS path
+        logits, c_head = self.head.forward(out.reshape(B * T, -1))  # (B*T, V)
+        return logits.reshape(B, T, -1), state, (c_emb, c_rnn, c_head)  # (B, T, V)
 
     def backward(self, dlogits: np.ndarray, cache) -> dict[str, np.ndarray]:
         """Gradients of every weight (torch's names) from dL/dlogits (B, T, V).
@@ -83,7 +85,9 @@ class NumpyCharLM:
         next chunk is a constant there.
         """
         c_emb, c_rnn, c_head = cache
-        dout, g_head = self.head.backward(dlogits, c_head)  # (B, T, H)
+        B, T, V = dlogits.shape
+        dout, g_head = self.head.backward(dlogits.reshape(B * T, V), c_head)  # (B*T, H)
+        dout = dout.reshape(B, T, -1)  # (B, T, H)
         de, _, g_rnn = self.rnn.backward(dout, None, c_rnn)  # (B, T, E)
         g_emb = self.embed.backward(de, c_emb)
         grads = {"embed.weight": g_emb["weight"], "head.weight": g_head["weight"], "head.bias": g_head["bias"]}

@@ -61,12 +61,19 @@ def loss_curves_two_panel(left: Mapping[str, Sequence[float]], right: Mapping[st
 
 def forecast_plot(t: np.ndarray, observed: np.ndarray, t_future: np.ndarray, truth: np.ndarray,
                   forecasts: Mapping[str, Sequence[float]], *, title: str = "Multi-step forecast", ax=None):
-    """Observed wave, its true continuation, and each model's fed-back forecast."""
+    """Observed wave, its true continuation (a wide gray band, so that forecasts lying on it
+    stay visible), and each model's fed-back forecast."""
     fig, ax = _axes(ax, figsize=(12, 4.5))
     ax.plot(t, observed, color="black", lw=1.5, label="observed (training) wave")
-    ax.plot(t_future, truth, color="black", lw=1.5, ls=":", label="true continuation")
+    ax.plot(t_future, truth, color="gray", lw=6, alpha=0.35, label="true continuation")
+    extra = iter(["tab:orange", "tab:purple", "tab:brown", "tab:olive"])
+    used: set = set()
     for label, ys in forecasts.items():
-        ax.plot(t_future, ys, lw=1.8, label=f"{label} forecast", color=_color(label))
+        color = _color(label)
+        if color is None or color in used:
+            color = next(extra, None)
+        used.add(color)
+        ax.plot(t_future, ys, lw=1.6, label=f"{label} forecast", color=color)
     ax.axvline(t[-1], color="gray", lw=1, ls="--")
     ax.set(title=title, xlabel="t (radians)", ylabel="sin(t)")
     ax.set_ylim(-2.4, 1.6)  # room below the wave for the legend
@@ -77,10 +84,10 @@ def forecast_plot(t: np.ndarray, observed: np.ndarray, t_future: np.ndarray, tru
 
 def accuracy_curves(curves: Mapping[str, Sequence[float]], *, ax=None, title: str = "Test accuracy",
                     xlabel: str = "epoch", target: float | None = None):
-    """Accuracy against epochs, with an optional target line."""
+    """Accuracy against epochs, starting at epoch 0 (before training), with a target line."""
     fig, ax = _axes(ax)
     for label, ys in curves.items():
-        ax.plot(np.arange(1, len(ys) + 1), ys, lw=1.8, label=label)
+        ax.plot(np.arange(len(ys)), ys, "o-", ms=3, lw=1.8, label=label)
     if target is not None:
         ax.axhline(target, color="gray", ls="--", lw=1.2, label=f"target {target:.2f}")
     ax.set(title=title, xlabel=xlabel, ylabel="accuracy (fraction correct)")

@@ -18,6 +18,18 @@ from lapnet.errors import LapnetError
 JSON_HELP = "Also print metrics.json on stdout."
 FORCE_HELP = "Overwrite the figures and metrics already in --out."
 QUIET_HELP = "No progress bars or summary table."
+THREADS_HELP = "torch CPU threads. These models are tiny: one thread is fastest, and far faster on a busy machine."
+
+
+def _threads(n: int) -> None:
+    """Set torch's intra-op threads. On small recurrent models extra threads only spin:
+    measured on a shared 2-core machine, an LSTM-128 sine fit took 6x the wall time and
+    10x the CPU time with 2 threads instead of 1."""
+    import torch
+
+    if n < 1:
+        raise LapnetError(f"--threads must be at least 1, got {n}")
+    torch.set_num_threads(n)
 
 
 def _list(option: str, text: str, cast=str) -> tuple:
@@ -70,6 +82,7 @@ def sine_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
     """The notebook's sine forecaster: hidden sizes and RNN vs LSTM vs GRU.
 
@@ -88,6 +101,7 @@ def sine_cmd(
                      arch_hidden=arch_hidden, epochs=epochs, lr=lr, horizon=horizon, seed=seed)
     cfg.validate()
     _positive("--lr", lr)
+    _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_sine(cfg, progress=not quiet)
     _finish(result, out, json_out, quiet, result.metrics["table"], "sine: final training MSE and forecast MSE")
@@ -110,6 +124,7 @@ def trend_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
     """Exercise 2 solved: classify sequences as trending up or down.
 
@@ -128,6 +143,7 @@ def trend_cmd(
                       lr=lr, seed=seed)
     cfg.validate()
     _positive("--lr", lr)
+    _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_trend(cfg, progress=not quiet)
     m = result.metrics
@@ -140,7 +156,7 @@ def adding_cmd(
     lengths: str = typer.Option("50,100,200", "--lengths", help="Sequence lengths T."),
     hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
     batch: int = typer.Option(64, "--batch", help="Fresh random sequences per step."),
-    max_steps: int = typer.Option(600, "--max-steps", help="Step budget per (architecture, T)."),
+    max_steps: int = typer.Option(1200, "--max-steps", help="Step budget per (architecture, T)."),
     eval_every: int = typer.Option(50, "--eval-every", help="Steps between test-MSE measurements."),
     lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
     clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
@@ -150,6 +166,7 @@ def adding_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
     """The adding problem: steps to reach test MSE < 0.01 (baseline 0.167) per
     architecture and T.
@@ -172,6 +189,7 @@ def adding_cmd(
     cfg.validate()
     _positive("--lr", lr)
     _positive("--clip", clip)
+    _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_adding(cfg, progress=not quiet)
     _finish(result, out, json_out, quiet, result.metrics["table"], "adding problem: steps to test MSE < 0.01")
@@ -193,6 +211,7 @@ def gradflow_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
     """Measured ||dL_T/dh_t|| against distance T - t, W_hh spectra, and gradient
     clipping.
@@ -217,6 +236,7 @@ def gradflow_cmd(
     _positive("--radius", radius)
     _positive("--clip-norm", clip_norm)
     _positive("--clip-value", clip_value)
+    _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_gradflow(cfg, progress=not quiet)
     rows = []
@@ -239,6 +259,7 @@ def gates_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
     """Exercise 3: the true LSTM/GRU gates per character, recomputed from the
     weights and checked against the model's own hidden states.
@@ -260,6 +281,7 @@ def gates_cmd(
         raise LapnetError(f"--export {export}: is a directory, expected an .npz file path")
     if not Path(run).is_dir():
         raise LapnetError(f"{run}: no such run directory")
+    _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_gates(run, GatesConfig(text=text, layer=layer, max_units=max_units))
     if export is not None:
@@ -280,6 +302,7 @@ def temperature_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
     """Softmax at temperatures 0.2, 1.0, 2.0 (the notebook's figure) and, given
     RUN, the model's real next-character distribution and samples at several
@@ -299,6 +322,7 @@ def temperature_cmd(
     cfg.validate()
     if run is not None and not Path(run).is_dir():
         raise LapnetError(f"{run}: no such run directory")
+    _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_temperature(run, cfg)
     m = result.metrics

@@ -45,7 +45,7 @@ class AddingConfig:
     lengths: tuple[int, ...] = (50, 100, 200)
     hidden: int = 32
     batch_size: int = 64
-    max_steps: int = 600
+    max_steps: int = 1200
     eval_every: int = 50
     n_test: int = 500
     lr: float = 0.01

@@ -122,8 +122,12 @@ def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> Experi
         right_title=f"RNN vs LSTM vs GRU (hidden_size={cfg.arch_hidden})",
         ylabel="training MSE (full batch)",
     )
+    shown = {f"{a.upper()} (H={cfg.arch_hidden})": r["forecast"] for a, r in by_arch.items()}
+    smallest = min(cfg.hidden_sizes)
+    if smallest != cfg.arch_hidden:  # the capacity panel's weakest model, for contrast
+        shown[f"LSTM (H={smallest})"] = by_hidden[str(smallest)]["forecast"]
     fig_fc = plots.forecast_plot(
-        t, wave, t_future, future, {f"{a.upper()} (H={cfg.arch_hidden})": r["forecast"] for a, r in by_arch.items()},
+        t, wave, t_future, future, shown,
         title=f"Multi-step forecast: {cfg.horizon} steps, each prediction fed back in",
     )
     metrics = {

@@ -88,6 +88,10 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
         return {"val_loss": bce(logits(m, x_te, len_te), y_te), "test_accuracy": accuracy(m, x_te, y_te, len_te),
                 "train_accuracy": accuracy(m, x_tr, y_tr, len_tr)}
 
+    model.eval()
+    with torch.no_grad():  # the untrained model: about 0.5, a coin flip
+        before = accuracy(model, x_te, y_te, len_te)
+    model.train()
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed, progress=progress)
     result = fit(TorchLearner(model, loss_fn, evaluate, tcfg), FullBatch(x_tr, y_tr, len_tr), tcfg,
                  describe=f"trend {cfg.arch}")
@@ -100,7 +104,7 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
         prob = torch.sigmoid(logits(model, x_te, len_te))[:, 0].numpy()
 
     label = f"{cfg.arch.upper()}{' bidirectional' if cfg.bidirectional else ''}, H={cfg.hidden}"
-    fig = plots.accuracy_curves({"test": test_acc, "train": [h["train_accuracy"] for h in hist]},
+    fig = plots.accuracy_curves({"test set (epoch 0: untrained)": [before, *test_acc]},
                                 title=f"Trend classifier ({label}): accuracy per epoch", target=cfg.target)
     fig_ex = plots.trend_examples(x_te[:, :, 0].numpy(), len_te.numpy(), y_te[:, 0].numpy(), prob,
                                   title=f"Test sequences and predicted P(up) ({label})")
@@ -108,6 +112,7 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
         "experiment": "trend",
         "config": asdict(cfg),
         "test_accuracy": test_acc[-1],
+        "test_accuracy_untrained": before,
         "train_accuracy": hist[-1]["train_accuracy"],
         "test_loss": hist[-1]["val_loss"],
         "target": cfg.target,

@@ -153,6 +153,11 @@ def test_existing_run_is_refused_without_resume_or_force(run_cli, runs, text_fil
     assert before == {p.name: p.read_bytes() for p in runs["torch"].iterdir()}
 
 
+def test_resume_with_the_other_engine_is_refused(run_cli, runs, text_file):
+    _refused(run_cli, "text", "train", text_file, "--out", runs["numpy"], *TINY, "--epochs", "3", "--resume",
+             "--engine", "torch", match="--engine numpy")
+
+
 def test_force_overwrites(run_cli, tmp_path, text_file):
     _train(run_cli, tmp_path / "r", "--epochs", "1", text=text_file)
     m = _train(run_cli, tmp_path / "r", "--epochs", "1", "--force", "--arch", "gru", text=text_file)

@@ -247,6 +247,9 @@ def train_text(
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if resume:  # the run's own shape and data settings; the command line may only extend it
         saved = read_json(out / "config.json")
+        if saved.get("engine", engine) != engine:
+            raise LapnetError(f"--resume: {out} was trained with --engine {saved['engine']}; resume it with that engine "
+                              f"(its weights load into either engine for sample and eval)")
         try:
             model = CharLMConfig.from_json(saved["model"])
             data = TextDataConfig(**saved["data"])

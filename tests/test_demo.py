@@ -130,3 +130,28 @@ def test_force_removes_only_what_a_demo_wrote(tmp_path):
     (out / "notes.txt").write_text("mine")
     _prepare(out, force=True)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_failing_part_is_reported_and_the_tour_goes_on(run_cli, monkeypatch, tmp_path):
+    import lapnet.demo as demo
+
+    def fake(name):
+        def part(out, sizes, progress, *extra):
+            if name == "sine":
+                raise RuntimeError("boom\nsecond line")
+            out.mkdir(parents=True)
+            (out / "metrics.json").write_text(json.dumps({"value": 1.5}))
+            return demo.PartResult(name, f"fake {name}", f"{name} fine")
+        return part
+
+    for name in PARTS:
+        monkeypatch.setattr(demo, f"_{name}", fake(name))
+    code, stdout, stderr = run_cli("demo", "--out", tmp_path / "d")
+    assert code == 1
+    summary = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    rows = {r["part"]: r for r in summary["parts"]}
+    assert summary["ok"] is False and list(rows) == list(PARTS)
+    assert rows["sine"]["ok"] is False and rows["sine"]["result"] == "FAILED: RuntimeError: boom second line"
+    assert all(rows[p]["ok"] for p in PARTS if p != "sine")
+    assert "failed parts: sine" in " ".join(stderr.split())
+    assert "FAILED: RuntimeError: boom" in (tmp_path / "d" / "report.html").read_text(encoding="utf-8")

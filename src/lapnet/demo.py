@@ -44,8 +44,9 @@ SAMPLE_TEMPERATURES = (0.3, 0.8, 1.2)
 
 @dataclass
 class DemoSizes:
-    """How big each part is. FULL: about 70 s of CPU time (two minutes or less on 2 cores);
-    QUICK: toy sizes for the tests. The engine part follows `run_tour(quick=...)`."""
+    """How big each part is. FULL: about 45 s of CPU time (under a minute on an idle 2-core
+    machine, two on a busy one); QUICK: toy sizes for the tests, about 20 s of CPU time.
+    The engine part follows `run_tour(quick=...)`."""
 
     text_hidden: int = 128
     text_steps: int = 600

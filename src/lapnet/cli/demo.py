@@ -22,7 +22,7 @@ def _sci(v):
 def show_part(row) -> None:
     """The tables of one finished part (a `lapnet.demo.PartResult`)."""
     d = row.details
-    if not row.ok:
+    if not row.ok or not d:
         return
     if row.part == "engine":
         summary_table("max |engine - torch|: outputs, final states and every gradient",
@@ -95,4 +95,5 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"report: {summary['report']}")
         if not summary["ok"]:
             failed = ", ".join(r["part"] for r in summary["parts"] if not r["ok"])
-            raise typer.Exit(1) if failed else None
+            console.print(f"[red]failed parts: {failed}[/red] (their error is in the summary and the report)")
+            raise typer.Exit(1)

@@ -207,3 +207,14 @@ def test_bad_sampling_options(run_cli, runs):
 def test_eval_refuses_text_with_unknown_characters(run_cli, runs, tmp_path):
     (tmp_path / "other.txt").write_text("Zebra 123")
     _refused(run_cli, "text", "eval", runs["numpy"], tmp_path / "other.txt", match="never saw")
+
+
+@pytest.mark.parametrize("arch", ["gru", "rnn"])
+def test_other_architectures_cross_engines(run_cli, tmp_path, text_file, arch):
+    _train(run_cli, tmp_path / arch, "--epochs", "1", "--arch", arch, "--layers", "2", "--engine", "numpy", text=text_file)
+    nats = []
+    for engine in ("torch", "numpy"):
+        code, stdout, stderr = run_cli("text", "eval", tmp_path / arch, text_file, "--engine", engine, "--json")
+        assert code == 0, stderr
+        nats.append(json.loads(stdout)["nats_per_char"])
+    assert abs(nats[0] - nats[1]) < 1e-5

@@ -87,21 +87,35 @@ class Chooser:
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
         self._plain = cfg.top_k is None and (cfg.top_p is None or cfg.top_p >= 1.0)
+        self._inv_t = 1.0 / cfg.temperature if cfg.temperature > 0 else 0.0
+        self._u = np.empty(0)  # uniforms drawn in blocks: the same stream as one draw per step
+        self._next = 0
+
+    def _uniforms(self, n: int) -> np.ndarray:
+        if self._next + n > len(self._u):
+            self._u, self._next = self.rng.random(max(4096, n) // n * n), 0
+        u = self._u[self._next: self._next + n]
+        self._next += n
+        return u
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         """(B, V) logits -> (B,) int64 ids."""
         if self.cfg.temperature == 0:
             return logits.argmax(axis=1)  # greedy
-        if self._plain:  # the hot path: a handful of small NumPy calls per step
+        if self._plain and len(logits) == 1:  # the hot path, one stream: a few 1-D NumPy calls
+            z = logits[0]
+            p = np.exp((z - z.max()) * self._inv_t)
+            cdf = np.cumsum(p)  # unnormalised is fine: scale the draw instead
+            i = int(cdf.searchsorted(self._uniforms(1)[0] * cdf[-1], side="right"))
+            return np.array([min(i, len(cdf) - 1)])
+        if self._plain:
             z = logits - logits.max(axis=1, keepdims=True)
-            z *= 1.0 / self.cfg.temperature
+            z *= self._inv_t
             p = np.exp(z, out=z)
         else:
             p = filter_probs(logits, self.cfg)
-        cdf = np.cumsum(p, axis=1)  # (B, V), unnormalised is fine: scale the draw instead
-        u = self.rng.random(len(cdf)) * cdf[:, -1]  # (B,)
-        if len(cdf) == 1:
-            return np.minimum(cdf[0].searchsorted(u, side="right"), cdf.shape[1] - 1)
+        cdf = np.cumsum(p, axis=1)  # (B, V)
+        u = self._uniforms(len(cdf)) * cdf[:, -1]  # (B,)
         ids = (cdf <= u[:, None]).sum(axis=1)  # first index whose cdf exceeds u
         return np.minimum(ids, cdf.shape[1] - 1)
 

@@ -119,6 +119,9 @@ def test_demo_refuses_a_used_out_dir_and_a_file(run_cli, quick_demo, tmp_path):
     assert f.read_text() == "keep me"
     code, _, err = run_cli("demo", "--quick", "--seed", "-1", "--out", tmp_path / "new")
     assert code == 2 and "--seed" in err and not (tmp_path / "new").exists()
+    code, _, err = run_cli("demo", "--quick", "--f1-data", tmp_path / "nowhere", "--out", tmp_path / "new")
+    assert code == 2 and "--f1-data" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
 
 
 def test_force_removes_only_what_a_demo_wrote(tmp_path):

@@ -216,7 +216,8 @@ def test_deeply_nested_metrics_become_wide_tables_with_dotted_columns(tmp_path: 
     page = Page(build_report(run).read_text(encoding="utf-8"))
     tables = [t["cells"] for t in page.tables if t["class"] == "metrics"]
     # two forecasters x (2 horizons x 3 numbers): one table, rows = forecasters, dotted columns
-    assert tables[0][:7] == ["", "h1.mae", "h1.n", "h1.by_compound.SOFT.mae", "h5.mae", "h5.n", "h5.by_compound.SOFT.mae"]
+    assert tables[0][:7] == ["", "h1.mae", "h1.n", "h1.by_compound.SOFT.mae",
+                             "h5.mae", "h5.n", "h5.by_compound.SOFT.mae"]
     assert tables[0][7:14] == ["forecaster", "0.25", "9", "0.5", "1.25", "5", "2.5"]
     # 15 columns would not read: one table per entry, rows = horizons
     assert len(tables) == 3

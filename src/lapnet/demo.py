@@ -251,7 +251,10 @@ def _prepare(out: Path, force: bool) -> None:
 
 
 def _find_f1(f1_data: str | Path | None) -> Path | None:
-    candidates = [f1_data, os.environ.get("LAPNET_F1_DATA"), "/work/shared/data/f1"]
+    """The real races: --f1-data, else $LAPNET_F1_DATA, else ../shared/data/f1 beside the
+    repository (where the test suite also looks); None when none holds CSVs."""
+    beside_repo = Path(__file__).resolve().parents[3] / "shared" / "data" / "f1"
+    candidates = [f1_data, os.environ.get("LAPNET_F1_DATA"), beside_repo]
     for c in candidates:
         if c and Path(c).is_dir() and any(Path(c).glob("*.csv")):
             return Path(c)
@@ -277,7 +280,8 @@ def _engine(out: Path, s: DemoSizes, progress: bool, quick: bool) -> PartResult:
     worst = max(max(r[k] for k in ("output", "final state", "dL/dx", "dL/d state0", "dL/d weights"))
                 for r in res["parity"])
     grad = max(r["max rel error"] for r in res["gradcheck"])
-    return PartResult("engine", f"NumPy RNN/LSTM/GRU vs torch.nn (float64); NumPy LSTM H={sine.config.hidden} on sin(t)",
+    return PartResult("engine",
+                      f"NumPy RNN/LSTM/GRU vs torch.nn (float64); NumPy LSTM H={sine.config.hidden} on sin(t)",
                       f"max |engine - torch| {worst:.1e}; gradcheck rel. error {grad:.1e}; "
                       f"sine MSE {sine.train_loss[0]:.3f} -> {sine.train_loss[-1]:.5f}",
                       details={"parity": res["parity"], "gradcheck": res["gradcheck"],

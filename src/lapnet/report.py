@@ -269,10 +269,12 @@ def _render_log(f: Path) -> str:
                                 xlabel="evaluation", ylabel="loss", logy=positive)
         parts.append(_figure(_fig_to_png(fig), "image/png", f"{f.parent.name or 'run'}: loss at each evaluation"))
     shown = _even_rows(rows, MAX_LOG_ROWS)
-    cols = [c for c in _union_keys(r for _, r in shown) if all(not isinstance(r.get(c), (dict, list)) for _, r in shown)]
+    cols = [c for c in _union_keys(r for _, r in shown)
+            if all(not isinstance(r.get(c), (dict, list)) for _, r in shown)]  # nested values: not a log column
     parts.append(_wide_table([(str(i), r) for i, r in shown], cols, key_header="#", cls="log"))
     if len(rows) > len(shown):
-        parts.append(f'<div class="meta">{len(shown)} of {len(rows)} rows shown, evenly spaced, the last included</div>')
+        parts.append(f'<div class="meta">{len(shown)} of {len(rows)} rows shown, evenly spaced, '
+                     'the last included</div>')
     if bad:
         parts.append(f'<div class="warn">{bad} unreadable line(s) in log.jsonl skipped</div>')
     return "".join(parts)

@@ -44,8 +44,8 @@ def show_part(row) -> None:
                       [{"T": t, "sample": " ".join(text.split())} for t, text in d["samples"].items()])
     elif row.part == "sine":
         summary_table("sine: training MSE and the 50-step fed-back forecast MSE",
-                      [{"arch": a.upper(), "training MSE": _sci(v["final_mse"]), "forecast MSE": _sci(v["forecast_mse"])}
-                       for a, v in d.items()])
+                      [{"arch": a.upper(), "training MSE": _sci(v["final_mse"]),
+                        "forecast MSE": _sci(v["forecast_mse"])} for a, v in d.items()])
     elif row.part == "gradflow":
         summary_table(f"gradient flow over T={d['length']}: ||dL/dh_1|| / ||dL/dh_T|| and the per-step factor",
                       [{"arch": a.upper(), **{f"{p} ratio": _sci(v["ratio_first_to_last"]) for p, v in e.items()},

@@ -12,7 +12,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def report(
         run: Path = typer.Argument(..., help="A run directory (text run, experiment output, race run, the demo's)."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="The HTML file to write (default RUN/report.html)."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                           help="The HTML file to write (default RUN/report.html)."),
         title: Optional[str] = typer.Option(None, "--title", help="The page title."),
     ) -> None:
         """Write an HTML report of a run: config, metrics tables, every figure, samples.

@@ -109,10 +109,12 @@ def sample_cmd(
     if num_samples < 1:
         raise LapnetError(f"--num-samples must be at least 1, got {num_samples}")
     stream = num_samples == 1  # one sample streams character by character; several print whole
+    live = sys.stdout.isatty()  # a terminal sees each character at once; a pipe gets buffered writes
 
     def on_chars(chars: list[str]) -> None:
         sys.stdout.write(chars[0])
-        sys.stdout.flush()
+        if live:
+            sys.stdout.flush()
 
     texts = sample_text(run, prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                         num_samples=num_samples, seed=seed, engine=engine, device=dev,

@@ -193,6 +193,15 @@ def test_corrupt_truncated_and_pickled_checkpoints(run_cli, run_copy, text_file)
     _refused(run_cli, "text", "sample", run_copy, "--length", "5", match="config.json")
 
 
+def test_resume_from_a_truncated_checkpoint_is_refused(run_cli, run_copy, text_file):
+    last = run_copy / "last.safetensors"
+    last.write_bytes(last.read_bytes()[:100])
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    _refused(run_cli, "text", "train", text_file, "--out", run_copy, *TINY, "--epochs", "3", "--resume",
+             match="last.safetensors")
+    assert before == {p.name: p.read_bytes() for p in run_copy.iterdir()}
+
+
 def test_bad_sampling_options(run_cli, runs):
     run = runs["torch"]
     line = _refused(run_cli, "text", "sample", run, "--prime", "To b€ #", match="--prime")

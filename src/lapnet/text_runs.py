@@ -258,6 +258,7 @@ def train_text(
         if data.sha256 and data.sha256 != digest:
             raise LapnetError(f"--resume: {path or 'the bundled text'} is not the text this run was trained on")
         vocab = Vocab.from_json(read_json(out / "vocab.json"))
+        load_tensors(out / "last.safetensors")  # a corrupt checkpoint fails now, before anything is rewritten
     else:
         vocab = Vocab.from_text(text)
         model = CharLMConfig(**{**asdict(model), "vocab_size": len(vocab)})

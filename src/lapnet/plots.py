@@ -247,8 +247,8 @@ def trend_examples(x: np.ndarray, lengths: np.ndarray, labels: np.ndarray, prob_
 
 
 def adding_curves(runs: Mapping[str, Mapping[str, Mapping]], *, baseline: float, solved: float, axes=None):
-    """Test MSE against training steps, one panel per sequence length T, one line per
-    architecture, with the variance baseline and the 'solved' threshold."""
+    """Test MSE against training steps (both log scale), one panel per sequence length T,
+    one line per architecture, with the variance baseline and the 'solved' threshold."""
     lengths = sorted({int(T) for by_T in runs.values() for T in by_T})
     if axes is None:
         fig, axes = plt.subplots(1, len(lengths), figsize=(5 * len(lengths), 4.2), layout="constrained",
@@ -265,10 +265,11 @@ def adding_curves(runs: Mapping[str, Mapping[str, Mapping]], *, baseline: float,
         ax.axhline(baseline, color="gray", ls="--", lw=1.2, label=f"predict 1.0 ({baseline:.3f})")
         ax.axhline(solved, color="black", ls=":", lw=1.2, label=f"solved (< {solved})")
         ax.set_yscale("log")
-        ax.set(title=f"Adding problem, T = {T}", xlabel="training step (batch)")
+        ax.set_xscale("log")  # fast learners finish in hundreds of steps, slow ones take thousands
+        ax.set(title=f"Adding problem, T = {T}", xlabel="training step (batch, log scale)")
         ax.grid(True, alpha=0.3, which="both")
     axes[0].set_ylabel("test MSE")
-    axes[0].legend(fontsize=8, loc="lower left")
+    axes[0].legend(fontsize=8, loc="lower right")
     return fig
 
 

@@ -199,7 +199,7 @@ def gradflow_cmd(
     archs: str = typer.Option("rnn,lstm,gru", "--archs", help="Architectures to measure."),
     hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
     length: int = typer.Option(50, "--length", help="Sequence length T (adding problem)."),
-    steps: int = typer.Option(300, "--steps", help="Training steps before the 'trained' measurement (0: init only)."),
+    steps: int = typer.Option(600, "--steps", help="Training steps before the 'trained' measurement (0: init only)."),
     lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
     engine: str = typer.Option("both", "--engine", help="torch (autograd), numpy (lapnet.scratch) or both (compared)."),
     clip_steps: int = typer.Option(200, "--clip-steps", help="Steps of the clipping comparison (0: skip)."),

@@ -107,9 +107,10 @@ def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentRe
                 st = gate_stats[g]
                 sub = f"{st['share_below_0.1']:.0%} < 0.1, {st['share_above_0.9']:.0%} > 0.9"
             elif g == "c":
-                m = float(np.abs(vals).max()) or 1.0
-                kw = dict(vmin=-m, vmax=m, cmap="RdBu_r", cbar_label="cell value")
-                sub = f"|c| up to {m:.2f}"
+                top = float(np.abs(vals).max())
+                m = float(np.percentile(np.abs(vals), 98)) or top or 1.0  # a few large cells would wash out the rest
+                kw = dict(vmin=-m, vmax=m, cmap="RdBu_r", cbar_label="cell value (clipped at 98th pct.)")
+                sub = f"|c| up to {top:.2f}, colour scale +-{m:.2f}"
             else:
                 kw = dict(vmin=-1.0, vmax=1.0, cmap="RdBu_r", cbar_label="candidate value")
                 sub = f"{gate_stats[g]['share_abs_above_0.9']:.0%} with |value| > 0.9"

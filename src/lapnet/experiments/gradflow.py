@@ -38,7 +38,7 @@ class GradflowConfig:
     archs: tuple[str, ...] = ("rnn", "lstm", "gru")
     hidden: int = 32
     length: int = 50
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 64
     lr: float = 0.01
     n_measure: int = 32  # sequences the gradient norms are averaged over

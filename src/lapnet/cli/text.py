@@ -48,6 +48,8 @@ def train_cmd(
     val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction of the text, from its END, held out for validation."),
     engine: str = typer.Option("torch", "--engine", help="torch or numpy (lapnet.scratch)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (torch engine)."),
+    threads: Optional[int] = typer.Option(None, "--threads",
+                                          help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the weights, the batch offsets and dropout."),
     out: Path = typer.Option(Path("runs/text"), "--out", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out up to the new --epochs/--minutes."),
@@ -65,6 +67,12 @@ def train_cmd(
 
     _engine(engine)
     dev = resolve_device(device) if engine == "torch" else "cpu"
+    if threads is not None:
+        if threads < 1:
+            raise LapnetError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     train = text_train_config(epochs=epochs, minutes=minutes, lr=lr, schedule=schedule,
                               clip=clip or None, clip_value=clip_value or None, eval_every=eval_every,
                               seed=seed, progress=not quiet)

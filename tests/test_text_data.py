@@ -90,3 +90,19 @@ def test_cli_defaults_are_the_library_defaults():
     for k in ("lr", "schedule", "clip", "seed"):
         assert opts[k] == getattr(train, k), k
     assert train.minutes == 1.0 and train.epochs is None  # neither --epochs nor --minutes: one minute
+
+
+def test_set_threads_sets_torch_and_reports_openblas():
+    import torch
+
+    from lapnet.text_runs import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        got = set_threads(1)
+        assert got["torch"] == 1 == torch.get_num_threads()
+        assert got["openblas"] in (1, None)  # None: this NumPy's BLAS is not reachable
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(LapnetError, match="--threads"):
+        set_threads(0)

@@ -49,7 +49,7 @@ def train_cmd(
     engine: str = typer.Option("torch", "--engine", help="torch or numpy (lapnet.scratch)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (torch engine)."),
     threads: Optional[int] = typer.Option(None, "--threads",
-                                          help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)."),
+                                          help="CPU threads for torch and NumPy (default: theirs; 1 is faster on a busy machine)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the weights, the batch offsets and dropout."),
     out: Path = typer.Option(Path("runs/text"), "--out", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out up to the new --epochs/--minutes."),
@@ -68,11 +68,9 @@ def train_cmd(
     _engine(engine)
     dev = resolve_device(device) if engine == "torch" else "cpu"
     if threads is not None:
-        if threads < 1:
-            raise LapnetError(f"--threads must be at least 1, got {threads}")
-        import torch
+        from lapnet.text_runs import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
     train = text_train_config(epochs=epochs, minutes=minutes, lr=lr, schedule=schedule,
                               clip=clip or None, clip_value=clip_value or None, eval_every=eval_every,
                               seed=seed, progress=not quiet)

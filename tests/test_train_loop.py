@@ -107,3 +107,25 @@ def test_bad_config_is_refused():
         TrainConfig(epochs=0).validate()
     with pytest.raises(ValueError, match="nothing would stop"):
         TrainConfig(epochs=None).validate()
+
+
+def test_namedtuple_batches_are_moved_whole():
+    from typing import NamedTuple
+
+    class Pair(NamedTuple):
+        x: torch.Tensor
+        y: torch.Tensor
+
+    data = ToyBatches()
+    cfg = TrainConfig(epochs=1, lr=0.05, progress=False)
+    _, learner = make(cfg, data)
+    batch = learner._prepare(Pair(data.x[:4], data.y[:4]))
+    assert isinstance(batch, Pair) and batch.x.shape == (4, 3)
+
+
+def test_scalars_survive_a_checkpoint(tmp_path):
+    from lapnet.checkpoint import save_tensors
+
+    save_tensors(tmp_path / "s.safetensors", {"step": np.int64(7), "w": np.ones((2, 2))}, {})
+    arrays, _ = load_tensors(tmp_path / "s.safetensors")
+    assert arrays["step"].shape == () and arrays["step"] == 7

@@ -33,7 +33,7 @@ def _to_numpy(value: Any) -> np.ndarray:
     """Accept numpy arrays and torch tensors (without importing torch here)."""
     if hasattr(value, "detach"):  # a torch.Tensor
         value = value.detach().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(value))
+    return np.array(value, order="C", copy=None)  # keeps 0-d scalars 0-d (ascontiguousarray would not)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

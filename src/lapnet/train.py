@@ -189,6 +189,8 @@ class TorchLearner:
     def _prepare(self, batch: Any) -> Any:
         """Move tensors to the device and, under DDP, keep this rank's shard of dim 0."""
         t = self.torch
+        if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
+            return type(batch)(*(self._prepare(b) for b in batch))
         if isinstance(batch, (tuple, list)):
             return type(batch)(self._prepare(b) for b in batch)
         if isinstance(batch, dict):

@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=80)
     ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--pit-weight", type=float, default=1.0, help="weight of the pit call's loss")
     ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
     ap.add_argument("--skip-real-arm", action="store_true", help="with --pretrain-sim: run only the pretrained arm")
     ap.add_argument("--skip-train-all", action="store_true", help="do not time the training on all races")
@@ -111,8 +112,9 @@ def main(argv=None) -> int:
     from lapnet.race.pipeline import RaceTrainConfig, train_race
 
     paths = sorted(DATA.glob("*.csv"))
-    cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, progress=False)
-    results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "races": len(paths)}}
+    cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight, progress=False)
+    results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "pit_weight": args.pit_weight,
+                                "races": len(paths)}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -73,11 +73,11 @@ def register(app: typer.Typer) -> None:
         f1_data: Optional[Path] = typer.Option(None, "--f1-data",
                                                help="Folder of real race CSVs (default $LAPNET_F1_DATA)."),
     ) -> None:
-        """The main job: a guided tour of lapnet on bundled data, about two minutes.
+        """The main job: a guided tour of lapnet on bundled data (about a minute of CPU).
 
-        The NumPy engine against torch, a character LSTM on Hamlet with samples, the sine
-        and trend experiments, measured gradient flow, a simulated race with a forecaster
-        and tagger against the baselines; then a summary table and an HTML report.
+        Engine vs torch, a character LSTM on Hamlet, sine and trend experiments,
+        gradient flow, a race forecaster and tagger vs the baselines; then a summary
+        table and the path of an HTML report (every figure, every table).
 
         Example: lapnet demo --quick --out runs/demo-quick
         """

@@ -269,7 +269,11 @@ def adding_curves(runs: Mapping[str, Mapping[str, Mapping]], *, baseline: float,
         ax.set(title=f"Adding problem, T = {T}", xlabel="training step (batch, log scale)")
         ax.grid(True, alpha=0.3, which="both")
     axes[0].set_ylabel("test MSE")
-    axes[0].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if fig.get_layout_engine() is not None:  # below the panels: never over a curve
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
+    else:
+        axes[0].legend(fontsize=8)
     return fig
 
 

@@ -186,3 +186,9 @@ def test_out_that_is_a_file_and_text_outside_the_vocabulary(run_cli, tmp_path):
     run = _tiny_run(tmp_path / "run")
     code, _, err = run_cli("gates", run, "--text", "To be #or Z", "--out", tmp_path / "g", "--quiet")
     assert code == 2 and "'#'" in err and "'Z'" in err and err.count("\n") == 1
+    for args, needle in ((("--layer", "3"), "--layer 3"), (("--export", tmp_path / "no" / "s.npz"), "does not exist"),
+                         (("--text", ""), "empty")):
+        code, _, err = run_cli("gates", run, *args, "--out", tmp_path / "g", "--quiet", "--force")
+        assert code == 2 and needle in err and err.count("\n") == 1, err
+    code, _, err = run_cli("gates", tmp_path / "missing", "--out", tmp_path / "g", "--quiet")
+    assert code == 2 and "no such run directory" in err

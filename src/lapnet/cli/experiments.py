@@ -281,6 +281,8 @@ def gates_cmd(
     _positive("--max-units", max_units)
     if export is not None and export.is_dir():
         raise LapnetError(f"--export {export}: is a directory, expected an .npz file path")
+    if export is not None and not export.parent.is_dir():
+        raise LapnetError(f"--export {export}: folder {export.parent} does not exist")
     if not Path(run).is_dir():
         raise LapnetError(f"{run}: no such run directory")
     _threads(threads)

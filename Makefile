@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/lapnet demo
+	$(VENV)/bin/lapnet demo --force  # re-running refreshes runs/demo (only the demo's own files)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup

@@ -470,8 +470,13 @@ def fit(
                 since_eval["loss"] += loss
                 since_eval["n"] += 1
                 speed = st["items"] / st["train_time"] if st["train_time"] else 0.0
-                val = st["history"][-1].get("val_loss") if st["history"] else None
-                info = f"loss {loss:.4f}" + (f"  val {val:.4f}" if val is not None else "") + f"  {speed:,.0f}/s"
+                last = st["history"][-1] if st["history"] else {}
+                info = f"loss {loss:.4f}"
+                if "val_loss" in last:
+                    info += f"  val {last['val_loss']:.4f}"
+                if "val_bpc" in last:  # language models: bits per character too
+                    info += f"  {last['val_bpc']:.3f} bpc"
+                info += f"  {speed:,.0f}/s"
                 progress.update(task, completed=1000 * min(progress_frac(), 1.0), info=info)
                 end_of_epoch = st["step_in_epoch"] >= spe
                 if st["step"] % eval_every == 0 or (cfg.eval_every is None and end_of_epoch):

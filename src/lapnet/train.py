@@ -440,6 +440,17 @@ def fit(
             on_eval(st["step"], metrics)
         return cfg.patience is not None and st["bad_evals"] >= cfg.patience
 
+    def info(loss: float) -> str:
+        """The progress bar's live numbers: train loss, the last evaluation, throughput."""
+        speed = st["items"] / st["train_time"] if st["train_time"] else 0.0
+        last = st["history"][-1] if st["history"] else {}
+        text = f"loss {loss:.4f}"
+        if "val_loss" in last:
+            text += f"  val {last['val_loss']:.4f}"
+        if "val_bpc" in last:  # language models: bits per character too
+            text += f"  {last['val_bpc']:.3f} bpc"
+        return text + f"  {speed:,.0f}/s"
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     show = cfg.progress and rank0
@@ -469,15 +480,7 @@ def fit(
                 st["items"] += n
                 since_eval["loss"] += loss
                 since_eval["n"] += 1
-                speed = st["items"] / st["train_time"] if st["train_time"] else 0.0
-                last = st["history"][-1] if st["history"] else {}
-                info = f"loss {loss:.4f}"
-                if "val_loss" in last:
-                    info += f"  val {last['val_loss']:.4f}"
-                if "val_bpc" in last:  # language models: bits per character too
-                    info += f"  {last['val_bpc']:.3f} bpc"
-                info += f"  {speed:,.0f}/s"
-                progress.update(task, completed=1000 * min(progress_frac(), 1.0), info=info)
+                progress.update(task, completed=1000 * min(progress_frac(), 1.0), info=info(loss))
                 end_of_epoch = st["step_in_epoch"] >= spe
                 if st["step"] % eval_every == 0 or (cfg.eval_every is None and end_of_epoch):
                     evaluated_at = st["step"]
@@ -508,7 +511,9 @@ def fit(
                     raise LapnetError("the data yielded no training batches")
         if evaluated_at != st["step"]:
             evaluate()  # always end on an evaluated, checkpointed state
-        progress.update(task, completed=1000 if stopped != "interrupted" else progress.tasks[0].completed)
+        final = st["history"][-1]["train_loss"] if st["history"] else float("nan")
+        progress.update(task, completed=1000 if stopped != "interrupted" else progress.tasks[0].completed,
+                        info=info(final))
 
     if stopped == "interrupted" and rank0:
         where = f" (checkpoint in {out_dir})" if out_dir else ""

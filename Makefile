@@ -17,8 +17,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
+# The benchmarks print ratios against a peer measured side by side. The text benchmark
+# needs about 1 MB of English prose: `make bench TEXT=corpus.txt` (skipped without it).
 bench: $(STAMP)
-	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/simulate.py
+	$(PY) benchmarks/race.py
+	$(PY) benchmarks/race_real.py
+	$(PY) benchmarks/adding.py
+	@if [ -n "$(TEXT)" ]; then $(PY) benchmarks/text.py "$(TEXT)"; \
+	 else echo "benchmarks/text.py skipped: give TEXT=<about 1 MB of English prose>"; fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

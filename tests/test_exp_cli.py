@@ -192,3 +192,19 @@ def test_out_that_is_a_file_and_text_outside_the_vocabulary(run_cli, tmp_path):
         assert code == 2 and needle in err and err.count("\n") == 1, err
     code, _, err = run_cli("gates", tmp_path / "missing", "--out", tmp_path / "g", "--quiet")
     assert code == 2 and "no such run directory" in err
+
+
+def test_sine_on_the_numpy_engine_learns(run_cli, tmp_path):
+    code, out, err = run_cli("sine", "--hidden", "8", "--archs", "gru", "--arch-hidden", "8", "--epochs", "40",
+                             "--engine", "numpy", "--out", tmp_path / "s", "--json", "--quiet")
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["config"]["engine"] == "numpy"
+    for r in (m["hidden_size"]["8"], m["architecture"]["gru"]):
+        assert r["final_mse"] < 0.1 * r["loss_curve"][0]  # the NumPy engine's loss falls by 10x
+    assert (tmp_path / "s" / "loss_curves.png").stat().st_size > 0
+
+
+def test_sine_unknown_engine_is_refused(run_cli, tmp_path):
+    code, _, err = run_cli("sine", "--engine", "jax", "--out", tmp_path / "s")
+    assert code == 2 and "jax" in err

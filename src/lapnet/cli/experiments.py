@@ -78,6 +78,7 @@ def sine_cmd(
     lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
     horizon: int = typer.Option(100, "--horizon", help="Forecast steps past the wave, each prediction fed back in."),
     seed: int = typer.Option(42, "--seed", help="Seeds every model alike (the notebook uses 42)."),
+    engine: str = typer.Option("torch", "--engine", help="torch or numpy (lapnet.scratch)."),
     out: Path = typer.Option(Path("runs/sine"), "--out", help="Directory for the PNGs and metrics.json."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -92,13 +93,13 @@ def sine_cmd(
     min_mse, forecast_mse, loss_curve, forecast}}, "architecture": {arch:
     {...}}, "table": [{model, final_mse, forecast_mse}]}.
 
-    Example: lapnet sine --hidden 8,32 --archs rnn,lstm --epochs 100
+    Example: lapnet sine --hidden 8,32 --archs rnn,lstm --epochs 100 --engine numpy
     """
     from lapnet.cli.common import check_out_dir
     from lapnet.experiments.sine import SineConfig, run_sine
 
     cfg = SineConfig(hidden_sizes=_list("--hidden", hidden, int), archs=_archs("--archs", archs),
-                     arch_hidden=arch_hidden, epochs=epochs, lr=lr, horizon=horizon, seed=seed)
+                     arch_hidden=arch_hidden, epochs=epochs, lr=lr, horizon=horizon, seed=seed, engine=engine)
     cfg.validate()
     _positive("--lr", lr)
     _threads(threads)

@@ -36,6 +36,7 @@ class SineConfig:
     window: int = 20
     horizon: int = 100  # forecast steps fed back in, past the end of the training wave
     seed: int = 42
+    engine: str = "torch"  # "torch" or "numpy" (lapnet.scratch)
 
     def validate(self) -> None:
         if not self.hidden_sizes or not self.archs:
@@ -48,6 +49,8 @@ class SineConfig:
                 raise LapnetError(f"unknown architecture {a!r}: expected one of {', '.join(ARCHS)}")
         if self.epochs < 1 or self.horizon < 1 or self.window < 1:
             raise LapnetError("epochs, horizon and window must be at least 1")
+        if self.engine not in ("torch", "numpy"):
+            raise LapnetError(f"unknown engine {self.engine!r}: expected torch or numpy")
         if self.n_points <= self.window:
             raise LapnetError(f"n_points ({self.n_points}) must exceed the window ({self.window})")
 
@@ -79,6 +82,115 @@ def train_forecaster(arch: str, hidden: int, x: torch.Tensor, y: torch.Tensor, c
     return model, curve
 
 
+class NumpyForecaster:
+    """The Forecaster on the NumPy engine: scratch RNN/LSTM/GRU -> last step -> Linear.
+
+    Same interface as the torch model where run_sine uses it: `model(x)` -> (pred, state)
+    on (N, T, 1) inputs and `rollout(window, steps)`; arrays may be numpy or torch.
+    """
+
+    def __init__(self, arch: str, hidden: int, seed: int):
+        from lapnet import scratch
+
+        kind = {"rnn": scratch.RNN, "lstm": scratch.LSTM, "gru": scratch.GRU}[arch]
+        self.rnn = kind(1, hidden, dtype="float32", seed=seed)
+        self.head = scratch.Linear(hidden, 1, dtype="float32", seed=seed + 1)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return {**{f"rnn.{k}": v for k, v in self.rnn.parameters().items()},
+                **{f"head.{k}": v for k, v in self.head.parameters().items()}}
+
+    def forward(self, x: np.ndarray):
+        out, state, cache = self.rnn.forward(np.asarray(x, dtype=np.float32))  # (N, T, H)
+        pred, hcache = self.head.forward(out[:, -1])  # (N, 1) from the last step
+        return pred, (out.shape, cache, hcache)
+
+    def backward(self, dpred: np.ndarray, caches) -> dict[str, np.ndarray]:
+        shape, cache, hcache = caches
+        dlast, g_head = self.head.backward(dpred, hcache)
+        dout = np.zeros(shape, np.float32)
+        dout[:, -1] = dlast  # only the last step feeds the head
+        _, _, g_rnn = self.rnn.backward(dout, None, cache)
+        return {**{f"rnn.{k}": v for k, v in g_rnn.items()}, **{f"head.{k}": v for k, v in g_head.items()}}
+
+    def __call__(self, x):
+        return torch.from_numpy(self.forward(np.asarray(x))[0]), None
+
+    def eval(self) -> "NumpyForecaster":
+        return self
+
+    def rollout(self, window, steps: int) -> torch.Tensor:
+        """(B, T, 1) last values -> (B, steps, 1), each prediction fed back in (as Forecaster.rollout)."""
+        seq = np.asarray(window, dtype=np.float32)
+        T = seq.shape[1]
+        preds = []
+        for _ in range(steps):
+            pred, _ = self.forward(seq[:, -T:])  # (B, 1)
+            preds.append(pred)
+            seq = np.concatenate([seq, pred[:, None, :]], axis=1)  # (B, T + k, 1)
+        return torch.from_numpy(np.stack(preds, axis=1))  # (B, steps, 1)
+
+
+class _NumpyLearner:
+    """The learner protocol of lapnet.train.fit for a NumpyForecaster (Adam, MSE, full batch)."""
+
+    def __init__(self, model: NumpyForecaster, x: np.ndarray, y: np.ndarray, cfg: SineConfig, curve: list[float]):
+        from lapnet.scratch import Adam
+
+        self.model, self.x, self.y, self.curve = model, x, y, curve
+        self.opt = Adam(model.parameters(), lr=cfg.lr)
+
+    def train_step(self, batch, carry, lr: float):
+        from lapnet.scratch import mse_loss
+
+        x, y = batch
+        pred, caches = self.model.forward(x)
+        loss, dpred = mse_loss(pred, y)
+        self.opt.step(self.model.backward(dpred, caches), lr=lr)
+        self.curve.append(float(loss))  # full batch: the epoch's loss, before its update
+        return float(loss), carry, len(x)
+
+    def evaluate(self) -> dict[str, float]:
+        from lapnet.scratch import mse_loss
+
+        return {"val_loss": float(mse_loss(self.model.forward(self.x)[0], self.y)[0])}
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.model.parameters().items()}
+
+    def state(self):
+        return {**self.weights(), **{f"opt.{k}": v for k, v in self.opt.state_dict().items()}}, {}
+
+    def load_state(self, arrays, meta) -> None:
+        for k, v in self.model.parameters().items():
+            v[...] = arrays[k]
+        self.opt.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+
+
+def train_forecaster_numpy(arch: str, hidden: int, x: np.ndarray, y: np.ndarray, cfg: SineConfig,
+                           *, progress: bool = False) -> tuple[NumpyForecaster, list[float]]:
+    """`train_forecaster` on the NumPy engine, through the same training loop."""
+    model = NumpyForecaster(arch, hidden, cfg.seed)
+    curve: list[float] = []
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
+                       eval_every=cfg.epochs, progress=progress)
+    stop_if_interrupted(fit(_NumpyLearner(model, x, y, cfg, curve), _NumpyFullBatch(x, y), tcfg,
+                            describe=f"sine {arch} H={hidden} (numpy)"))
+    return model, curve
+
+
+class _NumpyFullBatch:
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.batch = (x, y)
+
+    def steps_per_epoch(self) -> int:
+        return 1
+
+    def epoch(self, e: int):
+        yield self.batch
+
+
 def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> ExperimentResult:
     """Train every configured forecaster and measure it.
 
@@ -100,7 +212,8 @@ def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> Experi
     last_window = torch.from_numpy(wave[-cfg.window:]).reshape(1, cfg.window, 1)  # (1, window, 1)
 
     def measure(arch: str, hidden: int) -> dict:
-        model, curve = train_forecaster(arch, hidden, x, y, cfg, progress=progress)
+        train = train_forecaster_numpy if cfg.engine == "numpy" else train_forecaster
+        model, curve = train(arch, hidden, x, y, cfg, progress=progress)
         model.eval()
         with torch.no_grad():
             final = float(torch.nn.functional.mse_loss(model(x)[0], y))

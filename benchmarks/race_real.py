@@ -3,6 +3,8 @@
     python benchmarks/race_real.py                      # 5 folds of 3 races, the issue's targets
     python benchmarks/race_real.py --folds 15           # leave one race out
     python benchmarks/race_real.py --pretrain-sim 30    # adds an arm pretrained on 30 calibrated simulated races
+    python benchmarks/race_real.py --jobs 5             # the same, 5 folds trained at once (same numbers, less wall clock)
+    python benchmarks/race_real.py --members 1          # one net per fold instead of the default ensemble of 3 seeds
 
 Every fold trains `train_race` on the other races and predicts the held-out ones; the
 predictions of all folds are pooled and scored once, beside the baselines on exactly the same
@@ -32,8 +34,22 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1"))
 
 
-def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrain_sim: int = 0) -> dict:
-    """Pooled out-of-fold metrics of `train_race` with `cfg` over `folds` folds of races."""
+def _train_fold(job) -> tuple[float, float]:
+    """Train one fold (run in a worker process with --jobs > 1); returns (wall, CPU) seconds."""
+    import torch
+
+    from lapnet.race.pipeline import train_race
+
+    train_paths, out, cfg, threads = job
+    torch.set_num_threads(threads)
+    t0, c0 = time.perf_counter(), time.process_time()
+    train_race(train_paths, out, cfg)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrain_sim: int = 0, jobs: int = 1, threads: int = 1) -> dict:
+    """Pooled out-of-fold metrics of `train_race` with `cfg` over `folds` folds of races
+    (`jobs` folds trained at once in worker processes)."""
     from lapnet.race.features import build_sequences
     from lapnet.race.pipeline import load_laps, load_run, run_net, score_predictions, subset_sequences, train_race
 
@@ -44,13 +60,20 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     N, T, K = seq.target.shape
     o = {"mean": np.zeros((N, T, K)), "sigma": np.ones((N, T, K)), "pit": np.zeros((N, T)), "phase": np.zeros((N, T, 3))}
     per_fold = []
+    tests = [[r for i, r in enumerate(races) if i % folds == f] for f in range(folds)]
+    todo = [([p for p in paths if p.stem not in tests[f]], workdir / f"fold{f}", replace(cfg, pretrain_sim=pretrain_sim), threads)
+            for f in range(folds)]
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
+            timings = list(pool.map(_train_fold, todo))
+    else:
+        timings = [_train_fold(job) for job in todo]
     for f in range(folds):
-        test = [r for i, r in enumerate(races) if i % folds == f]
-        train_paths = [p for p in paths if p.stem not in test]
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = workdir / f"fold{f}"
-        train_race(train_paths, out, replace(cfg, pretrain_sim=pretrain_sim))
-        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        test, out = tests[f], workdir / f"fold{f}"
+        secs, cpu = timings[f]
         run = load_run(out)
         te = np.flatnonzero(np.isin(race_of, [races.index(r) for r in test]))
         pred = run_net(run.model, subset_sequences(seq, te))
@@ -64,6 +87,14 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
               f"h1 MAE {row['forecaster']:.3f} vs persistence {row['persistence']:.3f}, "
               f"pit AUC {fold_metrics['pit_within_3']['auc']:.3f}  ({secs:.0f} s, {cpu:.0f} s CPU)", file=sys.stderr, flush=True)
     pooled = score_predictions(seq, o)
+    # the pit call's evaluation set is every lap with a next lap; in-laps are trivial negatives
+    # for the model (it sees in_lap) but hard ones for tyre life: also score without them
+    from lapnet.race.features import FEATURES
+    from lapnet.race.metrics import roc_auc
+
+    m = seq.pit_mask & (seq.x[:, :, FEATURES.index("in_lap")] == 0)
+    pooled["pit_within_3"]["auc_without_in_laps"] = roc_auc(seq.pit[m], o["pit"][m])
+    pooled["pit_within_3"]["tyre_life_auc_without_in_laps"] = roc_auc(seq.pit[m], seq.x[:, :, FEATURES.index("tyre_life")][m])
     return {"pooled": pooled, "folds": per_fold}
 
 
@@ -85,7 +116,8 @@ def table(name: str, res: dict) -> list[str]:
         f"target: beats every baseline at h1/h5/h10 -> {beats}",
         f"pit within 3 laps: AUC {pit['auc']:.3f} (target >= 0.85: {'met' if pit['auc'] >= 0.85 else 'NOT met'}), "
         f"tyre life alone {pit['tyre_life_auc']:.3f}, top-decile precision {pit['top_decile_precision']:.3f} "
-        f"(base rate {pit['base_rate']:.3f})",
+        f"(base rate {pit['base_rate']:.3f}); without in-laps: AUC {pit['auc_without_in_laps']:.3f}, "
+        f"tyre life {pit['tyre_life_auc_without_in_laps']:.3f}",
         f"90% interval coverage: h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}",
     ]
     return lines
@@ -96,10 +128,13 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=80)
     ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--members", type=int, default=3, help="ensemble members (seeds) per trained model")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (members use seed, seed+1, ...)")
     ap.add_argument("--pit-weight", type=float, default=1.0, help="weight of the pit call's loss")
     ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
     ap.add_argument("--skip-real-arm", action="store_true", help="with --pretrain-sim: run only the pretrained arm")
     ap.add_argument("--skip-train-all", action="store_true", help="do not time the training on all races")
+    ap.add_argument("--jobs", type=int, default=1, help="folds trained at once in worker processes (wall clock only; results identical)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only contend)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "race_real.json")
     args = ap.parse_args(argv)
@@ -112,19 +147,22 @@ def main(argv=None) -> int:
     from lapnet.race.pipeline import RaceTrainConfig, train_race
 
     paths = sorted(DATA.glob("*.csv"))
-    cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight, progress=False)
+    cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight,
+                           members=args.members, seed=args.seed, progress=False)
     results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "pit_weight": args.pit_weight,
+                                "members": args.members, "seed": args.seed,
                                 "races": len(paths)}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print(f"cross-validating over {len(paths)} races, {args.folds} folds", file=sys.stderr)
         if not (args.skip_real_arm and args.pretrain_sim):
-            results["real_only"] = cross_validate(paths, cfg, args.folds, tmp / "real")
+            results["real_only"] = cross_validate(paths, cfg, args.folds, tmp / "real", jobs=args.jobs, threads=args.threads)
             lines += table("trained on real races", results["real_only"])
         if args.pretrain_sim:
             print(f"cross-validating with --pretrain-sim {args.pretrain_sim}", file=sys.stderr)
-            results["pretrain_sim"] = cross_validate(paths, cfg, args.folds, tmp / "sim", pretrain_sim=args.pretrain_sim)
+            results["pretrain_sim"] = cross_validate(paths, cfg, args.folds, tmp / "sim", pretrain_sim=args.pretrain_sim,
+                                                     jobs=args.jobs, threads=args.threads)
             lines += table(f"pretrained on {args.pretrain_sim} calibrated simulated races, then real", results["pretrain_sim"])
             a = results["real_only"]["pooled"]["summary"][0] if "real_only" in results else None
             b = results["pretrain_sim"]["pooled"]["summary"][0]

@@ -23,7 +23,7 @@ def real_run(tmp_path_factory):
     from lapnet.race.pipeline import RaceTrainConfig, train_race
 
     out = tmp_path_factory.mktemp("race") / "run"
-    cfg = RaceTrainConfig(hidden_size=16, epochs=6, batch_size=16, patience=None, progress=False, seed=0)
+    cfg = RaceTrainConfig(hidden_size=16, epochs=6, batch_size=16, patience=None, progress=False, seed=0, members=2)
     metrics = train_race([F1_DATA / f"{r}.csv" for r in TRAIN], out, cfg)
     return out, metrics
 
@@ -35,6 +35,11 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     from lapnet.race.features import FEATURES
 
     assert config["features"] == list(FEATURES) and "loss" in config["masks"]
+    from lapnet.race.models import RaceEnsemble
+    from lapnet.race.pipeline import load_run
+
+    assert config["members"] == 2 and len(config["member_val_races"]) == 2
+    assert isinstance(load_run(run).model, RaceEnsemble) and (run / "members" / "1" / "model.safetensors").is_file()
     code, out, err = run_cli("race", "eval", run, f1_data / f"{HELD_OUT}.csv", "--json", "--quiet")
     assert code == 0, err
     m = json.loads(out)
@@ -176,7 +181,7 @@ def test_sim_trained_run_has_bidirectional_tagger(tmp_path):
     from lapnet.race.simulate import simulate
 
     sim = simulate(3, seed=5)
-    m = train_race(sim, tmp_path / "run", RaceTrainConfig(hidden_size=8, epochs=1, progress=False))
+    m = train_race(sim, tmp_path / "run", RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False))
     assert (tmp_path / "run" / "tagger" / "model.safetensors").is_file()
     assert set(m["validation"]["phase_macro_f1"]) == {"live", "post_race"}
     ev = eval_race(tmp_path / "run", simulate(1, seed=99))

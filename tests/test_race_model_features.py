@@ -100,3 +100,33 @@ def test_net_carried_step_by_step_equals_whole_sequence():
                     step, state = net(x[b : b + 1, t : t + 1], state=state)
                     for k in ("mean", "log_sigma", "pit", "phase"):
                         torch.testing.assert_close(step[k][0, 0], whole[k][b, t], msg=f"{arch} {k} b={b} t={t}")
+
+
+def test_ensemble_averages_members_and_steps_like_whole_sequence():
+    """RaceEnsemble: the members' mean forecast, mixture sigma and mean pit probability; its
+    tuple state carried lap by lap equals one pass (float64, non-zero biases)."""
+    from lapnet.race.models import RaceEnsemble, RaceModelConfig
+
+    torch.manual_seed(4)
+    ens = RaceEnsemble(RaceModelConfig(input_size=len(FEATURES), hidden_size=5, dropout=0.0), members=3).double().eval()
+    with torch.no_grad():
+        for p in ens.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 6, len(FEATURES), dtype=torch.float64)
+    lengths = torch.tensor([6, 3])
+    with torch.no_grad():
+        whole, _ = ens(x, lengths)
+        members = [m(x, lengths)[0] for m in ens.members]
+        mu = torch.stack([o["mean"] for o in members])  # (M, B, T, K)
+        torch.testing.assert_close(whole["mean"], mu.mean(0))
+        var = torch.stack([torch.exp(2 * o["log_sigma"]) for o in members]).mean(0) + mu.var(0, unbiased=False)
+        torch.testing.assert_close(torch.exp(2 * whole["log_sigma"]), var)
+        p = torch.stack([torch.sigmoid(o["pit"]) for o in members]).mean(0)
+        torch.testing.assert_close(torch.sigmoid(whole["pit"]), p)
+        for b in range(2):
+            state = None
+            for t in range(int(lengths[b])):
+                step, state = ens(x[b : b + 1, t : t + 1], state=state)
+                assert isinstance(state, tuple) and len(state) == 3
+                for k in ("mean", "log_sigma", "pit", "phase"):
+                    torch.testing.assert_close(step[k][0, 0], whole[k][b, t], msg=f"{k} b={b} t={t}")

@@ -36,7 +36,7 @@ from lapnet.race.features import (
     check_features,
 )
 from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, pit_report, roc_auc
-from lapnet.race.models import RaceModelConfig, RaceNet, race_loss
+from lapnet.race.models import RaceEnsemble, RaceModelConfig, RaceNet, race_loss
 
 Z90 = 1.6449  # a central 90% interval of a Gaussian is mean +- 1.645 sigma
 SCORED_RULE = "Scored = timed, IsAccurate, not deleted, no SC/VSC/red (TrackStatus 4-7), not an in-, out- or lap-1, dry compound"
@@ -58,6 +58,7 @@ class RaceTrainConfig:
     patience: int | None = 20  # the pit call keeps improving after the lap-time loss flattens
     seed: int = 0
     pit_weight: float = 1.0
+    members: int = 3  # an ensemble of nets, seeds seed, seed+1, ..., each early-stopped on its own validation race
     val_races: int = 1  # races held out for early stopping (0: a share of drivers instead); 3 was tried: worse on 4 of 5 folds
     pretrain_sim: int = 0  # simulated races to pretrain on before the real ones
     pretrain_epochs: int = 20
@@ -225,7 +226,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         "tagger": None,
     }
     meta = {"config": {k: config[k] for k in ("kind", "features", "model")}}
-    pre = None
+    pre, sim_seq = None, None
     if cfg.pretrain_sim or sim_laps is not None:
         if sim_laps is None:
             sim_laps = simulate_calibrated(laps, cfg.pretrain_sim, seed=cfg.seed + 1000)
@@ -237,6 +238,12 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         config["pretrain"] = {"sim_races": int(len({k[0] for k in sim_seq.keys})), "steps": pre.steps, "best_val": pre.best_val}
         config["phase_trained"] = config["phase_trained"] or bool(sim_seq.phase_mask.any())
     result = _fit(model, seq, train_idx, val_idx, cfg, out, epochs=cfg.epochs, meta=meta, describe="race train")
+    if cfg.members > 1:
+        # each member early-stops on its own validation race, which the others train on: the
+        # "validation" block below scores the first member alone, on its race, to stay held out
+        _, results = _fit_members(model, seq, cfg, mcfg, out, meta, sim_seq)
+        config["members"] = cfg.members
+        config["member_val_races"] = [config["val_races"]] + [sorted({seq.keys[i][0] for i in va}) for _, va in results]
 
     tagger_result, tagger = None, None
     if cfg.tagger and seq.phase_mask.any():
@@ -253,14 +260,47 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         "masks": config["masks"],
         "train": {"seconds": round(time.perf_counter() - t0, 2), "steps": result.steps, "epochs": result.epochs,
                   "stopped": result.stopped, "best_val_loss": result.best_val,
-                  "races": len(config["races"]), "sequences": len(train_idx), "scored_laps": int(seq.scored.sum()),
+                  "members": cfg.members, "races": len(config["races"]), "sequences": len(train_idx),
+                  "scored_laps": int(seq.scored.sum()),
                   "tagger_best_val": tagger_result.best_val if tagger_result else None},
         "cleaning": report.to_dict()["total"],
         "validation_races": config["val_races"],
+        "validation_model": "the first of the ensemble's members" if cfg.members > 1 else "the model",
         "validation": evaluate_sequences(model, val_seq, tagger=tagger) if len(val_idx) else None,
     }
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _fit_members(first: RaceNet, seq: Sequences, cfg: RaceTrainConfig, mcfg: RaceModelConfig, out: Path, meta: dict,
+                 sim_seq: Sequences | None = None):
+    """Train members 2..M (seeds cfg.seed + m, each with its own validation race; each pretrained
+    on `sim_seq` first when given, as the first was) beside `first`; write the ensemble's weights
+    to out/model.safetensors.
+
+    Returns:
+        (the RaceEnsemble, [(TrainResult, validation indices) of members 2..M]).
+    """
+    from lapnet.checkpoint import save_tensors
+
+    ens = RaceEnsemble(mcfg, cfg.members)
+    ens.members[0].load_state_dict(first.state_dict())
+    results = []
+    for m in range(1, cfg.members):
+        mc = RaceTrainConfig(**{**asdict(cfg), "seed": cfg.seed + m})
+        tr, va = _split(seq, mc.val_races, mc.seed)
+        torch.manual_seed(mc.seed)
+        net = RaceNet(mcfg)
+        if sim_seq is not None:
+            s_train, s_val = _split(sim_seq, mc.val_races, mc.seed)
+            _fit(net, sim_seq, s_train, s_val, mc, out / "members" / str(m) / "pretrain", epochs=cfg.pretrain_epochs,
+                 meta=meta, describe=f"pretrain (sim, member {m + 1}/{cfg.members})")
+        results.append((_fit(net, seq, tr, va, mc, out / "members" / str(m), epochs=cfg.epochs, meta=meta,
+                             describe=f"race train (member {m + 1}/{cfg.members})"), va))
+        ens.members[m].load_state_dict(net.state_dict())
+    ens_meta = {"config": {**meta["config"], "members": cfg.members}}
+    save_tensors(out / "model.safetensors", {k: v.detach().numpy() for k, v in ens.state_dict().items()}, ens_meta)
+    return ens, results
 
 
 def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
@@ -295,7 +335,7 @@ def simulate_calibrated(laps: pd.DataFrame, n_races: int, seed: int = 0) -> pd.D
 class RaceRun:
     """A trained run loaded from its directory."""
 
-    model: RaceNet
+    model: RaceNet | RaceEnsemble
     config: dict
     tagger: RaceNet | None = None
     path: Path = field(default_factory=Path)
@@ -310,14 +350,14 @@ def load_run(run: str | Path) -> RaceRun:
     if not isinstance(config, dict) or config.get("kind") != "lapnet-race":
         raise CheckpointError(f"{run}: not a lapnet race run (config.json kind is not 'lapnet-race')")
     check_features(config.get("features", []))
-    model = _load_net(run / "model.safetensors", config["model"])
+    model = _load_net(run / "model.safetensors", config["model"], int(config.get("members", 1)))
     tagger = _load_net(run / "tagger" / "model.safetensors", config["tagger"]) if config.get("tagger") else None
     return RaceRun(model, config, tagger, run)
 
 
-def _load_net(path: Path, mcfg: dict) -> RaceNet:
+def _load_net(path: Path, mcfg: dict, members: int = 1) -> RaceNet | RaceEnsemble:
     arrays, _ = load_tensors(path)
-    net = RaceNet(RaceModelConfig(**mcfg))
+    net = RaceEnsemble(RaceModelConfig(**mcfg), members) if members > 1 else RaceNet(RaceModelConfig(**mcfg))
     try:
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     except RuntimeError as e:

@@ -19,7 +19,20 @@ except ImportError:  # pragma: no cover
     pass
 
 REPO = Path(__file__).resolve().parents[1]
-F1_DATA = Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1"))
+
+
+def _find_f1_data() -> Path:
+    """LAPNET_F1_DATA, else shared/data/f1 beside the repository or beside any folder above it."""
+    if os.environ.get("LAPNET_F1_DATA"):
+        return Path(os.environ["LAPNET_F1_DATA"])
+    for parent in REPO.parents:
+        candidate = parent / "shared" / "data" / "f1"
+        if candidate.is_dir():
+            return candidate
+    return REPO.parent / "shared" / "data" / "f1"
+
+
+F1_DATA = _find_f1_data()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import torch
 class FullBatch:
     """The whole data set as one batch per epoch (the notebook's full-batch training)."""
 
-    def __init__(self, *tensors: torch.Tensor):
+    def __init__(self, *tensors):  # torch tensors or NumPy arrays
         self.tensors = tensors
 
     def steps_per_epoch(self) -> int:

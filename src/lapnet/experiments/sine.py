@@ -175,20 +175,9 @@ def train_forecaster_numpy(arch: str, hidden: int, x: np.ndarray, y: np.ndarray,
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
                        eval_every=cfg.epochs, progress=progress)
-    stop_if_interrupted(fit(_NumpyLearner(model, x, y, cfg, curve), _NumpyFullBatch(x, y), tcfg,
+    stop_if_interrupted(fit(_NumpyLearner(model, x, y, cfg, curve), FullBatch(x, y), tcfg,
                             describe=f"sine {arch} H={hidden} (numpy)"))
     return model, curve
-
-
-class _NumpyFullBatch:
-    def __init__(self, x: np.ndarray, y: np.ndarray):
-        self.batch = (x, y)
-
-    def steps_per_epoch(self) -> int:
-        return 1
-
-    def epoch(self, e: int):
-        yield self.batch
 
 
 def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> ExperimentResult:

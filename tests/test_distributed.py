@@ -36,3 +36,27 @@ def test_two_ranks_equal_single_process(tmp_path):
     for k in single.files:
         np.testing.assert_array_equal(r0[k], r1[k], err_msg=f"ranks differ in {k}")
         np.testing.assert_allclose(r0[k], single[k], rtol=1e-9, atol=1e-12, err_msg=f"DDP != single process in {k}")
+
+
+@pytest.mark.xdist_group("torchrun")
+@pytest.mark.parametrize("command", ["text", "race"])
+def test_the_cli_trains_under_torchrun(tmp_path, command):
+    """`lapnet text train` and `lapnet race train` run unchanged under torchrun; rank 0 writes the run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if command == "text":
+        args = ["text", "train", "--hidden", "8", "--embed", "4", "--seq-len", "16", "--batch", "4", "--epochs", "2"]
+    else:
+        from lapnet.race.simulate import simulate
+
+        simulate(2, seed=5).to_csv(tmp_path / "sim.csv", index=False)
+        args = ["race", "train", str(tmp_path / "sim.csv"), "--epochs", "2", "--hidden", "8"]
+    proc = subprocess.run(
+        _torchrun() + ["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "-m", "lapnet",
+                       *args, "--out", str(tmp_path / "run"), "--quiet", "--json"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert json.loads(proc.stdout) == metrics  # printed once, by rank 0 only
+    assert (tmp_path / "run" / "model.safetensors").is_file()

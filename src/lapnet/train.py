@@ -180,7 +180,9 @@ class TorchLearner:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index or 0] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
+            # some models have heads a given task leaves unused (the race net's phase head on
+            # real laps): DDP must be told, or it waits for their gradients forever
+            self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
             self.rank, self.world = d.get_rank(), d.get_world_size()
         else:
             self.net, self.rank, self.world = self.model, 0, 1

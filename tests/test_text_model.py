@@ -97,13 +97,36 @@ def test_top_k_and_top_p_keep_the_right_characters():
     np.testing.assert_allclose(p[0], np.array([25, 6.25, 2.25, 1]) / 34.5)
 
 
-def test_inverse_cdf_sampling_matches_the_distribution():
+@pytest.mark.parametrize("cfg", [SampleConfig(temperature=1.0), SampleConfig(temperature=0.5),
+                                 SampleConfig(temperature=1.0, top_k=3), SampleConfig(temperature=0.5, top_p=0.999)])
+def test_sampling_matches_the_distribution(cfg):
+    """Gumbel-max (plain) and inverse CDF (top-k / top-p) both draw from softmax(z / T)."""
     probs = np.array([0.6, 0.3, 0.1, 0.0])
-    choose = Chooser(SampleConfig(temperature=1.0), seed=0)
+    choose = Chooser(cfg, seed=0)
     logits = np.tile(np.log(probs + 1e-300), (20_000, 1))
+    want = probs ** (1 / cfg.temperature) / (probs ** (1 / cfg.temperature)).sum()
     freq = np.bincount(choose(logits), minlength=4) / 20_000
-    np.testing.assert_allclose(freq, probs, atol=0.015)
+    np.testing.assert_allclose(freq, want, atol=0.015)
     assert freq[3] == 0
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
+def test_one_stream_fast_path_gives_the_batched_samples(arch):
+    """`generate` with one stream takes the scalar loop (`step_one`, `Chooser.one`); it must
+    make exactly the characters the batched loop makes with B = 1 and the same seed."""
+    torch.manual_seed(3)
+    tm = CharLM(CharLMConfig(len(VOCAB), arch=arch, hidden=16, embed=8, layers=2)).eval()
+    nm = NumpyCharLM(tm.cfg, {k: v.detach().numpy() for k, v in tm.state_dict().items()})
+
+    class Batched:  # the same stepper without step_one: generate falls back to the batched loop
+        def __init__(self, s):
+            self.prime, self.step = s.prime, s.step
+
+    for cfg in (SampleConfig(0.8), SampleConfig(1.0, top_k=5), SampleConfig(0.0)):
+        fast = generate(NumpyStepper(nm), VOCAB, prime="ab", length=200, cfg=cfg, seed=11)
+        slow = generate(Batched(NumpyStepper(nm)), VOCAB, prime="ab", length=200, cfg=cfg, seed=11)
+        assert fast == slow
+        assert len(fast[0]) == 202
 
 
 @pytest.mark.parametrize("bad", [dict(temperature=-0.1), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)])

@@ -78,9 +78,16 @@ def filter_probs(logits: np.ndarray, cfg: SampleConfig) -> np.ndarray:
 class Chooser:
     """Picks the next character of every stream from (B, V) logits.
 
-    Sampling is one uniform draw per row against the cumulative distribution (inverse-CDF),
-    cheaper per step than a general multinomial sampler and reproducible from `seed`.
+    Plain sampling (no top-k / top-p) uses the Gumbel-max trick: argmax(z / T + g), with g
+    standard Gumbel noise, is an exact draw from softmax(z / T). The noise is drawn ahead in
+    blocks of rows, so a step is a multiply, an add and an argmax: no exponentials, no
+    normalisation, no cumulative sum. Rows are consumed in order, one per stream per step, so
+    B = 1 gives the same characters through `one` and through the batched call. With top-k
+    or top-p the kept distribution is built explicitly (`filter_probs`) and sampled by
+    inverse CDF. Everything is reproducible from `seed`.
     """
+
+    GUMBEL_BLOCK = 256  # rows of noise drawn at once
 
     def __init__(self, cfg: SampleConfig, seed: int | None = None):
         cfg.validate()
@@ -88,8 +95,20 @@ class Chooser:
         self.rng = np.random.default_rng(seed)
         self._plain = cfg.top_k is None and (cfg.top_p is None or cfg.top_p >= 1.0)
         self._inv_t = 1.0 / cfg.temperature if cfg.temperature > 0 else 0.0
-        self._u = np.empty(0)  # uniforms drawn in blocks: the same stream as one draw per step
+        self._g = np.empty((0, 0), np.float32)  # (rows, V) Gumbel noise drawn ahead
+        self._gnext = 0
+        self._u = np.empty(0)  # uniforms for inverse-CDF sampling, drawn in blocks
         self._next = 0
+
+    def _gumbel(self, n: int, V: int) -> np.ndarray:
+        """The next n rows of (n, V) float32 Gumbel noise."""
+        if self._gnext + n > len(self._g) or self._g.shape[1] != V:
+            u = self.rng.random((max(self.GUMBEL_BLOCK, n), V))
+            with np.errstate(divide="ignore"):  # u == 0 gives -inf: that character is never picked
+                self._g, self._gnext = (-np.log(-np.log(u))).astype(np.float32), 0
+        g = self._g[self._gnext: self._gnext + n]
+        self._gnext += n
+        return g
 
     def _uniforms(self, n: int) -> np.ndarray:
         if self._next + n > len(self._u):
@@ -98,22 +117,25 @@ class Chooser:
         self._next += n
         return u
 
+    def one(self, z: np.ndarray) -> int:
+        """(V,) logits of one stream -> the next id: the single-stream sampler's hot path."""
+        if self.cfg.temperature == 0:
+            return int(z.argmax())
+        if not self._plain:
+            return int(self(z[None])[0])
+        t = z * self._inv_t  # (V,)
+        t += self._gumbel(1, len(z))[0]
+        return int(t.argmax())
+
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         """(B, V) logits -> (B,) int64 ids."""
         if self.cfg.temperature == 0:
             return logits.argmax(axis=1)  # greedy
-        if self._plain and len(logits) == 1:  # the hot path, one stream: a few 1-D NumPy calls
-            z = logits[0]
-            p = np.exp((z - z.max()) * self._inv_t)
-            cdf = np.cumsum(p)  # unnormalised is fine: scale the draw instead
-            i = int(cdf.searchsorted(self._uniforms(1)[0] * cdf[-1], side="right"))
-            return np.array([min(i, len(cdf) - 1)])
         if self._plain:
-            z = logits - logits.max(axis=1, keepdims=True)
-            z *= self._inv_t
-            p = np.exp(z, out=z)
-        else:
-            p = filter_probs(logits, self.cfg)
+            t = logits * self._inv_t  # (B, V)
+            t += self._gumbel(len(logits), logits.shape[1])
+            return t.argmax(axis=1)
+        p = filter_probs(logits, self.cfg)
         cdf = np.cumsum(p, axis=1)  # (B, V)
         u = self._uniforms(len(cdf)) * cdf[:, -1]  # (B,)
         ids = (cdf <= u[:, None]).sum(axis=1)  # first index whose cdf exceeds u
@@ -163,6 +185,8 @@ def generate(
     if on_chars is not None:
         on_chars(texts)  # the start text first, so a stream shows it before the new characters
     logits, state = stepper.prime(start)  # (B, V): the prefix is encoded once, here
+    if B == 1 and hasattr(stepper, "step_one"):
+        return [texts[0] + _one_stream(stepper, choose, logits[0], state, length, list(vocab.chars), on_chars)]
     chars = np.array(list(vocab.chars))
     pieces: list[np.ndarray] = []
     for i in range(length):
@@ -175,3 +199,19 @@ def generate(
             logits, state = stepper.step(ids, state)  # one step on, the state carried
     made = np.stack(pieces, axis=1)  # (B, length)
     return [t + "".join(row) for t, row in zip(texts, made)]
+
+
+def _one_stream(stepper, choose: Chooser, z: np.ndarray, state, length: int, chars: list[str],
+                on_chars: Callable[[list[str]], None] | None) -> str:
+    """The single-stream loop on plain ints: the same draws and characters as the batched
+    loop with B = 1, without its per-step array bookkeeping (at ~40 us per character, a few
+    microseconds of (1,)-shaped arrays and fancy indexing are a sizeable share)."""
+    made: list[str] = []
+    for i in range(length):
+        j = choose.one(z)
+        made.append(chars[j])
+        if on_chars is not None:
+            on_chars([chars[j]])
+        if i + 1 < length:
+            z, state = stepper.step_one(j, state)  # (V,): one step on, the state carried
+    return "".join(made)

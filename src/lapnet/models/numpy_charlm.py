@@ -223,46 +223,58 @@ class NumpyStepper:
         logits, state, _ = self.model.forward(ids)  # (B, P, V)
         return logits[:, -1], split_layers(state, self.arch == "lstm")
 
-    def step(self, ids: np.ndarray, state):
-        """ids (B,) -> (logits (B, V), new state): one character on, for every stream."""
+    def step(self, ids, state):
+        """ids (B,) -> (logits (B, V), new state): one character on, for every stream.
+
+        Also takes one stream without the batch axis: an int id and (H,) states give (V,)
+        logits (see `step_one`); np.dot on 1-D arrays is a matrix-vector product, cheaper
+        per call than a (1, H) x (H, G*H) matrix product.
+        """
         H = self.H
         new = []
         x = None
         for k, ((w_ih_t, w_hh_t, b_ih, b_hh), s) in enumerate(zip(self.layers, state)):
             if self.arch == "lstm":
                 h, c = s
-                a = h @ w_hh_t  # (B, 4H), gates i, f, o, g with the sigmoid rows halved
+                a = np.dot(h, w_hh_t)  # (B, 4H), gates i, f, o, g with the sigmoid rows halved
                 if k == 0:
                     a += w_ih_t[ids]
                 else:
-                    a += x @ w_ih_t
+                    a += np.dot(x, w_ih_t)
                     a += b_ih
                 np.tanh(a, out=a)
-                sig = a[:, : 3 * H]
+                sig = a[..., : 3 * H]
                 sig *= 0.5
                 sig += 0.5  # i, f, o now sigmoids
-                c = a[:, H: 2 * H] * c
-                c += a[:, :H] * a[:, 3 * H:]  # c = f * c + i * g
+                c = a[..., H: 2 * H] * c
+                c += a[..., :H] * a[..., 3 * H:]  # c = f * c + i * g
                 h = np.tanh(c)
-                h *= a[:, 2 * H: 3 * H]  # h = o * tanh(c)
+                h *= a[..., 2 * H: 3 * H]  # h = o * tanh(c)
                 new.append((h, c))
             elif self.arch == "gru":
-                gi = w_ih_t[ids] if k == 0 else x @ w_ih_t + b_ih  # (B, 3H): r, z, n
-                gh = s @ w_hh_t + b_hh  # (B, 3H)
-                rz = 1.0 / (1.0 + np.exp(-(gi[:, :2 * H] + gh[:, :2 * H])))
-                n = np.tanh(gi[:, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
-                z = rz[:, H:]
+                gi = w_ih_t[ids] if k == 0 else np.dot(x, w_ih_t) + b_ih  # (B, 3H): r, z, n
+                gh = np.dot(s, w_hh_t) + b_hh  # (B, 3H)
+                rz = 1.0 / (1.0 + np.exp(-(gi[..., :2 * H] + gh[..., :2 * H])))
+                n = np.tanh(gi[..., 2 * H:] + rz[..., :H] * gh[..., 2 * H:])
+                z = rz[..., H:]
                 h = (1.0 - z) * n + z * s
                 new.append(h)
             else:
-                a = s @ w_hh_t  # (B, H)
-                a += w_ih_t[ids] if k == 0 else x @ w_ih_t + b_ih
+                a = np.dot(s, w_hh_t)  # (B, H)
+                a += w_ih_t[ids] if k == 0 else np.dot(x, w_ih_t) + b_ih
                 h = np.maximum(a, 0.0) if self.relu else np.tanh(a)
                 new.append(h)
             x = h  # (B, H)
-        logits = x @ self.head_wt  # (B, V)
+        logits = np.dot(x, self.head_wt)  # (B, V)
         logits += self.head_b
         return logits, new
+
+    def step_one(self, i: int, state):
+        """One stream, one character: id i and per-layer (H,) [or (1, H)] states -> (V,)
+        logits and (H,) states. The single-stream sampler's step."""
+        if state and np.ndim(state[0][0] if self.arch == "lstm" else state[0]) == 2:  # from prime: (1, H)
+            state = [tuple(a.reshape(-1) for a in s) if self.arch == "lstm" else s.reshape(-1) for s in state]
+        return self.step(i, state)
 
 
 def split_layers(state, lstm: bool) -> list:

@@ -19,6 +19,8 @@ JSON_HELP = "Also print metrics.json on stdout."
 FORCE_HELP = "Overwrite the figures and metrics already in --out."
 QUIET_HELP = "No progress bars or summary table."
 THREADS_HELP = "torch CPU threads. These models are tiny: one thread is fastest, and far faster on a busy machine."
+DEVICE_HELP = "auto, cpu or cuda (torch engine; auto: cuda when available)."
+ENGINE_HELP = "torch or numpy (lapnet.scratch, the same training loop)."
 
 
 def _threads(n: int) -> None:
@@ -52,6 +54,18 @@ def _archs(option: str, text: str) -> tuple[str, ...]:
     return archs
 
 
+def _device(device: str, engine: str = "torch") -> str:
+    """--device for a torch run; the NumPy engine runs on the CPU (auto means cpu there)."""
+    from lapnet.cli.common import resolve_device
+
+    if engine == "numpy":
+        if device not in ("auto", "cpu"):
+            resolve_device(device)  # an unknown name gets resolve_device's message
+            raise LapnetError(f"--device {device}: --engine numpy runs on the CPU only (use --device cpu or auto)")
+        return "cpu"
+    return resolve_device(device)
+
+
 def _positive(option: str, *values: int | float) -> None:
     for v in values:
         if not v > 0:
@@ -78,7 +92,8 @@ def sine_cmd(
     lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
     horizon: int = typer.Option(100, "--horizon", help="Forecast steps past the wave, each prediction fed back in."),
     seed: int = typer.Option(42, "--seed", help="Seeds every model alike (the notebook uses 42)."),
-    engine: str = typer.Option("torch", "--engine", help="torch or numpy (lapnet.scratch)."),
+    engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     out: Path = typer.Option(Path("runs/sine"), "--out", help="Directory for the PNGs and metrics.json."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -101,6 +116,7 @@ def sine_cmd(
     cfg = SineConfig(hidden_sizes=_list("--hidden", hidden, int), archs=_archs("--archs", archs),
                      arch_hidden=arch_hidden, epochs=epochs, lr=lr, horizon=horizon, seed=seed, engine=engine)
     cfg.validate()
+    cfg.device = _device(device, engine)
     _positive("--lr", lr)
     _threads(threads)
     out = check_out_dir(out, force=force)
@@ -121,6 +137,8 @@ def trend_cmd(
                                          help="Random lengths in [--min-length, --length], packed sequences."),
     min_length: int = typer.Option(5, "--min-length", help="Shortest sequence with --variable-length."),
     seed: int = typer.Option(42, "--seed", help="Seeds the data and the model."),
+    engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     out: Path = typer.Option(Path("runs/trend"), "--out", help="Directory for the PNGs and metrics.json."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -134,15 +152,19 @@ def trend_cmd(
     "reached_target", "epochs_to_target", "curves": {train_loss, test_loss,
     test_accuracy, train_accuracy}}.
 
-    Example: lapnet trend --bidirectional --variable-length
+    --engine numpy trains the same model on lapnet.scratch (variable lengths
+    through the engine's lengths=, the packed-sequence semantics).
+
+    Example: lapnet trend --bidirectional --variable-length --engine numpy
     """
     from lapnet.cli.common import check_out_dir
     from lapnet.experiments.trend import TrendConfig, run_trend
 
     cfg = TrendConfig(arch=_archs("--arch", arch)[0], hidden=hidden, n_train=n_train, n_test=n_test, seq_len=length,
                       min_len=min_length if variable_length else None, bidirectional=bidirectional, epochs=epochs,
-                      lr=lr, seed=seed)
+                      lr=lr, seed=seed, engine=engine)
     cfg.validate()
+    cfg.device = _device(device, engine)
     _positive("--lr", lr)
     _threads(threads)
     out = check_out_dir(out, force=force)
@@ -163,6 +185,8 @@ def adding_cmd(
     clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Train the full budget even once solved."),
     seed: int = typer.Option(0, "--seed", help="Seeds the data and the models."),
+    engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     out: Path = typer.Option(Path("runs/adding"), "--out", help="Directory for the PNGs and metrics.json."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -181,15 +205,17 @@ def adding_cmd(
     slower than an LSTM, with --lr 0.001 and about 9000 (T=50) or 15000
     (T=100) steps: python benchmarks/adding.py.
 
-    Example: lapnet adding --lengths 50,100 --max-steps 2000
+    Example: lapnet adding --lengths 50,100 --max-steps 2000 (--engine numpy:
+    the same on lapnet.scratch)
     """
     from lapnet.cli.common import check_out_dir
     from lapnet.experiments.adding import AddingConfig, run_adding
 
     cfg = AddingConfig(archs=_archs("--archs", archs), lengths=_list("--lengths", lengths, int), hidden=hidden,
                        batch_size=batch, max_steps=max_steps, eval_every=eval_every, lr=lr, clip=clip,
-                       stop_when_solved=not keep_going, seed=seed)
+                       stop_when_solved=not keep_going, seed=seed, engine=engine)
     cfg.validate()
+    cfg.device = _device(device, engine)
     _positive("--lr", lr)
     _positive("--clip", clip)
     _threads(threads)

@@ -13,6 +13,9 @@ what the measurement shows: with Adam and clipping a tanh RNN does learn the tas
 moderate T, only more slowly than the gated cells and at a smaller learning rate
 (measured with lr 0.001: T=50 in 9000 steps against the LSTM's 3300, T=100 in 15200
 against 4200); a short budget does not show that. Long runs: benchmarks/adding.py.
+
+`engine="numpy"` trains the same model on lapnet.scratch (NumpySequenceModel) through
+the same training loop; `device` picks the torch device.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import torch
 from lapnet.data.synthetic import ADDING_BASELINE_MSE, adding_problem
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import Fresh
+from lapnet.experiments.numpy_models import NumpyLearner, NumpySequenceModel
 from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
+from lapnet.experiments.trend import check_engine
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, fit
@@ -54,6 +59,8 @@ class AddingConfig:
     solved_mse: float = SOLVED_MSE
     stop_when_solved: bool = True
     seed: int = 0
+    engine: str = "torch"  # "torch" or "numpy" (lapnet.scratch)
+    device: str = "cpu"  # torch device; the NumPy engine runs on the CPU
 
     def validate(self) -> None:
         if not self.archs or not self.lengths:
@@ -67,32 +74,38 @@ class AddingConfig:
             raise LapnetError(f"adding problem lengths must be at least 2, got {min(self.lengths)}")
         if min(self.batch_size, self.max_steps, self.eval_every, self.n_test) < 1:
             raise LapnetError("batch size, steps, eval interval and test size must be at least 1")
+        check_engine(self.engine, self.device)
 
 
 def train_adding(arch: str, T: int, cfg: AddingConfig, *, progress: bool = False,
-                 model: Forecaster | None = None) -> tuple[Forecaster, dict]:
+                 model: Forecaster | NumpySequenceModel | None = None):
     """Train one model on the adding problem at length T (Adam + global-norm clipping).
+
+    Args:
+        arch: "rnn", "lstm" or "gru".
+        T: sequence length.
+        cfg: sizes, budget, engine and device.
+        progress: show the progress bar.
+        model: continue training this model (a Forecaster, or a NumpySequenceModel with
+            engine "numpy") instead of a fresh one.
 
     Returns:
         the model and {"steps": [...], "test_mse": [...], "steps_to_solve": int | None,
         "final_test_mse": float, "seconds": float, "trained_steps": int}.
     """
-    x_te, y_te = map(torch.from_numpy, adding_problem(cfg.n_test, T, seed=[cfg.seed, 7, T]))  # held out
-    if model is None:
+    x_te, y_te = adding_problem(cfg.n_test, T, seed=[cfg.seed, 7, T])  # held out: (n, T, 2), (n, 1)
+    numpy_engine = cfg.engine == "numpy"
+    if model is None and numpy_engine:
+        model = NumpySequenceModel(arch, 2, cfg.hidden, 1, seed=cfg.seed)
+    elif model is None:
         torch.manual_seed(cfg.seed)
         model = Forecaster(arch, 2, cfg.hidden, 1)
-    mse = torch.nn.functional.mse_loss
     solved: list[int] = []
     curve: list[tuple[int, float]] = []
     evals = [0]
 
-    def loss_fn(net, batch, carry):
-        xb, yb = batch
-        return mse(net(xb)[0], yb), carry, len(xb)
-
-    def evaluate(m):
+    def record(test: float) -> dict[str, float]:
         evals[0] += 1
-        test = float(mse(m(x_te)[0], y_te))
         curve.append((evals[0] * cfg.eval_every, test))
         if test < cfg.solved_mse and not solved:
             solved.append(evals[0] * cfg.eval_every)
@@ -102,16 +115,31 @@ def train_adding(arch: str, T: int, cfg: AddingConfig, *, progress: bool = False
 
     tcfg = TrainConfig(epochs=1, max_steps=cfg.max_steps, lr=cfg.lr, schedule="constant", clip=cfg.clip,
                        eval_every=cfg.eval_every, seed=cfg.seed, progress=progress)
+    if numpy_engine:
+        from lapnet.scratch import mse_loss
+
+        learner = NumpyLearner(model, "mse", lambda m: record(mse_loss(m.forward(x_te)[0], y_te)[0]), tcfg)
+    else:
+        mse = torch.nn.functional.mse_loss
+        xt, yt = torch.from_numpy(x_te).to(cfg.device), torch.from_numpy(y_te).to(cfg.device)
+
+        def loss_fn(net, batch, carry):
+            xb, yb = batch
+            return mse(net(xb)[0], yb), carry, len(xb)
+
+        learner = TorchLearner(model, loss_fn, lambda m: record(float(mse(m(xt)[0], yt))), tcfg, cfg.device)
     make = lambda n, rng: adding_problem(n, T, seed=rng)  # noqa: E731
+    engine = " (numpy)" if numpy_engine else ""
     t0 = time.perf_counter()
     try:
-        result = fit(TorchLearner(model, loss_fn, evaluate, tcfg), Fresh(make, cfg.batch_size, cfg.max_steps, cfg.seed),
-                     tcfg, describe=f"adding {arch} T={T}")
+        result = fit(learner, Fresh(make, cfg.batch_size, cfg.max_steps, cfg.seed), tcfg,
+                     describe=f"adding {arch} T={T}{engine}")
         stop_if_interrupted(result)
         steps = result.steps
     except _Solved:
         steps = solved[0]
-    model.eval()
+    if not numpy_engine:
+        model.eval()
     if curve and curve[-1][0] != steps:  # fit's final evaluation may fall between intervals
         curve[-1] = (steps, curve[-1][1])
     return model, {"steps": [s for s, _ in curve], "test_mse": [v for _, v in curve],

@@ -37,6 +37,7 @@ class SineConfig:
     horizon: int = 100  # forecast steps fed back in, past the end of the training wave
     seed: int = 42
     engine: str = "torch"  # "torch" or "numpy" (lapnet.scratch)
+    device: str = "cpu"  # torch device; the NumPy engine runs on the CPU
 
     def validate(self) -> None:
         if not self.hidden_sizes or not self.archs:
@@ -51,6 +52,8 @@ class SineConfig:
             raise LapnetError("epochs, horizon and window must be at least 1")
         if self.engine not in ("torch", "numpy"):
             raise LapnetError(f"unknown engine {self.engine!r}: expected torch or numpy")
+        if self.engine == "numpy" and self.device != "cpu":
+            raise LapnetError(f"--engine numpy runs on the CPU only, not on --device {self.device}")
         if self.n_points <= self.window:
             raise LapnetError(f"n_points ({self.n_points}) must exceed the window ({self.window})")
 
@@ -77,7 +80,7 @@ def train_forecaster(arch: str, hidden: int, x: torch.Tensor, y: torch.Tensor, c
     # one evaluation at the end: the per-epoch curve comes from the steps themselves
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
                        eval_every=cfg.epochs, progress=progress)
-    stop_if_interrupted(fit(TorchLearner(model, loss_fn, evaluate, tcfg), FullBatch(x, y), tcfg,
+    stop_if_interrupted(fit(TorchLearner(model, loss_fn, evaluate, tcfg, cfg.device), FullBatch(x, y), tcfg,
                             describe=f"sine {arch} H={hidden}"))
     return model, curve
 
@@ -194,11 +197,11 @@ def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> Experi
     cfg.validate()
     t, wave = sine_wave(cfg.n_points)
     xs, ys = sine_windows(wave, cfg.window)
-    x, y = torch.from_numpy(xs), torch.from_numpy(ys)  # (N, window, 1), (N, 1)
+    x, y = torch.from_numpy(xs).to(cfg.device), torch.from_numpy(ys).to(cfg.device)  # (N, window, 1), (N, 1)
     dt = float(t[1] - t[0])
     t_future = t[-1] + dt * np.arange(1, cfg.horizon + 1)  # the wave's true continuation
     future = np.sin(t_future)
-    last_window = torch.from_numpy(wave[-cfg.window:]).reshape(1, cfg.window, 1)  # (1, window, 1)
+    last_window = torch.from_numpy(wave[-cfg.window:]).reshape(1, cfg.window, 1).to(cfg.device)  # (1, window, 1)
 
     def measure(arch: str, hidden: int) -> dict:
         train = train_forecaster_numpy if cfg.engine == "numpy" else train_forecaster
@@ -206,7 +209,7 @@ def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> Experi
         model.eval()
         with torch.no_grad():
             final = float(torch.nn.functional.mse_loss(model(x)[0], y))
-        pred = model.rollout(last_window, cfg.horizon)[0, :, 0].numpy()  # (horizon,)
+        pred = model.rollout(last_window, cfg.horizon)[0, :, 0].cpu().numpy()  # (horizon,)
         return {"arch": arch, "hidden_size": hidden, "final_mse": final, "min_mse": float(min(curve)),
                 "forecast_mse": float(np.mean((pred - future) ** 2)), "loss_curve": curve,
                 "forecast": pred.tolist()}

@@ -4,12 +4,14 @@ The notebook's data and training: 500 training and 100 test sequences of length 
 slope U(0.05, 0.2) up or U(-0.2, -0.05) down plus N(0, 0.3^2) noise, an LSTM with 32
 hidden units and a linear head on the final state, BCEWithLogitsLoss, Adam lr 0.01, 50
 full-batch epochs; it expects test accuracy above 0.90. Options beyond the notebook:
-another architecture, a bidirectional encoder, and random lengths (packed sequences).
+another architecture, a bidirectional encoder, random lengths (packed sequences), the
+NumPy engine (lapnet.scratch through the same training loop) and the torch device.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,10 +19,13 @@ import torch
 from lapnet.data.synthetic import trend_sequences
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
+from lapnet.experiments.numpy_models import NumpyLearner, NumpySequenceModel, bce_with_logits
 from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.classifier import Classifier
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, fit
+
+ENGINES = ("torch", "numpy")
 
 
 @dataclass
@@ -38,6 +43,8 @@ class TrendConfig:
     lr: float = 0.01
     target: float = 0.90
     seed: int = 42
+    engine: str = "torch"  # "torch" or "numpy" (lapnet.scratch)
+    device: str = "cpu"  # torch device; the NumPy engine runs on the CPU
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -48,11 +55,69 @@ class TrendConfig:
             raise LapnetError("n_train, n_test, seq_len and epochs must be at least 1")
         if self.min_len is not None and not 1 <= self.min_len <= self.seq_len:
             raise LapnetError(f"min length must be in [1, {self.seq_len}], got {self.min_len}")
+        check_engine(self.engine, self.device)
 
 
-def _tensors(n: int, cfg: TrendConfig, seed: int):
+def check_engine(engine: str, device: str) -> None:
+    """One line for an unknown engine, or for the NumPy engine sent to a GPU."""
+    if engine not in ENGINES:
+        raise LapnetError(f"unknown engine {engine!r}: expected torch or numpy")
+    if engine == "numpy" and device != "cpu":
+        raise LapnetError(f"--engine numpy runs on the CPU only, not on --device {device}")
+
+
+def _data(n: int, cfg: TrendConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, y, lengths = trend_sequences(n, cfg.seq_len, min_len=cfg.min_len, seed=seed)
-    return torch.from_numpy(x), torch.from_numpy(y)[:, None], torch.from_numpy(lengths)  # (n,T,1) (n,1) (n,)
+    return x, y[:, None], lengths  # (n, T, 1) (n, 1) (n,)
+
+
+def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(((logits > 0) == (y > 0.5)).mean())
+
+
+def build_trend_model(cfg: TrendConfig, data: dict[str, tuple], evaluate: Callable, tcfg: TrainConfig):
+    """The classifier on the chosen engine, its learner and batches.
+
+    Args:
+        cfg: the experiment's config (arch, hidden, bidirectional, seed, engine, device).
+        data: {"train" | "test": (x (n, T, 1), y (n, 1), lengths (n,))} NumPy arrays.
+        evaluate: (logits) -> metrics dict, where logits(split) -> ndarray (n, 1).
+        tcfg: the training config (lr, clipping) the learner reads.
+
+    Returns:
+        (learner, batches, logits): `logits(split)` runs the current model on a split.
+    """
+    variable = cfg.min_len is not None  # equal lengths: no packing, exactly the notebook's model
+    if cfg.engine == "numpy":
+        model = NumpySequenceModel(cfg.arch, 1, cfg.hidden, 1, bidirectional=cfg.bidirectional, seed=cfg.seed)
+
+        def logits(split: str) -> np.ndarray:
+            x, _, lengths = data[split]
+            return model.forward(x, lengths if variable else None)[0]  # (n, 1)
+
+        learner = NumpyLearner(model, "bce_with_logits", lambda m: evaluate(logits), tcfg)
+        return learner, FullBatch(*data["train"][: 3 if variable else 2]), logits
+
+    dev = torch.device(cfg.device)
+    t = {s: tuple(torch.from_numpy(a).to(dev) for a in arrays) for s, arrays in data.items()}
+    torch.manual_seed(cfg.seed)
+    model = Classifier(cfg.arch, 1, cfg.hidden, 1, bidirectional=cfg.bidirectional)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def forward(net, x, lengths):
+        return net(x, lengths if variable else None)  # packed only when lengths differ
+
+    def loss_fn(net, batch, carry):
+        xb, yb, lb = batch
+        return bce(forward(net, xb, lb), yb), carry, len(xb)
+
+    def logits(split: str) -> np.ndarray:
+        x, _, lengths = t[split]
+        with torch.no_grad():
+            return forward(model, x, lengths).cpu().numpy()  # (n, 1)
+
+    learner = TorchLearner(model, loss_fn, lambda m: evaluate(logits), tcfg, cfg.device)
+    return learner, FullBatch(*t["train"]), logits
 
 
 def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> ExperimentResult:
@@ -67,46 +132,31 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
 
     cfg = cfg or TrendConfig()
     cfg.validate()
-    variable = cfg.min_len is not None
-    x_tr, y_tr, len_tr = _tensors(cfg.n_train, cfg, cfg.seed)
-    x_te, y_te, len_te = _tensors(cfg.n_test, cfg, cfg.seed + 1)  # a different draw: held out
-    torch.manual_seed(cfg.seed)
-    model = Classifier(cfg.arch, 1, cfg.hidden, 1, bidirectional=cfg.bidirectional)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    data = {"train": _data(cfg.n_train, cfg, cfg.seed), "test": _data(cfg.n_test, cfg, cfg.seed + 1)}  # held out
+    y_tr, y_te = data["train"][1], data["test"][1]
 
-    def logits(m, x, lengths):
-        return m(x, lengths if variable else None)  # packed only when lengths differ
+    def evaluate(logits) -> dict[str, float]:
+        z = logits("test")
+        return {"val_loss": bce_with_logits(z, y_te)[0], "test_accuracy": _accuracy(z, y_te),
+                "train_accuracy": _accuracy(logits("train"), y_tr)}
 
-    def accuracy(m, x, y, lengths) -> float:
-        return float(((logits(m, x, lengths) > 0).float() == y).float().mean())
-
-    def loss_fn(net, batch, carry):
-        xb, yb, lb = batch
-        return bce(logits(net, xb, lb), yb), carry, len(xb)
-
-    def evaluate(m):
-        return {"val_loss": bce(logits(m, x_te, len_te), y_te), "test_accuracy": accuracy(m, x_te, y_te, len_te),
-                "train_accuracy": accuracy(m, x_tr, y_tr, len_tr)}
-
-    model.eval()
-    with torch.no_grad():  # the untrained model: about 0.5, a coin flip
-        before = accuracy(model, x_te, y_te, len_te)
-    model.train()
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed, progress=progress)
-    result = fit(TorchLearner(model, loss_fn, evaluate, tcfg), FullBatch(x_tr, y_tr, len_tr), tcfg,
-                 describe=f"trend {cfg.arch}")
+    learner, batches, logits = build_trend_model(cfg, data, evaluate, tcfg)
+    before = _accuracy(logits("test"), y_te)  # the untrained model: about 0.5, a coin flip
+    engine = " (numpy)" if cfg.engine == "numpy" else ""
+    result = fit(learner, batches, tcfg, describe=f"trend {cfg.arch}{engine}")
     stop_if_interrupted(result)
     hist = result.history
     test_acc = [h["test_accuracy"] for h in hist]
     reached = [i + 1 for i, a in enumerate(test_acc) if a >= cfg.target]
-    model.eval()
-    with torch.no_grad():
-        prob = torch.sigmoid(logits(model, x_te, len_te))[:, 0].numpy()
+    z = logits("test")[:, 0]
+    prob = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid
+    x_te, _, len_te = data["test"]
 
-    label = f"{cfg.arch.upper()}{' bidirectional' if cfg.bidirectional else ''}, H={cfg.hidden}"
+    label = f"{cfg.arch.upper()}{' bidirectional' if cfg.bidirectional else ''}, H={cfg.hidden}{engine}"
     fig = plots.accuracy_curves({"test set (epoch 0: untrained)": [before, *test_acc]},
                                 title=f"Trend classifier ({label}): accuracy per epoch", target=cfg.target)
-    fig_ex = plots.trend_examples(x_te[:, :, 0].numpy(), len_te.numpy(), y_te[:, 0].numpy(), prob,
+    fig_ex = plots.trend_examples(x_te[:, :, 0], len_te, y_te[:, 0], prob,
                                   title=f"Test sequences and predicted P(up) ({label})")
     metrics = {
         "experiment": "trend",

@@ -47,10 +47,49 @@ def _train_fold(job) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+SIMPLE_PIT = ("tyre_life", "compound_soft", "compound_medium", "compound_hard", "lap_frac")
+
+
+def _simple_logistic():
+    """The pit baseline: logistic regression on tyre life, compound and race fraction."""
+    import torch
+
+    from lapnet.race.features import FEATURES
+
+    class SimpleLogistic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cols = [FEATURES.index(c) for c in SIMPLE_PIT]
+            self.linear = torch.nn.Linear(len(SIMPLE_PIT), 1)
+
+        def forward(self, x):  # (..., D) -> (...,) logits
+            return self.linear(x[..., self.cols]).squeeze(-1)
+
+    return SimpleLogistic()
+
+
+def simple_logistic_pit(seq, train_idx, test_idx, workdir: Path, seed: int = 0) -> np.ndarray:
+    """Pit probabilities (len(test_idx), T) of the simple logistic baseline trained on `train_idx`
+    (early-stopped on one of its races, as train_race does)."""
+    import torch
+
+    from lapnet.race.pipeline import _split, fit_logistic, pit_rows, subset_sequences
+
+    sub = subset_sequences(seq, train_idx)
+    tr, va = _split(sub, 1, seed)
+    net = _simple_logistic()
+    xt, yt = pit_rows(sub, tr)
+    xv, yv = pit_rows(sub, va)
+    fit_logistic(net, xt, yt, xv, yv, l2=1e-4, out=workdir, seed=seed)
+    with torch.no_grad():
+        return torch.sigmoid(net(torch.from_numpy(seq.x[test_idx]))).numpy()
+
+
 def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrain_sim: int = 0, jobs: int = 1, threads: int = 1) -> dict:
     """Pooled out-of-fold metrics of `train_race` with `cfg` over `folds` folds of races
     (`jobs` folds trained at once in worker processes)."""
     from lapnet.race.features import build_sequences
+    from lapnet.race.metrics import roc_auc
     from lapnet.race.pipeline import load_laps, load_run, run_net, score_predictions, subset_sequences, train_race
 
     laps, _ = load_laps(paths)
@@ -60,6 +99,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     N, T, K = seq.target.shape
     o = {"mean": np.zeros((N, T, K)), "sigma": np.ones((N, T, K)), "pit": np.zeros((N, T)), "phase": np.zeros((N, T, 3))}
     per_fold = []
+    simple = np.zeros((N, T))
     tests = [[r for i, r in enumerate(races) if i % folds == f] for f in range(folds)]
     todo = [([p for p in paths if p.stem not in tests[f]], workdir / f"fold{f}", replace(cfg, pretrain_sim=pretrain_sim), threads)
             for f in range(folds)]
@@ -79,22 +119,24 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         pred = run_net(run.model, subset_sequences(seq, te))
         for k in o:
             o[k][te] = pred[k]
+        tr_all = np.setdiff1d(np.arange(N), te)
+        simple[te] = simple_logistic_pit(seq, tr_all, te, workdir / f"simple{f}", seed=cfg.seed)
         fold_metrics = score_predictions(subset_sequences(seq, te), pred)
         row = {r["forecaster"]: round(r["mae_h1"], 4) for r in fold_metrics["summary"]}
+        fp = fold_metrics["pit_within_3"]
+        pm = seq.pit_mask[te]
         per_fold.append({"test": test, "seconds": round(secs, 1), "cpu_seconds": round(cpu, 1), "mae_h1": row,
-                         "pit_auc": fold_metrics["pit_within_3"]["auc"]})
+                         "mae_h5": {r["forecaster"]: round(r["mae_h5"], 4) for r in fold_metrics["summary"]},
+                         "mae_h10": {r["forecaster"]: round(r["mae_h10"], 4) for r in fold_metrics["summary"]},
+                         "pit_auc": fp["auc"], "pit_auc_tyre_life": fp["tyre_life_auc"],
+                         "pit_auc_simple_logistic": roc_auc(seq.pit[te][pm], simple[te][pm]),
+                         "pit_auc_without_in_laps": fp["auc_without_in_laps"]})
         print(f"  fold {f + 1}/{folds} {','.join(t.replace('2023_', '').replace('_R', '') for t in test)}: "
               f"h1 MAE {row['forecaster']:.3f} vs persistence {row['persistence']:.3f}, "
-              f"pit AUC {fold_metrics['pit_within_3']['auc']:.3f}  ({secs:.0f} s, {cpu:.0f} s CPU)", file=sys.stderr, flush=True)
+              f"pit AUC {fp['auc']:.3f}  ({secs:.0f} s, {cpu:.0f} s CPU)", file=sys.stderr, flush=True)
     pooled = score_predictions(seq, o)
-    # the pit call's evaluation set is every lap with a next lap; in-laps are trivial negatives
-    # for the model (it sees in_lap) but hard ones for tyre life: also score without them
-    from lapnet.race.features import FEATURES
-    from lapnet.race.metrics import roc_auc
-
-    m = seq.pit_mask & (seq.x[:, :, FEATURES.index("in_lap")] == 0)
-    pooled["pit_within_3"]["auc_without_in_laps"] = roc_auc(seq.pit[m], o["pit"][m])
-    pooled["pit_within_3"]["tyre_life_auc_without_in_laps"] = roc_auc(seq.pit[m], seq.x[:, :, FEATURES.index("tyre_life")][m])
+    pm = seq.pit_mask
+    pooled["pit_within_3"]["simple_logistic_auc"] = roc_auc(seq.pit[pm], simple[pm])
     return {"pooled": pooled, "folds": per_fold}
 
 
@@ -118,8 +160,18 @@ def table(name: str, res: dict) -> list[str]:
         f"tyre life alone {pit['tyre_life_auc']:.3f}, top-decile precision {pit['top_decile_precision']:.3f} "
         f"(base rate {pit['base_rate']:.3f}); without in-laps: AUC {pit['auc_without_in_laps']:.3f}, "
         f"tyre life {pit['tyre_life_auc_without_in_laps']:.3f}",
+        f"pit baselines on the same laps: tyre life alone {pit['tyre_life_auc']:.3f}, logistic on tyre life + compound + "
+        f"race fraction {pit['simple_logistic_auc']:.3f}",
         f"90% interval coverage: h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}",
+        "per fold (held-out races): h1 MAE model / persistence (change), h5, h10 model / persistence; pit AUC model / tyre life / simple logistic",
     ]
+    for f in res["folds"]:
+        a, b = f["mae_h1"], f["mae_h5"]
+        c = f["mae_h10"]
+        lines.append(f"  {','.join(t.replace('2023_', '').replace('_R', '') for t in f['test']):<36}"
+                     f"h1 {a['forecaster']:.3f}/{a['persistence']:.3f} ({(a['forecaster'] / a['persistence'] - 1) * 100:+.1f}%)  "
+                     f"h5 {b['forecaster']:.3f}/{b['persistence']:.3f}  h10 {c['forecaster']:.3f}/{c['persistence']:.3f}  "
+                     f"pit {f['pit_auc']:.3f}/{f['pit_auc_tyre_life']:.3f}/{f['pit_auc_simple_logistic']:.3f}")
     return lines
 
 

@@ -35,11 +35,16 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     from lapnet.race.features import FEATURES
 
     assert config["features"] == list(FEATURES) and "loss" in config["masks"]
-    from lapnet.race.models import RaceEnsemble
+    from lapnet.race.models import RaceEnsemble, WithPitCaller
     from lapnet.race.pipeline import load_run
 
     assert config["members"] == 2 and len(config["member_val_races"]) == 2
-    assert isinstance(load_run(run).model, RaceEnsemble) and (run / "members" / "1" / "model.safetensors").is_file()
+    model = load_run(run).model
+    assert isinstance(model, WithPitCaller) and isinstance(model.forecaster, RaceEnsemble)
+    assert (run / "members" / "1" / "model.safetensors").is_file()
+    # the pit caller's L2 was chosen on the validation race: the lowest validation loss wins
+    pc = config["pit_caller"]
+    assert pc["val_loss_by_l2"][f"{pc['l2']:g}"] == min(pc["val_loss_by_l2"].values())
     code, out, err = run_cli("race", "eval", run, f1_data / f"{HELD_OUT}.csv", "--json", "--quiet")
     assert code == 0, err
     m = json.loads(out)

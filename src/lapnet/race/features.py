@@ -77,6 +77,14 @@ FEATURES: tuple[str, ...] = (
     "sector_dev",  # this lap's worst sector against the stint's median sectors, % of ref
     "since_neutral",  # laps since the last safety car / VSC / red flag lap / 10 (1 = none in 10 laps)
     "field_slope",  # the median of the other drivers' current stint slopes, % of ref per lap, x 10
+    # pit-call context (a stop answers the race around the car, not only its tyres)
+    "tyre_race_frac",  # tyre life / race laps: stint length on the race's own scale
+    "must_stop_late",  # no second dry compound yet (the rule forces a stop) x lap_frac
+    "neutral_tyre",  # safety car / VSC now x tyre_race_frac: a cheap stop for worn tyres
+    "field_pitted_1",  # share of the field that pitted within the last reference lap
+    "ahead_pitted",  # the car one place ahead pitted within the last 2 reference laps (undercut cover)
+    "behind_pitted",  # the car one place behind pitted within the last 2 reference laps
+    "teammate_pitted",  # the teammate pitted within the last 2 reference laps
 )
 
 
@@ -134,6 +142,8 @@ class _Driver:
     since_neutral: int = 99
     slope: float = math.nan  # the current stint's slope (% of ref per lap), NaN before 3 Scored laps
     sectors: list = field(default_factory=list)  # (s1, s2, s3) of the stint's Scored laps
+    last_in: float = -math.inf  # session time at which the driver's last in-lap ended
+    team: str = ""
 
 
 @dataclass
@@ -232,8 +242,13 @@ class RaceFeaturizer:
         tyre_life = _num(lap.get("TyreLife"))
         if not math.isfinite(tyre_life):
             tyre_life = float(st.stint_laps)
+        team = lap.get("Team")
+        if isinstance(team, str) and team:
+            st.team = team
         if in_lap:
             st.pits += 1
+            if math.isfinite(t_end):
+                st.last_in = t_end
             self.stint_ends.setdefault(compound, []).append(tyre_life)
             if math.isfinite(t_end):
                 self.pit_times.append((t_end, drv))
@@ -270,6 +285,27 @@ class RaceFeaturizer:
         if math.isfinite(pos_now):
             st.position = pos_now
         pos = st.position if math.isfinite(st.position) else 10.0
+        # who pitted lately, seen from the end of this lap (their in-laps ended earlier: causal)
+        pitted_1 = ahead_p = behind_p = mate_p = 0.0
+        if math.isfinite(t_end):
+            def pitted_within(d: _Driver, laps: float) -> float:
+                return float(t_end - laps * ref < d.last_in <= t_end)
+
+            if others:
+                pitted_1 = sum(pitted_within(d, 1) for d in others) / len(others)
+            if math.isfinite(st.position):
+                for k, d in self.drivers.items():
+                    if k == drv:
+                        continue
+                    if d.position == st.position - 1:
+                        ahead_p = pitted_within(d, 2)
+                    elif d.position == st.position + 1:
+                        behind_p = pitted_within(d, 2)
+                    if st.team and d.team == st.team:
+                        mate_p = pitted_within(d, 2)
+        must_stop = compound in DRY and len(st.compounds) < 2
+        tyre_frac = min(tyre_life / self.total_laps, 1.5)
+        neutral = bool(set(status) & set("467"))
         lap_n = n if math.isfinite(n) else 0.0
         x = [
             _clip(lap_pct, -10, 10) / 5,
@@ -309,6 +345,13 @@ class RaceFeaturizer:
             sector_dev,
             min(st.since_neutral, 10) / 10,
             _clip(field_slope, -1, 1) * 10,
+            tyre_frac,
+            float(must_stop) * min(lap_n / self.total_laps, 1.0),
+            float(neutral) * tyre_frac,
+            pitted_1,
+            ahead_p,
+            behind_p,
+            mate_p,
         ]
         st.last_lap = n
         return LapFeatures(np.asarray(x, dtype=np.float32), base, float(ref), st.stint_id)

@@ -115,7 +115,9 @@ def _fast_lap(row: dict[str, str]) -> dict | None:
             or any(lap[c] < 0 for c in _FAST_TIMES if math.isfinite(lap[c]))
             or any(math.isinf(lap[c]) for c in (*_FAST_TIMES, *S.FLOAT_COLUMNS))):
         return None  # let read_laps name the problem
-    lap.update(Driver=driver, Compound=comp, TrackStatus=status, Race=row.get("Race", "live").strip() or "live")
+    team = row.get("Team", "").strip()
+    lap.update(Driver=driver, Compound=comp, TrackStatus=status, Race=row.get("Race", "live").strip() or "live",
+               Team=None if team.lower() in _MISSING else team)  # teammates' stops are a pit-call feature
     return lap
 
 

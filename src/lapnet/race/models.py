@@ -150,3 +150,82 @@ class RaceEnsemble(nn.Module):
             "phase": torch.log(phase.clamp_min(1e-9)),  # log-probabilities: softmax/argmax give back the average
         }
         return out, tuple(new)
+
+
+# ---------------------------------------------------------------------------------------
+# the pit call: a separate, per-lap logistic model
+
+
+def _bins(v: torch.Tensor, edges: list[float]) -> torch.Tensor:
+    """One-hot bucket of `v` (...,) among len(edges) + 1 intervals -> (..., len(edges) + 1)."""
+    idx = torch.bucketize(v.contiguous(), torch.tensor(edges, dtype=v.dtype, device=v.device))
+    return nn.functional.one_hot(idx, len(edges) + 1).to(v.dtype)
+
+
+TENTHS = [0.1 * i for i in range(1, 11)]  # 0-0.1, ..., 0.9-1, > 1
+TYRE_LAPS = [3.0 * i for i in range(1, 16)]  # tyre life in 3-lap buckets up to 45
+
+
+class PitCaller(nn.Module):
+    """Logit that the driver pits within the next 3 laps, from the lap's features alone.
+
+    A logistic regression on the features plus a fixed basis expansion (a generalised
+    additive model): tyre life as a share of the race per dry compound, the race fraction
+    (alone and for drivers the two-compound rule still forces to stop) and tyre life in
+    3-lap buckets. Per-lap, so live mode needs no state for it; the features already carry
+    the history a pit call needs (tyre life, stops made, who pitted lately, neutralisation).
+    Measured on the 15 real races (benchmarks/race_real.py), it ranks pit laps better than
+    the recurrent net's pit head, which shares its trunk with the lap-time forecast.
+
+    Args:
+        features: the feature names of the lap vectors it reads (`lapnet.race.features.FEATURES`).
+    """
+
+    def __init__(self, features: tuple[str, ...] | list[str]):
+        super().__init__()
+        self.ix = {n: i for i, n in enumerate(features)}
+        width = len(features) + 3 * (len(TENTHS) + 1) + 2 * (len(TENTHS) + 1) + len(TYRE_LAPS) + 1
+        self.register_buffer("mean", torch.zeros(width))  # standardisation, fitted on the training laps
+        self.register_buffer("std", torch.ones(width))
+        self.linear = nn.Linear(width, 1)
+        nn.init.zeros_(self.linear.weight)
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) lap features -> (..., W) the model's inputs before standardisation."""
+        f = lambda name: x[..., self.ix[name]]  # noqa: E731
+        frac, lap = f("tyre_race_frac"), f("lap_frac")
+        must = 1.0 - f("two_compounds")
+        parts = [x]
+        for c in ("soft", "medium", "hard"):
+            parts.append(_bins(frac, TENTHS) * f(f"compound_{c}")[..., None])  # (..., 11)
+        parts += [_bins(lap, TENTHS), _bins(lap, TENTHS) * must[..., None], _bins(f("tyre_life") * 30, TYRE_LAPS)]
+        return torch.cat(parts, -1)  # (..., W)
+
+    def fit_scaler(self, x: torch.Tensor) -> None:
+        """Set the standardisation from training laps x (n, D)."""
+        z = self.expand(x)
+        self.mean.copy_(z.mean(0))
+        self.std.copy_(z.std(0).clamp_min(1e-3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (...,) logits."""
+        return self.linear((self.expand(x) - self.mean) / self.std).squeeze(-1)
+
+
+class WithPitCaller(nn.Module):
+    """A forecaster (RaceNet or RaceEnsemble) whose pit output comes from a `PitCaller`.
+
+    Same inputs, outputs and state as the forecaster, so every caller (predict, eval, live)
+    works unchanged.
+    """
+
+    def __init__(self, forecaster: nn.Module, pit: PitCaller):
+        super().__init__()
+        self.cfg = forecaster.cfg
+        self.forecaster = forecaster
+        self.pit = pit
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
+        """See `RaceNet.forward`; "pit" (B, T) is the PitCaller's logit."""
+        out, state = self.forecaster(x, lengths, state)
+        return {**out, "pit": self.pit(x)}, state

@@ -36,9 +36,10 @@ from lapnet.race.features import (
     check_features,
 )
 from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, pit_report, roc_auc
-from lapnet.race.models import RaceEnsemble, RaceModelConfig, RaceNet, race_loss
+from lapnet.race.models import PitCaller, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
 
 Z90 = 1.6449  # a central 90% interval of a Gaussian is mean +- 1.645 sigma
+PIT_EVAL_RULE = "every lap after which the driver has another lap (in- and out-laps, neutralised laps included); label: an in-lap among the next 3 laps"
 SCORED_RULE = "Scored = timed, IsAccurate, not deleted, no SC/VSC/red (TrackStatus 4-7), not an in-, out- or lap-1, dry compound"
 
 
@@ -63,6 +64,8 @@ class RaceTrainConfig:
     pretrain_sim: int = 0  # simulated races to pretrain on before the real ones
     pretrain_epochs: int = 20
     tagger: bool = True  # train the bidirectional phase tagger when Phase labels exist
+    pit_caller: bool = True  # the pit call from a separate per-lap logistic model (PitCaller), not the net's pit head
+    pit_l2: tuple = (3e-2, 1e-2, 3e-3, 1e-3)  # the PitCaller's L2 strengths; the one with the best validation-race loss is kept
     progress: bool = True
 
 
@@ -217,7 +220,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
             "horizons": HORIZONS,
             "pit_ahead": PIT_AHEAD,
         },
-        "masks": {"loss": SCORED_RULE, **{f"metrics_{k}": v for k, v in MASKS.items()}},
+        "masks": {"loss": SCORED_RULE, **{f"metrics_{k}": v for k, v in MASKS.items()}, "pit_call": PIT_EVAL_RULE},
         "model": mcfg.to_dict(),
         "train": asdict(cfg),
         "races": sorted({k[0] for k in seq.keys}),
@@ -241,9 +244,19 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     if cfg.members > 1:
         # each member early-stops on its own validation race, which the others train on: the
         # "validation" block below scores the first member alone, on its race, to stay held out
-        _, results = _fit_members(model, seq, cfg, mcfg, out, meta, sim_seq)
+        ens, results = _fit_members(model, seq, cfg, mcfg, out, meta, sim_seq)
         config["members"] = cfg.members
         config["member_val_races"] = [config["val_races"]] + [sorted({seq.keys[i][0] for i in va}) for _, va in results]
+
+    if cfg.pit_caller:
+        from lapnet.checkpoint import save_tensors
+
+        pit, config["pit_caller"] = _fit_pit_caller(seq, train_idx, val_idx, cfg, out)
+        forecaster = ens if cfg.members > 1 else model
+        wrapped = WithPitCaller(forecaster, pit)
+        save_tensors(out / "model.safetensors", {k: v.detach().numpy() for k, v in wrapped.state_dict().items()},
+                     {"config": {**meta["config"], "members": cfg.members, "pit_caller": True}})
+        model = WithPitCaller(model, pit)  # the validation block below scores the first member with the pit caller
 
     tagger_result, tagger = None, None
     if cfg.tagger and seq.phase_mask.any():
@@ -303,6 +316,70 @@ def _fit_members(first: RaceNet, seq: Sequences, cfg: RaceTrainConfig, mcfg: Rac
     return ens, results
 
 
+class _RowBatches:
+    """Shuffled mini-batches of single laps (x (n, D), y (n,)) for the per-lap PitCaller."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
+        self.x, self.y, self.bs, self.seed = x, y, batch_size, seed
+
+    def steps_per_epoch(self) -> int:
+        return int(np.ceil(len(self.y) / self.bs))
+
+    def epoch(self, e: int):
+        order = torch.from_numpy(np.random.default_rng(self.seed * 7919 + e).permutation(len(self.y)))
+        for i in range(0, len(order), self.bs):
+            ix = order[i : i + self.bs]
+            yield {"x": self.x[ix], "y": self.y[ix]}
+
+
+def pit_rows(seq: Sequences, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The laps of sequences `idx` that have a next lap: features (n, D) and pit-within-3 labels (n,)."""
+    m = seq.pit_mask[idx]
+    return torch.from_numpy(seq.x[idx][m]), torch.from_numpy(seq.pit[idx][m])
+
+
+def fit_logistic(net: torch.nn.Module, xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, *,
+                 l2: float, out: Path, seed: int = 0) -> float:
+    """Fit a per-lap logistic model `net` (x (n, D) -> logits (n,), its weights in `net.linear`) with
+    an L2 penalty through the shared training loop, early-stopped on (xv, yv); leaves the best
+    weights in `net` and returns their validation BCE."""
+    from lapnet.train import TorchLearner, TrainConfig, fit
+
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def loss_fn(model, batch, carry):
+        return bce(model(batch["x"]), batch["y"]) + l2 * (model.linear.weight**2).sum(), None, len(batch["y"])
+
+    def evaluate(model):
+        return {"val_loss": float(bce(model(xv), yv)) if len(yv) else 0.0}
+
+    tcfg = TrainConfig(epochs=30, lr=0.02, weight_decay=0.0, patience=8, seed=seed, progress=False)
+    res = fit(TorchLearner(net, loss_fn, evaluate, tcfg), _RowBatches(xt, yt, 1024, seed), tcfg, out=out,
+              meta={"config": {"kind": "lapnet-race-pit", "l2": l2}})
+    arrays, _ = load_tensors(out / "model.safetensors")
+    net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+    net.eval()
+    return float(res.best_val)
+
+
+def _fit_pit_caller(seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfig, out: Path) -> tuple[PitCaller, dict]:
+    """Fit a PitCaller for each L2 strength in cfg.pit_l2 on the training races; keep the one whose
+    loss on the validation race(s) is lowest (the held-out races of a benchmark are never seen)."""
+    xt, yt = pit_rows(seq, train_idx)
+    xv, yv = pit_rows(seq, val_idx)
+    best, scores = None, {}
+    for l2 in cfg.pit_l2:
+        torch.manual_seed(cfg.seed)
+        pit = PitCaller(FEATURES)
+        pit.fit_scaler(xt)
+        scores[f"{l2:g}"] = val = fit_logistic(pit, xt, yt, xv, yv, l2=l2, out=out / "pit" / f"l2_{l2:g}", seed=cfg.seed)
+        if best is None or val < best[0]:
+            best = (val, l2, pit)
+    return best[2], {"model": "logistic regression on the lap features + binned tyre life / race fraction (PitCaller)",
+                     "l2": best[1], "val_loss_by_l2": scores, "chosen_by": "lowest BCE on the validation race(s)",
+                     "eval_laps": PIT_EVAL_RULE}
+
+
 def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
     """The sequences `idx` of `seq`."""
     kw = {name: (getattr(seq, name)[idx] if name != "keys" else [seq.keys[i] for i in idx]) for name in Sequences.__dataclass_fields__}
@@ -335,7 +412,7 @@ def simulate_calibrated(laps: pd.DataFrame, n_races: int, seed: int = 0) -> pd.D
 class RaceRun:
     """A trained run loaded from its directory."""
 
-    model: RaceNet | RaceEnsemble
+    model: RaceNet | RaceEnsemble | WithPitCaller
     config: dict
     tagger: RaceNet | None = None
     path: Path = field(default_factory=Path)
@@ -350,14 +427,16 @@ def load_run(run: str | Path) -> RaceRun:
     if not isinstance(config, dict) or config.get("kind") != "lapnet-race":
         raise CheckpointError(f"{run}: not a lapnet race run (config.json kind is not 'lapnet-race')")
     check_features(config.get("features", []))
-    model = _load_net(run / "model.safetensors", config["model"], int(config.get("members", 1)))
+    model = _load_net(run / "model.safetensors", config["model"], int(config.get("members", 1)), bool(config.get("pit_caller")))
     tagger = _load_net(run / "tagger" / "model.safetensors", config["tagger"]) if config.get("tagger") else None
     return RaceRun(model, config, tagger, run)
 
 
-def _load_net(path: Path, mcfg: dict, members: int = 1) -> RaceNet | RaceEnsemble:
+def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False) -> RaceNet | RaceEnsemble | WithPitCaller:
     arrays, _ = load_tensors(path)
     net = RaceEnsemble(RaceModelConfig(**mcfg), members) if members > 1 else RaceNet(RaceModelConfig(**mcfg))
+    if pit_caller:
+        net = WithPitCaller(net, PitCaller(FEATURES))
     try:
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     except RuntimeError as e:
@@ -414,6 +493,11 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
     tyre = seq.x[:, :, FEATURES.index("tyre_life")]
     pit = pit_report(seq.pit[pm], o["pit"][pm])
     pit["tyre_life_auc"] = roc_auc(seq.pit[pm], tyre[pm])
+    # in-laps are easy negatives for a model that sees in_lap but hard ones for tyre life: score without them too
+    nm = pm & (seq.x[:, :, FEATURES.index("in_lap")] == 0)
+    pit["auc_without_in_laps"] = roc_auc(seq.pit[nm], o["pit"][nm])
+    pit["tyre_life_auc_without_in_laps"] = roc_auc(seq.pit[nm], tyre[nm])
+    pit["eval_laps"] = PIT_EVAL_RULE
     out = {"forecast": report, "interval90_coverage": cov, "pit_within_3": pit,
            "summary": _summary(report)}
     if seq.phase_mask.any():

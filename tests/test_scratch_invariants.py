@@ -124,3 +124,35 @@ def test_variable_lengths_equal_running_each_sequence_alone(kind, seed):
         np.testing.assert_allclose(out[b, :n], alone[0], rtol=0, atol=1e-12)
         assert np.all(out[b, n:] == 0)
         np.testing.assert_allclose(h_final[:, b], (s[0] if kind == "lstm" else s)[:, 0], rtol=0, atol=1e-12)
+
+
+def test_workspace_reuses_only_buffers_nobody_holds():
+    from lapnet.scratch import workspace
+
+    shape = (64, 1024)  # above MIN_BYTES, so it is pooled
+    a = workspace.empty(shape, np.float32)
+    view = a[3:]
+    assert workspace.empty(shape, np.float32) is not a  # a is still held (by `a` and by `view`)
+    del a
+    b = workspace.empty(shape, np.float32)
+    assert not np.shares_memory(b, view)  # the view alone still keeps its buffer out of the pool
+    del view, b
+    c = workspace.empty(shape, np.float32)
+    d = workspace.empty(shape, np.float32)
+    assert not np.shares_memory(c, d)
+
+
+def test_a_cache_kept_alive_is_not_overwritten_by_later_calls():
+    """The engine recycles its big per-call arrays; an old cache must still give its own gradients."""
+    layer = scratch.LSTM(4, 32, 2, dtype="float64", seed=0)  # B*H = 16*32: pooled, wide path
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((2, 16, 7, 4))
+    dout = rng.standard_normal((16, 7, 32))
+    _, _, cache1 = layer.forward(x1)
+    expected = layer.backward(dout, None, cache1)[2]
+    _, _, cache1 = layer.forward(x1)
+    for _ in range(3):  # other calls in between, some of whose caches die at once
+        layer.backward(dout, None, layer.forward(x2)[2])
+    again = layer.backward(dout, None, cache1)[2]
+    for k in expected:
+        np.testing.assert_array_equal(again[k], expected[k], err_msg=k)

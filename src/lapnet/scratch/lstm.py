@@ -36,6 +36,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from lapnet.scratch import workspace
+
 NAME = "lstm"
 GATES = 4
 
@@ -117,7 +119,7 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
 
     # Gates are stored gate-major, (4, B, H) per step: each gate is then one contiguous
     # slab and every element-wise call below runs as one flat loop.
-    A = np.empty((T, 4, B, H), dt)
+    A = workspace.empty((T, 4, B, H), dt)  # big per-call arrays are recycled (see workspace.py)
     bias4 = np.broadcast_to(bias.reshape(4, 1, H), (4, B, H))
     wide = B * H >= SLAB_MIN  # big slabs: products straight into gate-major order
     if wide:
@@ -126,7 +128,7 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
         np.matmul(x[:, None], w_ih4, out=A)  # (T, 4, B, H)
         A += bias4
         w_hh4 = np.ascontiguousarray(w_hh_s.reshape(H, 4, H).transpose(1, 0, 2))  # (4, H, H)
-        tmp = np.empty((4, B, H), dt)
+        tmp = workspace.empty((4, B, H), dt)
         XPg = None
     else:
         # tiny slabs: one product per step, regrouped by the add (fewer calls)
@@ -135,10 +137,10 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
         XPg = XP.reshape(T, B, 4, H).transpose(0, 2, 1, 3)  # (T, 4, B, H) view
         tmp = np.empty((B, 4 * H), dt)
     tmpg = tmp if wide else tmp.reshape(B, 4, H).transpose(1, 0, 2)  # (4, B, H)
-    hs = np.empty((T + 1, B, H), dt)
+    hs = workspace.empty((T + 1, B, H), dt)
     # tanh(c_t) | g_t | c_{t-1} side by side: one product gives i*g and f*c_{t-1}, and backward
     # multiplies all three by the sigmoid derivatives o(1-o) | i(1-i) | f(1-f) in one call
-    TGC = np.empty((T + 1, 3, B, H), dt)
+    TGC = workspace.empty((T + 1, 3, B, H), dt)
     # forward: state before step t sits in row t, after it in row t+1; reverse: t+1 -> t
     p, n = (1, 0) if reverse else (0, 1)
     hs[T if reverse else 0] = h0
@@ -146,7 +148,8 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     prod = np.empty((2, B, H), dt)
     # np.dot with out= costs less per call than np.matmul (it matters at tiny sizes)
     mul, add, exp, tanh, recip, dot, matmul = np.multiply, np.add, np.exp, np.tanh, np.reciprocal, np.dot, np.matmul
-    ones = np.ones((3, B, H), dt)  # adding an array is cheaper per call than adding a Python scalar
+    # adding an array is cheaper per call than adding a Python scalar, but big slabs would read it
+    ones = dt.type(1.0) if wide else np.ones((3, B, H), dt)
     # per-step views made once (list() slices in C), so the loop body only calls ufuncs
     AL, S = list(A), list(A[:, :3])  # S: the o|i|f slabs of step t
     XPL = AL if wide else list(XPg)
@@ -204,9 +207,9 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
     h_prev = hs[p : T + p]
     k = chunk_steps(T, B * H)
     # per step: dc_t += dh_t * P;  d(o) = dh_t * Po;  d(i|f|g pre-activation) = dc_t * (Qi|Qf|Qg)
-    R = np.empty((k, 5, B, H), dt)  # P | Po | Qi | Qf | Qg, gate-major like A
+    R = workspace.empty((k, 5, B, H), dt)  # P | Po | Qi | Qf | Qg, gate-major like A
     # slot 0 of dGx is scratch for dh*P, so that one call fills it and d(o) together
-    dGx = np.empty((T, B, 5, H), dt)
+    dGx = workspace.empty((T, B, 5, H), dt)
     dG = dGx[:, :, 1:].reshape(T, B, 4 * H)  # (T, B, 4H) view: gradient on the pre-activations
     assert np.shares_memory(dG, dGx)
     w_hh = cache.w_hh

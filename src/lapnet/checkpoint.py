@@ -54,11 +54,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.errno is not None:  # a full disk, a quota: name the file, same errno
+            kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e} ({kept})") from e
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)

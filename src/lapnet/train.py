@@ -433,10 +433,14 @@ def fit(
         else:
             st["bad_evals"] += 1
         if out_dir is not None and rank0:  # log first: a crash between the two leaves no checkpoint without its log row
-            with open(out_dir / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            log = out_dir / "log.jsonl"
+            try:
+                with open(log, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:  # a full disk: name the file; --resume drops a cut row
+                raise OSError(e.errno, f"cannot append to {log}: {e.strerror or e} (the last checkpoint is unchanged)") from e
         checkpoint(best=improved)
         if on_eval is not None and rank0:
             on_eval(st["step"], metrics)

@@ -65,12 +65,19 @@ def _blocks(T: int, k: int, reverse: bool):
         yield t0, min(T, t0 + k)
 
 
+@lru_cache(maxsize=16)
+def _eye(H: int, dt: np.dtype) -> np.ndarray:
+    eye = np.eye(H, dtype=dt)
+    eye.flags.writeable = False
+    return eye
+
+
 @dataclass
 class LSTMCache:
     """What backward needs from forward: inputs, activated gates, states, weights."""
 
     x: np.ndarray  # (T, B, D) layer input, time-major
-    A: np.ndarray  # (T, 4, B, H) activated gates o, i, f (slot 3: g's pre-activation), gate-major
+    S: np.ndarray  # (T, 3, B, H) sigmoid gates o, i, f (a gate-major view)
     TGC: np.ndarray  # (T+1, 3, B, H) per row: tanh(c_t) | g_t | c_{t-1}; c_T in the last row
     hs: np.ndarray  # (T+1, B, H) hidden states incl. h0
     w_ih: np.ndarray  # (4H, D) kernel order, unscaled
@@ -86,8 +93,8 @@ class LSTMCache:
 
     def gates(self) -> dict[str, np.ndarray]:
         """Gate activations in time-major (T, B, H) arrays, torch's names, and the cell c_t."""
-        T, p = self.A.shape[0], self.p
-        return {"i": self.A[:, 1], "f": self.A[:, 2], "g": self.TGC[p : T + p, 1], "o": self.A[:, 0],
+        T, p = self.S.shape[0], self.p
+        return {"i": self.S[:, 1], "f": self.S[:, 2], "g": self.TGC[p : T + p, 1], "o": self.S[:, 0],
                 "c": self.TGC[1 - p : T + 1 - p, 2]}
 
 
@@ -112,6 +119,8 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     dt = x.dtype
     perm = _order(H)[0]
     w_ih_k, w_hh_k = w_ih[perm], w_hh[perm]  # (4H, D), (4H, H) kernel order
+    if B * H < SLAB_MIN:
+        return _forward_small(x, w_ih_k, w_hh_k, (b_ih + b_hh)[perm], h0, c0, mask, partial, reverse)
     sign = np.ones(4 * H, dt)
     sign[: 3 * H] = -1.0  # sigmoid rows negated: the product is -a, so exp gives e^-a directly
     w_hh_s = np.ascontiguousarray((w_hh_k * sign[:, None]).T)  # (H, 4H)
@@ -120,23 +129,12 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     # Gates are stored gate-major, (4, B, H) per step: each gate is then one contiguous
     # slab and every element-wise call below runs as one flat loop.
     A = workspace.empty((T, 4, B, H), dt)  # big per-call arrays are recycled (see workspace.py)
-    bias4 = np.broadcast_to(bias.reshape(4, 1, H), (4, B, H))
-    wide = B * H >= SLAB_MIN  # big slabs: products straight into gate-major order
-    if wide:
-        # the input projection of every step and gate: batched (B, D) x (D, H) products
-        w_ih4 = (w_ih_k * sign[:, None]).reshape(4, H, D).transpose(0, 2, 1)  # (4, D, H)
-        np.matmul(x[:, None], w_ih4, out=A)  # (T, 4, B, H)
-        A += bias4
-        w_hh4 = np.ascontiguousarray(w_hh_s.reshape(H, 4, H).transpose(1, 0, 2))  # (4, H, H)
-        tmp = workspace.empty((4, B, H), dt)
-        XPg = None
-    else:
-        # tiny slabs: one product per step, regrouped by the add (fewer calls)
-        XP = np.matmul(x.reshape(T * B, D), (w_ih_k * sign[:, None]).T)  # (T*B, 4H)
-        XP += bias
-        XPg = XP.reshape(T, B, 4, H).transpose(0, 2, 1, 3)  # (T, 4, B, H) view
-        tmp = np.empty((B, 4 * H), dt)
-    tmpg = tmp if wide else tmp.reshape(B, 4, H).transpose(1, 0, 2)  # (4, B, H)
+    # the input projection of every step and gate: batched (B, D) x (D, H) products
+    w_ih4 = (w_ih_k * sign[:, None]).reshape(4, H, D).transpose(0, 2, 1)  # (4, D, H)
+    np.matmul(x[:, None], w_ih4, out=A)  # (T, 4, B, H)
+    A += bias.reshape(4, 1, H)
+    w_hh4 = np.ascontiguousarray(w_hh_s.reshape(H, 4, H).transpose(1, 0, 2))  # (4, H, H)
+    tmp = workspace.empty((4, B, H), dt)
     hs = workspace.empty((T + 1, B, H), dt)
     # tanh(c_t) | g_t | c_{t-1} side by side: one product gives i*g and f*c_{t-1}, and backward
     # multiplies all three by the sigmoid derivatives o(1-o) | i(1-i) | f(1-f) in one call
@@ -146,13 +144,10 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     hs[T if reverse else 0] = h0
     TGC[T if reverse else 0, 2] = c0
     prod = np.empty((2, B, H), dt)
-    # np.dot with out= costs less per call than np.matmul (it matters at tiny sizes)
-    mul, add, exp, tanh, recip, dot, matmul = np.multiply, np.add, np.exp, np.tanh, np.reciprocal, np.dot, np.matmul
-    # adding an array is cheaper per call than adding a Python scalar, but big slabs would read it
-    ones = dt.type(1.0) if wide else np.ones((3, B, H), dt)
+    mul, add, exp, tanh, recip, matmul = np.multiply, np.add, np.exp, np.tanh, np.reciprocal, np.matmul
+    one = dt.type(1.0)
     # per-step views made once (list() slices in C), so the loop body only calls ufuncs
     AL, S = list(A), list(A[:, :3])  # S: the o|i|f slabs of step t
-    XPL = AL if wide else list(XPg)
     IF, Gpre, O = list(A[:, 1:3]), list(A[:, 3]), list(A[:, 0])
     HS, GC = list(hs), list(TGC[:, 1:3])
     TC, G, C = list(TGC[:, 0]), list(TGC[:, 1]), list(TGC[:, 2])
@@ -161,13 +156,10 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     with np.errstate(over="ignore"):  # e^-a = inf for a << 0 gives 1 / (1 + inf) = 0, as it should
         for t in steps:
             s, h_prev, h, c, tct = S[t], HS[t + p], HS[t + n], C[t + n], TC[t + p]
-            if wide:
-                matmul(h_prev, w_hh4, tmp)  # (4, B, H)
-            else:
-                dot(h_prev, w_hh_s, tmp)  # (B, 4H)
-            add(XPL[t], tmpg, AL[t])  # (4, B, H)
+            matmul(h_prev, w_hh4, tmp)  # (4, B, H)
+            add(AL[t], tmp, AL[t])  # (4, B, H)
             exp(s, s)  # o, i, f: sigmoid(a) = 1 / (1 + e^-a)
-            add(s, ones, s)
+            add(s, one, s)
             recip(s, s)
             tanh(Gpre[t], G[t + p])  # g, beside c_{t-1}
             mul(IF[t], GC[t + p], prod)  # (2, B, H): i*g | f*c_{t-1}
@@ -179,7 +171,69 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
                 np.copyto(c, C[t + p], where=~mask[t])
     y = hs[:T] if reverse else hs[1:]
     h_n, c_n = (hs[0], TGC[0, 2]) if reverse else (hs[T], TGC[T, 2])
-    return y, h_n, c_n, LSTMCache(x, A, TGC, hs, w_ih_k, w_hh_k, mask, partial, reverse)
+    return y, h_n, c_n, LSTMCache(x, A[:, :3], TGC, hs, w_ih_k, w_hh_k, mask, partial, reverse)
+
+
+def _forward_small(x, w_ih_k, w_hh_k, bias, h0, c0, mask, partial, reverse):
+    """`forward` for small slabs (B*H < SLAB_MIN), arranged for the fewest NumPy calls per step.
+
+    At such sizes every NumPy call costs the same ~0.5 us whatever it computes, so this
+    path trades arithmetic for calls (8 per step instead of 10). The maths is unchanged:
+      - row t+p of Z holds x_t | h_{t-1} | 1, so ONE product gives every gate's
+        pre-activation, biases included (no separate input projection to add);
+      - ONE tanh activates all gates: the sigmoid columns of the weights are halved, since
+        sigmoid(a) = (1 + tanh(a/2)) / 2, which then costs a multiply and an add;
+      - row t+p of R holds o | i | f | tanh(c_t) | g | c_{t-1}: the product writes o|i|f|.|g
+        (a zero column block leaves room for tanh(c_t)), i|f sits against g|c_{t-1} for
+        one multiply, and backward finds tanh(c)|g|c_{t-1} beside o|i|f, as it expects.
+    """
+    T, B, D = x.shape
+    H = w_hh_k.shape[1]
+    dt = x.dtype
+    p, n = (1, 0) if reverse else (0, 1)
+    K = D + H + 1
+    W = np.empty((K, 5 * H), dt)  # (D+H+1, 5H): o|i|f|(zero)|g columns
+    W[:, : 3 * H] = np.concatenate((w_ih_k[: 3 * H], w_hh_k[: 3 * H], bias[: 3 * H, None]), axis=1).T
+    W[:, : 3 * H] *= 0.5  # tanh(a/2) for the sigmoid gates
+    W[:, 3 * H : 4 * H] = 0.0
+    W[:, 4 * H :] = np.concatenate((w_ih_k[3 * H :], w_hh_k[3 * H :], bias[3 * H :, None]), axis=1).T
+    Z = np.empty((T + 1, B, K), dt)
+    Z[p : T + p, :, :D] = x
+    Z[:, :, D + H] = 1.0
+    Z[0 if reverse else T, :, :D] = 0.0  # the row that only receives the final state
+    Z[T if reverse else 0, :, D : D + H] = h0
+    R = np.empty((T + 1, B, 6 * H), dt)
+    R[T if reverse else 0, :, 5 * H :] = c0
+    prod = np.empty((B, 2 * H), dt)
+    half = np.full((B, 3 * H), 0.5, dt)
+    mul, add, tanh = np.multiply, np.add, np.tanh
+    # np.dot costs less per call than np.matmul but writes only into contiguous rows (B = 1)
+    dot = np.dot if B == 1 else np.matmul
+    # per-row views made once
+    ZL, G5, S3 = list(Z), list(R[:, :, : 5 * H]), list(R[:, :, : 3 * H])
+    O, IF, TC = list(R[:, :, :H]), list(R[:, :, H : 3 * H]), list(R[:, :, 3 * H : 4 * H])
+    GC, C = list(R[:, :, 4 * H :]), list(R[:, :, 5 * H :])
+    HS = list(Z[:, :, D : D + H])
+    ig, fc = prod[:, :H], prod[:, H:]
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        r, rn = t + p, t + n  # row of step t, row that receives its new state
+        dot(ZL[r], W, G5[r])  # (B, 5H) pre-activations, halved for o|i|f
+        tanh(G5[r], G5[r])
+        mul(S3[r], half, S3[r])
+        add(S3[r], half, S3[r])  # o, i, f = (1 + tanh(a/2)) / 2
+        mul(IF[r], GC[r], prod)  # (B, 2H): i*g | f*c_{t-1}
+        add(ig, fc, C[rn])
+        tanh(C[rn], TC[r])
+        mul(O[r], TC[r], HS[rn])
+        if partial is not None and partial[t]:  # finished sequences keep their state
+            np.copyto(HS[rn], HS[r], where=~mask[t])
+            np.copyto(C[rn], C[r], where=~mask[t])
+    Rg = R.reshape(T + 1, B, 6, H).transpose(0, 2, 1, 3)  # (T+1, 6, B, H) gate-major view
+    hs = Z[:, :, D : D + H]  # (T+1, B, H) view
+    y = hs[:T] if reverse else hs[1:]
+    h_n, c_n = (hs[0], Rg[0, 5]) if reverse else (hs[T], Rg[T, 5])
+    return y, h_n, c_n, LSTMCache(Z[p : T + p, :, :D], Rg[p : T + p, :3], Rg[:, 3:], hs, w_ih_k, w_hh_k, mask,
+                                  partial, reverse)
 
 
 def backward(dy, dh_n, dc_n, cache: LSTMCache):
@@ -195,19 +249,18 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
         dh0, dc0: (B, H) gradient on the initial states.
         grads: dict w_ih, w_hh, b_ih, b_hh in torch's layout.
     """
-    x, A, TGC, hs, mask, partial, reverse = (cache.x, cache.A, cache.TGC, cache.hs, cache.mask, cache.partial,
-                                             cache.reverse)
-    T, _, B, H = A.shape
-    dt = A.dtype
+    x, S3, TGC, hs, mask, partial, reverse = (cache.x, cache.S, cache.TGC, cache.hs, cache.mask, cache.partial,
+                                              cache.reverse)
+    T, _, B, H = S3.shape  # S3: (T, 3, B, H) o | i | f
+    if B * H < SLAB_MIN:
+        return _backward_small(dy, dh_n, dc_n, cache)
+    dt = S3.dtype
     p = cache.p
-    O, I, F = A[:, 0], A[:, 1], A[:, 2]  # (T, B, H)
-    S3 = A[:, 0:3]  # (T, 3, B, H) o | i | f
+    O, I, F = S3[:, 0], S3[:, 1], S3[:, 2]  # (T, B, H)
     TGC3 = TGC[p : T + p]  # (T, 3, B, H) tanh(c_t) | g_t | c_{t-1}
-    tc, G = TGC3[:, 0], TGC3[:, 1]
-    h_prev = hs[p : T + p]
     k = chunk_steps(T, B * H)
     # per step: dc_t += dh_t * P;  d(o) = dh_t * Po;  d(i|f|g pre-activation) = dc_t * (Qi|Qf|Qg)
-    R = workspace.empty((k, 5, B, H), dt)  # P | Po | Qi | Qf | Qg, gate-major like A
+    R = workspace.empty((k, 5, B, H), dt)  # P | Po | Qi | Qf | Qg, gate-major like S3
     # slot 0 of dGx is scratch for dh*P, so that one call fills it and d(o) together
     dGx = workspace.empty((T, B, 5, H), dt)
     dG = dGx[:, :, 1:].reshape(T, B, 4 * H)  # (T, B, 4H) view: gradient on the pre-activations
@@ -225,21 +278,9 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
     DY = list(dy) if dy is not None else None
     RP, RQ = list(R[:, 0:2]), list(R[:, 2:5])
     for t0, t1 in _blocks(T, k, reverse):
-        m = t1 - t0
         sl = slice(t0, t1)
         # factors free of the recurrence, computed for a block of steps while it is in cache
-        r = R[:m]
-        po_q = r[:, 1:4]
-        np.subtract(1.0, S3[sl], po_q)
-        po_q *= S3[sl]
-        po_q *= TGC3[sl]  # tanh(c) o(1-o) | g i(1-i) | c_{t-1} f(1-f)
-        P, Qg = r[:, 0], r[:, 4]
-        mul(tc[sl], tc[sl], P)
-        np.subtract(1.0, P, P)
-        P *= O[sl]  # o (1 - tanh(c)^2)
-        mul(G[sl], G[sl], Qg)
-        np.subtract(1.0, Qg, Qg)
-        Qg *= I[sl]  # i (1 - g^2)
+        _factors(S3[sl], TGC3[sl], R[: t1 - t0])
         for t in range(t0, t1) if reverse else range(t1 - 1, t0 - 1, -1):
             j = t - t0
             if dy is not None:
@@ -260,15 +301,118 @@ def backward(dy, dh_n, dc_n, cache: LSTMCache):
             if cut:
                 dh_rec += dh_skip
                 dc += dc_skip
-    T_B = T * B
-    dG2 = dG.reshape(T_B, 4 * H)
-    dx = np.matmul(dG2, cache.w_ih).reshape(T, B, -1)  # (T, B, D)
+    db = dGx.sum(axis=(0, 1))[1:].reshape(4 * H)  # contiguous reduction, scratch slot dropped
+    dx, grads = _param_grads(dG.reshape(T * B, 4 * H), db, x, hs[p : T + p], cache)
+    return dx, dh_rec, dc, grads
+
+
+def _factors(S3, TGC3, R):
+    """The backward factors that do not depend on the recurrence, for a block of m steps.
+
+    S3 (m, 3, B, H) o|i|f and TGC3 (m, 3, B, H) tanh(c)|g|c_{t-1} in; R (m, 5, B, H) out:
+    P = o (1 - tanh(c)^2) | Po = tanh(c) o(1-o) | Qi = g i(1-i) | Qf = c_{t-1} f(1-f) | Qg = i (1 - g^2).
+    """
+    po_q = R[:, 1:4]
+    np.subtract(1.0, S3, po_q)
+    po_q *= S3
+    po_q *= TGC3  # tanh(c) o(1-o) | g i(1-i) | c_{t-1} f(1-f)
+    P, Qg, tc, g = R[:, 0], R[:, 4], TGC3[:, 0], TGC3[:, 1]
+    np.multiply(tc, tc, P)
+    np.subtract(1.0, P, P)
+    P *= S3[:, 0]  # o (1 - tanh(c)^2)
+    np.multiply(g, g, Qg)
+    np.subtract(1.0, Qg, Qg)
+    Qg *= S3[:, 1]  # i (1 - g^2)
+
+
+def _param_grads(dG2, db, x, h_prev, cache: LSTMCache):
+    """dx and the weight gradients (torch's layout) from the pre-activation gradients.
+
+    dG2 (T*B, 4H) kernel order, db (4H,) its sum over steps and batch; x (T, B, D) and
+    h_prev (T, B, H) as each step saw them.
+    """
+    T, B, D = x.shape
+    H = h_prev.shape[2]
     inv = _order(H)[1]
-    db = dGx.sum(axis=(0, 1))[1:].reshape(4 * H)[inv]  # contiguous reduction, scratch slot dropped
+    dx = np.matmul(dG2, cache.w_ih).reshape(T, B, D)  # (T, B, D)
+    db = db[inv]
     grads = {
-        "w_ih": (dG2.T @ x.reshape(T_B, -1))[inv],  # (4H, D)
-        "w_hh": (dG2.T @ h_prev.reshape(T_B, H))[inv],  # (4H, H)
+        "w_ih": (dG2.T @ x.reshape(T * B, D))[inv],  # (4H, D)
+        "w_hh": (dG2.T @ h_prev.reshape(T * B, H))[inv],  # (4H, H)
         "b_ih": db,
         "b_hh": db.copy(),
     }
-    return dx, dh_rec, dc, grads
+    return dx, grads
+
+
+def _backward_small(dy, dh_n, dc_n, cache: LSTMCache):
+    """`backward` for small slabs (B*H < SLAB_MIN), arranged for the fewest NumPy calls per step.
+
+    Same maths; at these sizes a call costs the same whatever it computes, and a call that
+    broadcasts costs about 2.5 plain ones, so every per-step call here works on operands of
+    one shape: dh is kept 4 times side by side and dc 3 times, and the factors are laid
+    out to match. Per step and batch row, the gradient row E holds
+        dh*P | dh*P | dh*P | d(o) | d(i) | d(f) | d(g) | dy of the step visited next,
+    so the five calls of a step are:
+        E[0:4] = DH4 * (P|P|P|Po);  DC3 += E[0:3];  E[4:7] = DC3 * (Qi|Qf|Qg);  DC3 *= f|f|f;
+        DH4 = E[3:8] x [W_hh; I] tiled 4 times  (the next step's dh, its dy included).
+    """
+    x, S3, TGC, hs, mask, partial, reverse = (cache.x, cache.S, cache.TGC, cache.hs, cache.mask, cache.partial,
+                                              cache.reverse)
+    T, _, B, H = S3.shape
+    dt = S3.dtype
+    p = cache.p
+    TGC3 = TGC[p : T + p]
+    R = np.empty((T, 5, B, H), dt)
+    _factors(S3, TGC3, R)  # P | Po | Qi | Qf | Qg
+    # the factors in row layout, tiled to the shapes of DH4 and DC3: (T, B, 4H), (T, B, 3H) x2
+    PPo = R[:, [0, 0, 0, 1]].transpose(0, 2, 1, 3).reshape(T, B, 4 * H)
+    Q3 = R[:, 2:5].transpose(0, 2, 1, 3).reshape(T, B, 3 * H)
+    F3 = S3[:, [2, 2, 2]].transpose(0, 2, 1, 3).reshape(T, B, 3 * H)
+    E = np.empty((T, B, 8, H), dt)
+    # slot 7: dy of the step visited next (none after the last one visited)
+    nxt, last = (slice(0, T - 1), T - 1) if reverse else (slice(1, T), 0)
+    E[last, :, 7] = 0.0
+    if dy is None:
+        E[nxt, :, 7] = 0.0
+    else:
+        E[nxt, :, 7] = dy[1:] if reverse else dy[:-1]
+    w4 = np.empty((5 * H, 4, H), dt)
+    w4[: 4 * H] = cache.w_hh[:, None]
+    w4[4 * H :] = _eye(H, dt)[:, None]
+    w4 = w4.reshape(5 * H, 4 * H)  # [W_hh; I] four times side by side
+    DH4 = np.zeros((B, 4, H), dt)
+    if dh_n is not None:
+        DH4 += dh_n[:, None]
+    if dy is not None:
+        DH4 += dy[0 if reverse else T - 1][:, None]  # the first visited step's own dy
+    DH4 = DH4.reshape(B, 4 * H)
+    DC3 = np.zeros((B, 3, H), dt)
+    if dc_n is not None:
+        DC3 += dc_n[:, None]
+    DC3 = DC3.reshape(B, 3 * H)
+    mul, add = np.multiply, np.add
+    dot = np.dot if B == 1 else np.matmul  # np.dot reads strided rows but writes contiguous ones
+    Er = E.reshape(T, B, 8 * H)
+    E_PO, E_P = list(Er[:, :, : 4 * H]), list(Er[:, :, : 3 * H])
+    E_IFG, E_DOT = list(Er[:, :, 4 * H : 7 * H]), list(Er[:, :, 3 * H :])
+    PPoL, Q3L, F3L = list(PPo), list(Q3), list(F3)
+    for t in range(T) if reverse else range(T - 1, -1, -1):
+        cut = partial is not None and partial[t]
+        if cut:
+            live = mask[t]  # (B, 1)
+            dh_skip, dc_skip = DH4 * ~live, DC3 * ~live  # a finished sequence passes its gradient on
+            DH4 *= live
+            DC3 *= live
+        mul(DH4, PPoL[t], E_PO[t])  # dh*P (x3) | d(o)
+        add(DC3, E_P[t], DC3)
+        mul(DC3, Q3L[t], E_IFG[t])  # d(i) | d(f) | d(g)
+        mul(DC3, F3L[t], DC3)
+        dot(E_DOT[t], w4, DH4)  # (B, 4H): the next visited step's dh, 4 times
+        if cut:
+            DH4 += dh_skip
+            DC3 += dc_skip
+    dG = E[:, :, 3:7]  # (T, B, 4, H) o|i|f|g
+    db = dG.sum(axis=(0, 1)).reshape(4 * H)
+    dx, grads = _param_grads(dG.reshape(T * B, 4 * H), db, x, hs[p : T + p], cache)
+    return dx, DH4[:, :H].copy(), DC3[:, :H].copy(), grads

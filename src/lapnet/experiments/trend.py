@@ -153,7 +153,8 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
     prob = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid
     x_te, _, len_te = data["test"]
 
-    label = f"{cfg.arch.upper()}{' bidirectional' if cfg.bidirectional else ''}, H={cfg.hidden}{engine}"
+    label = (f"{cfg.arch.upper()}{' bidirectional' if cfg.bidirectional else ''}, H={cfg.hidden}"
+             f"{', NumPy engine' if cfg.engine == 'numpy' else ''}")
     fig = plots.accuracy_curves({"test set (epoch 0: untrained)": [before, *test_acc]},
                                 title=f"Trend classifier ({label}): accuracy per epoch", target=cfg.target)
     fig_ex = plots.trend_examples(x_te[:, :, 0], len_te, y_te[:, 0], prob,

@@ -14,8 +14,6 @@ extra dependency); elsewhere it does nothing.
 from __future__ import annotations
 
 import ctypes
-from contextlib import contextmanager
-from typing import Iterator
 
 _ENGINE_THREADS: int | None = 1
 _API: tuple | None | bool = False  # False: not looked up yet; None: no OpenBLAS found
@@ -63,18 +61,29 @@ def blas_threads() -> int | None:
     return None if api is None else int(api[0]())
 
 
-@contextmanager
-def engine_threads() -> Iterator[None]:
-    """Run the enclosed BLAS calls with the engine's thread count, then restore."""
-    api = _openblas() if _ENGINE_THREADS is not None else None
-    if api is None:
-        yield
-        return
-    before = api[0]()
-    if before != _ENGINE_THREADS:
-        api[1](_ENGINE_THREADS)
-    try:
-        yield
-    finally:
-        if before != _ENGINE_THREADS:
-            api[1](before)
+class _EngineThreads:
+    """Run the enclosed BLAS calls with the engine's thread count, then restore.
+
+    A plain class rather than @contextmanager: it is entered twice per training step, and
+    at tiny sizes a generator-based context costs as much as a few time steps.
+    """
+
+    __slots__ = ("before",)
+
+    def __enter__(self) -> None:
+        api = _API if _API is not False else _openblas()
+        self.before = None
+        if api is not None and _ENGINE_THREADS is not None:
+            before = api[0]()
+            if before != _ENGINE_THREADS:
+                api[1](_ENGINE_THREADS)
+                self.before = before
+
+    def __exit__(self, *exc) -> None:
+        if self.before is not None:
+            _API[1](self.before)
+
+
+def engine_threads() -> _EngineThreads:
+    """Context manager: the engine's BLAS thread count inside, the previous one restored after."""
+    return _EngineThreads()

@@ -118,9 +118,10 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     H = w_hh.shape[1]
     dt = x.dtype
     perm = _order(H)[0]
-    w_ih_k, w_hh_k = w_ih[perm], w_hh[perm]  # (4H, D), (4H, H) kernel order
     if B * H < SLAB_MIN:
-        return _forward_small(x, w_ih_k, w_hh_k, (b_ih + b_hh)[perm], h0, c0, mask, partial, reverse)
+        Wk = np.concatenate((w_ih, w_hh, (b_ih + b_hh)[:, None]), axis=1)[perm]  # (4H, D+H+1) kernel order
+        return _forward_small(x, Wk, h0, c0, mask, partial, reverse)
+    w_ih_k, w_hh_k = w_ih[perm], w_hh[perm]  # (4H, D), (4H, H) kernel order
     sign = np.ones(4 * H, dt)
     sign[: 3 * H] = -1.0  # sigmoid rows negated: the product is -a, so exp gives e^-a directly
     w_hh_s = np.ascontiguousarray((w_hh_k * sign[:, None]).T)  # (H, 4H)
@@ -174,29 +175,29 @@ def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, mask=None, partial=None, reverse=
     return y, h_n, c_n, LSTMCache(x, A[:, :3], TGC, hs, w_ih_k, w_hh_k, mask, partial, reverse)
 
 
-def _forward_small(x, w_ih_k, w_hh_k, bias, h0, c0, mask, partial, reverse):
+def _forward_small(x, Wk, h0, c0, mask, partial, reverse):
     """`forward` for small slabs (B*H < SLAB_MIN), arranged for the fewest NumPy calls per step.
 
     At such sizes every NumPy call costs the same ~0.5 us whatever it computes, so this
     path trades arithmetic for calls (8 per step instead of 10). The maths is unchanged:
       - row t+p of Z holds x_t | h_{t-1} | 1, so ONE product gives every gate's
         pre-activation, biases included (no separate input projection to add);
-      - ONE tanh activates all gates: the sigmoid columns of the weights are halved, since
+      - ONE tanh activates all gates: the sigmoid rows of the weights are halved, since
         sigmoid(a) = (1 + tanh(a/2)) / 2, which then costs a multiply and an add;
       - row t+p of R holds o | i | f | tanh(c_t) | g | c_{t-1}: the product writes o|i|f|.|g
-        (a zero column block leaves room for tanh(c_t)), i|f sits against g|c_{t-1} for
+        (a zero weight block leaves room for tanh(c_t)), i|f sits against g|c_{t-1} for
         one multiply, and backward finds tanh(c)|g|c_{t-1} beside o|i|f, as it expects.
+    Wk (4H, D+H+1) is w_ih | w_hh | b_ih + b_hh in kernel order.
     """
     T, B, D = x.shape
-    H = w_hh_k.shape[1]
+    H = Wk.shape[0] // 4
+    K = D + H + 1
     dt = x.dtype
     p, n = (1, 0) if reverse else (0, 1)
-    K = D + H + 1
-    W = np.empty((K, 5 * H), dt)  # (D+H+1, 5H): o|i|f|(zero)|g columns
-    W[:, : 3 * H] = np.concatenate((w_ih_k[: 3 * H], w_hh_k[: 3 * H], bias[: 3 * H, None]), axis=1).T
-    W[:, : 3 * H] *= 0.5  # tanh(a/2) for the sigmoid gates
-    W[:, 3 * H : 4 * H] = 0.0
-    W[:, 4 * H :] = np.concatenate((w_ih_k[3 * H :], w_hh_k[3 * H :], bias[3 * H :, None]), axis=1).T
+    Wt = np.empty((5 * H, K), dt)  # o|i|f|(zero)|g rows
+    np.multiply(Wk[: 3 * H], 0.5, out=Wt[: 3 * H])  # tanh(a/2) for the sigmoid gates
+    Wt[3 * H : 4 * H] = 0.0
+    Wt[4 * H :] = Wk[3 * H :]
     Z = np.empty((T + 1, B, K), dt)
     Z[p : T + p, :, :D] = x
     Z[:, :, D + H] = 1.0
@@ -205,35 +206,50 @@ def _forward_small(x, w_ih_k, w_hh_k, bias, h0, c0, mask, partial, reverse):
     R = np.empty((T + 1, B, 6 * H), dt)
     R[T if reverse else 0, :, 5 * H :] = c0
     prod = np.empty((B, 2 * H), dt)
-    half = np.full((B, 3 * H), 0.5, dt)
+    ig, fc = prod[:, :H], prod[:, H:]
+    scale, shift = _sigmoid_fix(B, H, dt)  # (B, 5H) each: o|i|f get (1 + t) / 2, the rest stay
     mul, add, tanh = np.multiply, np.add, np.tanh
     # np.dot costs less per call than np.matmul but writes only into contiguous rows (B = 1)
     dot = np.dot if B == 1 else np.matmul
-    # per-row views made once
-    ZL, G5, S3 = list(Z), list(R[:, :, : 5 * H]), list(R[:, :, : 3 * H])
-    O, IF, TC = list(R[:, :, :H]), list(R[:, :, H : 3 * H]), list(R[:, :, 3 * H : 4 * H])
-    GC, C = list(R[:, :, 4 * H :]), list(R[:, :, 5 * H :])
-    HS = list(Z[:, :, D : D + H])
-    ig, fc = prod[:, :H], prod[:, H:]
-    for t in range(T - 1, -1, -1) if reverse else range(T):
-        r, rn = t + p, t + n  # row of step t, row that receives its new state
-        dot(ZL[r], W, G5[r])  # (B, 5H) pre-activations, halved for o|i|f
-        tanh(G5[r], G5[r])
-        mul(S3[r], half, S3[r])
-        add(S3[r], half, S3[r])  # o, i, f = (1 + tanh(a/2)) / 2
-        mul(IF[r], GC[r], prod)  # (B, 2H): i*g | f*c_{t-1}
-        add(ig, fc, C[rn])
-        tanh(C[rn], TC[r])
-        mul(O[r], TC[r], HS[rn])
-        if partial is not None and partial[t]:  # finished sequences keep their state
-            np.copyto(HS[rn], HS[r], where=~mask[t])
-            np.copyto(C[rn], C[r], where=~mask[t])
+    W = Wt.T  # (D+H+1, 5H)
+    # per-row views made once, in the order the steps run: rows t+p (step t's own) and
+    # t+n (where its new state goes); zip then hands them out without any indexing
+    rows = slice(T, 0, -1) if reverse else slice(0, T)
+    news = slice(T - 1, None, -1) if reverse else slice(1, T + 1)
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    dead = [~mask[t] if partial[t] else None for t in order] if partial is not None else [None] * T
+    HS, C = Z[:, :, D : D + H], R[:, :, 5 * H :]
+    for z, g5, o, i_f, tc, g_c, c_prev, c, h_prev, h, finished in zip(
+            list(Z[rows]), list(R[rows, :, : 5 * H]), list(R[rows, :, :H]), list(R[rows, :, H : 3 * H]),
+            list(R[rows, :, 3 * H : 4 * H]), list(R[rows, :, 4 * H :]), list(C[rows]), list(C[news]),
+            list(HS[rows]), list(HS[news]), dead):
+        dot(z, W, g5)  # (B, 5H) pre-activations, halved for o|i|f
+        tanh(g5, g5)
+        mul(g5, scale, g5)
+        add(g5, shift, g5)  # o, i, f = (1 + tanh(a/2)) / 2
+        mul(i_f, g_c, prod)  # (B, 2H): i*g | f*c_{t-1}
+        add(ig, fc, c)
+        tanh(c, tc)
+        mul(o, tc, h)
+        if finished is not None:  # (B, 1) finished sequences keep their state
+            np.copyto(h, h_prev, where=finished)
+            np.copyto(c, c_prev, where=finished)
     Rg = R.reshape(T + 1, B, 6, H).transpose(0, 2, 1, 3)  # (T+1, 6, B, H) gate-major view
-    hs = Z[:, :, D : D + H]  # (T+1, B, H) view
+    hs = HS  # (T+1, B, H) view
     y = hs[:T] if reverse else hs[1:]
     h_n, c_n = (hs[0], Rg[0, 5]) if reverse else (hs[T], Rg[T, 5])
-    return y, h_n, c_n, LSTMCache(Z[p : T + p, :, :D], Rg[p : T + p, :3], Rg[:, 3:], hs, w_ih_k, w_hh_k, mask,
-                                  partial, reverse)
+    return y, h_n, c_n, LSTMCache(Z[p : T + p, :, :D], Rg[p : T + p, :3], Rg[:, 3:], hs, Wk[:, :D], Wk[:, D : D + H],
+                                  mask, partial, reverse)
+
+
+@lru_cache(maxsize=16)
+def _sigmoid_fix(B: int, H: int, dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Constant (B, 5H) rows: times 1/2 then plus 1/2 on o|i|f, identity on the rest."""
+    scale, shift = np.ones((B, 5, H), dt), np.zeros((B, 5, H), dt)
+    scale[:, :3], shift[:, :3] = 0.5, 0.5
+    for a in (scale, shift):
+        a.flags.writeable = False
+    return scale.reshape(B, 5 * H), shift.reshape(B, 5 * H)
 
 
 def backward(dy, dh_n, dc_n, cache: LSTMCache):
@@ -352,9 +368,9 @@ def _backward_small(dy, dh_n, dc_n, cache: LSTMCache):
     broadcasts costs about 2.5 plain ones, so every per-step call here works on operands of
     one shape: dh is kept 4 times side by side and dc 3 times, and the factors are laid
     out to match. Per step and batch row, the gradient row E holds
-        dh*P | dh*P | dh*P | d(o) | d(i) | d(f) | d(g) | dy of the step visited next,
-    so the five calls of a step are:
-        E[0:4] = DH4 * (P|P|P|Po);  DC3 += E[0:3];  E[4:7] = DC3 * (Qi|Qf|Qg);  DC3 *= f|f|f;
+        dh*P | dh*P | dh*P | d(o) | d(i) | d(f) | d(g) | dy of the step visited next
+    and the factor row Fc holds P | P | P | Po | Qi | Qf | Qg | f | f | f, so a step is
+        E[0:4] = DH4 * Fc[0:4];  DC3 += E[0:3];  E[4:7] = DC3 * Fc[4:7];  DC3 *= Fc[7:10];
         DH4 = E[3:8] x [W_hh; I] tiled 4 times  (the next step's dh, its dy included).
     """
     x, S3, TGC, hs, mask, partial, reverse = (cache.x, cache.S, cache.TGC, cache.hs, cache.mask, cache.partial,
@@ -362,13 +378,11 @@ def _backward_small(dy, dh_n, dc_n, cache: LSTMCache):
     T, _, B, H = S3.shape
     dt = S3.dtype
     p = cache.p
-    TGC3 = TGC[p : T + p]
-    R = np.empty((T, 5, B, H), dt)
-    _factors(S3, TGC3, R)  # P | Po | Qi | Qf | Qg
-    # the factors in row layout, tiled to the shapes of DH4 and DC3: (T, B, 4H), (T, B, 3H) x2
-    PPo = R[:, [0, 0, 0, 1]].transpose(0, 2, 1, 3).reshape(T, B, 4 * H)
-    Q3 = R[:, 2:5].transpose(0, 2, 1, 3).reshape(T, B, 3 * H)
-    F3 = S3[:, [2, 2, 2]].transpose(0, 2, 1, 3).reshape(T, B, 3 * H)
+    Fc = np.empty((T, B, 10, H), dt)
+    Fg = Fc.transpose(0, 2, 1, 3)  # (T, 10, B, H) gate-major view
+    _factors(S3, TGC[p : T + p], Fg[:, 2:7])  # P | Po | Qi | Qf | Qg
+    Fg[:, 0:2] = Fg[:, 2:3]  # P three times
+    Fg[:, 7:10] = S3[:, 2:3]  # f three times
     E = np.empty((T, B, 8, H), dt)
     # slot 7: dy of the step visited next (none after the last one visited)
     nxt, last = (slice(0, T - 1), T - 1) if reverse else (slice(1, T), 0)
@@ -393,23 +407,24 @@ def _backward_small(dy, dh_n, dc_n, cache: LSTMCache):
     DC3 = DC3.reshape(B, 3 * H)
     mul, add = np.multiply, np.add
     dot = np.dot if B == 1 else np.matmul  # np.dot reads strided rows but writes contiguous ones
-    Er = E.reshape(T, B, 8 * H)
-    E_PO, E_P = list(Er[:, :, : 4 * H]), list(Er[:, :, : 3 * H])
-    E_IFG, E_DOT = list(Er[:, :, 4 * H : 7 * H]), list(Er[:, :, 3 * H :])
-    PPoL, Q3L, F3L = list(PPo), list(Q3), list(F3)
-    for t in range(T) if reverse else range(T - 1, -1, -1):
-        cut = partial is not None and partial[t]
-        if cut:
-            live = mask[t]  # (B, 1)
-            dh_skip, dc_skip = DH4 * ~live, DC3 * ~live  # a finished sequence passes its gradient on
-            DH4 *= live
-            DC3 *= live
-        mul(DH4, PPoL[t], E_PO[t])  # dh*P (x3) | d(o)
-        add(DC3, E_P[t], DC3)
-        mul(DC3, Q3L[t], E_IFG[t])  # d(i) | d(f) | d(g)
-        mul(DC3, F3L[t], DC3)
-        dot(E_DOT[t], w4, DH4)  # (B, 4H): the next visited step's dh, 4 times
-        if cut:
+    Er, Fr = E.reshape(T, B, 8 * H), Fc.reshape(T, B, 10 * H)
+    order = slice(None) if reverse else slice(None, None, -1)  # steps in the order they are visited
+    visit = range(T) if reverse else range(T - 1, -1, -1)
+    live = [mask[t] if partial[t] else None for t in visit] if partial is not None else [None] * T
+    for e_po, e_p, e_ifg, e_dot, f_po, f_q, f_f, alive in zip(
+            list(Er[order, :, : 4 * H]), list(Er[order, :, : 3 * H]), list(Er[order, :, 4 * H : 7 * H]),
+            list(Er[order, :, 3 * H :]), list(Fr[order, :, : 4 * H]), list(Fr[order, :, 4 * H : 7 * H]),
+            list(Fr[order, :, 7 * H :]), live):
+        if alive is not None:  # (B, 1)
+            dh_skip, dc_skip = DH4 * ~alive, DC3 * ~alive  # a finished sequence passes its gradient on
+            DH4 *= alive
+            DC3 *= alive
+        mul(DH4, f_po, e_po)  # dh*P (x3) | d(o)
+        add(DC3, e_p, DC3)
+        mul(DC3, f_q, e_ifg)  # d(i) | d(f) | d(g)
+        mul(DC3, f_f, DC3)
+        dot(e_dot, w4, DH4)  # (B, 4H): the next visited step's dh, 4 times
+        if alive is not None:
             DH4 += dh_skip
             DC3 += dc_skip
     dG = E[:, :, 3:7]  # (T, B, 4, H) o|i|f|g

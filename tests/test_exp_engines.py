@@ -125,6 +125,20 @@ def test_adding_step_parity_with_torch_in_float64():
         np.testing.assert_allclose(twin.parameters()[k], v.numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
 
 
+@pytest.mark.parametrize("arch", ["rnn", "lstm", "gru"])
+def test_numpy_lengths_equal_each_sequence_alone_unpadded(arch):
+    """The NumPy trend model on a padded batch with lengths= gives each sequence's logit as
+    if it ran alone at its own length, whatever sits in the padding (both directions)."""
+    rng = np.random.default_rng(11)
+    model = NumpySequenceModel(arch, 1, 4, 1, bidirectional=True, dtype="float64", seed=2)
+    x, lengths = _batch(rng)
+    x_noisy = x.copy()
+    x_noisy[np.arange(7)[None, :] >= lengths[:, None]] = 99.0  # garbage in the padding
+    batch = model.forward(x_noisy, lengths)[0]  # (6, 1)
+    alone = np.concatenate([model.forward(x[i : i + 1, : lengths[i]])[0] for i in range(len(x))])  # (6, 1)
+    np.testing.assert_allclose(batch, alone, rtol=1e-12, atol=1e-14)
+
+
 def test_bce_with_logits_matches_torch_at_extreme_logits():
     z = np.array([[-800.0], [-30.0], [0.0], [2.5], [30.0], [800.0]])
     y = np.array([[0.0], [1.0], [1.0], [0.0], [1.0], [0.0]])

@@ -176,7 +176,8 @@ def assemble(runs: dict[str, dict[str, dict]], cfg: AddingConfig) -> ExperimentR
     fig_mse = plots.adding_curves(runs, baseline=ADDING_BASELINE_MSE, solved=cfg.solved_mse)
     fig_steps = plots.steps_to_solve({a.upper(): {int(T): r["steps_to_solve"] for T, r in by_T.items()}
                                       for a, by_T in runs.items()}, budget=cfg.max_steps,
-                                     title=f"Steps to solve the adding problem (test MSE < {cfg.solved_mse})")
+                                     title=f"Steps to solve the adding problem (test MSE < {cfg.solved_mse})"
+                                           + (", NumPy engine" if cfg.engine == "numpy" else ""))
     metrics = {"experiment": "adding", "config": asdict(cfg), "baseline_mse": ADDING_BASELINE_MSE,
                "solved_mse": cfg.solved_mse, "runs": runs, "table": table}
     return ExperimentResult("adding", metrics, {"adding_mse": fig_mse, "adding_steps": fig_steps})

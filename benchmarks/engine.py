@@ -4,8 +4,15 @@ Both sides run in this one process, with the same thread count for torch and for
 NumPy's BLAS (OpenBLAS), the same weights, inputs and upstream gradients; runs of the two
 alternate so that both see the same machine load. Each run is timed twice: process CPU
 time (the headline: on a shared machine it does not count the time other processes hold
-the core) and wall-clock time. Prints medians and the ratio engine / torch (below 1.0: the
-engine is faster).
+the core) and wall-clock time. Prints medians, the ratio engine / torch (below 1.0: the
+engine is faster) and the page faults per run of each side (fresh memory from the
+operating system costs a fault per 4 KiB page; the engine recycles its big arrays).
+
+At the tiny size the cost is Python's per-call overhead, not arithmetic, so the script
+also splits each side's time into a fixed part and a per-step part (runs at T=1 and T=50)
+and prints the measured cost of one small NumPy call: the engine's per-step time is about
+(NumPy calls per step) x (cost per call), while torch runs a whole step inside one fused
+kernel.
 
     .venv/bin/python benchmarks/engine.py               # all sizes, 1 thread
     .venv/bin/python benchmarks/engine.py --threads 2 --repeats 30
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 
@@ -88,21 +96,63 @@ def make_case(kind: str, B: int, D: int, H: int, L: int, T: int):
     return run_torch, run_engine
 
 
-def timed(fn) -> tuple[float, float]:
-    """(CPU seconds of this process, wall seconds) of one call."""
+def timed(fn) -> tuple[float, float, int]:
+    """(CPU seconds of this process, wall seconds, minor page faults) of one call."""
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     c0, w0 = time.process_time(), time.perf_counter()
     fn()
-    return time.process_time() - c0, time.perf_counter() - w0
+    c1, w1 = time.process_time(), time.perf_counter()
+    return c1 - c0, w1 - w0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+
+
+def interleaved(run_torch, run_engine, repeats: int) -> tuple[list, list]:
+    """Medians (CPU s, wall s, faults) of torch and engine runs, alternating, after a warm-up."""
+    for _ in range(3):  # warm up caches, allocator, BLAS buffers
+        run_torch()
+        run_engine()
+    tt, te = [], []
+    for _ in range(repeats):
+        tt.append(timed(run_torch))
+        te.append(timed(run_engine))
+    return [float(np.median(v)) for v in zip(*tt)], [float(np.median(v)) for v in zip(*te)]
 
 
 def python_call_cost() -> float:
-    """Seconds per small in-place NumPy call: the floor of the engine's per-step cost."""
+    """CPU seconds per small in-place NumPy call (median of 7 rounds): the unit of the
+    engine's per-step cost at tiny sizes."""
     a, b = np.ones((1, 32), np.float32), np.ones((1, 32), np.float32)
-    n = 20000
-    t0 = time.perf_counter()
-    for _ in range(n):
-        np.multiply(a, b, out=a)
-    return (time.perf_counter() - t0) / n
+    mul, n, rounds = np.multiply, 20000, []
+    for _ in range(7):
+        t0 = time.process_time()
+        for _ in range(n):
+            mul(a, b, a)
+        rounds.append((time.process_time() - t0) / n)
+    return float(np.median(rounds))
+
+
+# NumPy calls per time step in the engine's small-slab kernels (B*H < 512), forward + backward
+CALLS_PER_STEP = {"rnn": None, "lstm": (8, 5), "gru": None}
+
+
+def tiny_breakdown(kind: str, repeats: int) -> None:
+    """Fixed and per-step cost of each side at the tiny size, from runs at T=1 and T=50."""
+    B, D, H, L, T = SIZES["tiny"]
+    res = {}
+    for t in (1, T):
+        run_torch, run_engine = make_case(kind, B, D, H, L, t)
+        res[t] = interleaved(run_torch, run_engine, repeats)
+    cost = python_call_cost()
+    print(f"\ntiny {kind}: fixed cost per forward+backward call and cost per time step (CPU, T=1 and T={T} runs):")
+    for side, k in (("torch", 0), ("engine", 1)):
+        one, many = res[1][k][0], res[T][k][0]
+        step = (many - one) / (T - 1)
+        print(f"  {side:6s} fixed {(one - step) * 1e6:7.1f} us   per step {step * 1e6:6.2f} us   total at T={T}: "
+              f"{many * 1e6:7.1f} us")
+    calls = CALLS_PER_STEP.get(kind)
+    if calls:
+        print(f"  one small NumPy call costs {cost * 1e6:.2f} us here; the engine's {kind} step makes {sum(calls)} "
+              f"({calls[0]} forward, {calls[1]} backward): {sum(calls) * cost * 1e6:.1f} us of calls per step, the "
+              f"rest is making per-step views and the Python loop")
 
 
 def main() -> None:
@@ -117,26 +167,17 @@ def main() -> None:
         repeats = ARGS.repeats or {"tiny": 300, "notebook": 40, "larger": 9}[size]
         for kind in ARGS.kinds:
             run_torch, run_engine = make_case(kind, B, D, H, L, T)
-            for _ in range(3):  # warm up caches, allocator, BLAS buffers
-                run_torch()
-                run_engine()
-            tt, te = [], []
-            for _ in range(repeats):
-                tt.append(timed(run_torch))
-                te.append(timed(run_engine))
-            ct, wt = (float(np.median(v)) for v in zip(*tt))
-            ce, we = (float(np.median(v)) for v in zip(*te))
-            rows.append((size, f"B={B} D={D} H={H} L={L} T={T}", kind, ct, ce, ce / ct, we / wt))
+            (ct, wt, ft), (ce, we, fe) = interleaved(run_torch, run_engine, repeats)
+            rows.append((size, f"B={B} D={D} H={H} L={L} T={T}", kind, ct, ce, ce / ct, we / wt, ft, fe))
             print(f"  {size:9s} {kind:5s} CPU: torch {ct * 1e3:8.3f} ms  engine {ce * 1e3:8.3f} ms  ratio {ce / ct:5.2f}"
-                  f"   (wall ratio {we / wt:5.2f})", flush=True)
+                  f"   (wall ratio {we / wt:5.2f}; page faults per run: torch {ft:.0f}, engine {fe:.0f})", flush=True)
     print()
     print("| size | shape | kind | torch ms | engine ms | engine/torch | wall engine/torch |")
     print("|---|---|---|---:|---:|---:|---:|")
-    for size, shape, kind, ct, ce, r, rw in rows:
+    for size, shape, kind, ct, ce, r, rw, _, _ in rows:
         print(f"| {size} | {shape} | {kind} | {ct * 1e3:.3f} | {ce * 1e3:.3f} | **{r:.2f}** | {rw:.2f} |")
-    cost = python_call_cost()
-    print(f"\nper-call cost of a small in-place NumPy op here: {cost * 1e6:.2f} us; one LSTM time step costs the engine "
-          f"16 such calls (10 forward, 6 backward), while torch runs its whole CPU LSTM in one fused (oneDNN) kernel")
+    if "tiny" in ARGS.sizes and "lstm" in ARGS.kinds:
+        tiny_breakdown("lstm", ARGS.repeats or 300)
 
 
 if __name__ == "__main__":

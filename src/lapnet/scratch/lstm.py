@@ -85,6 +85,7 @@ class LSTMCache:
     mask: np.ndarray | None  # (T, B, 1) bool
     partial: np.ndarray | None  # (T,) bool: some sequence is not live at step t
     reverse: bool
+    Z: np.ndarray | None = None  # small-slab path: (T, B, D+H+1) rows x_t | h_{t-1} | 1 each step saw
 
     @property
     def p(self) -> int:
@@ -217,12 +218,13 @@ def _forward_small(x, Wk, h0, c0, mask, partial, reverse):
     rows = slice(T, 0, -1) if reverse else slice(0, T)
     news = slice(T - 1, None, -1) if reverse else slice(1, T + 1)
     order = range(T - 1, -1, -1) if reverse else range(T)
-    dead = [~mask[t] if partial[t] else None for t in order] if partial is not None else [None] * T
     HS, C = Z[:, :, D : D + H], R[:, :, 5 * H :]
-    for z, g5, o, i_f, tc, g_c, c_prev, c, h_prev, h, finished in zip(
+    keep = [None] * T  # steps where some sequence has finished: (finished (B, 1), h_{t-1}, c_{t-1})
+    if partial is not None:
+        keep = [(~mask[t], HS[t + p], C[t + p]) if partial[t] else None for t in order]
+    for z, g5, o, i_f, tc, g_c, c, h, kept in zip(
             list(Z[rows]), list(R[rows, :, : 5 * H]), list(R[rows, :, :H]), list(R[rows, :, H : 3 * H]),
-            list(R[rows, :, 3 * H : 4 * H]), list(R[rows, :, 4 * H :]), list(C[rows]), list(C[news]),
-            list(HS[rows]), list(HS[news]), dead):
+            list(R[rows, :, 3 * H : 4 * H]), list(R[rows, :, 4 * H :]), list(C[news]), list(HS[news]), keep):
         dot(z, W, g5)  # (B, 5H) pre-activations, halved for o|i|f
         tanh(g5, g5)
         mul(g5, scale, g5)
@@ -231,7 +233,8 @@ def _forward_small(x, Wk, h0, c0, mask, partial, reverse):
         add(ig, fc, c)
         tanh(c, tc)
         mul(o, tc, h)
-        if finished is not None:  # (B, 1) finished sequences keep their state
+        if kept is not None:  # finished sequences keep their state
+            finished, h_prev, c_prev = kept
             np.copyto(h, h_prev, where=finished)
             np.copyto(c, c_prev, where=finished)
     Rg = R.reshape(T + 1, B, 6, H).transpose(0, 2, 1, 3)  # (T+1, 6, B, H) gate-major view
@@ -239,7 +242,7 @@ def _forward_small(x, Wk, h0, c0, mask, partial, reverse):
     y = hs[:T] if reverse else hs[1:]
     h_n, c_n = (hs[0], Rg[0, 5]) if reverse else (hs[T], Rg[T, 5])
     return y, h_n, c_n, LSTMCache(Z[p : T + p, :, :D], Rg[p : T + p, :3], Rg[:, 3:], hs, Wk[:, :D], Wk[:, D : D + H],
-                                  mask, partial, reverse)
+                                  mask, partial, reverse, Z[p : T + p])
 
 
 @lru_cache(maxsize=16)
@@ -373,8 +376,7 @@ def _backward_small(dy, dh_n, dc_n, cache: LSTMCache):
         E[0:4] = DH4 * Fc[0:4];  DC3 += E[0:3];  E[4:7] = DC3 * Fc[4:7];  DC3 *= Fc[7:10];
         DH4 = E[3:8] x [W_hh; I] tiled 4 times  (the next step's dh, its dy included).
     """
-    x, S3, TGC, hs, mask, partial, reverse = (cache.x, cache.S, cache.TGC, cache.hs, cache.mask, cache.partial,
-                                              cache.reverse)
+    S3, TGC, mask, partial, reverse = cache.S, cache.TGC, cache.mask, cache.partial, cache.reverse
     T, _, B, H = S3.shape
     dt = S3.dtype
     p = cache.p
@@ -427,7 +429,10 @@ def _backward_small(dy, dh_n, dc_n, cache: LSTMCache):
         if alive is not None:
             DH4 += dh_skip
             DC3 += dc_skip
-    dG = E[:, :, 3:7]  # (T, B, 4, H) o|i|f|g
-    db = dG.sum(axis=(0, 1)).reshape(4 * H)
-    dx, grads = _param_grads(dG.reshape(T * B, 4 * H), db, x, hs[p : T + p], cache)
+    dG2 = E[:, :, 3:7].reshape(T * B, 4 * H)  # (T*B, 4H) o|i|f|g
+    dx = np.matmul(dG2, cache.w_ih).reshape(T, B, -1)  # (T, B, D)
+    # one product against the rows x_t | h_{t-1} | 1 gives dW_ih | dW_hh | db at once
+    D = dx.shape[2]
+    G = (dG2.T @ cache.Z.reshape(T * B, D + H + 1))[_order(H)[1]]  # (4H, D+H+1), torch's order
+    grads = {"w_ih": G[:, :D].copy(), "w_hh": G[:, D : D + H].copy(), "b_ih": G[:, -1].copy(), "b_hh": G[:, -1].copy()}
     return dx, DH4[:, :H].copy(), DC3[:, :H].copy(), grads

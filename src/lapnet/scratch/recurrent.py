@@ -21,6 +21,7 @@ import numpy as np
 
 from lapnet.errors import LapnetError
 from lapnet.scratch import gru as _gru
+from lapnet.scratch import workspace
 from lapnet.scratch.blas import engine_threads
 from lapnet.scratch import lstm as _lstm
 from lapnet.scratch import rnn as _rnn
@@ -301,7 +302,8 @@ class Recurrent:
         zeros = np.zeros((B, H), dt)
         h_n = np.empty((L * dirs, B, H), dt)
         c_n = np.empty((L * dirs, B, H), dt) if self.kind == "lstm" else None
-        X = np.ascontiguousarray(x.transpose(1, 0, 2))  # (T, B, D) time-major inside
+        X = workspace.empty((T, B, x.shape[2]), dt)  # recycled between calls (see workspace.py)
+        np.copyto(X, x.transpose(1, 0, 2))  # (T, B, D) time-major inside
         kernels, drop_masks = [], []
         for l in range(L):
             Y = np.empty((T, B, dirs * H), dt) if dirs > 1 else None
@@ -363,7 +365,8 @@ class Recurrent:
                 raise LapnetError(f"dout must have shape {(B, T, dirs * H)} like the output, got {dout.shape}")
             if not all_finite(dout):
                 raise LapnetError("dout contains NaN or infinite values")
-            dY = np.ascontiguousarray(dout.transpose(1, 0, 2), dtype=dt)  # (T, B, dirs*H)
+            dY = workspace.empty((T, B, dirs * H), dt)
+            np.copyto(dY, dout.transpose(1, 0, 2), casting="unsafe")  # (T, B, dirs*H)
             if cache.mask is not None:
                 dY = dY * cache.mask  # no gradient past a sequence's end
         dh_n, dc_n = self._check_state(dstate, B, "dstate")

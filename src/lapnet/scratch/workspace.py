@@ -17,6 +17,7 @@ are kept; `clear()` releases them.
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -39,7 +40,7 @@ _FREE = _refs([np.empty(1)], 0)  # the count of a buffer only the pool holds
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """Like np.empty(shape, dtype) (uninitialised), reusing a buffer nobody holds any more."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     global _bytes

@@ -122,6 +122,9 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         tr_all = np.setdiff1d(np.arange(N), te)
         simple[te] = simple_logistic_pit(seq, tr_all, te, workdir / f"simple{f}", seed=cfg.seed)
         fold_metrics = score_predictions(subset_sequences(seq, te), pred)
+        # what the fold's own validation race (inside its training races) says: the only score used to choose settings
+        inner = json.loads((out / "metrics.json").read_text()).get("validation") or {}
+        inner_rows = {r["forecaster"]: r for r in inner.get("summary", [])}
         row = {r["forecaster"]: round(r["mae_h1"], 4) for r in fold_metrics["summary"]}
         fp = fold_metrics["pit_within_3"]
         pm = seq.pit_mask[te]
@@ -130,7 +133,11 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
                          "mae_h10": {r["forecaster"]: round(r["mae_h10"], 4) for r in fold_metrics["summary"]},
                          "pit_auc": fp["auc"], "pit_auc_tyre_life": fp["tyre_life_auc"],
                          "pit_auc_simple_logistic": roc_auc(seq.pit[te][pm], simple[te][pm]),
-                         "pit_auc_without_in_laps": fp["auc_without_in_laps"]})
+                         "pit_auc_without_in_laps": fp["auc_without_in_laps"],
+                         "inner_validation": {"races": json.loads((out / "metrics.json").read_text()).get("validation_races"),
+                                              "mae_h1": inner_rows.get("forecaster", {}).get("mae_h1"),
+                                              "persistence_mae_h1": inner_rows.get("persistence", {}).get("mae_h1"),
+                                              "pit_auc": (inner.get("pit_within_3") or {}).get("auc")}})
         print(f"  fold {f + 1}/{folds} {','.join(t.replace('2023_', '').replace('_R', '') for t in test)}: "
               f"h1 MAE {row['forecaster']:.3f} vs persistence {row['persistence']:.3f}, "
               f"pit AUC {fp['auc']:.3f}  ({secs:.0f} s, {cpu:.0f} s CPU)", file=sys.stderr, flush=True)
@@ -165,6 +172,11 @@ def table(name: str, res: dict) -> list[str]:
         f"90% interval coverage: h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}",
         "per fold (held-out races): h1 MAE model / persistence (change), h5, h10 model / persistence; pit AUC model / tyre life / simple logistic",
     ]
+    inner = [f["inner_validation"] for f in res["folds"]]
+    if all(v["mae_h1"] for v in inner):
+        lines.append("inner validation (each fold's own validation race, first member; used to choose settings): h1 "
+                     + " ".join(f"{v['mae_h1']:.3f}/{v['persistence_mae_h1']:.3f}" for v in inner)
+                     + f", mean {np.mean([v['mae_h1'] for v in inner]):.4f}")
     for f in res["folds"]:
         a, b = f["mae_h1"], f["mae_h5"]
         c = f["mae_h10"]
@@ -183,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("--members", type=int, default=3, help="ensemble members (seeds) per trained model")
     ap.add_argument("--seed", type=int, default=0, help="training seed (members use seed, seed+1, ...)")
     ap.add_argument("--pit-weight", type=float, default=1.0, help="weight of the pit call's loss")
+    ap.add_argument("--linear-skip", action="store_true", help="the forecast also gets a linear map of the lap's features")
+    ap.add_argument("--no-pit-caller", action="store_true", help="the pit call from the net's pit head (the previous design)")
     ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
     ap.add_argument("--skip-real-arm", action="store_true", help="with --pretrain-sim: run only the pretrained arm")
     ap.add_argument("--skip-train-all", action="store_true", help="do not time the training on all races")
@@ -200,9 +214,11 @@ def main(argv=None) -> int:
 
     paths = sorted(DATA.glob("*.csv"))
     cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight,
-                           members=args.members, seed=args.seed, progress=False)
+                           members=args.members, seed=args.seed, progress=False, linear_skip=args.linear_skip,
+                           pit_caller=not args.no_pit_caller)
     results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "pit_weight": args.pit_weight,
-                                "members": args.members, "seed": args.seed,
+                                "members": args.members, "seed": args.seed, "linear_skip": args.linear_skip,
+                                "pit_caller": not args.no_pit_caller,
                                 "races": len(paths)}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -130,3 +130,47 @@ def test_ensemble_averages_members_and_steps_like_whole_sequence():
                 assert isinstance(state, tuple) and len(state) == 3
                 for k in ("mean", "log_sigma", "pit", "phase"):
                     torch.testing.assert_close(step[k][0, 0], whole[k][b, t], msg=f"{k} b={b} t={t}")
+
+
+def test_car_ahead_and_pit_context_features_by_hand():
+    """BBB ends lap 2 0.8 s behind AAA (DRS range) and 0.7 s faster; AAA sees BBB's stop behind it."""
+    laps = _clean(_two_cars())
+    f = featurize_race(laps)
+    at = lambda d, n: laps.index[(laps["Driver"] == d) & (laps["LapNumber"] == n)][0]  # noqa: E731
+    b2, a4 = at("BBB", 2), at("AAA", 4)
+    assert f.loc[b2, "drs"] == 1.0 and f.loc[at("AAA", 2), "drs"] == 0.0  # the leader has no car ahead
+    assert f.loc[b2, "ahead_delta"] == pytest.approx((90.0 - 89.3) / f.loc[b2, "_ref"] * 100, rel=1e-5)
+    assert f.loc[b2, "opening_lap_2"] == 1.0 and f.loc[b2, "opening_lap_3"] == 0.0
+    # BBB's in-lap (its lap 3) ended 69.5 s before AAA's lap 4: within one reference lap, one place behind
+    assert f.loc[a4, "behind_pitted"] == 1.0 and f.loc[a4, "ahead_pitted"] == 0.0 and f.loc[a4, "field_pitted_1"] == 1.0
+    assert f.loc[a4, "tyre_race_frac"] == pytest.approx(4 / 5)
+    assert f.loc[a4, "must_stop_late"] == pytest.approx(4 / 5)  # one dry compound so far, lap 4 of 5
+    assert f.loc[at("BBB", 5), "must_stop_late"] == 0.0  # MEDIUM then HARD: the rule is satisfied
+
+
+def test_pit_caller_replaces_only_the_pit_output_and_steps_like_whole_sequence():
+    """WithPitCaller: the forecaster's outputs unchanged, pit = PitCaller(x) per lap; carried lap
+    by lap it equals one pass (float64, non-zero weights)."""
+    from lapnet.race.models import PitCaller, RaceModelConfig, RaceNet, WithPitCaller
+
+    torch.manual_seed(5)
+    net = RaceNet(RaceModelConfig(input_size=len(FEATURES), hidden_size=6, dropout=0.0))
+    pit = PitCaller(FEATURES)
+    x = torch.rand(2, 5, len(FEATURES), dtype=torch.float64)
+    model = WithPitCaller(net, pit).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        pit.fit_scaler(x.reshape(-1, len(FEATURES)))
+        assert pit.expand(x).shape[-1] == pit.linear.in_features
+        whole, _ = model(x)
+        plain, _ = net(x)
+        for k in ("mean", "log_sigma", "phase"):
+            torch.testing.assert_close(whole[k], plain[k])
+        z = (pit.expand(x) - pit.mean) / pit.std
+        torch.testing.assert_close(whole["pit"], z @ pit.linear.weight[0] + pit.linear.bias[0])
+        state = None
+        for t in range(5):
+            step, state = model(x[1:2, t : t + 1], state=state)
+            for k in ("mean", "pit"):
+                torch.testing.assert_close(step[k][0, 0], whole[k][1, t])

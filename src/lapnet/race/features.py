@@ -85,6 +85,14 @@ FEATURES: tuple[str, ...] = (
     "ahead_pitted",  # the car one place ahead pitted within the last 2 reference laps (undercut cover)
     "behind_pitted",  # the car one place behind pitted within the last 2 reference laps
     "teammate_pitted",  # the teammate pitted within the last 2 reference laps
+    # the field's latest laps: a common change (wind, rubber, a drying line) persists, one driver's slip does not
+    "field_delta",  # median over the other drivers' latest Scored laps (ended within one reference lap) of lap minus their previous 3-lap mean, % of ref
+    "own_vs_field",  # this driver's same quantity minus field_delta (0 when either is unknown)
+    "ahead_delta",  # within 3 s of the car ahead: its lap minus ours, % of ref (held up by a slower car, or not)
+    "ahead_pace",  # within 3 s of the car ahead: the median of its last 3 Scored laps minus ours, % of ref
+    "drs",  # within 1 s of the car ahead (DRS range, and dirty air)
+    *(f"opening_lap_{k}" for k in (2, 3, 4, 5)),  # lap 2..5: DRS opens on lap 3, the field spreads, fuel is heaviest
+    *(f"restart_{k}" for k in (1, 2, 3)),  # k laps after a safety car / VSC / red flag lap (DRS closed, tyres cold)
 )
 
 
@@ -144,6 +152,8 @@ class _Driver:
     sectors: list = field(default_factory=list)  # (s1, s2, s3) of the stint's Scored laps
     last_in: float = -math.inf  # session time at which the driver's last in-lap ended
     team: str = ""
+    dev: float = math.nan  # the latest Scored lap minus the mean of the stint's previous up to 3, % of ref
+    dev_t: float = -math.inf  # session time at which that lap ended
 
 
 @dataclass
@@ -168,7 +178,7 @@ class RaceFeaturizer:
         self.drivers: dict[str, _Driver] = {}
         self.ref_pool: list[float] = []  # the first REF_LAPS Scored lap times
         self.fallback_pool: list[float] = []  # any timed lap, until a Scored lap exists
-        self.lap_ends: dict[int, list[float]] = {}  # lap number -> session times at which cars ended it
+        self.lap_ends: dict[int, list[tuple[float, float, str]]] = {}  # lap number -> (session time, lap time, driver) of the cars that ended it
         self.pit_times: list[tuple[float, str]] = []  # (session time, driver) of in-laps
         self.n_timed = 0
         self.stint_ends: dict[str, list[float]] = {}  # compound -> tyre life at which stints ended in the pits
@@ -218,7 +228,12 @@ class RaceFeaturizer:
             ref = lap_time if has_time and lap_time > 0 else 90.0  # nothing timed yet: any positive scale works
 
         if scored:
+            prev = st.scored[-3:]
+            st.dev = (lap_time - sum(b for _, b in prev) / len(prev)) / ref * 100 if prev else math.nan
+            st.dev_t = t_end if math.isfinite(t_end) else -math.inf
             st.scored.append((n, lap_time))
+        elif st.stint_laps == 1:
+            st.dev = math.nan
         recent = st.scored[-1:]
         base = recent[-1][1] if recent else math.nan
         slope = _slope(st.scored[-8:]) / ref * 100.0 if len(st.scored) >= 3 else 0.0
@@ -228,13 +243,13 @@ class RaceFeaturizer:
         field_slope = statistics.median(slopes) if slopes else 0.0
 
         # gap to the car that ended the same lap just before us (causal: it ended earlier)
-        gap, leader = 10.0, 1.0
+        gap, leader, ahead_time, ahead_drv = 10.0, 1.0, math.nan, None
         if math.isfinite(n) and math.isfinite(t_end):
             ends = self.lap_ends.setdefault(int(n), [])
-            earlier = max((e for e in ends if e <= t_end), default=None)
+            earlier = max((e for e in ends if e[0] <= t_end), default=None)
             if earlier is not None:
-                gap, leader = t_end - earlier, 0.0
-            ends.append(t_end)
+                (gap, ahead_time, ahead_drv), leader = (t_end - earlier[0], earlier[1], earlier[2]), 0.0
+            ends.append((t_end, lap_time if has_time else math.nan, drv))
 
         if has_time and not st.timed:
             st.timed = True
@@ -303,6 +318,19 @@ class RaceFeaturizer:
                         behind_p = pitted_within(d, 2)
                     if st.team and d.team == st.team:
                         mate_p = pitted_within(d, 2)
+        field_delta, own_vs_field = 0.0, 0.0
+        if math.isfinite(t_end):
+            devs = [d.dev for k, d in self.drivers.items()
+                    if k != drv and math.isfinite(d.dev) and t_end - ref < d.dev_t <= t_end]
+            if devs:
+                field_delta = _clip(statistics.median(devs), -3, 3)
+                own = st.dev if scored and math.isfinite(st.dev) else math.nan
+                own_vs_field = _clip(own - field_delta, -3, 3) if math.isfinite(own) else 0.0
+        ahead_pace = 0.0
+        ahead_st = self.drivers.get(ahead_drv) if ahead_drv is not None else None
+        if gap < 3.0 and ahead_st is not None and ahead_st.scored and st.scored:
+            mine = statistics.median(b for _, b in st.scored[-3:])
+            ahead_pace = _clip((statistics.median(b for _, b in ahead_st.scored[-3:]) - mine) / ref * 100, -3, 3)
         must_stop = compound in DRY and len(st.compounds) < 2
         tyre_frac = min(tyre_life / self.total_laps, 1.5)
         neutral = bool(set(status) & set("467"))
@@ -352,6 +380,13 @@ class RaceFeaturizer:
             ahead_p,
             behind_p,
             mate_p,
+            field_delta,
+            own_vs_field,
+            _clip((ahead_time - lap_time) / ref * 100, -3, 3) if has_time and gap < 3.0 and math.isfinite(ahead_time) else 0.0,
+            ahead_pace,
+            float(gap < 1.0 and not leader),
+            *(float(lap_n == k) for k in (2, 3, 4, 5)),
+            *(float(st.since_neutral == k) for k in (1, 2, 3)),
         ]
         st.last_lap = n
         return LapFeatures(np.asarray(x, dtype=np.float32), base, float(ref), st.stint_id)

@@ -40,6 +40,7 @@ class RaceModelConfig:
     horizons: int = HORIZONS
     bidirectional: bool = False
     dropout: float = 0.1
+    linear_skip: bool = False  # the forecast also gets a linear map of the lap's features (wide and deep)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +62,9 @@ class RaceNet(nn.Module):
         nn.init.zeros_(self.mean.weight)  # start at the stint pace: the residual is zero
         nn.init.zeros_(self.mean.bias)
         nn.init.constant_(self.log_sigma.bias, -0.5)  # sigma ~ 0.6 % of a lap, about the real spread
+        self.wide = nn.Linear(cfg.input_size, cfg.horizons, bias=False) if cfg.linear_skip else None
+        if self.wide is not None:
+            nn.init.zeros_(self.wide.weight)  # still starts at the stint pace
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
         """Run the net over padded per-driver lap sequences.
@@ -76,7 +80,7 @@ class RaceNet(nn.Module):
         h, state = run_recurrent(self.rnn, x, lengths, state)  # (B, T, dirs*H)
         z = self.trunk(torch.cat([h, x], dim=-1))  # (B, T, H)
         out = {
-            "mean": self.mean(z),  # (B, T, K)
+            "mean": self.mean(z) + (self.wide(x) if self.wide is not None else 0.0),  # (B, T, K)
             "log_sigma": self.log_sigma(z).clamp(-6.0, 4.0),  # (B, T, K) bounded: a NaN-free NLL
             "pit": self.pit(z).squeeze(-1),  # (B, T)
             "phase": self.phase(z),  # (B, T, 3)

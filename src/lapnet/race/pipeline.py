@@ -58,12 +58,13 @@ class RaceTrainConfig:
     batch_size: int = 32
     patience: int | None = 20  # the pit call keeps improving after the lap-time loss flattens
     seed: int = 0
-    pit_weight: float = 1.0
+    pit_weight: float = 1.0  # the net's own pit head; unused (weight 0) when the PitCaller makes the pit call
     members: int = 3  # an ensemble of nets, seeds seed, seed+1, ..., each early-stopped on its own validation race
     val_races: int = 1  # races held out for early stopping (0: a share of drivers instead); 3 was tried: worse on 4 of 5 folds
     pretrain_sim: int = 0  # simulated races to pretrain on before the real ones
     pretrain_epochs: int = 20
     tagger: bool = True  # train the bidirectional phase tagger when Phase labels exist
+    linear_skip: bool = False  # add a linear map of the lap's features to the forecast (wide and deep)
     pit_caller: bool = True  # the pit call from a separate per-lap logistic model (PitCaller), not the net's pit head
     pit_l2: tuple = (3e-2, 1e-2, 3e-3, 1e-3)  # the PitCaller's L2 strengths; the one with the best validation-race loss is kept
     progress: bool = True
@@ -173,7 +174,9 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
     tcfg = TrainConfig(epochs=epochs, minutes=cfg.minutes, lr=cfg.lr, weight_decay=cfg.weight_decay, clip=1.0,
                        patience=cfg.patience, seed=cfg.seed, progress=cfg.progress, warmup_steps=10)
     torch.manual_seed(cfg.seed)
-    learner = TorchLearner(model, _forecast_loss_fn(cfg.pit_weight, forecast), _eval_fn(seq, val_idx, cfg.pit_weight, forecast), tcfg)
+    # with a PitCaller the net's pit head is never read: it must neither take capacity nor steer early stopping
+    pit_weight = 0.0 if cfg.pit_caller else cfg.pit_weight
+    learner = TorchLearner(model, _forecast_loss_fn(pit_weight, forecast), _eval_fn(seq, val_idx, pit_weight, forecast), tcfg)
     result = fit(learner, SeqBatches(seq, train_idx, cfg.batch_size, cfg.seed), tcfg, out=out, meta=meta, describe=describe)
     arrays, _ = load_tensors(out / "model.safetensors")
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
@@ -205,7 +208,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     seq = build_sequences(laps)
     train_idx, val_idx = _split(seq, cfg.val_races, cfg.seed)
     mcfg = RaceModelConfig(input_size=len(FEATURES), hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                           arch=cfg.arch, dropout=cfg.dropout)
+                           arch=cfg.arch, dropout=cfg.dropout, linear_skip=cfg.linear_skip)
     torch.manual_seed(cfg.seed)
     model = RaceNet(mcfg)
     config = {

@@ -1,8 +1,11 @@
 """Speed of the NumPy engine against torch on the CPU: forward + backward, float32.
 
 Both sides run in this one process, with the same thread count for torch and for
-NumPy's BLAS (OpenBLAS), the same weights, inputs and upstream gradients; runs of the two
-alternate so that both see the same machine load. Each run is timed twice: process CPU
+NumPy's BLAS (OpenBLAS), the same weights, inputs and upstream gradients. Blocks of runs
+of the two alternate (six blocks in all) so that both see the same machine load while
+each side's memory behaves as in a training loop that uses only it: with single runs
+alternating (--interleave), each side reuses the memory the other just freed, which moves
+page faults from one to the other (measured at the notebook size: thousands per run). Each run is timed twice: process CPU
 time (the headline: on a shared machine it does not count the time other processes hold
 the core) and wall-clock time. Prints medians, the ratio engine / torch (below 1.0: the
 engine is faster) and the page faults per run of each side (fresh memory from the
@@ -16,6 +19,7 @@ kernel.
 
     .venv/bin/python benchmarks/engine.py               # all sizes, 1 thread
     .venv/bin/python benchmarks/engine.py --threads 2 --repeats 30
+    .venv/bin/python benchmarks/engine.py --interleave  # alternate single runs instead of blocks
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=0, help="timed runs per case (default: by size)")
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--kinds", nargs="+", default=["rnn", "lstm", "gru"], choices=["rnn", "lstm", "gru"])
+    ap.add_argument("--interleave", action="store_true",
+                    help="alternate single runs of torch and the engine instead of blocks of runs (each side then "
+                         "recycles memory the other just freed, which moves page faults from one side to the other)")
     return ap.parse_args()
 
 
@@ -105,15 +112,20 @@ def timed(fn) -> tuple[float, float, int]:
     return c1 - c0, w1 - w0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
 
 
-def interleaved(run_torch, run_engine, repeats: int) -> tuple[list, list]:
+def side_by_side(run_torch, run_engine, repeats: int) -> tuple[list, list]:
     """Medians (CPU s, wall s, faults) of torch and engine runs, alternating, after a warm-up."""
     for _ in range(3):  # warm up caches, allocator, BLAS buffers
         run_torch()
         run_engine()
     tt, te = [], []
-    for _ in range(repeats):
-        tt.append(timed(run_torch))
-        te.append(timed(run_engine))
+    if ARGS.interleave:
+        for _ in range(repeats):
+            tt.append(timed(run_torch))
+            te.append(timed(run_engine))
+    else:  # blocks: between its own runs, neither side sees memory the other freed
+        for _ in range(3):
+            tt += [timed(run_torch) for _ in range(max(1, repeats // 3))]
+            te += [timed(run_engine) for _ in range(max(1, repeats // 3))]
     return [float(np.median(v)) for v in zip(*tt)], [float(np.median(v)) for v in zip(*te)]
 
 
@@ -140,7 +152,7 @@ def tiny_breakdown(kind: str, repeats: int) -> None:
     res = {}
     for t in (1, T):
         run_torch, run_engine = make_case(kind, B, D, H, L, t)
-        res[t] = interleaved(run_torch, run_engine, repeats)
+        res[t] = side_by_side(run_torch, run_engine, repeats)
     cost = python_call_cost()
     print(f"\ntiny {kind}: fixed cost per forward+backward call and cost per time step (CPU, T=1 and T={T} runs):")
     for side, k in (("torch", 0), ("engine", 1)):
@@ -158,7 +170,8 @@ def tiny_breakdown(kind: str, repeats: int) -> None:
 def main() -> None:
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__}")
     print(f"threads: torch {torch.get_num_threads()}, OpenBLAS {openblas_threads()}; float32; forward + backward "
-          f"(incl. dL/dx); medians of repeats; torch and engine runs interleaved")
+          f"(incl. dL/dx); medians of repeats; torch and engine "
+          f"{'runs interleaved' if ARGS.interleave else 'in alternating blocks of runs'}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"machine load average {load:.1f} on {os.cpu_count()} cores (wall times suffer when it is high; CPU times less)")
     rows = []
@@ -167,7 +180,7 @@ def main() -> None:
         repeats = ARGS.repeats or {"tiny": 300, "notebook": 40, "larger": 9}[size]
         for kind in ARGS.kinds:
             run_torch, run_engine = make_case(kind, B, D, H, L, T)
-            (ct, wt, ft), (ce, we, fe) = interleaved(run_torch, run_engine, repeats)
+            (ct, wt, ft), (ce, we, fe) = side_by_side(run_torch, run_engine, repeats)
             rows.append((size, f"B={B} D={D} H={H} L={L} T={T}", kind, ct, ce, ce / ct, we / wt, ft, fe))
             print(f"  {size:9s} {kind:5s} CPU: torch {ct * 1e3:8.3f} ms  engine {ce * 1e3:8.3f} ms  ratio {ce / ct:5.2f}"
                   f"   (wall ratio {we / wt:5.2f}; page faults per run: torch {ft:.0f}, engine {fe:.0f})", flush=True)

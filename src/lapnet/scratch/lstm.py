@@ -12,8 +12,11 @@ Notation (PyTorch's, batch-first at the public API, time-major inside the kernel
 
 Weights in torch's layout: w_ih (4H, D) = W_ii|W_if|W_ig|W_io, w_hh (4H, H), b_ih, b_hh (4H,).
 
-Why it is fast: the input projection for all T steps is computed before the loop, and
-inside it every per-step array is a contiguous slab. Gates are stored gate-major,
+Why it is fast. Two arrangements of the same maths, picked by the slab size B*H:
+
+Big slabs (B*H >= SLAB_MIN: arithmetic and memory dominate). The input projection for
+all T steps is computed before the loop, and inside it every per-step array is a
+contiguous slab. Gates are stored gate-major,
 (4, B, H) per step (a column slice of a (B, 4H) array would make NumPy run one inner loop
 per row), in the order o|i|f|g so the three sigmoid gates form one slab whose weight rows
 are negated up front: the product gives -a, and sigmoid(a) = 1 / (1 + exp(-a)) is three
@@ -23,6 +26,11 @@ three sigmoid-derivative factors in one call. Every call writes into preallocate
 buffers; the backward pass computes the factors that do not depend on the recurrence a
 few steps at a time (while they sit in cache), so each backward step is five element-wise
 calls and one product, and the weight gradients are one product each over all steps.
+The big per-call arrays come from `workspace` (recycled between calls, no page faults).
+
+Small slabs (B*H < SLAB_MIN: every NumPy call costs ~0.5 us whatever it computes, so
+the count of calls per step is the cost): `_forward_small` and `_backward_small` spend
+flops to save calls, 8 per step forward and 5 backward (see their docstrings).
 
 `mask` (T, B, 1) bool marks live steps of variable-length sequences (packed-sequence
 semantics): a finished (or, for the reverse direction, not yet started) sequence keeps
@@ -49,7 +57,7 @@ def _order(H: int) -> tuple[np.ndarray, np.ndarray]:
     return perm, np.argsort(perm)
 
 
-SLAB_MIN = 512  # B*H from which gate-major products pay for their extra BLAS calls
+SLAB_MIN = 512  # B*H from which the gate-major big-slab path runs; below it, the fewest-calls path
 
 
 def chunk_steps(T: int, BH: int, budget: int = 16384) -> int:

@@ -37,8 +37,10 @@ def as_numpy(v: Any) -> np.ndarray:
 
 
 def all_finite(a: np.ndarray) -> bool:
-    """No NaN or infinite entry. A finite sum proves it in one cheap pass (NaN and inf
-    propagate through a sum); only when the sum overflows is every entry tested."""
+    """No NaN or infinite entry. For big arrays a finite sum proves it in one pass without
+    a temporary (NaN and inf propagate through a sum); only if it overflows is every entry tested."""
+    if a.size < 4096:
+        return bool(np.isfinite(a).all())
     return bool(np.isfinite(np.add.reduce(a, axis=None))) or bool(np.isfinite(a).all())
 
 
@@ -302,8 +304,7 @@ class Recurrent:
         zeros = np.zeros((B, H), dt)
         h_n = np.empty((L * dirs, B, H), dt)
         c_n = np.empty((L * dirs, B, H), dt) if self.kind == "lstm" else None
-        X = workspace.empty((T, B, x.shape[2]), dt)  # recycled between calls (see workspace.py)
-        np.copyto(X, x.transpose(1, 0, 2))  # (T, B, D) time-major inside
+        X = workspace.contiguous(x.transpose(1, 0, 2), dt)  # (T, B, D) time-major inside; recycled buffer
         kernels, drop_masks = [], []
         for l in range(L):
             Y = np.empty((T, B, dirs * H), dt) if dirs > 1 else None
@@ -365,8 +366,7 @@ class Recurrent:
                 raise LapnetError(f"dout must have shape {(B, T, dirs * H)} like the output, got {dout.shape}")
             if not all_finite(dout):
                 raise LapnetError("dout contains NaN or infinite values")
-            dY = workspace.empty((T, B, dirs * H), dt)
-            np.copyto(dY, dout.transpose(1, 0, 2), casting="unsafe")  # (T, B, dirs*H)
+            dY = workspace.contiguous(dout.transpose(1, 0, 2), dt)  # (T, B, dirs*H)
             if cache.mask is not None:
                 dY = dY * cache.mask  # no gradient past a sequence's end
         dh_n, dc_n = self._check_state(dstate, B, "dstate")

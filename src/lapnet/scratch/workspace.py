@@ -72,6 +72,16 @@ def _evict(need: int) -> None:
                 i += 1
 
 
+def contiguous(a: np.ndarray, dtype) -> np.ndarray:
+    """Like np.ascontiguousarray(a, dtype), but always a copy, into a pooled buffer when big."""
+    dtype = np.dtype(dtype)
+    if a.size * dtype.itemsize < MIN_BYTES:
+        return np.array(a, dtype, order="C")
+    out = empty(a.shape, dtype)
+    np.copyto(out, a, casting="unsafe")
+    return out
+
+
 def zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
     """Like np.zeros(shape, dtype), from the pool."""
     a = empty(shape, dtype)

@@ -2,7 +2,7 @@
 
 Both sides run in this one process, with the same thread count for torch and for
 NumPy's BLAS (OpenBLAS), the same weights, inputs and upstream gradients. Blocks of runs
-of the two alternate (six blocks in all) so that both see the same machine load while
+of the two alternate (five of each, three for few repeats) so that both see the same machine load while
 each side's memory behaves as in a training loop that uses only it: with single runs
 alternating (--interleave), each side reuses the memory the other just freed, which moves
 page faults from one to the other (measured at the notebook size: thousands per run). Each run is timed twice: process CPU
@@ -123,9 +123,10 @@ def side_by_side(run_torch, run_engine, repeats: int) -> tuple[list, list]:
             tt.append(timed(run_torch))
             te.append(timed(run_engine))
     else:  # blocks: between its own runs, neither side sees memory the other freed
-        for _ in range(3):
-            tt += [timed(run_torch) for _ in range(max(1, repeats // 3))]
-            te += [timed(run_engine) for _ in range(max(1, repeats // 3))]
+        blocks = 5 if repeats >= 10 else 3
+        for _ in range(blocks):
+            tt += [timed(run_torch) for _ in range(max(1, repeats // blocks))]
+            te += [timed(run_engine) for _ in range(max(1, repeats // blocks))]
     return [float(np.median(v)) for v in zip(*tt)], [float(np.median(v)) for v in zip(*te)]
 
 
@@ -191,6 +192,30 @@ def main() -> None:
         print(f"| {size} | {shape} | {kind} | {ct * 1e3:.3f} | {ce * 1e3:.3f} | **{r:.2f}** | {rw:.2f} |")
     if "tiny" in ARGS.sizes and "lstm" in ARGS.kinds:
         tiny_breakdown("lstm", ARGS.repeats or 300)
+    if "notebook" in ARGS.sizes and "lstm" in ARGS.kinds:
+        transcendental_floor()
+
+
+def transcendental_floor() -> None:
+    """What NumPy's exp and tanh alone cost for one notebook-size LSTM forward pass.
+
+    Every LSTM unit needs five of them per step (three sigmoids, tanh(g), tanh(c)); NumPy
+    evaluates them one element at a time here, torch's fused kernel with vector code."""
+    B, D, H, L, T = SIZES["notebook"]
+    a = np.random.default_rng(0).standard_normal(3 * B * H).astype(np.float32)
+    out = np.empty_like(a)
+    per = {}
+    for name, fn in (("exp", np.exp), ("tanh", np.tanh)):
+        rounds = []
+        for _ in range(50):
+            t0 = time.process_time()
+            fn(a, out)
+            rounds.append(time.process_time() - t0)
+        per[name] = float(np.median(rounds)) / a.size
+    n = B * H * T * L  # unit-steps in one forward pass
+    floor = n * (3 * per["exp"] + 2 * per["tanh"])
+    print(f"\nnotebook lstm: float32 exp costs {per['exp'] * 1e9:.2f} ns and tanh {per['tanh'] * 1e9:.2f} ns per element "
+          f"here; 5 per unit per step over {n} unit-steps = {floor * 1e3:.1f} ms of each forward pass in exp/tanh alone")
 
 
 if __name__ == "__main__":

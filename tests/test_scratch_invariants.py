@@ -142,12 +142,13 @@ def test_workspace_reuses_only_buffers_nobody_holds():
     assert not np.shares_memory(c, d)
 
 
-def test_a_cache_kept_alive_is_not_overwritten_by_later_calls():
-    """The engine recycles its big per-call arrays; an old cache must still give its own gradients."""
-    layer = scratch.LSTM(4, 32, 2, dtype="float64", seed=0)  # B*H = 16*32: pooled, wide path
+@pytest.mark.parametrize("B,H,bi", [(16, 32, False), (2, 8, True)])  # big-slab path, small-slab path
+def test_a_cache_kept_alive_is_not_overwritten_by_later_calls(B, H, bi):
+    """The engine recycles its per-call arrays; an old cache must still give its own gradients."""
+    layer = scratch.LSTM(4, H, 2, bi, dtype="float64", seed=0)
     rng = np.random.default_rng(0)
-    x1, x2 = rng.standard_normal((2, 16, 7, 4))
-    dout = rng.standard_normal((16, 7, 32))
+    x1, x2 = rng.standard_normal((2, B, 7, 4))
+    dout = rng.standard_normal((B, 7, H * (2 if bi else 1)))
     _, _, cache1 = layer.forward(x1)
     expected = layer.backward(dout, None, cache1)[2]
     _, _, cache1 = layer.forward(x1)
@@ -156,3 +157,19 @@ def test_a_cache_kept_alive_is_not_overwritten_by_later_calls():
     again = layer.backward(dout, None, cache1)[2]
     for k in expected:
         np.testing.assert_array_equal(again[k], expected[k], err_msg=k)
+
+
+def test_a_view_of_a_kernel_output_survives_later_calls():
+    """The small-slab LSTM kernel reuses its buffers only when nothing refers to them."""
+    from lapnet.scratch import lstm
+
+    rng = np.random.default_rng(1)
+    w = [rng.standard_normal(s) for s in ((32, 3), (32, 8), (32,), (32,))]
+    h0 = c0 = np.zeros((1, 8))
+    y = lstm.forward(rng.standard_normal((5, 1, 3)), *w, h0, c0)[0]
+    first = y[2].copy()
+    view = y[2]  # a new view of the kernel's buffer, not the array it returned
+    del y
+    for _ in range(2):
+        lstm.forward(rng.standard_normal((5, 1, 3)), *w, h0, c0)
+    np.testing.assert_array_equal(view, first)

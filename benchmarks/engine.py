@@ -2,20 +2,21 @@
 
 Both sides run in this one process, with the same thread count for torch and for
 NumPy's BLAS (OpenBLAS), the same weights, inputs and upstream gradients. Blocks of runs
-of the two alternate (five of each, three for few repeats) so that both see the same machine load while
-each side's memory behaves as in a training loop that uses only it: with single runs
-alternating (--interleave), each side reuses the memory the other just freed, which moves
-page faults from one to the other (measured at the notebook size: thousands per run). Each run is timed twice: process CPU
-time (the headline: on a shared machine it does not count the time other processes hold
-the core) and wall-clock time. Prints medians, the ratio engine / torch (below 1.0: the
-engine is faster) and the page faults per run of each side (fresh memory from the
-operating system costs a fault per 4 KiB page; the engine recycles its big arrays).
+of the two alternate (five of each, three for few repeats) so that both see the same
+machine load while each side's memory behaves as in a training loop that uses only it:
+with single runs alternating (--interleave), each side reuses the memory the other just
+freed, which moves page faults from one to the other (thousands per run at the notebook
+size). Each run is timed twice: process CPU time (the headline: on a shared machine it
+does not count the time other processes hold the core) and wall-clock time. Prints
+medians, the ratio engine / torch (below 1.0: the engine is faster) and the page faults
+per run of each side (fresh memory from the operating system costs a fault per 4 KiB
+page; the engine recycles its big arrays).
 
 At the tiny size the cost is Python's per-call overhead, not arithmetic, so the script
 also splits each side's time into a fixed part and a per-step part (runs at T=1 and T=50)
 and prints the measured cost of one small NumPy call: the engine's per-step time is about
 (NumPy calls per step) x (cost per call), while torch runs a whole step inside one fused
-kernel.
+kernel. At the notebook size it prints what NumPy's exp and tanh alone cost per forward.
 
     .venv/bin/python benchmarks/engine.py               # all sizes, 1 thread
     .venv/bin/python benchmarks/engine.py --threads 2 --repeats 30
@@ -174,7 +175,8 @@ def main() -> None:
           f"(incl. dL/dx); medians of repeats; torch and engine "
           f"{'runs interleaved' if ARGS.interleave else 'in alternating blocks of runs'}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine load average {load:.1f} on {os.cpu_count()} cores (wall times suffer when it is high; CPU times less)")
+    print(f"machine load average {load:.1f} on {os.cpu_count()} cores "
+          f"(wall times suffer when it is high; CPU times less)")
     rows = []
     for size in ARGS.sizes:
         B, D, H, L, T = SIZES[size]
@@ -183,7 +185,8 @@ def main() -> None:
             run_torch, run_engine = make_case(kind, B, D, H, L, T)
             (ct, wt, ft), (ce, we, fe) = side_by_side(run_torch, run_engine, repeats)
             rows.append((size, f"B={B} D={D} H={H} L={L} T={T}", kind, ct, ce, ce / ct, we / wt, ft, fe))
-            print(f"  {size:9s} {kind:5s} CPU: torch {ct * 1e3:8.3f} ms  engine {ce * 1e3:8.3f} ms  ratio {ce / ct:5.2f}"
+            print(f"  {size:9s} {kind:5s} CPU: torch {ct * 1e3:8.3f} ms  engine {ce * 1e3:8.3f} ms  "
+                  f"ratio {ce / ct:5.2f}"
                   f"   (wall ratio {we / wt:5.2f}; page faults per run: torch {ft:.0f}, engine {fe:.0f})", flush=True)
     print()
     print("| size | shape | kind | torch ms | engine ms | engine/torch | wall engine/torch |")
@@ -214,8 +217,9 @@ def transcendental_floor() -> None:
         per[name] = float(np.median(rounds)) / a.size
     n = B * H * T * L  # unit-steps in one forward pass
     floor = n * (3 * per["exp"] + 2 * per["tanh"])
-    print(f"\nnotebook lstm: float32 exp costs {per['exp'] * 1e9:.2f} ns and tanh {per['tanh'] * 1e9:.2f} ns per element "
-          f"here; 5 per unit per step over {n} unit-steps = {floor * 1e3:.1f} ms of each forward pass in exp/tanh alone")
+    print(f"\nnotebook lstm: float32 exp costs {per['exp'] * 1e9:.2f} ns and tanh {per['tanh'] * 1e9:.2f} ns "
+          f"per element here; 5 per unit per step over {n} unit-steps = {floor * 1e3:.1f} ms of each forward "
+          f"pass in exp/tanh alone")
 
 
 if __name__ == "__main__":

@@ -16,21 +16,22 @@ Why it is fast. Two arrangements of the same maths, picked by the slab size B*H:
 
 Big slabs (B*H >= SLAB_MIN: arithmetic and memory dominate). The input projection for
 all T steps is computed before the loop, and inside it every per-step array is a
-contiguous slab. Gates are stored gate-major,
-(4, B, H) per step (a column slice of a (B, 4H) array would make NumPy run one inner loop
-per row), in the order o|i|f|g so the three sigmoid gates form one slab whose weight rows
-are negated up front: the product gives -a, and sigmoid(a) = 1 / (1 + exp(-a)) is three
-in-place calls (NumPy's float32 exp is about twice as fast as its tanh). tanh(c_t), g_t
-and c_{t-1} sit side by side, so one call forms i*g | f*c_{t-1} and backward gets all
-three sigmoid-derivative factors in one call. Every call writes into preallocated
-buffers; the backward pass computes the factors that do not depend on the recurrence a
-few steps at a time (while they sit in cache), so each backward step is five element-wise
-calls and one product, and the weight gradients are one product each over all steps.
-The big per-call arrays come from `workspace` (recycled between calls, no page faults).
+contiguous slab. Gates are stored gate-major, (4, B, H) per step (a column slice of a
+(B, 4H) array would make NumPy run one inner loop per row), in the order o|i|f|g so the
+three sigmoid gates form one slab whose weight rows are negated up front: the product
+gives -a, and sigmoid(a) = 1 / (1 + exp(-a)) is three in-place calls (NumPy's float32
+exp is about twice as fast as its tanh). tanh(c_t), g_t and c_{t-1} sit side by side, so
+one call forms i*g | f*c_{t-1} and backward gets all three sigmoid-derivative factors in
+one call. Every call writes into preallocated buffers; the backward pass computes the
+factors that do not depend on the recurrence a few steps at a time (while they sit in
+cache), so each backward step is five element-wise calls and one product, and the weight
+gradients are one product each over all steps. The big per-call arrays come from
+`workspace` (recycled between calls, no page faults).
 
 Small slabs (B*H < SLAB_MIN: every NumPy call costs ~0.5 us whatever it computes, so
 the count of calls per step is the cost): `_forward_small` and `_backward_small` spend
-flops to save calls, 8 per step forward and 5 backward (see their docstrings).
+flops to save calls, 8 per step forward and 5 backward (see their docstrings), and keep
+their buffers and per-step views between calls of the same shape (`_Plan`).
 
 `mask` (T, B, 1) bool marks live steps of variable-length sequences (packed-sequence
 semantics): a finished (or, for the reverse direction, not yet started) sequence keeps
@@ -195,7 +196,7 @@ def _forward_small(x, Wk, h0, c0, mask, partial, reverse):
     T, B, D = x.shape
     H = Wk.shape[0] // 4
     dt = x.dtype
-    p, n = (1, 0) if reverse else (0, 1)
+    p = 1 if reverse else 0
     P = _plan(_ForwardPlan, T, B, D, H, dt, reverse)  # buffers and per-step views (reused when free)
     Wt, Z, R = P.Wt, P.Z, P.R
     np.multiply(Wk[: 3 * H], P.half, out=Wt[: 3 * H])  # tanh(a/2) for the sigmoid gates

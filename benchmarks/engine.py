@@ -165,8 +165,8 @@ def tiny_breakdown(kind: str, repeats: int) -> None:
     calls = CALLS_PER_STEP.get(kind)
     if calls:
         print(f"  one small NumPy call costs {cost * 1e6:.2f} us here; the engine's {kind} step makes {sum(calls)} "
-              f"({calls[0]} forward, {calls[1]} backward): {sum(calls) * cost * 1e6:.1f} us of calls per step, the "
-              f"rest is making per-step views and the Python loop")
+              f"({calls[0]} forward, {calls[1]} backward): {sum(calls) * cost * 1e6:.1f} us of calls per step; the "
+              f"rest is the Python loop and the two small matrix products, dearer than a simple call")
 
 
 def main() -> None:

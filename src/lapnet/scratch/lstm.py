@@ -252,6 +252,7 @@ def _refcounts(objs) -> list[int]:
 
 _PLANS: dict[tuple, list[_Plan]] = {}
 PLAN_BYTES = 4 * 2**20  # bigger plans are built per call and not kept
+PLANS_MAX_BYTES = 64 * 2**20  # all kept plans together (many sequence lengths: the oldest free go)
 
 
 def _plan(cls, *key) -> _Plan:
@@ -263,7 +264,13 @@ def _plan(cls, *key) -> _Plan:
     plan = cls(*key)
     plan._counts = _refcounts(plan._guarded)  # here, once the builder's local names are gone
     if len(plans) < 4 and plan.nbytes <= PLAN_BYTES:
-        plans.append(plan)
+        kept = sum(q.nbytes for qs in _PLANS.values() for q in qs)
+        for qs in list(_PLANS.values()):  # dicts keep insertion order: oldest shapes first
+            for q in [q for q in qs if kept + plan.nbytes > PLANS_MAX_BYTES and q.free()]:
+                qs.remove(q)
+                kept -= q.nbytes
+        if kept + plan.nbytes <= PLANS_MAX_BYTES:
+            plans.append(plan)
     return plan
 
 

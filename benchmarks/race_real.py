@@ -77,6 +77,7 @@ def simple_logistic_pit(seq, train_idx, test_idx, workdir: Path, seed: int = 0) 
 
     sub = subset_sequences(seq, train_idx)
     tr, va = _split(sub, 1, seed)
+    torch.manual_seed(seed)
     net = _simple_logistic()
     xt, yt = pit_rows(sub, tr)
     xv, yv = pit_rows(sub, va)
@@ -191,11 +192,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=80)
-    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--members", type=int, default=3, help="ensemble members (seeds) per trained model")
     ap.add_argument("--seed", type=int, default=0, help="training seed (members use seed, seed+1, ...)")
     ap.add_argument("--pit-weight", type=float, default=1.0, help="weight of the pit call's loss")
-    ap.add_argument("--linear-skip", action="store_true", help="the forecast also gets a linear map of the lap's features")
+    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--no-linear-skip", action="store_true", help="no linear map of the lap's features into the forecast")
     ap.add_argument("--no-pit-caller", action="store_true", help="the pit call from the net's pit head (the previous design)")
     ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
     ap.add_argument("--skip-real-arm", action="store_true", help="with --pretrain-sim: run only the pretrained arm")
@@ -213,11 +215,11 @@ def main(argv=None) -> int:
     from lapnet.race.pipeline import RaceTrainConfig, train_race
 
     paths = sorted(DATA.glob("*.csv"))
-    cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight,
-                           members=args.members, seed=args.seed, progress=False, linear_skip=args.linear_skip,
+    cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight, dropout=args.dropout,
+                           members=args.members, seed=args.seed, progress=False, linear_skip=not args.no_linear_skip,
                            pit_caller=not args.no_pit_caller)
     results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "pit_weight": args.pit_weight,
-                                "members": args.members, "seed": args.seed, "linear_skip": args.linear_skip,
+                                "members": args.members, "seed": args.seed, "linear_skip": not args.no_linear_skip, "dropout": args.dropout,
                                 "pit_caller": not args.no_pit_caller,
                                 "races": len(paths)}}
     lines = []

@@ -54,7 +54,7 @@ def _forecast_rows(metrics: dict) -> list[dict]:
 def train_cmd(
     laps: List[Path] = typer.Argument(..., help="Lap tables: FastF1 exports (CSV/Parquet), one race each or with a Race column."),
     out: Path = typer.Option(Path("runs/race"), "--out", help="Run directory."),
-    hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
+    hidden: int = typer.Option(64, "--hidden", help="Hidden units (H)."),
     arch: str = typer.Option("gru", "--arch", help="gru or lstm."),
     epochs: int = typer.Option(80, "--epochs", help="Maximum epochs (early stopping on held-out races)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget."),

@@ -47,7 +47,7 @@ SCORED_RULE = "Scored = timed, IsAccurate, not deleted, no SC/VSC/red (TrackStat
 class RaceTrainConfig:
     """How `train_race` trains (saved in config.json)."""
 
-    hidden_size: int = 32
+    hidden_size: int = 64  # chosen over 32 by the folds' inner validation races (benchmarks/race_real.py)
     num_layers: int = 1
     arch: str = "gru"
     dropout: float = 0.3  # 15 races are few: dropout and weight decay keep the net from learning each circuit
@@ -64,7 +64,7 @@ class RaceTrainConfig:
     pretrain_sim: int = 0  # simulated races to pretrain on before the real ones
     pretrain_epochs: int = 20
     tagger: bool = True  # train the bidirectional phase tagger when Phase labels exist
-    linear_skip: bool = False  # add a linear map of the lap's features to the forecast (wide and deep)
+    linear_skip: bool = True  # add a linear map of the lap's features to the forecast (wide and deep; chosen by inner validation)
     pit_caller: bool = True  # the pit call from a separate per-lap logistic model (PitCaller), not the net's pit head
     pit_l2: tuple = (3e-2, 1e-2, 3e-3, 1e-3)  # the PitCaller's L2 strengths; the one with the best validation-race loss is kept
     progress: bool = True
@@ -351,7 +351,8 @@ def fit_logistic(net: torch.nn.Module, xt: torch.Tensor, yt: torch.Tensor, xv: t
     bce = torch.nn.functional.binary_cross_entropy_with_logits
 
     def loss_fn(model, batch, carry):
-        return bce(model(batch["x"]), batch["y"]) + l2 * (model.linear.weight**2).sum(), None, len(batch["y"])
+        w = getattr(model, "module", model).linear.weight  # under torchrun, model is the DDP wrapper
+        return bce(model(batch["x"]), batch["y"]) + l2 * (w**2).sum(), None, len(batch["y"])
 
     def evaluate(model):
         return {"val_loss": float(bce(model(xv), yv)) if len(yv) else 0.0}

@@ -174,3 +174,19 @@ def test_pit_caller_replaces_only_the_pit_output_and_steps_like_whole_sequence()
             step, state = model(x[1:2, t : t + 1], state=state)
             for k in ("mean", "pit"):
                 torch.testing.assert_close(step[k][0, 0], whole[k][1, t])
+
+
+def test_pit_caller_basis_by_hand():
+    """A MEDIUM tyre at 25% of the race on lap 55% with one compound used, tyre life 7: the
+    one-hot columns land where the basis says (per compound x tenths, race tenths twice, 3-lap buckets)."""
+    from lapnet.race.models import PitCaller
+
+    pit = PitCaller(FEATURES)
+    D = len(FEATURES)
+    x = torch.zeros(D, dtype=torch.float64)
+    for name, v in (("tyre_race_frac", 0.25), ("compound_medium", 1.0), ("lap_frac", 0.55), ("tyre_life", 7 / 30)):
+        x[FEATURES.index(name)] = v
+    z = pit.expand(x)
+    torch.testing.assert_close(z[:D], x)
+    hot = (torch.nonzero(z[D:]).flatten() + D).tolist()
+    assert hot == [D + 11 + 2, D + 33 + 5, D + 44 + 5, D + 55 + 2]  # MEDIUM 0.2-0.3, lap 0.5-0.6, same (must stop), tyre 6-9

@@ -160,10 +160,9 @@ class RaceEnsemble(nn.Module):
 # the pit call: a separate, per-lap logistic model
 
 
-def _bins(v: torch.Tensor, edges: list[float]) -> torch.Tensor:
+def _bins(v: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """One-hot bucket of `v` (...,) among len(edges) + 1 intervals -> (..., len(edges) + 1)."""
-    idx = torch.bucketize(v.contiguous(), torch.tensor(edges, dtype=v.dtype, device=v.device))
-    return nn.functional.one_hot(idx, len(edges) + 1).to(v.dtype)
+    return (torch.bucketize(v.contiguous(), edges)[..., None] == torch.arange(len(edges) + 1, device=v.device)).to(v.dtype)
 
 
 TENTHS = [0.1 * i for i in range(1, 11)]  # 0-0.1, ..., 0.9-1, > 1
@@ -189,6 +188,9 @@ class PitCaller(nn.Module):
         super().__init__()
         self.ix = {n: i for i, n in enumerate(features)}
         width = len(features) + 3 * (len(TENTHS) + 1) + 2 * (len(TENTHS) + 1) + len(TYRE_LAPS) + 1
+        # bucket edges: not saved (fixed by the code), kept as tensors so a live step builds none
+        self.register_buffer("tenths", torch.tensor(TENTHS), persistent=False)
+        self.register_buffer("tyre_laps", torch.tensor(TYRE_LAPS), persistent=False)
         self.register_buffer("mean", torch.zeros(width))  # standardisation, fitted on the training laps
         self.register_buffer("std", torch.ones(width))
         self.linear = nn.Linear(width, 1)
@@ -199,11 +201,11 @@ class PitCaller(nn.Module):
         f = lambda name: x[..., self.ix[name]]  # noqa: E731
         frac, lap = f("tyre_race_frac"), f("lap_frac")
         must = 1.0 - f("two_compounds")
-        parts = [x]
-        for c in ("soft", "medium", "hard"):
-            parts.append(_bins(frac, TENTHS) * f(f"compound_{c}")[..., None])  # (..., 11)
-        parts += [_bins(lap, TENTHS), _bins(lap, TENTHS) * must[..., None], _bins(f("tyre_life") * 30, TYRE_LAPS)]
-        return torch.cat(parts, -1)  # (..., W)
+        fb, lb = _bins(frac, self.tenths.to(x.dtype)), _bins(lap, self.tenths.to(x.dtype))  # (..., 11)
+        dry = x[..., [self.ix["compound_soft"], self.ix["compound_medium"], self.ix["compound_hard"]]]  # (..., 3)
+        per_compound = (dry[..., :, None] * fb[..., None, :]).flatten(-2)  # (..., 33)
+        tyre = _bins(f("tyre_life") * 30, self.tyre_laps.to(x.dtype))  # (..., 16)
+        return torch.cat([x, per_compound, lb, lb * must[..., None], tyre], -1)  # (..., W)
 
     def fit_scaler(self, x: torch.Tensor) -> None:
         """Set the standardisation from training laps x (n, D)."""

@@ -6,9 +6,15 @@
     python benchmarks/race_real.py --jobs 5             # the same, 5 folds trained at once (same numbers, less wall clock)
     python benchmarks/race_real.py --members 1          # one net per fold instead of the default ensemble of 3 seeds
 
+    python benchmarks/race_real.py --members 1 --skip-train-all --hidden 32   # a cheap screening arm
+
 Every fold trains `train_race` on the other races and predicts the held-out ones; the
 predictions of all folds are pooled and scored once, beside the baselines on exactly the same
-laps (origin and target lap Scored, same stint). Finally the model is trained on all 15 races
+laps (origin and target lap Scored, same stint). The pit call is compared with tyre life alone
+and with a logistic regression on tyre life, compound and race fraction (fitted per fold on
+its training races). Each fold also reports its own validation race's score ("inner
+validation": inside its training races, first ensemble member): settings are chosen on that,
+never on the held-out folds. Finally the model is trained on all 15 races
 and timed. Prints one table and writes the JSON to --out (default runs/bench/race_real.json).
 Timings on a shared machine are noisy: the CPU seconds are printed beside the wall clock.
 

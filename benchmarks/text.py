@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     if "speed" in args.only:
         results["speed"] = speed(args.file, args.speed_steps, args.repeats)
     if "sampling" in args.only:
-        results["sampling"] = sampling(2000, args.repeats)
+        results["sampling"] = sampling(10_000, args.repeats)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

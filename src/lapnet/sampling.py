@@ -22,6 +22,7 @@ import numpy as np
 
 from lapnet.data.text import Vocab
 from lapnet.errors import LapnetError
+from lapnet.scratch.blas import engine_threads
 
 
 class Stepper(Protocol):
@@ -186,7 +187,8 @@ def generate(
         on_chars(texts)  # the start text first, so a stream shows it before the new characters
     logits, state = stepper.prime(start)  # (B, V): the prefix is encoded once, here
     if B == 1 and hasattr(stepper, "step_one"):
-        return [texts[0] + _one_stream(stepper, choose, logits[0], state, length, list(vocab.chars), on_chars)]
+        with engine_threads():  # matrix-vector products: one BLAS thread is faster (see scratch.blas)
+            return [texts[0] + _one_stream(stepper, choose, logits[0], state, length, list(vocab.chars), on_chars)]
     chars = np.array(list(vocab.chars))
     pieces: list[np.ndarray] = []
     for i in range(length):

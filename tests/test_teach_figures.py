@@ -23,6 +23,7 @@ def test_diagrams_command_writes_four_clean_pngs(run_cli, tmp_path):
     assert set(written) == {"feedforward_vs_sequential", "rnn_unrolled", "lstm_cell", "architecture_comparison"}
     for w in written.values():
         assert w["label_overlaps"] == []  # no two labels collide, none leaves the figure
+        assert w["arrow_overlaps"] == []  # no arrow runs through a label
         img = mpimg.imread(w["path"])  # decodes
         assert img.ndim == 3 and img.shape[1] >= 900  # 12+ inches: ~900 px even at 80 dpi
         assert img[..., :3].std() > 0.05  # not blank
@@ -34,6 +35,22 @@ def test_overlap_checker_catches_a_collision():
     ax.text(0.52, 0.5, "another label")
     try:
         assert len(diagrams.text_overlaps(fig)) == 1
+    finally:
+        plt.close(fig)
+
+
+def test_arrow_checker_catches_an_arrow_through_a_label():
+    from matplotlib.patches import FancyArrowPatch
+
+    fig, ax = plt.subplots()
+    ax.text(0.5, 0.5, "a label", ha="center", va="center")
+    ax.text(0.5, 0.1, "clear of it", ha="center")
+    try:
+        assert diagrams.arrow_overlaps(fig) == []
+        ax.add_patch(FancyArrowPatch((0.1, 0.5), (0.9, 0.5), arrowstyle="->", mutation_scale=10))  # through it
+        ax.annotate("", xy=(0.95, 0.9), xytext=(0.95, 0.2), arrowprops=dict(arrowstyle="->"))  # beside both
+        hits = diagrams.arrow_overlaps(fig)
+        assert [h[0] for h in hits] == ["a label"] and hits[0][1] > 0
     finally:
         plt.close(fig)
 

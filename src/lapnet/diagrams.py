@@ -10,7 +10,8 @@ Each function takes `ax=None` (or `axes=None` for a multi-panel figure) and retu
                                 from real torch modules
 
 `draw_all(out)` writes the four PNGs. `text_overlaps(fig)` lists pairs of labels whose boxes
-intersect (and labels that spill outside the figure), so tests can keep the drawings clean.
+intersect (and labels that spill outside the figure), and `arrow_overlaps(fig)` the labels an
+arrow runs through, so tests can keep the drawings clean.
 """
 
 from __future__ import annotations
@@ -342,8 +343,9 @@ def draw_all(out: str | Path, dpi: int = DPI) -> dict[str, dict]:
     """Write the four diagrams as PNGs into `out` (created).
 
     Returns:
-        {name: {"path": str, "label_overlaps": [[label, label], ...]}}: each figure is checked
-        for colliding labels as it is drawn, so a broken layout is reported, not shipped silently.
+        {name: {"path": str, "label_overlaps": [[label, label], ...], "arrow_overlaps":
+        [[label, points], ...]}}: each figure is checked for colliding labels and for arrows
+        drawn through labels as it is drawn, so a broken layout is reported, not shipped silently.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -355,7 +357,8 @@ def draw_all(out: str | Path, dpi: int = DPI) -> dict[str, dict]:
             fig = draw()
         path = out / f"{name}.png"
         fig.savefig(path, dpi=dpi, facecolor="white")
-        written[name] = {"path": str(path), "label_overlaps": [list(p) for p in text_overlaps(fig)]}
+        written[name] = {"path": str(path), "label_overlaps": [list(p) for p in text_overlaps(fig)],
+                         "arrow_overlaps": [list(p) for p in arrow_overlaps(fig)]}
         plt.close(fig)
     return written
 
@@ -392,4 +395,35 @@ def text_overlaps(fig: Figure) -> list[tuple[str, str]]:
             # shrink by a pixel so labels that merely touch do not count
             if ea.x0 + 1 < eb.x1 and eb.x0 + 1 < ea.x1 and ea.y0 + 1 < eb.y1 and eb.y0 + 1 < ea.y1:
                 problems.append((a, b))
+    return problems
+
+
+def arrow_overlaps(fig: Figure, samples: int = 40) -> list[tuple[str, int]]:
+    """Labels that an arrow runs through: (label, how many of the arrow's sampled points fall
+    inside the label's box, shrunk by 2 px so an arrow that ends at a label's edge is fine).
+
+    Arrows are the FancyArrowPatches of every axes and the arrows of annotations; each
+    arrow's path (shaft and head) is sampled at `samples` points per segment in pixels.
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    problems = []
+    for ax in fig.axes:
+        labels = []
+        for t in ax.texts:
+            if t.get_visible() and t.get_text().strip():
+                patch = t.get_bbox_patch()
+                labels.append((t.get_text(), (patch if patch is not None else t).get_window_extent(renderer)))
+        arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+        arrows += [t.arrow_patch for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+        for arrow in arrows:
+            path = arrow.get_path()
+            if not len(path.vertices):
+                continue
+            pts = arrow.get_transform().transform(path.interpolated(samples).vertices)  # (n, 2) pixels
+            for text, box in labels:
+                inside = ((pts[:, 0] > box.x0 + 2) & (pts[:, 0] < box.x1 - 2)
+                          & (pts[:, 1] > box.y0 + 2) & (pts[:, 1] < box.y1 - 2))
+                if inside.any():
+                    problems.append((text, int(inside.sum())))
     return problems

@@ -73,7 +73,7 @@ def params(
 def diagrams(
     out: Path = typer.Option(Path("runs/diagrams"), "--out", help="Directory for the PNGs (created)."),
     dpi: int = typer.Option(150, "--dpi", help="Resolution; the figures are 12 to 13.5 inches wide."),
-    as_json: bool = typer.Option(False, "--json", help="Print {name: {path, label_overlaps}} as JSON on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="Print {name: {path, label_overlaps, arrow_overlaps}} as JSON on stdout."),
 ) -> None:
     """The notebook's four teaching diagrams as PNGs, checked for overlapping labels.
 
@@ -91,6 +91,7 @@ def diagrams(
     else:
         for w in written.values():
             clash = f"   ({len(w['label_overlaps'])} overlapping labels!)" if w["label_overlaps"] else ""
+            clash += f"   ({len(w['arrow_overlaps'])} arrows through labels!)" if w["arrow_overlaps"] else ""
             sys.stdout.write(f"{w['path']}{clash}\n")
 
 

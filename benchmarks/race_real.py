@@ -104,7 +104,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     races = sorted({k[0] for k in seq.keys})
     race_of = np.array([races.index(k[0]) for k in seq.keys])
     N, T, K = seq.target.shape
-    o = {"mean": np.zeros((N, T, K)), "sigma": np.ones((N, T, K)), "pit": np.zeros((N, T)), "phase": np.zeros((N, T, 3))}
+    o = {"mean": np.zeros((N, T, K)), "sigma": np.ones((N, T, K)), "half90": np.ones((N, T, K)), "pit": np.zeros((N, T)), "phase": np.zeros((N, T, 3))}
     per_fold = []
     simple = np.zeros((N, T))
     tests = [[r for i, r in enumerate(races) if i % folds == f] for f in range(folds)]
@@ -195,6 +195,8 @@ def table(name: str, res: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
+    from lapnet.race.pipeline import RaceTrainConfig
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=80)
@@ -205,6 +207,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dropout", type=float, default=0.3)
     ap.add_argument("--no-linear-skip", action="store_true", help="no linear map of the lap's features into the forecast")
     ap.add_argument("--no-pit-caller", action="store_true", help="the pit call from the net's pit head (the previous design)")
+    ap.add_argument("--head", choices=("gaussian", "laplace"), default=RaceTrainConfig.head,
+                    help="the forecast's distribution (sets the 90%% interval's shape)")
+    ap.add_argument("--mean-loss", choices=("l1", "nll"), default=RaceTrainConfig.mean_loss,
+                    help="the location's loss: L1, or the joint Laplace NLL (with --head laplace)")
     ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
     ap.add_argument("--skip-real-arm", action="store_true", help="with --pretrain-sim: run only the pretrained arm")
     ap.add_argument("--skip-train-all", action="store_true", help="do not time the training on all races")
@@ -212,21 +218,23 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only contend)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "race_real.json")
     args = ap.parse_args(argv)
+    if args.mean_loss == "nll" and args.head != "laplace":
+        ap.error("--mean-loss nll needs --head laplace")
     if not DATA.is_dir() or not list(DATA.glob("*.csv")):
         print(f"skipped: real F1 data not found at {DATA} (set LAPNET_F1_DATA)")
         return 0
     import torch
 
     torch.set_num_threads(args.threads)
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.pipeline import train_race
 
     paths = sorted(DATA.glob("*.csv"))
     cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight, dropout=args.dropout,
                            members=args.members, seed=args.seed, progress=False, linear_skip=not args.no_linear_skip,
-                           pit_caller=not args.no_pit_caller)
+                           pit_caller=not args.no_pit_caller, head=args.head, mean_loss=args.mean_loss)
     results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "pit_weight": args.pit_weight,
                                 "members": args.members, "seed": args.seed, "linear_skip": not args.no_linear_skip, "dropout": args.dropout,
-                                "pit_caller": not args.no_pit_caller,
+                                "pit_caller": not args.no_pit_caller, "head": args.head, "mean_loss": args.mean_loss,
                                 "races": len(paths)}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,7 +28,8 @@ import torch
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
-from lapnet.race.pipeline import Z90, RaceRun
+from lapnet.race.models import INTERVAL90
+from lapnet.race.pipeline import RaceRun
 
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
 
@@ -145,6 +146,7 @@ class LiveRace:
     def __post_init__(self):
         self.featurizer = RaceFeaturizer(self.total_laps)
         self.model = self.run.model.eval()
+        self.z90 = INTERVAL90[self.model.cfg.head]  # the 90% half-width in units of the head's scale
         self.phase_trained = bool(self.run.config.get("phase_trained"))
 
     # -- input --------------------------------------------------------------------------
@@ -237,7 +239,7 @@ class LiveRace:
             "scored": bool(lap.get("Scored")),
             "forecast": {f"h{h}": round(float(sec[h - 1]), 4) for h in (1, 5, 10)},
             "forecast_next10": [round(float(v), 4) for v in sec],
-            "interval90_h1": [round(float(sec[0] - Z90 * sig[0]), 4), round(float(sec[0] + Z90 * sig[0]), 4)],
+            "interval90_h1": [round(float(sec[0] - self.z90 * sig[0]), 4), round(float(sec[0] + self.z90 * sig[0]), 4)],
             "pit_within_3": round(float(torch.sigmoid(out["pit"][0, 0])), 4),
             "phase": phase,
         }

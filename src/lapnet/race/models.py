@@ -1,7 +1,10 @@
 """Race models: one recurrent net over each driver's laps with three heads.
 
     forecast  the next K laps of the stint, as a residual on the driver's stint pace, in % of
-              the race's reference lap: mean (B, T, K) and log sigma (B, T, K) for intervals
+              the race's reference lap: location "mean" (B, T, K) and log scale "log_sigma"
+              (B, T, K) for intervals. The head (`RaceModelConfig.head`) says what the scale is:
+              "gaussian" sigma (90% interval: mean +- 1.645 sigma) or "laplace" b (90% interval:
+              mean +- b ln 10, see `INTERVAL90`); the location is the median either way
     pit       logit that the driver pits within the next 3 laps (B, T)
     phase     push / conserve / pit_window logits (B, T, 3), learned where labels exist
               (the simulator's truth)
@@ -18,15 +21,23 @@ Shapes: B drivers, T laps, D features, H hidden size, K horizons.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from lapnet.errors import LapnetError
 from lapnet.models.recurrent import make_recurrent, run_recurrent
 from lapnet.race.features import HORIZONS, PHASES
 
 HORIZON_WEIGHT_POWER = 2.0  # the forecast loss weighs horizon k by 1 / k**2 (see race_loss)
+
+# half-width of the central 90% interval in units of the head's scale. Gaussian: the 0.95
+# quantile, 1.645 sigma. Laplace(mu, b): for y > mu the CDF is 1 - exp(-(y - mu) / b) / 2, so the
+# 0.95 quantile solves exp(-d / b) / 2 = 0.05, d = b ln 10 (about 2.303 b).
+INTERVAL90 = {"gaussian": 1.6449, "laplace": math.log(10.0)}
+HEADS = tuple(INTERVAL90)
 
 
 @dataclass
@@ -41,6 +52,11 @@ class RaceModelConfig:
     bidirectional: bool = False
     dropout: float = 0.1
     linear_skip: bool = False  # the forecast also gets a linear map of the lap's features (wide and deep)
+    head: str = "gaussian"  # the forecast's distribution: "gaussian" or "laplace" (runs saved without it: gaussian)
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise LapnetError(f"head {self.head!r}: expected one of {', '.join(HEADS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,29 +104,41 @@ class RaceNet(nn.Module):
         return out, state
 
 
-def race_loss(out: dict, batch: dict, *, pit_weight: float = 1.0, phase_weight: float = 1.0, forecast: bool = True) -> torch.Tensor:
-    """The training loss: masked L1 on the forecast mean (the median is what MAE rewards),
-    horizon k weighted by 1/k^2,
-    Gaussian NLL for sigma around the detached mean (intervals do not pull the forecast),
-    BCE for the pit call and cross-entropy for the phase, each averaged over its own mask.
+def race_loss(out: dict, batch: dict, *, pit_weight: float = 1.0, phase_weight: float = 1.0, forecast: bool = True,
+              head: str = "gaussian", mean_loss: str = "l1") -> torch.Tensor:
+    """The training loss, each part averaged over its own mask:
+
+    - the forecast location: masked L1 (the median is what MAE rewards; `mean_loss="l1"`) or,
+      with `mean_loss="nll"` and the Laplace head, the Laplace NLL log b + |y - mu| / b with mu
+      and b trained jointly (an L1 whose laps are weighted by 1 / b); horizon k weighted by 1/k^2;
+    - the scale: the head's NLL around the detached location (intervals do not pull the
+      forecast), Gaussian log sigma + z^2 / 2 or Laplace log b + |y - mu| / b, weight 0.1;
+    - BCE for the pit call and cross-entropy for the phase.
 
     Args:
         out: RaceNet outputs.
         batch: tensors target (B, T, K), target_mask (B, T, K), pit (B, T), pit_mask (B, T),
             phase (B, T), phase_mask (B, T).
+        head: "gaussian" or "laplace" (the model's `cfg.head`).
+        mean_loss: "l1" or "nll" (the joint Laplace NLL; only with the Laplace head).
     """
     total = out["mean"].new_zeros(())
     if forecast:
         m = batch["target_mask"]
         if m.any():
-            y, mu, ls = batch["target"][m], out["mean"][m], out["log_sigma"][m]
+            y, mu, ls = batch["target"][m], out["mean"][m], out["log_sigma"][m]  # (n,) each
             # horizon k weighs 1/k^2: the next lap is what a forecast is judged on first, and the far
             # horizons' larger errors would otherwise dominate the shared trunk (1/k and 1/sqrt(k) were tried: less good at h1)
             K = m.shape[-1]
             w = 1.0 / torch.arange(1, K + 1, dtype=y.dtype, device=y.device) ** HORIZON_WEIGHT_POWER  # (K,)
             w = (w / w.mean()).expand_as(m)[m]  # (n,) the weight of each masked target
-            total = total + (w * (y - mu).abs()).sum() / w.sum()
-            total = total + 0.1 * (ls + 0.5 * ((y - mu.detach()) * torch.exp(-ls)) ** 2).mean()
+            if mean_loss == "nll" and head == "laplace":
+                total = total + (w * (ls + (y - mu).abs() * torch.exp(-ls))).sum() / w.sum()
+            else:
+                total = total + (w * (y - mu).abs()).sum() / w.sum()
+                r = (y - mu.detach()) * torch.exp(-ls)  # (n,) the residual in units of the scale
+                nll = ls + r.abs() if head == "laplace" else ls + 0.5 * r**2
+                total = total + 0.1 * nll.mean()
         pm = batch["pit_mask"]
         if pit_weight and pm.any():
             total = total + pit_weight * nn.functional.binary_cross_entropy_with_logits(out["pit"][pm], batch["pit"][pm])
@@ -124,8 +152,9 @@ class RaceEnsemble(nn.Module):
     """Several RaceNets trained with different seeds (and validation races), averaged.
 
     The members' forecasts are averaged (15 races are few: one net's error depends a lot on
-    its seed and on the race it early-stopped on); sigma is the mixture's spread (the mean of
-    the members' variances plus the variance of their means); the pit and phase
+    its seed and on the race it early-stopped on); the scale matches the mixture's spread (the
+    mean of the members' variances plus the variance of their means; a Laplace's variance is
+    2 b^2, so b = sqrt(variance / 2)); the pit and phase
     probabilities are averaged and returned as logits, so every caller of a RaceNet works
     unchanged. The state is a tuple of the members' states (live mode carries it as one).
     """
@@ -144,12 +173,14 @@ class RaceEnsemble(nn.Module):
             outs.append(o)
             new.append(s)
         mean = torch.stack([o["mean"] for o in outs])  # (M, B, T, K)
-        var = torch.stack([torch.exp(2 * o["log_sigma"]) for o in outs]).mean(0) + mean.var(0, unbiased=False)  # (B, T, K)
+        var = torch.stack([torch.exp(2 * o["log_sigma"]) for o in outs]).mean(0)  # (B, T, K) mean of sigma^2 or b^2
+        per_scale2 = 2.0 if self.cfg.head == "laplace" else 1.0  # variance per squared scale
+        var = per_scale2 * var + mean.var(0, unbiased=False)  # (B, T, K) the mixture's variance
         pit = torch.stack([torch.sigmoid(o["pit"]) for o in outs]).mean(0).clamp(1e-6, 1 - 1e-6)  # (B, T)
         phase = torch.stack([torch.softmax(o["phase"], -1) for o in outs]).mean(0)  # (B, T, 3)
         out = {
             "mean": mean.mean(0),  # (B, T, K)
-            "log_sigma": (0.5 * torch.log(var)).clamp(-6.0, 4.0),
+            "log_sigma": (0.5 * torch.log(var / per_scale2)).clamp(-6.0, 4.0),  # back to the head's scale
             "pit": torch.log(pit) - torch.log1p(-pit),  # the logit of the averaged probability
             "phase": torch.log(phase.clamp_min(1e-9)),  # log-probabilities: softmax/argmax give back the average
         }

@@ -36,9 +36,9 @@ from lapnet.race.features import (
     check_features,
 )
 from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, pit_report, roc_auc
-from lapnet.race.models import PitCaller, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
+from lapnet.race.models import INTERVAL90, PitCaller, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
 
-Z90 = 1.6449  # a central 90% interval of a Gaussian is mean +- 1.645 sigma
+Z90 = INTERVAL90["gaussian"]  # a central 90% interval of a Gaussian is mean +- 1.645 sigma (see INTERVAL90 for both heads)
 PIT_EVAL_RULE = "every lap after which the driver has another lap (in- and out-laps, neutralised laps included); label: an in-lap among the next 3 laps"
 SCORED_RULE = "Scored = timed, IsAccurate, not deleted, no SC/VSC/red (TrackStatus 4-7), not an in-, out- or lap-1, dry compound"
 
@@ -66,6 +66,8 @@ class RaceTrainConfig:
     tagger: bool = True  # train the bidirectional phase tagger when Phase labels exist
     linear_skip: bool = True  # add a linear map of the lap's features to the forecast (wide and deep; chosen by inner validation)
     pit_caller: bool = True  # the pit call from a separate per-lap logistic model (PitCaller), not the net's pit head
+    head: str = "gaussian"  # the forecast's distribution, "gaussian" or "laplace" (RaceModelConfig.head)
+    mean_loss: str = "l1"  # the location's loss: "l1", or "nll" (the joint Laplace NLL; Laplace head only)
     pit_l2: tuple = (3e-2, 1e-2, 3e-3, 1e-3)  # the PitCaller's L2 strengths; the one with the best validation-race loss is kept
     progress: bool = True
 
@@ -143,21 +145,25 @@ def _split(seq: Sequences, val_races: int, seed: int) -> tuple[np.ndarray, np.nd
     return train, val
 
 
-def _forecast_loss_fn(pit_weight: float, forecast: bool = True):
+def _forecast_loss_fn(pit_weight: float, forecast: bool = True, mean_loss: str = "l1", head: str = "gaussian"):
+    # the head comes from the caller, not net.cfg: under torchrun `net` is a DDP wrapper
     def loss_fn(net, batch, carry):
         out, _ = net(batch["x"], batch["lengths"])
-        loss = race_loss(out, batch, pit_weight=pit_weight, phase_weight=1.0, forecast=forecast)
+        loss = race_loss(out, batch, pit_weight=pit_weight, phase_weight=1.0, forecast=forecast, head=head,
+                         mean_loss=mean_loss)
         return loss, None, int(batch["lengths"].sum())
 
     return loss_fn
 
 
-def _eval_fn(seq: Sequences, idx: np.ndarray, pit_weight: float, forecast: bool = True):
+def _eval_fn(seq: Sequences, idx: np.ndarray, pit_weight: float, forecast: bool = True, mean_loss: str = "l1",
+             head: str = "gaussian"):
     batch = _tensors(seq, idx)
 
     def evaluate(model):
         out, _ = model(batch["x"], batch["lengths"])
-        metrics = {"val_loss": float(race_loss(out, batch, pit_weight=pit_weight, forecast=forecast))}
+        metrics = {"val_loss": float(race_loss(out, batch, pit_weight=pit_weight, forecast=forecast, head=head,
+                                               mean_loss=mean_loss))}
         m = batch["target_mask"][:, :, 0]
         if forecast and m.any():
             metrics["val_h1_abs_pct"] = float((out["mean"][:, :, 0][m] - batch["target"][:, :, 0][m]).abs().mean())
@@ -176,7 +182,9 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
     torch.manual_seed(cfg.seed)
     # with a PitCaller the net's pit head is never read: it must neither take capacity nor steer early stopping
     pit_weight = 0.0 if cfg.pit_caller else cfg.pit_weight
-    learner = TorchLearner(model, _forecast_loss_fn(pit_weight, forecast), _eval_fn(seq, val_idx, pit_weight, forecast), tcfg)
+    head = model.cfg.head
+    learner = TorchLearner(model, _forecast_loss_fn(pit_weight, forecast, cfg.mean_loss, head),
+                           _eval_fn(seq, val_idx, pit_weight, forecast, cfg.mean_loss, head), tcfg)
     result = fit(learner, SeqBatches(seq, train_idx, cfg.batch_size, cfg.seed), tcfg, out=out, meta=meta, describe=describe)
     arrays, _ = load_tensors(out / "model.safetensors")
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
@@ -201,6 +209,8 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         The metrics written to out/metrics.json.
     """
     cfg = cfg or RaceTrainConfig()
+    if cfg.mean_loss not in ("l1", "nll") or (cfg.mean_loss == "nll" and cfg.head != "laplace"):
+        raise LapnetError(f"mean_loss {cfg.mean_loss!r} with head {cfg.head!r}: expected 'l1', or 'nll' with the laplace head")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -208,7 +218,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     seq = build_sequences(laps)
     train_idx, val_idx = _split(seq, cfg.val_races, cfg.seed)
     mcfg = RaceModelConfig(input_size=len(FEATURES), hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                           arch=cfg.arch, dropout=cfg.dropout, linear_skip=cfg.linear_skip)
+                           arch=cfg.arch, dropout=cfg.dropout, linear_skip=cfg.linear_skip, head=cfg.head)
     torch.manual_seed(cfg.seed)
     model = RaceNet(mcfg)
     config = {
@@ -451,15 +461,19 @@ def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False
 
 @torch.no_grad()
 def run_net(model: RaceNet, seq: Sequences, batch: int = 64) -> dict[str, np.ndarray]:
-    """Model outputs for every lap: mean, sigma (% of ref) (N, T, K); pit (N, T); phase (N, T, 3) probabilities."""
+    """Model outputs for every lap: mean (the location), sigma (the head's scale) and half90 (the
+    half-width of the central 90% interval), all in % of ref (N, T, K); pit (N, T); phase (N, T, 3)
+    probabilities."""
     model.eval()
-    outs = {"mean": [], "sigma": [], "pit": [], "phase": []}
+    z = INTERVAL90[model.cfg.head]
+    outs = {"mean": [], "sigma": [], "half90": [], "pit": [], "phase": []}
     N, T = seq.x.shape[:2]
     for i in range(0, N, batch):
         idx = np.arange(i, min(N, i + batch))
         o, _ = model(torch.from_numpy(seq.x[idx]), torch.from_numpy(seq.lengths[idx]))
         outs["mean"].append(o["mean"].numpy())
         outs["sigma"].append(np.exp(o["log_sigma"].numpy()))
+        outs["half90"].append(z * outs["sigma"][-1])
         outs["pit"].append(torch.sigmoid(o["pit"]).numpy())
         outs["phase"].append(torch.softmax(o["phase"], -1).numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
@@ -485,14 +499,15 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
         seq: the sequences with their targets and masks.
         o: the forecaster's outputs; `tagged`: the bidirectional tagger's (or None).
     """
-    sec, sig = to_seconds(seq, o["mean"], o["sigma"])
+    # the 90% half-width in seconds (outputs without "half90" come from a Gaussian head)
+    sec, half = to_seconds(seq, o["mean"], o["half90"] if "half90" in o else Z90 * o["sigma"])
     forecasts = {"forecaster": sec, **baseline_forecasts(seq)}
     report = forecast_report(forecasts, seq)
     m = seq.target_mask & seq.origin_scored[:, :, None]
     cov = {}
     for h in (1, 5, 10):
         mk = m[:, :, h - 1]
-        cov[f"h{h}"] = coverage(seq.future[:, :, h - 1][mk], (sec - Z90 * sig)[:, :, h - 1][mk], (sec + Z90 * sig)[:, :, h - 1][mk])
+        cov[f"h{h}"] = coverage(seq.future[:, :, h - 1][mk], (sec - half)[:, :, h - 1][mk], (sec + half)[:, :, h - 1][mk])
     pm = seq.pit_mask
     tyre = seq.x[:, :, FEATURES.index("tyre_life")]
     pit = pit_report(seq.pit[pm], o["pit"][pm])
@@ -548,7 +563,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
             raise LapnetError(f"--driver {driver}: not in the lap table (drivers: {', '.join(known)})")
     seq = build_sequences(laps)
     o = run_net(r.model, seq)
-    sec, sig = to_seconds(seq, o["mean"], o["sigma"])
+    sec, half = to_seconds(seq, o["mean"], o["half90"])
     phase_p = run_net(r.tagger, seq)["phase"] if r.tagger is not None else (o["phase"] if r.config.get("phase_trained") else None)
     rows = []
     for i, (race, drv) in enumerate(seq.keys):
@@ -561,7 +576,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
                 "Compound": lap["Compound"], "TyreLife": lap["TyreLife"], "LapTime": lap["LapTime"],
                 "Scored": bool(lap["Scored"]), "InLap": bool(lap["InLap"]),
                 **{f"forecast_h{h}": sec[i, t, h - 1] for h in (1, 5, 10)},
-                "lo90_h1": sec[i, t, 0] - Z90 * sig[i, t, 0], "hi90_h1": sec[i, t, 0] + Z90 * sig[i, t, 0],
+                "lo90_h1": sec[i, t, 0] - half[i, t, 0], "hi90_h1": sec[i, t, 0] + half[i, t, 0],
                 "pit_prob": float(o["pit"][i, t]),
                 "phase": PHASES[int(phase_p[i, t].argmax())] if phase_p is not None else None,
             })

@@ -5,6 +5,7 @@
     python benchmarks/race_real.py --pretrain-sim 30    # adds an arm pretrained on 30 calibrated simulated races
     python benchmarks/race_real.py --jobs 5             # the same, 5 folds trained at once (same numbers, less wall clock)
     python benchmarks/race_real.py --members 1          # one net per fold instead of the default ensemble of 3 seeds
+    python benchmarks/race_real.py --head gaussian      # the Gaussian head (the default is Laplace, chosen by inner validation)
 
     python benchmarks/race_real.py --members 1 --skip-train-all --hidden 32   # a cheap screening arm
 

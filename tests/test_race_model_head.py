@@ -109,7 +109,7 @@ def test_head_config_default_and_bad_values():
     from lapnet.race.simulate import simulate
 
     with pytest.raises(LapnetError, match="mean_loss 'nll'"):
-        train_race(simulate(2, seed=1), "unused", RaceTrainConfig(mean_loss="nll"))
+        train_race(simulate(2, seed=1), "unused", RaceTrainConfig(head="gaussian", mean_loss="nll"))
 
 
 def test_laplace_run_intervals_in_predict_eval_and_live_and_old_runs_load(tmp_path):

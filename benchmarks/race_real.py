@@ -212,6 +212,8 @@ def main(argv=None) -> int:
                     help="the forecast's distribution (sets the 90%% interval's shape)")
     ap.add_argument("--mean-loss", choices=("l1", "nll"), default=RaceTrainConfig.mean_loss,
                     help="the location's loss: L1, or the joint Laplace NLL (with --head laplace)")
+    ap.add_argument("--scale-weight", type=float, default=RaceTrainConfig.scale_weight,
+                    help="weight of the scale's NLL in the loss (with --mean-loss l1)")
     ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
     ap.add_argument("--skip-real-arm", action="store_true", help="with --pretrain-sim: run only the pretrained arm")
     ap.add_argument("--skip-train-all", action="store_true", help="do not time the training on all races")
@@ -232,10 +234,11 @@ def main(argv=None) -> int:
     paths = sorted(DATA.glob("*.csv"))
     cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight, dropout=args.dropout,
                            members=args.members, seed=args.seed, progress=False, linear_skip=not args.no_linear_skip,
-                           pit_caller=not args.no_pit_caller, head=args.head, mean_loss=args.mean_loss)
+                           pit_caller=not args.no_pit_caller, head=args.head, mean_loss=args.mean_loss,
+                           scale_weight=args.scale_weight)
     results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "pit_weight": args.pit_weight,
                                 "members": args.members, "seed": args.seed, "linear_skip": not args.no_linear_skip, "dropout": args.dropout,
-                                "pit_caller": not args.no_pit_caller, "head": args.head, "mean_loss": args.mean_loss,
+                                "pit_caller": not args.no_pit_caller, "head": args.head, "mean_loss": args.mean_loss, "scale_weight": args.scale_weight,
                                 "races": len(paths)}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -105,14 +105,15 @@ class RaceNet(nn.Module):
 
 
 def race_loss(out: dict, batch: dict, *, pit_weight: float = 1.0, phase_weight: float = 1.0, forecast: bool = True,
-              head: str = "gaussian", mean_loss: str = "l1") -> torch.Tensor:
+              head: str = "gaussian", mean_loss: str = "l1", scale_weight: float = 0.1) -> torch.Tensor:
     """The training loss, each part averaged over its own mask:
 
     - the forecast location: masked L1 (the median is what MAE rewards; `mean_loss="l1"`) or,
       with `mean_loss="nll"` and the Laplace head, the Laplace NLL log b + |y - mu| / b with mu
       and b trained jointly (an L1 whose laps are weighted by 1 / b); horizon k weighted by 1/k^2;
     - the scale: the head's NLL around the detached location (intervals do not pull the
-      forecast), Gaussian log sigma + z^2 / 2 or Laplace log b + |y - mu| / b, weight 0.1;
+      forecast), Gaussian log sigma + z^2 / 2 or Laplace log b + |y - mu| / b, weight
+      `scale_weight` (it still shapes the shared trunk);
     - BCE for the pit call and cross-entropy for the phase.
 
     Args:
@@ -138,7 +139,7 @@ def race_loss(out: dict, batch: dict, *, pit_weight: float = 1.0, phase_weight: 
                 total = total + (w * (y - mu).abs()).sum() / w.sum()
                 r = (y - mu.detach()) * torch.exp(-ls)  # (n,) the residual in units of the scale
                 nll = ls + r.abs() if head == "laplace" else ls + 0.5 * r**2
-                total = total + 0.1 * nll.mean()
+                total = total + scale_weight * nll.mean()
         pm = batch["pit_mask"]
         if pit_weight and pm.any():
             total = total + pit_weight * nn.functional.binary_cross_entropy_with_logits(out["pit"][pm], batch["pit"][pm])

@@ -101,7 +101,7 @@ def test_laplace_ensemble_matches_the_mixture_variance():
         torch.testing.assert_close(whole["mean"], mu.mean(0))
 
 
-def test_head_config_default_and_bad_values():
+def test_head_config_default_and_bad_values(tmp_path):
     old = {"input_size": 7, "hidden_size": 4}  # a run saved before the head existed
     assert RaceModelConfig(**old).head == "gaussian"
     with pytest.raises(LapnetError, match="head 'cauchy'"):
@@ -110,7 +110,8 @@ def test_head_config_default_and_bad_values():
     from lapnet.race.simulate import simulate
 
     with pytest.raises(LapnetError, match="mean_loss 'nll'"):
-        train_race(simulate(2, seed=1), "unused", RaceTrainConfig(head="gaussian", mean_loss="nll"))
+        train_race(simulate(2, seed=1), tmp_path / "run", RaceTrainConfig(head="gaussian", mean_loss="nll"))
+    assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 def test_laplace_run_intervals_in_predict_eval_and_live_and_old_runs_load(tmp_path):

@@ -276,6 +276,25 @@ class TorchLearner:
 # the loop
 
 
+def numpy_learner_state(weights: dict[str, np.ndarray], opt, **meta: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A NumPy learner's checkpoint: weights as `model.*`, optimizer moments as `optim.*`,
+    the optimizer's step (a scalar) and `meta` in the JSON metadata."""
+    arrays = {f"model.{k}": v for k, v in weights.items()}
+    state = opt.state_dict()
+    step = int(state.pop("step"))  # a scalar: kept in the JSON meta, not as a 0-d tensor
+    arrays.update({f"optim.{k}": v for k, v in state.items()})
+    return arrays, {"engine": "numpy", "optim_step": step, **meta}
+
+
+def split_numpy_learner_state(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> tuple[dict, dict]:
+    """The inverse of `numpy_learner_state`: (weights, optimizer state_dict); refuses a torch run."""
+    if meta.get("engine") != "numpy":
+        raise LapnetError("--resume: this run was trained with --engine torch; resume it with --engine torch")
+    weights = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+    opt = {k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")}
+    return weights, {**opt, "step": np.array(int(meta["optim_step"]))}
+
+
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     """Learning rate at `step`, `progress` in [0, 1] through the planned run."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0

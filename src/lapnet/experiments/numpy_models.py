@@ -21,6 +21,7 @@ import numpy as np
 
 from lapnet import scratch
 from lapnet.errors import LapnetError
+from lapnet.train import numpy_learner_state, split_numpy_learner_state
 
 _LAYERS = {"rnn": scratch.RNN, "lstm": scratch.LSTM, "gru": scratch.GRU}
 
@@ -156,15 +157,9 @@ class NumpyLearner:
         return self.model.state_dict()
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays = {f"model.{k}": v for k, v in self.weights().items()}
-        opt = self.opt.state_dict()
-        step = int(opt.pop("step"))  # a scalar: kept in the JSON meta, not as a 0-d tensor
-        arrays.update({f"optim.{k}": v for k, v in opt.items()})
-        return arrays, {"engine": "numpy", "optim_step": step}
+        return numpy_learner_state(self.weights(), self.opt)
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        if meta.get("engine") != "numpy":
-            raise LapnetError("--resume: this run was trained with --engine torch; resume it with --engine torch")
-        self.model.load_state_dict({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
-        opt = {k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")}
-        self.opt.load_state_dict({**opt, "step": np.array(int(meta["optim_step"]))})
+        weights, opt = split_numpy_learner_state(arrays, meta)
+        self.model.load_state_dict(weights)
+        self.opt.load_state_dict(opt)

@@ -18,6 +18,7 @@ import numpy as np
 
 from lapnet import scratch
 from lapnet.errors import LapnetError
+from lapnet.train import numpy_learner_state, split_numpy_learner_state
 from lapnet.models.charlm import CharLMConfig, param_names
 
 _LAYERS = {"lstm": scratch.LSTM, "gru": scratch.GRU, "rnn": scratch.RNN}
@@ -153,19 +154,13 @@ class NumpyLearner:
         return self.model.weights()
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays = {f"model.{k}": v for k, v in self.weights().items()}
-        opt = self.opt.state_dict()
-        step = int(opt.pop("step"))  # a scalar: kept in the JSON meta, not as a 0-d tensor
-        arrays.update({f"optim.{k}": v for k, v in opt.items()})
-        return arrays, {"engine": "numpy", "optim_step": step, "rng": self.rng.bit_generator.state}
+        return numpy_learner_state(self.weights(), self.opt, rng=self.rng.bit_generator.state)
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        if meta.get("engine") != "numpy":
-            raise LapnetError("--resume: this run was trained with --engine torch; resume it with --engine torch")
-        self.model.load({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
+        weights, opt = split_numpy_learner_state(arrays, meta)
+        self.model.load(weights)
         self.opt = scratch.Adam(self.model.parameters(), lr=self.cfg.lr)  # bound to the reloaded arrays
-        opt = {k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")}
-        self.opt.load_state_dict({**opt, "step": np.array(int(meta["optim_step"]))})
+        self.opt.load_state_dict(opt)
         self.rng.bit_generator.state = meta["rng"]
 
 

@@ -117,6 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only contend)")
+    ap.add_argument("--horizon-power", type=float, default=2.0, help="forecast loss weight 1/k^P of horizon k")
     ap.add_argument("--latency-only", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "race_sim.json")
     args = ap.parse_args(argv)
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         cfg = RaceTrainConfig(epochs=args.epochs if not args.latency_only else 2, hidden_size=args.hidden,
-                              batch_size=32, progress=False)
+                              batch_size=32, horizon_power=args.horizon_power, progress=False)
         train_race(train_df, run_dir, cfg)
         results["train_seconds"] = time.perf_counter() - t0
         run = load_run(run_dir)

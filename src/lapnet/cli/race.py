@@ -62,6 +62,8 @@ def train_cmd(
     batch: int = typer.Option(32, "--batch", help="Driver sequences per step."),
     patience: int = typer.Option(20, "--patience", help="Stop after this many epochs without a better validation loss."),
     pretrain_sim: int = typer.Option(0, "--pretrain-sim", help="Pretrain on N simulated races calibrated to LAPS first."),
+    horizon_power: float = typer.Option(2.0, "--horizon-power",
+                                        help="The forecast loss weighs horizon k by 1/k^P: 2 favours the next lap, 0 weighs all 10 alike."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(1, "--threads", help="torch threads; the net is small, 1 is as fast and never contends."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
@@ -82,12 +84,15 @@ def train_cmd(
         raise LapnetError(f"--pretrain-sim must be >= 0, got {pretrain_sim}")
     if threads < 1:
         raise LapnetError(f"--threads must be at least 1, got {threads}")
+    if not 0 <= horizon_power <= 4:
+        raise LapnetError(f"--horizon-power must be between 0 and 4, got {horizon_power}")
     check_out_dir(out, force=force)
     import torch
 
     torch.set_num_threads(threads)
     cfg = RaceTrainConfig(hidden_size=hidden, arch=arch, epochs=epochs, minutes=minutes, lr=lr, batch_size=batch,
-                          patience=patience, pretrain_sim=pretrain_sim, seed=seed, progress=not quiet)
+                          patience=patience, pretrain_sim=pretrain_sim, horizon_power=horizon_power, seed=seed,
+                          progress=not quiet)
     metrics = train_race(laps, out, cfg)
     emit_metrics(out, metrics, as_json=json_out)
     if not quiet and metrics.get("validation"):

@@ -105,7 +105,8 @@ class RaceNet(nn.Module):
 
 
 def race_loss(out: dict, batch: dict, *, pit_weight: float = 1.0, phase_weight: float = 1.0, forecast: bool = True,
-              head: str = "gaussian", mean_loss: str = "l1", scale_weight: float = 0.1) -> torch.Tensor:
+              head: str = "gaussian", mean_loss: str = "l1", scale_weight: float = 0.1,
+              horizon_power: float = HORIZON_WEIGHT_POWER) -> torch.Tensor:
     """The training loss, each part averaged over its own mask:
 
     - the forecast location: masked L1 (the median is what MAE rewards; `mean_loss="l1"`) or,
@@ -122,6 +123,7 @@ def race_loss(out: dict, batch: dict, *, pit_weight: float = 1.0, phase_weight: 
             phase (B, T), phase_mask (B, T).
         head: "gaussian" or "laplace" (the model's `cfg.head`).
         mean_loss: "l1" or "nll" (the joint Laplace NLL; only with the Laplace head).
+        horizon_power: horizon k weighs 1 / k**horizon_power (0: every horizon alike).
     """
     total = out["mean"].new_zeros(())
     if forecast:
@@ -131,7 +133,7 @@ def race_loss(out: dict, batch: dict, *, pit_weight: float = 1.0, phase_weight: 
             # horizon k weighs 1/k^2: the next lap is what a forecast is judged on first, and the far
             # horizons' larger errors would otherwise dominate the shared trunk (1/k and 1/sqrt(k) were tried: less good at h1)
             K = m.shape[-1]
-            w = 1.0 / torch.arange(1, K + 1, dtype=y.dtype, device=y.device) ** HORIZON_WEIGHT_POWER  # (K,)
+            w = 1.0 / torch.arange(1, K + 1, dtype=y.dtype, device=y.device) ** horizon_power  # (K,)
             w = (w / w.mean()).expand_as(m)[m]  # (n,) the weight of each masked target
             if mean_loss == "nll" and head == "laplace":
                 total = total + (w * (ls + (y - mu).abs() * torch.exp(-ls))).sum() / w.sum()

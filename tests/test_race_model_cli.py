@@ -87,12 +87,13 @@ def test_live_equals_batch_predict(real_run, run_cli, f1_data, tmp_path):
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == len(batch)
     live = pd.DataFrame([{"Driver": d["driver"], "LapNumber": d["lap"], "h1": d["forecast"]["h1"], "h10": d["forecast"]["h10"],
-                          "pit": d["pit_within_3"]} for d in lines])
+                          "pit": d["pit_within_3"], "e10": d["expected_next10"][9]} for d in lines])
     both = batch.merge(live, on=["Driver", "LapNumber"])
     assert len(both) == len(batch)
     np.testing.assert_allclose(both["h1"], both["forecast_h1"], atol=2e-3, equal_nan=True)  # JSON rounds to 1e-4 s
     np.testing.assert_allclose(both["h10"], both["forecast_h10"], atol=2e-3, equal_nan=True)
     np.testing.assert_allclose(both["pit"], both["pit_prob"], atol=2e-4)
+    np.testing.assert_allclose(both["e10"], both["expected_h10"], atol=2e-3, equal_nan=True)  # the mean lap too
 
 
 def test_live_skips_bad_laps_with_warnings(real_run, run_cli, f1_data, tmp_path):

@@ -232,7 +232,7 @@ class LiveRace:
         sig = f.ref * sigma / 100.0
         phase = PHASES[int(out["phase"][0, 0].argmax())] if self.phase_trained else None
         lt = lap.get("LapTime")
-        return {
+        rec = {
             "driver": drv,
             "lap": int(n),
             "lap_time": round(float(lt), 4) if _finite(lt) else None,
@@ -243,6 +243,10 @@ class LiveRace:
             "pit_within_3": round(float(torch.sigmoid(out["pit"][0, 0])), 4),
             "phase": phase,
         }
+        if "expected" in out:  # the mean lap (a stint's time is a sum of laps: plan with these)
+            exp_sec = start + f.ref * out["expected"][0, 0].numpy().astype(float) / 100.0
+            rec["expected_next10"] = [round(float(v), 4) for v in exp_sec]
+        return rec
 
     def push_csv_line(self, line: str) -> dict:
         """Parse one CSV line and push it."""

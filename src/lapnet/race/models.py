@@ -253,19 +253,85 @@ class PitCaller(nn.Module):
 
 
 class WithPitCaller(nn.Module):
-    """A forecaster (RaceNet or RaceEnsemble) whose pit output comes from a `PitCaller`.
+    """A forecaster (RaceNet or RaceEnsemble) whose pit output comes from a `PitCaller`, and
+    optionally with an `ExpectedGap` that adds the expected (mean) lap time "expected" (B, T, K).
 
     Same inputs, outputs and state as the forecaster, so every caller (predict, eval, live)
     works unchanged.
     """
 
-    def __init__(self, forecaster: nn.Module, pit: PitCaller):
+    def __init__(self, forecaster: nn.Module, pit: PitCaller, expected: "ExpectedGap | None" = None):
         super().__init__()
         self.cfg = forecaster.cfg
         self.forecaster = forecaster
         self.pit = pit
+        self.expected = expected
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
-        """See `RaceNet.forward`; "pit" (B, T) is the PitCaller's logit."""
+        """See `RaceNet.forward`; "pit" (B, T) is the PitCaller's logit; with an ExpectedGap,
+        "expected" (B, T, K) is the mean lap time, in the same units as "mean" (the median)."""
         out, state = self.forecaster(x, lengths, state)
-        return {**out, "pit": self.pit(x)}, state
+        out = {**out, "pit": self.pit(x)}
+        if self.expected is not None:
+            out["expected"] = out["mean"] + self.expected(x)
+        return out, state
+
+
+# ---------------------------------------------------------------------------------------
+# the expected lap: the mean above the forecast's median
+
+
+class ExpectedGap(nn.Module):
+    """The mean minus the median of lap t+k, from the lap's features: a ridge regression fitted
+    after the forecaster, on its residuals (so the forecast itself is untouched).
+
+    The forecast is trained by L1, so it is the median lap: what MAE rewards. A stint's time is a
+    sum of laps, and sums add means, not medians: where the laps ahead have a right tail (a
+    degradation cliff, traffic) the mean is slower than the median. Strategy needs the mean, and
+    so does a degradation slope compared with a simulator's average wear.
+
+    Inputs: the lap features plus tyre life in 3-lap buckets per dry compound (where a cliff
+    sits) and a constant; one weight column per horizon.
+
+    Args:
+        features: the feature names of the lap vectors it reads (`lapnet.race.features.FEATURES`).
+        horizons: K.
+    """
+
+    def __init__(self, features: tuple[str, ...] | list[str], horizons: int = HORIZONS):
+        super().__init__()
+        self.ix = {n: i for i, n in enumerate(features)}
+        width = len(features) + 3 * (len(TYRE_LAPS) + 1) + 1
+        self.register_buffer("tyre_laps", torch.tensor(TYRE_LAPS), persistent=False)
+        self.register_buffer("weight", torch.zeros(width, horizons))  # (W, K) fitted by `fit`
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) lap features -> (..., W)."""
+        dry = x[..., [self.ix["compound_soft"], self.ix["compound_medium"], self.ix["compound_hard"]]]  # (..., 3)
+        tyre = _bins(x[..., self.ix["tyre_life"]] * 30, self.tyre_laps.to(x.dtype))  # (..., 16)
+        per_compound = (dry[..., :, None] * tyre[..., None, :]).flatten(-2)  # (..., 48)
+        return torch.cat([x, per_compound, torch.ones_like(x[..., :1])], -1)  # (..., W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., K) mean minus median, in the forecast's units (% of the reference lap)."""
+        return self.expand(x) @ self.weight.to(x.dtype)
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor, resid: torch.Tensor, mask: torch.Tensor, ridge: float) -> None:
+        """Least squares with an L2 penalty, per horizon, in float64.
+
+        Args:
+            x: (n, D) lap features; resid: (n, K) target minus the forecast's median;
+            mask: (n, K) bool, the targets that exist; ridge: the L2 strength per lap.
+        """
+        z = self.expand(x.double())  # (n, W)
+        w = torch.zeros_like(self.weight, dtype=torch.float64)
+        eye = torch.eye(z.shape[1], dtype=torch.float64)
+        eye[-1, -1] = 0.0  # the constant is not shrunk
+        for k in range(resid.shape[1]):
+            m = mask[:, k]
+            zk, rk = z[m], resid[m, k].double()  # (n_k, W), (n_k,)
+            if len(rk) == 0:
+                continue
+            w[:, k] = torch.linalg.solve(zk.T @ zk + ridge * len(rk) * eye, zk.T @ rk)
+        self.weight.copy_(w.to(self.weight.dtype))

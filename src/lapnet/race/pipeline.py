@@ -36,7 +36,7 @@ from lapnet.race.features import (
     check_features,
 )
 from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, pit_report, roc_auc
-from lapnet.race.models import INTERVAL90, PitCaller, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
+from lapnet.race.models import INTERVAL90, ExpectedGap, PitCaller, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
 
 Z90 = INTERVAL90["gaussian"]  # a central 90% interval of a Gaussian is mean +- 1.645 sigma (see INTERVAL90 for both heads)
 PIT_EVAL_RULE = "every lap after which the driver has another lap (in- and out-laps, neutralised laps included); label: an in-lap among the next 3 laps"
@@ -75,6 +75,8 @@ class RaceTrainConfig:
     # races: 1 and 0.5 were less good at h1); 0 weighs the 10-lap horizon like the next lap
     horizon_power: float = 2.0
     pit_l2: tuple = (3e-2, 1e-2, 3e-3, 1e-3)  # the PitCaller's L2 strengths; the one with the best validation-race loss is kept
+    expected_gap: bool = True  # fit an ExpectedGap (the mean lap above the median forecast) after training; needs pit_caller
+    expected_ridge: tuple = (1e-1, 1e-2, 1e-3, 1e-4)  # its L2 strengths per lap; the best validation-race MSE is kept
     progress: bool = True
 
 
@@ -275,10 +277,14 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
 
         pit, config["pit_caller"] = _fit_pit_caller(seq, train_idx, val_idx, cfg, out)
         forecaster = ens if cfg.members > 1 else model
-        wrapped = WithPitCaller(forecaster, pit)
+        expected = None
+        if cfg.expected_gap:
+            expected, config["expected_gap"] = _fit_expected_gap(forecaster, seq, train_idx, val_idx, cfg)
+        wrapped = WithPitCaller(forecaster, pit, expected)
         save_tensors(out / "model.safetensors", {k: v.detach().numpy() for k, v in wrapped.state_dict().items()},
-                     {"config": {**meta["config"], "members": cfg.members, "pit_caller": True}})
-        model = WithPitCaller(model, pit)  # the validation block below scores the first member with the pit caller
+                     {"config": {**meta["config"], "members": cfg.members, "pit_caller": True,
+                                 "expected_gap": expected is not None}})
+        model = WithPitCaller(model, pit, expected)  # the validation block below scores the first member with the pit caller
 
     tagger_result, tagger = None, None
     if cfg.tagger and seq.phase_mask.any():
@@ -403,6 +409,38 @@ def _fit_pit_caller(seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfig, ou
                      "eval_laps": PIT_EVAL_RULE}
 
 
+def _fit_expected_gap(forecaster: torch.nn.Module, seq: Sequences, train_idx, val_idx,
+                      cfg: RaceTrainConfig) -> tuple[ExpectedGap, dict]:
+    """Fit an ExpectedGap on the forecaster's residuals over the training races, for each ridge
+    strength in cfg.expected_ridge; keep the one with the lowest squared error of the expected
+    lap on the validation race(s)."""
+
+    def rows(idx):
+        if len(idx) == 0:
+            return None
+        sub = subset_sequences(seq, idx)
+        med = run_net(forecaster, sub)["mean"]  # (n, T, K)
+        m = sub.target_mask.any(-1)  # (n, T) laps with at least one target
+        return (torch.from_numpy(sub.x[m]), torch.from_numpy((sub.target - med)[m]),  # (r, D), (r, K)
+                torch.from_numpy(sub.target_mask[m]))  # (r, K)
+
+    train, val = rows(train_idx), rows(val_idx)
+    best, scores = None, {}
+    for ridge in cfg.expected_ridge:
+        gap = ExpectedGap(FEATURES)
+        gap.fit(*train, ridge=ridge)
+        if val is None:
+            best = (0.0, ridge, gap)
+            break
+        with torch.no_grad():
+            err = (val[1] - gap(val[0]).to(val[1].dtype))[val[2]]
+        scores[f"{ridge:g}"] = mse = float((err**2).mean()) if len(err) else 0.0
+        if best is None or mse < best[0]:
+            best = (mse, ridge, gap)
+    return best[2], {"model": "ridge regression of the forecast's residuals on the lap features + tyre life buckets per compound",
+                     "ridge": best[1], "val_mse_by_ridge": scores, "chosen_by": "lowest squared error on the validation race(s)"}
+
+
 def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
     """The sequences `idx` of `seq`."""
     kw = {name: (getattr(seq, name)[idx] if name != "keys" else [seq.keys[i] for i in idx]) for name in Sequences.__dataclass_fields__}
@@ -450,16 +488,18 @@ def load_run(run: str | Path) -> RaceRun:
     if not isinstance(config, dict) or config.get("kind") != "lapnet-race":
         raise CheckpointError(f"{run}: not a lapnet race run (config.json kind is not 'lapnet-race')")
     check_features(config.get("features", []))
-    model = _load_net(run / "model.safetensors", config["model"], int(config.get("members", 1)), bool(config.get("pit_caller")))
+    model = _load_net(run / "model.safetensors", config["model"], int(config.get("members", 1)), bool(config.get("pit_caller")),
+                      bool(config.get("expected_gap")))
     tagger = _load_net(run / "tagger" / "model.safetensors", config["tagger"]) if config.get("tagger") else None
     return RaceRun(model, config, tagger, run)
 
 
-def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False) -> RaceNet | RaceEnsemble | WithPitCaller:
+def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False,
+              expected_gap: bool = False) -> RaceNet | RaceEnsemble | WithPitCaller:
     arrays, _ = load_tensors(path)
     net = RaceEnsemble(RaceModelConfig(**mcfg), members) if members > 1 else RaceNet(RaceModelConfig(**mcfg))
     if pit_caller:
-        net = WithPitCaller(net, PitCaller(FEATURES))
+        net = WithPitCaller(net, PitCaller(FEATURES), ExpectedGap(FEATURES) if expected_gap else None)
     try:
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     except RuntimeError as e:
@@ -472,7 +512,7 @@ def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False
 def run_net(model: RaceNet, seq: Sequences, batch: int = 64) -> dict[str, np.ndarray]:
     """Model outputs for every lap: mean (the location), sigma (the head's scale) and half90 (the
     half-width of the central 90% interval), all in % of ref (N, T, K); pit (N, T); phase (N, T, 3)
-    probabilities."""
+    probabilities; and "expected" (N, T, K), the mean lap in % of ref, when the model has an ExpectedGap."""
     model.eval()
     z = INTERVAL90[model.cfg.head]
     outs = {"mean": [], "sigma": [], "half90": [], "pit": [], "phase": []}
@@ -485,6 +525,8 @@ def run_net(model: RaceNet, seq: Sequences, batch: int = 64) -> dict[str, np.nda
         outs["half90"].append(z * outs["sigma"][-1])
         outs["pit"].append(torch.sigmoid(o["pit"]).numpy())
         outs["phase"].append(torch.softmax(o["phase"], -1).numpy())
+        if "expected" in o:
+            outs.setdefault("expected", []).append(o["expected"].numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
@@ -573,6 +615,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
     seq = build_sequences(laps)
     o = run_net(r.model, seq)
     sec, half = to_seconds(seq, o["mean"], o["half90"])
+    exp_sec = to_seconds(seq, o["expected"]) if "expected" in o else None
     phase_p = run_net(r.tagger, seq)["phase"] if r.tagger is not None else (o["phase"] if r.config.get("phase_trained") else None)
     rows = []
     for i, (race, drv) in enumerate(seq.keys):
@@ -585,6 +628,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
                 "Compound": lap["Compound"], "TyreLife": lap["TyreLife"], "LapTime": lap["LapTime"],
                 "Scored": bool(lap["Scored"]), "InLap": bool(lap["InLap"]),
                 **{f"forecast_h{h}": sec[i, t, h - 1] for h in (1, 5, 10)},
+                **({f"expected_h{h}": exp_sec[i, t, h - 1] for h in (1, 5, 10)} if exp_sec is not None else {}),
                 "lo90_h1": sec[i, t, 0] - half[i, t, 0], "hi90_h1": sec[i, t, 0] + half[i, t, 0],
                 "pit_prob": float(o["pit"][i, t]),
                 "phase": PHASES[int(phase_p[i, t].argmax())] if phase_p is not None else None,

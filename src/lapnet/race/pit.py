@@ -1,0 +1,155 @@
+"""Extra causal pit-call features: what a pit wall weighs beyond tyre age.
+
+`PitContext.step(fz, lap)` is called right after `RaceFeaturizer.step(lap)` on the same
+featuriser `fz` and reads its state (the race's reference lap, the laps that ended earlier,
+the drivers' stints), so it sees exactly what the base features see: the driver's own laps so
+far and the other cars' laps that ended earlier in session time. Nothing from the future.
+
+Features (PIT_EXTRA, in this order):
+    pit_loss        the race's pit loss so far / ref: median over green stops seen of in-lap +
+                    out-lap - 2 ref (shrunk to a prior of 0.25 ref before there are many)
+    places_lost     cars that crossed the line within one pit loss behind us on the previous
+                    lap: the places a stop now would cost, / 5 (capped at 2)
+    gap_behind      gap to the car behind on the previous lap, in pit losses (capped at 2)
+    free_stop       gap_behind >= 1: the driver can stop without losing a place
+    pace_loss       the stint's last 3 Scored laps (median) minus its best 3-lap median,
+                    % of ref (a tyre that has dropped off), 0 before 4 Scored laps
+    tyre_over_typ   tyre life / the compound's typical stint in this race (the stints the field
+                    ended on this compound so far, shrunk to a per-compound prior share of the race)
+    short_of_finish (tyre life + laps left - typical stint) / 30: laps the tyre would have to
+                    do beyond its typical life to reach the flag (> 0: another stop is due)
+    stop_needed     the two-compound rule still forces a stop, or short_of_finish > 0
+    left_0..left_6  laps left one-hot (0, 1, ..., 5, 6 or more): nobody stops at the flag
+    stint_1..stint_6 laps in the stint one-hot (1, ..., 5, 6 or more): nobody stops right after a stop
+    sc_new          a safety car / VSC shows on this lap and did not on the driver's previous lap
+    sc_new_need     sc_new x stop_needed (the cheap stop everyone takes)
+    neutral_need    any SC / VSC now x stop_needed
+    rivals_fresher  share of the 3 cars ahead and 3 behind on the road that have stopped more
+                    often than this driver (they are on fresher tyres: cover or lose time)
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from lapnet.race.features import RaceFeaturizer, _flag, _num, race_laps, session_order
+
+LEFT, STINT = 7, 6
+PIT_EXTRA: tuple[str, ...] = (
+    "pit_loss", "places_lost", "gap_behind", "free_stop", "pace_loss", "tyre_over_typ", "short_of_finish",
+    "stop_needed", *(f"left_{k}" for k in range(LEFT)), *(f"stint_{k}" for k in range(1, STINT + 1)),
+    "sc_new", "sc_new_need", "neutral_need", "rivals_fresher",
+)
+PIT_LOSS_PRIOR = 0.25  # share of the reference lap a stop costs (about 22 s at a 90 s lap) until stops are seen
+TYPICAL_PRIOR = {"SOFT": 0.30, "MEDIUM": 0.45, "HARD": 0.60}  # share of the race a stint lasts on each compound
+PRIOR_WEIGHT = 3.0  # the priors count as this many observed stops / stints
+
+
+@dataclass
+class _Own:
+    in_time: float = math.nan  # the last in-lap's lap time (until its out-lap is seen)
+    in_green: bool = False
+    neutral: bool = False  # the previous lap showed SC / VSC
+    end: dict = field(default_factory=dict)  # lap number -> session time it ended
+
+
+class PitContext:
+    """The extra pit features of one race, one lap at a time (after `RaceFeaturizer.step`)."""
+
+    def __init__(self):
+        self.own: dict[str, _Own] = {}
+        self.losses: list[float] = []  # green stops' pit losses, in shares of ref
+
+    def step(self, fz: RaceFeaturizer, lap: Mapping[str, Any]) -> np.ndarray:
+        """Features (len(PIT_EXTRA),) of `lap`, which `fz.step` has just ingested."""
+        drv = str(lap["Driver"])
+        me, st = self.own.setdefault(drv, _Own()), fz.drivers[drv]
+        ref = fz.ref if math.isfinite(fz.ref) and fz.ref > 0 else 90.0
+        n = _num(lap["LapNumber"])
+        t_end = _num(lap.get("Time"))
+        lap_time = _num(lap.get("LapTime"))
+        status = str(lap.get("TrackStatus") or "")
+        neutral = bool(set(status) & set("4567"))
+        in_lap, out_lap = _flag(lap.get("InLap")), _flag(lap.get("OutLap"))
+
+        # the race's pit loss: measured on green stops once their out-lap has ended
+        if out_lap and math.isfinite(me.in_time) and me.in_green and not neutral and math.isfinite(lap_time):
+            self.losses.append((me.in_time + lap_time - 2 * ref) / ref)
+        me.in_time = lap_time if in_lap else math.nan
+        me.in_green = in_lap and not neutral
+        k = len(self.losses)
+        loss = (PIT_LOSS_PRIOR * PRIOR_WEIGHT + (statistics.median(self.losses) * k if k else 0.0)) / (PRIOR_WEIGHT + k)
+        loss = min(max(loss, 0.1), 0.6)
+        loss_s = loss * ref
+
+        # who is behind on the road: the previous lap (the cars behind have ended it by now)
+        places, gap_b = 0, 2.0
+        prev_end = me.end.get(int(n) - 1) if math.isfinite(n) else None
+        if prev_end is not None:
+            later = sorted(e[0] - prev_end for e in fz.lap_ends.get(int(n) - 1, []) if e[0] > prev_end and e[2] != drv)
+            places = sum(g <= loss_s for g in later)
+            if later:
+                gap_b = min(later[0] / loss_s, 2.0)
+        if math.isfinite(n) and math.isfinite(t_end):
+            me.end[int(n)] = t_end
+
+        # the stint's pace against its best
+        pace_loss = 0.0
+        laps = [b for _, b in st.scored]
+        if len(laps) >= 4:
+            meds = [statistics.median(laps[i : i + 3]) for i in range(len(laps) - 2)]
+            pace_loss = min(max((meds[-1] - min(meds)) / ref * 100, -1.0), 5.0)
+
+        # the compound's typical stint in this race, and what the tyre must still do
+        compound = str(lap.get("Compound") or "UNKNOWN").upper()
+        prior = TYPICAL_PRIOR.get(compound, 0.45) * fz.total_laps
+        ended = fz.stint_ends.get(compound, [])
+        typ = (prior * PRIOR_WEIGHT + sum(ended)) / (PRIOR_WEIGHT + len(ended))
+        tyre = _num(lap.get("TyreLife"))
+        tyre = tyre if math.isfinite(tyre) else float(st.stint_laps)
+        lap_n = n if math.isfinite(n) else 0.0
+        left = max(fz.total_laps - lap_n, 0.0)
+        short = tyre + left - typ
+        must = compound in ("SOFT", "MEDIUM", "HARD") and len(st.compounds) < 2
+        need = float(must or short > 0)
+
+        sc_new = float(bool(set(status) & set("467")) and not me.neutral)
+        me.neutral = bool(set(status) & set("467"))
+
+        # rivals on the road who have stopped more often
+        fresher, near = 0, 0
+        if math.isfinite(st.position):
+            for other, d in fz.drivers.items():
+                if other != drv and d.timed and math.isfinite(d.position) and 0 < abs(d.position - st.position) <= 3:
+                    near += 1
+                    fresher += d.pits > st.pits
+        left_hot = [0.0] * LEFT
+        left_hot[min(int(left), LEFT - 1)] = 1.0
+        stint_hot = [0.0] * STINT
+        stint_hot[min(max(st.stint_laps, 1), STINT) - 1] = 1.0
+        return np.asarray([
+            loss, min(places, 10) / 5, gap_b, float(gap_b >= 1.0), pace_loss,
+            min(tyre / max(typ, 1.0), 2.0), min(max(short, -30.0), 60.0) / 30, need,
+            *left_hot, *stint_hot,
+            sc_new, sc_new * need, float(me.neutral) * need, fresher / near if near else 0.0,
+        ], dtype=np.float32)
+
+
+def pit_extra_features(laps: pd.DataFrame) -> np.ndarray:
+    """PIT_EXTRA for every row of cleaned laps (one or more races) -> (len(laps), E), row-aligned."""
+    laps = laps.reset_index(drop=True)
+    out = np.zeros((len(laps), len(PIT_EXTRA)), np.float32)
+    race_col = laps["Race"] if "Race" in laps.columns else pd.Series("race", index=laps.index)
+    for _, g in laps.groupby(race_col, sort=False):
+        fz, ctx = RaceFeaturizer(race_laps(g)), PitContext()
+        records = g.to_dict("index")
+        for i in session_order(g):
+            fz.step(records[i])
+            out[i] = ctx.step(fz, records[i])
+    return out

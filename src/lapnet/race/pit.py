@@ -37,6 +37,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
 from lapnet.race.features import RaceFeaturizer, _flag, _num, race_laps, session_order
 
@@ -141,15 +143,133 @@ class PitContext:
         ], dtype=np.float32)
 
 
-def pit_extra_features(laps: pd.DataFrame) -> np.ndarray:
-    """PIT_EXTRA for every row of cleaned laps (one or more races) -> (len(laps), E), row-aligned."""
+def pit_extra_features(laps: pd.DataFrame, total_laps: int | None = None) -> np.ndarray:
+    """PIT_EXTRA for every row of cleaned laps (one or more races) -> (len(laps), E), row-aligned
+    (positionally: row i of the result is laps.iloc[i]). `total_laps`: the scheduled length
+    (default: each race's last lap number)."""
     laps = laps.reset_index(drop=True)
     out = np.zeros((len(laps), len(PIT_EXTRA)), np.float32)
     race_col = laps["Race"] if "Race" in laps.columns else pd.Series("race", index=laps.index)
     for _, g in laps.groupby(race_col, sort=False):
-        fz, ctx = RaceFeaturizer(race_laps(g)), PitContext()
+        fz, ctx = RaceFeaturizer(total_laps or race_laps(g)), PitContext()
         records = g.to_dict("index")
         for i in session_order(g):
             fz.step(records[i])
             out[i] = ctx.step(fz, records[i])
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# the pit model: a logistic regression on the pit-relevant features, the PitCaller's basis and PIT_EXTRA
+
+PIT_LEAN: tuple[str, ...] = (  # the base features a pit wall looks at (the lap-time detail only adds noise here)
+    "compound_soft", "compound_medium", "compound_hard", "compound_intermediate", "compound_wet", "compound_unknown",
+    "tyre_life", "fresh_tyre", "stint", "laps_in_stint", "lap_frac", "laps_left", "position", "gap_ahead", "leader",
+    "green", "yellow", "safety_car", "vsc", "red", "in_lap", "out_lap", "pits_done", "two_compounds", "field_pitting",
+    "field_more_stops", "tyre_vs_field", "has_field_stints", "since_neutral", "tyre_race_frac", "must_stop_late",
+    "neutral_tyre", "field_pitted_1", "ahead_pitted", "behind_pitted", "teammate_pitted", "base", "last_vs_base",
+    "stint_slope", "gap_change", "position_change",
+)
+PIT_L2 = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4)  # L2 strengths tried (mean BCE + l2 |w|^2 on standardised inputs)
+
+
+class PitModel(nn.Module):
+    """Logit that the driver pits within the next 3 laps, from the lap's features and PIT_EXTRA.
+
+    A logistic regression (a generalised additive model) on the PIT_LEAN base features, the
+    PitCaller's fixed basis (tyre life / race length per dry compound, race-fraction buckets, tyre
+    life in 3-lap buckets) and the PIT_EXTRA features, standardised on the training laps.
+
+    Args:
+        features: the names of the base lap vectors' columns (`lapnet.race.features.FEATURES`).
+    """
+
+    def __init__(self, features: tuple[str, ...] | list[str]):
+        super().__init__()
+        from lapnet.race.models import PitCaller
+
+        self.basis = PitCaller(features)  # only its expand() is used: the same basis, no weights of its own
+        d = len(features)
+        keep = [list(features).index(c) for c in PIT_LEAN]
+        n_basis = self.basis.linear.in_features - d
+        self.register_buffer("keep", torch.tensor(keep + list(range(d, d + n_basis))), persistent=False)
+        width = len(keep) + n_basis + len(PIT_EXTRA)
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
+        self.linear = nn.Linear(width, 1)
+        nn.init.zeros_(self.linear.weight)
+
+    def inputs(self, x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """(..., D) base features, (..., E) PIT_EXTRA -> (..., W) unstandardised inputs."""
+        return torch.cat([self.basis.expand(x)[..., self.keep], extra], -1)  # (..., W)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """(..., D), (..., E) -> (...,) logits."""
+        return self.linear((self.inputs(x, extra) - self.mean) / self.std).squeeze(-1)
+
+
+def _lbfgs(model: PitModel, z: torch.Tensor, y: torch.Tensor, l2: float) -> None:
+    """Minimise mean BCE + l2 |w|^2 on standardised inputs z (n, W) exactly (convex: L-BFGS to convergence)."""
+    lin = model.linear
+    with torch.no_grad():
+        lin.weight.zero_()
+        p = float(y.mean().clamp(1e-3, 1 - 1e-3))
+        lin.bias.fill_(math.log(p / (1 - p)))
+    opt = torch.optim.LBFGS(lin.parameters(), lr=1, max_iter=300, tolerance_grad=1e-7, line_search_fn="strong_wolfe")
+    bce = nn.functional.binary_cross_entropy_with_logits
+
+    def closure():
+        opt.zero_grad()
+        loss = bce(lin(z).squeeze(-1), y) + l2 * (lin.weight**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
+def fit_pit_model(x: np.ndarray, extra: np.ndarray, y: np.ndarray, race: np.ndarray, features=None, *,
+                  l2_grid=PIT_L2, inner: int = 4) -> tuple[PitModel, dict]:
+    """Fit a PitModel on per-lap rows; the L2 strength is chosen by leave-races-out CV inside them.
+
+    Args:
+        x: (n, D) base lap features; extra: (n, E) PIT_EXTRA; y: (n,) pits within 3 laps (0/1);
+            race: (n,) race name of each lap (the inner folds hold out whole races: sorted race
+            i goes to inner fold i % inner).
+        features: the names of x's columns (default `FEATURES`).
+
+    Returns:
+        The model refitted on all rows with the chosen L2, and {"l2", "inner_auc_by_l2"}.
+    """
+    from lapnet.race.features import FEATURES
+    from lapnet.race.metrics import roc_auc
+
+    x64 = torch.from_numpy(np.asarray(x, np.float64))
+    e64 = torch.from_numpy(np.asarray(extra, np.float64))
+    yt = torch.from_numpy(np.asarray(y, np.float64))
+    races = sorted(set(race.tolist()))
+    groups = [np.isin(race, [r for i, r in enumerate(races) if i % inner == g]) for g in range(min(inner, len(races)))]
+    model = PitModel(features or FEATURES).double()
+    raw = model.inputs(x64, e64).detach()  # (n, W)
+
+    def fit_on(mask: np.ndarray, l2: float) -> None:
+        m = torch.from_numpy(mask)
+        model.mean.copy_(raw[m].mean(0))
+        model.std.copy_(raw[m].std(0).clamp_min(1e-3))
+        _lbfgs(model, (raw[m] - model.mean) / model.std, yt[m], l2)
+
+    scores = {}
+    if len(groups) >= 2:
+        for l2 in l2_grid:
+            pred = np.zeros(len(y))
+            for g in groups:
+                fit_on(~g, l2)
+                with torch.no_grad():
+                    pred[g] = model.linear((raw[torch.from_numpy(g)] - model.mean) / model.std).squeeze(-1).numpy()
+            scores[f"{l2:g}"] = roc_auc(np.asarray(y), pred)
+        best = max(l2_grid, key=lambda v: scores[f"{v:g}"])
+    else:
+        best = l2_grid[len(l2_grid) // 2]  # one race: nothing to hold out, a middle strength
+    fit_on(np.ones(len(y), bool), best)
+    model.eval()
+    return model.float(), {"model": "logistic regression on PIT_LEAN + PitCaller basis + PIT_EXTRA (lapnet.race.pit.PitModel)",
+                           "l2": best, "inner_auc_by_l2": scores, "chosen_by": f"pooled AUC over {len(groups)} leave-races-out inner folds"}

@@ -1,0 +1,427 @@
+"""Pit call exploration on the 15 real races: which model ranks "pits within 3 laps" best.
+
+    python benchmarks/pit_explore.py                         # every candidate
+    python benchmarks/pit_explore.py --only baseline lr      # some of them
+
+The outer folds are race_real.py's (races sorted by name, race i in fold i % 5); the outer
+predictions of all folds are pooled and scored once (the pooled AUC race_real.py reports).
+Every choice (L2 strength, number of trees, depth, feature set) is made INSIDE each fold's
+12 training races: 4 inner folds (training race i in inner fold i % 4), pooled inner AUC;
+the held-out races are only predicted. Both numbers are printed per candidate.
+
+Candidates:
+  baseline   the current PitCaller fitted by pipeline._fit_pit_caller (L2 on the validation race)
+  lr         the PitCaller's expansion, full-batch L-BFGS, L2 chosen by inner CV
+  lr+        the same plus the extra causal pit features of lapnet.race.pit (or the local copy)
+  gbt / gbt+ gradient-boosted trees (NumPy, histogram, Newton leaves) on the features (+ extras);
+             depth and number of trees chosen by inner CV
+Also measures the share of positive labels that sit before a stop made under a safety car /
+VSC that had not started at the labelled lap (unforeseeable from the lap's features).
+
+One torch thread; everything is per lap (~15k laps), a full run takes a few CPU minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1"))
+OUTER, INNER = 5, 4
+
+
+# ---------------------------------------------------------------------------------------
+# folds
+
+
+def outer_folds(races: list[str]) -> list[list[str]]:
+    """race_real.py's folds: races sorted, race i held out in fold i % OUTER."""
+    return [[r for i, r in enumerate(races) if i % OUTER == f] for f in range(OUTER)]
+
+
+def inner_folds(train_races: list[str]) -> list[list[str]]:
+    """Inside one outer fold: training race i (sorted) is inner-held-out in inner fold i % INNER."""
+    tr = sorted(train_races)
+    return [[r for i, r in enumerate(tr) if i % INNER == g] for g in range(INNER)]
+
+
+# ---------------------------------------------------------------------------------------
+# models: fit(x_train, y_train, params) -> predict(x) -> scores
+
+
+def _lr_fit(xt: np.ndarray, yt: np.ndarray, l2: float):
+    """Logistic regression, standardised inputs, L2 on the weights (mean BCE + l2 * |w|^2), L-BFGS."""
+    import torch
+
+    mu, sd = xt.mean(0), xt.std(0).clip(1e-3)
+    X = torch.from_numpy((xt - mu) / sd).double()
+    y = torch.from_numpy(yt).double()
+    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([math.log(max(y.mean().item(), 1e-3) / max(1 - y.mean().item(), 1e-3))], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=300, tolerance_grad=1e-7, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(X @ w + b, y) + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    wn, bn = w.detach().numpy(), float(b.detach())
+    return lambda x: ((x - mu) / sd) @ wn + bn
+
+
+class GBT:
+    """Gradient-boosted depth-d trees for the logistic loss (histogram splits, Newton leaves).
+
+    Trees are grown level by level on all nodes at once: one bincount per level gives every
+    node's gradient/hessian histogram over every feature and bin.
+    """
+
+    def __init__(self, depth=3, lr=0.1, trees=200, bins=16, lam=1.0, min_hess=5.0, subsample=0.5, colsample=0.7, seed=0):
+        self.depth, self.lr, self.trees, self.bins = depth, lr, trees, bins
+        self.lam, self.min_hess, self.subsample, self.colsample, self.seed = lam, min_hess, subsample, colsample, seed
+
+    def _bin(self, x: np.ndarray) -> np.ndarray:
+        return np.stack([np.searchsorted(self.edges[j], x[:, j], side="right") for j in range(x.shape[1])], 1).astype(np.int64)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, evals: list[np.ndarray] = ()) -> list[np.ndarray]:
+        """Fit on (x (n, F), y (n,)); returns, per eval set, its scores after every tree (trees, n_e)."""
+        rng = np.random.default_rng(self.seed)
+        n, F = x.shape
+        B = self.bins
+        qs = np.linspace(0, 1, B + 1)[1:-1]
+        self.edges = [np.unique(np.quantile(x[:, j], qs)) for j in range(F)]
+        xb = self._bin(x)  # (n, F) bin index in [0, B)
+        eb = [self._bin(e) for e in evals]
+        p0 = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
+        self.base = math.log(p0 / (1 - p0))
+        f = np.full(n, self.base)
+        fe = [np.full(len(e), self.base) for e in evals]
+        staged = [np.zeros((self.trees, len(e))) for e in evals]
+        self.model = []  # per tree: (features (2^d - 1,), thresholds (2^d - 1,), leaves (2^d,))
+        offs = (np.arange(F) * B)[None, :]  # (1, F)
+        for t in range(self.trees):
+            p = 1 / (1 + np.exp(-f))
+            g, h = p - y, p * (1 - p)
+            rows = np.flatnonzero(rng.random(n) < self.subsample)
+            cols = rng.random(F) < self.colsample
+            node = np.zeros(len(rows), np.int64)
+            feats, thr = [], []
+            xr, gr, hr = xb[rows], g[rows], h[rows]
+            for level in range(self.depth):
+                nn = 1 << level
+                idx = (node[:, None] * (F * B) + offs + xr).ravel()  # (m * F,)
+                G = np.bincount(idx, np.repeat(gr, F), nn * F * B).reshape(nn, F, B)
+                H = np.bincount(idx, np.repeat(hr, F), nn * F * B).reshape(nn, F, B)
+                GL, HL = G.cumsum(-1), H.cumsum(-1)  # left = bins <= b
+                Gt, Ht = GL[..., -1:], HL[..., -1:]
+                GR, HR = Gt - GL, Ht - HL
+                gain = GL**2 / (HL + self.lam) + GR**2 / (HR + self.lam) - Gt**2 / (Ht + self.lam)
+                gain[(HL < self.min_hess) | (HR < self.min_hess)] = -np.inf
+                gain[:, ~cols, :] = -np.inf
+                flat = gain.reshape(nn, -1)
+                best = flat.argmax(1)
+                ok = np.isfinite(flat[np.arange(nn), best]) & (flat[np.arange(nn), best] > 0)
+                bf = np.where(ok, best // B, 0)
+                bt = np.where(ok, best % B, B)  # B: everything goes left (no split)
+                feats.append(bf)
+                thr.append(bt)
+                node = node * 2 + (xr[np.arange(len(rows)), bf[node]] > bt[node])
+            nl = 1 << self.depth
+            Gl = np.bincount(node, gr, nl)
+            Hl = np.bincount(node, hr, nl)
+            leaves = -self.lr * Gl / (Hl + self.lam)
+            tree = (feats, thr, leaves)
+            self.model.append(tree)
+            f += self._apply(tree, xb)
+            for k, e in enumerate(eb):
+                fe[k] += self._apply(tree, e)
+                staged[k][t] = fe[k]
+        return staged
+
+    def _apply(self, tree, xb: np.ndarray) -> np.ndarray:
+        feats, thr, leaves = tree
+        node = np.zeros(len(xb), np.int64)
+        for bf, bt in zip(feats, thr):
+            node = node * 2 + (xb[np.arange(len(xb)), bf[node]] > bt[node])
+        return leaves[node]
+
+    def predict(self, x: np.ndarray, trees: int | None = None) -> np.ndarray:
+        xb = self._bin(x)
+        f = np.full(len(x), self.base)
+        for tree in self.model[:trees]:
+            f += self._apply(tree, xb)
+        return f
+
+
+# ---------------------------------------------------------------------------------------
+# the experiment
+
+
+def expand(x: np.ndarray) -> np.ndarray:
+    """The PitCaller's inputs (features + fixed basis) for flat laps x (n, D) -> (n, W)."""
+    import torch
+
+    from lapnet.race.features import FEATURES
+    from lapnet.race.models import PitCaller
+
+    with torch.no_grad():
+        return PitCaller(FEATURES).expand(torch.from_numpy(x)).numpy().astype(np.float64)
+
+
+LEAN = (  # base features a pit wall would look at: tyres, race situation, the field's stops, track status, stint pace
+    "compound_soft", "compound_medium", "compound_hard", "compound_intermediate", "compound_wet", "compound_unknown",
+    "tyre_life", "fresh_tyre", "stint", "laps_in_stint", "lap_frac", "laps_left", "position", "gap_ahead", "leader",
+    "green", "yellow", "safety_car", "vsc", "red", "in_lap", "out_lap", "pits_done", "two_compounds", "field_pitting",
+    "field_more_stops", "tyre_vs_field", "has_field_stints", "since_neutral", "tyre_race_frac", "must_stop_late",
+    "neutral_tyre", "field_pitted_1", "ahead_pitted", "behind_pitted", "teammate_pitted", "base", "last_vs_base",
+    "stint_slope", "gap_change", "position_change",
+)
+
+
+def extra_basis(x: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """One-hot buckets of short_of_finish and tyre_over_typ per dry compound, pace_loss and
+    places_lost buckets: (n, W2)."""
+    from lapnet.race.features import FEATURES
+    from lapnet.race.pit import PIT_EXTRA
+
+    def hot(v, edges):
+        return np.eye(len(edges) + 1)[np.searchsorted(edges, v, side="right")]
+
+    dry = x[:, [FEATURES.index(f"compound_{c}") for c in ("soft", "medium", "hard")]]  # (n, 3)
+    e = lambda name: extra[:, PIT_EXTRA.index(name)]  # noqa: E731
+    short = hot(e("short_of_finish") * 30, np.arange(-15, 31, 3.0))  # (n, 17)
+    over = hot(e("tyre_over_typ"), np.arange(0.2, 1.61, 0.1))  # (n, 16)
+    per = lambda b: (dry[:, :, None] * b[:, None, :]).reshape(len(x), -1)  # noqa: E731
+    return np.concatenate([per(short), per(over), hot(e("pace_loss"), np.arange(0.0, 2.01, 0.25)),
+                           hot(e("places_lost") * 5, np.arange(0.5, 6, 1.0))], 1)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", default=None, help="candidates to run (default: all): tyre baseline lr lr+ lr++ lean+ pitmodel lr+next gbt gbt+ blend")
+    ap.add_argument("--trees", type=int, default=200, help="boosted trees (the number kept is chosen by inner CV, every 10th)")
+    ap.add_argument("--depths", type=int, nargs="+", default=[3], help="tree depths tried (chosen by inner CV)")
+    args = ap.parse_args(argv)
+    if not DATA.is_dir() or not list(DATA.glob("*.csv")):
+        print(f"skipped: real F1 data not found at {DATA} (set LAPNET_F1_DATA)")
+        return 0
+    import torch
+
+    torch.set_num_threads(1)
+    from lapnet.race.features import FEATURES, build_sequences
+    from lapnet.race.metrics import roc_auc
+    from lapnet.race.pipeline import RaceTrainConfig, _fit_pit_caller, _split, load_laps, subset_sequences
+
+    try:
+        from lapnet.race.pit import PIT_EXTRA, pit_extra_features
+    except ImportError:
+        PIT_EXTRA, pit_extra_features = None, None
+
+    t0 = time.perf_counter()
+    paths = sorted(DATA.glob("*.csv"))
+    laps, _ = load_laps(paths)
+    laps = laps.reset_index(drop=True)
+    seq = build_sequences(laps)
+    N, T, D = seq.x.shape
+    races = sorted({k[0] for k in seq.keys})
+    race_of = np.array([k[0] for k in seq.keys])
+    pm = seq.pit_mask
+    lap_race = np.broadcast_to(race_of[:, None], (N, T))[pm]  # (n,) race of each pit-call lap
+    y = seq.pit[pm].astype(np.float64)
+    x_raw = seq.x[pm]  # (n, D)
+    x_exp = expand(x_raw)
+    extra = None
+    if pit_extra_features is not None:
+        ex = pit_extra_features(laps)  # (rows, E) aligned with laps
+        grid = np.zeros((N, T, ex.shape[1]), np.float32)
+        ok = seq.row >= 0
+        grid[ok] = ex[seq.row[ok]]
+        extra = grid[pm].astype(np.float64)
+    print(f"{len(y)} pit-call laps, {int(y.sum())} positive ({y.mean():.3f}), {len(races)} races; "
+          f"features {D}, expanded {x_exp.shape[1]}, extra {0 if extra is None else extra.shape[1]} "
+          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    # --- how many positives are unforeseeable: the stop came under a SC/VSC/red that had not started at lap t
+    neu = laps["Neutralised"].to_numpy(bool)
+    inl = laps["InLap"].to_numpy(bool)
+    unforeseen = np.zeros((N, T), bool)
+    for i in range(N):
+        L = seq.lengths[i]
+        rows = seq.row[i, :L]
+        for j in range(L - 1):
+            if seq.pit[i, j] > 0:
+                q = next(k for k in range(j + 1, min(j + 4, L)) if inl[rows[k]])
+                unforeseen[i, j] = neu[rows[q]] and not neu[rows[j]]
+    unf = unforeseen[pm]
+    nxt = np.zeros((N, T), np.float64)  # the next lap is an in-lap
+    for i in range(N):
+        L = seq.lengths[i]
+        nxt[i, : L - 1] = inl[seq.row[i, 1:L]]
+    y_next = nxt[pm]
+    print(f"positives whose stop came under a neutralisation not yet started at the labelled lap: "
+          f"{int(unf.sum())} / {int(y.sum())} = {unf.sum() / y.sum():.3f}")
+
+    def score(pred: np.ndarray, mask=None) -> float:
+        m = np.ones(len(y), bool) if mask is None else mask
+        return roc_auc(y[m], pred[m])
+
+    folds = outer_folds(races)
+    results = {}
+
+    def report(name: str, outer: np.ndarray, inner: list[float], chosen: list):
+        a = score(outer)
+        b = score(outer, ~unf)
+        per = [roc_auc(y[np.isin(lap_race, fo)], outer[np.isin(lap_race, fo)]) for fo in folds]
+        results[name] = (a, inner, per, chosen)
+        print(f"{name:<10} outer pooled AUC {a:.4f} (without unforeseeable-SC positives {b:.4f}); per fold "
+              + " ".join(f"{v:.3f}" for v in per) + "; inner " + " ".join(f"{v:.3f}" for v in inner)
+              + f" (mean {np.mean(inner):.4f}); chosen {chosen}", flush=True)
+
+    todo = args.only or ["tyre", "baseline", "lr", "lr+", "lr++", "lean+", "pitmodel", "lr+next", "gbt", "gbt+", "blend"]
+
+    if "tyre" in todo:
+        report("tyre", x_raw[:, FEATURES.index("tyre_life")].astype(float), [float("nan")] * OUTER, [])
+
+    if "baseline" in todo:  # the current PitCaller, exactly as train_race fits it
+        cfg = RaceTrainConfig(seed=0, progress=False)
+        outer = np.zeros(len(y))
+        inner, chosen, val_race = [], [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            for f, test in enumerate(folds):
+                tr_seq_idx = np.flatnonzero(~np.isin(race_of, test))
+                sub = subset_sequences(seq, tr_seq_idx)
+                tr, va = _split(sub, cfg.val_races, cfg.seed)
+                pit, info = _fit_pit_caller(sub, tr, va, cfg, Path(tmp) / f"f{f}")
+                with torch.no_grad():
+                    p = pit(torch.from_numpy(x_raw)).numpy()
+                te = np.isin(lap_race, test)
+                outer[te] = p[te]
+                vr = sorted({sub.keys[i][0] for i in va})
+                val_race.append(score(p, np.isin(lap_race, vr)))
+                chosen.append((vr[0].replace("2023_", "").replace("_R", ""), info["l2"]))
+                # the same inner folds as the other candidates: train_race's recipe on 9 races, scored on 3
+                train_races = [r for r in races if r not in test]
+                pred = np.zeros(len(y))
+                for g in inner_folds(train_races):
+                    isub = subset_sequences(seq, np.flatnonzero(np.isin(race_of, [r for r in train_races if r not in g])))
+                    itr, iva = _split(isub, cfg.val_races, cfg.seed)
+                    ipit, _ = _fit_pit_caller(isub, itr, iva, cfg, Path(tmp) / f"f{f}_{len(inner)}_{g[0]}")
+                    with torch.no_grad():
+                        pred[np.isin(lap_race, g)] = ipit(torch.from_numpy(x_raw[np.isin(lap_race, g)])).numpy()
+                inner.append(score(pred, np.isin(lap_race, train_races)))
+        print("baseline's own validation race AUC per fold (what train_race chose L2 on): " + " ".join(f"{v:.3f}" for v in val_race))
+        report("baseline", outer, inner, chosen)
+
+    kept: dict = {}  # name -> (outer scores, per fold: inner scores at the chosen setting)
+
+    def run_family(name: str, xs: np.ndarray, grid: list, fit_predict, label: np.ndarray | None = None):
+        """fit_predict(xt, yt, xe_list, param) -> list of score arrays (one per eval set), or for
+        staged models a list of (stages, n) arrays; the best param (and stage) by pooled inner AUC
+        (always on the pit-within-3 label; `label` is what the model is trained on, default the same)."""
+        lab = y if label is None else label
+        outer = np.zeros(len(y))
+        inner_best, chosen, inner_keep = [], [], []
+        for f, test in enumerate(folds):
+            train_races = [r for r in races if r not in test]
+            trm = np.isin(lap_race, train_races)
+            inner_pred = {}
+            for g in inner_folds(train_races):
+                im = np.isin(lap_race, g)
+                fm = trm & ~im
+                for k, prm in enumerate(grid):
+                    (pe,) = fit_predict(xs[fm], lab[fm], [xs[im]], prm)
+                    inner_pred.setdefault(k, np.zeros((pe.shape[0], len(y)) if pe.ndim == 2 else len(y)))
+                    if pe.ndim == 2:
+                        inner_pred[k][:, im] = pe
+                    else:
+                        inner_pred[k][im] = pe
+            best = (-1.0, None, None)
+            for k, pr in inner_pred.items():
+                if pr.ndim == 2:  # staged: every 10th stage
+                    for s in range(9, pr.shape[0], 10):
+                        a = roc_auc(y[trm], pr[s][trm])
+                        if a > best[0]:
+                            best = (a, k, s)
+                else:
+                    a = roc_auc(y[trm], pr[trm])
+                    if a > best[0]:
+                        best = (a, k, None)
+            a, k, s = best
+            prm = grid[k]
+            te = np.isin(lap_race, test)
+            (pe,) = fit_predict(xs[trm], lab[trm], [xs[te]], prm if s is None else {**prm, "trees": s + 1})
+            outer[te] = pe[-1] if pe.ndim == 2 else pe
+            inner_best.append(a)
+            inner_keep.append(inner_pred[k][s] if s is not None else inner_pred[k])
+            chosen.append(prm if s is None else {**prm, "trees": s + 1})
+        report(name, outer, inner_best, chosen)
+        kept[name] = (outer, inner_keep)
+
+    def blend(name: str, parts: list[str]):
+        """The mean logit of candidates already run (each at its own inner-chosen setting)."""
+        if not all(p in kept for p in parts):
+            return
+        outer = np.mean([kept[p][0] for p in parts], 0)
+        inner = []
+        for f, test in enumerate(folds):
+            trm = ~np.isin(lap_race, test)
+            inner.append(roc_auc(y[trm], np.mean([kept[p][1][f] for p in parts], 0)[trm]))
+        report(name, outer, inner, parts)
+
+    def lr_fp(xt, yt, xe, l2):
+        pred = _lr_fit(xt, yt, l2)
+        return [pred(e) for e in xe]
+
+    l2_grid = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4]
+    if "lr" in todo:
+        run_family("lr", x_exp, l2_grid, lr_fp)
+    if "lr+" in todo and extra is not None:
+        run_family("lr+", np.concatenate([x_exp, extra], 1), l2_grid, lr_fp)
+    if "lr++" in todo and extra is not None:  # plus a basis on the new tyre quantities, per dry compound
+        run_family("lr++", np.concatenate([x_exp, extra, extra_basis(x_raw, extra)], 1), l2_grid, lr_fp)
+    if "lean+" in todo and extra is not None:  # the pit-relevant base features only (no lap-time detail) + basis + extras
+        keep = [FEATURES.index(c) for c in LEAN] + list(range(D, x_exp.shape[1]))
+        run_family("lean+", np.concatenate([x_exp[:, keep], extra], 1), l2_grid + [3e-1], lr_fp)
+    if "pitmodel" in todo and extra is not None:  # lapnet.race.pit.fit_pit_model: lean+ as a module (its own inner CV)
+        from lapnet.race.pit import fit_pit_model
+
+        outer, inner, chosen = np.zeros(len(y)), [], []
+        for test in folds:
+            te = np.isin(lap_race, test)
+            model, info = fit_pit_model(x_raw[~te], extra[~te], y[~te], lap_race[~te])
+            with torch.no_grad():
+                outer[te] = model(torch.from_numpy(x_raw[te]), torch.from_numpy(extra[te].astype(np.float32))).numpy()
+            inner.append(max(info["inner_auc_by_l2"].values()))
+            chosen.append(info["l2"])
+        report("pitmodel", outer, inner, chosen)
+    if "lr+next" in todo and extra is not None:  # trained on "pits at the next lap" (a hazard), scored on within 3
+        run_family("lr+next", np.concatenate([x_exp, extra], 1), l2_grid, lr_fp, label=y_next)
+
+    def gbt_fp(xt, yt, xe, prm):
+        m = GBT(depth=prm["depth"], lr=prm.get("lr", 0.1), trees=prm.get("trees", args.trees), min_hess=prm.get("min_hess", 5.0))
+        return m.fit(xt, yt, xe)
+
+    gbt_grid = [{"depth": d} for d in args.depths]
+    if "gbt" in todo:
+        run_family("gbt", x_raw.astype(np.float64), gbt_grid, gbt_fp)
+    if "gbt+" in todo and extra is not None:
+        run_family("gbt+", np.concatenate([x_raw, extra], 1), gbt_grid, gbt_fp)
+    if "blend" in todo:
+        blend("lr+ & gbt+", ["lr+", "gbt+"])
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

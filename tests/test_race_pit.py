@@ -1,0 +1,124 @@
+"""The extra pit features are causal and computed as documented; PitModel fits and scores as a logistic model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lapnet.race.features import FEATURES, featurize_race, session_order
+from lapnet.race.metrics import roc_auc
+from lapnet.race.pit import PIT_EXTRA, PitModel, fit_pit_model, pit_extra_features
+
+
+def _three_cars() -> pd.DataFrame:
+    """AAA leads, BBB 2 s behind, CCC 30 s behind; BBB pits at the end of lap 3 (green, 20 s lost)."""
+    rows = []
+    for drv, offset in (("AAA", 0.0), ("BBB", 2.0), ("CCC", 30.0)):
+        t = 3000.0 + offset
+        for n in range(1, 7):
+            lt = 90.0 + 0.1 * n
+            if drv == "BBB" and n == 3:
+                lt += 4.0  # in-lap
+            if drv == "BBB" and n == 4:
+                lt += 16.0  # out-lap
+            t += lt
+            pos = {"AAA": 1.0, "BBB": 2.0 if n < 4 else 3.0, "CCC": 3.0 if n < 4 else 2.0}[drv]
+            rows.append({"Driver": drv, "LapNumber": float(n), "LapTime": lt, "Time": t,
+                         "Stint": 1.0 if (drv != "BBB" or n <= 3) else 2.0,
+                         "Compound": "MEDIUM" if (drv != "BBB" or n <= 3) else "HARD",
+                         "TyreLife": float(n if (drv != "BBB" or n <= 3) else n - 3), "TrackStatus": "1",
+                         "IsAccurate": True, "Position": pos, "Team": drv,
+                         "PitInTime": t - 15 if (drv == "BBB" and n == 3) else np.nan,
+                         "PitOutTime": t - lt + 10 if (drv == "BBB" and n == 4) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _clean(df: pd.DataFrame) -> pd.DataFrame:
+    from lapnet.race.clean import clean_laps
+    from lapnet.race.io import read_laps
+
+    return clean_laps(read_laps(df, race="three"))[0].reset_index(drop=True)
+
+
+def _at(laps, ex, drv, n, name):
+    i = int(np.flatnonzero((laps["Driver"] == drv).to_numpy() & (laps["LapNumber"] == n).to_numpy())[0])
+    return float(ex[i, PIT_EXTRA.index(name)])
+
+
+def test_extra_features_by_hand():
+    laps = _clean(_three_cars())
+    ex = pit_extra_features(laps, total_laps=50)
+    assert ex.shape == (len(laps), len(PIT_EXTRA))
+    # lap 3: on lap 2 BBB was 2 s behind AAA and CCC 30 s behind: a stop (prior loss 0.25 ref ~ 22.6 s) costs 1 place
+    assert _at(laps, ex, "AAA", 3, "places_lost") == pytest.approx(1 / 5)
+    assert _at(laps, ex, "BBB", 3, "places_lost") == 0.0
+    assert _at(laps, ex, "BBB", 3, "free_stop") == 1.0  # CCC is more than a pit loss behind
+    assert _at(laps, ex, "AAA", 3, "free_stop") == 0.0
+    # BBB's green stop is measured once its out-lap has ended: in + out - 2 ref, in shares of ref
+    before = _at(laps, ex, "BBB", 3, "pit_loss")
+    after = _at(laps, ex, "BBB", 4, "pit_loss")
+    assert before == pytest.approx(0.25)  # no stop seen yet: the prior
+    ref = featurize_race(laps)["_ref"].to_numpy()[(laps["Driver"] == "BBB").to_numpy() & (laps["LapNumber"] == 4).to_numpy()][0]
+    loss = (94.3 + 106.4 - 2 * ref) / ref
+    assert after == pytest.approx((3 * 0.25 + loss) / 4, rel=1e-5)  # shrunk to the prior with weight 3
+    # the compound's typical stint: the prior 0.45 x 50 laps until a stint ends on it
+    assert _at(laps, ex, "AAA", 2, "tyre_over_typ") == pytest.approx(2 / 22.5)
+    assert _at(laps, ex, "AAA", 2, "short_of_finish") == pytest.approx((2 + 48 - 22.5) / 30)
+    # BBB's out-lap is lap 1 of its stint; laps left one-hot saturates at 6
+    assert _at(laps, ex, "BBB", 4, "stint_1") == 1.0 and _at(laps, ex, "BBB", 5, "stint_2") == 1.0
+    assert _at(laps, ex, "AAA", 6, "left_6") == 1.0
+
+
+def test_extra_features_are_causal():
+    """A lap's extra features do not change when every later lap is removed (live mode's guarantee)."""
+    laps = _clean(_three_cars())
+    full = pit_extra_features(laps, total_laps=50)
+    order = session_order(laps)
+    cut = np.sort(order[: len(order) // 2 + 1])
+    part = pit_extra_features(laps.iloc[cut], total_laps=50)
+    np.testing.assert_array_equal(part, full[cut])
+
+
+def _toy_rows(rng, n_races=6, per_race=300):
+    """Random lap features where the pit label depends on tyre life and one extra feature."""
+    D, E = len(FEATURES), len(PIT_EXTRA)
+    x = rng.normal(0, 0.3, (n_races * per_race, D)).astype(np.float32)
+    x[:, FEATURES.index("tyre_life")] = rng.uniform(0, 1.5, len(x))
+    extra = rng.normal(0, 1, (len(x), E)).astype(np.float32)
+    logit = 4 * x[:, FEATURES.index("tyre_life")] + 1.5 * extra[:, PIT_EXTRA.index("pace_loss")] - 5
+    y = (rng.random(len(x)) < 1 / (1 + np.exp(-logit))).astype(np.float64)
+    race = np.repeat([f"r{i}" for i in range(n_races)], per_race)
+    return x, extra, y, race
+
+
+def test_fit_pit_model_learns_and_chooses_l2_inside():
+    rng = np.random.default_rng(0)
+    x, extra, y, race = _toy_rows(rng)
+    model, info = fit_pit_model(x, extra, y, race, l2_grid=(1e-1, 1e-3))
+    assert set(info["inner_auc_by_l2"]) == {"0.1", "0.001"}
+    assert info["l2"] == max((1e-1, 1e-3), key=lambda v: info["inner_auc_by_l2"][f"{v:g}"])
+    xt, et, yt, _ = _toy_rows(np.random.default_rng(1), n_races=2)
+    with torch.no_grad():
+        p = model(torch.from_numpy(xt), torch.from_numpy(et)).numpy()
+    assert roc_auc(yt, p) > 0.8  # the generating rule is learned
+    w = model.linear.weight[0]
+    assert w[-len(PIT_EXTRA) + PIT_EXTRA.index("pace_loss")] > 0  # the extra feature that drives the label
+
+
+def test_pit_model_is_a_logistic_on_its_standardised_inputs():
+    torch.manual_seed(0)
+    m = PitModel(FEATURES)
+    with torch.no_grad():
+        m.linear.weight.normal_()
+        m.linear.bias.fill_(0.3)
+        m.mean.normal_()
+        m.std.uniform_(0.5, 2.0)
+    x = torch.randn(4, 7, len(FEATURES))  # (B, T, D)
+    e = torch.randn(4, 7, len(PIT_EXTRA))  # (B, T, E)
+    z = m.inputs(x, e)  # (B, T, W)
+    assert z.shape == (4, 7, m.linear.in_features)
+    np.testing.assert_allclose(z[..., -len(PIT_EXTRA):].numpy(), e.numpy())
+    want = ((z - m.mean) / m.std) @ m.linear.weight[0] + 0.3
+    np.testing.assert_allclose(m(x, e).detach().numpy(), want.detach().numpy(), rtol=1e-5, atol=1e-5)

@@ -16,6 +16,7 @@ import torch
 from lapnet.data.synthetic import sine_wave, sine_windows
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
+from lapnet.experiments.numpy_models import NumpyLearner, NumpySequenceModel
 from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
@@ -85,39 +86,16 @@ def train_forecaster(arch: str, hidden: int, x: torch.Tensor, y: torch.Tensor, c
     return model, curve
 
 
-class NumpyForecaster:
-    """The Forecaster on the NumPy engine: scratch RNN/LSTM/GRU -> last step -> Linear.
-
-    Same interface as the torch model where run_sine uses it: `model(x)` -> (pred, state)
-    on (N, T, 1) inputs and `rollout(window, steps)`; arrays may be numpy or torch.
-    """
+class NumpyForecaster(NumpySequenceModel):
+    """The Forecaster on the NumPy engine (scratch RNN/LSTM/GRU -> last step -> Linear): the
+    shared NumpySequenceModel with the interface run_sine uses, `model(x)` -> (pred, state)
+    on (N, T, 1) inputs and `rollout(window, steps)`; arrays may be numpy or torch."""
 
     def __init__(self, arch: str, hidden: int, seed: int):
-        from lapnet import scratch
-
-        kind = {"rnn": scratch.RNN, "lstm": scratch.LSTM, "gru": scratch.GRU}[arch]
-        self.rnn = kind(1, hidden, dtype="float32", seed=seed)
-        self.head = scratch.Linear(hidden, 1, dtype="float32", seed=seed + 1)
-
-    def parameters(self) -> dict[str, np.ndarray]:
-        return {**{f"rnn.{k}": v for k, v in self.rnn.parameters().items()},
-                **{f"head.{k}": v for k, v in self.head.parameters().items()}}
-
-    def forward(self, x: np.ndarray):
-        out, state, cache = self.rnn.forward(np.asarray(x, dtype=np.float32))  # (N, T, H)
-        pred, hcache = self.head.forward(out[:, -1])  # (N, 1) from the last step
-        return pred, (out.shape, cache, hcache)
-
-    def backward(self, dpred: np.ndarray, caches) -> dict[str, np.ndarray]:
-        shape, cache, hcache = caches
-        dlast, g_head = self.head.backward(dpred, hcache)
-        dout = np.zeros(shape, np.float32)
-        dout[:, -1] = dlast  # only the last step feeds the head
-        _, _, g_rnn = self.rnn.backward(dout, None, cache)
-        return {**{f"rnn.{k}": v for k, v in g_rnn.items()}, **{f"head.{k}": v for k, v in g_head.items()}}
+        super().__init__(arch, 1, hidden, 1, dtype=np.float32, seed=seed)
 
     def __call__(self, x):
-        return torch.from_numpy(self.forward(np.asarray(x))[0]), None
+        return torch.from_numpy(self.forward(np.asarray(x, np.float32))[0]), None
 
     def eval(self) -> "NumpyForecaster":
         return self
@@ -134,52 +112,19 @@ class NumpyForecaster:
         return torch.from_numpy(np.stack(preds, axis=1))  # (B, steps, 1)
 
 
-class _NumpyLearner:
-    """The learner protocol of lapnet.train.fit for a NumpyForecaster (Adam, MSE, full batch)."""
-
-    def __init__(self, model: NumpyForecaster, x: np.ndarray, y: np.ndarray, cfg: SineConfig, curve: list[float]):
-        from lapnet.scratch import Adam
-
-        self.model, self.x, self.y, self.curve = model, x, y, curve
-        self.opt = Adam(model.parameters(), lr=cfg.lr)
-
-    def train_step(self, batch, carry, lr: float):
-        from lapnet.scratch import mse_loss
-
-        x, y = batch
-        pred, caches = self.model.forward(x)
-        loss, dpred = mse_loss(pred, y)
-        self.opt.step(self.model.backward(dpred, caches), lr=lr)
-        self.curve.append(float(loss))  # full batch: the epoch's loss, before its update
-        return float(loss), carry, len(x)
-
-    def evaluate(self) -> dict[str, float]:
-        from lapnet.scratch import mse_loss
-
-        return {"val_loss": float(mse_loss(self.model.forward(self.x)[0], self.y)[0])}
-
-    def weights(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.model.parameters().items()}
-
-    def state(self):
-        return {**self.weights(), **{f"opt.{k}": v for k, v in self.opt.state_dict().items()}}, {}
-
-    def load_state(self, arrays, meta) -> None:
-        for k, v in self.model.parameters().items():
-            v[...] = arrays[k]
-        self.opt.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
-
-
 def train_forecaster_numpy(arch: str, hidden: int, x: np.ndarray, y: np.ndarray, cfg: SineConfig,
                            *, progress: bool = False) -> tuple[NumpyForecaster, list[float]]:
-    """`train_forecaster` on the NumPy engine, through the same training loop."""
+    """`train_forecaster` on the NumPy engine, through the same training loop (Adam, MSE, full batch)."""
+    from lapnet.scratch import mse_loss
+
     model = NumpyForecaster(arch, hidden, cfg.seed)
-    curve: list[float] = []
+    curve: list[float] = []  # full batch: each epoch's loss, before its update
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
                        eval_every=cfg.epochs, progress=progress)
-    stop_if_interrupted(fit(_NumpyLearner(model, x, y, cfg, curve), FullBatch(x, y), tcfg,
-                            describe=f"sine {arch} H={hidden} (numpy)"))
+    learner = NumpyLearner(model, "mse", lambda m: {"val_loss": float(mse_loss(m.forward(x)[0], y)[0])}, tcfg,
+                           on_loss=lambda loss: curve.append(float(loss)))
+    stop_if_interrupted(fit(learner, FullBatch(x, y), tcfg, describe=f"sine {arch} H={hidden} (numpy)"))
     return model, curve
 
 

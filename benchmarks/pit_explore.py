@@ -80,6 +80,36 @@ def _lr_fit(xt: np.ndarray, yt: np.ndarray, l2: float):
     return lambda x: ((x - mu) / sd) @ wn + bn
 
 
+def _mlp_fit(xt: np.ndarray, yt: np.ndarray, evals: list[np.ndarray], wd: float, epochs: int = 30, hidden: int = 32, seed: int = 0):
+    """A one-hidden-layer MLP (ReLU, dropout 0.2) on standardised inputs, trained by lapnet.train.fit
+    (AdamW, cosine lr); returns per eval set its logits after every epoch (epochs, n_e)."""
+    import torch
+
+    from lapnet.race.pipeline import _RowBatches
+    from lapnet.train import TorchLearner, TrainConfig, fit
+
+    mu, sd = xt.mean(0), xt.std(0).clip(1e-3)
+    X = torch.from_numpy((xt - mu) / sd).float()
+    Y = torch.from_numpy(yt).float()
+    E = [torch.from_numpy((e - mu) / sd).float() for e in evals]
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(hidden, 1))
+    staged = [[] for _ in E]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def loss_fn(model, batch, carry):
+        return bce(model(batch["x"]).squeeze(-1), batch["y"]), None, len(batch["y"])
+
+    def evaluate(model):
+        for k, e in enumerate(E):
+            staged[k].append(model(e).squeeze(-1).numpy())
+        return {"val_loss": 0.0}  # epochs are chosen by the caller's inner AUC, not here
+
+    cfg = TrainConfig(epochs=epochs, lr=3e-3, weight_decay=wd, seed=seed, progress=False)
+    fit(TorchLearner(net, loss_fn, evaluate, cfg), _RowBatches(X, Y, 256, seed), cfg, out=None)
+    return [np.stack(v) for v in staged]
+
+
 class GBT:
     """Gradient-boosted depth-d trees for the logistic loss (histogram splits, Newton leaves).
 
@@ -209,7 +239,8 @@ def extra_basis(x: np.ndarray, extra: np.ndarray) -> np.ndarray:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", default=None, help="candidates to run (default: all): tyre baseline lr lr+ lr++ lean+ pitmodel lr+next gbt gbt+ blend")
+    ap.add_argument("--only", nargs="*", default=None, help="candidates to run (default: all): tyre baseline lr lr+ lr++ lean+ pitmodel lr+next gbt gbt+ mlp+ gru blend")
+    ap.add_argument("--drop-extra", nargs="*", default=[], help="extra features left out (ablation; names from PIT_EXTRA)")
     ap.add_argument("--trees", type=int, default=200, help="boosted trees (the number kept is chosen by inner CV, every 10th)")
     ap.add_argument("--depths", type=int, nargs="+", default=[3], help="tree depths tried (chosen by inner CV)")
     args = ap.parse_args(argv)
@@ -248,6 +279,8 @@ def main(argv=None) -> int:
         ok = seq.row >= 0
         grid[ok] = ex[seq.row[ok]]
         extra = grid[pm].astype(np.float64)
+        if args.drop_extra:  # ablation: the dropped columns are zeroed (constant: no weight, no split)
+            extra[:, [PIT_EXTRA.index(c) for c in args.drop_extra]] = 0.0
     print(f"{len(y)} pit-call laps, {int(y.sum())} positive ({y.mean():.3f}), {len(races)} races; "
           f"features {D}, expanded {x_exp.shape[1]}, extra {0 if extra is None else extra.shape[1]} "
           f"({time.perf_counter() - t0:.1f} s)", flush=True)
@@ -288,7 +321,7 @@ def main(argv=None) -> int:
               + " ".join(f"{v:.3f}" for v in per) + "; inner " + " ".join(f"{v:.3f}" for v in inner)
               + f" (mean {np.mean(inner):.4f}); chosen {chosen}", flush=True)
 
-    todo = args.only or ["tyre", "baseline", "lr", "lr+", "lr++", "lean+", "pitmodel", "lr+next", "gbt", "gbt+", "blend"]
+    todo = args.only or ["tyre", "baseline", "lr", "lr+", "lr++", "lean+", "pitmodel", "lr+next", "gbt", "gbt+", "mlp+", "gru", "blend"]
 
     if "tyre" in todo:
         report("tyre", x_raw[:, FEATURES.index("tyre_life")].astype(float), [float("nan")] * OUTER, [])
@@ -348,8 +381,9 @@ def main(argv=None) -> int:
                         inner_pred[k][im] = pe
             best = (-1.0, None, None)
             for k, pr in inner_pred.items():
-                if pr.ndim == 2:  # staged: every 10th stage
-                    for s in range(9, pr.shape[0], 10):
+                if pr.ndim == 2:  # staged: every 10th stage (every stage when there are at most 30)
+                    step = 1 if pr.shape[0] <= 30 else 10
+                    for s in range(step - 1, pr.shape[0], step):
                         a = roc_auc(y[trm], pr[s][trm])
                         if a > best[0]:
                             best = (a, k, s)
@@ -361,7 +395,7 @@ def main(argv=None) -> int:
             prm = grid[k]
             te = np.isin(lap_race, test)
             (pe,) = fit_predict(xs[trm], lab[trm], [xs[te]], prm if s is None else {**prm, "trees": s + 1})
-            outer[te] = pe[-1] if pe.ndim == 2 else pe
+            outer[te] = pe[s] if pe.ndim == 2 else pe  # a staged model's chosen stage
             inner_best.append(a)
             inner_keep.append(inner_pred[k][s] if s is not None else inner_pred[k])
             chosen.append(prm if s is None else {**prm, "trees": s + 1})
@@ -417,8 +451,73 @@ def main(argv=None) -> int:
         run_family("gbt", x_raw.astype(np.float64), gbt_grid, gbt_fp)
     if "gbt+" in todo and extra is not None:
         run_family("gbt+", np.concatenate([x_raw, extra], 1), gbt_grid, gbt_fp)
+    def mlp_fp(xt, yt, xe, prm):
+        return _mlp_fit(xt, yt, xe, prm["wd"], epochs=30)  # always the full schedule; the stage is picked after
+
+    if "mlp+" in todo and extra is not None:  # on lean+'s inputs
+        keep = [FEATURES.index(c) for c in LEAN] + list(range(D, x_exp.shape[1]))
+        run_family("mlp+", np.concatenate([x_exp[:, keep], extra], 1), [{"wd": 1e-2}, {"wd": 1e-1}], mlp_fp)
+    if "gru" in todo:  # a RaceNet (GRU, hidden 32) trained on the pit loss alone, early-stopped on its validation race
+        from lapnet.race.models import RaceModelConfig, RaceNet
+        from lapnet.checkpoint import load_tensors
+        from lapnet.race.pipeline import SeqBatches, _tensors, run_net
+        from lapnet.train import TorchLearner, TrainConfig, fit
+
+        gcfg = RaceTrainConfig(pit_caller=False, pit_weight=1.0, hidden_size=32, members=1, progress=False)
+        seq_lap = np.full((N, T), -1)
+        seq_lap[pm] = np.arange(len(y))
+
+        def gru_logits(train_races: list[str], pred_races: list[str], tmp: Path) -> tuple[np.ndarray, np.ndarray]:
+            sub = subset_sequences(seq, np.flatnonzero(np.isin(race_of, train_races)))
+            tr, va = _split(sub, gcfg.val_races, gcfg.seed)
+            mcfg = RaceModelConfig(input_size=D, hidden_size=gcfg.hidden_size, num_layers=1, arch="gru", dropout=gcfg.dropout,
+                                   linear_skip=gcfg.linear_skip, head=gcfg.head)
+            torch.manual_seed(gcfg.seed)
+            net = RaceNet(mcfg)
+            bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+            def loss_fn(model, batch, carry):  # the pit BCE alone (race_loss ties the pit term to the forecast)
+                out, _ = model(batch["x"], batch["lengths"])
+                m = batch["pit_mask"]
+                return bce(out["pit"][m], batch["pit"][m]), None, int(m.sum())
+
+            vb = _tensors(sub, va)
+
+            def evaluate(model):
+                out, _ = model(vb["x"], vb["lengths"])
+                return {"val_loss": float(bce(out["pit"][vb["pit_mask"]], vb["pit"][vb["pit_mask"]]))}
+
+            tcfg = TrainConfig(epochs=gcfg.epochs, lr=gcfg.lr, weight_decay=gcfg.weight_decay, clip=1.0, patience=gcfg.patience,
+                               seed=gcfg.seed, progress=False, warmup_steps=10)
+            fit(TorchLearner(net, loss_fn, evaluate, tcfg), SeqBatches(sub, tr, gcfg.batch_size, gcfg.seed), tcfg, out=tmp)
+            arrays, _ = load_tensors(tmp / "model.safetensors")  # the best validation weights
+            net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+            idx = np.flatnonzero(np.isin(race_of, pred_races))
+            p = run_net(net, subset_sequences(seq, idx))["pit"].clip(1e-6, 1 - 1e-6)  # (n, T')
+            laps_ix = seq_lap[idx, : p.shape[1]]
+            ok = laps_ix >= 0
+            return laps_ix[ok], np.log(p[ok]) - np.log1p(-p[ok])
+
+        outer, inner, inner_keep = np.zeros(len(y)), [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            for f, test in enumerate(folds):
+                train_races = [r for r in races if r not in test]
+                pred = np.zeros(len(y))
+                for gi, g in enumerate(inner_folds(train_races)):
+                    ix, lg = gru_logits([r for r in train_races if r not in g], g, Path(tmp) / f"i{f}_{gi}")
+                    pred[ix] = lg
+                trm = np.isin(lap_race, train_races)
+                inner.append(roc_auc(y[trm], pred[trm]))
+                inner_keep.append(pred)
+                ix, lg = gru_logits(train_races, test, Path(tmp) / f"o{f}")
+                outer[ix] = lg
+                print(f"  gru fold {f + 1}: inner {inner[-1]:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        report("gru", outer, inner, ["hidden 32, defaults"])
+        kept["gru"] = (outer, inner_keep)
     if "blend" in todo:
         blend("lr+ & gbt+", ["lr+", "gbt+"])
+        blend("lean+ & gru", ["lean+", "gru"])
+        blend("lean+ & mlp+", ["lean+", "mlp+"])
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -122,3 +122,15 @@ def test_pit_model_is_a_logistic_on_its_standardised_inputs():
     np.testing.assert_allclose(z[..., -len(PIT_EXTRA):].numpy(), e.numpy())
     want = ((z - m.mean) / m.std) @ m.linear.weight[0] + 0.3
     np.testing.assert_allclose(m(x, e).detach().numpy(), want.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_pit_model_reads_extras_from_the_lap_vector_when_they_are_features():
+    names = list(FEATURES) + list(PIT_EXTRA)
+    m = PitModel(names)
+    with torch.no_grad():
+        m.linear.weight.normal_()
+    x = torch.randn(5, len(FEATURES))  # (n, D)
+    e = torch.randn(5, len(PIT_EXTRA))  # (n, E)
+    both = torch.cat([x, e], -1)  # (n, D + E)
+    np.testing.assert_allclose(m(both).detach().numpy(), m(both, e).detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(m.inputs(both)[:, -len(PIT_EXTRA):].numpy(), e.numpy())

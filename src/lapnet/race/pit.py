@@ -24,8 +24,12 @@ Features (PIT_EXTRA, in this order):
     sc_new          a safety car / VSC shows on this lap and did not on the driver's previous lap
     sc_new_need     sc_new x stop_needed (the cheap stop everyone takes)
     neutral_need    any SC / VSC now x stop_needed
-    rivals_fresher  share of the 3 cars ahead and 3 behind on the road that have stopped more
-                    often than this driver (they are on fresher tyres: cover or lose time)
+
+Chosen by the inner folds of benchmarks/pit_explore.py (mean inner AUC of the PitModel, 0.7962 with
+all of them): without the road group (pit_loss .. free_stop) 0.7951, without pace_loss 0.7954,
+without the one-hots 0.7947, without the SC group 0.7919, without the typical-stint group 0.7961
+(kept: the single strongest new feature on its own, AUC 0.71); "rivals_fresher" (the share of the
+3 cars ahead and behind that stopped more often) was dropped: 0.7969 without it.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ LEFT, STINT = 7, 6
 PIT_EXTRA: tuple[str, ...] = (
     "pit_loss", "places_lost", "gap_behind", "free_stop", "pace_loss", "tyre_over_typ", "short_of_finish",
     "stop_needed", *(f"left_{k}" for k in range(LEFT)), *(f"stint_{k}" for k in range(1, STINT + 1)),
-    "sc_new", "sc_new_need", "neutral_need", "rivals_fresher",
+    "sc_new", "sc_new_need", "neutral_need",
 )
 PIT_LOSS_PRIOR = 0.25  # share of the reference lap a stop costs (about 22 s at a 90 s lap) until stops are seen
 TYPICAL_PRIOR = {"SOFT": 0.30, "MEDIUM": 0.45, "HARD": 0.60}  # share of the race a stint lasts on each compound
@@ -124,13 +128,6 @@ class PitContext:
         sc_new = float(bool(set(status) & set("467")) and not me.neutral)
         me.neutral = bool(set(status) & set("467"))
 
-        # rivals on the road who have stopped more often
-        fresher, near = 0, 0
-        if math.isfinite(st.position):
-            for other, d in fz.drivers.items():
-                if other != drv and d.timed and math.isfinite(d.position) and 0 < abs(d.position - st.position) <= 3:
-                    near += 1
-                    fresher += d.pits > st.pits
         left_hot = [0.0] * LEFT
         left_hot[min(int(left), LEFT - 1)] = 1.0
         stint_hot = [0.0] * STINT
@@ -139,7 +136,7 @@ class PitContext:
             loss, min(places, 10) / 5, gap_b, float(gap_b >= 1.0), pace_loss,
             min(tyre / max(typ, 1.0), 2.0), min(max(short, -30.0), 60.0) / 30, need,
             *left_hot, *stint_hot,
-            sc_new, sc_new * need, float(me.neutral) * need, fresher / near if near else 0.0,
+            sc_new, sc_new * need, float(me.neutral) * need,
         ], dtype=np.float32)
 
 
@@ -188,23 +185,32 @@ class PitModel(nn.Module):
         super().__init__()
         from lapnet.race.models import PitCaller
 
-        self.basis = PitCaller(features)  # only its expand() is used: the same basis, no weights of its own
+        # only PitCaller.expand is used (the same fixed basis); held in a tuple so that its unused
+        # weights are no part of this model's state_dict (its bucket edges adapt to x's dtype)
+        self._basis = (PitCaller(features),)
         d = len(features)
         keep = [list(features).index(c) for c in PIT_LEAN]
-        n_basis = self.basis.linear.in_features - d
+        n_basis = self._basis[0].linear.in_features - d
         self.register_buffer("keep", torch.tensor(keep + list(range(d, d + n_basis))), persistent=False)
         width = len(keep) + n_basis + len(PIT_EXTRA)
+        names = list(features)
+        self.register_buffer("extra_ix", torch.tensor([names.index(c) if c in names else -1 for c in PIT_EXTRA]), persistent=False)
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("std", torch.ones(width))
         self.linear = nn.Linear(width, 1)
         nn.init.zeros_(self.linear.weight)
 
-    def inputs(self, x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """(..., D) base features, (..., E) PIT_EXTRA -> (..., W) unstandardised inputs."""
-        return torch.cat([self.basis.expand(x)[..., self.keep], extra], -1)  # (..., W)
+    def inputs(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., D) base features, (..., E) PIT_EXTRA -> (..., W) unstandardised inputs.
 
-    def forward(self, x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """(..., D), (..., E) -> (...,) logits."""
+        With `extra` None, PIT_EXTRA are read from x by name (when `features` holds them: the
+        lead may append them to FEATURES instead of passing them beside the lap vector)."""
+        if extra is None:
+            extra = x[..., self.extra_ix]  # (..., E)
+        return torch.cat([self._basis[0].expand(x)[..., self.keep], extra], -1)  # (..., W)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., D), (..., E) or None -> (...,) logits."""
         return self.linear((self.inputs(x, extra) - self.mean) / self.std).squeeze(-1)
 
 

@@ -162,3 +162,34 @@ def test_csv_and_fastf1_laps_clean_alike(f1_data, race):
     assert rep_csv.to_dict() == rep_laps.to_dict()
     _assert_clean_schema(from_csv)
     assert from_csv["Scored"].mean() > 0.6
+
+
+def test_red_flag_restart_laps_are_not_scored():
+    """After a red-flag lap, a driver's laps up to and including the first timed one are a
+    restart (a standing start, timed with the restart procedure): kept, not Scored, counted."""
+    nan = float("nan")
+    df = pd.DataFrame({
+        "Driver": ["A"] * 7 + ["B"] * 7,
+        "LapNumber": list(range(1, 8)) * 2,
+        "LapTime": [95.0, 90.0, 140.0, nan, 131.0, 90.2, 90.1] + [96.0, 90.5, 141.0, 110.0, 90.9, 90.4, 90.3],
+        "TrackStatus": ["1", "1", "45", "1", "1", "1", "1"] * 2,
+    })
+    laps, rep = clean_laps(read_laps(df))
+    a, b = laps[laps.Driver == "A"].set_index("LapNumber"), laps[laps.Driver == "B"].set_index("LapNumber")
+    assert a["Restart"].tolist() == [False, False, False, True, True, False, False]  # untimed lap 4, so lap 5 too
+    assert b["Restart"].tolist() == [False, False, False, True, False, False, False]  # lap 4 timed: the restart ends there
+    assert not a.loc[5, "Scored"] and a.loc[6, "Scored"] and b.loc[5, "Scored"]
+    assert rep.races[0].masked["restart"] == 3
+
+
+def test_sao_paulo_restart_lap_by_hand(f1_data):
+    """Sao Paulo 2023: red flag on lap 2 (code 5 on 15 drivers' lap 2; PIA and RIC were in the
+    pits, their lap 2 says green), standing restart on lap 3, untimed for those 15. Lap 4 is
+    'accurate' in FastF1 but 112-133 s for the leaders (race median about 76 s): it is the
+    restart for those 15, and no longer Scored. PIA's and RIC's lap 4 stays: racing pace."""
+    laps, rep = clean_laps(read_laps(f1_data / "2023_sao_paulo_R.csv"))
+    assert rep.races[0].masked["restart"] == 15 * 2  # laps 3 and 4 of the 15
+    lap4 = laps[laps.LapNumber == 4]
+    assert int(lap4["Restart"].sum()) == 15 and int(lap4["Scored"].sum()) == 2
+    assert lap4.loc[lap4.Scored, "LapTime"].max() < 80.0  # the two scored lap-4 times are racing pace
+    assert laps.loc[laps.Scored, "LapTime"].max() < 90.0  # no restart-procedure time left among Scored laps

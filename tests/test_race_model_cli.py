@@ -96,6 +96,25 @@ def test_live_equals_batch_predict(real_run, run_cli, f1_data, tmp_path):
     np.testing.assert_allclose(both["e10"], both["expected_h10"], atol=2e-3, equal_nan=True)  # the mean lap too
 
 
+def test_live_masks_the_red_flag_restart_as_batch_cleaning_does(real_run, run_cli, f1_data, tmp_path):
+    """The restart mask needs each driver's history (a red flag, then the first timed lap):
+    live carries it and agrees with batch cleaning on every lap of Sao Paulo 2023."""
+    from lapnet.race.pipeline import load_laps
+
+    run, _ = real_run
+    src = f1_data / "2023_sao_paulo_R.csv"
+    feed = tmp_path / "feed.csv"
+    _session_ordered_csv(src, feed, keep=200)  # laps 1-10 or so: the red flag is on lap 2
+    code, out, err = run_cli("race", "live", run, feed, "--race-laps", 71)
+    assert code == 0, err
+    live = pd.DataFrame([{"Driver": d["driver"], "LapNumber": d["lap"], "live": d["scored"]} for d in map(json.loads, out.splitlines())])
+    laps, _ = load_laps(src)
+    both = laps.merge(live, on=["Driver", "LapNumber"])
+    assert len(both) == len(live) > 150
+    assert (both["live"] == both["Scored"]).all()
+    assert int(both["Restart"].sum()) == 30 and not both.loc[both["Restart"], "live"].any()
+
+
 def test_live_skips_bad_laps_with_warnings(real_run, run_cli, f1_data, tmp_path):
     run, _ = real_run
     feed = tmp_path / "feed.csv"

@@ -22,7 +22,7 @@ race_app = typer.Typer(help="Formula 1: lap tables, simulator, lap-time forecast
 MASKS_HELP = (
     "Every lap is context for the model, but the loss and the metrics count only Scored laps: timed, "
     "IsAccurate, not deleted, no safety car / VSC / red flag (TrackStatus 4-7), not an in-lap, out-lap "
-    "or lap 1, dry compound. A forecast for lap t+k counts when lap t and lap t+k are both Scored and in "
+    "or lap 1, not a restart after a red flag (each driver's laps up to the first timed one), dry compound. A forecast for lap t+k counts when lap t and lap t+k are both Scored and in "
     "the same stint ('all' metrics: lap t+k timed, any status). The pit call ('pits within 3 laps': an "
     "in-lap among the next 3 laps) is scored on every lap after which the driver has another lap, "
     "neutralised, in- and out-laps included; its AUC without in-laps is also reported."

@@ -39,7 +39,8 @@ class SkipLap(LapnetError):
 
 
 def lap_masks(lap: dict) -> dict:
-    """The mask columns of `lapnet.race.clean` for ONE lap (they depend on the lap alone).
+    """The mask columns of `lapnet.race.clean` for ONE lap, all but Restart, which needs the
+    driver's previous laps (`LiveRace.push` sets it).
 
     Mirrors `clean._clean_race` row by row; the live-equals-batch test keeps the two equal.
     """
@@ -126,6 +127,7 @@ def _fast_lap(row: dict[str, str]) -> dict | None:
 class _DriverLive:
     last_lap: float = 0.0
     state: Any = None  # the recurrent state after this driver's last lap
+    restarting: bool = False  # a red flag was shown and the driver has no timed lap since (clean.Restart)
 
 
 @dataclass
@@ -221,6 +223,15 @@ class LiveRace:
             raise SkipLap(f"{drv} lap {n:g}: duplicate lap")
         elif n < st.last_lap:
             raise SkipLap(f"{drv} lap {n:g}: out of order (already at lap {st.last_lap:g})")
+        # the one mask that needs the driver's history (clean._restart_laps): laps after a red flag
+        # up to and including the first timed one are a restart, like lap 1
+        if S.RED_CODE in str(lap.get("TrackStatus") or ""):
+            st.restarting, lap["Restart"] = True, False
+        else:
+            lap["Restart"] = st.restarting
+            if st.restarting:
+                lap["Scored"] = False
+                st.restarting = not lap.get("HasTime")
         f = self.featurizer.step(lap)
         with torch.no_grad():
             out, st.state = self.model(torch.from_numpy(f.x)[None, None, :], state=st.state)  # (1, 1, ...)

@@ -40,7 +40,8 @@ from lapnet.race.models import INTERVAL90, ExpectedGap, PitCaller, RaceEnsemble,
 
 Z90 = INTERVAL90["gaussian"]  # a central 90% interval of a Gaussian is mean +- 1.645 sigma (see INTERVAL90 for both heads)
 PIT_EVAL_RULE = "every lap after which the driver has another lap (in- and out-laps, neutralised laps included); label: an in-lap among the next 3 laps"
-SCORED_RULE = "Scored = timed, IsAccurate, not deleted, no SC/VSC/red (TrackStatus 4-7), not an in-, out- or lap-1, dry compound"
+SCORED_RULE = ("Scored = timed, IsAccurate, not deleted, no SC/VSC/red (TrackStatus 4-7), not an in-, out- or lap-1, "
+               "not a restart after a red flag (laps up to the first timed one), dry compound")
 
 
 @dataclass

@@ -63,11 +63,12 @@ COMPOUND_ALIASES: dict[str, str] = {"": "UNKNOWN", "NAN": "UNKNOWN", "NONE": "UN
 TRACK_STATUS_CODES = frozenset("1234567")
 NEUTRALISED_CODES = frozenset("4567")  # SC, red flag, VSC, VSC ending: the pace is not racing pace
 YELLOW_CODE = "2"
+RED_CODE = "5"
 
 PHASES: tuple[str, ...] = ("push", "conserve", "pit_window")
 
 # Columns `clean_laps` adds (all bool).
-MASK_COLUMNS: tuple[str, ...] = ("InLap", "OutLap", "Neutralised", "Yellow", "HasTime", "Accurate", "Green", "Wet", "Scored")
+MASK_COLUMNS: tuple[str, ...] = ("InLap", "OutLap", "Restart", "Neutralised", "Yellow", "HasTime", "Accurate", "Green", "Wet", "Scored")
 
 SCHEMA: dict[str, str] = {
     **{c: "float64" for c in TIME_COLUMNS},

@@ -214,7 +214,7 @@ def expand(x: np.ndarray) -> np.ndarray:
     """The PitCaller's inputs (features + fixed basis) for flat laps x (n, D) -> (n, W)."""
     import torch
 
-    from lapnet.race.features import FEATURES
+    from lapnet.race.features import NET_FEATURES as FEATURES
     from lapnet.race.models import PitCaller
 
     with torch.no_grad():
@@ -234,7 +234,7 @@ LEAN = (  # base features a pit wall would look at: tyres, race situation, the f
 def extra_basis(x: np.ndarray, extra: np.ndarray) -> np.ndarray:
     """One-hot buckets of short_of_finish and tyre_over_typ per dry compound, pace_loss and
     places_lost buckets: (n, W2)."""
-    from lapnet.race.features import FEATURES
+    from lapnet.race.features import NET_FEATURES as FEATURES
     from lapnet.race.pit import PIT_EXTRA
 
     def hot(v, edges):
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from lapnet.race.features import FEATURES, build_sequences
+    from lapnet.race.features import NET_FEATURES as FEATURES, build_sequences
     from lapnet.race.metrics import roc_auc
     from lapnet.race.pipeline import RaceTrainConfig, _fit_pit_caller, _split, load_laps, subset_sequences
 
@@ -276,13 +276,14 @@ def main(argv=None) -> int:
     laps, _ = load_laps(paths)
     laps = laps.reset_index(drop=True)
     seq = build_sequences(laps)
-    N, T, D = seq.x.shape
+    N, T = seq.x.shape[:2]
+    D = len(FEATURES)  # the lap vectors' NET_FEATURES (PIT_EXTRA, their last columns, are read below as `extra`)
     races = sorted({k[0] for k in seq.keys})
     race_of = np.array([k[0] for k in seq.keys])
     pm = seq.pit_mask
     lap_race = np.broadcast_to(race_of[:, None], (N, T))[pm]  # (n,) race of each pit-call lap
     y = seq.pit[pm].astype(np.float64)
-    x_raw = seq.x[pm]  # (n, D)
+    x_raw = seq.x[pm][:, :D]  # (n, D)
     x_exp = expand(x_raw)
     extra = None
     if pit_extra_features is not None:

@@ -42,9 +42,12 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     model = load_run(run).model
     assert isinstance(model, WithPitCaller) and isinstance(model.forecaster, RaceEnsemble)
     assert (run / "members" / "1" / "model.safetensors").is_file()
-    # the pit caller's L2 was chosen on the validation race: the lowest validation loss wins
+    # the pit model's L2 was chosen by leave-races-out folds of the training races: the best pooled AUC wins
+    from lapnet.race.pit import PitModel
+
+    assert isinstance(model.pit, PitModel)
     pc = config["pit_caller"]
-    assert pc["val_loss_by_l2"][f"{pc['l2']:g}"] == min(pc["val_loss_by_l2"].values())
+    assert len(pc["inner_auc_by_l2"]) == 7 and pc["inner_auc_by_l2"][f"{pc['l2']:g}"] == max(pc["inner_auc_by_l2"].values())
     code, out, err = run_cli("race", "eval", run, f1_data / f"{HELD_OUT}.csv", "--json", "--quiet")
     assert code == 0, err
     m = json.loads(out)

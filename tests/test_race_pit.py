@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lapnet.race.features import FEATURES, featurize_race, session_order
+from lapnet.race.features import NET_FEATURES as FEATURES, featurize_race, session_order
 from lapnet.race.metrics import roc_auc
 from lapnet.race.pit import PIT_EXTRA, PitModel, fit_pit_model, pit_extra_features
 
@@ -96,7 +96,7 @@ def _toy_rows(rng, n_races=6, per_race=300):
 def test_fit_pit_model_learns_and_chooses_l2_inside():
     rng = np.random.default_rng(0)
     x, extra, y, race = _toy_rows(rng)
-    model, info = fit_pit_model(x, extra, y, race, l2_grid=(1e-1, 1e-3))
+    model, info = fit_pit_model(x, extra, y, race, FEATURES, l2_grid=(1e-1, 1e-3))
     assert set(info["inner_auc_by_l2"]) == {"0.1", "0.001"}
     assert info["l2"] == max((1e-1, 1e-3), key=lambda v: info["inner_auc_by_l2"][f"{v:g}"])
     xt, et, yt, _ = _toy_rows(np.random.default_rng(1), n_races=2)

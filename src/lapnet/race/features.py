@@ -39,7 +39,7 @@ REF_LAPS = 60  # reference lap = median of the race's first 60 Scored laps (abou
 PHASES = ("push", "conserve", "pit_window")
 RECENT = 5  # the last 5 Scored laps of the stint are inputs
 
-FEATURES: tuple[str, ...] = (
+NET_FEATURES: tuple[str, ...] = (  # what the recurrent forecaster reads (the first columns of FEATURES)
     "lap_time",  # this lap, % of ref, clipped to [-10, 10], / 5
     "has_time",
     "scored",
@@ -94,6 +94,17 @@ FEATURES: tuple[str, ...] = (
     *(f"opening_lap_{k}" for k in (2, 3, 4, 5)),  # lap 2..5: DRS opens on lap 3, the field spreads, fuel is heaviest
     *(f"restart_{k}" for k in (1, 2, 3)),  # k laps after a safety car / VSC / red flag lap (DRS closed, tyres cold)
 )
+# what a pit wall weighs beyond tyre age, for the pit call only (lapnet.race.pit.PitContext computes
+# them; the definitions are in its docstring): the road behind against the race's pit loss, the
+# stint's pace loss, the compound's typical stint in this race, laps left / laps into the stint,
+# a safety car that has just come out
+PIT_LEFT, PIT_STINT = 7, 6
+PIT_EXTRA: tuple[str, ...] = (
+    "pit_loss", "places_lost", "gap_behind", "free_stop", "pace_loss", "tyre_over_typ", "short_of_finish",
+    "stop_needed", *(f"left_{k}" for k in range(PIT_LEFT)), *(f"stint_{k}" for k in range(1, PIT_STINT + 1)),
+    "sc_new", "sc_new_need", "neutral_need",
+)
+FEATURES: tuple[str, ...] = NET_FEATURES + PIT_EXTRA  # every lap vector: the forecaster reads NET_FEATURES, the pit model all
 
 
 def _num(v: Any) -> float:
@@ -174,7 +185,10 @@ class RaceFeaturizer:
     """
 
     def __init__(self, total_laps: int):
+        from lapnet.race.pit import PitContext  # it reads this class's state: imported here, not at the top
+
         self.total_laps = max(int(total_laps), 1)
+        self.pit_context = PitContext()
         self.drivers: dict[str, _Driver] = {}
         self.ref_pool: list[float] = []  # the first REF_LAPS Scored lap times
         self.fallback_pool: list[float] = []  # any timed lap, until a Scored lap exists
@@ -193,7 +207,14 @@ class RaceFeaturizer:
         return self._ref_cache[2]
 
     def step(self, lap: Mapping[str, Any]) -> LapFeatures:
-        """Ingest one cleaned lap (a row of `clean_laps`) and return its features."""
+        """Ingest one cleaned lap (a row of `clean_laps`) and return its features (FEATURES)."""
+        f = self._step_net(lap)
+        extra = self.pit_context.step(self, lap)  # reads the state the lap has just updated
+        f.x = np.concatenate([f.x, extra])  # (D,)
+        return f
+
+    def _step_net(self, lap: Mapping[str, Any]) -> LapFeatures:
+        """The NET_FEATURES part of `step`."""
         drv = str(lap["Driver"])
         st = self.drivers.setdefault(drv, _Driver())
         n = _num(lap["LapNumber"])

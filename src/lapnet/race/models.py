@@ -93,6 +93,7 @@ class RaceNet(nn.Module):
         Returns:
             ({"mean": (B, T, K), "log_sigma": (B, T, K), "pit": (B, T), "phase": (B, T, 3)}, state)
         """
+        x = x[..., : self.cfg.input_size]  # (B, T, D) the lap vector's first columns (NET_FEATURES; the rest feed the pit call)
         h, state = run_recurrent(self.rnn, x, lengths, state)  # (B, T, dirs*H)
         z = self.trunk(torch.cat([h, x], dim=-1))  # (B, T, H)
         out = {
@@ -253,14 +254,15 @@ class PitCaller(nn.Module):
 
 
 class WithPitCaller(nn.Module):
-    """A forecaster (RaceNet or RaceEnsemble) whose pit output comes from a `PitCaller`, and
+    """A forecaster (RaceNet or RaceEnsemble) whose pit output comes from a per-lap pit model
+    (`lapnet.race.pit.PitModel`, or the older `PitCaller`), and
     optionally with an `ExpectedGap` that adds the expected (mean) lap time "expected" (B, T, K).
 
     Same inputs, outputs and state as the forecaster, so every caller (predict, eval, live)
     works unchanged.
     """
 
-    def __init__(self, forecaster: nn.Module, pit: PitCaller, expected: "ExpectedGap | None" = None):
+    def __init__(self, forecaster: nn.Module, pit: nn.Module, expected: "ExpectedGap | None" = None):
         super().__init__()
         self.cfg = forecaster.cfg
         self.forecaster = forecaster
@@ -268,7 +270,7 @@ class WithPitCaller(nn.Module):
         self.expected = expected
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
-        """See `RaceNet.forward`; "pit" (B, T) is the PitCaller's logit; with an ExpectedGap,
+        """See `RaceNet.forward`; "pit" (B, T) is the pit model's logit; with an ExpectedGap,
         "expected" (B, T, K) is the mean lap time, in the same units as "mean" (the median)."""
         out, state = self.forecaster(x, lengths, state)
         out = {**out, "pit": self.pit(x)}

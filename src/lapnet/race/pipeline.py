@@ -28,15 +28,18 @@ from lapnet.race.features import (
     COMPOUNDS,
     FEATURES,
     HORIZONS,
+    NET_FEATURES,
     PHASES,
     PIT_AHEAD,
+    PIT_EXTRA,
     REF_LAPS,
     Sequences,
     build_sequences,
     check_features,
 )
 from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, pit_report, roc_auc
-from lapnet.race.models import INTERVAL90, ExpectedGap, PitCaller, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
+from lapnet.race.models import INTERVAL90, ExpectedGap, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
+from lapnet.race.pit import PitModel
 
 Z90 = INTERVAL90["gaussian"]  # a central 90% interval of a Gaussian is mean +- 1.645 sigma (see INTERVAL90 for both heads)
 PIT_EVAL_RULE = "every lap after which the driver has another lap (in- and out-laps, neutralised laps included); label: an in-lap among the next 3 laps"
@@ -59,14 +62,14 @@ class RaceTrainConfig:
     batch_size: int = 32
     patience: int | None = 20  # the pit call keeps improving after the lap-time loss flattens
     seed: int = 0
-    pit_weight: float = 1.0  # the net's own pit head; unused (weight 0) when the PitCaller makes the pit call
+    pit_weight: float = 1.0  # the net's own pit head; unused (weight 0) when the PitModel makes the pit call
     members: int = 3  # an ensemble of nets, seeds seed, seed+1, ..., each early-stopped on its own validation race
     val_races: int = 1  # races held out for early stopping (0: a share of drivers instead); 3 was tried: worse on 4 of 5 folds
     pretrain_sim: int = 0  # simulated races to pretrain on before the real ones
     pretrain_epochs: int = 20
     tagger: bool = True  # train the bidirectional phase tagger when Phase labels exist
     linear_skip: bool = True  # add a linear map of the lap's features to the forecast (wide and deep; chosen by inner validation)
-    pit_caller: bool = True  # the pit call from a separate per-lap logistic model (PitCaller), not the net's pit head
+    pit_caller: bool = True  # the pit call from a separate per-lap logistic model (lapnet.race.pit.PitModel), not the net's pit head
     # the forecast's distribution (RaceModelConfig.head): "laplace" chosen over "gaussian" by the folds'
     # inner validation races (h1 0.4166 vs 0.4314, better on all 5); its 90% interval is also the calibrated one
     head: str = "laplace"
@@ -75,7 +78,8 @@ class RaceTrainConfig:
     # the forecast loss weighs horizon k by 1 / k**horizon_power: 2 favours the next lap (chosen on the real
     # races: 1 and 0.5 were less good at h1); 0 weighs the 10-lap horizon like the next lap
     horizon_power: float = 2.0
-    pit_l2: tuple = (3e-2, 1e-2, 3e-3, 1e-3)  # the PitCaller's L2 strengths; the one with the best validation-race loss is kept
+    # the pit model's L2 strengths; the one with the best pooled AUC over leave-races-out folds of the training races is kept
+    pit_l2: tuple = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4)
     expected_gap: bool = True  # fit an ExpectedGap (the mean lap above the median forecast) after training; needs pit_caller
     expected_ridge: tuple = (1e-1, 1e-2, 1e-3, 1e-4)  # its L2 strengths per lap; the best validation-race MSE is kept
     progress: bool = True
@@ -191,7 +195,7 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
     tcfg = TrainConfig(epochs=epochs, minutes=cfg.minutes, lr=cfg.lr, weight_decay=cfg.weight_decay, clip=1.0,
                        patience=cfg.patience, seed=cfg.seed, progress=cfg.progress, warmup_steps=10)
     torch.manual_seed(cfg.seed)
-    # with a PitCaller the net's pit head is never read: it must neither take capacity nor steer early stopping
+    # with a PitModel the net's pit head is never read: it must neither take capacity nor steer early stopping
     pit_weight = 0.0 if cfg.pit_caller else cfg.pit_weight
     head = model.cfg.head
     learner = TorchLearner(model, _forecast_loss_fn(pit_weight, forecast, cfg.mean_loss, head, cfg.scale_weight, cfg.horizon_power),
@@ -229,7 +233,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     laps, report = load_laps(sources)
     seq = build_sequences(laps)
     train_idx, val_idx = _split(seq, cfg.val_races, cfg.seed)
-    mcfg = RaceModelConfig(input_size=len(FEATURES), hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+    mcfg = RaceModelConfig(input_size=len(NET_FEATURES), hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                            arch=cfg.arch, dropout=cfg.dropout, linear_skip=cfg.linear_skip, head=cfg.head)
     torch.manual_seed(cfg.seed)
     model = RaceNet(mcfg)
@@ -345,69 +349,18 @@ def _fit_members(first: RaceNet, seq: Sequences, cfg: RaceTrainConfig, mcfg: Rac
     return ens, results
 
 
-class _RowBatches:
-    """Shuffled mini-batches of single laps (x (n, D), y (n,)) for the per-lap PitCaller."""
+def _fit_pit_caller(seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfig, out: Path) -> tuple[PitModel, dict]:
+    """Fit the pit call (a PitModel, `lapnet.race.pit`) on every race given to training (the
+    nets' validation race too: the L2 strength is chosen by its own leave-races-out folds inside
+    them, so the held-out races of a benchmark are never seen)."""
+    from lapnet.race.pit import fit_pit_model
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
-        self.x, self.y, self.bs, self.seed = x, y, batch_size, seed
-
-    def steps_per_epoch(self) -> int:
-        return int(np.ceil(len(self.y) / self.bs))
-
-    def epoch(self, e: int):
-        order = torch.from_numpy(np.random.default_rng(self.seed * 7919 + e).permutation(len(self.y)))
-        for i in range(0, len(order), self.bs):
-            ix = order[i : i + self.bs]
-            yield {"x": self.x[ix], "y": self.y[ix]}
-
-
-def pit_rows(seq: Sequences, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """The laps of sequences `idx` that have a next lap: features (n, D) and pit-within-3 labels (n,)."""
-    m = seq.pit_mask[idx]
-    return torch.from_numpy(seq.x[idx][m]), torch.from_numpy(seq.pit[idx][m])
-
-
-def fit_logistic(net: torch.nn.Module, xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, *,
-                 l2: float, out: Path, seed: int = 0) -> float:
-    """Fit a per-lap logistic model `net` (x (n, D) -> logits (n,), its weights in `net.linear`) with
-    an L2 penalty through the shared training loop, early-stopped on (xv, yv); leaves the best
-    weights in `net` and returns their validation BCE."""
-    from lapnet.train import TorchLearner, TrainConfig, fit
-
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-
-    def loss_fn(model, batch, carry):
-        w = getattr(model, "module", model).linear.weight  # under torchrun, model is the DDP wrapper
-        return bce(model(batch["x"]), batch["y"]) + l2 * (w**2).sum(), None, len(batch["y"])
-
-    def evaluate(model):
-        return {"val_loss": float(bce(model(xv), yv)) if len(yv) else 0.0}
-
-    tcfg = TrainConfig(epochs=30, lr=0.02, weight_decay=0.0, patience=8, seed=seed, progress=False)
-    res = fit(TorchLearner(net, loss_fn, evaluate, tcfg), _RowBatches(xt, yt, 1024, seed), tcfg, out=out,
-              meta={"config": {"kind": "lapnet-race-pit", "l2": l2}})
-    arrays, _ = load_tensors(out / "model.safetensors")
-    net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-    net.eval()
-    return float(res.best_val)
-
-
-def _fit_pit_caller(seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfig, out: Path) -> tuple[PitCaller, dict]:
-    """Fit a PitCaller for each L2 strength in cfg.pit_l2 on the training races; keep the one whose
-    loss on the validation race(s) is lowest (the held-out races of a benchmark are never seen)."""
-    xt, yt = pit_rows(seq, train_idx)
-    xv, yv = pit_rows(seq, val_idx)
-    best, scores = None, {}
-    for l2 in cfg.pit_l2:
-        torch.manual_seed(cfg.seed)
-        pit = PitCaller(FEATURES)
-        pit.fit_scaler(xt)
-        scores[f"{l2:g}"] = val = fit_logistic(pit, xt, yt, xv, yv, l2=l2, out=out / "pit" / f"l2_{l2:g}", seed=cfg.seed)
-        if best is None or val < best[0]:
-            best = (val, l2, pit)
-    return best[2], {"model": "logistic regression on the lap features + binned tyre life / race fraction (PitCaller)",
-                     "l2": best[1], "val_loss_by_l2": scores, "chosen_by": "lowest BCE on the validation race(s)",
-                     "eval_laps": PIT_EVAL_RULE}
+    idx = np.concatenate([train_idx, val_idx])
+    m = seq.pit_mask[idx]  # (n_seq, T)
+    x = seq.x[idx][m]  # (n, D)
+    race = np.broadcast_to(np.array([seq.keys[i][0] for i in idx])[:, None], m.shape)[m]  # (n,)
+    model, info = fit_pit_model(x, x[:, -len(PIT_EXTRA):], seq.pit[idx][m], race, FEATURES, l2_grid=cfg.pit_l2)
+    return model, {**info, "eval_laps": PIT_EVAL_RULE}
 
 
 def _fit_expected_gap(forecaster: torch.nn.Module, seq: Sequences, train_idx, val_idx,
@@ -500,7 +453,7 @@ def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False
     arrays, _ = load_tensors(path)
     net = RaceEnsemble(RaceModelConfig(**mcfg), members) if members > 1 else RaceNet(RaceModelConfig(**mcfg))
     if pit_caller:
-        net = WithPitCaller(net, PitCaller(FEATURES), ExpectedGap(FEATURES) if expected_gap else None)
+        net = WithPitCaller(net, PitModel(FEATURES), ExpectedGap(FEATURES) if expected_gap else None)
     try:
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     except RuntimeError as e:

@@ -44,14 +44,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lapnet.race.features import RaceFeaturizer, _flag, _num, race_laps, session_order
-
-LEFT, STINT = 7, 6
-PIT_EXTRA: tuple[str, ...] = (
-    "pit_loss", "places_lost", "gap_behind", "free_stop", "pace_loss", "tyre_over_typ", "short_of_finish",
-    "stop_needed", *(f"left_{k}" for k in range(LEFT)), *(f"stint_{k}" for k in range(1, STINT + 1)),
-    "sc_new", "sc_new_need", "neutral_need",
-)
+from lapnet.race.features import PIT_EXTRA, RaceFeaturizer, _flag, _num, race_laps, session_order
+from lapnet.race.features import PIT_LEFT as LEFT
+from lapnet.race.features import PIT_STINT as STINT
 PIT_LOSS_PRIOR = 0.25  # share of the reference lap a stop costs (about 22 s at a 90 s lap) until stops are seen
 TYPICAL_PRIOR = {"SOFT": 0.30, "MEDIUM": 0.45, "HARD": 0.60}  # share of the race a stint lasts on each compound
 PRIOR_WEIGHT = 3.0  # the priors count as this many observed stops / stints
@@ -148,11 +143,10 @@ def pit_extra_features(laps: pd.DataFrame, total_laps: int | None = None) -> np.
     out = np.zeros((len(laps), len(PIT_EXTRA)), np.float32)
     race_col = laps["Race"] if "Race" in laps.columns else pd.Series("race", index=laps.index)
     for _, g in laps.groupby(race_col, sort=False):
-        fz, ctx = RaceFeaturizer(total_laps or race_laps(g)), PitContext()
+        fz = RaceFeaturizer(total_laps or race_laps(g))  # its step runs a PitContext: the last E columns
         records = g.to_dict("index")
         for i in session_order(g):
-            fz.step(records[i])
-            out[i] = ctx.step(fz, records[i])
+            out[i] = fz.step(records[i]).x[-len(PIT_EXTRA):]
     return out
 
 

@@ -1,6 +1,6 @@
 """Pit call exploration on the 15 real races: which model ranks "pits within 3 laps" best.
 
-    python benchmarks/pit_explore.py --only tyre baseline pitmodel   # the current and the proposed model (~5 min)
+    python benchmarks/pit_explore.py --only tyre lr pitmodel         # the PitCaller's inputs and the kept model (~4 min)
     python benchmarks/pit_explore.py                                 # every candidate (~25 min, one thread)
     python benchmarks/pit_explore.py --only lean+ --drop-extra pace_loss   # an ablation of PIT_EXTRA
 
@@ -12,12 +12,12 @@ AUC; the held-out races are only predicted. Both numbers are printed per candida
 
 Candidates:
   tyre       tyre life alone
-  baseline   the current PitCaller fitted by pipeline._fit_pit_caller (L2 on the validation race);
-             its inner number refits that recipe on each inner fold's 9 races
+  (baseline  the former PitCaller recipe, SGD with L2 on one validation race: retired when the
+             PitModel replaced it; its numbers are kept below)
   lr         the PitCaller's inputs, full-batch L-BFGS, L2 chosen by inner CV
   lr+        the same plus PIT_EXTRA (lapnet.race.pit); lr++ adds buckets of the new tyre quantities
   lean+      PIT_LEAN base features + the PitCaller basis + PIT_EXTRA (L-BFGS, L2 by inner CV)
-  pitmodel   lean+ through lapnet.race.pit.fit_pit_model (the module the lead can integrate)
+  pitmodel   lean+ through lapnet.race.pit.fit_pit_model (what train_race now fits)
   lr+next    lr+ trained on "pits at the next lap", scored on within 3
   gbt, gbt+  gradient-boosted trees (NumPy, histogram splits, Newton leaves); depth, trees by inner CV
   mlp+       a one-hidden-layer MLP on lean+'s inputs (lapnet.train.fit); weight decay, epochs by inner CV
@@ -25,7 +25,7 @@ Candidates:
   blend      mean logits of candidates run in the same call
 Also measures the share of positive labels that sit before a stop made under a safety car /
 VSC / red flag that had not started at the labelled lap (unforeseeable from the lap's
-features), and, for baseline and pitmodel, where the AUC is lost (positives against negatives
+features), and, for pitmodel, where the AUC is lost (positives against negatives
 4-10 laps before a stop, 11+ laps before, no stop ahead; per-race against pooled AUC).
 
 Measured (inner mean / outer pooled): baseline 0.7809 / 0.7873, lr 0.7880 / 0.7960,
@@ -251,7 +251,7 @@ def extra_basis(x: np.ndarray, extra: np.ndarray) -> np.ndarray:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", default=None, help="candidates to run (default: all): tyre baseline lr lr+ lr++ lean+ pitmodel lr+next gbt gbt+ mlp+ gru blend")
+    ap.add_argument("--only", nargs="*", default=None, help="candidates to run (default: all): tyre lr lr+ lr++ lean+ pitmodel lr+next gbt gbt+ mlp+ gru blend")
     ap.add_argument("--drop-extra", nargs="*", default=[], help="extra features left out (ablation; names from PIT_EXTRA)")
     ap.add_argument("--trees", type=int, default=200, help="boosted trees (the number kept is chosen by inner CV, every 10th)")
     ap.add_argument("--depths", type=int, nargs="+", default=[3], help="tree depths tried (chosen by inner CV)")
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from lapnet.race.features import NET_FEATURES as FEATURES, build_sequences
     from lapnet.race.metrics import roc_auc
-    from lapnet.race.pipeline import RaceTrainConfig, _fit_pit_caller, _split, load_laps, subset_sequences
+    from lapnet.race.pipeline import RaceTrainConfig, _split, load_laps, subset_sequences
 
     try:
         from lapnet.race.pit import PIT_EXTRA, pit_extra_features
@@ -351,40 +351,11 @@ def main(argv=None) -> int:
               + " ".join(f"{v:.3f}" for v in per) + "; inner " + " ".join(f"{v:.3f}" for v in inner)
               + f" (mean {np.mean(inner):.4f}); chosen {chosen}", flush=True)
 
-    todo = args.only or ["tyre", "baseline", "lr", "lr+", "lr++", "lean+", "pitmodel", "lr+next", "gbt", "gbt+", "mlp+", "gru", "blend"]
+    todo = args.only or ["tyre", "lr", "lr+", "lr++", "lean+", "pitmodel", "lr+next", "gbt", "gbt+", "mlp+", "gru", "blend"]
 
     if "tyre" in todo:
         report("tyre", x_raw[:, FEATURES.index("tyre_life")].astype(float), [float("nan")] * OUTER, [])
 
-    if "baseline" in todo:  # the current PitCaller, exactly as train_race fits it
-        cfg = RaceTrainConfig(seed=0, progress=False)
-        outer = np.zeros(len(y))
-        inner, chosen, val_race = [], [], []
-        with tempfile.TemporaryDirectory() as tmp:
-            for f, test in enumerate(folds):
-                tr_seq_idx = np.flatnonzero(~np.isin(race_of, test))
-                sub = subset_sequences(seq, tr_seq_idx)
-                tr, va = _split(sub, cfg.val_races, cfg.seed)
-                pit, info = _fit_pit_caller(sub, tr, va, cfg, Path(tmp) / f"f{f}")
-                with torch.no_grad():
-                    p = pit(torch.from_numpy(x_raw)).numpy()
-                te = np.isin(lap_race, test)
-                outer[te] = p[te]
-                vr = sorted({sub.keys[i][0] for i in va})
-                val_race.append(score(p, np.isin(lap_race, vr)))
-                chosen.append((vr[0].replace("2023_", "").replace("_R", ""), info["l2"]))
-                # the same inner folds as the other candidates: train_race's recipe on 9 races, scored on 3
-                train_races = [r for r in races if r not in test]
-                pred = np.zeros(len(y))
-                for g in inner_folds(train_races):
-                    isub = subset_sequences(seq, np.flatnonzero(np.isin(race_of, [r for r in train_races if r not in g])))
-                    itr, iva = _split(isub, cfg.val_races, cfg.seed)
-                    ipit, _ = _fit_pit_caller(isub, itr, iva, cfg, Path(tmp) / f"f{f}_{len(inner)}_{g[0]}")
-                    with torch.no_grad():
-                        pred[np.isin(lap_race, g)] = ipit(torch.from_numpy(x_raw[np.isin(lap_race, g)])).numpy()
-                inner.append(score(pred, np.isin(lap_race, train_races)))
-        print("baseline's own validation race AUC per fold (what train_race chose L2 on): " + " ".join(f"{v:.3f}" for v in val_race))
-        report("baseline", outer, inner, chosen)
 
     kept: dict = {}  # name -> (outer scores, per fold: inner scores at the chosen setting)
 

@@ -57,40 +57,26 @@ def _train_fold(job) -> tuple[float, float]:
 SIMPLE_PIT = ("tyre_life", "compound_soft", "compound_medium", "compound_hard", "lap_frac")
 
 
-def _simple_logistic():
-    """The pit baseline: logistic regression on tyre life, compound and race fraction."""
+def simple_logistic_pit(seq, train_idx, test_idx, workdir: Path | None = None, seed: int = 0) -> np.ndarray:
+    """Pit probabilities (len(test_idx), T) of the pit baseline: a logistic regression on tyre
+    life, compound and race fraction (standardised), fitted exactly (L-BFGS, L2 1e-4) on the laps
+    of `train_idx`. `workdir` and `seed` are unused (the fit is deterministic)."""
     import torch
 
     from lapnet.race.features import FEATURES
+    from lapnet.race.pit import _lbfgs
 
-    class SimpleLogistic(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.cols = [FEATURES.index(c) for c in SIMPLE_PIT]
-            self.linear = torch.nn.Linear(len(SIMPLE_PIT), 1)
-
-        def forward(self, x):  # (..., D) -> (...,) logits
-            return self.linear(x[..., self.cols]).squeeze(-1)
-
-    return SimpleLogistic()
-
-
-def simple_logistic_pit(seq, train_idx, test_idx, workdir: Path, seed: int = 0) -> np.ndarray:
-    """Pit probabilities (len(test_idx), T) of the simple logistic baseline trained on `train_idx`
-    (early-stopped on one of its races, as train_race does)."""
-    import torch
-
-    from lapnet.race.pipeline import _split, fit_logistic, pit_rows, subset_sequences
-
-    sub = subset_sequences(seq, train_idx)
-    tr, va = _split(sub, 1, seed)
-    torch.manual_seed(seed)
-    net = _simple_logistic()
-    xt, yt = pit_rows(sub, tr)
-    xv, yv = pit_rows(sub, va)
-    fit_logistic(net, xt, yt, xv, yv, l2=1e-4, out=workdir, seed=seed)
+    cols = [FEATURES.index(c) for c in SIMPLE_PIT]
+    m = seq.pit_mask[train_idx]
+    x = torch.from_numpy(seq.x[train_idx][m][:, cols].astype(np.float64))  # (n, 5)
+    y = torch.from_numpy(seq.pit[train_idx][m].astype(np.float64))
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    net = torch.nn.Module()
+    net.linear = torch.nn.Linear(len(cols), 1).double()
+    _lbfgs(net, (x - mean) / std, y, 1e-4)
+    xt = torch.from_numpy(seq.x[test_idx][..., cols].astype(np.float64))  # (n_test, T, 5)
     with torch.no_grad():
-        return torch.sigmoid(net(torch.from_numpy(seq.x[test_idx]))).numpy()
+        return torch.sigmoid(net.linear((xt - mean) / std).squeeze(-1)).numpy()
 
 
 def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrain_sim: int = 0, jobs: int = 1, threads: int = 1) -> dict:

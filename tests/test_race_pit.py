@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lapnet.errors import LapnetError
 from lapnet.race.features import NET_FEATURES as FEATURES, featurize_race, session_order
 from lapnet.race.metrics import roc_auc
 from lapnet.race.pit import PIT_EXTRA, PitModel, fit_pit_model, pit_extra_features
@@ -134,3 +135,5 @@ def test_pit_model_reads_extras_from_the_lap_vector_when_they_are_features():
     both = torch.cat([x, e], -1)  # (n, D + E)
     np.testing.assert_allclose(m(both).detach().numpy(), m(both, e).detach().numpy(), rtol=1e-6)
     np.testing.assert_allclose(m.inputs(both)[:, -len(PIT_EXTRA):].numpy(), e.numpy())
+    with pytest.raises(LapnetError, match="lack the PIT_EXTRA"):  # never a silent read of other columns
+        PitModel(FEATURES)(x)

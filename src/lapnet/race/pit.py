@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lapnet.errors import LapnetError
 from lapnet.race.features import PIT_EXTRA, RaceFeaturizer, _flag, _num, race_laps, session_order
 from lapnet.race.features import PIT_LEFT as LEFT
 from lapnet.race.features import PIT_STINT as STINT
@@ -197,9 +198,11 @@ class PitModel(nn.Module):
     def inputs(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """(..., D) base features, (..., E) PIT_EXTRA -> (..., W) unstandardised inputs.
 
-        With `extra` None, PIT_EXTRA are read from x by name (when `features` holds them: the
-        lead may append them to FEATURES instead of passing them beside the lap vector)."""
+        With `extra` None, PIT_EXTRA are read from x by name: `FEATURES` ends with them, so
+        the lap vectors of lapnet's own featuriser carry them."""
         if extra is None:
+            if bool((self.extra_ix < 0).any()):
+                raise LapnetError("PitModel: the lap vectors lack the PIT_EXTRA features; pass them as `extra`")
             extra = x[..., self.extra_ix]  # (..., E)
         return torch.cat([self._basis[0].expand(x)[..., self.keep], extra], -1)  # (..., W)
 

@@ -66,7 +66,7 @@ def test_run_has_expected_lap_above_median_where_fitted(tmp_path):
     from lapnet.race.simulate import simulate
 
     sim = simulate(3, seed=5)
-    cfg = RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False, tagger=False)
+    cfg = RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False, tagger=False, expected_gap_check=False)
     train_race(sim, tmp_path / "run", cfg)
     run = load_run(tmp_path / "run")
     info = run.config["expected_gap"]
@@ -86,3 +86,17 @@ def test_run_has_expected_lap_above_median_where_fitted(tmp_path):
     plain = load_run(tmp_path / "plain")
     assert "expected_gap" not in plain.config and "expected" not in run_net(plain.model, seq)
     np.testing.assert_allclose(run_net(plain.model, seq)["mean"], o["mean"], rtol=1e-6)  # the gap leaves the forecast alone
+
+
+def test_gap_kept_only_when_its_totals_beat_the_median_on_the_validation_race(tmp_path):
+    """With the check (the default), config.json records the validation race's next-10-lap total
+    error of both, and the gap exists in the loaded run exactly when it won."""
+    from lapnet.race.pipeline import RaceTrainConfig, load_run, train_race
+    from lapnet.race.simulate import simulate
+
+    train_race(simulate(3, seed=5), tmp_path / "run", RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False, tagger=False))
+    run = load_run(tmp_path / "run")
+    info = run.config["expected_gap"]
+    v = info["val_next10_total_abs_pct"]
+    assert v["origins"] > 0 and info["kept"] == (v["expected"] < v["median"])
+    assert (run.model.expected is not None) == info["kept"]

@@ -89,3 +89,24 @@ def test_baselines_by_hand():
     # Scored pairs at h1: (2->3), (3->4), (4->5), (8->9)
     assert rep["scored"]["p"]["h1"]["n"] == 4
     assert rep["scored"]["p"]["h1"]["mae"] == pytest.approx((0.5 + 0.3 + 0.7 + 0.4) / 4)
+
+
+def test_next10_totals_by_hand():
+    """The next 10 laps' total: only origins whose 10 next laps are all Scored and in the stint;
+    a forecast 0.1 s slow on every lap is 1 s slow in total."""
+    from lapnet.race.features import build_sequences
+    from lapnet.race.metrics import totals_report
+    from lapnet.race.pipeline import load_laps
+    from lapnet.race.simulate import simulate
+
+    seq = build_sequences(load_laps(simulate(1, seed=3))[0])
+    exact = np.where(seq.target_mask, seq.future, np.nan)  # (N, T, K)
+    slow = exact + 0.1
+    half = exact.copy()
+    half[:, :, 5:] = np.nan  # a forecaster with no 6th..10th lap: no total
+    rep = totals_report({"exact": exact, "slow": slow, "half": half}, seq)
+    want_n = int((seq.target_mask.all(-1) & seq.origin_scored).sum())
+    assert want_n > 100 and rep["exact"]["n"] == rep["slow"]["n"] == want_n
+    assert rep["exact"]["bias"] == pytest.approx(0.0, abs=1e-9) and rep["exact"]["mae"] == pytest.approx(0.0, abs=1e-9)
+    assert rep["slow"]["bias"] == pytest.approx(1.0) and rep["slow"]["mae"] == pytest.approx(1.0)
+    assert rep["half"]["n"] == 0 and np.isnan(rep["half"]["bias"])

@@ -71,6 +71,27 @@ def forecast_report(forecasts: dict[str, np.ndarray], seq: Sequences, horizons=R
     return report
 
 
+def totals_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict:
+    """The next K laps' total time: what a stint plan adds up. On origins whose next K laps are
+    all Scored and in the same stint, per forecaster: n, the mean error of the total ("bias":
+    predicted minus actual, s) and its mean absolute error (s).
+
+    Args:
+        forecasts: name -> (N, T, K) lap times in seconds (NaN where there is no forecast).
+        seq: the sequences (targets and masks).
+    """
+    m = seq.target_mask.all(-1) & seq.origin_scored  # (N, T)
+    actual = seq.future.sum(-1)  # (N, T) NaN where a lap is missing
+    out = {}
+    for name, f in forecasts.items():
+        total = f.sum(-1)  # (N, T)
+        ok = m & np.isfinite(total) & np.isfinite(actual)
+        err = total[ok] - actual[ok]
+        out[name] = {"n": int(ok.sum()), "bias": float(err.mean()) if len(err) else float("nan"),
+                     "mae": float(np.abs(err).mean()) if len(err) else float("nan")}
+    return out
+
+
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     """Unweighted mean of per-class F1 over the classes present in y_true or y_pred."""
     f1s = []

@@ -37,7 +37,7 @@ from lapnet.race.features import (
     build_sequences,
     check_features,
 )
-from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, pit_report, roc_auc
+from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, pit_report, roc_auc, totals_report
 from lapnet.race.models import INTERVAL90, ExpectedGap, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
 from lapnet.race.pit import PitModel
 
@@ -81,6 +81,7 @@ class RaceTrainConfig:
     # the pit model's L2 strengths; the one with the best pooled AUC over leave-races-out folds of the training races is kept
     pit_l2: tuple = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4)
     expected_gap: bool = True  # fit an ExpectedGap (the mean lap above the median forecast) after training; needs pit_caller
+    expected_gap_check: bool = True  # keep it only if its 10-lap total beats the median's on the validation race(s)
     expected_ridge: tuple = (1e-1, 1e-2, 1e-3, 1e-4)  # its L2 strengths per lap; the best validation-race MSE is kept
     progress: bool = True
 
@@ -285,6 +286,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         expected = None
         if cfg.expected_gap:
             expected, config["expected_gap"] = _fit_expected_gap(forecaster, seq, train_idx, val_idx, cfg)
+            config["expected_gap"]["kept"] = expected is not None
         wrapped = WithPitCaller(forecaster, pit, expected)
         save_tensors(out / "model.safetensors", {k: v.detach().numpy() for k, v in wrapped.state_dict().items()},
                      {"config": {**meta["config"], "members": cfg.members, "pit_caller": True,
@@ -364,10 +366,16 @@ def _fit_pit_caller(seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfig, ou
 
 
 def _fit_expected_gap(forecaster: torch.nn.Module, seq: Sequences, train_idx, val_idx,
-                      cfg: RaceTrainConfig) -> tuple[ExpectedGap, dict]:
+                      cfg: RaceTrainConfig) -> tuple[ExpectedGap | None, dict]:
     """Fit an ExpectedGap on the forecaster's residuals over the training races, for each ridge
     strength in cfg.expected_ridge; keep the one with the lowest squared error of the expected
-    lap on the validation race(s)."""
+    lap on the validation race(s). With cfg.expected_gap_check, the gap is then kept only if the
+    next 10 laps' total it gives beats the median forecast's there (mean absolute error): its
+    residuals are in-sample, and on real races that can make it worse, not better.
+
+    Returns:
+        (the gap, or None when the check drops it; what was measured, for config.json)
+    """
 
     def rows(idx):
         if len(idx) == 0:
@@ -375,14 +383,15 @@ def _fit_expected_gap(forecaster: torch.nn.Module, seq: Sequences, train_idx, va
         sub = subset_sequences(seq, idx)
         med = run_net(forecaster, sub)["mean"]  # (n, T, K)
         m = sub.target_mask.any(-1)  # (n, T) laps with at least one target
+        full = sub.target_mask[m].all(-1) & sub.origin_scored[m]  # (r,) origins whose next K laps all count
         return (torch.from_numpy(sub.x[m]), torch.from_numpy((sub.target - med)[m]),  # (r, D), (r, K)
-                torch.from_numpy(sub.target_mask[m]))  # (r, K)
+                torch.from_numpy(sub.target_mask[m]), torch.from_numpy(full))  # (r, K), (r,)
 
     train, val = rows(train_idx), rows(val_idx)
     best, scores = None, {}
     for ridge in cfg.expected_ridge:
         gap = ExpectedGap(FEATURES)
-        gap.fit(*train, ridge=ridge)
+        gap.fit(*train[:3], ridge=ridge)
         if val is None:
             best = (0.0, ridge, gap)
             break
@@ -391,8 +400,17 @@ def _fit_expected_gap(forecaster: torch.nn.Module, seq: Sequences, train_idx, va
         scores[f"{ridge:g}"] = mse = float((err**2).mean()) if len(err) else 0.0
         if best is None or mse < best[0]:
             best = (mse, ridge, gap)
-    return best[2], {"model": "ridge regression of the forecast's residuals on the lap features + tyre life buckets per compound",
-                     "ridge": best[1], "val_mse_by_ridge": scores, "chosen_by": "lowest squared error on the validation race(s)"}
+    info = {"model": "ridge regression of the forecast's residuals on the lap features + tyre life buckets per compound",
+            "ridge": best[1], "val_mse_by_ridge": scores, "chosen_by": "lowest squared error on the validation race(s)",
+            "kept": True}
+    if cfg.expected_gap_check and val is not None and bool(val[3].any()):
+        with torch.no_grad():
+            r, full = val[1][val[3]], val[3]  # (f, K) residuals of the median on full origins
+            g = best[2](val[0][full]).to(r.dtype)  # (f, K)
+        med_mae, exp_mae = float(r.sum(-1).abs().mean()), float((r - g).sum(-1).abs().mean())
+        info["val_next10_total_abs_pct"] = {"median": med_mae, "expected": exp_mae, "origins": int(full.sum())}
+        info["kept"] = exp_mae < med_mae
+    return (best[2] if info["kept"] else None), info
 
 
 def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
@@ -442,8 +460,9 @@ def load_run(run: str | Path) -> RaceRun:
     if not isinstance(config, dict) or config.get("kind") != "lapnet-race":
         raise CheckpointError(f"{run}: not a lapnet race run (config.json kind is not 'lapnet-race')")
     check_features(config.get("features", []))
+    gap = config.get("expected_gap")
     model = _load_net(run / "model.safetensors", config["model"], int(config.get("members", 1)), bool(config.get("pit_caller")),
-                      bool(config.get("expected_gap")))
+                      isinstance(gap, dict) and bool(gap.get("kept", True)))
     tagger = _load_net(run / "tagger" / "model.safetensors", config["tagger"]) if config.get("tagger") else None
     return RaceRun(model, config, tagger, run)
 
@@ -524,6 +543,11 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
     pit["eval_laps"] = PIT_EVAL_RULE
     out = {"forecast": report, "interval90_coverage": cov, "pit_within_3": pit,
            "summary": _summary(report)}
+    # a stint plan adds laps up: the next 10 laps' total, from the median forecast and, when the
+    # run has an ExpectedGap, from the expected (mean) laps, which is what sums should use
+    totals = {"forecaster": sec, **({"expected": to_seconds(seq, o["expected"])} if "expected" in o else {}),
+              **{k: v for k, v in forecasts.items() if k != "forecaster"}}
+    out["next10_total"] = totals_report(totals, seq)
     if seq.phase_mask.any():
         qm = seq.phase_mask
         out["phase_macro_f1"] = {"live": macro_f1(seq.phase[qm], o["phase"].argmax(-1)[qm], len(PHASES))}

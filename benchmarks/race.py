@@ -246,7 +246,11 @@ def main(argv=None) -> int:
             lines.append(f"phase macro-F1: post-race (bidirectional) {f1.get('post_race', float('nan')):.3f} "
                          f"(target >= 0.85: {'met' if f1.get('post_race', 0) >= 0.85 else 'NOT met'}), live (unidirectional) {f1.get('live', float('nan')):.3f}")
             lines.append(f"pit within 3 laps: AUC {m['pit_within_3']['auc']:.3f} (tyre life alone {m['pit_within_3']['tyre_life_auc']:.3f})")
+            lines.append("next 10 laps' total (s), bias / MAE / RMSE: " + ", ".join(
+                f"{n} {v['bias']:+.2f} / {v['mae']:.2f} / {v['rmse']:.2f}" for n, v in m["next10_total"].items()
+                if n in ("forecaster", "expected", "persistence")) + f" (n = {m['next10_total']['forecaster']['n']})")
             results.update(mae_by_horizon=per_h, degradation=slopes, phase_macro_f1=f1, pit=m["pit_within_3"],
+                           next10_total=m["next10_total"], expected_gap=run.config.get("expected_gap"),
                            coverage=m["interval90_coverage"])
         lat = latency(run, laps)
         results["latency"] = lat

@@ -166,8 +166,8 @@ def table(name: str, res: dict) -> list[str]:
         f"pit baselines on the same laps: tyre life alone {pit['tyre_life_auc']:.3f}, logistic on tyre life + compound + "
         f"race fraction {pit['simple_logistic_auc']:.3f}",
         f"90% interval coverage: h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}",
-        "next 10 laps' total (s), bias / MAE: " + ", ".join(
-            f"{n} {v['bias']:+.2f} / {v['mae']:.2f}" for n, v in pooled.get("next10_total", {}).items()
+        "next 10 laps' total (s), bias / MAE / RMSE: " + ", ".join(
+            f"{n} {v['bias']:+.2f} / {v['mae']:.2f} / {v['rmse']:.2f}" for n, v in pooled.get("next10_total", {}).items()
             if n in ("forecaster", "expected", "persistence", "mean_last3")) + f" (n = {pooled.get('next10_total', {}).get('forecaster', {}).get('n')})",
         "per fold (held-out races): h1 MAE model / persistence (change), h5, h10 model / persistence; pit AUC model / tyre life / simple logistic",
     ]

@@ -97,6 +97,6 @@ def test_gap_kept_only_when_its_totals_beat_the_median_on_the_validation_race(tm
     train_race(simulate(3, seed=5), tmp_path / "run", RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False, tagger=False))
     run = load_run(tmp_path / "run")
     info = run.config["expected_gap"]
-    v = info["val_next10_total_abs_pct"]
+    v = info["val_next10_total_sq_pct"]
     assert v["origins"] > 0 and info["kept"] == (v["expected"] < v["median"])
     assert (run.model.expected is not None) == info["kept"]

@@ -109,4 +109,5 @@ def test_next10_totals_by_hand():
     assert want_n > 100 and rep["exact"]["n"] == rep["slow"]["n"] == want_n
     assert rep["exact"]["bias"] == pytest.approx(0.0, abs=1e-9) and rep["exact"]["mae"] == pytest.approx(0.0, abs=1e-9)
     assert rep["slow"]["bias"] == pytest.approx(1.0) and rep["slow"]["mae"] == pytest.approx(1.0)
+    assert rep["slow"]["rmse"] == pytest.approx(1.0) and rep["exact"]["rmse"] == pytest.approx(0.0, abs=1e-9)
     assert rep["half"]["n"] == 0 and np.isnan(rep["half"]["bias"])

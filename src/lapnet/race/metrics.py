@@ -74,7 +74,7 @@ def forecast_report(forecasts: dict[str, np.ndarray], seq: Sequences, horizons=R
 def totals_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict:
     """The next K laps' total time: what a stint plan adds up. On origins whose next K laps are
     all Scored and in the same stint, per forecaster: n, the mean error of the total ("bias":
-    predicted minus actual, s) and its mean absolute error (s).
+    predicted minus actual, s), its mean absolute error and its root mean square error (s).
 
     Args:
         forecasts: name -> (N, T, K) lap times in seconds (NaN where there is no forecast).
@@ -88,7 +88,8 @@ def totals_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict:
         ok = m & np.isfinite(total) & np.isfinite(actual)
         err = total[ok] - actual[ok]
         out[name] = {"n": int(ok.sum()), "bias": float(err.mean()) if len(err) else float("nan"),
-                     "mae": float(np.abs(err).mean()) if len(err) else float("nan")}
+                     "mae": float(np.abs(err).mean()) if len(err) else float("nan"),
+                     "rmse": float(np.sqrt((err**2).mean())) if len(err) else float("nan")}
     return out
 
 

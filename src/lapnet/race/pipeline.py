@@ -81,7 +81,7 @@ class RaceTrainConfig:
     # the pit model's L2 strengths; the one with the best pooled AUC over leave-races-out folds of the training races is kept
     pit_l2: tuple = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4)
     expected_gap: bool = True  # fit an ExpectedGap (the mean lap above the median forecast) after training; needs pit_caller
-    expected_gap_check: bool = True  # keep it only if its 10-lap total beats the median's on the validation race(s)
+    expected_gap_check: bool = True  # keep it only if its 10-lap total beats the median's (squared error) on the validation race(s)
     expected_ridge: tuple = (1e-1, 1e-2, 1e-3, 1e-4)  # its L2 strengths per lap; the best validation-race MSE is kept
     progress: bool = True
 
@@ -370,8 +370,9 @@ def _fit_expected_gap(forecaster: torch.nn.Module, seq: Sequences, train_idx, va
     """Fit an ExpectedGap on the forecaster's residuals over the training races, for each ridge
     strength in cfg.expected_ridge; keep the one with the lowest squared error of the expected
     lap on the validation race(s). With cfg.expected_gap_check, the gap is then kept only if the
-    next 10 laps' total it gives beats the median forecast's there (mean absolute error): its
-    residuals are in-sample, and on real races that can make it worse, not better.
+    next 10 laps' total it gives beats the median forecast's there in squared error (the loss a
+    mean minimises; an absolute error would favour the median by construction): its residuals
+    are in-sample, and on real races that can make it worse, not better.
 
     Returns:
         (the gap, or None when the check drops it; what was measured, for config.json)
@@ -407,9 +408,9 @@ def _fit_expected_gap(forecaster: torch.nn.Module, seq: Sequences, train_idx, va
         with torch.no_grad():
             r, full = val[1][val[3]], val[3]  # (f, K) residuals of the median on full origins
             g = best[2](val[0][full]).to(r.dtype)  # (f, K)
-        med_mae, exp_mae = float(r.sum(-1).abs().mean()), float((r - g).sum(-1).abs().mean())
-        info["val_next10_total_abs_pct"] = {"median": med_mae, "expected": exp_mae, "origins": int(full.sum())}
-        info["kept"] = exp_mae < med_mae
+        med_mse, exp_mse = float((r.sum(-1) ** 2).mean()), float(((r - g).sum(-1) ** 2).mean())
+        info["val_next10_total_sq_pct"] = {"median": med_mse, "expected": exp_mse, "origins": int(full.sum())}
+        info["kept"] = exp_mse < med_mse
     return (best[2] if info["kept"] else None), info
 
 

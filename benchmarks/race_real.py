@@ -111,8 +111,9 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         run = load_run(out)
         te = np.flatnonzero(np.isin(race_of, [races.index(r) for r in test]))
         pred = run_net(run.model, subset_sequences(seq, te))
-        if "expected" in pred:
-            o.setdefault("expected", np.zeros((N, T, K)))
+        o.setdefault("expected", np.zeros((N, T, K)))
+        # a run whose ExpectedGap failed its validation check has no expected lap: its median stands in
+        pred.setdefault("expected", pred["mean"])
         for k in o:
             o[k][te] = pred[k]
         tr_all = np.setdiff1d(np.arange(N), te)
@@ -130,6 +131,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
                          "pit_auc": fp["auc"], "pit_auc_tyre_life": fp["tyre_life_auc"],
                          "pit_auc_simple_logistic": roc_auc(seq.pit[te][pm], simple[te][pm]),
                          "pit_auc_without_in_laps": fp["auc_without_in_laps"],
+                         "expected_gap_kept": bool((run.config.get("expected_gap") or {}).get("kept", False)),
                          "inner_validation": {"races": json.loads((out / "metrics.json").read_text()).get("validation_races"),
                                               "mae_h1": inner_rows.get("forecaster", {}).get("mae_h1"),
                                               "persistence_mae_h1": inner_rows.get("persistence", {}).get("mae_h1"),
@@ -166,6 +168,8 @@ def table(name: str, res: dict) -> list[str]:
         f"pit baselines on the same laps: tyre life alone {pit['tyre_life_auc']:.3f}, logistic on tyre life + compound + "
         f"race fraction {pit['simple_logistic_auc']:.3f}",
         f"90% interval coverage: h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}",
+        "expected gap kept by its validation check in folds: " + " ".join(str(int(f.get("expected_gap_kept", 0))) for f in res["folds"])
+        + " (a dropped gap's fold uses the median as its expected lap)",
         "next 10 laps' total (s), bias / MAE / RMSE: " + ", ".join(
             f"{n} {v['bias']:+.2f} / {v['mae']:.2f} / {v['rmse']:.2f}" for n, v in pooled.get("next10_total", {}).items()
             if n in ("forecaster", "expected", "persistence", "mean_last3")) + f" (n = {pooled.get('next10_total', {}).get('forecaster', {}).get('n')})",

@@ -221,14 +221,7 @@ def expand(x: np.ndarray) -> np.ndarray:
         return PitCaller(FEATURES).expand(torch.from_numpy(x)).numpy().astype(np.float64)
 
 
-LEAN = (  # base features a pit wall would look at: tyres, race situation, the field's stops, track status, stint pace
-    "compound_soft", "compound_medium", "compound_hard", "compound_intermediate", "compound_wet", "compound_unknown",
-    "tyre_life", "fresh_tyre", "stint", "laps_in_stint", "lap_frac", "laps_left", "position", "gap_ahead", "leader",
-    "green", "yellow", "safety_car", "vsc", "red", "in_lap", "out_lap", "pits_done", "two_compounds", "field_pitting",
-    "field_more_stops", "tyre_vs_field", "has_field_stints", "since_neutral", "tyre_race_frac", "must_stop_late",
-    "neutral_tyre", "field_pitted_1", "ahead_pitted", "behind_pitted", "teammate_pitted", "base", "last_vs_base",
-    "stint_slope", "gap_change", "position_change",
-)
+from lapnet.race.pit import PIT_LEAN as LEAN  # noqa: E402  the base features a pit wall looks at (one list, in the library)
 
 
 def extra_basis(x: np.ndarray, extra: np.ndarray) -> np.ndarray:

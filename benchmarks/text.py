@@ -10,7 +10,9 @@
              interleaved and repeated, medians and the ratio (target >= 0.95).
 3. sampling  characters/s from one stream of the default model: lapnet's sampler on both
              engines beside a naive per-step torch loop (module call + torch.multinomial),
-             interleaved, medians (target >= 20,000/s).
+             interleaved, medians (target >= 20,000/s). Also beside it: the same sampler
+             stepping one character at a time (`step_one` + `Chooser.one`, what it did before
+             the LSTM's fused loop `stream`), and torch's own fused cells.
 
 On a machine shared with other jobs the absolute numbers move a lot; the ratios, measured
 side by side, are the fair comparison. The report prints the load average and the CPU time
@@ -168,12 +170,18 @@ def sampling(length: int, repeats: int, vocab_size: int = 75) -> dict:
         generate(stepper, vocab, prime="a", length=length, cfg=SampleConfig(0.8), seed=0)
         return length / (time.perf_counter() - t), length / (time.process_time() - c)
 
-    res: dict[str, list] = {"naive_torch_loop": [], "lapnet_torch": [], "lapnet_torch_cells": [], "lapnet_numpy": []}
+    class Stepwise:  # the numpy stepper without its fused loop: one step_one call per character
+        def __init__(self, s):
+            self.prime, self.step, self.step_one = s.prime, s.step, s.step_one
+
+    res: dict[str, list] = {"naive_torch_loop": [], "lapnet_torch": [], "lapnet_torch_cells": [], "lapnet_numpy": [],
+                            "lapnet_numpy_stepwise": []}
     for _ in range(repeats):  # interleaved, so all see the same machine load
         res["naive_torch_loop"].append(naive())
         res["lapnet_torch"].append(ours(TorchStepper(model)))
         res["lapnet_torch_cells"].append(ours(TorchStepper(model, numpy_steps=False)))
         res["lapnet_numpy"].append(ours(NumpyStepper(npm)))
+        res["lapnet_numpy_stepwise"].append(ours(Stepwise(NumpyStepper(npm))))
     wall = {k: round(statistics.median(r[0] for r in v)) for k, v in res.items()}
     cpu = {k: round(statistics.median(r[1] for r in v)) for k, v in res.items()}
     out = {"chars_per_sec": wall, "chars_per_cpu_sec": cpu,

@@ -123,10 +123,20 @@ def test_one_stream_fast_path_gives_the_batched_samples(arch):
             self.prime, self.step = s.prime, s.step
 
     for cfg in (SampleConfig(0.8), SampleConfig(1.0, top_k=5), SampleConfig(0.0)):
-        fast = generate(NumpyStepper(nm), VOCAB, prime="ab", length=200, cfg=cfg, seed=11)
-        slow = generate(Batched(NumpyStepper(nm)), VOCAB, prime="ab", length=200, cfg=cfg, seed=11)
-        assert fast == slow
-        assert len(fast[0]) == 202
+        streamed: list[str] = []
+        stepper, calls = NumpyStepper(nm), []
+        stream = stepper.stream
+        stepper.stream = lambda *a: calls.append(stream(*a)) or calls[-1]  # records what it returned
+        fast = generate(stepper, VOCAB, prime="ab", length=600, cfg=cfg, seed=11,
+                        on_chars=lambda cs: streamed.extend(cs))
+        slow = generate(Batched(NumpyStepper(nm)), VOCAB, prime="ab", length=600, cfg=cfg, seed=11)
+        assert fast == slow  # 600 characters: the LSTM's fused loop crosses two blocks of noise
+        assert len(fast[0]) == 602 and "".join(streamed) == fast[0]
+        # the LSTM's fused loop made the 599 characters after the first; top-k never asks for it
+        ran = [c is not None for c in calls]
+        assert ran == ([] if cfg.top_k else [arch == "lstm"])
+        if arch == "lstm" and not cfg.top_k:
+            assert len(calls[0]) == 599
 
 
 @pytest.mark.parametrize("bad", [dict(temperature=-0.1), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)])

@@ -101,15 +101,35 @@ class Chooser:
         self._u = np.empty(0)  # uniforms for inverse-CDF sampling, drawn in blocks
         self._next = 0
 
+    def _draw(self, n: int, V: int) -> None:
+        u = self.rng.random((max(self.GUMBEL_BLOCK, n), V))
+        with np.errstate(divide="ignore"):  # u == 0 gives -inf: that character is never picked
+            self._g, self._gnext = (-np.log(-np.log(u))).astype(np.float32), 0
+
     def _gumbel(self, n: int, V: int) -> np.ndarray:
         """The next n rows of (n, V) float32 Gumbel noise."""
         if self._gnext + n > len(self._g) or self._g.shape[1] != V:
-            u = self.rng.random((max(self.GUMBEL_BLOCK, n), V))
-            with np.errstate(divide="ignore"):  # u == 0 gives -inf: that character is never picked
-                self._g, self._gnext = (-np.log(-np.log(u))).astype(np.float32), 0
+            self._draw(n, V)
         g = self._g[self._gnext: self._gnext + n]
         self._gnext += n
         return g
+
+    @property
+    def fused(self) -> bool:
+        """Plain sampling or greedy: a stepper's fused loop (`stream`) can do the choosing."""
+        return self._plain or self.cfg.temperature == 0
+
+    def next_rows(self, V: int) -> np.ndarray:
+        """For a fused loop: every row of noise left in the current block (a fresh block when
+        none is left), all counted as consumed; rows of zeros for greedy decoding. The rows
+        come in the order `one` would use them, so the draws are the same."""
+        if self.cfg.temperature == 0:
+            return np.zeros((self.GUMBEL_BLOCK, V), np.float32)
+        if self._gnext >= len(self._g) or self._g.shape[1] != V:
+            self._draw(self.GUMBEL_BLOCK, V)
+        rows = self._g[self._gnext:]
+        self._gnext = len(self._g)
+        return rows
 
     def _uniforms(self, n: int) -> np.ndarray:
         if self._next + n > len(self._u):
@@ -209,11 +229,20 @@ def _one_stream(stepper, choose: Chooser, z: np.ndarray, state, length: int, cha
     loop with B = 1, without its per-step array bookkeeping (at ~40 us per character, a few
     microseconds of (1,)-shaped arrays and fancy indexing are a sizeable share)."""
     made: list[str] = []
-    for i in range(length):
+    j = choose.one(z)
+    made.append(chars[j])
+    if on_chars is not None:
+        on_chars([chars[j]])
+    if length > 1 and choose.fused and hasattr(stepper, "stream"):  # the LSTM's fused loop
+        V = len(z)
+        emit = None if on_chars is None else (lambda i: on_chars([chars[i]]))
+        ids = stepper.stream(j, state, length - 1, choose._inv_t or 1.0, lambda: choose.next_rows(V), emit)
+        if ids is not None:
+            return made[0] + "".join([chars[i] for i in ids])
+    for _ in range(length - 1):
+        z, state = stepper.step_one(j, state)  # (V,): one step on, the state carried
         j = choose.one(z)
         made.append(chars[j])
         if on_chars is not None:
             on_chars([chars[j]])
-        if i + 1 < length:
-            z, state = stepper.step_one(j, state)  # (V,): one step on, the state carried
     return "".join(made)

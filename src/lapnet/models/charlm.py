@@ -131,6 +131,7 @@ class TorchStepper:
             weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}  # views, no copies
             self.fast = NumpyStepper(cfg=cfg, weights=weights, prime_fn=self._prime)
             self.step_one = self.fast.step_one  # the single-stream sampler's fast path
+            self.stream = self.fast.stream  # its fused loop (LSTM)
             return
         self.cell = self._CELLS[cfg.arch]
         if cfg.arch == "rnn" and model.rnn.nonlinearity == "relu":

@@ -190,9 +190,10 @@ class NumpyStepper:
         G = {"lstm": 4, "gru": 3, "rnn": 1}[cfg.arch]
         order, scale = np.arange(G * H), np.ones(G * H, np.float32)
         if cfg.arch == "lstm":
-            # gates re-ordered i, f, o, g so the three sigmoids are one block, and their rows
-            # halved so a single tanh activates all four: sigmoid(x) = (1 + tanh(x / 2)) / 2
-            order = np.arange(4 * H).reshape(4, H)[[0, 1, 3, 2]].ravel()
+            # gates re-ordered o, i, f, g (torch's are i, f, g, o) so the three sigmoids are one
+            # block, their rows halved so a single tanh activates all four (sigmoid(x) =
+            # (1 + tanh(x / 2)) / 2), and (i, f) sit beside (g, c) in `stream`'s buffer
+            order = np.arange(4 * H).reshape(4, H)[[3, 0, 1, 2]].ravel()
             scale[: 3 * H] = 0.5
         self.layers = []
         for k in range(cfg.layers):
@@ -231,7 +232,7 @@ class NumpyStepper:
         for k, ((w_ih_t, w_hh_t, b_ih, b_hh), s) in enumerate(zip(self.layers, state)):
             if self.arch == "lstm":
                 h, c = s
-                a = np.dot(h, w_hh_t)  # (B, 4H), gates i, f, o, g with the sigmoid rows halved
+                a = np.dot(h, w_hh_t)  # (B, 4H), gates o, i, f, g with the sigmoid rows halved
                 if k == 0:
                     a += w_ih_t[ids]
                 else:
@@ -240,11 +241,11 @@ class NumpyStepper:
                 np.tanh(a, out=a)
                 sig = a[..., : 3 * H]
                 sig *= 0.5
-                sig += 0.5  # i, f, o now sigmoids
-                c = a[..., H: 2 * H] * c
-                c += a[..., :H] * a[..., 3 * H:]  # c = f * c + i * g
+                sig += 0.5  # o, i, f now sigmoids
+                c = a[..., 2 * H: 3 * H] * c
+                c += a[..., H: 2 * H] * a[..., 3 * H:]  # c = f * c + i * g
                 h = np.tanh(c)
-                h *= a[..., 2 * H: 3 * H]  # h = o * tanh(c)
+                h *= a[..., :H]  # h = o * tanh(c)
                 new.append((h, c))
             elif self.arch == "gru":
                 gi = w_ih_t[ids] if k == 0 else np.dot(x, w_ih_t) + b_ih  # (B, 3H): r, z, n
@@ -279,8 +280,8 @@ class NumpyStepper:
             return self.step(i, state)
         if not hasattr(self, "_gates"):
             H = self.H
-            self._gates = [np.empty(4 * H, np.float32) for _ in self.layers]  # (4H,): i, f, o, g
-            self._views = [(a[: 3 * H], a[:H], a[H: 2 * H], a[2 * H: 3 * H], a[3 * H:]) for a in self._gates]
+            self._gates = [np.empty(4 * H, np.float32) for _ in self.layers]  # (4H,): o, i, f, g
+            self._views = [(a[: 3 * H], a[H: 2 * H], a[2 * H: 3 * H], a[:H], a[3 * H:]) for a in self._gates]
         new = []
         x = None
         for k, ((w_ih_t, w_hh_t, b_ih, _), (h, c), a, (sig, gi, gf, go, gg)) in enumerate(
@@ -303,6 +304,70 @@ class NumpyStepper:
         logits = np.dot(x, self.head_wt)  # (V,)
         logits += self.head_b
         return logits, new
+
+    def stream(self, j: int, state, length: int, head_scale: float, next_rows: Callable[[], np.ndarray],
+               emit: Callable[[int], None] | None = None) -> list[int] | None:
+        """The single-stream sampler's whole loop for the LSTM: feed id j, make `length` ids.
+
+        Each step picks argmax(logits * head_scale + row), with rows taken in order from the
+        (n, V) blocks `next_rows()` returns: Gumbel noise for sampling at temperature
+        1 / head_scale, zeros for greedy decoding. The head's weights and bias are scaled
+        once, the bias folded into each block of rows, so the choice is one product, one add
+        and one argmax. Per layer and step, the cell is seven calls on buffers made once:
+
+            buf = [o | i | f | g | c]       (5H,), the gates' pre-activations, then c
+            a = W_hh h + table[j]           one product and one add (layer 0)
+            tanh(a), then o, i, f *= 0.5, += 0.5   (the sigmoid rows were halved)
+            [i*g, f*c] = [i, f] * [g, c]    one multiply of two (2, H) views
+            c = i*g + f*c;  h = o * tanh(c)
+
+        The same draws as `Chooser.one` on `step_one`'s logits; only the rounding of the
+        scaled product differs, which can change a pick only when two characters tie to
+        float32 precision. Returns None for GRU and RNN models (the caller steps instead).
+        """
+        if self.arch != "lstm":
+            return None
+        H = self.H
+        head = (self.head_wt * head_scale).astype(np.float32)  # (H, V)
+        bias = (self.head_b * head_scale).astype(np.float32)  # (V,)
+        cells = []
+        for k, ((w_ih_t, w_hh_t, b_ih, _), (h0, c0)) in enumerate(zip(self.layers, state)):
+            buf = np.empty(5 * H, np.float32)
+            buf[4 * H:] = np.asarray(c0, np.float32).reshape(-1)
+            h = np.asarray(h0, np.float32).reshape(-1).copy()  # (H,)
+            prod = np.empty((2, H), np.float32)
+            cells.append((k, w_ih_t, w_hh_t, b_ih, buf[: 4 * H], buf[: 3 * H], buf[H: 3 * H].reshape(2, H),
+                          buf[3 * H:].reshape(2, H), prod, prod[0], prod[1], buf[4 * H:], h, buf[:H]))
+        logits = np.empty(len(bias), np.float32)
+        ids: list[int] = []
+        rows, r = next_rows() + bias, 0  # (n, V)
+        x = None
+        for _ in range(length):
+            for k, w_ih_t, w_hh_t, b_ih, a, sig, i_f, g_c, prod, ig, fc, c, h, o in cells:
+                np.dot(h, w_hh_t, out=a)  # (4H,)
+                if k == 0:
+                    a += w_ih_t[j]  # a row of the embedding x input-weights table, bias folded in
+                else:
+                    a += np.dot(x, w_ih_t)
+                    a += b_ih
+                np.tanh(a, out=a)
+                sig *= 0.5
+                sig += 0.5  # o, i, f now sigmoids
+                np.multiply(i_f, g_c, out=prod)  # [i * g, f * c]
+                np.add(ig, fc, out=c)
+                np.tanh(c, out=h)
+                h *= o
+                x = h
+            np.dot(x, head, out=logits)  # (V,), already divided by the temperature
+            if r == len(rows):
+                rows, r = next_rows() + bias, 0
+            logits += rows[r]
+            r += 1
+            j = int(logits.argmax())
+            ids.append(j)
+            if emit is not None:
+                emit(j)
+        return ids
 
 
 def split_layers(state, lstm: bool) -> list:

@@ -215,7 +215,29 @@ def test_bad_sampling_options(run_cli, runs):
 
 def test_eval_refuses_text_with_unknown_characters(run_cli, runs, tmp_path):
     (tmp_path / "other.txt").write_text("Zebra 123")
-    _refused(run_cli, "text", "eval", runs["numpy"], tmp_path / "other.txt", match="never saw")
+    line = _refused(run_cli, "text", "eval", runs["numpy"], tmp_path / "other.txt", match="never saw")
+    assert "--skip-unknown" in line
+
+
+def test_eval_skip_unknown_scores_the_rest_and_says_what_it_left_out(run_cli, runs, tmp_path):
+    vocab = set(json.loads((runs["torch"] / "vocab.json").read_text())["chars"])
+    alien = [c for c in "Z9#~" if c not in vocab][:2]
+    assert len(alien) == 2
+    clean = bundled_text()[:300]
+    (tmp_path / "clean.txt").write_text(clean)
+    mixed = clean[:100] + alien[0] + clean[100:200] + alien[1] + alien[0] + clean[200:]
+    (tmp_path / "mixed.txt").write_text(mixed)
+    code, out, err = run_cli("text", "eval", runs["torch"], tmp_path / "mixed.txt", "--skip-unknown", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["skipped_unknown"] == {"count": 3, "chars": alien}
+    assert "skipped 3 occurrence(s) of 2 character(s)" in err and repr(alien[0]) in err
+    code, out, _ = run_cli("text", "eval", runs["torch"], tmp_path / "clean.txt", "--json")
+    want = json.loads(out)
+    assert want["skipped_unknown"] == {"count": 0, "chars": []}
+    assert got["chars"] == want["chars"] and got["nats_per_char"] == pytest.approx(want["nats_per_char"], abs=1e-9)
+    (tmp_path / "alien.txt").write_text(alien[0] * 5)
+    _refused(run_cli, "text", "eval", runs["torch"], tmp_path / "alien.txt", "--skip-unknown", match="nothing left")
 
 
 @pytest.mark.parametrize("arch", ["gru", "rnn"])

@@ -419,18 +419,35 @@ def sample_text(
 
 
 def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", device: str = "cpu",
-              write: bool = True) -> dict[str, Any]:
+              write: bool = True, skip_unknown: bool = False) -> dict[str, Any]:
     """Score a text file with a run: nats/char, bits/char, perplexity (stateful, see Run.nll).
 
+    Characters outside the run's vocabulary have no output unit to score them: they are an
+    error, or with `skip_unknown` they are taken out of the text first, and the result says
+    how many and which (`skipped_unknown`), since the score is then of the remaining text.
     With `write`, the result is stored as metrics.json["eval"] in the run directory.
     """
     run = load_run(run_dir, engine, device)
     text = read_text(path)
+    skipped: dict[str, Any] = {"count": 0, "chars": []}
+    bad = run.vocab.unknown(text)
+    if bad and skip_unknown:
+        gone = set(bad)
+        kept = "".join(ch for ch in text if ch not in gone)
+        skipped = {"count": len(text) - len(kept), "chars": bad}
+        text = kept
+        if len(text) < 2:
+            raise LapnetError(f"{path}: nothing left to score once the {skipped['count']} unknown characters are skipped")
+    elif bad:
+        shown = ", ".join(repr(ch) for ch in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise LapnetError(f"{path} has {len(bad)} character(s) the model never saw: {shown} "
+                          f"(--skip-unknown leaves them out)")
     ids = run.vocab.encode(text, what=str(path))
     total, count = run.nll(ids)
     nats = total / count
     result = {"file": str(path), "engine": engine, "chars": count, "nats_per_char": nats,
-              "bits_per_char": nats / math.log(2), "perplexity": math.exp(min(nats, 700.0))}
+              "bits_per_char": nats / math.log(2), "perplexity": math.exp(min(nats, 700.0)),
+              "skipped_unknown": skipped}
     if write:
         metrics_path = Path(run_dir) / "metrics.json"
         try:

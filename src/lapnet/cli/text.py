@@ -140,6 +140,9 @@ def eval_cmd(
     engine: str = typer.Option("torch", "--engine", help="torch or numpy: either reads any run."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda (torch engine)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown",
+                                      help="Leave out characters the model never saw (default: refuse the file); "
+                                           "how many is reported as skipped_unknown."),
 ) -> None:
     """Score FILE with a trained run: nats per char, bits per char and perplexity.
 
@@ -150,7 +153,11 @@ def eval_cmd(
 
     _engine(engine)
     dev = resolve_device(device) if engine == "torch" else "cpu"
-    result = eval_text(run, file, engine=engine, device=dev)
+    result = eval_text(run, file, engine=engine, device=dev, skip_unknown=skip_unknown)
+    if result["skipped_unknown"]["count"]:
+        gone = result["skipped_unknown"]
+        print(f"lapnet: warning: skipped {gone['count']} occurrence(s) of {len(gone['chars'])} character(s) the model "
+              f"never saw: {', '.join(repr(c) for c in gone['chars'][:10])}", file=sys.stderr)
     if not json_out:
         summary_table(f"lapnet text eval {run} {file}", {k: result[k] for k in (
             "chars", "nats_per_char", "bits_per_char", "perplexity")})

@@ -119,6 +119,11 @@ class Chooser:
         """Plain sampling or greedy: a stepper's fused loop (`stream`) can do the choosing."""
         return self._plain or self.cfg.temperature == 0
 
+    @property
+    def scale(self) -> float:
+        """What a fused loop multiplies the logits by before adding a row: 1 / T (1 for greedy)."""
+        return self._inv_t or 1.0
+
     def next_rows(self, V: int) -> np.ndarray:
         """For a fused loop: every row of noise left in the current block (a fresh block when
         none is left), all counted as consumed; rows of zeros for greedy decoding. The rows
@@ -236,7 +241,7 @@ def _one_stream(stepper, choose: Chooser, z: np.ndarray, state, length: int, cha
     if length > 1 and choose.fused and hasattr(stepper, "stream"):  # the LSTM's fused loop
         V = len(z)
         emit = None if on_chars is None else (lambda i: on_chars([chars[i]]))
-        ids = stepper.stream(j, state, length - 1, choose._inv_t or 1.0, lambda: choose.next_rows(V), emit)
+        ids = stepper.stream(j, state, length - 1, choose.scale, lambda: choose.next_rows(V), emit)
         if ids is not None:
             return made[0] + "".join([chars[i] for i in ids])
     for _ in range(length - 1):

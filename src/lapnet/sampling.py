@@ -210,7 +210,9 @@ def generate(
     texts = [vocab.decode(row) for row in start]
     if on_chars is not None:
         on_chars(texts)  # the start text first, so a stream shows it before the new characters
-    logits, state = stepper.prime(start)  # (B, V): the prefix is encoded once, here
+    with engine_threads():  # single-threaded BLAS, as the engine runs: a woken second OpenBLAS
+        logits, state = stepper.prime(start)  # thread would spin on the other core for ~0.1 s
+    # (B, V): the prefix is encoded once, here
     if B == 1 and hasattr(stepper, "step_one"):
         with engine_threads():  # matrix-vector products: one BLAS thread is faster (see scratch.blas)
             return [texts[0] + _one_stream(stepper, choose, logits[0], state, length, list(vocab.chars), on_chars)]

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lapnet import scratch
+from lapnet.scratch.blas import engine_threads
 from lapnet.errors import LapnetError
 from lapnet.train import numpy_learner_state, split_numpy_learner_state
 from lapnet.models.charlm import CharLMConfig, param_names
@@ -202,7 +203,8 @@ class NumpyStepper:
             if cfg.arch != "gru":  # both biases simply add (the GRU's b_hn sits inside r * (...))
                 b_ih, b_hh = b_ih + b_hh, np.zeros_like(b_hh)
             if k == 0:  # an embedding followed by a linear map is a lookup: (V, G*H), bias folded in
-                w_ih_t = ((w["embed.weight"] @ w_ih.T + b_ih) * scale).astype(np.float32)
+                with engine_threads():  # one BLAS thread: a second one would wake and spin for ~0.1 s
+                    w_ih_t = ((w["embed.weight"] @ w_ih.T + b_ih) * scale).astype(np.float32)
             else:
                 w_ih_t = np.ascontiguousarray((w_ih * scale[:, None]).T, dtype=np.float32)  # (H, G*H)
             self.layers.append((w_ih_t, np.ascontiguousarray((w_hh * scale[:, None]).T, dtype=np.float32),

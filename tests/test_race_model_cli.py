@@ -121,6 +121,49 @@ def test_live_masks_the_red_flag_restart_as_batch_cleaning_does(real_run, run_cl
     assert int(both["Restart"].sum()) == 30 and not both.loc[both["Restart"], "live"].any()
 
 
+def test_a_race_as_rough_as_any_2023_race(real_run, run_cli, f1_data, tmp_path):
+    """Monza made as hard as the races lapnet never saw (Australia's three red flags, a wet
+    spell as at Zandvoort, cells missing, rows in no order): eval, predict and live all run,
+    the cleaning names what it masked, and live scores exactly the laps batch scores."""
+    from lapnet.race.pipeline import load_laps
+
+    run, _ = real_run
+    raw = pd.read_csv(f1_data / f"{HELD_OUT}.csv", dtype=str)
+    lap = raw["LapNumber"].astype(float)
+    for red in (12, 30, 44):  # the red-flag lap of every car: no time, status 1 then 5
+        raw.loc[lap == red, ["TrackStatus", "LapTime"]] = ["15", np.nan]
+    raw.loc[raw["Driver"].isin(sorted(raw["Driver"].unique())[::3]) & lap.between(20, 26), "Compound"] = "INTERMEDIATE"
+    rng = np.random.default_rng(0)
+    for col, share in (("LapTime", 0.05), ("Position", 0.05), ("TyreLife", 0.03)):
+        raw.loc[rng.random(len(raw)) < share, col] = np.nan
+    rough = tmp_path / "rough.csv"
+    raw.sample(frac=1.0, random_state=1).to_csv(rough, index=False)
+
+    code, out, err = run_cli("race", "eval", run, rough, "--json", "--quiet")
+    assert code == 0, err
+    m = json.loads(out)
+    masked = m["cleaning"]["masked"]
+    assert masked["restart"] >= 3 * 15 and masked["wet"] > 30 and masked["no_time"] > 3 * 19
+    scored = m["forecast"]["scored"]
+    assert scored["forecaster"]["h1"]["n"] > 300 and np.isfinite(scored["forecaster"]["h1"]["mae"])
+    assert scored["forecaster"]["h1"]["mae"] < 1.0 and 0.5 < m["pit_within_3"]["auc"] <= 1.0
+
+    code, _, err = run_cli("race", "predict", run, rough, "--out", tmp_path / "pred", "--quiet")
+    assert code == 0, err
+    pred = pd.read_csv(tmp_path / "pred" / "predictions.csv")
+    assert len(pred) == m["cleaning"]["rows_out"] and np.isfinite(pred["forecast_h1"]).all()
+
+    feed = tmp_path / "feed.csv"
+    _session_ordered_csv(rough, feed)
+    code, out, err = run_cli("race", "live", run, feed, "--race-laps", 51)
+    assert code == 0, err
+    live = pd.DataFrame([{"Driver": d["driver"], "LapNumber": d["lap"], "live": d["scored"]} for d in map(json.loads, out.splitlines())])
+    laps, _ = load_laps(rough)
+    both = laps.merge(live, on=["Driver", "LapNumber"])
+    assert len(both) == len(live) == len(laps)
+    assert (both["live"] == both["Scored"]).all()
+
+
 def test_live_skips_bad_laps_with_warnings(real_run, run_cli, f1_data, tmp_path):
     run, _ = real_run
     feed = tmp_path / "feed.csv"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -100,6 +101,29 @@ def test_live_equals_batch_predict(real_run, run_cli, f1_data, tmp_path):
         np.testing.assert_allclose(both["e10"], both["expected_h10"], atol=2e-3, equal_nan=True)
     else:
         assert both["e10"].isna().all()
+
+
+def test_live_reads_the_race_length_from_a_complete_file(real_run, run_cli, f1_data, tmp_path, monkeypatch):
+    """Without --race-laps, a finished race replayed from FILE takes its last timed lap as the
+    race length (Monza's generated rows after the flag carry lap 52; the race was 51 laps);
+    stdin, which could still be growing, falls back to 60 laps with a warning."""
+    run, _ = real_run
+    feed = tmp_path / "feed.csv"
+    _session_ordered_csv(f1_data / f"{HELD_OUT}.csv", feed)
+    assert pd.read_csv(feed)["LapNumber"].max() == 52
+    code, out, err = run_cli("race", "live", run, feed)
+    assert code == 0, err
+    assert "race length 51 laps" in err and "assuming" not in err
+    code, given, err = run_cli("race", "live", run, feed, "--race-laps", 51)
+    assert code == 0, err
+    assert out == given
+    code, _, err = run_cli("race", "live", run, feed, "--follow", "--race-laps", 0)
+    assert code == 2 and "--race-laps" in err
+    lines = feed.read_text().splitlines()
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines[:41]) + "\n"))  # the first 40 rows, from stdin
+    code, out, err = run_cli("race", "live", run, "-")
+    assert code == 0, err
+    assert "assuming a 60-lap race" in err and len(out.splitlines()) == 39  # TSU lap 1 is a generated row
 
 
 def test_live_masks_the_red_flag_restart_as_batch_cleaning_does(real_run, run_cli, f1_data, tmp_path):

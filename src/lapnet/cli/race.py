@@ -151,6 +151,19 @@ def predict_cmd(
         console.print(f"figures: {', '.join(metrics.get('figures', []))}")
 
 
+def _last_lap_number(path: Path) -> int | None:
+    """The highest LapNumber of a timed lap in a lap-table CSV, or None when there is none to read."""
+    import pandas as pd
+
+    try:
+        laps = pd.read_csv(path, usecols=["LapNumber", "LapTime"], dtype=str)
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError):
+        return None  # the live reader reports what is wrong with the file, line by line
+    # timed laps only: FastF1's generated rows after the flag carry the next lap number, untimed
+    last = pd.to_numeric(laps["LapNumber"][laps["LapTime"].notna()], errors="coerce").max()
+    return int(last) if pd.notna(last) and last >= 1 else None
+
+
 @race_app.command("live", help=(
     "Follow a race lap by lap: reads CSV lines (header first) from FILE or stdin, prints one JSON line per lap "
     "(forecast, 90% interval, pit-within-3 probability, phase). Each driver's state is carried: one step per lap. "
@@ -160,7 +173,9 @@ def live_cmd(
     run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
     file: str = typer.Argument("-", help="A CSV file, or - for stdin."),
     follow: bool = typer.Option(False, "--follow", help="Keep reading a growing file (like tail -f); stop with Ctrl-C."),
-    race_laps: Optional[int] = typer.Option(None, "--race-laps", help="Scheduled race length (default 60)."),
+    race_laps: Optional[int] = typer.Option(None, "--race-laps", help=(
+        "Scheduled race length. Default: for a complete FILE (no --follow), its last lap number; "
+        "for stdin or --follow, 60 with a warning.")),
     poll: float = typer.Option(0.5, "--poll", help="Seconds between reads of a growing file."),
 ) -> None:
     """Example: tail -n +1 -f laps.csv | lapnet race live runs/race --race-laps 57"""
@@ -176,15 +191,19 @@ def live_cmd(
     import torch
 
     torch.set_num_threads(1)  # one lap is one tiny step: a thread pool only adds latency
+    if race_laps is None and file != "-" and not follow:
+        race_laps = _last_lap_number(Path(file))  # a finished race replayed: its length is in the file
+        if race_laps is not None:
+            print(f"lapnet: race length {race_laps} laps, the file's last lap (--race-laps overrides)", file=sys.stderr)
     live = LiveRace(load_run(run), total_laps=race_laps or 60)
-    if race_laps is None:
-        print("lapnet: warning: --race-laps not given, assuming a 60-lap race", file=sys.stderr)
     stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
     try:
         header = stream.readline()
         if not header.strip():
             raise LapnetError(f"{file}: empty input (no CSV header)")
         live.set_header(header.strip("\r\n"))
+        if race_laps is None:
+            print("lapnet: warning: --race-laps not given, assuming a 60-lap race", file=sys.stderr)
         n_out = 0
         while True:
             line = stream.readline()

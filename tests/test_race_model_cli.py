@@ -63,6 +63,29 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     assert (run / "eval" / "metrics.json").is_file()
 
 
+def test_eval_of_several_races_shows_each_race(real_run, run_cli, f1_data):
+    """With several races, `by_race` gives each one's numbers, the same as evaluating it alone."""
+    run, _ = real_run
+    two = [f1_data / f"{HELD_OUT}.csv", f1_data / "2023_qatar_R.csv"]
+    code, out, err = run_cli("race", "eval", run, *two, "--json")
+    assert code == 0, err
+    both = json.loads(out)
+    assert set(both["by_race"]) == {"2023_italian_R", "2023_qatar_R"} and "by race" in err
+    n = 0
+    for path in two:
+        code, out, err = run_cli("race", "eval", run, path, "--json", "--quiet")
+        assert code == 0, err
+        alone = json.loads(out)
+        assert "by_race" not in alone
+        row, sc = both["by_race"][path.stem], alone["forecast"]["scored"]
+        for h in (1, 5, 10):
+            assert row[f"mae_h{h}"] == pytest.approx(sc["forecaster"][f"h{h}"]["mae"], abs=1e-6)
+            assert row[f"persistence_h{h}"] == pytest.approx(sc["persistence"][f"h{h}"]["mae"], abs=1e-9)
+        assert row["pit_auc"] == pytest.approx(alone["pit_within_3"]["auc"], abs=1e-6)
+        n += row["n_h1"]
+    assert n == both["forecast"]["scored"]["forecaster"]["h1"]["n"]
+
+
 def _session_ordered_csv(src: Path, dst: Path, keep: int | None = None) -> int:
     """Write a race's raw rows in the order the laps ended (what a live feed delivers)."""
     from lapnet.race.io import read_laps

@@ -122,6 +122,11 @@ def eval_cmd(
         p = metrics["pit_within_3"]
         summary_table("pit within 3 laps", {"AUC": p["auc"], "tyre-life-only AUC": p["tyre_life_auc"],
                                             "top-decile precision": p["top_decile_precision"], "base rate": p["base_rate"]})
+        if "by_race" in metrics:
+            summary_table("by race: MAE (s) forecaster / persistence, pit AUC",
+                          [{"race": race, "n_h1": row["n_h1"],
+                            **{f"h{h}": f"{row[f'mae_h{h}']:.3f}/{row[f'persistence_h{h}']:.3f}" for h in (1, 5, 10)},
+                            "pit_auc": row["pit_auc"]} for race, row in metrics["by_race"].items()])
 
 
 @race_app.command("predict", help=f"Per-lap forecasts, 90% intervals, pit calls and phases; a table and figures.\n\n{MASKS_HELP}")

@@ -572,10 +572,30 @@ def eval_race(run: str | Path, sources: Any) -> dict:
     r = load_run(run)
     laps, report = load_laps(sources)
     seq = build_sequences(laps)
-    metrics = {"run": str(run), "races": sorted({k[0] for k in seq.keys}), "masks": r.config.get("masks"),
-               "baselines": list(BASELINES), **evaluate_sequences(r.model, seq, tagger=r.tagger),
+    o = run_net(r.model, seq)
+    tagged = run_net(r.tagger, seq) if r.tagger is not None else None
+    races = sorted({k[0] for k in seq.keys})
+    metrics = {"run": str(run), "races": races, "masks": r.config.get("masks"),
+               "baselines": list(BASELINES), **score_predictions(seq, o, tagged),
                "cleaning": report.to_dict()["total"]}
+    if len(races) > 1:  # pooled numbers hide a race that goes badly: each race on its own too
+        metrics["by_race"] = {}
+        for race in races:
+            idx = np.array([i for i, k in enumerate(seq.keys) if k[0] == race])
+            m = score_predictions(subset_sequences(seq, idx), {k: v[idx] for k, v in o.items()},
+                                  {k: v[idx] for k, v in tagged.items()} if tagged is not None else None)
+            metrics["by_race"][race] = _race_row(m)
     return metrics
+
+
+def _race_row(m: dict) -> dict:
+    """One race's headline numbers from its `score_predictions`: MAE at 1/5/10 laps for the
+    forecaster and persistence (Scored laps), the next-lap pairs counted, the pit call's AUC."""
+    sc = m["forecast"]["scored"]
+    return {"n_h1": sc["forecaster"]["h1"]["n"],
+            **{f"mae_h{h}": sc["forecaster"][f"h{h}"]["mae"] for h in (1, 5, 10)},
+            **{f"persistence_h{h}": sc["persistence"][f"h{h}"]["mae"] for h in (1, 5, 10)},
+            "pit_auc": m["pit_within_3"]["auc"], "tyre_life_auc": m["pit_within_3"]["tyre_life_auc"]}
 
 
 def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, out: str | Path | None = None) -> tuple[pd.DataFrame, dict]:

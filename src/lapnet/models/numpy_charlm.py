@@ -315,7 +315,7 @@ class NumpyStepper:
         (n, V) blocks `next_rows()` returns: Gumbel noise for sampling at temperature
         1 / head_scale, zeros for greedy decoding. The head's weights and bias are scaled
         once, the bias folded into each block of rows, so the choice is one product, one add
-        and one argmax. Per layer and step, the cell is seven calls on buffers made once:
+        and one argmax. Per layer and step, the cell is nine calls on buffers made once:
 
             buf = [o | i | f | g | c]       (5H,), the gates' pre-activations, then c
             a = W_hh h + table[j]           one product and one add (layer 0)

@@ -288,15 +288,7 @@ class NumpyStepper:
         x = None
         for k, ((w_ih_t, w_hh_t, b_ih, _), (h, c), a, (sig, gi, gf, go, gg)) in enumerate(
                 zip(self.layers, state, self._gates, self._views)):
-            np.dot(h, w_hh_t, out=a)  # (4H,), the sigmoid rows halved
-            if k == 0:
-                a += w_ih_t[i]  # embedding x input weights, bias folded in: a row of the table
-            else:
-                a += np.dot(x, w_ih_t)
-                a += b_ih
-            np.tanh(a, out=a)
-            sig *= 0.5
-            sig += 0.5  # i, f, o now sigmoids
+            _lstm_gates(a, sig, h, x if k else i, w_ih_t, w_hh_t, b_ih)
             c = gf * c
             c += gi * gg  # c = f * c + i * g
             h = np.tanh(c)
@@ -346,15 +338,7 @@ class NumpyStepper:
         x = None
         for _ in range(length):
             for k, w_ih_t, w_hh_t, b_ih, a, sig, i_f, g_c, prod, ig, fc, c, h, o in cells:
-                np.dot(h, w_hh_t, out=a)  # (4H,)
-                if k == 0:
-                    a += w_ih_t[j]  # a row of the embedding x input-weights table, bias folded in
-                else:
-                    a += np.dot(x, w_ih_t)
-                    a += b_ih
-                np.tanh(a, out=a)
-                sig *= 0.5
-                sig += 0.5  # o, i, f now sigmoids
+                _lstm_gates(a, sig, h, x if k else j, w_ih_t, w_hh_t, b_ih)
                 np.multiply(i_f, g_c, out=prod)  # [i * g, f * c]
                 np.add(ig, fc, out=c)
                 np.tanh(c, out=h)
@@ -371,6 +355,23 @@ class NumpyStepper:
                 emit(j)
         return ids
 
+
+def _lstm_gates(a: np.ndarray, sig: np.ndarray, h: np.ndarray, x, w_ih_t, w_hh_t, b_ih) -> None:
+    """One stream's LSTM gates in place: a (4H,) = o | i | f | g activated, sig = a[:3H].
+
+    x is layer 0's input id (an int: a row of its (V, 4H) table, bias folded in) or the
+    layer below's (H,) output. The sigmoid rows of the weights are halved, so one tanh
+    activates all four gates: sigmoid(z) = (1 + tanh(z / 2)) / 2.
+    """
+    np.dot(h, w_hh_t, out=a)  # (4H,)
+    if isinstance(x, np.ndarray):
+        a += np.dot(x, w_ih_t)
+        a += b_ih
+    else:
+        a += w_ih_t[x]
+    np.tanh(a, out=a)
+    sig *= 0.5
+    sig += 0.5  # o, i, f now sigmoids
 
 def split_layers(state, lstm: bool) -> list:
     """Stacked state (L, B, H) [or the (h, c) pair] -> a list of per-layer (B, H) [or pairs]."""

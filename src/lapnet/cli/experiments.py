@@ -193,8 +193,9 @@ def adding_cmd(
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
-    """The adding problem: steps to reach test MSE < 0.01 (baseline 0.167) per
-    architecture and T.
+    """The adding problem: steps to reach test MSE < 0.01, per architecture and T.
+
+    The baseline (always predicting 1) scores 0.167.
 
     Writes adding_mse.png (test MSE against steps, one panel per T),
     adding_steps.png (steps to solve against T) and metrics.json:
@@ -242,8 +243,7 @@ def gradflow_cmd(
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
-    """Measured ||dL_T/dh_t|| against distance T - t, W_hh spectra, and gradient
-    clipping.
+    """Measured gradient flow ||dL_T/dh_t|| against T - t, W_hh spectra, clipping.
 
     Writes gradflow.png (init and trained, beside the notebook's 0.95^k, 0.9^k,
     0.7^k), spectrum.png, clipping.png and metrics.json: {"archs": {arch:
@@ -290,8 +290,9 @@ def gates_cmd(
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
-    """Exercise 3: the true LSTM/GRU gates per character, recomputed from the
-    weights and checked against the model's own hidden states.
+    """Exercise 3: the true LSTM/GRU gates per character of a trained model.
+
+    The gates are recomputed from the weights and checked against the model's own hidden states.
 
     Writes gates.png (LSTM: i, f, g, o and the cell c; GRU: r, z, n), hidden.png
     (h heatmap and mean |h| per character) and metrics.json: {"text",
@@ -335,9 +336,10 @@ def temperature_cmd(
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
-    """Softmax at temperatures 0.2, 1.0, 2.0 (the notebook's figure) and, given
-    RUN, the model's real next-character distribution and samples at several
-    temperatures.
+    """Softmax at temperatures 0.2, 1.0, 2.0, and a trained model's at several.
+
+    The notebook's figure; given RUN, also the model's real next-character distribution and
+    samples at several temperatures.
 
     Writes temperature.png, with RUN also temperature_model.png, and
     metrics.json: {"notebook": {T: {probs, entropy_bits, top_prob}}, with

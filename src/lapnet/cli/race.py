@@ -50,7 +50,8 @@ def _forecast_rows(metrics: dict) -> list[dict]:
             for row in metrics.get("summary", [])]
 
 
-@race_app.command("train", help=f"Train the lap-time forecaster and pit caller on real (or simulated) races.\n\n{MASKS_HELP}")
+@race_app.command("train", help=f"Train the lap-time forecaster and pit caller on real (or simulated) races.\n\n{MASKS_HELP}\n\n"
+                  "Example: lapnet race train ../shared/data/f1/*.csv --out runs/race")
 def train_cmd(
     laps: List[Path] = typer.Argument(..., help="Lap tables: FastF1 exports (CSV/Parquet), one race each or with a Race column."),
     out: Path = typer.Option(Path("runs/race"), "--out", help="Run directory."),
@@ -70,7 +71,6 @@ def train_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Example: lapnet race train ../shared/data/f1/*.csv --out runs/race"""
     from lapnet.cli.common import check_out_dir, emit_metrics, summary_table
     from lapnet.race.pipeline import RaceTrainConfig, train_race
 
@@ -100,7 +100,8 @@ def train_cmd(
                       _forecast_rows(metrics["validation"]))
 
 
-@race_app.command("eval", help=f"Forecaster vs baselines (MAE/RMSE at 1, 5, 10 laps, by compound) and the pit call's AUC.\n\n{MASKS_HELP}")
+@race_app.command("eval", help=f"Forecaster vs baselines (MAE/RMSE at 1, 5, 10 laps, by compound) and the pit call's AUC.\n\n{MASKS_HELP}\n\n"
+                  "Example: lapnet race eval runs/race ../shared/data/f1/2023_italian_R.csv --json")
 def eval_cmd(
     run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
     laps: List[Path] = typer.Argument(..., help="Lap tables to evaluate on (races the run did not train on)."),
@@ -108,7 +109,6 @@ def eval_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),
 ) -> None:
-    """Example: lapnet race eval runs/race ../shared/data/f1/2023_italian_R.csv --json"""
     from lapnet.cli.common import emit_metrics, summary_table
     from lapnet.race.pipeline import eval_race
 
@@ -129,7 +129,8 @@ def eval_cmd(
                             "pit_auc": row["pit_auc"]} for race, row in metrics["by_race"].items()])
 
 
-@race_app.command("predict", help=f"Per-lap forecasts, 90% intervals, pit calls and phases; a table and figures.\n\n{MASKS_HELP}")
+@race_app.command("predict", help=f"Per-lap forecasts, 90% intervals, pit calls and phases; a table and figures.\n\n{MASKS_HELP}\n\n"
+                  "Example: lapnet race predict runs/race ../shared/data/f1/2023_italian_R.csv --driver VER")
 def predict_cmd(
     run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
     laps: Path = typer.Argument(..., help="One lap table (CSV/Parquet)."),
@@ -138,7 +139,6 @@ def predict_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),
 ) -> None:
-    """Example: lapnet race predict runs/race ../shared/data/f1/2023_italian_R.csv --driver VER"""
     from lapnet.cli.common import console, emit_metrics, summary_table
     from lapnet.race.pipeline import predict_race
 
@@ -169,11 +169,13 @@ def _last_lap_number(path: Path) -> int | None:
     return int(last) if pd.notna(last) and last >= 1 else None
 
 
-@race_app.command("live", help=(
+@race_app.command("live", short_help="Follow a race lap by lap: one JSON line per lap (forecast, interval, pit call, phase).", help=(
     "Follow a race lap by lap: reads CSV lines (header first) from FILE or stdin, prints one JSON line per lap "
     "(forecast, 90% interval, pit-within-3 probability, phase). Each driver's state is carried: one step per lap. "
     "Laps must come in the order they end (session Time). A lap for an unknown driver, a duplicate or an "
-    "out-of-order lap is skipped with a warning on stderr."))
+    "out-of-order lap is skipped with a warning on stderr.\n\n"
+    "Example: lapnet race live runs/race laps.csv (a race in progress: tail -n +1 -f laps.csv | "
+    "lapnet race live runs/race --race-laps 57)"))
 def live_cmd(
     run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
     file: str = typer.Argument("-", help="A CSV file, or - for stdin."),
@@ -183,7 +185,6 @@ def live_cmd(
         "for stdin or --follow, 60 with a warning.")),
     poll: float = typer.Option(0.5, "--poll", help="Seconds between reads of a growing file."),
 ) -> None:
-    """Example: tail -n +1 -f laps.csv | lapnet race live runs/race --race-laps 57"""
     from lapnet.race.live import LiveRace, SkipLap
     from lapnet.race.pipeline import load_run
 

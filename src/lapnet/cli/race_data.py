@@ -64,8 +64,10 @@ def calibrate_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite existing --out/--figure files."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
-    """Fit the simulator's constants to real races: base pace per circuit, degradation per
-    compound, fuel effect, lap-time noise, pit loss, stint lengths, safety-car rates.
+    """Fit the simulator's constants to real races (writes a calibration JSON).
+
+    Base pace per circuit, degradation per compound, fuel effect, lap-time noise, pit loss,
+    stint lengths, safety-car rates.
 
     Only scored laps (accurate, green, not in- or out-laps, dry) enter the pace fits.
 

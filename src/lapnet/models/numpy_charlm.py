@@ -373,6 +373,7 @@ def _lstm_gates(a: np.ndarray, sig: np.ndarray, h: np.ndarray, x, w_ih_t, w_hh_t
     sig *= 0.5
     sig += 0.5  # o, i, f now sigmoids
 
+
 def split_layers(state, lstm: bool) -> list:
     """Stacked state (L, B, H) [or the (h, c) pair] -> a list of per-layer (B, H) [or pairs]."""
     if lstm:

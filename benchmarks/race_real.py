@@ -79,9 +79,10 @@ def simple_logistic_pit(seq, train_idx, test_idx, workdir: Path | None = None, s
         return torch.sigmoid(net.linear((xt - mean) / std).squeeze(-1)).numpy()
 
 
-def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrain_sim: int = 0, jobs: int = 1, threads: int = 1) -> dict:
+def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrain_sim: int = 0, jobs: int = 1, threads: int = 1,
+                   save: Path | None = None) -> dict:
     """Pooled out-of-fold metrics of `train_race` with `cfg` over `folds` folds of races
-    (`jobs` folds trained at once in worker processes)."""
+    (`jobs` folds trained at once in worker processes); `save`: an .npz of the out-of-fold outputs."""
     from lapnet.race.features import build_sequences
     from lapnet.race.metrics import roc_auc
     from lapnet.race.pipeline import load_laps, load_run, run_net, score_predictions, subset_sequences, train_race
@@ -139,6 +140,8 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         print(f"  fold {f + 1}/{folds} {','.join(t.replace('2023_', '').replace('_R', '') for t in test)}: "
               f"h1 MAE {row['forecaster']:.3f} vs persistence {row['persistence']:.3f}, "
               f"pit AUC {fp['auc']:.3f}  ({secs:.0f} s, {cpu:.0f} s CPU)", file=sys.stderr, flush=True)
+    if save is not None:  # the out-of-fold outputs, for analysis beside the lap table (seq.row indexes load_laps(paths))
+        np.savez_compressed(save, races=np.array(races), race_of=race_of, row=seq.row, **o)
     pooled = score_predictions(seq, o)
     pm = seq.pit_mask
     pooled["pit_within_3"]["simple_logistic_auc"] = roc_auc(seq.pit[pm], simple[pm])
@@ -215,6 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="folds trained at once in worker processes (wall clock only; results identical)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only contend)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "race_real.json")
+    ap.add_argument("--save-predictions", type=Path, default=None, help="write the out-of-fold outputs (.npz) for analysis")
     args = ap.parse_args(argv)
     if args.mean_loss == "nll" and args.head != "laplace":
         ap.error("--mean-loss nll needs --head laplace")
@@ -240,7 +244,8 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         print(f"cross-validating over {len(paths)} races, {args.folds} folds", file=sys.stderr)
         if not (args.skip_real_arm and args.pretrain_sim):
-            results["real_only"] = cross_validate(paths, cfg, args.folds, tmp / "real", jobs=args.jobs, threads=args.threads)
+            results["real_only"] = cross_validate(paths, cfg, args.folds, tmp / "real", jobs=args.jobs, threads=args.threads,
+                                                  save=args.save_predictions)
             lines += table("trained on real races", results["real_only"])
         if args.pretrain_sim:
             print(f"cross-validating with --pretrain-sim {args.pretrain_sim}", file=sys.stderr)

@@ -12,7 +12,8 @@
              engines beside a naive per-step torch loop (module call + torch.multinomial),
              interleaved, medians (target >= 20,000/s). Also beside it: the same sampler
              stepping one character at a time (`step_one` + `Chooser.one`, what it did before
-             the LSTM's fused loop `stream`), and torch's own fused cells.
+             the LSTM's fused loop `stream`), torch's own fused cells, and the same-size GRU
+             and vanilla RNN on the NumPy sampler (a step per character: no fused loop).
 
 On a machine shared with other jobs the absolute numbers move a lot; the ratios, measured
 side by side, are the fair comparison. The report prints the load average and the CPU time
@@ -155,6 +156,11 @@ def sampling(length: int, repeats: int, vocab_size: int = 75) -> dict:
     torch.manual_seed(0)
     model = CharLM(CharLMConfig(vocab_size)).eval()
     npm = NumpyCharLM(model.cfg, {k: v.detach().numpy() for k, v in model.state_dict().items()})
+    others = {}  # the other cells at the same size, on the NumPy sampler (no fused loop: a step per character)
+    for arch in ("gru", "rnn"):
+        torch.manual_seed(0)
+        m = CharLM(CharLMConfig(vocab_size, arch=arch)).eval()
+        others[arch] = NumpyCharLM(m.cfg, {k: v.detach().numpy() for k, v in m.state_dict().items()})
 
     def naive() -> tuple[float, float]:
         x, hidden = torch.tensor([[1]]), None
@@ -175,13 +181,15 @@ def sampling(length: int, repeats: int, vocab_size: int = 75) -> dict:
             self.prime, self.step, self.step_one = s.prime, s.step, s.step_one
 
     res: dict[str, list] = {"naive_torch_loop": [], "lapnet_torch": [], "lapnet_torch_cells": [], "lapnet_numpy": [],
-                            "lapnet_numpy_stepwise": []}
+                            "lapnet_numpy_stepwise": [], "lapnet_numpy_gru": [], "lapnet_numpy_rnn": []}
     for _ in range(repeats):  # interleaved, so all see the same machine load
         res["naive_torch_loop"].append(naive())
         res["lapnet_torch"].append(ours(TorchStepper(model)))
         res["lapnet_torch_cells"].append(ours(TorchStepper(model, numpy_steps=False)))
         res["lapnet_numpy"].append(ours(NumpyStepper(npm)))
         res["lapnet_numpy_stepwise"].append(ours(Stepwise(NumpyStepper(npm))))
+        for arch, m in others.items():
+            res[f"lapnet_numpy_{arch}"].append(ours(NumpyStepper(m)))
     wall = {k: round(statistics.median(r[0] for r in v)) for k, v in res.items()}
     cpu = {k: round(statistics.median(r[1] for r in v)) for k, v in res.items()}
     out = {"chars_per_sec": wall, "chars_per_cpu_sec": cpu,

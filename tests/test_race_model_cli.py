@@ -307,3 +307,28 @@ def test_sim_trained_run_has_bidirectional_tagger(tmp_path):
     assert set(m["validation"]["phase_macro_f1"]) == {"live", "post_race"}
     ev = eval_race(tmp_path / "run", simulate(1, seed=99))
     assert 0.0 <= ev["phase_macro_f1"]["post_race"] <= 1.0
+
+
+def test_train_device_option(run_cli, tmp_path):
+    """--device: auto resolves to what the machine has and is recorded in config.json; a device
+    the machine lacks or an unknown name is one line and exit 2, before anything is written."""
+    import torch
+
+    from lapnet.race.simulate import simulate_to_file
+
+    laps = tmp_path / "sim.csv"
+    simulate_to_file(laps, 3, seed=4)
+    out = tmp_path / "run"
+    code, _, err = run_cli("race", "train", laps, "--out", out, "--device", "auto", "--epochs", 1, "--hidden", 8, "--quiet")
+    assert code == 0, err
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert json.loads((out / "config.json").read_text())["train"]["device"] == expected
+    code, _, err = run_cli("race", "predict", out, laps, "--out", tmp_path / "p", "--quiet")
+    assert code == 0, err
+
+    for bad, words in (("tpu", "expected auto, cpu or cuda"), ("cuda", "no CUDA device")):
+        if bad == "cuda" and torch.cuda.is_available():
+            continue
+        code, _, err = run_cli("race", "train", laps, "--out", tmp_path / f"r_{bad}", "--device", bad, "--epochs", 1)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / f"r_{bad}").exists()

@@ -67,11 +67,14 @@ def train_cmd(
                                         help="The forecast loss weighs horizon k by 1/k^P: 2 favours the next lap, 0 weighs all 10 alike."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(1, "--threads", help="torch threads; the net is small, 1 is as fast and never contends."),
+    device: str = typer.Option("cpu", "--device", help=(
+        "auto, cpu or cuda: where the nets train (auto: cuda when available). These nets are small "
+        "and step lap by lap, so the CPU is usually as fast; eval, predict and live always run on the CPU.")),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    from lapnet.cli.common import check_out_dir, emit_metrics, summary_table
+    from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device, summary_table
     from lapnet.race.pipeline import RaceTrainConfig, train_race
 
     _check_files(laps)
@@ -86,13 +89,14 @@ def train_cmd(
         raise LapnetError(f"--threads must be at least 1, got {threads}")
     if not 0 <= horizon_power <= 4:
         raise LapnetError(f"--horizon-power must be between 0 and 4, got {horizon_power}")
+    dev = resolve_device(device)
     check_out_dir(out, force=force)
     import torch
 
     torch.set_num_threads(threads)
     cfg = RaceTrainConfig(hidden_size=hidden, arch=arch, epochs=epochs, minutes=minutes, lr=lr, batch_size=batch,
                           patience=patience, pretrain_sim=pretrain_sim, horizon_power=horizon_power, seed=seed,
-                          progress=not quiet)
+                          progress=not quiet, device=dev)
     metrics = train_race(laps, out, cfg)
     emit_metrics(out, metrics, as_json=json_out)
     if not quiet and metrics.get("validation"):

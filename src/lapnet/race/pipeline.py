@@ -84,6 +84,7 @@ class RaceTrainConfig:
     expected_gap_check: bool = True  # keep it only if its 10-lap total beats the median's (squared error) on the validation race(s)
     expected_ridge: tuple = (1e-1, 1e-2, 1e-3, 1e-4)  # its L2 strengths per lap; the best validation-race MSE is kept
     progress: bool = True
+    device: str = "cpu"  # where the nets train ("cuda" rarely pays for nets this small); everything after runs on the CPU
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,13 +177,15 @@ def _eval_fn(seq: Sequences, idx: np.ndarray, pit_weight: float, forecast: bool 
     batch = _tensors(seq, idx)
 
     def evaluate(model):
-        out, _ = model(batch["x"], batch["lengths"])
-        metrics = {"val_loss": float(race_loss(out, batch, pit_weight=pit_weight, forecast=forecast, head=head,
+        dev = next(model.parameters()).device
+        b = {k: v.to(dev) for k, v in batch.items()}  # no copy on the CPU
+        out, _ = model(b["x"], b["lengths"])
+        metrics = {"val_loss": float(race_loss(out, b, pit_weight=pit_weight, forecast=forecast, head=head,
                                                mean_loss=mean_loss, scale_weight=scale_weight,
                                                horizon_power=horizon_power))}
-        m = batch["target_mask"][:, :, 0]
+        m = b["target_mask"][:, :, 0]
         if forecast and m.any():
-            metrics["val_h1_abs_pct"] = float((out["mean"][:, :, 0][m] - batch["target"][:, :, 0][m]).abs().mean())
+            metrics["val_h1_abs_pct"] = float((out["mean"][:, :, 0][m] - b["target"][:, :, 0][m]).abs().mean())
         return metrics
 
     return evaluate
@@ -201,9 +204,10 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
     head = model.cfg.head
     learner = TorchLearner(model, _forecast_loss_fn(pit_weight, forecast, cfg.mean_loss, head, cfg.scale_weight, cfg.horizon_power),
                            _eval_fn(seq, val_idx, pit_weight, forecast, cfg.mean_loss, head, cfg.scale_weight, cfg.horizon_power),
-                           tcfg)
+                           tcfg, device=cfg.device)
     result = fit(learner, SeqBatches(seq, train_idx, cfg.batch_size, cfg.seed), tcfg, out=out, meta=meta, describe=describe)
     arrays, _ = load_tensors(out / "model.safetensors")
+    model.to("cpu")  # the pit model, the expected gap and every prediction run on the CPU
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     return result
 

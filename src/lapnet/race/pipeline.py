@@ -643,6 +643,8 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "predictions.csv", index=False)
+        import matplotlib.pyplot as plt
+
         from lapnet.race.plots import plot_degradation, plot_driver
 
         figs = []
@@ -652,9 +654,11 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
             fig = plot_driver(g)
             path = out / f"forecast_{race}_{drv}.png"
             fig.savefig(path, dpi=110)
+            plt.close(fig)  # pyplot keeps every open figure: a long-lived process would pile them up
             figs.append(str(path))
         fig = plot_degradation(table)
         fig.savefig(out / "degradation.png", dpi=110)
+        plt.close(fig)
         figs.append(str(out / "degradation.png"))
         metrics["figures"] = figs
     return table, metrics

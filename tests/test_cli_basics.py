@@ -42,3 +42,48 @@ def test_every_command_has_an_example_and_a_one_line_summary(run_cli):
         # the summary in the group's command list: one sentence, no hard line break inside it
         summary = cmd.short_help or (cmd.help or "").split("\n\n")[0]
         assert summary.strip() and "\n" not in summary.strip(), f"lapnet {' '.join(path)}: summary {summary!r}"
+
+
+def test_out_of_memory_is_one_line_exit_2(run_cli, monkeypatch):
+    """Sizes too big for the machine: NumPy's MemoryError and torch's allocator error."""
+    from lapnet.diagnostics import param_count
+
+    for exc in (MemoryError("Unable to allocate 298. GiB for an array with shape (1000000000, 80)"),
+                RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")):
+        def boom(*a, _exc=exc, **k):
+            raise _exc
+
+        monkeypatch.setattr(param_count, "param_table", boom)
+        code, _, err = run_cli("params", "--hidden", 1000000000)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("lapnet: error: out of memory"), err
+    monkeypatch.setattr(param_count, "param_table", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    import pytest
+
+    with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is a bug: its traceback stays
+        run_cli("params")
+
+
+def test_warnings_are_one_line_each(run_cli, monkeypatch):
+    """A library warning reaches the user as one `lapnet: warning:` line, not Python's three."""
+    import warnings
+
+    from lapnet.diagnostics import param_count
+
+    real = param_count.param_table
+
+    def noisy(*a, **k):
+        from lapnet.race.io import NotARaceWarning
+
+        warnings.warn("lapnet's own remark\nover two lines", NotARaceWarning)
+        warnings.warn("another library's remark", RuntimeWarning)
+        return real(*a, **k)
+
+    monkeypatch.setattr(param_count, "param_table", noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        code, _, err = run_cli("params")
+    assert code == 0
+    lines = err.strip().splitlines()
+    assert lines == ["lapnet: warning: lapnet's own remark over two lines",
+                     "lapnet: warning: another library's remark (RuntimeWarning from test_cli_basics.py)"], lines

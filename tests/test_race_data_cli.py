@@ -115,6 +115,16 @@ def test_calibrate_bad_input(run_cli, tmp_path, sim_csv):
     nan["LapTime"] = float("nan")
     cases.append(([_write(tmp_path, "nan.csv", nan)], "no usable green laps"))
     cases.append(([sim_csv, sim_csv], "appears in both"))
+    huge = good.copy()
+    huge.loc[4, "LapNumber"] = 1e12  # the simulator would be asked for a 1e12-lap race
+    cases.append(([_write(tmp_path, "huge.csv", huge)], "LapNumber, row 5: lap numbers are whole numbers from 1 to 1000 (1000000000000.0)"))
+    slow = good.copy()
+    slow.loc[4, "LapTime"] = 1e300
+    cases.append(([_write(tmp_path, "slow.csv", slow)], "LapTime, row 5: a lap time over 6 hours (1e+300)"))
+    twice = _write(tmp_path, "twice.csv", good)
+    header, *rows = twice.read_text().splitlines()
+    twice.write_text("\n".join([header + ",LapTime"] + [r + ",90.0" for r in rows]) + "\n")  # pandas reads it as LapTime.1
+    cases.append(([twice], "column 'LapTime' appears twice (the second read as 'LapTime.1')"))
     for paths, match in cases:
         code, _, err = run_cli("race", "calibrate", *paths, "--out", out)
         one_line_error(code, err, match)
@@ -139,3 +149,25 @@ def test_help_has_examples(run_cli):
     for cmd in ("simulate", "calibrate"):
         code, out, _ = run_cli("race", cmd, "--help")
         assert code == 0 and "Example: lapnet race " + cmd in out
+
+
+def test_calibration_file_bounds(run_cli, tmp_path, sim_csv):
+    """A calibration the simulator cannot run is refused when read: no compounds, a race
+    longer than any lap table may hold."""
+    import json
+
+    out = tmp_path / "calib.json"
+    code, _, err = run_cli("race", "calibrate", sim_csv, "--out", out)
+    assert code == 0, err
+    good = json.loads(out.read_text())
+    for name, edit, match in (
+        ("nocomp", lambda d: d.update(compounds={}), "compounds must be a non-empty object"),
+        ("long", lambda d: d["circuits"][0].update(laps=10**9), "circuits[0].laps: at most 1000 laps, got 1000000000"),
+    ):
+        d = json.loads(json.dumps(good))
+        edit(d)
+        bad = tmp_path / f"{name}.json"
+        bad.write_text(json.dumps(d))
+        code, _, err = run_cli("race", "simulate", "--out", tmp_path / f"{name}.csv", "--races", 1, "--calibration", bad)
+        one_line_error(code, err, match)
+        assert not (tmp_path / f"{name}.csv").exists()

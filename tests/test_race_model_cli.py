@@ -332,3 +332,86 @@ def test_train_device_option(run_cli, tmp_path):
         code, _, err = run_cli("race", "train", laps, "--out", tmp_path / f"r_{bad}", "--device", bad, "--epochs", 1)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / f"r_{bad}").exists()
+
+
+@pytest.fixture(scope="module")
+def sim_tables(tmp_path_factory):
+    """Three simulated races as one lap table, and a tiny run trained on races 0 and 1 of it."""
+    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.simulate import simulate_to_file
+
+    d = tmp_path_factory.mktemp("simrun")
+    laps = d / "sim.csv"
+    simulate_to_file(laps, 3, seed=6)
+    df = pd.read_csv(laps, dtype={"TrackStatus": str})
+    races = sorted(df["Race"].unique())
+    parts = {}
+    for r in races:
+        parts[r] = d / f"{r}.csv"
+        df[df["Race"] == r].drop(columns=["Race"]).to_csv(parts[r], index=False)
+    run = d / "run"
+    train_race([parts[races[0]], parts[races[1]]], run, RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False))
+    return run, [parts[r] for r in races]
+
+
+def test_a_training_race_with_no_green_laps_is_a_warning(run_cli, sim_tables, tmp_path):
+    """A race run entirely behind the safety car trains nothing; it is named, and training goes on."""
+    _, parts = sim_tables
+    sc = pd.read_csv(parts[0], dtype={"TrackStatus": str})
+    sc["TrackStatus"] = "4"
+    sc_path = tmp_path / "all_sc.csv"
+    sc.to_csv(sc_path, index=False)
+    out = tmp_path / "run"
+    code, _, err = run_cli("race", "train", sc_path, parts[1], "--out", out, "--epochs", 1, "--hidden", 4, "--quiet")
+    assert code == 0, err
+    warn = [ln for ln in err.splitlines() if ln.startswith("lapnet: warning:")]
+    assert len(warn) == 1 and "race 'all_sc' has no usable green laps" in warn[0], err
+    assert "Traceback" not in err and (out / "model.safetensors").is_file()
+    assert json.loads((out / "config.json").read_text())["val_races"] != ["all_sc"]
+
+
+def test_eval_warns_about_a_race_the_run_trained_on(run_cli, sim_tables, tmp_path):
+    """Told by the race's laps, not its name: a renamed copy is caught, another race is not."""
+    run, parts = sim_tables
+    code, _, err = run_cli("race", "eval", run, parts[0], "--quiet")
+    assert code == 0 and f"{parts[0].stem} were among the run's training races" in err, err
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_bytes(parts[1].read_bytes())
+    code, _, err = run_cli("race", "eval", run, renamed, "--quiet")
+    assert code == 0 and "race(s) renamed were among the run's training races" in err, err
+    code, _, err = run_cli("race", "eval", run, parts[2], "--quiet")
+    assert code == 0 and "training races" not in err, err
+
+
+def test_practice_warning_is_one_line_in_every_command(run_cli, sim_tables, tmp_path):
+    run, parts = sim_tables
+    df = pd.read_csv(parts[2], dtype={"TrackStatus": str})
+    df["Position"] = float("nan")  # FastF1 gives no positions outside races
+    fp = tmp_path / "fp2.csv"
+    df.to_csv(fp, index=False)
+    for args in (("predict", run, fp, "--out", tmp_path / "p", "--quiet"), ("eval", run, fp, "--quiet")):
+        code, _, err = run_cli("race", *args)
+        assert code == 0, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("lapnet: warning:") and "practice or qualifying" in lines[0], err
+
+
+def test_live_skips_a_line_broken_by_a_carriage_return(run_cli, sim_tables, monkeypatch):
+    """A stray \\r inside a line (the FastF1 CSVs end lines with \\r\\n) is one skipped lap, not a crash."""
+    run, _ = sim_tables
+    feed = "Driver,LapNumber,LapTime\nVER,1,90.1\nVER,2,90.2\rjunk\nVER,3,90.3\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(feed, newline="\n"))  # as Python opens stdin on POSIX
+    code, out, err = run_cli("race", "live", run, "-", "--race-laps", 50)
+    assert code == 0, err
+    assert [json.loads(ln)["lap"] for ln in out.splitlines()] == [1, 3]
+    assert "lapnet: warning: skipped lap: unreadable CSV line" in err
+
+
+def test_live_errors_stay_one_line_with_the_race_length_note(run_cli, sim_tables, tmp_path):
+    """The note on the race length comes after the run and the header are read: an error before stays one line."""
+    _, parts = sim_tables
+    broken = tmp_path / "broken_run"
+    broken.mkdir()
+    code, _, err = run_cli("race", "live", broken, parts[2])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("lapnet: error:"), err

@@ -8,6 +8,7 @@ Each command group lives in its own module and adds itself to `app` through `reg
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from typer import exceptions as tx
@@ -35,16 +36,31 @@ for _module in (demo, text, experiments, teach, race, report):
     _module.register(app)
 
 
+_SRC = str(Path(__file__).resolve().parents[1])  # the lapnet package: its warnings are lapnet's own
+
+
 def _fail(message: str, code: int = 2) -> None:
     line = " ".join(str(message).split())  # one line, whatever the message held
     print(f"lapnet: error: {line}", file=sys.stderr)
     sys.exit(code)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Every warning as one `lapnet: warning:` line (Python's default prints the file, the
+    line number and the source line: three lines of internals for one remark)."""
+    text = " ".join(str(message).split())
+    if not (category.__module__.startswith("lapnet") or str(filename).startswith(_SRC)):
+        text = f"{text} ({category.__name__} from {Path(filename).name})"  # another library's remark
+    print(f"lapnet: warning: {text}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad input exits 2 with one line on stderr."""
+    import warnings
+
     from lapnet import distributed
 
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         distributed.init_from_env()  # a no-op unless launched by torchrun
         result = app(args=argv, prog_name="lapnet", standalone_mode=False)
@@ -65,7 +81,14 @@ def main(argv: list[str] | None = None) -> None:
         _fail("interrupted", 130)
     except (ValueError, OSError) as e:  # LapnetError is a ValueError; OSError: disk, permissions
         _fail(str(e) or e.__class__.__name__)
+    except MemoryError as e:  # sizes too big for this machine (NumPy's error says how much it wanted)
+        _fail(f"out of memory: {e or 'the sizes asked for do not fit in this machine'}")
+    except RuntimeError as e:
+        if "allocate" not in str(e):  # a bug: keep its traceback
+            raise
+        _fail("out of memory: the sizes asked for do not fit in this machine")  # torch's allocator
     finally:
+        warnings.showwarning = shown
         distributed.shutdown()
 
 

@@ -201,10 +201,11 @@ def live_cmd(
     import torch
 
     torch.set_num_threads(1)  # one lap is one tiny step: a thread pool only adds latency
+    note = None  # said once the run and the header are read, so that an error stays one line
     if race_laps is None and file != "-" and not follow:
         race_laps = _last_lap_number(Path(file))  # a finished race replayed: its length is in the file
         if race_laps is not None:
-            print(f"lapnet: race length {race_laps} laps, the file's last lap (--race-laps overrides)", file=sys.stderr)
+            note = f"lapnet: race length {race_laps} laps, the file's last lap (--race-laps overrides)"
     live = LiveRace(load_run(run), total_laps=race_laps or 60)
     stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
     try:
@@ -212,6 +213,8 @@ def live_cmd(
         if not header.strip():
             raise LapnetError(f"{file}: empty input (no CSV header)")
         live.set_header(header.strip("\r\n"))
+        if note is not None:
+            print(note, file=sys.stderr)
         if race_laps is None:
             print("lapnet: warning: --race-laps not given, assuming a 60-lap race", file=sys.stderr)
         n_out = 0

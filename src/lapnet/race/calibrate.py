@@ -174,6 +174,13 @@ def _num(v: Any, where: str, *, integer: bool = False, positive: bool = False, n
     return int(v) if integer else float(v)
 
 
+def _laps(v: Any, where: str) -> int:
+    n = _num(v, where, integer=True, positive=True)
+    if n > S.MAX_LAP_NUMBER:
+        raise LapnetError(f"{where}: at most {S.MAX_LAP_NUMBER} laps, got {n}")
+    return n
+
+
 def _keys(d: Any, names: Sequence[str], where: str) -> None:
     if not isinstance(d, dict):
         raise LapnetError(f"{where}: expected an object, got {type(d).__name__}")
@@ -202,7 +209,7 @@ def _from_dict(d: Any, where: str) -> Calibration:
         circuits.append(
             CircuitCalibration(
                 name=c["name"],
-                laps=_num(c["laps"], f"{w}.laps", integer=True, positive=True),
+                laps=_laps(c["laps"], f"{w}.laps"),
                 base_lap_s=_num(c["base_lap_s"], f"{w}.base_lap_s", positive=True),
                 pit_loss_s=_num(c["pit_loss_s"], f"{w}.pit_loss_s", nonneg=True),
                 lap_trend_s=_num(c["lap_trend_s"], f"{w}.lap_trend_s"),
@@ -211,8 +218,8 @@ def _from_dict(d: Any, where: str) -> Calibration:
             )
         )
     comps = d["compounds"]
-    if not isinstance(comps, dict):
-        raise LapnetError(f"{where}: compounds must be an object keyed by compound")
+    if not isinstance(comps, dict) or not comps:
+        raise LapnetError(f"{where}: compounds must be a non-empty object keyed by compound")
     bad = [k for k in comps if k not in S.DRY_COMPOUNDS]
     if bad:
         raise LapnetError(f"{where}: compounds: unknown compound(s) {', '.join(map(str, bad))} (expected {', '.join(S.DRY_COMPOUNDS)})")

@@ -153,6 +153,10 @@ def _normalise(df: pd.DataFrame, *, race: str | None, where: str) -> pd.DataFram
     if df.columns.duplicated().any():
         dup = df.columns[df.columns.duplicated()][0]
         raise LapnetError(f"{where}: column '{dup}' appears twice")
+    for c in df.columns:  # pandas' CSV reader renames a second 'LapTime' to 'LapTime.1'
+        m = re.fullmatch(r"(.+)\.\d+", c)
+        if m and m.group(1) in df.columns:
+            raise LapnetError(f"{where}: column '{m.group(1)}' appears twice (the second read as '{c}')")
     missing = [c for c in S.REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise LapnetError(f"{where}: missing required column(s) {', '.join(missing)} (a lap table needs {', '.join(S.REQUIRED_COLUMNS)})")
@@ -193,7 +197,7 @@ def _normalise(df: pd.DataFrame, *, race: str | None, where: str) -> pd.DataFram
 
 
 def _bad(where: str, col: str, pos: int, value: Any, why: str) -> LapnetError:
-    shown = repr(value)
+    shown = repr(value.item() if isinstance(value, np.generic) else value)  # 1e+300, not np.float64(1e+300)
     if len(shown) > 40:
         shown = shown[:37] + "..."
     return LapnetError(f"{where}: column {col}, row {pos + 1}: {why} ({shown})")
@@ -371,15 +375,19 @@ def _to_status(s: pd.Series, where: str) -> pd.Series:
 
 def _check_values(df: pd.DataFrame, where: str) -> None:
     lap = df["LapNumber"].to_numpy()
-    ok = np.isnan(lap) | ((lap >= 1) & (np.floor(lap) == lap))
+    ok = np.isnan(lap) | ((lap >= 1) & (lap <= S.MAX_LAP_NUMBER) & (np.floor(lap) == lap))
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
-        raise _bad(where, "LapNumber", i, lap[i], "lap numbers are whole numbers >= 1")
+        raise _bad(where, "LapNumber", i, lap[i], f"lap numbers are whole numbers from 1 to {S.MAX_LAP_NUMBER}")
     lt = df["LapTime"].to_numpy()
     bad = lt <= 0  # NaN compares False: missing lap times are the cleaner's business
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise _bad(where, "LapTime", i, lt[i], "negative or zero lap time")
+    bad = lt > S.MAX_LAP_SECONDS
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _bad(where, "LapTime", i, lt[i], f"a lap time over {S.MAX_LAP_SECONDS / 3600:.0f} hours")
     for c in S.TIME_COLUMNS:
         if c in df.columns and c != "LapTime":
             v = df[c].to_numpy()

@@ -170,7 +170,10 @@ class LiveRace:
         """
         if self.header is None:
             raise LapnetError("live: no header line before the first lap")
-        values = next(csv.reader([line]), [])
+        try:
+            values = next(csv.reader([line]), [])
+        except csv.Error as e:  # e.g. a bare carriage return inside the line
+            raise SkipLap(f"unreadable CSV line ({e})") from None
         if len(values) == len(self.header):
             lap = _fast_lap(dict(zip(self.header, values)))
             if lap is not None:

@@ -13,6 +13,7 @@ bidirectional phase tagger) when the training laps carried Phase labels (simulat
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,19 @@ def load_laps(sources: Any) -> tuple[pd.DataFrame, Any]:
     return laps, report
 
 
+def race_fingerprints(laps: pd.DataFrame) -> dict[str, str]:
+    """Race -> a short hash of its drivers' lap times: the same race under another file name
+    (or a simulated race of another seed under the same name) is told apart by its laps."""
+    import hashlib
+
+    out = {}
+    for race, g in laps.groupby("Race", sort=True):
+        key = g.sort_values(["Driver", "LapNumber"])[["Driver", "LapNumber", "LapTime"]]
+        text = key.assign(LapTime=key["LapTime"].round(3)).to_csv(index=False)
+        out[str(race)] = hashlib.sha1(text.encode()).hexdigest()[:16]
+    return out
+
+
 def _tensors(seq: Sequences, idx: np.ndarray) -> dict[str, torch.Tensor]:
     """The torch batch of sequences `idx`, trimmed to their longest length."""
     T = int(seq.lengths[idx].max())
@@ -145,7 +159,8 @@ class SeqBatches:
 
 def _split(seq: Sequences, val_races: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Hold out whole races for early stopping (up to a quarter of them; 15% of drivers when there are < 3 races)."""
-    races = sorted({k[0] for k in seq.keys})
+    # only races with something to score can judge early stopping
+    races = sorted({k[0] for i, k in enumerate(seq.keys) if seq.target_mask[i].any()})
     rng = np.random.default_rng(seed)
     all_idx = np.arange(len(seq.keys))
     if val_races > 0 and len(races) >= 3:
@@ -236,6 +251,10 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     laps, report = load_laps(sources)
+    for race, scored in laps.groupby("Race", sort=True)["Scored"].any().items():
+        if not scored:  # its laps still build sequences, but no loss and no metric counts them
+            warnings.warn(f"race '{race}' has no usable green laps (every lap is missing a time, inaccurate, "
+                          "neutralised, wet, or an in/out-lap): it adds nothing to the forecaster")
     seq = build_sequences(laps)
     train_idx, val_idx = _split(seq, cfg.val_races, cfg.seed)
     mcfg = RaceModelConfig(input_size=len(NET_FEATURES), hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
@@ -258,6 +277,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         "model": mcfg.to_dict(),
         "train": asdict(cfg),
         "races": sorted({k[0] for k in seq.keys}),
+        "race_fingerprints": race_fingerprints(laps),
         "val_races": sorted({seq.keys[i][0] for i in val_idx}),
         "phase_trained": bool(seq.phase_mask.any()),
         "tagger": None,
@@ -579,6 +599,10 @@ def eval_race(run: str | Path, sources: Any) -> dict:
     o = run_net(r.model, seq)
     tagged = run_net(r.tagger, seq) if r.tagger is not None else None
     races = sorted({k[0] for k in seq.keys})
+    trained = set(r.config.get("race_fingerprints", {}).values())
+    seen = sorted(race for race, f in race_fingerprints(laps).items() if f in trained)
+    if seen:  # the numbers would measure memory, not forecasting
+        warnings.warn(f"race(s) {', '.join(seen)} were among the run's training races: their scores are in-sample")
     metrics = {"run": str(run), "races": races, "masks": r.config.get("masks"),
                "baselines": list(BASELINES), **score_predictions(seq, o, tagged),
                "cleaning": report.to_dict()["total"]}

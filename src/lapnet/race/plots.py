@@ -78,7 +78,8 @@ def plot_degradation(table: pd.DataFrame, ax=None):
             curve = curve[s.groupby(s["TyreLife"] + 1).size() >= min_n]
             ax.plot(curve.index, curve.values, color=colour, lw=2, label=f"{comp}")
         lo, hi = np.nanpercentile(t["rel"], [1, 99])
-        ax.set_ylim(lo, hi)
+        if hi > lo:  # a stint or two of identical laps leaves matplotlib's own limits
+            ax.set_ylim(lo, hi)
     ax.set_xlabel("tyre life (laps)")
     ax.set_ylabel("lap time - stint median (s)")
     ax.set_title("degradation per compound: laps (dots) and forecast (lines)")

@@ -64,6 +64,10 @@ TRACK_STATUS_CODES = frozenset("1234567")
 NEUTRALISED_CODES = frozenset("4567")  # SC, red flag, VSC, VSC ending: the pace is not racing pace
 YELLOW_CODE = "2"
 RED_CODE = "5"
+# sanity bounds of a lap table: the longest F1 races have run 87 laps; a lap timed across a
+# red-flag suspension can last an hour or more, never six (a race day is capped at three or four)
+MAX_LAP_NUMBER = 1000
+MAX_LAP_SECONDS = 6 * 3600.0
 
 PHASES: tuple[str, ...] = ("push", "conserve", "pit_window")
 

@@ -142,6 +142,14 @@ def test_demo_refuses_a_used_out_dir_and_a_file(run_cli, quick_demo, tmp_path):
     code, _, err = run_cli("demo", "--quick", "--f1-data", tmp_path / "nowhere", "--out", tmp_path / "new")
     assert code == 2 and "--f1-data" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "new").exists()
+    empty = tmp_path / "no_csv"
+    empty.mkdir()
+    code, _, err = run_cli("demo", "--quick", "--f1-data", empty, "--out", tmp_path / "new")
+    assert code == 2 and "holds no .csv lap tables" in err and len(err.strip().splitlines()) == 1
+    (empty / "broken.csv").write_text("Driver,LapNumber\nVER,1\n")  # refused before any part runs
+    code, _, err = run_cli("demo", "--quick", "--f1-data", empty, "--out", tmp_path / "new")
+    assert code == 2 and "broken.csv" in err and "LapTime" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
 
 
 def test_force_removes_only_what_a_demo_wrote(tmp_path):

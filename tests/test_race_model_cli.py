@@ -415,3 +415,28 @@ def test_live_errors_stay_one_line_with_the_race_length_note(run_cli, sim_tables
     code, _, err = run_cli("race", "live", broken, parts[2])
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("lapnet: error:"), err
+
+
+def test_more_bad_input_one_line(run_cli, sim_tables, tmp_path):
+    run, parts = sim_tables
+    for opt, v in (("--lr", -1), ("--lr", "nan"), ("--minutes", "inf")):
+        out = tmp_path / f"r{opt}{v}"
+        code, _, err = run_cli("race", "train", parts[0], "--out", out, opt, v)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and f"{opt} must be a positive number" in lines[0], err
+        assert not out.exists()  # refused before anything is written
+
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("Driver,LapNumber,LapTime\nPÉR,1,90.1\n".encode("latin-1"))
+    code, _, err = run_cli("race", "live", run, latin, "--race-laps", 5)
+    assert code == 2 and err.strip() == f"lapnet: error: {latin}: not UTF-8 text (invalid continuation byte: b'\\xc9')", err
+
+    shuffled = tmp_path / "shuffled_run"
+    shuffled.mkdir()
+    for f in ("model.safetensors", "metrics.json"):
+        (shuffled / f).write_bytes((run / f).read_bytes())
+    config = json.loads((run / "config.json").read_text())
+    config["features"] = config["features"][::-1]
+    (shuffled / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli("race", "eval", shuffled, parts[2])
+    assert code == 2 and "the same ones in another order" in err, err

@@ -123,9 +123,16 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, quick: bool = False, force: bool 
     out = Path(out)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise LapnetError(f"--seed must be a whole number >= 0, got {seed!r}")
-    _prepare(out, force)
     sizes = replace(QUICK if quick else FULL, seed=seed)
     f1 = _find_f1(f1_data)
+    if f1_data is not None:  # asked for by name: refuse it now, not after a minute of other parts
+        if f1 is None or f1.resolve() != Path(f1_data).resolve():
+            raise LapnetError(f"--f1-data {f1_data}: holds no .csv lap tables")
+        from lapnet.race.io import read_laps
+
+        for path in sorted(f1.glob("*.csv"))[: sizes.race_real_files]:
+            read_laps(path)  # raises on a table the race part could not read
+    _prepare(out, force)
     write_json(out / "config.json", {"kind": "demo", "quick": quick, "sizes": asdict(sizes),
                                      "f1_data": str(f1) if f1 else None})
     steps: list[tuple[str, str, Callable[[Path, DemoSizes, bool], PartResult]]] = [

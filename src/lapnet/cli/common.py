@@ -15,14 +15,16 @@ from lapnet.console import console  # progress and tables go to stderr; stdout s
 from lapnet.errors import LapnetError
 
 
-def check_out_dir(out: Path, *, force: bool = False, resume: bool = False, must_be_new: bool = True) -> Path:
+def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None, must_be_new: bool = True) -> Path:
     """Validate an output directory before any work: refuse a file, an unwritable place,
-    or (when `must_be_new`) an existing non-empty run unless --force or --resume."""
+    or (when `must_be_new`) an existing non-empty run unless --force or --resume (None: the
+    command has no --resume)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LapnetError(f"--out {out}: exists and is a file, not a directory")
     if must_be_new and out.is_dir() and any(out.iterdir()) and not (force or resume):
-        raise LapnetError(f"--out {out}: already holds a run (use --resume to continue it or --force to overwrite)")
+        hint = "--resume to continue it or --force to overwrite" if resume is not None else "--force to overwrite it"
+        raise LapnetError(f"--out {out}: already holds files (use {hint})")
     if resume and not (out / "last.safetensors").is_file():
         raise LapnetError(f"--resume: {out} holds no checkpoint to resume (last.safetensors missing)")
     parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))

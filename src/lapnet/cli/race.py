@@ -8,6 +8,7 @@ come from cli/race_data.py.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,10 @@ def train_cmd(
         raise LapnetError(f"--pretrain-sim must be >= 0, got {pretrain_sim}")
     if threads < 1:
         raise LapnetError(f"--threads must be at least 1, got {threads}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise LapnetError(f"--lr must be a positive number, got {lr}")
+    if minutes is not None and not (minutes > 0 and math.isfinite(minutes)):
+        raise LapnetError(f"--minutes must be a positive number, got {minutes}")
     if not 0 <= horizon_power <= 4:
         raise LapnetError(f"--horizon-power must be between 0 and 4, got {horizon_power}")
     dev = resolve_device(device)
@@ -245,6 +250,9 @@ def live_cmd(
             raise LapnetError(f"{file}: no usable laps in the stream")
     except KeyboardInterrupt:
         pass
+    except UnicodeDecodeError as e:
+        raise LapnetError(f"{'stdin' if file == '-' else file}: not UTF-8 text ({e.reason}: "
+                          f"{e.object[e.start:e.start + 1]!r})") from None
     finally:
         if stream is not sys.stdin:
             stream.close()

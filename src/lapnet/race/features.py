@@ -418,9 +418,9 @@ def check_features(names: list[str] | tuple[str, ...]) -> None:
     if tuple(names) != FEATURES:
         missing = [f for f in FEATURES if f not in names]
         extra = [f for f in names if f not in FEATURES]
+        what = f"missing {missing or 'none'}, extra {extra or 'none'}" if missing or extra else "the same ones in another order"
         raise LapnetError(
-            "run was trained on other features than this lapnet computes "
-            f"(missing {missing or 'none'}, extra {extra or 'none'}): retrain it with `lapnet race train`"
+            f"run was trained on other features than this lapnet computes ({what}): retrain it with `lapnet race train`"
         )
 
 

@@ -101,7 +101,8 @@ def test_hidden_states_are_a_real_tanh_rnn():
 @pytest.mark.parametrize("cmd,args,needle", [
     ("hidden", ("--hidden", "0"), "--hidden must be at least 1"),
     ("hidden", ("--engine", "jax"), "--engine jax"),
-    ("hidden", ("--periods", "0"), "periods must be positive"),
+    ("hidden", ("--periods", "0"), "periods must be a positive number"),
+    ("hidden", ("--periods", "inf"), "periods must be a positive number, got inf"),
 ])
 def test_hidden_bad_input(run_cli, tmp_path, cmd, args, needle):
     code, out, err = run_cli(cmd, "--out", tmp_path / "x", *args)

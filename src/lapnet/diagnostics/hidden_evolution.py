@@ -12,6 +12,8 @@ same weights, and the largest difference from torch is recorded.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -54,8 +56,8 @@ def hidden_evolution(hidden_size: int = 8, n_points: int = 50, periods: float = 
     for name, v in (("hidden_size", hidden_size), ("n_points", n_points)):
         if int(v) < 1:
             raise LapnetError(f"{name} must be at least 1, got {v}")
-    if not periods > 0:
-        raise LapnetError(f"periods must be positive, got {periods}")
+    if not (periods > 0 and math.isfinite(periods)):
+        raise LapnetError(f"periods must be a positive number, got {periods}")
     scratch_rnn = _scratch_rnn()
     if engine == "numpy" and scratch_rnn is None:
         raise LapnetError("--engine numpy: the NumPy engine (lapnet.scratch.RNN) is not available in this install")

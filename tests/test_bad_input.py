@@ -36,6 +36,8 @@ def world(tmp_path_factory):
     (d / "latin1.txt").write_bytes("caf\xe9 au lait, na\xefve ".encode("latin-1") * 50)
     (d / "short.txt").write_text("abc")
     (d / "a_file").write_text("I am a file, not a directory\n")
+    (d / "precious.npz").write_bytes(b"someone else's arrays")
+    (d / "notes.html").write_text("<!DOCTYPE html><p>my own notes</p>\n")
     (d / "huge_line.csv").write_text(LAP_COLUMNS + "\n" + "x" * 2_000_000 + "\n")
     (d / "empty.csv").write_text("")
     (d / "header_only.csv").write_text(LAP_COLUMNS + "\n")
@@ -159,8 +161,11 @@ EXPERIMENT_CASES = [
     ("params: hidden 0", "params --hidden 0", "hidden"),
     ("diagrams: out is a file", "diagrams --out {w}/a_file", "a_file"),
     ("hidden: out is a file", "hidden --out {w}/a_file", "a_file"),
+    ("gates: export over a file", "gates {run} --export {w}/precious.npz --out {w}/e1", "precious.npz"),
     ("report: no run", "report {w}/no_run", "no_run"),
     ("report: run is a file", "report {w}/a_file", "a_file"),
+    ("report: out over a file", "report {run} --out {w}/a_file", "a_file"),
+    ("report: out over an html page", "report {run} --out {w}/notes.html", "notes.html"),
     ("demo: out is a file", "demo --quick --out {w}/a_file", "a_file"),
 ]
 
@@ -211,6 +216,18 @@ def test_bad_input_contract(name, template, mention, world, text_run, run_cli):
     assert len(errors) == 1, err[-1500:]
     assert mention.lower() in errors[0].lower(), errors[0]
     assert _snapshot(world) == before, "a file was created or changed"
+
+
+def test_force_replaces_an_existing_export_or_page_and_a_report_replaces_its_own(world, text_run, run_cli, tmp_path):
+    npz, page = tmp_path / "states.npz", tmp_path / "page.html"
+    npz.write_bytes(b"old")
+    page.write_text("my notes")
+    code, _, err = run_cli("gates", text_run, "--export", npz, "--out", tmp_path / "g", "--quiet", "--force")
+    assert code == 0 and set(np.load(npz)) >= {"ids", "chars"}, err
+    code, _, err = run_cli("report", text_run, "--out", page, "--force")
+    assert code == 0 and page.read_text().startswith("<!DOCTYPE html>"), err
+    code, _, err = run_cli("report", text_run, "--out", page)  # an earlier report is regenerated without --force
+    assert code == 0, err
 
 
 def test_unpickling_is_never_attempted(world, text_run, monkeypatch):

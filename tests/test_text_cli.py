@@ -249,3 +249,127 @@ def test_other_architectures_cross_engines(run_cli, tmp_path, text_file, arch):
         assert code == 0, stderr
         nats.append(json.loads(stdout)["nats_per_char"])
     assert abs(nats[0] - nats[1]) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------
+# a hand-edited run: config.json with the right keys but wrong values
+
+
+def _edit_config(run: Path, edit) -> bytes:
+    config = json.loads((run / "config.json").read_text())
+    config = edit(config)
+    (run / "config.json").write_text(json.dumps(config))
+    return (run / "config.json").read_bytes()
+
+
+def _set_model(field: str, value):
+    def edit(config):
+        config["model"][field] = value
+        return config
+
+    return edit
+
+
+def _loaders(run: Path, text_file: Path, tmp_path: Path) -> list[list]:
+    """Every command that loads a text run."""
+    return [["text", "sample", run, "--length", "5"],
+            ["text", "eval", run, text_file],
+            ["gates", run, "--out", tmp_path / "gates", "--quiet"],
+            ["temperature", run, "--out", tmp_path / "temperature", "--quiet"],
+            ["text", "train", text_file, "--out", run, *TINY, "--epochs", "3", "--resume"]]
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda c: {**c, "model": None}, "model must be an object"),
+    (_set_model("hidden", "12"), "model.hidden must be a positive integer, got '12'"),
+    (_set_model("hidden", 12.5), "model.hidden must be a positive integer, got 12.5"),
+    (_set_model("layers", 0), "model.layers must be a positive integer, got 0"),
+    (_set_model("vocab_size", True), "model.vocab_size must be a positive integer"),
+    (_set_model("arch", 5), "model.arch must be one of"),
+    (_set_model("dropout", "0.1"), "model.dropout must be a number in [0, 1)"),
+], ids=["model null", "hidden str", "hidden float", "layers 0", "vocab_size bool", "arch int", "dropout str"])
+def test_wrong_types_in_config_json_are_named_by_every_command(run_cli, run_copy, text_file, tmp_path, edit, match):
+    saved = _edit_config(run_copy, edit)
+    for args in _loaders(run_copy, text_file, tmp_path):
+        line = _refused(run_cli, *args, match=match)
+        assert "config.json" in line and not line.split("error:", 1)[1].strip().startswith("--"), line  # not a flag
+        assert (run_copy / "config.json").read_bytes() == saved
+
+
+@pytest.mark.parametrize("config", [[], None, "charlm"])
+def test_resume_from_a_config_json_that_is_not_an_object(run_cli, run_copy, text_file, config):
+    (run_copy / "config.json").write_text(json.dumps(config))
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    _refused(run_cli, "text", "train", text_file, "--out", run_copy, *TINY, "--epochs", "3", "--resume",
+             match="config.json: not a text run")
+    _refused(run_cli, "text", "sample", run_copy, "--length", "5", match="config.json: not a text run")
+    assert before == {p.name: p.read_bytes() for p in run_copy.iterdir()}
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("layers", 2, "does not fit"), ("embed", 9, "does not fit"), ("vocab_size", 5, "vocab.json has")])
+def test_resume_with_a_checkpoint_that_does_not_fit_changes_nothing(run_cli, run_copy, text_file, field, value, match):
+    _edit_config(run_copy, _set_model(field, value))
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    _refused(run_cli, "text", "train", text_file, "--out", run_copy, *TINY, "--epochs", "3", "--resume", match=match)
+    assert before == {p.name: p.read_bytes() for p in run_copy.iterdir()}  # config.json byte-identical
+
+
+# ---------------------------------------------------------------------------------------
+# temperatures: tiny ones are greedy, an empty prime starts as `text sample` does
+
+
+@pytest.mark.parametrize("extra", [["--prime", "To be"], ["--num-samples", "2", "--top-k", "3", "--seed", "5"],
+                                   ["--engine", "numpy", "--seed", "5"]], ids=["plain", "top-k", "numpy"])
+def test_a_tiny_temperature_is_exactly_greedy_and_warns_nothing(run_cli, runs, extra):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # a RuntimeWarning (overflow) must show, not be deduplicated away
+        greedy = run_cli("text", "sample", runs["torch"], "--length", "40", "--temperature", "0", *extra)
+        for t in ("1e-40", "1e-300", "1e-7"):
+            code, out, err = run_cli("text", "sample", runs["torch"], "--length", "40", "--temperature", t, *extra)
+            assert (code, out, err) == greedy, (t, err)
+    assert greedy[0] == 0 and greedy[2] == "" and len(set(greedy[1])) > 2  # real text, not only newlines
+
+
+def test_the_temperature_experiment_is_greedy_below_1e_6_and_takes_an_empty_prime(run_cli, runs, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        code, out, err = run_cli("temperature", runs["torch"], "--prime", "", "--temperatures", "0.5,1e-300",
+                                 "--length", "20", "--seed", "3", "--out", tmp_path / "t", "--quiet", "--json")
+    assert code == 0 and "Traceback" not in err and "warning" not in err, err
+    samples = json.loads(out)["samples"]
+    for t, as_sample in (("0.5", "0.5"), ("1e-300", "0")):  # the same text as `text sample --prime ""`
+        code, text, err = run_cli("text", "sample", runs["torch"], "--prime", "", "--temperature", as_sample,
+                                  "--length", "20", "--seed", "3")
+        assert code == 0, err
+        assert samples[t] == text[:-1]  # text sample ends its output with a newline
+    assert json.loads(out)["start"] == samples["0.5"][0] == samples["1e-300"][0]
+
+
+# ---------------------------------------------------------------------------------------
+# eval on a run directory that cannot be written
+
+
+def test_eval_on_an_unwritable_run_shows_the_result_and_warns_once(run_cli, run_copy, text_file, monkeypatch):
+    import lapnet.text_runs
+
+    def refuse(path, obj):
+        raise PermissionError(13, "Permission denied", str(Path(path).parent / ".metrics.json.x.tmp"))
+
+    before = (run_copy / "metrics.json").read_bytes()
+    monkeypatch.setattr(lapnet.text_runs, "write_json", refuse)
+    code, out, err = run_cli("text", "eval", run_copy, text_file, "--json")
+    assert code == 0, err
+    result = json.loads(out)  # the score is not lost
+    assert result["chars"] == len(text_file.read_text()) - 1 and result["nats_per_char"] > 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lapnet: warning:") and str(run_copy) in lines[0], err
+    assert "Permission denied" in lines[0] and "Traceback" not in err
+    assert (run_copy / "metrics.json").read_bytes() == before
+    monkeypatch.undo()  # writable again: the result is stored as before
+    code, out, _ = run_cli("text", "eval", run_copy, text_file, "--json")
+    assert code == 0 and json.loads((run_copy / "metrics.json").read_text())["eval"] == json.loads(out)

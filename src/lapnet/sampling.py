@@ -10,7 +10,8 @@ N characters costs N steps, not N^2/2 as re-running the model on the growing tex
 Choosing the next character (temperature, top-k, top-p) happens here in NumPy on the (B, V)
 logits, the same code for both engines, and B = --num-samples streams run in one batch.
 
-Temperature 0 means greedy decoding: always the most likely character (argmax).
+Temperature 0 means greedy decoding: always the most likely character (argmax), and so does
+any temperature below GREEDY_BELOW, the limit T -> 0 (see there).
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ import numpy as np
 from lapnet.data.text import Vocab
 from lapnet.errors import LapnetError
 from lapnet.scratch.blas import engine_threads
+
+GREEDY_BELOW = 1e-6
+# Temperatures below this decode greedily, their T -> 0 limit, instead of dividing by T: far
+# below it 1 / T overflows float32 (below ~3e-39) and the logits become inf/NaN (warnings,
+# garbage text). Why 1e-6: the runner-up's probability is at most exp(-gap / T), below float32
+# resolution (2^-24) once gap > 17 T = 1.7e-5 nats, while the logits themselves carry ~1e-6 of
+# rounding noise (the torch and NumPy engines' logits of one run differ by 6e-7). So at 1e-6
+# sampling is already argmax except between characters the model cannot tell apart. 1e-3
+# would not do: measured on a char LSTM trained on Hamlet, the characters other than the
+# argmax still held more than 2^-24 of the mass at 1.4% of positions at T = 1e-3 (up to 27%:
+# top-two gaps go down to 0.001 nats), and at none at T = 1e-5.
 
 
 class Stepper(Protocol):
@@ -38,6 +50,11 @@ class SampleConfig:
     top_k: int | None = None
     top_p: float | None = None
 
+    @property
+    def greedy(self) -> bool:
+        """Argmax decoding: temperature 0, or so small that it is the same (GREEDY_BELOW)."""
+        return self.temperature < GREEDY_BELOW
+
     def validate(self) -> None:
         if not (self.temperature >= 0 and np.isfinite(self.temperature)):
             raise LapnetError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
@@ -52,11 +69,16 @@ def filter_probs(logits: np.ndarray, cfg: SampleConfig) -> np.ndarray:
 
     Args:
         logits: (B, V) unnormalised log-probabilities.
-        cfg: temperature > 0 (temperature 0 is handled by the caller as argmax).
+        cfg: temperature, top-k, top-p; a greedy temperature (`SampleConfig.greedy`) gives
+            all the mass to the argmax.
 
     Returns:
         (B, V) float64 probabilities summing to 1 per row, zero outside the kept set.
     """
+    if cfg.greedy:  # the T -> 0 limit; dividing by a tiny T would overflow
+        p = np.zeros(logits.shape, np.float64)
+        np.put_along_axis(p, logits.argmax(axis=1)[:, None], 1.0, axis=1)
+        return p
     z = logits.astype(np.float64) / cfg.temperature  # (B, V)
     if cfg.top_k is not None and cfg.top_k < z.shape[1]:
         kth = np.partition(z, -cfg.top_k, axis=1)[:, -cfg.top_k][:, None]  # (B, 1) k-th largest
@@ -95,7 +117,8 @@ class Chooser:
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
         self._plain = cfg.top_k is None and (cfg.top_p is None or cfg.top_p >= 1.0)
-        self._inv_t = 1.0 / cfg.temperature if cfg.temperature > 0 else 0.0
+        self._greedy = cfg.greedy
+        self._inv_t = 0.0 if self._greedy else 1.0 / cfg.temperature
         self._g = np.empty((0, 0), np.float32)  # (rows, V) Gumbel noise drawn ahead
         self._gnext = 0
         self._u = np.empty(0)  # uniforms for inverse-CDF sampling, drawn in blocks
@@ -117,7 +140,7 @@ class Chooser:
     @property
     def fused(self) -> bool:
         """Plain sampling or greedy: a stepper's fused loop (`stream`) can do the choosing."""
-        return self._plain or self.cfg.temperature == 0
+        return self._plain or self._greedy
 
     @property
     def scale(self) -> float:
@@ -128,7 +151,7 @@ class Chooser:
         """For a fused loop: every row of noise left in the current block (a fresh block when
         none is left), all counted as consumed; rows of zeros for greedy decoding. The rows
         come in the order `one` would use them, so the draws are the same."""
-        if self.cfg.temperature == 0:
+        if self._greedy:
             return np.zeros((self.GUMBEL_BLOCK, V), np.float32)
         if self._gnext >= len(self._g) or self._g.shape[1] != V:
             self._draw(self.GUMBEL_BLOCK, V)
@@ -145,7 +168,7 @@ class Chooser:
 
     def one(self, z: np.ndarray) -> int:
         """(V,) logits of one stream -> the next id: the single-stream sampler's hot path."""
-        if self.cfg.temperature == 0:
+        if self._greedy:
             return int(z.argmax())
         if not self._plain:
             return int(self(z[None])[0])
@@ -155,8 +178,8 @@ class Chooser:
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         """(B, V) logits -> (B,) int64 ids."""
-        if self.cfg.temperature == 0:
-            return logits.argmax(axis=1)  # greedy
+        if self._greedy:
+            return logits.argmax(axis=1)
         if self._plain:
             t = logits * self._inv_t  # (B, V)
             t += self._gumbel(len(logits), logits.shape[1])
@@ -166,6 +189,15 @@ class Chooser:
         u = self._uniforms(len(cdf)) * cdf[:, -1]  # (B,)
         ids = (cdf <= u[:, None]).sum(axis=1)  # first index whose cdf exceeds u
         return np.minimum(ids, cdf.shape[1] - 1)
+
+
+def start_ids(vocab: Vocab, prime: str, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """The (B, P) ids every stream starts from: the prime, or for an empty prime one random
+    character per stream drawn from `rng` (the model needs one input to predict the next).
+    `generate` draws it first from np.random.default_rng(seed), so the same call reproduces it."""
+    if prime:
+        return np.tile(vocab.encode(prime, what="--prime"), (num_samples, 1))  # (B, P)
+    return rng.integers(0, len(vocab), size=(num_samples, 1))  # (B, 1)
 
 
 def generate(
@@ -203,10 +235,7 @@ def generate(
         raise LapnetError(f"--num-samples must be at least 1, got {num_samples}")
     choose = Chooser(cfg, seed)
     B = num_samples
-    if prime:
-        start = np.tile(vocab.encode(prime, what="--prime"), (B, 1))  # (B, P)
-    else:
-        start = choose.rng.integers(0, len(vocab), size=(B, 1))  # (B, 1)
+    start = start_ids(vocab, prime, B, choose.rng)  # (B, P)
     texts = [vocab.decode(row) for row in start]
     if on_chars is not None:
         on_chars(texts)  # the start text first, so a stream shows it before the new characters

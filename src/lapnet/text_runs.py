@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -175,14 +175,8 @@ def load_run(path: str | Path, engine: str = "torch", device: str = "cpu") -> Ru
         raise LapnetError(f"--engine {engine}: expected torch or numpy")
     if not path.is_dir():
         raise LapnetError(f"{path}: no such run directory")
-    config = read_json(path / "config.json")
-    try:
-        mcfg = CharLMConfig.from_json(config["model"])
-    except (KeyError, TypeError):
-        raise CheckpointError(f"{path / 'config.json'}: not a text run (no model config)") from None
-    vocab = Vocab.from_json(read_json(path / "vocab.json"))
-    if len(vocab) != mcfg.vocab_size:
-        raise CheckpointError(f"{path}: vocab.json has {len(vocab)} characters, config.json says {mcfg.vocab_size}")
+    config, mcfg = read_run_config(path)
+    vocab = read_vocab(path, mcfg)
     arrays, _ = load_tensors(path / "model.safetensors")
     check_weights(arrays, mcfg, path / "model.safetensors")
     if engine == "torch":
@@ -198,6 +192,24 @@ def load_run(path: str | Path, engine: str = "torch", device: str = "cpu") -> Ru
 
         model = NumpyCharLM(mcfg, arrays)
     return Run(path, engine, model, vocab, config)
+
+
+def read_run_config(path: Path) -> tuple[dict[str, Any], CharLMConfig]:
+    """A run's config.json and its model config, checked: the one place a saved run's
+    settings are validated, for every command that loads a run and for --resume."""
+    where = path / "config.json"
+    config = read_json(where)
+    if not isinstance(config, dict) or "model" not in config:
+        raise CheckpointError(f"{where}: not a text run (no model config)")
+    return config, CharLMConfig.from_json(config["model"], where=str(where))
+
+
+def read_vocab(path: Path, cfg: CharLMConfig) -> Vocab:
+    """The run's vocab.json, which must have one character per output unit of the model."""
+    vocab = Vocab.from_json(read_json(path / "vocab.json"))
+    if len(vocab) != cfg.vocab_size:
+        raise CheckpointError(f"{path}: vocab.json has {len(vocab)} characters, config.json says {cfg.vocab_size}")
+    return vocab
 
 
 def check_weights(arrays: dict[str, np.ndarray], cfg: CharLMConfig, where: Path) -> None:
@@ -236,6 +248,37 @@ def _check_out(out: Path, *, resume: bool, force: bool) -> None:
         raise LapnetError(f"--out {out}: already holds a run (use --resume to continue it or --force to overwrite)")
     if resume and not (out / "last.safetensors").is_file():
         raise LapnetError(f"--resume: {out} holds no checkpoint to resume (last.safetensors missing)")
+
+
+def _saved_data_config(saved: dict[str, Any], where: Path) -> TextDataConfig:
+    """config.json["data"] of a run being resumed, checked field by field (a hand-edited
+    value must be named here, not fail later in words about command-line flags)."""
+    obj = saved.get("data")
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{where}: not a text run (no data config)")
+    values = {f.name: obj.get(f.name, f.default) for f in fields(TextDataConfig)}
+    for name in ("seq_len", "batch"):
+        v = values[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise CheckpointError(f"{where}: data.{name} must be a positive integer, got {v!r}")
+    v = values["val_frac"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+        raise CheckpointError(f"{where}: data.val_frac must be a number in [0, 1), got {v!r}")
+    for name in ("source", "sha256"):
+        if values[name] is not None and not isinstance(values[name], str):
+            raise CheckpointError(f"{where}: data.{name} must be a string or null, got {values[name]!r}")
+    return TextDataConfig(**values)
+
+
+def _check_resume_checkpoint(where: Path, cfg: CharLMConfig) -> None:
+    """Refuse a last.safetensors that is corrupt or whose weights do not fit the saved model
+    config (a hand-edited config.json): checked before --resume rewrites config.json."""
+    arrays, _ = load_tensors(where)
+    weights = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+    try:
+        check_weights(weights, cfg, where)
+    except CheckpointError as e:
+        raise CheckpointError(f"--resume: checkpoint does not fit this model: {e}") from None
 
 
 def train_text(
@@ -279,19 +322,17 @@ def train_text(
     text = read_text(path)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if resume:  # the run's own shape and data settings; the command line may only extend it
-        saved = read_json(out / "config.json")
+        saved, model = read_run_config(out)
+        if saved.get("engine", engine) not in ENGINES:
+            raise CheckpointError(f"{out / 'config.json'}: engine must be torch or numpy, got {saved['engine']!r}")
         if saved.get("engine", engine) != engine:
             raise LapnetError(f"--resume: {out} was trained with --engine {saved['engine']}; resume it with that engine "
                               f"(its weights load into either engine for sample and eval)")
-        try:
-            model = CharLMConfig.from_json(saved["model"])
-            data = TextDataConfig(**saved["data"])
-        except (KeyError, TypeError):
-            raise CheckpointError(f"{out / 'config.json'}: not a text run") from None
+        data = _saved_data_config(saved, out / "config.json")
         if data.sha256 and data.sha256 != digest:
             raise LapnetError(f"--resume: {path or 'the bundled text'} is not the text this run was trained on")
-        vocab = Vocab.from_json(read_json(out / "vocab.json"))
-        load_tensors(out / "last.safetensors")  # a corrupt checkpoint fails now, before anything is rewritten
+        vocab = read_vocab(out, model)
+        _check_resume_checkpoint(out / "last.safetensors", model)  # fails now, before anything is rewritten
     else:
         vocab = Vocab.from_text(text)
         model = CharLMConfig(**{**asdict(model), "vocab_size": len(vocab)})
@@ -425,7 +466,8 @@ def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", d
     Characters outside the run's vocabulary have no output unit to score them: they are an
     error, or with `skip_unknown` they are taken out of the text first, and the result says
     how many and which (`skipped_unknown`), since the score is then of the remaining text.
-    With `write`, the result is stored as metrics.json["eval"] in the run directory.
+    With `write`, the result is stored as metrics.json["eval"] in the run directory
+    (`save_eval`; `lapnet text eval` calls that itself, after showing the result).
     """
     run = load_run(run_dir, engine, device)
     text = read_text(path)
@@ -449,10 +491,23 @@ def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", d
               "bits_per_char": nats / math.log(2), "perplexity": math.exp(min(nats, 700.0)),
               "skipped_unknown": skipped}
     if write:
-        metrics_path = Path(run_dir) / "metrics.json"
-        try:
-            metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-        except CheckpointError:
-            metrics = {}
-        write_json(metrics_path, {**metrics, "eval": result})
+        save_eval(run_dir, result)
     return result
+
+
+def save_eval(run_dir: str | Path, result: dict[str, Any]) -> Path:
+    """Store an evaluation as metrics.json["eval"] in the run directory, keeping the rest.
+
+    Raises:
+        OSError: the run directory cannot be written (read-only, full disk); the CLI shows
+            the result first, so a failure here costs only the stored copy.
+    """
+    metrics_path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+    except CheckpointError:
+        metrics = {}
+    if not isinstance(metrics, dict):  # valid JSON but not a metrics object: as unreadable
+        metrics = {}
+    write_json(metrics_path, {**metrics, "eval": result})
+    return metrics_path

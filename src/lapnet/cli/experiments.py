@@ -285,7 +285,8 @@ def gates_cmd(
     max_units: int = typer.Option(64, "--max-units", help="Units drawn per heatmap."),
     export: Optional[Path] = typer.Option(None, "--export", help="Also write every layer's gates and states to this .npz."),
     out: Path = typer.Option(Path("runs/gates"), "--out", help="Directory for the PNGs and metrics.json."),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    force: bool = typer.Option(False, "--force",
+                               help="Overwrite the figures and metrics already in --out, and an existing --export file."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
@@ -311,6 +312,8 @@ def gates_cmd(
         raise LapnetError(f"--export {export}: is a directory, expected an .npz file path")
     if export is not None and not export.parent.is_dir():
         raise LapnetError(f"--export {export}: folder {export.parent} does not exist")
+    if export is not None and export.exists() and not force:  # it may be anyone's file: never replace it unasked
+        raise LapnetError(f"--export {export}: already exists (use --force to overwrite it)")
     if not Path(run).is_dir():
         raise LapnetError(f"{run}: no such run directory")
     _threads(threads)
@@ -326,8 +329,12 @@ def gates_cmd(
 
 def temperature_cmd(
     run: Optional[Path] = typer.Argument(None, help="Optional run directory (`lapnet text train`) to sample from."),
-    temperatures: str = typer.Option("0.2,0.5,0.8,1.0,1.5", "--temperatures", help="Sampling temperatures."),
-    prime: str = typer.Option("To be or not to b", "--prime", help="Text the samples continue."),
+    temperatures: str = typer.Option("0.2,0.5,0.8,1.0,1.5", "--temperatures",
+                                     help="Sampling temperatures (positive; below 1e-6 greedy, the argmax, as in "
+                                          "`text sample`)."),
+    prime: str = typer.Option("To be or not to b", "--prime",
+                              help="Text the samples continue (empty: one random character chosen by --seed, "
+                                   "as `text sample`)."),
     length: int = typer.Option(120, "--length", help="Characters per sample."),
     seed: int = typer.Option(0, "--seed", help="Seeds the sampling."),
     out: Path = typer.Option(Path("runs/temperature"), "--out", help="Directory for the PNGs and metrics.json."),

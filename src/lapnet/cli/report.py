@@ -5,6 +5,29 @@ from typing import Optional
 
 import typer
 
+from lapnet.errors import LapnetError
+
+# Every page `build_report` writes carries this line in its header (lapnet.report.render_report).
+REPORT_MARK = b"self-contained: figures embedded, no network needed</div>"
+MARK_WINDOW = 64 * 1024  # the header (CSS, title, run path) comes well within this
+
+
+def _is_lapnet_report(path: Path) -> bool:
+    """A page an earlier `lapnet report` wrote: regenerated from its run at will, so
+    replacing it loses nothing (the usual loop: change the run, write the report again)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(MARK_WINDOW)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"<!DOCTYPE html>") and REPORT_MARK in head
+
+
+def check_overwrite(out: Path, force: bool) -> None:
+    """Refuse to replace an existing file that is not an earlier report, unless --force."""
+    if out.is_file() and not force and not _is_lapnet_report(out):
+        raise LapnetError(f"--out {out}: already exists and is not a lapnet report (use --force to overwrite it)")
+
 
 def register(app: typer.Typer) -> None:
     """Add `report` to the main app."""
@@ -13,8 +36,10 @@ def register(app: typer.Typer) -> None:
     def report(
         run: Path = typer.Argument(..., help="A run directory (text run, experiment output, race run, the demo's)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                           help="The HTML file to write (default RUN/report.html)."),
+                                           help="The HTML file to write (default RUN/report.html). An existing "
+                                                "file is replaced only if an earlier report wrote it, or with --force."),
         title: Optional[str] = typer.Option(None, "--title", help="The page title."),
+        force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file that is not a report."),
     ) -> None:
         """Write an HTML report of a run: config, metrics tables, every figure, samples.
 
@@ -23,8 +48,9 @@ def register(app: typer.Typer) -> None:
         Example: lapnet report runs/demo --out demo.html
         """
         from lapnet.cli.common import console
-        from lapnet.report import build_report
+        from lapnet.report import REPORT_NAME, build_report
 
+        check_overwrite(out if out is not None else run / REPORT_NAME, force)
         path = build_report(run, out, title=title)
         console.print(f"report written: [bold]{path}[/bold] ({path.stat().st_size / 1024:.0f} KiB)")
         typer.echo(str(path))

@@ -93,7 +93,9 @@ def sample_cmd(
     prime: str = typer.Option("", "--prime", help="Text to start from (default: one random character)."),
     length: int = typer.Option(300, "--length", help="Characters to generate after the prime."),
     temperature: float = typer.Option(0.8, "--temperature",
-                                      help="Divides the logits; lower is safer. 0 means greedy (always the argmax)."),
+                                      help="Divides the logits; lower is safer. 0 means greedy (always the argmax), "
+                                           "and so does any value below 1e-6: sampling there is already the argmax to "
+                                           "float32 precision, and dividing by it would overflow."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the K most likely characters."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus: the smallest set with probability >= P, in (0, 1]."),
     num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, made in one batch."),
@@ -146,6 +148,9 @@ def eval_cmd(
 ) -> None:
     """Score FILE with a trained run: nats per char, bits per char and perplexity.
 
+    The result is shown first, then stored as metrics.json["eval"] in RUN; when RUN cannot be
+    written, a warning says so and the command still succeeds.
+
     Example: lapnet text eval runs/text held_out.txt --json
     """
     from lapnet.cli.common import emit_metrics, resolve_device, summary_table
@@ -153,7 +158,7 @@ def eval_cmd(
 
     _engine(engine)
     dev = resolve_device(device) if engine == "torch" else "cpu"
-    result = eval_text(run, file, engine=engine, device=dev, skip_unknown=skip_unknown)
+    result = eval_text(run, file, engine=engine, device=dev, skip_unknown=skip_unknown, write=False)
     if result["skipped_unknown"]["count"]:
         gone = result["skipped_unknown"]
         print(f"lapnet: warning: skipped {gone['count']} occurrence(s) of {len(gone['chars'])} character(s) the model "
@@ -161,4 +166,18 @@ def eval_cmd(
     if not json_out:
         summary_table(f"lapnet text eval {run} {file}", {k: result[k] for k in (
             "chars", "nats_per_char", "bits_per_char", "perplexity")})
-    emit_metrics(None, result, as_json=json_out)  # eval_text stored it in metrics.json["eval"]
+    emit_metrics(None, result, as_json=json_out)
+    _store_eval(run, result)  # after the output: a run we cannot write to must not cost the result
+
+
+def _store_eval(run: Path, result: dict) -> None:
+    """Keep the result as metrics.json["eval"] in the run; if the directory cannot be
+    written (read-only, full disk), say so in one warning: the evaluation itself succeeded."""
+    from lapnet.text_runs import save_eval
+
+    try:
+        save_eval(run, result)
+    except OSError as e:
+        reason = " ".join(str(e.strerror or e).split())
+        print(f"lapnet: warning: the result was not stored in {run / 'metrics.json'} ({reason}): "
+              f"{run} is unchanged", file=sys.stderr)

@@ -29,7 +29,7 @@ class TemperatureConfig:
 
     figure_temperatures: tuple[float, ...] = (0.2, 1.0, 2.0)
     sample_temperatures: tuple[float, ...] = (0.2, 0.5, 0.8, 1.0, 1.5)
-    prime: str = "To be or not to b"
+    prime: str = "To be or not to b"  # empty: one random character chosen by seed, as `text sample`
     length: int = 120
     top: int = 10  # characters shown of the model's distribution
     seed: int = 0
@@ -45,7 +45,14 @@ class TemperatureConfig:
 
 
 def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(z / T) of a (V,) vector, computed stably in float64."""
+    """softmax(z / T) of a (V,) vector, computed stably in float64; below GREEDY_BELOW its
+    T -> 0 limit, all the mass on the argmax (as the sampler decodes greedily there)."""
+    from lapnet.sampling import GREEDY_BELOW
+
+    if temperature < GREEDY_BELOW:  # z / T would overflow to inf, and inf - inf is NaN
+        p = np.zeros(np.shape(logits))
+        p[np.argmax(logits)] = 1.0
+        return p
     z = np.asarray(logits, dtype=np.float64) / temperature
     p = np.exp(z - z.max())
     return p / p.sum()
@@ -64,7 +71,8 @@ def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None
     Returns:
         ExperimentResult; metrics["notebook"][T] = {"probs", "entropy_bits", "top_prob"};
         with a run also metrics["model"][T] (top characters and probabilities after the
-        prime, entropy) and metrics["samples"][T] (the sampled text). Figures
+        prime, entropy), metrics["start"] (the prime, or for an empty prime the random
+        character chosen by the seed) and metrics["samples"][T] (the sampled text). Figures
         "temperature" and, with a run, "temperature_model".
     """
     from lapnet import plots
@@ -84,12 +92,15 @@ def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None
     if run is None:
         return ExperimentResult("temperature", metrics, figures)
 
-    from lapnet.sampling import SampleConfig, generate
+    from lapnet.sampling import SampleConfig, generate, start_ids
     from lapnet.text_runs import load_run
 
     loaded = load_run(run, engine="torch")
     vocab = loaded.vocab
-    ids = vocab.encode(cfg.prime, what="--prime")[None, :]  # (1, P); unknown characters -> named error
+    # (1, P); unknown characters -> named error. An empty prime starts, as in `text sample`,
+    # from a random character chosen by the seed: the same one every sample below starts from.
+    ids = start_ids(vocab, cfg.prime, 1, np.random.default_rng(cfg.seed))
+    start = vocab.decode(ids[0])
     logits, _ = loaded.stepper().prime(ids)  # (1, V): the model's real next-character logits
     logits = np.asarray(logits, dtype=np.float64)[0]
     order = np.argsort(-logits)[: min(cfg.top, len(vocab))]
@@ -99,14 +110,15 @@ def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None
         p = softmax_t(logits, t)
         model_probs[t] = p[order]
         model_metrics[str(t)] = {"entropy_bits": entropy_bits(p), "top": [[c, float(q)] for c, q in zip(labels, p[order])]}
+    after = repr(start) if cfg.prime else f"{start!r} (a random start)"
     figures["temperature_model"] = plots.temperature_bars(
         model_probs, labels, entropies={t: model_metrics[str(t)]["entropy_bits"] for t in cfg.figure_temperatures},
-        title=f"The model's next character after {cfg.prime!r} (top {len(labels)} of {len(vocab)} shown; "
+        title=f"The model's next character after {after} (top {len(labels)} of {len(vocab)} shown; "
               f"entropy of the full distribution)")
     samples = {}
     for t in cfg.sample_temperatures:
         text = generate(loaded.stepper(), vocab, prime=cfg.prime, length=cfg.length,
                         cfg=SampleConfig(temperature=t), seed=cfg.seed)[0]
         samples[str(t)] = text
-    metrics.update({"run": str(run), "prime": cfg.prime, "model": model_metrics, "samples": samples})
+    metrics.update({"run": str(run), "prime": cfg.prime, "start": start, "model": model_metrics, "samples": samples})
     return ExperimentResult("temperature", metrics, figures)

@@ -12,6 +12,7 @@ same names, so a run trained with one engine samples and evaluates with the othe
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,14 +45,34 @@ class CharLMConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: dict) -> "CharLMConfig":
-        names = {f.name for f in fields(cls)}
-        try:
-            cfg = cls(**{k: v for k, v in obj.items() if k in names})
-        except TypeError as e:
-            raise LapnetError(f"config.json: bad model config ({e})") from None
-        cfg.validate()
-        return cfg
+    def from_json(cls, obj: Any, where: str = "config.json") -> "CharLMConfig":
+        """The saved model config (config.json["model"]), checked field by field.
+
+        A hand-edited or foreign file must fail here, naming the file and the field, not
+        deep inside torch; and not in `validate`'s words, which are about command-line flags.
+        Missing fields other than vocab_size take their defaults; unknown ones are ignored.
+        """
+        if not isinstance(obj, dict):
+            raise LapnetError(f"{where}: model must be an object of model settings, got {_shown(obj)}")
+        if "vocab_size" not in obj:
+            raise LapnetError(f"{where}: model.vocab_size is missing")
+        values = {f.name: obj.get(f.name, f.default) for f in fields(cls)}
+        for name in ("vocab_size", "embed", "hidden", "layers"):
+            v = values[name]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:  # JSON true would pass as 1
+                raise LapnetError(f"{where}: model.{name} must be a positive integer, got {_shown(v)}")
+        if not isinstance(values["arch"], str) or values["arch"] not in ARCHS:
+            raise LapnetError(f"{where}: model.arch must be one of {', '.join(ARCHS)}, got {_shown(values['arch'])}")
+        d = values["dropout"]
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:  # NaN fails the range too
+            raise LapnetError(f"{where}: model.dropout must be a number in [0, 1), got {_shown(d)}")
+        return cls(**{**values, "dropout": float(d)})
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A config value as the user wrote it (repr: '16' for a string), cut to one short piece."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def param_names(cfg: CharLMConfig) -> list[str]:

@@ -148,6 +148,7 @@ EXPERIMENT_CASES = [
     ("sine: unknown device", "sine --device tpu --out {w}/e1", "tpu"),
     ("gradflow: unknown arch", "gradflow --archs mamba --out {w}/e1", "mamba"),
     ("gradflow: hidden 0", "gradflow --hidden 0 --out {w}/e1", "hidden"),
+    ("gradflow: radius past overflow", "gradflow --radius 1e300 --out {w}/e1", "--radius must be at most 100"),
     ("gates: no run", "gates {w}/no_run --text abc --out {w}/e1", "no_run"),
     ("gates: pickle run", "gates {w}/run_pickle --text abc --out {w}/e1", "run_pickle"),
     ("gates: text outside vocab", "gates {run} --text Zq~# --out {w}/e1", "~"),

@@ -87,3 +87,17 @@ def test_warnings_are_one_line_each(run_cli, monkeypatch):
     lines = err.strip().splitlines()
     assert lines == ["lapnet: warning: lapnet's own remark over two lines",
                      "lapnet: warning: another library's remark (RuntimeWarning from test_cli_basics.py)"], lines
+
+
+def test_a_negative_seed_is_refused_by_name_everywhere(run_cli, tmp_path):
+    """Seeds are whole numbers >= 0 (NumPy's generators refuse others with a message that names no option)."""
+    leaves = {" ".join(path) for path, cmd in _leaf_commands() if any("--seed" in p.opts for p in cmd.params)}
+    assert len(leaves) >= 12
+    args = {"race train": ["x.csv"], "race calibrate": ["x.csv"], "text train": ["x.txt"], "text sample": ["run"]}
+    for leaf in sorted(leaves):
+        out = tmp_path / leaf.replace(" ", "_")
+        has_out = any("--out" in p.opts for path, cmd in _leaf_commands() if " ".join(path) == leaf for p in cmd.params)
+        code, _, err = run_cli(*leaf.split(), *args.get(leaf, []), "--seed", "-1", *(["--out", out] if has_out else []))
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "'--seed'" in lines[0], (leaf, err)
+        assert not out.exists(), leaf

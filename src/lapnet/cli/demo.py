@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="Toy sizes: under a minute (what the tests run)."),
         out: Path = typer.Option(Path("runs/demo"), "--out", help="The demo's directory (refused if not empty)."),
         force: bool = typer.Option(False, "--force", help="Overwrite a previous demo in --out."),
-        seed: int = typer.Option(0, "--seed", help="Seed of every part."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Seed of every part."),
         f1_data: Optional[Path] = typer.Option(None, "--f1-data",
                                                help="Folder of real race CSVs (default $LAPNET_F1_DATA)."),
     ) -> None:

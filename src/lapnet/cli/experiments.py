@@ -91,7 +91,7 @@ def sine_cmd(
     epochs: int = typer.Option(200, "--epochs", help="Full-batch epochs (Adam)."),
     lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
     horizon: int = typer.Option(100, "--horizon", help="Forecast steps past the wave, each prediction fed back in."),
-    seed: int = typer.Option(42, "--seed", help="Seeds every model alike (the notebook uses 42)."),
+    seed: int = typer.Option(42, "--seed", min=0, help="Seeds every model alike (the notebook uses 42)."),
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     out: Path = typer.Option(Path("runs/sine"), "--out", help="Directory for the PNGs and metrics.json."),
@@ -136,7 +136,7 @@ def trend_cmd(
     variable_length: bool = typer.Option(False, "--variable-length",
                                          help="Random lengths in [--min-length, --length], packed sequences."),
     min_length: int = typer.Option(5, "--min-length", help="Shortest sequence with --variable-length."),
-    seed: int = typer.Option(42, "--seed", help="Seeds the data and the model."),
+    seed: int = typer.Option(42, "--seed", min=0, help="Seeds the data and the model."),
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     out: Path = typer.Option(Path("runs/trend"), "--out", help="Directory for the PNGs and metrics.json."),
@@ -184,7 +184,7 @@ def adding_cmd(
     lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
     clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Train the full budget even once solved."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the data and the models."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seeds the data and the models."),
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     out: Path = typer.Option(Path("runs/adding"), "--out", help="Directory for the PNGs and metrics.json."),
@@ -236,7 +236,7 @@ def gradflow_cmd(
     radius: float = typer.Option(3.0, "--radius", help="W_hh spectral radius of the exploding RNN."),
     clip_norm: float = typer.Option(1.0, "--clip-norm", help="Global-norm threshold."),
     clip_value: float = typer.Option(0.05, "--clip-value", help="Element-wise threshold."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the data and the models."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seeds the data and the models."),
     out: Path = typer.Option(Path("runs/gradflow"), "--out", help="Directory for the PNGs and metrics.json."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -263,6 +263,8 @@ def gradflow_cmd(
     cfg.validate()
     _positive("--lr", lr)
     _positive("--radius", radius)
+    if radius > 100:  # tanh saturates long before: past this the float64 products overflow into NaN
+        raise LapnetError(f"--radius must be at most 100, got {radius}")
     _positive("--clip-norm", clip_norm)
     _positive("--clip-value", clip_value)
     _threads(threads)
@@ -336,7 +338,7 @@ def temperature_cmd(
                               help="Text the samples continue (empty: one random character chosen by --seed, "
                                    "as `text sample`)."),
     length: int = typer.Option(120, "--length", help="Characters per sample."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the sampling."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seeds the sampling."),
     out: Path = typer.Option(Path("runs/temperature"), "--out", help="Directory for the PNGs and metrics.json."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),

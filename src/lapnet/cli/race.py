@@ -66,7 +66,7 @@ def train_cmd(
     pretrain_sim: int = typer.Option(0, "--pretrain-sim", help="Pretrain on N simulated races calibrated to LAPS first."),
     horizon_power: float = typer.Option(2.0, "--horizon-power",
                                         help="The forecast loss weighs horizon k by 1/k^P: 2 favours the next lap, 0 weighs all 10 alike."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0),
     threads: int = typer.Option(1, "--threads", help="torch threads; the net is small, 1 is as fast and never contends."),
     device: str = typer.Option("cpu", "--device", help=(
         "auto, cpu or cuda: where the nets train (auto: cuda when available). These nets are small "

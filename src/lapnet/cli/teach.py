@@ -31,7 +31,7 @@ def shapes(
     batch: int = typer.Option(3, "--batch", help="B, sequences in the batch."),
     seq_len: int = typer.Option(5, "--seq-len", help="T, time steps."),
     lengths: str = typer.Option(None, "--lengths", help="True lengths, comma-separated (one per sequence): runs a packed batch."),
-    seed: int = typer.Option(0, "--seed", help="Weights and input."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Weights and input."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Every tensor's shape and what each axis means, computed by running torch and the NumPy engine.
@@ -100,7 +100,7 @@ def hidden(
     hidden_size: int = typer.Option(8, "--hidden", help="H, hidden units."),
     points: int = typer.Option(50, "--points", help="T, samples of the sine wave."),
     periods: float = typer.Option(2.0, "--periods", help="Periods of the sine wave."),
-    seed: int = typer.Option(42, "--seed", help="The RNN's weights."),
+    seed: int = typer.Option(42, "--seed", min=0, help="The RNN's weights."),
     dpi: int = typer.Option(120, "--dpi", help="Resolution of hidden_states.png (11 inches wide)."),
     engine: str = typer.Option("auto", "--engine", help="numpy (lapnet.scratch), torch, or auto (numpy when present)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout too."),

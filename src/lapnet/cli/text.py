@@ -50,7 +50,7 @@ def train_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (torch engine)."),
     threads: Optional[int] = typer.Option(None, "--threads",
                                           help="CPU threads for torch and NumPy (default: theirs; 1 is faster on a busy machine)."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the weights, the batch offsets and dropout."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seeds the weights, the batch offsets and dropout."),
     out: Path = typer.Option(Path("runs/text"), "--out", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out up to the new --epochs/--minutes."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
@@ -99,7 +99,7 @@ def sample_cmd(
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the K most likely characters."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus: the smallest set with probability >= P, in (0, 1]."),
     num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, made in one batch."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Makes the samples reproducible."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Makes the samples reproducible."),
     engine: str = typer.Option("torch", "--engine", help="torch or numpy: either reads any run."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda (torch engine)."),
 ) -> None:

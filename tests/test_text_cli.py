@@ -373,3 +373,28 @@ def test_eval_on_an_unwritable_run_shows_the_result_and_warns_once(run_cli, run_
     monkeypatch.undo()  # writable again: the result is stored as before
     code, out, _ = run_cli("text", "eval", run_copy, text_file, "--json")
     assert code == 0 and json.loads((run_copy / "metrics.json").read_text())["eval"] == json.loads(out)
+
+
+def test_resume_says_which_typed_options_it_ignores(run_cli, run_copy, text_file):
+    """A resumed run keeps its shape and data: options typed to change them are named, not dropped silently."""
+    saved = json.loads((run_copy / "config.json").read_text())
+    epochs = saved["train"]["epochs"] + 1 if saved.get("train", {}).get("epochs") else 3
+    code, _, err = run_cli("text", "train", text_file, "--out", run_copy, "--resume", "--epochs", epochs,
+                           "--hidden", "99", "--batch", "2", "--quiet")
+    assert code == 0, err
+    warn = [ln for ln in err.splitlines() if ln.startswith("lapnet: warning:")]
+    assert len(warn) == 1 and warn[0].startswith("lapnet: warning: --hidden, --batch ignored"), err
+    assert json.loads((run_copy / "config.json").read_text())["model"] == saved["model"]
+
+
+def test_a_batch_bigger_than_the_text_is_named(run_cli, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("To be or not to be, that is the question. " * 8, encoding="utf-8")  # 344 characters
+    out = tmp_path / "run"
+    code, _, err = run_cli("text", "train", short, "--out", out, "--epochs", "1", "--hidden", "8", "--embed", "4",
+                           "--seq-len", "16", "--batch", "1000", "--quiet")
+    assert code == 0, err
+    warn = [ln for ln in err.splitlines() if ln.startswith("lapnet: warning:")]
+    assert len(warn) == 1 and "--batch 1000: the training text holds only" in warn[0], err
+    used = int(warn[0].rsplit("--batch ", 1)[1])
+    assert 1 <= used < 1000 and json.loads((out / "metrics.json").read_text())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -293,6 +294,7 @@ def train_text(
     resume: bool = False,
     force: bool = False,
     samples: bool = True,
+    ignored: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train a character LM on a UTF-8 text file and write a run directory.
 
@@ -307,6 +309,8 @@ def train_text(
         resume: continue `out` until `train`'s totals (epochs/minutes) are reached.
         force: overwrite an existing run.
         samples: print a short sample after each evaluation.
+        ignored: with `resume`, the options the caller was given for the shape or data, which
+            the saved run overrides: named in a warning once the run is known to resume.
 
     Returns:
         The metrics (also written to out/metrics.json).
@@ -333,6 +337,9 @@ def train_text(
             raise LapnetError(f"--resume: {path or 'the bundled text'} is not the text this run was trained on")
         vocab = read_vocab(out, model)
         _check_resume_checkpoint(out / "last.safetensors", model)  # fails now, before anything is rewritten
+        if ignored:
+            warnings.warn(f"{', '.join(ignored)} ignored: a resumed run keeps the shape and data settings "
+                          f"in {out / 'config.json'}")
     else:
         vocab = Vocab.from_text(text)
         model = CharLMConfig(**{**asdict(model), "vocab_size": len(vocab)})
@@ -343,6 +350,9 @@ def train_text(
     if len(val_ids) < 2:
         raise LapnetError("--val-frac 0 leaves no validation text: give a fraction like 0.1")
     batches = TextBatches(train_ids, data.batch, data.seq_len, seed=train.seed)
+    if batches.batch < data.batch:  # every stream needs at least one window of seq_len + 1 characters
+        warnings.warn(f"--batch {data.batch}: the training text holds only {batches.batch} windows of "
+                      f"--seq-len {data.seq_len} + 1 characters; training with --batch {batches.batch}")
     if train.eval_every is None:  # every epoch, but not every few steps on a tiny text nor rarely on a big one
         train = replace(train, eval_every=min(max(batches.steps_per_epoch(), 50), 200))
 

@@ -30,6 +30,7 @@ def _engine(engine: str) -> str:
 
 @text_app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     file: Optional[Path] = typer.Argument(None, help="UTF-8 text to learn; default: the notebook's Hamlet passage."),
     arch: str = typer.Option("lstm", "--arch", help="rnn, lstm or gru."),
     hidden: int = typer.Option(256, "--hidden", help="Hidden units per layer (H)."),
@@ -67,6 +68,9 @@ def train_cmd(
 
     _engine(engine)
     dev = resolve_device(device) if engine == "torch" else "cpu"
+    # a resumed run keeps its shape and data: the options typed to change them are named in a warning
+    typed = tuple(f"--{n.replace('_', '-')}" for n in ("arch", "embed", "hidden", "layers", "dropout", "seq_len", "batch", "val_frac")
+                  if (src := ctx.get_parameter_source(n)) is not None and src.name == "COMMANDLINE") if resume else ()
     if threads is not None:
         from lapnet.text_runs import set_threads
 
@@ -78,7 +82,7 @@ def train_cmd(
         file, out,
         model=CharLMConfig(vocab_size=1, arch=arch, embed=embed, hidden=hidden, layers=layers, dropout=dropout),
         data=TextDataConfig(seq_len=seq_len, batch=batch, val_frac=val_frac),
-        train=train, engine=engine, device=dev, resume=resume, force=force, samples=not quiet,
+        train=train, engine=engine, device=dev, resume=resume, force=force, samples=not quiet, ignored=typed,
     )
     if not quiet:
         summary_table(f"lapnet text train -> {out}", {k: metrics[k] for k in (

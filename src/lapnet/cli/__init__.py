@@ -46,8 +46,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Every warning as one `lapnet: warning:` line (Python's default prints the file, the
-    line number and the source line: three lines of internals for one remark)."""
+    """Every warning as one `lapnet: warning:` line (Python's default prints the file and line
+    number, then the source line: internals, and two lines for one remark)."""
     text = " ".join(str(message).split())
     if not (category.__module__.startswith("lapnet") or str(filename).startswith(_SRC)):
         text = f"{text} ({category.__name__} from {Path(filename).name})"  # another library's remark

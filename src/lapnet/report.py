@@ -32,6 +32,8 @@ from lapnet.checkpoint import atomic_write_bytes
 from lapnet.errors import LapnetError
 
 REPORT_NAME = "report.html"
+# every page carries this in its header: `lapnet report` knows a page it may replace by it
+REPORT_MARK = "self-contained: figures embedded, no network needed</div>"
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 SAMPLE_NAMES = ("samples.txt", "samples.json")
 SKIP_JSON = {"config.json", "metrics.json", "vocab.json"}  # vocab: thousands of characters, no insight
@@ -113,7 +115,7 @@ def render_report(root: Path, dirs: Sequence[Path], *, title: str, skip: Path | 
         f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{_esc(title)}</title>"
         f"<style>{CSS}</style></head><body><main>"
         f"<h1>{_esc(title)}</h1><div class=\"meta\">run directory {_esc(str(root.resolve()))} · written {stamp}"
-        " · self-contained: figures embedded, no network needed</div>"
+        f" · {REPORT_MARK}"
         f"<nav>{''.join(toc)}</nav>{''.join(sections)}</main></body></html>\n"
     )
 

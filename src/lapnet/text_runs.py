@@ -25,7 +25,7 @@ from lapnet.checkpoint import load_tensors, read_json, write_json
 from lapnet.console import console
 from lapnet.data.text import TextBatches, Vocab, eval_layout, read_text, split_ids
 from lapnet.errors import CheckpointError, LapnetError
-from lapnet.models.charlm import CharLMConfig, param_names
+from lapnet.models.charlm import CharLMConfig, param_names, saved_positive_int
 from lapnet.sampling import SampleConfig, generate
 from lapnet.train import TrainConfig, fit
 
@@ -259,9 +259,7 @@ def _saved_data_config(saved: dict[str, Any], where: Path) -> TextDataConfig:
         raise CheckpointError(f"{where}: not a text run (no data config)")
     values = {f.name: obj.get(f.name, f.default) for f in fields(TextDataConfig)}
     for name in ("seq_len", "batch"):
-        v = values[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise CheckpointError(f"{where}: data.{name} must be a positive integer, got {v!r}")
+        saved_positive_int(values[name], f"{where}: data.{name}", CheckpointError)
     v = values["val_frac"]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
         raise CheckpointError(f"{where}: data.val_frac must be a number in [0, 1), got {v!r}")

@@ -7,8 +7,6 @@ import typer
 
 from lapnet.errors import LapnetError
 
-# Every page `build_report` writes carries this line in its header (lapnet.report.render_report).
-REPORT_MARK = b"self-contained: figures embedded, no network needed</div>"
 MARK_WINDOW = 64 * 1024  # the header (CSS, title, run path) comes well within this
 
 
@@ -20,7 +18,9 @@ def _is_lapnet_report(path: Path) -> bool:
             head = f.read(MARK_WINDOW)
     except OSError:
         return False
-    return head.lstrip().startswith(b"<!DOCTYPE html>") and REPORT_MARK in head
+    from lapnet.report import REPORT_MARK
+
+    return head.lstrip().startswith(b"<!DOCTYPE html>") and REPORT_MARK.encode() in head
 
 
 def check_overwrite(out: Path, force: bool) -> None:

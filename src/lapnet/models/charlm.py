@@ -58,15 +58,20 @@ class CharLMConfig:
             raise LapnetError(f"{where}: model.vocab_size is missing")
         values = {f.name: obj.get(f.name, f.default) for f in fields(cls)}
         for name in ("vocab_size", "embed", "hidden", "layers"):
-            v = values[name]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:  # JSON true would pass as 1
-                raise LapnetError(f"{where}: model.{name} must be a positive integer, got {_shown(v)}")
+            saved_positive_int(values[name], f"{where}: model.{name}")
         if not isinstance(values["arch"], str) or values["arch"] not in ARCHS:
             raise LapnetError(f"{where}: model.arch must be one of {', '.join(ARCHS)}, got {_shown(values['arch'])}")
         d = values["dropout"]
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:  # NaN fails the range too
             raise LapnetError(f"{where}: model.dropout must be a number in [0, 1), got {_shown(d)}")
         return cls(**{**values, "dropout": float(d)})
+
+
+def saved_positive_int(v: Any, label: str, error: type[LapnetError] = LapnetError) -> int:
+    """A saved setting that must be a whole number >= 1 (JSON true would pass as 1 in Python)."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise error(f"{label} must be a positive integer, got {_shown(v)}")
+    return v
 
 
 def _shown(value: Any, limit: int = 40) -> str:

@@ -15,7 +15,10 @@ laps (origin and target lap Scored, same stint). The pit call is compared with t
 and with a logistic regression on tyre life, compound and race fraction (fitted per fold on
 its training races). Each fold also reports its own validation race's score ("inner
 validation": inside its training races, first ensemble member): settings are chosen on that,
-never on the held-out folds. Finally the model is trained on all 15 races
+never on the held-out folds. The runs' phase calls (push / conserve / pit window, learnt on
+races simulated with the simulator calibrated to each fold's training races: --phase-sim) are
+checked on the held-out real laps against real stops and the laps' pace (no labels exist
+there; see `lapnet.race.metrics.phase_checks`). Finally the model is trained on all 15 races
 and timed. Prints one table and writes the JSON to --out (default runs/bench/race_real.json).
 Timings on a shared machine are noisy: the CPU seconds are printed beside the wall clock.
 
@@ -85,14 +88,16 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     (`jobs` folds trained at once in worker processes); `save`: an .npz of the out-of-fold outputs."""
     from lapnet.race.features import build_sequences
     from lapnet.race.metrics import roc_auc
-    from lapnet.race.pipeline import load_laps, load_run, run_net, score_predictions, subset_sequences, train_race
+    from lapnet.race.pipeline import load_laps, load_run, run_outputs, score_predictions, subset_sequences, train_race
 
     laps, _ = load_laps(paths)
     seq = build_sequences(laps)
     races = sorted({k[0] for k in seq.keys})
     race_of = np.array([races.index(k[0]) for k in seq.keys])
     N, T, K = seq.target.shape
-    o = {"mean": np.zeros((N, T, K)), "sigma": np.ones((N, T, K)), "half90": np.ones((N, T, K)), "pit": np.zeros((N, T)), "phase": np.zeros((N, T, 3))}
+    o = {"mean": np.zeros((N, T, K)), "sigma": np.ones((N, T, K)), "half90": np.ones((N, T, K)), "pit": np.zeros((N, T))}
+    tagged = {"phase": np.zeros((N, T, 3))}  # the post-race tagger's calls, when every fold's run has one
+    has_phase = {"live": True, "post_race": True}
     per_fold = []
     simple = np.zeros((N, T))
     tests = [[r for i, r in enumerate(races) if i % folds == f] for f in range(folds)]
@@ -111,15 +116,21 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         secs, cpu = timings[f]
         run = load_run(out)
         te = np.flatnonzero(np.isin(race_of, [races.index(r) for r in test]))
-        pred = run_net(run.model, subset_sequences(seq, te))
+        pred, post = run_outputs(run, subset_sequences(seq, te))
         o.setdefault("expected", np.zeros((N, T, K)))
         # a run whose ExpectedGap failed its validation check has no expected lap: its median stands in
         pred.setdefault("expected", pred["mean"])
+        o.setdefault("phase", np.zeros((N, T, 3)))
+        has_phase["live"] &= "phase" in pred
+        has_phase["post_race"] &= post is not None
         for k in o:
-            o[k][te] = pred[k]
+            if k in pred:
+                o[k][te] = pred[k]
+        if post is not None:
+            tagged["phase"][te] = post["phase"]
         tr_all = np.setdiff1d(np.arange(N), te)
         simple[te] = simple_logistic_pit(seq, tr_all, te, workdir / f"simple{f}", seed=cfg.seed)
-        fold_metrics = score_predictions(subset_sequences(seq, te), pred)
+        fold_metrics = score_predictions(subset_sequences(seq, te), pred, post)
         # what the fold's own validation race (inside its training races) says: the only score used to choose settings
         inner = json.loads((out / "metrics.json").read_text()).get("validation") or {}
         inner_rows = {r["forecaster"]: r for r in inner.get("summary", [])}
@@ -141,11 +152,34 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
               f"h1 MAE {row['forecaster']:.3f} vs persistence {row['persistence']:.3f}, "
               f"pit AUC {fp['auc']:.3f}  ({secs:.0f} s, {cpu:.0f} s CPU)", file=sys.stderr, flush=True)
     if save is not None:  # the out-of-fold outputs, for analysis beside the lap table (seq.row indexes load_laps(paths))
-        np.savez_compressed(save, races=np.array(races), race_of=race_of, row=seq.row, **o)
-    pooled = score_predictions(seq, o)
+        np.savez_compressed(save, races=np.array(races), race_of=race_of, row=seq.row, **o,
+                            **({"post_race_phase": tagged["phase"]} if has_phase["post_race"] else {}))
+    if not has_phase["live"]:
+        del o["phase"]
+    pooled = score_predictions(seq, o, tagged if has_phase["post_race"] else None)
     pm = seq.pit_mask
     pooled["pit_within_3"]["simple_logistic_auc"] = roc_auc(seq.pit[pm], simple[pm])
     return {"pooled": pooled, "folds": per_fold}
+
+
+def phase_lines(checks: dict | None) -> list[str]:
+    """The phase calls on real laps (no labels): against real stops and against the laps' pace."""
+    if not checks:
+        return []
+    lines = ["phase calls on real laps (learnt on calibrated simulated races; checked against stops and pace):"]
+    for name in ("live", "post_race"):
+        c = checks.get(name)
+        if c is None:
+            continue
+        share = " / ".join(f"{v:.2f}" for v in c["share"].values())
+        lines.append(f"  {name:<9} share push/conserve/pit_window {share}; pit_window vs a stop within 3 laps: AUC "
+                     f"{c['pit_window_auc']:.3f}, precision {c['pit_window_precision']:.3f} (base rate {c['base_rate']:.3f}), "
+                     f"recall {c['pit_window_recall']:.3f}")
+        lines.append(f"  {'':<9} pace vs the stint around the lap, median s push/conserve: this lap "
+                     f"{c['pace_s']['push']:+.3f}/{c['pace_s']['conserve']:+.3f} (AUC {c['push_vs_conserve_auc']:.3f}), "
+                     f"next lap {c['next_lap_pace_s']['push']:+.3f}/{c['next_lap_pace_s']['conserve']:+.3f} "
+                     f"(AUC {c['next_lap_push_vs_conserve_auc']:.3f})")
+    return lines
 
 
 def table(name: str, res: dict) -> list[str]:
@@ -178,6 +212,7 @@ def table(name: str, res: dict) -> list[str]:
             if n in ("forecaster", "expected", "persistence", "mean_last3")) + f" (n = {pooled.get('next10_total', {}).get('forecaster', {}).get('n')})",
         "per fold (held-out races): h1 MAE model / persistence (change), h5, h10 model / persistence; pit AUC model / tyre life / simple logistic",
     ]
+    lines += phase_lines(pooled.get("phase_checks"))
     inner = [f["inner_validation"] for f in res["folds"]]
     if all(v["mae_h1"] for v in inner):
         lines.append("inner validation (each fold's own validation race, first member; used to choose settings): h1 "
@@ -212,6 +247,8 @@ def main(argv=None) -> int:
                     help="the location's loss: L1, or the joint Laplace NLL (with --head laplace)")
     ap.add_argument("--scale-weight", type=float, default=RaceTrainConfig.scale_weight,
                     help="weight of the scale's NLL in the loss (with --mean-loss l1)")
+    ap.add_argument("--phase-sim", type=int, default=RaceTrainConfig.phase_sim,
+                    help="calibrated simulated races the phase taggers learn from (0: no phase calls, faster)")
     ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
     ap.add_argument("--skip-real-arm", action="store_true", help="with --pretrain-sim: run only the pretrained arm")
     ap.add_argument("--skip-train-all", action="store_true", help="do not time the training on all races")
@@ -234,11 +271,11 @@ def main(argv=None) -> int:
     cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight, dropout=args.dropout,
                            members=args.members, seed=args.seed, progress=False, linear_skip=not args.no_linear_skip,
                            pit_caller=not args.no_pit_caller, head=args.head, mean_loss=args.mean_loss,
-                           scale_weight=args.scale_weight)
+                           scale_weight=args.scale_weight, phase_sim=args.phase_sim)
     results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "pit_weight": args.pit_weight,
                                 "members": args.members, "seed": args.seed, "linear_skip": not args.no_linear_skip, "dropout": args.dropout,
                                 "pit_caller": not args.no_pit_caller, "head": args.head, "mean_loss": args.mean_loss, "scale_weight": args.scale_weight,
-                                "races": len(paths)}}
+                                "phase_sim": args.phase_sim, "races": len(paths)}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

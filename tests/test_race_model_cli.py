@@ -24,7 +24,8 @@ def real_run(tmp_path_factory):
     from lapnet.race.pipeline import RaceTrainConfig, train_race
 
     out = tmp_path_factory.mktemp("race") / "run"
-    cfg = RaceTrainConfig(hidden_size=16, epochs=6, batch_size=16, patience=None, progress=False, seed=0, members=2)
+    cfg = RaceTrainConfig(hidden_size=16, epochs=6, batch_size=16, patience=None, progress=False, seed=0, members=2,
+                          phase_sim=3)
     metrics = train_race([F1_DATA / f"{r}.csv" for r in TRAIN], out, cfg)
     return out, metrics
 
@@ -61,6 +62,16 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     pit = m["pit_within_3"]
     assert 0.5 < pit["auc"] <= 1.0 and len(pit["calibration"]) >= 2
     assert (run / "eval" / "metrics.json").is_file()
+    # phases: no labels in real laps, so taggers learnt on 3 simulated races calibrated to the training races
+    assert config["phase_source"]["sim_races"] == 3 and not config["phase_trained"]
+    assert (run / "tagger" / "model.safetensors").is_file() and (run / "live_tagger" / "model.safetensors").is_file()
+    assert config["live_tagger"]["bidirectional"] is False and config["tagger"]["bidirectional"] is True
+    checks = m["phase_checks"]
+    assert "phase_macro_f1" not in m and set(checks) == {"note", "live", "post_race"}
+    for c in (checks["live"], checks["post_race"]):
+        assert sum(c["share"].values()) == pytest.approx(1.0)
+        assert 0.0 <= c["pit_window_auc"] <= 1.0 and c["base_rate"] == pytest.approx(pit["base_rate"])
+        assert c["n"] > 100 and 0.0 <= c["push_vs_conserve_auc"] <= 1.0
 
 
 def test_eval_of_several_races_shows_each_race(real_run, run_cli, f1_data):
@@ -114,12 +125,15 @@ def test_live_equals_batch_predict(real_run, run_cli, f1_data, tmp_path):
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == len(batch)
     live = pd.DataFrame([{"Driver": d["driver"], "LapNumber": d["lap"], "h1": d["forecast"]["h1"], "h10": d["forecast"]["h10"],
-                          "pit": d["pit_within_3"], "e10": (d.get("expected_next10") or [np.nan] * 10)[9]} for d in lines])
+                          "pit": d["pit_within_3"], "e10": (d.get("expected_next10") or [np.nan] * 10)[9],
+                          "live_phase": d["phase"]} for d in lines])
     both = batch.merge(live, on=["Driver", "LapNumber"])
     assert len(both) == len(batch)
     np.testing.assert_allclose(both["h1"], both["forecast_h1"], atol=2e-3, equal_nan=True)  # JSON rounds to 1e-4 s
     np.testing.assert_allclose(both["h10"], both["forecast_h10"], atol=2e-3, equal_nan=True)
     np.testing.assert_allclose(both["pit"], both["pit_prob"], atol=2e-4)
+    assert (both["live_phase"] == both["phase_live"]).all()  # the live tagger's call, step by step = in one pass
+    assert both["phase"].isin(["push", "conserve", "pit_window"]).all()  # predict's own: the post-race tagger
     if "expected_h10" in both:  # the mean lap too, when the run kept its ExpectedGap
         np.testing.assert_allclose(both["e10"], both["expected_h10"], atol=2e-3, equal_nan=True)
     else:
@@ -286,7 +300,7 @@ def test_pretrain_sim_then_real_and_tagger(run_cli, f1_data, tmp_path):
     the phase head learned on the simulator gives predict a phase column."""
     out = tmp_path / "run"
     code, _, err = run_cli("race", "train", f1_data / "2023_miami_R.csv", "--out", out, "--pretrain-sim", 2,
-                           "--epochs", 1, "--hidden", 8, "--quiet")
+                           "--phase-sim", 0, "--epochs", 1, "--hidden", 8, "--quiet")
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
     assert config["pretrain"]["sim_races"] == 2 and config["phase_trained"]
@@ -425,6 +439,9 @@ def test_more_bad_input_one_line(run_cli, sim_tables, tmp_path):
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and f"{opt} must be a positive number" in lines[0], err
         assert not out.exists()  # refused before anything is written
+
+    code, _, err = run_cli("race", "train", parts[0], "--out", tmp_path / "neg", "--phase-sim", -1)
+    assert code == 2 and err.strip() == "lapnet: error: --phase-sim must be >= 0, got -1" and not (tmp_path / "neg").exists()
 
     latin = tmp_path / "latin1.csv"
     latin.write_bytes("Driver,LapNumber,LapTime\nPÉR,1,90.1\n".encode("latin-1"))

@@ -111,3 +111,33 @@ def test_next10_totals_by_hand():
     assert rep["slow"]["bias"] == pytest.approx(1.0) and rep["slow"]["mae"] == pytest.approx(1.0)
     assert rep["slow"]["rmse"] == pytest.approx(1.0) and rep["exact"]["rmse"] == pytest.approx(0.0, abs=1e-9)
     assert rep["half"]["n"] == 0 and np.isnan(rep["half"]["bias"])
+
+
+def test_phase_checks_by_hand():
+    """Phase calls on laps without labels: each Scored lap against the median of the stint's other
+    Scored laps within 3 laps (the next-lap version leaves out the lap the call was made on), and
+    the pit-window call against the real stop."""
+    from lapnet.race.clean import clean_laps
+    from lapnet.race.features import PHASES, build_sequences
+    from lapnet.race.io import read_laps
+    from lapnet.race.metrics import phase_checks, stint_residuals
+
+    seq = build_sequences(clean_laps(read_laps(_tiny_laps(), race="tiny"))[0])
+    # Scored: laps 2-5 (90.0, 90.5, 90.2, 90.9) and 8-9 (91.0, 91.4, too few neighbours)
+    same = stint_residuals(seq)[0]
+    np.testing.assert_allclose(same[1:5], [90.0 - 90.5, 90.5 - 90.2, 90.2 - 90.5, 90.9 - 90.2])
+    assert np.isnan(same[[0, 5, 6, 7, 8]]).all()
+    nxt = stint_residuals(seq, ahead=1)[0]  # lap t+1 against its neighbours other than laps t and t+1
+    np.testing.assert_allclose(nxt[:4], [90.0 - 90.5, 90.5 - 90.55, 90.2 - 90.45, 90.9 - 90.25])
+    assert np.isnan(nxt[4:]).all()  # lap 6 is an in-lap; lap 8 has one neighbour; lap 9 is the last
+    call = ["push", "push", "conserve", "pit_window", "pit_window", "push", "push", "push", "push"]  # laps 1-9
+    probs = np.zeros(seq.x.shape[:2] + (3,))
+    probs[0, np.arange(9), [PHASES.index(c) for c in call]] = 1.0
+    c = phase_checks(seq, {"live": probs})["live"]
+    assert c["share"] == pytest.approx({"push": 6 / 9, "conserve": 1 / 9, "pit_window": 2 / 9})
+    # the stop ends lap 6: laps 3, 4 and 5 have it within 3 laps; laps 4 and 5 are called pit_window
+    assert c["base_rate"] == pytest.approx(3 / 8) and c["pit_window_precision"] == 1.0
+    assert c["pit_window_recall"] == pytest.approx(2 / 3) and c["pit_window_auc"] == pytest.approx(5 / 6)
+    assert c["pace_s"] == pytest.approx({"push": -0.5, "conserve": 0.3, "pit_window": 0.2})
+    assert c["n"] == 2 and c["push_vs_conserve_auc"] == 1.0  # lap 2 (push) was faster than lap 3 (conserve)
+    assert c["next_lap_pace_s"]["conserve"] == pytest.approx(-0.25) and c["next_lap_n"] == 3

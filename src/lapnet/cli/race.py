@@ -64,6 +64,9 @@ def train_cmd(
     batch: int = typer.Option(32, "--batch", help="Driver sequences per step."),
     patience: int = typer.Option(20, "--patience", help="Stop after this many epochs without a better validation loss."),
     pretrain_sim: int = typer.Option(0, "--pretrain-sim", help="Pretrain on N simulated races calibrated to LAPS first."),
+    phase_sim: int = typer.Option(20, "--phase-sim", help=(
+        "Laps without Phase labels (real races): learn the push / conserve / pit-window calls from N simulated "
+        "races calibrated to LAPS (about 3 s each); 0: no phase calls.")),
     horizon_power: float = typer.Option(2.0, "--horizon-power",
                                         help="The forecast loss weighs horizon k by 1/k^P: 2 favours the next lap, 0 weighs all 10 alike."),
     seed: int = typer.Option(0, "--seed", min=0),
@@ -84,8 +87,9 @@ def train_cmd(
     for name, v in (("--hidden", hidden), ("--epochs", epochs), ("--batch", batch), ("--patience", patience)):
         if v < 1:
             raise LapnetError(f"{name} must be at least 1, got {v}")
-    if pretrain_sim < 0:
-        raise LapnetError(f"--pretrain-sim must be >= 0, got {pretrain_sim}")
+    for name, v in (("--pretrain-sim", pretrain_sim), ("--phase-sim", phase_sim)):
+        if v < 0:
+            raise LapnetError(f"{name} must be >= 0, got {v}")
     if threads < 1:
         raise LapnetError(f"--threads must be at least 1, got {threads}")
     if not (lr > 0 and math.isfinite(lr)):
@@ -100,7 +104,7 @@ def train_cmd(
 
     torch.set_num_threads(threads)
     cfg = RaceTrainConfig(hidden_size=hidden, arch=arch, epochs=epochs, minutes=minutes, lr=lr, batch_size=batch,
-                          patience=patience, pretrain_sim=pretrain_sim, horizon_power=horizon_power, seed=seed,
+                          patience=patience, pretrain_sim=pretrain_sim, phase_sim=phase_sim, horizon_power=horizon_power, seed=seed,
                           progress=not quiet, device=dev)
     metrics = train_race(laps, out, cfg)
     emit_metrics(out, metrics, as_json=json_out)
@@ -109,7 +113,9 @@ def train_cmd(
                       _forecast_rows(metrics["validation"]))
 
 
-@race_app.command("eval", help=f"Forecaster vs baselines (MAE/RMSE at 1, 5, 10 laps, by compound) and the pit call's AUC.\n\n{MASKS_HELP}\n\n"
+@race_app.command("eval", help=f"Forecaster vs baselines (MAE/RMSE at 1, 5, 10 laps, by compound), the pit call's AUC and the "
+                  "phase calls (macro-F1 on simulated laps; on real laps, which have no labels, checked against real "
+                  f"stops and each lap's pace against its stint).\n\n{MASKS_HELP}\n\n"
                   "Example: lapnet race eval runs/race ../shared/data/f1/2023_italian_R.csv --json")
 def eval_cmd(
     run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
@@ -131,11 +137,28 @@ def eval_cmd(
         p = metrics["pit_within_3"]
         summary_table("pit within 3 laps", {"AUC": p["auc"], "tyre-life-only AUC": p["tyre_life_auc"],
                                             "top-decile precision": p["top_decile_precision"], "base rate": p["base_rate"]})
+        _phase_table(metrics)
         if "by_race" in metrics:
             summary_table("by race: MAE (s) forecaster / persistence, pit AUC",
                           [{"race": race, "n_h1": row["n_h1"],
                             **{f"h{h}": f"{row[f'mae_h{h}']:.3f}/{row[f'persistence_h{h}']:.3f}" for h in (1, 5, 10)},
                             "pit_auc": row["pit_auc"]} for race, row in metrics["by_race"].items()])
+
+
+def _phase_table(metrics: dict) -> None:
+    """The phase calls' scores: macro-F1 on simulated laps, the real-lap checks otherwise."""
+    from lapnet.cli.common import summary_table
+
+    if "phase_macro_f1" in metrics:
+        summary_table("phase calls, macro-F1 against the simulator's truth", metrics["phase_macro_f1"])
+    checks = metrics.get("phase_checks")
+    if checks:
+        summary_table("phase calls on real laps: against real stops and the laps' pace (no labels exist)",
+                      [{"call": name, "pit_window AUC": c["pit_window_auc"], "pit_window precision": c["pit_window_precision"],
+                        "push s": c["pace_s"]["push"], "conserve s": c["pace_s"]["conserve"],
+                        "push/conserve AUC": c["push_vs_conserve_auc"],
+                        "next lap AUC": c["next_lap_push_vs_conserve_auc"]}
+                       for name, c in checks.items() if name != "note"])
 
 
 @race_app.command("predict", help=f"Per-lap forecasts, 90% intervals, pit calls and phases; a table and figures.\n\n{MASKS_HELP}\n\n"

@@ -127,6 +127,7 @@ def _fast_lap(row: dict[str, str]) -> dict | None:
 class _DriverLive:
     last_lap: float = 0.0
     state: Any = None  # the recurrent state after this driver's last lap
+    tag_state: Any = None  # the live phase tagger's, when the run has one
     restarting: bool = False  # a red flag was shown and the driver has no timed lap since (clean.Restart)
 
 
@@ -149,7 +150,10 @@ class LiveRace:
         self.featurizer = RaceFeaturizer(self.total_laps)
         self.model = self.run.model.eval()
         self.z90 = INTERVAL90[self.model.cfg.head]  # the 90% half-width in units of the head's scale
-        self.phase_trained = bool(self.run.config.get("phase_trained"))
+        # the live phase call: the run's live tagger (phases learnt from calibrated simulated races),
+        # else the forecaster's own phase head when it learnt phases, else none
+        self.tagger = self.run.live_tagger.eval() if self.run.live_tagger is not None else None
+        self.phase_trained = self.tagger is not None or bool(self.run.config.get("phase_trained"))
 
     # -- input --------------------------------------------------------------------------
 
@@ -236,8 +240,12 @@ class LiveRace:
                 lap["Scored"] = False
                 st.restarting = not lap.get("HasTime")
         f = self.featurizer.step(lap)
+        x = torch.from_numpy(f.x)[None, None, :]  # (1, 1, D)
         with torch.no_grad():
-            out, st.state = self.model(torch.from_numpy(f.x)[None, None, :], state=st.state)  # (1, 1, ...)
+            out, st.state = self.model(x, state=st.state)  # (1, 1, ...)
+            if self.tagger is not None:
+                tagged, st.tag_state = self.tagger(x, state=st.tag_state)
+                out = {**out, "phase": tagged["phase"]}
         st.last_lap = n
         mean = out["mean"][0, 0].numpy().astype(float)  # (K,)
         sigma = np.exp(out["log_sigma"][0, 0].numpy().astype(float))

@@ -171,3 +171,74 @@ def pit_report(y: np.ndarray, p: np.ndarray) -> dict:
         "n": int(len(y)),
         "calibration": calibration_table(y, p),
     }
+
+
+PHASE_CHECKS_NOTE = (
+    "real laps carry no phase labels (a driver's intent is not in the timing data), so the calls are checked "
+    "against what can be observed: a pit-window call should precede a real stop (the pit label: an in-lap among "
+    "the next 3 laps), and push / conserve calls should mark laps faster / slower than the driver's other "
+    "Scored laps of the stint within 3 laps (pace_s: median of that residual in seconds, per call); the "
+    "next-lap columns ask whether a call made at lap t still holds at lap t+1, which lap t's own time cannot tell"
+)
+
+
+def stint_residuals(seq: Sequences, window: int = 3, *, ahead: int = 0) -> np.ndarray:
+    """(N, T) seconds: Scored lap t+ahead minus the median of the driver's other Scored laps of
+    the same stint within `window` laps of it (laps t..t+ahead left out), NaN where that lap is
+    not Scored, is in another stint than lap t, or has fewer than 2 such neighbours.
+
+    With ahead=0 this is how much faster (negative) or slower a lap was than its stint around
+    it; ahead=1 asks the same of the next lap, leaving out the lap a call was made on.
+    """
+    res = np.full(seq.lap_time.shape, np.nan)
+    for i in range(len(seq.keys)):
+        L = int(seq.lengths[i])
+        lt, ln, sid = seq.lap_time[i, :L], seq.lap_number[i, :L], seq.stint_id[i, :L]
+        scored = np.flatnonzero(seq.scored[i, :L])
+        for j in range(L - ahead):
+            q = j + ahead
+            if not seq.scored[i, q] or sid[q] != sid[j] or ln[q] != ln[j] + ahead:
+                continue
+            nb = scored[(sid[scored] == sid[q]) & (np.abs(ln[scored] - ln[q]) <= window)
+                        & ((ln[scored] < ln[j]) | (ln[scored] > ln[q]))]
+            if len(nb) >= 2:
+                res[i, j] = lt[q] - np.median(lt[nb])
+    return res
+
+
+def phase_checks(seq: Sequences, probs: dict[str, np.ndarray]) -> dict:
+    """How phase calls made on real laps (no labels) agree with what the timing data shows.
+
+    Args:
+        seq: the sequences (their pit label, lap times, stints).
+        probs: name ("live", "post_race") -> (N, T, 3) probabilities of push | conserve | pit_window.
+
+    Returns:
+        per name: the share of each call, the pit-window call against real stops (AUC of its
+        probability, precision and recall of the call), and the pace residual (`stint_residuals`)
+        per call on the lap itself and on the next lap, with the AUC of push against conserve.
+    """
+    from lapnet.race.features import PHASES
+
+    same, nxt = stint_residuals(seq), stint_residuals(seq, ahead=1)
+    valid = np.arange(seq.lap_time.shape[1])[None, :] < seq.lengths[:, None]  # (N, T) real laps, not padding
+    pm, y = seq.pit_mask, seq.pit.astype(bool)
+    out = {"note": PHASE_CHECKS_NOTE}
+    for name, p in probs.items():
+        call = p.argmax(-1)  # (N, T)
+        pw = call == PHASES.index("pit_window")
+        row = {"share": {ph: float(np.mean(call[valid] == k)) for k, ph in enumerate(PHASES)},
+               "pit_window_auc": roc_auc(y[pm], p[..., PHASES.index("pit_window")][pm]),
+               "pit_window_precision": float(y[pm & pw].mean()) if (pm & pw).any() else float("nan"),
+               "pit_window_recall": float(pw[pm & y].mean()) if (pm & y).any() else float("nan"),
+               "base_rate": float(y[pm].mean()) if pm.any() else float("nan")}
+        for key, res in (("pace_s", same), ("next_lap_pace_s", nxt)):
+            ok = np.isfinite(res)
+            row[key] = {ph: (float(np.median(res[ok & (call == k)])) if (ok & (call == k)).any() else float("nan"))
+                        for k, ph in enumerate(PHASES)}
+            pc = ok & np.isin(call, [PHASES.index("push"), PHASES.index("conserve")])
+            # AUC of "faster" for push against conserve: 0.5 = the calls say nothing about pace
+            row[key.replace("pace_s", "push_vs_conserve_auc")] = roc_auc(call[pc] == PHASES.index("push"), -res[pc])
+            row[key.replace("pace_s", "n")] = int(pc.sum())
+        out[name] = row
+    return out

@@ -38,7 +38,7 @@ from lapnet.race.features import (
     build_sequences,
     check_features,
 )
-from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, pit_report, roc_auc, totals_report
+from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, phase_checks, pit_report, roc_auc, totals_report
 from lapnet.race.models import INTERVAL90, ExpectedGap, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
 from lapnet.race.pit import PitModel
 
@@ -69,6 +69,9 @@ class RaceTrainConfig:
     pretrain_sim: int = 0  # simulated races to pretrain on before the real ones
     pretrain_epochs: int = 20
     tagger: bool = True  # train the bidirectional phase tagger when Phase labels exist
+    # without Phase labels in the training laps (real races): learn the push / conserve / pit-window calls
+    # from this many simulated races calibrated to the training laps (a post-race and a live tagger); 0: none
+    phase_sim: int = 20
     linear_skip: bool = True  # add a linear map of the lap's features to the forecast (wide and deep; chosen by inner validation)
     pit_caller: bool = True  # the pit call from a separate per-lap logistic model (lapnet.race.pit.PitModel), not the net's pit head
     # the forecast's distribution (RaceModelConfig.head): "laplace" chosen over "gaussian" by the folds'
@@ -317,14 +320,13 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
                                  "expected_gap": expected is not None}})
         model = WithPitCaller(model, pit, expected)  # the validation block below scores the first member with the pit caller
 
-    tagger_result, tagger = None, None
+    tagger_result, tagger, live_tagger = None, None, None
     if cfg.tagger and seq.phase_mask.any():
-        tcfg = RaceModelConfig(**{**mcfg.to_dict(), "bidirectional": True})
-        tagger = RaceNet(tcfg)
-        tagger_result = _fit(tagger, seq, train_idx, val_idx, cfg, out / "tagger", epochs=cfg.epochs,
-                             meta={"config": {"kind": "lapnet-race-tagger", "features": list(FEATURES), "model": tcfg.to_dict()}},
-                             forecast=False, describe="tagger (bidirectional)")
-        config["tagger"] = tcfg.to_dict()
+        tagger, tagger_result = _fit_tagger(seq, train_idx, val_idx, mcfg, cfg, out / "tagger", bidirectional=True)
+        config["tagger"] = tagger.cfg.to_dict()
+    elif cfg.tagger and cfg.phase_sim > 0:
+        (tagger, tagger_result), live_tagger, config["phase_source"] = _fit_sim_taggers(laps, mcfg, cfg, out)
+        config["tagger"], config["live_tagger"] = tagger.cfg.to_dict(), live_tagger.cfg.to_dict()
     write_json(out / "config.json", config)
 
     val_seq = subset_sequences(seq, val_idx)
@@ -338,7 +340,8 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         "cleaning": report.to_dict()["total"],
         "validation_races": config["val_races"],
         "validation_model": "the first of the ensemble's members" if cfg.members > 1 else "the model",
-        "validation": evaluate_sequences(model, val_seq, tagger=tagger) if len(val_idx) else None,
+        "validation": score_predictions(val_seq, *run_outputs(RaceRun(model, config, tagger, out, live_tagger), val_seq))
+        if len(val_idx) else None,
     }
     write_json(out / "metrics.json", metrics)
     return metrics
@@ -373,6 +376,46 @@ def _fit_members(first: RaceNet, seq: Sequences, cfg: RaceTrainConfig, mcfg: Rac
     ens_meta = {"config": {**meta["config"], "members": cfg.members}}
     save_tensors(out / "model.safetensors", {k: v.detach().numpy() for k, v in ens.state_dict().items()}, ens_meta)
     return ens, results
+
+
+def _fit_tagger(seq: Sequences, train_idx, val_idx, mcfg: RaceModelConfig, cfg: RaceTrainConfig, out: Path, *,
+                bidirectional: bool) -> tuple[RaceNet, Any]:
+    """A phase tagger (a RaceNet trained on the phase loss alone): bidirectional reads the whole
+    race (post-race analysis), unidirectional only the laps so far (live calls)."""
+    tcfg = RaceModelConfig(**{**mcfg.to_dict(), "bidirectional": bidirectional})
+    tagger = RaceNet(tcfg)
+    kind = "bidirectional" if bidirectional else "live"
+    result = _fit(tagger, seq, train_idx, val_idx, cfg, out, epochs=cfg.epochs,
+                  meta={"config": {"kind": "lapnet-race-tagger", "features": list(FEATURES), "model": tcfg.to_dict()}},
+                  forecast=False, describe=f"tagger ({kind})")
+    return tagger, result
+
+
+def _fit_sim_taggers(laps: pd.DataFrame, mcfg: RaceModelConfig, cfg: RaceTrainConfig, out: Path):
+    """Phase taggers for laps without Phase labels: learnt from `cfg.phase_sim` simulated races
+    calibrated to `laps`, where the simulator knows each lap's phase.
+
+    Why: real timing data records no driver's intent, so no real lap can teach push / conserve /
+    pit window; the calibrated simulator has the real races' pace, degradation, stints and
+    noise, and the features are normalised per race, so taggers trained there read real laps.
+    What that is worth on real laps is measured by `metrics.phase_checks` (in `race eval`).
+
+    Returns:
+        ((post-race tagger, its TrainResult), live tagger, what config.json records).
+    """
+    sim, _ = load_laps(simulate_calibrated(laps, cfg.phase_sim, seed=cfg.seed + 2000))
+    sim_seq = build_sequences(sim)
+    tr, va = _split(sim_seq, cfg.val_races, cfg.seed)
+    post = _fit_tagger(sim_seq, tr, va, mcfg, cfg, out / "tagger", bidirectional=True)
+    live, _ = _fit_tagger(sim_seq, tr, va, mcfg, cfg, out / "live_tagger", bidirectional=False)
+    info = {"sim_races": int(cfg.phase_sim), "calibrated_to": "the training races (lapnet race calibrate)",
+            "sim_val_races": sorted({sim_seq.keys[i][0] for i in va})}
+    if len(va):
+        vs = subset_sequences(sim_seq, va)
+        qm = vs.phase_mask
+        info["sim_val_macro_f1"] = {name: macro_f1(vs.phase[qm], run_net(net, vs)["phase"].argmax(-1)[qm], len(PHASES))
+                                    for name, net in (("post_race", post[0]), ("live", live))}
+    return post, live, info
 
 
 def _fit_pit_caller(seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfig, out: Path) -> tuple[PitModel, dict]:
@@ -472,8 +515,9 @@ class RaceRun:
 
     model: RaceNet | RaceEnsemble | WithPitCaller
     config: dict
-    tagger: RaceNet | None = None
+    tagger: RaceNet | None = None  # post-race (bidirectional) phase tagger
     path: Path = field(default_factory=Path)
+    live_tagger: RaceNet | None = None  # live phase tagger of a run whose phases come from calibrated simulated races
 
 
 def load_run(run: str | Path) -> RaceRun:
@@ -489,7 +533,8 @@ def load_run(run: str | Path) -> RaceRun:
     model = _load_net(run / "model.safetensors", config["model"], int(config.get("members", 1)), bool(config.get("pit_caller")),
                       isinstance(gap, dict) and bool(gap.get("kept", True)))
     tagger = _load_net(run / "tagger" / "model.safetensors", config["tagger"]) if config.get("tagger") else None
-    return RaceRun(model, config, tagger, run)
+    live = _load_net(run / "live_tagger" / "model.safetensors", config["live_tagger"]) if config.get("live_tagger") else None
+    return RaceRun(model, config, tagger, run, live)
 
 
 def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False,
@@ -536,9 +581,16 @@ def to_seconds(seq: Sequences, mean: np.ndarray, sigma: np.ndarray | None = None
     return (sec, ref * sigma / 100.0) if sigma is not None else sec
 
 
-def evaluate_sequences(model: RaceNet, seq: Sequences, *, tagger: RaceNet | None = None) -> dict:
-    """Every metric of `race eval` on featurised sequences."""
-    return score_predictions(seq, run_net(model, seq), run_net(tagger, seq) if tagger is not None else None)
+def run_outputs(r: RaceRun, seq: Sequences) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """A run's outputs on every lap: the forecaster's (`run_net`), whose "phase" is the live phase
+    call (the live tagger's when the run has one, else the forecaster's own head when it learned
+    phases, else absent), and the post-race tagger's (None without one)."""
+    o = run_net(r.model, seq)
+    if r.live_tagger is not None:
+        o["phase"] = run_net(r.live_tagger, seq)["phase"]
+    elif not r.config.get("phase_trained"):
+        del o["phase"]  # an untrained head: no call at all rather than a random one
+    return o, (run_net(r.tagger, seq) if r.tagger is not None else None)
 
 
 def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str, np.ndarray] | None = None) -> dict:
@@ -573,12 +625,12 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
     totals = {"forecaster": sec, **({"expected": to_seconds(seq, o["expected"])} if "expected" in o else {}),
               **{k: v for k, v in forecasts.items() if k != "forecaster"}}
     out["next10_total"] = totals_report(totals, seq)
-    if seq.phase_mask.any():
+    calls = {**({"live": o["phase"]} if "phase" in o else {}), **({"post_race": tagged["phase"]} if tagged is not None else {})}
+    if calls and seq.phase_mask.any():  # simulated laps: the truth is known
         qm = seq.phase_mask
-        out["phase_macro_f1"] = {"live": macro_f1(seq.phase[qm], o["phase"].argmax(-1)[qm], len(PHASES))}
-        if tagged is not None:
-            ob = tagged
-            out["phase_macro_f1"]["post_race"] = macro_f1(seq.phase[qm], ob["phase"].argmax(-1)[qm], len(PHASES))
+        out["phase_macro_f1"] = {k: macro_f1(seq.phase[qm], p.argmax(-1)[qm], len(PHASES)) for k, p in calls.items()}
+    elif calls:  # real laps: checked against what the timing data shows
+        out["phase_checks"] = phase_checks(seq, calls)
     return out
 
 
@@ -596,8 +648,7 @@ def eval_race(run: str | Path, sources: Any) -> dict:
     r = load_run(run)
     laps, report = load_laps(sources)
     seq = build_sequences(laps)
-    o = run_net(r.model, seq)
-    tagged = run_net(r.tagger, seq) if r.tagger is not None else None
+    o, tagged = run_outputs(r, seq)
     races = sorted({k[0] for k in seq.keys})
     trained = set(r.config.get("race_fingerprints", {}).values())
     seen = sorted(race for race, f in race_fingerprints(laps).items() if f in trained)
@@ -640,10 +691,10 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
         if driver not in known:
             raise LapnetError(f"--driver {driver}: not in the lap table (drivers: {', '.join(known)})")
     seq = build_sequences(laps)
-    o = run_net(r.model, seq)
+    o, tagged = run_outputs(r, seq)
     sec, half = to_seconds(seq, o["mean"], o["half90"])
     exp_sec = to_seconds(seq, o["expected"]) if "expected" in o else None
-    phase_p = run_net(r.tagger, seq)["phase"] if r.tagger is not None else (o["phase"] if r.config.get("phase_trained") else None)
+    phase_p = tagged["phase"] if tagged is not None else o.get("phase")  # post-race analysis: the tagger that reads the whole race
     rows = []
     for i, (race, drv) in enumerate(seq.keys):
         if driver is not None and drv != driver:
@@ -659,10 +710,15 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
                 "lo90_h1": sec[i, t, 0] - half[i, t, 0], "hi90_h1": sec[i, t, 0] + half[i, t, 0],
                 "pit_prob": float(o["pit"][i, t]),
                 "phase": PHASES[int(phase_p[i, t].argmax())] if phase_p is not None else None,
+                # what `race live` called at that lap (it reads only the laps so far)
+                **({"phase_live": PHASES[int(o["phase"][i, t].argmax())]} if "phase" in o else {}),
             })
     table = pd.DataFrame(rows)
     sel = np.array([driver is None or k[1] == driver for k in seq.keys])
-    metrics = {"run": str(run), "driver": driver, **evaluate_sequences(r.model, subset_sequences(seq, np.flatnonzero(sel)), tagger=r.tagger)}
+    keep = np.flatnonzero(sel)
+    metrics = {"run": str(run), "driver": driver,
+               **score_predictions(subset_sequences(seq, keep), {k: v[keep] for k, v in o.items()},
+                                   {k: v[keep] for k, v in tagged.items()} if tagged is not None else None)}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

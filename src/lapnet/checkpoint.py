@@ -20,11 +20,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from lapnet.errors import CheckpointError
+from lapnet.errors import CheckpointError, LapnetError
 
 META_KEY = "lapnet"  # the safetensors header field that holds our JSON metadata
 
@@ -71,6 +71,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def check_replaceable(paths: Iterable[str | os.PathLike]) -> None:
+    """Refuse, before anything is written, when a file about to be (re)written is a directory.
+
+    The atomic rename onto a directory fails, but only when that file's turn comes: by then the
+    files written before it are already replaced, and the run is left half old, half new.
+    """
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise LapnetError(f"{path}: is a directory where a file is to be written (move it away)")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from lapnet.checkpoint import write_json
+from lapnet.checkpoint import check_replaceable, write_json
 from lapnet.console import console
 from lapnet.errors import LapnetError
 
@@ -248,10 +248,12 @@ def _prepare(out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise LapnetError(f"--out {out}: already holds a run (use --force to overwrite a previous demo)")
+        files = [out / name for name in ("report.html", "metrics.json", "config.json")]
+        check_replaceable(files)  # before removing anything: unlink would fail halfway
         for name in PARTS:
             shutil.rmtree(out / name, ignore_errors=True)
-        for name in ("report.html", "metrics.json", "config.json"):
-            (out / name).unlink(missing_ok=True)
+        for path in files:
+            path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise LapnetError(f"--out {out}: is not writable")

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lapnet.checkpoint import load_tensors, read_json, write_json
+from lapnet.checkpoint import check_replaceable, load_tensors, read_json, write_json
 from lapnet.console import console
 from lapnet.data.text import TextBatches, Vocab, eval_layout, read_text, split_ids
 from lapnet.errors import CheckpointError, LapnetError
@@ -249,6 +249,7 @@ def _check_out(out: Path, *, resume: bool, force: bool) -> None:
         raise LapnetError(f"--out {out}: already holds a run (use --resume to continue it or --force to overwrite)")
     if resume and not (out / "last.safetensors").is_file():
         raise LapnetError(f"--resume: {out} holds no checkpoint to resume (last.safetensors missing)")
+    check_replaceable(out / name for name in RUN_FILES)  # --force would delete the run, then fail on it
 
 
 def _saved_data_config(saved: dict[str, Any], where: Path) -> TextDataConfig:

@@ -2,7 +2,8 @@
 
 Each command group lives in its own module and adds itself to `app` through `register(app)`.
 `main()` is the console-script entry point: it turns bad input (a `ValueError`, an
-`OSError`, a usage error) into one line on stderr and exit code 2, never a traceback.
+`OSError`, a usage error) into one line on stderr and exit code 2, never a traceback, and
+takes back any empty output directory the failed command created.
 """
 
 from __future__ import annotations
@@ -59,37 +60,39 @@ def main(argv: list[str] | None = None) -> None:
     import warnings
 
     from lapnet import distributed
+    from lapnet.cli.common import undo_new_dirs_on_failure
 
     shown, warnings.showwarning = warnings.showwarning, _show_warning
-    try:
-        distributed.init_from_env()  # a no-op unless launched by torchrun
-        result = app(args=argv, prog_name="lapnet", standalone_mode=False)
-        sys.exit(result if isinstance(result, int) else 0)
-    except tx.Exit as e:
-        sys.exit(e.exit_code)
-    except tx.Abort:
-        _fail("aborted", 130)
-    except cx.NoArgsIsHelpError as e:  # `lapnet text` alone: show the help
-        print(e.ctx.get_help() if e.ctx else str(e))
-        sys.exit(0)
-    except cx.UsageError as e:
-        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-        _fail(f"{e.format_message()}{hint}")
-    except cx.ClickException as e:
-        _fail(e.format_message())
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except (ValueError, OSError) as e:  # LapnetError is a ValueError; OSError: disk, permissions
-        _fail(str(e) or e.__class__.__name__)
-    except MemoryError as e:  # sizes too big for this machine (NumPy's error says how much it wanted)
-        _fail(f"out of memory: {e or 'the sizes asked for do not fit in this machine'}")
-    except RuntimeError as e:
-        if "allocate" not in str(e):  # a bug: keep its traceback
-            raise
-        _fail("out of memory: the sizes asked for do not fit in this machine")  # torch's allocator
-    finally:
-        warnings.showwarning = shown
-        distributed.shutdown()
+    with undo_new_dirs_on_failure():  # a refusal leaves no empty --out behind
+        try:
+            distributed.init_from_env()  # a no-op unless launched by torchrun
+            result = app(args=argv, prog_name="lapnet", standalone_mode=False)
+            sys.exit(result if isinstance(result, int) else 0)
+        except tx.Exit as e:
+            sys.exit(e.exit_code)
+        except tx.Abort:
+            _fail("aborted", 130)
+        except cx.NoArgsIsHelpError as e:  # `lapnet text` alone: show the help
+            print(e.ctx.get_help() if e.ctx else str(e))
+            sys.exit(0)
+        except cx.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            _fail(f"{e.format_message()}{hint}")
+        except cx.ClickException as e:
+            _fail(e.format_message())
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except (ValueError, OSError) as e:  # LapnetError is a ValueError; OSError: disk, permissions
+            _fail(str(e) or e.__class__.__name__)
+        except MemoryError as e:  # sizes too big for this machine (NumPy's error says how much it wanted)
+            _fail(f"out of memory: {e or 'the sizes asked for do not fit in this machine'}")
+        except RuntimeError as e:
+            if "allocate" not in str(e):  # a bug: keep its traceback
+                raise
+            _fail("out of memory: the sizes asked for do not fit in this machine")  # torch's allocator
+        finally:
+            warnings.showwarning = shown
+            distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

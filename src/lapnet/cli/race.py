@@ -124,13 +124,14 @@ def eval_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),
 ) -> None:
-    from lapnet.cli.common import emit_metrics, summary_table
+    from lapnet.cli.common import check_out_dir, emit_metrics, summary_table
     from lapnet.race.pipeline import eval_race
 
     _check_files(laps)
+    if out is not None:  # refused now, not after the evaluation
+        check_out_dir(out, must_be_new=False)
     metrics = eval_race(run, laps)
-    dest = out or Path(run) / "eval"
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = check_out_dir(out or Path(run) / "eval", must_be_new=False)
     emit_metrics(dest, metrics, as_json=json_out)
     if not quiet:
         summary_table("lap-time MAE (s) on Scored laps, same laps for every forecaster", _forecast_rows(metrics))
@@ -171,11 +172,13 @@ def predict_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),
 ) -> None:
-    from lapnet.cli.common import console, emit_metrics, summary_table
+    from lapnet.cli.common import check_out_dir, console, emit_metrics, summary_table
     from lapnet.race.pipeline import predict_race
 
     _check_files([laps])
     dest = out or Path(run) / "predict"
+    if out is not None or Path(run).is_dir():  # a missing RUN is refused by predict_race, before anything is made
+        check_out_dir(dest, must_be_new=False, writes=("predictions.csv", "metrics.json"))
     table, metrics = predict_race(run, laps, driver=driver, out=dest)
     emit_metrics(dest, metrics, as_json=json_out)
     if not quiet:

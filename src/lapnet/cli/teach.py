@@ -82,10 +82,10 @@ def diagrams(
     Example: lapnet diagrams --out runs/diagrams
     """
     from lapnet.cli.common import check_out_dir
-    from lapnet.diagrams import draw_all
+    from lapnet.diagrams import FIGURES, draw_all
 
     _positive("--dpi", dpi)
-    written = draw_all(check_out_dir(out, must_be_new=False), dpi=dpi)
+    written = draw_all(check_out_dir(out, must_be_new=False, writes=tuple(f"{n}.png" for n in FIGURES)), dpi=dpi)
     if as_json:
         sys.stdout.write(json.dumps(written, indent=2) + "\n")
     else:
@@ -125,7 +125,7 @@ def hidden(
     _positive("--points", points)
     _positive("--dpi", dpi)
     result = hidden_evolution(hidden_size, points, periods, seed, engine)  # validates before --out is touched
-    out = check_out_dir(out, must_be_new=False)
+    out = check_out_dir(out, must_be_new=False, writes=("hidden_states.png", "metrics.json"))
     fig = plot_hidden_evolution(result)
     fig.savefig(out / "hidden_states.png", dpi=dpi, facecolor="white")
     plt.close(fig)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lapnet.checkpoint import atomic_write_bytes, write_json
+from lapnet.checkpoint import atomic_write_bytes, check_replaceable, write_json
 
 
 @dataclass
@@ -29,6 +29,7 @@ class ExperimentResult:
     def save(self, out: str | Path, *, dpi: int = 110) -> list[Path]:
         """Write metrics.json and the PNGs into `out`; returns the written paths."""
         out = Path(out)
+        check_replaceable([*(out / f"{stem}.png" for stem in self.figures), out / "metrics.json"])  # before any write
         out.mkdir(parents=True, exist_ok=True)
         paths = []
         for stem, fig in self.figures.items():

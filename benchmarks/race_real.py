@@ -82,6 +82,40 @@ def simple_logistic_pit(seq, train_idx, test_idx, workdir: Path | None = None, s
         return torch.sigmoid(net.linear((xt - mean) / std).squeeze(-1)).numpy()
 
 
+def phase_reference(run, train_paths: list[Path], seed: int, races: int = 4) -> dict:
+    """The phase checks of `lapnet.race.metrics.phase_checks` on simulated races calibrated to the
+    fold's training races, where each lap's phase is known: the checks of the true phases (what
+    a perfect tagger would score there), of the run's taggers, and the taggers' macro-F1. Real
+    laps have no labels; this says what the real-lap numbers would look like for calls of known
+    quality."""
+    from lapnet.race.features import PHASES, build_sequences
+    from lapnet.race.metrics import macro_f1, phase_checks
+    from lapnet.race.pipeline import load_laps, run_outputs, simulate_calibrated
+
+    real, _ = load_laps(train_paths)
+    sim, _ = load_laps(simulate_calibrated(real, races, seed=seed))
+    seq = build_sequences(sim)
+    o, post = run_outputs(run, seq)
+    calls = {"truth": np.eye(len(PHASES))[seq.phase], **({"live": o["phase"]} if "phase" in o else {}),
+             **({"post_race": post["phase"]} if post is not None else {})}
+    qm = seq.phase_mask
+    checks = phase_checks(seq, calls)
+    for name, p in calls.items():
+        checks[name]["macro_f1"] = macro_f1(seq.phase[qm], p.argmax(-1)[qm], len(PHASES))
+    return checks
+
+
+def _mean_checks(rows: list[dict]) -> dict:
+    """Element-wise mean of nested dicts of numbers (the folds' phase references)."""
+    out = {}
+    for k, v in rows[0].items():
+        if isinstance(v, dict):
+            out[k] = _mean_checks([r[k] for r in rows])
+        elif isinstance(v, (int, float)):
+            out[k] = float(np.nanmean([r[k] for r in rows]))
+    return out
+
+
 def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrain_sim: int = 0, jobs: int = 1, threads: int = 1,
                    save: Path | None = None) -> dict:
     """Pooled out-of-fold metrics of `train_race` with `cfg` over `folds` folds of races
@@ -98,7 +132,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     o = {"mean": np.zeros((N, T, K)), "sigma": np.ones((N, T, K)), "half90": np.ones((N, T, K)), "pit": np.zeros((N, T))}
     tagged = {"phase": np.zeros((N, T, 3))}  # the post-race tagger's calls, when every fold's run has one
     has_phase = {"live": True, "post_race": True}
-    per_fold = []
+    per_fold, references = [], []
     simple = np.zeros((N, T))
     tests = [[r for i, r in enumerate(races) if i % folds == f] for f in range(folds)]
     todo = [([p for p in paths if p.stem not in tests[f]], workdir / f"fold{f}", replace(cfg, pretrain_sim=pretrain_sim), threads)
@@ -131,6 +165,8 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         tr_all = np.setdiff1d(np.arange(N), te)
         simple[te] = simple_logistic_pit(seq, tr_all, te, workdir / f"simple{f}", seed=cfg.seed)
         fold_metrics = score_predictions(subset_sequences(seq, te), pred, post)
+        if "phase" in pred or post is not None:
+            references.append(phase_reference(run, todo[f][0], seed=cfg.seed + 5000 + f))
         # what the fold's own validation race (inside its training races) says: the only score used to choose settings
         inner = json.loads((out / "metrics.json").read_text()).get("validation") or {}
         inner_rows = {r["forecaster"]: r for r in inner.get("summary", [])}
@@ -159,18 +195,34 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     pooled = score_predictions(seq, o, tagged if has_phase["post_race"] else None)
     pm = seq.pit_mask
     pooled["pit_within_3"]["simple_logistic_auc"] = roc_auc(seq.pit[pm], simple[pm])
-    return {"pooled": pooled, "folds": per_fold}
+    res = {"pooled": pooled, "folds": per_fold}
+    if references:
+        res["phase_reference_sim"] = _mean_checks(references)
+    return res
 
 
-def phase_lines(checks: dict | None) -> list[str]:
-    """The phase calls on real laps (no labels): against real stops and against the laps' pace."""
+def phase_lines(checks: dict | None, reference: dict | None = None) -> list[str]:
+    """The phase calls on real laps (no labels): against real stops and against the laps' pace;
+    then the same checks on calibrated simulated races, where the true phases are known."""
     if not checks:
         return []
     lines = ["phase calls on real laps (learnt on calibrated simulated races; checked against stops and pace):"]
-    for name in ("live", "post_race"):
+    lines += _check_lines(checks)
+    if reference:
+        lines.append("the same checks on simulated races calibrated to each fold's training races, phases known "
+                     "(mean of the folds): the true phases, then the taggers (macro-F1 against the truth)")
+        lines += _check_lines(reference, ("truth", "live", "post_race"))
+    return lines
+
+
+def _check_lines(checks: dict, names=("live", "post_race")) -> list[str]:
+    lines = []
+    for name in names:
         c = checks.get(name)
         if c is None:
             continue
+        if "macro_f1" in c:
+            lines.append(f"  {name:<9} macro-F1 {c['macro_f1']:.3f}")
         share = " / ".join(f"{v:.2f}" for v in c["share"].values())
         lines.append(f"  {name:<9} share push/conserve/pit_window {share}; pit_window vs a stop within 3 laps: AUC "
                      f"{c['pit_window_auc']:.3f}, precision {c['pit_window_precision']:.3f} (base rate {c['base_rate']:.3f}), "
@@ -212,7 +264,7 @@ def table(name: str, res: dict) -> list[str]:
             if n in ("forecaster", "expected", "persistence", "mean_last3")) + f" (n = {pooled.get('next10_total', {}).get('forecaster', {}).get('n')})",
         "per fold (held-out races): h1 MAE model / persistence (change), h5, h10 model / persistence; pit AUC model / tyre life / simple logistic",
     ]
-    lines += phase_lines(pooled.get("phase_checks"))
+    lines += phase_lines(pooled.get("phase_checks"), res.get("phase_reference_sim"))
     inner = [f["inner_validation"] for f in res["folds"]]
     if all(v["mae_h1"] for v in inner):
         lines.append("inner validation (each fold's own validation race, first member; used to choose settings): h1 "

@@ -457,3 +457,35 @@ def test_more_bad_input_one_line(run_cli, sim_tables, tmp_path):
     (shuffled / "config.json").write_text(json.dumps(config))
     code, _, err = run_cli("race", "eval", shuffled, parts[2])
     assert code == 2 and "the same ones in another order" in err, err
+
+
+def test_phase_taggers_for_laps_without_labels(tmp_path, monkeypatch):
+    """Laps without Phase labels get taggers learnt on calibrated simulated races; if the
+    simulator cannot be calibrated to them, the trained forecaster is kept, without phases."""
+    import warnings
+
+    from lapnet.errors import LapnetError
+    from lapnet.race import pipeline
+    from lapnet.race.pipeline import RaceTrainConfig, eval_race, load_run, train_race
+    from lapnet.race.simulate import simulate
+
+    laps = simulate(3, seed=11).drop(columns=["Phase"])  # as real data comes: no phase labels
+    cfg = RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False, phase_sim=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the simulated races it makes itself raise no warning
+        m = train_race(laps, tmp_path / "run", cfg)
+    run = load_run(tmp_path / "run")
+    assert run.live_tagger is not None and run.tagger is not None and not run.config["phase_trained"]
+    assert run.config["phase_source"]["sim_races"] == 2 and set(m["validation"]["phase_checks"]) == {"note", "live", "post_race"}
+    ev = eval_race(tmp_path / "run", simulate(1, seed=12))  # labelled laps: scored against the truth instead
+    assert set(ev["phase_macro_f1"]) == {"live", "post_race"} and "phase_checks" not in ev
+
+    def cannot(*args, **kwargs):
+        raise LapnetError("calibrate: no usable green laps on dry compounds")
+
+    monkeypatch.setattr(pipeline, "simulate_calibrated", cannot)
+    with pytest.warns(UserWarning, match="no phase calls: the simulator could not be calibrated"):
+        m = train_race(laps, tmp_path / "run2", cfg)
+    run = load_run(tmp_path / "run2")
+    assert run.tagger is None and run.live_tagger is None and "phase_checks" not in m["validation"]
+    assert (tmp_path / "run2" / "model.safetensors").is_file()

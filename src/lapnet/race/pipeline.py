@@ -290,7 +290,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     if cfg.pretrain_sim or sim_laps is not None:
         if sim_laps is None:
             sim_laps = simulate_calibrated(laps, cfg.pretrain_sim, seed=cfg.seed + 1000)
-        sim_laps, _ = load_laps(sim_laps)
+        sim_laps, _ = _load_simulated(sim_laps)
         sim_seq = build_sequences(sim_laps)
         s_train, s_val = _split(sim_seq, cfg.val_races, cfg.seed)
         pre = _fit(model, sim_seq, s_train, s_val, cfg, out / "pretrain", epochs=cfg.pretrain_epochs, meta=meta,
@@ -325,8 +325,11 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         tagger, tagger_result = _fit_tagger(seq, train_idx, val_idx, mcfg, cfg, out / "tagger", bidirectional=True)
         config["tagger"] = tagger.cfg.to_dict()
     elif cfg.tagger and cfg.phase_sim > 0:
-        (tagger, tagger_result), live_tagger, config["phase_source"] = _fit_sim_taggers(laps, mcfg, cfg, out)
-        config["tagger"], config["live_tagger"] = tagger.cfg.to_dict(), live_tagger.cfg.to_dict()
+        try:
+            (tagger, tagger_result), live_tagger, config["phase_source"] = _fit_sim_taggers(laps, mcfg, cfg, out)
+            config["tagger"], config["live_tagger"] = tagger.cfg.to_dict(), live_tagger.cfg.to_dict()
+        except LapnetError as e:  # the forecaster and the pit call are trained: keep them, without phases
+            warnings.warn(f"no phase calls: the simulator could not be calibrated to these laps ({e})")
     write_json(out / "config.json", config)
 
     val_seq = subset_sequences(seq, val_idx)
@@ -403,7 +406,7 @@ def _fit_sim_taggers(laps: pd.DataFrame, mcfg: RaceModelConfig, cfg: RaceTrainCo
     Returns:
         ((post-race tagger, its TrainResult), live tagger, what config.json records).
     """
-    sim, _ = load_laps(simulate_calibrated(laps, cfg.phase_sim, seed=cfg.seed + 2000))
+    sim, _ = _load_simulated(simulate_calibrated(laps, cfg.phase_sim, seed=cfg.seed + 2000))
     sim_seq = build_sequences(sim)
     tr, va = _split(sim_seq, cfg.val_races, cfg.seed)
     post = _fit_tagger(sim_seq, tr, va, mcfg, cfg, out / "tagger", bidirectional=True)
@@ -485,6 +488,16 @@ def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
     """The sequences `idx` of `seq`."""
     kw = {name: (getattr(seq, name)[idx] if name != "keys" else [seq.keys[i] for i in idx]) for name in Sequences.__dataclass_fields__}
     return Sequences(**kw)
+
+
+def _load_simulated(sim: pd.DataFrame):
+    """`load_laps` for races lapnet simulated itself: the user gave none of them, so the
+    not-a-race warning (short calibrated races pit often) would only be noise."""
+    from lapnet.race.io import NotARaceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotARaceWarning)
+        return load_laps(sim)
 
 
 def simulate_calibrated(laps: pd.DataFrame, n_races: int, seed: int = 0) -> pd.DataFrame:

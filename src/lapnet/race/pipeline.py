@@ -606,6 +606,11 @@ def run_outputs(r: RaceRun, seq: Sequences) -> tuple[dict[str, np.ndarray], dict
     return o, (run_net(r.tagger, seq) if r.tagger is not None else None)
 
 
+def _take(outputs: dict[str, np.ndarray] | None, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The outputs (`run_net`) of the sequences `idx` (None stays None)."""
+    return None if outputs is None else {k: v[idx] for k, v in outputs.items()}
+
+
 def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str, np.ndarray] | None = None) -> dict:
     """Metrics of model outputs `o` (from `run_net`) on `seq`, beside the baselines on the same laps.
 
@@ -674,8 +679,7 @@ def eval_race(run: str | Path, sources: Any) -> dict:
         metrics["by_race"] = {}
         for race in races:
             idx = np.array([i for i, k in enumerate(seq.keys) if k[0] == race])
-            m = score_predictions(subset_sequences(seq, idx), {k: v[idx] for k, v in o.items()},
-                                  {k: v[idx] for k, v in tagged.items()} if tagged is not None else None)
+            m = score_predictions(subset_sequences(seq, idx), _take(o, idx), _take(tagged, idx))
             metrics["by_race"][race] = _race_row(m)
     return metrics
 
@@ -730,8 +734,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
     sel = np.array([driver is None or k[1] == driver for k in seq.keys])
     keep = np.flatnonzero(sel)
     metrics = {"run": str(run), "driver": driver,
-               **score_predictions(subset_sequences(seq, keep), {k: v[keep] for k, v in o.items()},
-                                   {k: v[keep] for k, v in tagged.items()} if tagged is not None else None)}
+               **score_predictions(subset_sequences(seq, keep), _take(o, keep), _take(tagged, keep))}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

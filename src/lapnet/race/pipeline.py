@@ -502,20 +502,10 @@ def _load_simulated(sim: pd.DataFrame):
 
 def simulate_calibrated(laps: pd.DataFrame, n_races: int, seed: int = 0) -> pd.DataFrame:
     """`n_races` simulated races with the simulator calibrated to `laps` (lapnet.race.calibrate)."""
-    try:
-        from lapnet.race.simulate import simulate
-    except ImportError:
-        raise LapnetError("--pretrain-sim needs the race simulator (lapnet.race.simulate), which is not installed") from None
-    calibration = None
-    try:
-        from lapnet.race import calibrate as C
+    from lapnet.race.calibrate import calibrate
+    from lapnet.race.simulate import simulate
 
-        fn = getattr(C, "calibrate", None) or getattr(C, "calibrate_laps", None)
-        if fn is not None:
-            calibration = fn(laps)
-    except ImportError:
-        pass
-    return simulate(n_races, seed, calibration=calibration)
+    return simulate(n_races, seed, calibration=calibrate(laps))
 
 
 # ---------------------------------------------------------------------------------------

@@ -185,7 +185,8 @@ def predict_cmd(
         show = table if driver else table.groupby("Driver").tail(3)
         rows = [{"driver": r.Driver, "lap": r.LapNumber, "tyre": f"{r.Compound[:1]}{r.TyreLife:.0f}",
                  "lap time": r.LapTime, "next": r.forecast_h1, "+5": r.forecast_h5, "+10": r.forecast_h10,
-                 "pit<=3": r.pit_prob, "phase": r.phase or "-"} for r in show.itertuples()]
+                 "pit<=3": r.pit_prob, "phase": r.phase or "-",
+                 **({"live": r.phase_live} if "phase_live" in table.columns else {})} for r in show.itertuples()]
         summary_table(f"forecasts (s) -> {dest}/predictions.csv", rows[-40:])
         summary_table("lap-time MAE (s) on Scored laps", _forecast_rows(metrics))
         console.print(f"figures: {', '.join(metrics.get('figures', []))}")
@@ -207,6 +208,8 @@ def _last_lap_number(path: Path) -> int | None:
 @race_app.command("live", short_help="Follow a race lap by lap: one JSON line per lap (forecast, interval, pit call, phase).", help=(
     "Follow a race lap by lap: reads CSV lines (header first) from FILE or stdin, prints one JSON line per lap "
     "(forecast, 90% interval, pit-within-3 probability, phase). Each driver's state is carried: one step per lap. "
+    "The phase is the run's live call (learnt on calibrated simulated races for a run trained on real ones); "
+    "to time a stop, the pit call is the better signal on real races. "
     "Laps must come in the order they end (session Time). A lap for an unknown driver, a duplicate or an "
     "out-of-order lap is skipped with a warning on stderr.\n\n"
     "Example: lapnet race live runs/race laps.csv (a race in progress: tail -n +1 -f laps.csv | "

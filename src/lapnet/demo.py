@@ -407,11 +407,15 @@ def _race(out: Path, s: DemoSizes, progress: bool, f1: Path | None) -> PartResul
     if f1 is not None and s.race_real_files > 0:
         files = sorted(f1.glob("*.csv"))[: s.race_real_files]
         real = eval_race(out / "run", files)
-        write_json(out / "eval_real.json", {"races": real["races"], "summary": real["summary"]})
+        checks = real.get("phase_checks")  # phases learnt on the simulator, checked on real laps (no labels)
+        write_json(out / "eval_real.json", {"races": real["races"], "summary": real["summary"], "phase_checks": checks})
         rbest, rbase = _race_headline(real["summary"])
         text += (f"; real 2023 ({len(files)} races): {rbest['mae_h1']:.3f} s vs {rbase['forecaster']} "
                  f"{rbase['mae_h1']:.3f} s")
-        details["real"] = {"races": real["races"], "summary": real["summary"]}
+        auc = (checks or {}).get("post_race", {}).get("push_vs_conserve_auc", float("nan"))
+        if auc == auc:  # NaN when a tiny model calls one phase only (--quick)
+            text += f", laps called push vs conserve faster: AUC {auc:.2f}"
+        details["real"] = {"races": real["races"], "summary": real["summary"], "phase_checks": checks}
     return PartResult("race", f"GRU H={s.race_hidden} forecaster + bidirectional tagger on {s.race_train_races} "
                               f"simulated races, scored on {s.race_test_races} others",
                       text, details=details)

@@ -96,12 +96,13 @@ def phase_reference(run, train_paths: list[Path], seed: int, races: int = 4) -> 
     sim, _ = load_laps(simulate_calibrated(real, races, seed=seed))
     seq = build_sequences(sim)
     o, post = run_outputs(run, seq)
-    calls = {"truth": np.eye(len(PHASES))[seq.phase], **({"live": o["phase"]} if "phase" in o else {}),
+    probs = {"truth": np.eye(len(PHASES))[seq.phase], **({"live": o["phase"]} if "phase" in o else {}),
              **({"post_race": post["phase"]} if post is not None else {})}
+    calls = {k: (o["phase_call"] if k == "live" else p.argmax(-1)) for k, p in probs.items()}
     qm = seq.phase_mask
-    checks = phase_checks(seq, calls)
-    for name, p in calls.items():
-        checks[name]["macro_f1"] = macro_f1(seq.phase[qm], p.argmax(-1)[qm], len(PHASES))
+    checks = phase_checks(seq, probs, calls)
+    for name, c in calls.items():
+        checks[name]["macro_f1"] = macro_f1(seq.phase[qm], c[qm], len(PHASES))
     return checks
 
 
@@ -155,6 +156,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         # a run whose ExpectedGap failed its validation check has no expected lap: its median stands in
         pred.setdefault("expected", pred["mean"])
         o.setdefault("phase", np.zeros((N, T, 3)))
+        o.setdefault("phase_call", np.zeros((N, T), np.int64))
         has_phase["live"] &= "phase" in pred
         has_phase["post_race"] &= post is not None
         for k in o:
@@ -191,7 +193,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         np.savez_compressed(save, races=np.array(races), race_of=race_of, row=seq.row, **o,
                             **({"post_race_phase": tagged["phase"]} if has_phase["post_race"] else {}))
     if not has_phase["live"]:
-        del o["phase"]
+        del o["phase"], o["phase_call"]
     pooled = score_predictions(seq, o, tagged if has_phase["post_race"] else None)
     pm = seq.pit_mask
     pooled["pit_within_3"]["simple_logistic_auc"] = roc_auc(seq.pit[pm], simple[pm])

@@ -66,6 +66,8 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     assert config["phase_source"]["sim_races"] == 3 and not config["phase_trained"]
     assert (run / "tagger" / "model.safetensors").is_file() and (run / "live_tagger" / "model.safetensors").is_file()
     assert config["live_tagger"]["bidirectional"] is False and config["tagger"]["bidirectional"] is True
+    pw = config["phase_source"]["pit_window"]  # the live pit-window call comes from the pit call, above this
+    assert 0.05 <= pw["threshold"] < 0.8 and 0.0 < pw["train_f1"] <= 1.0
     checks = m["phase_checks"]
     assert "phase_macro_f1" not in m and set(checks) == {"note", "live", "post_race"}
     for c in (checks["live"], checks["post_race"]):

@@ -141,3 +141,17 @@ def test_phase_checks_by_hand():
     assert c["pace_s"] == pytest.approx({"push": -0.5, "conserve": 0.3, "pit_window": 0.2})
     assert c["n"] == 2 and c["push_vs_conserve_auc"] == 1.0  # lap 2 (push) was faster than lap 3 (conserve)
     assert c["next_lap_pace_s"]["conserve"] == pytest.approx(-0.25) and c["next_lap_n"] == 3
+
+
+def test_live_phase_takes_the_pit_window_from_the_pit_call():
+    """On real races the live call's pit window is the pit call's probability (above the run's
+    threshold); push and conserve share the rest as the tagger splits them."""
+    from lapnet.race.pipeline import live_phase
+
+    tagged = np.array([[0.6, 0.2, 0.2], [0.1, 0.3, 0.6], [0.25, 0.25, 0.5]])
+    pit = np.array([0.1, 0.1, 0.4])
+    probs, call = live_phase(tagged, pit, threshold=0.3)
+    np.testing.assert_allclose(probs, [[0.9 * 0.75, 0.9 * 0.25, 0.1], [0.9 * 0.25, 0.9 * 0.75, 0.1], [0.3, 0.3, 0.4]])
+    assert call.tolist() == [0, 1, 2]  # push; conserve (the tagger's pit window overruled: pit 0.1 < 0.3); pit_window
+    same, own = live_phase(tagged, pit, threshold=None)  # no threshold: the tagger's own call
+    assert same is tagged and own.tolist() == [0, 2, 2]

@@ -29,7 +29,7 @@ from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.models import INTERVAL90
-from lapnet.race.pipeline import RaceRun
+from lapnet.race.pipeline import RaceRun, live_phase, pit_window_threshold
 
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
 
@@ -153,6 +153,7 @@ class LiveRace:
         # the live phase call: the run's live tagger (phases learnt from calibrated simulated races),
         # else the forecaster's own phase head when it learnt phases, else none
         self.tagger = self.run.live_tagger.eval() if self.run.live_tagger is not None else None
+        self.pit_window_threshold = pit_window_threshold(self.run)  # the pit call says pit_window (`live_phase`)
         self.phase_trained = self.tagger is not None or bool(self.run.config.get("phase_trained"))
 
     # -- input --------------------------------------------------------------------------
@@ -243,16 +244,18 @@ class LiveRace:
         x = torch.from_numpy(f.x)[None, None, :]  # (1, 1, D)
         with torch.no_grad():
             out, st.state = self.model(x, state=st.state)  # (1, 1, ...)
+            pit = float(torch.sigmoid(out["pit"][0, 0]))
+            phase = PHASES[int(out["phase"][0, 0].argmax())] if self.phase_trained else None
             if self.tagger is not None:
                 tagged, st.tag_state = self.tagger(x, state=st.tag_state)
-                out = {**out, "phase": tagged["phase"]}
+                probs = torch.softmax(tagged["phase"][0, 0], -1).numpy()  # (3,)
+                phase = PHASES[int(live_phase(probs, np.asarray(pit, np.float32), self.pit_window_threshold)[1])]
         st.last_lap = n
         mean = out["mean"][0, 0].numpy().astype(float)  # (K,)
         sigma = np.exp(out["log_sigma"][0, 0].numpy().astype(float))
         start = f.base if math.isfinite(f.base) else f.ref  # as `to_seconds` does
         sec = start + f.ref * mean / 100.0
         sig = f.ref * sigma / 100.0
-        phase = PHASES[int(out["phase"][0, 0].argmax())] if self.phase_trained else None
         lt = lap.get("LapTime")
         rec = {
             "driver": drv,
@@ -262,7 +265,7 @@ class LiveRace:
             "forecast": {f"h{h}": round(float(sec[h - 1]), 4) for h in (1, 5, 10)},
             "forecast_next10": [round(float(v), 4) for v in sec],
             "interval90_h1": [round(float(sec[0] - self.z90 * sig[0]), 4), round(float(sec[0] + self.z90 * sig[0]), 4)],
-            "pit_within_3": round(float(torch.sigmoid(out["pit"][0, 0])), 4),
+            "pit_within_3": round(pit, 4),
             "phase": phase,
         }
         if "expected" in out:  # the mean lap (a stint's time is a sum of laps: plan with these)

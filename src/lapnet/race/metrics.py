@@ -206,12 +206,13 @@ def stint_residuals(seq: Sequences, window: int = 3, *, ahead: int = 0) -> np.nd
     return res
 
 
-def phase_checks(seq: Sequences, probs: dict[str, np.ndarray]) -> dict:
+def phase_checks(seq: Sequences, probs: dict[str, np.ndarray], calls: dict[str, np.ndarray] | None = None) -> dict:
     """How phase calls made on real laps (no labels) agree with what the timing data shows.
 
     Args:
         seq: the sequences (their pit label, lap times, stints).
         probs: name ("live", "post_race") -> (N, T, 3) probabilities of push | conserve | pit_window.
+        calls: name -> (N, T) the call made (index into PHASES); default: the likeliest phase.
 
     Returns:
         per name: the share of each call, the pit-window call against real stops (AUC of its
@@ -225,7 +226,7 @@ def phase_checks(seq: Sequences, probs: dict[str, np.ndarray]) -> dict:
     pm, y = seq.pit_mask, seq.pit.astype(bool)
     out = {"note": PHASE_CHECKS_NOTE}
     for name, p in probs.items():
-        call = p.argmax(-1)  # (N, T)
+        call = calls[name] if calls and name in calls else p.argmax(-1)  # (N, T)
         pw = call == PHASES.index("pit_window")
         row = {"share": {ph: float(np.mean(call[valid] == k)) for k, ph in enumerate(PHASES)},
                "pit_window_auc": roc_auc(y[pm], p[..., PHASES.index("pit_window")][pm]),

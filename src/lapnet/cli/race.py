@@ -208,8 +208,8 @@ def _last_lap_number(path: Path) -> int | None:
 @race_app.command("live", short_help="Follow a race lap by lap: one JSON line per lap (forecast, interval, pit call, phase).", help=(
     "Follow a race lap by lap: reads CSV lines (header first) from FILE or stdin, prints one JSON line per lap "
     "(forecast, 90% interval, pit-within-3 probability, phase). Each driver's state is carried: one step per lap. "
-    "The phase is the run's live call (learnt on calibrated simulated races for a run trained on real ones); "
-    "to time a stop, the pit call is the better signal on real races. "
+    "The phase is the run's live call; for a run trained on real races, push and conserve come from a tagger "
+    "learnt on calibrated simulated races and the pit window from the pit call. "
     "Laps must come in the order they end (session Time). A lap for an unknown driver, a duplicate or an "
     "out-of-order lap is skipped with a warning on stderr.\n\n"
     "Example: lapnet race live runs/race laps.csv (a race in progress: tail -n +1 -f laps.csv | "

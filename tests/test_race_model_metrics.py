@@ -155,3 +155,28 @@ def test_live_phase_takes_the_pit_window_from_the_pit_call():
     assert call.tolist() == [0, 1, 2]  # push; conserve (the tagger's pit window overruled: pit 0.1 < 0.3); pit_window
     same, own = live_phase(tagged, pit, threshold=None)  # no threshold: the tagger's own call
     assert same is tagged and own.tolist() == [0, 2, 2]
+
+
+def test_driver_figure_draws_the_phase_calls():
+    """predict's driver figure: one strip square per lap in the colour of its phase call, and
+    none when the run makes no phase calls."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lapnet.race.plots import PHASE_COLOURS, plot_driver
+
+    laps = np.arange(1, 9)
+    table = pd.DataFrame({"Race": "r", "Driver": "AAA", "LapNumber": laps, "LapTime": 90.0 + 0.1 * laps,
+                          "Compound": "MEDIUM", "Scored": True, "InLap": laps == 6, "forecast_h1": 90.5,
+                          "lo90_h1": 90.0, "hi90_h1": 91.0, "pit_prob": 0.1,
+                          "phase": ["push"] * 3 + ["pit_window"] * 3 + ["conserve"] * 2})
+    fig = plot_driver(table)
+    strips = {c.get_label(): len(c.get_offsets()) for c in fig.axes[0].collections if c.get_label().startswith("call:")}
+    assert strips == {"call: push": 3, "call: pit_window": 3, "call: conserve": 2}
+    assert "phase call" in fig.axes[0].get_title() and set(PHASE_COLOURS) == {"push", "conserve", "pit_window"}
+    plt.close(fig)
+    fig = plot_driver(table.assign(phase=None))
+    assert not any(c.get_label().startswith("call:") for c in fig.axes[0].collections)
+    plt.close(fig)

@@ -11,13 +11,15 @@ import pandas as pd
 
 COMPOUND_COLOURS = {"SOFT": "#e10600", "MEDIUM": "#f5c400", "HARD": "#7f7f7f", "INTERMEDIATE": "#2ca02c",
                     "WET": "#1f77b4", "UNKNOWN": "#9467bd"}
+PHASE_COLOURS = {"push": "#d62728", "conserve": "#1f77b4", "pit_window": "#ff7f0e"}
 
 
 def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float = 0.5):
     """Actual lap times against the next-lap forecast for one driver.
 
     Stints are coloured by compound; the 90% interval is a band; laps where the pit call's
-    probability is at least `pit_threshold` are shaded; real pit stops are dashed lines.
+    probability is at least `pit_threshold` are shaded; real pit stops are dashed lines; when
+    the table has phase calls, a strip along the bottom shows each lap's post-race call.
 
     Args:
         table: the rows of one driver (one race) from `predict_race`.
@@ -41,6 +43,10 @@ def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float = 0.5):
         ax.axvspan(t + 0.5, t + 3.5, color="tab:blue", alpha=0.06, lw=0)
     for t in g.loc[g["InLap"], "LapNumber"]:
         ax.axvline(t, color="tab:blue", ls="--", lw=1)
+    if "phase" in g and g["phase"].notna().any():  # x in laps, y in axes fractions: the strip stays at the bottom
+        for phase, s in g.groupby("phase"):
+            ax.scatter(s["LapNumber"], np.full(len(s), 0.03), transform=ax.get_xaxis_transform(), marker="s", s=18,
+                       color=PHASE_COLOURS.get(phase, "C7"), label=f"call: {phase}", zorder=4)
     scored = g.loc[g["Scored"], "LapTime"]
     if len(scored):  # keep the y-range on racing laps: safety-car laps are 30-60 s slower
         lo, hi = np.nanpercentile(scored, [1, 99])
@@ -48,7 +54,9 @@ def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float = 0.5):
     ax.set_xlabel("lap")
     ax.set_ylabel("lap time (s)")
     race, drv = g["Race"].iloc[0], g["Driver"].iloc[0]
-    ax.set_title(f"{drv}, {race}: next-lap forecast; shaded = pit call >= {pit_threshold:.0%}, dashed = pit stop")
+    strip = "; squares = phase call" if "phase" in g and g["phase"].notna().any() else ""
+    ax.set_title(f"{drv}, {race}: next-lap forecast; shaded = pit call >= {pit_threshold:.0%}, dashed = pit stop{strip}",
+                 fontsize=10)
     ax.legend(fontsize=7, ncol=3, loc="upper right")
     return fig
 

@@ -90,15 +90,15 @@ def phase_reference(run, train_paths: list[Path], seed: int, races: int = 4) -> 
     quality."""
     from lapnet.race.features import PHASES, build_sequences
     from lapnet.race.metrics import macro_f1, phase_checks
-    from lapnet.race.pipeline import load_laps, run_outputs, simulate_calibrated
+    from lapnet.race.pipeline import load_laps, phase_calls, run_outputs, simulate_calibrated
 
     real, _ = load_laps(train_paths)
     sim, _ = load_laps(simulate_calibrated(real, races, seed=seed))
     seq = build_sequences(sim)
     o, post = run_outputs(run, seq)
-    probs = {"truth": np.eye(len(PHASES))[seq.phase], **({"live": o["phase"]} if "phase" in o else {}),
-             **({"post_race": post["phase"]} if post is not None else {})}
-    calls = {k: (o["phase_call"] if k == "live" else p.argmax(-1)) for k, p in probs.items()}
+    probs, calls = phase_calls(o, post)
+    probs["truth"] = np.eye(len(PHASES))[seq.phase]  # (N, T, 3) one-hot: a perfect tagger's calls
+    calls["truth"] = seq.phase
     qm = seq.phase_mask
     checks = phase_checks(seq, probs, calls)
     for name, c in calls.items():

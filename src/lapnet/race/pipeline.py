@@ -652,6 +652,14 @@ def _take(outputs: dict[str, np.ndarray] | None, idx: np.ndarray) -> dict[str, n
     return None if outputs is None else {k: v[idx] for k, v in outputs.items()}
 
 
+def phase_calls(o: dict[str, np.ndarray], tagged: dict[str, np.ndarray] | None) -> tuple[dict, dict]:
+    """The phase calls in a run's outputs (`run_outputs`): name ("live", "post_race") ->
+    (N, T, 3) probabilities, and name -> (N, T) the call (the live one as `live_phase` made it)."""
+    probs = {**({"live": o["phase"]} if "phase" in o else {}), **({"post_race": tagged["phase"]} if tagged is not None else {})}
+    calls = {k: (o["phase_call"] if k == "live" and "phase_call" in o else p.argmax(-1)) for k, p in probs.items()}
+    return probs, calls
+
+
 def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str, np.ndarray] | None = None) -> dict:
     """Metrics of model outputs `o` (from `run_net`) on `seq`, beside the baselines on the same laps.
 
@@ -684,8 +692,7 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
     totals = {"forecaster": sec, **({"expected": to_seconds(seq, o["expected"])} if "expected" in o else {}),
               **{k: v for k, v in forecasts.items() if k != "forecaster"}}
     out["next10_total"] = totals_report(totals, seq)
-    probs = {**({"live": o["phase"]} if "phase" in o else {}), **({"post_race": tagged["phase"]} if tagged is not None else {})}
-    calls = {k: (o["phase_call"] if k == "live" and "phase_call" in o else p.argmax(-1)) for k, p in probs.items()}
+    probs, calls = phase_calls(o, tagged)
     if calls and seq.phase_mask.any():  # simulated laps: the truth is known
         qm = seq.phase_mask
         out["phase_macro_f1"] = {k: macro_f1(seq.phase[qm], c[qm], len(PHASES)) for k, c in calls.items()}

@@ -46,6 +46,14 @@ def _check_files(paths: List[Path]) -> None:
             raise LapnetError(f"{p}: no such file")
 
 
+def _cleaning_line(metrics: dict) -> None:
+    """One stderr line: what the cleaning kept (each race's account is in metrics.json)."""
+    from lapnet.race.clean import headline
+
+    print(f"cleaning: {headline(metrics['cleaning'])} (each race: 'cleaning' in metrics.json, or "
+          "lapnet race clean LAPS)", file=sys.stderr)
+
+
 def _forecast_rows(metrics: dict) -> list[dict]:
     return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if not k.startswith("rmse")}
             for row in metrics.get("summary", [])]
@@ -108,6 +116,8 @@ def train_cmd(
                           progress=not quiet, device=dev)
     metrics = train_race(laps, out, cfg)
     emit_metrics(out, metrics, as_json=json_out)
+    if not quiet:
+        _cleaning_line(metrics)
     if not quiet and metrics.get("validation"):
         summary_table(f"held-out races {', '.join(metrics['validation_races'])}: MAE (s), Scored laps",
                       _forecast_rows(metrics["validation"]))
@@ -134,6 +144,7 @@ def eval_cmd(
     dest = check_out_dir(out or Path(run) / "eval", must_be_new=False)
     emit_metrics(dest, metrics, as_json=json_out)
     if not quiet:
+        _cleaning_line(metrics)
         summary_table("lap-time MAE (s) on Scored laps, same laps for every forecaster", _forecast_rows(metrics))
         p = metrics["pit_within_3"]
         summary_table("pit within 3 laps", {"AUC": p["auc"], "tyre-life-only AUC": p["tyre_life_auc"],
@@ -182,6 +193,7 @@ def predict_cmd(
     table, metrics = predict_race(run, laps, driver=driver, out=dest)
     emit_metrics(dest, metrics, as_json=json_out)
     if not quiet:
+        _cleaning_line(metrics)
         show = table if driver else table.groupby("Driver").tail(3)
         rows = [{"driver": r.Driver, "lap": r.LapNumber, "tyre": f"{r.Compound[:1]}{r.TyreLife:.0f}",
                  "lap time": r.LapTime, "next": r.forecast_h1, "+5": r.forecast_h5, "+10": r.forecast_h10,

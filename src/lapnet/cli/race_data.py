@@ -1,7 +1,8 @@
-"""`lapnet race simulate` and `lapnet race calibrate` (the data side of the race group).
+"""`lapnet race simulate`, `calibrate` and `clean` (the data side of the race group).
 
 Each command validates its arguments and calls one library function
-(`lapnet.race.simulate.simulate_to_file`, `lapnet.race.calibrate.calibrate_files`).
+(`lapnet.race.simulate.simulate_to_file`, `lapnet.race.calibrate.calibrate_files`,
+`lapnet.race.clean.clean_files`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,36 @@ def calibrate_cmd(
     emit_metrics(None, summary, as_json=as_json)
 
 
+def clean_cmd(
+    laps: List[Path] = typer.Argument(..., help="Lap tables (CSV/Parquet, e.g. FastF1 exports), one race each or with a Race column."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the cleaned table (.csv or .parquet): every kept "
+                                       "lap with its mask columns (Scored, InLap, OutLap, Neutralised, ...)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (totals, and each race under by_race)."),
+) -> None:
+    """Check and clean lap tables: per race, the rows dropped, the laps not Scored and the values imputed, and why.
+
+    This is the cleaning that train, eval, predict and calibrate apply (their metrics.json
+    carries the same report under 'cleaning'). Dropped: rows without a lap number, rows
+    FastF1 generated after the chequered flag, drivers without a single timed lap. Not
+    Scored (kept as context): no lap time, IsAccurate False or deleted, safety car / VSC /
+    red flag, in- and out-laps and lap 1, the restart after a red flag, wet tyres. Imputed:
+    missing Stint, Compound and TyreLife, from the driver's pit stops and stint.
+
+    Example: lapnet race clean ../shared/data/f1/*.csv --out cleaned.parquet
+    """
+    from lapnet.console import console
+    from lapnet.race.clean import clean_files, headline
+
+    _, report = clean_files(laps, out, force=force)
+    summary = report.summary()
+    console.print(report.table())
+    print(f"{headline(summary)}" + (f" -> {out}" if out is not None else ""), file=sys.stderr)
+    emit_metrics(None, summary, as_json=as_json)
+
+
 def register(race_app: typer.Typer) -> None:
     """Add the data commands to the `race` group."""
     race_app.command("simulate")(simulate_cmd)
     race_app.command("calibrate")(calibrate_cmd)
+    race_app.command("clean")(clean_cmd)

@@ -35,7 +35,9 @@ the driver's stint); the counts are in the report.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +46,7 @@ import pandas as pd
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 
-__all__ = ["clean_laps", "CleanReport", "RaceCleanReport", "DROP_REASONS", "MASK_REASONS"]
+__all__ = ["clean_laps", "clean_files", "headline", "CleanReport", "RaceCleanReport", "DROP_REASONS", "MASK_REASONS"]
 
 DROP_REASONS: tuple[str, ...] = ("no_lap_number", "after_flag", "non_starter")
 # Why a kept lap is not Scored (a lap may have several reasons; each is counted).
@@ -88,37 +90,78 @@ class CleanReport:
             tot[key] = {k: sum(getattr(r, key).get(k, 0) for r in self.races) for k in sorted(names)}
         return tot
 
+    def summary(self) -> dict[str, Any]:
+        """What metrics.json carries: the totals, and each race's own account under 'by_race'."""
+        by_race = {r.race: {k: v for k, v in asdict(r).items() if k != "race"} for r in self.races}
+        return {**self.total(), "by_race": by_race}
+
     def describe(self) -> list[str]:
         """One human line per race: what was dropped, masked and imputed, and why."""
-        lines = []
+        return [f"{r.race}: {r.rows_in} rows -> {r.rows_out} laps, {r.scored} scored; dropped: {drop}; "
+                f"not scored because: {mask}; imputed: {imp}" for r, (drop, mask, imp) in zip(self.races, self._why())]
+
+    def table(self):
+        """A rich Table, one row per race (the reasons as text, so it fits a narrow terminal)."""
+        from rich.table import Table
+
+        t = Table(title="lap cleaning: rows dropped, laps not Scored (a lap may have several reasons), values imputed")
+        for c in ("race", "rows", "laps", "Scored", "dropped", "not Scored because", "imputed"):
+            t.add_column(c, justify="right" if c in ("rows", "laps", "Scored") else "left")
+        for r, (drop, mask, imp) in zip(self.races, self._why()):
+            t.add_row(r.race, str(r.rows_in), str(r.rows_out), str(r.scored), drop, mask, imp)
+        return t
+
+    def _why(self) -> list[tuple[str, str, str]]:
+        """Per race: (dropped, masked, imputed) as 'count reason, ...' ('none' when empty)."""
+        out = []
         for r in self.races:
             drop = ", ".join(f"{v} {k}" for k, v in r.dropped.items() if v) or "none"
             if r.drivers_dropped:
                 drop += f" (drivers without a timed lap: {', '.join(r.drivers_dropped)})"
             mask = ", ".join(f"{v} {k}" for k, v in r.masked.items() if v) or "none"
             imp = ", ".join(f"{v} {k}" for k, v in r.imputed.items() if v) or "none"
-            lines.append(
-                f"{r.race}: {r.rows_in} rows -> {r.rows_out} laps, {r.scored} scored; "
-                f"dropped: {drop}; not scored because: {mask}; imputed: {imp}"
-            )
-        return lines
+            out.append((drop, mask, imp))
+        return out
 
-    def table(self):
-        """A rich Table, one row per race."""
-        from rich.table import Table
 
-        t = Table(title="lap cleaning")
-        cols = ["race", "rows in", "laps", "scored"] + list(DROP_REASONS) + list(MASK_REASONS) + ["imputed"]
-        for c in cols:
-            t.add_column(c, justify="left" if c == "race" else "right")
-        for r in self.races:
-            t.add_row(
-                r.race, str(r.rows_in), str(r.rows_out), str(r.scored),
-                *[str(r.dropped.get(k, 0)) for k in DROP_REASONS],
-                *[str(r.masked.get(k, 0)) for k in MASK_REASONS],
-                str(sum(r.imputed.values())),
-            )
-        return t
+def headline(summary: dict[str, Any]) -> str:
+    """One line from `CleanReport.summary()`: races, rows in, laps kept, Scored laps."""
+    n = len(summary["by_race"])
+    return (f"{n} race{'s' if n != 1 else ''}: {summary['rows_in']:,} rows -> {summary['rows_out']:,} laps, "
+            f"{summary['scored']:,} Scored")
+
+
+def clean_files(sources: Any, out: str | Path | None = None, *, force: bool = False) -> tuple[pd.DataFrame, CleanReport]:
+    """`lapnet race clean`: read, check and clean lap tables; write the cleaned table if asked.
+
+    Args:
+        sources: a path, a DataFrame / `fastf1.core.Laps`, or a list of them (see `io.read_many`).
+        out: write the cleaned table (every kept lap, the mask columns added, durations in
+            seconds) here, .csv or .parquet, atomically; checked before anything is read.
+        force: overwrite an existing `out`.
+
+    Returns:
+        (laps, report) as `clean_laps` gives them.
+
+    Raises:
+        LapnetError: an unreadable or invalid table, or an `out` that cannot be written.
+
+    Warns:
+        UserWarning: a race without a single Scored lap (nothing in it can train or score a model).
+    """
+    from lapnet.race.io import check_table_out, read_many, write_laps
+
+    if out is not None:
+        out = check_table_out(out, force=force)
+    many = sources if isinstance(sources, (list, tuple)) else [sources]
+    laps, report = clean_laps(read_many(many))
+    for r in report.races:
+        if r.scored == 0:
+            warnings.warn(f"race '{r.race}' has no Scored lap: every lap is missing a time, inaccurate, "
+                          "neutralised, wet, or an in/out-lap")
+    if out is not None:
+        write_laps(laps, out)
+    return laps, report
 
 
 def clean_laps(df: pd.DataFrame) -> tuple[pd.DataFrame, CleanReport]:

@@ -23,11 +23,32 @@ import pandas as pd
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 
-__all__ = ["read_laps", "read_many", "NotARaceWarning"]
+__all__ = ["read_laps", "read_many", "missing_context", "write_laps", "check_table_out", "NotARaceWarning",
+           "MissingContextWarning"]
 
 
 class NotARaceWarning(UserWarning):
     """The lap table looks like a practice or qualifying session, not a race."""
+
+
+class MissingContextWarning(UserWarning):
+    """The lap table lacks a column the masks or the pit call need (not a FastF1 export)."""
+
+
+# Columns FastF1 always exports that a table may still lack, and what is lost without them.
+_CONTEXT = (
+    (("PitInTime", "PitOutTime"), "pit stops cannot be seen (in- and out-laps count as racing laps, and the pit "
+                                  "call has no stops to learn from or to score)"),
+    (("TrackStatus",), "safety-car, VSC and red-flag laps cannot be told from green laps"),
+    (("Compound",), "every lap counts as dry, on an unknown compound"),
+)
+
+
+def missing_context(columns: Iterable[str]) -> list[str]:
+    """One remark per group of context columns the table lacks entirely (see `_CONTEXT`)."""
+    have = set(columns)
+    return [f"no {' / '.join(cols)} column{'s' if len(cols) > 1 else ''}, so {lost}"
+            for cols, lost in _CONTEXT if not have.intersection(cols)]
 
 
 # 'M:SS.sss' as people type lap times; pandas only parses 'H:MM:SS'.
@@ -102,6 +123,41 @@ def read_many(paths: Iterable[Any]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def check_table_out(out: str | Path, *, force: bool = False) -> Path:
+    """Refuse, before any work, a lap table that cannot be written to `out` (.csv or .parquet).
+
+    Raises:
+        LapnetError: another extension, an existing file without `force`, something other
+            than a file in the way, or a missing folder.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise LapnetError(f"--out {out}: write a .csv or .parquet lap table")
+    if out.exists() and not out.is_file():
+        raise LapnetError(f"--out {out}: exists and is not a file")
+    if out.exists() and not force:
+        raise LapnetError(f"--out {out}: already exists (use --force to overwrite it)")
+    if not out.parent.is_dir():
+        raise LapnetError(f"--out {out}: folder {out.parent} does not exist")
+    return out
+
+
+def write_laps(df: pd.DataFrame, out: str | Path) -> None:
+    """Write a lap table as CSV or Parquet (by the extension), atomically: a reader never
+    sees half a file, and a failure leaves any previous file as it was."""
+    import io as _io
+
+    from lapnet.checkpoint import atomic_write_bytes
+
+    if Path(out).suffix.lower() == ".csv":
+        data = df.to_csv(index=False).encode()
+    else:
+        buf = _io.BytesIO()
+        df.to_parquet(buf, index=False)
+        data = buf.getvalue()
+    atomic_write_bytes(out, data)
+
+
 # --- loading -----------------------------------------------------------------------------
 
 
@@ -163,6 +219,8 @@ def _normalise(df: pd.DataFrame, *, race: str | None, where: str) -> pd.DataFram
     if len(df) == 0:
         raise LapnetError(f"{where}: no laps (the table has a header but no rows)")
     had_position = "Position" in df.columns  # FastF1 leaves Position empty outside races
+    for remark in missing_context(df.columns):
+        warnings.warn(f"{where}: {remark}", MissingContextWarning, stacklevel=3)
 
     for c in S.TIME_COLUMNS:
         if c in df.columns:

@@ -27,6 +27,7 @@ import torch
 
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
+from lapnet.race.io import MissingContextWarning, missing_context
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.models import INTERVAL90
 from lapnet.race.pipeline import RaceRun, live_phase, pit_window_threshold
@@ -164,6 +165,8 @@ class LiveRace:
         missing = [c for c in S.REQUIRED_COLUMNS if c not in cols]
         if missing:
             raise LapnetError(f"live: header lacks required column(s) {', '.join(missing)}")
+        for remark in missing_context(cols):
+            warnings.warn(f"live: {remark}", MissingContextWarning, stacklevel=2)
         self.header = cols
 
     def parse(self, line: str) -> dict:

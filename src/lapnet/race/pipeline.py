@@ -343,7 +343,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
                   "members": cfg.members, "races": len(config["races"]), "sequences": len(train_idx),
                   "scored_laps": int(seq.scored.sum()),
                   "tagger_best_val": tagger_result.best_val if tagger_result else None},
-        "cleaning": report.to_dict()["total"],
+        "cleaning": report.summary(),
         "validation_races": config["val_races"],
         "validation_model": "the first of the ensemble's members" if cfg.members > 1 else "the model",
         "validation": score_predictions(val_seq, *run_outputs(RaceRun(model, config, tagger, out, live_tagger), val_seq))
@@ -723,7 +723,7 @@ def eval_race(run: str | Path, sources: Any) -> dict:
         warnings.warn(f"race(s) {', '.join(seen)} were among the run's training races: their scores are in-sample")
     metrics = {"run": str(run), "races": races, "masks": r.config.get("masks"),
                "baselines": list(BASELINES), **score_predictions(seq, o, tagged),
-               "cleaning": report.to_dict()["total"]}
+               "cleaning": report.summary()}
     if len(races) > 1:  # pooled numbers hide a race that goes badly: each race on its own too
         metrics["by_race"] = {}
         for race in races:
@@ -783,7 +783,8 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
     sel = np.array([driver is None or k[1] == driver for k in seq.keys])
     keep = np.flatnonzero(sel)
     metrics = {"run": str(run), "driver": driver,
-               **score_predictions(subset_sequences(seq, keep), _take(o, keep), _take(tagged, keep))}
+               **score_predictions(subset_sequences(seq, keep), _take(o, keep), _take(tagged, keep)),
+               "cleaning": report.summary()}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,6 @@ Pirelli and team briefings, checked against the 15 real 2023 races in ../shared/
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -575,30 +574,15 @@ def simulate_to_file(
         LapnetError: bad extension, an existing file without `force`, a missing output
             folder, an invalid calibration file, or bad `n_races`/`seed`.
     """
-    from lapnet.checkpoint import atomic_write_bytes
+    from lapnet.race.io import check_table_out, write_laps
 
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise LapnetError(f"--out {out}: write a .csv or .parquet lap table")
-    if out.exists() and not force:
-        raise LapnetError(f"--out {out}: already exists (use --force to overwrite it)")
-    if out.exists() and not out.is_file():
-        raise LapnetError(f"--out {out}: exists and is not a file")
-    if not out.parent.is_dir():
-        raise LapnetError(f"--out {out}: folder {out.parent} does not exist")
+    out = check_table_out(out, force=force)
     if isinstance(calibration, (str, Path)):
         from lapnet.race.calibrate import load_calibration
 
         calibration = load_calibration(calibration)
     df = simulate(n_races, seed, calibration)
-    if suffix == ".csv":
-        data = df.to_csv(index=False).encode()
-    else:
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        data = buf.getvalue()
-    atomic_write_bytes(out, data)
+    write_laps(df, out)
     summary = summarize(df)
     summary.update(out=str(out), seed=int(seed), calibrated=calibration is not None)
     return summary

@@ -108,8 +108,11 @@ def test_calibrate_bad_input(run_cli, tmp_path, sim_csv):
     mixed = pd.concat([good, good]).drop(columns=["Race"])
     cases.append(([_write(tmp_path, "mixed.csv", mixed)], "split the file into one file per race"))
     comp = good.copy()
-    comp.loc[0, "Compound"] = "ULTRASOFT"
+    comp.loc[0, "Compound"] = "ULTRASFT"
     cases.append(([_write(tmp_path, "comp.csv", comp)], "Compound, row 1: unknown compound"))
+    four = good.copy()  # an absolute name beside the relative three: four dry compounds in one race
+    four.loc[0, "Compound"] = "ULTRASOFT"
+    cases.append(([_write(tmp_path, "four.csv", four)], "4 dry compounds in one race"))
     cases.append(([TINY], "no usable green laps"))
     nan = good.copy()
     nan["LapTime"] = float("nan")

@@ -132,7 +132,7 @@ def test_fastf1_laps_object():
         (dict(LapTime=[95.0, -91.0, 96.0, 91.5]), "LapTime, row 2.*negative"),
         (dict(LapTime=[95.0, "fast", 96.0, 91.5]), "LapTime, row 2.*unparseable"),
         (dict(LapTime=[95.0, np.inf, 96.0, 91.5]), "LapTime, row 2.*infinite"),
-        (dict(Compound=["SOFT", "SOFT", "MEDIUM", "HYPERSOFT"]), "Compound, row 4.*unknown compound"),
+        (dict(Compound=["SOFT", "SOFT", "MEDIUM", "SUPERGRIP"]), "Compound, row 4.*unknown compound"),
         (dict(LapNumber=[1, 1, 1, 2]), "duplicate lap: driver VER lap 1"),
         (dict(LapNumber=[1, 2.5, 1, 2]), "LapNumber, row 2"),
         (dict(LapNumber=[0, 2, 1, 2]), "LapNumber, row 1"),

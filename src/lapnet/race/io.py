@@ -24,11 +24,15 @@ from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 
 __all__ = ["read_laps", "read_many", "missing_context", "write_laps", "check_table_out", "NotARaceWarning",
-           "MissingContextWarning"]
+           "MissingContextWarning", "CompoundNamesWarning", "relabel_absolute"]
 
 
 class NotARaceWarning(UserWarning):
     """The lap table looks like a practice or qualifying session, not a race."""
+
+
+class CompoundNamesWarning(UserWarning):
+    """A race's tyres carry Pirelli's absolute names (2018's ULTRASOFT, or C1-C5): relabelled."""
 
 
 class MissingContextWarning(UserWarning):
@@ -72,7 +76,8 @@ def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
         `schema.ALWAYS_PRESENT` plus any other known or unknown columns of the source:
         durations (LapTime, Time, PitInTime, PitOutTime, LapStartTime, sector times) as float
         seconds, LapNumber/Stint/TyreLife/Position float (NaN allowed), Compound upper-case
-        str (UNKNOWN when missing), FreshTyre/Deleted/FastF1Generated/IsAccurate bool
+        str (UNKNOWN when missing; a race named with Pirelli's absolute compounds, 2018's
+        ULTRASOFT or C1-C5, relabelled SOFT/MEDIUM/HARD by `relabel_absolute`), FreshTyre/Deleted/FastF1Generated/IsAccurate bool
         (defaults in `schema.BOOL_DEFAULTS` when absent), TrackStatus str ('' when missing),
         Driver/Team/Race str; simulator truth columns (FuelLoad, TyreTemp, GapToLeader,
         TrueDegradation, OracleLapTime float; Phase str) pass through.
@@ -86,6 +91,8 @@ def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
     Warns:
         NotARaceWarning: the table looks like practice or qualifying (no positions, or
             pit stops on a large share of laps).
+        MissingContextWarning: no pit-time, TrackStatus or Compound column (what is lost).
+        CompoundNamesWarning: a race's absolute compound names were relabelled (how).
     """
     frame, stem = _load(source)
     if race is not None:
@@ -249,6 +256,7 @@ def _normalise(df: pd.DataFrame, *, race: str | None, where: str) -> pd.DataFram
     else:
         df["Race"] = _to_str(df["Race"], "Race", where, required=True)
 
+    _relabel_races(df, where)
     _check_duplicates(df, where, race_from_column=race is None)
     _warn_if_not_race(df, where, had_position=had_position)
     return df.reset_index(drop=True)
@@ -402,11 +410,54 @@ def _to_compound(s: pd.Series, where: str) -> pd.Series:
     def one(v: Any, i: int) -> str:
         c = "" if _missing(v) else str(v).strip().upper()
         c = S.COMPOUND_ALIASES.get(c, c)
-        if c not in S.COMPOUNDS:
-            raise _bad(where, "Compound", i, v, f"unknown compound, expected one of {', '.join(S.COMPOUNDS)}")
+        if c not in S.COMPOUNDS and c not in S.ABSOLUTE_ONLY:
+            raise _bad(where, "Compound", i, v, f"unknown compound, expected one of {', '.join(S.COMPOUNDS)} "
+                       "(or Pirelli's absolute names: HYPERSOFT ... SUPERHARD, C6 ... C0)")
         return c
 
     return _map_unique(s, one)
+
+
+def relabel_absolute(names: Iterable[str]) -> dict[str, str]:
+    """SOFT / MEDIUM / HARD for the absolute dry compounds one race used (see schema).
+
+    The softest used is SOFT and the hardest HARD. Two with one name between them on
+    Pirelli's scale are SOFT and HARD; two neighbours are the scale's usual pair
+    (`schema.ABSOLUTE_PAIR`: SOFT and MEDIUM for 2018's names, MEDIUM and HARD for C-numbers);
+    a single one is MEDIUM. Names of two scales in one race, or more than three, are refused.
+    """
+    used = sorted({str(n) for n in names if n not in S.WET_COMPOUNDS and n != "UNKNOWN"})
+    fits = [k for k, sc in enumerate(S.ABSOLUTE_DRY_COMPOUNDS) if set(used) <= set(sc)]
+    if not fits:
+        raise LapnetError(f"compounds {', '.join(used)} mix Pirelli's naming schemes in one race")
+    scale = S.ABSOLUTE_DRY_COMPOUNDS[fits[0]]
+    order = sorted(used, key=scale.index)
+    if len(order) > 3:
+        raise LapnetError(f"{len(order)} dry compounds in one race ({', '.join(order)}): a race is given three")
+    if len(order) == 1:
+        return {order[0]: "MEDIUM"}
+    if len(order) == 2:
+        pair = S.ABSOLUTE_PAIR[fits[0]] if scale.index(order[1]) - scale.index(order[0]) == 1 else ("SOFT", "HARD")
+        return dict(zip(order, pair))
+    return {c: "SOFT" if i == 0 else "HARD" if i == len(order) - 1 else "MEDIUM" for i, c in enumerate(order)}
+
+
+def _relabel_races(df: pd.DataFrame, where: str) -> None:
+    """Relabel, race by race, the races named with absolute compounds (in place), and say so."""
+    absolute = df["Compound"].isin(S.ABSOLUTE_ONLY)
+    if not absolute.any():
+        return
+    for race in df.loc[absolute, "Race"].unique():
+        rows = df["Race"] == race
+        try:
+            mapping = relabel_absolute(df.loc[rows, "Compound"].unique())
+        except LapnetError as e:
+            raise LapnetError(f"{where}: race '{race}': {e}") from None
+        df.loc[rows, "Compound"] = df.loc[rows, "Compound"].map(lambda c: mapping.get(c, c))  # at once, not chained
+        said = ", ".join(f"{k} -> {v}" for k, v in mapping.items())
+        warnings.warn(f"{where}: race '{race}' names its tyres by Pirelli's absolute compounds: relabelled by their "
+                      f"order in the race ({said}), as they have been named since 2019", CompoundNamesWarning,
+                      stacklevel=4)
 
 
 def _to_status(s: pd.Series, where: str) -> pd.Series:

@@ -27,7 +27,7 @@ import torch
 
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
-from lapnet.race.io import MissingContextWarning, missing_context
+from lapnet.race.io import CompoundNamesWarning, MissingContextWarning, missing_context
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.models import INTERVAL90
 from lapnet.race.pipeline import RaceRun, live_phase, pit_window_threshold
@@ -91,6 +91,19 @@ def _seconds(v: str) -> float:
     raise ValueError(t)
 
 
+def _live_compound(raw: Any) -> str:
+    """The compound as `read_laps` names it, except Pirelli's absolute names (2018's ULTRASOFT,
+    C1-C5): where they stand among the race's three cannot be known from a stream, so they
+    are taken as an unknown dry compound (batch commands relabel them by the whole race)."""
+    comp = "" if raw is None or (isinstance(raw, float) and math.isnan(raw)) else str(raw).strip().upper()
+    comp = S.COMPOUND_ALIASES.get(comp, comp)
+    if comp in S.ABSOLUTE_ONLY:
+        warnings.warn(f"live: compound {comp} is one of Pirelli's absolute names, whose place among the race's three "
+                      "a stream cannot know: taken as an unknown dry compound", CompoundNamesWarning, stacklevel=2)
+        return "UNKNOWN"
+    return comp
+
+
 def _fast_lap(row: dict[str, str]) -> dict | None:
     """The columns live mode uses, parsed as `read_laps` would; None when anything is unusual."""
     try:
@@ -108,8 +121,7 @@ def _fast_lap(row: dict[str, str]) -> dict | None:
                 return None
     except ValueError:
         return None
-    comp = row.get("Compound", "").strip().upper()
-    comp = S.COMPOUND_ALIASES.get(comp, comp)
+    comp = _live_compound(row.get("Compound", ""))
     status = row.get("TrackStatus", "").strip()
     status = "" if status.lower() in _MISSING else status
     driver = row.get("Driver", "").strip()
@@ -205,6 +217,8 @@ class LiveRace:
         except LapnetError as e:
             raise SkipLap(str(e).replace("DataFrame: ", "")) from None
         lap = df.iloc[0].to_dict()
+        if "Compound" in frame.columns:
+            lap["Compound"] = _live_compound(frame["Compound"].iloc[0])
         lap.update(lap_masks(lap))
         return lap
 

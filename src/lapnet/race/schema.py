@@ -60,6 +60,21 @@ COMPOUNDS: tuple[str, ...] = DRY_COMPOUNDS + WET_COMPOUNDS + ("UNKNOWN",)
 # FastF1 spellings that mean "we do not know" and become UNKNOWN.
 COMPOUND_ALIASES: dict[str, str] = {"": "UNKNOWN", "NAN": "UNKNOWN", "NONE": "UNKNOWN", "TEST_UNKNOWN": "UNKNOWN"}
 
+# Absolute dry-compound names, softest first: Pirelli's 2018 names (FastF1 reports them for
+# 2018 races) and its C-numbers (C6 softest, C0 hardest). A race is given three of them; since
+# 2019 they are named by their order in the race, which is what the models learn: SOFT,
+# MEDIUM, HARD. `io.read_laps` relabels them race by race. When a race used only two
+# neighbours, the third is taken to be the one races of that era mostly left aside: in 2018
+# the hardest (races ran the two softest), in the C-number era the softest (MEDIUM and HARD).
+ABSOLUTE_DRY_COMPOUNDS: tuple[tuple[str, ...], ...] = (
+    ("HYPERSOFT", "ULTRASOFT", "SUPERSOFT", "SOFT", "MEDIUM", "HARD", "SUPERHARD"),
+    ("C6", "C5", "C4", "C3", "C2", "C1", "C0"),
+)
+ABSOLUTE_PAIR: tuple[tuple[str, str], ...] = (("SOFT", "MEDIUM"), ("MEDIUM", "HARD"))  # per scale, as above
+ABSOLUTE_ONLY: frozenset[str] = frozenset(
+    c for scale in ABSOLUTE_DRY_COMPOUNDS for c in scale if c not in DRY_COMPOUNDS
+)  # names that can only be absolute: a race holding one is relabelled
+
 TRACK_STATUS_CODES = frozenset("1234567")
 NEUTRALISED_CODES = frozenset("4567")  # SC, red flag, VSC, VSC ending: the pace is not racing pace
 YELLOW_CODE = "2"

@@ -77,8 +77,9 @@ def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
         durations (LapTime, Time, PitInTime, PitOutTime, LapStartTime, sector times) as float
         seconds, LapNumber/Stint/TyreLife/Position float (NaN allowed), Compound upper-case
         str (UNKNOWN when missing; a race named with Pirelli's absolute compounds, 2018's
-        ULTRASOFT or C1-C5, relabelled SOFT/MEDIUM/HARD by `relabel_absolute`), FreshTyre/Deleted/FastF1Generated/IsAccurate bool
-        (defaults in `schema.BOOL_DEFAULTS` when absent), TrackStatus str ('' when missing),
+        ULTRASOFT or C1-C5, relabelled SOFT/MEDIUM/HARD by `relabel_absolute`),
+        FreshTyre/Deleted/FastF1Generated/IsAccurate bool (defaults in
+        `schema.BOOL_DEFAULTS` when absent), TrackStatus str ('' when missing),
         Driver/Team/Race str; simulator truth columns (FuelLoad, TyreTemp, GapToLeader,
         TrueDegradation, OracleLapTime float; Phase str) pass through.
 

@@ -48,6 +48,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1"))
+CANDIDATES = ("tyre", "lr", "lr+", "lr++", "lean+", "pitmodel", "lr+next", "gbt", "gbt+", "mlp+", "gru", "blend")
 OUTER, INNER = 5, 4
 
 
@@ -244,7 +245,8 @@ def extra_basis(x: np.ndarray, extra: np.ndarray) -> np.ndarray:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", default=None, help="candidates to run (default: all): tyre lr lr+ lr++ lean+ pitmodel lr+next gbt gbt+ mlp+ gru blend")
+    ap.add_argument("--only", nargs="*", default=None, choices=CANDIDATES, metavar="CANDIDATE",
+                    help=f"candidates to run (default: all): {' '.join(CANDIDATES)}")
     ap.add_argument("--drop-extra", nargs="*", default=[], help="extra features left out (ablation; names from PIT_EXTRA)")
     ap.add_argument("--trees", type=int, default=200, help="boosted trees (the number kept is chosen by inner CV, every 10th)")
     ap.add_argument("--depths", type=int, nargs="+", default=[3], help="tree depths tried (chosen by inner CV)")
@@ -344,7 +346,7 @@ def main(argv=None) -> int:
               + " ".join(f"{v:.3f}" for v in per) + "; inner " + " ".join(f"{v:.3f}" for v in inner)
               + f" (mean {np.mean(inner):.4f}); chosen {chosen}", flush=True)
 
-    todo = args.only or ["tyre", "lr", "lr+", "lr++", "lean+", "pitmodel", "lr+next", "gbt", "gbt+", "mlp+", "gru", "blend"]
+    todo = args.only or list(CANDIDATES)
 
     if "tyre" in todo:
         report("tyre", x_raw[:, FEATURES.index("tyre_life")].astype(float), [float("nan")] * OUTER, [])

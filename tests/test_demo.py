@@ -192,3 +192,27 @@ def test_a_failing_part_is_reported_and_the_tour_goes_on(run_cli, monkeypatch, t
     assert all(rows[p]["ok"] for p in PARTS if p != "sine")
     assert "failed parts: sine" in " ".join(stderr.split())
     assert "FAILED: RuntimeError: boom" in (tmp_path / "d" / "report.html").read_text(encoding="utf-8")
+
+
+def test_demo_json_prints_its_metrics_alone_on_stdout(quick_demo, run_cli, monkeypatch, tmp_path):
+    """--json: stdout carries the demo's metrics.json and nothing else; the engine's verdict and
+    the report's path move to stderr. The tour is replayed from the quick demo's own metrics
+    (running it a second time would double the suite's longest test)."""
+    import lapnet.demo as D
+
+    real = json.loads((quick_demo["out"] / "metrics.json").read_text())
+
+    def replay(out, *, on_part, **_):
+        Path(out).mkdir()
+        (Path(out) / "metrics.json").write_text(json.dumps(real))
+        for p in real["parts"]:
+            on_part(D.PartResult(**p, details=real["details"][p["part"]]))
+        return {**real, "report": str(Path(out) / "report.html")}
+
+    monkeypatch.setattr(D, "run_demo", replay)
+    code, out, err = run_cli("demo", "--quick", "--json", "--out", tmp_path / "d")
+    assert code == 0, err
+    assert json.loads(out) == real
+    flat = " ".join(err.split())
+    assert "engine vs torch: max |difference|" in flat and f"report: {tmp_path / 'd' / 'report.html'}" in err
+    assert "max |engine - torch|" in flat and "summary" in flat  # the tables as without --json

@@ -326,7 +326,8 @@ def _text(out: Path, s: DemoSizes, progress: bool) -> PartResult:
     best_bpc = m["best_val_loss"] / math.log(2)
     return PartResult("text", f"character LSTM H={s.text_hidden} on the {m['train_chars']}-character Hamlet "
                               f"passage, {m['steps']} steps",
-                      f"bits/char: training {train_bpc:.2f} (the passage memorised), held-out lines "
+                      f"bits/char: training {train_bpc:.2f}{' (the passage memorised)' if train_bpc < 1.0 else ''}, "
+                      f"held-out lines "
                       f"{best_bpc:.2f} (uniform guess {uniform:.2f})",
                       details={"train_bpc": train_bpc, "best_val_bpc": best_bpc, "uniform_bpc": uniform,
                                "steps": m["steps"], "params": m["params"], "samples": temp.metrics["samples"]})

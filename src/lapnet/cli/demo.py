@@ -2,25 +2,28 @@
 
 This command validates its options, runs the tour, and shows each part's tables as soon
 as the part is done (progress and tables on stderr; the engine's one-line verdict and the
-report's path on stdout).
+report's path on stdout, or with --json the demo's metrics.json).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from lapnet.cli.common import console, summary_table
+from lapnet.cli.common import console, emit_metrics, summary_table
 
 
 def _sci(v):
     return f"{v:.1e}" if isinstance(v, float) else v
 
 
-def show_part(row) -> None:
-    """The tables of one finished part (a `lapnet.demo.PartResult`)."""
+def show_part(row, *, verdict_to_stderr: bool = False) -> None:
+    """The tables of one finished part (a `lapnet.demo.PartResult`); the engine's verdict line
+    goes to stdout, or to stderr when stdout carries JSON."""
     d = row.details
     if not row.ok or not d:
         return
@@ -38,7 +41,8 @@ def show_part(row) -> None:
                         "held-out MSE": f"{held[e]:.5f}" if e in held else ""} for e in marks])
         typer.echo(f"engine vs torch: max |difference| {d['max_abs_diff']:.1e}; "
                    f"gradcheck: max relative error {d['max_rel_error']:.1e}; "
-                   f"sine MSE {sine['train_loss'][0]:.4f} -> {sine['train_loss'][-1]:.5f} in {sine['seconds']:.1f} s")
+                   f"sine MSE {sine['train_loss'][0]:.4f} -> {sine['train_loss'][-1]:.5f} in {sine['seconds']:.1f} s",
+                   err=verdict_to_stderr)
     elif row.part == "text":
         summary_table("samples after 'To be' (the same seed, three temperatures)",
                       [{"T": t, "sample": " ".join(text.split())} for t, text in d["samples"].items()])
@@ -66,14 +70,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        quick: bool = typer.Option(False, "--quick", help="Toy sizes: under a minute (what the tests run)."),
+        quick: bool = typer.Option(False, "--quick", help="Toy sizes: about 30 s (what the tests run)."),
         out: Path = typer.Option(Path("runs/demo"), "--out", help="The demo's directory (refused if not empty)."),
         force: bool = typer.Option(False, "--force", help="Overwrite a previous demo in --out."),
         seed: int = typer.Option(0, "--seed", min=0, help="Seed of every part."),
         f1_data: Optional[Path] = typer.Option(None, "--f1-data",
                                                help="Folder of real race CSVs (default $LAPNET_F1_DATA)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the demo's metrics.json on stdout (the report's "
+                                                           "path then goes to stderr)."),
     ) -> None:
-        """The main job: a guided tour of lapnet on bundled data (about a minute of CPU).
+        """The main job: a guided tour of lapnet on bundled data (about 90 s of CPU).
 
         Engine vs torch, a character LSTM on Hamlet, sine and trend experiments,
         gradient flow, a race forecaster and tagger vs the baselines; then a summary
@@ -85,14 +91,19 @@ def register(app: typer.Typer) -> None:
 
         if f1_data is not None and not f1_data.is_dir():
             raise typer.BadParameter(f"{f1_data} is not a directory", param_hint="--f1-data")
-        summary = run_demo(out, quick=quick, force=force, seed=seed, f1_data=f1_data, on_part=show_part)
+        summary = run_demo(out, quick=quick, force=force, seed=seed, f1_data=f1_data,
+                           on_part=lambda row: show_part(row, verdict_to_stderr=as_json))
         console.rule("[bold]summary")
         summary_table(f"lapnet demo{' --quick' if quick else ''}: every part, in {summary['seconds']:.0f} s",
                       [{"part": r["part"], "result": r["result"], "seconds": f"{r['seconds']:.0f}"}
                        for r in summary["parts"]])
         console.print(f"[dim]every figure and table is in the report below: open it in a browser "
                       f"(`lapnet report {out}` rebuilds it)[/dim]")
-        typer.echo(f"report: {summary['report']}")
+        if as_json:
+            print(f"report: {summary['report']}", file=sys.stderr)
+            emit_metrics(None, json.loads((out / "metrics.json").read_text()), as_json=True)
+        else:
+            typer.echo(f"report: {summary['report']}")
         if not summary["ok"]:
             failed = ", ".join(r["part"] for r in summary["parts"] if not r["ok"])
             console.print(f"[red]failed parts: {failed}[/red] (their error is in the summary and the report)")

@@ -429,7 +429,7 @@ def main(argv=None) -> int:
         outer, inner, chosen = np.zeros(len(y)), [], []
         for test in folds:
             te = np.isin(lap_race, test)
-            model, info = fit_pit_model(x_raw[~te], extra[~te], y[~te], lap_race[~te])
+            model, info = fit_pit_model(x_raw[~te], extra[~te], y[~te], lap_race[~te], FEATURES)  # x_raw: NET_FEATURES
             with torch.no_grad():
                 outer[te] = model(torch.from_numpy(x_raw[te]), torch.from_numpy(extra[te].astype(np.float32))).numpy()
             inner.append(max(info["inner_auc_by_l2"].values()))

@@ -246,12 +246,18 @@ def fit_pit_model(x: np.ndarray, extra: np.ndarray, y: np.ndarray, race: np.ndar
     from lapnet.race.features import FEATURES
     from lapnet.race.metrics import roc_auc
 
+    features = list(features or FEATURES)
+    if np.ndim(x) != 2 or np.shape(x)[1] != len(features):
+        raise LapnetError(f"fit_pit_model: x has {np.shape(x)[-1]} columns but {len(features)} feature names were given "
+                          "(pass `features`: the names of x's columns)")
+    if np.shape(extra) != (len(x), len(PIT_EXTRA)):
+        raise LapnetError(f"fit_pit_model: extra must be (n, {len(PIT_EXTRA)}) PIT_EXTRA rows, got {np.shape(extra)}")
     x64 = torch.from_numpy(np.asarray(x, np.float64))
     e64 = torch.from_numpy(np.asarray(extra, np.float64))
     yt = torch.from_numpy(np.asarray(y, np.float64))
     races = sorted(set(race.tolist()))
     groups = [np.isin(race, [r for i, r in enumerate(races) if i % inner == g]) for g in range(min(inner, len(races)))]
-    model = PitModel(features or FEATURES).double()
+    model = PitModel(features).double()
     raw = model.inputs(x64, e64).detach()  # (n, W)
 
     def fit_on(mask: np.ndarray, l2: float) -> None:

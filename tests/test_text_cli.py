@@ -94,6 +94,15 @@ def test_greedy_sampling_and_several_samples(run_cli, runs):
     code, stdout, _ = run_cli("text", "sample", runs["torch"], "--length", "20", "--num-samples", "3", "--top-k", "3",
                               "--top-p", "0.9", "--seed", "1")
     assert code == 0 and stdout.count("--- sample") == 3
+    # --json: the same samples as data, prime included (one sample is the streamed text)
+    code, stdout, _ = run_cli("text", "sample", runs["torch"], "--length", "20", "--num-samples", "3", "--top-k", "3",
+                              "--top-p", "0.9", "--seed", "1", "--json")
+    got = json.loads(stdout)
+    assert code == 0 and len(got["samples"]) == 3 and got["top_k"] == 3 and got["seed"] == 1
+    streamed = run_cli("text", "sample", runs["torch"], "--prime", "The", "--length", "30", "--seed", "2")[1]
+    one = json.loads(run_cli("text", "sample", runs["torch"], "--prime", "The", "--length", "30", "--seed", "2",
+                             "--json")[1])
+    assert one["samples"] == [streamed.rstrip("\n")] and one["samples"][0].startswith("The")
 
 
 @pytest.mark.parametrize("engine", ["torch", "numpy"])

@@ -5,6 +5,7 @@ Each command validates its options and calls one function of `lapnet.text_runs`.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -106,6 +107,9 @@ def sample_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Makes the samples reproducible."),
     engine: str = typer.Option("torch", "--engine", help="torch or numpy: either reads any run."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda (torch engine)."),
+    json_out: bool = typer.Option(False, "--json", help="Print {prime, temperature, ..., samples: [...]} as JSON "
+                                                        "instead of streaming the text (each sample whole, "
+                                                        "prime included)."),
 ) -> None:
     """Generate text from a trained run, streamed to stdout as it is made.
 
@@ -120,7 +124,7 @@ def sample_cmd(
         raise LapnetError(f"--length must be positive, got {length}")
     if num_samples < 1:
         raise LapnetError(f"--num-samples must be at least 1, got {num_samples}")
-    stream = num_samples == 1  # one sample streams character by character; several print whole
+    stream = num_samples == 1 and not json_out  # one sample streams character by character; several print whole
     live = sys.stdout.isatty()  # a terminal sees each character at once; a pipe gets buffered writes
 
     def on_chars(chars: list[str]) -> None:
@@ -131,7 +135,11 @@ def sample_cmd(
     texts = sample_text(run, prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                         num_samples=num_samples, seed=seed, engine=engine, device=dev,
                         on_chars=on_chars if stream else None)
-    if stream:
+    if json_out:
+        sys.stdout.write(json.dumps({"run": str(run), "prime": prime, "length": length, "temperature": temperature,
+                                     "top_k": top_k, "top_p": top_p, "seed": seed, "engine": engine,
+                                     "samples": list(texts)}, ensure_ascii=False) + "\n")
+    elif stream:
         sys.stdout.write("\n")
     else:
         for i, t in enumerate(texts):

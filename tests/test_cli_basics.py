@@ -42,6 +42,17 @@ def test_every_command_has_an_example_and_a_one_line_summary(run_cli):
         # the summary in the group's command list: one sentence, no hard line break inside it
         summary = cmd.short_help or (cmd.help or "").split("\n\n")[0]
         assert summary.strip() and "\n" not in summary.strip(), f"lapnet {' '.join(path)}: summary {summary!r}"
+        # prose paragraphs carry no hard line breaks: the terminal wraps them (typer's rich help
+        # would otherwise keep each source line, leaving a stub line after it at 80 columns)
+        for para in (cmd.help or "").split("\n\n"):
+            assert "\n" not in para.strip(), f"lapnet {' '.join(path)} --help: a broken paragraph {para[:80]!r}"
+
+
+def test_reflow_joins_prose_and_keeps_lists():
+    from lapnet.cli import reflow
+
+    text = "Summary line.\n\nProse that goes on\nover two lines.\n\nOptions:\n- one\n- two\n\n  indented\n  block"
+    assert reflow(text) == "Summary line.\n\nProse that goes on over two lines.\n\nOptions:\n- one\n- two\n\n  indented\n  block"
 
 
 def test_out_of_memory_is_one_line_exit_2(run_cli, monkeypatch):

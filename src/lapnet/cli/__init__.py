@@ -37,6 +37,39 @@ for _module in (demo, text, experiments, teach, race, report):
     _module.register(app)
 
 
+_PREFORMATTED = (" ", "\t", "- ", "* ", "$ ", "|", "\b")
+
+
+def reflow(text: str) -> str:
+    """Join the lines of each prose paragraph of a help text, so that the terminal wraps it.
+
+    Typer's rich help keeps a docstring's line breaks inside a paragraph, which at 80 columns
+    leaves a stub of a line after every source line. Paragraphs whose later lines start like a
+    list, a table, a command or an indented block keep their lines."""
+    paragraphs = []
+    for para in text.split("\n\n"):
+        lines = para.split("\n")
+        if len(lines) > 1 and not any(line.startswith(_PREFORMATTED) for line in lines[1:]):
+            para = " ".join(line.strip() for line in lines)
+        paragraphs.append(para)
+    return "\n\n".join(paragraphs)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """`reflow` every command's help (its `help=` or its docstring), group by group."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        text = info.help if info.help is not None else inspect.getdoc(info.callback) if info.callback else None
+        if text:
+            info.help = reflow(inspect.cleandoc(text))
+    for group in typer_app.registered_groups:
+        _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
+
+
 _SRC = str(Path(__file__).resolve().parents[1])  # the lapnet package: its warnings are lapnet's own
 
 

@@ -210,6 +210,8 @@ class LiveRace:
             raise SkipLap(f"unreadable line ({' '.join(str(e).split())[:80]})") from None
         if len(frame) != 1:
             raise SkipLap("not exactly one lap on the line")
+        if "Compound" in frame.columns:  # before read_laps, which would relabel an absolute name by this lap alone
+            frame["Compound"] = [_live_compound(frame["Compound"].iloc[0])]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a single lap looks like anything: no not-a-race warnings here
@@ -217,8 +219,6 @@ class LiveRace:
         except LapnetError as e:
             raise SkipLap(str(e).replace("DataFrame: ", "")) from None
         lap = df.iloc[0].to_dict()
-        if "Compound" in frame.columns:
-            lap["Compound"] = _live_compound(frame["Compound"].iloc[0])
         lap.update(lap_masks(lap))
         return lap
 

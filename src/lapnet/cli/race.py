@@ -297,3 +297,37 @@ def live_cmd(
     finally:
         if stream is not sys.stdin:
             stream.close()
+
+
+@race_app.command("fetch")
+def fetch_cmd(
+    year: int = typer.Argument(..., help="Championship year (2018 on: FastF1's lap timing)."),
+    event: str = typer.Argument(..., help="Grand Prix name, matched loosely ('Monza', 'Italian Grand Prix'), or round number."),
+    session: str = typer.Option("R", "--session", help="R (Race) or S (Sprint); practice and qualifying are refused."),
+    out: Path = typer.Option(..., "--out", help="Lap table to write: .csv or .parquet."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="FastF1's cache folder (created if missing; default: FastF1's own)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was fetched as JSON on stdout."),
+) -> None:
+    r"""Download one race's laps with FastF1 (pip install 'lapnet\[f1]') into a lap table every race command reads.
+
+    The file is FastF1's `session.laps` as CSV (`to_csv(index=False)`: 31 columns, durations
+    like 0 days 00:01:37.167000) or Parquet, like the races in ../shared/data/f1. Only lap
+    timing, track status and race-control messages are loaded (no telemetry, no weather).
+    A sprint is fetched too, but it has no mandatory stop: the pit call is not meant for it.
+
+    Example: lapnet race fetch 2023 Monza --out monza.csv --cache ~/.cache/fastf1
+    """
+    from lapnet.cli.common import emit_metrics, summary_table
+    from lapnet.race.fetch import fetch_race
+
+    where: str | int = int(event) if event.strip().isdigit() else event  # '14' is round 14
+    info = fetch_race(year, where, session, out=out, cache=cache, force=force)
+    for w in info["warnings"]:
+        print(f"lapnet: warning: {w}", file=sys.stderr)
+    shown = {k: v for k, v in info.items() if k not in ("hint", "note", "warnings") and v is not None}
+    summary_table(f"{info['year']} {info['event']} {info['session']} -> {info['out']}", shown)
+    print(info["hint"], file=sys.stderr)
+    if info["note"]:
+        print(f"note: {info['note']}", file=sys.stderr)
+    emit_metrics(None, info, as_json=json_out)

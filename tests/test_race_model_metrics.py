@@ -180,3 +180,45 @@ def test_driver_figure_draws_the_phase_calls():
     fig = plot_driver(table.assign(phase=None))
     assert not any(c.get_label().startswith("call:") for c in fig.axes[0].collections)
     plt.close(fig)
+
+
+def test_driver_figure_pit_panel_uses_the_runs_threshold():
+    """The pit call gets its own panel: the probability per lap, the threshold it is called
+    from (the run's, not a fixed 50%), and the called laps shaded over the 3 laps they are
+    about, in both panels; with an `ax` given, the panel is a twin axis of it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lapnet.race.plots import _called_spans, plot_driver
+
+    laps = np.arange(1, 11)
+    prob = np.array([0.02, 0.05, 0.1, 0.2, 0.31, 0.45, 0.6, 0.1, 0.05, 0.02])
+    table = pd.DataFrame({"Race": "r", "Driver": "AAA", "LapNumber": laps, "LapTime": 90.0 + 0.1 * laps,
+                          "Compound": "MEDIUM", "Scored": True, "InLap": laps == 7, "forecast_h1": 90.5,
+                          "lo90_h1": 90.0, "hi90_h1": 91.0, "pit_prob": prob})
+
+    def shaded(a):  # x-spans of the shaded laps
+        return sorted((round(pt.get_x(), 2), round(pt.get_x() + pt.get_width(), 2)) for pt in a.patches)
+
+    fig = plot_driver(table, pit_threshold=0.3)
+    assert len(fig.axes) == 2
+    main, pit = fig.axes
+    (curve,) = [ln for ln in pit.get_lines() if ln.get_label().startswith("P(stop")]
+    np.testing.assert_allclose(curve.get_ydata(), prob)
+    (level,) = [ln for ln in pit.get_lines() if ln.get_label().startswith("called from")]
+    assert level.get_ydata()[0] == 0.3 and "30%" in level.get_label()
+    assert shaded(pit) == shaded(main) == [(5.5, 10.5)]  # laps 5, 6, 7 reach 0.3: one span, laps 6-10
+    assert pit.get_xlabel() == "lap" and main.get_xlabel() == ""
+    plt.close(fig)
+    assert _called_spans(np.array([9, 2, 3, 6, 20])) == \
+        [(2.5, 12.5), (20.5, 23.5)]  # calls at laps 2, 3, 6, 9 cover laps 3-12 without a gap
+    assert _called_spans(np.array([2, 7])) == [(2.5, 5.5), (7.5, 10.5)]  # lap 6 is not covered
+    fig = plot_driver(table)  # no run threshold: 50%
+    assert shaded(fig.axes[1]) == [(7.5, 10.5)]  # only lap 7 reaches 0.5
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    assert plot_driver(table, ax=ax, pit_threshold=0.5) is fig
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylim() == (0.0, 1.0) and ax.get_xlabel() == "lap"
+    plt.close(fig)

@@ -797,7 +797,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
         for (race, drv), g in table.groupby(["Race", "Driver"], sort=False):
             if driver is None and len(figs) >= 6:  # a whole grid would be 20 figures per race; --driver picks one
                 break
-            fig = plot_driver(g)
+            fig = plot_driver(g, pit_threshold=pit_window_threshold(r))
             path = out / f"forecast_{race}_{drv}.png"
             fig.savefig(path, dpi=110)
             plt.close(fig)  # pyplot keeps every open figure: a long-lived process would pile them up

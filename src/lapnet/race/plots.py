@@ -14,21 +14,31 @@ COMPOUND_COLOURS = {"SOFT": "#e10600", "MEDIUM": "#f5c400", "HARD": "#7f7f7f", "
 PHASE_COLOURS = {"push": "#d62728", "conserve": "#1f77b4", "pit_window": "#ff7f0e"}
 
 
-def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float = 0.5):
-    """Actual lap times against the next-lap forecast for one driver.
+def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float | None = None, pit_ax=None):
+    """Actual lap times against the next-lap forecast for one driver, and the pit call below.
 
-    Stints are coloured by compound; the 90% interval is a band; laps where the pit call's
-    probability is at least `pit_threshold` are shaded; real pit stops are dashed lines; when
-    the table has phase calls, a strip along the bottom shows each lap's post-race call.
+    Stints are coloured by compound; the 90% interval is a band; real pit stops are dashed
+    lines; when the table has phase calls, a strip along the bottom shows each lap's
+    post-race call. The pit call (the probability, at the end of each lap, of a stop within
+    the next 3 laps) is drawn in its own panel with the threshold from which it is called;
+    laps where it is called are shaded in both panels.
 
     Args:
         table: the rows of one driver (one race) from `predict_race`.
+        ax: the lap-time axes; None makes a figure with the pit panel under it.
+        pit_threshold: the probability from which the pit call fires, for a real-race run
+            the one its live pit-window call uses (`pipeline.pit_window_threshold`); None: 0.5.
+        pit_ax: the axes for the pit call; with `ax` given and this None, a twin axis of `ax`.
     """
     import matplotlib.pyplot as plt
 
+    twin = ax is not None and pit_ax is None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(10, 4.5))
+        fig, (ax, pit_ax) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 1), layout="constrained")
+    elif twin:
+        pit_ax = ax.twinx()
     fig = ax.figure
+    threshold = 0.5 if pit_threshold is None else float(pit_threshold)
     g = table.sort_values("LapNumber")
     lap = g["LapNumber"].to_numpy()
     # the forecast made at lap t is for lap t+1: draw it there
@@ -39,10 +49,12 @@ def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float = 0.5):
         ax.scatter(sc["LapNumber"], sc["LapTime"], s=14, color=COMPOUND_COLOURS.get(comp, "C0"), label=f"{comp} (scored)", zorder=3)
         other = s[~s["Scored"]]
         ax.scatter(other["LapNumber"], other["LapTime"], s=14, facecolor="none", edgecolor=COMPOUND_COLOURS.get(comp, "C0"), zorder=3)
-    for t in g.loc[g["pit_prob"] >= pit_threshold, "LapNumber"]:
-        ax.axvspan(t + 0.5, t + 3.5, color="tab:blue", alpha=0.06, lw=0)
-    for t in g.loc[g["InLap"], "LapNumber"]:
-        ax.axvline(t, color="tab:blue", ls="--", lw=1)
+    spans = _called_spans(g.loc[g["pit_prob"] >= threshold, "LapNumber"].to_numpy())
+    for a in (ax, pit_ax):
+        for x0, x1 in spans:
+            a.axvspan(x0, x1, color="tab:blue", alpha=0.08, lw=0)
+        for t in g.loc[g["InLap"], "LapNumber"]:
+            a.axvline(t, color="tab:blue", ls="--", lw=1)
     if "phase" in g and g["phase"].notna().any():  # x in laps, y in axes fractions: the strip stays at the bottom
         for phase, s in g.groupby("phase"):
             ax.scatter(s["LapNumber"], np.full(len(s), 0.03), transform=ax.get_xaxis_transform(), marker="s", s=18,
@@ -51,14 +63,31 @@ def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float = 0.5):
     if len(scored):  # keep the y-range on racing laps: safety-car laps are 30-60 s slower
         lo, hi = np.nanpercentile(scored, [1, 99])
         ax.set_ylim(lo - 1.0, hi + 2.0)
-    ax.set_xlabel("lap")
     ax.set_ylabel("lap time (s)")
     race, drv = g["Race"].iloc[0], g["Driver"].iloc[0]
     strip = "; squares = phase call" if "phase" in g and g["phase"].notna().any() else ""
-    ax.set_title(f"{drv}, {race}: next-lap forecast; shaded = pit call >= {pit_threshold:.0%}, dashed = pit stop{strip}",
-                 fontsize=10)
+    ax.set_title(f"{drv}, {race}: next-lap forecast; dashed = pit stop{strip}; shaded = pit call", fontsize=10)
     ax.legend(fontsize=7, ncol=3, loc="upper right")
+    pit_ax.step(lap, g["pit_prob"], where="mid", color="tab:blue", lw=1.2, label="P(stop within 3 laps)")
+    pit_ax.axhline(threshold, color="tab:blue", ls=":", lw=1, label=f"called from {threshold:.0%}")
+    pit_ax.set_ylim(0.0, 1.0)
+    pit_ax.set_ylabel("pit call", fontsize=9)
+    pit_ax.legend(fontsize=7, loc="upper left")
+    (ax if twin else pit_ax).set_xlabel("lap")
     return fig
+
+
+def _called_spans(laps: np.ndarray) -> list[tuple[float, float]]:
+    """The lap ranges the pit calls made at the end of `laps` are about (laps t+1 .. t+3 each),
+    overlapping ones merged so that each lap is shaded once."""
+    spans: list[tuple[float, float]] = []
+    for t in np.sort(laps):
+        x0, x1 = t + 0.5, t + 3.5
+        if spans and x0 <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], x1)
+        else:
+            spans.append((x0, x1))
+    return spans
 
 
 def plot_degradation(table: pd.DataFrame, ax=None):

@@ -326,7 +326,7 @@ def fetch_cmd(
     for w in info["warnings"]:
         print(f"lapnet: warning: {w}", file=sys.stderr)
     shown = {k: v for k, v in info.items() if k not in ("hint", "note", "warnings") and v is not None}
-    summary_table(f"{info['year']} {info['event']} {info['session']} -> {info['out']}", shown)
+    summary_table(f"fetched -> {info['out']}", shown)
     print(info["hint"], file=sys.stderr)
     if info["note"]:
         print(f"note: {info['note']}", file=sys.stderr)

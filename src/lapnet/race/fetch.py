@@ -210,10 +210,11 @@ def _cause(e: Exception, said: list[str]) -> str:
     cause = f"{type(e).__name__}: {msg}"
     if type(e).__name__ == "DataNotLoadedError":  # load() swallowed the failure and logged it
         cause = "no lap data"
+    cause += _last(said)
     # Offline, FastF1 fails on the season schedule first; requests' errors are OSErrors.
     if isinstance(e, OSError) or "schedule" in msg.lower():
-        cause += " (FastF1 needs the internet, or a --cache folder that already holds this session)"
-    return cause + _last(said)
+        cause += "; FastF1 needs the internet (or a cache folder that already holds this session)"
+    return cause
 
 
 def _where(ses: Any, year: int, name: str, fallback: str) -> str:

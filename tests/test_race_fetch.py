@@ -140,6 +140,14 @@ def test_summary_on_stderr_round_number_sprint_and_cache(fake, run_cli, tmp_path
     assert out.is_file()
 
 
+def test_cache_on_fastf1_before_configure(fake, run_cli, tmp_path, monkeypatch):
+    monkeypatch.delattr(fastf1.Cache, "configure")  # FastF1 < 3.9 has only enable_cache
+    monkeypatch.setattr(fastf1.Cache, "enable_cache", lambda cache_dir, **kw: fake.cache_dirs.append(cache_dir))
+    code, _, err = run_cli("race", "fetch", "2023", "Monza", "--out", tmp_path / "m.csv", "--cache", tmp_path / "c")
+    assert code == 0, err
+    assert fake.cache_dirs == [str(tmp_path / "c")]
+
+
 def test_parquet(fake, run_cli, tmp_path):
     out = tmp_path / "monza.parquet"
     code, _, err = run_cli("race", "fetch", "2023", "Italian Grand Prix", "--out", out)

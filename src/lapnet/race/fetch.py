@@ -8,7 +8,8 @@ the same 31 columns, in FastF1's order, as the races in ../shared/data/f1, so
 `lapnet.race.io.read_laps` and everything after it take it unchanged.
 
 FastF1 (the optional extra `lapnet[f1]`) is imported only here, when called. It makes
-exactly these calls: `fastf1.Cache.configure(cache_dir=...)` when a cache folder is given,
+exactly these calls: `fastf1.Cache.configure(cache_dir=...)` when a cache folder is given
+(`Cache.enable_cache(...)` on FastF1 older than 3.9, which lacks `configure`),
 `fastf1.get_session(year, event, "R" | "S")`, and
 `Session.load(laps=True, telemetry=False, weather=False, messages=True)` (the race-control
 messages are what mark deleted laps; lap timing, track status, positions and the scheduled
@@ -113,7 +114,7 @@ def fetch_race(year: int, event: str | int, session: str = "R", *, out: str | Pa
     with _fastf1_quiet(said):
         try:
             if cache is not None:
-                fastf1.Cache.configure(cache_dir=str(cache))
+                _use_cache(fastf1, cache)
             ses = fastf1.get_session(year, event, code)
             where = _where(ses, year, name, where)
             # 2021-22 named the sprint race 'Sprint Qualifying' (since 2024, the sprint's qualifying)
@@ -171,6 +172,14 @@ def _check_cache(cache: str | Path | None) -> Path | None:
     except OSError as e:
         raise LapnetError(f"--cache {cache}: cannot create it ({e.strerror or e})") from None
     return cache
+
+
+def _use_cache(fastf1: Any, cache: Path) -> None:
+    """`Cache.configure` (FastF1 3.9 deprecates `enable_cache` for it); `enable_cache` before 3.9."""
+    if hasattr(fastf1.Cache, "configure"):
+        fastf1.Cache.configure(cache_dir=str(cache))
+    else:
+        fastf1.Cache.enable_cache(str(cache))
 
 
 @contextlib.contextmanager

@@ -244,7 +244,7 @@ def test_fastf1_logging_held_back_and_restored(fake, tmp_path):
 
 def test_fastf1_missing_gives_the_pip_hint(fake, run_cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastf1", None)  # `import fastf1` now raises ImportError
-    code, _, err = run_cli("race", "fetch", "2023", "Monza", "--out", tmp_path / "m.csv")
+    code, _, err = run_cli("race", "fetch", "2023", "Monza", "--out", tmp_path / "m.csv", "--cache", tmp_path / "c")
     assert code == 2 and err.count("\n") == 1
     assert "pip install 'lapnet[f1]'" in err
     assert list(tmp_path.iterdir()) == []

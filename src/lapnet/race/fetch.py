@@ -104,11 +104,11 @@ def fetch_race(year: int, event: str | int, session: str = "R", *, out: str | Pa
     from lapnet.race.io import check_table_out
 
     out = check_table_out(out, force=force)  # before any download: never fetch what cannot be written
-    cache = _check_cache(cache)
     try:
         import fastf1
     except ImportError:
         raise LapnetError(f"fetching races needs FastF1: {PIP_HINT}") from None
+    cache = _check_cache(cache)  # created once FastF1 is there to use it
 
     said: list[str] = []
     with _fastf1_quiet(said):
@@ -140,8 +140,8 @@ def fetch_race(year: int, event: str | int, session: str = "R", *, out: str | Pa
     from lapnet.race.io import write_laps
 
     write_laps(frame, out)
-    n_laps = int(pd.to_numeric(frame.loc[timed, "LapNumber"], errors="coerce").max())
-    length = scheduled if scheduled is not None else n_laps
+    n_laps = _as_int(pd.to_numeric(frame.loc[timed, "LapNumber"], errors="coerce").max())
+    length = scheduled or n_laps or "N"
     return {
         "event": str(_field(ses.event, "EventName") or event),
         "year": year,

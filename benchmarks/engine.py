@@ -21,6 +21,11 @@ kernel. At the notebook size it prints what NumPy's exp and tanh alone cost per 
     .venv/bin/python benchmarks/engine.py               # all sizes, 1 thread
     .venv/bin/python benchmarks/engine.py --threads 2 --repeats 30
     .venv/bin/python benchmarks/engine.py --interleave  # alternate single runs instead of blocks
+    .venv/bin/python benchmarks/engine.py --reference   # also time the readable cells (scratch/reference.py)
+
+With --reference, a third side runs the same forward + backward through
+`lapnet.scratch.reference`, the cells written as the equations read (one step at a time,
+layers stacked by hand): what the fast kernels' arrangement of the same arithmetic buys.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--interleave", action="store_true",
                     help="alternate single runs of torch and the engine instead of blocks of runs (each side then "
                          "recycles memory the other just freed, which moves page faults from one side to the other)")
+    ap.add_argument("--reference", action="store_true",
+                    help="also time the readable cells of lapnet.scratch.reference (same weights, inputs, gradients)")
     return ap.parse_args()
 
 
@@ -101,7 +108,35 @@ def make_case(kind: str, B: int, D: int, H: int, L: int, T: int):
         out, _, cache = eng.forward(x)
         eng.backward(dout, None, cache)
 
-    return run_torch, run_engine
+    return run_torch, run_engine, make_reference(kind, mod, x, dout)
+
+
+def make_reference(kind: str, mod, x: np.ndarray, dout: np.ndarray):
+    """Forward + backward of the stacked layers through lapnet.scratch.reference (float32)."""
+    from lapnet.scratch import reference as ref
+
+    L, H = mod.num_layers, mod.hidden_size
+    w = [[getattr(mod, f"{n}_l{k}").detach().numpy().copy() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+         for k in range(L)]
+    B = x.shape[0]
+    zero = np.zeros((B, H), np.float32)
+    fwd = {"rnn": lambda a, wk: ref.rnn_forward(a, zero, *wk),
+           "lstm": lambda a, wk: ref.lstm_forward(a, zero, zero, *wk),
+           "gru": lambda a, wk: ref.gru_forward(a, zero, *wk)}[kind]
+    bwd = {"rnn": lambda d, c: ref.rnn_backward(d, zero, c),
+           "lstm": lambda d, c: ref.lstm_backward(d, zero, zero, c),
+           "gru": lambda d, c: ref.gru_backward(d, zero, c)}[kind]
+
+    def run_reference():
+        a, caches = x, []
+        for wk in w:  # layer k reads layer k-1's hidden states
+            a, _, cache = fwd(a, wk)
+            caches.append(cache)
+        d = dout
+        for cache in reversed(caches):
+            d = bwd(d, cache)[0]  # dL/d(this layer's input) is the gradient on the layer below's outputs
+
+    return run_reference
 
 
 def timed(fn) -> tuple[float, float, int]:
@@ -113,22 +148,22 @@ def timed(fn) -> tuple[float, float, int]:
     return c1 - c0, w1 - w0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
 
 
-def side_by_side(run_torch, run_engine, repeats: int) -> tuple[list, list]:
-    """Medians (CPU s, wall s, faults) of torch and engine runs, alternating, after a warm-up."""
+def side_by_side(runs, repeats: int) -> list[list[float]]:
+    """Medians (CPU s, wall s, faults) of each side's runs (torch first), alternating, after a warm-up."""
     for _ in range(3):  # warm up caches, allocator, BLAS buffers
-        run_torch()
-        run_engine()
-    tt, te = [], []
+        for run in runs:
+            run()
+    times = [[] for _ in runs]
     if ARGS.interleave:
         for _ in range(repeats):
-            tt.append(timed(run_torch))
-            te.append(timed(run_engine))
-    else:  # blocks: between its own runs, neither side sees memory the other freed
+            for run, ts in zip(runs, times):
+                ts.append(timed(run))
+    else:  # blocks: between its own runs, no side sees memory another freed
         blocks = 5 if repeats >= 10 else 3
         for _ in range(blocks):
-            tt += [timed(run_torch) for _ in range(max(1, repeats // blocks))]
-            te += [timed(run_engine) for _ in range(max(1, repeats // blocks))]
-    return [float(np.median(v)) for v in zip(*tt)], [float(np.median(v)) for v in zip(*te)]
+            for run, ts in zip(runs, times):
+                ts += [timed(run) for _ in range(max(1, repeats // blocks))]
+    return [[float(np.median(v)) for v in zip(*ts)] for ts in times]
 
 
 def python_call_cost() -> float:
@@ -153,8 +188,8 @@ def tiny_breakdown(kind: str, repeats: int) -> None:
     B, D, H, L, T = SIZES["tiny"]
     res = {}
     for t in (1, T):
-        run_torch, run_engine = make_case(kind, B, D, H, L, t)
-        res[t] = side_by_side(run_torch, run_engine, repeats)
+        run_torch, run_engine, _ = make_case(kind, B, D, H, L, t)
+        res[t] = side_by_side([run_torch, run_engine], repeats)
     cost = python_call_cost()
     print(f"\ntiny {kind}: fixed cost per forward+backward call and cost per time step (CPU, T=1 and T={T} runs):")
     for side, k in (("torch", 0), ("engine", 1)):
@@ -182,17 +217,22 @@ def main() -> None:
         B, D, H, L, T = SIZES[size]
         repeats = ARGS.repeats or {"tiny": 300, "notebook": 40, "larger": 9}[size]
         for kind in ARGS.kinds:
-            run_torch, run_engine = make_case(kind, B, D, H, L, T)
-            (ct, wt, ft), (ce, we, fe) = side_by_side(run_torch, run_engine, repeats)
-            rows.append((size, f"B={B} D={D} H={H} L={L} T={T}", kind, ct, ce, ce / ct, we / wt, ft, fe))
+            run_torch, run_engine, run_reference = make_case(kind, B, D, H, L, T)
+            runs = [run_torch, run_engine] + ([run_reference] if ARGS.reference else [])
+            (ct, wt, ft), (ce, we, fe), *more = side_by_side(runs, repeats)
+            cr = more[0][0] if more else None
+            rows.append((size, f"B={B} D={D} H={H} L={L} T={T}", kind, ct, ce, ce / ct, we / wt, cr))
+            ref = f"  reference {cr * 1e3:8.3f} ms ({cr / ct:5.2f} x torch)" if cr else ""
             print(f"  {size:9s} {kind:5s} CPU: torch {ct * 1e3:8.3f} ms  engine {ce * 1e3:8.3f} ms  "
                   f"ratio {ce / ct:5.2f}"
-                  f"   (wall ratio {we / wt:5.2f}; page faults per run: torch {ft:.0f}, engine {fe:.0f})", flush=True)
+                  f"   (wall ratio {we / wt:5.2f}; page faults per run: torch {ft:.0f}, engine {fe:.0f}){ref}", flush=True)
     print()
-    print("| size | shape | kind | torch ms | engine ms | engine/torch | wall engine/torch |")
-    print("|---|---|---|---:|---:|---:|---:|")
-    for size, shape, kind, ct, ce, r, rw, _, _ in rows:
-        print(f"| {size} | {shape} | {kind} | {ct * 1e3:.3f} | {ce * 1e3:.3f} | **{r:.2f}** | {rw:.2f} |")
+    extra = (" reference ms | reference/torch |", "---:|---:|") if ARGS.reference else ("", "")
+    print(f"| size | shape | kind | torch ms | engine ms | engine/torch | wall engine/torch |{extra[0]}")
+    print(f"|---|---|---|---:|---:|---:|---:|{extra[1]}")
+    for size, shape, kind, ct, ce, r, rw, cr in rows:
+        ref = f" {cr * 1e3:.3f} | {cr / ct:.2f} |" if cr else ""
+        print(f"| {size} | {shape} | {kind} | {ct * 1e3:.3f} | {ce * 1e3:.3f} | **{r:.2f}** | {rw:.2f} |{ref}")
     if "tiny" in ARGS.sizes and "lstm" in ARGS.kinds:
         tiny_breakdown("lstm", ARGS.repeats or 300)
     if "notebook" in ARGS.sizes and "lstm" in ARGS.kinds:

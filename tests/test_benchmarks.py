@@ -27,8 +27,9 @@ def run(script: str, *args, timeout: int = 300) -> str:
 
 
 def test_engine():
-    out = run("engine.py", "--sizes", "tiny", "--kinds", "lstm", "--repeats", "10")
+    out = run("engine.py", "--sizes", "tiny", "--kinds", "lstm", "gru", "--repeats", "10", "--reference")
     assert "| tiny |" in out and "engine/torch" in out and "per step" in out
+    assert "reference/torch" in out and out.count("x torch)") == 2  # the readable cells timed for both kinds
 
 
 def test_simulate():

@@ -8,8 +8,13 @@ state h (L*dirs, B, H), or (h, c) for the LSTM.
     lstm = scratch.LSTM(input_size=32, hidden_size=128, num_layers=2, dtype="float64")
     out, state, cache = lstm.forward(x)                   # x (B, T, 32)
     dx, dstate0, grads = lstm.backward(dout, None, cache)  # grads keyed like state_dict()
+
+To learn how the cells work, read `lapnet.scratch.reference` first: the same three cells
+written as the equations read, one step at a time (tests check it against torch and against
+the fast kernels in rnn.py, lstm.py and gru.py, which arrange the same arithmetic for speed).
 """
 
+from lapnet.scratch import reference
 from lapnet.scratch.activations import log_softmax, sigmoid, softmax
 from lapnet.scratch.blas import set_engine_threads
 from lapnet.scratch.gradcheck import GradcheckResult, gradcheck
@@ -27,4 +32,5 @@ __all__ = [
     "gradcheck", "GradcheckResult",
     "truncated_bptt", "chunks", "detach",
     "set_engine_threads",
+    "reference",
 ]

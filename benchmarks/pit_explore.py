@@ -18,6 +18,8 @@ Candidates:
   lr+        the same plus PIT_EXTRA (lapnet.race.pit); lr++ adds buckets of the new tyre quantities
   lean+      PIT_LEAN base features + the PitCaller basis + PIT_EXTRA (L-BFGS, L2 by inner CV)
   pitmodel   lean+ through lapnet.race.pit.fit_pit_model (what train_race now fits)
+  factored   P(a stop still ahead) x P(within 3 | a stop ahead): two logistics on lean+'s inputs,
+             the second fitted on laps with a stop ahead only; both L2 strengths by inner CV
   lr+next    lr+ trained on "pits at the next lap", scored on within 3
   gbt, gbt+  gradient-boosted trees (NumPy, histogram splits, Newton leaves); depth, trees by inner CV
   mlp+       a one-hidden-layer MLP on lean+'s inputs (lapnet.train.fit); weight decay, epochs by inner CV
@@ -30,7 +32,11 @@ features), and, for pitmodel, where the AUC is lost (positives against negatives
 
 Measured (inner mean / outer pooled): baseline 0.7809 / 0.7873, lr 0.7880 / 0.7960,
 pitmodel 0.7967 / 0.8035 (better than baseline on all 5 inner and all 5 outer folds),
-gbt+ 0.7887 / 0.7891, mlp+ 0.7866 / 0.7914, gru 0.7383 / 0.7599. Target 0.85: not met.
+gbt+ 0.7887 / 0.7891, mlp+ 0.7866 / 0.7914, gru 0.7383 / 0.7599, factored 0.7905 / 0.7931
+(2026-11-27; why it was tried: on laps with a stop still ahead, the pitmodel's out-of-fold
+scores rank 0.707 against tyre life's 0.712, so its lead is in telling whether a stop is still
+to come, 0.901 against laps with none; with that known exactly, tyre life alone would rank
+0.854 overall). Target 0.85: not met.
 One torch thread; everything but gru is per lap (~15k laps).
 """
 
@@ -48,7 +54,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1"))
-CANDIDATES = ("tyre", "lr", "lr+", "lr++", "lean+", "pitmodel", "lr+next", "gbt", "gbt+", "mlp+", "gru", "blend")
+CANDIDATES = ("tyre", "lr", "lr+", "lr++", "lean+", "pitmodel", "factored", "lr+next", "gbt", "gbt+", "mlp+", "gru",
+              "blend")
 OUTER, INNER = 5, 4
 
 
@@ -435,6 +442,22 @@ def main(argv=None) -> int:
             inner.append(max(info["inner_auc_by_l2"].values()))
             chosen.append(info["l2"])
         report("pitmodel", outer, inner, chosen)
+    if "factored" in todo and extra is not None:
+        # P(within 3) = P(a stop still ahead) x P(within 3 | a stop ahead): two logistics on lean+'s inputs,
+        # the second fitted only on laps with a stop ahead (there tyre life alone ranks 0.71, the one-piece model 0.70)
+        keep = [FEATURES.index(c) for c in LEAN] + list(range(D, x_exp.shape[1]))
+        ahead = (dist < 99).astype(np.float64)
+
+        def factored_fp(xt, yt2, xe, prm):
+            q = _lr_fit(xt, yt2[:, 1], prm["l2_ahead"])
+            on = yt2[:, 1] == 1
+            r = _lr_fit(xt[on], yt2[on, 0], prm["l2_window"])
+            logsig = lambda z: -np.logaddexp(0.0, -z)  # noqa: E731
+            return [logsig(q(e)) + logsig(r(e)) for e in xe]
+
+        grid = [{"l2_ahead": a, "l2_window": w} for a in (1e-1, 3e-2, 1e-2) for w in (3e-1, 1e-1, 3e-2)]
+        run_family("factored", np.concatenate([x_exp[:, keep], extra], 1), grid, factored_fp,
+                   label=np.stack([y, ahead], 1))
     if "lr+next" in todo and extra is not None:  # trained on "pits at the next lap" (a hazard), scored on within 3
         run_family("lr+next", np.concatenate([x_exp, extra], 1), l2_grid, lr_fp, label=y_next)
 

@@ -386,6 +386,28 @@ def test_a_training_race_with_no_green_laps_is_a_warning(run_cli, sim_tables, tm
     assert json.loads((out / "config.json").read_text())["val_races"] != ["all_sc"]
 
 
+def test_eval_of_laps_without_a_stop_warns_and_writes_a_null_auc(run_cli, sim_tables, tmp_path):
+    """A table with no pit stop (a sprint) cannot score the pit call: one warning line, and the
+    AUC is null in strict JSON on stdout and in metrics.json, not a bare NaN."""
+    run, parts = sim_tables
+    df = pd.read_csv(parts[2], dtype={"TrackStatus": str})
+    df = df[(df["Stint"] == 1) & df["PitInTime"].isna()]  # every driver's first stint, in-laps cut
+    sprint = tmp_path / "sprint.csv"
+    df.to_csv(sprint, index=False)
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    code, out, err = run_cli("race", "eval", run, sprint, "--json", "--quiet", "--out", tmp_path / "ev")
+    assert code == 0, err
+    warn = [ln for ln in err.splitlines() if ln.startswith("lapnet: warning:")]
+    assert len(warn) == 1 and "none of these" in warn[0] and "pit call cannot be scored" in warn[0], err
+    for text in (out, (tmp_path / "ev" / "metrics.json").read_text()):
+        m = json.loads(text, parse_constant=refuse)
+        assert m["pit_within_3"]["auc"] is None and m["pit_within_3"]["base_rate"] == 0.0
+        assert m["forecast"]["scored"]["forecaster"]["h1"]["mae"] > 0
+
+
 def test_eval_warns_about_a_race_the_run_trained_on(run_cli, sim_tables, tmp_path):
     """Told by the race's laps, not its name: a renamed copy is caught, another race is not."""
     run, parts = sim_tables

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -129,3 +131,23 @@ def test_scalars_survive_a_checkpoint(tmp_path):
     save_tensors(tmp_path / "s.safetensors", {"step": np.int64(7), "w": np.ones((2, 2))}, {})
     arrays, _ = load_tensors(tmp_path / "s.safetensors")
     assert arrays["step"].shape == () and arrays["step"] == 7
+
+
+def test_json_outputs_are_strict_json(tmp_path):
+    """NaN and infinities (an AUC of one class, an empty bucket) are written as null: JSON has no
+    NaN, and a bare NaN breaks JavaScript's, Go's and most other parsers."""
+    from lapnet.checkpoint import json_text, write_json
+
+    def strict(text):
+        def refuse(token):
+            raise ValueError(f"not JSON: {token}")
+
+        return json.loads(text, parse_constant=refuse)
+
+    obj = {"auc": float("nan"), "big": float("inf"), "np": np.float32("nan"), "ok": np.float64(0.25),
+           "rows": [1, -float("inf"), {"deep": np.array([0.5, np.nan])}], "n": np.int64(3), "t": (1.5, float("nan"))}
+    want = {"auc": None, "big": None, "np": None, "ok": 0.25, "rows": [1, None, {"deep": [0.5, None]}], "n": 3,
+            "t": [1.5, None]}
+    assert strict(json_text(obj)) == want
+    write_json(tmp_path / "m.json", obj)
+    assert strict((tmp_path / "m.json").read_text()) == want

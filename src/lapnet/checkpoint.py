@@ -17,6 +17,7 @@ Nothing is ever unpickled: safetensors holds only raw arrays and a string-to-str
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -85,8 +86,27 @@ def check_replaceable(paths: Iterable[str | os.PathLike]) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as pretty JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+    """Write `obj` as pretty JSON, atomically (NaN and infinities as null: see `json_text`)."""
+    atomic_write_bytes(path, (json_text(obj, indent=2) + "\n").encode())
+
+
+def json_text(obj: Any, *, indent: int | None = None, default=None) -> str:
+    """`obj` as strict JSON: NumPy scalars and arrays as numbers and lists, paths as strings, and
+    every NaN or infinity as null (an AUC of one class, an empty bucket). JSON has no NaN
+    (RFC 8259): Python would write a bare `NaN`, which JavaScript, Go and most parsers refuse."""
+    return json.dumps(_finite(obj), indent=indent, sort_keys=False, default=default or _json_default, allow_nan=False)
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float) or isinstance(o, np.floating):
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    return o
 
 
 def _json_default(o: Any) -> Any:

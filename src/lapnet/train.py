@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
-from lapnet.checkpoint import load_tensors, save_tensors
+from lapnet.checkpoint import json_text, load_tensors, save_tensors
 from lapnet.console import console
 from lapnet.errors import LapnetError
 
@@ -455,7 +455,7 @@ def fit(
             log = out_dir / "log.jsonl"
             try:
                 with open(log, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+                    f.write(json_text(row) + "\n")
                     f.flush()
                     os.fsync(f.fileno())
             except OSError as e:  # a full disk: name the file; --resume drops a cut row

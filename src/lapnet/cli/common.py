@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, Iterator, Mapping
 
 from rich.table import Table
 
-from lapnet.checkpoint import check_replaceable, write_json
+from lapnet.checkpoint import check_replaceable, json_text, write_json
 from lapnet.distributed import rank
 from lapnet.console import console  # progress and tables go to stderr; stdout stays for data
 from lapnet.errors import LapnetError
@@ -89,7 +88,7 @@ def emit_metrics(out: Path | None, metrics: Mapping[str, Any], *, as_json: bool 
     if out is not None:
         write_json(Path(out) / "metrics.json", dict(metrics))
     if as_json and rank() == 0:
-        sys.stdout.write(json.dumps(metrics, indent=2, default=_default) + "\n")
+        sys.stdout.write(json_text(metrics, indent=2, default=_default) + "\n")
         sys.stdout.flush()
 
 

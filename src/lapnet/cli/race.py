@@ -7,7 +7,6 @@ come from cli/race_data.py.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import List, Optional
 
 import typer
 
+from lapnet.checkpoint import json_text
 from lapnet.errors import LapnetError
 
 race_app = typer.Typer(help="Formula 1: lap tables, simulator, lap-time forecasts, pit calls.", no_args_is_help=True)
@@ -284,7 +284,7 @@ def live_cmd(
             except SkipLap as e:
                 print(f"lapnet: warning: skipped lap: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
                 continue
-            sys.stdout.write(json.dumps(pred) + "\n")
+            sys.stdout.write(json_text(pred) + "\n")
             sys.stdout.flush()
             n_out += 1
         if n_out == 0:

@@ -724,6 +724,11 @@ def eval_race(run: str | Path, sources: Any) -> dict:
     metrics = {"run": str(run), "races": races, "masks": r.config.get("masks"),
                "baselines": list(BASELINES), **score_predictions(seq, o, tagged),
                "cleaning": report.summary()}
+    pit = metrics["pit_within_3"]
+    if pit["n"] and pit["base_rate"] in (0.0, 1.0):  # an AUC needs both kinds of lap
+        which = f"none of these {pit['n']} laps is" if pit["base_rate"] == 0.0 else f"all {pit['n']} of these laps are"
+        warnings.warn(f"{which} followed by a pit stop within 3 laps (a sprint, or stints cut short): the pit call "
+                      "cannot be scored (its AUC is null)")
     if len(races) > 1:  # pooled numbers hide a race that goes badly: each race on its own too
         metrics["by_race"] = {}
         for race in races:

@@ -58,6 +58,8 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     # same laps for every forecaster
     assert len({scored[name]["h1"]["n"] for name in scored}) == 1 and scored["forecaster"]["h1"]["n"] > 500
     assert scored["forecaster"]["h1"]["mae"] < scored["persistence"]["h1"]["mae"]
+    trend = m["stint_trend"]  # the degradation forecast against the laps, same origins
+    assert trend["all"]["n"] > 100 and {"actual", "forecaster"} <= set(trend["all"]) and "HARD" in trend["by_compound"]
     assert set(scored["forecaster"]["h1"]["by_compound"]) <= {"SOFT", "MEDIUM", "HARD"}
     pit = m["pit_within_3"]
     assert 0.5 < pit["auc"] <= 1.0 and len(pit["calibration"]) >= 2

@@ -113,6 +113,31 @@ def test_next10_totals_by_hand():
     assert rep["half"]["n"] == 0 and np.isnan(rep["half"]["bias"])
 
 
+def test_stint_trend_by_hand():
+    """The stint trend: (lap t+10 - lap t+1) / 9 on origins whose laps t+1 and t+10 are Scored in
+    the stint; a forecast that adds 0.05 s per lap ahead trends 0.05 s per lap above the laps."""
+    from lapnet.race.features import COMPOUNDS, build_sequences
+    from lapnet.race.metrics import stint_trend_report
+    from lapnet.race.pipeline import load_laps
+    from lapnet.race.simulate import simulate
+
+    seq = build_sequences(load_laps(simulate(1, seed=3))[0])
+    exact = np.where(seq.target_mask, seq.future, np.nan)  # (N, T, K)
+    steeper = exact + 0.05 * np.arange(1, 11)  # +0.05 s at lap t+1, +0.5 s at lap t+10
+    rep = stint_trend_report({"exact": exact, "steeper": steeper}, seq)
+    ok = seq.target_mask[:, :, 0] & seq.target_mask[:, :, 9] & seq.origin_scored
+    want = (seq.future[:, :, 9] - seq.future[:, :, 0])[ok] / 9
+    assert rep["laps"] == [1, 10] and rep["all"]["n"] == int(ok.sum()) > 100
+    assert rep["all"]["actual"] == pytest.approx(want.mean()) and rep["all"]["exact"] == pytest.approx(want.mean())
+    assert rep["all"]["steeper"] == pytest.approx(want.mean() + 0.05)
+    for c, row in rep["by_compound"].items():
+        sel = ok & (seq.compound == COMPOUNDS.index(c))
+        assert row["n"] == int(sel.sum()) and row["actual"] == pytest.approx(((seq.future[:, :, 9] - seq.future[:, :, 0])[sel] / 9).mean())
+    assert sum(r["n"] for r in rep["by_compound"].values()) == rep["all"]["n"] and len(rep["by_compound"]) >= 2
+    # the simulator's tyres wear faster than fuel burns off: its stints slow
+    assert rep["all"]["actual"] > 0
+
+
 def test_phase_checks_by_hand():
     """Phase calls on laps without labels: each Scored lap against the median of the stint's other
     Scored laps within 3 laps (the next-lap version leaves out the lap the call was made on), and

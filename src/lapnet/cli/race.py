@@ -149,6 +149,7 @@ def eval_cmd(
         p = metrics["pit_within_3"]
         summary_table("pit within 3 laps", {"AUC": p["auc"], "tyre-life-only AUC": p["tyre_life_auc"],
                                             "top-decile precision": p["top_decile_precision"], "base rate": p["base_rate"]})
+        _trend_table(metrics)
         _phase_table(metrics)
         if "by_race" in metrics:
             summary_table("by race: MAE (s) forecaster / persistence, pit AUC",
@@ -171,6 +172,20 @@ def _phase_table(metrics: dict) -> None:
                         "push/conserve AUC": c["push_vs_conserve_auc"],
                         "next lap AUC": c["next_lap_push_vs_conserve_auc"]}
                        for name, c in checks.items() if name != "note"])
+
+
+def _trend_table(metrics: dict) -> None:
+    """Degradation forecast against the laps: s per lap over the next 10 laps, by compound."""
+    from lapnet.cli.common import summary_table
+
+    trend = metrics.get("stint_trend") or {}
+    if not trend.get("by_compound"):
+        return
+    rows = [{"compound": c, "n": r["n"], "actual": r["actual"], "forecast": r["forecaster"],
+             **({"expected": r["expected"]} if "expected" in r else {})}
+            for c, r in [*trend["by_compound"].items(), ("all", trend["all"])]]
+    summary_table("stint trend: s per lap over the next 10 laps (+ slower: wear beats fuel)",
+                  rows)
 
 
 @race_app.command("predict", help=f"Per-lap forecasts, 90% intervals, pit calls and phases; a table and figures.\n\n{MASKS_HELP}\n\n"
@@ -201,6 +216,7 @@ def predict_cmd(
                  **({"live": r.phase_live} if "phase_live" in table.columns else {})} for r in show.itertuples()]
         summary_table(f"forecasts (s) -> {dest}/predictions.csv", rows[-40:])
         summary_table("lap-time MAE (s) on Scored laps", _forecast_rows(metrics))
+        _trend_table(metrics)
         console.print(f"figures: {', '.join(metrics.get('figures', []))}")
 
 

@@ -93,6 +93,43 @@ def totals_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict:
     return out
 
 
+def stint_trend_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict:
+    """Degradation as forecast and as it happened: how much slower (s per lap) each lap of the
+    next K laps gets, per compound, on real laps where tyre wear and fuel burn both act.
+
+    Over origins t whose laps t+1 and t+K are both Scored and in t's stint, the trend is
+    (lap t+K - lap t+1) / (K - 1): for each forecaster from its forecasts, and "actual" from the
+    laps themselves on the same origins (positive: the stint slows, tyre wear beating fuel burn).
+
+    Args:
+        forecasts: name -> (N, T, K) lap times in seconds.
+        seq: the sequences (targets and masks).
+
+    Returns:
+        {"laps": [1, K], "all": {...}, "by_compound": {compound: {...}}}, each
+        {"n", "actual", <forecaster>: mean trend in s per lap}.
+    """
+    K = seq.future.shape[-1]
+    m = seq.target_mask[:, :, 0] & seq.target_mask[:, :, K - 1] & seq.origin_scored  # (N, T)
+
+    def trend(a: np.ndarray) -> np.ndarray:  # (N, T, K) -> (N, T) s per lap
+        return (a[:, :, K - 1] - a[:, :, 0]) / (K - 1)
+
+    actual = trend(seq.future)
+    trends = {name: trend(f) for name, f in forecasts.items()}
+    ok = m & np.isfinite(actual)
+    for t in trends.values():
+        ok &= np.isfinite(t)
+
+    def row(sel: np.ndarray) -> dict:
+        return {"n": int(sel.sum()), "actual": float(actual[sel].mean()),
+                **{name: float(t[sel].mean()) for name, t in trends.items()}}
+
+    return {"laps": [1, K], "all": row(ok) if ok.any() else {"n": 0},
+            "by_compound": {c: row(ok & (seq.compound == ci)) for ci, c in enumerate(COMPOUNDS)
+                            if np.any(ok & (seq.compound == ci))}}
+
+
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     """Unweighted mean of per-class F1 over the classes present in y_true or y_pred."""
     f1s = []

@@ -38,7 +38,8 @@ from lapnet.race.features import (
     build_sequences,
     check_features,
 )
-from lapnet.race.metrics import MASKS, coverage, forecast_report, macro_f1, phase_checks, pit_report, roc_auc, totals_report
+from lapnet.race.metrics import (MASKS, coverage, forecast_report, macro_f1, phase_checks, pit_report, roc_auc,
+                                 stint_trend_report, totals_report)
 from lapnet.race.models import INTERVAL90, ExpectedGap, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
 from lapnet.race.pit import PitModel
 
@@ -692,6 +693,9 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
     totals = {"forecaster": sec, **({"expected": to_seconds(seq, o["expected"])} if "expected" in o else {}),
               **{k: v for k, v in forecasts.items() if k != "forecaster"}}
     out["next10_total"] = totals_report(totals, seq)
+    # degradation: how much each lap of the next 10 slows, forecast (median and, with an ExpectedGap,
+    # the mean) against the laps themselves
+    out["stint_trend"] = stint_trend_report({k: v for k, v in totals.items() if k in ("forecaster", "expected")}, seq)
     probs, calls = phase_calls(o, tagged)
     if calls and seq.phase_mask.any():  # simulated laps: the truth is known
         qm = seq.phase_mask

@@ -266,6 +266,11 @@ def table(name: str, res: dict) -> list[str]:
             if n in ("forecaster", "expected", "persistence", "mean_last3")) + f" (n = {pooled.get('next10_total', {}).get('forecaster', {}).get('n')})",
         "per fold (held-out races): h1 MAE model / persistence (change), h5, h10 model / persistence; pit AUC model / tyre life / simple logistic",
     ]
+    trend = pooled.get("stint_trend") or {}
+    if trend.get("by_compound"):  # degradation: how much each lap of the next 10 slows, actual against forecast
+        lines.insert(-1, "stint trend (s per lap over the next 10 laps; actual / median forecast / expected): " + ", ".join(
+            f"{c} {r['actual']:+.3f} / {r['forecaster']:+.3f}" + (f" / {r['expected']:+.3f}" if "expected" in r else "")
+            + f" (n {r['n']})" for c, r in [*trend["by_compound"].items(), ("all", trend["all"])]))
     lines += phase_lines(pooled.get("phase_checks"), res.get("phase_reference_sim"))
     inner = [f["inner_validation"] for f in res["folds"]]
     if all(v["mae_h1"] for v in inner):

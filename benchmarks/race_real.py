@@ -19,7 +19,8 @@ never on the held-out folds. The runs' phase calls (push / conserve / pit window
 races simulated with the simulator calibrated to each fold's training races: --phase-sim) are
 checked on the held-out real laps against real stops and the laps' pace (no labels exist
 there; see `lapnet.race.metrics.phase_checks`). Finally the model is trained on all 15 races
-and timed. Prints one table and writes the JSON to --out (default runs/bench/race_real.json).
+and timed. Prints one table (with the stint trend: s per lap the next 10 laps slow, by compound,
+forecast against the laps) and writes the JSON to --out (default runs/bench/race_real.json).
 Timings on a shared machine are noisy: the CPU seconds are printed beside the wall clock.
 
 Targets (issue 10): next-lap MAE on green laps >= 10% below persistence; beats every baseline

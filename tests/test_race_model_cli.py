@@ -410,6 +410,21 @@ def test_eval_of_laps_without_a_stop_warns_and_writes_a_null_auc(run_cli, sim_ta
         assert m["forecast"]["scored"]["forecaster"]["h1"]["mae"] > 0
 
 
+def test_training_on_a_race_without_stops_warns(run_cli, sim_tables, tmp_path):
+    """A sprint (no stop at all) among the training races is named once: the pit call would learn
+    there that a due stop never comes."""
+    _, parts = sim_tables
+    df = pd.read_csv(parts[2], dtype={"TrackStatus": str})
+    sprint = tmp_path / "sprint.csv"
+    df[(df["Stint"] == 1) & df["PitInTime"].isna()].to_csv(sprint, index=False)
+    code, _, err = run_cli("race", "train", parts[0], sprint, "--out", tmp_path / "run", "--epochs", 1, "--hidden", 4,
+                           "--quiet")
+    assert code == 0, err
+    warn = [ln for ln in err.splitlines() if "no pit stop at all" in ln]
+    assert len(warn) == 1 and "race 'sprint'" in warn[0] and warn[0].startswith("lapnet: warning:"), err
+    assert parts[0].stem not in warn[0]
+
+
 def test_eval_warns_about_a_race_the_run_trained_on(run_cli, sim_tables, tmp_path):
     """Told by the race's laps, not its name: a renamed copy is caught, another race is not."""
     run, parts = sim_tables

@@ -259,6 +259,10 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         if not scored:  # its laps still build sequences, but no loss and no metric counts them
             warnings.warn(f"race '{race}' has no usable green laps (every lap is missing a time, inaccurate, "
                           "neutralised, wet, or an in/out-lap): it adds nothing to the forecaster")
+    for race, stops in laps.groupby("Race", sort=True)["InLap"].sum().items():
+        if stops == 0:  # a sprint: no mandatory stop, so "a stop is still due" would be taught wrong
+            warnings.warn(f"race '{race}' has no pit stop at all (a sprint?): the pit call learns when stops come "
+                          "from races that have them; train it on Grand Prix races")
     seq = build_sequences(laps)
     train_idx, val_idx = _split(seq, cfg.val_races, cfg.seed)
     mcfg = RaceModelConfig(input_size=len(NET_FEATURES), hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,

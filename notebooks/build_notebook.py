@@ -213,6 +213,33 @@ diagrams.lstm_cell()
 """)
 
 md(r"""
+### The LSTM cell, one step at a time
+
+The equations above are, line for line, the loop body of `lapnet.scratch.reference.lstm_forward`:
+the engine's cells written to be read (the fast kernel in `scratch/lstm.py` arranges the same
+arithmetic for speed, and a test holds the two to 1e-12). Its source, and a check that the
+readable cell, the fast engine and `torch.nn.LSTM` give the same hidden states:
+""")
+
+code(r"""
+import inspect
+
+from lapnet.scratch import reference
+
+print(inspect.getsource(reference.lstm_forward))
+lstm = scratch.LSTM(input_size=3, hidden_size=4, dtype="float64", seed=0)
+w = [lstm.state_dict()[k] for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+x = np.random.default_rng(0).standard_normal((2, 5, 3))              # (B=2, T=5, D=3)
+zeros = np.zeros((2, 4))
+hs, (h, c), _ = reference.lstm_forward(x, zeros, zeros, *w)          # hs (2, 5, 4)
+out, _, _ = lstm.forward(x)
+torch_lstm = torch.nn.LSTM(3, 4, batch_first=True, dtype=torch.float64)
+torch_lstm.load_state_dict({k: torch.from_numpy(v) for k, v in lstm.state_dict().items()})
+print("max |readable - engine| =", float(np.abs(hs - out).max()))
+print("max |readable - torch|  =", float(np.abs(hs - torch_lstm(torch.from_numpy(x))[0].detach().numpy()).max()))
+""")
+
+md(r"""
 The measured gradient flow above compares RNN, LSTM and GRU on the same task. The spectrum
 of the recurrent weights $W_{hh}$ (eigenvalues inside the unit circle shrink the signal,
 outside grow it) before and after training is part of the same experiment:

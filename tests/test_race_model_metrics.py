@@ -247,3 +247,27 @@ def test_driver_figure_pit_panel_uses_the_runs_threshold():
     assert plot_driver(table, ax=ax, pit_threshold=0.5) is fig
     assert len(fig.axes) == 2 and fig.axes[1].get_ylim() == (0.0, 1.0) and ax.get_xlabel() == "lap"
     plt.close(fig)
+
+
+def test_degradation_figure_states_each_compounds_trend():
+    """With the metrics' stint trend, each compound's legend entry carries the laps' and the
+    forecast's s per lap; without it, the compound's name alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lapnet.race.plots import plot_degradation
+
+    laps = np.tile(np.arange(1, 9), 2)
+    table = pd.DataFrame({"Race": "r", "Driver": np.repeat(["AAA", "BBB"], 8), "Stint": 1.0, "TyreLife": laps,
+                          "LapTime": 90.0 + 0.05 * laps, "forecast_h1": 90.0 + 0.04 * laps, "Scored": True,
+                          "Compound": "MEDIUM"})
+    trend = {"laps": [1, 10], "all": {"n": 7}, "by_compound": {"MEDIUM": {"n": 7, "actual": 0.0512, "forecaster": -0.0234}}}
+    fig = plot_degradation(table, trend=trend)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "MEDIUM: next 10 laps +0.051 s/lap, forecast -0.023 (n 7)"]
+    plt.close(fig)
+    fig = plot_degradation(table)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["MEDIUM"]
+    plt.close(fig)

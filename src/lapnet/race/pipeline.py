@@ -815,7 +815,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
             fig.savefig(path, dpi=110)
             plt.close(fig)  # pyplot keeps every open figure: a long-lived process would pile them up
             figs.append(str(path))
-        fig = plot_degradation(table)
+        fig = plot_degradation(table, trend=metrics.get("stint_trend"))
         fig.savefig(out / "degradation.png", dpi=110)
         plt.close(fig)
         figs.append(str(out / "degradation.png"))

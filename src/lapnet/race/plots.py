@@ -90,10 +90,23 @@ def _called_spans(laps: np.ndarray) -> list[tuple[float, float]]:
     return spans
 
 
-def plot_degradation(table: pd.DataFrame, ax=None):
+def _trend_label(comp: str, trend: dict | None) -> str:
+    row = ((trend or {}).get("by_compound") or {}).get(comp)
+    if not row:
+        return comp
+    return f"{comp}: next 10 laps {row['actual']:+.3f} s/lap, forecast {row['forecaster']:+.3f} (n {row['n']})"
+
+
+def plot_degradation(table: pd.DataFrame, ax=None, trend: dict | None = None):
     """Degradation per compound: lap time against tyre life, relative to each stint's median.
 
     Points are real Scored laps; lines are the model's next-lap forecast averaged by tyre life.
+
+    Args:
+        table: `predict_race`'s table.
+        trend: its metrics' `stint_trend` (`metrics.stint_trend_report`): when given, each
+            compound's legend entry says how much slower each of the next 10 laps got and was
+            forecast to get (s per lap).
     """
     import matplotlib.pyplot as plt
 
@@ -113,7 +126,7 @@ def plot_degradation(table: pd.DataFrame, ax=None):
             curve = s.groupby(s["TyreLife"] + 1)["rel_fc"].median()
             min_n = 5 if t["Driver"].nunique() > 3 else 1  # a whole field: drop tyre ages only a few drivers reached
             curve = curve[s.groupby(s["TyreLife"] + 1).size() >= min_n]
-            ax.plot(curve.index, curve.values, color=colour, lw=2, label=f"{comp}")
+            ax.plot(curve.index, curve.values, color=colour, lw=2, label=_trend_label(comp, trend))
         lo, hi = np.nanpercentile(t["rel"], [1, 99])
         if hi > lo:  # a stint or two of identical laps leaves matplotlib's own limits
             ax.set_ylim(lo, hi)

@@ -12,7 +12,8 @@ from lapnet.scratch.tour import run_tour
 
 def test_run_tour_saves_metrics_figure_and_run(tmp_path):
     res = run_tour(quick=True, out=tmp_path)
-    assert [r["layer"] for r in res["parity"]] == ["RNN (tanh)", "LSTM", "GRU"]
+    assert [r["layer"] for r in res["parity"]] == ["RNN (tanh)", "LSTM", "GRU", "RNN ref", "LSTM ref", "GRU ref"]
+    assert [r["tensors"] for r in res["parity"]] == [16, 16, 16, 4, 4, 4]  # 2 layers x 2 directions; 1 layer
     for r in res["parity"]:
         assert max(r[k] for k in ("output", "final state", "dL/dx", "dL/d state0", "dL/d weights")) < 1e-10
     metrics = json.loads((tmp_path / "metrics.json").read_text())

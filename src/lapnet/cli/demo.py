@@ -28,7 +28,7 @@ def show_part(row, *, verdict_to_stderr: bool = False) -> None:
     if not row.ok or not d:
         return
     if row.part == "engine":
-        summary_table("max |engine - torch|: outputs, final states and every gradient",
+        summary_table("max |engine - torch|, every output and gradient (ref: readable cells, 1 layer)",
                       [{k: _sci(v) for k, v in r.items()} for r in d["parity"]])
         summary_table("gradient check: every parameter, the input and the initial state(s)",
                       [{k: _sci(v) for k, v in r.items()} for r in d["gradcheck"]])

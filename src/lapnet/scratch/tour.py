@@ -4,7 +4,8 @@ agree with finite differences, and a NumPy LSTM learns the notebook's sine wave.
 Each piece is a library function that returns plain rows and numbers, so the CLI only
 presents them and a later, longer tour can reuse them:
 
-    parity_table()     max |engine - torch| for outputs, final states and every gradient
+    parity_table()     max |engine - torch| for outputs, final states and every gradient, the
+                       layer objects and the readable cells (scratch/reference.py)
     gradcheck_table()  worst relative error of backward against central differences
     train_sine()       a NumPy LSTM + Linear head, Adam, MSE, trained by lapnet.train.fit
     run_tour()         all three (quick: toy sizes), optionally saved under a run directory
@@ -88,6 +89,61 @@ def parity_table(*, seed: int = 0, B: int = 4, T: int = 7, D: int = 3, H: int = 
             "dL/d state0": max(err(a, b.grad) for a, b in zip(ds0, st)),
             "dL/d weights": max(err(grads[n], p.grad) for n, p in mod.named_parameters()),
             "tensors": len(grads),
+        })
+    return rows + _reference_rows(seed=seed, B=B, T=T, D=D, H=H)
+
+
+def _reference_rows(*, seed: int, B: int, T: int, D: int, H: int) -> list[dict[str, Any]]:
+    """The readable cells (scratch/reference.py) against torch: one layer, one direction,
+    float64, random non-zero biases, initial states and upstream gradients."""
+    import torch
+
+    from lapnet.scratch import reference as ref
+
+    rows = []
+    for kind in ("rnn", "lstm", "gru"):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed + 1)
+        mod = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](D, H, batch_first=True,
+                                                                                     dtype=torch.float64)
+        with torch.no_grad():
+            for p in mod.parameters():
+                p.normal_(0.0, 0.5)
+        w = [p.detach().numpy() for p in (mod.weight_ih_l0, mod.weight_hh_l0, mod.bias_ih_l0, mod.bias_hh_l0)]
+        n_state = 2 if kind == "lstm" else 1
+        x = rng.standard_normal((B, T, D))
+        state = [rng.standard_normal((B, H)) for _ in range(n_state)]
+        dout = rng.standard_normal((B, T, H))
+        dstate = [rng.standard_normal((B, H)) for _ in range(n_state)]
+
+        xt = torch.tensor(x, requires_grad=True)
+        st = [torch.tensor(s[None], requires_grad=True) for s in state]  # (1, B, H)
+        out_t, s_t = mod(xt, tuple(st) if kind == "lstm" else st[0])
+        s_t = s_t if isinstance(s_t, tuple) else (s_t,)
+        loss = (out_t * torch.tensor(dout)).sum() + sum((a[0] * torch.tensor(g)).sum() for a, g in zip(s_t, dstate))
+        loss.backward()
+
+        if kind == "lstm":
+            out, s_e, cache = ref.lstm_forward(x, *state, *w)
+            dx, ds0, g = ref.lstm_backward(dout, *dstate, cache)
+        else:
+            fwd, bwd = (ref.rnn_forward, ref.rnn_backward) if kind == "rnn" else (ref.gru_forward, ref.gru_backward)
+            out, h, cache = fwd(x, state[0], *w)
+            dx, dh0, g = bwd(dout, dstate[0], cache)
+            s_e, ds0 = (h,), (dh0,)
+
+        def err(a, b) -> float:
+            return float(np.max(np.abs(np.asarray(a) - b.detach().numpy())))
+
+        torch_grads = (mod.weight_ih_l0.grad, mod.weight_hh_l0.grad, mod.bias_ih_l0.grad, mod.bias_hh_l0.grad)
+        rows.append({
+            "layer": f"{NAMES[kind].split()[0]} ref",  # short: the demo table fits 80 columns
+            "output": err(out, out_t),
+            "final state": max(err(a, b[0]) for a, b in zip(s_e, s_t)),
+            "dL/dx": err(dx, xt.grad),
+            "dL/d state0": max(err(a, b.grad[0]) for a, b in zip(ds0, st)),
+            "dL/d weights": max(err(g[k], t) for k, t in zip(("w_ih", "w_hh", "b_ih", "b_hh"), torch_grads)),
+            "tensors": len(g),
         })
     return rows
 

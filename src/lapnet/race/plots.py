@@ -14,7 +14,7 @@ COMPOUND_COLOURS = {"SOFT": "#e10600", "MEDIUM": "#f5c400", "HARD": "#7f7f7f", "
 PHASE_COLOURS = {"push": "#d62728", "conserve": "#1f77b4", "pit_window": "#ff7f0e"}
 
 
-def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float | None = None, pit_ax=None):
+def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float | None = None):
     """Actual lap times against the next-lap forecast for one driver, and the pit call below.
 
     Stints are coloured by compound; the 90% interval is a band; real pit stops are dashed
@@ -25,18 +25,18 @@ def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float | None = None
 
     Args:
         table: the rows of one driver (one race) from `predict_race`.
-        ax: the lap-time axes; None makes a figure with the pit panel under it.
+        ax: the lap-time axes, the pit call then on a twin axis; None makes a figure with
+            the pit panel under the lap times.
         pit_threshold: the probability from which the pit call fires, for a real-race run
             the one its live pit-window call uses (`pipeline.pit_window_threshold`); None: 0.5.
-        pit_ax: the axes for the pit call; with `ax` given and this None, a twin axis of `ax`.
     """
     import matplotlib.pyplot as plt
 
-    twin = ax is not None and pit_ax is None
-    if ax is None:
-        fig, (ax, pit_ax) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 1), layout="constrained")
-    elif twin:
+    twin = ax is not None
+    if twin:
         pit_ax = ax.twinx()
+    else:
+        fig, (ax, pit_ax) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 1), layout="constrained")
     fig = ax.figure
     threshold = 0.5 if pit_threshold is None else float(pit_threshold)
     g = table.sort_values("LapNumber")

@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/simulate.py
 	$(PY) benchmarks/race.py
 	$(PY) benchmarks/race_real.py
+	$(PY) benchmarks/race_length.py
 	$(PY) benchmarks/adding.py
 	@if [ -n "$(TEXT)" ]; then $(PY) benchmarks/text.py "$(TEXT)"; \
 	 else echo "benchmarks/text.py skipped: give TEXT=<about 1 MB of English prose>"; fi

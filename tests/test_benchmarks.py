@@ -1,5 +1,5 @@
 """Every script in benchmarks/ still runs, at toy sizes (marked slow: `pytest -m slow`, about
-3 minutes; `make test` skips them). The numbers they print are not checked here (at these
+6 minutes; `make test` skips them). The numbers they print are not checked here (at these
 sizes they mean nothing); that each script runs to the end and writes its results is.
 
 Why: a benchmark is run by hand, rarely, so a change in the library can break one silently
@@ -61,6 +61,12 @@ def test_race_real(f1_data, tmp_path):
         "--hidden", "8", "--jobs", "2", "--out", tmp_path / "race_real.json")
     got = json.loads((tmp_path / "race_real.json").read_text())
     assert got
+
+
+def test_race_length(f1_data):
+    out = run("race_length.py", "--impact", "--epochs", "1", "--members", "1", "--hidden", "8")
+    assert out.count("\n| ") >= 15 + 3  # a row per race, a row per way of knowing the length
+    assert "race left out" in out and "| estimate |" in out and "| fixed 60 |" in out
 
 
 def test_pit_explore(f1_data):

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lapnet.race.features import DEFAULT_RACE_LAPS, RACE_SECONDS
+
 TRAIN = ("2023_miami_R", "2023_british_R", "2023_belgian_R")
 HELD_OUT = "2023_italian_R"
 
@@ -147,7 +149,8 @@ def test_live_equals_batch_predict(real_run, run_cli, f1_data, tmp_path):
 def test_live_reads_the_race_length_from_a_complete_file(real_run, run_cli, f1_data, tmp_path, monkeypatch):
     """Without --race-laps, a finished race replayed from FILE takes its last timed lap as the
     race length (Monza's generated rows after the flag carry lap 52; the race was 51 laps);
-    stdin, which could still be growing, falls back to 60 laps with a warning."""
+    stdin, which could still be growing, estimates the length from the race's pace, with a
+    warning, and every line says which length it used."""
     run, _ = real_run
     feed = tmp_path / "feed.csv"
     _session_ordered_csv(f1_data / f"{HELD_OUT}.csv", feed)
@@ -164,7 +167,61 @@ def test_live_reads_the_race_length_from_a_complete_file(real_run, run_cli, f1_d
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines[:41]) + "\n"))  # the first 40 rows, from stdin
     code, out, err = run_cli("race", "live", run, "-")
     assert code == 0, err
-    assert "assuming a 60-lap race" in err and len(out.splitlines()) == 39  # TSU lap 1 is a generated row
+    assert "estimating the race length" in err and len(out.splitlines()) == 39  # TSU lap 1 is a generated row
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert all(r["race_laps_estimated"] for r in recs)
+    first_scored = next(i for i, r in enumerate(recs) if r["scored"])
+    # lap 1 is never Scored (standing start): the default until a Scored lap gives a reference lap
+    assert {r["race_laps"] for r in recs[:first_scored]} == {DEFAULT_RACE_LAPS}
+    ref = recs[first_scored]["lap_time"]  # the reference lap after one Scored lap is that lap
+    assert recs[first_scored]["race_laps"] == round(RACE_SECONDS / ref) != DEFAULT_RACE_LAPS
+    assert 45 <= recs[-1]["race_laps"] <= 65  # Monza: 51 laps, its fast laps make it the worst estimate
+    given = [json.loads(line) for line in run_cli("race", "live", run, feed, "--race-laps", 51)[1].splitlines()]
+    assert {(r["race_laps"], r["race_laps_estimated"]) for r in given} == {(51, False)}
+
+
+def test_predict_a_race_still_running(real_run, run_cli, f1_data, tmp_path, monkeypatch):
+    """A table cut at lap 30 looks like a 30-lap race unless told: with --race-laps 51 every
+    lap gets exactly what the finished race's table gives it, and with --race-laps estimate
+    what `race live` says on the same feed without a length."""
+    run, _ = real_run
+    src = f1_data / f"{HELD_OUT}.csv"
+    raw = pd.read_csv(src, dtype=str)
+    part = tmp_path / "first30.csv"
+    raw[raw["LapNumber"].astype(float) <= 30].to_csv(part, index=False)
+
+    def predict(table, name, *extra):
+        code, _, err = run_cli("race", "predict", run, table, "--out", tmp_path / name, "--quiet", *extra)
+        assert code == 0, err
+        return pd.read_csv(tmp_path / name / "predictions.csv"), json.loads((tmp_path / name / "metrics.json").read_text())
+
+    full, _ = predict(src, "full")
+    given, metrics = predict(part, "given", "--race-laps", "51")
+    assert metrics["race_length"] == 51
+    both = given.merge(full, on=["Driver", "LapNumber"], suffixes=("", "_full"))
+    assert len(both) == len(given) > 500
+    for col in ("pit_prob", "forecast_h1", "forecast_h10"):
+        np.testing.assert_allclose(both[col], both[f"{col}_full"], rtol=1e-6, atol=1e-6)
+    cut, metrics = predict(part, "cut")  # the default: the table's last lap, 30
+    assert metrics["race_length"] == "file"
+    late = cut["LapNumber"] >= 28
+    assert np.abs(cut.loc[late, "pit_prob"].to_numpy() - given.loc[late, "pit_prob"].to_numpy()).max() > 0.01
+
+    est, metrics = predict(part, "est", "--race-laps", "estimate")
+    assert metrics["race_length"] == "estimate"
+    feed = tmp_path / "feed.csv"
+    _session_ordered_csv(part, feed)
+    monkeypatch.setattr("sys.stdin", io.StringIO(feed.read_text()))
+    code, out, err = run_cli("race", "live", run, "-")
+    assert code == 0, err
+    live = pd.DataFrame([{"Driver": d["driver"], "LapNumber": d["lap"], "pit": d["pit_within_3"]}
+                         for d in map(json.loads, out.splitlines())])
+    both = est.merge(live, on=["Driver", "LapNumber"])
+    assert len(both) == len(est)
+    np.testing.assert_allclose(both["pit"], both["pit_prob"], atol=2e-4)  # JSON rounds to 1e-4
+    for bad in ("soon", "0"):
+        code, _, err = run_cli("race", "eval", run, part, "--race-laps", bad)
+        assert code == 2 and "--race-laps" in err and len(err.strip().splitlines()) == 1
 
 
 def test_live_masks_the_red_flag_restart_as_batch_cleaning_does(real_run, run_cli, f1_data, tmp_path):

@@ -190,3 +190,31 @@ def test_pit_caller_basis_by_hand():
     torch.testing.assert_close(z[:D], x)
     hot = (torch.nonzero(z[D:]).flatten() + D).tolist()
     assert hot == [D + 11 + 2, D + 33 + 5, D + 44 + 5, D + 55 + 2]  # MEDIUM 0.2-0.3, lap 0.5-0.6, same (must stop), tyre 6-9
+
+
+def test_race_length_estimated_from_the_reference_lap():
+    """Without a scheduled length the featuriser assumes DEFAULT_RACE_LAPS until a Scored lap
+    gives a reference lap, then RACE_SECONDS / ref, never fewer laps than it has seen; the
+    features use it (lap_frac), and a given length is kept as it is."""
+    from lapnet.race.features import DEFAULT_RACE_LAPS, RACE_SECONDS, RaceFeaturizer, estimate_race_laps
+
+    assert estimate_race_laps(RACE_SECONDS / 57) == 57
+    assert estimate_race_laps(RACE_SECONDS / 57.4) == 57 and estimate_race_laps(RACE_SECONDS / 57.6) == 58
+    assert estimate_race_laps(float("nan")) == DEFAULT_RACE_LAPS and estimate_race_laps(0.0) == DEFAULT_RACE_LAPS
+    laps = _clean(_two_cars())
+    recs = laps.iloc[session_order(laps)].to_dict("records")
+    fz, fixed = RaceFeaturizer(None), RaceFeaturizer(44)
+    seen = []
+    for r in recs:
+        f, g = fz.step(r), fixed.step(r)
+        seen.append((r["LapNumber"], bool(r["Scored"]), fz.total_laps, f.x[FEATURES.index("lap_frac")]))
+        assert fixed.total_laps == 44 and not fixed.estimated
+        assert g.x[FEATURES.index("lap_frac")] == pytest.approx(r["LapNumber"] / 44)
+    assert fz.estimated
+    first = next(i for i, s in enumerate(seen) if s[1])
+    assert all(s[2] == DEFAULT_RACE_LAPS for s in seen[:first])  # lap 1 is not Scored: nothing to go on
+    ref = recs[first]["LapTime"]
+    assert seen[first][2] == round(RACE_SECONDS / ref)  # one Scored lap: it is the reference
+    assert seen[first][3] == pytest.approx(seen[first][0] / seen[first][2])  # and the features use it
+    fz.max_lap = 80  # a race longer than the estimate: at least the laps it has seen
+    assert fz.total_laps == 80

@@ -150,11 +150,13 @@ class LiveRace:
 
     Args:
         run: a loaded run (`load_run`).
-        total_laps: the race's scheduled length (for race-fraction features).
+        total_laps: the race's scheduled length (for race-fraction features), or None to
+            estimate it from the race's reference lap as the laps come in
+            (`features.estimate_race_laps`); every prediction says which length it used.
     """
 
     run: RaceRun
-    total_laps: int
+    total_laps: int | None
     header: list[str] | None = None
     drivers: dict[str, _DriverLive] = field(default_factory=dict)
     started_at_lap1: bool | None = None
@@ -284,6 +286,8 @@ class LiveRace:
             "interval90_h1": [round(float(sec[0] - self.z90 * sig[0]), 4), round(float(sec[0] + self.z90 * sig[0]), 4)],
             "pit_within_3": round(pit, 4),
             "phase": phase,
+            "race_laps": self.featurizer.total_laps,
+            "race_laps_estimated": self.featurizer.estimated,
         }
         if "expected" in out:  # the mean lap (a stint's time is a sum of laps: plan with these)
             exp_sec = start + f.ref * out["expected"][0, 0].numpy().astype(float) / 100.0

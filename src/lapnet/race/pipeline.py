@@ -718,18 +718,22 @@ def _summary(report: dict) -> list[dict]:
     return rows
 
 
-def eval_race(run: str | Path, sources: Any) -> dict:
-    """`lapnet race eval`: forecaster vs baselines by horizon and compound, pit-call quality."""
+def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file") -> dict:
+    """`lapnet race eval`: forecaster vs baselines by horizon and compound, pit-call quality.
+
+    `race_length`: each race's length for the race-fraction features, as `build_sequences`
+    takes it (default: the last lap in the table, right for finished races).
+    """
     r = load_run(run)
     laps, report = load_laps(sources)
-    seq = build_sequences(laps)
+    seq = build_sequences(laps, race_length)
     o, tagged = run_outputs(r, seq)
     races = sorted({k[0] for k in seq.keys})
     trained = set(r.config.get("race_fingerprints", {}).values())
     seen = sorted(race for race, f in race_fingerprints(laps).items() if f in trained)
     if seen:  # the numbers would measure memory, not forecasting
         warnings.warn(f"race(s) {', '.join(seen)} were among the run's training races: their scores are in-sample")
-    metrics = {"run": str(run), "races": races, "masks": r.config.get("masks"),
+    metrics = {"run": str(run), "races": races, "race_length": race_length, "masks": r.config.get("masks"),
                "baselines": list(BASELINES), **score_predictions(seq, o, tagged),
                "cleaning": report.summary()}
     pit = metrics["pit_within_3"]
@@ -756,8 +760,12 @@ def _race_row(m: dict) -> dict:
             "pit_auc": m["pit_within_3"]["auc"], "tyre_life_auc": m["pit_within_3"]["tyre_life_auc"]}
 
 
-def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, out: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, out: str | Path | None = None,
+                 race_length: int | str = "file") -> tuple[pd.DataFrame, dict]:
     """`lapnet race predict`: per-lap forecasts, intervals, pit calls and phases (+ figures in `out`).
+
+    `race_length` as `eval_race` takes it: give it (or "estimate") for a race still running,
+    whose table's last lap is not the race's last.
 
     Returns:
         (table, metrics): one row per lap of the selected drivers; metrics as `eval_race`
@@ -769,7 +777,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
         known = sorted(laps["Driver"].unique())
         if driver not in known:
             raise LapnetError(f"--driver {driver}: not in the lap table (drivers: {', '.join(known)})")
-    seq = build_sequences(laps)
+    seq = build_sequences(laps, race_length)
     o, tagged = run_outputs(r, seq)
     sec, half = to_seconds(seq, o["mean"], o["half90"])
     exp_sec = to_seconds(seq, o["expected"]) if "expected" in o else None
@@ -795,7 +803,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
     table = pd.DataFrame(rows)
     sel = np.array([driver is None or k[1] == driver for k in seq.keys])
     keep = np.flatnonzero(sel)
-    metrics = {"run": str(run), "driver": driver,
+    metrics = {"run": str(run), "driver": driver, "race_length": race_length,
                **score_predictions(subset_sequences(seq, keep), _take(o, keep), _take(tagged, keep)),
                "cleaning": report.summary()}
     if out is not None:

@@ -269,9 +269,18 @@ def table(name: str, res: dict) -> list[str]:
     ]
     trend = pooled.get("stint_trend") or {}
     if trend.get("by_compound"):  # degradation: how much each lap of the next 10 slows, actual against forecast
-        lines.insert(-1, "stint trend (s per lap over the next 10 laps; actual / median forecast / expected): " + ", ".join(
+        lines.insert(-1, "stint trend (s per lap over the next 10 laps; actual / median forecast / expected; "
+                     "actual - median forecast, 95% over resampled stints): " + ", ".join(
             f"{c} {r['actual']:+.3f} / {r['forecaster']:+.3f}" + (f" / {r['expected']:+.3f}" if "expected" in r else "")
-            + f" (n {r['n']})" for c, r in [*trend["by_compound"].items(), ("all", trend["all"])]))
+            + " [{:+.3f}, {:+.3f}]".format(*r["gap_ci95"]["forecaster"])
+            + f" (n {r['n']}, {r['stints']} stints)" for c, r in [*trend["by_compound"].items(), ("all", trend["all"])]))
+        by_race = trend.get("by_race") or {}
+        if by_race:  # what varies most: each race's own trend, which the forecast follows only in part
+            act = [r["actual"] for r in by_race.values()]
+            fc = [r["forecaster"] for r in by_race.values()]
+            lines.insert(-1, f"stint trend by race (all compounds): actual {min(act):+.3f} to {max(act):+.3f} "
+                         f"(sd {np.std(act):.3f}), median forecast {min(fc):+.3f} to {max(fc):+.3f} (sd {np.std(fc):.3f}), "
+                         f"correlation {np.corrcoef(act, fc)[0, 1]:.2f} over {len(act)} races")
     lines += phase_lines(pooled.get("phase_checks"), res.get("phase_reference_sim"))
     inner = [f["inner_validation"] for f in res["folds"]]
     if all(v["mae_h1"] for v in inner):

@@ -136,6 +136,36 @@ def test_stint_trend_by_hand():
     assert sum(r["n"] for r in rep["by_compound"].values()) == rep["all"]["n"] and len(rep["by_compound"]) >= 2
     # the simulator's tyres wear faster than fuel burns off: its stints slow
     assert rep["all"]["actual"] > 0
+    # intervals of actual minus forecast, resampling whole stints
+    stints = {(i, seq.stint_id[i, t]) for i, t in zip(*np.nonzero(ok))}
+    assert rep["all"]["stints"] == len(stints) > 20
+    assert rep["all"]["gap_ci95"]["exact"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert rep["all"]["gap_ci95"]["steeper"] == pytest.approx([-0.05, -0.05])
+    rng = np.random.default_rng(1)
+    tilt = rng.normal(0.0, 0.05, (seq.stint_id.shape[0], seq.stint_id.max() + 1))  # one wrong slope per stint
+    noisy = exact + tilt[np.arange(len(tilt))[:, None], np.maximum(seq.stint_id, 0)][:, :, None] * np.arange(10)  # trend + tilt
+    rep = stint_trend_report({"noisy": noisy}, seq)
+    lo, hi = rep["all"]["gap_ci95"]["noisy"]
+    gap = rep["all"]["actual"] - rep["all"]["noisy"]
+    # the stints' slopes differ, not the origins': the interval is about 4 x 0.05 / sqrt(stints) wide
+    assert lo < gap < hi and 0.5 < (hi - lo) / (4 * 0.05 / np.sqrt(len(stints))) < 2
+    assert rep == stint_trend_report({"noisy": noisy}, seq)  # a fixed seed: the same laps, the same interval
+
+
+def test_stint_trend_by_race():
+    from lapnet.race.features import build_sequences
+    from lapnet.race.metrics import stint_trend_report
+    from lapnet.race.pipeline import load_laps
+    from lapnet.race.simulate import simulate
+
+    seq = build_sequences(load_laps(simulate(2, seed=3))[0])
+    exact = np.where(seq.target_mask, seq.future, np.nan)
+    rep = stint_trend_report({"exact": exact}, seq)
+    assert len(rep["by_race"]) == 2
+    assert sum(r["n"] for r in rep["by_race"].values()) == rep["all"]["n"]
+    assert sum(r["stints"] for r in rep["by_race"].values()) == rep["all"]["stints"]
+    one = stint_trend_report({"exact": exact}, seq.__class__(**{**seq.__dict__, "keys": [("one", k[1]) for k in seq.keys]}))
+    assert "by_race" not in one
 
 
 def test_phase_checks_by_hand():

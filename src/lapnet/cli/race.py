@@ -186,11 +186,15 @@ def _trend_table(metrics: dict) -> None:
     trend = metrics.get("stint_trend") or {}
     if not trend.get("by_compound"):
         return
-    rows = [{"compound": c, "n": r["n"], "actual": r["actual"], "forecast": r["forecaster"],
-             **({"expected": r["expected"]} if "expected" in r else {})}
+    def ci(r: dict) -> str:
+        lo, hi = r["gap_ci95"]["forecaster"]
+        return f"[{lo:+.3f}, {hi:+.3f}]"
+
+    rows = [{"compound": c, "n": r["n"], "stints": r["stints"], "actual": r["actual"], "forecast": r["forecaster"],
+             **({"expected": r["expected"]} if "expected" in r else {}), "actual - forecast, 95%": ci(r)}
             for c, r in [*trend["by_compound"].items(), ("all", trend["all"])]]
-    summary_table("stint trend: s per lap over the next 10 laps (+ slower: wear beats fuel)",
-                  rows)
+    summary_table("stint trend: s per lap over the next 10 laps (+ slower: wear beats fuel); "
+                  "the interval resamples stints", rows)
 
 
 @race_app.command("predict", help=f"Per-lap forecasts, 90% intervals, pit calls and phases; a table and figures.\n\n{MASKS_HELP}\n\n"

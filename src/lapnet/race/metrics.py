@@ -93,6 +93,9 @@ def totals_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict:
     return out
 
 
+TREND_BOOT = 1000  # bootstrap resamples of the stints for `stint_trend_report`'s intervals
+
+
 def stint_trend_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict:
     """Degradation as forecast and as it happened: how much slower (s per lap) each lap of the
     next K laps gets, per compound, on real laps where tyre wear and fuel burn both act.
@@ -105,9 +108,15 @@ def stint_trend_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict
         forecasts: name -> (N, T, K) lap times in seconds.
         seq: the sequences (targets and masks).
 
+    Whether a forecaster's trend differs from the laps' more than chance would make it: the
+    origins of one stint overlap (their windows share laps), so the unit of resampling is the
+    stint. `gap_ci95` is the 95% interval of actual minus forecast over TREND_BOOT bootstrap
+    resamples of the stints (fixed seed: the same laps give the same interval).
+
     Returns:
-        {"laps": [1, K], "all": {...}, "by_compound": {compound: {...}}}, each
-        {"n", "actual", <forecaster>: mean trend in s per lap}.
+        {"laps": [1, K], "all": {...}, "by_compound": {compound: {...}}, "by_race": {race: {...}}},
+        each {"n", "stints", "actual", <forecaster>: mean trend in s per lap,
+        "gap_ci95": {<forecaster>: [lo, hi]}} ("by_race" only with several races).
     """
     K = seq.future.shape[-1]
     m = seq.target_mask[:, :, 0] & seq.target_mask[:, :, K - 1] & seq.origin_scored  # (N, T)
@@ -121,13 +130,26 @@ def stint_trend_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict
     for t in trends.values():
         ok &= np.isfinite(t)
 
-    def row(sel: np.ndarray) -> dict:
-        return {"n": int(sel.sum()), "actual": float(actual[sel].mean()),
-                **{name: float(t[sel].mean()) for name, t in trends.items()}}
+    stint = np.arange(len(seq.keys))[:, None] * (seq.stint_id.max() + 2) + seq.stint_id + 1  # (N, T) one id per stint
 
-    return {"laps": [1, K], "all": row(ok) if ok.any() else {"n": 0},
-            "by_compound": {c: row(ok & (seq.compound == ci)) for ci, c in enumerate(COMPOUNDS)
-                            if np.any(ok & (seq.compound == ci))}}
+    def row(sel: np.ndarray) -> dict:
+        _, c = np.unique(stint[sel], return_inverse=True)  # (n,) the stint of each origin, 0..C-1
+        n_c = np.bincount(c).astype(float)  # (C,)
+        w = np.random.default_rng(0).multinomial(len(n_c), np.full(len(n_c), 1 / len(n_c)), size=TREND_BOOT)  # (R, C)
+        ci = {}
+        for name, t in trends.items():
+            gap = (w @ np.bincount(c, actual[sel] - t[sel], len(n_c))) / (w @ n_c)  # (R,) resampled mean gaps
+            ci[name] = [float(v) for v in np.percentile(gap, [2.5, 97.5])]
+        return {"n": int(sel.sum()), "stints": len(n_c), "actual": float(actual[sel].mean()),
+                **{name: float(t[sel].mean()) for name, t in trends.items()}, "gap_ci95": ci}
+
+    out = {"laps": [1, K], "all": row(ok) if ok.any() else {"n": 0},
+           "by_compound": {c: row(ok & (seq.compound == ci)) for ci, c in enumerate(COMPOUNDS)
+                           if np.any(ok & (seq.compound == ci))}}
+    races = np.array([k[0] for k in seq.keys])
+    if len(set(races)) > 1:
+        out["by_race"] = {r: row(ok & (races == r)[:, None]) for r in sorted(set(races)) if np.any(ok & (races == r)[:, None])}
+    return out
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:

@@ -218,3 +218,34 @@ def test_race_length_estimated_from_the_reference_lap():
     assert seen[first][3] == pytest.approx(seen[first][0] / seen[first][2])  # and the features use it
     fz.max_lap = 80  # a race longer than the estimate: at least the laps it has seen
     assert fz.total_laps == 80
+
+
+def test_race_trend_is_the_pooled_within_stint_slope(f1_data):
+    """race_trend: the least-squares slope of lap time on lap number over every Scored lap so
+    far, one offset per stint (running sums), checked against a least-squares solve at a few
+    points of a real race."""
+    from lapnet.race.features import RaceFeaturizer, _PooledTrend
+    from lapnet.race.pipeline import load_laps
+
+    laps, _ = load_laps(f1_data / "2023_miami_R.csv")
+    recs = laps.iloc[session_order(laps)].to_dict("records")
+    fz = RaceFeaturizer(57)
+    seen = []  # (stint key, lap number, lap time) of the Scored laps so far
+    checked = 0
+    for k, r in enumerate(recs):
+        f = fz.step(r)
+        if r["Scored"]:
+            seen.append(((r["Driver"], f.stint_id), r["LapNumber"], r["LapTime"]))
+        if k in (300, 600, 900):
+            keys = sorted({s for s, _, _ in seen})
+            x = np.array([v for _, v, _ in seen], float)
+            d = np.column_stack([x] + [[s == key for s, _, _ in seen] for key in keys]).astype(float)
+            slope = np.linalg.lstsq(d, np.array([t for _, _, t in seen]), rcond=None)[0][0]
+            assert fz.trend.slope() == pytest.approx(slope, rel=1e-6, abs=1e-9)
+            assert f.x[FEATURES.index("race_trend")] == pytest.approx(np.clip(slope / f.ref * 100, -1, 1) * 10, rel=1e-5)
+            checked += 1
+    assert checked == 3
+    t = _PooledTrend()
+    t.add(("a", 0), 1.0, 90.0)
+    t.add(("a", 0), 2.0, 90.5)
+    assert t.slope() == 0.0  # too little spread within stints to call a trend

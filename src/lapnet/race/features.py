@@ -100,6 +100,7 @@ NET_FEATURES: tuple[str, ...] = (  # what the recurrent forecaster reads (the fi
     "drs",  # within 1 s of the car ahead (DRS range, and dirty air)
     *(f"opening_lap_{k}" for k in (2, 3, 4, 5)),  # lap 2..5: DRS opens on lap 3, the field spreads, fuel is heaviest
     *(f"restart_{k}" for k in (1, 2, 3)),  # k laps after a safety car / VSC / red flag lap (DRS closed, tyres cold)
+    "race_trend",  # the race's pace trend so far: one slope over every Scored lap of every stint (offset per stint), % of ref per lap, x 10
 )
 # what a pit wall weighs beyond tyre age, for the pit call only (lapnet.race.pit.PitContext computes
 # them; the definitions are in its docstring): the road behind against the race's pit loss, the
@@ -213,6 +214,7 @@ class RaceFeaturizer:
         self.pit_times: list[tuple[float, str]] = []  # (session time, driver) of in-laps
         self.n_timed = 0
         self.stint_ends: dict[str, list[float]] = {}  # compound -> tyre life at which stints ended in the pits
+        self.trend = _PooledTrend()
         self._ref_cache: tuple[int, int, float] = (-1, -1, math.nan)
 
     @property
@@ -285,6 +287,7 @@ class RaceFeaturizer:
             st.dev = (lap_time - sum(b for _, b in prev) / len(prev)) / ref * 100 if prev else math.nan
             st.dev_t = t_end if math.isfinite(t_end) else -math.inf
             st.scored.append((n, lap_time))
+            self.trend.add((drv, st.stint_id), n, lap_time)
         elif st.stint_laps == 1:
             st.dev = math.nan
         recent = st.scored[-1:]
@@ -440,9 +443,43 @@ class RaceFeaturizer:
             float(gap < 1.0 and not leader),
             *(float(lap_n == k) for k in (2, 3, 4, 5)),
             *(float(st.since_neutral == k) for k in (1, 2, 3)),
+            _clip(self.trend.slope() / ref * 100, -1, 1) * 10,
         ]
         st.last_lap = n
         return LapFeatures(np.asarray(x, dtype=np.float32), base, float(ref), st.stint_id)
+
+
+class _PooledTrend:
+    """The race's lap-time trend so far: the least-squares slope of lap time on lap number over
+    every Scored lap of every stint, each stint with its own offset (so stops, drivers and
+    compounds do not look like a trend). Kept as running sums: O(1) per lap.
+
+    With per-stint sums n, Sx, Sy, the pooled slope is
+    (sum xy - sum_s Sx Sy / n) / (sum x^2 - sum_s Sx^2 / n).
+    """
+
+    MIN_SXX = 20.0  # lap^2 of within-stint spread before the slope counts (about 10 stints of 3 laps)
+
+    def __init__(self):
+        self.stints: dict[tuple, list[float]] = {}  # stint -> [n, Sx, Sy]
+        self.sxy = self.sxx = self.between_xy = self.between_xx = 0.0
+
+    def add(self, stint: tuple, x: float, y: float) -> None:
+        acc = self.stints.setdefault(stint, [0.0, 0.0, 0.0])
+        n, sx, sy = acc
+        if n:
+            self.between_xy -= sx * sy / n
+            self.between_xx -= sx * sx / n
+        acc[:] = n + 1, sx + x, sy + y
+        self.between_xy += acc[1] * acc[2] / acc[0]
+        self.between_xx += acc[1] * acc[1] / acc[0]
+        self.sxy += x * y
+        self.sxx += x * x
+
+    def slope(self) -> float:
+        """Seconds per lap (0 until the stints spread over MIN_SXX)."""
+        den = self.sxx - self.between_xx
+        return (self.sxy - self.between_xy) / den if den >= self.MIN_SXX else 0.0
 
 
 def check_features(names: list[str] | tuple[str, ...]) -> None:

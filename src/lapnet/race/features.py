@@ -287,7 +287,8 @@ class RaceFeaturizer:
             st.dev = (lap_time - sum(b for _, b in prev) / len(prev)) / ref * 100 if prev else math.nan
             st.dev_t = t_end if math.isfinite(t_end) else -math.inf
             st.scored.append((n, lap_time))
-            self.trend.add((drv, st.stint_id), n, lap_time)
+            if math.isfinite(n):  # a lap without a number cannot place itself on the trend
+                self.trend.add((drv, st.stint_id), n, lap_time)
         elif st.stint_laps == 1:
             st.dev = math.nan
         recent = st.scored[-1:]

@@ -29,6 +29,12 @@ MASKS_HELP = (
     "neutralised, in- and out-laps included; its AUC without in-laps is also reported."
 )
 
+RACE_LAPS_HELP = (
+    "Race length in laps for the race-fraction features, or 'estimate' (from the race's pace, as "
+    "`race live` does on a feed). Default: the table's last lap, right for a finished race; give it "
+    "for a race still running."
+)
+
 
 def register(app: typer.Typer) -> None:
     """Add the `race` group (its data commands come from cli/race_data.py)."""
@@ -133,10 +139,7 @@ def eval_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write metrics.json (default: RUN/eval)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),
-    race_laps: Optional[str] = typer.Option(None, "--race-laps", help=(
-        "Race length in laps for the race-fraction features, or 'estimate' (from the race's pace, as "
-        "`race live` does on a feed). Default: the table's last lap, right for a finished race; give it "
-        "for a race still running.")),
+    race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
 ) -> None:
     from lapnet.cli.common import check_out_dir, emit_metrics, summary_table
     from lapnet.race.pipeline import eval_race
@@ -206,10 +209,7 @@ def predict_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for predictions.csv, figures and metrics.json (default: RUN/predict)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),
-    race_laps: Optional[str] = typer.Option(None, "--race-laps", help=(
-        "Race length in laps for the race-fraction features, or 'estimate' (from the race's pace, as "
-        "`race live` does on a feed). Default: the table's last lap, right for a finished race; give it "
-        "for a race still running.")),
+    race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
 ) -> None:
     from lapnet.cli.common import check_out_dir, console, emit_metrics, summary_table
     from lapnet.race.pipeline import predict_race

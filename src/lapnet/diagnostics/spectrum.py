@@ -26,10 +26,3 @@ def spectrum_stats(w: np.ndarray) -> dict[str, float]:
     ev = np.linalg.eigvals(w)
     return {"spectral_radius": float(np.abs(ev).max()), "max_singular_value": float(np.linalg.norm(w, 2)),
             "share_outside_unit_circle": float(np.mean(np.abs(ev) > 1.0))}
-
-
-def kind_of(module) -> str:
-    """'rnn' | 'lstm' | 'gru' for a torch recurrent module or a scratch layer."""
-    kind = getattr(module, "kind", None) or getattr(module, "mode", "")
-    kind = str(kind).lower()
-    return "rnn" if kind.startswith("rnn") else kind

@@ -587,3 +587,26 @@ def test_phase_taggers_for_laps_without_labels(tmp_path, monkeypatch):
     run = load_run(tmp_path / "run2")
     assert run.tagger is None and run.live_tagger is None and "phase_checks" not in m["validation"]
     assert (tmp_path / "run2" / "model.safetensors").is_file()
+
+
+def test_live_driver_filter_prints_only_those_drivers_with_the_same_numbers(run_cli, sim_tables):
+    """`--driver` filters the output only: every lap still feeds the field's features."""
+    run, parts = sim_tables
+    code, out, err = run_cli("race", "live", run, parts[2])
+    assert code == 0, err
+    every = [json.loads(ln) for ln in out.splitlines()]
+    drivers = sorted({p["driver"] for p in every})
+    pick = drivers[:2]
+    code, out, err = run_cli("race", "live", run, parts[2], "--driver", ",".join(d.lower() for d in pick))
+    assert code == 0, err
+    assert [json.loads(ln) for ln in out.splitlines()] == [p for p in every if p["driver"] in pick]
+
+    code, out, err = run_cli("race", "live", run, parts[2], "--driver", f"{pick[0]},ZZZ")
+    assert code == 0 and {json.loads(ln)["driver"] for ln in out.splitlines()} == {pick[0]}
+    assert err.strip().splitlines()[-1].startswith("lapnet: warning: --driver ZZZ: no lap in the stream"), err
+
+    code, out, err = run_cli("race", "live", run, parts[2], "--driver", "ZZZ")
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and lines[-1].startswith("lapnet: error: --driver ZZZ: no lap in the stream"), err
+    code, _, err = run_cli("race", "live", run, parts[2], "--driver", " , ")
+    assert code == 2 and "give driver codes" in err

@@ -280,10 +280,14 @@ def live_cmd(
         "for stdin or --follow, estimated from the race's reference lap (a Grand Prix lasts about "
         "88 min at green-flag pace), with a warning.")),
     poll: float = typer.Option(0.5, "--poll", help="Seconds between reads of a growing file."),
+    driver: Optional[str] = typer.Option(None, "--driver", help=(
+        "Print only these drivers' laps (three-letter codes, comma-separated: VER,HAM). Every lap is "
+        "still read: a lap's features depend on the whole field.")),
 ) -> None:
     from lapnet.race.live import LiveRace, SkipLap
     from lapnet.race.pipeline import load_run
 
+    only = _driver_codes(driver)
     if race_laps is not None and race_laps < 1:
         raise LapnetError(f"--race-laps must be at least 1, got {race_laps}")
     if file != "-" and not Path(file).is_file():
@@ -300,6 +304,7 @@ def live_cmd(
             note = f"lapnet: race length {race_laps} laps, the file's last lap (--race-laps overrides)"
     live = LiveRace(load_run(run), total_laps=race_laps)  # None: estimated from the race's pace
     stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
+    n_out = 0  # laps read and predicted (printed or filtered out by --driver)
     try:
         header = stream.readline()
         if not header.strip():
@@ -310,7 +315,6 @@ def live_cmd(
         if race_laps is None:
             print("lapnet: warning: --race-laps not given: estimating the race length from its green-flag "
                   "pace (7.7% off on average over the 15 real races; each JSON line says race_laps)", file=sys.stderr)
-        n_out = 0
         while True:
             line = stream.readline()
             if not line:
@@ -331,9 +335,10 @@ def live_cmd(
             except SkipLap as e:
                 print(f"lapnet: warning: skipped lap: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
                 continue
-            sys.stdout.write(json_text(pred) + "\n")
-            sys.stdout.flush()
             n_out += 1
+            if only is None or pred["driver"] in only:
+                sys.stdout.write(json_text(pred) + "\n")
+                sys.stdout.flush()
         if n_out == 0:
             raise LapnetError(f"{file}: no usable laps in the stream")
     except KeyboardInterrupt:
@@ -344,6 +349,23 @@ def live_cmd(
     finally:
         if stream is not sys.stdin:
             stream.close()
+    if only is not None and n_out:
+        missing = sorted(only - set(live.drivers))
+        seen = ", ".join(sorted(live.drivers))
+        if missing and len(missing) == len(only):
+            raise LapnetError(f"--driver {','.join(missing)}: no lap in the stream (drivers: {seen})")
+        if missing:
+            print(f"lapnet: warning: --driver {','.join(missing)}: no lap in the stream (drivers: {seen})", file=sys.stderr)
+
+
+def _driver_codes(value: str | None) -> set[str] | None:
+    """`--driver VER,HAM` -> {'VER', 'HAM'} (None: every driver)."""
+    if value is None:
+        return None
+    codes = {c.strip().upper() for c in value.split(",") if c.strip()}
+    if not codes:
+        raise LapnetError(f"--driver {value!r}: give driver codes such as VER or VER,HAM")
+    return codes
 
 
 @race_app.command("fetch")

@@ -93,7 +93,7 @@ def test_sine_force_over_a_metrics_directory_writes_no_figure(run_cli, tmp_path)
 def test_hidden_over_a_metrics_directory_writes_no_figure(run_cli, tmp_path):
     out = tmp_path / "hidden"
     (out / "metrics.json").mkdir(parents=True)
-    assert "metrics.json" in _refused(*run_cli("hidden", "--points", "5", "--out", out)[::2])
+    assert "metrics.json" in _refused(*run_cli("hidden", "--points", "5", "--force", "--out", out)[::2])
     assert not (out / "hidden_states.png").exists()
 
 
@@ -102,7 +102,7 @@ def test_diagrams_over_a_figure_directory_draws_nothing(run_cli, tmp_path):
 
     last = list(FIGURES)[-1]
     (tmp_path / "d" / f"{last}.png").mkdir(parents=True)
-    assert f"{last}.png" in _refused(*run_cli("diagrams", "--dpi", "10", "--out", tmp_path / "d")[::2])
+    assert f"{last}.png" in _refused(*run_cli("diagrams", "--dpi", "10", "--force", "--out", tmp_path / "d")[::2])
     assert [p.name for p in (tmp_path / "d").iterdir()] == [f"{last}.png"]
 
 

@@ -73,6 +73,7 @@ def params(
 def diagrams(
     out: Path = typer.Option(Path("runs/diagrams"), "--out", help="Directory for the PNGs (created)."),
     dpi: int = typer.Option(150, "--dpi", help="Resolution; the figures are 12 to 13.5 inches wide."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the figures already in --out."),
     as_json: bool = typer.Option(False, "--json", help="Print {name: {path, label_overlaps, arrow_overlaps}} as JSON on stdout."),
 ) -> None:
     """The notebook's four teaching diagrams as PNGs, checked for overlapping labels.
@@ -85,7 +86,8 @@ def diagrams(
     from lapnet.diagrams import FIGURES, draw_all
 
     _positive("--dpi", dpi)
-    written = draw_all(check_out_dir(out, must_be_new=False, writes=tuple(f"{n}.png" for n in FIGURES)), dpi=dpi)
+    # a used --out is refused unless --force, as every command that writes a directory does
+    written = draw_all(check_out_dir(out, force=force, writes=tuple(f"{n}.png" for n in FIGURES)), dpi=dpi)
     if as_json:
         sys.stdout.write(json.dumps(written, indent=2) + "\n")
     else:
@@ -103,6 +105,7 @@ def hidden(
     seed: int = typer.Option(42, "--seed", min=0, help="The RNN's weights."),
     dpi: int = typer.Option(120, "--dpi", help="Resolution of hidden_states.png (11 inches wide)."),
     engine: str = typer.Option("auto", "--engine", help="numpy (lapnet.scratch), torch, or auto (numpy when present)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the figure and metrics already in --out."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout too."),
 ) -> None:
     """A sine wave through an untrained RNN: hidden-unit traces and heatmap (notebook section 2).
@@ -125,7 +128,7 @@ def hidden(
     _positive("--points", points)
     _positive("--dpi", dpi)
     result = hidden_evolution(hidden_size, points, periods, seed, engine)  # validates before --out is touched
-    out = check_out_dir(out, must_be_new=False, writes=("hidden_states.png", "metrics.json"))
+    out = check_out_dir(out, force=force, writes=("hidden_states.png", "metrics.json"))
     fig = plot_hidden_evolution(result)
     fig.savefig(out / "hidden_states.png", dpi=dpi, facecolor="white")
     plt.close(fig)

@@ -363,6 +363,7 @@ def fit(
     meta: dict[str, Any] | None = None,
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
     describe: str = "training",
+    interrupt_hint: str = "continue with --resume",
 ) -> TrainResult:
     """Train `learner` on `batches` until `cfg` says stop.
 
@@ -376,6 +377,8 @@ def fit(
         meta: JSON-able description saved inside every checkpoint (config, vocab, ...).
         on_eval: called as on_eval(step, metrics) after each evaluation (e.g. print a sample).
         describe: the progress bar's label.
+        interrupt_hint: what the "interrupted at step N" line advises (a caller whose command
+            has no --resume says what to do instead).
 
     Returns:
         TrainResult. Raises TrainingDiverged on a NaN/inf loss (the last good checkpoint stays).
@@ -542,7 +545,7 @@ def fit(
 
     if stopped == "interrupted" and rank0:
         where = f" (checkpoint in {out_dir})" if out_dir else ""
-        console.print(f"[yellow]interrupted at step {st['step']}{where}; continue with --resume[/yellow]")
+        console.print(f"[yellow]interrupted at step {st['step']}{where}; {interrupt_hint}[/yellow]")
     seconds = time.perf_counter() - t_start
     return TrainResult(stopped=stopped or "epochs", steps=st["step"], epochs=st["epoch"] + st["step_in_epoch"] / spe,
                        seconds=seconds, items_per_sec=st["items"] / st["train_time"] if st["train_time"] else 0.0,

@@ -58,6 +58,8 @@ class RaceTrainConfig:
     arch: str = "gru"
     dropout: float = 0.3  # 15 races are few: dropout and weight decay keep the net from learning each circuit
     epochs: int = 80
+    # a wall-clock budget for the whole of train_race: each net still to train (pretraining, members,
+    # taggers) gets an equal share of what is left; loading, simulation and the pit model's fit count too
     minutes: float | None = None
     lr: float = 3e-3
     weight_decay: float = 1e-3
@@ -210,12 +212,45 @@ def _eval_fn(seq: Sequences, idx: np.ndarray, pit_weight: float, forecast: bool 
     return evaluate
 
 
+UNFINISHED = "training.incomplete"  # in a run directory while `train_race` works on it: `load_run` refuses it
+INTERRUPT_HINT = "this unfinished run cannot be continued: train again with --force to overwrite it"
+MIN_NET_MINUTES = 1e-4  # a net whose share of --minutes is used up still takes one step and one evaluation
+
+
+class _Budget:
+    """`--minutes` for the whole of `train_race`: each net still to train gets an equal share of
+    the time left (what the nets before it did not use, minus simulation and fitting between them)."""
+
+    def __init__(self, minutes: float | None, nets: int, start: float | None = None):
+        start = time.perf_counter() if start is None else start  # the command's start: loading counts too
+        self.deadline = None if minutes is None else start + 60.0 * minutes
+        self.left = max(int(nets), 1)
+        self.given: list[float] = []  # the minutes handed to each net, in order (metrics.json: train.minutes_per_net)
+
+    def next(self) -> float | None:
+        """Minutes for the next net (None: no budget)."""
+        if self.deadline is None:
+            return None
+        share = max(self.deadline - time.perf_counter(), 0.0) / 60.0 / self.left
+        self.left = max(self.left - 1, 1)
+        self.given.append(round(max(share, MIN_NET_MINUTES), 6))
+        return self.given[-1]
+
+
 def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfig, out: Path, *, epochs: int,
-         meta: dict, forecast: bool = True, describe: str = "race") -> Any:
-    """Train `model` with the shared loop; leaves the best (validation) weights in `model`."""
+         meta: dict, forecast: bool = True, describe: str = "race", budget: _Budget | None = None) -> Any:
+    """Train `model` with the shared loop; leaves the best (validation) weights in `model`.
+
+    `budget`: this net's share of --minutes (None: cfg.minutes for this net alone).
+
+    Raises:
+        KeyboardInterrupt: the fit was interrupted (Ctrl-C): the whole `race train` stops, no
+            further net is trained and the run stays marked unfinished.
+    """
     from lapnet.train import TorchLearner, TrainConfig, fit
 
-    tcfg = TrainConfig(epochs=epochs, minutes=cfg.minutes, lr=cfg.lr, weight_decay=cfg.weight_decay, clip=1.0,
+    minutes = budget.next() if budget is not None else cfg.minutes
+    tcfg = TrainConfig(epochs=epochs, minutes=minutes, lr=cfg.lr, weight_decay=cfg.weight_decay, clip=1.0,
                        patience=cfg.patience, seed=cfg.seed, progress=cfg.progress, warmup_steps=10)
     torch.manual_seed(cfg.seed)
     # with a PitModel the net's pit head is never read: it must neither take capacity nor steer early stopping
@@ -224,7 +259,10 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
     learner = TorchLearner(model, _forecast_loss_fn(pit_weight, forecast, cfg.mean_loss, head, cfg.scale_weight, cfg.horizon_power),
                            _eval_fn(seq, val_idx, pit_weight, forecast, cfg.mean_loss, head, cfg.scale_weight, cfg.horizon_power),
                            tcfg, device=cfg.device)
-    result = fit(learner, SeqBatches(seq, train_idx, cfg.batch_size, cfg.seed), tcfg, out=out, meta=meta, describe=describe)
+    result = fit(learner, SeqBatches(seq, train_idx, cfg.batch_size, cfg.seed), tcfg, out=out, meta=meta, describe=describe,
+                 interrupt_hint=INTERRUPT_HINT)
+    if result.stopped == "interrupted":  # one Ctrl-C stops the command, not just this net
+        raise KeyboardInterrupt
     arrays, _ = load_tensors(out / "model.safetensors")
     model.to("cpu")  # the pit model, the expected gap and every prediction run on the CPU
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
@@ -253,6 +291,14 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         raise LapnetError(f"mean_loss {cfg.mean_loss!r} with head {cfg.head!r}: expected 'l1', or 'nll' with the laplace head")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # until the end, the directory must not pass for a finished run (an older run's config.json
+    # beside new weights would): a marker `load_run` refuses, removed once everything is written
+    (out / "config.json").unlink(missing_ok=True)
+    for sub in ("", "pretrain/", "members/*/", "members/*/pretrain/", "tagger/", "live_tagger/"):
+        for log in out.glob(f"{sub}log.jsonl"):  # fit appends: an overwritten run's rows would stay in it
+            log.unlink()
+    (out / UNFINISHED).write_text("lapnet race train has not finished writing this run (interrupted or failed); "
+                                  "train again with --force\n", encoding="utf-8")
     t0 = time.perf_counter()
     laps, report = load_laps(sources)
     for race, scored in laps.groupby("Race", sort=True)["Scored"].any().items():
@@ -265,6 +311,9 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
                           "from races that have them; train it on Grand Prix races")
     seq = build_sequences(laps)
     train_idx, val_idx = _split(seq, cfg.val_races, cfg.seed)
+    pretraining = bool(cfg.pretrain_sim or sim_laps is not None)
+    n_taggers = (1 if seq.phase_mask.any() else 2 if cfg.phase_sim > 0 else 0) if cfg.tagger else 0
+    budget = _Budget(cfg.minutes, cfg.members * (2 if pretraining else 1) + n_taggers, start=t0)
     mcfg = RaceModelConfig(input_size=len(NET_FEATURES), hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                            arch=cfg.arch, dropout=cfg.dropout, linear_skip=cfg.linear_skip, head=cfg.head)
     torch.manual_seed(cfg.seed)
@@ -292,21 +341,22 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     }
     meta = {"config": {k: config[k] for k in ("kind", "features", "model")}}
     pre, sim_seq = None, None
-    if cfg.pretrain_sim or sim_laps is not None:
+    if pretraining:
         if sim_laps is None:
             sim_laps = simulate_calibrated(laps, cfg.pretrain_sim, seed=cfg.seed + 1000)
         sim_laps, _ = _load_simulated(sim_laps)
         sim_seq = build_sequences(sim_laps)
         s_train, s_val = _split(sim_seq, cfg.val_races, cfg.seed)
         pre = _fit(model, sim_seq, s_train, s_val, cfg, out / "pretrain", epochs=cfg.pretrain_epochs, meta=meta,
-                   describe="pretrain (sim)")
+                   describe="pretrain (sim)", budget=budget)
         config["pretrain"] = {"sim_races": int(len({k[0] for k in sim_seq.keys})), "steps": pre.steps, "best_val": pre.best_val}
         config["phase_trained"] = config["phase_trained"] or bool(sim_seq.phase_mask.any())
-    result = _fit(model, seq, train_idx, val_idx, cfg, out, epochs=cfg.epochs, meta=meta, describe="race train")
+    result = _fit(model, seq, train_idx, val_idx, cfg, out, epochs=cfg.epochs, meta=meta, describe="race train",
+                  budget=budget)
     if cfg.members > 1:
         # each member early-stops on its own validation race, which the others train on: the
         # "validation" block below scores the first member alone, on its race, to stay held out
-        ens, results = _fit_members(model, seq, cfg, mcfg, out, meta, sim_seq)
+        ens, results = _fit_members(model, seq, cfg, mcfg, out, meta, sim_seq, budget)
         config["members"] = cfg.members
         config["member_val_races"] = [config["val_races"]] + [sorted({seq.keys[i][0] for i in va}) for _, va in results]
 
@@ -327,11 +377,12 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
 
     tagger_result, tagger, live_tagger = None, None, None
     if cfg.tagger and seq.phase_mask.any():
-        tagger, tagger_result = _fit_tagger(seq, train_idx, val_idx, mcfg, cfg, out / "tagger", bidirectional=True)
+        tagger, tagger_result = _fit_tagger(seq, train_idx, val_idx, mcfg, cfg, out / "tagger", bidirectional=True,
+                                            budget=budget)
         config["tagger"] = tagger.cfg.to_dict()
     elif cfg.tagger and cfg.phase_sim > 0:
         try:
-            (tagger, tagger_result), live_tagger, config["phase_source"] = _fit_sim_taggers(laps, mcfg, cfg, out)
+            (tagger, tagger_result), live_tagger, config["phase_source"] = _fit_sim_taggers(laps, mcfg, cfg, out, budget)
             config["tagger"], config["live_tagger"] = tagger.cfg.to_dict(), live_tagger.cfg.to_dict()
             if cfg.pit_caller:
                 config["phase_source"]["pit_window"] = _pit_window_threshold(model, subset_sequences(
@@ -347,7 +398,8 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
                   "stopped": result.stopped, "best_val_loss": result.best_val,
                   "members": cfg.members, "races": len(config["races"]), "sequences": len(train_idx),
                   "scored_laps": int(seq.scored.sum()),
-                  "tagger_best_val": tagger_result.best_val if tagger_result else None},
+                  "tagger_best_val": tagger_result.best_val if tagger_result else None,
+                  **({"minutes": cfg.minutes, "minutes_per_net": budget.given} if cfg.minutes is not None else {})},
         "cleaning": report.summary(),
         "validation_races": config["val_races"],
         "validation_model": "the first of the ensemble's members" if cfg.members > 1 else "the model",
@@ -355,11 +407,12 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         if len(val_idx) else None,
     }
     write_json(out / "metrics.json", metrics)
+    (out / UNFINISHED).unlink(missing_ok=True)  # config.json, the weights and metrics.json are all written
     return metrics
 
 
 def _fit_members(first: RaceNet, seq: Sequences, cfg: RaceTrainConfig, mcfg: RaceModelConfig, out: Path, meta: dict,
-                 sim_seq: Sequences | None = None):
+                 sim_seq: Sequences | None = None, budget: _Budget | None = None):
     """Train members 2..M (seeds cfg.seed + m, each with its own validation race; each pretrained
     on `sim_seq` first when given, as the first was) beside `first`; write the ensemble's weights
     to out/model.safetensors.
@@ -380,9 +433,9 @@ def _fit_members(first: RaceNet, seq: Sequences, cfg: RaceTrainConfig, mcfg: Rac
         if sim_seq is not None:
             s_train, s_val = _split(sim_seq, mc.val_races, mc.seed)
             _fit(net, sim_seq, s_train, s_val, mc, out / "members" / str(m) / "pretrain", epochs=cfg.pretrain_epochs,
-                 meta=meta, describe=f"pretrain (sim, member {m + 1}/{cfg.members})")
+                 meta=meta, describe=f"pretrain (sim, member {m + 1}/{cfg.members})", budget=budget)
         results.append((_fit(net, seq, tr, va, mc, out / "members" / str(m), epochs=cfg.epochs, meta=meta,
-                             describe=f"race train (member {m + 1}/{cfg.members})"), va))
+                             describe=f"race train (member {m + 1}/{cfg.members})", budget=budget), va))
         ens.members[m].load_state_dict(net.state_dict())
     ens_meta = {"config": {**meta["config"], "members": cfg.members}}
     save_tensors(out / "model.safetensors", {k: v.detach().numpy() for k, v in ens.state_dict().items()}, ens_meta)
@@ -390,7 +443,7 @@ def _fit_members(first: RaceNet, seq: Sequences, cfg: RaceTrainConfig, mcfg: Rac
 
 
 def _fit_tagger(seq: Sequences, train_idx, val_idx, mcfg: RaceModelConfig, cfg: RaceTrainConfig, out: Path, *,
-                bidirectional: bool) -> tuple[RaceNet, Any]:
+                bidirectional: bool, budget: _Budget | None = None) -> tuple[RaceNet, Any]:
     """A phase tagger (a RaceNet trained on the phase loss alone): bidirectional reads the whole
     race (post-race analysis), unidirectional only the laps so far (live calls)."""
     tcfg = RaceModelConfig(**{**mcfg.to_dict(), "bidirectional": bidirectional})
@@ -398,11 +451,12 @@ def _fit_tagger(seq: Sequences, train_idx, val_idx, mcfg: RaceModelConfig, cfg: 
     kind = "bidirectional" if bidirectional else "live"
     result = _fit(tagger, seq, train_idx, val_idx, cfg, out, epochs=cfg.epochs,
                   meta={"config": {"kind": "lapnet-race-tagger", "features": list(FEATURES), "model": tcfg.to_dict()}},
-                  forecast=False, describe=f"tagger ({kind})")
+                  forecast=False, describe=f"tagger ({kind})", budget=budget)
     return tagger, result
 
 
-def _fit_sim_taggers(laps: pd.DataFrame, mcfg: RaceModelConfig, cfg: RaceTrainConfig, out: Path):
+def _fit_sim_taggers(laps: pd.DataFrame, mcfg: RaceModelConfig, cfg: RaceTrainConfig, out: Path,
+                     budget: _Budget | None = None):
     """Phase taggers for laps without Phase labels: learnt from `cfg.phase_sim` simulated races
     calibrated to `laps`, where the simulator knows each lap's phase.
 
@@ -417,8 +471,8 @@ def _fit_sim_taggers(laps: pd.DataFrame, mcfg: RaceModelConfig, cfg: RaceTrainCo
     sim, _ = _load_simulated(simulate_calibrated(laps, cfg.phase_sim, seed=cfg.seed + 2000))
     sim_seq = build_sequences(sim)
     tr, va = _split(sim_seq, cfg.val_races, cfg.seed)
-    post = _fit_tagger(sim_seq, tr, va, mcfg, cfg, out / "tagger", bidirectional=True)
-    live, _ = _fit_tagger(sim_seq, tr, va, mcfg, cfg, out / "live_tagger", bidirectional=False)
+    post = _fit_tagger(sim_seq, tr, va, mcfg, cfg, out / "tagger", bidirectional=True, budget=budget)
+    live, _ = _fit_tagger(sim_seq, tr, va, mcfg, cfg, out / "live_tagger", bidirectional=False, budget=budget)
     info = {"sim_races": int(cfg.phase_sim), "calibrated_to": "the training races (lapnet race calibrate)",
             "sim_val_races": sorted({sim_seq.keys[i][0] for i in va})}
     if len(va):
@@ -576,6 +630,9 @@ def load_run(run: str | Path) -> RaceRun:
     run = Path(run)
     if not run.is_dir():
         raise LapnetError(f"{run}: no such run directory")
+    if (run / UNFINISHED).exists():
+        raise CheckpointError(f"{run}: an unfinished run (lapnet race train was interrupted or failed): "
+                              "train it again with --force")
     config = read_json(run / "config.json")
     if not isinstance(config, dict) or config.get("kind") != "lapnet-race":
         raise CheckpointError(f"{run}: not a lapnet race run (config.json kind is not 'lapnet-race')")

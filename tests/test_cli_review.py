@@ -56,3 +56,56 @@ def test_teach_commands_second_run_needs_force(run_cli, tmp_path, cmd):
     code, _, err = run_cli(*TEACH[cmd], "--out", out, "--force")
     assert code == 0, err
     assert sorted(_snapshot(out)) == sorted(first)
+
+
+# ---------------------------------------------------------------------------------------
+# 3. a race run given to the text commands is named as such
+
+
+@pytest.fixture
+def race_run(tmp_path):
+    """A directory shaped like `lapnet race train`'s (config.json keys as it writes them);
+    no race is trained: the text commands must refuse it from config.json alone."""
+    run = tmp_path / "race"
+    run.mkdir()
+    config = {"kind": "lapnet-race", "features": ["lap_time", "tyre_age"], "compounds": ["SOFT", "MEDIUM"],
+              "races": ["2023_Bahrain"], "val_races": [], "model": {"arch": "gru", "hidden": 32, "layers": 1}}
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "model.safetensors").write_bytes(b"not read")
+    return run
+
+
+RUN_COMMANDS = {
+    "text sample": lambda run, tmp: ["text", "sample", run, "--length", "5"],
+    "text eval": lambda run, tmp: ["text", "eval", run, tmp / "some.txt"],
+    "gates": lambda run, tmp: ["gates", run, "--quiet", "--out", tmp / "used"],
+    "temperature": lambda run, tmp: ["temperature", run, "--quiet", "--out", tmp / "used"],
+}
+
+
+@pytest.fixture
+def used_out(tmp_path):
+    """An --out that already holds files: the run must be refused first, in its own words."""
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "metrics.json").write_text("{}")
+    (tmp_path / "some.txt").write_text("To be or not to be")
+    return tmp_path / "used"
+
+
+@pytest.mark.parametrize("cmd", list(RUN_COMMANDS))
+def test_a_race_run_is_not_a_text_run(run_cli, tmp_path, race_run, used_out, cmd):
+    before = _snapshot(race_run)
+    line = _refused(*run_cli(*RUN_COMMANDS[cmd](race_run, tmp_path))[::2])
+    assert f"{race_run} is a race run, not a text run" in line
+    assert "vocab_size" not in line and "--out" not in line
+    assert _snapshot(race_run) == before and _snapshot(used_out) == {"metrics.json": b"{}"}
+
+
+@pytest.mark.parametrize("config", [{"kind": "something-else", "model": {"vocab_size": 3}}, {"weights": "x"}])
+@pytest.mark.parametrize("cmd", list(RUN_COMMANDS))
+def test_a_foreign_run_is_not_a_lapnet_text_run(run_cli, tmp_path, used_out, cmd, config):
+    run = tmp_path / "foreign"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config))
+    line = _refused(*run_cli(*RUN_COMMANDS[cmd](run, tmp_path))[::2])
+    assert f"{run} is not a lapnet text run" in line and "--out" not in line

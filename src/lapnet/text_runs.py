@@ -200,9 +200,28 @@ def read_run_config(path: Path) -> tuple[dict[str, Any], CharLMConfig]:
     settings are validated, for every command that loads a run and for --resume."""
     where = path / "config.json"
     config = read_json(where)
-    if not isinstance(config, dict) or "model" not in config:
+    if not isinstance(config, dict):
         raise CheckpointError(f"{where}: not a text run (no model config)")
+    kind = config.get("kind")
+    if kind == "lapnet-race" or (kind is None and ("features" in config or "races" in config)):
+        # a race run has a "model" too: without this its first missing text field would be named
+        raise CheckpointError(f"{path} is a race run, not a text run: give it to `lapnet race eval|predict|live`, "
+                              f"or give a run directory written by `lapnet text train`")
+    if "model" not in config or (kind is not None and kind != "charlm"):
+        raise CheckpointError(f"{path} is not a lapnet text run ({where} "
+                              f"{'has kind ' + repr(kind) if 'model' in config else 'holds no model config'})")
     return config, CharLMConfig.from_json(config["model"], where=str(where))
+
+
+def check_run(path: str | Path) -> None:
+    """Refuse, without loading any weights, a RUN that is not a text run directory (missing,
+    a race run, a foreign config.json or vocab.json): commands that also write an --out
+    call this first, so that a wrong RUN is named before --out is checked or created."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LapnetError(f"{path}: no such run directory")
+    _, cfg = read_run_config(path)
+    read_vocab(path, cfg)
 
 
 def read_vocab(path: Path, cfg: CharLMConfig) -> Vocab:

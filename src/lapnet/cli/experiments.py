@@ -308,6 +308,7 @@ def gates_cmd(
     """
     from lapnet.cli.common import check_out_dir
     from lapnet.experiments.gates import GatesConfig, export_states, run_gates
+    from lapnet.text_runs import check_run
 
     _positive("--max-units", max_units)
     if export is not None and export.is_dir():
@@ -316,8 +317,7 @@ def gates_cmd(
         raise LapnetError(f"--export {export}: folder {export.parent} does not exist")
     if export is not None and export.exists() and not force:  # it may be anyone's file: never replace it unasked
         raise LapnetError(f"--export {export}: already exists (use --force to overwrite it)")
-    if not Path(run).is_dir():
-        raise LapnetError(f"{run}: no such run directory")
+    check_run(run)  # a wrong RUN (missing, a race run) is named before --out is looked at
     _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_gates(run, GatesConfig(text=text, layer=layer, max_units=max_units))
@@ -362,8 +362,10 @@ def temperature_cmd(
     temps = _list("--temperatures", temperatures, float)
     cfg = TemperatureConfig(sample_temperatures=temps, prime=prime, length=length, seed=seed)
     cfg.validate()
-    if run is not None and not Path(run).is_dir():
-        raise LapnetError(f"{run}: no such run directory")
+    if run is not None:
+        from lapnet.text_runs import check_run
+
+        check_run(run)  # a wrong RUN (missing, a race run) is named before --out is looked at
     _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_temperature(run, cfg)

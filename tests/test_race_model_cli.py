@@ -286,7 +286,7 @@ def test_a_race_as_rough_as_any_2023_race(real_run, run_cli, f1_data, tmp_path):
     assert (both["live"] == both["Scored"]).all()
 
 
-def test_live_skips_bad_laps_with_warnings(real_run, run_cli, f1_data, tmp_path):
+def test_live_skips_bad_laps_with_warnings(real_run, run_cli, f1_data, tmp_path, monkeypatch):
     run, _ = real_run
     feed = tmp_path / "feed.csv"
     _session_ordered_csv(f1_data / "2023_miami_R.csv", feed, keep=45)
@@ -299,8 +299,9 @@ def test_live_skips_bad_laps_with_warnings(real_run, run_cli, f1_data, tmp_path)
     assert any(line.split(",")[cols.index("Driver")] == first for line in laps[20:30])  # its lap 2 comes by line 30
     # a duplicate right away, the same lap again after the driver's next lap, a stranger, junk
     bad = [header, *laps[:6], laps[5], *laps[6:30], laps[5], ",".join(stranger), "not,a,lap", *laps[30:]]
-    feed.write_text("\n".join(bad) + "\n")
-    code, out, err = run_cli("race", "live", run, feed, "--race-laps", 57)
+    # on stdin, as a feed (a finished FILE would be replayed in session-time order first)
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(bad) + "\n", newline="\n"))
+    code, out, err = run_cli("race", "live", run, "-", "--race-laps", 57)
     assert code == 0, err
     assert len(out.splitlines()) == 45  # 45 laps, each once; duplicates, strangers and junk skipped
     warnings = [w for w in err.splitlines() if "skipped lap" in w]
@@ -516,7 +517,7 @@ def test_live_skips_a_line_broken_by_a_carriage_return(run_cli, sim_tables, monk
     code, out, err = run_cli("race", "live", run, "-", "--race-laps", 50)
     assert code == 0, err
     assert [json.loads(ln)["lap"] for ln in out.splitlines()] == [1, 3]
-    assert "lapnet: warning: skipped lap: unreadable CSV line" in err
+    assert "lapnet: warning: line 3: skipped lap: unreadable CSV line" in err
 
 
 def test_live_errors_stay_one_line_with_the_race_length_note(run_cli, sim_tables, tmp_path):
@@ -610,3 +611,92 @@ def test_live_driver_filter_prints_only_those_drivers_with_the_same_numbers(run_
     assert code == 2 and out == "" and lines[-1].startswith("lapnet: error: --driver ZZZ: no lap in the stream"), err
     code, _, err = run_cli("race", "live", run, parts[2], "--driver", " , ")
     assert code == 2 and "give driver codes" in err
+
+
+def _by_driver(path: Path, dest: Path) -> Path:
+    """The race's laps listed driver by driver, as FastF1's `Laps.to_csv` writes them."""
+    df = pd.read_csv(path, dtype={"TrackStatus": str})
+    df.sort_values(["Driver", "LapNumber"], kind="mergesort").to_csv(dest, index=False)
+    return dest
+
+
+def test_live_replays_a_file_listed_by_driver_in_the_order_laps_ended(run_cli, sim_tables, tmp_path, monkeypatch):
+    """A finished FILE is replayed by session Time (a feed's order); on stdin the same disorder is warned once."""
+    run, parts = sim_tables
+    df = pd.read_csv(parts[2], dtype={"TrackStatus": str})
+    timed = tmp_path / "by_time.csv"
+    df.sort_values("Time", kind="mergesort").to_csv(timed, index=False)
+    code, out, err = run_cli("race", "live", run, timed)
+    assert code == 0, err
+    in_order = out.splitlines()
+    assert "replayed by session Time" not in err  # already in the order laps ended: kept as given
+    by_driver = _by_driver(parts[2], tmp_path / "by_driver.csv")
+    code, out, err = run_cli("race", "live", run, by_driver)
+    assert code == 0, err
+    assert "replayed by session Time" in err and "past the race length" not in err
+    assert out.splitlines() == in_order  # the same laps, the same numbers, in the same order
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(by_driver.read_text(), newline="\n"))
+    code, out, err = run_cli("race", "live", run, "-", "--race-laps", 200)
+    assert code == 0, err
+    order = [ln for ln in err.splitlines() if "must come in the order they end" in ln]
+    assert len(order) == 1 and order[0].startswith("lapnet: warning: line ") and "sort the feed by Time" in order[0]
+    assert sorted(out.splitlines()) != sorted(in_order)  # fed out of order, the field each lap reads is another
+
+
+def test_live_warns_once_when_the_race_runs_past_the_given_length(run_cli, sim_tables):
+    run, parts = sim_tables
+    code, out, err = run_cli("race", "live", run, parts[2], "--race-laps", 5)
+    assert code == 0, err
+    past = [ln for ln in err.splitlines() if "past the race length given (5 laps)" in ln]
+    assert len(past) == 1 and past[0].startswith("lapnet: warning: line ")
+    preds = [json.loads(ln) for ln in out.splitlines()]
+    assert all(p["race_laps"] >= p["lap"] for p in preds)  # the race fraction never passes 1
+    assert max(p["race_laps"] for p in preds) == max(p["lap"] for p in preds)
+
+
+def test_live_skip_warnings_name_the_input_line(run_cli, sim_tables, tmp_path):
+    run, parts = sim_tables
+    lines = parts[2].read_text().splitlines()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([lines[0], lines[1], "garbage,,", *lines[2:6]]) + "\n")
+    code, out, err = run_cli("race", "live", run, bad, "--race-laps", 50)
+    assert code == 0, err
+    assert any(ln.startswith("lapnet: warning: line 3: skipped lap:") for ln in err.splitlines()), err
+    assert len(out.splitlines()) == 5
+
+
+def test_live_on_a_header_alone_says_one_line(run_cli, sim_tables, tmp_path):
+    run, parts = sim_tables
+    only = tmp_path / "header.csv"
+    only.write_text(parts[2].read_text().splitlines()[0] + "\n")
+    code, out, err = run_cli("race", "live", run, only, "--race-laps", 50)
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1 and "no usable laps" in lines[0], err
+
+
+def test_live_follow_waits_for_a_file_that_is_still_empty(run_cli, sim_tables, tmp_path):
+    """--follow on an empty file waits for the header (the feed has not started yet)."""
+    import threading
+    import time
+
+    run, parts = sim_tables
+    lines = parts[2].read_text().splitlines(keepends=True)
+    grow = tmp_path / "grow.csv"
+    grow.write_text("")
+
+    def feed():
+        time.sleep(0.3)
+        with open(grow, "a") as f:
+            f.write(lines[0][:10])  # half a header
+            f.flush()
+            time.sleep(0.3)
+            f.write(lines[0][10:] + "".join(lines[1:4]))
+        time.sleep(0.6)
+        import _thread
+        _thread.interrupt_main()  # Ctrl-C: how a --follow session ends
+
+    threading.Thread(target=feed, daemon=True).start()
+    code, out, err = run_cli("race", "live", run, grow, "--follow", "--race-laps", 50, "--poll", 0.05)
+    assert code == 0, err
+    assert [json.loads(ln)["driver"] for ln in out.splitlines()] == [ln.split(",")[1] for ln in lines[1:4]]

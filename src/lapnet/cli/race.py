@@ -262,13 +262,82 @@ def _last_lap_number(path: Path) -> int | None:
     return int(last) if pd.notna(last) and last >= 1 else None
 
 
+def _read_header(stream, follow: bool, poll: float) -> str:
+    """The header line; with --follow, a file still empty (the feed has not started) is waited for."""
+    header = stream.readline()
+    while follow and not header.endswith("\n"):
+        time.sleep(poll)
+        more = stream.readline()
+        header += more
+    return header
+
+
+def _stream_lines(stream, follow: bool, poll: float):
+    """(line number, line) as they come; with --follow, waits at the end and for half-written lines."""
+    lineno = 1  # the header was line 1
+    while True:
+        line = stream.readline()
+        if not line:
+            if not follow:
+                return
+            time.sleep(poll)
+            continue
+        if not line.endswith("\n") and follow:  # a half-written line: wait for the rest
+            pos = stream.tell() - len(line.encode())
+            time.sleep(poll)
+            stream.seek(pos)
+            continue
+        lineno += 1
+        yield lineno, line
+
+
+def _replay_order(stream, header: list[str]) -> tuple[list[tuple[int, str]], bool]:
+    """A complete file's lap lines with their line numbers, in the order the laps ended, and
+    whether they had to be reordered. FastF1's `Laps.to_csv` lists each driver's laps in turn:
+    fed so, every lap would see the field at another moment of the race. A file whose session
+    Times already rise is kept as it is; any other is ordered as batch commands order laps
+    (`features.session_order`)."""
+    import csv
+
+    import numpy as np
+    import pandas as pd
+
+    from lapnet.race.features import session_order
+    from lapnet.race.live import ORDER_SLACK, _seconds
+
+    lines = [(k + 2, ln) for k, ln in enumerate(stream.read().splitlines()) if ln.strip()]
+    col = {c: header.index(c) for c in ("Time", "Driver", "LapNumber") if c in header}
+    if "Time" not in col:
+        return lines, False
+    rows = []
+    for _, ln in lines:
+        try:
+            v = next(csv.reader([ln]), [])
+        except csv.Error:
+            v = []
+        get = lambda c: v[col[c]] if c in col and col[c] < len(v) else ""  # noqa: E731
+        try:
+            t = _seconds(get("Time"))
+        except ValueError:
+            t = float("nan")
+        rows.append({"Driver": get("Driver").strip(), "LapNumber": pd.to_numeric(get("LapNumber"), errors="coerce"), "Time": t})
+    times = np.array([r["Time"] for r in rows], float)
+    times = times[np.isfinite(times)]
+    if not (np.diff(times) < -ORDER_SLACK).any():  # already in the order laps ended: keep it as given
+        return lines, False
+    order = session_order(pd.DataFrame(rows))
+    return [lines[i] for i in order], True
+
+
 @race_app.command("live", short_help="Follow a race lap by lap: one JSON line per lap (forecast, interval, pit call, phase).", help=(
     "Follow a race lap by lap: reads CSV lines (header first) from FILE or stdin, prints one JSON line per lap "
     "(forecast, 90% interval, pit-within-3 probability, phase). Each driver's state is carried: one step per lap. "
     "The phase is the run's live call; for a run trained on real races, push and conserve come from a tagger "
     "learnt on calibrated simulated races and the pit window from the pit call. "
-    "Laps must come in the order they end (session Time). A lap for an unknown driver, a duplicate or an "
-    "out-of-order lap is skipped with a warning on stderr.\n\n"
+    "Laps must come in the order they end (session Time): a finished FILE is replayed in that order (FastF1's "
+    "Laps.to_csv lists them driver by driver); on stdin or with --follow, a feed out of that order is warned "
+    "once. A lap for an unknown driver, a duplicate or an out-of-order lap is skipped with a warning on stderr "
+    "naming its input line.\n\n"
     "Example: lapnet race live runs/race laps.csv (a race in progress: tail -n +1 -f laps.csv | "
     "lapnet race live runs/race --race-laps 57)"))
 def live_cmd(
@@ -306,35 +375,37 @@ def live_cmd(
     stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
     n_out = 0  # laps read and predicted (printed or filtered out by --driver)
     try:
-        header = stream.readline()
+        header = _read_header(stream, follow, poll)
         if not header.strip():
             raise LapnetError(f"{file}: empty input (no CSV header)")
         live.set_header(header.strip("\r\n"))
-        if note is not None:
-            print(note, file=sys.stderr)
-        if race_laps is None:
-            print("lapnet: warning: --race-laps not given: estimating the race length from its green-flag "
-                  "pace (7.7% off on average over the 15 real races; each JSON line says race_laps)", file=sys.stderr)
-        while True:
-            line = stream.readline()
-            if not line:
-                if not follow:
-                    break
-                time.sleep(poll)
-                continue
-            if not line.endswith("\n") and follow:  # a half-written line: wait for the rest
-                pos = stream.tell() - len(line.encode())
-                time.sleep(poll)
-                stream.seek(pos)
-                continue
+        if file != "-" and not follow:  # a finished race replayed: laps in the order they ended, as a feed gives them
+            lines, moved = _replay_order(stream, live.header)
+            if moved:
+                note = (note + "\n" if note else "") + (f"lapnet: {file} lists laps in another order than they ended: "
+                                                      "replayed by session Time, as a live feed gives them")
+        else:
+            lines = _stream_lines(stream, follow, poll)
+        warned_length = False
+        for lineno, line in lines:
             line = line.strip("\r\n")
             if not line.strip():
                 continue
+            if not warned_length:  # said once a lap has come, so that an error before stays one line
+                warned_length = True
+                if note is not None:
+                    print(note, file=sys.stderr)
+                if race_laps is None:
+                    print("lapnet: warning: --race-laps not given: estimating the race length from its green-flag "
+                          "pace (7.7% off on average over the 15 real races; each JSON line says race_laps)", file=sys.stderr)
             try:
                 pred = live.push_csv_line(line)
             except SkipLap as e:
-                print(f"lapnet: warning: skipped lap: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+                print(f"lapnet: warning: line {lineno}: skipped lap: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
                 continue
+            for notice in live.notices:  # each kind said once
+                print(f"lapnet: warning: line {lineno}: {notice}", file=sys.stderr, flush=True)
+            live.notices.clear()
             n_out += 1
             if only is None or pred["driver"] in only:
                 sys.stdout.write(json_text(pred) + "\n")

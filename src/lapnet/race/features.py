@@ -219,9 +219,10 @@ class RaceFeaturizer:
 
     @property
     def total_laps(self) -> int:
-        """The race's length in laps: as given, else estimated (`estimate_race_laps`)."""
+        """The race's length in laps: as given, else estimated (`estimate_race_laps`); never
+        fewer than the laps seen (a length given too short would push the race fraction past 1)."""
         if self.scheduled is not None:
-            return self.scheduled
+            return max(self.scheduled, self.max_lap)
         est = estimate_race_laps(self.ref) if self.ref_pool else DEFAULT_RACE_LAPS  # ref: the pool's cached median
         return max(est, self.max_lap)
 

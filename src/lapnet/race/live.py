@@ -35,6 +35,9 @@ from lapnet.race.pipeline import RaceRun, live_phase, pit_window_threshold
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
 
 
+ORDER_SLACK = 5.0  # seconds: a lap ending this much before one already read is out of session order
+
+
 class SkipLap(LapnetError):
     """This lap cannot be used (unknown driver, out of order, duplicate, unreadable): warn and go on."""
 
@@ -160,6 +163,12 @@ class LiveRace:
     header: list[str] | None = None
     drivers: dict[str, _DriverLive] = field(default_factory=dict)
     started_at_lap1: bool | None = None
+    # what the stream does wrong without a lap being skipped, each said once (the CLI prints
+    # and clears the list): laps out of session order, a race longer than `total_laps`
+    notices: list[str] = field(default_factory=list)
+    latest_end: float = -math.inf
+    order_warned: bool = False
+    length_warned: bool = False
 
     def __post_init__(self):
         self.featurizer = RaceFeaturizer(self.total_laps)
@@ -250,6 +259,19 @@ class LiveRace:
             raise SkipLap(f"{drv} lap {n:g}: duplicate lap")
         elif n < st.last_lap:
             raise SkipLap(f"{drv} lap {n:g}: out of order (already at lap {st.last_lap:g})")
+        t_end = _num(lap.get("Time"))
+        if math.isfinite(t_end):
+            if t_end < self.latest_end - ORDER_SLACK and not self.order_warned:
+                self.order_warned = True
+                self.notices.append(f"{drv} lap {n:g} ended at {t_end:.0f} s of the session, before a lap already read "
+                                      f"({self.latest_end:.0f} s): laps must come in the order they end (session Time), "
+                                      "else each lap reads the field at another moment; sort the feed by Time (a "
+                                      "finished FILE given as an argument is sorted for you)")
+            self.latest_end = max(self.latest_end, t_end)
+        if self.total_laps is not None and n > self.total_laps and not self.length_warned:
+            self.length_warned = True
+            self.notices.append(f"{drv} lap {n:g} is past the race length given ({self.total_laps} laps): "
+                                "the race-fraction features now count the laps seen instead")
         # the one mask that needs the driver's history (clean._restart_laps): laps after a red flag
         # up to and including the first timed one are a restart, like lap 1
         if S.RED_CODE in str(lap.get("TrackStatus") or ""):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 
@@ -109,3 +110,37 @@ def test_a_foreign_run_is_not_a_lapnet_text_run(run_cli, tmp_path, used_out, cmd
     (run / "config.json").write_text(json.dumps(config))
     line = _refused(*run_cli(*RUN_COMMANDS[cmd](run, tmp_path))[::2])
     assert f"{run} is not a lapnet text run" in line and "--out" not in line
+
+
+# ---------------------------------------------------------------------------------------
+# 4. gradflow: the per-step factor agrees with the ratio it sits beside
+
+
+def test_decay_summary_agrees_with_the_ratio():
+    from lapnet.experiments.gradflow import decay_summary
+
+    # a trained gated model's shape: most of the gradient is lost in the first step back
+    norms = np.array([1.0, 0.1, 0.1 * 0.99, 0.1 * 0.99 ** 2, 0.1 * 0.99 ** 3])
+    d = decay_summary(norms)
+    assert d["ratio_first_to_last"] == pytest.approx(0.1 * 0.99 ** 3)
+    assert d["decay_per_step"] ** 4 == pytest.approx(d["ratio_first_to_last"])
+    assert d["decay_per_step"] == pytest.approx((0.1 * 0.99 ** 3) ** 0.25)
+    assert d["first_step_factor"] == pytest.approx(0.1)
+    assert d["decay_fit_beyond_first"] == pytest.approx(0.99)  # the fit past the first step, named as such
+    assert decay_summary(np.array([1.0, 0.0]))["decay_per_step"] is None
+
+
+def test_gradflow_command_factor_and_ratio_agree(run_cli, tmp_path):
+    T = 6
+    code, out, err = run_cli("gradflow", "--archs", "rnn,lstm", "--hidden", "4", "--length", T, "--steps", "3",
+                             "--clip-steps", "0", "--engine", "torch", "--quiet", "--json", "--out", tmp_path / "g")
+    assert code == 0, err
+    m = json.loads(out)
+    for arch, entry in m["archs"].items():
+        for phase in ("init", "trained"):
+            e = entry[phase]
+            norms = np.asarray(e["norms"])
+            assert len(norms) == T
+            assert e["ratio_first_to_last"] == pytest.approx(norms[-1] / norms[0])
+            assert e["decay_per_step"] ** (T - 1) == pytest.approx(e["ratio_first_to_last"], rel=1e-9), (arch, phase)
+            assert e["first_step_factor"] == pytest.approx(norms[1] / norms[0])

@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -162,3 +163,111 @@ def test_budget_shares_what_is_left():
     assert _Budget(None, 3).next() is None
     spent = _Budget(0.01, 2, start=time.perf_counter() - 60.0)
     assert spent.next() == MIN_NET_MINUTES  # nothing left: one step and one evaluation
+
+
+# ---------------------------------------------------------------------------------------
+# 3. predict's directory holds one call's output
+
+
+def test_predict_removes_what_an_earlier_call_wrote(run_cli, sim, tmp_path):
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # not predict's: stays
+    code, _, err = run_cli("race", "predict", sim["run"], sim["parts"][2], "--out", out, "--quiet")
+    assert code == 0, err
+    assert len(list(out.glob("forecast_*.png"))) == 6
+    code, _, err = run_cli("race", "predict", sim["run"], sim["parts"][2], "--out", out, "--quiet", "--driver", "HAM")
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("forecast_*.png")) == ["forecast_sim_0002_HAM.png"]
+    assert set(pd.read_csv(out / "predictions.csv")["Driver"]) == {"HAM"}
+    assert {p.name for p in out.iterdir()} == {"notes.txt", "predictions.csv", "metrics.json", "degradation.png",
+                                               "forecast_sim_0002_HAM.png"}
+
+
+# ---------------------------------------------------------------------------------------
+# 4, 5. the race length used, and a given length shorter than the table
+
+
+def test_eval_and_predict_say_the_race_length_used(run_cli, sim, tmp_path):
+    race = sim["parts"][2]  # 52 laps
+    for args, want in ((["--race-laps", "60"], 60), ([], 52)):
+        code, out, err = run_cli("race", "eval", sim["run"], race, "--json", "--quiet", "--out", tmp_path / "e", *args)
+        assert code == 0, err
+        m = json.loads(out)
+        assert m["race_laps"] == {"sim_0002": want}
+    code, out, err = run_cli("race", "predict", sim["run"], race, "--json", "--quiet", "--out", tmp_path / "p",
+                             "--race-laps", "estimate")
+    assert code == 0, err
+    est = json.loads(out)["race_laps"]["sim_0002"]
+    from lapnet.race.features import estimate_race_laps
+    from lapnet.race.pipeline import load_laps, race_sequences
+
+    laps, _ = load_laps(race)
+    seq, used = race_sequences(laps, "estimate")
+    assert used == {"sim_0002": est} and est >= 52
+    ref = seq.ref[np.isfinite(seq.lap_time)][-1]  # the race's reference lap once settled
+    assert est == max(estimate_race_laps(float(ref)), 52)
+
+
+def test_a_race_length_shorter_than_the_table_is_raised_with_a_warning(run_cli, sim, tmp_path):
+    from lapnet.race.features import FEATURES
+    from lapnet.race.pipeline import load_laps, race_sequences
+
+    race = sim["parts"][2]  # 52 laps
+    code, out, err = run_cli("race", "eval", sim["run"], race, "--json", "--quiet", "--out", tmp_path / "e",
+                             "--race-laps", "20")
+    assert code == 0, err
+    warn = [line for line in err.splitlines() if "--race-laps 20" in line]
+    assert len(warn) == 1 and "sim_0002" in warn[0] and "using 52" in warn[0]
+    m = json.loads(out)
+    assert m["race_laps"] == {"sim_0002": 52}
+    code, ref_out, _ = run_cli("race", "eval", sim["run"], race, "--json", "--quiet", "--out", tmp_path / "f")
+    assert m["forecast"] == json.loads(ref_out)["forecast"]  # exactly the table's length
+    # several races, one of them longer than the length given: each featurised with its own
+    laps, _ = load_laps([sim["table"]])
+    with pytest.warns(UserWarning, match="sim_0000.*--race-laps 60.*using 70"):
+        seq, used = race_sequences(laps, 60)
+    assert used == {"sim_0000": 70, "sim_0001": 60, "sim_0002": 60}
+    frac = seq.x[:, :, FEATURES.index("lap_frac")]
+    assert frac.max() <= 1.0 + 1e-6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alone, _ = race_sequences(laps[laps["Race"] == "sim_0001"].reset_index(drop=True), 60)
+    i = seq.keys.index(alone.keys[0])
+    L = int(alone.lengths[0])
+    np.testing.assert_array_equal(seq.x[i, :L], alone.x[0, :L])
+    rows = seq.row[i, :L]
+    assert (laps["Race"].to_numpy()[rows] == "sim_0001").all()  # rows point into the whole table
+    assert (seq.row[seq.lengths[:, None] <= np.arange(seq.row.shape[1])] == -1).all()
+
+
+# ---------------------------------------------------------------------------------------
+# 6b, 6d. predict's notes; --driver in any case, and a driver the cleaning dropped
+
+
+def test_predict_notes_what_the_summary_and_figures_leave_out(run_cli, sim, tmp_path):
+    code, out, err = run_cli("race", "predict", sim["run"], sim["parts"][2], "--json", "--quiet", "--out", tmp_path / "p")
+    assert code == 0, err
+    m = json.loads(out)
+    n = len(pd.read_csv(tmp_path / "p" / "predictions.csv"))
+    assert any(f"{n - 40} more rows in predictions.csv" in s for s in m["notes"])
+    assert any("figures for the first 6 of 20 drivers" in s and "--driver" in s for s in m["notes"])
+    code, out, err = run_cli("race", "predict", sim["run"], sim["parts"][2], "--json", "--quiet", "--out", tmp_path / "q",
+                             "--driver", "ham")  # any case
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["driver"] == "HAM" and not any("figures" in s for s in m["notes"])
+    rows = len(pd.read_csv(tmp_path / "q" / "predictions.csv"))
+    assert m["notes"] == ([f"{rows - 40} more rows in predictions.csv (shown: the last 40 rows)"] if rows > 40 else [])
+
+
+def test_predict_names_a_driver_dropped_by_cleaning(run_cli, sim, tmp_path):
+    df = pd.read_csv(sim["parts"][2], dtype={"TrackStatus": str})
+    df.loc[df["Driver"] == "TSU", "LapTime"] = np.nan  # a non-starter: rows, no timed lap
+    assert (df["Driver"] == "TSU").any()
+    path = tmp_path / "dns.csv"
+    df.to_csv(path, index=False)
+    code, _, err = run_cli("race", "predict", sim["run"], path, "--driver", "tsu", "--out", tmp_path / "p")
+    assert code == 2 and err.count("\n") == 1 and "TSU has no laps after cleaning (non-starter?)" in err
+    code, _, err = run_cli("race", "predict", sim["run"], path, "--driver", "XYZ", "--out", tmp_path / "p")
+    assert code == 2 and "not in the lap table" in err

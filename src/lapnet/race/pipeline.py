@@ -783,14 +783,14 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file")
     """
     r = load_run(run)
     laps, report = load_laps(sources)
-    seq = build_sequences(laps, race_length)
+    seq, used = race_sequences(laps, race_length)
     o, tagged = run_outputs(r, seq)
     races = sorted({k[0] for k in seq.keys})
     trained = set(r.config.get("race_fingerprints", {}).values())
     seen = sorted(race for race, f in race_fingerprints(laps).items() if f in trained)
     if seen:  # the numbers would measure memory, not forecasting
         warnings.warn(f"race(s) {', '.join(seen)} were among the run's training races: their scores are in-sample")
-    metrics = {"run": str(run), "races": races, "race_length": race_length, "masks": r.config.get("masks"),
+    metrics = {"run": str(run), "races": races, "race_length": race_length, "race_laps": used, "masks": r.config.get("masks"),
                "baselines": list(BASELINES), **score_predictions(seq, o, tagged),
                "cleaning": report.summary()}
     pit = metrics["pit_within_3"]
@@ -807,6 +807,75 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file")
     return metrics
 
 
+def race_sequences(laps: pd.DataFrame, race_length: int | str = "file") -> tuple[Sequences, dict[str, int]]:
+    """`build_sequences` for eval and predict, and the race length each race was featurised with.
+
+    A length given shorter than a race's table (`--race-laps 20` on a 51-lap race) would push
+    the race fraction past 1 and the laps left below 0: that race's length is raised to its last
+    lap (as "file" takes it), with a warning naming the race, the given and the used lengths.
+
+    Returns:
+        (the sequences, race -> laps used: the table's last lap for "file", the given number
+        (or the raised one), and for "estimate" the estimate the featuriser ended with).
+    """
+    from lapnet.race.features import race_laps
+
+    race_col = laps["Race"] if "Race" in laps.columns else pd.Series("race", index=laps.index)
+    last = {str(race): race_laps(g) for race, g in laps.groupby(race_col, sort=False)}
+    per_race: dict[str, int | str] = {race: race_length for race in last}
+    if isinstance(race_length, (int, np.integer)) and not isinstance(race_length, bool):
+        for race, n in last.items():
+            if n > race_length:
+                warnings.warn(f"race '{race}': --race-laps {race_length} is shorter than its table ({n} laps): "
+                              f"using {n}")
+                per_race[race] = "file"
+    values = set(per_race.values())
+    if len(values) == 1:
+        seq = build_sequences(laps, values.pop())
+    else:  # some races raised, some not: featurise each group with its own length
+        parts = []
+        for value in values:
+            mask = race_col.astype(str).map(per_race).eq(value).to_numpy()
+            part = build_sequences(laps[mask], value)
+            part.row = np.where(part.row >= 0, np.flatnonzero(mask)[np.maximum(part.row, 0)], -1)  # rows of `laps`
+            parts.append(part)
+        seq = _concat_sequences(parts)
+    used = {}
+    frac = FEATURES.index("lap_frac")
+    for race in last:
+        if per_race[race] == "file":
+            used[race] = last[race]
+        elif per_race[race] != "estimate":
+            used[race] = int(per_race[race])
+        else:  # the featuriser's last word: lap / lap_frac on the race's highest lap
+            idx = [i for i, k in enumerate(seq.keys) if str(k[0]) == race]
+            ln = np.where(np.isfinite(seq.lap_number[idx]), seq.lap_number[idx], -1.0)  # (n, T)
+            i, t = np.unravel_index(int(ln.argmax()), ln.shape)
+            f = float(seq.x[idx[i], t, frac])
+            used[race] = int(round(ln[i, t] / f)) if f > 0 else last[race]
+    return seq, used
+
+
+_PAD = {"x": 0.0, "target": 0.0, "target_mask": False, "future": np.nan, "future_timed": False, "origin_scored": False,
+        "pit": 0.0, "pit_mask": False, "phase": 0, "phase_mask": False, "base": np.nan, "ref": 1.0,
+        "lap_time": np.nan, "lap_number": np.nan, "stint_id": -1, "scored": False, "compound": 0, "row": -1}
+
+
+def _concat_sequences(parts: list[Sequences]) -> Sequences:
+    """Sequences of several `build_sequences` calls as one, padded to the longest (as it pads)."""
+    T = max(p.x.shape[1] for p in parts)
+    kw: dict[str, Any] = {"keys": [k for p in parts for k in p.keys],
+                          "lengths": np.concatenate([p.lengths for p in parts])}
+    for name, fill in _PAD.items():
+        arrs = []
+        for p in parts:
+            a = getattr(p, name)
+            pad = [(0, 0), (0, T - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+            arrs.append(np.pad(a, pad, constant_values=fill))
+        kw[name] = np.concatenate(arrs)
+    return Sequences(**kw)
+
+
 def _race_row(m: dict) -> dict:
     """One race's headline numbers from its `score_predictions`: MAE at 1/5/10 laps for the
     forecaster and persistence (Scored laps), the next-lap pairs counted, the pit call's AUC."""
@@ -815,6 +884,42 @@ def _race_row(m: dict) -> dict:
             **{f"mae_h{h}": sc["forecaster"][f"h{h}"]["mae"] for h in (1, 5, 10)},
             **{f"persistence_h{h}": sc["persistence"][f"h{h}"]["mae"] for h in (1, 5, 10)},
             "pit_auc": m["pit_within_3"]["auc"], "tyre_life_auc": m["pit_within_3"]["tyre_life_auc"]}
+
+
+MAX_FIGURES = 6  # forecast figures `predict_race` draws without a driver
+SHOW_LAPS, SHOW_ROWS = 3, 40  # the summary table `lapnet race predict` prints: each driver's last laps, at most this many rows
+
+
+def predict_rows(table: pd.DataFrame, driver: str | None) -> tuple[pd.DataFrame, str | None]:
+    """The rows of `predict_race`'s table the CLI's summary shows (every lap of one driver, else
+    each driver's last SHOW_LAPS laps; at most the last SHOW_ROWS), and a note saying what it
+    leaves out (None when nothing is left out)."""
+    shown = table if driver else table.groupby("Driver").tail(SHOW_LAPS)
+    shown = shown.iloc[-SHOW_ROWS:]
+    if len(shown) == len(table):
+        return shown, None
+    what = f"the last {len(shown)} rows" if driver else f"each driver's last {SHOW_LAPS} laps" + (
+        f" (the last {len(shown)} rows)" if len(shown) < len(table.groupby("Driver").tail(SHOW_LAPS)) else "")
+    return shown, f"{len(table) - len(shown)} more rows in predictions.csv (shown: {what})"
+
+
+def _predict_files(out: Path) -> list[Path]:
+    """What an earlier `predict_race` wrote in `out` (its own names only)."""
+    names = [out / n for n in ("predictions.csv", "degradation.png")] + sorted(out.glob("forecast_*.png"))
+    return [p for p in names if p.is_file()]
+
+
+def _pick_driver(driver: str, laps: pd.DataFrame, report: Any) -> str:
+    """--driver in any case ('ver' is VER); a driver the cleaning dropped is named as such."""
+    known = sorted(laps["Driver"].astype(str).unique())
+    match = {d.upper(): d for d in known}.get(driver.strip().upper())
+    if match is not None:
+        return match
+    gone = {str(d).upper() for rr in getattr(report, "races", []) for d in rr.drivers_dropped}
+    if driver.strip().upper() in gone:
+        raise LapnetError(f"--driver {driver}: {driver.strip().upper()} has no laps after cleaning (non-starter?): "
+                          f"drivers: {', '.join(known)}")
+    raise LapnetError(f"--driver {driver}: not in the lap table (drivers: {', '.join(known)})")
 
 
 def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, out: str | Path | None = None,
@@ -826,15 +931,15 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
 
     Returns:
         (table, metrics): one row per lap of the selected drivers; metrics as `eval_race`
-        computes them on those laps.
+        computes them on those laps, with "race_laps" (race -> the length featurised) and
+        "notes" (lines for the user: rows the CLI's summary leaves out (`predict_rows`),
+        figures not drawn).
     """
     r = load_run(run)
     laps, report = load_laps(sources)
     if driver is not None:
-        known = sorted(laps["Driver"].unique())
-        if driver not in known:
-            raise LapnetError(f"--driver {driver}: not in the lap table (drivers: {', '.join(known)})")
-    seq = build_sequences(laps, race_length)
+        driver = _pick_driver(driver, laps, report)
+    seq, used = race_sequences(laps, race_length)
     o, tagged = run_outputs(r, seq)
     sec, half = to_seconds(seq, o["mean"], o["half90"])
     exp_sec = to_seconds(seq, o["expected"]) if "expected" in o else None
@@ -860,20 +965,27 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
     table = pd.DataFrame(rows)
     sel = np.array([driver is None or k[1] == driver for k in seq.keys])
     keep = np.flatnonzero(sel)
-    metrics = {"run": str(run), "driver": driver, "race_length": race_length,
+    metrics = {"run": str(run), "driver": driver, "race_length": race_length, "race_laps": used,
                **score_predictions(subset_sequences(seq, keep), _take(o, keep), _take(tagged, keep)),
                "cleaning": report.summary()}
+    _, note = predict_rows(table, driver)
+    metrics["notes"] = [note] if note else []
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        for old in _predict_files(out):  # the directory holds this call's output alone (not a previous --driver's figures)
+            old.unlink()
         table.to_csv(out / "predictions.csv", index=False)
         import matplotlib.pyplot as plt
 
         from lapnet.race.plots import plot_degradation, plot_driver
 
         figs = []
+        pairs = table.groupby(["Race", "Driver"], sort=False).ngroups
         for (race, drv), g in table.groupby(["Race", "Driver"], sort=False):
-            if driver is None and len(figs) >= 6:  # a whole grid would be 20 figures per race; --driver picks one
+            if driver is None and len(figs) >= MAX_FIGURES:  # a whole grid would be 20 figures per race; --driver picks one
+                metrics["notes"].append(f"figures for the first {MAX_FIGURES} of {pairs} drivers only: "
+                                        "use --driver CODE for another")
                 break
             fig = plot_driver(g, pit_threshold=pit_window_threshold(r))
             path = out / f"forecast_{race}_{drv}.png"

@@ -700,3 +700,13 @@ def test_live_follow_waits_for_a_file_that_is_still_empty(run_cli, sim_tables, t
     code, out, err = run_cli("race", "live", run, grow, "--follow", "--race-laps", 50, "--poll", 0.05)
     assert code == 0, err
     assert [json.loads(ln)["driver"] for ln in out.splitlines()] == [ln.split(",")[1] for ln in lines[1:4]]
+
+
+def test_a_directory_given_as_a_lap_table_is_named_so(run_cli, sim_tables, tmp_path):
+    run, _ = sim_tables
+    d = tmp_path / "races"
+    d.mkdir()
+    for args in (("train", d, "--out", tmp_path / "r"), ("eval", run, d), ("predict", run, d), ("live", run, d, "--follow")):
+        code, _, err = run_cli("race", *args)
+        assert code == 2 and err.strip() == f"lapnet: error: {d}: is a directory, not a lap table (give CSV or Parquet files)", err
+    assert not (tmp_path / "r").exists()

@@ -48,8 +48,14 @@ def _check_files(paths: List[Path]) -> None:
     if not paths:
         raise LapnetError("give at least one lap table (CSV or Parquet)")
     for p in paths:
-        if not Path(p).is_file():
-            raise LapnetError(f"{p}: no such file")
+        _check_file(p)
+
+
+def _check_file(p: Path | str) -> None:
+    if Path(p).is_dir():
+        raise LapnetError(f"{p}: is a directory, not a lap table (give CSV or Parquet files)")
+    if not Path(p).is_file():
+        raise LapnetError(f"{p}: no such file")
 
 
 def _cleaning_line(metrics: dict) -> None:
@@ -359,8 +365,8 @@ def live_cmd(
     only = _driver_codes(driver)
     if race_laps is not None and race_laps < 1:
         raise LapnetError(f"--race-laps must be at least 1, got {race_laps}")
-    if file != "-" and not Path(file).is_file():
-        raise LapnetError(f"{file}: no such file")
+    if file != "-":
+        _check_file(file)
     if follow and file == "-":
         raise LapnetError("--follow needs a FILE (stdin is followed anyway)")
     import torch

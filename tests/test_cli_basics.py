@@ -112,3 +112,10 @@ def test_a_negative_seed_is_refused_by_name_everywhere(run_cli, tmp_path):
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and "'--seed'" in lines[0], (leaf, err)
         assert not out.exists(), leaf
+
+
+def test_version(run_cli):
+    import lapnet
+
+    code, out, err = run_cli("--version")
+    assert code == 0 and out.strip() == f"lapnet {lapnet.__version__}" and err == ""

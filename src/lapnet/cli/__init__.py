@@ -26,8 +26,17 @@ app = typer.Typer(
 
 
 
+def _version(value: bool) -> None:
+    if value:
+        import lapnet
+
+        print(f"lapnet {lapnet.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print lapnet's version and exit.")) -> None:
     """Recurrent neural networks from first principles to the pit wall."""
 
 

@@ -150,6 +150,8 @@ def test_minutes_is_one_budget_split_between_the_nets(sim, tmp_path, monkeypatch
     assert sum(given) <= minutes + 1e-9
     assert given[0] == pytest.approx(m["train"]["minutes_per_net"][0]) and m["train"]["minutes"] == minutes
     assert 0 < given[0] <= minutes / 4  # the first net's share: a quarter of what was left
+    # 6c: three races: one held out whole for early stopping, and said so
+    assert m["validation_label"] == f"validation race used for early stopping: {m['validation_races'][0]}"
 
 
 def test_budget_shares_what_is_left():
@@ -271,3 +273,52 @@ def test_predict_names_a_driver_dropped_by_cleaning(run_cli, sim, tmp_path):
     assert code == 2 and err.count("\n") == 1 and "TSU has no laps after cleaning (non-starter?)" in err
     code, _, err = run_cli("race", "predict", sim["run"], path, "--driver", "XYZ", "--out", tmp_path / "p")
     assert code == 2 and "not in the lap table" in err
+
+
+# ---------------------------------------------------------------------------------------
+# 6a, 6c, 6e, 6f
+
+
+def test_stint_trend_has_no_interval_below_two_stints(sim):
+    from lapnet.race.metrics import stint_trend_report
+    from lapnet.race.pipeline import load_laps, race_sequences, subset_sequences
+
+    laps, _ = load_laps(sim["parts"][2])
+    seq, _ = race_sequences(laps)
+    exact = np.where(seq.target_mask, seq.future, np.nan)  # (N, T, K)
+    one = subset_sequences(seq, np.array([0]))
+    one.origin_scored = one.origin_scored & (one.stint_id == one.stint_id[0, 0])  # the first stint's origins only
+    rep = stint_trend_report({"exact": exact[:1] + 0.01}, one)
+    assert rep["all"]["stints"] == 1 and rep["all"]["n"] > 0
+    assert rep["all"]["gap_ci95"] == {"exact": None}
+    two = stint_trend_report({"exact": exact[:2] + 0.01}, subset_sequences(seq, np.array([0, 1])))
+    assert two["all"]["stints"] >= 2 and two["all"]["gap_ci95"]["exact"] == pytest.approx([0.0, 0.0], abs=1e-9)
+
+
+def test_train_labels_a_drivers_split_as_such(sim):
+    m = json.loads((sim["run"] / "metrics.json").read_text())  # two races: 15% of the drivers watch early stopping
+    assert m["validation_label"].startswith("validation drivers used for early stopping (")
+    assert "held-out" not in m["validation_label"]
+
+
+def test_a_directory_as_a_lap_table(run_cli, tmp_path):
+    from lapnet.errors import LapnetError
+    from lapnet.race.io import read_laps
+
+    with pytest.raises(LapnetError, match="is a directory, not a lap table"):
+        read_laps(tmp_path)
+    code, _, err = run_cli("race", "calibrate", tmp_path, "--out", tmp_path / "c.json")
+    assert code == 2 and err.count("\n") == 1 and "is a directory" in err and "no such file" not in err
+
+
+def test_calibrate_figure_as_a_directory(run_cli, sim, tmp_path):
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    for extra in ([], ["--force"]):
+        code, _, err = run_cli("race", "calibrate", sim["parts"][0], "--out", tmp_path / "c.json", "--figure", figs, *extra)
+        assert code == 2 and err.count("\n") == 1 and "write a .png, .pdf or .svg" in err
+    (tmp_path / "f.png").mkdir()
+    code, _, err = run_cli("race", "calibrate", sim["parts"][0], "--out", tmp_path / "c.json", "--figure", tmp_path / "f.png",
+                           "--force")
+    assert code == 2 and err.count("\n") == 1 and "is a directory" in err
+    assert not (tmp_path / "c.json").exists()

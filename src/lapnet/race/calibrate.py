@@ -635,16 +635,18 @@ def calibrate_files(
     from lapnet.race.io import read_laps, read_many
 
     out = Path(out)
-    targets = [out] + ([Path(figure)] if figure is not None else [])
-    for t in targets:
-        if t.exists() and not force:
-            raise LapnetError(f"{t}: already exists (use --force to overwrite it)")
-        if not t.parent.is_dir():
-            raise LapnetError(f"{t}: folder {t.parent} does not exist")
+    # what the paths must be first: a directory given as --figure is not "already there" but the wrong thing
     if out.suffix.lower() != ".json":
         raise LapnetError(f"--out {out}: the calibration is a .json file")
     if figure is not None and Path(figure).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise LapnetError(f"--figure {figure}: write a .png, .pdf or .svg")
+    for flag, t in [("--out", out)] + ([("--figure", Path(figure))] if figure is not None else []):
+        if t.is_dir():
+            raise LapnetError(f"{flag} {t}: is a directory; give a file name")
+        if t.exists() and not force:
+            raise LapnetError(f"{t}: already exists (use --force to overwrite it)")
+        if not t.parent.is_dir():
+            raise LapnetError(f"{t}: folder {t.parent} does not exist")
     if sim_races is not None and sim_races < 1:
         raise LapnetError(f"--sim-races must be >= 1, got {sim_races}")
     if not paths:

@@ -181,6 +181,8 @@ def _load(source: Any) -> tuple[pd.DataFrame, str | None]:
     path = Path(source)
     if not path.exists():
         raise LapnetError(f"{path}: no such file")
+    if path.is_dir():
+        raise LapnetError(f"{path}: is a directory, not a lap table (give its CSV or Parquet files)")
     if not path.is_file():
         raise LapnetError(f"{path}: not a file")
     if path.stat().st_size == 0:

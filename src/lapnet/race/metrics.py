@@ -116,7 +116,7 @@ def stint_trend_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict
     Returns:
         {"laps": [1, K], "all": {...}, "by_compound": {compound: {...}}, "by_race": {race: {...}}},
         each {"n", "stints", "actual", <forecaster>: mean trend in s per lap,
-        "gap_ci95": {<forecaster>: [lo, hi]}} ("by_race" only with several races).
+        "gap_ci95": {<forecaster>: [lo, hi], or None below 2 stints}} ("by_race" only with several races).
     """
     K = seq.future.shape[-1]
     m = seq.target_mask[:, :, 0] & seq.target_mask[:, :, K - 1] & seq.origin_scored  # (N, T)
@@ -138,6 +138,9 @@ def stint_trend_report(forecasts: dict[str, np.ndarray], seq: Sequences) -> dict
         w = np.random.default_rng(0).multinomial(len(n_c), np.full(len(n_c), 1 / len(n_c)), size=TREND_BOOT)  # (R, C)
         ci = {}
         for name, t in trends.items():
+            if len(n_c) < 2:  # one stint resampled is itself every time: no interval, not a zero-width one
+                ci[name] = None
+                continue
             gap = (w @ np.bincount(c, actual[sel] - t[sel], len(n_c))) / (w @ n_c)  # (R,) resampled mean gaps
             ci[name] = [float(v) for v in np.percentile(gap, [2.5, 97.5])]
         return {"n": int(sel.sum()), "stints": len(n_c), "actual": float(actual[sel].mean()),

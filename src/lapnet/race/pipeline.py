@@ -163,13 +163,18 @@ class SeqBatches:
             yield _tensors(self.seq, order[i : i + self.bs])
 
 
+def _splits_races(seq: Sequences, val_races: int) -> bool:
+    """True when `_split` holds out whole races, False when a share of the drivers."""
+    # only races with something to score can judge early stopping
+    return val_races > 0 and len({k[0] for i, k in enumerate(seq.keys) if seq.target_mask[i].any()}) >= 3
+
+
 def _split(seq: Sequences, val_races: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Hold out whole races for early stopping (up to a quarter of them; 15% of drivers when there are < 3 races)."""
-    # only races with something to score can judge early stopping
     races = sorted({k[0] for i, k in enumerate(seq.keys) if seq.target_mask[i].any()})
     rng = np.random.default_rng(seed)
     all_idx = np.arange(len(seq.keys))
-    if val_races > 0 and len(races) >= 3:
+    if _splits_races(seq, val_races):
         n_val = min(val_races, max(1, len(races) // 4))  # keep at least three quarters of the races for training
         held = set(rng.choice(races, size=n_val, replace=False).tolist())
         val = np.array([i for i, k in enumerate(seq.keys) if k[0] in held])
@@ -402,6 +407,11 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
                   **({"minutes": cfg.minutes, "minutes_per_net": budget.given} if cfg.minutes is not None else {})},
         "cleaning": report.summary(),
         "validation_races": config["val_races"],
+        # what the validation block was scored on: the laps early stopping watched, not races held out of training
+        "validation_label": (f"validation race{'s' if len(config['val_races']) > 1 else ''} used for early stopping: "
+                             f"{', '.join(config['val_races'])}" if _splits_races(seq, cfg.val_races)
+                             else f"validation drivers used for early stopping ({len(val_idx)} of {len(seq.keys)} "
+                                  "driver sequences, about 15%)"),
         "validation_model": "the first of the ensemble's members" if cfg.members > 1 else "the model",
         "validation": score_predictions(val_seq, *run_outputs(RaceRun(model, config, tagger, out, live_tagger), val_seq))
         if len(val_idx) else None,

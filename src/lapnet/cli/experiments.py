@@ -248,7 +248,8 @@ def gradflow_cmd(
     Writes gradflow.png (init and trained, beside the notebook's 0.95^k, 0.9^k,
     0.7^k), spectrum.png, clipping.png and metrics.json: {"archs": {arch:
     {"init"|"trained": {norms, norms_numpy, max_abs_diff, max_rel_diff,
-    decay_per_step, ratio_first_to_last, spectrum}, train_test_mse}},
+    ratio_first_to_last, decay_per_step (the ratio ** (1 / (T - 1))),
+    first_step_factor, decay_fit_beyond_first, spectrum}, train_test_mse}},
     "engines_max_rel_diff", "clipping": {runs: {none | global norm |
     element-wise: {raw_grad_norm, test_mse, mean_cosine_value_clip, ...}}}}.
 
@@ -274,8 +275,11 @@ def gradflow_cmd(
     for a, e in result.metrics["archs"].items():
         for phase in ("init", "trained"):
             if phase in e:
-                rows.append({"arch": a.upper(), "phase": phase, "decay_per_step": e[phase]["decay_per_step"],
+                rows.append({"arch": a.upper(), "phase": phase,
                              "|dL/dh_1| / |dL/dh_T|": e[phase]["ratio_first_to_last"],
+                             "per step (mean)": e[phase]["decay_per_step"],
+                             "first step": e[phase]["first_step_factor"],
+                             "per step after it (fit)": e[phase]["decay_fit_beyond_first"],
                              "engines_rel_diff": e[phase].get("max_rel_diff", "-")})
     _finish(result, out, json_out, quiet, rows, "gradient flow (measured)")
 

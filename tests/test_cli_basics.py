@@ -119,3 +119,9 @@ def test_version(run_cli):
 
     code, out, err = run_cli("--version")
     assert code == 0 and out.strip() == f"lapnet {lapnet.__version__}" and err == ""
+
+
+def test_table_cells_read_evenly():
+    from lapnet.cli.common import _fmt
+
+    assert [_fmt(v) for v in (0.37, 0.3412, 26360.4, 12.5, 1e-6, 7)] == ["0.3700", "0.3412", "26,360", "12.50", "1.00e-06", "7"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -119,8 +120,16 @@ def summary_table(title: str, rows: Mapping[str, Any] | list[Mapping[str, Any]])
 
 
 def _fmt(v: Any) -> str:
+    """A table cell: floats with 4 significant digits, trailing zeros kept so that a column
+    reads evenly (0.3700 beside 0.3412); thousands as whole numbers (26,360, not 2.636e+04)."""
     if isinstance(v, float):
-        return f"{v:.4g}"
+        if v == 0 or not math.isfinite(v):
+            return str(v)
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) < 1e-3:
+            return f"{v:.2e}"
+        return f"{v:#.4g}".rstrip(".")
     return str(v)
 
 

@@ -287,7 +287,8 @@ def test_stint_trend_has_no_interval_below_two_stints(sim):
     seq, _ = race_sequences(laps)
     exact = np.where(seq.target_mask, seq.future, np.nan)  # (N, T, K)
     one = subset_sequences(seq, np.array([0]))
-    one.origin_scored = one.origin_scored & (one.stint_id == one.stint_id[0, 0])  # the first stint's origins only
+    t0 = int(np.flatnonzero(one.target_mask[0, :, 0] & one.target_mask[0, :, 9] & one.origin_scored[0])[0])
+    one.origin_scored = one.origin_scored & (one.stint_id == one.stint_id[0, t0])  # one stint's origins only
     rep = stint_trend_report({"exact": exact[:1] + 0.01}, one)
     assert rep["all"]["stints"] == 1 and rep["all"]["n"] > 0
     assert rep["all"]["gap_ci95"] == {"exact": None}

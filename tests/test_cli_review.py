@@ -144,3 +144,28 @@ def test_gradflow_command_factor_and_ratio_agree(run_cli, tmp_path):
             assert e["ratio_first_to_last"] == pytest.approx(norms[-1] / norms[0])
             assert e["decay_per_step"] ** (T - 1) == pytest.approx(e["ratio_first_to_last"], rel=1e-9), (arch, phase)
             assert e["first_step_factor"] == pytest.approx(norms[1] / norms[0])
+
+
+# ---------------------------------------------------------------------------------------
+# 5. adding says "not within N"; sine's min_mse is never above final_mse
+
+
+def test_adding_table_says_not_within_the_budget(run_cli, tmp_path):
+    code, out, err = run_cli("adding", "--archs", "rnn", "--lengths", "5", "--hidden", "2", "--batch", "4",
+                             "--max-steps", "2", "--eval-every", "1", "--json", "--out", tmp_path / "a")
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["table"][0]["steps_to_solve"] is None  # metrics.json keeps null, as documented
+    assert "not within 2" in err and "None" not in err
+
+
+@pytest.mark.parametrize("engine", ["torch", "numpy"])
+def test_sine_min_mse_is_the_lowest_seen(run_cli, tmp_path, engine):
+    code, out, err = run_cli("sine", "--hidden", "4", "--archs", "lstm", "--arch-hidden", "4", "--epochs", "3",
+                             "--horizon", "2", "--engine", engine, "--quiet", "--json", "--out", tmp_path / "s")
+    assert code == 0, err
+    r = json.loads(out)["hidden_size"]["4"]
+    assert len(r["loss_curve"]) == 3
+    assert r["loss_curve"][-1] > r["final_mse"]  # still falling after 3 epochs: the case that showed the bug
+    assert r["min_mse"] == pytest.approx(min(*r["loss_curve"], r["final_mse"]))
+    assert r["min_mse"] <= r["final_mse"]

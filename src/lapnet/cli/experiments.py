@@ -222,7 +222,10 @@ def adding_cmd(
     _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_adding(cfg, progress=not quiet)
-    _finish(result, out, json_out, quiet, result.metrics["table"], "adding problem: steps to test MSE < 0.01")
+    # metrics.json keeps null for "not solved"; the table says it in words
+    rows = [{**r, "steps_to_solve": f"not within {max_steps}" if r["steps_to_solve"] is None else r["steps_to_solve"]}
+            for r in result.metrics["table"]]
+    _finish(result, out, json_out, quiet, rows, "adding problem: steps to test MSE < 0.01")
 
 
 def gradflow_cmd(

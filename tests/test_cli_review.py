@@ -169,3 +169,34 @@ def test_sine_min_mse_is_the_lowest_seen(run_cli, tmp_path, engine):
     assert r["loss_curve"][-1] > r["final_mse"]  # still falling after 3 epochs: the case that showed the bug
     assert r["min_mse"] == pytest.approx(min(*r["loss_curve"], r["final_mse"]))
     assert r["min_mse"] <= r["final_mse"]
+
+
+# ---------------------------------------------------------------------------------------
+# 2. text train runs on one thread unless told otherwise
+
+TINY_TEXT = ["--hidden", "8", "--embed", "4", "--seq-len", "8", "--batch", "2", "--epochs", "1", "--quiet"]
+
+
+@pytest.fixture
+def restore_threads():
+    import torch
+
+    from lapnet.text_runs import set_threads
+
+    yield torch
+    set_threads(1)  # conftest's setting, for the tests after this one
+
+
+@pytest.mark.parametrize("given,expected", [((), 1), (("--threads", "2"), 2)])
+def test_text_train_threads(run_cli, tmp_path, restore_threads, given, expected):
+    torch = restore_threads
+    torch.set_num_threads(2 if expected == 1 else 1)  # as a fresh process would have on 2 cores
+    code, _, err = run_cli("text", "train", *TINY_TEXT, *given, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert torch.get_num_threads() == expected
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_text_train_threads_below_one_is_refused(run_cli, tmp_path):
+    line = _refused(*run_cli("text", "train", *TINY_TEXT, "--threads", "0", "--out", tmp_path / "run")[::2])
+    assert "--threads must be at least 1" in line and not (tmp_path / "run").exists()

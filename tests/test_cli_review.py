@@ -200,3 +200,31 @@ def test_text_train_threads(run_cli, tmp_path, restore_threads, given, expected)
 def test_text_train_threads_below_one_is_refused(run_cli, tmp_path):
     line = _refused(*run_cli("text", "train", *TINY_TEXT, "--threads", "0", "--out", tmp_path / "run")[::2])
     assert "--threads must be at least 1" in line and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# 6. Ctrl-C in text train: checkpoint, advice once, exit 130
+
+
+def test_interrupted_text_train_exits_130_and_resumes(run_cli, tmp_path, monkeypatch):
+    from lapnet import train
+
+    def ctrl_c_at_once(self):  # no real signal: the flag fit's SIGINT handler sets, set up front
+        self.hit = True
+        return self
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(train._StopSignal, "__enter__", ctrl_c_at_once)
+        code, out, err = run_cli("text", "train", *TINY_TEXT[:-3], "--epochs", "5", "--quiet", "--json", "--out", run)
+    assert code == 130, err
+    flat = " ".join(err.split())  # rich wraps the line at the terminal width
+    assert flat.count("interrupted at step 1") == 1 and flat.count("continue with --resume") == 1, err
+    assert "lapnet: error" not in err and "Traceback" not in err
+    assert json.loads(out)["stopped"] == "interrupted"  # --json still prints what was saved
+    assert json.loads((run / "metrics.json").read_text())["stopped"] == "interrupted"
+    assert (run / "last.safetensors").is_file()
+    code, out, err = run_cli("text", "train", *TINY_TEXT[:-3], "--epochs", "2", "--quiet", "--json", "--resume",
+                             "--out", run)
+    assert code == 0, err
+    assert json.loads(out)["stopped"] == "epochs" and json.loads(out)["steps"] > 1

@@ -94,6 +94,10 @@ def train_cmd(
             "engine", "stopped", "steps", "epochs", "seconds", "chars_per_sec", "train_loss", "val_loss",
             "val_bpc", "val_ppl", "params") if k in metrics})
     emit_metrics(None, metrics, as_json=json_out)  # train_text already wrote metrics.json
+    if metrics["stopped"] == "interrupted":
+        # fit has saved the checkpoint and printed the --resume advice: exit as an interrupted
+        # program does (128 + SIGINT), so that `train && sample` does not carry on
+        raise typer.Exit(130)
 
 
 @text_app.command("sample")

@@ -8,6 +8,8 @@ Every lap is context for the model; the loss and the metrics count only Scored l
 `lapnet.race.clean`). A run directory holds model.safetensors (the forecaster), config.json
 (features, normalisation, architecture, masks), metrics.json, log.jsonl, and tagger/ (the
 bidirectional phase tagger) when the training laps carried Phase labels (simulated races).
+While `train_race` works on a directory it holds training.incomplete, which `load_run`
+refuses: an interrupted or failed run never passes for a finished one.
 """
 
 from __future__ import annotations

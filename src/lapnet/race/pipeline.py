@@ -917,7 +917,8 @@ def predict_rows(table: pd.DataFrame, driver: str | None) -> tuple[pd.DataFrame,
 
 def _predict_files(out: Path) -> list[Path]:
     """What an earlier `predict_race` wrote in `out` (its own names only)."""
-    names = [out / n for n in ("predictions.csv", "degradation.png")] + sorted(out.glob("forecast_*.png"))
+    own = ["predictions.csv", "degradation.png"] + ([] if (out / "config.json").exists() else ["metrics.json"])  # not a run's own
+    names = [out / n for n in own] + sorted(out.glob("forecast_*.png"))
     return [p for p in names if p.is_file()]
 
 

@@ -297,15 +297,6 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     if cfg.mean_loss not in ("l1", "nll") or (cfg.mean_loss == "nll" and cfg.head != "laplace"):
         raise LapnetError(f"mean_loss {cfg.mean_loss!r} with head {cfg.head!r}: expected 'l1', or 'nll' with the laplace head")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # until the end, the directory must not pass for a finished run (an older run's config.json
-    # beside new weights would): a marker `load_run` refuses, removed once everything is written
-    (out / "config.json").unlink(missing_ok=True)
-    for sub in ("", "pretrain/", "members/*/", "members/*/pretrain/", "tagger/", "live_tagger/"):
-        for log in out.glob(f"{sub}log.jsonl"):  # fit appends: an overwritten run's rows would stay in it
-            log.unlink()
-    (out / UNFINISHED).write_text("lapnet race train has not finished writing this run (interrupted or failed); "
-                                  "train again with --force\n", encoding="utf-8")
     t0 = time.perf_counter()
     laps, report = load_laps(sources)
     for race, scored in laps.groupby("Race", sort=True)["Scored"].any().items():
@@ -317,6 +308,16 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
             warnings.warn(f"race '{race}' has no pit stop at all (a sprint?): the pit call learns when stops come "
                           "from races that have them; train it on Grand Prix races")
     seq = build_sequences(laps)
+    # the input is good: from here until the end the directory must not pass for a finished run
+    # (an older run's config.json beside new weights would): a marker `load_run` refuses, removed
+    # once everything is written. Bad input is refused above, before anything here is touched.
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").unlink(missing_ok=True)
+    for sub in ("", "pretrain/", "members/*/", "members/*/pretrain/", "tagger/", "live_tagger/"):
+        for log in out.glob(f"{sub}log.jsonl"):  # fit appends: an overwritten run's rows would stay in it
+            log.unlink()
+    (out / UNFINISHED).write_text("lapnet race train has not finished writing this run (interrupted or failed); "
+                                  "train again with --force\n", encoding="utf-8")
     train_idx, val_idx = _split(seq, cfg.val_races, cfg.seed)
     pretraining = bool(cfg.pretrain_sim or sim_laps is not None)
     n_taggers = (1 if seq.phase_mask.any() else 2 if cfg.phase_sim > 0 else 0) if cfg.tagger else 0

@@ -272,7 +272,7 @@ def table(name: str, res: dict) -> list[str]:
         lines.insert(-1, "stint trend (s per lap over the next 10 laps; actual / median forecast / expected; "
                      "actual - median forecast, 95% over resampled stints): " + ", ".join(
             f"{c} {r['actual']:+.3f} / {r['forecaster']:+.3f}" + (f" / {r['expected']:+.3f}" if "expected" in r else "")
-            + " [{:+.3f}, {:+.3f}]".format(*r["gap_ci95"]["forecaster"])
+            + (" [{:+.3f}, {:+.3f}]".format(*r["gap_ci95"]["forecaster"]) if (r.get("gap_ci95") or {}).get("forecaster") else " [-]")
             + f" (n {r['n']}, {r['stints']} stints)" for c, r in [*trend["by_compound"].items(), ("all", trend["all"])]))
         by_race = trend.get("by_race") or {}
         if by_race:  # what varies most: each race's own trend, which the forecast follows only in part

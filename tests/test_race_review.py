@@ -327,3 +327,12 @@ def test_calibrate_figure_as_a_directory(run_cli, sim, tmp_path):
                            "--force")
     assert code == 2 and err.count("\n") == 1 and "is a directory" in err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_semicolon_separated_table_is_named_so(run_cli, tmp_path):
+    semi = tmp_path / "semi.csv"
+    semi.write_text("Driver;LapNumber;LapTime\nVER;1;90.1\n")
+    code, _, err = run_cli("race", "clean", semi, "--out", tmp_path / "c.csv")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "split by ';': lapnet reads comma-separated CSV" in lines[0], err
+    assert not (tmp_path / "c.csv").exists()

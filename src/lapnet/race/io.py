@@ -225,7 +225,12 @@ def _normalise(df: pd.DataFrame, *, race: str | None, where: str) -> pd.DataFram
             raise LapnetError(f"{where}: column '{m.group(1)}' appears twice (the second read as '{c}')")
     missing = [c for c in S.REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise LapnetError(f"{where}: missing required column(s) {', '.join(missing)} (a lap table needs {', '.join(S.REQUIRED_COLUMNS)})")
+        hint = ""
+        if len(df.columns) == 1 and any(sep in df.columns[0] for sep in ";\t|"):  # one column holding every name
+            sep = next(sep for sep in ";\t|" if sep in df.columns[0])
+            hint = f"; its header is one column split by {sep!r}: lapnet reads comma-separated CSV"
+        raise LapnetError(f"{where}: missing required column(s) {', '.join(missing)} (a lap table needs "
+                          f"{', '.join(S.REQUIRED_COLUMNS)}){hint}")
     if len(df) == 0:
         raise LapnetError(f"{where}: no laps (the table has a header but no rows)")
     had_position = "Position" in df.columns  # FastF1 leaves Position empty outside races

@@ -518,7 +518,9 @@ def plot_laptime_distribution(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
     bins = np.linspace(0.97, 1.05, 61)
     for df, label, color in ((real, "real", "k"), (sim, "simulated", "tab:orange")):
         x = _norm_laps(df)
-        ax.hist(np.clip(x, bins[0], bins[-1]), bins=bins, density=True, histtype="step", lw=1.5, color=color, label=f"{label} ({len(x)} laps)")
+        inside = (x >= bins[0]) & (x <= bins[-1])  # laps outside are left out (clipped, they would pile up at the edges)
+        ax.hist(x[inside], bins=bins, density=True, histtype="step", lw=1.5, color=color,
+                label=f"{label} ({len(x)} laps, {np.mean(~inside):.1%} outside)")
     ax.set_xlabel("lap time / race median green lap")
     ax.set_ylabel("density")
     ax.set_title("Green-lap times")

@@ -119,6 +119,7 @@ def plot_degradation(table: pd.DataFrame, ax=None, trend: dict | None = None):
         med = t.groupby(key)["LapTime"].transform("median")
         t["rel"] = t["LapTime"] - med
         t["rel_fc"] = t["forecast_h1"] - med
+        curves: list[float] = []
         for comp, s in t.groupby("Compound"):
             colour = COMPOUND_COLOURS.get(comp, "C0")
             ax.scatter(s["TyreLife"], s["rel"], s=4, alpha=0.25, color=colour)
@@ -127,9 +128,14 @@ def plot_degradation(table: pd.DataFrame, ax=None, trend: dict | None = None):
             min_n = 5 if t["Driver"].nunique() > 3 else 1  # a whole field: drop tyre ages only a few drivers reached
             curve = curve[s.groupby(s["TyreLife"] + 1).size() >= min_n]
             ax.plot(curve.index, curve.values, color=colour, lw=2, label=_trend_label(comp, trend))
-        lo, hi = np.nanpercentile(t["rel"], [1, 99])
+            curves.extend(curve.values)
+        # the dots' 1-99% range (a pit-lane crawl would squash the rest), widened to every line
+        lo, hi = np.nanpercentile(t["rel"].to_numpy(float), [1, 99])
+        if curves:
+            lo, hi = min(lo, np.nanmin(curves)), max(hi, np.nanmax(curves))
         if hi > lo:  # a stint or two of identical laps leaves matplotlib's own limits
-            ax.set_ylim(lo, hi)
+            pad = 0.05 * (hi - lo)
+            ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel("tyre life (laps)")
     ax.set_ylabel("lap time - stint median (s)")
     ax.set_title("degradation per compound: laps (dots) and forecast (lines)")

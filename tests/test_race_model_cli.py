@@ -45,7 +45,7 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     assert config["members"] == 2 and len(config["member_val_races"]) == 2
     model = load_run(run).model
     assert isinstance(model, WithPitCaller) and isinstance(model.forecaster, RaceEnsemble)
-    assert (run / "members" / "1" / "model.safetensors").is_file()
+    assert (run / "members" / "2" / "model.safetensors").is_file()  # member 2 of 2 (member 1 is the run itself)
     # the pit model's L2 was chosen by leave-races-out folds of the training races: the best pooled AUC wins
     from lapnet.race.pit import PitModel
 

@@ -356,11 +356,11 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         sim_seq = build_sequences(sim_laps)
         s_train, s_val = _split(sim_seq, cfg.val_races, cfg.seed)
         pre = _fit(model, sim_seq, s_train, s_val, cfg, out / "pretrain", epochs=cfg.pretrain_epochs, meta=meta,
-                   describe="pretrain (sim)", budget=budget)
+                   describe="pretrain (sim" + (f", member 1/{cfg.members}" if cfg.members > 1 else "") + ")", budget=budget)
         config["pretrain"] = {"sim_races": int(len({k[0] for k in sim_seq.keys})), "steps": pre.steps, "best_val": pre.best_val}
         config["phase_trained"] = config["phase_trained"] or bool(sim_seq.phase_mask.any())
-    result = _fit(model, seq, train_idx, val_idx, cfg, out, epochs=cfg.epochs, meta=meta, describe="race train",
-                  budget=budget)
+    result = _fit(model, seq, train_idx, val_idx, cfg, out, epochs=cfg.epochs, meta=meta,
+                  describe="race train" + (f" (member 1/{cfg.members})" if cfg.members > 1 else ""), budget=budget)
     if cfg.members > 1:
         # each member early-stops on its own validation race, which the others train on: the
         # "validation" block below scores the first member alone, on its race, to stay held out
@@ -445,9 +445,9 @@ def _fit_members(first: RaceNet, seq: Sequences, cfg: RaceTrainConfig, mcfg: Rac
         net = RaceNet(mcfg)
         if sim_seq is not None:
             s_train, s_val = _split(sim_seq, mc.val_races, mc.seed)
-            _fit(net, sim_seq, s_train, s_val, mc, out / "members" / str(m) / "pretrain", epochs=cfg.pretrain_epochs,
+            _fit(net, sim_seq, s_train, s_val, mc, out / "members" / str(m + 1) / "pretrain", epochs=cfg.pretrain_epochs,
                  meta=meta, describe=f"pretrain (sim, member {m + 1}/{cfg.members})", budget=budget)
-        results.append((_fit(net, seq, tr, va, mc, out / "members" / str(m), epochs=cfg.epochs, meta=meta,
+        results.append((_fit(net, seq, tr, va, mc, out / "members" / str(m + 1), epochs=cfg.epochs, meta=meta,
                              describe=f"race train (member {m + 1}/{cfg.members})", budget=budget), va))
         ens.members[m].load_state_dict(net.state_dict())
     ens_meta = {"config": {**meta["config"], "members": cfg.members}}

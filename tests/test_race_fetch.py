@@ -269,3 +269,13 @@ def test_laps_lapnet_cannot_read_are_not_written(fake, run_cli, tmp_path):
     code, _, err = run_cli("race", "fetch", "2023", "Monza", "--out", tmp_path / "m.csv")
     assert code == 2 and "not a lap table lapnet reads" in err and "duplicate lap: driver AAA lap 2" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_fetch_removes_the_cache_folder_it_made(fake, run_cli, tmp_path):
+    fake.load_error = ConnectionError("Max retries exceeded with url: livetiming.formula1.com")
+    code, _, err = run_cli("race", "fetch", "2023", "Monza", "--out", tmp_path / "m.csv", "--cache", tmp_path / "new" / "f1")
+    assert code == 2 and not (tmp_path / "new").exists()  # made by this call: gone
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "keep.txt").write_text("x")
+    code, _, err = run_cli("race", "fetch", "2023", "Monza", "--out", tmp_path / "m.csv", "--cache", tmp_path / "old")
+    assert code == 2 and (tmp_path / "old" / "keep.txt").read_text() == "x"  # there before: kept

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -108,8 +109,18 @@ def fetch_race(year: int, event: str | int, session: str = "R", *, out: str | Pa
         import fastf1
     except ImportError:
         raise LapnetError(f"fetching races needs FastF1: {PIP_HINT}") from None
-    cache = _check_cache(cache)  # created once FastF1 is there to use it
+    cache, made = _check_cache(cache)  # created once FastF1 is there to use it
+    try:
+        return _fetch(fastf1, year, event, code, name, where, out, cache)
+    except BaseException:
+        if made is not None:  # the folder did not exist before this call: leave nothing behind
+            shutil.rmtree(made, ignore_errors=True)
+        raise
 
+
+def _fetch(fastf1: Any, year: int, event: int | str, code: str, name: str, where: str, out: Path,
+           cache: Path | None) -> dict[str, Any]:
+    """`fetch_race` once its arguments are checked: load with FastF1, check, write."""
     said: list[str] = []
     with _fastf1_quiet(said):
         try:
@@ -161,17 +172,20 @@ def fetch_race(year: int, event: str | int, session: str = "R", *, out: str | Pa
     }
 
 
-def _check_cache(cache: str | Path | None) -> Path | None:
+def _check_cache(cache: str | Path | None) -> tuple[Path | None, Path | None]:
+    """The cache folder, created if missing, and the outermost folder this call created (None
+    when it existed): a fetch that fails removes what it made."""
     if cache is None:
-        return None
+        return None, None
     cache = Path(cache)
     if cache.exists() and not cache.is_dir():
         raise LapnetError(f"--cache {cache}: exists and is not a folder")
+    made = next((p for p in reversed((cache, *cache.parents)) if not p.exists()), None)
     try:
         cache.mkdir(parents=True, exist_ok=True)  # FastF1 wants the folder to exist
     except OSError as e:
         raise LapnetError(f"--cache {cache}: cannot create it ({e.strerror or e})") from None
-    return cache
+    return cache, made
 
 
 def _use_cache(fastf1: Any, cache: Path) -> None:

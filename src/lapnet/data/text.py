@@ -51,7 +51,7 @@ def read_text(path: str | os.PathLike | None) -> str:
     except UnicodeDecodeError as e:
         raise LapnetError(f"{p}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
     if not text:
-        raise LapnetError(f"{p}: empty file, nothing to learn from")
+        raise LapnetError(f"{p}: empty file (no text to read)")
     return text
 
 

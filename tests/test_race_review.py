@@ -65,7 +65,7 @@ def test_an_interrupt_stops_the_whole_race_train(run_cli, sim, tmp_path, monkeyp
     calls = _record_fits(monkeypatch)
     out = tmp_path / "run"
     code, _, err = run_cli("race", "train", sim["table"], "--out", out, "--hidden", "8", "--epochs", "2", "--quiet")
-    assert code == 130  # (Typer turns KeyboardInterrupt into a silent exit 130; the advice line below says what happened)
+    assert code == 130 and err.strip().splitlines()[-1] == "lapnet: error: interrupted", err
     assert len(calls) == 1  # the first member only: no further member, no tagger
     err = " ".join(err.split())  # rich wraps the line to the terminal's width
     assert "interrupted at step 1" in err and "--resume" not in err and "--force" in err

@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             distributed.init_from_env()  # a no-op unless launched by torchrun
             result = app(args=argv, prog_name="lapnet", standalone_mode=False)
+            if result == 130:  # Ctrl-C: Typer turns it into a silent exit code; say it in one line
+                _fail("interrupted", 130)
             sys.exit(result if isinstance(result, int) else 0)
         except tx.Exit as e:
             sys.exit(e.exit_code)

@@ -14,6 +14,7 @@ refuses: an interrupted or failed run never passes for a finished one.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -42,7 +43,8 @@ from lapnet.race.features import (
 )
 from lapnet.race.metrics import (MASKS, coverage, forecast_report, macro_f1, phase_checks, pit_report, roc_auc,
                                  stint_trend_report, totals_report)
-from lapnet.race.models import INTERVAL90, ExpectedGap, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
+from lapnet.models.recurrent import ARCHS
+from lapnet.race.models import HEADS, INTERVAL90, ExpectedGap, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
 from lapnet.race.pit import PitModel
 
 Z90 = INTERVAL90["gaussian"]  # a central 90% interval of a Gaussian is mean +- 1.645 sigma (see INTERVAL90 for both heads)
@@ -94,6 +96,74 @@ class RaceTrainConfig:
     expected_ridge: tuple = (1e-1, 1e-2, 1e-3, 1e-4)  # its L2 strengths per lap; the best validation-race MSE is kept
     progress: bool = True
     device: str = "cpu"  # where the nets train ("cuda" rarely pays for nets this small); everything after runs on the CPU
+
+    def validate(self) -> None:
+        """Refuse a config `train_race` cannot train with, before anything is read or written.
+
+        `val_races` larger than the races at hand is not an error: `train_race` holds out at
+        most a quarter of the races with Scored laps (15% of the drivers below 3 races) and
+        warns when that is fewer than the races asked for (above 1).
+
+        Raises:
+            LapnetError: one line naming every bad field and its value
+                ("hidden_size must be at least 1, got 0; lr must be a positive number, got -1.0").
+        """
+        problems = []
+        for name, low in (("hidden_size", 1), ("num_layers", 1), ("epochs", 1), ("batch_size", 1), ("members", 1),
+                          ("pretrain_epochs", 1), ("seed", 0), ("val_races", 0), ("pretrain_sim", 0), ("phase_sim", 0)):
+            problems.append(_check_int(name, getattr(self, name), low))
+        if self.patience is not None:
+            problems.append(_check_int("patience", self.patience, 1, none_ok=True))
+        for name in ("lr",) + (("minutes",) if self.minutes is not None else ()):
+            v = getattr(self, name)
+            if not (_is_real(v) and math.isfinite(v) and v > 0):
+                problems.append(f"{name} must be a positive number{' or None' if name == 'minutes' else ''}, got {v!r}")
+        for name in ("weight_decay", "pit_weight", "scale_weight", "horizon_power"):
+            v = getattr(self, name)
+            if not (_is_real(v) and math.isfinite(v) and v >= 0):
+                problems.append(f"{name} must be a number >= 0, got {v!r}")
+        if not (_is_real(self.dropout) and 0.0 <= self.dropout < 1.0):
+            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not (isinstance(self.arch, str) and self.arch.lower() in ARCHS):
+            problems.append(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.head not in HEADS:
+            problems.append(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.mean_loss not in ("l1", "nll"):
+            problems.append(f"mean_loss must be 'l1' or 'nll', got {self.mean_loss!r}")
+        elif self.mean_loss == "nll" and self.head != "laplace":
+            problems.append(f"mean_loss 'nll' needs head 'laplace', got head {self.head!r}")
+        for name in ("pit_l2", "expected_ridge"):
+            v = getattr(self, name)
+            if not (isinstance(v, (tuple, list)) and v and all(_is_real(x) and math.isfinite(x) and x > 0 for x in v)):
+                problems.append(f"{name} must be a non-empty tuple of positive numbers, got {v!r}")
+        for name in ("tagger", "linear_skip", "pit_caller", "expected_gap", "expected_gap_check", "progress"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
+        try:
+            dev = torch.device(self.device)
+            if dev.type not in ("cpu", "cuda"):
+                problems.append(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+            elif dev.type == "cuda" and not torch.cuda.is_available():
+                problems.append(f"device {self.device!r}: CUDA is not available here")
+        except (RuntimeError, TypeError):
+            problems.append(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        problems = [p for p in problems if p]
+        if problems:
+            raise LapnetError("RaceTrainConfig: " + "; ".join(problems))
+
+
+def _is_real(v: Any) -> bool:
+    """A real number (int or float, numpy's too), not a bool."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_int(name: str, v: Any, low: int, none_ok: bool = False) -> str | None:
+    """The problem with an integer field that must be at least `low`, or None."""
+    if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+        return f"{name} must be a whole number{' or None' if none_ok else ''}, got {v!r}"
+    if v < low:
+        return f"{name} must be at least {low}, got {v}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -169,6 +239,23 @@ def _splits_races(seq: Sequences, val_races: int) -> bool:
     """True when `_split` holds out whole races, False when a share of the drivers."""
     # only races with something to score can judge early stopping
     return val_races > 0 and len({k[0] for i, k in enumerate(seq.keys) if seq.target_mask[i].any()}) >= 3
+
+
+def _held_out_note(seq: Sequences, val_races: int) -> str | None:
+    """A warning when `_split` holds out fewer races than `val_races` asks for, when it asks for
+    several (None otherwise: the default of 1 falls back to drivers below 3 races as documented,
+    and metrics.json's validation_label says which was held out)."""
+    if val_races <= 1:
+        return None
+    n = len({k[0] for i, k in enumerate(seq.keys) if seq.target_mask[i].any()})
+    if not _splits_races(seq, val_races):
+        return (f"val_races {val_races}: only {n} race(s) with Scored laps (3 needed to hold out whole races): "
+                "about 15% of the drivers are held out for early stopping instead")
+    used = min(val_races, max(1, n // 4))
+    if used < val_races:
+        return (f"val_races {val_races}: {used} of the {n} races with Scored laps held out for early stopping "
+                "(at most a quarter, so that three quarters stay for training)")
+    return None
 
 
 def _split(seq: Sequences, val_races: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -294,8 +381,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         The metrics written to out/metrics.json.
     """
     cfg = cfg or RaceTrainConfig()
-    if cfg.mean_loss not in ("l1", "nll") or (cfg.mean_loss == "nll" and cfg.head != "laplace"):
-        raise LapnetError(f"mean_loss {cfg.mean_loss!r} with head {cfg.head!r}: expected 'l1', or 'nll' with the laplace head")
+    cfg.validate()  # first: a bad config must leave an existing run in `out` as it was
     out = Path(out)
     t0 = time.perf_counter()
     laps, report = load_laps(sources)
@@ -308,6 +394,9 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
             warnings.warn(f"race '{race}' has no pit stop at all (a sprint?): the pit call learns when stops come "
                           "from races that have them; train it on Grand Prix races")
     seq = build_sequences(laps)
+    held = _held_out_note(seq, cfg.val_races)
+    if held:
+        warnings.warn(held)
     # the input is good: from here until the end the directory must not pass for a finished run
     # (an older run's config.json beside new weights would): a marker `load_run` refuses, removed
     # once everything is written. Bad input is refused above, before anything here is touched.

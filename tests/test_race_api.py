@@ -1,0 +1,106 @@
+"""The race Python API (issues 5 and 10), from a review of its library calls: a bad
+RaceTrainConfig leaves a run alone, LiveRace.push takes read_laps rows, predict_race's
+files, LiveRace's arguments, FastF1's generated rows live as in batch, and io's inputs."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lapnet.errors import LapnetError
+from lapnet.race.pipeline import RaceTrainConfig, train_race
+
+TINY = dict(hidden_size=8, epochs=1, members=1, phase_sim=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    """Three simulated races, each in its own file, and a tiny run trained on races 0 and 1."""
+    from lapnet.race.simulate import simulate_to_file
+
+    d = tmp_path_factory.mktemp("api")
+    table = d / "sim.csv"
+    simulate_to_file(table, 3, seed=6)
+    df = pd.read_csv(table, dtype={"TrackStatus": str})
+    parts = []
+    for r in sorted(df["Race"].unique()):
+        parts.append(d / f"{r}.csv")
+        df[df["Race"] == r].drop(columns=["Race"]).to_csv(parts[-1], index=False)
+    run = d / "run"
+    train_race(parts[:2], run, RaceTrainConfig(**TINY))
+    return {"run": run, "parts": parts}
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------
+# 1. a bad RaceTrainConfig is refused before anything is touched
+
+
+BAD_CONFIGS = [
+    ({"hidden_size": 0}, "hidden_size must be at least 1, got 0"),
+    ({"arch": "transformer"}, "arch must be one of rnn, lstm, gru, got 'transformer'"),
+    ({"epochs": 0}, "epochs must be at least 1, got 0"),
+    ({"head": "cauchy"}, "head must be one of"),
+    ({"lr": -1.0}, "lr must be a positive number, got -1.0"),
+    ({"lr": float("nan")}, "lr must be a positive number"),
+    ({"dropout": 1.5}, "dropout must be in [0, 1), got 1.5"),
+    ({"members": 0}, "members must be at least 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+    ({"minutes": 0}, "minutes must be a positive number or None, got 0"),
+    ({"patience": 0}, "patience must be at least 1, got 0"),
+    ({"val_races": -1}, "val_races must be at least 0, got -1"),
+    ({"hidden_size": 8.5}, "hidden_size must be a whole number, got 8.5"),
+    ({"mean_loss": "nll", "head": "gaussian"}, "mean_loss 'nll' needs head 'laplace'"),
+    ({"pit_l2": ()}, "pit_l2 must be a non-empty tuple of positive numbers"),
+    ({"device": "tpu"}, "device must be 'cpu' or 'cuda'"),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD_CONFIGS, ids=[next(iter(b)) + "=" + repr(next(iter(b.values()))) for b, _ in BAD_CONFIGS])
+def test_a_bad_config_leaves_an_existing_run_byte_identical(sim, tmp_path, bad, message):
+    run = tmp_path / "good_run"
+    shutil.copytree(sim["run"], run)
+    before = _snapshot(run)
+    cfg = RaceTrainConfig(**{**TINY, **bad})
+    with pytest.raises(LapnetError) as e:
+        cfg.validate()
+    assert message in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(LapnetError) as e:  # LapnetError, not torch's plain ValueError
+        train_race(sim["parts"][:2], run, cfg)
+    assert message in str(e.value)
+    assert _snapshot(run) == before
+    from lapnet.race.pipeline import load_run
+
+    load_run(run)  # still a finished run
+
+
+def test_every_problem_of_a_config_is_named_on_one_line():
+    with pytest.raises(LapnetError) as e:
+        RaceTrainConfig(hidden_size=0, lr=-1.0, arch="cnn").validate()
+    text = str(e.value)
+    assert "\n" not in text and all(f in text for f in ("hidden_size", "lr", "arch"))
+    RaceTrainConfig().validate()  # the defaults are good
+    RaceTrainConfig(arch="lstm", head="gaussian", minutes=0.5, patience=None, dropout=0.0).validate()
+
+
+def test_more_validation_races_than_races_is_a_warning(sim, tmp_path):
+    with pytest.warns(UserWarning, match=r"val_races 5: only 2 race\(s\) with Scored laps"):
+        m = train_race(sim["parts"][:2], tmp_path / "run", RaceTrainConfig(**{**TINY, "val_races": 5}))
+    assert m["validation_label"].startswith("validation drivers")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default (1) with 2 races falls back to drivers without a word
+        from lapnet.race.pipeline import _held_out_note
+        from lapnet.race.pipeline import load_laps
+        from lapnet.race.features import build_sequences
+
+        seq = build_sequences(load_laps(sim["parts"][:2])[0])
+        assert _held_out_note(seq, 1) is None and "only 2 race(s)" in _held_out_note(seq, 2)

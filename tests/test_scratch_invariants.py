@@ -17,7 +17,7 @@ FAST = settings(max_examples=12, deadline=None)
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("L,bi,lengths", [(1, False, None), (2, True, [5, 2, 4])])
 def test_gradcheck_every_parameter_input_and_initial_state(kind, L, bi, lengths):
-    layer = KINDS[kind](3, 4, L, bi, dtype="float64", seed=L)
+    layer = KINDS[kind](3, 4, L, bidirectional=bi, dtype="float64", seed=L)
     x = np.random.default_rng(L).standard_normal((3, 5, 3))
     result = scratch.gradcheck(layer, x, lengths=lengths, samples=4, seed=1)
     names = [r["tensor"] for r in result.rows]
@@ -95,7 +95,7 @@ def test_splitting_and_carrying_the_state_changes_nothing(args, data):
 @FAST
 @given(st.sampled_from(["lstm", "gru"]), st.floats(0.1, 1e3), st.integers(0, 2**16), st.booleans())
 def test_gates_stay_in_unit_interval(kind, scale, seed, bi):
-    layer = KINDS[kind](3, 4, 2, bi, dtype="float32", seed=seed)
+    layer = KINDS[kind](3, 4, 2, bidirectional=bi, dtype="float32", seed=seed)
     x = np.random.default_rng(seed).standard_normal((2, 7, 3)) * scale
     _, _, cache = layer.forward(x, lengths=[7, 3])
     for l in range(2):
@@ -113,7 +113,7 @@ def test_gates_stay_in_unit_interval(kind, scale, seed, bi):
 @given(st.sampled_from(["rnn", "lstm", "gru"]), st.integers(0, 2**16))
 def test_variable_lengths_equal_running_each_sequence_alone(kind, seed):
     """Packed semantics without torch: a padded row gives what the row alone gives."""
-    layer = KINDS[kind](2, 3, 2, True, dtype="float64", seed=seed)
+    layer = KINDS[kind](2, 3, 2, bidirectional=True, dtype="float64", seed=seed)
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 6, size=3)
     x = rng.standard_normal((3, 5, 2))
@@ -145,7 +145,7 @@ def test_workspace_reuses_only_buffers_nobody_holds():
 @pytest.mark.parametrize("B,H,bi", [(16, 32, False), (2, 8, True)])  # big-slab path, small-slab path
 def test_a_cache_kept_alive_is_not_overwritten_by_later_calls(B, H, bi):
     """The engine recycles its per-call arrays; an old cache must still give its own gradients."""
-    layer = scratch.LSTM(4, H, 2, bi, dtype="float64", seed=0)
+    layer = scratch.LSTM(4, H, 2, bidirectional=bi, dtype="float64", seed=0)
     rng = np.random.default_rng(0)
     x1, x2 = rng.standard_normal((2, B, 7, 4))
     dout = rng.standard_normal((B, 7, H * (2 if bi else 1)))

@@ -74,7 +74,7 @@ def test_extreme_logits_and_saturated_gates_stay_finite():
     np.testing.assert_array_equal(s, [0.0, 0.0, 0.5, 1.0, 1.0])
     for cls in (scratch.RNN, scratch.LSTM, scratch.GRU):
         for dt in ("float32", "float64"):
-            layer = cls(2, 3, 2, True, dtype=dt)
+            layer = cls(2, 3, 2, bidirectional=True, dtype=dt)
             x = np.full((2, 4, 2), 1e4)  # every gate pre-activation saturates
             x[1] *= -1
             out, st, cache = layer.forward(x)

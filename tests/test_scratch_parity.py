@@ -149,7 +149,7 @@ def test_textbook_gru_does_not_match_torch():
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_to_torch_round_trip(kind):
-    eng = scratch.recurrent.KINDS[kind](3, 4, 2, True, dtype="float64", seed=9)
+    eng = scratch.recurrent.KINDS[kind](3, 4, 2, bidirectional=True, dtype="float64", seed=9)
     mod = eng.to_torch()
     x = np.random.default_rng(0).standard_normal((2, 5, 3))
     np.testing.assert_allclose(eng.forward(x)[0], mod(torch.tensor(x))[0].detach().numpy(), atol=1e-12)
@@ -157,7 +157,7 @@ def test_to_torch_round_trip(kind):
     for k, v in eng.state_dict().items():
         np.testing.assert_array_equal(back.state_dict()[k], v)
     # load_state_dict takes torch tensors as they are
-    other = scratch.recurrent.KINDS[kind](3, 4, 2, True, dtype="float64", seed=1)
+    other = scratch.recurrent.KINDS[kind](3, 4, 2, bidirectional=True, dtype="float64", seed=1)
     other.load_state_dict(mod.state_dict())
     np.testing.assert_array_equal(other.forward(x)[0], eng.forward(x)[0])
 

@@ -44,7 +44,7 @@ class NumpySequenceModel:
         if arch not in _LAYERS:
             raise LapnetError(f"unknown architecture {arch!r}: expected one of {', '.join(_LAYERS)}")
         self.arch = arch
-        self.rnn = _LAYERS[arch](input_size, hidden_size, 1, bidirectional, dtype=dtype, seed=seed)
+        self.rnn = _LAYERS[arch](input_size, hidden_size, 1, bidirectional=bidirectional, dtype=dtype, seed=seed)
         dirs = 2 if bidirectional else 1
         self.head = scratch.Linear(dirs * hidden_size, output_size, dtype=dtype, seed=seed + 1)
         self.dtype = self.rnn.dtype

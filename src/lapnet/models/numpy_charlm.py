@@ -159,8 +159,7 @@ class NumpyLearner:
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         weights, opt = split_numpy_learner_state(arrays, meta)
-        self.model.load(weights)
-        self.opt = scratch.Adam(self.model.parameters(), lr=self.cfg.lr)  # bound to the reloaded arrays
+        self.model.load(weights)  # copied into the live arrays, which self.opt holds
         self.opt.load_state_dict(opt)
         self.rng.bit_generator.state = meta["rng"]
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lapnet.errors import LapnetError
-from lapnet.scratch.recurrent import as_numpy, check_dtype
+from lapnet.scratch.recurrent import all_finite, as_numpy, check_dtype, check_param, check_size
 
 
 class _Module:
@@ -28,16 +28,18 @@ class _Module:
         return {k: v.copy() for k, v in self._params.items()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Load numpy arrays or torch tensors; keys and shapes must match exactly."""
+        """Copy numpy arrays or torch tensors into the parameters; keys and shapes must match.
+
+        Copied into the existing arrays (as torch does), so an optimizer built earlier from
+        `parameters()` keeps training this layer; all checks run before anything is copied.
+        """
+        if not isinstance(state, Mapping):
+            raise LapnetError(f"state_dict must be a mapping of name -> array, got {type(state).__name__}")
         if set(state) != set(self._params):
             raise LapnetError(f"state_dict keys {sorted(state)} do not match {sorted(self._params)} of {type(self).__name__}")
-        new = {}
-        for k, v in self._params.items():
-            a = as_numpy(state[k])
-            if a.shape != v.shape:
-                raise LapnetError(f"state_dict[{k!r}] has shape {a.shape}, expected {v.shape}")
-            new[k] = np.array(a, dtype=self.dtype)
-        self._params.update(new)
+        arrays = {k: check_param(state[k], k, v.shape) for k, v in self._params.items()}
+        for k, a in arrays.items():
+            np.copyto(self._params[k], a, casting="unsafe")  # in place: optimizers hold these arrays
 
 
 class Embedding(_Module):
@@ -49,9 +51,8 @@ class Embedding(_Module):
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype: Any = np.float32, seed: int | None = 0):
-        if num_embeddings < 1 or embedding_dim < 1:
-            raise LapnetError(f"Embedding sizes must be positive, got {num_embeddings} x {embedding_dim}")
-        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.num_embeddings = check_size("num_embeddings", num_embeddings)
+        self.embedding_dim = check_size("embedding_dim", embedding_dim)
         self.dtype = check_dtype(dtype)
         rng = np.random.default_rng(seed)
         self._params = {"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)}
@@ -85,9 +86,8 @@ class Linear(_Module):
     """
 
     def __init__(self, in_features: int, out_features: int, *, dtype: Any = np.float32, seed: int | None = 0):
-        if in_features < 1 or out_features < 1:
-            raise LapnetError(f"Linear sizes must be positive, got {in_features} -> {out_features}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = check_size("in_features", in_features)
+        self.out_features = check_size("out_features", out_features)
         self.dtype = check_dtype(dtype)
         rng = np.random.default_rng(seed)
         k = 1.0 / np.sqrt(self.in_features)
@@ -101,7 +101,11 @@ class Linear(_Module):
         x = as_numpy(x)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise LapnetError(f"Linear input must end with {self.in_features} features, got shape {x.shape}")
+        if x.dtype.kind not in "biuf":  # bool, ints, floats
+            raise LapnetError(f"Linear input must be numeric, got dtype {x.dtype}")
         x = x.astype(self.dtype, copy=False)
+        if not all_finite(x):  # as the recurrent layers: refused before any work
+            raise LapnetError("Linear input contains NaN or infinite values")
         y = x @ self._params["weight"].T  # (..., D_out)
         y += self._params["bias"]
         return y, x

@@ -8,11 +8,23 @@ defaults), so a NumPy run can mirror a torch run step for step.
 
 from __future__ import annotations
 
-from typing import Mapping
+import math
+from typing import Any, Mapping
 
 import numpy as np
 
 from lapnet.errors import LapnetError
+
+
+def _number(name: str, v: Any, *, positive: bool = False) -> float:
+    """`v` as a finite float, > 0 (`positive`) or >= 0; else a LapnetError naming `name`."""
+    try:
+        f = math.nan if isinstance(v, (str, bytes)) else float(v)
+    except (TypeError, ValueError):
+        f = math.nan
+    if isinstance(v, (bool, np.bool_)) or not math.isfinite(f) or (f <= 0 if positive else f < 0):
+        raise LapnetError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+    return f
 
 
 def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
@@ -21,8 +33,7 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
     Same rule as torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6)).
     Returns the norm before clipping.
     """
-    if max_norm <= 0:
-        raise LapnetError(f"max_norm must be positive, got {max_norm}")
+    max_norm = _number("max_norm", max_norm, positive=True)
     total = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
     coef = max_norm / (total + 1e-6)
     if coef < 1.0:
@@ -33,8 +44,7 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
 
 def clip_grad_value(grads: Mapping[str, np.ndarray], clip_value: float) -> None:
     """Clip every gradient element to [-clip_value, clip_value] in place (char-rnn's rule)."""
-    if clip_value <= 0:
-        raise LapnetError(f"clip_value must be positive, got {clip_value}")
+    clip_value = _number("clip_value", clip_value, positive=True)
     for g in grads.values():
         np.clip(g, -clip_value, clip_value, out=g)
 
@@ -45,10 +55,8 @@ class Optimizer:
     _slots: tuple[str, ...] = ()
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float) -> None:
-        if lr < 0:
-            raise LapnetError(f"learning rate must be non-negative, got {lr}")
+        self.lr = _number("lr", lr, positive=True)
         self.params = dict(params)
-        self.lr = float(lr)
         self.t = 0
         self.state = {s: {k: np.zeros_like(p) for k, p in self.params.items()} for s in self._slots}
 
@@ -64,7 +72,7 @@ class Optimizer:
         """Update every parameter in place; `lr` overrides the rate for this step (schedules)."""
         self._check(grads)
         self.t += 1
-        lr = self.lr if lr is None else float(lr)
+        lr = self.lr if lr is None else _number("lr", lr)  # a schedule may reach 0
         for k, p in self.params.items():
             self._update(k, p, np.asarray(grads[k], p.dtype), lr)
 
@@ -103,7 +111,10 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, *, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(params, lr)
-        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
+        self.momentum, self.nesterov = _number("momentum", momentum), bool(nesterov)
+        self.weight_decay = _number("weight_decay", weight_decay)
+        if self.nesterov and not self.momentum:
+            raise LapnetError("nesterov=True needs momentum > 0")
 
     def _update(self, k, p, g, lr):
         if self.weight_decay:
@@ -126,7 +137,7 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr: float = 0.01, *, eps: float = 1e-10, weight_decay: float = 0.0):
         super().__init__(params, lr)
-        self.eps, self.weight_decay = float(eps), float(weight_decay)
+        self.eps, self.weight_decay = _number("eps", eps), _number("weight_decay", weight_decay)
 
     def _update(self, k, p, g, lr):
         if self.weight_decay:
@@ -148,10 +159,14 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  *, weight_decay: float = 0.0):
         super().__init__(params, lr)
-        b1, b2 = betas
+        try:
+            b1, b2 = (float(b) for b in betas)
+        except (TypeError, ValueError):
+            b1 = b2 = math.nan
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise LapnetError(f"Adam betas must be in [0, 1), got {betas}")
-        self.b1, self.b2, self.eps, self.weight_decay = float(b1), float(b2), float(eps), float(weight_decay)
+            raise LapnetError(f"Adam betas must be two numbers in [0, 1), got {betas!r}")
+        self.b1, self.b2 = b1, b2
+        self.eps, self.weight_decay = _number("eps", eps), _number("weight_decay", weight_decay)
 
     def _update(self, k, p, g, lr):
         if self.weight_decay:

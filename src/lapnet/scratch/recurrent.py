@@ -13,6 +13,7 @@ Stacking: layer l+1 reads layer l's output (both directions concatenated); with
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping
@@ -32,8 +33,19 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def as_numpy(v: Any) -> np.ndarray:
     """An ndarray from a numpy array or a torch tensor (duck-typed: no torch import)."""
     if hasattr(v, "detach"):
-        v = v.detach().cpu().numpy()
+        try:
+            v = v.detach().cpu().numpy()
+        except TypeError:  # bfloat16 and other dtypes NumPy lacks
+            raise LapnetError(f"a torch tensor of dtype {v.dtype} has no NumPy equivalent: "
+                              f"only float32 and float64 are supported (convert with .float())") from None
     return np.asarray(v)
+
+
+def check_size(name: str, v: Any) -> int:
+    """A positive integer size (not a bool, not a float), as an int."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise LapnetError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
 
 
 def all_finite(a: np.ndarray) -> bool:
@@ -42,6 +54,20 @@ def all_finite(a: np.ndarray) -> bool:
     if a.size < 4096:
         return bool(np.isfinite(a).all())
     return bool(np.isfinite(np.add.reduce(a, axis=None))) or bool(np.isfinite(a).all())
+
+
+def check_param(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """One state_dict entry as an ndarray: an array or tensor of a float dtype, of `shape`, finite."""
+    if not (hasattr(value, "detach") or isinstance(value, np.ndarray)):
+        raise LapnetError(f"state_dict[{name!r}] must be a numpy array or a torch tensor, got {type(value).__name__}")
+    a = as_numpy(value)
+    if a.dtype.kind != "f":
+        raise LapnetError(f"state_dict[{name!r}] must have a float dtype, got {a.dtype}")
+    if a.shape != shape:
+        raise LapnetError(f"state_dict[{name!r}] has shape {a.shape}, expected {shape}")
+    if not all_finite(a):
+        raise LapnetError(f"state_dict[{name!r}] contains NaN or infinite values")
+    return a
 
 
 def check_dtype(dtype: Any) -> np.dtype:
@@ -56,6 +82,14 @@ def check_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
+def _describe(kind: str, num_layers: int, num_directions: int) -> str:
+    dirs = "bidirectional" if num_directions == 2 else "unidirectional"
+    return f"a {num_layers}-layer {dirs} {kind.upper()}"
+
+
+_uids = itertools.count(1)
+
+
 @dataclass
 class RecurrentCache:
     """Everything `backward` needs from one `forward` call (nothing lives in the layer)."""
@@ -66,10 +100,21 @@ class RecurrentCache:
     mask: np.ndarray | None  # (T, B, 1) bool, live steps
     lengths: np.ndarray | None  # (B,)
     drop_masks: list = field(default_factory=list)  # per layer below the top: (T, B, dirs*H) or None
+    kind: str = ""  # what made it ("rnn" | "lstm" | "gru"), checked by backward
+    num_layers: int = 0
+    num_directions: int = 0
+    owner: int = 0  # the `_uid` of the layer object whose forward made it
+
+    def describe(self) -> str:
+        """'a 1-layer unidirectional LSTM', for error messages."""
+        return _describe(self.kind, self.num_layers, self.num_directions)
 
     def gates(self, layer: int = 0, direction: int = 0) -> dict[str, np.ndarray]:
         """Gate activations of one layer and direction, batch-first (B, T, H) arrays
         (LSTM: i, f, g, o and the cell c; GRU: r, z, n; RNN: none)."""
+        for name, v, n in (("layer", layer, len(self.kernels)), ("direction", direction, len(self.kernels[0]))):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < n:
+                raise LapnetError(f"gates: {name} must be an integer in [0, {n}) for {self.describe()}, got {v!r}")
         k = self.kernels[layer][direction]
         return {name: np.ascontiguousarray(a.transpose(1, 0, 2)) for name, a in k.gates().items()}
 
@@ -85,22 +130,35 @@ class Recurrent:
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
-        bidirectional: bool = False,
         *,
+        bias: bool = True,
+        batch_first: bool = True,
+        bidirectional: bool = False,
         dropout: float = 0.0,
         dtype: Any = np.float32,
         seed: int | None = 0,
     ) -> None:
-        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(v, bool) or int(v) != v or int(v) < 1:
-                raise LapnetError(f"{name} must be a positive integer, got {v!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise LapnetError(f"dropout must be in [0, 1), got {dropout}")
-        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        # Everything after num_layers is keyword-only: torch's 4th positional argument is
+        # `bias` (RNN: `nonlinearity`), so LSTM(3, 4, 2, True) must not quietly mean bidirectional.
+        self.input_size, self.hidden_size, self.num_layers = (
+            check_size("input_size", input_size), check_size("hidden_size", hidden_size),
+            check_size("num_layers", num_layers))
+        if bias is not True:
+            raise LapnetError(f"bias={bias!r} is not supported: the engine's layers always have biases "
+                              f"(bias_ih, bias_hh; set them to zero for none)")
+        if batch_first is not True:
+            raise LapnetError(f"batch_first={batch_first!r} is not supported: the engine is always batch-first, "
+                              f"x (B, T, D); pass x.transpose(1, 0, 2)")
+        if bidirectional not in (True, False):
+            raise LapnetError(f"bidirectional must be True or False, got {bidirectional!r}")
+        if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, (int, float, np.floating, np.integer)) \
+                or not 0.0 <= float(dropout) < 1.0:
+            raise LapnetError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if self.bidirectional else 1
         self.dropout = float(dropout)
         self.dtype = check_dtype(dtype)
+        self._uid = next(_uids)  # names this object in its caches (backward refuses another's)
         rng = np.random.default_rng(seed)
         k = 1.0 / np.sqrt(self.hidden_size)  # torch's init: U(-1/sqrt(H), 1/sqrt(H)) for every tensor
         self._params = {n: rng.uniform(-k, k, s).astype(self.dtype) for n, s in self.shapes().items()}
@@ -138,22 +196,23 @@ class Recurrent:
         return {k: v.copy() for k, v in self._params.items()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Load numpy arrays or torch tensors; every key and shape must match exactly."""
+        """Copy numpy arrays or torch tensors into the parameters; every key and shape must match.
+
+        The values are copied into the existing arrays (as torch does), so an optimizer
+        built earlier from `parameters()` keeps training this layer. Everything is checked
+        before anything is copied: a bad state_dict leaves the layer unchanged.
+        """
+        if not isinstance(state, Mapping):
+            raise LapnetError(f"state_dict must be a mapping of name -> array, got {type(state).__name__}")
         shapes = self.shapes()
         missing = [k for k in shapes if k not in state]
         extra = [k for k in state if k not in shapes]
         if missing or extra:
             parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
             raise LapnetError(f"state_dict does not fit {self!r}: {'; '.join(parts)}")
-        arrays = {}
-        for k, shape in shapes.items():
-            a = as_numpy(state[k])
-            if a.shape != shape:
-                raise LapnetError(f"state_dict[{k!r}] has shape {a.shape}, expected {shape}")
-            if not np.all(np.isfinite(a)):
-                raise LapnetError(f"state_dict[{k!r}] contains NaN or infinite values")
-            arrays[k] = np.array(a, dtype=self.dtype)
-        self._params.update(arrays)
+        arrays = {k: check_param(state[k], k, shape) for k, shape in shapes.items()}
+        for k, a in arrays.items():
+            np.copyto(self._params[k], a, casting="unsafe")  # in place: optimizers hold these arrays
 
     def _config(self) -> dict[str, Any]:
         return dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
@@ -186,10 +245,13 @@ class Recurrent:
             return from_torch(module)
         if getattr(module, "proj_size", 0) or not getattr(module, "bias", True):
             raise LapnetError("from_torch: projections (proj_size) and bias=False are not supported")
-        weight = as_numpy(module.weight_hh_l0)
+        dtype = str(module.weight_hh_l0.dtype).replace("torch.", "")
+        if dtype not in ("float32", "float64"):
+            raise LapnetError(f"from_torch: the module's parameters are {dtype}; only float32 and float64 are "
+                              f"supported (convert it with module.float() or module.double())")
         extra = {"nonlinearity": "relu" if module.mode == "RNN_RELU" else "tanh"} if cls is RNN else {}
-        layer = cls(module.input_size, module.hidden_size, module.num_layers, module.bidirectional,
-                    dropout=float(module.dropout), dtype=weight.dtype, **extra)
+        layer = cls(module.input_size, module.hidden_size, module.num_layers, bidirectional=module.bidirectional,
+                    dropout=float(module.dropout), dtype=dtype, **extra)
         layer.load_state_dict(module.state_dict())
         return layer
 
@@ -229,8 +291,10 @@ class Recurrent:
         lengths = as_numpy(lengths)
         if lengths.shape != (B,):
             raise LapnetError(f"lengths must have shape ({B},) (one per sequence), got {lengths.shape}")
-        if not (np.issubdtype(lengths.dtype, np.integer) or np.all(np.mod(lengths, 1) == 0)):
-            raise LapnetError("lengths must be whole numbers")
+        # integers, or floats holding whole numbers; not bools, strings or objects
+        if not (lengths.dtype.kind in "iu" or (lengths.dtype.kind == "f" and np.all(np.mod(lengths, 1) == 0))):
+            raise LapnetError(f"lengths must be integers (one per sequence), got {lengths.dtype} values "
+                              f"{lengths[:4].tolist()}")
         lengths = lengths.astype(np.int64)
         if lengths.min() < 1 or lengths.max() > T:
             raise LapnetError(f"lengths must be between 1 and T={T}, got min {lengths.min()} and max {lengths.max()}")
@@ -334,7 +398,7 @@ class Recurrent:
             X = Y
         out = X.transpose(1, 0, 2).copy()  # (B, T, dirs*H)
         state_out = (h_n, c_n) if self.kind == "lstm" else h_n
-        return out, state_out, RecurrentCache(kernels, B, T, mask, lengths, drop_masks)
+        return out, state_out, RecurrentCache(kernels, B, T, mask, lengths, drop_masks, self.kind, L, dirs, self._uid)
 
     def backward(self, dout: Any, dstate: Any, cache: RecurrentCache):
         """Backpropagate through time, through every layer and direction.
@@ -356,6 +420,12 @@ class Recurrent:
     def _backward(self, dout, dstate, cache):
         if not isinstance(cache, RecurrentCache):
             raise LapnetError("backward needs the cache returned by forward")
+        this = _describe(self.kind, self.num_layers, self.num_directions)
+        if (cache.kind, cache.num_layers, cache.num_directions) != (self.kind, self.num_layers, self.num_directions):
+            raise LapnetError(f"backward: cache from {cache.describe()}, this is {this}")
+        if cache.owner != self._uid:
+            raise LapnetError(f"backward: cache from another layer object (same shape); pass the cache this "
+                              f"layer's forward returned")
         B, T = cache.B, cache.T
         L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
         dt = self.dtype
@@ -401,20 +471,25 @@ class RNN(Recurrent):
     """Elman RNN, h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), like torch.nn.RNN.
 
     Args:
-        input_size: D.  hidden_size: H.  num_layers: L.  bidirectional: two directions.
-        nonlinearity: "tanh" or "relu".  dropout: between layers, in training only.
+        input_size: D.  hidden_size: H.  num_layers: L.  Everything after num_layers is
+        keyword-only (torch's 4th positional argument is `nonlinearity`/`bias`):
+        nonlinearity: "tanh" or "relu".  bidirectional: two directions.
+        dropout: between layers, in training only.
         dtype: float32 (default, as torch) or float64.  seed: initial weights.
+        bias, batch_first: accepted for torch compatibility, only as True (the engine always
+            has biases and is batch-first); False is refused.
     """
 
     kind = "rnn"
     _kernel = _rnn
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, *,
-                 nonlinearity: str = "tanh", dropout=0.0, dtype=np.float32, seed=0):
+    def __init__(self, input_size, hidden_size, num_layers=1, *, nonlinearity: str = "tanh", bias=True,
+                 batch_first=True, bidirectional=False, dropout=0.0, dtype=np.float32, seed=0):
         if nonlinearity not in ("tanh", "relu"):
             raise LapnetError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout=dropout, dtype=dtype, seed=seed)
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         bidirectional=bidirectional, dropout=dropout, dtype=dtype, seed=seed)
 
     def _config(self):
         return {**super()._config(), "nonlinearity": self.nonlinearity}
@@ -460,12 +535,13 @@ class GRU(Recurrent):
     kind = "gru"
     _kernel = _gru
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, *,
-                 gru_form: str = "pytorch", dropout=0.0, dtype=np.float32, seed=0):
+    def __init__(self, input_size, hidden_size, num_layers=1, *, gru_form: str = "pytorch", bias=True,
+                 batch_first=True, bidirectional=False, dropout=0.0, dtype=np.float32, seed=0):
         if gru_form not in ("pytorch", "textbook"):
             raise LapnetError(f"gru_form must be 'pytorch' or 'textbook', got {gru_form!r}")
         self.gru_form = gru_form
-        super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout=dropout, dtype=dtype, seed=seed)
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         bidirectional=bidirectional, dropout=dropout, dtype=dtype, seed=seed)
 
     def _config(self):
         return {**super()._config(), "gru_form": self.gru_form}

@@ -157,7 +157,7 @@ def gradcheck_table(*, seed: int = 0, samples: int = 4) -> list[dict[str, Any]]:
     rows = []
     x = np.random.default_rng(seed).standard_normal((3, 5, 3))
     for kind in ("rnn", "lstm", "gru"):
-        layer = KINDS[kind](3, 4, 2, True, dtype="float64", seed=seed)
+        layer = KINDS[kind](3, 4, 2, bidirectional=True, dtype="float64", seed=seed)
         res = gradcheck(layer, x, lengths=[5, 2, 4], samples=samples, seed=seed)
         rows.append({"layer": NAMES[kind], "tensors": len(res.rows),
                      "entries": sum(r["checked"] for r in res.rows), "max rel error": res.max_rel_error,

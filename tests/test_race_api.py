@@ -104,3 +104,80 @@ def test_more_validation_races_than_races_is_a_warning(sim, tmp_path):
 
         seq = build_sequences(load_laps(sim["parts"][:2])[0])
         assert _held_out_note(seq, 1) is None and "only 2 race(s)" in _held_out_note(seq, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# 2. LiveRace.push takes read_laps rows, and leaves the caller's dict alone
+
+
+def _csv_line(values) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf).writerow(list(values))
+    return buf.getvalue().strip("\r\n")
+
+
+def _push_both_ways(run_dir: Path, src: Path, total_laps: int) -> tuple[list, list, int]:
+    """Each lap of `src` in session order, pushed as a CSV line into one LiveRace and as a
+    read_laps row (`row.to_dict()`) into another: ([outputs by line], [outputs by dict], unchanged dicts)."""
+    from lapnet.race.features import session_order
+    from lapnet.race.io import read_laps
+    from lapnet.race.live import LiveRace, SkipLap
+    from lapnet.race.pipeline import load_run
+
+    raw = pd.read_csv(src, dtype=str, keep_default_na=False)
+    parsed = read_laps(src)
+    run = load_run(run_dir)
+    by_line, by_dict = LiveRace(run, total_laps), LiveRace(run, total_laps)
+    by_line.set_header(",".join(raw.columns))
+    lines, dicts, unchanged = [], [], 0
+    for i in session_order(parsed):
+        row = parsed.loc[i].to_dict()
+        before = dict(row)
+        for live, arg, outs in ((by_line, _csv_line(raw.loc[i]), lines), (by_dict, row, dicts)):
+            try:
+                outs.append(live.push_csv_line(arg) if isinstance(arg, str) else live.push(arg))
+            except SkipLap as e:
+                outs.append(f"skipped: {e}")
+        unchanged += row.keys() == before.keys() and all(row[k] is before[k] for k in row)
+    return lines, dicts, unchanged
+
+
+def test_push_of_read_laps_rows_equals_push_csv_line(sim):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lines, dicts, unchanged = _push_both_ways(sim["run"], sim["parts"][2], 52)
+    assert len(lines) > 900 and unchanged == len(lines)
+    assert sum(not p["scored"] for p in dicts) < len(dicts) / 4  # most simulated laps are Scored
+    assert lines == dicts
+
+
+def test_push_of_real_read_laps_rows_equals_push_csv_line(sim, f1_data):
+    """Monza 2023: scored laps, pit laps, generated rows after the flag: the same either way."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lines, dicts, unchanged = _push_both_ways(sim["run"], f1_data / "2023_italian_R.csv", 51)
+    assert len(lines) > 900 and unchanged == len(lines)
+    assert sum(isinstance(p, str) for p in dicts) >= 19  # the rows after the flag (and TSU's lap 1) are skipped both ways
+    assert lines == dicts
+
+
+def test_push_keeps_masks_the_caller_gives(sim):
+    """A dict with the mask columns (a row of clean_laps) is read as given; without them they
+    are computed (a timed, accurate green lap 2 is Scored)."""
+    from lapnet.race.live import _LAP_MASKS, LiveRace, lap_masks
+    from lapnet.race.pipeline import load_run
+
+    run = load_run(sim["run"])
+    lap = {"Driver": "VER", "LapNumber": 2.0, "LapTime": 90.0, "Time": 200.0, "IsAccurate": True, "TrackStatus": "1",
+           "Compound": "MEDIUM", "Stint": 1.0, "TyreLife": 2.0}
+    masks = lap_masks(lap)
+    assert set(masks) == set(_LAP_MASKS) and masks["Scored"]
+    first = {**lap, "LapNumber": 1.0, "LapTime": 95.0, "Time": 110.0, "TyreLife": 1.0}
+    computed, given = LiveRace(run, 50), LiveRace(run, 50)
+    assert not computed.push(first)["scored"]  # lap 1: an out-lap
+    assert computed.push(lap)["scored"]
+    given.push(first)
+    assert not given.push({**lap, **masks, "Scored": False})["scored"]  # what the caller says

@@ -63,6 +63,9 @@ def lap_masks(lap: dict) -> dict:
     }
 
 
+_LAP_MASKS = ("InLap", "OutLap", "Neutralised", "Yellow", "HasTime", "Accurate", "Green", "Wet", "Scored")  # lap_masks' keys
+
+
 def _finite(v: Any) -> bool:
     try:
         return v is not None and math.isfinite(float(v))
@@ -238,9 +241,23 @@ class LiveRace:
     def push(self, lap: dict) -> dict:
         """Advance the lap's driver by one step and return its prediction (JSON-able).
 
+        Args:
+            lap: one lap in lapnet's schema, as a row of `read_laps` (`row.to_dict()`) or
+                `parse` gives it: Driver and LapNumber; LapTime and Time in seconds (NaN when
+                missing); Stint, TyreLife, Position floats; Compound and TrackStatus strings;
+                PitInTime / PitOutTime (seconds, NaN when not a pit lap), IsAccurate, Deleted,
+                FreshTyre, FastF1Generated and Team as `read_laps` fills them. The mask columns
+                of `lapnet.race.clean` (HasTime, Scored, InLap, ...) may be given; those
+                missing are computed with `lap_masks`. Restart is always set here (it needs
+                the driver's previous laps). The dict is not changed: push works on a copy.
+                Laps must come in the order they end (session Time, `features.session_order`).
+
         Raises:
             SkipLap: unknown driver, a duplicate or out-of-order lap, a generated row.
         """
+        lap = dict(lap)  # the caller's dict stays as it was (Restart and Scored are set below)
+        if any(k not in lap for k in _LAP_MASKS):
+            lap = {**lap_masks(lap), **lap}  # a read_laps row: the masks clean_laps would add, row by row
         drv, n = str(lap.get("Driver") or ""), _num(lap.get("LapNumber"))
         if not drv or drv == "nan":
             raise SkipLap("lap without a driver")

@@ -236,3 +236,69 @@ def test_from_torch_and_astype_still_build_bidirectional_layers():
     ref, _ = mod(torch.from_numpy(x))
     np.testing.assert_allclose(eng.forward(x)[0], ref.detach().numpy(), atol=1e-12)
     assert eng.astype("float32").bidirectional
+
+
+# --- 5. the torch side: lapnet.models ---------------------------------------------------------
+
+
+def test_make_recurrent_refuses_non_integer_sizes():
+    from lapnet.models.recurrent import make_recurrent
+
+    for args, name in (((2, 2.5), "hidden_size"), ((None, 3), "input_size"), ((2, 3, 1.0), "num_layers"),
+                       ((2, True), "hidden_size")):
+        with pytest.raises(LapnetError, match=f"{name} must be a positive integer"):
+            make_recurrent("gru", *args)
+    with pytest.raises(LapnetError, match="nonlinearity"):
+        make_recurrent("rnn", 2, 3, nonlinearity="sigmoid")
+    with pytest.raises(LapnetError, match="unknown architecture"):
+        make_recurrent(None, 2, 3)
+    assert make_recurrent("GRU", np.int64(2), 3).hidden_size == 3
+
+
+@pytest.mark.parametrize("lengths, match", [
+    (torch.tensor([5, 6]), "between 1 and T=5"),
+    (torch.tensor([0, 3]), "between 1 and T=5"),
+    ([3], r"shape \(2,\)"),
+    (torch.tensor([2.5, 3.0]), "integers"),
+    (["3", "4"], "integers"),
+])
+def test_run_recurrent_validates_lengths(lengths, match):
+    from lapnet.models.recurrent import make_recurrent, run_recurrent
+
+    rnn = make_recurrent("lstm", 2, 3)
+    with pytest.raises(LapnetError, match=match):
+        run_recurrent(rnn, torch.zeros(2, 5, 2), lengths)
+
+
+def test_run_recurrent_accepts_a_list_and_matches_a_tensor():
+    from lapnet.models.recurrent import make_recurrent, run_recurrent
+
+    torch.manual_seed(0)
+    rnn = make_recurrent("gru", 2, 3)
+    x = torch.randn(2, 5, 2)
+    with torch.no_grad():
+        out_list, h_list = run_recurrent(rnn, x, [5, 2])
+        out_t, h_t = run_recurrent(rnn, x, torch.tensor([5, 2]))
+        _, h_short = rnn(x[1:, :2])  # the second sequence alone, cut at its length
+    torch.testing.assert_close(out_list, out_t)
+    torch.testing.assert_close(h_list[:, 1], h_short[:, 0])
+    assert torch.all(out_list[1, 2:] == 0)
+
+
+def test_forecaster_rollout_checks_sizes():
+    from lapnet.models.forecaster import Forecaster
+
+    torch.manual_seed(0)
+    two_out = Forecaster("lstm", input_size=1, hidden_size=4, output_size=2)
+    with pytest.raises(LapnetError, match=r"output_size \(2\) must equal input_size \(1\)"):
+        two_out.rollout(torch.zeros(1, 3, 1), 2)
+    f = Forecaster("gru", input_size=2, hidden_size=4, output_size=2)
+    with pytest.raises(LapnetError, match=r"D = input_size = 2, got shape \(1, 3, 1\)"):
+        f.rollout(torch.zeros(1, 3, 1), 2)
+    with pytest.raises(LapnetError, match="steps must be a positive integer"):
+        f.rollout(torch.zeros(1, 3, 2), 0)
+    preds = f.rollout(torch.zeros(1, 3, 2), 3)
+    assert preds.shape == (1, 3, 2)
+    with torch.no_grad():
+        first, _ = f(torch.zeros(1, 3, 2))
+    torch.testing.assert_close(preds[:, 0], first)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lapnet.models.recurrent import make_recurrent, run_recurrent
+from lapnet.models.recurrent import check_size, make_recurrent, run_recurrent
 
 
 class Classifier(nn.Module):
@@ -40,7 +40,7 @@ class Classifier(nn.Module):
         self.arch = arch
         self.bidirectional = bidirectional
         self.rnn = make_recurrent(arch, input_size, hidden_size, num_layers, bidirectional=bidirectional)
-        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes)
+        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), check_size("num_classes", num_classes))
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D), lengths (B,) or None -> final features (B, dirs*H)."""

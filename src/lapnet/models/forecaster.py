@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lapnet.models.recurrent import make_recurrent, run_recurrent
+from lapnet.errors import LapnetError
+from lapnet.models.recurrent import check_size, make_recurrent, run_recurrent
 
 
 class Forecaster(nn.Module):
@@ -27,7 +28,7 @@ class Forecaster(nn.Module):
         super().__init__()
         self.arch = arch
         self.rnn = make_recurrent(arch, input_size, hidden_size, num_layers)
-        self.head = nn.Linear(hidden_size, output_size)
+        self.head = nn.Linear(hidden_size, check_size("output_size", output_size))
 
     def forward(self, x: torch.Tensor, state=None):
         """x (B, T, D) -> (prediction (B, output_size), final state)."""
@@ -49,6 +50,13 @@ class Forecaster(nn.Module):
         Returns:
             (B, steps, D) predictions.
         """
+        D, K = self.rnn.input_size, self.head.out_features
+        if K != D:
+            raise LapnetError(f"rollout feeds each prediction back in as the next input, so output_size ({K}) "
+                              f"must equal input_size ({D})")
+        if window.dim() != 3 or window.shape[2] != D or window.shape[1] < 1:
+            raise LapnetError(f"rollout window must be (B, T, D) with D = input_size = {D}, got shape {tuple(window.shape)}")
+        check_size("steps", steps)
         T = window.shape[1]
         seq = window
         preds = []

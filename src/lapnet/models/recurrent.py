@@ -6,6 +6,7 @@ and for an LSTM the state is the pair (h, c).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -13,6 +14,35 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from lapnet.errors import LapnetError
 
 ARCHS = ("rnn", "lstm", "gru")
+
+
+def check_size(name: str, v) -> int:
+    """A positive integer size (not a bool, not a float such as 2.5 that torch would truncate)."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise LapnetError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def check_lengths(lengths, B: int, T: int) -> torch.Tensor:
+    """`lengths` (a list, array or tensor of B integers in [1, T]) as a CPU int64 tensor.
+
+    Raises LapnetError naming the problem, where torch's packing would fail deep inside
+    (length 0, a length past T) or on a plain list.
+    """
+    if isinstance(lengths, torch.Tensor):
+        a = lengths.detach().cpu().numpy()
+    else:
+        try:
+            a = np.asarray(lengths)
+        except (TypeError, ValueError):
+            a = np.asarray([None])
+    if a.shape != (B,):
+        raise LapnetError(f"lengths must have shape ({B},) (one per sequence), got {tuple(a.shape)}")
+    if not (a.dtype.kind in "iu" or (a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0))):
+        raise LapnetError(f"lengths must be integers (one per sequence), got {a.dtype} values {a[:4].tolist()}")
+    if a.min() < 1 or a.max() > T:
+        raise LapnetError(f"lengths must be between 1 and T={T}, got min {a.min():g} and max {a.max():g}")
+    return torch.from_numpy(a.astype(np.int64))
 
 
 def make_recurrent(
@@ -35,33 +65,38 @@ def make_recurrent(
         bidirectional: a second layer reads the sequence backwards; outputs concatenate.
         nonlinearity: "tanh" or "relu" (vanilla RNN only).
     """
-    arch = arch.lower()
-    if arch not in ARCHS:
+    if not isinstance(arch, str) or arch.lower() not in ARCHS:
         raise LapnetError(f"unknown architecture {arch!r}: expected one of {', '.join(ARCHS)}")
-    for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-        if int(v) < 1:
-            raise LapnetError(f"{name} must be at least 1, got {v}")
-    if not 0.0 <= dropout < 1.0:
-        raise LapnetError(f"dropout must be in [0, 1), got {dropout}")
+    arch = arch.lower()
+    input_size, hidden_size, num_layers = (check_size("input_size", input_size),
+                                           check_size("hidden_size", hidden_size), check_size("num_layers", num_layers))
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= dropout < 1.0:
+        raise LapnetError(f"dropout must be a number in [0, 1), got {dropout!r}")
+    if bidirectional not in (True, False):
+        raise LapnetError(f"bidirectional must be True or False, got {bidirectional!r}")
+    if nonlinearity not in ("tanh", "relu"):
+        raise LapnetError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     kwargs = dict(
-        input_size=int(input_size),
-        hidden_size=int(hidden_size),
-        num_layers=int(num_layers),
+        input_size=input_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
         batch_first=True,
-        bidirectional=bidirectional,
-        dropout=dropout if num_layers > 1 else 0.0,  # torch warns about dropout on a single layer
+        bidirectional=bool(bidirectional),
+        dropout=float(dropout) if num_layers > 1 else 0.0,  # torch warns about dropout on a single layer
     )
     if arch == "rnn":
         return nn.RNN(nonlinearity=nonlinearity, **kwargs)
     return (nn.LSTM if arch == "lstm" else nn.GRU)(**kwargs)
 
 
-def run_recurrent(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
+def run_recurrent(rnn: nn.RNNBase, x: torch.Tensor, lengths=None, state=None):
     """Run `rnn` on a padded batch; with `lengths` the padding is packed away.
 
     Args:
         x: (B, T, D) padded inputs.
-        lengths: (B,) true lengths, or None when every sequence has length T.
+        lengths: (B,) true lengths, integers in [1, T] (a tensor, array or list), or None
+            when every sequence has length T.
         state: initial state as torch takes it, or None for zeros.
 
     Returns:
@@ -70,8 +105,11 @@ def run_recurrent(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor | None
     """
     if lengths is None:
         return rnn(x, state)
-    T = x.shape[1]
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    if x.dim() != 3:
+        raise LapnetError(f"x must be (B, T, D) = (batch, time, features), got shape {tuple(x.shape)}")
+    B, T = x.shape[0], x.shape[1]
+    lengths = check_lengths(lengths, B, T)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     out, state = rnn(packed, state)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, dirs*H)
     return out, state

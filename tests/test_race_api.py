@@ -181,3 +181,19 @@ def test_push_keeps_masks_the_caller_gives(sim):
     assert computed.push(lap)["scored"]
     given.push(first)
     assert not given.push({**lap, **masks, "Scored": False})["scored"]  # what the caller says
+
+
+# ---------------------------------------------------------------------------------------
+# 3. predict_race replaces only its own files
+
+
+def test_predict_race_keeps_a_metrics_json_it_never_writes(sim, tmp_path):
+    from lapnet.race.pipeline import predict_race
+
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"mine": 1}')
+    (out / "forecast_old_XXX.png").write_bytes(b"an earlier call's figure")
+    predict_race(sim["run"], sim["parts"][2], driver="HAM", out=out)
+    assert (out / "metrics.json").read_text() == '{"mine": 1}'
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "predictions.csv", "degradation.png", "forecast_sim_0002_HAM.png"}

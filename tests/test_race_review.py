@@ -186,8 +186,11 @@ def test_predict_removes_what_an_earlier_call_wrote(run_cli, sim, tmp_path):
                                                "forecast_sim_0002_HAM.png"}
     from lapnet.race.pipeline import predict_race
 
-    predict_race(sim["run"], sim["parts"][2], driver="VER", out=out)  # the library alone writes no metrics.json
-    assert {p.name for p in out.iterdir()} == {"notes.txt", "predictions.csv", "degradation.png", "forecast_sim_0002_VER.png"}
+    cli_metrics = (out / "metrics.json").read_bytes()
+    predict_race(sim["run"], sim["parts"][2], driver="VER", out=out)  # the library writes no metrics.json, nor removes one
+    assert {p.name for p in out.iterdir()} == {"notes.txt", "predictions.csv", "metrics.json", "degradation.png",
+                                               "forecast_sim_0002_VER.png"}
+    assert (out / "metrics.json").read_bytes() == cli_metrics
 
 
 # ---------------------------------------------------------------------------------------

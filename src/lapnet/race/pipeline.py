@@ -1006,9 +1006,9 @@ def predict_rows(table: pd.DataFrame, driver: str | None) -> tuple[pd.DataFrame,
 
 
 def _predict_files(out: Path) -> list[Path]:
-    """What an earlier `predict_race` wrote in `out` (its own names only)."""
-    own = ["predictions.csv", "degradation.png"] + ([] if (out / "config.json").exists() else ["metrics.json"])  # not a run's own
-    names = [out / n for n in own] + sorted(out.glob("forecast_*.png"))
+    """What an earlier `predict_race` wrote in `out`: its own names only (metrics.json is the
+    CLI's, which overwrites it; the library never writes it, so never removes it)."""
+    names = [out / "predictions.csv", out / "degradation.png"] + sorted(out.glob("forecast_*.png"))
     return [p for p in names if p.is_file()]
 
 
@@ -1031,6 +1031,11 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
 
     `race_length` as `eval_race` takes it: give it (or "estimate") for a race still running,
     whose table's last lap is not the race's last.
+
+    `out` (created if missing) receives predictions.csv, degradation.png and one
+    forecast_RACE_DRIVER.png per driver drawn; those names left by an earlier call are removed
+    first (a previous --driver's figures would otherwise stay beside these). Nothing else in
+    `out` is touched: metrics.json is written by `lapnet race predict`, not here.
 
     Returns:
         (table, metrics): one row per lap of the selected drivers; metrics as `eval_race`

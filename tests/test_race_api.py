@@ -197,3 +197,34 @@ def test_predict_race_keeps_a_metrics_json_it_never_writes(sim, tmp_path):
     predict_race(sim["run"], sim["parts"][2], driver="HAM", out=out)
     assert (out / "metrics.json").read_text() == '{"mine": 1}'
     assert {p.name for p in out.iterdir()} == {"metrics.json", "predictions.csv", "degradation.png", "forecast_sim_0002_HAM.png"}
+
+
+# ---------------------------------------------------------------------------------------
+# 4. LiveRace checks its arguments
+
+
+@pytest.mark.parametrize("total,message", [(0, "total_laps must be at least 1, got 0"),
+                                           (-3, "total_laps must be at least 1, got -3"),
+                                           ("57", "total_laps must be None or a whole number of laps, got '57'"),
+                                           (57.5, "total_laps must be None or a whole number of laps, got 57.5"),
+                                           (True, "total_laps must be None or a whole number of laps, got True")])
+def test_live_race_refuses_a_bad_race_length(sim, total, message):
+    from lapnet.race.live import LiveRace
+    from lapnet.race.pipeline import load_run
+
+    with pytest.raises(LapnetError) as e:
+        LiveRace(load_run(sim["run"]), total)
+    assert str(e.value) == message
+
+
+def test_live_race_takes_a_run_directory(sim, tmp_path):
+    from lapnet.race.live import LiveRace
+
+    for run in (sim["run"], str(sim["run"])):
+        live = LiveRace(run, np.int64(52))
+        assert live.total_laps == 52 and type(live.total_laps) is int and live.run.path == Path(sim["run"])
+    assert LiveRace(sim["run"], None).featurizer.estimated
+    with pytest.raises(LapnetError, match="run must be a run directory or a loaded run .load_run., got int"):
+        LiveRace(51, 51)
+    with pytest.raises(LapnetError, match="no such run directory"):
+        LiveRace(tmp_path / "nope", 51)

@@ -19,6 +19,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from lapnet.race import schema as S
 from lapnet.race.io import CompoundNamesWarning, MissingContextWarning, missing_context
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.models import INTERVAL90
-from lapnet.race.pipeline import RaceRun, live_phase, pit_window_threshold
+from lapnet.race.pipeline import RaceRun, live_phase, load_run, pit_window_threshold
 
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
 
@@ -155,13 +156,17 @@ class LiveRace:
     """A race followed lap by lap with a trained run (see the module docstring).
 
     Args:
-        run: a loaded run (`load_run`).
-        total_laps: the race's scheduled length (for race-fraction features), or None to
-            estimate it from the race's reference lap as the laps come in
-            (`features.estimate_race_laps`); every prediction says which length it used.
+        run: a loaded run (`load_run`), or a run directory (loaded here).
+        total_laps: the race's scheduled length (for race-fraction features), a whole
+            number >= 1, or None to estimate it from the race's reference lap as the laps
+            come in (`features.estimate_race_laps`); every prediction says which length it used.
+
+    Raises:
+        LapnetError: `total_laps` neither None nor a whole number >= 1; `run` neither a
+            RaceRun nor a path (`load_run`'s errors for a path that is not a run).
     """
 
-    run: RaceRun
+    run: RaceRun | str | Path
     total_laps: int | None
     header: list[str] | None = None
     drivers: dict[str, _DriverLive] = field(default_factory=dict)
@@ -174,6 +179,16 @@ class LiveRace:
     length_warned: bool = False
 
     def __post_init__(self):
+        if self.total_laps is not None:
+            if not isinstance(self.total_laps, (int, np.integer)) or isinstance(self.total_laps, (bool, np.bool_)):
+                raise LapnetError(f"total_laps must be None or a whole number of laps, got {self.total_laps!r}")
+            if self.total_laps < 1:
+                raise LapnetError(f"total_laps must be at least 1, got {self.total_laps}")
+            self.total_laps = int(self.total_laps)
+        if isinstance(self.run, (str, Path)):
+            self.run = load_run(self.run)
+        elif not isinstance(self.run, RaceRun):
+            raise LapnetError(f"run must be a run directory or a loaded run (load_run), got {type(self.run).__name__}")
         self.featurizer = RaceFeaturizer(self.total_laps)
         self.model = self.run.model.eval()
         self.z90 = INTERVAL90[self.model.cfg.head]  # the 90% half-width in units of the head's scale

@@ -18,6 +18,7 @@ import numpy as np
 
 from lapnet import scratch
 from lapnet.scratch.blas import engine_threads
+from lapnet.scratch.recurrent import all_finite
 from lapnet.errors import LapnetError
 from lapnet.train import numpy_learner_state, split_numpy_learner_state
 from lapnet.models.charlm import CharLMConfig, param_names
@@ -71,11 +72,15 @@ class NumpyCharLM:
             train: dropout between layers (needs `rng`).
 
         Returns:
-            logits (B, T, V), the final state, and the cache for `backward`.
+            logits (B, T, V), the final state, and the cache for `backward`. When the
+            recurrent output overflowed (diverging weights) the logits are all NaN and the
+            cache is None: the learner then reports divergence, and the head never sees NaN.
         """
         B, T = np.shape(x)
         e, c_emb = self.embed.forward(x)  # (B, T, E)
         out, state, c_rnn = self.rnn.forward(e, state, train=train, rng=rng)  # (B, T, H)
+        if not all_finite(out):  # overflowed weights: NaN logits, so the learner reports divergence
+            return np.full((B, T, self.cfg.vocab_size), np.nan, out.dtype), state, None  # (B, T, V)
         # the head as one 2-D product: NumPy's batched 3-D matmul misses the fast BLAS path
         logits, c_head = self.head.forward(out.reshape(B * T, -1))  # (B*T, V)
         return logits.reshape(B, T, -1), state, (c_emb, c_rnn, c_head)  # (B, T, V)

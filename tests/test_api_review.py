@@ -5,6 +5,8 @@ Toy sizes only: every test runs in milliseconds.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -302,3 +304,116 @@ def test_forecaster_rollout_checks_sizes():
     with torch.no_grad():
         first, _ = f(torch.zeros(1, 3, 2))
     torch.testing.assert_close(preds[:, 0], first)
+
+
+# --- 6. lapnet.train.fit ------------------------------------------------------------------------
+
+
+class _Batches:
+    def __init__(self, spe=2):
+        self.spe = spe
+
+    def steps_per_epoch(self):
+        return self.spe
+
+    def epoch(self, e):
+        for i in range(self.spe):
+            yield float(e * self.spe + i)
+
+
+class _Learner:
+    """A one-number 'model' that counts its calls: enough to see what fit does."""
+
+    def __init__(self, metrics=None):
+        self.w = np.zeros(1)
+        self.steps = self.evals = 0
+        self.metrics = metrics
+
+    def train_step(self, batch, carry, lr):
+        self.steps += 1
+        self.w += lr
+        return 1.0 / (1.0 + batch), carry, 1
+
+    def evaluate(self):
+        self.evals += 1
+        return {"val_loss": float(1.0 / (1.0 + self.w[0])), "acc": 0.5} if self.metrics is None else self.metrics
+
+    def weights(self):
+        return {"w": self.w.copy()}
+
+    def state(self):
+        return {"w": self.w.copy()}, {}
+
+    def load_state(self, arrays, meta):
+        self.w[...] = arrays["w"]
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("limits", [dict(epochs=2), dict(epochs=None, max_steps=3)])
+def test_resuming_a_finished_run_does_nothing_and_returns_its_result(tmp_path, limits):
+    from lapnet.train import TrainConfig, fit
+
+    cfg = TrainConfig(**limits, lr=0.1, schedule="constant", progress=False)
+    first = fit(_Learner(), _Batches(), cfg, out=tmp_path)
+    before = _files(tmp_path)
+    learner = _Learner()
+    again = fit(learner, _Batches(), cfg, out=tmp_path, resume=True)
+    assert learner.steps == 0 and learner.evals == 0
+    assert _files(tmp_path) == before  # no log row, no checkpoint rewritten
+    assert (again.stopped, again.steps, again.best_val) == (first.stopped, first.steps, first.best_val)
+    assert again.last_metrics == first.last_metrics and again.last_metrics["acc"] == 0.5
+    assert again.history == first.history
+    assert learner.w[0] == pytest.approx(0.1 * first.steps)  # the restored weights
+
+
+def test_resuming_an_unfinished_run_still_trains_to_the_total(tmp_path):
+    from lapnet.train import TrainConfig, fit
+
+    fit(_Learner(), _Batches(), TrainConfig(epochs=1, lr=0.1, schedule="constant", progress=False), out=tmp_path)
+    learner = _Learner()
+    res = fit(learner, _Batches(), TrainConfig(epochs=3, lr=0.1, schedule="constant", progress=False),
+              out=tmp_path, resume=True)
+    assert learner.steps == 4 and learner.evals == 2 and res.steps == 6
+    rows = [json.loads(r) for r in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+
+
+@pytest.mark.parametrize("metrics, match", [
+    ({"loss": 0.3}, r"evaluate\(\) must return a dict with 'val_loss', got \['loss'\]"),
+    ({"val_loss": None}, r"must return a number as 'val_loss', got None"),
+    ([0.3], r"must return a dict with 'val_loss', got list"),
+])
+def test_evaluate_without_val_loss_is_a_clear_error_not_divergence(metrics, match):
+    from lapnet.train import TrainConfig, TrainingDiverged, fit
+
+    with pytest.raises(LapnetError, match=match) as e:
+        fit(_Learner(metrics), _Batches(), TrainConfig(epochs=1, progress=False))
+    assert not isinstance(e.value, TrainingDiverged)
+
+
+def test_nan_val_loss_is_still_divergence():
+    from lapnet.train import TrainConfig, TrainingDiverged, fit
+
+    with pytest.raises(TrainingDiverged, match="validation loss became nan"):
+        fit(_Learner({"val_loss": np.float32("nan")}), _Batches(), TrainConfig(epochs=1, progress=False))
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 1.5), ("epochs", "3"), ("epochs", True), ("max_steps", 2.0),
+                                          ("eval_every", "5"), ("patience", 0.5), ("warmup_steps", -1)])
+def test_train_config_requires_integer_counts(field, value):
+    from lapnet.train import TrainConfig
+
+    with pytest.raises(LapnetError, match=rf"^{field} must be an integer >= \d"):
+        TrainConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize("field, value", [("lr", "0.1"), ("minutes", "2"), ("clip", float("nan")),
+                                          ("weight_decay", -0.1), ("min_lr_frac", 2.0)])
+def test_train_config_numbers_are_checked_by_name(field, value):
+    from lapnet.train import TrainConfig
+
+    with pytest.raises(LapnetError, match=rf"^{field} must be"):
+        TrainConfig(**{field: value}).validate()

@@ -70,27 +70,41 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        """Raise LapnetError on settings that cannot train."""
+        """Raise LapnetError on settings that cannot train (messages name the field)."""
         if self.epochs is None and self.minutes is None and self.max_steps is None:
-            raise LapnetError("give --epochs, --minutes or a step limit: nothing would stop training")
-        if self.epochs is not None and self.epochs < 1:
-            raise LapnetError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.minutes is not None and not self.minutes > 0:
-            raise LapnetError(f"--minutes must be positive, got {self.minutes}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise LapnetError(f"max_steps must be at least 1, got {self.max_steps}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise LapnetError(f"--lr must be a positive number, got {self.lr}")
+            raise LapnetError("give epochs, minutes or max_steps: nothing would stop training")
+        for name in ("epochs", "max_steps", "eval_every", "patience"):
+            _check_int(name, getattr(self, name), 1, optional=True)
+        _check_int("warmup_steps", self.warmup_steps, 0)
+        _check_int("seed", self.seed, 0)
+        if self.minutes is not None and not (_is_number(self.minutes) and self.minutes > 0):
+            raise LapnetError(f"minutes must be a positive number, got {self.minutes!r}")
+        if not (_is_number(self.lr) and self.lr > 0):
+            raise LapnetError(f"lr must be a positive number, got {self.lr!r}")
         if self.schedule not in ("cosine", "constant"):
-            raise LapnetError(f"--schedule must be cosine or constant, got {self.schedule!r}")
+            raise LapnetError(f"schedule must be cosine or constant, got {self.schedule!r}")
+        if not (_is_number(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1):
+            raise LapnetError(f"min_lr_frac must be a number in [0, 1], got {self.min_lr_frac!r}")
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
+            raise LapnetError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         for name in ("clip", "clip_value"):
             v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise LapnetError(f"--{name.replace('_', '-')} must be positive, got {v}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise LapnetError(f"eval_every must be at least 1, got {self.eval_every}")
-        if self.patience is not None and self.patience < 1:
-            raise LapnetError(f"--patience must be at least 1, got {self.patience}")
+            if v is not None and not (_is_number(v) and v > 0):
+                raise LapnetError(f"{name} must be a positive number or None, got {v!r}")
+
+
+def _is_number(v: Any) -> bool:
+    """A finite int or float (not a bool, not a string)."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_int(name: str, v: Any, low: int, *, optional: bool = False) -> None:
+    """`v` is a whole number (an int, not 1.5 or "3") >= low, or None when `optional`."""
+    if v is None and optional:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+        more = " or None" if optional else ""
+        raise LapnetError(f"{name} must be an integer >= {low}{more}, got {v!r}")
 
 
 @dataclass
@@ -353,6 +367,31 @@ def _trim_log(path: Path, step: int) -> None:
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
 
+def _finished(st: dict[str, Any], cfg: TrainConfig, spe: int) -> str | None:
+    """Why a restored run has nothing left to do under `cfg` ("epochs", ...), or None."""
+    if cfg.epochs is not None and st["epoch"] >= cfg.epochs:
+        return "epochs"
+    if cfg.max_steps is not None and st["step"] >= cfg.max_steps:
+        return "max_steps"
+    if cfg.minutes is not None and st["elapsed"] >= cfg.minutes * 60.0:
+        return "minutes"
+    if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
+        return "early_stop"
+    return None
+
+
+def _restored_result(st: dict[str, Any], stopped: str, spe: int) -> TrainResult:
+    """The TrainResult of a finished run, from its checkpointed trainer state."""
+    history = list(st["history"])
+    metrics = dict(st.get("last_metrics") or {})
+    if not metrics and history:  # a checkpoint from before last_metrics was saved
+        skip = {"step", "epoch", "train_loss", "lr", "elapsed", "items_per_sec"}
+        metrics = {k: v for k, v in history[-1].items() if k not in skip}
+    return TrainResult(stopped=stopped, steps=st["step"], epochs=st["epoch"] + st["step_in_epoch"] / spe,
+                       seconds=st["elapsed"], items_per_sec=st["items"] / st["train_time"] if st["train_time"] else 0.0,
+                       best_val=st["best_val"], last_metrics=metrics, history=history)
+
+
 def fit(
     learner: Learner,
     batches: Batches,
@@ -390,7 +429,7 @@ def fit(
     if spe < 1:
         raise LapnetError("no training batches: the data is shorter than one batch")
     st: dict[str, Any] = dict(step=0, epoch=0, step_in_epoch=0, best_val=None, bad_evals=0, elapsed=0.0,
-                              train_time=0.0, items=0, history=[])
+                              train_time=0.0, items=0, history=[], last_metrics={})
     if resume:
         if out_dir is None:
             raise LapnetError("--resume needs a run directory")
@@ -399,6 +438,9 @@ def fit(
             raise LapnetError(f"{out_dir / 'last.safetensors'}: not a resumable lapnet checkpoint")
         learner.load_state(arrays, m["learner"])
         st.update(m["trainer"])
+        done = _finished(st, cfg, spe)
+        if done is not None:  # nothing left to do: no evaluation, log row or checkpoint is added
+            return _restored_result(st, done, spe)
     if out_dir is not None and rank0:
         out_dir.mkdir(parents=True, exist_ok=True)
         _check_disk(out_dir, learner)
@@ -438,8 +480,17 @@ def fit(
         """Evaluate, log, checkpoint; True when early stopping says stop."""
         nonlocal last_metrics
         metrics = learner.evaluate()
-        val = metrics.get("val_loss")
-        if val is None or not math.isfinite(val):
+        if not isinstance(metrics, dict) or "val_loss" not in metrics:
+            got = sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__
+            raise LapnetError(f"the learner's evaluate() must return a dict with 'val_loss', got {got}")
+        raw = metrics["val_loss"]
+        try:  # a float, a NumPy scalar or a 0-d tensor; not None, a bool or a string
+            val = None if isinstance(raw, (bool, str, bytes)) else float(raw)
+        except (TypeError, ValueError):
+            val = None
+        if val is None:
+            raise LapnetError(f"the learner's evaluate() must return a number as 'val_loss', got {raw!r}")
+        if not math.isfinite(val):
             raise TrainingDiverged(f"validation loss became {val} at step {st['step']}; stopped, the last good checkpoint is kept")
         train_loss = since_eval["loss"] / max(since_eval["n"], 1)
         since_eval.update(loss=0.0, n=0)
@@ -448,7 +499,7 @@ def fit(
                "elapsed": round(time.perf_counter() - t_start, 3),
                "items_per_sec": st["items"] / st["train_time"] if st["train_time"] else 0.0}
         st["history"].append(row)
-        last_metrics = metrics
+        last_metrics = st["last_metrics"] = metrics
         improved = st["best_val"] is None or val < st["best_val"]
         if improved:
             st["best_val"], st["bad_evals"] = val, 0
@@ -486,7 +537,7 @@ def fit(
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                         console=console, disable=not show, transient=False)
     stopped = None
-    evaluated_at = -1
+    evaluated_at = st["step"] if resume else -1  # a checkpoint is only ever written after an evaluation
     with progress, _StopSignal() as stop_signal:
         task = progress.add_task(describe, total=1000, info="")
         while stopped is None:

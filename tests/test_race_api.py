@@ -228,3 +228,72 @@ def test_live_race_takes_a_run_directory(sim, tmp_path):
         LiveRace(51, 51)
     with pytest.raises(LapnetError, match="no such run directory"):
         LiveRace(tmp_path / "nope", 51)
+
+
+# ---------------------------------------------------------------------------------------
+# 5. FastF1's generated rows: live keeps and drops the ones batch cleaning keeps and drops
+
+
+def test_live_gives_batch_numbers_on_las_vegas_generated_rows(sim, run_cli, f1_data):
+    """Las Vegas 2023 has untimed FastF1Generated rows in the middle of the race (NOR lap 3,
+    HUL 46, TSU 47: cars that stopped). Batch keeps them as context; live must push them too,
+    or those laps have no live line and later laps read another field."""
+    import json
+
+    from lapnet.race.pipeline import predict_race
+
+    src = f1_data / "2023_las_vegas_R.csv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batch, _ = predict_race(sim["run"], src)
+    code, out, err = run_cli("race", "live", sim["run"], src)  # a finished file: replayed in session order, 50 laps
+    assert code == 0, err
+    assert "skipped" not in err
+    live = pd.DataFrame([{"Driver": d["driver"], "LapNumber": d["lap"], "h1": d["forecast"]["h1"], "h10": d["forecast"]["h10"],
+                          "pit": d["pit_within_3"], "scored": d["scored"]} for d in map(json.loads, out.splitlines())])
+    both = batch.merge(live, on=["Driver", "LapNumber"], how="outer", indicator=True)
+    assert (both["_merge"] == "both").all() and len(both) == len(batch) > 900
+    generated = {("NOR", 3), ("HUL", 46), ("TSU", 47)}
+    rows = both[[(d, n) in generated for d, n in zip(both["Driver"], both["LapNumber"])]]
+    assert len(rows) == 3 and not rows["scored"].any() and rows["LapTime"].isna().all()
+    for drivers in (["NOR", "HUL", "TSU"], sorted(set(both["Driver"]))):  # those drivers, then every lap
+        b = both[both["Driver"].isin(drivers)]
+        np.testing.assert_allclose(b["h1"], b["forecast_h1"], atol=5.1e-5)  # live rounds to 4 decimals
+        np.testing.assert_allclose(b["h10"], b["forecast_h10"], atol=5.1e-5)
+        np.testing.assert_allclose(b["pit"], b["pit_prob"], atol=5.1e-5)
+    assert (both["scored"] == both["Scored"]).all()
+
+
+def test_live_drops_generated_rows_after_the_flag_and_of_non_starters(sim):
+    """Batch drops an untimed generated row after the chequered flag, and a driver with no
+    timed lap; live skips them, and pushes one of a car that stopped mid-race. Without a race
+    length, the estimate stands in for it (laps of 2,000 s: a 3-lap race by the estimate)."""
+    from lapnet.race.live import LiveRace, SkipLap
+    from lapnet.race.features import RACE_SECONDS
+
+    T = RACE_SECONDS / 3  # a lap time that makes the estimated race 3 laps long
+
+    def lap(drv, n, t, time=True, generated=False):
+        return {"Driver": drv, "LapNumber": float(n), "LapTime": T if time else np.nan, "Time": t, "IsAccurate": time,
+                "TrackStatus": "1", "Compound": "MEDIUM", "Stint": 1.0, "TyreLife": float(n), "FastF1Generated": generated}
+
+    for total in (3, None):
+        live = LiveRace(sim["run"], total)
+        with pytest.raises(SkipLap, match="NON lap 1: a row FastF1 generated, with no lap time, for a driver without a timed lap"):
+            live.push(lap("NON", 1, 100.0, time=False, generated=True))
+        for n in (1, 2):
+            live.push(lap("AAA", n, T * n))
+            live.push(lap("BBB", n, T * n + 3))
+        assert live.featurizer.total_laps == 3
+        live.push(lap("BBB", 3, 2.5 * T, time=False, generated=True))  # stopped on lap 3, before the flag: kept
+        live.push(lap("AAA", 3, 3 * T))  # AAA wins
+        with pytest.raises(SkipLap, match="AAA lap 4: .* after the chequered flag"):
+            live.push(lap("AAA", 4, 3 * T + 30, time=False, generated=True))
+        assert set(live.drivers) == {"AAA", "BBB"}
+    live = LiveRace(sim["run"], 3)
+    for n in (1, 2):
+        live.push(lap("AAA", n, T * n))
+        live.push(lap("CCC", n, T * n + 30))
+    live.push(lap("AAA", 3, 3 * T))
+    with pytest.raises(SkipLap, match="CCC lap 3: .* after the chequered flag"):  # a lapped car's row after the flag
+        live.push(lap("CCC", 3, 3 * T + 40, time=False, generated=True))

@@ -6,9 +6,13 @@
 
 A lap costs one recurrent step for its driver: the driver's hidden state and the race's
 feature state (reference lap, stint pace, gaps on the road) are kept between laps, so the
-stream is never replayed. Features come from the same `RaceFeaturizer` as batch mode and
-the net is causal, so a stream of a race's laps in session-time order gives the same
-numbers as `predict_race` on the whole file (tests hold the two equal).
+stream is never replayed. Features come from the same `RaceFeaturizer` as batch mode, the
+net is causal, and FastF1's generated rows are kept or dropped as batch cleaning does (a car
+that stopped mid-race: kept; after the chequered flag or of a non-starter: skipped), so a
+stream of a race's laps in session-time order, given the race's length, gives
+`predict_race`'s numbers on the whole file up to the rounding of the output: seconds and
+probabilities are rounded to 4 decimals, so the two differ by at most 5e-5 (tests check this
+on real races).
 """
 
 from __future__ import annotations
@@ -149,6 +153,7 @@ class _DriverLive:
     state: Any = None  # the recurrent state after this driver's last lap
     tag_state: Any = None  # the live phase tagger's, when the run has one
     restarting: bool = False  # a red flag was shown and the driver has no timed lap since (clean.Restart)
+    timed: bool = False  # the driver has a timed lap (batch drops drivers without one)
 
 
 @dataclass
@@ -177,6 +182,8 @@ class LiveRace:
     latest_end: float = -math.inf
     order_warned: bool = False
     length_warned: bool = False
+    last_timed_lap: float = 0.0  # the highest lap number with a time so far
+    flag_time: float = math.inf  # session Time the first car finished lap `total_laps` (the chequered flag)
 
     def __post_init__(self):
         if self.total_laps is not None:
@@ -279,7 +286,9 @@ class LiveRace:
         if not math.isfinite(n):
             raise SkipLap(f"{drv}: lap without a lap number")
         if lap.get("FastF1Generated") and not lap.get("HasTime"):
-            raise SkipLap(f"{drv} lap {n:g}: a row FastF1 generated, with no lap time")
+            why = self._dropped_generated(drv, n, _num(lap.get("Time")))
+            if why is not None:
+                raise SkipLap(f"{drv} lap {n:g}: a row FastF1 generated, with no lap time, {why}")
         if self.started_at_lap1 is None:
             self.started_at_lap1 = n == 1
         st = self.drivers.get(drv)
@@ -324,6 +333,11 @@ class LiveRace:
                 probs = torch.softmax(tagged["phase"][0, 0], -1).numpy()  # (3,)
                 phase = PHASES[int(live_phase(probs, np.asarray(pit, np.float32), self.pit_window_threshold)[1])]
         st.last_lap = n
+        if lap.get("HasTime"):  # what tells a generated row after the flag (`_dropped_generated`)
+            st.timed = True
+            self.last_timed_lap = max(self.last_timed_lap, n)
+            if self.total_laps is not None and n >= self.total_laps and math.isfinite(t_end):
+                self.flag_time = min(self.flag_time, t_end)  # the first car to finish the race: the chequered flag
         mean = out["mean"][0, 0].numpy().astype(float)  # (K,)
         sigma = np.exp(out["log_sigma"][0, 0].numpy().astype(float))
         start = f.base if math.isfinite(f.base) else f.ref  # as `to_seconds` does
@@ -347,6 +361,29 @@ class LiveRace:
             exp_sec = start + f.ref * out["expected"][0, 0].numpy().astype(float) / 100.0
             rec["expected_next10"] = [round(float(v), 4) for v in exp_sec]
         return rec
+
+    def _dropped_generated(self, drv: str, n: float, t_end: float) -> str | None:
+        """Why batch cleaning drops this untimed FastF1Generated row (`clean._after_flag`, the
+        non-starter rule), as far as the laps so far tell; None: batch keeps it (a car that
+        stopped mid-race: its last lap is context), so live pushes it too.
+
+        After the flag: with `total_laps`, a lap past it or ending after the first car
+        finished lap `total_laps` (batch's rule when `total_laps` is the race's last timed
+        lap, as `lapnet race live` takes it from a finished file). Without it the flag cannot
+        be placed: a lap beyond every timed lap so far and beyond the estimated race length
+        is taken as after the flag (the leaders' rows; a lapped car's row after the flag is
+        pushed, and gets a prediction batch has not).
+        """
+        st = self.drivers.get(drv)
+        if st is None or not st.timed:  # batch drops a driver without a single timed lap
+            return "for a driver without a timed lap (a non-starter, as batch cleaning drops them)"
+        if self.total_laps is not None:
+            if n > self.total_laps or (math.isfinite(t_end) and t_end > self.flag_time):
+                return "after the chequered flag"
+        elif n > self.last_timed_lap and n > self.featurizer.total_laps:
+            # both: a car that stops on the lap the leader is still running is mid-race
+            return "after the chequered flag (beyond every timed lap so far and the estimated race length)"
+        return None
 
     def push_csv_line(self, line: str) -> dict:
         """Parse one CSV line and push it."""

@@ -220,10 +220,12 @@ def test_fourth_positional_argument_is_refused(kind):
 
 
 def test_bias_and_batch_first_true_accepted_false_refused():
-    layer = scratch.LSTM(3, 4, 2, bias=True, batch_first=True, bidirectional=True)
+    layer = scratch.LSTM(3, 4, 2, bias=np.True_, batch_first=True, bidirectional=True)
     assert layer.bidirectional and layer.num_layers == 2
     with pytest.raises(LapnetError, match="bias=False is not supported"):
         scratch.GRU(3, 4, bias=False)
+    with pytest.raises(LapnetError, match="bias=None is not supported"):
+        scratch.LSTM(3, 4, bias=None)
     with pytest.raises(LapnetError, match=r"batch_first=False is not supported.*batch-first"):
         scratch.RNN(3, 4, batch_first=False)
     with pytest.raises(LapnetError, match="bidirectional must be True or False"):

@@ -143,10 +143,10 @@ class Recurrent:
         self.input_size, self.hidden_size, self.num_layers = (
             check_size("input_size", input_size), check_size("hidden_size", hidden_size),
             check_size("num_layers", num_layers))
-        if bias is not True:
+        if not (isinstance(bias, (bool, np.bool_)) and bias):
             raise LapnetError(f"bias={bias!r} is not supported: the engine's layers always have biases "
                               f"(bias_ih, bias_hh; set them to zero for none)")
-        if batch_first is not True:
+        if not (isinstance(batch_first, (bool, np.bool_)) and batch_first):
             raise LapnetError(f"batch_first={batch_first!r} is not supported: the engine is always batch-first, "
                               f"x (B, T, D); pass x.transpose(1, 0, 2)")
         if bidirectional not in (True, False):

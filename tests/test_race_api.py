@@ -297,3 +297,43 @@ def test_live_drops_generated_rows_after_the_flag_and_of_non_starters(sim):
     live.push(lap("AAA", 3, 3 * T))
     with pytest.raises(SkipLap, match="CCC lap 3: .* after the chequered flag"):  # a lapped car's row after the flag
         live.push(lap("CCC", 3, 3 * T + 40, time=False, generated=True))
+
+
+# ---------------------------------------------------------------------------------------
+# 6. io: one path is one source, a dict is refused, a file is not a run
+
+
+def test_read_many_takes_one_path_as_one_source(sim):
+    from lapnet.race.io import read_laps, read_many
+
+    one = read_laps(sim["parts"][2])
+    for source in (sim["parts"][2], str(sim["parts"][2]), (p for p in [sim["parts"][2]])):
+        pd.testing.assert_frame_equal(read_many(source), one)
+    pd.testing.assert_frame_equal(read_many(pd.read_csv(sim["parts"][2], dtype={"TrackStatus": str})).drop(columns="Race"),
+                                  one.drop(columns="Race"))
+    assert set(read_many(sim["parts"][:2])["Race"]) == {p.stem for p in sim["parts"][:2]}
+
+
+@pytest.mark.parametrize("bad", [{"a": 1}, b"laps.csv", 3, None])
+def test_an_unsupported_type_of_lap_tables_is_named(sim, bad):
+    from lapnet.race.io import read_many
+    from lapnet.race.pipeline import eval_race, load_laps
+
+    want = f"cannot read lap tables from a {type(bad).__name__}: give a CSV/Parquet path, a DataFrame or fastf1 Laps, or a list of them"
+    for call in (lambda: read_many(bad), lambda: load_laps(bad), lambda: eval_race(sim["run"], bad)):
+        with pytest.raises(LapnetError) as e:
+            call()
+        assert str(e.value) == want
+
+
+def test_a_file_given_as_the_run_is_named_as_one(sim, run_cli, tmp_path):
+    from lapnet.race.pipeline import eval_race, load_run
+
+    f = tmp_path / "config.json"
+    f.write_text("{}")
+    with pytest.raises(LapnetError, match="is a file, not a run directory"):
+        eval_race(f, sim["parts"][2])
+    with pytest.raises(LapnetError, match="is a file, not a run directory"):
+        load_run(sim["run"] / "config.json")
+    code, _, err = run_cli("race", "eval", f, sim["parts"][2])
+    assert code == 2 and "is a file, not a run directory" in err and len(err.strip().splitlines()) == 1

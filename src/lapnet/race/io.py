@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -105,21 +106,39 @@ def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
     return _normalise(frame, race=label, where=_where(source))
 
 
-def read_many(paths: Iterable[Any]) -> pd.DataFrame:
+def as_sources(sources: Any) -> list:
+    """Lap-table sources as a list: one path (str or Path) or one DataFrame / `fastf1.core.Laps`
+    is one source, a list, tuple or other iterable of them is several.
+
+    Raises:
+        LapnetError: a dict, bytes or another type that is none of these (a dict would
+            otherwise be read as its keys, a string as its characters).
+    """
+    if isinstance(sources, (str, Path, pd.DataFrame)):
+        return [sources]
+    if isinstance(sources, (Mapping, bytes, bytearray, pd.Series)) or not isinstance(sources, Iterable):
+        raise LapnetError(f"cannot read lap tables from a {type(sources).__name__}: give a CSV/Parquet path, "
+                          "a DataFrame or fastf1 Laps, or a list of them")
+    return list(sources)
+
+
+def read_many(paths: Any) -> pd.DataFrame:
     """Read several lap tables (one race each, or each with a Race column) into one.
 
     Args:
-        paths: CSV/Parquet paths, DataFrames or Laps objects; files are labelled by stem.
+        paths: CSV/Parquet paths, DataFrames or Laps objects (a list of them, or one: see
+            `as_sources`); files are labelled by stem.
 
     Returns:
         The concatenated table (same schema as `read_laps`), index 0..N-1.
 
     Raises:
-        LapnetError: no sources, any source invalid, or the same race label in two sources.
+        LapnetError: no sources, a dict or other unsupported type, any source invalid, or
+            the same race label in two sources.
     """
     frames = []
     seen: dict[str, str] = {}
-    for p in paths:
+    for p in as_sources(paths):
         df = read_laps(p)
         for r in df["Race"].unique():
             if r in seen:

@@ -174,15 +174,16 @@ def load_laps(sources: Any) -> tuple[pd.DataFrame, Any]:
     """Read and clean lap tables: paths, a DataFrame or a FastF1 Laps (one or several).
 
     Raises:
-        LapnetError: unreadable tables, or no Scored (green, accurate) lap at all.
+        LapnetError: unreadable tables, a dict or another type that is none of these
+            (`io.as_sources`), or no Scored (green, accurate) lap at all.
     """
     from lapnet.race.clean import clean_laps
-    from lapnet.race.io import read_laps, read_many
+    from lapnet.race.io import as_sources, read_laps, read_many
 
     if isinstance(sources, (str, Path, pd.DataFrame)):
         df = read_laps(sources)
     else:
-        sources = list(sources)
+        sources = as_sources(sources)  # a dict is refused, not read as its keys
         if not sources:
             raise LapnetError("no lap tables given")
         df = read_many(sources)
@@ -729,7 +730,11 @@ class RaceRun:
 
 def load_run(run: str | Path) -> RaceRun:
     """Load a run directory written by `train_race`; refuse one trained on other features."""
+    if not isinstance(run, (str, Path)):
+        raise LapnetError(f"cannot load a run from a {type(run).__name__}: give its directory")
     run = Path(run)
+    if run.is_file():
+        raise LapnetError(f"{run}: is a file, not a run directory (give the folder `lapnet race train --out` wrote)")
     if not run.is_dir():
         raise LapnetError(f"{run}: no such run directory")
     if (run / UNFINISHED).exists():

@@ -103,8 +103,7 @@ def _check_int(name: str, v: Any, low: int, *, optional: bool = False) -> None:
     if v is None and optional:
         return
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        more = " or None" if optional else ""
-        raise LapnetError(f"{name} must be an integer >= {low}{more}, got {v!r}")
+        raise LapnetError(f"{name} must be an integer >= {low}, got {v!r}")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from lapnet.scratch.gradcheck import gradcheck
 from lapnet.scratch.layers import Linear
 from lapnet.scratch.losses import mse_loss
 from lapnet.scratch.optim import Adam, clip_grad_norm
-from lapnet.scratch.recurrent import GRU, KINDS, LSTM, from_torch
+from lapnet.scratch.recurrent import GRU, KINDS, LSTM, all_finite, from_torch
 
 NAMES = {"rnn": "RNN (tanh)", "lstm": "LSTM", "gru": "GRU"}
 
@@ -218,13 +218,18 @@ class SineLearner:
 
     def _predict(self, x: np.ndarray):
         out, _, cache = self.lstm.forward(x)  # (N, T, H)
+        if not all_finite(out[:, -1]):  # diverged weights: a NaN prediction, reported by fit
+            return np.full((len(x), 1), np.nan, self.lstm.dtype), None
         pred, hcache = self.head.forward(out[:, -1])  # (N, 1) from the last step
         return pred, (out.shape, cache, hcache)
 
     def train_step(self, batch, carry, lr: float):
         x, y = batch
-        pred, (shape, cache, hcache) = self._predict(x)
+        pred, caches = self._predict(x)
         loss, dpred = mse_loss(pred, y)
+        if not np.isfinite(loss):
+            return loss, None, len(x)  # fit() stops before any update
+        shape, cache, hcache = caches
         dlast, g_head = self.head.backward(dpred, hcache)
         dout = np.zeros(shape, self.lstm.dtype)
         dout[:, -1] = dlast  # only the last step feeds the head

@@ -434,3 +434,13 @@ def test_sine_learner_with_diverged_weights_reports_divergence_without_updating(
         fit(learner, _FullBatch(x, y), TrainConfig(epochs=2, progress=False))
     for k, v in learner.weights().items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)  # no update after the NaN loss
+
+
+def test_numpy_sequence_model_with_diverged_weights_gives_nan_outputs_not_an_error():
+    """Linear refuses NaN input: a diverged encoder must still reach fit as a NaN loss."""
+    from lapnet.experiments.numpy_models import NumpySequenceModel
+
+    m = NumpySequenceModel("gru", 2, 4, 1)
+    m.parameters()["rnn.weight_hh_l0"][0, 0] = np.nan
+    y, cache = m.forward(np.ones((3, 5, 2), np.float32))
+    assert y.shape == (3, 1) and np.isnan(y).all() and cache is None

@@ -122,13 +122,14 @@ def train_cmd(
     if not 0 <= horizon_power <= 4:
         raise LapnetError(f"--horizon-power must be between 0 and 4, got {horizon_power}")
     dev = resolve_device(device)
+    cfg = RaceTrainConfig(hidden_size=hidden, arch=arch, epochs=epochs, minutes=minutes, lr=lr, batch_size=batch,
+                          patience=patience, pretrain_sim=pretrain_sim, phase_sim=phase_sim, horizon_power=horizon_power, seed=seed,
+                          progress=not quiet, device=dev)
+    cfg.validate()  # what the checks above miss is refused before --out is touched
     check_out_dir(out, force=force)
     import torch
 
     torch.set_num_threads(threads)
-    cfg = RaceTrainConfig(hidden_size=hidden, arch=arch, epochs=epochs, minutes=minutes, lr=lr, batch_size=batch,
-                          patience=patience, pretrain_sim=pretrain_sim, phase_sim=phase_sim, horizon_power=horizon_power, seed=seed,
-                          progress=not quiet, device=dev)
     metrics = train_race(laps, out, cfg)
     emit_metrics(out, metrics, as_json=json_out)
     if not quiet:

@@ -21,6 +21,7 @@ import numpy as np
 
 from lapnet import scratch
 from lapnet.errors import LapnetError
+from lapnet.scratch.recurrent import all_finite
 from lapnet.train import numpy_learner_state, split_numpy_learner_state
 
 _LAYERS = {"rnn": scratch.RNN, "lstm": scratch.LSTM, "gru": scratch.GRU}
@@ -78,6 +79,8 @@ class NumpySequenceModel:
         _, state, rcache = self.rnn.forward(x, lengths=lengths)
         h_n = state[0] if self.arch == "lstm" else state  # (dirs, B, H)
         feat = np.concatenate([h_n[0], h_n[1]], axis=-1) if self.rnn.bidirectional else h_n[0]  # (B, dirs*H)
+        if not all_finite(feat):  # diverged weights: NaN outputs, so that fit reports the divergence (Linear refuses NaN)
+            return np.full((feat.shape[0], self.head.out_features), np.nan, feat.dtype), None
         y, hcache = self.head.forward(feat)  # (B, K)
         return y, (h_n.shape, rcache, hcache)
 

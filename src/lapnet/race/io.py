@@ -316,7 +316,9 @@ def _to_seconds(s: pd.Series, col: str, where: str) -> pd.Series:
         if is_str.any():
             strs = pd.Series(values[is_str], dtype=object)
             num = pd.to_numeric(strs, errors="coerce").to_numpy(dtype=float)  # '96' is seconds, not 96 ns
-            td = pd.to_timedelta(strs.where(np.isnan(num)), errors="coerce").dt.total_seconds().to_numpy()
+            with warnings.catch_warnings():  # pandas' deprecated units ('5l' = 5 ms) are its remark, not the user's problem
+                warnings.simplefilter("ignore", FutureWarning)
+                td = pd.to_timedelta(strs.where(np.isnan(num)), errors="coerce").dt.total_seconds().to_numpy()
             out_arr[is_str] = np.where(np.isnan(num), td, num)
         for i in np.flatnonzero(np.isnan(out_arr)):
             out_arr[i] = _one_duration(values[i], col, int(i), where)

@@ -59,3 +59,22 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def sim_races(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """Three simulated races (seed 6): the whole lap table (with its Race column) and each race
+    alone in its own file (without it), made once per worker; read them, never write into them."""
+    import pandas as pd
+
+    from lapnet.race.simulate import simulate_to_file
+
+    d = tmp_path_factory.mktemp("sim_races")
+    table = d / "sim.csv"
+    simulate_to_file(table, 3, seed=6)
+    df = pd.read_csv(table, dtype={"TrackStatus": str})
+    parts = []
+    for r in sorted(df["Race"].unique()):
+        parts.append(d / f"{r}.csv")
+        df[df["Race"] == r].drop(columns=["Race"]).to_csv(parts[-1], index=False)
+    return table, parts

@@ -19,19 +19,10 @@ TINY = dict(hidden_size=8, epochs=1, members=1, phase_sim=0, progress=False)
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
+def sim(tmp_path_factory, sim_races):
     """Three simulated races, each in its own file, and a tiny run trained on races 0 and 1."""
-    from lapnet.race.simulate import simulate_to_file
-
-    d = tmp_path_factory.mktemp("api")
-    table = d / "sim.csv"
-    simulate_to_file(table, 3, seed=6)
-    df = pd.read_csv(table, dtype={"TrackStatus": str})
-    parts = []
-    for r in sorted(df["Race"].unique()):
-        parts.append(d / f"{r}.csv")
-        df[df["Race"] == r].drop(columns=["Race"]).to_csv(parts[-1], index=False)
-    run = d / "run"
+    _, parts = sim_races
+    run = tmp_path_factory.mktemp("api") / "run"
     train_race(parts[:2], run, RaceTrainConfig(**TINY))
     return {"run": run, "parts": parts}
 

@@ -411,23 +411,14 @@ def test_train_device_option(run_cli, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sim_tables(tmp_path_factory):
-    """Three simulated races as one lap table, and a tiny run trained on races 0 and 1 of it."""
+def sim_tables(tmp_path_factory, sim_races):
+    """Three simulated races, each in its own file, and a tiny run trained on races 0 and 1."""
     from lapnet.race.pipeline import RaceTrainConfig, train_race
-    from lapnet.race.simulate import simulate_to_file
 
-    d = tmp_path_factory.mktemp("simrun")
-    laps = d / "sim.csv"
-    simulate_to_file(laps, 3, seed=6)
-    df = pd.read_csv(laps, dtype={"TrackStatus": str})
-    races = sorted(df["Race"].unique())
-    parts = {}
-    for r in races:
-        parts[r] = d / f"{r}.csv"
-        df[df["Race"] == r].drop(columns=["Race"]).to_csv(parts[r], index=False)
-    run = d / "run"
-    train_race([parts[races[0]], parts[races[1]]], run, RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False))
-    return run, [parts[r] for r in races]
+    _, parts = sim_races
+    run = tmp_path_factory.mktemp("simrun") / "run"
+    train_race(parts[:2], run, RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False))
+    return run, parts
 
 
 def test_a_training_race_with_no_green_laps_is_a_warning(run_cli, sim_tables, tmp_path):

@@ -16,19 +16,10 @@ TINY = dict(hidden_size=8, epochs=1, members=1, progress=False)
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
+def sim(tmp_path_factory, sim_races):
     """Three simulated races: one table with a Race column, each race alone, and a tiny run on races 0 and 1."""
-    from lapnet.race.simulate import simulate_to_file
-
-    d = tmp_path_factory.mktemp("review")
-    laps = d / "sim.csv"
-    simulate_to_file(laps, 3, seed=6)
-    df = pd.read_csv(laps, dtype={"TrackStatus": str})
-    parts = []
-    for r in sorted(df["Race"].unique()):
-        parts.append(d / f"{r}.csv")
-        df[df["Race"] == r].drop(columns=["Race"]).to_csv(parts[-1], index=False)
-    run = d / "run"
+    laps, parts = sim_races
+    run = tmp_path_factory.mktemp("review") / "run"
     train_race(parts[:2], run, RaceTrainConfig(**TINY))
     return {"table": laps, "parts": parts, "run": run}
 

@@ -256,7 +256,8 @@ class Recurrent:
         return layer
 
     def to_torch(self):
-        """A batch-first torch.nn module with these weights."""
+        """A batch-first torch.nn module with these weights: always batch-first, the engine's own
+        layout, even when `from_torch` read them from a batch_first=False module."""
         import torch  # lazily: the engine itself never needs torch
 
         ctor = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[self.kind]

@@ -570,20 +570,24 @@ class Sequences:
     keys: list  # (race, driver) for each sequence
 
 
-def build_sequences(df: pd.DataFrame, race_length: int | str = "file") -> Sequences:
+def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int | str] = "file") -> Sequences:
     """Featurise cleaned laps (one or more races) into padded per-driver sequences.
 
     Args:
         df: the output of `clean_laps` (needs Race, Driver, LapNumber, LapTime, Time, Stint,
             Compound, TyreLife, Position, TrackStatus and the mask columns InLap, OutLap,
             HasTime, Scored).
-        race_length: each race's length as `featurize_race` takes it ("file", "estimate" or laps).
+        race_length: each race's length as `featurize_race` takes it ("file", "estimate" or laps),
+            or a mapping race -> that, one per race (a race it leaves out: "file").
     """
     if len(df) == 0:
         raise LapnetError("no laps to featurise")
     df = df.reset_index(drop=True)
     race_col = df["Race"] if "Race" in df.columns else pd.Series("race", index=df.index)
-    feats = pd.concat([featurize_race(g, race_length) for _, g in df.groupby(race_col, sort=False)]).loc[df.index]
+    def length(race: Any) -> int | str:
+        return race_length.get(str(race), "file") if isinstance(race_length, Mapping) else race_length
+
+    feats = pd.concat([featurize_race(g, length(r)) for r, g in df.groupby(race_col, sort=False)]).loc[df.index]
     groups = [(k, g.sort_values("LapNumber").index.to_numpy()) for k, g in df.groupby([race_col, df["Driver"]], sort=False)]
     N, T, D, K = len(groups), max(len(ix) for _, ix in groups), len(FEATURES), HORIZONS
     s = Sequences(

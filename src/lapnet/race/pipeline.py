@@ -936,17 +936,7 @@ def race_sequences(laps: pd.DataFrame, race_length: int | str = "file") -> tuple
                 warnings.warn(f"race '{race}': --race-laps {race_length} is shorter than its table ({n} laps): "
                               f"using {n}")
                 per_race[race] = "file"
-    values = set(per_race.values())
-    if len(values) == 1:
-        seq = build_sequences(laps, values.pop())
-    else:  # some races raised, some not: featurise each group with its own length
-        parts = []
-        for value in values:
-            mask = race_col.astype(str).map(per_race).eq(value).to_numpy()
-            part = build_sequences(laps[mask], value)
-            part.row = np.where(part.row >= 0, np.flatnonzero(mask)[np.maximum(part.row, 0)], -1)  # rows of `laps`
-            parts.append(part)
-        seq = _concat_sequences(parts)
+    seq = build_sequences(laps, per_race)
     used = {}
     frac = FEATURES.index("lap_frac")
     for race in last:
@@ -961,26 +951,6 @@ def race_sequences(laps: pd.DataFrame, race_length: int | str = "file") -> tuple
             f = float(seq.x[idx[i], t, frac])
             used[race] = int(round(ln[i, t] / f)) if f > 0 else last[race]
     return seq, used
-
-
-_PAD = {"x": 0.0, "target": 0.0, "target_mask": False, "future": np.nan, "future_timed": False, "origin_scored": False,
-        "pit": 0.0, "pit_mask": False, "phase": 0, "phase_mask": False, "base": np.nan, "ref": 1.0,
-        "lap_time": np.nan, "lap_number": np.nan, "stint_id": -1, "scored": False, "compound": 0, "row": -1}
-
-
-def _concat_sequences(parts: list[Sequences]) -> Sequences:
-    """Sequences of several `build_sequences` calls as one, padded to the longest (as it pads)."""
-    T = max(p.x.shape[1] for p in parts)
-    kw: dict[str, Any] = {"keys": [k for p in parts for k in p.keys],
-                          "lengths": np.concatenate([p.lengths for p in parts])}
-    for name, fill in _PAD.items():
-        arrs = []
-        for p in parts:
-            a = getattr(p, name)
-            pad = [(0, 0), (0, T - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
-            arrs.append(np.pad(a, pad, constant_values=fill))
-        kw[name] = np.concatenate(arrs)
-    return Sequences(**kw)
 
 
 def _race_row(m: dict) -> dict:

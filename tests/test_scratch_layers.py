@@ -244,3 +244,38 @@ def test_engine_runs_blas_single_threaded_and_restores_the_setting(monkeypatch):
     assert blas.blas_threads() == before
     with pytest.raises(ValueError):
         scratch.set_engine_threads(0)
+
+
+@pytest.mark.parametrize("kind,lengths", [("rnn", [8, 2, 5]), ("lstm", [8, 2, 5]), ("gru", [8, 2, 5]), ("lstm", [5, 2, 4])])
+def test_truncated_bptt_with_lengths_equals_each_sequence_alone(kind, lengths):
+    rng = np.random.default_rng(11)
+    layer = getattr(scratch, kind.upper())(2, 3, num_layers=2, dtype="float64", seed=4)
+    x = rng.standard_normal((3, 8, 2))
+    R = rng.standard_normal((3, 8, 3))
+    lengths = np.array(lengths)  # [8, 2, 5]: ends inside the first and second chunks; [5, 2, 4]: the last chunk runs nothing
+
+    def loss_grad(out, sl):
+        return float((out * R[:, sl]).sum()), R[:, sl]
+
+    total, grads, dx, state = scratch.truncated_bptt(layer, x, 3, loss_grad, lengths=lengths)
+    expect_total, expect = 0.0, None
+    for b, n in enumerate(lengths):  # each sequence alone, cut at its own length, same chunks
+        rb = R[b:b + 1, :n]
+        tb, gb, dxb, sb = scratch.truncated_bptt(layer, x[b:b + 1, :n], 3, lambda o, sl: (float((o * rb[:, sl]).sum()), rb[:, sl]))
+        expect_total += tb
+        expect = gb if expect is None else {k: expect[k] + gb[k] for k in gb}
+        np.testing.assert_allclose(dx[b, :n], dxb[0], atol=1e-12)
+        assert np.all(dx[b, n:] == 0)  # no gradient past the end
+        for s, s1 in zip(state if kind == "lstm" else (state,), sb if kind == "lstm" else (sb,)):
+            np.testing.assert_allclose(s[:, b], s1[:, 0], atol=1e-12)  # the state at its own last step
+    assert total == pytest.approx(expect_total, abs=1e-10)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], expect[k], atol=1e-12)
+
+
+def test_truncated_bptt_refuses_bidirectional_and_bad_lengths():
+    x = np.zeros((2, 4, 2))
+    with pytest.raises(LapnetError, match="unidirectional"):
+        scratch.truncated_bptt(scratch.GRU(2, 3, bidirectional=True), x, 2, lambda o, sl: (0.0, o))
+    with pytest.raises(LapnetError, match="lengths must be between 1 and T=4"):
+        scratch.truncated_bptt(scratch.GRU(2, 3), x, 2, lambda o, sl: (0.0, o), lengths=[5, 1])

@@ -98,18 +98,18 @@ def test_calibrate_bad_input(run_cli, tmp_path, sim_csv):
     cases.append(([_write(tmp_path, "cols.csv", good.drop(columns=["LapTime", "Driver"]))], "missing required column(s) Driver, LapTime"))
     neg = good.copy()
     neg.loc[5, "LapTime"] = -90.0
-    cases.append(([_write(tmp_path, "neg.csv", neg)], "LapTime, row 6: negative"))
+    cases.append(([_write(tmp_path, "neg.csv", neg)], "LapTime, line 7: negative"))
     bad = good.copy().astype({"LapTime": object})
     bad.loc[7, "LapTime"] = "1:3x.2"
-    cases.append(([_write(tmp_path, "bad.csv", bad)], "LapTime, row 8: unparseable time"))
+    cases.append(([_write(tmp_path, "bad.csv", bad)], "LapTime, line 9: unparseable time"))
     inf = good.copy()
     inf.loc[2, "LapTime"] = float("inf")
-    cases.append(([_write(tmp_path, "inf.csv", inf)], "LapTime, row 3: infinite"))
+    cases.append(([_write(tmp_path, "inf.csv", inf)], "LapTime, line 4: infinite"))
     mixed = pd.concat([good, good]).drop(columns=["Race"])
     cases.append(([_write(tmp_path, "mixed.csv", mixed)], "split the file into one file per race"))
     comp = good.copy()
     comp.loc[0, "Compound"] = "ULTRASFT"
-    cases.append(([_write(tmp_path, "comp.csv", comp)], "Compound, row 1: unknown compound"))
+    cases.append(([_write(tmp_path, "comp.csv", comp)], "Compound, line 2: unknown compound"))
     four = good.copy()  # an absolute name beside the relative three: four dry compounds in one race
     four.loc[0, "Compound"] = "ULTRASOFT"
     cases.append(([_write(tmp_path, "four.csv", four)], "4 dry compounds in one race"))
@@ -120,10 +120,10 @@ def test_calibrate_bad_input(run_cli, tmp_path, sim_csv):
     cases.append(([sim_csv, sim_csv], "appears in both"))
     huge = good.copy()
     huge.loc[4, "LapNumber"] = 1e12  # the simulator would be asked for a 1e12-lap race
-    cases.append(([_write(tmp_path, "huge.csv", huge)], "LapNumber, row 5: lap numbers are whole numbers from 1 to 1000 (1000000000000.0)"))
+    cases.append(([_write(tmp_path, "huge.csv", huge)], "LapNumber, line 6: lap numbers are whole numbers from 1 to 1000 (1000000000000.0)"))
     slow = good.copy()
     slow.loc[4, "LapTime"] = 1e300
-    cases.append(([_write(tmp_path, "slow.csv", slow)], "LapTime, row 5: a lap time over 6 hours (1e+300)"))
+    cases.append(([_write(tmp_path, "slow.csv", slow)], "LapTime, line 6: a lap time over 6 hours (1e+300)"))
     twice = _write(tmp_path, "twice.csv", good)
     header, *rows = twice.read_text().splitlines()
     twice.write_text("\n".join([header + ",LapTime"] + [r + ",90.0" for r in rows]) + "\n")  # pandas reads it as LapTime.1

@@ -151,6 +151,19 @@ def test_validation_errors(change, match):
     assert "\n" not in str(e.value)
 
 
+def test_csv_errors_name_the_file_line(tmp_path):
+    df = minimal(LapTime=[95.0, 96.0, "1:3x.2", 91.5])
+    path = tmp_path / "laps.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(LapnetError, match=r"LapTime, line 4: unparseable time") as e:
+        read_laps(path)
+    assert "1:3x.2" in path.read_text().splitlines()[3]  # line 4 of the file is the bad one
+    df = minimal(LapNumber=[1, 2, 3, 2], Driver=["VER", "VER", "VER", "VER"])
+    df.to_csv(path, index=False)
+    with pytest.raises(LapnetError, match=r"duplicate lap: driver VER lap 2 .*\(lines 3 and 5\)"):
+        read_laps(path)
+
+
 def test_mixed_races_refused():
     one = minimal()
     two = pd.concat([one, one], ignore_index=True)

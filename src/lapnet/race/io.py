@@ -293,7 +293,12 @@ def _bad(where: str, col: str, pos: int, value: Any, why: str) -> LapnetError:
     shown = repr(value.item() if isinstance(value, np.generic) else value)  # 1e+300, not np.float64(1e+300)
     if len(shown) > 40:
         shown = shown[:37] + "..."
-    return LapnetError(f"{where}: column {col}, row {pos + 1}: {why} ({shown})")
+    return LapnetError(f"{where}: column {col}, {_row(where, pos)}: {why} ({shown})")
+
+
+def _row(where: str, pos: int) -> str:
+    """Where the table's row `pos` (0-based) is: a CSV's line (its header is line 1), else the row (1-based)."""
+    return f"line {pos + 2}" if where.lower().endswith((".csv", ".txt")) else f"row {pos + 1}"
 
 
 def _is_missing_str(v: Any) -> bool:
@@ -562,11 +567,11 @@ def _check_duplicates(df: pd.DataFrame, where: str, *, race_from_column: bool) -
             "add a Race column that tells them apart or split the file into one file per race"
         )
     first = d.iloc[0]
-    pos = int(np.flatnonzero(dup.to_numpy())[0])
-    pos = int(keyed.index[pos])
+    same = d[(d["Race"] == first["Race"]) & (d["Driver"] == first["Driver"]) & (d["LapNumber"] == first["LapNumber"])]
+    at = [_row(where, int(p)) for p in same.index[:2]]  # df's index is the input position here
     raise LapnetError(
         f"{where}: duplicate lap: driver {first['Driver']} lap {int(first['LapNumber'])} of race '{first['Race']}' "
-        f"appears more than once (row {pos + 1})"
+        f"appears more than once ({at[0].split()[0]}s {at[0].split()[1]} and {at[1].split()[1]})"
     )
 
 

@@ -120,7 +120,11 @@ def test_float32_parity(kind):
 
 
 def test_exercise1_gru_matches_nn_gru_exactly():
-    """The notebook's Exercise 1 done properly: same hidden states, not 'similar magnitude'."""
+    """Exercise 1's sizes in torch's form: the engine's hidden states equal nn.GRU's, not 'similar magnitude'.
+
+    The notebook's own GRUFromScratch (textbook form, z flipped) is checked in
+    test_scratch_reference.py::test_exercise1_notebook_gru_maps_exactly_onto_textbook_form.
+    """
     rng = np.random.default_rng(42)
     test_seq = rng.standard_normal((5, 3))  # five steps of three features, as the notebook
     torch.manual_seed(42)

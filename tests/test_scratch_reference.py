@@ -126,3 +126,184 @@ def test_reference_sigmoid_is_finite_at_extremes():
     s = ref.sigmoid(a)
     assert np.all(np.isfinite(s)) and s[0] == 0.0 and s[2] == 0.5 and s[-1] == 1.0
     np.testing.assert_allclose(s, 1.0 / (1.0 + np.exp(-np.clip(a, -700, 700))), rtol=1e-15, atol=1e-300)
+
+
+# --- dL/dh_t (and dL/dc_t) at every step, against torch's autograd on an unrolled cell ------
+
+
+def _torch_steps(kind, option, w, x, state, dout, dstate):
+    """Total dL/dh_t (and dL/dc_t) at every step: torch cells unrolled by hand, retain_grad on each state."""
+    B, T, D = x.shape
+    H = w[1].shape[1]
+    tw = [torch.tensor(a) for a in w]
+    if kind == "rnn":
+        cell = torch.nn.RNNCell(D, H, nonlinearity=option, dtype=torch.float64)
+    elif kind == "lstm":
+        cell = torch.nn.LSTMCell(D, H, dtype=torch.float64)
+    elif option == "pytorch":
+        cell = torch.nn.GRUCell(D, H, dtype=torch.float64)
+    else:
+        cell = None  # the textbook GRU has no torch cell: its equations in torch ops below
+    if cell is not None:
+        with torch.no_grad():
+            for p, a in zip((cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh), tw):
+                p.copy_(a)
+    h = torch.tensor(state[0], requires_grad=True)  # a leaf: every later state needs grad, even with no weights
+    c = torch.tensor(state[1], requires_grad=True) if kind == "lstm" else None
+    hs, cs = [], []
+    for t in range(T):
+        xt = torch.tensor(x[:, t])
+        if kind == "lstm":
+            h, c = cell(xt, (h, c))
+            c.retain_grad()
+            cs.append(c)
+        elif cell is not None:
+            h = cell(xt, h)
+        else:
+            w_ih, w_hh, b_ih, b_hh = tw
+            ax, ah_rz = xt @ w_ih.T + b_ih, h @ w_hh[: 2 * H].T + b_hh[: 2 * H]
+            r, z = torch.sigmoid(ax[:, :H] + ah_rz[:, :H]), torch.sigmoid(ax[:, H : 2 * H] + ah_rz[:, H:])
+            n = torch.tanh(ax[:, 2 * H :] + (r * h) @ w_hh[2 * H :].T + b_hh[2 * H :])
+            h = (1 - z) * n + z * h
+        h.retain_grad()
+        hs.append(h)
+    loss = sum((a * torch.tensor(dout[:, t])).sum() for t, a in enumerate(hs)) + (h * torch.tensor(dstate[0])).sum()
+    if kind == "lstm":
+        loss = loss + (c * torch.tensor(dstate[1])).sum()
+    loss.backward()
+    dh = np.stack([a.grad.numpy() for a in hs], axis=1)  # T x (B, H) -> (B, T, H)
+    return (dh, np.stack([a.grad.numpy() for a in cs], axis=1)) if kind == "lstm" else dh
+
+
+@pytest.mark.parametrize("kind,option", CASES + [("gru", "textbook")])
+@pytest.mark.parametrize("shape", [(3, 6, 4, 5), (1, 1, 1, 1), (2, 4, 3, 1)])
+def test_backward_returns_dl_dh_at_every_step(kind, option, shape):
+    mod, x, state, dout, dstate = _problem(kind, *shape, seed=30 + sum(shape), nonlinearity=option)
+    w = _weights(mod)
+    want = _torch_steps(kind, option, w, x, state, dout, dstate)
+    plain = _reference(kind, x, state, dout, dstate, w, option)
+    if kind == "rnn":
+        out, h, cache = ref.rnn_forward(x, state[0], *w, nonlinearity=option)
+        dx, dh0, g, got = ref.rnn_backward(dout, dstate[0], cache, return_steps=True)
+    elif kind == "lstm":
+        out, _, cache = ref.lstm_forward(x, state[0], state[1], *w)
+        dx, (dh0, _), g, got = ref.lstm_backward(dout, dstate[0], dstate[1], cache, return_steps=True)
+    else:
+        out, h, cache = ref.gru_forward(x, state[0], *w, form=option)
+        dx, dh0, g, got = ref.gru_backward(dout, dstate[0], cache, return_steps=True)
+    got, want = (got, want) if kind == "lstm" else ((got,), (want,))
+    for name, a, b in zip(("dL/dh_t", "dL/dc_t"), got, want):
+        assert a.shape == shape[:2] + (shape[3],)
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=f"{kind} {option} {shape}: {name}")
+    # the option adds the per-step gradients and changes nothing else
+    np.testing.assert_array_equal(dx, plain[2])
+    np.testing.assert_array_equal(dh0, plain[3][0])
+    for k in g:
+        np.testing.assert_array_equal(g[k], plain[4][k])
+    # the last step's total is the final state's gradient plus the output's
+    np.testing.assert_allclose(got[0][:, -1], dout[:, -1] + dstate[0], rtol=0, atol=1e-15)
+
+
+# --- the notebook's Exercise 1 GRU --------------------------------------------------------
+
+
+def _notebook_gru(W_z, b_z, W_r, b_r, W_h, b_h, xs, h):
+    """The notebook's GRUFromScratch.forward, from its equations: column vectors, [h, x] concatenated."""
+    sig = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
+    hidden_states = [h]
+    for x_t in xs:
+        hx = np.concatenate([h, x_t])
+        z = sig(W_z @ hx + b_z)  # update gate
+        r = sig(W_r @ hx + b_r)  # reset gate
+        h_tilde = np.tanh(W_h @ np.concatenate([r * h, x_t]) + b_h)  # candidate
+        h = (1 - z) * h + z * h_tilde
+        hidden_states.append(h)
+    return np.stack(hidden_states)  # (T + 1, H): initial + one per step
+
+
+def _notebook_weights(D, H, seed):
+    rng = np.random.default_rng(seed)
+    W = [rng.standard_normal((H, H + D)) * 0.8 for _ in range(3)]  # W_z, W_r, W_h
+    b = [rng.standard_normal(H) * 0.5 for _ in range(3)]  # non-zero biases
+    return dict(W_z=W[0], b_z=b[0], W_r=W[1], b_r=b[1], W_h=W[2], b_h=b[2])
+
+
+@pytest.mark.parametrize("D,H,T", [(3, 4, 5), (1, 1, 1), (5, 2, 8)])
+def test_exercise1_notebook_gru_maps_exactly_onto_textbook_form(D, H, T):
+    nb = _notebook_weights(D, H, seed=D * 10 + H)
+    rng = np.random.default_rng(H)
+    xs, h0 = rng.standard_normal((T, D)), rng.standard_normal(H)
+    want = _notebook_gru(**nb, xs=xs, h=h0)[1:]  # (T, H): h_1 .. h_T
+    sd = ref.gru_weights_from_notebook(**nb)
+    assert {k: v.shape for k, v in sd.items()} == {"weight_ih_l0": (3 * H, D), "weight_hh_l0": (3 * H, H),
+                                                   "bias_ih_l0": (3 * H,), "bias_hh_l0": (3 * H,)}
+    assert scratch.gru_weights_from_notebook is ref.gru_weights_from_notebook
+    gru = scratch.GRU(D, H, gru_form="textbook", dtype="float64")
+    gru.load_state_dict(sd)
+    out, h_T, _ = gru.forward(xs[None], h0[None, None])  # (1, T, H), (1, 1, H)
+    np.testing.assert_allclose(out[0], want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(h_T[0, 0], want[-1], rtol=0, atol=1e-12)
+    w = [sd[k] for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+    hs, _, _ = ref.gru_forward(xs[None], h0[None], *w, form="textbook")
+    np.testing.assert_allclose(hs[0], want, rtol=0, atol=1e-12)
+    if T > 1 or H > 1:  # one step of one unit can agree by chance; the flip and the form matter otherwise
+        unflipped = {k: v.copy() for k, v in sd.items()}
+        for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0"):
+            unflipped[k][H : 2 * H] *= -1  # the z block back as the notebook wrote it
+        gru.load_state_dict(unflipped)
+        assert np.abs(gru.forward(xs[None], h0[None, None])[0][0] - want).max() > 1e-2
+        torch_form = scratch.GRU(D, H, dtype="float64")
+        torch_form.load_state_dict(sd)
+        assert np.abs(torch_form.forward(xs[None], h0[None, None])[0][0] - want).max() > 1e-3
+
+
+def test_exercise1_with_the_notebooks_own_init_and_sequence():
+    """The notebook's cell: seed 42, its scaled randn weights, zero biases, five inputs of three features."""
+    np.random.seed(42)
+    scale = np.sqrt(2.0 / (3 + 4))
+    nb = {}
+    for g in ("z", "r", "h"):
+        nb[f"W_{g}"], nb[f"b_{g}"] = np.random.randn(4, 7) * scale, np.zeros(4)
+    test_seq = [np.random.randn(3) for _ in range(5)]
+    want = _notebook_gru(**nb, xs=test_seq, h=np.zeros(4))
+    assert len(want) == 6  # "initial + 5 steps", as the notebook's check expects
+    gru = scratch.GRU(3, 4, gru_form="textbook", dtype="float64")
+    gru.load_state_dict(ref.gru_weights_from_notebook(**nb))
+    np.testing.assert_allclose(gru.forward(np.stack(test_seq)[None])[0][0], want[1:], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(b_z=np.zeros((2, 4))), "b_z"),
+    (dict(b_r=np.zeros(5)), "b_r"),
+    (dict(W_h=np.zeros((4, 4))), "W_h"),
+    (dict(W_z=np.zeros((4, 9))), "differ"),
+])
+def test_gru_weights_from_notebook_refuses_bad_shapes(change, match):
+    nb = {**_notebook_weights(3, 4, seed=0), **change}
+    with pytest.raises(ValueError, match=match) as e:
+        ref.gru_weights_from_notebook(**nb)
+    assert "\n" not in str(e.value)
+
+
+# --- the optimizers' defaults are torch's ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adam"])
+def test_optimizer_defaults_are_torchs(name):
+    import inspect
+
+    mine = inspect.signature(getattr(scratch, name)).parameters
+    theirs = inspect.signature(getattr(torch.optim, name)).parameters
+    shared = [k for k in mine if k != "params"]
+    assert "lr" in shared
+    for k in shared:
+        assert mine[k].default == theirs[k].default, f"{name}({k}=...): lapnet {mine[k].default}, torch {theirs[k].default}"
+    # and one default step moves a parameter exactly as torch's does
+    p, g = np.array([1.0, -2.0]), np.array([0.5, 0.25])
+    opt = getattr(scratch, name)({"w": p})
+    opt.step({"w": g})
+    pt = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    topt = getattr(torch.optim, name)([pt])
+    pt.grad = torch.tensor(g)
+    topt.step()
+    np.testing.assert_allclose(p, pt.detach().numpy(), rtol=0, atol=1e-15)

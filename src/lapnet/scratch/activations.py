@@ -1,8 +1,16 @@
-"""Numerically stable element-wise functions shared by the kernels and the losses.
+"""Numerically stable element-wise functions for users of the engine and for the losses.
 
-sigmoid(x) = 1 / (1 + exp(-x)) overflows `exp` for x << 0; the identity
-sigmoid(x) = (1 + tanh(x / 2)) / 2 never does, and it lets one `tanh` call serve every
-gate of a cell (the kernels halve the sigmoid rows of their weights once, up front).
+`log_softmax` is what `losses.softmax_cross_entropy` uses; `sigmoid`, `softmax` and
+`log_softmax` are exported as `lapnet.scratch.sigmoid` etc. for heads and experiments. The
+recurrent kernels do not call them: each inlines its gates' activation where it can be
+fused with the gate layout. The LSTM's small-slab path uses the identity here,
+sigmoid(x) = (1 + tanh(x / 2)) / 2, halving its sigmoid weight rows once so that one `tanh`
+call serves every gate; the LSTM's big-slab path and the GRU negate their sigmoid rows
+instead and compute 1 / (1 + exp(-a)) in place (exp(-a) = inf gives 0, as it should);
+`reference.py` has its own overflow-safe sigmoid, written to be read.
+
+sigmoid(x) = 1 / (1 + exp(-x)) overflows `exp` for x << 0 (inf, with a warning); the tanh
+identity never does.
 """
 
 from __future__ import annotations

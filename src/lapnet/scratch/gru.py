@@ -1,5 +1,7 @@
 """GRU: one layer, one direction, forward and backward through time (the kernel).
 
+Read `reference.py` (gru_forward / gru_backward) first: the same maths as a plain loop.
+
 PyTorch's form (the default, and the only one that matches `torch.nn.GRU`):
 
     r = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)          reset gate
@@ -12,10 +14,14 @@ h before the product instead:
 
     n = tanh(W_in x_t + b_in + W_hn (r * h_{t-1}) + b_hn)
 
-The two agree only when r = 1 or W_hn = 0; with the same weights their hidden states
-differ (tests/test_scratch_gru.py shows it). The notebook also writes
-h_t = (1 - z) h_{t-1} + z n, which is the same cell with z relabelled 1 - z; lapnet keeps
-torch's convention in both forms so that one set of weights serves both.
+The two agree when r = 1 everywhere, or when W_hn = 0 and b_hn = 0 (with W_hn = 0
+torch's form still adds r * b_hn where the textbook form adds b_hn); with the same weights
+their hidden states differ (tests/test_scratch_parity.py::test_textbook_gru_does_not_match_torch,
+tests/test_scratch_reference.py::test_textbook_gru_reference_is_not_torchs). The notebook
+also writes h_t = (1 - z) h_{t-1} + z n, the same cell with z relabelled 1 - z, and one
+matrix on [h, x]; lapnet keeps torch's convention in both forms so that one set of weights
+serves both, and `reference.gru_weights_from_notebook` maps the notebook's weights onto the
+textbook form (z block negated) exactly.
 
 Weights in torch's layout: w_ih (3H, D) = W_ir|W_iz|W_in, w_hh (3H, H), b_ih, b_hh (3H,).
 `mask`, `partial` and `reverse` mean what they mean in lstm.py.

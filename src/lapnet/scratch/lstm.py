@@ -1,5 +1,7 @@
 """LSTM: one layer, one direction, forward and backward through time (the kernel).
 
+Read `reference.py` (lstm_forward / lstm_backward) first: the same maths as a plain loop.
+
 Notation (PyTorch's, batch-first at the public API, time-major inside the kernel):
 
     x_t (B, D)  h_t, c_t (B, H)

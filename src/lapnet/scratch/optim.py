@@ -2,8 +2,11 @@
 
 Each optimizer holds references to the live parameter arrays (name -> ndarray, e.g.
 `layer.parameters()`) and updates them in place from a dict of gradients with the same
-names. The update rules are torch's (torch.optim.SGD / Adagrad / Adam with their
-defaults), so a NumPy run can mirror a torch run step for step.
+names. The update rules and the defaults are torch's (torch.optim.SGD lr=0.001,
+Adagrad lr=0.01 eps=1e-10, Adam lr=0.001 betas=(0.9, 0.999) eps=1e-8, momentum and
+weight_decay 0; checked against the installed torch by tests/test_scratch_reference.py), so
+a NumPy run can mirror a torch run step for step. Not implemented: SGD's dampening, Adagrad's
+lr_decay and initial_accumulator_value, Adam's amsgrad, and maximize.
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ class SGD(Optimizer):
 
     _slots = ("momentum",)
 
-    def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, *, nesterov: bool = False,
+    def __init__(self, params, lr: float = 0.001, momentum: float = 0.0, *, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(params, lr)
         self.momentum, self.nesterov = _number("momentum", momentum), bool(nesterov)

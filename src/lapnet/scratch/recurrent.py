@@ -530,7 +530,11 @@ class GRU(Recurrent):
     Args: as RNN, without nonlinearity, plus
         gru_form: "pytorch" (default; n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),
             matches torch.nn.GRU) or "textbook" (n = tanh(W_in x + b_in + W_hn (r * h) + b_hn),
-            the notebook's Exercise 1; same weights, different hidden states).
+            Cho et al.; same weights, different hidden states). Both update
+            h = (1 - z) * n + z * h_prev (torch's z). The notebook's Exercise 1 is the textbook
+            form with z flipped (h = (1 - z) h_prev + z h~) and one matrix on [h, x]:
+            `scratch.gru_weights_from_notebook` maps its weights onto gru_form="textbook"
+            exactly; no torch.nn.GRU reproduces it.
     """
 
     kind = "gru"

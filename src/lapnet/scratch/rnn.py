@@ -1,5 +1,7 @@
 """Vanilla (Elman) RNN: one layer, one direction, forward and backward through time.
 
+Read `reference.py` (rnn_forward / rnn_backward) first: the same maths as a plain loop.
+
     h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),   act = tanh or relu
 
 Weights in torch's layout: w_ih (H, D), w_hh (H, H), b_ih, b_hh (H,).

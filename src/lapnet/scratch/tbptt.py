@@ -3,7 +3,12 @@
 A long sequence is cut into chunks of `chunk` steps. The final state of one chunk is
 the initial state of the next, carried as a constant: the forward pass sees the whole
 history, but gradients stop at the chunk boundary (what `hidden.detach()` does in
-pytorch/examples' word_language_model). Memory is O(chunk), not O(T).
+pytorch/examples' word_language_model). The activation caches backward needs are
+O(chunk), not O(T): a chunk's cache is released once the next chunk replaces it; the input
+gradient dx is still returned for all T steps (B, T, D).
+
+In NumPy nothing tracks a graph, so nothing has to be cut: truncation is done by dropping
+each chunk's dL/d(initial state) (`dstate0`) instead of passing it to the chunk before.
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ from lapnet.errors import LapnetError
 
 
 def detach(state: Any) -> Any:
-    """A copy of a state that no later backward can reach (h, or (h, c))."""
+    """A copy of a state (h, or (h, c)), named after torch's `hidden.detach()`.
+
+    In NumPy a copy stops no gradient: there is no graph to cut. Truncation comes from
+    `truncated_bptt` dropping the dL/dstate0 each chunk's backward returns; the copy only
+    keeps the carried state from sharing memory with an array the caller holds.
+    """
     if state is None:
         return None
     if isinstance(state, tuple):

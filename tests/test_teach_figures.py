@@ -61,6 +61,9 @@ def test_functions_draw_into_given_axes():
         assert diagrams.architecture_comparison(axes=axes, input_size=3, hidden_size=4) is fig
         text = " ".join(t.get_text() for a in axes for t in a.texts)
         assert f"{4 * (3 * 4 + 16 + 8)} parameters" in text  # LSTM at D=3, H=4, two biases, from torch
+        # torch's counts under torch's equations: two biases, the GRU's z weighing h_{t-1} (not the notebook's)
+        assert r"b_{ih}" in text and r"b_{hh}" in text
+        assert r"(1 - z) \odot n + z \odot h_{t-1}" in text and r"\tilde{h}" not in text
     finally:
         plt.close(fig)
 

@@ -7,7 +7,8 @@ Each function takes `ax=None` (or `axes=None` for a multi-panel figure) and retu
     lstm_cell                   the LSTM cell's data flow: forget, input, candidate, output gates,
                                 the cell state as the conveyor belt
     architecture_comparison     RNN vs LSTM vs GRU side by side, with parameter counts taken
-                                from real torch modules
+                                from real torch modules; equations in PyTorch's form and names
+                                (two biases, the GRU's z weighing h_{t-1}), to match the counts
 
 `draw_all(out)` writes the four PNGs. `text_overlaps(fig)` lists pairs of labels whose boxes
 intersect (and labels that spill outside the figure), and `arrow_overlaps(fig)` the labels an
@@ -257,18 +258,22 @@ def lstm_cell(ax=None) -> Figure:
 # 4. RNN vs LSTM vs GRU
 
 
+# PyTorch's form and names, since the counts under them are torch's (two biases per block):
+# the notebook's b_h is b_ih + b_hh, its C~ is g, its GRU candidate h~ is n and its z is 1 - z.
 CELLS = {
-    "rnn": dict(title="Vanilla RNN", blocks="1 weight block, no gates", color=HIDDEN, states=[("$h$  hidden state", HIDDEN)],
+    "rnn": dict(title="Vanilla RNN", blocks="1 block, no gates", color=HIDDEN, states=[("$h$  hidden state", HIDDEN)],
                 gates=[("tanh", "", HIDDEN)],
-                eq=[r"$h_t = \tanh(W x_t + U h_{t-1} + b)$"],
+                eq=[r"$h_t = \tanh(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})$"],
                 note="simple, but forgets quickly"),
-    "lstm": dict(title="LSTM", blocks="3 gates + a candidate", color=GATE_OUT, states=[("$C$  cell state", CELL), ("$h$  hidden state", GATE_OUT)],
-                 gates=[(r"$\sigma$", "$f$", FORGET), (r"$\sigma$", "$i$", GATE_IN), ("tanh", r"$\tilde{C}$", CANDIDATE), (r"$\sigma$", "$o$", GATE_OUT)],
-                 eq=[r"$C_t = f \odot C_{t-1} + i \odot \tilde{C}$", r"$h_t = o \odot \tanh(C_t)$"],
+    "lstm": dict(title="LSTM", blocks="4 blocks: 3 gates + a candidate", color=GATE_OUT,
+                 states=[("$c$  cell state", CELL), ("$h$  hidden state", GATE_OUT)],
+                 gates=[(r"$\sigma$", "$f$", FORGET), (r"$\sigma$", "$i$", GATE_IN), ("tanh", "$g$", CANDIDATE), (r"$\sigma$", "$o$", GATE_OUT)],
+                 eq=[r"$c_t = f \odot c_{t-1} + i \odot g$", r"$h_t = o \odot \tanh(c_t)$"],
                  note="a separate memory: long-range recall"),
-    "gru": dict(title="GRU", blocks="2 gates + a candidate", color=GATE_IN, states=[("$h$  hidden state", HIDDEN)],
-                gates=[(r"$\sigma$", "$r$", FORGET), (r"$\sigma$", "$z$", GATE_IN), ("tanh", r"$\tilde{h}$", CANDIDATE)],
-                eq=[r"$h_t = (1 - z) \odot h_{t-1} + z \odot \tilde{h}$"],
+    "gru": dict(title="GRU", blocks="3 blocks: 2 gates + a candidate", color=GATE_IN, states=[("$h$  hidden state", HIDDEN)],
+                gates=[(r"$\sigma$", "$r$", FORGET), (r"$\sigma$", "$z$", GATE_IN), ("tanh", "$n$", CANDIDATE)],
+                eq=[r"$h_t = (1 - z) \odot n + z \odot h_{t-1}$",
+                    r"$n = \tanh(W_{in} x_t + b_{in} + r \odot (W_{hn} h_{t-1} + b_{hn}))$"],
                 note="LSTM-like memory, fewer weights"),
 }
 
@@ -314,7 +319,7 @@ def architecture_comparison(axes=None, input_size: int = 100, hidden_size: int =
             (spec["eq"][0], 12, "black"),
             (spec["eq"][1] if len(spec["eq"]) > 1 else "", 12, "black"),
             (f"{r['pytorch']:,} parameters ({r['pytorch_ratio_vs_rnn']:.0f}x the RNN)", 11, "black"),
-            (f"real torch module, input {input_size}, hidden {hidden_size}", 10, "#555555"),
+            (f"torch.nn module (two biases), input {input_size}, hidden {hidden_size}", 10, "#555555"),
             (spec["note"], 11, spec["color"]),
         ]
         for k, (text, size, color) in enumerate(lines):
@@ -322,7 +327,7 @@ def architecture_comparison(axes=None, input_size: int = 100, hidden_size: int =
                 ax.text(3.0, -0.55 - 0.45 * k, text, ha="center", va="center", fontsize=size, color=color,
                         fontstyle="italic" if k == 4 else "normal")
         ax.set_title(f"{spec['title']}\n{spec['blocks']}", fontsize=14, fontweight="bold", color=spec["color"])
-    fig.suptitle("RNN vs LSTM vs GRU", fontsize=15, fontweight="bold")
+    fig.suptitle("RNN vs LSTM vs GRU (PyTorch's form and names)", fontsize=15, fontweight="bold")
     fig.tight_layout(rect=(0, 0, 1, 0.95))  # leave the suptitle its own band
     return fig
 

@@ -220,7 +220,7 @@ def _param_row(arch: str, cfg: ShapeConfig, name: str, p: torch.Tensor) -> dict[
     """Name the axes of one weight: rows are the gate blocks, columns what it multiplies."""
     kind, src, layer, rev = _PARAM.fullmatch(name).groups()
     gates = GATES[arch]
-    rows_label = f"{len(gates)} gates {'|'.join(gates)} * hidden" if len(gates) > 1 else "hidden"
+    rows_label = f"{len(gates)} blocks {'|'.join(gates)} * hidden" if len(gates) > 1 else "hidden"
     rows = len(gates) * cfg.hidden_size
     if kind == "bias":
         axes = [(rows_label, rows)]

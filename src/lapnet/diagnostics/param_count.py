@@ -26,10 +26,11 @@ GATE_BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}
 _MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 EXPLANATION = (
-    "PyTorch keeps two bias vectors per gate block (bias_ih and bias_hh, the cuDNN layout), the notebook's "
-    "formula one: the difference is gates * hidden per layer and direction. For RNN and LSTM only their sum "
-    "matters (folding bias_hh into bias_ih changes no output); the GRU's b_hn sits inside r * (W_hn h + b_hn), "
-    "so there it is a real extra parameter."
+    "PyTorch keeps two bias vectors per block (bias_ih and bias_hh, the cuDNN layout), the notebook's "
+    "formula one: the difference is blocks * hidden per layer and direction (a block is a gate or the "
+    "candidate). For RNN and LSTM only their sum matters (folding bias_hh into bias_ih changes no output); "
+    "in torch's GRU b_hn sits inside r * (W_hn h + b_hn), so there it is a real extra parameter (in the "
+    "textbook GRU, W_hn (r * h) + b_hn, it would be redundant too)."
 )
 
 
@@ -106,7 +107,7 @@ def param_table(input_size: int = 100, hidden_size: int = 256, num_layers: int =
             "notebook_formula": formula,
             "pytorch": actual,
             "difference": actual - formula,
-            "difference_formula": f"{GATE_BLOCKS[arch]} * {hidden_size} * {num_layers * dirs} (gates * hidden * layers * directions)",
+            "difference_formula": f"{GATE_BLOCKS[arch]} * {hidden_size} * {num_layers * dirs} (blocks * hidden * layers * directions)",
             "tensors": tensors,
             "second_bias_redundant": change < 1e-12,
             "bias_fold_max_change": change,
@@ -130,14 +131,14 @@ def format_param_table(table: dict[str, Any]) -> str:
         f"parameters at input_size={c['input_size']}, hidden={c['hidden_size']}, layers={c['num_layers']}"
         + (", bidirectional" if c["bidirectional"] else ""),
         "",
-        f"  {'arch':<5} {'gates':>5} {'notebook (1 bias)':>18} {'pytorch (2 biases)':>19} {'difference':>11} {'x RNN':>6}  second bias",
+        f"  {'arch':<5} {'blocks':>6} {'notebook (1 bias)':>18} {'pytorch (2 biases)':>19} {'difference':>11} {'x RNN':>6}  second bias",
     ]
     for r in table["rows"]:
         lines.append(
-            f"  {r['arch'].upper():<5} {r['gate_blocks']:>5} {r['notebook_formula']:>18,} {r['pytorch']:>19,} "
+            f"  {r['arch'].upper():<5} {r['gate_blocks']:>6} {r['notebook_formula']:>18,} {r['pytorch']:>19,} "
             f"{r['difference']:>11,} {r['pytorch_ratio_vs_rnn']:>6.2f}  "
             + ("redundant (fold changes outputs by %.0e)" % r["bias_fold_max_change"] if r["second_bias_redundant"]
-               else "needed (fold changes outputs by %.2g)" % r["bias_fold_max_change"])
+               else "needed in torch's form (fold changes outputs by %.2g)" % r["bias_fold_max_change"])
         )
     gru = table["rows"][2]
     lines.append(f"  (GRU: folding only the r and z blocks changes outputs by {gru['bias_fold_rz_max_change']:.0e}: b_hn alone is the extra)")

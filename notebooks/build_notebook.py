@@ -265,6 +265,11 @@ h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
 \end{aligned}
 $$
 
+The original notebook writes the GRU as $h_t = (1 - z_t) \odot h_{t-1} + z_t \odot \tilde{h}_t$
+with $\tilde{h}_t = \tanh(W_h [r_t \odot h_{t-1}, x_t] + b_h)$: its $z$ is PyTorch's $1 - z$,
+and its reset gate multiplies $h_{t-1}$ before the product (the textbook form, Cho et al.)
+where PyTorch's multiplies $W_{hn} h_{t-1} + b_{hn}$. Exercise 1 below maps one onto the other.
+
 Fewer gates means fewer parameters for the same hidden size. The counts below come from
 real torch modules, next to the notebook's formula (which counts one bias per gate where
 PyTorch keeps two).
@@ -379,9 +384,34 @@ md(r"""
 
 ### Exercise 1: a GRU from scratch
 
-`lapnet.scratch.GRU` is the solution: the GRU equations of section 5 in NumPy, with a
-backward pass. Load a `torch.nn.GRU`'s weights into it and compare every hidden state; then
-check its gradients against finite differences (no torch involved).
+`lapnet.scratch.GRU` is a GRU from scratch in NumPy, with a backward pass, in two forms. The
+exercise's `GRUFromScratch` is the *textbook* form (the reset gate multiplies $h_{t-1}$
+before the product) with one matrix on $[h_{t-1}, x_t]$, one bias per gate, and
+$h_t = (1 - z_t) h_{t-1} + z_t \tilde{h}_t$, the update gate the other way round from
+section 5. `scratch.gru_weights_from_notebook` maps its weights onto
+`scratch.GRU(gru_form="textbook")` exactly: each matrix split into its $h$ and $x$ columns,
+the bias into `bias_ih`, the $z$ block negated since $\sigma(-a) = 1 - \sigma(a)$. Here
+the exercise's own weights and test sequence (seed 42, the same draws in the same order):
+the hidden states a correct `GRUFromScratch.forward(test_seq)` returns after the initial one.
+""")
+
+code(r"""
+np.random.seed(42)                                      # the exercise's cell, draw for draw
+scale = np.sqrt(2.0 / (3 + 4))
+W_z, b_z = np.random.randn(4, 7) * scale, np.zeros(4)   # (H, H + D): columns [h, x]
+W_r, b_r = np.random.randn(4, 7) * scale, np.zeros(4)
+W_h, b_h = np.random.randn(4, 7) * scale, np.zeros(4)
+test_seq = [np.random.randn(3) for _ in range(5)]
+gru_tb = scratch.GRU(3, 4, gru_form="textbook", dtype="float64")
+gru_tb.load_state_dict(scratch.gru_weights_from_notebook(W_z, b_z, W_r, b_r, W_h, b_h))
+out_tb, _, _ = gru_tb.forward(np.stack(test_seq)[None])  # (1, 5, 4)
+print("GRUFromScratch's hidden_states[1:], h_1 .. h_5:\n", out_tb[0].round(4))
+""")
+
+md(r"""
+PyTorch's form (the default `gru_form`) is what `torch.nn.GRU` computes: load a
+`torch.nn.GRU`'s weights into it and every hidden state agrees; then check its gradients
+against finite differences (no torch involved).
 """)
 
 code(r"""

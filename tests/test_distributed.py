@@ -38,6 +38,21 @@ def test_two_ranks_equal_single_process(tmp_path):
 
 
 @pytest.mark.xdist_group("torchrun")
+def test_two_ranks_agree_under_a_time_budget(tmp_path):
+    """With --minutes the learning rate follows the clock: every rank must use the same one."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        _torchrun() + ["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
+                       str(HELPER), str(tmp_path), "0.03"],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r0, r1 = np.load(tmp_path / "rank0_of2.npz"), np.load(tmp_path / "rank1_of2.npz")
+    assert len(r0["losses"]) >= 2 and r0["losses"][-1] < r0["losses"][0]
+    for k in r0.files:
+        np.testing.assert_array_equal(r0[k], r1[k], err_msg=f"ranks differ in {k}")
+
+
+@pytest.mark.xdist_group("torchrun")
 @pytest.mark.parametrize("command", ["text", "race"])
 def test_the_cli_trains_under_torchrun(tmp_path, command):
     """`lapnet text train` and `lapnet race train` run unchanged under torchrun; rank 0 writes the run."""
@@ -59,3 +74,5 @@ def test_the_cli_trains_under_torchrun(tmp_path, command):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert json.loads(proc.stdout) == metrics  # printed once, by rank 0 only
     assert (tmp_path / "run" / "model.safetensors").is_file()
+    if command == "race":  # a race run is never resumed: no resume state is left behind
+        assert not list((tmp_path / "run").rglob("last.safetensors"))

@@ -49,6 +49,17 @@ def init_from_env(backend: str | None = None) -> bool:
     return True
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (a no-op when not distributed): other ranks must not read a
+    file rank 0 is still writing."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown() -> None:
     """Leave the process group (a no-op when not distributed)."""
     try:

@@ -163,6 +163,19 @@ def _any_rank(flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
+def _agree_max(x: float) -> float:
+    """The largest `x` over the ranks: values read from each rank's own clock (the time budget's
+    progress, hence the learning rate) must be the same everywhere, or the weights drift apart."""
+    d = _dist()
+    if d is None:
+        return x
+    import torch
+
+    t = torch.tensor([x], dtype=torch.float64)
+    d.all_reduce(t, op=d.ReduceOp.MAX)
+    return float(t.item())
+
+
 # ---------------------------------------------------------------------------------------
 # the torch learner
 
@@ -177,9 +190,13 @@ class TorchLearner:
         evaluate_fn: (model) -> {"val_loss": ..., ...}; called in eval mode under no_grad.
         cfg: the TrainConfig (weight decay and clipping are read from it).
         device: "cpu" or "cuda".
+        find_unused_parameters: under DDP, for a model whose loss leaves some parameters
+            unused (the race net's phase head on real laps); DDP otherwise waits for their
+            gradients forever. It costs a pass over the graph every step, so it is off by default.
     """
 
-    def __init__(self, model, loss_fn: Callable, evaluate_fn: Callable, cfg: TrainConfig, device: str = "cpu"):
+    def __init__(self, model, loss_fn: Callable, evaluate_fn: Callable, cfg: TrainConfig, device: str = "cpu", *,
+                 find_unused_parameters: bool = False):
         import torch
 
         self.torch = torch
@@ -193,9 +210,7 @@ class TorchLearner:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index or 0] if self.device.type == "cuda" else None
-            # some models have heads a given task leaves unused (the race net's phase head on
-            # real laps): DDP must be told, or it waits for their gradients forever
-            self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+            self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=find_unused_parameters)
             self.rank, self.world = d.get_rank(), d.get_world_size()
         else:
             self.net, self.rank, self.world = self.model, 0, 1
@@ -545,7 +560,7 @@ def fit(
                 break
             carry = None
             for batch in islice(batches.epoch(st["epoch"]), st["step_in_epoch"], None):
-                lr = lr_at(cfg, st["step"], progress_frac())
+                lr = lr_at(cfg, st["step"], _agree_max(progress_frac()) if budget else progress_frac())
                 t0 = time.perf_counter()
                 loss, carry, n = learner.train_step(batch, carry, lr)
                 if not math.isfinite(loss):

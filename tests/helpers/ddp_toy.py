@@ -1,6 +1,8 @@
 """Train a tiny regression with lapnet.train.fit; under torchrun each rank dumps its weights.
 
-Usage: python ddp_toy.py OUT_DIR   (or: torchrun --nproc_per_node=2 ddp_toy.py OUT_DIR)
+Usage: python ddp_toy.py OUT_DIR [MINUTES]   (or: torchrun --nproc_per_node=2 ddp_toy.py OUT_DIR [MINUTES])
+With MINUTES, training runs for that time budget instead of 20 epochs (the learning rate then
+follows the clock).
 """
 
 import sys
@@ -30,7 +32,7 @@ class Batches:
             yield self.x[idx], self.y[idx]
 
 
-def main(out: Path) -> None:
+def main(out: Path, minutes: float | None = None) -> None:
     distributed.init_from_env()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -44,7 +46,8 @@ def main(out: Path) -> None:
     def evaluate(m):
         return {"val_loss": torch.nn.functional.mse_loss(m(data.x), data.y).item()}
 
-    cfg = TrainConfig(epochs=20, lr=0.05, progress=False)
+    cfg = TrainConfig(epochs=20, lr=0.05, progress=False) if minutes is None else \
+        TrainConfig(epochs=None, minutes=minutes, lr=0.05, eval_every=20, progress=False)
     res = fit(TorchLearner(model, loss_fn, evaluate, cfg), data, cfg)
     arrays = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     losses = np.array([h["val_loss"] for h in res.history])
@@ -54,4 +57,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lapnet import distributed
 from lapnet.checkpoint import load_tensors, read_json, write_json
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.race.baselines import BASELINES, baseline_forecasts
@@ -353,12 +354,16 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
     head = model.cfg.head
     learner = TorchLearner(model, _forecast_loss_fn(pit_weight, forecast, cfg.mean_loss, head, cfg.scale_weight, cfg.horizon_power),
                            _eval_fn(seq, val_idx, pit_weight, forecast, cfg.mean_loss, head, cfg.scale_weight, cfg.horizon_power),
-                           tcfg, device=cfg.device)
+                           tcfg, device=cfg.device, find_unused_parameters=True)  # the pit and phase heads may sit idle
     result = fit(learner, SeqBatches(seq, train_idx, cfg.batch_size, cfg.seed), tcfg, out=out, meta=meta, describe=describe,
                  interrupt_hint=INTERRUPT_HINT)
     if result.stopped == "interrupted":  # one Ctrl-C stops the command, not just this net
         raise KeyboardInterrupt
+    distributed.barrier()  # under torchrun rank 0 wrote the best weights; the other ranks read them once it is done
     arrays, _ = load_tensors(out / "model.safetensors")
+    distributed.barrier()
+    if distributed.rank() == 0:  # the resume state: a race run is never resumed (retrain with --force)
+        (out / "last.safetensors").unlink(missing_ok=True)
     model.to("cpu")  # the pit model, the expected gap and every prediction run on the CPU
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     return result
@@ -398,16 +403,10 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     held = _held_out_note(seq, cfg.val_races)
     if held:
         warnings.warn(held)
-    # the input is good: from here until the end the directory must not pass for a finished run
-    # (an older run's config.json beside new weights would): a marker `load_run` refuses, removed
-    # once everything is written. Bad input is refused above, before anything here is touched.
+    # the input is good: only now is the directory touched (bad input is refused above)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").unlink(missing_ok=True)
-    for sub in ("", "pretrain/", "members/*/", "members/*/pretrain/", "tagger/", "live_tagger/"):
-        for log in out.glob(f"{sub}log.jsonl"):  # fit appends: an overwritten run's rows would stay in it
-            log.unlink()
-    (out / UNFINISHED).write_text("lapnet race train has not finished writing this run (interrupted or failed); "
-                                  "train again with --force\n", encoding="utf-8")
+    _clear_for_training(out)
+    distributed.barrier()  # no rank starts writing before rank 0 has cleared the old run
     train_idx, val_idx = _split(seq, cfg.val_races, cfg.seed)
     pretraining = bool(cfg.pretrain_sim or sim_laps is not None)
     n_taggers = (1 if seq.phase_mask.any() else 2 if cfg.phase_sim > 0 else 0) if cfg.tagger else 0
@@ -510,8 +509,24 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         if len(val_idx) else None,
     }
     write_json(out / "metrics.json", metrics)
-    (out / UNFINISHED).unlink(missing_ok=True)  # config.json, the weights and metrics.json are all written
+    if distributed.rank() == 0:  # config.json, the weights and metrics.json are all written
+        (out / UNFINISHED).unlink(missing_ok=True)
     return metrics
+
+
+def _clear_for_training(out: Path) -> None:
+    """Make `out` ready for a new run (rank 0 only): remove an older run's config.json and logs (fit
+    appends to log.jsonl, so an overwritten run's rows would stay), and mark the directory
+    unfinished: until `train_race` ends it must not pass for a finished run (an older run's
+    config.json beside new weights would), and `load_run` refuses the marker."""
+    if distributed.rank() != 0:
+        return
+    (out / "config.json").unlink(missing_ok=True)
+    for sub in ("", "pretrain/", "members/*/", "members/*/pretrain/", "tagger/", "live_tagger/"):
+        for log in out.glob(f"{sub}log.jsonl"):
+            log.unlink()
+    (out / UNFINISHED).write_text("lapnet race train has not finished writing this run (interrupted or failed); "
+                                  "train again with --force\n", encoding="utf-8")
 
 
 def _fit_members(first: RaceNet, seq: Sequences, cfg: RaceTrainConfig, mcfg: RaceModelConfig, out: Path, meta: dict,

@@ -10,8 +10,9 @@ two agree to 1e-12 and that this file alone matches torch.nn.RNN/LSTM/GRU in flo
 `benchmarks/engine.py --reference` times it against both.
 
 Notation: the notebook's and the engine's (which is PyTorch's). The notebook writes one
-column vector per sequence and one matrix per gate acting on [h_{t-1}, x_t]; the engine
-keeps a batch of row vectors and torch's two matrices and two biases per gate:
+column vector per sequence and one matrix per block (a gate or the candidate) acting on
+[h_{t-1}, x_t]; the engine keeps a batch of row vectors and torch's two matrices and two
+biases per block:
 
     notebook                              engine (here and in torch.nn.RNN/LSTM/GRU)
     ------------------------------------  ------------------------------------------------------
@@ -20,9 +21,9 @@ keeps a batch of row vectors and torch's two matrices and two biases per gate:
                                             (W_xh is w_ih, W_hh is w_hh, b_h is b_ih + b_hh)
     W_f . [h_{t-1}, x_t] + b_f            W_f[:, :H] is w_hh's f block, W_f[:, H:] w_ih's;
       (one matrix on the concatenation)     b_f is b_if + b_hf (torch keeps two biases)
-    one bias per gate                     b_ih, b_hh (G*H,) both: only their sum matters,
+    one bias per block                    b_ih, b_hh (G*H,) both: only their sum matters,
                                             except the GRU's b_hn in torch's form
-    gates stored apart: W_f, W_i, ...     G blocks stacked in one matrix, w_ih (G*H, D),
+    blocks stored apart: W_f, W_i, ...    G blocks stacked in one matrix, w_ih (G*H, D),
                                             w_hh (G*H, H); LSTM i|f|g|o, GRU r|z|n
     LSTM f, i, o, C~_t, C_t               f, i, o, g (= C~_t), c (= C_t)
     GRU z, r, h~_t                        z, r, n (= h~_t); torch's z is 1 - the notebook's z,

@@ -219,14 +219,15 @@ class GBT:
 
 
 def expand(x: np.ndarray) -> np.ndarray:
-    """The PitCaller's inputs (features + fixed basis) for flat laps x (n, D) -> (n, W)."""
+    """The former PitCaller's inputs (the features + the pit model's fixed basis) for flat laps x (n, D) -> (n, W)."""
     import torch
 
     from lapnet.race.features import NET_FEATURES as FEATURES
-    from lapnet.race.models import PitCaller
+    from lapnet.race.pit import pit_basis
 
+    xt = torch.from_numpy(x)
     with torch.no_grad():
-        return PitCaller(FEATURES).expand(torch.from_numpy(x)).numpy().astype(np.float64)
+        return torch.cat([xt, pit_basis(xt, {n: i for i, n in enumerate(FEATURES)})], -1).numpy().astype(np.float64)
 
 
 from lapnet.race.pit import PIT_LEAN as LEAN  # noqa: E402  the base features a pit wall looks at (one list, in the library)

@@ -61,26 +61,25 @@ def _train_fold(job) -> tuple[float, float]:
 SIMPLE_PIT = ("tyre_life", "compound_soft", "compound_medium", "compound_hard", "lap_frac")
 
 
-def simple_logistic_pit(seq, train_idx, test_idx, workdir: Path | None = None, seed: int = 0) -> np.ndarray:
+def simple_logistic_pit(seq, train_idx, test_idx) -> np.ndarray:
     """Pit probabilities (len(test_idx), T) of the pit baseline: a logistic regression on tyre
-    life, compound and race fraction (standardised), fitted exactly (L-BFGS, L2 1e-4) on the laps
-    of `train_idx`. `workdir` and `seed` are unused (the fit is deterministic)."""
+    life, compound and race fraction (standardised), fitted exactly (`lapnet.race.pit.fit_logistic`,
+    L2 1e-4) on the laps of `train_idx`."""
     import torch
 
     from lapnet.race.features import FEATURES
-    from lapnet.race.pit import _lbfgs
+    from lapnet.race.pit import fit_logistic
 
     cols = [FEATURES.index(c) for c in SIMPLE_PIT]
     m = seq.pit_mask[train_idx]
     x = torch.from_numpy(seq.x[train_idx][m][:, cols].astype(np.float64))  # (n, 5)
     y = torch.from_numpy(seq.pit[train_idx][m].astype(np.float64))
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    net = torch.nn.Module()
-    net.linear = torch.nn.Linear(len(cols), 1).double()
-    _lbfgs(net, (x - mean) / std, y, 1e-4)
+    linear = torch.nn.Linear(len(cols), 1).double()
+    fit_logistic(linear, (x - mean) / std, y, 1e-4)
     xt = torch.from_numpy(seq.x[test_idx][..., cols].astype(np.float64))  # (n_test, T, 5)
     with torch.no_grad():
-        return torch.sigmoid(net.linear((xt - mean) / std).squeeze(-1)).numpy()
+        return torch.sigmoid(linear((xt - mean) / std).squeeze(-1)).numpy()
 
 
 def phase_reference(run, train_paths: list[Path], seed: int, races: int = 4) -> dict:
@@ -166,7 +165,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         if post is not None:
             tagged["phase"][te] = post["phase"]
         tr_all = np.setdiff1d(np.arange(N), te)
-        simple[te] = simple_logistic_pit(seq, tr_all, te, workdir / f"simple{f}", seed=cfg.seed)
+        simple[te] = simple_logistic_pit(seq, tr_all, te)
         fold_metrics = score_predictions(subset_sequences(seq, te), pred, post)
         if "phase" in pred or post is not None:
             references.append(phase_reference(run, todo[f][0], seed=cfg.seed + 5000 + f))

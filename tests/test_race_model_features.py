@@ -149,25 +149,29 @@ def test_car_ahead_and_pit_context_features_by_hand():
 
 
 def test_pit_caller_replaces_only_the_pit_output_and_steps_like_whole_sequence():
-    """WithPitCaller: the forecaster's outputs unchanged, pit = PitCaller(x) per lap; carried lap
-    by lap it equals one pass (float64, non-zero weights)."""
-    from lapnet.race.models import PitCaller, RaceModelConfig, RaceNet, WithPitCaller
+    """WithPitCaller with the shipped PitModel: the forecaster's outputs unchanged, pit =
+    PitModel(x) per lap; carried lap by lap it equals one pass (float64, non-zero weights)."""
+    from lapnet.race.features import NET_FEATURES
+    from lapnet.race.models import RaceModelConfig, RaceNet, WithPitCaller
+    from lapnet.race.pit import PitModel
 
     torch.manual_seed(5)
-    net = RaceNet(RaceModelConfig(input_size=len(FEATURES), hidden_size=6, dropout=0.0))
-    pit = PitCaller(FEATURES)
+    net = RaceNet(RaceModelConfig(input_size=len(NET_FEATURES), hidden_size=6, dropout=0.0))
+    pit = PitModel(FEATURES)
     x = torch.rand(2, 5, len(FEATURES), dtype=torch.float64)
     model = WithPitCaller(net, pit).double().eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
-        pit.fit_scaler(x.reshape(-1, len(FEATURES)))
-        assert pit.expand(x).shape[-1] == pit.linear.in_features
+        raw = pit.inputs(x)  # (2, 5, W)
+        assert raw.shape[-1] == pit.linear.in_features
+        pit.mean.copy_(raw.reshape(-1, raw.shape[-1]).mean(0))
+        pit.std.copy_(raw.reshape(-1, raw.shape[-1]).std(0).clamp_min(1e-3))
         whole, _ = model(x)
         plain, _ = net(x)
         for k in ("mean", "log_sigma", "phase"):
             torch.testing.assert_close(whole[k], plain[k])
-        z = (pit.expand(x) - pit.mean) / pit.std
+        z = (raw - pit.mean) / pit.std
         torch.testing.assert_close(whole["pit"], z @ pit.linear.weight[0] + pit.linear.bias[0])
         state = None
         for t in range(5):
@@ -176,20 +180,62 @@ def test_pit_caller_replaces_only_the_pit_output_and_steps_like_whole_sequence()
                 torch.testing.assert_close(step[k][0, 0], whole[k][1, t])
 
 
-def test_pit_caller_basis_by_hand():
+def test_pit_basis_by_hand():
     """A MEDIUM tyre at 25% of the race on lap 55% with one compound used, tyre life 7: the
     one-hot columns land where the basis says (per compound x tenths, race tenths twice, 3-lap buckets)."""
-    from lapnet.race.models import PitCaller
+    from lapnet.race.pit import N_BASIS, pit_basis
 
-    pit = PitCaller(FEATURES)
-    D = len(FEATURES)
-    x = torch.zeros(D, dtype=torch.float64)
+    ix = {n: i for i, n in enumerate(FEATURES)}
+    x = torch.zeros(len(FEATURES), dtype=torch.float64)
     for name, v in (("tyre_race_frac", 0.25), ("compound_medium", 1.0), ("lap_frac", 0.55), ("tyre_life", 7 / 30)):
         x[FEATURES.index(name)] = v
-    z = pit.expand(x)
-    torch.testing.assert_close(z[:D], x)
-    hot = (torch.nonzero(z[D:]).flatten() + D).tolist()
-    assert hot == [D + 11 + 2, D + 33 + 5, D + 44 + 5, D + 55 + 2]  # MEDIUM 0.2-0.3, lap 0.5-0.6, same (must stop), tyre 6-9
+    z = pit_basis(x, ix)
+    assert z.shape == (N_BASIS,)
+    assert torch.nonzero(z).flatten().tolist() == [11 + 2, 33 + 5, 44 + 5, 55 + 2]  # MEDIUM 0.2-0.3, lap 0.5-0.6, same (must stop), tyre 6-9
+
+
+def _basis_numpy(x: np.ndarray) -> np.ndarray:
+    """The pit model's basis written out in NumPy, edges in float32 as the lap vectors are:
+    the reference the PitModel's inputs are pinned to (71 columns)."""
+    col = lambda n: x[:, FEATURES.index(n)]  # noqa: E731
+
+    def hot(v, edges):
+        e = np.asarray(edges, np.float32).astype(np.float64)
+        return (np.searchsorted(e, v, side="left")[:, None] == np.arange(len(e) + 1)).astype(np.float64)
+
+    tenths, tyre_laps = [0.1 * i for i in range(1, 11)], [3.0 * i for i in range(1, 16)]
+    fb, lb = hot(col("tyre_race_frac"), tenths), hot(col("lap_frac"), tenths)
+    dry = np.stack([col("compound_soft"), col("compound_medium"), col("compound_hard")], 1)
+    must = 1.0 - col("two_compounds")
+    return np.concatenate([(dry[:, :, None] * fb[:, None, :]).reshape(len(x), -1), lb, lb * must[:, None],
+                           hot(col("tyre_life") * 30, tyre_laps)], 1)
+
+
+def test_pit_model_inputs_match_a_numpy_reference_and_fit_is_deterministic():
+    """On a simulated race's laps the PitModel's inputs are PIT_LEAN, the basis and PIT_EXTRA,
+    equal to a NumPy reference to 1e-12; the same fit twice gives the same probabilities
+    (the pit call's outputs are pinned by its inputs and a deterministic L-BFGS fit)."""
+    from lapnet.race.clean import clean_laps
+    from lapnet.race.features import PIT_EXTRA
+    from lapnet.race.metrics import roc_auc
+    from lapnet.race.pit import PIT_LEAN, PitModel, fit_pit_model
+    from lapnet.race.simulate import simulate
+
+    laps = clean_laps(simulate(2, seed=4))[0]
+    seq = build_sequences(laps)
+    m = seq.pit_mask
+    x = seq.x[m].astype(np.float64)  # (n, D)
+    got = PitModel(FEATURES).double().inputs(torch.from_numpy(x)).numpy()
+    want = np.concatenate([x[:, [FEATURES.index(c) for c in PIT_LEAN]], _basis_numpy(x), x[:, -len(PIT_EXTRA):]], 1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    race = np.broadcast_to(np.array([k[0] for k in seq.keys])[:, None], m.shape)[m]
+    probs = []
+    for _ in range(2):
+        model, info = fit_pit_model(seq.x[m], seq.x[m][:, -len(PIT_EXTRA):], seq.pit[m], race, FEATURES, l2_grid=(1e-2,))
+        with torch.no_grad():
+            probs.append(torch.sigmoid(model.double()(torch.from_numpy(x))).numpy())
+    np.testing.assert_allclose(probs[0], probs[1], rtol=0, atol=1e-12)
+    assert 0.5 < roc_auc(seq.pit[m], probs[0]) <= 1.0
 
 
 def test_race_length_estimated_from_the_reference_lap():

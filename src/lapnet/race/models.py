@@ -192,7 +192,7 @@ class RaceEnsemble(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------
-# the pit call: a separate, per-lap logistic model
+# the bucket one-hots of the per-lap models (the pit call, lapnet.race.pit.PitModel; the expected lap below)
 
 
 def _bins(v: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -200,63 +200,13 @@ def _bins(v: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     return (torch.bucketize(v.contiguous(), edges)[..., None] == torch.arange(len(edges) + 1, device=v.device)).to(v.dtype)
 
 
-TENTHS = [0.1 * i for i in range(1, 11)]  # 0-0.1, ..., 0.9-1, > 1
 TYRE_LAPS = [3.0 * i for i in range(1, 16)]  # tyre life in 3-lap buckets up to 45
-
-
-class PitCaller(nn.Module):
-    """Logit that the driver pits within the next 3 laps, from the lap's features alone.
-
-    A logistic regression on the features plus a fixed basis expansion (a generalised
-    additive model): tyre life as a share of the race per dry compound, the race fraction
-    (alone and for drivers the two-compound rule still forces to stop) and tyre life in
-    3-lap buckets. Per-lap, so live mode needs no state for it; the features already carry
-    the history a pit call needs (tyre life, stops made, who pitted lately, neutralisation).
-    Measured on the 15 real races (benchmarks/race_real.py), it ranks pit laps better than
-    the recurrent net's pit head, which shares its trunk with the lap-time forecast.
-
-    Args:
-        features: the feature names of the lap vectors it reads (`lapnet.race.features.FEATURES`).
-    """
-
-    def __init__(self, features: tuple[str, ...] | list[str]):
-        super().__init__()
-        self.ix = {n: i for i, n in enumerate(features)}
-        width = len(features) + 3 * (len(TENTHS) + 1) + 2 * (len(TENTHS) + 1) + len(TYRE_LAPS) + 1
-        # bucket edges: not saved (fixed by the code), kept as tensors so a live step builds none
-        self.register_buffer("tenths", torch.tensor(TENTHS), persistent=False)
-        self.register_buffer("tyre_laps", torch.tensor(TYRE_LAPS), persistent=False)
-        self.register_buffer("mean", torch.zeros(width))  # standardisation, fitted on the training laps
-        self.register_buffer("std", torch.ones(width))
-        self.linear = nn.Linear(width, 1)
-        nn.init.zeros_(self.linear.weight)
-
-    def expand(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., D) lap features -> (..., W) the model's inputs before standardisation."""
-        f = lambda name: x[..., self.ix[name]]  # noqa: E731
-        frac, lap = f("tyre_race_frac"), f("lap_frac")
-        must = 1.0 - f("two_compounds")
-        fb, lb = _bins(frac, self.tenths.to(x.dtype)), _bins(lap, self.tenths.to(x.dtype))  # (..., 11)
-        dry = x[..., [self.ix["compound_soft"], self.ix["compound_medium"], self.ix["compound_hard"]]]  # (..., 3)
-        per_compound = (dry[..., :, None] * fb[..., None, :]).flatten(-2)  # (..., 33)
-        tyre = _bins(f("tyre_life") * 30, self.tyre_laps.to(x.dtype))  # (..., 16)
-        return torch.cat([x, per_compound, lb, lb * must[..., None], tyre], -1)  # (..., W)
-
-    def fit_scaler(self, x: torch.Tensor) -> None:
-        """Set the standardisation from training laps x (n, D)."""
-        z = self.expand(x)
-        self.mean.copy_(z.mean(0))
-        self.std.copy_(z.std(0).clamp_min(1e-3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (...,) logits."""
-        return self.linear((self.expand(x) - self.mean) / self.std).squeeze(-1)
 
 
 class WithPitCaller(nn.Module):
     """A forecaster (RaceNet or RaceEnsemble) whose pit output comes from a per-lap pit model
-    (`lapnet.race.pit.PitModel`, or the older `PitCaller`), and
-    optionally with an `ExpectedGap` that adds the expected (mean) lap time "expected" (B, T, K).
+    (`lapnet.race.pit.PitModel`), and optionally with an `ExpectedGap` that adds the expected
+    (mean) lap time "expected" (B, T, K).
 
     Same inputs, outputs and state as the forecaster, so every caller (predict, eval, live)
     works unchanged.

@@ -48,6 +48,8 @@ from lapnet.errors import LapnetError
 from lapnet.race.features import PIT_EXTRA, RaceFeaturizer, _flag, _num, race_laps, session_order
 from lapnet.race.features import PIT_LEFT as LEFT
 from lapnet.race.features import PIT_STINT as STINT
+from lapnet.race.models import TYRE_LAPS, _bins
+
 PIT_LOSS_PRIOR = 0.25  # share of the reference lap a stop costs (about 22 s at a 90 s lap) until stops are seen
 TYPICAL_PRIOR = {"SOFT": 0.30, "MEDIUM": 0.45, "HARD": 0.60}  # share of the race a stint lasts on each compound
 PRIOR_WEIGHT = 3.0  # the priors count as this many observed stops / stints
@@ -152,7 +154,7 @@ def pit_extra_features(laps: pd.DataFrame, total_laps: int | None = None) -> np.
 
 
 # ---------------------------------------------------------------------------------------
-# the pit model: a logistic regression on the pit-relevant features, the PitCaller's basis and PIT_EXTRA
+# the pit model: a logistic regression on the pit-relevant features, a fixed basis (pit_basis) and PIT_EXTRA
 
 PIT_LEAN: tuple[str, ...] = (  # the base features a pit wall looks at (the lap-time detail only adds noise here)
     "compound_soft", "compound_medium", "compound_hard", "compound_intermediate", "compound_wet", "compound_unknown",
@@ -165,12 +167,48 @@ PIT_LEAN: tuple[str, ...] = (  # the base features a pit wall looks at (the lap-
 PIT_L2 = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4)  # L2 strengths tried (mean BCE + l2 |w|^2 on standardised inputs)
 
 
+TENTHS = [0.1 * i for i in range(1, 11)]  # 0-0.1, ..., 0.9-1, > 1
+# the bucket edges in float32, the lap vectors' dtype: a float64 fit buckets a lap as float32 inference does
+_TENTHS = torch.tensor(TENTHS)
+_TYRE_LAPS = torch.tensor(TYRE_LAPS)
+N_BASIS = 3 * (len(TENTHS) + 1) + 2 * (len(TENTHS) + 1) + len(TYRE_LAPS) + 1  # pit_basis's width (71)
+
+
+def pit_basis(x: torch.Tensor, ix: Mapping[str, int]) -> torch.Tensor:
+    """The pit model's fixed basis expansion (a generalised additive model's one-hot terms).
+
+    Tyre life as a share of the race per dry compound, the race fraction (alone and for drivers
+    the two-compound rule still forces to stop) and tyre life in 3-lap buckets.
+
+    Args:
+        x: (..., D) lap features.
+        ix: feature name -> column of x (needs tyre_race_frac, lap_frac, two_compounds,
+            compound_soft/medium/hard, tyre_life).
+
+    Returns:
+        (..., N_BASIS): 3 x 11 compound x tyre-share buckets, 11 race-fraction buckets, the same
+        11 times "a stop is still due", 16 tyre-life buckets.
+    """
+    f = lambda name: x[..., ix[name]]  # noqa: E731
+    tenths = _TENTHS.to(device=x.device, dtype=x.dtype)
+    must = 1.0 - f("two_compounds")
+    fb, lb = _bins(f("tyre_race_frac"), tenths), _bins(f("lap_frac"), tenths)  # (..., 11) each
+    dry = x[..., [ix["compound_soft"], ix["compound_medium"], ix["compound_hard"]]]  # (..., 3)
+    per_compound = (dry[..., :, None] * fb[..., None, :]).flatten(-2)  # (..., 33)
+    tyre = _bins(f("tyre_life") * 30, _TYRE_LAPS.to(device=x.device, dtype=x.dtype))  # (..., 16)
+    return torch.cat([per_compound, lb, lb * must[..., None], tyre], -1)  # (..., N_BASIS)
+
+
 class PitModel(nn.Module):
     """Logit that the driver pits within the next 3 laps, from the lap's features and PIT_EXTRA.
 
     A logistic regression (a generalised additive model) on the PIT_LEAN base features, the
-    PitCaller's fixed basis (tyre life / race length per dry compound, race-fraction buckets, tyre
-    life in 3-lap buckets) and the PIT_EXTRA features, standardised on the training laps.
+    fixed basis of `pit_basis` (tyre life / race length per dry compound, race-fraction buckets,
+    tyre life in 3-lap buckets) and the PIT_EXTRA features, standardised on the training laps.
+    Per-lap, so live mode needs no state for it; the features already carry the history a pit
+    call needs (tyre life, stops made, who pitted lately, neutralisation). Measured on the 15
+    real races (benchmarks/race_real.py), it ranks pit laps better than the recurrent net's pit
+    head, which shares its trunk with the lap-time forecast.
 
     Args:
         features: the names of the base lap vectors' columns (`lapnet.race.features.FEATURES`).
@@ -178,17 +216,10 @@ class PitModel(nn.Module):
 
     def __init__(self, features: tuple[str, ...] | list[str]):
         super().__init__()
-        from lapnet.race.models import PitCaller
-
-        # only PitCaller.expand is used (the same fixed basis); held in a tuple so that its unused
-        # weights are no part of this model's state_dict (its bucket edges adapt to x's dtype)
-        self._basis = (PitCaller(features),)
-        d = len(features)
-        keep = [list(features).index(c) for c in PIT_LEAN]
-        n_basis = self._basis[0].linear.in_features - d
-        self.register_buffer("keep", torch.tensor(keep + list(range(d, d + n_basis))), persistent=False)
-        width = len(keep) + n_basis + len(PIT_EXTRA)
         names = list(features)
+        self.ix = {n: i for i, n in enumerate(names)}
+        self.register_buffer("keep", torch.tensor([names.index(c) for c in PIT_LEAN]), persistent=False)
+        width = len(PIT_LEAN) + N_BASIS + len(PIT_EXTRA)
         self.register_buffer("extra_ix", torch.tensor([names.index(c) if c in names else -1 for c in PIT_EXTRA]), persistent=False)
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("std", torch.ones(width))
@@ -204,26 +235,31 @@ class PitModel(nn.Module):
             if bool((self.extra_ix < 0).any()):
                 raise LapnetError("PitModel: the lap vectors lack the PIT_EXTRA features; pass them as `extra`")
             extra = x[..., self.extra_ix]  # (..., E)
-        return torch.cat([self._basis[0].expand(x)[..., self.keep], extra], -1)  # (..., W)
+        return torch.cat([x[..., self.keep], pit_basis(x, self.ix), extra], -1)  # (..., W)
 
     def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """(..., D), (..., E) or None -> (...,) logits."""
         return self.linear((self.inputs(x, extra) - self.mean) / self.std).squeeze(-1)
 
 
-def _lbfgs(model: PitModel, z: torch.Tensor, y: torch.Tensor, l2: float) -> None:
-    """Minimise mean BCE + l2 |w|^2 on standardised inputs z (n, W) exactly (convex: L-BFGS to convergence)."""
-    lin = model.linear
+def fit_logistic(linear: nn.Linear, z: torch.Tensor, y: torch.Tensor, l2: float) -> None:
+    """Fit a logistic regression in place: minimise mean BCE + l2 |w|^2 exactly (convex: L-BFGS
+    to convergence), from zero weights and the base rate's logit as the bias.
+
+    Args:
+        linear: an nn.Linear(W, 1) (its dtype: z's); z: (n, W) inputs, standardised by the
+            caller (the penalty is then alike for every input); y: (n,) 0/1 labels; l2: the L2 strength.
+    """
     with torch.no_grad():
-        lin.weight.zero_()
+        linear.weight.zero_()
         p = float(y.mean().clamp(1e-3, 1 - 1e-3))
-        lin.bias.fill_(math.log(p / (1 - p)))
-    opt = torch.optim.LBFGS(lin.parameters(), lr=1, max_iter=300, tolerance_grad=1e-7, line_search_fn="strong_wolfe")
+        linear.bias.fill_(math.log(p / (1 - p)))
+    opt = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=300, tolerance_grad=1e-7, line_search_fn="strong_wolfe")
     bce = nn.functional.binary_cross_entropy_with_logits
 
     def closure():
         opt.zero_grad()
-        loss = bce(lin(z).squeeze(-1), y) + l2 * (lin.weight**2).sum()
+        loss = bce(linear(z).squeeze(-1), y) + l2 * (linear.weight**2).sum()
         loss.backward()
         return loss
 
@@ -264,7 +300,7 @@ def fit_pit_model(x: np.ndarray, extra: np.ndarray, y: np.ndarray, race: np.ndar
         m = torch.from_numpy(mask)
         model.mean.copy_(raw[m].mean(0))
         model.std.copy_(raw[m].std(0).clamp_min(1e-3))
-        _lbfgs(model, (raw[m] - model.mean) / model.std, yt[m], l2)
+        fit_logistic(model.linear, (raw[m] - model.mean) / model.std, yt[m], l2)
 
     scores = {}
     if len(groups) >= 2:
@@ -280,5 +316,5 @@ def fit_pit_model(x: np.ndarray, extra: np.ndarray, y: np.ndarray, race: np.ndar
         best = l2_grid[len(l2_grid) // 2]  # one race: nothing to hold out, a middle strength
     fit_on(np.ones(len(y), bool), best)
     model.eval()
-    return model.float(), {"model": "logistic regression on PIT_LEAN + PitCaller basis + PIT_EXTRA (lapnet.race.pit.PitModel)",
+    return model.float(), {"model": "logistic regression on PIT_LEAN + pit_basis + PIT_EXTRA (lapnet.race.pit.PitModel)",
                            "l2": best, "inner_auc_by_l2": scores, "chosen_by": f"pooled AUC over {len(groups)} leave-races-out inner folds"}

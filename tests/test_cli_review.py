@@ -181,7 +181,7 @@ TINY_TEXT = ["--hidden", "8", "--embed", "4", "--seq-len", "8", "--batch", "2", 
 def restore_threads():
     import torch
 
-    from lapnet.text_runs import set_threads
+    from lapnet.cli.common import set_threads
 
     yield torch
     set_threads(1)  # conftest's setting, for the tests after this one

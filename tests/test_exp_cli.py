@@ -208,3 +208,23 @@ def test_sine_on_the_numpy_engine_learns(run_cli, tmp_path):
 def test_sine_unknown_engine_is_refused(run_cli, tmp_path):
     code, _, err = run_cli("sine", "--engine", "jax", "--out", tmp_path / "s")
     assert code == 2 and "jax" in err
+
+
+def test_threads_reach_numpys_blas_as_in_text_train(run_cli, tmp_path):
+    """`--threads` sets torch's, OpenBLAS's and the NumPy engine's threads alike, as
+    `text train --threads` does (before, sine/trend/adding set torch's only)."""
+    from lapnet.cli.common import set_threads
+    from lapnet.scratch import blas
+
+    set_threads(1)
+    try:
+        code, _, err = run_cli("sine", "--hidden", "2", "--archs", "rnn", "--arch-hidden", "2", "--epochs", "2",
+                               "--horizon", "2", "--engine", "numpy", "--threads", "2", "--out", tmp_path / "s",
+                               "--quiet")
+        assert code == 0, err
+        assert torch.get_num_threads() == 2
+        assert blas.blas_threads() in (2, None)  # None: this NumPy's BLAS cannot be reached
+        assert blas._ENGINE_THREADS == 2  # the engine's kernels use them too
+    finally:
+        set_threads(1)  # conftest's setting, for the tests after this one
+    assert torch.get_num_threads() == 1 and blas._ENGINE_THREADS == 1

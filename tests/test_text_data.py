@@ -95,7 +95,7 @@ def test_cli_defaults_are_the_library_defaults():
 def test_set_threads_sets_torch_and_reports_openblas():
     import torch
 
-    from lapnet.text_runs import set_threads
+    from lapnet.cli.common import set_threads
 
     before = torch.get_num_threads()
     try:

@@ -169,45 +169,17 @@ def one_thread() -> Iterator[None]:
     """
     import torch
 
-    threads = torch.get_num_threads()
-    blas = _openblas_threads()
-    blas_before = blas[0]() if blas else None
+    from lapnet.scratch.blas import blas_threads, set_blas_threads
+
+    threads, blas_before = torch.get_num_threads(), blas_threads()
     torch.set_num_threads(1)
-    if blas:
-        blas[1](1)
+    set_blas_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        if blas:
-            blas[1](blas_before)
-
-
-def _openblas_threads():
-    """(get, set) of the OpenBLAS that NumPy loaded, found through the process's memory
-    map (NumPy has no API for it and threadpoolctl is not a dependency); None elsewhere."""
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted({p[-1] for p in (line.split() for line in f)
-                           if len(p) >= 6 and "openblas" in p[-1].lower() and ".so" in p[-1]})
-    except OSError:
-        return None
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                get, set_ = f"{prefix}_get_num_threads{suffix}", f"{prefix}_set_num_threads{suffix}"
-                if hasattr(lib, get) and hasattr(lib, set_):
-                    getter, setter = getattr(lib, get), getattr(lib, set_)
-                    getter.restype = ctypes.c_int
-                    setter.argtypes = [ctypes.c_int]
-                    return getter, setter
-    return None
+        if blas_before is not None:
+            set_blas_threads(blas_before)
 
 
 def _run_parts(steps, out: Path, sizes: DemoSizes, progress: bool, on_part) -> list[PartResult]:

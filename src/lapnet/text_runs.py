@@ -60,39 +60,6 @@ def nats_to_metrics(nats: float, prefix: str = "val_") -> dict[str, float]:
     return {f"{prefix}loss": nats, f"{prefix}bpc": nats / math.log(2), f"{prefix}ppl": math.exp(min(nats, 700.0))}
 
 
-def set_threads(n: int) -> dict[str, int | None]:
-    """Use `n` CPU threads in torch and, when NumPy's bundled OpenBLAS can be reached, in
-    NumPy too. On a machine shared with other jobs one thread is often fastest: threads of
-    one process wait for each other whenever another job holds a core.
-
-    Returns:
-        The thread counts now in force: {"torch": n, "openblas": n or None if not reachable}.
-    """
-    import ctypes
-    import glob
-    import os
-
-    import torch
-
-    if n < 1:
-        raise LapnetError(f"--threads must be at least 1, got {n}")
-    torch.set_num_threads(n)
-    blas = None
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*.so*"))
-    for path in libs:  # NumPy wheels ship OpenBLAS under a prefixed name; other builds: leave it be
-        try:
-            lib = ctypes.CDLL(path)
-            setter = getattr(lib, "scipy_openblas_set_num_threads64_", None) or getattr(lib, "openblas_set_num_threads", None)
-            getter = getattr(lib, "scipy_openblas_get_num_threads64_", None) or getattr(lib, "openblas_get_num_threads", None)
-        except OSError:
-            continue
-        if setter is not None:
-            setter(int(n))
-            blas = int(getter()) if getter is not None else n
-            break
-    return {"torch": torch.get_num_threads(), "openblas": blas}
-
-
 # ---------------------------------------------------------------------------------------
 # the model on either engine
 

@@ -130,6 +130,27 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def set_threads(n: int) -> dict[str, int | None]:
+    """Use `n` CPU threads everywhere a command computes: torch's intra-op pool, NumPy's
+    OpenBLAS and the NumPy engine's kernels (which otherwise run their BLAS calls on one
+    thread, see `lapnet.scratch.blas`). On a machine shared with other jobs one thread is
+    often fastest: threads of one process wait for each other whenever another job holds a core.
+
+    Returns:
+        The thread counts now in force: {"torch": n, "openblas": n, or None when NumPy's
+        BLAS cannot be reached}.
+    """
+    import torch
+
+    from lapnet.scratch.blas import set_blas_threads, set_engine_threads
+
+    if n < 1:
+        raise LapnetError(f"--threads must be at least 1, got {n}")
+    torch.set_num_threads(n)
+    set_engine_threads(n)
+    return {"torch": torch.get_num_threads(), "openblas": set_blas_threads(n)}
+
+
 def resolve_device(device: str) -> str:
     """auto -> cuda when available else cpu; refuse cuda on a machine without it."""
     import torch

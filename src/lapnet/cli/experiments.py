@@ -18,20 +18,19 @@ from lapnet.errors import LapnetError
 JSON_HELP = "Also print metrics.json on stdout."
 FORCE_HELP = "Overwrite the figures and metrics already in --out."
 QUIET_HELP = "No progress bars or summary table."
-THREADS_HELP = "torch CPU threads. These models are tiny: one thread is fastest, and far faster on a busy machine."
+THREADS_HELP = ("CPU threads for torch, NumPy's OpenBLAS and the NumPy engine. These models are tiny: one thread is "
+                "fastest, and far faster on a busy machine.")
 DEVICE_HELP = "auto, cpu or cuda (torch engine; auto: cuda when available)."
 ENGINE_HELP = "torch or numpy (lapnet.scratch, the same training loop)."
 
 
 def _threads(n: int) -> None:
-    """Set torch's intra-op threads. On small recurrent models extra threads only spin:
-    measured on a shared 2-core machine, an LSTM-128 sine fit took 6x the wall time and
-    10x the CPU time with 2 threads instead of 1."""
-    import torch
+    """Set torch's, OpenBLAS's and the NumPy engine's threads (`common.set_threads`). On small
+    recurrent models extra threads only spin: measured on a shared 2-core machine, an
+    LSTM-128 sine fit took 6x the wall time and 10x the CPU time with 2 threads instead of 1."""
+    from lapnet.cli.common import set_threads
 
-    if n < 1:
-        raise LapnetError(f"--threads must be at least 1, got {n}")
-    torch.set_num_threads(n)
+    set_threads(n)
 
 
 def _list(option: str, text: str, cast=str) -> tuple:

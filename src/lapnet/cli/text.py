@@ -27,8 +27,8 @@ def register(app: typer.Typer) -> None:
 # kjv_1mb.txt, 15 steps, five runs each interleaved: median 21,300 chars/s with one thread
 # against 2,240 with two, and 6 s of CPU against 31 s: two threads wait for each other
 # whenever another job holds a core. An idle machine with many cores may gain from more.
-THREADS_HELP = ("CPU threads for torch and NumPy's OpenBLAS. Default 1: on a busy 2-core machine 1 thread trained "
-                "9x faster than 2; try more only on an idle machine with cores to spare.")
+THREADS_HELP = ("CPU threads for torch, NumPy's OpenBLAS and the NumPy engine. Default 1: on a busy 2-core "
+                "machine 1 thread trained 9x faster than 2; try more only on an idle machine with cores to spare.")
 
 
 def _engine(engine: str) -> str:
@@ -70,9 +70,9 @@ def train_cmd(
 
     Example: lapnet text train novel.txt --minutes 1 --out runs/novel
     """
-    from lapnet.cli.common import emit_metrics, resolve_device, summary_table
+    from lapnet.cli.common import emit_metrics, resolve_device, set_threads, summary_table
     from lapnet.models.charlm import CharLMConfig
-    from lapnet.text_runs import TextDataConfig, set_threads, text_train_config, train_text
+    from lapnet.text_runs import TextDataConfig, text_train_config, train_text
 
     _engine(engine)
     dev = resolve_device(device) if engine == "torch" else "cpu"

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ctypes
 
+from lapnet.errors import LapnetError
+
 _ENGINE_THREADS: int | None = 1
 _API: tuple | None | bool = False  # False: not looked up yet; None: no OpenBLAS found
 
@@ -23,12 +25,18 @@ def set_engine_threads(n: int | None) -> None:
     """BLAS threads while the engine runs (default 1); None: do not touch BLAS threads."""
     global _ENGINE_THREADS
     if n is not None and int(n) < 1:
-        raise ValueError(f"engine threads must be at least 1 (or None), got {n}")
+        raise LapnetError(f"engine threads must be at least 1 (or None), got {n}")
     _ENGINE_THREADS = None if n is None else int(n)
 
 
-def _openblas():
-    """(get, set) functions of the OpenBLAS that NumPy loaded, or None."""
+def blas_api():
+    """(get, set) thread-count functions of the OpenBLAS that NumPy loaded, or None.
+
+    NumPy has no API for this and threadpoolctl is not a dependency, so the library is found
+    in the process's memory map and its symbols looked up by name: NumPy wheels bundle it as
+    `scipy_openblas` with a `64_` suffix (64-bit integers), other builds as plain `openblas`.
+    Looked up once; every BLAS thread setting in lapnet goes through here.
+    """
     global _API
     if _API is not False:
         return _API
@@ -37,7 +45,8 @@ def _openblas():
 
     try:
         with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line})
+            paths = sorted({p[-1] for p in (line.split() for line in f)
+                            if len(p) >= 6 and "openblas" in p[-1].lower() and ".so" in p[-1]})
     except OSError:
         return None
     for path in paths:
@@ -45,7 +54,8 @@ def _openblas():
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
+                               ("openblas", "")):
             get, set_ = f"{prefix}_get_num_threads{suffix}", f"{prefix}_set_num_threads{suffix}"
             if hasattr(lib, get) and hasattr(lib, set_):
                 g, s = getattr(lib, get), getattr(lib, set_)
@@ -57,8 +67,23 @@ def _openblas():
 
 def blas_threads() -> int | None:
     """Threads NumPy's OpenBLAS uses now (None when it cannot be told)."""
-    api = _openblas()
+    api = blas_api()
     return None if api is None else int(api[0]())
+
+
+def set_blas_threads(n: int) -> int | None:
+    """Let NumPy's OpenBLAS use `n` threads from now on, in the whole process.
+
+    Returns:
+        the count now in force, or None when OpenBLAS cannot be reached (nothing changed).
+    """
+    if int(n) < 1:
+        raise LapnetError(f"BLAS threads must be at least 1, got {n}")
+    api = blas_api()
+    if api is None:
+        return None
+    api[1](int(n))
+    return int(api[0]())
 
 
 class _EngineThreads:
@@ -71,7 +96,7 @@ class _EngineThreads:
     __slots__ = ("before",)
 
     def __enter__(self) -> None:
-        api = _API if _API is not False else _openblas()
+        api = _API if _API is not False else blas_api()
         self.before = None
         if api is not None and _ENGINE_THREADS is not None:
             before = api[0]()

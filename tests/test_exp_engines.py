@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lapnet.experiments.numpy_models import NumpyLearner, NumpySequenceModel, bce_with_logits
+from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel, bce_with_logits
 from lapnet.models.classifier import Classifier
 from lapnet.models.forecaster import Forecaster
 from lapnet.train import TorchLearner, TrainConfig
@@ -88,7 +88,7 @@ def test_trend_step_parity_with_torch_in_float64(arch, bidirectional, variable):
         return bce(m(xb, lb if variable else None), yb), carry, len(xb)
 
     t_learner = TorchLearner(net, loss_fn, lambda m: {}, cfg)
-    n_learner = NumpyLearner(twin, "bce_with_logits", lambda m: {}, cfg)
+    n_learner = NumpySequenceLearner(twin, "bce_with_logits", lambda m: {}, cfg)
     tb = (torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(lengths))
     nb = (x, y, lengths) if variable else (x, y)
     for step in range(3):
@@ -113,7 +113,7 @@ def test_adding_step_parity_with_torch_in_float64():
     cfg = TrainConfig(epochs=1, lr=0.01, clip=0.05)  # small enough to clip every step
     mse = torch.nn.functional.mse_loss
     t_learner = TorchLearner(net, lambda m, b, c: (mse(m(b[0])[0], b[1]), c, len(b[0])), lambda m: {}, cfg)
-    n_learner = NumpyLearner(twin, "mse", lambda m: {}, cfg)
+    n_learner = NumpySequenceLearner(twin, "mse", lambda m: {}, cfg)
     first = None
     for step in range(3):
         lt, _, _ = t_learner.train_step((torch.from_numpy(x), torch.from_numpy(y)), None, 0.01)

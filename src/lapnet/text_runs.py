@@ -346,9 +346,9 @@ def train_text(
     if engine == "torch":
         learner = _torch_learner(net, run, val_ids, train, device)
     else:
-        from lapnet.models.numpy_charlm import NumpyLearner
+        from lapnet.models.numpy_charlm import NumpyCharLMLearner
 
-        learner = NumpyLearner(net, lambda: _val_metrics(run, val_ids), train)
+        learner = NumpyCharLMLearner(net, lambda: _val_metrics(run, val_ids), train)
 
     # inputs are valid: only now touch the run directory
     if force and out.is_dir():

@@ -29,7 +29,7 @@ import torch
 from lapnet.data.synthetic import ADDING_BASELINE_MSE, adding_problem
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import Fresh
-from lapnet.experiments.numpy_models import NumpyLearner, NumpySequenceModel
+from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel
 from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.experiments.trend import check_engine
 from lapnet.models.forecaster import Forecaster
@@ -118,7 +118,7 @@ def train_adding(arch: str, T: int, cfg: AddingConfig, *, progress: bool = False
     if numpy_engine:
         from lapnet.scratch import mse_loss
 
-        learner = NumpyLearner(model, "mse", lambda m: record(mse_loss(m.forward(x_te)[0], y_te)[0]), tcfg)
+        learner = NumpySequenceLearner(model, "mse", lambda m: record(mse_loss(m.forward(x_te)[0], y_te)[0]), tcfg)
     else:
         mse = torch.nn.functional.mse_loss
         xt, yt = torch.from_numpy(x_te).to(cfg.device), torch.from_numpy(y_te).to(cfg.device)

@@ -9,7 +9,7 @@ weights move between the engines unchanged. Variable lengths use the engine's
 `lengths=` (packed-sequence semantics: each sequence's final state is taken at its own
 last step; the backward direction's at step 0).
 
-`NumpyLearner` is the `lapnet.train.fit` learner for it: the same step as TorchLearner
+`NumpySequenceLearner` is the `lapnet.train.fit` learner for it: the same step as TorchLearner
 (loss, backward, element-wise then global-norm clipping, Adam at the scheduled lr).
 """
 
@@ -112,7 +112,7 @@ def bce_with_logits(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
 LOSSES: dict[str, Callable] = {"mse": scratch.mse_loss, "bce_with_logits": bce_with_logits}
 
 
-class NumpyLearner:
+class NumpySequenceLearner:
     """The `lapnet.train.fit` learner for a NumpySequenceModel.
 
     Batches are tuples (x, y) or (x, y, lengths), numpy arrays or CPU torch tensors.

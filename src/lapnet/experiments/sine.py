@@ -16,7 +16,7 @@ import torch
 from lapnet.data.synthetic import sine_wave, sine_windows
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
-from lapnet.experiments.numpy_models import NumpyLearner, NumpySequenceModel
+from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel
 from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
@@ -122,7 +122,7 @@ def train_forecaster_numpy(arch: str, hidden: int, x: np.ndarray, y: np.ndarray,
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
                        eval_every=cfg.epochs, progress=progress)
-    learner = NumpyLearner(model, "mse", lambda m: {"val_loss": float(mse_loss(m.forward(x)[0], y)[0])}, tcfg,
+    learner = NumpySequenceLearner(model, "mse", lambda m: {"val_loss": float(mse_loss(m.forward(x)[0], y)[0])}, tcfg,
                            on_loss=lambda loss: curve.append(float(loss)))
     stop_if_interrupted(fit(learner, FullBatch(x, y), tcfg, describe=f"sine {arch} H={hidden} (numpy)"))
     return model, curve

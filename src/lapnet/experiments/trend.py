@@ -19,7 +19,7 @@ import torch
 from lapnet.data.synthetic import trend_sequences
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
-from lapnet.experiments.numpy_models import NumpyLearner, NumpySequenceModel, bce_with_logits
+from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel, bce_with_logits
 from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.classifier import Classifier
 from lapnet.models.recurrent import ARCHS
@@ -95,7 +95,7 @@ def build_trend_model(cfg: TrendConfig, data: dict[str, tuple], evaluate: Callab
             x, _, lengths = data[split]
             return model.forward(x, lengths if variable else None)[0]  # (n, 1)
 
-        learner = NumpyLearner(model, "bce_with_logits", lambda m: evaluate(logits), tcfg)
+        learner = NumpySequenceLearner(model, "bce_with_logits", lambda m: evaluate(logits), tcfg)
         return learner, FullBatch(*data["train"][: 3 if variable else 2]), logits
 
     dev = torch.device(cfg.device)

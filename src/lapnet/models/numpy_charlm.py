@@ -6,7 +6,7 @@
 The parameters are keyed exactly as torch CharLM's state_dict (`embed.weight`,
 `rnn.weight_ih_l0`, ..., `head.bias`), so one checkpoint serves both engines.
 
-Also here: `NumpyLearner`, the `lapnet.train.fit` learner for this model (Adam, clipping,
+Also here: `NumpyCharLMLearner`, the `lapnet.train.fit` learner for this model (Adam, clipping,
 truncated BPTT), and `NumpyStepper`, the one-character-at-a-time path for sampling.
 """
 
@@ -115,7 +115,7 @@ class NumpyCharLM:
         return total, count
 
 
-class NumpyLearner:
+class NumpyCharLMLearner:
     """The `lapnet.train.fit` learner for NumpyCharLM: the same steps as TorchLearner
     (cross-entropy, backward, element-wise then global-norm clipping, Adam).
 

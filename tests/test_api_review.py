@@ -422,16 +422,17 @@ def test_train_config_numbers_are_checked_by_name(field, value):
 
 
 def test_sine_learner_with_diverged_weights_reports_divergence_without_updating():
-    from lapnet.scratch.tour import SineDemoConfig, SineLearner, _FullBatch, sine_data
+    from lapnet.experiments.batches import FullBatch
+    from lapnet.experiments.engine_tour import SineDemoConfig, sine_data, sine_learner
     from lapnet.train import TrainConfig, TrainingDiverged, fit
 
     cfg = SineDemoConfig(hidden=3, epochs=2, n_points=30, window=5)
     (x, y), (xv, yv) = sine_data(cfg)
-    learner = SineLearner(cfg, xv, yv)
-    learner.lstm.parameters()["weight_hh_l0"][0, 0] = np.nan  # as an overflowed update leaves it
+    learner = sine_learner(cfg, xv, yv)
+    learner.model.parameters()["rnn.weight_hh_l0"][0, 0] = np.nan  # as an overflowed update leaves it
     before = learner.weights()
     with pytest.raises(TrainingDiverged, match="loss became nan at step 1"):
-        fit(learner, _FullBatch(x, y), TrainConfig(epochs=2, progress=False))
+        fit(learner, FullBatch(x, y), TrainConfig(epochs=2, progress=False))
     for k, v in learner.weights().items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)  # no update after the NaN loss
 

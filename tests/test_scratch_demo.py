@@ -1,10 +1,10 @@
-"""Issue 2's part of `lapnet demo`: the library function behind the engine tour (`lapnet.scratch.tour.run_tour`) and bad input."""
+"""Issue 2's part of `lapnet demo`: the library function behind the engine tour (`lapnet.experiments.engine_tour.run_tour`) and bad input."""
 
 from __future__ import annotations
 
 import json
 
-from lapnet.scratch.tour import run_tour
+from lapnet.experiments.engine_tour import run_tour
 
 
 # The CLI's engine verdict line is checked on the shared quick demo in tests/test_demo.py.

@@ -253,7 +253,7 @@ def _close_figures() -> None:
 
 
 def _engine(out: Path, s: DemoSizes, progress: bool, quick: bool) -> PartResult:
-    from lapnet.scratch.tour import run_tour
+    from lapnet.experiments.engine_tour import run_tour
 
     out.mkdir(parents=True, exist_ok=True)
     res = run_tour(quick=quick, seed=s.seed, out=out, progress=progress)

@@ -10,24 +10,25 @@ presents them and a later, longer tour can reuse them:
     train_sine()       a NumPy LSTM + Linear head, Adam, MSE, trained by lapnet.train.fit
     run_tour()         all three (quick: toy sizes), optionally saved under a run directory
 
-torch is needed by `parity_table` only, and imported there, inside the function: the
-engine itself never imports it.
+It lives beside the experiments, not in `lapnet.scratch`: it compares the engine with torch
+and trains through lapnet.train (torch too), while the engine itself never imports torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from lapnet.data.synthetic import sine_wave, sine_windows
 from lapnet.errors import LapnetError
+from lapnet.experiments.batches import FullBatch
+from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel
 from lapnet.scratch.gradcheck import gradcheck
-from lapnet.scratch.layers import Linear
 from lapnet.scratch.losses import mse_loss
-from lapnet.scratch.optim import Adam, clip_grad_norm
-from lapnet.scratch.recurrent import GRU, KINDS, LSTM, all_finite, from_torch
+from lapnet.scratch.recurrent import GRU, KINDS, from_torch
 
 NAMES = {"rnn": "RNN (tanh)", "lstm": "LSTM", "gru": "GRU"}
 
@@ -43,7 +44,7 @@ def parity_table(*, seed: int = 0, B: int = 4, T: int = 7, D: int = 3, H: int = 
         one row per kind: the largest |difference| in output, final state, dL/dx,
         dL/d(initial state) and over every weight and bias gradient.
     """
-    import torch  # lazily: only this comparison needs torch
+    import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     rows = []
@@ -187,77 +188,6 @@ class SineDemoConfig:
     dtype: str = "float32"
 
 
-class _FullBatch:
-    """The whole data set as the one batch of every epoch (the notebook's training)."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray):
-        self.batch = (x, y)
-
-    def steps_per_epoch(self) -> int:
-        return 1
-
-    def epoch(self, e: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        yield self.batch
-
-
-class SineLearner:
-    """NumPy LSTM -> last hidden state -> Linear -> next value; the learner protocol of
-    lapnet.train.fit (train_step, evaluate, weights, state, load_state)."""
-
-    def __init__(self, cfg: SineDemoConfig, x_val: np.ndarray, y_val: np.ndarray):
-        self.cfg = cfg
-        self.lstm = LSTM(1, cfg.hidden, dtype=cfg.dtype, seed=cfg.seed)
-        self.head = Linear(cfg.hidden, 1, dtype=cfg.dtype, seed=cfg.seed + 1)
-        self.x_val, self.y_val = x_val, y_val
-        self.opt = Adam(self._params(), lr=cfg.lr)
-        self.train_losses: list[float] = []  # one per step = one per epoch (full batch)
-
-    def _params(self) -> dict[str, np.ndarray]:
-        return {**{f"rnn.{k}": v for k, v in self.lstm.parameters().items()},
-                **{f"head.{k}": v for k, v in self.head.parameters().items()}}
-
-    def _predict(self, x: np.ndarray):
-        out, _, cache = self.lstm.forward(x)  # (N, T, H)
-        if not all_finite(out[:, -1]):  # diverged weights: a NaN prediction, reported by fit
-            return np.full((len(x), 1), np.nan, self.lstm.dtype), None
-        pred, hcache = self.head.forward(out[:, -1])  # (N, 1) from the last step
-        return pred, (out.shape, cache, hcache)
-
-    def train_step(self, batch, carry, lr: float):
-        x, y = batch
-        pred, caches = self._predict(x)
-        loss, dpred = mse_loss(pred, y)
-        if not np.isfinite(loss):
-            return loss, None, len(x)  # fit() stops before any update
-        shape, cache, hcache = caches
-        dlast, g_head = self.head.backward(dpred, hcache)
-        dout = np.zeros(shape, self.lstm.dtype)
-        dout[:, -1] = dlast  # only the last step feeds the head
-        _, _, g_rnn = self.lstm.backward(dout, None, cache)
-        grads = {**{f"rnn.{k}": v for k, v in g_rnn.items()}, **{f"head.{k}": v for k, v in g_head.items()}}
-        if self.cfg.clip:
-            clip_grad_norm(grads, self.cfg.clip)
-        self.opt.step(grads, lr=lr)
-        self.train_losses.append(loss)
-        return loss, None, len(x)
-
-    def evaluate(self) -> dict[str, float]:
-        pred, _ = self._predict(self.x_val)
-        return {"val_loss": mse_loss(pred, self.y_val)[0]}
-
-    def weights(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self._params().items()}
-
-    def state(self):
-        opt = {f"opt.{k}": v for k, v in self.opt.state_dict().items()}
-        return {**self.weights(), **opt}, {"config": asdict(self.cfg)}
-
-    def load_state(self, arrays, meta) -> None:
-        for k, v in self._params().items():
-            v[...] = arrays[k]
-        self.opt.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
-
-
 @dataclass
 class SineResult:
     """Training MSE of every epoch, held-out MSE at each evaluation, and the time taken."""
@@ -271,33 +201,52 @@ class SineResult:
 
 
 def sine_data(cfg: SineDemoConfig):
-    """Training windows of the notebook's wave, and held-out windows of the same wave
-    shifted by half a radian (values it never saw in that order)."""
-    t = np.linspace(0.0, 8.0 * np.pi, cfg.n_points)
+    """Training windows of the notebook's wave (`data.synthetic`), and held-out windows of the
+    same wave shifted by half a radian (values it never saw in that order).
 
-    def windows(series):
-        idx = np.arange(len(series) - cfg.window)[:, None] + np.arange(cfg.window)[None, :]  # (N, window)
-        return series[idx][..., None].astype(cfg.dtype), series[cfg.window:, None].astype(cfg.dtype)
+    Returns:
+        (x (N, window, 1), y (N, 1)) for training and the same for the held-out wave.
+    """
+    if cfg.n_points <= cfg.window + 1:
+        raise LapnetError(f"sine demo: n_points ({cfg.n_points}) must exceed window + 1 ({cfg.window + 1})")
+    t, wave = sine_wave(cfg.n_points)  # (n_points,) on [0, 8*pi]
+    pairs = (sine_windows(wave, cfg.window), sine_windows(np.sin(t + 0.5), cfg.window))
+    return tuple((x.astype(cfg.dtype), y.astype(cfg.dtype)) for x, y in pairs)
 
-    return windows(np.sin(t)), windows(np.sin(t + 0.5))
+
+def sine_learner(cfg: SineDemoConfig, x_val: np.ndarray, y_val: np.ndarray,
+                 train_losses: list[float] | None = None) -> NumpySequenceLearner:
+    """The NumPy LSTM -> last hidden state -> Linear -> next value, as the learner of
+    lapnet.train.fit (Adam, global-norm clip `cfg.clip`, MSE); each step's training loss is
+    appended to `train_losses`."""
+    model = NumpySequenceModel("lstm", 1, cfg.hidden, 1, dtype=cfg.dtype, seed=cfg.seed)
+    tcfg = _train_config(cfg, progress=False)
+    return NumpySequenceLearner(model, "mse", lambda m: {"val_loss": mse_loss(m.forward(x_val)[0], y_val)[0]}, tcfg,
+                                on_loss=None if train_losses is None else train_losses.append)
+
+
+def _train_config(cfg: SineDemoConfig, *, progress: bool):
+    from lapnet.train import TrainConfig
+
+    # about 20 evaluations (each one also writes the checkpoints when `out` is given)
+    return TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=cfg.clip, seed=cfg.seed,
+                       progress=progress, eval_every=max(1, cfg.epochs // 20))
 
 
 def train_sine(cfg: SineDemoConfig | None = None, *, out: str | Path | None = None,
                progress: bool = False) -> SineResult:
     """Train the NumPy LSTM on the sine windows with lapnet.train.fit (one full batch per epoch)."""
-    from lapnet.train import TrainConfig, fit  # the one training loop
+    from lapnet.train import fit  # the one training loop
 
     cfg = cfg or SineDemoConfig()
     if cfg.hidden < 1 or cfg.epochs < 1 or cfg.window < 1 or cfg.n_points <= cfg.window + 1:
         raise LapnetError("sine demo: hidden, epochs and window must be positive and n_points > window + 1")
     (x, y), (x_val, y_val) = sine_data(cfg)
-    learner = SineLearner(cfg, x_val, y_val)
-    # about 20 evaluations (each one also writes the checkpoints when `out` is given)
-    tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
-                       progress=progress, eval_every=max(1, cfg.epochs // 20))
-    res = fit(learner, _FullBatch(x, y), tcfg, out=out, meta={"model": "scratch LSTM sine", "config": asdict(cfg)},
-              describe="NumPy LSTM on the sine wave")
-    return SineResult(cfg, list(learner.train_losses), [int(r["step"]) for r in res.history],
+    train_losses: list[float] = []  # one per step = one per epoch (full batch)
+    learner = sine_learner(cfg, x_val, y_val, train_losses)
+    res = fit(learner, FullBatch(x, y), _train_config(cfg, progress=progress), out=out,
+              meta={"model": "scratch LSTM sine", "config": asdict(cfg)}, describe="NumPy LSTM on the sine wave")
+    return SineResult(cfg, train_losses, [int(r["step"]) for r in res.history],
                       [r["val_loss"] for r in res.history], res.seconds)
 
 

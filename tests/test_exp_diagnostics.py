@@ -88,6 +88,28 @@ def test_gates_reproduce_the_model_and_match_the_engine(arch):
         assert v.min() >= 0.0 and v.max() <= 1.0
 
 
+@pytest.mark.parametrize("arch, nonlinearity", [("lstm", "tanh"), ("gru", "tanh"), ("rnn", "tanh"), ("rnn", "relu")])
+def test_traced_gates_are_the_cells_equations_in_float64(arch, nonlinearity):
+    """The trace (scratch.reference's cells) gives torch's hidden states to rounding in float64,
+    and its gates satisfy the cell's own update equations step by step."""
+    torch.manual_seed(3)
+    rnn = make_recurrent(arch, 3, 4, 2, nonlinearity=nonlinearity).double()
+    _random_biases(rnn)
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    tr = trace_gates(rnn, x, atol=1e-12)
+    assert tr.max_abs_diff < 1e-12
+    for rec in tr.layers:
+        h_prev = np.concatenate([np.zeros_like(rec["h"][:, :1]), rec["h"][:, :-1]], axis=1)  # (B, T, H)
+        if arch == "lstm":
+            c_prev = np.concatenate([np.zeros_like(rec["c"][:, :1]), rec["c"][:, :-1]], axis=1)
+            np.testing.assert_allclose(rec["c"], rec["f"] * c_prev + rec["i"] * rec["g"], rtol=0, atol=1e-14)
+            np.testing.assert_allclose(rec["h"], rec["o"] * np.tanh(rec["c"]), rtol=0, atol=1e-14)
+        elif arch == "gru":
+            np.testing.assert_allclose(rec["h"], (1 - rec["z"]) * rec["n"] + rec["z"] * h_prev, rtol=0, atol=1e-14)
+        else:
+            assert list(rec) == ["h"] and ((rec["h"] >= 0).all() if nonlinearity == "relu" else (rec["h"] < 0).any())
+
+
 def test_trace_gates_refuses_a_mismatch():
     rnn = make_recurrent("lstm", 3, 4)
     x = torch.randn(1, 5, 3)
@@ -116,3 +138,18 @@ def test_saturation_and_spectrum_and_clipping_numbers():
     # element-wise clipping turned the direction: [10, 0.1] -> [0.5, 0.1]
     assert c["value"] == pytest.approx(5.01 / (np.hypot(10, 0.1) * np.hypot(0.5, 0.1)))
     assert c["value"] < 0.99
+
+
+def test_softmax_t_is_the_samplers_distribution():
+    from lapnet.experiments.temperature import softmax_t
+    from lapnet.sampling import GREEDY_BELOW, SampleConfig, filter_probs
+
+    z = np.array([2.0, 1.0, 0.1, -3.0])
+    for t in (0.2, 1.0, 2.0):
+        e = np.exp(z / t)
+        np.testing.assert_allclose(softmax_t(z, t), e / e.sum(), rtol=1e-14, atol=0)
+        np.testing.assert_array_equal(softmax_t(z, t), filter_probs(z[None], SampleConfig(temperature=t))[0])
+    p = softmax_t(z, 1.0)
+    assert p.dtype == np.float64 and p.sum() == pytest.approx(1.0, abs=1e-15)
+    assert softmax_t(np.array([0.0, 1e4, 5.0]), 0.5)[1] == 1.0  # huge logits: no overflow, no NaN
+    np.testing.assert_array_equal(softmax_t(z, GREEDY_BELOW / 2), [1.0, 0.0, 0.0, 0.0])  # the T -> 0 limit

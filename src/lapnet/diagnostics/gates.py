@@ -2,7 +2,8 @@
 
 The notebook's Exercise 3 only plots the hidden state; it hints that the gates live in
 `weight_ih_l0` as [W_ii | W_if | W_ig | W_io]. Here the gates are recomputed step by step,
-in float64, from exactly those weights (torch's layout and equations):
+in float64, from exactly those weights (torch's layout and equations), by the readable
+cells of `lapnet.scratch.reference`:
 
     LSTM  i = s(W_ii x + b_ii + W_hi h + b_hi)     f = s(W_if x + b_if + W_hf h + b_hf)
           g = tanh(W_ig x + b_ig + W_hg h + b_hg)  o = s(W_io x + b_io + W_ho h + b_ho)
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from lapnet.errors import LapnetError
+from lapnet.scratch import reference as ref
 
 
 @dataclass
@@ -48,46 +50,28 @@ GATE_NAMES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ()}
 SIGMOID_GATES = {"i", "f", "o", "r", "z"}  # values in [0, 1]; g and n are tanh, in [-1, 1]
 
 
-def _sigmoid(a: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * a))  # = 1 / (1 + e^-a), without overflow warnings
-
-
 def _kind(rnn: nn.RNNBase) -> str:
     mode = rnn.mode  # "LSTM" | "GRU" | "RNN_TANH" | "RNN_RELU"
     return "rnn" if mode.startswith("RNN") else mode.lower()
 
 
 def _layer_trace(kind: str, x: np.ndarray, W_ih, W_hh, b_ih, b_hh, relu: bool = False) -> dict[str, np.ndarray]:
-    """One layer, one direction, from zero state. x (B, T, D) -> {gate: (B, T, H), "h", ["c"]}."""
-    B, T, _ = x.shape
-    H = W_hh.shape[1]
-    h = np.zeros((B, H))
-    c = np.zeros((B, H))
-    names = GATE_NAMES[kind]
-    rec = {k: np.empty((B, T, H)) for k in (*names, "h", *(("c",) if kind == "lstm" else ()))}
-    xw = x @ W_ih.T + b_ih  # (B, T, G*H): the input part of every gate, all steps at once
-    for t in range(T):
-        hw = h @ W_hh.T + b_hh  # (B, G*H)
-        if kind == "lstm":
-            a = xw[:, t] + hw
-            i, f, o = _sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H]), _sigmoid(a[:, 3 * H:])
-            g = np.tanh(a[:, 2 * H:3 * H])
-            c = f * c + i * g
-            h = o * np.tanh(c)
-            for k, v in zip("ifgoch", (i, f, g, o, c, h)):
-                rec[k][:, t] = v
-        elif kind == "gru":
-            r = _sigmoid(xw[:, t, :H] + hw[:, :H])
-            z = _sigmoid(xw[:, t, H:2 * H] + hw[:, H:2 * H])
-            n = np.tanh(xw[:, t, 2 * H:] + r * hw[:, 2 * H:])  # r gates the hidden part only
-            h = (1.0 - z) * n + z * h
-            for k, v in zip("rznh", (r, z, n, h)):
-                rec[k][:, t] = v
-        else:
-            a = xw[:, t] + hw
-            h = np.maximum(a, 0.0) if relu else np.tanh(a)
-            rec["h"][:, t] = h
-    return rec
+    """One layer, one direction, from zero state, through the readable cells of
+    `lapnet.scratch.reference` (each step's gates are in their cache).
+
+    x (B, T, D) -> {gate: (B, T, H), "h", ["c"]}."""
+    B, H = x.shape[0], W_hh.shape[1]
+    zero = np.zeros((B, H))
+    if kind == "lstm":
+        hs, _, cache = ref.lstm_forward(x, zero, zero, W_ih, W_hh, b_ih, b_hh)
+    elif kind == "gru":
+        hs, _, cache = ref.gru_forward(x, zero, W_ih, W_hh, b_ih, b_hh)  # torch's form
+    else:
+        hs, _, _ = ref.rnn_forward(x, zero, W_ih, W_hh, b_ih, b_hh, nonlinearity="relu" if relu else "tanh")
+        return {"h": hs}
+    names = (*GATE_NAMES[kind], *(("c",) if kind == "lstm" else ()))
+    rec = {k: np.stack([s[k] for s in cache["steps"]], axis=1) for k in names}  # T x (B, H) -> (B, T, H)
+    return {**{k: rec[k] for k in GATE_NAMES[kind]}, "h": hs, **({"c": rec["c"]} if kind == "lstm" else {})}
 
 
 def trace_gates(rnn: nn.RNNBase, x: torch.Tensor, *, atol: float = 1e-4) -> GateTrace:

@@ -45,17 +45,12 @@ class TemperatureConfig:
 
 
 def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(z / T) of a (V,) vector, computed stably in float64; below GREEDY_BELOW its
-    T -> 0 limit, all the mass on the argmax (as the sampler decodes greedily there)."""
-    from lapnet.sampling import GREEDY_BELOW
+    """softmax(z / T) of a (V,) vector in float64, exactly the distribution `lapnet.sampling`
+    draws from (`filter_probs` without top-k/top-p); below GREEDY_BELOW its T -> 0 limit,
+    all the mass on the argmax (as the sampler decodes greedily there)."""
+    from lapnet.sampling import SampleConfig, filter_probs
 
-    if temperature < GREEDY_BELOW:  # z / T would overflow to inf, and inf - inf is NaN
-        p = np.zeros(np.shape(logits))
-        p[np.argmax(logits)] = 1.0
-        return p
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    p = np.exp(z - z.max())
-    return p / p.sum()
+    return filter_probs(np.asarray(logits)[None], SampleConfig(temperature=temperature))[0]  # (1, V) -> (V,)
 
 
 def entropy_bits(p: np.ndarray) -> float:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lapnet.checkpoint import load_tensors
+from lapnet.errors import LapnetError
 from lapnet.train import TorchLearner, TrainConfig, TrainingDiverged, fit
 
 
@@ -151,3 +152,38 @@ def test_json_outputs_are_strict_json(tmp_path):
     assert strict(json_text(obj)) == want
     write_json(tmp_path / "m.json", obj)
     assert strict((tmp_path / "m.json").read_text()) == want
+
+
+def test_a_checkpoint_of_another_model_is_named_precisely():
+    """Loading another model's training state names the missing, unexpected and mis-shaped weights."""
+    import torch
+
+    from lapnet.train import TorchLearner, TrainConfig
+
+    cfg = TrainConfig(epochs=1, progress=False)
+
+    def learner(model):
+        return TorchLearner(model, lambda *a: None, lambda m: {"val_loss": 0.0}, cfg)
+
+    gru = learner(torch.nn.GRU(3, 4, num_layers=2))
+    arrays, meta = gru.state()
+    with pytest.raises(LapnetError) as e:
+        learner(torch.nn.GRU(3, 5)).load_state(arrays, meta)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("checkpoint does not fit this GRU:")
+    assert "unexpected weight_ih_l1, weight_hh_l1, bias_ih_l1, bias_hh_l1" in msg
+    assert "wrong shape: weight_ih_l0 (12, 3) for (15, 3)" in msg
+
+
+def test_checkpoints_are_written_without_a_process_group_whatever_RANK_says(tmp_path, monkeypatch):
+    """Only a joined process group makes a process a follower that writes nothing: a RANK variable
+    set by some other launcher does not (it used to drop every checkpoint silently)."""
+    import math
+
+    from lapnet.checkpoint import save_tensors
+
+    monkeypatch.setenv("RANK", "1")
+    save_tensors(tmp_path / "w.safetensors", {"a": np.ones(2)}, {"val": math.nan, "inf": math.inf})
+    arrays, meta = load_tensors(tmp_path / "w.safetensors")
+    assert arrays["a"].tolist() == [1.0, 1.0]
+    assert meta == {"val": None, "inf": None}  # strict JSON in the header: no bare NaN

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from lapnet import distributed
 from lapnet.errors import CheckpointError, LapnetError
 
 META_KEY = "lapnet"  # the safetensors header field that holds our JSON metadata
@@ -40,9 +41,10 @@ def _to_numpy(value: Any) -> np.ndarray:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically: temp file in the same dir, fsync, rename.
 
-    Under torchrun only rank 0 writes run files; on other ranks this is a no-op.
+    Under torchrun only rank 0 writes run files; on the other ranks of a joined process group
+    this is a no-op.
     """
-    if os.environ.get("RANK", "0") not in ("", "0"):
+    if distributed.rank() != 0:
         return
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -135,7 +137,7 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], meta: Mapp
     from safetensors.numpy import save
 
     arrays = {k: _to_numpy(v) for k, v in tensors.items()}
-    header = {META_KEY: json.dumps(dict(meta or {}), default=_json_default)}
+    header = {META_KEY: json_text(dict(meta or {}))}  # strict JSON: NaN and inf become null
     atomic_write_bytes(path, save(arrays, metadata=header))
 
 

@@ -147,8 +147,9 @@ def _dist():
 
 def is_rank0() -> bool:
     """True in a single process and on rank 0 of a distributed run."""
-    d = _dist()
-    return d is None or d.get_rank() == 0
+    from lapnet import distributed
+
+    return distributed.rank() == 0
 
 
 def _any_rank(flag: bool) -> bool:
@@ -176,6 +177,20 @@ def _agree_max(x: float) -> float:
     return float(t.item())
 
 
+def _state_mismatch(want: dict[str, tuple], got: dict[str, tuple]) -> str:
+    """What keeps weights `got` (name -> shape) from loading into a model expecting `want`, in one
+    line ('' when they fit): missing and unexpected names and shape mismatches, the first few each."""
+    def few(items: list[str]) -> str:
+        return ", ".join(items[:4]) + (f" and {len(items) - 4} more" if len(items) > 4 else "")
+
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    shapes = [f"{k} {got[k]} for {want[k]}" for k in want if k in got and got[k] != want[k]]
+    parts = [f"{what} {few(ks)}" for what, ks in (("missing", missing), ("unexpected", extra),
+                                                  ("wrong shape:", shapes)) if ks]
+    return "; ".join(parts)
+
+
 # ---------------------------------------------------------------------------------------
 # the torch learner
 
@@ -201,6 +216,8 @@ class TorchLearner:
 
         self.torch = torch
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None and torch.cuda.is_available():
+            self.device = torch.device("cuda", torch.cuda.current_device())  # torchrun: init_from_env set LOCAL_RANK's GPU
         self.model = model.to(self.device)
         self.loss_fn = loss_fn
         self.evaluate_fn = evaluate_fn
@@ -209,7 +226,7 @@ class TorchLearner:
         if d is not None:
             from torch.nn.parallel import DistributedDataParallel
 
-            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=find_unused_parameters)
             self.rank, self.world = d.get_rank(), d.get_world_size()
         else:
@@ -217,17 +234,30 @@ class TorchLearner:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def _prepare(self, batch: Any) -> Any:
-        """Move tensors to the device and, under DDP, keep this rank's shard of dim 0."""
+        """Move tensors to the device and, under DDP, keep this rank's shard of dim 0 (NumPy
+        arrays become tensors first). Sets `self._share`, this rank's share of the batch's items."""
+        self._share: float | None = None
+        return self._shard(batch)
+
+    def _shard(self, batch: Any) -> Any:
         t = self.torch
         if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
-            return type(batch)(*(self._prepare(b) for b in batch))
+            return type(batch)(*(self._shard(b) for b in batch))
         if isinstance(batch, (tuple, list)):
-            return type(batch)(self._prepare(b) for b in batch)
+            return type(batch)(self._shard(b) for b in batch)
         if isinstance(batch, dict):
-            return {k: self._prepare(v) for k, v in batch.items()}
+            return {k: self._shard(v) for k, v in batch.items()}
+        if self.world > 1 and isinstance(batch, np.ndarray) and batch.ndim > 0:
+            batch = t.from_numpy(np.ascontiguousarray(batch))  # shard it like a tensor, not copy it to every rank
         if isinstance(batch, t.Tensor):
             if self.world > 1 and batch.dim() > 0:
-                batch = t.tensor_split(batch, self.world)[self.rank]
+                n = batch.shape[0]
+                mine = t.tensor_split(batch, self.world)[self.rank]  # shards differ by at most one item
+                if self._share is None:
+                    self._share = len(mine) / n
+                if len(mine) == 0:  # fewer items than ranks: a stand-in item, weighted 0 in train_step
+                    mine = batch[self.rank % n:self.rank % n + 1]
+                batch = mine
             return batch.to(self.device, non_blocking=True)
         return batch
 
@@ -238,11 +268,15 @@ class TorchLearner:
         self.model.train()
         loss, carry, n_items = self.loss_fn(self.net, self._prepare(batch), carry)
         value = loss.detach()
-        if self.world > 1:  # every rank sees the global mean loss (and the same NaN verdict)
-            value = value.clone()
-            _dist().all_reduce(value)
-            value /= self.world
-            n_items = n_items * self.world
+        if self.world > 1:
+            # DDP averages the ranks' gradients with equal weights; a rank's loss is the mean over
+            # its shard, so weighting it by its share of the batch x world makes the update the one
+            # of the whole batch's mean, also when shards are uneven (a batch of 5 on 2 ranks)
+            share = self._share if self._share is not None else 1.0 / self.world
+            loss = loss * (share * self.world)
+            both = t.stack([value.double() * share, t.tensor(float(n_items if share > 0 else 0), dtype=t.float64, device=value.device)])
+            _dist().all_reduce(both)  # every rank sees the batch's mean loss (and the same NaN verdict)
+            value, n_items = both[0], int(both[1].item())
         value = float(value)
         if not math.isfinite(value):
             return value, carry, n_items  # fit() stops before any update: the weights stay good
@@ -283,10 +317,11 @@ class TorchLearner:
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         t = self.torch
         model_sd = {k[len("model."):]: t.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model.")}
-        try:
-            self.model.load_state_dict(model_sd)
-        except RuntimeError as e:
-            raise LapnetError(f"checkpoint does not fit this model: {str(e).splitlines()[0]}") from None
+        want = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        problems = _state_mismatch(want, {k: tuple(v.shape) for k, v in model_sd.items()})
+        if problems:
+            raise LapnetError(f"checkpoint does not fit this {type(self.model).__name__}: {problems}")
+        self.model.load_state_dict(model_sd)
         state: dict[int, dict[str, Any]] = {}
         for k, v in arrays.items():
             if k.startswith("optim."):

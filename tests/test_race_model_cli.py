@@ -346,6 +346,14 @@ def test_bad_input_one_line_exit_2(real_run, run_cli, tmp_path, f1_data):
     (other / "config.json").write_text(json.dumps(config))
     code, _, err = run_cli("race", "eval", other, f1_data / f"{HELD_OUT}.csv")
     assert code == 2 and "other features" in err and "mystery_feature" in err
+    # a run trained before last_vs_base and recent_1 (both always 0) were dropped: one line, retrain
+    from test_race_model_features import _features_before_prev
+
+    config["features"] = _features_before_prev()
+    (other / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli("race", "predict", other, f1_data / f"{HELD_OUT}.csv", "--out", tmp_path / "old_pred")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "last_vs_base" in err and "retrain" in err
+    assert not (tmp_path / "old_pred").exists()
 
     code, _, err = run_cli("race", "live", run, "-", "--follow")
     assert code == 2 and "--follow" in err

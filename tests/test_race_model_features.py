@@ -69,6 +69,63 @@ def test_check_features_refuses_other_lists():
         check_features(list(FEATURES[:-1]) + ["something_else"])
 
 
+def _features_before_prev() -> list[str]:
+    """The feature list of runs trained before last_vs_base and recent_1 (always 0) were dropped."""
+    old = []
+    for f in FEATURES:
+        if f == "prev_1":
+            old += [f"recent_{j}" for j in range(1, 6)]
+        elif not f.startswith("prev_"):
+            old.append(f)
+        if f == "base":
+            old.append("last_vs_base")
+    return old
+
+
+def test_old_runs_are_refused_in_one_line():
+    with pytest.raises(LapnetError) as e:
+        check_features(_features_before_prev())
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 300
+    assert "missing prev_1, prev_2, prev_3, prev_4;" in msg and "last_vs_base" in msg and "and 2 more" in msg
+    assert "retrain" in msg
+
+
+# conditions a table may not have: then the feature that flags them is constant, by the data, not by construction
+_SIM_ABSENT = {"has_time": "every simulated lap is timed", "sector_dev": "the simulator writes no sector times",
+               "vsc": "the simulator has safety cars, no VSC", "red": "nor red flags",
+               **{f"compound_{c}": "dry races only" for c in ("intermediate", "wet", "unknown")}}
+_REAL_ABSENT = {f"compound_{c}": "no wet tyre or unknown compound in the 15 races of 2023" for c in ("intermediate", "wet", "unknown")}
+
+
+def _constant(laps: pd.DataFrame) -> set[str]:
+    seq = build_sequences(laps)
+    x = seq.x[np.arange(seq.x.shape[1])[None, :] < seq.lengths[:, None]]  # (laps, D) padding dropped
+    return {f for j, f in enumerate(FEATURES) if np.ptp(x[:, j]) == 0}
+
+
+def test_every_feature_varies_over_a_simulated_race():
+    """No input of the forecaster (NET_FEATURES) or the pit call (PIT_EXTRA) is constant by
+    construction: only those flagging what the simulator never produces."""
+    from lapnet.race.clean import clean_laps
+    from lapnet.race.features import NET_FEATURES, PIT_EXTRA
+    from lapnet.race.simulate import simulate
+
+    assert set(FEATURES) == set(NET_FEATURES) | set(PIT_EXTRA)
+    assert _constant(clean_laps(simulate(1, seed=0))[0]) == set(_SIM_ABSENT)
+
+
+def test_every_feature_varies_over_the_real_races(f1_data):
+    import warnings
+
+    from lapnet.race.pipeline import load_laps
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        laps, _ = load_laps(sorted(f1_data.glob("*.csv")))
+    assert _constant(laps) == set(_REAL_ABSENT)
+
+
 def test_sequences_shapes_and_masks():
     laps = _clean(_two_cars())
     seq = build_sequences(laps)
@@ -108,7 +165,8 @@ def test_ensemble_averages_members_and_steps_like_whole_sequence():
     from lapnet.race.models import RaceEnsemble, RaceModelConfig
 
     torch.manual_seed(4)
-    ens = RaceEnsemble(RaceModelConfig(input_size=len(FEATURES), hidden_size=5, dropout=0.0), members=3).double().eval()
+    cfg = RaceModelConfig(input_size=len(FEATURES), hidden_size=5, dropout=0.0, head="gaussian")  # Laplace: test_race_model_head
+    ens = RaceEnsemble(cfg, members=3).double().eval()
     with torch.no_grad():
         for p in ens.parameters():
             p.add_(0.1 * torch.randn_like(p))

@@ -19,7 +19,10 @@ import numpy as np
 
 from lapnet.race.features import Sequences
 
-FUEL_S_PER_LAP = 0.055  # about 1.7 kg burnt per lap x about 0.03 s per kg (FIA fuel figures, teams' rule of thumb)
+# s per lap a car gets quicker as the race goes on: about the lap-number slope `lapnet race calibrate` fits on the
+# 15 real 2023 races (fuel_s_per_lap -0.056: fuel burn plus track evolution; docs/guide/race_data.md). Fuel alone,
+# 1.7 kg burnt per lap x 0.03 s per kg (the simulator's SimParams), would be 0.051.
+FUEL_S_PER_LAP = 0.055
 BASELINES = ("persistence", "mean_last3", "stint_linear", "fuel_persistence")
 MIN_FIT_LAPS = 3
 
@@ -43,7 +46,7 @@ def baseline_forecasts(seq: Sequences) -> dict[str, np.ndarray]:
         for t in range(L):
             if seq.stint_id[i, t] != stint:
                 stint, laps = seq.stint_id[i, t], []
-            if seq.scored[i, t] and np.isfinite(seq.lap_time[i, t]):
+            if seq.origin_scored[i, t] and np.isfinite(seq.lap_time[i, t]):
                 laps.append((seq.lap_number[i, t], seq.lap_time[i, t]))
             if not laps:
                 continue

@@ -50,6 +50,7 @@ import pandas as pd
 
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
+from lapnet.race.simulate import SimParams
 
 __all__ = [
     "Calibration",
@@ -65,7 +66,6 @@ __all__ = [
 ]
 
 CALIBRATION_VERSION = 1
-FUEL_BURN_KG_PER_LAP = 1.7  # the simulator's burn rate: turns the fitted s/lap into s/kg
 MIN_SCORED_LAPS = 30  # a race with fewer usable green laps says nothing about its pace
 MIN_LAPS_OWN_TREND = 200  # dry scored laps a race needs for its own lap-number slope
 
@@ -401,9 +401,9 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
         )
 
 
-    # A lap of the race is under SC (VSC) when any car's status holds a 4 (a 6).
+    # A lap of the race is under SC (VSC) when any car's status holds a 4 (a 6; '7', VSC ending, is the same period).
     status = df["TrackStatus"].astype(str)
-    flags = pd.DataFrame({"sc": status.str.contains("4", regex=False), "vsc": status.str.contains("6", regex=False)})
+    flags = pd.DataFrame({"sc": status.str.contains(S.SC_CODE, regex=False), "vsc": status.str.contains(S.VSC_CODE, regex=False)})
     per_lap = flags.groupby([df["Race"], df["LapNumber"]]).any()
     sc_runs, vsc_runs = [], []
     for _, g in per_lap.groupby(level=0):
@@ -420,7 +420,7 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
         circuits=circuits,
         compounds=compounds,
         fuel_s_per_lap=round(fuel_slope, 6),
-        fuel_s_per_kg=round(max(-fuel_slope / FUEL_BURN_KG_PER_LAP, 0.0), 6),
+        fuel_s_per_kg=round(max(-fuel_slope / SimParams.fuel_burn_kg, 0.0), 6),  # the simulator's burn rate: s/lap -> s/kg
         lap_noise_s=round(noise, 5),
         pace_drift_s=round(drift, 5),
         pace_drift_rho=round(rho, 4),

@@ -30,13 +30,12 @@ import numpy as np
 import pandas as pd
 
 from lapnet.errors import LapnetError
+from lapnet.race.schema import COMPOUNDS, NEUTRALISED_CODES, PHASES, SLOW_RUNNING_CODES
+from lapnet.race.schema import DRY_COMPOUNDS as DRY
 
-COMPOUNDS = ("SOFT", "MEDIUM", "HARD", "INTERMEDIATE", "WET", "UNKNOWN")
-DRY = ("SOFT", "MEDIUM", "HARD")
 HORIZONS = 10  # the forecaster predicts laps t+1 .. t+10 of the stint
 PIT_AHEAD = 3  # pit call: does the driver pit within the next 3 laps
 REF_LAPS = 60  # reference lap = median of the race's first 60 Scored laps (about 3 laps of the field)
-PHASES = ("push", "conserve", "pit_window")
 # A Grand Prix is about 305 km, which takes about this long at green-flag pace: the race's
 # length in laps times its reference lap (below), median over the 15 real 2023 races in
 # ../shared/data/f1 (74 min at Monza to 105 min at Singapore). With the length not given,
@@ -44,14 +43,13 @@ PHASES = ("push", "conserve", "pit_window")
 # at worst, leaving each race out of the constant, against 14.8% for a fixed 60 laps.
 RACE_SECONDS = 5283.0
 DEFAULT_RACE_LAPS = 60  # until the first Scored lap gives a reference lap
-RECENT = 5  # the last 5 Scored laps of the stint are inputs
+PREV = 4  # the stint's 4 Scored laps before its last are inputs, each relative to the last
 
 NET_FEATURES: tuple[str, ...] = (  # what the recurrent forecaster reads (the first columns of FEATURES)
     "lap_time",  # this lap, % of ref, clipped to [-10, 10], / 5
     "has_time",
     "scored",
-    "base",  # stint pace, % of ref, / 5
-    "last_vs_base",  # last Scored lap of the stint minus stint pace, % of ref
+    "base",  # the stint's last Scored lap (where the forecast starts), % of ref, / 5
     "stint_slope",  # slope of the stint's Scored laps, % of ref per lap, x 10
     "n_scored",  # Scored laps in the stint so far / 10 (capped at 1)
     "has_base",
@@ -75,7 +73,7 @@ NET_FEATURES: tuple[str, ...] = (  # what the recurrent forecaster reads (the fi
     "pits_done",  # / 3
     "two_compounds",  # has used two dry compounds (the rule that forces a stop)
     "field_pitting",  # share of the field that pitted in the last 3 reference laps
-    *(f"recent_{j}" for j in range(1, RECENT + 1)),  # the stint's last Scored laps minus stint pace, % of ref
+    *(f"prev_{j}" for j in range(1, PREV + 1)),  # the stint's j-th Scored lap before its last, minus the last, % of ref
     "gap_change",  # gap to the car ahead now minus one lap ago, seconds / 2
     "position_change",  # places gained since the previous lap / 3
     "field_more_stops",  # share of the field that has stopped more often than this driver
@@ -163,7 +161,6 @@ def race_laps(df: pd.DataFrame) -> int:
 
 @dataclass
 class _Driver:
-    last_lap: float = 0.0
     stint_value: float = math.nan
     stint_id: int = 0  # counts stints as seen (a new one after every out-lap or Stint change)
     stint_laps: int = 0
@@ -292,8 +289,7 @@ class RaceFeaturizer:
                 self.trend.add((drv, st.stint_id), n, lap_time)
         elif st.stint_laps == 1:
             st.dev = math.nan
-        recent = st.scored[-1:]
-        base = recent[-1][1] if recent else math.nan
+        base = st.scored[-1][1] if st.scored else math.nan  # the stint's last Scored lap: the forecasts' start
         slope = _slope(st.scored[-8:]) / ref * 100.0 if len(st.scored) >= 3 else 0.0
         st.slope = slope if len(st.scored) >= 3 else math.nan
         # the field's pace trend (track evolution, fuel, wear) is shared: it tells one driver's trend better than his own noisy laps
@@ -333,11 +329,11 @@ class RaceFeaturizer:
             field_pitting = len(recent_pitters) / (self.n_timed - 1)
 
         status = str(lap.get("TrackStatus") or "")
-        st.since_neutral = 0 if set(status) & set("4567") else st.since_neutral + 1
+        st.since_neutral = 0 if NEUTRALISED_CODES.intersection(status) else st.since_neutral + 1
         lap_pct = (lap_time / ref - 1.0) * 100.0 if has_time else 0.0
 
-        rec = [(b - base) / ref * 100 for _, b in st.scored[-RECENT:]][::-1]  # newest first
-        rec += [0.0] * (RECENT - len(rec))
+        prev = [(b - base) / ref * 100 for _, b in st.scored[-PREV - 1 : -1]][::-1]  # newest first, relative to the last
+        prev += [0.0] * (PREV - len(prev))
         gap_change = 0.0 if leader or not math.isfinite(st.gap) else _clip(min(gap, 10.0) - st.gap, -4, 4) / 2
         st.gap = math.nan if leader else min(gap, 10.0)
         prev_pos = st.position
@@ -391,17 +387,16 @@ class RaceFeaturizer:
             ahead_pace = _clip((statistics.median(b for _, b in ahead_st.scored[-3:]) - mine) / ref * 100, -3, 3)
         must_stop = compound in DRY and len(st.compounds) < 2
         tyre_frac = min(tyre_life / self.total_laps, 1.5)
-        neutral = bool(set(status) & set("467"))
+        neutral = bool(SLOW_RUNNING_CODES.intersection(status))  # a red flag is no cheap stop (schema.SLOW_RUNNING_CODES)
         lap_n = n if math.isfinite(n) else 0.0
         x = [
             _clip(lap_pct, -10, 10) / 5,
             float(has_time),
             float(scored),
-            _clip((base / ref - 1) * 100, -10, 10) / 5 if recent else 0.0,
-            _clip((recent[-1][1] - base) / ref * 100, -5, 5) if recent else 0.0,
+            _clip((base / ref - 1) * 100, -10, 10) / 5 if st.scored else 0.0,
             _clip(slope, -1, 1) * 10,
             min(len(st.scored), 10) / 10,
-            float(bool(recent)),
+            float(bool(st.scored)),
             *(float(compound == c) for c in COMPOUNDS),
             tyre_life / 30,
             float(_flag(lap.get("FreshTyre"))),
@@ -422,7 +417,7 @@ class RaceFeaturizer:
             min(st.pits, 3) / 3,
             float(len(st.compounds) >= 2),
             field_pitting,
-            *(_clip(v, -5, 5) for v in rec),
+            *(_clip(v, -5, 5) for v in prev),
             gap_change,
             pos_change,
             more_stops,
@@ -447,7 +442,6 @@ class RaceFeaturizer:
             *(float(st.since_neutral == k) for k in (1, 2, 3)),
             _clip(self.trend.slope() / ref * 100, -1, 1) * 10,
         ]
-        st.last_lap = n
         return LapFeatures(np.asarray(x, dtype=np.float32), base, float(ref), st.stint_id)
 
 
@@ -485,11 +479,20 @@ class _PooledTrend:
 
 
 def check_features(names: list[str] | tuple[str, ...]) -> None:
-    """Refuse a run trained on another feature list (its weights would read the wrong inputs)."""
+    """Refuse a run trained on another feature list (its weights would read the wrong inputs).
+
+    Raises:
+        LapnetError: one line naming up to 4 features the run lacks and 4 it has that lapnet
+            no longer computes (runs saved before a feature change: retrain them).
+    """
     if tuple(names) != FEATURES:
         missing = [f for f in FEATURES if f not in names]
         extra = [f for f in names if f not in FEATURES]
-        what = f"missing {missing or 'none'}, extra {extra or 'none'}" if missing or extra else "the same ones in another order"
+
+        def some(xs: list[str]) -> str:
+            return ", ".join(xs[:4]) + (f" and {len(xs) - 4} more" if len(xs) > 4 else "") if xs else "none"
+
+        what = f"missing {some(missing)}; extra {some(extra)}" if missing or extra else "the same ones in another order"
         raise LapnetError(
             f"run was trained on other features than this lapnet computes ({what}): retrain it with `lapnet race train`"
         )
@@ -550,8 +553,8 @@ class Sequences:
 
     x: np.ndarray  # (N, T, D) float32 features
     lengths: np.ndarray  # (N,) laps per sequence
-    target: np.ndarray  # (N, T, K) % of ref: lap t+k relative to the stint pace at t (0 where masked)
-    target_mask: np.ndarray  # (N, T, K) bool: lap t+k exists, same stint, Scored; stint pace known at t
+    target: np.ndarray  # (N, T, K) % of ref: lap t+k minus the stint's last Scored lap at t (0 where masked)
+    target_mask: np.ndarray  # (N, T, K) bool: lap t+k exists, same stint, Scored; the stint has a Scored lap at t
     future: np.ndarray  # (N, T, K) seconds of lap t+k when it is in the same stint and timed, else NaN
     future_timed: np.ndarray  # (N, T, K) bool: lap t+k in the same stint has a time (the "all laps" mask)
     origin_scored: np.ndarray  # (N, T) bool: lap t itself is Scored (metrics count only these origins)
@@ -564,7 +567,6 @@ class Sequences:
     lap_time: np.ndarray  # (N, T) seconds, NaN when missing
     lap_number: np.ndarray  # (N, T) float
     stint_id: np.ndarray  # (N, T) int, -1 for padding
-    scored: np.ndarray  # (N, T) bool (same as origin_scored; kept for the baselines)
     compound: np.ndarray  # (N, T) int index into COMPOUNDS
     row: np.ndarray  # (N, T) int: position of the lap in the input frame, -1 for padding
     keys: list  # (race, driver) for each sequence
@@ -607,7 +609,6 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         lap_time=np.full((N, T), np.nan),
         lap_number=np.full((N, T), np.nan),
         stint_id=np.full((N, T), -1, np.int64),
-        scored=np.zeros((N, T), bool),
         compound=np.zeros((N, T), np.int64),
         row=np.full((N, T), -1, np.int64),
         keys=[k for k, _ in groups],
@@ -631,7 +632,6 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         lt, ln, sc, pin = lt_all[ix], ln_all[ix], scored_all[ix], inlap_all[ix]
         s.base[i, :L], s.ref[i, :L], s.lap_time[i, :L] = base, ref, lt
         s.origin_scored[i, :L] = sc
-        s.scored[i, :L] = sc
         s.lap_number[i, :L], s.stint_id[i, :L] = ln, sid
         s.compound[i, :L] = comp_all[ix]
         pos = {int(v): j for j, v in enumerate(ln) if np.isfinite(v)}

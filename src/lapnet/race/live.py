@@ -5,7 +5,7 @@
         pred = live.push_csv_line(line)     # a dict, or raises SkipLap (warn and go on)
 
 A lap costs one recurrent step for its driver: the driver's hidden state and the race's
-feature state (reference lap, stint pace, gaps on the road) are kept between laps, so the
+feature state (reference lap, the stint's Scored laps, gaps on the road) are kept between laps, so the
 stream is never replayed. Features come from the same `RaceFeaturizer` as batch mode, the
 net is causal, and FastF1's generated rows are kept or dropped as batch cleaning does (a car
 that stopped mid-race: kept; after the chequered flag or of a non-starter: skipped), so a

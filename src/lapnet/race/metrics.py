@@ -256,10 +256,10 @@ def stint_residuals(seq: Sequences, window: int = 3, *, ahead: int = 0) -> np.nd
     for i in range(len(seq.keys)):
         L = int(seq.lengths[i])
         lt, ln, sid = seq.lap_time[i, :L], seq.lap_number[i, :L], seq.stint_id[i, :L]
-        scored = np.flatnonzero(seq.scored[i, :L])
+        scored = np.flatnonzero(seq.origin_scored[i, :L])
         for j in range(L - ahead):
             q = j + ahead
-            if not seq.scored[i, q] or sid[q] != sid[j] or ln[q] != ln[j] + ahead:
+            if not seq.origin_scored[i, q] or sid[q] != sid[j] or ln[q] != ln[j] + ahead:
                 continue
             nb = scored[(sid[scored] == sid[q]) & (np.abs(ln[scored] - ln[q]) <= window)
                         & ((ln[scored] < ln[j]) | (ln[scored] > ln[q]))]

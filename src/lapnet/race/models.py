@@ -1,7 +1,7 @@
 """Race models: one recurrent net over each driver's laps with three heads.
 
-    forecast  the next K laps of the stint, as a residual on the driver's stint pace, in % of
-              the race's reference lap: location "mean" (B, T, K) and log scale "log_sigma"
+    forecast  the next K laps of the stint, as a residual on the stint's last Scored lap
+              (persistence), in % of the race's reference lap: location "mean" (B, T, K) and log scale "log_sigma"
               (B, T, K) for intervals. The head (`RaceModelConfig.head`) says what the scale is:
               "gaussian" sigma (90% interval: mean +- 1.645 sigma) or "laplace" b (90% interval:
               mean +- b ln 10, see `INTERVAL90`); the location is the median either way
@@ -14,7 +14,8 @@ advances each driver's state one lap at a time. Bidirectional, it is the post-ra
 (it reads the whole race, so it must never be used live).
 
 The heads read the recurrent output concatenated with the lap's own features (a skip
-connection): the explicit stint pace features then need not survive the recurrence.
+connection): the explicit per-lap features (the stint's last Scored lap, its slope, ...) then need
+not survive the recurrence.
 
 Shapes: B drivers, T laps, D features, H hidden size, K horizons.
 """
@@ -52,7 +53,7 @@ class RaceModelConfig:
     bidirectional: bool = False
     dropout: float = 0.1
     linear_skip: bool = False  # the forecast also gets a linear map of the lap's features (wide and deep)
-    head: str = "gaussian"  # the forecast's distribution: "gaussian" or "laplace" (runs saved without it: gaussian)
+    head: str = "laplace"  # the forecast's distribution: "laplace" (the product's, RaceTrainConfig.head) or "gaussian"
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -75,12 +76,12 @@ class RaceNet(nn.Module):
         self.log_sigma = nn.Linear(cfg.hidden_size, cfg.horizons)
         self.pit = nn.Linear(cfg.hidden_size, 1)
         self.phase = nn.Linear(cfg.hidden_size, len(PHASES))
-        nn.init.zeros_(self.mean.weight)  # start at the stint pace: the residual is zero
+        nn.init.zeros_(self.mean.weight)  # start at persistence (the stint's last Scored lap): the residual is zero
         nn.init.zeros_(self.mean.bias)
         nn.init.constant_(self.log_sigma.bias, -0.5)  # sigma ~ 0.6 % of a lap, about the real spread
         self.wide = nn.Linear(cfg.input_size, cfg.horizons, bias=False) if cfg.linear_skip else None
         if self.wide is not None:
-            nn.init.zeros_(self.wide.weight)  # still starts at the stint pace
+            nn.init.zeros_(self.wide.weight)  # still starts at persistence
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
         """Run the net over padded per-driver lap sequences.
@@ -105,8 +106,8 @@ class RaceNet(nn.Module):
         return out, state
 
 
-def race_loss(out: dict, batch: dict, *, pit_weight: float = 1.0, phase_weight: float = 1.0, forecast: bool = True,
-              head: str = "gaussian", mean_loss: str = "l1", scale_weight: float = 0.1,
+def race_loss(out: dict, batch: dict, *, head: str, pit_weight: float = 1.0, phase_weight: float = 1.0, forecast: bool = True,
+              mean_loss: str = "l1", scale_weight: float = 0.1,
               horizon_power: float = HORIZON_WEIGHT_POWER) -> torch.Tensor:
     """The training loss, each part averaged over its own mask:
 
@@ -122,7 +123,8 @@ def race_loss(out: dict, batch: dict, *, pit_weight: float = 1.0, phase_weight: 
         out: RaceNet outputs.
         batch: tensors target (B, T, K), target_mask (B, T, K), pit (B, T), pit_mask (B, T),
             phase (B, T), phase_mask (B, T).
-        head: "gaussian" or "laplace" (the model's `cfg.head`).
+        head: "laplace" or "gaussian": the model's `cfg.head` (required: a loss for the other head would
+            train the scale wrongly without any error).
         mean_loss: "l1" or "nll" (the joint Laplace NLL; only with the Laplace head).
         horizon_power: horizon k weighs 1 / k**horizon_power (0: every horizon alike).
     """

@@ -45,10 +45,10 @@ from lapnet.race.features import (
 from lapnet.race.metrics import (MASKS, coverage, forecast_report, macro_f1, phase_checks, pit_report, roc_auc,
                                  stint_trend_report, totals_report)
 from lapnet.models.recurrent import ARCHS
-from lapnet.race.models import HEADS, INTERVAL90, ExpectedGap, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller, race_loss
-from lapnet.race.pit import PitModel
+from lapnet.race.models import (HEADS, HORIZON_WEIGHT_POWER, INTERVAL90, ExpectedGap, RaceEnsemble, RaceModelConfig, RaceNet,
+                                WithPitCaller, race_loss)
+from lapnet.race.pit import PIT_L2, PitModel
 
-Z90 = INTERVAL90["gaussian"]  # a central 90% interval of a Gaussian is mean +- 1.645 sigma (see INTERVAL90 for both heads)
 PIT_EVAL_RULE = "every lap after which the driver has another lap (in- and out-laps, neutralised laps included); label: an in-lap among the next 3 laps"
 SCORED_RULE = ("Scored = timed, IsAccurate, not deleted, no SC/VSC/red (TrackStatus 4-7), not an in-, out- or lap-1, "
                "not a restart after a red flag (laps up to the first timed one), dry compound")
@@ -89,9 +89,9 @@ class RaceTrainConfig:
     scale_weight: float = 0.1  # weight of the scale's NLL in the loss (with mean_loss "l1"; inner validation 0.4166 vs 0.4206 at 0.3, 0.4187 at 0.03)
     # the forecast loss weighs horizon k by 1 / k**horizon_power: 2 favours the next lap (chosen on the real
     # races: 1 and 0.5 were less good at h1); 0 weighs the 10-lap horizon like the next lap
-    horizon_power: float = 2.0
+    horizon_power: float = HORIZON_WEIGHT_POWER
     # the pit model's L2 strengths; the one with the best pooled AUC over leave-races-out folds of the training races is kept
-    pit_l2: tuple = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4)
+    pit_l2: tuple = PIT_L2
     expected_gap: bool = True  # fit an ExpectedGap (the mean lap above the median forecast) after training; needs pit_caller
     expected_gap_check: bool = True  # keep it only if its 10-lap total beats the median's (squared error) on the validation race(s)
     expected_ridge: tuple = (1e-1, 1e-2, 1e-3, 1e-4)  # its L2 strengths per lap; the best validation-race MSE is kept
@@ -277,29 +277,30 @@ def _split(seq: Sequences, val_races: int, seed: int) -> tuple[np.ndarray, np.nd
     return train, val
 
 
-def _forecast_loss_fn(pit_weight: float, forecast: bool = True, mean_loss: str = "l1", head: str = "gaussian",
-                      scale_weight: float = 0.1, horizon_power: float = 2.0):
-    # the head comes from the caller, not net.cfg: under torchrun `net` is a DDP wrapper
+def _loss_kwargs(cfg: RaceTrainConfig, head: str, pit_weight: float, forecast: bool) -> dict:
+    """`race_loss`'s arguments for a net with this head trained with `cfg` (the head comes from the
+    net's config, not cfg: a tagger or an old net may differ; under torchrun the net is a DDP wrapper)."""
+    return {"head": head, "pit_weight": pit_weight, "phase_weight": 1.0, "forecast": forecast, "mean_loss": cfg.mean_loss,
+            "scale_weight": cfg.scale_weight, "horizon_power": cfg.horizon_power}
+
+
+def _forecast_loss_fn(loss_kw: dict):
     def loss_fn(net, batch, carry):
         out, _ = net(batch["x"], batch["lengths"])
-        loss = race_loss(out, batch, pit_weight=pit_weight, phase_weight=1.0, forecast=forecast, head=head,
-                         mean_loss=mean_loss, scale_weight=scale_weight, horizon_power=horizon_power)
-        return loss, None, int(batch["lengths"].sum())
+        return race_loss(out, batch, **loss_kw), None, int(batch["lengths"].sum())
 
     return loss_fn
 
 
-def _eval_fn(seq: Sequences, idx: np.ndarray, pit_weight: float, forecast: bool = True, mean_loss: str = "l1",
-             head: str = "gaussian", scale_weight: float = 0.1, horizon_power: float = 2.0):
+def _eval_fn(seq: Sequences, idx: np.ndarray, loss_kw: dict):
     batch = _tensors(seq, idx)
+    forecast = loss_kw["forecast"]
 
     def evaluate(model):
         dev = next(model.parameters()).device
         b = {k: v.to(dev) for k, v in batch.items()}  # no copy on the CPU
         out, _ = model(b["x"], b["lengths"])
-        metrics = {"val_loss": float(race_loss(out, b, pit_weight=pit_weight, forecast=forecast, head=head,
-                                               mean_loss=mean_loss, scale_weight=scale_weight,
-                                               horizon_power=horizon_power))}
+        metrics = {"val_loss": float(race_loss(out, b, **loss_kw))}
         m = b["target_mask"][:, :, 0]
         if forecast and m.any():
             metrics["val_h1_abs_pct"] = float((out["mean"][:, :, 0][m] - b["target"][:, :, 0][m]).abs().mean())
@@ -351,10 +352,8 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
     torch.manual_seed(cfg.seed)
     # with a PitModel the net's pit head is never read: it must neither take capacity nor steer early stopping
     pit_weight = 0.0 if cfg.pit_caller else cfg.pit_weight
-    head = model.cfg.head
-    learner = TorchLearner(model, _forecast_loss_fn(pit_weight, forecast, cfg.mean_loss, head, cfg.scale_weight, cfg.horizon_power),
-                           _eval_fn(seq, val_idx, pit_weight, forecast, cfg.mean_loss, head, cfg.scale_weight, cfg.horizon_power),
-                           tcfg, device=cfg.device, find_unused_parameters=True)  # the pit and phase heads may sit idle
+    loss_kw = _loss_kwargs(cfg, model.cfg.head, pit_weight, forecast)
+    learner = TorchLearner(model, _forecast_loss_fn(loss_kw), _eval_fn(seq, val_idx, loss_kw), tcfg, device=cfg.device, find_unused_parameters=True)  # the pit and phase heads may sit idle
     result = fit(learner, SeqBatches(seq, train_idx, cfg.batch_size, cfg.seed), tcfg, out=out, meta=meta, describe=describe,
                  interrupt_hint=INTERRUPT_HINT)
     if result.stopped == "interrupted":  # one Ctrl-C stops the command, not just this net
@@ -460,7 +459,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     if cfg.pit_caller:
         from lapnet.checkpoint import save_tensors
 
-        pit, config["pit_caller"] = _fit_pit_caller(seq, train_idx, val_idx, cfg, out)
+        pit, config["pit_caller"] = _fit_pit_caller(seq, train_idx, val_idx, cfg)
         forecaster = ens if cfg.members > 1 else model
         expected = None
         if cfg.expected_gap:
@@ -494,7 +493,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         "train": {"seconds": round(time.perf_counter() - t0, 2), "steps": result.steps, "epochs": result.epochs,
                   "stopped": result.stopped, "best_val_loss": result.best_val,
                   "members": cfg.members, "races": len(config["races"]), "sequences": len(train_idx),
-                  "scored_laps": int(seq.scored.sum()),
+                  "scored_laps": int(seq.origin_scored.sum()),
                   "tagger_best_val": tagger_result.best_val if tagger_result else None,
                   **({"minutes": cfg.minutes, "minutes_per_net": budget.given} if cfg.minutes is not None else {})},
         "cleaning": report.summary(),
@@ -641,7 +640,7 @@ def live_phase(tagged: np.ndarray, pit: np.ndarray, threshold: float | None) -> 
     return probs, np.where(pit >= threshold, PHASES.index("pit_window"), split.argmax(-1))
 
 
-def _fit_pit_caller(seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfig, out: Path) -> tuple[PitModel, dict]:
+def _fit_pit_caller(seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfig) -> tuple[PitModel, dict]:
     """Fit the pit call (a PitModel, `lapnet.race.pit`) on every race given to training (the
     nets' validation race too: the L2 strength is chosen by its own leave-races-out folds inside
     them, so the held-out races of a benchmark are never seen)."""
@@ -851,8 +850,7 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
         seq: the sequences with their targets and masks.
         o: the forecaster's outputs; `tagged`: the bidirectional tagger's (or None).
     """
-    # the 90% half-width in seconds (outputs without "half90" come from a Gaussian head)
-    sec, half = to_seconds(seq, o["mean"], o["half90"] if "half90" in o else Z90 * o["sigma"])
+    sec, half = to_seconds(seq, o["mean"], o["half90"])  # (N, T, K) seconds: the forecast and its 90% half-width
     forecasts = {"forecaster": sec, **baseline_forecasts(seq)}
     report = forecast_report(forecasts, seq)
     m = seq.target_mask & seq.origin_scored[:, :, None]

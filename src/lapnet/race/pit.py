@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from lapnet.errors import LapnetError
+from lapnet.race.schema import DRY_COMPOUNDS, NEUTRALISED_CODES, SLOW_RUNNING_CODES
 from lapnet.race.features import PIT_EXTRA, RaceFeaturizer, _flag, _num, race_laps, session_order
 from lapnet.race.features import PIT_LEFT as LEFT
 from lapnet.race.features import PIT_STINT as STINT
@@ -79,7 +80,7 @@ class PitContext:
         t_end = _num(lap.get("Time"))
         lap_time = _num(lap.get("LapTime"))
         status = str(lap.get("TrackStatus") or "")
-        neutral = bool(set(status) & set("4567"))
+        neutral = bool(NEUTRALISED_CODES.intersection(status))  # no green-flag pit loss to measure
         in_lap, out_lap = _flag(lap.get("InLap")), _flag(lap.get("OutLap"))
 
         # the race's pit loss: measured on green stops once their out-lap has ended
@@ -120,11 +121,12 @@ class PitContext:
         lap_n = n if math.isfinite(n) else 0.0
         left = max(fz.total_laps - lap_n, 0.0)
         short = tyre + left - typ
-        must = compound in ("SOFT", "MEDIUM", "HARD") and len(st.compounds) < 2
+        must = compound in DRY_COMPOUNDS and len(st.compounds) < 2
         need = float(must or short > 0)
 
-        sc_new = float(bool(set(status) & set("467")) and not me.neutral)
-        me.neutral = bool(set(status) & set("467"))
+        slow = bool(SLOW_RUNNING_CODES.intersection(status))  # SC / VSC: the cheap stop (a red flag is none)
+        sc_new = float(slow and not me.neutral)
+        me.neutral = slow
 
         left_hot = [0.0] * LEFT
         left_hot[min(int(left), LEFT - 1)] = 1.0
@@ -161,8 +163,8 @@ PIT_LEAN: tuple[str, ...] = (  # the base features a pit wall looks at (the lap-
     "tyre_life", "fresh_tyre", "stint", "laps_in_stint", "lap_frac", "laps_left", "position", "gap_ahead", "leader",
     "green", "yellow", "safety_car", "vsc", "red", "in_lap", "out_lap", "pits_done", "two_compounds", "field_pitting",
     "field_more_stops", "tyre_vs_field", "has_field_stints", "since_neutral", "tyre_race_frac", "must_stop_late",
-    "neutral_tyre", "field_pitted_1", "ahead_pitted", "behind_pitted", "teammate_pitted", "base", "last_vs_base",
-    "stint_slope", "gap_change", "position_change",
+    "neutral_tyre", "field_pitted_1", "ahead_pitted", "behind_pitted", "teammate_pitted", "base", "stint_slope",
+    "gap_change", "position_change",
 )
 PIT_L2 = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4)  # L2 strengths tried (mean BCE + l2 |w|^2 on standardised inputs)
 

@@ -77,6 +77,10 @@ ABSOLUTE_ONLY: frozenset[str] = frozenset(
 
 TRACK_STATUS_CODES = frozenset("1234567")
 NEUTRALISED_CODES = frozenset("4567")  # SC, red flag, VSC, VSC ending: the pace is not racing pace
+# the field runs slowly behind a safety car or VSC, so a stop costs less time than at racing pace; a red
+# flag (5) is left out: the race stops, and tyres are changed in the pit lane for free, no stop needed
+SLOW_RUNNING_CODES = frozenset("467")
+SC_CODE, VSC_CODE = "4", "6"  # a safety car deployed; a VSC deployed ('7', VSC ending, follows one)
 YELLOW_CODE = "2"
 RED_CODE = "5"
 # sanity bounds of a lap table: the longest F1 races have run 87 laps; a lap timed across a

@@ -148,3 +148,27 @@ def test_race_eval_and_predict_refuse_a_bad_out_before_the_work(cmd, inputs, run
     (tmp_path / "o" / "metrics.json").mkdir(parents=True)
     line = _refused(*run_cli("race", cmd, inputs / "not_a_run", inputs / "wrong_columns.csv", "--out", tmp_path / "o")[::2])
     assert "metrics.json: is a directory" in line
+
+
+def test_one_out_dir_check_for_commands_and_text_runs(run_cli, tmp_path):
+    """`text train` (through the library's train_text) and the other commands share
+    run_dir.check_out_dir: the same refusals, worded for what each --out holds."""
+    from lapnet.run_dir import check_out_dir
+    from lapnet.text_runs import train_text
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("keep me")
+    line = _refused(*run_cli("sine", "--out", full)[::2])
+    assert line.endswith(f"--out {full}: already holds files (use --force to overwrite it)")
+    line = _refused(*run_cli("text", "train", "--epochs", "1", "--out", full)[::2])
+    assert line.endswith(f"--out {full}: already holds a run (use --resume to continue it or --force to overwrite)")
+    line = _refused(*run_cli("text", "train", "--epochs", "1", "--resume", "--force", "--out", full)[::2])
+    assert line.endswith("--resume and --force contradict each other: pick one")
+    with pytest.raises(LapnetError, match="already holds a run"):
+        train_text(None, full)
+    with pytest.raises(LapnetError, match="contradict"):
+        check_out_dir(tmp_path / "new", resume=True, force=True)
+    assert not (tmp_path / "new").exists() and (full / "keep.txt").read_text() == "keep me"
+    assert check_out_dir(tmp_path / "later", create=False) == tmp_path / "later" and not (tmp_path / "later").exists()
+    assert check_out_dir(tmp_path / "now" / "deep").is_dir()

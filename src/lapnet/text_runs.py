@@ -21,11 +21,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lapnet.checkpoint import check_replaceable, load_tensors, read_json, write_json
+from lapnet.checkpoint import load_tensors, read_json, write_json
 from lapnet.console import console
 from lapnet.data.text import TextBatches, Vocab, eval_layout, read_text, split_ids
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.models.charlm import CharLMConfig, param_names, saved_positive_int
+from lapnet.run_dir import check_out_dir, make_dir
 from lapnet.sampling import SampleConfig, generate
 from lapnet.train import TrainConfig, fit
 
@@ -224,20 +225,6 @@ def check_weights(arrays: dict[str, np.ndarray], cfg: CharLMConfig, where: Path)
 # training
 
 
-def _check_out(out: Path, *, resume: bool, force: bool) -> None:
-    """Refuse to touch an existing run unless asked; create nothing yet."""
-    if out.exists() and not out.is_dir():
-        raise LapnetError(f"--out {out}: exists and is a file, not a directory")
-    if resume and force:
-        raise LapnetError("--resume and --force contradict each other: pick one")
-    has_run = out.is_dir() and any(out.iterdir())
-    if has_run and not (resume or force):
-        raise LapnetError(f"--out {out}: already holds a run (use --resume to continue it or --force to overwrite)")
-    if resume and not (out / "last.safetensors").is_file():
-        raise LapnetError(f"--resume: {out} holds no checkpoint to resume (last.safetensors missing)")
-    check_replaceable(out / name for name in RUN_FILES)  # --force would delete the run, then fail on it
-
-
 def _saved_data_config(saved: dict[str, Any], where: Path) -> TextDataConfig:
     """config.json["data"] of a run being resumed, checked field by field (a hand-edited
     value must be named here, not fail later in words about command-line flags)."""
@@ -303,7 +290,8 @@ def train_text(
     out = Path(out)
     if engine not in ENGINES:
         raise LapnetError(f"--engine {engine}: expected torch or numpy")
-    _check_out(out, resume=resume, force=force)
+    # refuse an existing run unless asked; the directory is made only once the inputs are good
+    check_out_dir(out, force=force, resume=resume, writes=RUN_FILES, holds="a run", create=False)
     train = train or text_train_config()
     train.validate()
     data = data or TextDataConfig()
@@ -354,7 +342,7 @@ def train_text(
     if force and out.is_dir():
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     config = {"kind": "charlm", "engine": engine, "model": model.to_json(), "data": asdict(data),
               "train": asdict(train)}
     write_json(out / "config.json", config)

@@ -1,87 +1,20 @@
-"""Shared pieces of the CLI: run directories, metrics output, summary tables, devices."""
+"""Shared pieces of the CLI: metrics output, summary tables, devices, threads; run directories
+(`check_out_dir`, `make_dir`) come from `lapnet.run_dir`, shared with the library."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from rich.table import Table
 
-from lapnet.checkpoint import check_replaceable, json_text, write_json
-from lapnet.distributed import rank
+from lapnet.checkpoint import json_text, write_json
 from lapnet.console import console  # progress and tables go to stderr; stdout stays for data
+from lapnet.distributed import rank
 from lapnet.errors import LapnetError
-
-
-_made_dirs: list[Path] = []  # directories the running command created, outermost first
-
-
-def make_dir(out: Path) -> Path:
-    """`mkdir -p out`, remembering each directory this call created (not those that already
-    existed), so that `undo_new_dirs_on_failure` can take them back if the command fails."""
-    out = Path(out)
-    for d in [*reversed(out.parents), out]:
-        if d.is_dir():
-            continue
-        try:
-            d.mkdir()
-        except FileExistsError:  # made meanwhile by someone else (another rank): not ours to remove
-            continue
-        _made_dirs.append(d)
-    return out
-
-
-@contextlib.contextmanager
-def undo_new_dirs_on_failure() -> Iterator[None]:
-    """Around one command: if it fails (an exception, or an exit code other than 0), remove
-    the directories it created with `make_dir` that are still empty, innermost first.
-
-    Commands create --out before the work so that an unwritable place is refused at once,
-    but a refusal found later (a corrupt input file, a bad run) must still leave the disk as
-    it was. `rmdir` removes only an empty directory: one that existed before, or that now
-    holds anything, is never touched.
-    """
-    _made_dirs.clear()
-    failed = True
-    try:
-        yield
-        failed = False
-    except SystemExit as e:
-        failed = e.code not in (0, None)
-        raise
-    finally:
-        if failed:
-            for d in reversed(_made_dirs):
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-        _made_dirs.clear()
-
-
-def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None, must_be_new: bool = True,
-                  writes: tuple[str, ...] = ("metrics.json",)) -> Path:
-    """Validate an output directory before any work, then create it (see `make_dir`): refuse a
-    file, an unwritable place, (when `must_be_new`) an existing non-empty run unless --force or
-    --resume (None: the command has no --resume), and a directory standing where one of the
-    files the command `writes` must go (found only after the work, halfway through saving)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise LapnetError(f"--out {out}: exists and is a file, not a directory")
-    if must_be_new and out.is_dir() and any(out.iterdir()) and not (force or resume):
-        hint = "--resume to continue it or --force to overwrite" if resume is not None else "--force to overwrite it"
-        raise LapnetError(f"--out {out}: already holds files (use {hint})")
-    if resume and not (out / "last.safetensors").is_file():
-        raise LapnetError(f"--resume: {out} holds no checkpoint to resume (last.safetensors missing)")
-    check_replaceable(out / name for name in writes)
-    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not parent.is_dir():
-        raise LapnetError(f"--out {out}: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK):
-        raise LapnetError(f"--out {out}: {parent} is not writable")
-    return make_dir(out)
+from lapnet.run_dir import check_out_dir, make_dir, undo_new_dirs_on_failure  # noqa: F401  (the commands' names)
 
 
 def emit_metrics(out: Path | None, metrics: Mapping[str, Any], *, as_json: bool = False) -> None:

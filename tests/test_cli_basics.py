@@ -69,10 +69,40 @@ def test_out_of_memory_is_one_line_exit_2(run_cli, monkeypatch):
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("lapnet: error: out of memory"), err
     monkeypatch.setattr(param_count, "param_table", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
-    import pytest
+    code, _, err = run_cli("params")  # any other RuntimeError is a bug: its traceback stays
+    assert code == 1 and err.startswith("lapnet: internal error: RuntimeError: a bug\n") and "Traceback" in err, err
 
-    with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is a bug: its traceback stays
-        run_cli("params")
+
+def test_a_bug_is_an_internal_error_with_its_traceback_exit_1(run_cli, monkeypatch):
+    """A plain ValueError from deep inside (here NumPy's broadcasting) is lapnet's bug, not bad
+    input: it must not pass for `lapnet: error:` with exit 2, it must show where it happened."""
+    import numpy as np
+
+    from lapnet.diagnostics import param_count
+
+    def planted_bug(*a, **k):
+        return np.ones(3) + np.ones(4)
+
+    monkeypatch.setattr(param_count, "param_table", planted_bug)
+    code, out, err = run_cli("params", "--hidden", 8)
+    lines = err.splitlines()
+    assert code == 1 and out == ""
+    assert lines[0].startswith("lapnet: internal error: ValueError: operands could not be broadcast together"), err
+    assert "Traceback (most recent call last)" in err and "planted_bug" in err  # where the bug is
+    assert lines[-1].startswith("ValueError: operands could not be broadcast") and "lapnet: error:" not in err
+
+
+def test_bad_input_still_one_line_exit_2(run_cli, monkeypatch, tmp_path):
+    """LapnetError (and its CheckpointError) and OSError stay one line and exit 2."""
+    from lapnet.diagnostics import param_count
+    from lapnet.errors import CheckpointError, LapnetError
+
+    for exc in (LapnetError("--hidden 8: too small"), CheckpointError("run/model.safetensors: truncated"),
+                PermissionError(13, "Permission denied")):
+        monkeypatch.setattr(param_count, "param_table", lambda *a, _e=exc, **k: (_ for _ in ()).throw(_e))
+        code, _, err = run_cli("params")
+        assert code == 2 and err.count("\n") == 1 and err.startswith("lapnet: error: "), err
+        assert "Traceback" not in err
 
 
 def test_warnings_are_one_line_each(run_cli, monkeypatch):

@@ -1,9 +1,10 @@
 """The `lapnet` command line: thin Typer commands that validate input and call the library.
 
 Each command group lives in its own module and adds itself to `app` through `register(app)`.
-`main()` is the console-script entry point: it turns bad input (a `ValueError`, an
+`main()` is the console-script entry point: it turns bad input (a `LapnetError`, an
 `OSError`, a usage error) into one line on stderr and exit code 2, never a traceback, and
-takes back any empty output directory the failed command created.
+takes back any empty output directory the failed command created. Any other exception is a
+bug in lapnet: `lapnet: internal error: <Type>: <message>`, its traceback, exit code 1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import typer
 from typer import exceptions as tx
-from typer._click import exceptions as cx  # Typer >= 0.20 vendors Click here
+from typer._click import exceptions as cx  # Typer >= 0.26 vendors Click here
+
+from lapnet.errors import LapnetError
 
 app = typer.Typer(
     name="lapnet",
@@ -88,6 +91,18 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _internal_error(e: BaseException) -> None:
+    """Anything but bad input is a bug in lapnet: say so, show where (the traceback), exit 1.
+    A plain ValueError from NumPy deep inside a computation is not the user's mistake, and
+    reporting it as `error:` with exit 2 would hide it."""
+    import traceback
+
+    line = " ".join(f"{type(e).__name__}: {e}".split())
+    print(f"lapnet: internal error: {line}", file=sys.stderr)
+    traceback.print_exception(e, file=sys.stderr)
+    sys.exit(1)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Every warning as one `lapnet: warning:` line (Python's default prints the file and line
     number, then the source line: internals, and two lines for one remark)."""
@@ -98,7 +113,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; bad input exits 2 with one line on stderr."""
+    """Run the CLI; bad input exits 2 with one line on stderr, a bug exits 1 with its traceback."""
     import warnings
 
     from lapnet import distributed
@@ -126,14 +141,14 @@ def main(argv: list[str] | None = None) -> None:
             _fail(e.format_message())
         except KeyboardInterrupt:
             _fail("interrupted", 130)
-        except (ValueError, OSError) as e:  # LapnetError is a ValueError; OSError: disk, permissions
+        except (LapnetError, OSError) as e:  # bad input (CheckpointError too); OSError: disk, permissions
             _fail(str(e) or e.__class__.__name__)
         except MemoryError as e:  # sizes too big for this machine (NumPy's error says how much it wanted)
             _fail(f"out of memory: {e or 'the sizes asked for do not fit in this machine'}")
-        except RuntimeError as e:
-            if "allocate" not in str(e):  # a bug: keep its traceback
-                raise
-            _fail("out of memory: the sizes asked for do not fit in this machine")  # torch's allocator
+        except Exception as e:
+            if isinstance(e, RuntimeError) and "allocate" in str(e):  # torch's allocator
+                _fail("out of memory: the sizes asked for do not fit in this machine")
+            _internal_error(e)
         finally:
             warnings.showwarning = shown
             distributed.shutdown()

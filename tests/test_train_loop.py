@@ -187,3 +187,37 @@ def test_checkpoints_are_written_without_a_process_group_whatever_RANK_says(tmp_
     arrays, meta = load_tensors(tmp_path / "w.safetensors")
     assert arrays["a"].tolist() == [1.0, 1.0]
     assert meta == {"val": None, "inf": None}  # strict JSON in the header: no bare NaN
+
+
+def test_resume_mid_epoch_continues_the_carried_state(tmp_path):
+    """Truncated BPTT carries the hidden state between the steps of an epoch; a run stopped in the
+    middle of one and resumed ends with the weights of a run never stopped (it used to restart
+    the streams from zeros: 0.017 off at step 4 of 10)."""
+    class Streams:  # 2 streams of 40 steps, cut into 5 chunks of 8: chunk k+1 continues chunk k
+        x = torch.tensor(np.random.default_rng(3).normal(size=(2, 40, 3)))
+
+        def steps_per_epoch(self):
+            return 5
+
+        def epoch(self, e):
+            for k in range(5):
+                xs = self.x[:, 8 * k:8 * k + 8]
+                yield xs, xs.sum(-1, keepdim=True).cumsum(1) * 0.1
+
+    def loss_fn(net, batch, carry):
+        out, h = net(batch[0], carry)
+        return torch.nn.functional.mse_loss(out[..., :1], batch[1]), h.detach(), batch[0].shape[0]
+
+    def run(out, **kw):
+        torch.manual_seed(0)
+        model = torch.nn.GRU(3, 4, batch_first=True).double()
+        cfg = TrainConfig(lr=0.05, schedule="constant", eval_every=1, progress=False, **kw)
+        learner = TorchLearner(model, loss_fn, lambda m: {"val_loss": 0.0}, cfg)
+        fit(learner, Streams(), cfg, out=out, resume=(out / "last.safetensors").exists())
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    whole = run(tmp_path / "whole", epochs=2)
+    run(tmp_path / "cut", epochs=2, max_steps=7)  # stops at step 2 of the second epoch
+    resumed = run(tmp_path / "cut", epochs=2)
+    for k in whole:
+        torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=1e-14)

@@ -16,12 +16,18 @@ lives in two small objects:
 
 `TorchLearner` is the learner for any torch module; the NumPy engine brings its own.
 `carry` is whatever a step hands to the next one within an epoch (the detached hidden
-state for truncated BPTT); it starts as None at each epoch.
+state for truncated BPTT); it starts as None at each epoch. A carry made of arrays or tensors
+(one, or a tuple or list of them) is saved in `last.safetensors` with the trainer's position,
+so a run resumed in the middle of an epoch continues its streams from the state they had.
 
 Under `torchrun` (torch.distributed initialised) TorchLearner wraps the model in
 DistributedDataParallel and each rank trains on its own contiguous shard of every global
-batch; gradients are averaged, so the result equals one process on the same global batch.
-Only rank 0 writes files. Run directory layout: see `lapnet.checkpoint`.
+batch (tensors and NumPy arrays are split along dim 0; shards differ by at most one item and
+are weighted by their size); gradients are averaged, so the result equals one process on the
+same global batch for a loss that is a mean over the batch's items. Only rank 0 writes files;
+a carry is then not saved (each rank holds its own shard of it), so a run resumed mid-epoch
+under torchrun restarts its streams from a zero state. Run directory layout: see
+`lapnet.checkpoint`.
 """
 
 from __future__ import annotations
@@ -416,6 +422,36 @@ def _trim_log(path: Path, step: int) -> None:
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
 
+def _carry_arrays(carry: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """A carry as checkpoint arrays `carry.0`, `carry.1`, ... and how to rebuild it; None when it
+    is not an array, a tensor, or a tuple or list of them (it is then not saved)."""
+    parts = list(carry) if isinstance(carry, (tuple, list)) else [carry]
+    if carry is None or not parts:
+        return None
+    kinds = ["numpy" if isinstance(p, np.ndarray) else "torch" if hasattr(p, "detach") else None for p in parts]
+    if None in kinds:
+        return None
+    arrays = {f"carry.{i}": (p if k == "numpy" else p.detach().cpu().numpy()) for i, (p, k) in enumerate(zip(parts, kinds))}
+    devices = [str(p.device) if k == "torch" else None for p, k in zip(parts, kinds)]
+    return arrays, {"kinds": kinds, "devices": devices, "container": type(carry).__name__ if isinstance(carry, (tuple, list)) else None}
+
+
+def _carry_from(arrays: dict[str, np.ndarray], meta: dict[str, Any] | None) -> Any:
+    """The carry `_carry_arrays` saved, or None."""
+    if not meta:
+        return None
+    parts = []
+    for i, (kind, device) in enumerate(zip(meta["kinds"], meta["devices"])):
+        a = np.array(arrays[f"carry.{i}"])
+        if kind == "torch":
+            import torch
+
+            a = torch.from_numpy(a).to(device)
+        parts.append(a)
+    container = {"tuple": tuple, "list": list}.get(meta.get("container") or "")
+    return container(parts) if container else parts[0]
+
+
 def _finished(st: dict[str, Any], cfg: TrainConfig, spe: int) -> str | None:
     """Why a restored run has nothing left to do under `cfg` ("epochs", ...), or None."""
     if cfg.epochs is not None and st["epoch"] >= cfg.epochs:
@@ -479,12 +515,16 @@ def fit(
         raise LapnetError("no training batches: the data is shorter than one batch")
     st: dict[str, Any] = dict(step=0, epoch=0, step_in_epoch=0, best_val=None, bad_evals=0, elapsed=0.0,
                               train_time=0.0, items=0, history=[], last_metrics={})
+    resumed_carry = None
+    live: dict[str, Any] = {"carry": None}  # the latest carry, for the checkpoint
     if resume:
         if out_dir is None:
             raise LapnetError("--resume needs a run directory")
         arrays, m = load_tensors(out_dir / "last.safetensors")
         if "trainer" not in m or "learner" not in m:
             raise LapnetError(f"{out_dir / 'last.safetensors'}: not a resumable lapnet checkpoint")
+        resumed_carry = _carry_from(arrays, m.get("carry")) if _dist() is None else None
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("carry.")}
         learner.load_state(arrays, m["learner"])
         st.update(m["trainer"])
         done = _finished(st, cfg, spe)
@@ -519,8 +559,14 @@ def fit(
         arrays, lmeta = learner.state()
         trainer = {k: v for k, v in st.items()}
         trainer["elapsed"] = time.perf_counter() - t_start
+        carry_meta = None
+        if st["step_in_epoch"] > 0 and _dist() is None:  # mid-epoch: the streams' state is part of the position
+            saved = _carry_arrays(live["carry"])
+            if saved is not None:
+                carry_arrays, carry_meta = saved
+                arrays = {**arrays, **carry_arrays}
         save_tensors(out_dir / "last.safetensors", arrays,
-                     {**run_meta, "trainer": trainer, "learner": lmeta, "train_config": asdict(cfg)})
+                     {**run_meta, "trainer": trainer, "learner": lmeta, "train_config": asdict(cfg), "carry": carry_meta})
         if best:
             save_tensors(out_dir / "model.safetensors", learner.weights(),
                          {**run_meta, "step": st["step"], "val_loss": st["best_val"]})
@@ -593,11 +639,12 @@ def fit(
             if cfg.epochs is not None and st["epoch"] >= cfg.epochs:
                 stopped = "epochs"
                 break
-            carry = None
+            carry, resumed_carry = (resumed_carry if st["step_in_epoch"] > 0 else None), None
             for batch in islice(batches.epoch(st["epoch"]), st["step_in_epoch"], None):
                 lr = lr_at(cfg, st["step"], _agree_max(progress_frac()) if budget else progress_frac())
                 t0 = time.perf_counter()
                 loss, carry, n = learner.train_step(batch, carry, lr)
+                live["carry"] = carry
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss} at step {st['step'] + 1} (epoch {st['epoch'] + 1}); stopped before "

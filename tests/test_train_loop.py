@@ -221,3 +221,30 @@ def test_resume_mid_epoch_continues_the_carried_state(tmp_path):
     resumed = run(tmp_path / "cut", epochs=2)
     for k in whole:
         torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=1e-14)
+
+
+def test_divergence_before_any_checkpoint_says_none_was_written(tmp_path):
+    model = torch.nn.Linear(2, 1)
+
+    def loss_fn(net, batch, carry):
+        return net(batch).sum() * float("nan"), None, 1
+
+    class One:
+        def steps_per_epoch(self):
+            return 3
+
+        def epoch(self, e):
+            for _ in range(3):
+                yield torch.ones(1, 2)
+
+    cfg = TrainConfig(epochs=1, progress=False)
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written yet"):
+        fit(TorchLearner(model, loss_fn, lambda m: {"val_loss": 0.0}, cfg), One(), cfg, out=tmp_path / "run")
+
+
+def test_bfloat16_cannot_be_checkpointed_and_says_why(tmp_path):
+    from lapnet.checkpoint import save_tensors
+
+    with pytest.raises(LapnetError, match=r"bfloat16 .*\.float\(\)"):
+        save_tensors(tmp_path / "w.safetensors", {"w": torch.ones(2, dtype=torch.bfloat16)})
+    assert not (tmp_path / "w.safetensors").exists()

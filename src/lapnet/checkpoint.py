@@ -34,6 +34,9 @@ META_KEY = "lapnet"  # the safetensors header field that holds our JSON metadata
 def _to_numpy(value: Any) -> np.ndarray:
     """Accept numpy arrays and torch tensors (without importing torch here)."""
     if hasattr(value, "detach"):  # a torch.Tensor
+        if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16
+            raise LapnetError("a bfloat16 tensor cannot go into a lapnet checkpoint (NumPy dtypes only): "
+                              "convert the model with .float() before saving")
         value = value.detach().cpu().numpy()
     return np.array(value, order="C", copy=None)  # keeps 0-d scalars 0-d (ascontiguousarray would not)
 

@@ -571,6 +571,12 @@ def fit(
             save_tensors(out_dir / "model.safetensors", learner.weights(),
                          {**run_meta, "step": st["step"], "val_loss": st["best_val"]})
 
+    def kept() -> str:
+        """What a diverged run leaves: its last good checkpoint, if it wrote one."""
+        if out_dir is not None and (out_dir / "last.safetensors").exists():
+            return f"the last good checkpoint is kept in {out_dir}"
+        return "no checkpoint was written yet" if out_dir is not None else "nothing was saved (no run directory)"
+
     def evaluate() -> bool:
         """Evaluate, log, checkpoint; True when early stopping says stop."""
         nonlocal last_metrics
@@ -586,7 +592,7 @@ def fit(
         if val is None:
             raise LapnetError(f"the learner's evaluate() must return a number as 'val_loss', got {raw!r}")
         if not math.isfinite(val):
-            raise TrainingDiverged(f"validation loss became {val} at step {st['step']}; stopped, the last good checkpoint is kept")
+            raise TrainingDiverged(f"validation loss became {val} at step {st['step']}; stopped, " + kept())
         train_loss = since_eval["loss"] / max(since_eval["n"], 1)
         since_eval.update(loss=0.0, n=0)
         row = {"step": st["step"], "epoch": round(st["epoch"] + st["step_in_epoch"] / spe, 4),
@@ -648,7 +654,7 @@ def fit(
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss} at step {st['step'] + 1} (epoch {st['epoch'] + 1}); stopped before "
-                        f"updating, the last good checkpoint is kept" + (f" in {out_dir}" if out_dir else ""))
+                        f"updating, " + kept())
                 st["train_time"] += time.perf_counter() - t0
                 st["step"] += 1
                 st["step_in_epoch"] += 1

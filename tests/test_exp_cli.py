@@ -228,3 +228,51 @@ def test_threads_reach_numpys_blas_as_in_text_train(run_cli, tmp_path):
     finally:
         set_threads(1)  # conftest's setting, for the tests after this one
     assert torch.get_num_threads() == 1 and blas._ENGINE_THREADS == 1
+
+
+@pytest.mark.parametrize("given", [
+    ("--arch", "rnn", "lstm", "gru"),  # as DESIGN.md writes it
+    ("--arch", "rnn", "--arch", "lstm", "--arch", "gru"),
+    ("--arch", "rnn,lstm", "gru"),
+    ("--archs", "rnn,lstm,gru"),  # the older spelling still works
+    (),  # the default: all three
+])
+def test_gradflow_arch_spellings(run_cli, tmp_path, given):
+    code, out, err = run_cli("gradflow", *given, "--hidden", "3", "--length", "4", "--steps", "0", "--clip-steps", "0",
+                             "--engine", "torch", "--out", tmp_path / "gf", "--quiet", "--json")
+    assert code == 0, err
+    assert list(json.loads(out)["archs"]) == ["rnn", "lstm", "gru"]
+
+
+@pytest.mark.parametrize("cmd", ["sine", "adding"])
+def test_sine_and_adding_take_arch_as_written(run_cli, tmp_path, cmd):
+    sizes = (("--hidden", "2", "--arch-hidden", "2", "--epochs", "1", "--horizon", "1") if cmd == "sine" else
+             ("--lengths", "5", "--hidden", "2", "--batch", "2", "--max-steps", "1", "--eval-every", "1"))
+    code, out, err = run_cli(cmd, "--arch", "gru", "rnn", *sizes, "--out", tmp_path / cmd, "--quiet", "--json")
+    assert code == 0, err
+    m = json.loads(out)
+    assert list(m["architecture"] if cmd == "sine" else m["runs"]) == ["gru", "rnn"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("gradflow", "--arch", "rnn", "--archs", "gru"), "give --arch or --archs, not both"),
+    (("gradflow", "--arch", "rnn", "transformer"), "--arch: unknown architecture 'transformer'"),
+    (("sine", "--arch", "lstm", "gpt"), "--arch: unknown architecture 'gpt'"),
+])
+def test_arch_mistakes_are_one_line(run_cli, tmp_path, args, needle):
+    code, _, err = run_cli(*args, "--out", tmp_path / "o")
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_gates_and_temperature_take_device(run_cli, tmp_path):
+    """DESIGN: every command that runs a trained net takes --device; this machine has no CUDA."""
+    run = _tiny_run(tmp_path / "run")
+    for args in (("gates", run), ("temperature", run), ("temperature",)):
+        code, _, err = run_cli(*args, "--device", "cuda", "--out", tmp_path / "o", "--quiet")
+        assert code == 2 and err == "lapnet: error: --device cuda: no CUDA device is available on this machine\n", err
+        assert not (tmp_path / "o").exists()
+        code, _, err = run_cli(*args, "--device", "tpu", "--out", tmp_path / "o", "--quiet")
+        assert code == 2 and "--device tpu: expected auto, cpu or cuda" in err
+    code, _, err = run_cli("gates", run, "--device", "cpu", "--out", tmp_path / "g", "--quiet")
+    assert code == 0 and (tmp_path / "g" / "gates.png").is_file(), err

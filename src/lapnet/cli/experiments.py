@@ -3,13 +3,15 @@ experiments, measured on real models.
 
 Each command validates its options, calls one `lapnet.experiments` function, and writes
 the PNG figures plus metrics.json into --out (default runs/<command>). Lists are given
-comma-separated: `--archs rnn,gru --lengths 50,100`.
+comma-separated: `--lengths 50,100`; architectures as the design writes them,
+`--arch rnn lstm gru`, or repeated (`--arch rnn --arch gru`), or comma-separated
+(`--arch rnn,gru`, and the older `--archs rnn,gru`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -21,6 +23,7 @@ QUIET_HELP = "No progress bars or summary table."
 THREADS_HELP = ("CPU threads for torch, NumPy's OpenBLAS and the NumPy engine. These models are tiny: one thread is "
                 "fastest, and far faster on a busy machine.")
 DEVICE_HELP = "auto, cpu or cuda (torch engine; auto: cuda when available)."
+RUN_DEVICE_HELP = "auto, cpu or cuda: where RUN's model runs (auto: cuda when available)."
 ENGINE_HELP = "torch or numpy (lapnet.scratch, the same training loop)."
 
 
@@ -51,6 +54,34 @@ def _archs(option: str, text: str) -> tuple[str, ...]:
     if bad:
         raise LapnetError(f"{option}: unknown architecture {bad[0]!r}: expected one of {', '.join(ARCHS)}")
     return archs
+
+
+ARCH_HELP = "Architectures: --arch rnn lstm gru, --arch rnn --arch gru or --arch rnn,gru."
+ARCHS_HELP = "The same as a comma-separated list (--archs rnn,gru)."
+
+
+def _arch_list(arch: list[str] | None, more: list[str] | None, archs: str | None, default: str) -> tuple[str, ...]:
+    """The architectures of --arch (repeatable, or comma-separated) with the words after it
+    (`--arch rnn lstm gru`: Click gives an option one value per occurrence, so the others
+    arrive as the command's extra arguments, ARCH...), or of the older --archs; `default`
+    when none is given."""
+    if (arch or more) and archs is not None:
+        raise LapnetError("give --arch or --archs, not both")
+    if arch or more:
+        return _archs("--arch", ",".join([*(arch or []), *(more or [])]))
+    return _archs("--archs", default if archs is None else archs)
+
+
+def _arch_options(default: str):
+    """--arch (repeatable), its trailing words and --archs, for a command comparing architectures."""
+    return (typer.Option(None, "--arch", help=f"{ARCH_HELP} Default: {default.replace(',', ' ')}."),
+            typer.Argument(None, metavar="ARCH", show_default=False, help="More architectures, as after --arch."),
+            typer.Option(None, "--archs", help=ARCHS_HELP))
+
+
+_SINE_ARCH, _SINE_MORE, _SINE_ARCHS = _arch_options("rnn,lstm,gru")
+_ADD_ARCH, _ADD_MORE, _ADD_ARCHS = _arch_options("rnn,lstm,gru")
+_FLOW_ARCH, _FLOW_MORE, _FLOW_ARCHS = _arch_options("rnn,lstm,gru")
 
 
 def _device(device: str, engine: str = "torch") -> str:
@@ -85,7 +116,9 @@ def _finish(result, out: Path, json_out: bool, quiet: bool, table: list | dict |
 
 def sine_cmd(
     hidden: str = typer.Option("2,8,32,128", "--hidden", help="LSTM hidden sizes for the left panel."),
-    archs: str = typer.Option("rnn,lstm,gru", "--archs", help="Architectures compared in the right panel."),
+    arch: Optional[List[str]] = _SINE_ARCH,
+    arch_more: Optional[List[str]] = _SINE_MORE,
+    archs: Optional[str] = _SINE_ARCHS,
     arch_hidden: int = typer.Option(32, "--arch-hidden", help="Hidden size of the architecture comparison."),
     epochs: int = typer.Option(200, "--epochs", help="Full-batch epochs (Adam)."),
     lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
@@ -107,12 +140,14 @@ def sine_cmd(
     min_mse, forecast_mse, loss_curve, forecast}}, "architecture": {arch:
     {...}}, "table": [{model, final_mse, forecast_mse}]}.
 
-    Example: lapnet sine --hidden 8,32 --archs rnn,lstm --epochs 100 --engine numpy
+    --arch picks the architectures compared in the right panel.
+
+    Example: lapnet sine --hidden 8,32 --arch rnn lstm --epochs 100 --engine numpy
     """
     from lapnet.cli.common import check_out_dir
     from lapnet.experiments.sine import SineConfig, run_sine
 
-    cfg = SineConfig(hidden_sizes=_list("--hidden", hidden, int), archs=_archs("--archs", archs),
+    cfg = SineConfig(hidden_sizes=_list("--hidden", hidden, int), archs=_arch_list(arch, arch_more, archs, "rnn,lstm,gru"),
                      arch_hidden=arch_hidden, epochs=epochs, lr=lr, horizon=horizon, seed=seed, engine=engine)
     cfg.validate()
     cfg.device = _device(device, engine)
@@ -174,7 +209,9 @@ def trend_cmd(
 
 
 def adding_cmd(
-    archs: str = typer.Option("rnn,lstm,gru", "--archs", help="Architectures to compare."),
+    arch: Optional[List[str]] = _ADD_ARCH,
+    arch_more: Optional[List[str]] = _ADD_MORE,
+    archs: Optional[str] = _ADD_ARCHS,
     lengths: str = typer.Option("50,100,200", "--lengths", help="Sequence lengths T."),
     hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
     batch: int = typer.Option(64, "--batch", help="Fresh random sequences per step."),
@@ -211,7 +248,7 @@ def adding_cmd(
     from lapnet.cli.common import check_out_dir
     from lapnet.experiments.adding import AddingConfig, run_adding
 
-    cfg = AddingConfig(archs=_archs("--archs", archs), lengths=_list("--lengths", lengths, int), hidden=hidden,
+    cfg = AddingConfig(archs=_arch_list(arch, arch_more, archs, "rnn,lstm,gru"), lengths=_list("--lengths", lengths, int), hidden=hidden,
                        batch_size=batch, max_steps=max_steps, eval_every=eval_every, lr=lr, clip=clip,
                        stop_when_solved=not keep_going, seed=seed, engine=engine)
     cfg.validate()
@@ -228,7 +265,9 @@ def adding_cmd(
 
 
 def gradflow_cmd(
-    archs: str = typer.Option("rnn,lstm,gru", "--archs", help="Architectures to measure."),
+    arch: Optional[List[str]] = _FLOW_ARCH,
+    arch_more: Optional[List[str]] = _FLOW_MORE,
+    archs: Optional[str] = _FLOW_ARCHS,
     hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
     length: int = typer.Option(50, "--length", help="Sequence length T (adding problem)."),
     steps: int = typer.Option(600, "--steps", help="Training steps before the 'trained' measurement (0: init only)."),
@@ -255,12 +294,12 @@ def gradflow_cmd(
     "engines_max_rel_diff", "clipping": {runs: {none | global norm |
     element-wise: {raw_grad_norm, test_mse, mean_cosine_value_clip, ...}}}}.
 
-    Example: lapnet gradflow --archs rnn,lstm --length 100 --steps 0
+    Example: lapnet gradflow --arch rnn lstm gru --steps 100
     """
     from lapnet.cli.common import check_out_dir
     from lapnet.experiments.gradflow import GradflowConfig, run_gradflow
 
-    cfg = GradflowConfig(archs=_archs("--archs", archs), hidden=hidden, length=length, steps=steps, lr=lr,
+    cfg = GradflowConfig(archs=_arch_list(arch, arch_more, archs, "rnn,lstm,gru"), hidden=hidden, length=length, steps=steps, lr=lr,
                          engine=engine, clip_steps=clip_steps, clip_radius=radius, clip_norm=clip_norm,
                          clip_value=clip_value, seed=seed)
     cfg.validate()
@@ -295,6 +334,7 @@ def gates_cmd(
     out: Path = typer.Option(Path("runs/gates"), "--out", help="Directory for the PNGs and metrics.json."),
     force: bool = typer.Option(False, "--force",
                                help="Overwrite the figures and metrics already in --out, and an existing --export file."),
+    device: str = typer.Option("auto", "--device", help=RUN_DEVICE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
@@ -324,9 +364,10 @@ def gates_cmd(
     if export is not None and export.exists() and not force:  # it may be anyone's file: never replace it unasked
         raise LapnetError(f"--export {export}: already exists (use --force to overwrite it)")
     check_run(run)  # a wrong RUN (missing, a race run) is named before --out is looked at
+    dev = _device(device)
     _threads(threads)
     out = check_out_dir(out, force=force)
-    result = run_gates(run, GatesConfig(text=text, layer=layer, max_units=max_units))
+    result = run_gates(run, GatesConfig(text=text, layer=layer, max_units=max_units), device=dev)
     if export is not None:
         result.metrics["export"] = str(export_states(result, export))
     rows = [{"gate": g, "mean": s["mean"], "< 0.1": s.get("share_below_0.1", "-"), "> 0.9": s.get("share_above_0.9", "-"),
@@ -345,6 +386,7 @@ def temperature_cmd(
                                    "as `text sample`)."),
     length: int = typer.Option(120, "--length", help="Characters per sample."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seeds the sampling."),
+    device: str = typer.Option("auto", "--device", help=RUN_DEVICE_HELP),
     out: Path = typer.Option(Path("runs/temperature"), "--out", help="Directory for the PNGs and metrics.json."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -372,9 +414,10 @@ def temperature_cmd(
         from lapnet.text_runs import check_run
 
         check_run(run)  # a wrong RUN (missing, a race run) is named before --out is looked at
+    dev = _device(device)
     _threads(threads)
     out = check_out_dir(out, force=force)
-    result = run_temperature(run, cfg)
+    result = run_temperature(run, cfg, device=dev)
     m = result.metrics
     rows = [{"T": t, "entropy_bits": v["entropy_bits"], "top_prob": v["top_prob"]} for t, v in m["notebook"].items()]
     if "samples" in m and not quiet:

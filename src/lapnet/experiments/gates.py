@@ -73,6 +73,7 @@ def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentRe
     if len(text) > MAX_TEXT:
         raise LapnetError(f"--text has {len(text)} characters; at most {MAX_TEXT} fit on a per-character heatmap")
     ids = torch.from_numpy(vocab.encode(text, what="--text"))[None, :]  # (1, T)
+    ids = ids.to(next(model.parameters()).device)
     rnn = model.rnn
     layer = rnn.num_layers - 1 if cfg.layer is None else cfg.layer
     if not 0 <= layer < rnn.num_layers:
@@ -80,7 +81,7 @@ def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentRe
     x, out = _capture(model, ids)  # (1, T, E), (1, T, H)
     trace = trace_gates(rnn, x)
     # the hook saw the model's real pass: the recomputed top layer must equal it too
-    diff = max(trace.max_abs_diff, float(np.abs(trace.layers[-1]["h"] - out.double().numpy()).max()))
+    diff = max(trace.max_abs_diff, float(np.abs(trace.layers[-1]["h"] - out.double().cpu().numpy()).max()))
     if not diff <= 1e-4:
         raise LapnetError(f"recomputed gates do not reproduce the model's hidden states (max diff {diff:.3g})")
     rec = trace.layers[layer]
@@ -145,11 +146,12 @@ _GATE_TITLES = {"i": "input gate i", "f": "forget gate f", "g": "candidate g", "
                 "c": "cell state c", "r": "reset gate r", "z": "update gate z", "n": "candidate n"}
 
 
-def run_gates(run: str | Path, cfg: GatesConfig | None = None) -> ExperimentResult:
-    """Load a text run (`lapnet text train`) and trace its gates on `cfg.text`."""
+def run_gates(run: str | Path, cfg: GatesConfig | None = None, *, device: str = "cpu") -> ExperimentResult:
+    """Load a text run (`lapnet text train`) onto `device` and trace its gates on `cfg.text`
+    (the trace itself is NumPy float64, on the CPU)."""
     from lapnet.text_runs import load_run
 
-    loaded = load_run(run, engine="torch")
+    loaded = load_run(run, engine="torch", device=device)
     return gate_report(loaded.model, loaded.vocab, cfg or GatesConfig())
 
 

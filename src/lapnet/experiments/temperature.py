@@ -60,7 +60,8 @@ def entropy_bits(p: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None = None) -> ExperimentResult:
+def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None = None, *,
+                    device: str = "cpu") -> ExperimentResult:
     """The softmax-temperature figure, and with a run, its real distribution and samples.
 
     Returns:
@@ -90,7 +91,7 @@ def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None
     from lapnet.sampling import SampleConfig, generate, start_ids
     from lapnet.text_runs import load_run
 
-    loaded = load_run(run, engine="torch")
+    loaded = load_run(run, engine="torch", device=device)
     vocab = loaded.vocab
     # (1, P); unknown characters -> named error. An empty prime starts, as in `text sample`,
     # from a random character chosen by the seed: the same one every sample below starts from.

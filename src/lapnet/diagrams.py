@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch

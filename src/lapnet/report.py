@@ -108,7 +108,7 @@ def render_report(root: Path, dirs: Sequence[Path], *, title: str, skip: Path | 
         name = "overview" if rel == "." else rel
         anchor = f"s{i}"
         toc.append(f'<a href="#{anchor}">{_esc(name)}</a>')
-        sections.append(f'<section id="{anchor}"><h2>{_esc(name)}</h2>{_render_dir(d, root, skip)}</section>')
+        sections.append(f'<section id="{anchor}"><h2>{_esc(name)}</h2>{_render_dir(d, skip)}</section>')
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -177,7 +177,7 @@ def _kind(f: Path) -> str | None:
 # one directory
 
 
-def _render_dir(d: Path, root: Path, skip: Path | None) -> str:
+def _render_dir(d: Path, skip: Path | None) -> str:
     files = _files(d, skip)
     by_kind: dict[str, list[Path]] = {}
     for f in files:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
 from lapnet.data.synthetic import ADDING_BASELINE_MSE, adding_problem

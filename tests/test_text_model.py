@@ -143,3 +143,22 @@ def test_one_stream_fast_path_gives_the_batched_samples(arch):
 def test_bad_sampling_options_are_refused(bad):
     with pytest.raises(LapnetError):
         SampleConfig(**bad).validate()
+
+
+def test_step_one_buffers_are_made_with_the_stepper_and_match_step():
+    """NumpyStepper makes step_one's LSTM gate buffers in __init__ (no lazy hasattr), and the
+    single-stream step gives the batched step's logits and states, character after character."""
+    torch.manual_seed(4)
+    tm = CharLM(CharLMConfig(len(VOCAB), arch="lstm", hidden=6, embed=4, layers=2)).eval()
+    nm = NumpyCharLM(tm.cfg, {k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    st = NumpyStepper(nm)
+    assert len(st._gates) == 2 and all(g.shape == (24,) for g in st._gates)  # (4H,) per layer
+    assert all(v[0].base is g and v[4].base is g for v, g in zip(st._views, st._gates))  # views, not copies
+    _, s_batch = st.prime(np.array([[1, 2]]))
+    s_one = s_batch
+    for i in (3, 0, 5, 2):
+        lb, s_batch = st.step(np.array([i]), s_batch)  # (1, V)
+        lo, s_one = st.step_one(i, s_one)  # (V,)
+        np.testing.assert_allclose(lo, lb[0], rtol=1e-5, atol=1e-6)
+    gru = CharLM(CharLMConfig(len(VOCAB), arch="gru", hidden=3, embed=2))
+    assert NumpyStepper(NumpyCharLM(gru.cfg, {k: v.detach().numpy() for k, v in gru.state_dict().items()}))._gates == []

@@ -216,6 +216,10 @@ class NumpyStepper:
         self.head_wt = np.ascontiguousarray(w["head.weight"].T, dtype=np.float32)  # (H, V)
         self.head_b = np.asarray(w["head.bias"], np.float32)
         self.relu = cfg.arch == "rnn" and model is not None and getattr(model.rnn, "nonlinearity", "tanh") == "relu"
+        # step_one's LSTM buffers, made once: per layer a (4H,) gate row (o, i, f, g) and its
+        # views (the three sigmoid gates, i, f, o, g), so a character allocates nothing for them
+        self._gates = [np.empty(4 * H, np.float32) for _ in self.layers] if cfg.arch == "lstm" else []
+        self._views = [(a[: 3 * H], a[H: 2 * H], a[2 * H: 3 * H], a[:H], a[3 * H:]) for a in self._gates]
 
     def prime(self, ids: np.ndarray):
         """ids (B, P) -> (logits (B, V) after the last prime character, per-layer state)."""
@@ -284,10 +288,6 @@ class NumpyStepper:
             state = [tuple(a.reshape(-1) for a in s) if lstm else s.reshape(-1) for s in state]
         if not lstm:
             return self.step(i, state)
-        if not hasattr(self, "_gates"):
-            H = self.H
-            self._gates = [np.empty(4 * H, np.float32) for _ in self.layers]  # (4H,): o, i, f, g
-            self._views = [(a[: 3 * H], a[H: 2 * H], a[2 * H: 3 * H], a[:H], a[3 * H:]) for a in self._gates]
         new = []
         x = None
         for k, ((w_ih_t, w_hh_t, b_ih, _), (h, c), a, (sig, gi, gf, go, gg)) in enumerate(

@@ -1,6 +1,6 @@
 """Pit call exploration on the 15 real races: which model ranks "pits within 3 laps" best.
 
-    python benchmarks/pit_explore.py --only tyre lr pitmodel         # the PitCaller's inputs and the kept model (~4 min)
+    python benchmarks/pit_explore.py --only tyre lr pitmodel         # the former PitCaller's inputs and the kept model (~4 min)
     python benchmarks/pit_explore.py                                 # every candidate (~25 min, one thread)
     python benchmarks/pit_explore.py --only lean+ --drop-extra pace_loss   # an ablation of PIT_EXTRA
 
@@ -14,9 +14,9 @@ Candidates:
   tyre       tyre life alone
   (baseline  the former PitCaller recipe, SGD with L2 on one validation race: retired when the
              PitModel replaced it; its numbers are kept below)
-  lr         the PitCaller's inputs, full-batch L-BFGS, L2 chosen by inner CV
+  lr         the former PitCaller's inputs (the features + pit_basis), full-batch L-BFGS, L2 chosen by inner CV
   lr+        the same plus PIT_EXTRA (lapnet.race.pit); lr++ adds buckets of the new tyre quantities
-  lean+      PIT_LEAN base features + the PitCaller basis + PIT_EXTRA (L-BFGS, L2 by inner CV)
+  lean+      PIT_LEAN base features + pit_basis + PIT_EXTRA (L-BFGS, L2 by inner CV)
   pitmodel   lean+ through lapnet.race.pit.fit_pit_model (what train_race now fits)
   factored   P(a stop still ahead) x P(within 3 | a stop ahead): two logistics on lean+'s inputs,
              the second fitted on laps with a stop ahead only; both L2 strengths by inner CV
@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _folds import outer_folds  # benchmarks/_folds.py: the script's folder is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1"))
 CANDIDATES = ("tyre", "lr", "lr+", "lr++", "lean+", "pitmodel", "factored", "lr+next", "gbt", "gbt+", "mlp+", "gru",
@@ -61,11 +63,6 @@ OUTER, INNER = 5, 4
 
 # ---------------------------------------------------------------------------------------
 # folds
-
-
-def outer_folds(races: list[str]) -> list[list[str]]:
-    """race_real.py's folds: races sorted, race i held out in fold i % OUTER."""
-    return [[r for i, r in enumerate(races) if i % OUTER == f] for f in range(OUTER)]
 
 
 def inner_folds(train_races: list[str]) -> list[list[str]]:
@@ -79,25 +76,35 @@ def inner_folds(train_races: list[str]) -> list[list[str]]:
 
 
 def _lr_fit(xt: np.ndarray, yt: np.ndarray, l2: float):
-    """Logistic regression, standardised inputs, L2 on the weights (mean BCE + l2 * |w|^2), L-BFGS."""
+    """Logistic regression on standardised inputs, fitted exactly by the library's
+    `lapnet.race.pit.fit_logistic` (mean BCE + l2 |w|^2, L-BFGS); returns x -> logits."""
     import torch
 
+    from lapnet.race.pit import fit_logistic
+
     mu, sd = xt.mean(0), xt.std(0).clip(1e-3)
-    X = torch.from_numpy((xt - mu) / sd).double()
-    y = torch.from_numpy(yt).double()
-    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.tensor([math.log(max(y.mean().item(), 1e-3) / max(1 - y.mean().item(), 1e-3))], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=300, tolerance_grad=1e-7, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(X @ w + b, y) + l2 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    wn, bn = w.detach().numpy(), float(b.detach())
+    linear = torch.nn.Linear(xt.shape[1], 1).double()
+    fit_logistic(linear, torch.from_numpy((xt - mu) / sd).double(), torch.from_numpy(yt).double(), l2)
+    wn, bn = linear.weight.detach().numpy()[0], float(linear.bias.detach())
     return lambda x: ((x - mu) / sd) @ wn + bn
+
+
+class _Rows:
+    """Shuffled mini-batches of single laps (x (n, W), y (n,)) in lapnet.train.fit's batches protocol."""
+
+    def __init__(self, x, y, batch_size: int, seed: int):
+        self.x, self.y, self.bs, self.seed = x, y, batch_size, seed
+
+    def steps_per_epoch(self) -> int:
+        return int(np.ceil(len(self.y) / self.bs))
+
+    def epoch(self, e: int):
+        import torch
+
+        order = torch.from_numpy(np.random.default_rng(self.seed * 7919 + e).permutation(len(self.y)))
+        for i in range(0, len(order), self.bs):
+            ix = order[i : i + self.bs]
+            yield {"x": self.x[ix], "y": self.y[ix]}
 
 
 def _mlp_fit(xt: np.ndarray, yt: np.ndarray, evals: list[np.ndarray], wd: float, epochs: int = 30, hidden: int = 32, seed: int = 0):
@@ -105,7 +112,6 @@ def _mlp_fit(xt: np.ndarray, yt: np.ndarray, evals: list[np.ndarray], wd: float,
     (AdamW, cosine lr); returns per eval set its logits after every epoch (epochs, n_e)."""
     import torch
 
-    from lapnet.race.pipeline import _RowBatches
     from lapnet.train import TorchLearner, TrainConfig, fit
 
     mu, sd = xt.mean(0), xt.std(0).clip(1e-3)
@@ -126,7 +132,7 @@ def _mlp_fit(xt: np.ndarray, yt: np.ndarray, evals: list[np.ndarray], wd: float,
         return {"val_loss": 0.0}  # epochs are chosen by the caller's inner AUC, not here
 
     cfg = TrainConfig(epochs=epochs, lr=3e-3, weight_decay=wd, seed=seed, progress=False)
-    fit(TorchLearner(net, loss_fn, evaluate, cfg), _RowBatches(X, Y, 256, seed), cfg, out=None)
+    fit(TorchLearner(net, loss_fn, evaluate, cfg), _Rows(X, Y, 256, seed), cfg, out=None)
     return [np.stack(v) for v in staged]
 
 
@@ -258,7 +264,12 @@ def main(argv=None) -> int:
     ap.add_argument("--drop-extra", nargs="*", default=[], help="extra features left out (ablation; names from PIT_EXTRA)")
     ap.add_argument("--trees", type=int, default=200, help="boosted trees (the number kept is chosen by inner CV, every 10th)")
     ap.add_argument("--depths", type=int, nargs="+", default=[3], help="tree depths tried (chosen by inner CV)")
+    ap.add_argument("--toy", action="store_true", help=(
+        "a smoke test of every candidate (tests/test_benchmarks.py): the first 5 races, two settings per grid, "
+        "few trees and epochs; the numbers mean nothing"))
     args = ap.parse_args(argv)
+    if args.toy:
+        args.trees, args.depths = 10, [2]
     if not DATA.is_dir() or not list(DATA.glob("*.csv")):
         print(f"skipped: real F1 data not found at {DATA} (set LAPNET_F1_DATA)")
         return 0
@@ -275,7 +286,7 @@ def main(argv=None) -> int:
         PIT_EXTRA, pit_extra_features = None, None
 
     t0 = time.perf_counter()
-    paths = sorted(DATA.glob("*.csv"))
+    paths = sorted(DATA.glob("*.csv"))[: 5 if args.toy else None]
     laps, _ = load_laps(paths)
     laps = laps.reset_index(drop=True)
     seq = build_sequences(laps)
@@ -333,7 +344,7 @@ def main(argv=None) -> int:
         m = np.ones(len(y), bool) if mask is None else mask
         return roc_auc(y[m], pred[m])
 
-    folds = outer_folds(races)
+    folds = outer_folds(races, OUTER)  # race_real.py's (benchmarks/_folds.py)
     results = {}
 
     def report(name: str, outer: np.ndarray, inner: list[float], chosen: list):
@@ -421,7 +432,7 @@ def main(argv=None) -> int:
         pred = _lr_fit(xt, yt, l2)
         return [pred(e) for e in xe]
 
-    l2_grid = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4]
+    l2_grid = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4][: 2 if args.toy else None]
     if "lr" in todo:
         run_family("lr", x_exp, l2_grid, lr_fp)
     if "lr+" in todo and extra is not None:
@@ -437,7 +448,8 @@ def main(argv=None) -> int:
         outer, inner, chosen = np.zeros(len(y)), [], []
         for test in folds:
             te = np.isin(lap_race, test)
-            model, info = fit_pit_model(x_raw[~te], extra[~te], y[~te], lap_race[~te], FEATURES)  # x_raw: NET_FEATURES
+            model, info = fit_pit_model(x_raw[~te], extra[~te], y[~te], lap_race[~te], FEATURES,  # x_raw: NET_FEATURES
+                                        **({"l2_grid": (1e-1, 1e-2)} if args.toy else {}))
             with torch.no_grad():
                 outer[te] = model(torch.from_numpy(x_raw[te]), torch.from_numpy(extra[te].astype(np.float32))).numpy()
             inner.append(max(info["inner_auc_by_l2"].values()))
@@ -456,7 +468,7 @@ def main(argv=None) -> int:
             logsig = lambda z: -np.logaddexp(0.0, -z)  # noqa: E731
             return [logsig(q(e)) + logsig(r(e)) for e in xe]
 
-        grid = [{"l2_ahead": a, "l2_window": w} for a in (1e-1, 3e-2, 1e-2) for w in (3e-1, 1e-1, 3e-2)]
+        grid = [{"l2_ahead": a, "l2_window": w} for a in (1e-1, 3e-2, 1e-2) for w in (3e-1, 1e-1, 3e-2)][: 2 if args.toy else None]
         run_family("factored", np.concatenate([x_exp[:, keep], extra], 1), grid, factored_fp,
                    label=np.stack([y, ahead], 1))
     if "lr+next" in todo and extra is not None:  # trained on "pits at the next lap" (a hazard), scored on within 3
@@ -472,7 +484,7 @@ def main(argv=None) -> int:
     if "gbt+" in todo and extra is not None:
         run_family("gbt+", np.concatenate([x_raw, extra], 1), gbt_grid, gbt_fp)
     def mlp_fp(xt, yt, xe, prm):
-        return _mlp_fit(xt, yt, xe, prm["wd"], epochs=30)  # always the full schedule; the stage is picked after
+        return _mlp_fit(xt, yt, xe, prm["wd"], epochs=2 if args.toy else 30)  # the full schedule; the stage is picked after
 
     if "mlp+" in todo and extra is not None:  # on lean+'s inputs
         keep = [FEATURES.index(c) for c in LEAN] + list(range(D, x_exp.shape[1]))
@@ -483,7 +495,8 @@ def main(argv=None) -> int:
         from lapnet.race.pipeline import SeqBatches, _tensors, run_net
         from lapnet.train import TorchLearner, TrainConfig, fit
 
-        gcfg = RaceTrainConfig(pit_caller=False, pit_weight=1.0, hidden_size=32, members=1, progress=False)
+        size = {"hidden_size": 8, "epochs": 1} if args.toy else {"hidden_size": 32}
+        gcfg = RaceTrainConfig(pit_caller=False, pit_weight=1.0, members=1, progress=False, **size)
         seq_lap = np.full((N, T), -1)
         seq_lap[pm] = np.arange(len(y))
 
@@ -532,7 +545,7 @@ def main(argv=None) -> int:
                 ix, lg = gru_logits(train_races, test, Path(tmp) / f"o{f}")
                 outer[ix] = lg
                 print(f"  gru fold {f + 1}: inner {inner[-1]:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        report("gru", outer, inner, ["hidden 32, defaults"])
+        report("gru", outer, inner, [f"hidden {gcfg.hidden_size}, defaults"])
         kept["gru"] = (outer, inner_keep)
     if "blend" in todo:
         blend("lr+ & gbt+", ["lr+", "gbt+"])

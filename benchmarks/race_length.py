@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +32,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from _folds import outer_folds  # benchmarks/_folds.py: the script's folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1"))
@@ -93,10 +94,6 @@ def part1(rows: list[dict]) -> None:
         print(f"{name:40s} mean |error| {a.mean() * 100:5.1f}% ({laps_off:.1f} laps), worst {a.max() * 100:5.1f}%")
 
 
-def _fold_races(paths: list[Path]) -> list[list[Path]]:
-    return [[p for i, p in enumerate(paths) if i % FOLDS == f] for f in range(FOLDS)]
-
-
 def part2(paths: list[Path], runs: Path, cfg_args: dict) -> None:
     import torch
 
@@ -108,7 +105,7 @@ def part2(paths: list[Path], runs: Path, cfg_args: dict) -> None:
     ways = {"file": "file", "estimate": "estimate", f"fixed {DEFAULT_RACE_LAPS}": DEFAULT_RACE_LAPS}
     sums = {w: {h: [0.0, 0] for h in (1, 5, 10)} for w in ways}
     pits = {w: ([], []) for w in ways}
-    for f, held in enumerate(_fold_races(paths)):
+    for f, held in enumerate(outer_folds(paths, FOLDS)):
         out = runs / f"fold{f}"
         if not (out / "model.safetensors").is_file():
             t0 = time.perf_counter()

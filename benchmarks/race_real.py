@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _folds import outer_folds  # benchmarks/_folds.py: the script's folder is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1"))
 
@@ -135,7 +137,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     has_phase = {"live": True, "post_race": True}
     per_fold, references = [], []
     simple = np.zeros((N, T))
-    tests = [[r for i, r in enumerate(races) if i % folds == f] for f in range(folds)]
+    tests = outer_folds(races, folds)
     todo = [([p for p in paths if p.stem not in tests[f]], workdir / f"fold{f}", replace(cfg, pretrain_sim=pretrain_sim), threads)
             for f in range(folds)]
     if jobs > 1:

@@ -70,5 +70,9 @@ def test_race_length(f1_data):
 
 
 def test_pit_explore(f1_data):
-    out = run("pit_explore.py", "--only", "tyre", "pitmodel")
-    assert "pitmodel   outer pooled AUC" in out and "tyre       outer pooled AUC" in out
+    """Every candidate, at toy size (5 races, two settings per grid; about 40 s of CPU)."""
+    out = run("pit_explore.py", "--toy")
+    names = ("tyre", "lr", "lr+", "lr++", "lean+", "pitmodel", "factored", "lr+next", "gbt", "gbt+", "mlp+", "gru",
+             "lr+ & gbt+", "lean+ & gru", "lean+ & mlp+")  # the blends last
+    for name in names:
+        assert f"\n{name:<10} outer pooled AUC" in out, name

@@ -85,8 +85,12 @@ def test_cli_defaults_are_the_library_defaults():
     model, data, train = CharLMConfig(1), TextDataConfig(), text_train_config()
     for k in ("arch", "hidden", "layers", "embed", "dropout"):
         assert opts[k] == getattr(model, k), k
-    for k in ("seq_len", "batch", "val_frac"):
+    for k in ("seq_len", "val_frac"):
         assert opts[k] == getattr(data, k), k
+    from lapnet.text_runs import DEFAULT_BATCH
+
+    # --batch not given: up to DEFAULT_BATCH streams, fewer without a warning on a short text
+    assert opts["batch"] is None and data.batch == DEFAULT_BATCH == 32
     for k in ("lr", "schedule", "clip", "seed"):
         assert opts[k] == getattr(train, k), k
     assert train.minutes == 1.0 and train.epochs is None  # neither --epochs nor --minutes: one minute

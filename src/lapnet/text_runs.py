@@ -31,6 +31,9 @@ from lapnet.sampling import SampleConfig, generate
 from lapnet.train import TrainConfig, fit
 
 ENGINES = ("torch", "numpy")
+CHECKPOINTS = ("best", "last")  # model.safetensors (what training chose) | last.safetensors (the final step)
+DEFAULT_BATCH = 32  # streams, when --batch is not given and the text holds that many windows
+FIT_EVAL_CHARS = 100_000  # with no validation text, this much of the training text is scored at each evaluation
 RUN_FILES = ("config.json", "vocab.json", "model.safetensors", "last.safetensors", "log.jsonl", "metrics.json")
 EVAL_CHUNK = 256  # characters per evaluation forward pass; the state carries across chunks
 
@@ -40,8 +43,8 @@ class TextDataConfig:
     """How the text becomes batches; saved as config.json["data"]."""
 
     seq_len: int = 128  # T, the truncation length of back-propagation through time
-    batch: int = 32  # B parallel streams
-    val_frac: float = 0.1  # the END of the text
+    batch: int | None = 32  # B parallel streams; None: DEFAULT_BATCH, or fewer without a warning if the text is short
+    val_frac: float = 0.1  # the END of the text; 0: no validation (train on all of it, as the notebook)
     source: str | None = None  # the training file (None: the bundled Hamlet passage)
     sha256: str | None = None  # of the text, so --resume can refuse a different file
 
@@ -74,6 +77,8 @@ class Run:
     model: Any
     vocab: Vocab
     config: dict = field(default_factory=dict)
+    checkpoint: str = "best"  # which file the weights came from (see load_run)
+    step: int | None = None  # the training step those weights are from, when the file says
 
     def stepper(self):
         """The engine's one-character-at-a-time stepper for `lapnet.sampling`."""
@@ -132,8 +137,16 @@ def build_model(cfg: CharLMConfig, engine: str, seed: int, device: str = "cpu"):
     return NumpyCharLM(cfg, {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()})
 
 
-def load_run(path: str | Path, engine: str = "torch", device: str = "cpu") -> Run:
+def load_run(path: str | Path, engine: str = "torch", device: str = "cpu", checkpoint: str = "best") -> Run:
     """Load a run directory written by `train_text` onto either engine.
+
+    Args:
+        path: the run directory.
+        engine: "torch" or "numpy".
+        device: torch device (the NumPy engine runs on the CPU).
+        checkpoint: "best", model.safetensors (the step with the lowest validation loss; with
+            no validation, the last step), or "last", the weights of the final step, from
+            last.safetensors (the file --resume continues from).
 
     Raises:
         CheckpointError: a missing, corrupt or truncated file, or weights that do not match
@@ -142,12 +155,14 @@ def load_run(path: str | Path, engine: str = "torch", device: str = "cpu") -> Ru
     path = Path(path)
     if engine not in ENGINES:
         raise LapnetError(f"--engine {engine}: expected torch or numpy")
+    if checkpoint not in CHECKPOINTS:
+        raise LapnetError(f"--checkpoint {checkpoint}: expected best or last")
     if not path.is_dir():
         raise LapnetError(f"{path}: no such run directory")
     config, mcfg = read_run_config(path)
     vocab = read_vocab(path, mcfg)
-    arrays, _ = load_tensors(path / "model.safetensors")
-    check_weights(arrays, mcfg, path / "model.safetensors")
+    arrays, step, where = read_weights(path, checkpoint)
+    check_weights(arrays, mcfg, where)
     if engine == "torch":
         import torch
 
@@ -160,13 +175,34 @@ def load_run(path: str | Path, engine: str = "torch", device: str = "cpu") -> Ru
         from lapnet.models.numpy_charlm import NumpyCharLM
 
         model = NumpyCharLM(mcfg, arrays)
-    return Run(path, engine, model, vocab, config)
+    return Run(path, engine, model, vocab, config, checkpoint, step)
+
+
+def read_weights(path: Path, checkpoint: str = "best") -> tuple[dict[str, np.ndarray], int | None, Path]:
+    """The model weights of a run's best or last checkpoint, the step they are from (None
+    when the file does not say) and the file they came from."""
+    if checkpoint == "last":
+        where = path / "last.safetensors"
+        arrays, meta = load_tensors(where)
+        weights = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+        trainer = meta.get("trainer")
+        step = trainer.get("step") if isinstance(trainer, dict) else None
+    else:
+        where = path / "model.safetensors"
+        weights, meta = load_tensors(where)
+        step = meta.get("step")
+    return weights, step if isinstance(step, int) and not isinstance(step, bool) else None, where
 
 
 def read_run_config(path: Path) -> tuple[dict[str, Any], CharLMConfig]:
     """A run's config.json and its model config, checked: the one place a saved run's
     settings are validated, for every command that loads a run and for --resume."""
     where = path / "config.json"
+    if not where.is_file():
+        other = _what_is_there(path)
+        if other:
+            raise CheckpointError(f"{path} is not a text run (it holds {other}): give a run directory "
+                                  f"written by `lapnet text train`")
     config = read_json(where)
     if not isinstance(config, dict):
         raise CheckpointError(f"{where}: not a text run (no model config)")
@@ -179,6 +215,17 @@ def read_run_config(path: Path) -> tuple[dict[str, Any], CharLMConfig]:
         raise CheckpointError(f"{path} is not a lapnet text run ({where} "
                               f"{'has kind ' + repr(kind) if 'model' in config else 'holds no model config'})")
     return config, CharLMConfig.from_json(config["model"], where=str(where))
+
+
+def _what_is_there(path: Path) -> str | None:
+    """What another lapnet command left in `path`, from its metrics.json ("a sine
+    experiment's output"), or None when that cannot be told."""
+    try:
+        metrics = read_json(path / "metrics.json")
+    except (CheckpointError, OSError):
+        return None
+    kind = metrics.get("experiment") if isinstance(metrics, dict) else None
+    return f"a {kind} experiment's output" if isinstance(kind, str) and kind else None
 
 
 def check_run(path: str | Path) -> None:
@@ -232,6 +279,8 @@ def _saved_data_config(saved: dict[str, Any], where: Path) -> TextDataConfig:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{where}: not a text run (no data config)")
     values = {f.name: obj.get(f.name, f.default) for f in fields(TextDataConfig)}
+    if values["batch"] is None:  # not recorded: the default of the time
+        values["batch"] = DEFAULT_BATCH
     for name in ("seq_len", "batch"):
         saved_positive_int(values[name], f"{where}: data.{name}", CheckpointError)
     v = values["val_frac"]
@@ -243,15 +292,58 @@ def _saved_data_config(saved: dict[str, Any], where: Path) -> TextDataConfig:
     return TextDataConfig(**values)
 
 
-def _check_resume_checkpoint(where: Path, cfg: CharLMConfig) -> None:
+def _check_resume_checkpoint(where: Path, cfg: CharLMConfig) -> dict[str, Any]:
     """Refuse a last.safetensors that is corrupt or whose weights do not fit the saved model
-    config (a hand-edited config.json): checked before --resume rewrites config.json."""
-    arrays, _ = load_tensors(where)
+    config (a hand-edited config.json): checked before --resume rewrites config.json.
+    Returns the trainer's saved position ({} when the file does not hold one)."""
+    arrays, meta = load_tensors(where)
     weights = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
     try:
         check_weights(weights, cfg, where)
     except CheckpointError as e:
         raise CheckpointError(f"--resume: checkpoint does not fit this model: {e}") from None
+    trainer = meta.get("trainer")
+    return trainer if isinstance(trainer, dict) else {}
+
+
+def _read_source(path: str | Path | None) -> str:
+    """The training or evaluation text: a file, "-" for standard input, None for the bundled passage."""
+    if path is not None and str(path) == "-":
+        import sys
+
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise LapnetError(f"standard input: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+        if not text:
+            raise LapnetError("standard input: empty (no text to read)")
+        return text
+    return read_text(path)
+
+
+def _resume_text(path: str | Path | None, data: TextDataConfig, out: Path) -> tuple[str, str | Path | None]:
+    """The text a resumed run continues on. With no FILE given, the run's recorded source is
+    reused when it still exists with the same content; otherwise the error names it."""
+    if path is None and data.source is not None:
+        recorded = data.source
+        if recorded == "-":
+            raise LapnetError(f"--resume: {out} was trained on standard input; pipe the same text in again and give - as FILE")
+        if not Path(recorded).is_file():
+            raise LapnetError(f"--resume: {out} was trained on {recorded} (config.json's data.source), which is not "
+                              f"there now; give that text as FILE")
+        text = read_text(recorded)
+        if data.sha256 and hashlib.sha256(text.encode("utf-8")).hexdigest() != data.sha256:
+            raise LapnetError(f"--resume: {recorded}, the text {out} was trained on, has changed since; "
+                              f"give the original text as FILE")
+        return text, recorded
+    text = _read_source(path)
+    if data.sha256 and hashlib.sha256(text.encode("utf-8")).hexdigest() != data.sha256:
+        given = "the bundled text" if path is None else ("standard input" if str(path) == "-" else str(path))
+        was = "the bundled text" if data.source is None else data.source
+        raise LapnetError(f"--resume: {given} is not the text this run was trained on ({was}, "
+                          f"config.json's data.source)")
+    return text, path
 
 
 def train_text(
@@ -296,8 +388,6 @@ def train_text(
     train.validate()
     data = data or TextDataConfig()
     model = model or CharLMConfig(vocab_size=1)
-    text = read_text(path)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if resume:  # the run's own shape and data settings; the command line may only extend it
         saved, model = read_run_config(out)
         if saved.get("engine", engine) not in ENGINES:
@@ -306,37 +396,41 @@ def train_text(
             raise LapnetError(f"--resume: {out} was trained with --engine {saved['engine']}; resume it with that engine "
                               f"(its weights load into either engine for sample and eval)")
         data = _saved_data_config(saved, out / "config.json")
-        if data.sha256 and data.sha256 != digest:
-            raise LapnetError(f"--resume: {path or 'the bundled text'} is not the text this run was trained on")
+        text, path = _resume_text(path, data, out)
         vocab = read_vocab(out, model)
-        _check_resume_checkpoint(out / "last.safetensors", model)  # fails now, before anything is rewritten
+        position = _check_resume_checkpoint(out / "last.safetensors", model)  # fails now, before anything is rewritten
         if ignored:
             warnings.warn(f"{', '.join(ignored)} ignored: a resumed run keeps the shape and data settings "
                           f"in {out / 'config.json'}")
     else:
+        text = _read_source(path)
+        position = {}
         vocab = Vocab.from_text(text)
         model = CharLMConfig(**{**asdict(model), "vocab_size": len(vocab)})
-        data = TextDataConfig(**{**asdict(data), "source": str(path) if path is not None else None, "sha256": digest})
+        data = TextDataConfig(**{**asdict(data), "source": str(path) if path is not None else None,
+                                 "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()})
     model.validate()
     ids = vocab.encode(text, what=str(path or "text"))
     train_ids, val_ids = split_ids(ids, data.val_frac)
-    if len(val_ids) < 2:
-        raise LapnetError("--val-frac 0 leaves no validation text: give a fraction like 0.1")
-    batches = TextBatches(train_ids, data.batch, data.seq_len, seed=train.seed)
-    if batches.batch < data.batch:  # every stream needs at least one window of seq_len + 1 characters
-        warnings.warn(f"--batch {data.batch}: the training text holds only {batches.batch} windows of "
+    validation = len(val_ids) > 0  # --val-frac 0: none, the notebook's setting
+    asked = data.batch
+    batches = TextBatches(train_ids, asked or DEFAULT_BATCH, data.seq_len, seed=train.seed)
+    if asked is not None and batches.batch < asked and not resume:  # every stream needs one window of seq_len + 1
+        warnings.warn(f"--batch {asked}: the training text holds only {batches.batch} windows of "
                       f"--seq-len {data.seq_len} + 1 characters; training with --batch {batches.batch}")
+    data = replace(data, batch=batches.batch)  # config.json records the batch actually used
     if train.eval_every is None:  # every epoch, but not every few steps on a tiny text nor rarely on a big one
         train = replace(train, eval_every=min(max(batches.steps_per_epoch(), 50), 200))
 
     net = build_model(model, engine, train.seed, device)
     run = Run(out, engine, net, vocab)
+    scored = val_ids if validation else train_ids[:FIT_EVAL_CHARS]
     if engine == "torch":
-        learner = _torch_learner(net, run, val_ids, train, device)
+        learner = _torch_learner(net, run, scored, train, device, validation)
     else:
         from lapnet.models.numpy_charlm import NumpyCharLMLearner
 
-        learner = NumpyCharLMLearner(net, lambda: _val_metrics(run, val_ids), train)
+        learner = NumpyCharLMLearner(net, lambda: _val_metrics(run, scored, validation), train)
 
     # inputs are valid: only now touch the run directory
     if force and out.is_dir():
@@ -354,15 +448,24 @@ def train_text(
 
         def on_eval(step: int, metrics: dict[str, float]) -> None:
             text_ = generate(run.stepper(), vocab, prime=prime, length=120, cfg=SampleConfig(0.8), seed=step)[0]
-            console.print(f"[dim]step {step}  val {metrics['val_loss']:.3f} nats/char "
-                          f"({metrics['val_bpc']:.3f} bits/char):[/dim] {' '.join(text_.split())!r}",
+            what = "val" if validation else "training text"
+            console.print(f"[dim]step {step}  {what} {metrics['val_loss']:.3f} nats/char "
+                          f"({metrics['val_loss'] / math.log(2):.3f} bits/char):[/dim] {' '.join(text_.split())!r}",
                           highlight=False, markup=True)
 
-    result = fit(learner, batches, train, out=out, resume=resume, on_eval=on_eval,
-                 meta={"kind": "charlm", "engine": engine, "model": model.to_json()},
+    meta = {"kind": "charlm", "engine": engine, "model": model.to_json()}
+    result = fit(learner, batches, train, out=out, resume=resume, on_eval=on_eval, meta=meta,
                  describe=f"text {engine} {model.arch}")
+    if resume and result.steps == position.get("step"):
+        warnings.warn(_nothing_to_train(result, train, position))
+    if not validation:
+        _save_last_as_model(out, learner, meta, result)
     last = result.last_metrics
     train_losses = [r["train_loss"] for r in result.history if r.get("train_loss")]
+    saved_arrays, saved_meta = load_tensors(out / "model.safetensors")
+    saved = {"file": "model.safetensors", "step": saved_meta.get("step"),
+             "val_loss": saved_meta.get("val_loss") if validation else None,
+             "chosen_by": "lowest validation loss" if validation else "last step (--val-frac 0: no validation)"}
     metrics = {
         "engine": engine,
         "stopped": result.stopped,
@@ -371,9 +474,14 @@ def train_text(
         "seconds": round(result.seconds, 3),
         "chars_per_sec": round(result.items_per_sec, 1),
         "train_loss": train_losses[-1] if train_losses else None,
-        **{k: last[k] for k in ("val_loss", "val_bpc", "val_ppl") if k in last},
-        "best_val_loss": result.best_val,
-        "params": int(sum(np.asarray(v).size for v in learner.weights().values())),
+        "validation": validation,
+        **({k: last[k] for k in ("val_loss", "val_bpc", "val_ppl") if k in last} if validation else
+           {k.replace("val_", "text_"): v for k, v in nats_to_metrics(last["val_loss"]).items()} if "val_loss" in last
+           else {}),
+        "best_val_loss": result.best_val if validation else None,
+        "saved_model": saved,
+        "early_stopping": train.patience is not None,
+        "params": int(sum(np.asarray(v).size for v in saved_arrays.values())),
         "train_chars": int(len(train_ids)),
         "val_chars": int(len(val_ids)),
         "batch": batches.batch,
@@ -383,9 +491,38 @@ def train_text(
     return metrics
 
 
-def _val_metrics(run: Run, val_ids: np.ndarray) -> dict[str, float]:
-    total, count = run.nll(val_ids)
-    return nats_to_metrics(total / count)
+def _nothing_to_train(result, train: TrainConfig, position: dict[str, Any]) -> str:
+    """Why a resumed run trained nothing: its totals already meet the new ones."""
+    if result.stopped == "epochs" and train.epochs is not None:
+        return f"already at {result.epochs:.4g} epochs >= --epochs {train.epochs} (totals): nothing to train"
+    if result.stopped == "minutes" and train.minutes is not None:
+        return (f"already trained {float(position.get('elapsed', 0.0)) / 60:.3g} minutes >= --minutes {train.minutes:g} "
+                f"(totals): nothing to train")
+    if result.stopped == "max_steps" and train.max_steps is not None:
+        return f"already at step {result.steps} >= {train.max_steps} steps (totals): nothing to train"
+    return f"the run had already stopped ({result.stopped}): nothing to train"
+
+
+def _save_last_as_model(out: Path, learner, meta: dict[str, Any], result) -> None:
+    """With no validation text there is nothing to choose a best step by: model.safetensors
+    holds the final weights (those in last.safetensors), so sample, eval, gates and
+    temperature use the fully trained model."""
+    from lapnet.checkpoint import save_tensors
+    from lapnet.train import is_rank0
+
+    if is_rank0():
+        last = result.last_metrics.get("val_loss")
+        save_tensors(out / "model.safetensors", learner.weights(),
+                     {**meta, "step": result.steps, "val_loss": None, "text_loss": last, "checkpoint": "last"})
+
+
+def _val_metrics(run: Run, ids: np.ndarray, validation: bool = True) -> dict[str, float]:
+    """The validation text's loss (nats, bits/char, perplexity). With no validation text,
+    `ids` is the start of the training text and only its loss is returned, as "val_loss"
+    because `fit` chooses and logs by that name (log.jsonl then holds the training text's
+    loss under it; metrics.json calls it text_loss)."""
+    total, count = run.nll(ids)
+    return nats_to_metrics(total / count) if validation else {"val_loss": total / count}
 
 
 def tbptt_loss_fn(device: str = "cpu") -> Callable:
@@ -407,10 +544,10 @@ def tbptt_loss_fn(device: str = "cpu") -> Callable:
     return loss_fn
 
 
-def _torch_learner(net, run: Run, val_ids: np.ndarray, train: TrainConfig, device: str):
+def _torch_learner(net, run: Run, ids: np.ndarray, train: TrainConfig, device: str, validation: bool = True):
     from lapnet.train import TorchLearner
 
-    return TorchLearner(net, tbptt_loss_fn(device), lambda model: _val_metrics(run, val_ids), train, device)
+    return TorchLearner(net, tbptt_loss_fn(device), lambda model: _val_metrics(run, ids, validation), train, device)
 
 
 # ---------------------------------------------------------------------------------------
@@ -430,20 +567,22 @@ def sample_text(
     engine: str = "torch",
     device: str = "cpu",
     on_chars: Callable[[list[str]], None] | None = None,
+    checkpoint: str = "best",
 ) -> list[str]:
-    """Samples from a run: each is prime + `length` new characters (see lapnet.sampling)."""
+    """Samples from a run: each is prime + `length` new characters (see lapnet.sampling).
+    `checkpoint`: "best" (model.safetensors) or "last" (the final step's weights)."""
     cfg = SampleConfig(temperature, top_k, top_p)
     cfg.validate()  # bad options fail before the checkpoint is even read
     if length <= 0:
         raise LapnetError(f"--length must be positive, got {length}")
-    run = load_run(run_dir, engine, device)
+    run = load_run(run_dir, engine, device, checkpoint)
     run.vocab.encode(prime, what="--prime")  # names unknown characters before any output
     return generate(run.stepper(), run.vocab, prime=prime, length=length, cfg=cfg, num_samples=num_samples,
                     seed=seed, on_chars=on_chars)
 
 
 def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", device: str = "cpu",
-              write: bool = True, skip_unknown: bool = False) -> dict[str, Any]:
+              write: bool = True, skip_unknown: bool = False, checkpoint: str = "best") -> dict[str, Any]:
     """Score a text file with a run: nats/char, bits/char, perplexity (stateful, see Run.nll).
 
     Characters outside the run's vocabulary have no output unit to score them: they are an
@@ -451,9 +590,15 @@ def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", d
     how many and which (`skipped_unknown`), since the score is then of the remaining text.
     With `write`, the result is stored as metrics.json["eval"] in the run directory
     (`save_eval`; `lapnet text eval` calls that itself, after showing the result).
+    `path` "-" reads standard input; `checkpoint` "best" (model.safetensors) or "last" (the
+    final step's weights), recorded in the result with the step.
     """
-    run = load_run(run_dir, engine, device)
-    text = read_text(path)
+    run = load_run(run_dir, engine, device, checkpoint)
+    text = _read_source(path)
+    name = "standard input" if str(path) == "-" else str(path)
+    if len(text) < 2:
+        raise LapnetError(f"{name} has {len(text)} character: scoring needs at least 2 (the first is only "
+                          f"read, each later one is predicted)")
     skipped: dict[str, Any] = {"count": 0, "chars": []}
     bad = run.vocab.unknown(text)
     if bad and skip_unknown:
@@ -470,7 +615,8 @@ def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", d
     ids = run.vocab.encode(text, what=str(path))
     total, count = run.nll(ids)
     nats = total / count
-    result = {"file": str(path), "engine": engine, "chars": count, "nats_per_char": nats,
+    result = {"file": str(path), "engine": engine, "checkpoint": checkpoint, "step": run.step,
+              "chars": count, "nats_per_char": nats,
               "bits_per_char": nats / math.log(2), "perplexity": math.exp(min(nats, 700.0)),
               "skipped_unknown": skipped}
     if write:

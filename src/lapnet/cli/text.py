@@ -40,14 +40,17 @@ def _engine(engine: str) -> str:
 @text_app.command("train")
 def train_cmd(
     ctx: typer.Context,
-    file: Optional[Path] = typer.Argument(None, help="UTF-8 text to learn; default: the notebook's Hamlet passage."),
+    file: Optional[Path] = typer.Argument(None, help="UTF-8 text to learn (- reads standard input); default: the "
+                                                       "notebook's Hamlet passage."),
     arch: str = typer.Option("lstm", "--arch", help="rnn, lstm or gru."),
     hidden: int = typer.Option(256, "--hidden", help="Hidden units per layer (H)."),
     layers: int = typer.Option(1, "--layers", help="Stacked recurrent layers."),
     embed: int = typer.Option(64, "--embed", help="Character embedding size (E)."),
     dropout: float = typer.Option(0.0, "--dropout", help="Dropout between stacked layers."),
     seq_len: int = typer.Option(128, "--seq-len", help="Characters per chunk: the truncation length of BPTT."),
-    batch: int = typer.Option(32, "--batch", help="Parallel streams per step."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Parallel streams per step. Default 32, or as many as "
+                                                              "the text holds windows of --seq-len + 1 characters "
+                                                              "when it is shorter."),
     lr: float = typer.Option(1e-2, "--lr", help="Peak learning rate (Adam)."),
     schedule: str = typer.Option("cosine", "--schedule", help="cosine (decays over the planned run) or constant."),
     clip: float = typer.Option(5.0, "--clip", help="Global gradient-norm clip (0: off)."),
@@ -55,7 +58,12 @@ def train_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Train this many epochs (total, also with --resume)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget; default 1 when --epochs is not given."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between evaluations (default: every epoch, at least 50 and at most 200 steps apart)."),
-    val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction of the text, from its END, held out for validation."),
+    val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction of the text, from its END, held out for "
+                                                           "validation; model.safetensors keeps the step with the "
+                                                           "lowest validation loss. 0: no validation, train on the "
+                                                           "whole text as the notebook does; model.safetensors then "
+                                                           "holds the last step's weights (there is no early "
+                                                           "stopping either way)."),
     engine: str = typer.Option("torch", "--engine", help="torch or numpy (lapnet.scratch)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (torch engine)."),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
@@ -92,12 +100,36 @@ def train_cmd(
     if not quiet:
         summary_table(f"lapnet text train -> {out}", {k: metrics[k] for k in (
             "engine", "stopped", "steps", "epochs", "seconds", "chars_per_sec", "train_loss", "val_loss",
-            "val_bpc", "val_ppl", "params") if k in metrics})
+            "val_bpc", "val_ppl", "text_loss", "text_bpc", "params") if k in metrics})
+        _say_saved(metrics)
     emit_metrics(None, metrics, as_json=json_out)  # train_text already wrote metrics.json
     if metrics["stopped"] == "interrupted":
         # fit has saved the checkpoint and printed the --resume advice: exit as an interrupted
         # program does (128 + SIGINT), so that `train && sample` does not carry on
         raise typer.Exit(130)
+
+
+def _say_saved(metrics: dict) -> None:
+    """One line on stderr: which step model.safetensors holds, and when that is not the last
+    step (validation loss lowest early: a short text learnt by heart), how to get the last."""
+    saved = metrics.get("saved_model") or {}
+    step = saved.get("step")
+    if step is None:
+        return
+    if metrics.get("validation"):
+        val = saved.get("val_loss")
+        line = f"saved model: step {step}, val {val:.4f}" if isinstance(val, (int, float)) else f"saved model: step {step}"
+        if step < metrics["steps"]:
+            line += (f" (the lowest validation loss; the last step, {metrics['steps']}, has val "
+                     f"{metrics.get('val_loss', float('nan')):.4f}: --checkpoint last samples and scores its "
+                     f"weights, --val-frac 0 trains without validation)")
+    else:
+        line = f"saved model: step {step}, the last (--val-frac 0: no validation)"
+    print(f"lapnet: {line}", file=sys.stderr)
+
+
+CHECKPOINT_HELP = ("best: model.safetensors, the step with the lowest validation loss (with --val-frac 0 the last "
+                   "step); last: the final step's weights (last.safetensors).")
 
 
 @text_app.command("sample")
@@ -118,6 +150,7 @@ def sample_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print {prime, temperature, ..., samples: [...]} as JSON "
                                                         "instead of streaming the text (each sample whole, "
                                                         "prime included)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help=CHECKPOINT_HELP),
 ) -> None:
     """Generate text from a trained run, streamed to stdout as it is made.
 
@@ -142,10 +175,11 @@ def sample_cmd(
 
     texts = sample_text(run, prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                         num_samples=num_samples, seed=seed, engine=engine, device=dev,
-                        on_chars=on_chars if stream else None)
+                        on_chars=on_chars if stream else None, checkpoint=checkpoint)
     if json_out:
         sys.stdout.write(json.dumps({"run": str(run), "prime": prime, "length": length, "temperature": temperature,
                                      "top_k": top_k, "top_p": top_p, "seed": seed, "engine": engine,
+                                     "checkpoint": checkpoint,
                                      "samples": list(texts)}, ensure_ascii=False) + "\n")
     elif stream:
         sys.stdout.write("\n")
@@ -158,13 +192,14 @@ def sample_cmd(
 @text_app.command("eval")
 def eval_cmd(
     run: Path = typer.Argument(..., help="A run directory made by `lapnet text train`."),
-    file: Path = typer.Argument(..., help="UTF-8 text to score."),
+    file: Path = typer.Argument(..., help="UTF-8 text to score (- reads standard input)."),
     engine: str = typer.Option("torch", "--engine", help="torch or numpy: either reads any run."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda (torch engine)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown",
                                       help="Leave out characters the model never saw (default: refuse the file); "
                                            "how many is reported as skipped_unknown."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help=CHECKPOINT_HELP),
 ) -> None:
     """Score FILE with a trained run: nats per char, bits per char and perplexity.
 
@@ -178,14 +213,15 @@ def eval_cmd(
 
     _engine(engine)
     dev = resolve_device(device) if engine == "torch" else "cpu"
-    result = eval_text(run, file, engine=engine, device=dev, skip_unknown=skip_unknown, write=False)
+    result = eval_text(run, file, engine=engine, device=dev, skip_unknown=skip_unknown, write=False,
+                       checkpoint=checkpoint)
     if result["skipped_unknown"]["count"]:
         gone = result["skipped_unknown"]
         print(f"lapnet: warning: skipped {gone['count']} occurrence(s) of {len(gone['chars'])} character(s) the model "
               f"never saw: {', '.join(repr(c) for c in gone['chars'][:10])}", file=sys.stderr)
     if not json_out:
         summary_table(f"lapnet text eval {run} {file}", {k: result[k] for k in (
-            "chars", "nats_per_char", "bits_per_char", "perplexity")})
+            "checkpoint", "step", "chars", "nats_per_char", "bits_per_char", "perplexity")})
     emit_metrics(None, result, as_json=json_out)
     _store_eval(run, result)  # after the output: a run we cannot write to must not cost the result
 

@@ -43,9 +43,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Recurrent neural networks from first principles to the pit wall."""
 
 
-from lapnet.cli import demo, experiments, race, report, teach, text  # noqa: E402  (each registers its commands)
+from lapnet.cli import demo, experiments, race, report, series, teach, text  # noqa: E402  (each registers its commands)
 
-for _module in (demo, text, experiments, teach, race, report):
+for _module in (demo, text, experiments, series, teach, race, report):
     _module.register(app)
 
 

@@ -1,0 +1,151 @@
+"""lapnet.series and `lapnet series`: the window forecaster on a user's own column of numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lapnet.errors import LapnetError
+from lapnet.series import SeriesConfig, forecast_series, load_series_run, read_series, split, train_series, windows
+
+
+def seasonal(n=180, seed=0, level=100.0, scale=1.0):
+    """Monthly-like data: a trend, a 12-step season and noise."""
+    t = np.arange(n)
+    noise = np.random.default_rng(seed).normal(0, 1.0, n)
+    return level + scale * (0.2 * t + 8 * np.sin(2 * np.pi * t / 12) + noise)
+
+
+FAST = dict(hidden_size=12, window=24, epochs=40, batch_size=32, patience=None, season=12, horizon=6, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("series") / "run"
+    values = seasonal()
+    metrics = train_series(values, SeriesConfig(**FAST), out, column="units")
+    return out, values, metrics
+
+
+def test_read_series_forms(tmp_path):
+    p = tmp_path / "a.csv"
+    pd.DataFrame({"month": ["jan", "feb", "mar"], "units": [1.5, 2, 3]}).to_csv(p, index=False)
+    v, name = read_series(p)  # the only numeric column
+    assert name == "units" and v.tolist() == [1.5, 2.0, 3.0]
+    bare = tmp_path / "bare.csv"
+    bare.write_text("4.5\n5\n6\n")  # no header: the first line is a value
+    assert read_series(bare)[0].tolist() == [4.5, 5.0, 6.0]
+    two = tmp_path / "two.csv"
+    pd.DataFrame({"a": [1, 2], "b": [3, 4]}).to_csv(two, index=False)
+    with pytest.raises(LapnetError, match="2 numeric columns .*--column"):
+        read_series(two)
+    assert read_series(two, "b")[0].tolist() == [3.0, 4.0]
+    assert read_series(pd.Series([1.0, 2.0], name="x"))[1] == "x"
+    with pytest.raises(LapnetError, match="no column 'c'"):
+        read_series(two, "c")
+
+
+@pytest.mark.parametrize("cells, match", [(["1", "x", "3"], r"line 3 is not a finite number \('x'\)"),
+                                           (["1", "", "3"], "line 3 is empty: fill or drop"),
+                                           (["1", "inf", "3"], "line 3 is not a finite number")])
+def test_read_series_names_the_bad_line(tmp_path, cells, match):
+    p = tmp_path / "s.csv"
+    p.write_text("y\n" + "\n".join(cells) + "\n")
+    with pytest.raises(LapnetError, match=match):
+        read_series(p)
+
+
+def test_windows_and_split():
+    x, y = windows(np.arange(6.0), 4)
+    assert x.shape == (2, 4, 1) and y.shape == (2, 1)
+    assert x[1, :, 0].tolist() == [1, 2, 3, 4] and y[:, 0].tolist() == [4, 5]
+    assert split(100, SeriesConfig(window=20, val_frac=0.2)) == (63, 16)  # 79 windows of changes
+    assert split(100, SeriesConfig(window=20, val_frac=0.2, difference=False)) == (64, 16)
+    assert split(100, SeriesConfig(window=20, val_frac=0)) == (79, 0)
+    with pytest.raises(LapnetError, match=r"has 22 values: a window of 20 and 1 held-out value\(s\) need at least 23"):
+        split(22, SeriesConfig(window=20))
+
+
+def test_the_model_beats_both_baselines_on_the_held_out_end(run):
+    out, values, m = run
+    assert m["val_windows"] == round(0.2 * (len(values) - 25)) and m["scored_on"] == "validation"
+    assert m["scores"]["model"]["mae"] < m["scores"]["persistence"]["mae"]
+    assert m["scores"]["model"]["mae"] < m["scores"]["seasonal_naive"]["mae"]
+    assert m["beats_baselines"] and m["skill_vs_best_baseline"] > 0
+    held = values[-m["val_windows"]:]
+    assert m["scores"]["persistence"]["mae"] == pytest.approx(np.abs(np.diff(values)[-m["val_windows"]:]).mean())
+    assert m["scores"]["seasonal_naive"]["mae"] == pytest.approx(np.abs(held - values[-m["val_windows"] - 12:-12]).mean())
+    for f in ("model.safetensors", "config.json", "metrics.json", "forecast.png"):
+        assert (out / f).is_file()
+
+
+def test_forecast_continues_the_season(run):
+    out, values, m = run
+    ahead = forecast_series(out, values, 12)
+    assert ahead.shape == (12,) and np.allclose(ahead[:6], m["forecast"], atol=1e-9)
+    truth = seasonal(192)[180:]  # the same trend and season, noise aside
+    assert np.abs(ahead - truth).mean() < np.abs(values[-1] - truth).mean()  # beats repeating the last value
+
+
+def test_scaling_is_undone_exactly(tmp_path):
+    """Training is on standardised values: a series 1000x larger and shifted trains the same model,
+    so its forecast is the first one's, rescaled (to float32 precision)."""
+    cfg = SeriesConfig(**{**FAST, "epochs": 5})
+    a, b = seasonal(120), seasonal(120) * 1000 + 5e4
+    train_series(a, cfg, tmp_path / "a")
+    train_series(b, cfg, tmp_path / "b")
+    fa, fb = forecast_series(tmp_path / "a", a, 5), forecast_series(tmp_path / "b", b, 5)
+    np.testing.assert_allclose(fb, fa * 1000 + 5e4, rtol=1e-5)
+
+
+def test_load_refuses_other_runs(tmp_path, run):
+    with pytest.raises(LapnetError, match="no such run directory"):
+        load_series_run(tmp_path / "nope")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"kind": "lapnet-race"}))
+    with pytest.raises(LapnetError, match="a lapnet-race run, not a series run"):
+        load_series_run(other)
+    with pytest.raises(LapnetError, match="has 10 values: the model reads windows of 24"):
+        forecast_series(run[0], np.arange(10.0), 3)
+
+
+def test_cli_train_and_forecast(run_cli, tmp_path):
+    csv = tmp_path / "sales.csv"
+    pd.DataFrame({"month": np.arange(150), "units": seasonal(150)}).to_csv(csv, index=False)
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(*["series", "train", str(csv), "--column", "units", "--window", "24", "--hidden", "8",
+                                 "--epochs", "5", "--season", "12", "--out", str(out), "--json", "--quiet"])
+    assert code == 0, err
+    m = json.loads(stdout)
+    assert m == json.loads((out / "metrics.json").read_text()) and set(m["scores"]) == {"model", "persistence", "seasonal_naive"}
+    code, stdout, err = run_cli(*["series", "forecast", str(out), str(csv), "--steps", "4"])
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0] == "step,forecast" and len(lines) == 5
+    expect = forecast_series(out, seasonal(150), 4)
+    assert [float(x.split(",")[1]) for x in lines[1:]] == pytest.approx(expect, rel=1e-5)
+    code, stdout, err = run_cli(*["series", "train", str(csv), "--column", "units", "--out", str(out), "--quiet"])
+    assert code == 2 and "already holds a run" in err  # nothing overwritten without --force
+
+
+@pytest.mark.parametrize("args, match", [
+    (["nope.csv"], "no such file"),
+    (["short.csv"], "has 10 values: a window of 20"),
+    (["flat.csv"], "the training part of the series changes by the same amount every step"),
+    (["flat.csv", "--levels"], "the training part of the series is constant"),
+    (["short.csv", "--window", "0"], "window must be a positive integer"),
+    (["short.csv", "--val-frac", "1"], r"--val-frac must be in \[0, 1\)"),
+    (["short.csv", "--arch", "tcn"], "--arch 'tcn': expected one of"),
+])
+def test_cli_bad_input(run_cli, tmp_path, monkeypatch, args, match):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "short.csv").write_text("y\n" + "\n".join(map(str, range(10))) + "\n")
+    (tmp_path / "flat.csv").write_text("y\n" + "3\n" * 60)
+    code, _, err = run_cli(*["series", "train", *args, "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 2 and re.search(match, err), err
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()

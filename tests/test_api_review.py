@@ -445,3 +445,21 @@ def test_numpy_sequence_model_with_diverged_weights_gives_nan_outputs_not_an_err
     m.parameters()["rnn.weight_hh_l0"][0, 0] = np.nan
     y, cache = m.forward(np.ones((3, 5, 2), np.float32))
     assert y.shape == (3, 1) and np.isnan(y).all() and cache is None
+
+
+def test_run_recurrent_refuses_what_it_would_misread():
+    """A time-major module (batch_first=False) would read (B, T, D) as (T, B, D) without lengths and
+    correctly with them: two answers to one call. A PackedSequence is packed already."""
+    import torch
+
+    from lapnet.models import Classifier, Forecaster, make_recurrent, run_recurrent
+
+    x = torch.zeros(4, 6, 3)
+    with pytest.raises(LapnetError, match="batch-first modules .*batch_first=False"):
+        run_recurrent(torch.nn.GRU(3, 5), x)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, [6, 5, 4, 3], batch_first=True)
+    with pytest.raises(LapnetError, match="padded .* tensor, got a PackedSequence"):
+        run_recurrent(make_recurrent("gru", 3, 5), packed, lengths=[6, 5, 4, 3])
+    with pytest.raises(LapnetError, match="vanilla RNN only"):
+        make_recurrent("lstm", 3, 5, nonlinearity="relu")
+    assert Classifier and Forecaster  # exported with the other models

@@ -77,6 +77,9 @@ def make_recurrent(
         raise LapnetError(f"bidirectional must be True or False, got {bidirectional!r}")
     if nonlinearity not in ("tanh", "relu"):
         raise LapnetError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    if nonlinearity != "tanh" and arch != "rnn":
+        raise LapnetError(f"nonlinearity={nonlinearity!r} applies to the vanilla RNN only; an {arch.upper()}'s "
+                          "gates are fixed (sigmoid and tanh)")
     kwargs = dict(
         input_size=input_size,
         hidden_size=hidden_size,
@@ -103,6 +106,12 @@ def run_recurrent(rnn: nn.RNNBase, x: torch.Tensor, lengths=None, state=None):
         out (B, T, dirs*H) with zeros past each sequence's end, and the final state taken
         at each sequence's own last step.
     """
+    if not getattr(rnn, "batch_first", True):
+        raise LapnetError(f"run_recurrent takes batch-first modules (x is (B, T, D)); this {type(rnn).__name__} has "
+                          "batch_first=False (build it with make_recurrent, or with batch_first=True)")
+    if not isinstance(x, torch.Tensor):
+        raise LapnetError(f"x must be a padded (B, T, D) tensor, got a {type(x).__name__} (pass lengths instead of "
+                          "packing it yourself)")
     if lengths is None:
         return rnn(x, state)
     if x.dim() != 3:

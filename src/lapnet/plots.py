@@ -31,14 +31,19 @@ def _color(label: str):
 
 def loss_curves(curves: Mapping[str, Sequence[float]], *, ax=None, title: str = "Training loss",
                 xlabel: str = "epoch", ylabel: str = "MSE", logy: bool = True, hline: float | None = None,
-                hline_label: str | None = None):
-    """One line per curve (x = index + 1), log y by default; an optional reference line."""
+                hline_label: str | None = None, x: Sequence[float] | None = None,
+                vline: float | None = None, vline_label: str | None = None):
+    """One line per curve (x = index + 1, or the given `x`), log y by default; an optional
+    horizontal reference line and an optional vertical mark (e.g. the saved step)."""
     fig, ax = _axes(ax)
     for label, ys in curves.items():
         ys = np.asarray(ys, dtype=float)
-        ax.plot(np.arange(1, len(ys) + 1), ys, lw=1.8, label=label, color=_color(label))
+        xs = np.arange(1, len(ys) + 1) if x is None else np.asarray(x, dtype=float)[: len(ys)]
+        ax.plot(xs, ys, lw=1.8, label=label, color=_color(label), marker="o" if x is not None and len(ys) <= 30 else None, ms=3)
     if hline is not None:
         ax.axhline(hline, color="gray", ls="--", lw=1.2, label=hline_label)
+    if vline is not None:
+        ax.axvline(vline, color="tab:purple", ls=":", lw=1.6, label=vline_label)
     if logy:
         ax.set_yscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)

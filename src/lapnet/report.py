@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from lapnet.checkpoint import atomic_write_bytes
 from lapnet.errors import LapnetError
+from lapnet.experiments.result import listed_figures
 
 REPORT_NAME = "report.html"
 # every page carries this in its header: `lapnet report` knows a page it may replace by it
@@ -184,6 +185,12 @@ def _render_dir(d: Path, skip: Path | None) -> str:
         k = _kind(f)
         if k is not None:
             by_kind.setdefault(k, []).append(f)
+    metrics = _metrics_of(d)
+    listed = listed_figures(metrics)
+    unlisted: list[str] = []
+    if listed is not None:  # the run names its figures: any other image is not this run's
+        unlisted = [f.name for f in by_kind.get("figure", []) if f.name not in listed]
+        by_kind["figure"] = [f for f in by_kind.get("figure", []) if f.name in listed]
     parts: list[str] = []
     # what a reader looks for first: the numbers, the text, the figures; the set-up last
     for f in by_kind.get("metrics", []):
@@ -193,7 +200,7 @@ def _render_dir(d: Path, skip: Path | None) -> str:
     for f in by_kind.get("figure", []):
         parts.append(_guard(f, lambda f=f: _figure(f.read_bytes(), IMAGE_TYPES[f.suffix.lower()], caption(f))))
     for f in by_kind.get("log", []):
-        parts.append(_guard(f, lambda f=f: _render_log(f)))
+        parts.append(_guard(f, lambda f=f: _render_log(f, _saved_step(d, metrics))))
     for f in by_kind.get("json", []):
         parts.append(_guard(f, lambda f=f: f"<h3>{_esc(f.name)}</h3>" + _render_value(_load_json(f), depth=0)))
     for f in by_kind.get("csv", []):
@@ -203,7 +210,36 @@ def _render_dir(d: Path, skip: Path | None) -> str:
     other = [f.name for f in files if _kind(f) is None]
     if other:
         parts.append(f'<div class="meta">other files: {_esc(", ".join(other))}</div>')
+    if unlisted:
+        parts.append(f'<div class="meta">not shown: {_esc(", ".join(unlisted))} (images metrics.json does not list '
+                     f'among this run\'s figures: left by an earlier run?)</div>')
     return "".join(parts)
+
+
+def _metrics_of(d: Path) -> Any:
+    """The directory's metrics.json, or None when it has none or it cannot be read."""
+    try:
+        return _load_json(d / "metrics.json") if (d / "metrics.json").is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _saved_step(d: Path, metrics: Any) -> int | None:
+    """The training step model.safetensors holds: metrics.json's saved_model, else the
+    checkpoint's own metadata (read from its header only); None when neither says."""
+    saved = metrics.get("saved_model") if isinstance(metrics, dict) else None
+    step = saved.get("step") if isinstance(saved, dict) else None
+    if step is None and (d / "model.safetensors").is_file():
+        try:
+            from safetensors import safe_open
+
+            from lapnet.checkpoint import META_KEY
+
+            with safe_open(str(d / "model.safetensors"), framework="numpy") as fh:
+                step = json.loads((fh.metadata() or {}).get(META_KEY, "{}")).get("step")
+        except Exception:  # a report never fails on one unreadable file
+            step = None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def _guard(f: Path, render) -> str:
@@ -246,7 +282,7 @@ def _fig_to_png(fig) -> bytes:
 # log.jsonl, samples, csv
 
 
-def _render_log(f: Path) -> str:
+def _render_log(f: Path, saved_step: int | None = None) -> str:
     rows, bad = [], 0
     for line in f.read_text(encoding="utf-8").splitlines():
         if not line.strip():
@@ -267,9 +303,18 @@ def _render_log(f: Path) -> str:
         from lapnet import plots
 
         positive = all(x > 0 for v in curves.values() for x in v)
-        fig = plots.loss_curves({k.replace("_", " "): v for k, v in curves.items()}, title="Loss at each evaluation",
-                                xlabel="evaluation", ylabel="loss", logy=positive)
-        parts.append(_figure(_fig_to_png(fig), "image/png", f"{f.parent.name or 'run'}: loss at each evaluation"))
+        steps = [r.get("step") for r in rows]
+        by_step = all(_is_num(x) for x in steps)
+        names = {"train_loss": "train loss", "val_loss": "val loss"}
+        if not _has_validation(f.parent):  # --val-frac 0: fit's "val_loss" is the training text's loss
+            names["val_loss"] = "training text loss (no validation)"
+        mark = saved_step if by_step and saved_step is not None else None
+        fig = plots.loss_curves({names[k]: v for k, v in curves.items()}, title="Loss at each evaluation",
+                                xlabel="training step" if by_step else "evaluation", ylabel="loss", logy=positive,
+                                x=steps if by_step else None, vline=mark,
+                                vline_label=None if mark is None else f"saved model (step {mark})")
+        parts.append(_figure(_fig_to_png(fig), "image/png", f"{f.parent.name or 'run'}: loss at each evaluation"
+                             + ("" if mark is None else f"; the dotted line marks the step model.safetensors holds")))
     shown = _even_rows(rows, MAX_LOG_ROWS)
     cols = [c for c in _union_keys(r for _, r in shown)
             if all(not isinstance(r.get(c), (dict, list)) for _, r in shown)]  # nested values: not a log column
@@ -280,6 +325,16 @@ def _render_log(f: Path) -> str:
     if bad:
         parts.append(f'<div class="warn">{bad} unreadable line(s) in log.jsonl skipped</div>')
     return "".join(parts)
+
+
+def _has_validation(d: Path) -> bool:
+    """False for a text run trained with --val-frac 0 (config.json's data.val_frac), else True."""
+    try:
+        config = _load_json(d / "config.json") if (d / "config.json").is_file() else None
+    except (OSError, ValueError):
+        return True
+    data = config.get("data") if isinstance(config, dict) else None
+    return not (isinstance(data, dict) and data.get("val_frac") == 0)
 
 
 def _even_rows(rows: list[dict], n: int) -> list[tuple[int, dict]]:

@@ -34,7 +34,9 @@ ENGINES = ("torch", "numpy")
 CHECKPOINTS = ("best", "last")  # model.safetensors (what training chose) | last.safetensors (the final step)
 DEFAULT_BATCH = 32  # streams, when --batch is not given and the text holds that many windows
 FIT_EVAL_CHARS = 100_000  # with no validation text, this much of the training text is scored at each evaluation
-RUN_FILES = ("config.json", "vocab.json", "model.safetensors", "last.safetensors", "log.jsonl", "metrics.json")
+RUN_FILES = ("config.json", "vocab.json", "model.safetensors", "last.safetensors", "log.jsonl", "metrics.json",
+             "samples.txt")
+SAMPLE_CHARS = 200  # per sample in samples.txt
 EVAL_CHUNK = 256  # characters per evaluation forward pass; the state carries across chunks
 
 
@@ -488,7 +490,25 @@ def train_text(
         "seq_len": data.seq_len,
     }
     write_json(out / "metrics.json", metrics)
+    _write_samples(out, engine, device, vocab.decode(train_ids[:1]), saved["step"])
     return metrics
+
+
+def _write_samples(out: Path, engine: str, device: str, prime: str, step: int | None) -> None:
+    """samples.txt: what the saved model (model.safetensors) writes, greedy and at T = 0.8,
+    so that the run directory (and `lapnet report`) shows the model's text, not only numbers."""
+    from lapnet.checkpoint import atomic_write_bytes
+    from lapnet.train import is_rank0
+
+    if not is_rank0():
+        return
+    run = load_run(out, engine, device)
+    parts = [f"model.safetensors (step {step}), {SAMPLE_CHARS} characters after {prime!r}; "
+             f"`lapnet text sample {out}` makes more\n"]
+    for label, temp in (("greedy (--temperature 0)", 0.0), ("--temperature 0.8 --seed 0", 0.8)):
+        text = generate(run.stepper(), run.vocab, prime=prime, length=SAMPLE_CHARS, cfg=SampleConfig(temp), seed=0)[0]
+        parts.append(f"--- {label}\n{text}\n")
+    atomic_write_bytes(out / "samples.txt", "\n".join(parts).encode("utf-8"))
 
 
 def _nothing_to_train(result, train: TrainConfig, position: dict[str, Any]) -> str:

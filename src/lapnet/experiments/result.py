@@ -27,10 +27,17 @@ class ExperimentResult:
     arrays: dict[str, Any] = field(default_factory=dict)
 
     def save(self, out: str | Path, *, dpi: int = 110) -> list[Path]:
-        """Write metrics.json and the PNGs into `out`; returns the written paths."""
+        """Write metrics.json and the PNGs into `out`; returns the written paths.
+
+        A result already in `out` is replaced whole: the figures its metrics.json lists and
+        this result does not write are removed (only those: any other file stays), so that
+        `--force` leaves no figure of the earlier run for `lapnet report` to show.
+        """
         out = Path(out)
         check_replaceable([*(out / f"{stem}.png" for stem in self.figures), out / "metrics.json"])  # before any write
         out.mkdir(parents=True, exist_ok=True)
+        for old in stale_figures(out, {f"{stem}.png" for stem in self.figures}):
+            old.unlink(missing_ok=True)
         paths = []
         for stem, fig in self.figures.items():
             buf = io.BytesIO()
@@ -48,6 +55,33 @@ class ExperimentResult:
 
         for fig in self.figures.values():
             plt.close(fig)
+
+
+def listed_figures(metrics: Any) -> list[str] | None:
+    """The figure file names a metrics.json lists ("figures": [names or paths], or one
+    "figure"), as bare names; None when it lists none (a run that does not say)."""
+    if not isinstance(metrics, dict):
+        return None
+    listed = metrics.get("figures", metrics.get("figure"))
+    if isinstance(listed, str):
+        listed = [listed]
+    if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+        return None
+    return [Path(x).name for x in listed]
+
+
+def stale_figures(out: Path, keep: set[str]) -> list[Path]:
+    """The figures the metrics.json in `out` lists that are not in `keep` and exist."""
+    from lapnet.checkpoint import read_json
+    from lapnet.errors import CheckpointError
+
+    try:
+        old = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
+    except (CheckpointError, OSError):
+        return []
+    names = listed_figures(old) or []
+    return [out / n for n in names
+            if n not in keep and n.lower().endswith((".png", ".jpg", ".jpeg", ".svg")) and (out / n).is_file()]
 
 
 def stop_if_interrupted(train_result) -> None:

@@ -416,7 +416,8 @@ def train_text(
     train_ids, val_ids = split_ids(ids, data.val_frac)
     validation = len(val_ids) > 0  # --val-frac 0: none, the notebook's setting
     asked = data.batch
-    batches = TextBatches(train_ids, asked or DEFAULT_BATCH, data.seq_len, seed=train.seed)
+    # None: the default; 0 or less reaches TextBatches, which refuses it (`asked or ...` took 0 for the default)
+    batches = TextBatches(train_ids, DEFAULT_BATCH if asked is None else asked, data.seq_len, seed=train.seed)
     if asked is not None and batches.batch < asked and not resume:  # every stream needs one window of seq_len + 1
         warnings.warn(f"--batch {asked}: the training text holds only {batches.batch} windows of "
                       f"--seq-len {data.seq_len} + 1 characters; training with --batch {batches.batch}")

@@ -199,7 +199,6 @@ class SineResult:
     seconds: float = 0.0
 
 
-
 def sine_data(cfg: SineDemoConfig):
     """Training windows of the notebook's wave (`data.synthetic`), and held-out windows of the
     same wave shifted by half a radian (values it never saw in that order).

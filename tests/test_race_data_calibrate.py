@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lapnet.errors import LapnetError
-from lapnet.race.calibrate import Calibration, calibrate, load_calibration, plot_real_vs_sim
+from lapnet.race.calibrate import Calibration, calibrate, load_calibration
+from lapnet.race.plots import plot_real_vs_sim
 from lapnet.race.clean import clean_laps
 from lapnet.race.io import read_laps, read_many
 from lapnet.race.simulate import DEFAULT_COMPOUNDS, SimParams, degradation, simulate

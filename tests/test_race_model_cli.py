@@ -709,3 +709,28 @@ def test_a_directory_given_as_a_lap_table_is_named_so(run_cli, sim_tables, tmp_p
         code, _, err = run_cli("race", *args)
         assert code == 2 and err.strip() == f"lapnet: error: {d}: is a directory, not a lap table (give CSV or Parquet files)", err
     assert not (tmp_path / "r").exists()
+
+
+def test_eval_and_predict_device_option(run_cli, sim_tables, tmp_path):
+    """--device cpu runs eval and predict (same numbers as the default); a device the machine
+    lacks is one line and exit 2, before anything is written."""
+    import torch
+
+    run, parts = sim_tables
+    code, out, err = run_cli("race", "eval", run, parts[2], "--device", "cpu", "--json", "--quiet", "--out", tmp_path / "e")
+    assert code == 0, err
+    code, out2, err = run_cli("race", "eval", run, parts[2], "--json", "--quiet", "--out", tmp_path / "e2")
+    assert code == 0, err
+    assert json.loads(out)["summary"] == json.loads(out2)["summary"]
+    code, _, err = run_cli("race", "predict", run, parts[2], "--device", "cpu", "--quiet", "--out", tmp_path / "p")
+    assert code == 0, err
+    assert (tmp_path / "p" / "predictions.csv").is_file()
+    bad = [("tpu", "expected auto, cpu or cuda")] + ([] if torch.cuda.is_available() else [("cuda", "no CUDA device")])
+    for device, words in bad:
+        for cmd in ("eval", "predict"):
+            dest = tmp_path / f"{cmd}_{device}"
+            code, _, err = run_cli("race", cmd, run, parts[2], "--device", device, "--out", dest)
+            assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+            assert not dest.exists()
+    code, _, err = run_cli("race", "live", run, parts[2], "--device", "cpu")  # live steps on the CPU: no such option
+    assert code == 2 and "--device" in err

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from lapnet.checkpoint import json_text
 from lapnet.errors import LapnetError
 
 race_app = typer.Typer(help="Formula 1: lap tables, simulator, lap-time forecasts, pit calls.", no_args_is_help=True)
@@ -34,6 +32,10 @@ RACE_LAPS_HELP = (
     "`race live` does on a feed). Default: the table's last lap, right for a finished race; give it "
     "for a race still running."
 )
+
+
+DEVICE_HELP = ("auto, cpu or cuda: where the nets run (auto: cuda when available). They are small: the CPU is "
+               "usually as fast. (`race live` has no --device: one step per lap is too small for a GPU to pay.)")
 
 
 def register(app: typer.Typer) -> None:
@@ -96,7 +98,8 @@ def train_cmd(
     threads: int = typer.Option(1, "--threads", help="torch threads; the net is small, 1 is as fast and never contends."),
     device: str = typer.Option("cpu", "--device", help=(
         "auto, cpu or cuda: where the nets train (auto: cuda when available). These nets are small "
-        "and step lap by lap, so the CPU is usually as fast; eval, predict and live always run on the CPU.")),
+        "and step lap by lap, so the CPU is usually as fast; eval and predict take their own --device, "
+        "live runs on the CPU.")),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -150,15 +153,17 @@ def eval_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),
     race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ) -> None:
-    from lapnet.cli.common import check_out_dir, emit_metrics, summary_table
+    from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device, summary_table
     from lapnet.race.pipeline import eval_race
 
     length = _race_length(race_laps)
+    dev = resolve_device(device)
     _check_files(laps)
     if out is not None:  # refused now, not after the evaluation
         check_out_dir(out, must_be_new=False)
-    metrics = eval_race(run, laps, race_length=length)
+    metrics = eval_race(run, laps, race_length=length, device=dev)
     dest = check_out_dir(out or Path(run) / "eval", must_be_new=False)
     emit_metrics(dest, metrics, as_json=json_out)
     if not quiet:
@@ -221,21 +226,25 @@ def predict_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),
     race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ) -> None:
-    from lapnet.cli.common import check_out_dir, console, emit_metrics, summary_table
-    from lapnet.race.pipeline import predict_race, predict_rows
+    from lapnet.cli.common import check_out_dir, console, emit_metrics, resolve_device, summary_table
+    from lapnet.race.pipeline import predict_race
 
     length = _race_length(race_laps)
+    dev = resolve_device(device)
     _check_files([laps])
     dest = out or Path(run) / "predict"
     if out is not None or Path(run).is_dir():  # a missing RUN is refused by predict_race, before anything is made
         check_out_dir(dest, must_be_new=False, writes=("predictions.csv", "metrics.json"))
-    table, metrics = predict_race(run, laps, driver=driver, out=dest, race_length=length)
+    table, metrics = predict_race(run, laps, driver=driver, out=dest, race_length=length, device=dev)
+    show, note = predict_rows(table, driver)
+    if note:
+        metrics["notes"].insert(0, note)
     emit_metrics(dest, metrics, as_json=json_out)
     if not quiet:
         _cleaning_line(metrics)
         _length_line(metrics, length)
-        show, _ = predict_rows(table, driver)  # its note is in metrics["notes"]
         rows = [{"driver": r.Driver, "lap": r.LapNumber, "tyre": f"{r.Compound[:1]}{r.TyreLife:.0f}",
                  "lap time": r.LapTime, "next": r.forecast_h1, "+5": r.forecast_h5, "+10": r.forecast_h10,
                  "pit<=3": r.pit_prob, "phase": r.phase or "-",
@@ -246,6 +255,22 @@ def predict_cmd(
         console.print(f"figures: {', '.join(metrics.get('figures', []))}")
         for note in metrics.get("notes", []):
             console.print(f"note: {note}")
+
+
+SHOW_LAPS, SHOW_ROWS = 3, 40  # the summary table `lapnet race predict` prints: each driver's last laps, at most this many rows
+
+
+def predict_rows(table: pd.DataFrame, driver: str | None) -> tuple[pd.DataFrame, str | None]:
+    """The rows of `predict_race`'s table the summary shows (every lap of one driver, else
+    each driver's last SHOW_LAPS laps; at most the last SHOW_ROWS), and a note saying what it
+    leaves out (None when nothing is left out)."""
+    shown = table if driver else table.groupby("Driver").tail(SHOW_LAPS)
+    shown = shown.iloc[-SHOW_ROWS:]
+    if len(shown) == len(table):
+        return shown, None
+    what = f"the last {len(shown)} rows" if driver else f"each driver's last {SHOW_LAPS} laps" + (
+        f" (the last {len(shown)} rows)" if len(shown) < len(table.groupby("Driver").tail(SHOW_LAPS)) else "")
+    return shown, f"{len(table) - len(shown)} more rows in predictions.csv (shown: {what})"
 
 
 def _length_line(metrics: dict, length: int | str) -> None:
@@ -269,86 +294,6 @@ def _race_length(value: str | None) -> int | str:
     if n < 1:
         raise LapnetError(f"--race-laps must be at least 1, got {n}")
     return n
-
-
-def _last_lap_number(path: Path) -> int | None:
-    """The highest LapNumber of a timed lap in a lap-table CSV, or None when there is none to read."""
-    import pandas as pd
-
-    try:
-        laps = pd.read_csv(path, usecols=["LapNumber", "LapTime"], dtype=str)
-    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError):
-        return None  # the live reader reports what is wrong with the file, line by line
-    # timed laps only: FastF1's generated rows after the flag carry the next lap number, untimed
-    last = pd.to_numeric(laps["LapNumber"][laps["LapTime"].notna()], errors="coerce").max()
-    return int(last) if pd.notna(last) and last >= 1 else None
-
-
-def _read_header(stream, follow: bool, poll: float) -> str:
-    """The header line; with --follow, a file still empty (the feed has not started) is waited for."""
-    header = stream.readline()
-    while follow and not header.endswith("\n"):
-        time.sleep(poll)
-        more = stream.readline()
-        header += more
-    return header
-
-
-def _stream_lines(stream, follow: bool, poll: float):
-    """(line number, line) as they come; with --follow, waits at the end and for half-written lines."""
-    lineno = 1  # the header was line 1
-    while True:
-        line = stream.readline()
-        if not line:
-            if not follow:
-                return
-            time.sleep(poll)
-            continue
-        if not line.endswith("\n") and follow:  # a half-written line: wait for the rest
-            pos = stream.tell() - len(line.encode())
-            time.sleep(poll)
-            stream.seek(pos)
-            continue
-        lineno += 1
-        yield lineno, line
-
-
-def _replay_order(stream, header: list[str]) -> tuple[list[tuple[int, str]], bool]:
-    """A complete file's lap lines with their line numbers, in the order the laps ended, and
-    whether they had to be reordered. FastF1's `Laps.to_csv` lists each driver's laps in turn:
-    fed so, every lap would see the field at another moment of the race. A file whose session
-    Times already rise is kept as it is; any other is ordered as batch commands order laps
-    (`features.session_order`)."""
-    import csv
-
-    import numpy as np
-    import pandas as pd
-
-    from lapnet.race.features import session_order
-    from lapnet.race.live import ORDER_SLACK, _seconds
-
-    lines = [(k + 2, ln) for k, ln in enumerate(stream.read().splitlines()) if ln.strip()]
-    col = {c: header.index(c) for c in ("Time", "Driver", "LapNumber") if c in header}
-    if "Time" not in col:
-        return lines, False
-    rows = []
-    for _, ln in lines:
-        try:
-            v = next(csv.reader([ln]), [])
-        except csv.Error:
-            v = []
-        get = lambda c: v[col[c]] if c in col and col[c] < len(v) else ""  # noqa: E731
-        try:
-            t = _seconds(get("Time"))
-        except ValueError:
-            t = float("nan")
-        rows.append({"Driver": get("Driver").strip(), "LapNumber": pd.to_numeric(get("LapNumber"), errors="coerce"), "Time": t})
-    times = np.array([r["Time"] for r in rows], float)
-    times = times[np.isfinite(times)]
-    if not (np.diff(times) < -ORDER_SLACK).any():  # already in the order laps ended: keep it as given
-        return lines, False
-    order = session_order(pd.DataFrame(rows))
-    return [lines[i] for i in order], True
 
 
 @race_app.command("live", short_help="Follow a race lap by lap: one JSON line per lap (forecast, interval, pit call, phase).", help=(
@@ -375,8 +320,7 @@ def live_cmd(
         "Print only these drivers' laps (three-letter codes, comma-separated: VER,HAM). Every lap is "
         "still read: a lap's features depend on the whole field.")),
 ) -> None:
-    from lapnet.race.live import LiveRace, SkipLap
-    from lapnet.race.pipeline import load_run
+    from lapnet.race.live import follow_race
 
     only = _driver_codes(driver)
     if race_laps is not None and race_laps < 1:
@@ -388,67 +332,7 @@ def live_cmd(
     import torch
 
     torch.set_num_threads(1)  # one lap is one tiny step: a thread pool only adds latency
-    note = None  # said once the run and the header are read, so that an error stays one line
-    if race_laps is None and file != "-" and not follow:
-        race_laps = _last_lap_number(Path(file))  # a finished race replayed: its length is in the file
-        if race_laps is not None:
-            note = f"lapnet: race length {race_laps} laps, the file's last lap (--race-laps overrides)"
-    live = LiveRace(load_run(run), total_laps=race_laps)  # None: estimated from the race's pace
-    stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
-    n_out = 0  # laps read and predicted (printed or filtered out by --driver)
-    try:
-        header = _read_header(stream, follow, poll)
-        if not header.strip():
-            raise LapnetError(f"{file}: empty input (no CSV header)")
-        live.set_header(header.strip("\r\n"))
-        if file != "-" and not follow:  # a finished race replayed: laps in the order they ended, as a feed gives them
-            lines, moved = _replay_order(stream, live.header)
-            if moved:
-                note = (note + "\n" if note else "") + (f"lapnet: {file} lists laps in another order than they ended: "
-                                                      "replayed by session Time, as a live feed gives them")
-        else:
-            lines = _stream_lines(stream, follow, poll)
-        warned_length = False
-        for lineno, line in lines:
-            line = line.strip("\r\n")
-            if not line.strip():
-                continue
-            if not warned_length:  # said once a lap has come, so that an error before stays one line
-                warned_length = True
-                if note is not None:
-                    print(note, file=sys.stderr)
-                if race_laps is None:
-                    print("lapnet: warning: --race-laps not given: estimating the race length from its green-flag "
-                          "pace (7.7% off on average over the 15 real races; each JSON line says race_laps)", file=sys.stderr)
-            try:
-                pred = live.push_csv_line(line)
-            except SkipLap as e:
-                print(f"lapnet: warning: line {lineno}: skipped lap: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
-                continue
-            for notice in live.notices:  # each kind said once
-                print(f"lapnet: warning: line {lineno}: {notice}", file=sys.stderr, flush=True)
-            live.notices.clear()
-            n_out += 1
-            if only is None or pred["driver"] in only:
-                sys.stdout.write(json_text(pred) + "\n")
-                sys.stdout.flush()
-        if n_out == 0:
-            raise LapnetError(f"{file}: no usable laps in the stream")
-    except KeyboardInterrupt:
-        pass
-    except UnicodeDecodeError as e:
-        raise LapnetError(f"{'stdin' if file == '-' else file}: not UTF-8 text ({e.reason}: "
-                          f"{e.object[e.start:e.start + 1]!r})") from None
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
-    if only is not None and n_out:
-        missing = sorted(only - set(live.drivers))
-        seen = ", ".join(sorted(live.drivers))
-        if missing and len(missing) == len(only):
-            raise LapnetError(f"--driver {','.join(missing)}: no lap in the stream (drivers: {seen})")
-        if missing:
-            print(f"lapnet: warning: --driver {','.join(missing)}: no lap in the stream (drivers: {seen})", file=sys.stderr)
+    follow_race(run, file, follow=follow, race_laps=race_laps, poll=poll, drivers=only)
 
 
 def _driver_codes(value: str | None) -> set[str] | None:

@@ -3,7 +3,7 @@
     laps, _ = clean_laps(read_many(paths))
     cal = calibrate(laps)                     # a Calibration (JSON round-trip: save/load)
     sim = simulate(15, seed=0, calibration=cal)
-    fig = plot_real_vs_sim(laps, clean_laps(read_laps(sim))[0])
+    fig = plot_real_vs_sim(laps, clean_laps(read_laps(sim))[0])  # lapnet.race.plots
 
 What is fitted, and from which laps (all durations in seconds):
     base pace per circuit  the race's median Scored lap (green, accurate, not in/out-laps).
@@ -50,6 +50,7 @@ import pandas as pd
 
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
+from lapnet.race.features import race_laps
 from lapnet.race.simulate import SimParams
 
 __all__ = [
@@ -59,10 +60,6 @@ __all__ = [
     "calibrate",
     "load_calibration",
     "calibrate_files",
-    "plot_real_vs_sim",
-    "plot_laptime_distribution",
-    "plot_degradation",
-    "plot_stint_lengths",
 ]
 
 CALIBRATION_VERSION = 1
@@ -385,7 +382,7 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     slow_prob, slow_mean = _slow_laps(resid.to_numpy())
 
     circuits = []
-    last_lap = df[df["HasTime"]].groupby("Race")["LapNumber"].max()
+    last_lap = {race: race_laps(g) for race, g in df.groupby("Race")}  # the race's length (features.last_timed_lap)
     for race in usable:
         loss = in_ex.get(race, pit_in) + out_ex.get(race, pit_out)
         circuits.append(
@@ -502,111 +499,10 @@ def _stints(df: pd.DataFrame) -> pd.DataFrame:
     return st[st["laps"] >= 4]  # 1-3 lap "stints" are red-flag or SC tyre changes, not strategy
 
 
-# --- figures -----------------------------------------------------------------------------
-
-
-def _norm_laps(df: pd.DataFrame) -> np.ndarray:
+def norm_green_laps(df: pd.DataFrame) -> np.ndarray:
+    """Scored lap times divided by their race's median Scored lap (the spread real and simulated races are compared on)."""
     s = df[df["Scored"]]
     return (s["LapTime"] / s.groupby("Race")["LapTime"].transform("median")).to_numpy()
-
-
-def plot_laptime_distribution(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
-    """Histogram of Scored lap times divided by their race's median green lap. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
-    bins = np.linspace(0.97, 1.05, 61)
-    for df, label, color in ((real, "real", "k"), (sim, "simulated", "tab:orange")):
-        x = _norm_laps(df)
-        inside = (x >= bins[0]) & (x <= bins[-1])  # laps outside are left out (clipped, they would pile up at the edges)
-        ax.hist(x[inside], bins=bins, density=True, histtype="step", lw=1.5, color=color,
-                label=f"{label} ({len(x)} laps, {np.mean(~inside):.1%} outside)")
-    ax.set_xlabel("lap time / race median green lap")
-    ax.set_ylabel("density")
-    ax.set_title("Green-lap times")
-    ax.legend(fontsize=8)
-    return fig
-
-
-def _stint_curve(df: pd.DataFrame, compound: str, max_age: int = 35) -> tuple[np.ndarray, np.ndarray]:
-    """Mean lap-time change from laps 2-4 of the stint (after the tyres warm up), by laps into the stint."""
-    s = df[df["Scored"] & (df["Compound"] == compound)].copy()
-    if s.empty:
-        return np.array([]), np.array([])
-    keys = ["Race", "Driver", "Stint"]
-    s["into"] = s["LapNumber"] - s.groupby(keys)["LapNumber"].transform("min")
-    first = s[s["into"].between(2, 4)].groupby(keys)["LapTime"].mean()
-    s["d"] = s["LapTime"] - s.set_index(keys).index.map(first).to_numpy()
-    s = s[s["d"].abs() < 4]
-    g = s.groupby("into")["d"].agg(["mean", "size"])
-    g = g[(g["size"] >= 15) & (g.index <= max_age)]
-    return g.index.to_numpy(float), g["mean"].to_numpy()
-
-
-def plot_degradation(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
-    """Mean lap-time change over a stint per compound (solid real, dashed simulated). Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
-    colors = {"SOFT": "tab:red", "MEDIUM": "goldenrod", "HARD": "0.4"}
-    for c, color in colors.items():
-        for df, style, label in ((real, "-", "real"), (sim, "--", "sim")):
-            x, y = _stint_curve(df, c)
-            if len(x):
-                ax.plot(x, y, style, color=color, label=f"{c.lower()} {label}")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xlabel("laps into the stint")
-    ax.set_ylabel("lap time - laps 2-4 of the stint (s)")
-    ax.set_title("Lap-time change over a stint (fuel burn included)")
-    ax.legend(fontsize=7, ncol=2)
-    return fig
-
-
-def plot_stint_lengths(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
-    """Stint lengths (stints ending in a pit stop) per compound, real against simulated. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
-    data, labels, colors = [], [], []
-    for c, color in (("SOFT", "tab:red"), ("MEDIUM", "goldenrod"), ("HARD", "0.4")):
-        for df, tag in ((real, "real"), (sim, "sim")):
-            st = _stints(df)
-            st = st[(st["Compound"] == c) & st["ended_in_pit"]]
-            data.append(st["laps"].to_numpy() if len(st) else np.array([np.nan]))
-            labels.append(f"{c[0]} {tag}")
-            colors.append(color)
-    parts = ax.boxplot(data, patch_artist=True, widths=0.6)
-    for i, (patch, color) in enumerate(zip(parts["boxes"], colors)):
-        patch.set_facecolor(color)
-        patch.set_alpha(0.9 if i % 2 == 0 else 0.35)
-    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
-    ax.set_ylabel("laps")
-    ax.set_title("Stint lengths (stints ending in a stop)")
-    return fig
-
-
-def plot_real_vs_sim(real: pd.DataFrame, sim: pd.DataFrame, axes=None):
-    """Three panels: lap-time distributions, degradation per compound, stint lengths.
-
-    Args:
-        real, sim: cleaned lap tables (`clean_laps` output) of the real and simulated races.
-        axes: three matplotlib Axes to draw on, or None for a new 1x3 figure.
-
-    Returns:
-        The matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    else:
-        fig = axes[0].figure
-    plot_laptime_distribution(real, sim, ax=axes[0])
-    plot_degradation(real, sim, ax=axes[1])
-    plot_stint_lengths(real, sim, ax=axes[2])
-    fig.suptitle(f"Real ({real['Race'].nunique()} races) vs calibrated simulator ({sim['Race'].nunique()} races)")
-    fig.tight_layout()
-    return fig
 
 
 def calibrate_files(
@@ -623,7 +519,7 @@ def calibrate_files(
     Args:
         paths: lap tables (CSV/Parquet), one race each or with a Race column.
         out: the calibration JSON to write (refused if it exists, unless `force`).
-        figure: a PNG path for `plot_real_vs_sim` (simulates `sim_races` calibrated races,
+        figure: a PNG path for `lapnet.race.plots.plot_real_vs_sim` (simulates `sim_races` calibrated races,
             default as many as the real ones, with `seed`).
 
     Returns:
@@ -667,10 +563,12 @@ def calibrate_files(
         from lapnet.race.simulate import simulate
 
         sim, _ = clean_laps(read_laps(simulate(sim_races or len(cal.races), seed, cal)))
+        from lapnet.race.plots import plot_real_vs_sim
+
         fig = plot_real_vs_sim(real, sim)
         fig.savefig(figure, dpi=110)
         plt.close(fig)
-        r, s = _norm_laps(real), _norm_laps(sim)
+        r, s = norm_green_laps(real), norm_green_laps(sim)
         summary["real_green_lap_iqr"] = round(float(np.subtract(*np.percentile(r, [75, 25]))), 5)
         summary["sim_green_lap_iqr"] = round(float(np.subtract(*np.percentile(s, [75, 25]))), 5)
         summary["figure"] = str(figure)

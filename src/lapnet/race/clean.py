@@ -268,7 +268,8 @@ def _restart_laps(g: pd.DataFrame, status: pd.Series) -> np.ndarray:
 
 
 def _after_flag(g: pd.DataFrame) -> np.ndarray:
-    """FastF1Generated, untimed rows that end after the winner took the chequered flag."""
+    """FastF1Generated, untimed rows that end after the winner took the chequered flag (the race
+    distance: `features.last_timed_lap`, here vectorised over races)."""
     has_time = np.isfinite(g["LapTime"].to_numpy())
     generated = g["FastF1Generated"].to_numpy(bool) & ~has_time
     if not generated.any():

@@ -148,15 +148,40 @@ def estimate_race_laps(ref: float) -> int:
     return max(1, round(RACE_SECONDS / ref))
 
 
+def last_timed_lap(laps: pd.DataFrame) -> int | None:
+    """A finished race's length as its table says it: the last lap anyone completed with a time.
+
+    The one rule of every command that needs the length (`race_laps` for eval / predict / train,
+    `race live` on a finished file, `calibrate`'s circuits, and batch cleaning's chequered flag,
+    `clean._after_flag`): FastF1's generated rows after the flag carry the next lap number but
+    no time, so they never count.
+
+    Args:
+        laps: one race's laps, parsed (LapTime in seconds, NaN when missing) or raw text
+            (LapTime as written; an empty or 'NaT'-like cell is untimed).
+
+    Returns:
+        The lap number, or None when no lap has a time.
+    """
+    from lapnet.race.io import MISSING_STRINGS
+
+    lt = laps["LapTime"]
+    if pd.api.types.is_numeric_dtype(lt):
+        timed = np.isfinite(lt.to_numpy(float))
+    else:
+        timed = lt.map(lambda v: isinstance(v, str) and v.strip().lower() not in MISSING_STRINGS
+                       or isinstance(v, (int, float)) and math.isfinite(v)).to_numpy(bool)
+    n = pd.to_numeric(laps["LapNumber"][timed], errors="coerce").max()
+    return int(n) if np.isfinite(n) and n >= 1 else None
+
+
 def race_laps(df: pd.DataFrame) -> int:
-    """Scheduled race length: the last lap number, ignoring FastF1's generated rows."""
-    rows = df
-    if "FastF1Generated" in df.columns:
-        gen = df["FastF1Generated"].fillna(False).astype(bool)
-        if (~gen).any():
-            rows = df[~gen]
-    n = pd.to_numeric(rows["LapNumber"], errors="coerce").max()
-    return int(n) if np.isfinite(n) else 1
+    """A finished race's scheduled length (`last_timed_lap`); without a timed lap, the highest lap number (at least 1)."""
+    n = last_timed_lap(df)
+    if n is None:
+        top = pd.to_numeric(df["LapNumber"], errors="coerce").max()
+        n = int(top) if np.isfinite(top) and top >= 1 else 1
+    return n
 
 
 @dataclass

@@ -12,6 +12,7 @@ column and row; cleaning (what counts as a lap, masks, imputation) is `lapnet.ra
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -57,10 +58,43 @@ def missing_context(columns: Iterable[str]) -> list[str]:
 
 
 # 'M:SS.sss' as people type lap times; pandas only parses 'H:MM:SS'.
-_MIN_SEC = re.compile(r"^\s*(\d+):(\d{1,2}(?:\.\d*)?)\s*$")
-_MISSING_STRINGS = {"", "nan", "nat", "none", "null", "<na>"}
-_TRUE = {"true", "1", "1.0", "yes", "t", "y"}
-_FALSE = {"false", "0", "0.0", "no", "f", "n"}
+_MIN_SEC = re.compile(r"^(\d+):(\d{1,2}(?:\.\d*)?)$")
+# pandas' own text, FastF1's `to_csv`: '0 days 00:01:37.167000' (read here without pandas: live mode reads it per lap)
+_DAYS_HMS = re.compile(r"^(?:(\d+) days )?(\d+):(\d{2}):(\d{2}(?:\.\d*)?)$")
+# the spellings of a missing cell, and of a boolean, in a lap table's text (lower case, stripped); live mode reads them too
+MISSING_STRINGS = frozenset({"", "nan", "nat", "none", "null", "<na>"})
+TRUE_STRINGS = frozenset({"true", "1", "1.0", "yes", "t", "y"})
+FALSE_STRINGS = frozenset({"false", "0", "0.0", "no", "f", "n"})
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of one duration as a lap table writes it (the one parser of `read_laps` and live mode).
+
+    Args:
+        text: a missing spelling ('', 'NaT', 'nan', ...: NaN), seconds ('97.167'), 'M:SS.sss'
+            ('1:37.167'), pandas' '0 days 00:01:37.167000', or anything else `pd.Timedelta` reads.
+
+    Raises:
+        ValueError: not a duration.
+    """
+    t = text.strip()
+    if t.lower() in MISSING_STRINGS:
+        return math.nan
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    m = _DAYS_HMS.match(t)
+    if m:
+        return int(m.group(1) or 0) * 86400 + int(m.group(2)) * 3600 + int(m.group(3)) * 60 + float(m.group(4))
+    m = _MIN_SEC.match(t)
+    if m:
+        return 60.0 * int(m.group(1)) + float(m.group(2))
+    try:
+        td = pd.Timedelta(t)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"not a duration: {text!r}") from None
+    return math.nan if pd.isna(td) else td.total_seconds()
 
 
 def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
@@ -302,7 +336,7 @@ def _row(where: str, pos: int) -> str:
 
 
 def _is_missing_str(v: Any) -> bool:
-    return isinstance(v, str) and v.strip().lower() in _MISSING_STRINGS
+    return isinstance(v, str) and v.strip().lower() in MISSING_STRINGS
 
 
 def _to_seconds(s: pd.Series, col: str, where: str) -> pd.Series:
@@ -348,21 +382,10 @@ def _one_duration(v: Any, col: str, i: int, where: str) -> float:
     if isinstance(v, (int, float, np.integer, np.floating)):
         return float(v)
     if isinstance(v, str):
-        t = v.strip()
-        if t.lower() in _MISSING_STRINGS:
-            return np.nan
         try:
-            return float(t)
+            return parse_duration(v)
         except ValueError:
-            pass
-        m = _MIN_SEC.match(t)
-        if m:
-            return 60.0 * int(m.group(1)) + float(m.group(2))
-        try:
-            td = pd.Timedelta(t)
-        except (ValueError, TypeError, OverflowError):
             raise _bad(where, col, i, v, "unparseable time") from None
-        return np.nan if pd.isna(td) else td.total_seconds()
     raise _bad(where, col, i, v, "unparseable time")
 
 
@@ -418,9 +441,9 @@ def _to_bool(s: pd.Series, col: str, missing: bool, where: str) -> pd.Series:
         if _missing(v):
             return missing
         t = str(v).strip().lower()
-        if t in _TRUE:
+        if t in TRUE_STRINGS:
             return True
-        if t in _FALSE:
+        if t in FALSE_STRINGS:
             return False
         raise _bad(where, col, i, v, "not a boolean (True/False)")
 

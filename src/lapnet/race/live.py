@@ -4,6 +4,8 @@
     for line in csv_lines:                  # laps in the order they end (session Time)
         pred = live.push_csv_line(line)     # a dict, or raises SkipLap (warn and go on)
 
+    follow_race("runs/race", "laps.csv")    # `lapnet race live`: a feed, a growing or a finished file
+
 A lap costs one recurrent step for its driver: the driver's hidden state and the race's
 feature state (reference lap, the stint's Scored laps, gaps on the road) are kept between laps, so the
 stream is never replayed. Features come from the same `RaceFeaturizer` as batch mode, the
@@ -20,11 +22,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
+import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -32,7 +35,8 @@ import torch
 
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
-from lapnet.race.io import CompoundNamesWarning, MissingContextWarning, missing_context
+from lapnet.race.io import (FALSE_STRINGS, MISSING_STRINGS, TRUE_STRINGS, CompoundNamesWarning, MissingContextWarning,
+                            missing_context, parse_duration)
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.models import INTERVAL90
 from lapnet.race.pipeline import RaceRun, live_phase, load_run, pit_window_threshold
@@ -78,28 +82,7 @@ def _finite(v: Any) -> bool:
         return False
 
 
-_DURATION = re.compile(r"^(?:(\d+) days )?(\d+):(\d{2}):(\d{2}(?:\.\d*)?)$")  # pandas' '0 days 00:01:37.167000'
-_MIN_SEC = re.compile(r"^(\d+):(\d{1,2}(?:\.\d*)?)$")  # '1:37.167'
-_MISSING = {"", "nan", "nat", "none", "null", "<na>"}
-_TRUE, _FALSE = {"true", "1", "1.0", "yes", "t", "y"}, {"false", "0", "0.0", "no", "f", "n"}
 _FAST_TIMES = ("Time", "LapTime", "PitOutTime", "PitInTime", "Sector1Time", "Sector2Time", "Sector3Time")
-
-
-def _seconds(v: str) -> float:
-    t = v.strip()
-    if t.lower() in _MISSING:
-        return math.nan
-    try:
-        return float(t)
-    except ValueError:
-        pass
-    m = _DURATION.match(t)
-    if m:
-        return int(m.group(1) or 0) * 86400 + int(m.group(2)) * 3600 + int(m.group(3)) * 60 + float(m.group(4))
-    m = _MIN_SEC.match(t)
-    if m:
-        return 60 * int(m.group(1)) + float(m.group(2))
-    raise ValueError(t)
 
 
 def _live_compound(raw: Any) -> str:
@@ -118,23 +101,24 @@ def _live_compound(raw: Any) -> str:
 def _fast_lap(row: dict[str, str]) -> dict | None:
     """The columns live mode uses, parsed as `read_laps` would; None when anything is unusual."""
     try:
-        lap: dict[str, Any] = {c: _seconds(row.get(c, "")) for c in _FAST_TIMES}
+        lap: dict[str, Any] = {c: parse_duration(row.get(c, "")) for c in _FAST_TIMES}
         for c in S.FLOAT_COLUMNS:
             v = row.get(c, "").strip()
-            lap[c] = math.nan if v.lower() in _MISSING else float(v)
+            lap[c] = math.nan if v.lower() in MISSING_STRINGS else float(v)
         for c, default in S.BOOL_DEFAULTS.items():
             if c not in row:
                 lap[c] = default
                 continue
             v = row[c].strip().lower()
-            lap[c] = S.BOOL_MISSING_CELL[c] if v in _MISSING else True if v in _TRUE else False if v in _FALSE else None
+            lap[c] = (S.BOOL_MISSING_CELL[c] if v in MISSING_STRINGS else True if v in TRUE_STRINGS
+                      else False if v in FALSE_STRINGS else None)
             if lap[c] is None:
                 return None
     except ValueError:
         return None
     comp = _live_compound(row.get("Compound", ""))
     status = row.get("TrackStatus", "").strip()
-    status = "" if status.lower() in _MISSING else status
+    status = "" if status.lower() in MISSING_STRINGS else status
     driver = row.get("Driver", "").strip()
     if (comp not in S.COMPOUNDS or not set(status) <= S.TRACK_STATUS_CODES or not driver
             or not (math.isfinite(lap["LapNumber"]) and lap["LapNumber"] >= 1 and lap["LapNumber"].is_integer())
@@ -143,7 +127,7 @@ def _fast_lap(row: dict[str, str]) -> dict | None:
         return None  # let read_laps name the problem
     team = row.get("Team", "").strip()
     lap.update(Driver=driver, Compound=comp, TrackStatus=status, Race=row.get("Race", "live").strip() or "live",
-               Team=None if team.lower() in _MISSING else team)  # teammates' stops are a pit-call feature
+               Team=None if team.lower() in MISSING_STRINGS else team)  # teammates' stops are a pit-call feature
     return lap
 
 
@@ -388,3 +372,186 @@ class LiveRace:
     def push_csv_line(self, line: str) -> dict:
         """Parse one CSV line and push it."""
         return self.push(self.parse(line))
+
+
+# ---------------------------------------------------------------------------------------
+# the input of `lapnet race live`: a feed, a growing file, or a finished file replayed
+
+
+def file_race_laps(path: str | Path) -> int | None:
+    """A finished race's length from its CSV (`features.last_timed_lap` on the raw text), or
+    None when the file has no timed lap or cannot be read here (the live reader then reports
+    what is wrong with it, line by line)."""
+    from lapnet.race.features import last_timed_lap
+
+    try:
+        laps = pd.read_csv(path, usecols=["LapNumber", "LapTime"], dtype=str)
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+    return last_timed_lap(laps)
+
+
+def read_header(stream: IO[str], follow: bool = False, poll: float = 0.5) -> str:
+    """The header line; with `follow`, a file still empty (the feed has not started) is waited for."""
+    header = stream.readline()
+    while follow and not header.endswith("\n"):
+        time.sleep(poll)
+        header += stream.readline()
+    return header
+
+
+def stream_lines(stream: IO[str], follow: bool = False, poll: float = 0.5) -> Iterator[tuple[int, str]]:
+    """(line number, line) as they come, after the header (line 1); with `follow`, waits at the
+    end of the file (like tail -f) and for the rest of a half-written line."""
+    lineno = 1
+    while True:
+        line = stream.readline()
+        if not line:
+            if not follow:
+                return
+            time.sleep(poll)
+            continue
+        if not line.endswith("\n") and follow:  # a half-written line: wait for the rest
+            pos = stream.tell() - len(line.encode())
+            time.sleep(poll)
+            stream.seek(pos)
+            continue
+        lineno += 1
+        yield lineno, line
+
+
+def replay_order(stream: IO[str], header: list[str]) -> tuple[list[tuple[int, str]], bool]:
+    """A complete file's lap lines with their line numbers, in the order the laps ended, and
+    whether they had to be reordered.
+
+    FastF1's `Laps.to_csv` lists each driver's laps in turn: fed so, every lap would see the
+    field at another moment of the race. A file whose session Times already rise (within
+    ORDER_SLACK) is kept as it is; any other is ordered as batch commands order laps
+    (`features.session_order`).
+    """
+    from lapnet.race.features import session_order
+
+    lines = [(k + 2, ln) for k, ln in enumerate(stream.read().splitlines()) if ln.strip()]
+    col = {c: header.index(c) for c in ("Time", "Driver", "LapNumber") if c in header}
+    if "Time" not in col:
+        return lines, False
+    rows = []
+    for _, ln in lines:
+        try:
+            v = next(csv.reader([ln]), [])
+        except csv.Error:
+            v = []
+        get = lambda c: v[col[c]] if c in col and col[c] < len(v) else ""  # noqa: E731
+        try:
+            t = parse_duration(get("Time"))
+        except ValueError:
+            t = math.nan
+        rows.append({"Driver": get("Driver").strip(), "LapNumber": pd.to_numeric(get("LapNumber"), errors="coerce"), "Time": t})
+    times = np.array([r["Time"] for r in rows], float)
+    times = times[np.isfinite(times)]
+    if not (np.diff(times) < -ORDER_SLACK).any():  # already in the order laps ended: keep it as given
+        return lines, False
+    order = session_order(pd.DataFrame(rows))
+    return [lines[i] for i in order], True
+
+
+def _print_json(pred: dict) -> None:
+    from lapnet.checkpoint import json_text
+
+    sys.stdout.write(json_text(pred) + "\n")
+    sys.stdout.flush()
+
+
+def _print_err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bool = False, race_laps: int | None = None,
+                poll: float = 0.5, drivers: set[str] | None = None, emit: Callable[[dict], None] | None = None,
+                say: Callable[[str], None] | None = None) -> dict:
+    """`lapnet race live`: follow a race lap by lap from a CSV feed, one prediction per lap.
+
+    The input is CSV lines, header first: stdin ("-", read as it comes), a growing FILE with
+    `follow` (like tail -f; a file still empty is waited for), or a finished FILE, replayed in
+    the order the laps ended (`replay_order`) with its length read from it (`file_race_laps`)
+    unless `race_laps` is given. Stdin or `follow` without `race_laps`: the length is estimated
+    from the race's pace (`features.estimate_race_laps`), with a warning. Ctrl-C ends the
+    stream quietly.
+
+    Args:
+        run: a loaded run or its directory. file: "-" (stdin) or a CSV path.
+        follow: keep reading a growing FILE. race_laps: the scheduled length, or None.
+        poll: seconds between reads of a growing file. drivers: emit only these drivers' laps
+            (every lap is still read: a lap's features depend on the whole field); None: all.
+        emit: called with each prediction (default: one JSON line on stdout).
+        say: called with each line for the user, notes and warnings naming the input line
+            (default: stderr).
+
+    Returns:
+        {"laps": laps read and predicted, "drivers": drivers seen, "missing": asked-for drivers never seen}.
+
+    Raises:
+        LapnetError: an empty input, no usable lap, text that is not UTF-8, none of `drivers`
+            in the stream (one line each); `LiveRace`'s errors for the run and the header.
+    """
+    emit, say, file = emit or _print_json, say or _print_err, str(file)
+    note = None  # said once the run and the header are read, so that an error stays one line
+    if race_laps is None and file != "-" and not follow:
+        race_laps = file_race_laps(Path(file))  # a finished race replayed: its length is in the file
+        if race_laps is not None:
+            note = f"lapnet: race length {race_laps} laps, the file's last lap (--race-laps overrides)"
+    live = LiveRace(run, total_laps=race_laps)  # None: estimated from the race's pace
+    stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
+    n_out = 0  # laps read and predicted (emitted or filtered out by `drivers`)
+    try:
+        header = read_header(stream, follow, poll)
+        if not header.strip():
+            raise LapnetError(f"{file}: empty input (no CSV header)")
+        live.set_header(header.strip("\r\n"))
+        if file != "-" and not follow:  # a finished race replayed: laps in the order they ended, as a feed gives them
+            lines, moved = replay_order(stream, live.header)
+            if moved:
+                note = (note + "\n" if note else "") + (f"lapnet: {file} lists laps in another order than they ended: "
+                                                      "replayed by session Time, as a live feed gives them")
+        else:
+            lines = stream_lines(stream, follow, poll)
+        warned_length = False
+        for lineno, line in lines:
+            line = line.strip("\r\n")
+            if not line.strip():
+                continue
+            if not warned_length:  # said once a lap has come, so that an error before stays one line
+                warned_length = True
+                if note is not None:
+                    say(note)
+                if race_laps is None:
+                    say("lapnet: warning: --race-laps not given: estimating the race length from its green-flag "
+                        "pace (7.7% off on average over the 15 real races; each JSON line says race_laps)")
+            try:
+                pred = live.push_csv_line(line)
+            except SkipLap as e:
+                say(f"lapnet: warning: line {lineno}: skipped lap: {' '.join(str(e).split())}")
+                continue
+            for notice in live.notices:  # each kind said once
+                say(f"lapnet: warning: line {lineno}: {notice}")
+            live.notices.clear()
+            n_out += 1
+            if drivers is None or pred["driver"] in drivers:
+                emit(pred)
+        if n_out == 0:
+            raise LapnetError(f"{file}: no usable laps in the stream")
+    except KeyboardInterrupt:
+        pass
+    except UnicodeDecodeError as e:
+        raise LapnetError(f"{'stdin' if file == '-' else file}: not UTF-8 text ({e.reason}: "
+                          f"{e.object[e.start:e.start + 1]!r})") from None
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    missing = sorted(drivers - set(live.drivers)) if drivers is not None and n_out else []
+    if missing:
+        seen = ", ".join(sorted(live.drivers))
+        if len(missing) == len(drivers):
+            raise LapnetError(f"--driver {','.join(missing)}: no lap in the stream (drivers: {seen})")
+        say(f"lapnet: warning: --driver {','.join(missing)}: no lap in the stream (drivers: {seen})")
+    return {"laps": n_out, "drivers": sorted(live.drivers), "missing": missing}

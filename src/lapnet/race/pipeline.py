@@ -742,8 +742,12 @@ class RaceRun:
     live_tagger: RaceNet | None = None  # live phase tagger of a run whose phases come from calibrated simulated races
 
 
-def load_run(run: str | Path) -> RaceRun:
-    """Load a run directory written by `train_race`; refuse one trained on other features."""
+def load_run(run: str | Path, device: str = "cpu") -> RaceRun:
+    """Load a run directory written by `train_race`; refuse one trained on other features.
+
+    `device`: where its nets run ("cpu" or "cuda"; `run_net` moves the laps there and the
+    outputs back). Live mode keeps the CPU: one step per lap is too small to pay for a GPU.
+    """
     if not isinstance(run, (str, Path)):
         raise LapnetError(f"cannot load a run from a {type(run).__name__}: give its directory")
     run = Path(run)
@@ -763,6 +767,8 @@ def load_run(run: str | Path) -> RaceRun:
                       isinstance(gap, dict) and bool(gap.get("kept", True)))
     tagger = _load_net(run / "tagger" / "model.safetensors", config["tagger"]) if config.get("tagger") else None
     live = _load_net(run / "live_tagger" / "model.safetensors", config["live_tagger"]) if config.get("live_tagger") else None
+    if device != "cpu":
+        model, tagger, live = (None if m is None else m.to(device) for m in (model, tagger, live))
     return RaceRun(model, config, tagger, run, live)
 
 
@@ -786,12 +792,14 @@ def run_net(model: RaceNet, seq: Sequences, batch: int = 64) -> dict[str, np.nda
     half-width of the central 90% interval), all in % of ref (N, T, K); pit (N, T); phase (N, T, 3)
     probabilities; and "expected" (N, T, K), the mean lap in % of ref, when the model has an ExpectedGap."""
     model.eval()
+    dev = next(model.parameters()).device  # the CPU, or the device `load_run` put the run on
     z = INTERVAL90[model.cfg.head]
     outs = {"mean": [], "sigma": [], "half90": [], "pit": [], "phase": []}
     N, T = seq.x.shape[:2]
     for i in range(0, N, batch):
         idx = np.arange(i, min(N, i + batch))
-        o, _ = model(torch.from_numpy(seq.x[idx]), torch.from_numpy(seq.lengths[idx]))
+        o, _ = model(torch.from_numpy(seq.x[idx]).to(dev), torch.from_numpy(seq.lengths[idx]))  # lengths stay on the CPU (packing)
+        o = {k: v.cpu() for k, v in o.items()}
         outs["mean"].append(o["mean"].numpy())
         outs["sigma"].append(np.exp(o["log_sigma"].numpy()))
         outs["half90"].append(z * outs["sigma"][-1])
@@ -895,13 +903,14 @@ def _summary(report: dict) -> list[dict]:
     return rows
 
 
-def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file") -> dict:
+def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file", device: str = "cpu") -> dict:
     """`lapnet race eval`: forecaster vs baselines by horizon and compound, pit-call quality.
 
     `race_length`: each race's length for the race-fraction features, as `build_sequences`
-    takes it (default: the last lap in the table, right for finished races).
+    takes it (default: the last lap in the table, right for finished races). `device`: where the
+    nets run (`load_run`).
     """
-    r = load_run(run)
+    r = load_run(run, device)
     laps, report = load_laps(sources)
     seq, used = race_sequences(laps, race_length)
     o, tagged = run_outputs(r, seq)
@@ -977,22 +986,6 @@ def _race_row(m: dict) -> dict:
 
 
 MAX_FIGURES = 6  # forecast figures `predict_race` draws without a driver
-SHOW_LAPS, SHOW_ROWS = 3, 40  # the summary table `lapnet race predict` prints: each driver's last laps, at most this many rows
-
-
-def predict_rows(table: pd.DataFrame, driver: str | None) -> tuple[pd.DataFrame, str | None]:
-    """The rows of `predict_race`'s table the CLI's summary shows (every lap of one driver, else
-    each driver's last SHOW_LAPS laps; at most the last SHOW_ROWS), and a note saying what it
-    leaves out (None when nothing is left out)."""
-    shown = table if driver else table.groupby("Driver").tail(SHOW_LAPS)
-    shown = shown.iloc[-SHOW_ROWS:]
-    if len(shown) == len(table):
-        return shown, None
-    what = f"the last {len(shown)} rows" if driver else f"each driver's last {SHOW_LAPS} laps" + (
-        f" (the last {len(shown)} rows)" if len(shown) < len(table.groupby("Driver").tail(SHOW_LAPS)) else "")
-    return shown, f"{len(table) - len(shown)} more rows in predictions.csv (shown: {what})"
-
-
 def _predict_files(out: Path) -> list[Path]:
     """What an earlier `predict_race` wrote in `out`: its own names only (metrics.json is the
     CLI's, which overwrites it; the library never writes it, so never removes it)."""
@@ -1014,11 +1007,11 @@ def _pick_driver(driver: str, laps: pd.DataFrame, report: Any) -> str:
 
 
 def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, out: str | Path | None = None,
-                 race_length: int | str = "file") -> tuple[pd.DataFrame, dict]:
+                 race_length: int | str = "file", device: str = "cpu") -> tuple[pd.DataFrame, dict]:
     """`lapnet race predict`: per-lap forecasts, intervals, pit calls and phases (+ figures in `out`).
 
     `race_length` as `eval_race` takes it: give it (or "estimate") for a race still running,
-    whose table's last lap is not the race's last.
+    whose table's last lap is not the race's last. `device`: where the nets run (`load_run`).
 
     `out` (created if missing) receives predictions.csv, degradation.png and one
     forecast_RACE_DRIVER.png per driver drawn; those names left by an earlier call are removed
@@ -1028,10 +1021,10 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
     Returns:
         (table, metrics): one row per lap of the selected drivers; metrics as `eval_race`
         computes them on those laps, with "race_laps" (race -> the length featurised) and
-        "notes" (lines for the user: rows the CLI's summary leaves out (`predict_rows`),
-        figures not drawn).
+        "notes" (lines for the user: figures not drawn; `lapnet race predict` adds the rows its
+        summary table leaves out).
     """
-    r = load_run(run)
+    r = load_run(run, device)
     laps, report = load_laps(sources)
     if driver is not None:
         driver = _pick_driver(driver, laps, report)
@@ -1064,8 +1057,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
     metrics = {"run": str(run), "driver": driver, "race_length": race_length, "race_laps": used,
                **score_predictions(subset_sequences(seq, keep), _take(o, keep), _take(tagged, keep)),
                "cleaning": report.summary()}
-    _, note = predict_rows(table, driver)
-    metrics["notes"] = [note] if note else []
+    metrics["notes"] = []
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,11 @@
-"""Figures of `lapnet race predict`: a driver's race with forecasts, and degradation per compound.
+"""Figures of the race commands; each takes `ax=None` (or `axes`) and returns the figure.
 
-Both take a predictions table (`predict_race`'s first return value) and `ax=None`, and
-return the figure.
+`lapnet race predict`, from a predictions table (`predict_race`'s first return value):
+`plot_driver` (a driver's race with forecasts and the pit call) and `plot_degradation`
+(degradation per compound, laps against forecasts).
+
+`lapnet race calibrate --figure`, from cleaned real and simulated laps: `plot_real_vs_sim`
+(three panels: `plot_real_vs_sim_laptimes`, `plot_real_vs_sim_degradation`, `plot_real_vs_sim_stints`).
 """
 
 from __future__ import annotations
@@ -140,4 +144,111 @@ def plot_degradation(table: pd.DataFrame, ax=None, trend: dict | None = None):
     ax.set_ylabel("lap time - stint median (s)")
     ax.set_title("degradation per compound: laps (dots) and forecast (lines)")
     ax.legend(fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# real against calibrated simulated races (`lapnet race calibrate --figure`)
+
+
+def plot_real_vs_sim_laptimes(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
+    """Histogram of Scored lap times divided by their race's median green lap. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from lapnet.race.calibrate import norm_green_laps
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
+    bins = np.linspace(0.97, 1.05, 61)
+    for df, label, color in ((real, "real", "k"), (sim, "simulated", "tab:orange")):
+        x = norm_green_laps(df)
+        inside = (x >= bins[0]) & (x <= bins[-1])  # laps outside are left out (clipped, they would pile up at the edges)
+        ax.hist(x[inside], bins=bins, density=True, histtype="step", lw=1.5, color=color,
+                label=f"{label} ({len(x)} laps, {np.mean(~inside):.1%} outside)")
+    ax.set_xlabel("lap time / race median green lap")
+    ax.set_ylabel("density")
+    ax.set_title("Green-lap times")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _stint_curve(df: pd.DataFrame, compound: str, max_age: int = 35) -> tuple[np.ndarray, np.ndarray]:
+    """Mean lap-time change from laps 2-4 of the stint (after the tyres warm up), by laps into the stint."""
+    s = df[df["Scored"] & (df["Compound"] == compound)].copy()
+    if s.empty:
+        return np.array([]), np.array([])
+    keys = ["Race", "Driver", "Stint"]
+    s["into"] = s["LapNumber"] - s.groupby(keys)["LapNumber"].transform("min")
+    first = s[s["into"].between(2, 4)].groupby(keys)["LapTime"].mean()
+    s["d"] = s["LapTime"] - s.set_index(keys).index.map(first).to_numpy()
+    s = s[s["d"].abs() < 4]
+    g = s.groupby("into")["d"].agg(["mean", "size"])
+    g = g[(g["size"] >= 15) & (g.index <= max_age)]
+    return g.index.to_numpy(float), g["mean"].to_numpy()
+
+
+def plot_real_vs_sim_degradation(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
+    """Mean lap-time change over a stint per compound (solid real, dashed simulated). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
+    colors = {"SOFT": "tab:red", "MEDIUM": "goldenrod", "HARD": "0.4"}
+    for c, color in colors.items():
+        for df, style, label in ((real, "-", "real"), (sim, "--", "sim")):
+            x, y = _stint_curve(df, c)
+            if len(x):
+                ax.plot(x, y, style, color=color, label=f"{c.lower()} {label}")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("laps into the stint")
+    ax.set_ylabel("lap time - laps 2-4 of the stint (s)")
+    ax.set_title("Lap-time change over a stint (fuel burn included)")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def plot_real_vs_sim_stints(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
+    """Stint lengths (stints ending in a pit stop) per compound, real against simulated. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from lapnet.race.calibrate import _stints
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
+    data, labels, colors = [], [], []
+    for c, color in (("SOFT", "tab:red"), ("MEDIUM", "goldenrod"), ("HARD", "0.4")):
+        for df, tag in ((real, "real"), (sim, "sim")):
+            st = _stints(df)  # the stints calibrate measures
+            st = st[(st["Compound"] == c) & st["ended_in_pit"]]
+            data.append(st["laps"].to_numpy() if len(st) else np.array([np.nan]))
+            labels.append(f"{c[0]} {tag}")
+            colors.append(color)
+    parts = ax.boxplot(data, patch_artist=True, widths=0.6)
+    for i, (patch, color) in enumerate(zip(parts["boxes"], colors)):
+        patch.set_facecolor(color)
+        patch.set_alpha(0.9 if i % 2 == 0 else 0.35)
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+    ax.set_ylabel("laps")
+    ax.set_title("Stint lengths (stints ending in a stop)")
+    return fig
+
+
+def plot_real_vs_sim(real: pd.DataFrame, sim: pd.DataFrame, axes=None):
+    """Three panels: lap-time distributions, degradation per compound, stint lengths.
+
+    Args:
+        real, sim: cleaned lap tables (`clean_laps` output) of the real and simulated races.
+        axes: three matplotlib Axes to draw on, or None for a new 1x3 figure.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    else:
+        fig = axes[0].figure
+    plot_real_vs_sim_laptimes(real, sim, ax=axes[0])
+    plot_real_vs_sim_degradation(real, sim, ax=axes[1])
+    plot_real_vs_sim_stints(real, sim, ax=axes[2])
+    fig.suptitle(f"Real ({real['Race'].nunique()} races) vs calibrated simulator ({sim['Race'].nunique()} races)")
+    fig.tight_layout()
     return fig

@@ -3,6 +3,7 @@
     python benchmarks/pit_explore.py --only tyre lr pitmodel         # the former PitCaller's inputs and the kept model (~4 min)
     python benchmarks/pit_explore.py                                 # every candidate (~25 min, one thread)
     python benchmarks/pit_explore.py --only lean+ --drop-extra pace_loss   # an ablation of PIT_EXTRA
+    python benchmarks/pit_explore.py --toy                           # every candidate at toy size (smoke test, ~40 s CPU)
 
 The outer folds are race_real.py's (races sorted by name, race i in fold i % 5); the outer
 predictions of all folds are pooled and scored once (the pooled AUC race_real.py reports).

@@ -235,6 +235,7 @@ def test_threads_reach_numpys_blas_as_in_text_train(run_cli, tmp_path):
     ("--arch", "rnn", "--arch", "lstm", "--arch", "gru"),
     ("--arch", "rnn,lstm", "gru"),
     ("--archs", "rnn,lstm,gru"),  # the older spelling still works
+    ("rnn", "lstm", "gru"),  # the ARCH arguments alone (the usage line shows them)
     (),  # the default: all three
 ])
 def test_gradflow_arch_spellings(run_cli, tmp_path, given):

@@ -168,7 +168,7 @@ def test_temperature_with_and_without_a_run(run_cli, tmp_path):
     (("sine", "--hidden", "8,0"), "hidden size must be at least 1"),
     (("adding", "--lengths", "50,abc"), "--lengths"),
     (("gradflow", "--engine", "jax"), "--engine"),
-    (("temperature", "--temperatures", "0.5,0"), "temperature must be positive"),
+    (("temperature", "--temperatures", "0.5,-1"), "0 (greedy) or positive, got -1.0"),
 ])
 def test_bad_input_is_one_line_exit_2(run_cli, tmp_path, args, needle):
     code, _, err = run_cli(*args, "--out", tmp_path / "x", "--quiet")

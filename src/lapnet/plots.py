@@ -8,6 +8,7 @@ the experiments measured.
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import matplotlib  # noqa: F401  (the backend is the caller's choice; tests use Agg)
@@ -105,19 +106,33 @@ def accuracy_curves(curves: Mapping[str, Sequence[float]], *, ax=None, title: st
 def steps_to_solve(table: Mapping[str, Mapping[int, int | None]], *, budget: int, ax=None,
                    title: str = "Steps to solve (test MSE < 0.01)"):
     """Training steps each architecture needed at each sequence length T; runs that did not
-    solve within the budget are drawn as hollow markers at the budget, labelled."""
+    solve within the budget are drawn as hollow markers at the budget, labelled. The y axis
+    is linear from 0 unless the values span more than 30x (then log, with labelled ticks)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
     fig, ax = _axes(ax)
     for label, by_T in table.items():
         Ts = sorted(int(T) for T in by_T)
         ys = [by_T[T] if by_T[T] is not None else np.nan for T in Ts]
         color = _color(label)
-        ax.plot(Ts, ys, "o-", lw=1.8, ms=7, label=label, color=color)
+        if any(by_T[T] is not None for T in Ts):  # a filled entry only for an arch that solved somewhere
+            ax.plot(Ts, ys, "o-", lw=1.8, ms=7, label=label, color=color)
         miss = [T for T in Ts if by_T[T] is None]
         if miss:
             ax.plot(miss, [budget] * len(miss), "o", ms=9, mfc="none", color=color,
                     label=f"{label}: not solved within {budget} steps")
     ax.axhline(budget, color="gray", ls=":", lw=1)
-    ax.set_yscale("log")
+    solved = [v for by_T in table.values() for v in by_T.values() if v is not None]
+    low = min(solved, default=budget)
+    if budget / max(low, 1) > 30:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.set_ylim(0, budget * 1.08)
+    Ts_all = sorted({int(T) for by_T in table.values() for T in by_T})
+    ax.set_xticks(Ts_all)
     ax.set(title=title, xlabel="sequence length T (steps)", ylabel="training steps (batches)")
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -176,8 +191,7 @@ def heatmap(values: np.ndarray, *, xticklabels: Sequence[str] | None = None, ax=
     fig, ax = _axes(ax, figsize=(12, 4))
     im = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     if xticklabels is not None:
-        ax.set_xticks(range(len(xticklabels)))
-        ax.set_xticklabels([_visible(c) for c in xticklabels], fontsize=9, family="monospace")
+        _char_ticks(ax, xticklabels)
         ax.set_xlabel("input character")
     else:
         ax.set_xlabel("time step")
@@ -186,16 +200,46 @@ def heatmap(values: np.ndarray, *, xticklabels: Sequence[str] | None = None, ax=
     return fig
 
 
+def _char_ticks(ax, chars: Sequence[str]) -> None:
+    """One tick per character; upright, or turned when a U+XXXX label would overlap its neighbours."""
+    labels = [_visible(c) for c in chars]
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=9, family="monospace", rotation=90 if any(len(x) > 1 for x in labels) else 0)
+
+
 def _visible(c: str) -> str:
-    return {" ": "␣", "\n": "⏎", "\t": "⇥"}.get(c, c)
+    """A character as a tick label: whitespace as a visible sign, and a character the label
+    font has no glyph for as U+XXXX (drawn, it would be an empty box and cost a warning)."""
+    c = {" ": "␣", "\n": "⏎", "\t": "⇥"}.get(c, c)
+    return c if has_glyph(c) else f"U+{ord(c):04X}" if len(c) == 1 else c
+
+
+@functools.lru_cache(maxsize=4)
+def _charmap(family: str) -> frozenset[int]:
+    """The code points the font matplotlib picks for `family` can draw."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    path = font_manager.findfont(font_manager.FontProperties(family=[family]))
+    return frozenset(FT2Font(path).get_charmap())
+
+
+def has_glyph(c: str, family: str = "monospace") -> bool:
+    """Whether the font used for `family` draws the character `c` (a control character,
+    which no font draws, counts as missing)."""
+    return len(c) != 1 or (c.isprintable() and ord(c) in _charmap(family))
+
+
+def safe_text(text: str, family: str = "sans-serif") -> str:
+    """`text` with every character the `family` font cannot draw written as U+XXXX (titles)."""
+    return "".join(c if c.isspace() or has_glyph(c, family) else f"U+{ord(c):04X}" for c in text)
 
 
 def bars_per_char(values: np.ndarray, chars: Sequence[str], *, ax=None, title: str = "", ylabel: str = ""):
     """One bar per input character."""
     fig, ax = _axes(ax, figsize=(12, 3))
     ax.bar(range(len(chars)), values, color="steelblue", alpha=0.85)
-    ax.set_xticks(range(len(chars)))
-    ax.set_xticklabels([_visible(c) for c in chars], fontsize=9, family="monospace")
+    _char_ticks(ax, chars)
     ax.set(title=title, xlabel="input character", ylabel=ylabel)
     ax.set_xlim(-0.6, len(chars) - 0.4)
     ax.grid(True, alpha=0.3, axis="y")
@@ -221,32 +265,47 @@ def temperature_bars(probs: Mapping[float, np.ndarray], labels: Sequence[str], *
         ax.set_xticks(range(len(p)))
         ax.set_xticklabels([_visible(c) for c in labels], family="monospace")
         ent = entropies[temp] if entropies else float(-(p[p > 0] * np.log2(p[p > 0])).sum())
-        ax.set_title(f"T = {temp}  (entropy {ent:.2f} bits)")
+        greedy = " greedy" if temp < 1e-6 else ""  # lapnet.sampling.GREEDY_BELOW: the argmax
+        ax.set_title(f"T = {temp}{greedy}  (entropy {ent:.2f} bits)")
         ax.set_xlabel("character")
         ax.set_ylim(0, 1.0)
         ax.grid(True, alpha=0.3, axis="y")
     axes[0].set_ylabel("probability")
-    fig.suptitle(title)
+    fig.suptitle(safe_text(title))
     return fig
 
 
 def trend_examples(x: np.ndarray, lengths: np.ndarray, labels: np.ndarray, prob_up: np.ndarray, *,
                    n: int = 12, ax=None, title: str = "Test sequences"):
     """A few sequences drawn to their own length: solid when classified right, dashed when
-    wrong; colour = true class (red up, blue down); the legend gives P(up)."""
+    wrong; colour = true class (red up, blue down); each line's predicted P(up) is written
+    at its end."""
     fig, ax = _axes(ax, figsize=(10, 4.5))
+    ends = []
     for i in range(min(n, len(x))):
         L = int(lengths[i])
         right = (prob_up[i] > 0.5) == bool(labels[i])
-        ax.plot(np.arange(L), x[i, :L], ls="-" if right else "--", lw=1.4, alpha=0.85,
-                color="tab:red" if labels[i] else "tab:blue")
+        color = "tab:red" if labels[i] else "tab:blue"
+        ax.plot(np.arange(L), x[i, :L], ls="-" if right else "--", lw=1.4, alpha=0.85, color=color)
+        ends.append((L - 1, float(x[i, L - 1]), float(prob_up[i]), color))
+    span = float(np.ptp([e[1] for e in ends])) if ends else 1.0
+    placed: list[tuple[float, float]] = []
+    for xe, ye, p, color in sorted(ends, key=lambda e: e[1]):
+        y = ye
+        for px, py in placed:  # nudge a label up past any neighbour at the same end it would overlap
+            if abs(px - xe) < 1.5 and abs(py - y) < 0.06 * span:
+                y = py + 0.06 * span
+        placed.append((xe, y))
+        ax.annotate(f"{p:.2f}", (xe, ye), xytext=(xe + 0.4, y), fontsize=7, color=color, va="center")
+    ax.set_xlim(right=max((e[0] for e in ends), default=1) + 2.2)
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color="tab:red", label="true: up"), Line2D([], [], color="tab:blue", label="true: down"),
                Line2D([], [], color="black", ls="-", label="classified right"),
                Line2D([], [], color="black", ls="--", label="classified wrong")]
     ax.legend(handles=handles, fontsize=9, loc="upper left", ncol=2)
-    ax.set(title=title, xlabel="time step", ylabel="value (arbitrary units)")
+    ax.set(title=title, xlabel="time step (the number at each line's end: predicted P(up))",
+           ylabel="value (arbitrary units)")
     ax.grid(True, alpha=0.3)
     return fig
 

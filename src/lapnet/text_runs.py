@@ -458,7 +458,7 @@ def train_text(
 
     meta = {"kind": "charlm", "engine": engine, "model": model.to_json()}
     result = fit(learner, batches, train, out=out, resume=resume, on_eval=on_eval, meta=meta,
-                 describe=f"text {engine} {model.arch}")
+                 describe=f"text {engine} {model.arch}" + ("" if validation else " (val = training text)"))
     if resume and result.steps == position.get("step"):
         warnings.warn(_nothing_to_train(result, train, position))
     if not validation:

@@ -38,10 +38,6 @@ from lapnet.train import TorchLearner, TrainConfig, fit
 SOLVED_MSE = 0.01
 
 
-class _Solved(Exception):
-    """Raised from the evaluation callback to end training once the task is solved."""
-
-
 @dataclass
 class AddingConfig:
     """Sizes and budgets. `max_steps` is the per-run budget of training steps."""
@@ -68,11 +64,13 @@ class AddingConfig:
             if a not in ARCHS:
                 raise LapnetError(f"unknown architecture {a!r}: expected one of {', '.join(ARCHS)}")
         if self.hidden < 1:
-            raise LapnetError(f"hidden size must be at least 1, got {self.hidden}")
+            raise LapnetError(f"--hidden must be at least 1, got {self.hidden}")
         if min(self.lengths) < 2:
-            raise LapnetError(f"adding problem lengths must be at least 2, got {min(self.lengths)}")
-        if min(self.batch_size, self.max_steps, self.eval_every, self.n_test) < 1:
-            raise LapnetError("batch size, steps, eval interval and test size must be at least 1")
+            raise LapnetError(f"--lengths: adding problem lengths must be at least 2, got {min(self.lengths)}")
+        for flag, v in (("--batch", self.batch_size), ("--max-steps", self.max_steps),
+                        ("--eval-every", self.eval_every), ("n_test", self.n_test)):
+            if v < 1:
+                raise LapnetError(f"{flag} must be at least 1, got {v}")
         check_engine(self.engine, self.device)
 
 
@@ -109,7 +107,10 @@ def train_adding(arch: str, T: int, cfg: AddingConfig, *, progress: bool = False
         if test < cfg.solved_mse and not solved:
             solved.append(evals[0] * cfg.eval_every)
             if cfg.stop_when_solved:
-                raise _Solved  # leave fit at once: the rest of the budget would add nothing
+                # the rest of the budget would add nothing: fit reads max_steps after each step,
+                # so this ends training right after this evaluation, through fit's own ending
+                # (its progress bar then shows this final test MSE, not the previous one)
+                tcfg.max_steps = solved[0]
         return {"val_loss": test}
 
     tcfg = TrainConfig(epochs=1, max_steps=cfg.max_steps, lr=cfg.lr, schedule="constant", clip=cfg.clip,
@@ -130,13 +131,10 @@ def train_adding(arch: str, T: int, cfg: AddingConfig, *, progress: bool = False
     make = lambda n, rng: adding_problem(n, T, seed=rng)  # noqa: E731
     engine = " (numpy)" if numpy_engine else ""
     t0 = time.perf_counter()
-    try:
-        result = fit(learner, Fresh(make, cfg.batch_size, cfg.max_steps, cfg.seed), tcfg,
-                     describe=f"adding {arch} T={T}{engine}")
-        stop_if_interrupted(result)
-        steps = result.steps
-    except _Solved:
-        steps = solved[0]
+    result = fit(learner, Fresh(make, cfg.batch_size, cfg.max_steps, cfg.seed), tcfg,
+                 describe=f"adding {arch} T={T}{engine} (val = test MSE)")
+    stop_if_interrupted(result)
+    steps = result.steps
     if not numpy_engine:
         model.eval()
     if curve and curve[-1][0] != steps:  # fit's final evaluation may fall between intervals

@@ -33,6 +33,8 @@ class GatesConfig:
     text: str = "To be or not to be"
     layer: int | None = None
     max_units: int = 64
+    figures: bool = True  # False: only the numbers and the arrays (--export), for a text of any length
+    checkpoint: str = "best"  # the run's model.safetensors, or "last": its final step's weights
 
 
 def _capture(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,8 +72,9 @@ def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentRe
     text = cfg.text
     if not text:
         raise LapnetError("--text is empty: give at least one character")
-    if len(text) > MAX_TEXT:
-        raise LapnetError(f"--text has {len(text)} characters; at most {MAX_TEXT} fit on a per-character heatmap")
+    if len(text) > MAX_TEXT and cfg.figures:
+        raise LapnetError(f"--text has {len(text)} characters; at most {MAX_TEXT} fit on a per-character heatmap "
+                          f"(--export alone writes the states of a longer text)")
     ids = torch.from_numpy(vocab.encode(text, what="--text"))[None, :]  # (1, T)
     ids = ids.to(next(model.parameters()).device)
     rnn = model.rnn
@@ -95,10 +98,10 @@ def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentRe
 
     import matplotlib.pyplot as plt
 
-    width = min(4 + 0.42 * len(chars), 40)
+    width = min(max(8.0, 2.5 + 0.42 * len(chars)), 40)  # wide enough for the titles even for one character
     figures = {}
     shown = f"first {units} of {H} units" if units < H else f"{H} units"
-    if names:
+    if names and cfg.figures:
         panels = [*names, *(("c",) if kind == "lstm" else ())]
         fig, axes = plt.subplots(len(panels), 1, figsize=(width, 2.3 * len(panels) + 0.6), layout="constrained")
         for ax, g in zip(axes, panels):
@@ -121,15 +124,16 @@ def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentRe
                 ax.set_xlabel("")  # one axis label, under the last panel
         fig.suptitle(f"{kind.upper()} layer {layer} gates per character ({shown})")
         figures["gates"] = fig
-    fig_h, (ax1, ax2) = plt.subplots(2, 1, figsize=(width, 6.5), layout="constrained",
-                                     gridspec_kw={"height_ratios": [2, 1]})
-    plots.heatmap(rec["h"][0, :, :units].T, xticklabels=chars, ax=ax1, vmin=-1, vmax=1, ylabel="hidden unit",
-                  title=f"{kind.upper()} layer {layer} hidden state h_t ({shown})", cbar_label="h value")
-    plots.bars_per_char(mean_abs_h, chars, ax=ax2, title="Mean |h_t| over all units, per character",
-                        ylabel="mean |activation|")
-    figures["hidden"] = fig_h
+    if cfg.figures:
+        fig_h, (ax1, ax2) = plt.subplots(2, 1, figsize=(width, 6.5), layout="constrained",
+                                         gridspec_kw={"height_ratios": [2, 1]})
+        plots.heatmap(rec["h"][0, :, :units].T, xticklabels=chars, ax=ax1, vmin=-1, vmax=1, ylabel="hidden unit",
+                      title=f"{kind.upper()} layer {layer} hidden state h_t ({shown})", cbar_label="h value")
+        plots.bars_per_char(mean_abs_h, chars, ax=ax2, title="Mean |h_t| over all units, per character",
+                            ylabel="mean |activation|")
+        figures["hidden"] = fig_h
 
-    arrays: dict[str, np.ndarray] = {"ids": ids[0].numpy(), "chars": np.array(chars)}
+    arrays: dict[str, np.ndarray] = {"ids": ids[0].cpu().numpy(), "chars": np.array(chars)}
     for l, r in enumerate(trace.layers):
         for k, v in r.items():
             arrays[f"layer{l}_{k}"] = v[0].astype(np.float32)  # (T, H)
@@ -151,8 +155,11 @@ def run_gates(run: str | Path, cfg: GatesConfig | None = None, *, device: str = 
     (the trace itself is NumPy float64, on the CPU)."""
     from lapnet.text_runs import load_run
 
-    loaded = load_run(run, engine="torch", device=device)
-    return gate_report(loaded.model, loaded.vocab, cfg or GatesConfig())
+    cfg = cfg or GatesConfig()
+    loaded = load_run(run, engine="torch", device=device, checkpoint=cfg.checkpoint)
+    result = gate_report(loaded.model, loaded.vocab, cfg)
+    result.metrics.update({"run": str(run), "checkpoint": cfg.checkpoint, "step": loaded.step})
+    return result
 
 
 def export_states(result: ExperimentResult, path: str | Path) -> Path:

@@ -43,14 +43,16 @@ class SineConfig:
     def validate(self) -> None:
         if not self.hidden_sizes or not self.archs:
             raise LapnetError("sine: give at least one hidden size and one architecture")
-        for h in (*self.hidden_sizes, self.arch_hidden):
-            if int(h) < 1:
-                raise LapnetError(f"hidden size must be at least 1, got {h}")
+        for flag, sizes in (("--hidden", self.hidden_sizes), ("--arch-hidden", (self.arch_hidden,))):
+            for h in sizes:
+                if int(h) < 1:
+                    raise LapnetError(f"{flag}: hidden size must be at least 1, got {h}")
         for a in self.archs:
             if a not in ARCHS:
                 raise LapnetError(f"unknown architecture {a!r}: expected one of {', '.join(ARCHS)}")
-        if self.epochs < 1 or self.horizon < 1 or self.window < 1:
-            raise LapnetError("epochs, horizon and window must be at least 1")
+        for flag, v in (("--epochs", self.epochs), ("--horizon", self.horizon), ("window", self.window)):
+            if v < 1:
+                raise LapnetError(f"{flag} must be at least 1, got {v}")
         if self.engine not in ("torch", "numpy"):
             raise LapnetError(f"unknown engine {self.engine!r}: expected torch or numpy")
         if self.engine == "numpy" and self.device != "cpu":
@@ -82,7 +84,7 @@ def train_forecaster(arch: str, hidden: int, x: torch.Tensor, y: torch.Tensor, c
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
                        eval_every=cfg.epochs, progress=progress)
     stop_if_interrupted(fit(TorchLearner(model, loss_fn, evaluate, tcfg, cfg.device), FullBatch(x, y), tcfg,
-                            describe=f"sine {arch} H={hidden}"))
+                            describe=f"sine {arch} H={hidden} (val = fit MSE, no val set)"))
     return model, curve
 
 
@@ -124,7 +126,8 @@ def train_forecaster_numpy(arch: str, hidden: int, x: np.ndarray, y: np.ndarray,
                        eval_every=cfg.epochs, progress=progress)
     learner = NumpySequenceLearner(model, "mse", lambda m: {"val_loss": float(mse_loss(m.forward(x)[0], y)[0])}, tcfg,
                            on_loss=lambda loss: curve.append(float(loss)))
-    stop_if_interrupted(fit(learner, FullBatch(x, y), tcfg, describe=f"sine {arch} H={hidden} (numpy)"))
+    stop_if_interrupted(fit(learner, FullBatch(x, y), tcfg,
+                            describe=f"sine {arch} H={hidden} (numpy) (val = fit MSE, no val set)"))
     return model, curve
 
 
@@ -169,11 +172,12 @@ def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> Experi
         reuse = by_hidden.get(str(cfg.arch_hidden)) if a == "lstm" else None  # same seed, same model
         by_arch[a] = reuse if reuse is not None else measure(a, cfg.arch_hidden)
 
+    engine = "NumPy engine" if cfg.engine == "numpy" else "torch engine"
     fig_loss = plots.loss_curves_two_panel(
         {f"hidden_size={h}": r["loss_curve"] for h, r in by_hidden.items()},
         {a.upper(): r["loss_curve"] for a, r in by_arch.items()},
-        left_title="Effect of hidden size (LSTM)",
-        right_title=f"RNN vs LSTM vs GRU (hidden_size={cfg.arch_hidden})",
+        left_title=f"Effect of hidden size (LSTM, {engine})",
+        right_title=f"{' vs '.join(a.upper() for a in cfg.archs)} (hidden_size={cfg.arch_hidden}, {engine})",
         ylabel="training MSE (full batch)",
     )
     shown = {f"{a.upper()} (H={cfg.arch_hidden})": r["forecast"] for a, r in by_arch.items()}
@@ -182,7 +186,7 @@ def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> Experi
         shown[f"LSTM (H={smallest})"] = by_hidden[str(smallest)]["forecast"]
     fig_fc = plots.forecast_plot(
         t, wave, t_future, future, shown,
-        title=f"Multi-step forecast: {cfg.horizon} steps, each prediction fed back in",
+        title=f"Multi-step forecast: {cfg.horizon} steps, each prediction fed back in ({engine})",
     )
     metrics = {
         "experiment": "sine",

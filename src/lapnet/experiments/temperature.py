@@ -21,6 +21,7 @@ from lapnet.experiments.result import ExperimentResult
 
 NOTEBOOK_LOGITS = (2.0, 1.5, 0.5, 0.2, -0.5, -1.0, -1.5, -2.0)
 NOTEBOOK_LABELS = tuple("abcdefgh")
+DEFAULT_PRIME = "To be or not to b"
 
 
 @dataclass
@@ -29,19 +30,38 @@ class TemperatureConfig:
 
     figure_temperatures: tuple[float, ...] = (0.2, 1.0, 2.0)
     sample_temperatures: tuple[float, ...] = (0.2, 0.5, 0.8, 1.0, 1.5)
-    prime: str = "To be or not to b"  # empty: one random character chosen by seed, as `text sample`
+    # None: DEFAULT_PRIME, or (for a model lacking one of its characters) the longest end of
+    # it the model knows, with a warning; empty: one random character chosen by seed, as `text sample`
+    prime: str | None = None
     length: int = 120
     top: int = 10  # characters shown of the model's distribution
     seed: int = 0
+    checkpoint: str = "best"  # the run's model.safetensors, or "last": its final step's weights
 
     def validate(self) -> None:
         for t in (*self.figure_temperatures, *self.sample_temperatures):
-            if not (t > 0 and np.isfinite(t)):
-                raise LapnetError(f"temperature must be positive, got {t}")
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not (t >= 0 and np.isfinite(t)):
+                raise LapnetError(f"temperatures must be finite numbers, 0 (greedy) or positive, got {t}")
         if not self.figure_temperatures:
             raise LapnetError("give at least one temperature")
         if self.length < 1:
             raise LapnetError(f"--length must be at least 1, got {self.length}")
+
+
+def known_default_prime(vocab) -> str:
+    """DEFAULT_PRIME when the model knows all its characters; otherwise its longest ending
+    made of characters the model knows (empty: a random start), with a warning."""
+    import warnings
+
+    unknown = sorted(set(vocab.unknown(DEFAULT_PRIME)))
+    if not unknown:
+        return DEFAULT_PRIME
+    cut = max(DEFAULT_PRIME.rfind(c) for c in unknown) + 1
+    start = DEFAULT_PRIME[cut:]
+    warnings.warn(f"the default --prime {DEFAULT_PRIME!r} has characters this model never saw "
+                  f"({', '.join(repr(c) for c in unknown)}): starting from "
+                  f"{repr(start) if start else 'a random character'} instead; --prime chooses the start")
+    return start
 
 
 def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -91,11 +111,12 @@ def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None
     from lapnet.sampling import SampleConfig, generate, start_ids
     from lapnet.text_runs import load_run
 
-    loaded = load_run(run, engine="torch", device=device)
+    loaded = load_run(run, engine="torch", device=device, checkpoint=cfg.checkpoint)
     vocab = loaded.vocab
+    prime = cfg.prime if cfg.prime is not None else known_default_prime(vocab)
     # (1, P); unknown characters -> named error. An empty prime starts, as in `text sample`,
     # from a random character chosen by the seed: the same one every sample below starts from.
-    ids = start_ids(vocab, cfg.prime, 1, np.random.default_rng(cfg.seed))
+    ids = start_ids(vocab, prime, 1, np.random.default_rng(cfg.seed))
     start = vocab.decode(ids[0])
     logits, _ = loaded.stepper().prime(ids)  # (1, V): the model's real next-character logits
     logits = np.asarray(logits, dtype=np.float64)[0]
@@ -106,15 +127,16 @@ def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None
         p = softmax_t(logits, t)
         model_probs[t] = p[order]
         model_metrics[str(t)] = {"entropy_bits": entropy_bits(p), "top": [[c, float(q)] for c, q in zip(labels, p[order])]}
-    after = repr(start) if cfg.prime else f"{start!r} (a random start)"
+    after = repr(start) if prime else f"{start!r} (a random start)"
     figures["temperature_model"] = plots.temperature_bars(
         model_probs, labels, entropies={t: model_metrics[str(t)]["entropy_bits"] for t in cfg.figure_temperatures},
         title=f"The model's next character after {after} (top {len(labels)} of {len(vocab)} shown; "
               f"entropy of the full distribution)")
     samples = {}
     for t in cfg.sample_temperatures:
-        text = generate(loaded.stepper(), vocab, prime=cfg.prime, length=cfg.length,
+        text = generate(loaded.stepper(), vocab, prime=prime, length=cfg.length,
                         cfg=SampleConfig(temperature=t), seed=cfg.seed)[0]
         samples[str(t)] = text
-    metrics.update({"run": str(run), "prime": cfg.prime, "start": start, "model": model_metrics, "samples": samples})
+    metrics.update({"run": str(run), "checkpoint": cfg.checkpoint, "step": loaded.step, "prime": prime, "start": start,
+                    "model": model_metrics, "samples": samples})
     return ExperimentResult("temperature", metrics, figures)

@@ -52,7 +52,10 @@ class TrendConfig:
         if self.hidden < 1:
             raise LapnetError(f"hidden size must be at least 1, got {self.hidden}")
         if min(self.n_train, self.n_test, self.seq_len, self.epochs) < 1:
-            raise LapnetError("n_train, n_test, seq_len and epochs must be at least 1")
+            bad = next(f"{flag} must be at least 1, got {v}" for flag, v in (
+                ("--train", self.n_train), ("--test", self.n_test), ("--length", self.seq_len),
+                ("--epochs", self.epochs)) if v < 1)
+            raise LapnetError(bad)
         if self.min_len is not None and not 1 <= self.min_len <= self.seq_len:
             raise LapnetError(f"min length must be in [1, {self.seq_len}], got {self.min_len}")
         check_engine(self.engine, self.device)
@@ -144,7 +147,7 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
     learner, batches, logits = build_trend_model(cfg, data, evaluate, tcfg)
     before = _accuracy(logits("test"), y_te)  # the untrained model: about 0.5, a coin flip
     engine = " (numpy)" if cfg.engine == "numpy" else ""
-    result = fit(learner, batches, tcfg, describe=f"trend {cfg.arch}{engine}")
+    result = fit(learner, batches, tcfg, describe=f"trend {cfg.arch}{engine} (val = test BCE)")
     stop_if_interrupted(result)
     hist = result.history
     test_acc = [h["test_accuracy"] for h in hist]
@@ -158,7 +161,7 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
     fig = plots.accuracy_curves({"test set (epoch 0: untrained)": [before, *test_acc]},
                                 title=f"Trend classifier ({label}): accuracy per epoch", target=cfg.target)
     fig_ex = plots.trend_examples(x_te[:, :, 0], len_te, y_te[:, 0], prob,
-                                  title=f"Test sequences and predicted P(up) ({label})")
+                                  title=f"Test sequences and their predicted P(up) ({label})")
     metrics = {
         "experiment": "trend",
         "config": asdict(cfg),

@@ -164,3 +164,64 @@ def test_an_adding_run_solved_early_ends_on_its_final_evaluation():
 def test_size_errors_name_the_flag(run_cli, tmp_path, args, message):
     code, _, err = run_cli(*args, "--out", tmp_path / "o")
     assert code == 2 and err == f"lapnet: error: {message}\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (("adding", "--lengths", "50,,100"), "--lengths '50,,100': empty item (two commas in a row, or a comma at an end)"),
+    (("sine", "--hidden", "8,"), "--hidden '8,': empty item (two commas in a row, or a comma at an end)"),
+    (("sine", "--hidden", "8,2,8"), "--hidden '8,2,8': 8 is given twice"),
+    (("adding", "--arch", "rnn", "rnn"), "--arch 'rnn,rnn': rnn is given twice"),
+    (("temperature", "--temperatures", "0.5,inf"), "temperatures must be finite numbers, 0 (greedy) or positive, got inf"),
+])
+def test_list_options_refuse_empty_and_repeated_items(run_cli, tmp_path, args, message):
+    code, _, err = run_cli(*args, "--out", tmp_path / "o", "--quiet")
+    assert code == 2 and err == f"lapnet: error: {message}\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_gates_cli_long_text_export_checkpoint_and_force(run_cli, tmp_path):
+    lstm = _tiny_run(tmp_path / "lstm", "ab ")
+    rnn = _tiny_run(tmp_path / "rnn", "ab ", arch="rnn")
+    out, npz = tmp_path / "g", tmp_path / "s.npz"
+    code, _, err = run_cli("gates", lstm, "--text", "ab", "--out", out, "--checkpoint", "last")
+    assert code == 0 and json.loads((out / "metrics.json").read_text())["step"] == 9, err
+    assert sorted(p.name for p in out.iterdir()) == ["gates.png", "hidden.png", "metrics.json"]
+    # an RNN has no gates: --force leaves no gates.png of the LSTM behind
+    code, _, err = run_cli("gates", rnn, "--text", "ab", "--out", out, "--force", "--quiet")
+    assert code == 0 and sorted(p.name for p in out.iterdir()) == ["hidden.png", "metrics.json"], err
+    long = "ab " * 150
+    code, _, err = run_cli("gates", lstm, "--text", long, "--out", tmp_path / "g2", "--quiet")
+    assert code == 2 and "(--export alone writes the states of a longer text)" in err
+    code, _, err = run_cli("gates", lstm, "--text", long, "--export", npz, "--out", tmp_path / "g2")
+    assert code == 0, err
+    assert f"lapnet: warning: --text has {len(long)} characters" in err and f"{npz}" in err.split("wrote ")[-1]
+    assert sorted(p.name for p in (tmp_path / "g2").iterdir()) == ["metrics.json"]
+    code, _, err = run_cli("gates", lstm, "--checkpoint", "newest", "--out", tmp_path / "g3")
+    assert code == 2 and err == "lapnet: error: --checkpoint newest: expected best or last\n"
+    assert not (tmp_path / "g3").exists()
+
+
+def test_temperature_cli_default_prime_falls_back_only_when_not_given(run_cli, tmp_path):
+    run = _tiny_run(tmp_path / "run", "abc to be or not to b")
+    code, out, err = run_cli("temperature", run, "--temperatures", "0,1", "--length", "5", "--out", tmp_path / "t",
+                             "--quiet", "--json")
+    assert code == 0 and "lapnet: warning: the default --prime 'To be or not to b' has characters" in err, err
+    m = json.loads(out)
+    assert m["prime"] == "o be or not to b" and set(m["samples"]) == {"0.0", "1.0"}
+    code, _, err = run_cli("temperature", run, "--prime", "To be", "--out", tmp_path / "t2", "--quiet")
+    assert code == 2 and "--prime" in err and "'T'" in err
+
+
+def test_an_lstm_with_a_large_cell_state_still_traces(tmp_path):
+    """float32 keeps ~7 digits of an unbounded cell state: it is compared relative to its size."""
+    from lapnet.diagnostics.gates import trace_gates
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 4, batch_first=True)
+    with torch.no_grad():
+        lstm.bias_ih_l0[4:8] = 20.0  # forget gate shut open, input gate open: c grows by ~g every step
+        lstm.bias_ih_l0[0:4] = 20.0
+        lstm.bias_ih_l0[8:12] = 20.0  # candidate saturated at 1
+    x = torch.randn(1, 600, 3)
+    trace = trace_gates(lstm, x)
+    assert np.abs(trace.layers[0]["c"]).max() > 500 and trace.max_abs_diff < 1e-4

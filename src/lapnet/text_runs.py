@@ -592,6 +592,8 @@ def sample_text(
 ) -> list[str]:
     """Samples from a run: each is prime + `length` new characters (see lapnet.sampling).
     `checkpoint`: "best" (model.safetensors) or "last" (the final step's weights)."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise LapnetError(f"--temperature must be a finite number, 0 (greedy) or positive, got {temperature}")
     cfg = SampleConfig(temperature, top_k, top_p)
     cfg.validate()  # bad options fail before the checkpoint is even read
     if length <= 0:

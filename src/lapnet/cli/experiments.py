@@ -23,6 +23,8 @@ QUIET_HELP = "No progress bars or summary table."
 THREADS_HELP = ("CPU threads for torch, NumPy's OpenBLAS and the NumPy engine. These models are tiny: one thread is "
                 "fastest, and far faster on a busy machine.")
 DEVICE_HELP = "auto, cpu or cuda (torch engine; auto: cuda when available)."
+CHECKPOINT_HELP = ("RUN's weights: best, its model.safetensors (the step with the lowest validation loss; with "
+                   "--val-frac 0 the last step), or last, its final step (last.safetensors).")
 RUN_DEVICE_HELP = "auto, cpu or cuda: where RUN's model runs (auto: cuda when available)."
 ENGINE_HELP = "torch or numpy (lapnet.scratch, the same training loop)."
 
@@ -37,13 +39,19 @@ def _threads(n: int) -> None:
 
 
 def _list(option: str, text: str, cast=str) -> tuple:
-    items = [s.strip() for s in str(text).split(",") if s.strip()]
-    if not items:
+    items = [s.strip() for s in str(text).split(",")]
+    if not any(items):
         raise LapnetError(f"{option}: give at least one value (comma-separated)")
+    if not all(items):  # "50,,100" or "50,": a typo, not a request for fewer values
+        raise LapnetError(f"{option} {text!r}: empty item (two commas in a row, or a comma at an end)")
     try:
-        return tuple(cast(s) for s in items)
+        values = tuple(cast(s) for s in items)
     except ValueError:
         raise LapnetError(f"{option} {text!r}: expected comma-separated {cast.__name__} values") from None
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:  # each value is one model or one panel: a repeat would be dropped or run twice
+        raise LapnetError(f"{option} {text!r}: {twice} is given twice")
+    return values
 
 
 def _archs(option: str, text: str) -> tuple[str, ...]:
@@ -102,7 +110,13 @@ def _positive(option: str, *values: int | float) -> None:
             raise LapnetError(f"{option} must be positive, got {v}")
 
 
-def _finish(result, out: Path, json_out: bool, quiet: bool, table: list | dict | None, title: str) -> None:
+def _checkpoint(name: str) -> None:
+    if name not in ("best", "last"):
+        raise LapnetError(f"--checkpoint {name}: expected best or last")
+
+
+def _finish(result, out: Path, json_out: bool, quiet: bool, table: list | dict | None, title: str,
+            also: tuple = ()) -> None:
     from lapnet.cli.common import console, emit_metrics, summary_table
 
     paths = result.save(out)
@@ -110,7 +124,7 @@ def _finish(result, out: Path, json_out: bool, quiet: bool, table: list | dict |
     if not quiet:
         if table:
             summary_table(title, table)
-        console.print("wrote " + ", ".join(str(p) for p in paths))
+        console.print("wrote " + ", ".join(str(p) for p in (*paths, *also)))
     emit_metrics(None, result.metrics, as_json=json_out)
 
 
@@ -335,6 +349,7 @@ def gates_cmd(
     force: bool = typer.Option(False, "--force",
                                help="Overwrite the figures and metrics already in --out, and an existing --export file."),
     device: str = typer.Option("auto", "--device", help=RUN_DEVICE_HELP),
+    checkpoint: str = typer.Option("best", "--checkpoint", help=CHECKPOINT_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
@@ -353,10 +368,11 @@ def gates_cmd(
     states.npz
     """
     from lapnet.cli.common import check_out_dir
-    from lapnet.experiments.gates import GatesConfig, export_states, run_gates
+    from lapnet.experiments.gates import MAX_TEXT, GatesConfig, export_states, run_gates
     from lapnet.text_runs import check_run
 
     _positive("--max-units", max_units)
+    _checkpoint(checkpoint)
     if export is not None and export.is_dir():
         raise LapnetError(f"--export {export}: is a directory, expected an .npz file path")
     if export is not None and not export.parent.is_dir():
@@ -367,26 +383,38 @@ def gates_cmd(
     dev = _device(device)
     _threads(threads)
     out = check_out_dir(out, force=force)
-    result = run_gates(run, GatesConfig(text=text, layer=layer, max_units=max_units), device=dev)
+    figures = export is None or len(text) <= MAX_TEXT  # a longer text: its states only, no heatmaps
+    if not figures:
+        import warnings
+
+        warnings.warn(f"--text has {len(text)} characters, more than the {MAX_TEXT} a per-character heatmap holds: "
+                      f"writing {export} and metrics.json, no figures")
+    result = run_gates(run, GatesConfig(text=text, layer=layer, max_units=max_units, figures=figures,
+                                        checkpoint=checkpoint), device=dev)
+    also = ()
     if export is not None:
-        result.metrics["export"] = str(export_states(result, export))
+        also = (export_states(result, export),)
+        result.metrics["export"] = str(also[0])
     rows = [{"gate": g, "mean": s["mean"], "< 0.1": s.get("share_below_0.1", "-"), "> 0.9": s.get("share_above_0.9", "-"),
              "|v| > 0.9": s.get("share_abs_above_0.9", "-"), "saturated": s["share_saturated"]}
             for g, s in result.metrics["gates"].items()]
-    _finish(result, out, json_out, quiet, rows, f"gate saturation, layer {result.metrics['layer']}")
+    _finish(result, out, json_out, quiet, rows, f"gate saturation, layer {result.metrics['layer']}", also)
 
 
 def temperature_cmd(
     run: Optional[Path] = typer.Argument(None, help="Optional run directory (`lapnet text train`) to sample from."),
     temperatures: str = typer.Option("0.2,0.5,0.8,1.0,1.5", "--temperatures",
-                                     help="Sampling temperatures (positive; below 1e-6 greedy, the argmax, as in "
-                                          "`text sample`)."),
-    prime: str = typer.Option("To be or not to b", "--prime",
-                              help="Text the samples continue (empty: one random character chosen by --seed, "
-                                   "as `text sample`)."),
+                                     help="Sampling temperatures (0 or below 1e-6: greedy, the argmax, as in "
+                                          "`text sample`; otherwise positive and finite)."),
+    prime: Optional[str] = typer.Option(None, "--prime", show_default=False,
+                                        help="Text the samples continue. Default 'To be or not to b', or, for a "
+                                             "model lacking one of its characters, its longest ending the model "
+                                             "knows (with a warning); empty: one random character chosen by "
+                                             "--seed, as `text sample`."),
     length: int = typer.Option(120, "--length", help="Characters per sample."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seeds the sampling."),
     device: str = typer.Option("auto", "--device", help=RUN_DEVICE_HELP),
+    checkpoint: str = typer.Option("best", "--checkpoint", help=CHECKPOINT_HELP),
     out: Path = typer.Option(Path("runs/temperature"), "--out", help="Directory for the PNGs and metrics.json."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -408,7 +436,8 @@ def temperature_cmd(
     from lapnet.experiments.temperature import TemperatureConfig, run_temperature
 
     temps = _list("--temperatures", temperatures, float)
-    cfg = TemperatureConfig(sample_temperatures=temps, prime=prime, length=length, seed=seed)
+    _checkpoint(checkpoint)
+    cfg = TemperatureConfig(sample_temperatures=temps, prime=prime, length=length, seed=seed, checkpoint=checkpoint)
     cfg.validate()
     if run is not None:
         from lapnet.text_runs import check_run

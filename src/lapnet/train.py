@@ -452,7 +452,7 @@ def _carry_from(arrays: dict[str, np.ndarray], meta: dict[str, Any] | None) -> A
     return container(parts) if container else parts[0]
 
 
-def _finished(st: dict[str, Any], cfg: TrainConfig, spe: int) -> str | None:
+def _finished(st: dict[str, Any], cfg: TrainConfig) -> str | None:
     """Why a restored run has nothing left to do under `cfg` ("epochs", ...), or None."""
     if cfg.epochs is not None and st["epoch"] >= cfg.epochs:
         return "epochs"
@@ -527,7 +527,7 @@ def fit(
         arrays = {k: v for k, v in arrays.items() if not k.startswith("carry.")}
         learner.load_state(arrays, m["learner"])
         st.update(m["trainer"])
-        done = _finished(st, cfg, spe)
+        done = _finished(st, cfg)
         if done is not None:  # nothing left to do: no evaluation, log row or checkpoint is added
             return _restored_result(st, done, spe)
     if out_dir is not None and rank0:

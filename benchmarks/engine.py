@@ -70,23 +70,11 @@ torch.set_num_threads(ARGS.threads)
 
 
 def openblas_threads() -> str:
-    """Ask the OpenBLAS that numpy loaded how many threads it uses (best effort)."""
-    import ctypes
+    """How many threads the OpenBLAS that numpy loaded uses (`lapnet.scratch.blas` asks it)."""
+    from lapnet.scratch.blas import blas_threads
 
-    try:
-        with open("/proc/self/maps") as f:
-            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
-    except OSError:
-        return "unknown"
-    for path in sorted(libs):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for fn in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
-            if hasattr(lib, fn):
-                return str(getattr(lib, fn)())
-    return f"unknown (OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']})"
+    n = blas_threads()
+    return str(n) if n is not None else f"unknown (OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']})"
 
 
 def make_case(kind: str, B: int, D: int, H: int, L: int, T: int):

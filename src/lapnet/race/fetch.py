@@ -123,22 +123,25 @@ def _fetch(fastf1: Any, year: int, event: int | str, code: str, name: str, where
     """`fetch_race` once its arguments are checked: load with FastF1, check, write."""
     said: list[str] = []
     with _fastf1_quiet(said):
+        # only FastF1's own calls are wrapped: its errors, requests' and the socket's become one line;
+        # an error in lapnet's code around them is a bug and must show as one
         try:
             if cache is not None:
                 _use_cache(fastf1, cache)
             ses = fastf1.get_session(year, event, code)
-            where = _where(ses, year, name, where)
-            # 2021-22 named the sprint race 'Sprint Qualifying' (since 2024, the sprint's qualifying)
-            race_like = ("Race", "Sprint") + (("Sprint Qualifying",) if year <= 2022 and code == "S" else ())
-            if ses.name not in race_like:
-                raise LapnetError(f"{where}: FastF1 gave the session {ses.name!r}, not a race or sprint")
+        except Exception as e:
+            raise LapnetError(f"{where}: FastF1 could not load it: {_cause(e, said)}") from None
+        where = _where(ses, year, name, where)
+        # 2021-22 named the sprint race 'Sprint Qualifying' (since 2024, the sprint's qualifying)
+        race_like = ("Race", "Sprint") + (("Sprint Qualifying",) if year <= 2022 and code == "S" else ())
+        if ses.name not in race_like:
+            raise LapnetError(f"{where}: FastF1 gave the session {ses.name!r}, not a race or sprint")
+        try:
             ses.load(laps=True, telemetry=False, weather=False, messages=True)
             laps = ses.laps
-            scheduled = _scheduled(ses)
-        except LapnetError:
-            raise
-        except Exception as e:  # FastF1's own errors, requests' and the socket's: one line, no traceback
+        except Exception as e:
             raise LapnetError(f"{where}: FastF1 could not load it: {_cause(e, said)}") from None
+        scheduled = _scheduled(ses)
 
     frame = pd.DataFrame(laps)  # a plain frame: Laps carries a session reference Parquet cannot store
     if len(frame) == 0:

@@ -100,7 +100,7 @@ def train_cmd(
     if not quiet:
         summary_table(f"lapnet text train -> {out}", {k: metrics[k] for k in (
             "engine", "stopped", "steps", "epochs", "seconds", "chars_per_sec", "train_loss", "val_loss",
-            "val_bpc", "val_ppl", "text_loss", "text_bpc", "params") if k in metrics})
+            "val_bpc", "val_ppl", "text_loss", "text_bpc", "batch", "params") if k in metrics})
         _say_saved(metrics)
     emit_metrics(None, metrics, as_json=json_out)  # train_text already wrote metrics.json
     if metrics["stopped"] == "interrupted":

@@ -465,9 +465,13 @@ def train_text(
         _save_last_as_model(out, learner, meta, result)
     last = result.last_metrics
     train_losses = [r["train_loss"] for r in result.history if r.get("train_loss")]
-    saved_arrays, saved_meta = load_tensors(out / "model.safetensors")
-    saved = {"file": "model.safetensors", "step": saved_meta.get("step"),
-             "val_loss": saved_meta.get("val_loss") if validation else None,
+    # which step model.safetensors holds, by fit's rule (the first evaluation with the lowest
+    # val_loss), from the history every rank has: under torchrun only rank 0 writes the file
+    rows = [r for r in result.history if "val_loss" in r]
+    best = min(rows, key=lambda r: r["val_loss"]) if rows and validation else None
+    saved = {"file": "model.safetensors",
+             "step": best["step"] if best else (result.steps if not validation else None),
+             "val_loss": best["val_loss"] if best else None,
              "chosen_by": "lowest validation loss" if validation else "last step (--val-frac 0: no validation)"}
     metrics = {
         "engine": engine,
@@ -484,7 +488,7 @@ def train_text(
         "best_val_loss": result.best_val if validation else None,
         "saved_model": saved,
         "early_stopping": train.patience is not None,
-        "params": int(sum(np.asarray(v).size for v in saved_arrays.values())),
+        "params": int(sum(np.asarray(v).size for v in learner.weights().values())),
         "train_chars": int(len(train_ids)),
         "val_chars": int(len(val_ids)),
         "batch": batches.batch,

@@ -225,3 +225,11 @@ def test_an_lstm_with_a_large_cell_state_still_traces(tmp_path):
     x = torch.randn(1, 600, 3)
     trace = trace_gates(lstm, x)
     assert np.abs(trace.layers[0]["c"]).max() > 500 and trace.max_abs_diff < 1e-4
+
+
+def test_progress_bars_name_what_they_evaluate(run_cli, tmp_path):
+    """trend is scored on a test set: its bar says 'test BCE', not 'val'."""
+    code, _, err = run_cli("trend", "--epochs", "2", "--out", str(tmp_path / "t"))
+    assert code == 0, err
+    bar = next(line for line in err.splitlines() if "loss" in line and "/s" in line)
+    assert "test BCE" in bar and " val " not in bar

@@ -435,10 +435,17 @@ def train_text(
 
         learner = NumpyCharLMLearner(net, lambda: _val_metrics(run, scored, validation), train)
 
-    # inputs are valid: only now touch the run directory
-    if force and out.is_dir():
+    # inputs are valid: only now touch the run directory (under torchrun rank 0 clears it, and no
+    # rank goes on before it has: a slower rank's unlink would delete what rank 0 just wrote)
+    from lapnet import distributed
+
+    if engine == "numpy" and distributed.world_size() > 1:
+        warnings.warn("--engine numpy does not shard across torchrun's ranks: every rank trains the same "
+                      "model on the whole batch (use --engine torch to scale out)")
+    if force and out.is_dir() and distributed.rank() == 0:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+    distributed.barrier()
     make_dir(out)
     config = {"kind": "charlm", "engine": engine, "model": model.to_json(), "data": asdict(data),
               "train": asdict(train)}
@@ -458,7 +465,7 @@ def train_text(
 
     meta = {"kind": "charlm", "engine": engine, "model": model.to_json()}
     result = fit(learner, batches, train, out=out, resume=resume, on_eval=on_eval, meta=meta,
-                 describe=f"text {engine} {model.arch}" + ("" if validation else " (val = training text)"))
+                 describe=f"text {engine} {model.arch}", eval_label="val" if validation else "training text")
     if resume and result.steps == position.get("step"):
         warnings.warn(_nothing_to_train(result, train, position))
     if not validation:

@@ -488,6 +488,7 @@ def fit(
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
     describe: str = "training",
     interrupt_hint: str = "continue with --resume",
+    eval_label: str = "val",
 ) -> TrainResult:
     """Train `learner` on `batches` until `cfg` says stop.
 
@@ -503,6 +504,8 @@ def fit(
         describe: the progress bar's label.
         interrupt_hint: what the "interrupted at step N" line advises (a caller whose command
             has no --resume says what to do instead).
+        eval_label: what the progress bar calls the evaluation's `val_loss` ("test MSE" for a
+            task scored on a test set, "fit MSE" when there is no held-out data).
 
     Returns:
         TrainResult. Raises TrainingDiverged on a NaN/inf loss (the last good checkpoint stays).
@@ -626,7 +629,7 @@ def fit(
         last = st["history"][-1] if st["history"] else {}
         text = f"loss {loss:.4f}"
         if "val_loss" in last:
-            text += f"  val {last['val_loss']:.4f}"
+            text += f"  {eval_label} {last['val_loss']:.4f}"
         if "val_bpc" in last:  # language models: bits per character too
             text += f"  {last['val_bpc']:.3f} bpc"
         return text + f"  {speed:,.0f}/s"

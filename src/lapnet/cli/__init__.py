@@ -106,6 +106,10 @@ def _internal_error(e: BaseException) -> None:
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Every warning as one `lapnet: warning:` line (Python's default prints the file and line
     number, then the source line: internals, and two lines for one remark)."""
+    from lapnet import distributed
+
+    if distributed.rank() != 0:  # under torchrun every rank meets the same remark: rank 0 says it once
+        return
     text = " ".join(str(message).split())
     if not (category.__module__.startswith("lapnet") or str(filename).startswith(_SRC)):
         text = f"{text} ({category.__name__} from {Path(filename).name})"  # another library's remark

@@ -132,7 +132,7 @@ def train_adding(arch: str, T: int, cfg: AddingConfig, *, progress: bool = False
     engine = " (numpy)" if numpy_engine else ""
     t0 = time.perf_counter()
     result = fit(learner, Fresh(make, cfg.batch_size, cfg.max_steps, cfg.seed), tcfg,
-                 describe=f"adding {arch} T={T}{engine} (val = test MSE)")
+                 describe=f"adding {arch} T={T}{engine}", eval_label="test MSE")
     stop_if_interrupted(result)
     steps = result.steps
     if not numpy_engine:

@@ -84,7 +84,7 @@ def train_forecaster(arch: str, hidden: int, x: torch.Tensor, y: torch.Tensor, c
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
                        eval_every=cfg.epochs, progress=progress)
     stop_if_interrupted(fit(TorchLearner(model, loss_fn, evaluate, tcfg, cfg.device), FullBatch(x, y), tcfg,
-                            describe=f"sine {arch} H={hidden} (val = fit MSE, no val set)"))
+                            describe=f"sine {arch} H={hidden}", eval_label="fit MSE"))
     return model, curve
 
 
@@ -127,7 +127,7 @@ def train_forecaster_numpy(arch: str, hidden: int, x: np.ndarray, y: np.ndarray,
     learner = NumpySequenceLearner(model, "mse", lambda m: {"val_loss": float(mse_loss(m.forward(x)[0], y)[0])}, tcfg,
                            on_loss=lambda loss: curve.append(float(loss)))
     stop_if_interrupted(fit(learner, FullBatch(x, y), tcfg,
-                            describe=f"sine {arch} H={hidden} (numpy) (val = fit MSE, no val set)"))
+                            describe=f"sine {arch} H={hidden} (numpy)", eval_label="fit MSE"))
     return model, curve
 
 

@@ -147,7 +147,7 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
     learner, batches, logits = build_trend_model(cfg, data, evaluate, tcfg)
     before = _accuracy(logits("test"), y_te)  # the untrained model: about 0.5, a coin flip
     engine = " (numpy)" if cfg.engine == "numpy" else ""
-    result = fit(learner, batches, tcfg, describe=f"trend {cfg.arch}{engine} (val = test BCE)")
+    result = fit(learner, batches, tcfg, describe=f"trend {cfg.arch}{engine}", eval_label="test BCE")
     stop_if_interrupted(result)
     hist = result.history
     test_acc = [h["test_accuracy"] for h in hist]

@@ -63,22 +63,25 @@ def test_windows_and_split():
     x, y = windows(np.arange(6.0), 4)
     assert x.shape == (2, 4, 1) and y.shape == (2, 1)
     assert x[1, :, 0].tolist() == [1, 2, 3, 4] and y[:, 0].tolist() == [4, 5]
-    assert split(100, SeriesConfig(window=20, val_frac=0.2)) == (63, 16)  # 79 windows of changes
-    assert split(100, SeriesConfig(window=20, val_frac=0.2, difference=False)) == (64, 16)
-    assert split(100, SeriesConfig(window=20, val_frac=0)) == (79, 0)
-    with pytest.raises(LapnetError, match=r"has 22 values: a window of 20 and 1 held-out value\(s\) need at least 23"):
-        split(22, SeriesConfig(window=20))
+    assert split(100, SeriesConfig(window=20, holdout=0.2)) == (63, 8, 8)  # 79 windows of changes
+    assert split(100, SeriesConfig(window=20, holdout=0.2, difference=False)) == (64, 8, 8)
+    assert split(100, SeriesConfig(window=20, holdout=0)) == (79, 0, 0)
+    with pytest.raises(LapnetError, match=r"has 23 values: a window of 20 and 2 held-out value\(s\) need at least 24"):
+        split(23, SeriesConfig(window=20))
 
 
 def test_the_model_beats_both_baselines_on_the_held_out_end(run):
     out, values, m = run
-    assert m["val_windows"] == round(0.2 * (len(values) - 25)) and m["scored_on"] == "validation"
+    hold = round(0.3 * (len(values) - 25))
+    assert m["stop_windows"] + m["scored_windows"] == hold and m["scored_windows"] == (hold + 1) // 2
+    assert m["scored_on"].startswith(f"the last {m['scored_windows']} values")
     assert m["scores"]["model"]["mae"] < m["scores"]["persistence"]["mae"]
     assert m["scores"]["model"]["mae"] < m["scores"]["seasonal_naive"]["mae"]
-    assert m["beats_baselines"] and m["skill_vs_best_baseline"] > 0
-    held = values[-m["val_windows"]:]
-    assert m["scores"]["persistence"]["mae"] == pytest.approx(np.abs(np.diff(values)[-m["val_windows"]:]).mean())
-    assert m["scores"]["seasonal_naive"]["mae"] == pytest.approx(np.abs(held - values[-m["val_windows"] - 12:-12]).mean())
+    assert m["skill_vs_best_baseline"] > 0 and m["notes"] == []
+    n = m["scored_windows"]
+    held = values[-n:]
+    assert m["scores"]["persistence"]["mae"] == pytest.approx(np.abs(np.diff(values)[-n:]).mean())
+    assert m["scores"]["seasonal_naive"]["mae"] == pytest.approx(np.abs(held - values[-n - 12:-12]).mean())
     for f in ("model.safetensors", "config.json", "metrics.json", "forecast.png"):
         assert (out / f).is_file()
 
@@ -136,10 +139,10 @@ def test_cli_train_and_forecast(run_cli, tmp_path):
 @pytest.mark.parametrize("args, match", [
     (["nope.csv"], "no such file"),
     (["short.csv"], "has 10 values: a window of 20"),
-    (["flat.csv"], "the training part of the series changes by the same amount every step"),
+    (["flat.csv"], "the training part of the series changes by the same amount every step .*try --levels"),
     (["flat.csv", "--levels"], "the training part of the series is constant"),
-    (["short.csv", "--window", "0"], "window must be a positive integer"),
-    (["short.csv", "--val-frac", "1"], r"--val-frac must be in \[0, 1\)"),
+    (["short.csv", "--window", "0"], "--window must be a positive integer"),
+    (["short.csv", "--holdout", "1"], r"--holdout must be in \[0, 1\)"),
     (["short.csv", "--arch", "tcn"], "--arch 'tcn': expected one of"),
 ])
 def test_cli_bad_input(run_cli, tmp_path, monkeypatch, args, match):
@@ -149,3 +152,45 @@ def test_cli_bad_input(run_cli, tmp_path, monkeypatch, args, match):
     code, _, err = run_cli(*["series", "train", *args, "--out", str(tmp_path / "run"), "--quiet"])
     assert code == 2 and re.search(match, err), err
     assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_reading_what_exports_really_look_like(tmp_path):
+    eu = tmp_path / "eu.csv"
+    eu.write_text("units\n100,19\n105,10\n99,5\n")  # decimal commas: pandas would index by the integer part
+    with pytest.raises(LapnetError, match="more fields than the header .*decimal commas"):
+        read_series(eu)
+    semi = tmp_path / "semi.csv"
+    semi.write_text("month;units\n" + "".join(f"{i};{i}.5\n" for i in range(30)))
+    with pytest.raises(LapnetError, match="looks split by another separator"):
+        read_series(semi)
+    tail = tmp_path / "tail.csv"
+    tail.write_text("\ufeffy\r\n1\r\n2\r\n3\r\n\r\n\r\n")  # a BOM, CRLF and trailing blank lines
+    assert read_series(tail)[0].tolist() == [1.0, 2.0, 3.0] and read_series(tail)[1] == "y"
+    two = tmp_path / "two.csv"
+    two.write_text("1,10\n2,20\n3,30\n")  # headerless, two columns: the first row is data
+    assert read_series(two, "2")[0].tolist() == [10.0, 20.0, 30.0]
+    wide = tmp_path / "wide.csv"
+    pd.DataFrame({"units": [1, 2], "price": [3, 4], "stock": [5, 6]}).to_csv(wide, index=False)
+    assert read_series(wide, prefer="price")[1] == "price"  # a run's own column, when the file has it
+    with pytest.raises(LapnetError, match="3 numeric columns"):
+        read_series(wide, prefer="volume")
+
+
+def test_force_after_a_refused_series_keeps_the_old_run(run_cli, tmp_path):
+    csv, flat = tmp_path / "s.csv", tmp_path / "flat.csv"
+    pd.DataFrame({"y": seasonal(120)}).to_csv(csv, index=False)
+    flat.write_text("y\n" + "3\n" * 80)
+    out = tmp_path / "run"
+    assert run_cli("series", "train", str(csv), "--epochs", "2", "--window", "12", "--out", str(out), "--quiet")[0] == 0
+    before = sorted(p.name for p in out.iterdir())
+    code, _, err = run_cli("series", "train", str(flat), "--window", "12", "--out", str(out), "--force", "--quiet")
+    assert code == 2 and "nothing to learn" in err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_few_scored_values_and_an_unscorable_season_are_said(tmp_path):
+    with pytest.warns(UserWarning) as seen:
+        m = train_series(seasonal(40), SeriesConfig(**{**FAST, "window": 12, "epochs": 2, "season": 50}), tmp_path / "r")
+    said = " ".join(str(w.message) for w in seen)
+    assert "scored on" in said and "seasonal_naive" in said and len(m["notes"]) == 2
+    assert "seasonal_naive" not in m["scores"] and m["scored_windows"] == 4

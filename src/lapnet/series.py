@@ -11,11 +11,11 @@ series needs more, and this module does it:
 - trends: by default the model reads and predicts the changes from one value to the next
   (`difference`), so a series that keeps rising never leaves the range it was trained on (a
   window of levels beyond that range saturates a tanh network, and its forecast flattens);
-- an honest check: the last `val_frac` of the windows is held out in time order (never
-  shuffled into training), the model is early-stopped on it, and it is scored there, in the
-  series' own units, beside the baselines any forecast must beat on the same targets:
-  persistence (the last value) and, with `season`, the seasonal naive forecast (the value one
-  season earlier);
+- an honest check: the last `holdout` of the windows is held out in time order (never
+  shuffled into training); the model is early-stopped on its first half and scored on its
+  second, which neither training nor early stopping has seen, in the series' own units,
+  beside the baselines any forecast must beat on the same values: persistence (the last value)
+  and, with `season`, the seasonal naive forecast (the value one season earlier);
 - a forecast past the end: `Forecaster.rollout` feeds each prediction back in as an input.
 
 A window of `window` values (or changes) predicts the next one: x (B, W, 1) -> y (B, 1),
@@ -25,6 +25,7 @@ batch-first.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,22 +48,26 @@ FIGURE = "forecast.png"
 # --- reading a series ----------------------------------------------------------------------
 
 
-def read_series(source: Any, column: str | None = None) -> tuple[np.ndarray, str]:
+def read_series(source: Any, column: str | None = None, *, prefer: str | None = None) -> tuple[np.ndarray, str]:
     """One column of numbers, in file order.
 
     Args:
-        source: a CSV path (with a header row, or a single headerless column of numbers), a
-            pandas DataFrame or Series, or a 1-D array.
+        source: a CSV path (with a header row, or headerless columns of numbers), a pandas
+            DataFrame or Series, or a 1-D array.
         column: the column to read; may be left out when the table has one numeric column.
+        prefer: without `column`, the column to read if the table has it (a run's own column).
 
     Returns:
         (values (N,) float64, the column's name).
 
     Raises:
         LapnetError: no such file or column, several numeric columns and no `column`, a cell
-            that is not a number or is empty (named by its line in a CSV), or no values.
+            that is not a number or is empty (named by its line in a CSV), rows with more
+            fields than the header, or no values.
     """
     frame, where, first_line = _frame(source)
+    if column is None and prefer is not None and prefer in frame.columns:
+        column = prefer
     if column is None:
         numeric = [c for c in frame.columns if pd.to_numeric(frame[c], errors="coerce").notna().any()]
         if len(frame.columns) == 1:
@@ -83,7 +88,13 @@ def read_series(source: Any, column: str | None = None) -> tuple[np.ndarray, str
         cell = raw.iloc[i]
         what = "is empty" if pd.isna(cell) or str(cell).strip() == "" else f"is not a finite number ({str(cell)[:30]!r})"
         more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
-        raise LapnetError(f"{where}: column {column}, {at} {what}{more}: fill or drop missing values first")
+        if any(sep in str(column) for sep in ";\t|"):
+            hint = f": the header {str(column)[:30]!r} looks split by another separator; lapnet reads comma-separated CSV"
+        elif bad.size > max(3, len(values) // 10):
+            hint = ": is this the column of numbers? (--column)"
+        else:
+            hint = ": fill or drop missing values first"
+        raise LapnetError(f"{where}: column {column}, {at} {what}{more}{hint}")
     if values.size == 0:
         raise LapnetError(f"{where}: no values")
     return values, str(column)
@@ -105,16 +116,25 @@ def _frame(source: Any) -> tuple[pd.DataFrame, str, int]:
     path = Path(source)
     if not path.is_file():
         raise LapnetError(f"{path}: " + ("is a directory, not a CSV file" if path.is_dir() else "no such file"))
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except pd.errors.EmptyDataError:
-        raise LapnetError(f"{path}: empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise LapnetError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:100]})") from None
-    if len(frame.columns) == 1 and _is_number(frame.columns[0]):  # a bare column of numbers: no header
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, header=None, names=["value"], skip_blank_lines=False)
-        return frame, str(path), 1
-    return frame, str(path), 2
+
+    def read(**kw) -> pd.DataFrame:
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig", **kw)
+        except pd.errors.EmptyDataError:
+            raise LapnetError(f"{path}: empty file") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise LapnetError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:100]})") from None
+
+    frame, first_line = read(), 2
+    if all(_is_number(c) for c in frame.columns):  # columns of numbers without a header row
+        frame, first_line = read(header=None), 1
+        frame.columns = ["value"] if len(frame.columns) == 1 else [str(i + 1) for i in range(len(frame.columns))]
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas made the first field an index: a field too many
+        raise LapnetError(f"{path}: rows have more fields than the header (decimal commas, or a ';' separator? "
+                          "lapnet reads comma-separated CSV with decimal points)")
+    blank = frame.apply(lambda c: c.astype(str).str.strip() == "").all(axis=1).to_numpy()
+    end = len(frame) - int(np.argmin(blank[::-1])) if not blank.all() else 0  # trailing blank lines are no values
+    return frame.iloc[:end], str(path), first_line
 
 
 def _is_number(text: Any) -> bool:
@@ -140,11 +160,11 @@ class SeriesConfig:
     minutes: float | None = None
     lr: float = 0.01  # the notebook's Adam rate
     batch_size: int = 64
-    val_frac: float = 0.2  # the last windows, held out in time order (0: train on all, as the notebook)
-    patience: int | None = 20  # evaluations without a better validation MSE before stopping
+    holdout: float = 0.3  # the last windows, in time order: the first half early-stops, the second is scored (0: none)
+    patience: int | None = 20  # evaluations without a better early-stopping MSE before stopping
     season: int | None = None  # a seasonal period (12 for monthly data): adds the seasonal naive baseline
     difference: bool = True  # model the changes between values (trends); False: the values themselves, as the notebook
-    horizon: int = 20  # values forecast past the end of the series for the figure
+    horizon: int = 20  # values forecast past the end of the series for the figure and metrics.json
     seed: int = 42
     device: str = "cpu"
     progress: bool = True
@@ -152,12 +172,14 @@ class SeriesConfig:
     def validate(self) -> None:
         if self.arch not in ARCHS:
             raise LapnetError(f"--arch {self.arch!r}: expected one of {', '.join(ARCHS)}")
-        for name in ("hidden_size", "num_layers", "window", "epochs", "batch_size", "horizon"):
+        flags = {"hidden_size": "--hidden", "num_layers": "--layers", "window": "--window", "epochs": "--epochs",
+                 "batch_size": "--batch", "horizon": "--horizon"}
+        for name, flag in flags.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise LapnetError(f"{name} must be a positive integer, got {v!r}")
-        if not (isinstance(self.val_frac, (int, float)) and 0 <= self.val_frac < 1):
-            raise LapnetError(f"--val-frac must be in [0, 1), got {self.val_frac!r}")
+                raise LapnetError(f"{flag} must be a positive integer, got {v!r}")
+        if not (isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1):
+            raise LapnetError(f"--holdout must be in [0, 1), got {self.holdout!r}")
         if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
             raise LapnetError(f"--minutes must be positive, got {self.minutes!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -174,16 +196,37 @@ def windows(z: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     return z[idx][..., None], z[window:, None]  # (M, W, 1), (M, 1)
 
 
-def split(n_values: int, cfg: SeriesConfig) -> tuple[int, int]:
-    """(training windows, validation windows) for a series of `n_values`: the last `val_frac`
-    of the windows are held out, at least one when val_frac > 0."""
+def split(n_values: int, cfg: SeriesConfig) -> tuple[int, int, int]:
+    """(training, early-stopping, scored) windows for a series of `n_values`, in time order: the
+    last `holdout` of the windows are held out, their first half for early stopping and their
+    second half, which nothing in training has seen, for the scores (at least one each)."""
     m = n_values - cfg.window - int(cfg.difference)  # differencing costs one value
-    n_val = max(1, round(cfg.val_frac * m)) if cfg.val_frac > 0 else 0
-    if m - n_val < 1:
-        need = cfg.window + 1 + n_val + int(cfg.difference)
-        raise LapnetError(f"the series has {n_values} values: a window of {cfg.window} and {n_val} held-out "
-                          f"value(s) need at least {need} (shorten --window or lower --val-frac)")
-    return m - n_val, n_val
+    n_hold = max(2, round(cfg.holdout * m)) if cfg.holdout > 0 else 0
+    n_test = (n_hold + 1) // 2
+    if m - n_hold < 1:
+        need = cfg.window + 1 + n_hold + int(cfg.difference)
+        raise LapnetError(f"the series has {n_values} values: a window of {cfg.window} and {n_hold} held-out "
+                          f"value(s) need at least {need} (shorten --window or lower --holdout)")
+    return m - n_hold, n_hold - n_test, n_test
+
+
+def check_series(values: np.ndarray, cfg: SeriesConfig) -> None:
+    """Refuse a series `train_series` cannot learn from, before anything is written: too short for
+    the window and the held-out part, or a training part with nothing to learn."""
+    n_train, _, _ = split(len(values), cfg)
+    _scaling(np.asarray(values, np.float64), n_train, cfg)
+
+
+def _scaling(values: np.ndarray, n_train: int, cfg: SeriesConfig) -> tuple[np.ndarray, float, float]:
+    """(what the model reads and predicts: the changes or the values, its training mean, sd)."""
+    series = np.diff(values) if cfg.difference else values
+    seen = series[:cfg.window + n_train]  # everything the training windows and targets touch
+    mean, sd = float(seen.mean()), float(seen.std())
+    if not sd > 0:
+        what = ("changes by the same amount every step (a straight line: try --levels)" if cfg.difference
+                else "is constant")
+        raise LapnetError(f"the training part of the series {what} ({mean:g}): nothing to learn")
+    return series, mean, sd
 
 
 def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, column: str = "value",
@@ -193,28 +236,25 @@ def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, colu
     Args:
         values: (N,) the series (`read_series`).
         cfg: the SeriesConfig.
-        out: the run directory (created by the caller; fit writes model.safetensors, the best
-            weights by validation MSE, last.safetensors and log.jsonl; this writes
-            config.json, metrics.json and forecast.png).
+        out: the run directory (fit writes model.safetensors, the best weights by the
+            early-stopping MSE, last.safetensors and log.jsonl; this writes config.json,
+            metrics.json and forecast.png; an earlier run's files there are replaced).
         column, source: recorded in config.json.
 
     Returns:
-        The metrics (also in metrics.json): validation MAE and RMSE of the model and of the
-        baselines in the series' units, the model's skill against persistence, training facts.
+        The metrics (also in metrics.json): MAE and RMSE on the scored values of the model and of
+        the baselines in the series' units, the model's skill against the best baseline,
+        training facts.
     """
     cfg.validate()
     values = np.asarray(values, np.float64)
     out = Path(out)
-    n_train, n_val = split(len(values), cfg)
+    n_train, n_stop, n_test = split(len(values), cfg)
     lag = int(cfg.difference)
-    series = np.diff(values) if lag else values  # what the model reads and predicts
-    seen = series[:cfg.window + n_train]  # everything the training windows and targets touch
-    mean, sd = float(seen.mean()), float(seen.std())
-    if not sd > 0:
-        what = "changes by the same amount every step" if lag else "is constant"
-        raise LapnetError(f"the training part of the series {what} ({mean:g}): nothing to learn")
+    series, mean, sd = _scaling(values, n_train, cfg)
     x, y = (torch.from_numpy(a).float() for a in windows((series - mean) / sd, cfg.window))  # (M, W, 1), (M, 1)
-    x_tr, y_tr, x_va, y_va = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+    x_tr, y_tr = x[:n_train], y[:n_train]
+    x_st, y_st = (x[n_train:n_train + n_stop], y[n_train:n_train + n_stop]) if n_stop else (x_tr, y_tr)
 
     torch.manual_seed(cfg.seed)
     model = Forecaster(cfg.arch, 1, cfg.hidden_size, 1, cfg.num_layers)
@@ -224,17 +264,20 @@ def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, colu
         xb, yb = batch
         return mse(net(xb)[0], yb), carry, len(xb)
 
-    def evaluate(m):
-        xs, ys = (x_va, y_va) if n_val else (x_tr, y_tr)  # no held-out part: the fit itself, as the notebook
+    def evaluate(m):  # the early-stopping block; with no held-out part, the fit itself (as the notebook)
         dev = next(m.parameters()).device
-        return {"val_loss": mse(m(xs.to(dev))[0], ys.to(dev))}
+        return {"val_loss": mse(m(x_st.to(dev))[0], y_st.to(dev))}
 
     config = {"kind": KIND, "column": column, "source": source, "n_values": len(values), "mean": mean, "sd": sd,
               **{k: v for k, v in asdict(cfg).items() if k not in ("progress", "device")}}
-    tcfg = TrainConfig(epochs=cfg.epochs, minutes=cfg.minutes, lr=cfg.lr, patience=cfg.patience if n_val else None,
+    tcfg = TrainConfig(epochs=cfg.epochs, minutes=cfg.minutes, lr=cfg.lr, patience=cfg.patience if n_stop else None,
                        seed=cfg.seed, progress=cfg.progress)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("log.jsonl", "last.safetensors"):  # an earlier run's: fit appends to the log
+        (out / stale).unlink(missing_ok=True)
     result = fit(TorchLearner(model, loss_fn, evaluate, tcfg, cfg.device), Shuffled(x_tr, y_tr, batch_size=cfg.batch_size,
-                 seed=cfg.seed), tcfg, out=out, meta={"config": config}, describe=f"series {cfg.arch}-{cfg.hidden_size}")
+                 seed=cfg.seed), tcfg, out=out, meta={"config": config}, describe=f"series {cfg.arch}-{cfg.hidden_size}",
+                 eval_label="stop MSE" if n_stop else "fit MSE", interrupt_hint="train again to finish")
     write_json(out / "config.json", config)
     model = load_series_run(out)[0]  # the best weights, as `forecast` will load them
 
@@ -243,27 +286,39 @@ def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, colu
     t_all = np.arange(cfg.window + lag, len(values))  # (M,) the targets' positions in the series
     if lag:
         fitted = values[t_all - 1] + fitted  # a predicted change, added to the value before it
-    targets = values[t_all]
-    held = slice(n_train, None) if n_val else slice(0, None)
-    t = t_all[held]
-    scores = {"model": _errors(fitted[held], targets[held]), "persistence": _errors(values[t - 1], targets[held])}
-    if cfg.season is not None and t.min() - cfg.season >= 0:
-        scores["seasonal_naive"] = _errors(values[t - cfg.season], targets[held])
+    scored = slice(len(t_all) - n_test, None) if n_test else slice(0, None)
+    t, pred, actual = t_all[scored], fitted[scored], values[t_all[scored]]
+    scores = {"model": _errors(pred, actual), "persistence": _errors(values[t - 1], actual)}
+    notes = []
+    if cfg.season is not None:
+        ok = t - cfg.season >= 0  # the seasonal naive forecast needs a value one season back
+        if ok.any():
+            scores["seasonal_naive"] = _errors(values[t[ok] - cfg.season], actual[ok])
+            if not ok.all():
+                notes.append(f"seasonal_naive is scored on the last {int(ok.sum())} of the {len(t)} values "
+                             f"(the others have no value one season of {cfg.season} back)")
+        else:
+            notes.append(f"no scored value has a value one season of {cfg.season} back: seasonal_naive not scored")
+    if len(t) < 10:
+        notes.append(f"scored on {len(t)} value(s) only: these numbers say little (a longer series or a larger --holdout)")
     best_base = min(v["mae"] for k, v in scores.items() if k != "model")
     ahead = forecast_values(model, values, mean, sd, cfg.window, cfg.horizon, difference=cfg.difference)
     metrics = {
         "kind": KIND,
-        "scored_on": "validation" if n_val else "training (no held-out part: --val-frac 0)",
-        "n_values": len(values), "train_windows": n_train, "val_windows": n_val,
+        "scored_on": (f"the last {n_test} values, held out from training and from early stopping" if n_test
+                      else "the training values (--holdout 0: nothing held out)"),
+        "n_values": len(values), "train_windows": n_train, "stop_windows": n_stop, "scored_windows": len(t),
         "scores": scores,
         "skill_vs_best_baseline": 1 - scores["model"]["mae"] / best_base if best_base > 0 else None,
-        "beats_baselines": all(scores["model"]["mae"] < v["mae"] for k, v in scores.items() if k != "model"),
+        "notes": notes,
         "forecast": ahead.tolist(),
         "train": {"stopped": result.stopped, "steps": result.steps, "epochs": round(result.epochs, 2),
-                  "seconds": round(result.seconds, 2), "best_val_mse_scaled": result.best_val},
+                  "seconds": round(result.seconds, 2), "best_stop_mse_scaled": result.best_val},
         "figures": [FIGURE],
     }
-    _plot(values, t, fitted[held], ahead, column, cfg).savefig(out / FIGURE, dpi=110)
+    for note in notes:
+        warnings.warn(note)
+    _plot(values, t, pred, ahead, column, cfg, n_stop).savefig(out / FIGURE, dpi=110)
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -273,16 +328,21 @@ def _errors(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean()))}
 
 
-def _plot(values, t, pred, ahead, column, cfg):
+def _plot(values, t, pred, ahead, column, cfg, n_stop):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3.8))
     n = len(values)
+    few = {"marker": "."} if len(t) < 10 else {}
     ax.plot(np.arange(n), values, color="0.55", lw=1.2, label=column)
-    ax.plot(t, pred, color="C0", lw=1.4, label="one step ahead (held out)" if cfg.val_frac > 0 else "one step ahead (fit)")
-    ax.plot(np.arange(n, n + len(ahead)), ahead, color="C3", lw=1.4, ls="--", label=f"forecast, {len(ahead)} steps")
-    if cfg.val_frac > 0:
-        ax.axvspan(t.min() - 0.5, n - 0.5, color="C0", alpha=0.07, lw=0)
+    held = cfg.holdout > 0
+    ax.plot(t, pred, color="C0", lw=1.4, label="one step ahead (scored, held out)" if held else "one step ahead (fit)", **few)
+    ax.plot(np.arange(n - 1, n + len(ahead)), np.r_[values[-1], ahead], color="C3", lw=1.4, ls="--",
+            label=f"forecast, {len(ahead)} steps")
+    if held:
+        ax.axvspan(t.min() - n_stop - 0.5, t.min() - 0.5, color="0.5", alpha=0.08, lw=0, label="early stopping")
+        ax.axvspan(t.min() - 0.5, n - 0.5, color="C0", alpha=0.08, lw=0, label="scored")
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("position in the series")
     ax.set_ylabel(column)
     ax.set_title(f"{cfg.arch.upper()}-{cfg.hidden_size}, windows of {cfg.window} {'changes' if cfg.difference else 'values'}")

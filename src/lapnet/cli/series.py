@@ -12,8 +12,6 @@ from typing import Optional
 
 import typer
 
-from lapnet.errors import LapnetError
-
 series_app = typer.Typer(help="Forecast your own series: train the notebook's window forecaster on a column of "
                               "numbers, score it on the held-out end against persistence (and the seasonal naive "
                               "forecast), forecast past the end.", no_args_is_help=True)
@@ -42,10 +40,11 @@ def train_cmd(
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget."),
     lr: float = typer.Option(0.01, "--lr", help="Adam's peak learning rate (the notebook's 0.01)."),
     batch: int = typer.Option(64, "--batch", help="Windows per step."),
-    val_frac: float = typer.Option(0.2, "--val-frac", help="The last part of the windows held out in time order to "
-                                                           "early-stop and score on (0: train on all, as the notebook; "
-                                                           "the scores are then the fit's own)."),
-    patience: int = typer.Option(20, "--patience", help="Epochs without a better held-out MSE before stopping."),
+    holdout: float = typer.Option(0.3, "--holdout", help="The last part of the windows, held out in time order: its "
+                                                          "first half early-stops training, its second half (seen by "
+                                                          "neither) is scored. 0: train on all, as the notebook; the "
+                                                          "scores are then the fit's own."),
+    patience: int = typer.Option(20, "--patience", help="Epochs without a better early-stopping MSE before stopping."),
     horizon: int = typer.Option(20, "--horizon", help="Values forecast past the end for the figure and metrics.json."),
     seed: int = typer.Option(42, "--seed", min=0, help="Seeds the weights and the batch order."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
@@ -57,33 +56,31 @@ def train_cmd(
 ) -> None:
     """Train a forecaster on one column of FILE: windows of --window values predict the next one.
 
-    Values are standardised with the training part's mean and sd; the last --val-frac of the
-    series is held out in time order, used for early stopping and for the scores, beside
-    persistence (the last value) and, with --season, the seasonal naive forecast. Writes
-    model.safetensors, config.json, metrics.json and forecast.png into --out.
+    Values are standardised with the training part's mean and sd; the last --holdout of the
+    windows is held out in time order: its first half early-stops training, its second half is
+    scored, beside persistence (the last value) and, with --season, the seasonal naive forecast.
+    Writes model.safetensors, config.json, metrics.json and forecast.png into --out.
 
     Example: lapnet series train sales.csv --column units --season 12 --out runs/sales
     """
     from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device, set_threads, summary_table
-    from lapnet.series import SeriesConfig, read_series, split, train_series
+    from lapnet.series import SeriesConfig, check_series, read_series, train_series
 
     set_threads(threads)
     cfg = SeriesConfig(arch=arch.lower(), hidden_size=hidden, num_layers=layers, window=window, epochs=epochs,
-                       minutes=minutes, lr=lr, batch_size=batch, val_frac=val_frac, patience=patience, season=season,
+                       minutes=minutes, lr=lr, batch_size=batch, holdout=holdout, patience=patience, season=season,
                        difference=difference, horizon=horizon, seed=seed, device=resolve_device(device), progress=not quiet)
     cfg.validate()
     values, name = read_series(file, column)
-    split(len(values), cfg)  # a series too short is refused before --out is touched
+    check_series(values, cfg)  # too short, or nothing to learn: refused before --out is touched
     out = check_out_dir(out, force=force, writes=("metrics.json", "config.json", "forecast.png", "model.safetensors"),
                         holds="a run")
-    if force:
-        for stale in ("log.jsonl", "last.safetensors"):  # fit appends to the log and would resume nothing
-            (out / stale).unlink(missing_ok=True)
     metrics = train_series(values, cfg, out, column=name, source=str(file))
     if not quiet:
         rows = [{"forecast": k, "MAE": v["mae"], "RMSE": v["rmse"]} for k, v in metrics["scores"].items()]
-        summary_table(f"{name}: one step ahead on the {metrics['val_windows'] or metrics['train_windows']} "
-                      f"{'held-out' if metrics['val_windows'] else 'training'} values", rows)
+        held = metrics["stop_windows"] > 0
+        summary_table(f"{name}: one step ahead on the {metrics['scored_windows']} "
+                      f"{'scored held-out' if held else 'training'} values", rows)
     emit_metrics(None, metrics, as_json=json_out)
 
 
@@ -103,15 +100,9 @@ def forecast_cmd(
     from lapnet.series import forecast_series, load_series_run, read_series
 
     _, config = load_series_run(run)
-    if column is None:
-        try:
-            values, name = read_series(file, config.get("column"))
-        except LapnetError:  # the file names its column differently: read its only numeric column
-            values, name = read_series(file, None)
-    else:
-        values, name = read_series(file, column)
+    values, name = read_series(file, column, prefer=config.get("column"))  # the run's column, if the file has it
     ahead = forecast_series(run, values, steps)
     if json_out:
         sys.stdout.write(json.dumps({"column": name, "forecast": [float(v) for v in ahead]}) + "\n")
     else:
-        sys.stdout.write("step,forecast\n" + "".join(f"{i},{v:.6g}\n" for i, v in enumerate(ahead, 1)))
+        sys.stdout.write("step,forecast\n" + "".join(f"{i},{float(v)!r}\n" for i, v in enumerate(ahead, 1)))

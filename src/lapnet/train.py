@@ -160,14 +160,7 @@ def is_rank0() -> bool:
 
 def _any_rank(flag: bool) -> bool:
     """Agree across ranks (a stop decision must be taken by all ranks or none)."""
-    d = _dist()
-    if d is None:
-        return flag
-    import torch
-
-    t = torch.tensor([1.0 if flag else 0.0])
-    d.all_reduce(t, op=d.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return _agree_max(1.0 if flag else 0.0) > 0
 
 
 def _agree_max(x: float) -> float:

@@ -16,7 +16,8 @@ At the tiny size the cost is Python's per-call overhead, not arithmetic, so the 
 also splits each side's time into a fixed part and a per-step part (runs at T=1 and T=50)
 and prints the measured cost of one small NumPy call: the engine's per-step time is about
 (NumPy calls per step) x (cost per call), while torch runs a whole step inside one fused
-kernel. At the notebook size it prints what NumPy's exp and tanh alone cost per forward.
+kernel. At the notebook size it prints what NumPy's exp and tanh alone cost per forward,
+and what the engine's matrix products alone cost in NumPy's BLAS and in torch's.
 
     .venv/bin/python benchmarks/engine.py               # all sizes, 1 thread
     .venv/bin/python benchmarks/engine.py --threads 2 --repeats 30
@@ -225,13 +226,15 @@ def main() -> None:
         tiny_breakdown("lstm", ARGS.repeats or 300)
     if "notebook" in ARGS.sizes and "lstm" in ARGS.kinds:
         transcendental_floor()
+        product_floor()
 
 
 def transcendental_floor() -> None:
     """What NumPy's exp and tanh alone cost for one notebook-size LSTM forward pass.
 
-    Every LSTM unit needs five of them per step (three sigmoids, tanh(g), tanh(c)); NumPy
-    evaluates them one element at a time here, torch's fused kernel with vector code."""
+    Every LSTM unit needs five of them per step (three sigmoids, tanh(g), tanh(c)). How fast
+    NumPy evaluates them depends on the CPU: it has AVX-512 loops for both, and slower ones
+    without it (1.4 and 2.7 ns per element on the project's earlier AVX2 machine)."""
     B, D, H, L, T = SIZES["notebook"]
     a = np.random.default_rng(0).standard_normal(3 * B * H).astype(np.float32)
     out = np.empty_like(a)
@@ -248,6 +251,48 @@ def transcendental_floor() -> None:
     print(f"\nnotebook lstm: float32 exp costs {per['exp'] * 1e9:.2f} ns and tanh {per['tanh'] * 1e9:.2f} ns "
           f"per element here; 5 per unit per step over {n} unit-steps = {floor * 1e3:.1f} ms of each forward "
           f"pass in exp/tanh alone")
+
+
+def lstm_products(B: int, D: int, H: int, L: int, T: int):
+    """The matrix products of one notebook-size LSTM forward + backward, as the engine's
+    big-slab kernel makes them: (operand shapes, output shape, calls, what it is)."""
+    ops = []
+    for layer in range(L):
+        d = D if layer == 0 else H
+        ops += [(((T, 1, B, d), (4, d, H)), (T, 4, B, H), 1, f"layer {layer} input projection, all steps"),
+                (((B, H), (4, H, H)), (4, B, H), T, f"layer {layer} recurrent product, per step"),
+                (((B, 4 * H), (4 * H, H)), (B, H), T, f"layer {layer} dh through W_hh, per step"),
+                (((T * B, 4 * H), (4 * H, d)), (T * B, d), 1, f"layer {layer} dx"),
+                (((4 * H, T * B), (T * B, d)), (4 * H, d), 1, f"layer {layer} dW_ih (transposed operand)"),
+                (((4 * H, T * B), (T * B, H)), (4 * H, H), 1, f"layer {layer} dW_hh (transposed operand)")]
+    return ops
+
+
+def product_floor() -> None:
+    """The engine's matrix products alone, in NumPy (OpenBLAS) and in torch (MKL), same shapes.
+
+    What the engine cannot go below with NumPy's BLAS, beside what the same products cost
+    in the BLAS torch links: where the two libraries differ, no rearrangement in Python closes it."""
+    B, D, H, L, T = SIZES["notebook"]
+    rng = np.random.default_rng(0)
+    total = {"numpy": 0.0, "torch": 0.0}
+    for (sa, sb), so, calls, _ in lstm_products(B, D, H, L, T):
+        transposed = sa[0] == 4 * H and len(sa) == 2 and sa[1] == T * B
+        a = rng.standard_normal(sa[::-1] if transposed else sa).astype(np.float32)
+        a = a.T if transposed else a  # dG.T @ x: the first operand is a transposed view, as in the engine
+        b = rng.standard_normal(sb).astype(np.float32)
+        out = np.empty(so, np.float32)
+        ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out.copy())
+        for side, fn in (("numpy", lambda: np.matmul(a, b, out=out)), ("torch", lambda: torch.matmul(ta, tb, out=tout))):
+            rounds = []
+            for _ in range(max(5, 200 // calls)):
+                t0 = time.process_time()
+                fn()
+                rounds.append(time.process_time() - t0)
+            total[side] += float(np.median(rounds)) * calls
+    print(f"notebook lstm: the engine's matrix products alone (forward + backward, both layers, same shapes and "
+          f"calls) take {total['numpy'] * 1e3:.1f} ms in NumPy's OpenBLAS and {total['torch'] * 1e3:.1f} ms in "
+          f"torch's BLAS; compare torch's whole forward + backward in the table above")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ def run(script: str, *args, timeout: int = 300) -> str:
 
 
 def test_engine():
-    out = run("engine.py", "--sizes", "tiny", "--kinds", "lstm", "gru", "--repeats", "10", "--reference")
+    out = run("engine.py", "--sizes", "tiny", "notebook", "--kinds", "lstm", "gru", "--repeats", "10", "--reference")
     assert "| tiny |" in out and "engine/torch" in out and "per step" in out
-    assert "reference/torch" in out and out.count("x torch)") == 2  # the readable cells timed for both kinds
+    assert "matrix products alone" in out and "in torch's BLAS" in out
+    assert "reference/torch" in out and out.count("x torch)") == 4  # the readable cells timed for every case
 
 
 def test_simulate():

@@ -21,8 +21,8 @@ all T steps is computed before the loop, and inside it every per-step array is a
 contiguous slab. Gates are stored gate-major, (4, B, H) per step (a column slice of a
 (B, 4H) array would make NumPy run one inner loop per row), in the order o|i|f|g so the
 three sigmoid gates form one slab whose weight rows are negated up front: the product
-gives -a, and sigmoid(a) = 1 / (1 + exp(-a)) is three in-place calls (NumPy's float32
-exp is about twice as fast as its tanh). tanh(c_t), g_t and c_{t-1} sit side by side, so
+gives -a, and sigmoid(a) = 1 / (1 + exp(-a)) is three in-place calls (with AVX2, NumPy's
+float32 exp was twice as fast as its tanh; with AVX-512 the two cost about the same). tanh(c_t), g_t and c_{t-1} sit side by side, so
 one call forms i*g | f*c_{t-1} and backward gets all three sigmoid-derivative factors in
 one call. Every call writes into preallocated buffers; the backward pass computes the
 factors that do not depend on the recurrence a few steps at a time (while they sit in

@@ -64,17 +64,21 @@ def _torch(mod, kind, x, state, dout, dstate):
 
 
 def _assert_same(a, b, tol, what):
-    """Every output and gradient equal to `tol`, absolute or relative (a relu RNN's states grow large)."""
+    """Every output and gradient equal to `tol`, relative to the largest entry of its array.
+
+    Why the scale: an entry that is a sum of large terms of both signs (a gradient through
+    many steps, a relu RNN's growing states) is exact only to about (size of the terms) x
+    eps, however small the sum itself; two correct summation orders differ by that much
+    (1.3e-12 on an entry of 0.026 beside entries of 25, seen with AVX-512 BLAS)."""
     out_a, st_a, dx_a, ds_a, g_a = a
     out_b, st_b, dx_b, ds_b, g_b = b
-    np.testing.assert_allclose(out_a, out_b, rtol=tol, atol=tol, err_msg=f"{what}: output")
-    for i, (p, q) in enumerate(zip(st_a, st_b)):
-        np.testing.assert_allclose(p, q, rtol=tol, atol=tol, err_msg=f"{what}: final state {i}")
-    np.testing.assert_allclose(dx_a, dx_b, rtol=tol, atol=tol, err_msg=f"{what}: dL/dx")
-    for i, (p, q) in enumerate(zip(ds_a, ds_b)):
-        np.testing.assert_allclose(p, q, rtol=tol, atol=tol, err_msg=f"{what}: dL/d initial state {i}")
-    for k in ("w_ih", "w_hh", "b_ih", "b_hh"):
-        np.testing.assert_allclose(g_a[k], g_b[k], rtol=tol, atol=tol, err_msg=f"{what}: d{k}")
+    pairs = [(out_a, out_b, "output"), (dx_a, dx_b, "dL/dx")]
+    pairs += [(p, q, f"final state {i}") for i, (p, q) in enumerate(zip(st_a, st_b))]
+    pairs += [(p, q, f"dL/d initial state {i}") for i, (p, q) in enumerate(zip(ds_a, ds_b))]
+    pairs += [(g_a[k], g_b[k], f"d{k}") for k in ("w_ih", "w_hh", "b_ih", "b_hh")]
+    for p, q, name in pairs:
+        scale = max(1.0, float(np.abs(q).max()))
+        np.testing.assert_allclose(p, q, rtol=tol, atol=tol * scale, err_msg=f"{what}: {name}")
 
 
 @pytest.mark.parametrize("kind,option", CASES)

@@ -57,6 +57,7 @@ def world(tmp_path_factory):
         "run_truncated": None,
         "run_garbage": b"\x00\x01garbage" * 100,
         "run_foreign": None,
+        "run_bitflip": None,
     }.items():
         (d / name).mkdir()
         if payload is not None:
@@ -76,10 +77,13 @@ def text_run(world):
     except SystemExit as e:
         assert e.code in (0, None)
     good = (run / "model.safetensors").read_bytes()
-    for name in ("run_truncated", "run_foreign", "run_pickle", "run_garbage", "run_missing_weights"):
+    for name in ("run_truncated", "run_foreign", "run_pickle", "run_garbage", "run_missing_weights", "run_bitflip"):
         for f in ("config.json", "vocab.json"):
             (world / name / f).write_bytes((run / f).read_bytes())
     (world / "run_truncated" / "model.safetensors").write_bytes(good[: len(good) // 2])
+    flipped = bytearray(good)
+    flipped[-3] ^= 0x10  # one bit of the last weight: the layout still reads, the contents do not
+    (world / "run_bitflip" / "model.safetensors").write_bytes(bytes(flipped))
     from safetensors.numpy import save
 
     (world / "run_foreign" / "model.safetensors").write_bytes(save({"embedding": np.zeros((2, 2), np.float32)}))
@@ -118,6 +122,7 @@ TEXT_CASES = [
     ("sample: garbage checkpoint", "text sample {w}/run_garbage", "run_garbage"),
     ("sample: pickle checkpoint", "text sample {w}/run_pickle", "run_pickle"),
     ("sample: foreign checkpoint", "text sample {w}/run_foreign", "run_foreign"),
+    ("sample: bit-flipped checkpoint", "text sample {w}/run_bitflip", "checksum"),
     ("sample: temperature < 0", "text sample {run} --temperature -0.5", "temperature"),
     ("sample: length 0", "text sample {run} --length 0", "length"),
     ("sample: top-p 0", "text sample {run} --top-p 0", "top-p"),
@@ -240,6 +245,32 @@ def test_unpickling_is_never_attempted(world, text_run, monkeypatch):
     with pytest.raises(LapnetError):
         load_tensors(world / "run_pickle" / "model.safetensors")
     assert calls == []
+
+
+def test_checkpoint_checksum_catches_any_changed_byte_and_old_files_still_load(tmp_path):
+    """Every byte of the weights is covered by the checksum; a file written before the
+    checksum existed (no digest in its header) loads as it did."""
+    from safetensors.numpy import save
+
+    from lapnet.checkpoint import META_KEY, load_tensors, save_tensors
+
+    w = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1.5, -2.0])}
+    path = tmp_path / "m.safetensors"
+    save_tensors(path, w, {"step": 3})
+    good = path.read_bytes()
+    arrays, meta = load_tensors(path)
+    assert meta == {"step": 3} and all(np.array_equal(arrays[k], w[k]) for k in w)
+    data_start = len(good) - (w["a"].nbytes + w["b"].nbytes)
+    for i in range(data_start, len(good)):
+        bad = bytearray(good)
+        bad[i] ^= 0x01
+        path.write_bytes(bytes(bad))
+        with pytest.raises(LapnetError, match="checksum"):
+            load_tensors(path)
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(save(w, metadata={META_KEY: '{"step": 3}'}))
+    arrays, meta = load_tensors(old)
+    assert meta == {"step": 3} and np.array_equal(arrays["b"], w["b"])
 
 
 # --- fuzzing the loaders -------------------------------------------------------------------

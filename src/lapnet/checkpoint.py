@@ -12,10 +12,13 @@ Every file is written to a temporary name in the same directory, flushed to disk
 renamed over the old one (`os.replace` is atomic on POSIX), so a crash or SIGKILL at any
 moment leaves either the old complete file or the new complete file, never half of one.
 Nothing is ever unpickled: safetensors holds only raw arrays and a string-to-string header.
+The header also carries a SHA-256 of the arrays, checked on load, so a corrupted file is
+refused instead of loading as a silently different model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,6 +32,7 @@ from lapnet import distributed
 from lapnet.errors import CheckpointError, LapnetError
 
 META_KEY = "lapnet"  # the safetensors header field that holds our JSON metadata
+DIGEST_KEY = "lapnet_sha256"  # and the one that holds the SHA-256 of the arrays (see `_digest`)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -140,8 +144,24 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], meta: Mapp
     from safetensors.numpy import save
 
     arrays = {k: _to_numpy(v) for k, v in tensors.items()}
-    header = {META_KEY: json_text(dict(meta or {}))}  # strict JSON: NaN and inf become null
+    header = {META_KEY: json_text(dict(meta or {})),  # strict JSON: NaN and inf become null
+              DIGEST_KEY: _digest(arrays)}
     atomic_write_bytes(path, save(arrays, metadata=header))
+
+
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes, in name order.
+
+    safetensors checks the file's layout (a truncated file fails to open) but not its
+    contents: a flipped bit in the weights (a bad disk, a copy gone wrong) would load as a
+    silently different model. `load_tensors` recomputes this and refuses a mismatch.
+    """
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -166,6 +186,8 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(e).splitlines()[0][:80]})") from None
     if META_KEY not in header:
         raise CheckpointError(f"{path}: not a lapnet checkpoint (no '{META_KEY}' metadata)")
+    if DIGEST_KEY in header and header[DIGEST_KEY] != _digest(arrays):  # files from before 2026-11-27 have none
+        raise CheckpointError(f"{path}: corrupt checkpoint (its weights do not match the checksum written with them)")
     try:
         meta = json.loads(header[META_KEY])
     except json.JSONDecodeError:

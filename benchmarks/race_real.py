@@ -238,6 +238,17 @@ def _check_lines(checks: dict, names=("live", "post_race")) -> list[str]:
     return lines
 
 
+def _fresh_line(pooled: dict) -> list[str]:
+    """The forecaster on origins whose stint has no Scored lap yet (out-laps, the start, restarts:
+    the forecast starts from the race's reference lap; no baseline has a start there)."""
+    fresh = (pooled.get("forecast") or {}).get("fresh", {}).get("forecaster")
+    if not fresh:
+        return []
+    return ["forecasts from a stint without a Scored lap yet (out-laps, the start, restarts), MAE / RMSE (s): "
+            + ", ".join(f"{h} {fresh[h]['mae']:.2f} / {fresh[h]['rmse']:.2f}" for h in ("h1", "h5", "h10") if fresh[h]["n"])
+            + f" (n = {fresh['h1']['n']} next-lap pairs)"]
+
+
 def table(name: str, res: dict) -> list[str]:
     pooled = res["pooled"]
     rows = {r["forecaster"]: r for r in pooled["summary"]}
@@ -261,6 +272,7 @@ def table(name: str, res: dict) -> list[str]:
         f"pit baselines on the same laps: tyre life alone {pit['tyre_life_auc']:.3f}, logistic on tyre life + compound + "
         f"race fraction {pit['simple_logistic_auc']:.3f}",
         f"90% interval coverage: h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}",
+        *_fresh_line(pooled),
         "expected gap kept by its validation check in folds: " + " ".join(str(int(f.get("expected_gap_kept", 0))) for f in res["folds"])
         + " (a dropped gap's fold uses the median as its expected lap)",
         "next 10 laps' total (s), bias / MAE / RMSE: " + ", ".join(

@@ -353,3 +353,59 @@ def test_race_trend_is_the_pooled_within_stint_slope(f1_data):
     t.add(("a", 0), 1.0, 90.0)
     t.add(("a", 0), 2.0, 90.5)
     assert t.slope() == 0.0  # too little spread within stints to call a trend
+
+
+def _safety_car_start() -> pd.DataFrame:
+    """Three cars behind the safety car for laps 1-3 (130 s), then a green lap FastF1 does not
+    mark accurate (lap 4, the first after the restart) and green racing; CCC pits at the end of lap 6."""
+    rows = []
+    for c, drv in enumerate(("AAA", "BBB", "CCC")):
+        t = 3000.0 + c
+        for n in range(1, 10):
+            lt = 130.0 + c if n <= 3 else 90.0 + 0.1 * c + 0.05 * n
+            if drv == "CCC" and n == 6:
+                lt += 20.0  # the in-lap
+            if drv == "CCC" and n == 7:
+                lt += 15.0  # the out-lap
+            t += lt
+            stint = 1.0 if (drv != "CCC" or n <= 6) else 2.0
+            rows.append({"Driver": drv, "LapNumber": float(n), "LapTime": lt, "Time": t, "Stint": stint,
+                         "Compound": "MEDIUM" if stint == 1.0 else "HARD", "TyreLife": float(n if stint == 1.0 else n - 6),
+                         "TrackStatus": "4" if n <= 3 else "1", "IsAccurate": n >= 5, "Position": float(c + 1),
+                         "PitInTime": t - 15 if (drv == "CCC" and n == 6) else np.nan,
+                         "PitOutTime": t - lt + 10 if (drv == "CCC" and n == 7) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_reference_lap_before_the_first_scored_lap_prefers_green_laps_and_fresh_stints_get_targets():
+    """After a safety-car start the reference is the first green laps' pace, not the safety car's;
+    origins without a Scored lap in their stint (the start, an out-lap) learn a forecast from it."""
+    from lapnet.race.features import RaceFeaturizer
+    from lapnet.race.metrics import eval_mask
+
+    laps = _clean(_safety_car_start())
+    f = featurize_race(laps)
+    row = {(d, int(n)): i for i, (d, n) in enumerate(zip(laps["Driver"], laps["LapNumber"]))}
+    ref = f["_ref"].to_numpy()
+    assert 130.0 <= ref[row["AAA", 3]] <= 132.0  # nothing but safety-car laps yet
+    assert ref[row["CCC", 4]] == pytest.approx(90.2, abs=0.2)  # the first green laps, though not "accurate"
+    fz = RaceFeaturizer(None)
+    sources = []
+    for _, lap in laps.sort_values("Time").iterrows():
+        fz.step(lap)
+        sources.append(fz.ref_source)
+    assert sources[0] == "any" and "green" in sources and sources[-1] == "scored"
+
+    seq = build_sequences(laps)
+    a, c = ([k[1] for k in seq.keys].index(d) for d in ("AAA", "CCC"))
+    # AAA lap 4 -> lap 5: no Scored lap in the stint at lap 4, so the target starts from ref
+    assert not np.isfinite(seq.base[a, 3]) and seq.target_mask[a, 3, 0]
+    assert seq.target[a, 3, 0] == pytest.approx((seq.lap_time[a, 4] - seq.ref[a, 3]) / seq.ref[a, 3] * 100, rel=1e-5)
+    # AAA lap 5 -> 6 starts from lap 5, Scored: persistence, as before
+    assert seq.base[a, 4] == pytest.approx(seq.lap_time[a, 4])
+    # CCC's out-lap (lap 7) -> lap 8: a fresh stint's origin; nothing crosses the stop
+    assert seq.target_mask[c, 6, 0] and not np.isfinite(seq.base[c, 6])
+    assert not seq.target_mask[c, 4, 1:].any()  # lap 5 -> 7 onwards would cross the in-lap
+    fresh = eval_mask(seq, "fresh")
+    assert fresh[a, 3, 0] and fresh[c, 6, 0] and not fresh[a, 4].any()
+    assert not (fresh & eval_mask(seq, "scored")).any()  # the two masks never count the same pair

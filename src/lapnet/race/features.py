@@ -15,8 +15,14 @@ Forecast targets (what the model learns, all in percent of `ref`): at lap t, hor
 `100 * (LapTime[t+k] - base[t]) / ref[t]`, where `base[t]` is the driver's last Scored lap of
 the stint (persistence): the net starts from persistence and learns the residual. (Starting
 horizons >= 2 from the 3-lap mean was tried: it fails badly on races whose pace drifts within a
-stint, Baku, Suzuka, Interlagos.) A target counts only when lap t+k exists, is in the same
-stint, and is Scored.
+stint, Baku, Suzuka, Interlagos.) When the stint has no Scored lap yet (an out-lap, the start,
+a restart), the forecast starts from `ref` instead, and the net, which reads `has_base`, learns
+those origins too. A target counts only when lap t+k exists, is in the same stint, and is
+Scored.
+
+Before the race's first Scored lap, `ref` is the median of its green timed laps that are no
+in-, out- or restart lap (after a safety-car start, the first green lap is timed but not yet
+"accurate"), and only when there is none, of any timed lap (`RaceFeaturizer.ref_source`).
 """
 
 from __future__ import annotations
@@ -231,13 +237,17 @@ class RaceFeaturizer:
         self.pit_context = PitContext()
         self.drivers: dict[str, _Driver] = {}
         self.ref_pool: list[float] = []  # the first REF_LAPS Scored lap times
-        self.fallback_pool: list[float] = []  # any timed lap, until a Scored lap exists
+        # until a Scored lap exists: green timed laps that are no in-, out- or restart lap (Scored
+        # but for FastF1's accuracy flag: the first green lap after a safety-car start), else any
+        # timed lap (laps behind a safety car: a poor reference, see `ref_source`)
+        self.green_pool: list[float] = []
+        self.fallback_pool: list[float] = []
         self.lap_ends: dict[int, list[tuple[float, float, str]]] = {}  # lap number -> (session time, lap time, driver) of the cars that ended it
         self.pit_times: list[tuple[float, str]] = []  # (session time, driver) of in-laps
         self.n_timed = 0
         self.stint_ends: dict[str, list[float]] = {}  # compound -> tyre life at which stints ended in the pits
         self.trend = _PooledTrend()
-        self._ref_cache: tuple[int, int, float] = (-1, -1, math.nan)
+        self._ref_cache: tuple[int, int, int, float] = (-1, -1, -1, math.nan)
 
     @property
     def total_laps(self) -> int:
@@ -255,11 +265,18 @@ class RaceFeaturizer:
 
     @property
     def ref(self) -> float:
-        key = (len(self.ref_pool), len(self.fallback_pool))
-        if key != self._ref_cache[:2]:  # the pools only grow, and stop at REF_LAPS: cache the median
-            pool = self.ref_pool or self.fallback_pool
+        key = (len(self.ref_pool), len(self.green_pool), len(self.fallback_pool))
+        if key != self._ref_cache[:3]:  # the pools only grow, and stop at REF_LAPS: cache the median
+            pool = self.ref_pool or self.green_pool or self.fallback_pool
             self._ref_cache = (*key, statistics.median(pool) if pool else math.nan)
-        return self._ref_cache[2]
+        return self._ref_cache[3]
+
+    @property
+    def ref_source(self) -> str:
+        """Where `ref` comes from: "scored" laps, "green" laps (no Scored lap in the race yet), or
+        "any" timed laps (no green lap yet either: a start or restart behind the safety car or
+        under a red flag, where no lap so far says what green pace is), or "none"."""
+        return "scored" if self.ref_pool else "green" if self.green_pool else "any" if self.fallback_pool else "none"
 
     def step(self, lap: Mapping[str, Any]) -> LapFeatures:
         """Ingest one cleaned lap (a row of `clean_laps`) and return its features (FEATURES)."""
@@ -299,8 +316,13 @@ class RaceFeaturizer:
         # the reference lap: updated before use, so this lap's own time counts once it is Scored
         if scored and len(self.ref_pool) < REF_LAPS:
             self.ref_pool.append(lap_time)
-        if has_time and not self.ref_pool and len(self.fallback_pool) < REF_LAPS:
-            self.fallback_pool.append(lap_time)
+        if has_time and not self.ref_pool:
+            green = (not _flag(lap.get("Neutralised")) and not in_lap and not out_lap and not _flag(lap.get("Restart"))
+                     and not _flag(lap.get("Wet")))
+            if green and len(self.green_pool) < REF_LAPS:
+                self.green_pool.append(lap_time)
+            if not self.green_pool and len(self.fallback_pool) < REF_LAPS:
+                self.fallback_pool.append(lap_time)
         ref = self.ref
         if not math.isfinite(ref) or ref <= 0:
             ref = lap_time if has_time and lap_time > 0 else 90.0  # nothing timed yet: any positive scale works
@@ -578,8 +600,8 @@ class Sequences:
 
     x: np.ndarray  # (N, T, D) float32 features
     lengths: np.ndarray  # (N,) laps per sequence
-    target: np.ndarray  # (N, T, K) % of ref: lap t+k minus the stint's last Scored lap at t (0 where masked)
-    target_mask: np.ndarray  # (N, T, K) bool: lap t+k exists, same stint, Scored; the stint has a Scored lap at t
+    target: np.ndarray  # (N, T, K) % of ref: lap t+k minus the forecast's start at t (0 where masked): see the module docstring
+    target_mask: np.ndarray  # (N, T, K) bool: lap t+k exists, same stint, Scored (what the loss counts)
     future: np.ndarray  # (N, T, K) seconds of lap t+k when it is in the same stint and timed, else NaN
     future_timed: np.ndarray  # (N, T, K) bool: lap t+k in the same stint has a time (the "all laps" mask)
     origin_scored: np.ndarray  # (N, T) bool: lap t itself is Scored (metrics count only these origins)
@@ -669,9 +691,10 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
                     continue
                 s.future[i, j, k - 1] = lt[q]
                 s.future_timed[i, j, k - 1] = np.isfinite(base[j])
-                if not sc[q] or not np.isfinite(base[j]):
+                if not sc[q]:
                     continue
-                s.target[i, j, k - 1] = (lt[q] - base[j]) / ref[j] * 100.0
+                start = base[j] if np.isfinite(base[j]) else ref[j]  # no Scored lap in the stint yet: the race's reference
+                s.target[i, j, k - 1] = (lt[q] - start) / ref[j] * 100.0
                 s.target_mask[i, j, k - 1] = True
             ahead = [pos.get(int(ln[j]) + k) for k in range(1, PIT_AHEAD + 1)]
             s.pit[i, j] = float(any(q is not None and pin[q] for q in ahead))

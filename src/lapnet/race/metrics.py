@@ -16,6 +16,9 @@ MASKS = {
     "not deleted) and in the same stint",
     "all": "target lap t+k timed and in the same stint as t; the stint has a Scored lap at or before t "
     "(includes safety-car, yellow, in- and out-laps)",
+    "fresh": "the stint has no Scored lap at or before t (an out-lap, the start, a restart: the forecast starts "
+    "from the race's reference lap); target lap t+k Scored and in the same stint (the forecaster only: "
+    "the baselines need a Scored lap to start from)",
 }
 
 
@@ -34,6 +37,8 @@ def eval_mask(seq: Sequences, which: str = "scored") -> np.ndarray:
         return seq.target_mask & seq.origin_scored[:, :, None]
     if which == "all":
         return seq.future_timed
+    if which == "fresh":
+        return seq.target_mask & ~np.isfinite(seq.base)[:, :, None]
     raise ValueError(f"unknown mask {which!r}")
 
 
@@ -46,15 +51,17 @@ def forecast_report(forecasts: dict[str, np.ndarray], seq: Sequences, horizons=R
 
     Returns:
         {mask: {name: {"h1": {"mae", "rmse", "n", "by_compound": {...}}, ...}}}. A pair
-        counts for every forecaster only where all of them have a forecast.
+        counts for every forecaster only where all of them have a forecast; a forecaster with
+        no forecast at all on a mask's pairs (the baselines on "fresh") is left out of it.
     """
     report: dict = {}
     for which in MASKS:
         mask = eval_mask(seq, which)
-        for f in forecasts.values():
+        present = {name: f for name, f in forecasts.items() if np.isfinite(f[mask]).any()}
+        for f in present.values():
             mask = mask & np.isfinite(f)
         per: dict = {}
-        for name, f in forecasts.items():
+        for name, f in present.items():
             rows = {}
             for h in horizons:
                 m = mask[:, :, h - 1]

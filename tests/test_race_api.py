@@ -184,10 +184,12 @@ def test_predict_race_keeps_a_metrics_json_it_never_writes(sim, tmp_path):
     out = tmp_path / "pred"
     out.mkdir()
     (out / "metrics.json").write_text('{"mine": 1}')
-    (out / "forecast_old_XXX.png").write_bytes(b"an earlier call's figure")
+    (out / "forecast_old_XXX.png").write_bytes(b"not a figure predict wrote")
     predict_race(sim["run"], sim["parts"][2], driver="HAM", out=out)
     assert (out / "metrics.json").read_text() == '{"mine": 1}'
-    assert {p.name for p in out.iterdir()} == {"metrics.json", "predictions.csv", "degradation.png", "forecast_sim_0002_HAM.png"}
+    assert (out / "forecast_old_XXX.png").read_bytes() == b"not a figure predict wrote"  # not its own: kept
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "predictions.csv", "degradation.png", "forecast_sim_0002_HAM.png",
+                                              "forecast_old_XXX.png"}
 
 
 # ---------------------------------------------------------------------------------------

@@ -19,12 +19,15 @@ TINY = Path(__file__).parent / "data" / "race_tiny.csv"
 
 
 def _two_races(tmp_path: Path) -> list[Path]:
-    """The tiny race under two labels (the second without AAA's laps), as two files."""
+    """The tiny race under two labels, as two files; the second without AAA's laps and every lap
+    1 ms slower: another race (two inputs holding the same race's laps are refused)."""
     a = tmp_path / "alpha.csv"
     b = tmp_path / "beta.csv"
     df = pd.read_csv(TINY, dtype={"TrackStatus": str})
     df.to_csv(a, index=False)
-    df[df["Driver"] != "AAA"].to_csv(b, index=False)
+    beta = df[df["Driver"] != "AAA"].copy()
+    beta["LapTime"] = pd.to_timedelta(beta["LapTime"]) + pd.Timedelta(milliseconds=1)
+    beta.to_csv(b, index=False)
     return [a, b]
 
 
@@ -112,11 +115,14 @@ def test_missing_context_columns_warn_once_each():
         warnings.simplefilter("always")
         read_laps(df)
     msgs = [str(w.message) for w in caught if issubclass(w.category, MissingContextWarning)]
-    assert len(msgs) == 3
+    assert len(msgs) == 6
     assert "PitInTime / PitOutTime" in msgs[0] and "pit stops cannot be seen" in msgs[0]
     assert "TrackStatus" in msgs[1] and "Compound" in msgs[2]
+    assert [m.split(",")[0] for m in msgs[3:]] == ["DataFrame: no Time column", "DataFrame: no IsAccurate column",
+                                                   "DataFrame: no Deleted column"]
     # one of the two pit columns is enough to see stops; a FastF1 export warns nothing
-    assert missing_context(["Driver", "LapNumber", "LapTime", "PitInTime", "TrackStatus", "Compound"]) == []
+    assert missing_context(["Driver", "LapNumber", "LapTime", "Time", "PitInTime", "TrackStatus", "Compound",
+                            "IsAccurate", "Deleted"]) == []
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_laps(TINY)

@@ -303,12 +303,12 @@ def test_live_skips_bad_laps_with_warnings(real_run, run_cli, f1_data, tmp_path,
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(bad) + "\n", newline="\n"))
     code, out, err = run_cli("race", "live", run, "-", "--race-laps", 57)
     assert code == 0, err
-    assert len(out.splitlines()) == 45  # 45 laps, each once; duplicates, strangers and junk skipped
+    assert len(out.splitlines()) == 46  # 45 laps, each once, and the stranger's; duplicates and junk skipped
     warnings = [w for w in err.splitlines() if "skipped lap" in w]
     assert any("duplicate" in w for w in warnings)
-    assert any("unknown driver" in w for w in warnings)
     assert any("out of order" in w for w in warnings)
-    assert len(warnings) == 4
+    assert len(warnings) == 3
+    assert sum("ZZZ first seen at lap" in w and "joins the race" in w for w in err.splitlines()) == 1
 
 
 def test_bad_input_one_line_exit_2(real_run, run_cli, tmp_path, f1_data):
@@ -734,3 +734,200 @@ def test_eval_and_predict_device_option(run_cli, sim_tables, tmp_path):
             assert not dest.exists()
     code, _, err = run_cli("race", "live", run, parts[2], "--device", "cpu")  # live steps on the CPU: no such option
     assert code == 2 and "--device" in err
+
+
+# ---------------------------------------------------------------------------------------
+# an F1 analyst's review (items 2, 4, 8, 9, 10, 12, the MAE table's '-'); the runs above
+
+
+def _error_line(code: int, err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("lapnet: error:"), err
+    return lines[0]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_predict_and_eval_replace_only_what_they_wrote(run_cli, sim_tables, tmp_path):
+    """2. A file predict or eval did not write is refused without --force, named, and left as it
+    was; an earlier call's own files are replaced; files of other names are never touched."""
+    import matplotlib.pyplot as plt
+
+    run, parts = sim_tables
+    mine = tmp_path / "mydir"
+    mine.mkdir()
+    fig = plt.figure()
+    fig.savefig(mine / "forecast_my_analysis.png")
+    plt.close(fig)
+    (mine / "predictions.csv").write_text("driver,notes\n")
+    before = _files(mine)
+    line = _error_line(*run_cli("race", "predict", run, parts[2], "--driver", "VER", "--out", mine, "--quiet")[::2])
+    assert "predictions.csv already exists and was not written by an earlier lapnet race predict (use --force" in line
+    assert _files(mine) == before
+    code, _, err = run_cli("race", "predict", run, parts[2], "--driver", "VER", "--out", mine, "--quiet", "--force")
+    assert code == 0, err
+    after = _files(mine)
+    assert after["forecast_my_analysis.png"] == before["forecast_my_analysis.png"]  # not predict's name: kept
+    assert set(after) == {"forecast_my_analysis.png", "predictions.csv", "metrics.json", "degradation.png",
+                          f"forecast_{parts[2].stem}_VER.png"}
+    m = json.loads((mine / "metrics.json").read_text())
+    assert m["written"] == {"by": "lapnet race predict", "files": ["predictions.csv", f"forecast_{parts[2].stem}_VER.png",
+                                                                  "degradation.png", "metrics.json"]}
+    # again, another driver: the earlier call's files are its own and go; the user's png stays
+    code, _, err = run_cli("race", "predict", run, parts[2], "--driver", "HAM", "--out", mine, "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in mine.glob("forecast_*.png")) == ["forecast_my_analysis.png", f"forecast_{parts[2].stem}_HAM.png"]
+    # without the record (metrics.json gone) predict's files are still known: the figures' PNG mark,
+    # predictions.csv's header (the library call writes no metrics.json)
+    (mine / "metrics.json").unlink()
+    from lapnet.race.pipeline import predict_race
+
+    predict_race(run, parts[2], driver="LEC", out=mine)
+    assert sorted(p.name for p in mine.glob("forecast_*.png")) == ["forecast_my_analysis.png", f"forecast_{parts[2].stem}_LEC.png"]
+    code, _, err = run_cli("race", "predict", run, parts[2], "--driver", "lec", "--out", mine, "--quiet")
+    assert code == 0 and (mine / "metrics.json").is_file(), err
+    # a user's file under a figure's name is refused too, before the nets run
+    fig = plt.figure()
+    fig.savefig(mine / f"forecast_{parts[2].stem}_VER.png")
+    plt.close(fig)
+    line = _error_line(*run_cli("race", "predict", run, parts[2], "--driver", "VER,HAM", "--out", mine, "--quiet")[::2])
+    assert f"forecast_{parts[2].stem}_VER.png already exists and was not written" in line
+    # eval: a metrics.json of someone else's (or a run's, or predict's) is refused; its own is replaced
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.json").write_text("x\n")
+    line = _error_line(*run_cli("race", "eval", run, parts[2], "--out", other, "--quiet")[::2])
+    assert "metrics.json already exists and was not written by an earlier lapnet race eval (use --force" in line
+    assert (other / "metrics.json").read_text() == "x\n"
+    line = _error_line(*run_cli("race", "eval", run, parts[2], "--out", mine, "--quiet")[::2])  # predict's
+    assert "lapnet race eval" in line
+    line = _error_line(*run_cli("race", "eval", run, parts[2], "--out", run, "--quiet")[::2])  # the run's own
+    assert "metrics.json already exists" in line and "validation" in json.loads((run / "metrics.json").read_text())
+    for args in (("--force",), ()):  # forced once, then its own
+        code, _, err = run_cli("race", "eval", run, parts[2], "--out", other, "--quiet", *args)
+        assert code == 0, err
+    assert json.loads((other / "metrics.json").read_text())["written"] == {"by": "lapnet race eval", "files": ["metrics.json"]}
+
+
+def test_eval_out_is_a_directory_not_a_json_file(run_cli, sim_tables, tmp_path, monkeypatch):
+    """9. --out evq.json would become a directory of that name: refused with a hint."""
+    run, parts = sim_tables
+    monkeypatch.chdir(tmp_path)
+    line = _error_line(*run_cli("race", "eval", run, parts[2], "--out", "evq.json")[::2])
+    assert line == "lapnet: error: --out evq.json: a directory, which receives metrics.json: give a folder (e.g. --out evq)"
+    assert not (tmp_path / "evq.json").exists()
+    _error_line(*run_cli("race", "predict", run, parts[2], "--out", "p.csv")[::2])
+    assert list(tmp_path.iterdir()) == []
+    _, out, _ = run_cli("race", "eval", "--help")
+    assert "Directory to write metrics.json into" in " ".join(out.split())
+
+
+def test_eval_refuses_the_same_race_twice(run_cli, sim_tables, tmp_path):
+    """4. The same race under two names would count twice: refused, naming both files."""
+    run, parts = sim_tables
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(parts[2].read_bytes())
+    line = _error_line(*run_cli("race", "eval", run, parts[2], copy, "--out", tmp_path / "e")[::2])
+    assert f"{parts[2]} (race '{parts[2].stem}') and {copy} (race 'copy') hold the same race's laps" in line
+    assert not (tmp_path / "e").exists()
+
+
+def test_eval_knows_a_part_of_a_training_race_and_saves_it(run_cli, sim_tables, tmp_path):
+    """8. The first 30 laps, or three drivers, of a training race are in-sample too (told by the
+    laps), said on stderr and saved in metrics.json; another race is not."""
+    run, parts = sim_tables
+    df = pd.read_csv(parts[0], dtype={"TrackStatus": str})
+    first = tmp_path / "first30.csv"
+    df[df["LapNumber"] <= 30].to_csv(first, index=False)
+    three = tmp_path / "three.csv"
+    df[df["Driver"].isin(sorted(df["Driver"].unique())[:3])].to_csv(three, index=False)
+    assert (run / "training_laps.json").is_file()
+    for part in (first, three):
+        code, out, err = run_cli("race", "eval", run, part, "--json", "--quiet", "--out", tmp_path / part.stem)
+        assert code == 0, err
+        m = json.loads(out)
+        timed = int(pd.read_csv(part)["LapTime"].notna().sum())
+        assert m["in_sample"] == {part.stem: {"training_race": parts[0].stem, "laps": timed, "of": timed}}
+        assert m["in_sample_check"] == "laps"
+        assert f"race(s) {part.stem} were among the run's training races" in err
+        assert json.loads((tmp_path / part.stem / "metrics.json").read_text())["in_sample"] == m["in_sample"]
+    code, out, err = run_cli("race", "eval", run, parts[2], first, "--json", "--quiet", "--out", tmp_path / "both")
+    assert code == 0, err
+    m = json.loads(out)
+    assert set(m["in_sample"]) == {"first30"} and m["by_race"]["first30"]["in_sample"] is True
+    assert m["by_race"][parts[2].stem]["in_sample"] is False
+
+
+def test_predict_table_is_whole_when_piped(run_cli, sim_tables, tmp_path):
+    """10. Not a terminal: the forecasts table is printed whole (no 'driv…'), probabilities rounded."""
+    run, parts = sim_tables
+    code, _, err = run_cli("race", "predict", run, parts[2], "--driver", "ver", "--out", tmp_path / "p")
+    assert code == 0, err
+    assert "…" not in err, err
+    head = next(ln for ln in err.splitlines() if "driver" in ln and "pit<=3" in ln)
+    assert all(h in head for h in ("lap", "tyre", "time", "next", "+5", "+10", "phase"))
+    table = pd.read_csv(tmp_path / "p" / "predictions.csv")
+    rows = [ln for ln in err.splitlines() if ln.startswith("│") and " VER " in ln]
+    assert len(rows) == min(40, len(table))
+    last = rows[-1].strip("│").split("│")
+    assert last[7].strip() == f"{table['pit_prob'].iloc[-1]:.2f}"
+
+
+def test_predict_drivers_by_list_number_and_classification(run_cli, sim_tables, tmp_path):
+    """12. --driver takes a comma list in any case and car numbers; without it the figures are
+    the top 6 of the final classification (most laps, then the last lap's Position)."""
+    run, parts = sim_tables
+    df = pd.read_csv(parts[2], dtype={"TrackStatus": str, "DriverNumber": str})
+    num = df.loc[df["Driver"] == "HAM", "DriverNumber"].iloc[0]
+    code, out, err = run_cli("race", "predict", run, parts[2], "--driver", f"ver,{num}", "--out", tmp_path / "two",
+                             "--quiet", "--json")
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["drivers"] == ["VER", "HAM"] and m["driver"] == "VER,HAM"
+    assert set(pd.read_csv(tmp_path / "two" / "predictions.csv")["Driver"]) == {"VER", "HAM"}
+    assert sorted(p.name for p in (tmp_path / "two").glob("forecast_*.png")) == [
+        f"forecast_{parts[2].stem}_HAM.png", f"forecast_{parts[2].stem}_VER.png"]
+    code, out, err = run_cli("race", "predict", run, parts[2], "--out", tmp_path / "all", "--quiet", "--json")
+    assert code == 0, err
+    last = df.sort_values("LapNumber").groupby("Driver").tail(1)
+    top = last.sort_values(["LapNumber", "Position"], ascending=[False, True])["Driver"].head(6).tolist()
+    figs = json.loads(out)["figures"]
+    assert [Path(f).name for f in figs] == [f"forecast_{parts[2].stem}_{d}.png" for d in top] + ["degradation.png"]
+    assert any(f"figures for the first 6 of 20 drivers in the final classification only ({', '.join(top)})" in s
+               for s in json.loads(out)["notes"])
+    _, help_text, _ = run_cli("race", "predict", "--help")
+    assert "first 6 of the final classification" in " ".join(help_text.split())
+
+
+def test_predict_mae_table_says_dash_without_scored_pairs(run_cli, sim_tables, tmp_path):
+    """A driver with a few Scored laps has next-lap pairs but none 5 or 10 laps apart: '-', not None."""
+    run, parts = sim_tables
+    df = pd.read_csv(parts[2], dtype={"TrackStatus": str})
+    ver = df["Driver"] == "VER"
+    keep = ver & df["LapNumber"].between(5, 8)  # four Scored laps in a row (lap t and t+1 Scored; no t+5)
+    assert df.loc[keep, "PitInTime"].isna().all() and df.loc[keep, "PitOutTime"].isna().all()
+    df.loc[ver & ~keep, "TrackStatus"] = "4"
+    path = tmp_path / "few.csv"
+    df.to_csv(path, index=False)
+    code, out, err = run_cli("race", "predict", run, path, "--driver", "VER", "--out", tmp_path / "p", "--json")
+    assert code == 0, err
+    row = next(r for r in json.loads(out)["summary"] if r["forecaster"] == "forecaster")
+    assert row["mae_h1"] is not None and row["mae_h10"] is None
+    line = next(ln for ln in err.splitlines() if ln.startswith("│") and " forecaster " in ln)
+    assert line.split("│")[4].strip() == "-" and "None" not in err
+
+
+def test_predict_of_a_driver_without_scored_laps_draws_no_empty_legend(run_cli, real_run, f1_data, tmp_path):
+    """11. Mexico 2023: PER went out on lap 1, no Scored lap: no matplotlib legend warning, a note;
+    without --driver, the figures are the race's top 6 (VER, HAM, LEC, SAI, NOR, RUS)."""
+    run, _ = real_run
+    src = f1_data / "2023_mexico_city_R.csv"
+    code, out, err = run_cli("race", "predict", run, src, "--driver", "per", "--out", tmp_path / "per", "--json")
+    assert code == 0, err
+    assert "legend" not in err and "warning" not in err, err
+    assert any(s.startswith("PER: no Scored lap") for s in json.loads(out)["notes"])
+    code, out, err = run_cli("race", "predict", run, src, "--out", tmp_path / "all", "--json", "--quiet")
+    assert code == 0, err
+    assert [Path(f).stem.split("_")[-1] for f in json.loads(out)["figures"][:-1]] == ["VER", "HAM", "LEC", "SAI", "NOR", "RUS"]

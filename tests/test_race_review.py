@@ -267,7 +267,7 @@ def test_predict_names_a_driver_dropped_by_cleaning(run_cli, sim, tmp_path):
     path = tmp_path / "dns.csv"
     df.to_csv(path, index=False)
     code, _, err = run_cli("race", "predict", sim["run"], path, "--driver", "tsu", "--out", tmp_path / "p")
-    assert code == 2 and err.count("\n") == 1 and "TSU has no laps after cleaning (non-starter?)" in err
+    assert code == 2 and err.count("\n") == 1 and "TSU has no laps after cleaning: not one timed lap" in err
     code, _, err = run_cli("race", "predict", sim["run"], path, "--driver", "XYZ", "--out", tmp_path / "p")
     assert code == 2 and "not in the lap table" in err
 

@@ -69,8 +69,17 @@ def _cleaning_line(metrics: dict) -> None:
 
 
 def _forecast_rows(metrics: dict) -> list[dict]:
-    return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if not k.startswith("rmse")}
-            for row in metrics.get("summary", [])]
+    """The MAE table's rows ('-' where a horizon has no Scored pair: a driver without Scored laps)."""
+    return [{k: (round(v, 3) if isinstance(v, float) else "-" if v is None else v) for k, v in row.items()
+             if not k.startswith("rmse")} for row in metrics.get("summary", [])]
+
+
+def _out_is_a_directory(out: Optional[Path], writes: str) -> None:
+    """Refuse an --out named like the file the command writes into it (`--out evq.json` would
+    become a directory called evq.json), unless such a directory exists already."""
+    if out is not None and out.suffix.lower() in (".json", ".csv", ".png") and not out.is_dir():
+        raise LapnetError(f"--out {out}: a directory, which receives {writes}: give a folder "
+                          f"(e.g. --out {out.with_suffix('')})")
 
 
 @race_app.command("train", help=f"Train the lap-time forecaster and pit caller on real (or simulated) races.\n\n{MASKS_HELP}\n\n"
@@ -104,7 +113,7 @@ def train_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device, summary_table
+    from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device
     from lapnet.race.pipeline import RaceTrainConfig, train_race
 
     _check_files(laps)
@@ -138,8 +147,7 @@ def train_cmd(
     if not quiet:
         _cleaning_line(metrics)
     if not quiet and metrics.get("validation"):
-        summary_table(f"{metrics['validation_label']}: MAE (s), Scored laps",
-                      _forecast_rows(metrics["validation"]))
+        _wide_table(f"{metrics['validation_label']}: MAE (s), Scored laps", _forecast_rows(metrics["validation"]))
 
 
 @race_app.command("eval", help=f"Forecaster vs baselines (MAE/RMSE at 1, 5, 10 laps, by compound), the pit call's AUC and the "
@@ -149,37 +157,50 @@ def train_cmd(
 def eval_cmd(
     run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
     laps: List[Path] = typer.Argument(..., help="Lap tables to evaluate on (races the run did not train on)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write metrics.json (default: RUN/eval)."),
+    out: Optional[Path] = typer.Option(None, "--out", help=(
+        "Directory to write metrics.json into (created if missing; default: RUN/eval). A metrics.json there "
+        "that an earlier eval did not write is refused without --force.")),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),
     race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace a metrics.json in --out that an earlier eval did not write."),
 ) -> None:
     from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device, summary_table
-    from lapnet.race.pipeline import eval_race
+    from lapnet.race.pipeline import EVAL_COMMAND, check_eval_out, eval_race
 
     length = _race_length(race_laps)
     dev = resolve_device(device)
     _check_files(laps)
-    if out is not None:  # refused now, not after the evaluation
+    _out_is_a_directory(out, "metrics.json")
+    dest = out or Path(run) / "eval"
+    check_eval_out(dest, force=force)  # refused now, not after the evaluation
+    if out is not None:
         check_out_dir(out, must_be_new=False)
     metrics = eval_race(run, laps, race_length=length, device=dev)
-    dest = check_out_dir(out or Path(run) / "eval", must_be_new=False)
+    dest = check_out_dir(dest, must_be_new=False)
+    metrics["written"] = {"by": EVAL_COMMAND, "files": ["metrics.json"]}
     emit_metrics(dest, metrics, as_json=json_out)
     if not quiet:
         _cleaning_line(metrics)
         _length_line(metrics, length)
-        summary_table("lap-time MAE (s) on Scored laps, same laps for every forecaster", _forecast_rows(metrics))
+        _wide_table("lap-time MAE (s) on Scored laps, same laps for every forecaster", _forecast_rows(metrics))
         p = metrics["pit_within_3"]
-        summary_table("pit within 3 laps", {"AUC": p["auc"], "tyre-life-only AUC": p["tyre_life_auc"],
-                                            "top-decile precision": p["top_decile_precision"], "base rate": p["base_rate"]})
+        summary_table("pit within 3 laps", {k: "-" if v is None else v for k, v in {
+            "AUC": p["auc"], "tyre-life-only AUC": p["tyre_life_auc"], "top-decile precision": p["top_decile_precision"],
+            "base rate": p["base_rate"]}.items()})
         _trend_table(metrics)
         _phase_table(metrics)
         if "by_race" in metrics:
-            summary_table("by race: MAE (s) forecaster / persistence, pit AUC",
-                          [{"race": race, "n_h1": row["n_h1"],
-                            **{f"h{h}": f"{row[f'mae_h{h}']:.3f}/{row[f'persistence_h{h}']:.3f}" for h in (1, 5, 10)},
-                            "pit_auc": row["pit_auc"]} for race, row in metrics["by_race"].items()])
+            _wide_table("by race: MAE (s) forecaster / persistence, pit AUC",
+                        [{"race": race + (" (in-sample)" if row.get("in_sample") else ""), "n_h1": row["n_h1"],
+                          **{f"h{h}": _pair(row[f"mae_h{h}"], row[f"persistence_h{h}"]) for h in (1, 5, 10)},
+                          "pit_auc": row["pit_auc"]} for race, row in metrics["by_race"].items()])
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    """'0.412/0.455' ('-' for a horizon without Scored pairs)."""
+    return "/".join("-" if v is None else f"{v:.3f}" for v in (a, b))
 
 
 def _phase_table(metrics: dict) -> None:
@@ -190,18 +211,16 @@ def _phase_table(metrics: dict) -> None:
         summary_table("phase calls, macro-F1 against the simulator's truth", metrics["phase_macro_f1"])
     checks = metrics.get("phase_checks")
     if checks:
-        summary_table("phase calls on real laps: against real stops and the laps' pace (no labels exist)",
-                      [{"call": name, "pit_window AUC": c["pit_window_auc"], "pit_window precision": c["pit_window_precision"],
-                        "push s": c["pace_s"]["push"], "conserve s": c["pace_s"]["conserve"],
-                        "push/conserve AUC": c["push_vs_conserve_auc"],
-                        "next lap AUC": c["next_lap_push_vs_conserve_auc"]}
-                       for name, c in checks.items() if name != "note"])
+        _wide_table("phase calls on real laps: against real stops and the laps' pace (no labels exist)",
+                    [{"call": name, "pit_window AUC": c["pit_window_auc"], "pit_window precision": c["pit_window_precision"],
+                      "push s": c["pace_s"]["push"], "conserve s": c["pace_s"]["conserve"],
+                      "push/conserve AUC": c["push_vs_conserve_auc"],
+                      "next lap AUC": c["next_lap_push_vs_conserve_auc"]}
+                     for name, c in checks.items() if name != "note"])
 
 
 def _trend_table(metrics: dict) -> None:
     """Degradation forecast against the laps: s per lap over the next 10 laps, by compound."""
-    from lapnet.cli.common import summary_table
-
     trend = metrics.get("stint_trend") or {}
     if not trend.get("by_compound"):
         return
@@ -212,64 +231,116 @@ def _trend_table(metrics: dict) -> None:
     rows = [{"compound": c, "n": r["n"], "stints": r["stints"], "actual": r["actual"], "forecast": r["forecaster"],
              **({"expected": r["expected"]} if "expected" in r else {}), "actual - forecast, 95%": ci(r)}
             for c, r in [*trend["by_compound"].items(), ("all", trend["all"])]]
-    summary_table("stint trend: s per lap over the next 10 laps (+ slower: wear beats fuel); "
-                  "the interval resamples stints", rows)
+    _wide_table("stint trend: s per lap over the next 10 laps (+ slower: wear beats fuel); "
+                "the interval resamples stints", rows)
 
 
 @race_app.command("predict", help=f"Per-lap forecasts, 90% intervals, pit calls and phases; a table and figures.\n\n{MASKS_HELP}\n\n"
-                  "Example: lapnet race predict runs/race ../shared/data/f1/2023_italian_R.csv --driver VER")
+                  "Figures: one per driver given with --driver, else for the first 6 of the final classification "
+                  "(most laps, then the Position on the last lap), and degradation.png. In --out, an earlier "
+                  "predict's files are replaced; a file predict would overwrite (predictions.csv, metrics.json, "
+                  "degradation.png, a forecast figure) that no earlier predict wrote is refused without --force; "
+                  "files of other names are never touched.\n\n"
+                  "Example: lapnet race predict runs/race ../shared/data/f1/2023_italian_R.csv --driver VER,HAM")
 def predict_cmd(
     run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
     laps: Path = typer.Argument(..., help="One lap table (CSV/Parquet)."),
-    driver: Optional[str] = typer.Option(None, "--driver", help="Only this driver (three-letter code, e.g. VER)."),
+    driver: Optional[str] = typer.Option(None, "--driver", help=(
+        "Only these drivers: codes in any case or car numbers (FastF1's DriverNumber), comma-separated: "
+        "VER,HAM or 1,44. Default: every driver in the table, figures for the top 6 of the classification.")),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for predictions.csv, figures and metrics.json (default: RUN/predict)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),
     race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    force: bool = typer.Option(False, "--force", help=(
+        "Overwrite files in --out of the names predict writes even when no earlier predict wrote them "
+        "(files of other names are never touched).")),
 ) -> None:
-    from lapnet.cli.common import check_out_dir, console, emit_metrics, resolve_device, summary_table
-    from lapnet.race.pipeline import predict_race
+    from lapnet.cli.common import check_out_dir, console, emit_metrics, resolve_device
+    from lapnet.race.io import parse_drivers
+    from lapnet.race.pipeline import PREDICT_COMMAND, check_predict_out, predict_race
 
     length = _race_length(race_laps)
     dev = resolve_device(device)
+    parse_drivers(driver)  # an empty --driver is refused before anything is read
     _check_files([laps])
+    _out_is_a_directory(out, "predictions.csv, figures and metrics.json")
     dest = out or Path(run) / "predict"
+    check_predict_out(dest, force=force)
     if out is not None or Path(run).is_dir():  # a missing RUN is refused by predict_race, before anything is made
         check_out_dir(dest, must_be_new=False, writes=("predictions.csv", "metrics.json"))
-    table, metrics = predict_race(run, laps, driver=driver, out=dest, race_length=length, device=dev)
-    show, note = predict_rows(table, driver)
+    table, metrics = predict_race(run, laps, driver=driver, out=dest, race_length=length, device=dev, force=force)
+    show, note = predict_rows(table, metrics.get("drivers"))
     if note:
         metrics["notes"].insert(0, note)
+    metrics["written"] = {"by": PREDICT_COMMAND, "files": [*metrics["written"]["files"], "metrics.json"]}
     emit_metrics(dest, metrics, as_json=json_out)
     if not quiet:
         _cleaning_line(metrics)
         _length_line(metrics, length)
-        rows = [{"driver": r.Driver, "lap": r.LapNumber, "tyre": f"{r.Compound[:1]}{r.TyreLife:.0f}",
-                 "lap time": r.LapTime, "next": r.forecast_h1, "+5": r.forecast_h5, "+10": r.forecast_h10,
-                 "pit<=3": r.pit_prob, "phase": r.phase or "-",
+        several = show["Race"].nunique() > 1 if len(show) else False
+        rows = [{**({"race": r.Race} if several else {}), "driver": r.Driver, "lap": r.LapNumber,
+                 "tyre": f"{r.Compound[:1]}{r.TyreLife:.0f}", "time": r.LapTime, "next": r.forecast_h1,
+                 "+5": r.forecast_h5, "+10": r.forecast_h10, "pit<=3": f"{r.pit_prob:.2f}", "phase": r.phase or "-",
                  **({"live": r.phase_live} if "phase_live" in table.columns else {})} for r in show.itertuples()]
-        summary_table(f"forecasts (s) -> {dest}/predictions.csv", rows)
-        summary_table("lap-time MAE (s) on Scored laps", _forecast_rows(metrics))
+        _wide_table(f"forecasts (s) -> {dest}/predictions.csv; pit<=3: P(stop within 3 laps)", rows)
+        if metrics.get("summary"):  # none for a driver without Scored laps (a note says so)
+            _wide_table("lap-time MAE (s) on Scored laps ('-': no Scored pair at that horizon)", _forecast_rows(metrics))
         _trend_table(metrics)
-        console.print(f"figures: {', '.join(metrics.get('figures', []))}")
+        console.print(f"figures: {', '.join(metrics.get('figures', []))}", soft_wrap=True)
         for note in metrics.get("notes", []):
-            console.print(f"note: {note}")
+            console.print(f"note: {note}", soft_wrap=True)
+
+
+WIDE = 160  # columns a table may take on stderr when it is not a terminal (a pipe, a log file)
+
+
+def _wide_table(title: str, rows: list[dict]) -> None:
+    """`summary_table` for a table with many columns: printed whole when stderr is not a terminal
+    (rich would squeeze it into 80 columns and cut every cell: 'driv…'); on a terminal, at its
+    width."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lapnet.cli.common import _fmt, console
+    from lapnet.distributed import rank
+
+    if rank() != 0:
+        return
+    table = Table(title=title)
+    cols = list(rows[0].keys()) if rows else []
+    for c in cols:
+        table.add_column(str(c), justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(*["-" if r.get(c) is None else _fmt(r.get(c)) for c in cols])
+    wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, WIDE),
+                                                       no_color=console.no_color, highlight=False)
+    wide.print(table)
 
 
 SHOW_LAPS, SHOW_ROWS = 3, 40  # the summary table `lapnet race predict` prints: each driver's last laps, at most this many rows
 
 
-def predict_rows(table: pd.DataFrame, driver: str | None) -> tuple[pd.DataFrame, str | None]:
-    """The rows of `predict_race`'s table the summary shows (every lap of one driver, else
-    each driver's last SHOW_LAPS laps; at most the last SHOW_ROWS), and a note saying what it
-    leaves out (None when nothing is left out)."""
-    shown = table if driver else table.groupby("Driver").tail(SHOW_LAPS)
+def predict_rows(table: pd.DataFrame, driver: str | list[str] | None) -> tuple[pd.DataFrame, str | None]:
+    """The rows of `predict_race`'s table the summary shows (every lap of one driver; of several,
+    each one's last SHOW_ROWS / n laps; else each driver's last SHOW_LAPS laps; at most the last
+    SHOW_ROWS), and a note saying what it leaves out (None when nothing is left out)."""
+    drivers = [driver] if isinstance(driver, str) else driver
+    if drivers and len(drivers) > 1:
+        each = max(SHOW_LAPS, SHOW_ROWS // len(drivers))
+        shown = table.groupby("Driver", sort=False).tail(each)
+    else:
+        shown = table if drivers else table.groupby("Driver").tail(SHOW_LAPS)
     shown = shown.iloc[-SHOW_ROWS:]
     if len(shown) == len(table):
         return shown, None
-    what = f"the last {len(shown)} rows" if driver else f"each driver's last {SHOW_LAPS} laps" + (
-        f" (the last {len(shown)} rows)" if len(shown) < len(table.groupby("Driver").tail(SHOW_LAPS)) else "")
+    if drivers and len(drivers) > 1:
+        what = f"each driver's last {each} laps" + (f" (the last {len(shown)} rows)" if len(shown) < len(
+            table.groupby("Driver").tail(each)) else "")
+    else:
+        what = f"the last {len(shown)} rows" if drivers else f"each driver's last {SHOW_LAPS} laps" + (
+            f" (the last {len(shown)} rows)" if len(shown) < len(table.groupby("Driver").tail(SHOW_LAPS)) else "")
     return shown, f"{len(table) - len(shown)} more rows in predictions.csv (shown: {what})"
 
 
@@ -303,8 +374,12 @@ def _race_length(value: str | None) -> int | str:
     "learnt on calibrated simulated races and the pit window from the pit call. "
     "Laps must come in the order they end (session Time): a finished FILE is replayed in that order (FastF1's "
     "Laps.to_csv lists them driver by driver); on stdin or with --follow, a feed out of that order is warned "
-    "once. A lap for an unknown driver, a duplicate or an out-of-order lap is skipped with a warning on stderr "
-    "naming its input line.\n\n"
+    "once. One race at a time: a table holding several (a Race column) needs --race. A duplicate or an "
+    "out-of-order lap is skipped with a warning on stderr naming its input line; a driver first seen after "
+    "the grid joins, with a warning, as do a feed that starts after lap 1 and a gap in a driver's laps. "
+    "FastF1's rows after the chequered flag and of non-starters (batch cleaning drops them too) are counted "
+    "in one line each. The input is CSV text (UTF-8; convert a Parquet table with `lapnet race clean X.parquet "
+    "--out X.csv`).\n\n"
     "Example: lapnet race live runs/race laps.csv (a race in progress: tail -n +1 -f laps.csv | "
     "lapnet race live runs/race --race-laps 57)"))
 def live_cmd(
@@ -317,12 +392,16 @@ def live_cmd(
         "88 min at green-flag pace), with a warning.")),
     poll: float = typer.Option(0.5, "--poll", help="Seconds between reads of a growing file."),
     driver: Optional[str] = typer.Option(None, "--driver", help=(
-        "Print only these drivers' laps (three-letter codes, comma-separated: VER,HAM). Every lap is "
-        "still read: a lap's features depend on the whole field.")),
+        "Print only these drivers' laps: three-letter codes in any case or FastF1 driver numbers (the "
+        "DriverNumber column), comma-separated: VER,HAM or 1,44. Every lap is still read: a lap's features "
+        "depend on the whole field. A driver on no row once the field has crossed the line is refused then.")),
+    race: Optional[str] = typer.Option(None, "--race", help=(
+        "The race to follow when the table or feed holds several (its Race column, e.g. from "
+        "`lapnet race clean a.csv b.csv --out both.csv`); live follows one race.")),
 ) -> None:
-    from lapnet.race.live import follow_race
+    from lapnet.race.live import DriverFilter, follow_race
 
-    only = _driver_codes(driver)
+    only = None if driver is None else DriverFilter(driver)
     if race_laps is not None and race_laps < 1:
         raise LapnetError(f"--race-laps must be at least 1, got {race_laps}")
     if file != "-":
@@ -332,7 +411,7 @@ def live_cmd(
     import torch
 
     torch.set_num_threads(1)  # one lap is one tiny step: a thread pool only adds latency
-    follow_race(run, file, follow=follow, race_laps=race_laps, poll=poll, drivers=only)
+    follow_race(run, file, follow=follow, race_laps=race_laps, poll=poll, drivers=only, race=race)
 
 
 def _driver_codes(value: str | None) -> set[str] | None:

@@ -25,7 +25,8 @@ import pandas as pd
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 
-__all__ = ["read_laps", "read_many", "missing_context", "write_laps", "check_table_out", "NotARaceWarning",
+__all__ = ["read_laps", "read_many", "missing_context", "write_laps", "check_table_out", "parse_drivers", "lap_keys",
+           "NotARaceWarning",
            "MissingContextWarning", "CompoundNamesWarning", "relabel_absolute"]
 
 
@@ -47,6 +48,12 @@ _CONTEXT = (
                                   "call has no stops to learn from or to score)"),
     (("TrackStatus",), "safety-car, VSC and red-flag laps cannot be told from green laps"),
     (("Compound",), "every lap counts as dry, on an unknown compound"),
+    (("Time",), "the gaps between cars cannot be measured (every car is read as running alone: no gap to the car "
+                "ahead, no traffic, no stops of the field) and laps are replayed in lap order, not in the order "
+                "they ended"),
+    (("IsAccurate",), "every timed lap counts as accurate (FastF1 flags laps whose timing it cannot vouch for: "
+                      "they would not be Scored)"),
+    (("Deleted",), "no lap counts as deleted (laps deleted for track limits would not be Scored)"),
 )
 
 
@@ -104,7 +111,9 @@ def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
         source: a CSV or Parquet path (str or Path), a pandas DataFrame, or a
             `fastf1.core.Laps` (a DataFrame subclass; fastf1 itself is never imported).
         race: the race label written into the `Race` column. Default: an existing `Race`
-            column, else the file stem ('2023_italian_R'), else 'race'.
+            column, else FastF1's `EventName` when the table holds several sessions
+            (`_event_races`: '2023_miami_grand_prix'), else the file stem ('2023_italian_R'),
+            else 'race'.
 
     Returns:
         A new DataFrame (index 0..N-1, rows in input order) with the columns of
@@ -127,7 +136,8 @@ def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
     Warns:
         NotARaceWarning: the table looks like practice or qualifying (no positions, or
             pit stops on a large share of laps).
-        MissingContextWarning: no pit-time, TrackStatus or Compound column (what is lost).
+        MissingContextWarning: no pit-time, TrackStatus, Compound, Time, IsAccurate or Deleted
+            column (one warning per group, saying what is lost).
         CompoundNamesWarning: a race's absolute compound names were relabelled (how).
     """
     frame, stem = _load(source)
@@ -135,9 +145,54 @@ def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
         label = str(race)
     elif "Race" in frame.columns:
         label = None  # keep the column
+    elif _event_races(frame, _where(source)):
+        label = None  # several FastF1 sessions concatenated: told apart by EventName (a Race column made from it)
     else:
         label = stem or "race"
     return _normalise(frame, race=label, where=_where(source))
+
+
+def _event_races(frame: pd.DataFrame, where: str) -> bool:
+    """Without a Race column, a table holding several FastF1 sessions (several `EventName`s, or
+    one event in several years) gets a Race column made from them, in place:
+    '2023_miami_grand_prix' (the year from a Year / EventYear / Season column, else the date of
+    LapStartDate or EventDate; RoundNumber when there is no year). A table of one session keeps
+    its file name as the race label (returns False).
+
+    Raises:
+        LapnetError: an EventName cell is missing while others are not.
+    """
+    if "EventName" not in frame.columns:
+        return False
+    names = frame["EventName"]
+    blank = names.isna() | names.astype(str).str.strip().str.lower().isin(MISSING_STRINGS)
+    if blank.all():
+        return False
+    if blank.any():
+        raise _bad(where, "EventName", int(np.flatnonzero(blank.to_numpy())[0]), names[blank].iloc[0],
+                   "missing EventName (it tells the table's races apart)")
+    slug = names.astype(str).str.strip().str.lower().str.replace(r"[^0-9a-z]+", "_", regex=True).str.strip("_")
+    prefix = pd.Series("", index=frame.index)
+    year_col = next((c for c in ("Year", "EventYear", "Season") if c in frame.columns), None)
+    if year_col is not None:
+        year = pd.to_numeric(frame[year_col], errors="coerce")
+    else:
+        date_col = next((c for c in ("LapStartDate", "EventDate") if c in frame.columns), None)
+        year = (pd.to_datetime(frame[date_col], errors="coerce").dt.year if date_col is not None
+                else pd.Series(np.nan, index=frame.index))
+    if year.notna().any():
+        prefix = year.map(lambda y: "" if pd.isna(y) else f"{int(y)}_")
+        # a lap without a date takes its event's year (FastF1 leaves LapStartDate empty on a few generated rows)
+        known = pd.Series(np.where(year.notna(), prefix, None), index=frame.index)
+        prefix = known.groupby(slug).transform(lambda s: s.ffill().bfill()).fillna("")
+    elif "RoundNumber" in frame.columns:
+        rnd = pd.to_numeric(frame["RoundNumber"], errors="coerce")
+        prefix = rnd.map(lambda r: "" if pd.isna(r) else f"round{int(r)}_")
+    labels = prefix.astype(str) + slug
+    if labels.nunique() < 2:
+        return False
+    frame["Race"] = labels
+    return True
 
 
 def as_sources(sources: Any) -> list:
@@ -167,8 +222,9 @@ def read_many(paths: Any) -> pd.DataFrame:
         The concatenated table (same schema as `read_laps`), index 0..N-1.
 
     Raises:
-        LapnetError: no sources, a dict or other unsupported type, any source invalid, or
-            the same race label in two sources.
+        LapnetError: no sources, a dict or other unsupported type, any source invalid, the
+            same race label in two sources, or the same race's laps in two sources under two
+            labels (a copy, or a part of it: `same_laps`), naming both.
     """
     frames = []
     seen: dict[str, str] = {}
@@ -181,7 +237,124 @@ def read_many(paths: Any) -> pd.DataFrame:
         frames.append(df)
     if not frames:
         raise LapnetError("no lap tables given")
+    _refuse_repeated_laps(frames, seen)
     return pd.concat(frames, ignore_index=True)
+
+
+# Two races share "the same laps" when at least this share of the smaller one's timed laps (and
+# at least SAME_LAPS_MIN of them) have the same driver, lap number and lap time to the millisecond
+# in the other: two different races never come near (a coincidence is a lap or two at the same
+# circuit), a copy or a cut of one race always does.
+SAME_LAPS_SHARE, SAME_LAPS_MIN = 0.5, 3
+
+
+def lap_keys(laps: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Race -> the sorted, distinct keys of its timed laps: a 32-bit hash of (driver, lap
+    number, lap time in milliseconds). The same lap in another file, under another race name,
+    has the same key; `race train` keeps them (training_laps.json) so that `race eval` knows a
+    training race, or any part of one, by its laps.
+    """
+    import hashlib
+
+    out: dict[str, np.ndarray] = {}
+    timed = laps[np.isfinite(laps["LapTime"].to_numpy(float)) & laps["LapNumber"].notna()]
+    ms = np.round(timed["LapTime"].to_numpy(float) * 1000.0).astype(np.int64)
+    text = timed["Driver"].astype(str).str.upper() + "|" + timed["LapNumber"].astype(int).astype(str) + "|" + ms.astype(str)
+    keys = np.fromiter((int.from_bytes(hashlib.sha1(t.encode()).digest()[:4], "big") for t in text), np.uint32, len(text))
+    for race, idx in pd.Series(np.arange(len(timed)), index=timed.index).groupby(timed["Race"].astype(str), sort=True):
+        out[str(race)] = np.unique(keys[idx.to_numpy()])
+    return out
+
+
+def shared_laps(a: np.ndarray, b: np.ndarray) -> int:
+    """How many lap keys (`lap_keys`) two races have in common."""
+    return int(np.intersect1d(a, b, assume_unique=True).size)
+
+
+def same_laps(shared: int, n: int) -> bool:
+    """Whether `shared` laps in common with another race make a race of `n` timed laps that
+    race, or a part of it (see SAME_LAPS_SHARE)."""
+    return shared >= SAME_LAPS_MIN and shared >= SAME_LAPS_SHARE * n
+
+
+def _refuse_repeated_laps(frames: list[pd.DataFrame], where: dict[str, str]) -> None:
+    """Refuse two sources holding the same race's laps (a copy under another name, or a part of
+    it): a training race would count twice, or sit in both training and validation, and an
+    evaluated race would be scored twice."""
+    if len(frames) < 2:
+        return
+    keys = [lap_keys(df) for df in frames]
+    for i in range(len(frames)):
+        for j in range(i + 1, len(frames)):
+            for ra, ka in keys[i].items():
+                for rb, kb in keys[j].items():
+                    n = min(len(ka), len(kb))
+                    common = shared_laps(ka, kb)
+                    if same_laps(common, n):
+                        small = ra if len(ka) <= len(kb) else rb
+                        raise LapnetError(
+                            f"{where[ra]} (race '{ra}') and {where[rb]} (race '{rb}') hold the same race's laps "
+                            f"({common} of the {n} timed laps of '{small}' are in both): give each race once")
+
+
+def parse_drivers(value: str | Iterable[str] | None, laps: pd.DataFrame | None = None, *,
+                  no_timed_lap: Iterable[str] = ()) -> list[str] | None:
+    """`--driver` of `race predict` and `race live`: 'VER,HAM', 'ver', '1,44' -> driver codes.
+
+    Args:
+        value: a comma-separated string or a list of items, each a three-letter code in any
+            case or a car number (FastF1's DriverNumber); None: every driver (returns None).
+        laps: the lap table to resolve them against (its Driver and, when present,
+            DriverNumber columns). None: no table yet (a live feed): the items come back
+            normalised (codes upper-case, numbers without leading zeros) for the caller to
+            match each lap's Driver or DriverNumber against.
+        no_timed_lap: codes of drivers the table holds but cleaning dropped (no timed lap:
+            `RaceCleanReport.drivers_dropped`), named as such rather than as unknown.
+
+    Returns:
+        The codes in the order given, each once (None when `value` is None).
+
+    Raises:
+        LapnetError: nothing given (`--driver ""`), or an item the table does not hold, in one
+            line naming the drivers it does hold.
+    """
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else [x for v in value for x in str(v).split(",")]
+    tokens = [t.strip() for t in items if t.strip()]
+    if not tokens:
+        raise LapnetError(f"--driver {value!r}: give driver codes such as VER or VER,HAM, or car numbers such as 1,44")
+    tokens = [str(int(t)) if t.isdigit() else t.upper() for t in tokens]
+    if laps is None:
+        return list(dict.fromkeys(tokens))
+    codes = sorted(laps["Driver"].astype(str).unique())
+    by_code = {c.upper(): c for c in codes}
+    numbers: dict[str, str] = {}
+    if "DriverNumber" in laps.columns:
+        for num, drv in laps[["DriverNumber", "Driver"]].drop_duplicates().itertuples(index=False):
+            n = str(num).strip()
+            if n.replace(".0", "", 1).isdigit():
+                numbers.setdefault(str(int(float(n))), str(drv))
+    gone = sorted({str(d).upper() for d in no_timed_lap} - set(by_code))
+    listed = f"drivers: {', '.join(codes)}" + (f"; without a timed lap: {', '.join(gone)}" if gone else "")
+    out = []
+    for t in tokens:
+        if t in by_code:
+            out.append(by_code[t])
+        elif t.isdigit() and t in numbers:
+            out.append(numbers[t])
+        elif t in gone:
+            raise LapnetError(f"--driver {t}: {t} has no laps after cleaning: not one timed lap (retired on lap 1, "
+                              f"or did not start), nothing to forecast ({listed})")
+        elif t.isdigit() and not numbers:
+            raise LapnetError(f"--driver {t}: a car number, but the lap table has no DriverNumber column: give "
+                              f"the driver's code ({listed})")
+        elif t.isdigit():
+            known = ", ".join(f"{n} {d}" for n, d in sorted(numbers.items(), key=lambda kv: int(kv[0])))
+            raise LapnetError(f"--driver {t}: no car with that number in the lap table (numbers: {known})")
+        else:
+            raise LapnetError(f"--driver {t}: not in the lap table ({listed})")
+    return list(dict.fromkeys(out))
 
 
 def check_table_out(out: str | Path, *, force: bool = False) -> Path:
@@ -587,7 +760,8 @@ def _check_duplicates(df: pd.DataFrame, where: str, *, race_from_column: bool) -
         )
         raise LapnetError(
             f"{where}: {how} (driver {driver} has lap 1 more than once); "
-            "add a Race column that tells them apart or split the file into one file per race"
+            "add a Race column that tells them apart (or FastF1's EventName, with a Year column for several "
+            "seasons) or split the file into one file per race"
         )
     first = d.iloc[0]
     same = d[(d["Race"] == first["Race"]) & (d["Driver"] == first["Driver"]) & (d["LapNumber"] == first["LapNumber"])]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import sys
 import time
 import warnings
@@ -48,7 +49,30 @@ ORDER_SLACK = 5.0  # seconds: a lap ending this much before one already read is 
 
 
 class SkipLap(LapnetError):
-    """This lap cannot be used (unknown driver, out of order, duplicate, unreadable): warn and go on."""
+    """This lap cannot be used (out of order, duplicate, unreadable, a generated row batch drops): warn and go on.
+
+    `kind` names the routine skips of a finished race replayed, which `follow_race` counts
+    instead of printing one line each: "after_flag" (FastF1's generated rows after the
+    chequered flag) and "non_starter" (those of a driver without a timed lap); None otherwise.
+    """
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _number_key(v: Any) -> str | None:
+    """A FastF1 DriverNumber as text ('1', 1.0 and ' 1' are '1'), None when missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    s = str(v).strip()
+    if s.lower() in MISSING_STRINGS:
+        return None
+    try:
+        f = float(s)
+    except ValueError:
+        return s
+    return str(int(f)) if f.is_integer() else s
 
 
 def lap_masks(lap: dict) -> dict:
@@ -127,7 +151,8 @@ def _fast_lap(row: dict[str, str]) -> dict | None:
         return None  # let read_laps name the problem
     team = row.get("Team", "").strip()
     lap.update(Driver=driver, Compound=comp, TrackStatus=status, Race=row.get("Race", "live").strip() or "live",
-               Team=None if team.lower() in MISSING_STRINGS else team)  # teammates' stops are a pit-call feature
+               Team=None if team.lower() in MISSING_STRINGS else team,  # teammates' stops are a pit-call feature
+               DriverNumber=_number_key(row.get("DriverNumber")))
     return lap
 
 
@@ -159,9 +184,16 @@ class LiveRace:
     total_laps: int | None
     header: list[str] | None = None
     drivers: dict[str, _DriverLive] = field(default_factory=dict)
-    started_at_lap1: bool | None = None
-    # what the stream does wrong without a lap being skipped, each said once (the CLI prints
-    # and clears the list): laps out of session order, a race longer than `total_laps`
+    first_lap: float | None = None  # the lap number of the first lap pushed (1 unless the feed joined mid-race)
+    # the field has crossed the line once (a driver's second lap came): the drivers seen by
+    # then are the grid, and a driver first seen later joins the race (with a notice)
+    grid_closed: bool = False
+    first_pass: dict[str, float] = field(default_factory=dict)  # driver -> Position on the grid's lap (NaN: none)
+    number_of: dict[str, str] = field(default_factory=dict)  # driver -> DriverNumber, from the rows that carry one
+    # what the stream does wrong without a lap being skipped (the CLI prints and clears the
+    # list): laps out of session order and a race longer than `total_laps` (once each), a feed
+    # that starts after lap 1 (once), a driver first seen after the grid (once per driver), a
+    # gap in a driver's laps (once per gap)
     notices: list[str] = field(default_factory=list)
     latest_end: float = -math.inf
     order_warned: bool = False
@@ -192,8 +224,8 @@ class LiveRace:
     # -- input --------------------------------------------------------------------------
 
     def set_header(self, line: str) -> None:
-        """The CSV header (FastF1 column names)."""
-        cols = next(csv.reader([line]))
+        """The CSV header (FastF1 column names); a UTF-8 byte-order mark before it is dropped."""
+        cols = next(csv.reader([line.lstrip("\ufeff")]))
         missing = [c for c in S.REQUIRED_COLUMNS if c not in cols]
         if missing:
             raise LapnetError(f"live: header lacks required column(s) {', '.join(missing)}")
@@ -236,8 +268,8 @@ class LiveRace:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a single lap looks like anything: no not-a-race warnings here
                 df = read_laps(frame, race=str(frame["Race"].iloc[0]) if "Race" in frame.columns else "live")
-        except LapnetError as e:
-            raise SkipLap(str(e).replace("DataFrame: ", "")) from None
+        except LapnetError as e:  # "row 1" would mean nothing in a stream: the CLI names the input line
+            raise SkipLap(re.sub(r",? row 1(?=:)", "", str(e).replace("DataFrame: ", ""))) from None
         lap = df.iloc[0].to_dict()
         lap.update(lap_masks(lap))
         return lap
@@ -258,8 +290,13 @@ class LiveRace:
                 the driver's previous laps). The dict is not changed: push works on a copy.
                 Laps must come in the order they end (session Time, `features.session_order`).
 
+        A driver first seen after the grid (after lap 1, or once the field has crossed the
+        line after a feed joined mid-race) joins with a fresh state, as batch commands start
+        a driver at their first lap in the table; a gap in a driver's laps is stepped over.
+        Both are said in `notices`, as is a feed that starts after lap 1.
+
         Raises:
-            SkipLap: unknown driver, a duplicate or out-of-order lap, a generated row.
+            SkipLap: a duplicate or out-of-order lap, a generated row batch cleaning drops.
         """
         lap = dict(lap)  # the caller's dict stays as it was (Restart and Scored are set below)
         if any(k not in lap for k in _LAP_MASKS):
@@ -269,21 +306,44 @@ class LiveRace:
             raise SkipLap("lap without a driver")
         if not math.isfinite(n):
             raise SkipLap(f"{drv}: lap without a lap number")
+        number = _number_key(lap.get("DriverNumber"))
+        if number is not None:
+            self.number_of[drv] = number
+        if not self.grid_closed and drv not in self.first_pass:  # a non-starter's row counts: the grid had the car
+            self.first_pass[drv] = _num(lap.get("Position"))
         if lap.get("FastF1Generated") and not lap.get("HasTime"):
-            why = self._dropped_generated(drv, n, _num(lap.get("Time")))
-            if why is not None:
-                raise SkipLap(f"{drv} lap {n:g}: a row FastF1 generated, with no lap time, {why}")
-        if self.started_at_lap1 is None:
-            self.started_at_lap1 = n == 1
+            dropped = self._dropped_generated(drv, n, _num(lap.get("Time")))
+            if dropped is not None:
+                why, kind = dropped
+                raise SkipLap(f"{drv} lap {n:g}: a row FastF1 generated, with no lap time, {why}", kind=kind)
+        if self.first_lap is None:
+            self.first_lap = n
+            if n > 1:
+                self.notices.append(
+                    f"the feed starts at lap {n:g}, not lap 1 (it joined the race under way): what came before is "
+                    "unknown to the model (each driver's earlier laps, stops and tyres used; the race's reference "
+                    "pace comes from the laps seen), beyond what each lap's row carries (Stint, TyreLife, Position)")
         st = self.drivers.get(drv)
         if st is None:
-            if self.started_at_lap1 and n != 1:
-                raise SkipLap(f"{drv} lap {n:g}: unknown driver (not on the grid at lap 1)")
+            if n > 1 and (self.first_lap == 1 or self.grid_closed):
+                before = f" (laps 1-{n - 1:g} missing or skipped)" if n > 2 else " (lap 1 missing or skipped)"
+                self.notices.append(
+                    f"{drv} first seen at lap {n:g}{before if self.first_lap == 1 else ''}: joins the race from "
+                    f"here; its laps, stops and tyres before lap {n:g} are unknown to the model, beyond what the "
+                    "lap's row carries (Stint, TyreLife, Position)")
             st = self.drivers[drv] = _DriverLive()
         elif n == st.last_lap:
             raise SkipLap(f"{drv} lap {n:g}: duplicate lap")
         elif n < st.last_lap:
             raise SkipLap(f"{drv} lap {n:g}: out of order (already at lap {st.last_lap:g})")
+        else:
+            self.grid_closed = True  # a driver's next lap: every car running has crossed the line since the first
+            if n > st.last_lap + 1:
+                gap = f"lap {st.last_lap + 1:g}" if n == st.last_lap + 2 else f"laps {st.last_lap + 1:g}-{n - 1:g}"
+                self.notices.append(
+                    f"{drv} {gap} missing or skipped (lap {n:g} follows lap {st.last_lap:g}): stepped over; a stop or a "
+                    "stint's laps in the gap are unknown to the model, beyond what the next row carries "
+                    "(Stint, TyreLife)")
         t_end = _num(lap.get("Time"))
         if math.isfinite(t_end):
             if t_end < self.latest_end - ORDER_SLACK and not self.order_warned:
@@ -346,10 +406,10 @@ class LiveRace:
             rec["expected_next10"] = [round(float(v), 4) for v in exp_sec]
         return rec
 
-    def _dropped_generated(self, drv: str, n: float, t_end: float) -> str | None:
+    def _dropped_generated(self, drv: str, n: float, t_end: float) -> tuple[str, str] | None:
         """Why batch cleaning drops this untimed FastF1Generated row (`clean._after_flag`, the
-        non-starter rule), as far as the laps so far tell; None: batch keeps it (a car that
-        stopped mid-race: its last lap is context), so live pushes it too.
+        non-starter rule), as far as the laps so far tell, and its `SkipLap.kind`; None: batch
+        keeps it (a car that stopped mid-race: its last lap is context), so live pushes it too.
 
         After the flag: with `total_laps`, a lap past it or ending after the first car
         finished lap `total_laps` (batch's rule when `total_laps` is the race's last timed
@@ -360,13 +420,13 @@ class LiveRace:
         """
         st = self.drivers.get(drv)
         if st is None or not st.timed:  # batch drops a driver without a single timed lap
-            return "for a driver without a timed lap (a non-starter, as batch cleaning drops them)"
+            return "for a driver without a timed lap (a non-starter, as batch cleaning drops them)", "non_starter"
         if self.total_laps is not None:
             if n > self.total_laps or (math.isfinite(t_end) and t_end > self.flag_time):
-                return "after the chequered flag"
+                return "after the chequered flag", "after_flag"
         elif n > self.last_timed_lap and n > self.featurizer.total_laps:
             # both: a car that stops on the lap the leader is still running is mid-race
-            return "after the chequered flag (beyond every timed lap so far and the estimated race length)"
+            return "after the chequered flag (beyond every timed lap so far and the estimated race length)", "after_flag"
         return None
 
     def push_csv_line(self, line: str) -> dict:
@@ -385,19 +445,20 @@ def file_race_laps(path: str | Path) -> int | None:
     from lapnet.race.features import last_timed_lap
 
     try:
-        laps = pd.read_csv(path, usecols=["LapNumber", "LapTime"], dtype=str)
+        laps = pd.read_csv(path, usecols=["LapNumber", "LapTime"], dtype=str, encoding="utf-8-sig")
     except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError):
         return None
     return last_timed_lap(laps)
 
 
 def read_header(stream: IO[str], follow: bool = False, poll: float = 0.5) -> str:
-    """The header line; with `follow`, a file still empty (the feed has not started) is waited for."""
+    """The header line, without a UTF-8 byte-order mark (a file is opened as utf-8-sig; stdin
+    is not); with `follow`, a file still empty (the feed has not started) is waited for."""
     header = stream.readline()
     while follow and not header.endswith("\n"):
         time.sleep(poll)
         header += stream.readline()
-    return header
+    return header.lstrip("\ufeff")
 
 
 def stream_lines(stream: IO[str], follow: bool = False, poll: float = 0.5) -> Iterator[tuple[int, str]]:
@@ -420,6 +481,24 @@ def stream_lines(stream: IO[str], follow: bool = False, poll: float = 0.5) -> It
         yield lineno, line
 
 
+def _cells(line: str) -> list[str]:
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error:  # e.g. a bare carriage return: the live reader skips the line with a warning
+        return []
+
+
+def _column(rows: list[list[str]], header: list[str], col: str) -> list[str]:
+    """One column's cells of CSV rows ('' where the row is short or the column absent)."""
+    i = header.index(col) if col in header else None
+    return ["" if i is None or i >= len(v) else v[i].strip() for v in rows]
+
+
+def _file_lines(stream: IO[str]) -> list[tuple[int, str]]:
+    """The lap lines of a complete file after its header, with their line numbers; blank lines left out."""
+    return [(k + 2, ln) for k, ln in enumerate(stream.read().splitlines()) if ln.strip()]
+
+
 def replay_order(stream: IO[str], header: list[str]) -> tuple[list[tuple[int, str]], bool]:
     """A complete file's lap lines with their line numbers, in the order the laps ended, and
     whether they had to be reordered.
@@ -429,30 +508,184 @@ def replay_order(stream: IO[str], header: list[str]) -> tuple[list[tuple[int, st
     ORDER_SLACK) is kept as it is; any other is ordered as batch commands order laps
     (`features.session_order`).
     """
+    lines = _file_lines(stream)
+    return _session_sorted(lines, [_cells(ln) for _, ln in lines], header)
+
+
+def _session_sorted(lines: list[tuple[int, str]], rows: list[list[str]],
+                    header: list[str]) -> tuple[list[tuple[int, str]], bool]:
+    """`replay_order` on lines already split into `rows`."""
     from lapnet.race.features import session_order
 
-    lines = [(k + 2, ln) for k, ln in enumerate(stream.read().splitlines()) if ln.strip()]
-    col = {c: header.index(c) for c in ("Time", "Driver", "LapNumber") if c in header}
-    if "Time" not in col:
+    if "Time" not in header:
         return lines, False
-    rows = []
-    for _, ln in lines:
+    times = []
+    for v in _column(rows, header, "Time"):
         try:
-            v = next(csv.reader([ln]), [])
-        except csv.Error:
-            v = []
-        get = lambda c: v[col[c]] if c in col and col[c] < len(v) else ""  # noqa: E731
-        try:
-            t = parse_duration(get("Time"))
+            times.append(parse_duration(v))
         except ValueError:
-            t = math.nan
-        rows.append({"Driver": get("Driver").strip(), "LapNumber": pd.to_numeric(get("LapNumber"), errors="coerce"), "Time": t})
-    times = np.array([r["Time"] for r in rows], float)
-    times = times[np.isfinite(times)]
-    if not (np.diff(times) < -ORDER_SLACK).any():  # already in the order laps ended: keep it as given
+            times.append(math.nan)
+    t = np.array(times, float)
+    t = t[np.isfinite(t)]
+    if not (np.diff(t) < -ORDER_SLACK).any():  # already in the order laps ended: keep it as given
         return lines, False
-    order = session_order(pd.DataFrame(rows))
-    return [lines[i] for i in order], True
+    frame = pd.DataFrame({"Driver": _column(rows, header, "Driver"),
+                          "LapNumber": pd.to_numeric(pd.Series(_column(rows, header, "LapNumber"), dtype=object),
+                                                     errors="coerce"),
+                          "Time": times})
+    return [lines[i] for i in session_order(frame)], True
+
+
+def _pick_race(lines: list[tuple[int, str]], rows: list[list[str]], header: list[str], race: str | None,
+               where: str) -> tuple[list[tuple[int, str]], list[list[str]], str | None]:
+    """The lines of the one race a complete file is replayed for: every line when it holds
+    one race (by its Race column, or without one); `race` picks one of several (a line with
+    an empty Race cell goes with any). Several races without `race`: LapnetError naming them."""
+    if "Race" not in header:
+        return lines, rows, None
+    names = _column(rows, header, "Race")
+    races = list(dict.fromkeys(n for n in names if n))
+    if race is None:
+        if len(races) > 1:
+            shown = ", ".join(races[:5]) + (f", ... ({len(races)} in all)" if len(races) > 5 else "")
+            raise LapnetError(f"{where} holds {len(races)} races (Race column: {shown}): live follows one race: "
+                              f"pick one with --race (e.g. --race {races[0]})")
+        return lines, rows, races[0] if races else None
+    pick = _race_match(race, races)
+    if pick is None:
+        raise LapnetError(f"--race {race}: no such race in {where} (races: {', '.join(races) or 'none named'})")
+    keep = [i for i, n in enumerate(names) if n in ("", pick)]
+    return [lines[i] for i in keep], [rows[i] for i in keep], pick
+
+
+def _race_match(race: str, names: Any) -> str | None:
+    """The race `race` names among `names`: the same name, else the one equal to it in any case."""
+    names = list(names)
+    if race in names:
+        return race
+    folded = [n for n in names if n.casefold() == race.strip().casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def _lines_race_laps(rows: list[list[str]], header: list[str]) -> int | None:
+    """`file_race_laps` on the lines of the race replayed (`features.last_timed_lap` on the raw text)."""
+    from lapnet.race.features import last_timed_lap
+
+    if not rows or "LapNumber" not in header or "LapTime" not in header:
+        return None
+    return last_timed_lap(pd.DataFrame({"LapNumber": _column(rows, header, "LapNumber"),
+                                        "LapTime": _column(rows, header, "LapTime")}))
+
+
+def _parquet_error(where: str) -> LapnetError:
+    target = "X.csv" if where == "stdin" else Path(where).with_suffix(".csv").name
+    source = "X.parquet" if where == "stdin" else where
+    return LapnetError(f"{where}: a Parquet file: live reads CSV lines (a feed, header first): convert it first, "
+                       f"e.g. lapnet race clean {source} --out {target}")
+
+
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes stdin could not decode (Python's surrogateescape)
+
+
+def _check_text(line: str, where: str) -> None:
+    """Stdin is decoded with surrogateescape in a POSIX locale: bytes that are not UTF-8 come
+    as surrogates, refused here as a file's would be (a Parquet file by its name)."""
+    if line.startswith("PAR1"):
+        raise _parquet_error(where)
+    bad = _UNDECODED.search(line)
+    if bad is not None:
+        byte = bytes([ord(bad.group()) - 0xDC00])
+        raise LapnetError(f"{where}: not UTF-8 text (invalid byte: {byte!r})")
+
+
+def _refuse_parquet(path: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return  # opening it for reading says what is wrong
+    if magic == b"PAR1":
+        raise _parquet_error(path)
+
+
+class DriverFilter:
+    """`lapnet race live --driver`: which drivers' lines to print.
+
+    Args:
+        value: comma-separated three-letter codes in any case (`ver,HAM`) or FastF1 driver
+            numbers (`1,44`, matched through the DriverNumber column), or an iterable of them
+            (`io.parse_drivers`, as `race predict` reads them).
+
+    Raises:
+        LapnetError: nothing in `value`.
+    """
+
+    def __init__(self, value: str | Any):
+        from lapnet.race.io import parse_drivers
+
+        self.tokens = parse_drivers(value)  # predict's rule: codes upper-case, numbers without leading zeros
+        self.codes = {t for t in self.tokens if not t.isdigit()}
+        self.numbers = {t for t in self.tokens if t.isdigit()}
+        self.warned = False  # the drivers still missing have been said
+
+    def shows(self, driver: str, live: LiveRace) -> bool:
+        return driver.upper() in self.codes or live.number_of.get(driver) in self.numbers
+
+    def missing(self, live: LiveRace) -> list[str]:
+        """The codes and numbers that match no driver with a lap so far."""
+        found = {d.upper() for d in live.drivers} | {live.number_of.get(d) for d in live.drivers}
+        return [t for t in self.tokens if t not in found]
+
+    def field(self, live: LiveRace) -> str:
+        """The drivers with a lap so far (with their numbers when numbers were asked for)."""
+        return ", ".join(f"{d} ({live.number_of[d]})" if self.numbers and d in live.number_of else d
+                         for d in sorted(live.drivers))
+
+    def non_starters(self, live: LiveRace, missing: list[str]) -> list[str]:
+        """Those of `missing` that name a driver whose only rows were skipped (no timed lap)."""
+        return sorted(d for d in live.first_pass if d not in live.drivers
+                      and (d.upper() in missing or live.number_of.get(d) in missing))
+
+
+def _grid_check(wanted: DriverFilter, live: LiveRace, say: Callable[[str], None]) -> None:
+    """Once the field has crossed the line (`LiveRace.grid_closed`): a --driver that is on no
+    row is a typo, said now rather than when the stream ends (never, with --follow). When
+    the grid's positions show cars without a row yet, or one car alone has crossed the line,
+    it may still join: warned, not refused (the stream's end decides)."""
+    missing = wanted.missing(live)
+    if not missing:
+        return
+    what = f"--driver {','.join(missing)}: no lap in the stream"
+    gone = wanted.non_starters(live, missing)
+    if gone:
+        what += f" ({', '.join(gone)}: no timed lap, a non-starter)"
+    positions = [p for p in live.first_pass.values() if math.isfinite(p)]
+    absent = int(max(positions)) - len(live.first_pass) if positions else 0
+    if (absent > 0 or len(live.first_pass) < 2) and len(gone) < len(missing):
+        why = (f"the grid's positions show {absent} car(s) without a row yet" if absent > 0
+               else "one car alone has crossed the line (a feed listed driver by driver?)")
+        say(f"lapnet: warning: {what} yet: not on the grid (drivers: {wanted.field(live)}), but {why}: following "
+            "the stream in case it joins")
+        return
+    if len(missing) == len(wanted.tokens):
+        raise LapnetError(f"{what}: not on the grid (drivers: {wanted.field(live)})")
+    shown = ", ".join(f"{d} ({live.number_of[d]})" if wanted.numbers and d in live.number_of else d
+                      for d in sorted(live.drivers) if wanted.shows(d, live))
+    say(f"lapnet: warning: {what}: not on the grid (drivers: {wanted.field(live)}); printing {shown} only")
+    wanted.warned = True
+
+
+ROUTINE_SKIPS = ("after_flag", "non_starter")  # `SkipLap.kind`s a finished race has: counted, said once each
+
+
+def _routine_line(kind: str, count: int, first: int, drivers: list[str]) -> str:
+    s = "s" if count > 1 else ""
+    if kind == "after_flag":
+        return (f"lapnet: {count} lap{s} after the chequered flag skipped (rows FastF1 generates without a lap time; "
+                f"batch cleaning drops them too; first: line {first})")
+    who = list(dict.fromkeys(drivers))
+    return (f"lapnet: {count} row{s} of {', '.join(who)} skipped: no timed lap (non-starter{'s' if len(who) > 1 else ''}: "
+            f"FastF1 generates such rows without a lap time; batch cleaning drops them too; first: line {first})")
 
 
 def _print_json(pred: dict) -> None:
@@ -467,91 +700,168 @@ def _print_err(line: str) -> None:
 
 
 def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bool = False, race_laps: int | None = None,
-                poll: float = 0.5, drivers: set[str] | None = None, emit: Callable[[dict], None] | None = None,
-                say: Callable[[str], None] | None = None) -> dict:
+                poll: float = 0.5, drivers: str | Any | None = None, race: str | None = None,
+                emit: Callable[[dict], None] | None = None, say: Callable[[str], None] | None = None) -> dict:
     """`lapnet race live`: follow a race lap by lap from a CSV feed, one prediction per lap.
 
-    The input is CSV lines, header first: stdin ("-", read as it comes), a growing FILE with
-    `follow` (like tail -f; a file still empty is waited for), or a finished FILE, replayed in
-    the order the laps ended (`replay_order`) with its length read from it (`file_race_laps`)
-    unless `race_laps` is given. Stdin or `follow` without `race_laps`: the length is estimated
-    from the race's pace (`features.estimate_race_laps`), with a warning. Ctrl-C ends the
-    stream quietly.
+    The input is CSV lines, header first (UTF-8, a byte-order mark allowed): stdin ("-",
+    read as it comes), a growing FILE with `follow` (like tail -f; a file still empty is
+    waited for), or a finished FILE, replayed in the order the laps ended (`replay_order`)
+    with its length read from it (`file_race_laps`' rule) unless `race_laps` is given. Stdin
+    or `follow` without `race_laps`: the length is estimated from the race's pace
+    (`features.estimate_race_laps`), with a warning. Ctrl-C ends the stream quietly.
+
+    One race at a time: a table with several (its Race column) needs `race`; a feed whose
+    Race changes stops with an error. A driver first seen after the grid joins, a feed that
+    starts after lap 1 and a gap in a driver's laps are warned (`LiveRace.push`). Skipped
+    laps are warned line by line, except the routine ones of a finished race (FastF1's rows
+    after the flag, a non-starter's rows): one line each kind, when the stream ends.
 
     Args:
         run: a loaded run or its directory. file: "-" (stdin) or a CSV path.
         follow: keep reading a growing FILE. race_laps: the scheduled length, or None.
-        poll: seconds between reads of a growing file. drivers: emit only these drivers' laps
-            (every lap is still read: a lap's features depend on the whole field); None: all.
+        poll: seconds between reads of a growing file.
+        drivers: emit only these drivers' laps (`DriverFilter`: codes in any case, or
+            FastF1 driver numbers through the DriverNumber column; every lap is still read: a
+            lap's features depend on the whole field); None: all. A driver on no row once the
+            field has crossed the line is refused then (a warning if others were found).
+        race: the race to follow in a table or feed of several (Race column, any case).
         emit: called with each prediction (default: one JSON line on stdout).
         say: called with each line for the user, notes and warnings naming the input line
             (default: stderr).
 
     Returns:
-        {"laps": laps read and predicted, "drivers": drivers seen, "missing": asked-for drivers never seen}.
+        {"laps": laps read and predicted, "drivers": drivers seen, "missing": asked-for
+        drivers never seen, "race": the Race followed (None without a Race column)}.
 
     Raises:
-        LapnetError: an empty input, no usable lap, text that is not UTF-8, none of `drivers`
-            in the stream (one line each); `LiveRace`'s errors for the run and the header.
+        LapnetError: an empty input, no usable lap, text that is not UTF-8 (a Parquet file:
+            said so), several races, `drivers` matching nobody (one line each); `LiveRace`'s
+            errors for the run and the header.
     """
     emit, say, file = emit or _print_json, say or _print_err, str(file)
-    note = None  # said once the run and the header are read, so that an error stays one line
-    if race_laps is None and file != "-" and not follow:
-        race_laps = file_race_laps(Path(file))  # a finished race replayed: its length is in the file
-        if race_laps is not None:
-            note = f"lapnet: race length {race_laps} laps, the file's last lap (--race-laps overrides)"
-    live = LiveRace(run, total_laps=race_laps)  # None: estimated from the race's pace
-    stream = sys.stdin if file == "-" else open(file, encoding="utf-8")
+    where = "stdin" if file == "-" else file
+    wanted = drivers if drivers is None or isinstance(drivers, DriverFilter) else DriverFilter(drivers)
+    if isinstance(run, (str, Path)):
+        run = load_run(run)  # the run's errors come first, before the feed is waited for
+    if file != "-":
+        _refuse_parquet(file)
+    replay = file != "-" and not follow  # a finished race
+    notes: list[str] = []  # said once a lap has come, so that an error before stays one line
+    stream = sys.stdin if file == "-" else open(file, encoding="utf-8-sig")
+    live: LiveRace | None = None
     n_out = 0  # laps read and predicted (emitted or filtered out by `drivers`)
+    routine: dict[str, list] = {}  # SkipLap.kind -> [count, first line, drivers]
+    current = None  # the Race followed
+    others: set[str] = set()  # other races' names in a feed filtered by `race`
     try:
         header = read_header(stream, follow, poll)
         if not header.strip():
-            raise LapnetError(f"{file}: empty input (no CSV header)")
-        live.set_header(header.strip("\r\n"))
-        if file != "-" and not follow:  # a finished race replayed: laps in the order they ended, as a feed gives them
-            lines, moved = replay_order(stream, live.header)
-            if moved:
-                note = (note + "\n" if note else "") + (f"lapnet: {file} lists laps in another order than they ended: "
-                                                      "replayed by session Time, as a live feed gives them")
+            raise LapnetError(f"{where}: empty input (no CSV header)")
+        header = header.strip("\r\n")
+        _check_text(header, where)
+        cols = _cells(header)
+        if wanted is not None and wanted.numbers and "DriverNumber" not in cols:
+            raise LapnetError(f"--driver {','.join(sorted(wanted.numbers, key=int))}: a car number, but {where} has "
+                              "no DriverNumber column: give the driver's code (e.g. VER)")
+        if race is not None and "Race" not in cols:
+            raise LapnetError(f"--race {race}: {where} has no Race column (it holds one race): drop --race")
+        if replay:
+            lines = _file_lines(stream)
+            rows = [_cells(ln) for _, ln in lines]
+            lines, rows, current = _pick_race(lines, rows, cols, race, where)
+            if race_laps is None:
+                race_laps = _lines_race_laps(rows, cols)  # a finished race: its length is in the file
+                if race_laps is not None:
+                    of = f"the last lap of race {current}" if race is not None else "the file's last lap"
+                    notes.append(f"lapnet: race length {race_laps} laps, {of} (--race-laps overrides)")
+            lines, moved = _session_sorted(lines, rows, cols)
+            if moved:  # a finished race replayed: laps in the order they ended, as a feed gives them
+                notes.append(f"lapnet: {file} lists laps in another order than they ended: replayed by session Time, "
+                             "as a live feed gives them")
         else:
             lines = stream_lines(stream, follow, poll)
-        warned_length = False
+        live = LiveRace(run, total_laps=race_laps)  # None: estimated from the race's pace
+        with warnings.catch_warnings(record=True) as remarks:  # said with the notes, once a lap has come
+            warnings.simplefilter("always")
+            live.set_header(header)
+        race_col = cols.index("Race") if "Race" in cols and not replay else None  # a file's race is picked above
+        said, grid_checked = False, False
         for lineno, line in lines:
             line = line.strip("\r\n")
             if not line.strip():
                 continue
-            if not warned_length:  # said once a lap has come, so that an error before stays one line
-                warned_length = True
-                if note is not None:
+            _check_text(line, where)
+            if race_col is not None:  # a feed: one race
+                cells = _cells(line)
+                name = cells[race_col].strip() if race_col < len(cells) else ""
+                if name and race is not None:
+                    if _race_match(race, [name]) is None:
+                        others.add(name)
+                        continue
+                elif name and current is None:
+                    current = name
+                elif name and name != current:
+                    raise LapnetError(f"{where}, line {lineno}: a lap of race '{name}' after laps of race '{current}': "
+                                      "live follows one race: feed one, or pick it with --race NAME")
+            if not said:
+                said = True
+                for note in notes:
                     say(note)
+                for w in remarks:  # the header's (columns missing): through the CLI's one-line warnings
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
                 if race_laps is None:
                     say("lapnet: warning: --race-laps not given: estimating the race length from its green-flag "
                         "pace (7.7% off on average over the 15 real races; each JSON line says race_laps)")
             try:
-                pred = live.push_csv_line(line)
+                pred = live.push(live.parse(line))
             except SkipLap as e:
-                say(f"lapnet: warning: line {lineno}: skipped lap: {' '.join(str(e).split())}")
-                continue
-            for notice in live.notices:  # each kind said once
+                pred = None
+                if e.kind in ROUTINE_SKIPS:
+                    seen = routine.setdefault(e.kind, [0, lineno, []])
+                    seen[0] += 1
+                    seen[2].append(str(e).split(" ", 1)[0])
+                else:
+                    say(f"lapnet: warning: line {lineno}: skipped lap: {' '.join(str(e).split())}")
+            for notice in live.notices:
                 say(f"lapnet: warning: line {lineno}: {notice}")
             live.notices.clear()
+            if pred is None:
+                continue
             n_out += 1
-            if drivers is None or pred["driver"] in drivers:
+            if wanted is None:
+                emit(pred)
+                continue
+            if live.grid_closed and not grid_checked:
+                grid_checked = True
+                _grid_check(wanted, live, say)
+            if wanted.shows(pred["driver"], live):
                 emit(pred)
         if n_out == 0:
-            raise LapnetError(f"{file}: no usable laps in the stream")
+            if others:
+                raise LapnetError(f"--race {race}: no lap of this race in {where} (races: {', '.join(sorted(others))})")
+            raise LapnetError(f"{where}: no usable laps in the stream")
     except KeyboardInterrupt:
         pass
     except UnicodeDecodeError as e:
-        raise LapnetError(f"{'stdin' if file == '-' else file}: not UTF-8 text ({e.reason}: "
-                          f"{e.object[e.start:e.start + 1]!r})") from None
+        if bytes(e.object[:4]) == b"PAR1":
+            raise _parquet_error(where) from None
+        raise LapnetError(f"{where}: not UTF-8 text ({e.reason}: {e.object[e.start:e.start + 1]!r})") from None
     finally:
         if stream is not sys.stdin:
             stream.close()
-    missing = sorted(drivers - set(live.drivers)) if drivers is not None and n_out else []
+    for kind in ROUTINE_SKIPS:
+        if kind in routine:
+            say(_routine_line(kind, *routine[kind]))
+    seen_drivers = sorted(live.drivers) if live is not None else []
+    missing = wanted.missing(live) if wanted is not None and live is not None and n_out else []
     if missing:
-        seen = ", ".join(sorted(live.drivers))
-        if len(missing) == len(drivers):
-            raise LapnetError(f"--driver {','.join(missing)}: no lap in the stream (drivers: {seen})")
-        say(f"lapnet: warning: --driver {','.join(missing)}: no lap in the stream (drivers: {seen})")
-    return {"laps": n_out, "drivers": sorted(live.drivers), "missing": missing}
+        what = f"--driver {','.join(missing)}: no lap in the stream"
+        gone = wanted.non_starters(live, missing)
+        if gone:
+            what += f" ({', '.join(gone)}: no timed lap, a non-starter)"
+        if len(missing) == len(wanted.tokens):
+            raise LapnetError(f"{what} (drivers: {wanted.field(live)})")
+        if not wanted.warned:
+            say(f"lapnet: warning: {what} (drivers: {wanted.field(live)})")
+    return {"laps": n_out, "drivers": seen_drivers, "missing": missing, "race": current}

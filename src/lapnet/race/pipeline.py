@@ -215,6 +215,7 @@ def _tensors(seq: Sequences, idx: np.ndarray) -> dict[str, torch.Tensor]:
         "lengths": torch.from_numpy(seq.lengths[idx]),  # (B,)
         "target": torch.from_numpy(seq.target[idx, :T]),  # (B, T, K)
         "target_mask": torch.from_numpy(seq.target_mask[idx, :T]),
+        "has_base": torch.from_numpy(np.isfinite(seq.base[idx, :T])),  # (B, T) the stint has a Scored lap
         "pit": torch.from_numpy(seq.pit[idx, :T]),  # (B, T)
         "pit_mask": torch.from_numpy(seq.pit_mask[idx, :T]),
         "phase": torch.from_numpy(seq.phase[idx, :T]),
@@ -301,7 +302,7 @@ def _eval_fn(seq: Sequences, idx: np.ndarray, loss_kw: dict):
         b = {k: v.to(dev) for k, v in batch.items()}  # no copy on the CPU
         out, _ = model(b["x"], b["lengths"])
         metrics = {"val_loss": float(race_loss(out, b, **loss_kw))}
-        m = b["target_mask"][:, :, 0]
+        m = b["target_mask"][:, :, 0] & b["has_base"]  # origins the forecast starts from a Scored lap (as before 2026-11-27)
         if forecast and m.any():
             metrics["val_h1_abs_pct"] = float((out["mean"][:, :, 0][m] - b["target"][:, :, 0][m]).abs().mean())
         return metrics
@@ -485,6 +486,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
                     seq, np.concatenate([train_idx, val_idx])))
         except LapnetError as e:  # the forecaster and the pit call are trained: keep them, without phases
             warnings.warn(f"no phase calls: the simulator could not be calibrated to these laps ({e})")
+    write_json(out / TRAINING_LAPS, _training_laps(laps))  # eval's in-sample check, lap by lap
     write_json(out / "config.json", config)
 
     val_seq = subset_sequences(seq, val_idx)
@@ -672,7 +674,7 @@ def _fit_expected_gap(forecaster: torch.nn.Module, seq: Sequences, train_idx, va
             return None
         sub = subset_sequences(seq, idx)
         med = run_net(forecaster, sub)["mean"]  # (n, T, K)
-        m = sub.target_mask.any(-1)  # (n, T) laps with at least one target
+        m = sub.target_mask.any(-1) & np.isfinite(sub.base)  # (n, T) laps with a target, starting from a Scored lap
         full = sub.target_mask[m].all(-1) & sub.origin_scored[m]  # (r,) origins whose next K laps all count
         return (torch.from_numpy(sub.x[m]), torch.from_numpy((sub.target - med)[m]),  # (r, D), (r, K)
                 torch.from_numpy(sub.target_mask[m]), torch.from_numpy(full))  # (r, K), (r,)
@@ -915,11 +917,13 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file",
     seq, used = race_sequences(laps, race_length)
     o, tagged = run_outputs(r, seq)
     races = sorted({k[0] for k in seq.keys})
-    trained = set(r.config.get("race_fingerprints", {}).values())
-    seen = sorted(race for race, f in race_fingerprints(laps).items() if f in trained)
-    if seen:  # the numbers would measure memory, not forecasting
-        warnings.warn(f"race(s) {', '.join(seen)} were among the run's training races: their scores are in-sample")
+    in_sample, how = in_sample_races(r, laps)
+    if in_sample:  # the numbers would measure memory, not forecasting
+        said = "; ".join(f"{race}: {v['laps']} of its {v['of']} timed laps are {v['training_race']}'s" for race, v in in_sample.items())
+        warnings.warn(f"race(s) {', '.join(in_sample)} were among the run's training races ({said}): their scores "
+                      "are in-sample")
     metrics = {"run": str(run), "races": races, "race_length": race_length, "race_laps": used, "masks": r.config.get("masks"),
+               "in_sample": in_sample, "in_sample_check": how,
                "baselines": list(BASELINES), **score_predictions(seq, o, tagged),
                "cleaning": report.summary()}
     pit = metrics["pit_within_3"]
@@ -932,8 +936,46 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file",
         for race in races:
             idx = np.array([i for i, k in enumerate(seq.keys) if k[0] == race])
             m = score_predictions(subset_sequences(seq, idx), _take(o, idx), _take(tagged, idx))
-            metrics["by_race"][race] = _race_row(m)
+            metrics["by_race"][race] = {**_race_row(m), "in_sample": race in in_sample}
     return metrics
+
+
+def in_sample_races(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]:
+    """The races of `laps` that are a training race of run `r`, or a part of one, told by their
+    laps (`io.lap_keys`: driver, lap number and lap time to the millisecond), whatever the file
+    or race is called: a renamed copy, the first 30 laps, three drivers of it.
+
+    Returns:
+        (race -> {"training_race", "laps": its timed laps found there, "of": its timed laps},
+        how it was checked: "laps" with the run's training_laps.json; for a run trained before
+        it existed, "whole races" (the run's race fingerprints: a part of a race is not caught)).
+    """
+    from lapnet.race.io import lap_keys, same_laps, shared_laps
+
+    found: dict[str, dict] = {}
+    stored = r.path / TRAINING_LAPS
+    if stored.is_file():
+        trained = {race: np.array([int(h, 16) for h in text.split()], dtype=np.uint32)
+                   for race, text in (read_json(stored).get("races") or {}).items()}
+        for race, keys in lap_keys(laps).items():
+            best = max(((shared_laps(keys, k), name) for name, k in trained.items()), default=(0, None))
+            if best[1] is not None and same_laps(best[0], len(keys)):
+                found[race] = {"training_race": best[1], "laps": best[0], "of": int(len(keys))}
+        return found, "laps"
+    prints = {f: name for name, f in r.config.get("race_fingerprints", {}).items()}
+    counts = {race: int(len(k)) for race, k in lap_keys(laps).items()}
+    for race, f in race_fingerprints(laps).items():
+        if f in prints:
+            found[race] = {"training_race": prints[f], "laps": counts.get(race, 0), "of": counts.get(race, 0)}
+    return found, "whole races"
+
+
+def _training_laps(laps: pd.DataFrame) -> dict:
+    """What training_laps.json holds: each training race's lap keys (`io.lap_keys`) as hex."""
+    from lapnet.race.io import lap_keys
+
+    return {"key": "the first 32 bits of SHA-1 of 'DRIVER|lap number|lap time in ms', each timed lap once",
+            "races": {race: " ".join(f"{int(k):08x}" for k in keys) for race, keys in lap_keys(laps).items()}}
 
 
 def race_sequences(laps: pd.DataFrame, race_length: int | str = "file") -> tuple[Sequences, dict[str, int]]:
@@ -985,49 +1027,210 @@ def _race_row(m: dict) -> dict:
             "pit_auc": m["pit_within_3"]["auc"], "tyre_life_auc": m["pit_within_3"]["tyre_life_auc"]}
 
 
-MAX_FIGURES = 6  # forecast figures `predict_race` draws without a driver
-def _predict_files(out: Path) -> list[Path]:
-    """What an earlier `predict_race` wrote in `out`: its own names only (metrics.json is the
-    CLI's, which overwrites it; the library never writes it, so never removes it)."""
+MAX_FIGURES = 6  # forecast figures `predict_race` draws without a driver: the top of the classification
+PREDICT_COMMAND, EVAL_COMMAND = "lapnet race predict", "lapnet race eval"
+PNG_MARK = {"Software": PREDICT_COMMAND}  # written into predict's figures: an earlier call's figure is known by it
+PREDICTIONS_HEADER = "Race,Driver,LapNumber,Stint,Compound,TyreLife,LapTime,Scored,InLap,forecast_h1"  # predictions.csv starts so
+TRAINING_LAPS = "training_laps.json"  # in a run: each training race's lap keys (`io.lap_keys`), for eval's in-sample check
+
+
+def _earlier_predict_files(out: Path) -> list[Path]:
+    """The files an earlier `predict_race` wrote in `out` (predictions.csv, degradation.png,
+    forecast_*.png), known by the CLI's metrics.json record or by their own marks: the ones a
+    new call removes before writing (a previous --driver's figures would otherwise stay)."""
+    if not out.is_dir():
+        return []
+    m = _read_record(out)
+    recorded = _recorded_files(m) if _written_by(m) == PREDICT_COMMAND else set()
     names = [out / "predictions.csv", out / "degradation.png"] + sorted(out.glob("forecast_*.png"))
-    return [p for p in names if p.is_file()]
+    return [p for p in names if p.is_file() and _is_predicts(p, recorded)]
 
 
-def _pick_driver(driver: str, laps: pd.DataFrame, report: Any) -> str:
-    """--driver in any case ('ver' is VER); a driver the cleaning dropped is named as such."""
-    known = sorted(laps["Driver"].astype(str).unique())
-    match = {d.upper(): d for d in known}.get(driver.strip().upper())
-    if match is not None:
-        return match
-    gone = {str(d).upper() for rr in getattr(report, "races", []) for d in rr.drivers_dropped}
-    if driver.strip().upper() in gone:
-        raise LapnetError(f"--driver {driver}: {driver.strip().upper()} has no laps after cleaning (non-starter?): "
-                          f"drivers: {', '.join(known)}")
-    raise LapnetError(f"--driver {driver}: not in the lap table (drivers: {', '.join(known)})")
+def _png_software(path: Path) -> str | None:
+    """The 'Software' text of a PNG (matplotlib writes it from `savefig(metadata=...)`), None
+    when there is none or the file is no PNG."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return None
+            for _ in range(64):  # the text chunks come before the image data
+                head = f.read(8)
+                if len(head) < 8:
+                    return None
+                size, kind = struct.unpack(">I4s", head)
+                if kind in (b"IDAT", b"IEND"):
+                    return None
+                data = f.read(size)
+                f.read(4)  # CRC
+                if kind in (b"tEXt", b"iTXt"):
+                    key, _, text = data.partition(b"\0")
+                    if key == b"Software":
+                        if kind == b"iTXt":  # compression flag, method, language tag, translated keyword
+                            text = text[2:].split(b"\0", 2)[-1]
+                        return text.decode("latin-1", "replace")
+    except OSError:
+        return None
+    return None
 
 
-def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, out: str | Path | None = None,
-                 race_length: int | str = "file", device: str = "cpu") -> tuple[pd.DataFrame, dict]:
+def _read_record(out: Path) -> dict | None:
+    """out/metrics.json as a dict, None when missing or not a JSON object."""
+    import json
+
+    try:
+        m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return m if isinstance(m, dict) else None
+
+
+def _written_by(m: dict | None) -> str | None:
+    """Which command wrote a metrics.json: its "written" record, or for one written before the
+    record existed, its keys (predict's has "driver" and "figures", eval's "races" and "baselines")."""
+    if m is None:
+        return None
+    rec = m.get("written")
+    if isinstance(rec, dict):
+        return rec.get("by")
+    if {"run", "driver", "figures"} <= set(m):
+        return PREDICT_COMMAND
+    if {"run", "races", "baselines"} <= set(m) and "figures" not in m:
+        return EVAL_COMMAND
+    return None
+
+
+def _recorded_files(m: dict | None) -> set[str]:
+    """The file names an earlier predict's metrics.json records as written (its "written"
+    record, or the "figures" of one written before the record existed)."""
+    if m is None:
+        return set()
+    rec = m.get("written")
+    files = rec.get("files", []) if isinstance(rec, dict) else []
+    figs = m.get("figures", [])
+    return {Path(str(f)).name for f in [*(files if isinstance(files, list) else []), *(figs if isinstance(figs, list) else [])]}
+
+
+def _is_predicts(path: Path, recorded: set[str]) -> bool:
+    """Whether a file in predict's --out is one an earlier predict wrote: recorded in its
+    metrics.json, or carrying predict's mark (a figure's PNG text, predictions.csv's header)."""
+    if path.name in recorded:
+        return True
+    if path.suffix == ".png":
+        return _png_software(path) == PNG_MARK["Software"]
+    if path.name == "predictions.csv":
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return f.readline().startswith(PREDICTIONS_HEADER)
+        except OSError:
+            return False
+    return False
+
+
+def _refuse_foreign(out: Path, foreign: list[Path], command: str) -> None:
+    if foreign:
+        names = ", ".join(p.name for p in foreign)
+        one = len(foreign) == 1
+        raise LapnetError(f"--out {out}: {names} already exist{'s' if one else ''} and {'was' if one else 'were'} not "
+                          f"written by an earlier {command} (use --force to replace {'it' if one else 'them'}, or "
+                          "another --out)")
+
+
+def check_predict_out(out: str | Path, *, force: bool = False, metrics_json: bool = True,
+                      figures: tuple[str, ...] | list[str] = ()) -> None:
+    """Refuse, before any work, an `out` where `predict_race` would overwrite a file an earlier
+    predict did not write (unless `force`): predictions.csv, degradation.png, the `figures` it
+    is about to draw (forecast_RACE_DRIVER.png), and with `metrics_json` (`lapnet race predict`)
+    metrics.json. An earlier predict's files are known by its metrics.json's "written" record
+    and by their own marks (a PNG text, predictions.csv's header). Files of other names are
+    never touched, a forecast_*.png of the user's included.
+
+    Raises:
+        LapnetError: one line naming the files.
+    """
+    out = Path(out)
+    if force or not out.is_dir():
+        return
+    m = _read_record(out)
+    recorded = _recorded_files(m) if _written_by(m) == PREDICT_COMMAND else set()
+    names = ["predictions.csv", "degradation.png", *figures]
+    foreign = [out / n for n in names if (out / n).is_file() and not _is_predicts(out / n, recorded)]
+    if metrics_json and (out / "metrics.json").is_file() and _written_by(m) != PREDICT_COMMAND:
+        foreign.append(out / "metrics.json")
+    _refuse_foreign(out, foreign, PREDICT_COMMAND)
+
+
+def check_eval_out(out: str | Path, *, force: bool = False) -> None:
+    """Refuse, before any work, an `out` holding a metrics.json that an earlier `lapnet race eval`
+    did not write (a run's own, predict's, the user's), unless `force`.
+
+    Raises:
+        LapnetError: one line naming it.
+    """
+    out = Path(out)
+    if force or not (out / "metrics.json").is_file():
+        return
+    if _written_by(_read_record(out)) != EVAL_COMMAND:
+        _refuse_foreign(out, [out / "metrics.json"], EVAL_COMMAND)
+
+
+def classification(laps: pd.DataFrame) -> list[tuple[str, str]]:
+    """(race, driver) in the order of each race's final classification: most laps completed
+    first, then the Position on the driver's last lap, then who ended that lap first (session
+    Time), then the code. A table without positions falls back on laps and Time alone."""
+    last = laps.sort_values("LapNumber").groupby(["Race", "Driver"], sort=False).tail(1)
+    key = pd.DataFrame({"race": last["Race"].astype(str), "driver": last["Driver"].astype(str),
+                        "laps": -last["LapNumber"].to_numpy(float),
+                        "pos": last["Position"].fillna(np.inf).to_numpy(float) if "Position" in last else np.inf,
+                        "time": last["Time"].fillna(np.inf).to_numpy(float) if "Time" in last else np.inf})
+    key = key.sort_values(["race", "laps", "pos", "time", "driver"], kind="mergesort")
+    return list(zip(key["race"], key["driver"]))
+
+
+def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | None = None, out: str | Path | None = None,
+                 race_length: int | str = "file", device: str = "cpu", force: bool = False) -> tuple[pd.DataFrame, dict]:
     """`lapnet race predict`: per-lap forecasts, intervals, pit calls and phases (+ figures in `out`).
 
-    `race_length` as `eval_race` takes it: give it (or "estimate") for a race still running,
-    whose table's last lap is not the race's last. `device`: where the nets run (`load_run`).
+    `driver`: None (every driver), or drivers as `io.parse_drivers` reads them ('VER',
+    'ver,ham', '1,44' by FastF1's DriverNumber, or a list). `race_length` as `eval_race` takes
+    it: give it (or "estimate") for a race still running, whose table's last lap is not the
+    race's last. `device`: where the nets run (`load_run`).
 
     `out` (created if missing) receives predictions.csv, degradation.png and one
-    forecast_RACE_DRIVER.png per driver drawn; those names left by an earlier call are removed
-    first (a previous --driver's figures would otherwise stay beside these). Nothing else in
-    `out` is touched: metrics.json is written by `lapnet race predict`, not here.
+    forecast_RACE_DRIVER.png per driver drawn: every driver given, else the first MAX_FIGURES
+    of each race's final classification (`classification`). An earlier call's files there are
+    removed first (a previous --driver's figures would otherwise stay beside these); a file
+    this call would overwrite that no earlier call wrote (`check_predict_out`: its figures
+    carry a mark, its predictions.csv its header, the CLI's metrics.json records them) is
+    refused unless `force`, before the nets run. Nothing else in `out` is touched (a
+    forecast_*.png of the user's stays): metrics.json is written by `lapnet race predict`.
 
     Returns:
         (table, metrics): one row per lap of the selected drivers; metrics as `eval_race`
-        computes them on those laps, with "race_laps" (race -> the length featurised) and
-        "notes" (lines for the user: figures not drawn; `lapnet race predict` adds the rows its
-        summary table leaves out).
+        computes them on those laps, with "drivers" (the codes, None for all), "race_laps"
+        (race -> the length featurised), "notes" (lines for the user: figures not drawn;
+        `lapnet race predict` adds the rows its summary table leaves out) and, with `out`,
+        "figures" and "written" ({"by": "lapnet race predict", "files": the names written}).
+
+    Raises:
+        LapnetError: an unknown driver, or a file in `out` an earlier call did not write.
     """
+    from lapnet.race.io import parse_drivers
+
+    if out is not None:
+        check_predict_out(out, force=force, metrics_json=False)  # refused before the run is read
     r = load_run(run, device)
     laps, report = load_laps(sources)
-    if driver is not None:
-        driver = _pick_driver(driver, laps, report)
+    drivers = parse_drivers(driver, laps, no_timed_lap=[d for rr in report.races for d in rr.drivers_dropped])
+    chosen = None if drivers is None else set(drivers)
+    drawn, per_race = [], {}  # (race, driver) of the figures: those given, else each race's top MAX_FIGURES
+    for race, drv in classification(laps):
+        if drv in (chosen or ()) or (chosen is None and per_race.get(race, 0) < MAX_FIGURES):
+            drawn.append((race, drv))
+            per_race[race] = per_race.get(race, 0) + 1
+    if out is not None:  # the figures' names are known: refused before the nets run
+        check_predict_out(out, force=force, metrics_json=False, figures=[f"forecast_{a}_{b}.png" for a, b in drawn])
     seq, used = race_sequences(laps, race_length)
     o, tagged = run_outputs(r, seq)
     sec, half = to_seconds(seq, o["mean"], o["half90"])
@@ -1035,7 +1238,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
     phase_p = tagged["phase"] if tagged is not None else o.get("phase")  # post-race analysis: the tagger that reads the whole race
     rows = []
     for i, (race, drv) in enumerate(seq.keys):
-        if driver is not None and drv != driver:
+        if chosen is not None and drv not in chosen:
             continue
         for t in range(int(seq.lengths[i])):
             lap = laps.loc[seq.row[i, t]]
@@ -1052,16 +1255,22 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
                 **({"phase_live": PHASES[int(o["phase_call"][i, t])]} if "phase_call" in o else {}),
             })
     table = pd.DataFrame(rows)
-    sel = np.array([driver is None or k[1] == driver for k in seq.keys])
+    sel = np.array([chosen is None or k[1] in chosen for k in seq.keys])
     keep = np.flatnonzero(sel)
-    metrics = {"run": str(run), "driver": driver, "race_length": race_length, "race_laps": used,
+    metrics = {"run": str(run), "driver": None if drivers is None else ",".join(drivers), "drivers": drivers,
+               "race_length": race_length, "race_laps": used,
                **score_predictions(subset_sequences(seq, keep), _take(o, keep), _take(tagged, keep)),
                "cleaning": report.summary()}
     metrics["notes"] = []
+    if drivers is not None:
+        unscored = [d for d in drivers if not table.loc[table["Driver"] == d, "Scored"].any()]
+        if unscored:
+            metrics["notes"].append(f"{', '.join(unscored)}: no Scored lap (lap 1, in- and out-laps, neutralised, "
+                                    "inaccurate and wet laps are not Scored): the figures show the laps, no MAE counts them")
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        for old in _predict_files(out):  # the directory holds this call's output alone (not a previous --driver's figures)
+        for old in _earlier_predict_files(out):  # this call's output alone (not a previous --driver's figures)
             old.unlink()
         table.to_csv(out / "predictions.csv", index=False)
         import matplotlib.pyplot as plt
@@ -1069,20 +1278,22 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | None = None, ou
         from lapnet.race.plots import plot_degradation, plot_driver
 
         figs = []
-        pairs = table.groupby(["Race", "Driver"], sort=False).ngroups
-        for (race, drv), g in table.groupby(["Race", "Driver"], sort=False):
-            if driver is None and len(figs) >= MAX_FIGURES:  # a whole grid would be 20 figures per race; --driver picks one
-                metrics["notes"].append(f"figures for the first {MAX_FIGURES} of {pairs} drivers only: "
-                                        "use --driver CODE for another")
-                break
-            fig = plot_driver(g, pit_threshold=pit_window_threshold(r))
+        groups = {key: g for key, g in table.groupby(["Race", "Driver"], sort=False)}
+        if drivers is None and len(drawn) < len(groups):  # a whole grid would be 20 figures per race
+            each = "" if len(per_race) == 1 else " of each race"
+            metrics["notes"].append(f"figures for the first {MAX_FIGURES} of {len(groups)} drivers in the final "
+                                    f"classification{each} only ({', '.join(d for _, d in drawn)}): use --driver "
+                                    "CODE,CODE for others")
+        for race, drv in (key for key in drawn if key in groups):
+            fig = plot_driver(groups[(race, drv)], pit_threshold=pit_window_threshold(r))
             path = out / f"forecast_{race}_{drv}.png"
-            fig.savefig(path, dpi=110)
+            fig.savefig(path, dpi=110, metadata=PNG_MARK)
             plt.close(fig)  # pyplot keeps every open figure: a long-lived process would pile them up
             figs.append(str(path))
         fig = plot_degradation(table, trend=metrics.get("stint_trend"))
-        fig.savefig(out / "degradation.png", dpi=110)
+        fig.savefig(out / "degradation.png", dpi=110, metadata=PNG_MARK)
         plt.close(fig)
         figs.append(str(out / "degradation.png"))
         metrics["figures"] = figs
+        metrics["written"] = {"by": PREDICT_COMMAND, "files": ["predictions.csv", *(Path(f).name for f in figs)]}
     return table, metrics

@@ -143,7 +143,11 @@ def plot_degradation(table: pd.DataFrame, ax=None, trend: dict | None = None):
     ax.set_xlabel("tyre life (laps)")
     ax.set_ylabel("lap time - stint median (s)")
     ax.set_title("degradation per compound: laps (dots) and forecast (lines)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no Scored lap (a driver out early, a race behind the safety car): no legend
+        ax.legend(fontsize=8)
+    elif not len(t):
+        ax.text(0.5, 0.5, "no Scored laps: nothing to compare", transform=ax.transAxes, ha="center", va="center",
+                color="0.4")
     return fig
 
 
@@ -201,7 +205,8 @@ def plot_real_vs_sim_degradation(real: pd.DataFrame, sim: pd.DataFrame, ax=None)
     ax.set_xlabel("laps into the stint")
     ax.set_ylabel("lap time - laps 2-4 of the stint (s)")
     ax.set_title("Lap-time change over a stint (fuel burn included)")
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:  # no compound with enough stints: no empty legend (matplotlib warns)
+        ax.legend(fontsize=7, ncol=2)
     return fig
 
 

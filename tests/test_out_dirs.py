@@ -162,11 +162,17 @@ def test_one_out_dir_check_for_commands_and_text_runs(run_cli, tmp_path):
     line = _refused(*run_cli("sine", "--out", full)[::2])
     assert line.endswith(f"--out {full}: already holds files (use --force to overwrite it)")
     line = _refused(*run_cli("text", "train", "--epochs", "1", "--out", full)[::2])
-    assert line.endswith(f"--out {full}: already holds a run (use --resume to continue it or --force to overwrite)")
+    assert line.endswith(f"--out {full}: is not empty (1 file: keep.txt) and holds none of the files this command "
+                         f"writes: give a new or empty directory, or --force to write them beside what is there "
+                         f"(which is kept)")
     line = _refused(*run_cli("text", "train", "--epochs", "1", "--resume", "--force", "--out", full)[::2])
     assert line.endswith("--resume and --force contradict each other: pick one")
-    with pytest.raises(LapnetError, match="already holds a run"):
+    with pytest.raises(LapnetError, match="is not empty"):
         train_text(None, full)
+    (full / "metrics.json").write_text("{}")  # one of the files a run writes: now it holds a run
+    line = _refused(*run_cli("text", "train", "--epochs", "1", "--out", full)[::2])
+    assert line.endswith(f"--out {full}: already holds a run (use --resume to continue it or --force to overwrite)")
+    (full / "metrics.json").unlink()
     with pytest.raises(LapnetError, match="contradict"):
         check_out_dir(tmp_path / "new", resume=True, force=True)
     assert not (tmp_path / "new").exists() and (full / "keep.txt").read_text() == "keep me"

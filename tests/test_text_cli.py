@@ -392,7 +392,9 @@ def test_resume_says_which_typed_options_it_ignores(run_cli, run_copy, text_file
                            "--hidden", "99", "--batch", "2", "--quiet")
     assert code == 0, err
     warn = [ln for ln in err.splitlines() if ln.startswith("lapnet: warning:")]
-    assert len(warn) == 1 and warn[0].startswith("lapnet: warning: --hidden, --batch ignored"), err
+    assert len(warn) == 1 and warn[0].startswith(
+        f"lapnet: warning: --hidden 99 (the run's: {saved['model']['hidden']}), --batch 2 (the run's: "
+        f"{saved['data']['batch']}) ignored: a resumed run keeps its shape, data and training settings"), err
     assert json.loads((run_copy / "config.json").read_text())["model"] == saved["model"]
 
 

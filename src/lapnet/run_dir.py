@@ -63,12 +63,23 @@ def undo_new_dirs_on_failure() -> Iterator[None]:
         _made_dirs.clear()
 
 
+def _some_entries(out: Path) -> str:
+    """What a directory holds, in a few words: "1 file: notes.txt", "57 entries, e.g. README.md"."""
+    entries = sorted(out.iterdir(), key=lambda p: (p.is_dir(), p.name.startswith("."), p.name))
+    kind = "file" if all(p.is_file() for p in entries) else "entr"
+    noun = {("file", 1): "file", ("file", 2): "files", ("entr", 1): "entry", ("entr", 2): "entries"}
+    shown = entries[0].name + ("/" if entries[0].is_dir() else "")
+    n = len(entries)
+    return f"{n} {noun[kind, min(n, 2)]}" + (f": {shown}" if n == 1 else f", e.g. {shown}")
+
+
 def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None, must_be_new: bool = True,
                   writes: tuple[str, ...] = ("metrics.json",), holds: str = "files", create: bool = True) -> Path:
     """Validate an output directory before any work, then (with `create`) create it.
 
     Refused: a file; (when `must_be_new`) an existing non-empty directory unless --force or
-    --resume; --resume and --force together; --resume without a checkpoint to resume; a
+    --resume (one holding none of the files a run `writes`, when `holds` names a run, is said
+    to be not empty, naming what is there); --resume and --force together; --resume without a checkpoint to resume; a
     directory standing where one of the files the command `writes` must go (found otherwise
     only after the work, halfway through saving); a place that is not writable.
 
@@ -91,6 +102,13 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
     if resume and force:
         raise LapnetError("--resume and --force contradict each other: pick one")
     if must_be_new and out.is_dir() and any(out.iterdir()) and not (force or resume):
+        # a run's directory (`holds` says what) that holds none of the run's files is someone
+        # else's: say so, not "already holds a run" (commands that write loose files keep
+        # "already holds files", which is true of any non-empty directory)
+        if holds != "files" and not any((out / name).exists() for name in writes):
+            raise LapnetError(f"--out {out}: is not empty ({_some_entries(out)}) and holds none of the files this "
+                              f"command writes: give a new or empty directory, or --force to write them beside "
+                              f"what is there (which is kept)")
         hint = "--resume to continue it or --force to overwrite" if resume is not None else "--force to overwrite it"
         raise LapnetError(f"--out {out}: already holds {holds} (use {hint})")
     if resume and not (out / "last.safetensors").is_file():

@@ -12,6 +12,7 @@ trained with one engine samples and evaluates with the other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import warnings
@@ -23,12 +24,12 @@ import numpy as np
 
 from lapnet.checkpoint import load_tensors, read_json, write_json
 from lapnet.console import console
-from lapnet.data.text import TextBatches, Vocab, eval_layout, read_text, split_ids
+from lapnet.data.text import BOM, TextBatches, Vocab, decode_text, eval_layout, eval_tail, read_text, split_ids
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.models.charlm import CharLMConfig, param_names, saved_positive_int
 from lapnet.run_dir import check_out_dir, make_dir
 from lapnet.sampling import SampleConfig, generate
-from lapnet.train import TrainConfig, fit
+from lapnet.train import TrainConfig, _finished, _restored_result, fit  # the two private ones: see train_text
 
 ENGINES = ("torch", "numpy")
 CHECKPOINTS = ("best", "last")  # model.safetensors (what training chose) | last.safetensors (the final step)
@@ -47,7 +48,7 @@ class TextDataConfig:
     seq_len: int = 128  # T, the truncation length of back-propagation through time
     batch: int | None = 32  # B parallel streams; None: DEFAULT_BATCH, or fewer without a warning if the text is short
     val_frac: float = 0.1  # the END of the text; 0: no validation (train on all of it, as the notebook)
-    source: str | None = None  # the training file (None: the bundled Hamlet passage)
+    source: str | None = None  # the training file's absolute path ("-": standard input; None: the bundled passage)
     sha256: str | None = None  # of the text, so --resume can refuse a different file
 
 
@@ -92,32 +93,69 @@ class Run:
 
         return NumpyStepper(self.model)
 
-    def nll(self, ids: np.ndarray) -> tuple[float, int]:
+    def nll(self, ids: np.ndarray, streams: int | None = None) -> tuple[float, int]:
         """Total negative log-likelihood (nats) and character count of a text, scored
-        statefully: S contiguous streams, each carried through chunks of EVAL_CHUNK."""
-        rows = eval_layout(ids)  # (S, L+1)
+        statefully: S contiguous streams side by side (`eval_layout`; `streams` fixes S),
+        each from a zero state and carried through chunks of EVAL_CHUNK; the last stream
+        goes on over the characters left after the rows (`eval_tail`), so every character
+        but the first is scored: count = len(ids) - 1."""
+        rows = eval_layout(ids, streams=streams)  # (S, L+1)
+        tail = eval_tail(ids, rows)  # (R+1,), R < S
         if self.engine == "torch":
-            return _torch_nll(self.model, rows)
-        return self.model.nll(rows, EVAL_CHUNK)
+            return _torch_nll(self.model, rows, tail)
+        return _numpy_nll(self.model, rows, tail)
 
 
-def _torch_nll(model, rows: np.ndarray) -> tuple[float, int]:
+def _torch_nll(model, rows: np.ndarray, tail: np.ndarray) -> tuple[float, int]:
     import torch
     import torch.nn.functional as F
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, count, state = 0.0, 0, None
-    with torch.inference_mode():
-        r = torch.from_numpy(rows).to(device)
+    total, count = 0.0, 0
+
+    def score(r: torch.Tensor, state):
+        nonlocal total, count
         L = r.shape[1] - 1
         for s in range(0, L, EVAL_CHUNK):
             x, y = r[:, s: min(s + EVAL_CHUNK, L)], r[:, s + 1: min(s + EVAL_CHUNK, L) + 1]  # (S, t)
             logits, state = model(x, state)  # (S, t, V); the state carries to the next chunk
             total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(), y.reshape(-1), reduction="sum"))
             count += y.numel()
+        return state
+
+    with torch.inference_mode():
+        state = score(torch.from_numpy(rows).to(device), None)
+        if len(tail) > 1:  # the last stream goes on from its own state
+            last = [s[:, -1:].contiguous() for s in (state if isinstance(state, tuple) else (state,))]  # (layers, 1, H)
+            score(torch.from_numpy(np.ascontiguousarray(tail[None, :])).to(device),  # (1, R+1)
+                  tuple(last) if isinstance(state, tuple) else last[0])
     model.train(was_training)
+    return total, count
+
+
+def _numpy_nll(model, rows: np.ndarray, tail: np.ndarray) -> tuple[float, int]:
+    """`_torch_nll` on the NumPy engine (NumpyCharLM.nll's arithmetic, plus the tail)."""
+    from lapnet import scratch
+
+    total, count = 0.0, 0
+
+    def score(r: np.ndarray, state):
+        nonlocal total, count
+        L = r.shape[1] - 1
+        for s in range(0, L, EVAL_CHUNK):
+            x, y = r[:, s: min(s + EVAL_CHUNK, L)], r[:, s + 1: min(s + EVAL_CHUNK, L) + 1]  # (S, t)
+            logits, state, _ = model.forward(x, state)  # (S, t, V); the state carries on
+            logp = scratch.log_softmax(logits.astype(np.float64))
+            total -= float(np.take_along_axis(logp, y[..., None], axis=-1).sum())
+            count += y.size
+        return state
+
+    state = score(rows, None)
+    if len(tail) > 1:
+        last = [np.ascontiguousarray(s[:, -1:]) for s in (state if isinstance(state, tuple) else (state,))]  # (layers, 1, H)
+        score(tail[None, :], tuple(last) if isinstance(state, tuple) else last[0])  # (1, R+1)
     return total, count
 
 
@@ -243,7 +281,7 @@ def check_run(path: str | Path) -> None:
 
 def read_vocab(path: Path, cfg: CharLMConfig) -> Vocab:
     """The run's vocab.json, which must have one character per output unit of the model."""
-    vocab = Vocab.from_json(read_json(path / "vocab.json"))
+    vocab = Vocab.from_json(read_json(path / "vocab.json"), where=str(path / "vocab.json"))
     if len(vocab) != cfg.vocab_size:
         raise CheckpointError(f"{path}: vocab.json has {len(vocab)} characters, config.json says {cfg.vocab_size}")
     return vocab
@@ -309,24 +347,41 @@ def _check_resume_checkpoint(where: Path, cfg: CharLMConfig) -> dict[str, Any]:
 
 
 def _read_source(path: str | Path | None) -> str:
-    """The training or evaluation text: a file, "-" for standard input, None for the bundled passage."""
+    """The training or evaluation text: a file, "-" for standard input, None for the bundled
+    passage; a leading byte-order mark is dropped (`decode_text`)."""
     if path is not None and str(path) == "-":
         import sys
 
         raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise LapnetError(f"standard input: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-        if not text:
-            raise LapnetError("standard input: empty (no text to read)")
-        return text
+        return decode_text(raw, "standard input")
     return read_text(path)
+
+
+def _source_name(source: str | None) -> str:
+    """How a recorded or given data.source reads in a message."""
+    return "the bundled text" if source is None else "standard input" if source == "-" else source
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _same_text(text: str, sha: str | None) -> str | None:
+    """`text` as the run saw it when its sha256 is `sha` (None: it is another text). A run
+    trained before byte-order marks were dropped has the mark in its hash and vocabulary:
+    the text is then handed back with it, so that the run continues on exactly what it learnt."""
+    if not sha or _sha256(text) == sha:
+        return text
+    if _sha256(BOM + text) == sha:
+        return BOM + text
+    return None
 
 
 def _resume_text(path: str | Path | None, data: TextDataConfig, out: Path) -> tuple[str, str | Path | None]:
     """The text a resumed run continues on. With no FILE given, the run's recorded source is
-    reused when it still exists with the same content; otherwise the error names it."""
+    reused when it still exists with the same content; otherwise the error names it. A
+    relative source (recorded before sources were stored as absolute paths) is looked for
+    from the current directory."""
     if path is None and data.source is not None:
         recorded = data.source
         if recorded == "-":
@@ -334,18 +389,132 @@ def _resume_text(path: str | Path | None, data: TextDataConfig, out: Path) -> tu
         if not Path(recorded).is_file():
             raise LapnetError(f"--resume: {out} was trained on {recorded} (config.json's data.source), which is not "
                               f"there now; give that text as FILE")
-        text = read_text(recorded)
-        if data.sha256 and hashlib.sha256(text.encode("utf-8")).hexdigest() != data.sha256:
+        text = _same_text(read_text(recorded), data.sha256)
+        if text is None:
             raise LapnetError(f"--resume: {recorded}, the text {out} was trained on, has changed since; "
                               f"give the original text as FILE")
         return text, recorded
-    text = _read_source(path)
-    if data.sha256 and hashlib.sha256(text.encode("utf-8")).hexdigest() != data.sha256:
-        given = "the bundled text" if path is None else ("standard input" if str(path) == "-" else str(path))
-        was = "the bundled text" if data.source is None else data.source
-        raise LapnetError(f"--resume: {given} is not the text this run was trained on ({was}, "
+    text = _same_text(_read_source(path), data.sha256)
+    if text is None:
+        given = "the bundled text" if path is None else _source_name(str(path))
+        raise LapnetError(f"--resume: {given} is not the text this run was trained on ({_source_name(data.source)}, "
                           f"config.json's data.source)")
     return text, path
+
+
+# What --resume keeps from the run, by the command-line flag that would change it: a resumed
+# run goes on with its own shape, data and training settings (a new --seed would even move
+# the batches' offsets mid-run). Only the budget (--epochs, --minutes), --eval-every and the
+# output options apply.
+RESUME_KEEPS = {"--arch": ("model", "arch"), "--embed": ("model", "embed"), "--hidden": ("model", "hidden"),
+                "--layers": ("model", "layers"), "--dropout": ("model", "dropout"), "--seq-len": ("data", "seq_len"),
+                "--batch": ("data", "batch"), "--val-frac": ("data", "val_frac"), "--lr": ("train", "lr"),
+                "--schedule": ("train", "schedule"), "--clip": ("train", "clip"),
+                "--clip-value": ("train", "clip_value"), "--seed": ("train", "seed")}
+
+
+def _resumed_train_config(saved: dict[str, Any], asked: TrainConfig, where: Path) -> TrainConfig:
+    """The TrainConfig a resumed run goes on with: its own (config.json's "train") with the
+    budget (epochs, minutes, max_steps), progress and, when given, eval_every of `asked`."""
+    obj = saved.get("train")
+    names = {f.name for f in fields(TrainConfig)}
+    values = asdict(asked)
+    if isinstance(obj, dict):
+        values.update({k: v for k, v in obj.items() if k in names})
+    values.update(epochs=asked.epochs, minutes=asked.minutes, max_steps=asked.max_steps, progress=asked.progress)
+    if asked.eval_every is not None:
+        values["eval_every"] = asked.eval_every
+    cfg = TrainConfig(**values)
+    try:
+        cfg.validate()
+    except LapnetError as e:  # `asked` was checked already: what is wrong is the saved value
+        raise CheckpointError(f"{where}: train.{e}") from None
+    return cfg
+
+
+def _flag_value(flag: str, v: Any) -> str:
+    """A setting as it is typed on the command line (a clip of None is --clip 0)."""
+    if v is None and flag in ("--clip", "--clip-value"):
+        return "0"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _ignored_options(typed: tuple[str, ...], asked: dict[str, Any], kept: dict[str, Any]) -> list[str]:
+    """The flags in `typed` whose value differs from the resumed run's, as "--lr 0.5 (the run's: 0.01)"."""
+    shown = []
+    for flag in dict.fromkeys(typed):
+        if flag not in RESUME_KEEPS:
+            continue
+        section, name = RESUME_KEEPS[flag]
+        a, k = getattr(asked[section], name), getattr(kept[section], name)
+        if flag == "--arch" and isinstance(a, str) and isinstance(k, str):
+            a, k = a.lower(), k.lower()
+        if a != k:
+            shown.append(f"{flag} {_flag_value(flag, a)} (the run's: {_flag_value(flag, k)})")
+    return shown
+
+
+def _never_checkpointed(out: Path) -> bool:
+    """True when `out` holds only what `train_text` writes before its first checkpoint
+    (config.json of a text run, vocab.json, perhaps log.jsonl and a temporary file): a run
+    killed before it had anything to resume. A plain rerun takes such a directory over."""
+    if not out.is_dir():
+        return False
+    names = {p.name for p in out.iterdir()}
+    leftovers = {"config.json", "vocab.json", "log.jsonl"}
+    if "config.json" not in names or any(n not in leftovers and not (n.startswith(".") and n.endswith(".tmp"))
+                                         for n in names):
+        return False
+    if not all((out / n).is_file() for n in names):
+        return False
+    try:
+        config = read_json(out / "config.json")
+    except (CheckpointError, OSError):
+        return False
+    return isinstance(config, dict) and config.get("kind") == "charlm"
+
+
+def _stored_metrics(out: Path, step: Any) -> dict[str, Any] | None:
+    """The run's metrics.json when it is complete for the checkpoint at `step` (readable, of
+    that step, with samples.txt beside it), else None."""
+    try:
+        metrics = read_json(out / "metrics.json")
+    except (CheckpointError, OSError):
+        return None
+    if not isinstance(metrics, dict) or metrics.get("steps") != step or not (out / "samples.txt").is_file():
+        return None
+    return metrics
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ctrl-C is ignored while a run's final files are written (the main thread only: signal
+    handlers live there). The first Ctrl-C stops training; a second one a moment later used
+    to land in these writes and leave the run without metrics.json or samples.txt."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _too_short(name: str, n: int, n_train: int, n_val: int, data: TextDataConfig) -> str:
+    """Why the training part of a text cannot fill one window of seq_len + 1 characters, and
+    the --seq-len that would."""
+    window = f"one training window (--seq-len {data.seq_len} + 1)"
+    if n_val:
+        return (f"{name} has {n} characters, of which --val-frac {data.val_frac:g} holds out the last {n_val} for "
+                f"validation: the {n_train} left to train on are shorter than {window}; give --seq-len "
+                f"{n_train - 1} or less, or --val-frac 0 to train on all {n} (then --seq-len {n - 1} or less), "
+                f"or a longer text")
+    return (f"{name} has {n} characters, shorter than {window}; give --seq-len {n - 1} or less, "
+            f"or a longer text")
 
 
 def train_text(
@@ -360,23 +529,33 @@ def train_text(
     resume: bool = False,
     force: bool = False,
     samples: bool = True,
-    ignored: tuple[str, ...] = (),
+    typed: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train a character LM on a UTF-8 text file and write a run directory.
 
     Args:
-        path: the text file (None: the bundled Hamlet passage).
-        out: the run directory (refused if it holds a run, unless resume or force).
+        path: the text file (None: the bundled Hamlet passage; "-": standard input). Its
+            absolute path is recorded as config.json's data.source, with the text's sha256.
+        out: the run directory (refused if it holds a run, unless resume or force; a directory
+            left by a run stopped before its first checkpoint, which has nothing to resume, is
+            taken over).
         model: model shape; `vocab_size` is set from the text. With `resume` the saved one wins.
         data: seq_len, batch, val_frac. With `resume` the saved one wins.
-        train: the TrainConfig (`text_train_config()` gives this module's defaults).
+        train: the TrainConfig (`text_train_config()` gives this module's defaults). With
+            `resume` the saved one wins except for the budget (epochs, minutes, max_steps),
+            eval_every (when not None) and progress; each resume is recorded in config.json's
+            "resumes" list ({"from_step", "epochs", "minutes", "eval_every", ...}), its
+            "train" stays the run's own.
         engine: "torch" or "numpy".
         device: torch device (the NumPy engine runs on the CPU).
-        resume: continue `out` until `train`'s totals (epochs/minutes) are reached.
+        resume: continue `out` until `train`'s totals (epochs/minutes) are reached. A run that
+            already reached them is left as it is: its stored metrics are returned (with a
+            warning saying so) and no file is rewritten.
         force: overwrite an existing run.
         samples: print a short sample after each evaluation.
-        ignored: with `resume`, the options the caller was given for the shape or data, which
-            the saved run overrides: named in a warning once the run is known to resume.
+        typed: with `resume`, the command-line flags the caller was given (e.g. "--hidden",
+            "--lr"): those whose value differs from the run's (RESUME_KEEPS) are named in one
+            warning, since the run keeps its own.
 
     Returns:
         The metrics (also written to out/metrics.json).
@@ -384,13 +563,20 @@ def train_text(
     out = Path(out)
     if engine not in ENGINES:
         raise LapnetError(f"--engine {engine}: expected torch or numpy")
+    unstarted = _never_checkpointed(out)
+    if resume and unstarted:
+        raise LapnetError(f"--resume: nothing was checkpointed in {out} (its run stopped before the first "
+                          f"checkpoint): run the same command without --resume")
+    take_over = unstarted and not force and not resume
     # refuse an existing run unless asked; the directory is made only once the inputs are good
-    check_out_dir(out, force=force, resume=resume, writes=RUN_FILES, holds="a run", create=False)
+    check_out_dir(out, force=force or take_over, resume=resume, writes=RUN_FILES, holds="a run", create=False)
     train = train or text_train_config()
     train.validate()
     data = data or TextDataConfig()
     model = model or CharLMConfig(vocab_size=1)
-    if resume:  # the run's own shape and data settings; the command line may only extend it
+    asked = {"model": model, "data": data, "train": train}
+    saved: dict[str, Any] = {}
+    if resume:  # the run's own shape, data and training settings; the command line may only extend it
         saved, model = read_run_config(out)
         if saved.get("engine", engine) not in ENGINES:
             raise CheckpointError(f"{out / 'config.json'}: engine must be torch or numpy, got {saved['engine']!r}")
@@ -398,32 +584,57 @@ def train_text(
             raise LapnetError(f"--resume: {out} was trained with --engine {saved['engine']}; resume it with that engine "
                               f"(its weights load into either engine for sample and eval)")
         data = _saved_data_config(saved, out / "config.json")
+        train = _resumed_train_config(saved, train, out / "config.json")
         text, path = _resume_text(path, data, out)
         vocab = read_vocab(out, model)
         position = _check_resume_checkpoint(out / "last.safetensors", model)  # fails now, before anything is rewritten
+        ignored = _ignored_options(typed, asked, {"model": model, "data": data, "train": train})
         if ignored:
-            warnings.warn(f"{', '.join(ignored)} ignored: a resumed run keeps the shape and data settings "
-                          f"in {out / 'config.json'}")
+            warnings.warn(f"{', '.join(ignored)} ignored: a resumed run keeps its shape, data and training settings "
+                          f"({out / 'config.json'}); only --epochs, --minutes and --eval-every apply")
     else:
         text = _read_source(path)
-        position = {}
+        position, ignored = {}, []
         vocab = Vocab.from_text(text)
         model = CharLMConfig(**{**asdict(model), "vocab_size": len(vocab)})
-        data = TextDataConfig(**{**asdict(data), "source": str(path) if path is not None else None,
-                                 "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()})
+        source = None if path is None else "-" if str(path) == "-" else str(Path(path).absolute())
+        data = TextDataConfig(**{**asdict(data), "source": source, "sha256": _sha256(text)})
     model.validate()
-    ids = vocab.encode(text, what=str(path or "text"))
+    if not resume and model.dropout > 0 and model.layers == 1:
+        warnings.warn(f"--dropout {model.dropout:g} does nothing with --layers 1: dropout is applied between "
+                      f"stacked layers (torch.nn.LSTM's rule); give --layers 2 or more to use it")
+    name = "the bundled text" if path is None else _source_name(str(path))
+    ids = vocab.encode(text, what=name)
     train_ids, val_ids = split_ids(ids, data.val_frac)
+    if len(train_ids) < data.seq_len + 1:
+        raise LapnetError(_too_short(name, len(ids), len(train_ids), len(val_ids), data))
     validation = len(val_ids) > 0  # --val-frac 0: none, the notebook's setting
-    asked = data.batch
+    requested = data.batch
     # None: the default; 0 or less reaches TextBatches, which refuses it (`asked or ...` took 0 for the default)
-    batches = TextBatches(train_ids, DEFAULT_BATCH if asked is None else asked, data.seq_len, seed=train.seed)
-    if asked is not None and batches.batch < asked and not resume:  # every stream needs one window of seq_len + 1
-        warnings.warn(f"--batch {asked}: the training text holds only {batches.batch} windows of "
+    batches = TextBatches(train_ids, DEFAULT_BATCH if requested is None else requested, data.seq_len, seed=train.seed)
+    if requested is not None and batches.batch < requested and not resume:  # every stream needs one window of seq_len + 1
+        warnings.warn(f"--batch {requested}: the training text holds only {batches.batch} windows of "
                       f"--seq-len {data.seq_len} + 1 characters; training with --batch {batches.batch}")
     data = replace(data, batch=batches.batch)  # config.json records the batch actually used
     if train.eval_every is None:  # every epoch, but not every few steps on a tiny text nor rarely on a big one
         train = replace(train, eval_every=min(max(batches.steps_per_epoch(), 50), 200))
+
+    finishing = False  # a resume with nothing to train whose final files are missing: write only those
+    if resume:
+        # fit's own rule (lapnet.train._finished), asked before anything is written: a run that
+        # already meets the totals is returned as it is, every file untouched
+        try:
+            done = _finished(position, train)
+            restored = _restored_result(position, done, batches.steps_per_epoch()) if done else None
+        except (KeyError, TypeError, ValueError):  # not a trainer position: fit names the checkpoint
+            done = restored = None
+        if done is not None:
+            warnings.warn(_nothing_to_train(restored, train, position))
+            stored = _stored_metrics(out, position.get("step"))
+            if stored is not None:
+                # the stored result, untouched; an earlier interruption is no reason to exit 130 now
+                return {**stored, "stopped": done} if stored.get("stopped") == "interrupted" else stored
+            finishing = True
 
     net = build_model(model, engine, train.seed, device)
     run = Run(out, engine, net, vocab)
@@ -442,15 +653,25 @@ def train_text(
     if engine == "numpy" and distributed.world_size() > 1:
         warnings.warn("--engine numpy does not shard across torchrun's ranks: every rank trains the same "
                       "model on the whole batch (use --engine torch to scale out)")
-    if force and out.is_dir() and distributed.rank() == 0:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
+    if take_over:
+        warnings.warn(f"--out {out} held only the start of a run stopped before its first checkpoint "
+                      f"(nothing to resume): starting it again")
+    if (force or take_over) and out.is_dir() and distributed.rank() == 0:
+        for name_ in RUN_FILES:
+            (out / name_).unlink(missing_ok=True)
     distributed.barrier()
     make_dir(out)
-    config = {"kind": "charlm", "engine": engine, "model": model.to_json(), "data": asdict(data),
-              "train": asdict(train)}
-    write_json(out / "config.json", config)
-    write_json(out / "vocab.json", vocab.to_json())
+    if not resume:
+        config = {"kind": "charlm", "engine": engine, "model": model.to_json(), "data": asdict(data),
+                  "train": asdict(train)}
+        write_json(out / "config.json", config)
+        write_json(out / "vocab.json", vocab.to_json())
+    elif not finishing:  # the run's own settings stay; what this resume used is added to its record
+        entry = {"from_step": position.get("step"), "epochs": train.epochs, "minutes": train.minutes,
+                 **({"max_steps": train.max_steps} if train.max_steps is not None else {}),
+                 "eval_every": train.eval_every, **({"ignored": ignored} if ignored else {})}
+        before = saved.get("resumes")
+        write_json(out / "config.json", {**saved, "resumes": [*(before if isinstance(before, list) else []), entry]})
 
     on_eval = None
     if samples and train.progress:
@@ -464,14 +685,33 @@ def train_text(
                           highlight=False, markup=True)
 
     meta = {"kind": "charlm", "engine": engine, "model": model.to_json()}
-    result = fit(learner, batches, train, out=out, resume=resume, on_eval=on_eval, meta=meta,
-                 describe=f"text {engine} {model.arch}", eval_label="val" if validation else "training text")
-    if resume and result.steps == position.get("step"):
-        warnings.warn(_nothing_to_train(result, train, position))
+    final = dict(out=out, engine=engine, device=device, meta=meta, validation=validation, train=train,
+                 data=data, batches=batches, vocab=vocab, train_ids=train_ids, val_ids=val_ids)
+    try:
+        result = fit(learner, batches, train, out=out, resume=resume, on_eval=on_eval, meta=meta,
+                     describe=f"text {engine} {model.arch}", eval_label="val" if validation else "training text")
+    except KeyboardInterrupt:
+        # a second Ctrl-C while fit was finishing (its last evaluation and checkpoint): the
+        # run's results are still written, from the last checkpoint, before the interrupt goes on
+        with _sigint_ignored():
+            _finish_interrupted(final)
+        raise
+    with _sigint_ignored():
+        return _final_files(result, learner.weights(), **final)
+
+
+def _final_files(result, weights: dict[str, np.ndarray], *, out: Path, engine: str, device: str,
+                 meta: dict[str, Any], validation: bool, train: TrainConfig, data: TextDataConfig, batches,
+                 vocab: Vocab, train_ids: np.ndarray, val_ids: np.ndarray) -> dict[str, Any]:
+    """What a run writes once training has stopped: model.safetensors when there is no
+    validation (the last step), metrics.json, samples.txt. Returns the metrics.
+
+    metrics.json's "seconds" is the run's wall-clock time (training steps, evaluations,
+    checkpoints; totals across resumes); "chars_per_sec" counts the training steps' time only."""
     if not validation:
-        _save_last_as_model(out, learner, meta, result)
+        _save_last_as_model(out, weights, meta, result)
     last = result.last_metrics
-    train_losses = [r["train_loss"] for r in result.history if r.get("train_loss")]
+    train_losses = [r["train_loss"] for r in result.history if r.get("train_loss") is not None]
     # which step model.safetensors holds, by fit's rule (the first evaluation with the lowest
     # val_loss), from the history every rank has: under torchrun only rank 0 writes the file
     rows = [r for r in result.history if "val_loss" in r]
@@ -495,7 +735,7 @@ def train_text(
         "best_val_loss": result.best_val if validation else None,
         "saved_model": saved,
         "early_stopping": train.patience is not None,
-        "params": int(sum(np.asarray(v).size for v in learner.weights().values())),
+        "params": int(sum(np.asarray(v).size for v in weights.values())),
         "train_chars": int(len(train_ids)),
         "val_chars": int(len(val_ids)),
         "batch": batches.batch,
@@ -504,6 +744,24 @@ def train_text(
     write_json(out / "metrics.json", metrics)
     _write_samples(out, engine, device, vocab.decode(train_ids[:1]), saved["step"])
     return metrics
+
+
+def _finish_interrupted(final: dict[str, Any]) -> None:
+    """After a second Ctrl-C inside fit: the final files from the last checkpoint, if there is one."""
+    from lapnet.train import is_rank0
+
+    where = final["out"] / "last.safetensors"
+    if not is_rank0() or not where.is_file():
+        return
+    try:
+        arrays, meta = load_tensors(where)
+        result = _restored_result(meta["trainer"], "interrupted", final["batches"].steps_per_epoch())
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return  # nothing readable to report from: --resume will say what is wrong
+    if _stored_metrics(final["out"], result.steps) is not None:
+        return  # interrupted before this run trained a step: its files already describe the checkpoint
+    weights = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+    _final_files(result, weights, **final)
 
 
 def _write_samples(out: Path, engine: str, device: str, prime: str, step: int | None) -> None:
@@ -535,7 +793,7 @@ def _nothing_to_train(result, train: TrainConfig, position: dict[str, Any]) -> s
     return f"the run had already stopped ({result.stopped}): nothing to train"
 
 
-def _save_last_as_model(out: Path, learner, meta: dict[str, Any], result) -> None:
+def _save_last_as_model(out: Path, weights: dict[str, np.ndarray], meta: dict[str, Any], result) -> None:
     """With no validation text there is nothing to choose a best step by: model.safetensors
     holds the final weights (those in last.safetensors), so sample, eval, gates and
     temperature use the fully trained model."""
@@ -544,7 +802,7 @@ def _save_last_as_model(out: Path, learner, meta: dict[str, Any], result) -> Non
 
     if is_rank0():
         last = result.last_metrics.get("val_loss")
-        save_tensors(out / "model.safetensors", learner.weights(),
+        save_tensors(out / "model.safetensors", weights,
                      {**meta, "step": result.steps, "val_loss": None, "text_loss": last, "checkpoint": "last"})
 
 
@@ -616,8 +874,16 @@ def sample_text(
 
 
 def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", device: str = "cpu",
-              write: bool = True, skip_unknown: bool = False, checkpoint: str = "best") -> dict[str, Any]:
+              write: bool = True, skip_unknown: bool = False, checkpoint: str = "best",
+              streams: int | None = None) -> dict[str, Any]:
     """Score a text file with a run: nats/char, bits/char, perplexity (stateful, see Run.nll).
+
+    How: the first character is only read; each later one is predicted from the characters
+    before it in its stream. The text is cut into S contiguous streams run side by side
+    (`streams`, else one per 2048 characters, at most 32), each starting from a zero state;
+    the last one also scores the (N - 1) mod S characters left over, so all N - 1 are
+    scored ("chars"), and "streams" records S. A cold start costs its stream's first
+    characters some context: `streams=1` is the exact score of the text read in one pass.
 
     Characters outside the run's vocabulary have no output unit to score them: they are an
     error, or with `skip_unknown` they are taken out of the text first, and the result says
@@ -627,6 +893,8 @@ def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", d
     `path` "-" reads standard input; `checkpoint` "best" (model.safetensors) or "last" (the
     final step's weights), recorded in the result with the step.
     """
+    if streams is not None and (isinstance(streams, bool) or not isinstance(streams, int) or streams < 1):
+        raise LapnetError(f"--streams must be an integer >= 1, got {streams!r}")
     run = load_run(run_dir, engine, device, checkpoint)
     text = _read_source(path)
     name = "standard input" if str(path) == "-" else str(path)
@@ -641,16 +909,16 @@ def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", d
         skipped = {"count": len(text) - len(kept), "chars": bad}
         text = kept
         if len(text) < 2:
-            raise LapnetError(f"{path}: nothing left to score once the {skipped['count']} unknown characters are skipped")
+            raise LapnetError(f"{name}: nothing left to score once the {skipped['count']} unknown characters are skipped")
     elif bad:
         shown = ", ".join(repr(ch) for ch in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        raise LapnetError(f"{path} has {len(bad)} character(s) the model never saw: {shown} "
+        raise LapnetError(f"{name} has {len(bad)} character(s) the model never saw: {shown} "
                           f"(--skip-unknown leaves them out)")
-    ids = run.vocab.encode(text, what=str(path))
-    total, count = run.nll(ids)
+    ids = run.vocab.encode(text, what=name)
+    total, count = run.nll(ids, streams)
     nats = total / count
     result = {"file": str(path), "engine": engine, "checkpoint": checkpoint, "step": run.step,
-              "chars": count, "nats_per_char": nats,
+              "chars": count, "streams": int(eval_layout(ids, streams=streams).shape[0]), "nats_per_char": nats,
               "bits_per_char": nats / math.log(2), "perplexity": math.exp(min(nats, 700.0)),
               "skipped_unknown": skipped}
     if write:

@@ -96,7 +96,7 @@ class TrainConfig:
         for name in ("clip", "clip_value"):
             v = getattr(self, name)
             if v is not None and not (_is_number(v) and v > 0):
-                raise LapnetError(f"{name} must be a positive number or None, got {v!r}")
+                raise LapnetError(f"{name} must be a positive number or None (off), got {v!r}")
 
 
 def _is_number(v: Any) -> bool:

@@ -116,13 +116,50 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"lapnet: warning: {text}", file=sys.stderr if file is None else file)
 
 
+def _is_devnull(stream) -> bool:
+    """Whether `stream`'s file descriptor is /dev/null (False when it has none)."""
+    import io
+    import os
+    import stat
+
+    try:
+        st, null = os.fstat(stream.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev
+
+
+def _stdout_closed(stdout, stderr) -> None:
+    """The reader of stdout went away (`lapnet text sample RUN | head`): end quietly, exit 0.
+
+    Exit 0, not 141 (the shell's code for a process killed by SIGPIPE, what `yes | head`
+    gives): everything the reader took was delivered, and a script running under `set -o
+    pipefail` must not fail because `head` stopped reading early. Click, on EPIPE, exits 1
+    with no message, which would read as an internal error here. Anything still buffered for
+    stdout, and the interpreter's last flush, go to /dev/null instead of raising again."""
+    import io
+    import os
+
+    sys.stdout, sys.stderr = stdout, stderr  # Click wrapped them; the run is over either way
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no real descriptor (a test's capture)
+        pass
+    sys.exit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; bad input exits 2 with one line on stderr, a bug exits 1 with its traceback."""
+    """Run the CLI; bad input exits 2 with one line on stderr, a bug exits 1 with its traceback;
+    a closed stdout pipe ends quietly with exit 0 (`_stdout_closed`)."""
     import warnings
 
     from lapnet import distributed
     from lapnet.cli.common import undo_new_dirs_on_failure
 
+    stdout, stderr = sys.stdout, sys.stderr
+    stdout_null = _is_devnull(stdout)  # to tell rich's broken-pipe exit (below) from a run into /dev/null
     shown, warnings.showwarning = warnings.showwarning, _show_warning
     with undo_new_dirs_on_failure():  # a refusal leaves no empty --out behind
         try:
@@ -145,6 +182,18 @@ def main(argv: list[str] | None = None) -> None:
             _fail(e.format_message())
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except SystemExit as e:
+            # a SystemExit from inside a command is a closed stdout's: Click's answer to EPIPE
+            # wraps stdout and stderr and exits 1 without a word; rich's (help, tables) points
+            # stdout at /dev/null and exits 1 (lapnet's own exits are Typer's Exit, or come below)
+            clicks = sys.stdout is not stdout and type(sys.stdout).__name__ == "PacifyFlushWrapper"
+            if e.code == 1 and (clicks or (not stdout_null and _is_devnull(stdout))):
+                _stdout_closed(stdout, stderr)
+            raise
+        except BrokenPipeError as e:
+            if e.filename is None:  # a pipe, not a named file lapnet was writing
+                _stdout_closed(stdout, stderr)
+            _fail(str(e) or e.__class__.__name__)
         except (LapnetError, OSError) as e:  # bad input (CheckpointError too); OSError: disk, permissions
             _fail(str(e) or e.__class__.__name__)
         except MemoryError as e:  # sizes too big for this machine (NumPy's error says how much it wanted)

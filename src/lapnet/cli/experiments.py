@@ -358,8 +358,9 @@ def gates_cmd(
 
     The gates are recomputed from the weights and checked against the model's own hidden states.
 
-    Writes gates.png (LSTM: i, f, g, o and the cell c; GRU: r, z, n), hidden.png
-    (h heatmap and mean |h| per character) and metrics.json: {"text",
+    Writes gates.png (LSTM: i, f, g, o and the cell c; GRU: r, z, n; a vanilla RNN has
+    no gates, so no gates.png, and a line on stderr says so), hidden.png (h heatmap and
+    mean |h| per character) and metrics.json: {"text",
     "arch", "layer", "max_abs_diff", "reproduces_model", "gates": {name:
     {mean, share_below_0.1, share_above_0.9, ...}}, "mean_abs_h_per_char"}.
     --export states.npz: layer<k>_<gate|h|c> arrays (T, H), ids, chars.
@@ -391,6 +392,11 @@ def gates_cmd(
                       f"writing {export} and metrics.json, no figures")
     result = run_gates(run, GatesConfig(text=text, layer=layer, max_units=max_units, figures=figures,
                                         checkpoint=checkpoint), device=dev)
+    if result.metrics.get("arch") == "rnn":  # the help promises gates.png: say why there is none
+        import warnings
+
+        made = "hidden.png (its hidden state h_t per character) and metrics.json" if figures else "metrics.json"
+        warnings.warn(f"{run} is a vanilla RNN, which has no gates: no gates.png; wrote {made} instead")
     also = ()
     if export is not None:
         also = (export_states(result, export),)

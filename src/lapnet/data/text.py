@@ -22,6 +22,26 @@ import numpy as np
 from lapnet.errors import LapnetError
 
 BUNDLED = "hamlet.txt"  # the notebook's passage, shipped as package data
+BOM = "\ufeff"  # a byte-order mark some editors put first in a UTF-8 file: not part of the text
+
+
+def decode_text(raw: bytes, name: str) -> str:
+    """UTF-8 bytes -> text, without a leading byte-order mark (`utf-8-sig`): the mark says how
+    the file is encoded, it is not a character of the text (left in, it would become a
+    vocabulary entry, the prime of samples.txt, and an invisible "unknown character" when a
+    file without it is scored).
+
+    Raises:
+        LapnetError: not UTF-8, or empty (a file holding only a BOM is empty too).
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LapnetError(f"{name}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    if not text:
+        raise LapnetError(f"{name}: empty file (no text to read)" if name != "standard input"
+                          else "standard input: empty (no text to read)")
+    return text
 
 
 def bundled_text() -> str:
@@ -30,7 +50,8 @@ def bundled_text() -> str:
 
 
 def read_text(path: str | os.PathLike | None) -> str:
-    """Read a UTF-8 text file (None: the bundled Hamlet passage).
+    """Read a UTF-8 text file (None: the bundled Hamlet passage); a leading byte-order mark
+    is dropped (see `decode_text`).
 
     Raises:
         LapnetError: the file is missing, unreadable, a directory, not UTF-8, or empty.
@@ -46,13 +67,7 @@ def read_text(path: str | os.PathLike | None) -> str:
         raw = p.read_bytes()
     except OSError as e:
         raise LapnetError(f"{p}: cannot read ({e.strerror or e.__class__.__name__})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise LapnetError(f"{p}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-    if not text:
-        raise LapnetError(f"{p}: empty file (no text to read)")
-    return text
+    return decode_text(raw, str(p))
 
 
 @dataclass(frozen=True)
@@ -95,13 +110,14 @@ class Vocab:
         return {"chars": list(self.chars)}  # a list: one entry per character survives any JSON tool
 
     @classmethod
-    def from_json(cls, obj) -> "Vocab":
+    def from_json(cls, obj, where: str = "vocab.json") -> "Vocab":
+        """The vocabulary saved by `to_json`; `where` names the file in the error."""
         try:
             chars = obj["chars"]
             if not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars):
                 raise ValueError
         except (KeyError, TypeError, ValueError):
-            raise LapnetError("vocab.json: expected {\"chars\": [one distinct character per entry]}") from None
+            raise LapnetError(f"{where}: expected {{\"chars\": [one distinct character per entry]}}") from None
         return cls("".join(chars))
 
 
@@ -118,7 +134,8 @@ def split_ids(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]
     n = len(ids)
     n_val = 0 if val_frac == 0 else max(2, int(round(val_frac * n)))
     if n - n_val < 2:
-        raise LapnetError(f"text of {n} characters is too short to split off {val_frac:.0%} for validation")
+        raise LapnetError(f"text of {n} characters is too short to split off {val_frac:.0%} for validation "
+                          f"(--val-frac 0 trains on all of it)")
     return ids[: n - n_val], ids[n - n_val:]
 
 
@@ -143,8 +160,9 @@ class TextBatches:
             raise LapnetError(f"--seq-len and --batch must be at least 1, got {seq_len} and {batch}")
         n = len(ids)
         if n < seq_len + 1:
+            fix = f"--seq-len {n - 1} or less" if n >= 2 else "a longer text"
             raise LapnetError(f"training text has {n} characters, shorter than one training window "
-                              f"(--seq-len {seq_len} + 1); use a longer text or a smaller --seq-len")
+                              f"(--seq-len {seq_len} + 1): give {fix}")
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)
         self.seq_len = seq_len
         self.batch = min(batch, n // (seq_len + 1))  # every stream holds at least one window
@@ -176,7 +194,7 @@ class TextBatches:
 
 
 def eval_streams(n: int, max_streams: int = 32, min_len: int = 2048) -> int:
-    """How many parallel streams to cut a validation text of n characters into.
+    """How many parallel streams to cut a text of n scored characters into.
 
     One stream would be exact but serial (a 100 kB text = 100k sequential steps); S streams run
     S times fewer steps, and each cold start costs only its first few characters' context.
@@ -184,13 +202,29 @@ def eval_streams(n: int, max_streams: int = 32, min_len: int = 2048) -> int:
     return int(max(1, min(max_streams, n // min_len)))
 
 
-def eval_layout(ids: np.ndarray, max_streams: int = 32) -> np.ndarray:
-    """Lay a validation text out as S contiguous streams (S, L+1): every stream's inputs are
-    row[:-1], targets row[1:]; the final N - S*L - 1 (< S) characters are not scored."""
+def eval_layout(ids: np.ndarray, max_streams: int = 32, streams: int | None = None) -> np.ndarray:
+    """Lay a text to score out as S contiguous streams (S, L+1): every stream's inputs are
+    row[:-1], targets row[1:], and row s+1 starts on the character row s ends with.
+
+    S = `streams` if given (at most one per scored character), else `eval_streams` (one per
+    2048 characters, at most `max_streams`); L = (N - 1) // S. The N - 1 - S*L (< S)
+    characters after the last row are not in `rows`: `eval_tail` gives them, to be scored as
+    the continuation of the last stream, so that every character but the first is scored.
+    """
     n = len(ids)
     if n < 2:
         raise LapnetError(f"validation text has {n} character(s): need at least 2 (an input and a target)")
-    S = eval_streams(n - 1, max_streams)
+    if streams is not None and (isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1):
+        raise LapnetError(f"--streams must be an integer >= 1, got {streams!r}")
+    S = eval_streams(n - 1, max_streams) if streams is None else int(min(streams, n - 1))
     L = (n - 1) // S
     rows = np.stack([ids[b * L: b * L + L + 1] for b in range(S)])  # (S, L+1), rows overlap by one char
     return rows
+
+
+def eval_tail(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The characters of `ids` after `eval_layout`'s rows, with the last row's final character
+    first (it is the input that predicts the first of them): (R+1,) with R = N - 1 - S*L < S,
+    scored from the state the last stream ends in. R = 0: just that one character."""
+    S, L1 = rows.shape
+    return ids[S * (L1 - 1):]

@@ -383,7 +383,8 @@ def _race(out: Path, s: DemoSizes, progress: bool, f1: Path | None) -> PartResul
         checks = real.get("phase_checks")  # phases learnt on the simulator, checked on real laps (no labels)
         write_json(out / "eval_real.json", {"races": real["races"], "summary": real["summary"], "phase_checks": checks})
         rbest, rbase = _race_headline(real["summary"])
-        text += (f"; real 2023 ({len(files)} races): {rbest['mae_h1']:.3f} s vs {rbase['forecaster']} "
+        races = f"{len(files)} race{'' if len(files) == 1 else 's'}"
+        text += (f"; real 2023 ({races}): {rbest['mae_h1']:.3f} s vs {rbase['forecaster']} "
                  f"{rbase['mae_h1']:.3f} s")
         auc = (checks or {}).get("post_race", {}).get("push_vs_conserve_auc", float("nan"))
         if auc == auc:  # NaN when a tiny model calls one phase only (--quick)

@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        quick: bool = typer.Option(False, "--quick", help="Toy sizes: about 30 s (what the tests run)."),
+        quick: bool = typer.Option(False, "--quick", help="Toy sizes: about 10 s of CPU (what the tests run)."),
         out: Path = typer.Option(Path("runs/demo"), "--out", help="The demo's directory (refused if not empty)."),
         force: bool = typer.Option(False, "--force", help="Overwrite a previous demo in --out."),
         seed: int = typer.Option(0, "--seed", min=0, help="Seed of every part."),
@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the demo's metrics.json on stdout (the report's "
                                                            "path then goes to stderr)."),
     ) -> None:
-        """The main job: a guided tour of lapnet on bundled data (about 90 s of CPU).
+        """The main job: a guided tour of lapnet on bundled data (about 30 s of CPU).
 
         Engine vs torch, a character LSTM on Hamlet, sine and trend experiments,
         gradient flow, a race forecaster and tagger vs the baselines; then a summary

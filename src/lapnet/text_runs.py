@@ -113,49 +113,51 @@ def _torch_nll(model, rows: np.ndarray, tail: np.ndarray) -> tuple[float, int]:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
 
-    def score(r: torch.Tensor, state):
-        nonlocal total, count
-        L = r.shape[1] - 1
-        for s in range(0, L, EVAL_CHUNK):
-            x, y = r[:, s: min(s + EVAL_CHUNK, L)], r[:, s + 1: min(s + EVAL_CHUNK, L) + 1]  # (S, t)
-            logits, state = model(x, state)  # (S, t, V); the state carries to the next chunk
-            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(), y.reshape(-1), reduction="sum"))
-            count += y.numel()
-        return state
+    def step(x: np.ndarray, y: np.ndarray, state):
+        logits, state = model(torch.from_numpy(x).to(device), state)  # (S, t, V)
+        target = torch.from_numpy(y).to(device).reshape(-1)
+        return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(), target, reduction="sum")), state
 
     with torch.inference_mode():
-        state = score(torch.from_numpy(rows).to(device), None)
-        if len(tail) > 1:  # the last stream goes on from its own state
-            last = [s[:, -1:].contiguous() for s in (state if isinstance(state, tuple) else (state,))]  # (layers, 1, H)
-            score(torch.from_numpy(np.ascontiguousarray(tail[None, :])).to(device),  # (1, R+1)
-                  tuple(last) if isinstance(state, tuple) else last[0])
+        out = _stream_nll(step, rows, tail)
     model.train(was_training)
-    return total, count
+    return out
 
 
 def _numpy_nll(model, rows: np.ndarray, tail: np.ndarray) -> tuple[float, int]:
-    """`_torch_nll` on the NumPy engine (NumpyCharLM.nll's arithmetic, plus the tail)."""
     from lapnet import scratch
 
+    def step(x: np.ndarray, y: np.ndarray, state):
+        logits, state, _ = model.forward(x, state)  # (S, t, V)
+        logp = scratch.log_softmax(logits.astype(np.float64))
+        return -float(np.take_along_axis(logp, y[..., None], axis=-1).sum()), state
+
+    return _stream_nll(step, rows, tail)
+
+
+def _stream_nll(step, rows: np.ndarray, tail: np.ndarray) -> tuple[float, int]:
+    """Total NLL (nats) and count of the streams `rows` (S, L+1), each from a zero state and
+    carried through chunks of EVAL_CHUNK, then of `tail` (R+1,) from the last stream's state.
+    `step(x, y, state) -> (nats, state)` scores one chunk (S, t) with either engine."""
     total, count = 0.0, 0
 
     def score(r: np.ndarray, state):
         nonlocal total, count
         L = r.shape[1] - 1
         for s in range(0, L, EVAL_CHUNK):
-            x, y = r[:, s: min(s + EVAL_CHUNK, L)], r[:, s + 1: min(s + EVAL_CHUNK, L) + 1]  # (S, t)
-            logits, state, _ = model.forward(x, state)  # (S, t, V); the state carries on
-            logp = scratch.log_softmax(logits.astype(np.float64))
-            total -= float(np.take_along_axis(logp, y[..., None], axis=-1).sum())
-            count += y.size
+            e = min(s + EVAL_CHUNK, L)
+            nats, state = step(r[:, s:e], r[:, s + 1 : e + 1], state)  # the state carries to the next chunk
+            total += nats
+            count += r.shape[0] * (e - s)
         return state
 
     state = score(rows, None)
-    if len(tail) > 1:
-        last = [np.ascontiguousarray(s[:, -1:]) for s in (state if isinstance(state, tuple) else (state,))]  # (layers, 1, H)
-        score(tail[None, :], tuple(last) if isinstance(state, tuple) else last[0])  # (1, R+1)
+    if len(tail) > 1:  # the last stream goes on from its own state: (layers, 1, H)
+        def last(h):
+            return h[:, -1:].contiguous() if hasattr(h, "contiguous") else np.ascontiguousarray(h[:, -1:])
+
+        score(np.ascontiguousarray(tail[None, :]), tuple(map(last, state)) if isinstance(state, tuple) else last(state))
     return total, count
 
 

@@ -101,19 +101,6 @@ class NumpyCharLM:
         grads.update({"rnn." + k: v for k, v in g_rnn.items()})
         return grads
 
-    def nll(self, rows: np.ndarray, chunk: int) -> tuple[float, int]:
-        """Total negative log-likelihood (nats) of S contiguous streams rows (S, L+1), run
-        statefully in chunks of `chunk` characters; and the number of characters scored."""
-        L = rows.shape[1] - 1
-        total, count, state = 0.0, 0, None
-        for s in range(0, L, chunk):
-            x, y = rows[:, s: min(s + chunk, L)], rows[:, s + 1: min(s + chunk, L) + 1]  # (S, t)
-            logits, state, _ = self.forward(x, state)  # (S, t, V); the state carries on
-            logp = scratch.log_softmax(logits.astype(np.float64))
-            total -= float(np.take_along_axis(logp, y[..., None], axis=-1).sum())
-            count += y.size
-        return total, count
-
 
 class NumpyCharLMLearner:
     """The `lapnet.train.fit` learner for NumpyCharLM: the same steps as TorchLearner

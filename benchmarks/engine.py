@@ -17,7 +17,9 @@ also splits each side's time into a fixed part and a per-step part (runs at T=1 
 and prints the measured cost of one small NumPy call: the engine's per-step time is about
 (NumPy calls per step) x (cost per call), while torch runs a whole step inside one fused
 kernel. At the notebook size it prints what NumPy's exp and tanh alone cost per forward,
-and what the engine's matrix products alone cost in NumPy's BLAS and in torch's.
+and what the engine's matrix products alone cost in NumPy's BLAS (OpenBLAS) and in torch's BLAS
+(the one `torch.__config__.show()` names as BLAS_INFO: Intel MKL in the PyPI CPU wheels; the
+script prints it).
 
     .venv/bin/python benchmarks/engine.py               # all sizes, 1 thread
     .venv/bin/python benchmarks/engine.py --threads 2 --repeats 30
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import sys
 import time
@@ -42,6 +45,7 @@ SIZES = {  # name: (B, D, H, L, T)
     "notebook": (64, 32, 128, 2, 40),
     "larger": (64, 256, 256, 2, 100),
 }
+REPEATS = {"tiny": 300, "notebook": 40, "larger": 9}  # timed runs per case when --repeats is not given
 
 
 def parse() -> argparse.Namespace:
@@ -204,7 +208,7 @@ def main() -> None:
     rows = []
     for size in ARGS.sizes:
         B, D, H, L, T = SIZES[size]
-        repeats = ARGS.repeats or {"tiny": 300, "notebook": 40, "larger": 9}[size]
+        repeats = ARGS.repeats or REPEATS[size]
         for kind in ARGS.kinds:
             run_torch, run_engine, run_reference = make_case(kind, B, D, H, L, T)
             runs = [run_torch, run_engine] + ([run_reference] if ARGS.reference else [])
@@ -223,10 +227,10 @@ def main() -> None:
         ref = f" {cr * 1e3:.3f} | {cr / ct:.2f} |" if cr else ""
         print(f"| {size} | {shape} | {kind} | {ct * 1e3:.3f} | {ce * 1e3:.3f} | **{r:.2f}** | {rw:.2f} |{ref}")
     if "tiny" in ARGS.sizes and "lstm" in ARGS.kinds:
-        tiny_breakdown("lstm", ARGS.repeats or 300)
+        tiny_breakdown("lstm", ARGS.repeats or REPEATS["tiny"])
     if "notebook" in ARGS.sizes and "lstm" in ARGS.kinds:
         transcendental_floor()
-        product_floor()
+        product_floor(ARGS.repeats or REPEATS["notebook"])
 
 
 def transcendental_floor() -> None:
@@ -268,15 +272,28 @@ def lstm_products(B: int, D: int, H: int, L: int, T: int):
     return ops
 
 
-def product_floor() -> None:
-    """The engine's matrix products alone, in NumPy (OpenBLAS) and in torch (MKL), same shapes.
+def torch_blas() -> str:
+    """The BLAS torch was built with, as `torch.__config__.show()` names it (BLAS_INFO=mkl: Intel MKL)."""
+    found = re.search(r"\bBLAS_INFO=([^,\s]+)", torch.__config__.show())
+    if found is None:
+        return "unknown"
+    return "MKL" if found.group(1).lower() == "mkl" else found.group(1)
+
+
+def product_floor(repeats: int) -> None:
+    """The engine's matrix products alone, in NumPy's BLAS (OpenBLAS) and in torch's BLAS
+    (`torch_blas`: MKL in the PyPI CPU wheels), same shapes.
 
     What the engine cannot go below with NumPy's BLAS, beside what the same products cost
-    in the BLAS torch links: where the two libraries differ, no rearrangement in Python closes it."""
+    in the BLAS torch links: where the two libraries differ, no rearrangement in Python closes it.
+    Each product is timed max(5, 5 * repeats // calls) times (the median counts): at the default
+    40 repeats, 200 rounds of a product made once per pass, 5 of one made 40 times (per step)."""
     B, D, H, L, T = SIZES["notebook"]
     rng = np.random.default_rng(0)
     total = {"numpy": 0.0, "torch": 0.0}
-    for (sa, sb), so, calls, _ in lstm_products(B, D, H, L, T):
+    ops = lstm_products(B, D, H, L, T)
+    rounds_of = {calls: max(5, 5 * repeats // calls) for _, _, calls, _ in ops}
+    for (sa, sb), so, calls, _ in ops:
         transposed = sa[0] == 4 * H and len(sa) == 2 and sa[1] == T * B
         a = rng.standard_normal(sa[::-1] if transposed else sa).astype(np.float32)
         a = a.T if transposed else a  # dG.T @ x: the first operand is a transposed view, as in the engine
@@ -285,14 +302,15 @@ def product_floor() -> None:
         ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out.copy())
         for side, fn in (("numpy", lambda: np.matmul(a, b, out=out)), ("torch", lambda: torch.matmul(ta, tb, out=tout))):
             rounds = []
-            for _ in range(max(5, 200 // calls)):
+            for _ in range(rounds_of[calls]):
                 t0 = time.process_time()
                 fn()
                 rounds.append(time.process_time() - t0)
             total[side] += float(np.median(rounds)) * calls
     print(f"notebook lstm: the engine's matrix products alone (forward + backward, both layers, same shapes and "
           f"calls) take {total['numpy'] * 1e3:.1f} ms in NumPy's OpenBLAS and {total['torch'] * 1e3:.1f} ms in "
-          f"torch's BLAS; compare torch's whole forward + backward in the table above")
+          f"torch's BLAS ({torch_blas()}); compare torch's whole forward + backward in the table above "
+          f"(medians of {min(rounds_of.values())} to {max(rounds_of.values())} timed calls per product)")
 
 
 if __name__ == "__main__":

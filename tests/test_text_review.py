@@ -340,6 +340,25 @@ def test_eval_scores_every_character_in_streams_that_start_cold(run_cli, small_r
     assert code == 2 and err == "lapnet: error: --streams must be an integer >= 1, got 0\n"
 
 
+def test_one_streams_check_refuses_before_anything_is_read(tmp_path):
+    """eval_text and eval_layout share one check (data.text.check_streams) and one message;
+    eval_text asks it before it reads the run or the file (neither exists here)."""
+    from lapnet.data.text import check_streams, eval_layout
+    from lapnet.errors import LapnetError
+    from lapnet.text_runs import eval_text
+
+    for bad in (0, -3, True, 1.5, "2"):
+        want = f"--streams must be an integer >= 1, got {bad!r}"
+        for call in (lambda: eval_text(tmp_path / "no_run", tmp_path / "no.txt", streams=bad, write=False),
+                     lambda: eval_layout(np.arange(10), streams=bad), lambda: check_streams(bad)):
+            with pytest.raises(LapnetError) as e:
+                call()
+            assert str(e.value) == want
+    check_streams(None)
+    check_streams(np.int64(3))
+    assert eval_layout(np.arange(10), streams=np.int64(3)).shape == (3, 4)
+
+
 def test_a_train_loss_of_exactly_zero_is_reported(small_run, tmp_path, monkeypatch):
     import lapnet.text_runs as tr
 
@@ -424,12 +443,17 @@ def test_a_closed_stdout_ends_quietly(small_run, monkeypatch, capsys, tmp_path):
 def test_a_closed_stdout_pipe_in_a_real_process(small_run):
     import subprocess
 
-    lapnet = Path(sys.executable).with_name("lapnet")
     for args in (["text", "sample", str(small_run), "--length", "200000"], ["--help"]):
-        p = subprocess.Popen([str(lapnet), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # `python -m lapnet` is the `lapnet` command (src/lapnet/__main__.py), wherever the script was installed
+        p = subprocess.Popen([sys.executable, "-m", "lapnet", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         p.stdout.close()  # the reader is gone before lapnet writes (`| head -c 0`)
-        err = p.stderr.read().decode()
-        assert p.wait(timeout=120) == 0 and err == "", (args, err)
+        try:
+            _, err = p.communicate(timeout=120)  # a hang fails the test instead of blocking it
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise
+        assert p.returncode == 0 and err.decode() == "", (args, err.decode())
 
 
 def test_sample_json_records_the_random_start(run_cli, small_run):

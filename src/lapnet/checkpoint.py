@@ -12,8 +12,14 @@ Every file is written to a temporary name in the same directory, flushed to disk
 renamed over the old one (`os.replace` is atomic on POSIX), so a crash or SIGKILL at any
 moment leaves either the old complete file or the new complete file, never half of one.
 Nothing is ever unpickled: safetensors holds only raw arrays and a string-to-string header.
-The header also carries a SHA-256 of the arrays, checked on load, so a corrupted file is
-refused instead of loading as a silently different model.
+
+Every .safetensors file written by this version carries a SHA-256, in its header, of the JSON
+metadata text and of every array's name, dtype, shape and bytes (as stored: little-endian).
+`load_tensors` recomputes it and refuses a mismatch, so a changed byte in the weights or in the
+metadata (a bad disk, a copy gone wrong) is refused instead of loading as a silently different
+model or a different step. The metadata also carries a format marker ("lapnet_format": 2): a
+file with the marker but no checksum (its key renamed or dropped) is refused too. Not covered:
+files written before 2026-11-27 (no marker, no checksum), which load unchecked as before.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from lapnet import distributed
 from lapnet.errors import CheckpointError, LapnetError
 
 META_KEY = "lapnet"  # the safetensors header field that holds our JSON metadata
-DIGEST_KEY = "lapnet_sha256"  # and the one that holds the SHA-256 of the arrays (see `_digest`)
+DIGEST_KEY = "lapnet_sha256"  # and the one that holds the SHA-256 of meta + arrays (see `_digest`)
+FORMAT_KEY = "lapnet_format"  # inside the JSON metadata: the checkpoint format's version
+FORMAT = 2  # 2: checksum over meta + arrays, required; no marker: older files (see `load_tensors`)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -140,36 +148,54 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> None:
-    """Save named arrays (numpy or torch) and JSON-able `meta` to one safetensors file, atomically."""
+    """Save named arrays (numpy or torch) and JSON-able `meta` to one safetensors file, atomically.
+
+    The file carries the format marker in its metadata and a checksum of metadata and arrays
+    (see the module docstring); `load_tensors` gives `meta` back without the marker.
+    """
     from safetensors.numpy import save
 
+    meta = dict(meta or {})
+    if FORMAT_KEY in meta:
+        raise ValueError(f"'{FORMAT_KEY}' is reserved in checkpoint metadata")
     arrays = {k: _to_numpy(v) for k, v in tensors.items()}
-    header = {META_KEY: json_text(dict(meta or {})),  # strict JSON: NaN and inf become null
-              DIGEST_KEY: _digest(arrays)}
+    meta_text = json_text({**meta, FORMAT_KEY: FORMAT})  # strict JSON: NaN and inf become null
+    header = {META_KEY: meta_text, DIGEST_KEY: _digest(arrays, meta_text)}
     atomic_write_bytes(path, save(arrays, metadata=header))
 
 
-def _digest(arrays: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 over every array's name, dtype, shape and bytes, in name order.
+def _digest(arrays: Mapping[str, np.ndarray], meta_text: str) -> str:
+    """SHA-256 over the metadata text, then every array's name, dtype, shape and bytes, in name order.
 
     safetensors checks the file's layout (a truncated file fails to open) but not its
-    contents: a flipped bit in the weights (a bad disk, a copy gone wrong) would load as a
-    silently different model. `load_tensors` recomputes this and refuses a mismatch.
+    contents: a flipped bit in the weights or in the metadata would load as a silently
+    different model. `load_tensors` recomputes this and refuses a mismatch. The bytes hashed
+    are the little-endian ones safetensors stores, so a big-endian array hashes the same when
+    saved as when loaded back; an empty array contributes its name, dtype and shape only.
     """
     h = hashlib.sha256()
+    meta_bytes = meta_text.encode("utf-8")
+    h.update(f"meta|{len(meta_bytes)}|".encode())
+    h.update(meta_bytes)
     for k in sorted(arrays):
-        a = np.ascontiguousarray(arrays[k])
-        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(memoryview(a).cast("B"))
+        a = arrays[k]
+        a = np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")  # a no-op for native little-endian
+        name = k.encode("utf-8")
+        h.update(f"|{len(name)}|".encode() + name + f"|{a.dtype.str}|{a.shape}|".encode())
+        if a.size:
+            h.update(memoryview(a).cast("B"))
     return h.hexdigest()
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Load a file written by `save_tensors`: (arrays, meta). Never unpickles anything.
 
+    `meta` comes back as it was given to `save_tensors` (without the format marker).
+
     Raises:
         CheckpointError: the file is missing, truncated, not safetensors (a pickle, say),
-            or was not written by lapnet.
+            was not written by lapnet, does not match its checksum, or carries the format
+            marker without a checksum (see the module docstring).
     """
     from safetensors import safe_open
 
@@ -186,10 +212,21 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(e).splitlines()[0][:80]})") from None
     if META_KEY not in header:
         raise CheckpointError(f"{path}: not a lapnet checkpoint (no '{META_KEY}' metadata)")
-    if DIGEST_KEY in header and header[DIGEST_KEY] != _digest(arrays):  # files from before 2026-11-27 have none
-        raise CheckpointError(f"{path}: corrupt checkpoint (its weights do not match the checksum written with them)")
+    meta_text, digest = header[META_KEY], header.get(DIGEST_KEY)
+    if digest is not None and digest != _digest(arrays, meta_text):
+        raise CheckpointError(f"{path}: corrupt checkpoint (its weights or metadata do not match "
+                              "the checksum written with them)")
     try:
-        meta = json.loads(header[META_KEY])
+        meta = json.loads(meta_text)
     except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: corrupt lapnet metadata") from None
+        meta = None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: corrupt lapnet metadata")
+    version = meta.pop(FORMAT_KEY, None)
+    if digest is None and version is not None:  # a key renamed or dropped must not turn the check off
+        raise CheckpointError(f"{path}: corrupt checkpoint (it has no checksum, but its format "
+                              f"({FORMAT_KEY} {version!r}) requires one)")
+    if digest is not None and version != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {version!r} is not one this lapnet reads "
+                              f"(it reads {FORMAT}: written by a newer lapnet?)")
     return arrays, meta

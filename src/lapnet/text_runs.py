@@ -24,12 +24,13 @@ import numpy as np
 
 from lapnet.checkpoint import load_tensors, read_json, write_json
 from lapnet.console import console
-from lapnet.data.text import BOM, TextBatches, Vocab, decode_text, eval_layout, eval_tail, read_text, split_ids
+from lapnet.data.text import (BOM, TextBatches, Vocab, check_streams, decode_text, eval_layout, eval_tail, read_text,
+                              split_ids)
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.models.charlm import CharLMConfig, param_names, saved_positive_int
 from lapnet.run_dir import check_out_dir, make_dir
 from lapnet.sampling import SampleConfig, generate
-from lapnet.train import TrainConfig, _finished, _restored_result, fit  # the two private ones: see train_text
+from lapnet.train import TrainConfig, finished, fit, restored_result
 
 ENGINES = ("torch", "numpy")
 CHECKPOINTS = ("best", "last")  # model.safetensors (what training chose) | last.safetensors (the final step)
@@ -605,11 +606,11 @@ def train_text(
     if not resume and model.dropout > 0 and model.layers == 1:
         warnings.warn(f"--dropout {model.dropout:g} does nothing with --layers 1: dropout is applied between "
                       f"stacked layers (torch.nn.LSTM's rule); give --layers 2 or more to use it")
-    name = "the bundled text" if path is None else _source_name(str(path))
-    ids = vocab.encode(text, what=name)
+    source_name = "the bundled text" if path is None else _source_name(str(path))
+    ids = vocab.encode(text, what=source_name)
     train_ids, val_ids = split_ids(ids, data.val_frac)
     if len(train_ids) < data.seq_len + 1:
-        raise LapnetError(_too_short(name, len(ids), len(train_ids), len(val_ids), data))
+        raise LapnetError(_too_short(source_name, len(ids), len(train_ids), len(val_ids), data))
     validation = len(val_ids) > 0  # --val-frac 0: none, the notebook's setting
     requested = data.batch
     # None: the default; 0 or less reaches TextBatches, which refuses it (`asked or ...` took 0 for the default)
@@ -623,11 +624,11 @@ def train_text(
 
     finishing = False  # a resume with nothing to train whose final files are missing: write only those
     if resume:
-        # fit's own rule (lapnet.train._finished), asked before anything is written: a run that
+        # fit's own rule (lapnet.train.finished), asked before anything is written: a run that
         # already meets the totals is returned as it is, every file untouched
         try:
-            done = _finished(position, train)
-            restored = _restored_result(position, done, batches.steps_per_epoch()) if done else None
+            done = finished(position, train)
+            restored = restored_result(position, done, batches.steps_per_epoch()) if done else None
         except (KeyError, TypeError, ValueError):  # not a trainer position: fit names the checkpoint
             done = restored = None
         if done is not None:
@@ -659,8 +660,8 @@ def train_text(
         warnings.warn(f"--out {out} held only the start of a run stopped before its first checkpoint "
                       f"(nothing to resume): starting it again")
     if (force or take_over) and out.is_dir() and distributed.rank() == 0:
-        for name_ in RUN_FILES:
-            (out / name_).unlink(missing_ok=True)
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
     distributed.barrier()
     make_dir(out)
     if not resume:
@@ -757,7 +758,7 @@ def _finish_interrupted(final: dict[str, Any]) -> None:
         return
     try:
         arrays, meta = load_tensors(where)
-        result = _restored_result(meta["trainer"], "interrupted", final["batches"].steps_per_epoch())
+        result = restored_result(meta["trainer"], "interrupted", final["batches"].steps_per_epoch())
     except (CheckpointError, KeyError, TypeError, ValueError):
         return  # nothing readable to report from: --resume will say what is wrong
     if _stored_metrics(final["out"], result.steps) is not None:
@@ -895,8 +896,7 @@ def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", d
     `path` "-" reads standard input; `checkpoint` "best" (model.safetensors) or "last" (the
     final step's weights), recorded in the result with the step.
     """
-    if streams is not None and (isinstance(streams, bool) or not isinstance(streams, int) or streams < 1):
-        raise LapnetError(f"--streams must be an integer >= 1, got {streams!r}")
+    check_streams(streams)  # before the run and the file are read
     run = load_run(run_dir, engine, device, checkpoint)
     text = _read_source(path)
     name = "standard input" if str(path) == "-" else str(path)

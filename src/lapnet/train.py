@@ -445,7 +445,7 @@ def _carry_from(arrays: dict[str, np.ndarray], meta: dict[str, Any] | None) -> A
     return container(parts) if container else parts[0]
 
 
-def _finished(st: dict[str, Any], cfg: TrainConfig) -> str | None:
+def finished(st: dict[str, Any], cfg: TrainConfig) -> str | None:
     """Why a restored run has nothing left to do under `cfg` ("epochs", ...), or None."""
     if cfg.epochs is not None and st["epoch"] >= cfg.epochs:
         return "epochs"
@@ -458,7 +458,7 @@ def _finished(st: dict[str, Any], cfg: TrainConfig) -> str | None:
     return None
 
 
-def _restored_result(st: dict[str, Any], stopped: str, spe: int) -> TrainResult:
+def restored_result(st: dict[str, Any], stopped: str, spe: int) -> TrainResult:
     """The TrainResult of a finished run, from its checkpointed trainer state."""
     history = list(st["history"])
     metrics = dict(st.get("last_metrics") or {})
@@ -523,9 +523,9 @@ def fit(
         arrays = {k: v for k, v in arrays.items() if not k.startswith("carry.")}
         learner.load_state(arrays, m["learner"])
         st.update(m["trainer"])
-        done = _finished(st, cfg)
+        done = finished(st, cfg)
         if done is not None:  # nothing left to do: no evaluation, log row or checkpoint is added
-            return _restored_result(st, done, spe)
+            return restored_result(st, done, spe)
     if out_dir is not None and rank0:
         out_dir.mkdir(parents=True, exist_ok=True)
         _check_disk(out_dir, learner)

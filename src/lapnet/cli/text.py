@@ -259,9 +259,10 @@ def eval_cmd(
     one. A file of N characters is cut into S contiguous streams run side by side, S = one
     per 2048 characters (at most 32, at least 1; --streams sets it); each stream starts
     from a zero state, and the last one also scores the (N - 1) mod S characters left over.
-    A cold start costs each stream's first characters some context: on a 30,000-character
-    file, 14 streams scored 1.6415 nats/char where --streams 1 scored 1.6373. The result
-    records S as "streams".
+    A cold start costs each stream's first characters some context: the bundled passage 40
+    times over (31,920 characters) scored 0.09602 nats/char in 15 streams and 0.09102 with
+    --streams 1, by the run of `lapnet text train --val-frac 0 --epochs 600 --threads 1`
+    (docs/guide/text.md has the commands). The result records S as "streams".
 
     The result is shown first, then stored as metrics.json["eval"] in RUN; when RUN cannot be
     written, a warning says so and the command still succeeds.

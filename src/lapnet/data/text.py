@@ -202,6 +202,12 @@ def eval_streams(n: int, max_streams: int = 32, min_len: int = 2048) -> int:
     return int(max(1, min(max_streams, n // min_len)))
 
 
+def check_streams(streams: object) -> None:
+    """Refuse a `streams` (`lapnet text eval --streams`) that is not None or an integer >= 1."""
+    if streams is not None and (isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1):
+        raise LapnetError(f"--streams must be an integer >= 1, got {streams!r}")
+
+
 def eval_layout(ids: np.ndarray, max_streams: int = 32, streams: int | None = None) -> np.ndarray:
     """Lay a text to score out as S contiguous streams (S, L+1): every stream's inputs are
     row[:-1], targets row[1:], and row s+1 starts on the character row s ends with.
@@ -214,8 +220,7 @@ def eval_layout(ids: np.ndarray, max_streams: int = 32, streams: int | None = No
     n = len(ids)
     if n < 2:
         raise LapnetError(f"validation text has {n} character(s): need at least 2 (an input and a target)")
-    if streams is not None and (isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1):
-        raise LapnetError(f"--streams must be an integer >= 1, got {streams!r}")
+    check_streams(streams)
     S = eval_streams(n - 1, max_streams) if streams is None else int(min(streams, n - 1))
     L = (n - 1) // S
     rows = np.stack([ids[b * L: b * L + L + 1] for b in range(S)])  # (S, L+1), rows overlap by one char

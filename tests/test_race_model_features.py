@@ -405,7 +405,8 @@ def test_reference_lap_before_the_first_scored_lap_prefers_green_laps_and_fresh_
     assert seq.base[a, 4] == pytest.approx(seq.lap_time[a, 4])
     # CCC's out-lap (lap 7) -> lap 8: a fresh stint's origin; nothing crosses the stop
     assert seq.target_mask[c, 6, 0] and not np.isfinite(seq.base[c, 6])
-    assert not seq.target_mask[c, 4, 1:].any()  # lap 5 -> 7 onwards would cross the in-lap
+    # CCC lap 4: lap 5 counts; lap 6 is the in-lap, laps 8-9 are Scored but in the next stint
+    assert seq.target_mask[c, 3, 0] and not seq.target_mask[c, 3, 1:].any()
     fresh = eval_mask(seq, "fresh")
     assert fresh[a, 3, 0] and fresh[c, 6, 0] and not fresh[a, 4].any()
     assert not (fresh & eval_mask(seq, "scored")).any()  # the two masks never count the same pair

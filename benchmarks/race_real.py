@@ -6,6 +6,7 @@
     python benchmarks/race_real.py --jobs 5             # the same, 5 folds trained at once (same numbers, less wall clock)
     python benchmarks/race_real.py --members 1          # one net per fold instead of the default ensemble of 3 seeds
     python benchmarks/race_real.py --head gaussian      # the Gaussian head (the default is Laplace, chosen by inner validation)
+    python benchmarks/race_real.py --fresh-weight 1     # also train on origins whose stint has no Scored lap yet (default 0)
 
     python benchmarks/race_real.py --members 1 --skip-train-all --hidden 32   # a cheap screening arm
 
@@ -329,6 +330,9 @@ def main(argv=None) -> int:
                     help="the location's loss: L1, or the joint Laplace NLL (with --head laplace)")
     ap.add_argument("--scale-weight", type=float, default=RaceTrainConfig.scale_weight,
                     help="weight of the scale's NLL in the loss (with --mean-loss l1)")
+    ap.add_argument("--fresh-weight", type=float, default=RaceTrainConfig.fresh_weight,
+                    help="weight in the forecast loss of origins whose stint has no Scored lap yet (out-laps, the start, "
+                         "restarts; RaceTrainConfig.fresh_weight): 0 leaves them out")
     ap.add_argument("--phase-sim", type=int, default=RaceTrainConfig.phase_sim,
                     help="calibrated simulated races the phase taggers learn from (0: no phase calls, faster)")
     ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
@@ -341,6 +345,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.mean_loss == "nll" and args.head != "laplace":
         ap.error("--mean-loss nll needs --head laplace")
+    if not (np.isfinite(args.fresh_weight) and args.fresh_weight >= 0):
+        ap.error(f"--fresh-weight must be a number >= 0, got {args.fresh_weight}")
     if not DATA.is_dir() or not list(DATA.glob("*.csv")):
         print(f"skipped: real F1 data not found at {DATA} (set LAPNET_F1_DATA)")
         return 0
@@ -353,11 +359,11 @@ def main(argv=None) -> int:
     cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight, dropout=args.dropout,
                            members=args.members, seed=args.seed, progress=False, linear_skip=not args.no_linear_skip,
                            pit_caller=not args.no_pit_caller, head=args.head, mean_loss=args.mean_loss,
-                           scale_weight=args.scale_weight, phase_sim=args.phase_sim)
+                           scale_weight=args.scale_weight, phase_sim=args.phase_sim, fresh_weight=args.fresh_weight)
     results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "pit_weight": args.pit_weight,
                                 "members": args.members, "seed": args.seed, "linear_skip": not args.no_linear_skip, "dropout": args.dropout,
                                 "pit_caller": not args.no_pit_caller, "head": args.head, "mean_loss": args.mean_loss, "scale_weight": args.scale_weight,
-                                "phase_sim": args.phase_sim, "races": len(paths)}}
+                                "phase_sim": args.phase_sim, "fresh_weight": args.fresh_weight, "races": len(paths)}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -41,7 +41,7 @@ def test_last_timed_lap_on_raw_text_and_parsed_laps_is_one_rule(tmp_path):
     never counts, whether the table is raw text (`race live` on a file) or parsed (batch)."""
     from lapnet.race.features import last_timed_lap, race_laps
     from lapnet.race.io import read_laps
-    from lapnet.race.live import file_race_laps
+    from lapnet.race.live import file_lines, file_race_laps
 
     rows = pd.DataFrame({"Driver": ["AAA"] * 4 + ["BBB"] * 3, "LapNumber": [1, 2, 3, 4, 1, 2, 3],
                          "LapTime": ["0 days 00:01:40", "0 days 00:01:30", "0 days 00:01:31", "",
@@ -50,17 +50,51 @@ def test_last_timed_lap_on_raw_text_and_parsed_laps_is_one_rule(tmp_path):
     path = tmp_path / "laps.csv"
     rows.to_csv(path, index=False)
     raw = pd.read_csv(path, dtype=str)
-    assert last_timed_lap(raw) == last_timed_lap(read_laps(path)) == race_laps(read_laps(path)) == file_race_laps(path) == 3
+    header = list(rows.columns)
+    with open(path, encoding="utf-8-sig") as f:  # as `follow_race` reads a finished file
+        f.readline()
+        lines, cells = file_lines(f)
+    assert [n for n, _ in lines] == list(range(2, 9)) and cells[3] == ["AAA", "4", "", "True"]
+    assert last_timed_lap(raw) == last_timed_lap(read_laps(path)) == race_laps(read_laps(path)) == 3
+    assert file_race_laps(cells, header) == 3
     assert last_timed_lap(raw.assign(LapTime=np.nan)) is None and race_laps(read_laps(path).assign(LapTime=np.nan)) == 4
-    assert file_race_laps(tmp_path / "missing.csv") is None
+    assert file_race_laps([[c[0], c[1], "", c[3]] for c in cells], header) is None  # no timed lap
+    assert file_race_laps(cells, ["Driver", "LapNumber", "Time", "FastF1Generated"]) is None  # no LapTime column
+    assert file_race_laps([], header) is None
 
 
 def test_replay_order_sorts_a_file_listed_driver_by_driver():
-    from lapnet.race.live import replay_order
+    from lapnet.race.live import file_lines, replay_order
 
     header = ["Driver", "LapNumber", "Time"]
     body = "AAA,1,100\nAAA,2,190\nBBB,1,101\nBBB,2,192\n"  # FastF1's to_csv: one driver after another
-    lines, moved = replay_order(io.StringIO(body), header)
+    lines, moved = replay_order(*file_lines(io.StringIO(body)), header)
     assert moved and [n for n, _ in lines] == [2, 4, 3, 5] and lines[0][1] == "AAA,1,100"
-    lines, moved = replay_order(io.StringIO("AAA,1,100\nBBB,1,101\n\nAAA,2,190\n"), header)
+    lines, moved = replay_order(*file_lines(io.StringIO("AAA,1,100\nBBB,1,101\n\nAAA,2,190\n")), header)
     assert not moved and [n for n, _ in lines] == [2, 3, 5]  # already in session order: kept, blank line skipped
+    lines, moved = replay_order(*file_lines(io.StringIO(body)), ["Driver", "LapNumber", "Stint"])
+    assert not moved and [n for n, _ in lines] == [2, 3, 4, 5]  # no Time column: kept as given
+
+
+@pytest.mark.parametrize("value, number", [
+    ("1", "1"), (" 1 ", "1"), ("01", "1"), (1, "1"), (1.0, "1"), ("1.0", "1"), (np.float64(44.0), "44"),
+    ("", None), ("nan", None), (math.nan, None), (None, None), ("<NA>", None),
+    ("A1", "A1"), ("1.5", "1.5"),
+])
+def test_car_number_is_one_form_for_the_column_and_driver(value, number):
+    from lapnet.race.io import car_number
+
+    assert car_number(value) == number
+
+
+def test_driver_numbers_match_across_the_forms_a_table_holds_them_in():
+    """`--driver 1` finds the car whether DriverNumber reads '1', '01' or 1.0 (a column pandas read
+    as float because a cell is empty): `race predict` (parse_drivers) and `race live` (DriverFilter,
+    LiveRace.number_of) use `io.car_number` both."""
+    from lapnet.race.io import parse_drivers
+    from lapnet.race.live import DriverFilter
+
+    for column in (["1", "44"], ["01", "44"], [1.0, 44.0], ["1.0", "44"]):
+        laps = pd.DataFrame({"Driver": ["VER", "HAM"], "DriverNumber": column})
+        assert parse_drivers("1,44", laps) == ["VER", "HAM"] and parse_drivers("01", laps) == ["VER"]
+    assert DriverFilter("01,ver").tokens == ["1", "VER"] and DriverFilter("01,ver").numbers == {"1"}

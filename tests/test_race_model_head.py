@@ -30,6 +30,7 @@ def _out_batch(seed=0, B=2, T=5, K=HORIZONS):
            "log_sigma": (0.3 * torch.randn(B, T, K, generator=g, dtype=torch.float64)).requires_grad_()}
     batch = {"target": torch.randn(B, T, K, generator=g, dtype=torch.float64),
              "target_mask": torch.rand(B, T, K, generator=g) < 0.6,
+             "has_base": torch.ones(B, T, dtype=torch.bool),  # every origin starts from a Scored lap
              "pit_mask": torch.zeros(B, T, dtype=torch.bool), "phase_mask": torch.zeros(B, T, dtype=torch.bool)}
     return out, batch
 

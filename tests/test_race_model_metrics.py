@@ -91,6 +91,35 @@ def test_baselines_by_hand():
     assert rep["scored"]["p"]["h1"]["mae"] == pytest.approx((0.5 + 0.3 + 0.7 + 0.4) / 4)
 
 
+
+def test_forecast_report_keeps_every_forecaster_without_scored_pairs():
+    """A race with no Scored pair (every lap behind the safety car) reports every forecaster with
+    n 0 and no MAE on "scored" and "all" (eval's by-race row reads them); only "fresh" leaves out
+    the baselines, which have no lap to start from there, while a normal race has fresh pairs."""
+    from lapnet.race.baselines import BASELINES
+    from lapnet.race.clean import clean_laps
+    from lapnet.race.features import build_sequences
+    from lapnet.race.io import read_laps
+
+    for status, fresh_n in (("4", 0), ("1", 2)):  # green: lap 1 -> 2 and the out-lap 7 -> 8 are fresh pairs
+        laps, _ = clean_laps(read_laps(_tiny_laps().assign(TrackStatus=status), race="tiny"))
+        seq = build_sequences(laps)
+        forecasts = {"forecaster": np.full(seq.future.shape, 90.0), **baseline_forecasts(seq)}
+        rep = forecast_report(forecasts, seq)
+        assert set(rep["scored"]) == set(rep["all"]) == {"forecaster", *BASELINES}
+        assert set(rep["fresh"]) == {"forecaster"}
+        assert rep["fresh"]["forecaster"]["h1"]["n"] == fresh_n
+        if status == "4":
+            assert not laps["Scored"].any()
+            for which in ("scored", "all"):
+                for name in forecasts:
+                    assert [rep[which][name][f"h{h}"]["n"] for h in (1, 5, 10)] == [0, 0, 0]
+                    assert rep[which][name]["h1"]["mae"] is None and rep[which][name]["h1"]["by_compound"] == {}
+        else:
+            assert rep["scored"]["persistence"]["h1"]["n"] == rep["scored"]["forecaster"]["h1"]["n"] == 4
+            # lap 1 -> 2 (90.0) and out-lap 7 -> 8 (91.0), both forecast 90.0
+            assert rep["fresh"]["forecaster"]["h1"]["mae"] == pytest.approx((0.0 + 1.0) / 2)
+
 def test_next10_totals_by_hand():
     """The next 10 laps' total: only origins whose 10 next laps are all Scored and in the stint;
     a forecast 0.1 s slow on every lap is 1 s slow in total."""

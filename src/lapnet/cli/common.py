@@ -33,23 +33,40 @@ def _default(o: Any) -> Any:
         return str(o)
 
 
-def summary_table(title: str, rows: Mapping[str, Any] | list[Mapping[str, Any]]) -> None:
-    """Print a summary table on stderr: a mapping (key/value) or a list of rows (columns)."""
+WIDE = 160  # columns a wide table may take on stderr when it is not a terminal (a pipe, a log file)
+
+
+def summary_table(title: str, rows: Mapping[str, Any] | list[Mapping[str, Any]], *, wide: bool = False) -> None:
+    """Print a summary table on stderr: a mapping (key/value) or a list of rows (columns).
+
+    `wide`: a table with many columns: cells never wrap and None shows as '-'; when stderr is
+    not a terminal it is printed whole, up to WIDE columns (rich would squeeze it into 80 and
+    cut every cell: 'driv…'); on a terminal, at its width.
+    """
     if rank() != 0:
         return
     table = Table(title=title)
+
+    def cell(v: Any) -> str:
+        return "-" if wide and v is None else _fmt(v)
+
     if isinstance(rows, Mapping):
-        table.add_column("metric")
-        table.add_column("value", justify="right")
+        table.add_column("metric", no_wrap=wide)
+        table.add_column("value", justify="right", no_wrap=wide)
         for k, v in rows.items():
-            table.add_row(str(k), _fmt(v))
+            table.add_row(str(k), cell(v))
     else:
         cols = list(rows[0].keys()) if rows else []
         for c in cols:
-            table.add_column(str(c), justify="right")
+            table.add_column(str(c), justify="right", no_wrap=wide)
         for r in rows:
-            table.add_row(*[_fmt(r.get(c)) for c in cols])
-    console.print(table)
+            table.add_row(*[cell(r.get(c)) for c in cols])
+    out = console
+    if wide and not console.is_terminal:
+        from rich.console import Console
+
+        out = Console(file=console.file, width=max(console.width, WIDE), no_color=console.no_color, highlight=False)
+    out.print(table)
 
 
 def _fmt(v: Any) -> str:

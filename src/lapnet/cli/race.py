@@ -113,7 +113,7 @@ def train_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device
+    from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device, summary_table
     from lapnet.race.pipeline import RaceTrainConfig, train_race
 
     _check_files(laps)
@@ -147,7 +147,7 @@ def train_cmd(
     if not quiet:
         _cleaning_line(metrics)
     if not quiet and metrics.get("validation"):
-        _wide_table(f"{metrics['validation_label']}: MAE (s), Scored laps", _forecast_rows(metrics["validation"]))
+        summary_table(f"{metrics['validation_label']}: MAE (s), Scored laps", _forecast_rows(metrics["validation"]), wide=True)
 
 
 @race_app.command("eval", help=f"Forecaster vs baselines (MAE/RMSE at 1, 5, 10 laps, by compound), the pit call's AUC and the "
@@ -167,7 +167,8 @@ def eval_cmd(
     force: bool = typer.Option(False, "--force", help="Replace a metrics.json in --out that an earlier eval did not write."),
 ) -> None:
     from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device, summary_table
-    from lapnet.race.pipeline import EVAL_COMMAND, check_eval_out, eval_race
+    from lapnet.race.outputs import EVAL_COMMAND, check_eval_out
+    from lapnet.race.pipeline import eval_race
 
     length = _race_length(race_laps)
     dev = resolve_device(device)
@@ -184,7 +185,7 @@ def eval_cmd(
     if not quiet:
         _cleaning_line(metrics)
         _length_line(metrics, length)
-        _wide_table("lap-time MAE (s) on Scored laps, same laps for every forecaster", _forecast_rows(metrics))
+        summary_table("lap-time MAE (s) on Scored laps, same laps for every forecaster", _forecast_rows(metrics), wide=True)
         p = metrics["pit_within_3"]
         summary_table("pit within 3 laps", {k: "-" if v is None else v for k, v in {
             "AUC": p["auc"], "tyre-life-only AUC": p["tyre_life_auc"], "top-decile precision": p["top_decile_precision"],
@@ -192,10 +193,10 @@ def eval_cmd(
         _trend_table(metrics)
         _phase_table(metrics)
         if "by_race" in metrics:
-            _wide_table("by race: MAE (s) forecaster / persistence, pit AUC",
-                        [{"race": race + (" (in-sample)" if row.get("in_sample") else ""), "n_h1": row["n_h1"],
-                          **{f"h{h}": _pair(row[f"mae_h{h}"], row[f"persistence_h{h}"]) for h in (1, 5, 10)},
-                          "pit_auc": row["pit_auc"]} for race, row in metrics["by_race"].items()])
+            summary_table("by race: MAE (s) forecaster / persistence, pit AUC",
+                          [{"race": race + (" (in-sample)" if row.get("in_sample") else ""), "n_h1": row["n_h1"],
+                            **{f"h{h}": _pair(row[f"mae_h{h}"], row[f"persistence_h{h}"]) for h in (1, 5, 10)},
+                            "pit_auc": row["pit_auc"]} for race, row in metrics["by_race"].items()], wide=True)
 
 
 def _pair(a: float | None, b: float | None) -> str:
@@ -211,16 +212,18 @@ def _phase_table(metrics: dict) -> None:
         summary_table("phase calls, macro-F1 against the simulator's truth", metrics["phase_macro_f1"])
     checks = metrics.get("phase_checks")
     if checks:
-        _wide_table("phase calls on real laps: against real stops and the laps' pace (no labels exist)",
-                    [{"call": name, "pit_window AUC": c["pit_window_auc"], "pit_window precision": c["pit_window_precision"],
-                      "push s": c["pace_s"]["push"], "conserve s": c["pace_s"]["conserve"],
-                      "push/conserve AUC": c["push_vs_conserve_auc"],
-                      "next lap AUC": c["next_lap_push_vs_conserve_auc"]}
-                     for name, c in checks.items() if name != "note"])
+        summary_table("phase calls on real laps: against real stops and the laps' pace (no labels exist)",
+                      [{"call": name, "pit_window AUC": c["pit_window_auc"], "pit_window precision": c["pit_window_precision"],
+                        "push s": c["pace_s"]["push"], "conserve s": c["pace_s"]["conserve"],
+                        "push/conserve AUC": c["push_vs_conserve_auc"],
+                        "next lap AUC": c["next_lap_push_vs_conserve_auc"]}
+                       for name, c in checks.items() if name != "note"], wide=True)
 
 
 def _trend_table(metrics: dict) -> None:
     """Degradation forecast against the laps: s per lap over the next 10 laps, by compound."""
+    from lapnet.cli.common import summary_table
+
     trend = metrics.get("stint_trend") or {}
     if not trend.get("by_compound"):
         return
@@ -231,8 +234,8 @@ def _trend_table(metrics: dict) -> None:
     rows = [{"compound": c, "n": r["n"], "stints": r["stints"], "actual": r["actual"], "forecast": r["forecaster"],
              **({"expected": r["expected"]} if "expected" in r else {}), "actual - forecast, 95%": ci(r)}
             for c, r in [*trend["by_compound"].items(), ("all", trend["all"])]]
-    _wide_table("stint trend: s per lap over the next 10 laps (+ slower: wear beats fuel); "
-                "the interval resamples stints", rows)
+    summary_table("stint trend: s per lap over the next 10 laps (+ slower: wear beats fuel); "
+                  "the interval resamples stints", rows, wide=True)
 
 
 @race_app.command("predict", help=f"Per-lap forecasts, 90% intervals, pit calls and phases; a table and figures.\n\n{MASKS_HELP}\n\n"
@@ -257,9 +260,10 @@ def predict_cmd(
         "Overwrite files in --out of the names predict writes even when no earlier predict wrote them "
         "(files of other names are never touched).")),
 ) -> None:
-    from lapnet.cli.common import check_out_dir, console, emit_metrics, resolve_device
+    from lapnet.cli.common import check_out_dir, console, emit_metrics, resolve_device, summary_table
     from lapnet.race.io import parse_drivers
-    from lapnet.race.pipeline import PREDICT_COMMAND, check_predict_out, predict_race
+    from lapnet.race.outputs import PREDICT_COMMAND, check_predict_out
+    from lapnet.race.pipeline import predict_race
 
     length = _race_length(race_laps)
     dev = resolve_device(device)
@@ -284,39 +288,15 @@ def predict_cmd(
                  "tyre": f"{r.Compound[:1]}{r.TyreLife:.0f}", "time": r.LapTime, "next": r.forecast_h1,
                  "+5": r.forecast_h5, "+10": r.forecast_h10, "pit<=3": f"{r.pit_prob:.2f}", "phase": r.phase or "-",
                  **({"live": r.phase_live} if "phase_live" in table.columns else {})} for r in show.itertuples()]
-        _wide_table(f"forecasts (s) -> {dest}/predictions.csv; pit<=3: P(stop within 3 laps)", rows)
-        if metrics.get("summary"):  # none for a driver without Scored laps (a note says so)
-            _wide_table("lap-time MAE (s) on Scored laps ('-': no Scored pair at that horizon)", _forecast_rows(metrics))
+        summary_table(f"forecasts (s) -> {dest}/predictions.csv; pit<=3: P(stop within 3 laps)", rows, wide=True)
+        # no table for a driver without Scored pairs (a note says so): every cell would be '-'
+        if any(v is not None for row in metrics.get("summary", []) for k, v in row.items() if k.startswith("mae")):
+            summary_table("lap-time MAE (s) on Scored laps ('-': no Scored pair at that horizon)", _forecast_rows(metrics),
+                          wide=True)
         _trend_table(metrics)
         console.print(f"figures: {', '.join(metrics.get('figures', []))}", soft_wrap=True)
         for note in metrics.get("notes", []):
             console.print(f"note: {note}", soft_wrap=True)
-
-
-WIDE = 160  # columns a table may take on stderr when it is not a terminal (a pipe, a log file)
-
-
-def _wide_table(title: str, rows: list[dict]) -> None:
-    """`summary_table` for a table with many columns: printed whole when stderr is not a terminal
-    (rich would squeeze it into 80 columns and cut every cell: 'driv…'); on a terminal, at its
-    width."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from lapnet.cli.common import _fmt, console
-    from lapnet.distributed import rank
-
-    if rank() != 0:
-        return
-    table = Table(title=title)
-    cols = list(rows[0].keys()) if rows else []
-    for c in cols:
-        table.add_column(str(c), justify="right", no_wrap=True)
-    for r in rows:
-        table.add_row(*["-" if r.get(c) is None else _fmt(r.get(c)) for c in cols])
-    wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, WIDE),
-                                                       no_color=console.no_color, highlight=False)
-    wide.print(table)
 
 
 SHOW_LAPS, SHOW_ROWS = 3, 40  # the summary table `lapnet race predict` prints: each driver's last laps, at most this many rows
@@ -380,8 +360,8 @@ def _race_length(value: str | None) -> int | str:
     "FastF1's rows after the chequered flag and of non-starters (batch cleaning drops them too) are counted "
     "in one line each. The input is CSV text (UTF-8; convert a Parquet table with `lapnet race clean X.parquet "
     "--out X.csv`).\n\n"
-    "Example: lapnet race live runs/race laps.csv (a race in progress: tail -n +1 -f laps.csv | "
-    "lapnet race live runs/race --race-laps 57)"))
+    "Example: lapnet race live runs/race race7.csv (a finished race; a race in progress, its laps in the "
+    "order they end: tail -n +1 -f feed.csv | lapnet race live runs/race --race-laps 51)"))
 def live_cmd(
     run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
     file: str = typer.Argument("-", help="A CSV file, or - for stdin."),
@@ -412,16 +392,6 @@ def live_cmd(
 
     torch.set_num_threads(1)  # one lap is one tiny step: a thread pool only adds latency
     follow_race(run, file, follow=follow, race_laps=race_laps, poll=poll, drivers=only, race=race)
-
-
-def _driver_codes(value: str | None) -> set[str] | None:
-    """`--driver VER,HAM` -> {'VER', 'HAM'} (None: every driver)."""
-    if value is None:
-        return None
-    codes = {c.strip().upper() for c in value.split(",") if c.strip()}
-    if not codes:
-        raise LapnetError(f"--driver {value!r}: give driver codes such as VER or VER,HAM")
-    return codes
 
 
 @race_app.command("fetch")

@@ -16,9 +16,11 @@ Forecast targets (what the model learns, all in percent of `ref`): at lap t, hor
 the stint (persistence): the net starts from persistence and learns the residual. (Starting
 horizons >= 2 from the 3-lap mean was tried: it fails badly on races whose pace drifts within a
 stint, Baku, Suzuka, Interlagos.) When the stint has no Scored lap yet (an out-lap, the start,
-a restart), the forecast starts from `ref` instead, and the net, which reads `has_base`, learns
-those origins too. A target counts only when lap t+k exists, is in the same stint, and is
-Scored.
+a restart), the forecast starts from `ref` instead (the net reads `has_base`); those origins
+have targets, but the loss leaves them out by default (`models.race_loss`'s fresh_weight 0,
+`RaceTrainConfig.fresh_weight`: trained on, they cost the Scored laps' forecast) and eval scores
+them apart (the "fresh" block of `metrics.MASKS`). A target exists only when lap t+k exists, is
+in the same stint, and is Scored.
 
 Before the race's first Scored lap, `ref` is the median of its green timed laps that are no
 in-, out- or restart lap (after a safety-car start, the first green lap is timed but not yet
@@ -601,7 +603,9 @@ class Sequences:
     x: np.ndarray  # (N, T, D) float32 features
     lengths: np.ndarray  # (N,) laps per sequence
     target: np.ndarray  # (N, T, K) % of ref: lap t+k minus the forecast's start at t (0 where masked): see the module docstring
-    target_mask: np.ndarray  # (N, T, K) bool: lap t+k exists, same stint, Scored (what the loss counts)
+    # (N, T, K) bool: lap t+k exists, same stint, Scored; the loss counts these where the stint has a Scored
+    # lap at t (`base` finite, the batch's has_base) unless fresh_weight > 0 (`models.race_loss`)
+    target_mask: np.ndarray
     future: np.ndarray  # (N, T, K) seconds of lap t+k when it is in the same stint and timed, else NaN
     future_timed: np.ndarray  # (N, T, K) bool: lap t+k in the same stint has a time (the "all laps" mask)
     origin_scored: np.ndarray  # (N, T) bool: lap t itself is Scored (metrics count only these origins)

@@ -25,9 +25,8 @@ import pandas as pd
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 
-__all__ = ["read_laps", "read_many", "missing_context", "write_laps", "check_table_out", "parse_drivers", "lap_keys",
-           "NotARaceWarning",
-           "MissingContextWarning", "CompoundNamesWarning", "relabel_absolute"]
+__all__ = ["read_laps", "read_many", "missing_context", "write_laps", "check_table_out", "parse_drivers", "car_number",
+           "lap_keys", "NotARaceWarning", "MissingContextWarning", "CompoundNamesWarning", "relabel_absolute"]
 
 
 class NotARaceWarning(UserWarning):
@@ -297,6 +296,24 @@ def _refuse_repeated_laps(frames: list[pd.DataFrame], where: dict[str, str]) -> 
                             f"({common} of the {n} timed laps of '{small}' are in both): give each race once")
 
 
+def car_number(value: Any) -> str | None:
+    """A car number (FastF1's DriverNumber, or a `--driver` item) as text, the one form both are
+    matched in: '1', ' 1', '01', 1 and 1.0 are all '1'; other text comes back stripped ('A1');
+    None when missing (NaN, '', 'nan', ...)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    s = str(value).strip()
+    if s.lower() in MISSING_STRINGS:
+        return None
+    if s.isdigit():  # exact, however long
+        return str(int(s))
+    try:
+        f = float(s)
+    except ValueError:
+        return s
+    return str(int(f)) if f.is_integer() else s  # a column pandas read as float: 1.0
+
+
 def parse_drivers(value: str | Iterable[str] | None, laps: pd.DataFrame | None = None, *,
                   no_timed_lap: Iterable[str] = ()) -> list[str] | None:
     """`--driver` of `race predict` and `race live`: 'VER,HAM', 'ver', '1,44' -> driver codes.
@@ -324,7 +341,7 @@ def parse_drivers(value: str | Iterable[str] | None, laps: pd.DataFrame | None =
     tokens = [t.strip() for t in items if t.strip()]
     if not tokens:
         raise LapnetError(f"--driver {value!r}: give driver codes such as VER or VER,HAM, or car numbers such as 1,44")
-    tokens = [str(int(t)) if t.isdigit() else t.upper() for t in tokens]
+    tokens = [car_number(t) if t.isdigit() else t.upper() for t in tokens]
     if laps is None:
         return list(dict.fromkeys(tokens))
     codes = sorted(laps["Driver"].astype(str).unique())
@@ -332,9 +349,9 @@ def parse_drivers(value: str | Iterable[str] | None, laps: pd.DataFrame | None =
     numbers: dict[str, str] = {}
     if "DriverNumber" in laps.columns:
         for num, drv in laps[["DriverNumber", "Driver"]].drop_duplicates().itertuples(index=False):
-            n = str(num).strip()
-            if n.replace(".0", "", 1).isdigit():
-                numbers.setdefault(str(int(float(n))), str(drv))
+            n = car_number(num)
+            if n is not None and n.isdigit():
+                numbers.setdefault(n, str(drv))
     gone = sorted({str(d).upper() for d in no_timed_lap} - set(by_code))
     listed = f"drivers: {', '.join(codes)}" + (f"; without a timed lap: {', '.join(gone)}" if gone else "")
     out = []

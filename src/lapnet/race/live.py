@@ -37,7 +37,7 @@ import torch
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 from lapnet.race.io import (FALSE_STRINGS, MISSING_STRINGS, TRUE_STRINGS, CompoundNamesWarning, MissingContextWarning,
-                            missing_context, parse_duration)
+                            car_number, missing_context, parse_duration)
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.models import INTERVAL90
 from lapnet.race.pipeline import RaceRun, live_phase, load_run, pit_window_threshold
@@ -54,25 +54,13 @@ class SkipLap(LapnetError):
     `kind` names the routine skips of a finished race replayed, which `follow_race` counts
     instead of printing one line each: "after_flag" (FastF1's generated rows after the
     chequered flag) and "non_starter" (those of a driver without a timed lap); None otherwise.
+    `driver` is the lap's driver when it was read (the count names them), else None.
     """
 
-    def __init__(self, message: str, kind: str | None = None):
+    def __init__(self, message: str, kind: str | None = None, driver: str | None = None):
         super().__init__(message)
         self.kind = kind
-
-
-def _number_key(v: Any) -> str | None:
-    """A FastF1 DriverNumber as text ('1', 1.0 and ' 1' are '1'), None when missing."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    s = str(v).strip()
-    if s.lower() in MISSING_STRINGS:
-        return None
-    try:
-        f = float(s)
-    except ValueError:
-        return s
-    return str(int(f)) if f.is_integer() else s
+        self.driver = driver
 
 
 def lap_masks(lap: dict) -> dict:
@@ -152,7 +140,7 @@ def _fast_lap(row: dict[str, str]) -> dict | None:
     team = row.get("Team", "").strip()
     lap.update(Driver=driver, Compound=comp, TrackStatus=status, Race=row.get("Race", "live").strip() or "live",
                Team=None if team.lower() in MISSING_STRINGS else team,  # teammates' stops are a pit-call feature
-               DriverNumber=_number_key(row.get("DriverNumber")))
+               DriverNumber=car_number(row.get("DriverNumber")))
     return lap
 
 
@@ -301,62 +289,8 @@ class LiveRace:
         lap = dict(lap)  # the caller's dict stays as it was (Restart and Scored are set below)
         if any(k not in lap for k in _LAP_MASKS):
             lap = {**lap_masks(lap), **lap}  # a read_laps row: the masks clean_laps would add, row by row
-        drv, n = str(lap.get("Driver") or ""), _num(lap.get("LapNumber"))
-        if not drv or drv == "nan":
-            raise SkipLap("lap without a driver")
-        if not math.isfinite(n):
-            raise SkipLap(f"{drv}: lap without a lap number")
-        number = _number_key(lap.get("DriverNumber"))
-        if number is not None:
-            self.number_of[drv] = number
-        if not self.grid_closed and drv not in self.first_pass:  # a non-starter's row counts: the grid had the car
-            self.first_pass[drv] = _num(lap.get("Position"))
-        if lap.get("FastF1Generated") and not lap.get("HasTime"):
-            dropped = self._dropped_generated(drv, n, _num(lap.get("Time")))
-            if dropped is not None:
-                why, kind = dropped
-                raise SkipLap(f"{drv} lap {n:g}: a row FastF1 generated, with no lap time, {why}", kind=kind)
-        if self.first_lap is None:
-            self.first_lap = n
-            if n > 1:
-                self.notices.append(
-                    f"the feed starts at lap {n:g}, not lap 1 (it joined the race under way): what came before is "
-                    "unknown to the model (each driver's earlier laps, stops and tyres used; the race's reference "
-                    "pace comes from the laps seen), beyond what each lap's row carries (Stint, TyreLife, Position)")
-        st = self.drivers.get(drv)
-        if st is None:
-            if n > 1 and (self.first_lap == 1 or self.grid_closed):
-                before = f" (laps 1-{n - 1:g} missing or skipped)" if n > 2 else " (lap 1 missing or skipped)"
-                self.notices.append(
-                    f"{drv} first seen at lap {n:g}{before if self.first_lap == 1 else ''}: joins the race from "
-                    f"here; its laps, stops and tyres before lap {n:g} are unknown to the model, beyond what the "
-                    "lap's row carries (Stint, TyreLife, Position)")
-            st = self.drivers[drv] = _DriverLive()
-        elif n == st.last_lap:
-            raise SkipLap(f"{drv} lap {n:g}: duplicate lap")
-        elif n < st.last_lap:
-            raise SkipLap(f"{drv} lap {n:g}: out of order (already at lap {st.last_lap:g})")
-        else:
-            self.grid_closed = True  # a driver's next lap: every car running has crossed the line since the first
-            if n > st.last_lap + 1:
-                gap = f"lap {st.last_lap + 1:g}" if n == st.last_lap + 2 else f"laps {st.last_lap + 1:g}-{n - 1:g}"
-                self.notices.append(
-                    f"{drv} {gap} missing or skipped (lap {n:g} follows lap {st.last_lap:g}): stepped over; a stop or a "
-                    "stint's laps in the gap are unknown to the model, beyond what the next row carries "
-                    "(Stint, TyreLife)")
+        drv, n, st = self._admit(lap)
         t_end = _num(lap.get("Time"))
-        if math.isfinite(t_end):
-            if t_end < self.latest_end - ORDER_SLACK and not self.order_warned:
-                self.order_warned = True
-                self.notices.append(f"{drv} lap {n:g} ended at {t_end:.0f} s of the session, before a lap already read "
-                                      f"({self.latest_end:.0f} s): laps must come in the order they end (session Time), "
-                                      "else each lap reads the field at another moment; sort the feed by Time (a "
-                                      "finished FILE given as an argument is sorted for you)")
-            self.latest_end = max(self.latest_end, t_end)
-        if self.total_laps is not None and n > self.total_laps and not self.length_warned:
-            self.length_warned = True
-            self.notices.append(f"{drv} lap {n:g} is past the race length given ({self.total_laps} laps): "
-                                "the race-fraction features now count the laps seen instead")
         # the one mask that needs the driver's history (clean._restart_laps): laps after a red flag
         # up to and including the first timed one are a restart, like lap 1
         if S.RED_CODE in str(lap.get("TrackStatus") or ""):
@@ -406,6 +340,77 @@ class LiveRace:
             rec["expected_next10"] = [round(float(v), 4) for v in exp_sec]
         return rec
 
+    def _admit(self, lap: dict) -> tuple[str, float, _DriverLive]:
+        """The lap's driver, lap number and driver state, once the lap is known to be usable.
+
+        Everything a lap says about the race besides its features is settled here, before
+        the model step, so that a skipped lap changes nothing but the grid (a non-starter's
+        row shows the car was there) and the car numbers: the grid, a feed joining mid-race,
+        a driver joining late, a gap, laps out of session order, a race longer than
+        `total_laps` (said in `notices`).
+
+        Raises:
+            SkipLap: no driver or lap number, a duplicate or out-of-order lap, a generated row
+                batch cleaning drops (with its `kind`).
+        """
+        drv, n = str(lap.get("Driver") or ""), _num(lap.get("LapNumber"))
+        if not drv or drv == "nan":
+            raise SkipLap("lap without a driver")
+        if not math.isfinite(n):
+            raise SkipLap(f"{drv}: lap without a lap number", driver=drv)
+        number = car_number(lap.get("DriverNumber"))
+        if number is not None:
+            self.number_of[drv] = number
+        if not self.grid_closed and drv not in self.first_pass:  # a non-starter's row counts: the grid had the car
+            self.first_pass[drv] = _num(lap.get("Position"))
+        if lap.get("FastF1Generated") and not lap.get("HasTime"):
+            dropped = self._dropped_generated(drv, n, _num(lap.get("Time")))
+            if dropped is not None:
+                why, kind = dropped
+                raise SkipLap(f"{drv} lap {n:g}: a row FastF1 generated, with no lap time, {why}", kind=kind, driver=drv)
+        if self.first_lap is None:
+            self.first_lap = n
+            if n > 1:
+                self.notices.append(
+                    f"the feed starts at lap {n:g}, not lap 1 (it joined the race under way): what came before is "
+                    "unknown to the model (each driver's earlier laps, stops and tyres used; the race's reference "
+                    "pace comes from the laps seen), beyond what each lap's row carries (Stint, TyreLife, Position)")
+        st = self.drivers.get(drv)
+        if st is None:
+            if n > 1 and (self.first_lap == 1 or self.grid_closed):
+                before = f" (laps 1-{n - 1:g} missing or skipped)" if n > 2 else " (lap 1 missing or skipped)"
+                self.notices.append(
+                    f"{drv} first seen at lap {n:g}{before if self.first_lap == 1 else ''}: joins the race from "
+                    f"here; its laps, stops and tyres before lap {n:g} are unknown to the model, beyond what the "
+                    "lap's row carries (Stint, TyreLife, Position)")
+            st = self.drivers[drv] = _DriverLive()
+        elif n == st.last_lap:
+            raise SkipLap(f"{drv} lap {n:g}: duplicate lap", driver=drv)
+        elif n < st.last_lap:
+            raise SkipLap(f"{drv} lap {n:g}: out of order (already at lap {st.last_lap:g})", driver=drv)
+        else:
+            self.grid_closed = True  # a driver's next lap: every car running has crossed the line since the first
+            if n > st.last_lap + 1:
+                gap = f"lap {st.last_lap + 1:g}" if n == st.last_lap + 2 else f"laps {st.last_lap + 1:g}-{n - 1:g}"
+                self.notices.append(
+                    f"{drv} {gap} missing or skipped (lap {n:g} follows lap {st.last_lap:g}): stepped over; a stop or a "
+                    "stint's laps in the gap are unknown to the model, beyond what the next row carries "
+                    "(Stint, TyreLife)")
+        t_end = _num(lap.get("Time"))
+        if math.isfinite(t_end):
+            if t_end < self.latest_end - ORDER_SLACK and not self.order_warned:
+                self.order_warned = True
+                self.notices.append(f"{drv} lap {n:g} ended at {t_end:.0f} s of the session, before a lap already read "
+                                      f"({self.latest_end:.0f} s): laps must come in the order they end (session Time), "
+                                      "else each lap reads the field at another moment; sort the feed by Time (a "
+                                      "finished FILE given as an argument is sorted for you)")
+            self.latest_end = max(self.latest_end, t_end)
+        if self.total_laps is not None and n > self.total_laps and not self.length_warned:
+            self.length_warned = True
+            self.notices.append(f"{drv} lap {n:g} is past the race length given ({self.total_laps} laps): "
+                                "the race-fraction features now count the laps seen instead")
+        return drv, n, st
+
     def _dropped_generated(self, drv: str, n: float, t_end: float) -> tuple[str, str] | None:
         """Why batch cleaning drops this untimed FastF1Generated row (`clean._after_flag`, the
         non-starter rule), as far as the laps so far tell, and its `SkipLap.kind`; None: batch
@@ -436,19 +441,6 @@ class LiveRace:
 
 # ---------------------------------------------------------------------------------------
 # the input of `lapnet race live`: a feed, a growing file, or a finished file replayed
-
-
-def file_race_laps(path: str | Path) -> int | None:
-    """A finished race's length from its CSV (`features.last_timed_lap` on the raw text), or
-    None when the file has no timed lap or cannot be read here (the live reader then reports
-    what is wrong with it, line by line)."""
-    from lapnet.race.features import last_timed_lap
-
-    try:
-        laps = pd.read_csv(path, usecols=["LapNumber", "LapTime"], dtype=str, encoding="utf-8-sig")
-    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError):
-        return None
-    return last_timed_lap(laps)
 
 
 def read_header(stream: IO[str], follow: bool = False, poll: float = 0.5) -> str:
@@ -494,27 +486,36 @@ def _column(rows: list[list[str]], header: list[str], col: str) -> list[str]:
     return ["" if i is None or i >= len(v) else v[i].strip() for v in rows]
 
 
-def _file_lines(stream: IO[str]) -> list[tuple[int, str]]:
-    """The lap lines of a complete file after its header, with their line numbers; blank lines left out."""
-    return [(k + 2, ln) for k, ln in enumerate(stream.read().splitlines()) if ln.strip()]
+def file_lines(stream: IO[str]) -> tuple[list[tuple[int, str]], list[list[str]]]:
+    """A complete file's lap lines after its header, with their line numbers (blank lines left
+    out), and each split into its cells (`rows`, for `file_race_laps` and `replay_order`)."""
+    lines = [(k + 2, ln) for k, ln in enumerate(stream.read().splitlines()) if ln.strip()]
+    return lines, [_cells(ln) for _, ln in lines]
 
 
-def replay_order(stream: IO[str], header: list[str]) -> tuple[list[tuple[int, str]], bool]:
-    """A complete file's lap lines with their line numbers, in the order the laps ended, and
-    whether they had to be reordered.
+def file_race_laps(rows: list[list[str]], header: list[str]) -> int | None:
+    """A finished race's length from its lap lines: `features.last_timed_lap`, the one race-length
+    rule of every command, on the raw text of `rows` (cells in `header`'s order); None when they
+    have no timed lap or lack LapNumber or LapTime (the live reader then says what is wrong with
+    them, line by line)."""
+    from lapnet.race.features import last_timed_lap
+
+    if not rows or "LapNumber" not in header or "LapTime" not in header:
+        return None
+    return last_timed_lap(pd.DataFrame({"LapNumber": _column(rows, header, "LapNumber"),
+                                        "LapTime": _column(rows, header, "LapTime")}))
+
+
+def replay_order(lines: list[tuple[int, str]], rows: list[list[str]],
+                 header: list[str]) -> tuple[list[tuple[int, str]], bool]:
+    """A complete file's lap lines (`file_lines`: `lines` and their cells, `rows`) in the order
+    the laps ended, and whether they had to be reordered.
 
     FastF1's `Laps.to_csv` lists each driver's laps in turn: fed so, every lap would see the
-    field at another moment of the race. A file whose session Times already rise (within
-    ORDER_SLACK) is kept as it is; any other is ordered as batch commands order laps
+    field at another moment of the race. Lines whose session Times already rise (within
+    ORDER_SLACK) are kept as they are; any others are ordered as batch commands order laps
     (`features.session_order`).
     """
-    lines = _file_lines(stream)
-    return _session_sorted(lines, [_cells(ln) for _, ln in lines], header)
-
-
-def _session_sorted(lines: list[tuple[int, str]], rows: list[list[str]],
-                    header: list[str]) -> tuple[list[tuple[int, str]], bool]:
-    """`replay_order` on lines already split into `rows`."""
     from lapnet.race.features import session_order
 
     if "Time" not in header:
@@ -567,16 +568,6 @@ def _race_match(race: str, names: Any) -> str | None:
     return folded[0] if len(folded) == 1 else None
 
 
-def _lines_race_laps(rows: list[list[str]], header: list[str]) -> int | None:
-    """`file_race_laps` on the lines of the race replayed (`features.last_timed_lap` on the raw text)."""
-    from lapnet.race.features import last_timed_lap
-
-    if not rows or "LapNumber" not in header or "LapTime" not in header:
-        return None
-    return last_timed_lap(pd.DataFrame({"LapNumber": _column(rows, header, "LapNumber"),
-                                        "LapTime": _column(rows, header, "LapTime")}))
-
-
 def _parquet_error(where: str) -> LapnetError:
     target = "X.csv" if where == "stdin" else Path(where).with_suffix(".csv").name
     source = "X.parquet" if where == "stdin" else where
@@ -623,7 +614,7 @@ class DriverFilter:
     def __init__(self, value: str | Any):
         from lapnet.race.io import parse_drivers
 
-        self.tokens = parse_drivers(value)  # predict's rule: codes upper-case, numbers without leading zeros
+        self.tokens = parse_drivers(value)  # predict's rule: codes upper-case, numbers as `io.car_number` writes them
         self.codes = {t for t in self.tokens if not t.isdigit()}
         self.numbers = {t for t in self.tokens if t.isdigit()}
         self.warned = False  # the drivers still missing have been said
@@ -646,6 +637,14 @@ class DriverFilter:
         return sorted(d for d in live.first_pass if d not in live.drivers
                       and (d.upper() in missing or live.number_of.get(d) in missing))
 
+    def not_seen(self, live: LiveRace, missing: list[str]) -> str:
+        """What the refusal or warning for `missing` begins with, the same once the grid is known
+        (`_grid_check`) and when the stream ends: '--driver XYZ: no lap in the stream', naming
+        any that is a non-starter (a driver whose rows were all skipped is no typo)."""
+        what = f"--driver {','.join(missing)}: no lap in the stream"
+        gone = self.non_starters(live, missing)
+        return what + (f" ({', '.join(gone)}: no timed lap, a non-starter)" if gone else "")
+
 
 def _grid_check(wanted: DriverFilter, live: LiveRace, say: Callable[[str], None]) -> None:
     """Once the field has crossed the line (`LiveRace.grid_closed`): a --driver that is on no
@@ -655,10 +654,7 @@ def _grid_check(wanted: DriverFilter, live: LiveRace, say: Callable[[str], None]
     missing = wanted.missing(live)
     if not missing:
         return
-    what = f"--driver {','.join(missing)}: no lap in the stream"
-    gone = wanted.non_starters(live, missing)
-    if gone:
-        what += f" ({', '.join(gone)}: no timed lap, a non-starter)"
+    what, gone = wanted.not_seen(live, missing), wanted.non_starters(live, missing)
     positions = [p for p in live.first_pass.values() if math.isfinite(p)]
     absent = int(max(positions)) - len(live.first_pass) if positions else 0
     if (absent > 0 or len(live.first_pass) < 2) and len(gone) < len(missing):
@@ -675,7 +671,48 @@ def _grid_check(wanted: DriverFilter, live: LiveRace, say: Callable[[str], None]
     wanted.warned = True
 
 
+def _end_check(wanted: DriverFilter | None, live: LiveRace | None, n_out: int, say: Callable[[str], None]) -> list[str]:
+    """The --driver items that matched no lap by the stream's end, returned. Those the grid check
+    let through (a car may yet have joined) are settled here: all of them missing is an error,
+    some of them a warning (unless the grid check already said so)."""
+    if wanted is None or live is None or not n_out:
+        return []
+    missing = wanted.missing(live)
+    if missing:
+        what = f"{wanted.not_seen(live, missing)} (drivers: {wanted.field(live)})"
+        if len(missing) == len(wanted.tokens):
+            raise LapnetError(what)
+        if not wanted.warned:
+            say(f"lapnet: warning: {what}")
+    return missing
+
+
 ROUTINE_SKIPS = ("after_flag", "non_starter")  # `SkipLap.kind`s a finished race has: counted, said once each
+
+
+class _Skips:
+    """The laps `follow_race` skips, said on stderr. Most are said at once, naming the input line:
+    each may be a problem of the feed. The routine ones (`ROUTINE_SKIPS`) are counted instead and
+    said once per kind when the stream ends: every finished FastF1 race has them (a replay of
+    Monza: 18 rows after the flag, a non-starter's row), and a line each would bury the others."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.routine: dict[str, list] = {}  # SkipLap.kind -> [count, first line, drivers]
+
+    def add(self, e: SkipLap, lineno: int) -> None:
+        if e.kind not in ROUTINE_SKIPS:
+            self.say(f"lapnet: warning: line {lineno}: skipped lap: {' '.join(str(e).split())}")
+            return
+        seen = self.routine.setdefault(e.kind, [0, lineno, []])
+        seen[0] += 1
+        seen[2].append(e.driver)
+
+    def summarise(self) -> None:
+        """One line per routine kind met, in `ROUTINE_SKIPS`' order."""
+        for kind in ROUTINE_SKIPS:
+            if kind in self.routine:
+                self.say(_routine_line(kind, *self.routine[kind]))
 
 
 def _routine_line(kind: str, count: int, first: int, drivers: list[str]) -> str:
@@ -686,6 +723,81 @@ def _routine_line(kind: str, count: int, first: int, drivers: list[str]) -> str:
     who = list(dict.fromkeys(drivers))
     return (f"lapnet: {count} row{s} of {', '.join(who)} skipped: no timed lap (non-starter{'s' if len(who) > 1 else ''}: "
             f"FastF1 generates such rows without a lap time; batch cleaning drops them too; first: line {first})")
+
+
+class _FeedRace:
+    """A feed's Race column, checked line by line (a finished file's race is picked before it is
+    replayed, `_pick_race`): a feed cannot be split up front. With `race`, other races' lines are
+    passed over (and named if no line matched); without it, the first race named is followed and
+    a lap of another stops the stream: it would step the same drivers' states in another race.
+    A feed without a Race column, or a line with an empty Race cell, is the race followed."""
+
+    def __init__(self, cols: list[str], race: str | None, where: str):
+        self.col = cols.index("Race") if "Race" in cols else None
+        self.race, self.where = race, where
+        self.current: str | None = None  # the race followed, once a line names it
+        self.others: set[str] = set()  # other races' names passed over (with `race`)
+
+    def keep(self, line: str, lineno: int) -> bool:
+        """Whether the lap on `line` is of the race followed (LapnetError: another, without `race`)."""
+        if self.col is None:
+            return True
+        cells = _cells(line)
+        name = cells[self.col].strip() if self.col < len(cells) else ""
+        if not name:
+            return True
+        if self.race is not None:
+            if _race_match(self.race, [name]) is None:
+                self.others.add(name)
+                return False
+            self.current = self.current or name
+        elif self.current is None:
+            self.current = name
+        elif name != self.current:
+            raise LapnetError(f"{self.where}, line {lineno}: a lap of race '{name}' after laps of race "
+                              f"'{self.current}': live follows one race: feed one, or pick it with --race NAME")
+        return True
+
+
+def _checked_header(stream: IO[str], follow: bool, poll: float, where: str, wanted: DriverFilter | None,
+                    race: str | None) -> tuple[str, list[str]]:
+    """The header line (without its line end) and its columns, refused when it cannot serve: an
+    empty input, --driver by car number without a DriverNumber column, --race without a Race
+    column. Said here, before a lap is read, each is one line with nothing printed before it;
+    later, it would come after laps were printed, or never (a filter matching no line)."""
+    header = read_header(stream, follow, poll)
+    if not header.strip():
+        raise LapnetError(f"{where}: empty input (no CSV header)")
+    header = header.strip("\r\n")
+    _check_text(header, where)
+    cols = _cells(header)
+    if wanted is not None and wanted.numbers and "DriverNumber" not in cols:
+        raise LapnetError(f"--driver {','.join(sorted(wanted.numbers, key=int))}: a car number, but {where} has "
+                          "no DriverNumber column: give the driver's code (e.g. VER)")
+    if race is not None and "Race" not in cols:
+        raise LapnetError(f"--race {race}: {where} has no Race column (it holds one race): drop --race")
+    return header, cols
+
+
+def _replay(stream: IO[str], cols: list[str], race: str | None, race_laps: int | None,
+            file: str) -> tuple[list[tuple[int, str]], str | None, int | None, list[str]]:
+    """A finished FILE, read whole because it can be: the lines of its one race (`race` picks
+    it), that race's length (`file_race_laps`) unless `race_laps` is given, the lines in the order
+    the laps ended (`replay_order`: FastF1's files list them driver by driver, a feed by Time),
+    and the notes saying what was read from the file; (lines, race, race_laps, notes)."""
+    lines, rows = file_lines(stream)
+    lines, rows, current = _pick_race(lines, rows, cols, race, file)
+    notes = []
+    if race_laps is None:
+        race_laps = file_race_laps(rows, cols)  # a finished race: its length is in the file
+        if race_laps is not None:
+            of = f"the last lap of race {current}" if race is not None else "the file's last lap"
+            notes.append(f"lapnet: race length {race_laps} laps, {of} (--race-laps overrides)")
+    lines, moved = replay_order(lines, rows, cols)
+    if moved:
+        notes.append(f"lapnet: {file} lists laps in another order than they ended: replayed by session Time, "
+                     "as a live feed gives them")
+    return lines, current, race_laps, notes
 
 
 def _print_json(pred: dict) -> None:
@@ -707,7 +819,7 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
     The input is CSV lines, header first (UTF-8, a byte-order mark allowed): stdin ("-",
     read as it comes), a growing FILE with `follow` (like tail -f; a file still empty is
     waited for), or a finished FILE, replayed in the order the laps ended (`replay_order`)
-    with its length read from it (`file_race_laps`' rule) unless `race_laps` is given. Stdin
+    with its length read from it (`file_race_laps`) unless `race_laps` is given. Stdin
     or `follow` without `race_laps`: the length is estimated from the race's pace
     (`features.estimate_race_laps`), with a warning. Ctrl-C ends the stream quietly.
 
@@ -746,100 +858,53 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
         run = load_run(run)  # the run's errors come first, before the feed is waited for
     if file != "-":
         _refuse_parquet(file)
-    replay = file != "-" and not follow  # a finished race
-    notes: list[str] = []  # said once a lap has come, so that an error before stays one line
     stream = sys.stdin if file == "-" else open(file, encoding="utf-8-sig")
     live: LiveRace | None = None
     n_out = 0  # laps read and predicted (emitted or filtered out by `drivers`)
-    routine: dict[str, list] = {}  # SkipLap.kind -> [count, first line, drivers]
-    current = None  # the Race followed
-    others: set[str] = set()  # other races' names in a feed filtered by `race`
+    skips = _Skips(say)
+    feed: _FeedRace | None = None  # a feed's race, checked line by line (a finished file's is picked up front)
+    current = None  # a finished file's race
     try:
-        header = read_header(stream, follow, poll)
-        if not header.strip():
-            raise LapnetError(f"{where}: empty input (no CSV header)")
-        header = header.strip("\r\n")
-        _check_text(header, where)
-        cols = _cells(header)
-        if wanted is not None and wanted.numbers and "DriverNumber" not in cols:
-            raise LapnetError(f"--driver {','.join(sorted(wanted.numbers, key=int))}: a car number, but {where} has "
-                              "no DriverNumber column: give the driver's code (e.g. VER)")
-        if race is not None and "Race" not in cols:
-            raise LapnetError(f"--race {race}: {where} has no Race column (it holds one race): drop --race")
-        if replay:
-            lines = _file_lines(stream)
-            rows = [_cells(ln) for _, ln in lines]
-            lines, rows, current = _pick_race(lines, rows, cols, race, where)
-            if race_laps is None:
-                race_laps = _lines_race_laps(rows, cols)  # a finished race: its length is in the file
-                if race_laps is not None:
-                    of = f"the last lap of race {current}" if race is not None else "the file's last lap"
-                    notes.append(f"lapnet: race length {race_laps} laps, {of} (--race-laps overrides)")
-            lines, moved = _session_sorted(lines, rows, cols)
-            if moved:  # a finished race replayed: laps in the order they ended, as a feed gives them
-                notes.append(f"lapnet: {file} lists laps in another order than they ended: replayed by session Time, "
-                             "as a live feed gives them")
+        header, cols = _checked_header(stream, follow, poll, where, wanted, race)
+        if file != "-" and not follow:  # a finished race
+            lines, current, race_laps, notes = _replay(stream, cols, race, race_laps, file)
         else:
-            lines = stream_lines(stream, follow, poll)
+            lines, notes, feed = stream_lines(stream, follow, poll), [], _FeedRace(cols, race, where)
         live = LiveRace(run, total_laps=race_laps)  # None: estimated from the race's pace
         with warnings.catch_warnings(record=True) as remarks:  # said with the notes, once a lap has come
             warnings.simplefilter("always")
             live.set_header(header)
-        race_col = cols.index("Race") if "Race" in cols and not replay else None  # a file's race is picked above
         said, grid_checked = False, False
         for lineno, line in lines:
             line = line.strip("\r\n")
             if not line.strip():
                 continue
             _check_text(line, where)
-            if race_col is not None:  # a feed: one race
-                cells = _cells(line)
-                name = cells[race_col].strip() if race_col < len(cells) else ""
-                if name and race is not None:
-                    if _race_match(race, [name]) is None:
-                        others.add(name)
-                        continue
-                elif name and current is None:
-                    current = name
-                elif name and name != current:
-                    raise LapnetError(f"{where}, line {lineno}: a lap of race '{name}' after laps of race '{current}': "
-                                      "live follows one race: feed one, or pick it with --race NAME")
-            if not said:
+            if feed is not None and not feed.keep(line, lineno):
+                continue
+            if not said:  # so that an error before the first lap stays one line
                 said = True
-                for note in notes:
-                    say(note)
-                for w in remarks:  # the header's (columns missing): through the CLI's one-line warnings
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-                if race_laps is None:
-                    say("lapnet: warning: --race-laps not given: estimating the race length from its green-flag "
-                        "pace (7.7% off on average over the 15 real races; each JSON line says race_laps)")
+                _say_notes(notes, remarks, race_laps is None, say)
             try:
                 pred = live.push(live.parse(line))
             except SkipLap as e:
                 pred = None
-                if e.kind in ROUTINE_SKIPS:
-                    seen = routine.setdefault(e.kind, [0, lineno, []])
-                    seen[0] += 1
-                    seen[2].append(str(e).split(" ", 1)[0])
-                else:
-                    say(f"lapnet: warning: line {lineno}: skipped lap: {' '.join(str(e).split())}")
+                skips.add(e, lineno)
             for notice in live.notices:
                 say(f"lapnet: warning: line {lineno}: {notice}")
             live.notices.clear()
             if pred is None:
                 continue
             n_out += 1
-            if wanted is None:
-                emit(pred)
-                continue
-            if live.grid_closed and not grid_checked:
+            if wanted is not None and live.grid_closed and not grid_checked:
                 grid_checked = True
                 _grid_check(wanted, live, say)
-            if wanted.shows(pred["driver"], live):
+            if wanted is None or wanted.shows(pred["driver"], live):
                 emit(pred)
         if n_out == 0:
-            if others:
-                raise LapnetError(f"--race {race}: no lap of this race in {where} (races: {', '.join(sorted(others))})")
+            if feed is not None and feed.others:
+                others = ", ".join(sorted(feed.others))
+                raise LapnetError(f"--race {race}: no lap of this race in {where} (races: {others})")
             raise LapnetError(f"{where}: no usable laps in the stream")
     except KeyboardInterrupt:
         pass
@@ -850,18 +915,22 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
     finally:
         if stream is not sys.stdin:
             stream.close()
-    for kind in ROUTINE_SKIPS:
-        if kind in routine:
-            say(_routine_line(kind, *routine[kind]))
-    seen_drivers = sorted(live.drivers) if live is not None else []
-    missing = wanted.missing(live) if wanted is not None and live is not None and n_out else []
-    if missing:
-        what = f"--driver {','.join(missing)}: no lap in the stream"
-        gone = wanted.non_starters(live, missing)
-        if gone:
-            what += f" ({', '.join(gone)}: no timed lap, a non-starter)"
-        if len(missing) == len(wanted.tokens):
-            raise LapnetError(f"{what} (drivers: {wanted.field(live)})")
-        if not wanted.warned:
-            say(f"lapnet: warning: {what} (drivers: {wanted.field(live)})")
-    return {"laps": n_out, "drivers": seen_drivers, "missing": missing, "race": current}
+    skips.summarise()
+    missing = _end_check(wanted, live, n_out, say)
+    return {"laps": n_out, "drivers": sorted(live.drivers) if live is not None else [], "missing": missing,
+            "race": feed.current if feed is not None else current}
+
+
+def _say_notes(notes: list[str], remarks: list[warnings.WarningMessage], estimated: bool,
+               say: Callable[[str], None]) -> None:
+    """What was read from the input (a finished file's length and order, the header's missing
+    columns) and a length left to estimate: said when the first lap comes, not before, so that
+    an input refused before its first lap (bytes that are not UTF-8, a Parquet file on stdin) gets
+    one line, the error."""
+    for note in notes:
+        say(note)
+    for w in remarks:  # the header's (columns missing): through the CLI's one-line warnings
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if estimated:
+        say("lapnet: warning: --race-laps not given: estimating the race length from its green-flag "
+            "pace (7.7% off on average over the 15 real races; each JSON line says race_laps)")

@@ -51,13 +51,19 @@ def forecast_report(forecasts: dict[str, np.ndarray], seq: Sequences, horizons=R
 
     Returns:
         {mask: {name: {"h1": {"mae", "rmse", "n", "by_compound": {...}}, ...}}}. A pair
-        counts for every forecaster only where all of them have a forecast; a forecaster with
-        no forecast at all on a mask's pairs (the baselines on "fresh") is left out of it.
+        counts for every forecaster only where all of them have a forecast. Every forecaster is
+        in every block, with n 0 and mae None where no pair counts (a race run behind the
+        safety car), except "fresh": a forecaster with no forecast from any origin whose stint
+        has no Scored lap yet (the baselines, by construction) is left out of it.
     """
+    valid = np.arange(seq.base.shape[1])[None, :] < seq.lengths[:, None]  # (N, T) real laps, not padding
+    no_base = valid & ~np.isfinite(seq.base)  # (N, T) the origins "fresh" pairs start from
     report: dict = {}
     for which in MASKS:
         mask = eval_mask(seq, which)
-        present = {name: f for name, f in forecasts.items() if np.isfinite(f[mask]).any()}
+        present = forecasts
+        if which == "fresh":  # told by the origins, not the pairs: a race without fresh pairs keeps the same names
+            present = {name: f for name, f in forecasts.items() if np.isfinite(f[no_base]).any()}
         for f in present.values():
             mask = mask & np.isfinite(f)
         per: dict = {}

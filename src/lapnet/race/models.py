@@ -121,23 +121,32 @@ def race_loss(out: dict, batch: dict, *, head: str, pit_weight: float = 1.0, pha
 
     Args:
         out: RaceNet outputs.
-        batch: tensors target (B, T, K), target_mask (B, T, K), pit (B, T), pit_mask (B, T),
-            phase (B, T), phase_mask (B, T).
+        batch: tensors target (B, T, K), target_mask (B, T, K), has_base (B, T), pit (B, T),
+            pit_mask (B, T), phase (B, T), phase_mask (B, T). has_base (the origin's stint has a
+            Scored lap at or before it) is required whenever the forecast is trained (`forecast`).
         head: "laplace" or "gaussian": the model's `cfg.head` (required: a loss for the other head would
             train the scale wrongly without any error).
         mean_loss: "l1" or "nll" (the joint Laplace NLL; only with the Laplace head).
         horizon_power: horizon k weighs 1 / k**horizon_power (0: every horizon alike).
         fresh_weight: the weight of targets whose origin has no Scored lap in its stint yet
-            (batch["has_base"] False: an out-lap, the start, a restart; the forecast starts from
-            the race's reference lap there). 0, the default, leaves them out: trained on at
-            weight 1 they cost the Scored laps' next-lap MAE 1.5 points against persistence
-            (-9.3% against -10.8%, benchmarks/race_real.py, 2026-11-27).
+            (has_base False: an out-lap, the start, a restart; the forecast starts from the
+            race's reference lap there) in the location's loss; the scale's NLL (mean_loss
+            "l1") counts them in full once the weight is above 0. 0, the default, leaves them out
+            of both: trained on at weight 1 they cost the Scored laps' next-lap MAE 1.5 points
+            against persistence (-9.3% against -10.8%, benchmarks/race_real.py --fresh-weight 1,
+            2026-11-27). `RaceTrainConfig.fresh_weight` sets it.
+
+    Raises:
+        LapnetError: the forecast is trained and `batch` has no has_base (without it the
+            origins `fresh_weight` is about cannot be told apart: they would weigh 1, silently).
     """
     total = out["mean"].sum() * 0.0  # zero, but on the graph: a batch with nothing to learn gives zero gradients
     if forecast:
-        m = batch["target_mask"]
-        if "has_base" in batch and not fresh_weight:  # origins without a Scored lap in the stint: see `fresh_weight`
-            m = m & batch["has_base"][:, :, None]
+        if "has_base" not in batch:
+            raise LapnetError("race_loss: the batch has no 'has_base' (B, T) bool, which fresh_weight needs to tell the "
+                              "origins whose stint has a Scored lap from those without (pipeline._tensors makes it)")
+        based = batch["has_base"][:, :, None]  # (B, T, 1)
+        m = batch["target_mask"] if fresh_weight else batch["target_mask"] & based  # (B, T, K) see `fresh_weight`
         if m.any():
             y, mu, ls = batch["target"][m], out["mean"][m], out["log_sigma"][m]  # (n,) each
             # horizon k weighs 1/k^2: the next lap is what a forecast is judged on first, and the far
@@ -145,8 +154,8 @@ def race_loss(out: dict, batch: dict, *, head: str, pit_weight: float = 1.0, pha
             K = m.shape[-1]
             w = 1.0 / torch.arange(1, K + 1, dtype=y.dtype, device=y.device) ** horizon_power  # (K,)
             w = (w / w.mean()).expand_as(m)  # (B, T, K)
-            if "has_base" in batch and fresh_weight:
-                w = torch.where(batch["has_base"][:, :, None], w, w * fresh_weight)
+            if fresh_weight:
+                w = torch.where(based, w, w * fresh_weight)
             w = w[m]  # (n,) the weight of each masked target
             if mean_loss == "nll" and head == "laplace":
                 total = total + (w * (ls + (y - mu).abs() * torch.exp(-ls))).sum() / w.sum()

@@ -47,11 +47,33 @@ from lapnet.race.metrics import (MASKS, coverage, forecast_report, macro_f1, pha
 from lapnet.models.recurrent import ARCHS
 from lapnet.race.models import (HEADS, HORIZON_WEIGHT_POWER, INTERVAL90, ExpectedGap, RaceEnsemble, RaceModelConfig, RaceNet,
                                 WithPitCaller, race_loss)
+from lapnet.race.outputs import PNG_MARK, PREDICT_COMMAND, check_predict_out, earlier_predict_files
 from lapnet.race.pit import PIT_L2, PitModel
 
 PIT_EVAL_RULE = "every lap after which the driver has another lap (in- and out-laps, neutralised laps included); label: an in-lap among the next 3 laps"
 SCORED_RULE = ("Scored = timed, IsAccurate, not deleted, no SC/VSC/red (TrackStatus 4-7), not an in-, out- or lap-1, "
                "not a restart after a red flag (laps up to the first timed one), dry compound")
+FRESH_UNRECORDED = ("not recorded (a run trained before fresh_weight was a setting: such runs left these origins "
+                    "out, but for those trained on 2026-11-27 before race_loss(fresh_weight=0), which weighed them 1)")
+
+
+def fresh_rule(fresh_weight: float | None) -> str:
+    """How the forecast loss treats origins whose stint has no Scored lap yet (`race_loss`'s
+    fresh_weight; None: a run that did not record it)."""
+    if fresh_weight is None:
+        return "origins whose stint has no Scored lap yet (out-laps, the start, restarts): " + FRESH_UNRECORDED
+    if not fresh_weight:
+        return ("origins whose stint has no Scored lap yet (out-laps, the start, restarts) are left out of the loss "
+                "(fresh_weight 0)")
+    return (f"origins whose stint has no Scored lap yet (out-laps, the start, restarts) weigh {fresh_weight:g} in the "
+            "location's loss (fresh_weight; the scale's NLL counts them in full)")
+
+
+def masks_record(loss: str, fresh_weight: float | None) -> dict[str, str]:
+    """metrics.json's and config.json's "masks": the loss's rule (`loss`, `fresh_rule`), the
+    pairs every metrics block counts (`MASKS`, as this code scores them) and the pit call's laps."""
+    return {"loss": loss, "loss_fresh": fresh_rule(fresh_weight), **{f"metrics_{k}": v for k, v in MASKS.items()},
+            "pit_call": PIT_EVAL_RULE}
 
 
 @dataclass
@@ -90,6 +112,10 @@ class RaceTrainConfig:
     # the forecast loss weighs horizon k by 1 / k**horizon_power: 2 favours the next lap (chosen on the real
     # races: 1 and 0.5 were less good at h1); 0 weighs the 10-lap horizon like the next lap
     horizon_power: float = HORIZON_WEIGHT_POWER
+    # the weight in the forecast loss of origins whose stint has no Scored lap yet (an out-lap, the start, a
+    # restart; `race_loss`): 0 leaves them out; out of fold 1 cost the Scored laps' next-lap gain 1.5 points
+    # (-9.3% against -10.8% vs persistence), 0.1 cost 0.5 (benchmarks/race_real.py --fresh-weight W)
+    fresh_weight: float = 0.0
     # the pit model's L2 strengths; the one with the best pooled AUC over leave-races-out folds of the training races is kept
     pit_l2: tuple = PIT_L2
     expected_gap: bool = True  # fit an ExpectedGap (the mean lap above the median forecast) after training; needs pit_caller
@@ -119,7 +145,7 @@ class RaceTrainConfig:
             v = getattr(self, name)
             if not (_is_real(v) and math.isfinite(v) and v > 0):
                 problems.append(f"{name} must be a positive number{' or None' if name == 'minutes' else ''}, got {v!r}")
-        for name in ("weight_decay", "pit_weight", "scale_weight", "horizon_power"):
+        for name in ("weight_decay", "pit_weight", "scale_weight", "horizon_power", "fresh_weight"):
             v = getattr(self, name)
             if not (_is_real(v) and math.isfinite(v) and v >= 0):
                 problems.append(f"{name} must be a number >= 0, got {v!r}")
@@ -282,7 +308,7 @@ def _loss_kwargs(cfg: RaceTrainConfig, head: str, pit_weight: float, forecast: b
     """`race_loss`'s arguments for a net with this head trained with `cfg` (the head comes from the
     net's config, not cfg: a tagger or an old net may differ; under torchrun the net is a DDP wrapper)."""
     return {"head": head, "pit_weight": pit_weight, "phase_weight": 1.0, "forecast": forecast, "mean_loss": cfg.mean_loss,
-            "scale_weight": cfg.scale_weight, "horizon_power": cfg.horizon_power}
+            "scale_weight": cfg.scale_weight, "horizon_power": cfg.horizon_power, "fresh_weight": cfg.fresh_weight}
 
 
 def _forecast_loss_fn(loss_kw: dict):
@@ -427,7 +453,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
             "horizons": HORIZONS,
             "pit_ahead": PIT_AHEAD,
         },
-        "masks": {"loss": SCORED_RULE, **{f"metrics_{k}": v for k, v in MASKS.items()}, "pit_call": PIT_EVAL_RULE},
+        "masks": masks_record(SCORED_RULE, cfg.fresh_weight),
         "model": mcfg.to_dict(),
         "train": asdict(cfg),
         "races": sorted({k[0] for k in seq.keys}),
@@ -917,13 +943,18 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file",
     seq, used = race_sequences(laps, race_length)
     o, tagged = run_outputs(r, seq)
     races = sorted({k[0] for k in seq.keys})
-    in_sample, how = in_sample_races(r, laps)
+    overlap, how = race_overlaps(r, laps)
+    in_sample = _flagged(overlap)
     if in_sample:  # the numbers would measure memory, not forecasting
-        said = "; ".join(f"{race}: {v['laps']} of its {v['of']} timed laps are {v['training_race']}'s" for race, v in in_sample.items())
+        said = "; ".join(f"{race}: {v['laps']} of its {v['of']} timed laps are {v['training_race']}'s "
+                         f"({overlap[race]['share']:.0%} of the smaller race's)" for race, v in in_sample.items())
         warnings.warn(f"race(s) {', '.join(in_sample)} were among the run's training races ({said}): their scores "
                       "are in-sample")
-    metrics = {"run": str(run), "races": races, "race_length": race_length, "race_laps": used, "masks": r.config.get("masks"),
-               "in_sample": in_sample, "in_sample_check": how,
+    # the pairs this eval scores (every block of today's metrics, whenever the run was trained), beside
+    # the rule the run's loss was trained by (its config: the Scored rule and fresh_weight)
+    masks = masks_record((r.config.get("masks") or {}).get("loss", SCORED_RULE), (r.config.get("train") or {}).get("fresh_weight"))
+    metrics = {"run": str(run), "races": races, "race_length": race_length, "race_laps": used, "masks": masks,
+               "in_sample": in_sample, "in_sample_check": how, "in_sample_rule": IN_SAMPLE_RULE, "in_sample_overlap": overlap,
                "baselines": list(BASELINES), **score_predictions(seq, o, tagged),
                "cleaning": report.summary()}
     pit = metrics["pit_within_3"]
@@ -940,34 +971,76 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file",
     return metrics
 
 
-def in_sample_races(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]:
-    """The races of `laps` that are a training race of run `r`, or a part of one, told by their
-    laps (`io.lap_keys`: driver, lap number and lap time to the millisecond), whatever the file
-    or race is called: a renamed copy, the first 30 laps, three drivers of it.
+IN_SAMPLE_RULE = ("in-sample when a training race and this race share at least half of the smaller race's timed laps "
+                  "(and at least 3): driver, lap number and lap time to the millisecond (io.same_laps, the rule that "
+                  "refuses two inputs holding the same race); share = laps in common / the smaller race's timed laps")
+
+
+def lap_overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int, bool]:
+    """How two races' lap keys (`io.lap_keys`) overlap: (laps in common, the smaller race's timed
+    laps, whether that makes them the same race or a part of it). The rule `io._refuse_repeated_laps`
+    applies to two inputs: a share of the smaller race, so a part is caught either way round (a
+    run trained on laps 1-20 of a race, evaluated on all of it, as well as the reverse)."""
+    from lapnet.race.io import same_laps, shared_laps
+
+    common, n = shared_laps(a, b), min(len(a), len(b))
+    return common, n, same_laps(common, n)
+
+
+def race_overlaps(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]:
+    """Each race of `laps` against run `r`'s training races, told by their laps (`io.lap_keys`:
+    driver, lap number and lap time to the millisecond), whatever the file or race is called.
 
     Returns:
-        (race -> {"training_race", "laps": its timed laps found there, "of": its timed laps},
-        how it was checked: "laps" with the run's training_laps.json; for a run trained before
-        it existed, "whole races" (the run's race fingerprints: a part of a race is not caught)).
+        (race -> its largest overlap: {"training_race" (None when it shares no lap), "laps" in
+        common, "of": its timed laps, "training_of": that training race's, "share": laps / the
+        smaller of the two, "in_sample": `lap_overlap`'s verdict}, how it was checked: "laps"
+        with the run's training_laps.json; for a run trained before it existed, "whole races"
+        (the run's race fingerprints: a part of a race is not caught, the share is 1 or None)).
     """
-    from lapnet.race.io import lap_keys, same_laps, shared_laps
+    from lapnet.race.io import lap_keys
 
     found: dict[str, dict] = {}
+    keys = lap_keys(laps)
     stored = r.path / TRAINING_LAPS
     if stored.is_file():
         trained = {race: np.array([int(h, 16) for h in text.split()], dtype=np.uint32)
                    for race, text in (read_json(stored).get("races") or {}).items()}
-        for race, keys in lap_keys(laps).items():
-            best = max(((shared_laps(keys, k), name) for name, k in trained.items()), default=(0, None))
-            if best[1] is not None and same_laps(best[0], len(keys)):
-                found[race] = {"training_race": best[1], "laps": best[0], "of": int(len(keys))}
+        for race, k in keys.items():
+            best = (False, 0, 0.0, None, 0)  # (in-sample, laps in common, share, training race, its laps)
+            for name, tk in trained.items():
+                common, n, same = lap_overlap(k, tk)
+                share = common / n if n else 0.0
+                best = max(best, (same, common, share, name, len(tk)), key=lambda b: b[:3])
+            same, common, share, name, n_train = best
+            found[race] = {"training_race": name if common else None, "laps": int(common), "of": int(len(k)),
+                           "training_of": int(n_train) if common else None, "share": float(share), "in_sample": bool(same)}
         return found, "laps"
     prints = {f: name for name, f in r.config.get("race_fingerprints", {}).items()}
-    counts = {race: int(len(k)) for race, k in lap_keys(laps).items()}
     for race, f in race_fingerprints(laps).items():
-        if f in prints:
-            found[race] = {"training_race": prints[f], "laps": counts.get(race, 0), "of": counts.get(race, 0)}
+        n = int(len(keys.get(race, ())))
+        hit = prints.get(f)
+        found[race] = {"training_race": hit, "laps": n if hit else None, "of": n, "training_of": n if hit else None,
+                       "share": 1.0 if hit else None, "in_sample": hit is not None}
     return found, "whole races"
+
+
+def _flagged(overlap: dict[str, dict]) -> dict[str, dict]:
+    """eval's "in_sample": the in-sample races of `race_overlaps`, {"training_race", "laps", "of"}."""
+    return {race: {k: o[k] for k in ("training_race", "laps", "of")} for race, o in overlap.items() if o["in_sample"]}
+
+
+def in_sample_races(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]:
+    """The races of `laps` that are a training race of run `r`, or a part of one, or of which a
+    training race is a part (`lap_overlap`): a renamed copy, its first 30 laps, three drivers of
+    it, or the whole race when the run trained on its first 20 laps.
+
+    Returns:
+        (race -> {"training_race", "laps": its timed laps found there, "of": its timed laps},
+        how it was checked: "laps" or "whole races", see `race_overlaps`).
+    """
+    overlap, how = race_overlaps(r, laps)
+    return _flagged(overlap), how
 
 
 def _training_laps(laps: pd.DataFrame) -> dict:
@@ -1028,151 +1101,7 @@ def _race_row(m: dict) -> dict:
 
 
 MAX_FIGURES = 6  # forecast figures `predict_race` draws without a driver: the top of the classification
-PREDICT_COMMAND, EVAL_COMMAND = "lapnet race predict", "lapnet race eval"
-PNG_MARK = {"Software": PREDICT_COMMAND}  # written into predict's figures: an earlier call's figure is known by it
-PREDICTIONS_HEADER = "Race,Driver,LapNumber,Stint,Compound,TyreLife,LapTime,Scored,InLap,forecast_h1"  # predictions.csv starts so
 TRAINING_LAPS = "training_laps.json"  # in a run: each training race's lap keys (`io.lap_keys`), for eval's in-sample check
-
-
-def _earlier_predict_files(out: Path) -> list[Path]:
-    """The files an earlier `predict_race` wrote in `out` (predictions.csv, degradation.png,
-    forecast_*.png), known by the CLI's metrics.json record or by their own marks: the ones a
-    new call removes before writing (a previous --driver's figures would otherwise stay)."""
-    if not out.is_dir():
-        return []
-    m = _read_record(out)
-    recorded = _recorded_files(m) if _written_by(m) == PREDICT_COMMAND else set()
-    names = [out / "predictions.csv", out / "degradation.png"] + sorted(out.glob("forecast_*.png"))
-    return [p for p in names if p.is_file() and _is_predicts(p, recorded)]
-
-
-def _png_software(path: Path) -> str | None:
-    """The 'Software' text of a PNG (matplotlib writes it from `savefig(metadata=...)`), None
-    when there is none or the file is no PNG."""
-    import struct
-
-    try:
-        with open(path, "rb") as f:
-            if f.read(8) != b"\x89PNG\r\n\x1a\n":
-                return None
-            for _ in range(64):  # the text chunks come before the image data
-                head = f.read(8)
-                if len(head) < 8:
-                    return None
-                size, kind = struct.unpack(">I4s", head)
-                if kind in (b"IDAT", b"IEND"):
-                    return None
-                data = f.read(size)
-                f.read(4)  # CRC
-                if kind in (b"tEXt", b"iTXt"):
-                    key, _, text = data.partition(b"\0")
-                    if key == b"Software":
-                        if kind == b"iTXt":  # compression flag, method, language tag, translated keyword
-                            text = text[2:].split(b"\0", 2)[-1]
-                        return text.decode("latin-1", "replace")
-    except OSError:
-        return None
-    return None
-
-
-def _read_record(out: Path) -> dict | None:
-    """out/metrics.json as a dict, None when missing or not a JSON object."""
-    import json
-
-    try:
-        m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return m if isinstance(m, dict) else None
-
-
-def _written_by(m: dict | None) -> str | None:
-    """Which command wrote a metrics.json: its "written" record, or for one written before the
-    record existed, its keys (predict's has "driver" and "figures", eval's "races" and "baselines")."""
-    if m is None:
-        return None
-    rec = m.get("written")
-    if isinstance(rec, dict):
-        return rec.get("by")
-    if {"run", "driver", "figures"} <= set(m):
-        return PREDICT_COMMAND
-    if {"run", "races", "baselines"} <= set(m) and "figures" not in m:
-        return EVAL_COMMAND
-    return None
-
-
-def _recorded_files(m: dict | None) -> set[str]:
-    """The file names an earlier predict's metrics.json records as written (its "written"
-    record, or the "figures" of one written before the record existed)."""
-    if m is None:
-        return set()
-    rec = m.get("written")
-    files = rec.get("files", []) if isinstance(rec, dict) else []
-    figs = m.get("figures", [])
-    return {Path(str(f)).name for f in [*(files if isinstance(files, list) else []), *(figs if isinstance(figs, list) else [])]}
-
-
-def _is_predicts(path: Path, recorded: set[str]) -> bool:
-    """Whether a file in predict's --out is one an earlier predict wrote: recorded in its
-    metrics.json, or carrying predict's mark (a figure's PNG text, predictions.csv's header)."""
-    if path.name in recorded:
-        return True
-    if path.suffix == ".png":
-        return _png_software(path) == PNG_MARK["Software"]
-    if path.name == "predictions.csv":
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                return f.readline().startswith(PREDICTIONS_HEADER)
-        except OSError:
-            return False
-    return False
-
-
-def _refuse_foreign(out: Path, foreign: list[Path], command: str) -> None:
-    if foreign:
-        names = ", ".join(p.name for p in foreign)
-        one = len(foreign) == 1
-        raise LapnetError(f"--out {out}: {names} already exist{'s' if one else ''} and {'was' if one else 'were'} not "
-                          f"written by an earlier {command} (use --force to replace {'it' if one else 'them'}, or "
-                          "another --out)")
-
-
-def check_predict_out(out: str | Path, *, force: bool = False, metrics_json: bool = True,
-                      figures: tuple[str, ...] | list[str] = ()) -> None:
-    """Refuse, before any work, an `out` where `predict_race` would overwrite a file an earlier
-    predict did not write (unless `force`): predictions.csv, degradation.png, the `figures` it
-    is about to draw (forecast_RACE_DRIVER.png), and with `metrics_json` (`lapnet race predict`)
-    metrics.json. An earlier predict's files are known by its metrics.json's "written" record
-    and by their own marks (a PNG text, predictions.csv's header). Files of other names are
-    never touched, a forecast_*.png of the user's included.
-
-    Raises:
-        LapnetError: one line naming the files.
-    """
-    out = Path(out)
-    if force or not out.is_dir():
-        return
-    m = _read_record(out)
-    recorded = _recorded_files(m) if _written_by(m) == PREDICT_COMMAND else set()
-    names = ["predictions.csv", "degradation.png", *figures]
-    foreign = [out / n for n in names if (out / n).is_file() and not _is_predicts(out / n, recorded)]
-    if metrics_json and (out / "metrics.json").is_file() and _written_by(m) != PREDICT_COMMAND:
-        foreign.append(out / "metrics.json")
-    _refuse_foreign(out, foreign, PREDICT_COMMAND)
-
-
-def check_eval_out(out: str | Path, *, force: bool = False) -> None:
-    """Refuse, before any work, an `out` holding a metrics.json that an earlier `lapnet race eval`
-    did not write (a run's own, predict's, the user's), unless `force`.
-
-    Raises:
-        LapnetError: one line naming it.
-    """
-    out = Path(out)
-    if force or not (out / "metrics.json").is_file():
-        return
-    if _written_by(_read_record(out)) != EVAL_COMMAND:
-        _refuse_foreign(out, [out / "metrics.json"], EVAL_COMMAND)
 
 
 def classification(laps: pd.DataFrame) -> list[tuple[str, str]]:
@@ -1270,7 +1199,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        for old in _earlier_predict_files(out):  # this call's output alone (not a previous --driver's figures)
+        for old in earlier_predict_files(out):  # this call's output alone (not a previous --driver's figures)
             old.unlink()
         table.to_csv(out / "predictions.csv", index=False)
         import matplotlib.pyplot as plt

@@ -125,6 +125,12 @@ def train_cmd(
     for name, v in (("--pretrain-sim", pretrain_sim), ("--phase-sim", phase_sim)):
         if v < 0:
             raise LapnetError(f"{name} must be >= 0, got {v}")
+        from lapnet.race.simulate import check_simulation_size  # here: the CLI's start stays light
+
+        try:  # refused before any work, not after training the forecaster
+            check_simulation_size(v)
+        except LapnetError as e:
+            raise LapnetError(f"{name} {v}: {e}") from None
     if threads < 1:
         raise LapnetError(f"--threads must be at least 1, got {threads}")
     if not (lr > 0 and math.isfinite(lr)):

@@ -33,9 +33,15 @@ def _warnings_as_lines() -> Iterator[None]:
 
 def simulate_cmd(
     out: Path = typer.Option(..., "--out", help="Lap table to write: .csv or .parquet."),
-    races: int = typer.Option(10, "--races", min=1, max=100_000, help="Number of races (20 cars each)."),
-    seed: int = typer.Option(7, "--seed", min=0, help="Random seed: same seed, same table."),
+    races: int = typer.Option(10, "--races", min=1, help=(
+        "Number of races (20 cars each). About 1 GB of memory per 1,000 races (700 bytes per car-lap of the "
+        "longest circuit): a request needing more than half the memory available now is refused.")),
+    seed: int = typer.Option(7, "--seed", min=0, help=(
+        "Random seed: same seed and --races, same table (--races 1 is not the first race of --races 10).")),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="calib.json from `lapnet race calibrate`."),
+    label: str = typer.Option("sim", "--label", help=(
+        "Race names: LABEL_0000, LABEL_0001, ... (letters, digits, _ . -). Give two simulations different "
+        "labels to clean or train on them together.")),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
@@ -49,7 +55,7 @@ def simulate_cmd(
     """
     from lapnet.race.simulate import simulate_to_file
 
-    summary = simulate_to_file(out, races, seed, calibration, force=force)
+    summary = simulate_to_file(out, races, seed, calibration, force=force, label=label)
     phases = summary.pop("phase_share")
     summary.update({f"phase_{k}": v for k, v in phases.items()})
     summary_table(f"simulated races -> {out}", summary)
@@ -78,7 +84,7 @@ def calibrate_cmd(
 
     with _warnings_as_lines():
         _, summary = calibrate_files(laps, out, figure=figure, sim_races=sim_races, seed=seed, force=force)
-    summary_table(f"calibration -> {out}", summary)
+    summary_table(f"calibration -> {out}", {**summary, "defaulted": ", ".join(summary["defaulted"]) or "none"})
     emit_metrics(None, summary, as_json=as_json)
 
 

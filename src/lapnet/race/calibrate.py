@@ -35,12 +35,19 @@ What is fitted, and from which laps (all durations in seconds):
     field spread           robust spread of the (race, driver) offsets of the fuel fit.
     safety cars            runs of laps with code 4 (SC) and 6 (VSC, not SC) per race, and
                            the mean SC length; one-stop share among drivers who stopped.
+
+When the laps cannot measure a constant (too few drivers, no safety car, no pit stop, a
+compound never used, ...) it falls back on a default or on the pooled value: each fallback
+is a UserWarning naming the constant and why, and is kept in the file under `defaulted`
+(constant -> reason). `load_calibration` refuses values outside physical bounds (`BOUNDS`,
+`CIRCUIT_BOUNDS`, `COMPOUND_BOUNDS`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -51,7 +58,7 @@ import pandas as pd
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 from lapnet.race.features import race_laps
-from lapnet.race.simulate import SimParams
+from lapnet.race.simulate import DEFAULT_COMPOUNDS, SimParams
 
 __all__ = [
     "Calibration",
@@ -115,6 +122,8 @@ class Calibration:
     sc_laps_mean: float
     one_stop_share: float
     races: list[str] = field(default_factory=list)
+    # constant -> why it was not measured from these laps (a default or a pooled value stands in)
+    defaulted: dict[str, str] = field(default_factory=dict)
     version: int = CALIBRATION_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +151,8 @@ class Calibration:
 def load_calibration(path: str | Path) -> Calibration:
     """Read and validate a calibration JSON file (LapnetError when it does not match)."""
     path = Path(path)
+    if path.is_dir():
+        raise LapnetError(f"{path}: is a directory, not a calibration file (give the .json that lapnet race calibrate wrote)")
     if not path.is_file():
         raise LapnetError(f"{path}: no such calibration file")
     try:
@@ -154,7 +165,49 @@ def load_calibration(path: str | Path) -> Calibration:
 # --- schema validation -------------------------------------------------------------------
 
 _FLOAT_FIELDS = ("fuel_s_per_lap", "fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "car_pace_sd_s", "slow_lap_prob", "slow_lap_mean_s", "pit_in_s", "pit_out_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share")
-_NONNEG = {"fuel_s_per_kg", "lap_noise_s", "pace_drift_s", "pace_drift_rho", "car_pace_sd_s", "slow_lap_prob", "slow_lap_mean_s", "pit_loss_s", "sc_per_race", "vsc_per_race", "sc_laps_mean", "one_stop_share"}
+_OPTIONAL = ("defaulted",)  # fields a file written before they existed may lack
+
+# Physical bounds (inclusive; pace_drift_rho's upper one excluded): wide enough for any real
+# race (the 15 real 2023 races calibrate well inside them, see docs/guide/race_data.md),
+# narrow enough that the simulator's lap times stay finite and plausible.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "fuel_s_per_lap": (-2.0, 2.0),  # s per lap (not read by the simulator)
+    "fuel_s_per_kg": (0.0, 0.2),  # s per kg: the rule of thumb is 0.03; 0.2 x 110 kg = 22 s
+    "lap_noise_s": (0.0, 5.0),  # s
+    "pace_drift_s": (0.0, 5.0),  # s
+    "pace_drift_rho": (0.0, 1.0),  # per lap, < 1
+    "car_pace_sd_s": (0.0, 5.0),  # s per lap: a whole 2023 field spans about 2 s
+    "slow_lap_prob": (0.0, 1.0),  # share of green laps
+    "slow_lap_mean_s": (0.0, 30.0),  # s
+    "pit_in_s": (-60.0, 120.0),  # s over the median green lap (not read, but its share of pit_loss_s is)
+    "pit_out_s": (-60.0, 120.0),  # s (not read)
+    "pit_loss_s": (0.0, 120.0),  # s (not read; each circuit's own is)
+    "sc_per_race": (0.0, 10.0),  # safety-car periods per race (the simulator draws at most 2)
+    "vsc_per_race": (0.0, 10.0),  # VSC periods per race (at most 2 drawn)
+    "sc_laps_mean": (1.0, 30.0),  # laps: a safety-car period lasts at least one lap
+    "one_stop_share": (0.0, 1.0),
+}
+CIRCUIT_BOUNDS: dict[str, tuple[float, float]] = {
+    "base_lap_s": (30.0, 300.0),  # s: 2023's shortest green race lap is ~69 s (Austria), the longest ~113 s (Spa)
+    "pit_loss_s": (0.0, 120.0),  # s: 2023's are 19-30 s
+    "lap_trend_s": (-1.0, 1.0),  # s per lap: 2023's are -0.09 to -0.03
+    "deg_scale": (0.0, 4.0),  # calibrate clips it to [0, 4]
+}
+COMPOUND_BOUNDS: dict[str, tuple[float, float]] = {
+    "offset_s": (-5.0, 5.0),  # s against MEDIUM
+    "deg_linear_s": (-1.0, 1.0),  # s per lap of tyre life
+    "deg_quad_s": (-0.05, 0.05),  # s per (lap of tyre life) squared
+    "stint_laps": (1.0, float(S.MAX_LAP_NUMBER)),  # laps
+    "stint_laps_p95": (1.0, float(S.MAX_LAP_NUMBER)),  # laps, >= stint_laps
+}
+
+
+def _bounded(v: float, name: str, where: str, bounds: dict[str, tuple[float, float]]) -> float:
+    lo, hi = bounds[name]
+    if not lo <= v <= hi or (name == "pace_drift_rho" and v >= hi):
+        shown = f"[{lo:g}, {hi:g})" if name == "pace_drift_rho" else f"[{lo:g}, {hi:g}]"
+        raise LapnetError(f"{where}: {v:g} is outside its physical bounds {shown}")
+    return v
 
 
 def _num(v: Any, where: str, *, integer: bool = False, positive: bool = False, nonneg: bool = False) -> float:
@@ -178,10 +231,10 @@ def _laps(v: Any, where: str) -> int:
     return n
 
 
-def _keys(d: Any, names: Sequence[str], where: str) -> None:
+def _keys(d: Any, names: Sequence[str], where: str, optional: Sequence[str] = ()) -> None:
     if not isinstance(d, dict):
         raise LapnetError(f"{where}: expected an object, got {type(d).__name__}")
-    missing = [k for k in names if k not in d]
+    missing = [k for k in names if k not in d and k not in optional]
     if missing:
         raise LapnetError(f"{where}: missing field(s) {', '.join(missing)}")
     extra = [k for k in d if k not in names]
@@ -191,7 +244,14 @@ def _keys(d: Any, names: Sequence[str], where: str) -> None:
 
 def _from_dict(d: Any, where: str) -> Calibration:
     names = [f.name for f in fields(Calibration)]
-    _keys(d, names, f"{where}")
+    if not isinstance(d, dict):
+        raise LapnetError(f"{where}: is not a lapnet calibration file: expected an object, got {type(d).__name__}")
+    if "circuits" not in d:  # another file altogether (a run's config.json, a metrics.json, ...)
+        raise LapnetError(
+            f"{where}: is not a lapnet calibration file (no 'circuits' key; missing field(s) circuits): "
+            "write one with lapnet race calibrate"
+        )
+    _keys(d, names, f"{where}", _OPTIONAL)
     if d["version"] != CALIBRATION_VERSION:
         raise LapnetError(f"{where}: calibration version {d['version']!r}, this lapnet reads version {CALIBRATION_VERSION}")
     if not isinstance(d["circuits"], list) or not d["circuits"]:
@@ -207,10 +267,10 @@ def _from_dict(d: Any, where: str) -> Calibration:
             CircuitCalibration(
                 name=c["name"],
                 laps=_laps(c["laps"], f"{w}.laps"),
-                base_lap_s=_num(c["base_lap_s"], f"{w}.base_lap_s", positive=True),
-                pit_loss_s=_num(c["pit_loss_s"], f"{w}.pit_loss_s", nonneg=True),
-                lap_trend_s=_num(c["lap_trend_s"], f"{w}.lap_trend_s"),
-                deg_scale=_num(c["deg_scale"], f"{w}.deg_scale", nonneg=True),
+                base_lap_s=_bounded(_num(c["base_lap_s"], f"{w}.base_lap_s", positive=True), "base_lap_s", f"{w}.base_lap_s", CIRCUIT_BOUNDS),
+                pit_loss_s=_bounded(_num(c["pit_loss_s"], f"{w}.pit_loss_s", nonneg=True), "pit_loss_s", f"{w}.pit_loss_s", CIRCUIT_BOUNDS),
+                lap_trend_s=_bounded(_num(c["lap_trend_s"], f"{w}.lap_trend_s"), "lap_trend_s", f"{w}.lap_trend_s", CIRCUIT_BOUNDS),
+                deg_scale=_bounded(_num(c["deg_scale"], f"{w}.deg_scale", nonneg=True), "deg_scale", f"{w}.deg_scale", CIRCUIT_BOUNDS),
                 scored_laps=_num(c["scored_laps"], f"{w}.scored_laps", integer=True, nonneg=True),
             )
         )
@@ -225,26 +285,34 @@ def _from_dict(d: Any, where: str) -> Calibration:
     for k, c in comps.items():
         w = f"{where}: compounds.{k}"
         _keys(c, knames, w)
+        vals = {
+            n: _bounded(_num(c[n], f"{w}.{n}", positive=n.startswith("stint")), n, f"{w}.{n}", COMPOUND_BOUNDS)
+            for n in COMPOUND_BOUNDS
+        }
+        if vals["stint_laps_p95"] < vals["stint_laps"]:
+            raise LapnetError(f"{w}.stint_laps_p95: {vals['stint_laps_p95']:g} is below the median stint_laps {vals['stint_laps']:g}")
         compounds[k] = CompoundCalibration(
-            offset_s=_num(c["offset_s"], f"{w}.offset_s"),
-            deg_linear_s=_num(c["deg_linear_s"], f"{w}.deg_linear_s"),
-            deg_quad_s=_num(c["deg_quad_s"], f"{w}.deg_quad_s"),
-            stint_laps=_num(c["stint_laps"], f"{w}.stint_laps", positive=True),
-            stint_laps_p95=_num(c["stint_laps_p95"], f"{w}.stint_laps_p95", positive=True),
+            **vals,
             scored_laps=_num(c["scored_laps"], f"{w}.scored_laps", integer=True, nonneg=True),
             stints=_num(c["stints"], f"{w}.stints", integer=True, nonneg=True),
         )
-    scalars = {k: _num(d[k], f"{where}: {k}", nonneg=k in _NONNEG) for k in _FLOAT_FIELDS}
-    if scalars["slow_lap_prob"] > 1:
-        raise LapnetError(f"{where}: slow_lap_prob must be in [0, 1], got {scalars['slow_lap_prob']}")
-    if scalars["pace_drift_rho"] >= 1:
-        raise LapnetError(f"{where}: pace_drift_rho must be in [0, 1), got {scalars['pace_drift_rho']}")
-    if scalars["one_stop_share"] > 1:
-        raise LapnetError(f"{where}: one_stop_share must be in [0, 1], got {scalars['one_stop_share']}")
+    scalars = {}
+    for k in _FLOAT_FIELDS:
+        v = _num(d[k], f"{where}: {k}", nonneg=BOUNDS[k][0] >= 0)
+        if k in ("slow_lap_prob", "one_stop_share") and v > 1:
+            raise LapnetError(f"{where}: {k} must be in [0, 1], got {v}")
+        if k == "pace_drift_rho" and v >= 1:
+            raise LapnetError(f"{where}: pace_drift_rho must be in [0, 1), got {v}")
+        scalars[k] = _bounded(v, k, f"{where}: {k}", BOUNDS)
     races = d["races"]
     if not isinstance(races, list) or not all(isinstance(r, str) for r in races):
         raise LapnetError(f"{where}: races must be a list of strings")
-    return Calibration(circuits=circuits, compounds=compounds, races=list(races), version=CALIBRATION_VERSION, **scalars)
+    defaulted = d.get("defaulted", {})
+    if not isinstance(defaulted, dict) or not all(isinstance(v, str) for v in defaulted.values()):
+        raise LapnetError(f"{where}: defaulted must be an object of reasons (strings)")
+    return Calibration(
+        circuits=circuits, compounds=compounds, races=list(races), defaulted=dict(defaulted), version=CALIBRATION_VERSION, **scalars
+    )
 
 
 # --- fitting -----------------------------------------------------------------------------
@@ -301,6 +369,11 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     out_ex = df.loc[racing & df["OutLap"] & ~df["InLap"]].groupby("Race")["y"].median()
     pit_in = float(in_ex.median()) if len(in_ex) else 3.0
     pit_out = float(out_ex.median()) if len(out_ex) else 18.0
+    defaulted: dict[str, str] = {}  # constant -> why these laps could not measure it
+    if not len(in_ex):
+        defaulted["pit_in_s"] = "the default 3.0 s (no green-flag in-lap after lap 1 in these races)"
+    if not len(out_ex):
+        defaulted["pit_out_s"] = "the default 18.0 s (no green-flag out-lap after lap 1 in these races)"
 
     # Fuel + compound offsets: one fit with (race, driver) offsets; pit stops separate lap from tyre age.
     dry = df[df["Scored"] & df["Compound"].isin(S.DRY_COMPOUNDS) & df["TyreLife"].notna()].copy()
@@ -333,7 +406,12 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     offsets = (dry["y"] - fitted).groupby([dry["Race"], dry["Driver"]]).agg(["mean", "size"])
     offsets = offsets[offsets["size"] >= 10]["mean"]
     centred = (offsets - offsets.groupby(level=0).transform("median")).to_numpy()
-    car_sd = float(1.4826 * np.median(np.abs(centred))) if len(centred) >= 5 else 0.35
+    car_sd = float(1.4826 * np.median(np.abs(centred))) if len(centred) >= 5 else SimParams.car_pace_sd
+    if len(centred) < 5:
+        defaulted["car_pace_sd_s"] = (
+            f"the simulator's default {SimParams.car_pace_sd:g} s (only {len(centred)} driver(s) with 10+ dry scored laps in a "
+            "race; 5 needed to measure the field's spread)"
+        )
     trend = {r: float(coef.get(f"lap_{r}", coef.get("lap_pooled", 0.0))) for r in usable}
     weights = np.array([n_dry.get(r, 0) for r in usable], dtype=float)
     fuel_slope = float(np.average([trend[r] for r in usable], weights=weights))
@@ -358,6 +436,14 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
         pool = (done if len(done) >= 3 else st)["laps"]
         length = float(pool.median()) if len(pool) else 25.0
         longest = float(pool.quantile(0.95)) if len(pool) else 40.0
+        if not len(pool):
+            defaulted[f"compounds.{c}.stint_laps"] = "the defaults, 25 laps and 40 for the 95th percentile (no stint of 4+ laps on it)"
+        elif len(done) < 3:
+            defaulted[f"compounds.{c}.stint_laps"] = (
+                f"measured on all its {len(st)} stint(s) of 4+ laps (only {len(done)} ended in a pit stop; 3 needed to use those alone)"
+            )
+        if c != "MEDIUM" and "MEDIUM" not in comps:
+            defaulted[f"compounds.{c}.offset_s"] = "0 (no MEDIUM laps to measure the offset against)"
         compounds[c] = CompoundCalibration(
             offset_s=round(float(coef.get(f"off_{c}", 0.0)), 5),
             deg_linear_s=round(float(lin), 6),
@@ -377,14 +463,44 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     num = (d["z"] * d["r"]).groupby(dry["Race"]).sum()
     den = (d["z"] ** 2).groupby(dry["Race"]).sum()
     scale = {r: float(np.clip(num.get(r, 0.0) / den[r], 0.0, 4.0)) if den.get(r, 0.0) > 0 and n_dry.get(r, 0) >= MIN_LAPS_OWN_TREND else 1.0 for r in usable}
+    for r in usable:
+        if n_dry.get(r, 0) < MIN_LAPS_OWN_TREND:
+            defaulted[f"circuits.{r}.deg_scale"] = (
+                f"the default 1.0, and its lap_trend_s is the slope pooled over such races (only {int(n_dry.get(r, 0))} dry scored "
+                f"laps; {MIN_LAPS_OWN_TREND} needed for its own)"
+            )
+        elif not den.get(r, 0.0) > 0:
+            defaulted[f"circuits.{r}.deg_scale"] = "the default 1.0 (no tyre-age spread on its laps to measure its wear)"
     resid = d["r"] - dry.loc[d.index, "Race"].map(scale) * d["z"]
-    noise, drift, rho = _split_noise(resid, dry.loc[d.index])
+    noise, drift, rho, lags = _split_noise(resid, dry.loc[d.index], with_lags=True)
+    if lags < 3:
+        defaulted["pace_drift_s"] = (
+            "0, all the residual spread is lap_noise_s (fewer than 30 pairs of same-stint laps 5 laps apart "
+            "to split it into noise and a drifting pace)"
+        )
     slow_prob, slow_mean = _slow_laps(resid.to_numpy())
+    if np.isfinite(resid.to_numpy()).sum() < 200:
+        defaulted["slow_lap_prob"] = "0 (fewer than 200 scored dry laps to measure the slow-lap tail)"
+    for c in S.DRY_COMPOUNDS:
+        if c not in comps:
+            m = DEFAULT_COMPOUNDS[c]
+            pace = "the reference pace" if c == "MEDIUM" else f"{m.offset_s:+g} s against MEDIUM"
+            defaulted[f"compounds.{c}"] = (
+                f"not calibrated (only {int((dry['Compound'] == c).sum())} dry scored laps on it; 20 needed): the simulator "
+                f"uses its own {c} model ({pace}, its default wear curve, {m.stint_laps:g}-lap stints) "
+                "on the stints its strategies give that compound"
+            )
 
     circuits = []
     last_lap = {race: race_laps(g) for race, g in df.groupby("Race")}  # the race's length (features.last_timed_lap)
     for race in usable:
         loss = in_ex.get(race, pit_in) + out_ex.get(race, pit_out)
+        # (no such lap in any race: pit_in_s / pit_out_s say so)
+        lacking = [k for k, ex in (("in-lap", in_ex), ("out-lap", out_ex)) if len(ex) and race not in ex.index]
+        if lacking:
+            defaulted[f"circuits.{race}.pit_loss_s"] = (
+                f"uses the median over the races for its {' and '.join(lacking)} excess (no green-flag {' or '.join(lacking)} after lap 1 in it)"
+            )
         circuits.append(
             CircuitCalibration(
                 name=str(race),
@@ -412,6 +528,12 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     stops = df.groupby(["Race", "Driver"])["Stint"].nunique() - 1
     stopped = stops[stops >= 1]
     one_stop = float((stopped == 1).mean()) if len(stopped) else 0.5
+    if not len(stopped):
+        defaulted["one_stop_share"] = "the default 0.5 (no driver changed tyres in these races)"
+    if not all_sc:
+        defaulted["sc_laps_mean"] = "the default 4.0 laps (no safety-car period in these races; unused while sc_per_race is 0)"
+    for k, why in defaulted.items():
+        warnings.warn(f"calibration: {k} is {why}", UserWarning, stacklevel=2)
 
     return Calibration(
         circuits=circuits,
@@ -432,15 +554,17 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
         sc_laps_mean=round(float(np.mean(all_sc)) if all_sc else 4.0, 4),
         one_stop_share=round(one_stop, 4),
         races=[str(r) for r in usable],
+        defaulted=defaulted,
     )
 
 
-def _split_noise(resid: pd.Series, laps: pd.DataFrame) -> tuple[float, float, float]:
+def _split_noise(resid: pd.Series, laps: pd.DataFrame, *, with_lags: bool = False) -> tuple[float, ...]:
     """Split residual spread into white noise and a slowly drifting pace (an AR(1) process).
 
     Half the squared spread of residual differences k laps apart (robust: from the MAD) is
     gamma(k) = noise**2 + drift**2 * (1 - rho**k) for an AR(1) drift; fitted on k = 1, 2, 5,
-    10 (same stint), by least squares over a grid of rho. Returns (noise, drift, rho) in s.
+    10 (same stint), by least squares over a grid of rho. Returns (noise, drift, rho) in s
+    (and, `with_lags`, how many lags had 30+ pairs: fewer than 3 and drift is 0 by default).
     """
     e = pd.Series(resid.to_numpy(), index=laps.index)
     key = laps["Race"].astype(str) + "|" + laps["Driver"].astype(str) + "|" + laps["Stint"].astype(str)
@@ -456,7 +580,7 @@ def _split_noise(resid: pd.Series, laps: pd.DataFrame) -> tuple[float, float, fl
     r = e.to_numpy()
     total = float(1.4826 * np.median(np.abs(r - np.median(r))))
     if len(gam) < 3:
-        return total, 0.0, 0.0
+        return (total, 0.0, 0.0, len(gam)) if with_lags else (total, 0.0, 0.0)
     ks, g = np.array(lags[: len(gam)], float), np.array(gam)
     best = (np.inf, total**2, 0.0, 0.0)
     for rho in np.linspace(0.5, 0.98, 49):
@@ -467,7 +591,8 @@ def _split_noise(resid: pd.Series, laps: pd.DataFrame) -> tuple[float, float, fl
         if err < best[0]:
             best = (err, n2, v, rho)
     _, n2, v, rho = best
-    return float(np.sqrt(n2)), float(np.sqrt(v)), float(rho) if v > 0 else 0.0
+    out = (float(np.sqrt(n2)), float(np.sqrt(v)), float(rho) if v > 0 else 0.0)
+    return (*out, len(gam)) if with_lags else out
 
 
 def _slow_laps(resid: np.ndarray) -> tuple[float, float]:
@@ -551,12 +676,15 @@ def calibrate_files(
         raise LapnetError("give at least one lap table to calibrate on")
     real, report = clean_laps(read_many(paths))
     cal = calibrate(real)
-    summary: dict[str, Any] = {k: v for k, v in cal.to_dict().items() if k not in ("circuits", "races", "compounds", "version")}
+    # what load_calibration would refuse is not written (a fit outside the physical bounds)
+    _from_dict(json.loads(json.dumps(cal.to_dict())), f"the calibration fitted to {len(cal.races)} race(s)")
+    summary: dict[str, Any] = {k: v for k, v in cal.to_dict().items() if k not in ("circuits", "races", "compounds", "version", "defaulted")}
     summary["races"] = len(cal.races)
     for c, cc in cal.compounds.items():
         summary[f"{c.lower()}_deg_s_per_lap_at_10"] = round(cc.deg_linear_s + 2 * cc.deg_quad_s * 10, 4)
         summary[f"{c.lower()}_stint_laps"] = cc.stint_laps
     summary["scored_laps"] = report.total()["scored"]
+    summary["defaulted"] = list(cal.defaulted)  # the constants these laps could not measure (see the file's "defaulted")
     if figure is not None:
         import matplotlib.pyplot as plt
 

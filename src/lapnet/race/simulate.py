@@ -30,15 +30,18 @@ Phases and the signature each leaves (what a tagger can learn):
                 the stop that ends the window (slow in-lap, very slow out-lap, TyreLife
                 reset, new compound) is at most 3 laps later — a bidirectional tagger sees it.
     push        pace -0.25 s and tyre wear x1.45 (degradation grows faster, hotter tyres).
-    conserve    pace +0.25 s and tyre wear x0.6; every safety-car/VSC lap is conserve.
+    conserve    pace +0.25 s and tyre wear x0.6; a safety-car/VSC lap is conserve unless it
+                is in a pit window (pit_window takes precedence: in `simulate(10, seed=7)`
+                107 of the 1017 SC/VSC car-laps are pit_window, 910 conserve).
     Outside pit windows a driver switches between push and conserve as a Markov chain
     (stays with probability 0.85: stretches of ~7 laps), so a mode is a visible step of
     ~0.5 s in lap time plus a change in the degradation slope, 2-3x the noise (0.15 s).
 
 Constants and their sources (rounded; "typical" = public 2022-2024 strategy previews by
 Pirelli and team briefings, checked against the 15 real 2023 races in ../shared/data/f1):
-    fuel: 110 kg at the start (FIA F1 Technical Regulations art. 30.5, max race fuel),
-    1.7 kg/lap burnt, 0.03 s per kg (rule of thumb "10 kg = 0.3 s" per ~5 km lap).
+    fuel: 110 kg at the start of every race (FIA F1 Technical Regulations art. 30.5, max race
+    fuel), 1.7 kg/lap burnt (110 / (laps + 1) on races over 63 laps, so that it lasts; x0.6 on
+    SC/VSC laps), 0.03 s per kg (rule of thumb "10 kg = 0.3 s" per ~5 km lap).
     compound offsets SOFT -0.55 / MEDIUM 0 / HARD +0.45 s (Pirelli's 0.4-0.7 s steps).
     degradation: SOFT quadratic, MEDIUM linear, HARD logarithmic in wear (laps, scaled by
     the mode), each with a cliff (quadratic loss past a wear threshold); ~1.5 s lost over a
@@ -54,6 +57,8 @@ Pirelli and team briefings, checked against the 15 real 2023 races in ../shared/
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,11 +71,18 @@ from lapnet.errors import LapnetError
 if TYPE_CHECKING:  # pragma: no cover
     from lapnet.race.calibrate import Calibration
 
-__all__ = ["simulate", "simulate_to_file", "summarize", "SimParams", "Circuit", "CompoundModel", "degradation", "PIT_WINDOW_LAPS", "DRIVERS"]
+__all__ = ["simulate", "simulate_to_file", "summarize", "simulation_bytes", "check_simulation_size", "SimParams", "Circuit", "CompoundModel", "degradation", "PIT_WINDOW_LAPS", "DRIVERS"]
 
 NEVER = 10_000.0  # a lap number no race reaches (no such stop / event)
 FAR = 1e9  # session time of a car no longer running: behind everyone
 PIT_WINDOW_LAPS = 3  # laps before the in-lap that are labelled pit_window (plus the in-lap)
+# Peak memory of `simulate` per car-lap slot (races x cars x the longest race's laps): the
+# (R, C, L) buffers of the lap loop, then the table's columns (built once, copied into the
+# DataFrame). Measured with ru_maxrss: 646 bytes at 500 and 643 at 2000 races (71-lap
+# races); rounded up. Writing the table (CSV or Parquet) adds nothing to that peak.
+SIM_BYTES_PER_CAR_LAP = 700
+SIM_MEMORY_SHARE = 0.5  # refuse a simulation whose estimate exceeds this share of the memory available
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")  # a race label prefix: letters, digits, _ . -
 
 DRIVERS: tuple[tuple[str, str, str], ...] = (  # (code, car number, team) of a 2023-like grid
     ("VER", "1", "Red Bull Racing"), ("PER", "11", "Red Bull Racing"), ("HAM", "44", "Mercedes"),
@@ -258,15 +270,66 @@ def degradation(model: CompoundModel, wear: np.ndarray, scale: float | np.ndarra
     return scale * (model.linear * w + model.quad * w**2 + model.log * np.log1p(w)) + model.cliff_rate * over**2
 
 
-def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = None, *, params: SimParams | None = None) -> pd.DataFrame:
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux's MemAvailable; else the free
+    physical pages); None when the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def simulation_bytes(n_races: int, params: SimParams | None = None) -> int:
+    """Estimated peak memory of `simulate(n_races, params=params)` in bytes:
+    races x cars x the longest circuit's laps x `SIM_BYTES_PER_CAR_LAP` (700)."""
+    p = params if params is not None else SimParams()
+    longest = max(int(c.laps) for c in p.circuits)
+    return int(n_races) * int(p.n_cars) * longest * SIM_BYTES_PER_CAR_LAP
+
+
+def check_simulation_size(n_races: int, params: SimParams | None = None) -> None:
+    """Refuse (LapnetError, one line) `n_races` races whose arrays would need more than half the
+    memory available now (`simulation_bytes`); `simulate` calls it first. A caller that
+    simulates later (race train's --pretrain-sim and --phase-sim) can call it up front."""
+    p = params if params is not None else SimParams()
+    need = simulation_bytes(n_races, p)
+    avail = _available_memory()
+    if avail is None or need <= SIM_MEMORY_SHARE * avail:
+        return
+    per_race = simulation_bytes(1, p)
+    most = int(SIM_MEMORY_SHARE * avail // per_race)
+    longest = max(int(c.laps) for c in p.circuits)
+    raise LapnetError(
+        f"simulate: {int(n_races):,} races of {p.n_cars} cars x up to {longest} laps need about {need / 1e9:,.1f} GB of memory "
+        f"({SIM_BYTES_PER_CAR_LAP} bytes per car-lap), more than half the {avail / 1e9:.1f} GB available now: at most "
+        f"{most:,} races per call on this machine (simulate more in several calls with other seeds and race labels)"
+    )
+
+
+def simulate(
+    n_races: int, seed: int = 0, calibration: "Calibration | None" = None, *, params: SimParams | None = None, label: str = "sim"
+) -> pd.DataFrame:
     """Simulate `n_races` races of 20 cars into a FastF1-style lap table with truth columns.
 
     Args:
-        n_races: number of races (>= 1).
-        seed: the same seed gives the same table, bit for bit.
+        n_races: number of races (>= 1). Refused when the estimated peak memory
+            (`simulation_bytes`: 700 bytes per race x car x lap of the longest circuit, about
+            1 GB per 1,000 races of 20 cars) exceeds half the memory available now.
+        seed: the same seed gives the same table, bit for bit. The random draws are made for
+            all races at once, so `simulate(1, s)` is not the first race of `simulate(10, s)`.
         calibration: a `lapnet.race.calibrate.Calibration` fitted to real races; its circuits,
             tyres, fuel effect, noise, pit loss and SC rates replace the defaults.
         params: explicit constants (overrides `calibration`).
+        label: the races are named `{label}_0000`, `{label}_0001`, ... (letters, digits,
+            `_`, `.` and `-`, at most 40 characters). Give two simulations different labels
+            to use them together (race clean/train refuse one race name in two tables).
 
     Returns:
         One row per car and lap, sorted by Race, Driver, LapNumber, in `schema.SCHEMA`
@@ -274,14 +337,23 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
         Compound, TyreLife, FreshTyre, Team, LapStartTime, TrackStatus, Position, Deleted,
         FastF1Generated, IsAccurate, Race ('sim_0007'), Circuit, and the truth: FuelLoad,
         TyreTemp, GapToLeader, TrueDegradation, Phase, OracleLapTime.
+
+    Raises:
+        LapnetError: bad `n_races`, `seed` or `label`; a simulation too big for the memory
+            available; constants that give a lap time that is not finite and positive.
     """
     if isinstance(n_races, bool) or not isinstance(n_races, (int, np.integer)) or n_races < 1:
         raise LapnetError(f"n_races must be a whole number >= 1, got {n_races!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise LapnetError(f"seed must be a whole number >= 0, got {seed!r}")
+    if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
+        raise LapnetError(
+            f"label must be 1 to 40 letters, digits, '_', '.' or '-' (starting with a letter or digit), got {label!r}"
+        )
     if params is None:
         params = SimParams.from_calibration(calibration) if calibration is not None else SimParams()
     p = params
+    check_simulation_size(int(n_races), p)
     rng = np.random.default_rng(int(seed))
     R, C = int(n_races), int(p.n_cars)
     race_idx = np.arange(R)
@@ -471,7 +543,25 @@ def simulate(n_races: int, seed: int = 0, calibration: "Calibration | None" = No
         t_prev = np.where(active, t_new, t_prev)
 
     yellow = rng.random((R, L)) < p.yellow_prob  # (R, L) laps with a local yellow somewhere
-    return _to_frame(out, comp_out, phase_out, flags, _status_strings(status, yellow), circ, p)
+    _check_lap_times(out, flags["Valid"], circ, p)
+    return _to_frame(out, comp_out, phase_out, flags, _status_strings(status, yellow), circ, p, label)
+
+
+def _check_lap_times(out: dict[str, np.ndarray], valid: np.ndarray, circ: np.ndarray, p: SimParams) -> None:
+    """Refuse (LapnetError) constants that gave a lap time lapnet cannot read: not finite, or not
+    positive (absurd circuit paces, trends or wear curves). Args: (R, C, L) buffers, valid (R, C, L)."""
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(out["LapTime"]) & np.isfinite(out["Oracle"]) & np.isfinite(out["Time"])
+        ok &= (out["LapTime"] > 0) & (out["Oracle"] > 0)
+    bad = valid & ~ok
+    if not bad.any():
+        return
+    r, _, lap = (int(i[0]) for i in np.nonzero(bad))
+    raise LapnetError(
+        f"simulate: these constants give {int(bad.sum()):,} lap times that are not finite and positive "
+        f"(the first: {out['LapTime'][bad][0]:.6g} s on lap {lap + 1} at {p.circuits[int(circ[r])].name}): "
+        "check the circuits' base_lap_s and lap_trend_s, the tyre wear and car_pace_sd"
+    )
 
 
 def _running_order(t: np.ndarray) -> np.ndarray:
@@ -493,7 +583,7 @@ def _status_strings(status: np.ndarray, yellow: np.ndarray) -> np.ndarray:
     return s
 
 
-def _to_frame(out, comp_out, phase_out, flags, ts: np.ndarray, circ, p: SimParams) -> pd.DataFrame:
+def _to_frame(out, comp_out, phase_out, flags, ts: np.ndarray, circ, p: SimParams, label: str = "sim") -> pd.DataFrame:
     """Flatten the (R, C, L) buffers of running cars into a FastF1-style table; ts: (R, L) status strings."""
     R, C, L = comp_out.shape
     valid = flags["Valid"]
@@ -512,7 +602,7 @@ def _to_frame(out, comp_out, phase_out, flags, ts: np.ndarray, circ, p: SimParam
     names = np.array(["SOFT", "MEDIUM", "HARD"], dtype=object)
     phases = np.array(["push", "conserve", "pit_window"], dtype=object)
     circuit_names = np.array([p.circuits[i].name for i in circ], dtype=object)
-    race_labels = np.array([f"sim_{r:04d}" for r in range(R)], dtype=object)
+    race_labels = np.array([f"{label}_{r:04d}" for r in range(R)], dtype=object)
 
     def g(a):
         return a[rr, cc, ll]
@@ -566,13 +656,20 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def simulate_to_file(
-    out: str | Path, n_races: int, seed: int = 0, calibration: "Calibration | str | Path | None" = None, *, force: bool = False
+    out: str | Path,
+    n_races: int,
+    seed: int = 0,
+    calibration: "Calibration | str | Path | None" = None,
+    *,
+    force: bool = False,
+    label: str = "sim",
 ) -> dict[str, Any]:
     """Simulate and write a lap table (.csv or .parquet) atomically; return `summarize` numbers.
 
     Raises:
         LapnetError: bad extension, an existing file without `force`, a missing output
-            folder, an invalid calibration file, or bad `n_races`/`seed`.
+            folder, an invalid calibration file, bad `n_races`/`seed`/`label`, a simulation
+            too big for the memory available, or lap times that are not finite and positive.
     """
     from lapnet.race.io import check_table_out, write_laps
 
@@ -581,7 +678,7 @@ def simulate_to_file(
         from lapnet.race.calibrate import load_calibration
 
         calibration = load_calibration(calibration)
-    df = simulate(n_races, seed, calibration)
+    df = simulate(n_races, seed, calibration, label=label)
     write_laps(df, out)
     summary = summarize(df)
     summary.update(out=str(out), seed=int(seed), calibrated=calibration is not None)

@@ -97,7 +97,8 @@ def train_cmd(
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
     batch: int = typer.Option(32, "--batch", help="Driver sequences per step."),
     patience: int = typer.Option(20, "--patience", help="Stop after this many epochs without a better validation loss."),
-    pretrain_sim: int = typer.Option(0, "--pretrain-sim", help="Pretrain on N simulated races calibrated to LAPS first."),
+    pretrain_sim: int = typer.Option(0, "--pretrain-sim", help="Pretrain on N simulated races calibrated to LAPS first (for 20 epochs, "
+                                      "RaceTrainConfig.pretrain_epochs; --epochs is the real races' budget)."),
     phase_sim: int = typer.Option(20, "--phase-sim", help=(
         "Laps without Phase labels (real races): learn the push / conserve / pit-window calls from N simulated "
         "races calibrated to LAPS (about 3 s each); 0: no phase calls.")),

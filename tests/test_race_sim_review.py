@@ -288,3 +288,43 @@ def test_race_train_refuses_a_simulation_too_big_before_any_work(run_cli, tmp_pa
         code, _, err = run_cli("race", "train", laps, "--out", out, flag, 10**9)
         assert code == 2 and err.count("\n") == 1 and flag in err and "memory" in err, err
         assert not out.exists()
+
+
+def test_a_strategy_what_if_changes_only_that_cars_plan():
+    """simulate(strategies=): the car runs the plan in every race; every random draw stays, so the
+    safety cars, the other cars' plans and the race set-up are those of the same seed without it."""
+    from lapnet.race.simulate import simulate
+
+    base = simulate(3, seed=3)
+    what_if = simulate(3, seed=3, strategies={"VER": (("MEDIUM", "HARD"), (25,)), "ham": (("SOFT", "MEDIUM", "HARD"), (12, 34))})
+
+    def plans(df):
+        return df.groupby(["Race", "Driver"]).apply(
+            lambda g: ("-".join(dict.fromkeys(g["Compound"])), tuple(g.loc[g["PitInTime"].notna(), "LapNumber"].astype(int))),
+            include_groups=False)
+
+    a, b = plans(base), plans(what_if)
+    for race in b.index.get_level_values(0).unique():
+        assert b[race, "VER"] == ("MEDIUM-HARD", (25,))
+        assert b[race, "HAM"] == ("SOFT-MEDIUM-HARD", (12, 34))
+    others = [k for k in a.index if k[1] not in ("VER", "HAM")]
+    assert (a[others] == b[others]).all()  # the other 18 cars keep their plans (and retirements)
+    status = ["Race", "LapNumber"]
+    assert base.groupby(status)["TrackStatus"].first().equals(what_if.groupby(status)["TrackStatus"].first())
+    assert base.groupby("Race")["Circuit"].first().equals(what_if.groupby("Race")["Circuit"].first())
+
+
+@pytest.mark.parametrize("value,message", [
+    ("VER=MEDIUM/25", "write DRIVER=COMPOUND/IN-LAP/COMPOUND"),
+    ("VER=MEDIUM/x/HARD", "write DRIVER=COMPOUND/IN-LAP/COMPOUND"),
+    ("XYZ=MEDIUM/25/HARD", "no such driver"),
+    ("VER=MEDIUM/25/INTERMEDIATE", "unknown compound"),
+    ("VER=MEDIUM/30/HARD/20/SOFT", "in-laps must rise"),
+    ("VER=MEDIUM/999/HARD", "in-laps must rise"),
+    ("VER=SOFT/10/MEDIUM/20/HARD/30/SOFT", "1 to 3 stints"),
+])
+def test_race_simulate_refuses_a_bad_strategy(run_cli, tmp_path, value, message):
+    out = tmp_path / "laps.csv"
+    code, _, err = run_cli("race", "simulate", "--races", 1, "--out", out, "--strategy", value)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not out.exists()

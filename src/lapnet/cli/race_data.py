@@ -16,6 +16,7 @@ from typing import Iterator, List, Optional
 import typer
 
 from lapnet.cli.common import emit_metrics, summary_table
+from lapnet.errors import LapnetError
 
 
 @contextlib.contextmanager
@@ -31,6 +32,20 @@ def _warnings_as_lines() -> Iterator[None]:
                     print(f"lapnet: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
 
 
+def _strategies(values: list[str]) -> dict[str, tuple[list[str], list[int]]]:
+    """--strategy VER=MEDIUM/25/HARD ... -> {"VER": (["MEDIUM", "HARD"], [25])} (checked by `simulate`)."""
+    plans = {}
+    for v in values:
+        code, _, plan = v.partition("=")
+        parts = plan.split("/")
+        if not code.strip() or len(parts) % 2 == 0 or not all(p.strip().lstrip("-").isdigit() for p in parts[1::2]):
+            raise LapnetError(f"--strategy {v!r}: write DRIVER=COMPOUND/IN-LAP/COMPOUND..., e.g. VER=MEDIUM/25/HARD")
+        if code.strip().upper() in plans:
+            raise LapnetError(f"--strategy: {code.strip().upper()} is given twice")
+        plans[code.strip().upper()] = ([p.strip() for p in parts[0::2]], [int(p) for p in parts[1::2]])
+    return plans
+
+
 def simulate_cmd(
     out: Path = typer.Option(..., "--out", help="Lap table to write: .csv or .parquet."),
     races: int = typer.Option(10, "--races", min=1, help=(
@@ -42,6 +57,10 @@ def simulate_cmd(
     label: str = typer.Option("sim", "--label", help=(
         "Race names: LABEL_0000, LABEL_0001, ... (letters, digits, _ . -). Give two simulations different "
         "labels to clean or train on them together.")),
+    strategy: Optional[List[str]] = typer.Option(None, "--strategy", help=(
+        "A what-if, repeatable: DRIVER=COMPOUND/IN-LAP/COMPOUND, e.g. VER=MEDIUM/25/HARD (start on MEDIUM, "
+        "pit at the end of lap 25, HARD to the flag); add /IN-LAP/COMPOUND for a second stop. That car runs this plan in every race; "
+        "every random draw stays the same, so the same --seed with and without it differs only by the plan.")),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
@@ -55,7 +74,8 @@ def simulate_cmd(
     """
     from lapnet.race.simulate import simulate_to_file
 
-    summary = simulate_to_file(out, races, seed, calibration, force=force, label=label)
+    summary = simulate_to_file(out, races, seed, calibration, force=force, label=label,
+                               strategies=_strategies(strategy or []))
     phases = summary.pop("phase_share")
     summary.update({f"phase_{k}": v for k, v in phases.items()})
     summary_table(f"simulated races -> {out}", summary)

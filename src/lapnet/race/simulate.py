@@ -61,7 +61,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -313,8 +313,37 @@ def check_simulation_size(n_races: int, params: SimParams | None = None) -> None
     )
 
 
+def _plans(strategies, n_cars: int, n_laps: np.ndarray, comp_names: list[str]):
+    """Check `simulate(strategies=)` and turn it into (car index, compound indices (3,), in-laps (2,))."""
+    if not strategies:
+        return []
+    codes = [d[0] for d in DRIVERS[:n_cars]]
+    last = int(n_laps.min()) - 2  # the latest in-lap every race can take
+    plans = []
+    for code, spec in strategies.items():
+        what = f"strategy for {code!r}"
+        if str(code).upper() not in codes:
+            raise LapnetError(f"{what}: no such driver (the simulator's drivers: {', '.join(codes)})")
+        try:
+            compounds, in_laps = spec
+            compounds, in_laps = [str(x).upper() for x in compounds], [int(x) for x in in_laps]
+        except (TypeError, ValueError):
+            raise LapnetError(f"{what}: give (compounds, in-laps), e.g. (('MEDIUM', 'HARD'), (30,))") from None
+        if not 1 <= len(compounds) <= 3 or len(in_laps) != len(compounds) - 1:
+            raise LapnetError(f"{what}: 1 to 3 stints and one in-lap fewer than stints, got {compounds} and {in_laps}")
+        if bad := [c for c in compounds if c not in comp_names]:
+            raise LapnetError(f"{what}: unknown compound(s) {bad} (dry compounds: {', '.join(comp_names)})")
+        if any(b <= a for a, b in zip([1, *in_laps], in_laps)) or any(not 2 <= x <= last for x in in_laps):
+            raise LapnetError(f"{what}: in-laps must rise, from lap 2 to lap {last} (the shortest race's "
+                              f"laps - 2), got {in_laps}")
+        plan = [comp_names.index(c) for c in compounds] + [-1] * (3 - len(compounds))
+        plans.append((codes.index(str(code).upper()), plan, [float(x) for x in in_laps] + [NEVER] * (2 - len(in_laps))))
+    return plans
+
+
 def simulate(
-    n_races: int, seed: int = 0, calibration: "Calibration | None" = None, *, params: SimParams | None = None, label: str = "sim"
+    n_races: int, seed: int = 0, calibration: "Calibration | None" = None, *, params: SimParams | None = None, label: str = "sim",
+    strategies: Mapping[str, tuple[Sequence[str], Sequence[int]]] | None = None,
 ) -> pd.DataFrame:
     """Simulate `n_races` races of 20 cars into a FastF1-style lap table with truth columns.
 
@@ -330,6 +359,11 @@ def simulate(
         label: the races are named `{label}_0000`, `{label}_0001`, ... (letters, digits,
             `_`, `.` and `-`, at most 40 characters). Give two simulations different labels
             to use them together (race clean/train refuse one race name in two tables).
+        strategies: a what-if: driver code -> (compounds, in-laps), e.g. {"VER": (("MEDIUM",
+            "HARD"), (30,))}, one to three stints. That car runs this plan in every race, stopping
+            on exactly these laps (safety car or not); every random draw stays as without it, so
+            the same seed gives the same races (safety cars, pace, noise, the other cars'
+            plans) and the difference between two runs is the plan's (common random numbers).
 
     Returns:
         One row per car and lap, sorted by Race, Driver, LapNumber, in `schema.SCHEMA`
@@ -339,8 +373,8 @@ def simulate(
         TyreTemp, GapToLeader, TrueDegradation, Phase, OracleLapTime.
 
     Raises:
-        LapnetError: bad `n_races`, `seed` or `label`; a simulation too big for the memory
-            available; constants that give a lap time that is not finite and positive.
+        LapnetError: bad `n_races`, `seed`, `label` or `strategies`; a simulation too big for
+            the memory available; constants that give a lap time that is not finite and positive.
     """
     if isinstance(n_races, bool) or not isinstance(n_races, (int, np.integer)) or n_races < 1:
         raise LapnetError(f"n_races must be a whole number >= 1, got {n_races!r}")
@@ -417,6 +451,8 @@ def simulate(
             stops[..., k] = np.where(due & prev_ok, q, stops[..., k])
     stops[..., 1] = np.where(two, np.maximum(stops[..., 1], stops[..., 0] + 4), NEVER)
     stops[..., 1] = np.where(stops[..., 1] > nl[..., 0] - 2, NEVER, stops[..., 1])  # too late: one stop
+    for c, plan, in_laps in _plans(strategies, C, n_laps, comp_names):  # what-ifs: after every draw, so none moves
+        strat[:, c], stops[:, c] = plan, in_laps
     under = np.zeros((R, C, 2))  # stop discount when pitting under SC/VSC
     for k in range(2):
         sl = np.clip(stops[..., k], 1, L).astype(int) - 1
@@ -663,6 +699,7 @@ def simulate_to_file(
     *,
     force: bool = False,
     label: str = "sim",
+    strategies: Mapping[str, tuple[Sequence[str], Sequence[int]]] | None = None,
 ) -> dict[str, Any]:
     """Simulate and write a lap table (.csv or .parquet) atomically; return `summarize` numbers.
 
@@ -678,7 +715,7 @@ def simulate_to_file(
         from lapnet.race.calibrate import load_calibration
 
         calibration = load_calibration(calibration)
-    df = simulate(n_races, seed, calibration, label=label)
+    df = simulate(n_races, seed, calibration, label=label, strategies=strategies)
     write_laps(df, out)
     summary = summarize(df)
     summary.update(out=str(out), seed=int(seed), calibrated=calibration is not None)

@@ -276,6 +276,15 @@ def same_laps(shared: int, n: int) -> bool:
     return shared >= SAME_LAPS_MIN and shared >= SAME_LAPS_SHARE * n
 
 
+def lap_overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int, bool]:
+    """How two races' lap keys (`lap_keys`) overlap: (laps in common, the smaller race's timed
+    laps, whether that makes them the same race or a part of it). A share of the smaller race,
+    so a part is caught either way round: two inputs here, and a run's training races against
+    an evaluated race (`pipeline.race_overlaps`: trained on laps 1-20, evaluated on all of it)."""
+    common, n = shared_laps(a, b), min(len(a), len(b))
+    return common, n, same_laps(common, n)
+
+
 def _refuse_repeated_laps(frames: list[pd.DataFrame], where: dict[str, str]) -> None:
     """Refuse two sources holding the same race's laps (a copy under another name, or a part of
     it): a training race would count twice, or sit in both training and validation, and an
@@ -287,9 +296,8 @@ def _refuse_repeated_laps(frames: list[pd.DataFrame], where: dict[str, str]) -> 
         for j in range(i + 1, len(frames)):
             for ra, ka in keys[i].items():
                 for rb, kb in keys[j].items():
-                    n = min(len(ka), len(kb))
-                    common = shared_laps(ka, kb)
-                    if same_laps(common, n):
+                    common, n, same = lap_overlap(ka, kb)
+                    if same:
                         small = ra if len(ka) <= len(kb) else rb
                         raise LapnetError(
                             f"{where[ra]} (race '{ra}') and {where[rb]} (race '{rb}') hold the same race's laps "

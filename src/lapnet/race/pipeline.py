@@ -976,17 +976,6 @@ IN_SAMPLE_RULE = ("in-sample when a training race and this race share at least h
                   "refuses two inputs holding the same race); share = laps in common / the smaller race's timed laps")
 
 
-def lap_overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int, bool]:
-    """How two races' lap keys (`io.lap_keys`) overlap: (laps in common, the smaller race's timed
-    laps, whether that makes them the same race or a part of it). The rule `io._refuse_repeated_laps`
-    applies to two inputs: a share of the smaller race, so a part is caught either way round (a
-    run trained on laps 1-20 of a race, evaluated on all of it, as well as the reverse)."""
-    from lapnet.race.io import same_laps, shared_laps
-
-    common, n = shared_laps(a, b), min(len(a), len(b))
-    return common, n, same_laps(common, n)
-
-
 def race_overlaps(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]:
     """Each race of `laps` against run `r`'s training races, told by their laps (`io.lap_keys`:
     driver, lap number and lap time to the millisecond), whatever the file or race is called.
@@ -994,11 +983,11 @@ def race_overlaps(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]
     Returns:
         (race -> its largest overlap: {"training_race" (None when it shares no lap), "laps" in
         common, "of": its timed laps, "training_of": that training race's, "share": laps / the
-        smaller of the two, "in_sample": `lap_overlap`'s verdict}, how it was checked: "laps"
+        smaller of the two, "in_sample": `io.lap_overlap`'s verdict}, how it was checked: "laps"
         with the run's training_laps.json; for a run trained before it existed, "whole races"
         (the run's race fingerprints: a part of a race is not caught, the share is 1 or None)).
     """
-    from lapnet.race.io import lap_keys
+    from lapnet.race.io import lap_keys, lap_overlap
 
     found: dict[str, dict] = {}
     keys = lap_keys(laps)
@@ -1032,7 +1021,7 @@ def _flagged(overlap: dict[str, dict]) -> dict[str, dict]:
 
 def in_sample_races(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]:
     """The races of `laps` that are a training race of run `r`, or a part of one, or of which a
-    training race is a part (`lap_overlap`): a renamed copy, its first 30 laps, three drivers of
+    training race is a part (`io.lap_overlap`): a renamed copy, its first 30 laps, three drivers of
     it, or the whole race when the run trained on its first 20 laps.
 
     Returns:

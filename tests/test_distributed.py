@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +23,47 @@ def _torchrun() -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run"]
 
 
+def _root_signal(stderr: str) -> int | None:
+    """The signal that killed the rank torchrun names as the root cause (None if it exited)."""
+    root = stderr.split("Root Cause", 1)[-1] if "Root Cause" in stderr else ""
+    m = re.search(r"exitcode\s*:\s*-(\d+)", root)
+    return int(m.group(1)) if m else None
+
+
+def _failure(proc: subprocess.CompletedProcess) -> str:
+    """The ranks' own output (the start of stderr) and torchrun's summary (its end)."""
+    err = proc.stderr
+    return err if len(err) <= 5000 else err[:3000] + "\n[...]\n" + err[-2000:]
+
+
+def _run(args: list[str], *, timeout: float, retry_clean=None, **kw) -> subprocess.CompletedProcess:
+    """torchrun ARGS, retried once when a rank was killed by a signal rather than exiting.
+
+    gloo's transport aborted a rank (SIGABRT) twice in CI under full load, roughly once in
+    several hundred launches; 325 launches in a row here, several at once beside the whole
+    suite, never did it. A rank that exits with an error (the code under test failing) is never
+    retried, and a retried abort is reported as a warning with the ranks' output.
+    `retry_clean` removes the first attempt's files before the retry.
+    """
+    for attempt in (1, 2):
+        proc = subprocess.run(_torchrun() + args, capture_output=True, text=True, timeout=timeout, **kw)
+        sig = _root_signal(proc.stderr) if proc.returncode != 0 else None
+        if sig is None or attempt == 2:
+            return proc
+        warnings.warn(f"torchrun: a rank was killed by signal {sig}; retrying once. Its output:\n{_failure(proc)}")
+        if retry_clean is not None:
+            retry_clean()
+    return proc
+
+
 @pytest.mark.xdist_group("torchrun")
 def test_two_ranks_equal_single_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, str(HELPER), str(tmp_path)], check=True, env=env, timeout=120)
-    proc = subprocess.run(
-        _torchrun() + ["--nproc_per_node=2", "--master_port=0", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
-                       str(HELPER), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run(["--nproc_per_node=2", "--master_port=0", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
+                 str(HELPER), str(tmp_path)],
+        env=env, timeout=180)
+    assert proc.returncode == 0, _failure(proc)
     single = np.load(tmp_path / "rank0_of1.npz")
     r0, r1 = np.load(tmp_path / "rank0_of2.npz"), np.load(tmp_path / "rank1_of2.npz")
     assert r0["losses"][-1] < 0.5 * r0["losses"][0]  # the loss falls
@@ -48,11 +83,10 @@ def test_uneven_and_numpy_batches_train_like_one_process(tmp_path, batch, numpy)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["--batch", str(batch)] + (["--numpy"] if numpy else [])
     subprocess.run([sys.executable, str(HELPER), str(tmp_path), *args], check=True, env=env, timeout=120)
-    proc = subprocess.run(
-        _torchrun() + ["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
-                       str(HELPER), str(tmp_path), *args],
-        env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run(["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
+                 str(HELPER), str(tmp_path), *args],
+        env=env, timeout=180)
+    assert proc.returncode == 0, _failure(proc)
     single = np.load(tmp_path / "rank0_of1.npz")
     r0, r1 = np.load(tmp_path / "rank0_of2.npz"), np.load(tmp_path / "rank1_of2.npz")
     assert r0["seen"][0] + r1["seen"][0] == max(batch, 2)  # each rank saw its own shard (or the stand-in)
@@ -68,12 +102,11 @@ def test_one_rank_failing_ends_the_job(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     text = tmp_path / "a.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 80)
-    proc = subprocess.run(
-        _torchrun() + ["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
-                       str(Path(__file__).parent / "helpers" / "rank_input.py"), str(text),
-                       "text", "train", "TEXT", "--hidden", "8", "--embed", "4", "--seq-len", "16", "--batch", "4",
-                       "--epochs", "50", "--quiet", "--out", str(tmp_path / "run")],
-        env=env, capture_output=True, text=True, timeout=150)
+    proc = _run(["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
+                 str(Path(__file__).parent / "helpers" / "rank_input.py"), str(text),
+                 "text", "train", "TEXT", "--hidden", "8", "--embed", "4", "--seq-len", "16", "--batch", "4",
+                 "--epochs", "50", "--quiet", "--out", str(tmp_path / "run")],
+        env=env, timeout=150)
     assert proc.returncode != 0
     assert "a.txt.missing: no such file" in proc.stderr
 
@@ -82,11 +115,10 @@ def test_one_rank_failing_ends_the_job(tmp_path):
 def test_two_ranks_agree_under_a_time_budget(tmp_path):
     """With --minutes the learning rate follows the clock: every rank must use the same one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        _torchrun() + ["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
-                       str(HELPER), str(tmp_path), "--minutes", "0.03"],
-        env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run(["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
+                 str(HELPER), str(tmp_path), "--minutes", "0.03"],
+        env=env, timeout=180)
+    assert proc.returncode == 0, _failure(proc)
     r0, r1 = np.load(tmp_path / "rank0_of2.npz"), np.load(tmp_path / "rank1_of2.npz")
     assert len(r0["losses"]) >= 2 and r0["losses"][-1] < r0["losses"][0]
     for k in r0.files:
@@ -106,11 +138,10 @@ def test_the_cli_trains_under_torchrun(tmp_path, command):
 
         simulate(2, seed=5).to_csv(tmp_path / "sim.csv", index=False)
         args = ["race", "train", str(tmp_path / "sim.csv"), "--epochs", "2", "--hidden", "8"]
-    proc = subprocess.run(
-        _torchrun() + ["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "-m", "lapnet",
-                       *args, "--out", str(tmp_path / "run"), "--quiet", "--json"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run(["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "-m", "lapnet",
+                 *args, "--out", str(tmp_path / "run"), "--quiet", "--json"],
+        env=env, timeout=300, cwd=tmp_path, retry_clean=lambda: shutil.rmtree(tmp_path / "run", ignore_errors=True))
+    assert proc.returncode == 0, _failure(proc)
     import json
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -118,3 +149,15 @@ def test_the_cli_trains_under_torchrun(tmp_path, command):
     assert (tmp_path / "run" / "model.safetensors").is_file()
     if command == "race":  # a race run is never resumed: no resume state is left behind
         assert not list((tmp_path / "run").rglob("last.safetensors"))
+
+
+def test_only_a_rank_killed_by_a_signal_counts_as_an_abort():
+    """The retry above reads torchrun's root cause: SIGABRT there is an abort; a rank that exited
+    with an error is the code under test failing, even though torchrun then SIGTERMs the others."""
+    def summary(first: str, root: str) -> str:
+        return (f"Failures:\n[1]:\n  rank      : 0\n  exitcode  : {first} (pid: 1)\n"
+                f"Root Cause (first observed failure):\n[0]:\n  rank      : 1\n  exitcode  : {root} (pid: 2)\n")
+
+    assert _root_signal(summary("-15", "-6")) == 6
+    assert _root_signal(summary("-15", "2")) is None
+    assert _root_signal("a rank printed exitcode  : -6 but torchrun gave no summary") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -685,15 +686,20 @@ def test_live_follow_waits_for_a_file_that_is_still_empty(run_cli, sim_tables, t
     grow.write_text("")
 
     def feed():
-        time.sleep(0.3)
-        with open(grow, "a") as f:
-            f.write(lines[0][:10])  # half a header
-            f.flush()
-            time.sleep(0.3)
-            f.write(lines[0][10:] + "".join(lines[1:4]))
-        time.sleep(0.6)
         import _thread
-        _thread.interrupt_main()  # Ctrl-C: how a --follow session ends
+
+        try:
+            time.sleep(0.3)
+            with open(grow, "a") as f:
+                f.write(lines[0][:10])  # half a header
+                f.flush()
+                time.sleep(0.3)
+                f.write(lines[0][10:] + "".join(lines[1:4]))
+            deadline = time.monotonic() + 60  # wait for the three JSON lines (capsys's stdout), however slow the machine
+            while sys.stdout.getvalue().count("\n") < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            _thread.interrupt_main()  # Ctrl-C: how a --follow session ends (also if this thread fails)
 
     threading.Thread(target=feed, daemon=True).start()
     code, out, err = run_cli("race", "live", run, grow, "--follow", "--race-laps", 50, "--poll", 0.05)

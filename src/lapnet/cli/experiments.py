@@ -5,7 +5,7 @@ Each command validates its options, calls one `lapnet.experiments` function, and
 the PNG figures plus metrics.json into --out (default runs/<command>). Lists are given
 comma-separated: `--lengths 50,100`; architectures as the design writes them,
 `--arch rnn lstm gru`, or repeated (`--arch rnn --arch gru`), or comma-separated
-(`--arch rnn,gru`, and the older `--archs rnn,gru`).
+(`--arch rnn,gru`, and the older `--archs rnn,gru`); trend trains one model and takes one.
 """
 
 from __future__ import annotations
@@ -104,6 +104,12 @@ def _device(device: str, engine: str = "torch") -> str:
     return resolve_device(device)
 
 
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the option `name` (its parameter name) was given on the command line."""
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name == "COMMANDLINE"
+
+
 def _positive(option: str, *values: int | float) -> None:
     for v in values:
         if not v > 0:
@@ -172,8 +178,21 @@ def sine_cmd(
     _finish(result, out, json_out, quiet, result.metrics["table"], "sine: final training MSE and forecast MSE")
 
 
+def _one_arch(command: str, arch: list[str] | None, default: str) -> str:
+    """The single architecture of a command that trains one model: a list (--arch rnn,gru) or
+    a repeated --arch is refused (Click would keep the last; [0] would keep the first)."""
+    archs = _archs("--arch", ",".join(arch)) if arch else (default,)
+    if len(archs) > 1:
+        raise LapnetError(f"{command} takes one --arch (rnn, lstm or gru), got {', '.join(archs)}: it trains one "
+                          f"model; run it once per architecture")
+    return archs[0]
+
+
 def trend_cmd(
-    arch: str = typer.Option("lstm", "--arch", help="rnn, lstm or gru."),
+    ctx: typer.Context,
+    arch: Optional[List[str]] = typer.Option(None, "--arch", show_default=False, metavar="<str>",
+                                             help="One architecture: rnn, lstm or gru (default lstm). trend trains "
+                                                  "one model: a list (--arch rnn,gru) or a second --arch is refused."),
     hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
     epochs: int = typer.Option(50, "--epochs", help="Full-batch epochs (Adam)."),
     lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
@@ -183,7 +202,8 @@ def trend_cmd(
     bidirectional: bool = typer.Option(False, "--bidirectional", help="Read each sequence both ways."),
     variable_length: bool = typer.Option(False, "--variable-length",
                                          help="Random lengths in [--min-length, --length], packed sequences."),
-    min_length: int = typer.Option(5, "--min-length", help="Shortest sequence with --variable-length."),
+    min_length: int = typer.Option(5, "--min-length",
+                                   help="Shortest sequence with --variable-length (without it: no effect, a warning)."),
     seed: int = typer.Option(42, "--seed", min=0, help="Seeds the data and the model."),
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -203,12 +223,22 @@ def trend_cmd(
     --engine numpy trains the same model on lapnet.scratch (variable lengths
     through the engine's lengths=, the packed-sequence semantics).
 
+    --arch takes one architecture: trend trains one model (a list is refused;
+    run the command once per architecture). --min-length applies only with
+    --variable-length.
+
     Example: lapnet trend --bidirectional --variable-length --engine numpy
     """
     from lapnet.cli.common import check_out_dir
     from lapnet.experiments.trend import TrendConfig, run_trend
 
-    cfg = TrendConfig(arch=_archs("--arch", arch)[0], hidden=hidden, n_train=n_train, n_test=n_test, seq_len=length,
+    one = _one_arch("trend", arch, "lstm")
+    if not variable_length and _typed(ctx, "min_length"):  # as `text train` does for --dropout with --layers 1
+        import warnings
+
+        warnings.warn(f"--min-length {min_length} does nothing without --variable-length: every sequence has "
+                      f"--length {length} steps; give --variable-length to use it")
+    cfg = TrendConfig(arch=one, hidden=hidden, n_train=n_train, n_test=n_test, seq_len=length,
                       min_len=min_length if variable_length else None, bidirectional=bidirectional, epochs=epochs,
                       lr=lr, seed=seed, engine=engine)
     cfg.validate()
@@ -253,8 +283,8 @@ def adding_cmd(
     not within --max-steps), final_test_mse, steps, test_mse, seconds}}},
     "table": [{arch, T, steps_to_solve, final_test_mse, seconds}]}. Within
     the default budget a tanh RNN does not reach 0.01; it does, several times
-    slower than an LSTM, with --lr 0.001 and about 9000 (T=50) or 15000
-    (T=100) steps: python benchmarks/adding.py.
+    slower than an LSTM, with --lr 0.001 and about 10000 (T=50) or 18000
+    (T=100) steps (3.2x and 4.3x the LSTM's): python benchmarks/adding.py.
 
     Example: lapnet adding --lengths 50,100 --max-steps 2000 (--engine numpy:
     the same on lapnet.scratch)

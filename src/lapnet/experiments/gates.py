@@ -67,8 +67,6 @@ def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentRe
         {name: saturation stats}, "mean_abs_h_per_char", ...}; figures "gates" (LSTM/GRU),
         "hidden"; arrays for --export (per layer: gates, h, c; ids; chars).
     """
-    from lapnet import plots
-
     text = cfg.text
     if not text:
         raise LapnetError("--text is empty: give at least one character")
@@ -94,44 +92,16 @@ def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentRe
     kind = trace.kind
     names = GATE_NAMES[kind]
     gate_stats = {g: saturation(rec[g][0], g) for g in names}
-    mean_abs_h = np.abs(rec["h"][0]).mean(axis=1)  # (T,)
+    # nan-aware: a padded step (NaN past a sequence's length) is left out, not spread over the row
+    mean_abs_h = _nan_stat(np.nanmean, np.abs(rec["h"][0]), axis=1)  # (T,)
 
-    import matplotlib.pyplot as plt
-
-    width = min(max(8.0, 2.5 + 0.42 * len(chars)), 40)  # wide enough for the titles even for one character
     figures = {}
-    shown = f"first {units} of {H} units" if units < H else f"{H} units"
     if names and cfg.figures:
-        panels = [*names, *(("c",) if kind == "lstm" else ())]
-        fig, axes = plt.subplots(len(panels), 1, figsize=(width, 2.3 * len(panels) + 0.6), layout="constrained")
-        for ax, g in zip(axes, panels):
-            vals = rec[g][0, :, :units].T  # (units, T)
-            if g in SIGMOID_GATES:
-                kw = dict(vmin=0.0, vmax=1.0, cmap="viridis", cbar_label="gate value")
-                st = gate_stats[g]
-                sub = f"{st['share_below_0.1']:.0%} < 0.1, {st['share_above_0.9']:.0%} > 0.9"
-            elif g == "c":
-                top = float(np.abs(vals).max())
-                m = float(np.percentile(np.abs(vals), 98)) or top or 1.0  # a few large cells would wash out the rest
-                kw = dict(vmin=-m, vmax=m, cmap="RdBu_r", cbar_label="cell value (clipped at 98th pct.)")
-                sub = f"|c| up to {top:.2f}, colour scale +-{m:.2f}"
-            else:
-                kw = dict(vmin=-1.0, vmax=1.0, cmap="RdBu_r", cbar_label="candidate value")
-                sub = f"{gate_stats[g]['share_abs_above_0.9']:.0%} with |value| > 0.9"
-            plots.heatmap(vals, xticklabels=chars, ax=ax, ylabel="unit",
-                          title=f"{_GATE_TITLES.get(g, g)} ({sub})", **kw)
-            if g != panels[-1]:
-                ax.set_xlabel("")  # one axis label, under the last panel
-        fig.suptitle(f"{kind.upper()} layer {layer} gates per character ({shown})")
-        figures["gates"] = fig
+        figures["gates"] = gates_figure({g: rec[g][0] for g in (*names, *(("c",) if kind == "lstm" else ()))},
+                                        kind=kind, layer=layer, chars=chars, max_units=units, stats=gate_stats)
     if cfg.figures:
-        fig_h, (ax1, ax2) = plt.subplots(2, 1, figsize=(width, 6.5), layout="constrained",
-                                         gridspec_kw={"height_ratios": [2, 1]})
-        plots.heatmap(rec["h"][0, :, :units].T, xticklabels=chars, ax=ax1, vmin=-1, vmax=1, ylabel="hidden unit",
-                      title=f"{kind.upper()} layer {layer} hidden state h_t ({shown})", cbar_label="h value")
-        plots.bars_per_char(mean_abs_h, chars, ax=ax2, title="Mean |h_t| over all units, per character",
-                            ylabel="mean |activation|")
-        figures["hidden"] = fig_h
+        figures["hidden"] = hidden_figure(rec["h"][0], mean_abs_h, kind=kind, layer=layer, chars=chars,
+                                          max_units=units)
 
     arrays: dict[str, np.ndarray] = {"ids": ids[0].cpu().numpy(), "chars": np.array(chars)}
     for l, r in enumerate(trace.layers):
@@ -146,8 +116,94 @@ def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentRe
     return ExperimentResult("gates", metrics, figures, arrays)
 
 
+def _width(chars: list[str]) -> float:
+    return min(max(8.0, 2.5 + 0.42 * len(chars)), 40)  # wide enough for the titles even for one character
+
+
+def _shown(units: int, H: int) -> str:
+    return f"first {units} of {H} units" if units < H else f"{H} units"
+
+
+def gates_figure(gates: dict[str, np.ndarray], *, kind: str, layer: int, chars: list[str], max_units: int,
+                 stats: dict[str, dict]):
+    """gates.png: one heatmap per gate (and the LSTM's cell state c), units down, characters across.
+
+    Args:
+        gates: name -> (T, H) values of one sequence, in panel order ("i", "f", "g", "o", "c" or
+            "r", "z", "n"); NaN (a padded step past the sequence's length) is drawn blank.
+        kind, layer: "lstm" | "gru" and the layer index, for the titles.
+        chars: the T characters along x.
+        max_units: rows drawn per heatmap (the first units).
+        stats: name -> `saturation` statistics of the gate (for the subtitles).
+    """
+    import matplotlib.pyplot as plt
+
+    from lapnet import plots
+
+    panels = list(gates)
+    H = next(iter(gates.values())).shape[-1]
+    units = min(H, max_units)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(_width(chars), 2.3 * len(panels) + 0.6),
+                             layout="constrained", squeeze=False)
+    for ax, g in zip(axes[:, 0], panels):
+        vals = np.asarray(gates[g])[:, :units].T  # (units, T)
+        if g in SIGMOID_GATES:
+            kw = dict(vmin=0.0, vmax=1.0, cmap="viridis", cbar_label="gate value")
+            st = stats[g]
+            sub = f"{st['share_below_0.1']:.0%} < 0.1, {st['share_above_0.9']:.0%} > 0.9"
+        elif g == "c":
+            top = float(_nan_stat(np.nanmax, np.abs(vals), default=0.0))
+            # a few large cells would wash out the rest: the colour scale stops at the 98th percentile
+            m = float(_nan_stat(np.nanpercentile, np.abs(vals), 98, default=0.0)) or top or 1.0
+            kw = dict(vmin=-m, vmax=m, cmap="RdBu_r", cbar_label="cell value (clipped at 98th pct.)")
+            sub = f"|c| up to {top:.2f}, colour scale +-{m:.2f}"
+        else:
+            kw = dict(vmin=-1.0, vmax=1.0, cmap="RdBu_r", cbar_label="candidate value")
+            sub = f"{stats[g]['share_abs_above_0.9']:.0%} with |value| > 0.9"
+        plots.heatmap(vals, xticklabels=chars, ax=ax, ylabel="unit", title=f"{_GATE_TITLES.get(g, g)} ({sub})", **kw)
+        if g != panels[-1]:
+            ax.set_xlabel("")  # one axis label, under the last panel
+    fig.suptitle(f"{kind.upper()} layer {layer} gates per character ({_shown(units, H)})")
+    return fig
+
+
+def hidden_figure(h: np.ndarray, mean_abs_h: np.ndarray, *, kind: str, layer: int, chars: list[str],
+                  max_units: int):
+    """hidden.png: the hidden-state heatmap h (T, H) of one sequence (NaN at a padded step is
+    drawn blank) above the bars of `mean_abs_h` (T,), the mean |h_t| per character."""
+    import matplotlib.pyplot as plt
+
+    from lapnet import plots
+
+    H = h.shape[-1]
+    units = min(H, max_units)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(_width(chars), 6.5), layout="constrained",
+                                   gridspec_kw={"height_ratios": [2, 1]})
+    plots.heatmap(np.asarray(h)[:, :units].T, xticklabels=chars, ax=ax1, vmin=-1, vmax=1, ylabel="hidden unit",
+                  title=f"{kind.upper()} layer {layer} hidden state h_t ({_shown(units, H)})", cbar_label="h value")
+    plots.bars_per_char(np.asarray(mean_abs_h), chars, ax=ax2, title="Mean |h_t| over all units, per character",
+                        ylabel="mean |activation|")
+    return fig
+
+
+def _nan_stat(fn, values: np.ndarray, *args, default: float = float("nan"), **kwargs):
+    """`fn` (np.nanmean, np.nanmax, np.nanpercentile) of `values`, which may hold NaN at padded
+    steps, without the RuntimeWarning of an all-NaN slice; an all-NaN result is `default`."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = fn(values, *args, **kwargs)
+    return np.where(np.isnan(out), default, out) if np.ndim(out) else (default if np.isnan(out) else out)
+
+
+# torch's GRU (which lapnet's models and engine follow) computes h' = (1 - z) * n + z * h, so its z
+# is the share of h_{t-1} kept: the notebook writes h_t = (1 - z_t) * h_{t-1} + z_t * h~_t, whose z
+# is the share replaced. The title says which one the heatmap shows.
 _GATE_TITLES = {"i": "input gate i", "f": "forget gate f", "g": "candidate g", "o": "output gate o",
-                "c": "cell state c", "r": "reset gate r", "z": "update gate z", "n": "candidate n"}
+                "c": "cell state c", "r": "reset gate r",
+                "z": "update gate z (torch's: 1 = keep h_{t-1}; notebook's z = 1 - this)",
+                "n": "candidate n"}
 
 
 def run_gates(run: str | Path, cfg: GatesConfig | None = None, *, device: str = "cpu") -> ExperimentResult:

@@ -180,6 +180,34 @@ def clipping_comparison(cfg: GradflowConfig, *, progress: bool = False) -> dict:
             "eval_every": max(1, cfg.clip_steps // 20), "runs": runs}
 
 
+def spectrum_figure(per_arch: dict[str, dict], phases: list[str]):
+    """spectrum.png: with an RNN among the architectures, the eigenvalues of its W_hh (left,
+    per phase, with the unit circle) beside the spectral radius of every gate block of W_hh
+    (right); without one, the spectral radii alone, in one panel (no empty axis).
+
+    Args:
+        per_arch: arch -> {phase: {"spectrum": {block: {"spectral_radius", "eigenvalues"}}}},
+            as `run_gradflow` measures it.
+        phases: the phases measured ("init", and "trained" when the models were trained).
+    """
+    import matplotlib.pyplot as plt
+
+    from lapnet import plots
+
+    radii = {a: {p: {g: s["spectral_radius"] for g, s in e[p]["spectrum"].items()} for p in phases}
+             for a, e in per_arch.items()}
+    if "rnn" not in per_arch:
+        fig, ax = plt.subplots(figsize=(7, 5.2), layout="constrained")
+        plots.spectral_radii(radii, ax=ax)
+        return fig
+    fig, sax = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained")
+    eig = {f"RNN {p}": np.array([complex(*e) for e in per_arch["rnn"][p]["spectrum"]["h"]["eigenvalues"]])
+           for p in phases}
+    plots.eigenvalues(eig, ax=sax[0], title="Eigenvalues of the RNN's W_hh")
+    plots.spectral_radii(radii, ax=sax[1])
+    return fig
+
+
 def run_gradflow(cfg: GradflowConfig | None = None, *, progress: bool = False) -> ExperimentResult:
     """Measure gradient flow, W_hh spectra and the clipping comparison.
 
@@ -227,16 +255,7 @@ def run_gradflow(cfg: GradflowConfig | None = None, *, progress: bool = False) -
         title = "at initialisation" if phase == "init" else f"after {cfg.steps} training steps"
         plots.gradient_flow(curves, ax=ax, analytic=ANALYTIC,
                             title=f"Gradient flow, adding problem T={cfg.length}, {title}")
-    fig_spec, sax = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained")
-    if "rnn" in per_arch:
-        eig = {f"RNN {p}": np.array([complex(*e) for e in per_arch["rnn"][p]["spectrum"]["h"]["eigenvalues"]])
-               for p in phases}
-        plots.eigenvalues(eig, ax=sax[0], title="Eigenvalues of the RNN's W_hh")
-    else:
-        sax[0].axis("off")
-    plots.spectral_radii({a: {p: {g: s["spectral_radius"] for g, s in e[p]["spectrum"].items()} for p in phases}
-                          for a, e in per_arch.items()}, ax=sax[1])
-    figures = {"gradflow": fig, "spectrum": fig_spec}
+    figures = {"gradflow": fig, "spectrum": spectrum_figure(per_arch, phases)}
     metrics = {"experiment": "gradflow", "config": asdict(cfg), "analytic_factors": list(ANALYTIC),
                "archs": per_arch}
     if cfg.clip_steps > 0:

@@ -14,6 +14,19 @@ from lapnet.errors import LapnetError
 from lapnet.scratch.recurrent import all_finite, as_numpy, check_dtype, check_param, check_size
 
 
+def _check_dy(dy: Any, shape: tuple[int, ...], layer: str, dtype: np.dtype) -> np.ndarray:
+    """The upstream gradient as an array of `dtype`: shaped like the layer's output, numeric, finite."""
+    dy = as_numpy(dy)
+    if dy.shape != shape:
+        raise LapnetError(f"{layer} backward: dy must have shape {shape} like the output, got {dy.shape}")
+    if dy.dtype.kind not in "biuf":
+        raise LapnetError(f"{layer} backward: dy must be numeric, got dtype {dy.dtype}")
+    dy = dy.astype(dtype, copy=False)
+    if not all_finite(dy):
+        raise LapnetError(f"{layer} backward: dy contains NaN or infinite values")
+    return dy
+
+
 class _Module:
     """Parameter bookkeeping shared by Embedding and Linear."""
 
@@ -71,7 +84,10 @@ class Embedding(_Module):
     def backward(self, dy: np.ndarray, cache: np.ndarray) -> dict[str, np.ndarray]:
         """dy (..., D) -> {'weight': (V, D)}: rows of repeated ids accumulate."""
         ids = cache
-        dy = np.asarray(dy, self.dtype).reshape(-1, self.embedding_dim)
+        if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu":
+            raise LapnetError("Embedding backward needs the cache forward returned (the token ids)")
+        dy = _check_dy(dy, ids.shape + (self.embedding_dim,), "Embedding", self.dtype)
+        dy = dy.reshape(-1, self.embedding_dim)  # (N, D)
         dw = np.zeros_like(self._params["weight"])
         np.add.at(dw, ids.ravel(), dy)
         return {"weight": dw}
@@ -115,7 +131,9 @@ class Linear(_Module):
     def backward(self, dy: np.ndarray, cache: np.ndarray):
         """dy (..., D_out) -> (dx (..., D_in), {'weight', 'bias'})."""
         x = cache
-        dy = np.asarray(dy, self.dtype)
+        if not isinstance(x, np.ndarray) or x.shape[-1:] != (self.in_features,):
+            raise LapnetError("Linear backward needs the cache forward returned (its input x)")
+        dy = _check_dy(dy, x.shape[:-1] + (self.out_features,), "Linear", self.dtype)
         dy2 = dy.reshape(-1, self.out_features)  # (N, D_out)
         grads = {"weight": dy2.T @ x.reshape(-1, self.in_features), "bias": dy2.sum(axis=0)}
         return dy @ self._params["weight"], grads  # (..., D_in)

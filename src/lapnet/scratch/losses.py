@@ -58,11 +58,20 @@ def softmax_cross_entropy(logits: Any, targets: Any, *, mask: Any = None, ignore
 def mse_loss(pred: Any, target: Any):
     """Mean squared error over every element, and its gradient (as torch's MSELoss).
 
+    pred and target must be numeric arrays of the same shape with at least one element
+    (a mean over nothing is undefined: torch returns nan, this refuses).
+
     Returns:
-        loss: float.  dpred: same shape as pred.
+        loss: float.  dpred: same shape as pred, in the inputs' common float dtype (float64 for ints).
     """
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:
         raise LapnetError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
-    diff = pred - target
+    if pred.dtype.kind not in "biuf" or target.dtype.kind not in "biuf":
+        raise LapnetError(f"mse_loss needs numeric arrays, got dtypes {pred.dtype} (pred) and {target.dtype} (target)")
+    if pred.size == 0:
+        raise LapnetError(f"mse_loss needs at least one element, got empty arrays of shape {pred.shape}")
+    dt = np.result_type(pred.dtype, target.dtype)
+    dt = dt if dt.kind == "f" else np.dtype(np.float64)  # float inputs keep their dtype; ints and bools: float64
+    diff = pred.astype(dt, copy=False) - target.astype(dt, copy=False)
     return float(np.mean(diff * diff)), diff * (2.0 / diff.size)

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lapnet.errors import LapnetError
+from lapnet.scratch.recurrent import all_finite
 
 
 def _number(name: str, v: Any, *, positive: bool = False) -> float:
@@ -30,14 +31,42 @@ def _number(name: str, v: Any, *, positive: bool = False) -> float:
     return f
 
 
+def _float_arrays(what: str, arrays: Any, role: str, updated: str) -> dict[str, np.ndarray]:
+    """`arrays` as a dict of writable float ndarrays (they are `updated` in place), else a
+    LapnetError naming the first offender."""
+    if not isinstance(arrays, Mapping):
+        example = "layer.parameters()" if role == "parameter" else "the grads backward returns"
+        raise LapnetError(f"{what} needs a dict of name -> {role} array ({example}), got {type(arrays).__name__}")
+    for k, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+            got = f"an array of dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise LapnetError(f"{what}: {role} {k!r} must be a float numpy array ({updated} in place), got {got}")
+        if not a.flags.writeable:
+            raise LapnetError(f"{what}: {role} {k!r} is a read-only array; it is {updated} in place")
+    return dict(arrays)
+
+
 def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
     """Scale all gradients together so their global L2 norm is at most `max_norm`.
 
-    Same rule as torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6)).
-    Returns the norm before clipping.
+    Same rule as torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6)),
+    the norm summed in float64 (as torch on the CPU), so finite float32 gradients never
+    overflow it. Returns the norm before clipping.
+
+    A gradient containing NaN or inf is refused with a LapnetError naming it, and nothing
+    is changed, as torch's clip_grad_norm_(..., error_if_nonfinite=True) does: such a norm
+    cannot be clipped to anything meaningful, and the run has diverged (torch's default,
+    error_if_nonfinite=False, scales every gradient by NaN instead).
     """
     max_norm = _number("max_norm", max_norm, positive=True)
-    total = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    grads = _float_arrays("clip_grad_norm", grads, "gradient", "scaled")
+    bad = [k for k, g in grads.items() if not all_finite(g)]
+    if bad:
+        many = len(bad) > 1
+        raise LapnetError(f"clip_grad_norm: gradient{'s' * many} {', '.join(map(repr, bad))} "
+                          f"contain{'s' * (not many)} NaN or infinite values (nothing was changed): "
+                          f"the run has diverged; lower the learning rate")
+    total = math.sqrt(sum(float(np.vdot(a, a)) for a in (g.astype(np.float64, copy=False) for g in grads.values())))
     coef = max_norm / (total + 1e-6)
     if coef < 1.0:
         for g in grads.values():
@@ -46,9 +75,10 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
 
 
 def clip_grad_value(grads: Mapping[str, np.ndarray], clip_value: float) -> None:
-    """Clip every gradient element to [-clip_value, clip_value] in place (char-rnn's rule)."""
+    """Clip every gradient element to [-clip_value, clip_value] in place (char-rnn's rule;
+    as torch's clip_grad_value_, inf becomes +-clip_value and NaN stays NaN)."""
     clip_value = _number("clip_value", clip_value, positive=True)
-    for g in grads.values():
+    for g in _float_arrays("clip_grad_value", grads, "gradient", "clipped").values():
         np.clip(g, -clip_value, clip_value, out=g)
 
 
@@ -59,25 +89,36 @@ class Optimizer:
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float) -> None:
         self.lr = _number("lr", lr, positive=True)
-        self.params = dict(params)
+        self.params = _float_arrays(type(self).__name__, params, "parameter", "updated")
+        if not self.params:
+            raise LapnetError(f"{type(self).__name__} got an empty dict of parameters")
         self.t = 0
         self.state = {s: {k: np.zeros_like(p) for k, p in self.params.items()} for s in self._slots}
 
-    def _check(self, grads: Mapping[str, np.ndarray]) -> None:
+    def _check(self, grads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The gradients as arrays of their parameters' dtypes; every check before any update."""
+        if not isinstance(grads, Mapping):
+            raise LapnetError(f"step needs a dict of name -> gradient array, got {type(grads).__name__}")
         missing = [k for k in self.params if k not in grads]
         if missing:
             raise LapnetError(f"no gradient for parameter(s) {', '.join(missing)}")
+        out = {}
         for k, p in self.params.items():
-            if grads[k].shape != p.shape:
-                raise LapnetError(f"gradient {k!r} has shape {grads[k].shape}, parameter {p.shape}")
+            g = np.asarray(grads[k])
+            if g.shape != p.shape:
+                raise LapnetError(f"gradient {k!r} has shape {g.shape}, parameter {p.shape}")
+            if g.dtype.kind not in "biuf":
+                raise LapnetError(f"gradient {k!r} must be numeric, got dtype {g.dtype}")
+            out[k] = g.astype(p.dtype, copy=False)
+        return out
 
     def step(self, grads: Mapping[str, np.ndarray], lr: float | None = None) -> None:
         """Update every parameter in place; `lr` overrides the rate for this step (schedules)."""
-        self._check(grads)
-        self.t += 1
+        grads = self._check(grads)
         lr = self.lr if lr is None else _number("lr", lr)  # a schedule may reach 0
+        self.t += 1
         for k, p in self.params.items():
-            self._update(k, p, np.asarray(grads[k], p.dtype), lr)
+            self._update(k, p, grads[k], lr)
 
     def _update(self, k: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
         raise NotImplementedError
@@ -89,6 +130,8 @@ class Optimizer:
         return out
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        if not isinstance(state, Mapping):
+            raise LapnetError(f"optimizer state must be a dict of name -> array, got {type(state).__name__}")
         want = {f"{s}.{k}" for s in self._slots for k in self.params} | {"step"}
         if set(state) != want:
             raise LapnetError(f"optimizer state does not match: missing {sorted(want - set(state))}, "

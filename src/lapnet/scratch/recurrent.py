@@ -14,6 +14,7 @@ Stacking: layer l+1 reads layer l's output (both directions concatenated); with
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping
@@ -71,13 +72,17 @@ def check_param(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def check_dtype(dtype: Any) -> np.dtype:
-    """float32 or float64 (as a numpy dtype, a string or a torch dtype)."""
+    """float32 or float64 (as a numpy dtype, a string or a torch dtype); None is the default,
+    float32, as in torch."""
+    if dtype is None:
+        return DTYPES[0]
     name = str(dtype).replace("torch.", "")
     try:
         dt = np.dtype(name if name in ("float32", "float64") else dtype)
-    except TypeError:
+    except (TypeError, ValueError):  # 'bogus', [1, 2], ...: not a dtype at all
         dt = None
-    if dt not in DTYPES:
+    # `is None` first: NumPy's `None in (float32, float64)` is True (np.dtype(None) is float64)
+    if dt is None or dt not in DTYPES:
         raise LapnetError(f"dtype {dtype!r}: the engine supports float32 and float64")
     return dt
 
@@ -111,12 +116,22 @@ class RecurrentCache:
 
     def gates(self, layer: int = 0, direction: int = 0) -> dict[str, np.ndarray]:
         """Gate activations of one layer and direction, batch-first (B, T, H) arrays
-        (LSTM: i, f, g, o and the cell c; GRU: r, z, n; RNN: none)."""
+        (LSTM: i, f, g, o and the cell c; GRU: r, z, n; RNN: none).
+
+        With `lengths`, every entry past a sequence's end is 0, as the output `out` is
+        there: those steps are padding, not part of the sequence (the kernels compute
+        throwaway values at them). Select the live steps with `t < lengths[b]` before taking
+        statistics: a 0 there is no real gate value.
+        """
         for name, v, n in (("layer", layer, len(self.kernels)), ("direction", direction, len(self.kernels[0]))):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < n:
                 raise LapnetError(f"gates: {name} must be an integer in [0, {n}) for {self.describe()}, got {v!r}")
         k = self.kernels[layer][direction]
-        return {name: np.ascontiguousarray(a.transpose(1, 0, 2)) for name, a in k.gates().items()}
+        if self.mask is None:
+            return {name: np.ascontiguousarray(a.transpose(1, 0, 2)) for name, a in k.gates().items()}
+        # (T, B, H) where (T, B, 1) live steps, else 0; then batch-first
+        return {name: np.ascontiguousarray(np.where(self.mask, a, a.dtype.type(0)).transpose(1, 0, 2))
+                for name, a in k.gates().items()}
 
 
 class Recurrent:
@@ -158,6 +173,11 @@ class Recurrent:
         self.num_directions = 2 if self.bidirectional else 1
         self.dropout = float(dropout)
         self.dtype = check_dtype(dtype)
+        if self.dropout > 0 and self.num_layers == 1:  # as torch.nn.RNN/LSTM/GRU warn
+            # point at the caller's line: LSTM() runs this directly, RNN() and GRU() via their own __init__
+            warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: dropout sits between stacked "
+                          f"layers (after every layer but the last), so it needs num_layers > 1", UserWarning,
+                          stacklevel=2 + (type(self).__init__ is not Recurrent.__init__))
         self._uid = next(_uids)  # names this object in its caches (backward refuses another's)
         rng = np.random.default_rng(seed)
         k = 1.0 / np.sqrt(self.hidden_size)  # torch's init: U(-1/sqrt(H), 1/sqrt(H)) for every tensor
@@ -220,7 +240,7 @@ class Recurrent:
 
     def astype(self, dtype: Any) -> "Recurrent":
         """A copy of this layer with parameters (and computation) in `dtype`."""
-        new = type(self)(**self._config(), dtype=dtype)
+        new = _quietly(type(self), **self._config(), dtype=dtype)  # the dropout warning was given once already
         new.load_state_dict(self._params)
         return new
 
@@ -243,6 +263,12 @@ class Recurrent:
         """
         if cls is Recurrent:
             return from_torch(module)
+        got = _TORCH_MODES.get(getattr(module, "mode", None))  # by name: torch is never imported here
+        if got is not cls:
+            what = got.__name__ if got is not None else type(module).__name__
+            a = "an" if what in ("LSTM", "RNN") or what[:1] in "AEIOU" else "a"
+            raise LapnetError(f"{cls.__name__}.from_torch got {a} {what}: it builds the twin of a "
+                              f"torch.nn.{cls.__name__} (scratch.from_torch(module) picks the class itself)")
         if getattr(module, "proj_size", 0) or not getattr(module, "bias", True):
             raise LapnetError("from_torch: projections (proj_size) and bias=False are not supported")
         dtype = str(module.weight_hh_l0.dtype).replace("torch.", "")
@@ -250,8 +276,8 @@ class Recurrent:
             raise LapnetError(f"from_torch: the module's parameters are {dtype}; only float32 and float64 are "
                               f"supported (convert it with module.float() or module.double())")
         extra = {"nonlinearity": "relu" if module.mode == "RNN_RELU" else "tanh"} if cls is RNN else {}
-        layer = cls(module.input_size, module.hidden_size, module.num_layers, bidirectional=module.bidirectional,
-                    dropout=float(module.dropout), dtype=dtype, **extra)
+        layer = _quietly(cls, module.input_size, module.hidden_size, module.num_layers,  # torch warned already
+                         bidirectional=module.bidirectional, dropout=float(module.dropout), dtype=dtype, **extra)
         layer.load_state_dict(module.state_dict())
         return layer
 
@@ -570,12 +596,19 @@ class GRU(Recurrent):
 
 
 KINDS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+_TORCH_MODES = {"RNN_TANH": RNN, "RNN_RELU": RNN, "LSTM": LSTM, "GRU": GRU}  # torch's `module.mode` -> class
+
+
+def _quietly(cls, *args, **kwargs) -> Recurrent:
+    """cls(*args, **kwargs) without the one-layer dropout warning (for copies of a layer that had it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"dropout=.* has no effect", category=UserWarning)
+        return cls(*args, **kwargs)
 
 
 def from_torch(module: Any) -> Recurrent:
     """The engine twin of any torch.nn.RNN / LSTM / GRU module (weights copied)."""
-    mode = getattr(module, "mode", None)
-    cls = {"RNN_TANH": RNN, "RNN_RELU": RNN, "LSTM": LSTM, "GRU": GRU}.get(mode)
+    cls = _TORCH_MODES.get(getattr(module, "mode", None))
     if cls is None:
         raise LapnetError(f"from_torch: expected torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
     return cls.from_torch(module)

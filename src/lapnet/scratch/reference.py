@@ -48,6 +48,10 @@ dL/da summed over the batch and the steps. That is also why one of them is redun
     hs, h_T, cache = rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
     dx, dh0, grads = rnn_backward(dhs, dh_T, cache)
     dx, dh0, grads, dh_steps = rnn_backward(dhs, dh_T, cache, return_steps=True)
+
+Every function first checks the shapes of what it is given and refuses a wrong one with a
+LapnetError naming it ("h0 must be (B, H) = (2, 4), got (1, 2, 4)"): NumPy would otherwise
+broadcast it into a wrong answer without a word.
 """
 
 from __future__ import annotations
@@ -63,6 +67,25 @@ def sigmoid(a: np.ndarray) -> np.ndarray:
     return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def _check_shapes(x, w, gates: int, **states) -> None:
+    """Refuse wrong shapes before any work: NumPy would broadcast most of them into a wrong
+    answer without a word. x (B, T, D); w = (w_ih, w_hh, b_ih, b_hh) with w_ih (G*H, D),
+    w_hh (G*H, H), b_ih and b_hh (G*H,), G = `gates`; each state (B, H), `dhs` (B, T, H)."""
+    w, G = dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"), w)), f"{gates}H" if gates > 1 else "H"
+    if np.ndim(x) != 3 or 0 in np.shape(x):
+        raise LapnetError(f"x must be (B, T, D) with B, T, D >= 1, got {np.shape(x)}")
+    if np.ndim(w["w_hh"]) != 2 or 0 in np.shape(w["w_hh"]):
+        raise LapnetError(f"w_hh must be ({G}, H) with H >= 1, got {np.shape(w['w_hh'])}")
+    (B, T, D), H = np.shape(x), np.shape(w["w_hh"])[1]
+    GH = gates * H
+    want = {"w_ih": (f"{G}, D", (GH, D)), "w_hh": (f"{G}, H", (GH, H)), "b_ih": (f"{G},", (GH,)),
+            "b_hh": (f"{G},", (GH,)), "dhs": ("B, T, H", (B, T, H))}
+    for name, a in {**w, **states}.items():
+        dims, shape = want.get(name, ("B, H", (B, H)))  # any other name is a state: h0, c0, dh_T, dc_T
+        if np.shape(a) != shape:
+            raise LapnetError(f"{name} must be ({dims}) = {shape}, got {np.shape(a)}")
+
+
 def _zero_grads(w_ih, w_hh, b_ih, b_hh) -> dict[str, np.ndarray]:
     return {"w_ih": np.zeros_like(w_ih), "w_hh": np.zeros_like(w_hh),
             "b_ih": np.zeros_like(b_ih), "b_hh": np.zeros_like(b_hh)}
@@ -74,6 +97,9 @@ def _zero_grads(w_ih, w_hh, b_ih, b_hh) -> dict[str, np.ndarray]:
 
 def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity: str = "tanh"):
     """x (B, T, D), h0 (B, H) -> hs (B, T, H), h_T (B, H), cache."""
+    _check_shapes(x, (w_ih, w_hh, b_ih, b_hh), 1, h0=h0)
+    if nonlinearity not in ("tanh", "relu"):
+        raise LapnetError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     act = np.tanh if nonlinearity == "tanh" else (lambda a: np.maximum(a, 0.0))
     T = x.shape[1]
     h, hs, pre = h0, [], []
@@ -92,6 +118,7 @@ def rnn_backward(dhs, dh_T, cache, return_steps: bool = False):
     With `return_steps`, dh_steps[:, t] is the total dL/dh_t: dhs[:, t] plus what step t+1
     sends back (the final state's dh_T at the last step).
     """
+    _check_shapes(cache["x"], cache["w"], 1, dhs=dhs, dh_T=dh_T)
     x, hs, pre = cache["x"], cache["hs"], cache["pre"]
     w_ih, w_hh, b_ih, b_hh = cache["w"]
     g = _zero_grads(w_ih, w_hh, b_ih, b_hh)
@@ -123,6 +150,7 @@ def rnn_backward(dhs, dh_T, cache, return_steps: bool = False):
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     """x (B, T, D), h0, c0 (B, H) -> hs (B, T, H), (h_T, c_T), cache."""
+    _check_shapes(x, (w_ih, w_hh, b_ih, b_hh), 4, h0=h0, c0=c0)
     T = x.shape[1]
     h, c = h0, c0
     steps = []
@@ -144,6 +172,7 @@ def lstm_backward(dhs, dh_T, dc_T, cache, return_steps: bool = False):
     With `return_steps`, dh_steps[:, t] and dc_steps[:, t] (B, T, H) are the total dL/dh_t
     and dL/dc_t: from the output at t, from step t+1, and for c_t also through h_t.
     """
+    _check_shapes(cache["x"], cache["w"], 4, dhs=dhs, dh_T=dh_T, dc_T=dc_T)
     x, steps = cache["x"], cache["steps"]
     w_ih, w_hh, b_ih, b_hh = cache["w"]
     gr = _zero_grads(w_ih, w_hh, b_ih, b_hh)
@@ -183,6 +212,9 @@ def lstm_backward(dhs, dh_T, dc_T, cache, return_steps: bool = False):
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, form: str = "pytorch"):
     """x (B, T, D), h0 (B, H) -> hs (B, T, H), h_T (B, H), cache."""
+    _check_shapes(x, (w_ih, w_hh, b_ih, b_hh), 3, h0=h0)
+    if form not in ("pytorch", "textbook"):
+        raise LapnetError(f"form must be 'pytorch' or 'textbook', got {form!r}")
     H = h0.shape[1]
     w_hr_hz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]  # (2H, H), (H, H)
     b_hr_hz, b_hn = b_hh[: 2 * H], b_hh[2 * H :]  # (2H,), (H,)
@@ -209,6 +241,7 @@ def gru_backward(dhs, dh_T, cache, return_steps: bool = False):
     With `return_steps`, dh_steps[:, t] is the total dL/dh_t (from the output at t and from
     step t+1).
     """
+    _check_shapes(cache["x"], cache["w"], 3, dhs=dhs, dh_T=dh_T)
     x, steps = cache["x"], cache["steps"]
     w_ih, w_hh, b_ih, b_hh = cache["w"]
     H = dh_T.shape[1]

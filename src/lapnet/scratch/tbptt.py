@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from lapnet.errors import LapnetError
+from lapnet.scratch.recurrent import check_size
 
 
 def detach(state: Any) -> Any:
@@ -36,10 +37,10 @@ def detach(state: Any) -> Any:
 
 def chunks(T: int, chunk: int) -> Iterator[slice]:
     """Time slices [0:chunk], [chunk:2*chunk], ... covering T steps (the last may be shorter)."""
-    if chunk < 1:
-        raise LapnetError(f"chunk length must be at least 1, got {chunk}")
-    for t0 in range(0, T, chunk):
-        yield slice(t0, min(T, t0 + chunk))
+    chunk = check_size("chunk", chunk)
+    if isinstance(T, (bool, np.bool_)) or not isinstance(T, (int, np.integer)) or T < 0:
+        raise LapnetError(f"T must be an integer >= 0, got {T!r}")
+    return (slice(t0, min(T, t0 + chunk)) for t0 in range(0, T, chunk))  # checked at the call, not when iterated
 
 
 def truncated_bptt(layer, x: np.ndarray, chunk: int, loss_grad: Callable, state: Any = None, *,
@@ -50,7 +51,7 @@ def truncated_bptt(layer, x: np.ndarray, chunk: int, loss_grad: Callable, state:
         layer: a scratch recurrent layer (unidirectional: a reverse direction cannot carry
             its state from one chunk to the next, since it reads each chunk from its end).
         x: (B, T, D) the whole sequence.
-        chunk: steps per chunk.
+        chunk: steps per chunk, a positive integer.
         loss_grad: f(out_chunk (B, t, H), time_slice) -> (loss float, dout_chunk (B, t, H)).
         state: initial state or None.
         lengths: (B,) true lengths 1..T, or None (all T). As in `layer.forward`, outputs past
@@ -61,6 +62,10 @@ def truncated_bptt(layer, x: np.ndarray, chunk: int, loss_grad: Callable, state:
         total loss (sum over chunks), grads summed over chunks (keyed like state_dict),
         dx (B, T, D) within-chunk input gradients, and the final state.
     """
+    chunk = check_size("chunk", chunk)
+    if not callable(loss_grad):
+        raise LapnetError(f"loss_grad must be a function (out_chunk, time_slice) -> (loss, dout_chunk), "
+                          f"got {type(loss_grad).__name__}")
     x = np.asarray(x)
     if x.ndim != 3:
         raise LapnetError(f"truncated_bptt input must be (B, T, D), got shape {x.shape}")

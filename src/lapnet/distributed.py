@@ -9,8 +9,11 @@ batch, and only rank 0 writes files (`lapnet.checkpoint` skips writes on other r
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
+
+from lapnet.errors import LapnetError
 
 
 def world_size() -> int:
@@ -25,8 +28,11 @@ def rank() -> int:
     """This process's rank in the process group; 0 when no group was joined (a RANK variable
     alone, set by some other launcher, does not make a process a follower that writes nothing)."""
     dist = sys.modules.get("torch.distributed")  # never imports torch: the NumPy side calls this too
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return dist.get_rank()
+    except AttributeError:  # a torch whose import a Ctrl-C cut short: half a module, and no group
+        pass
     return 0
 
 
@@ -62,6 +68,11 @@ def barrier() -> None:
         dist.barrier()
 
 
+class PeerLost(LapnetError):
+    """Another rank left the process group (it died, or torchrun stopped it) before this rank's
+    final barrier; this rank's own work was done."""
+
+
 def shutdown() -> None:
     """Leave the process group (a no-op when not distributed).
 
@@ -70,14 +81,39 @@ def shutdown() -> None:
     ranks may be stuck in a collective this rank will never join, and a barrier would hang the
     whole job until gloo's timeout (30 minutes); leaving lets torchrun see the failure and stop
     the other ranks.
+
+    It first collects garbage: torch 2.13 leaves the first DistributedDataParallel of a process
+    in a reference cycle, and its C++ Reducer holds the process group; collected only at
+    interpreter exit, after the group is destroyed, its teardown can abort the process.
+
+    Raises:
+        PeerLost: the success-path barrier failed because another rank is gone (one line; the
+            group is still left). This rank's results are complete.
     """
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover
+    dist = sys.modules.get("torch.distributed")  # never imports torch: a group needs it imported already
+    if dist is None:
         return
-    if dist.is_available() and dist.is_initialized():
-        exc = sys.exc_info()[1]
-        failed = exc is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
-        if not failed:
+    try:
+        joined = dist.is_available() and dist.is_initialized()
+    except Exception:  # a torch whose import a Ctrl-C cut short: half a module, and no group
+        return
+    if not joined:
+        return
+    gc.collect()
+    exc = sys.exc_info()[1]
+    failed = exc is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
+    lost = None
+    if not failed:
+        try:
             dist.barrier()
+        except Exception as e:  # gloo: "Connection closed by peer" and the like, from a rank that died
+            lost = " ".join(str(e).split())[:160] or type(e).__name__
+    me = dist.get_rank()
+    try:
         dist.destroy_process_group()
+    except Exception:  # pragma: no cover - a group already broken by the lost peer
+        if lost is None:
+            raise
+    if lost is not None:
+        raise PeerLost(f"rank {me} finished its work, but another rank of the job had already left when the ranks "
+                       f"met to end ({lost}); see that rank's own output for why") from None

@@ -221,16 +221,34 @@ class TorchLearner:
         self.loss_fn = loss_fn
         self.evaluate_fn = evaluate_fn
         self.cfg = cfg
+        self._find_unused = find_unused_parameters
+        self.net: Any = None
+        self._wrap()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _wrap(self) -> None:
+        """`self.net`: the model itself, or under torch.distributed its DistributedDataParallel
+        wrapper (building one broadcasts rank 0's weights: every rank must call this together)."""
         d = _dist()
         if d is not None:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=find_unused_parameters)
+            self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=self._find_unused)
             self.rank, self.world = d.get_rank(), d.get_world_size()
         else:
             self.net, self.rank, self.world = self.model, 0, 1
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def release(self) -> None:
+        """Drop the DistributedDataParallel wrapper (fit calls this when training ends).
+
+        The wrapper's C++ Reducer holds the process group; torch 2.13 leaves the first DDP of a
+        process in a reference cycle, so a wrapper still referenced here could outlive
+        `distributed.shutdown()` and be torn down at interpreter exit, after the group is gone.
+        Dropped, `shutdown()`'s gc.collect() frees it first. A later train_step wraps the model
+        again (every rank trains together, so the rebuild's broadcast is a matched collective)."""
+        if self.net is not self.model:
+            self.net = None
 
     def _prepare(self, batch: Any) -> Any:
         """Move tensors to the device and, under DDP, keep this rank's shard of dim 0 (NumPy
@@ -265,6 +283,8 @@ class TorchLearner:
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.model.train()
+        if self.net is None:  # released by an earlier fit: wrap again
+            self._wrap()
         loss, carry, n_items = self.loss_fn(self.net, self._prepare(batch), carry)
         value = loss.detach()
         if self.world > 1:
@@ -310,10 +330,21 @@ class TorchLearner:
                 else:
                     scalars.setdefault(str(idx), {})[name] = float(value)
         arrays["rng.torch"] = t.get_rng_state().numpy()
+        if self.device.type == "cuda":  # dropout on a GPU draws from the device's own generator
+            arrays["rng.cuda"] = t.cuda.get_rng_state(self.device).numpy()
         meta = {"optim_scalars": scalars, "param_groups": sd["param_groups"]}
         return arrays, meta
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Continue from `state()`'s checkpoint: weights, optimizer moments, RNG states.
+
+        The optimizer's hyperparameters come from the checkpoint, so the resumed run continues
+        exactly: the learning rate is set at every step from the TrainConfig's schedule anyway,
+        and clipping is read from the TrainConfig, but `weight_decay` stays the checkpoint's. A
+        TrainConfig asking for another weight_decay gets a warning that names both values (it
+        is not applied). The CUDA generator's state is restored when both the checkpoint and
+        this learner are on a GPU; a GPU checkpoint resumed on the CPU does not need it.
+        """
         t = self.torch
         model_sd = {k[len("model."):]: t.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model.")}
         want = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
@@ -330,8 +361,17 @@ class TorchLearner:
             for name, value in scal.items():
                 state.setdefault(int(idx), {})[name] = t.tensor(value)
         self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        saved = sorted({g.get("weight_decay") for g in meta["param_groups"]}, key=str)
+        if saved and saved != [self.cfg.weight_decay]:
+            import warnings
+
+            shown = ", ".join(f"{v:g}" if isinstance(v, (int, float)) else repr(v) for v in saved)
+            warnings.warn(f"weight_decay {self.cfg.weight_decay:g} is not applied on resume: the checkpoint's "
+                          f"optimizer keeps weight_decay {shown} (start a new run to change it)")
         if "rng.torch" in arrays:
             t.set_rng_state(t.from_numpy(np.array(arrays["rng.torch"], dtype=np.uint8)))
+        if "rng.cuda" in arrays and self.device.type == "cuda":
+            t.cuda.set_rng_state(t.from_numpy(np.array(arrays["rng.cuda"], dtype=np.uint8)), self.device)
 
 
 # ---------------------------------------------------------------------------------------
@@ -392,7 +432,8 @@ class _StopSignal:
 def _check_disk(out: Path, learner: Learner) -> None:
     """Refuse to start when the disk cannot hold the checkpoints (best + last + temp copy)."""
     nbytes = sum(np.asarray(v).nbytes for v in learner.weights().values())
-    need = nbytes * 8 + (1 << 20)  # weights x (best, last, Adam moments, a temp copy) + slack
+    # weights x (best; last: weights, 2 Adam moments, the replaced best of an off-schedule stop; its temp copy) + slack
+    need = nbytes * 9 + (1 << 20)
     free = shutil.disk_usage(out).free
     if free < need:
         raise LapnetError(f"--out {out}: only {free / 1e6:.1f} MB free, checkpoints need about {need / 1e6:.1f} MB")
@@ -429,17 +470,22 @@ def _carry_arrays(carry: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]] | 
     return arrays, {"kinds": kinds, "devices": devices, "container": type(carry).__name__ if isinstance(carry, (tuple, list)) else None}
 
 
-def _carry_from(arrays: dict[str, np.ndarray], meta: dict[str, Any] | None) -> Any:
-    """The carry `_carry_arrays` saved, or None."""
+def _carry_from(arrays: dict[str, np.ndarray], meta: dict[str, Any] | None, device: Any = None) -> Any:
+    """The carry `_carry_arrays` saved, or None. Tensors go to `device` (the learner's: a carry
+    saved on cuda:0 resumes on a CPU-only machine, or on another GPU); without one, to the
+    device they were saved on when this machine has it, else to the CPU."""
     if not meta:
         return None
     parts = []
-    for i, (kind, device) in enumerate(zip(meta["kinds"], meta["devices"])):
+    for i, (kind, saved) in enumerate(zip(meta["kinds"], meta["devices"])):
         a = np.array(arrays[f"carry.{i}"])
         if kind == "torch":
             import torch
 
-            a = torch.from_numpy(a).to(device)
+            target = device
+            if target is None:
+                target = saved if saved and (not str(saved).startswith("cuda") or torch.cuda.is_available()) else "cpu"
+            a = torch.from_numpy(a).to(target)
         parts.append(a)
     container = {"tuple": tuple, "list": list}.get(meta.get("container") or "")
     return container(parts) if container else parts[0]
@@ -459,15 +505,23 @@ def finished(st: dict[str, Any], cfg: TrainConfig) -> str | None:
 
 
 def restored_result(st: dict[str, Any], stopped: str, spe: int) -> TrainResult:
-    """The TrainResult of a finished run, from its checkpointed trainer state."""
+    """The TrainResult of a finished run, from its checkpointed trainer state (the same one
+    `fit` returned when it wrote that checkpoint, final off-schedule evaluation included)."""
     history = list(st["history"])
     metrics = dict(st.get("last_metrics") or {})
     if not metrics and history:  # a checkpoint from before last_metrics was saved
         skip = {"step", "epoch", "train_loss", "lr", "elapsed", "items_per_sec"}
         metrics = {k: v for k, v in history[-1].items() if k not in skip}
+    best = st["best_val"]
+    final = st.get("final_eval")
+    if final:  # the evaluation at a stop between scheduled ones (see fit)
+        history.append(final["row"])
+        metrics = dict(final["metrics"])
+        if final.get("saved_model"):
+            best = final["val"]
     return TrainResult(stopped=stopped, steps=st["step"], epochs=st["epoch"] + st["step_in_epoch"] / spe,
                        seconds=st["elapsed"], items_per_sec=st["items"] / st["train_time"] if st["train_time"] else 0.0,
-                       best_val=st["best_val"], last_metrics=metrics, history=history)
+                       best_val=best, last_metrics=metrics, history=history)
 
 
 def fit(
@@ -484,6 +538,17 @@ def fit(
     eval_label: str = "val",
 ) -> TrainResult:
     """Train `learner` on `batches` until `cfg` says stop.
+
+    Evaluations follow a schedule: every `cfg.eval_every` steps, or at the end of every epoch.
+    A run that stops between two of them (Ctrl-C, `max_steps`, `minutes`) evaluates once more
+    and checkpoints, but that final evaluation is off the schedule and leaves the state a
+    resume continues from as it was at the last scheduled one: best_val, the patience count,
+    the history and the mean training loss since the last evaluation. So a run stopped and
+    resumed evaluates at the same steps, early-stops at the same step and ends with the same
+    weights and model.safetensors as one never stopped. The final evaluation still counts for
+    a run that is not resumed: it is in the returned history, last_metrics and best_val, and
+    when it is the best so far model.safetensors holds its weights (the scheduled best it
+    replaces is kept inside last.safetensors, and a resume puts it back before going on).
 
     Args:
         learner: see the module docstring; TorchLearner or the NumPy engine's learner.
@@ -503,6 +568,16 @@ def fit(
     Returns:
         TrainResult. Raises TrainingDiverged on a NaN/inf loss (the last good checkpoint stays).
     """
+    try:
+        return _fit(learner, batches, cfg, out=out, resume=resume, meta=meta, on_eval=on_eval, describe=describe,
+                    interrupt_hint=interrupt_hint, eval_label=eval_label)
+    finally:
+        if isinstance(learner, TorchLearner):
+            learner.release()  # let distributed.shutdown() free the DDP wrapper before the group goes
+
+
+def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, meta, on_eval, describe, interrupt_hint,
+         eval_label) -> TrainResult:
     cfg.validate()
     rank0 = is_rank0()
     out_dir = Path(out) if out is not None else None
@@ -510,29 +585,37 @@ def fit(
     if spe < 1:
         raise LapnetError("no training batches: the data is shorter than one batch")
     st: dict[str, Any] = dict(step=0, epoch=0, step_in_epoch=0, best_val=None, bad_evals=0, elapsed=0.0,
-                              train_time=0.0, items=0, history=[], last_metrics={})
+                              train_time=0.0, items=0, history=[], last_metrics={}, since_eval={"loss": 0.0, "n": 0})
     resumed_carry = None
     live: dict[str, Any] = {"carry": None}  # the latest carry, for the checkpoint
+    dropped_final = None  # on resume: the checkpoint's off-schedule evaluation, left out of the continued run
     if resume:
         if out_dir is None:
             raise LapnetError("--resume needs a run directory")
         arrays, m = load_tensors(out_dir / "last.safetensors")
         if "trainer" not in m or "learner" not in m:
             raise LapnetError(f"{out_dir / 'last.safetensors'}: not a resumable lapnet checkpoint")
-        resumed_carry = _carry_from(arrays, m.get("carry")) if _dist() is None else None
-        arrays = {k: v for k, v in arrays.items() if not k.startswith("carry.")}
+        device = getattr(learner, "device", None)
+        resumed_carry = _carry_from(arrays, m.get("carry"), device) if _dist() is None else None
+        before = {k[len("model_before."):]: v for k, v in arrays.items() if k.startswith("model_before.")}
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(("carry.", "model_before."))}
         learner.load_state(arrays, m["learner"])
         st.update(m["trainer"])
         done = finished(st, cfg)
         if done is not None:  # nothing left to do: no evaluation, log row or checkpoint is added
             return restored_result(st, done, spe)
+        dropped_final = st.pop("final_eval", None)
     if out_dir is not None and rank0:
         out_dir.mkdir(parents=True, exist_ok=True)
         _check_disk(out_dir, learner)
         for stale in out_dir.glob(".*.tmp"):  # left by a run killed in the middle of a write
             stale.unlink(missing_ok=True)
         if resume:
-            _trim_log(out_dir / "log.jsonl", st["step"])
+            # the off-schedule evaluation's log row goes too: the continued run evaluates on schedule
+            _trim_log(out_dir / "log.jsonl", st["step"] - (1 if dropped_final else 0))
+            if dropped_final and dropped_final.get("saved_model") and m.get("model_before") is not None:
+                # model.safetensors holds the off-schedule evaluation's weights: put back the scheduled best
+                save_tensors(out_dir / "model.safetensors", before, m["model_before"])
 
     planned = [x for x in (cfg.max_steps, cfg.epochs * spe if cfg.epochs else None) if x]
     total_steps = min(planned) if planned else None
@@ -540,8 +623,11 @@ def fit(
     eval_every = cfg.eval_every or spe
     t_start = time.perf_counter() - st["elapsed"]
     run_meta = dict(meta or {})
-    since_eval = {"loss": 0.0, "n": 0}
+    # the training loss summed since the last scheduled evaluation (restored on resume)
+    since_eval = st["since_eval"] = dict(st.get("since_eval") or {"loss": 0.0, "n": 0})
     last_metrics: dict[str, float] = {}
+    final_eval: dict[str, Any] | None = None  # this run's off-schedule evaluation, if it made one
+    shown: dict[str, Any] = st["history"][-1] if st["history"] else {}  # the evaluation the progress bar shows
 
     def progress_frac() -> float:
         fr = [st["step"] / total_steps] if total_steps else []
@@ -549,11 +635,14 @@ def fit(
             fr.append((time.perf_counter() - t_start) / budget)
         return max(fr) if fr else 0.0
 
-    def checkpoint(best: bool) -> None:
+    def checkpoint(improved: bool, val: float, state: tuple | None = None, off: dict[str, Any] | None = None) -> None:
+        """last.safetensors, and model.safetensors when `improved`. `state`: the learner's state
+        taken before the evaluation; `off`: an off-schedule evaluation (see fit's docstring)."""
         if out_dir is None or not rank0:
             return
-        arrays, lmeta = learner.state()
+        arrays, lmeta = state if state is not None else learner.state()
         trainer = {k: v for k, v in st.items()}
+        trainer["since_eval"] = dict(since_eval)
         trainer["elapsed"] = time.perf_counter() - t_start
         carry_meta = None
         if st["step_in_epoch"] > 0 and _dist() is None:  # mid-epoch: the streams' state is part of the position
@@ -561,11 +650,33 @@ def fit(
             if saved is not None:
                 carry_arrays, carry_meta = saved
                 arrays = {**arrays, **carry_arrays}
-        save_tensors(out_dir / "last.safetensors", arrays,
-                     {**run_meta, "trainer": trainer, "learner": lmeta, "train_config": asdict(cfg), "carry": carry_meta})
-        if best:
-            save_tensors(out_dir / "model.safetensors", learner.weights(),
-                         {**run_meta, "step": st["step"], "val_loss": st["best_val"]})
+        last_meta = {**run_meta, "trainer": trainer, "learner": lmeta, "train_config": asdict(cfg), "carry": carry_meta}
+        model_path = out_dir / "model.safetensors"
+        model_meta = {**run_meta, "step": st["step"], "val_loss": val}
+        if off is None:
+            # the best weights first: a crash between the two writes leaves last.safetensors at the
+            # previous evaluation, so a resume trains these steps again and writes both anew
+            # (the other order would leave a checkpoint whose best_val no later evaluation beats,
+            # and model.safetensors at an older best for good)
+            if improved:
+                save_tensors(model_path, learner.weights(), model_meta)
+            save_tensors(out_dir / "last.safetensors", arrays, last_meta)
+            return
+        trainer["final_eval"] = off
+        if improved:  # keep the scheduled best this evaluation replaces, for a resume to put back
+            last_meta["model_before"] = None
+            try:
+                kept_arrays, kept_meta = load_tensors(model_path) if model_path.exists() else ({}, None)
+            except LapnetError:  # unreadable: nothing worth keeping
+                kept_arrays, kept_meta = {}, None
+            if kept_meta is not None:
+                arrays = {**arrays, **{f"model_before.{k}": v for k, v in kept_arrays.items()}}
+                last_meta["model_before"] = kept_meta
+        # here last.safetensors first: a crash between the two leaves model.safetensors at the
+        # scheduled best, which is what a resume continues from
+        save_tensors(out_dir / "last.safetensors", arrays, last_meta)
+        if improved:
+            save_tensors(model_path, learner.weights(), model_meta)
 
     def kept() -> str:
         """What a diverged run leaves: its last good checkpoint, if it wrote one."""
@@ -573,9 +684,13 @@ def fit(
             return f"the last good checkpoint is kept in {out_dir}"
         return "no checkpoint was written yet" if out_dir is not None else "nothing was saved (no run directory)"
 
-    def evaluate() -> bool:
-        """Evaluate, log, checkpoint; True when early stopping says stop."""
-        nonlocal last_metrics
+    def evaluate(scheduled: bool = True) -> bool:
+        """Evaluate, log, checkpoint; True when early stopping says stop. An evaluation off the
+        schedule (at a stop between two scheduled ones) changes no state a resume continues from."""
+        nonlocal last_metrics, final_eval, shown
+        # off the schedule the checkpoint holds the state before evaluating (evaluate_fn may draw
+        # from the RNG, and a run never stopped does not evaluate here)
+        state = learner.state() if not scheduled and out_dir is not None and rank0 else None
         metrics = learner.evaluate()
         if not isinstance(metrics, dict) or "val_loss" not in metrics:
             got = sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__
@@ -590,18 +705,22 @@ def fit(
         if not math.isfinite(val):
             raise TrainingDiverged(f"validation loss became {val} at step {st['step']}; stopped, " + kept())
         train_loss = since_eval["loss"] / max(since_eval["n"], 1)
-        since_eval.update(loss=0.0, n=0)
         row = {"step": st["step"], "epoch": round(st["epoch"] + st["step_in_epoch"] / spe, 4),
                "train_loss": train_loss, **metrics, "lr": lr_at(cfg, st["step"], progress_frac()),
                "elapsed": round(time.perf_counter() - t_start, 3),
                "items_per_sec": st["items"] / st["train_time"] if st["train_time"] else 0.0}
-        st["history"].append(row)
-        last_metrics = st["last_metrics"] = metrics
         improved = st["best_val"] is None or val < st["best_val"]
-        if improved:
-            st["best_val"], st["bad_evals"] = val, 0
+        last_metrics, shown = metrics, row
+        if scheduled:
+            since_eval.update(loss=0.0, n=0)
+            st["history"].append(row)
+            st["last_metrics"] = metrics
+            if improved:
+                st["best_val"], st["bad_evals"] = val, 0
+            else:
+                st["bad_evals"] += 1
         else:
-            st["bad_evals"] += 1
+            final_eval = {"row": row, "metrics": metrics, "val": val, "saved_model": improved}
         if out_dir is not None and rank0:  # log first: a crash between the two leaves no checkpoint without its log row
             log = out_dir / "log.jsonl"
             try:
@@ -611,21 +730,21 @@ def fit(
                     os.fsync(f.fileno())
             except OSError as e:  # a full disk: name the file; --resume drops a cut row
                 raise OSError(e.errno, f"cannot append to {log}: {e.strerror or e} (the last checkpoint is unchanged)") from e
-        checkpoint(best=improved)
+        checkpoint(improved, val, state, None if scheduled else final_eval)
         if on_eval is not None and rank0:
             on_eval(st["step"], metrics)
-        return cfg.patience is not None and st["bad_evals"] >= cfg.patience
+        return scheduled and cfg.patience is not None and st["bad_evals"] >= cfg.patience
 
-    def info(loss: float) -> str:
-        """The progress bar's live numbers: train loss, the last evaluation, throughput."""
+    def info(step_loss: float | None) -> str:
+        """The progress bar's live numbers: the latest step's training loss, the latest
+        evaluation, throughput (3 significant digits: an MSE of 2e-6 is not 0.0000)."""
         speed = st["items"] / st["train_time"] if st["train_time"] else 0.0
-        last = st["history"][-1] if st["history"] else {}
-        text = f"loss {loss:.4f}"
-        if "val_loss" in last:
-            text += f"  {eval_label} {last['val_loss']:.4f}"
-        if "val_bpc" in last:  # language models: bits per character too
-            text += f"  {last['val_bpc']:.3f} bpc"
-        return text + f"  {speed:,.0f}/s"
+        parts = [] if step_loss is None else [f"step loss {step_loss:.3g}"]
+        if "val_loss" in shown:
+            parts.append(f"{eval_label} {shown['val_loss']:.3g}")
+        if "val_bpc" in shown:  # language models: bits per character too
+            parts.append(f"{shown['val_bpc']:.3f} bpc")
+        return "  ".join(parts + [f"{speed:,.0f}/s"])
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -634,7 +753,10 @@ def fit(
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                         console=console, disable=not show, transient=False)
     stopped = None
-    evaluated_at = st["step"] if resume else -1  # a checkpoint is only ever written after an evaluation
+    # a checkpoint is only ever written after an evaluation; one made off the schedule was left
+    # out above, so a resume that trains no step evaluates again
+    evaluated_at = st["step"] if resume and not dropped_final else -1
+    step_loss = None
     with progress, _StopSignal() as stop_signal:
         task = progress.add_task(describe, total=1000, info="")
         while stopped is None:
@@ -657,7 +779,8 @@ def fit(
                 st["items"] += n
                 since_eval["loss"] += loss
                 since_eval["n"] += 1
-                progress.update(task, completed=1000 * min(progress_frac(), 1.0), info=info(loss))
+                step_loss = loss
+                progress.update(task, completed=1000 * min(progress_frac(), 1.0), info=info(step_loss))
                 end_of_epoch = st["step_in_epoch"] >= spe
                 if st["step"] % eval_every == 0 or (cfg.eval_every is None and end_of_epoch):
                     evaluated_at = st["step"]
@@ -687,15 +810,19 @@ def fit(
                 else:
                     raise LapnetError("the data yielded no training batches")
         if evaluated_at != st["step"]:
-            evaluate()  # always end on an evaluated, checkpointed state
-        final = st["history"][-1]["train_loss"] if st["history"] else float("nan")
+            evaluate(scheduled=False)  # always end on an evaluated, checkpointed state
         progress.update(task, completed=1000 if stopped != "interrupted" else progress.tasks[0].completed,
-                        info=info(final))
+                        info=info(step_loss))
 
     if stopped == "interrupted" and rank0:
         where = f" (checkpoint in {out_dir})" if out_dir else ""
         console.print(f"[yellow]interrupted at step {st['step']}{where}; {interrupt_hint}[/yellow]")
     seconds = time.perf_counter() - t_start
+    history, best = list(st["history"]), st["best_val"]
+    if final_eval is not None:
+        history.append(final_eval["row"])
+        if final_eval["saved_model"]:
+            best = final_eval["val"]
     return TrainResult(stopped=stopped or "epochs", steps=st["step"], epochs=st["epoch"] + st["step_in_epoch"] / spe,
                        seconds=seconds, items_per_sec=st["items"] / st["train_time"] if st["train_time"] else 0.0,
-                       best_val=st["best_val"], last_metrics=last_metrics, history=list(st["history"]))
+                       best_val=best, last_metrics=last_metrics, history=history)

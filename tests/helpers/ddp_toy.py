@@ -43,6 +43,13 @@ def main() -> None:
     ap.add_argument("--numpy", action="store_true")
     a = ap.parse_args()
     distributed.init_from_env()
+    try:
+        run(a)
+    finally:  # also on an error: leave the group before exit (shutdown skips the barrier then)
+        distributed.shutdown()
+
+
+def run(a: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).double()
@@ -65,7 +72,6 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     np.savez(a.out / f"rank{distributed.rank()}_of{distributed.world_size()}.npz", losses=losses,
              seen=np.array(seen[:8]), **arrays)
-    distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -87,8 +87,16 @@ _SRC = str(Path(__file__).resolve().parents[1])  # the lapnet package: its warni
 
 def _fail(message: str, code: int = 2) -> None:
     line = " ".join(str(message).split())  # one line, whatever the message held
-    print(f"lapnet: error: {line}", file=sys.stderr)
+    if not (code == 130 and _follower()):  # under torchrun a Ctrl-C reaches every rank: rank 0 says it once
+        print(f"lapnet: error: {line}", file=sys.stderr)
     sys.exit(code)
+
+
+def _follower() -> bool:
+    """True on a rank other than 0 of a joined torchrun group."""
+    from lapnet import distributed
+
+    return distributed.rank() != 0
 
 
 def _internal_error(e: BaseException) -> None:
@@ -204,7 +212,10 @@ def main(argv: list[str] | None = None) -> None:
             _internal_error(e)
         finally:
             warnings.showwarning = shown
-            distributed.shutdown()
+            try:
+                distributed.shutdown()
+            except distributed.PeerLost as e:  # this rank's work is done, another rank's is not: not bad input
+                _fail(str(e), 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

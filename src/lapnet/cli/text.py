@@ -155,9 +155,11 @@ def train_cmd(
 def _say_saved(metrics: dict) -> None:
     """One line on stderr: which step model.safetensors holds, and when that is not the last
     step (validation loss lowest early: a short text learnt by heart), how to get the last."""
+    from lapnet import distributed
+
     saved = metrics.get("saved_model") or {}
     step = saved.get("step")
-    if step is None:
+    if step is None or distributed.rank() != 0:  # under torchrun rank 0 saved it and says so
         return
     if metrics.get("validation"):
         val = saved.get("val_loss")

@@ -11,6 +11,7 @@ same names, so a run trained with one engine samples and evaluates with the othe
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from lapnet.errors import LapnetError
-from lapnet.models.recurrent import ARCHS, make_recurrent
+from lapnet.models.recurrent import ARCHS, check_size, make_recurrent
 
 
 @dataclass
@@ -35,11 +36,11 @@ class CharLMConfig:
     def validate(self) -> None:
         if self.arch not in ARCHS:
             raise LapnetError(f"--arch {self.arch}: expected one of {', '.join(ARCHS)}")
-        for name in ("vocab_size", "embed", "hidden", "layers"):
-            if int(getattr(self, name)) < 1:
-                raise LapnetError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise LapnetError(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name in ("vocab_size", "embed", "hidden", "layers"):  # whole numbers: 5.7 would reach torch as a size
+            setattr(self, name, check_size(name if name == "vocab_size" else f"--{name}", getattr(self, name)))
+        d = self.dropout
+        if isinstance(d, bool) or not isinstance(d, numbers.Real) or not 0.0 <= d < 1.0:  # NaN fails the range
+            raise LapnetError(f"--dropout must be in [0, 1), got {d!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -114,9 +115,12 @@ class CharLM(nn.Module):
         out, state = self.rnn(e, state)  # (B, T, H)
         return self.head(out), state  # (B, T, V)
 
-    def init_state(self, batch: int, device=None):
-        """Zeros in torch's layout: h (L, B, H), or (h, c) for an LSTM."""
-        h = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device)
+    def init_state(self, batch: int, device=None, dtype=None):
+        """Zeros in torch's layout: h (L, B, H), or (h, c) for an LSTM; on the model's device
+        and in its dtype unless given (a model made .double() takes a float64 state)."""
+        w = self.head.weight
+        h = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=w.device if device is None else device,
+                        dtype=w.dtype if dtype is None else dtype)
         return (h, torch.zeros_like(h)) if self.cfg.arch == "lstm" else h
 
 

@@ -36,6 +36,8 @@ def check_lengths(lengths, B: int, T: int) -> torch.Tensor:
             a = np.asarray(lengths)
         except (TypeError, ValueError):
             a = np.asarray([None])
+    if B == 0:  # packing needs a sequence; NumPy's min() below would fail on none
+        raise LapnetError("an empty batch (B=0 sequences) cannot be packed: give at least one sequence")
     if a.shape != (B,):
         raise LapnetError(f"lengths must have shape ({B},) (one per sequence), got {tuple(a.shape)}")
     if not (a.dtype.kind in "iu" or (a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0))):

@@ -39,10 +39,12 @@ def _failure(proc: subprocess.CompletedProcess) -> str:
 def _run(args: list[str], *, timeout: float, retry_clean=None, **kw) -> subprocess.CompletedProcess:
     """torchrun ARGS, retried once when a rank was killed by a signal rather than exiting.
 
-    gloo's transport aborted a rank (SIGABRT) twice in CI under full load, roughly once in
-    several hundred launches; 325 launches in a row here, several at once beside the whole
-    suite, never did it. A rank that exits with an error (the code under test failing) is never
-    retried, and a retried abort is reported as a warning with the ranks' output.
+    A rank aborted (SIGABRT) twice in CI under full load, roughly once in several hundred
+    launches; 325 launches in a row here, several at once beside the whole suite, never did it.
+    The likely cause, a DistributedDataParallel torn down after its process group, is removed
+    (`distributed.shutdown` collects it first); the retry stays as a net. A rank that exits with
+    an error (the code under test failing) is never retried, and a retried abort is reported as a
+    warning with the ranks' output.
     `retry_clean` removes the first attempt's files before the retry.
     """
     for attempt in (1, 2):

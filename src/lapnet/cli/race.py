@@ -361,12 +361,15 @@ def _race_length(value: str | None) -> int | str:
     "learnt on calibrated simulated races and the pit window from the pit call. "
     "Laps must come in the order they end (session Time): a finished FILE is replayed in that order (FastF1's "
     "Laps.to_csv lists them driver by driver); on stdin or with --follow, a feed out of that order is warned "
-    "once. One race at a time: a table holding several (a Race column) needs --race. A duplicate or an "
-    "out-of-order lap is skipped with a warning on stderr naming its input line; a driver first seen after "
-    "the grid joins, with a warning, as do a feed that starts after lap 1 and a gap in a driver's laps. "
-    "FastF1's rows after the chequered flag and of non-starters (batch cleaning drops them too) are counted "
-    "in one line each. The input is CSV text (UTF-8; convert a Parquet table with `lapnet race clean X.parquet "
-    "--out X.csv`).\n\n"
+    "once. One race at a time: a table holding several (a Race column) needs --race; a feed without one that "
+    "runs into another race stops with an error. A duplicate, a changed re-send, an out-of-order lap, a lap "
+    "number implausibly far ahead of the field or a line whose field count differs from the header's is "
+    "skipped with a warning on stderr naming its input line; a header line again (files concatenated) is "
+    "skipped, one with other columns stops the stream. A driver first seen after the grid joins, with a "
+    "warning, as do a feed that starts after lap 1 and a gap in a driver's laps. FastF1's rows after the "
+    "chequered flag and of drivers without a timed lap (batch cleaning drops them too) are counted in one "
+    "line each. With --follow a truncated or replaced FILE stops the stream (start again to read it anew). "
+    "The input is CSV text (UTF-8; convert a Parquet table with `lapnet race clean X.parquet --out X.csv`).\n\n"
     "Example: lapnet race live runs/race race7.csv (a finished race; a race in progress, its laps in the "
     "order they end: tail -n +1 -f feed.csv | lapnet race live runs/race --race-laps 51)"))
 def live_cmd(
@@ -377,7 +380,7 @@ def live_cmd(
         "Scheduled race length. Default: for a complete FILE (no --follow), its last lap number; "
         "for stdin or --follow, estimated from the race's reference lap (a Grand Prix lasts about "
         "88 min at green-flag pace), with a warning.")),
-    poll: float = typer.Option(0.5, "--poll", help="Seconds between reads of a growing file."),
+    poll: float = typer.Option(0.5, "--poll", help="Seconds between reads of a growing file (--follow), at least 0.01."),
     driver: Optional[str] = typer.Option(None, "--driver", help=(
         "Print only these drivers' laps: three-letter codes in any case or FastF1 driver numbers (the "
         "DriverNumber column), comma-separated: VER,HAM or 1,44. Every lap is still read: a lap's features "
@@ -391,6 +394,8 @@ def live_cmd(
     only = None if driver is None else DriverFilter(driver)
     if race_laps is not None and race_laps < 1:
         raise LapnetError(f"--race-laps must be at least 1, got {race_laps}")
+    if not math.isfinite(poll) or poll < 0.01:
+        raise LapnetError(f"--poll: seconds between reads of a growing file, a finite number of at least 0.01, got {poll:g}")
     if file != "-":
         _check_file(file)
     if follow and file == "-":

@@ -10,11 +10,13 @@ A lap costs one recurrent step for its driver: the driver's hidden state and the
 feature state (reference lap, the stint's Scored laps, gaps on the road) are kept between laps, so the
 stream is never replayed. Features come from the same `RaceFeaturizer` as batch mode, the
 net is causal, and FastF1's generated rows are kept or dropped as batch cleaning does (a car
-that stopped mid-race: kept; after the chequered flag or of a non-starter: skipped), so a
-stream of a race's laps in session-time order, given the race's length, gives
+that stopped mid-race: kept; after the chequered flag or of a driver without a timed lap:
+skipped), so a stream of a race's laps in session-time order, given the race's length, gives
 `predict_race`'s numbers on the whole file up to the rounding of the output: seconds and
 probabilities are rounded to 4 decimals, so the two differ by at most 5e-5 (tests check this
-on real races).
+on real races). Without the length, the stream gives those of `predict_race(...,
+race_length="estimate")` (the rows after the flag told by the field's silence,
+`LiveRace._dropped_generated`: Monza and Singapore 2023 are tests).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import re
 import sys
 import time
@@ -46,6 +49,19 @@ _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Rac
 
 
 ORDER_SLACK = 5.0  # seconds: a lap ending this much before one already read is out of session order
+# a lap number more than LAP_MARGIN beyond the field's next lap (its highest so far + 1) is taken
+# for a corrupted LapNumber (the leader is at most one lap ahead of himself), unless at least
+# MIN_LAP_SECONDS a lap have passed since the field reached its highest lap (a feed that lost laps)
+LAP_MARGIN = 2
+MIN_LAP_SECONDS = 50.0
+# without a race length, an untimed FastF1 row after the flag: no car has completed a timed lap
+# for SILENCE_LAPS reference laps, the last one at racing pace (the field has finished)
+SILENCE_LAPS = 0.75
+SLOW_LAP = 3.0  # a Scored lap this many reference laps long is warned (a timing error?)
+# a feed runs into another race: after the field passed lap SWITCH_AFTER, most drivers seen go
+# back to lap 1-2, or their session Time goes back by more than SWITCH_BACK seconds
+SWITCH_AFTER = 5
+SWITCH_BACK = 300.0
 
 
 class SkipLap(LapnetError):
@@ -92,6 +108,33 @@ def _finite(v: Any) -> bool:
         return v is not None and math.isfinite(float(v))
     except (TypeError, ValueError):
         return False
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two cells of a lap as read are equal (NaN equals NaN, None equals NaN)."""
+    if (a is None or isinstance(a, float) and math.isnan(a)) and (b is None or isinstance(b, float) and math.isnan(b)):
+        return True
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _shown(v: Any) -> str:
+    if v is None or isinstance(v, float) and math.isnan(v):
+        return "missing"
+    if isinstance(v, float):
+        return f"{v:.3f}".rstrip("0").rstrip(".")
+    return str(v) if v != "" else "''"
+
+
+def _count(v: Any) -> int | float | None:
+    """A counter of the lap row (Position, TyreLife, Stint) for JSON: a whole number as an int,
+    None when missing."""
+    if not _finite(v):
+        return None
+    v = float(v)
+    return int(v) if v.is_integer() else round(v, 3)
 
 
 _FAST_TIMES = ("Time", "LapTime", "PitOutTime", "PitInTime", "Sector1Time", "Sector2Time", "Sector3Time")
@@ -151,6 +194,7 @@ class _DriverLive:
     tag_state: Any = None  # the live phase tagger's, when the run has one
     restarting: bool = False  # a red flag was shown and the driver has no timed lap since (clean.Restart)
     timed: bool = False  # the driver has a timed lap (batch drops drivers without one)
+    last_row: dict = field(default_factory=dict)  # the last lap as read (a re-send is compared with it)
 
 
 @dataclass
@@ -187,7 +231,14 @@ class LiveRace:
     order_warned: bool = False
     length_warned: bool = False
     last_timed_lap: float = 0.0  # the highest lap number with a time so far
+    leader: str = ""  # the first driver to complete that lap with a time
     flag_time: float = math.inf  # session Time the first car finished lap `total_laps` (the chequered flag)
+    top_lap: float = 0.0  # the highest lap number of a lap admitted (the field's lap)
+    top_time: float = math.nan  # session Time of the first lap admitted with that number
+    # driver -> (the lap refused as implausibly far ahead, the field's highest lap then)
+    far_ahead: dict[str, tuple[float, float]] = field(default_factory=dict)
+    last_timed_end: float = -math.inf  # session Time of the latest timed lap
+    last_timed_neutral: bool = False  # that lap was neutralised (SC, VSC, red flag)
 
     def __post_init__(self):
         if self.total_laps is not None:
@@ -226,7 +277,8 @@ class LiveRace:
 
         The usual FastF1 strings take a fast path (pandas costs ~100x more per row than the
         model step); anything unusual goes through `read_laps`, the batch reader, which
-        parses it or names the problem.
+        parses it or names the problem. A line with more or fewer fields than the header is
+        refused (SkipLap): its cells cannot be matched to the columns.
         """
         if self.header is None:
             raise LapnetError("live: no header line before the first lap")
@@ -234,11 +286,12 @@ class LiveRace:
             values = next(csv.reader([line]), [])
         except csv.Error as e:  # e.g. a bare carriage return inside the line
             raise SkipLap(f"unreadable CSV line ({e})") from None
-        if len(values) == len(self.header):
-            lap = _fast_lap(dict(zip(self.header, values)))
-            if lap is not None:
-                lap.update(lap_masks(lap))
-                return lap
+        if len(values) != len(self.header):
+            raise SkipLap(f"{len(values)} field{'s' if len(values) != 1 else ''}, the header has {len(self.header)}")
+        lap = _fast_lap(dict(zip(self.header, values)))
+        if lap is not None:
+            lap.update(lap_masks(lap))
+            return lap
         return self._parse_slow(line)
 
     def _parse_slow(self, line: str) -> dict:
@@ -281,10 +334,16 @@ class LiveRace:
         A driver first seen after the grid (after lap 1, or once the field has crossed the
         line after a feed joined mid-race) joins with a fresh state, as batch commands start
         a driver at their first lap in the table; a gap in a driver's laps is stepped over.
-        Both are said in `notices`, as is a feed that starts after lap 1.
+        Both are said in `notices`, as is a feed that starts after lap 1, and a Scored lap
+        more than SLOW_LAP reference laps long (a timing error FastF1 called accurate: it
+        is used, as batch uses it).
+
+        The prediction carries the lap's own facts as read (null when missing): its session
+        Time in seconds ("time"), "track_status", "position", "compound", "tyre_life", "stint".
 
         Raises:
-            SkipLap: a duplicate or out-of-order lap, a generated row batch cleaning drops.
+            SkipLap: a duplicate (or a changed re-send) or out-of-order lap, a lap number
+                implausibly far ahead of the field, a generated row batch cleaning drops.
         """
         lap = dict(lap)  # the caller's dict stays as it was (Restart and Scored are set below)
         if any(k not in lap for k in _LAP_MASKS):
@@ -311,22 +370,38 @@ class LiveRace:
                 probs = torch.softmax(tagged["phase"][0, 0], -1).numpy()  # (3,)
                 phase = PHASES[int(live_phase(probs, np.asarray(pit, np.float32), self.pit_window_threshold)[1])]
         st.last_lap = n
+        st.last_row = {k: v for k, v in lap.items() if k not in _LAP_MASKS and k != "Restart"}
         if lap.get("HasTime"):  # what tells a generated row after the flag (`_dropped_generated`)
             st.timed = True
-            self.last_timed_lap = max(self.last_timed_lap, n)
+            if n > self.last_timed_lap:
+                self.last_timed_lap, self.leader = n, drv
             if self.total_laps is not None and n >= self.total_laps and math.isfinite(t_end):
                 self.flag_time = min(self.flag_time, t_end)  # the first car to finish the race: the chequered flag
+            if math.isfinite(t_end) and t_end >= self.last_timed_end:
+                self.last_timed_end, self.last_timed_neutral = t_end, bool(lap.get("Neutralised"))
         mean = out["mean"][0, 0].numpy().astype(float)  # (K,)
         sigma = np.exp(out["log_sigma"][0, 0].numpy().astype(float))
         start = f.base if math.isfinite(f.base) else f.ref  # as `to_seconds` does
         sec = start + f.ref * mean / 100.0
         sig = f.ref * sigma / 100.0
         lt = lap.get("LapTime")
+        if lap.get("Scored") and _finite(lt) and math.isfinite(f.ref) and float(lt) > SLOW_LAP * f.ref:
+            self.notices.append(f"{drv} lap {n:g}: lap time {float(lt):.3f} s is {float(lt) / f.ref:.1f} times the race's "
+                                f"reference lap ({f.ref:.3f} s), yet IsAccurate (Scored): a timing error? it is used as "
+                                "batch commands use it (the stint's forecasts start from it)")
+        status = lap.get("TrackStatus")
+        comp = lap.get("Compound")
         rec = {
             "driver": drv,
             "lap": int(n),
             "lap_time": round(float(lt), 4) if _finite(lt) else None,
             "scored": bool(lap.get("Scored")),
+            "time": round(float(t_end), 3) if math.isfinite(t_end) else None,
+            "track_status": (status.strip() or None) if isinstance(status, str) else None,
+            "position": _count(lap.get("Position")),
+            "compound": comp if isinstance(comp, str) and comp and comp != "UNKNOWN" else None,
+            "tyre_life": _count(lap.get("TyreLife")),
+            "stint": _count(lap.get("Stint")),
             "forecast": {f"h{h}": round(float(sec[h - 1]), 4) for h in (1, 5, 10)},
             "forecast_next10": [round(float(v), 4) for v in sec],
             "interval90_h1": [round(float(sec[0] - self.z90 * sig[0]), 4), round(float(sec[0] + self.z90 * sig[0]), 4)],
@@ -347,17 +422,20 @@ class LiveRace:
         the model step, so that a skipped lap changes nothing but the grid (a non-starter's
         row shows the car was there) and the car numbers: the grid, a feed joining mid-race,
         a driver joining late, a gap, laps out of session order, a race longer than
-        `total_laps` (said in `notices`).
+        `total_laps` (said in `notices`). A lap number implausibly far ahead
+        (`_plausible`) changes nothing at all.
 
         Raises:
-            SkipLap: no driver or lap number, a duplicate or out-of-order lap, a generated row
-                batch cleaning drops (with its `kind`).
+            SkipLap: no driver or lap number, a lap number implausibly far ahead, a duplicate
+                (or a changed re-send) or out-of-order lap, a generated row batch cleaning
+                drops (with its `kind`).
         """
         drv, n = str(lap.get("Driver") or ""), _num(lap.get("LapNumber"))
         if not drv or drv == "nan":
             raise SkipLap("lap without a driver")
         if not math.isfinite(n):
             raise SkipLap(f"{drv}: lap without a lap number", driver=drv)
+        self._plausible(drv, n, _num(lap.get("Time")))
         number = car_number(lap.get("DriverNumber"))
         if number is not None:
             self.number_of[drv] = number
@@ -385,6 +463,10 @@ class LiveRace:
                     "lap's row carries (Stint, TyreLife, Position)")
             st = self.drivers[drv] = _DriverLive()
         elif n == st.last_lap:
+            changed = self._changes(st.last_row, lap)
+            if changed:
+                raise SkipLap(f"{drv} lap {n:g}: a changed re-send of lap {n:g}, ignored ({changed}; the lap as first "
+                              "read stands: a step cannot be taken back)", driver=drv)
             raise SkipLap(f"{drv} lap {n:g}: duplicate lap", driver=drv)
         elif n < st.last_lap:
             raise SkipLap(f"{drv} lap {n:g}: out of order (already at lap {st.last_lap:g})", driver=drv)
@@ -409,7 +491,50 @@ class LiveRace:
             self.length_warned = True
             self.notices.append(f"{drv} lap {n:g} is past the race length given ({self.total_laps} laps): "
                                 "the race-fraction features now count the laps seen instead")
+        if n > self.top_lap or (n == self.top_lap and not math.isfinite(self.top_time)):
+            self.top_lap, self.top_time = n, t_end
         return drv, n, st
+
+    def _plausible(self, drv: str, n: float, t_end: float) -> None:
+        """Refuse (SkipLap, nothing changed) a lap number implausibly far ahead: a corrupted
+        LapNumber (a lap 16 sent as 61) would otherwise be taken as a gap, every later lap of
+        the driver refused as out of order, and the race's length pushed to it.
+
+        The field's next lap is its highest lap so far + 1 (a leader is at most one lap ahead
+        of himself); a lap more than LAP_MARGIN beyond it is refused, unless the session Time
+        says the field could have run it (MIN_LAP_SECONDS a lap since the field reached its
+        highest lap: a feed that lost laps), or another driver's lap refused so is within a
+        lap of it (the whole feed jumped ahead: taken). Before any lap (the first laps seen
+        set the field's lap, so a feed may join mid-race), only a lap more than LAP_MARGIN
+        beyond `total_laps`, when given, is refused.
+        """
+        if self.top_lap > 0:
+            limit, why = self.top_lap + 1 + LAP_MARGIN, f"the field's highest lap so far is {self.top_lap:g}"
+        elif self.total_laps is not None:
+            limit, why = self.total_laps + LAP_MARGIN, f"the race length given is {self.total_laps} laps"
+        else:
+            return
+        if n <= limit:
+            return
+        if (self.top_lap > 0 and math.isfinite(t_end) and math.isfinite(self.top_time)
+                and t_end - self.top_time >= (n - self.top_lap - 1) * MIN_LAP_SECONDS):
+            return  # time enough has passed: laps were lost (a gap, said per driver)
+        if any(d != drv and abs(m - n) <= 1 and top >= self.top_lap - 1 for d, (m, top) in self.far_ahead.items()):
+            self.far_ahead.clear()
+            return  # another car is there too, now: the feed jumped ahead
+        self.far_ahead[drv] = (n, self.top_lap)
+        raise SkipLap(f"{drv} lap {n:g}: implausibly far ahead ({why}; a lap number more than {LAP_MARGIN} beyond "
+                      f"the field's next lap is taken for a corrupted LapNumber): {drv}'s laps go on from the last "
+                      "one read", driver=drv)
+
+    def _changes(self, before: dict, now: dict) -> str:
+        """What a re-sent lap changed against the lap as first read: 'Deleted: False -> True, ...'
+        (the first 3 columns in the header's order, and how many more); '' when nothing did."""
+        keys = [c for c in (self.header or []) if c in before and c in now]
+        keys += [c for c in before if c in now and c not in keys and c not in _LAP_MASKS and c != "Restart"]
+        diff = [c for c in keys if not _same(before[c], now[c])]
+        said = ", ".join(f"{c}: {_shown(before[c])} -> {_shown(now[c])}" for c in diff[:3])
+        return said + (f" and {len(diff) - 3} more column{'s' if len(diff) > 4 else ''}" if len(diff) > 3 else "")
 
     def _dropped_generated(self, drv: str, n: float, t_end: float) -> tuple[str, str] | None:
         """Why batch cleaning drops this untimed FastF1Generated row (`clean._after_flag`, the
@@ -419,19 +544,31 @@ class LiveRace:
         After the flag: with `total_laps`, a lap past it or ending after the first car
         finished lap `total_laps` (batch's rule when `total_laps` is the race's last timed
         lap, as `lapnet race live` takes it from a finished file). Without it the flag cannot
-        be placed: a lap beyond every timed lap so far and beyond the estimated race length
-        is taken as after the flag (the leaders' rows; a lapped car's row after the flag is
-        pushed, and gets a prediction batch has not).
+        be placed from the lap numbers, so the field tells: the row ends more than
+        SILENCE_LAPS reference laps after the latest timed lap of any car, that lap at racing
+        pace (no SC, VSC or red flag): the field has finished (FastF1 writes these rows a
+        minute or more after the last car took the flag; mid-race, a car crosses the line
+        every few seconds: on the 15 real races of 2023 this tells every row as batch does).
+        The leader's row beyond every timed lap so far and beyond the estimated race length is
+        taken as after the flag too (the winner's; another car's may be a crash on the last lap,
+        which batch keeps: Singapore 2023's RUS on lap 62).
         """
         st = self.drivers.get(drv)
         if st is None or not st.timed:  # batch drops a driver without a single timed lap
-            return "for a driver without a timed lap (a non-starter, as batch cleaning drops them)", "non_starter"
+            return ("for a driver without a timed lap (did not start, or out on lap 1: batch cleaning drops them)",
+                    "non_starter")
         if self.total_laps is not None:
             if n > self.total_laps or (math.isfinite(t_end) and t_end > self.flag_time):
                 return "after the chequered flag", "after_flag"
-        elif n > self.last_timed_lap and n > self.featurizer.total_laps:
+            return None
+        if n > self.last_timed_lap and n > self.featurizer.total_laps and drv == self.leader:
             # both: a car that stops on the lap the leader is still running is mid-race
             return "after the chequered flag (beyond every timed lap so far and the estimated race length)", "after_flag"
+        ref = self.featurizer.ref
+        quiet = t_end - self.last_timed_end
+        if math.isfinite(quiet) and math.isfinite(ref) and quiet > SILENCE_LAPS * ref and not self.last_timed_neutral:
+            return (f"after the chequered flag (no car has completed a timed lap for {quiet:.0f} s, "
+                    f"{quiet / ref:.1f} reference laps, at racing pace: the field has finished)"), "after_flag"
         return None
 
     def push_csv_line(self, line: str) -> dict:
@@ -455,8 +592,9 @@ def read_header(stream: IO[str], follow: bool = False, poll: float = 0.5) -> str
 
 def stream_lines(stream: IO[str], follow: bool = False, poll: float = 0.5) -> Iterator[tuple[int, str]]:
     """(line number, line) as they come, after the header (line 1); with `follow`, waits at the
-    end of the file (like tail -f) and for the rest of a half-written line."""
-    lineno = 1
+    end of the file (like tail -f) and for the rest of a half-written line (`FollowReader`
+    gives only whole lines; a text stream's half line is kept until its end comes)."""
+    lineno, part = 1, ""
     while True:
         line = stream.readline()
         if not line:
@@ -464,13 +602,78 @@ def stream_lines(stream: IO[str], follow: bool = False, poll: float = 0.5) -> It
                 return
             time.sleep(poll)
             continue
-        if not line.endswith("\n") and follow:  # a half-written line: wait for the rest
-            pos = stream.tell() - len(line.encode())
-            time.sleep(poll)
-            stream.seek(pos)
+        part += line
+        if follow and not part.endswith("\n"):  # a half-written line: wait for the rest
             continue
         lineno += 1
-        yield lineno, line
+        yield lineno, part
+        part = ""
+
+
+class FollowReader:
+    """A growing FILE (`lapnet race live --follow`), read as bytes: `readline` gives whole lines
+    only, decoded as UTF-8 (a UTF-8 byte-order mark before the first is dropped), and '' while
+    the last line has no line end yet, so a writer that flushed in the middle of a line, or of a
+    multi-byte character, is waited for.
+
+    When no whole line is there, the file is checked: one truncated (smaller than what was
+    read) or replaced (another file under its name) is refused (LapnetError): the laps read
+    so far were stepped into every driver's state, and what the rewritten file holds against
+    them cannot be told (the same race again would be all duplicates; another, a mix).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self.file = open(path, "rb")
+        self.pos = 0  # bytes read: the end of the last whole line
+        self.lines = 0  # whole lines given (the header is line 1)
+        self.inode = os.fstat(self.file.fileno()).st_ino
+
+    def readline(self) -> str:
+        raw = self.file.readline()
+        if raw.endswith(b"\n"):
+            self.pos += len(raw)
+            self.lines += 1
+            if self.lines == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            return raw.decode("utf-8")
+        self.file.seek(self.pos)  # nothing, or a line still being written: read it again once whole
+        self._check()
+        return ""
+
+    def _check(self) -> None:
+        size = os.fstat(self.file.fileno()).st_size
+        if size < self.pos:
+            raise LapnetError(f"{self.path} was truncated (now {size} bytes; {self.pos} had been read): a file rewritten "
+                              "under --follow cannot be followed on (the laps read so far are in every driver's state): "
+                              "start lapnet race live again to read it from its start")
+        try:
+            inode = os.stat(self.path).st_ino
+        except OSError:
+            return  # gone for now (a writer about to rename a new one in): its next name is checked then
+        if inode != self.inode:
+            raise LapnetError(f"{self.path} was replaced by another file (renamed over it) while followed: the laps "
+                              "read so far are in every driver's state: start lapnet race live again to read the new one")
+
+    def unread(self) -> str | None:
+        """What the file holds beyond the lines read, said when the stream is stopped (Ctrl-C)."""
+        try:
+            size = os.fstat(self.file.fileno()).st_size
+            self.file.seek(self.pos)
+            tail = self.file.read(max(size - self.pos, 0))
+        except (OSError, ValueError):
+            return None
+        if not tail.strip():
+            return None
+        first = self.lines + 1
+        whole = tail.count(b"\n")
+        if whole == 0:
+            return f"lapnet: warning: line {first} is incomplete (no line end yet) and was not read"
+        last = first + whole - (1 if tail.endswith(b"\n") else 0)
+        return f"lapnet: warning: lines {first}-{last} were not read (the stream was stopped first)"
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _cells(line: str) -> list[str]:
@@ -484,6 +687,29 @@ def _column(rows: list[list[str]], header: list[str], col: str) -> list[str]:
     """One column's cells of CSV rows ('' where the row is short or the column absent)."""
     i = header.index(col) if col in header else None
     return ["" if i is None or i >= len(v) else v[i].strip() for v in rows]
+
+
+def _is_header(cells: list[str]) -> bool:
+    """A line whose cells name the required columns: a header, not a lap."""
+    names = {c.strip().lstrip("\ufeff") for c in cells}
+    return all(c in names for c in S.REQUIRED_COLUMNS)
+
+
+def _header_again(cells: list[str], header: list[str], where: str, lineno: int) -> bool:
+    """Whether a line is a header met again (CSV files concatenated: skipped); another header
+    (LapnetError): the columns changed, and the laps after it cannot be read by the first."""
+    if not _is_header(cells):
+        return False
+    new, old = [c.strip().lstrip("\ufeff") for c in cells], [c.strip() for c in header]
+    if new == old:
+        return True
+    added, gone = [c for c in new if c not in old], [c for c in old if c not in new]
+    what = "; ".join(part for part in (f"new: {', '.join(added[:4])}{' ...' if len(added) > 4 else ''}" if added else "",
+                                       f"gone: {', '.join(gone[:4])}{' ...' if len(gone) > 4 else ''}" if gone else "")
+                     if part) or "the same columns in another order"
+    raise LapnetError(f"{where}, line {lineno}: a header line with other columns than line 1's ({what}): the columns "
+                      "changed mid-stream, and the laps after it cannot be read by the first header: give each table "
+                      "its own file or feed")
 
 
 def file_lines(stream: IO[str]) -> tuple[list[tuple[int, str]], list[list[str]]]:
@@ -535,6 +761,31 @@ def replay_order(lines: list[tuple[int, str]], rows: list[list[str]],
                                                      errors="coerce"),
                           "Time": times})
     return [lines[i] for i in session_order(frame)], True
+
+
+def _one_session(lines: list[tuple[int, str]], rows: list[list[str]], header: list[str], where: str) -> None:
+    """A finished file (its race picked) must hold one race: in the file's order (by driver or by
+    Time), most drivers going back to lap 1-2 after a lap past SWITCH_AFTER is another race's
+    laps after the first's (files concatenated without a Race column): LapnetError naming the
+    line where it starts. Replayed by session Time, the two would be interleaved."""
+    if "Driver" not in header or "LapNumber" not in header:
+        return
+    drivers = _column(rows, header, "Driver")
+    laps = pd.to_numeric(pd.Series(_column(rows, header, "LapNumber"), dtype=object), errors="coerce").to_numpy(float)
+    top: dict[str, float] = {}
+    again: dict[str, int] = {}  # driver -> the line where it went back to lap 1-2
+    for (lineno, _), drv, n in zip(lines, drivers, laps):
+        if not drv or not math.isfinite(n):
+            continue
+        if n <= 2 and top.get(drv, 0) > SWITCH_AFTER and drv not in again:
+            again[drv] = lineno
+        elif drv not in again:
+            top[drv] = max(top.get(drv, 0), n)
+    if len(again) >= 3 and 2 * len(again) > len(top):
+        first = min(again.values())
+        raise LapnetError(f"{where}, line {first}: another race's laps follow the first's ({len(again)} of the "
+                          f"{len(top)} drivers go back to lap 1-2 after lap {SWITCH_AFTER}): live follows one race: "
+                          "give each race its own file, or a Race column and --race NAME")
 
 
 def _pick_race(lines: list[tuple[int, str]], rows: list[list[str]], header: list[str], race: str | None,
@@ -643,7 +894,7 @@ class DriverFilter:
         any that is a non-starter (a driver whose rows were all skipped is no typo)."""
         what = f"--driver {','.join(missing)}: no lap in the stream"
         gone = self.non_starters(live, missing)
-        return what + (f" ({', '.join(gone)}: no timed lap, a non-starter)" if gone else "")
+        return what + (f" ({', '.join(gone)}: no timed lap: did not start, or out on lap 1)" if gone else "")
 
 
 def _grid_check(wanted: DriverFilter, live: LiveRace, say: Callable[[str], None]) -> None:
@@ -721,8 +972,48 @@ def _routine_line(kind: str, count: int, first: int, drivers: list[str]) -> str:
         return (f"lapnet: {count} lap{s} after the chequered flag skipped (rows FastF1 generates without a lap time; "
                 f"batch cleaning drops them too; first: line {first})")
     who = list(dict.fromkeys(drivers))
-    return (f"lapnet: {count} row{s} of {', '.join(who)} skipped: no timed lap (non-starter{'s' if len(who) > 1 else ''}: "
+    return (f"lapnet: {count} row{s} of {', '.join(who)} skipped: no timed lap (did not start, or out on lap 1: "
             f"FastF1 generates such rows without a lap time; batch cleaning drops them too; first: line {first})")
+
+
+class _RaceSwitch:
+    """A feed without a Race column that runs into another race (a second race's lines appended,
+    `cat` of two feeds): after the field passed lap SWITCH_AFTER, a lap 1-2, or a lap whose
+    session Time is more than SWITCH_BACK seconds before the latest read, is held back instead
+    of pushed. When most of the drivers seen (at least 3) have sent such a lap in one run of held
+    lines, going back (`switched`: LapnetError, the stream stops); the first line that is not
+    held releases the run, pushed in its order as if never held (a lapped car's late lap, a
+    corrupted Time, a driver-by-driver feed: what each was before)."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.held: list[tuple[int, dict]] = []  # (line number, lap) not pushed yet
+        self.back: set[str] = set()  # drivers seen who went back in the held run
+
+    def hold(self, live: LiveRace, lineno: int, lap: dict) -> bool:
+        """Whether the lap is held back (LapnetError: the feed switched races)."""
+        if live.top_lap <= SWITCH_AFTER:
+            return False
+        drv, n, t = str(lap.get("Driver") or ""), _num(lap.get("LapNumber")), _num(lap.get("Time"))
+        early = math.isfinite(n) and n <= 2
+        earlier = math.isfinite(t) and t < live.latest_end - SWITCH_BACK
+        if not (early or earlier):
+            return False
+        self.held.append((lineno, lap))
+        st = live.drivers.get(drv)
+        if st is not None and (earlier or n < st.last_lap):
+            self.back.add(drv)
+        if len(self.back) >= 3 and 2 * len(self.back) > len(live.drivers):
+            raise LapnetError(
+                f"{self.where}, line {lineno}: the feed switched races: {len(self.back)} of the {len(live.drivers)} "
+                f"drivers went back to lap 1-2, or their session Time by over {SWITCH_BACK / 60:.0f} minutes, after the "
+                f"field had reached lap {live.top_lap:g} (from line {self.held[0][0]}): live follows one race: give each "
+                "race its own file or feed, or a Race column and --race NAME")
+        return True
+
+    def release(self) -> list[tuple[int, dict]]:
+        out, self.held, self.back = self.held, [], set()
+        return out
 
 
 class _FeedRace:
@@ -786,7 +1077,10 @@ def _replay(stream: IO[str], cols: list[str], race: str | None, race_laps: int |
     the laps ended (`replay_order`: FastF1's files list them driver by driver, a feed by Time),
     and the notes saying what was read from the file; (lines, race, race_laps, notes)."""
     lines, rows = file_lines(stream)
+    keep = [i for i, (n, _) in enumerate(lines) if not _header_again(rows[i], cols, file, n)]  # files concatenated
+    lines, rows = [lines[i] for i in keep], [rows[i] for i in keep]
     lines, rows, current = _pick_race(lines, rows, cols, race, file)
+    _one_session(lines, rows, cols, file)
     notes = []
     if race_laps is None:
         race_laps = file_race_laps(rows, cols)  # a finished race: its length is in the file
@@ -821,13 +1115,19 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
     waited for), or a finished FILE, replayed in the order the laps ended (`replay_order`)
     with its length read from it (`file_race_laps`) unless `race_laps` is given. Stdin
     or `follow` without `race_laps`: the length is estimated from the race's pace
-    (`features.estimate_race_laps`), with a warning. Ctrl-C ends the stream quietly.
+    (`features.estimate_race_laps`), with a warning. Ctrl-C ends the stream quietly (a
+    followed file's last line still without its line end is said to be unread). A followed
+    file is read as bytes, whole lines only (`FollowReader`), and refused once truncated or
+    replaced.
 
     One race at a time: a table with several (its Race column) needs `race`; a feed whose
-    Race changes stops with an error. A driver first seen after the grid joins, a feed that
-    starts after lap 1 and a gap in a driver's laps are warned (`LiveRace.push`). Skipped
-    laps are warned line by line, except the routine ones of a finished race (FastF1's rows
-    after the flag, a non-starter's rows): one line each kind, when the stream ends.
+    Race changes stops with an error, as does one without a Race column that runs into
+    another race (`_RaceSwitch`; a finished file: `_one_session`). A header line again
+    (files concatenated) is skipped; one with other columns stops the stream. A driver first
+    seen after the grid joins, a feed that starts after lap 1 and a gap in a driver's laps are
+    warned (`LiveRace.push`). Skipped laps are warned line by line, except the routine ones
+    of a finished race (FastF1's rows after the flag, a non-starter's rows): one line each
+    kind, when the stream ends.
 
     Args:
         run: a loaded run or its directory. file: "-" (stdin) or a CSV path.
@@ -848,66 +1148,101 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
 
     Raises:
         LapnetError: an empty input, no usable lap, text that is not UTF-8 (a Parquet file:
-            said so), several races, `drivers` matching nobody (one line each); `LiveRace`'s
+            said so), several races, a header with other columns mid-stream, a followed file
+            truncated or replaced, `drivers` matching nobody (one line each); `LiveRace`'s
             errors for the run and the header.
     """
     emit, say, file = emit or _print_json, say or _print_err, str(file)
     where = "stdin" if file == "-" else file
     wanted = drivers if drivers is None or isinstance(drivers, DriverFilter) else DriverFilter(drivers)
+    if follow and not (isinstance(poll, (int, float)) and math.isfinite(poll) and poll >= 0.01):
+        raise LapnetError(f"--poll: seconds between reads of a growing file, a finite number of at least 0.01, "
+                          f"got {poll!r}")
     if isinstance(run, (str, Path)):
         run = load_run(run)  # the run's errors come first, before the feed is waited for
     if file != "-":
         _refuse_parquet(file)
-    stream = sys.stdin if file == "-" else open(file, encoding="utf-8-sig")
+    stream: Any = sys.stdin if file == "-" else FollowReader(file) if follow else open(file, encoding="utf-8-sig")
     live: LiveRace | None = None
     n_out = 0  # laps read and predicted (emitted or filtered out by `drivers`)
     skips = _Skips(say)
     feed: _FeedRace | None = None  # a feed's race, checked line by line (a finished file's is picked up front)
+    switch: _RaceSwitch | None = None  # a feed running into another race (a finished file: `_one_session`)
     current = None  # a finished file's race
+    grid_checked = False
+
+    def take(lineno: int, lap: dict) -> None:  # push one lap read, say what came of it
+        nonlocal n_out, grid_checked
+        try:
+            pred = live.push(lap)
+        except SkipLap as e:
+            pred = None
+            skips.add(e, lineno)
+        for notice in live.notices:
+            say(f"lapnet: warning: line {lineno}: {notice}")
+        live.notices.clear()
+        if pred is None:
+            return
+        n_out += 1
+        if wanted is not None and live.grid_closed and not grid_checked:
+            grid_checked = True
+            _grid_check(wanted, live, say)
+        if wanted is None or wanted.shows(pred["driver"], live):
+            emit(pred)
+
     try:
         header, cols = _checked_header(stream, follow, poll, where, wanted, race)
         if file != "-" and not follow:  # a finished race
             lines, current, race_laps, notes = _replay(stream, cols, race, race_laps, file)
         else:
             lines, notes, feed = stream_lines(stream, follow, poll), [], _FeedRace(cols, race, where)
+            switch = _RaceSwitch(where)
         live = LiveRace(run, total_laps=race_laps)  # None: estimated from the race's pace
         with warnings.catch_warnings(record=True) as remarks:  # said with the notes, once a lap has come
             warnings.simplefilter("always")
             live.set_header(header)
-        said, grid_checked = False, False
+        said = False
         for lineno, line in lines:
             line = line.strip("\r\n")
             if not line.strip():
                 continue
             _check_text(line, where)
+            if switch is not None and _header_again(_cells(line), cols, where, lineno):
+                continue  # the same header again: feeds concatenated (a finished file drops them before)
             if feed is not None and not feed.keep(line, lineno):
                 continue
             if not said:  # so that an error before the first lap stays one line
                 said = True
                 _say_notes(notes, remarks, race_laps is None, say)
             try:
-                pred = live.push(live.parse(line))
+                lap = live.parse(line)
             except SkipLap as e:
-                pred = None
                 skips.add(e, lineno)
-            for notice in live.notices:
-                say(f"lapnet: warning: line {lineno}: {notice}")
-            live.notices.clear()
-            if pred is None:
                 continue
-            n_out += 1
-            if wanted is not None and live.grid_closed and not grid_checked:
-                grid_checked = True
-                _grid_check(wanted, live, say)
-            if wanted is None or wanted.shows(pred["driver"], live):
-                emit(pred)
+            if switch is not None:
+                if switch.hold(live, lineno, lap):
+                    continue
+                for held in switch.release():
+                    take(*held)
+            take(lineno, lap)
+        if switch is not None:
+            for held in switch.release():
+                take(*held)
         if n_out == 0:
             if feed is not None and feed.others:
                 others = ", ".join(sorted(feed.others))
                 raise LapnetError(f"--race {race}: no lap of this race in {where} (races: {others})")
             raise LapnetError(f"{where}: no usable laps in the stream")
     except KeyboardInterrupt:
-        pass
+        if switch is not None and switch.held:
+            first, k = switch.held[0][0], len(switch.held)
+            say(f"lapnet: warning: {k} lap{'s' if k > 1 else ''} from line {first} on not read: held back while the feed "
+                "was checked for a switch to another race (a lap 1-2, or a session Time minutes back, after the field "
+                f"passed lap {SWITCH_AFTER})")
+        if isinstance(stream, FollowReader):
+            unread = stream.unread()
+            if unread:
+                say(unread)
     except UnicodeDecodeError as e:
         if bytes(e.object[:4]) == b"PAR1":
             raise _parquet_error(where) from None

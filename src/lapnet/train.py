@@ -504,6 +504,14 @@ def finished(st: dict[str, Any], cfg: TrainConfig) -> str | None:
     return None
 
 
+def _with_final(history: list[dict], best: float | None, final: dict[str, Any] | None) -> tuple[list[dict], float | None]:
+    """The history and best_val a run reports: the scheduled ones plus its off-schedule final
+    evaluation, if it made one (see fit), which is the best when it saved the model."""
+    if not final:
+        return history, best
+    return history + [final["row"]], final["val"] if final.get("saved_model") else best
+
+
 def restored_result(st: dict[str, Any], stopped: str, spe: int) -> TrainResult:
     """The TrainResult of a finished run, from its checkpointed trainer state (the same one
     `fit` returned when it wrote that checkpoint, final off-schedule evaluation included)."""
@@ -512,13 +520,10 @@ def restored_result(st: dict[str, Any], stopped: str, spe: int) -> TrainResult:
     if not metrics and history:  # a checkpoint from before last_metrics was saved
         skip = {"step", "epoch", "train_loss", "lr", "elapsed", "items_per_sec"}
         metrics = {k: v for k, v in history[-1].items() if k not in skip}
-    best = st["best_val"]
     final = st.get("final_eval")
-    if final:  # the evaluation at a stop between scheduled ones (see fit)
-        history.append(final["row"])
+    history, best = _with_final(history, st["best_val"], final)
+    if final:
         metrics = dict(final["metrics"])
-        if final.get("saved_model"):
-            best = final["val"]
     return TrainResult(stopped=stopped, steps=st["step"], epochs=st["epoch"] + st["step_in_epoch"] / spe,
                        seconds=st["elapsed"], items_per_sec=st["items"] / st["train_time"] if st["train_time"] else 0.0,
                        best_val=best, last_metrics=metrics, history=history)
@@ -818,11 +823,7 @@ def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, m
         where = f" (checkpoint in {out_dir})" if out_dir else ""
         console.print(f"[yellow]interrupted at step {st['step']}{where}; {interrupt_hint}[/yellow]")
     seconds = time.perf_counter() - t_start
-    history, best = list(st["history"]), st["best_val"]
-    if final_eval is not None:
-        history.append(final_eval["row"])
-        if final_eval["saved_model"]:
-            best = final_eval["val"]
+    history, best = _with_final(list(st["history"]), st["best_val"], final_eval)
     return TrainResult(stopped=stopped or "epochs", steps=st["step"], epochs=st["epoch"] + st["step_in_epoch"] / spe,
                        seconds=seconds, items_per_sec=st["items"] / st["train_time"] if st["train_time"] else 0.0,
                        best_val=best, last_metrics=last_metrics, history=history)

@@ -394,8 +394,6 @@ def live_cmd(
     only = None if driver is None else DriverFilter(driver)
     if race_laps is not None and race_laps < 1:
         raise LapnetError(f"--race-laps must be at least 1, got {race_laps}")
-    if not math.isfinite(poll) or poll < 0.01:
-        raise LapnetError(f"--poll: seconds between reads of a growing file, a finite number of at least 0.01, got {poll:g}")
     if file != "-":
         _check_file(file)
     if follow and file == "-":

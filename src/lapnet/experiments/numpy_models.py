@@ -146,6 +146,8 @@ class NumpySequenceLearner:
             if not np.isfinite(loss):
                 return loss, carry, len(x)
             grads = self.model.backward(dpred, cache)
+            if not all(np.isfinite(g).all() for g in grads.values()):  # overflowed: fit() stops before any update
+                return float("nan"), carry, len(x)
             if self.cfg.clip_value is not None:
                 scratch.clip_grad_value(grads, self.cfg.clip_value)
             if self.cfg.clip is not None:

@@ -96,7 +96,10 @@ class NumpyCharLM:
         dout, g_head = self.head.backward(dlogits.reshape(B * T, V), c_head)  # (B*T, H)
         dout = dout.reshape(B, T, -1)  # (B, T, H)
         de, _, g_rnn = self.rnn.backward(dout, None, c_rnn)  # (B, T, E)
-        g_emb = self.embed.backward(de, c_emb)
+        if np.isfinite(de).all():
+            g_emb = self.embed.backward(de, c_emb)
+        else:  # the gradient overflowed in the recurrence: a NaN gradient, which the learner reports as divergence
+            g_emb = {"weight": np.full_like(self.embed.state_dict()["weight"], np.nan)}
         grads = {"embed.weight": g_emb["weight"], "head.weight": g_head["weight"], "head.bias": g_head["bias"]}
         grads.update({"rnn." + k: v for k, v in g_rnn.items()})
         return grads
@@ -131,6 +134,8 @@ class NumpyCharLMLearner:
             if not np.isfinite(loss):
                 return loss, carry, y.size
             grads = self.model.backward(dlogits, cache)
+            if not all(np.isfinite(g).all() for g in grads.values()):  # overflowed: fit() stops before any update
+                return float("nan"), carry, y.size
             if self.cfg.clip_value is not None:
                 scratch.clip_grad_value(grads, self.cfg.clip_value)
             if self.cfg.clip is not None:

@@ -1156,8 +1156,9 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
     where = "stdin" if file == "-" else file
     wanted = drivers if drivers is None or isinstance(drivers, DriverFilter) else DriverFilter(drivers)
     if follow and not (isinstance(poll, (int, float)) and math.isfinite(poll) and poll >= 0.01):
+        shown = f"{poll:g}" if isinstance(poll, (int, float)) else repr(poll)
         raise LapnetError(f"--poll: seconds between reads of a growing file, a finite number of at least 0.01, "
-                          f"got {poll!r}")
+                          f"got {shown}")
     if isinstance(run, (str, Path)):
         run = load_run(run)  # the run's errors come first, before the feed is waited for
     if file != "-":

@@ -240,14 +240,18 @@ def _check_lines(checks: dict, names=("live", "post_race")) -> list[str]:
 
 
 def _fresh_line(pooled: dict) -> list[str]:
-    """The forecaster on origins whose stint has no Scored lap yet (out-laps, the start, restarts:
-    the forecast starts from the race's reference lap; no baseline has a start there)."""
-    fresh = (pooled.get("forecast") or {}).get("fresh", {}).get("forecaster")
-    if not fresh:
+    """The forecast from origins whose stint has no Scored lap yet (out-laps, the start, restarts:
+    the run's FreshStart), beside the baselines that need no Scored lap (the race's reference
+    lap, the field's pace)."""
+    block = (pooled.get("forecast") or {}).get("fresh", {})
+    if not block.get("forecaster"):
         return []
-    return ["forecasts from a stint without a Scored lap yet (out-laps, the start, restarts), MAE / RMSE (s): "
-            + ", ".join(f"{h} {fresh[h]['mae']:.2f} / {fresh[h]['rmse']:.2f}" for h in ("h1", "h5", "h10") if fresh[h]["n"])
-            + f" (n = {fresh['h1']['n']} next-lap pairs)"]
+    lines = [f"forecasts from a stint without a Scored lap yet (out-laps, the start, restarts; n = "
+             f"{block['forecaster']['h1']['n']} next-lap pairs), MAE / RMSE (s):"]
+    for name, rows in block.items():
+        lines.append(f"  {name:14s} " + ", ".join(f"{h} {rows[h]['mae']:.2f} / {rows[h]['rmse']:.2f}"
+                                                   for h in ("h1", "h5", "h10") if rows[h]["n"]))
+    return lines
 
 
 def table(name: str, res: dict) -> list[str]:

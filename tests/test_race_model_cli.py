@@ -40,7 +40,7 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     from lapnet.race.features import FEATURES
 
     assert config["features"] == list(FEATURES) and "loss" in config["masks"]
-    from lapnet.race.models import RaceEnsemble, WithPitCaller
+    from lapnet.race.models import FreshStart, RaceEnsemble, WithPitCaller
     from lapnet.race.pipeline import load_run
 
     assert config["members"] == 2 and len(config["member_val_races"]) == 2
@@ -67,6 +67,18 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     pit = m["pit_within_3"]
     assert 0.5 < pit["auc"] <= 1.0 and len(pit["calibration"]) >= 2
     assert (run / "eval" / "metrics.json").is_file()
+    # out-laps and the start: the FreshStart, kept because its folds beat the nets, beats the
+    # race's reference lap (where those forecasts used to start) on the held-out race
+    assert config["fresh_start"]["kept"] and isinstance(model.fresh, FreshStart)
+    from lapnet.race.features import build_sequences
+    from lapnet.race.metrics import eval_mask
+    from lapnet.race.pipeline import load_laps
+
+    seq = build_sequences(load_laps(f1_data / f"{HELD_OUT}.csv")[0])
+    fresh = eval_mask(seq, "fresh")[:, :, 0]
+    from_ref = float(np.abs(seq.ref - seq.future[:, :, 0])[fresh].mean())
+    got = m["forecast"]["fresh"]["forecaster"]["h1"]
+    assert got["n"] == fresh.sum() > 20 and got["mae"] < 0.85 * from_ref  # 1.12 s against 1.51 s when written
     # phases: no labels in real laps, so taggers learnt on 3 simulated races calibrated to the training races
     assert config["phase_source"]["sim_races"] == 3 and not config["phase_trained"]
     assert (run / "tagger" / "model.safetensors").is_file() and (run / "live_tagger" / "model.safetensors").is_file()

@@ -105,13 +105,14 @@ def _constant(laps: pd.DataFrame) -> set[str]:
 
 
 def test_every_feature_varies_over_a_simulated_race():
-    """No input of the forecaster (NET_FEATURES) or the pit call (PIT_EXTRA) is constant by
-    construction: only those flagging what the simulator never produces."""
+    """No input of the forecaster (NET_FEATURES), the fresh-stint forecast (FRESH_EXTRA) or the
+    pit call (PIT_EXTRA) is constant by construction: only those flagging what the simulator
+    never produces."""
     from lapnet.race.clean import clean_laps
-    from lapnet.race.features import NET_FEATURES, PIT_EXTRA
+    from lapnet.race.features import FRESH_EXTRA, NET_FEATURES, PIT_EXTRA
     from lapnet.race.simulate import simulate
 
-    assert set(FEATURES) == set(NET_FEATURES) | set(PIT_EXTRA)
+    assert FEATURES == NET_FEATURES + FRESH_EXTRA + PIT_EXTRA
     assert _constant(clean_laps(simulate(1, seed=0))[0]) == set(_SIM_ABSENT)
 
 
@@ -410,3 +411,37 @@ def test_reference_lap_before_the_first_scored_lap_prefers_green_laps_and_fresh_
     fresh = eval_mask(seq, "fresh")
     assert fresh[a, 3, 0] and fresh[c, 6, 0] and not fresh[a, 4].any()
     assert not (fresh & eval_mask(seq, "scored")).any()  # the two masks never count the same pair
+
+
+def test_field_pace_and_own_pace_for_the_fresh_start():
+    """FRESH_EXTRA on the two cars: BBB's out-lap (lap 4) sees AAA's latest Scored lap as the
+    field's pace, and BBB's own pace against the field from its one Scored lap (lap 2)."""
+    laps = _clean(_two_cars())
+    f = featurize_race(laps)
+    at = lambda drv, n: laps.index[(laps["Driver"] == drv) & (laps["LapNumber"] == n)][0]  # noqa: E731
+    b4, b2 = at("BBB", 4), at("BBB", 2)
+    assert f.loc[b4, "has_base"] == 0.0 and f.loc[b4, "has_field_pace"] == 1.0
+    ref = f.loc[b4, "_ref"]
+    assert ref == pytest.approx(np.median([90.0, 89.3, 90.2, 90.1]))  # the Scored laps so far (BBB's lap 3 is its in-lap)
+    assert f.loc[b4, "field_pace"] == pytest.approx((90.1 / ref - 1) * 100 / 5, abs=1e-6)  # AAA's lap 4
+    assert f.loc[b4, "field_tyre"] == pytest.approx(4 / 30)
+    own = (89.3 - 90.0) / np.median([90.0, 89.3]) * 100  # BBB's lap 2 against AAA's lap 2, which ended just before
+    assert f.loc[b2, "own_pace"] == pytest.approx(own / 5, abs=1e-6) and f.loc[b4, "own_pace"] == pytest.approx(own / 5, abs=1e-6)
+    assert f.loc[at("AAA", 1), "opening_lap_1"] == 1.0 and f.loc[b2, "opening_lap_1"] == 0.0
+    assert f.loc[at("AAA", 1), "has_field_pace"] == 0.0 and f.loc[at("AAA", 1), "has_own_pace"] == 0.0  # nothing Scored yet
+
+
+def test_field_pace_is_forgotten_after_two_reference_laps():
+    """A Scored lap tells the field's pace for FIELD_WINDOW reference laps, then no more."""
+    from lapnet.race.features import FIELD_WINDOW
+
+    df = _two_cars()
+    late = df["Driver"] == "BBB"
+    df.loc[late, "Time"] += np.where(df.loc[late, "LapNumber"] >= 4, 3 * 90.0, 0.0)  # BBB's laps 4-5 end 3 laps later
+    df.loc[late & (df["LapNumber"] == 4), "LapTime"] += 3 * 90.0  # (a long stop)
+    laps = _clean(df)
+    f = featurize_race(laps)
+    b4 = laps.index[(laps["Driver"] == "BBB") & (laps["LapNumber"] == 4)][0]
+    a5_end = laps.loc[(laps["Driver"] == "AAA") & (laps["LapNumber"] == 5), "Time"].iloc[0]
+    assert laps.loc[b4, "Time"] - a5_end > FIELD_WINDOW * f.loc[b4, "_ref"]
+    assert f.loc[b4, "has_field_pace"] == 0.0 and f.loc[b4, "field_pace"] == 0.0

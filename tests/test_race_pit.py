@@ -112,7 +112,9 @@ def test_fit_pit_model_names_a_width_mismatch():
     """x must have one column per feature name: NET_FEATURES rows against the default FEATURES
     (which end with PIT_EXTRA) once crashed deep inside with an IndexError."""
     x, extra, y, race = _toy_rows(np.random.default_rng(0))
-    with pytest.raises(LapnetError, match=rf"x has {len(FEATURES)} columns but {len(FEATURES) + len(PIT_EXTRA)} feature names"):
+    from lapnet.race.features import FEATURES as ALL  # NET_FEATURES + FRESH_EXTRA + PIT_EXTRA
+
+    with pytest.raises(LapnetError, match=rf"x has {len(FEATURES)} columns but {len(ALL)} feature names"):
         fit_pit_model(x, extra, y, race)
     with pytest.raises(LapnetError, match=r"extra must be \(n, 24\)"):
         fit_pit_model(x, extra[:, :3], y, race, FEATURES)

@@ -43,7 +43,7 @@ def part_run(tmp_path_factory, sim_races):
 def test_eval_of_a_race_without_scored_pairs(run_cli, part_run, tmp_path):
     """Every lap of one race behind the safety car: eval exits 0 (it raised KeyError
     'forecaster'), that race's row has n_h1 0 and no MAE, the other race is scored."""
-    from lapnet.race.baselines import BASELINES
+    from lapnet.race.baselines import BASELINES, FRESH_BASELINES
     from lapnet.race.simulate import simulate_to_file
 
     run, _, _ = part_run
@@ -64,7 +64,8 @@ def test_eval_of_a_race_without_scored_pairs(run_cli, part_run, tmp_path):
     assert [row[f"persistence_h{h}"] for h in (1, 5, 10)] == [None] * 3
     assert m["by_race"][green]["n_h1"] > 100 and m["by_race"][green]["mae_h1"] > 0
     assert set(m["forecast"]["scored"]) == {"forecaster", *BASELINES}
-    assert set(m["forecast"]["fresh"]) == {"forecaster"}  # no baseline has a lap to start from there
+    # no lap-based baseline has a lap to start from there: the reference lap and the field's pace do
+    assert set(m["forecast"]["fresh"]) == {"forecaster", *FRESH_BASELINES}
     table = next(ln for ln in err.splitlines() if ln.startswith("│") and f" {neutral} " in ln)
     assert table.split("│")[2].strip() == "0" and "-/-" in table
 

@@ -11,19 +11,28 @@ driver's Scored laps of the current stint up to lap t:
 
 Correcting the linear fit for fuel changes nothing (the correction is itself linear in lap
 number), so fuel correction is applied to persistence only.
+
+Where the stint has no Scored lap yet (an out-lap, the start, a restart) none of those has a
+start; `fresh_baselines` forecast every lap ahead there, scored in eval's "fresh" block only:
+
+    reference_lap      the race's reference lap (where lapnet's forecast started there before
+                       the FreshStart)
+    field_pace         the median of the other drivers' latest Scored laps, however old (the
+                       feature `field_pace_any`); the reference lap while nobody has one
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from lapnet.race.features import Sequences
+from lapnet.race.features import FEATURES, Sequences
 
 # s per lap a car gets quicker as the race goes on: about the lap-number slope `lapnet race calibrate` fits on the
 # 15 real 2023 races (fuel_s_per_lap -0.056: fuel burn plus track evolution; docs/guide/race_data.md). Fuel alone,
 # 1.7 kg burnt per lap x 0.03 s per kg (the simulator's SimParams), would be 0.051.
 FUEL_S_PER_LAP = 0.055
 BASELINES = ("persistence", "mean_last3", "stint_linear", "fuel_persistence")
+FRESH_BASELINES = ("reference_lap", "field_pace")
 MIN_FIT_LAPS = 3
 
 
@@ -63,3 +72,15 @@ def baseline_forecasts(seq: Sequences) -> dict[str, np.ndarray]:
             else:
                 out["stint_linear"][i, t] = last
     return out
+
+
+def fresh_baselines(seq: Sequences) -> dict[str, np.ndarray]:
+    """Forecasts in seconds from origins whose stint has no Scored lap yet (see the module
+    docstring): name -> (N, T, K), NaN at every other origin."""
+    K = seq.target.shape[2]
+    fresh = ~np.isfinite(seq.base)  # (N, T)
+    pace = seq.x[:, :, FEATURES.index("field_pace_any")] * 5.0  # % of ref (the feature is / 5, clipped at 10%)
+    known = seq.x[:, :, FEATURES.index("has_field_pace_any")] > 0
+    field = np.where(known, seq.ref * (1.0 + pace / 100.0), seq.ref)
+    return {name: np.where(fresh[:, :, None], v[:, :, None], np.nan).repeat(K, 2)
+            for name, v in (("reference_lap", seq.ref), ("field_pace", field))}

@@ -16,11 +16,12 @@ Forecast targets (what the model learns, all in percent of `ref`): at lap t, hor
 the stint (persistence): the net starts from persistence and learns the residual. (Starting
 horizons >= 2 from the 3-lap mean was tried: it fails badly on races whose pace drifts within a
 stint, Baku, Suzuka, Interlagos.) When the stint has no Scored lap yet (an out-lap, the start,
-a restart), the forecast starts from `ref` instead (the net reads `has_base`); those origins
-have targets, but the loss leaves them out by default (`models.race_loss`'s fresh_weight 0,
-`RaceTrainConfig.fresh_weight`: trained on, they cost the Scored laps' forecast) and eval scores
-them apart (the "fresh" block of `metrics.MASKS`). A target exists only when lap t+k exists, is
-in the same stint, and is Scored.
+a restart), targets count from `ref` instead (the net reads `has_base`); the nets' loss leaves
+those origins out by default (`models.race_loss`'s fresh_weight 0, `RaceTrainConfig.fresh_weight`:
+trained on, they cost the Scored laps' forecast), and a separate linear model forecasts there
+(`models.FreshStart`, from FRESH_EXTRA: the field's pace now and the driver's against it). eval
+scores them apart (the "fresh" block of `metrics.MASKS`). A target exists only when lap t+k
+exists, is in the same stint, and is Scored.
 
 Before the race's first Scored lap, `ref` is the median of its green timed laps that are no
 in-, out- or restart lap (after a safety-car start, the first green lap is timed but not yet
@@ -118,7 +119,24 @@ PIT_EXTRA: tuple[str, ...] = (
     "stop_needed", *(f"left_{k}" for k in range(PIT_LEFT)), *(f"stint_{k}" for k in range(1, PIT_STINT + 1)),
     "sc_new", "sc_new_need", "neutral_need",
 )
-FEATURES: tuple[str, ...] = NET_FEATURES + PIT_EXTRA  # every lap vector: the forecaster reads NET_FEATURES, the pit model all
+# what the fresh-stint forecast reads beyond the lap vector (`models.FreshStart`): where the
+# field's pace is now, how this driver ran against it, and the start itself. The nets learn
+# from the stint's last Scored lap; an out-lap, the start or a restart has none, and the race's
+# reference lap (the first laps' pace, on full tanks) is seconds off later in the race.
+FRESH_EXTRA: tuple[str, ...] = (
+    "field_pace",  # median of the other drivers' latest Scored laps (ended within FIELD_WINDOW reference laps), % of ref, / 5
+    "has_field_pace",
+    "field_tyre",  # median tyre life of those laps / 30
+    "field_pace_any",  # the same median over the other drivers' latest Scored laps however old (before a safety car), % of ref, / 5
+    "has_field_pace_any",
+    "field_pace_age",  # how long ago those laps ended: the median, in reference laps / 10, capped at 1
+    "own_pace",  # median over the driver's last OWN_LAPS Scored laps (any stint) of lap minus the field's pace then, % of ref, / 5
+    "has_own_pace",
+    "opening_lap_1",  # the standing start's lap
+)
+FIELD_WINDOW = 2.0  # reference laps: a Scored lap older than this no longer tells the field's pace
+OWN_LAPS = 5
+FEATURES: tuple[str, ...] = NET_FEATURES + FRESH_EXTRA + PIT_EXTRA  # every lap vector: the forecaster reads NET_FEATURES, the pit model and FreshStart all (PIT_EXTRA last)
 
 
 def _num(v: Any) -> float:
@@ -210,6 +228,8 @@ class _Driver:
     team: str = ""
     dev: float = math.nan  # the latest Scored lap minus the mean of the stint's previous up to 3, % of ref
     dev_t: float = -math.inf  # session time at which that lap ended
+    last_scored: tuple[float, float, float] = (-math.inf, math.nan, math.nan)  # (session time, lap time, tyre life) of the latest Scored lap
+    vs_field: list = field(default_factory=list)  # Scored laps (any stint) minus the field's pace then, % of ref
 
 
 @dataclass
@@ -283,9 +303,51 @@ class RaceFeaturizer:
     def step(self, lap: Mapping[str, Any]) -> LapFeatures:
         """Ingest one cleaned lap (a row of `clean_laps`) and return its features (FEATURES)."""
         f = self._step_net(lap)
+        fresh = self._step_fresh(lap, f.ref)
         extra = self.pit_context.step(self, lap)  # reads the state the lap has just updated
-        f.x = np.concatenate([f.x, extra])  # (D,)
+        f.x = np.concatenate([f.x, fresh, extra])  # (D,)
         return f
+
+    def field_pace(self, drv: str, t_end: float, ref: float, window: float = FIELD_WINDOW) -> tuple[float, float, float]:
+        """The median lap time, tyre life and age (seconds before `t_end`) of the other drivers'
+        latest Scored laps that ended within `window` reference laps before `t_end` (NaN, NaN,
+        NaN when there is none)."""
+        if not math.isfinite(t_end):
+            return math.nan, math.nan, math.nan
+        recent = [d.last_scored for k, d in self.drivers.items()
+                  if k != drv and t_end - window * ref < d.last_scored[0] <= t_end]
+        if not recent:
+            return math.nan, math.nan, math.nan
+        tyres = [v[2] for v in recent if math.isfinite(v[2])]
+        return (statistics.median(v[1] for v in recent), statistics.median(tyres) if tyres else math.nan,
+                statistics.median(t_end - v[0] for v in recent))
+
+    def _step_fresh(self, lap: Mapping[str, Any], ref: float) -> np.ndarray:
+        """The FRESH_EXTRA part of `step` (after `_step_net` has ingested the lap)."""
+        drv = str(lap["Driver"])
+        st = self.drivers[drv]
+        t_end = _num(lap.get("Time"))
+        pace, tyre, _ = self.field_pace(drv, t_end, ref)
+        pace_any, _, age = self.field_pace(drv, t_end, ref, window=math.inf)
+        lap_time = _num(lap.get("LapTime"))
+        if _flag(lap.get("Scored")) and _flag(lap.get("HasTime")) and math.isfinite(lap_time):  # as `_step_net` counts it
+            # a Scored lap joins the field's pace for the others, and the driver's own pace against the field
+            if math.isfinite(pace):
+                st.vs_field = (st.vs_field + [(lap_time - pace) / ref * 100])[-OWN_LAPS:]
+            st.last_scored = (t_end if math.isfinite(t_end) else -math.inf, lap_time, _num(lap.get("TyreLife")))
+        own = statistics.median(st.vs_field) if st.vs_field else math.nan
+        n = _num(lap.get("LapNumber"))
+        return np.asarray([
+            _clip((pace / ref - 1) * 100, -10, 10) / 5 if math.isfinite(pace) else 0.0,
+            float(math.isfinite(pace)),
+            tyre / 30 if math.isfinite(tyre) else 0.0,
+            _clip((pace_any / ref - 1) * 100, -10, 10) / 5 if math.isfinite(pace_any) else 0.0,
+            float(math.isfinite(pace_any)),
+            min(age / ref / 10, 1.0) if math.isfinite(age) else 0.0,
+            _clip(own, -5, 5) / 5 if math.isfinite(own) else 0.0,
+            float(math.isfinite(own)),
+            float(n == 1),
+        ], dtype=np.float32)
 
     def _step_net(self, lap: Mapping[str, Any]) -> LapFeatures:
         """The NET_FEATURES part of `step`."""

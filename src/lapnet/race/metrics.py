@@ -16,9 +16,9 @@ MASKS = {
     "not deleted) and in the same stint",
     "all": "target lap t+k timed and in the same stint as t; the stint has a Scored lap at or before t "
     "(includes safety-car, yellow, in- and out-laps)",
-    "fresh": "the stint has no Scored lap at or before t (an out-lap, the start, a restart: the forecast starts "
-    "from the race's reference lap); target lap t+k Scored and in the same stint (the forecaster only: "
-    "the baselines need a Scored lap to start from)",
+    "fresh": "the stint has no Scored lap at or before t (an out-lap, the start, a restart: the forecast is the "
+    "run's FreshStart when it has one); target lap t+k Scored and in the same stint (beside the baselines "
+    "that need no Scored lap to start from: the race's reference lap and the field's pace)",
 }
 
 
@@ -42,12 +42,15 @@ def eval_mask(seq: Sequences, which: str = "scored") -> np.ndarray:
     raise ValueError(f"unknown mask {which!r}")
 
 
-def forecast_report(forecasts: dict[str, np.ndarray], seq: Sequences, horizons=REPORT_HORIZONS) -> dict:
+def forecast_report(forecasts: dict[str, np.ndarray], seq: Sequences, horizons=REPORT_HORIZONS,
+                    fresh_only: dict[str, np.ndarray] | None = None) -> dict:
     """Errors of every forecaster on the same pairs, by horizon, overall and by compound.
 
     Args:
         forecasts: name -> (N, T, K) seconds.
         seq: the sequences the forecasts were made on (targets and masks).
+        fresh_only: name -> (N, T, K) seconds, forecasters scored in the "fresh" block only
+            (`baselines.fresh_baselines`: NaN wherever the stint has a Scored lap).
 
     Returns:
         {mask: {name: {"h1": {"mae", "rmse", "n", "by_compound": {...}}, ...}}}. A pair
@@ -63,7 +66,7 @@ def forecast_report(forecasts: dict[str, np.ndarray], seq: Sequences, horizons=R
         mask = eval_mask(seq, which)
         present = forecasts
         if which == "fresh":  # told by the origins, not the pairs: a race without fresh pairs keeps the same names
-            present = {name: f for name, f in forecasts.items() if np.isfinite(f[no_base]).any()}
+            present = {name: f for name, f in {**forecasts, **(fresh_only or {})}.items() if np.isfinite(f[no_base]).any()}
         for f in present.values():
             mask = mask & np.isfinite(f)
         per: dict = {}

@@ -28,7 +28,7 @@ import torch
 from lapnet import distributed
 from lapnet.checkpoint import load_tensors, read_json, write_json
 from lapnet.errors import CheckpointError, LapnetError
-from lapnet.race.baselines import BASELINES, baseline_forecasts
+from lapnet.race.baselines import BASELINES, baseline_forecasts, fresh_baselines
 from lapnet.race.features import (
     COMPOUNDS,
     FEATURES,
@@ -45,7 +45,7 @@ from lapnet.race.features import (
 from lapnet.race.metrics import (MASKS, coverage, forecast_report, macro_f1, phase_checks, pit_report, roc_auc,
                                  stint_trend_report, totals_report)
 from lapnet.models.recurrent import ARCHS
-from lapnet.race.models import (HEADS, HORIZON_WEIGHT_POWER, INTERVAL90, ExpectedGap, RaceEnsemble, RaceModelConfig, RaceNet,
+from lapnet.race.models import (HEADS, HORIZON_WEIGHT_POWER, INTERVAL90, ExpectedGap, FreshStart, RaceEnsemble, RaceModelConfig, RaceNet,
                                 WithPitCaller, race_loss)
 from lapnet.race.outputs import PNG_MARK, PREDICT_COMMAND, check_predict_out, earlier_predict_files
 from lapnet.race.pit import PIT_L2, PitModel
@@ -121,6 +121,11 @@ class RaceTrainConfig:
     expected_gap: bool = True  # fit an ExpectedGap (the mean lap above the median forecast) after training; needs pit_caller
     expected_gap_check: bool = True  # keep it only if its 10-lap total beats the median's (squared error) on the validation race(s)
     expected_ridge: tuple = (1e-1, 1e-2, 1e-3, 1e-4)  # its L2 strengths per lap; the best validation-race MSE is kept
+    # fit a FreshStart (the forecast from laps whose stint has no Scored lap yet) after training; needs pit_caller.
+    # Kept only if leave-races-out folds inside the training races score it better than the nets on those laps
+    fresh_start: bool = True
+    fresh_start_check: bool = True  # keep it only if those folds beat the nets there (False: keep it whenever fitted)
+    fresh_ridge: tuple = (1e-1, 1e-2, 1e-3, 1e-4)  # its L2 strengths per lap; the folds' best MAE is kept
     progress: bool = True
     device: str = "cpu"  # where the nets train ("cuda" rarely pays for nets this small); everything after runs on the CPU
 
@@ -159,11 +164,12 @@ class RaceTrainConfig:
             problems.append(f"mean_loss must be 'l1' or 'nll', got {self.mean_loss!r}")
         elif self.mean_loss == "nll" and self.head != "laplace":
             problems.append(f"mean_loss 'nll' needs head 'laplace', got head {self.head!r}")
-        for name in ("pit_l2", "expected_ridge"):
+        for name in ("pit_l2", "expected_ridge", "fresh_ridge"):
             v = getattr(self, name)
             if not (isinstance(v, (tuple, list)) and v and all(_is_real(x) and math.isfinite(x) and x > 0 for x in v)):
                 problems.append(f"{name} must be a non-empty tuple of positive numbers, got {v!r}")
-        for name in ("tagger", "linear_skip", "pit_caller", "expected_gap", "expected_gap_check", "progress"):
+        for name in ("tagger", "linear_skip", "pit_caller", "expected_gap", "expected_gap_check", "fresh_start",
+                     "fresh_start_check", "progress"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
         try:
@@ -492,11 +498,14 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         if cfg.expected_gap:
             expected, config["expected_gap"] = _fit_expected_gap(forecaster, seq, train_idx, val_idx, cfg)
             config["expected_gap"]["kept"] = expected is not None
-        wrapped = WithPitCaller(forecaster, pit, expected)
+        fresh = None
+        if cfg.fresh_start:
+            fresh, config["fresh_start"] = _fit_fresh_start(forecaster, seq, np.concatenate([train_idx, val_idx]), cfg)
+        wrapped = WithPitCaller(forecaster, pit, expected, fresh)
         save_tensors(out / "model.safetensors", {k: v.detach().numpy() for k, v in wrapped.state_dict().items()},
                      {"config": {**meta["config"], "members": cfg.members, "pit_caller": True,
-                                 "expected_gap": expected is not None}})
-        model = WithPitCaller(model, pit, expected)  # the validation block below scores the first member with the pit caller
+                                 "expected_gap": expected is not None, "fresh_start": fresh is not None}})
+        model = WithPitCaller(model, pit, expected, fresh)  # the validation block below scores the first member with the pit caller
 
     tagger_result, tagger, live_tagger = None, None, None
     if cfg.tagger and seq.phase_mask.any():
@@ -731,6 +740,68 @@ def _fit_expected_gap(forecaster: torch.nn.Module, seq: Sequences, train_idx, va
     return (best[2] if info["kept"] else None), info
 
 
+FRESH_FOLDS = 5  # leave-races-out folds inside the training races that choose and check the FreshStart
+
+
+def _fit_fresh_start(forecaster: torch.nn.Module, seq: Sequences, idx: np.ndarray,
+                     cfg: RaceTrainConfig) -> tuple[FreshStart | None, dict]:
+    """Fit a FreshStart on the origins of the sequences `idx` whose stint has no Scored lap yet.
+
+    Its L2 strength (cfg.fresh_ridge) is chosen by the mean absolute error over horizons on
+    leave-races-out folds of those races (FRESH_FOLDS, or one per race when fewer); the folds'
+    absolute errors give its 90% half-width per horizon. It is kept only if those folds beat
+    the nets' own forecast on the same laps (the nets' is in-sample there, which favours them).
+
+    Returns:
+        (the model, or None when it is not kept or there are too few such laps; what was
+        measured, for config.json)
+    """
+    sub = subset_sequences(seq, idx)
+    m = sub.target_mask.any(-1) & ~np.isfinite(sub.base)  # (n, T) fresh origins with a target
+    info: dict = {"model": "L1 regression of the laps ahead on the field's pace, the driver's pace against it, the "
+                  "tyres and the start or restart (models.FreshStart.INPUTS), from laps whose stint has no Scored lap",
+                  "origins": int(m.sum()), "kept": False}
+    race = np.array([sub.keys[i][0] for i in range(len(sub.keys))])[:, None].repeat(m.shape[1], 1)[m]  # (n,)
+    races = sorted(set(race))
+    width = len(FreshStart.INPUTS) + 1
+    if len(races) < 2 or m.sum() < 4 * width:
+        info["why_not"] = f"too few laps to learn it from ({int(m.sum())} origins in {len(races)} race(s))"
+        return None, info
+    x, y, mask = (torch.from_numpy(sub.x[m]), torch.from_numpy(sub.target[m]).double(),
+                  torch.from_numpy(sub.target_mask[m]))
+    net = torch.from_numpy(run_net(forecaster, sub)["mean"][m]).double()  # (n, K) the nets' forecast there
+    folds = np.array([races.index(r) % min(FRESH_FOLDS, len(races)) for r in race])
+    scores, best = {}, None
+    for ridge in cfg.fresh_ridge:
+        pred = torch.zeros_like(y)
+        for f in np.unique(folds):
+            fs = FreshStart(FEATURES)
+            tr, te = torch.from_numpy(folds != f), torch.from_numpy(folds == f)
+            fs.fit(x[tr], y[tr], mask[tr], ridge)
+            with torch.no_grad():
+                pred[te] = fs(x[te]).double()
+        err = (pred - y).abs()
+        mae = float(err[mask].mean())
+        scores[f"{ridge:g}"] = round(mae, 4)
+        if best is None or mae < best[0]:
+            best = (mae, ridge, err)
+    mae, ridge, err = best
+    net_mae = float((net - y).abs()[mask].mean())
+    fs = FreshStart(FEATURES)
+    fs.fit(x, y, mask, ridge)
+    blind = fs.blind(x)  # (n,) no other car had a Scored lap yet: the safety car's pace is the reference
+    half = [[float(torch.quantile(err[mask[:, k] & g, k], 0.9)) if (mask[:, k] & g).any() else 100.0
+             for k in range(y.shape[1])] for g in (~blind, blind)]  # (2, K); a group never seen: as wide as the lap
+    fs.half90.copy_(torch.tensor(half))
+    info.update({"ridge": ridge, "folds_mae_pct_by_ridge": scores, "folds_mae_pct": round(mae, 4),
+                 "nets_mae_pct": round(net_mae, 4),
+                 "half90_pct": {"field_has_scored": [round(v, 3) for v in half[0]],
+                                "no_scored_lap_yet": [round(v, 3) for v in half[1]]},
+                 "chosen_by": f"mean absolute error over horizons on {len(np.unique(folds))} leave-races-out folds",
+                 "kept": mae < net_mae or not cfg.fresh_start_check})
+    return (fs if info["kept"] else None), info
+
+
 def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
     """The sequences `idx` of `seq`."""
     kw = {name: (getattr(seq, name)[idx] if name != "keys" else [seq.keys[i] for i in idx]) for name in Sequences.__dataclass_fields__}
@@ -790,9 +861,9 @@ def load_run(run: str | Path, device: str = "cpu") -> RaceRun:
     if not isinstance(config, dict) or config.get("kind") != "lapnet-race":
         raise CheckpointError(f"{run}: not a lapnet race run (config.json kind is not 'lapnet-race')")
     check_features(config.get("features", []))
-    gap = config.get("expected_gap")
+    gap, fresh = config.get("expected_gap"), config.get("fresh_start")
     model = _load_net(run / "model.safetensors", config["model"], int(config.get("members", 1)), bool(config.get("pit_caller")),
-                      isinstance(gap, dict) and bool(gap.get("kept", True)))
+                      isinstance(gap, dict) and bool(gap.get("kept", True)), isinstance(fresh, dict) and bool(fresh.get("kept")))
     tagger = _load_net(run / "tagger" / "model.safetensors", config["tagger"]) if config.get("tagger") else None
     live = _load_net(run / "live_tagger" / "model.safetensors", config["live_tagger"]) if config.get("live_tagger") else None
     if device != "cpu":
@@ -801,11 +872,12 @@ def load_run(run: str | Path, device: str = "cpu") -> RaceRun:
 
 
 def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False,
-              expected_gap: bool = False) -> RaceNet | RaceEnsemble | WithPitCaller:
+              expected_gap: bool = False, fresh_start: bool = False) -> RaceNet | RaceEnsemble | WithPitCaller:
     arrays, _ = load_tensors(path)
     net = RaceEnsemble(RaceModelConfig(**mcfg), members) if members > 1 else RaceNet(RaceModelConfig(**mcfg))
     if pit_caller:
-        net = WithPitCaller(net, PitModel(FEATURES), ExpectedGap(FEATURES) if expected_gap else None)
+        net = WithPitCaller(net, PitModel(FEATURES), ExpectedGap(FEATURES) if expected_gap else None,
+                            FreshStart(FEATURES) if fresh_start else None)
     try:
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     except RuntimeError as e:
@@ -888,7 +960,7 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
     """
     sec, half = to_seconds(seq, o["mean"], o["half90"])  # (N, T, K) seconds: the forecast and its 90% half-width
     forecasts = {"forecaster": sec, **baseline_forecasts(seq)}
-    report = forecast_report(forecasts, seq)
+    report = forecast_report(forecasts, seq, fresh_only=fresh_baselines(seq))
     m = seq.target_mask & seq.origin_scored[:, :, None]
     cov = {}
     for h in (1, 5, 10):

@@ -438,7 +438,7 @@ def test_the_json_line_carries_the_laps_time_status_position_tyres_and_stint(sim
     assert code == 0, err
     preds = _preds(out)
     assert list(preds[0]) == ["driver", "lap", "lap_time", "scored", "time", "track_status", "position", "compound",
-                              "tyre_life", "stint", "forecast", "forecast_next10", "interval90_h1", "pit_within_3",
+                              "tyre_life", "stint", "forecast", "forecast_next10", "interval90_h1", "forecast_from", "pit_within_3",
                               "phase", "race_laps", "race_laps_estimated", "expected_next10"]
     row = laps.iloc[0]
     assert preds[0]["time"] == round(float(row["Time"]), 3) and preds[0]["track_status"] == row["TrackStatus"]

@@ -145,7 +145,7 @@ def test_live_equals_batch_predict(real_run, run_cli, f1_data, tmp_path):
     assert len(lines) == len(batch)
     live = pd.DataFrame([{"Driver": d["driver"], "LapNumber": d["lap"], "h1": d["forecast"]["h1"], "h10": d["forecast"]["h10"],
                           "pit": d["pit_within_3"], "e10": (d.get("expected_next10") or [np.nan] * 10)[9],
-                          "live_phase": d["phase"]} for d in lines])
+                          "live_phase": d["phase"], "from": d["forecast_from"]} for d in lines])
     both = batch.merge(live, on=["Driver", "LapNumber"])
     assert len(both) == len(batch)
     np.testing.assert_allclose(both["h1"], both["forecast_h1"], atol=2e-3, equal_nan=True)  # JSON rounds to 1e-4 s
@@ -153,6 +153,10 @@ def test_live_equals_batch_predict(real_run, run_cli, f1_data, tmp_path):
     np.testing.assert_allclose(both["pit"], both["pit_prob"], atol=2e-4)
     assert (both["live_phase"] == both["phase_live"]).all()  # the live tagger's call, step by step = in one pass
     assert both["phase"].isin(["push", "conserve", "pit_window"]).all()  # predict's own: the post-race tagger
+    # out-laps and lap 1 from the FreshStart, every lap of a stint with a Scored lap from the nets, in both
+    assert (both["from"] == both["forecast_from"]).all() and set(both["from"]) == {"stint", "fresh_start"}
+    assert (both.loc[both["LapNumber"] == 1, "from"] == "fresh_start").all()
+    assert (both.loc[both["Scored"], "from"] == "stint").all()
     if "expected_h10" in both:  # the mean lap too, when the run kept its ExpectedGap
         np.testing.assert_allclose(both["e10"], both["expected_h10"], atol=2e-3, equal_nan=True)
     else:

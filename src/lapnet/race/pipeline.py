@@ -802,6 +802,16 @@ def _fit_fresh_start(forecaster: torch.nn.Module, seq: Sequences, idx: np.ndarra
     return (fs if info["kept"] else None), info
 
 
+def forecast_source(has_base: bool, model: torch.nn.Module) -> str:
+    """Where a lap's forecast comes from (predict's `forecast_from`, live's too): "stint" (the
+    nets, on the stint's last Scored lap), "fresh_start" (the stint has no Scored lap yet and the
+    run has a FreshStart) or "reference_lap" (no Scored lap yet, and no FreshStart: the nets
+    from the race's reference lap)."""
+    if has_base:
+        return "stint"
+    return "fresh_start" if getattr(model, "fresh", None) is not None else "reference_lap"
+
+
 def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
     """The sequences `idx` of `seq`."""
     kw = {name: (getattr(seq, name)[idx] if name != "keys" else [seq.keys[i] for i in idx]) for name in Sequences.__dataclass_fields__}
@@ -1239,6 +1249,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
                 **{f"forecast_h{h}": sec[i, t, h - 1] for h in (1, 5, 10)},
                 **({f"expected_h{h}": exp_sec[i, t, h - 1] for h in (1, 5, 10)} if exp_sec is not None else {}),
                 "lo90_h1": sec[i, t, 0] - half[i, t, 0], "hi90_h1": sec[i, t, 0] + half[i, t, 0],
+                "forecast_from": forecast_source(bool(np.isfinite(seq.base[i, t])), r.model),
                 "pit_prob": float(o["pit"][i, t]),
                 "phase": PHASES[int(phase_p[i, t].argmax())] if phase_p is not None else None,
                 # what `race live` called at that lap (it reads only the laps so far)

@@ -100,6 +100,34 @@ def test_a_corrupted_lap_number_far_ahead_is_refused_and_changes_nothing(sim, ru
     assert len(_lines(want_err, "VER lap 5 missing or skipped (lap 6 follows lap 4)")) == 1
 
 
+def test_a_lap_number_the_driver_could_not_have_reached_is_refused(sim, run_cli, monkeypatch):
+    """VER's lap 5 sent as 7: within the field's margin, but 3 laps in one lap's session Time
+    cannot be run: refused, and every JSON line is what the feed without that line gives. The
+    same lap a minute later than 2 laps' time (a feed that lost VER's laps 5-6) is taken."""
+    laps = _first(sim["laps"], 8)
+    i = _row(laps, "VER", 5)
+    bad = laps.copy()
+    bad.loc[i, "LapNumber"] = "7.0"
+    bad = bad.drop(index=_row(laps, "VER", 7))  # the real lap 7 would be a duplicate
+    without = laps.drop(index=[i, _row(laps, "VER", 7)])
+    _stdin(monkeypatch, _csv(without))
+    code, want, _ = run_cli("race", "live", sim["run"], "-", "--race-laps", "52")
+    assert code == 0
+    _stdin(monkeypatch, _csv(bad))
+    code, out, err = run_cli("race", "live", sim["run"], "-", "--race-laps", "52")
+    assert code == 0, err
+    assert out == want
+    said = _lines(err, "skipped lap")
+    assert len(said) == 1 and said[0].startswith(f"lapnet: warning: line {i + 2}: skipped lap: VER lap 7: implausible "
+                                                 "(3 laps after lap 4 in ")
+    assert "at least 50 s a lap; taken for a corrupted LapNumber): VER's laps go on from the last one read" in said[0]
+
+    lost = laps.drop(index=[i, _row(laps, "VER", 6)])  # VER's laps 5 and 6 lost: lap 7 comes 3 laps after lap 4
+    _stdin(monkeypatch, _csv(lost))
+    code, out, err = run_cli("race", "live", sim["run"], "-", "--race-laps", "52")
+    assert code == 0 and "implausible" not in err and len(out.splitlines()) == len(lost), err
+
+
 def test_the_first_laps_and_a_feed_that_lost_laps_are_not_refused(sim, run_cli, monkeypatch):
     """The first lines set the field's lap (a feed joining at lap 5 is taken); before any lap, only a
     lap far beyond --race-laps is refused. A feed that lost laps 4-6 of every car goes on at lap 7:

@@ -501,6 +501,22 @@ class LiveRace:
         LapNumber (a lap 16 sent as 61) would otherwise be taken as a gap, every later lap of
         the driver refused as out of order, and the race's length pushed to it.
 
+        The field's laps first (`_field_plausible`), then the driver's own: a lap number k laps
+        after the driver's last one read, ending less than k * MIN_LAP_SECONDS of session Time
+        after it, cannot have been run (a lap 16 sent as 18, within the field's margin).
+        """
+        self._field_plausible(drv, n, t_end)
+        st = self.drivers.get(drv)
+        if st is not None and n > st.last_lap + 1 and math.isfinite(t_end):
+            prev = _num(st.last_row.get("Time"))
+            if math.isfinite(prev) and t_end - prev < (n - st.last_lap) * MIN_LAP_SECONDS:
+                raise SkipLap(f"{drv} lap {n:g}: implausible ({n - st.last_lap:g} laps after lap {st.last_lap:g} in "
+                              f"{t_end - prev:.0f} s of session Time, at least {MIN_LAP_SECONDS:g} s a lap; taken for a "
+                              f"corrupted LapNumber): {drv}'s laps go on from the last one read", driver=drv)
+
+    def _field_plausible(self, drv: str, n: float, t_end: float) -> None:
+        """`_plausible` against the field's laps:
+
         The field's next lap is its highest lap so far + 1 (a leader is at most one lap ahead
         of himself); a lap more than LAP_MARGIN beyond it is refused, unless the session Time
         says the field could have run it (MIN_LAP_SECONDS a lap since the field reached its

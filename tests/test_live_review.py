@@ -431,7 +431,7 @@ def test_real_races_without_a_length_keep_the_laps_batch_keeps(sim, run_cli, mon
 # 9. an accurate lap far too slow ----------------------------------------------------------------
 
 
-def test_an_accurate_lap_ten_times_the_reference_is_warned_and_used_as_batch_does(sim, run_cli, monkeypatch):
+def test_an_accurate_lap_ten_times_the_reference_is_warned_and_used_as_batch_does(sim, run_cli, monkeypatch, tmp_path):
     laps = _first(sim["laps"], 6)
     clean = ((laps["LapNumber"].astype(float) == 5) & (laps["IsAccurate"] == "True") & (laps["PitInTime"] == "")
              & (laps["PitOutTime"] == "") & ~laps["TrackStatus"].str.contains("[4567]") & (laps["Deleted"] == "False"))
@@ -452,6 +452,16 @@ def test_an_accurate_lap_ten_times_the_reference_is_warned_and_used_as_batch_doe
                      r"error\? it is used as batch commands use it \(the stint's forecasts start from it\)", said[0])
     assert m is not None, said[0]
     assert 9.0 < float(m.group(1)) < 11.0 and float(m.group(2)) == pytest.approx(float(laps.loc[i, "LapTime"]), rel=0.1)
+    # eval and predict warn about the same lap, once, and score it as live does
+    feed = tmp_path / "slow.csv"
+    slow.to_csv(feed, index=False)
+    for cmd in (("eval", sim["run"], feed, "--json", "--quiet"), ("predict", sim["run"], feed, "--quiet", "--out", tmp_path / "p")):
+        code, out, err = run_cli("race", *cmd)
+        assert code == 0, err
+        said = _lines(err, "times the race's reference lap")
+        assert said == [f"lapnet: warning: 1 Scored lap more than 3 times the race's reference lap, yet IsAccurate: {drv} "
+                        f"lap 5 ({float(slow.loc[i, 'LapTime']):.3f} s): timing errors? used as they are (the stint's "
+                        "forecasts start from them), as `lapnet race live` uses them"], err
 
 
 # 10. the lap's own facts in the JSON line ----------------------------------------------------

@@ -43,7 +43,7 @@ from lapnet.race.io import (FALSE_STRINGS, MISSING_STRINGS, TRUE_STRINGS, Compou
                             car_number, missing_context, parse_duration)
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.models import INTERVAL90
-from lapnet.race.pipeline import RaceRun, forecast_source, live_phase, load_run, pit_window_threshold
+from lapnet.race.pipeline import SLOW_SCORED, RaceRun, forecast_source, live_phase, load_run, pit_window_threshold
 
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
 
@@ -57,7 +57,7 @@ MIN_LAP_SECONDS = 50.0
 # without a race length, an untimed FastF1 row after the flag: no car has completed a timed lap
 # for SILENCE_LAPS reference laps, the last one at racing pace (the field has finished)
 SILENCE_LAPS = 0.75
-SLOW_LAP = 3.0  # a Scored lap this many reference laps long is warned (a timing error?)
+SLOW_LAP = SLOW_SCORED  # a Scored lap this many reference laps long is warned (a timing error?), as eval and predict warn
 # a feed runs into another race: after the field passed lap SWITCH_AFTER, most drivers seen go
 # back to lap 1-2, or their session Time goes back by more than SWITCH_BACK seconds
 SWITCH_AFTER = 5

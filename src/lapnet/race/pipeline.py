@@ -1145,6 +1145,7 @@ def race_sequences(laps: pd.DataFrame, race_length: int | str = "file") -> tuple
                               f"using {n}")
                 per_race[race] = "file"
     seq = build_sequences(laps, per_race)
+    _warn_slow_scored(seq)
     used = {}
     frac = FEATURES.index("lap_frac")
     for race in last:
@@ -1159,6 +1160,24 @@ def race_sequences(laps: pd.DataFrame, race_length: int | str = "file") -> tuple
             f = float(seq.x[idx[i], t, frac])
             used[race] = int(round(ln[i, t] / f)) if f > 0 else last[race]
     return seq, used
+
+
+SLOW_SCORED = 3.0  # a Scored lap this many reference laps long is warned (as `race live` warns it, lap by lap)
+
+
+def _warn_slow_scored(seq: Sequences) -> None:
+    """Warn once about Scored laps more than SLOW_SCORED times the race's reference lap (at that
+    lap): a timing error FastF1 called accurate. They are used as `race live` uses them (the
+    stint's forecasts start from them), so batch and live stay equal; the warning says where."""
+    slow = seq.origin_scored & (seq.lap_time > SLOW_SCORED * seq.ref)  # (N, T); NaN compares False
+    if not slow.any():
+        return
+    i, t = np.nonzero(slow)
+    shown = ", ".join(f"{seq.keys[a][1]} lap {seq.lap_number[a, b]:g} ({seq.lap_time[a, b]:.3f} s)" for a, b in zip(i[:3], t[:3]))
+    more = f" and {len(i) - 3} more" if len(i) > 3 else ""
+    warnings.warn(f"{len(i)} Scored lap{'s' if len(i) > 1 else ''} more than {SLOW_SCORED:g} times the race's reference "
+                  f"lap, yet IsAccurate: {shown}{more}: timing errors? used as they are (the stint's forecasts start "
+                  "from them), as `lapnet race live` uses them")
 
 
 def _race_row(m: dict) -> dict:

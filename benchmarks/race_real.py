@@ -7,6 +7,7 @@
     python benchmarks/race_real.py --members 1          # one net per fold instead of the default ensemble of 3 seeds
     python benchmarks/race_real.py --head gaussian      # the Gaussian head (the default is Laplace, chosen by inner validation)
     python benchmarks/race_real.py --fresh-weight 1     # also train on origins whose stint has no Scored lap yet (default 0)
+    python benchmarks/race_real.py --no-fresh-start     # those origins forecast by the nets from the reference lap (before the FreshStart)
 
     python benchmarks/race_real.py --members 1 --skip-train-all --hidden 32   # a cheap screening arm
 
@@ -185,6 +186,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
                          "pit_auc_simple_logistic": roc_auc(seq.pit[te][pm], simple[te][pm]),
                          "pit_auc_without_in_laps": fp["auc_without_in_laps"],
                          "expected_gap_kept": bool((run.config.get("expected_gap") or {}).get("kept", False)),
+                         "fresh_start_kept": bool((run.config.get("fresh_start") or {}).get("kept", False)),
                          "inner_validation": {"races": json.loads((out / "metrics.json").read_text()).get("validation_races"),
                                               "mae_h1": inner_rows.get("forecaster", {}).get("mae_h1"),
                                               "persistence_mae_h1": inner_rows.get("persistence", {}).get("mae_h1"),
@@ -198,6 +200,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     if not has_phase["live"]:
         del o["phase"], o["phase_call"]
     pooled = score_predictions(seq, o, tagged if has_phase["post_race"] else None)
+    pooled["fresh_by_origin"] = fresh_by_origin(seq, o)
     pm = seq.pit_mask
     pooled["pit_within_3"]["simple_logistic_auc"] = roc_auc(seq.pit[pm], simple[pm])
     res = {"pooled": pooled, "folds": per_fold}
@@ -239,6 +242,24 @@ def _check_lines(checks: dict, names=("live", "post_race")) -> list[str]:
     return lines
 
 
+def fresh_by_origin(seq, o: dict) -> dict:
+    """The forecast's next-lap MAE (s) from laps whose stint has no Scored lap yet, by what the
+    lap was: an out-lap after a stop (lap 1 is FastF1's out-lap of every car: apart), lap 1, a
+    lap under a safety car, VSC or red flag; on the fresh block's pairs."""
+    from lapnet.race.features import FEATURES
+    from lapnet.race.metrics import eval_mask
+    from lapnet.race.pipeline import to_seconds
+
+    sec = to_seconds(seq, o["mean"])[:, :, 0]
+    m = eval_mask(seq, "fresh")[:, :, 0] & np.isfinite(sec)
+    f = {n: seq.x[:, :, FEATURES.index(n)] > 0 for n in ("out_lap", "opening_lap_1", "safety_car", "vsc", "red")}
+    groups = {"out-lap after a stop": f["out_lap"] & ~f["opening_lap_1"], "lap 1": f["opening_lap_1"],
+              "under SC / VSC / red flag": f["safety_car"] | f["vsc"] | f["red"]}
+    err = np.abs(sec - seq.future[:, :, 0])
+    return {name: {"n": int((m & g).sum()), "mae": float(err[m & g].mean()) if (m & g).any() else None,
+                   "median": float(np.median(err[m & g])) if (m & g).any() else None} for name, g in groups.items()}
+
+
 def _fresh_line(pooled: dict) -> list[str]:
     """The forecast from origins whose stint has no Scored lap yet (out-laps, the start, restarts:
     the run's FreshStart), beside the baselines that need no Scored lap (the race's reference
@@ -251,6 +272,16 @@ def _fresh_line(pooled: dict) -> list[str]:
     for name, rows in block.items():
         lines.append(f"  {name:14s} " + ", ".join(f"{h} {rows[h]['mae']:.2f} / {rows[h]['rmse']:.2f}"
                                                    for h in ("h1", "h5", "h10") if rows[h]["n"]))
+    info = pooled.get("fresh_start") or {}
+    if info:
+        cov = info["interval90_coverage"]
+        lines.append(f"  from {info['origins']} such laps: {info['no_forecast']} without a forecast (no lap of the race had "
+                     f"shown its pace), {info['faster_than_fastest_lap']} of {info['forecasts']} forecasts more than 3% faster "
+                     f"than the race's fastest lap; 90% coverage h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}")
+    by = pooled.get("fresh_by_origin") or {}
+    if by:
+        lines.append("  next lap by origin, MAE / median (s): " + ", ".join(
+            f"{k} {v['mae']:.2f} / {v['median']:.2f} (n {v['n']})" for k, v in by.items() if v["n"]))
     return lines
 
 
@@ -280,6 +311,8 @@ def table(name: str, res: dict) -> list[str]:
         *_fresh_line(pooled),
         "expected gap kept by its validation check in folds: " + " ".join(str(int(f.get("expected_gap_kept", 0))) for f in res["folds"])
         + " (a dropped gap's fold uses the median as its expected lap)",
+        "fresh start kept by its check in folds: " + " ".join(str(int(f.get("fresh_start_kept", 0))) for f in res["folds"])
+        + " (a dropped one's fold forecasts those laps with the nets, from the reference lap)",
         "next 10 laps' total (s), bias / MAE / RMSE: " + ", ".join(
             f"{n} {v['bias']:+.2f} / {v['mae']:.2f} / {v['rmse']:.2f}" for n, v in pooled.get("next10_total", {}).items()
             if n in ("forecaster", "expected", "persistence", "mean_last3")) + f" (n = {pooled.get('next10_total', {}).get('forecaster', {}).get('n')})",
@@ -337,6 +370,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh-weight", type=float, default=RaceTrainConfig.fresh_weight,
                     help="weight in the forecast loss of origins whose stint has no Scored lap yet (out-laps, the start, "
                          "restarts; RaceTrainConfig.fresh_weight): 0 leaves them out")
+    ap.add_argument("--no-fresh-start", action="store_true",
+                    help="no FreshStart: out-laps, the start and restarts forecast by the nets from the reference lap")
     ap.add_argument("--phase-sim", type=int, default=RaceTrainConfig.phase_sim,
                     help="calibrated simulated races the phase taggers learn from (0: no phase calls, faster)")
     ap.add_argument("--pretrain-sim", type=int, default=0, help="also run an arm pretrained on N calibrated simulated races")
@@ -363,11 +398,13 @@ def main(argv=None) -> int:
     cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight, dropout=args.dropout,
                            members=args.members, seed=args.seed, progress=False, linear_skip=not args.no_linear_skip,
                            pit_caller=not args.no_pit_caller, head=args.head, mean_loss=args.mean_loss,
-                           scale_weight=args.scale_weight, phase_sim=args.phase_sim, fresh_weight=args.fresh_weight)
+                           scale_weight=args.scale_weight, phase_sim=args.phase_sim, fresh_weight=args.fresh_weight,
+                           fresh_start=not args.no_fresh_start)
     results: dict = {"config": {"folds": args.folds, "epochs": args.epochs, "hidden": args.hidden, "pit_weight": args.pit_weight,
                                 "members": args.members, "seed": args.seed, "linear_skip": not args.no_linear_skip, "dropout": args.dropout,
                                 "pit_caller": not args.no_pit_caller, "head": args.head, "mean_loss": args.mean_loss, "scale_weight": args.scale_weight,
-                                "phase_sim": args.phase_sim, "fresh_weight": args.fresh_weight, "races": len(paths)}}
+                                "phase_sim": args.phase_sim, "fresh_weight": args.fresh_weight,
+                                "fresh_start": not args.no_fresh_start, "races": len(paths)}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

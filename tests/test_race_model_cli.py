@@ -93,6 +93,22 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
         assert c["n"] > 100 and 0.0 <= c["push_vs_conserve_auc"] <= 1.0
 
 
+def test_no_impossible_forecasts_after_a_safety_car_start(real_run, run_cli, f1_data, tmp_path):
+    """Las Vegas 2023 ran its first laps behind the safety car: until a lap shows the race's pace
+    there is no forecast (no_green_pace_yet, empty cells), and no forecast of the race is more
+    than 3% faster than its fastest lap (the first FreshStart forecast some at 0.65 of it)."""
+    run, _ = real_run
+    code, out, err = run_cli("race", "predict", run, f1_data / "2023_las_vegas_R.csv", "--out", tmp_path / "lv", "--quiet")
+    assert code == 0, err
+    t = pd.read_csv(tmp_path / "lv" / "predictions.csv")
+    fastest = t.loc[t["Scored"], "LapTime"].min()
+    assert (t["forecast_h1"].dropna() > 0.97 * fastest).all() and (t["forecast_h10"].dropna() > 0.97 * fastest).all()
+    none = t["forecast_from"] == "no_green_pace_yet"
+    assert none.sum() >= 20 and t.loc[none, "LapNumber"].max() <= 6 and t.loc[none, "forecast_h1"].isna().all()
+    fresh = t["forecast_from"] == "fresh_start"
+    assert fresh.sum() > 20 and t.loc[fresh, "forecast_h1"].notna().all()
+
+
 def test_eval_of_several_races_shows_each_race(real_run, run_cli, f1_data):
     """With several races, `by_race` gives each one's numbers, the same as evaluating it alone."""
     run, _ = real_run

@@ -94,6 +94,7 @@ def test_old_runs_are_refused_in_one_line():
 # conditions a table may not have: then the feature that flags them is constant, by the data, not by construction
 _SIM_ABSENT = {"has_time": "every simulated lap is timed", "sector_dev": "the simulator writes no sector times",
                "vsc": "the simulator has safety cars, no VSC", "red": "nor red flags",
+               "green_seen": "every simulated race starts under green flags: lap 1 sets it for the whole race",
                **{f"compound_{c}": "dry races only" for c in ("intermediate", "wet", "unknown")}}
 _REAL_ABSENT = {f"compound_{c}": "no wet tyre or unknown compound in the 15 races of 2023" for c in ("intermediate", "wet", "unknown")}
 
@@ -445,3 +446,34 @@ def test_field_pace_is_forgotten_after_two_reference_laps():
     a5_end = laps.loc[(laps["Driver"] == "AAA") & (laps["LapNumber"] == 5), "Time"].iloc[0]
     assert laps.loc[b4, "Time"] - a5_end > FIELD_WINDOW * f.loc[b4, "_ref"]
     assert f.loc[b4, "has_field_pace"] == 0.0 and f.loc[b4, "field_pace"] == 0.0
+
+
+def test_green_seen_waits_for_a_lap_at_the_races_pace():
+    """Lap 1 of a green start counts (FastF1 marks it an out-lap for every car); laps behind the
+    safety car, a restart lap after a red flag and pit out-laps do not."""
+    df = _two_cars()
+    sc = df.copy()
+    sc.loc[sc["LapNumber"] <= 2, "TrackStatus"] = "4"  # a start behind the safety car, for two laps
+    for frame, first_green in ((df, 1), (sc, 3)):
+        laps = _clean(frame)
+        f = featurize_race(laps)
+        order = laps.index[session_order(laps)]
+        seen = f.loc[order, "green_seen"].to_numpy()
+        assert seen.min() == 0.0 or first_green == 1
+        first = laps.loc[order[int(np.argmax(seen))], "LapNumber"]
+        assert first == first_green and (np.diff(seen) >= 0).all()  # once seen, for good
+
+
+def test_a_lap_without_time_still_sees_the_field():
+    """A lap whose Time is missing is taken to end at the latest Time read (session order): the
+    field's pace stays known. A missing TyreLife counts the stint's laps, as the net's feature does."""
+    df = _two_cars()
+    i = df.index[(df["Driver"] == "BBB") & (df["LapNumber"] == 4)][0]
+    df.loc[i, "Time"] = np.nan
+    df["TyreLife"] = np.nan
+    laps = _clean(df)
+    f = featurize_race(laps)
+    b4 = laps.index[(laps["Driver"] == "BBB") & (laps["LapNumber"] == 4)][0]
+    assert f.loc[b4, "has_field_pace_any"] == 1.0
+    b5 = laps.index[(laps["Driver"] == "BBB") & (laps["LapNumber"] == 5)][0]
+    assert f.loc[b5, "field_tyre"] == pytest.approx(5 / 30)  # AAA's lap 5, the 5th of its stint: not 0 (new tyres)

@@ -37,25 +37,75 @@ def test_ridge_shrinks_all_but_the_constant():
     assert abs(beta[0]) < 0.01 and beta[1] == pytest.approx(np.median(y), abs=0.02)  # L1: the constant is the median
 
 
-def test_fit_per_horizon_and_missing_targets():
-    """Each horizon has its own line, fitted on the targets that exist; a horizon with too few
-    targets keeps the weights at zero (the reference lap itself)."""
+def _informed(n: int, rng) -> tuple[torch.Tensor, torch.Tensor]:
+    """n fresh lap vectors where the field has had a Scored lap: (x, the field's pace in % of ref)."""
+    x = torch.zeros(n, len(FEATURES), dtype=torch.float64)
+    pace = torch.from_numpy(rng.normal(-2.0, 1.0, n))
+    x[:, FEATURES.index("field_pace_any")] = pace / 5  # the feature is / 5
+    x[:, FEATURES.index("has_field_pace_any")] = 1.0
+    return x, pace
+
+
+def test_fit_per_horizon_from_the_field_pace_and_missing_targets():
+    """The forecast starts from the field's last green pace and each horizon learns its own move
+    from it; a horizon with too few targets keeps their median move as a constant."""
     rng = np.random.default_rng(2)
     n = 500
-    x = torch.zeros(n, len(FEATURES), dtype=torch.float64)
-    pace = torch.from_numpy(rng.normal(0.0, 1.0, n))
-    x[:, FEATURES.index("field_pace")] = pace
-    x[:, FEATURES.index("has_field_pace")] = 1.0
-    y = torch.stack([5 * pace - 1.0, 5 * pace - 2.0, torch.zeros(n, dtype=torch.float64)], 1)  # (n, 3)
+    x, pace = _informed(n, rng)
+    own = torch.from_numpy(rng.normal(0.0, 0.5, n))
+    x[:, FEATURES.index("own_pace")] = own / 5
+    x[:, FEATURES.index("has_own_pace")] = 1.0
+    y = torch.stack([pace + own - 1.0, pace + 0.5 * own - 2.0, pace + 3.0], 1)  # (n, 3) % of ref
     mask = torch.ones(n, 3, dtype=torch.bool)
     mask[:, 2] = False
-    mask[:5, 2] = True  # 5 targets for 25 weights: not fitted
+    mask[:5, 2] = True  # 5 targets for 24 weights: a constant only
     fs = FreshStart(FEATURES, horizons=3)
     fs.fit(x, y, mask, ridge=1e-6)
     with torch.no_grad():
         got = fs(x).double()
-    np.testing.assert_allclose(got[:, :2].numpy(), y[:, :2].numpy(), atol=0.02)
-    assert (fs.weight[:, 2] == 0).all()
+    move = y[:, :2] - pace[:, None]
+    inside = ((move >= fs.bounds[0, 0, :2]) & (move <= fs.bounds[0, 1, :2])).all(1)  # the extreme 2% are clamped
+    assert inside.double().mean() > 0.95
+    np.testing.assert_allclose(got[inside, :2].numpy(), y[inside, :2].numpy(), atol=0.02)
+    np.testing.assert_allclose(got[:, 2].numpy(), (pace + 3.0).numpy(), atol=1e-6)
+    assert (fs.weight[0, :-1, 2] == 0).all() and float(fs.weight[0, -1, 2]) == pytest.approx(3.0)
+
+
+def test_a_move_never_leaves_the_range_the_training_laps_had():
+    """A flag combination training never had cannot push a forecast past the training laps'
+    moves from the anchor (their 1st to 99th percentile)."""
+    rng = np.random.default_rng(3)
+    n = 400
+    x, pace = _informed(n, rng)
+    y = (pace + torch.from_numpy(rng.uniform(-1.0, 1.0, n)))[:, None]  # moves within +-1%
+    fs = FreshStart(FEATURES, horizons=1)
+    fs.fit(x, y, torch.ones(n, 1, dtype=torch.bool), ridge=1e-3)
+    lo, hi = fs.bounds[0, :, 0].tolist()
+    assert -1.0 <= lo < -0.9 and 0.9 < hi <= 1.0
+    fs.weight[0, FreshStart.INPUTS.index("vsc"), 0] = 40.0  # as an unlucky fit once learnt
+    z = x[:3].clone()
+    z[:, FEATURES.index("vsc")] = 1.0
+    with torch.no_grad():
+        got = fs(z)[:, 0].double()
+    np.testing.assert_allclose(got.numpy(), (pace[:3] + hi).numpy(), atol=1e-5)
+
+
+def test_no_forecast_before_any_lap_shows_the_races_pace():
+    """No Scored lap of another car and no green-flag lap of any car (a race started behind the
+    safety car): NaN, and the fit leaves those laps out; lap 1 of a green start is forecast."""
+    rng = np.random.default_rng(4)
+    n = 300
+    x = torch.zeros(n, len(FEATURES), dtype=torch.float64)
+    green = torch.from_numpy(rng.random(n) < 0.5)
+    x[:, FEATURES.index("green_seen")] = green.double()
+    x[:, FEATURES.index("opening_lap_1")] = 1.0
+    y = torch.where(green, torch.full((n,), -4.0, dtype=torch.float64), torch.full((n,), -30.0, dtype=torch.float64))[:, None]
+    fs = FreshStart(FEATURES, horizons=1)
+    fs.fit(x, y, torch.ones(n, 1, dtype=torch.bool), ridge=1e-3)
+    with torch.no_grad():
+        got = fs(x)[:, 0]
+    assert torch.isnan(got[~green]).all() and not torch.isnan(got[green]).any()
+    np.testing.assert_allclose(got[green].numpy(), -4.0, atol=1e-3)  # the -30% safety-car laps taught it nothing
 
 
 def test_refuses_lap_vectors_without_its_inputs():
@@ -79,14 +129,21 @@ def test_with_pit_caller_uses_it_where_the_stint_has_no_scored_lap():
     plain = WithPitCaller(net, PitModel(FEATURES).double(), gap).eval()
     x = torch.rand(2, 7, len(FEATURES), dtype=torch.float64)
     based = torch.rand(2, 7) > 0.4
+    based[1, 5:] = False
     x[..., FEATURES.index("has_base")] = based.double()
     blind = torch.zeros(2, 7, dtype=torch.bool)
     blind[0, :3] = True  # no other car has had a Scored lap yet on these laps
+    blind[1, 5:] = True
     x[..., FEATURES.index("has_field_pace_any")] = (~blind).double()
+    x[1, 5:, FEATURES.index("green_seen")] = 0.0  # nor a green lap: no forecast
+    fs.bounds[:, 0], fs.bounds[:, 1] = -50.0, 50.0
     with torch.no_grad():
         o, _ = both(x)
         p, _ = plain(x)
-    new = ~based
+    none = torch.zeros(2, 7, dtype=torch.bool)
+    none[1, 5:] = True
+    assert torch.isnan(o["mean"][none]).all() and torch.isnan(o["log_sigma"][none]).all()
+    new = ~based & ~none
     torch.testing.assert_close(o["mean"][based], p["mean"][based])
     torch.testing.assert_close(o["log_sigma"][based], p["log_sigma"][based])
     torch.testing.assert_close(o["expected"][based], p["expected"][based])
@@ -126,7 +183,7 @@ def test_train_race_fits_checks_and_reloads_it(tmp_path):
     new = ~np.isfinite(seq.base) & (np.arange(seq.x.shape[1])[None] < seq.lengths[:, None])
     with torch.no_grad():
         want = run.model.fresh(torch.from_numpy(seq.x)).numpy()
-    np.testing.assert_allclose(o["mean"][new], want[new], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(o["mean"][new], want[new], rtol=1e-5, atol=1e-5, equal_nan=True)
 
     train_race(sim, tmp_path / "without", RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False, tagger=False,
                                                           fresh_start=False))

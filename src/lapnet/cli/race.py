@@ -197,6 +197,7 @@ def eval_cmd(
         summary_table("pit within 3 laps", {k: "-" if v is None else v for k, v in {
             "AUC": p["auc"], "tyre-life-only AUC": p["tyre_life_auc"], "top-decile precision": p["top_decile_precision"],
             "base rate": p["base_rate"]}.items()})
+        _fresh_table(metrics)
         _trend_table(metrics)
         _phase_table(metrics)
         if "by_race" in metrics:
@@ -204,6 +205,25 @@ def eval_cmd(
                           [{"race": race + (" (in-sample)" if row.get("in_sample") else ""), "n_h1": row["n_h1"],
                             **{f"h{h}": _pair(row[f"mae_h{h}"], row[f"persistence_h{h}"]) for h in (1, 5, 10)},
                             "pit_auc": row["pit_auc"]} for race, row in metrics["by_race"].items()], wide=True)
+
+
+def _fresh_table(metrics: dict) -> None:
+    """Forecasts from out-laps, the start and restarts (the stint has no Scored lap yet): MAE
+    beside the two baselines that need no Scored lap, coverage, laps without a forecast."""
+    from lapnet.cli.common import summary_table
+
+    block, info = (metrics.get("forecast") or {}).get("fresh") or {}, metrics.get("fresh_start") or {}
+    if not block or not info.get("origins"):
+        return
+    cov = info.get("interval90_coverage") or {}
+    rows = [{"forecaster": name, **{h: "-" if r[h]["mae"] is None else round(r[h]["mae"], 3) for h in ("h1", "h5", "h10")},
+             "n_h1": r["h1"]["n"]} for name, r in block.items()]
+    rows.append({"forecaster": "90% coverage", **{h: "-" if cov.get(h) is None or cov[h] != cov[h] else round(cov[h], 3)
+                                                  for h in ("h1", "h5", "h10")}, "n_h1": ""})
+    summary_table("out-laps, the start and restarts: MAE (s)", rows, wide=True)
+    print(f"out-laps, the start and restarts: {info['origins']} laps whose stint has no Scored lap yet, "
+          f"{info['no_forecast']} without a forecast (no lap of the race had shown its pace), "
+          f"{info['faster_than_fastest_lap']} forecasts more than 3% faster than the race's fastest lap", file=sys.stderr)
 
 
 def _pair(a: float | None, b: float | None) -> str:

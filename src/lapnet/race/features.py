@@ -133,6 +133,7 @@ FRESH_EXTRA: tuple[str, ...] = (
     "own_pace",  # median over the driver's last OWN_LAPS Scored laps (any stint) of lap minus the field's pace then, % of ref, / 5
     "has_own_pace",
     "opening_lap_1",  # the standing start's lap
+    "green_seen",  # some car has finished a timed green-flag lap: lap 1 or a racing lap, no in-, out- or restart lap (else no lap so far shows the race's pace)
 )
 FIELD_WINDOW = 2.0  # reference laps: a Scored lap older than this no longer tells the field's pace
 OWN_LAPS = 5
@@ -269,6 +270,8 @@ class RaceFeaturizer:
         self.n_timed = 0
         self.stint_ends: dict[str, list[float]] = {}  # compound -> tyre life at which stints ended in the pits
         self.trend = _PooledTrend()
+        self.green_seen = False  # some car has finished a timed lap under green flags (FRESH_EXTRA)
+        self.now = -math.inf  # the latest session Time seen (a lap without a Time is taken to end then)
         self._ref_cache: tuple[int, int, int, float] = (-1, -1, -1, math.nan)
 
     @property
@@ -327,16 +330,28 @@ class RaceFeaturizer:
         drv = str(lap["Driver"])
         st = self.drivers[drv]
         t_end = _num(lap.get("Time"))
+        if math.isfinite(t_end):
+            self.now = max(self.now, t_end)
+        else:  # no Time: the lap ended after every lap read before it (session order), at the latest Time seen
+            t_end = self.now
         pace, tyre, _ = self.field_pace(drv, t_end, ref)
         pace_any, _, age = self.field_pace(drv, t_end, ref, window=math.inf)
         lap_time = _num(lap.get("LapTime"))
-        if _flag(lap.get("Scored")) and _flag(lap.get("HasTime")) and math.isfinite(lap_time):  # as `_step_net` counts it
+        timed = _flag(lap.get("HasTime")) and math.isfinite(lap_time)
+        n = _num(lap.get("LapNumber"))
+        if (timed and not NEUTRALISED_CODES.intersection(str(lap.get("TrackStatus") or "")) and not _flag(lap.get("InLap"))
+                and not _flag(lap.get("Restart")) and (n == 1 or not _flag(lap.get("OutLap")))):
+            # a lap at the race's pace, or a standing start's lap 1 (FastF1's out-lap of every car); not a restart
+            # lap after a red flag (timed through the stoppage) nor an out-lap (the pit lane)
+            self.green_seen = True
+        if _flag(lap.get("Scored")) and timed:  # as `_step_net` counts it
             # a Scored lap joins the field's pace for the others, and the driver's own pace against the field
             if math.isfinite(pace):
                 st.vs_field = (st.vs_field + [(lap_time - pace) / ref * 100])[-OWN_LAPS:]
-            st.last_scored = (t_end if math.isfinite(t_end) else -math.inf, lap_time, _num(lap.get("TyreLife")))
+            tyre_life = _num(lap.get("TyreLife"))
+            st.last_scored = (t_end if math.isfinite(t_end) else -math.inf, lap_time,
+                              tyre_life if math.isfinite(tyre_life) else float(st.stint_laps))  # `_step_net`'s fallback
         own = statistics.median(st.vs_field) if st.vs_field else math.nan
-        n = _num(lap.get("LapNumber"))
         return np.asarray([
             _clip((pace / ref - 1) * 100, -10, 10) / 5 if math.isfinite(pace) else 0.0,
             float(math.isfinite(pace)),
@@ -347,6 +362,7 @@ class RaceFeaturizer:
             _clip(own, -5, 5) / 5 if math.isfinite(own) else 0.0,
             float(math.isfinite(own)),
             float(n == 1),
+            float(self.green_seen),
         ], dtype=np.float32)
 
     def _step_net(self, lap: Mapping[str, Any]) -> LapFeatures:

@@ -405,7 +405,7 @@ class LiveRace:
             "forecast": {f"h{h}": round(float(sec[h - 1]), 4) for h in (1, 5, 10)},
             "forecast_next10": [round(float(v), 4) for v in sec],
             "interval90_h1": [round(float(sec[0] - self.z90 * sig[0]), 4), round(float(sec[0] + self.z90 * sig[0]), 4)],
-            "forecast_from": forecast_source(math.isfinite(f.base), self.model),
+            "forecast_from": forecast_source(math.isfinite(f.base), self.model, float(sec[0])),
             "pit_within_3": round(pit, 4),
             "phase": phase,
             "race_laps": self.featurizer.total_laps,

@@ -253,6 +253,7 @@ class WithPitCaller(nn.Module):
             new = self.fresh.fresh(x)[..., None]  # (B, T, 1)
             z90 = INTERVAL90[self.cfg.head]
             log_b = torch.log(self.fresh.interval(x) / z90)
+            log_b = torch.where(self.fresh.possible(x)[..., None], log_b, torch.full_like(log_b, math.nan))
             out["mean"] = torch.where(new, self.fresh(x).to(out["mean"].dtype), out["mean"])
             out["log_sigma"] = torch.where(new, log_b.to(out["log_sigma"].dtype), out["log_sigma"])
         if self.expected is not None:  # fitted where the stint has a Scored lap: a FreshStart's laps keep its median
@@ -331,36 +332,55 @@ class FreshStart(nn.Module):
 
     The nets forecast a residual on the stint's last Scored lap and are not trained where there
     is none (`race_loss`'s fresh_weight): there the forecast started from the race's reference
-    lap, which is the first laps' pace on full tanks, seconds slower than a car on new tyres
-    late in the race. This is a linear median regression (L1, like the nets' forecast) of lap
-    t+k on where the field's pace is now, how this driver ran against the field, the tyres, the
-    start or restart and the origin lap itself (`INPUTS`), in % of the reference lap from it,
-    as the nets' targets are at such origins. Fitted after the nets on every race given to
-    training (`fit`), its ridge strength chosen by leave-races-out folds inside them, and kept
-    only if those folds score it better than the nets on the same laps (`pipeline._fit_fresh_start`).
+    lap, the first laps' pace on full tanks, seconds slower than a car on new tyres late in the
+    race, and the safety car's pace in a race started behind it. This forecast starts from an
+    anchor instead, the field's last green pace (`field_pace_any`: the median of the other
+    drivers' latest Scored laps, however old, so a restart starts from the pace before the
+    safety car), and a linear median regression (L1, as the nets' forecast) moves it by how this
+    driver ran against the field, the tyres, the start or restart (`INPUTS`). As the nets', it
+    forecasts green-flag laps: lap t+k when it is run at racing pace.
 
-    Outputs per lap (..., K): the location, and the half-width of the 90% interval from the
-    folds' absolute errors (their 90th percentile per horizon), apart for laps where the field
-    has had a Scored lap (`has_field_pace_any`) and laps where it has not: a race started or
-    restarted behind the safety car has shown no green pace yet, and its reference lap is the
-    safety car's (out of fold on the 15 real races, 2.5% of it at 2 laps against 32%).
+    Two groups get their own weights, bounds and intervals: laps where some other car has had a
+    Scored lap (the anchor is the field's pace) and laps where none has but some car has run a
+    lap under green flags (the end of a standing start's lap 1: the anchor is the reference lap,
+    then the lap-1 pace, and a learnt ratio moves it). Where no car has run a single green lap
+    yet (a race started, or restarted after a red flag, behind the safety car) no lap so far
+    shows the race's pace: the reference lap is the safety car's, 1.3 to 1.9 times the green
+    pace on the 15 real races of 2023, and there is no forecast (NaN; `possible`). Inputs are read as
+    the offsets from those anchors they are, so every weight but the group's constant is
+    shrunk (ridge), and the move from the anchor is clamped to the range of the training laps'
+    (1st to 99th percentile per horizon): a combination of flags the training laps never had
+    together cannot push a forecast beyond what was ever seen.
+
+    Fitted after the nets on every race given to training (`fit`), its ridge strength chosen by
+    leave-races-out folds inside them, and kept only if those folds score it better than the
+    nets on the same laps (`pipeline._fit_fresh_start`). The 90% interval's half-width per
+    horizon and group is the folds' 90th percentile of absolute error.
     """
 
-    INPUTS = ("field_pace", "has_field_pace", "field_tyre", "field_pace_any", "has_field_pace_any", "field_pace_age", "own_pace", "has_own_pace", "out_lap", "opening_lap_1",
-              "lap_time", "has_time", "safety_car", "vsc", "red", "restart_1", "since_neutral", "compound_soft",
-              "compound_medium", "compound_hard", "compound_intermediate", "compound_wet", "tyre_life", "fresh_tyre",
-              "laps_in_stint", "lap_frac", "stint")
+    INPUTS = ("field_pace", "has_field_pace", "field_tyre", "field_pace_age", "own_pace", "has_own_pace", "out_lap",
+              "opening_lap_1", "safety_car", "vsc", "red", "restart_1", "since_neutral", "compound_soft", "compound_medium",
+              "compound_hard", "compound_intermediate", "compound_wet", "tyre_life", "fresh_tyre", "laps_in_stint",
+              "lap_frac", "stint")
+    GROUPS = ("field_has_scored", "no_scored_lap_yet")
+    BOUNDS = (0.01, 0.99)  # the quantiles of the training laps' move from the anchor that clamp a forecast's
 
     def __init__(self, features: tuple[str, ...] | list[str], horizons: int = HORIZONS):
         super().__init__()
-        missing = [n for n in self.INPUTS if n not in features]
+        names = list(features)
+        missing = [n for n in (*self.INPUTS, "has_base", "field_pace_any", "has_field_pace_any", "green_seen")
+                   if n not in names]
         if missing:
             raise LapnetError(f"FreshStart: the lap vectors lack {', '.join(missing)}")
-        self.register_buffer("cols", torch.tensor([list(features).index(n) for n in self.INPUTS]), persistent=False)
-        self.register_buffer("based", torch.tensor(list(features).index("has_base")), persistent=False)
-        self.register_buffer("weight", torch.zeros(len(self.INPUTS) + 1, horizons))  # (W, K), the constant last
-        self.register_buffer("informed", torch.tensor(list(features).index("has_field_pace_any")), persistent=False)
-        self.register_buffer("half90", torch.ones(2, horizons))  # (2, K) % of ref: the field has had a Scored lap | not
+        self.register_buffer("cols", torch.tensor([names.index(n) for n in self.INPUTS]), persistent=False)
+        self.register_buffer("based", torch.tensor(names.index("has_base")), persistent=False)
+        self.register_buffer("pace", torch.tensor(names.index("field_pace_any")), persistent=False)
+        self.register_buffer("informed", torch.tensor(names.index("has_field_pace_any")), persistent=False)
+        self.register_buffer("green", torch.tensor(names.index("green_seen")), persistent=False)
+        W = len(self.INPUTS) + 1
+        self.register_buffer("weight", torch.zeros(2, W, horizons))  # (group, W, K), the constant last
+        self.register_buffer("bounds", torch.zeros(2, 2, horizons))  # (group, lo | hi, K) of the move from the anchor
+        self.register_buffer("half90", torch.ones(2, horizons))  # (group, K) % of ref
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) lap features -> (..., W) the inputs and a constant."""
@@ -371,13 +391,28 @@ class FreshStart(nn.Module):
         """(..., D) -> (...,) bool: the stint has no Scored lap at this lap (where this forecast applies)."""
         return x[..., self.based] == 0
 
+    def blind(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (...,) bool: no other car has had a Scored lap yet (the second group)."""
+        return x[..., self.informed] == 0
+
+    def possible(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (...,) bool: some lap so far shows the race's pace (a Scored lap of another
+        car, or any car's timed lap under green flags); where not, the forecast is NaN."""
+        return ~self.blind(x) | (x[..., self.green] > 0)
+
+    def anchor(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (...,) where the forecast starts, % of ref from the reference lap: the
+        field's last green pace, or the reference lap itself (0) while there is none."""
+        return torch.where(self.blind(x), torch.zeros_like(x[..., 0]), x[..., self.pace] * 5.0)  # the feature is / 5
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., K) lap t+k minus the race's reference lap, in % of it."""
-        return self.expand(x) @ self.weight.to(x.dtype)
-
-    def blind(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (...,) bool: no other car has had a Scored lap yet (the half-width's second row)."""
-        return x[..., self.informed] == 0
+        z = self.expand(x)
+        g = self.blind(x)[..., None]  # (..., 1)
+        w, b = self.weight.to(x.dtype), self.bounds.to(x.dtype)
+        move = torch.where(g, (z @ w[1]).clamp(b[1, 0], b[1, 1]), (z @ w[0]).clamp(b[0, 0], b[0, 1]))
+        out = self.anchor(x)[..., None] + move
+        return torch.where(self.possible(x)[..., None], out, torch.full_like(out, math.nan))
 
     def interval(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., K) the half-width of the 90% interval, % of ref."""
@@ -403,12 +438,26 @@ class FreshStart(nn.Module):
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, ridge: float) -> None:
-        """Fit every horizon: x (n, D) lap features of fresh origins, y (n, K) their targets (%
-        of ref from the reference lap), mask (n, K) bool the targets that exist."""
-        z = self.expand(x.double())
+        """Fit every group and horizon: x (n, D) lap features of fresh origins, y (n, K) their
+        targets (% of ref from the reference lap), mask (n, K) bool the targets that exist (laps
+        without a `possible` forecast are left out). A group and horizon with fewer targets than
+        inputs keeps only a constant (their median move), or none at all (the anchor) without
+        any target."""
+        x = x.double()
+        z, move, g = self.expand(x), y.double() - self.anchor(x)[:, None], self.blind(x)
+        mask = mask & self.possible(x)[:, None]
         w = torch.zeros_like(self.weight, dtype=torch.float64)
-        for k in range(y.shape[1]):
-            m = mask[:, k]
-            if m.sum() > z.shape[1]:
-                w[:, k] = self.solve(z[m], y[m, k].double(), ridge)
+        bounds = torch.zeros_like(self.bounds, dtype=torch.float64)
+        for gi, rows in enumerate((~g, g)):
+            for k in range(y.shape[1]):
+                m = mask[:, k] & rows
+                if not m.any():
+                    continue
+                mk = move[m, k]
+                if m.sum() > z.shape[1]:
+                    w[gi, :, k] = self.solve(z[m], mk, ridge)
+                else:
+                    w[gi, -1, k] = mk.median()
+                bounds[gi, :, k] = torch.quantile(mk, torch.tensor(self.BOUNDS, dtype=mk.dtype))
         self.weight.copy_(w.to(self.weight.dtype))
+        self.bounds.copy_(bounds.to(self.bounds.dtype))

@@ -42,7 +42,7 @@ from lapnet.race.features import (
     build_sequences,
     check_features,
 )
-from lapnet.race.metrics import (MASKS, coverage, forecast_report, macro_f1, phase_checks, pit_report, roc_auc,
+from lapnet.race.metrics import (MASKS, REPORT_HORIZONS, coverage, eval_mask, forecast_report, macro_f1, phase_checks, pit_report, roc_auc,
                                  stint_trend_report, totals_report)
 from lapnet.models.recurrent import ARCHS
 from lapnet.race.models import (HEADS, HORIZON_WEIGHT_POWER, INTERVAL90, ExpectedGap, FreshStart, RaceEnsemble, RaceModelConfig, RaceNet,
@@ -489,6 +489,8 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         config["members"] = cfg.members
         config["member_val_races"] = [config["val_races"]] + [sorted({seq.keys[i][0] for i in va}) for _, va in results]
 
+    if cfg.fresh_start and not cfg.pit_caller:
+        config["fresh_start"] = {"kept": False, "why_not": "the FreshStart rides with the pit caller (pit_caller False)"}
     if cfg.pit_caller:
         from lapnet.checkpoint import save_tensors
 
@@ -541,6 +543,10 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
                              else f"validation drivers used for early stopping ({len(val_idx)} of {len(seq.keys)} "
                                   "driver sequences, about 15%)"),
         "validation_model": "the first of the ensemble's members" if cfg.members > 1 else "the model",
+        # fitted on the validation races too (their own leave-races-out folds chose them): in-sample there
+        "validation_in_sample": [name for name, on in (("pit call", cfg.pit_caller),
+                                                       ("fresh-start forecasts (the fresh block)", "fresh_start" in config
+                                                        and config["fresh_start"].get("kept"))) if on],
         "validation": score_predictions(val_seq, *run_outputs(RaceRun(model, config, tagger, out, live_tagger), val_seq))
         if len(val_idx) else None,
     }
@@ -769,6 +775,9 @@ def _fit_fresh_start(forecaster: torch.nn.Module, seq: Sequences, idx: np.ndarra
         return None, info
     x, y, mask = (torch.from_numpy(sub.x[m]), torch.from_numpy(sub.target[m]).double(),
                   torch.from_numpy(sub.target_mask[m]))
+    possible = FreshStart(FEATURES).possible(x)  # (n,) where it forecasts at all: some lap shows the race's pace
+    info["no_forecast_origins"] = int((~possible).sum())
+    mask = mask & possible[:, None]
     net = torch.from_numpy(run_net(forecaster, sub)["mean"][m]).double()  # (n, K) the nets' forecast there
     folds = np.array([races.index(r) % min(FRESH_FOLDS, len(races)) for r in race])
     scores, best = {}, None
@@ -802,14 +811,17 @@ def _fit_fresh_start(forecaster: torch.nn.Module, seq: Sequences, idx: np.ndarra
     return (fs if info["kept"] else None), info
 
 
-def forecast_source(has_base: bool, model: torch.nn.Module) -> str:
+def forecast_source(has_base: bool, model: torch.nn.Module, forecast: float = 0.0) -> str:
     """Where a lap's forecast comes from (predict's `forecast_from`, live's too): "stint" (the
     nets, on the stint's last Scored lap), "fresh_start" (the stint has no Scored lap yet and the
-    run has a FreshStart) or "reference_lap" (no Scored lap yet, and no FreshStart: the nets
-    from the race's reference lap)."""
+    run has a FreshStart), "no_green_pace_yet" (the same, but no lap of the race so far was run
+    under green flags: no forecast, NaN) or "reference_lap" (no Scored lap yet, and no
+    FreshStart: the nets from the race's reference lap). `forecast`: the lap's next-lap forecast."""
     if has_base:
         return "stint"
-    return "fresh_start" if getattr(model, "fresh", None) is not None else "reference_lap"
+    if getattr(model, "fresh", None) is None:
+        return "reference_lap"
+    return "fresh_start" if math.isfinite(forecast) else "no_green_pace_yet"
 
 
 def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
@@ -891,7 +903,10 @@ def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False
     try:
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model in config.json ({str(e).splitlines()[0][:80]})") from None
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        said = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:100]  # the first mismatch, not torch's header
+        raise CheckpointError(f"{path}: weights do not fit the model in config.json ({said}): a run trained by another "
+                              "lapnet version? retrain it with `lapnet race train`") from None
     net.eval()
     return net
 
@@ -986,7 +1001,7 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
     pit["tyre_life_auc_without_in_laps"] = roc_auc(seq.pit[nm], tyre[nm])
     pit["eval_laps"] = PIT_EVAL_RULE
     out = {"forecast": report, "interval90_coverage": cov, "pit_within_3": pit,
-           "summary": _summary(report)}
+           "summary": _summary(report), "fresh_start": fresh_report(seq, sec, half)}
     # a stint plan adds laps up: the next 10 laps' total, from the median forecast and, when the
     # run has an ExpectedGap, from the expected (mean) laps, which is what sums should use
     totals = {"forecaster": sec, **({"expected": to_seconds(seq, o["expected"])} if "expected" in o else {}),
@@ -1002,6 +1017,39 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
     elif calls:  # real laps: checked against what the timing data shows
         out["phase_checks"] = phase_checks(seq, probs, calls)
     return out
+
+
+PLAUSIBLE = 0.97  # a forecast faster than this share of the race's fastest Scored lap is counted as implausible
+
+
+def fresh_report(seq: Sequences, sec: np.ndarray, half: np.ndarray) -> dict:
+    """The forecasts from laps whose stint has no Scored lap yet (out-laps, the start,
+    restarts), beyond their MAE in the forecast's "fresh" block: how many such laps there are,
+    how many got no forecast (no lap of the race so far showed its pace), the 90% interval's
+    coverage at 1 / 5 / 10 laps on the fresh block's pairs, and how many forecasts are more than
+    3% faster than the race's fastest Scored lap (no car runs them; a check, in hindsight).
+
+    Args: seq; sec, half (N, T, K) the forecast and its 90% half-width in seconds (NaN: none).
+    """
+    valid = np.arange(seq.base.shape[1])[None, :] < seq.lengths[:, None]
+    fresh = valid & ~np.isfinite(seq.base)  # (N, T)
+    races = np.array([k[0] for k in seq.keys])
+    fastest = np.full(len(races), np.nan)
+    for r in set(races):
+        mine = races == r
+        times = seq.lap_time[mine][seq.origin_scored[mine]]
+        fastest[mine] = times.min() if times.size else np.nan
+    made = fresh[:, :, None] & np.isfinite(sec)  # (N, T, K)
+    fast = made & (sec < PLAUSIBLE * fastest[:, None, None])
+    cov = {}
+    for h in REPORT_HORIZONS:
+        m = eval_mask(seq, "fresh")[:, :, h - 1] & np.isfinite(sec[:, :, h - 1])
+        cov[f"h{h}"] = coverage(seq.future[:, :, h - 1][m], (sec - half)[:, :, h - 1][m], (sec + half)[:, :, h - 1][m])
+    return {"origins": int(fresh.sum()), "no_forecast": int((fresh & ~np.isfinite(sec[:, :, 0])).sum()),
+            "interval90_coverage": cov, "forecasts": int(made.sum()),
+            "faster_than_fastest_lap": int(fast.sum()),
+            "rule": f"faster than {PLAUSIBLE:g} x the race's fastest Scored lap (no car ran it); coverage on the fresh "
+                    "block's pairs"}
 
 
 def _summary(report: dict) -> list[dict]:
@@ -1268,7 +1316,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
                 **{f"forecast_h{h}": sec[i, t, h - 1] for h in (1, 5, 10)},
                 **({f"expected_h{h}": exp_sec[i, t, h - 1] for h in (1, 5, 10)} if exp_sec is not None else {}),
                 "lo90_h1": sec[i, t, 0] - half[i, t, 0], "hi90_h1": sec[i, t, 0] + half[i, t, 0],
-                "forecast_from": forecast_source(bool(np.isfinite(seq.base[i, t])), r.model),
+                "forecast_from": forecast_source(bool(np.isfinite(seq.base[i, t])), r.model, float(sec[i, t, 0])),
                 "pit_prob": float(o["pit"][i, t]),
                 "phase": PHASES[int(phase_p[i, t].argmax())] if phase_p is not None else None,
                 # what `race live` called at that lap (it reads only the laps so far)

@@ -266,6 +266,29 @@ def test_driver_figure_draws_the_phase_calls():
     plt.close(fig)
 
 
+def test_driver_figure_marks_the_fresh_start_forecasts():
+    """Forecasts from an out-lap or the start (forecast_from fresh_start) are hollow diamonds at
+    the lap they are for; laps without a forecast (no_green_pace_yet) draw nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lapnet.race.plots import plot_driver
+
+    laps = np.arange(1, 9)
+    src = ["no_green_pace_yet", "fresh_start", "stint", "stint", "stint", "stint", "fresh_start", "stint"]
+    table = pd.DataFrame({"Race": "r", "Driver": "AAA", "LapNumber": laps, "LapTime": 90.0 + 0.1 * laps,
+                          "Compound": "MEDIUM", "Scored": True, "InLap": laps == 6,
+                          "forecast_h1": [np.nan] + [90.5] * 7, "lo90_h1": 90.0, "hi90_h1": 91.0, "pit_prob": 0.1,
+                          "forecast_from": src})
+    fig = plot_driver(table)
+    marks = [c for c in fig.axes[0].collections if c.get_label().startswith("forecast from an out-lap")]
+    assert len(marks) == 1
+    np.testing.assert_array_equal(marks[0].get_offsets()[:, 0], [3, 8])  # made at laps 2 and 7, for the next lap
+    plt.close(fig)
+
+
 def test_driver_figure_pit_panel_uses_the_runs_threshold():
     """The pit call gets its own panel: the probability per lap, the threshold it is called
     from (the run's, not a fixed 50%), and the called laps shaded over the 3 laps they are

@@ -17,7 +17,8 @@ MASKS = {
     "all": "target lap t+k timed and in the same stint as t; the stint has a Scored lap at or before t "
     "(includes safety-car, yellow, in- and out-laps)",
     "fresh": "the stint has no Scored lap at or before t (an out-lap, the start, a restart: the forecast is the "
-    "run's FreshStart when it has one); target lap t+k Scored and in the same stint (beside the baselines "
+    "run's FreshStart when it has one, none before any lap of the race was run under green flags); target lap t+k "
+    "Scored and in the same stint; every forecaster on the pairs the forecaster forecasts (beside the baselines "
     "that need no Scored lap to start from: the race's reference lap and the field's pace)",
 }
 

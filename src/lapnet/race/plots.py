@@ -21,8 +21,10 @@ PHASE_COLOURS = {"push": "#d62728", "conserve": "#1f77b4", "pit_window": "#ff7f0
 def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float | None = None):
     """Actual lap times against the next-lap forecast for one driver, and the pit call below.
 
-    Stints are coloured by compound; the 90% interval is a band; real pit stops are dashed
-    lines; when the table has phase calls, a strip along the bottom shows each lap's
+    Stints are coloured by compound; the 90% interval is a band; forecasts made from a lap
+    whose stint has no Scored lap yet (the FreshStart's: an out-lap, the start, a restart) are
+    hollow diamonds, and before any lap of the race showed its pace there is none (a gap in the
+    line); real pit stops are dashed lines; when the table has phase calls, a strip along the bottom shows each lap's
     post-race call. The pit call (the probability, at the end of each lap, of a stop within
     the next 3 laps) is drawn in its own panel with the threshold from which it is called;
     laps where it is called are shaded in both panels.
@@ -48,6 +50,11 @@ def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float | None = None
     # the forecast made at lap t is for lap t+1: draw it there
     ax.plot(lap + 1, g["forecast_h1"], color="black", lw=1.2, label="forecast (next lap)")
     ax.fill_between(lap + 1, g["lo90_h1"], g["hi90_h1"], color="black", alpha=0.12, lw=0, label="90% interval")
+    if "forecast_from" in g:  # out-laps, the start, restarts: the FreshStart's forecasts, marked
+        fresh = g[g["forecast_from"] == "fresh_start"]
+        if len(fresh):
+            ax.scatter(fresh["LapNumber"] + 1, fresh["forecast_h1"], marker="D", s=22, facecolor="white",
+                       edgecolor="black", zorder=4, label="forecast from an out-lap / start / restart")
     for comp, s in g.groupby("Compound"):
         sc = s[s["Scored"]]
         ax.scatter(sc["LapNumber"], sc["LapTime"], s=14, color=COMPOUND_COLOURS.get(comp, "C0"), label=f"{comp} (scored)", zorder=3)

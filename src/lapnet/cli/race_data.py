@@ -46,6 +46,16 @@ def _strategies(values: list[str]) -> dict[str, tuple[list[str], list[int]]]:
     return plans
 
 
+def _safety_car(v: str | None) -> tuple[int, int] | None:
+    """--safety-car FIRST:LAPS -> (first, laps) (checked against the races by `simulate`)."""
+    if v is None:
+        return None
+    parts = v.split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise LapnetError(f"--safety-car {v!r}: write FIRST:LAPS, e.g. 20:4 (a safety car on laps 20-23)")
+    return int(parts[0]), int(parts[1])
+
+
 def simulate_cmd(
     out: Path = typer.Option(..., "--out", help="Lap table to write: .csv or .parquet."),
     races: int = typer.Option(10, "--races", min=1, help=(
@@ -61,6 +71,10 @@ def simulate_cmd(
         "A what-if, repeatable: DRIVER=COMPOUND/IN-LAP/COMPOUND, e.g. VER=MEDIUM/25/HARD (start on MEDIUM, "
         "pit at the end of lap 25, HARD to the flag); add /IN-LAP/COMPOUND for a second stop. That car runs this plan in every race; "
         "every random draw stays the same, so the same --seed with and without it differs only by the plan.")),
+    safety_car: Optional[str] = typer.Option(None, "--safety-car", help=(
+        "A what-if: FIRST:LAPS, e.g. 20:4, a safety car on laps 20-23 of every race, besides the random ones "
+        "(which stay as drawn). The other cars react as to any safety car; a --strategy car runs its plan: run "
+        "once with a plan that stops under it and once without.")),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
@@ -75,7 +89,7 @@ def simulate_cmd(
     from lapnet.race.simulate import simulate_to_file
 
     summary = simulate_to_file(out, races, seed, calibration, force=force, label=label,
-                               strategies=_strategies(strategy or []))
+                               strategies=_strategies(strategy or []), safety_car=_safety_car(safety_car))
     phases = summary.pop("phase_share")
     summary.update({f"phase_{k}": v for k, v in phases.items()})
     summary_table(f"simulated races -> {out}", summary)

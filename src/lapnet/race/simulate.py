@@ -341,9 +341,27 @@ def _plans(strategies, n_cars: int, n_laps: np.ndarray, comp_names: list[str]):
     return plans
 
 
+def _forced_sc(safety_car, n_laps: np.ndarray) -> tuple[int, int] | None:
+    """Check `simulate(safety_car=)`: (first lap, laps) -> the same, or None."""
+    if safety_car is None:
+        return None
+    try:
+        first, laps = (int(v) for v in safety_car)
+        if any(isinstance(v, bool) or float(v) != int(v) for v in safety_car):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise LapnetError(f"safety_car: give (first lap, laps), e.g. (20, 4), got {safety_car!r}") from None
+    last = int(n_laps.min()) - 2  # as the random safety cars: over before the last lap of the shortest race
+    if not (2 <= first <= last and laps >= 1):
+        raise LapnetError(f"safety_car: the first lap must be 2 to {last} (the shortest race's laps - 2) and the "
+                          f"laps at least 1, got lap {first} for {laps} laps")
+    return first, laps
+
+
 def simulate(
     n_races: int, seed: int = 0, calibration: "Calibration | None" = None, *, params: SimParams | None = None, label: str = "sim",
     strategies: Mapping[str, tuple[Sequence[str], Sequence[int]]] | None = None,
+    safety_car: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Simulate `n_races` races of 20 cars into a FastF1-style lap table with truth columns.
 
@@ -364,6 +382,11 @@ def simulate(
             on exactly these laps (safety car or not); every random draw stays as without it, so
             the same seed gives the same races (safety cars, pace, noise, the other cars'
             plans) and the difference between two runs is the plan's (common random numbers).
+        safety_car: a what-if: (first lap, laps), a safety car on those laps of every race (to
+            the shortest race's last lap but one), besides the random ones, which stay as drawn;
+            the other cars react as to any safety car (a car due to stop within 6 laps stops
+            under it), a `strategies` car runs its plan. Two runs, one with a plan stopping
+            under it and one without, give the stop's worth under that safety car.
 
     Returns:
         One row per car and lap, sorted by Race, Driver, LapNumber, in `schema.SCHEMA`
@@ -373,7 +396,7 @@ def simulate(
         TyreTemp, GapToLeader, TrueDegradation, Phase, OracleLapTime.
 
     Raises:
-        LapnetError: bad `n_races`, `seed`, `label` or `strategies`; a simulation too big for
+        LapnetError: bad `n_races`, `seed`, `label`, `strategies` or `safety_car`; a simulation too big for
             the memory available; constants that give a lap time that is not finite and positive.
     """
     if isinstance(n_races, bool) or not isinstance(n_races, (int, np.integer)) or n_races < 1:
@@ -424,8 +447,8 @@ def simulate(
 
     # Safety cars and VSCs: (R, L) status 0 green, 1 SC, 2 VSC; their first laps.
     status = np.zeros((R, L + 2), dtype=np.int8)
-    sc_start = np.full((R, 4), NEVER)  # (R, 4) lap where an SC/VSC period starts
-    sc_kind = np.zeros((R, 4), dtype=np.int8)
+    sc_start = np.full((R, 5), NEVER)  # (R, 5) lap where an SC/VSC period starts (the 5th: `safety_car`'s)
+    sc_kind = np.zeros((R, 5), dtype=np.int8)
     for kind, rate, mean_len in ((2, p.vsc_per_race, 1.5), (1, p.sc_per_race, p.sc_laps_mean)):
         n_ev = np.minimum(rng.poisson(rate, R), 2)  # (R,)
         for k in range(2):
@@ -440,10 +463,16 @@ def simulate(
                     status[r, a:b] = kind
                     slot = 2 * (kind - 1) + k
                     sc_start[r, slot], sc_kind[r, slot] = a, kind
+    forced = _forced_sc(safety_car, n_laps)
+    if forced is not None:  # after every draw: the random events stay, this one is laid over them
+        a = forced[0]
+        for r in range(R):
+            status[r, a : min(a + forced[1], n_laps[r] - 1)] = 1
+        sc_start[:, 4], sc_kind[:, 4] = a, 1
     status = status[:, 1 : L + 1]  # (R, L): index l-1 is lap l
 
     # Opportunistic stops: a car due to stop within 6 laps pits when the SC/VSC comes out.
-    for slot in range(4):
+    for slot in range(sc_start.shape[1]):
         q = sc_start[:, slot][:, None]  # (R, 1)
         for k in range(2):
             due = (stops[..., k] - q >= -2) & (stops[..., k] - q <= 6) & (q < NEVER)
@@ -700,6 +729,7 @@ def simulate_to_file(
     force: bool = False,
     label: str = "sim",
     strategies: Mapping[str, tuple[Sequence[str], Sequence[int]]] | None = None,
+    safety_car: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Simulate and write a lap table (.csv or .parquet) atomically; return `summarize` numbers.
 
@@ -715,7 +745,7 @@ def simulate_to_file(
         from lapnet.race.calibrate import load_calibration
 
         calibration = load_calibration(calibration)
-    df = simulate(n_races, seed, calibration, label=label, strategies=strategies)
+    df = simulate(n_races, seed, calibration, label=label, strategies=strategies, safety_car=safety_car)
     write_laps(df, out)
     summary = summarize(df)
     summary.update(out=str(out), seed=int(seed), calibrated=calibration is not None)

@@ -127,7 +127,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     (`jobs` folds trained at once in worker processes); `save`: an .npz of the out-of-fold outputs."""
     from lapnet.race.features import build_sequences
     from lapnet.race.metrics import roc_auc
-    from lapnet.race.pipeline import load_laps, load_run, run_outputs, score_predictions, subset_sequences, train_race
+    from lapnet.race.pipeline import load_laps, load_run, run_net, run_outputs, score_predictions, subset_sequences, train_race
 
     laps, _ = load_laps(paths)
     seq = build_sequences(laps)
@@ -156,6 +156,10 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         run = load_run(out)
         te = np.flatnonzero(np.isin(race_of, [races.index(r) for r in test]))
         pred, post = run_outputs(run, subset_sequences(seq, te))
+        # the nets alone on the same laps: what the FreshStart replaces (a run without one: its forecast)
+        nets = getattr(run.model, "forecaster", None) if getattr(run.model, "fresh", None) is not None else None
+        o.setdefault("nets_mean", np.full((N, T, K), np.nan))[te] = (
+            run_net(nets, subset_sequences(seq, te))["mean"] if nets is not None else pred["mean"])
         o.setdefault("expected", np.zeros((N, T, K)))
         # a run whose ExpectedGap failed its validation check has no expected lap: its median stands in
         pred.setdefault("expected", pred["mean"])
@@ -199,8 +203,19 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
                             **({"post_race_phase": tagged["phase"]} if has_phase["post_race"] else {}))
     if not has_phase["live"]:
         del o["phase"], o["phase_call"]
+    nets = o.pop("nets_mean", None)
     pooled = score_predictions(seq, o, tagged if has_phase["post_race"] else None)
     pooled["fresh_by_origin"] = fresh_by_origin(seq, o)
+    if nets is not None:  # the fresh block again, with the nets from the reference lap beside the FreshStart
+        from lapnet.race.baselines import fresh_baselines
+        from lapnet.race.metrics import forecast_report
+        from lapnet.race.pipeline import to_seconds
+
+        fresh = ~np.isfinite(seq.base)[:, :, None]
+        pooled["fresh_vs_nets"] = forecast_report(
+            {"forecaster": to_seconds(seq, o["mean"])}, seq,
+            fresh_only={"nets_from_reference_lap": np.where(fresh, to_seconds(seq, np.nan_to_num(nets)), np.nan),
+                        **fresh_baselines(seq)})["fresh"]
     pm = seq.pit_mask
     pooled["pit_within_3"]["simple_logistic_auc"] = roc_auc(seq.pit[pm], simple[pm])
     res = {"pooled": pooled, "folds": per_fold}
@@ -276,8 +291,14 @@ def _fresh_line(pooled: dict) -> list[str]:
     if info:
         cov = info["interval90_coverage"]
         lines.append(f"  from {info['origins']} such laps: {info['no_forecast']} without a forecast (no lap of the race had "
-                     f"shown its pace), {info['faster_than_fastest_lap']} of {info['forecasts']} forecasts more than 3% faster "
-                     f"than the race's fastest lap; 90% coverage h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}")
+                     f"shown its pace, or wet tyres); of {info['forecasts']} forecasts, {info['faster_than_fastest_lap']} "
+                     f"faster than the race's fastest lap and {info['slower_than_1_3x_fastest']} slower than 1.3 times it; "
+                     f"90% coverage h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}")
+    vs = pooled.get("fresh_vs_nets") or {}
+    if vs.get("nets_from_reference_lap"):
+        lines.append("  the nets alone (from the reference lap, what the FreshStart replaces) on the same pairs, MAE (s): "
+                     + ", ".join(f"{h} {vs['nets_from_reference_lap'][h]['mae']:.2f}" for h in ("h1", "h5", "h10")
+                                 if vs["nets_from_reference_lap"][h]["n"]))
     by = pooled.get("fresh_by_origin") or {}
     if by:
         lines.append("  next lap by origin, MAE / median (s): " + ", ".join(

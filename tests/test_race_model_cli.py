@@ -107,6 +107,8 @@ def test_no_impossible_forecasts_after_a_safety_car_start(real_run, run_cli, f1_
     assert none.sum() >= 20 and t.loc[none, "LapNumber"].max() <= 6 and t.loc[none, "forecast_h1"].isna().all()
     fresh = t["forecast_from"] == "fresh_start"
     assert fresh.sum() > 20 and t.loc[fresh, "forecast_h1"].notna().all()
+    m = json.loads((tmp_path / "lv" / "metrics.json").read_text())["fresh_start"]
+    assert m["no_forecast"] == none.sum() and m["slower_than_1_3x_fastest"] == 0 and m["forecasts"] > 100
 
 
 def test_eval_of_several_races_shows_each_race(real_run, run_cli, f1_data):
@@ -306,7 +308,10 @@ def test_a_race_as_rough_as_any_2023_race(real_run, run_cli, f1_data, tmp_path):
     code, _, err = run_cli("race", "predict", run, rough, "--out", tmp_path / "pred", "--quiet")
     assert code == 0, err
     pred = pd.read_csv(tmp_path / "pred" / "predictions.csv")
-    assert len(pred) == m["cleaning"]["rows_out"] and np.isfinite(pred["forecast_h1"]).all()
+    assert len(pred) == m["cleaning"]["rows_out"]
+    made = pred["forecast_from"].isin(["stint", "fresh_start"])  # no FreshStart forecast on wet tyres, nor before a green lap
+    assert np.isfinite(pred.loc[made, "forecast_h1"]).all() and pred.loc[~made, "forecast_h1"].isna().all()
+    assert set(pred.loc[~made, "forecast_from"]) <= {"wet_tyres", "no_green_pace_yet"} and made.mean() > 0.9
 
     feed = tmp_path / "feed.csv"
     _session_ordered_csv(rough, feed)

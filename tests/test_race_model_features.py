@@ -454,7 +454,9 @@ def test_green_seen_waits_for_a_lap_at_the_races_pace():
     df = _two_cars()
     sc = df.copy()
     sc.loc[sc["LapNumber"] <= 2, "TrackStatus"] = "4"  # a start behind the safety car, for two laps
-    for frame, first_green in ((df, 1), (sc, 3)):
+    wet = df.copy()
+    wet.loc[wet["LapNumber"] <= 2, "Compound"] = "INTERMEDIATE"  # a wet start: its laps show no dry pace
+    for frame, first_green in ((df, 1), (sc, 3), (wet, 3)):
         laps = _clean(frame)
         f = featurize_race(laps)
         order = laps.index[session_order(laps)]

@@ -128,6 +128,7 @@ def test_with_pit_caller_uses_it_where_the_stint_has_no_scored_lap():
     both = WithPitCaller(net, PitModel(FEATURES).double(), gap, fs).eval()
     plain = WithPitCaller(net, PitModel(FEATURES).double(), gap).eval()
     x = torch.rand(2, 7, len(FEATURES), dtype=torch.float64)
+    x[..., [FEATURES.index("compound_intermediate"), FEATURES.index("compound_wet")]] = 0.0  # dry tyres
     based = torch.rand(2, 7) > 0.4
     based[1, 5:] = False
     x[..., FEATURES.index("has_base")] = based.double()
@@ -215,3 +216,50 @@ def test_fresh_baselines_on_an_out_lap():
     np.testing.assert_allclose(fb["field_pace"][i, t], 90.1, atol=1e-4)  # float32 features
     based = np.isfinite(seq.base)
     assert based.any() and np.isnan(fb["field_pace"][based]).all() and np.isnan(fb["reference_lap"][based]).all()
+
+
+def test_no_forecast_on_wet_tyres():
+    """The laps it learns from are dry Scored laps: a car on intermediates gets no forecast."""
+    rng = np.random.default_rng(5)
+    x, pace = _informed(50, rng)
+    fs = FreshStart(FEATURES, horizons=1)
+    fs.fit(x, pace[:, None], torch.ones(50, 1, dtype=torch.bool), ridge=1e-3)
+    x[:10, FEATURES.index("compound_intermediate")] = 1.0
+    with torch.no_grad():
+        got = fs(x)[:, 0]
+    assert torch.isnan(got[:10]).all() and not torch.isnan(got[10:]).any()
+
+
+def test_the_expected_gap_does_not_read_the_fresh_start_features():
+    """ExpectedGap is fitted where the stint has a Scored lap: FRESH_EXTRA never enters it."""
+    from lapnet.race.features import FRESH_EXTRA
+    from lapnet.race.models import ExpectedGap
+
+    gap = ExpectedGap(FEATURES).double()
+    gap.weight.normal_()
+    x = torch.rand(4, len(FEATURES), dtype=torch.float64)
+    y = x.clone()
+    y[:, [FEATURES.index(n) for n in FRESH_EXTRA]] = torch.rand(4, len(FRESH_EXTRA), dtype=torch.float64)
+    torch.testing.assert_close(gap(x), gap(y))
+
+
+def test_fresh_block_scores_every_forecaster_on_the_forecasters_pairs():
+    """Where the forecaster makes no forecast (no green lap yet) the baselines are not scored
+    either: a file whose fresh laps all lack one gives the baselines n 0."""
+    from test_race_model_features import _clean, _two_cars
+
+    from lapnet.race.baselines import fresh_baselines
+    from lapnet.race.features import build_sequences
+    from lapnet.race.metrics import forecast_report
+
+    seq = build_sequences(_clean(_two_cars()))
+    fresh = ~np.isfinite(seq.base)[:, :, None]
+    some = np.where(fresh, 95.0, np.nan).repeat(seq.target.shape[2], 2)
+    none = np.full_like(some, np.nan)
+    for forecaster, n_pairs in ((some, True), (none, False)):
+        rep = forecast_report({"forecaster": np.where(fresh, forecaster, 90.0)}, seq, fresh_only=fresh_baselines(seq))["fresh"]
+        n = {name: rows["h1"]["n"] for name, rows in rep.items()}
+        if n_pairs:
+            assert n["forecaster"] > 0 and n["reference_lap"] == n["field_pace"] == n["forecaster"]
+        else:
+            assert "forecaster" not in n and n["reference_lap"] == n["field_pace"] == 0

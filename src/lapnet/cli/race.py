@@ -222,8 +222,9 @@ def _fresh_table(metrics: dict) -> None:
                                                   for h in ("h1", "h5", "h10")}, "n_h1": ""})
     summary_table("out-laps, the start and restarts: MAE (s)", rows, wide=True)
     print(f"out-laps, the start and restarts: {info['origins']} laps whose stint has no Scored lap yet, "
-          f"{info['no_forecast']} without a forecast (no lap of the race had shown its pace), "
-          f"{info['faster_than_fastest_lap']} forecasts more than 3% faster than the race's fastest lap", file=sys.stderr)
+          f"{info['no_forecast']} without a forecast (no lap of the race had shown its pace, or wet tyres); of "
+          f"{info['forecasts']} forecasts, {info['faster_than_fastest_lap']} faster than the race's fastest lap and "
+          f"{info['slower_than_1_3x_fastest']} slower than 1.3 times it", file=sys.stderr)
 
 
 def _pair(a: float | None, b: float | None) -> str:
@@ -312,8 +313,8 @@ def predict_cmd(
         _length_line(metrics, length)
         several = show["Race"].nunique() > 1 if len(show) else False
         rows = [{**({"race": r.Race} if several else {}), "driver": r.Driver, "lap": r.LapNumber,
-                 "tyre": f"{r.Compound[:1]}{r.TyreLife:.0f}", "time": r.LapTime, "next": r.forecast_h1,
-                 "+5": r.forecast_h5, "+10": r.forecast_h10, "pit<=3": f"{r.pit_prob:.2f}", "phase": r.phase or "-",
+                 "tyre": f"{r.Compound[:1]}{r.TyreLife:.0f}", "time": r.LapTime, "next": _cell(r.forecast_h1),
+                 "+5": _cell(r.forecast_h5), "+10": _cell(r.forecast_h10), "pit<=3": f"{r.pit_prob:.2f}", "phase": r.phase or "-",
                  **({"live": r.phase_live} if "phase_live" in table.columns else {})} for r in show.itertuples()]
         summary_table(f"forecasts (s) -> {dest}/predictions.csv; pit<=3: P(stop within 3 laps)", rows, wide=True)
         # no table for a driver without Scored pairs (a note says so): every cell would be '-'
@@ -327,6 +328,11 @@ def predict_cmd(
 
 
 SHOW_LAPS, SHOW_ROWS = 3, 40  # the summary table `lapnet race predict` prints: each driver's last laps, at most this many rows
+
+
+def _cell(v: float) -> float | str:
+    """A forecast for the on-screen table: '-' where there is none (no lap of the race showed its pace yet)."""
+    return v if math.isfinite(v) else "-"
 
 
 def predict_rows(table: pd.DataFrame, driver: str | list[str] | None) -> tuple[pd.DataFrame, str | None]:

@@ -79,7 +79,7 @@ def fresh_baselines(seq: Sequences) -> dict[str, np.ndarray]:
     docstring): name -> (N, T, K), NaN at every other origin."""
     K = seq.target.shape[2]
     fresh = ~np.isfinite(seq.base)  # (N, T)
-    pace = seq.x[:, :, FEATURES.index("field_pace_any")] * 5.0  # % of ref (the feature is / 5, clipped at 10%)
+    pace = seq.x[:, :, FEATURES.index("field_pace_any")] * 5.0  # % of ref (the feature is / 5, clipped at 40%)
     known = seq.x[:, :, FEATURES.index("has_field_pace_any")] > 0
     field = np.where(known, seq.ref * (1.0 + pace / 100.0), seq.ref)
     return {name: np.where(fresh[:, :, None], v[:, :, None], np.nan).repeat(K, 2)

@@ -124,7 +124,7 @@ PIT_EXTRA: tuple[str, ...] = (
 # from the stint's last Scored lap; an out-lap, the start or a restart has none, and the race's
 # reference lap (the first laps' pace, on full tanks) is seconds off later in the race.
 FRESH_EXTRA: tuple[str, ...] = (
-    "field_pace",  # median of the other drivers' latest Scored laps (ended within FIELD_WINDOW reference laps), % of ref, / 5
+    "field_pace",  # median of the other drivers' latest Scored laps (ended within FIELD_WINDOW reference laps), % of ref (clipped at 40), / 5
     "has_field_pace",
     "field_tyre",  # median tyre life of those laps / 30
     "field_pace_any",  # the same median over the other drivers' latest Scored laps however old (before a safety car), % of ref, / 5
@@ -133,7 +133,7 @@ FRESH_EXTRA: tuple[str, ...] = (
     "own_pace",  # median over the driver's last OWN_LAPS Scored laps (any stint) of lap minus the field's pace then, % of ref, / 5
     "has_own_pace",
     "opening_lap_1",  # the standing start's lap
-    "green_seen",  # some car has finished a timed green-flag lap: lap 1 or a racing lap, no in-, out- or restart lap (else no lap so far shows the race's pace)
+    "green_seen",  # some car has finished a timed dry green-flag lap: lap 1 or a racing lap, no in-, out-, restart or wet lap (else no lap so far shows the race's pace)
 )
 FIELD_WINDOW = 2.0  # reference laps: a Scored lap older than this no longer tells the field's pace
 OWN_LAPS = 5
@@ -339,24 +339,26 @@ class RaceFeaturizer:
         lap_time = _num(lap.get("LapTime"))
         timed = _flag(lap.get("HasTime")) and math.isfinite(lap_time)
         n = _num(lap.get("LapNumber"))
-        if (timed and not NEUTRALISED_CODES.intersection(str(lap.get("TrackStatus") or "")) and not _flag(lap.get("InLap"))
-                and not _flag(lap.get("Restart")) and (n == 1 or not _flag(lap.get("OutLap")))):
-            # a lap at the race's pace, or a standing start's lap 1 (FastF1's out-lap of every car); not a restart
-            # lap after a red flag (timed through the stoppage) nor an out-lap (the pit lane)
+        has_end = math.isfinite(_num(lap.get("Time")))  # a lap without Time may be read before it ended
+        if (timed and has_end and not NEUTRALISED_CODES.intersection(str(lap.get("TrackStatus") or ""))
+                and not _flag(lap.get("InLap")) and not _flag(lap.get("Restart")) and not _flag(lap.get("Wet"))
+                and (n == 1 or not _flag(lap.get("OutLap")))):
+            # a dry lap at the race's pace, or a standing start's lap 1 (FastF1's out-lap of every car); not a
+            # restart lap after a red flag (timed through the stoppage), an out-lap (the pit lane) or a wet lap
             self.green_seen = True
-        if _flag(lap.get("Scored")) and timed:  # as `_step_net` counts it
+        if _flag(lap.get("Scored")) and timed and has_end:  # as `_step_net` counts it; the field's when it ended
             # a Scored lap joins the field's pace for the others, and the driver's own pace against the field
             if math.isfinite(pace):
                 st.vs_field = (st.vs_field + [(lap_time - pace) / ref * 100])[-OWN_LAPS:]
             tyre_life = _num(lap.get("TyreLife"))
-            st.last_scored = (t_end if math.isfinite(t_end) else -math.inf, lap_time,
+            st.last_scored = (t_end, lap_time,
                               tyre_life if math.isfinite(tyre_life) else float(st.stint_laps))  # `_step_net`'s fallback
         own = statistics.median(st.vs_field) if st.vs_field else math.nan
         return np.asarray([
-            _clip((pace / ref - 1) * 100, -10, 10) / 5 if math.isfinite(pace) else 0.0,
+            _clip((pace / ref - 1) * 100, -40, 40) / 5 if math.isfinite(pace) else 0.0,
             float(math.isfinite(pace)),
             tyre / 30 if math.isfinite(tyre) else 0.0,
-            _clip((pace_any / ref - 1) * 100, -10, 10) / 5 if math.isfinite(pace_any) else 0.0,
+            _clip((pace_any / ref - 1) * 100, -40, 40) / 5 if math.isfinite(pace_any) else 0.0,
             float(math.isfinite(pace_any)),
             min(age / ref / 10, 1.0) if math.isfinite(age) else 0.0,
             _clip(own, -5, 5) / 5 if math.isfinite(own) else 0.0,

@@ -42,6 +42,7 @@ from lapnet.race import schema as S
 from lapnet.race.io import (FALSE_STRINGS, MISSING_STRINGS, TRUE_STRINGS, CompoundNamesWarning, MissingContextWarning,
                             car_number, missing_context, parse_duration)
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
+from lapnet.race.schema import WET_COMPOUNDS
 from lapnet.race.models import INTERVAL90
 from lapnet.race.pipeline import SLOW_SCORED, RaceRun, forecast_source, live_phase, load_run, pit_window_threshold
 
@@ -405,7 +406,8 @@ class LiveRace:
             "forecast": {f"h{h}": round(float(sec[h - 1]), 4) for h in (1, 5, 10)},
             "forecast_next10": [round(float(v), 4) for v in sec],
             "interval90_h1": [round(float(sec[0] - self.z90 * sig[0]), 4), round(float(sec[0] + self.z90 * sig[0]), 4)],
-            "forecast_from": forecast_source(math.isfinite(f.base), self.model, float(sec[0])),
+            "forecast_from": forecast_source(math.isfinite(f.base), self.model, float(sec[0]),
+                                             str(comp).upper() in WET_COMPOUNDS),
             "pit_within_3": round(pit, 4),
             "phase": phase,
             "race_laps": self.featurizer.total_laps,

@@ -68,6 +68,8 @@ def forecast_report(forecasts: dict[str, np.ndarray], seq: Sequences, horizons=R
         present = forecasts
         if which == "fresh":  # told by the origins, not the pairs: a race without fresh pairs keeps the same names
             present = {name: f for name, f in {**forecasts, **(fresh_only or {})}.items() if np.isfinite(f[no_base]).any()}
+            if "forecaster" in forecasts:  # the pairs the forecaster forecasts, even where it forecasts none of them
+                mask = mask & np.isfinite(forecasts["forecaster"])
         for f in present.values():
             mask = mask & np.isfinite(f)
         per: dict = {}

@@ -29,6 +29,7 @@ from lapnet import distributed
 from lapnet.checkpoint import load_tensors, read_json, write_json
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.race.baselines import BASELINES, baseline_forecasts, fresh_baselines
+from lapnet.race.schema import WET_COMPOUNDS
 from lapnet.race.features import (
     COMPOUNDS,
     FEATURES,
@@ -798,30 +799,31 @@ def _fit_fresh_start(forecaster: torch.nn.Module, seq: Sequences, idx: np.ndarra
     net_mae = float((net - y).abs()[mask].mean())
     fs = FreshStart(FEATURES)
     fs.fit(x, y, mask, ridge)
-    blind = fs.blind(x)  # (n,) no other car had a Scored lap yet: the safety car's pace is the reference
-    half = [[float(torch.quantile(err[mask[:, k] & g, k], 0.9)) if (mask[:, k] & g).any() else 100.0
-             for k in range(y.shape[1])] for g in (~blind, blind)]  # (2, K); a group never seen: as wide as the lap
+    group = fs.group(x)  # (n,) FreshStart.GROUPS
+    half = [[float(torch.quantile(err[mask[:, k] & (group == g), k], 0.9)) if (mask[:, k] & (group == g)).any()
+             else 100.0 for k in range(y.shape[1])] for g in range(len(FreshStart.GROUPS))]  # a group never seen: wide
     fs.half90.copy_(torch.tensor(half))
     info.update({"ridge": ridge, "folds_mae_pct_by_ridge": scores, "folds_mae_pct": round(mae, 4),
                  "nets_mae_pct": round(net_mae, 4),
-                 "half90_pct": {"field_has_scored": [round(v, 3) for v in half[0]],
-                                "no_scored_lap_yet": [round(v, 3) for v in half[1]]},
+                 "half90_pct": {name: [round(v, 3) for v in h] for name, h in zip(FreshStart.GROUPS, half)},
                  "chosen_by": f"mean absolute error over horizons on {len(np.unique(folds))} leave-races-out folds",
                  "kept": mae < net_mae or not cfg.fresh_start_check})
     return (fs if info["kept"] else None), info
 
 
-def forecast_source(has_base: bool, model: torch.nn.Module, forecast: float = 0.0) -> str:
+def forecast_source(has_base: bool, model: torch.nn.Module, forecast: float = 0.0, wet: bool = False) -> str:
     """Where a lap's forecast comes from (predict's `forecast_from`, live's too): "stint" (the
     nets, on the stint's last Scored lap), "fresh_start" (the stint has no Scored lap yet and the
     run has a FreshStart), "no_green_pace_yet" (the same, but no lap of the race so far was run
-    under green flags: no forecast, NaN) or "reference_lap" (no Scored lap yet, and no
-    FreshStart: the nets from the race's reference lap). `forecast`: the lap's next-lap forecast."""
+    under green flags: no forecast, NaN), "wet_tyres" (the same on intermediate or wet tyres,
+    which the FreshStart does not forecast: NaN) or "reference_lap" (no Scored lap yet, and no
+    FreshStart: the nets from the race's reference lap). `forecast`: the lap's next-lap
+    forecast; `wet`: the lap is on intermediate or wet tyres."""
     if has_base:
         return "stint"
     if getattr(model, "fresh", None) is None:
         return "reference_lap"
-    return "fresh_start" if math.isfinite(forecast) else "no_green_pace_yet"
+    return "fresh_start" if math.isfinite(forecast) else "wet_tyres" if wet else "no_green_pace_yet"
 
 
 def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
@@ -1019,15 +1021,16 @@ def score_predictions(seq: Sequences, o: dict[str, np.ndarray], tagged: dict[str
     return out
 
 
-PLAUSIBLE = 0.97  # a forecast faster than this share of the race's fastest Scored lap is counted as implausible
+IMPLAUSIBLE = (1.0, 1.3)  # forecasts faster than the race's fastest Scored lap, or slower than 1.3 times it, are counted
 
 
 def fresh_report(seq: Sequences, sec: np.ndarray, half: np.ndarray) -> dict:
     """The forecasts from laps whose stint has no Scored lap yet (out-laps, the start,
     restarts), beyond their MAE in the forecast's "fresh" block: how many such laps there are,
-    how many got no forecast (no lap of the race so far showed its pace), the 90% interval's
-    coverage at 1 / 5 / 10 laps on the fresh block's pairs, and how many forecasts are more than
-    3% faster than the race's fastest Scored lap (no car runs them; a check, in hindsight).
+    how many got no forecast (no lap of the race so far showed its pace, or wet tyres), the 90%
+    interval's coverage at 1 / 5 / 10 laps on the fresh block's pairs, and how many forecasts
+    (every horizon) are faster than the race's fastest Scored lap or slower than 1.3 times it
+    (IMPLAUSIBLE: racing laps outside that range are rare; a check, in hindsight).
 
     Args: seq; sec, half (N, T, K) the forecast and its 90% half-width in seconds (NaN: none).
     """
@@ -1040,16 +1043,16 @@ def fresh_report(seq: Sequences, sec: np.ndarray, half: np.ndarray) -> dict:
         times = seq.lap_time[mine][seq.origin_scored[mine]]
         fastest[mine] = times.min() if times.size else np.nan
     made = fresh[:, :, None] & np.isfinite(sec)  # (N, T, K)
-    fast = made & (sec < PLAUSIBLE * fastest[:, None, None])
+    fast = made & (sec < IMPLAUSIBLE[0] * fastest[:, None, None])
+    slow = made & (sec > IMPLAUSIBLE[1] * fastest[:, None, None])
     cov = {}
     for h in REPORT_HORIZONS:
         m = eval_mask(seq, "fresh")[:, :, h - 1] & np.isfinite(sec[:, :, h - 1])
         cov[f"h{h}"] = coverage(seq.future[:, :, h - 1][m], (sec - half)[:, :, h - 1][m], (sec + half)[:, :, h - 1][m])
     return {"origins": int(fresh.sum()), "no_forecast": int((fresh & ~np.isfinite(sec[:, :, 0])).sum()),
             "interval90_coverage": cov, "forecasts": int(made.sum()),
-            "faster_than_fastest_lap": int(fast.sum()),
-            "rule": f"faster than {PLAUSIBLE:g} x the race's fastest Scored lap (no car ran it); coverage on the fresh "
-                    "block's pairs"}
+            "faster_than_fastest_lap": int(fast.sum()), "slower_than_1_3x_fastest": int(slow.sum()),
+            "rule": "forecasts at every horizon against the race's fastest Scored lap; coverage on the fresh block's pairs"}
 
 
 def _summary(report: dict) -> list[dict]:
@@ -1316,7 +1319,8 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
                 **{f"forecast_h{h}": sec[i, t, h - 1] for h in (1, 5, 10)},
                 **({f"expected_h{h}": exp_sec[i, t, h - 1] for h in (1, 5, 10)} if exp_sec is not None else {}),
                 "lo90_h1": sec[i, t, 0] - half[i, t, 0], "hi90_h1": sec[i, t, 0] + half[i, t, 0],
-                "forecast_from": forecast_source(bool(np.isfinite(seq.base[i, t])), r.model, float(sec[i, t, 0])),
+                "forecast_from": forecast_source(bool(np.isfinite(seq.base[i, t])), r.model, float(sec[i, t, 0]),
+                                                 COMPOUNDS[seq.compound[i, t]] in WET_COMPOUNDS),
                 "pit_prob": float(o["pit"][i, t]),
                 "phase": PHASES[int(phase_p[i, t].argmax())] if phase_p is not None else None,
                 # what `race live` called at that lap (it reads only the laps so far)

@@ -71,8 +71,12 @@ def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float | None = None
             ax.scatter(s["LapNumber"], np.full(len(s), 0.03), transform=ax.get_xaxis_transform(), marker="s", s=18,
                        color=PHASE_COLOURS.get(phase, "C7"), label=f"call: {phase}", zorder=4)
     scored = g.loc[g["Scored"], "LapTime"]
-    if len(scored):  # keep the y-range on racing laps: safety-car laps are 30-60 s slower
+    if len(scored):  # keep the y-range on racing laps (safety-car laps are 30-60 s slower) and the forecasts
         lo, hi = np.nanpercentile(scored, [1, 99])
+        fc = g["forecast_h1"].to_numpy(float)
+        fc = fc[np.isfinite(fc) & (fc < hi * 1.3)]  # a forecast from the safety car's pace (a run without a FreshStart) stays out
+        if len(fc):
+            lo, hi = min(lo, fc.min()), max(hi, fc.max())
         ax.set_ylim(lo - 1.0, hi + 2.0)
     ax.set_ylabel("lap time (s)")
     race, drv = g["Race"].iloc[0], g["Driver"].iloc[0]

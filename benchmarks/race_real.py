@@ -214,7 +214,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         fresh = ~np.isfinite(seq.base)[:, :, None]
         pooled["fresh_vs_nets"] = forecast_report(
             {"forecaster": to_seconds(seq, o["mean"])}, seq,
-            fresh_only={"nets_from_reference_lap": np.where(fresh, to_seconds(seq, np.nan_to_num(nets)), np.nan),
+            fresh_only={"nets_from_reference_lap": np.where(fresh, to_seconds(seq, nets), np.nan),  # NaN: pair left out
                         **fresh_baselines(seq)})["fresh"]
     pm = seq.pit_mask
     pooled["pit_within_3"]["simple_logistic_auc"] = roc_auc(seq.pit[pm], simple[pm])

@@ -354,8 +354,8 @@ def test_a_safety_car_what_if_lays_one_over_every_race():
 
 
 @pytest.mark.parametrize("value,message", [
-    ("20-4", "write FIRST:LAPS"), ("x:4", "write FIRST:LAPS"), ("1:4", "the first lap must be 2 to"),
-    ("20:0", "laps at least 1"), ("999:2", "the first lap must be 2 to"),
+    ("20-4", "write FIRST:LAPS"), ("x:4", "write FIRST:LAPS"), ("\u00b2:4", "write FIRST:LAPS"),
+    ("1:4", "the first lap must be 2 to"), ("20:0", "LAPS at least 1"), ("999:2", "the first lap must be 2 to"),
 ])
 def test_race_simulate_refuses_a_bad_safety_car(run_cli, tmp_path, value, message):
     out = tmp_path / "laps.csv"

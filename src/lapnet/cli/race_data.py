@@ -51,7 +51,7 @@ def _safety_car(v: str | None) -> tuple[int, int] | None:
     if v is None:
         return None
     parts = v.split(":")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise LapnetError(f"--safety-car {v!r}: write FIRST:LAPS, e.g. 20:4 (a safety car on laps 20-23)")
     return int(parts[0]), int(parts[1])
 

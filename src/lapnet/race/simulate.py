@@ -353,8 +353,8 @@ def _forced_sc(safety_car, n_laps: np.ndarray) -> tuple[int, int] | None:
         raise LapnetError(f"safety_car: give (first lap, laps), e.g. (20, 4), got {safety_car!r}") from None
     last = int(n_laps.min()) - 2  # as the random safety cars: over before the last lap of the shortest race
     if not (2 <= first <= last and laps >= 1):
-        raise LapnetError(f"safety_car: the first lap must be 2 to {last} (the shortest race's laps - 2) and the "
-                          f"laps at least 1, got lap {first} for {laps} laps")
+        raise LapnetError(f"safety car (--safety-car FIRST:LAPS): the first lap must be 2 to {last} (the shortest "
+                          f"race's laps - 2) and LAPS at least 1, got lap {first} for {laps} lap{'s' if laps != 1 else ''}")
     return first, laps
 
 
@@ -382,8 +382,9 @@ def simulate(
             on exactly these laps (safety car or not); every random draw stays as without it, so
             the same seed gives the same races (safety cars, pace, noise, the other cars'
             plans) and the difference between two runs is the plan's (common random numbers).
-        safety_car: a what-if: (first lap, laps), a safety car on those laps of every race (to
-            the shortest race's last lap but one), besides the random ones, which stay as drawn;
+        safety_car: a what-if: (first lap, laps), a safety car on those laps of every race (the
+            first lap at most the shortest race's laps - 2; in each race it ends by that race's
+            last lap but one), besides the random ones, which stay as drawn;
             the other cars react as to any safety car (a car due to stop within 6 laps stops
             under it), a `strategies` car runs its plan. Two runs, one with a plan stopping
             under it and one without, give the stop's worth under that safety car.

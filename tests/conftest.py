@@ -20,6 +20,16 @@ except ImportError:  # pragma: no cover
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Ctrl-C as a user sends it, whatever launched the suite: a shell's background job (`make test &`)
+# starts with SIGINT ignored, and then neither `_thread.interrupt_main()` (how the `race live
+# --follow` tests end a session) nor a SIGINT sent to a child process (test_crash_safety) has any
+# effect: a --follow test waited forever. Python's own handler back in place restores both (a
+# child started with the signal caught, not ignored, gets the default again).
+import signal  # noqa: E402
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def _find_f1_data() -> Path:
     """LAPNET_F1_DATA, else shared/data/f1 beside the repository or beside any folder above it."""

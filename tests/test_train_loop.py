@@ -189,21 +189,25 @@ def test_checkpoints_are_written_without_a_process_group_whatever_RANK_says(tmp_
     assert meta == {"val": None, "inf": None}  # strict JSON in the header: no bare NaN
 
 
+class Streams:
+    """2 streams of 40 steps, cut into 5 chunks of 8 per epoch: chunk k+1 continues chunk k (a GRU
+    carries its state across chunks; test_train_review uses it too)."""
+
+    x = torch.tensor(np.random.default_rng(3).normal(size=(2, 40, 3)))
+
+    def steps_per_epoch(self):
+        return 5
+
+    def epoch(self, e):
+        for k in range(5):
+            xs = self.x[:, 8 * k:8 * k + 8]
+            yield xs, xs.sum(-1, keepdim=True).cumsum(1) * 0.1
+
+
 def test_resume_mid_epoch_continues_the_carried_state(tmp_path):
     """Truncated BPTT carries the hidden state between the steps of an epoch; a run stopped in the
     middle of one and resumed ends with the weights of a run never stopped (it used to restart
     the streams from zeros: 0.017 off at step 4 of 10)."""
-    class Streams:  # 2 streams of 40 steps, cut into 5 chunks of 8: chunk k+1 continues chunk k
-        x = torch.tensor(np.random.default_rng(3).normal(size=(2, 40, 3)))
-
-        def steps_per_epoch(self):
-            return 5
-
-        def epoch(self, e):
-            for k in range(5):
-                xs = self.x[:, 8 * k:8 * k + 8]
-                yield xs, xs.sum(-1, keepdim=True).cumsum(1) * 0.1
-
     def loss_fn(net, batch, carry):
         out, h = net(batch[0], carry)
         return torch.nn.functional.mse_loss(out[..., :1], batch[1]), h.detach(), batch[0].shape[0]

@@ -207,18 +207,7 @@ def test_a_step_limit_between_evaluations_resumes_exactly_and_restores_its_resul
 # --- 3. a carry saved on another device ---------------------------------------------------------
 
 
-class Streams:
-    """Two streams of 40 steps in 5 chunks per epoch: a GRU carries its state across chunks."""
-
-    x = torch.tensor(np.random.default_rng(3).normal(size=(2, 40, 3)))
-
-    def steps_per_epoch(self):
-        return 5
-
-    def epoch(self, e):
-        for k in range(5):
-            xs = self.x[:, 8 * k:8 * k + 8]
-            yield xs, xs.sum(-1, keepdim=True).cumsum(1) * 0.1
+from test_train_loop import Streams  # noqa: E402  two streams of 40 steps in 5 chunks per epoch
 
 
 def _gru_run(out, cfg, resume=False):

@@ -127,7 +127,9 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     (`jobs` folds trained at once in worker processes); `save`: an .npz of the out-of-fold outputs."""
     from lapnet.race.features import build_sequences
     from lapnet.race.metrics import roc_auc
-    from lapnet.race.pipeline import load_laps, load_run, run_net, run_outputs, score_predictions, subset_sequences, train_race
+    from lapnet.race.pipeline import (load_laps, load_run, run_net, run_outputs, score_predictions, subset_sequences, to_seconds,
+                                      train_race)
+    from lapnet.race.whatif import pit_now, pool_stop_errors, stop_check, stop_errors
 
     laps, _ = load_laps(paths)
     seq = build_sequences(laps)
@@ -137,7 +139,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     o = {"mean": np.zeros((N, T, K)), "sigma": np.ones((N, T, K)), "half90": np.ones((N, T, K)), "pit": np.zeros((N, T))}
     tagged = {"phase": np.zeros((N, T, 3))}  # the post-race tagger's calls, when every fold's run has one
     has_phase = {"live": True, "post_race": True}
-    per_fold, references = [], []
+    per_fold, references, stop_parts = [], [], []
     simple = np.zeros((N, T))
     tests = outer_folds(races, folds)
     todo = [([p for p in paths if p.stem not in tests[f]], workdir / f"fold{f}", replace(cfg, pretrain_sim=pretrain_sim), threads)
@@ -156,6 +158,10 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         run = load_run(out)
         te = np.flatnonzero(np.isin(race_of, [races.index(r) for r in test]))
         pred, post = run_outputs(run, subset_sequences(seq, te))
+        if getattr(run.model, "fresh", None) is not None:  # the pit-now what-if on the held-out races' real stops
+            sub = subset_sequences(seq, te)
+            stay = to_seconds(sub, pred["mean"])
+            stop_parts.append(stop_errors(sub, pit_now(run.model, sub, stay), stay))
         # the nets alone on the same laps: what the FreshStart replaces (a run without one: its forecast)
         nets = getattr(run.model, "forecaster", None) if getattr(run.model, "fresh", None) is not None else None
         o.setdefault("nets_mean", np.full((N, T, K), np.nan))[te] = (
@@ -216,6 +222,8 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
             {"forecaster": to_seconds(seq, o["mean"])}, seq,
             fresh_only={"nets_from_reference_lap": np.where(fresh, to_seconds(seq, nets), np.nan),  # NaN: pair left out
                         **fresh_baselines(seq)})["fresh"]
+    if stop_parts:
+        pooled["pit_now"] = {**stop_check(pool_stop_errors(stop_parts)), "folds": len(stop_parts)}
     pm = seq.pit_mask
     pooled["pit_within_3"]["simple_logistic_auc"] = roc_auc(seq.pit[pm], simple[pm])
     res = {"pooled": pooled, "folds": per_fold}
@@ -306,6 +314,26 @@ def _fresh_line(pooled: dict) -> list[str]:
     return lines
 
 
+def _pit_now_lines(pooled: dict) -> list[str]:
+    """The pit-now what-if on the real stops of the held-out races (`lapnet.race.whatif.stop_check`)."""
+    pn = pooled.get("pit_now")
+    if not pn:
+        return []
+    lines = [f"pit now, on the {pn['stops']} real stops of the held-out races ({pn['folds']} folds with a FreshStart): "
+             "the new-tyre laps forecast at the lap before the in-lap, against the laps run, MAE / bias (s):"]
+    for name, rows in pn["laps"].items():
+        lines.append(f"  {name:18s} " + ", ".join(f"{h} {r['mae']:.2f} / {r['bias']:+.2f} (n {r['n']})"
+                                                   for h, r in rows.items() if r["n"]))
+    lines.append("  what-if by compound fitted: " + "; ".join(
+        f"{c} " + ", ".join(f"{h} {r['mae']:.2f} / {r['bias']:+.2f} (n {r['n']})" for h, r in rows.items() if r["n"])
+        for c, rows in pn["what_if_by_compound"].items() if rows["h1"]["n"]))
+    st = pn["stop"]
+    if st["n"]:
+        lines.append(f"  the stop's in-lap + out-lap (green stops, n {st['n']}, median {st['median_actual']:.1f} s): "
+                     f"MAE {st['mae']:.2f} s, bias {st['bias']:+.2f} s")
+    return lines
+
+
 def table(name: str, res: dict) -> list[str]:
     pooled = res["pooled"]
     rows = {r["forecaster"]: r for r in pooled["summary"]}
@@ -330,6 +358,7 @@ def table(name: str, res: dict) -> list[str]:
         f"race fraction {pit['simple_logistic_auc']:.3f}",
         f"90% interval coverage: h1 {cov['h1']:.3f}, h5 {cov['h5']:.3f}, h10 {cov['h10']:.3f}",
         *_fresh_line(pooled),
+        *_pit_now_lines(pooled),
         "expected gap kept by its validation check in folds: " + " ".join(str(int(f.get("expected_gap_kept", 0))) for f in res["folds"])
         + " (a dropped gap's fold uses the median as its expected lap)",
         "fresh start kept by its check in folds: " + " ".join(str(int(f.get("fresh_start_kept", 0))) for f in res["folds"])

@@ -93,6 +93,32 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
         assert c["n"] > 100 and 0.0 <= c["push_vs_conserve_auc"] <= 1.0
 
 
+def test_pit_now_on_the_real_stops_of_a_held_out_race(real_run, run_cli, f1_data):
+    """Two laps before each real stop of the held-out race, the what-if for the compound fitted
+    forecasts the new tyres' laps better than the old tyres' pace and the field's (the stop is
+    what it is about), and `race pit-now` answers for a driver mid-race."""
+    from lapnet.race.features import build_sequences
+    from lapnet.race.pipeline import load_laps, load_run, run_net, to_seconds
+    from lapnet.race.whatif import pit_now, stop_check, stop_errors
+
+    run, _ = real_run
+    r = load_run(run)
+    seq = build_sequences(load_laps(f1_data / f"{HELD_OUT}.csv")[0])
+    stay = to_seconds(seq, run_net(r.model, seq)["mean"])
+    res = stop_check(stop_errors(seq, pit_now(r.model, seq, stay), stay))
+    assert res["stops"] >= 15
+    laps = res["laps"]
+    for h in ("h1", "h5"):
+        assert laps["what_if_at_lap_t"][h]["mae"] < laps["old_tyres_at_t"][h]["mae"]
+        assert laps["what_if_at_lap_t"][h]["mae"] < laps["field_pace_at_t"][h]["mae"]
+    assert res["stop"]["n"] >= 10 and res["stop"]["mae"] < 6.0  # in-lap + out-lap, about 200 s at Monza
+    code, out, err = run_cli("race", "pit-now", run, f1_data / f"{HELD_OUT}.csv", "--driver", "VER", "--lap", "15", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["compound"] == "MEDIUM" and 15 < got["stop_loss_s"] < 35
+    assert all(80 < p["first_lap"] < 95 and p["stop_cost"] == pytest.approx(got["stop_loss_s"]) for p in got["compounds"])
+
+
 def test_no_impossible_forecasts_after_a_safety_car_start(real_run, run_cli, f1_data, tmp_path):
     """Las Vegas 2023 ran its first laps behind the safety car: until a lap shows the race's pace
     there is no forecast (no_green_pace_yet, empty cells), and no forecast of the race is more

@@ -72,6 +72,21 @@ def test_extra_features_by_hand():
     assert _at(laps, ex, "AAA", 6, "left_6") == 1.0
 
 
+def test_stop_loss_against_the_stopping_drivers_racing_pace():
+    """The pit-now what-if's stop cost (`Sequences.stop_loss`, no feature): a green stop's in-lap
+    plus out-lap minus twice the driver's racing pace before it (the median of the stint's last 3
+    Scored laps: BBB's lap 2, lap 1 is not Scored), shrunk to the prior as pit_loss is; seconds."""
+    laps = _clean(_three_cars())
+    f = featurize_race(laps, 50)
+    at = lambda drv, n: f.iloc[int(np.flatnonzero((laps["Driver"] == drv).to_numpy() & (laps["LapNumber"] == n).to_numpy())[0])]  # noqa: E731
+    ref3, ref4 = at("BBB", 3)["_ref"], at("BBB", 4)["_ref"]
+    assert at("BBB", 3)["_stop_loss"] == pytest.approx(0.25 * ref3)  # no stop seen yet: the prior
+    loss = (94.3 + 106.4 - 2 * 90.2) / ref4
+    assert at("BBB", 4)["_stop_loss"] == pytest.approx((3 * 0.25 + loss) / 4 * ref4, rel=1e-5)
+    # the race's, for every driver: the same share of the reference lap, which may have moved since
+    assert at("CCC", 4)["_stop_loss"] == pytest.approx((3 * 0.25 + loss) / 4 * at("CCC", 4)["_ref"], rel=1e-5)
+
+
 def test_extra_features_are_causal():
     """A lap's extra features do not change when every later lap is removed (live mode's guarantee)."""
     laps = _clean(_three_cars())

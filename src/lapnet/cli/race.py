@@ -327,6 +327,75 @@ def predict_cmd(
             console.print(f"note: {note}", soft_wrap=True)
 
 
+PIT_NOW_HELP = (
+    "What if the driver pits now: a stop called as lap N ends (lap N+1 is the in-lap, N+2 the out-lap) onto new "
+    "SOFT, MEDIUM or HARD tyres, against staying out. Staying out: the run's forecast of laps N+1 to N+10. New "
+    "tyres: laps N+3 to N+12 from the run's FreshStart, the model of the laps after real stops, read on the "
+    "out-lap the stop would make: what drivers ran after stops onto each compound in the training races, against "
+    "the field's pace and their own (learnt from the stops teams chose, not a tyre model: a compound fitted "
+    "mostly late in races or under safety cars carries that with it). The stop: in-lap plus out-lap, the two "
+    "stay-out laps plus what the race's green stops so far cost against the stopping drivers' racing pace. Per "
+    "compound: that stop cost, the new tyres' gain per lap, stopping minus staying out over laps N+1 to N+10 "
+    "(< 0: the stop has paid for itself), and the laps to pay the stop back at that gain (an extrapolation). "
+    "Uses only laps that ended before lap N's end. Needs a run with a FreshStart.\n\n"
+    "Example: lapnet race pit-now runs/race race.csv --driver VER --lap 20")
+
+
+@race_app.command("pit-now", short_help="What if the driver pits now: new-tyre laps against staying out.", help=PIT_NOW_HELP)
+def pit_now_cmd(
+    run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
+    laps: Path = typer.Argument(..., help="One race's lap table (CSV/Parquet)."),
+    driver: str = typer.Option(..., "--driver", help="One driver: a code in any case or a car number."),
+    lap: Optional[int] = typer.Option(None, "--lap", help=(
+        "The lap at whose end the stop is called (default: the driver's last lap in the table: now, in a race "
+        "still running).")),
+    compound: Optional[str] = typer.Option(None, "--compound", help="Dry compounds to stop onto, comma-separated (default: SOFT,MEDIUM,HARD)."),
+    race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the what-if as JSON on stdout (no tables)."),
+) -> None:
+    from lapnet.checkpoint import json_text
+    from lapnet.cli.common import console, summary_table
+    from lapnet.race.io import parse_drivers
+    from lapnet.race.whatif import pit_now_race
+
+    length = _race_length(race_laps)
+    parse_drivers(driver)  # an empty --driver is refused before anything is read
+    compounds = _dry_compounds(compound)
+    if lap is not None and lap < 1:
+        raise LapnetError(f"--lap must be at least 1, got {lap}")
+    _check_files([laps])
+    res = pit_now_race(run, laps, driver=driver, lap=lap, compounds=compounds, race_length=length)
+    if json_out:
+        sys.stdout.write(json_text(res, indent=2) + "\n")
+        return
+    _cleaning_line({"cleaning": res["cleaning"]})
+    _length_line(res, length)
+    title = (f"{res['driver']} boxes on lap {res['lap'] + 1}, called after lap {res['lap']} on {res['compound'].lower()} "
+             f"tyres {res['tyre_life']:.0f} laps old: lap times (s)")
+    summary_table(title, [{**{k: (_cell(v) if isinstance(v, float) else v) for k, v in row.items()}} for row in res["laps"]],
+                  wide=True)
+    summary_table(f"per compound: in-lap + out-lap {res['in_out_s']:.1f} s (stop cost: the race's stops so far cost "
+                  f"{res['stop_loss_s']:.1f} s against two racing laps); delta: stopping minus staying out over the next 10 laps",
+                  [{"compound": p["compound"], "first lap": _cell(p["first_lap"]), "stop cost": _cell(p["stop_cost"]),
+                    "gain/lap": _cell(p["gain_per_lap"]), "delta 10 laps": _cell(p["delta"]),
+                    "payback laps": _cell(p["payback_laps"])} for p in res["compounds"]], wide=True)
+    console.print("note: the new-tyre laps are what drivers ran after stops onto each compound in the training races "
+                  "(teams' choices, not a tyre model); payback extrapolates the mean gain", soft_wrap=True)
+
+
+def _dry_compounds(value: str | None) -> tuple[str, ...]:
+    """--compound of pit-now: 'soft,hard' -> ('SOFT', 'HARD'); None: every dry compound."""
+    from lapnet.race.schema import DRY_COMPOUNDS
+
+    if value is None:
+        return DRY_COMPOUNDS
+    items = [v.strip().upper() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in DRY_COMPOUNDS]
+    if bad or not items:
+        raise LapnetError(f"--compound {value!r}: choose from {', '.join(DRY_COMPOUNDS)} (comma-separated)")
+    return tuple(dict.fromkeys(items))
+
+
 SHOW_LAPS, SHOW_ROWS = 3, 40  # the summary table `lapnet race predict` prints: each driver's last laps, at most this many rows
 
 
@@ -414,6 +483,10 @@ def live_cmd(
     race: Optional[str] = typer.Option(None, "--race", help=(
         "The race to follow when the table or feed holds several (its Race column, e.g. from "
         "`lapnet race clean a.csv b.csv --out both.csv`); live follows one race.")),
+    pit_now: bool = typer.Option(False, "--pit-now", help=(
+        "Add 'pit_now' to every lap: what if the driver pits at the end of the next lap, per dry compound "
+        "(the new-tyre laps, the stop's cost, the gain per lap, stopping minus staying out over the next 10 "
+        "laps, the laps to pay the stop back; as `lapnet race pit-now`). Needs a run with a FreshStart.")),
 ) -> None:
     from lapnet.race.live import DriverFilter, follow_race
 
@@ -427,7 +500,7 @@ def live_cmd(
     import torch
 
     torch.set_num_threads(1)  # one lap is one tiny step: a thread pool only adds latency
-    follow_race(run, file, follow=follow, race_laps=race_laps, poll=poll, drivers=only, race=race)
+    follow_race(run, file, follow=follow, race_laps=race_laps, poll=poll, drivers=only, race=race, pit_now=pit_now)
 
 
 @race_app.command("fetch")

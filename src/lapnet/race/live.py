@@ -45,6 +45,7 @@ from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.schema import WET_COMPOUNDS
 from lapnet.race.models import INTERVAL90
 from lapnet.race.pipeline import SLOW_SCORED, RaceRun, forecast_source, live_phase, load_run, pit_window_threshold
+from lapnet.race.whatif import live_record, require_fresh_start, what_if
 
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
 
@@ -207,10 +208,14 @@ class LiveRace:
         total_laps: the race's scheduled length (for race-fraction features), a whole
             number >= 1, or None to estimate it from the race's reference lap as the laps
             come in (`features.estimate_race_laps`); every prediction says which length it used.
+        pit_now: add "pit_now" to every prediction: what if the driver pits at the end of the
+            next lap (`lapnet.race.whatif.live_record`; null where none is made). Needs a run
+            with a FreshStart.
 
     Raises:
         LapnetError: `total_laps` neither None nor a whole number >= 1; `run` neither a
-            RaceRun nor a path (`load_run`'s errors for a path that is not a run).
+            RaceRun nor a path (`load_run`'s errors for a path that is not a run); `pit_now`
+            with a run without a FreshStart.
     """
 
     run: RaceRun | str | Path
@@ -240,6 +245,7 @@ class LiveRace:
     far_ahead: dict[str, tuple[float, float]] = field(default_factory=dict)
     last_timed_end: float = -math.inf  # session Time of the latest timed lap
     last_timed_neutral: bool = False  # that lap was neutralised (SC, VSC, red flag)
+    pit_now: bool = False  # add the pit-now what-if to every prediction
 
     def __post_init__(self):
         if self.total_laps is not None:
@@ -260,6 +266,8 @@ class LiveRace:
         self.tagger = self.run.live_tagger.eval() if self.run.live_tagger is not None else None
         self.pit_window_threshold = pit_window_threshold(self.run)  # the pit call says pit_window (`live_phase`)
         self.phase_trained = self.tagger is not None or bool(self.run.config.get("phase_trained"))
+        if self.pit_now:
+            require_fresh_start(self.model)
 
     # -- input --------------------------------------------------------------------------
 
@@ -416,6 +424,10 @@ class LiveRace:
         if "expected" in out:  # the mean lap (a stint's time is a sum of laps: plan with these)
             exp_sec = start + f.ref * out["expected"][0, 0].numpy().astype(float) / 100.0
             rec["expected_next10"] = [round(float(v), 4) for v in exp_sec]
+        if self.pit_now:  # what if he pits at the end of the next lap: one more linear model on this lap's vector
+            what = what_if(self.model, f.x[None, None], np.array([[n]], float), np.array([[f.ref]]),
+                           np.array([[f.stop_loss]]), sec[None, None], np.ones((1, 1), bool))
+            rec["pit_now"] = live_record(what)
         return rec
 
     def _admit(self, lap: dict) -> tuple[str, float, _DriverLive]:
@@ -1125,7 +1137,7 @@ def _print_err(line: str) -> None:
 
 
 def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bool = False, race_laps: int | None = None,
-                poll: float = 0.5, drivers: str | Any | None = None, race: str | None = None,
+                poll: float = 0.5, drivers: str | Any | None = None, race: str | None = None, pit_now: bool = False,
                 emit: Callable[[dict], None] | None = None, say: Callable[[str], None] | None = None) -> dict:
     """`lapnet race live`: follow a race lap by lap from a CSV feed, one prediction per lap.
 
@@ -1157,6 +1169,7 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
             lap's features depend on the whole field); None: all. A driver on no row once the
             field has crossed the line is refused then (a warning if others were found).
         race: the race to follow in a table or feed of several (Race column, any case).
+        pit_now: add the pit-now what-if to every prediction (`LiveRace`).
         emit: called with each prediction (default: one JSON line on stdout).
         say: called with each line for the user, notes and warnings naming the input line
             (default: stderr).
@@ -1180,6 +1193,8 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
                           f"got {shown}")
     if isinstance(run, (str, Path)):
         run = load_run(run)  # the run's errors come first, before the feed is waited for
+    if pit_now:
+        require_fresh_start(run.model)  # as the run's
     if file != "-":
         _refuse_parquet(file)
     stream: Any = sys.stdin if file == "-" else FollowReader(file) if follow else open(file, encoding="utf-8-sig")
@@ -1217,7 +1232,7 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
         else:
             lines, notes, feed = stream_lines(stream, follow, poll), [], _FeedRace(cols, race, where)
             switch = _RaceSwitch(where)
-        live = LiveRace(run, total_laps=race_laps)  # None: estimated from the race's pace
+        live = LiveRace(run, total_laps=race_laps, pit_now=pit_now)  # None: estimated from the race's pace
         with warnings.catch_warnings(record=True) as remarks:  # said with the notes, once a lap has come
             warnings.simplefilter("always")
             live.set_header(header)

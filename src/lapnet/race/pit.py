@@ -61,7 +61,16 @@ class _Own:
     in_time: float = math.nan  # the last in-lap's lap time (until its out-lap is seen)
     in_green: bool = False
     neutral: bool = False  # the previous lap showed SC / VSC
+    in_pace: float = math.nan  # the stint's racing pace before that in-lap: the median of its last 3 Scored laps
     end: dict = field(default_factory=dict)  # lap number -> session time it ended
+
+
+def _shrunk(losses: list[float]) -> float:
+    """The median of the stops' losses (shares of ref), shrunk to PIT_LOSS_PRIOR as if it had been
+    seen PRIOR_WEIGHT times, and kept within 0.1 to 0.6."""
+    k = len(losses)
+    loss = (PIT_LOSS_PRIOR * PRIOR_WEIGHT + (statistics.median(losses) * k if k else 0.0)) / (PRIOR_WEIGHT + k)
+    return min(max(loss, 0.1), 0.6)
 
 
 class PitContext:
@@ -70,6 +79,10 @@ class PitContext:
     def __init__(self):
         self.own: dict[str, _Own] = {}
         self.losses: list[float] = []  # green stops' pit losses, in shares of ref
+        # the same stops against the stopping driver's own racing pace before the stop (in shares of ref):
+        # what a stop costs against two racing laps, for the pit-now what-if (`stop_loss`, no feature)
+        self.pace_losses: list[float] = []
+        self.stop_loss = math.nan  # seconds, after each step: the race's stop cost so far (`_shrunk` of pace_losses)
 
     def step(self, fz: RaceFeaturizer, lap: Mapping[str, Any]) -> np.ndarray:
         """Features (len(PIT_EXTRA),) of `lap`, which `fz.step` has just ingested."""
@@ -86,12 +99,16 @@ class PitContext:
         # the race's pit loss: measured on green stops once their out-lap has ended
         if out_lap and math.isfinite(me.in_time) and me.in_green and not neutral and math.isfinite(lap_time):
             self.losses.append((me.in_time + lap_time - 2 * ref) / ref)
+            if math.isfinite(me.in_pace):
+                self.pace_losses.append((me.in_time + lap_time - 2 * me.in_pace) / ref)
         me.in_time = lap_time if in_lap else math.nan
         me.in_green = in_lap and not neutral
-        k = len(self.losses)
-        loss = (PIT_LOSS_PRIOR * PRIOR_WEIGHT + (statistics.median(self.losses) * k if k else 0.0)) / (PRIOR_WEIGHT + k)
-        loss = min(max(loss, 0.1), 0.6)
+        if in_lap:  # the stint's Scored laps (`RaceFeaturizer` has not reset them yet: that happens on the out-lap)
+            last = [b for _, b in st.scored[-3:]]
+            me.in_pace = statistics.median(last) if last else math.nan
+        loss = _shrunk(self.losses)
         loss_s = loss * ref
+        self.stop_loss = _shrunk(self.pace_losses) * ref
 
         # who is behind on the road: the previous lap (the cars behind have ended it by now)
         places, gap_b = 0, 2.0

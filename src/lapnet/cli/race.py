@@ -370,12 +370,12 @@ def pit_now_cmd(
         return
     _cleaning_line({"cleaning": res["cleaning"]})
     _length_line(res, length)
-    title = (f"{res['driver']} boxes on lap {res['lap'] + 1}, called after lap {res['lap']} on {res['compound'].lower()} "
-             f"tyres {res['tyre_life']:.0f} laps old: lap times (s)")
-    summary_table(title, [{**{k: (_cell(v) if isinstance(v, float) else v) for k, v in row.items()}} for row in res["laps"]],
+    console.print(f"{res['driver']} boxes on lap {res['lap'] + 1}, called after lap {res['lap']} on {res['compound'].lower()} "
+                  f"tyres {res['tyre_life']:.0f} laps old; in-lap + out-lap {res['in_out_s']:.1f} s: the stay-out laps plus "
+                  f"{res['stop_loss_s']:.1f} s, what the race's green stops so far cost against racing laps", soft_wrap=True)
+    summary_table("lap times (s)", [{k: (_cell(v) if isinstance(v, float) else v) for k, v in row.items()} for row in res["laps"]],
                   wide=True)
-    summary_table(f"per compound: in-lap + out-lap {res['in_out_s']:.1f} s (stop cost: the race's stops so far cost "
-                  f"{res['stop_loss_s']:.1f} s against two racing laps); delta: stopping minus staying out over the next 10 laps",
+    summary_table("per compound (s); delta: stopping minus staying out over the next 10 laps",
                   [{"compound": p["compound"], "first lap": _cell(p["first_lap"]), "stop cost": _cell(p["stop_cost"]),
                     "gain/lap": _cell(p["gain_per_lap"]), "delta 10 laps": _cell(p["delta"]),
                     "payback laps": _cell(p["payback_laps"])} for p in res["compounds"]], wide=True)

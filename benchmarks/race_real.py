@@ -129,7 +129,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     from lapnet.race.metrics import roc_auc
     from lapnet.race.pipeline import (load_laps, load_run, run_net, run_outputs, score_predictions, subset_sequences, to_seconds,
                                       train_race)
-    from lapnet.race.whatif import pit_now, pool_stop_errors, stop_check, stop_errors
+    from lapnet.race.whatif import CHOICES, pit_now, pool_stop_errors, stop_check, stop_errors
 
     laps, _ = load_laps(paths)
     seq = build_sequences(laps)
@@ -161,7 +161,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         if getattr(run.model, "fresh", None) is not None:  # the pit-now what-if on the held-out races' real stops
             sub = subset_sequences(seq, te)
             stay = to_seconds(sub, pred["mean"])
-            stop_parts.append(stop_errors(sub, pit_now(run.model, sub, stay), stay))
+            stop_parts.append(stop_errors(sub, pit_now(run.model, sub, stay, CHOICES), stay))
         # the nets alone on the same laps: what the FreshStart replaces (a run without one: its forecast)
         nets = getattr(run.model, "forecaster", None) if getattr(run.model, "fresh", None) is not None else None
         o.setdefault("nets_mean", np.full((N, T, K), np.nan))[te] = (
@@ -319,18 +319,22 @@ def _pit_now_lines(pooled: dict) -> list[str]:
     pn = pooled.get("pit_now")
     if not pn:
         return []
+
+    def cells(rows: dict) -> str:
+        return ", ".join(f"{h} {r['mae']:.2f} / {r['bias']:+.2f} (n {r['n']})" for h, r in rows.items() if r["n"])
+
     lines = [f"pit now, on the {pn['stops']} real stops of the held-out races ({pn['folds']} folds with a FreshStart): "
              "the new-tyre laps forecast at the lap before the in-lap, against the laps run, MAE / bias (s):"]
     for name, rows in pn["laps"].items():
-        lines.append(f"  {name:18s} " + ", ".join(f"{h} {r['mae']:.2f} / {r['bias']:+.2f} (n {r['n']})"
-                                                   for h, r in rows.items() if r["n"]))
-    lines.append("  what-if by compound fitted: " + "; ".join(
-        f"{c} " + ", ".join(f"{h} {r['mae']:.2f} / {r['bias']:+.2f} (n {r['n']})" for h, r in rows.items() if r["n"])
-        for c, rows in pn["what_if_by_compound"].items() if rows["h1"]["n"]))
-    st = pn["stop"]
-    if st["n"]:
-        lines.append(f"  the stop's in-lap + out-lap (green stops, n {st['n']}, median {st['median_actual']:.1f} s): "
-                     f"MAE {st['mae']:.2f} s, bias {st['bias']:+.2f} s")
+        lines.append(f"  {name:26s} " + cells(rows))
+    lines.append("  what-if by compound fitted: " + "; ".join(f"{c} {cells(rows)}" for c, rows in pn["what_if_by_compound"].items()
+                                                              if rows["h1"]["n"]))
+    lines.append("  what-if by the call's track status: " + "; ".join(f"{c} {cells(rows)}" for c, rows in pn["what_if_by_call"].items()
+                                                                      if rows["h1"]["n"]))
+    for kind, st in pn["stop_cost"].items():
+        if st["n"]:
+            lines.append(f"  the stop's cost, called {'under green flags' if kind == 'green' else 'under a safety car or VSC'} "
+                         f"(n {st['n']}): MAE {st['mae']:.2f} s, bias {st['bias']:+.2f} s")
     return lines
 
 

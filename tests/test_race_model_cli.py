@@ -99,24 +99,26 @@ def test_pit_now_on_the_real_stops_of_a_held_out_race(real_run, run_cli, f1_data
     what it is about), and `race pit-now` answers for a driver mid-race."""
     from lapnet.race.features import build_sequences
     from lapnet.race.pipeline import load_laps, load_run, run_net, to_seconds
-    from lapnet.race.whatif import pit_now, stop_check, stop_errors
+    from lapnet.race.whatif import CHOICES, pit_now, stop_check, stop_errors
 
     run, _ = real_run
     r = load_run(run)
     seq = build_sequences(load_laps(f1_data / f"{HELD_OUT}.csv")[0])
     stay = to_seconds(seq, run_net(r.model, seq)["mean"])
-    res = stop_check(stop_errors(seq, pit_now(r.model, seq, stay), stay))
+    res = stop_check(stop_errors(seq, pit_now(r.model, seq, stay, CHOICES), stay))
     assert res["stops"] >= 15
     laps = res["laps"]
     for h in ("h1", "h5"):
+        assert laps["what_if_any_compound"][h]["mae"] < laps["old_tyres_at_t"][h]["mae"]
         assert laps["what_if_at_lap_t"][h]["mae"] < laps["old_tyres_at_t"][h]["mae"]
         assert laps["what_if_at_lap_t"][h]["mae"] < laps["field_pace_at_t"][h]["mae"]
-    assert res["stop"]["n"] >= 10 and res["stop"]["mae"] < 6.0  # in-lap + out-lap, about 200 s at Monza
-    code, out, err = run_cli("race", "pit-now", run, f1_data / f"{HELD_OUT}.csv", "--driver", "VER", "--lap", "15", "--json")
+    assert res["stop_cost"]["green"]["n"] >= 10 and res["stop_cost"]["green"]["mae"] < 6.0  # of about 23 s at Monza
+    code, out, err = run_cli("race", "pit-now", run, f1_data / f"{HELD_OUT}.csv", "--driver", "VER", "--lap", "15", "--json",
+                             "--compound", "all")
     assert code == 0, err
     got = json.loads(out)
-    assert got["compound"] == "MEDIUM" and 15 < got["stop_loss_s"] < 35
-    assert all(80 < p["first_lap"] < 95 and p["stop_cost"] == pytest.approx(got["stop_loss_s"]) for p in got["compounds"])
+    assert got["compound"] == "MEDIUM" and 15 < got["stop_cost_s"] < 35 and not got["under_safety_car"]
+    assert all(80 < p["first_lap"] < 95 and p["stop_cost"] == pytest.approx(got["stop_cost_s"]) for p in got["compounds"])
 
 
 def test_no_impossible_forecasts_after_a_safety_car_start(real_run, run_cli, f1_data, tmp_path):

@@ -87,6 +87,42 @@ def test_stop_loss_against_the_stopping_drivers_racing_pace():
     assert at("CCC", 4)["_stop_loss"] == pytest.approx((3 * 0.25 + loss) / 4 * at("CCC", 4)["_ref"], rel=1e-5)
 
 
+def test_stop_loss_under_a_safety_car_against_the_other_cars_laps():
+    """A stop whose in- and out-lap ran under a safety car costs what it took beyond the other
+    cars' median laps on those two laps (they ran under it too), shrunk to its own prior
+    (NEUTRAL_LOSS_PRIOR); the green stop loss does not see it."""
+    from lapnet.race.pit import NEUTRAL_LOSS_PRIOR
+
+    rows = []
+    for k, drv in enumerate(("AAA", "BBB", "CCC", "DDD", "EEE")):
+        t = 3000.0 + 2.0 * k
+        for n in range(1, 8):
+            sc = n in (4, 5)
+            lt = (130.0 if sc else 90.0) + 0.3 * k
+            if drv == "BBB" and n == 4:
+                lt += 3.0  # in-lap under the safety car
+            if drv == "BBB" and n == 5:
+                lt += 12.0  # out-lap under it
+            t += lt
+            rows.append({"Driver": drv, "LapNumber": float(n), "LapTime": lt, "Time": t, "Stint": 1.0 + (drv == "BBB" and n >= 5),
+                         "Compound": "HARD" if (drv == "BBB" and n >= 5) else "MEDIUM", "TyreLife": float(n),
+                         "TrackStatus": "4" if sc else "1", "IsAccurate": True, "Position": float(k + 1), "Team": drv,
+                         "PitInTime": t - 15 if (drv == "BBB" and n == 4) else np.nan,
+                         "PitOutTime": t - lt + 10 if (drv == "BBB" and n == 5) else np.nan})
+    laps = _clean(pd.DataFrame(rows))
+    f = featurize_race(laps, 50)
+    at = lambda drv, n: f.iloc[int(np.flatnonzero((laps["Driver"] == drv).to_numpy() & (laps["LapNumber"] == n).to_numpy())[0])]  # noqa: E731
+    assert at("BBB", 4)["_stop_loss_neutral"] == pytest.approx(NEUTRAL_LOSS_PRIOR * at("BBB", 4)["_ref"])
+    # BBB's stop put him last: the four others had ended laps 4 and 5 when his out-lap ended
+    later = at("EEE", 6)
+    bbb5 = float(laps.loc[(laps["LapNumber"] == 5) & (laps["Driver"] == "BBB"), "Time"].iloc[0])
+    assert (laps.loc[(laps["LapNumber"] == 5) & (laps["Driver"] != "BBB"), "Time"] < bbb5).all()
+    others = 2 * np.median([130.0 + 0.3 * k for k in (0, 2, 3, 4)])  # laps 4 and 5 alike
+    loss = (133.3 + 142.3 - others) / at("BBB", 5)["_ref"]
+    assert at("BBB", 5)["_stop_loss_neutral"] == pytest.approx((3 * NEUTRAL_LOSS_PRIOR + loss) / 4 * at("BBB", 5)["_ref"])
+    assert later["_stop_loss"] == pytest.approx(0.25 * later["_ref"])  # no green stop: the green prior
+
+
 def test_extra_features_are_causal():
     """A lap's extra features do not change when every later lap is removed (live mode's guarantee)."""
     laps = _clean(_three_cars())

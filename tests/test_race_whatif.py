@@ -11,7 +11,7 @@ import torch
 
 from lapnet.errors import LapnetError
 from lapnet.race.features import FEATURES, HORIZONS, build_sequences
-from lapnet.race.whatif import STOP_LAPS, PitNow, pit_now, pool_stop_errors, stop_check, stop_errors, stop_vector
+from lapnet.race.whatif import ANY, CHOICES, LATER, STOP_LAPS, PitNow, pit_now, pool_stop_errors, stop_check, stop_errors, stop_vector
 
 IX = {n: j for j, n in enumerate(FEATURES)}
 
@@ -51,7 +51,7 @@ def asked(sim_run):
     run = load_run(sim_run[0])
     seq = build_sequences(load_laps(sim_run[1])[0])
     stay = to_seconds(seq, run_net(run.model, seq)["mean"])
-    return run, seq, stay, pit_now(run.model, seq, stay)
+    return run, seq, stay, pit_now(run.model, seq, stay, CHOICES)
 
 
 def _a_lap(seq, compound: str):
@@ -88,70 +88,116 @@ def test_stop_vector_moves_the_lap_two_laps_on_into_a_new_stint(asked):
 
 
 def test_pit_now_numbers_follow_their_definitions(asked):
+    """The new-tyre laps are the FreshStart on the stop's out-lap vector, up to the flag; the
+    stop is the stay-out laps plus the race's stop loss (the neutralised one under a safety car
+    or VSC); the summary's numbers, recomputed lap by lap, are what the docstring says."""
     run, seq, stay, what = asked
-    ref = seq.ref
-    assert what.compounds == ("SOFT", "MEDIUM", "HARD") and what.new.shape == (3, *stay.shape)
+    ref, x, K = seq.ref, seq.x, HORIZONS
+    assert what.compounds == (ANY, "SOFT", "MEDIUM", "HARD") and what.new.shape == (4, *stay.shape)
+    assert what.later.shape == (4, LATER, *stay.shape)
     p = what.possible
-    valid = np.arange(seq.x.shape[1])[None] < seq.lengths[:, None]
+    valid = np.arange(x.shape[1])[None] < seq.lengths[:, None]
     assert p.sum() > 0.7 * seq.lengths.sum()
+    left = np.round(x[..., IX["laps_left"]] * 30)
+    ahead = np.arange(1, K + 1)
     for c, name in enumerate(what.compounds):
-        with torch.no_grad():
-            pct = run.model.fresh(torch.from_numpy(stop_vector(seq.x, seq.lap_number, name))).double().numpy()
-        np.testing.assert_allclose(what.new[c][p], (ref[..., None] * (1 + pct / 100))[p], rtol=1e-12)
-        assert np.isnan(what.new[c][~p]).all()
-    np.testing.assert_allclose(what.in_out[p], (stay[..., 0] + stay[..., 1] + seq.stop_loss)[p])
+        for laps_on, got in ((2, what.new[c]), *((2 + j, what.later[c, j - 1]) for j in range(1, LATER + 1))):
+            with torch.no_grad():  # ANY: the three dry compounds' mean
+                pct = np.mean([run.model.fresh(torch.from_numpy(stop_vector(x, seq.lap_number, one, laps_on))).double().numpy()
+                               for one in (("SOFT", "MEDIUM", "HARD") if name == ANY else (name,))], 0)
+            inside = p[..., None] & (ahead + laps_on <= left[..., None])  # lap t+laps_on+k is run before the flag
+            np.testing.assert_allclose(got[inside], (ref[..., None] * (1 + pct / 100))[inside], rtol=1e-12)
+            assert np.isnan(got[~inside]).all() and (~inside & p[..., None]).any()
+    neutral = (x[..., IX["safety_car"]] > 0) | (x[..., IX["vsc"]] > 0)
+    assert (p & neutral).any() and (p & ~neutral).any()
+    loss = np.where(neutral, seq.stop_loss_neutral, seq.stop_loss)
+    np.testing.assert_allclose(what.in_out[p], (stay[..., 0] + stay[..., 1] + loss)[p])
     assert np.isfinite(seq.stop_loss[valid]).all() and (seq.stop_loss[valid] > 0.09 * ref[valid]).all()
-    # no what-if on an in-lap (the stop is under way) nor with fewer than 3 laps to the flag
-    assert not p[valid & (seq.x[..., IX["in_lap"]] > 0)].any()
-    last = seq.lengths - 1
-    assert not p[np.arange(len(last)), last].any() and not p[np.arange(len(last)), last - 2].any()
+    # no what-if on an in-lap, with fewer than 3 laps to the flag, or before another car's Scored lap (lap 1)
+    assert not p[valid & (x[..., IX["in_lap"]] > 0)].any()
+    assert not p[valid & (left < 3)].any() and (valid & (left < 3)).any()
+    assert not p[valid & (x[..., IX["has_field_pace_any"]] == 0)].any() and not p[:, 0].any()
+    # the summary, lap by lap, at 150 origins (among them the last 10 laps before the flag)
     s = what.summary()
-    K = HORIZONS
-    stop_plan = what.in_out[None] + what.new[..., : K - STOP_LAPS].sum(-1)  # laps t+1 .. t+K if he stops now
-    np.testing.assert_allclose(s["delta"][:, p], (stop_plan - stay.sum(-1)[None])[:, p], rtol=1e-9)
-    np.testing.assert_allclose(s["stop_cost"][:, p], (what.in_out - stay[..., 0] - stay[..., 1])[None].repeat(3, 0)[:, p])
-    gain = s["gain_per_lap"]
-    pos = p[None] & (gain > 0)
-    np.testing.assert_allclose(s["payback_laps"][pos], (s["stop_cost"] / gain)[pos])
-    assert np.isnan(s["payback_laps"][p[None] & (gain <= 0)]).all()
+    origins = np.argwhere(p)
+    rng = np.random.default_rng(0)
+    pick = [*origins[rng.choice(len(origins), 120, replace=False)], *origins[left[p] < 10][:30]]
+    for i, t in pick:
+        E = int(min(K, left[i, t]))
+        for c in range(4):
+            new = what.new[c, i, t]
+            stop_plan = what.in_out[i, t] + sum(new[k - 3] for k in range(3, E + 1))
+            stay_plan = sum(stay[i, t, k - 1] for k in range(1, E + 1))
+            assert s["delta"][c, i, t] == pytest.approx(stop_plan - stay_plan, abs=1e-9)
+            gains = [stay[i, t, k - 1] - new[k - 3] for k in range(3, E + 1)]
+            assert s["gain_per_lap"][c, i, t] == pytest.approx(np.mean(gains), abs=1e-9)
+            g = s["gain_per_lap"][c, i, t]
+            assert (s["payback_laps"][c, i, t] == pytest.approx(loss[i, t] / g)) if g > 0 else np.isnan(s["payback_laps"][c, i, t])
+            for j in range(1, LATER + 1):
+                if E < j + 3:  # no lap on the later set before the flag
+                    assert np.isnan(s["now_vs_later"][c, j - 1, i, t])
+                    continue
+                later_plan = (sum(stay[i, t, k - 1] for k in range(1, j + 3)) + loss[i, t]
+                              + sum(what.later[c, j - 1, i, t, k - j - 3] for k in range(j + 3, E + 1)))
+                assert s["now_vs_later"][c, j - 1, i, t] == pytest.approx(stop_plan - later_plan, abs=1e-9)
     # seconds, not percent: a lap on new tyres is within 10% of the race's reference lap
     assert np.nanmax(np.abs(what.new / ref[None, ..., None] - 1)) < 0.1
 
 
 def test_pit_now_refuses_a_run_without_a_fresh_start_and_wet_compounds(asked):
     run, seq, stay, _ = asked
-    with pytest.raises(LapnetError, match="no FreshStart.*retrain"):
+    with pytest.raises(LapnetError, match="no FreshStart.*config.json 'fresh_start' says why"):
         pit_now(run.model.forecaster, seq, stay)
-    with pytest.raises(LapnetError, match="INTERMEDIATE: choose from SOFT, MEDIUM, HARD"):
+    with pytest.raises(LapnetError, match="INTERMEDIATE: choose from ANY, SOFT, MEDIUM, HARD"):
         pit_now(run.model, seq, stay, ("SOFT", "INTERMEDIATE"))
 
 
 def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
-    """A what-if that is the laps run plus 0.5 s, and a stop forecast 1 s long, score exactly
-    that on every stop the lap table holds (counted from its InLap / OutLap columns)."""
-    _, seq, _, what = asked
+    """A what-if that is the laps run plus 0.5 s (the other compounds plus 2 s), and a stop cost
+    1 s above the stop's (green: in + out minus the two stay-out laps; called under a safety car
+    or VSC: minus the other cars' median laps), score exactly that on every stop in the table."""
+    _, seq, stay, what = asked
+    x = seq.x
     fake_new = np.full_like(what.new, np.nan)
-    in_out = np.full_like(what.in_out, np.nan)
-    stops = []
+    loss = np.full_like(what.stop_loss, np.nan)
+    stops, kinds = [], set()
+    neutral = np.zeros_like(what.neutral)  # every other stop taken as called under a safety car (either branch runs)
     for i in range(len(seq.lengths)):
         for t in range(int(seq.lengths[i]) - 2):
-            x1, x2 = seq.x[i, t + 1], seq.x[i, t + 2]
-            if x1[IX["in_lap"]] and x2[IX["out_lap"]] and what.possible[i, t]:
-                stops.append((i, t))
-                c = int(seq.compound[i, t + 2])
-                fake_new[c, i, t] = seq.future[i, t + 2] + 0.5
-                in_out[i, t] = seq.lap_time[i, t + 1] + seq.lap_time[i, t + 2] + 1.0
-    assert len(stops) >= 20
-    fake = PitNow(what.compounds, what.stay, fake_new, what.new_half90, in_out, what.possible)
+            if not (x[i, t + 1, IX["in_lap"]] and x[i, t + 2, IX["out_lap"]] and what.possible[i, t]):
+                continue
+            stops.append((i, t))
+            c = what.compounds.index(("SOFT", "MEDIUM", "HARD")[int(seq.compound[i, t + 2])])
+            fake_new[:, i, t] = seq.future[i, t + 2] + 2.0  # ANY and the compounds not fitted
+            fake_new[c, i, t] = seq.future[i, t + 2] + 0.5
+            run = seq.lap_time[i, t + 1] + seq.lap_time[i, t + 2]
+            neutral[i, t] = len(stops) % 2 == 0
+            if neutral[i, t]:
+                med = [np.median([seq.lap_time[j, u] for j in range(len(seq.lengths)) if j != i
+                                  for u in range(int(seq.lengths[j])) if seq.lap_number[j, u] == seq.lap_number[i, t] + k
+                                  and np.isfinite(seq.lap_time[j, u])]) for k in (1, 2)]
+                loss[i, t] = run - sum(med) + 1.0
+                kinds.add("neutral")
+            elif x[i, t + 1, IX["green"]] and x[i, t + 2, IX["green"]]:
+                loss[i, t] = run - stay[i, t, 0] - stay[i, t, 1] + 1.0
+                kinds.add("green")
+    assert len(stops) >= 20 and kinds == {"green", "neutral"}
+    fake = PitNow(what.compounds, what.stay, fake_new, what.new_half90, what.later, loss, what.in_out, neutral,
+                  what.laps_left, what.possible)
     errors = stop_errors(seq, fake, np.where(np.isfinite(seq.future), seq.future, 0.0))
     assert errors["stops"] == len(stops)
     res = stop_check(pool_stop_errors([errors, errors]))  # two folds pool as one
     assert res["stops"] == 2 * len(stops)
     h1 = res["laps"]["what_if_at_lap_t"]["h1"]
     assert h1["mae"] == pytest.approx(0.5) and h1["bias"] == pytest.approx(0.5) and h1["n"] > len(stops)
+    assert res["laps"]["what_if_any_compound"]["h1"]["bias"] == pytest.approx(2.0)
+    assert stop_errors(seq, PitNow(what.compounds[1:], *(getattr(fake, f) for f in PitNow.__dataclass_fields__ if f != "compounds")),
+                       np.zeros_like(seq.future))["stops"] == 0  # without ANY nothing to compare the compound with
     assert res["laps"]["at_the_out_lap"]["h1"]["mae"] == pytest.approx(0.0)
-    assert res["stop"]["bias"] == pytest.approx(1.0) and res["stop"]["n"] > 0
+    for kind in ("green", "safety_car_or_vsc"):
+        assert res["stop_cost"][kind]["bias"] == pytest.approx(1.0) and res["stop_cost"][kind]["n"] > 0
     assert sum(r["h1"]["n"] for r in res["what_if_by_compound"].values()) == h1["n"]
+    assert sum(r["h1"]["n"] for r in res["what_if_by_call"].values()) == h1["n"]
 
 
 # ------------------------------------------------------------------------------------ the CLI
@@ -171,26 +217,30 @@ def _lap_for(path, run) -> tuple[str, int]:
 def test_cli_pit_now_json_and_table(sim_run, run_cli):
     run, race = sim_run
     drv, lap = _lap_for(race, run)
-    code, out, err = run_cli("race", "pit-now", run, race, "--driver", drv.lower(), "--lap", lap, "--json")
+    code, out, err = run_cli("race", "pit-now", run, race, "--driver", drv.lower(), "--lap", lap, "--json", "--compound", "all")
     assert code == 0, err
     res = json.loads(out)
-    assert res["driver"] == drv and res["lap"] == lap and len(res["laps"]) == HORIZONS + STOP_LAPS
+    assert res["driver"] == drv and res["lap"] == lap and res["laps_to_flag"] >= HORIZONS + STOP_LAPS
     rows = res["laps"]
     assert [r["LapNumber"] for r in rows] == list(range(lap + 1, lap + HORIZONS + STOP_LAPS + 1))
     assert [rows[0]["HARD"], rows[1]["HARD"]] == ["in-lap", "out-lap"]
     assert rows[-1]["stay_out"] is None and isinstance(rows[-1]["SOFT"], float)  # the nets forecast 10 laps, not 12
+    assert res["in_out_s"] == pytest.approx(rows[0]["stay_out"] + rows[1]["stay_out"] + res["stop_cost_s"])
     for p in res["compounds"]:
         name = p["compound"]
         stop_plan = res["in_out_s"] + sum(r[name] for r in rows[STOP_LAPS:HORIZONS])
         assert p["delta"] == pytest.approx(stop_plan - sum(r["stay_out"] for r in rows[:HORIZONS]), abs=1e-6)
-        assert p["first_lap"] == rows[STOP_LAPS][name]
+        assert p["first_lap"] == rows[STOP_LAPS][name] and p["first_lap_half90"] > 0
+        assert len(p["now_vs_later"]) == LATER and all(isinstance(v, float) for v in p["now_vs_later"])
     code, out, err = run_cli("race", "pit-now", run, race, "--driver", drv, "--lap", lap, "--compound", "hard,soft")
     assert code == 0, err
     assert f"boxes on lap {lap + 1}, called after lap {lap}" in err and "HARD" in err and "MEDIUM" not in err and "payback" in err
+    code, out, err = run_cli("race", "pit-now", run, race, "--driver", drv, "--lap", lap)
+    assert code == 0 and "new set" in err and "HARD" not in err and "SOFT" not in err
 
 
 @pytest.mark.parametrize("args, says", [
-    (("--compound", "wet"), "--compound 'wet': choose from SOFT, MEDIUM, HARD"),
+    (("--compound", "wet"), "--compound 'wet': choose from any, soft, medium, hard or all"),
     (("--lap", "0"), "--lap must be at least 1"),
     (("--lap", "400"), "has no lap 400 in the table"),
     ((), "no pit-now forecast for .* at lap .*the driver's last lap in the table.*laps to the flag"),
@@ -241,9 +291,15 @@ def test_live_pit_now_equals_the_batch_what_if(sim_run, run_cli, asked):
                 nulls += 1
                 continue
             assert got["in_out"] == pytest.approx(what.in_out[i, t], abs=2e-3)
+            assert got["stop_cost"] == pytest.approx(what.stop_loss[i, t], abs=2e-3)
+            assert got["in_lap"] == seq.lap_number[i, t] + 1 and got["under_safety_car"] == bool(what.neutral[i, t])
             for c, name in enumerate(what.compounds):
-                np.testing.assert_allclose(got[name]["laps"], what.new[c, i, t], atol=2e-3)
+                new = what.new[c, i, t]
+                np.testing.assert_allclose(got[name]["laps"], new[np.isfinite(new)], atol=2e-3)  # to the flag
+                assert got[name]["first_lap"] == seq.lap_number[i, t] + 3
                 assert got[name]["delta_next10"] == pytest.approx(s["delta"][c, i, t], abs=2e-2)
+                np.testing.assert_allclose(np.array(got[name]["now_vs_later"], float), s["now_vs_later"][c, :, i, t],
+                                           atol=2e-2)  # None (to the flag) reads as NaN
             checked += 1
     assert checked > 500 and nulls > 20
     code, out, err = run_cli("race", "live", run, race)

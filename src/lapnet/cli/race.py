@@ -328,17 +328,21 @@ def predict_cmd(
 
 
 PIT_NOW_HELP = (
-    "What if the driver pits now: a stop called as lap N ends (lap N+1 is the in-lap, N+2 the out-lap) onto new "
-    "SOFT, MEDIUM or HARD tyres, against staying out. Staying out: the run's forecast of laps N+1 to N+10. New "
-    "tyres: laps N+3 to N+12 from the run's FreshStart, the model of the laps after real stops, read on the "
-    "out-lap the stop would make: what drivers ran after stops onto each compound in the training races, against "
-    "the field's pace and their own (learnt from the stops teams chose, not a tyre model: a compound fitted "
-    "mostly late in races or under safety cars carries that with it). The stop: in-lap plus out-lap, the two "
-    "stay-out laps plus what the race's green stops so far cost against the stopping drivers' racing pace. Per "
-    "compound: that stop cost, the new tyres' gain per lap, stopping minus staying out over laps N+1 to N+10 "
-    "(< 0: the stop has paid for itself), and the laps to pay the stop back at that gain (an extrapolation). "
-    "Uses only laps that ended before lap N's end. Needs a run with a FreshStart.\n\n"
-    "Example: lapnet race pit-now runs/race race.csv --driver VER --lap 20")
+    "What if the driver pits now: a stop called as lap N ends (lap N+1 is the in-lap, N+2 the out-lap) onto a new "
+    "set, against staying out and against stopping 1-3 laps later. Staying out: the run's forecast of laps N+1 to "
+    "N+10. New tyres: laps N+3 to N+12 from the run's FreshStart, the model of the laps after real stops, read on "
+    "the out-lap the stop would make. The stop: in-lap plus out-lap, the two stay-out laps plus what the race's "
+    "stops so far cost (green: against the stopping drivers' racing pace; called under a safety car or VSC: the "
+    "stops under one, against the other cars' laps, a poor guide: see the guide). Per set: that stop cost, the "
+    "new tyres' first lap (N+3) with its 90% band, the gain per lap, stopping minus staying out over laps N+1 to "
+    "N+10 (< 0: the stop has paid for itself), the laps to pay the stop back at that gain (an extrapolation), and "
+    "boxing now minus boxing 1, 2 or 3 laps later over the same laps (< 0: the undercut pays; the later set is "
+    "then fresher for what follows). Everything stops at the chequered flag, is at racing pace and uses only laps "
+    "that ended before lap N's end. By default one new set, whichever compound (the three dry compounds' mean): "
+    "--compound soft,hard adds a compound's own column, what drivers ran after the stops teams chose onto it in the "
+    "training races (not a tyre model; on real stops no better than the mean: docs/guide/race.md). Needs a run "
+    "with a FreshStart.\n\n"
+    "Example: lapnet race pit-now runs/race race.csv --driver VER --lap 20 --compound all")
 
 
 @race_app.command("pit-now", short_help="What if the driver pits now: new-tyre laps against staying out.", help=PIT_NOW_HELP)
@@ -349,7 +353,9 @@ def pit_now_cmd(
     lap: Optional[int] = typer.Option(None, "--lap", help=(
         "The lap at whose end the stop is called (default: the driver's last lap in the table: now, in a race "
         "still running).")),
-    compound: Optional[str] = typer.Option(None, "--compound", help="Dry compounds to stop onto, comma-separated (default: SOFT,MEDIUM,HARD)."),
+    compound: Optional[str] = typer.Option(None, "--compound", help=(
+        "The sets to stop onto, comma-separated: any (a new set, whichever compound: the default), soft, medium, hard, "
+        "or all (any and the three).")),
     race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the what-if as JSON on stdout (no tables)."),
 ) -> None:
@@ -370,29 +376,45 @@ def pit_now_cmd(
         return
     _cleaning_line({"cleaning": res["cleaning"]})
     _length_line(res, length)
+    how = ("called under a safety car or VSC: priced as the race's stops under one" if res["under_safety_car"]
+           else "what the race's green stops so far cost against racing laps")
     console.print(f"{res['driver']} boxes on lap {res['lap'] + 1}, called after lap {res['lap']} on {res['compound'].lower()} "
-                  f"tyres {res['tyre_life']:.0f} laps old; in-lap + out-lap {res['in_out_s']:.1f} s: the stay-out laps plus "
-                  f"{res['stop_loss_s']:.1f} s, what the race's green stops so far cost against racing laps", soft_wrap=True)
-    summary_table("lap times (s)", [{k: (_cell(v) if isinstance(v, float) else v) for k, v in row.items()} for row in res["laps"]],
-                  wide=True)
-    summary_table("per compound (s); delta: stopping minus staying out over the next 10 laps",
-                  [{"compound": p["compound"], "first lap": _cell(p["first_lap"]), "stop cost": _cell(p["stop_cost"]),
-                    "gain/lap": _cell(p["gain_per_lap"]), "delta 10 laps": _cell(p["delta"]),
-                    "payback laps": _cell(p["payback_laps"])} for p in res["compounds"]], wide=True)
-    console.print("note: the new-tyre laps are what drivers ran after stops onto each compound in the training races "
-                  "(teams' choices, not a tyre model); payback extrapolates the mean gain", soft_wrap=True)
+                  f"tyres {res['tyre_life']:.0f} laps old, {res['laps_to_flag']} laps to the flag; in-lap + out-lap "
+                  f"{res['in_out_s']:.1f} s: the stay-out laps plus {res['stop_cost_s']:.1f} s, {how}", soft_wrap=True)
+    name = lambda c: "new set" if c == "ANY" else c  # noqa: E731  (ANY: whichever compound, the three's mean)
+    summary_table("lap times (s)", [{name(k): (_cell(round(v, 3)) if isinstance(v, float) else v) for k, v in row.items()}
+                                    for row in res["laps"]], wide=True)
+    r2 = lambda v: f"{v:.2f}" if isinstance(v, float) and math.isfinite(v) else "-"  # noqa: E731
+    summary_table(f"per set (s): lap {res['lap'] + 3} is the first on the new set; delta: stopping minus staying "
+                  "out to lap " + str(res["lap"] + min(10, res["laps_to_flag"])) + "; later: boxing now minus boxing "
+                  "1 / 2 / 3 laps later, same laps",
+                  [{"set": name(p["compound"]), f"lap {res['lap'] + 3}": f"{r2(p['first_lap'])} ±{r2(p['first_lap_half90'])}",
+                    "stop cost": r2(p["stop_cost"]), "gain/lap": r2(p["gain_per_lap"]), "delta": r2(p["delta"]),
+                    "payback laps": r2(p["payback_laps"]) + (" (after the flag)" if math.isfinite(p["payback_laps"])
+                                                             and p["payback_laps"] > res["laps_to_flag"] - 2 else ""), "later 1 / 2 / 3": " / ".join(r2(v) for v in p["now_vs_later"])}
+                   for p in res["compounds"]], wide=True)
+    if any(p["compound"] != "ANY" for p in res["compounds"]):
+        console.print("note: a compound's column is what drivers ran after the stops teams chose onto it (not a tyre "
+                      "model): on real stops it forecasts the laps no better than 'new set', the three's mean",
+                      soft_wrap=True)
+    console.print("note: payback extrapolates the mean gain; 'later' leaves out that the later set is fresher for "
+                  "what follows", soft_wrap=True)
+    for note in res["notes"]:
+        console.print(f"note: {note}", soft_wrap=True)
 
 
 def _dry_compounds(value: str | None) -> tuple[str, ...]:
-    """--compound of pit-now: 'soft,hard' -> ('SOFT', 'HARD'); None: every dry compound."""
-    from lapnet.race.schema import DRY_COMPOUNDS
+    """--compound of pit-now: 'soft,hard' -> ('SOFT', 'HARD'), 'any' -> ('ANY',) (a new set,
+    whichever: the default), 'all' -> ANY and the three dry compounds."""
+    from lapnet.race.whatif import ANY, CHOICES
 
     if value is None:
-        return DRY_COMPOUNDS
+        return (ANY,)
     items = [v.strip().upper() for v in value.split(",") if v.strip()]
-    bad = [v for v in items if v not in DRY_COMPOUNDS]
+    items = [c for v in items for c in (CHOICES if v == "ALL" else (v,))]
+    bad = [v for v in items if v not in CHOICES]
     if bad or not items:
-        raise LapnetError(f"--compound {value!r}: choose from {', '.join(DRY_COMPOUNDS)} (comma-separated)")
+        raise LapnetError(f"--compound {value!r}: choose from any, soft, medium, hard or all (comma-separated)")
     return tuple(dict.fromkeys(items))
 
 

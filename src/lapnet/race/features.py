@@ -242,6 +242,7 @@ class LapFeatures:
     ref: float  # seconds: the race's reference lap at this moment
     stint_id: int
     stop_loss: float = math.nan  # seconds: what a stop costs against two racing laps in this race so far (`PitContext`)
+    stop_loss_neutral: float = math.nan  # seconds: what a stop under a safety car or VSC costs against the others' laps
 
 
 class RaceFeaturizer:
@@ -310,7 +311,7 @@ class RaceFeaturizer:
         fresh = self._step_fresh(lap, f.ref)
         extra = self.pit_context.step(self, lap)  # reads the state the lap has just updated
         f.x = np.concatenate([f.x, fresh, extra])  # (D,)
-        f.stop_loss = self.pit_context.stop_loss
+        f.stop_loss, f.stop_loss_neutral = self.pit_context.stop_loss, self.pit_context.stop_loss_neutral
         return f
 
     def field_pace(self, drv: str, t_end: float, ref: float, window: float = FIELD_WINDOW) -> tuple[float, float, float]:
@@ -652,7 +653,7 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
 
     Returns:
         A frame aligned with `df` (same index) holding the feature columns `FEATURES` and
-        `_base`, `_ref`, `_stop_loss` (seconds) and `_stint_id`.
+        `_base`, `_ref`, `_stop_loss`, `_stop_loss_neutral` (seconds) and `_stint_id`.
     """
     if total_laps is None or total_laps == "file":
         total_laps = race_laps(df)
@@ -662,17 +663,18 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
         raise LapnetError(f"race length: a number of laps, 'file' or 'estimate', got {total_laps!r}")
     fz = RaceFeaturizer(total_laps)
     records = df.to_dict("index")
-    xs, bases, refs, stints, idx, losses = [], [], [], [], [], []
+    xs, bases, refs, stints, idx, losses, neutral = [], [], [], [], [], [], []
     for i in session_order(df):
         f = fz.step(records[i])
         xs.append(f.x)
         bases.append(f.base)
         refs.append(f.ref)
         losses.append(f.stop_loss)
+        neutral.append(f.stop_loss_neutral)
         stints.append(f.stint_id)
         idx.append(i)
     out = pd.DataFrame(np.stack(xs) if xs else np.zeros((0, len(FEATURES))), index=idx, columns=list(FEATURES))
-    out["_base"], out["_ref"], out["_stint_id"], out["_stop_loss"] = bases, refs, stints, losses
+    out["_base"], out["_ref"], out["_stint_id"], out["_stop_loss"], out["_stop_loss_neutral"] = bases, refs, stints, losses, neutral
     return out.loc[df.index]
 
 
@@ -705,6 +707,7 @@ class Sequences:
     row: np.ndarray  # (N, T) int: position of the lap in the input frame, -1 for padding
     keys: list  # (race, driver) for each sequence
     stop_loss: np.ndarray  # (N, T) seconds: what a stop costs against two racing laps in the race so far (`PitContext`)
+    stop_loss_neutral: np.ndarray  # (N, T) seconds: the same for a stop under a safety car or VSC, against the others' laps
 
 
 def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int | str] = "file") -> Sequences:
@@ -748,6 +751,7 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         row=np.full((N, T), -1, np.int64),
         keys=[k for k, _ in groups],
         stop_loss=np.full((N, T), np.nan),
+        stop_loss_neutral=np.full((N, T), np.nan),
     )
     fx = feats[list(FEATURES)].to_numpy(np.float32)
     scored_all = df["Scored"].fillna(False).astype(bool).to_numpy()
@@ -768,6 +772,7 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         lt, ln, sc, pin = lt_all[ix], ln_all[ix], scored_all[ix], inlap_all[ix]
         s.base[i, :L], s.ref[i, :L], s.lap_time[i, :L] = base, ref, lt
         s.stop_loss[i, :L] = feats["_stop_loss"].to_numpy(float)[ix]
+        s.stop_loss_neutral[i, :L] = feats["_stop_loss_neutral"].to_numpy(float)[ix]
         s.origin_scored[i, :L] = sc
         s.lap_number[i, :L], s.stint_id[i, :L] = ln, sid
         s.compound[i, :L] = comp_all[ix]

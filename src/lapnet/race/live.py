@@ -45,7 +45,7 @@ from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.schema import WET_COMPOUNDS
 from lapnet.race.models import INTERVAL90
 from lapnet.race.pipeline import SLOW_SCORED, RaceRun, forecast_source, live_phase, load_run, pit_window_threshold
-from lapnet.race.whatif import live_record, require_fresh_start, what_if
+from lapnet.race.whatif import CHOICES, live_record, require_fresh_start, what_if
 
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
 
@@ -426,8 +426,9 @@ class LiveRace:
             rec["expected_next10"] = [round(float(v), 4) for v in exp_sec]
         if self.pit_now:  # what if he pits at the end of the next lap: one more linear model on this lap's vector
             what = what_if(self.model, f.x[None, None], np.array([[n]], float), np.array([[f.ref]]),
-                           np.array([[f.stop_loss]]), sec[None, None], np.ones((1, 1), bool))
-            rec["pit_now"] = live_record(what)
+                           np.array([[f.stop_loss]]), np.array([[f.stop_loss_neutral]]), sec[None, None], np.ones((1, 1), bool),
+                           CHOICES)
+            rec["pit_now"] = live_record(what, int(n))
         return rec
 
     def _admit(self, lap: dict) -> tuple[str, float, _DriverLive]:

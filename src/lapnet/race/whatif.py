@@ -1,35 +1,43 @@
-"""What if the driver pits now: the laps on new tyres against staying out.
+"""What if the driver pits now: the laps on new tyres against staying out, or stopping later.
 
-A pit wall's question at every lap: box this lap (the next lap is the in-lap, the one after it
-the out-lap) onto new SOFT, MEDIUM or HARD tyres, or stay out? Three numbers answer it:
+A pit wall's question at every lap: box now (the next lap is the in-lap, the one after it the
+out-lap) onto a new set of SOFT, MEDIUM or HARD, stay out, or box a lap or two later? The
+pieces:
 
 - the stay-out laps: the nets' forecast of laps t+1 .. t+K from the stint's last Scored lap;
 - the new-tyre laps t+3 .. t+K+2: the run's `FreshStart` (the model that forecasts from real
   out-laps) read on the out-lap the stop would make (`stop_vector`): lap t's features moved two
-  laps on, a new stint on new tyres of the chosen compound, everything the pit wall knows now
-  about the field's pace and the driver's pace against it kept as it is;
+  laps on, a new stint on a new set of the chosen compound, everything the pit wall knows now
+  (the field's pace, the driver's pace against it, the track status) kept as it is; a stop j
+  laps later is the same read j laps further on;
 - the stop itself: the in-lap plus the out-lap take the two stay-out laps they replace plus the
-  race's stop loss so far (`PitContext.stop_loss`: the median over the green stops seen of in-lap
-  plus out-lap minus twice the stopping driver's racing pace before his stop, shrunk to a prior
-  of a quarter of the reference lap before there are many).
+  race's stop loss so far (`PitContext`): under green flags the median, over the green stops
+  seen, of in-lap plus out-lap minus twice the stopping driver's racing pace before his stop;
+  called under a safety car or VSC, the stops made under one against the other cars' laps on
+  the same two laps (they ran under it too: the cheap stop). Both are shrunk to a prior before
+  there are many.
 
-From these, per compound: `stop_cost` (the in- and out-lap against the two stay-out laps they
-replace), `gain_per_lap` (the stay-out lap minus the new-tyre lap, averaged over laps t+3 .. t+K),
-`delta` (stopping minus staying out over laps t+1 .. t+K: negative when the stop has paid for
-itself within the forecast) and `payback_laps` (laps on new tyres to make back the stop cost at
-the forecast's mean gain: an extrapolation, NaN when the new tyres are not faster).
+Every forecast here, as every other in lapnet, is of laps run at racing pace, and ends at the
+chequered flag (the race length the features use). From these, per compound (`PitNow.summary`):
+`stop_cost` (the stop loss), `gain_per_lap` (the stay-out lap minus the new-tyre lap, averaged
+over laps t+3 .. t+K), `delta` (stopping minus staying out over laps t+1 .. t+K: negative when
+the stop has paid for itself within the forecast), `payback_laps` (laps on new tyres to make
+back the stop cost at the forecast's mean gain: an extrapolation, NaN when the new tyres are not
+faster) and `now_vs_later` (boxing now minus boxing j = 1 .. LATER laps later, over laps t+1 ..
+t+K: the stop costs the same either way, so this is the undercut: negative when the early
+stop's new tyres gain more than the later stop's, whose set is then j laps fresher for what
+follows).
 
-Every lap's numbers use only laps that ended before it, as every other forecast here. Checked on
-the real stops of real races by `stop_check` (`benchmarks/race_real.py`, out of fold): the
-new-tyre laps forecast two laps before the stop against the laps the driver then ran, and the
-stop's two laps against the in- and out-lap he ran. What the laps would have been had he stayed
-out cannot be checked on real data: that forecast is the nets', checked on the laps drivers did
-run (`race eval`).
+Every lap's numbers use only laps that ended before it. Checked on the real stops of real races
+by `stop_check` (`benchmarks/race_real.py`, out of fold): the new-tyre laps forecast two laps
+before the stop against the laps the driver then ran, and the stop's cost against what his stop
+cost. What the laps would have been had he stayed out, or fitted another compound, cannot be
+checked on real data: nobody runs both.
 
-No forecast (NaN) where it cannot be made: a run without a FreshStart (`lapnet race train
---no-fresh-start`, or one its check did not keep) refuses (`LapnetError`); on intermediate or wet
-tyres, on an in-lap (the stop is already under way), where no lap of the race has shown its
-green pace yet, or fewer than 3 laps from the flag.
+No what-if (NaN) where it cannot be made: a run without a FreshStart refuses (`LapnetError`);
+on intermediate or wet tyres, on an in-lap (the stop is already under way), under a red flag
+(tyres are changed in the pit lane), before another car has run a Scored lap (the first laps:
+the FreshStart's start weights are for the standing start), or fewer than 3 laps from the flag.
 """
 
 from __future__ import annotations
@@ -45,23 +53,31 @@ from lapnet.race.features import FEATURES, PREV, Sequences
 from lapnet.race.schema import COMPOUNDS, DRY_COMPOUNDS, WET_COMPOUNDS
 
 STOP_LAPS = 2  # a stop called now: the next lap is the in-lap, the one after it the out-lap
+LATER = 3  # `now_vs_later`: boxing now against boxing 1 .. LATER laps later
+# "a new set", whichever dry compound: the mean of the three compounds' forecasts. On the real stops of the 15 races
+# it forecasts the laps after a stop as well as the compound actually fitted does (benchmarks/race_real.py): the
+# compound terms, learnt from the stops teams chose, add nothing measurable, so this is what the commands show first
+ANY = "ANY"
+CHOICES = (ANY, *DRY_COMPOUNDS)
 _IX = {name: j for j, name in enumerate(FEATURES)}
+_NEUTRAL = ("safety_car", "vsc")  # a stop called under these is priced as a neutralised stop
 
 
-def stop_vector(x: np.ndarray, lap_number: np.ndarray, compound: str) -> np.ndarray:
-    """The out-lap vector of a stop called at lap t: lap t's features (..., D) moved STOP_LAPS
-    laps on, into a new stint on new tyres of `compound`.
+def stop_vector(x: np.ndarray, lap_number: np.ndarray, compound: str, laps_on: int = STOP_LAPS) -> np.ndarray:
+    """The out-lap vector of a stop whose out-lap is `laps_on` laps after lap t: lap t's features
+    (..., D) moved that many laps on, into a new stint on a new set of `compound`.
 
     What the pit wall knows now stays as it is: the field's pace and tyre age, the driver's own
     pace against the field, the track status (a stop called under a safety car comes out under
     it), the race's pit loss. What the stop changes is set as on a real out-lap: out_lap,
     tyre life 1 (FastF1 counts the out-lap of a new set as lap 1), a fresh set, the next stint,
-    one more stop, no Scored lap in the stint yet, the race fraction and laps left two laps on.
+    one more stop, no Scored lap in the stint yet, the race fraction and laps left moved on.
 
     Args:
         x: (..., D) lap vectors (FEATURES).
         lap_number: (...,) the laps' numbers.
         compound: a dry compound (DRY_COMPOUNDS).
+        laps_on: laps from lap t to the out-lap (STOP_LAPS for a stop called now).
 
     Returns:
         (..., D) float32, a new array.
@@ -84,19 +100,20 @@ def stop_vector(x: np.ndarray, lap_number: np.ndarray, compound: str) -> np.ndar
         put(name, 0.0)
     for c in (*DRY_COMPOUNDS, *WET_COMPOUNDS, "UNKNOWN"):
         put(f"compound_{c.lower()}", float(c == compound))
-    new = (n + STOP_LAPS)
+    new = n + laps_on
     put("out_lap", 1.0)
     put("tyre_life", 1.0 / 30)
     put("fresh_tyre", 1.0)
     put("stint", get("stint") + 1.0 / 3)
     put("laps_in_stint", 1.0 / 30)
     put("lap_frac", np.where(n > 0, get("lap_frac") * new / np.maximum(n, 1.0), get("lap_frac")))
-    put("laps_left", np.maximum(get("laps_left") - STOP_LAPS / 30, 0.0))
+    put("laps_left", np.maximum(get("laps_left") - laps_on / 30, 0.0))
     put("pits_done", np.minimum(get("pits_done") + 1.0 / 3, 1.0))
     dry_now = sum(get(f"compound_{c.lower()}") for c in DRY_COMPOUNDS) > 0
     other = 1.0 - get(f"compound_{compound.lower()}")  # the new set is another dry compound than lap t's
     put("two_compounds", np.maximum(get("two_compounds"), dry_now * other))
-    put("since_neutral", np.minimum(get("since_neutral") + STOP_LAPS / 10, 1.0))
+    neutral = sum(get(k) for k in _NEUTRAL) > 0  # the status stays: so does the count of laps since a neutral one
+    put("since_neutral", np.where(neutral, get("since_neutral"), np.minimum(get("since_neutral") + laps_on / 10, 1.0)))
     for k in (2, 3, 4, 5):
         put(f"opening_lap_{k}", (new == k).astype(np.float32))
     return v
@@ -106,36 +123,54 @@ def require_fresh_start(model: torch.nn.Module):
     """The run's FreshStart, which forecasts the laps after a stop; LapnetError when it has none."""
     fresh = getattr(model, "fresh", None)
     if fresh is None:
-        raise LapnetError("this run has no FreshStart (trained with --no-fresh-start, or its check did not keep it: "
-                          "config.json 'fresh_start'), which forecasts the laps after a stop: retrain it with a FreshStart")
+        raise LapnetError("this run has no FreshStart, which forecasts the laps after a stop (its config.json "
+                          "'fresh_start' says why: its check on the training races did not keep it, or too few out-laps "
+                          "to learn from): train a run on more races")
     return fresh
 
 
 @dataclass
 class PitNow:
-    """The what-if at every lap of some sequences, in seconds. Shapes: (N, T, K) per lap ahead,
-    (N, T) per origin; C = len(compounds)."""
+    """The what-if at every lap of some sequences, in seconds. Shapes: S the laps' leading shape
+    ((N, T) for a race's sequences), K horizons, C = len(compounds); laps past the flag are NaN."""
 
     compounds: tuple[str, ...]
-    stay: np.ndarray  # (N, T, K) laps t+1 .. t+K staying out (the nets' forecast)
-    new: np.ndarray  # (C, N, T, K) laps t+3 .. t+K+2 after a stop onto each compound (FreshStart), NaN where none
-    new_half90: np.ndarray  # (C, N, T, K) their 90% half-width
-    in_out: np.ndarray  # (N, T) the stop's in-lap plus out-lap: the two stay-out laps plus the race's stop loss
-    possible: np.ndarray  # (N, T) bool: a what-if is made at this lap
+    stay: np.ndarray  # (*S, K) laps t+1 .. t+K staying out (the nets' forecast)
+    new: np.ndarray  # (C, *S, K) laps t+3 .. t+K+2 after a stop called now, onto each compound (FreshStart)
+    new_half90: np.ndarray  # (C, *S, K) their 90% half-width
+    later: np.ndarray  # (C, LATER, *S, K) laps t+j+3 .. t+j+K+2 after a stop called j = 1 .. LATER laps later
+    stop_loss: np.ndarray  # (*S,) what the stop costs against the two stay-out laps
+    in_out: np.ndarray  # (*S,) the stop's in-lap plus out-lap: the two stay-out laps plus stop_loss
+    neutral: np.ndarray  # (*S,) bool: called under a safety car or VSC (priced as such a stop)
+    laps_left: np.ndarray  # (*S,) laps to the flag after lap t
+    possible: np.ndarray  # (*S,) bool: a what-if is made at this lap
 
     def summary(self) -> dict[str, np.ndarray]:
-        """Per compound (C, N, T): stop_cost (in- and out-lap minus the two stay-out laps they
-        replace), gain_per_lap (stay-out minus new-tyre lap over laps t+3 .. t+K), delta
-        (stopping minus staying out over laps t+1 .. t+K; < 0: the stop has paid off within the
-        forecast) and payback_laps (stop_cost / gain_per_lap; NaN unless the gain is > 0)."""
+        """Per compound (C, *S): stop_cost, gain_per_lap (stay-out minus new-tyre lap over laps
+        t+3 .. t+E, E = min(K, laps to the flag)), delta (stopping minus staying out over laps
+        t+1 .. t+E; < 0: the stop has paid off within the forecast), payback_laps (stop_cost /
+        gain_per_lap; NaN unless the gain is > 0); and now_vs_later (C, LATER, *S): boxing now
+        minus boxing j laps later over laps t+1 .. t+E (NaN where E < j + 3: no lap on the later set)."""
         K = self.stay.shape[-1]
+        C = len(self.compounds)
         with np.errstate(invalid="ignore", divide="ignore"):
-            cost = np.broadcast_to(self.in_out - self.stay[..., 0] - self.stay[..., 1], self.new.shape[:-1])  # (C, N, T)
-            gain = self.stay[None, ..., STOP_LAPS:] - self.new[..., : K - STOP_LAPS]  # (C, N, T, K-2) laps t+3 .. t+K
-            per_lap = gain.mean(-1)
-            delta = cost - gain.sum(-1)
+            cost = np.broadcast_to(self.stop_loss, (C, *self.stop_loss.shape))
+            gain = self.stay[None, ..., STOP_LAPS:] - self.new[..., : K - STOP_LAPS]  # (C, *S, K-2) laps t+3 .. t+K
+            counted = np.isfinite(gain).sum(-1)
+            per_lap = np.where(counted > 0, np.nansum(gain, -1) / np.maximum(counted, 1), np.nan)
+            delta = cost - np.nansum(gain, -1)
+            delta = np.where(np.isfinite(per_lap), delta, np.nan)
             payback = np.where(per_lap > 0, cost / per_lap, np.nan)
-        return {"stop_cost": cost, "gain_per_lap": per_lap, "delta": delta, "payback_laps": payback}
+            # boxing j laps later: the same stop cost, stay-out laps t+3 .. t+j+2 instead of new ones, then the later set
+            vs = np.full((C, LATER, *self.stop_loss.shape), np.nan)
+            for j in range(1, LATER + 1):
+                a = self.new[..., : K - STOP_LAPS]  # (C, *S, K-2) laps t+3 .. t+K, boxing now
+                b = np.concatenate([np.broadcast_to(self.stay[None, ..., STOP_LAPS: STOP_LAPS + j], (C, *self.stay.shape[:-1], j)),
+                                    self.later[:, j - 1, ..., : K - STOP_LAPS - j]], -1)  # boxing j laps later
+                ok = np.isfinite(b[..., j]) if K - STOP_LAPS > j else np.zeros(b.shape[:-1], bool)  # a lap on the later set
+                d = np.nansum(np.where(np.isfinite(a) & np.isfinite(b), a - b, 0.0), -1)
+                vs[:, j - 1] = np.where(ok & np.isfinite(per_lap), d, np.nan)
+        return {"stop_cost": cost, "gain_per_lap": per_lap, "delta": delta, "payback_laps": payback, "now_vs_later": vs}
 
 
 def pit_now(model: torch.nn.Module, seq: Sequences, stay: np.ndarray,
@@ -147,85 +182,120 @@ def pit_now(model: torch.nn.Module, seq: Sequences, stay: np.ndarray,
         seq: the sequences (`build_sequences`).
         stay: (N, T, K) seconds, the run's forecast of laps t+1 .. t+K at every lap
             (`to_seconds(seq, run_net(model, seq)["mean"])`).
-        compounds: the dry compounds to stop onto.
+        compounds: the sets to stop onto: dry compounds, or ANY (a new set, whichever: the mean
+            of the three dry compounds' forecasts).
 
     Raises:
-        LapnetError: the run has no FreshStart, or a compound is not a dry one.
+        LapnetError: the run has no FreshStart, or a compound is not one of CHOICES.
     """
     valid = np.arange(seq.x.shape[1])[None, :] < seq.lengths[:, None]
-    return what_if(model, seq.x, seq.lap_number, seq.ref, seq.stop_loss, stay, valid, compounds)
+    return what_if(model, seq.x, seq.lap_number, seq.ref, seq.stop_loss, seq.stop_loss_neutral, stay, valid, compounds)
 
 
 def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: np.ndarray, stop_loss: np.ndarray,
-            stay: np.ndarray, valid: np.ndarray, compounds: tuple[str, ...] = DRY_COMPOUNDS) -> PitNow:
+            stop_loss_neutral: np.ndarray, stay: np.ndarray, valid: np.ndarray,
+            compounds: tuple[str, ...] = DRY_COMPOUNDS) -> PitNow:
     """`pit_now` on bare arrays of any leading shape S (a race's sequences (N, T), one live lap
-    (1, 1)): x (*S, D) lap vectors, lap_number (*S,), ref (*S,) the race's reference lap and
-    stop_loss (*S,) its stop loss so far (`Sequences`), stay (*S, K) the stay-out forecast, all in
-    seconds; valid (*S,) bool (not padding)."""
+    (1, 1)): x (*S, D) lap vectors, lap_number (*S,), ref (*S,) the race's reference lap,
+    stop_loss and stop_loss_neutral (*S,) its stop losses so far (`Sequences`), stay (*S, K) the
+    stay-out forecast, all in seconds; valid (*S,) bool (not padding)."""
     fresh = require_fresh_start(model)
     compounds = tuple(compounds)
-    bad = [c for c in compounds if c not in DRY_COMPOUNDS]
+    bad = [c for c in compounds if c not in CHOICES]
     if bad or not compounds:
-        raise LapnetError(f"pit-now compounds: {', '.join(bad) or 'none given'}: choose from {', '.join(DRY_COMPOUNDS)}")
+        raise LapnetError(f"pit-now compounds: {', '.join(bad) or 'none given'}: choose from {', '.join(CHOICES)}")
     ref = np.asarray(ref, np.float64)
+    K = stay.shape[-1]
     wet = x[..., [_IX[f"compound_{c.lower()}"] for c in WET_COMPOUNDS]].max(-1) > 0
-    left = x[..., _IX["laps_left"]] * 30  # laps to the flag after lap t (capped at 90)
-    possible = valid & ~wet & (x[..., _IX["in_lap"]] == 0) & (left >= STOP_LAPS + 1) & np.isfinite(stay[..., 0])
+    left = np.round(x[..., _IX["laps_left"]].astype(np.float64) * 30)  # laps to the flag after lap t (capped at 90)
+    neutral = sum(x[..., _IX[k]] for k in _NEUTRAL) > 0
+    possible = (valid & ~wet & (x[..., _IX["in_lap"]] == 0) & (x[..., _IX["red"]] == 0) & (left >= STOP_LAPS + 1)
+                & (x[..., _IX["has_field_pace_any"]] > 0) & np.isfinite(stay[..., 0]))
+    ahead = np.arange(1, K + 1)  # laps after lap t of the forecasts' horizons
+    before_flag = ahead <= left[..., None]  # (*S, K)
+
+    def read(name: str, laps_on: int) -> tuple[np.ndarray, np.ndarray]:
+        """(*S, K) seconds of laps t+laps_on+1 .. t+laps_on+K on a new set of `name`, and their 90% half-width."""
+        pct, hw = 0.0, 0.0
+        for one in (DRY_COMPOUNDS if name == ANY else (name,)):
+            v = torch.from_numpy(stop_vector(x, lap_number, one, laps_on))
+            with torch.no_grad():
+                pct = pct + fresh(v).double().numpy()  # (*S, K) % of ref; NaN where it cannot forecast
+                hw = hw + fresh.interval(v).double().numpy()
+        k = len(DRY_COMPOUNDS) if name == ANY else 1
+        pct, hw = pct / k, hw / k
+        ok = possible[..., None] & np.isfinite(pct) & (ahead + laps_on <= left[..., None])
+        return (np.where(ok, ref[..., None] * (1.0 + pct / 100.0), np.nan), np.where(ok, ref[..., None] * hw / 100.0, np.nan))
+
     new = np.full((len(compounds), *stay.shape), np.nan)
     half = np.full_like(new, np.nan)
+    later = np.full((len(compounds), LATER, *stay.shape), np.nan)
     for c, name in enumerate(compounds):
-        v = torch.from_numpy(stop_vector(x, lap_number, name))
-        with torch.no_grad():
-            pct = fresh(v).double().numpy()  # (*S, K) lap t+2+k minus ref, % of ref; NaN where it cannot forecast
-            hw = fresh.interval(v).double().numpy()
-        ok = possible[..., None] & np.isfinite(pct)
-        new[c] = np.where(ok, ref[..., None] * (1.0 + pct / 100.0), np.nan)
-        half[c] = np.where(ok, ref[..., None] * hw / 100.0, np.nan)
+        new[c], half[c] = read(name, STOP_LAPS)
+        for j in range(1, LATER + 1):
+            later[c, j - 1] = read(name, STOP_LAPS + j)[0]
     possible = possible & np.isfinite(new[..., 0]).any(0)
-    in_out = np.where(possible, stay[..., 0] + stay[..., 1] + np.asarray(stop_loss, np.float64), np.nan)
-    return PitNow(compounds, np.where(possible[..., None], stay, np.nan), new, half, in_out, possible)
+    loss = np.where(neutral, np.asarray(stop_loss_neutral, np.float64), np.asarray(stop_loss, np.float64))
+    stay = np.where(possible[..., None] & before_flag, stay, np.nan)
+    return PitNow(compounds, stay, new, half, later, np.where(possible, loss, np.nan),
+                  np.where(possible, stay[..., 0] + stay[..., 1] + loss, np.nan), neutral, left, possible)
 
 
-def live_record(what: PitNow) -> dict | None:
-    """`race live --pit-now`'s field for one lap (`what` of shape (1, 1)): per compound the new-tyre
-    laps t+3 .. t+K+2 and the summary's numbers, seconds rounded to the millisecond; None when no
-    what-if is made at this lap."""
+def live_record(what: PitNow, lap: int) -> dict | None:
+    """`race live --pit-now`'s field for lap `lap` (`what` of shape (1, 1)): the stop's cost and
+    its two laps, and per compound the new-tyre laps (from lap+3 on, to the flag) and the
+    summary's numbers, seconds rounded to the millisecond; None when no what-if is made."""
     if not what.possible[0, 0]:
         return None
     s = what.summary()
     r = lambda v: round(float(v), 3) if math.isfinite(float(v)) else None  # noqa: E731
-    return {"in_out": r(what.in_out[0, 0]),
-            **{name: {"laps": [r(v) for v in what.new[c, 0, 0]], "stop_cost": r(s["stop_cost"][c, 0, 0]),
+    return {"in_lap": lap + 1, "stop_cost": r(what.stop_loss[0, 0]), "in_out": r(what.in_out[0, 0]),
+            "under_safety_car": bool(what.neutral[0, 0]),
+            **{name: {"first_lap": lap + STOP_LAPS + 1, "laps": [r(v) for v in what.new[c, 0, 0] if math.isfinite(v)],
                       "gain_per_lap": r(s["gain_per_lap"][c, 0, 0]), "delta_next10": r(s["delta"][c, 0, 0]),
-                      "payback_laps": r(s["payback_laps"][c, 0, 0])} for c, name in enumerate(what.compounds)}}
+                      "payback_laps": r(s["payback_laps"][c, 0, 0]),
+                      "now_vs_later": [r(v) for v in s["now_vs_later"][c, :, 0, 0]]} for c, name in enumerate(what.compounds)}}
 
 
-CHECK_NAMES = ("what_if_at_lap_t", "at_the_out_lap", "field_pace_at_t", "old_tyres_at_t")
+CHECK_NAMES = ("what_if_at_lap_t", "what_if_any_compound", "at_the_out_lap", "field_pace_at_t", "old_tyres_at_t")
 
 
 def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
     """The what-if against the stops drivers made (`stop_check` scores them; kept apart so that
     folds of races can be pooled first): every stop whose in-lap is lap t+1 and out-lap t+2
-    (consecutive laps), onto a dry compound the what-if covers, with a what-if made at lap t.
+    (consecutive laps), onto a dry compound the what-if covers (with ANY: `pit_now(...,
+    CHOICES)`), with a what-if made at lap t.
 
     - "laps": per forecaster (CHECK_NAMES) and horizon k (lap t+2+k), forecast minus the lap run,
-      on the pairs where the new stint's lap is Scored (as every forecast is scored) and all four
-      forecast it: the what-if at lap t for the compound fitted; the forecast made at the out-lap
-      itself (`at_out_lap`, (N, T, K) seconds: the run's own, which knows two laps more); the
-      field's pace at lap t (the FreshStart's anchor); the stint's last Scored lap at lap t (the
-      old tyres' pace: what ignoring the stop would say);
-    - "compound": the compound fitted of each "laps" pair, per horizon;
-    - "stop": the in-lap plus the out-lap forecast at lap t minus the two laps run, on stops where
-      both are timed and the track was green on both (a stop under a safety car is cheap in a way
-      no pit loss measured at green flags says), and "stop_actual" those laps' sum.
+      on the pairs where the new stint's lap is Scored (as every forecast is scored) and all
+      forecast it: the what-if at lap t for the compound fitted; for ANY, a new set whichever
+      (what knowing the compound adds); the forecast made at the out-lap itself (`at_out_lap`,
+      (N, T, K) seconds: the run's own, which knows two laps more); the field's pace at lap t
+      (the FreshStart's anchor); the stint's last Scored lap at lap t (the old tyres' pace: what
+      ignoring the stop would say);
+    - "compound" and "neutral": the compound fitted and whether the call was under a safety car
+      or VSC, of each "laps" pair, per horizon;
+    - "stop": the stop cost forecast at lap t minus the cost of the stop made: for a green call,
+      in-lap plus out-lap minus the two stay-out laps forecast (both laps timed and green); for a
+      call under a safety car or VSC, in-lap plus out-lap minus the other cars' median laps on
+      the same two laps (at least 3 of them); "stop_neutral" says which.
     """
     x = seq.x
     K = seq.future.shape[2]
     inl, outl, green = x[..., _IX["in_lap"]] > 0, x[..., _IX["out_lap"]] > 0, x[..., _IX["green"]] > 0
     pace = x[..., _IX["field_pace_any"]] * 5.0
     field = np.where(x[..., _IX["has_field_pace_any"]] > 0, seq.ref * (1.0 + pace / 100.0), seq.ref)
+    by_lap: dict = {}  # (race, lap number) -> lap times of every car on that lap
+    for i, (race, _) in enumerate(seq.keys):
+        for t in range(int(seq.lengths[i])):
+            by_lap.setdefault((race, seq.lap_number[i, t]), []).append((i, seq.lap_time[i, t]))
+
+    def others(i: int, n: float) -> float:
+        v = [lt for j, lt in by_lap.get((seq.keys[i][0], n), []) if j != i and np.isfinite(lt)]
+        return float(np.median(v)) if len(v) >= 3 else math.nan
+
     out: dict = {"stops": 0, "laps": {n: [[] for _ in range(K)] for n in CHECK_NAMES},
-                 "compound": [[] for _ in range(K)], "stop": [], "stop_actual": []}
+                 "compound": [[] for _ in range(K)], "neutral": [[] for _ in range(K)], "stop": [], "stop_neutral": []}
     for i in range(len(seq.lengths)):
         for t in range(int(seq.lengths[i]) - STOP_LAPS):
             if not (inl[i, t + 1] and outl[i, t + 2] and what.possible[i, t]):
@@ -234,21 +304,26 @@ def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
             if seq.lap_number[i, t + 1] != n + 1 or seq.lap_number[i, t + 2] != n + 2:
                 continue
             name = COMPOUNDS[seq.compound[i, t + 2]]
-            if name not in what.compounds:
+            if name not in what.compounds or ANY not in what.compounds:
                 continue
-            c = what.compounds.index(name)
+            c, a = what.compounds.index(name), what.compounds.index(ANY)
             out["stops"] += 1
             for k in range(K):
-                f = (what.new[c, i, t, k], at_out_lap[i, t + 2, k], field[i, t], seq.base[i, t])
+                f = (what.new[c, i, t, k], what.new[a, i, t, k], at_out_lap[i, t + 2, k], field[i, t], seq.base[i, t])
                 if not (seq.target_mask[i, t + 2, k] and all(np.isfinite(f))):
                     continue
                 for m, v in zip(CHECK_NAMES, f):
                     out["laps"][m][k].append(float(v - seq.future[i, t + 2, k]))
                 out["compound"][k].append(name)
+                out["neutral"][k].append(bool(what.neutral[i, t]))
             run = seq.lap_time[i, t + 1] + seq.lap_time[i, t + 2]
-            if np.isfinite(run) and green[i, t + 1] and green[i, t + 2]:
-                out["stop"].append(float(what.in_out[i, t] - run))
-                out["stop_actual"].append(float(run))
+            if what.neutral[i, t]:
+                cost = run - others(i, n + 1) - others(i, n + 2)
+            else:
+                cost = run - what.stay[i, t, 0] - what.stay[i, t, 1] if green[i, t + 1] and green[i, t + 2] else math.nan
+            if np.isfinite(cost):
+                out["stop"].append(float(what.stop_loss[i, t] - cost))
+                out["stop_neutral"].append(bool(what.neutral[i, t]))
     return out
 
 
@@ -257,13 +332,14 @@ def pool_stop_errors(parts: list[dict]) -> dict:
     K = len(parts[0]["compound"])
     return {"stops": sum(p["stops"] for p in parts),
             "laps": {m: [[e for p in parts for e in p["laps"][m][k]] for k in range(K)] for m in CHECK_NAMES},
-            "compound": [[c for p in parts for c in p["compound"][k]] for k in range(K)],
-            "stop": [e for p in parts for e in p["stop"]], "stop_actual": [a for p in parts for a in p["stop_actual"]]}
+            **{key: [[c for p in parts for c in p[key][k]] for k in range(K)] for key in ("compound", "neutral")},
+            **{key: [e for p in parts for e in p[key]] for key in ("stop", "stop_neutral")}}
 
 
 def stop_check(errors: dict, horizons=(1, 5, 10)) -> dict:
-    """Score `stop_errors`: MAE, bias and n per forecaster and horizon, the what-if's by compound
-    fitted, and the stop's two laps. Seconds."""
+    """Score `stop_errors`: MAE, bias and n per forecaster and horizon; the what-if's by compound
+    fitted and by the call's track status (green, or a safety car / VSC); the stop's cost by the
+    same. Seconds."""
     def block(e) -> dict:
         e = np.asarray(e, float)
         return {"mae": float(np.abs(e).mean()) if len(e) else None, "bias": float(e.mean()) if len(e) else None,
@@ -271,35 +347,41 @@ def stop_check(errors: dict, horizons=(1, 5, 10)) -> dict:
 
     K = len(errors["compound"])
     hs = [h for h in horizons if h <= K]
-    by = {}
-    for name in DRY_COMPOUNDS:
-        per = {}
+    first = CHECK_NAMES[0]
+
+    def split(key: str, value) -> dict:
+        res = {}
         for h in hs:
-            e = np.asarray(errors["laps"][CHECK_NAMES[0]][h - 1])
-            per[f"h{h}"] = block(e[np.asarray(errors["compound"][h - 1]) == name] if len(e) else e)
-        by[name] = per
+            e = np.asarray(errors["laps"][first][h - 1])
+            tag = np.asarray(errors[key][h - 1])
+            res[f"h{h}"] = block(e[tag == value] if len(e) else e)
+        return res
+
+    stop, tag = np.asarray(errors["stop"], float), np.asarray(errors["stop_neutral"], bool)
     return {"stops": errors["stops"],
             "laps": {m: {f"h{h}": block(errors["laps"][m][h - 1]) for h in hs} for m in CHECK_NAMES},
-            "what_if_by_compound": by,
-            "stop": {**block(errors["stop"]),
-                     "median_actual": float(np.median(errors["stop_actual"])) if errors["stop_actual"] else None}}
+            "what_if_by_compound": {name: split("compound", name) for name in DRY_COMPOUNDS},
+            "what_if_by_call": {"green": split("neutral", False), "safety_car_or_vsc": split("neutral", True)},
+            "stop_cost": {"green": block(stop[~tag] if len(stop) else stop),
+                          "safety_car_or_vsc": block(stop[tag] if len(stop) else stop)}}
 
 
 def pit_now_rows(seq: Sequences, what: PitNow, i: int, t: int) -> tuple[list[dict], list[dict]]:
-    """The what-if at lap t of sequence i as tables: per lap ahead (lap, the stay-out forecast,
-    the new-tyre forecast per compound, "in-lap" / "out-lap" on the stop's two laps) and per
-    compound (the summary's four numbers, the new tyres' first lap and the in- plus out-lap)."""
+    """The what-if at lap t of sequence i as tables: per lap ahead to the flag (lap, the stay-out
+    forecast, the new-tyre forecast per compound, "in-lap" / "out-lap" on the stop's two laps)
+    and per compound (the summary's numbers, the new set's first lap and its 90% half-width)."""
     K = what.stay.shape[-1]
     n0 = int(seq.lap_number[i, t])
     s = what.summary()
     laps = []
-    for j in range(1, K + STOP_LAPS + 1):
+    for j in range(1, min(K + STOP_LAPS, int(what.laps_left[i, t])) + 1):
         row: dict = {"LapNumber": n0 + j, "stay_out": float(what.stay[i, t, j - 1]) if j <= K else math.nan}
         for c, name in enumerate(what.compounds):
             row[name] = ("in-lap" if j == 1 else "out-lap") if j <= STOP_LAPS else float(what.new[c, i, t, j - STOP_LAPS - 1])
         laps.append(row)
-    per = [{"compound": name, "in_out": float(what.in_out[i, t]), "first_lap": float(what.new[c, i, t, 0]),
-            **{k: float(v[c, i, t]) for k, v in s.items()}} for c, name in enumerate(what.compounds)]
+    per = [{"compound": name, "first_lap": float(what.new[c, i, t, 0]), "first_lap_half90": float(what.new_half90[c, i, t, 0]),
+            **{k: float(v[c, i, t]) for k, v in s.items() if k != "now_vs_later"},
+            "now_vs_later": [float(v) for v in s["now_vs_later"][c, :, i, t]]} for c, name in enumerate(what.compounds)]
     return laps, per
 
 
@@ -309,15 +391,19 @@ def _why_not(x: np.ndarray, stay0: float, laps_left: float) -> str:
         return "the car is on intermediate or wet tyres (the laps after a stop are learnt from dry stops)"
     if x[_IX["in_lap"]] > 0:
         return "this lap is an in-lap: the stop is already under way"
+    if x[_IX["red"]] > 0:
+        return "a red flag: tyres are changed in the pit lane, at no cost"
     if laps_left < STOP_LAPS + 1:
         return (f"{laps_left:.0f} laps to the flag after it: no lap on new tyres to forecast (for a race still "
                 "running, give its length with --race-laps)")
+    if x[_IX["has_field_pace_any"]] == 0:
+        return "no car has run a Scored lap yet (the laps after a stop are forecast from the field's racing pace)"
     if not math.isfinite(stay0):
         return "no forecast of the laps ahead at this lap (no lap of the race has been run at racing pace yet)"
     return "no lap of the race has shown its green pace yet"
 
 
-def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds: tuple[str, ...] = DRY_COMPOUNDS,
+def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds: tuple[str, ...] = (ANY,),
                  race_length: int | str = "file") -> dict:
     """`lapnet race pit-now`: the what-if for one driver at one lap of one race.
 
@@ -327,14 +413,16 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
         driver: one driver (a code in any case or a car number).
         lap: the lap at whose end the stop is called (the next lap is the in-lap); None: the
             driver's last lap in the table (the race now, for a race still running).
-        compounds: the dry compounds to stop onto.
+        compounds: the sets to stop onto (CHOICES: ANY, a new set whichever, is the validated one).
         race_length: as `eval_race` takes it (give it for a race still running).
 
     Returns:
-        {"race", "driver", "lap", "compound", "tyre_life", "stop_loss_s" (the race's stop loss so
-        far: `PitContext.stop_loss`), "in_out_s", "laps": [{LapNumber, stay_out, one column per compound}], "compounds":
-        [{compound, first_lap, stop_cost, gain_per_lap, delta, payback_laps, in_out}],
-        "race_laps", "cleaning"}: seconds.
+        {"race", "driver", "lap", "compound", "tyre_life", "laps_to_flag", "under_safety_car"
+        (the call is priced as a stop under a safety car or VSC), "stop_cost_s" (the race's stop
+        loss so far, green or under a safety car: `PitContext`), "in_out_s", "laps": [{LapNumber,
+        stay_out, one column per compound}], "compounds": [{compound, first_lap,
+        first_lap_half90, stop_cost, gain_per_lap, delta, payback_laps, now_vs_later}],
+        "race_laps", "cleaning", "notes"}: seconds.
 
     Raises:
         LapnetError: not one race or not one driver, a lap the driver did not run, a run without a
@@ -357,27 +445,45 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
     sub = subset_sequences(seq, np.array([i]))
     L = int(sub.lengths[0])
     numbers = sub.lap_number[0, :L]
+    run_laps = numbers[np.isfinite(numbers)].astype(int)
     if lap is None:
         t = L - 1
     else:
         hit = np.flatnonzero(numbers == lap)
         if not len(hit):
-            run_laps = numbers[np.isfinite(numbers)]
-            raise LapnetError(f"--lap {lap}: {drivers[0]} has no lap {lap} in the table (laps "
-                              f"{run_laps.min():.0f}-{run_laps.max():.0f})")
+            raise LapnetError(f"--lap {lap}: {drivers[0]} has no lap {lap} in the table (laps {_ranges(run_laps)})")
         t = int(hit[0])
     stay = to_seconds(sub, run_net(r.model, sub)["mean"])
     what = pit_now(r.model, sub, stay, compounds)
     n = int(numbers[t])
     if not what.possible[0, t]:
-        left = float(sub.x[0, t, _IX["laps_left"]] * 30)
         hint = "" if lap is not None else " (the driver's last lap in the table; another with --lap N)"
-        raise LapnetError(f"no pit-now forecast for {drivers[0]} at lap {n}{hint}: {_why_not(sub.x[0, t], stay[0, t, 0], left)}")
+        raise LapnetError(f"no pit-now forecast for {drivers[0]} at lap {n}{hint}: "
+                          f"{_why_not(sub.x[0, t], stay[0, t, 0], float(what.laps_left[0, t]))}")
     rows, per = pit_now_rows(sub, what, 0, t)
     race = str(seq.keys[i][0])
-    comp_now = COMPOUNDS[sub.compound[0, t]]
-    return {"race": race, "driver": drivers[0], "lap": n, "compound": comp_now,
-            "tyre_life": float(sub.x[0, t, _IX["tyre_life"]] * 30),
-            "stop_loss_s": float(sub.stop_loss[0, t]), "in_out_s": float(what.in_out[0, t]),
-            "half90_first_lap": {name: float(what.new_half90[c, 0, t, 0]) for c, name in enumerate(what.compounds)},
-            "laps": rows, "compounds": per, "race_laps": used, "cleaning": report.summary()}
+    notes = []
+    last_race_lap = int(np.nanmax(seq.lap_number))
+    if lap is None and n < last_race_lap:
+        notes.append(f"{drivers[0]}'s last lap in the table is lap {n}, the field's is lap {last_race_lap}: "
+                     "retired? (--lap N asks about another lap)")
+    if what.neutral[0, t]:
+        notes.append("called under a safety car or VSC: the stop is priced as the race's stops under one (against the "
+                     "other cars' laps, which ran under it too); the lap times are at racing pace, as after the restart")
+    return {"race": race, "driver": drivers[0], "lap": n, "compound": COMPOUNDS[sub.compound[0, t]],
+            "tyre_life": float(sub.x[0, t, _IX["tyre_life"]] * 30), "laps_to_flag": int(what.laps_left[0, t]),
+            "under_safety_car": bool(what.neutral[0, t]),
+            "stop_cost_s": float(what.stop_loss[0, t]), "in_out_s": float(what.in_out[0, t]),
+            "laps": rows, "compounds": per, "race_laps": used, "cleaning": report.summary(), "notes": notes}
+
+
+def _ranges(laps: np.ndarray) -> str:
+    """[1, 2, 3, 7, 8] -> '1-3, 7-8'."""
+    out, start = [], None
+    for k, v in enumerate(laps):
+        if start is None:
+            start = v
+        if k == len(laps) - 1 or laps[k + 1] != v + 1:
+            out.append(f"{start}-{v}" if v != start else f"{v}")
+            start = None
+    return ", ".join(out)

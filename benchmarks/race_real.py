@@ -331,6 +331,8 @@ def _pit_now_lines(pooled: dict) -> list[str]:
                                                               if rows["h1"]["n"]))
     lines.append("  what-if by the call's track status: " + "; ".join(f"{c} {cells(rows)}" for c, rows in pn["what_if_by_call"].items()
                                                                       if rows["h1"]["n"]))
+    lines.append("  the same laps forecast 1 / 2 / 3 laps before the call, as 'box j laps later' (the compound fitted): " + "; ".join(
+        f"{j.replace('by_', '')} earlier: {cells(rows)}" for j, rows in pn["called_earlier"].items() if rows["h1"]["n"]))
     for kind, st in pn["stop_cost"].items():
         if st["n"]:
             lines.append(f"  the stop's cost, called {'under green flags' if kind == 'green' else 'under a safety car or VSC'} "

@@ -160,6 +160,7 @@ def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
     x = seq.x
     fake_new = np.full_like(what.new, np.nan)
     loss = np.full_like(what.stop_loss, np.nan)
+    fake_later = np.full_like(what.later, np.nan)  # boxing 1 lap later, seen from the lap before the call: laps run + 0.25
     stops, kinds = [], set()
     neutral = np.zeros_like(what.neutral)  # every other stop taken as called under a safety car (either branch runs)
     for i in range(len(seq.lengths)):
@@ -170,6 +171,8 @@ def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
             c = what.compounds.index(("SOFT", "MEDIUM", "HARD")[int(seq.compound[i, t + 2])])
             fake_new[:, i, t] = seq.future[i, t + 2] + 2.0  # ANY and the compounds not fitted
             fake_new[c, i, t] = seq.future[i, t + 2] + 0.5
+            if t >= 1 and what.possible[i, t - 1] and not x[i, t, IX["in_lap"]]:
+                fake_later[c, 0, i, t - 1] = seq.future[i, t + 2] + 0.25
             run = seq.lap_time[i, t + 1] + seq.lap_time[i, t + 2]
             neutral[i, t] = len(stops) % 2 == 0
             if neutral[i, t]:
@@ -182,7 +185,7 @@ def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
                 loss[i, t] = run - stay[i, t, 0] - stay[i, t, 1] + 1.0
                 kinds.add("green")
     assert len(stops) >= 20 and kinds == {"green", "neutral"}
-    fake = PitNow(what.compounds, what.stay, fake_new, what.new_half90, what.later, loss, what.in_out, neutral,
+    fake = PitNow(what.compounds, what.stay, fake_new, what.new_half90, fake_later, loss, what.in_out, neutral,
                   what.laps_left, what.possible)
     errors = stop_errors(seq, fake, np.where(np.isfinite(seq.future), seq.future, 0.0))
     assert errors["stops"] == len(stops)
@@ -194,6 +197,8 @@ def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
     assert stop_errors(seq, PitNow(what.compounds[1:], *(getattr(fake, f) for f in PitNow.__dataclass_fields__ if f != "compounds")),
                        np.zeros_like(seq.future))["stops"] == 0  # without ANY nothing to compare the compound with
     assert res["laps"]["at_the_out_lap"]["h1"]["mae"] == pytest.approx(0.0)
+    early = res["called_earlier"]
+    assert early["by_1"]["h1"]["bias"] == pytest.approx(0.25) and early["by_1"]["h1"]["n"] > 20 and early["by_2"]["h1"]["n"] == 0
     for kind in ("green", "safety_car_or_vsc"):
         assert res["stop_cost"][kind]["bias"] == pytest.approx(1.0) and res["stop_cost"][kind]["n"] > 0
     assert sum(r["h1"]["n"] for r in res["what_if_by_compound"].values()) == h1["n"]

@@ -275,6 +275,9 @@ def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
       ignoring the stop would say);
     - "compound" and "neutral": the compound fitted and whether the call was under a safety car
       or VSC, of each "laps" pair, per horizon;
+    - "earlier": per j = 1 .. LATER, the same new-tyre laps forecast j laps before that call, as
+      boxing j laps later (`PitNow.later`, the compound fitted) forecast them, minus the laps run
+      (where lap t-j has a what-if and no stop since: what `now_vs_later` adds up);
     - "stop": the stop cost forecast at lap t minus the cost of the stop made: for a green call,
       in-lap plus out-lap minus the two stay-out laps forecast (both laps timed and green); for a
       call under a safety car or VSC, in-lap plus out-lap minus the other cars' median laps on
@@ -295,7 +298,8 @@ def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
         return float(np.median(v)) if len(v) >= 3 else math.nan
 
     out: dict = {"stops": 0, "laps": {n: [[] for _ in range(K)] for n in CHECK_NAMES},
-                 "compound": [[] for _ in range(K)], "neutral": [[] for _ in range(K)], "stop": [], "stop_neutral": []}
+                 "compound": [[] for _ in range(K)], "neutral": [[] for _ in range(K)], "stop": [], "stop_neutral": [],
+                 "earlier": [[[] for _ in range(K)] for _ in range(LATER)]}
     for i in range(len(seq.lengths)):
         for t in range(int(seq.lengths[i]) - STOP_LAPS):
             if not (inl[i, t + 1] and outl[i, t + 2] and what.possible[i, t]):
@@ -316,6 +320,14 @@ def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
                     out["laps"][m][k].append(float(v - seq.future[i, t + 2, k]))
                 out["compound"][k].append(name)
                 out["neutral"][k].append(bool(what.neutral[i, t]))
+            for j in range(1, LATER + 1):  # the same stop, as a stop j laps later seen from lap t-j
+                u = t - j
+                if u < 0 or not what.possible[i, u] or seq.lap_number[i, u] != n - j or inl[i, u + 1 : t + 1].any():
+                    continue
+                for k in range(K):
+                    f = what.later[c, j - 1, i, u, k]
+                    if seq.target_mask[i, t + 2, k] and np.isfinite(f):
+                        out["earlier"][j - 1][k].append(float(f - seq.future[i, t + 2, k]))
             run = seq.lap_time[i, t + 1] + seq.lap_time[i, t + 2]
             if what.neutral[i, t]:
                 cost = run - others(i, n + 1) - others(i, n + 2)
@@ -331,6 +343,7 @@ def pool_stop_errors(parts: list[dict]) -> dict:
     """`stop_errors` of several folds as one."""
     K = len(parts[0]["compound"])
     return {"stops": sum(p["stops"] for p in parts),
+            "earlier": [[[e for p in parts for e in p["earlier"][j][k]] for k in range(K)] for j in range(LATER)],
             "laps": {m: [[e for p in parts for e in p["laps"][m][k]] for k in range(K)] for m in CHECK_NAMES},
             **{key: [[c for p in parts for c in p[key][k]] for k in range(K)] for key in ("compound", "neutral")},
             **{key: [e for p in parts for e in p[key]] for key in ("stop", "stop_neutral")}}
@@ -362,6 +375,8 @@ def stop_check(errors: dict, horizons=(1, 5, 10)) -> dict:
             "laps": {m: {f"h{h}": block(errors["laps"][m][h - 1]) for h in hs} for m in CHECK_NAMES},
             "what_if_by_compound": {name: split("compound", name) for name in DRY_COMPOUNDS},
             "what_if_by_call": {"green": split("neutral", False), "safety_car_or_vsc": split("neutral", True)},
+            "called_earlier": {f"by_{j}": {f"h{h}": block(errors["earlier"][j - 1][h - 1]) for h in hs}
+                               for j in range(1, LATER + 1)},
             "stop_cost": {"green": block(stop[~tag] if len(stop) else stop),
                           "safety_car_or_vsc": block(stop[tag] if len(stop) else stop)}}
 

@@ -13,7 +13,8 @@ The tour, in the order a newcomer meets the ideas (each part writes one sub-dire
     trend     exercise 2: classify noisy trends (up or down)
     gradflow  ||dL/dh_t|| measured by distance for RNN, LSTM, GRU (sections 3-4)
     race      simulated races -> a forecaster and a phase tagger trained, scored against
-              the baselines; plus real 2023 races when the data is present
+              the baselines; a pit-now what-if at mid-race; plus real 2023 races when the
+              data is present
     report.html   everything above on one self-contained page (`lapnet report`)
 
 The demo only calls library functions (the same ones the CLI commands call) with small
@@ -377,6 +378,11 @@ def _race(out: Path, s: DemoSizes, progress: bool, f1: Path | None) -> PartResul
             f"{base['mae_h1']:.3f} s" + (f"; phase F1 {f1s['post_race']:.2f}" if "post_race" in f1s else ""))
     details = {"sim": {"summary": ev["summary"], "phase_macro_f1": f1s,
                        "pit_auc": (ev.get("pit_within_3") or {}).get("auc")}, "train": m.get("train")}
+    pit_now = _pit_now(out, test_laps[test_laps["Race"] == test_laps["Race"].iloc[0]], driver)
+    if pit_now is not None:
+        details["pit_now"] = pit_now
+        text += (f"; pit now ({driver}, after lap {pit_now['lap']}): a new set {pit_now['gain_per_lap']:+.2f} s/lap, "
+                 f"boxing now vs a lap later {pit_now['now_vs_later'][0]:+.2f} s")
     if f1 is not None and s.race_real_files > 0:
         files = sorted(f1.glob("*.csv"))[: s.race_real_files]
         real = eval_race(out / "run", files)
@@ -393,6 +399,26 @@ def _race(out: Path, s: DemoSizes, progress: bool, f1: Path | None) -> PartResul
     return PartResult("race", f"GRU H={s.race_hidden} forecaster + bidirectional tagger on {s.race_train_races} "
                               f"simulated races, scored on {s.race_test_races} others",
                       text, details=details)
+
+
+def _pit_now(out: Path, laps, driver: str) -> dict | None:
+    """`lapnet race pit-now` at mid-race (the first lap from there where one is made) -> pit_now.json,
+    and the headline numbers; None when the run kept no FreshStart (its check on these tiny
+    simulated runs may drop it) or no lap has a what-if."""
+    from lapnet.errors import LapnetError
+    from lapnet.race.whatif import pit_now_race
+
+    last = int(laps.loc[laps["Driver"] == driver, "LapNumber"].max())
+    for lap in range(last // 2, last - 3):
+        try:
+            res = pit_now_race(out / "run", laps, driver=driver, lap=lap)
+        except LapnetError:
+            continue
+        write_json(out / "pit_now.json", res)
+        new = res["compounds"][0]
+        return {"lap": res["lap"], "gain_per_lap": new["gain_per_lap"], "delta": new["delta"],
+                "now_vs_later": new["now_vs_later"], "stop_cost": new["stop_cost"]}
+    return None
 
 
 def _race_headline(summary: list[dict]) -> tuple[dict, dict]:

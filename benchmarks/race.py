@@ -143,13 +143,19 @@ def latency(run, laps, every: int = 25) -> dict:
     records = race.to_dict("index")
     n_total = race_laps(race)
     live = LiveRace(run, total_laps=n_total)
-    t_live, t_replay, replay_at = [], [], []
+    # the same feed with the pit-now what-if on every lap (`race live --pit-now`), timed lap by lap beside it
+    with_pit_now = LiveRace(run, total_laps=n_total, pit_now=True) if getattr(run.model, "fresh", None) is not None else None
+    t_live, t_replay, replay_at, t_pit_now = [], [], [], []
     for j, i in enumerate(order):
         lap = dict(records[i])
         lap.update(lap_masks(lap))
         t0 = time.perf_counter()
         live.push(lap)
         t_live.append(time.perf_counter() - t0)
+        if with_pit_now is not None:
+            t0 = time.perf_counter()
+            with_pit_now.push(lap)
+            t_pit_now.append(time.perf_counter() - t0)
         if j % every == 0:
             t0 = time.perf_counter()
             seen = race.loc[order[: j + 1]]
@@ -161,7 +167,8 @@ def latency(run, laps, every: int = 25) -> dict:
             t_replay.append(time.perf_counter() - t0)
             replay_at.append(j)
     return {"live_ms": 1e3 * float(np.median(t_live)), "replay_ms": 1e3 * float(np.median(t_replay)),
-            "replay_last_lap_ms": 1e3 * t_replay[-1], "laps": len(order), "replays": len(t_replay)}
+            "replay_last_lap_ms": 1e3 * t_replay[-1], "laps": len(order), "replays": len(t_replay),
+            "live_pit_now_ms": 1e3 * float(np.median(t_pit_now)) if t_pit_now else None}
 
 
 def main(argv=None) -> int:
@@ -257,6 +264,8 @@ def main(argv=None) -> int:
         lines.append(f"live latency per lap: {lat['live_ms']:.2f} ms (one step, state carried) vs {lat['replay_ms']:.1f} ms "
                      f"replaying the race so far ({lat['replay_last_lap_ms']:.1f} ms at the last lap): "
                      f"x{lat['replay_ms'] / lat['live_ms']:.0f}, medians over {lat['laps']} / {lat['replays']} laps of one race")
+        if lat["live_pit_now_ms"] is not None:
+            lines.append(f"live with --pit-now: {lat['live_pit_now_ms']:.2f} ms per lap (median, the same laps)")
     lines.append(f"total time {time.perf_counter() - t0:.0f} s")
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)

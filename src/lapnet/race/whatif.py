@@ -214,16 +214,18 @@ def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: 
     ahead = np.arange(1, K + 1)  # laps after lap t of the forecasts' horizons
     before_flag = ahead <= left[..., None]  # (*S, K)
 
+    # every (dry compound, laps to the out-lap) read once, in one batch: ANY is the three's mean
+    needed = sorted({(one, STOP_LAPS + j) for name in compounds for one in (DRY_COMPOUNDS if name == ANY else (name,))
+                     for j in range(LATER + 1)})
+    v = torch.from_numpy(np.stack([stop_vector(x, lap_number, one, on) for one, on in needed]))  # (M, *S, D)
+    with torch.no_grad():
+        pct_all, hw_all = fresh(v).double().numpy(), fresh.interval(v).double().numpy()  # (M, *S, K) % of ref; NaN: none
+    at = {key: m for m, key in enumerate(needed)}
+
     def read(name: str, laps_on: int) -> tuple[np.ndarray, np.ndarray]:
         """(*S, K) seconds of laps t+laps_on+1 .. t+laps_on+K on a new set of `name`, and their 90% half-width."""
-        pct, hw = 0.0, 0.0
-        for one in (DRY_COMPOUNDS if name == ANY else (name,)):
-            v = torch.from_numpy(stop_vector(x, lap_number, one, laps_on))
-            with torch.no_grad():
-                pct = pct + fresh(v).double().numpy()  # (*S, K) % of ref; NaN where it cannot forecast
-                hw = hw + fresh.interval(v).double().numpy()
-        k = len(DRY_COMPOUNDS) if name == ANY else 1
-        pct, hw = pct / k, hw / k
+        rows = [at[(one, laps_on)] for one in (DRY_COMPOUNDS if name == ANY else (name,))]
+        pct, hw = pct_all[rows].mean(0), hw_all[rows].mean(0)
         ok = possible[..., None] & np.isfinite(pct) & (ahead + laps_on <= left[..., None])
         return (np.where(ok, ref[..., None] * (1.0 + pct / 100.0), np.nan), np.where(ok, ref[..., None] * hw / 100.0, np.nan))
 

@@ -92,11 +92,14 @@ def test_quick_demo_numbers_are_measured(quick_demo):
     rows = {r["forecaster"]: r for r in d["race"]["sim"]["summary"]}
     assert {"forecaster", "persistence", "mean_last3"} <= set(rows)
     assert all(0 < r["mae_h1"] < 5 for r in rows.values())  # seconds, on the same laps
-    pn = d["race"]["pit_now"]  # the pit-now what-if at mid-race, as `lapnet race pit-now` gives it
-    written = json.loads((quick_demo["out"] / "race" / "pit_now.json").read_text())
-    assert written["lap"] == pn["lap"] and written["compounds"][0]["compound"] == "ANY"
-    assert pn["delta"] == pytest.approx(written["compounds"][0]["delta"]) and len(pn["now_vs_later"]) == 3
-    assert 10 < pn["stop_cost"] < 40  # seconds
+    kept = json.loads((quick_demo["out"] / "race" / "run" / "config.json").read_text())["fresh_start"]["kept"]
+    assert ("pit_now" in d["race"]) == kept  # a run whose FreshStart check dropped it has no what-if to show
+    if kept:
+        pn = d["race"]["pit_now"]  # the pit-now what-if at mid-race, as `lapnet race pit-now` gives it
+        written = json.loads((quick_demo["out"] / "race" / "pit_now.json").read_text())
+        assert written["lap"] == pn["lap"] and written["compounds"][0]["compound"] == "ANY"
+        assert pn["delta"] == pytest.approx(written["compounds"][0]["delta"]) and len(pn["now_vs_later"]) == 3
+        assert 10 < pn["stop_cost"] < 40  # seconds
     if "real" in d["race"]:  # the real races, when the data is present: phases checked without labels
         checks = d["race"]["real"]["phase_checks"]
         assert set(checks) == {"note", "live", "post_race"}

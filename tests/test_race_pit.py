@@ -89,38 +89,45 @@ def test_stop_loss_against_the_stopping_drivers_racing_pace():
 
 def test_stop_loss_under_a_safety_car_against_the_other_cars_laps():
     """A stop whose in- and out-lap ran under a safety car costs what it took beyond the other
-    cars' median laps on those two laps (they ran under it too), shrunk to its own prior
-    (NEUTRAL_LOSS_PRIOR); the green stop loss does not see it."""
+    cars' median laps on those two laps, their own in- and out-laps left out (CCC stops on the
+    same laps), shrunk to its own prior; an out-lap without a LapTime is timed from the in-lap's
+    end; the green stop loss does not see these stops."""
     from lapnet.race.pit import NEUTRAL_LOSS_PRIOR
 
     rows = []
-    for k, drv in enumerate(("AAA", "BBB", "CCC", "DDD", "EEE")):
+    for k, drv in enumerate(("AAA", "BBB", "CCC", "DDD", "EEE", "FFF")):
         t = 3000.0 + 2.0 * k
+        stops = drv in ("BBB", "CCC")
         for n in range(1, 8):
             sc = n in (4, 5)
             lt = (130.0 if sc else 90.0) + 0.3 * k
-            if drv == "BBB" and n == 4:
+            if stops and n == 4:
                 lt += 3.0  # in-lap under the safety car
-            if drv == "BBB" and n == 5:
+            if stops and n == 5:
                 lt += 12.0  # out-lap under it
             t += lt
-            rows.append({"Driver": drv, "LapNumber": float(n), "LapTime": lt, "Time": t, "Stint": 1.0 + (drv == "BBB" and n >= 5),
-                         "Compound": "HARD" if (drv == "BBB" and n >= 5) else "MEDIUM", "TyreLife": float(n),
+            rows.append({"Driver": drv, "LapNumber": float(n), "Time": t, "Stint": 1.0 + (stops and n >= 5),
+                         "LapTime": np.nan if (drv == "CCC" and n == 5) else lt,  # FastF1 gave CCC's out-lap no time
+                         "Compound": "HARD" if (stops and n >= 5) else "MEDIUM", "TyreLife": float(n),
                          "TrackStatus": "4" if sc else "1", "IsAccurate": True, "Position": float(k + 1), "Team": drv,
-                         "PitInTime": t - 15 if (drv == "BBB" and n == 4) else np.nan,
-                         "PitOutTime": t - lt + 10 if (drv == "BBB" and n == 5) else np.nan})
+                         "PitInTime": t - 15 if (stops and n == 4) else np.nan,
+                         "PitOutTime": t - lt + 10 if (stops and n == 5) else np.nan})
     laps = _clean(pd.DataFrame(rows))
     f = featurize_race(laps, 50)
     at = lambda drv, n: f.iloc[int(np.flatnonzero((laps["Driver"] == drv).to_numpy() & (laps["LapNumber"] == n).to_numpy())[0])]  # noqa: E731
     assert at("BBB", 4)["_stop_loss_neutral"] == pytest.approx(NEUTRAL_LOSS_PRIOR * at("BBB", 4)["_ref"])
-    # BBB's stop put him last: the four others had ended laps 4 and 5 when his out-lap ended
-    later = at("EEE", 6)
-    bbb5 = float(laps.loc[(laps["LapNumber"] == 5) & (laps["Driver"] == "BBB"), "Time"].iloc[0])
-    assert (laps.loc[(laps["LapNumber"] == 5) & (laps["Driver"] != "BBB"), "Time"] < bbb5).all()
-    others = 2 * np.median([130.0 + 0.3 * k for k in (0, 2, 3, 4)])  # laps 4 and 5 alike
-    loss = (133.3 + 142.3 - others) / at("BBB", 5)["_ref"]
-    assert at("BBB", 5)["_stop_loss_neutral"] == pytest.approx((3 * NEUTRAL_LOSS_PRIOR + loss) / 4 * at("BBB", 5)["_ref"])
-    assert later["_stop_loss"] == pytest.approx(0.25 * later["_ref"])  # no green stop: the green prior
+    assert at("BBB", 4)["_stop_stops_neutral"] == 0
+    # BBB's and CCC's stops put them behind the others, who had ended laps 4 and 5 when their out-laps ended
+    ends5 = laps.loc[laps["LapNumber"] == 5].set_index("Driver")["Time"]
+    assert (ends5.drop(["BBB", "CCC"]) < ends5[["BBB", "CCC"]].min()).all()
+    others = 2 * np.median([130.0 + 0.3 * k for k in (0, 3, 4, 5)])  # AAA, DDD, EEE, FFF: CCC's pit laps left out
+    ref = at("FFF", 6)["_ref"]
+    bbb = (133.3 + 142.3 - others) / at("BBB", 5)["_ref"]
+    ccc = (133.6 + 142.6 - others) / at("CCC", 5)["_ref"]  # its out-lap timed from Time
+    assert at("FFF", 6)["_stop_stops_neutral"] == 2
+    assert at("FFF", 6)["_stop_loss_neutral"] == pytest.approx((3 * NEUTRAL_LOSS_PRIOR + 2 * np.median([bbb, ccc])) / 5 * ref,
+                                                               rel=1e-5)
+    assert at("FFF", 6)["_stop_loss"] == pytest.approx(0.25 * ref) and at("FFF", 6)["_stop_stops"] == 0  # no green stop
 
 
 def test_extra_features_are_causal():

@@ -140,6 +140,10 @@ def test_pit_now_numbers_follow_their_definitions(asked):
                 later_plan = (sum(stay[i, t, k - 1] for k in range(1, j + 3)) + loss[i, t]
                               + sum(what.later[c, j - 1, i, t, k - j - 3] for k in range(j + 3, E + 1)))
                 assert s["now_vs_later"][c, j - 1, i, t] == pytest.approx(stop_plan - later_plan, abs=1e-9)
+                # carried to the flag: the two new sets' mean gap per lap (laps t+j+3 .. t+E) times the laps after t+E
+                gaps = [new[k - 3] - what.later[c, j - 1, i, t, k - j - 3] for k in range(j + 3, E + 1)]
+                want = stop_plan - later_plan + np.mean(gaps) * max(left[i, t] - K, 0)
+                assert s["now_vs_later_to_flag"][c, j - 1, i, t] == pytest.approx(want, abs=1e-9)
     # seconds, not percent: a lap on new tyres is within 10% of the race's reference lap
     assert np.nanmax(np.abs(what.new / ref[None, ..., None] - 1)) < 0.1
 
@@ -150,6 +154,28 @@ def test_pit_now_refuses_a_run_without_a_fresh_start_and_wet_compounds(asked):
         pit_now(run.model.forecaster, seq, stay)
     with pytest.raises(LapnetError, match="INTERMEDIATE: choose from ANY, SOFT, MEDIUM, HARD"):
         pit_now(run.model, seq, stay, ("SOFT", "INTERMEDIATE"))
+
+
+def test_no_what_if_under_a_red_flag_and_why(asked):
+    """Under a red flag tyres are changed in the pit lane: no what-if, and the reason says so
+    first, even on a lap that is also an in-lap."""
+    from lapnet.race.whatif import _why_not, what_if
+
+    run, seq, stay, what = asked
+    x = seq.x.copy()
+    red = what.possible & (np.arange(x.shape[1])[None] % 7 == 0)
+    x[red, IX["red"]] = 1.0
+    valid = np.arange(x.shape[1])[None] < seq.lengths[:, None]
+    again = what_if(run.model, x, seq.lap_number, seq.ref, seq.stop_loss, seq.stop_loss_neutral, stay, valid, CHOICES,
+                    seq.stop_stops)
+    assert red.sum() > 20 and not again.possible[red].any() and (again.possible == (what.possible & ~red)).all()
+    i, t = np.argwhere(red)[0]
+    v = x[i, t].copy()
+    v[IX["in_lap"]] = 1.0
+    assert _why_not(v, 90.0, 30.0).startswith("a red flag")
+    green = seq.x[i, t].copy()
+    green[IX["in_lap"]] = 1.0
+    assert _why_not(green, 90.0, 30.0).startswith("this lap is an in-lap")
 
 
 def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
@@ -178,14 +204,16 @@ def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
             if neutral[i, t]:
                 med = [np.median([seq.lap_time[j, u] for j in range(len(seq.lengths)) if j != i
                                   for u in range(int(seq.lengths[j])) if seq.lap_number[j, u] == seq.lap_number[i, t] + k
-                                  and np.isfinite(seq.lap_time[j, u])]) for k in (1, 2)]
+                                  and np.isfinite(seq.lap_time[j, u])
+                                  and not (x[j, u, IX["in_lap"]] or x[j, u, IX["out_lap"]])])  # their own stops left out
+                       for k in (1, 2)]
                 loss[i, t] = run - sum(med) + 1.0
                 kinds.add("neutral")
             elif x[i, t + 1, IX["green"]] and x[i, t + 2, IX["green"]]:
                 loss[i, t] = run - stay[i, t, 0] - stay[i, t, 1] + 1.0
                 kinds.add("green")
     assert len(stops) >= 20 and kinds == {"green", "neutral"}
-    fake = PitNow(what.compounds, what.stay, fake_new, what.new_half90, fake_later, loss, what.in_out, neutral,
+    fake = PitNow(what.compounds, what.stay, fake_new, what.new_half90, fake_later, loss, what.stop_stops, what.in_out, neutral,
                   what.laps_left, what.possible)
     errors = stop_errors(seq, fake, np.where(np.isfinite(seq.future), seq.future, 0.0))
     assert errors["stops"] == len(stops)
@@ -301,10 +329,11 @@ def test_live_pit_now_equals_the_batch_what_if(sim_run, run_cli, asked):
             for c, name in enumerate(what.compounds):
                 new = what.new[c, i, t]
                 np.testing.assert_allclose(got[name]["laps"], new[np.isfinite(new)], atol=2e-3)  # to the flag
-                assert got[name]["first_lap"] == seq.lap_number[i, t] + 3
-                assert got[name]["delta_next10"] == pytest.approx(s["delta"][c, i, t], abs=2e-2)
-                np.testing.assert_allclose(np.array(got[name]["now_vs_later"], float), s["now_vs_later"][c, :, i, t],
-                                           atol=2e-2)  # None (to the flag) reads as NaN
+                assert got[name]["first_lap_number"] == seq.lap_number[i, t] + 3
+                assert got[name]["delta"] == pytest.approx(s["delta"][c, i, t], abs=2e-2)
+                for key in ("now_vs_later", "now_vs_later_to_flag"):  # None (past the flag) reads as NaN
+                    np.testing.assert_allclose(np.array(got[name][key], float), s[key][c, :, i, t], atol=5e-2)
+            assert got["stop_cost_stops"] == what.stop_stops[i, t] and got["laps_to_flag"] == what.laps_left[i, t]
             checked += 1
     assert checked > 500 and nulls > 20
     code, out, err = run_cli("race", "live", run, race)

@@ -381,8 +381,9 @@ def _race(out: Path, s: DemoSizes, progress: bool, f1: Path | None) -> PartResul
     pit_now = _pit_now(out, test_laps[test_laps["Race"] == test_laps["Race"].iloc[0]], driver)
     if pit_now is not None:
         details["pit_now"] = pit_now
-        text += (f"; pit now ({driver}, after lap {pit_now['lap']}): a new set {pit_now['gain_per_lap']:+.2f} s/lap, "
-                 f"boxing now vs a lap later {pit_now['now_vs_later'][0]:+.2f} s")
+        later = pit_now["now_vs_later"][0]
+        text += (f"; pit now ({driver}, after lap {pit_now['lap']}): a new set {pit_now['gain_per_lap']:+.2f} s/lap"
+                 + (f", boxing now vs a lap later {later:+.2f} s by lap {pit_now['lap'] + 10}" if math.isfinite(later) else ""))
     if f1 is not None and s.race_real_files > 0:
         files = sorted(f1.glob("*.csv"))[: s.race_real_files]
         real = eval_race(out / "run", files)
@@ -402,23 +403,30 @@ def _race(out: Path, s: DemoSizes, progress: bool, f1: Path | None) -> PartResul
 
 
 def _pit_now(out: Path, laps, driver: str) -> dict | None:
-    """`lapnet race pit-now` at mid-race (the first lap from there where one is made) -> pit_now.json,
-    and the headline numbers; None when the run kept no FreshStart (its check on these tiny
-    simulated runs may drop it) or no lap has a what-if."""
-    from lapnet.errors import LapnetError
-    from lapnet.race.whatif import pit_now_race
+    """`lapnet race pit-now` for `driver` at the first lap from mid-race where a what-if is made
+    -> pit_now.json, and the headline numbers; None when the run kept no FreshStart (its check on
+    these tiny simulated runs may drop it: config.json says why) or no lap has a what-if."""
+    import numpy as np
 
-    last = int(laps.loc[laps["Driver"] == driver, "LapNumber"].max())
-    for lap in range(last // 2, last - 3):
-        try:
-            res = pit_now_race(out / "run", laps, driver=driver, lap=lap)
-        except LapnetError:
-            continue
-        write_json(out / "pit_now.json", res)
-        new = res["compounds"][0]
-        return {"lap": res["lap"], "gain_per_lap": new["gain_per_lap"], "delta": new["delta"],
-                "now_vs_later": new["now_vs_later"], "stop_cost": new["stop_cost"]}
-    return None
+    from lapnet.race.pipeline import load_laps, load_run, race_sequences, run_net, subset_sequences, to_seconds
+    from lapnet.race.whatif import pit_now, pit_now_race
+
+    run = load_run(out / "run")
+    if getattr(run.model, "fresh", None) is None:
+        return None
+    seq, _ = race_sequences(load_laps(laps)[0])
+    i = next(k for k, key in enumerate(seq.keys) if key[1] == driver)
+    sub = subset_sequences(seq, np.array([i]))
+    what = pit_now(run.model, sub, to_seconds(sub, run_net(run.model, sub)["mean"]))
+    half = int(sub.lengths[0]) // 2
+    at = [t for t in np.flatnonzero(what.possible[0]) if t >= half]
+    if not at:
+        return None
+    res = pit_now_race(out / "run", laps, driver=driver, lap=int(sub.lap_number[0, at[0]]))
+    write_json(out / "pit_now.json", res)
+    new = res["compounds"][0]
+    return {"lap": res["lap"], "gain_per_lap": new["gain_per_lap"], "delta": new["delta"],
+            "now_vs_later": new["now_vs_later"], "stop_cost": new["stop_cost"]}
 
 
 def _race_headline(summary: list[dict]) -> tuple[dict, dict]:

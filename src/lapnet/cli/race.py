@@ -376,8 +376,11 @@ def pit_now_cmd(
         return
     _cleaning_line({"cleaning": res["cleaning"]})
     _length_line(res, length)
-    how = ("called under a safety car or VSC: priced as the race's stops under one" if res["under_safety_car"]
-           else "what the race's green stops so far cost against racing laps")
+    n = res["stop_cost_stops"]
+    basis = f"{n} such stop{'' if n == 1 else 's'} so far" if n > 0 else "no such stop yet: the prior from the 15 real races"
+    how = (f"what the race's stops under a safety car or VSC cost against the other cars' laps ({basis}; a poor guide: "
+           "on real races they cost 14 to 33 s, quartiles)" if res["under_safety_car"]
+           else f"what the race's green stops cost against racing laps ({basis})")
     console.print(f"{res['driver']} boxes on lap {res['lap'] + 1}, called after lap {res['lap']} on {res['compound'].lower()} "
                   f"tyres {res['tyre_life']:.0f} laps old, {res['laps_to_flag']} laps to the flag; in-lap + out-lap "
                   f"{res['in_out_s']:.1f} s: the stay-out laps plus {res['stop_cost_s']:.1f} s, {how}", soft_wrap=True)
@@ -385,20 +388,25 @@ def pit_now_cmd(
     summary_table("lap times (s)", [{name(k): (_cell(round(v, 3)) if isinstance(v, float) else v) for k, v in row.items()}
                                     for row in res["laps"]], wide=True)
     r2 = lambda v: f"{v:.2f}" if isinstance(v, float) and math.isfinite(v) else "-"  # noqa: E731
-    summary_table(f"per set (s): lap {res['lap'] + 3} is the first on the new set; delta: stopping minus staying "
-                  "out to lap " + str(res["lap"] + min(10, res["laps_to_flag"])) + "; later: boxing now minus boxing "
-                  "1 / 2 / 3 laps later, same laps",
+    end = res["lap"] + min(10, res["laps_to_flag"])
+
+    def payback(v: float) -> str:
+        return r2(v) if not math.isfinite(v) or v <= res["laps_to_flag"] - 2 else "after the flag"
+
+    summary_table(f"per set (s): lap {res['lap'] + 3} is the first on the new set; delta: stopping minus staying out by "
+                  f"lap {end}; later: boxing now minus boxing 1 / 2 / 3 laps later, by lap {end} and carried to the flag",
                   [{"set": name(p["compound"]), f"lap {res['lap'] + 3}": f"{r2(p['first_lap'])} ±{r2(p['first_lap_half90'])}",
                     "stop cost": r2(p["stop_cost"]), "gain/lap": r2(p["gain_per_lap"]), "delta": r2(p["delta"]),
-                    "payback laps": r2(p["payback_laps"]) + (" (after the flag)" if math.isfinite(p["payback_laps"])
-                                                             and p["payback_laps"] > res["laps_to_flag"] - 2 else ""), "later 1 / 2 / 3": " / ".join(r2(v) for v in p["now_vs_later"])}
+                    "payback laps": payback(p["payback_laps"]),
+                    f"later, by lap {end}": " / ".join(r2(v) for v in p["now_vs_later"]),
+                    "later, to the flag": " / ".join(r2(v) for v in p["now_vs_later_to_flag"])}
                    for p in res["compounds"]], wide=True)
     if any(p["compound"] != "ANY" for p in res["compounds"]):
         console.print("note: a compound's column is what drivers ran after the stops teams chose onto it (not a tyre "
                       "model): on real stops it forecasts the laps no better than 'new set', the three's mean",
                       soft_wrap=True)
-    console.print("note: payback extrapolates the mean gain; 'later' leaves out that the later set is fresher for "
-                  "what follows", soft_wrap=True)
+    console.print("note: payback extrapolates the mean gain; 'to the flag' carries the two new sets' mean gap per lap to "
+                  "the flag, if neither stops again; no rival is modelled", soft_wrap=True)
     for note in res["notes"]:
         console.print(f"note: {note}", soft_wrap=True)
 
@@ -506,9 +514,10 @@ def live_cmd(
         "The race to follow when the table or feed holds several (its Race column, e.g. from "
         "`lapnet race clean a.csv b.csv --out both.csv`); live follows one race.")),
     pit_now: bool = typer.Option(False, "--pit-now", help=(
-        "Add 'pit_now' to every lap: what if the driver pits at the end of the next lap, per dry compound "
-        "(the new-tyre laps, the stop's cost, the gain per lap, stopping minus staying out over the next 10 "
-        "laps, the laps to pay the stop back; as `lapnet race pit-now`). Needs a run with a FreshStart.")),
+        "Add 'pit_now' to every lap: what if the driver boxes on the next lap, for a new set (ANY) and each dry "
+        "compound: the stop's cost, the new set's laps to the flag, the gain per lap, stopping minus staying out "
+        "over the next 10 laps, the laps to pay the stop back, boxing now minus boxing 1-3 laps later (by lap N+10 "
+        "and carried to the flag); as `lapnet race pit-now` (docs/guide/race.md). Needs a run with a FreshStart.")),
 ) -> None:
     from lapnet.race.live import DriverFilter, follow_race
 

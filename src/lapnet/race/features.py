@@ -243,6 +243,7 @@ class LapFeatures:
     stint_id: int
     stop_loss: float = math.nan  # seconds: what a stop costs against two racing laps in this race so far (`PitContext`)
     stop_loss_neutral: float = math.nan  # seconds: what a stop under a safety car or VSC costs against the others' laps
+    stop_stops: tuple[int, int] = (0, 0)  # the stops each of those is measured on so far (green, neutralised)
 
 
 class RaceFeaturizer:
@@ -267,7 +268,8 @@ class RaceFeaturizer:
         # timed lap (laps behind a safety car: a poor reference, see `ref_source`)
         self.green_pool: list[float] = []
         self.fallback_pool: list[float] = []
-        self.lap_ends: dict[int, list[tuple[float, float, str]]] = {}  # lap number -> (session time, lap time, driver) of the cars that ended it
+        # lap number -> (session time, lap time, driver, an in- or out-lap) of the cars that ended it
+        self.lap_ends: dict[int, list[tuple[float, float, str, bool]]] = {}
         self.pit_times: list[tuple[float, str]] = []  # (session time, driver) of in-laps
         self.n_timed = 0
         self.stint_ends: dict[str, list[float]] = {}  # compound -> tyre life at which stints ended in the pits
@@ -312,6 +314,7 @@ class RaceFeaturizer:
         extra = self.pit_context.step(self, lap)  # reads the state the lap has just updated
         f.x = np.concatenate([f.x, fresh, extra])  # (D,)
         f.stop_loss, f.stop_loss_neutral = self.pit_context.stop_loss, self.pit_context.stop_loss_neutral
+        f.stop_stops = (len(self.pit_context.pace_losses), len(self.pit_context.neutral_losses))
         return f
 
     def field_pace(self, drv: str, t_end: float, ref: float, window: float = FIELD_WINDOW) -> tuple[float, float, float]:
@@ -435,7 +438,7 @@ class RaceFeaturizer:
             earlier = max((e for e in ends if e[0] <= t_end), default=None)
             if earlier is not None:
                 (gap, ahead_time, ahead_drv), leader = (t_end - earlier[0], earlier[1], earlier[2]), 0.0
-            ends.append((t_end, lap_time if has_time else math.nan, drv))
+            ends.append((t_end, lap_time if has_time else math.nan, drv, in_lap or out_lap))
 
         if has_time and not st.timed:
             st.timed = True
@@ -653,7 +656,8 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
 
     Returns:
         A frame aligned with `df` (same index) holding the feature columns `FEATURES` and
-        `_base`, `_ref`, `_stop_loss`, `_stop_loss_neutral` (seconds) and `_stint_id`.
+        `_base`, `_ref`, `_stop_loss`, `_stop_loss_neutral` (seconds), `_stop_stops`,
+        `_stop_stops_neutral` (the stops those are measured on) and `_stint_id`.
     """
     if total_laps is None or total_laps == "file":
         total_laps = race_laps(df)
@@ -663,7 +667,7 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
         raise LapnetError(f"race length: a number of laps, 'file' or 'estimate', got {total_laps!r}")
     fz = RaceFeaturizer(total_laps)
     records = df.to_dict("index")
-    xs, bases, refs, stints, idx, losses, neutral = [], [], [], [], [], [], []
+    xs, bases, refs, stints, idx, losses, neutral, counts = [], [], [], [], [], [], [], []
     for i in session_order(df):
         f = fz.step(records[i])
         xs.append(f.x)
@@ -671,10 +675,13 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
         refs.append(f.ref)
         losses.append(f.stop_loss)
         neutral.append(f.stop_loss_neutral)
+        counts.append(f.stop_stops)
         stints.append(f.stint_id)
         idx.append(i)
     out = pd.DataFrame(np.stack(xs) if xs else np.zeros((0, len(FEATURES))), index=idx, columns=list(FEATURES))
     out["_base"], out["_ref"], out["_stint_id"], out["_stop_loss"], out["_stop_loss_neutral"] = bases, refs, stints, losses, neutral
+    out["_stop_stops"] = [c[0] for c in counts]
+    out["_stop_stops_neutral"] = [c[1] for c in counts]
     return out.loc[df.index]
 
 
@@ -708,6 +715,7 @@ class Sequences:
     keys: list  # (race, driver) for each sequence
     stop_loss: np.ndarray  # (N, T) seconds: what a stop costs against two racing laps in the race so far (`PitContext`)
     stop_loss_neutral: np.ndarray  # (N, T) seconds: the same for a stop under a safety car or VSC, against the others' laps
+    stop_stops: np.ndarray  # (N, T, 2) int: the race's stops those two are measured on so far (0: the prior alone)
 
 
 def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int | str] = "file") -> Sequences:
@@ -752,6 +760,7 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         keys=[k for k, _ in groups],
         stop_loss=np.full((N, T), np.nan),
         stop_loss_neutral=np.full((N, T), np.nan),
+        stop_stops=np.zeros((N, T, 2), np.int64),
     )
     fx = feats[list(FEATURES)].to_numpy(np.float32)
     scored_all = df["Scored"].fillna(False).astype(bool).to_numpy()
@@ -773,6 +782,7 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         s.base[i, :L], s.ref[i, :L], s.lap_time[i, :L] = base, ref, lt
         s.stop_loss[i, :L] = feats["_stop_loss"].to_numpy(float)[ix]
         s.stop_loss_neutral[i, :L] = feats["_stop_loss_neutral"].to_numpy(float)[ix]
+        s.stop_stops[i, :L] = feats[["_stop_stops", "_stop_stops_neutral"]].to_numpy(np.int64)[ix]
         s.origin_scored[i, :L] = sc
         s.lap_number[i, :L], s.stint_id[i, :L] = ln, sid
         s.compound[i, :L] = comp_all[ix]

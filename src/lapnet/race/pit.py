@@ -54,10 +54,13 @@ from lapnet.race.models import TYRE_LAPS, _bins
 PIT_LOSS_PRIOR = 0.25  # share of the reference lap a stop costs (about 22 s at a 90 s lap) until stops are seen
 TYPICAL_PRIOR = {"SOFT": 0.30, "MEDIUM": 0.45, "HARD": 0.60}  # share of the race a stint lasts on each compound
 PRIOR_WEIGHT = 3.0  # the priors count as this many observed stops / stints
-# a stop under a safety car or VSC, against the other cars' laps on the same laps: about three quarters of a green
-# stop's cost (15 real races of 2023: 17.1 s against 22.0 s, medians over 58 and 343 stops) until such stops are seen
-NEUTRAL_LOSS_PRIOR = 0.19
-MIN_OTHERS = 3  # other cars' laps on the same lap a neutralised stop is measured against
+# what a stop costs against two racing laps (green: `stop_loss`), and under a safety car or VSC against the other cars'
+# laps on the same two laps (`stop_loss_neutral`), in shares of the reference lap, until the race's own stops are seen:
+# the medians over the 15 real races of 2023 (`python benchmarks/stop_loss.py`: 0.242 over 339 green stops, 21.0 s;
+# 0.256 over 86 neutralised ones, 23.9 s, IQR 14.4-32.6 s: no cheaper than a green one by this measure)
+STOP_LOSS_PRIOR = 0.25
+NEUTRAL_LOSS_PRIOR = 0.26
+MIN_OTHERS = 3  # other cars' laps (no in- or out-lap) on the same lap a neutralised stop is measured against
 
 
 @dataclass
@@ -66,7 +69,8 @@ class _Own:
     in_green: bool = False
     neutral: bool = False  # the previous lap showed SC / VSC
     in_pace: float = math.nan  # the stint's racing pace before that in-lap: the median of its last 3 Scored laps
-    in_lap: tuple[float, float, bool] = (math.nan, math.nan, False)  # (lap number, lap time, neutralised) of the last in-lap
+    in_lap: tuple[float, float, str] = (math.nan, math.nan, "")  # (lap number, lap time, TrackStatus) of the last in-lap
+    in_end: float = math.nan  # session time at which the last in-lap ended (an out-lap without a LapTime is timed from it)
     end: dict = field(default_factory=dict)  # lap number -> session time it ended
 
 
@@ -79,8 +83,10 @@ def _shrunk(losses: list[float], prior: float = PIT_LOSS_PRIOR) -> float:
 
 
 def _others_median(fz: RaceFeaturizer, n: float, drv: str) -> float:
-    """The median lap time of the other cars that have ended lap `n` so far (NaN with fewer than MIN_OTHERS)."""
-    times = [e[1] for e in fz.lap_ends.get(int(n), []) if e[2] != drv and math.isfinite(e[1])] if math.isfinite(n) else []
+    """The median lap time of the other cars that have ended lap `n` so far, their in- and out-laps
+    left out (NaN with fewer than MIN_OTHERS)."""
+    times = ([e[1] for e in fz.lap_ends.get(int(n), []) if e[2] != drv and not e[3] and math.isfinite(e[1])]
+             if math.isfinite(n) else [])
     return statistics.median(times) if len(times) >= MIN_OTHERS else math.nan
 
 
@@ -95,7 +101,7 @@ class PitContext:
         self.pace_losses: list[float] = []
         self.stop_loss = math.nan  # seconds, after each step: the race's stop cost so far (`_shrunk` of pace_losses)
         # stops whose in- or out-lap ran under a safety car or VSC, against the other cars' laps on the same two
-        # laps (they ran under it too): the cheap stop
+        # laps (they ran under it too; their own in- and out-laps left out)
         self.neutral_losses: list[float] = []
         self.stop_loss_neutral = math.nan  # seconds, after each step (`_shrunk` of neutral_losses to NEUTRAL_LOSS_PRIOR)
 
@@ -114,16 +120,20 @@ class PitContext:
         # the race's pit loss: measured on green stops once their out-lap has ended
         if out_lap and math.isfinite(me.in_time) and me.in_green and not neutral and math.isfinite(lap_time):
             self.losses.append((me.in_time + lap_time - 2 * ref) / ref)
+        # an out-lap without a LapTime (FastF1 has none for some under a safety car) is timed from the in-lap's end
+        out_time = lap_time if math.isfinite(lap_time) else t_end - me.in_end if out_lap else math.nan
+        if out_lap and math.isfinite(me.in_time) and me.in_green and not neutral and math.isfinite(out_time):
             if math.isfinite(me.in_pace):
-                self.pace_losses.append((me.in_time + lap_time - 2 * me.in_pace) / ref)
-        slow = bool(SLOW_RUNNING_CODES.intersection(status))
-        n_in, t_in, slow_in = me.in_lap
-        if (out_lap and math.isfinite(t_in) and math.isfinite(lap_time) and n_in == n - 1 and (slow or slow_in)
-                and RED_CODE not in status):
+                self.pace_losses.append((me.in_time + out_time - 2 * me.in_pace) / ref)
+        n_in, t_in, status_in = me.in_lap
+        both = status_in + status  # a safety car or VSC on either lap, a red flag on neither
+        if (out_lap and math.isfinite(t_in) and math.isfinite(out_time) and n_in == n - 1
+                and SLOW_RUNNING_CODES.intersection(both) and RED_CODE not in both):
             others = _others_median(fz, n_in, drv) + _others_median(fz, n, drv)
             if math.isfinite(others):
-                self.neutral_losses.append((t_in + lap_time - others) / ref)
-        me.in_lap = (n, lap_time, slow and RED_CODE not in status) if in_lap else (math.nan, math.nan, False)
+                self.neutral_losses.append((t_in + out_time - others) / ref)
+        me.in_lap = (n, lap_time, status) if in_lap else (math.nan, math.nan, "")
+        me.in_end = t_end if in_lap else math.nan
         me.in_time = lap_time if in_lap else math.nan
         me.in_green = in_lap and not neutral
         if in_lap:  # the stint's Scored laps (`RaceFeaturizer` has not reset them yet: that happens on the out-lap)
@@ -131,7 +141,7 @@ class PitContext:
             me.in_pace = statistics.median(last) if last else math.nan
         loss = _shrunk(self.losses)
         loss_s = loss * ref
-        self.stop_loss = _shrunk(self.pace_losses) * ref
+        self.stop_loss = _shrunk(self.pace_losses, STOP_LOSS_PRIOR) * ref
         self.stop_loss_neutral = _shrunk(self.neutral_losses, NEUTRAL_LOSS_PRIOR) * ref
 
         # who is behind on the road: the previous lap (the cars behind have ended it by now)

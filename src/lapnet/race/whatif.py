@@ -23,10 +23,11 @@ chequered flag (the race length the features use). From these, per compound (`Pi
 over laps t+3 .. t+K), `delta` (stopping minus staying out over laps t+1 .. t+K: negative when
 the stop has paid for itself within the forecast), `payback_laps` (laps on new tyres to make
 back the stop cost at the forecast's mean gain: an extrapolation, NaN when the new tyres are not
-faster) and `now_vs_later` (boxing now minus boxing j = 1 .. LATER laps later, over laps t+1 ..
-t+K: the stop costs the same either way, so this is the undercut: negative when the early
-stop's new tyres gain more than the later stop's, whose set is then j laps fresher for what
-follows).
+faster), `now_vs_later` (boxing now minus boxing j = 1 .. LATER laps later, over laps t+1 ..
+t+K: the stop costs the same either way; negative when the early stop's new tyres gain more by
+lap t+K than the later stop's) and `now_vs_later_to_flag` (the same carried to the flag at the
+two sets' mean gap per lap while both are new, if neither stops again: the later set is then j
+laps fresher, which can turn the sign). No rival is modelled: this is not the undercut on a given car.
 
 Every lap's numbers use only laps that ended before it. Checked on the real stops of real races
 by `stop_check` (`benchmarks/race_real.py`, out of fold): the new-tyre laps forecast two laps
@@ -140,6 +141,7 @@ class PitNow:
     new_half90: np.ndarray  # (C, *S, K) their 90% half-width
     later: np.ndarray  # (C, LATER, *S, K) laps t+j+3 .. t+j+K+2 after a stop called j = 1 .. LATER laps later
     stop_loss: np.ndarray  # (*S,) what the stop costs against the two stay-out laps
+    stop_stops: np.ndarray  # (*S,) int: the race's stops that cost is measured on so far (0: the prior alone)
     in_out: np.ndarray  # (*S,) the stop's in-lap plus out-lap: the two stay-out laps plus stop_loss
     neutral: np.ndarray  # (*S,) bool: called under a safety car or VSC (priced as such a stop)
     laps_left: np.ndarray  # (*S,) laps to the flag after lap t
@@ -149,8 +151,11 @@ class PitNow:
         """Per compound (C, *S): stop_cost, gain_per_lap (stay-out minus new-tyre lap over laps
         t+3 .. t+E, E = min(K, laps to the flag)), delta (stopping minus staying out over laps
         t+1 .. t+E; < 0: the stop has paid off within the forecast), payback_laps (stop_cost /
-        gain_per_lap; NaN unless the gain is > 0); and now_vs_later (C, LATER, *S): boxing now
-        minus boxing j laps later over laps t+1 .. t+E (NaN where E < j + 3: no lap on the later set)."""
+        gain_per_lap; NaN unless the gain is > 0); now_vs_later (C, LATER, *S): boxing now minus
+        boxing j laps later over laps t+1 .. t+E (NaN where E < j + 3: no lap on the later set);
+        now_vs_later_to_flag (C, LATER, *S): that plus the two sets' mean gap per lap while both
+        are on new tyres (laps t+j+3 .. t+E: the early set j laps older) times the laps from t+E+1
+        to the flag (an extrapolation, if neither stops again)."""
         K = self.stay.shape[-1]
         C = len(self.compounds)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -163,14 +168,23 @@ class PitNow:
             payback = np.where(per_lap > 0, cost / per_lap, np.nan)
             # boxing j laps later: the same stop cost, stay-out laps t+3 .. t+j+2 instead of new ones, then the later set
             vs = np.full((C, LATER, *self.stop_loss.shape), np.nan)
+            to_flag = np.full_like(vs, np.nan)
+            beyond = np.maximum(self.laps_left - K, 0.0)  # laps after t+K to the flag
             for j in range(1, LATER + 1):
                 a = self.new[..., : K - STOP_LAPS]  # (C, *S, K-2) laps t+3 .. t+K, boxing now
                 b = np.concatenate([np.broadcast_to(self.stay[None, ..., STOP_LAPS: STOP_LAPS + j], (C, *self.stay.shape[:-1], j)),
                                     self.later[:, j - 1, ..., : K - STOP_LAPS - j]], -1)  # boxing j laps later
                 ok = np.isfinite(b[..., j]) if K - STOP_LAPS > j else np.zeros(b.shape[:-1], bool)  # a lap on the later set
-                d = np.nansum(np.where(np.isfinite(a) & np.isfinite(b), a - b, 0.0), -1)
+                both = np.isfinite(a) & np.isfinite(b)
+                d = np.nansum(np.where(both, a - b, 0.0), -1)
                 vs[:, j - 1] = np.where(ok & np.isfinite(per_lap), d, np.nan)
-        return {"stop_cost": cost, "gain_per_lap": per_lap, "delta": delta, "payback_laps": payback, "now_vs_later": vs}
+                # both on new sets (laps t+j+3 .. t+E): the early set, j laps older, against the later one, per lap
+                fresh_both = both & (np.arange(K - STOP_LAPS) >= j)
+                n_both = fresh_both.sum(-1)
+                gap = np.where(n_both > 0, np.nansum(np.where(fresh_both, a - b, 0.0), -1) / np.maximum(n_both, 1), np.nan)
+                to_flag[:, j - 1] = vs[:, j - 1] + gap * beyond
+        return {"stop_cost": cost, "gain_per_lap": per_lap, "delta": delta, "payback_laps": payback, "now_vs_later": vs,
+                "now_vs_later_to_flag": to_flag}
 
 
 def pit_now(model: torch.nn.Module, seq: Sequences, stay: np.ndarray,
@@ -189,16 +203,18 @@ def pit_now(model: torch.nn.Module, seq: Sequences, stay: np.ndarray,
         LapnetError: the run has no FreshStart, or a compound is not one of CHOICES.
     """
     valid = np.arange(seq.x.shape[1])[None, :] < seq.lengths[:, None]
-    return what_if(model, seq.x, seq.lap_number, seq.ref, seq.stop_loss, seq.stop_loss_neutral, stay, valid, compounds)
+    return what_if(model, seq.x, seq.lap_number, seq.ref, seq.stop_loss, seq.stop_loss_neutral, stay, valid, compounds,
+                   seq.stop_stops)
 
 
 def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: np.ndarray, stop_loss: np.ndarray,
             stop_loss_neutral: np.ndarray, stay: np.ndarray, valid: np.ndarray,
-            compounds: tuple[str, ...] = DRY_COMPOUNDS) -> PitNow:
+            compounds: tuple[str, ...] = DRY_COMPOUNDS, stop_stops: np.ndarray | None = None) -> PitNow:
     """`pit_now` on bare arrays of any leading shape S (a race's sequences (N, T), one live lap
     (1, 1)): x (*S, D) lap vectors, lap_number (*S,), ref (*S,) the race's reference lap,
     stop_loss and stop_loss_neutral (*S,) its stop losses so far (`Sequences`), stay (*S, K) the
-    stay-out forecast, all in seconds; valid (*S,) bool (not padding)."""
+    stay-out forecast, all in seconds; valid (*S,) bool (not padding); stop_stops (*S, 2) the
+    stops those two losses are measured on (None: not known, reported as -1)."""
     fresh = require_fresh_start(model)
     compounds = tuple(compounds)
     bad = [c for c in compounds if c not in CHOICES]
@@ -238,8 +254,10 @@ def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: 
             later[c, j - 1] = read(name, STOP_LAPS + j)[0]
     possible = possible & np.isfinite(new[..., 0]).any(0)
     loss = np.where(neutral, np.asarray(stop_loss_neutral, np.float64), np.asarray(stop_loss, np.float64))
+    counts = (np.full(neutral.shape, -1, np.int64) if stop_stops is None
+              else np.where(neutral, np.asarray(stop_stops)[..., 1], np.asarray(stop_stops)[..., 0]))
     stay = np.where(possible[..., None] & before_flag, stay, np.nan)
-    return PitNow(compounds, stay, new, half, later, np.where(possible, loss, np.nan),
+    return PitNow(compounds, stay, new, half, later, np.where(possible, loss, np.nan), counts,
                   np.where(possible, stay[..., 0] + stay[..., 1] + loss, np.nan), neutral, left, possible)
 
 
@@ -251,12 +269,14 @@ def live_record(what: PitNow, lap: int) -> dict | None:
         return None
     s = what.summary()
     r = lambda v: round(float(v), 3) if math.isfinite(float(v)) else None  # noqa: E731
-    return {"in_lap": lap + 1, "stop_cost": r(what.stop_loss[0, 0]), "in_out": r(what.in_out[0, 0]),
-            "under_safety_car": bool(what.neutral[0, 0]),
-            **{name: {"first_lap": lap + STOP_LAPS + 1, "laps": [r(v) for v in what.new[c, 0, 0] if math.isfinite(v)],
-                      "gain_per_lap": r(s["gain_per_lap"][c, 0, 0]), "delta_next10": r(s["delta"][c, 0, 0]),
+    return {"in_lap": lap + 1, "stop_cost": r(what.stop_loss[0, 0]), "stop_cost_stops": int(what.stop_stops[0, 0]),
+            "in_out": r(what.in_out[0, 0]), "under_safety_car": bool(what.neutral[0, 0]), "laps_to_flag": int(what.laps_left[0, 0]),
+            **{name: {"first_lap_number": lap + STOP_LAPS + 1, "laps": [r(v) for v in what.new[c, 0, 0] if math.isfinite(v)],
+                      "gain_per_lap": r(s["gain_per_lap"][c, 0, 0]), "delta": r(s["delta"][c, 0, 0]),
                       "payback_laps": r(s["payback_laps"][c, 0, 0]),
-                      "now_vs_later": [r(v) for v in s["now_vs_later"][c, :, 0, 0]]} for c, name in enumerate(what.compounds)}}
+                      "now_vs_later": [r(v) for v in s["now_vs_later"][c, :, 0, 0]],
+                      "now_vs_later_to_flag": [r(v) for v in s["now_vs_later_to_flag"][c, :, 0, 0]]}
+               for c, name in enumerate(what.compounds)}}
 
 
 CHECK_NAMES = ("what_if_at_lap_t", "what_if_any_compound", "at_the_out_lap", "field_pace_at_t", "old_tyres_at_t")
@@ -283,17 +303,19 @@ def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
     - "stop": the stop cost forecast at lap t minus the cost of the stop made: for a green call,
       in-lap plus out-lap minus the two stay-out laps forecast (both laps timed and green); for a
       call under a safety car or VSC, in-lap plus out-lap minus the other cars' median laps on
-      the same two laps (at least 3 of them); "stop_neutral" says which.
+      the same two laps (at least 3 of them, their in- and out-laps left out); "stop_neutral"
+      says which.
     """
     x = seq.x
     K = seq.future.shape[2]
     inl, outl, green = x[..., _IX["in_lap"]] > 0, x[..., _IX["out_lap"]] > 0, x[..., _IX["green"]] > 0
     pace = x[..., _IX["field_pace_any"]] * 5.0
     field = np.where(x[..., _IX["has_field_pace_any"]] > 0, seq.ref * (1.0 + pace / 100.0), seq.ref)
-    by_lap: dict = {}  # (race, lap number) -> lap times of every car on that lap
+    by_lap: dict = {}  # (race, lap number) -> lap times of every car that raced that lap (no in- or out-lap)
     for i, (race, _) in enumerate(seq.keys):
         for t in range(int(seq.lengths[i])):
-            by_lap.setdefault((race, seq.lap_number[i, t]), []).append((i, seq.lap_time[i, t]))
+            if not (inl[i, t] or outl[i, t]):
+                by_lap.setdefault((race, seq.lap_number[i, t]), []).append((i, seq.lap_time[i, t]))
 
     def others(i: int, n: float) -> float:
         v = [lt for j, lt in by_lap.get((seq.keys[i][0], n), []) if j != i and np.isfinite(lt)]
@@ -397,19 +419,20 @@ def pit_now_rows(seq: Sequences, what: PitNow, i: int, t: int) -> tuple[list[dic
             row[name] = ("in-lap" if j == 1 else "out-lap") if j <= STOP_LAPS else float(what.new[c, i, t, j - STOP_LAPS - 1])
         laps.append(row)
     per = [{"compound": name, "first_lap": float(what.new[c, i, t, 0]), "first_lap_half90": float(what.new_half90[c, i, t, 0]),
-            **{k: float(v[c, i, t]) for k, v in s.items() if k != "now_vs_later"},
-            "now_vs_later": [float(v) for v in s["now_vs_later"][c, :, i, t]]} for c, name in enumerate(what.compounds)]
+            **{k: float(v[c, i, t]) for k, v in s.items() if not k.startswith("now_vs_later")},
+            **{k: [float(v) for v in s[k][c, :, i, t]] for k in ("now_vs_later", "now_vs_later_to_flag")}}
+           for c, name in enumerate(what.compounds)]
     return laps, per
 
 
 def _why_not(x: np.ndarray, stay0: float, laps_left: float) -> str:
     """Why no what-if is made at a lap with features `x` (D,)."""
+    if x[_IX["red"]] > 0:
+        return "a red flag: tyres are changed in the pit lane, at no cost"
     if any(x[_IX[f"compound_{c.lower()}"]] > 0 for c in WET_COMPOUNDS):
         return "the car is on intermediate or wet tyres (the laps after a stop are learnt from dry stops)"
     if x[_IX["in_lap"]] > 0:
         return "this lap is an in-lap: the stop is already under way"
-    if x[_IX["red"]] > 0:
-        return "a red flag: tyres are changed in the pit lane, at no cost"
     if laps_left < STOP_LAPS + 1:
         return (f"{laps_left:.0f} laps to the flag after it: no lap on new tyres to forecast (for a race still "
                 "running, give its length with --race-laps)")
@@ -436,10 +459,11 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
     Returns:
         {"race", "driver", "lap", "compound", "tyre_life", "laps_to_flag", "under_safety_car"
         (the call is priced as a stop under a safety car or VSC), "stop_cost_s" (the race's stop
-        loss so far, green or under a safety car: `PitContext`), "in_out_s", "laps": [{LapNumber,
-        stay_out, one column per compound}], "compounds": [{compound, first_lap,
-        first_lap_half90, stop_cost, gain_per_lap, delta, payback_laps, now_vs_later}],
-        "race_laps", "cleaning", "notes"}: seconds.
+        loss so far, green or under a safety car: `PitContext`), "stop_cost_stops" (the stops it
+        is measured on: 0, the prior alone), "in_out_s", "laps": [{LapNumber, stay_out, one
+        column per set}], "compounds": [{compound (ANY: a new set), first_lap (lap N+3's time),
+        first_lap_half90, stop_cost, gain_per_lap, delta, payback_laps, now_vs_later,
+        now_vs_later_to_flag}], "race_laps", "cleaning", "notes"}: seconds.
 
     Raises:
         LapnetError: not one race or not one driver, a lap the driver did not run, a run without a
@@ -490,7 +514,8 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
     return {"race": race, "driver": drivers[0], "lap": n, "compound": COMPOUNDS[sub.compound[0, t]],
             "tyre_life": float(sub.x[0, t, _IX["tyre_life"]] * 30), "laps_to_flag": int(what.laps_left[0, t]),
             "under_safety_car": bool(what.neutral[0, t]),
-            "stop_cost_s": float(what.stop_loss[0, t]), "in_out_s": float(what.in_out[0, t]),
+            "stop_cost_s": float(what.stop_loss[0, t]), "stop_cost_stops": int(what.stop_stops[0, t]),
+            "in_out_s": float(what.in_out[0, t]),
             "laps": rows, "compounds": per, "race_laps": used, "cleaning": report.summary(), "notes": notes}
 
 

@@ -9,9 +9,10 @@ hindsight over whole races:
 - green (no safety car, VSC or red flag on either lap): in-lap + out-lap minus twice the
   driver's racing pace before the stop (the median of his stint's last 3 Scored laps), as
   `lapnet.race.pit.PitContext.stop_loss` measures it lap by lap;
-- under a safety car or VSC (either lap, no red flag): in-lap + out-lap minus the other cars'
-  median laps on the same two laps, their own in- and out-laps left out (at least 3 cars), as
-  `PitContext.stop_loss_neutral` does.
+- under a safety car or VSC (on both laps, no red flag: the stop the what-if prices when it is
+  called under one): in-lap + out-lap minus what the cars nearest on the road before the stop
+  ran on those two laps staying out (`pit.neighbours_laps`: the 2 whose previous lap ended
+  nearest in time), as `PitContext.stop_loss_neutral` does lap by lap.
 
 Prints the medians in seconds and in shares of each race's reference lap (the median of its
 first 60 Scored laps, `features.REF_LAPS`): the shares are `pit.STOP_LOSS_PRIOR` and
@@ -35,14 +36,17 @@ sys.path.insert(0, str(REPO / "src"))
 def stop_costs(laps) -> dict[str, list[tuple[float, float]]]:
     """{"green": [(seconds, share of ref)], "neutral": [...]} over the stops of cleaned laps (one or more races)."""
     from lapnet.race.features import REF_LAPS
+    from lapnet.race.pit import neighbours_laps
     from lapnet.race.schema import RED_CODE, SLOW_RUNNING_CODES
 
     out: dict[str, list[tuple[float, float]]] = {"green": [], "neutral": []}
     for _, race in laps.groupby("Race", sort=False):
         race = race.sort_values("Time")
         ref = float(race.loc[race["Scored"], "LapTime"].iloc[:REF_LAPS].median())
-        racing = race[~race["InLap"] & ~race["OutLap"] & race["LapTime"].notna()]
-        others = {n: g for n, g in racing.groupby("LapNumber")}
+        ends: dict[int, list] = {}  # lap -> (Time, LapTime, Driver, in- or out-lap), as RaceFeaturizer.lap_ends
+        for r in race.itertuples(index=False):
+            if np.isfinite(r.LapNumber) and np.isfinite(r.Time):
+                ends.setdefault(int(r.LapNumber), []).append((r.Time, r.LapTime, r.Driver, bool(r.InLap or r.OutLap)))
         for drv, d in race.groupby("Driver"):
             d = d.sort_values("LapNumber").reset_index(drop=True)
             for k in range(len(d) - 1):
@@ -56,13 +60,11 @@ def stop_costs(laps) -> dict[str, list[tuple[float, float]]]:
                 status = str(a["TrackStatus"]) + str(b["TrackStatus"])
                 if RED_CODE in status:
                     continue
-                if SLOW_RUNNING_CODES.intersection(status):
-                    meds = []
-                    for n in (a["LapNumber"], b["LapNumber"]):
-                        g = others.get(n)
-                        v = g.loc[g["Driver"] != drv, "LapTime"] if g is not None else []
-                        meds.append(float(np.median(v)) if len(v) >= 3 else np.nan)
-                    cost = both - sum(meds)
+                if SLOW_RUNNING_CODES.intersection(str(a["TrackStatus"])) and SLOW_RUNNING_CODES.intersection(
+                        str(b["TrackStatus"])):
+                    before = d.loc[d["LapNumber"] == a["LapNumber"] - 1, "Time"]
+                    stayed = neighbours_laps(ends, int(a["LapNumber"]), float(before.iloc[0]) if len(before) else np.nan, drv)
+                    cost = both - stayed
                     if np.isfinite(cost):
                         out["neutral"].append((cost, cost / ref))
                 elif not (set(status) - {"1", "2"}):  # green (yellows allowed, as the pit features do)

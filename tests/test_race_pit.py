@@ -88,10 +88,10 @@ def test_stop_loss_against_the_stopping_drivers_racing_pace():
 
 
 def test_stop_loss_under_a_safety_car_against_the_other_cars_laps():
-    """A stop whose in- and out-lap ran under a safety car costs what it took beyond the other
-    cars' median laps on those two laps, their own in- and out-laps left out (CCC stops on the
-    same laps), shrunk to its own prior; an out-lap without a LapTime is timed from the in-lap's
-    end; the green stop loss does not see these stops."""
+    """A stop whose in- and out-lap ran under a safety car costs what it took beyond what the 2
+    cars nearest on the road before it ran on those laps staying out (CCC, who stops on the same
+    laps, is no such car), shrunk to its own prior; an out-lap without a LapTime is timed from
+    the in-lap's end; the green stop loss does not see these stops."""
     from lapnet.race.pit import NEUTRAL_LOSS_PRIOR
 
     rows = []
@@ -117,13 +117,18 @@ def test_stop_loss_under_a_safety_car_against_the_other_cars_laps():
     at = lambda drv, n: f.iloc[int(np.flatnonzero((laps["Driver"] == drv).to_numpy() & (laps["LapNumber"] == n).to_numpy())[0])]  # noqa: E731
     assert at("BBB", 4)["_stop_loss_neutral"] == pytest.approx(NEUTRAL_LOSS_PRIOR * at("BBB", 4)["_ref"])
     assert at("BBB", 4)["_stop_stops_neutral"] == 0
-    # BBB's and CCC's stops put them behind the others, who had ended laps 4 and 5 when their out-laps ended
-    ends5 = laps.loc[laps["LapNumber"] == 5].set_index("Driver")["Time"]
-    assert (ends5.drop(["BBB", "CCC"]) < ends5[["BBB", "CCC"]].min()).all()
-    others = 2 * np.median([130.0 + 0.3 * k for k in (0, 3, 4, 5)])  # AAA, DDD, EEE, FFF: CCC's pit laps left out
+    # against the 2 cars whose lap 3 ended nearest his, that stayed out: BBB's are AAA and DDD (CCC stopped too)
+    end3 = laps.loc[laps["LapNumber"] == 3].set_index("Driver")["Time"]
+    lt = laps.set_index(["Driver", "LapNumber"])["LapTime"]
+
+    def stayed(drv: str) -> float:
+        near = (end3.drop([drv, "BBB", "CCC"], errors="ignore") - end3[drv]).abs().sort_values().index[:2]
+        return float(np.median([lt[(d, 4.0)] + lt[(d, 5.0)] for d in near]))
+
+    assert set((end3.drop(["BBB", "CCC"]) - end3["BBB"]).abs().sort_values().index[:2]) == {"AAA", "DDD"}
     ref = at("FFF", 6)["_ref"]
-    bbb = (133.3 + 142.3 - others) / at("BBB", 5)["_ref"]
-    ccc = (133.6 + 142.6 - others) / at("CCC", 5)["_ref"]  # its out-lap timed from Time
+    bbb = (133.3 + 142.3 - stayed("BBB")) / at("BBB", 5)["_ref"]
+    ccc = (133.6 + 142.6 - stayed("CCC")) / at("CCC", 5)["_ref"]  # its out-lap timed from Time
     assert at("FFF", 6)["_stop_stops_neutral"] == 2
     assert at("FFF", 6)["_stop_loss_neutral"] == pytest.approx((3 * NEUTRAL_LOSS_PRIOR + 2 * np.median([bbb, ccc])) / 5 * ref,
                                                                rel=1e-5)

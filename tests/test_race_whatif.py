@@ -202,12 +202,18 @@ def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
             run = seq.lap_time[i, t + 1] + seq.lap_time[i, t + 2]
             neutral[i, t] = len(stops) % 2 == 0
             if neutral[i, t]:
-                med = [np.median([seq.lap_time[j, u] for j in range(len(seq.lengths)) if j != i
-                                  for u in range(int(seq.lengths[j])) if seq.lap_number[j, u] == seq.lap_number[i, t] + k
-                                  and np.isfinite(seq.lap_time[j, u])
-                                  and not (x[j, u, IX["in_lap"]] or x[j, u, IX["out_lap"]])])  # their own stops left out
-                       for k in (1, 2)]
-                loss[i, t] = run - sum(med) + 1.0
+                # staying out: the 2 cars whose lap t ended nearest his and that ran laps t+1, t+2 without stopping
+                n = seq.lap_number[i, t]
+                cands = []
+                for j in range(len(seq.lengths)):
+                    at = {seq.lap_number[j, u]: u for u in range(int(seq.lengths[j]))}
+                    if j == i or not all(m in at for m in (n, n + 1, n + 2)):
+                        continue
+                    u0, u1, u2 = at[n], at[n + 1], at[n + 2]
+                    if any(x[j, u, IX["in_lap"]] or x[j, u, IX["out_lap"]] or not np.isfinite(seq.lap_time[j, u]) for u in (u1, u2)):
+                        continue
+                    cands.append((abs(seq.time[j, u0] - seq.time[i, t]), seq.lap_time[j, u1] + seq.lap_time[j, u2]))
+                loss[i, t] = run - np.median([c for _, c in sorted(cands)[:2]]) + 1.0
                 kinds.add("neutral")
             elif x[i, t + 1, IX["green"]] and x[i, t + 2, IX["green"]]:
                 loss[i, t] = run - stay[i, t, 0] - stay[i, t, 1] + 1.0

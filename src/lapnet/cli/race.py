@@ -333,7 +333,7 @@ PIT_NOW_HELP = (
     "N+10. New tyres: laps N+3 to N+12 from the run's FreshStart, the model of the laps after real stops, read on "
     "the out-lap the stop would make. The stop: in-lap plus out-lap, the two stay-out laps plus what the race's "
     "stops so far cost (green: against the stopping drivers' racing pace; called under a safety car or VSC: the "
-    "stops under one, against the other cars' laps, a poor guide: see the guide). Per set: that stop cost, the "
+    "stops under one, against the cars nearest on the road, a rough guide: see the guide). Per set: that stop cost, the "
     "new tyres' first lap (N+3) with its 90% band, the gain per lap, stopping minus staying out over laps N+1 to "
     "N+10 (< 0: the stop has paid for itself), the laps to pay the stop back at that gain (an extrapolation), and "
     "boxing now minus boxing 1, 2 or 3 laps later over the same laps (< 0: the undercut pays; the later set is "
@@ -378,8 +378,8 @@ def pit_now_cmd(
     _length_line(res, length)
     n = res["stop_cost_stops"]
     basis = f"{n} such stop{'' if n == 1 else 's'} so far" if n > 0 else "no such stop yet: the prior from the 15 real races"
-    how = (f"what the race's stops under a safety car or VSC cost against the other cars' laps ({basis}; a poor guide: "
-           "on real races they cost 14 to 33 s, quartiles)" if res["under_safety_car"]
+    how = (f"what the race's stops under a safety car or VSC cost against the cars nearest on the road ({basis}; a rough "
+           "guide: on the real races such stops cost 12 to 25 s, quartiles)" if res["under_safety_car"]
            else f"what the race's green stops cost against racing laps ({basis})")
     console.print(f"{res['driver']} boxes on lap {res['lap'] + 1}, called after lap {res['lap']} on {res['compound'].lower()} "
                   f"tyres {res['tyre_life']:.0f} laps old, {res['laps_to_flag']} laps to the flag; in-lap + out-lap "

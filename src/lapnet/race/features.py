@@ -242,7 +242,7 @@ class LapFeatures:
     ref: float  # seconds: the race's reference lap at this moment
     stint_id: int
     stop_loss: float = math.nan  # seconds: what a stop costs against two racing laps in this race so far (`PitContext`)
-    stop_loss_neutral: float = math.nan  # seconds: what a stop under a safety car or VSC costs against the others' laps
+    stop_loss_neutral: float = math.nan  # seconds: what a stop under a safety car or VSC costs against staying out
     stop_stops: tuple[int, int] = (0, 0)  # the stops each of those is measured on so far (green, neutralised)
 
 
@@ -714,8 +714,9 @@ class Sequences:
     row: np.ndarray  # (N, T) int: position of the lap in the input frame, -1 for padding
     keys: list  # (race, driver) for each sequence
     stop_loss: np.ndarray  # (N, T) seconds: what a stop costs against two racing laps in the race so far (`PitContext`)
-    stop_loss_neutral: np.ndarray  # (N, T) seconds: the same for a stop under a safety car or VSC, against the others' laps
+    stop_loss_neutral: np.ndarray  # (N, T) seconds: the same for a stop under a safety car or VSC, against staying out
     stop_stops: np.ndarray  # (N, T, 2) int: the race's stops those two are measured on so far (0: the prior alone)
+    time: np.ndarray  # (N, T) seconds: the session Time the lap ended (NaN when missing)
 
 
 def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int | str] = "file") -> Sequences:
@@ -761,12 +762,15 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         stop_loss=np.full((N, T), np.nan),
         stop_loss_neutral=np.full((N, T), np.nan),
         stop_stops=np.zeros((N, T, 2), np.int64),
+        time=np.full((N, T), np.nan),
     )
     fx = feats[list(FEATURES)].to_numpy(np.float32)
     scored_all = df["Scored"].fillna(False).astype(bool).to_numpy()
     inlap_all = df["InLap"].fillna(False).astype(bool).to_numpy()
     lt_all = pd.to_numeric(df["LapTime"], errors="coerce").to_numpy(float)
     ln_all = pd.to_numeric(df["LapNumber"], errors="coerce").to_numpy(float)
+    time_all = (pd.to_numeric(df["Time"], errors="coerce").to_numpy(float) if "Time" in df.columns
+                else np.full(len(df), np.nan))
     comp = df["Compound"].astype(str).str.upper() if "Compound" in df.columns else pd.Series("UNKNOWN", index=df.index)
     comp_all = np.array([COMPOUNDS.index(c) if c in COMPOUNDS else COMPOUNDS.index("UNKNOWN") for c in comp])
     phase_all = df["Phase"].astype(str).to_numpy() if "Phase" in df.columns else None
@@ -783,6 +787,7 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         s.stop_loss[i, :L] = feats["_stop_loss"].to_numpy(float)[ix]
         s.stop_loss_neutral[i, :L] = feats["_stop_loss_neutral"].to_numpy(float)[ix]
         s.stop_stops[i, :L] = feats[["_stop_stops", "_stop_stops_neutral"]].to_numpy(np.int64)[ix]
+        s.time[i, :L] = time_all[ix]
         s.origin_scored[i, :L] = sc
         s.lap_number[i, :L], s.stint_id[i, :L] = ln, sid
         s.compound[i, :L] = comp_all[ix]

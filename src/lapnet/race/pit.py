@@ -54,13 +54,13 @@ from lapnet.race.models import TYRE_LAPS, _bins
 PIT_LOSS_PRIOR = 0.25  # share of the reference lap a stop costs (about 22 s at a 90 s lap) until stops are seen
 TYPICAL_PRIOR = {"SOFT": 0.30, "MEDIUM": 0.45, "HARD": 0.60}  # share of the race a stint lasts on each compound
 PRIOR_WEIGHT = 3.0  # the priors count as this many observed stops / stints
-# what a stop costs against two racing laps (green: `stop_loss`), and under a safety car or VSC against the other cars'
-# laps on the same two laps (`stop_loss_neutral`), in shares of the reference lap, until the race's own stops are seen:
-# the medians over the 15 real races of 2023 (`python benchmarks/stop_loss.py`: 0.242 over 339 green stops, 21.0 s;
-# 0.256 over 86 neutralised ones, 23.9 s, IQR 14.4-32.6 s: no cheaper than a green one by this measure)
+# what a stop costs against two racing laps (green: `stop_loss`), and under a safety car or VSC against what the cars
+# nearest on the road ran staying out (`stop_loss_neutral`), in shares of the reference lap, until the race's own stops
+# are seen: the medians over the 15 real races of 2023 (`python benchmarks/stop_loss.py`: 0.242 of it, 21.0 s, over 339
+# green stops, IQR 19.4-24.1 s; 0.192, 15.6 s, over 71 stops under a safety car or VSC, IQR 11.7-25.0 s)
 STOP_LOSS_PRIOR = 0.25
-NEUTRAL_LOSS_PRIOR = 0.26
-MIN_OTHERS = 3  # other cars' laps (no in- or out-lap) on the same lap a neutralised stop is measured against
+NEUTRAL_LOSS_PRIOR = 0.19
+NEIGHBOURS = 2  # a stop under a safety car is measured against the cars nearest on the road before it that stayed out
 
 
 @dataclass
@@ -82,12 +82,19 @@ def _shrunk(losses: list[float], prior: float = PIT_LOSS_PRIOR) -> float:
     return min(max(loss, 0.1), 0.6)
 
 
-def _others_median(fz: RaceFeaturizer, n: float, drv: str) -> float:
-    """The median lap time of the other cars that have ended lap `n` so far, their in- and out-laps
-    left out (NaN with fewer than MIN_OTHERS)."""
-    times = ([e[1] for e in fz.lap_ends.get(int(n), []) if e[2] != drv and not e[3] and math.isfinite(e[1])]
-             if math.isfinite(n) else [])
-    return statistics.median(times) if len(times) >= MIN_OTHERS else math.nan
+def neighbours_laps(ends: Mapping[int, list], n: int, t_before: float, drv: str, k: int = NEIGHBOURS) -> float:
+    """What staying out gave the cars nearest on the road to `drv` before his stop: the median,
+    over the `k` other cars whose lap n-1 ended nearest in session time to his (`t_before`) and
+    that ran laps n and n+1 without stopping (both timed and ended), of those two laps' sum; NaN
+    with fewer than `k`. `ends`: lap number -> (session time, lap time, driver, in- or out-lap)
+    of the cars that have ended it (`RaceFeaturizer.lap_ends`: so far, in live use)."""
+    if not math.isfinite(t_before):
+        return math.nan
+    ran = [{e[2]: e[1] for e in ends.get(m, []) if not e[3] and math.isfinite(e[1])} for m in (n, n + 1)]
+    near = sorted((abs(e[0] - t_before), e[2]) for e in ends.get(n - 1, [])
+                  if e[2] != drv and e[2] in ran[0] and e[2] in ran[1])
+    sums = [ran[0][d] + ran[1][d] for _, d in near[:k]]
+    return statistics.median(sums) if len(sums) >= k else math.nan
 
 
 class PitContext:
@@ -100,8 +107,8 @@ class PitContext:
         # what a stop costs against two racing laps, for the pit-now what-if (`stop_loss`, no feature)
         self.pace_losses: list[float] = []
         self.stop_loss = math.nan  # seconds, after each step: the race's stop cost so far (`_shrunk` of pace_losses)
-        # stops whose in- or out-lap ran under a safety car or VSC, against the other cars' laps on the same two
-        # laps (they ran under it too; their own in- and out-laps left out)
+        # stops whose in- and out-lap ran under a safety car or VSC, against what the cars nearest on the road
+        # before the stop ran on those two laps staying out (`neighbours_laps`): the cheap stop
         self.neutral_losses: list[float] = []
         self.stop_loss_neutral = math.nan  # seconds, after each step (`_shrunk` of neutral_losses to NEUTRAL_LOSS_PRIOR)
 
@@ -126,12 +133,12 @@ class PitContext:
             if math.isfinite(me.in_pace):
                 self.pace_losses.append((me.in_time + out_time - 2 * me.in_pace) / ref)
         n_in, t_in, status_in = me.in_lap
-        both = status_in + status  # a safety car or VSC on either lap, a red flag on neither
-        if (out_lap and math.isfinite(t_in) and math.isfinite(out_time) and n_in == n - 1
-                and SLOW_RUNNING_CODES.intersection(both) and RED_CODE not in both):
-            others = _others_median(fz, n_in, drv) + _others_median(fz, n, drv)
-            if math.isfinite(others):
-                self.neutral_losses.append((t_in + out_time - others) / ref)
+        both = status_in + status  # a safety car or VSC on both laps, a red flag on neither
+        if (out_lap and math.isfinite(t_in) and math.isfinite(out_time) and n_in == n - 1 and RED_CODE not in both
+                and SLOW_RUNNING_CODES.intersection(status_in) and SLOW_RUNNING_CODES.intersection(status)):
+            stayed = neighbours_laps(fz.lap_ends, int(n_in), me.end.get(int(n_in) - 1, math.nan), drv)
+            if math.isfinite(stayed):
+                self.neutral_losses.append((t_in + out_time - stayed) / ref)
         me.in_lap = (n, lap_time, status) if in_lap else (math.nan, math.nan, "")
         me.in_end = t_end if in_lap else math.nan
         me.in_time = lap_time if in_lap else math.nan

@@ -13,9 +13,8 @@ pieces:
 - the stop itself: the in-lap plus the out-lap take the two stay-out laps they replace plus the
   race's stop loss so far (`PitContext`): under green flags the median, over the green stops
   seen, of in-lap plus out-lap minus twice the stopping driver's racing pace before his stop;
-  called under a safety car or VSC, the stops made under one against the other cars' laps on
-  the same two laps (they ran under it too: the cheap stop). Both are shrunk to a prior before
-  there are many.
+  called under a safety car or VSC, the stops made under one against what the cars nearest on
+  the road ran staying out (the cheap stop). Both are shrunk to a prior before there are many.
 
 Every forecast here, as every other in lapnet, is of laps run at racing pace, and ends at the
 chequered flag (the race length the features use). From these, per compound (`PitNow.summary`):
@@ -302,24 +301,23 @@ def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
       (where lap t-j has a what-if and no stop since: what `now_vs_later` adds up);
     - "stop": the stop cost forecast at lap t minus the cost of the stop made: for a green call,
       in-lap plus out-lap minus the two stay-out laps forecast (both laps timed and green); for a
-      call under a safety car or VSC, in-lap plus out-lap minus the other cars' median laps on
-      the same two laps (at least 3 of them, their in- and out-laps left out); "stop_neutral"
-      says which.
+      call under a safety car or VSC, in-lap plus out-lap minus what the cars nearest on the road
+      at lap t ran on those two laps staying out (`pit.neighbours_laps`, in hindsight);
+      "stop_neutral" says which.
     """
     x = seq.x
     K = seq.future.shape[2]
     inl, outl, green = x[..., _IX["in_lap"]] > 0, x[..., _IX["out_lap"]] > 0, x[..., _IX["green"]] > 0
     pace = x[..., _IX["field_pace_any"]] * 5.0
     field = np.where(x[..., _IX["has_field_pace_any"]] > 0, seq.ref * (1.0 + pace / 100.0), seq.ref)
-    by_lap: dict = {}  # (race, lap number) -> lap times of every car that raced that lap (no in- or out-lap)
-    for i, (race, _) in enumerate(seq.keys):
-        for t in range(int(seq.lengths[i])):
-            if not (inl[i, t] or outl[i, t]):
-                by_lap.setdefault((race, seq.lap_number[i, t]), []).append((i, seq.lap_time[i, t]))
+    from lapnet.race.pit import neighbours_laps
 
-    def others(i: int, n: float) -> float:
-        v = [lt for j, lt in by_lap.get((seq.keys[i][0], n), []) if j != i and np.isfinite(lt)]
-        return float(np.median(v)) if len(v) >= 3 else math.nan
+    ends: dict = {}  # race -> lap number -> (session time, lap time, driver, in- or out-lap), as `RaceFeaturizer.lap_ends`
+    for i, (race, drv) in enumerate(seq.keys):
+        for t in range(int(seq.lengths[i])):
+            if np.isfinite(seq.lap_number[i, t]) and np.isfinite(seq.time[i, t]):
+                ends.setdefault(race, {}).setdefault(int(seq.lap_number[i, t]), []).append(
+                    (seq.time[i, t], seq.lap_time[i, t], drv, bool(inl[i, t] or outl[i, t])))
 
     out: dict = {"stops": 0, "laps": {n: [[] for _ in range(K)] for n in CHECK_NAMES},
                  "compound": [[] for _ in range(K)], "neutral": [[] for _ in range(K)], "stop": [], "stop_neutral": [],
@@ -354,7 +352,7 @@ def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
                         out["earlier"][j - 1][k].append(float(f - seq.future[i, t + 2, k]))
             run = seq.lap_time[i, t + 1] + seq.lap_time[i, t + 2]
             if what.neutral[i, t]:
-                cost = run - others(i, n + 1) - others(i, n + 2)
+                cost = run - neighbours_laps(ends[seq.keys[i][0]], int(n) + 1, seq.time[i, t], seq.keys[i][1])
             else:
                 cost = run - what.stay[i, t, 0] - what.stay[i, t, 1] if green[i, t + 1] and green[i, t + 2] else math.nan
             if np.isfinite(cost):
@@ -509,8 +507,8 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
         notes.append(f"{drivers[0]}'s last lap in the table is lap {n}, the field's is lap {last_race_lap}: "
                      "retired? (--lap N asks about another lap)")
     if what.neutral[0, t]:
-        notes.append("called under a safety car or VSC: the stop is priced as the race's stops under one (against the "
-                     "other cars' laps, which ran under it too); the lap times are at racing pace, as after the restart")
+        notes.append("called under a safety car or VSC: the stop is priced as the race's stops under one (against what "
+                     "the cars nearest on the road ran staying out); the lap times are at racing pace, as after the restart")
     return {"race": race, "driver": drivers[0], "lap": n, "compound": COMPOUNDS[sub.compound[0, t]],
             "tyre_life": float(sub.x[0, t, _IX["tyre_life"]] * 30), "laps_to_flag": int(what.laps_left[0, t]),
             "under_safety_car": bool(what.neutral[0, t]),

@@ -135,6 +135,33 @@ def test_stop_loss_under_a_safety_car_against_the_other_cars_laps():
     assert at("FFF", 6)["_stop_loss"] == pytest.approx(0.25 * ref) and at("FFF", 6)["_stop_stops"] == 0  # no green stop
 
 
+def test_a_safety_car_stop_waits_for_its_neighbours():
+    """BBB leads the others by 20 s and stops under a safety car: his out-lap ends before the cars
+    nearest him have ended that lap, so the stop is measured only once two of them have (not
+    before: nothing from later laps reaches an earlier one)."""
+    rows = []
+    for k, drv in enumerate(("BBB", "CCC", "DDD", "EEE")):
+        t = 3000.0 + (0.0 if drv == "BBB" else 18.0 + 2.0 * k)
+        for n in range(1, 8):
+            sc = n in (4, 5)
+            lt = (130.0 if sc else 90.0) + 0.3 * k + (3.0 if (drv == "BBB" and n == 4) else 0.0) \
+                + (12.0 if (drv == "BBB" and n == 5) else 0.0)
+            t += lt
+            rows.append({"Driver": drv, "LapNumber": float(n), "LapTime": lt, "Time": t, "Stint": 1.0 + (drv == "BBB" and n >= 5),
+                         "Compound": "HARD" if (drv == "BBB" and n >= 5) else "MEDIUM", "TyreLife": float(n),
+                         "TrackStatus": "4" if sc else "1", "IsAccurate": True, "Position": float(k + 1), "Team": drv,
+                         "PitInTime": t - 15 if (drv == "BBB" and n == 4) else np.nan,
+                         "PitOutTime": t - lt + 10 if (drv == "BBB" and n == 5) else np.nan})
+    laps = _clean(pd.DataFrame(rows))
+    f = featurize_race(laps, 50)
+    t = laps["Time"].to_numpy()
+    measured = f["_stop_stops_neutral"].to_numpy()
+    bbb5 = float(laps.loc[(laps["Driver"] == "BBB") & (laps["LapNumber"] == 5), "Time"].iloc[0])
+    others5 = np.sort(laps.loc[(laps["Driver"] != "BBB") & (laps["LapNumber"] == 5), "Time"].to_numpy())
+    assert (others5 > bbb5).all()  # none of them had ended lap 5 when BBB's out-lap did
+    assert (measured[t < others5[1]] == 0).all() and (measured[t >= others5[1]] == 1).all()
+
+
 def test_extra_features_are_causal():
     """A lap's extra features do not change when every later lap is removed (live mode's guarantee)."""
     laps = _clean(_three_cars())

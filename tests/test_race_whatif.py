@@ -219,6 +219,13 @@ def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
                 loss[i, t] = run - stay[i, t, 0] - stay[i, t, 1] + 1.0
                 kinds.add("green")
     assert len(stops) >= 20 and kinds == {"green", "neutral"}
+    # the stops taken as called under a safety car ran their in- and out-lap under it too
+    from dataclasses import replace
+
+    xs = x.copy()
+    for i, t in zip(*np.nonzero(neutral)):
+        xs[i, t + 1 : t + 3, IX["safety_car"]] = 1.0
+    seq = replace(seq, x=xs)
     fake = PitNow(what.compounds, what.stay, fake_new, what.new_half90, fake_later, loss, what.stop_stops, what.in_out, neutral,
                   what.laps_left, what.possible)
     errors = stop_errors(seq, fake, np.where(np.isfinite(seq.future), seq.future, 0.0))

@@ -382,7 +382,7 @@ def _race(out: Path, s: DemoSizes, progress: bool, f1: Path | None) -> PartResul
     if pit_now is not None:
         details["pit_now"] = pit_now
         later = pit_now["now_vs_later"][0]
-        text += (f"; pit now ({driver}, after lap {pit_now['lap']}): a new set {pit_now['gain_per_lap']:+.2f} s/lap"
+        text += (f"; pit now ({driver}, after lap {pit_now['lap']}): a new set gains {pit_now['gain_per_lap']:.2f} s/lap"
                  + (f", boxing now vs a lap later {later:+.2f} s by lap {pit_now['lap'] + 10}" if math.isfinite(later) else ""))
     if f1 is not None and s.race_real_files > 0:
         files = sorted(f1.glob("*.csv"))[: s.race_real_files]

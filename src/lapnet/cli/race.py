@@ -336,7 +336,7 @@ PIT_NOW_HELP = (
     "stops under one, against the cars nearest on the road, a rough guide: see the guide). Per set: that stop cost, the "
     "new tyres' first lap (N+3) with its 90% band, the gain per lap, stopping minus staying out over laps N+1 to "
     "N+10 (< 0: the stop has paid for itself), the laps to pay the stop back at that gain (an extrapolation), and "
-    "boxing now minus boxing 1, 2 or 3 laps later over the same laps (< 0: the undercut pays; the later set is "
+    "boxing now minus boxing 1, 2 or 3 laps later over the same laps (< 0: boxing now is ahead; the later set is "
     "then fresher for what follows). Everything stops at the chequered flag, is at racing pace and uses only laps "
     "that ended before lap N's end. By default one new set, whichever compound (the three dry compounds' mean): "
     "--compound soft,hard adds a compound's own column, what drivers ran after the stops teams chose onto it in the "

@@ -58,9 +58,10 @@ PRIOR_WEIGHT = 3.0  # the priors count as this many observed stops / stints
 # nearest on the road ran staying out (`stop_loss_neutral`), in shares of the reference lap, until the race's own stops
 # are seen: the medians over the 15 real races of 2023 (`python benchmarks/stop_loss.py`: 0.242 of it, 21.0 s, over 339
 # green stops, IQR 19.4-24.1 s; 0.192, 15.6 s, over 71 stops under a safety car or VSC, IQR 11.7-25.0 s)
-STOP_LOSS_PRIOR = 0.25
+STOP_LOSS_PRIOR = 0.25  # the pit call's PIT_LOSS_PRIOR, within 0.01 of the measured median
 NEUTRAL_LOSS_PRIOR = 0.19
 NEIGHBOURS = 2  # a stop under a safety car is measured against the cars nearest on the road before it that stayed out
+PENDING_LAPS = 3  # ... once they have ended its out-lap's lap, which it waits for this many laps at most
 
 
 @dataclass
@@ -111,6 +112,19 @@ class PitContext:
         # before the stop ran on those two laps staying out (`neighbours_laps`): the cheap stop
         self.neutral_losses: list[float] = []
         self.stop_loss_neutral = math.nan  # seconds, after each step (`_shrunk` of neutral_losses to NEUTRAL_LOSS_PRIOR)
+        self.pending: list[tuple[str, int, float, float, float]] = []  # (driver, in-lap, lap before's end, in + out, ref)
+
+    def _measure_pending(self, fz: RaceFeaturizer) -> None:
+        """Measure the stops under a safety car whose neighbours have now ended both laps; forget
+        those still unmeasured once the field is PENDING_LAPS laps past their out-lap."""
+        keep = []
+        for drv, n_in, t_before, both, ref in self.pending:
+            stayed = neighbours_laps(fz.lap_ends, n_in, t_before, drv)
+            if math.isfinite(stayed):
+                self.neutral_losses.append((both - stayed) / ref)
+            elif fz.max_lap <= n_in + 1 + PENDING_LAPS:
+                keep.append((drv, n_in, t_before, both, ref))
+        self.pending = keep
 
     def step(self, fz: RaceFeaturizer, lap: Mapping[str, Any]) -> np.ndarray:
         """Features (len(PIT_EXTRA),) of `lap`, which `fz.step` has just ingested."""
@@ -136,9 +150,9 @@ class PitContext:
         both = status_in + status  # a safety car or VSC on both laps, a red flag on neither
         if (out_lap and math.isfinite(t_in) and math.isfinite(out_time) and n_in == n - 1 and RED_CODE not in both
                 and SLOW_RUNNING_CODES.intersection(status_in) and SLOW_RUNNING_CODES.intersection(status)):
-            stayed = neighbours_laps(fz.lap_ends, int(n_in), me.end.get(int(n_in) - 1, math.nan), drv)
-            if math.isfinite(stayed):
-                self.neutral_losses.append((t_in + out_time - stayed) / ref)
+            # measured once the cars nearest on the road have ended the out-lap's lap too (often after this one)
+            self.pending.append((drv, int(n_in), me.end.get(int(n_in) - 1, math.nan), t_in + out_time, ref))
+        self._measure_pending(fz)
         me.in_lap = (n, lap_time, status) if in_lap else (math.nan, math.nan, "")
         me.in_end = t_end if in_lap else math.nan
         me.in_time = lap_time if in_lap else math.nan

@@ -1,7 +1,8 @@
 """What if the driver pits now: the laps on new tyres against staying out, or stopping later.
 
 A pit wall's question at every lap: box now (the next lap is the in-lap, the one after it the
-out-lap) onto a new set of SOFT, MEDIUM or HARD, stay out, or box a lap or two later? The
+out-lap) onto a new set (whichever compound, ANY, by default; or SOFT, MEDIUM or HARD), stay
+out, or box a lap or two later? The
 pieces:
 
 - the stay-out laps: the nets' forecast of laps t+1 .. t+K from the stint's last Scored lap;
@@ -300,14 +301,16 @@ def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
       boxing j laps later (`PitNow.later`, the compound fitted) forecast them, minus the laps run
       (where lap t-j has a what-if and no stop since: what `now_vs_later` adds up);
     - "stop": the stop cost forecast at lap t minus the cost of the stop made: for a green call,
-      in-lap plus out-lap minus the two stay-out laps forecast (both laps timed and green); for a
-      call under a safety car or VSC, in-lap plus out-lap minus what the cars nearest on the road
-      at lap t ran on those two laps staying out (`pit.neighbours_laps`, in hindsight);
+      in-lap plus out-lap minus the two stay-out laps forecast (both laps green); for a call under
+      a safety car or VSC, in-lap plus out-lap minus what the cars nearest on the road at lap t
+      ran on those two laps staying out (`pit.neighbours_laps`, in hindsight; both laps under
+      one, no red flag); an out-lap without a LapTime is timed from the in-lap's end;
       "stop_neutral" says which.
     """
     x = seq.x
     K = seq.future.shape[2]
     inl, outl, green = x[..., _IX["in_lap"]] > 0, x[..., _IX["out_lap"]] > 0, x[..., _IX["green"]] > 0
+    slow, red = sum(x[..., _IX[k]] for k in _NEUTRAL) > 0, x[..., _IX["red"]] > 0
     pace = x[..., _IX["field_pace_any"]] * 5.0
     field = np.where(x[..., _IX["has_field_pace_any"]] > 0, seq.ref * (1.0 + pace / 100.0), seq.ref)
     from lapnet.race.pit import neighbours_laps
@@ -350,9 +353,12 @@ def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
                     f = what.later[c, j - 1, i, u, k]
                     if seq.target_mask[i, t + 2, k] and np.isfinite(f):
                         out["earlier"][j - 1][k].append(float(f - seq.future[i, t + 2, k]))
-            run = seq.lap_time[i, t + 1] + seq.lap_time[i, t + 2]
-            if what.neutral[i, t]:
-                cost = run - neighbours_laps(ends[seq.keys[i][0]], int(n) + 1, seq.time[i, t], seq.keys[i][1])
+            out_time = seq.lap_time[i, t + 2] if np.isfinite(seq.lap_time[i, t + 2]) else seq.time[i, t + 2] - seq.time[i, t + 1]
+            run = seq.lap_time[i, t + 1] + out_time  # an out-lap without a LapTime timed from the in-lap's end
+            if what.neutral[i, t]:  # the stop made under it (both laps, no red flag), as `PitContext` measures one
+                under = all(slow[i, t + k] and not red[i, t + k] for k in (1, 2))
+                cost = (run - neighbours_laps(ends[seq.keys[i][0]], int(n) + 1, seq.time[i, t], seq.keys[i][1])
+                        if under else math.nan)
             else:
                 cost = run - what.stay[i, t, 0] - what.stay[i, t, 1] if green[i, t + 1] and green[i, t + 2] else math.nan
             if np.isfinite(cost):

@@ -278,6 +278,22 @@ def test_cli_pit_now_json_and_table(sim_run, run_cli):
         assert p["delta"] == pytest.approx(stop_plan - sum(r["stay_out"] for r in rows[:HORIZONS]), abs=1e-6)
         assert p["first_lap"] == rows[STOP_LAPS][name] and p["first_lap_half90"] > 0
         assert len(p["now_vs_later"]) == LATER and all(isinstance(v, float) for v in p["now_vs_later"])
+    # on the road: the cars behind him after lap N-1 (ended by the end of his lap N), by less than the stop's cost
+    from lapnet.race.pipeline import load_laps
+
+    clean = load_laps(race)[0]
+    at = clean.set_index(["Driver", "LapNumber"])["Time"]
+    t0, t1 = at[(drv, lap - 1.0)], at[(drv, lap + 0.0)]
+    prev = clean[(clean["LapNumber"] == lap - 1) & (clean["Driver"] != drv) & (clean["Time"] > t0) & (clean["Time"] <= t1)]
+    gaps = sorted((float(g - t0), d) for g, d in zip(prev["Time"], prev["Driver"]))
+    back = res["rejoin"]
+    assert back["gaps_after_lap"] == lap - 1 and len(gaps) >= 3  # cars close behind: the check is not empty
+    assert [c["driver"] for c in back["passed_by"]] == [d for g, d in gaps if g < res["stop_cost_s"]]
+    rest = [(g, d) for g, d in gaps if g >= res["stop_cost_s"]]
+    assert (back["ahead_of"] is None) if not rest else (
+        back["ahead_of"]["driver"] == rest[0][1] and back["ahead_of"]["margin_s"] == pytest.approx(rest[0][0] - res["stop_cost_s"], abs=2e-3))
+    in_laps = clean[clean["InLap"] & (clean["LapNumber"] <= lap - 1)].groupby("Driver").size()
+    assert all(c["stops"] == min(int(in_laps.get(c["driver"], 0)), 3) for c in back["passed_by"])
     code, out, err = run_cli("race", "pit-now", run, race, "--driver", drv, "--lap", lap, "--compound", "hard,soft")
     assert code == 0, err
     assert f"boxes on lap {lap + 1}, called after lap {lap}" in err and "HARD" in err and "MEDIUM" not in err and "payback" in err

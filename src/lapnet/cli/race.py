@@ -384,6 +384,15 @@ def pit_now_cmd(
     console.print(f"{res['driver']} boxes on lap {res['lap'] + 1}, called after lap {res['lap']} on {res['compound'].lower()} "
                   f"tyres {res['tyre_life']:.0f} laps old, {res['laps_to_flag']} laps to the flag; in-lap + out-lap "
                   f"{res['in_out_s']:.1f} s: the stay-out laps plus {res['stop_cost_s']:.1f} s, {how}", soft_wrap=True)
+    back = res.get("rejoin")
+    if back is not None:
+        stops = lambda c: f"{c['stops']} stop{'' if c['stops'] == 1 else 's'}"  # noqa: E731
+        passed = ", ".join(f"{c['driver']} ({c['gap_s']:.1f} s, {stops(c)})" for c in back["passed_by"]) or "nobody"
+        ahead = back["ahead_of"]
+        after = (f"; he stays ahead of {ahead['driver']} ({ahead['gap_s']:.1f} s behind, {stops(ahead)}: "
+                 f"{ahead['margin_s']:.1f} s to spare)" if ahead else "")
+        console.print(f"on the road, as the gaps behind him stood after lap {back['gaps_after_lap']} (stops so far in "
+                      f"brackets): he rejoins behind {passed}{after}", soft_wrap=True)
     name = lambda c: "new set" if c == "ANY" else c  # noqa: E731  (ANY: whichever compound, the three's mean)
     summary_table("lap times (s)", [{name(k): (_cell(round(v, 3)) if isinstance(v, float) else v) for k, v in row.items()}
                                     for row in res["laps"]], wide=True)

@@ -515,12 +515,47 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
     if what.neutral[0, t]:
         notes.append("called under a safety car or VSC: the stop is priced as the race's stops under one (against what "
                      "the cars nearest on the road ran staying out); the lap times are at racing pace, as after the restart")
+    back = rejoin(seq, i, t, float(what.stop_loss[0, t]))
     return {"race": race, "driver": drivers[0], "lap": n, "compound": COMPOUNDS[sub.compound[0, t]],
             "tyre_life": float(sub.x[0, t, _IX["tyre_life"]] * 30), "laps_to_flag": int(what.laps_left[0, t]),
             "under_safety_car": bool(what.neutral[0, t]),
             "stop_cost_s": float(what.stop_loss[0, t]), "stop_cost_stops": int(what.stop_stops[0, t]),
             "in_out_s": float(what.in_out[0, t]),
-            "laps": rows, "compounds": per, "race_laps": used, "cleaning": report.summary(), "notes": notes}
+            "rejoin": back, "laps": rows, "compounds": per, "race_laps": used, "cleaning": report.summary(), "notes": notes}
+
+
+def rejoin(seq: Sequences, i: int, t: int, cost: float) -> dict | None:
+    """Where a stop called at lap t of sequence i puts the driver on the road, as the gaps stood
+    after the lap before (lap t-1: the cars behind him had ended it by the end of lap t; lap t
+    itself they had not): the cars behind him then by less than the stop's cost, which the stop
+    puts ahead of him, and the first car behind by more, with the margin left. Only cars on the
+    same lap whose lap t-1 ended before his lap t did count (nothing later is read). None when
+    lap t-1 or its Time is missing.
+
+    Returns:
+        {"gaps_after_lap": lap t-1's number, "passed_by": [{"driver", "gap_s", "stops"}] (nearest
+        first; "stops": the stops each had made by then, capped at 3: a car with fewer than the
+        driver will have after this one is still to stop), "ahead_of": {"driver", "gap_s",
+        "margin_s", "stops"} or None (no car close enough behind)}.
+    """
+    if t < 1 or seq.lap_number[i, t - 1] != seq.lap_number[i, t] - 1 or not np.isfinite(seq.time[i, t - 1]):
+        return None
+    race, me = seq.keys[i]
+    n, t0, now = seq.lap_number[i, t - 1], seq.time[i, t - 1], seq.time[i, t]
+    behind = []
+    for j, (r, drv) in enumerate(seq.keys):
+        if r != race or j == i:
+            continue
+        at = np.flatnonzero(seq.lap_number[j, : int(seq.lengths[j])] == n)
+        if len(at) and np.isfinite(seq.time[j, at[0]]) and t0 < seq.time[j, at[0]] <= now:
+            stops = int(round(float(seq.x[j, at[0], _IX["pits_done"]]) * 3))  # capped at 3
+            behind.append((float(seq.time[j, at[0]] - t0), str(drv), stops))
+    behind.sort()
+    passed = [{"driver": d, "gap_s": round(g, 3), "stops": k} for g, d, k in behind if g < cost]
+    rest = [(g, d, k) for g, d, k in behind if g >= cost]
+    ahead = ({"driver": rest[0][1], "gap_s": round(rest[0][0], 3), "margin_s": round(rest[0][0] - cost, 3),
+              "stops": rest[0][2]} if rest else None)
+    return {"gaps_after_lap": int(n), "passed_by": passed, "ahead_of": ahead}
 
 
 def _ranges(laps: np.ndarray) -> str:

@@ -79,8 +79,13 @@ def fresh_baselines(seq: Sequences) -> dict[str, np.ndarray]:
     docstring): name -> (N, T, K), NaN at every other origin."""
     K = seq.target.shape[2]
     fresh = ~np.isfinite(seq.base)  # (N, T)
+    return {name: np.where(fresh[:, :, None], v[:, :, None], np.nan).repeat(K, 2)
+            for name, v in (("reference_lap", seq.ref), ("field_pace", field_pace_seconds(seq)))}
+
+
+def field_pace_seconds(seq: Sequences) -> np.ndarray:
+    """(N, T) seconds: the field's last green pace at every lap (`field_pace_any`: the FreshStart's
+    anchor), the race's reference lap where no other car has had a Scored lap yet."""
     pace = seq.x[:, :, FEATURES.index("field_pace_any")] * 5.0  # % of ref (the feature is / 5, clipped at 40%)
     known = seq.x[:, :, FEATURES.index("has_field_pace_any")] > 0
-    field = np.where(known, seq.ref * (1.0 + pace / 100.0), seq.ref)
-    return {name: np.where(fresh[:, :, None], v[:, :, None], np.nan).repeat(K, 2)
-            for name, v in (("reference_lap", seq.ref), ("field_pace", field))}
+    return np.where(known, seq.ref * (1.0 + pace / 100.0), seq.ref)

@@ -314,7 +314,7 @@ class RaceFeaturizer:
         extra = self.pit_context.step(self, lap)  # reads the state the lap has just updated
         f.x = np.concatenate([f.x, fresh, extra])  # (D,)
         f.stop_loss, f.stop_loss_neutral = self.pit_context.stop_loss, self.pit_context.stop_loss_neutral
-        f.stop_stops = (len(self.pit_context.pace_losses), len(self.pit_context.neutral_losses))
+        f.stop_stops = self.pit_context.stop_stops
         return f
 
     def field_pace(self, drv: str, t_end: float, ref: float, window: float = FIELD_WINDOW) -> tuple[float, float, float]:

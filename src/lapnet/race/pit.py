@@ -114,6 +114,11 @@ class PitContext:
         self.stop_loss_neutral = math.nan  # seconds, after each step (`_shrunk` of neutral_losses to NEUTRAL_LOSS_PRIOR)
         self.pending: list[tuple[str, int, float, float, float]] = []  # (driver, in-lap, lap before's end, in + out, ref)
 
+    @property
+    def stop_stops(self) -> tuple[int, int]:
+        """The stops `stop_loss` and `stop_loss_neutral` are measured on so far (0: the prior alone)."""
+        return len(self.pace_losses), len(self.neutral_losses)
+
     def _measure_pending(self, fz: RaceFeaturizer) -> None:
         """Measure the stops under a safety car whose neighbours have now ended both laps; forget
         those still unmeasured once the field is PENDING_LAPS laps past their out-lap."""

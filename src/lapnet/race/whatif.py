@@ -307,13 +307,14 @@ def stop_errors(seq: Sequences, what: PitNow, at_out_lap: np.ndarray) -> dict:
       one, no red flag); an out-lap without a LapTime is timed from the in-lap's end;
       "stop_neutral" says which.
     """
+    from lapnet.race.baselines import field_pace_seconds
+    from lapnet.race.pit import neighbours_laps
+
     x = seq.x
     K = seq.future.shape[2]
     inl, outl, green = x[..., _IX["in_lap"]] > 0, x[..., _IX["out_lap"]] > 0, x[..., _IX["green"]] > 0
     slow, red = sum(x[..., _IX[k]] for k in _NEUTRAL) > 0, x[..., _IX["red"]] > 0
-    pace = x[..., _IX["field_pace_any"]] * 5.0
-    field = np.where(x[..., _IX["has_field_pace_any"]] > 0, seq.ref * (1.0 + pace / 100.0), seq.ref)
-    from lapnet.race.pit import neighbours_laps
+    field = field_pace_seconds(seq)  # the FreshStart's anchor at lap t
 
     ends: dict = {}  # race -> lap number -> (session time, lap time, driver, in- or out-lap), as `RaceFeaturizer.lap_ends`
     for i, (race, drv) in enumerate(seq.keys):

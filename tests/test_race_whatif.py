@@ -11,7 +11,9 @@ import torch
 
 from lapnet.errors import LapnetError
 from lapnet.race.features import FEATURES, HORIZONS, build_sequences
-from lapnet.race.whatif import ANY, CHOICES, LATER, STOP_LAPS, PitNow, pit_now, pool_stop_errors, stop_check, stop_errors, stop_vector
+from lapnet.race.schema import COMPOUNDS
+from lapnet.race.whatif import (ANY, CHOICES, LATER, STOP_LAPS, PitNow, pit_now, pool_stop_errors, rule_sets, stop_check,
+                                stop_errors, stop_vector)
 
 IX = {n: j for j, n in enumerate(FEATURES)}
 
@@ -100,11 +102,23 @@ def test_pit_now_numbers_follow_their_definitions(asked):
     assert p.sum() > 0.7 * seq.lengths.sum()
     left = np.round(x[..., IX["laps_left"]] * 30)
     ahead = np.arange(1, K + 1)
+    # the two-compound rule, from each driver's compounds so far: while he has run one dry compound only (and no wet
+    # tyre), ANY is the mean over the other two; once it is met, over all three
+    dry = ("SOFT", "MEDIUM", "HARD")
+    weight = np.ones((3, *p.shape))
+    for i in range(len(seq.lengths)):
+        for t in range(int(seq.lengths[i])):
+            ran = {COMPOUNDS[k] for k in seq.compound[i, : t + 1]}
+            if COMPOUNDS[seq.compound[i, t]] in dry and not ran & {"INTERMEDIATE", "WET"} and len(ran & set(dry)) == 1:
+                weight[[dry.index(c) for c in ran & set(dry)], i, t] = 0.0
+    assert (weight[:, p].sum(0) == 2).sum() > 100 and (weight[:, p].sum(0) == 3).sum() > 100
+    np.testing.assert_array_equal(what.allowed, weight > 0)
     for c, name in enumerate(what.compounds):
         for laps_on, got in ((2, what.new[c]), *((2 + j, what.later[c, j - 1]) for j in range(1, LATER + 1))):
-            with torch.no_grad():  # ANY: the three dry compounds' mean
-                pct = np.mean([run.model.fresh(torch.from_numpy(stop_vector(x, seq.lap_number, one, laps_on))).double().numpy()
-                               for one in (("SOFT", "MEDIUM", "HARD") if name == ANY else (name,))], 0)
+            with torch.no_grad():  # ANY: the mean of the dry compounds the rule allows
+                per = np.stack([run.model.fresh(torch.from_numpy(stop_vector(x, seq.lap_number, one, laps_on))).double().numpy()
+                                for one in dry])  # (3, N, T, K)
+            pct = (per * weight[..., None]).sum(0) / weight.sum(0)[..., None] if name == ANY else per[dry.index(name)]
             inside = p[..., None] & (ahead + laps_on <= left[..., None])  # lap t+laps_on+k is run before the flag
             np.testing.assert_allclose(got[inside], (ref[..., None] * (1 + pct / 100))[inside], rtol=1e-12)
             assert np.isnan(got[~inside]).all() and (~inside & p[..., None]).any()
@@ -146,6 +160,29 @@ def test_pit_now_numbers_follow_their_definitions(asked):
                 assert s["now_vs_later_to_flag"][c, j - 1, i, t] == pytest.approx(want, abs=1e-9)
     # seconds, not percent: a lap on new tyres is within 10% of the race's reference lap
     assert np.nanmax(np.abs(what.new / ref[None, ..., None] - 1)) < 0.1
+
+
+def test_the_two_compound_rule_binds_until_a_second_dry_compound_or_a_wet_tyre():
+    bit = {c: 1 << COMPOUNDS.index(c) for c in COMPOUNDS}
+    used = np.array([bit["MEDIUM"], bit["MEDIUM"] | bit["HARD"], bit["INTERMEDIATE"] | bit["MEDIUM"], bit["SOFT"],
+                     bit["SOFT"] | bit["SOFT"], bit["HARD"]])
+    dry_now = np.array([True, True, True, True, True, False])
+    open_, allowed = rule_sets(used, dry_now)
+    assert open_.tolist() == [True, False, False, True, True, False]  # the last: on inters now (a wet race)
+    assert allowed.T.tolist() == [[True, False, True], [True] * 3, [True] * 3, [False, True, True], [False, True, True],
+                                  [True] * 3]
+    assert allowed.shape == (3, 6)
+    o2, a2 = rule_sets(used.reshape(2, 3), dry_now.reshape(2, 3))  # any leading shape
+    assert (o2.ravel() == open_).all() and (a2.reshape(3, 6) == allowed).all()
+
+
+def test_sequences_carry_the_compounds_each_driver_has_run(asked):
+    _, seq, _, _ = asked
+    for i in range(len(seq.lengths)):
+        L = int(seq.lengths[i])
+        want = np.bitwise_or.accumulate([1 << int(k) for k in seq.compound[i, :L]])
+        np.testing.assert_array_equal(seq.tyres_used[i, :L], want)
+        assert (seq.tyres_used[i, L:] == 0).all()
 
 
 def test_pit_now_refuses_a_run_without_a_fresh_start_and_wet_compounds(asked):
@@ -227,7 +264,7 @@ def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
         xs[i, t + 1 : t + 3, IX["safety_car"]] = 1.0
     seq = replace(seq, x=xs)
     fake = PitNow(what.compounds, what.stay, fake_new, what.new_half90, fake_later, loss, what.stop_stops, what.in_out, neutral,
-                  what.laps_left, what.possible)
+                  what.laps_left, what.possible, what.rule_open, what.allowed)
     errors = stop_errors(seq, fake, np.where(np.isfinite(seq.future), seq.future, 0.0))
     assert errors["stops"] == len(stops)
     res = stop_check(pool_stop_errors([errors, errors]))  # two folds pool as one
@@ -294,6 +331,24 @@ def test_cli_pit_now_json_and_table(sim_run, run_cli):
         back["ahead_of"]["driver"] == rest[0][1] and back["ahead_of"]["margin_s"] == pytest.approx(rest[0][0] - res["stop_cost_s"], abs=2e-3))
     in_laps = clean[clean["InLap"] & (clean["LapNumber"] <= lap - 1)].groupby("Driver").size()
     assert all(c["stops"] == min(int(in_laps.get(c["driver"], 0)), 3) for c in back["passed_by"])
+    # the two-compound rule, from the file: at this lap and at the driver's first lap in his first stint with a what-if
+    first = next(n for n in range(2, 60) if run_cli("race", "pit-now", run, race, "--driver", drv, "--lap", n, "--json")[0] == 0)
+    binds = 0
+    for n in (lap, first):
+        code, out, err = run_cli("race", "pit-now", run, race, "--driver", drv, "--lap", n, "--json", "--compound", "all")
+        got = json.loads(out)
+        ran = set(clean[(clean["Driver"] == drv) & (clean["LapNumber"] <= n)]["Compound"].str.upper())
+        dry = ["SOFT", "MEDIUM", "HARD"]
+        needs = [c for c in dry if c not in ran] if len(ran & set(dry)) == 1 and not ran - set(dry) else None
+        assert got["rule_needs"] == needs
+        assert [p["meets_rule"] for p in got["compounds"]] == [True, *(needs is None or c in needs for c in dry)]
+        if needs is not None:  # a new set: the mean of the two the rule allows
+            binds += 1
+            at3 = {p["compound"]: p["first_lap"] for p in got["compounds"]}
+            assert at3["ANY"] == pytest.approx(np.mean([at3[c] for c in needs]), abs=1e-9)
+            code, out, err = run_cli("race", "pit-now", run, race, "--driver", drv, "--lap", n, "--compound", "all")
+            assert code == 0 and "the two-compound rule" in err and "leave the rule to another stop" in err
+    assert binds >= 1
     code, out, err = run_cli("race", "pit-now", run, race, "--driver", drv, "--lap", lap, "--compound", "hard,soft")
     assert code == 0, err
     assert f"boxes on lap {lap + 1}, called after lap {lap}" in err and "HARD" in err and "MEDIUM" not in err and "payback" in err
@@ -344,7 +399,7 @@ def test_live_pit_now_equals_the_batch_what_if(sim_run, run_cli, asked):
     assert code == 0, err
     recs = {(r["driver"], r["lap"]): r["pit_now"] for r in map(json.loads, out.splitlines())}
     s = what.summary()
-    checked = nulls = 0
+    checked = nulls = binding = 0
     for i, (_, drv) in enumerate(seq.keys):
         for t in range(int(seq.lengths[i])):
             got = recs[(drv, int(seq.lap_number[i, t]))]
@@ -363,8 +418,11 @@ def test_live_pit_now_equals_the_batch_what_if(sim_run, run_cli, asked):
                 for key in ("now_vs_later", "now_vs_later_to_flag"):  # None (past the flag) reads as NaN
                     np.testing.assert_allclose(np.array(got[name][key], float), s[key][c, :, i, t], atol=5e-2)
             assert got["stop_cost_stops"] == what.stop_stops[i, t] and got["laps_to_flag"] == what.laps_left[i, t]
+            needs = [c for k, c in enumerate(("SOFT", "MEDIUM", "HARD")) if what.allowed[k, i, t]]
+            assert got["rule_needs"] == (needs if what.rule_open[i, t] else None)
+            binding += bool(what.rule_open[i, t])
             checked += 1
-    assert checked > 500 and nulls > 20
+    assert checked > 500 and nulls > 20 and 100 < binding < checked
     code, out, err = run_cli("race", "live", run, race)
     assert code == 0 and "pit_now" not in out.splitlines()[0]
 

@@ -338,7 +338,8 @@ PIT_NOW_HELP = (
     "N+10 (< 0: the stop has paid for itself), the laps to pay the stop back at that gain (an extrapolation), and "
     "boxing now minus boxing 1, 2 or 3 laps later over the same laps (< 0: boxing now is ahead; the later set is "
     "then fresher for what follows). Everything stops at the chequered flag, is at racing pace and uses only laps "
-    "that ended before lap N's end. By default one new set, whichever compound (the three dry compounds' mean): "
+    "that ended before lap N's end. By default one new set, whichever compound (the three dry compounds' mean; "
+    "while the two-compound rule binds, the mean of the compounds that meet it): "
     "--compound soft,hard adds a compound's own column, what drivers ran after the stops teams chose onto it in the "
     "training races (not a tyre model; on real stops no better than the mean: docs/guide/race.md). Needs a run "
     "with a FreshStart.\n\n"
@@ -393,7 +394,8 @@ def pit_now_cmd(
                  f"{ahead['margin_s']:.1f} s to spare)" if ahead else "")
         console.print(f"on the road, as the gaps behind him stood after lap {back['gaps_after_lap']} (stops so far in "
                       f"brackets): he rejoins behind {passed}{after}", soft_wrap=True)
-    name = lambda c: "new set" if c == "ANY" else c  # noqa: E731  (ANY: whichever compound, the three's mean)
+    # ANY: whichever compound, the three's mean (the rule's allowed ones while it binds); '*': a stop that leaves the rule unmet
+    name = lambda c, ok=True: ("new set" if c == "ANY" else c) + ("" if ok else " *")  # noqa: E731
     summary_table("lap times (s)", [{name(k): (_cell(round(v, 3)) if isinstance(v, float) else v) for k, v in row.items()}
                                     for row in res["laps"]], wide=True)
     r2 = lambda v: f"{v:.2f}" if isinstance(v, float) and math.isfinite(v) else "-"  # noqa: E731
@@ -404,7 +406,7 @@ def pit_now_cmd(
 
     summary_table(f"per set (s): lap {res['lap'] + 3} is the first on the new set; delta: stopping minus staying out by "
                   f"lap {end}; later: boxing now minus boxing 1 / 2 / 3 laps later, by lap {end} and carried to the flag",
-                  [{"set": name(p["compound"]), f"lap {res['lap'] + 3}": f"{r2(p['first_lap'])} ±{r2(p['first_lap_half90'])}",
+                  [{"set": name(p["compound"], p["meets_rule"]), f"lap {res['lap'] + 3}": f"{r2(p['first_lap'])} ±{r2(p['first_lap_half90'])}",
                     "stop cost": r2(p["stop_cost"]), "gain/lap": r2(p["gain_per_lap"]), "delta": r2(p["delta"]),
                     "payback laps": payback(p["payback_laps"]),
                     f"later, by lap {end}": " / ".join(r2(v) for v in p["now_vs_later"]),
@@ -412,8 +414,11 @@ def pit_now_cmd(
                    for p in res["compounds"]], wide=True)
     if any(p["compound"] != "ANY" for p in res["compounds"]):
         console.print("note: a compound's column is what drivers ran after the stops teams chose onto it (not a tyre "
-                      "model): on real stops it forecasts the laps no better than 'new set', the three's mean",
+                      "model): on real stops it forecasts the laps no better than 'new set', the compounds' mean",
                       soft_wrap=True)
+    if not all(p["meets_rule"] for p in res["compounds"]):
+        console.print("note: * a stop onto a compound he has already run leaves the two-compound rule to another stop, "
+                      "which these numbers do not price", soft_wrap=True)
     console.print("note: payback extrapolates the mean gain; 'to the flag' carries the two new sets' mean gap per lap to "
                   "the flag, if neither stops again; no rival is modelled", soft_wrap=True)
     for note in res["notes"]:

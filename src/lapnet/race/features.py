@@ -219,6 +219,7 @@ class _Driver:
     scored: list = field(default_factory=list)  # (LapNumber, LapTime) Scored laps of this stint
     pits: int = 0
     compounds: set = field(default_factory=set)
+    tyres: int = 0  # bit k: COMPOUNDS[k] fitted on some lap so far (UNKNOWN never set)
     position: float = math.nan
     timed: bool = False  # has a timed lap (non-starters never count in the field)
     gap: float = math.nan
@@ -244,6 +245,7 @@ class LapFeatures:
     stop_loss: float = math.nan  # seconds: what a stop costs against two racing laps in this race so far (`PitContext`)
     stop_loss_neutral: float = math.nan  # seconds: what a stop under a safety car or VSC costs against staying out
     stop_stops: tuple[int, int] = (0, 0)  # the stops each of those is measured on so far (green, neutralised)
+    tyres_used: int = 0  # bit k: the driver has run COMPOUNDS[k] by this lap (the two-compound rule, `whatif.rule_sets`)
 
 
 class RaceFeaturizer:
@@ -400,6 +402,8 @@ class RaceFeaturizer:
         st.stint_laps += 1
         if compound in DRY:
             st.compounds.add(compound)
+        if compound != "UNKNOWN":
+            st.tyres |= 1 << COMPOUNDS.index(compound)
 
         # the reference lap: updated before use, so this lap's own time counts once it is Scored
         if scored and len(self.ref_pool) < REF_LAPS:
@@ -577,7 +581,7 @@ class RaceFeaturizer:
             *(float(st.since_neutral == k) for k in (1, 2, 3)),
             _clip(self.trend.slope() / ref * 100, -1, 1) * 10,
         ]
-        return LapFeatures(np.asarray(x, dtype=np.float32), base, float(ref), st.stint_id)
+        return LapFeatures(np.asarray(x, dtype=np.float32), base, float(ref), st.stint_id, tyres_used=st.tyres)
 
 
 class _PooledTrend:
@@ -657,7 +661,8 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
     Returns:
         A frame aligned with `df` (same index) holding the feature columns `FEATURES` and
         `_base`, `_ref`, `_stop_loss`, `_stop_loss_neutral` (seconds), `_stop_stops`,
-        `_stop_stops_neutral` (the stops those are measured on) and `_stint_id`.
+        `_stop_stops_neutral` (the stops those are measured on), `_stint_id` and `_tyres_used`
+        (bit k: the driver has run COMPOUNDS[k] by this lap).
     """
     if total_laps is None or total_laps == "file":
         total_laps = race_laps(df)
@@ -667,7 +672,7 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
         raise LapnetError(f"race length: a number of laps, 'file' or 'estimate', got {total_laps!r}")
     fz = RaceFeaturizer(total_laps)
     records = df.to_dict("index")
-    xs, bases, refs, stints, idx, losses, neutral, counts = [], [], [], [], [], [], [], []
+    xs, bases, refs, stints, idx, losses, neutral, counts, tyres = [], [], [], [], [], [], [], [], []
     for i in session_order(df):
         f = fz.step(records[i])
         xs.append(f.x)
@@ -677,11 +682,13 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
         neutral.append(f.stop_loss_neutral)
         counts.append(f.stop_stops)
         stints.append(f.stint_id)
+        tyres.append(f.tyres_used)
         idx.append(i)
     out = pd.DataFrame(np.stack(xs) if xs else np.zeros((0, len(FEATURES))), index=idx, columns=list(FEATURES))
     out["_base"], out["_ref"], out["_stint_id"], out["_stop_loss"], out["_stop_loss_neutral"] = bases, refs, stints, losses, neutral
     out["_stop_stops"] = [c[0] for c in counts]
     out["_stop_stops_neutral"] = [c[1] for c in counts]
+    out["_tyres_used"] = np.asarray(tyres, np.int64)
     return out.loc[df.index]
 
 
@@ -717,6 +724,7 @@ class Sequences:
     stop_loss_neutral: np.ndarray  # (N, T) seconds: the same for a stop under a safety car or VSC, against staying out
     stop_stops: np.ndarray  # (N, T, 2) int: the race's stops those two are measured on so far (0: the prior alone)
     time: np.ndarray  # (N, T) seconds: the session Time the lap ended (NaN when missing)
+    tyres_used: np.ndarray  # (N, T) int: bit k set when the driver has run COMPOUNDS[k] by lap t (0 for padding)
 
 
 def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int | str] = "file") -> Sequences:
@@ -763,6 +771,7 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         stop_loss_neutral=np.full((N, T), np.nan),
         stop_stops=np.zeros((N, T, 2), np.int64),
         time=np.full((N, T), np.nan),
+        tyres_used=np.zeros((N, T), np.int64),
     )
     fx = feats[list(FEATURES)].to_numpy(np.float32)
     scored_all = df["Scored"].fillna(False).astype(bool).to_numpy()
@@ -788,6 +797,7 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         s.stop_loss_neutral[i, :L] = feats["_stop_loss_neutral"].to_numpy(float)[ix]
         s.stop_stops[i, :L] = feats[["_stop_stops", "_stop_stops_neutral"]].to_numpy(np.int64)[ix]
         s.time[i, :L] = time_all[ix]
+        s.tyres_used[i, :L] = feats["_tyres_used"].to_numpy(np.int64)[ix]
         s.origin_scored[i, :L] = sc
         s.lap_number[i, :L], s.stint_id[i, :L] = ln, sid
         s.compound[i, :L] = comp_all[ix]

@@ -427,7 +427,7 @@ class LiveRace:
         if self.pit_now:  # what if he pits at the end of the next lap: one more linear model on this lap's vector
             what = what_if(self.model, f.x[None, None], np.array([[n]], float), np.array([[f.ref]]),
                            np.array([[f.stop_loss]]), np.array([[f.stop_loss_neutral]]), sec[None, None], np.ones((1, 1), bool),
-                           CHOICES, np.array([[f.stop_stops]]))
+                           CHOICES, np.array([[f.stop_stops]]), np.array([[f.tyres_used]]))
             rec["pit_now"] = live_record(what, int(n))
         return rec
 

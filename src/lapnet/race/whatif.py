@@ -62,6 +62,32 @@ ANY = "ANY"
 CHOICES = (ANY, *DRY_COMPOUNDS)
 _IX = {name: j for j, name in enumerate(FEATURES)}
 _NEUTRAL = ("safety_car", "vsc")  # a stop called under these is priced as a neutralised stop
+_DRY_BITS = [1 << COMPOUNDS.index(c) for c in DRY_COMPOUNDS]
+_WET_BITS = sum(1 << COMPOUNDS.index(c) for c in WET_COMPOUNDS)
+
+
+def rule_sets(tyres_used: np.ndarray, dry_now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two-compound rule at each lap: whether it still binds, and the dry compounds a stop
+    must fit to meet it.
+
+    A driver who has not run intermediate or wet tyres must use two different dry compounds in
+    the race (FIA Sporting Regulations 2023, article 30.5 e). While he has run one only, a stop
+    onto that one leaves the rule to a later stop, which a what-if of one stop does not price:
+    "a new set" (ANY) then means one of the others.
+
+    Args:
+        tyres_used: (*S,) int, bit k set when COMPOUNDS[k] has been run (`Sequences.tyres_used`).
+        dry_now: (*S,) bool, the car is on a dry compound.
+
+    Returns:
+        open_: (*S,) bool, the rule still binds (one dry compound run, no wet tyre, on a dry one now);
+        allowed: (3, *S) bool per DRY_COMPOUNDS, a stop onto it meets the rule (all True where
+        the rule does not bind).
+    """
+    used = np.asarray(tyres_used, np.int64)
+    ran = np.stack([(used & b) > 0 for b in _DRY_BITS])  # (3, *S)
+    open_ = np.asarray(dry_now, bool) & ((used & _WET_BITS) == 0) & (ran.sum(0) == 1)
+    return open_, ~(open_[None] & ran)
 
 
 def stop_vector(x: np.ndarray, lap_number: np.ndarray, compound: str, laps_on: int = STOP_LAPS) -> np.ndarray:
@@ -146,6 +172,8 @@ class PitNow:
     neutral: np.ndarray  # (*S,) bool: called under a safety car or VSC (priced as such a stop)
     laps_left: np.ndarray  # (*S,) laps to the flag after lap t
     possible: np.ndarray  # (*S,) bool: a what-if is made at this lap
+    rule_open: np.ndarray  # (*S,) bool: the two-compound rule still binds (`rule_sets`); ANY is then the others' mean
+    allowed: np.ndarray  # (3, *S) bool per DRY_COMPOUNDS: a stop onto it meets the rule
 
     def summary(self) -> dict[str, np.ndarray]:
         """Per compound (C, *S): stop_cost, gain_per_lap (stay-out minus new-tyre lap over laps
@@ -197,24 +225,26 @@ def pit_now(model: torch.nn.Module, seq: Sequences, stay: np.ndarray,
         stay: (N, T, K) seconds, the run's forecast of laps t+1 .. t+K at every lap
             (`to_seconds(seq, run_net(model, seq)["mean"])`).
         compounds: the sets to stop onto: dry compounds, or ANY (a new set, whichever: the mean
-            of the three dry compounds' forecasts).
+            of the three dry compounds' forecasts, or of those the two-compound rule allows).
 
     Raises:
         LapnetError: the run has no FreshStart, or a compound is not one of CHOICES.
     """
     valid = np.arange(seq.x.shape[1])[None, :] < seq.lengths[:, None]
     return what_if(model, seq.x, seq.lap_number, seq.ref, seq.stop_loss, seq.stop_loss_neutral, stay, valid, compounds,
-                   seq.stop_stops)
+                   seq.stop_stops, seq.tyres_used)
 
 
 def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: np.ndarray, stop_loss: np.ndarray,
             stop_loss_neutral: np.ndarray, stay: np.ndarray, valid: np.ndarray,
-            compounds: tuple[str, ...] = DRY_COMPOUNDS, stop_stops: np.ndarray | None = None) -> PitNow:
+            compounds: tuple[str, ...] = DRY_COMPOUNDS, stop_stops: np.ndarray | None = None,
+            tyres_used: np.ndarray | None = None) -> PitNow:
     """`pit_now` on bare arrays of any leading shape S (a race's sequences (N, T), one live lap
     (1, 1)): x (*S, D) lap vectors, lap_number (*S,), ref (*S,) the race's reference lap,
     stop_loss and stop_loss_neutral (*S,) its stop losses so far (`Sequences`), stay (*S, K) the
     stay-out forecast, all in seconds; valid (*S,) bool (not padding); stop_stops (*S, 2) the
-    stops those two losses are measured on (None: not known, reported as -1)."""
+    stops those two losses are measured on (None: not known, reported as -1); tyres_used (*S,)
+    the compounds run so far (`Sequences.tyres_used`; None: not known, the rule taken as met)."""
     fresh = require_fresh_start(model)
     compounds = tuple(compounds)
     bad = [c for c in compounds if c not in CHOICES]
@@ -225,6 +255,11 @@ def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: 
     wet = x[..., [_IX[f"compound_{c.lower()}"] for c in WET_COMPOUNDS]].max(-1) > 0
     left = np.round(x[..., _IX["laps_left"]].astype(np.float64) * 30)  # laps to the flag after lap t (capped at 90)
     neutral = sum(x[..., _IX[k]] for k in _NEUTRAL) > 0
+    dry_now = x[..., [_IX[f"compound_{c.lower()}"] for c in DRY_COMPOUNDS]].max(-1) > 0
+    if tyres_used is None:
+        rule_open, allowed = np.zeros(neutral.shape, bool), np.ones((len(DRY_COMPOUNDS), *neutral.shape), bool)
+    else:
+        rule_open, allowed = rule_sets(tyres_used, dry_now)
     possible = (valid & ~wet & (x[..., _IX["in_lap"]] == 0) & (x[..., _IX["red"]] == 0) & (left >= STOP_LAPS + 1)
                 & (x[..., _IX["has_field_pace_any"]] > 0) & np.isfinite(stay[..., 0]))
     ahead = np.arange(1, K + 1)  # laps after lap t of the forecasts' horizons
@@ -240,8 +275,13 @@ def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: 
 
     def read(name: str, laps_on: int) -> tuple[np.ndarray, np.ndarray]:
         """(*S, K) seconds of laps t+laps_on+1 .. t+laps_on+K on a new set of `name`, and their 90% half-width."""
-        rows = [at[(one, laps_on)] for one in (DRY_COMPOUNDS if name == ANY else (name,))]
-        pct, hw = pct_all[rows].mean(0), hw_all[rows].mean(0)
+        if name == ANY:  # the mean over the compounds the two-compound rule allows (all three once it is met)
+            w = allowed[..., None].astype(np.float64)  # (3, *S, 1)
+            rows = [at[(one, laps_on)] for one in DRY_COMPOUNDS]
+            pct = np.where(w > 0, pct_all[rows], 0.0).sum(0) / w.sum(0)
+            hw = np.where(w > 0, hw_all[rows], 0.0).sum(0) / w.sum(0)
+        else:
+            pct, hw = pct_all[at[(name, laps_on)]], hw_all[at[(name, laps_on)]]
         ok = possible[..., None] & np.isfinite(pct) & (ahead + laps_on <= left[..., None])
         return (np.where(ok, ref[..., None] * (1.0 + pct / 100.0), np.nan), np.where(ok, ref[..., None] * hw / 100.0, np.nan))
 
@@ -258,19 +298,22 @@ def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: 
               else np.where(neutral, np.asarray(stop_stops)[..., 1], np.asarray(stop_stops)[..., 0]))
     stay = np.where(possible[..., None] & before_flag, stay, np.nan)
     return PitNow(compounds, stay, new, half, later, np.where(possible, loss, np.nan), counts,
-                  np.where(possible, stay[..., 0] + stay[..., 1] + loss, np.nan), neutral, left, possible)
+                  np.where(possible, stay[..., 0] + stay[..., 1] + loss, np.nan), neutral, left, possible, rule_open, allowed)
 
 
 def live_record(what: PitNow, lap: int) -> dict | None:
     """`race live --pit-now`'s field for lap `lap` (`what` of shape (1, 1)): the stop's cost and
     its two laps, and per compound the new-tyre laps (from lap+3 on, to the flag) and the
-    summary's numbers, seconds rounded to the millisecond; None when no what-if is made."""
+    summary's numbers, seconds rounded to the millisecond; "rule_needs": the dry compounds a stop
+    must fit while the two-compound rule binds (ANY is then their mean), else None; None when no
+    what-if is made."""
     if not what.possible[0, 0]:
         return None
     s = what.summary()
     r = lambda v: round(float(v), 3) if math.isfinite(float(v)) else None  # noqa: E731
     return {"in_lap": lap + 1, "stop_cost": r(what.stop_loss[0, 0]), "stop_cost_stops": int(what.stop_stops[0, 0]),
             "in_out": r(what.in_out[0, 0]), "under_safety_car": bool(what.neutral[0, 0]), "laps_to_flag": int(what.laps_left[0, 0]),
+            "rule_needs": rule_needs(what, (0, 0)),
             **{name: {"first_lap_number": lap + STOP_LAPS + 1, "laps": [r(v) for v in what.new[c, 0, 0] if math.isfinite(v)],
                       "gain_per_lap": r(s["gain_per_lap"][c, 0, 0]), "delta": r(s["delta"][c, 0, 0]),
                       "payback_laps": r(s["payback_laps"][c, 0, 0]),
@@ -423,11 +466,20 @@ def pit_now_rows(seq: Sequences, what: PitNow, i: int, t: int) -> tuple[list[dic
         for c, name in enumerate(what.compounds):
             row[name] = ("in-lap" if j == 1 else "out-lap") if j <= STOP_LAPS else float(what.new[c, i, t, j - STOP_LAPS - 1])
         laps.append(row)
-    per = [{"compound": name, "first_lap": float(what.new[c, i, t, 0]), "first_lap_half90": float(what.new_half90[c, i, t, 0]),
+    per = [{"compound": name, "meets_rule": name == ANY or bool(what.allowed[DRY_COMPOUNDS.index(name), i, t]),
+            "first_lap": float(what.new[c, i, t, 0]), "first_lap_half90": float(what.new_half90[c, i, t, 0]),
             **{k: float(v[c, i, t]) for k, v in s.items() if not k.startswith("now_vs_later")},
             **{k: [float(v) for v in s[k][c, :, i, t]] for k in ("now_vs_later", "now_vs_later_to_flag")}}
            for c, name in enumerate(what.compounds)]
     return laps, per
+
+
+def rule_needs(what: PitNow, at: tuple) -> list[str] | None:
+    """The dry compounds a stop at index `at` must fit to meet the two-compound rule, or None
+    when the rule does not bind there (met, or void after intermediate or wet tyres)."""
+    if not what.rule_open[at]:
+        return None
+    return [c for k, c in enumerate(DRY_COMPOUNDS) if what.allowed[(k, *at)]]
 
 
 def _why_not(x: np.ndarray, stay0: float, laps_left: float) -> str:
@@ -465,8 +517,10 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
         {"race", "driver", "lap", "compound", "tyre_life", "laps_to_flag", "under_safety_car"
         (the call is priced as a stop under a safety car or VSC), "stop_cost_s" (the race's stop
         loss so far, green or under a safety car: `PitContext`), "stop_cost_stops" (the stops it
-        is measured on: 0, the prior alone), "in_out_s", "laps": [{LapNumber, stay_out, one
-        column per set}], "compounds": [{compound (ANY: a new set), first_lap (lap N+3's time),
+        is measured on: 0, the prior alone), "in_out_s", "rule_needs" (the dry compounds a stop must
+        fit while the two-compound rule binds, else None: `rule_sets`), "rejoin" (`rejoin`), "laps":
+        [{LapNumber, stay_out, one column per set}], "compounds": [{compound (ANY: a new set, of
+        the compounds the rule allows), meets_rule, first_lap (lap N+3's time),
         first_lap_half90, stop_cost, gain_per_lap, delta, payback_laps, now_vs_later,
         now_vs_later_to_flag}], "race_laps", "cleaning", "notes"}: seconds.
 
@@ -516,12 +570,18 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
     if what.neutral[0, t]:
         notes.append("called under a safety car or VSC: the stop is priced as the race's stops under one (against what "
                      "the cars nearest on the road ran staying out); the lap times are at racing pace, as after the restart")
+    needs = rule_needs(what, (0, t))
+    if needs is not None:
+        ran = [c for c in DRY_COMPOUNDS if c not in needs]
+        notes.append(f"the two-compound rule: {drivers[0]} has run {' and '.join(c.lower() for c in ran) or 'no dry set'} "
+                     f"only, so 'new set' means {' or '.join(c.lower() for c in needs)}; a stop onto "
+                     f"{' or '.join(c.lower() for c in ran) or 'it'} would leave the rule to another stop, not priced here")
     back = rejoin(seq, i, t, float(what.stop_loss[0, t]))
     return {"race": race, "driver": drivers[0], "lap": n, "compound": COMPOUNDS[sub.compound[0, t]],
             "tyre_life": float(sub.x[0, t, _IX["tyre_life"]] * 30), "laps_to_flag": int(what.laps_left[0, t]),
             "under_safety_car": bool(what.neutral[0, t]),
             "stop_cost_s": float(what.stop_loss[0, t]), "stop_cost_stops": int(what.stop_stops[0, t]),
-            "in_out_s": float(what.in_out[0, t]),
+            "in_out_s": float(what.in_out[0, t]), "rule_needs": needs,
             "rejoin": back, "laps": rows, "compounds": per, "race_laps": used, "cleaning": report.summary(), "notes": notes}
 
 

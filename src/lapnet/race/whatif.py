@@ -55,9 +55,10 @@ from lapnet.race.schema import COMPOUNDS, DRY_COMPOUNDS, WET_COMPOUNDS
 
 STOP_LAPS = 2  # a stop called now: the next lap is the in-lap, the one after it the out-lap
 LATER = 3  # `now_vs_later`: boxing now against boxing 1 .. LATER laps later
-# "a new set", whichever dry compound: the mean of the three compounds' forecasts. On the real stops of the 15 races
-# it forecasts the laps after a stop as well as the compound actually fitted does (benchmarks/race_real.py): the
-# compound terms, learnt from the stops teams chose, add nothing measurable, so this is what the commands show first
+# "a new set", whichever dry compound: the mean of the three compounds' forecasts (of the two that meet the
+# two-compound rule while it binds: `rule_sets`). On the real stops of the 15 races it forecasts the laps after a
+# stop as well as the compound actually fitted does (benchmarks/race_real.py): the compound terms, learnt from the
+# stops teams chose, add nothing measurable, so this is what the commands show first
 ANY = "ANY"
 CHOICES = (ANY, *DRY_COMPOUNDS)
 _IX = {name: j for j, name in enumerate(FEATURES)}
@@ -265,7 +266,7 @@ def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: 
     ahead = np.arange(1, K + 1)  # laps after lap t of the forecasts' horizons
     before_flag = ahead <= left[..., None]  # (*S, K)
 
-    # every (dry compound, laps to the out-lap) read once, in one batch: ANY is the three's mean
+    # every (dry compound, laps to the out-lap) read once, in one batch: ANY is their mean (`read`)
     needed = sorted({(one, STOP_LAPS + j) for name in compounds for one in (DRY_COMPOUNDS if name == ANY else (name,))
                      for j in range(LATER + 1)})
     v = torch.from_numpy(np.stack([stop_vector(x, lap_number, one, on) for one, on in needed]))  # (M, *S, D)

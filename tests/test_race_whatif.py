@@ -12,8 +12,8 @@ import torch
 from lapnet.errors import LapnetError
 from lapnet.race.features import FEATURES, HORIZONS, build_sequences
 from lapnet.race.schema import COMPOUNDS
-from lapnet.race.whatif import (ANY, CHOICES, LATER, STOP_LAPS, PitNow, pit_now, pool_stop_errors, rule_sets, stop_check,
-                                stop_errors, stop_vector)
+from lapnet.race.whatif import (ANY, CHOICES, LATER, STOP_LAPS, PitNow, pit_now, pool_stop_errors, rejoin, rule_sets,
+                                stop_check, stop_errors, stop_vector)
 
 IX = {n: j for j, n in enumerate(FEATURES)}
 
@@ -330,7 +330,7 @@ def test_cli_pit_now_json_and_table(sim_run, run_cli):
     assert (back["ahead_of"] is None) if not rest else (
         back["ahead_of"]["driver"] == rest[0][1] and back["ahead_of"]["margin_s"] == pytest.approx(rest[0][0] - res["stop_cost_s"], abs=2e-3))
     in_laps = clean[clean["InLap"] & (clean["LapNumber"] <= lap - 1)].groupby("Driver").size()
-    assert all(c["stops"] == min(int(in_laps.get(c["driver"], 0)), 3) for c in back["passed_by"])
+    assert all(c["stops"] == int(in_laps.get(c["driver"], 0)) for c in back["passed_by"])
     # the two-compound rule, from the file: at this lap and at the driver's first lap in his first stint with a what-if
     first = next(n for n in range(2, 60) if run_cli("race", "pit-now", run, race, "--driver", drv, "--lap", n, "--json")[0] == 0)
     binds = 0
@@ -399,7 +399,7 @@ def test_live_pit_now_equals_the_batch_what_if(sim_run, run_cli, asked):
     assert code == 0, err
     recs = {(r["driver"], r["lap"]): r["pit_now"] for r in map(json.loads, out.splitlines())}
     s = what.summary()
-    checked = nulls = binding = 0
+    checked = nulls = binding = rejoins = 0
     for i, (_, drv) in enumerate(seq.keys):
         for t in range(int(seq.lengths[i])):
             got = recs[(drv, int(seq.lap_number[i, t]))]
@@ -418,11 +418,22 @@ def test_live_pit_now_equals_the_batch_what_if(sim_run, run_cli, asked):
                 for key in ("now_vs_later", "now_vs_later_to_flag"):  # None (past the flag) reads as NaN
                     np.testing.assert_allclose(np.array(got[name][key], float), s[key][c, :, i, t], atol=5e-2)
             assert got["stop_cost_stops"] == what.stop_stops[i, t] and got["laps_to_flag"] == what.laps_left[i, t]
+            back = rejoin(seq, i, t, float(what.stop_loss[i, t]))  # where he rejoins: as pit-now says
+            if back is None:
+                assert got["rejoin"] is None
+            else:
+                assert got["rejoin"]["gaps_after_lap"] == back["gaps_after_lap"]
+                assert [(c["driver"], c["stops"]) for c in got["rejoin"]["passed_by"]] == [
+                    (c["driver"], c["stops"]) for c in back["passed_by"]]
+                np.testing.assert_allclose([c["gap_s"] for c in got["rejoin"]["passed_by"]],
+                                           [c["gap_s"] for c in back["passed_by"]], atol=1e-3)
+                assert (got["rejoin"]["ahead_of"] or {}).get("driver") == (back["ahead_of"] or {}).get("driver")
+                rejoins += len(back["passed_by"])
             needs = [c for k, c in enumerate(("SOFT", "MEDIUM", "HARD")) if what.allowed[k, i, t]]
             assert got["rule_needs"] == (needs if what.rule_open[i, t] else None)
             binding += bool(what.rule_open[i, t])
             checked += 1
-    assert checked > 500 and nulls > 20 and 100 < binding < checked
+    assert checked > 500 and nulls > 20 and 100 < binding < checked and rejoins > 500
     code, out, err = run_cli("race", "live", run, race)
     assert code == 0 and "pit_now" not in out.splitlines()[0]
 

@@ -531,7 +531,8 @@ def live_cmd(
         "Add 'pit_now' to every lap: what if the driver boxes on the next lap, for a new set (ANY) and each dry "
         "compound: the stop's cost, the new set's laps to the flag, the gain per lap, stopping minus staying out "
         "over the next 10 laps, the laps to pay the stop back, boxing now minus boxing 1-3 laps later (by lap N+10 "
-        "and carried to the flag); as `lapnet race pit-now` (docs/guide/race.md). Needs a run with a FreshStart.")),
+        "and carried to the flag), the compounds the two-compound rule still needs, and the cars he would rejoin "
+        "behind; as `lapnet race pit-now` (docs/guide/race.md). Needs a run with a FreshStart.")),
 ) -> None:
     from lapnet.race.live import DriverFilter, follow_race
 

@@ -270,8 +270,8 @@ class RaceFeaturizer:
         # timed lap (laps behind a safety car: a poor reference, see `ref_source`)
         self.green_pool: list[float] = []
         self.fallback_pool: list[float] = []
-        # lap number -> (session time, lap time, driver, an in- or out-lap) of the cars that ended it
-        self.lap_ends: dict[int, list[tuple[float, float, str, bool]]] = {}
+        # lap number -> (session time, lap time, driver, an in- or out-lap, stops made by then) of the cars that ended it
+        self.lap_ends: dict[int, list[tuple[float, float, str, bool, int]]] = {}
         self.pit_times: list[tuple[float, str]] = []  # (session time, driver) of in-laps
         self.n_timed = 0
         self.stint_ends: dict[str, list[float]] = {}  # compound -> tyre life at which stints ended in the pits
@@ -442,7 +442,8 @@ class RaceFeaturizer:
             earlier = max((e for e in ends if e[0] <= t_end), default=None)
             if earlier is not None:
                 (gap, ahead_time, ahead_drv), leader = (t_end - earlier[0], earlier[1], earlier[2]), 0.0
-            ends.append((t_end, lap_time if has_time else math.nan, drv, in_lap or out_lap))
+            # the last: the driver's stops by the end of this lap (an in-lap counts: st.pits grows below)
+            ends.append((t_end, lap_time if has_time else math.nan, drv, in_lap or out_lap, st.pits + int(in_lap)))
 
         if has_time and not st.timed:
             st.timed = True

@@ -45,7 +45,7 @@ from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.schema import WET_COMPOUNDS
 from lapnet.race.models import INTERVAL90
 from lapnet.race.pipeline import SLOW_SCORED, RaceRun, forecast_source, live_phase, load_run, pit_window_threshold
-from lapnet.race.whatif import CHOICES, live_record, require_fresh_start, what_if
+from lapnet.race.whatif import CHOICES, live_record, rejoin_live, require_fresh_start, what_if
 
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
 
@@ -209,8 +209,8 @@ class LiveRace:
             number >= 1, or None to estimate it from the race's reference lap as the laps
             come in (`features.estimate_race_laps`); every prediction says which length it used.
         pit_now: add "pit_now" to every prediction: what if the driver pits at the end of the
-            next lap (`lapnet.race.whatif.live_record`; null where none is made). Needs a run
-            with a FreshStart.
+            next lap (`lapnet.race.whatif.live_record`, with "rejoin": `whatif.rejoin_live`;
+            null where none is made). Needs a run with a FreshStart.
 
     Raises:
         LapnetError: `total_laps` neither None nor a whole number >= 1; `run` neither a
@@ -429,6 +429,9 @@ class LiveRace:
                            np.array([[f.stop_loss]]), np.array([[f.stop_loss_neutral]]), sec[None, None], np.ones((1, 1), bool),
                            CHOICES, np.array([[f.stop_stops]]), np.array([[f.tyres_used]]))
             rec["pit_now"] = live_record(what, int(n))
+            if rec["pit_now"] is not None:  # where he would rejoin, as the gaps behind stood after lap n-1
+                rec["pit_now"]["rejoin"] = rejoin_live(self.featurizer.lap_ends, drv, int(n), t_end,
+                                                       float(what.stop_loss[0, 0]))
         return rec
 
     def _admit(self, lap: dict) -> tuple[str, float, _DriverLive]:

@@ -592,32 +592,52 @@ def rejoin(seq: Sequences, i: int, t: int, cost: float) -> dict | None:
     itself they had not): the cars behind him then by less than the stop's cost, which the stop
     puts ahead of him, and the first car behind by more, with the margin left. Only cars on the
     same lap whose lap t-1 ended before his lap t did count (nothing later is read). None when
-    lap t-1 or its Time is missing.
+    lap t-1, or its Time or lap t's, is missing. `rejoin_live` gives the same from a live
+    featuriser's state.
 
     Returns:
         {"gaps_after_lap": lap t-1's number, "passed_by": [{"driver", "gap_s", "stops"}] (nearest
-        first; "stops": the stops each had made by then, capped at 3: a car with fewer than the
-        driver will have after this one is still to stop), "ahead_of": {"driver", "gap_s",
+        first; "stops": the stops each had made by then, counted as in-laps: a car with fewer than
+        the driver will have after this one is still to stop), "ahead_of": {"driver", "gap_s",
         "margin_s", "stops"} or None (no car close enough behind)}.
     """
-    if t < 1 or seq.lap_number[i, t - 1] != seq.lap_number[i, t] - 1 or not np.isfinite(seq.time[i, t - 1]):
+    if t < 1 or seq.lap_number[i, t - 1] != seq.lap_number[i, t] - 1:
         return None
     race, me = seq.keys[i]
-    n, t0, now = seq.lap_number[i, t - 1], seq.time[i, t - 1], seq.time[i, t]
-    behind = []
+    n = seq.lap_number[i, t - 1]
+    inl = seq.x[..., _IX["in_lap"]] > 0
+    others = []
     for j, (r, drv) in enumerate(seq.keys):
         if r != race or j == i:
             continue
         at = np.flatnonzero(seq.lap_number[j, : int(seq.lengths[j])] == n)
-        if len(at) and np.isfinite(seq.time[j, at[0]]) and t0 < seq.time[j, at[0]] <= now:
-            stops = int(round(float(seq.x[j, at[0], _IX["pits_done"]]) * 3))  # capped at 3
-            behind.append((float(seq.time[j, at[0]] - t0), str(drv), stops))
-    behind.sort()
+        if len(at):
+            others.append((float(seq.time[j, at[0]]), str(drv), int(inl[j, : at[0] + 1].sum())))
+    return _rejoin(int(n), float(seq.time[i, t - 1]), float(seq.time[i, t]), others, cost)
+
+
+def rejoin_live(lap_ends: dict, driver: str, n: int, now: float, cost: float) -> dict | None:
+    """`rejoin` for a driver whose lap n has just ended at session time `now`, from a live
+    featuriser's `lap_ends` (lap number -> (session time, lap time, driver, in- or out-lap, stops
+    by then) of the cars that have ended it so far)."""
+    prev = lap_ends.get(int(n) - 1, [])
+    mine = [e[0] for e in prev if e[2] == driver]
+    if not mine:
+        return None
+    return _rejoin(int(n) - 1, mine[0], now, [(e[0], str(e[2]), int(e[4])) for e in prev if e[2] != driver], cost)
+
+
+def _rejoin(n: int, t0: float, now: float, others: list[tuple[float, str, int]], cost: float) -> dict | None:
+    """`rejoin`'s answer: the driver ended lap n at t0 and lap n+1 at `now`; `others` the other
+    cars' (session time they ended lap n, driver, stops by then)."""
+    if not (math.isfinite(t0) and math.isfinite(now) and math.isfinite(cost)):
+        return None
+    behind = sorted((tm - t0, d, k) for tm, d, k in others if math.isfinite(tm) and t0 < tm <= now)
     passed = [{"driver": d, "gap_s": round(g, 3), "stops": k} for g, d, k in behind if g < cost]
     rest = [(g, d, k) for g, d, k in behind if g >= cost]
     ahead = ({"driver": rest[0][1], "gap_s": round(rest[0][0], 3), "margin_s": round(rest[0][0] - cost, 3),
               "stops": rest[0][2]} if rest else None)
-    return {"gaps_after_lap": int(n), "passed_by": passed, "ahead_of": ahead}
+    return {"gaps_after_lap": n, "passed_by": passed, "ahead_of": ahead}
 
 
 def _ranges(laps: np.ndarray) -> str:

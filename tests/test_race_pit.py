@@ -87,11 +87,33 @@ def test_stop_loss_against_the_stopping_drivers_racing_pace():
     assert at("CCC", 4)["_stop_loss"] == pytest.approx((3 * 0.25 + loss) / 4 * at("CCC", 4)["_ref"], rel=1e-5)
 
 
-def test_stop_loss_under_a_safety_car_against_the_other_cars_laps():
+def test_a_repair_stop_is_left_out_of_the_stop_cost():
+    """A stop that took more than REPAIR_LOSS of the reference lap beyond the laps it replaced (a
+    repair, a long penalty) is no tyre stop: the what-if's stop cost stays at the prior, while the
+    pit call's pit_loss feature still counts it."""
+    from lapnet.race.pit import REPAIR_LOSS
+
+    df = _three_cars()
+    out_lap = (df["Driver"] == "BBB") & (df["LapNumber"] >= 4)
+    df.loc[out_lap, "Time"] += 45.0  # BBB's out-lap: 45 s more in the pits (the laps after it end later too)
+    df.loc[out_lap & (df["LapNumber"] == 4), "LapTime"] += 45.0
+    laps = _clean(df)
+    f = featurize_race(laps, 50)
+    at = lambda drv, n: f.iloc[int(np.flatnonzero((laps["Driver"] == drv).to_numpy() & (laps["LapNumber"] == n).to_numpy())[0])]  # noqa: E731
+    ref4 = at("BBB", 4)["_ref"]
+    assert (94.3 + 151.4 - 2 * 90.2) / ref4 > REPAIR_LOSS > (94.3 + 106.4 - 2 * 90.2) / ref4
+    assert at("BBB", 4)["_stop_loss"] == pytest.approx(0.25 * ref4) and at("BBB", 4)["_stop_stops"] == 0
+    assert at("CCC", 5)["_stop_stops"] == 0
+    assert at("BBB", 4)["pit_loss"] > 0.25  # the pit call's feature has it
+
+
+@pytest.mark.parametrize("repair", [False, True])
+def test_stop_loss_under_a_safety_car_against_the_other_cars_laps(repair):
     """A stop whose in- and out-lap ran under a safety car costs what it took beyond what the 2
     cars nearest on the road before it ran on those laps staying out (CCC, who stops on the same
     laps, is no such car), shrunk to its own prior; an out-lap without a LapTime is timed from
-    the in-lap's end; the green stop loss does not see these stops."""
+    the in-lap's end; the green stop loss does not see these stops. With `repair`, BBB's stop
+    takes 100 s more and is left out (REPAIR_LOSS)."""
     from lapnet.race.pit import NEUTRAL_LOSS_PRIOR
 
     rows = []
@@ -104,7 +126,7 @@ def test_stop_loss_under_a_safety_car_against_the_other_cars_laps():
             if stops and n == 4:
                 lt += 3.0  # in-lap under the safety car
             if stops and n == 5:
-                lt += 12.0  # out-lap under it
+                lt += 12.0 + (100.0 if repair and drv == "BBB" else 0.0)  # out-lap under it
             t += lt
             rows.append({"Driver": drv, "LapNumber": float(n), "Time": t, "Stint": 1.0 + (stops and n >= 5),
                          "LapTime": np.nan if (drv == "CCC" and n == 5) else lt,  # FastF1 gave CCC's out-lap no time
@@ -129,8 +151,10 @@ def test_stop_loss_under_a_safety_car_against_the_other_cars_laps():
     ref = at("FFF", 6)["_ref"]
     bbb = (133.3 + 142.3 - stayed("BBB")) / at("BBB", 5)["_ref"]
     ccc = (133.6 + 142.6 - stayed("CCC")) / at("CCC", 5)["_ref"]  # its out-lap timed from Time
-    assert at("FFF", 6)["_stop_stops_neutral"] == 2
-    assert at("FFF", 6)["_stop_loss_neutral"] == pytest.approx((3 * NEUTRAL_LOSS_PRIOR + 2 * np.median([bbb, ccc])) / 5 * ref,
+    measured = [ccc] if repair else [bbb, ccc]
+    assert at("FFF", 6)["_stop_stops_neutral"] == len(measured)
+    k = len(measured)
+    assert at("FFF", 6)["_stop_loss_neutral"] == pytest.approx((3 * NEUTRAL_LOSS_PRIOR + k * np.median(measured)) / (3 + k) * ref,
                                                                rel=1e-5)
     assert at("FFF", 6)["_stop_loss"] == pytest.approx(0.25 * ref) and at("FFF", 6)["_stop_stops"] == 0  # no green stop
 

@@ -60,6 +60,11 @@ PRIOR_WEIGHT = 3.0  # the priors count as this many observed stops / stints
 # green stops, IQR 19.4-24.1 s; 0.192, 15.6 s, over 71 stops under a safety car or VSC, IQR 11.7-25.0 s)
 STOP_LOSS_PRIOR = 0.25  # the pit call's PIT_LOSS_PRIOR, within 0.01 of the measured median
 NEUTRAL_LOSS_PRIOR = 0.19
+# a stop that took more than this share of the reference lap beyond the laps it replaced was no tyre stop but a
+# repair or a long penalty (on the 15 races: 1 of 339 green stops, 0.81 of the lap at Montreal, and 1 of 71 under a
+# safety car, 1.14 at Singapore, SAR's stop after his crash): it is left out of the what-if's stop costs, which are
+# medians that one such stop would otherwise make when it is the race's first (the pit call's pit_loss keeps it)
+REPAIR_LOSS = 0.6
 NEIGHBOURS = 2  # a stop under a safety car is measured against the cars nearest on the road before it that stayed out
 PENDING_LAPS = 3  # ... once they have ended its out-lap's lap, which it waits for this many laps at most
 
@@ -126,7 +131,8 @@ class PitContext:
         for drv, n_in, t_before, both, ref in self.pending:
             stayed = neighbours_laps(fz.lap_ends, n_in, t_before, drv)
             if math.isfinite(stayed):
-                self.neutral_losses.append((both - stayed) / ref)
+                if (both - stayed) / ref <= REPAIR_LOSS:  # a repair is no stop to price a tyre stop by
+                    self.neutral_losses.append((both - stayed) / ref)
             elif fz.max_lap <= n_in + 1 + PENDING_LAPS:
                 keep.append((drv, n_in, t_before, both, ref))
         self.pending = keep
@@ -149,7 +155,7 @@ class PitContext:
         # an out-lap without a LapTime (FastF1 has none for some under a safety car) is timed from the in-lap's end
         out_time = lap_time if math.isfinite(lap_time) else t_end - me.in_end if out_lap else math.nan
         if out_lap and math.isfinite(me.in_time) and me.in_green and not neutral and math.isfinite(out_time):
-            if math.isfinite(me.in_pace):
+            if math.isfinite(me.in_pace) and (me.in_time + out_time - 2 * me.in_pace) / ref <= REPAIR_LOSS:
                 self.pace_losses.append((me.in_time + out_time - 2 * me.in_pace) / ref)
         n_in, t_in, status_in = me.in_lap
         both = status_in + status  # a safety car or VSC on both laps, a red flag on neither

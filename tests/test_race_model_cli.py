@@ -85,6 +85,7 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     assert config["live_tagger"]["bidirectional"] is False and config["tagger"]["bidirectional"] is True
     pw = config["phase_source"]["pit_window"]  # the live pit-window call comes from the pit call, above this
     assert 0.05 <= pw["threshold"] < 0.8 and 0.0 < pw["train_f1"] <= 1.0
+    assert config["pit_threshold"] == pw  # the same threshold draws the pit call in predict's figure
     checks = m["phase_checks"]
     assert "phase_macro_f1" not in m and set(checks) == {"note", "live", "post_race"}
     for c in (checks["live"], checks["post_race"]):

@@ -162,6 +162,17 @@ def test_pit_now_numbers_follow_their_definitions(asked):
     assert np.nanmax(np.abs(what.new / ref[None, ..., None] - 1)) < 0.1
 
 
+def test_a_run_without_phase_calls_keeps_its_pit_threshold(sim_run):
+    """The pit call's threshold (best F1 on the training races' stops) is kept by every run with
+    a pit caller, tagger or not: predict's figure draws the call from it, not from 0.5."""
+    from lapnet.race.pipeline import load_run, pit_window_threshold
+
+    run = load_run(sim_run[0])
+    kept = run.config["pit_threshold"]
+    assert "phase_source" not in run.config and pit_window_threshold(run) == kept["threshold"]
+    assert 0.05 <= kept["threshold"] < 0.8 and 0.0 < kept["train_f1"] <= 1.0
+
+
 def test_the_two_compound_rule_binds_until_a_second_dry_compound_or_a_wet_tyre():
     bit = {c: 1 << COMPOUNDS.index(c) for c in COMPOUNDS}
     used = np.array([bit["MEDIUM"], bit["MEDIUM"] | bit["HARD"], bit["INTERMEDIATE"] | bit["MEDIUM"], bit["SOFT"],

@@ -509,6 +509,8 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
                      {"config": {**meta["config"], "members": cfg.members, "pit_caller": True,
                                  "expected_gap": expected is not None, "fresh_start": fresh is not None}})
         model = WithPitCaller(model, pit, expected, fresh)  # the validation block below scores the first member with the pit caller
+        # the probability from which the pit call counts as called (predict's figure; the live pit-window call)
+        config["pit_threshold"] = _pit_window_threshold(model, subset_sequences(seq, np.concatenate([train_idx, val_idx])))
 
     tagger_result, tagger, live_tagger = None, None, None
     if cfg.tagger and seq.phase_mask.any():
@@ -520,8 +522,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
             (tagger, tagger_result), live_tagger, config["phase_source"] = _fit_sim_taggers(laps, mcfg, cfg, out, budget)
             config["tagger"], config["live_tagger"] = tagger.cfg.to_dict(), live_tagger.cfg.to_dict()
             if cfg.pit_caller:
-                config["phase_source"]["pit_window"] = _pit_window_threshold(model, subset_sequences(
-                    seq, np.concatenate([train_idx, val_idx])))
+                config["phase_source"]["pit_window"] = config["pit_threshold"]
         except LapnetError as e:  # the forecaster and the pit call are trained: keep them, without phases
             warnings.warn(f"no phase calls: the simulator could not be calibrated to these laps ({e})")
     write_json(out / TRAINING_LAPS, _training_laps(laps))  # eval's in-sample check, lap by lap
@@ -645,8 +646,9 @@ def _fit_sim_taggers(laps: pd.DataFrame, mcfg: RaceModelConfig, cfg: RaceTrainCo
 
 
 def _pit_window_threshold(model: torch.nn.Module, seq: Sequences) -> dict:
-    """The pit-call probability from which the live phase call says pit_window (`live_phase`):
-    the one with the best F1 of that call against the real stops of the training races."""
+    """The pit-call probability from which the pit call counts as called (predict's figure) and
+    the live phase call says pit_window (`live_phase`): the one with the best F1 of that call
+    against the real stops of the training races."""
     p, y = run_net(model, seq)["pit"][seq.pit_mask], seq.pit[seq.pit_mask].astype(bool)  # (n,)
     best = (-1.0, 0.5)
     for tau in np.round(np.arange(0.05, 0.80, 0.01), 2):
@@ -961,8 +963,11 @@ def run_outputs(r: RaceRun, seq: Sequences) -> tuple[dict[str, np.ndarray], dict
 
 
 def pit_window_threshold(r: RaceRun) -> float | None:
-    """The run's threshold for the live pit-window call (`live_phase`), None when it has none."""
-    return ((r.config.get("phase_source") or {}).get("pit_window") or {}).get("threshold")
+    """The run's threshold for the pit call (`live_phase`'s pit-window call, predict's figure):
+    the best F1 on its training races' stops; None for a run without a pit caller (or trained
+    before runs kept it without phase calls)."""
+    kept = ((r.config.get("phase_source") or {}).get("pit_window") or r.config.get("pit_threshold") or {})
+    return kept.get("threshold")
 
 
 def _take(outputs: dict[str, np.ndarray] | None, idx: np.ndarray) -> dict[str, np.ndarray] | None:

@@ -196,6 +196,36 @@ def test_sequences_carry_the_compounds_each_driver_has_run(asked):
         assert (seq.tyres_used[i, L:] == 0).all()
 
 
+def test_rejoin_counts_no_red_flag_tyre_change_and_flags_neutralised_gaps(f1_data):
+    """Where a stop puts him, on real races: at Sao Paulo every car went through the pit lane at
+    the lap-1 red flag (in-lap 1, out-lap 2 under the red): no stop; the same counts come from a
+    live featuriser's lap_ends (`rejoin_live`). At Mexico the restart's gaps (lap 35 under the
+    safety car) are flagged as neutralised, a green lap's are not."""
+    from lapnet.race.features import RaceFeaturizer, race_laps, session_order
+    from lapnet.race.pipeline import load_laps, race_sequences
+    from lapnet.race.whatif import rejoin_live
+
+    for race, lap, neutral in (("sao_paulo", 6, False), ("mexico_city", 36, True), ("mexico_city", 45, False)):
+        laps = load_laps(f1_data / f"2023_{race}_R.csv")[0]
+        seq, _ = race_sequences(laps, "file")
+        i = next(k for k, key in enumerate(seq.keys) if key[1] == "VER")
+        t = int(np.flatnonzero(seq.lap_number[i] == lap)[0])
+        back = rejoin(seq, i, t, 30.0)
+        assert back["gaps_after_lap"] == lap - 1 and back["neutralised"] is neutral and len(back["passed_by"]) >= 3
+        pitted = laps[laps["InLap"] & (laps["LapNumber"] <= lap - 1) & ~laps["TrackStatus"].astype(str).str.contains("5")]
+        if race == "sao_paulo":  # lap 1's in-laps (their out-laps ran under the red flag) and lap 2's (under it)
+            assert all(c["stops"] == 0 for c in back["passed_by"]) and len(pitted) > 10
+        # the same from the featuriser, lap by lap, as `race live` has it when VER's lap ends
+        fz = RaceFeaturizer(race_laps(laps))
+        rec = laps.to_dict("index")
+        for r in session_order(laps):
+            f = fz.step(rec[r])
+            if rec[r]["Driver"] == "VER" and rec[r]["LapNumber"] == lap:
+                live = rejoin_live(fz.lap_ends, "VER", lap, float(rec[r]["Time"]), 30.0, f.x)
+                break
+        assert live == back
+
+
 def test_pit_now_refuses_a_run_without_a_fresh_start_and_wet_compounds(asked):
     run, seq, stay, _ = asked
     with pytest.raises(LapnetError, match="no FreshStart.*config.json 'fresh_start' says why"):

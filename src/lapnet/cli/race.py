@@ -394,6 +394,10 @@ def pit_now_cmd(
                  f"{ahead['margin_s']:.1f} s to spare)" if ahead else "")
         console.print(f"on the road, as the gaps behind him stood after lap {back['gaps_after_lap']} (stops so far in "
                       f"brackets): he rejoins behind {passed}{after}", soft_wrap=True)
+        if back["neutralised"]:
+            console.print(f"note: lap {back['gaps_after_lap']} or {back['gaps_after_lap'] + 1} ran under a safety car, VSC "
+                          "or red flag: the field bunches up behind it (or has just restarted), so the order behind him "
+                          "holds, the gaps do not", soft_wrap=True)
     # ANY: whichever compound, the three's mean (the rule's allowed ones while it binds); '*': a stop that leaves the rule unmet
     name = lambda c, ok=True: ("new set" if c == "ANY" else c) + ("" if ok else " *")  # noqa: E731
     summary_table("lap times (s)", [{name(k): (_cell(round(v, 3)) if isinstance(v, float) else v) for k, v in row.items()}

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from lapnet.errors import LapnetError
-from lapnet.race.schema import COMPOUNDS, NEUTRALISED_CODES, PHASES, SLOW_RUNNING_CODES
+from lapnet.race.schema import COMPOUNDS, NEUTRALISED_CODES, PHASES, RED_CODE, SLOW_RUNNING_CODES
 from lapnet.race.schema import DRY_COMPOUNDS as DRY
 
 HORIZONS = 10  # the forecaster predicts laps t+1 .. t+10 of the stint
@@ -220,6 +220,8 @@ class _Driver:
     pits: int = 0
     compounds: set = field(default_factory=set)
     tyres: int = 0  # bit k: COMPOUNDS[k] fitted on some lap so far (UNKNOWN never set)
+    stops: int = 0  # stops so far: in-laps, none under a red flag or before an out-lap under one (`lap_ends`)
+    counted_in: bool = False  # the previous lap was an in-lap counted in `stops`
     position: float = math.nan
     timed: bool = False  # has a timed lap (non-starters never count in the field)
     gap: float = math.nan
@@ -437,13 +439,20 @@ class RaceFeaturizer:
 
         # gap to the car that ended the same lap just before us (causal: it ended earlier)
         gap, leader, ahead_time, ahead_drv = 10.0, 1.0, math.nan, None
+        # stops so far, what `lap_ends` carries for `whatif.rejoin`: a stop is an in-lap, unless it or its out-lap ran
+        # under a red flag (tyres changed in the pit lane during a stoppage: no stop paid for; it is taken back when
+        # the out-lap shows the red flag)
+        red_now = RED_CODE in str(lap.get("TrackStatus") or "")
+        if out_lap and red_now and st.counted_in:
+            st.stops -= 1
+        st.counted_in = in_lap and not red_now
+        st.stops += int(st.counted_in)
         if math.isfinite(n) and math.isfinite(t_end):
             ends = self.lap_ends.setdefault(int(n), [])
             earlier = max((e for e in ends if e[0] <= t_end), default=None)
             if earlier is not None:
                 (gap, ahead_time, ahead_drv), leader = (t_end - earlier[0], earlier[1], earlier[2]), 0.0
-            # the last: the driver's stops by the end of this lap (an in-lap counts: st.pits grows below)
-            ends.append((t_end, lap_time if has_time else math.nan, drv, in_lap or out_lap, st.pits + int(in_lap)))
+            ends.append((t_end, lap_time if has_time else math.nan, drv, in_lap or out_lap, st.stops))
 
         if has_time and not st.timed:
             st.timed = True

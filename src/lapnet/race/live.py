@@ -431,7 +431,7 @@ class LiveRace:
             rec["pit_now"] = live_record(what, int(n))
             if rec["pit_now"] is not None:  # where he would rejoin, as the gaps behind stood after lap n-1
                 rec["pit_now"]["rejoin"] = rejoin_live(self.featurizer.lap_ends, drv, int(n), t_end,
-                                                       float(what.stop_loss[0, 0]))
+                                                       float(what.stop_loss[0, 0]), f.x)
         return rec
 
     def _admit(self, lap: dict) -> tuple[str, float, _DriverLive]:

@@ -54,6 +54,7 @@ from lapnet.race.features import FEATURES, PREV, Sequences
 from lapnet.race.schema import COMPOUNDS, DRY_COMPOUNDS, WET_COMPOUNDS
 
 STOP_LAPS = 2  # a stop called now: the next lap is the in-lap, the one after it the out-lap
+FRESH_TYRES = 3  # pit-now notes that on tyres this many laps old or younger its two models may disagree
 LATER = 3  # `now_vs_later`: boxing now against boxing 1 .. LATER laps later
 # "a new set", whichever dry compound: the mean of the three compounds' forecasts (of the two that meet the
 # two-compound rule while it binds: `rule_sets`). On the real stops of the 15 races it forecasts the laps after a
@@ -475,6 +476,11 @@ def pit_now_rows(seq: Sequences, what: PitNow, i: int, t: int) -> tuple[list[dic
     return laps, per
 
 
+def _ran(needs: list[str]) -> str:
+    """The dry compound(s) run so far, given those the rule still needs: 'medium'."""
+    return " and ".join(c.lower() for c in DRY_COMPOUNDS if c not in needs) or "no dry set"
+
+
 def rule_needs(what: PitNow, at: tuple) -> list[str] | None:
     """The dry compounds a stop at index `at` must fit to meet the two-compound rule, or None
     when the rule does not bind there (met, or void after intermediate or wet tyres)."""
@@ -492,7 +498,8 @@ def _why_not(x: np.ndarray, stay0: float, laps_left: float) -> str:
     if x[_IX["in_lap"]] > 0:
         return "this lap is an in-lap: the stop is already under way"
     if laps_left < STOP_LAPS + 1:
-        return (f"{laps_left:.0f} laps to the flag after it: no lap on new tyres to forecast (for a race still "
+        return (f"{laps_left:.0f} lap{'' if laps_left == 1 else 's'} to the flag after it: no lap on new tyres to "
+                "forecast (for a race still "
                 "running, give its length with --race-laps)")
     if x[_IX["has_field_pace_any"]] == 0:
         return "no car has run a Scored lap yet (the laps after a stop are forecast from the field's racing pace)"
@@ -559,8 +566,11 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
     n = int(numbers[t])
     if not what.possible[0, t]:
         hint = "" if lap is not None else " (the driver's last lap in the table; another with --lap N)"
+        needs = rule_needs(what, (0, t))
+        rule = (f"; the two-compound rule still binds: he has run {_ran(needs)} only and must box for "
+                f"{' or '.join(c.lower() for c in needs)} before the flag" if needs is not None else "")
         raise LapnetError(f"no pit-now forecast for {drivers[0]} at lap {n}{hint}: "
-                          f"{_why_not(sub.x[0, t], stay[0, t, 0], float(what.laps_left[0, t]))}")
+                          f"{_why_not(sub.x[0, t], stay[0, t, 0], float(what.laps_left[0, t]))}{rule}")
     rows, per = pit_now_rows(sub, what, 0, t)
     race = str(seq.keys[i][0])
     notes = []
@@ -573,10 +583,15 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
                      "the cars nearest on the road ran staying out); the lap times are at racing pace, as after the restart")
     needs = rule_needs(what, (0, t))
     if needs is not None:
-        ran = [c for c in DRY_COMPOUNDS if c not in needs]
-        notes.append(f"the two-compound rule: {drivers[0]} has run {' and '.join(c.lower() for c in ran) or 'no dry set'} "
-                     f"only, so 'new set' means {' or '.join(c.lower() for c in needs)}; a stop onto "
-                     f"{' or '.join(c.lower() for c in ran) or 'it'} would leave the rule to another stop, not priced here")
+        notes.append(f"the two-compound rule: {drivers[0]} has run {_ran(needs)} only, so 'new set' means "
+                     f"{' or '.join(c.lower() for c in needs)}; a stop onto {_ran(needs)} would leave the rule to another "
+                     "stop, not priced here; staying out to the flag breaks it (the stay-out laps are no plan to the flag)")
+    life = float(sub.x[0, t, _IX["tyre_life"]] * 30)
+    if life <= FRESH_TYRES:
+        notes.append(f"his tyres are {life:.0f} lap{'' if round(life) == 1 else 's'} old: the stay-out laps come from the "
+                     "nets, which know his pace on them, the new set's from the FreshStart, which reads the field's pace "
+                     "and his against it before; on tyres this young the two can disagree by a second a lap or more, "
+                     "either way (a new set is no slower than these): no real stop this early checks them")
     back = rejoin(seq, i, t, float(what.stop_loss[0, t]))
     return {"race": race, "driver": drivers[0], "lap": n, "compound": COMPOUNDS[sub.compound[0, t]],
             "tyre_life": float(sub.x[0, t, _IX["tyre_life"]] * 30), "laps_to_flag": int(what.laps_left[0, t]),
@@ -597,37 +612,52 @@ def rejoin(seq: Sequences, i: int, t: int, cost: float) -> dict | None:
 
     Returns:
         {"gaps_after_lap": lap t-1's number, "passed_by": [{"driver", "gap_s", "stops"}] (nearest
-        first; "stops": the stops each had made by then, counted as in-laps: a car with fewer than
-        the driver will have after this one is still to stop), "ahead_of": {"driver", "gap_s",
-        "margin_s", "stops"} or None (no car close enough behind)}.
+        first; "stops": the stops each had made by then, counted as in-laps, none that or whose
+        out-lap ran under a red flag (a tyre change in a stoppage): a car with fewer than the driver
+        will have after this one is still to stop),
+        "ahead_of": {"driver", "gap_s", "margin_s", "stops"} or None (no car close enough behind),
+        "neutralised": lap t-1 or lap t ran under a safety car, VSC or red flag (the gaps are
+        then those of a field that bunches up or has just restarted: the order holds, the gaps
+        do not)}.
     """
     if t < 1 or seq.lap_number[i, t - 1] != seq.lap_number[i, t] - 1:
         return None
     race, me = seq.keys[i]
     n = seq.lap_number[i, t - 1]
-    inl = seq.x[..., _IX["in_lap"]] > 0
+    # stops: in-laps under no red flag, less those whose out-lap (the next lap) ran under one (as `RaceFeaturizer` counts)
+    red = seq.x[..., _IX["red"]] > 0
+    inl = (seq.x[..., _IX["in_lap"]] > 0) & ~red
+    back = np.zeros_like(inl)
+    back[:, 1:] = inl[:, :-1] & red[:, 1:] & (seq.x[:, 1:, _IX["out_lap"]] > 0)
     others = []
     for j, (r, drv) in enumerate(seq.keys):
         if r != race or j == i:
             continue
         at = np.flatnonzero(seq.lap_number[j, : int(seq.lengths[j])] == n)
         if len(at):
-            others.append((float(seq.time[j, at[0]]), str(drv), int(inl[j, : at[0] + 1].sum())))
-    return _rejoin(int(n), float(seq.time[i, t - 1]), float(seq.time[i, t]), others, cost)
+            others.append((float(seq.time[j, at[0]]), str(drv), int(inl[j, : at[0] + 1].sum() - back[j, : at[0] + 1].sum())))
+    return _rejoin(int(n), float(seq.time[i, t - 1]), float(seq.time[i, t]), others, cost, _neutral_lately(seq.x[i, t]))
 
 
-def rejoin_live(lap_ends: dict, driver: str, n: int, now: float, cost: float) -> dict | None:
-    """`rejoin` for a driver whose lap n has just ended at session time `now`, from a live
-    featuriser's `lap_ends` (lap number -> (session time, lap time, driver, in- or out-lap, stops
-    by then) of the cars that have ended it so far)."""
+def _neutral_lately(x: np.ndarray) -> bool:
+    """Lap t or lap t-1 ran under a safety car, VSC or red flag (the lap vector's since_neutral)."""
+    return round(float(x[_IX["since_neutral"]]) * 10) <= 1
+
+
+def rejoin_live(lap_ends: dict, driver: str, n: int, now: float, cost: float, x: np.ndarray) -> dict | None:
+    """`rejoin` for a driver whose lap n has just ended at session time `now`, with lap vector `x`,
+    from a live featuriser's `lap_ends` (lap number -> (session time, lap time, driver, in- or
+    out-lap, stops by then) of the cars that have ended it so far)."""
     prev = lap_ends.get(int(n) - 1, [])
     mine = [e[0] for e in prev if e[2] == driver]
     if not mine:
         return None
-    return _rejoin(int(n) - 1, mine[0], now, [(e[0], str(e[2]), int(e[4])) for e in prev if e[2] != driver], cost)
+    return _rejoin(int(n) - 1, mine[0], now, [(e[0], str(e[2]), int(e[4])) for e in prev if e[2] != driver], cost,
+                   _neutral_lately(x))
 
 
-def _rejoin(n: int, t0: float, now: float, others: list[tuple[float, str, int]], cost: float) -> dict | None:
+def _rejoin(n: int, t0: float, now: float, others: list[tuple[float, str, int]], cost: float,
+            neutral: bool) -> dict | None:
     """`rejoin`'s answer: the driver ended lap n at t0 and lap n+1 at `now`; `others` the other
     cars' (session time they ended lap n, driver, stops by then)."""
     if not (math.isfinite(t0) and math.isfinite(now) and math.isfinite(cost)):
@@ -637,7 +667,7 @@ def _rejoin(n: int, t0: float, now: float, others: list[tuple[float, str, int]],
     rest = [(g, d, k) for g, d, k in behind if g >= cost]
     ahead = ({"driver": rest[0][1], "gap_s": round(rest[0][0], 3), "margin_s": round(rest[0][0] - cost, 3),
               "stops": rest[0][2]} if rest else None)
-    return {"gaps_after_lap": n, "passed_by": passed, "ahead_of": ahead}
+    return {"gaps_after_lap": n, "passed_by": passed, "ahead_of": ahead, "neutralised": bool(neutral)}
 
 
 def _ranges(laps: np.ndarray) -> str:

@@ -373,3 +373,39 @@ def test_bad_arguments_are_refused_before_the_dropout_warning():
         warnings.simplefilter("error")
         with pytest.raises(LapnetError, match="dtype 'bogus'"):
             scratch.LSTM(3, 4, dropout=0.5, dtype="bogus")
+
+
+# --- positional arguments after num_layers --------------------------------------------------
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: scratch.LSTM(3, 4, 2, True),
+     "LSTM: 1 positional argument(s) after num_layers, which torch.nn.LSTM would read as bias=True: "
+     "pass bias, batch_first, dropout, bidirectional, ... by keyword (e.g. LSTM(3, 4, 2, bidirectional=True))"),
+    (lambda: scratch.GRU(3, 4, 1, True, True),
+     "GRU: 2 positional argument(s) after num_layers, which torch.nn.GRU would read as bias=True, "
+     "batch_first=True: pass bias, batch_first, dropout, bidirectional, ... by keyword "
+     "(e.g. GRU(3, 4, 2, bidirectional=True))"),
+    (lambda: scratch.RNN(3, 4, 2, "relu"),
+     "RNN: 1 positional argument(s) after num_layers, which torch.nn.RNN would read as nonlinearity='relu': "
+     "pass nonlinearity, bias, batch_first, dropout, ... by keyword (e.g. RNN(3, 4, 2, bidirectional=True))"),
+], ids=["LSTM", "GRU", "RNN"])
+def test_positional_arguments_after_num_layers_are_one_clear_error(make, message):
+    """torch's 4th positional argument is bias (RNN: nonlinearity); the engine takes everything
+    after num_layers by keyword and says so in one line, naming the class, not a TypeError."""
+    with pytest.raises(LapnetError) as e:
+        make()
+    assert str(e.value) == message and "\n" not in str(e.value)
+
+
+def test_more_positional_arguments_than_torch_names_are_counted():
+    with pytest.raises(LapnetError, match=r"would read as bias=True, batch_first=True, dropout=0.0, "
+                                          r"bidirectional=True, and 2 more: pass"):
+        scratch.GRU(3, 4, 2, True, True, 0.0, True, 0, 1)
+
+
+def test_the_same_arguments_by_keyword_still_build_the_layer():
+    lstm = scratch.LSTM(3, 4, 2, bias=True, batch_first=True, bidirectional=True)
+    assert (lstm.num_layers, lstm.num_directions) == (2, 2) and "weight_ih_l1_reverse" in lstm.state_dict()
+    rnn = scratch.RNN(3, 4, 2, nonlinearity="relu")
+    assert rnn.nonlinearity == "relu" and rnn.num_layers == 2
+    assert scratch.GRU(3, 4, 1, gru_form="textbook").gru_form == "textbook"

@@ -194,3 +194,30 @@ def test_few_scored_values_and_an_unscorable_season_are_said(tmp_path):
     said = " ".join(str(w.message) for w in seen)
     assert "scored on" in said and "seasonal_naive" in said and len(m["notes"]) == 2
     assert "seasonal_naive" not in m["scores"] and m["scored_windows"] == 4
+
+
+@pytest.mark.parametrize("bad, match", [
+    ((np.arange(60.0), "units"), r"a \(values, column\) pair, as read_series returns: pass its values"),
+    (np.ones((60, 2)), r"1-D array of numbers, got shape \(60, 2\)"),
+    (["1.0", "2.0"] * 30, "1-D array of numbers, got dtype <U3"),
+    ("1,2,3", "1-D array of numbers, got a str"),
+    (np.r_[np.arange(59.0), np.nan], "entry 59 is nan"),
+    ([[1.0, 2.0], [3.0]], "got a list that is not one"),
+])
+def test_train_series_refuses_what_is_not_a_series(tmp_path, bad, match):
+    """Anything but a 1-D array of finite numbers is one LapnetError, before --out is touched,
+    never NumPy's own ValueError (the whole read_series pair was the easy mistake)."""
+    out = tmp_path / "run"
+    with pytest.raises(LapnetError, match=match):
+        train_series(bad, SeriesConfig(**{**FAST, "epochs": 1}), out)
+    assert not out.exists()
+
+
+def test_train_series_takes_read_series_values(tmp_path, run):
+    csv = tmp_path / "s.csv"
+    pd.DataFrame({"month": np.arange(120), "units": seasonal(120)}).to_csv(csv, index=False)
+    values, column = read_series(csv, "units")
+    m = train_series(values, SeriesConfig(**{**FAST, "epochs": 1}), tmp_path / "r", column=column)
+    assert m["n_values"] == 120 and json.loads((tmp_path / "r" / "config.json").read_text())["column"] == "units"
+    with pytest.raises(LapnetError, match=r"\(values, column\) pair"):
+        forecast_series(run[0], read_series(csv, "units"), 3)

@@ -83,6 +83,22 @@ def test_hidden_command(run_cli, tmp_path):
         assert m["max_abs_diff_vs_torch"] < 1e-12
 
 
+@pytest.mark.parametrize("engine", ["torch", "numpy"])
+def test_hidden_table_shows_the_torch_comparison_only_when_there_is_one(run_cli, tmp_path, engine):
+    """--engine torch compares nothing: no `max_abs_diff_vs_torch  None` row on screen, and
+    metrics.json keeps the key as null, as --help and docs/guide/teach.md say."""
+    out = tmp_path / engine
+    code, stdout, err = run_cli("hidden", "--out", out, "--hidden", "4", "--points", "30", "--dpi", "50",
+                                "--engine", engine)
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["engine"] == engine and "w_hh_spectral_radius" in err and "None" not in err
+    if engine == "torch":
+        assert m["max_abs_diff_vs_torch"] is None and "max_abs_diff_vs_torch" not in err
+    else:
+        assert m["max_abs_diff_vs_torch"] < 1e-12 and "max_abs_diff_vs_torch" in err
+
+
 def test_hidden_states_are_a_real_tanh_rnn():
     """Recompute h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) step by step from the same seed."""
     r = hidden_evolution(hidden_size=5, n_points=12, seed=3, engine="torch")

@@ -40,7 +40,10 @@ def test_issue_example_json(run_cli):
                 "packed_equals_each_alone", "backward_final_state_at_time_0", "output_is_top_layer_only",
                 "cell_state_not_in_output", "state_is_never_batch_first"):
         assert facts[fid]["holds"], facts[fid]
-    assert rep["h_n_slots"][1] == "h_n[1] = layer 1 backward"
+    # 0-based, as torch's weight names (weight_ih_l0) and `lapnet gates --layer`
+    assert rep["h_n_slots"] == ["h_n[0] = layer 0 forward", "h_n[1] = layer 0 backward",
+                                "h_n[2] = layer 1 forward", "h_n[3] = layer 1 backward"]
+    assert facts["output_is_top_layer_only"]["claim"].startswith("h_n[0] (layer 0's final state, the bottom layer)")
 
 
 def test_text_table_time_first_by_default(run_cli):
@@ -48,6 +51,8 @@ def test_text_table_time_first_by_default(run_cli):
     assert code == 0, err
     assert "input:  (5, 3, 10)  = (seq_len, batch, input_size)" in out
     assert "h_n:    (4, 3, 20)  = (num_layers * num_directions, batch, hidden)" in out
+    assert ("  h_n[0] = layer 0 forward   h_n[1] = layer 0 backward   h_n[2] = layer 1 forward   h_n[3] = layer 1 backward\n"
+            "  (layers count from 0, as torch names the weights: layer 0 is weight_ih_l0, the bottom one)\n") in out
     assert "output: (5, 3, 40)  = (seq_len, batch, num_directions * hidden)" in out
     assert "[NO ]" not in out and "[yes] output[0, :, 20:] == h_n[-1]" in out
     assert "total: 11,280 parameters" in out  # 2 layers x 2 directions of a GRU, two biases

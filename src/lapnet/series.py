@@ -210,11 +210,46 @@ def split(n_values: int, cfg: SeriesConfig) -> tuple[int, int, int]:
     return m - n_hold, n_hold - n_test, n_test
 
 
+def as_values(values: Any) -> np.ndarray:
+    """`values` as a (N,) float64 array of finite numbers, or one clear LapnetError.
+
+    What `train_series`, `check_series` and `forecast_series` take: the array of `read_series`
+    (which returns `(values, column)`: pass its first item), a list or tuple of numbers, or a
+    1-D NumPy array or pandas Series.
+    """
+    if (isinstance(values, tuple) and len(values) == 2 and isinstance(values[1], str)
+            and isinstance(values[0], (np.ndarray, list, tuple, pd.Series))):
+        raise LapnetError("got a (values, column) pair, as read_series returns: pass its values, "
+                          "e.g. values, column = read_series(path)")
+    if isinstance(values, (str, bytes, dict, set)) or values is None:
+        raise LapnetError(f"a series is a 1-D array of numbers, got a {type(values).__name__}")
+    try:
+        a = np.asarray(values)
+    except (ValueError, TypeError):  # ragged nesting
+        raise LapnetError(f"a series is a 1-D array of numbers, got a {type(values).__name__} "
+                          "that is not one") from None
+    if a.ndim != 1:
+        raise LapnetError(f"a series is a 1-D array of numbers, got shape {a.shape}")
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.number) or a.dtype == object):
+        raise LapnetError(f"a series is a 1-D array of numbers, got dtype {a.dtype}")
+    try:
+        a = a.astype(np.float64)
+    except (ValueError, TypeError):
+        raise LapnetError("a series is a 1-D array of numbers: some entries are not numbers") from None
+    bad = np.flatnonzero(~np.isfinite(a))
+    if bad.size:
+        raise LapnetError(f"a series is a 1-D array of finite numbers: entry {int(bad[0])} is {a[bad[0]]}"
+                          + (f" (and {bad.size - 1} more)" if bad.size > 1 else ""))
+    return a
+
+
 def check_series(values: np.ndarray, cfg: SeriesConfig) -> None:
-    """Refuse a series `train_series` cannot learn from, before anything is written: too short for
-    the window and the held-out part, or a training part with nothing to learn."""
+    """Refuse a series `train_series` cannot learn from, before anything is written: not a 1-D
+    array of finite numbers, too short for the window and the held-out part, or a training part
+    with nothing to learn."""
+    values = as_values(values)
     n_train, _, _ = split(len(values), cfg)
-    _scaling(np.asarray(values, np.float64), n_train, cfg)
+    _scaling(values, n_train, cfg)
 
 
 def _scaling(values: np.ndarray, n_train: int, cfg: SeriesConfig) -> tuple[np.ndarray, float, float]:
@@ -234,7 +269,8 @@ def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, colu
     """Train a forecaster on `values`, score it on the held-out end, write the run into `out`.
 
     Args:
-        values: (N,) the series (`read_series`).
+        values: (N,) the series: a 1-D array of finite numbers (the first item of what
+            `read_series` returns).
         cfg: the SeriesConfig.
         out: the run directory (fit writes model.safetensors, the best weights by the
             early-stopping MSE, last.safetensors and log.jsonl; this writes config.json,
@@ -245,9 +281,13 @@ def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, colu
         The metrics (also in metrics.json): MAE and RMSE on the scored values of the model and of
         the baselines in the series' units, the model's skill against the best baseline,
         training facts.
+
+    Raises:
+        LapnetError: `values` is not a 1-D array of finite numbers (e.g. the whole `(values,
+            column)` pair of `read_series`), the series is too short, or has nothing to learn.
     """
     cfg.validate()
-    values = np.asarray(values, np.float64)
+    values = as_values(values)
     out = Path(out)
     n_train, n_stop, n_test = split(len(values), cfg)
     lag = int(cfg.difference)
@@ -407,6 +447,7 @@ def forecast_series(run: str | Path, values: np.ndarray, steps: int) -> np.ndarr
     """
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise LapnetError(f"--steps must be a positive integer, got {steps!r}")
+    values = as_values(values)
     model, config = load_series_run(run)
     return forecast_values(model, values, config["mean"], config["sd"], config["window"], int(steps),
                            difference=config["difference"])

@@ -127,7 +127,8 @@ def explore_shapes(cfg: ShapeConfig) -> dict[str, Any]:
 
     Returns:
         A JSON-ready dict: "config"; "tensors" (input, output, h_n[, c_n]: name, shape, axes,
-        axes_match); "h_n_slots" (which layer/direction each row of h_n holds); "parameters"
+        axes_match); "h_n_slots" (which layer/direction each row of h_n holds, layers counted
+        from 0 as in torch's weight names: layer 0 is weight_ih_l0); "parameters"
         (name, shape, axes, count) and "total_parameters"; "facts" (id, claim, holds,
         max_abs_diff); "scratch" (the NumPy engine's agreement, or why it was not run).
     """
@@ -157,7 +158,7 @@ def explore_shapes(cfg: ShapeConfig) -> dict[str, Any]:
         "config": {**asdict(cfg), "arch": arch, "lengths": list(lengths) if lengths else None},
         "tensors": tensors,
         "h_n_slots": [
-            f"h_n[{k}] = layer {k // cfg.num_directions + 1} {'backward' if k % cfg.num_directions else 'forward'}"
+            f"h_n[{k}] = layer {k // cfg.num_directions} {'backward' if k % cfg.num_directions else 'forward'}"
             for k in range(cfg.num_layers * cfg.num_directions)
         ],
         "parameters": params,
@@ -326,7 +327,7 @@ def _facts(cfg, run_alone, out, h_n, c_n) -> list[dict[str, Any]]:
     if cfg.num_layers > 1:
         facts.append(_fact(
             "output_is_top_layer_only",
-            f"h_n[0] (layer 1's final state) != the final step of output: output holds the top layer only",
+            f"h_n[0] (layer 0's final state, the bottom layer) != the final step of output: output holds the top layer only",
             _diff(h_n[0], top_fwd),
             differs=True,
         ))
@@ -445,7 +446,8 @@ def format_shapes(report: dict[str, Any]) -> str:
 
     lines.append("tensors (shape = what each axis means)")
     block(report["tensors"], False)
-    lines += ["", "  " + "   ".join(report["h_n_slots"]), ""]
+    lines += ["", "  " + "   ".join(report["h_n_slots"]),
+              "  (layers count from 0, as torch names the weights: layer 0 is weight_ih_l0, the bottom one)", ""]
     lines.append("parameters (shape, count = axes)")
     block(report["parameters"], True)
     lines.append(f"  total: {report['total_parameters']:,} parameters")

@@ -372,7 +372,7 @@ def gradflow_cmd(
 def gates_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `lapnet text train`."),
     text: str = typer.Option("To be or not to be", "--text", help="Characters to feed (all in the run's vocabulary)."),
-    layer: Optional[int] = typer.Option(None, "--layer", help="Layer to draw (default: the top one)."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Layer to draw, counted from 0 as torch's weight_ih_l0 (default: the top one)."),
     max_units: int = typer.Option(64, "--max-units", help="Units drawn per heatmap."),
     export: Optional[Path] = typer.Option(None, "--export", help="Also write every layer's gates and states to this .npz."),
     out: Path = typer.Option(Path("runs/gates"), "--out", help="Directory for the PNGs and metrics.json."),

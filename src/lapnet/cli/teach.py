@@ -112,7 +112,7 @@ def hidden(
 
     Each unit's correlation with the input and with its derivative is measured too.
 
-    metrics.json: engine, max_abs_diff_vs_torch, mean_abs_activation, saturated_share, w_hh_spectral_radius, units_following_input, units_following_derivative, units (min, max, std, corr_with_input, corr_with_derivative, saturated_share per unit).
+    metrics.json: engine, max_abs_diff_vs_torch (null with the torch engine: nothing compared), mean_abs_activation, saturated_share, w_hh_spectral_radius, units_following_input, units_following_derivative, units (min, max, std, corr_with_input, corr_with_derivative, saturated_share per unit).
 
     Example: lapnet hidden --out runs/hidden
     """
@@ -134,10 +134,11 @@ def hidden(
     plt.close(fig)
     m = result["metrics"]
     emit_metrics(out, m, as_json=as_json)
-    summary_table("hidden states of an untrained RNN", {
-        k: m[k] for k in ("engine", "max_abs_diff_vs_torch", "mean_abs_activation", "saturated_share",
-                          "w_hh_spectral_radius", "units_following_input", "units_following_derivative")
-    } | {"figure": str(out / "hidden_states.png")})
+    shown = {k: m[k] for k in ("engine", "max_abs_diff_vs_torch", "mean_abs_activation", "saturated_share",
+                               "w_hh_spectral_radius", "units_following_input", "units_following_derivative")}
+    if shown["max_abs_diff_vs_torch"] is None:  # --engine torch: nothing was compared (metrics.json: null)
+        del shown["max_abs_diff_vs_torch"]
+    summary_table("hidden states of an untrained RNN", shown | {"figure": str(out / "hidden_states.png")})
 
 
 def register(app: typer.Typer) -> None:

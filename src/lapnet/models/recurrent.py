@@ -105,8 +105,11 @@ def run_recurrent(rnn: nn.RNNBase, x: torch.Tensor, lengths=None, state=None):
         state: initial state as torch takes it, or None for zeros.
 
     Returns:
-        out (B, T, dirs*H) with zeros past each sequence's end, and the final state taken
-        at each sequence's own last step.
+        out (B, T, dirs*H) with zeros past each sequence's end, and the final state as torch
+        lays it out, (L*dirs, B, H) (LSTM: the pair (h, c)): the forward direction's is taken
+        at each sequence's own last step (lengths - 1, not the padded step T - 1); a
+        bidirectional module's reverse direction reads each sequence from its own end back
+        to the start, so its final state is the one at step 0 (out[:, 0, H:]).
     """
     if not getattr(rnn, "batch_first", True):
         raise LapnetError(f"run_recurrent takes batch-first modules (x is (B, T, D)); this {type(rnn).__name__} has "

@@ -30,6 +30,30 @@ from lapnet.scratch import rnn as _rnn
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# torch.nn's positional arguments after num_layers, which the engine takes by keyword only
+TORCH_POSITIONAL = {
+    "RNN": ("nonlinearity", "bias", "batch_first", "dropout", "bidirectional"),
+    "LSTM": ("bias", "batch_first", "dropout", "bidirectional", "proj_size"),
+    "GRU": ("bias", "batch_first", "dropout", "bidirectional"),
+}
+
+
+def check_no_positional(cls_name: str, extra: tuple) -> None:
+    """Refuse arguments after num_layers given by position, naming what torch would read them as.
+
+    torch.nn.LSTM(3, 4, 2, True) means bias=True; accepting it by position could quietly mean
+    something else here, so everything after num_layers is keyword-only, with one clear line.
+    """
+    if not extra:
+        return
+    names = TORCH_POSITIONAL.get(cls_name, TORCH_POSITIONAL["GRU"])
+    as_torch = ", ".join(f"{n}={v!r}" for n, v in zip(names, extra))
+    if len(extra) > len(names):
+        as_torch += f", and {len(extra) - len(names)} more"
+    raise LapnetError(f"{cls_name}: {len(extra)} positional argument(s) after num_layers, which torch.nn.{cls_name} "
+                      f"would read as {as_torch}: pass {', '.join(names[:4])}, ... by keyword "
+                      f"(e.g. {cls_name}(3, 4, 2, bidirectional=True))")
+
 
 def as_numpy(v: Any) -> np.ndarray:
     """An ndarray from a numpy array or a torch tensor (duck-typed: no torch import)."""
@@ -145,7 +169,7 @@ class Recurrent:
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
-        *,
+        *extra: Any,
         bias: bool = True,
         batch_first: bool = True,
         bidirectional: bool = False,
@@ -155,6 +179,7 @@ class Recurrent:
     ) -> None:
         # Everything after num_layers is keyword-only: torch's 4th positional argument is
         # `bias` (RNN: `nonlinearity`), so LSTM(3, 4, 2, True) must not quietly mean bidirectional.
+        check_no_positional(type(self).__name__, extra)
         self.input_size, self.hidden_size, self.num_layers = (
             check_size("input_size", input_size), check_size("hidden_size", hidden_size),
             check_size("num_layers", num_layers))
@@ -510,8 +535,9 @@ class RNN(Recurrent):
     kind = "rnn"
     _kernel = _rnn
 
-    def __init__(self, input_size, hidden_size, num_layers=1, *, nonlinearity: str = "tanh", bias=True,
+    def __init__(self, input_size, hidden_size, num_layers=1, *extra, nonlinearity: str = "tanh", bias=True,
                  batch_first=True, bidirectional=False, dropout=0.0, dtype=np.float32, seed=0):
+        check_no_positional(type(self).__name__, extra)
         if nonlinearity not in ("tanh", "relu"):
             raise LapnetError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
@@ -566,8 +592,9 @@ class GRU(Recurrent):
     kind = "gru"
     _kernel = _gru
 
-    def __init__(self, input_size, hidden_size, num_layers=1, *, gru_form: str = "pytorch", bias=True,
+    def __init__(self, input_size, hidden_size, num_layers=1, *extra, gru_form: str = "pytorch", bias=True,
                  batch_first=True, bidirectional=False, dropout=0.0, dtype=np.float32, seed=0):
+        check_no_positional(type(self).__name__, extra)
         if gru_form not in ("pytorch", "textbook"):
             raise LapnetError(f"gru_form must be 'pytorch' or 'textbook', got {gru_form!r}")
         self.gru_form = gru_form

@@ -192,6 +192,32 @@ def test_predict_race_keeps_a_metrics_json_it_never_writes(sim, tmp_path):
                                               "forecast_old_XXX.png"}
 
 
+def test_predict_race_killed_while_drawing_leaves_the_earlier_call_s_files(sim, tmp_path, monkeypatch):
+    """predict draws into a staging directory and moves its files in once all are drawn: a call
+    that dies while drawing leaves the earlier call's predictions and figures as they were, and
+    a staging directory left by a killed process goes with the next call."""
+    import lapnet.race.plots as plots
+    from lapnet.race.pipeline import STAGING, predict_race
+
+    out = tmp_path / "pred"
+    predict_race(sim["run"], sim["parts"][2], driver="HAM", out=out)
+    before = _snapshot(out)
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # the user's Ctrl-C (or a kill) while the degradation figure is drawn
+
+    monkeypatch.setattr(plots, "plot_degradation", dies)
+    with pytest.raises(KeyboardInterrupt):
+        predict_race(sim["run"], sim["parts"][2], driver="VER", out=out)
+    assert _snapshot(out) == before and not list(out.glob(f"{STAGING}*"))
+    monkeypatch.undo()
+    (out / f"{STAGING}killed").mkdir()  # what a SIGKILL leaves behind
+    (out / f"{STAGING}killed" / "predictions.csv").write_text("half")
+    predict_race(sim["run"], sim["parts"][2], driver="VER", out=out)
+    assert {p.name for p in out.iterdir()} == {"predictions.csv", "degradation.png", "forecast_sim_0002_VER.png"}
+    assert "VER" in (out / "predictions.csv").read_text() and "HAM" not in (out / "predictions.csv").read_text()
+
+
 # ---------------------------------------------------------------------------------------
 # 4. LiveRace checks its arguments
 

@@ -15,6 +15,7 @@ refuses: an interrupted or failed run never passes for a finished one.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -1274,8 +1275,10 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
 
     `out` (created if missing) receives predictions.csv, degradation.png and one
     forecast_RACE_DRIVER.png per driver drawn: every driver given, else the first MAX_FIGURES
-    of each race's final classification (`classification`). An earlier call's files there are
-    removed first (a previous --driver's figures would otherwise stay beside these); a file
+    of each race's final classification (`classification`). They are drawn in a staging
+    directory and moved in once all are drawn, when an earlier call's files there are removed (a
+    previous --driver's figures would otherwise stay beside these): a call killed while drawing
+    leaves the earlier call's output as it was; a file
     this call would overwrite that no earlier call wrote (`check_predict_out`: its figures
     carry a mark, its predictions.csv its header, the CLI's metrics.json records them) is
     refused unless `force`, before the nets run. Nothing else in `out` is touched (a
@@ -1345,32 +1348,55 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
             metrics["notes"].append(f"{', '.join(unscored)}: no Scored lap (lap 1, in- and out-laps, neutralised, "
                                     "inaccurate and wet laps are not Scored): the figures show the laps, no MAE counts them")
     if out is not None:
+        import shutil
+        import tempfile
+
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        for old in earlier_predict_files(out):  # this call's output alone (not a previous --driver's figures)
-            old.unlink()
-        table.to_csv(out / "predictions.csv", index=False)
-        import matplotlib.pyplot as plt
-
-        from lapnet.race.plots import plot_degradation, plot_driver
-
-        figs = []
-        groups = {key: g for key, g in table.groupby(["Race", "Driver"], sort=False)}
-        if drivers is None and len(drawn) < len(groups):  # a whole grid would be 20 figures per race
-            each = "" if len(per_race) == 1 else " of each race"
-            metrics["notes"].append(f"figures for the first {MAX_FIGURES} of {len(groups)} drivers in the final "
-                                    f"classification{each} only ({', '.join(d for _, d in drawn)}): use --driver "
-                                    "CODE,CODE for others")
-        for race, drv in (key for key in drawn if key in groups):
-            fig = plot_driver(groups[(race, drv)], pit_threshold=pit_window_threshold(r))
-            path = out / f"forecast_{race}_{drv}.png"
-            fig.savefig(path, dpi=110, metadata=PNG_MARK)
-            plt.close(fig)  # pyplot keeps every open figure: a long-lived process would pile them up
-            figs.append(str(path))
-        fig = plot_degradation(table, trend=metrics.get("stint_trend"))
-        fig.savefig(out / "degradation.png", dpi=110, metadata=PNG_MARK)
-        plt.close(fig)
-        figs.append(str(out / "degradation.png"))
+        for stale in out.glob(f"{STAGING}*"):  # an earlier call killed while drawing
+            shutil.rmtree(stale, ignore_errors=True)
+        # everything is drawn in a staging directory first and moved in once complete, so a call
+        # killed while drawing (the slow part) leaves the earlier call's files as they were
+        stage = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
+        try:
+            figs = _predict_files(table, metrics, drawn, drivers, per_race, r, stage)
+            for old in earlier_predict_files(out):  # this call's output alone (not a previous --driver's figures)
+                old.unlink()
+            for f in sorted(stage.iterdir()):
+                os.replace(f, out / f.name)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        figs = [str(out / name) for name in figs]
         metrics["figures"] = figs
         metrics["written"] = {"by": PREDICT_COMMAND, "files": ["predictions.csv", *(Path(f).name for f in figs)]}
     return table, metrics
+
+
+STAGING = ".predict-staging-"  # `predict_race` draws into out/.predict-staging-XXXX, then moves the files in
+
+
+def _predict_files(table: pd.DataFrame, metrics: dict, drawn: list, drivers, per_race, r: RaceRun, out: Path) -> list[str]:
+    """Write predict's predictions.csv and figures into `out`; the figures' names, in order."""
+    table.to_csv(out / "predictions.csv", index=False)
+    import matplotlib.pyplot as plt
+
+    from lapnet.race.plots import plot_degradation, plot_driver
+
+    figs = []
+    groups = {key: g for key, g in table.groupby(["Race", "Driver"], sort=False)}
+    if drivers is None and len(drawn) < len(groups):  # a whole grid would be 20 figures per race
+        each = "" if len(per_race) == 1 else " of each race"
+        metrics["notes"].append(f"figures for the first {MAX_FIGURES} of {len(groups)} drivers in the final "
+                                f"classification{each} only ({', '.join(d for _, d in drawn)}): use --driver "
+                                "CODE,CODE for others")
+    for race, drv in (key for key in drawn if key in groups):
+        fig = plot_driver(groups[(race, drv)], pit_threshold=pit_window_threshold(r))
+        path = out / f"forecast_{race}_{drv}.png"
+        fig.savefig(path, dpi=110, metadata=PNG_MARK)
+        plt.close(fig)  # pyplot keeps every open figure: a long-lived process would pile them up
+        figs.append(path.name)
+    fig = plot_degradation(table, trend=metrics.get("stint_trend"))
+    fig.savefig(out / "degradation.png", dpi=110, metadata=PNG_MARK)
+    plt.close(fig)
+    figs.append("degradation.png")
+    return figs

@@ -215,8 +215,10 @@ def test_linear_refuses_nan_input_like_the_recurrent_layers():
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_fourth_positional_argument_is_refused(kind):
-    with pytest.raises(TypeError):
-        KINDS[kind](3, 4, 2, True)  # torch reads this True as bias (RNN: nonlinearity)
+    as_torch = "nonlinearity=True" if kind == "rnn" else "bias=True"  # what torch reads the True as
+    with pytest.raises(LapnetError, match=rf"positional argument\(s\) after num_layers, which torch.nn.\w+ would read "
+                                          rf"as {as_torch}: pass .* by keyword"):
+        KINDS[kind](3, 4, 2, True)
 
 
 def test_bias_and_batch_first_true_accepted_false_refused():

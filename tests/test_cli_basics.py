@@ -60,14 +60,16 @@ def test_out_of_memory_is_one_line_exit_2(run_cli, monkeypatch):
     from lapnet.diagnostics import param_count
 
     for exc in (MemoryError("Unable to allocate 298. GiB for an array with shape (1000000000, 80)"),
-                RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")):
+                RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+                MemoryError()):  # Python's own, without a message (ulimit -v): the line still says something
         def boom(*a, _exc=exc, **k):
             raise _exc
 
         monkeypatch.setattr(param_count, "param_table", boom)
-        code, _, err = run_cli("params", "--hidden", 1000000000)
+        code, _, err = run_cli("params", "--hidden", 65536)  # the largest --hidden (common.HIDDEN_MAX)
         lines = err.strip().splitlines()
-        assert code == 2 and len(lines) == 1 and lines[0].startswith("lapnet: error: out of memory"), err
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("lapnet: error: out of memory: "), err
+        assert len(lines[0]) > len("lapnet: error: out of memory: "), err
     monkeypatch.setattr(param_count, "param_table", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
     code, _, err = run_cli("params")  # any other RuntimeError is a bug: its traceback stays
     assert code == 1 and err.startswith("lapnet: internal error: RuntimeError: a bug\n") and "Traceback" in err, err

@@ -352,14 +352,15 @@ def test_follow_refuses_a_file_truncated_or_replaced(sim, run_cli, tmp_path, how
 # 7. --poll ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("poll, shown", [("-1", "-1"), ("0", "0"), ("0.001", "0.001"), ("nan", "nan"), ("inf", "inf")])
+@pytest.mark.parametrize("poll, shown", [("-1", "-1"), ("0", "0"), ("0.001", "0.001"), ("nan", "nan"), ("inf", "inf"),
+                                         ("1e300", "1e+300"), ("3601", "3601")])
 def test_poll_must_be_a_finite_number_of_at_least_a_hundredth(sim, run_cli, tmp_path, poll, shown):
     path = tmp_path / "laps.csv"
     path.write_text(_csv(_first(sim["laps"], 1)))
     code, out, err = run_cli("race", "live", sim["run"], path, "--follow", f"--poll={poll}")
     assert code == 2 and out == ""
     assert err.strip() == ("lapnet: error: --poll: seconds between reads of a growing file, a finite number of at "
-                           f"least 0.01, got {shown}")
+                           f"least 0.01, at most 3600, got {shown}")
 
 
 # 8. FastF1's rows after the flag without --race-laps -----------------------------------------

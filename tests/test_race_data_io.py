@@ -251,3 +251,44 @@ def test_fuzz_read_laps(n, cols, data):
             return
     assert_schema(out)
     assert (out["LapTime"].isna() | (out["LapTime"] > 0)).all()
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(LapTime=[95.0, 0.0, 96.0, 91.5]), r"LapTime, row 2: negative or zero lap time \(0.0\)"),
+    (dict(LapTime=[95.0, 1e20, 96.0, 91.5]), r"LapTime, row 2: a lap time over 6 hours \(1e\+20\)"),
+    (dict(LapTime=[95.0, "-0 days 00:01:30", 96.0, 91.5]), r"LapTime, row 2: negative or zero lap time \(-90.0\)"),
+    (dict(Time=[95.0, "-00:01:30", 196.0, 191.5]), r"Time, row 2: negative time \(-90.0\)"),
+    (dict(Time=[95.0, 86400.5, 196.0, 191.5]), r"Time, row 2: a session time over 24 hours"),
+    (dict(Sector1Time=[30.0, 1e9, 30.0, 30.0]), r"Sector1Time, row 2: a sector time over 6 hours"),
+    (dict(Stint=[1.0, 1e308, 1.0, 1.0]), r"Stint, row 2: stints are whole numbers from 1 to 30 \(1e\+308\)"),
+    (dict(Stint=[1.0, 0.0, 1.0, 1.0]), r"Stint, row 2: stints are whole numbers"),
+    (dict(Stint=[1.0, 1.5, 1.0, 1.0]), r"Stint, row 2: stints are whole numbers"),
+    (dict(Position=[1, -3, 2, 2]), r"Position, row 2: positions are whole numbers from 1 to 40 \(-3.0\)"),
+    (dict(Position=[1, 41, 2, 2]), r"Position, row 2: positions are whole numbers"),
+    (dict(TyreLife=[1, 201, 1, 2]), r"TyreLife, row 2: tyre life is 0 to 200 laps \(201.0\)"),
+])
+def test_implausible_values_are_refused_in_one_line(change, match):
+    df = minimal(**change)
+    with pytest.raises(LapnetError, match=match) as e:
+        read_laps(df)
+    assert "\n" not in str(e.value)
+
+
+def test_the_bounds_keep_every_lap_of_the_real_races_and_counters_at_their_edges(f1_data):
+    """No lap of the 15 real races is refused (red-flag laps, Mexico's and Sao Paulo's suspensions
+    included), nor a counter at a bound; a missing value is never refused here."""
+    for path in sorted(f1_data.glob("*.csv")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert len(read_laps(path)) > 800
+    ok = read_laps(minimal(Stint=[1, 30, np.nan, 2], Position=[1, 40, np.nan, 2], TyreLife=[0, 200, np.nan, 1],
+                           Time=[0.0, 86400.0, np.nan, 200.0]))
+    assert ok["Stint"].tolist()[:2] == [1.0, 30.0] and ok["TyreLife"].tolist()[:2] == [0.0, 200.0]
+
+
+def test_value_problem_is_the_batch_rule_for_one_lap():
+    from lapnet.race.io import value_problem
+
+    assert value_problem({"LapNumber": 3.0, "LapTime": 0.0}) == ("LapTime", 0.0, "negative or zero lap time")
+    assert value_problem({"LapNumber": 3.0, "LapTime": np.nan, "Stint": 1e308})[0] == "Stint"
+    assert value_problem({"LapNumber": 3.0, "LapTime": 91.0, "Position": np.nan, "TyreLife": 0.0}) is None

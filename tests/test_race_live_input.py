@@ -16,6 +16,7 @@ import pytest
     ("97.167", 97.167), ("1:37.167", 97.167), (" 1:37.167 ", 97.167),
     ("0 days 00:01:37.167000", 97.167), ("1 days 00:00:01", 86401.0),
     ("00:01:37.5", 97.5),  # H:MM:SS through pandas
+    ("-0 days 00:01:30", -90.0), ("-00:01:30", -90.0), ("-1 days +23:58:30", -90.0),  # negative, then refused
 ])
 def test_parse_duration(text, seconds):
     from lapnet.race.io import parse_duration
@@ -98,3 +99,33 @@ def test_driver_numbers_match_across_the_forms_a_table_holds_them_in():
         laps = pd.DataFrame({"Driver": ["VER", "HAM"], "DriverNumber": column})
         assert parse_drivers("1,44", laps) == ["VER", "HAM"] and parse_drivers("01", laps) == ["VER"]
     assert DriverFilter("01,ver").tokens == ["1", "VER"] and DriverFilter("01,ver").numbers == {"1"}
+
+
+def test_follow_refuses_a_file_rewritten_in_place(tmp_path):
+    """`cp other.csv FILE` while followed: the same inode, larger, another race: the next line is
+    refused in one line, not read from the old offset mid-line; a file only appended to reads on."""
+    from lapnet.errors import LapnetError
+    from lapnet.race.live import FollowReader
+
+    path = tmp_path / "feed.csv"
+    path.write_bytes(b"Driver,LapNumber,LapTime\nVER,1,95.1\nHAM,1,96.2\n")
+    inode = path.stat().st_ino
+    reader = FollowReader(path)
+    assert [reader.readline() for _ in range(3)] == ["Driver,LapNumber,LapTime\n", "VER,1,95.1\n", "HAM,1,96.2\n"]
+    assert reader.readline() == ""
+    with open(path, "ab") as f:
+        f.write(b"VER,2,91.0\n")
+    assert reader.readline() == "VER,2,91.0\n"
+    with open(path, "r+b") as f:  # rewritten in place, as cp does: another race, longer
+        f.write(b"Driver,LapNumber,LapTime\nLEC,1,99.9\nSAI,1,99.8\nLEC,2,90.1\nSAI,2,90.2\nLEC,3,90.3\n")
+    assert path.stat().st_ino == inode
+    with pytest.raises(LapnetError, match=r"feed.csv was rewritten in place while followed \(its header or line 4"):
+        reader.readline()
+    reader.close()
+    path.write_bytes(b"Driver,LapNumber,LapTime\nVER,1,95.1\n")
+    reader = FollowReader(path)
+    reader.readline(), reader.readline()
+    path.write_bytes(b"Driver,LapNumber,LapTime\n")  # truncated in place: said as such
+    with pytest.raises(LapnetError, match="was truncated"):
+        reader.readline()
+    reader.close()

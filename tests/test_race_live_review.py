@@ -315,3 +315,78 @@ def test_driver_codes_in_any_case_and_driver_numbers(live_sim, run_cli, tmp_path
     assert code == 2 and out == "" and err.strip() == (
         f"lapnet: error: --driver 1: a car number, but {no_numbers} has no DriverNumber column: give the driver's code "
         "(e.g. VER)")
+
+
+# hostile review: one absurd session Time, values batch refuses, a duplicate header column ------------
+
+
+def _no_wait(seconds):  # --follow at the end of a finished file: stop as Ctrl-C does
+    raise KeyboardInterrupt
+
+
+def test_one_absurd_session_time_is_skipped_and_the_stream_goes_on(live_sim, run_cli, tmp_path, monkeypatch):
+    """A lap whose Time is an hour and more beyond the latest lap read (a corrupted clock) is
+    skipped like a lap number far ahead: the race-switch check is not fooled, and every other
+    lap is predicted as in the feed without that row (stdin and --follow alike)."""
+    run, laps = live_sim["run"], _first(live_sim["laps"], 12).reset_index(drop=True)
+    k = int(laps.index[laps["LapNumber"].astype(float) == 8][0])
+    bad = laps.copy()
+    bad.loc[k, "Time"] = str(float(bad.loc[k, "Time"]) + 5000.0)
+    code, want, err = run_cli("race", "live", run, _write(laps.drop(index=k), tmp_path / "without.csv"),
+                              "--race-laps", 52)
+    assert code == 0, err
+    path = _write(bad, tmp_path / "bad.csv")
+    monkeypatch.setattr("sys.stdin", io.StringIO(path.read_text()))
+    code, out, err = run_cli("race", "live", run, "-", "--race-laps", 52)
+    assert code == 0 and out == want and len(out.splitlines()) == len(laps) - 1, err
+    skipped = _warnings(err, "skipped lap")
+    assert len(skipped) == 1 and skipped[0].startswith(
+        f"lapnet: warning: line {k + 2}: skipped lap: {laps.loc[k, 'Driver']} lap 8: implausible session Time (")
+    assert "switched races" not in err
+    monkeypatch.setattr("lapnet.race.live.time", SimpleNamespace(sleep=_no_wait))
+    code, out, err = run_cli("race", "live", run, path, "--follow", "--race-laps", 52, "--poll", 0.05)
+    assert code == 0 and out == want and len(_warnings(err, "implausible session Time")) == 1, err
+
+    # the whole field later by over 30 minutes (a suspension longer than any seen): the first lap is
+    # skipped, the second car's confirms the clock, and the race goes on
+    late = laps.copy()
+    after = late["LapNumber"].astype(float) >= 8
+    late.loc[after, "Time"] = (late.loc[after, "Time"].astype(float) + 4000.0).astype(str)
+    code, out, err = run_cli("race", "live", run, _write(late, tmp_path / "late.csv"), "--race-laps", 52)
+    assert code == 0 and len(out.splitlines()) == len(laps) - 1, err
+    assert len(_warnings(err, "implausible session Time")) == 1
+
+
+@pytest.mark.parametrize("col, value, why", [
+    ("LapTime", "0", "negative or zero lap time (0.0)"),
+    ("LapTime", "1e20", "a lap time over 6 hours (1e+20)"),
+    ("LapTime", "-0 days 00:01:30", "negative or zero lap time (-90.0)"),
+    ("Position", "-3", "positions are whole numbers from 1 to 40 (-3.0)"),
+    ("TyreLife", "-1", "tyre life is 0 to 200 laps (-1.0)"),
+    ("Stint", "1e308", "stints are whole numbers from 1 to 30 (1e+308)"),
+])
+def test_a_lap_batch_refuses_is_skipped_live_with_the_same_reason(live_sim, run_cli, tmp_path, col, value, why):
+    from lapnet.errors import LapnetError
+    from lapnet.race.io import read_laps
+
+    laps = _first(live_sim["laps"], 2).copy()
+    laps.loc[laps.index[3], col] = value
+    path = _write(laps, tmp_path / "bad.csv")
+    with pytest.raises(LapnetError) as e:
+        read_laps(path)
+    assert str(e.value) == f"{path}: column {col}, line 5: {why}"
+    code, out, err = run_cli("race", "live", live_sim["run"], path, "--race-laps", 52)
+    assert code == 0 and len(out.splitlines()) == len(laps) - 1, err
+    assert _warnings(err, "skipped lap") == [f"lapnet: warning: line 5: skipped lap: column {col}: {why}"]
+
+
+def test_a_duplicate_header_column_is_one_error_at_the_header(live_sim, run_cli, tmp_path, monkeypatch):
+    laps = _first(live_sim["laps"], 2)
+    text = _write(laps, tmp_path / "ok.csv").read_text().splitlines()
+    path = tmp_path / "dup.csv"
+    path.write_text("\n".join([text[0] + ",Time"] + [ln + ",1" for ln in text[1:]]) + "\n")
+    want = "lapnet: error: live: header: column 'Time' appears twice (line 1 names the columns once each)"
+    for follow in ((), ("--follow", "--poll", 0.05)):
+        monkeypatch.setattr("lapnet.race.live.time", SimpleNamespace(sleep=_no_wait))
+        code, out, err = run_cli("race", "live", live_sim["run"], path, "--race-laps", 52, *follow)
+        assert code == 2 and out == "" and err.strip() == want, err

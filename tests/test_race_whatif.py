@@ -162,6 +162,34 @@ def test_pit_now_numbers_follow_their_definitions(asked):
     assert np.nanmax(np.abs(what.new / ref[None, ..., None] - 1)) < 0.1
 
 
+def test_to_the_flag_carries_the_runs_tyre_wear(asked):
+    """With the run's tyre wear (its calibration on the training races), boxing j laps later is
+    carried to the flag as what j more laps of age cost the early set on every lap after t+K:
+    w(a) - w(a-j), w(a) = linear a + quad a^2, the out-lap being age 1; ANY's curve is the mean
+    of the compounds it averages. Without it, the sets' mean gap is carried (the test above)."""
+    from lapnet.race.whatif import tyre_wear
+
+    run, seq, stay, plain = asked
+    wear = tyre_wear(run.config)
+    assert set(wear) == {"SOFT", "MEDIUM", "HARD"} and all(np.isfinite(v).all() for v in wear.values())
+    what = pit_now(run.model, seq, stay, CHOICES, wear)
+    s, s0, K = what.summary(), plain.summary(), HORIZONS
+    np.testing.assert_array_equal(s["now_vs_later"], s0["now_vs_later"])  # only the carry changes
+    dry = ("SOFT", "MEDIUM", "HARD")
+    origins = np.argwhere(what.possible & (what.laps_left > K + 3))
+    assert len(origins) > 100
+    for i, t in origins[:: max(1, len(origins) // 60)]:
+        n = int(what.laps_left[i, t]) - K
+        for c, name in enumerate(what.compounds):
+            ok = [k for k in range(3) if what.allowed[k, i, t]] if name == ANY else [dry.index(name)]
+            lin = np.mean([wear[dry[k]][0] for k in ok])
+            quad = np.mean([wear[dry[k]][1] for k in ok])
+            for j in range(1, LATER + 1):
+                carry = sum(lin * j + quad * (a * a - (a - j) ** 2) for a in range(K, K + n))
+                assert s["now_vs_later_to_flag"][c, j - 1, i, t] == pytest.approx(s["now_vs_later"][c, j - 1, i, t] + carry,
+                                                                                 abs=1e-9)
+
+
 def test_a_run_without_phase_calls_keeps_its_pit_threshold(sim_run):
     """The pit call's threshold (best F1 on the training races' stops) is kept by every run with
     a pit caller, tagger or not: predict's figure draws the call from it, not from 0.5."""
@@ -434,8 +462,11 @@ def test_cli_pit_now_refuses_two_drivers_several_races_and_a_run_without_fresh_s
 def test_live_pit_now_equals_the_batch_what_if(sim_run, run_cli, asked):
     """`race live --pit-now` carries each driver's state one lap at a time and gives, at every lap,
     the what-if `pit_now` gives on the whole race (null where that makes none)."""
+    from lapnet.race.whatif import tyre_wear
+
     run, race = sim_run
-    _, seq, _, what = asked
+    r, seq, stay, _ = asked
+    what = pit_now(r.model, seq, stay, CHOICES, tyre_wear(r.config))  # live carries to the flag by the run's wear
     code, out, err = run_cli("race", "live", run, race, "--pit-now")
     assert code == 0, err
     recs = {(r["driver"], r["lap"]): r["pit_now"] for r in map(json.loads, out.splitlines())}
@@ -472,6 +503,7 @@ def test_live_pit_now_equals_the_batch_what_if(sim_run, run_cli, asked):
                 rejoins += len(back["passed_by"])
             needs = [c for k, c in enumerate(("SOFT", "MEDIUM", "HARD")) if what.allowed[k, i, t]]
             assert got["rule_needs"] == (needs if what.rule_open[i, t] else None)
+            assert got["to_flag_by"] == "tyre_wear"
             binding += bool(what.rule_open[i, t])
             checked += 1
     assert checked > 500 and nulls > 20 and 100 < binding < checked and rejoins > 500

@@ -66,6 +66,9 @@ pre{background:#fff;border:1px solid #d5dae1;border-radius:6px;padding:10px;whit
 # public API
 
 
+UNFINISHED = "training.incomplete"  # lapnet.race.pipeline.UNFINISHED: a run whose training did not end
+
+
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Path:
     """Write a self-contained HTML page describing a run directory.
 
@@ -88,6 +91,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
         raise LapnetError(f"{run_dir}: no such run directory")
     if not run_dir.is_dir():
         raise LapnetError(f"{run_dir}: is a file, not a run directory")
+    if (run_dir / UNFINISHED).exists():  # as `lapnet race predict` refuses it: its files are a half-written run
+        raise LapnetError(f"{run_dir}: an unfinished run ({UNFINISHED}: its training was interrupted or failed): "
+                          "train it again with --force")
     out = Path(out) if out is not None else run_dir / REPORT_NAME
     if out.is_dir():
         raise LapnetError(f"--out {out}: is a directory; give a file name such as report.html")

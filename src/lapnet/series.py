@@ -114,12 +114,25 @@ def _frame(source: Any) -> tuple[pd.DataFrame, str, int]:
     if not isinstance(source, (str, Path)):
         raise LapnetError(f"cannot read a series from a {type(source).__name__}: give a CSV path or a DataFrame")
     path = Path(source)
-    if not path.is_file():
+    if path.is_dir() or not path.exists():
         raise LapnetError(f"{path}: " + ("is a directory, not a CSV file" if path.is_dir() else "no such file"))
+    where: Any = path
+    if not path.is_file():  # a pipe or a process substitution <(...): read once (it is parsed twice), bounded
+        import stat
+
+        if stat.S_ISCHR(path.stat().st_mode) or stat.S_ISBLK(path.stat().st_mode):
+            raise LapnetError(f"{path}: is a device, not a CSV file (it may never end)")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_STREAM_BYTES + 1)
+        if len(raw) > MAX_STREAM_BYTES:
+            raise LapnetError(f"{path}: a stream of more than {MAX_STREAM_BYTES >> 20} MiB: give a file")
+        where = raw
 
     def read(**kw) -> pd.DataFrame:
+        import io
+
         try:
-            return pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig", **kw)
+            return pd.read_csv(io.BytesIO(where) if isinstance(where, bytes) else where, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig", **kw)
         except pd.errors.EmptyDataError:
             raise LapnetError(f"{path}: empty file") from None
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -135,6 +148,9 @@ def _frame(source: Any) -> tuple[pd.DataFrame, str, int]:
     blank = frame.apply(lambda c: c.astype(str).str.strip() == "").all(axis=1).to_numpy()
     end = len(frame) - int(np.argmin(blank[::-1])) if not blank.all() else 0  # trailing blank lines are no values
     return frame.iloc[:end], str(path), first_line
+
+
+MAX_STREAM_BYTES = 1 << 30  # a series read from a pipe is held in memory whole
 
 
 def _is_number(text: Any) -> bool:
@@ -240,7 +256,14 @@ def as_values(values: Any) -> np.ndarray:
     if bad.size:
         raise LapnetError(f"a series is a 1-D array of finite numbers: entry {int(bad[0])} is {a[bad[0]]}"
                           + (f" (and {bad.size - 1} more)" if bad.size > 1 else ""))
+    huge = np.flatnonzero(np.abs(a) > MAX_ABS)
+    if huge.size:  # its spread, squared errors and scaled values would overflow to inf mid-training
+        raise LapnetError(f"a series' values must lie within +-{MAX_ABS:g}: entry {int(huge[0])} is {a[huge[0]]:g}"
+                          + (f" (and {huge.size - 1} more)" if huge.size > 1 else "") + ": rescale it (other units)")
     return a
+
+
+MAX_ABS = 1e150  # the largest |value| `as_values` takes: squares (the MSE) stay finite
 
 
 def check_series(values: np.ndarray, cfg: SeriesConfig) -> None:
@@ -257,6 +280,9 @@ def _scaling(values: np.ndarray, n_train: int, cfg: SeriesConfig) -> tuple[np.nd
     series = np.diff(values) if cfg.difference else values
     seen = series[:cfg.window + n_train]  # everything the training windows and targets touch
     mean, sd = float(seen.mean()), float(seen.std())
+    if not (np.isfinite(mean) and np.isfinite(sd)):
+        raise LapnetError(f"the training part of the series is too spread out to scale (mean {mean:g}, sd {sd:g}): "
+                          "rescale it (other units)")
     if not sd > 0:
         what = ("changes by the same amount every step (a straight line: try --levels)" if cfg.difference
                 else "is constant")

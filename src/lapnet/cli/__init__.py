@@ -9,6 +9,7 @@ bug in lapnet: `lapnet: internal error: <Type>: <message>`, its traceback, exit 
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
@@ -80,6 +81,15 @@ def _reflow_help(typer_app: typer.Typer) -> None:
 
 
 _reflow_help(app)
+
+
+def _bound_int_options() -> None:
+    from lapnet.cli.common import bound_int_options
+
+    bound_int_options(app)  # no integer option reaches torch or NumPy unbounded (2**64, --threads 100000)
+
+
+_bound_int_options()
 
 
 _SRC = str(Path(__file__).resolve().parents[1])  # the lapnet package: its warnings are lapnet's own
@@ -158,6 +168,56 @@ def _stdout_closed(stdout, stderr) -> None:
     sys.exit(0)
 
 
+class _ClosedStdin(io.TextIOBase):
+    """Standard input when the command was started with it closed (`<&-`): a command that reads
+    it is refused in one line, one that does not never notices."""
+
+    def _refuse(self, *args: object) -> str:
+        raise LapnetError("standard input is closed (<&-): give the input as a file, or pipe it in")
+
+    read = readline = _refuse
+
+    def readlines(self, *args: object) -> list[str]:
+        self._refuse()
+        return []
+
+    @property
+    def buffer(self):  # `sys.stdin.buffer.read()`: refused like read()
+        self._refuse()
+
+    def readable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _closed_stdio() -> None:
+    """stdin, stdout or stderr closed at start (`<&-`, `>&-`): Python leaves None in its place,
+    and the first file lapnet opened would take the free descriptor, so that a stray write to
+    fd 1 would land in a checkpoint. Each closed descriptor is held by /dev/null; a closed stdout
+    is refused (exit 2: whatever the command prints would be lost), a closed stdin is refused
+    by the first read of it (`_ClosedStdin`), a closed stderr only loses the messages."""
+    import os
+
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: fd itself
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)
+        if name == "stderr":
+            sys.stderr = open(fd, "w", closefd=False)
+        elif name == "stdin":
+            sys.stdin = _ClosedStdin()
+    if sys.stdout is None:
+        _fail("standard output is closed (>&-): give it a file, or >/dev/null to discard what the command prints")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad input exits 2 with one line on stderr, a bug exits 1 with its traceback;
     a closed stdout pipe ends quietly with exit 0 (`_stdout_closed`)."""
@@ -166,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     from lapnet import distributed
     from lapnet.cli.common import undo_new_dirs_on_failure
 
+    _closed_stdio()
     stdout, stderr = sys.stdout, sys.stderr
     stdout_null = _is_devnull(stdout)  # to tell rich's broken-pipe exit (below) from a run into /dev/null
     shown, warnings.showwarning = warnings.showwarning, _show_warning
@@ -205,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         except (LapnetError, OSError) as e:  # bad input (CheckpointError too); OSError: disk, permissions
             _fail(str(e) or e.__class__.__name__)
         except MemoryError as e:  # sizes too big for this machine (NumPy's error says how much it wanted)
-            _fail(f"out of memory: {e or 'the sizes asked for do not fit in this machine'}")
+            _fail(f"out of memory: {str(e) or 'the input or the sizes asked for do not fit in this machine'}")
         except Exception as e:
             if isinstance(e, RuntimeError) and "allocate" in str(e):  # torch's allocator
                 _fail("out of memory: the sizes asked for do not fit in this machine")

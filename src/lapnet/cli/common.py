@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from rich.table import Table
 
@@ -112,3 +112,87 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise LapnetError("--device cuda: no CUDA device is available on this machine")
     return device
+
+
+# Integer options are Python ints, without limit: a seed of 2**64 or --threads 100000 reached
+# torch, NumPy or the C library and crashed there (a traceback, a segfault). Every integer option
+# of every command gets bounds here, in one place, checked by Click before the command runs.
+SEED_MAX = 2**32 - 1  # NumPy's legacy seeds and torch's generators accept 0..2**32-1 alike
+THREADS_MAX = 256  # more threads than any machine lapnet runs on; 100000 made OpenMP segfault
+HIDDEN_MAX = 65_536  # hidden units: already 4 * 65536**2 weights (137 GB) for one LSTM layer
+DPI_RANGE = (10, 1000)  # below 10 dpi the fonts have no size (FreeType refuses); 1000: 13,500 pixels wide
+INT_MAX = 2**31 - 1  # every other integer option (sizes, steps, epochs): no array dimension overflows
+
+INT_BOUNDS: dict[str, tuple[int | None, int]] = {
+    "--seed": (0, SEED_MAX),
+    "--threads": (None, THREADS_MAX),  # the minimum (1) is set_threads' own check, with its own message
+    "--hidden": (None, HIDDEN_MAX),
+    "--arch-hidden": (None, HIDDEN_MAX),
+    "--dpi": DPI_RANGE,
+}
+
+
+def _at_most(high: int):
+    """An option callback refusing an integer above `high` (Click's own message for a range)."""
+    import typer
+
+    def check(value: Optional[int]) -> Optional[int]:
+        if value is not None and value > high:
+            raise typer.BadParameter(f"{value} is not in the range x<={high}")
+        return value
+
+    return check
+
+
+def bound_int_options(typer_app: Any) -> None:
+    """Give every integer option of every command of `typer_app` (and its groups) an upper
+    bound (`INT_BOUNDS` by name, else `INT_MAX`) and `INT_BOUNDS`' minimum, keeping a minimum
+    it already has and a tighter maximum of its own. Typer checks them before the command runs:
+    "Invalid value for '--seed': 18446744073709551616 is not in the range 0<=x<=4294967295"."""
+    import inspect
+    import typing
+
+    from typer.models import OptionInfo
+
+    for info in typer_app.registered_commands:
+        if info.callback is None:
+            continue
+        try:
+            hints = typing.get_type_hints(info.callback)
+        except Exception:  # an annotation that does not resolve: judge by the default below
+            hints = {}
+        for name, p in inspect.signature(info.callback).parameters.items():
+            opt = p.default
+            if not isinstance(opt, OptionInfo):
+                continue
+            hint = hints.get(name)
+            is_int = hint in (int, typing.Optional[int]) if hint is not None else (
+                isinstance(opt.default, int) and not isinstance(opt.default, bool))
+            if not is_int:
+                continue
+            named = next((INT_BOUNDS[d] for d in opt.param_decls or () if d in INT_BOUNDS), None)
+            if named is not None:  # a bound worth reading in --help: Click's range, shown there
+                low, high = named
+                if opt.min is None:
+                    opt.min = low
+                opt.max = high if opt.max is None else min(opt.max, high)
+            elif opt.max is None and opt.callback is None:  # INT_MAX only guards: checked, not shown in --help
+                opt.callback = _at_most(INT_MAX)
+    for group in typer_app.registered_groups:
+        bound_int_options(group.typer_instance)
+
+
+def refuse_device(path: Any, what: str = "a text file") -> None:
+    """Refuse a device for an input read whole (/dev/zero, /dev/urandom: they never end, and
+    reading one filled the memory); a pipe or process substitution ends when its writer does."""
+    import os
+    import stat
+
+    if path is None or str(path) == "-":
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # the reader says what is wrong (no such file, permissions)
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise LapnetError(f"{path}: is a device, not {what} (it may never end): give a file, or - with the input on stdin")

@@ -48,6 +48,13 @@ def _list(option: str, text: str, cast=str) -> tuple:
         values = tuple(cast(s) for s in items)
     except ValueError:
         raise LapnetError(f"{option} {text!r}: expected comma-separated {cast.__name__} values") from None
+    if cast is int:  # the bounds every integer option has (`common.INT_BOUNDS`): 2**64 crashed NumPy
+        from lapnet.cli.common import INT_BOUNDS, INT_MAX
+
+        high = INT_BOUNDS.get(option, (None, INT_MAX))[1]
+        big = next((v for v in values if v > high), None)
+        if big is not None:
+            raise LapnetError(f"{option} {text!r}: {big} is too large (at most {high})")
     twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
     if twice is not None:  # each value is one model or one panel: a repeat would be dropped or run twice
         raise LapnetError(f"{option} {text!r}: {twice} is given twice")

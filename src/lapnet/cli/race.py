@@ -56,8 +56,11 @@ def _check_files(paths: List[Path]) -> None:
 def _check_file(p: Path | str) -> None:
     if Path(p).is_dir():
         raise LapnetError(f"{p}: is a directory, not a lap table (give CSV or Parquet files)")
-    if not Path(p).is_file():
+    if not Path(p).exists():
         raise LapnetError(f"{p}: no such file")
+    if not Path(p).is_file():  # a pipe, a process substitution <(...), a device: a lap table is read more than once
+        raise LapnetError(f"{p}: not a regular file (a pipe or a device): give a CSV or Parquet file; "
+                          "lapnet race live reads a stream on stdin: ... | lapnet race live RUN")
 
 
 def _cleaning_line(metrics: dict) -> None:
@@ -423,8 +426,11 @@ def pit_now_cmd(
     if not all(p["meets_rule"] for p in res["compounds"]):
         console.print("note: * a stop onto a compound he has already run leaves the two-compound rule to another stop, "
                       "which these numbers do not price", soft_wrap=True)
-    console.print("note: payback extrapolates the mean gain; 'to the flag' carries the two new sets' mean gap per lap to "
-                  "the flag, if neither stops again; no rival is modelled", soft_wrap=True)
+    carry = ("what the earlier set's extra laps of age cost on every lap to the flag, by the run's tyre wear (its "
+             "calibration on the training races)" if res["to_flag_by"] == "tyre_wear" else
+             "the two new sets' mean gap per lap to the flag (a run trained before runs kept their tyre wear)")
+    console.print(f"note: payback extrapolates the mean gain; 'to the flag' carries {carry}, if neither stops again; no "
+                  "rival is modelled", soft_wrap=True)
     for note in res["notes"]:
         console.print(f"note: {note}", soft_wrap=True)
 
@@ -523,7 +529,8 @@ def live_cmd(
         "Scheduled race length. Default: for a complete FILE (no --follow), its last lap number; "
         "for stdin or --follow, estimated from the race's reference lap (a Grand Prix lasts about "
         "88 min at green-flag pace), with a warning.")),
-    poll: float = typer.Option(0.5, "--poll", help="Seconds between reads of a growing file (--follow), at least 0.01."),
+    poll: float = typer.Option(0.5, "--poll",
+                               help="Seconds between reads of a growing file (--follow), 0.01 to 3600."),
     driver: Optional[str] = typer.Option(None, "--driver", help=(
         "Print only these drivers' laps: three-letter codes in any case or FastF1 driver numbers (the "
         "DriverNumber column), comma-separated: VER,HAM or 1,44. Every lap is still read: a lap's features "
@@ -538,8 +545,10 @@ def live_cmd(
         "and carried to the flag), the compounds the two-compound rule still needs, and the cars he would rejoin "
         "behind; as `lapnet race pit-now` (docs/guide/race.md). Needs a run with a FreshStart.")),
 ) -> None:
-    from lapnet.race.live import DriverFilter, follow_race
+    from lapnet.race.live import DriverFilter, check_poll, follow_race
 
+    if follow:
+        check_poll(poll)  # before the files are looked at
     only = None if driver is None else DriverFilter(driver)
     if race_laps is not None and race_laps < 1:
         raise LapnetError(f"--race-laps must be at least 1, got {race_laps}")

@@ -90,7 +90,8 @@ def forecast_cmd(
     file: Path = typer.Argument(..., help="The series so far (CSV, as for train); the forecast starts after its last value."),
     column: Optional[str] = typer.Option(None, "--column", help="The column to read (default: the run's own column "
                                                                  "when the file has it)."),
-    steps: int = typer.Option(20, "--steps", help="Values to forecast, each fed back in as the next input."),
+    steps: int = typer.Option(20, "--steps", max=100_000,
+                              help="Values to forecast, each fed back in as the next input (at most 100,000)."),
     json_out: bool = typer.Option(False, "--json", help="Print {\"column\", \"forecast\": [...]} as JSON instead of CSV."),
 ) -> None:
     """Forecast the next --steps values after the end of FILE; prints CSV (step,forecast) on stdout.

@@ -119,10 +119,11 @@ def train_cmd(
 
     Example: lapnet text train novel.txt --minutes 1 --out runs/novel
     """
-    from lapnet.cli.common import emit_metrics, set_threads, summary_table
+    from lapnet.cli.common import emit_metrics, refuse_device, set_threads, summary_table
     from lapnet.models.charlm import CharLMConfig
     from lapnet.text_runs import RESUME_KEEPS, TextDataConfig, train_text
 
+    refuse_device(file)
     _engine(engine)
     dev = _device(device, engine)
     # a resumed run keeps its shape, data and training settings: those typed with other values
@@ -271,9 +272,10 @@ def eval_cmd(
 
     Example: lapnet text eval runs/text held_out.txt --json
     """
-    from lapnet.cli.common import emit_metrics, summary_table
+    from lapnet.cli.common import emit_metrics, refuse_device, summary_table
     from lapnet.text_runs import eval_text
 
+    refuse_device(file)
     _engine(engine)
     dev = _device(device, engine)
     result = eval_text(run, file, engine=engine, device=dev, skip_unknown=skip_unknown, write=False,

@@ -66,7 +66,9 @@ def missing_context(columns: Iterable[str]) -> list[str]:
 # 'M:SS.sss' as people type lap times; pandas only parses 'H:MM:SS'.
 _MIN_SEC = re.compile(r"^(\d+):(\d{1,2}(?:\.\d*)?)$")
 # pandas' own text, FastF1's `to_csv`: '0 days 00:01:37.167000' (read here without pandas: live mode reads it per lap)
-_DAYS_HMS = re.compile(r"^(?:(\d+) days )?(\d+):(\d{2}):(\d{2}(?:\.\d*)?)$")
+# (a leading '-' makes the whole duration negative: '-0 days 00:01:30' is -90 s, where pandas reads +90 s; pandas'
+# own text of a negative one, '-1 days +23:58:30', is left to pandas)
+_DAYS_HMS = re.compile(r"^(-)?(?:(\d+) days )?(\d+):(\d{2}):(\d{2}(?:\.\d*)?)$")
 # the spellings of a missing cell, and of a boolean, in a lap table's text (lower case, stripped); live mode reads them too
 MISSING_STRINGS = frozenset({"", "nan", "nat", "none", "null", "<na>"})
 TRUE_STRINGS = frozenset({"true", "1", "1.0", "yes", "t", "y"})
@@ -92,7 +94,8 @@ def parse_duration(text: str) -> float:
         pass
     m = _DAYS_HMS.match(t)
     if m:
-        return int(m.group(1) or 0) * 86400 + int(m.group(2)) * 3600 + int(m.group(3)) * 60 + float(m.group(4))
+        sec = int(m.group(2) or 0) * 86400 + int(m.group(3)) * 3600 + int(m.group(4)) * 60 + float(m.group(5))
+        return -sec if m.group(1) else sec
     m = _MIN_SEC.match(t)
     if m:
         return 60.0 * int(m.group(1)) + float(m.group(2))
@@ -128,8 +131,8 @@ def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
 
     Raises:
         LapnetError: unreadable or empty source, missing required columns (Driver,
-            LapNumber, LapTime), unparseable or negative times, non-integer or < 1 lap
-            numbers, unknown compounds or track-status codes, missing drivers, duplicate
+            LapNumber, LapTime), unparseable times, values outside `VALUE_RULES` (negative
+            times, a zero lap time, lap numbers, stints and positions not whole or out of range...), unknown compounds or track-status codes, missing drivers, duplicate
             (Race, Driver, LapNumber) rows, or several races mixed under one label.
 
     Warns:
@@ -557,6 +560,9 @@ def _to_seconds(s: pd.Series, col: str, where: str) -> pd.Series:
                 warnings.simplefilter("ignore", FutureWarning)
                 td = pd.to_timedelta(strs.where(np.isnan(num)), errors="coerce").dt.total_seconds().to_numpy()
             out_arr[is_str] = np.where(np.isnan(num), td, num)
+            # pandas reads '-0 days 00:01:30' as +90 s: a leading '-' is read by `parse_duration`
+            minus = np.flatnonzero(is_str)[strs.str.lstrip().str.startswith("-").to_numpy(bool) & np.isnan(num)]
+            out_arr[minus] = np.nan
         for i in np.flatnonzero(np.isnan(out_arr)):
             out_arr[i] = _one_duration(values[i], col, int(i), where)
         out = pd.Series(out_arr, index=s.index)
@@ -737,34 +743,51 @@ def _to_status(s: pd.Series, where: str) -> pd.Series:
     return _map_unique(s, one)
 
 
+def _whole(lo: float, hi: float):
+    return lambda v: (v < lo) | (v > hi) | (np.floor(v) != v)
+
+
+_DURATIONS = ("LapTime", "Sector1Time", "Sector2Time", "Sector3Time")  # the rest of TIME_COLUMNS are session times
+# (column, bad(values) -> bool array, why): the sanity bounds of a lap table (schema's MAX_*), applied to
+# every row by `read_laps` and to each lap by live mode (`value_problem`), so that both refuse the same
+# laps for the same reason; a missing value (NaN) is never refused here (missing cells are the cleaner's)
+VALUE_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("LapNumber", _whole(1, S.MAX_LAP_NUMBER), f"lap numbers are whole numbers from 1 to {S.MAX_LAP_NUMBER}"),
+    ("LapTime", lambda v: v <= 0, "negative or zero lap time"),
+    ("LapTime", lambda v: v > S.MAX_LAP_SECONDS, f"a lap time over {S.MAX_LAP_SECONDS / 3600:.0f} hours"),
+    *((c, lambda v: v < 0, "negative time") for c in S.TIME_COLUMNS if c != "LapTime"),
+    *((c, lambda v: v > S.MAX_LAP_SECONDS, f"a sector time over {S.MAX_LAP_SECONDS / 3600:.0f} hours")
+      for c in _DURATIONS if c != "LapTime"),
+    *((c, lambda v: v > S.MAX_SESSION_SECONDS, f"a session time over {S.MAX_SESSION_SECONDS / 3600:.0f} hours "
+       "(FastF1's session clock starts at the session's start)") for c in S.TIME_COLUMNS if c not in _DURATIONS),
+    ("Stint", _whole(1, S.MAX_STINT), f"stints are whole numbers from 1 to {S.MAX_STINT}"),
+    ("Position", _whole(1, S.MAX_POSITION), f"positions are whole numbers from 1 to {S.MAX_POSITION}"),
+    ("TyreLife", lambda v: (v < 0) | (v > S.MAX_TYRE_LIFE), f"tyre life is 0 to {S.MAX_TYRE_LIFE} laps"),
+)
+
+
+def value_problem(lap: Mapping[str, Any]) -> tuple[str, float, str] | None:
+    """The first of `VALUE_RULES` one lap (column -> float, NaN when missing) breaks, as
+    (column, value, why); None when it breaks none. Live mode skips such a lap; `read_laps`
+    refuses a table holding one (`_check_values`, with the same words)."""
+    for col, bad, why in VALUE_RULES:
+        v = lap.get(col)
+        if isinstance(v, (float, int, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            v = float(v)
+            if not math.isnan(v) and bool(bad(np.float64(v))):
+                return col, v, why
+    return None
+
+
 def _check_values(df: pd.DataFrame, where: str) -> None:
-    lap = df["LapNumber"].to_numpy()
-    ok = np.isnan(lap) | ((lap >= 1) & (lap <= S.MAX_LAP_NUMBER) & (np.floor(lap) == lap))
-    if not ok.all():
-        i = int(np.flatnonzero(~ok)[0])
-        raise _bad(where, "LapNumber", i, lap[i], f"lap numbers are whole numbers from 1 to {S.MAX_LAP_NUMBER}")
-    lt = df["LapTime"].to_numpy()
-    bad = lt <= 0  # NaN compares False: missing lap times are the cleaner's business
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise _bad(where, "LapTime", i, lt[i], "negative or zero lap time")
-    bad = lt > S.MAX_LAP_SECONDS
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise _bad(where, "LapTime", i, lt[i], f"a lap time over {S.MAX_LAP_SECONDS / 3600:.0f} hours")
-    for c in S.TIME_COLUMNS:
-        if c in df.columns and c != "LapTime":
-            v = df[c].to_numpy()
-            bad = v < 0
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise _bad(where, c, i, v[i], "negative time")
-    for c in ("Stint", "TyreLife", "Position"):
-        v = df[c].to_numpy()
-        bad = v < 0
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise _bad(where, c, i, v[i], "negative value")
+    for col, bad, why in VALUE_RULES:
+        if col not in df.columns:
+            continue
+        v = df[col].to_numpy(dtype=float)
+        hit = bad(v) & ~np.isnan(v)
+        if hit.any():
+            i = int(np.flatnonzero(hit)[0])
+            raise _bad(where, col, i, v[i], why)
 
 
 def _check_duplicates(df: pd.DataFrame, where: str, *, race_from_column: bool) -> None:

@@ -40,12 +40,12 @@ import torch
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 from lapnet.race.io import (FALSE_STRINGS, MISSING_STRINGS, TRUE_STRINGS, CompoundNamesWarning, MissingContextWarning,
-                            car_number, missing_context, parse_duration)
+                            car_number, missing_context, parse_duration, value_problem)
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.schema import WET_COMPOUNDS
 from lapnet.race.models import INTERVAL90
 from lapnet.race.pipeline import SLOW_SCORED, RaceRun, forecast_source, live_phase, load_run, pit_window_threshold
-from lapnet.race.whatif import CHOICES, live_record, rejoin_live, require_fresh_start, what_if
+from lapnet.race.whatif import CHOICES, live_record, rejoin_live, require_fresh_start, tyre_wear, what_if
 
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
 
@@ -56,6 +56,12 @@ ORDER_SLACK = 5.0  # seconds: a lap ending this much before one already read is 
 # MIN_LAP_SECONDS a lap have passed since the field reached its highest lap (a feed that lost laps)
 LAP_MARGIN = 2
 MIN_LAP_SECONDS = 50.0
+# a lap ending more than TIME_JUMP seconds of session Time after the latest lap read is taken for a
+# corrupted Time (the longest wait between two laps ending on the 15 real races of 2023 is 1491 s,
+# Sao Paulo's red flag), unless another driver's lap refused so ends within JUMP_AGREE seconds of it
+# (the field resumed after a longer suspension: taken)
+TIME_JUMP = 1800.0
+JUMP_AGREE = 300.0
 # without a race length, an untimed FastF1 row after the flag: no car has completed a timed lap
 # for SILENCE_LAPS reference laps, the last one at racing pace (the field has finished)
 SILENCE_LAPS = 0.75
@@ -122,6 +128,12 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
+def _clock(seconds: float) -> str:
+    """Session Time as FastF1's clock reads: 1:50:40.622 (days as hours: 73:15:28.878)."""
+    h, rest = divmod(abs(seconds), 3600)
+    return f"{'-' if seconds < 0 else ''}{h:.0f}:{rest // 60:02.0f}:{rest % 60:06.3f}"
+
+
 def _shown(v: Any) -> str:
     if v is None or isinstance(v, float) and math.isnan(v):
         return "missing"
@@ -140,6 +152,7 @@ def _count(v: Any) -> int | float | None:
 
 
 _FAST_TIMES = ("Time", "LapTime", "PitOutTime", "PitInTime", "Sector1Time", "Sector2Time", "Sector3Time")
+_OTHER_TIMES = tuple(c for c in S.TIME_COLUMNS if c not in _FAST_TIMES)  # checked, not used
 
 
 def _live_compound(raw: Any) -> str:
@@ -182,6 +195,12 @@ def _fast_lap(row: dict[str, str]) -> dict | None:
             or any(lap[c] < 0 for c in _FAST_TIMES if math.isfinite(lap[c]))
             or any(math.isinf(lap[c]) for c in (*_FAST_TIMES, *S.FLOAT_COLUMNS))):
         return None  # let read_laps name the problem
+    try:  # the sanity bounds batch validation applies (`io.VALUE_RULES`), on every time column the row has
+        checked = {**lap, **{c: parse_duration(row[c]) for c in _OTHER_TIMES if c in row}}
+    except ValueError:
+        return None
+    if value_problem(checked) is not None:
+        return None  # read_laps names it, in batch's words
     team = row.get("Team", "").strip()
     lap.update(Driver=driver, Compound=comp, TrackStatus=status, Race=row.get("Race", "live").strip() or "live",
                Team=None if team.lower() in MISSING_STRINGS else team,  # teammates' stops are a pit-call feature
@@ -243,6 +262,7 @@ class LiveRace:
     top_time: float = math.nan  # session Time of the first lap admitted with that number
     # driver -> (the lap refused as implausibly far ahead, the field's highest lap then)
     far_ahead: dict[str, tuple[float, float]] = field(default_factory=dict)
+    far_later: dict[str, float] = field(default_factory=dict)  # driver -> the Time refused as implausibly far later
     last_timed_end: float = -math.inf  # session Time of the latest timed lap
     last_timed_neutral: bool = False  # that lap was neutralised (SC, VSC, red flag)
     pit_now: bool = False  # add the pit-now what-if to every prediction
@@ -268,12 +288,20 @@ class LiveRace:
         self.phase_trained = self.tagger is not None or bool(self.run.config.get("phase_trained"))
         if self.pit_now:
             require_fresh_start(self.model)
+        self.tyre_wear = tyre_wear(self.run.config)  # pit-now's carry to the flag (None: a run without it)
 
     # -- input --------------------------------------------------------------------------
 
     def set_header(self, line: str) -> None:
         """The CSV header (FastF1 column names); a UTF-8 byte-order mark before it is dropped."""
-        cols = next(csv.reader([line.lstrip("\ufeff")]))
+        try:
+            cols = next(csv.reader([line.lstrip("\ufeff")]), [])
+        except csv.Error as e:  # e.g. a bare carriage return inside the line
+            raise LapnetError(f"live: unreadable CSV header ({e})") from None
+        named = [c.strip() for c in cols if c.strip()]
+        dup = next((c for i, c in enumerate(named) if c in named[:i]), None)
+        if dup is not None:  # its cells could not be told apart: every lap would be refused, one by one
+            raise LapnetError(f"live: header: column '{dup}' appears twice (line 1 names the columns once each)")
         missing = [c for c in S.REQUIRED_COLUMNS if c not in cols]
         if missing:
             raise LapnetError(f"live: header lacks required column(s) {', '.join(missing)}")
@@ -427,7 +455,7 @@ class LiveRace:
         if self.pit_now:  # what if he pits at the end of the next lap: one more linear model on this lap's vector
             what = what_if(self.model, f.x[None, None], np.array([[n]], float), np.array([[f.ref]]),
                            np.array([[f.stop_loss]]), np.array([[f.stop_loss_neutral]]), sec[None, None], np.ones((1, 1), bool),
-                           CHOICES, np.array([[f.stop_stops]]), np.array([[f.tyres_used]]))
+                           CHOICES, np.array([[f.stop_stops]]), np.array([[f.tyres_used]]), self.tyre_wear)
             rec["pit_now"] = live_record(what, int(n))
             if rec["pit_now"] is not None:  # where he would rejoin, as the gaps behind stood after lap n-1
                 rec["pit_now"]["rejoin"] = rejoin_live(self.featurizer.lap_ends, drv, int(n), t_end,
@@ -524,6 +552,7 @@ class LiveRace:
         after it, cannot have been run (a lap 16 sent as 18, within the field's margin).
         """
         self._field_plausible(drv, n, t_end)
+        self._time_plausible(drv, n, t_end)
         st = self.drivers.get(drv)
         if st is not None and n > st.last_lap + 1 and math.isfinite(t_end):
             prev = _num(st.last_row.get("Time"))
@@ -561,6 +590,23 @@ class LiveRace:
         raise SkipLap(f"{drv} lap {n:g}: implausibly far ahead ({why}; a lap number more than {LAP_MARGIN} beyond "
                       f"the field's next lap is taken for a corrupted LapNumber): {drv}'s laps go on from the last "
                       "one read", driver=drv)
+
+    def _time_plausible(self, drv: str, n: float, t_end: float) -> None:
+        """Refuse (SkipLap, nothing changed) a lap ending more than TIME_JUMP seconds of session
+        Time after the latest lap read: a corrupted Time would otherwise become the race's clock
+        (every later lap read as out of order, and as a feed gone back to another race), unless
+        another driver's lap refused so ends within JUMP_AGREE seconds of it (the field resumed
+        after a suspension longer than any seen: taken)."""
+        if not (math.isfinite(t_end) and math.isfinite(self.latest_end)) or t_end <= self.latest_end + TIME_JUMP:
+            return
+        if any(d != drv and abs(t - t_end) <= JUMP_AGREE for d, t in self.far_later.items()):
+            self.far_later.clear()
+            return
+        self.far_later[drv] = t_end
+        raise SkipLap(f"{drv} lap {n:g}: implausible session Time ({_clock(t_end)}, {(t_end - self.latest_end) / 60:.0f} "
+                      f"minutes after the latest lap read, {_clock(self.latest_end)}; a wait of more than "
+                      f"{TIME_JUMP / 60:.0f} minutes between two laps ending is taken for a corrupted Time): "
+                      f"{drv}'s laps go on from the last one read", driver=drv)
 
     def _changes(self, before: dict, now: dict) -> str:
         """What a re-sent lap changed against the lap as first read: 'Deleted: False -> True, ...'
@@ -651,8 +697,10 @@ class FollowReader:
     the last line has no line end yet, so a writer that flushed in the middle of a line, or of a
     multi-byte character, is waited for.
 
-    When no whole line is there, the file is checked: one truncated (smaller than what was
-    read) or replaced (another file under its name) is refused (LapnetError): the laps read
+    Before each line the header and the last line read are checked to be where they were (a
+    file rewritten in place: `cp other.csv FILE`), and when no whole line is there, the file is
+    checked too: one rewritten, truncated (smaller than what was read) or replaced (another
+    file under its name) is refused (LapnetError): the laps read
     so far were stepped into every driver's state, and what the rewritten file holds against
     them cannot be told (the same race again would be all duplicates; another, a mix).
     """
@@ -663,12 +711,18 @@ class FollowReader:
         self.pos = 0  # bytes read: the end of the last whole line
         self.lines = 0  # whole lines given (the header is line 1)
         self.inode = os.fstat(self.file.fileno()).st_ino
+        self.first = b""  # the header line's bytes, and the last whole line's: a file rewritten in place
+        self.last = b""  # (same inode, `cp other.csv FILE`) no longer holds them where they were read
 
     def readline(self) -> str:
+        self._same_lines()
         raw = self.file.readline()
         if raw.endswith(b"\n"):
             self.pos += len(raw)
             self.lines += 1
+            self.last = raw
+            if self.lines == 1:
+                self.first = raw
             if self.lines == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             return raw.decode("utf-8")
@@ -676,12 +730,28 @@ class FollowReader:
         self._check()
         return ""
 
+    def _same_lines(self) -> None:
+        """Refuse (LapnetError) a file rewritten in place since its lines were read: its header
+        or its last line read are no longer where they were (another race copied over it, or
+        the same race written again: the offset reached would fall mid-line, or mid-race)."""
+        if not self.lines:
+            return
+        fd = self.file.fileno()
+        start = self.pos - len(self.last)
+        if os.pread(fd, len(self.first), 0) == self.first and os.pread(fd, len(self.last), start) == self.last:
+            return
+        size = os.fstat(fd).st_size
+        if size < self.pos:
+            raise self._truncated(size)
+        raise LapnetError(f"{self.path} was rewritten in place while followed (its header or line {self.lines}, the last "
+                          "read, changed): a file rewritten under --follow cannot be followed on (the laps read so far "
+                          "are in every driver's state): start lapnet race live again to read it from its start")
+
     def _check(self) -> None:
         size = os.fstat(self.file.fileno()).st_size
         if size < self.pos:
-            raise LapnetError(f"{self.path} was truncated (now {size} bytes; {self.pos} had been read): a file rewritten "
-                              "under --follow cannot be followed on (the laps read so far are in every driver's state): "
-                              "start lapnet race live again to read it from its start")
+            raise self._truncated(size)
+        self._same_lines()
         try:
             inode = os.stat(self.path).st_ino
         except OSError:
@@ -689,6 +759,11 @@ class FollowReader:
         if inode != self.inode:
             raise LapnetError(f"{self.path} was replaced by another file (renamed over it) while followed: the laps "
                               "read so far are in every driver's state: start lapnet race live again to read the new one")
+
+    def _truncated(self, size: int) -> LapnetError:
+        return LapnetError(f"{self.path} was truncated (now {size} bytes; {self.pos} had been read): a file rewritten "
+                           "under --follow cannot be followed on (the laps read so far are in every driver's state): "
+                           "start lapnet race live again to read it from its start")
 
     def unread(self) -> str | None:
         """What the file holds beyond the lines read, said when the stream is stopped (Ctrl-C)."""
@@ -1140,6 +1215,17 @@ def _print_err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+MAX_POLL = 3600.0  # seconds: --poll above it would overflow the wait's deadline for nothing
+
+
+def check_poll(poll: Any) -> None:
+    """--poll: a finite number of seconds from 0.01 to MAX_POLL, else one LapnetError."""
+    if not (isinstance(poll, (int, float)) and math.isfinite(poll) and 0.01 <= poll <= MAX_POLL):
+        shown = f"{poll:g}" if isinstance(poll, (int, float)) else repr(poll)
+        raise LapnetError(f"--poll: seconds between reads of a growing file, a finite number of at least 0.01, "
+                          f"at most {MAX_POLL:g}, got {shown}")
+
+
 def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bool = False, race_laps: int | None = None,
                 poll: float = 0.5, drivers: str | Any | None = None, race: str | None = None, pit_now: bool = False,
                 emit: Callable[[dict], None] | None = None, say: Callable[[str], None] | None = None) -> dict:
@@ -1191,10 +1277,8 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
     emit, say, file = emit or _print_json, say or _print_err, str(file)
     where = "stdin" if file == "-" else file
     wanted = drivers if drivers is None or isinstance(drivers, DriverFilter) else DriverFilter(drivers)
-    if follow and not (isinstance(poll, (int, float)) and math.isfinite(poll) and poll >= 0.01):
-        shown = f"{poll:g}" if isinstance(poll, (int, float)) else repr(poll)
-        raise LapnetError(f"--poll: seconds between reads of a growing file, a finite number of at least 0.01, "
-                          f"got {shown}")
+    if follow:
+        check_poll(poll)
     if isinstance(run, (str, Path)):
         run = load_run(run)  # the run's errors come first, before the feed is waited for
     if pit_now:

@@ -512,6 +512,7 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
         model = WithPitCaller(model, pit, expected, fresh)  # the validation block below scores the first member with the pit caller
         # the probability from which the pit call counts as called (predict's figure; the live pit-window call)
         config["pit_threshold"] = _pit_window_threshold(model, subset_sequences(seq, np.concatenate([train_idx, val_idx])))
+        config["tyre_wear"] = _tyre_wear(laps)  # pit-now carries boxing now against later to the flag with it
 
     tagger_result, tagger, live_tagger = None, None, None
     if cfg.tagger and seq.phase_mask.any():
@@ -644,6 +645,23 @@ def _fit_sim_taggers(laps: pd.DataFrame, mcfg: RaceModelConfig, cfg: RaceTrainCo
         info["sim_val_macro_f1"] = {name: macro_f1(vs.phase[qm], run_net(net, vs)["phase"].argmax(-1)[qm], len(PHASES))
                                     for name, net in (("post_race", post[0]), ("live", live))}
     return post, live, info
+
+
+def _tyre_wear(laps: pd.DataFrame) -> dict | None:
+    """What a lap of tyre age costs per dry compound on the training races: the simulator's
+    calibration (`calibrate`: quadratic wear in TyreLife, fitted with the fuel effect, which
+    stops reset TyreLife but not, apart), {compound: {"linear_s", "quad_s"}}; None when no race
+    is fit to calibrate on (pit-now then carries the two new sets' mean gap instead)."""
+    from lapnet.race.calibrate import calibrate
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cal = calibrate(laps)
+    except LapnetError:
+        return None
+    return {c: {"linear_s": float(v.deg_linear_s), "quad_s": float(v.deg_quad_s)} for c, v in cal.compounds.items()
+            if c in ("SOFT", "MEDIUM", "HARD")}
 
 
 def _pit_window_threshold(model: torch.nn.Module, seq: Sequences) -> dict:
@@ -888,6 +906,21 @@ def load_run(run: str | Path, device: str = "cpu") -> RaceRun:
     if not isinstance(config, dict) or config.get("kind") != "lapnet-race":
         raise CheckpointError(f"{run}: not a lapnet race run (config.json kind is not 'lapnet-race')")
     check_features(config.get("features", []))
+    where = run / "config.json"
+    for key in ("model", "tagger", "live_tagger"):  # a malformed config is refused here, naming the file
+        if key != "model" and not config.get(key):
+            continue
+        mcfg = config.get(key)
+        if not isinstance(mcfg, dict):
+            raise CheckpointError(f"{where}: malformed: '{key}' is " + ("missing" if key not in config else
+                                  f"a {type(mcfg).__name__}, not the model's settings") + ": retrain the run")
+        try:
+            RaceNet(RaceModelConfig(**mcfg))  # its sizes and kinds are checked when the net is built
+        except (LapnetError, TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{where}: malformed '{key}': {' '.join(str(e).split())[:150]}: retrain the run") from None
+    members = config.get("members", 1)
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= 1000:
+        raise CheckpointError(f"{where}: malformed: 'members' is {members!r}, not a whole number from 1 to 1000")
     gap, fresh = config.get("expected_gap"), config.get("fresh_start")
     model = _load_net(run / "model.safetensors", config["model"], int(config.get("members", 1)), bool(config.get("pit_caller")),
                       isinstance(gap, dict) and bool(gap.get("kept", True)), isinstance(fresh, dict) and bool(fresh.get("kept")))

@@ -86,7 +86,16 @@ RED_CODE = "5"
 # sanity bounds of a lap table: the longest F1 races have run 87 laps; a lap timed across a
 # red-flag suspension can last an hour or more, never six (a race day is capped at three or four)
 MAX_LAP_NUMBER = 1000
-MAX_LAP_SECONDS = 6 * 3600.0
+MAX_LAP_SECONDS = 6 * 3600.0  # LapTime and the sector times (durations)
+# session times (Time, LapStartTime, PitInTime, PitOutTime, SectorNSessionTime) run from the session's start
+# (FastF1's '0 days 01:50:40'): the 15 races of 2023 end by 3.1 hours, a race day with its longest
+# suspensions by 5; a day or more is a corrupted clock
+MAX_SESSION_SECONDS = 24 * 3600.0
+# counters: FastF1 counts stints from 1 (the 15 races: at most 6), positions from 1 (at most 20; grids
+# have had at most 26 starters), and TyreLife in laps run on the set, practice included (at most 68)
+MAX_STINT = 30
+MAX_POSITION = 40
+MAX_TYRE_LIFE = 200
 
 PHASES: tuple[str, ...] = ("push", "conserve", "pit_window")
 

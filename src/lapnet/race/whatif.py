@@ -176,6 +176,9 @@ class PitNow:
     possible: np.ndarray  # (*S,) bool: a what-if is made at this lap
     rule_open: np.ndarray  # (*S,) bool: the two-compound rule still binds (`rule_sets`); ANY is then the others' mean
     allowed: np.ndarray  # (3, *S) bool per DRY_COMPOUNDS: a stop onto it meets the rule
+    # (C, *S, 2): per set, the seconds a lap of tyre age costs, linear and quadratic in the age (`tyre_wear`: the run's
+    # calibration on its training races; ANY, the mean over the compounds it averages); None: the run has none
+    wear: np.ndarray | None = None
 
     def summary(self) -> dict[str, np.ndarray]:
         """Per compound (C, *S): stop_cost, gain_per_lap (stay-out minus new-tyre lap over laps
@@ -183,9 +186,12 @@ class PitNow:
         t+1 .. t+E; < 0: the stop has paid off within the forecast), payback_laps (stop_cost /
         gain_per_lap; NaN unless the gain is > 0); now_vs_later (C, LATER, *S): boxing now minus
         boxing j laps later over laps t+1 .. t+E (NaN where E < j + 3: no lap on the later set);
-        now_vs_later_to_flag (C, LATER, *S): that plus the two sets' mean gap per lap while both
-        are on new tyres (laps t+j+3 .. t+E: the early set j laps older) times the laps from t+E+1
-        to the flag (an extrapolation, if neither stops again)."""
+        now_vs_later_to_flag (C, LATER, *S): that plus, over the laps from t+E+1 to the flag,
+        what the early set's j more laps of age cost on each (an extrapolation, if neither stops
+        again), by the run's tyre wear curve (`wear`: w(a) = linear a + quad a^2 seconds at age a,
+        the out-lap being age 1, so lap t+E+q costs w(E+q-1) - w(E+q-1-j) more); a run without
+        one carries the two sets' mean gap per lap while both are new (laps t+j+3 .. t+E) instead,
+        which runs high early in a race (the first laps on a new set have a shape of their own)."""
         K = self.stay.shape[-1]
         C = len(self.compounds)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -212,13 +218,19 @@ class PitNow:
                 fresh_both = both & (np.arange(K - STOP_LAPS) >= j)
                 n_both = fresh_both.sum(-1)
                 gap = np.where(n_both > 0, np.nansum(np.where(fresh_both, a - b, 0.0), -1) / np.maximum(n_both, 1), np.nan)
-                to_flag[:, j - 1] = vs[:, j - 1] + gap * beyond
+                carry = gap * beyond
+                if self.wear is not None:  # sum over ages a = K .. K+n-1 of w(a) - w(a-j), n the laps after t+K
+                    n = beyond
+                    ages = n * (2 * K + n - 1) / 2  # the sum of those ages
+                    carry = self.wear[..., 0] * j * n + self.wear[..., 1] * (2 * j * ages - j * j * n)
+                    carry = np.where(np.isfinite(gap), carry, np.nan)
+                to_flag[:, j - 1] = vs[:, j - 1] + carry
         return {"stop_cost": cost, "gain_per_lap": per_lap, "delta": delta, "payback_laps": payback, "now_vs_later": vs,
                 "now_vs_later_to_flag": to_flag}
 
 
 def pit_now(model: torch.nn.Module, seq: Sequences, stay: np.ndarray,
-            compounds: tuple[str, ...] = DRY_COMPOUNDS) -> PitNow:
+            compounds: tuple[str, ...] = DRY_COMPOUNDS, wear: dict | None = None) -> PitNow:
     """The what-if at every lap of `seq`.
 
     Args:
@@ -228,25 +240,28 @@ def pit_now(model: torch.nn.Module, seq: Sequences, stay: np.ndarray,
             (`to_seconds(seq, run_net(model, seq)["mean"])`).
         compounds: the sets to stop onto: dry compounds, or ANY (a new set, whichever: the mean
             of the three dry compounds' forecasts, or of those the two-compound rule allows).
+        wear: the run's tyre wear per dry compound (`tyre_wear`), for `now_vs_later_to_flag`;
+            None: the two sets' mean gap is carried instead.
 
     Raises:
         LapnetError: the run has no FreshStart, or a compound is not one of CHOICES.
     """
     valid = np.arange(seq.x.shape[1])[None, :] < seq.lengths[:, None]
     return what_if(model, seq.x, seq.lap_number, seq.ref, seq.stop_loss, seq.stop_loss_neutral, stay, valid, compounds,
-                   seq.stop_stops, seq.tyres_used)
+                   seq.stop_stops, seq.tyres_used, wear)
 
 
 def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: np.ndarray, stop_loss: np.ndarray,
             stop_loss_neutral: np.ndarray, stay: np.ndarray, valid: np.ndarray,
             compounds: tuple[str, ...] = DRY_COMPOUNDS, stop_stops: np.ndarray | None = None,
-            tyres_used: np.ndarray | None = None) -> PitNow:
+            tyres_used: np.ndarray | None = None, wear: dict | None = None) -> PitNow:
     """`pit_now` on bare arrays of any leading shape S (a race's sequences (N, T), one live lap
     (1, 1)): x (*S, D) lap vectors, lap_number (*S,), ref (*S,) the race's reference lap,
     stop_loss and stop_loss_neutral (*S,) its stop losses so far (`Sequences`), stay (*S, K) the
     stay-out forecast, all in seconds; valid (*S,) bool (not padding); stop_stops (*S, 2) the
     stops those two losses are measured on (None: not known, reported as -1); tyres_used (*S,)
-    the compounds run so far (`Sequences.tyres_used`; None: not known, the rule taken as met)."""
+    the compounds run so far (`Sequences.tyres_used`; None: not known, the rule taken as met);
+    wear as `pit_now` takes it."""
     fresh = require_fresh_start(model)
     compounds = tuple(compounds)
     bad = [c for c in compounds if c not in CHOICES]
@@ -299,8 +314,25 @@ def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: 
     counts = (np.full(neutral.shape, -1, np.int64) if stop_stops is None
               else np.where(neutral, np.asarray(stop_stops)[..., 1], np.asarray(stop_stops)[..., 0]))
     stay = np.where(possible[..., None] & before_flag, stay, np.nan)
+    curves = None
+    if wear is not None:  # (C, *S, 2): each set's curve; ANY's the mean over the compounds it averages
+        per = np.array([wear[c] for c in DRY_COMPOUNDS], np.float64)  # (3, 2)
+        w = allowed.astype(np.float64)  # (3, *S)
+        curves = np.stack([np.tensordot(w, per, (0, 0)) / w.sum(0)[..., None] if name == ANY
+                           else np.broadcast_to(per[DRY_COMPOUNDS.index(name)], (*neutral.shape, 2)) for name in compounds])
     return PitNow(compounds, stay, new, half, later, np.where(possible, loss, np.nan), counts,
-                  np.where(possible, stay[..., 0] + stay[..., 1] + loss, np.nan), neutral, left, possible, rule_open, allowed)
+                  np.where(possible, stay[..., 0] + stay[..., 1] + loss, np.nan), neutral, left, possible, rule_open, allowed,
+                  curves)
+
+
+def tyre_wear(config: dict) -> dict | None:
+    """A run's tyre wear per dry compound, {compound: (linear, quad)} seconds per lap of age and
+    per age squared (`config.json` "tyre_wear", the simulator's calibration fitted on the
+    training races: `train_race`), or None for a run without it."""
+    kept = config.get("tyre_wear")
+    if not isinstance(kept, dict) or any(c not in kept for c in DRY_COMPOUNDS):
+        return None
+    return {c: (float(kept[c]["linear_s"]), float(kept[c]["quad_s"])) for c in DRY_COMPOUNDS}
 
 
 def live_record(what: PitNow, lap: int) -> dict | None:
@@ -315,7 +347,7 @@ def live_record(what: PitNow, lap: int) -> dict | None:
     r = lambda v: round(float(v), 3) if math.isfinite(float(v)) else None  # noqa: E731
     return {"in_lap": lap + 1, "stop_cost": r(what.stop_loss[0, 0]), "stop_cost_stops": int(what.stop_stops[0, 0]),
             "in_out": r(what.in_out[0, 0]), "under_safety_car": bool(what.neutral[0, 0]), "laps_to_flag": int(what.laps_left[0, 0]),
-            "rule_needs": rule_needs(what, (0, 0)),
+            "rule_needs": rule_needs(what, (0, 0)), "to_flag_by": "tyre_wear" if what.wear is not None else "mean_gap",
             **{name: {"first_lap_number": lap + STOP_LAPS + 1, "laps": [r(v) for v in what.new[c, 0, 0] if math.isfinite(v)],
                       "gain_per_lap": r(s["gain_per_lap"][c, 0, 0]), "delta": r(s["delta"][c, 0, 0]),
                       "payback_laps": r(s["payback_laps"][c, 0, 0]),
@@ -525,7 +557,8 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
         {"race", "driver", "lap", "compound", "tyre_life", "laps_to_flag", "under_safety_car"
         (the call is priced as a stop under a safety car or VSC), "stop_cost_s" (the race's stop
         loss so far, green or under a safety car: `PitContext`), "stop_cost_stops" (the stops it
-        is measured on: 0, the prior alone), "in_out_s", "rule_needs" (the dry compounds a stop must
+        is measured on: 0, the prior alone), "in_out_s", "to_flag_by" ("tyre_wear": the run's, or
+        "mean_gap": `PitNow.summary`), "rule_needs" (the dry compounds a stop must
         fit while the two-compound rule binds, else None: `rule_sets`), "rejoin" (`rejoin`), "laps":
         [{LapNumber, stay_out, one column per set}], "compounds": [{compound (ANY: a new set, of
         the compounds the rule allows), meets_rule, first_lap (lap N+3's time),
@@ -562,7 +595,7 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
             raise LapnetError(f"--lap {lap}: {drivers[0]} has no lap {lap} in the table (laps {_ranges(run_laps)})")
         t = int(hit[0])
     stay = to_seconds(sub, run_net(r.model, sub)["mean"])
-    what = pit_now(r.model, sub, stay, compounds)
+    what = pit_now(r.model, sub, stay, compounds, tyre_wear(r.config))
     n = int(numbers[t])
     if not what.possible[0, t]:
         hint = "" if lap is not None else " (the driver's last lap in the table; another with --lap N)"
@@ -598,6 +631,7 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
             "under_safety_car": bool(what.neutral[0, t]),
             "stop_cost_s": float(what.stop_loss[0, t]), "stop_cost_stops": int(what.stop_stops[0, t]),
             "in_out_s": float(what.in_out[0, t]), "rule_needs": needs,
+            "to_flag_by": "tyre_wear" if what.wear is not None else "mean_gap",
             "rejoin": back, "laps": rows, "compounds": per, "race_laps": used, "cleaning": report.summary(), "notes": notes}
 
 

@@ -349,6 +349,30 @@ def test_follow_refuses_a_file_truncated_or_replaced(sim, run_cli, tmp_path, how
         "are in every driver's state: start lapnet race live again to read the new one"]
 
 
+def test_a_pipe_is_read_as_it_comes_like_stdin(sim, run_cli, monkeypatch, tmp_path):
+    """A FIFO or a process substitution <(...) is a stream: read once as it comes, the same
+    lines as the same laps on stdin; --follow on it is refused (it is for a growing file), and
+    batch commands, which read a table more than once, say it is not a regular file."""
+    import os
+    import threading
+
+    text = _csv(_first(sim["laps"], 3))
+    _stdin(monkeypatch, text)
+    code, want, err = run_cli("race", "live", sim["run"])
+    assert code == 0 and len(_preds(want)) > 40, err
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(text))
+    writer.start()
+    code, out, err = run_cli("race", "live", sim["run"], fifo)
+    writer.join()
+    assert code == 0 and out == want, err
+    code, out, err = run_cli("race", "live", sim["run"], fifo, "--follow")
+    assert code == 2 and out == "" and "a pipe is read as it comes, like stdin" in err
+    code, out, err = run_cli("race", "predict", sim["run"], fifo)
+    assert code == 2 and "not a regular file" in err
+
+
 # 7. --poll ---------------------------------------------------------------------------------
 
 

@@ -60,7 +60,7 @@ def _check_file(p: Path | str) -> None:
         raise LapnetError(f"{p}: no such file")
     if not Path(p).is_file():  # a pipe, a process substitution <(...), a device: a lap table is read more than once
         raise LapnetError(f"{p}: not a regular file (a pipe or a device): give a CSV or Parquet file; "
-                          "lapnet race live reads a stream on stdin: ... | lapnet race live RUN")
+                          "lapnet race live reads a stream on stdin or from a pipe: ... | lapnet race live RUN")
 
 
 def _cleaning_line(metrics: dict) -> None:
@@ -545,14 +545,14 @@ def live_cmd(
         "and carried to the flag), the compounds the two-compound rule still needs, and the cars he would rejoin "
         "behind; as `lapnet race pit-now` (docs/guide/race.md). Needs a run with a FreshStart.")),
 ) -> None:
-    from lapnet.race.live import DriverFilter, check_poll, follow_race
+    from lapnet.race.live import DriverFilter, check_poll, follow_race, is_pipe
 
     if follow:
         check_poll(poll)  # before the files are looked at
     only = None if driver is None else DriverFilter(driver)
     if race_laps is not None and race_laps < 1:
         raise LapnetError(f"--race-laps must be at least 1, got {race_laps}")
-    if file != "-":
+    if file != "-" and not is_pipe(file):  # a pipe (<(...), a FIFO) is read as it comes, like stdin
         _check_file(file)
     if follow and file == "-":
         raise LapnetError("--follow needs a FILE (stdin is followed anyway)")

@@ -950,6 +950,17 @@ def _check_text(line: str, where: str) -> None:
         raise LapnetError(f"{where}: not UTF-8 text (invalid byte: {byte!r})")
 
 
+def is_pipe(path: str | Path) -> bool:
+    """A FIFO (a named pipe, or a process substitution such as <(cat laps.csv)): `race live`
+    reads it once, as it comes, like stdin; any other non-regular file is refused."""
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _refuse_parquet(path: str) -> None:
     try:
         with open(path, "rb") as f:
@@ -1283,9 +1294,13 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
         run = load_run(run)  # the run's errors come first, before the feed is waited for
     if pit_now:
         require_fresh_start(run.model)  # as the run's
-    if file != "-":
+    piped = file != "-" and is_pipe(file)  # a FIFO or process substitution <(...): read once, as it comes, like stdin
+    if piped and follow:
+        raise LapnetError(f"{file}: a pipe is read as it comes, like stdin (--follow is for a growing regular file)")
+    if file != "-" and not piped:
         _refuse_parquet(file)
-    stream: Any = sys.stdin if file == "-" else FollowReader(file) if follow else open(file, encoding="utf-8-sig")
+    stream: Any = (sys.stdin if file == "-" else open(file, encoding="utf-8-sig") if piped else FollowReader(file) if follow
+                   else open(file, encoding="utf-8-sig"))
     live: LiveRace | None = None
     n_out = 0  # laps read and predicted (emitted or filtered out by `drivers`)
     skips = _Skips(say)
@@ -1315,7 +1330,7 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
 
     try:
         header, cols = _checked_header(stream, follow, poll, where, wanted, race)
-        if file != "-" and not follow:  # a finished race
+        if file != "-" and not follow and not piped:  # a finished race
             lines, current, race_laps, notes = _replay(stream, cols, race, race_laps, file)
         else:
             lines, notes, feed = stream_lines(stream, follow, poll), [], _FeedRace(cols, race, where)

@@ -131,3 +131,29 @@ def test_race_run_with_malformed_config(tmp_path, edit, needle):
     with pytest.raises(LapnetError) as e:
         load_run(run)
     assert str(run / "config.json") in str(e.value) and needle in str(e.value)
+
+
+@pytest.mark.parametrize("command, other", [
+    (("race", "train", "LAPS", "--epochs", "1", "--hidden", "4", "--phase-sim", "0"), "charlm"),
+    (("text", "train", "TEXT", "--epochs", "1", "--hidden", "4"), "lapnet-race"),
+    (("series", "train", "SERIES", "--epochs", "1"), "charlm"),
+])
+def test_force_does_not_overwrite_a_run_of_another_kind(run_cli, tmp_path, request, command, other):
+    """--force overwrites a run of the command's own kind; another kind's files would stay beside
+    the new run's (and the report would show both): refused, the directory untouched."""
+    import json
+
+    laps = str(request.getfixturevalue("f1_data") / "2023_miami_R.csv") if command[0] == "race" else None
+    text = tmp_path / "t.txt"
+    text.write_text("to be or not to be, that is the question. " * 20)
+    series = tmp_path / "s.csv"
+    series.write_text("value\n" + "\n".join(str(np.sin(k / 5)) for k in range(200)) + "\n")
+    args = [{"LAPS": laps, "TEXT": str(text), "SERIES": str(series)}.get(a, a) for a in command]
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"kind": other}))
+    (out / "keep.txt").write_text("theirs")
+    line = _refused(*run_cli(*args, "--out", out, "--force")[::2])
+    assert f"config.json kind {other!r}" in line and "of the same kind only" in line
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "keep.txt"]
+    assert json.loads((out / "config.json").read_text()) == {"kind": other}

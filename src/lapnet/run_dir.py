@@ -73,8 +73,20 @@ def _some_entries(out: Path) -> str:
     return f"{n} {noun[kind, min(n, 2)]}" + (f": {shown}" if n == 1 else f", e.g. {shown}")
 
 
+def _run_kind(out: Path) -> str | None:
+    """The "kind" in out/config.json, None when there is none or it cannot be read."""
+    import json
+
+    try:
+        kind = json.loads((Path(out) / "config.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
 def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None, must_be_new: bool = True,
-                  writes: tuple[str, ...] = ("metrics.json",), holds: str = "files", create: bool = True) -> Path:
+                  writes: tuple[str, ...] = ("metrics.json",), holds: str = "files", create: bool = True,
+                  kind: str | None = None) -> Path:
     """Validate an output directory before any work, then (with `create`) create it.
 
     Refused: a file; (when `must_be_new`) an existing non-empty directory unless --force or
@@ -92,6 +104,9 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
         holds: what a non-empty `out` is called in the refusal ("files", "a run").
         create: make the directory now (see `make_dir`); False: the caller makes it later,
             once its other inputs are known to be good.
+        kind: the run kind the command writes (its config.json "kind"): --force does not
+            overwrite a run of another kind (its files would stay beside the new run's, and
+            the report would show both): refused, naming what is there.
 
     Returns:
         `out` as a Path.
@@ -111,6 +126,12 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
                               f"what is there (which is kept)")
         hint = "--resume to continue it or --force to overwrite" if resume is not None else "--force to overwrite it"
         raise LapnetError(f"--out {out}: already holds {holds} (use {hint})")
+    if force and kind is not None:
+        other = _run_kind(out)
+        if other is not None and other != kind:
+            raise LapnetError(f"--out {out}: holds a run of another kind (config.json kind {other!r}, this command "
+                              f"writes {kind!r}): --force overwrites a run of the same kind only; give another --out, "
+                              "or remove that run first")
     if resume and not (out / "last.safetensors").is_file():
         raise LapnetError(f"--resume: {out} holds no checkpoint to resume (last.safetensors missing)")
     check_replaceable(out / name for name in writes)

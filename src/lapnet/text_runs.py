@@ -572,7 +572,8 @@ def train_text(
                           f"checkpoint): run the same command without --resume")
     take_over = unstarted and not force and not resume
     # refuse an existing run unless asked; the directory is made only once the inputs are good
-    check_out_dir(out, force=force or take_over, resume=resume, writes=RUN_FILES, holds="a run", create=False)
+    check_out_dir(out, force=force or take_over, resume=resume, writes=RUN_FILES, holds="a run", create=False,
+                  kind="charlm")
     train = train or text_train_config()
     train.validate()
     data = data or TextDataConfig()

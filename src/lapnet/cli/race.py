@@ -148,7 +148,7 @@ def train_cmd(
                           patience=patience, pretrain_sim=pretrain_sim, phase_sim=phase_sim, horizon_power=horizon_power, seed=seed,
                           progress=not quiet, device=dev)
     cfg.validate()  # what the checks above miss is refused before --out is touched
-    check_out_dir(out, force=force)
+    check_out_dir(out, force=force, kind="lapnet-race")
     import torch
 
     torch.set_num_threads(threads)

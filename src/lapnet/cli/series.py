@@ -73,8 +73,10 @@ def train_cmd(
     cfg.validate()
     values, name = read_series(file, column)
     check_series(values, cfg)  # too short, or nothing to learn: refused before --out is touched
+    from lapnet.series import KIND
+
     out = check_out_dir(out, force=force, writes=("metrics.json", "config.json", "forecast.png", "model.safetensors"),
-                        holds="a run")
+                        holds="a run", kind=KIND)
     metrics = train_series(values, cfg, out, column=name, source=str(file))
     if not quiet:
         rows = [{"forecast": k, "MAE": v["mae"], "RMSE": v["rmse"]} for k, v in metrics["scores"].items()]

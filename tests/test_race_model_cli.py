@@ -959,6 +959,15 @@ def test_eval_knows_a_part_of_a_training_race_and_saves_it(run_cli, sim_tables, 
     m = json.loads(out)
     assert set(m["in_sample"]) == {"first30"} and m["by_race"]["first30"]["in_sample"] is True
     assert m["by_race"][parts[2].stem]["in_sample"] is False
+    # the held-out race's own headline, apart from the pooled numbers the in-sample race is mixed into
+    held = {k: v for k, v in m["held_out"].items() if k != "races"}
+    assert m["held_out"]["races"] == [parts[2].stem] and held == {k: v for k, v in m["by_race"][parts[2].stem].items()
+                                                                 if k != "in_sample"}
+    assert held["n_h1"] < m["forecast"]["scored"]["forecaster"]["h1"]["n"]
+    code, out, err = run_cli("race", "eval", run, parts[2], first, "--out", tmp_path / "both", "--force")
+    assert code == 0 and "held-out races only (1 of 2" in out + err
+    code, out, err = run_cli("race", "eval", run, parts[2], "--json", "--quiet", "--out", tmp_path / "one")
+    assert "held_out" not in json.loads(out)  # nothing in-sample: the pooled numbers are the held-out ones
 
 
 def test_predict_table_is_whole_when_piped(run_cli, sim_tables, tmp_path):

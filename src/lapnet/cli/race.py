@@ -208,6 +208,13 @@ def eval_cmd(
                           [{"race": race + (" (in-sample)" if row.get("in_sample") else ""), "n_h1": row["n_h1"],
                             **{f"h{h}": _pair(row[f"mae_h{h}"], row[f"persistence_h{h}"]) for h in (1, 5, 10)},
                             "pit_auc": row["pit_auc"]} for race, row in metrics["by_race"].items()], wide=True)
+        held = metrics.get("held_out")
+        if held:
+            summary_table(f"held-out races only ({len(held['races'])} of {len(metrics['races'])}; the tables above mix in "
+                          "the in-sample ones): MAE (s) forecaster / persistence, pit AUC",
+                          [{"races": ", ".join(held["races"]), "n_h1": held["n_h1"],
+                            **{f"h{h}": _pair(held[f"mae_h{h}"], held[f"persistence_h{h}"]) for h in (1, 5, 10)},
+                            "pit_auc": held["pit_auc"]}], wide=True)
 
 
 def _fresh_table(metrics: dict) -> None:

@@ -1108,7 +1108,9 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file",
 
     `race_length`: each race's length for the race-fraction features, as `build_sequences`
     takes it (default: the last lap in the table, right for finished races). `device`: where the
-    nets run (`load_run`).
+    nets run (`load_run`). With several races: "by_race", each race's headline; when some but
+    not all of them were training races (`in_sample`): "held_out", the headline pooled over the
+    others alone (the pooled blocks mix their in-sample scores in).
     """
     r = load_run(run, device)
     laps, report = load_laps(sources)
@@ -1140,6 +1142,11 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file",
             idx = np.array([i for i, k in enumerate(seq.keys) if k[0] == race])
             m = score_predictions(subset_sequences(seq, idx), _take(o, idx), _take(tagged, idx))
             metrics["by_race"][race] = {**_race_row(m), "in_sample": race in in_sample}
+    held = [race for race in races if race not in in_sample]
+    if in_sample and held:  # the pooled numbers above mix memory with forecasting: the held-out races alone
+        idx = np.array([i for i, k in enumerate(seq.keys) if k[0] in held])
+        m = score_predictions(subset_sequences(seq, idx), _take(o, idx), _take(tagged, idx))
+        metrics["held_out"] = {"races": held, **_race_row(m)}
     return metrics
 
 

@@ -91,10 +91,10 @@ def test_series_from_a_pipe_and_huge_values(run_cli, tmp_path):
     text = "value\n" + "\n".join(f"{v:.6f}" for v in values) + "\n"
     import threading
 
-    t = threading.Thread(target=lambda: fifo.write_text(text))
+    t = threading.Thread(target=lambda: fifo.write_text(text), daemon=True)
     t.start()
     got, column = read_series(fifo)
-    t.join()
+    t.join(timeout=60)
     assert column == "value" and np.allclose(got, values, atol=1e-6)
 
     huge = tmp_path / "huge.csv"

@@ -362,10 +362,10 @@ def test_a_pipe_is_read_as_it_comes_like_stdin(sim, run_cli, monkeypatch, tmp_pa
     assert code == 0 and len(_preds(want)) > 40, err
     fifo = tmp_path / "feed"
     os.mkfifo(fifo)
-    writer = threading.Thread(target=lambda: fifo.write_text(text))
+    writer = threading.Thread(target=lambda: fifo.write_text(text), daemon=True)
     writer.start()
     code, out, err = run_cli("race", "live", sim["run"], fifo)
-    writer.join()
+    writer.join(timeout=60)
     assert code == 0 and out == want, err
     code, out, err = run_cli("race", "live", sim["run"], fifo, "--follow")
     assert code == 2 and out == "" and "a pipe is read as it comes, like stdin" in err

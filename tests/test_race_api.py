@@ -4,7 +4,9 @@ files, LiveRace's arguments, FastF1's generated rows live as in batch, and io's 
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -211,9 +213,13 @@ def test_predict_race_killed_while_drawing_leaves_the_earlier_call_s_files(sim, 
         predict_race(sim["run"], sim["parts"][2], driver="VER", out=out)
     assert _snapshot(out) == before and not list(out.glob(f"{STAGING}*"))
     monkeypatch.undo()
-    (out / f"{STAGING}killed").mkdir()  # what a SIGKILL leaves behind
+    (out / f"{STAGING}killed").mkdir()  # what a SIGKILL leaves behind, 20 minutes ago
     (out / f"{STAGING}killed" / "predictions.csv").write_text("half")
+    os.utime(out / f"{STAGING}killed", (time.time() - 1200, time.time() - 1200))
+    (out / f"{STAGING}drawing").mkdir()  # another call drawing into the same --out now: left alone
     predict_race(sim["run"], sim["parts"][2], driver="VER", out=out)
+    assert (out / f"{STAGING}drawing").is_dir()
+    (out / f"{STAGING}drawing").rmdir()
     assert {p.name for p in out.iterdir()} == {"predictions.csv", "degradation.png", "forecast_sim_0002_VER.png"}
     assert "VER" in (out / "predictions.csv").read_text() and "HAM" not in (out / "predictions.csv").read_text()
 

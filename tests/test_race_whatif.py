@@ -172,6 +172,10 @@ def test_to_the_flag_carries_the_runs_tyre_wear(asked):
     run, seq, stay, plain = asked
     wear = tyre_wear(run.config)
     assert set(wear) == {"SOFT", "MEDIUM", "HARD"} and all(np.isfinite(v).all() for v in wear.values())
+    kept = run.config["tyre_wear"]
+    for bad in (None, [], {"SOFT": kept["SOFT"]}, {**kept, "HARD": None}, {**kept, "HARD": {"linear_s": None, "quad_s": 0}},
+                {**kept, "MEDIUM": {"linear_s": "x", "quad_s": 0}}, {**kept, "SOFT": {"linear_s": float("nan"), "quad_s": 0}}):
+        assert tyre_wear({"tyre_wear": bad}) is None  # not what train_race writes: the mean gap is carried
     what = pit_now(run.model, seq, stay, CHOICES, wear)
     s, s0, K = what.summary(), plain.summary(), HORIZONS
     np.testing.assert_array_equal(s["now_vs_later"], s0["now_vs_later"])  # only the carry changes

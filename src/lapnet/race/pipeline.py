@@ -1393,8 +1393,12 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(f"{STAGING}*"):  # an earlier call killed while drawing
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in out.glob(f"{STAGING}*"):  # an earlier call killed while drawing (not one drawing now)
+            try:
+                if time.time() - stale.stat().st_mtime > STAGING_STALE:
+                    shutil.rmtree(stale, ignore_errors=True)
+            except OSError:
+                pass
         # everything is drawn in a staging directory first and moved in once complete, so a call
         # killed while drawing (the slow part) leaves the earlier call's files as they were
         stage = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
@@ -1413,6 +1417,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
 
 
 STAGING = ".predict-staging-"  # `predict_race` draws into out/.predict-staging-XXXX, then moves the files in
+STAGING_STALE = 600.0  # seconds: an older staging directory is a killed call's, and goes with the next call
 
 
 def _predict_files(table: pd.DataFrame, metrics: dict, drawn: list, drivers, per_race, r: RaceRun, out: Path) -> list[str]:

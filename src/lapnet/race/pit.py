@@ -92,8 +92,9 @@ def neighbours_laps(ends: Mapping[int, list], n: int, t_before: float, drv: str,
     """What staying out gave the cars nearest on the road to `drv` before his stop: the median,
     over the `k` other cars whose lap n-1 ended nearest in session time to his (`t_before`) and
     that ran laps n and n+1 without stopping (both timed and ended), of those two laps' sum; NaN
-    with fewer than `k`. `ends`: lap number -> (session time, lap time, driver, in- or out-lap)
-    of the cars that have ended it (`RaceFeaturizer.lap_ends`: so far, in live use)."""
+    with fewer than `k`. `ends`: lap number -> (session time, lap time, driver, in- or out-lap,
+    ...) of the cars that have ended it (`RaceFeaturizer.lap_ends`, whose entries also carry the
+    stops made by then: so far, in live use); the first four fields are read."""
     if not math.isfinite(t_before):
         return math.nan
     ran = [{e[2]: e[1] for e in ends.get(m, []) if not e[3] and math.isfinite(e[1])} for m in (n, n + 1)]

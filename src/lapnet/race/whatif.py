@@ -330,9 +330,11 @@ def tyre_wear(config: dict) -> dict | None:
     per age squared (`config.json` "tyre_wear", the simulator's calibration fitted on the
     training races: `train_race`), or None for a run without it."""
     kept = config.get("tyre_wear")
-    if not isinstance(kept, dict) or any(c not in kept for c in DRY_COMPOUNDS):
+    try:
+        wear = {c: (float(kept[c]["linear_s"]), float(kept[c]["quad_s"])) for c in DRY_COMPOUNDS}
+    except (TypeError, KeyError, ValueError):  # none, or not what train_race writes: carry the mean gap
         return None
-    return {c: (float(kept[c]["linear_s"]), float(kept[c]["quad_s"])) for c in DRY_COMPOUNDS}
+    return wear if all(math.isfinite(v) for pair in wear.values() for v in pair) else None
 
 
 def live_record(what: PitNow, lap: int) -> dict | None:
@@ -600,6 +602,8 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
     if not what.possible[0, t]:
         hint = "" if lap is not None else " (the driver's last lap in the table; another with --lap N)"
         needs = rule_needs(what, (0, t))
+        late = float(what.laps_left[0, t]) < STOP_LAPS + 1 and not sub.x[0, t, _IX["in_lap"]] and not sub.x[0, t, _IX["red"]]
+        needs = needs if late else None  # an in-lap may be that stop; a red flag's tyre change in the pit lane meets it
         rule = (f"; the two-compound rule still binds: he has run {_ran(needs)} only and must box for "
                 f"{' or '.join(c.lower() for c in needs)} before the flag" if needs is not None else "")
         raise LapnetError(f"no pit-now forecast for {drivers[0]} at lap {n}{hint}: "

@@ -248,6 +248,7 @@ class LapFeatures:
     stop_loss_neutral: float = math.nan  # seconds: what a stop under a safety car or VSC costs against staying out
     stop_stops: tuple[int, int] = (0, 0)  # the stops each of those is measured on so far (green, neutralised)
     tyres_used: int = 0  # bit k: the driver has run COMPOUNDS[k] by this lap (the two-compound rule, `whatif.rule_sets`)
+    stops: int = 0  # the driver's stops by the end of this lap (`_Driver.stops`: what `whatif.rejoin` counts)
 
 
 class RaceFeaturizer:
@@ -591,7 +592,8 @@ class RaceFeaturizer:
             *(float(st.since_neutral == k) for k in (1, 2, 3)),
             _clip(self.trend.slope() / ref * 100, -1, 1) * 10,
         ]
-        return LapFeatures(np.asarray(x, dtype=np.float32), base, float(ref), st.stint_id, tyres_used=st.tyres)
+        return LapFeatures(np.asarray(x, dtype=np.float32), base, float(ref), st.stint_id, tyres_used=st.tyres,
+                           stops=st.stops)
 
 
 class _PooledTrend:
@@ -671,8 +673,8 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
     Returns:
         A frame aligned with `df` (same index) holding the feature columns `FEATURES` and
         `_base`, `_ref`, `_stop_loss`, `_stop_loss_neutral` (seconds), `_stop_stops`,
-        `_stop_stops_neutral` (the stops those are measured on), `_stint_id` and `_tyres_used`
-        (bit k: the driver has run COMPOUNDS[k] by this lap).
+        `_stop_stops_neutral` (the stops those are measured on), `_stint_id`, `_tyres_used`
+        (bit k: the driver has run COMPOUNDS[k] by this lap) and `_stops` (his stops by then).
     """
     if total_laps is None or total_laps == "file":
         total_laps = race_laps(df)
@@ -682,7 +684,7 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
         raise LapnetError(f"race length: a number of laps, 'file' or 'estimate', got {total_laps!r}")
     fz = RaceFeaturizer(total_laps)
     records = df.to_dict("index")
-    xs, bases, refs, stints, idx, losses, neutral, counts, tyres = [], [], [], [], [], [], [], [], []
+    xs, bases, refs, stints, idx, losses, neutral, counts, tyres, stops = [], [], [], [], [], [], [], [], [], []
     for i in session_order(df):
         f = fz.step(records[i])
         xs.append(f.x)
@@ -693,12 +695,14 @@ def featurize_race(df: pd.DataFrame, total_laps: int | str | None = None) -> pd.
         counts.append(f.stop_stops)
         stints.append(f.stint_id)
         tyres.append(f.tyres_used)
+        stops.append(f.stops)
         idx.append(i)
     out = pd.DataFrame(np.stack(xs) if xs else np.zeros((0, len(FEATURES))), index=idx, columns=list(FEATURES))
     out["_base"], out["_ref"], out["_stint_id"], out["_stop_loss"], out["_stop_loss_neutral"] = bases, refs, stints, losses, neutral
     out["_stop_stops"] = [c[0] for c in counts]
     out["_stop_stops_neutral"] = [c[1] for c in counts]
     out["_tyres_used"] = np.asarray(tyres, np.int64)
+    out["_stops"] = np.asarray(stops, np.int64)
     return out.loc[df.index]
 
 
@@ -735,6 +739,7 @@ class Sequences:
     stop_stops: np.ndarray  # (N, T, 2) int: the race's stops those two are measured on so far (0: the prior alone)
     time: np.ndarray  # (N, T) seconds: the session Time the lap ended (NaN when missing)
     tyres_used: np.ndarray  # (N, T) int: bit k set when the driver has run COMPOUNDS[k] by lap t (0 for padding)
+    stops: np.ndarray  # (N, T) int: the driver's stops by the end of lap t (no tyre change under a red flag counted)
 
 
 def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int | str] = "file") -> Sequences:
@@ -782,6 +787,7 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         stop_stops=np.zeros((N, T, 2), np.int64),
         time=np.full((N, T), np.nan),
         tyres_used=np.zeros((N, T), np.int64),
+        stops=np.zeros((N, T), np.int64),
     )
     fx = feats[list(FEATURES)].to_numpy(np.float32)
     scored_all = df["Scored"].fillna(False).astype(bool).to_numpy()
@@ -808,6 +814,7 @@ def build_sequences(df: pd.DataFrame, race_length: int | str | Mapping[str, int 
         s.stop_stops[i, :L] = feats[["_stop_stops", "_stop_stops_neutral"]].to_numpy(np.int64)[ix]
         s.time[i, :L] = time_all[ix]
         s.tyres_used[i, :L] = feats["_tyres_used"].to_numpy(np.int64)[ix]
+        s.stops[i, :L] = feats["_stops"].to_numpy(np.int64)[ix]
         s.origin_scored[i, :L] = sc
         s.lap_number[i, :L], s.stint_id[i, :L] = ln, sid
         s.compound[i, :L] = comp_all[ix]

@@ -662,18 +662,13 @@ def rejoin(seq: Sequences, i: int, t: int, cost: float) -> dict | None:
         return None
     race, me = seq.keys[i]
     n = seq.lap_number[i, t - 1]
-    # stops: in-laps under no red flag, less those whose out-lap (the next lap) ran under one (as `RaceFeaturizer` counts)
-    red = seq.x[..., _IX["red"]] > 0
-    inl = (seq.x[..., _IX["in_lap"]] > 0) & ~red
-    back = np.zeros_like(inl)
-    back[:, 1:] = inl[:, :-1] & red[:, 1:] & (seq.x[:, 1:, _IX["out_lap"]] > 0)
     others = []
     for j, (r, drv) in enumerate(seq.keys):
         if r != race or j == i:
             continue
         at = np.flatnonzero(seq.lap_number[j, : int(seq.lengths[j])] == n)
         if len(at):
-            others.append((float(seq.time[j, at[0]]), str(drv), int(inl[j, : at[0] + 1].sum() - back[j, : at[0] + 1].sum())))
+            others.append((float(seq.time[j, at[0]]), str(drv), int(seq.stops[j, at[0]])))  # as `lap_ends` has them
     return _rejoin(int(n), float(seq.time[i, t - 1]), float(seq.time[i, t]), others, cost, _neutral_lately(seq.x[i, t]))
 
 

@@ -315,11 +315,11 @@ def test_charlm_init_state_follows_the_models_dtype():
 
 @pytest.mark.parametrize("field,value,message", [
     ("vocab_size", 5.7, "vocab_size must be a positive integer, got 5.7"),
-    ("hidden", 8.0, "--hidden must be a positive integer, got 8.0"),
-    ("embed", "4", "--embed must be a positive integer, got '4'"),
-    ("layers", True, "--layers must be a positive integer, got True"),
-    ("hidden", 0, "--hidden must be a positive integer, got 0"),
-    ("dropout", "0.1", "--dropout must be in [0, 1), got '0.1'"),
+    ("hidden", 8.0, "hidden must be a positive integer, got 8.0"),  # the library names its fields
+    ("embed", "4", "embed must be a positive integer, got '4'"),
+    ("layers", True, "layers must be a positive integer, got True"),
+    ("hidden", 0, "hidden must be a positive integer, got 0"),
+    ("dropout", "0.1", "dropout must be in [0, 1), got '0.1'"),
 ])
 def test_charlm_config_refuses_sizes_that_are_not_whole_numbers(field, value, message):
     from lapnet.models import CharLM, CharLMConfig

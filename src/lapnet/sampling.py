@@ -8,7 +8,7 @@ An engine supplies a *stepper* with two methods:
 The hidden state is carried from step to step, so the prefix is encoded exactly once: making
 N characters costs N steps, not N^2/2 as re-running the model on the growing text would.
 Choosing the next character (temperature, top-k, top-p) happens here in NumPy on the (B, V)
-logits, the same code for both engines, and B = --num-samples streams run in one batch.
+logits, the same code for both engines, and B = num_samples streams run in one batch.
 
 Temperature 0 means greedy decoding: always the most likely character (argmax), and so does
 any temperature below GREEDY_BELOW, the limit T -> 0 (see there).
@@ -16,8 +16,9 @@ any temperature below GREEDY_BELOW, the limit T -> 0 (see there).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -55,13 +56,29 @@ class SampleConfig:
         """Argmax decoding: temperature 0, or so small that it is the same (GREEDY_BELOW)."""
         return self.temperature < GREEDY_BELOW
 
-    def validate(self) -> None:
-        if not (self.temperature >= 0 and np.isfinite(self.temperature)):
-            raise LapnetError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise LapnetError(f"--top-k must be at least 1, got {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise LapnetError(f"--top-p must be in (0, 1], got {self.top_p}")
+    def validate(self, flags: Mapping[str, str] | None = None) -> None:
+        """Refuse settings that would sample from something else than asked (a top_k of 0 or
+        a top_p above 1 would filter nothing).
+
+        Args:
+            flags: field -> the command-line flag that set it (`lapnet text sample` passes
+                {"top_k": "--top-k", ...}), for errors that name the flag; by default they
+                name the field, e.g. "top_k must be at least 1, got 0".
+        """
+        flags = flags or {}
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not (t >= 0 and np.isfinite(t)):
+            raise LapnetError(f"{flags.get('temperature', 'temperature')} must be a finite number, 0 (greedy) or "
+                              f"positive, got {t!r}")
+        if self.top_k is not None:
+            if isinstance(self.top_k, bool) or not isinstance(self.top_k, numbers.Integral):
+                raise LapnetError(f"{flags.get('top_k', 'top_k')} must be a whole number (or None: no limit), "
+                                  f"got {self.top_k!r}")
+            if self.top_k < 1:
+                raise LapnetError(f"{flags.get('top_k', 'top_k')} must be at least 1, got {self.top_k}")
+        if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, numbers.Real)
+                                       or not 0.0 < self.top_p <= 1.0):  # NaN fails the range
+            raise LapnetError(f"{flags.get('top_p', 'top_p')} must be in (0, 1], got {self.top_p!r}")
 
 
 def filter_probs(logits: np.ndarray, cfg: SampleConfig) -> np.ndarray:
@@ -75,6 +92,11 @@ def filter_probs(logits: np.ndarray, cfg: SampleConfig) -> np.ndarray:
     Returns:
         (B, V) float64 probabilities summing to 1 per row, zero outside the kept set.
     """
+    cfg.validate()  # a top_k of 0 or a top_p of 1.5 would quietly filter nothing
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or logits.shape[1] < 1:
+        hint = " (one row: logits[None])" if logits.ndim == 1 else ""
+        raise LapnetError(f"logits must be (B, V) = (streams, vocabulary), got shape {logits.shape}{hint}")
     if cfg.greedy:  # the T -> 0 limit; dividing by a tiny T would overflow
         p = np.zeros(logits.shape, np.float64)
         np.put_along_axis(p, logits.argmax(axis=1)[:, None], 1.0, axis=1)
@@ -191,12 +213,14 @@ class Chooser:
         return np.minimum(ids, cdf.shape[1] - 1)
 
 
-def start_ids(vocab: Vocab, prime: str, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+def start_ids(vocab: Vocab, prime: str, num_samples: int, rng: np.random.Generator, *,
+              what: str = "prime") -> np.ndarray:
     """The (B, P) ids every stream starts from: the prime, or for an empty prime one random
     character per stream drawn from `rng` (the model needs one input to predict the next).
-    `generate` draws it first from np.random.default_rng(seed), so the same call reproduces it."""
+    `generate` draws it first from np.random.default_rng(seed), so the same call reproduces it.
+    `what` names the prime in the error about characters outside the vocabulary."""
     if prime:
-        return np.tile(vocab.encode(prime, what="--prime"), (num_samples, 1))  # (B, P)
+        return np.tile(vocab.encode(prime, what=what), (num_samples, 1))  # (B, P)
     return rng.integers(0, len(vocab), size=(num_samples, 1))  # (B, 1)
 
 
@@ -230,9 +254,9 @@ def generate(
     """
     cfg.validate()
     if length <= 0:
-        raise LapnetError(f"--length must be positive, got {length}")
+        raise LapnetError(f"length must be positive, got {length}")
     if num_samples < 1:
-        raise LapnetError(f"--num-samples must be at least 1, got {num_samples}")
+        raise LapnetError(f"num_samples must be at least 1, got {num_samples}")
     choose = Chooser(cfg, seed)
     B = num_samples
     start = start_ids(vocab, prime, B, choose.rng)  # (B, P)

@@ -28,7 +28,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -185,25 +185,38 @@ class SeriesConfig:
     device: str = "cpu"
     progress: bool = True
 
-    def validate(self) -> None:
-        if self.arch not in ARCHS:
-            raise LapnetError(f"--arch {self.arch!r}: expected one of {', '.join(ARCHS)}")
-        flags = {"hidden_size": "--hidden", "num_layers": "--layers", "window": "--window", "epochs": "--epochs",
-                 "batch_size": "--batch", "horizon": "--horizon"}
-        for name, flag in flags.items():
-            v = getattr(self, name)
+    def validate(self, flags: Mapping[str, str] | None = None) -> None:
+        """Check the fields, and normalise `arch` to lower case (as make_recurrent takes it).
+
+        Args:
+            flags: field -> the command-line flag that set it (`lapnet series train` passes
+                {"hidden_size": "--hidden", ...}), for errors that name the flag; by default
+                they name the field, e.g. "window must be a positive integer, got 0".
+        """
+        flags = flags or {}
+
+        def name(field: str) -> str:
+            return flags.get(field, field)
+
+        arch = self.arch.lower() if isinstance(self.arch, str) else self.arch
+        if arch not in ARCHS:
+            shown = f"{flags['arch']} {self.arch!r}" if "arch" in flags else f"arch={self.arch!r}"
+            raise LapnetError(f"{shown}: expected one of {', '.join(ARCHS)}")
+        self.arch = arch
+        for field in ("hidden_size", "num_layers", "window", "epochs", "batch_size", "horizon"):
+            v = getattr(self, field)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise LapnetError(f"{flag} must be a positive integer, got {v!r}")
+                raise LapnetError(f"{name(field)} must be a positive integer, got {v!r}")
         if not (isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1):
-            raise LapnetError(f"--holdout must be in [0, 1), got {self.holdout!r}")
+            raise LapnetError(f"{name('holdout')} must be in [0, 1), got {self.holdout!r}")
         if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
-            raise LapnetError(f"--minutes must be positive, got {self.minutes!r}")
+            raise LapnetError(f"{name('minutes')} must be positive, got {self.minutes!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise LapnetError(f"--lr must be positive, got {self.lr!r}")
+            raise LapnetError(f"{name('lr')} must be positive, got {self.lr!r}")
         if self.season is not None and (isinstance(self.season, bool) or not isinstance(self.season, int) or self.season < 1):
-            raise LapnetError(f"--season must be a positive integer, got {self.season!r}")
+            raise LapnetError(f"{name('season')} must be a positive integer, got {self.season!r}")
         if self.patience is not None and self.patience < 1:
-            raise LapnetError(f"--patience must be at least 1, got {self.patience!r}")
+            raise LapnetError(f"{name('patience')} must be at least 1, got {self.patience!r}")
 
 
 def windows(z: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:

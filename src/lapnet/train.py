@@ -127,11 +127,33 @@ class TrainResult:
 
 
 class Batches(Protocol):
+    """What `fit` draws its batches from (any object with these two methods).
+
+    steps_per_epoch() -> int: how many batches `epoch` yields.
+    epoch(e) -> iterator of batches, each handed to `Learner.train_step` as it is: the same
+        batches for the same seed and `e`, so a resumed run can skip to where it stopped.
+    """
+
     def steps_per_epoch(self) -> int: ...
     def epoch(self, e: int) -> Iterator[Any]: ...
 
 
 class Learner(Protocol):
+    """The model-, engine- and optimizer-specific half of training (`TorchLearner` for any torch
+    module; the NumPy engine brings its own). Any object with these methods:
+
+    train_step(batch, carry, lr) -> (loss: float, carry, n_items): one optimizer step at
+        learning rate `lr`. `carry` is what the previous step of the epoch handed on (the
+        detached hidden state for truncated BPTT), None at each epoch's start; one array or
+        tensor, or a tuple or list of them, is saved with a checkpoint so a resumed run
+        continues its streams. `n_items`: what the step trained on (sequences, characters),
+        counted for the items_per_sec speed.
+    evaluate() -> dict with at least "val_loss" (the lowest is kept as model.safetensors).
+    weights() -> {name: array}: what model.safetensors holds.
+    state() -> ({name: array}, meta): weights, optimizer and RNG state, for resuming.
+    load_state(arrays, meta): restore what `state` returned.
+    """
+
     def train_step(self, batch: Any, carry: Any, lr: float) -> tuple[float, Any, int]: ...
     def evaluate(self) -> dict[str, float]: ...
     def weights(self) -> dict[str, np.ndarray]: ...

@@ -22,6 +22,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(series_app, name="series")
 
 
+# SeriesConfig's fields as `series train` spells them (its errors name the flags)
+SERIES_FLAGS = {"arch": "--arch", "hidden_size": "--hidden", "num_layers": "--layers", "window": "--window",
+                "epochs": "--epochs", "batch_size": "--batch", "horizon": "--horizon", "holdout": "--holdout",
+                "minutes": "--minutes", "lr": "--lr", "season": "--season", "patience": "--patience"}
+
+
 @series_app.command("train")
 def train_cmd(
     file: Path = typer.Argument(..., help="CSV with a header row (or one headerless column of numbers), in time order."),
@@ -70,7 +76,7 @@ def train_cmd(
     cfg = SeriesConfig(arch=arch.lower(), hidden_size=hidden, num_layers=layers, window=window, epochs=epochs,
                        minutes=minutes, lr=lr, batch_size=batch, holdout=holdout, patience=patience, season=season,
                        difference=difference, horizon=horizon, seed=seed, device=resolve_device(device), progress=not quiet)
-    cfg.validate()
+    cfg.validate(flags=SERIES_FLAGS)
     values, name = read_series(file, column)
     check_series(values, cfg)  # too short, or nothing to learn: refused before --out is touched
     from lapnet.series import KIND

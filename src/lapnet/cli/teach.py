@@ -122,11 +122,13 @@ def hidden(
     import matplotlib.pyplot as plt
 
     from lapnet.cli.common import check_out_dir, emit_metrics, summary_table
-    from lapnet.diagnostics.hidden_evolution import hidden_evolution, plot_hidden_evolution
+    from lapnet.diagnostics.hidden_evolution import ENGINES, hidden_evolution, plot_hidden_evolution
 
     _positive("--hidden", hidden_size)
     _positive("--points", points)
     _positive("--dpi", dpi)
+    if engine not in ENGINES:  # here, in the flag's words: hidden_evolution names its argument
+        raise LapnetError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
     result = hidden_evolution(hidden_size, points, periods, seed, engine)  # validates before --out is touched
     out = check_out_dir(out, force=force, writes=("hidden_states.png", "metrics.json"))
     fig = plot_hidden_evolution(result)

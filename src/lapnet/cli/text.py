@@ -73,6 +73,23 @@ def _train_config(**options):
     return cfg
 
 
+# CharLMConfig's and SampleConfig's fields as the commands spell them (validate(flags=...))
+MODEL_FLAGS = {"arch": "--arch", "embed": "--embed", "hidden": "--hidden", "layers": "--layers", "dropout": "--dropout"}
+SAMPLE_FLAGS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p"}
+
+
+def _in_flags(e: LapnetError) -> LapnetError:
+    """An error of `lapnet.data.text` (split_ids, TextBatches), which names its arguments
+    (val_frac, seq_len, batch), in the words of the flags `text train` set them with."""
+    text = str(e)
+    for arg, flag in (("val_frac must ", "--val-frac must "),
+                      ("seq_len and batch must ", "--seq-len and --batch must ")):
+        if text.startswith(arg):
+            text = flag + text[len(arg):]
+    text = text.replace("(val_frac=0 trains on all of it)", "(--val-frac 0 trains on all of it)")
+    return e if text == str(e) else type(e)(text)
+
+
 @text_app.command("train")
 def train_cmd(
     ctx: typer.Context,
@@ -135,12 +152,16 @@ def train_cmd(
     train = _train_config(epochs=epochs, minutes=minutes, lr=lr, schedule=schedule,
                           clip=clip or None, clip_value=clip_value or None, eval_every=eval_every,
                           seed=seed, progress=not quiet)
-    metrics = train_text(
-        file, out,
-        model=CharLMConfig(vocab_size=1, arch=arch, embed=embed, hidden=hidden, layers=layers, dropout=dropout),
-        data=TextDataConfig(seq_len=seq_len, batch=batch, val_frac=val_frac),
-        train=train, engine=engine, device=dev, resume=resume, force=force, samples=not quiet, typed=typed,
-    )
+    model = CharLMConfig(vocab_size=1, arch=arch, embed=embed, hidden=hidden, layers=layers, dropout=dropout)
+    if not resume:  # a resumed run keeps its own shape (train_text names the flags it ignores)
+        model.validate(flags=MODEL_FLAGS)
+    try:
+        metrics = train_text(
+            file, out, model=model, data=TextDataConfig(seq_len=seq_len, batch=batch, val_frac=val_frac),
+            train=train, engine=engine, device=dev, resume=resume, force=force, samples=not quiet, typed=typed,
+        )
+    except LapnetError as e:
+        raise _in_flags(e) from None
     if not quiet:
         summary_table(f"lapnet text train -> {out}", {k: metrics[k] for k in (
             "engine", "stopped", "steps", "epochs", "seconds", "chars_per_sec", "train_loss", "val_loss",
@@ -204,6 +225,7 @@ def sample_cmd(
 
     Example: lapnet text sample runs/text --prime "To be" --length 300 --temperature 0.8
     """
+    from lapnet.sampling import SampleConfig
     from lapnet.text_runs import sample_text
 
     _engine(engine)
@@ -212,6 +234,7 @@ def sample_cmd(
         raise LapnetError(f"--length must be positive, got {length}")
     if num_samples < 1:
         raise LapnetError(f"--num-samples must be at least 1, got {num_samples}")
+    SampleConfig(temperature, top_k, top_p).validate(flags=SAMPLE_FLAGS)
     stream = num_samples == 1 and not json_out  # one sample streams character by character; several print whole
     live = sys.stdout.isatty()  # a terminal sees each character at once; a pipe gets buffered writes
 

@@ -130,12 +130,12 @@ def split_ids(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]
         val_frac > 0 (one input and one target).
     """
     if not 0.0 <= val_frac < 1.0:
-        raise LapnetError(f"--val-frac must be in [0, 1), got {val_frac}")
+        raise LapnetError(f"val_frac must be in [0, 1), got {val_frac}")
     n = len(ids)
     n_val = 0 if val_frac == 0 else max(2, int(round(val_frac * n)))
     if n - n_val < 2:
         raise LapnetError(f"text of {n} characters is too short to split off {val_frac:.0%} for validation "
-                          f"(--val-frac 0 trains on all of it)")
+                          f"(val_frac=0 trains on all of it)")
     return ids[: n - n_val], ids[n - n_val:]
 
 
@@ -157,12 +157,12 @@ class TextBatches:
 
     def __init__(self, ids: np.ndarray, batch: int, seq_len: int, seed: int = 0):
         if seq_len < 1 or batch < 1:
-            raise LapnetError(f"--seq-len and --batch must be at least 1, got {seq_len} and {batch}")
+            raise LapnetError(f"seq_len and batch must be at least 1, got {seq_len} and {batch}")
         n = len(ids)
         if n < seq_len + 1:
-            fix = f"--seq-len {n - 1} or less" if n >= 2 else "a longer text"
+            fix = f"seq_len={n - 1} or less" if n >= 2 else "a longer text"
             raise LapnetError(f"training text has {n} characters, shorter than one training window "
-                              f"(--seq-len {seq_len} + 1): give {fix}")
+                              f"(seq_len {seq_len} + 1): give {fix}")
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)
         self.seq_len = seq_len
         self.batch = min(batch, n // (seq_len + 1))  # every stream holds at least one window

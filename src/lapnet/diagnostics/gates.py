@@ -89,8 +89,17 @@ def trace_gates(rnn: nn.RNNBase, x: torch.Tensor, *, atol: float = 1e-4) -> Gate
         GateTrace (per layer: gate name -> (B, T, H), plus "h", and "c" for the LSTM).
 
     Raises:
-        LapnetError: bidirectional layers (not traced), or a mismatch with the model's output.
+        LapnetError: x not a (B, T, D) tensor of the module's dtype and input_size,
+            bidirectional layers (not traced), or a mismatch with the model's output.
     """
+    if not isinstance(x, torch.Tensor):
+        raise LapnetError(f"x must be a (B, T, D) torch tensor, got a {type(x).__name__} (convert it with "
+                          f"torch.as_tensor(x, dtype={rnn.weight_ih_l0.dtype}))")
+    if x.dim() != 3 or 0 in x.shape:
+        raise LapnetError(f"x must be (B, T, D) with B, T, D >= 1, got {tuple(x.shape)}")
+    if x.shape[-1] != rnn.input_size or x.dtype != rnn.weight_ih_l0.dtype:
+        raise LapnetError(f"x must be (B, T, {rnn.input_size}) of {rnn.weight_ih_l0.dtype}, as the module's "
+                          f"input_size and weights, got {tuple(x.shape)} of {x.dtype}")
     if rnn.bidirectional:
         raise LapnetError("gate tracing supports one-direction recurrent layers")
     if not getattr(rnn, "batch_first", False):

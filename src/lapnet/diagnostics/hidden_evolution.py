@@ -52,7 +52,7 @@ def hidden_evolution(hidden_size: int = 8, n_points: int = 50, periods: float = 
         {"t": (T,), "x": (T,), "h": (T, H) hidden states, "metrics": JSON-ready dict}.
     """
     if engine not in ENGINES:
-        raise LapnetError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
+        raise LapnetError(f"engine={engine!r}: expected one of {', '.join(ENGINES)}")
     for name, v in (("hidden_size", hidden_size), ("n_points", n_points)):
         if int(v) < 1:
             raise LapnetError(f"{name} must be at least 1, got {v}")
@@ -60,7 +60,7 @@ def hidden_evolution(hidden_size: int = 8, n_points: int = 50, periods: float = 
         raise LapnetError(f"periods must be a positive number, got {periods}")
     scratch_rnn = _scratch_rnn()
     if engine == "numpy" and scratch_rnn is None:
-        raise LapnetError("--engine numpy: the NumPy engine (lapnet.scratch.RNN) is not available in this install")
+        raise LapnetError("engine='numpy': the NumPy engine (lapnet.scratch.RNN) is not available in this install")
     use_numpy = scratch_rnn is not None and engine in ("auto", "numpy")
 
     t = np.linspace(0.0, 2 * np.pi * periods, n_points)  # (T,)

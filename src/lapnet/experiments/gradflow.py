@@ -111,16 +111,20 @@ def decay_summary(norms: np.ndarray) -> dict:
         exp(least-squares slope of log norm over k = 1..T-1)}. The last two describe the
         shape, which one factor cannot: the trained LSTM at T=50 keeps 43% after one step
         back and 3% after four, then 1.5-9% for the next 45 steps (a flat tail: fitted 0.99
-        per step past the first, while the ratio is 0.04 and the mean factor 0.936). None
-        where a norm is 0.
+        per step past the first, while the ratio is 0.04 and the mean factor 0.936). Each is
+        None where a norm it reads is 0 (a log or a ratio of 0 says nothing about a rate), and
+        the fit also where fewer than two norms lie past the first (T < 3): no fit is possible.
     """
     norms = np.asarray(norms, dtype=np.float64)
     ok = norms[0] > 0 and norms[-1] > 0
     ratio = float(norms[-1] / norms[0]) if ok else None
+    beyond = norms[1:]  # k = 1..T-1
     return {"ratio_first_to_last": ratio,
             "decay_per_step": float(ratio ** (1.0 / (len(norms) - 1))) if ok and len(norms) > 1 else None,
-            "first_step_factor": float(norms[1] / norms[0]) if len(norms) > 1 and norms[0] > 0 else None,
-            "decay_fit_beyond_first": decay_rate(norms, skip=1)}
+            "first_step_factor": float(norms[1] / norms[0]) if len(norms) > 1 and norms[0] > 0 and norms[1] > 0
+            else None,
+            "decay_fit_beyond_first": decay_rate(norms, skip=1) if len(beyond) >= 2 and bool(np.all(beyond > 0))
+            else None}
 
 
 def _spectrum(model: Forecaster, kind: str) -> dict:

@@ -116,7 +116,7 @@ def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None
     prime = cfg.prime if cfg.prime is not None else known_default_prime(vocab)
     # (1, P); unknown characters -> named error. An empty prime starts, as in `text sample`,
     # from a random character chosen by the seed: the same one every sample below starts from.
-    ids = start_ids(vocab, prime, 1, np.random.default_rng(cfg.seed))
+    ids = start_ids(vocab, prime, 1, np.random.default_rng(cfg.seed), what="--prime")
     start = vocab.decode(ids[0])
     logits, _ = loaded.stepper().prime(ids)  # (1, V): the model's real next-character logits
     logits = np.asarray(logits, dtype=np.float64)[0]

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from lapnet.errors import LapnetError
-from lapnet.models.recurrent import ARCHS, check_size, make_recurrent
+from lapnet.models.recurrent import ARCHS, check_batch, check_size, make_recurrent, run_recurrent
 
 
 @dataclass
@@ -33,14 +33,26 @@ class CharLMConfig:
     layers: int = 1  # L
     dropout: float = 0.0  # between stacked layers only
 
-    def validate(self) -> None:
-        if self.arch not in ARCHS:
-            raise LapnetError(f"--arch {self.arch}: expected one of {', '.join(ARCHS)}")
+    def validate(self, flags: Mapping[str, str] | None = None) -> None:
+        """Check the fields, and normalise them: `arch` to lower case (as make_recurrent takes
+        it, "LSTM" is "lstm"), sizes to int.
+
+        Args:
+            flags: field -> the command-line flag that set it (`lapnet text train` passes
+                {"arch": "--arch", ...}), for errors that name the flag; by default they name
+                the field, e.g. "arch='transformer': expected one of rnn, lstm, gru".
+        """
+        flags = flags or {}
+        arch = self.arch.lower() if isinstance(self.arch, str) else self.arch
+        if arch not in ARCHS:
+            shown = f"{flags['arch']} {self.arch}" if "arch" in flags else f"arch={self.arch!r}"
+            raise LapnetError(f"{shown}: expected one of {', '.join(ARCHS)}")
+        self.arch = arch
         for name in ("vocab_size", "embed", "hidden", "layers"):  # whole numbers: 5.7 would reach torch as a size
-            setattr(self, name, check_size(name if name == "vocab_size" else f"--{name}", getattr(self, name)))
+            setattr(self, name, check_size(flags.get(name, name), getattr(self, name)))
         d = self.dropout
         if isinstance(d, bool) or not isinstance(d, numbers.Real) or not 0.0 <= d < 1.0:  # NaN fails the range
-            raise LapnetError(f"--dropout must be in [0, 1), got {d!r}")
+            raise LapnetError(f"{flags.get('dropout', 'dropout')} must be in [0, 1), got {d!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -60,8 +72,9 @@ class CharLMConfig:
         values = {f.name: obj.get(f.name, f.default) for f in fields(cls)}
         for name in ("vocab_size", "embed", "hidden", "layers"):
             saved_positive_int(values[name], f"{where}: model.{name}")
-        if not isinstance(values["arch"], str) or values["arch"] not in ARCHS:
+        if not isinstance(values["arch"], str) or values["arch"].lower() not in ARCHS:
             raise LapnetError(f"{where}: model.arch must be one of {', '.join(ARCHS)}, got {_shown(values['arch'])}")
+        values["arch"] = values["arch"].lower()  # as validate: "LSTM" is "lstm"
         d = values["dropout"]
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:  # NaN fails the range too
             raise LapnetError(f"{where}: model.dropout must be a number in [0, 1), got {_shown(d)}")
@@ -97,7 +110,11 @@ class CharLM(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
-        self.rnn = make_recurrent(cfg.arch, cfg.embed, cfg.hidden, cfg.layers, dropout=cfg.dropout)
+        # one layer: the config keeps its dropout (a no-op, which `lapnet text train` names in a
+        # warning when it trains), but the model is built without it, so loading a run to sample
+        # from it does not warn every time
+        self.rnn = make_recurrent(cfg.arch, cfg.embed, cfg.hidden, cfg.layers,
+                                  dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
 
     def forward(self, x: torch.Tensor, state=None):
@@ -111,9 +128,27 @@ class CharLM(nn.Module):
         Returns:
             logits (B, T, V) and the final state (same layout as `state`).
         """
+        self._check_ids(x)
         e = self.embed(x)  # (B, T, E)
-        out, state = self.rnn(e, state)  # (B, T, H)
+        out, state = run_recurrent(self.rnn, e, state=state)  # (B, T, H); checks the state's shape
         return self.head(out), state  # (B, T, V)
+
+    def _check_ids(self, x) -> None:
+        """x is (B, T) integer ids in [0, V) on the model's device: checked here, where torch's
+        embedding would fail with an IndexError (or a device-side assert on a GPU)."""
+        check_batch(x, "x", "(B, T)", "(B, T) = (batch, time) character ids")
+        w = self.embed.weight
+        if w.is_meta:
+            raise LapnetError("the CharLM has no data (meta device): load or initialise its weights first")
+        if x.dtype not in (torch.int64, torch.int32):
+            raise LapnetError(f"x must hold integer character ids (torch.int64), got {x.dtype}")
+        if x.shape[1] < 1:
+            raise LapnetError(f"x has no time steps: shape {tuple(x.shape)}, T=0")
+        if x.device != w.device:
+            raise LapnetError(f"x is on {x.device} but the CharLM is on {w.device}: move x with x.to('{w.device}')")
+        lo, hi = (int(x.min()), int(x.max())) if x.numel() else (0, 0)
+        if lo < 0 or hi >= self.cfg.vocab_size:
+            raise LapnetError(f"x holds ids outside the vocabulary [0, {self.cfg.vocab_size}): min {lo}, max {hi}")
 
     def init_state(self, batch: int, device=None, dtype=None):
         """Zeros in torch's layout: h (L, B, H), or (h, c) for an LSTM; on the model's device

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lapnet.models.recurrent import check_size, make_recurrent, run_recurrent
+from lapnet.models.recurrent import check_batch, check_size, make_recurrent, run_recurrent
 
 
 class Classifier(nn.Module):
@@ -44,6 +44,7 @@ class Classifier(nn.Module):
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D), lengths (B,) or None -> final features (B, dirs*H)."""
+        check_batch(x, "x")  # torch takes an unbatched (T, D), but h_n[-1] would then be (H,), not one row per sequence
         _, state = run_recurrent(self.rnn, x, lengths)
         h_n = state[0] if isinstance(state, tuple) else state  # (L*dirs, B, H)
         if self.bidirectional:  # top layer: forward at its last step, backward at step 0

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lapnet.errors import LapnetError
-from lapnet.models.recurrent import check_size, make_recurrent, run_recurrent
+from lapnet.models.recurrent import check_batch, check_size, make_recurrent, run_recurrent
 
 
 class Forecaster(nn.Module):
@@ -32,7 +32,7 @@ class Forecaster(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         """x (B, T, D) -> (prediction (B, output_size), final state)."""
-        _check_batch(x, "x")
+        check_batch(x, "x")  # torch takes an unbatched (T, D), but out[:, -1] on (T, H) would be a hidden unit
         out, state = run_recurrent(self.rnn, x, state=state)  # (B, T, H)
         return self.head(out[:, -1]), state  # (B, output_size)
 
@@ -52,7 +52,7 @@ class Forecaster(nn.Module):
             (B, steps, D) predictions.
         """
         D, K = self.rnn.input_size, self.head.out_features
-        _check_batch(window, "rollout window")
+        check_batch(window, "rollout window")
         if K != D:
             raise LapnetError(f"rollout feeds each prediction back in as the next input, so output_size ({K}) "
                               f"must equal input_size ({D})")
@@ -67,14 +67,3 @@ class Forecaster(nn.Module):
             preds.append(pred)
             seq = torch.cat([seq, pred[:, None, :]], dim=1)  # (B, T + k, D)
         return torch.stack(preds, dim=1)  # (B, steps, D)
-
-
-def _check_batch(x, what: str) -> None:
-    """`x` is a batched (B, T, D) tensor. torch's recurrent layers also take an unbatched (T, D)
-    input, but the head reads the last step as out[:, -1], which on (T, H) is a hidden unit."""
-    if not isinstance(x, torch.Tensor):
-        raise LapnetError(f"{what} must be a (B, T, D) tensor, got a {type(x).__name__} "
-                          "(convert it with torch.as_tensor)")
-    if x.dim() != 3:
-        hint = " (one sequence: add the batch axis with x[None])" if x.dim() == 2 else ""
-        raise LapnetError(f"{what} must be (B, T, D) = (batch, time, features), got shape {tuple(x.shape)}{hint}")

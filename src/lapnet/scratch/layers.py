@@ -11,12 +11,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from lapnet.errors import LapnetError
-from lapnet.scratch.recurrent import all_finite, as_numpy, check_dtype, check_param, check_size
+from lapnet.scratch.recurrent import all_finite, as_numpy, check_dtype, check_param, check_seed, check_size
 
 
 def _check_dy(dy: Any, shape: tuple[int, ...], layer: str, dtype: np.dtype) -> np.ndarray:
     """The upstream gradient as an array of `dtype`: shaped like the layer's output, numeric, finite."""
-    dy = as_numpy(dy)
+    dy = as_numpy(dy, f"{layer} backward: dy")
     if dy.shape != shape:
         raise LapnetError(f"{layer} backward: dy must have shape {shape} like the output, got {dy.shape}")
     if dy.dtype.kind not in "biuf":
@@ -67,12 +67,12 @@ class Embedding(_Module):
         self.num_embeddings = check_size("num_embeddings", num_embeddings)
         self.embedding_dim = check_size("embedding_dim", embedding_dim)
         self.dtype = check_dtype(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed))
         self._params = {"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)}
 
     def forward(self, ids: Any):
         """ids (...) ints in [0, V) -> (vectors (..., D), cache)."""
-        ids = as_numpy(ids)
+        ids = as_numpy(ids, "Embedding input")
         if not np.issubdtype(ids.dtype, np.integer):
             raise LapnetError(f"Embedding input must be integer token ids, got dtype {ids.dtype}")
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
@@ -105,7 +105,7 @@ class Linear(_Module):
         self.in_features = check_size("in_features", in_features)
         self.out_features = check_size("out_features", out_features)
         self.dtype = check_dtype(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed))
         k = 1.0 / np.sqrt(self.in_features)
         self._params = {
             "weight": rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype),
@@ -114,7 +114,7 @@ class Linear(_Module):
 
     def forward(self, x: Any):
         """x (..., D_in) -> (y (..., D_out), cache)."""
-        x = as_numpy(x)
+        x = as_numpy(x, "Linear input")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise LapnetError(f"Linear input must end with {self.in_features} features, got shape {x.shape}")
         if x.dtype.kind not in "biuf":  # bool, ints, floats

@@ -55,15 +55,33 @@ def check_no_positional(cls_name: str, extra: tuple) -> None:
                       f"(e.g. {cls_name}(3, 4, 2, bidirectional=True))")
 
 
-def as_numpy(v: Any) -> np.ndarray:
-    """An ndarray from a numpy array or a torch tensor (duck-typed: no torch import)."""
+def as_numpy(v: Any, what: str = "the input", fix: str = "give it values first") -> np.ndarray:
+    """An ndarray from a numpy array, a torch tensor (duck-typed: no torch import) or nested
+    lists; `what` names the argument and `fix` says what to do with a meta tensor, in the error."""
     if hasattr(v, "detach"):
+        if getattr(v, "is_meta", False):  # a shape without data: .cpu() would raise NotImplementedError
+            raise LapnetError(f"{what} has no data (meta device): {fix}")
         try:
             v = v.detach().cpu().numpy()
         except TypeError:  # bfloat16 and other dtypes NumPy lacks
             raise LapnetError(f"a torch tensor of dtype {v.dtype} has no NumPy equivalent: "
                               f"only float32 and float64 are supported (convert with .float())") from None
-    return np.asarray(v)
+    try:
+        return np.asarray(v)
+    except ValueError:  # NumPy: "inhomogeneous shape"
+        raise LapnetError(f"{what} is not a regular array: its nested lists have rows of different lengths "
+                          f"(ragged), so it has no one shape") from None
+    except TypeError:
+        raise LapnetError(f"{what} must be an array or tensor of numbers, got {type(v).__name__}") from None
+
+
+def check_seed(seed: Any) -> int | None:
+    """None (fresh entropy) or a non-negative integer, as np.random.default_rng takes it."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise LapnetError(f"seed must be None or a non-negative integer, got {seed!r}")
+    return int(seed)
 
 
 def check_size(name: str, v: Any) -> int:
@@ -85,7 +103,7 @@ def check_param(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     """One state_dict entry as an ndarray: an array or tensor of a float dtype, of `shape`, finite."""
     if not (hasattr(value, "detach") or isinstance(value, np.ndarray)):
         raise LapnetError(f"state_dict[{name!r}] must be a numpy array or a torch tensor, got {type(value).__name__}")
-    a = as_numpy(value)
+    a = as_numpy(value, f"state_dict[{name!r}]", "load or initialise its weights first")
     if a.dtype.kind != "f":
         raise LapnetError(f"state_dict[{name!r}] must have a float dtype, got {a.dtype}")
     if a.shape != shape:
@@ -204,7 +222,7 @@ class Recurrent:
                           f"layers (after every layer but the last), so it needs num_layers > 1", UserWarning,
                           stacklevel=2 + (type(self).__init__ is not Recurrent.__init__))
         self._uid = next(_uids)  # names this object in its caches (backward refuses another's)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed))
         k = 1.0 / np.sqrt(self.hidden_size)  # torch's init: U(-1/sqrt(H), 1/sqrt(H)) for every tensor
         self._params = {n: rng.uniform(-k, k, s).astype(self.dtype) for n, s in self.shapes().items()}
 
@@ -291,11 +309,14 @@ class Recurrent:
         got = _TORCH_MODES.get(getattr(module, "mode", None))  # by name: torch is never imported here
         if got is not cls:
             what = got.__name__ if got is not None else type(module).__name__
-            a = "an" if what in ("LSTM", "RNN") or what[:1] in "AEIOU" else "a"
+            a = "an" if what.startswith(("LSTM", "RNN")) or what[:1] in "AEIOU" else "a"  # an LSTMCell
             raise LapnetError(f"{cls.__name__}.from_torch got {a} {what}: it builds the twin of a "
                               f"torch.nn.{cls.__name__} (scratch.from_torch(module) picks the class itself)")
         if getattr(module, "proj_size", 0) or not getattr(module, "bias", True):
             raise LapnetError("from_torch: projections (proj_size) and bias=False are not supported")
+        if any(getattr(p, "is_meta", False) for p in module.parameters()):
+            raise LapnetError(f"from_torch: the {type(module).__name__} has no data (meta device): load or "
+                              f"initialise its weights first")
         dtype = str(module.weight_hh_l0.dtype).replace("torch.", "")
         if dtype not in ("float32", "float64"):
             raise LapnetError(f"from_torch: the module's parameters are {dtype}; only float32 and float64 are "
@@ -322,7 +343,7 @@ class Recurrent:
     # --- input checks (all before any work) ---------------------------------------------
 
     def _check_x(self, x: Any) -> np.ndarray:
-        x = as_numpy(x)
+        x = as_numpy(x, f"{self.kind} input")
         if x.ndim != 3:
             raise LapnetError(f"{self.kind} input must be (B, T, D) = (batch, time, features), got shape {x.shape}")
         B, T, D = x.shape
@@ -340,7 +361,7 @@ class Recurrent:
     def _check_lengths(self, lengths: Any, B: int, T: int):
         if lengths is None:
             return None, None, None
-        lengths = as_numpy(lengths)
+        lengths = as_numpy(lengths, "lengths")
         if lengths.shape != (B,):
             raise LapnetError(f"lengths must have shape ({B},) (one per sequence), got {lengths.shape}")
         # integers, or floats holding whole numbers; not bools, strings or objects
@@ -369,7 +390,7 @@ class Recurrent:
     def _check_one(self, s: Any, shape: tuple, what: str):
         if s is None:
             return None
-        s = as_numpy(s)
+        s = as_numpy(s, what)
         if s.shape != shape:
             raise LapnetError(f"{what} must have shape {shape} = (layers*directions, B, H), got {s.shape}")
         s = s.astype(self.dtype, copy=False)
@@ -415,6 +436,8 @@ class Recurrent:
         h0, c0 = self._check_state(state, B)
         if train and self.dropout > 0 and self.num_layers > 1 and rng is None:
             raise LapnetError("forward(train=True) with dropout needs an rng (np.random.default_rng(seed))")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise LapnetError(f"rng must be a numpy Generator, np.random.default_rng(seed), got {type(rng).__name__}")
         L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
         dt = self.dtype
         zeros = np.zeros((B, H), dt)
@@ -483,7 +506,7 @@ class Recurrent:
         dt = self.dtype
         dY = None
         if dout is not None:
-            dout = as_numpy(dout)
+            dout = as_numpy(dout, "dout")
             if dout.shape != (B, T, dirs * H):
                 raise LapnetError(f"dout must have shape {(B, T, dirs * H)} like the output, got {dout.shape}")
             if not all_finite(dout):
@@ -527,7 +550,8 @@ class RNN(Recurrent):
         keyword-only (torch's 4th positional argument is `nonlinearity`/`bias`):
         nonlinearity: "tanh" or "relu".  bidirectional: two directions.
         dropout: between layers, in training only.
-        dtype: float32 (default, as torch) or float64.  seed: initial weights.
+        dtype: float32 (default, as torch) or float64.  seed: initial weights, None or an
+            integer >= 0 (as np.random.default_rng).
         bias, batch_first: accepted for torch compatibility, only as True (the engine always
             has biases and is batch-first); False is refused.
     """
@@ -563,11 +587,22 @@ class RNN(Recurrent):
 class LSTM(Recurrent):
     """Long short-term memory, like torch.nn.LSTM (gate order i, f, g, o); state (h, c).
 
-    Args: as RNN, without nonlinearity.
+    Args: as RNN, without nonlinearity, plus
+        proj_size: accepted for torch compatibility, only as 0: the engine's LSTM has no
+            projections (h has hidden_size units); any other value is refused.
     """
 
     kind = "lstm"
     _kernel = _lstm
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *extra, bias=True, batch_first=True,
+                 bidirectional=False, dropout=0.0, proj_size: int = 0, dtype=np.float32, seed=0):
+        check_no_positional(type(self).__name__, extra)
+        if isinstance(proj_size, (bool, np.bool_)) or proj_size != 0:
+            raise LapnetError(f"proj_size={proj_size!r} is not supported: the engine's LSTM has no projections "
+                              f"(h has hidden_size units; leave proj_size at 0)")
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         bidirectional=bidirectional, dropout=dropout, dtype=dtype, seed=seed)
 
     def _run(self, x, p, h0, c0, mask, partial, reverse):
         return _lstm.forward(x, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], h0, c0, mask, partial, reverse)

@@ -115,14 +115,16 @@ def test_missing_context_columns_warn_once_each():
         warnings.simplefilter("always")
         read_laps(df)
     msgs = [str(w.message) for w in caught if issubclass(w.category, MissingContextWarning)]
-    assert len(msgs) == 6
+    assert len(msgs) == 7
     assert "PitInTime / PitOutTime" in msgs[0] and "pit stops cannot be seen" in msgs[0]
     assert "TrackStatus" in msgs[1] and "Compound" in msgs[2]
-    assert [m.split(",")[0] for m in msgs[3:]] == ["DataFrame: no Time column", "DataFrame: no IsAccurate column",
-                                                   "DataFrame: no Deleted column"]
+    assert [m.split(",")[0] for m in msgs[3:6]] == ["DataFrame: no Time column", "DataFrame: no IsAccurate column",
+                                                    "DataFrame: no Deleted column"]
+    # the model's other inputs, in one line
+    assert msgs[6].startswith("DataFrame: no Stint, TyreLife, FreshTyre, Position, Team columns, which the model reads")
     # one of the two pit columns is enough to see stops; a FastF1 export warns nothing
     assert missing_context(["Driver", "LapNumber", "LapTime", "Time", "PitInTime", "TrackStatus", "Compound",
-                            "IsAccurate", "Deleted"]) == []
+                            "IsAccurate", "Deleted", "Stint", "TyreLife", "FreshTyre", "Position", "Team"]) == []
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_laps(TINY)

@@ -74,7 +74,9 @@ def test_replay_order_sorts_a_file_listed_driver_by_driver():
     lines, moved = replay_order(*file_lines(io.StringIO("AAA,1,100\nBBB,1,101\n\nAAA,2,190\n")), header)
     assert not moved and [n for n, _ in lines] == [2, 3, 5]  # already in session order: kept, blank line skipped
     lines, moved = replay_order(*file_lines(io.StringIO(body)), ["Driver", "LapNumber", "Stint"])
-    assert not moved and [n for n, _ in lines] == [2, 3, 4, 5]  # no Time column: kept as given
+    assert moved and [n for n, _ in lines] == [2, 4, 3, 5]  # no Time column: lap by lap, as batch orders it
+    lines, moved = replay_order(*file_lines(io.StringIO("AAA,1,1\nBBB,1,1\nAAA,2,1\n")), ["Driver", "LapNumber", "Stint"])
+    assert not moved and [n for n, _ in lines] == [2, 3, 4]  # already in that order: kept
 
 
 @pytest.mark.parametrize("value, number", [

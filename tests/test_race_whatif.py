@@ -458,7 +458,7 @@ def test_cli_pit_now_refuses_two_drivers_several_races_and_a_run_without_fresh_s
     two = pd.concat([laps.assign(Race="r1"), laps.assign(Race="r2")])
     two.to_csv(tmp_path / "two.csv", index=False)
     code, _, err = run_cli("race", "pit-now", run, tmp_path / "two.csv", "--driver", a, "--lap", "10")
-    assert code == 2 and "holds 2 races: give one race's laps" in err
+    assert code == 2 and "holds 2 races (r1, r2): pick one with --race (e.g. --race r1)" in err
     code, _, err = run_cli("race", "pit-now", plain_run, race, "--driver", a, "--lap", "10")
     assert code == 2 and "no FreshStart" in err and len(err.strip().splitlines()) == 1
 

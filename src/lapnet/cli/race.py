@@ -351,8 +351,9 @@ PIT_NOW_HELP = (
     "that ended before lap N's end. By default one new set, whichever compound (the three dry compounds' mean; "
     "while the two-compound rule binds, the mean of the compounds that meet it): "
     "--compound soft,hard adds a compound's own column, what drivers ran after the stops teams chose onto it in the "
-    "training races (not a tyre model; on real stops no better than the mean: docs/guide/race.md). Needs a run "
-    "with a FreshStart.\n\n"
+    "training races (not a tyre model; on real stops no better than the mean: docs/guide/race.md). A race of "
+    "sprint length (its laps times its reference lap under half a Grand Prix's 88 minutes) gets no two-compound "
+    "rule, and a note. Needs a run with a FreshStart.\n\n"
     "Example: lapnet race pit-now runs/race race.csv --driver VER --lap 20 --compound all")
 
 
@@ -368,6 +369,8 @@ def pit_now_cmd(
         "The sets to stop onto, comma-separated: any (a new set, whichever compound: the default), soft, medium, hard, "
         "or all (any and the three).")),
     race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
+    race: Optional[str] = typer.Option(None, "--race", help=(
+        "The race to ask about when the table holds several (its Race column, any case), as `race live --race`.")),
     json_out: bool = typer.Option(False, "--json", help="Print the what-if as JSON on stdout (no tables)."),
 ) -> None:
     from lapnet.checkpoint import json_text
@@ -381,7 +384,7 @@ def pit_now_cmd(
     if lap is not None and lap < 1:
         raise LapnetError(f"--lap must be at least 1, got {lap}")
     _check_files([laps])
-    res = pit_now_race(run, laps, driver=driver, lap=lap, compounds=compounds, race_length=length)
+    res = pit_now_race(run, laps, driver=driver, lap=lap, compounds=compounds, race_length=length, race=race)
     if json_out:
         sys.stdout.write(json_text(res, indent=2) + "\n")
         return
@@ -516,8 +519,8 @@ def _race_length(value: str | None) -> int | str:
     "The phase is the run's live call; for a run trained on real races, push and conserve come from a tagger "
     "learnt on calibrated simulated races and the pit window from the pit call. "
     "Laps must come in the order they end (session Time): a finished FILE is replayed in that order (FastF1's "
-    "Laps.to_csv lists them driver by driver); on stdin or with --follow, a feed out of that order is warned "
-    "once. One race at a time: a table holding several (a Race column) needs --race; a feed without one that "
+    "Laps.to_csv lists them driver by driver; a file without Time lap by lap, as predict orders it); on stdin or "
+    "with --follow, a feed out of that order is warned once. One race at a time: a table holding several (a Race column) needs --race; a feed without one that "
     "runs into another race stops with an error. A duplicate, a changed re-send, an out-of-order lap, a lap "
     "number implausibly far ahead of the field or a line whose field count differs from the header's is "
     "skipped with a warning on stderr naming its input line; a header line again (files concatenated) is "

@@ -377,6 +377,9 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
 
     # Fuel + compound offsets: one fit with (race, driver) offsets; pit stops separate lap from tyre age.
     dry = df[df["Scored"] & df["Compound"].isin(S.DRY_COMPOUNDS) & df["TyreLife"].notna()].copy()
+    if not len(dry) and (df.loc[df["Scored"], "Compound"] == "UNKNOWN").all():
+        raise LapnetError("calibrate needs a Compound column: it fits each dry compound's wear, and no Scored lap "
+                          "names its compound (a table without one is cleaned as dry, on an unknown compound)")
     dev = dry["y"] - dry.groupby(["Race", "Driver"])["y"].transform("median")
     dry = dry[dev.abs() < 3.0]  # a spin or a traffic jam is not the tyre's doing
     if len(dry) < MIN_SCORED_LAPS:

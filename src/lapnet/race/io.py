@@ -26,7 +26,8 @@ from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 
 __all__ = ["read_laps", "read_many", "missing_context", "write_laps", "check_table_out", "parse_drivers", "car_number",
-           "lap_keys", "NotARaceWarning", "MissingContextWarning", "CompoundNamesWarning", "relabel_absolute"]
+           "lap_keys", "NotARaceWarning", "MissingContextWarning", "CompoundNamesWarning", "SharedLapsWarning",
+           "relabel_absolute", "driver_order"]
 
 
 class NotARaceWarning(UserWarning):
@@ -48,19 +49,42 @@ _CONTEXT = (
     (("TrackStatus",), "safety-car, VSC and red-flag laps cannot be told from green laps"),
     (("Compound",), "every lap counts as dry, on an unknown compound"),
     (("Time",), "the gaps between cars cannot be measured (every car is read as running alone: no gap to the car "
-                "ahead, no traffic, no stops of the field) and laps are replayed in lap order, not in the order "
-                "they ended"),
+                "ahead, no traffic, no stops of the field), out-laps, the start and restarts get no forecast "
+                "(forecast_from no_green_pace_yet) and pit-now none at all (both read the field's pace at the moment "
+                "a lap ends), and laps are taken in lap order (drivers by name within a lap; a live feed as it "
+                "comes), not in the order they ended"),
     (("IsAccurate",), "every timed lap counts as accurate (FastF1 flags laps whose timing it cannot vouch for: "
                       "they would not be Scored)"),
     (("Deleted",), "no lap counts as deleted (laps deleted for track limits would not be Scored)"),
 )
 
 
+# Columns FastF1 always exports that the model reads as inputs (`features.RaceFeaturizer`), beyond those of
+# `_CONTEXT`, and what stands in for each when a table lacks it. Sector times are read too (one clipped input,
+# the lap's worst sector against the stint's), but left out here: the simulator writes none, and without them
+# forecasts move by hundredths of a second.
+_INPUTS = (
+    ("Stint", "stints are counted from the pit stops"),
+    ("TyreLife", "tyre age is counted from each stint's first lap in the table"),
+    ("FreshTyre", "every set is taken as used"),
+    ("Position", "every car is taken as 10th, with no car known ahead or behind"),
+    ("Team", "no teammate's stop is seen"),
+)
+
+
 def missing_context(columns: Iterable[str]) -> list[str]:
-    """One remark per group of context columns the table lacks entirely (see `_CONTEXT`)."""
+    """One remark per group of context columns the table lacks entirely (see `_CONTEXT`), and one
+    for all the model's other inputs it lacks (`_INPUTS`)."""
     have = set(columns)
-    return [f"no {' / '.join(cols)} column{'s' if len(cols) > 1 else ''}, so {lost}"
-            for cols, lost in _CONTEXT if not have.intersection(cols)]
+    out = [f"no {' / '.join(cols)} column{'s' if len(cols) > 1 else ''}, so {lost}"
+           for cols, lost in _CONTEXT if not have.intersection(cols)]
+    lacking = [(c, how) for c, how in _INPUTS if c not in have]
+    if lacking:
+        s = "s" if len(lacking) > 1 else ""
+        out.append(f"no {', '.join(c for c, _ in lacking)} column{s}, which the model reads ("
+                   f"{'; '.join(how for _, how in lacking)}): forecasts and pit calls may shift from what a full "
+                   "FastF1 export gives")
+    return out
 
 
 # 'M:SS.sss' as people type lap times; pandas only parses 'H:MM:SS'.
@@ -139,7 +163,8 @@ def read_laps(source: Any, *, race: str | None = None) -> pd.DataFrame:
         NotARaceWarning: the table looks like practice or qualifying (no positions, or
             pit stops on a large share of laps).
         MissingContextWarning: no pit-time, TrackStatus, Compound, Time, IsAccurate or Deleted
-            column (one warning per group, saying what is lost).
+            column (one warning per group, saying what is lost), and one for all of the model's
+            other inputs it lacks (Stint, TyreLife, FreshTyre, Position, Team: `missing_context`).
         CompoundNamesWarning: a race's absolute compound names were relabelled (how).
     """
     frame, stem = _load(source)
@@ -227,6 +252,10 @@ def read_many(paths: Any) -> pd.DataFrame:
         LapnetError: no sources, a dict or other unsupported type, any source invalid, the
             same race label in two sources, or the same race's laps in two sources under two
             labels (a copy, or a part of it: `same_laps`), naming both.
+
+    Warns:
+        SharedLapsWarning: two sources share SHARED_LAPS_WARN laps or more, too few to be the
+            same race (two parts of one race), naming both.
     """
     frames = []
     seen: dict[str, str] = {}
@@ -244,26 +273,55 @@ def read_many(paths: Any) -> pd.DataFrame:
 
 
 # Two races share "the same laps" when at least this share of the smaller one's timed laps (and
-# at least SAME_LAPS_MIN of them) have the same driver, lap number and lap time to the millisecond
-# in the other: two different races never come near (a coincidence is a lap or two at the same
-# circuit), a copy or a cut of one race always does.
+# at least SAME_LAPS_MIN of them) have the same lap key (`lap_keys`: lap number, lap time to the
+# millisecond and the driver's lap before it) in the other: two different races never come near
+# (the 15 real races of 2023 share no key, pairwise), a copy or a cut of one race always does.
 SAME_LAPS_SHARE, SAME_LAPS_MIN = 0.5, 3
+# Two inputs sharing at least this many laps, yet under SAME_LAPS_SHARE of the smaller one (a part
+# of a race beside another part of it: its first 20 laps and ten of its drivers), are warned: the
+# 15 real races of 2023 share none pairwise, 12 simulated races none either
+SHARED_LAPS_WARN = 20
+LAP_KEY = ("the first 32 bits of SHA-1 of 'lap number|lap time in ms|the driver's lap before it in ms' "
+           "('-' when that lap is missing or untimed), each timed lap once")
+LAP_KEY_BY_DRIVER = "the first 32 bits of SHA-1 of 'DRIVER|lap number|lap time in ms', each timed lap once"
 
 
-def lap_keys(laps: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Race -> the sorted, distinct keys of its timed laps: a 32-bit hash of (driver, lap
-    number, lap time in milliseconds). The same lap in another file, under another race name,
-    has the same key; `race train` keeps them (training_laps.json) so that `race eval` knows a
-    training race, or any part of one, by its laps.
+class SharedLapsWarning(UserWarning):
+    """Two inputs share laps, too few to be one race (SAME_LAPS_SHARE) but more than chance gives."""
+
+
+def lap_keys(laps: pd.DataFrame, *, by_driver: bool = False) -> dict[str, np.ndarray]:
+    """Race -> the sorted, distinct keys of its timed laps: a 32-bit hash of (lap number, lap
+    time in milliseconds, the same driver's previous lap time in milliseconds, '-' when that lap
+    is not in the table or has no time), `LAP_KEY`. The driver's name is not in it: the same lap
+    in another file, under another race name, with its drivers named by code or by car number,
+    has the same key; two lap times in a row to the millisecond never repeat in another race.
+    `race train` keeps them (training_laps.json) so that `race eval` knows a training race, or
+    any part of one, by its laps.
+
+    `by_driver`: the keys of runs trained before (`LAP_KEY_BY_DRIVER`: driver code, lap number,
+    lap time), to compare with their training_laps.json.
     """
     import hashlib
 
     out: dict[str, np.ndarray] = {}
-    timed = laps[np.isfinite(laps["LapTime"].to_numpy(float)) & laps["LapNumber"].notna()]
-    ms = np.round(timed["LapTime"].to_numpy(float) * 1000.0).astype(np.int64)
-    text = timed["Driver"].astype(str).str.upper() + "|" + timed["LapNumber"].astype(int).astype(str) + "|" + ms.astype(str)
+    rows = laps[laps["LapNumber"].notna()]
+    lap = rows["LapNumber"].to_numpy(float)
+    ms = np.round(rows["LapTime"].to_numpy(float) * 1000.0)
+    timed = np.isfinite(ms)
+    k = pd.DataFrame({"r": rows["Race"].astype(str).to_numpy(), "d": rows["Driver"].astype(str).to_numpy(),
+                      "n": lap, "ms": ms})
+    if by_driver:
+        text = k["d"].str.upper() + "|" + k["n"].astype(int).astype(str) + "|" + k["ms"].fillna(0).astype(np.int64).astype(str)
+    else:
+        before = k.assign(n=k["n"] + 1).rename(columns={"ms": "prev"}).drop_duplicates(["r", "d", "n"])
+        prev = k[["r", "d", "n"]].merge(before, on=["r", "d", "n"], how="left")["prev"].to_numpy(float)
+        shown = np.where(np.isfinite(prev), np.nan_to_num(prev).astype(np.int64).astype(str), "-")
+        text = (k["n"].astype(int).astype(str) + "|" + k["ms"].fillna(0).astype(np.int64).astype(str) + "|"
+                + pd.Series(shown, index=k.index))
+    text = text[timed]
     keys = np.fromiter((int.from_bytes(hashlib.sha1(t.encode()).digest()[:4], "big") for t in text), np.uint32, len(text))
-    for race, idx in pd.Series(np.arange(len(timed)), index=timed.index).groupby(timed["Race"].astype(str), sort=True):
+    for race, idx in pd.Series(np.arange(len(text))).groupby(k["r"][timed].to_numpy(), sort=True):
         out[str(race)] = np.unique(keys[idx.to_numpy()])
     return out
 
@@ -291,7 +349,8 @@ def lap_overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int, bool]:
 def _refuse_repeated_laps(frames: list[pd.DataFrame], where: dict[str, str]) -> None:
     """Refuse two sources holding the same race's laps (a copy under another name, or a part of
     it): a training race would count twice, or sit in both training and validation, and an
-    evaluated race would be scored twice."""
+    evaluated race would be scored twice. Two that share SHARED_LAPS_WARN laps or more, under
+    that share (two parts of one race), are warned, one line per pair (SharedLapsWarning)."""
     if len(frames) < 2:
         return
     keys = [lap_keys(df) for df in frames]
@@ -300,11 +359,17 @@ def _refuse_repeated_laps(frames: list[pd.DataFrame], where: dict[str, str]) -> 
             for ra, ka in keys[i].items():
                 for rb, kb in keys[j].items():
                     common, n, same = lap_overlap(ka, kb)
+                    small = ra if len(ka) <= len(kb) else rb
                     if same:
-                        small = ra if len(ka) <= len(kb) else rb
                         raise LapnetError(
                             f"{where[ra]} (race '{ra}') and {where[rb]} (race '{rb}') hold the same race's laps "
                             f"({common} of the {n} timed laps of '{small}' are in both): give each race once")
+                    if common >= SHARED_LAPS_WARN:
+                        warnings.warn(
+                            f"{where[ra]} (race '{ra}') and {where[rb]} (race '{rb}') share {common} identical laps "
+                            f"({common / n:.0%} of the {n} timed laps of '{small}'; different races share none): parts "
+                            f"of one race? both are used, those laps twice (at least {SAME_LAPS_SHARE:.0%} shared is "
+                            "refused as the same race)", SharedLapsWarning, stacklevel=3)
 
 
 def car_number(value: Any) -> str | None:
@@ -323,6 +388,12 @@ def car_number(value: Any) -> str | None:
     except ValueError:
         return s
     return str(int(f)) if f.is_integer() else s  # a column pandas read as float: 1.0
+
+
+def driver_order(names: Iterable[str]) -> list[str]:
+    """Drivers as error messages list them: codes in alphabetical order, car numbers (a table that
+    names its drivers by number) in numeric order, after the codes."""
+    return sorted((str(n) for n in names), key=lambda n: (1, int(n), n) if n.isdigit() else (0, 0, n))
 
 
 def parse_drivers(value: str | Iterable[str] | None, laps: pd.DataFrame | None = None, *,
@@ -355,7 +426,7 @@ def parse_drivers(value: str | Iterable[str] | None, laps: pd.DataFrame | None =
     tokens = [car_number(t) if t.isdigit() else t.upper() for t in tokens]
     if laps is None:
         return list(dict.fromkeys(tokens))
-    codes = sorted(laps["Driver"].astype(str).unique())
+    codes = driver_order(laps["Driver"].astype(str).unique())
     by_code = {c.upper(): c for c in codes}
     numbers: dict[str, str] = {}
     if "DriverNumber" in laps.columns:
@@ -363,7 +434,7 @@ def parse_drivers(value: str | Iterable[str] | None, laps: pd.DataFrame | None =
             n = car_number(num)
             if n is not None and n.isdigit():
                 numbers.setdefault(n, str(drv))
-    gone = sorted({str(d).upper() for d in no_timed_lap} - set(by_code))
+    gone = driver_order({str(d).upper() for d in no_timed_lap} - set(by_code))
     listed = f"drivers: {', '.join(codes)}" + (f"; without a timed lap: {', '.join(gone)}" if gone else "")
     out = []
     for t in tokens:
@@ -378,7 +449,7 @@ def parse_drivers(value: str | Iterable[str] | None, laps: pd.DataFrame | None =
             raise LapnetError(f"--driver {t}: a car number, but the lap table has no DriverNumber column: give "
                               f"the driver's code ({listed})")
         elif t.isdigit():
-            known = ", ".join(f"{n} {d}" for n, d in sorted(numbers.items(), key=lambda kv: int(kv[0])))
+            known = ", ".join(n if d == n else f"{n} {d}" for n, d in sorted(numbers.items(), key=lambda kv: int(kv[0])))
             raise LapnetError(f"--driver {t}: no car with that number in the lap table (numbers: {known})")
         else:
             raise LapnetError(f"--driver {t}: not in the lap table ({listed})")
@@ -715,10 +786,22 @@ def _relabel_races(df: pd.DataFrame, where: str) -> None:
         except LapnetError as e:
             raise LapnetError(f"{where}: race '{race}': {e}") from None
         df.loc[rows, "Compound"] = df.loc[rows, "Compound"].map(lambda c: mapping.get(c, c))  # at once, not chained
-        said = ", ".join(f"{k} -> {v}" for k, v in mapping.items())
-        warnings.warn(f"{where}: race '{race}' names its tyres by Pirelli's absolute compounds: relabelled by their "
-                      f"order in the race ({said}), as they have been named since 2019", CompoundNamesWarning,
-                      stacklevel=4)
+        warnings.warn(relabel_note(where, str(race), mapping), CompoundNamesWarning, stacklevel=4)
+
+
+def relabel_note(where: str, race: str, mapping: Mapping[str, str]) -> str:
+    """The warning for a race relabelled by `relabel_absolute` (batch commands and `race live` on a
+    finished file): the mapping, and with fewer than three dry compounds used, that it is a guess
+    and how to give another."""
+    said = ", ".join(f"{k} -> {v}" for k, v in mapping.items())
+    text = (f"{where}: race '{race}' names its tyres by Pirelli's absolute compounds: relabelled by their order in the "
+            f"race ({said}), as they have been named since 2019")
+    if len(mapping) < 3:
+        text += (f"; with {len(mapping)} of the race's three compounds used, which of the three they were is a guess "
+                 "(the one its era mostly left aside taken as the unused one): if it is wrong, rename the Compound "
+                 "values in the table to SOFT / MEDIUM / HARD (or write them with `lapnet race clean FILE --out X.csv` "
+                 "and edit its Compound column)")
+    return text
 
 
 def _to_status(s: pd.Series, where: str) -> pd.Series:

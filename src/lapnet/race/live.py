@@ -155,12 +155,16 @@ _FAST_TIMES = ("Time", "LapTime", "PitOutTime", "PitInTime", "Sector1Time", "Sec
 _OTHER_TIMES = tuple(c for c in S.TIME_COLUMNS if c not in _FAST_TIMES)  # checked, not used
 
 
-def _live_compound(raw: Any) -> str:
+def _live_compound(raw: Any, relabel: dict[str, str] | None = None) -> str:
     """The compound as `read_laps` names it, except Pirelli's absolute names (2018's ULTRASOFT,
     C1-C5): where they stand among the race's three cannot be known from a stream, so they
-    are taken as an unknown dry compound (batch commands relabel them by the whole race)."""
+    are taken as an unknown dry compound (batch commands relabel them by the whole race).
+    `relabel`: the race's own relabelling (`io.relabel_absolute`), known when a finished file is
+    replayed (`_file_relabel`): applied as batch commands apply it."""
     comp = "" if raw is None or (isinstance(raw, float) and math.isnan(raw)) else str(raw).strip().upper()
     comp = S.COMPOUND_ALIASES.get(comp, comp)
+    if relabel and comp in relabel:
+        return relabel[comp]
     if comp in S.ABSOLUTE_ONLY:
         warnings.warn(f"live: compound {comp} is one of Pirelli's absolute names, whose place among the race's three "
                       "a stream cannot know: taken as an unknown dry compound", CompoundNamesWarning, stacklevel=2)
@@ -168,8 +172,9 @@ def _live_compound(raw: Any) -> str:
     return comp
 
 
-def _fast_lap(row: dict[str, str]) -> dict | None:
-    """The columns live mode uses, parsed as `read_laps` would; None when anything is unusual."""
+def _fast_lap(row: dict[str, str], relabel: dict[str, str] | None = None) -> dict | None:
+    """The columns live mode uses, parsed as `read_laps` would; None when anything is unusual.
+    `relabel`: absolute compound names -> SOFT / MEDIUM / HARD (`_live_compound`)."""
     try:
         lap: dict[str, Any] = {c: parse_duration(row.get(c, "")) for c in _FAST_TIMES}
         for c in S.FLOAT_COLUMNS:
@@ -186,7 +191,7 @@ def _fast_lap(row: dict[str, str]) -> dict | None:
                 return None
     except ValueError:
         return None
-    comp = _live_compound(row.get("Compound", ""))
+    comp = _live_compound(row.get("Compound", ""), relabel)
     status = row.get("TrackStatus", "").strip()
     status = "" if status.lower() in MISSING_STRINGS else status
     driver = row.get("Driver", "").strip()
@@ -266,6 +271,9 @@ class LiveRace:
     last_timed_end: float = -math.inf  # session Time of the latest timed lap
     last_timed_neutral: bool = False  # that lap was neutralised (SC, VSC, red flag)
     pit_now: bool = False  # add the pit-now what-if to every prediction
+    # absolute compound names -> SOFT / MEDIUM / HARD, for a finished file read whole (`_file_relabel`);
+    # empty: a stream, whose absolute names are taken as unknown dry compounds (`_live_compound`)
+    relabel: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.total_laps is not None:
@@ -325,7 +333,7 @@ class LiveRace:
             raise SkipLap(f"unreadable CSV line ({e})") from None
         if len(values) != len(self.header):
             raise SkipLap(f"{len(values)} field{'s' if len(values) != 1 else ''}, the header has {len(self.header)}")
-        lap = _fast_lap(dict(zip(self.header, values)))
+        lap = _fast_lap(dict(zip(self.header, values)), self.relabel)
         if lap is not None:
             lap.update(lap_masks(lap))
             return lap
@@ -341,7 +349,7 @@ class LiveRace:
         if len(frame) != 1:
             raise SkipLap("not exactly one lap on the line")
         if "Compound" in frame.columns:  # before read_laps, which would relabel an absolute name by this lap alone
-            frame["Compound"] = [_live_compound(frame["Compound"].iloc[0])]
+            frame["Compound"] = [_live_compound(frame["Compound"].iloc[0], self.relabel)]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a single lap looks like anything: no not-a-race warnings here
@@ -850,47 +858,59 @@ def replay_order(lines: list[tuple[int, str]], rows: list[list[str]],
     FastF1's `Laps.to_csv` lists each driver's laps in turn: fed so, every lap would see the
     field at another moment of the race. Lines whose session Times already rise (within
     ORDER_SLACK) are kept as they are; any others are ordered as batch commands order laps
-    (`features.session_order`).
+    (`features.session_order`). A file without a session Time (no column, or not one cell) is
+    ordered as batch commands order it too: lap by lap, drivers by name within a lap.
     """
     from lapnet.race.features import session_order
 
-    if "Time" not in header:
-        return lines, False
-    times = []
-    for v in _column(rows, header, "Time"):
-        try:
-            times.append(parse_duration(v))
-        except ValueError:
-            times.append(math.nan)
-    t = np.array(times, float)
-    t = t[np.isfinite(t)]
-    if not (np.diff(t) < -ORDER_SLACK).any():  # already in the order laps ended: keep it as given
+    times = _session_times(rows, header)
+    t = times[np.isfinite(times)]
+    if len(t) and not (np.diff(t) < -ORDER_SLACK).any():  # already in the order laps ended: keep it as given
         return lines, False
     frame = pd.DataFrame({"Driver": _column(rows, header, "Driver"),
                           "LapNumber": pd.to_numeric(pd.Series(_column(rows, header, "LapNumber"), dtype=object),
                                                      errors="coerce"),
                           "Time": times})
-    return [lines[i] for i in session_order(frame)], True
+    order = session_order(frame)
+    if not len(t) and (order == np.arange(len(order))).all():  # no Time, already in batch's order
+        return lines, False
+    return [lines[i] for i in order], True
+
+
+def _session_times(rows: list[list[str]], header: list[str]) -> np.ndarray:
+    """The session Time of each row in seconds (NaN where missing or unreadable; all NaN without the column)."""
+    times = []
+    for v in _column(rows, header, "Time"):  # '' everywhere without the column
+        try:
+            times.append(parse_duration(v))
+        except ValueError:
+            times.append(math.nan)
+    return np.array(times, float)
 
 
 def _one_session(lines: list[tuple[int, str]], rows: list[list[str]], header: list[str], where: str) -> None:
     """A finished file (its race picked) must hold one race: in the file's order (by driver or by
-    Time), most drivers going back to lap 1-2 after a lap past SWITCH_AFTER is another race's
-    laps after the first's (files concatenated without a Race column): LapnetError naming the
-    line where it starts. Replayed by session Time, the two would be interleaved."""
+    Time), most drivers going back to a lap 1-2 they have run already, after a lap past
+    SWITCH_AFTER, is another race's laps after the first's (files concatenated without a Race
+    column): LapnetError naming the line where it starts. Replayed by session Time, the two would
+    be interleaved. A race listed newest first (each driver's laps counting down) is one race:
+    its laps 1-2 come last, but once each (it is replayed by session Time, `replay_order`)."""
     if "Driver" not in header or "LapNumber" not in header:
         return
     drivers = _column(rows, header, "Driver")
     laps = pd.to_numeric(pd.Series(_column(rows, header, "LapNumber"), dtype=object), errors="coerce").to_numpy(float)
     top: dict[str, float] = {}
-    again: dict[str, int] = {}  # driver -> the line where it went back to lap 1-2
+    seen: set[tuple[str, float]] = set()  # (driver, lap 1 or 2) read so far
+    again: dict[str, int] = {}  # driver -> the line where it went back to a lap 1-2 it had run
     for (lineno, _), drv, n in zip(lines, drivers, laps):
         if not drv or not math.isfinite(n):
             continue
-        if n <= 2 and top.get(drv, 0) > SWITCH_AFTER and drv not in again:
+        if n <= 2 and top.get(drv, 0) > SWITCH_AFTER and (drv, n) in seen and drv not in again:
             again[drv] = lineno
         elif drv not in again:
             top[drv] = max(top.get(drv, 0), n)
+            if n <= 2:
+                seen.add((drv, n))
     if len(again) >= 3 and 2 * len(again) > len(top):
         first = min(again.values())
         raise LapnetError(f"{where}, line {first}: another race's laps follow the first's ({len(again)} of the "
@@ -1001,8 +1021,10 @@ class DriverFilter:
 
     def field(self, live: LiveRace) -> str:
         """The drivers with a lap so far (with their numbers when numbers were asked for)."""
-        return ", ".join(f"{d} ({live.number_of[d]})" if self.numbers and d in live.number_of else d
-                         for d in sorted(live.drivers))
+        from lapnet.race.io import driver_order
+
+        return ", ".join(f"{d} ({live.number_of[d]})" if self.numbers and live.number_of.get(d, d) != d else d
+                         for d in driver_order(live.drivers))
 
     def non_starters(self, live: LiveRace, missing: list[str]) -> list[str]:
         """Those of `missing` that name a driver whose only rows were skipped (no timed lap)."""
@@ -1037,8 +1059,10 @@ def _grid_check(wanted: DriverFilter, live: LiveRace, say: Callable[[str], None]
         return
     if len(missing) == len(wanted.tokens):
         raise LapnetError(f"{what}: not on the grid (drivers: {wanted.field(live)})")
-    shown = ", ".join(f"{d} ({live.number_of[d]})" if wanted.numbers and d in live.number_of else d
-                      for d in sorted(live.drivers) if wanted.shows(d, live))
+    from lapnet.race.io import driver_order
+
+    shown = ", ".join(f"{d} ({live.number_of[d]})" if wanted.numbers and live.number_of.get(d, d) != d else d
+                      for d in driver_order(live.drivers) if wanted.shows(d, live))
     say(f"lapnet: warning: {what}: not on the grid (drivers: {wanted.field(live)}); printing {shown} only")
     wanted.warned = True
 
@@ -1192,27 +1216,55 @@ def _checked_header(stream: IO[str], follow: bool, poll: float, where: str, want
 
 
 def _replay(stream: IO[str], cols: list[str], race: str | None, race_laps: int | None,
-            file: str) -> tuple[list[tuple[int, str]], str | None, int | None, list[str]]:
+            file: str) -> tuple[list[tuple[int, str]], str | None, int | None, list[str], dict[str, str]]:
     """A finished FILE, read whole because it can be: the lines of its one race (`race` picks
     it), that race's length (`file_race_laps`) unless `race_laps` is given, the lines in the order
     the laps ended (`replay_order`: FastF1's files list them driver by driver, a feed by Time),
-    and the notes saying what was read from the file; (lines, race, race_laps, notes)."""
+    the notes saying what was read from the file, and the relabelling of its absolute compound
+    names (`_file_relabel`); (lines, race, race_laps, notes, relabel)."""
     lines, rows = file_lines(stream)
     keep = [i for i, (n, _) in enumerate(lines) if not _header_again(rows[i], cols, file, n)]  # files concatenated
     lines, rows = [lines[i] for i in keep], [rows[i] for i in keep]
     lines, rows, current = _pick_race(lines, rows, cols, race, file)
     _one_session(lines, rows, cols, file)
     notes = []
+    relabel = _file_relabel(rows, cols, file, current or Path(file).stem, notes)
     if race_laps is None:
         race_laps = file_race_laps(rows, cols)  # a finished race: its length is in the file
         if race_laps is not None:
             of = f"the last lap of race {current}" if race is not None else "the file's last lap"
             notes.append(f"lapnet: race length {race_laps} laps, {of} (--race-laps overrides)")
+    timed = bool(np.isfinite(_session_times(rows, cols)).any())
     lines, moved = replay_order(lines, rows, cols)
-    if moved:
+    if moved and timed:
         notes.append(f"lapnet: {file} lists laps in another order than they ended: replayed by session Time, "
                      "as a live feed gives them")
-    return lines, current, race_laps, notes
+    elif moved:
+        notes.append(f"lapnet: {file} has no session Time: replayed lap by lap (drivers by name within a lap), "
+                     "as batch commands order its laps")
+    return lines, current, race_laps, notes, relabel
+
+
+def _file_relabel(rows: list[list[str]], header: list[str], file: str, race: str, notes: list[str]) -> dict[str, str]:
+    """A finished file's race named with Pirelli's absolute compounds (2018's ULTRASOFT, C1-C5):
+    relabelled by the whole race's compounds, as batch commands do (`io.relabel_absolute`, with
+    its warning added to `notes`); {} when it names none (a stream cannot: `_live_compound`).
+
+    Raises:
+        LapnetError: names of two scales, or more than three dry compounds, as batch refuses them.
+    """
+    from lapnet.race.io import relabel_absolute, relabel_note
+
+    names = {S.COMPOUND_ALIASES.get(c.upper(), c.upper()) for c in _column(rows, header, "Compound")
+             if c.lower() not in MISSING_STRINGS}
+    if not names & S.ABSOLUTE_ONLY:
+        return {}
+    try:
+        mapping = relabel_absolute(n for n in names if n in S.COMPOUNDS or n in S.ABSOLUTE_ONLY)
+    except LapnetError as e:
+        raise LapnetError(f"{file}: race '{race}': {e}") from None
+    notes.append(f"lapnet: warning: {relabel_note(file, race, mapping)}")
+    return mapping
 
 
 def _print_json(pred: dict) -> None:
@@ -1331,11 +1383,11 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
     try:
         header, cols = _checked_header(stream, follow, poll, where, wanted, race)
         if file != "-" and not follow and not piped:  # a finished race
-            lines, current, race_laps, notes = _replay(stream, cols, race, race_laps, file)
+            lines, current, race_laps, notes, relabel = _replay(stream, cols, race, race_laps, file)
         else:
-            lines, notes, feed = stream_lines(stream, follow, poll), [], _FeedRace(cols, race, where)
+            lines, notes, feed, relabel = stream_lines(stream, follow, poll), [], _FeedRace(cols, race, where), {}
             switch = _RaceSwitch(where)
-        live = LiveRace(run, total_laps=race_laps, pit_now=pit_now)  # None: estimated from the race's pace
+        live = LiveRace(run, total_laps=race_laps, pit_now=pit_now, relabel=relabel)  # None: estimated from the race's pace
         with warnings.catch_warnings(record=True) as remarks:  # said with the notes, once a lap has come
             warnings.simplefilter("always")
             live.set_header(header)

@@ -39,6 +39,7 @@ from lapnet.race.features import (
     PHASES,
     PIT_AHEAD,
     PIT_EXTRA,
+    RACE_SECONDS,
     REF_LAPS,
     Sequences,
     build_sequences,
@@ -1112,6 +1113,8 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file",
     not all of them were training races (`in_sample`): "held_out", the headline pooled over the
     others alone (the pooled blocks mix their in-sample scores in).
     """
+    from lapnet.race.io import SAME_LAPS_SHARE, SHARED_LAPS_WARN
+
     r = load_run(run, device)
     laps, report = load_laps(sources)
     seq, used = race_sequences(laps, race_length)
@@ -1124,6 +1127,11 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file",
                          f"({overlap[race]['share']:.0%} of the smaller race's)" for race, v in in_sample.items())
         warnings.warn(f"race(s) {', '.join(in_sample)} were among the run's training races ({said}): their scores "
                       "are in-sample")
+    partly = {race: o for race, o in overlap.items() if not o["in_sample"] and (o["laps"] or 0) >= SHARED_LAPS_WARN}
+    if partly:  # under the in-sample share, yet more laps than two different races ever share
+        said = "; ".join(f"{race}: {o['laps']} of its {o['of']} timed laps are {o['training_race']}'s" for race, o in partly.items())
+        warnings.warn(f"race(s) {', '.join(partly)} share laps with the run's training races ({said}; different races "
+                      f"share none), under the {SAME_LAPS_SHARE:.0%} that makes them in-sample: scored as held out")
     # the pairs this eval scores (every block of today's metrics, whenever the run was trained), beside
     # the rule the run's loss was trained by (its config: the Scored rule and fresh_weight)
     masks = masks_record((r.config.get("masks") or {}).get("loss", SCORED_RULE), (r.config.get("train") or {}).get("fresh_weight"))
@@ -1151,13 +1159,16 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file",
 
 
 IN_SAMPLE_RULE = ("in-sample when a training race and this race share at least half of the smaller race's timed laps "
-                  "(and at least 3): driver, lap number and lap time to the millisecond (io.same_laps, the rule that "
-                  "refuses two inputs holding the same race); share = laps in common / the smaller race's timed laps")
+                  "(and at least 3): lap number, lap time to the millisecond and the driver's lap before it, whatever "
+                  "the drivers are called (io.lap_keys, io.same_laps: the rule that refuses two inputs holding the "
+                  "same race); share = laps in common / the smaller race's timed laps")
 
 
 def race_overlaps(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]:
     """Each race of `laps` against run `r`'s training races, told by their laps (`io.lap_keys`:
-    driver, lap number and lap time to the millisecond), whatever the file or race is called.
+    lap number, lap time to the millisecond and the driver's lap before it), whatever the file,
+    the race or its drivers are called (a run trained before those keys kept the driver's code in
+    them, `io.LAP_KEY_BY_DRIVER`: its races are compared by those).
 
     Returns:
         (race -> its largest overlap: {"training_race" (None when it shares no lap), "laps" in
@@ -1166,14 +1177,15 @@ def race_overlaps(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]
         with the run's training_laps.json; for a run trained before it existed, "whole races"
         (the run's race fingerprints: a part of a race is not caught, the share is 1 or None)).
     """
-    from lapnet.race.io import lap_keys, lap_overlap
+    from lapnet.race.io import LAP_KEY_BY_DRIVER, lap_keys, lap_overlap
 
     found: dict[str, dict] = {}
-    keys = lap_keys(laps)
     stored = r.path / TRAINING_LAPS
+    kept = read_json(stored) if stored.is_file() else {}
+    keys = lap_keys(laps, by_driver=kept.get("key") == LAP_KEY_BY_DRIVER)
     if stored.is_file():
         trained = {race: np.array([int(h, 16) for h in text.split()], dtype=np.uint32)
-                   for race, text in (read_json(stored).get("races") or {}).items()}
+                   for race, text in (kept.get("races") or {}).items()}
         for race, k in keys.items():
             best = (False, 0, 0.0, None, 0)  # (in-sample, laps in common, share, training race, its laps)
             for name, tk in trained.items():
@@ -1213,9 +1225,9 @@ def in_sample_races(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], st
 
 def _training_laps(laps: pd.DataFrame) -> dict:
     """What training_laps.json holds: each training race's lap keys (`io.lap_keys`) as hex."""
-    from lapnet.race.io import lap_keys
+    from lapnet.race.io import LAP_KEY, lap_keys
 
-    return {"key": "the first 32 bits of SHA-1 of 'DRIVER|lap number|lap time in ms', each timed lap once",
+    return {"key": LAP_KEY,
             "races": {race: " ".join(f"{int(k):08x}" for k in keys) for race, keys in lap_keys(laps).items()}}
 
 
@@ -1260,6 +1272,38 @@ def race_sequences(laps: pd.DataFrame, race_length: int | str = "file") -> tuple
 
 
 SLOW_SCORED = 3.0  # a Scored lap this many reference laps long is warned (as `race live` warns it, lap by lap)
+# A sprint is a third of a Grand Prix's distance (100 km against 305): about 30 minutes at green-flag pace (a 2023
+# sprint: 24 laps of Austria's 71.4 s, 29 min), where the 15 real Grands Prix of 2023 run 74 (Monza) to 105 minutes
+# (Singapore), their race length times their reference lap. A race shorter than half a Grand Prix
+# (`features.RACE_SECONDS`, their median, 88 min) is taken for a sprint (`sprint_races`): no mandatory stop, so
+# no two-compound rule, and a pit call learnt on Grands Prix.
+SPRINT_SECONDS = RACE_SECONDS / 2
+
+
+def sprint_races(seq: Sequences, used: dict[str, int]) -> dict[str, tuple[int, float]]:
+    """The races of `seq` that are sprint-length (SPRINT_SECONDS): race -> (its length in laps,
+    minutes at its reference lap). `used`: each race's length as `race_sequences` featurised it
+    (the table's last lap, the --race-laps given, or the estimate from the race's pace, which is
+    a Grand Prix's by construction)."""
+    out = {}
+    valid = np.arange(seq.x.shape[1])[None, :] < seq.lengths[:, None]
+    for race, laps in used.items():
+        idx = [i for i, k in enumerate(seq.keys) if str(k[0]) == race]
+        refs = seq.ref[idx][valid[idx]]
+        refs = refs[np.isfinite(refs)]
+        if not len(refs):
+            continue
+        seconds = float(laps) * float(np.median(refs))
+        if seconds < SPRINT_SECONDS:
+            out[race] = (int(laps), seconds / 60.0)
+    return out
+
+
+def sprint_note(race: str, laps: int, minutes: float) -> str:
+    """The note of predict and pit-now on a sprint-length race (`sprint_races`)."""
+    return (f"race '{race}' is sprint-length ({laps} laps, {minutes:.0f} min at its reference lap; the Grands Prix of "
+            f"2023 run 74 min or more): a sprint has no mandatory stop, and the pit call was learnt on Grands Prix; "
+            "if this is a Grand Prix still running, give its length with --race-laps")
 
 
 def _warn_slow_scored(seq: Sequences) -> None:
@@ -1381,7 +1425,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
                "race_length": race_length, "race_laps": used,
                **score_predictions(subset_sequences(seq, keep), _take(o, keep), _take(tagged, keep)),
                "cleaning": report.summary()}
-    metrics["notes"] = []
+    metrics["notes"] = [sprint_note(race, *v) for race, v in sprint_races(seq, used).items()]
     if drivers is not None:
         unscored = [d for d in drivers if not table.loc[table["Driver"] == d, "Scored"].any()]
         if unscored:

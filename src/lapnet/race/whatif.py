@@ -230,7 +230,7 @@ class PitNow:
 
 
 def pit_now(model: torch.nn.Module, seq: Sequences, stay: np.ndarray,
-            compounds: tuple[str, ...] = DRY_COMPOUNDS, wear: dict | None = None) -> PitNow:
+            compounds: tuple[str, ...] = DRY_COMPOUNDS, wear: dict | None = None, rule: bool = True) -> PitNow:
     """The what-if at every lap of `seq`.
 
     Args:
@@ -242,13 +242,14 @@ def pit_now(model: torch.nn.Module, seq: Sequences, stay: np.ndarray,
             of the three dry compounds' forecasts, or of those the two-compound rule allows).
         wear: the run's tyre wear per dry compound (`tyre_wear`), for `now_vs_later_to_flag`;
             None: the two sets' mean gap is carried instead.
+        rule: apply the two-compound rule (`rule_sets`); False for a sprint, which has none.
 
     Raises:
         LapnetError: the run has no FreshStart, or a compound is not one of CHOICES.
     """
     valid = np.arange(seq.x.shape[1])[None, :] < seq.lengths[:, None]
     return what_if(model, seq.x, seq.lap_number, seq.ref, seq.stop_loss, seq.stop_loss_neutral, stay, valid, compounds,
-                   seq.stop_stops, seq.tyres_used, wear)
+                   seq.stop_stops, seq.tyres_used if rule else None, wear)
 
 
 def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: np.ndarray, stop_loss: np.ndarray,
@@ -523,8 +524,10 @@ def rule_needs(what: PitNow, at: tuple) -> list[str] | None:
     return [c for k, c in enumerate(DRY_COMPOUNDS) if what.allowed[(k, *at)]]
 
 
-def _why_not(x: np.ndarray, stay0: float, laps_left: float) -> str:
-    """Why no what-if is made at a lap with features `x` (D,)."""
+def _why_not(x: np.ndarray, stay0: float, laps_left: float, no_field: str | None = None) -> str:
+    """Why no what-if is made at a lap with features `x` (D,). `no_field`: why the table can give
+    no field's pace at all (no session Time, or one car alone), said instead of "no car has run a
+    Scored lap yet"."""
     if x[_IX["red"]] > 0:
         return "a red flag: tyres are changed in the pit lane, at no cost"
     if any(x[_IX[f"compound_{c.lower()}"]] > 0 for c in WET_COMPOUNDS):
@@ -535,6 +538,8 @@ def _why_not(x: np.ndarray, stay0: float, laps_left: float) -> str:
         return (f"{laps_left:.0f} lap{'' if laps_left == 1 else 's'} to the flag after it: no lap on new tyres to "
                 "forecast (for a race still "
                 "running, give its length with --race-laps)")
+    if x[_IX["has_field_pace_any"]] == 0 and no_field is not None:
+        return no_field
     if x[_IX["has_field_pace_any"]] == 0:
         return "no car has run a Scored lap yet (the laps after a stop are forecast from the field's racing pace)"
     if not math.isfinite(stay0):
@@ -543,7 +548,7 @@ def _why_not(x: np.ndarray, stay0: float, laps_left: float) -> str:
 
 
 def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds: tuple[str, ...] = (ANY,),
-                 race_length: int | str = "file") -> dict:
+                 race_length: int | str = "file", race: str | None = None) -> dict:
     """`lapnet race pit-now`: the what-if for one driver at one lap of one race.
 
     Args:
@@ -554,6 +559,11 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
             driver's last lap in the table (the race now, for a race still running).
         compounds: the sets to stop onto (CHOICES: ANY, a new set whichever, is the validated one).
         race_length: as `eval_race` takes it (give it for a race still running).
+        race: the race to ask about in a table of several (its Race column, any case; in a table
+            of one race, its label must match).
+
+    A sprint-length race (`pipeline.sprint_races`) has no two-compound rule: none is applied,
+    and a note says the pit call was learnt on Grands Prix.
 
     Returns:
         {"race", "driver", "lap", "compound", "tyre_life", "laps_to_flag", "under_safety_car"
@@ -565,21 +575,36 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
         [{LapNumber, stay_out, one column per set}], "compounds": [{compound (ANY: a new set, of
         the compounds the rule allows), meets_rule, first_lap (lap N+3's time),
         first_lap_half90, stop_cost, gain_per_lap, delta, payback_laps, now_vs_later,
-        now_vs_later_to_flag}], "race_laps", "cleaning", "notes"}: seconds.
+        now_vs_later_to_flag}], "race_laps", "sprint" (bool), "cleaning", "notes"}: seconds.
 
     Raises:
-        LapnetError: not one race or not one driver, a lap the driver did not run, a run without a
-            FreshStart, or a lap where no what-if can be made (saying why).
+        LapnetError: not one race (without `race`) or not one driver, a `race` the table does not
+            hold, a lap the driver did not run, a run without a FreshStart, or a lap where no
+            what-if can be made (saying why).
     """
+    from lapnet.race.clean import CleanReport
     from lapnet.race.io import parse_drivers
-    from lapnet.race.pipeline import load_laps, load_run, race_sequences, run_net, subset_sequences, to_seconds
+    from lapnet.race.pipeline import (load_laps, load_run, race_sequences, run_net, sprint_note, sprint_races,
+                                      subset_sequences, to_seconds)
 
     r = load_run(run)
     require_fresh_start(r.model)  # before the laps are read
     laps, report = load_laps(sources)
-    if "Race" in laps.columns and laps["Race"].nunique() > 1:
-        raise LapnetError(f"the table holds {laps['Race'].nunique()} races: give one race's laps (split it by its "
-                          "Race column)")
+    names = sorted(laps["Race"].astype(str).unique())
+    if race is not None:
+        from lapnet.race.live import _race_match
+
+        pick = _race_match(race, names)
+        if pick is None:
+            raise LapnetError(f"--race {race}: no such race in the table (races: {', '.join(names)})")
+        laps = laps[laps["Race"] == pick].reset_index(drop=True)
+        report = CleanReport([rr for rr in report.races if rr.race == pick])
+        if not laps["Scored"].any():
+            raise LapnetError(f"--race {race}: no usable green laps in race '{pick}': every lap is missing a time, "
+                              "inaccurate, neutralised, wet, or an in/out-lap")
+    elif len(names) > 1:
+        raise LapnetError(f"the table holds {len(names)} races ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): "
+                          f"pick one with --race (e.g. --race {names[0]})")
     drivers = parse_drivers(driver, laps, no_timed_lap=[d for rr in report.races for d in rr.drivers_dropped])
     if len(drivers) != 1:
         raise LapnetError(f"--driver {driver!r}: give one driver, not {len(drivers)}")
@@ -597,7 +622,8 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
             raise LapnetError(f"--lap {lap}: {drivers[0]} has no lap {lap} in the table (laps {_ranges(run_laps)})")
         t = int(hit[0])
     stay = to_seconds(sub, run_net(r.model, sub)["mean"])
-    what = pit_now(r.model, sub, stay, compounds, tyre_wear(r.config))
+    sprint = sprint_races(seq, used)
+    what = pit_now(r.model, sub, stay, compounds, tyre_wear(r.config), rule=not sprint)
     n = int(numbers[t])
     if not what.possible[0, t]:
         hint = "" if lap is not None else " (the driver's last lap in the table; another with --lap N)"
@@ -606,11 +632,18 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
         needs = needs if late else None  # an in-lap may be that stop; a red flag's tyre change in the pit lane meets it
         rule = (f"; the two-compound rule still binds: he has run {_ran(needs)} only and must box for "
                 f"{' or '.join(c.lower() for c in needs)} before the flag" if needs is not None else "")
+        no_field = None
+        if not np.isfinite(laps["Time"].to_numpy(float)).any():
+            no_field = ("the table has no session Time, so the field's pace cannot be placed in time: the laps after a "
+                        "stop are forecast from it (and the gaps on the road cannot be measured)")
+        elif laps["Driver"].nunique() == 1:
+            no_field = ("the table holds one car alone: the laps after a stop are forecast from the other cars' racing "
+                        "pace")
         raise LapnetError(f"no pit-now forecast for {drivers[0]} at lap {n}{hint}: "
-                          f"{_why_not(sub.x[0, t], stay[0, t, 0], float(what.laps_left[0, t]))}{rule}")
+                          f"{_why_not(sub.x[0, t], stay[0, t, 0], float(what.laps_left[0, t]), no_field)}{rule}")
     rows, per = pit_now_rows(sub, what, 0, t)
     race = str(seq.keys[i][0])
-    notes = []
+    notes = [sprint_note(race, *sprint[race])] if race in sprint else []
     last_race_lap = int(np.nanmax(seq.lap_number))
     if lap is None and n < last_race_lap:
         notes.append(f"{drivers[0]}'s last lap in the table is lap {n}, the field's is lap {last_race_lap}: "
@@ -636,7 +669,8 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
             "stop_cost_s": float(what.stop_loss[0, t]), "stop_cost_stops": int(what.stop_stops[0, t]),
             "in_out_s": float(what.in_out[0, t]), "rule_needs": needs,
             "to_flag_by": "tyre_wear" if what.wear is not None else "mean_gap",
-            "rejoin": back, "laps": rows, "compounds": per, "race_laps": used, "cleaning": report.summary(), "notes": notes}
+            "rejoin": back, "laps": rows, "compounds": per, "race_laps": used, "sprint": race in sprint,
+            "cleaning": report.summary(), "notes": notes}
 
 
 def rejoin(seq: Sequences, i: int, t: int, cost: float) -> dict | None:

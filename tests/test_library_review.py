@@ -101,24 +101,34 @@ def test_run_recurrent_checks_the_input_and_the_state_before_torch_does():
 # --- 4. the scratch layers' arguments -------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [-1, "a", 1.5, True])
+@pytest.mark.parametrize("seed", [-1, "a", 1.5, True, [3, -1], []])
 def test_a_bad_seed_is_a_lapnet_error(seed):
     for make in (lambda: scratch.LSTM(3, 4, seed=seed), lambda: scratch.Linear(3, 4, seed=seed),
                  lambda: scratch.Embedding(5, 2, seed=seed)):
         with pytest.raises(LapnetError) as e:
             make()
-        assert str(e.value) == f"seed must be None or a non-negative integer, got {seed!r}"
+        assert str(e.value) == ("seed must be None, a non-negative integer (or a sequence of them), a SeedSequence "
+                                f"or a numpy Generator, as np.random.default_rng takes it; got {seed!r}")
     a, b = scratch.GRU(3, 4, seed=np.int64(7)).state_dict(), scratch.GRU(3, 4, seed=7).state_dict()
     assert all(np.array_equal(a[k], b[k]) for k in a)  # a NumPy integer is an integer
 
 
-def test_an_rng_that_is_not_a_generator_is_a_lapnet_error():
+def test_every_seed_numpy_takes_is_taken():
+    want = scratch.GRU(3, 4, seed=[3, 1]).state_dict()
+    for seed in ([3, 1], (3, 1), np.array([3, 1]), np.random.SeedSequence([3, 1]), np.random.PCG64([3, 1]),
+                 np.random.default_rng([3, 1])):
+        got = scratch.GRU(3, 4, seed=seed).state_dict()
+        assert all(np.array_equal(got[k], want[k]) for k in want), type(seed)
+
+
+def test_an_rng_without_random_draws_is_a_lapnet_error():
     lstm = scratch.LSTM(3, 4, 2, dropout=0.5, dtype="float64")
     x = np.zeros((2, 5, 3))
-    for rng, name in ((0, "int"), (np.random.RandomState(0), "RandomState")):  # was AttributeError: no .random
-        with pytest.raises(LapnetError) as e:
-            lstm.forward(x, train=True, rng=rng)
-        assert str(e.value) == f"rng must be a numpy Generator, np.random.default_rng(seed), got {name}"
+    with pytest.raises(LapnetError) as e:  # was AttributeError: 'int' object has no attribute 'random'
+        lstm.forward(x, train=True, rng=0)
+    assert str(e.value) == "rng must be a numpy Generator, np.random.default_rng(seed), got int"
+    legacy, _, _ = lstm.forward(x + 1, train=True, rng=np.random.RandomState(0))  # NumPy's legacy generator draws too
+    assert legacy.shape == (2, 5, 4)
     out, _, _ = lstm.forward(x, train=True, rng=np.random.default_rng(0))
     assert out.shape == (2, 5, 4)
 
@@ -410,3 +420,15 @@ def test_engine_md_gru_parity_claim_holds_for_the_module_it_names():
     with torch.no_grad():
         want = module(x.transpose(0, 1))[0].transpose(0, 1).numpy()
     assert np.abs(twin.forward(x.numpy())[0] - want).max() <= float(m.group(2))  # float32 (the old text): 8.9e-08
+
+
+def test_run_recurrent_leaves_the_dtype_to_autocast():
+    from lapnet.models.recurrent import make_recurrent, run_recurrent
+
+    m = make_recurrent("lstm", 2, 4)
+    x = torch.randn(3, 6, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # torch casts the weights itself: no refusal
+        out, _ = run_recurrent(m, x.bfloat16(), [6, 2, 3])
+    assert out.dtype == torch.bfloat16 and out.shape == (3, 6, 4)
+    with pytest.raises(LapnetError, match=r"^x is torch.bfloat16 but the LSTM's weights are torch.float32"):
+        run_recurrent(m, x.bfloat16(), [6, 2, 3])  # without autocast it is refused, before packing

@@ -341,6 +341,28 @@ def test_a_sprint_has_no_two_compound_rule_and_a_note(ctx, tmp_path):
     assert pit_now_race(ctx["run"], sprint, driver=drv, lap=12, race_length=52)["sprint"] is False
 
 
+def test_live_pit_now_drops_the_rule_on_a_sprint_as_pit_now_does(ctx, tmp_path, run_cli):
+    from lapnet.race.whatif import pit_now_race
+
+    df = pd.read_csv(ctx["parts"][2], dtype={"TrackStatus": str})
+    sprint = _write(df[df["LapNumber"] <= 20], tmp_path / "sprint.csv")
+    drv = _quiet_lap(df, 12)
+    batch = pit_now_race(ctx["run"], sprint, driver=drv, lap=12)
+    for extra, is_sprint in ((), True), (("--race-laps", "52"), False):
+        lines, err = _live(run_cli, ctx["run"], sprint, "--pit-now", *extra)
+        got = next(p["pit_now"] for p in lines if p["driver"] == drv and p["lap"] == 12)
+        assert got["sprint"] is is_sprint
+        assert (got["rule_needs"] is None) is is_sprint  # one dry compound run: the rule binds in a Grand Prix
+        assert (err.count("is sprint-length (20 laps, ") == 1) is is_sprint  # said once, not per lap
+    lines, _ = _live(run_cli, ctx["run"], sprint, "--pit-now")
+    got = next(p["pit_now"] for p in lines if p["driver"] == drv and p["lap"] == 12)
+    assert batch["rule_needs"] is None and batch["sprint"] is True  # as pit-now says
+    from lapnet.race.whatif import ANY
+
+    want = next(c for c in batch["compounds"] if c["compound"] == ANY)
+    assert got[ANY]["delta"] == pytest.approx(want["delta"], abs=2e-3)  # the same set priced (the mean of all three)
+
+
 # 10. pit-now --race --------------------------------------------------------------------------
 
 

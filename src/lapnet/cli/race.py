@@ -370,7 +370,8 @@ def pit_now_cmd(
         "or all (any and the three).")),
     race_laps: Optional[str] = typer.Option(None, "--race-laps", help=RACE_LAPS_HELP),
     race: Optional[str] = typer.Option(None, "--race", help=(
-        "The race to ask about when the table holds several (its Race column, any case), as `race live --race`.")),
+        "The race to ask about when the table holds several (its Race column, any case); a table without a Race "
+        "column holds one race, named by its file's stem.")),
     json_out: bool = typer.Option(False, "--json", help="Print the what-if as JSON on stdout (no tables)."),
 ) -> None:
     from lapnet.checkpoint import json_text

@@ -134,7 +134,7 @@ def check_input(rnn: nn.RNNBase, x: torch.Tensor, state=None) -> None:
     if x.shape[-1] != rnn.input_size:
         raise LapnetError(f"x has D={x.shape[-1]} features per step but the {type(rnn).__name__}'s input_size is "
                           f"{rnn.input_size}: shape {shape}")
-    if x.dtype != w.dtype:
+    if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):  # autocast casts it itself
         raise LapnetError(f"x is {x.dtype} but the {type(rnn).__name__}'s weights are {w.dtype}: convert x with "
                           f"x.to({w.dtype}) (or the model with .to(dtype))")
     if x.device != w.device:
@@ -147,8 +147,8 @@ def check_input(rnn: nn.RNNBase, x: torch.Tensor, state=None) -> None:
     h_size = getattr(rnn, "proj_size", 0) or rnn.hidden_size
     is_lstm = isinstance(rnn, nn.LSTM)
     if is_lstm and not (isinstance(state, (tuple, list)) and len(state) == 2):
-        raise LapnetError(f"an LSTM's state must be a pair (h, c), each of shape {(rows, *batch, rnn.hidden_size)} "
-                          f"= (layers*directions, B, H), got a {type(state).__name__}")
+        raise LapnetError(f"an LSTM's state must be a pair (h, c) of shapes {(rows, *batch, h_size)} and "
+                          f"{(rows, *batch, rnn.hidden_size)} = (layers*directions, B, H), got a {type(state).__name__}")
     expected = (("h", state[0], (rows, *batch, h_size)), ("c", state[1], (rows, *batch, rnn.hidden_size))) \
         if is_lstm else (("state", state, (rows, *batch, rnn.hidden_size)),)
     for name, s, want in expected:

@@ -44,7 +44,8 @@ from lapnet.race.io import (FALSE_STRINGS, MISSING_STRINGS, TRUE_STRINGS, Compou
 from lapnet.race.features import PHASES, RaceFeaturizer, _num
 from lapnet.race.schema import WET_COMPOUNDS
 from lapnet.race.models import INTERVAL90
-from lapnet.race.pipeline import SLOW_SCORED, RaceRun, forecast_source, live_phase, load_run, pit_window_threshold
+from lapnet.race.pipeline import (SLOW_SCORED, SPRINT_SECONDS, RaceRun, forecast_source, live_phase, load_run,
+                                  pit_window_threshold, sprint_note)
 from lapnet.race.whatif import CHOICES, live_record, rejoin_live, require_fresh_start, tyre_wear, what_if
 
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}
@@ -260,6 +261,7 @@ class LiveRace:
     latest_end: float = -math.inf
     order_warned: bool = False
     length_warned: bool = False
+    sprint_warned: bool = False
     last_timed_lap: float = 0.0  # the highest lap number with a time so far
     leader: str = ""  # the first driver to complete that lap with a time
     flag_time: float = math.inf  # session Time the first car finished lap `total_laps` (the chequered flag)
@@ -461,14 +463,31 @@ class LiveRace:
             exp_sec = start + f.ref * out["expected"][0, 0].numpy().astype(float) / 100.0
             rec["expected_next10"] = [round(float(v), 4) for v in exp_sec]
         if self.pit_now:  # what if he pits at the end of the next lap: one more linear model on this lap's vector
+            sprint = self._sprint(f.ref)  # no two-compound rule: tyres_used None takes it as met
             what = what_if(self.model, f.x[None, None], np.array([[n]], float), np.array([[f.ref]]),
                            np.array([[f.stop_loss]]), np.array([[f.stop_loss_neutral]]), sec[None, None], np.ones((1, 1), bool),
-                           CHOICES, np.array([[f.stop_stops]]), np.array([[f.tyres_used]]), self.tyre_wear)
+                           CHOICES, np.array([[f.stop_stops]]), None if sprint else np.array([[f.tyres_used]]),
+                           self.tyre_wear)
             rec["pit_now"] = live_record(what, int(n))
+            if rec["pit_now"] is not None:
+                rec["pit_now"]["sprint"] = sprint
             if rec["pit_now"] is not None:  # where he would rejoin, as the gaps behind stood after lap n-1
                 rec["pit_now"]["rejoin"] = rejoin_live(self.featurizer.lap_ends, drv, int(n), t_end,
                                                        float(what.stop_loss[0, 0]), f.x)
         return rec
+
+    def _sprint(self, ref: float) -> bool:
+        """The race is sprint-length (`pipeline.sprint_races`: its length times the reference lap
+        under SPRINT_SECONDS), judged on a length given or read from a finished file (an estimated
+        length is a Grand Prix's by construction); said once, as a notice, the first time."""
+        fz = self.featurizer
+        if fz.estimated or not (math.isfinite(ref) and ref > 0) or fz.total_laps * ref >= SPRINT_SECONDS:
+            return False
+        if not self.sprint_warned:
+            self.sprint_warned = True
+            self.notices.append(sprint_note(None, int(fz.total_laps), fz.total_laps * ref / 60.0)
+                                + " (pit-now applies no two-compound rule)")
+        return True
 
     def _admit(self, lap: dict) -> tuple[str, float, _DriverLive]:
         """The lap's driver, lap number and driver state, once the lap is known to be usable.

@@ -1299,9 +1299,9 @@ def sprint_races(seq: Sequences, used: dict[str, int]) -> dict[str, tuple[int, f
     return out
 
 
-def sprint_note(race: str, laps: int, minutes: float) -> str:
-    """The note of predict and pit-now on a sprint-length race (`sprint_races`)."""
-    return (f"race '{race}' is sprint-length ({laps} laps, {minutes:.0f} min at its reference lap; the Grands Prix of "
+def sprint_note(race: str | None, laps: int, minutes: float) -> str:
+    """The note of predict, pit-now and live (`race` None: "the race") on a sprint-length race (`sprint_races`)."""
+    return (f"{'the race' if race is None else f'race {race!r}'} is sprint-length ({laps} laps, {minutes:.0f} min at its reference lap; the Grands Prix of "
             f"2023 run 74 min or more): a sprint has no mandatory stop, and the pit call was learnt on Grands Prix; "
             "if this is a Grand Prix still running, give its length with --race-laps")
 

@@ -75,13 +75,20 @@ def as_numpy(v: Any, what: str = "the input", fix: str = "give it values first")
         raise LapnetError(f"{what} must be an array or tensor of numbers, got {type(v).__name__}") from None
 
 
-def check_seed(seed: Any) -> int | None:
-    """None (fresh entropy) or a non-negative integer, as np.random.default_rng takes it."""
-    if seed is None:
-        return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise LapnetError(f"seed must be None or a non-negative integer, got {seed!r}")
-    return int(seed)
+def check_seed(seed: Any) -> Any:
+    """A seed np.random.default_rng takes: None (fresh entropy), a non-negative integer or a
+    sequence of them, a SeedSequence, a BitGenerator or a Generator; refused in one line (as
+    a LapnetError) where NumPy would raise its own error: a bool, a negative or a fractional number."""
+    if seed is None or isinstance(seed, (np.random.SeedSequence, np.random.BitGenerator, np.random.Generator)):
+        return seed
+    items = list(seed) if isinstance(seed, (list, tuple, np.ndarray)) else [seed]
+    ok = len(items) > 0 and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 0
+                                for v in items)
+    if not ok:
+        shown = repr(seed).replace("\n", " ")
+        raise LapnetError(f"seed must be None, a non-negative integer (or a sequence of them), a SeedSequence or a "
+                          f"numpy Generator, as np.random.default_rng takes it; got {shown[:80]}")
+    return seed if len(items) > 1 or isinstance(seed, (list, tuple, np.ndarray)) else int(seed)
 
 
 def check_size(name: str, v: Any) -> int:
@@ -436,7 +443,7 @@ class Recurrent:
         h0, c0 = self._check_state(state, B)
         if train and self.dropout > 0 and self.num_layers > 1 and rng is None:
             raise LapnetError("forward(train=True) with dropout needs an rng (np.random.default_rng(seed))")
-        if rng is not None and not isinstance(rng, np.random.Generator):
+        if rng is not None and not callable(getattr(rng, "random", None)):  # a Generator (or a legacy RandomState)
             raise LapnetError(f"rng must be a numpy Generator, np.random.default_rng(seed), got {type(rng).__name__}")
         L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
         dt = self.dtype

@@ -138,6 +138,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     N, T, K = seq.target.shape
     o = {"mean": np.zeros((N, T, K)), "sigma": np.ones((N, T, K)), "half90": np.ones((N, T, K)), "pit": np.zeros((N, T))}
     tagged = {"phase": np.zeros((N, T, 3))}  # the post-race tagger's calls, when every fold's run has one
+    saved_only = {"fold_of": np.full(N, -1)}  # written by --save-predictions only, never scored here (race_analysis.py reads them)
     has_phase = {"live": True, "post_race": True}
     per_fold, references, stop_parts = [], [], []
     simple = np.zeros((N, T))
@@ -178,6 +179,11 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
                 o[k][te] = pred[k]
         if post is not None:
             tagged["phase"][te] = post["phase"]
+        if save is not None:  # the fold of each sequence, and the live tagger's own probabilities (before `live_phase`)
+            saved_only["fold_of"][te] = f
+            if run.live_tagger is not None:
+                saved_only.setdefault("live_tagger_phase", np.full((N, T, 3), np.nan))[te] = run_net(
+                    run.live_tagger, subset_sequences(seq, te))["phase"]
         tr_all = np.setdiff1d(np.arange(N), te)
         simple[te] = simple_logistic_pit(seq, tr_all, te)
         fold_metrics = score_predictions(subset_sequences(seq, te), pred, post)
@@ -205,7 +211,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
               f"h1 MAE {row['forecaster']:.3f} vs persistence {row['persistence']:.3f}, "
               f"pit AUC {fp['auc']:.3f}  ({secs:.0f} s, {cpu:.0f} s CPU)", file=sys.stderr, flush=True)
     if save is not None:  # the out-of-fold outputs, for analysis beside the lap table (seq.row indexes load_laps(paths))
-        np.savez_compressed(save, races=np.array(races), race_of=race_of, row=seq.row, **o,
+        np.savez_compressed(save, races=np.array(races), race_of=race_of, row=seq.row, **o, **saved_only,
                             **({"post_race_phase": tagged["phase"]} if has_phase["post_race"] else {}))
     if not has_phase["live"]:
         del o["phase"], o["phase_call"]

@@ -32,7 +32,8 @@ features), and, for pitmodel, where the AUC is lost (positives against negatives
 4-10 laps before a stop, 11+ laps before, no stop ahead; per-race against pooled AUC).
 
 Measured (inner mean / outer pooled): baseline 0.7809 / 0.7873, lr 0.7880 / 0.7960,
-pitmodel 0.7967 / 0.8035 (better than baseline on all 5 inner and all 5 outer folds),
+pitmodel 0.7967 / 0.8035 (better than baseline on all 5 inner and all 5 outer folds; re-run at
+9822474, where a tyre change under a red flag is no stop: lr 0.7856 / 0.7935, pitmodel 0.7960 / 0.8026),
 gbt+ 0.7887 / 0.7891, mlp+ 0.7866 / 0.7914, gru 0.7383 / 0.7599, factored 0.7905 / 0.7931
 (2026-11-27; why it was tried: on laps with a stop still ahead, the pitmodel's out-of-fold
 scores rank 0.707 against tyre life's 0.712, so its lead is in telling whether a stop is still

@@ -153,6 +153,16 @@ def test_version(run_cli):
     assert code == 0 and out.strip() == f"lapnet {lapnet.__version__}" and err == ""
 
 
+def test_version_is_pyproject_version():
+    import tomllib
+    from pathlib import Path
+
+    import lapnet
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    assert tomllib.loads(pyproject.read_text())["project"]["version"] == lapnet.__version__
+
+
 def test_table_cells_keep_thousands_whole():
     from lapnet.cli.common import _fmt
 

@@ -82,6 +82,11 @@ def test_quick_demo_runs_every_part_and_prints_the_summary(quick_demo):
 
 def test_quick_demo_numbers_are_measured(quick_demo):
     d = json.loads((quick_demo["out"] / "metrics.json").read_text())["details"]
+    # the real races are scored when found, and their absence is said (with how to give them)
+    found = json.loads((quick_demo["out"] / "config.json").read_text())["f1_data"]
+    race = next(p for p in json.loads((quick_demo["out"] / "metrics.json").read_text())["parts"] if p["part"] == "race")
+    assert ("real 2023 (1 race)" in race["result"]) == (found is not None)
+    assert ("no real races found (give --f1-data DIR" in race["result"]) == (found is None)
     assert d["engine"]["max_abs_diff"] < 1e-10 and d["engine"]["max_rel_error"] < 1e-6
     text = d["text"]
     assert text["best_val_bpc"] < text["uniform_bpc"]  # better than guessing, even after 20 steps

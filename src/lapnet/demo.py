@@ -111,8 +111,9 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, quick: bool = False, force: bool 
         quick: toy sizes (under a minute), for tests.
         force: overwrite a previous demo in `out` (only the demo's own files are removed).
         seed: seeds every part (weights, data, sampling).
-        f1_data: a folder of real race CSVs (default: $LAPNET_F1_DATA, else none); when
-            present, the race part also evaluates on a few real races.
+        f1_data: a folder of real race CSVs (default: $LAPNET_F1_DATA, else ../shared/data/f1
+            beside the repository, else none: the race part says so); when present, the race
+            part also evaluates on a few real races.
         progress: progress bars and per-part messages on stderr.
         on_part: called with each part's PartResult as soon as it is done (the CLI shows
             the part's tables with it).
@@ -397,6 +398,8 @@ def _race(out: Path, s: DemoSizes, progress: bool, f1: Path | None) -> PartResul
         if auc == auc:  # NaN when a tiny model calls one phase only (--quick)
             text += f", laps called push vs conserve faster: AUC {auc:.2f}"
         details["real"] = {"races": real["races"], "summary": real["summary"], "phase_checks": checks}
+    elif f1 is None:
+        text += "; no real races found (give --f1-data DIR, or set LAPNET_F1_DATA, to score the run on them too)"
     return PartResult("race", f"GRU H={s.race_hidden} forecaster + bidirectional tagger on {s.race_train_races} "
                               f"simulated races, scored on {s.race_test_races} others",
                       text, details=details)

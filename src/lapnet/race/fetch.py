@@ -32,7 +32,7 @@ from lapnet.errors import LapnetError
 
 __all__ = ["fetch_race", "race_session", "PIP_HINT"]
 
-PIP_HINT = "pip install 'lapnet[f1]'"
+PIP_HINT = "pip install 'lapnet[f1]' (in a checkout of lapnet: pip install -e '.[f1]')"
 
 # lapnet forecasts races: only FastF1's race-like sessions, by its abbreviations and names.
 _SESSIONS = {"r": ("R", "Race"), "race": ("R", "Race"), "s": ("S", "Sprint"), "sprint": ("S", "Sprint")}

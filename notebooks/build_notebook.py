@@ -78,9 +78,11 @@ print("QUICK" if QUICK else "full sizes", SIZE)
 md(r"""
 ## 1. Why sequences need special treatment
 
-A feedforward network takes a fixed-size input all at once and has no notion of order. A
-sequence model reads one step at a time and keeps a **memory** of what it has seen, so the
-same network handles any length, and order matters. In race terms: the feedforward engineer
+A feedforward network takes a fixed-size input all at once, with its own weights for each
+position: it keeps the order inside its window, but cannot read a longer sequence, and learns
+the same pattern again at every position. A sequence model reads one step at a time, shares
+its weights across steps and keeps a **memory** of what it has seen, so the same network
+handles any length (`lapnet feedforward` measures both on sequences longer than the window). In race terms: the feedforward engineer
 looks at one photo of the car; the recurrent one has watched every lap.
 """)
 

@@ -83,6 +83,10 @@ def feedforward_vs_sequential(axes=None) -> Figure:
     """Left: a feedforward net sees the whole (fixed-size) input at once. Right: an RNN reads one
     word per step and carries a hidden state forward.
 
+    The feedforward net on concatenated inputs does keep word order: each position is its own
+    slot with its own weights (only averaging the inputs would lose it). What it lacks is any
+    other length and weights shared across positions (`lapnet feedforward` measures both).
+
     Args:
         axes: two matplotlib axes, or None for a new 12 x 4.4 inch figure.
     """
@@ -100,7 +104,7 @@ def feedforward_vs_sequential(axes=None) -> Figure:
     _box(ax, 5, 3.2, 7.0, 1.2, "Feedforward network\n(one fixed-size input vector)", "#b26b00", fill="#fff4d6", fontsize=12)
     out = _box(ax, 5, 5.3, 2.0, 0.7, "Output", OUTPUT)
     _arrow(ax, (5, net["top"]), (5, out["bottom"]), "#b26b00", lw=2.2)
-    ax.set_title("Feedforward: all inputs at once\n(word order is lost, length is fixed)", fontsize=13)
+    ax.set_title("Feedforward: all inputs at once\n(fixed length, own weights per position)", fontsize=13)
 
     # right: one word per step, the hidden state carries the past forward
     _, ax = _canvas(axes[1], None, (-0.2, 10.2), (0.2, 6.0))

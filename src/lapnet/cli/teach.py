@@ -1,7 +1,10 @@
-"""`lapnet shapes | diagrams | params | hidden`: the notebook's teaching pieces, computed.
+"""`lapnet shapes | diagrams | params | hidden | gru-forms | feedforward`: the notebook's
+teaching pieces, computed.
 
 Each command validates its arguments and calls one library function: `lapnet.shapes`,
-`lapnet.diagrams`, `lapnet.diagnostics.param_count`, `lapnet.diagnostics.hidden_evolution`.
+`lapnet.diagrams`, `lapnet.diagnostics.param_count`, `lapnet.diagnostics.hidden_evolution`,
+`lapnet.exercise1` (Exercise 1's GRU against nn.GRU) and `lapnet.experiments.feedforward`
+(section 1's feedforward network beside an RNN).
 """
 
 from __future__ import annotations
@@ -143,9 +146,104 @@ def hidden(
     summary_table("hidden states of an untrained RNN", shown | {"figure": str(out / "hidden_states.png")})
 
 
+def gru_forms(
+    input_size: int = typer.Option(3, "--input-size", help="D, features per step (the notebook: 3)."),
+    hidden: int = typer.Option(4, "--hidden", help="H, hidden units (the notebook: 4)."),
+    steps: int = typer.Option(5, "--steps", help="T, inputs in the notebook's test_seq (the notebook: 5)."),
+    seed: int = typer.Option(42, "--seed", min=0, max=2**32 - 1,
+                             help="np.random.seed for the notebook's weights and input, torch.manual_seed for nn.GRU."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Exercise 1: the NumPy GRU in PyTorch's form and in the notebook's textbook form against nn.GRU.
+
+    nn.GRU's weights (torch's init, non-zero biases) are copied into lapnet.scratch.GRU in both
+    forms and run in float64 on the notebook's test_seq; per step, the max |difference| of the
+    hidden states from nn.GRU's. PyTorch's form agrees to rounding, the textbook form does not.
+    Also prints the notebook's own cell (its init, zero biases): h_0 .. h_T.
+
+    JSON: input_size, hidden_size, steps, seed, per_step [{t, pytorch_form, textbook_form}],
+    max_abs_diff, textbook_layout_roundtrip, torch_h, notebook {hidden_states, torch_final_hidden_float32}.
+
+    Example: lapnet gru-forms
+    """
+    from lapnet.exercise1 import format_gru_forms, gru_forms as run
+
+    for name, v in (("--input-size", input_size), ("--hidden", hidden), ("--steps", steps)):
+        _positive(name, v)
+    report = run(input_size, hidden, steps, seed)
+    sys.stdout.write((json.dumps(report, indent=2) if as_json else format_gru_forms(report)) + "\n")
+
+
+def _ints(option: str, text: str) -> tuple[int, ...]:
+    """"3,10,20" -> (3, 10, 20); one line naming the option for anything else."""
+    try:
+        values = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise LapnetError(f"{option} {text!r}: expected whole numbers, comma-separated (e.g. 3,10,40)") from None
+    if min(values) < 1:
+        raise LapnetError(f"{option} {text!r}: every length must be at least 1")
+    return values
+
+
+def feedforward(
+    task: str = typer.Option("trend,spike", "--task", help="trend (Exercise 2's data), spike (a jump at one random "
+                                                             "step), or both, comma-separated."),
+    arch: str = typer.Option("lstm", "--arch", help="The recurrent model: rnn, lstm or gru."),
+    hidden: int = typer.Option(32, "--hidden", help="The RNN's hidden units (H)."),
+    mlp_hidden: int = typer.Option(32, "--mlp-hidden", help="The MLP's hidden units."),
+    min_length: int = typer.Option(5, "--min-length", help="Shortest training sequence."),
+    length: int = typer.Option(20, "--length", help="N: the longest training sequence and the MLP's window."),
+    test_lengths: str = typer.Option("3,10,20,40,80,160", "--test-lengths", help="Lengths to test, comma-separated."),
+    n_train: int = typer.Option(500, "--train", help="Training sequences (random lengths in [--min-length, --length])."),
+    n_test: int = typer.Option(500, "--test", help="Fresh test sequences per test length."),
+    epochs: int = typer.Option(50, "--epochs", help="The RNN's full-batch epochs (Exercise 2's 50)."),
+    mlp_epochs: int = typer.Option(500, "--mlp-epochs", help="The MLP's full-batch epochs (enough to fit its training set)."),
+    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate, both models."),
+    seed: int = typer.Option(42, "--seed", min=0, help="Seeds the data and both models."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for torch and NumPy (one is fastest for these tiny models)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+) -> None:
+    """Section 1 measured: a fixed-window MLP beside an RNN, tested on lengths neither saw in training.
+
+    Both learn from sequences of lengths --min-length..--length. The RNN reads any length; the
+    MLP sees --length steps (values and a mask): a shorter sequence is padded, a longer one cut
+    to its first or its last --length steps, and both cuts are measured. Prints the accuracy
+    of each at every test length, where the RNN wins, ties (within 0.02) or loses, and the two
+    models' parameter counts.
+
+    JSON: config, tie_within, tasks {task: {train_accuracy, rows [{length, in_training, rnn,
+    mlp_first, mlp_last, rnn_minus_best_mlp, winner}], rnn_params, mlp_params}}, params, seconds.
+
+    Example: lapnet feedforward --task spike --arch gru
+    """
+    from lapnet.cli.common import set_threads
+    from lapnet.experiments.feedforward import FeedforwardConfig, format_feedforward, run_feedforward
+
+    tasks = tuple(t.strip() for t in task.split(","))
+    for name, v in (("--hidden", hidden), ("--mlp-hidden", mlp_hidden), ("--min-length", min_length),
+                    ("--length", length), ("--train", n_train), ("--test", n_test), ("--epochs", epochs),
+                    ("--mlp-epochs", mlp_epochs)):
+        _positive(name, v)
+    if min_length > length:
+        raise LapnetError(f"--min-length {min_length} is longer than --length {length}")
+    if not 0 < lr < float("inf"):
+        raise LapnetError(f"--lr must be a positive number, got {lr}")
+    bad = [t for t in tasks if t not in ("trend", "spike")]
+    if bad:
+        raise LapnetError(f"--task {task!r}: expected trend, spike or both (comma-separated), got {bad[0]!r}")
+    cfg = FeedforwardConfig(tasks=tasks, arch=arch, hidden=hidden, mlp_hidden=mlp_hidden, n_train=n_train, n_test=n_test,
+                            min_len=min_length, max_len=length, test_lengths=_ints("--test-lengths", test_lengths),
+                            epochs=epochs, mlp_epochs=mlp_epochs, lr=lr, seed=seed).validate()
+    set_threads(threads)
+    m = run_feedforward(cfg).metrics
+    sys.stdout.write((json.dumps(m, indent=2) if as_json else format_feedforward(m)) + "\n")
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the main app."""
     app.command("shapes")(shapes)
     app.command("params")(params)
     app.command("diagrams")(diagrams)
     app.command("hidden")(hidden)
+    app.command("gru-forms")(gru_forms)
+    app.command("feedforward")(feedforward)

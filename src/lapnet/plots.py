@@ -140,16 +140,22 @@ def steps_to_solve(table: Mapping[str, Mapping[int, int | None]], *, budget: int
 
 
 def gradient_flow(curves: Mapping[str, Sequence[float]], *, ax=None, title: str = "Gradient flow",
-                  analytic: Sequence[float] = (), normalise: bool = True, styles: Mapping[str, str] | None = None):
+                  analytic: Sequence[float] = (), normalise: bool = True, styles: Mapping[str, str] | None = None,
+                  divide_by: Mapping[str, float] | None = None):
     """||dL_T/dh_t|| against distance T - t (log y). With `normalise`, each curve is divided
     by its value at distance 0, so that the notebook's analytic factor^k curves (dashed
-    gray) can be drawn beside it on the same scale."""
+    gray) can be drawn beside it on the same scale; a curve named in `divide_by` is divided
+    by that value instead (the LSTM's cell path ||dL_T/dc_t||, whose k = 0 point is NaN, by
+    the same model's ||dL_T/dh_T||, so the two paths share the scale). NaN points are not drawn."""
     fig, ax = _axes(ax)
     styles = styles or {}
+    divide_by = divide_by or {}
     longest = 1
     for label, ys in curves.items():
         ys = np.asarray(ys, dtype=float)
-        if normalise and ys[0] > 0:
+        if normalise and label in divide_by and divide_by[label] > 0:
+            ys = ys / divide_by[label]
+        elif normalise and ys[0] > 0:
             ys = ys / ys[0]
         longest = max(longest, len(ys))
         ax.plot(np.arange(len(ys)), ys, styles.get(label, "-"), lw=1.8, label=label, color=_color(label))
@@ -159,7 +165,8 @@ def gradient_flow(curves: Mapping[str, Sequence[float]], *, ax=None, title: str 
         ax.annotate(f"{f}^k", (k[-1], float(f) ** k[-1]), fontsize=8, color="gray",
                     xytext=(3, 0), textcoords="offset points", va="center")
     ax.set_yscale("log")
-    ylabel = "||dL_T/dh_t|| / ||dL_T/dh_T||" if normalise else "||dL_T/dh_t||"
+    grad = "||dL_T/dh_t||, ||dL_T/dc_t||" if divide_by else "||dL_T/dh_t||"
+    ylabel = f"{grad} / ||dL_T/dh_T||" if normalise else grad
     ax.set(title=title, xlabel="distance T - t (steps back in time)", ylabel=ylabel)
     ax.set_xlim(0, longest * 1.08)
     ax.grid(True, alpha=0.3, which="both")
@@ -363,25 +370,34 @@ def spectral_radii(radii: Mapping[str, Mapping[str, Mapping[str, float]]], *, ax
 
 def clipping_figure(clip: Mapping, *, axes=None):
     """Left: each step's raw gradient norm (before clipping) for the three runs, with the
-    global-norm threshold. Right: test MSE of each run against steps."""
+    global-norm threshold. Right: test MSE of each run against steps. A run that diverged
+    (its loss became NaN or inf) says at which step in its label and ends with an x there."""
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     else:
         fig = axes[0].figure
     colors = {"none": "tab:red", "global norm": "tab:blue", "element-wise": "tab:green"}
     for name, r in clip["runs"].items():
-        n = np.asarray(r["raw_grad_norm"])
+        n = np.asarray(r["raw_grad_norm"], dtype=float)
         lab = name
-        if name == "element-wise":
+        if name == "element-wise" and r.get("mean_cosine_value_clip") is not None:
             lab += f" (mean cos to raw {r['mean_cosine_value_clip']:.2f})"
         elif name == "global norm":
             lab += " (cos to raw 1.00)"
+        gone = ""
         if r.get("diverged"):
-            lab += ", diverged"
+            at = r.get("diverged_at_step")
+            gone = f", diverged at step {at}" if at else ", diverged"
+        lab += gone
         axes[0].plot(np.arange(1, len(n) + 1), n, lw=1.2, color=colors.get(name), label=lab)
         ev = clip["eval_every"]
-        axes[1].plot(ev * np.arange(1, len(r["test_mse"]) + 1), r["test_mse"], "o-", ms=3, lw=1.5,
-                     color=colors.get(name), label=name)
+        mse = np.asarray(r["test_mse"], dtype=float)
+        axes[1].plot(ev * np.arange(1, len(mse) + 1), mse, "o-", ms=3, lw=1.5,
+                     color=colors.get(name), label=name + gone)
+        if r.get("diverged") and r.get("diverged_at_step"):
+            ok = n[np.isfinite(n)]
+            if len(ok):  # where the curve stops: the last finite norm, at the step it diverged
+                axes[0].plot([r["diverged_at_step"]], [ok[-1]], "x", ms=10, mew=2, color=colors.get(name))
     axes[0].axhline(clip["clip_norm"], color="gray", ls="--", lw=1, label=f"global-norm threshold {clip['clip_norm']}")
     axes[0].set_yscale("log")
     axes[0].set(title=f"Raw gradient norm, RNN with W_hh spectral radius {clip['radius']}",
@@ -390,7 +406,9 @@ def clipping_figure(clip: Mapping, *, axes=None):
     axes[0].grid(True, alpha=0.3, which="both")
     axes[1].axhline(2.0 / 12.0, color="gray", ls="--", lw=1, label="predict 1.0 (0.167)")
     axes[1].set_yscale("log")
-    axes[1].set(title="Test MSE by clipping rule (Adam)", xlabel="training step", ylabel="test MSE")
+    opt = {"adam": "Adam", "sgd": "SGD"}.get(clip.get("optimizer", "adam"), clip.get("optimizer"))
+    lr = f", lr {clip['lr']:g}" if clip.get("lr") is not None else ""
+    axes[1].set(title=f"Test MSE by clipping rule ({opt}{lr})", xlabel="training step", ylabel="test MSE")
     axes[1].legend(fontsize=8)
     axes[1].grid(True, alpha=0.3, which="both")
     return fig

@@ -129,14 +129,14 @@ def _checkpoint(name: str) -> None:
 
 
 def _finish(result, out: Path, json_out: bool, quiet: bool, table: list | dict | None, title: str,
-            also: tuple = ()) -> None:
+            also: tuple = (), wide: bool = False) -> None:
     from lapnet.cli.common import console, emit_metrics, summary_table
 
     paths = result.save(out)
     result.close()
     if not quiet:
         if table:
-            summary_table(title, table)
+            summary_table(title, table, wide=wide)
         console.print("wrote " + ", ".join(str(p) for p in (*paths, *also)))
     emit_metrics(None, result.metrics, as_json=json_out)
 
@@ -328,6 +328,11 @@ def gradflow_cmd(
     radius: float = typer.Option(3.0, "--radius", help="W_hh spectral radius of the exploding RNN."),
     clip_norm: float = typer.Option(1.0, "--clip-norm", help="Global-norm threshold."),
     clip_value: float = typer.Option(0.05, "--clip-value", help="Element-wise threshold."),
+    clip_optimizer: str = typer.Option("adam", "--clip-optimizer",
+                                       help="Optimizer of the clipping comparison: adam, or sgd (plain SGD, where an "
+                                            "unclipped exploding gradient sends the loss to NaN/inf)."),
+    clip_lr: Optional[float] = typer.Option(None, "--clip-lr",
+                                            help="Learning rate of the clipping comparison (default: --lr)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seeds the data and the models."),
     out: Path = typer.Option(Path("runs/gradflow"), "--out", help="Directory for the PNGs and metrics.json."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
@@ -335,24 +340,30 @@ def gradflow_cmd(
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
-    """Measured gradient flow ||dL_T/dh_t|| against T - t, W_hh spectra, clipping.
+    """Measured gradient flow ||dL_T/dh_t|| (LSTM: also ||dL_T/dc_t||) against T - t, W_hh spectra, clipping.
 
     Writes gradflow.png (init and trained, beside the notebook's 0.95^k, 0.9^k,
-    0.7^k), spectrum.png, clipping.png and metrics.json: {"archs": {arch:
-    {"init"|"trained": {norms, norms_numpy, max_abs_diff, max_rel_diff,
-    ratio_first_to_last, decay_per_step (the ratio ** (1 / (T - 1))),
-    first_step_factor, decay_fit_beyond_first, spectrum}, train_test_mse}},
-    "engines_max_rel_diff", "clipping": {runs: {none | global norm |
-    element-wise: {raw_grad_norm, test_mse, mean_cosine_value_clip, ...}}}}.
+    0.7^k; the LSTM's cell path dash-dotted), spectrum.png, clipping.png and
+    metrics.json: {"archs": {arch: {"init"|"trained": {norms, norms_numpy,
+    max_abs_diff, max_rel_diff, ratio_first_to_last, decay_per_step (the ratio **
+    (1 / (T - 1))), first_step_factor, decay_fit_beyond_first, spectrum; LSTM:
+    norms_cell, norms_cell_numpy, cell_ratio_first_to_last (|dL/dc_1| divided
+    by |dL/dc_T-1|), cell_decay_per_step, cell_over_hidden_at_1}, train_test_mse}},
+    "engines_max_rel_diff", "clipping": {optimizer, lr, runs: {none | global norm |
+    element-wise: {raw_grad_norm, test_mse, diverged, diverged_at_step,
+    mean_cosine_value_clip, ...}}}}.
 
     Example: lapnet gradflow --arch rnn lstm gru --steps 100
+
+    Example (the notebook's "loss becomes NaN; clipping fixes it"): lapnet
+    gradflow --arch rnn --steps 0 --clip-optimizer sgd --clip-lr 0.1
     """
     from lapnet.cli.common import check_out_dir
     from lapnet.experiments.gradflow import GradflowConfig, run_gradflow
 
     cfg = GradflowConfig(archs=_arch_list(arch, arch_more, archs, "rnn,lstm,gru"), hidden=hidden, length=length, steps=steps, lr=lr,
                          engine=engine, clip_steps=clip_steps, clip_radius=radius, clip_norm=clip_norm,
-                         clip_value=clip_value, seed=seed)
+                         clip_value=clip_value, clip_optimizer=clip_optimizer.lower(), clip_lr=clip_lr, seed=seed)
     cfg.validate()
     _positive("--lr", lr)
     _positive("--radius", radius)
@@ -360,6 +371,8 @@ def gradflow_cmd(
         raise LapnetError(f"--radius must be at most 100, got {radius}")
     _positive("--clip-norm", clip_norm)
     _positive("--clip-value", clip_value)
+    if clip_lr is not None:
+        _positive("--clip-lr", clip_lr)
     _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_gradflow(cfg, progress=not quiet)
@@ -368,12 +381,27 @@ def gradflow_cmd(
         for phase in ("init", "trained"):
             if phase in e:
                 rows.append({"arch": a.upper(), "phase": phase,
-                             "|dL/dh_1| / |dL/dh_T|": e[phase]["ratio_first_to_last"],
-                             "per step (mean)": e[phase]["decay_per_step"],
+                             "|dL/dh_1|/|dL/dh_T|": e[phase]["ratio_first_to_last"],
+                             "per step": e[phase]["decay_per_step"],
                              "first step": e[phase]["first_step_factor"],
-                             "per step after it (fit)": e[phase]["decay_fit_beyond_first"],
-                             "engines_rel_diff": e[phase].get("max_rel_diff", "-")})
-    _finish(result, out, json_out, quiet, rows, "gradient flow (measured)")
+                             "after (fit)": e[phase]["decay_fit_beyond_first"],
+                             # the LSTM's cell path, k = 1..T-1 (dL/dc_T is 0: the loss reads h_T)
+                             "|dL/dc_1|/|dL/dc_T-1|": e[phase].get("cell_ratio_first_to_last", "-"),
+                             "c per step": e[phase].get("cell_decay_per_step", "-"),
+                             "|dL/dc_1|/|dL/dh_1|": e[phase].get("cell_over_hidden_at_1", "-"),
+                             "engines diff": e[phase].get("max_rel_diff", "-")})
+    clip = result.metrics.get("clipping")
+    if clip and not quiet:  # each clipping run's end, in words: a divergence is a result here, not a failure
+        from lapnet.cli.common import console
+
+        for name, r in clip["runs"].items():
+            if r["diverged"]:
+                when = ("at step" if r["diverged_in"] == "training loss" else "after step")
+                end = f"diverged, {r['diverged_in']} not finite {when} {r['diverged_at_step']}"
+            else:
+                end = f"finite for {cfg.clip_steps} steps, test MSE {r['final_test_mse']:.4g}"
+            console.print(f"clipping ({clip['optimizer']}, lr {clip['lr']:g}) {name}: {end}")
+    _finish(result, out, json_out, quiet, rows, "gradient flow (measured)", wide=True)
 
 
 def gates_cmd(

@@ -38,7 +38,8 @@ class GradientRecorder:
     """Record the raw global gradient norm of every backward pass through `model`.
 
     Each parameter's hook fires during backward with its raw gradient; a step is complete
-    once every parameter has reported. `flat` keeps the last complete raw gradient.
+    once every parameter has reported. A gradient whose norm is not finite (a diverging run)
+    is recorded as norm inf (NaN if an entry is NaN) with NaN cosines.
     """
 
     def __init__(self, model: nn.Module, *, max_norm: float | None = None, clip_value: float | None = None):
@@ -56,7 +57,14 @@ class GradientRecorder:
             if len(self._pending) == len(self.params):
                 g = np.concatenate([self._pending[k] for k in range(len(self.params))])
                 self._pending.clear()
-                self.norms.append(float(np.linalg.norm(g)))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    n = float(np.linalg.norm(g))
+                if not np.isfinite(n):  # an exploded step (SGD without clipping): no direction to compare
+                    self.norms.append(float("nan") if np.any(np.isnan(g)) else float("inf"))
+                    self.cos_norm.append(float("nan"))
+                    self.cos_value.append(float("nan"))
+                    return None
+                self.norms.append(n)
                 cos = clipped_cosines(g, self.max_norm or 1.0, self.clip_value or 0.1)
                 self.cos_norm.append(cos["norm"])
                 self.cos_value.append(cos["value"])

@@ -217,6 +217,49 @@ def eval_cmd(
                             "pit_auc": held["pit_auc"]}], wide=True)
 
 
+@race_app.command("gates", short_help="The forecaster's gates at pit stops: the notebook's F1 analogy, measured.", help=(
+    "Trace the run's GRU (LSTM) gates over each driver's laps and measure the notebook's analogy: is the update gate z "
+    "low (the state overwritten: h' = (1-z)*n + z*h) on out-laps, the first lap of a new stint, against other laps, "
+    "and the reset gate r; does the hidden state carry tyre life (a ridge probe, leave-races-out, beside the net's "
+    "inputs). Every member of the ensemble is measured; the tables, gates.csv and the figures (mean z and r per lap, "
+    "stints coloured by compound, stops dashed) are the first member's. Figures: one per driver given with --driver, "
+    "else each race's first 6 of the classification. In --out, an earlier gates call's files are replaced; a file of "
+    "the names it writes that none wrote is refused without --force.\n\n"
+    "Example: lapnet race gates runs/race ../shared/data/f1/2023_italian_R.csv --driver VER"))
+def gates_cmd(
+    run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
+    laps: List[Path] = typer.Argument(..., help="Lap tables (CSV/Parquet), one race each or with a Race column."),
+    driver: Optional[str] = typer.Option(None, "--driver", help=(
+        "Only these drivers (numbers and figures): codes in any case or car numbers, comma-separated: VER,HAM or 1,44.")),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for metrics.json, gates.csv and the figures (default: RUN/gates)."),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No tables."),
+    force: bool = typer.Option(False, "--force", help="Replace files of the names gates writes that no earlier gates call wrote."),
+) -> None:
+    from lapnet.cli.common import check_out_dir, console, emit_metrics, summary_table
+    from lapnet.race.gates import check_gates_out, race_gates_report, report_tables
+    from lapnet.race.io import parse_drivers
+
+    parse_drivers(driver)  # an empty --driver is refused before anything is read
+    _check_files(laps)
+    _out_is_a_directory(out, "metrics.json, gates.csv and figures")
+    dest = out or Path(run) / "gates"
+    check_gates_out(dest, force=force)
+    if out is not None or Path(run).is_dir():  # a missing RUN is refused by race_gates_report, naming it
+        check_out_dir(dest, must_be_new=False, writes=("metrics.json", "gates.csv"), create=False)
+    _, metrics = race_gates_report(run, laps, driver=driver, out=dest, force=force)
+    emit_metrics(dest, metrics, as_json=json_out)
+    if not quiet:
+        _cleaning_line(metrics)
+        for title, rows in report_tables(metrics):
+            summary_table(title, rows, wide=True)
+        figs = metrics.get("figures", [])
+        console.print(f"figures: {', '.join(figs)}" if len(figs) <= 6 else f"figures: {len(figs)} gates_RACE_DRIVER.png in {dest}",
+                      soft_wrap=True)
+        for note in metrics["notes"]:
+            console.print(f"note: {note}", soft_wrap=True)
+
+
 def _fresh_table(metrics: dict) -> None:
     """Forecasts from out-laps, the start and restarts (the stint has no Scored lap yet): MAE
     beside the two baselines that need no Scored lap, coverage, laps without a forecast."""

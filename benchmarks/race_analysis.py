@@ -6,21 +6,21 @@
 
 docs/guide/race.md quotes these numbers "measured on the 5-fold out-of-fold outputs
 (`race_real.py --save-predictions`)" or on the real laps; each block printed here names the
-guide's lines it reproduces. The laps are read from $LAPNET_F1_DATA (default ../shared/data/f1)
+guide's section it reproduces. The laps are read from $LAPNET_F1_DATA (default ../shared/data/f1)
 with lapnet's own loader and featuriser (`load_laps`, `build_sequences`), exactly as
 race_real.py read them: the saved `row` must match, or the file is refused. Without the data
 the script prints why and exits 0, as the other real-race benchmarks do.
 
-  a  l.340-353  correcting the forecasts online by the errors already seen in the race (tried, dropped)
-  b  l.384-390  speed trap / IsPersonalBest: partial correlations with the next lap's change
-  c  l.484-487  the pit call's AUC on the Scored, green and no-in/out-lap masks against every lap
-  d  l.490-497  the pit call and tyre life on laps with a stop still ahead
-  e  l.557-562  the live tagger's pit window added to the pit call's logit (and, alone, l.540 and l.555's 0.711)
-  f  l.736-741  the field's stint slopes so far against the trend still to come, per race
+  a  Results                       correcting the forecasts online by the errors already seen in the race (tried, dropped)
+  b  Results                       speed trap / IsPersonalBest: partial correlations with the next lap's change
+  c  The pit call: what was tried  the pit call's AUC on the Scored, green and no-in/out-lap masks against every lap
+  d  The pit call: what was tried  the pit call and tyre life on laps with a stop still ahead
+  e  Phase calls on real races     the live tagger's pit window added to the pit call's logit (and alone: its 0.711)
+  f  Degradation: the stint trend  the field's stint slopes so far against the trend still to come, per race
 
-Not here: l.479-483 (the positives before an unforeseeable safety-car stop, 275 of 1,502,
-AUC 0.812 without them, and the timing inside the window, 0.633 / 0.766 / 0.901) and l.488
-(per-race mean AUC 0.814) are printed by `python benchmarks/pit_explore.py --only tyre
+Not here: in "The pit call: what was tried", the positives before an unforeseeable safety-car
+stop (275 of 1,502, AUC 0.812 without them), the timing inside the window (0.633 / 0.766 /
+0.901) and the per-race mean AUC (0.814) are printed by `python benchmarks/pit_explore.py --only tyre
 pitmodel`, on its own out-of-fold refit of the pit model.
 
 Definitions (the guide's words; where they leave a choice, the reading that reproduces the
@@ -90,8 +90,8 @@ ANALYSES = ("a", "b", "c", "d", "e", "f")
 N0_GRID = (0, 10, 30, 100, 300, 1000, 3000, 10000)
 
 
-def head(key: str, lines: str, what: str) -> None:
-    print(f"\n[{key}] docs/guide/race.md l.{lines}: {what}")
+def head(key: str, section: str, what: str) -> None:
+    print(f"\n[{key}] docs/guide/race.md, {section}: {what}")
 
 
 def feature(seq, name: str) -> np.ndarray:
@@ -152,7 +152,7 @@ def analysis_a(seq, d, race_of, fold_of, races) -> None:
     from lapnet.race.metrics import eval_mask
     from lapnet.race.pipeline import to_seconds
 
-    head("a", "340-353", "correcting the forecasts online by the errors already seen in the race (causal in session time)")
+    head("a", "Results (Tried and dropped: correcting the forecasts online)", "correcting the forecasts online by the errors already seen in the race (causal in session time)")
     sec = to_seconds(seq, d["mean"])  # (N, T, K) s
     mask = eval_mask(seq, "scored") & np.isfinite(sec)
     for b in baseline_forecasts(seq).values():  # race_real.py's table: the pairs every forecaster forecasts
@@ -233,9 +233,9 @@ def analysis_a(seq, d, race_of, fold_of, races) -> None:
 # ---------------------------------------------------------------- b: partial correlations
 
 
-def _stint_running_median(seq, value: np.ndarray, include_self: bool = True) -> np.ndarray:
-    """(N, T) the median of `value` over the stint's Scored laps up to lap t (t itself included
-    or not; NaN where there are none)."""
+def _stint_running(seq, value: np.ndarray, summary, include_self: bool) -> np.ndarray:
+    """(N, T) `summary` (a function of a list) of `value` over the stint's Scored laps up to lap
+    t, t itself included or not; NaN where there are none."""
     out = np.full(value.shape, np.nan)
     for i in range(len(seq.keys)):
         L, hist, stint = int(seq.lengths[i]), [], None
@@ -246,25 +246,20 @@ def _stint_running_median(seq, value: np.ndarray, include_self: bool = True) -> 
             if here and include_self:
                 hist.append(value[i, t])
             if hist:
-                out[i, t] = float(np.median(hist))
+                out[i, t] = float(summary(hist))
             if here and not include_self:
                 hist.append(value[i, t])
     return out
 
 
+def _stint_running_median(seq, value: np.ndarray, include_self: bool = True) -> np.ndarray:
+    """(N, T) the median of `value` over the stint's Scored laps up to lap t."""
+    return _stint_running(seq, value, np.median, include_self)
+
+
 def _stint_prev_mean(seq, value: np.ndarray, n: int = 3) -> np.ndarray:
     """(N, T) the mean of `value` over the stint's previous (up to n) Scored laps before t."""
-    out = np.full(value.shape, np.nan)
-    for i in range(len(seq.keys)):
-        L, hist, stint = int(seq.lengths[i]), [], None
-        for t in range(L):
-            if seq.stint_id[i, t] != stint:
-                stint, hist = seq.stint_id[i, t], []
-            if hist:
-                out[i, t] = float(np.mean(hist[-n:]))
-            if seq.origin_scored[i, t] and np.isfinite(value[i, t]):
-                hist.append(value[i, t])
-    return out
+    return _stint_running(seq, value, lambda hist: np.mean(hist[-n:]), include_self=False)
 
 
 def partial_corr(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
@@ -276,7 +271,7 @@ def partial_corr(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
 
 
 def analysis_b(seq, laps) -> None:
-    head("b", "384-390", "speed trap (SpeedST) and IsPersonalBest: partial correlations with the next lap's change, "
+    head("b", "Results (speed traps and IsPersonalBest, tried and dropped)", "speed trap (SpeedST) and IsPersonalBest: partial correlations with the next lap's change, "
          "beyond the lap's own deviation from its stint (Scored laps, 15 races)")
     pct = 100.0 * seq.lap_time / seq.ref  # (N, T) the lap, % of the reference lap
     m = seq.origin_scored & seq.target_mask[:, :, 0]
@@ -303,7 +298,7 @@ def analysis_b(seq, laps) -> None:
 def analysis_c(seq, d) -> None:
     from lapnet.race.metrics import roc_auc
 
-    head("c", "484-487", "the pit call's AUC (pits within 3 laps) on the forecasts' mask and others, against every lap")
+    head("c", "The pit call: what was tried", "the pit call's AUC (pits within 3 laps) on the forecasts' mask and others, against every lap")
     pm, y, p, tyre = seq.pit_mask, seq.pit, d["pit"], feature(seq, "tyre_life")
     no_in_out = (feature(seq, "in_lap") == 0) & (feature(seq, "out_lap") == 0)
     for name, m in (("Scored laps (green, accurate, no in- or out-lap)", pm & seq.origin_scored),
@@ -324,7 +319,7 @@ def _stop_ahead(seq, laps) -> np.ndarray:
 def analysis_d(seq, d, laps, race_of) -> None:
     from lapnet.race.metrics import roc_auc
 
-    head("d", "490-497", "what the pit call knows: whether a stop is still to come, not when")
+    head("d", "The pit call: what was tried", "what the pit call knows: whether a stop is still to come, not when")
     pm, y, p, tyre = seq.pit_mask, seq.pit.astype(bool), d["pit"], feature(seq, "tyre_life")
     ahead = _stop_ahead(seq, laps)
     assert not (y & pm & ~ahead).any(), "a positive with no stop ahead"
@@ -350,7 +345,7 @@ def analysis_e(seq, d) -> None:
     from lapnet.race.features import PHASES
     from lapnet.race.metrics import roc_auc
 
-    head("e", "557-562", "the live tagger's pit window added to the pit call's logit (out-of-fold AUC)")
+    head("e", "Phase calls on real races", "the live tagger's pit window added to the pit call's logit (out-of-fold AUC)")
     if "live_tagger_phase" not in d:
         print("  skipped: the file has no `live_tagger_phase` (the live tagger's own probabilities): save it with "
               "race_real.py --save-predictions and taggers on (--phase-sim > 0, the default)")
@@ -374,7 +369,7 @@ def analysis_e(seq, d) -> None:
 
 
 def analysis_f(seq, race_of, races) -> None:
-    head("f", "736-741", "averaged over a race, the field's stint slopes so far against the trend still to come")
+    head("f", "Degradation: the stint trend", "averaged over a race, the field's stint slopes so far against the trend still to come")
     K = seq.future.shape[-1]
     m = seq.target_mask[:, :, 0] & seq.target_mask[:, :, K - 1] & seq.origin_scored  # stint_trend_report's origins
     actual = (seq.future[:, :, K - 1] - seq.future[:, :, 0]) / (K - 1)  # s per lap

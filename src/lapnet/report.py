@@ -522,5 +522,11 @@ def _short(s: str, n: int = 300) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+# C0 control characters but tab, newline and carriage return (HTML's own whitespace), and DEL:
+# not allowed in an HTML page (a NUL from a run's samples.txt went into the page raw), shown as
+# the Unicode control pictures instead (U+0000 -> U+2400, DEL -> U+2421)
+_CONTROLS = {c: 0x2400 + c for c in range(0x20) if chr(c) not in "\t\n\r"} | {0x7F: 0x2421}
+
+
 def _esc(s: str) -> str:
-    return html.escape(s, quote=True)
+    return html.escape(s, quote=True).translate(_CONTROLS)

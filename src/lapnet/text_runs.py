@@ -35,11 +35,20 @@ from lapnet.train import TrainConfig, finished, fit, restored_result
 ENGINES = ("torch", "numpy")
 CHECKPOINTS = ("best", "last")  # model.safetensors (what training chose) | last.safetensors (the final step)
 DEFAULT_BATCH = 32  # streams, when --batch is not given and the text holds that many windows
-FIT_EVAL_CHARS = 100_000  # with no validation text, this much of the training text is scored at each evaluation
+# At each evaluation during training, at most this many characters are scored: the start of
+# the validation text (with --val-frac 0, of the training text). A 10% split of a 40 MB text
+# took about 27 s to score on the shared 2-core machine, twice in a one-minute run; 100,000
+# characters take about a second with the default model.
+FIT_EVAL_CHARS = 100_000
 RUN_FILES = ("config.json", "vocab.json", "model.safetensors", "last.safetensors", "log.jsonl", "metrics.json",
              "samples.txt")
 SAMPLE_CHARS = 200  # per sample in samples.txt
-EVAL_CHUNK = 256  # characters per evaluation forward pass; the state carries across chunks
+EVAL_CHUNK = 256  # characters per stream per evaluation forward pass (at most); the state carries across chunks
+# float32 logits (streams x chunk x V x 4 bytes) of one evaluation forward pass, at most; the
+# float64 copy they are scored in and its log-softmax take twice this each, so a chunk peaks
+# near 5 x 32 MB whatever the vocabulary (a CJK text's 20,000 characters needed 3.5 GB with
+# chunks of 256)
+EVAL_LOGITS_BYTES = 32 * 2**20
 
 
 @dataclass
@@ -97,17 +106,26 @@ class Run:
     def nll(self, ids: np.ndarray, streams: int | None = None) -> tuple[float, int]:
         """Total negative log-likelihood (nats) and character count of a text, scored
         statefully: S contiguous streams side by side (`eval_layout`; `streams` fixes S),
-        each from a zero state and carried through chunks of EVAL_CHUNK; the last stream
-        goes on over the characters left after the rows (`eval_tail`), so every character
-        but the first is scored: count = len(ids) - 1."""
+        each from a zero state and carried through chunks (`eval_chunk`: at most EVAL_CHUNK
+        characters, fewer for a large vocabulary); the last stream goes on over the
+        characters left after the rows (`eval_tail`), so every character but the first is
+        scored: count = len(ids) - 1."""
         rows = eval_layout(ids, streams=streams)  # (S, L+1)
         tail = eval_tail(ids, rows)  # (R+1,), R < S
         if self.engine == "torch":
-            return _torch_nll(self.model, rows, tail)
-        return _numpy_nll(self.model, rows, tail)
+            return _torch_nll(self.model, rows, tail, len(self.vocab))
+        return _numpy_nll(self.model, rows, tail, len(self.vocab))
 
 
-def _torch_nll(model, rows: np.ndarray, tail: np.ndarray) -> tuple[float, int]:
+def eval_chunk(streams: int, vocab_size: int) -> int:
+    """Characters per stream in one evaluation forward pass: EVAL_CHUNK, or fewer (at least
+    1) so that the pass's float32 logits, streams x chunk x vocab_size x 4 bytes, stay within
+    EVAL_LOGITS_BYTES. Each chunk's loss is summed in float64 from its own logits: no
+    float64 copy of more than one chunk exists at a time."""
+    return int(max(1, min(EVAL_CHUNK, EVAL_LOGITS_BYTES // (4 * max(1, streams) * max(1, vocab_size)))))
+
+
+def _torch_nll(model, rows: np.ndarray, tail: np.ndarray, vocab_size: int) -> tuple[float, int]:
     import torch
     import torch.nn.functional as F
 
@@ -121,12 +139,12 @@ def _torch_nll(model, rows: np.ndarray, tail: np.ndarray) -> tuple[float, int]:
         return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(), target, reduction="sum")), state
 
     with torch.inference_mode():
-        out = _stream_nll(step, rows, tail)
+        out = _stream_nll(step, rows, tail, vocab_size)
     model.train(was_training)
     return out
 
 
-def _numpy_nll(model, rows: np.ndarray, tail: np.ndarray) -> tuple[float, int]:
+def _numpy_nll(model, rows: np.ndarray, tail: np.ndarray, vocab_size: int) -> tuple[float, int]:
     from lapnet import scratch
 
     def step(x: np.ndarray, y: np.ndarray, state):
@@ -134,20 +152,22 @@ def _numpy_nll(model, rows: np.ndarray, tail: np.ndarray) -> tuple[float, int]:
         logp = scratch.log_softmax(logits.astype(np.float64))
         return -float(np.take_along_axis(logp, y[..., None], axis=-1).sum()), state
 
-    return _stream_nll(step, rows, tail)
+    return _stream_nll(step, rows, tail, vocab_size)
 
 
-def _stream_nll(step, rows: np.ndarray, tail: np.ndarray) -> tuple[float, int]:
+def _stream_nll(step, rows: np.ndarray, tail: np.ndarray, vocab_size: int) -> tuple[float, int]:
     """Total NLL (nats) and count of the streams `rows` (S, L+1), each from a zero state and
-    carried through chunks of EVAL_CHUNK, then of `tail` (R+1,) from the last stream's state.
-    `step(x, y, state) -> (nats, state)` scores one chunk (S, t) with either engine."""
+    carried through chunks of `eval_chunk(S, vocab_size)` characters, then of `tail` (R+1,)
+    from the last stream's state. `step(x, y, state) -> (nats, state)` scores one chunk
+    (S, t) with either engine; the total is a float64 sum of the chunks' losses."""
     total, count = 0.0, 0
 
     def score(r: np.ndarray, state):
         nonlocal total, count
         L = r.shape[1] - 1
-        for s in range(0, L, EVAL_CHUNK):
-            e = min(s + EVAL_CHUNK, L)
+        chunk = eval_chunk(r.shape[0], vocab_size)
+        for s in range(0, L, chunk):
+            e = min(s + chunk, L)
             nats, state = step(r[:, s:e], r[:, s + 1 : e + 1], state)  # the state carries to the next chunk
             total += nats
             count += r.shape[0] * (e - s)
@@ -609,7 +629,7 @@ def train_text(
                       f"stacked layers (torch.nn.LSTM's rule); give --layers 2 or more to use it")
     source_name = "the bundled text" if path is None else _source_name(str(path))
     ids = vocab.encode(text, what=source_name)
-    train_ids, val_ids = split_ids(ids, data.val_frac)
+    train_ids, val_ids = split_ids(ids, data.val_frac, what=source_name)
     if len(train_ids) < data.seq_len + 1:
         raise LapnetError(_too_short(source_name, len(ids), len(train_ids), len(val_ids), data))
     validation = len(val_ids) > 0  # --val-frac 0: none, the notebook's setting
@@ -642,7 +662,7 @@ def train_text(
 
     net = build_model(model, engine, train.seed, device)
     run = Run(out, engine, net, vocab)
-    scored = val_ids if validation else train_ids[:FIT_EVAL_CHARS]
+    scored = (val_ids if validation else train_ids)[:FIT_EVAL_CHARS]  # each evaluation's cost is bounded
     if engine == "torch":
         learner = _torch_learner(net, run, scored, train, device, validation)
     else:
@@ -742,6 +762,10 @@ def _final_files(result, weights: dict[str, np.ndarray], *, out: Path, engine: s
         "params": int(sum(np.asarray(v).size for v in weights.values())),
         "train_chars": int(len(train_ids)),
         "val_chars": int(len(val_ids)),
+        # the characters val_loss (text_loss with --val-frac 0) is computed on: at most
+        # FIT_EVAL_CHARS from the start of the validation (training) text
+        f"{'val' if validation else 'text'}_scored_chars": int(min(len(val_ids if validation else train_ids),
+                                                                    FIT_EVAL_CHARS)),
         "batch": batches.batch,
         "seq_len": data.seq_len,
     }
@@ -914,9 +938,8 @@ def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", d
         if len(text) < 2:
             raise LapnetError(f"{name}: nothing left to score once the {skipped['count']} unknown characters are skipped")
     elif bad:
-        shown = ", ".join(repr(ch) for ch in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        raise LapnetError(f"{name} has {len(bad)} character(s) the model never saw: {shown} "
-                          f"(--skip-unknown leaves them out)")
+        raise LapnetError(run.vocab.unknown_message(text, bad, name,
+                                                    advice="--skip-unknown leaves them out"))
     ids = run.vocab.encode(text, what=name)
     total, count = run.nll(ids, streams)
     nats = total / count

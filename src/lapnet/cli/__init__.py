@@ -218,6 +218,29 @@ def _closed_stdio() -> None:
         _fail("standard output is closed (>&-): give it a file, or >/dev/null to discard what the command prints")
 
 
+def _utf8_stdio() -> None:
+    """Write stdout and stderr in UTF-8 whatever the locale says (PYTHONIOENCODING=ascii, a
+    Latin-1 locale, Windows' cp1252 when redirected): lapnet reads UTF-8 and prints model text
+    and JSON in any script, and `text sample` died with a UnicodeEncodeError on the first
+    character ASCII could not hold. Each stream keeps its own error handler (stdout's strict,
+    stderr's backslashreplace); a stream that cannot be reconfigured (a test's capture, a
+    foreign object) is left as it is."""
+    import codecs
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        encoding = getattr(stream, "encoding", None)
+        try:
+            if encoding is None or codecs.lookup(encoding).name == "utf-8":
+                continue
+        except LookupError:
+            pass
+        try:
+            stream.reconfigure(encoding="utf-8", errors=stream.errors)
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad input exits 2 with one line on stderr, a bug exits 1 with its traceback;
     a closed stdout pipe ends quietly with exit 0 (`_stdout_closed`)."""
@@ -227,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     from lapnet.cli.common import undo_new_dirs_on_failure
 
     _closed_stdio()
+    _utf8_stdio()
     stdout, stderr = sys.stdout, sys.stderr
     stdout_null = _is_devnull(stdout)  # to tell rich's broken-pipe exit (below) from a run into /dev/null
     shown, warnings.showwarning = warnings.showwarning, _show_warning

@@ -406,7 +406,12 @@ def gradflow_cmd(
 
 def gates_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `lapnet text train`."),
-    text: str = typer.Option("To be or not to be", "--text", help="Characters to feed (all in the run's vocabulary)."),
+    text: Optional[str] = typer.Option(None, "--text", show_default=False,
+                                       help="Characters to feed, all in the run's vocabulary (refused otherwise). "
+                                            "Default 'To be or not to be', or, for a model lacking some of its "
+                                            "characters, its longest ending the model knows when that is at least "
+                                            "half of it, else 18 characters the model writes itself (greedy, from "
+                                            "a random start), with a warning."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Layer to draw, counted from 0 as torch's weight_ih_l0 (default: the top one)."),
     max_units: int = typer.Option(64, "--max-units", help="Units drawn per heatmap."),
     export: Optional[Path] = typer.Option(None, "--export", help="Also write every layer's gates and states to this .npz."),
@@ -449,7 +454,7 @@ def gates_cmd(
     dev = _device(device)
     _threads(threads)
     out = check_out_dir(out, force=force)
-    figures = export is None or len(text) <= MAX_TEXT  # a longer text: its states only, no heatmaps
+    figures = export is None or text is None or len(text) <= MAX_TEXT  # a longer text: its states only, no heatmaps
     if not figures:
         import warnings
 

@@ -29,6 +29,11 @@ def register(app: typer.Typer) -> None:
 # whenever another job holds a core. An idle machine with many cores may gain from more.
 THREADS_HELP = ("CPU threads for torch, NumPy's OpenBLAS and the NumPy engine. Default 1: on a busy 2-core "
                 "machine 1 thread trained 9x faster than 2; try more only on an idle machine with cores to spare.")
+# `sample` and `eval` take the same option, with the same default: on the same machine `text eval`
+# of 200 KB took several times as long with torch's default two threads (see docs/guide/text.md)
+RUN_THREADS_HELP = ("CPU threads for torch, NumPy's OpenBLAS and the NumPy engine. Default 1, as `text train`: "
+                    "on a busy 2-core machine two threads wait for each other; try more only on an idle machine "
+                    "with cores to spare.")
 
 
 def _engine(engine: str) -> str:
@@ -113,10 +118,14 @@ def train_cmd(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between evaluations (default: every epoch, at least 50 and at most 200 steps apart)."),
     val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction of the text, from its END, held out for "
                                                            "validation; model.safetensors keeps the step with the "
-                                                           "lowest validation loss. 0: no validation, train on the "
-                                                           "whole text as the notebook does; model.safetensors then "
-                                                           "holds the last step's weights (there is no early "
-                                                           "stopping either way)."),
+                                                           "lowest validation loss. Each evaluation scores at most "
+                                                           "the first 100,000 characters held out "
+                                                           "(val_scored_chars in metrics.json; `text eval` scores a "
+                                                           "whole file). 0: no validation, train on the whole text "
+                                                           "as the notebook does; model.safetensors then holds the "
+                                                           "last step's weights (there is no early stopping either "
+                                                           "way), and evaluations score the first 100,000 "
+                                                           "characters of the training text."),
     engine: str = typer.Option("torch", "--engine", help="torch or numpy (lapnet.scratch)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (the torch engine; --engine numpy runs "
                                                         "on the CPU)."),
@@ -163,15 +172,29 @@ def train_cmd(
     except LapnetError as e:
         raise _in_flags(e) from None
     if not quiet:
-        summary_table(f"lapnet text train -> {out}", {k: metrics[k] for k in (
-            "engine", "stopped", "steps", "epochs", "seconds", "chars_per_sec", "train_loss", "val_loss",
-            "val_bpc", "val_ppl", "text_loss", "text_bpc", "batch", "params") if k in metrics})
+        rows = {k: metrics[k] for k in ("engine", "stopped", "steps", "epochs", "seconds", "chars_per_sec",
+                                        "train_loss", "val_loss", "val_bpc", "val_ppl", "text_loss", "text_bpc")
+                if k in metrics}
+        rows.update(_scored_on(metrics))
+        rows.update({k: metrics[k] for k in ("batch", "params") if k in metrics})
+        summary_table(f"lapnet text train -> {out}", rows)
         _say_saved(metrics)
     emit_metrics(None, metrics, as_json=json_out)  # train_text already wrote metrics.json
     if metrics["stopped"] == "interrupted":
         # fit has saved the checkpoint and printed the --resume advice: exit as an interrupted
         # program does (128 + SIGINT), so that `train && sample` does not carry on
         raise typer.Exit(130)
+
+
+def _scored_on(metrics: dict) -> dict:
+    """A summary row saying which slice the validation loss (text_loss with --val-frac 0) was
+    scored on, when it is not all of its text: {"val scored on": "first 100,000 of 400,000
+    chars"}, else {}."""
+    for prefix, whole in (("val", "val_chars"), ("text", "train_chars")):
+        scored, total = metrics.get(f"{prefix}_scored_chars"), metrics.get(whole)
+        if isinstance(scored, int) and isinstance(total, int) and scored < total:
+            return {f"{prefix} scored on": f"first {scored:,} of {total:,} chars"}
+    return {}
 
 
 def _say_saved(metrics: dict) -> None:
@@ -220,11 +243,13 @@ def sample_cmd(
                                                         "from, the prime or, with no --prime, its random "
                                                         "character)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help=CHECKPOINT_HELP),
+    threads: int = typer.Option(1, "--threads", help=RUN_THREADS_HELP),
 ) -> None:
     """Generate text from a trained run, streamed to stdout as it is made.
 
     Example: lapnet text sample runs/text --prime "To be" --length 300 --temperature 0.8
     """
+    from lapnet.cli.common import set_threads
     from lapnet.sampling import SampleConfig
     from lapnet.text_runs import sample_text
 
@@ -235,6 +260,7 @@ def sample_cmd(
     if num_samples < 1:
         raise LapnetError(f"--num-samples must be at least 1, got {num_samples}")
     SampleConfig(temperature, top_k, top_p).validate(flags=SAMPLE_FLAGS)
+    set_threads(threads)
     stream = num_samples == 1 and not json_out  # one sample streams character by character; several print whole
     live = sys.stdout.isatty()  # a terminal sees each character at once; a pipe gets buffered writes
 
@@ -277,6 +303,7 @@ def eval_cmd(
                                           help="Score the file as N streams side by side, each from a zero state "
                                                "(default: one per 2048 characters, at most 32). 1: the exact "
                                                "score of the file read in one pass, slower on a long file."),
+    threads: int = typer.Option(1, "--threads", help=RUN_THREADS_HELP),
 ) -> None:
     """Score FILE with a trained run: nats per char, bits per char and perplexity.
 
@@ -295,18 +322,20 @@ def eval_cmd(
 
     Example: lapnet text eval runs/text held_out.txt --json
     """
-    from lapnet.cli.common import emit_metrics, refuse_device, summary_table
+    from lapnet.cli.common import emit_metrics, refuse_device, set_threads, summary_table
+    from lapnet.data.text import show_chars
     from lapnet.text_runs import eval_text
 
     refuse_device(file)
     _engine(engine)
     dev = _device(device, engine)
+    set_threads(threads)
     result = eval_text(run, file, engine=engine, device=dev, skip_unknown=skip_unknown, write=False,
                        checkpoint=checkpoint, streams=streams)
     if result["skipped_unknown"]["count"]:
         gone = result["skipped_unknown"]
         print(f"lapnet: warning: skipped {gone['count']} occurrence(s) of {len(gone['chars'])} character(s) the model "
-              f"never saw: {', '.join(repr(c) for c in gone['chars'][:10])}", file=sys.stderr)
+              f"never saw: {show_chars(gone['chars'])}", file=sys.stderr)
     if not json_out:
         summary_table(f"lapnet text eval {run} {file}", {k: result[k] for k in (
             "checkpoint", "step", "chars", "streams", "nats_per_char", "bits_per_char", "perplexity")})

@@ -12,6 +12,7 @@ with. Shuffling windows (as the notebook does) would throw that state away at ev
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,17 +32,99 @@ def decode_text(raw: bytes, name: str) -> str:
     vocabulary entry, the prime of samples.txt, and an invisible "unknown character" when a
     file without it is scored).
 
+    What is refused names what the bytes look like: UTF-16 or UTF-32 (by their byte-order
+    mark, or for UTF-16 without one, by every other byte being NUL: ASCII text in UTF-16 is
+    valid UTF-8 byte for byte, and was learnt as `h\\0e\\0l\\0...`), with the `iconv` command
+    that converts it; another 8-bit encoding, with the Latin-1 conversion; binary data (more
+    than MAX_NUL_SHARE of the characters are NUL). A byte-order mark *inside* the text (files
+    joined with `cat`) is kept, as a character of the text, with a warning.
+
     Raises:
-        LapnetError: not UTF-8, or empty (a file holding only a BOM is empty too).
+        LapnetError: not UTF-8, binary, or empty (a file holding only a BOM is empty too).
     """
+    wide = _wide_encoding(raw)
+    if wide is not None:
+        encoding, why = wide
+        raise LapnetError(f"{name}: not UTF-8 text: {why}; convert it with {_iconv(encoding, name)}")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise LapnetError(f"{name}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+        where = f"byte 0x{raw[e.start]:02x} at offset {e.start}"
+        if b"\0" in raw:
+            raise LapnetError(f"{name}: not UTF-8 text ({where}), and it holds NUL bytes: binary data, not a "
+                              f"text file") from None
+        raise LapnetError(f"{name}: not UTF-8 text ({where}); if it is Latin-1 (ISO-8859-1), convert it with "
+                          f"{_iconv('latin1', name)}") from None
     if not text:
         raise LapnetError(f"{name}: empty file (no text to read)" if name != "standard input"
                           else "standard input: empty (no text to read)")
+    nul = text.count("\0")
+    if nul > MAX_NUL_SHARE * len(text):
+        raise LapnetError(f"{name}: binary data, not text ({nul / len(text):.0%} of its {len(text):,} characters "
+                          f"are NUL bytes)")
+    inner = text.count(BOM)
+    if inner:
+        import warnings
+
+        warnings.warn(f"{name}: {inner} byte-order mark{'s' if inner > 1 else ''} (U+FEFF) inside the text, not "
+                      f"at its start (files joined with cat?): kept as {'characters' if inner > 1 else 'a character'} "
+                      f"of the text")
     return text
+
+
+MAX_NUL_SHARE = 0.10  # more NUL characters than this share of a text: binary data, refused
+
+# byte-order marks of the encodings that are not UTF-8, longest first (UTF-32LE's starts with UTF-16LE's)
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32", "UTF-32LE"), (b"\x00\x00\xfe\xff", "utf-32", "UTF-32BE"),
+              (b"\xff\xfe", "utf-16", "UTF-16LE"), (b"\xfe\xff", "utf-16", "UTF-16BE"))
+
+
+def _wide_encoding(raw: bytes) -> tuple[str, str] | None:
+    """(iconv's name, why) when `raw` is UTF-16 or UTF-32 by its byte-order mark, or UTF-16
+    without one: NUL in at least 40% of the odd bytes (little-endian; the even ones for
+    big-endian) and in under 5% of the others, as ASCII and Latin text in UTF-16 is. None
+    otherwise (UTF-16 of CJK text has few NULs: it fails as UTF-8 and is named by its byte)."""
+    for bom, iconv, label in _WIDE_BOMS:
+        if raw.startswith(bom):
+            return iconv, f"it starts with the {label} byte-order mark ({bom.hex(' ')})"
+    head = raw[:1 << 20]  # the first MB tells
+    if len(head) < 4 or b"\0" not in head:
+        return None
+    even, odd = head[0::2], head[1::2]
+    share_even, share_odd = even.count(0) / len(even), odd.count(0) / len(odd)
+    for zeros, others, label in ((share_odd, share_even, "UTF-16LE"), (share_even, share_odd, "UTF-16BE")):
+        if zeros >= 0.4 and others < 0.05:
+            return label.lower(), (f"it looks like {label} without a byte-order mark ({zeros:.0%} of its "
+                                   f"{'odd' if label.endswith('LE') else 'even'} bytes are NUL)")
+    return None
+
+
+def _iconv(encoding: str, name: str) -> str:
+    """The iconv command that converts the input `name` from `encoding` to UTF-8."""
+    import shlex
+
+    if name == "standard input":
+        return f"`iconv -f {encoding} -t utf-8` before the pipe"
+    p = Path(name)
+    target = p.with_name(p.stem + ".utf8" + p.suffix)
+    return f"`iconv -f {encoding} -t utf-8 {shlex.quote(name)} > {shlex.quote(str(target))}`"
+
+
+def show_char(ch: str) -> str:
+    """A character as a message shows it: repr() for a visible one ('a', 'é', ' '); a
+    combining mark, an invisible or a control character by its code point and Unicode name
+    (`U+0301 COMBINING ACUTE ACCENT`, `U+200D ZERO WIDTH JOINER`), or with its repr when it
+    has no name (`U+000A '\\n'`): quoted alone, a combining mark lands on the quote."""
+    if ch.isprintable() and not unicodedata.category(ch).startswith("M"):
+        return repr(ch)
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X} {name}" if name else f"U+{ord(ch):04X} {ch!r}"
+
+
+def show_chars(chars, limit: int = 10) -> str:
+    """The first `limit` of `chars`, each by `show_char`, comma-separated (" ..." for more)."""
+    chars = list(chars)
+    return ", ".join(show_char(ch) for ch in chars[:limit]) + (" ..." if len(chars) > limit else "")
 
 
 def bundled_text() -> str:
@@ -93,12 +176,33 @@ class Vocab:
         known = set(self.chars)
         return list(dict.fromkeys(ch for ch in text if ch not in known))
 
+    def unknown_message(self, text: str, bad: list[str], what: str = "text", advice: str = "") -> str:
+        """"`what` has N character(s) the model never saw: ..." for the characters `bad` of
+        `text` (`show_chars`), then `advice` in brackets. When they include combining marks,
+        or precomposed letters the model saw decomposed, it says which Unicode normal form
+        (NFC or NFD) would fit the vocabulary, or that the forms may differ."""
+        line = f"{what} has {len(bad)} character(s) the model never saw: {show_chars(bad)}"
+        hint = self._normal_form_hint(text, bad)
+        notes = [n for n in (hint, advice) if n]
+        return line + (f" ({'; '.join(notes)})" if notes else "")
+
+    def _normal_form_hint(self, text: str, bad: list[str]) -> str:
+        marks = any(unicodedata.category(ch).startswith("M") for ch in bad)
+        for form, spelled in (("NFC", "accents composed"), ("NFD", "accents as combining marks")):
+            if not self.unknown(unicodedata.normalize(form, text)):
+                return (f"normalised to Unicode {form}, {spelled}, it fits the model's vocabulary: "
+                        f"unicodedata.normalize('{form}', text) in Python")
+        if marks:
+            return ("combining marks: the model's text may have been in another Unicode normal form (NFC "
+                    "composes accents, NFD splits them off)")
+        return ""
+
     def encode(self, text: str, *, what: str = "text") -> np.ndarray:
-        """Text -> ids (N,) int64; characters outside the vocabulary are named in the error."""
+        """Text -> ids (N,) int64; characters outside the vocabulary are named in the error
+        (`unknown_message`)."""
         bad = self.unknown(text)
         if bad:
-            shown = ", ".join(repr(ch) for ch in bad[:10]) + (" ..." if len(bad) > 10 else "")
-            raise LapnetError(f"{what} has {len(bad)} character(s) the model never saw: {shown}")
+            raise LapnetError(self.unknown_message(text, bad, what))
         lut = self.index
         return np.fromiter((lut[ch] for ch in text), dtype=np.int64, count=len(text))
 
@@ -121,9 +225,10 @@ class Vocab:
         return cls("".join(chars))
 
 
-def split_ids(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+def split_ids(ids: np.ndarray, val_frac: float, what: str = "text") -> tuple[np.ndarray, np.ndarray]:
     """Train on the beginning, validate on the END of the text (never shuffled: no leakage
-    of neighbouring characters from the validation text into training).
+    of neighbouring characters from the validation text into training). `what` names the
+    text in the errors (`lapnet text train` gives the file's name).
 
     Returns:
         train (N_train,), val (N_val,), with N_val = round(val_frac * N), at least 2 when
@@ -132,9 +237,12 @@ def split_ids(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]
     if not 0.0 <= val_frac < 1.0:
         raise LapnetError(f"val_frac must be in [0, 1), got {val_frac}")
     n = len(ids)
+    if n < 2:
+        raise LapnetError(f"{what} has {n} character{'' if n == 1 else 's'}: too short to train on at all (a "
+                          f"model needs at least 2 characters, an input and its target)")
     n_val = 0 if val_frac == 0 else max(2, int(round(val_frac * n)))
     if n - n_val < 2:
-        raise LapnetError(f"text of {n} characters is too short to split off {val_frac:.0%} for validation "
+        raise LapnetError(f"{what} has {n} characters: too short to split off {val_frac:.0%} for validation "
                           f"(val_frac=0 trains on all of it)")
     return ids[: n - n_val], ids[n - n_val:]
 

@@ -24,13 +24,16 @@ from lapnet.errors import LapnetError
 from lapnet.experiments.result import ExperimentResult
 
 MAX_TEXT = 400  # characters; beyond this a per-character heatmap is unreadable
+DEFAULT_TEXT = "To be or not to be"  # what `lapnet gates` traces when no --text is given (see default_text)
 
 
 @dataclass
 class GatesConfig:
     """What to show. `layer` None: the top layer; `max_units` rows per heatmap."""
 
-    text: str = "To be or not to be"
+    # None: DEFAULT_TEXT, or for a model lacking some of its characters a text it can read,
+    # with a warning (`default_text`); a text given here is traced as it is, or refused
+    text: str | None = None
     layer: int | None = None
     max_units: int = 64
     figures: bool = True  # False: only the numbers and the arrays (--export), for a text of any length
@@ -67,7 +70,7 @@ def gate_report(model: torch.nn.Module, vocab, cfg: GatesConfig) -> ExperimentRe
         {name: saturation stats}, "mean_abs_h_per_char", ...}; figures "gates" (LSTM/GRU),
         "hidden"; arrays for --export (per layer: gates, h, c; ids; chars).
     """
-    text = cfg.text
+    text = cfg.text if cfg.text is not None else default_text(vocab)
     if not text:
         raise LapnetError("--text is empty: give at least one character")
     if len(text) > MAX_TEXT and cfg.figures:
@@ -206,13 +209,44 @@ _GATE_TITLES = {"i": "input gate i", "f": "forget gate f", "g": "candidate g", "
                 "n": "candidate n"}
 
 
+def default_text(vocab, stepper=None) -> str:
+    """The text traced when none is given: DEFAULT_TEXT when the model knows all its
+    characters. Otherwise, with a warning (as `lapnet temperature` fits its default prime,
+    `temperature.known_ending`), its longest ending the model knows when that keeps at least
+    half of it; else, with `stepper`, len(DEFAULT_TEXT) characters the model writes itself,
+    greedily from a random character of its vocabulary (seed 0), so that a run on another
+    script (Japanese, Arabic) traces its own kind of text; without a stepper, that ending
+    (or the vocabulary's first character)."""
+    from lapnet.experiments.temperature import known_ending, warn_default_replaced
+
+    ending, unknown = known_ending(vocab, DEFAULT_TEXT)
+    if not unknown:
+        return DEFAULT_TEXT
+    if 2 * len(ending) >= len(DEFAULT_TEXT) or stepper is None:
+        text = ending or vocab.chars[0]
+        warn_default_replaced("--text", DEFAULT_TEXT, unknown, f"tracing {text!r}", "the text")
+        return text
+    from lapnet.sampling import SampleConfig, generate
+
+    text = generate(stepper, vocab, prime="", length=len(DEFAULT_TEXT) - 1, cfg=SampleConfig(temperature=0.0),
+                    seed=0)[0]
+    warn_default_replaced("--text", DEFAULT_TEXT, unknown,
+                          f"tracing {text!r}, {len(text)} characters the model writes itself (greedy, from a "
+                          f"random start)", "the text")
+    return text
+
+
 def run_gates(run: str | Path, cfg: GatesConfig | None = None, *, device: str = "cpu") -> ExperimentResult:
     """Load a text run (`lapnet text train`) onto `device` and trace its gates on `cfg.text`
-    (the trace itself is NumPy float64, on the CPU)."""
+    (the trace itself is NumPy float64, on the CPU); `cfg.text` None: `default_text`."""
+    from dataclasses import replace
+
     from lapnet.text_runs import load_run
 
     cfg = cfg or GatesConfig()
     loaded = load_run(run, engine="torch", device=device, checkpoint=cfg.checkpoint)
+    if cfg.text is None:
+        cfg = replace(cfg, text=default_text(loaded.vocab, loaded.stepper()))
     result = gate_report(loaded.model, loaded.vocab, cfg)
     result.metrics.update({"run": str(run), "checkpoint": cfg.checkpoint, "step": loaded.step})
     return result

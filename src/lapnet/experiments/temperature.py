@@ -48,19 +48,36 @@ class TemperatureConfig:
             raise LapnetError(f"--length must be at least 1, got {self.length}")
 
 
+def known_ending(vocab, default: str) -> tuple[str, list[str]]:
+    """The longest ending of `default` made of characters `vocab` knows (all of it when it
+    knows them all, "" when it lacks the last one), and the characters it lacks, sorted.
+    How `lapnet temperature` and `lapnet gates` fit their default text to a run."""
+    unknown = sorted(set(vocab.unknown(default)))
+    if not unknown:
+        return default, []
+    cut = max(default.rfind(c) for c in unknown) + 1
+    return default[cut:], unknown
+
+
+def warn_default_replaced(flag: str, default: str, unknown: list[str], instead: str, chooses: str) -> None:
+    """The one warning for a default text a run cannot read: "the default --prime 'To be
+    or not to b' has characters this model never saw ('T'): starting from 'o be or not to b'
+    instead; --prime chooses the start"."""
+    import warnings
+
+    from lapnet.data.text import show_chars
+
+    warnings.warn(f"the default {flag} {default!r} has characters this model never saw ({show_chars(unknown)}): "
+                  f"{instead} instead; {flag} chooses {chooses}")
+
+
 def known_default_prime(vocab) -> str:
     """DEFAULT_PRIME when the model knows all its characters; otherwise its longest ending
     made of characters the model knows (empty: a random start), with a warning."""
-    import warnings
-
-    unknown = sorted(set(vocab.unknown(DEFAULT_PRIME)))
-    if not unknown:
-        return DEFAULT_PRIME
-    cut = max(DEFAULT_PRIME.rfind(c) for c in unknown) + 1
-    start = DEFAULT_PRIME[cut:]
-    warnings.warn(f"the default --prime {DEFAULT_PRIME!r} has characters this model never saw "
-                  f"({', '.join(repr(c) for c in unknown)}): starting from "
-                  f"{repr(start) if start else 'a random character'} instead; --prime chooses the start")
+    start, unknown = known_ending(vocab, DEFAULT_PRIME)
+    if unknown:
+        warn_default_replaced("--prime", DEFAULT_PRIME, unknown,
+                              f"starting from {repr(start) if start else 'a random character'}", "the start")
     return start
 
 

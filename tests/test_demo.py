@@ -171,10 +171,14 @@ def test_demo_refuses_a_used_out_dir_and_a_file(run_cli, quick_demo, tmp_path):
 
 
 def test_force_removes_only_what_a_demo_wrote(tmp_path):
+    from lapnet.demo import _record_files
+
     out = tmp_path / "demo"
     for part in PARTS:
         (out / part).mkdir(parents=True)
         (out / part / "metrics.json").write_text("{}")
+    (out / "config.json").write_text('{"kind": "demo"}')  # an earlier demo's, with its record of its files
+    _record_files(out)
     (out / "report.html").write_text("old")
     (out / "notes.txt").write_text("mine")
     _prepare(out, force=True)

@@ -91,6 +91,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         pass
 
 
+def check_weights(arrays: Mapping[str, Any], want: Mapping[str, Any], where: str | os.PathLike) -> None:
+    """Refuse weights that would load silently wrong into a model whose state_dict is `want`:
+    an integer (or bool, or string) array where the model holds floats (torch casts it on
+    load), and NaN or infinity in any of them (every forecast would be NaN).
+
+    Raises:
+        CheckpointError: one line naming the file and the first bad tensor.
+    """
+    for name, target in want.items():
+        if name not in arrays:
+            continue  # the loader names missing and unexpected tensors itself
+        a = np.asarray(arrays[name])
+        is_float = target.is_floating_point() if hasattr(target, "is_floating_point") else np.asarray(target).dtype.kind == "f"
+        if is_float and a.dtype.kind != "f":
+            raise CheckpointError(f"{where}: {name} has dtype {a.dtype}, the model's weights are floating point "
+                                  "(a file altered after training?)")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise CheckpointError(f"{where}: {name} holds NaN or inf")
+
+
 def check_replaceable(paths: Iterable[str | os.PathLike]) -> None:
     """Refuse, before anything is written, when a file about to be (re)written is a directory.
 

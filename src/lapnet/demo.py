@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 import traceback
 from contextlib import contextmanager
@@ -190,6 +189,7 @@ def _run_parts(steps, out: Path, sizes: DemoSizes, progress: bool, on_part) -> l
         if progress:
             console.rule(f"[bold]{i}/{len(steps)}  {title}[/bold]  [dim]({out / name})[/dim]")
         t0, c0 = time.perf_counter(), time.process_time()
+        _record_files(out, running=name)
         try:
             row = fn(out / name, sizes, progress)
         except Exception as e:  # one broken part must not hide the others
@@ -203,6 +203,7 @@ def _run_parts(steps, out: Path, sizes: DemoSizes, progress: bool, on_part) -> l
         if progress:
             mark = "[green]done[/green]" if row.ok else "[red]failed[/red]"
             console.print(f"{mark} in {row.seconds:.1f} s: {row.result}", highlight=False)
+        _record_files(out)  # what --force may remove later: the demo's own files, and only those
         if on_part is not None:
             on_part(row)
         _close_figures()
@@ -214,23 +215,90 @@ def _flat_row(r: PartResult) -> dict[str, Any]:
             "cpu_seconds": r.cpu_seconds, "ok": r.ok}
 
 
+MANIFEST = ".demo-files.json"  # every file a demo wrote in its part folders, updated after each part
+TOP_FILES = ("report.html", "metrics.json", "config.json", MANIFEST)
+
+
+def _written_files(out: Path) -> list[str]:
+    """The files now in the demo's part folders, relative to `out` (what the demo wrote there)."""
+    return sorted(str(p.relative_to(out)) for name in PARTS if (out / name).is_dir()
+                  for p in (out / name).rglob("*") if not p.is_dir())
+
+
+def _record_files(out: Path, running: str | None = None) -> None:
+    """Record the files the demo wrote so far; `running`: the part about to start (its folder,
+    made by the demo, is the demo's whole if the demo is killed before the part ends)."""
+    write_json(out / MANIFEST, {"kind": "demo-files", "files": _written_files(out), "running": running})
+
+
+def _recorded_files(out: Path) -> set[str]:
+    from lapnet.checkpoint import read_json
+    from lapnet.errors import CheckpointError
+
+    try:
+        m = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
+    except (CheckpointError, OSError):
+        m = None
+    if not (isinstance(m, dict) and m.get("kind") == "demo-files" and isinstance(m.get("files"), list)):
+        return set()
+    known = {f for f in m["files"] if isinstance(f, str)}
+    running = m.get("running")
+    if running in PARTS and (out / running).is_dir():  # a demo killed in this part: its folder is the demo's
+        known |= {str(p.relative_to(out)) for p in (out / running).rglob("*") if not p.is_dir()}
+    return known
+
+
 def _prepare(out: Path, force: bool) -> None:
-    """Refuse a file or a non-empty directory (unless force); with force remove only what
-    a previous demo wrote, never anything else."""
+    """Refuse a file or a non-empty directory (unless force). With force: refuse a directory
+    that is not a demo's (its config.json kind "demo"), and a part folder holding a file the
+    demo did not write (recorded in .demo-files.json as each part ends), naming it; then remove
+    only the demo's own files (and the part folders they leave empty), never anything else:
+    other files beside the parts stay."""
+    from lapnet.run_dir import check_out_path, holds_anything, is_lapnet_leftover
+
+    out = check_out_path(out)
     if out.exists() and not out.is_dir():
         raise LapnetError(f"--out {out}: exists and is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and holds_anything(out):
         if not force:
             raise LapnetError(f"--out {out}: already holds a run (use --force to overwrite a previous demo)")
-        files = [out / name for name in ("report.html", "metrics.json", "config.json")]
+        from lapnet.run_dir import _run_kind
+
+        files = [out / name for name in TOP_FILES]
         check_replaceable(files)  # before removing anything: unlink would fail halfway
-        for name in PARTS:
-            shutil.rmtree(out / name, ignore_errors=True)
+        if _run_kind(out) != "demo":
+            raise LapnetError(f"--out {out}: is not a demo's directory (no config.json of kind \"demo\"): --force "
+                              "replaces an earlier demo only; give a new or empty directory")
+        known = _recorded_files(out)
+        # files beside the parts are never touched (kept); inside a part folder a file the demo did
+        # not write is refused: the new demo's files would go beside it, and be recorded with it
+        foreign = [p for name in PARTS if (out / name).is_dir() for p in sorted((out / name).rglob("*"))
+                    if not p.is_dir() and str(p.relative_to(out)) not in known and not is_lapnet_leftover(p)]
+        foreign += [out / name for name in PARTS if (out / name).exists() and not (out / name).is_dir()]
+        if foreign:
+            raise LapnetError(f"--out {out}: holds {foreign[0]}, which no earlier demo wrote there"
+                              f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}: --force replaces "
+                              "only a demo's own files; move it away, or give another --out")
+        for rel in sorted(known):
+            p = out / rel
+            if p.is_file() or p.is_symlink():
+                p.unlink()
+        for name in PARTS:  # the leftovers of a killed write, then the folders the demo's files leave empty
+            if (out / name).is_dir():
+                for p in (out / name).rglob(".*.tmp"):
+                    if is_lapnet_leftover(p):
+                        p.unlink(missing_ok=True)
+                for d in sorted((p for p in (out / name).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                    d.rmdir()
+                (out / name).rmdir()
         for path in files:
             path.unlink(missing_ok=True)
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise LapnetError(f"--out {out}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK):  # before any work, naming the user's path (not an errno text)
+        raise LapnetError(f"--out {out}: {parent} is not writable")
     out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise LapnetError(f"--out {out}: is not writable")
 
 
 def _find_f1(f1_data: str | Path | None) -> Path | None:

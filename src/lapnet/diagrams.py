@@ -23,6 +23,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
+from lapnet.plots import save_figure
+
 # one palette for every diagram: each concept keeps its colour across figures
 INPUT, HIDDEN, OUTPUT, WEIGHT = "#1f5fa8", "#6a3d9a", "#2e7d32", "#b23a48"
 FORGET, GATE_IN, CANDIDATE, GATE_OUT, CELL = "#c62828", "#2e7d32", "#e08a00", "#1565c0", "#00796b"
@@ -363,7 +365,7 @@ def draw_all(out: str | Path, dpi: int = DPI) -> dict[str, dict]:
         with plt.rc_context({"figure.dpi": dpi}):
             fig = draw()
         path = out / f"{name}.png"
-        fig.savefig(path, dpi=dpi, facecolor="white")
+        save_figure(fig, path, dpi=dpi, facecolor="white")  # atomic: a killed run leaves the old figure whole
         written[name] = {"path": str(path), "label_overlaps": [list(p) for p in text_overlaps(fig)],
                          "arrow_overlaps": [list(p) for p in arrow_overlaps(fig)]}
         plt.close(fig)

@@ -19,6 +19,22 @@ import numpy as np  # noqa: E402
 ARCH_COLORS = {"RNN": "tab:red", "LSTM": "tab:blue", "GRU": "tab:green"}
 
 
+def save_figure(fig, path, **kwargs) -> None:
+    """`fig.savefig(path, **kwargs)`, atomically: drawn in memory, written to a temp file in the
+    same folder and renamed over `path` (`lapnet.checkpoint.atomic_write_bytes`), so a command
+    killed while drawing leaves the earlier figure whole, never a truncated one. The format
+    follows the name's extension (png by default), as savefig's does."""
+    import io
+    from pathlib import Path
+
+    from lapnet.checkpoint import atomic_write_bytes
+
+    kwargs.setdefault("format", (Path(path).suffix.lstrip(".").lower() or "png"))
+    buf = io.BytesIO()
+    fig.savefig(buf, **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def _axes(ax, figsize=(7, 4.5)):
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize, layout="constrained")

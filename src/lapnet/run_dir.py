@@ -4,6 +4,11 @@
                                    --force or --resume), a directory where an output file goes
     make_dir(out)                  `mkdir -p`, remembering what it created
     undo_new_dirs_on_failure()     around one command: remove what `make_dir` created if it fails
+    lock_run_dir(out)              one training process per run directory (flock on out/.lapnet.lock)
+    refuse_input_as_output(...)    an output that is one of the command's inputs is refused
+    check_out_path(out, flag)      an --out path: not empty, not a dangling symlink, not a device
+    check_file_out(out, flag)      a single-file output: its folder exists and is writable
+    safe_name(label)               a name from the data (a race, a driver) made safe for a file name
 
 The CLI's commands and the library's own runs (`text_runs.train_text`) share these, so one
 --out is refused in the same words whichever command was given it.
@@ -12,9 +17,12 @@ The CLI's commands and the library's own runs (`text_runs.train_text`) share the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
+import stat
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from lapnet.checkpoint import check_replaceable
 from lapnet.errors import LapnetError
@@ -34,6 +42,10 @@ def make_dir(out: Path) -> Path:
         except FileExistsError:  # made meanwhile by someone else (another rank): not ours to remove
             continue
         _made_dirs.append(d)
+    key = os.path.abspath(out)
+    if key in _pending_locks:
+        _pending_locks.discard(key)
+        lock_run_dir(out)
     return out
 
 
@@ -56,11 +68,228 @@ def undo_new_dirs_on_failure() -> Iterator[None]:
         failed = e.code not in (0, None)
         raise
     finally:
+        release_run_locks()  # before the rmdir below: the lock file would keep a new --out non-empty
         if failed:
             for d in reversed(_made_dirs):
                 with contextlib.suppress(OSError):
                     d.rmdir()
         _made_dirs.clear()
+
+
+LOCK_NAME = ".lapnet.lock"  # in a run directory while a lapnet process trains into it
+_locks: dict[str, int] = {}  # resolved run directory -> the open, flock'ed lock file of this process
+_pending_locks: set[str] = set()  # run directories to lock as soon as `make_dir` creates them
+
+
+def is_lapnet_leftover(path: Path) -> bool:
+    """A file lapnet itself leaves behind when it is killed: an atomic write's temp file
+    (`.NAME.XXXX.tmp`) or a run directory's lock file. A directory holding only these is empty
+    for the next run (and such files are never the user's)."""
+    name = Path(path).name
+    return name == LOCK_NAME or (name.startswith(".") and name.endswith(".tmp") and not Path(path).is_dir())
+
+
+def holds_anything(out: Path) -> bool:
+    """Whether a directory holds an entry other than lapnet's own leftovers (`is_lapnet_leftover`)."""
+    return any(not is_lapnet_leftover(p) for p in Path(out).iterdir())
+
+
+def _lock_key(out: Path) -> str:
+    return os.path.realpath(out)
+
+
+def _lock_wanted() -> bool:
+    """Under torchrun every rank trains into the same --out: only rank 0 (RANK unset or 0) locks."""
+    try:
+        return int(os.environ.get("RANK", "0") or 0) == 0
+    except ValueError:
+        return True
+
+
+def lock_run_dir(out: Path) -> None:
+    """Take an exclusive lock on the run directory `out` (it must exist) for as long as this
+    process trains into it: fcntl.flock on out/.lapnet.lock, which holds the owner's pid.
+    Calling it again for a directory this process already holds is a no-op. The lock goes with
+    `release_run_locks` (the CLI calls it when the command ends) or when the process ends,
+    however it ends (the kernel drops a dead process's flock; its stale file is then taken over).
+
+    Raises:
+        LapnetError: another process holds the lock (one line, naming its pid).
+    """
+    import fcntl
+
+    if not _lock_wanted():
+        return
+    key = _lock_key(out)
+    if key in _locks:
+        return
+    path = Path(out) / LOCK_NAME
+    for _ in range(5):  # the holder may unlink the file between our open and our flock: open it again
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise LapnetError(f"--out {out}: cannot create its lock file {path.name}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            except OSError:
+                pid = "unknown"
+            os.close(fd)
+            raise LapnetError(f"--out {out} is in use by another lapnet process (pid {pid}): wait for it to end, "
+                              "or give another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if not same:  # locked a file its holder had just removed
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _locks[key] = fd
+        return
+    raise LapnetError(f"--out {out}: could not take its lock file {path.name} (it keeps being replaced)")
+
+
+def want_run_lock(out: Path) -> None:
+    """Lock `out` now if it exists, else as soon as `make_dir` creates it."""
+    if Path(out).is_dir():
+        lock_run_dir(out)
+    else:
+        _pending_locks.add(os.path.abspath(out))
+
+
+def release_run_locks() -> None:
+    """Drop every run-directory lock this process holds, removing the lock files."""
+    for key, fd in list(_locks.items()):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(key, LOCK_NAME))  # while still locked: a waiter re-opens (see lock_run_dir)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        del _locks[key]
+    _pending_locks.clear()
+
+
+def release_run_lock(out: Path) -> None:
+    """Drop this process's lock on `out` (see `lock_run_dir`), if it holds one."""
+    fd = _locks.pop(_lock_key(out), None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(Path(out) / LOCK_NAME)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def holds_run_lock(out: Path) -> bool:
+    return _lock_key(out) in _locks
+
+
+def refuse_input_as_output(inputs: Iterable[str | os.PathLike | None], outputs: Iterable[str | os.PathLike | None],
+                           flag: str = "--out") -> None:
+    """Refuse, before any work, an output that is one of the command's inputs: the same file
+    (os.path.samefile: through a symlink or a hard link too) or the same resolved path. Even
+    --force does not allow it: the input would be lost for good.
+
+    Raises:
+        LapnetError: naming the output and the input it would overwrite.
+    """
+    ins = [Path(p) for p in inputs if p is not None and str(p) not in ("", "-")]
+    for o in outputs:
+        if o is None or str(o) in ("", "-"):
+            continue
+        o = Path(o)
+        for i in ins:
+            same = False
+            try:
+                same = os.path.samefile(o, i)
+            except OSError:
+                same = os.path.realpath(o) == os.path.realpath(i)
+            if same:
+                where = "" if str(o) == str(i) else f" ({o} is {i})"
+                raise LapnetError(f"{flag} {o}: is the input {i}{where}: writing there would overwrite the input; "
+                                  f"give another {flag}")
+
+
+RUN_OWN_FILES = ("config.json", "model.safetensors", "last.safetensors", "vocab.json", "metrics.json", "log.jsonl",
+                 "training.incomplete")
+
+
+def refuse_run_files(run: str | os.PathLike | None, outputs: Iterable[str | os.PathLike | None],
+                     flag: str = "--out") -> None:
+    """Refuse, even with --force, an output that is one of the files of the run a command reads
+    (RUN/config.json, the weights, RUN/metrics.json, ...): replacing it would destroy the run."""
+    if run is None or not Path(run).is_dir():
+        return
+    refuse_input_as_output([Path(run) / name for name in RUN_OWN_FILES if (Path(run) / name).exists()], outputs,
+                           flag)
+
+
+def _given_empty(flag: str) -> bool:
+    """Whether the command line gave `flag` an empty value (`--out=` or `--out ''`): Click
+    turns it into Path(""), which is ".", the current directory."""
+    import sys
+
+    argv = sys.argv[1:]
+    return any(a == f"{flag}=" or (a == flag and i + 1 < len(argv) and argv[i + 1] == "") for i, a in enumerate(argv))
+
+
+def check_out_path(out: str | os.PathLike, flag: str = "--out") -> Path:
+    """Refuse an output path that can be neither a file nor a directory lapnet writes: an empty
+    one, a dangling symlink, a device (/dev/null), a pipe or a socket."""
+    text = os.fspath(out)
+    if text.strip() == "" or (text == "." and _given_empty(flag)):  # Path("") is "."
+        raise LapnetError(f"{flag} is empty: give a path (. for the current directory)")
+    out = Path(text)
+    if out.is_symlink() and not out.exists():
+        raise LapnetError(f"{flag} {out}: a symlink to {os.readlink(out)}, which does not exist")
+    try:
+        mode = os.stat(out).st_mode
+    except OSError:
+        return out
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise LapnetError(f"{flag} {out}: is a device, not a file or directory lapnet can write")
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        raise LapnetError(f"{flag} {out}: is a pipe or socket, not a file or directory lapnet can write")
+    return out
+
+
+def check_file_out(out: str | os.PathLike, flag: str = "--out") -> Path:
+    """A single-file output, before any work: a sane path (`check_out_path`), not a directory,
+    in an existing folder this process can write (the atomic write makes its temp file there)."""
+    out = check_out_path(out, flag)
+    if out.is_dir():
+        raise LapnetError(f"{flag} {out}: is a directory, not a file")
+    folder = out.parent
+    if not folder.is_dir():
+        raise LapnetError(f"{flag} {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LapnetError(f"{flag} {out}: folder {folder} is not writable")
+    return out
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+NAME_MAX = 80  # characters a label may take in a file name (names are limited to 255 bytes)
+
+
+def safe_name(label: object, max_len: int = NAME_MAX) -> str:
+    """A name from the data (a race, a driver) made safe for one component of a file name:
+    path separators and control characters become "_", a leading "." too (no hidden file, no
+    ".."), and a long name is cut, keeping an 8-digit hash of the whole so two long names stay
+    apart. A name that needs none of this comes back unchanged."""
+    text = str(label)
+    s = _UNSAFE.sub("_", text)
+    if s.startswith("."):
+        s = "_" + s[1:]
+    s = s or "_"
+    if len(s) > max_len or len(s.encode()) > 3 * max_len:
+        h = hashlib.sha256(text.encode()).hexdigest()[:8]
+        cut = s[: max_len - 9]
+        while len(cut.encode()) > 3 * max_len - 9:
+            cut = cut[:-1]
+        s = f"{cut}-{h}"
+    return s
 
 
 def _some_entries(out: Path) -> str:
@@ -86,7 +315,7 @@ def _run_kind(out: Path) -> str | None:
 
 def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None, must_be_new: bool = True,
                   writes: tuple[str, ...] = ("metrics.json",), holds: str = "files", create: bool = True,
-                  kind: str | None = None) -> Path:
+                  kind: str | None = None, lock: bool | None = None) -> Path:
     """Validate an output directory before any work, then (with `create`) create it.
 
     Refused: a file; (when `must_be_new`) an existing non-empty directory unless --force or
@@ -107,16 +336,18 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
         kind: the run kind the command writes (its config.json "kind"): --force does not
             overwrite a run of another kind (its files would stay beside the new run's, and
             the report would show both): refused, naming what is there.
+        lock: hold `lock_run_dir` on `out` (now, or once `make_dir` creates it) until the
+            command ends; default: for a run's directory (`holds` names a run, or `kind` given).
 
     Returns:
         `out` as a Path.
     """
-    out = Path(out)
+    out = check_out_path(out)
     if out.exists() and not out.is_dir():
         raise LapnetError(f"--out {out}: exists and is a file, not a directory")
     if resume and force:
         raise LapnetError("--resume and --force contradict each other: pick one")
-    if must_be_new and out.is_dir() and any(out.iterdir()) and not (force or resume):
+    if must_be_new and out.is_dir() and holds_anything(out) and not (force or resume):
         # a run's directory (`holds` says what) that holds none of the run's files is someone
         # else's: say so, not "already holds a run" (commands that write loose files keep
         # "already holds files", which is true of any non-empty directory)
@@ -140,4 +371,6 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
         raise LapnetError(f"--out {out}: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK):
         raise LapnetError(f"--out {out}: {parent} is not writable")
+    if lock if lock is not None else (holds != "files" or kind is not None):
+        want_run_lock(out)  # a run's directory: one training process at a time (see lock_run_dir)
     return make_dir(out) if create else out

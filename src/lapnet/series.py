@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lapnet.checkpoint import load_tensors, read_json, write_json
+from lapnet.checkpoint import check_weights, load_tensors, read_json, write_json
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.experiments.batches import Shuffled
 from lapnet.models.forecaster import Forecaster
@@ -397,7 +397,9 @@ def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, colu
     }
     for note in notes:
         warnings.warn(note)
-    _plot(values, t, pred, ahead, column, cfg, n_stop).savefig(out / FIGURE, dpi=110)
+    from lapnet.plots import save_figure
+
+    save_figure(_plot(values, t, pred, ahead, column, cfg, n_stop), out / FIGURE, dpi=110)  # atomic
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -455,6 +457,7 @@ def load_series_run(run: str | Path) -> tuple[Forecaster, dict[str, Any]]:
     want = model.state_dict()
     if set(arrays) != set(want) or any(tuple(arrays[k].shape) != tuple(want[k].shape) for k in want):
         raise CheckpointError(f"{run}/model.safetensors: does not fit the model config.json describes")
+    check_weights(arrays, want, run / "model.safetensors")  # int64 or NaN weights would load silently
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     model.eval()
     config.update(window=window, mean=mean, sd=sd, difference=difference)

@@ -48,7 +48,7 @@ import numpy as np
 
 from lapnet.checkpoint import json_text, load_tensors, save_tensors
 from lapnet.console import console
-from lapnet.errors import LapnetError
+from lapnet.errors import CheckpointError, LapnetError
 
 
 class TrainingDiverged(LapnetError):
@@ -357,6 +357,28 @@ class TorchLearner:
         meta = {"optim_scalars": scalars, "param_groups": sd["param_groups"]}
         return arrays, meta
 
+    def _check_optim_state(self, state: dict[int, dict[str, Any]]) -> None:
+        """Refuse optimizer state AdamW could not step with: a parameter index it does not have,
+        a moment missing (every parameter with state needs step, exp_avg and exp_avg_sq) or of
+        another shape than its parameter."""
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        need = {"step", "exp_avg", "exp_avg_sq"}
+        for idx, st in state.items():
+            if not 0 <= idx < len(params):
+                raise LapnetError(f"optimizer state for parameter {idx}, but the model has {len(params)}")
+            missing = sorted(need - set(st))
+            if missing:
+                raise LapnetError(f"optimizer state of parameter {idx} lacks {', '.join(missing)}")
+            for name in ("exp_avg", "exp_avg_sq"):
+                if tuple(st[name].shape) != tuple(params[idx].shape):
+                    raise LapnetError(f"optimizer state {idx}.{name} has shape {tuple(st[name].shape)}, "
+                                      f"the parameter {tuple(params[idx].shape)}")
+                if not st[name].is_floating_point():
+                    raise LapnetError(f"optimizer state {idx}.{name} is {st[name].dtype}, not floating point")
+        if state and len(state) != len(params):
+            absent = [i for i in range(len(params)) if i not in state]
+            raise LapnetError(f"optimizer state missing for parameter(s) {', '.join(map(str, absent[:5]))}")
+
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Continue from `state()`'s checkpoint: weights, optimizer moments, RNG states.
 
@@ -368,6 +390,13 @@ class TorchLearner:
         this learner are on a GPU; a GPU checkpoint resumed on the CPU does not need it.
         """
         t = self.torch
+        for k, v in arrays.items():
+            if k.startswith(("model.", "optim.")) and np.asarray(v).dtype.kind not in "fiu":
+                raise LapnetError(f"{k} has dtype {np.asarray(v).dtype}, not a number")
+            if k.startswith("model.") and np.asarray(v).dtype.kind != "f":
+                raise LapnetError(f"{k} has dtype {np.asarray(v).dtype}, not floating point")
+            if k.startswith(("model.", "optim.")) and not np.isfinite(np.asarray(v, dtype=np.float64)).all():
+                raise LapnetError(f"{k} holds NaN or inf")
         model_sd = {k[len("model."):]: t.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model.")}
         want = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         problems = _state_mismatch(want, {k: tuple(v.shape) for k, v in model_sd.items()})
@@ -382,6 +411,7 @@ class TorchLearner:
         for idx, scal in meta.get("optim_scalars", {}).items():
             for name, value in scal.items():
                 state.setdefault(int(idx), {})[name] = t.tensor(value)
+        self._check_optim_state(state)
         self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         saved = sorted({g.get("weight_decay") for g in meta["param_groups"]}, key=str)
         if saved and saved != [self.cfg.weight_decay]:
@@ -513,6 +543,74 @@ def _carry_from(arrays: dict[str, np.ndarray], meta: dict[str, Any] | None, devi
     return container(parts) if container else parts[0]
 
 
+_TRAINER_INTS = ("step", "epoch", "step_in_epoch", "bad_evals", "items")
+_TRAINER_SECONDS = ("elapsed", "train_time")
+
+
+def check_resume_meta(m: dict[str, Any], path: Path | str) -> None:
+    """Refuse, in one line, a last.safetensors whose metadata a resume cannot use: the trainer's
+    position (whole counters >= 0, times >= 0, a history list, ...), the learner's state (a
+    dict; for torch, param_groups as a list of dicts), the carry's description. Its checksum
+    proves only that the file is as written, not that lapnet wrote those values.
+
+    Raises:
+        CheckpointError: naming the file and the first bad field.
+    """
+    def bad(what: str, v: Any) -> CheckpointError:
+        shown = repr(v)
+        return CheckpointError(f"{path}: not a resumable lapnet checkpoint ({what}, got {shown[:60]})")
+
+    tr, le = m.get("trainer"), m.get("learner")
+    if not isinstance(tr, dict):
+        raise bad("'trainer' must be a JSON object", tr)
+    if not isinstance(le, dict):
+        raise bad("'learner' must be a JSON object", le)
+    for k in _TRAINER_INTS:
+        v = tr.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise bad(f"trainer {k} must be a whole number >= 0", v)
+    for k in _TRAINER_SECONDS:
+        v = tr.get(k, 0.0)
+        if not _is_number(v) or v < 0:
+            raise bad(f"trainer {k} must be a number >= 0", v)
+    if "best_val" in tr and tr["best_val"] is not None and not _is_number(tr["best_val"]):
+        raise bad("trainer best_val must be a number or null", tr["best_val"])
+    if not isinstance(tr.get("history", []), list) or not all(isinstance(r, dict) for r in tr.get("history", [])):
+        raise bad("trainer history must be a list of objects", tr.get("history"))
+    for k in ("last_metrics", "final_eval"):
+        if tr.get(k) is not None and not isinstance(tr[k], dict):
+            raise bad(f"trainer {k} must be an object", tr[k])
+    se = tr.get("since_eval")
+    if se is not None and not (isinstance(se, dict) and _is_number(se.get("loss", 0.0))
+                               and isinstance(se.get("n", 0), int) and not isinstance(se.get("n", 0), bool)
+                               and se.get("n", 0) >= 0):
+        raise bad("trainer since_eval must be {loss: number, n: whole number >= 0}", se)
+    if "param_groups" in le and not (isinstance(le["param_groups"], list) and le["param_groups"]
+                                     and all(isinstance(g, dict) for g in le["param_groups"])):
+        raise bad("learner param_groups must be a list of objects", le["param_groups"])
+    for g in le.get("param_groups", []):
+        for k in ("lr", "eps", "weight_decay"):
+            if k in g and not (_is_number(g[k]) and g[k] >= 0):
+                raise bad(f"learner param_groups {k} must be a number >= 0", g[k])
+        if "betas" in g and not (isinstance(g["betas"], list) and len(g["betas"]) == 2
+                                 and all(_is_number(b) and 0 <= b < 1 for b in g["betas"])):
+            raise bad("learner param_groups betas must be two numbers in [0, 1)", g["betas"])
+    if "optim_scalars" in le and not (isinstance(le["optim_scalars"], dict) and all(
+            isinstance(v, dict) and all(_is_number(x) for x in v.values()) for v in le["optim_scalars"].values())):
+        raise bad("learner optim_scalars must map each parameter to numbers", le["optim_scalars"])
+    if "optim_step" in le and (isinstance(le["optim_step"], bool) or not isinstance(le["optim_step"], int)
+                               or le["optim_step"] < 0):
+        raise bad("learner optim_step must be a whole number >= 0", le["optim_step"])
+    carry = m.get("carry")
+    if carry is not None and not (isinstance(carry, dict) and isinstance(carry.get("kinds"), list)
+                                  and isinstance(carry.get("devices"), list)
+                                  and len(carry["kinds"]) == len(carry["devices"])
+                                  and all(k in ("numpy", "torch") for k in carry["kinds"])):
+        raise bad("carry must describe its parts (kinds, devices)", carry)
+    if m.get("model_before") is not None and not isinstance(m["model_before"], dict):
+        raise bad("model_before must be an object", m["model_before"])
+
+
 def finished(st: dict[str, Any], cfg: TrainConfig) -> str | None:
     """Why a restored run has nothing left to do under `cfg` ("epochs", ...), or None."""
     if cfg.epochs is not None and st["epoch"] >= cfg.epochs:
@@ -595,10 +693,21 @@ def fit(
     Returns:
         TrainResult. Raises TrainingDiverged on a NaN/inf loss (the last good checkpoint stays).
     """
+    from lapnet.run_dir import holds_run_lock, lock_run_dir, release_run_lock
+
+    locked = None
     try:
+        if out is not None and is_rank0() and not holds_run_lock(Path(out)):
+            # one process trains into a run directory at a time (a second is refused in one line),
+            # taken before anything there is read or cleared (the .*.tmp clean-up below)
+            Path(out).mkdir(parents=True, exist_ok=True)
+            lock_run_dir(Path(out))
+            locked = Path(out)
         return _fit(learner, batches, cfg, out=out, resume=resume, meta=meta, on_eval=on_eval, describe=describe,
                     interrupt_hint=interrupt_hint, eval_label=eval_label)
     finally:
+        if locked is not None:
+            release_run_lock(locked)
         if isinstance(learner, TorchLearner):
             learner.release()  # let distributed.shutdown() free the DDP wrapper before the group goes
 
@@ -620,13 +729,20 @@ def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, m
         if out_dir is None:
             raise LapnetError("--resume needs a run directory")
         arrays, m = load_tensors(out_dir / "last.safetensors")
-        if "trainer" not in m or "learner" not in m:
+        if not isinstance(m, dict) or "trainer" not in m or "learner" not in m:
             raise LapnetError(f"{out_dir / 'last.safetensors'}: not a resumable lapnet checkpoint")
+        check_resume_meta(m, out_dir / "last.safetensors")  # a crafted or foreign meta: one line, before any use
         device = getattr(learner, "device", None)
         resumed_carry = _carry_from(arrays, m.get("carry"), device) if _dist() is None else None
         before = {k[len("model_before."):]: v for k, v in arrays.items() if k.startswith("model_before.")}
         arrays = {k: v for k, v in arrays.items() if not k.startswith(("carry.", "model_before."))}
-        learner.load_state(arrays, m["learner"])
+        try:
+            learner.load_state(arrays, m["learner"])
+        except LapnetError as e:
+            raise CheckpointError(f"{out_dir / 'last.safetensors'}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(f"{out_dir / 'last.safetensors'}: its learner state does not load "
+                                  f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
         st.update(m["trainer"])
         done = finished(st, cfg)
         if done is not None:  # nothing left to do: no evaluation, log row or checkpoint is added

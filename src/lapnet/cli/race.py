@@ -77,6 +77,15 @@ def _forecast_rows(metrics: dict) -> list[dict]:
              if not k.startswith("rmse")} for row in metrics.get("summary", [])]
 
 
+def _refuse_own_inputs(run: Path, laps: List[Path], outputs: List[Path]) -> None:
+    """Refuse, even with --force, outputs that are the run's own files (RUN/metrics.json when
+    --out is RUN) or one of the lap tables read: either would be lost for good."""
+    from lapnet.run_dir import refuse_input_as_output, refuse_run_files
+
+    refuse_run_files(run, outputs)
+    refuse_input_as_output(laps, outputs)
+
+
 def _out_is_a_directory(out: Optional[Path], writes: str) -> None:
     """Refuse an --out named like the file the command writes into it (`--out evq.json` would
     become a directory called evq.json), unless such a directory exists already."""
@@ -186,6 +195,7 @@ def eval_cmd(
     _out_is_a_directory(out, "metrics.json")
     dest = out or Path(run) / "eval"
     check_eval_out(dest, force=force)  # refused now, not after the evaluation
+    _refuse_own_inputs(run, laps, [dest / "metrics.json"])  # even with --force
     if out is not None:
         check_out_dir(out, must_be_new=False)
     metrics = eval_race(run, laps, race_length=length, device=dev)
@@ -245,6 +255,7 @@ def gates_cmd(
     _out_is_a_directory(out, "metrics.json, gates.csv and figures")
     dest = out or Path(run) / "gates"
     check_gates_out(dest, force=force)
+    _refuse_own_inputs(run, laps, [dest / "metrics.json", dest / "gates.csv"])  # even with --force
     if out is not None or Path(run).is_dir():  # a missing RUN is refused by race_gates_report, naming it
         check_out_dir(dest, must_be_new=False, writes=("metrics.json", "gates.csv"), create=False)
     _, metrics = race_gates_report(run, laps, driver=driver, out=dest, force=force)
@@ -353,6 +364,7 @@ def predict_cmd(
     _out_is_a_directory(out, "predictions.csv, figures and metrics.json")
     dest = out or Path(run) / "predict"
     check_predict_out(dest, force=force)
+    _refuse_own_inputs(run, [laps], [dest / "metrics.json", dest / "predictions.csv"])  # even with --force
     if out is not None or Path(run).is_dir():  # a missing RUN is refused by predict_race, before anything is made
         check_out_dir(dest, must_be_new=False, writes=("predictions.csv", "metrics.json"))
     table, metrics = predict_race(run, laps, driver=driver, out=dest, race_length=length, device=dev, force=force)

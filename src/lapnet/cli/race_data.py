@@ -87,7 +87,9 @@ def simulate_cmd(
     Example: lapnet race simulate --out laps.csv --races 10 --seed 7
     """
     from lapnet.race.simulate import simulate_to_file
+    from lapnet.run_dir import refuse_input_as_output
 
+    refuse_input_as_output([calibration], [out], "--out")
     summary = simulate_to_file(out, races, seed, calibration, force=force, label=label,
                                strategies=_strategies(strategy or []), safety_car=_safety_car(safety_car))
     phases = summary.pop("phase_share")
@@ -115,7 +117,14 @@ def calibrate_cmd(
     Example: lapnet race calibrate ../shared/data/f1/*.csv --out calib.json --figure calib.png
     """
     from lapnet.race.calibrate import calibrate_files
+    from lapnet.run_dir import check_file_out, refuse_input_as_output
 
+    refuse_input_as_output(laps, [out], "--out")
+    check_file_out(out, "--out")
+    refuse_input_as_output(laps, [figure], "--figure")
+    if figure is not None:
+        refuse_input_as_output([out], [figure], "--figure")
+        check_file_out(figure, "--figure")
     with _warnings_as_lines():
         _, summary = calibrate_files(laps, out, figure=figure, sim_races=sim_races, seed=seed, force=force)
     summary_table(f"calibration -> {out}", {**summary, "defaulted": ", ".join(summary["defaulted"]) or "none"})
@@ -142,7 +151,9 @@ def clean_cmd(
     """
     from lapnet.console import console
     from lapnet.race.clean import clean_files, headline
+    from lapnet.run_dir import refuse_input_as_output
 
+    refuse_input_as_output(laps, [out], "--out")  # even with --force: the raw table would be lost for good
     _, report = clean_files(laps, out, force=force)
     summary = report.summary()
     console.print(report.table())

@@ -50,7 +50,15 @@ def register(app: typer.Typer) -> None:
         from lapnet.cli.common import console
         from lapnet.report import REPORT_NAME, build_report
 
-        check_overwrite(out if out is not None else run / REPORT_NAME, force)
+        from lapnet.run_dir import check_file_out, refuse_run_files
+
+        target = out if out is not None else run / REPORT_NAME
+        if out is not None:
+            check_file_out(out)  # a dangling symlink, a device, a missing or unwritable folder: before the work
+            if out.suffix.lower() not in (".html", ".htm"):
+                raise LapnetError(f"--out {out}: a report is an HTML page: give a name ending in .html")
+            refuse_run_files(run, [out])  # --force never replaces the run's own config, weights or metrics
+        check_overwrite(target, force)
         path = build_report(run, out, title=title)
         console.print(f"report written: [bold]{path}[/bold] ({path.stat().st_size / 1024:.0f} KiB)")
         typer.echo(str(path))

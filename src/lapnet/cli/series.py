@@ -81,8 +81,11 @@ def train_cmd(
     check_series(values, cfg)  # too short, or nothing to learn: refused before --out is touched
     from lapnet.series import KIND
 
-    out = check_out_dir(out, force=force, writes=("metrics.json", "config.json", "forecast.png", "model.safetensors"),
-                        holds="a run", kind=KIND)
+    from lapnet.run_dir import refuse_input_as_output
+
+    writes = ("metrics.json", "config.json", "forecast.png", "model.safetensors")
+    refuse_input_as_output([file], [Path(out) / n for n in writes])  # even with --force: the series would be lost
+    out = check_out_dir(out, force=force, writes=writes, holds="a run", kind=KIND)
     metrics = train_series(values, cfg, out, column=name, source=str(file))
     if not quiet:
         rows = [{"forecast": k, "MAE": v["mae"], "RMSE": v["rmse"]} for k, v in metrics["scores"].items()]

@@ -135,7 +135,9 @@ def hidden(
     result = hidden_evolution(hidden_size, points, periods, seed, engine)  # validates before --out is touched
     out = check_out_dir(out, force=force, writes=("hidden_states.png", "metrics.json"))
     fig = plot_hidden_evolution(result)
-    fig.savefig(out / "hidden_states.png", dpi=dpi, facecolor="white")
+    from lapnet.plots import save_figure
+
+    save_figure(fig, out / "hidden_states.png", dpi=dpi, facecolor="white")  # atomic
     plt.close(fig)
     m = result["metrics"]
     emit_metrics(out, m, as_json=as_json)

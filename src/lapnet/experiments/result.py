@@ -46,6 +46,7 @@ class ExperimentResult:
             atomic_write_bytes(path, buf.getvalue())
             paths.append(path)
         self.metrics.setdefault("figures", [p.name for p in paths])
+        self.metrics.setdefault("experiment", self.name)  # the mark `stale_figures` trusts
         write_json(out / "metrics.json", self.metrics)
         return paths + [out / "metrics.json"]
 
@@ -70,14 +71,27 @@ def listed_figures(metrics: Any) -> list[str] | None:
     return [Path(x).name for x in listed]
 
 
+EXPERIMENTS = frozenset({"adding", "feedforward", "gates", "gradflow", "sine", "temperature", "trend"})
+
+
+def is_experiment_result(metrics: Any) -> bool:
+    """Whether a metrics.json is one `ExperimentResult.save` wrote: its "experiment" names one
+    of lapnet's experiments. Only such a file's figure list is trusted to name lapnet's files."""
+    return isinstance(metrics, dict) and metrics.get("experiment") in EXPERIMENTS
+
+
 def stale_figures(out: Path, keep: set[str]) -> list[Path]:
-    """The figures the metrics.json in `out` lists that are not in `keep` and exist."""
+    """The figures the metrics.json in `out` lists that are not in `keep` and exist, when that
+    metrics.json is an experiment's (`is_experiment_result`): a metrics.json someone else
+    wrote names no file lapnet may remove."""
     from lapnet.checkpoint import read_json
     from lapnet.errors import CheckpointError
 
     try:
         old = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
     except (CheckpointError, OSError):
+        return []
+    if not is_experiment_result(old):
         return []
     names = listed_figures(old) or []
     return [out / n for n in names

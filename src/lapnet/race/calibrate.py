@@ -697,7 +697,9 @@ def calibrate_files(
         from lapnet.race.plots import plot_real_vs_sim
 
         fig = plot_real_vs_sim(real, sim)
-        fig.savefig(figure, dpi=110)
+        from lapnet.plots import save_figure
+
+        save_figure(fig, figure, dpi=110)  # atomic: an earlier figure stays whole if this is cut short
         plt.close(fig)
         r, s = norm_green_laps(real), norm_green_laps(sim)
         summary["real_green_lap_iqr"] = round(float(np.subtract(*np.percentile(r, [75, 25]))), 5)

@@ -13,6 +13,7 @@ column and row; cleaning (what counts as a lap, masks, imputation) is `lapnet.ra
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -463,7 +464,9 @@ def check_table_out(out: str | Path, *, force: bool = False) -> Path:
         LapnetError: another extension, an existing file without `force`, something other
             than a file in the way, or a missing folder.
     """
-    out = Path(out)
+    from lapnet.run_dir import check_out_path
+
+    out = check_out_path(out)  # empty, a dangling symlink, a device: refused in their own words
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise LapnetError(f"--out {out}: write a .csv or .parquet lap table")
     if out.exists() and not out.is_file():
@@ -472,6 +475,8 @@ def check_table_out(out: str | Path, *, force: bool = False) -> Path:
         raise LapnetError(f"--out {out}: already exists (use --force to overwrite it)")
     if not out.parent.is_dir():
         raise LapnetError(f"--out {out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK | os.X_OK):  # refused now, not after the work, naming the user's path
+        raise LapnetError(f"--out {out}: folder {out.parent} is not writable")
     return out
 
 

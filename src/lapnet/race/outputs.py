@@ -18,6 +18,42 @@ PNG_MARK = {"Software": PREDICT_COMMAND}  # written into predict's figures: an e
 PREDICTIONS_HEADER = "Race,Driver,LapNumber,Stint,Compound,TyreLife,LapTime,Scored,InLap,forecast_h1"  # predictions.csv starts so
 
 
+def forecast_figure_name(race: object, driver: object) -> str:
+    """predict's figure of one driver: forecast_RACE_DRIVER.png, the race and driver made safe
+    for a file name (`lapnet.run_dir.safe_name`: no path separator or control character, a long
+    name cut and kept apart by a short hash)."""
+    from lapnet.run_dir import safe_name
+
+    return f"forecast_{safe_name(race)}_{safe_name(driver)}.png"
+
+
+def stale_staging(out: Path, prefix: str, max_age: float) -> list[Path]:
+    """The staging directories (out/PREFIX<pid>-XXXX) of predict calls that died while drawing:
+    their pid is no longer alive, or (a name without a pid, or a pid reused since) older than
+    `max_age` seconds. A live call's is never among them."""
+    import os
+    import time
+
+    found = []
+    for d in out.glob(f"{prefix}*"):
+        pid_text = d.name[len(prefix):].split("-", 1)[0]
+        dead = False
+        if pid_text.isdigit() and int(pid_text) != os.getpid():
+            try:
+                os.kill(int(pid_text), 0)
+            except ProcessLookupError:
+                dead = True
+            except OSError:  # alive, another user's
+                pass
+        try:
+            old = time.time() - d.stat().st_mtime > max_age
+        except OSError:
+            continue
+        if d.is_dir() and (dead or old):
+            found.append(d)
+    return found
+
+
 def earlier_predict_files(out: Path) -> list[Path]:
     """The files an earlier `predict_race` wrote in `out` (predictions.csv, degradation.png,
     forecast_*.png), known by the CLI's metrics.json record or by their own marks: the ones a

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from lapnet import distributed
-from lapnet.checkpoint import load_tensors, read_json, write_json
+from lapnet.checkpoint import check_weights, load_tensors, read_json, write_json
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.race.baselines import BASELINES, baseline_forecasts, fresh_baselines
 from lapnet.race.schema import WET_COMPOUNDS
@@ -50,7 +50,8 @@ from lapnet.race.metrics import (MASKS, REPORT_HORIZONS, coverage, eval_mask, fo
 from lapnet.models.recurrent import ARCHS
 from lapnet.race.models import (HEADS, HORIZON_WEIGHT_POWER, INTERVAL90, ExpectedGap, FreshStart, RaceEnsemble, RaceModelConfig, RaceNet,
                                 WithPitCaller, race_loss)
-from lapnet.race.outputs import PNG_MARK, PREDICT_COMMAND, check_predict_out, earlier_predict_files
+from lapnet.race.outputs import (PNG_MARK, PREDICT_COMMAND, check_predict_out, earlier_predict_files, forecast_figure_name,
+                                 stale_staging)
 from lapnet.race.pit import PIT_L2, PitModel
 
 PIT_EVAL_RULE = "every lap after which the driver has another lap (in- and out-laps, neutralised laps included); label: an in-lap among the next 3 laps"
@@ -939,6 +940,7 @@ def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False
     if pit_caller:
         net = WithPitCaller(net, PitModel(FEATURES), ExpectedGap(FEATURES) if expected_gap else None,
                             FreshStart(FEATURES) if fresh_start else None)
+    check_weights(arrays, net.state_dict(), path)  # an int64 or NaN tensor would load silently
     try:
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     except RuntimeError as e:
@@ -1392,7 +1394,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
             drawn.append((race, drv))
             per_race[race] = per_race.get(race, 0) + 1
     if out is not None:  # the figures' names are known: refused before the nets run
-        check_predict_out(out, force=force, metrics_json=False, figures=[f"forecast_{a}_{b}.png" for a, b in drawn])
+        check_predict_out(out, force=force, metrics_json=False, figures=[forecast_figure_name(a, b) for a, b in drawn])
     seq, used = race_sequences(laps, race_length)
     o, tagged = run_outputs(r, seq)
     sec, half = to_seconds(seq, o["mean"], o["half90"])
@@ -1437,15 +1439,12 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(f"{STAGING}*"):  # an earlier call killed while drawing (not one drawing now)
-            try:
-                if time.time() - stale.stat().st_mtime > STAGING_STALE:
-                    shutil.rmtree(stale, ignore_errors=True)
-            except OSError:
-                pass
+        for stale in stale_staging(out, STAGING, STAGING_STALE):  # an earlier call killed while drawing
+            shutil.rmtree(stale, ignore_errors=True)
         # everything is drawn in a staging directory first and moved in once complete, so a call
-        # killed while drawing (the slow part) leaves the earlier call's files as they were
-        stage = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
+        # killed while drawing (the slow part) leaves the earlier call's files as they were; its
+        # name carries this process's pid, so the next call knows it is a dead call's
+        stage = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=out))
         try:
             figs = _predict_files(table, metrics, drawn, drivers, per_race, r, stage)
             for old in earlier_predict_files(out):  # this call's output alone (not a previous --driver's figures)
@@ -1480,7 +1479,7 @@ def _predict_files(table: pd.DataFrame, metrics: dict, drawn: list, drivers, per
                                 "CODE,CODE for others")
     for race, drv in (key for key in drawn if key in groups):
         fig = plot_driver(groups[(race, drv)], pit_threshold=pit_window_threshold(r))
-        path = out / f"forecast_{race}_{drv}.png"
+        path = out / forecast_figure_name(race, drv)  # names from the data, made safe for a file name
         fig.savefig(path, dpi=110, metadata=PNG_MARK)
         plt.close(fig)  # pyplot keeps every open figure: a long-lived process would pile them up
         figs.append(path.name)

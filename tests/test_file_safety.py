@@ -481,3 +481,66 @@ def test_a_dead_predicts_staging_directory_goes_at_once(tmp_path):
     (tmp_path / f"{STAGING}{os.getpid()}-ijkl").mkdir()  # this process's own
     found = stale_staging(tmp_path, STAGING, STAGING_STALE)
     assert [p.name for p in found] == [f"{STAGING}{int(dead.stdout)}-abcd"]
+
+
+# ---------------------------------------------------------------------------------------
+# the text side: its input never written over, the run's files never replaced, its lock released
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    from lapnet.models.charlm import CharLMConfig
+    from lapnet.text_runs import text_train_config, train_text
+
+    out = tmp_path_factory.mktemp("text") / "run"
+    train = text_train_config()
+    train.max_steps, train.progress = 2, False
+    train_text(None, out, model=CharLMConfig(vocab_size=1, hidden=8, embed=4), train=train, samples=False)
+    return out
+
+
+def test_text_train_refuses_an_input_named_like_its_own_file(run_cli, tmp_path):
+    out = tmp_path / "t"
+    out.mkdir()
+    text = out / "samples.txt"  # a file text train writes into its run
+    text.write_text("To be or not to be, that is the question. " * 20)
+    before = text.read_bytes()
+    code, _, err = run_cli("text", "train", text, "--out", out, "--force", "--epochs", "1")
+    assert "is the input" in _refused(code, err)
+    assert text.read_bytes() == before
+
+
+def test_train_text_releases_its_lock(text_run):
+    from lapnet.run_dir import holds_run_lock
+
+    assert not holds_run_lock(text_run)  # a library call leaves the directory free for the next process
+    assert not (text_run / ".lapnet.lock").exists()
+
+
+def test_gates_and_temperature_never_replace_the_runs_files(run_cli, text_run):
+    weights = (text_run / "model.safetensors").read_bytes()
+    metrics = (text_run / "metrics.json").read_bytes()
+    code, _, err = run_cli("gates", text_run, "--export", text_run / "model.safetensors", "--force")
+    assert "--export" in _refused(code, err)
+    code, _, err = run_cli("gates", text_run, "--export", text_run.parent / "states.txt")
+    assert ".npz" in _refused(code, err)
+    for cmd in ("gates", "temperature"):
+        code, _, err = run_cli(cmd, text_run, "--out", text_run, "--force")
+        assert "is the input" in _refused(code, err), cmd
+    assert (text_run / "model.safetensors").read_bytes() == weights
+    assert (text_run / "metrics.json").read_bytes() == metrics
+
+
+def test_text_weights_that_are_not_floats_are_refused(tmp_path, text_run):
+    import shutil
+
+    from lapnet.checkpoint import load_tensors, save_tensors
+    from lapnet.text_runs import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree(text_run, run)
+    arrays, meta = load_tensors(run / "model.safetensors")
+    arrays["head.bias"] = arrays["head.bias"].astype(np.int64)
+    save_tensors(run / "model.safetensors", arrays, meta)
+    with pytest.raises(LapnetError, match="head.bias is int64, not floating point"):
+        load_run(run)

@@ -28,7 +28,7 @@ from lapnet.data.text import (BOM, TextBatches, Vocab, check_streams, decode_tex
                               split_ids)
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.models.charlm import CharLMConfig, param_names, saved_positive_int
-from lapnet.run_dir import check_out_dir, make_dir
+from lapnet.run_dir import check_out_dir, make_dir, refuse_input_as_output, release_run_lock
 from lapnet.sampling import SampleConfig, generate
 from lapnet.train import TrainConfig, finished, fit, restored_result
 
@@ -325,6 +325,8 @@ def check_weights(arrays: dict[str, np.ndarray], cfg: CharLMConfig, where: Path)
                    f"rnn.weight_hh_l{k}": (G * cfg.hidden, cfg.hidden),
                    f"rnn.bias_ih_l{k}": (G * cfg.hidden,), f"rnn.bias_hh_l{k}": (G * cfg.hidden,)}
     for name, shape in shapes.items():
+        if arrays[name].dtype.kind != "f":
+            raise CheckpointError(f"{where}: {name} is {arrays[name].dtype}, not floating point")
         if tuple(arrays[name].shape) != shape:
             raise CheckpointError(f"{where}: {name} has shape {tuple(arrays[name].shape)}, config.json needs {shape}")
         if not np.all(np.isfinite(arrays[name])):
@@ -540,6 +542,22 @@ def _too_short(name: str, n: int, n_train: int, n_val: int, data: TextDataConfig
             f"or a longer text")
 
 
+def _releasing_run_lock(train_fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """`train_fn(path, out, ...)` that drops the run-directory lock it took on `out` when it
+    returns or fails, so a library caller does not hold the directory until its process exits."""
+    import functools
+
+    @functools.wraps(train_fn)
+    def wrapper(path, out, **kwargs):
+        try:
+            return train_fn(path, out, **kwargs)
+        finally:
+            release_run_lock(Path(out))
+
+    return wrapper
+
+
+@_releasing_run_lock
 def train_text(
     path: str | Path | None,
     out: str | Path,
@@ -591,6 +609,8 @@ def train_text(
         raise LapnetError(f"--resume: nothing was checkpointed in {out} (its run stopped before the first "
                           f"checkpoint): run the same command without --resume")
     take_over = unstarted and not force and not resume
+    if path is not None and str(path) != "-":  # a text named like a run file inside --out: never written over
+        refuse_input_as_output([path], [out / name for name in RUN_FILES])
     # refuse an existing run unless asked; the directory is made only once the inputs are good
     check_out_dir(out, force=force or take_over, resume=resume, writes=RUN_FILES, holds="a run", create=False,
                   kind="charlm")

@@ -444,15 +444,19 @@ def gates_cmd(
 
     _positive("--max-units", max_units)
     _checkpoint(checkpoint)
-    if export is not None and export.is_dir():
-        raise LapnetError(f"--export {export}: is a directory, expected an .npz file path")
-    if export is not None and not export.parent.is_dir():
-        raise LapnetError(f"--export {export}: folder {export.parent} does not exist")
+    from lapnet.run_dir import check_file_out, refuse_run_files
+
+    if export is not None:
+        check_file_out(export, "--export")  # a file in a writable folder: said before any work
+        if export.suffix != ".npz":
+            raise LapnetError(f"--export {export}: expected an .npz file path (the states are written as NumPy's npz)")
+        refuse_run_files(run, [export], "--export")  # never over the run's own weights or config, even with --force
     if export is not None and export.exists() and not force:  # it may be anyone's file: never replace it unasked
         raise LapnetError(f"--export {export}: already exists (use --force to overwrite it)")
     check_run(run)  # a wrong RUN (missing, a race run) is named before --out is looked at
     dev = _device(device)
     _threads(threads)
+    refuse_run_files(run, [out / "metrics.json"])  # --out RUN --force would replace the run's own metrics.json
     out = check_out_dir(out, force=force)
     figures = export is None or text is None or len(text) <= MAX_TEXT  # a longer text: its states only, no heatmaps
     if not figures:
@@ -519,6 +523,9 @@ def temperature_cmd(
         from lapnet.text_runs import check_run
 
         check_run(run)  # a wrong RUN (missing, a race run) is named before --out is looked at
+        from lapnet.run_dir import refuse_run_files
+
+        refuse_run_files(run, [out / "metrics.json"])  # --out RUN --force would replace the run's own metrics.json
     dev = _device(device)
     _threads(threads)
     out = check_out_dir(out, force=force)

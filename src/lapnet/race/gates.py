@@ -523,7 +523,9 @@ def report_tables(m: dict) -> list[tuple[str, Any]]:
 
 
 def figure_name(race: str, driver: str) -> str:
-    return f"gates_{race}_{driver}.png"
+    from lapnet.run_dir import safe_name
+
+    return f"gates_{safe_name(race)}_{safe_name(driver)}.png"
 
 
 def check_gates_out(out: str | Path, *, force: bool = False, files: list[str] | tuple[str, ...] = ()) -> None:

@@ -87,6 +87,46 @@ def test_demo_force_takes_over_a_demo_killed_in_a_part(tmp_path):
     assert list(d.iterdir()) == []
 
 
+def test_demo_force_replaces_a_demo_made_before_the_record(tmp_path):
+    """A demo written before .demo-files.json existed (runs/demo of earlier versions): its files
+    are known by the names a demo writes; a file of the user's among them is still refused."""
+    from lapnet.demo import _prepare
+
+    d = tmp_path / "demo"
+    for rel in ("engine/metrics.json", "engine/sine/model.safetensors", "text/samples.txt", "text/vocab.json",
+                "race/predict/forecast_sim_0000_ALB.png", "race/run/members/2/log.jsonl"):
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text("demo's")
+    (d / "config.json").write_text('{"kind": "demo"}')
+    (d / "text" / "novel.txt").write_text("mine")
+    with pytest.raises(LapnetError, match=r"novel\.txt, which no earlier demo wrote"):
+        _prepare(d, force=True)
+    assert (d / "text" / "samples.txt").exists()  # nothing removed before the refusal
+    (d / "text" / "novel.txt").unlink()
+    _prepare(d, force=True)
+    assert list(d.iterdir()) == []
+
+
+def test_demo_force_clears_a_dead_lock_and_refuses_a_live_one(tmp_path, held_lock):
+    from lapnet.demo import _prepare, _record_files
+
+    d = tmp_path / "demo"
+    (d / "text").mkdir(parents=True)
+    (d / "text" / "model.safetensors").write_bytes(b"demo's")
+    (d / "config.json").write_text('{"kind": "demo"}')
+    _record_files(d)
+    (d / "text" / ".lapnet.lock").write_text("99999")  # left by a process that is gone: no flock on it
+    _prepare(d, force=True)  # was: [Errno 39] Directory not empty, after removing the demo's files
+    assert list(d.iterdir()) == []
+    run, pid = held_lock  # a live trainer's lock in a part folder of a demo
+    demo = run.parent
+    (demo / "config.json").write_text('{"kind": "demo"}')
+    for part in ("text",):
+        (demo / part).symlink_to(run, target_is_directory=True)
+    with pytest.raises(LapnetError, match="is in use by another lapnet process"):
+        _prepare(demo, force=True)
+
+
 def test_demo_force_replaces_an_earlier_demo(run_cli, tmp_path):
     out = tmp_path / "d"
     code, _, err = run_cli("demo", "--quick", "--out", out)

@@ -231,6 +231,32 @@ def _record_files(out: Path, running: str | None = None) -> None:
     write_json(out / MANIFEST, {"kind": "demo-files", "files": _written_files(out), "running": running})
 
 
+# the names of the files a demo writes in its part folders (besides figures, *.png): a demo made
+# before `.demo-files.json` recorded them is replaced by these names (any other file is refused)
+DEMO_FILE_NAMES = frozenset({
+    "metrics.json", "config.json", "vocab.json", "log.jsonl", "model.safetensors", "last.safetensors",
+    "samples.json", "samples.txt", "training_laps.json", "eval_sim.json", "eval_real.json", "pit_now.json",
+    "predictions.csv",
+})
+
+
+def _lock_is_live(lock: Path) -> bool:
+    """Whether a run-directory lock file is held by a live process (its flock is taken)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return False
+
+
 def _recorded_files(out: Path) -> set[str]:
     from lapnet.checkpoint import read_json
     from lapnet.errors import CheckpointError
@@ -240,7 +266,9 @@ def _recorded_files(out: Path) -> set[str]:
     except (CheckpointError, OSError):
         m = None
     if not (isinstance(m, dict) and m.get("kind") == "demo-files" and isinstance(m.get("files"), list)):
-        return set()
+        # a demo written before the record existed: the files named as a demo names its outputs
+        return {str(p.relative_to(out)) for name in PARTS if (out / name).is_dir() for p in (out / name).rglob("*")
+                if p.is_file() and (p.name in DEMO_FILE_NAMES or p.suffix == ".png")}
     known = {f for f in m["files"] if isinstance(f, str)}
     running = m.get("running")
     if running in PARTS and (out / running).is_dir():  # a demo killed in this part: its folder is the demo's
@@ -254,7 +282,7 @@ def _prepare(out: Path, force: bool) -> None:
     demo did not write (recorded in .demo-files.json as each part ends), naming it; then remove
     only the demo's own files (and the part folders they leave empty), never anything else:
     other files beside the parts stay."""
-    from lapnet.run_dir import check_out_path, holds_anything, is_lapnet_leftover
+    from lapnet.run_dir import LOCK_NAME, check_out_path, holds_anything, is_lapnet_leftover
 
     out = check_out_path(out)
     if out.exists() and not out.is_dir():
@@ -275,6 +303,10 @@ def _prepare(out: Path, force: bool) -> None:
         foreign = [p for name in PARTS if (out / name).is_dir() for p in sorted((out / name).rglob("*"))
                     if not p.is_dir() and str(p.relative_to(out)) not in known and not is_lapnet_leftover(p)]
         foreign += [out / name for name in PARTS if (out / name).exists() and not (out / name).is_dir()]
+        live = [p.parent for name in PARTS if (out / name).is_dir() for p in (out / name).rglob(LOCK_NAME)
+                if _lock_is_live(p)]
+        if live:
+            raise LapnetError(f"--out {out}: {live[0]} is in use by another lapnet process: --force waits for none")
         if foreign:
             raise LapnetError(f"--out {out}: holds {foreign[0]}, which no earlier demo wrote there"
                               f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}: --force replaces "
@@ -283,10 +315,10 @@ def _prepare(out: Path, force: bool) -> None:
             p = out / rel
             if p.is_file() or p.is_symlink():
                 p.unlink()
-        for name in PARTS:  # the leftovers of a killed write, then the folders the demo's files leave empty
+        for name in PARTS:  # the leftovers of a killed write or run, then the folders the demo's files leave empty
             if (out / name).is_dir():
-                for p in (out / name).rglob(".*.tmp"):
-                    if is_lapnet_leftover(p):
+                for p in (out / name).rglob(".*"):
+                    if p.is_file() and is_lapnet_leftover(p):
                         p.unlink(missing_ok=True)
                 for d in sorted((p for p in (out / name).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                     d.rmdir()

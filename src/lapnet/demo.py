@@ -240,23 +240,6 @@ DEMO_FILE_NAMES = frozenset({
 })
 
 
-def _lock_is_live(lock: Path) -> bool:
-    """Whether a run-directory lock file is held by a live process (its flock is taken)."""
-    import fcntl
-
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a lock taken here
-    return False
-
-
 def _recorded_files(out: Path) -> set[str]:
     from lapnet.checkpoint import read_json
     from lapnet.errors import CheckpointError
@@ -282,7 +265,7 @@ def _prepare(out: Path, force: bool) -> None:
     demo did not write (recorded in .demo-files.json as each part ends), naming it; then remove
     only the demo's own files (and the part folders they leave empty), never anything else:
     other files beside the parts stay."""
-    from lapnet.run_dir import LOCK_NAME, check_out_path, holds_anything, is_lapnet_leftover
+    from lapnet.run_dir import LOCK_NAME, check_out_path, held_by_another, holds_anything, is_lapnet_leftover
 
     out = check_out_path(out)
     if out.exists() and not out.is_dir():
@@ -304,7 +287,7 @@ def _prepare(out: Path, force: bool) -> None:
                     if not p.is_dir() and str(p.relative_to(out)) not in known and not is_lapnet_leftover(p)]
         foreign += [out / name for name in PARTS if (out / name).exists() and not (out / name).is_dir()]
         live = [p.parent for name in PARTS if (out / name).is_dir() for p in (out / name).rglob(LOCK_NAME)
-                if _lock_is_live(p)]
+                if held_by_another(p)]
         if live:
             raise LapnetError(f"--out {out}: {live[0]} is in use by another lapnet process: --force waits for none")
         if foreign:

@@ -153,6 +153,27 @@ def lock_run_dir(out: Path) -> None:
     raise LapnetError(f"--out {out}: could not take its lock file {path.name} (it keeps being replaced)")
 
 
+def held_by_another(lock: Path) -> bool:
+    """Whether the lock file `lock` (a run directory's LOCK_NAME) is held by another live
+    process: probed with a non-blocking flock that is dropped at once (a dead holder's file is
+    free). A lock this process holds is not another's."""
+    import fcntl
+
+    if _lock_key(Path(lock).parent) in _locks:
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken by the probe
+    return False
+
+
 def want_run_lock(out: Path) -> None:
     """Lock `out` now if it exists, else as soon as `make_dir` creates it."""
     if Path(out).is_dir():

@@ -13,7 +13,6 @@ column and row; cleaning (what counts as a lap, masks, imputation) is `lapnet.ra
 from __future__ import annotations
 
 import math
-import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -464,7 +463,7 @@ def check_table_out(out: str | Path, *, force: bool = False) -> Path:
         LapnetError: another extension, an existing file without `force`, something other
             than a file in the way, or a missing folder.
     """
-    from lapnet.run_dir import check_out_path
+    from lapnet.run_dir import check_file_out, check_out_path
 
     out = check_out_path(out)  # empty, a dangling symlink, a device: refused in their own words
     if out.suffix.lower() not in (".csv", ".parquet"):
@@ -473,11 +472,7 @@ def check_table_out(out: str | Path, *, force: bool = False) -> Path:
         raise LapnetError(f"--out {out}: exists and is not a file")
     if out.exists() and not force:
         raise LapnetError(f"--out {out}: already exists (use --force to overwrite it)")
-    if not out.parent.is_dir():
-        raise LapnetError(f"--out {out}: folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK | os.X_OK):  # refused now, not after the work, naming the user's path
-        raise LapnetError(f"--out {out}: folder {out.parent} is not writable")
-    return out
+    return check_file_out(out)  # its folder exists and is writable: said now, not after the work
 
 
 def write_laps(df: pd.DataFrame, out: str | Path) -> None:

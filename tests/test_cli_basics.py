@@ -39,6 +39,8 @@ def test_every_command_has_an_example_and_a_one_line_summary(run_cli):
         code, out, _ = run_cli(*path, "--help")
         assert code == 0, path
         assert "Example: " in out, f"lapnet {' '.join(path)} --help shows no example"
+        # a flag shows no type: "--json <bool>" reads as if it took a value
+        assert "<bool>" not in out, f"lapnet {' '.join(path)} --help shows a flag as <bool>"
         # the summary in the group's command list: one sentence, no hard line break inside it
         summary = cmd.short_help or (cmd.help or "").split("\n\n")[0]
         assert summary.strip() and "\n" not in summary.strip(), f"lapnet {' '.join(path)}: summary {summary!r}"
@@ -46,6 +48,14 @@ def test_every_command_has_an_example_and_a_one_line_summary(run_cli):
         # would otherwise keep each source line, leaving a stub line after it at 80 columns)
         for para in (cmd.help or "").split("\n\n"):
             assert "\n" not in para.strip(), f"lapnet {' '.join(path)} --help: a broken paragraph {para[:80]!r}"
+
+
+def test_valued_options_keep_their_type_and_flags_show_none(run_cli):
+    code, out, _ = run_cli("race", "eval", "--help")
+    assert code == 0
+    line = lambda opt: next(l for l in out.splitlines() if l.lstrip("│ ").startswith(opt + " "))
+    assert "<path>" in line("--out")
+    assert "<" not in line("--json")
 
 
 def test_reflow_joins_prose_and_keeps_lists():

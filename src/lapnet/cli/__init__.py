@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 from typer import exceptions as tx
 from typer._click import exceptions as cx  # Typer >= 0.26 vendors Click here
+from typer.core import TyperOption
 
 from lapnet.errors import LapnetError
 
@@ -28,6 +29,17 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+# Typer 0.29 prints a type beside every option, "<bool>" beside a flag too, which reads as if
+# the flag took a value (`--json true`). A flag shows no type.
+_option_type = TyperOption.display_type_rich
+
+
+def _flag_shows_no_type(self: TyperOption, ctx):  # noqa: ANN001  (typer's own signature)
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_shows_no_type
 
 
 def _version(value: bool) -> None:

@@ -277,3 +277,13 @@ def test_gates_and_temperature_take_device(run_cli, tmp_path):
         assert code == 2 and "--device tpu: expected auto, cpu or cuda" in err
     code, _, err = run_cli("gates", run, "--device", "cpu", "--out", tmp_path / "g", "--quiet")
     assert code == 0 and (tmp_path / "g" / "gates.png").is_file(), err
+
+
+def test_numpy_engine_refuses_a_gpu_in_the_same_words_everywhere(run_cli, tmp_path):
+    """`sine`/`trend`/`adding` and `text train` once worded the same refusal differently (the
+    experiments said 'no CUDA device', which on a machine with one would not be the reason)."""
+    want = "lapnet: error: --device cuda: --engine numpy runs on the CPU only (use --device cpu or auto)\n"
+    for args in (("sine",), ("trend",), ("text", "train", "-")):
+        code, _, err = run_cli(*args, "--engine", "numpy", "--device", "cuda", "--out", tmp_path / "o")
+        assert (code, err) == (2, want), (args, err)
+        assert not (tmp_path / "o").exists()

@@ -947,7 +947,7 @@ def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, m
                 if stopped is not None or end_of_epoch:
                     break
             else:  # the epoch yielded fewer batches than steps_per_epoch() promised
-                if st["step_in_epoch"] > 0 or spe == 0:
+                if st["step_in_epoch"] > 0:
                     st["epoch"] += 1
                     st["step_in_epoch"] = 0
                 else:

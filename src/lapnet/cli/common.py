@@ -114,6 +114,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def engine_device(device: str, engine: str = "torch") -> str:
+    """--device for the chosen engine: the NumPy engine runs on the CPU (auto means cpu there)
+    and is refused any other device, cuda included, by naming the engine."""
+    if engine == "numpy":
+        if device not in ("auto", "cpu"):
+            if device != "cuda":
+                resolve_device(device)  # an unknown name gets resolve_device's message
+            raise LapnetError(f"--device {device}: --engine numpy runs on the CPU only (use --device cpu or auto)")
+        return "cpu"
+    return resolve_device(device)
+
+
 # Integer options are Python ints, without limit: a seed of 2**64 or --threads 100000 reached
 # torch, NumPy or the C library and crashed there (a traceback, a segfault). Every integer option
 # of every command gets bounds here, in one place, checked by Click before the command runs.

@@ -15,6 +15,7 @@ from typing import List, Optional
 
 import typer
 
+from lapnet.cli.common import engine_device
 from lapnet.errors import LapnetError
 
 JSON_HELP = "Also print metrics.json on stdout."
@@ -99,18 +100,6 @@ _ADD_ARCH, _ADD_MORE, _ADD_ARCHS = _arch_options("rnn,lstm,gru")
 _FLOW_ARCH, _FLOW_MORE, _FLOW_ARCHS = _arch_options("rnn,lstm,gru")
 
 
-def _device(device: str, engine: str = "torch") -> str:
-    """--device for a torch run; the NumPy engine runs on the CPU (auto means cpu there)."""
-    from lapnet.cli.common import resolve_device
-
-    if engine == "numpy":
-        if device not in ("auto", "cpu"):
-            resolve_device(device)  # an unknown name gets resolve_device's message
-            raise LapnetError(f"--device {device}: --engine numpy runs on the CPU only (use --device cpu or auto)")
-        return "cpu"
-    return resolve_device(device)
-
-
 def _typed(ctx: typer.Context, name: str) -> bool:
     """Whether the option `name` (its parameter name) was given on the command line."""
     src = ctx.get_parameter_source(name)
@@ -177,7 +166,7 @@ def sine_cmd(
     cfg = SineConfig(hidden_sizes=_list("--hidden", hidden, int), archs=_arch_list(arch, arch_more, archs, "rnn,lstm,gru"),
                      arch_hidden=arch_hidden, epochs=epochs, lr=lr, horizon=horizon, seed=seed, engine=engine)
     cfg.validate()
-    cfg.device = _device(device, engine)
+    cfg.device = engine_device(device, engine)
     _positive("--lr", lr)
     _threads(threads)
     out = check_out_dir(out, force=force)
@@ -249,7 +238,7 @@ def trend_cmd(
                       min_len=min_length if variable_length else None, bidirectional=bidirectional, epochs=epochs,
                       lr=lr, seed=seed, engine=engine)
     cfg.validate()
-    cfg.device = _device(device, engine)
+    cfg.device = engine_device(device, engine)
     _positive("--lr", lr)
     _threads(threads)
     out = check_out_dir(out, force=force)
@@ -303,7 +292,7 @@ def adding_cmd(
                        batch_size=batch, max_steps=max_steps, eval_every=eval_every, lr=lr, clip=clip,
                        stop_when_solved=not keep_going, seed=seed, engine=engine)
     cfg.validate()
-    cfg.device = _device(device, engine)
+    cfg.device = engine_device(device, engine)
     _positive("--lr", lr)
     _positive("--clip", clip)
     _threads(threads)
@@ -454,7 +443,7 @@ def gates_cmd(
     if export is not None and export.exists() and not force:  # it may be anyone's file: never replace it unasked
         raise LapnetError(f"--export {export}: already exists (use --force to overwrite it)")
     check_run(run)  # a wrong RUN (missing, a race run) is named before --out is looked at
-    dev = _device(device)
+    dev = engine_device(device)
     _threads(threads)
     refuse_run_files(run, [out / "metrics.json"])  # --out RUN --force would replace the run's own metrics.json
     out = check_out_dir(out, force=force)
@@ -526,7 +515,7 @@ def temperature_cmd(
         from lapnet.run_dir import refuse_run_files
 
         refuse_run_files(run, [out / "metrics.json"])  # --out RUN --force would replace the run's own metrics.json
-    dev = _device(device)
+    dev = engine_device(device)
     _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_temperature(run, cfg, device=dev)

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from lapnet.cli.common import engine_device
 from lapnet.errors import LapnetError
 
 text_app = typer.Typer(help="Character-level language models: train on any UTF-8 text, sample, evaluate.",
@@ -40,20 +41,6 @@ def _engine(engine: str) -> str:
     if engine not in ("torch", "numpy"):
         raise LapnetError(f"--engine {engine}: expected torch or numpy")
     return engine
-
-
-def _device(device: str, engine: str) -> str:
-    """--device for the chosen engine: the NumPy engine runs on the CPU (auto means cpu there),
-    and is refused another device in the same words as the experiments' commands."""
-    from lapnet.cli.common import resolve_device
-
-    if engine == "numpy":
-        if device not in ("auto", "cpu"):
-            if device != "cuda":
-                resolve_device(device)  # an unknown name gets resolve_device's message
-            raise LapnetError(f"--device {device}: --engine numpy runs on the CPU only (use --device cpu or auto)")
-        return "cpu"
-    return resolve_device(device)
 
 
 # TrainConfig's fields as `text train` spells them: the library names its fields in its
@@ -151,7 +138,7 @@ def train_cmd(
 
     refuse_device(file)
     _engine(engine)
-    dev = _device(device, engine)
+    dev = engine_device(device, engine)
     # a resumed run keeps its shape, data and training settings: those typed with other values
     # than the run's are named in a warning (train_text compares them)
     typed = tuple(flag for flag in RESUME_KEEPS
@@ -254,7 +241,7 @@ def sample_cmd(
     from lapnet.text_runs import sample_text
 
     _engine(engine)
-    dev = _device(device, engine)
+    dev = engine_device(device, engine)
     if length <= 0:
         raise LapnetError(f"--length must be positive, got {length}")
     if num_samples < 1:
@@ -328,7 +315,7 @@ def eval_cmd(
 
     refuse_device(file)
     _engine(engine)
-    dev = _device(device, engine)
+    dev = engine_device(device, engine)
     set_threads(threads)
     result = eval_text(run, file, engine=engine, device=dev, skip_unknown=skip_unknown, write=False,
                        checkpoint=checkpoint, streams=streams)

@@ -198,9 +198,7 @@ class TorchStepper:
             self.step_one = self.fast.step_one  # the single-stream sampler's fast path
             self.stream = self.fast.stream  # its fused loop (LSTM)
             return
-        self.cell = self._CELLS[cfg.arch]
-        if cfg.arch == "rnn" and model.rnn.nonlinearity == "relu":
-            self.cell = torch.rnn_relu_cell
+        self.cell = self._CELLS[cfg.arch]  # a CharLM's RNN is tanh (CharLMConfig has no nonlinearity)
         r = model.rnn
         self.layers = [tuple(getattr(r, f"{n}_l{k}").detach() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
                        for k in range(cfg.layers)]

@@ -56,7 +56,7 @@ class Forecaster(nn.Module):
         if K != D:
             raise LapnetError(f"rollout feeds each prediction back in as the next input, so output_size ({K}) "
                               f"must equal input_size ({D})")
-        if window.dim() != 3 or window.shape[2] != D or window.shape[1] < 1:
+        if window.shape[2] != D or window.shape[1] < 1:  # check_batch has made it (B, T, D)
             raise LapnetError(f"rollout window must be (B, T, D) with D = input_size = {D}, got shape {tuple(window.shape)}")
         check_size("steps", steps)
         T = window.shape[1]

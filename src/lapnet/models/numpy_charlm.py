@@ -207,7 +207,6 @@ class NumpyStepper:
                                 (b_ih * scale).astype(np.float32), (b_hh * scale).astype(np.float32)))
         self.head_wt = np.ascontiguousarray(w["head.weight"].T, dtype=np.float32)  # (H, V)
         self.head_b = np.asarray(w["head.bias"], np.float32)
-        self.relu = cfg.arch == "rnn" and model is not None and getattr(model.rnn, "nonlinearity", "tanh") == "relu"
         # step_one's LSTM buffers, made once: per layer a (4H,) gate row (o, i, f, g) and its
         # views (the three sigmoid gates, i, f, o, g), so a character allocates nothing for them
         self._gates = [np.empty(4 * H, np.float32) for _ in self.layers] if cfg.arch == "lstm" else []
@@ -260,7 +259,7 @@ class NumpyStepper:
             else:
                 a = np.dot(s, w_hh_t)  # (B, H)
                 a += w_ih_t[ids] if k == 0 else np.dot(x, w_ih_t) + b_ih
-                h = np.maximum(a, 0.0) if self.relu else np.tanh(a)
+                h = np.tanh(a)  # a CharLM's RNN is tanh (CharLMConfig has no nonlinearity)
                 new.append(h)
             x = h  # (B, H)
         logits = np.dot(x, self.head_wt)  # (B, V)

@@ -10,11 +10,18 @@ One shape alphabet for the whole package (batch-first everywhere):
 Layout (data flows one way: data -> model -> train -> diagnose/plot -> CLI/report):
 
     scratch/      the NumPy engine (never imports torch), parity-tested against torch
-    models/       torch nn.Modules built on one Recurrent factory
+    models/       torch nn.Modules built on one Recurrent factory (and the char-LM's NumPy twin)
     data/         text and synthetic sequence tasks
-    race/         Formula 1 lap tables, simulator, race models and metrics
-    train.py      the one training loop; checkpoint.py the one checkpoint format
-    diagnostics/  hidden states, gates, gradient flow;  plots.py, report.py
+    train.py      the one training loop; checkpoint.py the one checkpoint format;
+                  run_dir.py output directories (checks, locks, atomic replacement);
+                  distributed.py the same loop under torchrun
+    experiments/  the notebook's experiments (sine, trend, adding, gradflow, gates, ...)
+    diagnostics/  hidden states, gates, gradient flow, spectra, parameter counts
+    text_runs.py  char-LM runs (`lapnet text`);  sampling.py temperature / top-k sampling
+    series.py     your own series (`lapnet series`)
+    race/         Formula 1 lap tables, simulator, race models and metrics (`lapnet race`)
+    shapes.py, diagrams.py, exercise1.py   the teaching commands (`shapes`, `diagrams`, `gru-forms`)
+    plots.py, report.py   figures and the HTML report;  demo.py the guided tour (`lapnet demo`)
     cli/          the `lapnet` command line (thin: validate, then call the library)
 """
 

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from lapnet.checkpoint import atomic_write_bytes
 from lapnet.errors import LapnetError
 from lapnet.experiments.result import listed_figures
+from lapnet.run_dir import UNFINISHED
 
 REPORT_NAME = "report.html"
 # every page carries this in its header: `lapnet report` knows a page it may replace by it
@@ -64,9 +65,6 @@ pre{background:#fff;border:1px solid #d5dae1;border-radius:6px;padding:10px;whit
 
 # ---------------------------------------------------------------------------------------
 # public API
-
-
-UNFINISHED = "training.incomplete"  # lapnet.race.pipeline.UNFINISHED: a run whose training did not end
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Path:

@@ -233,8 +233,9 @@ def refuse_input_as_output(inputs: Iterable[str | os.PathLike | None], outputs: 
                                   f"give another {flag}")
 
 
+UNFINISHED = "training.incomplete"  # in a run directory while training works on it: loading refuses it
 RUN_OWN_FILES = ("config.json", "model.safetensors", "last.safetensors", "vocab.json", "metrics.json", "log.jsonl",
-                 "training.incomplete")
+                 UNFINISHED)
 
 
 def refuse_run_files(run: str | os.PathLike | None, outputs: Iterable[str | os.PathLike | None],

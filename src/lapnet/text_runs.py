@@ -28,6 +28,7 @@ from lapnet.data.text import (BOM, TextBatches, Vocab, check_streams, decode_tex
                               split_ids)
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.models.charlm import CharLMConfig, param_names, saved_positive_int
+from lapnet.scratch.recurrent import GATE_BLOCKS
 from lapnet.run_dir import check_out_dir, make_dir, refuse_input_as_output, release_run_lock
 from lapnet.sampling import SampleConfig, generate
 from lapnet.train import TrainConfig, finished, fit, restored_result
@@ -225,7 +226,7 @@ def load_run(path: str | Path, engine: str = "torch", device: str = "cpu", check
     config, mcfg = read_run_config(path)
     vocab = read_vocab(path, mcfg)
     arrays, step, where = read_weights(path, checkpoint)
-    check_weights(arrays, mcfg, where)
+    check_charlm_weights(arrays, mcfg, where)
     if engine == "torch":
         import torch
 
@@ -310,14 +311,16 @@ def read_vocab(path: Path, cfg: CharLMConfig) -> Vocab:
     return vocab
 
 
-def check_weights(arrays: dict[str, np.ndarray], cfg: CharLMConfig, where: Path) -> None:
-    """Refuse weights whose names or shapes do not match the model config."""
+def check_charlm_weights(arrays: dict[str, np.ndarray], cfg: CharLMConfig, where: Path) -> None:
+    """Refuse a char-LM's weights whose names or shapes do not match its config, or that are not
+    floating point or not finite (the char-LM's own check; `checkpoint.check_weights` serves the
+    other models, against a state_dict)."""
     want = param_names(cfg)
     if sorted(arrays) != sorted(want):
         missing = sorted(set(want) - set(arrays))
         extra = sorted(set(arrays) - set(want))
         raise CheckpointError(f"{where}: weights do not match config.json (missing {missing[:3]}, unexpected {extra[:3]})")
-    G = {"lstm": 4, "gru": 3, "rnn": 1}[cfg.arch]
+    G = GATE_BLOCKS[cfg.arch]
     shapes = {"embed.weight": (cfg.vocab_size, cfg.embed), "head.weight": (cfg.vocab_size, cfg.hidden),
               "head.bias": (cfg.vocab_size,)}
     for k in range(cfg.layers):
@@ -364,7 +367,7 @@ def _check_resume_checkpoint(where: Path, cfg: CharLMConfig) -> dict[str, Any]:
     arrays, meta = load_tensors(where)
     weights = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
     try:
-        check_weights(weights, cfg, where)
+        check_charlm_weights(weights, cfg, where)
     except CheckpointError as e:
         raise CheckpointError(f"--resume: checkpoint does not fit this model: {e}") from None
     trainer = meta.get("trainer")

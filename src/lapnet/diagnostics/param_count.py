@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from lapnet.errors import LapnetError
+from lapnet.scratch.recurrent import GATE_BLOCKS
 
-GATE_BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}
 _MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 EXPLANATION = (

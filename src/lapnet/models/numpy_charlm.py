@@ -18,7 +18,7 @@ import numpy as np
 
 from lapnet import scratch
 from lapnet.scratch.blas import engine_threads
-from lapnet.scratch.recurrent import all_finite
+from lapnet.scratch.recurrent import GATE_BLOCKS, all_finite
 from lapnet.errors import LapnetError
 from lapnet.train import numpy_learner_state, split_numpy_learner_state
 from lapnet.models.charlm import CharLMConfig, param_names
@@ -184,7 +184,7 @@ class NumpyStepper:
         self.arch, self.H = cfg.arch, cfg.hidden
         w = weights
         H = cfg.hidden
-        G = {"lstm": 4, "gru": 3, "rnn": 1}[cfg.arch]
+        G = GATE_BLOCKS[cfg.arch]
         order, scale = np.arange(G * H), np.ones(G * H, np.float32)
         if cfg.arch == "lstm":
             # gates re-ordered o, i, f, g (torch's are i, f, g, o) so the three sigmoids are one

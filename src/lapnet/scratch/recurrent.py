@@ -665,6 +665,7 @@ class GRU(Recurrent):
 
 
 KINDS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+GATE_BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}  # H-row blocks stacked in weight_ih/weight_hh: (i, f, g, o), (r, z, n)
 _TORCH_MODES = {"RNN_TANH": RNN, "RNN_RELU": RNN, "LSTM": LSTM, "GRU": GRU}  # torch's `module.mode` -> class
 
 

@@ -135,7 +135,7 @@ def test_measures_are_the_tables_means_and_the_probe_sees_tyre_life(held):
 
 
 def test_cli_writes_the_figure_json_and_table(sim, held, run_cli, tmp_path):
-    from lapnet.race.outputs import _png_software
+    from lapnet.race.outputs import png_software
 
     drv = "VER" if "VER" in set(held.laps["Driver"]) else held.laps["Driver"][0]
     out = tmp_path / "gates"
@@ -144,7 +144,7 @@ def test_cli_writes_the_figure_json_and_table(sim, held, run_cli, tmp_path):
     m = json.loads(stdout)
     race = held.laps["Race"][0]
     fig = out / f"gates_{race}_{drv}.png"
-    assert fig.is_file() and _png_software(fig) == "lapnet race gates"
+    assert fig.is_file() and png_software(fig) == "lapnet race gates"
     assert json.loads((out / "metrics.json").read_text()) == m
     assert m["written"] == {"by": "lapnet race gates", "files": ["gates.csv", fig.name, "metrics.json"]}
     assert m["members"] == 2 and [r["member"] for r in m["by_member"]] == [1, 2] and m["drivers"] == [drv]

@@ -273,11 +273,11 @@ def _prepare(out: Path, force: bool) -> None:
     if out.is_dir() and holds_anything(out):
         if not force:
             raise LapnetError(f"--out {out}: already holds a run (use --force to overwrite a previous demo)")
-        from lapnet.run_dir import _run_kind
+        from lapnet.run_dir import run_kind
 
         files = [out / name for name in TOP_FILES]
         check_replaceable(files)  # before removing anything: unlink would fail halfway
-        if _run_kind(out) != "demo":
+        if run_kind(out) != "demo":
             raise LapnetError(f"--out {out}: is not a demo's directory (no config.json of kind \"demo\"): --force "
                               "replaces an earlier demo only; give a new or empty directory")
         known = _recorded_files(out)

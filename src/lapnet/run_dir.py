@@ -324,7 +324,7 @@ def _some_entries(out: Path) -> str:
     return f"{n} {noun[kind, min(n, 2)]}" + (f": {shown}" if n == 1 else f", e.g. {shown}")
 
 
-def _run_kind(out: Path) -> str | None:
+def run_kind(out: Path) -> str | None:
     """The "kind" in out/config.json, None when there is none or it cannot be read."""
     import json
 
@@ -380,7 +380,7 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
         hint = "--resume to continue it or --force to overwrite" if resume is not None else "--force to overwrite it"
         raise LapnetError(f"--out {out}: already holds {holds} (use {hint})")
     if force and kind is not None:
-        other = _run_kind(out)
+        other = run_kind(out)
         if other is not None and other != kind:
             raise LapnetError(f"--out {out}: holds a run of another kind (config.json kind {other!r}, this command "
                               f"writes {kind!r}): --force overwrites a run of the same kind only; give another --out, "

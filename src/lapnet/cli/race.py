@@ -15,6 +15,7 @@ from typing import List, Optional
 import typer
 
 from lapnet.errors import LapnetError
+from lapnet.race.outputs import MAX_FIGURES
 
 race_app = typer.Typer(help="Formula 1: lap tables, simulator, lap-time forecasts, pit calls.", no_args_is_help=True)
 
@@ -233,7 +234,7 @@ def eval_cmd(
     "and the reset gate r; does the hidden state carry tyre life (a ridge probe, leave-races-out, beside the net's "
     "inputs). Every member of the ensemble is measured; the tables, gates.csv and the figures (mean z and r per lap, "
     "stints coloured by compound, stops dashed) are the first member's. Figures: one per driver given with --driver, "
-    "else each race's first 6 of the classification. In --out, an earlier gates call's files are replaced; a file of "
+    f"else each race's first {MAX_FIGURES} of the classification. In --out, an earlier gates call's files are replaced; a file of "
     "the names it writes that none wrote is refused without --force.\n\n"
     "Example: lapnet race gates runs/race ../shared/data/f1/2023_italian_R.csv --driver VER"))
 def gates_cmd(
@@ -331,7 +332,7 @@ def _trend_table(metrics: dict) -> None:
 
 
 @race_app.command("predict", help=f"Per-lap forecasts, 90% intervals, pit calls and phases; a table and figures.\n\n{MASKS_HELP}\n\n"
-                  "Figures: one per driver given with --driver, else for the first 6 of the final classification "
+                  f"Figures: one per driver given with --driver, else for the first {MAX_FIGURES} of the final classification "
                   "(most laps, then the Position on the last lap), and degradation.png. In --out, an earlier "
                   "predict's files are replaced; a file predict would overwrite (predictions.csv, metrics.json, "
                   "degradation.png, a forecast figure) that no earlier predict wrote is refused without --force; "
@@ -342,7 +343,7 @@ def predict_cmd(
     laps: Path = typer.Argument(..., help="One lap table (CSV/Parquet)."),
     driver: Optional[str] = typer.Option(None, "--driver", help=(
         "Only these drivers: codes in any case or car numbers (FastF1's DriverNumber), comma-separated: "
-        "VER,HAM or 1,44. Default: every driver in the table, figures for the top 6 of the classification.")),
+        f"VER,HAM or 1,44. Default: every driver in the table, figures for the top {MAX_FIGURES} of the classification.")),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for predictions.csv, figures and metrics.json (default: RUN/predict)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No table."),

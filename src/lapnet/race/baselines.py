@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lapnet.race.features import FEATURES, Sequences
+from lapnet.race.features import FEATURES, PCT_SCALE, Sequences
 
 # s per lap a car gets quicker as the race goes on: about the lap-number slope `lapnet race calibrate` fits on the
 # 15 real 2023 races (fuel_s_per_lap -0.056: fuel burn plus track evolution; docs/guide/race_data.md). Fuel alone,
@@ -86,6 +86,6 @@ def fresh_baselines(seq: Sequences) -> dict[str, np.ndarray]:
 def field_pace_seconds(seq: Sequences) -> np.ndarray:
     """(N, T) seconds: the field's last green pace at every lap (`field_pace_any`: the FreshStart's
     anchor), the race's reference lap where no other car has had a Scored lap yet."""
-    pace = seq.x[:, :, FEATURES.index("field_pace_any")] * 5.0  # % of ref (the feature is / 5, clipped at 40%)
+    pace = seq.x[:, :, FEATURES.index("field_pace_any")] * PCT_SCALE  # % of ref (the feature is / PCT_SCALE, clipped at 40%)
     known = seq.x[:, :, FEATURES.index("has_field_pace_any")] > 0
     return np.where(known, seq.ref * (1.0 + pace / 100.0), seq.ref)

@@ -426,7 +426,7 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
     keys = ["Race", "Driver", "Stint"]
     resid = pd.Series(np.nan, index=dry.index)
     compounds: dict[str, CompoundCalibration] = {}
-    stints = _stints(df)
+    all_stints = stints(df)
     for c in comps:
         sub = dry[dry["Compound"] == c]
         d = _demean(sub, ["r", "t", "t2"], keys)
@@ -434,7 +434,7 @@ def calibrate(laps: pd.DataFrame) -> Calibration:
         b = d["r"].to_numpy()
         (lin, quad), *_ = np.linalg.lstsq(A, b, rcond=None)
         resid.loc[sub.index] = b - A @ np.array([lin, quad])
-        st = stints[stints["Compound"] == c]
+        st = all_stints[all_stints["Compound"] == c]
         done = st[st["ended_in_pit"]]
         pool = (done if len(done) >= 3 else st)["laps"]
         length = float(pool.median()) if len(pool) else 25.0
@@ -620,7 +620,7 @@ def _slow_laps(resid: np.ndarray) -> tuple[float, float]:
     return float(np.clip(p, 0.0, 0.5)), m
 
 
-def _stints(df: pd.DataFrame) -> pd.DataFrame:
+def stints(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (race, driver, stint): compound, laps, whether it ended in a pit stop."""
     g = df.groupby(["Race", "Driver", "Stint"])
     st = pd.DataFrame({"Compound": g["Compound"].first(), "laps": g.size(), "ended_in_pit": g["InLap"].any()}).reset_index()

@@ -53,6 +53,12 @@ REF_LAPS = 60  # reference lap = median of the race's first 60 Scored laps (abou
 RACE_SECONDS = 5283.0
 DEFAULT_RACE_LAPS = 60  # until the first Scored lap gives a reference lap
 PREV = 4  # the stint's 4 Scored laps before its last are inputs, each relative to the last
+# The features' scales (ints, so that a decoded value is bit-identical whichever side does it): whatif, models, pit
+# and baselines decode or re-encode features with these.
+LAPS_SCALE = 30  # laps: tyre_life, laps_in_stint, laps_left (capped at 3), field_tyre are laps / 30
+PCT_SCALE = 5  # % of the reference lap: lap_time, base, field_pace, field_pace_any, own_pace are / 5
+STOPS_SCALE = 3  # stops: stint is (Stint - 1) / 3, pits_done the stops (capped at 3) / 3
+FEW_LAPS_SCALE = 10  # a few laps: n_scored, since_neutral (laps) and field_pace_age (reference laps) are capped at 10, / 10
 
 NET_FEATURES: tuple[str, ...] = (  # what the recurrent forecaster reads (the first columns of FEATURES)
     "lap_time",  # this lap, % of ref, clipped to [-10, 10], / 5
@@ -72,7 +78,7 @@ NET_FEATURES: tuple[str, ...] = (  # what the recurrent forecaster reads (the fi
     "position",  # / 20
     "gap_ahead",  # seconds to the car ahead on the same lap / 5, capped at 2
     "leader",
-    "green",
+    "green",  # TrackStatus all '1' (or empty): no SC, VSC, red flag NOR yellow; not clean's Green column (not Neutralised: a '2' lap is Green but green 0)
     "yellow",
     "safety_car",
     "vsc",
@@ -140,7 +146,7 @@ OWN_LAPS = 5
 FEATURES: tuple[str, ...] = NET_FEATURES + FRESH_EXTRA + PIT_EXTRA  # every lap vector: the forecaster reads NET_FEATURES, the pit model and FreshStart all (PIT_EXTRA last)
 
 
-def _num(v: Any) -> float:
+def num(v: Any) -> float:
     """A float, NaN for None/NaN/unparseable."""
     try:
         f = float(v)
@@ -162,7 +168,8 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return sum((a - mx) * (b - my) for a, b in points) / sxx if sxx > 0 else 0.0
 
 
-def _flag(v: Any) -> bool:
+def flag(v: Any) -> bool:
+    """A lap table's bool column read from one lap's dict: False for None/NaN, else bool(v)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return False
     return bool(v)
@@ -340,39 +347,39 @@ class RaceFeaturizer:
         """The FRESH_EXTRA part of `step` (after `_step_net` has ingested the lap)."""
         drv = str(lap["Driver"])
         st = self.drivers[drv]
-        t_end = _num(lap.get("Time"))
+        t_end = num(lap.get("Time"))
         if math.isfinite(t_end):
             self.now = max(self.now, t_end)
         else:  # no Time: the lap ended after every lap read before it (session order), at the latest Time seen
             t_end = self.now
         pace, tyre, _ = self.field_pace(drv, t_end, ref)
         pace_any, _, age = self.field_pace(drv, t_end, ref, window=math.inf)
-        lap_time = _num(lap.get("LapTime"))
-        timed = _flag(lap.get("HasTime")) and math.isfinite(lap_time)
-        n = _num(lap.get("LapNumber"))
-        has_end = math.isfinite(_num(lap.get("Time")))  # a lap without Time may be read before it ended
+        lap_time = num(lap.get("LapTime"))
+        timed = flag(lap.get("HasTime")) and math.isfinite(lap_time)
+        n = num(lap.get("LapNumber"))
+        has_end = math.isfinite(num(lap.get("Time")))  # a lap without Time may be read before it ended
         if (timed and has_end and not NEUTRALISED_CODES.intersection(str(lap.get("TrackStatus") or ""))
-                and not _flag(lap.get("InLap")) and not _flag(lap.get("Restart")) and not _flag(lap.get("Wet"))
-                and (n == 1 or not _flag(lap.get("OutLap")))):
+                and not flag(lap.get("InLap")) and not flag(lap.get("Restart")) and not flag(lap.get("Wet"))
+                and (n == 1 or not flag(lap.get("OutLap")))):
             # a dry lap at the race's pace, or a standing start's lap 1 (FastF1's out-lap of every car); not a
             # restart lap after a red flag (timed through the stoppage), an out-lap (the pit lane) or a wet lap
             self.green_seen = True
-        if _flag(lap.get("Scored")) and timed and has_end:  # as `_step_net` counts it; the field's when it ended
+        if flag(lap.get("Scored")) and timed and has_end:  # as `_step_net` counts it; the field's when it ended
             # a Scored lap joins the field's pace for the others, and the driver's own pace against the field
             if math.isfinite(pace):
                 st.vs_field = (st.vs_field + [(lap_time - pace) / ref * 100])[-OWN_LAPS:]
-            tyre_life = _num(lap.get("TyreLife"))
+            tyre_life = num(lap.get("TyreLife"))
             st.last_scored = (t_end, lap_time,
                               tyre_life if math.isfinite(tyre_life) else float(st.stint_laps))  # `_step_net`'s fallback
         own = statistics.median(st.vs_field) if st.vs_field else math.nan
         return np.asarray([
-            _clip((pace / ref - 1) * 100, -40, 40) / 5 if math.isfinite(pace) else 0.0,
+            _clip((pace / ref - 1) * 100, -40, 40) / PCT_SCALE if math.isfinite(pace) else 0.0,
             float(math.isfinite(pace)),
-            tyre / 30 if math.isfinite(tyre) else 0.0,
-            _clip((pace_any / ref - 1) * 100, -40, 40) / 5 if math.isfinite(pace_any) else 0.0,
+            tyre / LAPS_SCALE if math.isfinite(tyre) else 0.0,
+            _clip((pace_any / ref - 1) * 100, -40, 40) / PCT_SCALE if math.isfinite(pace_any) else 0.0,
             float(math.isfinite(pace_any)),
-            min(age / ref / 10, 1.0) if math.isfinite(age) else 0.0,
-            _clip(own, -5, 5) / 5 if math.isfinite(own) else 0.0,
+            min(age / ref / FEW_LAPS_SCALE, 1.0) if math.isfinite(age) else 0.0,
+            _clip(own, -5, 5) / PCT_SCALE if math.isfinite(own) else 0.0,
             float(math.isfinite(own)),
             float(n == 1),
             float(self.green_seen),
@@ -382,15 +389,15 @@ class RaceFeaturizer:
         """The NET_FEATURES part of `step`."""
         drv = str(lap["Driver"])
         st = self.drivers.setdefault(drv, _Driver())
-        n = _num(lap["LapNumber"])
+        n = num(lap["LapNumber"])
         if math.isfinite(n) and n > self.max_lap:
             self.max_lap = int(n)
-        t_end = _num(lap.get("Time"))
-        lap_time = _num(lap.get("LapTime"))
-        has_time = _flag(lap.get("HasTime")) and math.isfinite(lap_time)
-        scored = _flag(lap.get("Scored")) and has_time
-        in_lap, out_lap = _flag(lap.get("InLap")), _flag(lap.get("OutLap"))
-        stint_value = _num(lap.get("Stint"))
+        t_end = num(lap.get("Time"))
+        lap_time = num(lap.get("LapTime"))
+        has_time = flag(lap.get("HasTime")) and math.isfinite(lap_time)
+        scored = flag(lap.get("Scored")) and has_time
+        in_lap, out_lap = flag(lap.get("InLap")), flag(lap.get("OutLap"))
+        stint_value = num(lap.get("Stint"))
         compound = str(lap.get("Compound") or "UNKNOWN").upper()
         compound = compound if compound in COMPOUNDS else "UNKNOWN"
 
@@ -412,8 +419,8 @@ class RaceFeaturizer:
         if scored and len(self.ref_pool) < REF_LAPS:
             self.ref_pool.append(lap_time)
         if has_time and not self.ref_pool:
-            green = (not _flag(lap.get("Neutralised")) and not in_lap and not out_lap and not _flag(lap.get("Restart"))
-                     and not _flag(lap.get("Wet")))
+            green = (not flag(lap.get("Neutralised")) and not in_lap and not out_lap and not flag(lap.get("Restart"))
+                     and not flag(lap.get("Wet")))
             if green and len(self.green_pool) < REF_LAPS:
                 self.green_pool.append(lap_time)
             if not self.green_pool and len(self.fallback_pool) < REF_LAPS:
@@ -458,7 +465,7 @@ class RaceFeaturizer:
         if has_time and not st.timed:
             st.timed = True
             self.n_timed += 1
-        tyre_life = _num(lap.get("TyreLife"))
+        tyre_life = num(lap.get("TyreLife"))
         if not math.isfinite(tyre_life):
             tyre_life = float(st.stint_laps)
         team = lap.get("Team")
@@ -487,13 +494,13 @@ class RaceFeaturizer:
         gap_change = 0.0 if leader or not math.isfinite(st.gap) else _clip(min(gap, 10.0) - st.gap, -4, 4) / 2
         st.gap = math.nan if leader else min(gap, 10.0)
         prev_pos = st.position
-        pos_now = _num(lap.get("Position"))
+        pos_now = num(lap.get("Position"))
         pos_change = _clip(prev_pos - pos_now, -3, 3) / 3 if math.isfinite(prev_pos) and math.isfinite(pos_now) else 0.0
         others = [d for k, d in self.drivers.items() if k != drv and d.timed]
         more_stops = sum(d.pits > st.pits for d in others) / len(others) if others else 0.0
         ended = self.stint_ends.get(compound, [])
         tyre_vs_field = _clip((tyre_life - sum(ended) / len(ended)) / 10, -3, 3) if ended else 0.0
-        secs = tuple(_num(lap.get(f"Sector{j}Time")) for j in (1, 2, 3))
+        secs = tuple(num(lap.get(f"Sector{j}Time")) for j in (1, 2, 3))
         sector_dev = 0.0
         if all(math.isfinite(v) for v in secs):
             if st.sectors:
@@ -540,31 +547,31 @@ class RaceFeaturizer:
         neutral = bool(SLOW_RUNNING_CODES.intersection(status))  # a red flag is no cheap stop (schema.SLOW_RUNNING_CODES)
         lap_n = n if math.isfinite(n) else 0.0
         x = [
-            _clip(lap_pct, -10, 10) / 5,
+            _clip(lap_pct, -10, 10) / PCT_SCALE,
             float(has_time),
             float(scored),
-            _clip((base / ref - 1) * 100, -10, 10) / 5 if st.scored else 0.0,
+            _clip((base / ref - 1) * 100, -10, 10) / PCT_SCALE if st.scored else 0.0,
             _clip(slope, -1, 1) * 10,
-            min(len(st.scored), 10) / 10,
+            min(len(st.scored), FEW_LAPS_SCALE) / FEW_LAPS_SCALE,
             float(bool(st.scored)),
             *(float(compound == c) for c in COMPOUNDS),
-            tyre_life / 30,
-            float(_flag(lap.get("FreshTyre"))),
-            ((stint_value if math.isfinite(stint_value) else st.stint_id + 1) - 1) / 3,
-            st.stint_laps / 30,
+            tyre_life / LAPS_SCALE,
+            float(flag(lap.get("FreshTyre"))),
+            ((stint_value if math.isfinite(stint_value) else st.stint_id + 1) - 1) / STOPS_SCALE,
+            st.stint_laps / LAPS_SCALE,
             lap_n / self.total_laps,
-            _clip(self.total_laps - lap_n, 0, 90) / 30,
+            _clip(self.total_laps - lap_n, 0, 3 * LAPS_SCALE) / LAPS_SCALE,
             pos / 20,
             min(gap, 10.0) / 5,
             leader,
-            float(status == "" or set(status) <= {"1"}),
+            float(status == "" or set(status) <= {"1"}),  # green: all clear, a yellow ('2') too excluded (clean's Green is not)
             float("2" in status),
             float("4" in status),
             float("6" in status or "7" in status),
             float("5" in status),
             float(in_lap),
             float(out_lap),
-            min(st.pits, 3) / 3,
+            min(st.pits, STOPS_SCALE) / STOPS_SCALE,
             float(len(st.compounds) >= 2),
             field_pitting,
             *(_clip(v, -5, 5) for v in prev),
@@ -574,7 +581,7 @@ class RaceFeaturizer:
             tyre_vs_field,
             float(bool(ended)),
             sector_dev,
-            min(st.since_neutral, 10) / 10,
+            min(st.since_neutral, FEW_LAPS_SCALE) / FEW_LAPS_SCALE,
             _clip(field_slope, -1, 1) * 10,
             tyre_frac,
             float(must_stop) * min(lap_n / self.total_laps, 1.0),

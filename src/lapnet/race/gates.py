@@ -48,7 +48,7 @@ from lapnet.diagnostics.gates import trace_gates
 from lapnet.errors import LapnetError
 
 GATES_COMMAND = "lapnet race gates"
-PNG_MARK = {"Software": GATES_COMMAND}  # written into the figures: an earlier call's are known by it
+GATES_PNG_MARK = {"Software": GATES_COMMAND}  # written into the figures: an earlier call's are known by it (predict has its own, outputs.PREDICT_PNG_MARK)
 SHOWN = {"gru": ("z", "r"), "lstm": ("f", "i", "o")}  # the sigmoid gates measured, in [0, 1]
 KEEP = {"gru": "z", "lstm": "f"}  # the gate that keeps the state (low: overwrite / forget)
 LAP_KINDS = ("first", "out_lap", "in_lap", "other")
@@ -402,7 +402,8 @@ def race_gates_report(run, laps, driver: str | list[str] | None = None, *, out: 
     Returns:
         (one RaceGates per member, metrics).
     """
-    from lapnet.race.pipeline import MAX_FIGURES, classification
+    from lapnet.race.outputs import MAX_FIGURES
+    from lapnet.race.pipeline import classification
 
     if out is not None:
         check_gates_out(out, force=force)
@@ -537,33 +538,23 @@ def check_gates_out(out: str | Path, *, force: bool = False, files: list[str] | 
     Raises:
         LapnetError: one line naming the files.
     """
-    from lapnet.race.outputs import _png_software, _read_record, _refuse_foreign, _written_by
+    from lapnet.race.outputs import png_software, read_record, recorded_files, refuse_foreign, written_by
 
     out = Path(out)
     if force or not out.is_dir():
         return
-    ours = _written_by(_read_record(out)) == GATES_COMMAND
-    recorded = set(_earlier_files(out))
+    m = read_record(out)
+    ours = written_by(m) == GATES_COMMAND
+    recorded = recorded_files(m) if ours else set()
     foreign = []
     for name in ("metrics.json", "gates.csv", *files):
         p = out / name
         if not p.is_file() or name in recorded or (name == "metrics.json" and ours):
             continue
-        if p.suffix == ".png" and _png_software(p) == PNG_MARK["Software"]:
+        if p.suffix == ".png" and png_software(p) == GATES_PNG_MARK["Software"]:
             continue
         foreign.append(p)
-    _refuse_foreign(out, foreign, GATES_COMMAND)
-
-
-def _earlier_files(out: Path) -> list[str]:
-    """The file names an earlier `lapnet race gates` recorded in out/metrics.json ([] when none did)."""
-    from lapnet.race.outputs import _read_record, _written_by
-
-    m = _read_record(out)
-    if _written_by(m) != GATES_COMMAND or not isinstance(m.get("written"), dict):
-        return []
-    files = m["written"].get("files")
-    return [Path(str(f)).name for f in files] if isinstance(files, list) else []
+    refuse_foreign(out, foreign, GATES_COMMAND)
 
 
 def _write(g: RaceGates, drawn: list[tuple[str, str]], out: Path) -> list[str]:
@@ -573,9 +564,12 @@ def _write(g: RaceGates, drawn: list[tuple[str, str]], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     from lapnet.checkpoint import atomic_write_bytes
+    from lapnet.race.outputs import read_record, recorded_files, written_by
 
     out.mkdir(parents=True, exist_ok=True)
-    for name in _earlier_files(out):  # an earlier --driver's figures would otherwise stay beside these
+    m = read_record(out)
+    earlier = recorded_files(m) if written_by(m) == GATES_COMMAND else set()
+    for name in sorted(earlier):  # an earlier --driver's figures would otherwise stay beside these
         p = out / name
         if p.suffix == ".png" and p.is_file():
             p.unlink()
@@ -587,7 +581,7 @@ def _write(g: RaceGates, drawn: list[tuple[str, str]], out: Path) -> list[str]:
             continue
         fig = plot_gates(g.laps[rows])
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, metadata=PNG_MARK)
+        fig.savefig(buf, format="png", dpi=100, metadata=GATES_PNG_MARK)
         plt.close(fig)
         atomic_write_bytes(out / figure_name(race, drv), buf.getvalue())
         files.append(figure_name(race, drv))

@@ -27,7 +27,7 @@ from lapnet.race import schema as S
 
 __all__ = ["read_laps", "read_many", "missing_context", "write_laps", "check_table_out", "parse_drivers", "car_number",
            "lap_keys", "NotARaceWarning", "MissingContextWarning", "CompoundNamesWarning", "SharedLapsWarning",
-           "relabel_absolute", "driver_order"]
+           "relabel_absolute", "driver_order", "race_match"]
 
 
 class NotARaceWarning(UserWarning):
@@ -388,6 +388,15 @@ def car_number(value: Any) -> str | None:
     except ValueError:
         return s
     return str(int(f)) if f.is_integer() else s  # a column pandas read as float: 1.0
+
+
+def race_match(race: str, names: Iterable[str]) -> str | None:
+    """The race `race` names among `names`: the same name, else the one equal to it in any case."""
+    names = list(names)
+    if race in names:
+        return race
+    folded = [n for n in names if n.casefold() == race.strip().casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def driver_order(names: Iterable[str]) -> list[str]:

@@ -40,8 +40,8 @@ import torch
 from lapnet.errors import LapnetError
 from lapnet.race import schema as S
 from lapnet.race.io import (FALSE_STRINGS, MISSING_STRINGS, TRUE_STRINGS, CompoundNamesWarning, MissingContextWarning,
-                            car_number, missing_context, parse_duration, value_problem)
-from lapnet.race.features import PHASES, RaceFeaturizer, _num
+                            car_number, missing_context, parse_duration, race_match, value_problem)
+from lapnet.race.features import PHASES, RaceFeaturizer, num
 from lapnet.race.schema import WET_COMPOUNDS
 from lapnet.race.models import INTERVAL90
 from lapnet.race.pipeline import (SLOW_SCORED, SPRINT_SECONDS, RaceRun, forecast_source, live_phase, load_run,
@@ -92,7 +92,7 @@ def lap_masks(lap: dict) -> dict:
     """The mask columns of `lapnet.race.clean` for ONE lap, all but Restart, which needs the
     driver's previous laps (`LiveRace.push` sets it).
 
-    Mirrors `clean._clean_race` row by row; the live-equals-batch test keeps the two equal.
+    Mirrors `clean.clean_laps` row by row; the live-equals-batch test keeps the two equal.
     """
     status = str(lap.get("TrackStatus") or "")
     lap_time = lap.get("LapTime")
@@ -396,7 +396,7 @@ class LiveRace:
         if any(k not in lap for k in _LAP_MASKS):
             lap = {**lap_masks(lap), **lap}  # a read_laps row: the masks clean_laps would add, row by row
         drv, n, st = self._admit(lap)
-        t_end = _num(lap.get("Time"))
+        t_end = num(lap.get("Time"))
         # the one mask that needs the driver's history (clean._restart_laps): laps after a red flag
         # up to and including the first timed one are a restart, like lap 1
         if S.RED_CODE in str(lap.get("TrackStatus") or ""):
@@ -504,19 +504,19 @@ class LiveRace:
                 (or a changed re-send) or out-of-order lap, a generated row batch cleaning
                 drops (with its `kind`).
         """
-        drv, n = str(lap.get("Driver") or ""), _num(lap.get("LapNumber"))
+        drv, n = str(lap.get("Driver") or ""), num(lap.get("LapNumber"))
         if not drv or drv == "nan":
             raise SkipLap("lap without a driver")
         if not math.isfinite(n):
             raise SkipLap(f"{drv}: lap without a lap number", driver=drv)
-        self._plausible(drv, n, _num(lap.get("Time")))
+        self._plausible(drv, n, num(lap.get("Time")))
         number = car_number(lap.get("DriverNumber"))
         if number is not None:
             self.number_of[drv] = number
         if not self.grid_closed and drv not in self.first_pass:  # a non-starter's row counts: the grid had the car
-            self.first_pass[drv] = _num(lap.get("Position"))
+            self.first_pass[drv] = num(lap.get("Position"))
         if lap.get("FastF1Generated") and not lap.get("HasTime"):
-            dropped = self._dropped_generated(drv, n, _num(lap.get("Time")))
+            dropped = self._dropped_generated(drv, n, num(lap.get("Time")))
             if dropped is not None:
                 why, kind = dropped
                 raise SkipLap(f"{drv} lap {n:g}: a row FastF1 generated, with no lap time, {why}", kind=kind, driver=drv)
@@ -552,7 +552,7 @@ class LiveRace:
                     f"{drv} {gap} missing or skipped (lap {n:g} follows lap {st.last_lap:g}): stepped over; a stop or a "
                     "stint's laps in the gap are unknown to the model, beyond what the next row carries "
                     "(Stint, TyreLife)")
-        t_end = _num(lap.get("Time"))
+        t_end = num(lap.get("Time"))
         if math.isfinite(t_end):
             if t_end < self.latest_end - ORDER_SLACK and not self.order_warned:
                 self.order_warned = True
@@ -582,7 +582,7 @@ class LiveRace:
         self._time_plausible(drv, n, t_end)
         st = self.drivers.get(drv)
         if st is not None and n > st.last_lap + 1 and math.isfinite(t_end):
-            prev = _num(st.last_row.get("Time"))
+            prev = num(st.last_row.get("Time"))
             if math.isfinite(prev) and t_end - prev < (n - st.last_lap) * MIN_LAP_SECONDS:
                 raise SkipLap(f"{drv} lap {n:g}: implausible ({n - st.last_lap:g} laps after lap {st.last_lap:g} in "
                               f"{t_end - prev:.0f} s of session Time, at least {MIN_LAP_SECONDS:g} s a lap; taken for a "
@@ -952,20 +952,11 @@ def _pick_race(lines: list[tuple[int, str]], rows: list[list[str]], header: list
             raise LapnetError(f"{where} holds {len(races)} races (Race column: {shown}): live follows one race: "
                               f"pick one with --race (e.g. --race {races[0]})")
         return lines, rows, races[0] if races else None
-    pick = _race_match(race, races)
+    pick = race_match(race, races)
     if pick is None:
         raise LapnetError(f"--race {race}: no such race in {where} (races: {', '.join(races) or 'none named'})")
     keep = [i for i, n in enumerate(names) if n in ("", pick)]
     return [lines[i] for i in keep], [rows[i] for i in keep], pick
-
-
-def _race_match(race: str, names: Any) -> str | None:
-    """The race `race` names among `names`: the same name, else the one equal to it in any case."""
-    names = list(names)
-    if race in names:
-        return race
-    folded = [n for n in names if n.casefold() == race.strip().casefold()]
-    return folded[0] if len(folded) == 1 else None
 
 
 def _parquet_error(where: str) -> LapnetError:
@@ -1158,7 +1149,7 @@ class _RaceSwitch:
         """Whether the lap is held back (LapnetError: the feed switched races)."""
         if live.top_lap <= SWITCH_AFTER:
             return False
-        drv, n, t = str(lap.get("Driver") or ""), _num(lap.get("LapNumber")), _num(lap.get("Time"))
+        drv, n, t = str(lap.get("Driver") or ""), num(lap.get("LapNumber")), num(lap.get("Time"))
         early = math.isfinite(n) and n <= 2
         earlier = math.isfinite(t) and t < live.latest_end - SWITCH_BACK
         if not (early or earlier):
@@ -1202,7 +1193,7 @@ class _FeedRace:
         if not name:
             return True
         if self.race is not None:
-            if _race_match(self.race, [name]) is None:
+            if race_match(self.race, [name]) is None:
                 self.others.add(name)
                 return False
             self.current = self.current or name

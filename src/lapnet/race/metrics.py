@@ -12,8 +12,9 @@ from lapnet.race.features import COMPOUNDS, Sequences
 
 REPORT_HORIZONS = (1, 5, 10)
 MASKS = {
-    "scored": "origin lap t and target lap t+k both Scored (accurate, green, timed, not in/out-lap, "
-    "not deleted) and in the same stint",
+    "scored": "origin lap t and target lap t+k both Scored (timed, IsAccurate, not deleted, no SC/VSC/red flag "
+    "(TrackStatus 4-7; a yellow counts), not an in-lap, out-lap or lap 1, not a restart after a red flag (laps up to "
+    "the first timed one), dry compound) and in the same stint",
     "all": "target lap t+k timed and in the same stint as t; the stint has a Scored lap at or before t "
     "(includes safety-car, yellow, in- and out-laps)",
     "fresh": "the stint has no Scored lap at or before t (an out-lap, the start, a restart: the forecast is the "

@@ -30,9 +30,9 @@ from torch import nn
 
 from lapnet.errors import LapnetError
 from lapnet.models.recurrent import make_recurrent, run_recurrent
-from lapnet.race.features import FRESH_EXTRA, HORIZONS, PHASES
+from lapnet.race.features import FRESH_EXTRA, HORIZONS, LAPS_SCALE, PCT_SCALE, PHASES
 
-HORIZON_WEIGHT_POWER = 2.0  # the forecast loss weighs horizon k by 1 / k**2 (see race_loss)
+HORIZON_WEIGHT_POWER = 2.0  # by default the forecast loss weighs horizon k by 1 / k**2 (race_loss horizon_power; race train --horizon-power)
 
 # half-width of the central 90% interval in units of the head's scale. Gaussian: the 0.95
 # quantile, 1.645 sigma. Laplace(mu, b): for y > mu the CDF is 1 - exp(-(y - mu) / b) / 2, so the
@@ -113,7 +113,8 @@ def race_loss(out: dict, batch: dict, *, head: str, pit_weight: float = 1.0, pha
 
     - the forecast location: masked L1 (the median is what MAE rewards; `mean_loss="l1"`) or,
       with `mean_loss="nll"` and the Laplace head, the Laplace NLL log b + |y - mu| / b with mu
-      and b trained jointly (an L1 whose laps are weighted by 1 / b); horizon k weighted by 1/k^2;
+      and b trained jointly (an L1 whose laps are weighted by 1 / b); horizon k weighted by
+      1/k**horizon_power (1/k^2 by default; `race train --horizon-power`);
     - the scale: the head's NLL around the detached location (intervals do not pull the
       forecast), Gaussian log sigma + z^2 / 2 or Laplace log b + |y - mu| / b, weight
       `scale_weight` (it still shapes the shared trunk);
@@ -149,8 +150,9 @@ def race_loss(out: dict, batch: dict, *, head: str, pit_weight: float = 1.0, pha
         m = batch["target_mask"] if fresh_weight else batch["target_mask"] & based  # (B, T, K) see `fresh_weight`
         if m.any():
             y, mu, ls = batch["target"][m], out["mean"][m], out["log_sigma"][m]  # (n,) each
-            # horizon k weighs 1/k^2: the next lap is what a forecast is judged on first, and the far
-            # horizons' larger errors would otherwise dominate the shared trunk (1/k and 1/sqrt(k) were tried: less good at h1)
+            # horizon k weighs 1/k**horizon_power (default 2: 1/k^2; `race train --horizon-power`): the next lap is
+            # what a forecast is judged on first, and the far horizons' larger errors would otherwise dominate the
+            # shared trunk (1/k and 1/sqrt(k) were tried: less good at h1)
             K = m.shape[-1]
             w = 1.0 / torch.arange(1, K + 1, dtype=y.dtype, device=y.device) ** horizon_power  # (K,)
             w = (w / w.mean()).expand_as(m)  # (B, T, K)
@@ -216,7 +218,7 @@ class RaceEnsemble(nn.Module):
 # the bucket one-hots of the per-lap models (the pit call, lapnet.race.pit.PitModel; the expected lap below)
 
 
-def _bins(v: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+def one_hot_buckets(v: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """One-hot bucket of `v` (...,) among len(edges) + 1 intervals -> (..., len(edges) + 1)."""
     return (torch.bucketize(v.contiguous(), edges)[..., None] == torch.arange(len(edges) + 1, device=v.device)).to(v.dtype)
 
@@ -296,7 +298,7 @@ class ExpectedGap(nn.Module):
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) lap features -> (..., W)."""
         dry = x[..., [self.ix["compound_soft"], self.ix["compound_medium"], self.ix["compound_hard"]]]  # (..., 3)
-        tyre = _bins(x[..., self.ix["tyre_life"]] * 30, self.tyre_laps.to(x.dtype))  # (..., 16)
+        tyre = one_hot_buckets(x[..., self.ix["tyre_life"]] * LAPS_SCALE, self.tyre_laps.to(x.dtype))  # (..., 16)
         per_compound = (dry[..., :, None] * tyre[..., None, :]).flatten(-2)  # (..., 48)
         return torch.cat([x[..., self.keep], per_compound, torch.ones_like(x[..., :1])], -1)  # (..., W)
 
@@ -420,7 +422,7 @@ class FreshStart(nn.Module):
     def anchor(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (...,) where the forecast starts, % of ref from the reference lap: the
         field's last green pace, or the reference lap itself (0) while there is none."""
-        return torch.where(self.blind(x), torch.zeros_like(x[..., 0]), x[..., self.pace] * 5.0)  # the feature is / 5
+        return torch.where(self.blind(x), torch.zeros_like(x[..., 0]), x[..., self.pace] * PCT_SCALE)  # the feature is / PCT_SCALE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., K) lap t+k minus the race's reference lap, in % of it."""

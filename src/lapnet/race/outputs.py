@@ -2,9 +2,9 @@
 new call replace an earlier call's files and refuse anyone else's.
 
 Predict and eval record what they wrote in their metrics.json (`"written": {"by", "files"}`);
-predict's figures carry a PNG text mark (`PNG_MARK`) and its predictions.csv starts with
+predict's figures carry a PNG text mark (`PREDICT_PNG_MARK`) and its predictions.csv starts with
 `PREDICTIONS_HEADER`, so an earlier predict's files are known even without that record (a
-metrics.json written before the record existed is told by its keys, `_written_by`).
+metrics.json written before the record existed is told by its keys, `written_by`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 from lapnet.errors import LapnetError
 
 PREDICT_COMMAND, EVAL_COMMAND = "lapnet race predict", "lapnet race eval"
-PNG_MARK = {"Software": PREDICT_COMMAND}  # written into predict's figures: an earlier call's figure is known by it
+PREDICT_PNG_MARK = {"Software": PREDICT_COMMAND}  # written into predict's figures: an earlier call's figure is known by it (gates.GATES_PNG_MARK is gates')
+MAX_FIGURES = 6  # figures `predict_race` and `race_gates` draw per race without --driver: the top of the classification
 PREDICTIONS_HEADER = "Race,Driver,LapNumber,Stint,Compound,TyreLife,LapTime,Scored,InLap,forecast_h1"  # predictions.csv starts so
 
 
@@ -29,29 +30,42 @@ def forecast_figure_name(race: object, driver: object) -> str:
 
 def stale_staging(out: Path, prefix: str, max_age: float) -> list[Path]:
     """The staging directories (out/PREFIX<pid>-XXXX) of predict calls that died while drawing:
-    their pid is no longer alive, or (a name without a pid, or a pid reused since) older than
-    `max_age` seconds. A live call's is never among them."""
-    import os
+    their pid is no longer alive, or, for a name whose pid cannot be read, older than `max_age`
+    seconds. A directory whose pid is alive (this process's included) is never among them, however
+    old: a live call's is never removed."""
     import time
 
     found = []
     for d in out.glob(f"{prefix}*"):
-        pid_text = d.name[len(prefix):].split("-", 1)[0]
-        dead = False
-        if pid_text.isdigit() and int(pid_text) != os.getpid():
+        alive = _pid_alive(d.name[len(prefix):].split("-", 1)[0])
+        if alive is None:  # no pid to ask: its age tells
             try:
-                os.kill(int(pid_text), 0)
-            except ProcessLookupError:
-                dead = True
-            except OSError:  # alive, another user's
-                pass
-        try:
-            old = time.time() - d.stat().st_mtime > max_age
-        except OSError:
-            continue
-        if d.is_dir() and (dead or old):
+                stale = time.time() - d.stat().st_mtime > max_age
+            except OSError:
+                continue
+        else:
+            stale = not alive
+        if stale and d.is_dir():
             found.append(d)
     return found
+
+
+def _pid_alive(pid_text: str) -> bool | None:
+    """Whether the process of a staging directory's pid is alive; None when `pid_text` is no pid."""
+    import os
+
+    if not pid_text.isdigit() or not 0 < int(pid_text) < 2**31:
+        return None
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, another user's
+        return True
+    return True
 
 
 def earlier_predict_files(out: Path) -> list[Path]:
@@ -60,13 +74,13 @@ def earlier_predict_files(out: Path) -> list[Path]:
     new call removes before writing (a previous --driver's figures would otherwise stay)."""
     if not out.is_dir():
         return []
-    m = _read_record(out)
-    recorded = _recorded_files(m) if _written_by(m) == PREDICT_COMMAND else set()
+    m = read_record(out)
+    recorded = recorded_files(m) if written_by(m) == PREDICT_COMMAND else set()
     names = [out / "predictions.csv", out / "degradation.png"] + sorted(out.glob("forecast_*.png"))
     return [p for p in names if p.is_file() and _is_predicts(p, recorded)]
 
 
-def _png_software(path: Path) -> str | None:
+def png_software(path: Path) -> str | None:
     """The 'Software' text of a PNG (matplotlib writes it from `savefig(metadata=...)`), None
     when there is none or the file is no PNG."""
     import struct
@@ -95,7 +109,7 @@ def _png_software(path: Path) -> str | None:
     return None
 
 
-def _read_record(out: Path) -> dict | None:
+def read_record(out: Path) -> dict | None:
     """out/metrics.json as a dict, None when missing or not a JSON object."""
     import json
 
@@ -106,7 +120,7 @@ def _read_record(out: Path) -> dict | None:
     return m if isinstance(m, dict) else None
 
 
-def _written_by(m: dict | None) -> str | None:
+def written_by(m: dict | None) -> str | None:
     """Which command wrote a metrics.json: its "written" record, or for one written before the
     record existed, its keys (predict's has "driver" and "figures", eval's "races" and "baselines")."""
     if m is None:
@@ -121,7 +135,7 @@ def _written_by(m: dict | None) -> str | None:
     return None
 
 
-def _recorded_files(m: dict | None) -> set[str]:
+def recorded_files(m: dict | None) -> set[str]:
     """The file names an earlier predict's metrics.json records as written (its "written"
     record, or the "figures" of one written before the record existed)."""
     if m is None:
@@ -138,7 +152,7 @@ def _is_predicts(path: Path, recorded: set[str]) -> bool:
     if path.name in recorded:
         return True
     if path.suffix == ".png":
-        return _png_software(path) == PNG_MARK["Software"]
+        return png_software(path) == PREDICT_PNG_MARK["Software"]
     if path.name == "predictions.csv":
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
@@ -148,7 +162,8 @@ def _is_predicts(path: Path, recorded: set[str]) -> bool:
     return False
 
 
-def _refuse_foreign(out: Path, foreign: list[Path], command: str) -> None:
+def refuse_foreign(out: Path, foreign: list[Path], command: str) -> None:
+    """Raise one LapnetError naming the `foreign` files in `out` (those no earlier `command` wrote); none: nothing."""
     if foreign:
         names = ", ".join(p.name for p in foreign)
         one = len(foreign) == 1
@@ -172,13 +187,13 @@ def check_predict_out(out: str | Path, *, force: bool = False, metrics_json: boo
     out = Path(out)
     if force or not out.is_dir():
         return
-    m = _read_record(out)
-    recorded = _recorded_files(m) if _written_by(m) == PREDICT_COMMAND else set()
+    m = read_record(out)
+    recorded = recorded_files(m) if written_by(m) == PREDICT_COMMAND else set()
     names = ["predictions.csv", "degradation.png", *figures]
     foreign = [out / n for n in names if (out / n).is_file() and not _is_predicts(out / n, recorded)]
-    if metrics_json and (out / "metrics.json").is_file() and _written_by(m) != PREDICT_COMMAND:
+    if metrics_json and (out / "metrics.json").is_file() and written_by(m) != PREDICT_COMMAND:
         foreign.append(out / "metrics.json")
-    _refuse_foreign(out, foreign, PREDICT_COMMAND)
+    refuse_foreign(out, foreign, PREDICT_COMMAND)
 
 
 def check_eval_out(out: str | Path, *, force: bool = False) -> None:
@@ -191,5 +206,5 @@ def check_eval_out(out: str | Path, *, force: bool = False) -> None:
     out = Path(out)
     if force or not (out / "metrics.json").is_file():
         return
-    if _written_by(_read_record(out)) != EVAL_COMMAND:
-        _refuse_foreign(out, [out / "metrics.json"], EVAL_COMMAND)
+    if written_by(read_record(out)) != EVAL_COMMAND:
+        refuse_foreign(out, [out / "metrics.json"], EVAL_COMMAND)

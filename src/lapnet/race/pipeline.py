@@ -50,8 +50,8 @@ from lapnet.race.metrics import (MASKS, REPORT_HORIZONS, coverage, eval_mask, fo
 from lapnet.models.recurrent import ARCHS
 from lapnet.race.models import (HEADS, HORIZON_WEIGHT_POWER, INTERVAL90, ExpectedGap, FreshStart, RaceEnsemble, RaceModelConfig, RaceNet,
                                 WithPitCaller, race_loss)
-from lapnet.race.outputs import (PNG_MARK, PREDICT_COMMAND, check_predict_out, earlier_predict_files, forecast_figure_name,
-                                 stale_staging)
+from lapnet.race.outputs import (MAX_FIGURES, PREDICT_COMMAND, PREDICT_PNG_MARK, check_predict_out, earlier_predict_files,
+                                 forecast_figure_name, stale_staging)
 from lapnet.race.pit import PIT_L2, PitModel
 
 PIT_EVAL_RULE = "every lap after which the driver has another lap (in- and out-laps, neutralised laps included); label: an in-lap among the next 3 laps"
@@ -136,9 +136,10 @@ class RaceTrainConfig:
     def validate(self) -> None:
         """Refuse a config `train_race` cannot train with, before anything is read or written.
 
-        `val_races` larger than the races at hand is not an error: `train_race` holds out at
-        most a quarter of the races with Scored laps (15% of the drivers below 3 races) and
-        warns when that is fewer than the races asked for (above 1).
+        `val_races` larger than the races at hand is not an error: of the races with Scored laps
+        `train_race` holds out at most one, or a quarter of them (rounded down) when there are 8
+        or more (15% of the drivers below 3 races), and warns when that is fewer than the races
+        asked for (above 1).
 
         Raises:
             LapnetError: one line naming every bad field and its value
@@ -293,17 +294,18 @@ def _held_out_note(seq: Sequences, val_races: int) -> str | None:
     used = min(val_races, max(1, n // 4))
     if used < val_races:
         return (f"val_races {val_races}: {used} of the {n} races with Scored laps held out for early stopping "
-                "(at most a quarter, so that three quarters stay for training)")
+                "(at most one race, or a quarter of them rounded down when there are 8 or more)")
     return None
 
 
 def _split(seq: Sequences, val_races: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out whole races for early stopping (up to a quarter of them; 15% of drivers when there are < 3 races)."""
+    """Hold out whole races for early stopping (at most `val_races`: one race, or a quarter of them rounded down
+    when there are 8 or more; 15% of drivers when there are < 3 races)."""
     races = sorted({k[0] for i, k in enumerate(seq.keys) if seq.target_mask[i].any()})
     rng = np.random.default_rng(seed)
     all_idx = np.arange(len(seq.keys))
     if _splits_races(seq, val_races):
-        n_val = min(val_races, max(1, len(races) // 4))  # keep at least three quarters of the races for training
+        n_val = min(val_races, max(1, len(races) // 4))  # one race, or a quarter (rounded down) from 8 races on
         held = set(rng.choice(races, size=n_val, replace=False).tolist())
         val = np.array([i for i, k in enumerate(seq.keys) if k[0] in held])
     else:
@@ -1333,7 +1335,6 @@ def _race_row(m: dict) -> dict:
             "pit_auc": m["pit_within_3"]["auc"], "tyre_life_auc": m["pit_within_3"]["tyre_life_auc"]}
 
 
-MAX_FIGURES = 6  # forecast figures `predict_race` draws without a driver: the top of the classification
 TRAINING_LAPS = "training_laps.json"  # in a run: each training race's lap keys (`io.lap_keys`), for eval's in-sample check
 
 
@@ -1460,7 +1461,7 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
 
 
 STAGING = ".predict-staging-"  # `predict_race` draws into out/.predict-staging-XXXX, then moves the files in
-STAGING_STALE = 600.0  # seconds: an older staging directory is a killed call's, and goes with the next call
+STAGING_STALE = 600.0  # seconds: an older staging directory whose name has no readable pid is a killed call's, and goes with the next call
 
 
 def _predict_files(table: pd.DataFrame, metrics: dict, drawn: list, drivers, per_race, r: RaceRun, out: Path) -> list[str]:
@@ -1480,11 +1481,11 @@ def _predict_files(table: pd.DataFrame, metrics: dict, drawn: list, drivers, per
     for race, drv in (key for key in drawn if key in groups):
         fig = plot_driver(groups[(race, drv)], pit_threshold=pit_window_threshold(r))
         path = out / forecast_figure_name(race, drv)  # names from the data, made safe for a file name
-        fig.savefig(path, dpi=110, metadata=PNG_MARK)
+        fig.savefig(path, dpi=110, metadata=PREDICT_PNG_MARK)
         plt.close(fig)  # pyplot keeps every open figure: a long-lived process would pile them up
         figs.append(path.name)
     fig = plot_degradation(table, trend=metrics.get("stint_trend"))
-    fig.savefig(out / "degradation.png", dpi=110, metadata=PNG_MARK)
+    fig.savefig(out / "degradation.png", dpi=110, metadata=PREDICT_PNG_MARK)
     plt.close(fig)
     figs.append("degradation.png")
     return figs

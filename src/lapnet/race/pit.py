@@ -46,10 +46,10 @@ from torch import nn
 
 from lapnet.errors import LapnetError
 from lapnet.race.schema import DRY_COMPOUNDS, NEUTRALISED_CODES, RED_CODE, SLOW_RUNNING_CODES
-from lapnet.race.features import PIT_EXTRA, RaceFeaturizer, _flag, _num, race_laps, session_order
+from lapnet.race.features import LAPS_SCALE, PIT_EXTRA, RaceFeaturizer, flag, num, race_laps, session_order
 from lapnet.race.features import PIT_LEFT as LEFT
 from lapnet.race.features import PIT_STINT as STINT
-from lapnet.race.models import TYRE_LAPS, _bins
+from lapnet.race.models import TYRE_LAPS, one_hot_buckets
 
 PIT_LOSS_PRIOR = 0.25  # share of the reference lap a stop costs (about 22 s at a 90 s lap) until stops are seen
 TYPICAL_PRIOR = {"SOFT": 0.30, "MEDIUM": 0.45, "HARD": 0.60}  # share of the race a stint lasts on each compound
@@ -143,12 +143,12 @@ class PitContext:
         drv = str(lap["Driver"])
         me, st = self.own.setdefault(drv, _Own()), fz.drivers[drv]
         ref = fz.ref if math.isfinite(fz.ref) and fz.ref > 0 else 90.0
-        n = _num(lap["LapNumber"])
-        t_end = _num(lap.get("Time"))
-        lap_time = _num(lap.get("LapTime"))
+        n = num(lap["LapNumber"])
+        t_end = num(lap.get("Time"))
+        lap_time = num(lap.get("LapTime"))
         status = str(lap.get("TrackStatus") or "")
         neutral = bool(NEUTRALISED_CODES.intersection(status))  # no green-flag pit loss to measure
-        in_lap, out_lap = _flag(lap.get("InLap")), _flag(lap.get("OutLap"))
+        in_lap, out_lap = flag(lap.get("InLap")), flag(lap.get("OutLap"))
 
         # the race's pit loss: measured on green stops once their out-lap has ended
         if out_lap and math.isfinite(me.in_time) and me.in_green and not neutral and math.isfinite(lap_time):
@@ -200,7 +200,7 @@ class PitContext:
         prior = TYPICAL_PRIOR.get(compound, 0.45) * fz.total_laps
         ended = fz.stint_ends.get(compound, [])
         typ = (prior * PRIOR_WEIGHT + sum(ended)) / (PRIOR_WEIGHT + len(ended))
-        tyre = _num(lap.get("TyreLife"))
+        tyre = num(lap.get("TyreLife"))
         tyre = tyre if math.isfinite(tyre) else float(st.stint_laps)
         lap_n = n if math.isfinite(n) else 0.0
         left = max(fz.total_laps - lap_n, 0.0)
@@ -218,7 +218,7 @@ class PitContext:
         stint_hot[min(max(st.stint_laps, 1), STINT) - 1] = 1.0
         return np.asarray([
             loss, min(places, 10) / 5, gap_b, float(gap_b >= 1.0), pace_loss,
-            min(tyre / max(typ, 1.0), 2.0), min(max(short, -30.0), 60.0) / 30, need,
+            min(tyre / max(typ, 1.0), 2.0), min(max(short, -30.0), 60.0) / LAPS_SCALE, need,
             *left_hot, *stint_hot,
             sc_new, sc_new * need, float(me.neutral) * need,
         ], dtype=np.float32)
@@ -278,10 +278,10 @@ def pit_basis(x: torch.Tensor, ix: Mapping[str, int]) -> torch.Tensor:
     f = lambda name: x[..., ix[name]]  # noqa: E731
     tenths = _TENTHS.to(device=x.device, dtype=x.dtype)
     must = 1.0 - f("two_compounds")
-    fb, lb = _bins(f("tyre_race_frac"), tenths), _bins(f("lap_frac"), tenths)  # (..., 11) each
+    fb, lb = one_hot_buckets(f("tyre_race_frac"), tenths), one_hot_buckets(f("lap_frac"), tenths)  # (..., 11) each
     dry = x[..., [ix["compound_soft"], ix["compound_medium"], ix["compound_hard"]]]  # (..., 3)
     per_compound = (dry[..., :, None] * fb[..., None, :]).flatten(-2)  # (..., 33)
-    tyre = _bins(f("tyre_life") * 30, _TYRE_LAPS.to(device=x.device, dtype=x.dtype))  # (..., 16)
+    tyre = one_hot_buckets(f("tyre_life") * LAPS_SCALE, _TYRE_LAPS.to(device=x.device, dtype=x.dtype))  # (..., 16)
     return torch.cat([per_compound, lb, lb * must[..., None], tyre], -1)  # (..., N_BASIS)
 
 

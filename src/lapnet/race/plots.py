@@ -225,13 +225,13 @@ def plot_real_vs_sim_stints(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
     """Stint lengths (stints ending in a pit stop) per compound, real against simulated. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from lapnet.race.calibrate import _stints
+    from lapnet.race.calibrate import stints
 
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
     data, labels, colors = [], [], []
     for c, color in (("SOFT", "tab:red"), ("MEDIUM", "goldenrod"), ("HARD", "0.4")):
         for df, tag in ((real, "real"), (sim, "sim")):
-            st = _stints(df)  # the stints calibrate measures
+            st = stints(df)  # the stints calibrate measures
             st = st[(st["Compound"] == c) & st["ended_in_pit"]]
             data.append(st["laps"].to_numpy() if len(st) else np.array([np.nan]))
             labels.append(f"{c[0]} {tag}")

@@ -157,7 +157,12 @@ TWO_STOP: tuple[tuple[str, ...], ...] = (("SOFT", "MEDIUM", "HARD"), ("MEDIUM", 
 
 @dataclass(frozen=True)
 class SimParams:
-    """Every constant of the simulator (see the module docstring for their sources)."""
+    """The constants of the lap loop and its events (see the module docstring for their sources).
+
+    The race set-up's random draws (grid order noise, the two-stop share's clip, the in-lap
+    jitter's limits, when a safety car may start, used sets from qualifying) keep their
+    numbers in `simulate`.
+    """
 
     circuits: tuple[Circuit, ...] = DEFAULT_CIRCUITS
     compounds: dict[str, CompoundModel] = field(default_factory=lambda: dict(DEFAULT_COMPOUNDS))
@@ -198,6 +203,26 @@ class SimParams:
     dnf_prob: float = 0.05
     deleted_prob: float = 0.004
     inaccurate_prob: float = 0.01
+    # Session time and tyre temperature (degC): modelling choices unless a source is given.
+    session_start_s: float = 3600.0  # session time (s) when pole starts lap 1: an hour in, as in FastF1 (13 of the 15 real 2023 races: 62-63 min)
+    grid_start_gap_s: float = 0.25  # s later per grid slot that a car's lap 1 starts (a standing start): a modelling choice
+    start_tyre_temp: float = 85.0  # every car's tyre temperature before lap 1 (warmed by blankets and the formation lap): a modelling choice
+    tyre_temp_neutral: float = 80.0  # the temperature tyres tend to on SC/VSC laps: a modelling choice
+    tyre_temp_push: float = 105.0  # ... on a push lap: a modelling choice
+    tyre_temp_conserve: float = 95.0  # ... on a conserve lap: a modelling choice
+    tyre_temp_pit_window: float = 100.0  # ... on a pit-window lap: a modelling choice
+    out_lap_tyre_temp: float = 70.0  # the new set's temperature on its out-lap (blankets, then the pit lane): a modelling choice
+    tyre_temp_lag: float = 0.6  # share of the gap to the target temperature closed per lap (a first-order lag): a modelling choice
+    tyre_temp_optimum: float = 92.0  # below it a lap costs cold_s_per_deg per degree: a modelling choice
+    # Neutralised laps (SC/VSC): modelling choices.
+    sc_gap_per_place_s: float = 0.8  # behind the SC the gap to the leader closes down to this per place in the running order
+    sc_close_share: float = 0.5  # share of a car's gap beyond that closed per SC lap
+    sc_close_max: float = 0.25  # the closing on one SC lap is at most this share of the circuit's base lap
+    vsc_pace_share: float = 0.3  # a VSC lap keeps this share of the car's green-lap time above the base lap
+    neutral_fuel_burn: float = 0.6  # fuel burnt on an SC/VSC lap, as a share of a green lap's
+    # Pit-lane times (session time of PitInTime and PitOutTime): modelling choices.
+    pit_in_at: float = 0.93  # PitInTime: this share of the in-lap's time after its start
+    pit_out_at: float = 0.6  # PitOutTime: this share of the out-lap's pit loss after the out-lap's start
 
     @classmethod
     def from_calibration(cls, cal: "Calibration") -> "SimParams":
@@ -500,13 +525,13 @@ def simulate(
     phase_out = np.zeros(shape, dtype=np.int8)  # 0 push, 1 conserve, 2 pit_window
     flags = {k: np.zeros(shape, dtype=bool) for k in ("Deleted", "Accurate", "Fresh", "Valid")}
 
-    t_prev = 3600.0 + 0.25 * grid  # (R, C) session time at the start line
+    t_prev = p.session_start_s + p.grid_start_gap_s * grid  # (R, C) session time at the start line
     fuel = np.full((R, C), p.fuel_start_kg)
     # Teams fill up for the distance: long races (70 laps) burn less per lap to make 110 kg last.
     burn = np.minimum(p.fuel_burn_kg, p.fuel_start_kg / (n_laps + 1.0))[:, None]  # (R, 1)
     wear = start_age - 1.0
     age = start_age.copy()
-    temp = np.full((R, C), 85.0)
+    temp = np.full((R, C), p.start_tyre_temp)
     push = rng.random((R, C)) < 0.5
     stint = np.zeros((R, C), dtype=int)
     drift = rng.normal(0.0, p.drift_std, (R, C)) if p.drift_std > 0 else np.zeros((R, C))
@@ -540,9 +565,9 @@ def simulate(
         for i, m in enumerate(deg_models):
             deg = np.where(comp == i, degradation(m, wear, deg_scale), deg)
 
-        target = np.where(neutral, 80.0, np.where(phase == 0, 105.0, np.where(phase == 1, 95.0, 100.0)))
-        temp = np.where(out_lap, 70.0, temp + 0.6 * (target - temp))
-        cold = p.cold_s_per_deg * np.maximum(92.0 - temp, 0.0)
+        target = np.where(neutral, p.tyre_temp_neutral, np.where(phase == 0, p.tyre_temp_push, np.where(phase == 1, p.tyre_temp_conserve, p.tyre_temp_pit_window)))
+        temp = np.where(out_lap, p.out_lap_tyre_temp, temp + p.tyre_temp_lag * (target - temp))
+        cold = p.cold_s_per_deg * np.maximum(p.tyre_temp_optimum - temp, 0.0)
 
         # Dirty air: the gap to the car ahead at the start of this lap (previous lap's order).
         t_masked = np.where(active, t_prev, FAR)
@@ -564,10 +589,10 @@ def simulate(
         # Neutralised laps: the field follows the SC (gaps close) or keeps a VSC delta.
         leader = np.min(t_masked, axis=1, keepdims=True)
         gap_lead = np.where(active, t_prev - leader, 0.0)
-        # Behind the SC each car closes half its excess gap per lap down to ~0.8 s per place.
-        excess = np.maximum(gap_lead - 0.8 * _running_order(t_masked), 0.0)
-        sc_time = base * (1 + p.sc_slow) - np.minimum(0.5 * excess, 0.25 * base)
-        vsc_time = base * (1 + p.vsc_slow) + 0.3 * (green - base)
+        # Behind the SC each car closes half its excess gap per lap down to ~0.8 s per place (sc_close_share, sc_gap_per_place_s).
+        excess = np.maximum(gap_lead - p.sc_gap_per_place_s * _running_order(t_masked), 0.0)
+        sc_time = base * (1 + p.sc_slow) - np.minimum(p.sc_close_share * excess, p.sc_close_max * base)
+        vsc_time = base * (1 + p.vsc_slow) + p.vsc_pace_share * (green - base)
         oracle = np.where(sc, sc_time, np.where(vsc, vsc_time, green))
         stop_share = np.where(stops == lap, under, 0.0).sum(axis=2)  # discount of the stop ending this lap
         prev_share = np.where(stops == lap - 1, under, 0.0).sum(axis=2)
@@ -589,8 +614,8 @@ def simulate(
         out["Oracle"][..., i] = oracle
         out["Time"][..., i] = t_new
         out["Start"][..., i] = t_prev
-        out["PitIn"][..., i] = np.where(in_lap, t_prev + 0.93 * lap_time, np.nan)
-        out["PitOut"][..., i] = np.where(out_lap, t_prev + 0.6 * (1 - p.in_lap_share) * pit_loss, np.nan)
+        out["PitIn"][..., i] = np.where(in_lap, t_prev + p.pit_in_at * lap_time, np.nan)
+        out["PitOut"][..., i] = np.where(out_lap, t_prev + p.pit_out_at * (1 - p.in_lap_share) * pit_loss, np.nan)
         out["Tyre"][..., i] = age
         out["Fuel"][..., i] = fuel
         out["Temp"][..., i] = temp
@@ -605,7 +630,7 @@ def simulate(
         flags["Deleted"][..., i] = (rng.random((R, C)) < p.deleted_prob) & ~neutral & (lap > 1)
         flags["Accurate"][..., i] = ~(in_lap | out_lap | neutral | (lap == 1)) & (rng.random((R, C)) >= p.inaccurate_prob)
 
-        fuel = np.maximum(fuel - burn * np.where(neutral, 0.6, 1.0), 0.0)
+        fuel = np.maximum(fuel - burn * np.where(neutral, p.neutral_fuel_burn, 1.0), 0.0)
         t_prev = np.where(active, t_new, t_prev)
 
     yellow = rng.random((R, L)) < p.yellow_prob  # (R, L) laps with a local yellow somewhere

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from lapnet.errors import LapnetError
-from lapnet.race.features import FEATURES, PREV, Sequences
+from lapnet.race.features import FEATURES, FEW_LAPS_SCALE, LAPS_SCALE, PREV, STOPS_SCALE, Sequences
 from lapnet.race.schema import COMPOUNDS, DRY_COMPOUNDS, WET_COMPOUNDS
 
 STOP_LAPS = 2  # a stop called now: the next lap is the in-lap, the one after it the out-lap
@@ -131,18 +131,18 @@ def stop_vector(x: np.ndarray, lap_number: np.ndarray, compound: str, laps_on: i
         put(f"compound_{c.lower()}", float(c == compound))
     new = n + laps_on
     put("out_lap", 1.0)
-    put("tyre_life", 1.0 / 30)
+    put("tyre_life", 1.0 / LAPS_SCALE)
     put("fresh_tyre", 1.0)
-    put("stint", get("stint") + 1.0 / 3)
-    put("laps_in_stint", 1.0 / 30)
+    put("stint", get("stint") + 1.0 / STOPS_SCALE)
+    put("laps_in_stint", 1.0 / LAPS_SCALE)
     put("lap_frac", np.where(n > 0, get("lap_frac") * new / np.maximum(n, 1.0), get("lap_frac")))
-    put("laps_left", np.maximum(get("laps_left") - laps_on / 30, 0.0))
-    put("pits_done", np.minimum(get("pits_done") + 1.0 / 3, 1.0))
+    put("laps_left", np.maximum(get("laps_left") - laps_on / LAPS_SCALE, 0.0))
+    put("pits_done", np.minimum(get("pits_done") + 1.0 / STOPS_SCALE, 1.0))
     dry_now = sum(get(f"compound_{c.lower()}") for c in DRY_COMPOUNDS) > 0
     other = 1.0 - get(f"compound_{compound.lower()}")  # the new set is another dry compound than lap t's
     put("two_compounds", np.maximum(get("two_compounds"), dry_now * other))
     neutral = sum(get(k) for k in _NEUTRAL) > 0  # the status stays: so does the count of laps since a neutral one
-    put("since_neutral", np.where(neutral, get("since_neutral"), np.minimum(get("since_neutral") + laps_on / 10, 1.0)))
+    put("since_neutral", np.where(neutral, get("since_neutral"), np.minimum(get("since_neutral") + laps_on / FEW_LAPS_SCALE, 1.0)))
     for k in (2, 3, 4, 5):
         put(f"opening_lap_{k}", (new == k).astype(np.float32))
     return v
@@ -271,7 +271,7 @@ def what_if(model: torch.nn.Module, x: np.ndarray, lap_number: np.ndarray, ref: 
     ref = np.asarray(ref, np.float64)
     K = stay.shape[-1]
     wet = x[..., [_IX[f"compound_{c.lower()}"] for c in WET_COMPOUNDS]].max(-1) > 0
-    left = np.round(x[..., _IX["laps_left"]].astype(np.float64) * 30)  # laps to the flag after lap t (capped at 90)
+    left = np.round(x[..., _IX["laps_left"]].astype(np.float64) * LAPS_SCALE)  # laps to the flag after lap t (capped at 90)
     neutral = sum(x[..., _IX[k]] for k in _NEUTRAL) > 0
     dry_now = x[..., [_IX[f"compound_{c.lower()}"] for c in DRY_COMPOUNDS]].max(-1) > 0
     if tyres_used is None:
@@ -592,9 +592,9 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
     laps, report = load_laps(sources)
     names = sorted(laps["Race"].astype(str).unique())
     if race is not None:
-        from lapnet.race.live import _race_match
+        from lapnet.race.io import race_match
 
-        pick = _race_match(race, names)
+        pick = race_match(race, names)
         if pick is None:
             raise LapnetError(f"--race {race}: no such race in the table (races: {', '.join(names)})")
         laps = laps[laps["Race"] == pick].reset_index(drop=True)
@@ -656,7 +656,7 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
         notes.append(f"the two-compound rule: {drivers[0]} has run {_ran(needs)} only, so 'new set' means "
                      f"{' or '.join(c.lower() for c in needs)}; a stop onto {_ran(needs)} would leave the rule to another "
                      "stop, not priced here; staying out to the flag breaks it (the stay-out laps are no plan to the flag)")
-    life = float(sub.x[0, t, _IX["tyre_life"]] * 30)
+    life = float(sub.x[0, t, _IX["tyre_life"]] * LAPS_SCALE)
     if life <= FRESH_TYRES:
         notes.append(f"his tyres are {life:.0f} lap{'' if round(life) == 1 else 's'} old: the stay-out laps come from the "
                      "nets, which know his pace on them, the new set's from the FreshStart, which reads the field's pace "
@@ -664,7 +664,7 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
                      "either way (a new set is no slower than these): no real stop this early checks them")
     back = rejoin(seq, i, t, float(what.stop_loss[0, t]))
     return {"race": race, "driver": drivers[0], "lap": n, "compound": COMPOUNDS[sub.compound[0, t]],
-            "tyre_life": float(sub.x[0, t, _IX["tyre_life"]] * 30), "laps_to_flag": int(what.laps_left[0, t]),
+            "tyre_life": float(sub.x[0, t, _IX["tyre_life"]] * LAPS_SCALE), "laps_to_flag": int(what.laps_left[0, t]),
             "under_safety_car": bool(what.neutral[0, t]),
             "stop_cost_s": float(what.stop_loss[0, t]), "stop_cost_stops": int(what.stop_stops[0, t]),
             "in_out_s": float(what.in_out[0, t]), "rule_needs": needs,
@@ -708,7 +708,7 @@ def rejoin(seq: Sequences, i: int, t: int, cost: float) -> dict | None:
 
 def _neutral_lately(x: np.ndarray) -> bool:
     """Lap t or lap t-1 ran under a safety car, VSC or red flag (the lap vector's since_neutral)."""
-    return round(float(x[_IX["since_neutral"]]) * 10) <= 1
+    return round(float(x[_IX["since_neutral"]]) * FEW_LAPS_SCALE) <= 1
 
 
 def rejoin_live(lap_ends: dict, driver: str, n: int, now: float, cost: float, x: np.ndarray) -> dict | None:

@@ -139,8 +139,10 @@ def test_cli_train_and_forecast(run_cli, tmp_path):
 @pytest.mark.parametrize("args, match", [
     (["nope.csv"], "no such file"),
     (["short.csv"], "has 10 values: a window of 20"),
-    (["flat.csv"], "the training part of the series changes by the same amount every step .*try --levels"),
-    (["flat.csv", "--levels"], "the training part of the series is constant"),
+    (["flat.csv"], r"the training part of the series is constant \(every value is 3\): nothing to learn"),
+    (["flat.csv", "--levels"], r"the training part of the series is constant \(every value is 3\): nothing to learn"),
+    (["line.csv"], r"a straight line \(every change is \+2\): the drift forecast .* is exact, and there is nothing "
+                   "for a model to learn"),
     (["short.csv", "--window", "0"], "--window must be a positive integer"),
     (["short.csv", "--holdout", "1"], r"--holdout must be in \[0, 1\)"),
     (["short.csv", "--arch", "tcn"], "--arch 'tcn': expected one of"),
@@ -149,6 +151,7 @@ def test_cli_bad_input(run_cli, tmp_path, monkeypatch, args, match):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "short.csv").write_text("y\n" + "\n".join(map(str, range(10))) + "\n")
     (tmp_path / "flat.csv").write_text("y\n" + "3\n" * 60)
+    (tmp_path / "line.csv").write_text("y\n" + "".join(f"{3 + 2 * i}\n" for i in range(60)))
     code, _, err = run_cli(*["series", "train", *args, "--out", str(tmp_path / "run"), "--quiet"])
     assert code == 2 and re.search(match, err), err
     assert err.count("\n") == 1 and not (tmp_path / "run").exists()
@@ -168,7 +171,8 @@ def test_reading_what_exports_really_look_like(tmp_path):
     assert read_series(tail)[0].tolist() == [1.0, 2.0, 3.0] and read_series(tail)[1] == "y"
     two = tmp_path / "two.csv"
     two.write_text("1,10\n2,20\n3,30\n")  # headerless, two columns: the first row is data
-    assert read_series(two, "2")[0].tolist() == [10.0, 20.0, 30.0]
+    with pytest.warns(UserWarning, match="may be one column of numbers with decimal commas"):  # tests/test_series_input.py
+        assert read_series(two, "2")[0].tolist() == [10.0, 20.0, 30.0]
     wide = tmp_path / "wide.csv"
     pd.DataFrame({"units": [1, 2], "price": [3, 4], "stock": [5, 6]}).to_csv(wide, index=False)
     assert read_series(wide, prefer="price")[1] == "price"  # a run's own column, when the file has it

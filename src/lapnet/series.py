@@ -52,36 +52,71 @@ def read_series(source: Any, column: str | None = None, *, prefer: str | None = 
     """One column of numbers, in file order.
 
     Args:
-        source: a CSV path (with a header row, or headerless columns of numbers), a pandas
-            DataFrame or Series, or a 1-D array.
+        source: a CSV path (with a header row, or headerless columns of numbers, named 1, 2, ...;
+            `.csv.gz` too; "-" reads standard input), a pandas DataFrame or Series, or a 1-D array.
         column: the column to read; may be left out when the table has one numeric column.
-        prefer: without `column`, the column to read if the table has it (a run's own column).
+            Spaces around it and around the header's names do not count.
+        prefer: without `column`, the column to read if the table has it (a run's own column);
+            when it has not, the column read instead is named in a warning.
 
     Returns:
         (values (N,) float64, the column's name).
 
     Raises:
         LapnetError: no such file or column, several numeric columns and no `column`, a cell
-            that is not a number or is empty (named by its line in a CSV), rows with more
-            fields than the header, or no values.
+            that is not a number or is empty (named by its line in a CSV), numbers written with
+            decimal commas or thousands separators, rows with more fields than the header, two
+            header names alike but for spaces, or no values.
+
+    Warns (UserWarning): `prefer` is not in the table; a date column runs newest first; a
+    headerless file of two integer columns might be one column of decimal commas.
     """
-    frame, where, first_line = _frame(source)
-    if column is None and prefer is not None and prefer in frame.columns:
-        column = prefer
+    frame, where, first_line, facts = _frame(source)
+    if facts.get("decimal_commas") == "sure":
+        raise LapnetError(f"{where}: {facts['why']}{DECIMAL_COMMA_HINT}")
+    column = column.strip() if isinstance(column, str) else column
+    prefer = prefer.strip() if isinstance(prefer, str) else prefer
+    if facts.get("headerless") and len(frame.columns) == 1:  # runs saved before 2026-11-28 named it "value"
+        column, prefer = ("1" if c == "value" else c for c in (column, prefer))
+    wanted = None
+    if column is None and prefer is not None:
+        if prefer in frame.columns:
+            column = prefer
+        else:
+            wanted = prefer
     if column is None:
         numeric = [c for c in frame.columns if pd.to_numeric(frame[c], errors="coerce").notna().any()]
+        commas = [c for c in frame.columns if c not in numeric and _comma_numbers(frame[c])]
         if len(frame.columns) == 1:
             column = frame.columns[0]
+        elif commas:  # quoted "98,45" or "1,040": never a silent pick of another column
+            example = next(str(v).strip() for v in frame[commas[0]] if str(v).strip())
+            count = ("no numeric column" if not numeric
+                     else f"{len(numeric)} numeric column(s) ({', '.join(map(str, numeric[:6]))})")
+            raise LapnetError(f"{where}: {count}, and column {commas[0]!r} holds numbers written with commas "
+                              f"({example!r}){COMMA_HINT}")
         elif len(numeric) == 1:
             column = numeric[0]
+        elif not numeric:
+            raise LapnetError(f"{where}: no column of numbers (columns: {', '.join(map(str, frame.columns[:8]))})")
         else:
+            hint = f"; {facts['why']}{DECIMAL_COMMA_HINT}" if facts.get("decimal_commas") else ""
             raise LapnetError(f"{where}: {len(numeric)} numeric columns ({', '.join(map(str, numeric[:6]))}): "
-                              "choose one with --column")
+                              f"choose one with --column{hint}")
+        if wanted is not None:
+            warnings.warn(f"{where} has no column {wanted!r}, the run's; reading {column!r}")
+    elif facts.get("decimal_commas"):
+        warnings.warn(f"{where}: {facts['why']}, read as two integer columns{DECIMAL_COMMA_HINT}")
     if column not in frame.columns:
         raise LapnetError(f"{where}: no column {column!r} (columns: {', '.join(map(str, frame.columns[:8]))})")
     raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
+    if not bad.size and not pd.api.types.is_numeric_dtype(raw):  # pandas' parser can be 1 ulp off: float() is exact
+        try:
+            values = raw.astype(np.float64).to_numpy()
+        except (ValueError, TypeError):  # a form pandas reads and float() does not: keep pandas' numbers
+            pass
     if bad.size:
         i = int(bad[0])
         at = f"line {i + first_line}" if first_line else f"row {i + 1}"
@@ -90,6 +125,8 @@ def read_series(source: Any, column: str | None = None, *, prefer: str | None = 
         more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
         if any(sep in str(column) for sep in ";\t|"):
             hint = f": the header {str(column)[:30]!r} looks split by another separator; lapnet reads comma-separated CSV"
+        elif _comma_numbers(raw.iloc[bad]):
+            hint = COMMA_HINT
         elif bad.size > max(3, len(values) // 10):
             hint = ": is this the column of numbers? (--column)"
         else:
@@ -97,27 +134,75 @@ def read_series(source: Any, column: str | None = None, *, prefer: str | None = 
         raise LapnetError(f"{where}: column {column}, {at} {what}{more}{hint}")
     if values.size == 0:
         raise LapnetError(f"{where}: no values")
+    _say_newest_first(frame, column, where)
     return values, str(column)
 
 
-def _frame(source: Any) -> tuple[pd.DataFrame, str, int]:
-    """(table, how to name it, the file line of its first row or 0 when it is not a file)."""
+COMMA_HINT = (": decimal commas or thousands separators? lapnet reads plain numbers with a decimal point "
+              "(98.45, 1040): convert the column (or choose another with --column)")
+DECIMAL_COMMA_HINT = ("; lapnet reads decimal points: convert them (98.45), or, if these really are two integer "
+                      "columns, add a header row")
+_COMMA_NUMBER = r"[+-]?(\d{1,3}(,\d{3})+(\.\d+)?|\d+,\d+)"  # 1,040 or 1,040.5 (thousands); 98,45 (a decimal comma)
+_ISO_DATE = r"\d{4}-\d{1,2}(-\d{1,2})?([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?"
+
+
+def _comma_numbers(cells: pd.Series) -> bool:
+    """Whether every non-blank cell is a number written with a comma (and there is one)."""
+    text = cells.astype(str).str.strip()
+    text = text[text != ""]
+    return len(text) > 0 and bool(text.str.fullmatch(_COMMA_NUMBER).all())
+
+
+def _say_newest_first(frame: pd.DataFrame, column: Any, where: str) -> None:
+    """Warn when a column of ISO dates decreases from row to row: rows are read in file order, so a
+    newest-first file would be forecast past its oldest row. Nothing is reordered."""
+    for c in frame.columns:
+        if c == column or len(frame) < 2:
+            continue
+        text = frame[c].astype(str).str.strip()
+        if not text.str.fullmatch(_ISO_DATE).all():
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            when = pd.to_datetime(text, format="ISO8601", errors="coerce")
+        if when.notna().all() and (np.diff(when.to_numpy().astype("datetime64[ns]").astype(np.int64)) < 0).all():
+            warnings.warn(f"{where}: column {c!r} runs newest first ({text.iloc[0]} down to {text.iloc[-1]}); "
+                          "lapnet reads rows in file order, so the forecast would continue before the oldest row: "
+                          "sort the file oldest first")
+            return
+
+
+def _frame(source: Any) -> tuple[pd.DataFrame, str, int, dict[str, Any]]:
+    """(table, how to name it, the file line of its first row or 0 when it is not a file, facts:
+    "headerless" for a CSV without a header row; "decimal_commas" ("sure" or "maybe") and "why"
+    for a headerless file of two integer columns that look like one of decimal commas)."""
     if isinstance(source, pd.Series):
-        return source.to_frame(name=source.name if source.name is not None else "value"), "series", 0
+        return source.to_frame(name=source.name if source.name is not None else "value"), "series", 0, {}
     if isinstance(source, pd.DataFrame):
-        return source.reset_index(drop=True), "table", 0
+        return source.reset_index(drop=True), "table", 0, {}
     if isinstance(source, (np.ndarray, list, tuple)):
         a = np.asarray(source)
         if a.ndim != 1:
             raise LapnetError(f"a series is one-dimensional, got shape {a.shape}")
-        return pd.DataFrame({"value": a}), "array", 0
+        return pd.DataFrame({"value": a}), "array", 0, {}
     if not isinstance(source, (str, Path)):
         raise LapnetError(f"cannot read a series from a {type(source).__name__}: give a CSV path or a DataFrame")
-    path = Path(source)
-    if path.is_dir() or not path.exists():
-        raise LapnetError(f"{path}: " + ("is a directory, not a CSV file" if path.is_dir() else "no such file"))
-    where: Any = path
-    if not path.is_file():  # a pipe or a process substitution <(...): read once (it is parsed twice), bounded
+    where: Any
+    if str(source) == "-":  # standard input, as `lapnet text train -`
+        import sys
+
+        path: Any = "standard input"
+        stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+        raw = stream.read(MAX_STREAM_BYTES + 1) if stream is not None else sys.stdin.read().encode("utf-8")
+        if len(raw) > MAX_STREAM_BYTES:
+            raise LapnetError(f"{path}: a stream of more than {MAX_STREAM_BYTES >> 20} MiB: give a file")
+        where = raw
+    else:
+        path = Path(source)
+        if path.is_dir() or not path.exists():
+            raise LapnetError(f"{path}: " + ("is a directory, not a CSV file" if path.is_dir() else "no such file"))
+        where = path
+    if isinstance(where, Path) and not path.is_file():  # a pipe or <(...): read once (it is parsed twice), bounded
         import stat
 
         if stat.S_ISCHR(path.stat().st_mode) or stat.S_ISBLK(path.stat().st_mode):
@@ -138,16 +223,49 @@ def _frame(source: Any) -> tuple[pd.DataFrame, str, int]:
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
             raise LapnetError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:100]})") from None
 
-    frame, first_line = read(), 2
+    frame, first_line, facts = read(), 2, {}
     if all(_is_number(c) for c in frame.columns):  # columns of numbers without a header row
-        frame, first_line = read(header=None), 1
-        frame.columns = ["value"] if len(frame.columns) == 1 else [str(i + 1) for i in range(len(frame.columns))]
+        frame, first_line, facts = read(header=None), 1, {"headerless": True}
+        frame.columns = [str(i + 1) for i in range(len(frame.columns))]
     if not isinstance(frame.index, pd.RangeIndex):  # pandas made the first field an index: a field too many
         raise LapnetError(f"{path}: rows have more fields than the header (decimal commas, or a ';' separator? "
                           "lapnet reads comma-separated CSV with decimal points)")
+    if not facts:  # spaces around the header's names ("month, units") are not part of them
+        names = [str(c).strip() for c in frame.columns]
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:
+            raise LapnetError(f"{path}: the header names {twice!r} twice (spaces around names do not count): "
+                              "rename one")
+        frame.columns = names
     blank = frame.apply(lambda c: c.astype(str).str.strip() == "").all(axis=1).to_numpy()
     end = len(frame) - int(np.argmin(blank[::-1])) if not blank.all() else 0  # trailing blank lines are no values
-    return frame.iloc[:end], str(path), first_line
+    frame = frame.iloc[:end]
+    if facts and len(frame.columns) == 2 and len(frame):
+        facts.update(_decimal_commas(frame))
+    return frame, str(path), first_line, facts
+
+
+def _decimal_commas(frame: pd.DataFrame) -> dict[str, str]:
+    """Whether a headerless two-column file of integers (`98,45`, `107,20`, `94,07`) looks like one
+    column of decimal commas: "sure" when the second field has the same number of digits on every
+    row and a leading zero on some (`07`: no integer column is written so); "maybe" when it has the
+    same number of digits on every row but no leading zero (two integer columns look so too)."""
+    first, second = (frame[c].astype(str).str.strip() for c in frame.columns)
+    if not (first.str.fullmatch(r"[+-]?\d+").all() and second.str.fullmatch(r"\d+").all()):
+        return {}
+    widths = second.str.len()
+    if widths.nunique() != 1:
+        return {}
+    example = f"{first.iloc[0]},{second.iloc[0]}"
+    zero = second[second.str.startswith("0")] if widths.iloc[0] > 1 else second.iloc[:0]
+    if len(zero):
+        z = zero.index[0]
+        return {"decimal_commas": "sure",
+                "why": f"rows like {example!r} and {first[z] + ',' + second[z]!r} look like one column of numbers "
+                       f"with decimal commas (the second field always has {widths.iloc[0]} digits, and leading zeros)"}
+    return {"decimal_commas": "maybe",
+            "why": f"rows like {example!r} may be one column of numbers with decimal commas (the second field "
+                   f"always has {widths.iloc[0]} digit{'s' if widths.iloc[0] > 1 else ''})"}
 
 
 MAX_STREAM_BYTES = 1 << 30  # a series read from a pipe is held in memory whole
@@ -166,7 +284,13 @@ def _is_number(text: Any) -> bool:
 
 @dataclass
 class SeriesConfig:
-    """How to train a series forecaster (the notebook's section 6 defaults where it has them)."""
+    """How to train a series forecaster (the notebook's section 6 defaults where it has them).
+
+    CPU threads are the caller's, as for the other library entry points: `lapnet series train`
+    calls `lapnet.cli.common.set_threads(--threads)`, 1 by default; call it (or
+    `torch.set_num_threads(1)`) before `train_series`, or torch uses all its threads, which on a
+    machine shared with other jobs is often several times slower for models this small.
+    """
 
     arch: str = "lstm"
     hidden_size: int = 32
@@ -210,9 +334,9 @@ class SeriesConfig:
         if not (isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1):
             raise LapnetError(f"{name('holdout')} must be in [0, 1), got {self.holdout!r}")
         if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
-            raise LapnetError(f"{name('minutes')} must be positive, got {self.minutes!r}")
+            raise LapnetError(f"{name('minutes')} must be a finite positive number, got {self.minutes!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise LapnetError(f"{name('lr')} must be positive, got {self.lr!r}")
+            raise LapnetError(f"{name('lr')} must be a finite positive number, got {self.lr!r}")
         if self.season is not None and (isinstance(self.season, bool) or not isinstance(self.season, int) or self.season < 1):
             raise LapnetError(f"{name('season')} must be a positive integer, got {self.season!r}")
         if self.patience is not None and self.patience < 1:
@@ -273,10 +397,16 @@ def as_values(values: Any) -> np.ndarray:
     if huge.size:  # its spread, squared errors and scaled values would overflow to inf mid-training
         raise LapnetError(f"a series' values must lie within +-{MAX_ABS:g}: entry {int(huge[0])} is {a[huge[0]]:g}"
                           + (f" (and {huge.size - 1} more)" if huge.size > 1 else "") + ": rescale it (other units)")
+    top = float(np.abs(a).max()) if a.size else 0.0
+    if 0 < top < MIN_ABS:  # squared errors (the MSE, RMSE) would underflow to 0
+        raise LapnetError(f"a series' values must not all lie within +-{MIN_ABS:g}: the largest is {top:g}: "
+                          "rescale it (other units)")
     return a
 
 
 MAX_ABS = 1e150  # the largest |value| `as_values` takes: squares (the MSE) stay finite
+MIN_ABS = 1e-150  # the largest |value| must reach it: squares of the changes stay above float64's smallest
+REL_TOL = 1e-13  # an sd below this share of the values' size is rounding, not a signal (about 450 float64 epsilons)
 
 
 def check_series(values: np.ndarray, cfg: SeriesConfig) -> None:
@@ -289,17 +419,27 @@ def check_series(values: np.ndarray, cfg: SeriesConfig) -> None:
 
 
 def _scaling(values: np.ndarray, n_train: int, cfg: SeriesConfig) -> tuple[np.ndarray, float, float]:
-    """(what the model reads and predicts: the changes or the values, its training mean, sd)."""
+    """(what the model reads and predicts: the changes or the values, its training mean, sd).
+
+    Refuses a training part with nothing to learn: constant, or (modelling changes) a straight
+    line. The test is relative, so it does not depend on the series' units: an sd of at most
+    REL_TOL times the largest |value| is float64 rounding.
+    """
+    lag = int(cfg.difference)
     series = np.diff(values) if cfg.difference else values
     seen = series[:cfg.window + n_train]  # everything the training windows and targets touch
     mean, sd = float(seen.mean()), float(seen.std())
     if not (np.isfinite(mean) and np.isfinite(sd)):
         raise LapnetError(f"the training part of the series is too spread out to scale (mean {mean:g}, sd {sd:g}): "
                           "rescale it (other units)")
-    if not sd > 0:
-        what = ("changes by the same amount every step (a straight line: try --levels)" if cfg.difference
-                else "is constant")
-        raise LapnetError(f"the training part of the series {what} ({mean:g}): nothing to learn")
+    size = float(np.abs(values[:cfg.window + n_train + lag]).max())
+    if sd <= REL_TOL * size:
+        if not cfg.difference or abs(mean) <= REL_TOL * size:
+            raise LapnetError(f"the training part of the series is constant (every value is {values[0]:g}): "
+                              "nothing to learn (its forecast is that value)")
+        raise LapnetError(f"the training part of the series is a straight line (every change is {mean:+g}): the "
+                          f"drift forecast (the last value {mean:+g} per step) is exact, and there is nothing for a "
+                          "model to learn")
     return series, mean, sd
 
 
@@ -374,17 +514,19 @@ def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, colu
         if ok.any():
             scores["seasonal_naive"] = _errors(values[t[ok] - cfg.season], actual[ok])
             if not ok.all():
-                notes.append(f"seasonal_naive is scored on the last {int(ok.sum())} of the {len(t)} values "
+                notes.append(f"seasonal_naive is scored on the last {int(ok.sum())} of the {plural(len(t), 'value')} "
                              f"(the others have no value one season of {cfg.season} back)")
         else:
             notes.append(f"no scored value has a value one season of {cfg.season} back: seasonal_naive not scored")
     if len(t) < 10:
-        notes.append(f"scored on {len(t)} value(s) only: these numbers say little (a longer series or a larger --holdout)")
+        notes.append(f"scored on {plural(len(t), 'value')} only: these numbers say little "
+                     "(a longer series or a larger --holdout)")
     best_base = min(v["mae"] for k, v in scores.items() if k != "model")
     ahead = forecast_values(model, values, mean, sd, cfg.window, cfg.horizon, difference=cfg.difference)
     metrics = {
         "kind": KIND,
-        "scored_on": (f"the last {n_test} values, held out from training and from early stopping" if n_test
+        "scored_on": (f"the last {plural(n_test, 'value', bare=True)}, held out from training and from early stopping"
+                      if n_test
                       else "the training values (--holdout 0: nothing held out)"),
         "n_values": len(values), "train_windows": n_train, "stop_windows": n_stop, "scored_windows": len(t),
         "scores": scores,
@@ -402,6 +544,11 @@ def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, colu
     save_figure(_plot(values, t, pred, ahead, column, cfg, n_stop), out / FIGURE, dpi=110)  # atomic
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def plural(n: int, word: str, *, bare: bool = False) -> str:
+    """"3 values", "1 value"; `bare`: "value" alone for one ("the last value", not "the last 1 values")."""
+    return word if bare and n == 1 else f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _errors(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -491,5 +638,26 @@ def forecast_series(run: str | Path, values: np.ndarray, steps: int) -> np.ndarr
         raise LapnetError(f"--steps must be a positive integer, got {steps!r}")
     values = as_values(values)
     model, config = load_series_run(run)
+    _say_far_outside(values, config)
     return forecast_values(model, values, config["mean"], config["sd"], config["window"], int(steps),
                            difference=config["difference"])
+
+
+FAR = 10  # training sds from the training mean, in the model's units: beyond this, the window is another series
+
+
+def _say_far_outside(values: np.ndarray, config: Mapping[str, Any]) -> None:
+    """Warn when the last window the forecast starts from lies more than FAR training sds from the
+    training mean, in the model's units (the changes, or with --levels the values): another
+    column, other units, or another series; the model never saw anything like it."""
+    window, difference = config["window"], config["difference"]
+    series = np.diff(values) if difference else values
+    if len(series) < window:
+        return  # forecast_values refuses it
+    z = np.abs(series[-window:] - config["mean"]) / config["sd"]
+    if z.max() > FAR:
+        what = "changes" if difference else "values"
+        warnings.warn(f"the series' last {window} {what} lie up to {z.max():.3g} training sds from the training "
+                      f"mean (more than {FAR}; the model's {what} had mean {config['mean']:.6g}, sd {config['sd']:.6g}): "
+                      "far outside what it trained on, so the forecast is an extrapolation: is this the same series, "
+                      "in the same units?")

@@ -30,7 +30,8 @@ SERIES_FLAGS = {"arch": "--arch", "hidden_size": "--hidden", "num_layers": "--la
 
 @series_app.command("train")
 def train_cmd(
-    file: Path = typer.Argument(..., help="CSV with a header row (or one headerless column of numbers), in time order."),
+    file: Path = typer.Argument(..., help="CSV with a header row (or headerless columns of numbers, named 1, 2, ...), "
+                                          "in time order, oldest first; .csv.gz too; - reads standard input."),
     column: Optional[str] = typer.Option(None, "--column", help="The column to forecast (needed when the file has "
                                                                  "several numeric columns)."),
     arch: str = typer.Option("lstm", "--arch", help="rnn, lstm or gru."),
@@ -43,7 +44,7 @@ def train_cmd(
                                                                         "default: follows trends) or the values themselves "
                                                                         "(--levels, as the notebook's sine)."),
     epochs: int = typer.Option(200, "--epochs", help="Epochs at most (early stopping may end sooner)."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget (a finite positive number)."),
     lr: float = typer.Option(0.01, "--lr", help="Adam's peak learning rate (the notebook's 0.01)."),
     batch: int = typer.Option(64, "--batch", help="Windows per step."),
     holdout: float = typer.Option(0.3, "--holdout", help="The last part of the windows, held out in time order: its "
@@ -70,7 +71,7 @@ def train_cmd(
     Example: lapnet series train sales.csv --column units --season 12 --out runs/sales
     """
     from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device, set_threads, summary_table
-    from lapnet.series import SeriesConfig, check_series, read_series, train_series
+    from lapnet.series import SeriesConfig, check_series, plural, read_series, train_series
 
     set_threads(threads)
     cfg = SeriesConfig(arch=arch.lower(), hidden_size=hidden, num_layers=layers, window=window, epochs=epochs,
@@ -90,15 +91,16 @@ def train_cmd(
     if not quiet:
         rows = [{"forecast": k, "MAE": v["mae"], "RMSE": v["rmse"]} for k, v in metrics["scores"].items()]
         held = metrics["stop_windows"] > 0
-        summary_table(f"{name}: one step ahead on the {metrics['scored_windows']} "
-                      f"{'scored held-out' if held else 'training'} values", rows)
+        what = "scored held-out value" if held else "training value"
+        summary_table(f"{name}: one step ahead on the {plural(metrics['scored_windows'], what, bare=True)}", rows)
     emit_metrics(None, metrics, as_json=json_out)
 
 
 @series_app.command("forecast")
 def forecast_cmd(
     run: Path = typer.Argument(..., help="A run directory written by lapnet series train."),
-    file: Path = typer.Argument(..., help="The series so far (CSV, as for train); the forecast starts after its last value."),
+    file: Path = typer.Argument(..., help="The series so far (CSV, as for train; - reads standard input); the forecast "
+                                          "starts after its last value."),
     column: Optional[str] = typer.Option(None, "--column", help="The column to read (default: the run's own column "
                                                                  "when the file has it)."),
     steps: int = typer.Option(20, "--steps", max=100_000,

@@ -584,3 +584,21 @@ def test_text_weights_that_are_not_floats_are_refused(tmp_path, text_run):
     save_tensors(run / "model.safetensors", arrays, meta)
     with pytest.raises(LapnetError, match="head.bias is int64, not floating point"):
         load_run(run)
+
+
+def test_force_drops_the_replaced_runs_report_and_keeps_a_users_page(run_cli, tmp_path):
+    """An analyst's `lapnet report` of a run stayed after `series train --force` replaced the run,
+    still describing the old data beside the new run's files."""
+    values = 100 + 10 * np.sin(np.arange(120) * np.pi / 6) + 0.3 * np.arange(120)
+    data = tmp_path / "s.csv"
+    data.write_text("v\n" + "\n".join(f"{x:.4f}" for x in values) + "\n")
+    run = tmp_path / "run"
+    assert run_cli("series", "train", data, "--epochs", "2", "--out", run, "--quiet")[0] == 0
+    assert run_cli("report", run)[0] == 0 and (run / "report.html").is_file()
+    (run / "notes.html").write_text("<!DOCTYPE html><p>mine</p>")
+    assert run_cli("series", "train", data, "--epochs", "2", "--out", run, "--quiet", "--force")[0] == 0
+    assert not (run / "report.html").exists()
+    assert (run / "notes.html").read_text() == "<!DOCTYPE html><p>mine</p>"
+    (run / "report.html").write_text("<!DOCTYPE html><p>a page of my own, same name</p>")
+    assert run_cli("series", "train", data, "--epochs", "2", "--out", run, "--quiet", "--force")[0] == 0
+    assert (run / "report.html").read_text() == "<!DOCTYPE html><p>a page of my own, same name</p>"

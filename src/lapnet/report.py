@@ -36,6 +36,18 @@ from lapnet.run_dir import UNFINISHED
 REPORT_NAME = "report.html"
 # every page carries this in its header: `lapnet report` knows a page it may replace by it
 REPORT_MARK = "self-contained: figures embedded, no network needed</div>"
+MARK_WINDOW = 64 * 1024  # the page's header (CSS, title, run path) comes well within this
+
+
+def is_lapnet_report(path: str | Path) -> bool:
+    """A page an earlier `lapnet report` wrote: regenerated from its run at will, so
+    replacing it loses nothing (the usual loop: change the run, write the report again)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(MARK_WINDOW)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"<!DOCTYPE html>") and REPORT_MARK.encode() in head
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 SAMPLE_NAMES = ("samples.txt", "samples.json")
 SKIP_JSON = {"config.json", "metrics.json", "vocab.json"}  # vocab: thousands of characters, no insight

@@ -395,4 +395,17 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
         raise LapnetError(f"--out {out}: {parent} is not writable")
     if lock if lock is not None else (holds != "files" or kind is not None):
         want_run_lock(out)  # a run's directory: one training process at a time (see lock_run_dir)
+    if force and kind is not None:
+        _drop_stale_report(out)
     return make_dir(out) if create else out
+
+
+def _drop_stale_report(out: Path) -> None:
+    """--force replaces the run in `out`: a page `lapnet report` wrote of it there (report.html)
+    would go on describing the replaced run beside the new one's files, so it goes too. Any
+    other file of that name is the user's and stays."""
+    from lapnet.report import REPORT_NAME, is_lapnet_report
+
+    page = out / REPORT_NAME
+    if page.is_file() and is_lapnet_report(page):
+        page.unlink(missing_ok=True)

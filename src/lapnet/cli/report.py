@@ -7,25 +7,11 @@ import typer
 
 from lapnet.errors import LapnetError
 
-MARK_WINDOW = 64 * 1024  # the header (CSS, title, run path) comes well within this
-
-
-def _is_lapnet_report(path: Path) -> bool:
-    """A page an earlier `lapnet report` wrote: regenerated from its run at will, so
-    replacing it loses nothing (the usual loop: change the run, write the report again)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(MARK_WINDOW)
-    except OSError:
-        return False
-    from lapnet.report import REPORT_MARK
-
-    return head.lstrip().startswith(b"<!DOCTYPE html>") and REPORT_MARK.encode() in head
-
-
 def check_overwrite(out: Path, force: bool) -> None:
     """Refuse to replace an existing file that is not an earlier report, unless --force."""
-    if out.is_file() and not force and not _is_lapnet_report(out):
+    from lapnet.report import is_lapnet_report
+
+    if out.is_file() and not force and not is_lapnet_report(out):
         raise LapnetError(f"--out {out}: already exists and is not a lapnet report (use --force to overwrite it)")
 
 

@@ -53,8 +53,9 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.array(value, order="C", copy=None)  # keeps 0-d scalars 0-d (ascontiguousarray would not)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically: temp file in the same dir, fsync, rename.
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | tuple) -> None:
+    """Write `data` (bytes, or a tuple of bytes-like parts written one after the other) to
+    `path` atomically: temp file in the same dir, fsync, rename.
 
     Under torchrun only rank 0 writes run files; on the other ranks of a joined process group
     this is a no-op.
@@ -68,7 +69,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a run's files are as readable as any other
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for part in data if isinstance(data, tuple) else (data,):
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -181,7 +183,28 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], meta: Mapp
     arrays = {k: _to_numpy(v) for k, v in tensors.items()}
     meta_text = json_text({**meta, FORMAT_KEY: FORMAT})  # strict JSON: NaN and inf become null
     header = {META_KEY: meta_text, DIGEST_KEY: _digest(arrays, meta_text)}
-    atomic_write_bytes(path, save(arrays, metadata=header))
+    atomic_write_bytes(path, _sorted_metadata(save(arrays, metadata=header)))
+
+
+def _sorted_metadata(data: bytes) -> tuple[bytes, memoryview]:
+    """A safetensors file's bytes with its header's "__metadata__" first and its keys sorted.
+
+    safetensors writes the metadata from a hash map whose order changes from one process to
+    the next, so two identical trainings wrote checkpoints that differed byte for byte (the
+    keys "lapnet" and "lapnet_sha256" swapped). The header is written again, in the format's
+    own rules: 8 bytes of little-endian length, then the JSON padded with spaces to a multiple
+    of 8; the tensors keep their entries, order and offsets, and the data is not touched (it is
+    handed back as a view, to be written after the new header without a copy). The
+    checksum (`_digest`) covers the metadata text and the arrays, not the header's layout, so
+    it holds either way, and files written before keep loading as they are.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}) | header
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text, memoryview(data)[8 + n:]
 
 
 def _digest(arrays: Mapping[str, np.ndarray], meta_text: str) -> str:

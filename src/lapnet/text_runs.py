@@ -31,7 +31,7 @@ from lapnet.models.charlm import CharLMConfig, param_names, saved_positive_int
 from lapnet.scratch.recurrent import GATE_BLOCKS
 from lapnet.run_dir import check_out_dir, make_dir, refuse_input_as_output, release_run_lock
 from lapnet.sampling import SampleConfig, generate
-from lapnet.train import TrainConfig, finished, fit, restored_result
+from lapnet.train import TrainConfig, TrainingDiverged, finished, fit, restored_result
 
 ENGINES = ("torch", "numpy")
 CHECKPOINTS = ("best", "last")  # model.safetensors (what training chose) | last.safetensors (the final step)
@@ -73,9 +73,20 @@ def text_train_config(**overrides: Any) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def perplexity(nats: float) -> float:
+    """exp(nats/char), or inf when that is beyond float64 (a loss above about 709.78 nats/char:
+    a diverged model). JSON has no infinity: metrics.json, log.jsonl and --json write it as
+    null (`checkpoint.json_text`); the summary tables show inf. (It used to be clamped to
+    exp(700) = 1.01e304, a finite number no model earns.)"""
+    try:
+        return math.exp(nats)
+    except OverflowError:
+        return math.inf
+
+
 def nats_to_metrics(nats: float, prefix: str = "val_") -> dict[str, float]:
-    """Loss in nats/char -> the same in bits/char and perplexity."""
-    return {f"{prefix}loss": nats, f"{prefix}bpc": nats / math.log(2), f"{prefix}ppl": math.exp(min(nats, 700.0))}
+    """Loss in nats/char -> the same in bits/char and perplexity (see `perplexity`)."""
+    return {f"{prefix}loss": nats, f"{prefix}bpc": nats / math.log(2), f"{prefix}ppl": perplexity(nats)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -340,6 +351,17 @@ def check_charlm_weights(arrays: dict[str, np.ndarray], cfg: CharLMConfig, where
 # training
 
 
+def recorded_engine(out: str | Path) -> str | None:
+    """The engine a run directory was trained with (config.json's "engine"), or None when
+    that cannot be read (no run there, a corrupt file: `train_text` names the problem)."""
+    try:
+        config = read_json(Path(out) / "config.json")
+    except (CheckpointError, OSError):
+        return None
+    engine = config.get("engine") if isinstance(config, dict) else None
+    return engine if engine in ENGINES else None
+
+
 def _saved_data_config(saved: dict[str, Any], where: Path) -> TextDataConfig:
     """config.json["data"] of a run being resumed, checked field by field (a hand-edited
     value must be named here, not fail later in words about command-line flags)."""
@@ -568,7 +590,7 @@ def train_text(
     model: CharLMConfig | None = None,
     data: TextDataConfig | None = None,
     train: TrainConfig | None = None,
-    engine: str = "torch",
+    engine: str | None = None,
     device: str = "cpu",
     resume: bool = False,
     force: bool = False,
@@ -590,7 +612,8 @@ def train_text(
             eval_every (when not None) and progress; each resume is recorded in config.json's
             "resumes" list ({"from_step", "epochs", "minutes", "eval_every", ...}), its
             "train" stays the run's own.
-        engine: "torch" or "numpy".
+        engine: "torch" or "numpy"; None: with `resume` the run's own (config.json's "engine"),
+            else torch. With `resume`, an engine other than the run's is refused.
         device: torch device (the NumPy engine runs on the CPU).
         resume: continue `out` until `train`'s totals (epochs/minutes) are reached. A run that
             already reached them is left as it is: its stored metrics are returned (with a
@@ -605,7 +628,7 @@ def train_text(
         The metrics (also written to out/metrics.json).
     """
     out = Path(out)
-    if engine not in ENGINES:
+    if engine is not None and engine not in ENGINES:
         raise LapnetError(f"--engine {engine}: expected torch or numpy")
     unstarted = _never_checkpointed(out)
     if resume and unstarted:
@@ -625,10 +648,13 @@ def train_text(
     saved: dict[str, Any] = {}
     if resume:  # the run's own shape, data and training settings; the command line may only extend it
         saved, model = read_run_config(out)
-        if saved.get("engine", engine) not in ENGINES:
+        if saved.get("engine", engine or "torch") not in ENGINES:
             raise CheckpointError(f"{out / 'config.json'}: engine must be torch or numpy, got {saved['engine']!r}")
+        if engine is None:  # not given: the run's own, as every other training setting
+            engine = saved.get("engine", "torch")
         if saved.get("engine", engine) != engine:
-            raise LapnetError(f"--resume: {out} was trained with --engine {saved['engine']}; resume it with that engine "
+            raise LapnetError(f"--resume: {out} was trained with --engine {saved['engine']}, not {engine}: leave "
+                              f"--engine out (a resume keeps the run's engine) or give --engine {saved['engine']} "
                               f"(its weights load into either engine for sample and eval)")
         data = _saved_data_config(saved, out / "config.json")
         train = _resumed_train_config(saved, train, out / "config.json")
@@ -640,6 +666,7 @@ def train_text(
             warnings.warn(f"{', '.join(ignored)} ignored: a resumed run keeps its shape, data and training settings "
                           f"({out / 'config.json'}); only --epochs, --minutes and --eval-every apply")
     else:
+        engine = engine or "torch"
         text = _read_source(path)
         position, ignored = {}, []
         vocab = Vocab.from_text(text)
@@ -725,7 +752,9 @@ def train_text(
         prime = vocab.decode(train_ids[:1])
 
         def on_eval(step: int, metrics: dict[str, float]) -> None:
-            text_ = generate(run.stepper(), vocab, prime=prime, length=120, cfg=SampleConfig(0.8), seed=step)[0]
+            # weights on their way to diverging overflow here first; fit reports the divergence itself
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                text_ = generate(run.stepper(), vocab, prime=prime, length=120, cfg=SampleConfig(0.8), seed=step)[0]
             what = "val" if validation else "training text"
             console.print(f"[dim]step {step}  {what} {metrics['val_loss']:.3f} nats/char "
                           f"({metrics['val_loss'] / math.log(2):.3f} bits/char):[/dim] {' '.join(text_.split())!r}",
@@ -743,15 +772,23 @@ def train_text(
         with _sigint_ignored():
             _finish_interrupted(final)
         raise
+    except TrainingDiverged as e:
+        # a NaN/inf stop: the run's results are written from its last good checkpoint, as an
+        # interrupted run's, before the error is reported
+        with _sigint_ignored():
+            _finish_diverged(final, e, fresh=not resume)
+        raise
     with _sigint_ignored():
         return _final_files(result, learner.weights(), **final)
 
 
 def _final_files(result, weights: dict[str, np.ndarray], *, out: Path, engine: str, device: str,
                  meta: dict[str, Any], validation: bool, train: TrainConfig, data: TextDataConfig, batches,
-                 vocab: Vocab, train_ids: np.ndarray, val_ids: np.ndarray) -> dict[str, Any]:
+                 vocab: Vocab, train_ids: np.ndarray, val_ids: np.ndarray,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a run writes once training has stopped: model.safetensors when there is no
-    validation (the last step), metrics.json, samples.txt. Returns the metrics.
+    validation (the last step), metrics.json, samples.txt. Returns the metrics. `extra`: more
+    fields for metrics.json, after "stopped" (a divergence's step).
 
     metrics.json's "seconds" is the run's wall-clock time (training steps, evaluations,
     checkpoints; totals across resumes); "chars_per_sec" counts the training steps' time only."""
@@ -770,6 +807,7 @@ def _final_files(result, weights: dict[str, np.ndarray], *, out: Path, engine: s
     metrics = {
         "engine": engine,
         "stopped": result.stopped,
+        **(extra or {}),
         "steps": result.steps,
         "epochs": round(result.epochs, 4),
         "seconds": round(result.seconds, 3),
@@ -813,6 +851,33 @@ def _finish_interrupted(final: dict[str, Any]) -> None:
         return  # interrupted before this run trained a step: its files already describe the checkpoint
     weights = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
     _final_files(result, weights, **final)
+
+
+def _finish_diverged(final: dict[str, Any], err: TrainingDiverged, *, fresh: bool) -> None:
+    """After a NaN/inf stop inside fit: metrics.json ("stopped": "diverged", "diverged_at_step")
+    and samples.txt from the last good checkpoint, as for an interrupted run ("steps" is the
+    checkpoint's step). A new run that diverged before its first checkpoint has nothing to
+    describe or resume: the config.json, vocab.json and log.jsonl it wrote are removed."""
+    from lapnet.train import is_rank0
+
+    out = final["out"]
+    where = out / "last.safetensors"
+    if not is_rank0():
+        return
+    if not where.is_file():
+        if fresh:
+            for name in ("config.json", "vocab.json", "log.jsonl"):
+                (out / name).unlink(missing_ok=True)
+        return
+    try:
+        arrays, meta = load_tensors(where)
+        result = restored_result(meta["trainer"], "diverged", final["batches"].steps_per_epoch())
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return  # nothing readable to report from
+    weights = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+    # samples.txt from weights on their way to diverging overflow: the divergence is reported already
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _final_files(result, weights, **final, extra={"diverged_at_step": err.step, "divergence": str(err)})
 
 
 def _write_samples(out: Path, engine: str, device: str, prime: str, step: int | None) -> None:
@@ -968,7 +1033,7 @@ def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", d
     nats = total / count
     result = {"file": str(path), "engine": engine, "checkpoint": checkpoint, "step": run.step,
               "chars": count, "streams": int(eval_layout(ids, streams=streams).shape[0]), "nats_per_char": nats,
-              "bits_per_char": nats / math.log(2), "perplexity": math.exp(min(nats, 700.0)),
+              "bits_per_char": nats / math.log(2), "perplexity": perplexity(nats),
               "skipped_unknown": skipped}
     if write:
         save_eval(run_dir, result)

@@ -52,7 +52,33 @@ from lapnet.errors import CheckpointError, LapnetError
 
 
 class TrainingDiverged(LapnetError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
+    """The loss became NaN or inf, or the optimizer's update overflowed; the last good
+    checkpoint is kept. `step`: the step at which it happened (the step that failed, or the
+    step whose evaluation was not finite)."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
+
+
+# The learning rates float32 weights can take: float32's normal range. Above LR_MAX the rate is
+# not a float32 at all (torch's Adam fails converting it, and lr / (1 - beta1) must fit too:
+# an lr above LR_MAX / 10 overflows there at the first step, which `fit` reports as a
+# divergence); below LR_MIN it is subnormal or rounds to 0 in float32 (--lr 1e-300 trained
+# nothing while looking like a run).
+LR_MIN = float(np.finfo(np.float32).tiny)  # 1.18e-38
+LR_MAX = float(np.finfo(np.float32).max)  # 3.40e38
+
+
+def check_lr(lr: Any, name: str = "lr") -> None:
+    """Refuse a learning rate that is not a positive number within float32's normal range
+    [LR_MIN, LR_MAX]: the rule of every command and of `TrainConfig`. `name` starts the message
+    ("lr", or the flag "--lr")."""
+    if not (_is_number(lr) and lr > 0):
+        raise LapnetError(f"{name} must be a positive number, got {lr!r}")
+    if not LR_MIN <= lr <= LR_MAX:
+        raise LapnetError(f"{name} must be a positive number within float32's range [{LR_MIN:.3g}, {LR_MAX:.3g}] "
+                          f"(the weights are float32: {_float32_fate(lr)} there), got {lr:g}")
 
 
 @dataclass
@@ -63,7 +89,7 @@ class TrainConfig:
     epochs: int | None = 10
     minutes: float | None = None
     max_steps: int | None = None
-    lr: float = 2e-3
+    lr: float = 2e-3  # within float32's normal range, [LR_MIN, LR_MAX] (see check_lr)
     schedule: str = "cosine"  # "cosine" (to lr * min_lr_frac over the planned run) | "constant"
     warmup_steps: int = 0
     min_lr_frac: float = 0.1
@@ -85,8 +111,7 @@ class TrainConfig:
         _check_int("seed", self.seed, 0)
         if self.minutes is not None and not (_is_number(self.minutes) and self.minutes > 0):
             raise LapnetError(f"minutes must be a positive number, got {self.minutes!r}")
-        if not (_is_number(self.lr) and self.lr > 0):
-            raise LapnetError(f"lr must be a positive number, got {self.lr!r}")
+        check_lr(self.lr)
         if self.schedule not in ("cosine", "constant"):
             raise LapnetError(f"schedule must be cosine or constant, got {self.schedule!r}")
         if not (_is_number(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1):
@@ -97,6 +122,13 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not (_is_number(v) and v > 0):
                 raise LapnetError(f"{name} must be a positive number or None (off), got {v!r}")
+
+
+def _float32_fate(lr: float) -> str:
+    """What float32 makes of a learning rate outside [LR_MIN, LR_MAX], in words."""
+    if lr > LR_MAX:
+        return "it overflows"
+    return "it rounds to 0" if np.float32(lr) == 0 else "it is subnormal"
 
 
 def _is_number(v: Any) -> bool:
@@ -116,7 +148,7 @@ def _check_int(name: str, v: Any, low: int, *, optional: bool = False) -> None:
 class TrainResult:
     """What happened: the stopping reason, counts, the best and last validation numbers."""
 
-    stopped: str  # "epochs" | "minutes" | "max_steps" | "early_stop" | "interrupted"
+    stopped: str  # "epochs" | "minutes" | "max_steps" | "early_stop" | "interrupted" (a divergence raises)
     steps: int
     epochs: float
     seconds: float
@@ -449,6 +481,13 @@ def split_numpy_learner_state(arrays: dict[str, np.ndarray], meta: dict[str, Any
     return weights, {**opt, "step": np.array(int(meta["optim_step"]))}
 
 
+def _update_overflowed(e: RuntimeError) -> bool:
+    """Whether `e` is torch's refusal to convert a number to the weights' float type, as its
+    optimizers raise when a step's size overflows (`--lr 1e38`: Adam's first step is lr / 0.1)."""
+    text = str(e)
+    return "without overflow" in text and "cannot be converted to type" in text
+
+
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     """Learning rate at `step`, `progress` in [0, 1] through the planned run."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
@@ -691,7 +730,9 @@ def fit(
             task scored on a test set, "fit MSE" when there is no held-out data).
 
     Returns:
-        TrainResult. Raises TrainingDiverged on a NaN/inf loss (the last good checkpoint stays).
+        TrainResult. Raises TrainingDiverged (its `step` says where) on a NaN/inf training or
+        validation loss, or an update torch cannot apply (it overflows the weights' float type);
+        the last good checkpoint stays.
     """
     from lapnet.run_dir import holds_run_lock, lock_run_dir, release_run_lock
 
@@ -834,7 +875,10 @@ def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, m
         # off the schedule the checkpoint holds the state before evaluating (evaluate_fn may draw
         # from the RNG, and a run never stopped does not evaluate here)
         state = learner.state() if not scheduled and out_dir is not None and rank0 else None
-        metrics = learner.evaluate()
+        # a diverging model overflows inside its evaluation too: NumPy's RuntimeWarnings would
+        # show ahead of the one message below, which reports the non-finite result itself
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            metrics = learner.evaluate()
         if not isinstance(metrics, dict) or "val_loss" not in metrics:
             got = sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__
             raise LapnetError(f"the learner's evaluate() must return a dict with 'val_loss', got {got}")
@@ -846,7 +890,8 @@ def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, m
         if val is None:
             raise LapnetError(f"the learner's evaluate() must return a number as 'val_loss', got {raw!r}")
         if not math.isfinite(val):
-            raise TrainingDiverged(f"validation loss became {val} at step {st['step']}; stopped, " + kept())
+            raise TrainingDiverged(f"validation loss became {val} at step {st['step']}; stopped, " + kept(),
+                                   step=st["step"])
         train_loss = since_eval["loss"] / max(since_eval["n"], 1)
         row = {"step": st["step"], "epoch": round(st["epoch"] + st["step_in_epoch"] / spe, 4),
                "train_loss": train_loss, **metrics, "lr": lr_at(cfg, st["step"], progress_frac()),
@@ -886,7 +931,8 @@ def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, m
         if "val_loss" in shown:
             parts.append(f"{eval_label} {shown['val_loss']:.3g}")
         if "val_bpc" in shown:  # language models: bits per character too
-            parts.append(f"{shown['val_bpc']:.3f} bpc")
+            bpc = shown["val_bpc"]
+            parts.append(f"{bpc:.3f} bpc" if abs(bpc) < 1e4 else f"{bpc:.3g} bpc")  # a diverging run's is huge
         return "  ".join(parts + [f"{speed:,.0f}/s"])
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -910,12 +956,22 @@ def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, m
             for batch in islice(batches.epoch(st["epoch"]), st["step_in_epoch"], None):
                 lr = lr_at(cfg, st["step"], _agree_max(progress_frac()) if budget else progress_frac())
                 t0 = time.perf_counter()
-                loss, carry, n = learner.train_step(batch, carry, lr)
+                try:
+                    loss, carry, n = learner.train_step(batch, carry, lr)
+                except RuntimeError as e:
+                    if not _update_overflowed(e):
+                        raise
+                    # torch's optimizer could not apply the update in the weights' float type (Adam's
+                    # lr / (1 - beta1^t) overflowed float32): the weights diverge, lapnet is fine
+                    raise TrainingDiverged(
+                        f"the update overflowed at step {st['step'] + 1} (epoch {st['epoch'] + 1}): lr {lr:.3g} "
+                        f"is too large for the weights' float type; stopped before updating, " + kept(),
+                        step=st["step"] + 1) from None
                 live["carry"] = carry
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss} at step {st['step'] + 1} (epoch {st['epoch'] + 1}); stopped before "
-                        f"updating, " + kept())
+                        f"updating, " + kept(), step=st["step"] + 1)
                 st["train_time"] += time.perf_counter() - t0
                 st["step"] += 1
                 st["step_in_epoch"] += 1

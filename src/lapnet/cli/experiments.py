@@ -23,11 +23,16 @@ FORCE_HELP = "Overwrite the figures and metrics already in --out."
 QUIET_HELP = "No progress bars or summary table."
 THREADS_HELP = ("CPU threads for torch, NumPy's OpenBLAS and the NumPy engine. These models are tiny: one thread is "
                 "fastest, and far faster on a busy machine.")
+# the commands that train: a thread count splits the sums of a matrix product differently
+TRAIN_THREADS_HELP = (THREADS_HELP + " The thread count changes the trained numbers in their last digits (1 and 2 "
+                      "threads differed in the 7th or 8th significant digit in sine, trend and adding): a seeded run "
+                      "repeats exactly with the same --threads.")
 DEVICE_HELP = "auto, cpu or cuda (torch engine; auto: cuda when available)."
 CHECKPOINT_HELP = ("RUN's weights: best, its model.safetensors (the step with the lowest validation loss; with "
                    "--val-frac 0 the last step), or last, its final step (last.safetensors).")
 RUN_DEVICE_HELP = "auto, cpu or cuda: where RUN's model runs (auto: cuda when available)."
 ENGINE_HELP = "torch or numpy (lapnet.scratch, the same training loop)."
+LR_HELP = "Adam learning rate, within float32's range (1.18e-38 to 3.4e38), as every command that trains."
 
 
 def _threads(n: int) -> None:
@@ -137,7 +142,7 @@ def sine_cmd(
     archs: Optional[str] = _SINE_ARCHS,
     arch_hidden: int = typer.Option(32, "--arch-hidden", help="Hidden size of the architecture comparison."),
     epochs: int = typer.Option(200, "--epochs", help="Full-batch epochs (Adam)."),
-    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
+    lr: float = typer.Option(0.01, "--lr", help=LR_HELP),
     horizon: int = typer.Option(100, "--horizon", help="Forecast steps past the wave, each prediction fed back in."),
     seed: int = typer.Option(42, "--seed", min=0, help="Seeds every model alike (the notebook uses 42)."),
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
@@ -146,7 +151,7 @@ def sine_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
-    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
+    threads: int = typer.Option(1, "--threads", help=TRAIN_THREADS_HELP),
 ) -> None:
     """The notebook's sine forecaster: hidden sizes and RNN vs LSTM vs GRU.
 
@@ -167,7 +172,6 @@ def sine_cmd(
                      arch_hidden=arch_hidden, epochs=epochs, lr=lr, horizon=horizon, seed=seed, engine=engine)
     cfg.validate()
     cfg.device = engine_device(device, engine)
-    _positive("--lr", lr)
     _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_sine(cfg, progress=not quiet)
@@ -191,7 +195,7 @@ def trend_cmd(
                                                   "one model: a list (--arch rnn,gru) or a second --arch is refused."),
     hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
     epochs: int = typer.Option(50, "--epochs", help="Full-batch epochs (Adam)."),
-    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
+    lr: float = typer.Option(0.01, "--lr", help=LR_HELP),
     n_train: int = typer.Option(500, "--train", help="Training sequences."),
     n_test: int = typer.Option(100, "--test", help="Held-out test sequences."),
     length: int = typer.Option(20, "--length", help="Sequence length (the maximum with --variable-length)."),
@@ -207,7 +211,7 @@ def trend_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
-    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
+    threads: int = typer.Option(1, "--threads", help=TRAIN_THREADS_HELP),
 ) -> None:
     """Exercise 2 solved: classify sequences as trending up or down.
 
@@ -239,7 +243,6 @@ def trend_cmd(
                       lr=lr, seed=seed, engine=engine)
     cfg.validate()
     cfg.device = engine_device(device, engine)
-    _positive("--lr", lr)
     _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_trend(cfg, progress=not quiet)
@@ -257,8 +260,8 @@ def adding_cmd(
     batch: int = typer.Option(64, "--batch", help="Fresh random sequences per step."),
     max_steps: int = typer.Option(1200, "--max-steps", help="Step budget per (architecture, T)."),
     eval_every: int = typer.Option(50, "--eval-every", help="Steps between test-MSE measurements."),
-    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
-    clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
+    lr: float = typer.Option(0.01, "--lr", help=LR_HELP),
+    clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip (0: off), as in `text train`."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Train the full budget even once solved."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seeds the data and the models."),
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
@@ -267,7 +270,7 @@ def adding_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
-    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
+    threads: int = typer.Option(1, "--threads", help=TRAIN_THREADS_HELP),
 ) -> None:
     """The adding problem: steps to reach test MSE < 0.01, per architecture and T.
 
@@ -289,12 +292,10 @@ def adding_cmd(
     from lapnet.experiments.adding import AddingConfig, run_adding
 
     cfg = AddingConfig(archs=_arch_list(arch, arch_more, archs, "rnn,lstm,gru"), lengths=_list("--lengths", lengths, int), hidden=hidden,
-                       batch_size=batch, max_steps=max_steps, eval_every=eval_every, lr=lr, clip=clip,
+                       batch_size=batch, max_steps=max_steps, eval_every=eval_every, lr=lr, clip=clip or None,
                        stop_when_solved=not keep_going, seed=seed, engine=engine)
     cfg.validate()
     cfg.device = engine_device(device, engine)
-    _positive("--lr", lr)
-    _positive("--clip", clip)
     _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_adding(cfg, progress=not quiet)
@@ -311,12 +312,15 @@ def gradflow_cmd(
     hidden: int = typer.Option(32, "--hidden", help="Hidden units (H)."),
     length: int = typer.Option(50, "--length", help="Sequence length T (adding problem)."),
     steps: int = typer.Option(600, "--steps", help="Training steps before the 'trained' measurement (0: init only)."),
-    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
+    lr: float = typer.Option(0.01, "--lr", help=LR_HELP),
     engine: str = typer.Option("both", "--engine", help="torch (autograd), numpy (lapnet.scratch) or both (compared)."),
     clip_steps: int = typer.Option(200, "--clip-steps", help="Steps of the clipping comparison (0: skip)."),
     radius: float = typer.Option(3.0, "--radius", help="W_hh spectral radius of the exploding RNN."),
-    clip_norm: float = typer.Option(1.0, "--clip-norm", help="Global-norm threshold."),
-    clip_value: float = typer.Option(0.05, "--clip-value", help="Element-wise threshold."),
+    clip_norm: float = typer.Option(1.0, "--clip-norm", help="Global-norm threshold of the clipping comparison's "
+                                                             "'global norm' run (positive: its 'none' run is the "
+                                                             "unclipped one)."),
+    clip_value: float = typer.Option(0.05, "--clip-value", help="Element-wise threshold of its 'element-wise' run "
+                                                                "(positive, as --clip-norm)."),
     clip_optimizer: str = typer.Option("adam", "--clip-optimizer",
                                        help="Optimizer of the clipping comparison: adam, or sgd (plain SGD, where an "
                                             "unclipped exploding gradient sends the loss to NaN/inf)."),
@@ -327,7 +331,7 @@ def gradflow_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
-    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
+    threads: int = typer.Option(1, "--threads", help=TRAIN_THREADS_HELP),
 ) -> None:
     """Measured gradient flow ||dL_T/dh_t|| (LSTM: also ||dL_T/dc_t||) against T - t, W_hh spectra, clipping.
 
@@ -354,14 +358,11 @@ def gradflow_cmd(
                          engine=engine, clip_steps=clip_steps, clip_radius=radius, clip_norm=clip_norm,
                          clip_value=clip_value, clip_optimizer=clip_optimizer.lower(), clip_lr=clip_lr, seed=seed)
     cfg.validate()
-    _positive("--lr", lr)
     _positive("--radius", radius)
     if radius > 100:  # tanh saturates long before: past this the float64 products overflow into NaN
         raise LapnetError(f"--radius must be at most 100, got {radius}")
     _positive("--clip-norm", clip_norm)
     _positive("--clip-value", clip_value)
-    if clip_lr is not None:
-        _positive("--clip-lr", clip_lr)
     _threads(threads)
     out = check_out_dir(out, force=force)
     result = run_gradflow(cfg, progress=not quiet)

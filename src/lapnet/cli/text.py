@@ -29,7 +29,10 @@ def register(app: typer.Typer) -> None:
 # against 2,240 with two, and 6 s of CPU against 31 s: two threads wait for each other
 # whenever another job holds a core. An idle machine with many cores may gain from more.
 THREADS_HELP = ("CPU threads for torch, NumPy's OpenBLAS and the NumPy engine. Default 1: on a busy 2-core "
-                "machine 1 thread trained 9x faster than 2; try more only on an idle machine with cores to spare.")
+                "machine 1 thread trained 9x faster than 2; try more only on an idle machine with cores to spare. "
+                "It did not change the weights: 1 and 2 threads trained the same model.safetensors, byte for "
+                "byte, on both engines, up to the default LSTM 256 (the experiment commands, series and race do "
+                "change in the last digits).")
 # `sample` and `eval` take the same option, with the same default: on the same machine `text eval`
 # of 200 KB took several times as long with torch's default two threads (see docs/guide/text.md)
 RUN_THREADS_HELP = ("CPU threads for torch, NumPy's OpenBLAS and the NumPy engine. Default 1, as `text train`: "
@@ -96,12 +99,22 @@ def train_cmd(
     batch: Optional[int] = typer.Option(None, "--batch", help="Parallel streams per step. Default 32, or as many as "
                                                               "the text holds windows of --seq-len + 1 characters "
                                                               "when it is shorter."),
-    lr: float = typer.Option(1e-2, "--lr", help="Peak learning rate (Adam)."),
+    lr: float = typer.Option(1e-2, "--lr", help="Peak learning rate (Adam), within float32's range "
+                                                "(1.18e-38 to 3.4e38)."),
     schedule: str = typer.Option("cosine", "--schedule", help="cosine (decays over the planned run) or constant."),
     clip: float = typer.Option(5.0, "--clip", help="Global gradient-norm clip (0: off)."),
     clip_value: float = typer.Option(0.0, "--clip-value", help="Element-wise gradient clip, as char-rnn (0: off)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Train this many epochs (total, also with --resume)."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget; default 1 when --epochs is not given."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Train this many epochs (total, also with --resume). "
+                                                                "Such a run trains the same weights again for the same "
+                                                                "--seed. "
+                                                                "The cosine schedule is planned over this total: "
+                                                                "--resume with a larger --epochs re-plans it (the lr "
+                                                                "rises again), unlike a straight run of that many."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock budget; default 1 when --epochs is not "
+                                                                    "given. The cosine schedule then follows the clock "
+                                                                    "(and so does where training stops): such a run, "
+                                                                    "the default one included, does not repeat bit for "
+                                                                    "bit, even with the same --seed; --epochs does."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between evaluations (default: every epoch, at least 50 and at most 200 steps apart)."),
     val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction of the text, from its END, held out for "
                                                            "validation; model.safetensors keeps the step with the "
@@ -113,7 +126,8 @@ def train_cmd(
                                                            "last step's weights (there is no early stopping either "
                                                            "way), and evaluations score the first 100,000 "
                                                            "characters of the training text."),
-    engine: str = typer.Option("torch", "--engine", help="torch or numpy (lapnet.scratch)."),
+    engine: str = typer.Option("torch", "--engine", help="torch or numpy (lapnet.scratch). With --resume: the run's "
+                                                         "own when not given."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (the torch engine; --engine numpy runs "
                                                         "on the CPU)."),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
@@ -121,9 +135,11 @@ def train_cmd(
     out: Path = typer.Option(Path("runs/text"), "--out", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out up to the new --epochs/--minutes "
                                                         "(totals). The run keeps its own shape, data and training "
-                                                        "settings (a warning names any typed with other values); "
-                                                        "only --epochs, --minutes and --eval-every apply. A run "
-                                                        "that already reached the totals is left untouched."),
+                                                        "settings and engine (a warning names any typed with other "
+                                                        "values; another --engine is refused); only --epochs, "
+                                                        "--minutes and --eval-every apply. A run that already "
+                                                        "reached the totals is left untouched. A larger --epochs "
+                                                        "re-plans the cosine decay over the new total."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or samples."),
@@ -134,11 +150,14 @@ def train_cmd(
     """
     from lapnet.cli.common import emit_metrics, refuse_device, set_threads, summary_table
     from lapnet.models.charlm import CharLMConfig
-    from lapnet.text_runs import RESUME_KEEPS, TextDataConfig, train_text
+    from lapnet.text_runs import RESUME_KEEPS, TextDataConfig, recorded_engine, train_text
 
     refuse_device(file)
     _engine(engine)
-    dev = engine_device(device, engine)
+    engine_typed = (src := ctx.get_parameter_source("engine")) is not None and src.name == "COMMANDLINE"
+    # --resume keeps the run's engine unless one is typed (train_text refuses another)
+    run_engine = (recorded_engine(out) or engine) if resume and not engine_typed else engine
+    dev = engine_device(device, run_engine)
     # a resumed run keeps its shape, data and training settings: those typed with other values
     # than the run's are named in a warning (train_text compares them)
     typed = tuple(flag for flag in RESUME_KEEPS
@@ -154,7 +173,8 @@ def train_cmd(
     try:
         metrics = train_text(
             file, out, model=model, data=TextDataConfig(seq_len=seq_len, batch=batch, val_frac=val_frac),
-            train=train, engine=engine, device=dev, resume=resume, force=force, samples=not quiet, typed=typed,
+            train=train, engine=engine if engine_typed or not resume else None, device=dev, resume=resume,
+            force=force, samples=not quiet, typed=typed,
         )
     except LapnetError as e:
         raise _in_flags(e) from None

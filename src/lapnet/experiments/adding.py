@@ -20,6 +20,7 @@ the same training loop; `device` picks the torch device.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -33,7 +34,7 @@ from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.experiments.trend import check_engine
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
-from lapnet.train import TorchLearner, TrainConfig, fit
+from lapnet.train import TorchLearner, TrainConfig, check_lr, fit
 
 SOLVED_MSE = 0.01
 
@@ -50,7 +51,7 @@ class AddingConfig:
     eval_every: int = 50
     n_test: int = 500
     lr: float = 0.01
-    clip: float = 1.0
+    clip: float | None = 1.0  # global gradient-norm clip; None: off (--clip 0)
     solved_mse: float = SOLVED_MSE
     stop_when_solved: bool = True
     seed: int = 0
@@ -71,6 +72,10 @@ class AddingConfig:
                         ("--eval-every", self.eval_every), ("n_test", self.n_test)):
             if v < 1:
                 raise LapnetError(f"{flag} must be at least 1, got {v}")
+        check_lr(self.lr, "--lr")
+        if self.clip is not None and not (isinstance(self.clip, (int, float)) and not isinstance(self.clip, bool)
+                                          and math.isfinite(self.clip) and self.clip > 0):
+            raise LapnetError(f"--clip must be a positive number, or 0 (off), got {self.clip!r}")
         check_engine(self.engine, self.device)
 
 

@@ -25,7 +25,7 @@ from lapnet.experiments.batches import Fresh
 from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
-from lapnet.train import TorchLearner, TrainConfig, TrainingDiverged, fit
+from lapnet.train import TorchLearner, TrainConfig, TrainingDiverged, check_lr, fit
 
 ENGINES = ("torch", "numpy", "both")
 CLIP_OPTIMIZERS = ("adam", "sgd")
@@ -68,8 +68,9 @@ class GradflowConfig:
             raise LapnetError(f"--engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
         if self.clip_optimizer not in CLIP_OPTIMIZERS:
             raise LapnetError(f"--clip-optimizer {self.clip_optimizer!r}: expected one of {', '.join(CLIP_OPTIMIZERS)}")
-        if self.clip_lr is not None and not (np.isfinite(self.clip_lr) and self.clip_lr > 0):
-            raise LapnetError(f"--clip-lr must be a positive number, got {self.clip_lr}")
+        check_lr(self.lr, "--lr")
+        if self.clip_lr is not None:
+            check_lr(self.clip_lr, "--clip-lr")
 
 
 def measure_gradients(model: Forecaster, x: np.ndarray, y: np.ndarray, engine: str = "both") -> dict:

@@ -20,7 +20,7 @@ from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceM
 from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
-from lapnet.train import TorchLearner, TrainConfig, fit
+from lapnet.train import TorchLearner, TrainConfig, check_lr, fit
 
 
 @dataclass
@@ -53,6 +53,7 @@ class SineConfig:
         for flag, v in (("--epochs", self.epochs), ("--horizon", self.horizon), ("window", self.window)):
             if v < 1:
                 raise LapnetError(f"{flag} must be at least 1, got {v}")
+        check_lr(self.lr, "--lr")
         if self.engine not in ("torch", "numpy"):
             raise LapnetError(f"unknown engine {self.engine!r}: expected torch or numpy")
         if self.engine == "numpy" and self.device != "cpu":

@@ -23,7 +23,7 @@ from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceM
 from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
 from lapnet.models.classifier import Classifier
 from lapnet.models.recurrent import ARCHS
-from lapnet.train import TorchLearner, TrainConfig, fit
+from lapnet.train import TorchLearner, TrainConfig, check_lr, fit
 
 ENGINES = ("torch", "numpy")
 
@@ -56,6 +56,7 @@ class TrendConfig:
                 ("--train", self.n_train), ("--test", self.n_test), ("--length", self.seq_len),
                 ("--epochs", self.epochs)) if v < 1)
             raise LapnetError(bad)
+        check_lr(self.lr, "--lr")
         if self.min_len is not None and not 1 <= self.min_len <= self.seq_len:
             raise LapnetError(f"min length must be in [1, {self.seq_len}], got {self.min_len}")
         check_engine(self.engine, self.device)

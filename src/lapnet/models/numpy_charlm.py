@@ -73,11 +73,14 @@ class NumpyCharLM:
 
         Returns:
             logits (B, T, V), the final state, and the cache for `backward`. When the
-            recurrent output overflowed (diverging weights) the logits are all NaN and the
-            cache is None: the learner then reports divergence, and the head never sees NaN.
+            embedding or the recurrent output is not finite (diverging weights) the logits are
+            all NaN and the cache is None: the learner then reports divergence, and neither the
+            recurrent layer nor the head sees NaN (they refuse it as bad input).
         """
         B, T = np.shape(x)
         e, c_emb = self.embed.forward(x)  # (B, T, E)
+        if not all_finite(e):  # an embedding overflowed by training: the recurrent layer would refuse it as input
+            return np.full((B, T, self.cfg.vocab_size), np.nan, e.dtype), state, None  # (B, T, V)
         out, state, c_rnn = self.rnn.forward(e, state, train=train, rng=rng)  # (B, T, H)
         if not all_finite(out):  # overflowed weights: NaN logits, so the learner reports divergence
             return np.full((B, T, self.cfg.vocab_size), np.nan, out.dtype), state, None  # (B, T, V)

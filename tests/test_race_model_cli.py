@@ -514,6 +514,28 @@ def test_train_device_option(run_cli, tmp_path):
         assert not (tmp_path / f"r_{bad}").exists()
 
 
+def test_learning_rates_out_of_range_or_diverging(run_cli, tmp_path):
+    """--lr 1e300 was refused only after the run directory was made and marked unfinished; a
+    diverging run said 'the last good checkpoint is kept' of a run that cannot be resumed, and
+    left its last.safetensors."""
+    from lapnet.race.simulate import simulate_to_file
+
+    laps = tmp_path / "sim.csv"
+    simulate_to_file(laps, 3, seed=4)
+    code, _, err = run_cli("race", "train", laps, "--out", tmp_path / "a", "--lr", "1e300")
+    assert code == 2 and err.startswith("lapnet: error: --lr must be a positive number within float32's range")
+    assert not (tmp_path / "a").exists()
+    out = tmp_path / "b"
+    code, _, err = run_cli("race", "train", laps, "--out", out, "--lr", "1e8", "--hidden", 8, "--epochs", 4,
+                           "--phase-sim", 0, "--quiet")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "became inf" in lines[0], err
+    assert "cannot be resumed" in lines[0] and "--force" in lines[0] and "kept" not in lines[0]
+    assert (out / "training.incomplete").is_file() and not (out / "last.safetensors").exists()
+    code, _, err = run_cli("race", "eval", out, laps)
+    assert code == 2 and "unfinished" in err
+
+
 @pytest.fixture(scope="module")
 def sim_tables(tmp_path_factory, sim_races):
     """Three simulated races, each in its own file, and a tiny run trained on races 0 and 1."""

@@ -39,7 +39,7 @@ from lapnet.errors import CheckpointError, LapnetError
 from lapnet.experiments.batches import Shuffled
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
-from lapnet.train import TorchLearner, TrainConfig, fit
+from lapnet.train import TorchLearner, TrainConfig, check_lr, fit
 
 KIND = "lapnet-series"
 FIGURE = "forecast.png"
@@ -335,8 +335,7 @@ class SeriesConfig:
             raise LapnetError(f"{name('holdout')} must be in [0, 1), got {self.holdout!r}")
         if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
             raise LapnetError(f"{name('minutes')} must be a finite positive number, got {self.minutes!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise LapnetError(f"{name('lr')} must be a finite positive number, got {self.lr!r}")
+        check_lr(self.lr, name("lr"))  # float32's normal range, as every command
         if self.season is not None and (isinstance(self.season, bool) or not isinstance(self.season, int) or self.season < 1):
             raise LapnetError(f"{name('season')} must be a positive integer, got {self.season!r}")
         if self.patience is not None and self.patience < 1:

@@ -118,7 +118,7 @@ def train_cmd(
     horizon_power: float = typer.Option(2.0, "--horizon-power",
                                         help="The forecast loss weighs horizon k by 1/k^P: 2 favours the next lap, 0 weighs all 10 alike."),
     seed: int = typer.Option(0, "--seed", min=0),
-    threads: int = typer.Option(1, "--threads", help="torch threads; the net is small, 1 is as fast and never contends."),
+    threads: int = typer.Option(1, "--threads", help="torch threads; the net is small, 1 is as fast and never contends. Another count moves the last digits of the results."),
     device: str = typer.Option("cpu", "--device", help=(
         "auto, cpu or cuda: where the nets train (auto: cuda when available). These nets are small "
         "and step lap by lap, so the CPU is usually as fast; eval and predict take their own --device, "
@@ -147,8 +147,9 @@ def train_cmd(
             raise LapnetError(f"{name} {v}: {e}") from None
     if threads < 1:
         raise LapnetError(f"--threads must be at least 1, got {threads}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise LapnetError(f"--lr must be a positive number, got {lr}")
+    from lapnet.train import check_lr
+
+    check_lr(lr, "--lr")  # float32's normal range, as every command: 1e300 left the run marked unfinished
     if minutes is not None and not (minutes > 0 and math.isfinite(minutes)):
         raise LapnetError(f"--minutes must be a positive number, got {minutes}")
     if not 0 <= horizon_power <= 4:

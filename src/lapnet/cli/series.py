@@ -55,7 +55,7 @@ def train_cmd(
     horizon: int = typer.Option(20, "--horizon", help="Values forecast past the end for the figure and metrics.json."),
     seed: int = typer.Option(42, "--seed", min=0, help="Seeds the weights and the batch order."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
-    threads: int = typer.Option(1, "--threads", help="CPU threads (these models are small: one is fastest)."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads (these models are small: one is fastest). Another count moves the last digits of the results."),
     out: Path = typer.Option(Path("runs/series"), "--out", help="Run directory."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run already in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),

@@ -151,7 +151,13 @@ class RaceTrainConfig:
             problems.append(_check_int(name, getattr(self, name), low))
         if self.patience is not None:
             problems.append(_check_int("patience", self.patience, 1, none_ok=True))
-        for name in ("lr",) + (("minutes",) if self.minutes is not None else ()):
+        from lapnet.train import check_lr
+
+        try:
+            check_lr(self.lr)  # float32's normal range, the rule of every command
+        except LapnetError as e:
+            problems.append(str(e))
+        for name in (("minutes",) if self.minutes is not None else ()):
             v = getattr(self, name)
             if not (_is_real(v) and math.isfinite(v) and v > 0):
                 problems.append(f"{name} must be a positive number{' or None' if name == 'minutes' else ''}, got {v!r}")
@@ -383,7 +389,7 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
         KeyboardInterrupt: the fit was interrupted (Ctrl-C): the whole `race train` stops, no
             further net is trained and the run stays marked unfinished.
     """
-    from lapnet.train import TorchLearner, TrainConfig, fit
+    from lapnet.train import TorchLearner, TrainConfig, TrainingDiverged, fit
 
     minutes = budget.next() if budget is not None else cfg.minutes
     tcfg = TrainConfig(epochs=epochs, minutes=minutes, lr=cfg.lr, weight_decay=cfg.weight_decay, clip=1.0,
@@ -393,8 +399,17 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
     pit_weight = 0.0 if cfg.pit_caller else cfg.pit_weight
     loss_kw = _loss_kwargs(cfg, model.cfg.head, pit_weight, forecast)
     learner = TorchLearner(model, _forecast_loss_fn(loss_kw), _eval_fn(seq, val_idx, loss_kw), tcfg, device=cfg.device, find_unused_parameters=True)  # the pit and phase heads may sit idle
-    result = fit(learner, SeqBatches(seq, train_idx, cfg.batch_size, cfg.seed), tcfg, out=out, meta=meta, describe=describe,
-                 interrupt_hint=INTERRUPT_HINT)
+    try:
+        result = fit(learner, SeqBatches(seq, train_idx, cfg.batch_size, cfg.seed), tcfg, out=out, meta=meta,
+                     describe=describe, interrupt_hint=INTERRUPT_HINT)
+    except TrainingDiverged as e:
+        # fit keeps the last good checkpoint for a resume, which a race run never has: the run
+        # stays marked unfinished (every command refuses it) and the resume state goes
+        if distributed.rank() == 0:
+            (out / "last.safetensors").unlink(missing_ok=True)
+        what = str(e).split("; stopped", 1)[0]
+        raise TrainingDiverged(f"{what}: stopped; a race run cannot be resumed, so {out} is left unfinished: train "
+                               f"again with --force and a lower --lr (this one {cfg.lr:g})", step=e.step) from None
     if result.stopped == "interrupted":  # one Ctrl-C stops the command, not just this net
         raise KeyboardInterrupt
     distributed.barrier()  # under torchrun rank 0 wrote the best weights; the other ranks read them once it is done

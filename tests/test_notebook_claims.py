@@ -157,8 +157,8 @@ def test_gradflow_cli_reports_the_divergence_and_the_cell_path(run_cli, tmp_path
 
 @pytest.mark.parametrize("args,needle", [
     (("--clip-optimizer", "rmsprop"), "--clip-optimizer 'rmsprop'"),
-    (("--clip-lr", "0"), "--clip-lr must be a positive number"),
-    (("--clip-lr", "inf"), "--clip-lr must be a positive number"),
+    (("--clip-lr", "0"), "--clip-lr must be a finite positive number"),
+    (("--clip-lr", "inf"), "--clip-lr must be a finite positive number"),
 ])
 def test_gradflow_clip_options_refused_in_one_line(run_cli, tmp_path, args, needle):
     code, _, err = run_cli("gradflow", *args, "--out", tmp_path / "g")

@@ -378,8 +378,8 @@ def test_a_train_loss_of_exactly_zero_is_reported(small_run, tmp_path, monkeypat
 
 @pytest.mark.parametrize("args, message", [
     (["--eval-every", "0"], "--eval-every must be an integer >= 1, got 0"),
-    (["--lr", "0"], "--lr must be a positive number, got 0.0"),
-    (["--lr", "nan"], "--lr must be a positive number, got nan"),
+    (["--lr", "0"], "--lr must be a finite positive number, got 0.0"),
+    (["--lr", "nan"], "--lr must be a finite positive number, got nan"),
     (["--clip", "-1"], "--clip must be a positive number or 0 (off), got -1.0"),
     (["--clip-value", "-2"], "--clip-value must be a positive number or 0 (off), got -2.0"),
     (["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),

@@ -75,7 +75,7 @@ def check_lr(lr: Any, name: str = "lr") -> None:
     [LR_MIN, LR_MAX]: the rule of every command and of `TrainConfig`. `name` starts the message
     ("lr", or the flag "--lr")."""
     if not (_is_number(lr) and lr > 0):
-        raise LapnetError(f"{name} must be a positive number, got {lr!r}")
+        raise LapnetError(f"{name} must be a finite positive number, got {lr!r}")
     if not LR_MIN <= lr <= LR_MAX:
         raise LapnetError(f"{name} must be a positive number within float32's range [{LR_MIN:.3g}, {LR_MAX:.3g}] "
                           f"(the weights are float32: {_float32_fate(lr)} there), got {lr:g}")

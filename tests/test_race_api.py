@@ -168,6 +168,10 @@ def test_push_keeps_masks_the_caller_gives(sim):
            "Compound": "MEDIUM", "Stint": 1.0, "TyreLife": 2.0}
     masks = lap_masks(lap)
     assert set(masks) == set(_LAP_MASKS) and masks["Scored"]
+    # each rule of the Scored mask, one lap at a time (no 2023 race was wet, so only here)
+    for change in ({"Compound": "INTERMEDIATE"}, {"Compound": "WET"}, {"PitOutTime": 190.0}, {"PitInTime": 199.0},
+                   {"TrackStatus": "14"}, {"IsAccurate": False}, {"Deleted": True}, {"LapTime": float("nan")}):
+        assert not lap_masks({**lap, **change})["Scored"], change
     first = {**lap, "LapNumber": 1.0, "LapTime": 95.0, "Time": 110.0, "TyreLife": 1.0}
     computed, given = LiveRace(run, 50), LiveRace(run, 50)
     assert not computed.push(first)["scored"]  # lap 1: an out-lap

@@ -193,3 +193,15 @@ def test_sao_paulo_restart_lap_by_hand(f1_data):
     assert int(lap4["Restart"].sum()) == 15 and int(lap4["Scored"].sum()) == 2
     assert lap4.loc[lap4.Scored, "LapTime"].max() < 80.0  # the two scored lap-4 times are racing pace
     assert laps.loc[laps.Scored, "LapTime"].max() < 90.0  # no restart-procedure time left among Scored laps
+
+
+def test_out_and_in_laps_are_never_scored_even_when_marked_accurate():
+    """FastF1 marks out-laps inaccurate, so the Scored rule's own out-lap test was never the one
+    that held: here every lap claims to be accurate."""
+    from lapnet.race.simulate import simulate
+
+    laps, _ = clean_laps(read_laps(simulate(1, seed=6)).assign(IsAccurate=True))
+    out_laps, in_laps = laps["PitOutTime"].notna(), laps["PitInTime"].notna()
+    assert out_laps.sum() > 20 and in_laps.sum() > 20
+    assert not (laps["Scored"] & (out_laps | in_laps)).any()
+    assert laps["Scored"].sum() > len(laps) / 2

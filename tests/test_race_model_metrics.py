@@ -42,6 +42,8 @@ def test_top_decile_calibration_coverage_errors():
     y = np.r_[np.ones(3), np.zeros(17)]
     s = np.r_[[0.9, 0.2, 0.85], np.linspace(0.0, 0.8, 17)]
     assert top_decile_precision(y, s) == pytest.approx(1.0)  # top 2 of 20: 0.9 and 0.85, both positive
+    # 15 laps: the top decile is 2 laps (1.5 rounded up), not 1
+    assert top_decile_precision(np.r_[1, 0, np.zeros(13)], np.arange(15.0)[::-1]) == 0.5
     rows = calibration_table(np.array([1, 0, 0, 1]), np.array([0.05, 0.05, 0.95, 0.95]), bins=10)
     assert [(r["bin"], r["n"], r["observed"]) for r in rows] == [("0.0-0.1", 2, 0.5), ("0.9-1.0", 2, 0.5)]
     assert coverage(np.array([1.0, 2.0, 3.0, np.nan]), np.zeros(4), np.full(4, 2.5)) == pytest.approx(2 / 3)

@@ -263,3 +263,14 @@ def test_pit_model_reads_extras_from_the_lap_vector_when_they_are_features():
     np.testing.assert_allclose(m.inputs(both)[:, -len(PIT_EXTRA):].numpy(), e.numpy())
     with pytest.raises(LapnetError, match="lack the PIT_EXTRA"):  # never a silent read of other columns
         PitModel(FEATURES)(x)
+
+
+def test_stop_loss_is_shrunk_to_the_prior_and_kept_within_bounds():
+    """The race's measured stop cost (a share of the reference lap) is held to 0.1-0.6: 935 of
+    the 15 real races' 47,304 calls fall below 0.1 unclipped."""
+    from lapnet.race.pit import PIT_LOSS_PRIOR, PRIOR_WEIGHT, _shrunk
+
+    assert _shrunk([]) == PIT_LOSS_PRIOR
+    assert _shrunk([1.0] * 10) == 0.6 and _shrunk([0.0] * 10) == 0.1
+    k = 2
+    assert _shrunk([0.3, 0.5]) == pytest.approx((PIT_LOSS_PRIOR * PRIOR_WEIGHT + 0.4 * k) / (PRIOR_WEIGHT + k))

@@ -279,3 +279,14 @@ def test_truncated_bptt_refuses_bidirectional_and_bad_lengths():
         scratch.truncated_bptt(scratch.GRU(2, 3, bidirectional=True), x, 2, lambda o, sl: (0.0, o))
     with pytest.raises(LapnetError, match="lengths must be between 1 and T=4"):
         scratch.truncated_bptt(scratch.GRU(2, 3), x, 2, lambda o, sl: (0.0, o), lengths=[5, 1])
+
+
+def test_dropout_scales_what_it_keeps_by_one_over_the_keep_share():
+    """Inverted dropout, as torch: kept units are scaled by 1 / (1 - p) in training, so eval needs
+    no rescaling (a mask of plain 0/1 passed every other test)."""
+    lstm = scratch.LSTM(3, 4, num_layers=2, dropout=0.25, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((64, 20, 3))
+    _, _, cache = lstm.forward(x, train=True, rng=np.random.default_rng(1))
+    mask = cache.drop_masks[0]
+    assert sorted(np.unique(mask)) == [0.0, pytest.approx(4 / 3, rel=1e-15)]
+    assert 0.72 < np.mean(mask > 0) < 0.78  # about 1 - p of the units kept

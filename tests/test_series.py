@@ -225,3 +225,17 @@ def test_train_series_takes_read_series_values(tmp_path, run):
     assert m["n_values"] == 120 and json.loads((tmp_path / "r" / "config.json").read_text())["column"] == "units"
     with pytest.raises(LapnetError, match=r"\(values, column\) pair"):
         forecast_series(run[0], read_series(csv, "units"), 3)
+
+
+def test_scaling_reads_only_what_training_touches():
+    """The mean and sd come from the windows and targets of the training part: scaling with the
+    whole series would let the held-out end leak into training."""
+    from lapnet.series import _scaling
+
+    cfg = SeriesConfig(window=5, holdout=0.2, difference=False)
+    v = np.arange(30.0) ** 2
+    n_train = split(30, cfg)[0]
+    assert split(30, cfg) == (20, 2, 3)
+    _, mean, sd = _scaling(v, n_train, cfg)
+    assert (mean, sd) == (pytest.approx(v[:25].mean()), pytest.approx(v[:25].std()))  # 196.0, 179.18
+    assert mean == pytest.approx(196.0)

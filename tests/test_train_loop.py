@@ -252,3 +252,40 @@ def test_bfloat16_cannot_be_checkpointed_and_says_why(tmp_path):
     with pytest.raises(LapnetError, match=r"bfloat16 .*\.float\(\)"):
         save_tensors(tmp_path / "w.safetensors", {"w": torch.ones(2, dtype=torch.bfloat16)})
     assert not (tmp_path / "w.safetensors").exists()
+
+
+class _ConstantLossLearner:
+    """A learner whose step loss is the batch's own number: train_loss is then a known mean."""
+
+    def __init__(self):
+        self.w = np.zeros(1)
+
+    def train_step(self, batch, carry, lr):
+        return float(batch), None, 1
+
+    def evaluate(self):
+        return {"val_loss": 1.0}
+
+    def weights(self):
+        return {"w": self.w}
+
+    def state(self):
+        return {"w": self.w}, {}
+
+    def load_state(self, arrays, meta):
+        self.w = arrays["w"]
+
+
+class _ThreeBatches:
+    def steps_per_epoch(self):
+        return 3
+
+    def epoch(self, e):
+        return iter([1.0, 2.0, 3.0] if e == 0 else [10.0, 20.0, 30.0])
+
+
+def test_train_loss_is_the_mean_of_the_steps_since_the_last_evaluation():
+    """A running sum never reset at an evaluation (caught before only by a learning-curve test
+    far away) would report 2.0 then 11.0 here."""
+    result = fit(_ConstantLossLearner(), _ThreeBatches(), TrainConfig(epochs=2, progress=False))
+    assert [row["train_loss"] for row in result.history] == [2.0, 20.0]

@@ -24,6 +24,7 @@ import html
 import io
 import json
 import math
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -104,11 +105,15 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
     if (run_dir / UNFINISHED).exists():  # as `lapnet race predict` refuses it: its files are a half-written run
         raise LapnetError(f"{run_dir}: an unfinished run ({UNFINISHED}: its training was interrupted or failed): "
                           "train it again with --force")
+    default = out is None
     out = Path(out) if out is not None else run_dir / REPORT_NAME
     if out.is_dir():
         raise LapnetError(f"--out {out}: is a directory; give a file name such as report.html")
     if not out.parent.is_dir():
         raise LapnetError(f"--out {out}: the directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK | os.X_OK):  # the page's temporary file goes there: said before the work
+        raise LapnetError(f"--out {out}: {out.parent} is not writable"
+                          + ("; give --out a file in a writable place (the default is RUN/report.html)" if default else ""))
     dirs = [d for d in _run_dirs(run_dir) if _has_content(d, skip=out)]
     if not dirs:
         raise LapnetError(f"{run_dir}: holds no run files (config.json, metrics.json, log.jsonl, figures or samples)")

@@ -4,7 +4,7 @@
                                    --force or --resume), a directory where an output file goes
     make_dir(out)                  `mkdir -p`, remembering what it created
     undo_new_dirs_on_failure()     around one command: remove what `make_dir` created if it fails
-    lock_run_dir(out)              one training process per run directory (flock on out/.lapnet.lock)
+    lock_run_dir(out)              one lapnet process per --out directory (flock on out/.lapnet.lock)
     refuse_input_as_output(...)    an output that is one of the command's inputs is refused
     check_out_path(out, flag)      an --out path: not empty, not a dangling symlink, not a device
     check_file_out(out, flag)      a single-file output: its folder exists and is writable
@@ -34,6 +34,7 @@ def make_dir(out: Path) -> Path:
     """`mkdir -p out`, remembering each directory this call created (not those that already
     existed), so that `undo_new_dirs_on_failure` can take them back if the command fails."""
     out = Path(out)
+    made: list[Path] = []
     for d in [*reversed(out.parents), out]:
         if d.is_dir():
             continue
@@ -42,10 +43,15 @@ def make_dir(out: Path) -> Path:
         except FileExistsError:  # made meanwhile by someone else (another rank): not ours to remove
             continue
         _made_dirs.append(d)
+        made.append(d)
     key = os.path.abspath(out)
     if key in _pending_locks:
-        _pending_locks.discard(key)
+        refusal = _pending_locks.pop(key)
         lock_run_dir(out)
+        if refusal is not None and holds_run_lock(out) and out not in made and holds_anything(out):
+            # `out` did not exist when check_out_dir looked: another process made it since, and
+            # has finished writing into it (it would still hold the lock otherwise)
+            raise LapnetError(refusal)
     return out
 
 
@@ -78,7 +84,9 @@ def undo_new_dirs_on_failure() -> Iterator[None]:
 
 LOCK_NAME = ".lapnet.lock"  # in a run directory while a lapnet process trains into it
 _locks: dict[str, int] = {}  # resolved run directory -> the open, flock'ed lock file of this process
-_pending_locks: set[str] = set()  # run directories to lock as soon as `make_dir` creates them
+# run directories to lock as soon as `make_dir` creates them -> the refusal to give if another
+# process made and filled the directory meanwhile (None: --force or --resume, or not a new --out)
+_pending_locks: dict[str, str | None] = {}
 
 
 def is_lapnet_leftover(path: Path) -> bool:
@@ -174,12 +182,13 @@ def held_by_another(lock: Path) -> bool:
     return False
 
 
-def want_run_lock(out: Path) -> None:
-    """Lock `out` now if it exists, else as soon as `make_dir` creates it."""
+def want_run_lock(out: Path, refusal: str | None = None) -> None:
+    """Lock `out` now if it exists, else as soon as `make_dir` creates it; `refusal`: the error
+    `make_dir` raises if by then another process has made `out` and left files in it."""
     if Path(out).is_dir():
         lock_run_dir(out)
     else:
-        _pending_locks.add(os.path.abspath(out))
+        _pending_locks[os.path.abspath(out)] = refusal
 
 
 def release_run_locks() -> None:
@@ -316,7 +325,8 @@ def safe_name(label: object, max_len: int = NAME_MAX) -> str:
 
 def _some_entries(out: Path) -> str:
     """What a directory holds, in a few words: "1 file: notes.txt", "57 entries, e.g. README.md"."""
-    entries = sorted(out.iterdir(), key=lambda p: (p.is_dir(), p.name.startswith("."), p.name))
+    entries = sorted((p for p in out.iterdir() if p.name != LOCK_NAME),  # this process's own lock is not "what is there"
+                     key=lambda p: (p.is_dir(), p.name.startswith("."), p.name))
     kind = "file" if all(p.is_file() for p in entries) else "entr"
     noun = {("file", 1): "file", ("file", 2): "files", ("entr", 1): "entry", ("entr", 2): "entries"}
     shown = entries[0].name + ("/" if entries[0].is_dir() else "")
@@ -359,7 +369,11 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
             overwrite a run of another kind (its files would stay beside the new run's, and
             the report would show both): refused, naming what is there.
         lock: hold `lock_run_dir` on `out` (now, or once `make_dir` creates it) until the
-            command ends; default: for a run's directory (`holds` names a run, or `kind` given).
+            command ends; default: for every directory the command writes anew (`must_be_new`)
+            and for a run's (`holds` names a run, or `kind` given). The lock is taken before
+            `out` is looked at, so that of two commands given one --out at once the second is
+            refused, naming the first's pid, or finds the first's files: it never writes
+            beside them.
 
     Returns:
         `out` as a Path.
@@ -369,6 +383,15 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
         raise LapnetError(f"--out {out}: exists and is a file, not a directory")
     if resume and force:
         raise LapnetError("--resume and --force contradict each other: pick one")
+    if lock if lock is not None else (must_be_new or holds != "files" or kind is not None):
+        # one lapnet process writes into a directory at a time: locked before it is looked at
+        # (an unwritable one is refused below, with the reason)
+        if not out.is_dir():
+            want_run_lock(out, None if force or resume or not must_be_new else
+                          f"--out {out}: another process created it meanwhile and wrote into it: give another "
+                          f"--out (or --force to overwrite it)")
+        elif os.access(out, os.W_OK | os.X_OK):
+            lock_run_dir(out)
     if must_be_new and out.is_dir() and holds_anything(out) and not (force or resume):
         # a run's directory (`holds` says what) that holds none of the run's files is someone
         # else's: say so, not "already holds a run" (commands that write loose files keep
@@ -393,8 +416,6 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
         raise LapnetError(f"--out {out}: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK):
         raise LapnetError(f"--out {out}: {parent} is not writable")
-    if lock if lock is not None else (holds != "files" or kind is not None):
-        want_run_lock(out)  # a run's directory: one training process at a time (see lock_run_dir)
     if force and kind is not None:
         _drop_stale_report(out)
     return make_dir(out) if create else out

@@ -538,20 +538,22 @@ def _stored_metrics(out: Path, step: Any) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def _sigint_ignored():
-    """Ctrl-C is ignored while a run's final files are written (the main thread only: signal
-    handlers live there). The first Ctrl-C stops training; a second one a moment later used
-    to land in these writes and leave the run without metrics.json or samples.txt."""
+    """Ctrl-C (and SIGTERM, which the CLI treats alike) is ignored while a run's final files
+    are written (the main thread only: signal handlers live there). The first Ctrl-C stops
+    training; a second one a moment later used to land in these writes and leave the run
+    without metrics.json or samples.txt."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _too_short(name: str, n: int, n_train: int, n_val: int, data: TextDataConfig) -> str:
@@ -730,11 +732,11 @@ def train_text(
     if take_over:
         warnings.warn(f"--out {out} held only the start of a run stopped before its first checkpoint "
                       f"(nothing to resume): starting it again")
-    if (force or take_over) and out.is_dir() and distributed.rank() == 0:
+    make_dir(out)  # a new --out is locked here (check_out_dir locked an existing one): nothing is cleared unlocked
+    if (force or take_over) and distributed.rank() == 0:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
     distributed.barrier()
-    make_dir(out)
     if not resume:
         config = {"kind": "charlm", "engine": engine, "model": model.to_json(), "data": asdict(data),
                   "train": asdict(train)}

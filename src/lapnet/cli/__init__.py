@@ -5,13 +5,18 @@ Each command group lives in its own module and adds itself to `app` through `reg
 `OSError`, a usage error) into one line on stderr and exit code 2, never a traceback, and
 takes back any empty output directory the failed command created. Any other exception is a
 bug in lapnet: `lapnet: internal error: <Type>: <message>`, its traceback, exit code 1.
+Ctrl-C, or SIGTERM, stops any command with `lapnet: error: interrupted` and exit code 130.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import re
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import typer
 from typer import exceptions as tx
@@ -253,9 +258,125 @@ def _utf8_stdio() -> None:
             pass
 
 
+def _warning_line(text: str) -> None:
+    """One `lapnet: warning:` line on stderr (rank 0 only, as `_show_warning`)."""
+    from lapnet import distributed
+
+    if distributed.rank() == 0:
+        print(f"lapnet: warning: {' '.join(str(text).split())}", file=sys.stderr)
+
+
+class _MatplotlibRemarks(logging.Handler):
+    """matplotlib's own remarks (its logger's warnings, not Python warnings) as one `lapnet:
+    warning:` line each. An unwritable config directory (a read-only HOME in CI, a bad
+    MPLCONFIGDIR) gave two raw lines, `mkdir -p failed for path ...` and `Matplotlib created a
+    temporary cache directory ...`: said as one line, with the reason and what to do.
+
+    matplotlib is left to fall back on its temporary directory, as it does: lapnet does not set
+    MPLCONFIGDIR itself, because a fallback chosen quietly would hide why every run rebuilds
+    matplotlib's caches (the remark says how to keep them: a writable MPLCONFIGDIR)."""
+
+    _FALLBACK = re.compile(r"Matplotlib created a temporary cache directory at (\S+) because there was an issue "
+                           r"with (?:MPLCONFIGDIR|the default path) \((.*?)\);")
+    _CAUSE = re.compile(r"^mkdir -p failed for path .*?: \[Errno \d+\] ([^:]+)|^(.*) is not a writable directory$")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.cause: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = " ".join(record.getMessage().split())
+        except Exception:  # a malformed record: matplotlib's business, never a crash of the command
+            return
+        cause = self._CAUSE.match(text)
+        if cause:  # said with the fallback that follows it
+            self.cause = "not writable" if cause.group(2) else cause.group(1).lower()
+            return
+        fallback = self._FALLBACK.match(text)
+        if fallback:
+            why = self.cause or "not writable"
+            text = (f"matplotlib's config and cache directory {fallback.group(2)} cannot be used ({why}): it uses a "
+                    f"temporary one for this run and rebuilds its caches each time; set MPLCONFIGDIR to a writable "
+                    f"directory to keep them")
+            self.cause = None
+        else:
+            text = f"{text} (from matplotlib)"
+        _warning_line(text)
+
+
+@contextlib.contextmanager
+def _matplotlib_remarks_as_lines() -> Iterator[None]:
+    """`_MatplotlibRemarks` on matplotlib's logger for one command (not passed on to the root
+    logger, whose last-resort handler printed them raw)."""
+    log = logging.getLogger("matplotlib")
+    handler, propagate = _MatplotlibRemarks(), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
+def _interrupt(signum, frame) -> None:  # noqa: ANN001  (signal's own signature)
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, `timeout`, a CI runner cancelling a job) stops a command as Ctrl-C does:
+    the same clean-up (temporary files, an --out made empty), `lapnet: error: interrupted`,
+    exit 130. Training already treated it so (`train._StopSignal`); every other command died
+    at once with 143. A SIGTERM ignored from the start stays ignored."""
+    import signal
+
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+            yield
+            return
+        old = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: signals are not ours to catch
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _ignore_late_interrupts() -> None:
+    """Once the command's work is done and its output flushed: ignore SIGINT for the rest of
+    the process. A Ctrl-C (or `timeout -s INT`) landing during the interpreter's shutdown
+    otherwise turned a finished command's exit code into 130. Only for the process's own
+    command line (`main()` without argv): a caller running `main([...])` keeps its handler."""
+    import signal
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # a closed or broken stream: the exit code is set already
+            pass
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad input exits 2 with one line on stderr, a bug exits 1 with its traceback;
-    a closed stdout pipe ends quietly with exit 0 (`_stdout_closed`)."""
+    a closed stdout pipe ends quietly with exit 0 (`_stdout_closed`); Ctrl-C or SIGTERM exits
+    130 with `lapnet: error: interrupted`."""
+    try:
+        with _sigterm_as_interrupt(), _matplotlib_remarks_as_lines():
+            _main(argv)
+    finally:
+        if argv is None:
+            _ignore_late_interrupts()
+
+
+def _main(argv: list[str] | None) -> None:
     import warnings
 
     from lapnet import distributed
@@ -277,8 +398,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(e.exit_code)
         except tx.Abort:
             _fail("aborted", 130)
-        except cx.NoArgsIsHelpError as e:  # `lapnet text` alone: show the help
-            print(e.ctx.get_help() if e.ctx else str(e))
+        except cx.NoArgsIsHelpError as e:  # `lapnet text` alone: the help, once, and exit 0
+            # the error's message is the help text, which rich has already printed while making
+            # it (its message is then empty); a plain-text help is in the message, not yet shown
+            if e.message.strip():
+                print(e.message)
             sys.exit(0)
         except cx.UsageError as e:
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""

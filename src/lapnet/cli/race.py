@@ -7,10 +7,11 @@ come from cli/race_data.py.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -54,7 +55,19 @@ def _check_files(paths: List[Path]) -> None:
         _check_file(p)
 
 
+STDIN_READERS = "race live, text train, text eval, series train and series forecast"
+
+
+def refuse_stdin(p: Path | str) -> None:
+    """A lap table given as `-`: this command reads files only (a table is read more than once), say so
+    in one line (it was "-: no such file")."""
+    if str(p) == "-":
+        raise LapnetError(f"-: this command does not read standard input: give the lap table as a CSV or Parquet "
+                          f"file (- reads standard input in {STDIN_READERS} only)")
+
+
 def _check_file(p: Path | str) -> None:
+    refuse_stdin(p)
     if Path(p).is_dir():
         raise LapnetError(f"{p}: is a directory, not a lap table (give CSV or Parquet files)")
     if not Path(p).exists():
@@ -627,7 +640,40 @@ def live_cmd(
     import torch
 
     torch.set_num_threads(1)  # one lap is one tiny step: a thread pool only adds latency
-    follow_race(run, file, follow=follow, race_laps=race_laps, poll=poll, drivers=only, race=race, pit_now=pit_now)
+    with _stopped_by_signal() as stopped:
+        follow_race(run, file, follow=follow, race_laps=race_laps, poll=poll, drivers=only, race=race,
+                    pit_now=pit_now)
+    if stopped:
+        # follow_race ends the stream at Ctrl-C (what it held back said, the JSON lines printed
+        # kept) and returns: exit as every other command does when interrupted, 130 and one line
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stopped_by_signal() -> Iterator[list[int]]:
+    """Around `follow_race`: SIGINT and SIGTERM both end the stream as Ctrl-C does (a
+    KeyboardInterrupt where it reads), and the list yielded records that one came. Without it
+    SIGTERM killed the process silently (exit 143) and an interrupted stream exited 0, so a
+    script could not tell a stream stopped by a signal from one that ended."""
+    import signal
+
+    came: list[int] = []
+
+    def stop(signum, frame):  # noqa: ANN001  (signal's own signature)
+        came.append(signum)
+        raise KeyboardInterrupt
+
+    try:  # a signal ignored from the start (a shell's background job: SIGINT) stays ignored
+        old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
+               if signal.getsignal(sig) is not signal.SIG_IGN}
+    except ValueError:  # not the main thread (a library caller's worker): signals are not ours to catch
+        yield came
+        return
+    try:
+        yield came
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 @race_app.command("fetch")

@@ -116,9 +116,12 @@ def calibrate_cmd(
 
     Example: lapnet race calibrate ../shared/data/f1/*.csv --out calib.json --figure calib.png
     """
+    from lapnet.cli.race import refuse_stdin
     from lapnet.race.calibrate import calibrate_files
     from lapnet.run_dir import check_file_out, refuse_input_as_output
 
+    for p in laps:
+        refuse_stdin(p)
     refuse_input_as_output(laps, [out], "--out")
     check_file_out(out, "--out")
     refuse_input_as_output(laps, [figure], "--figure")
@@ -149,10 +152,13 @@ def clean_cmd(
 
     Example: lapnet race clean ../shared/data/f1/*.csv --out cleaned.parquet
     """
+    from lapnet.cli.race import refuse_stdin
     from lapnet.console import console
     from lapnet.race.clean import clean_files, headline
     from lapnet.run_dir import refuse_input_as_output
 
+    for p in laps:
+        refuse_stdin(p)
     refuse_input_as_output(laps, [out], "--out")  # even with --force: the raw table would be lost for good
     _, report = clean_files(laps, out, force=force)
     summary = report.summary()

@@ -30,7 +30,7 @@ from lapnet.data.synthetic import ADDING_BASELINE_MSE, adding_problem
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import Fresh
 from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel
-from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
+from lapnet.experiments.result import INTERRUPT_HINT, ExperimentResult, stop_if_interrupted
 from lapnet.experiments.trend import check_engine
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
@@ -137,7 +137,7 @@ def train_adding(arch: str, T: int, cfg: AddingConfig, *, progress: bool = False
     engine = " (numpy)" if numpy_engine else ""
     t0 = time.perf_counter()
     result = fit(learner, Fresh(make, cfg.batch_size, cfg.max_steps, cfg.seed), tcfg,
-                 describe=f"adding {arch} T={T}{engine}", eval_label="test MSE")
+                 describe=f"adding {arch} T={T}{engine}", eval_label="test MSE", interrupt_hint=INTERRUPT_HINT)
     stop_if_interrupted(result)
     steps = result.steps
     if not numpy_engine:

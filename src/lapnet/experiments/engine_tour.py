@@ -235,6 +235,7 @@ def _train_config(cfg: SineDemoConfig, *, progress: bool):
 def train_sine(cfg: SineDemoConfig | None = None, *, out: str | Path | None = None,
                progress: bool = False) -> SineResult:
     """Train the NumPy LSTM on the sine windows with lapnet.train.fit (one full batch per epoch)."""
+    from lapnet.experiments.result import stop_if_interrupted
     from lapnet.train import fit  # the one training loop
 
     cfg = cfg or SineDemoConfig()
@@ -244,7 +245,9 @@ def train_sine(cfg: SineDemoConfig | None = None, *, out: str | Path | None = No
     train_losses: list[float] = []  # one per step = one per epoch (full batch)
     learner = sine_learner(cfg, x_val, y_val, train_losses)
     res = fit(learner, FullBatch(x, y), _train_config(cfg, progress=progress), out=out,
-              meta={"model": "scratch LSTM sine", "config": asdict(cfg)}, describe="NumPy LSTM on the sine wave")
+              meta={"model": "scratch LSTM sine", "config": asdict(cfg)}, describe="NumPy LSTM on the sine wave",
+              interrupt_hint="the demo has no --resume: run it again (with --force over what it left)")
+    stop_if_interrupted(res)  # Ctrl-C stops the whole tour, not this fit alone
     return SineResult(cfg, train_losses, [int(r["step"]) for r in res.history],
                       [r["val_loss"] for r in res.history], res.seconds)
 

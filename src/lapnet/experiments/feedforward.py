@@ -41,7 +41,7 @@ from torch import nn
 from lapnet.data.synthetic import trend_sequences
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
-from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
+from lapnet.experiments.result import INTERRUPT_HINT, ExperimentResult, stop_if_interrupted
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, fit
 
@@ -159,7 +159,8 @@ def _train_rnn(cfg: FeedforwardConfig, data: dict, tcfg: TrainConfig):
         return {"val_loss": float(bce(torch.from_numpy(logits("valid")), y_val))}
 
     learner, batches, logits = build_trend_model(tc, data, evaluate, tcfg)
-    stop_if_interrupted(fit(learner, batches, tcfg, describe=f"{cfg.arch} (any length)", eval_label="valid BCE"))
+    stop_if_interrupted(fit(learner, batches, tcfg, describe=f"{cfg.arch} (any length)", eval_label="valid BCE",
+                            interrupt_hint=INTERRUPT_HINT))
     return learner.model, logits
 
 
@@ -177,7 +178,8 @@ def _train_mlp(cfg: FeedforwardConfig, data: dict, tcfg: TrainConfig) -> nn.Modu
         return bce(net(xb), yb), carry, len(xb)
 
     learner = TorchLearner(mlp, loss_fn, lambda m: {"val_loss": float(bce(m(x_val), y_val))}, tcfg)
-    stop_if_interrupted(fit(learner, train, tcfg, describe=f"MLP (window {cfg.max_len})", eval_label="valid BCE"))
+    stop_if_interrupted(fit(learner, train, tcfg, describe=f"MLP (window {cfg.max_len})", eval_label="valid BCE",
+                            interrupt_hint=INTERRUPT_HINT))
     return learner.model
 
 

@@ -22,7 +22,7 @@ from lapnet.diagnostics.spectrum import spectrum_stats, whh_blocks
 from lapnet.errors import LapnetError
 from lapnet.experiments.adding import AddingConfig, train_adding
 from lapnet.experiments.batches import Fresh
-from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
+from lapnet.experiments.result import INTERRUPT_HINT, ExperimentResult, stop_if_interrupted
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, TrainingDiverged, check_lr, fit
@@ -232,7 +232,7 @@ def clipping_comparison(cfg: GradflowConfig, *, progress: bool = False) -> dict:
         diverged = None
         try:
             stop_if_interrupted(fit(learner, Fresh(make, cfg.batch_size, cfg.clip_steps, cfg.seed + 5), tcfg,
-                                    describe=f"clipping: {name}"))
+                                    describe=f"clipping: {name}", interrupt_hint=INTERRUPT_HINT))
         except TrainingDiverged as e:
             diverged = str(e)
         rec.remove()

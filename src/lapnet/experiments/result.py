@@ -98,6 +98,11 @@ def stale_figures(out: Path, keep: set[str]) -> list[Path]:
             if n not in keep and n.lower().endswith((".png", ".jpg", ".jpeg", ".svg")) and (out / n).is_file()]
 
 
+# what fit's "interrupted at step N; ..." line advises in an experiment: its figures and
+# metrics.json are written only once every model has trained, and it has no --resume
+INTERRUPT_HINT = "nothing was written (the experiments have no --resume): run the command again"
+
+
 def stop_if_interrupted(train_result) -> None:
     """fit turns Ctrl-C (or SIGTERM) into a clean stop of the current training; an experiment
     that trains many models must then stop as a whole, not go on to the next model."""

@@ -17,7 +17,7 @@ from lapnet.data.synthetic import sine_wave, sine_windows
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
 from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel
-from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
+from lapnet.experiments.result import INTERRUPT_HINT, ExperimentResult, stop_if_interrupted
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, check_lr, fit
@@ -85,7 +85,8 @@ def train_forecaster(arch: str, hidden: int, x: torch.Tensor, y: torch.Tensor, c
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", clip=None, seed=cfg.seed,
                        eval_every=cfg.epochs, progress=progress)
     stop_if_interrupted(fit(TorchLearner(model, loss_fn, evaluate, tcfg, cfg.device), FullBatch(x, y), tcfg,
-                            describe=f"sine {arch} H={hidden}", eval_label="fit MSE"))
+                            describe=f"sine {arch} H={hidden}", eval_label="fit MSE",
+                            interrupt_hint=INTERRUPT_HINT))
     return model, curve
 
 
@@ -128,7 +129,8 @@ def train_forecaster_numpy(arch: str, hidden: int, x: np.ndarray, y: np.ndarray,
     learner = NumpySequenceLearner(model, "mse", lambda m: {"val_loss": float(mse_loss(m.forward(x)[0], y)[0])}, tcfg,
                            on_loss=lambda loss: curve.append(float(loss)))
     stop_if_interrupted(fit(learner, FullBatch(x, y), tcfg,
-                            describe=f"sine {arch} H={hidden} (numpy)", eval_label="fit MSE"))
+                            describe=f"sine {arch} H={hidden} (numpy)", eval_label="fit MSE",
+                            interrupt_hint=INTERRUPT_HINT))
     return model, curve
 
 

@@ -20,7 +20,7 @@ from lapnet.data.synthetic import trend_sequences
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
 from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel, bce_with_logits
-from lapnet.experiments.result import ExperimentResult, stop_if_interrupted
+from lapnet.experiments.result import INTERRUPT_HINT, ExperimentResult, stop_if_interrupted
 from lapnet.models.classifier import Classifier
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, check_lr, fit
@@ -148,7 +148,8 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
     learner, batches, logits = build_trend_model(cfg, data, evaluate, tcfg)
     before = _accuracy(logits("test"), y_te)  # the untrained model: about 0.5, a coin flip
     engine = " (numpy)" if cfg.engine == "numpy" else ""
-    result = fit(learner, batches, tcfg, describe=f"trend {cfg.arch}{engine}", eval_label="test BCE")
+    result = fit(learner, batches, tcfg, describe=f"trend {cfg.arch}{engine}", eval_label="test BCE",
+                 interrupt_hint=INTERRUPT_HINT)
     stop_if_interrupted(result)
     hist = result.history
     test_acc = [h["test_accuracy"] for h in hist]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lapnet.demo import PARTS, _prepare
+from lapnet.run_dir import release_run_locks
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from report_browser import check_in_browser, find_chromium  # noqa: E402
@@ -182,6 +183,7 @@ def test_force_removes_only_what_a_demo_wrote(tmp_path):
     (out / "report.html").write_text("old")
     (out / "notes.txt").write_text("mine")
     _prepare(out, force=True)
+    release_run_locks()  # as the CLI does when the command ends: the demo holds --out while it runs
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from lapnet.errors import LapnetError
+from lapnet.run_dir import release_run_locks
 
 
 def _refused(code: int, err: str) -> str:
@@ -68,6 +69,7 @@ def test_demo_force_refuses_a_foreign_file_in_a_demos_part_folder(tmp_path):
     (d / "notes.md").write_text("mine")  # beside the parts: kept
     (d / "text" / ".model.safetensors.abcd.tmp").write_bytes(b"")  # a killed write's leftover
     _prepare(d, force=True)
+    release_run_locks()  # as the CLI does when the command ends: the demo holds --out while it runs
     assert sorted(p.name for p in d.iterdir()) == ["notes.md"]
     assert not (d / MANIFEST).exists()
 
@@ -84,6 +86,7 @@ def test_demo_force_takes_over_a_demo_killed_in_a_part(tmp_path):
     (d / "text").mkdir()
     (d / "text" / "config.json").write_text("{}")
     _prepare(d, force=True)
+    release_run_locks()  # as the CLI does when the command ends: the demo holds --out while it runs
     assert list(d.iterdir()) == []
 
 
@@ -104,6 +107,7 @@ def test_demo_force_replaces_a_demo_made_before_the_record(tmp_path):
     assert (d / "text" / "samples.txt").exists()  # nothing removed before the refusal
     (d / "text" / "novel.txt").unlink()
     _prepare(d, force=True)
+    release_run_locks()  # as the CLI does when the command ends: the demo holds --out while it runs
     assert list(d.iterdir()) == []
 
 
@@ -117,6 +121,7 @@ def test_demo_force_clears_a_dead_lock_and_refuses_a_live_one(tmp_path, held_loc
     _record_files(d)
     (d / "text" / ".lapnet.lock").write_text("99999")  # left by a process that is gone: no flock on it
     _prepare(d, force=True)  # was: [Errno 39] Directory not empty, after removing the demo's files
+    release_run_locks()  # as the CLI does when the command ends: the demo holds --out while it runs
     assert list(d.iterdir()) == []
     run, pid = held_lock  # a live trainer's lock in a part folder of a demo
     demo = run.parent
@@ -602,3 +607,13 @@ def test_force_drops_the_replaced_runs_report_and_keeps_a_users_page(run_cli, tm
     (run / "report.html").write_text("<!DOCTYPE html><p>a page of my own, same name</p>")
     assert run_cli("series", "train", data, "--epochs", "2", "--out", run, "--quiet", "--force")[0] == 0
     assert (run / "report.html").read_text() == "<!DOCTYPE html><p>a page of my own, same name</p>"
+
+
+def test_a_second_demo_into_the_same_directory_is_refused_while_one_runs(held_lock, run_cli):
+    """Two `demo --force` into one directory ran side by side: the second's text part failed on
+    the first's part lock and the two wrote into each other's report (exit 0 and 1)."""
+    run, pid = held_lock  # the directory a demo (any lapnet process) holds
+    (run / "config.json").write_text('{"kind": "demo"}')
+    code, _, err = run_cli("demo", "--quick", "--force", "--out", run)
+    assert code == 2 and f"is in use by another lapnet process (pid {pid})" in err and err.count("\n") == 1, err
+    assert (run / "config.json").read_text() == '{"kind": "demo"}'

@@ -265,11 +265,14 @@ def _prepare(out: Path, force: bool) -> None:
     demo did not write (recorded in .demo-files.json as each part ends), naming it; then remove
     only the demo's own files (and the part folders they leave empty), never anything else:
     other files beside the parts stay."""
-    from lapnet.run_dir import LOCK_NAME, check_out_path, held_by_another, holds_anything, is_lapnet_leftover
+    from lapnet.run_dir import (LOCK_NAME, check_out_path, held_by_another, holds_anything, is_lapnet_leftover,
+                                lock_run_dir)
 
     out = check_out_path(out)
     if out.exists() and not out.is_dir():
         raise LapnetError(f"--out {out}: exists and is a file, not a directory")
+    if out.is_dir():
+        lock_run_dir(out)  # one demo at a time in a directory: a second (--force or not) is refused while it runs
     if out.is_dir() and holds_anything(out):
         if not force:
             raise LapnetError(f"--out {out}: already holds a run (use --force to overwrite a previous demo)")
@@ -314,6 +317,7 @@ def _prepare(out: Path, force: bool) -> None:
     if not os.access(parent, os.W_OK):  # before any work, naming the user's path (not an errno text)
         raise LapnetError(f"--out {out}: {parent} is not writable")
     out.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(out)  # a no-op when held above; else two demos that both found no directory meet here
 
 
 def _find_f1(f1_data: str | Path | None) -> Path | None:

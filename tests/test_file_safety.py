@@ -601,6 +601,10 @@ def test_force_drops_the_replaced_runs_report_and_keeps_a_users_page(run_cli, tm
     assert run_cli("series", "train", data, "--epochs", "2", "--out", run, "--quiet")[0] == 0
     assert run_cli("report", run)[0] == 0 and (run / "report.html").is_file()
     (run / "notes.html").write_text("<!DOCTYPE html><p>mine</p>")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("v\n1\n2\n")  # refused (too short): the old run and its page stay as they were
+    assert run_cli("series", "train", bad, "--epochs", "2", "--out", run, "--quiet", "--force")[0] == 2
+    assert (run / "report.html").is_file()
     assert run_cli("series", "train", data, "--epochs", "2", "--out", run, "--quiet", "--force")[0] == 0
     assert not (run / "report.html").exists()
     assert (run / "notes.html").read_text() == "<!DOCTYPE html><p>mine</p>"
@@ -617,3 +621,14 @@ def test_a_second_demo_into_the_same_directory_is_refused_while_one_runs(held_lo
     code, _, err = run_cli("demo", "--quick", "--force", "--out", run)
     assert code == 2 and f"is in use by another lapnet process (pid {pid})" in err and err.count("\n") == 1, err
     assert (run / "config.json").read_text() == '{"kind": "demo"}'
+
+
+def test_a_library_call_that_fails_before_its_directory_leaves_no_pending_lock(tmp_path):
+    """train_text failing before make_dir left its pending lock: a later call creating the same
+    directory was refused as 'another process created it meanwhile'."""
+    from lapnet.run_dir import _pending_locks, release_run_lock, want_run_lock
+
+    out = tmp_path / "runA"
+    want_run_lock(out, "created meanwhile")
+    release_run_lock(out)
+    assert str(out) not in _pending_locks and os.path.abspath(out) not in _pending_locks

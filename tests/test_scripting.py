@@ -282,6 +282,20 @@ def test_an_interrupted_experiment_does_not_advise_resume(run_cli, tmp_path, mon
     assert not out.exists()  # what the hint says: nothing was written (the empty --out is taken back)
 
 
+def test_an_interrupted_series_run_is_saved_scored_and_exits_130(run_cli, tmp_path, monkeypatch):
+    """series train cut short by Ctrl-C or SIGTERM wrote its run and exited 0, so a script took
+    the cut run for a finished one (every other trainer exits 130)."""
+    import numpy as np
+
+    _ctrl_c_at_once(monkeypatch)
+    data = tmp_path / "s.csv"
+    data.write_text("v\n" + "\n".join(f"{x:.4f}" for x in 5 + np.sin(np.arange(80) / 3) + np.arange(80) / 40) + "\n")
+    out = tmp_path / "run"
+    code, _, err = run_cli("series", "train", data, "--epochs", "50", "--out", out, "--quiet")
+    assert code == 130 and err.strip().splitlines()[-1] == "lapnet: error: interrupted", err
+    assert json.loads((out / "metrics.json").read_text())["train"]["stopped"] == "interrupted"
+
+
 # ---------------------------------------------------------------------------------------
 # 5. a group without a command: its help, once
 

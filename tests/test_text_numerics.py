@@ -67,6 +67,19 @@ def test_lr_1e38_is_a_divergence_at_step_1_or_2_and_leaves_nothing(run_cli, tmp_
     assert not out.exists()  # diverged before its first checkpoint: nothing to resume or describe
 
 
+def test_a_numpy_model_diverging_inside_an_evaluation_is_a_divergence(run_cli, tmp_path):
+    """The evaluation carried the NaN state of one chunk into the next, which refused it as input:
+    'state h contains NaN or infinite values', exit 2 as bad input, config.json left behind."""
+    out, long_text = tmp_path / "run", tmp_path / "long.txt"
+    long_text.write_text(bundled_text() * 12, encoding="utf-8")  # a validation text of several chunks
+    code, _, err = run_cli("text", "train", long_text, "--out", out, "--engine", "numpy", "--lr", "1e34",
+                           "--eval-every", "1", "--epochs", "1", "--hidden", "16", "--seq-len", "32", "--quiet",
+                           "--threads", "1")
+    line = _one_error_line(code, err, "validation loss became")
+    assert "at step 1" in line and "contains NaN" not in line
+    assert not out.exists()
+
+
 def test_a_divergence_after_a_checkpoint_writes_metrics_json_saying_so(run_cli, tmp_path):
     out = tmp_path / "run"
     # not --quiet: the sample printed at step 2's evaluation and samples.txt come from weights

@@ -28,6 +28,7 @@ from lapnet.checkpoint import check_replaceable
 from lapnet.errors import LapnetError
 
 _made_dirs: list[Path] = []  # directories the running command created, outermost first
+_stale_reports: list[Path] = []  # --force'd run directories whose report.html goes if the command replaces the run
 
 
 def make_dir(out: Path) -> Path:
@@ -66,14 +67,18 @@ def undo_new_dirs_on_failure() -> Iterator[None]:
     holds anything, is never touched.
     """
     _made_dirs.clear()
-    failed = True
+    _stale_reports.clear()
+    failed, interrupted = True, False
     try:
         yield
         failed = False
     except SystemExit as e:
-        failed = e.code not in (0, None)
+        failed, interrupted = e.code not in (0, None), e.code == 130
         raise
     finally:
+        if not failed or interrupted:  # the run was replaced (or partly, by a Ctrl-C'd training): its page goes
+            _drop_stale_reports()
+        _stale_reports.clear()
         release_run_locks()  # before the rmdir below: the lock file would keep a new --out non-empty
         if failed:
             for d in reversed(_made_dirs):
@@ -203,7 +208,9 @@ def release_run_locks() -> None:
 
 
 def release_run_lock(out: Path) -> None:
-    """Drop this process's lock on `out` (see `lock_run_dir`), if it holds one."""
+    """Drop this process's lock on `out` (see `lock_run_dir`), if it holds one, or the lock it
+    was to take when `make_dir` creates `out` (a library call that failed before that)."""
+    _pending_locks.pop(os.path.abspath(out), None)
     fd = _locks.pop(_lock_key(out), None)
     if fd is not None:
         with contextlib.suppress(OSError):
@@ -417,16 +424,18 @@ def check_out_dir(out: Path, *, force: bool = False, resume: bool | None = None,
     if not os.access(parent, os.W_OK):
         raise LapnetError(f"--out {out}: {parent} is not writable")
     if force and kind is not None:
-        _drop_stale_report(out)
+        _stale_reports.append(out)
     return make_dir(out) if create else out
 
 
-def _drop_stale_report(out: Path) -> None:
-    """--force replaces the run in `out`: a page `lapnet report` wrote of it there (report.html)
-    would go on describing the replaced run beside the new one's files, so it goes too. Any
-    other file of that name is the user's and stays."""
+def _drop_stale_reports() -> None:
+    """--force replaced the run in each noted directory: a page `lapnet report` wrote of it there
+    (report.html) would go on describing the replaced run beside the new one's files, so it goes
+    too, once the command has run (or was interrupted mid-training); a command refused on bad
+    input leaves it with the old run. Any other file of that name is the user's and stays."""
     from lapnet.report import REPORT_NAME, is_lapnet_report
 
-    page = out / REPORT_NAME
-    if page.is_file() and is_lapnet_report(page):
-        page.unlink(missing_ok=True)
+    for out in _stale_reports:
+        page = Path(out) / REPORT_NAME
+        if page.is_file() and is_lapnet_report(page):
+            page.unlink(missing_ok=True)

@@ -171,7 +171,8 @@ def _stream_nll(step, rows: np.ndarray, tail: np.ndarray, vocab_size: int) -> tu
     """Total NLL (nats) and count of the streams `rows` (S, L+1), each from a zero state and
     carried through chunks of `eval_chunk(S, vocab_size)` characters, then of `tail` (R+1,)
     from the last stream's state. `step(x, y, state) -> (nats, state)` scores one chunk
-    (S, t) with either engine; the total is a float64 sum of the chunks' losses."""
+    (S, t) with either engine; the total is a float64 sum of the chunks' losses, inf as soon as
+    one chunk's is not finite (a diverged model: the rest is not scored)."""
     total, count = 0.0, 0
 
     def score(r: np.ndarray, state):
@@ -183,10 +184,12 @@ def _stream_nll(step, rows: np.ndarray, tail: np.ndarray, vocab_size: int) -> tu
             nats, state = step(r[:, s:e], r[:, s + 1 : e + 1], state)  # the state carries to the next chunk
             total += nats
             count += r.shape[0] * (e - s)
+            if not math.isfinite(total):  # a diverged model: its state is NaN too, which the next chunk refuses as input
+                return None
         return state
 
     state = score(rows, None)
-    if len(tail) > 1:  # the last stream goes on from its own state: (layers, 1, H)
+    if state is not None and len(tail) > 1:  # the last stream goes on from its own state: (layers, 1, H)
         def last(h):
             return h[:, -1:].contiguous() if hasattr(h, "contiguous") else np.ascontiguousarray(h[:, -1:])
 

@@ -94,6 +94,8 @@ def train_cmd(
         what = "scored held-out value" if held else "training value"
         summary_table(f"{name}: one step ahead on the {plural(metrics['scored_windows'], what, bare=True)}", rows)
     emit_metrics(None, metrics, as_json=json_out)
+    if metrics["train"]["stopped"] == "interrupted":  # the run is saved and scored; the exit says it was cut short
+        raise KeyboardInterrupt
 
 
 @series_app.command("forecast")

@@ -483,8 +483,8 @@ def test_live_pit_now_equals_the_batch_what_if(sim_run, run_cli, asked):
                 assert got is None
                 nulls += 1
                 continue
-            assert got["in_out"] == pytest.approx(what.in_out[i, t], abs=2e-3)
-            assert got["stop_cost"] == pytest.approx(what.stop_loss[i, t], abs=2e-3)
+            assert got["in_out_s"] == pytest.approx(what.in_out[i, t], abs=2e-3)
+            assert got["stop_cost_s"] == pytest.approx(what.stop_loss[i, t], abs=2e-3)
             assert got["in_lap"] == seq.lap_number[i, t] + 1 and got["under_safety_car"] == bool(what.neutral[i, t])
             for c, name in enumerate(what.compounds):
                 new = what.new[c, i, t]

@@ -591,27 +591,42 @@ def _race_length(value: str | None) -> int | str:
     "learnt on calibrated simulated races and the pit window from the pit call. "
     "Laps must come in the order they end (session Time): a finished FILE is replayed in that order (FastF1's "
     "Laps.to_csv lists them driver by driver; a file without Time lap by lap, as predict orders it); on stdin or "
-    "with --follow, a feed out of that order is warned once. One race at a time: a table holding several (a Race column) needs --race; a feed without one that "
-    "runs into another race stops with an error. A duplicate, a changed re-send, an out-of-order lap, a lap "
+    "with --follow, a feed out of that order is warned once (a count when the stream ends), and --reorder SECONDS "
+    "puts a feed whose laps come up to that late in order. One race at a time: a table holding several (a Race column) needs --race; a feed without one that "
+    "runs into another race stops with an error. A duplicate, a changed re-send (of the driver's last lap or an earlier one), an out-of-order lap, a lap "
     "number implausibly far ahead of the field or a line whose field count differs from the header's is "
     "skipped with a warning on stderr naming its input line; a header line again (files concatenated) is "
     "skipped, one with other columns stops the stream. A driver first seen after the grid joins, with a "
     "warning, as do a feed that starts after lap 1 and a gap in a driver's laps. FastF1's rows after the "
     "chequered flag and of drivers without a timed lap (batch cleaning drops them too) are counted in one "
     "line each. With --follow a truncated or replaced FILE stops the stream (start again to read it anew). "
+    "With --follow a FILE not there yet is waited for (live may start before the feed), and --catch-up says what "
+    "to do with the laps already in it (a restarted process). "
     "The input is CSV text (UTF-8; convert a Parquet table with `lapnet race clean X.parquet --out X.csv`).\n\n"
     "Example: lapnet race live runs/race race7.csv (a finished race; a race in progress, its laps in the "
     "order they end: tail -n +1 -f feed.csv | lapnet race live runs/race --race-laps 51)"))
 def live_cmd(
     run: Path = typer.Argument(..., help="Run directory from `lapnet race train`."),
     file: str = typer.Argument("-", help="A CSV file, or - for stdin."),
-    follow: bool = typer.Option(False, "--follow", help="Keep reading a growing file (like tail -f); stop with Ctrl-C."),
+    follow: bool = typer.Option(False, "--follow", help=(
+        "Keep reading a growing file (like tail -f); a file not there yet is waited for; stop with Ctrl-C.")),
     race_laps: Optional[int] = typer.Option(None, "--race-laps", help=(
         "Scheduled race length. Default: for a complete FILE (no --follow), its last lap number; "
         "for stdin or --follow, estimated from the race's reference lap (a Grand Prix lasts about "
-        "88 min at green-flag pace), with a warning.")),
-    poll: float = typer.Option(0.5, "--poll",
-                               help="Seconds between reads of a growing file (--follow), 0.01 to 3600."),
+        "88 min at green-flag pace), with a warning naming the estimate: pit-now and its laps_to_flag "
+        "depend on it (Singapore 2023: 52 laps for 62).")),
+    poll: float = typer.Option(0.5, "--poll", help=(
+        "Seconds between reads of a growing file (--follow), 0.01 to 3600. It sets most of the time from a lap "
+        "written to its line: half of it on average (a step takes a few ms).")),
+    reorder: float = typer.Option(0.0, "--reorder", metavar="SECONDS", help=(
+        "Put a feed whose laps come a little out of order back in the order they ended: each lap is held until "
+        "the feed's latest Time is SECONDS past its own (or the input ends, or has been idle SECONDS), then "
+        "processed in Time order; a re-send of a lap still held replaces it. Every line then waits about SECONDS "
+        "more. 0 (the default): each lap as it comes, with a warning when one came late.")),
+    catch_up: str = typer.Option("print", "--catch-up", metavar="print|mark|skip", help=(
+        "With --follow, the laps already in FILE when live started (a restarted process reads them again, with "
+        "the same calls): print them as any lap (default), mark every line with \"catch_up\" (true on those), or "
+        "skip printing them (still read: the state is the same).")),
     driver: Optional[str] = typer.Option(None, "--driver", help=(
         "Print only these drivers' laps: three-letter codes in any case or FastF1 driver numbers (the "
         "DriverNumber column), comma-separated: VER,HAM or 1,44. Every lap is still read: a lap's features "
@@ -626,14 +641,19 @@ def live_cmd(
         "and carried to the flag), the compounds the two-compound rule still needs, and the cars he would rejoin "
         "behind; as `lapnet race pit-now` (docs/guide/race.md). Needs a run with a FreshStart.")),
 ) -> None:
-    from lapnet.race.live import DriverFilter, check_poll, follow_race, is_pipe
+    import os
+
+    from lapnet.race.live import DriverFilter, check_catch_up, check_poll, check_reorder, follow_race, is_pipe
 
     if follow:
         check_poll(poll)  # before the files are looked at
+    check_reorder(reorder)
+    check_catch_up(catch_up, follow)
     only = None if driver is None else DriverFilter(driver)
     if race_laps is not None and race_laps < 1:
         raise LapnetError(f"--race-laps must be at least 1, got {race_laps}")
-    if file != "-" and not is_pipe(file):  # a pipe (<(...), a FIFO) is read as it comes, like stdin
+    waited = follow and file != "-" and not os.path.lexists(file)  # live started before the feed: waited for
+    if file != "-" and not is_pipe(file) and not waited:  # a pipe (<(...), a FIFO) is read as it comes, like stdin
         _check_file(file)
     if follow and file == "-":
         raise LapnetError("--follow needs a FILE (stdin is followed anyway)")
@@ -642,7 +662,7 @@ def live_cmd(
     torch.set_num_threads(1)  # one lap is one tiny step: a thread pool only adds latency
     with _stopped_by_signal() as stopped:
         follow_race(run, file, follow=follow, race_laps=race_laps, poll=poll, drivers=only, race=race,
-                    pit_now=pit_now)
+                    pit_now=pit_now, reorder=reorder, catch_up=catch_up)
     if stopped:
         # follow_race ends the stream at Ctrl-C (what it held back said, the JSON lines printed
         # kept) and returns: exit as every other command does when interrupted, 130 and one line

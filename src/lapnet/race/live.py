@@ -31,6 +31,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic as _monotonic  # not through `time`, which tests replace to stop a --follow
 from typing import IO, Any, Callable, Iterator
 
 import numpy as np
@@ -52,6 +53,11 @@ _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Rac
 
 
 ORDER_SLACK = 5.0  # seconds: a lap ending this much before one already read is out of session order
+# a lap ending more than this before one already processed came late (FastF1's Times are whole
+# milliseconds): said once (`LiveRace._admit`), as laps out of order by less than ORDER_SLACK
+# move the calls of the laps around them too; `race live --reorder SECONDS` puts them in order
+TIME_ROUNDING = 0.001
+MAX_REORDER = 600.0  # seconds: --reorder holds a lap at most this long (ten minutes: no feed is that late)
 # a lap number more than LAP_MARGIN beyond the field's next lap (its highest so far + 1) is taken
 # for a corrupted LapNumber (the leader is at most one lap ahead of himself), unless at least
 # MIN_LAP_SECONDS a lap have passed since the field reached its highest lap (a feed that lost laps)
@@ -110,6 +116,15 @@ def lap_masks(lap: dict) -> dict:
 
 
 _LAP_MASKS = ("InLap", "OutLap", "Neutralised", "Yellow", "HasTime", "Accurate", "Green", "Wet", "Scored")  # lap_masks' keys
+
+
+_PIT_NOW_NAMES = {"stop_cost": "stop_cost_s", "in_out": "in_out_s"}  # live_record's names -> `race pit-now --json`'s
+
+
+def _pit_now_names(rec: dict | None) -> dict | None:
+    """`whatif.live_record`'s field with the names `race pit-now --json` gives the same numbers
+    (stop_cost_s, in_out_s), in the same order."""
+    return None if rec is None else {_PIT_NOW_NAMES.get(k, k): v for k, v in rec.items()}
 
 
 def _finite(v: Any) -> bool:
@@ -222,6 +237,7 @@ class _DriverLive:
     restarting: bool = False  # a red flag was shown and the driver has no timed lap since (clean.Restart)
     timed: bool = False  # the driver has a timed lap (batch drops drivers without one)
     last_row: dict = field(default_factory=dict)  # the last lap as read (a re-send is compared with it)
+    read: dict = field(default_factory=dict)  # lap number -> the lap as read, each lap stepped (a late re-send is named)
 
 
 @dataclass
@@ -260,6 +276,12 @@ class LiveRace:
     notices: list[str] = field(default_factory=list)
     latest_end: float = -math.inf
     order_warned: bool = False
+    # laps that ended more than TIME_ROUNDING before a lap already processed: how many, by how much at
+    # most, and whether it was said (once; `follow_race` gives the count when the stream ends)
+    late_laps: int = 0
+    late_most: float = 0.0
+    late_warned: bool = False
+    reorder: float = 0.0  # the window `follow_race` puts laps in Time order within (--reorder; said in that notice)
     length_warned: bool = False
     sprint_warned: bool = False
     last_timed_lap: float = 0.0  # the highest lap number with a time so far
@@ -387,10 +409,16 @@ class LiveRace:
 
         The prediction carries the lap's own facts as read (null when missing): its session
         Time in seconds ("time"), "track_status", "position", "compound", "tyre_life", "stint".
+        Its keys are the same on every lap (a number there is none of is None, in its shape:
+        "expected_next10" None for a run without an ExpectedGap, ten Nones without a forecast);
+        "pit_now" with `pit_now`, named as `race pit-now --json` names the same fields.
+        A lap that ended more than TIME_ROUNDING before a lap already pushed is said once in
+        `notices` and counted (`late_laps`, `late_most`).
 
         Raises:
-            SkipLap: a duplicate (or a changed re-send) or out-of-order lap, a lap number
-                implausibly far ahead of the field, a generated row batch cleaning drops.
+            SkipLap: a duplicate (or a changed re-send, of the driver's last lap or an earlier one
+                read) or out-of-order lap, a lap number implausibly far ahead of the field, a
+                generated row batch cleaning drops.
         """
         lap = dict(lap)  # the caller's dict stays as it was (Restart and Scored are set below)
         if any(k not in lap for k in _LAP_MASKS):
@@ -417,7 +445,7 @@ class LiveRace:
                 probs = torch.softmax(tagged["phase"][0, 0], -1).numpy()  # (3,)
                 phase = PHASES[int(live_phase(probs, np.asarray(pit, np.float32), self.pit_window_threshold)[1])]
         st.last_lap = n
-        st.last_row = {k: v for k, v in lap.items() if k not in _LAP_MASKS and k != "Restart"}
+        st.last_row = st.read[n] = {k: v for k, v in lap.items() if k not in _LAP_MASKS and k != "Restart"}
         if lap.get("HasTime"):  # what tells a generated row after the flag (`_dropped_generated`)
             st.timed = True
             if n > self.last_timed_lap:
@@ -459,6 +487,7 @@ class LiveRace:
             "race_laps": self.featurizer.total_laps,
             "race_laps_estimated": self.featurizer.estimated,
         }
+        rec["expected_next10"] = None  # the key is always there: null when the run did not keep its ExpectedGap
         if "expected" in out:  # the mean lap (a stint's time is a sum of laps: plan with these)
             exp_sec = start + f.ref * out["expected"][0, 0].numpy().astype(float) / 100.0
             rec["expected_next10"] = [round(float(v), 4) for v in exp_sec]
@@ -468,7 +497,7 @@ class LiveRace:
                            np.array([[f.stop_loss]]), np.array([[f.stop_loss_neutral]]), sec[None, None], np.ones((1, 1), bool),
                            CHOICES, np.array([[f.stop_stops]]), None if sprint else np.array([[f.tyres_used]]),
                            self.tyre_wear)
-            rec["pit_now"] = live_record(what, int(n))
+            rec["pit_now"] = _pit_now_names(live_record(what, int(n)))
             if rec["pit_now"] is not None:
                 rec["pit_now"]["sprint"] = sprint
             if rec["pit_now"] is not None:  # where he would rejoin, as the gaps behind stood after lap n-1
@@ -543,6 +572,14 @@ class LiveRace:
                               "read stands: a step cannot be taken back)", driver=drv)
             raise SkipLap(f"{drv} lap {n:g}: duplicate lap", driver=drv)
         elif n < st.last_lap:
+            if n in st.read:  # a re-send of an earlier lap (FastF1 fills a missing LapTime later), not a late lap
+                changed = self._changes(st.read[n], lap)
+                if changed:
+                    raise SkipLap(f"{drv} lap {n:g}: a changed re-send of lap {n:g}, ignored ({changed}; the lap as first "
+                                  f"read stands: a step cannot be taken back, and {drv}'s lap {st.last_lap:g} has been "
+                                  "read since)", driver=drv)
+                raise SkipLap(f"{drv} lap {n:g}: duplicate lap (a re-send of lap {n:g}, after lap {st.last_lap:g})",
+                              driver=drv)
             raise SkipLap(f"{drv} lap {n:g}: out of order (already at lap {st.last_lap:g})", driver=drv)
         else:
             self.grid_closed = True  # a driver's next lap: every car running has crossed the line since the first
@@ -554,6 +591,13 @@ class LiveRace:
                     "(Stint, TyreLife)")
         t_end = num(lap.get("Time"))
         if math.isfinite(t_end):
+            behind = self.latest_end - t_end
+            if behind > TIME_ROUNDING:
+                self.late_laps += 1
+                self.late_most = max(self.late_most, behind)
+                if behind <= ORDER_SLACK and not (self.late_warned or self.order_warned):
+                    self.late_warned = True
+                    self.notices.append(self._late_notice(drv, n, behind))
             if t_end < self.latest_end - ORDER_SLACK and not self.order_warned:
                 self.order_warned = True
                 self.notices.append(f"{drv} lap {n:g} ended at {t_end:.0f} s of the session, before a lap already read "
@@ -568,6 +612,17 @@ class LiveRace:
         if n > self.top_lap or (n == self.top_lap and not math.isfinite(self.top_time)):
             self.top_lap, self.top_time = n, t_end
         return drv, n, st
+
+    def _late_notice(self, drv: str, n: float, behind: float) -> str:
+        """What a lap that ended a little before a lap already processed is told (once)."""
+        said = (f"{drv} lap {n:g} ended {behind:.3f} s of session Time before a lap already processed: each lap reads "
+                "the field (gaps on the road, its pace, who pitted) as the laps before it left it, so laps a little out "
+                "of the order they end move the calls of the laps around them (nothing is skipped)")
+        if self.reorder > 0:
+            return (f"{said}; it came more than --reorder {self.reorder:g} s of the feed's Time late: a larger --reorder "
+                    "holds laps longer (said once; a count when the stream ends)")
+        return (f"{said}; --reorder SECONDS (a little more than the feed's worst lag) holds each lap until the feed's "
+                "Time is SECONDS past its own and processes them in Time order (said once; a count when the stream ends)")
 
     def _plausible(self, drv: str, n: float, t_end: float) -> None:
         """Refuse (SkipLap, nothing changed) a lap number implausibly far ahead: a corrupted
@@ -698,18 +753,38 @@ def read_header(stream: IO[str], follow: bool = False, poll: float = 0.5) -> str
     return header.lstrip("\ufeff")
 
 
-def stream_lines(stream: IO[str], follow: bool = False, poll: float = 0.5) -> Iterator[tuple[int, str]]:
+IDLE, END = "idle", "end"  # `stream_lines`' events (line number None): the input idle, a followed file's end reached
+
+
+def stream_lines(stream: IO[str], follow: bool = False, poll: float = 0.5, idle: float | None = None,
+                 events: bool = False) -> Iterator[tuple[int | None, str]]:
     """(line number, line) as they come, after the header (line 1); with `follow`, waits at the
     end of the file (like tail -f) and for the rest of a half-written line (`FollowReader`
-    gives only whole lines; a text stream's half line is kept until its end comes)."""
+    gives only whole lines; a text stream's half line is kept until its end comes).
+
+    With `events` and `follow`: (None, END) the first time the end of the file is reached (the
+    lines already there are read), and with `idle`, (None, IDLE) each time no line has come for
+    `idle` seconds (`follow_race` then lets the laps it holds for --reorder go)."""
     lineno, part = 1, ""
+    ended, quiet = False, None  # the end reached once; when the input went quiet (monotonic seconds)
     while True:
         line = stream.readline()
         if not line:
             if not follow:
                 return
+            if events and not ended:
+                ended = True
+                yield None, END
+            if events and idle is not None:
+                now = _monotonic()
+                if quiet is None:
+                    quiet = now
+                elif now - quiet >= idle:
+                    quiet = now
+                    yield None, IDLE
             time.sleep(poll)
             continue
+        quiet = None
         part += line
         if follow and not part.endswith("\n"):  # a half-written line: wait for the rest
             continue
@@ -732,14 +807,22 @@ class FollowReader:
     them cannot be told (the same race again would be all duplicates; another, a mix).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, new: bool = False):
         self.path = str(path)
         self.file = open(path, "rb")
+        # the bytes already in the file when live started (`new`: the file was not there yet: none): the
+        # lines within them are laps a restarted process catches up on (--catch-up)
+        self.start_size = 0 if new else os.fstat(self.file.fileno()).st_size
         self.pos = 0  # bytes read: the end of the last whole line
         self.lines = 0  # whole lines given (the header is line 1)
         self.inode = os.fstat(self.file.fileno()).st_ino
         self.first = b""  # the header line's bytes, and the last whole line's: a file rewritten in place
         self.last = b""  # (same inode, `cp other.csv FILE`) no longer holds them where they were read
+
+    @property
+    def catching_up(self) -> bool:
+        """The last line given was already in the file when live started."""
+        return self.pos <= self.start_size
 
     def readline(self) -> str:
         self._same_lines()
@@ -1142,10 +1225,10 @@ class _RaceSwitch:
 
     def __init__(self, where: str):
         self.where = where
-        self.held: list[tuple[int, dict]] = []  # (line number, lap) not pushed yet
+        self.held: list[tuple] = []  # (line number, lap, catching up) not pushed yet
         self.back: set[str] = set()  # drivers seen who went back in the held run
 
-    def hold(self, live: LiveRace, lineno: int, lap: dict) -> bool:
+    def hold(self, live: LiveRace, lineno: int, lap: dict, catch: bool = False) -> bool:
         """Whether the lap is held back (LapnetError: the feed switched races)."""
         if live.top_lap <= SWITCH_AFTER:
             return False
@@ -1154,7 +1237,7 @@ class _RaceSwitch:
         earlier = math.isfinite(t) and t < live.latest_end - SWITCH_BACK
         if not (early or earlier):
             return False
-        self.held.append((lineno, lap))
+        self.held.append((lineno, lap, catch))
         st = live.drivers.get(drv)
         if st is not None and (earlier or n < st.last_lap):
             self.back.add(drv)
@@ -1166,9 +1249,88 @@ class _RaceSwitch:
                 "race its own file or feed, or a Race column and --race NAME")
         return True
 
-    def release(self) -> list[tuple[int, dict]]:
+    def release(self) -> list[tuple]:
         out, self.held, self.back = self.held, [], set()
         return out
+
+
+class _Reorder:
+    """`race live --reorder SECONDS`: laps held until the feed's session Time (the latest `Time`
+    read) is SECONDS past their own, then processed in the order they ended, batch's
+    (`features.session_order`: by Time, then lap number, then driver; a lap without a Time right
+    after the driver's previous lap). `flush` lets every lap held go, in that order: at the end
+    of the input, and when it has been idle for SECONDS of wall time (`follow_race`). A feed whose
+    laps come at most SECONDS late so gives exactly the lines of the same feed in order.
+
+    A re-send of a lap still held (same driver and lap number) is a duplicate when nothing
+    changed (SkipLap), else it takes the held lap's place, said in `notes`: FastF1 sends a lap
+    again once it has filled a cell, a missing LapTime mostly, and the lap is then read as the
+    finished race's table has it. A lap more than TIME_JUMP seconds after the feed's Time (a
+    corrupted Time, or the end of a long suspension) is not held: the laps held go first and it
+    is pushed at once, where `LiveRace` takes or refuses it (`sync` moves the clock once taken)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = float(seconds)
+        self.heap: list[list] = []  # [Time key, lap number, driver, arrival, line number, lap, catching up, alive]
+        self.held: dict[tuple[str, float], list] = {}  # (driver, lap number) -> its live entry in the heap
+        self.clock = -math.inf  # the latest session Time read
+        self.last_key: dict[str, float] = {}  # driver -> the Time key of his latest lap read
+        self.arrivals = 0
+        self.notes: list[str] = []  # what the caller says, naming the input line
+
+    def add(self, live: LiveRace, lineno: int, lap: dict, catch: bool = False) -> list[tuple]:
+        """Hold one lap read; returns the laps now due, (line number, lap, catching up) in the order
+        they ended. Raises SkipLap for an unchanged re-send of a lap still held."""
+        import heapq
+
+        drv, n, t = str(lap.get("Driver") or ""), num(lap.get("LapNumber")), num(lap.get("Time"))
+        if not drv or drv == "nan" or not math.isfinite(n):
+            return [(lineno, lap, catch)]  # `LiveRace` refuses it, naming what it lacks
+        if math.isfinite(t) and math.isfinite(self.clock) and t > self.clock + TIME_JUMP:
+            return self.flush() + [(lineno, lap, catch)]
+        old = self.held.get((drv, n))
+        if old is not None:
+            changed = live._changes(old[5], lap)
+            if not changed:
+                raise SkipLap(f"{drv} lap {n:g}: duplicate lap", driver=drv)
+            old[7] = False
+            self.notes.append(f"{drv} lap {n:g}: a changed re-send of lap {n:g} (line {old[4]}) while --reorder held it: "
+                              f"this one is used ({changed})")
+        key = t if math.isfinite(t) else self.last_key.get(drv, -1.0)  # batch's rule for a lap without a Time
+        self.last_key[drv] = key
+        if math.isfinite(t):
+            self.clock = max(self.clock, t)
+        entry = [key, n, drv, self.arrivals, lineno, lap, catch, True]
+        self.arrivals += 1
+        self.held[(drv, n)] = entry
+        heapq.heappush(self.heap, entry)
+        return self._due()
+
+    def sync(self, live: LiveRace) -> None:
+        """The feed's Time is at least the latest lap `LiveRace` took (a lap far later, taken)."""
+        self.clock = max(self.clock, live.latest_end)
+
+    def _due(self, everything: bool = False) -> list[tuple]:
+        import heapq
+
+        out = []
+        while self.heap:
+            top = self.heap[0]
+            if top[7] and not everything and math.isfinite(self.clock) and top[0] > self.clock - self.seconds:
+                break
+            heapq.heappop(self.heap)
+            if top[7]:
+                del self.held[(top[2], top[1])]
+                out.append((top[4], top[5], top[6]))
+        return out
+
+    def flush(self) -> list[tuple]:
+        """Every lap held, in the order they ended."""
+        return self._due(everything=True)
+
+    def waiting(self) -> list[int]:
+        """The input lines of the laps held, in the order they came."""
+        return sorted(e[4] for e in self.held.values())
 
 
 class _FeedRace:
@@ -1289,6 +1451,7 @@ def _print_err(line: str) -> None:
 
 
 MAX_POLL = 3600.0  # seconds: --poll above it would overflow the wait's deadline for nothing
+CATCH_UP = ("print", "mark", "skip")  # --catch-up: the laps already in a followed FILE when live started
 
 
 def check_poll(poll: Any) -> None:
@@ -1299,27 +1462,96 @@ def check_poll(poll: Any) -> None:
                           f"at most {MAX_POLL:g}, got {shown}")
 
 
+def check_reorder(reorder: Any) -> None:
+    """--reorder: a finite number of seconds from 0 (off) to MAX_REORDER, else one LapnetError."""
+    if not (isinstance(reorder, (int, float)) and not isinstance(reorder, bool) and math.isfinite(reorder)
+            and 0 <= reorder <= MAX_REORDER):
+        shown = f"{reorder:g}" if isinstance(reorder, (int, float)) else repr(reorder)
+        raise LapnetError(f"--reorder: seconds of session Time a lap is held to be put in the order laps ended, a "
+                          f"finite number from 0 (off) to {MAX_REORDER:g}, got {shown}")
+
+
+def check_catch_up(catch_up: Any, follow: bool) -> None:
+    """--catch-up: one of CATCH_UP, and anything but "print" only with --follow; else one LapnetError."""
+    if catch_up not in CATCH_UP:
+        raise LapnetError(f"--catch-up: one of {', '.join(CATCH_UP)}, got {catch_up!r}")
+    if catch_up != "print" and not follow:
+        raise LapnetError(f"--catch-up {catch_up}: for --follow (the laps already in the followed FILE when live "
+                          "started); stdin and a finished FILE have no such laps to tell apart")
+
+
+def _wait_for(path: str, poll: float, say: Callable[[str], None]) -> None:
+    """--follow on a FILE not there yet (live started before the feed): say so once and wait for it
+    (Ctrl-C ends the wait as it ends a stream); then refuse what cannot be followed."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise LapnetError(f"{path}: no such file, and no folder {folder} for it to appear in")
+    say(f"lapnet: {path} does not exist yet: waiting for it to appear (--follow; Ctrl-C to stop)")
+    while not os.path.lexists(path):
+        time.sleep(poll)
+    if Path(path).is_dir():
+        raise LapnetError(f"{path}: is a directory, not a lap table (give CSV or Parquet files)")
+    if is_pipe(path):
+        raise LapnetError(f"{path}: a pipe is read as it comes, like stdin (--follow is for a growing regular file)")
+    while not os.path.exists(path):  # a symbolic link whose target is still to come
+        time.sleep(poll)
+
+
+def _idle_lines(lines: Iterator[tuple[int, str]], idle: float) -> Iterator[tuple[int | None, str]]:
+    """The lines of a stream read as they come (stdin, a pipe) with (None, IDLE) each time none has
+    come for `idle` seconds: a reader thread takes the blocking reads, so that --reorder lets the
+    laps it holds go while the feed is quiet (a race's last laps, a pause), as with --follow."""
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue()
+    done = object()
+
+    def pump() -> None:
+        try:
+            for item in lines:
+                box.put(item)
+            box.put(done)
+        except BaseException as e:  # noqa: BLE001  (said in the main thread, as if read there)
+            box.put(e)
+
+    threading.Thread(target=pump, name="lapnet-live-reader", daemon=True).start()
+    while True:
+        try:
+            item = box.get(timeout=idle)
+        except queue.Empty:
+            yield None, IDLE
+            continue
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bool = False, race_laps: int | None = None,
                 poll: float = 0.5, drivers: str | Any | None = None, race: str | None = None, pit_now: bool = False,
+                reorder: float = 0.0, catch_up: str = "print",
                 emit: Callable[[dict], None] | None = None, say: Callable[[str], None] | None = None) -> dict:
     """`lapnet race live`: follow a race lap by lap from a CSV feed, one prediction per lap.
 
     The input is CSV lines, header first (UTF-8, a byte-order mark allowed): stdin ("-",
-    read as it comes), a growing FILE with `follow` (like tail -f; a file still empty is
-    waited for), or a finished FILE, replayed in the order the laps ended (`replay_order`)
-    with its length read from it (`file_race_laps`) unless `race_laps` is given. Stdin
-    or `follow` without `race_laps`: the length is estimated from the race's pace
-    (`features.estimate_race_laps`), with a warning. Ctrl-C ends the stream quietly (a
-    followed file's last line still without its line end is said to be unread). A followed
-    file is read as bytes, whole lines only (`FollowReader`), and refused once truncated or
-    replaced.
+    read as it comes), a growing FILE with `follow` (like tail -f; a file still empty, or not
+    there yet, is waited for), or a finished FILE, replayed in the order the laps ended
+    (`replay_order`) with its length read from it (`file_race_laps`) unless `race_laps` is
+    given. Stdin or `follow` without `race_laps`: the length is estimated from the race's pace
+    (`features.estimate_race_laps`), with one warning naming the estimate once a lap has set
+    the race's pace. Ctrl-C ends the stream quietly (a followed file's last line still without
+    its line end is said to be unread, as are laps held for `reorder`). A followed file is read
+    as bytes, whole lines only (`FollowReader`), and refused once truncated or replaced.
 
     One race at a time: a table with several (its Race column) needs `race`; a feed whose
     Race changes stops with an error, as does one without a Race column that runs into
     another race (`_RaceSwitch`; a finished file: `_one_session`). A header line again
     (files concatenated) is skipped; one with other columns stops the stream. A driver first
     seen after the grid joins, a feed that starts after lap 1 and a gap in a driver's laps are
-    warned (`LiveRace.push`). Skipped laps are warned line by line, except the routine ones
+    warned (`LiveRace.push`), as are laps that ended before a lap already processed (once, and
+    a count when the stream ends). Skipped laps are warned line by line, except the routine ones
     of a finished race (FastF1's rows after the flag, a non-starter's rows): one line each
     kind, when the stream ends.
 
@@ -1333,6 +1565,13 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
             field has crossed the line is refused then (a warning if others were found).
         race: the race to follow in a table or feed of several (Race column, any case).
         pit_now: add the pit-now what-if to every prediction (`LiveRace`).
+        reorder: seconds; above 0, each lap is held until the feed's latest Time is that far past
+            its own (or the input ends, or has been idle that many seconds) and processed in the
+            order laps ended (`_Reorder`): a feed up to that late gives the ordered feed's lines.
+            0 (the default): each lap is processed as it comes.
+        catch_up: with `follow`, the laps already in FILE when live started (a process restarted
+            on a feed): "print" them as any lap (the default), "mark" every line with "catch_up"
+            (true on those), or "skip" printing them (they are still read: the state is the same).
         emit: called with each prediction (default: one JSON line on stdout).
         say: called with each line for the user, notes and warnings naming the input line
             (default: stderr).
@@ -1344,14 +1583,16 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
     Raises:
         LapnetError: an empty input, no usable lap, text that is not UTF-8 (a Parquet file:
             said so), several races, a header with other columns mid-stream, a followed file
-            truncated or replaced, `drivers` matching nobody (one line each); `LiveRace`'s
-            errors for the run and the header.
+            truncated or replaced, `drivers` matching nobody, a bad `poll`, `reorder` or
+            `catch_up` (one line each); `LiveRace`'s errors for the run and the header.
     """
     emit, say, file = emit or _print_json, say or _print_err, str(file)
     where = "stdin" if file == "-" else file
     wanted = drivers if drivers is None or isinstance(drivers, DriverFilter) else DriverFilter(drivers)
     if follow:
         check_poll(poll)
+    check_reorder(reorder)
+    check_catch_up(catch_up, follow)
     if isinstance(run, (str, Path)):
         run = load_run(run)  # the run's errors come first, before the feed is waited for
     if pit_now:
@@ -1359,20 +1600,24 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
     piped = file != "-" and is_pipe(file)  # a FIFO or process substitution <(...): read once, as it comes, like stdin
     if piped and follow:
         raise LapnetError(f"{file}: a pipe is read as it comes, like stdin (--follow is for a growing regular file)")
-    if file != "-" and not piped:
+    absent = follow and file != "-" and not os.path.lexists(file)  # live started before the feed: waited for
+    if file != "-" and not piped and not absent:
         _refuse_parquet(file)
-    stream: Any = (sys.stdin if file == "-" else open(file, encoding="utf-8-sig") if piped else FollowReader(file) if follow
-                   else open(file, encoding="utf-8-sig"))
+    stream: Any = (None if absent else sys.stdin if file == "-" else open(file, encoding="utf-8-sig") if piped
+                   else FollowReader(file) if follow else open(file, encoding="utf-8-sig"))
     live: LiveRace | None = None
     n_out = 0  # laps read and predicted (emitted or filtered out by `drivers`)
     skips = _Skips(say)
     feed: _FeedRace | None = None  # a feed's race, checked line by line (a finished file's is picked up front)
     switch: _RaceSwitch | None = None  # a feed running into another race (a finished file: `_one_session`)
+    order = _Reorder(reorder) if reorder > 0 else None
     current = None  # a finished file's race
     grid_checked = False
+    length_said = race_laps is not None  # an estimated length is said once, naming it
+    caught = {"laps": 0, "last": 0, "said": False}  # lines already in a followed FILE when live started
 
-    def take(lineno: int, lap: dict) -> None:  # push one lap read, say what came of it
-        nonlocal n_out, grid_checked
+    def take(lineno: int, lap: dict, catch: bool = False) -> None:  # push one lap read, say what came of it
+        nonlocal n_out, grid_checked, length_said
         try:
             pred = live.push(lap)
         except SkipLap as e:
@@ -1381,28 +1626,66 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
         for notice in live.notices:
             say(f"lapnet: warning: line {lineno}: {notice}")
         live.notices.clear()
+        if order is not None:
+            order.sync(live)
         if pred is None:
             return
         n_out += 1
+        if not length_said and live.featurizer.ref_source == "scored":
+            length_said = True
+            say(_length_line(pred["race_laps"], lineno))
         if wanted is not None and live.grid_closed and not grid_checked:
             grid_checked = True
             _grid_check(wanted, live, say)
-        if wanted is None or wanted.shows(pred["driver"], live):
+        if catch_up == "mark":
+            pred["catch_up"] = catch
+        if (wanted is None or wanted.shows(pred["driver"], live)) and not (catch and catch_up == "skip"):
             emit(pred)
 
+    def push(lineno: int, lap: dict, catch: bool) -> None:  # past the race-switch check, then `take`
+        if switch is not None:
+            if switch.hold(live, lineno, lap, catch):
+                return
+            for held in switch.release():
+                take(*held)
+        take(lineno, lap, catch)
+
     try:
+        if absent:
+            _wait_for(file, poll, say)
+            stream = FollowReader(file, new=True)
         header, cols = _checked_header(stream, follow, poll, where, wanted, race)
         if file != "-" and not follow and not piped:  # a finished race
             lines, current, race_laps, notes, relabel = _replay(stream, cols, race, race_laps, file)
         else:
-            lines, notes, feed, relabel = stream_lines(stream, follow, poll), [], _FeedRace(cols, race, where), {}
+            lines = stream_lines(stream, follow, poll, idle=reorder if order is not None else None,
+                                 events=order is not None or catch_up != "print")
+            if order is not None and not follow:  # stdin, a pipe: read in a thread, so that a quiet feed is seen
+                lines = _idle_lines(lines, reorder)
+            notes, feed, relabel = [], _FeedRace(cols, race, where), {}
             switch = _RaceSwitch(where)
-        live = LiveRace(run, total_laps=race_laps, pit_now=pit_now, relabel=relabel)  # None: estimated from the race's pace
+        live = LiveRace(run, total_laps=race_laps, pit_now=pit_now, relabel=relabel,  # None: estimated from the race's pace
+                        reorder=reorder)
         with warnings.catch_warnings(record=True) as remarks:  # said with the notes, once a lap has come
             warnings.simplefilter("always")
             live.set_header(header)
+        length_said = race_laps is not None
+        if order is not None and "Time" not in cols:
+            notes.append(f"lapnet: warning: --reorder {reorder:g}: {where} has no Time column: laps are taken in the "
+                         "order they come")
         said = False
         for lineno, line in lines:
+            if lineno is None:  # an event of the input: idle for --reorder's seconds, or a followed file's end reached
+                if line == IDLE and order is not None:
+                    for held in order.flush():
+                        push(*held)
+                elif line == END and catch_up != "print" and caught["laps"] and not caught["said"]:
+                    caught["said"] = True
+                    say(f"lapnet: caught up with {file}: the {caught['laps']} lap lines already in it when live "
+                        f"started (lines 2-{caught['last']}) were read"
+                        + (", not printed (--catch-up skip)" if catch_up == "skip" else
+                           ' (their JSON lines say "catch_up": true)') + "; from here on, laps as they come")
+                continue
             line = line.strip("\r\n")
             if not line.strip():
                 continue
@@ -1413,18 +1696,31 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
                 continue
             if not said:  # so that an error before the first lap stays one line
                 said = True
-                _say_notes(notes, remarks, race_laps is None, say)
+                _say_notes(notes, remarks, say)
+            catch = isinstance(stream, FollowReader) and stream.catching_up
+            if catch:
+                caught["laps"], caught["last"] = caught["laps"] + 1, lineno
             try:
                 lap = live.parse(line)
             except SkipLap as e:
                 skips.add(e, lineno)
                 continue
-            if switch is not None:
-                if switch.hold(live, lineno, lap):
-                    continue
-                for held in switch.release():
-                    take(*held)
-            take(lineno, lap)
+            if order is None:
+                push(lineno, lap, catch)
+                continue
+            try:
+                due = order.add(live, lineno, lap, catch)
+            except SkipLap as e:
+                skips.add(e, lineno)
+                continue
+            for note in order.notes:
+                say(f"lapnet: warning: line {lineno}: {note}")
+            order.notes.clear()
+            for held in due:
+                push(*held)
+        if order is not None:
+            for held in order.flush():
+                push(*held)
         if switch is not None:
             for held in switch.release():
                 take(*held)
@@ -1434,6 +1730,11 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
                 raise LapnetError(f"--race {race}: no lap of this race in {where} (races: {others})")
             raise LapnetError(f"{where}: no usable laps in the stream")
     except KeyboardInterrupt:
+        if order is not None and order.held:
+            waiting = order.waiting()
+            k = len(waiting)
+            say(f"lapnet: warning: {k} lap{'s' if k > 1 else ''} from line {waiting[0]} on not processed: held by "
+                f"--reorder {reorder:g} until the feed's Time passed theirs (the stream was stopped first)")
         if switch is not None and switch.held:
             first, k = switch.held[0][0], len(switch.held)
             say(f"lapnet: warning: {k} lap{'s' if k > 1 else ''} from line {first} on not read: held back while the feed "
@@ -1448,24 +1749,43 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
             raise _parquet_error(where) from None
         raise LapnetError(f"{where}: not UTF-8 text ({e.reason}: {e.object[e.start:e.start + 1]!r})") from None
     finally:
-        if stream is not sys.stdin:
+        if stream is not None and stream is not sys.stdin:
             stream.close()
     skips.summarise()
+    if live is not None and n_out and not length_said:  # no lap set the race's pace: the default length was used
+        say(_length_line(live.featurizer.total_laps, None))
+    if live is not None and live.late_laps > 1:
+        hint = (f"a larger --reorder than {reorder:g} s puts them in order" if reorder > 0
+                else "--reorder SECONDS puts laps up to that late in order")
+        say(f"lapnet: warning: {live.late_laps} laps in all ended before a lap already processed (by up to "
+            f"{live.late_most:.3f} s of session Time): their calls, and those of the laps around them, read the field "
+            f"out of order; {hint}")
     missing = _end_check(wanted, live, n_out, say)
     return {"laps": n_out, "drivers": sorted(live.drivers) if live is not None else [], "missing": missing,
             "race": feed.current if feed is not None else current}
 
 
-def _say_notes(notes: list[str], remarks: list[warnings.WarningMessage], estimated: bool,
-               say: Callable[[str], None]) -> None:
+def _length_line(laps: int, lineno: int | None) -> str:
+    """The one warning of a race length left to estimate (no --race-laps on a feed), naming the
+    estimate: at the first lap that set the race's pace (`lineno`), or when the stream ends
+    without one (None: the default length was used throughout)."""
+    from lapnet.race.features import DEFAULT_RACE_LAPS
+
+    where = f"line {lineno}: " if lineno is not None else ""
+    what = (f"{laps} laps (from the race's first Scored lap: within a lap or two of where it settles, as the reference "
+            "lap does over the first laps)" if lineno is not None else
+            f"{laps} laps (no lap was Scored: the default {DEFAULT_RACE_LAPS}, or the laps seen)")
+    return (f"lapnet: warning: {where}--race-laps not given: estimating the race length from its green-flag pace: {what}; "
+            "7.7% off on average over the 15 real races, 19.6% at worst; the race fraction, the pit call, pit-now "
+            "(none with fewer than 3 laps to go) and its laps_to_flag depend on it: give --race-laps N (each JSON line "
+            "says race_laps)")
+
+
+def _say_notes(notes: list[str], remarks: list[warnings.WarningMessage], say: Callable[[str], None]) -> None:
     """What was read from the input (a finished file's length and order, the header's missing
-    columns) and a length left to estimate: said when the first lap comes, not before, so that
-    an input refused before its first lap (bytes that are not UTF-8, a Parquet file on stdin) gets
-    one line, the error."""
+    columns): said when the first lap comes, not before, so that an input refused before its
+    first lap (bytes that are not UTF-8, a Parquet file on stdin) gets one line, the error."""
     for note in notes:
         say(note)
     for w in remarks:  # the header's (columns missing): through the CLI's one-line warnings
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    if estimated:
-        say("lapnet: warning: --race-laps not given: estimating the race length from its green-flag "
-            "pace (7.7% off on average over the 15 real races; each JSON line says race_laps)")

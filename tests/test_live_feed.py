@@ -140,14 +140,15 @@ def test_reorder_lets_the_laps_it_holds_go_when_the_feed_is_idle(feed, run_cli, 
     assert code == 0 and out == want and seen["lines"] == n, err
 
 
-@pytest.mark.parametrize("value, shown", [("-1", "-1"), ("nan", "nan"), ("601", "601")])
+# 1e-9: a pipe waits for input --reorder seconds at a time, so a near-zero value spun a core while the feed was quiet
+@pytest.mark.parametrize("value, shown", [("-1", "-1"), ("nan", "nan"), ("601", "601"), ("1e-9", "1e-09")])
 def test_reorder_must_be_a_number_of_seconds(feed, run_cli, tmp_path, value, shown):
     path = tmp_path / "laps.csv"
     path.write_text(_csv(_first(feed["laps"], 1)))
     code, out, err = run_cli("race", "live", feed["run"], path, f"--reorder={value}")
     assert code == 2 and out == ""
     assert err.strip() == ("lapnet: error: --reorder: seconds of session Time a lap is held to be put in the order laps "
-                           f"ended, a finite number from 0 (off) to 600, got {shown}")
+                           f"ended, 0 (off) or a finite number from 0.01 to 600, got {shown}")
 
 
 # 2. a lap re-sent once FastF1 filled its LapTime ------------------------------------------------------

@@ -1463,12 +1463,14 @@ def check_poll(poll: Any) -> None:
 
 
 def check_reorder(reorder: Any) -> None:
-    """--reorder: a finite number of seconds from 0 (off) to MAX_REORDER, else one LapnetError."""
+    """--reorder: 0 (off), or a finite number of seconds from 0.01 (a pipe waits for input that
+    long: less would spin a core while the feed is quiet, as --poll's floor) to MAX_REORDER, else
+    one LapnetError."""
     if not (isinstance(reorder, (int, float)) and not isinstance(reorder, bool) and math.isfinite(reorder)
-            and 0 <= reorder <= MAX_REORDER):
+            and (reorder == 0 or 0.01 <= reorder <= MAX_REORDER)):
         shown = f"{reorder:g}" if isinstance(reorder, (int, float)) else repr(reorder)
-        raise LapnetError(f"--reorder: seconds of session Time a lap is held to be put in the order laps ended, a "
-                          f"finite number from 0 (off) to {MAX_REORDER:g}, got {shown}")
+        raise LapnetError(f"--reorder: seconds of session Time a lap is held to be put in the order laps ended, 0 "
+                          f"(off) or a finite number from 0.01 to {MAX_REORDER:g}, got {shown}")
 
 
 def check_catch_up(catch_up: Any, follow: bool) -> None:
@@ -1490,7 +1492,7 @@ def _wait_for(path: str, poll: float, say: Callable[[str], None]) -> None:
     while not os.path.lexists(path):
         time.sleep(poll)
     if Path(path).is_dir():
-        raise LapnetError(f"{path}: is a directory, not a lap table (give CSV or Parquet files)")
+        raise LapnetError(f"{path}: is a directory, not a lap table (live reads a CSV file)")
     if is_pipe(path):
         raise LapnetError(f"{path}: a pipe is read as it comes, like stdin (--follow is for a growing regular file)")
     while not os.path.exists(path):  # a symbolic link whose target is still to come

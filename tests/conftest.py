@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -88,3 +91,25 @@ def sim_races(tmp_path_factory) -> tuple[Path, list[Path]]:
         parts.append(d / f"{r}.csv")
         df[df["Race"] == r].drop(columns=["Race"]).to_csv(parts[-1], index=False)
     return table, parts
+
+
+@pytest.fixture
+def held_lock(tmp_path):
+    """Another lapnet process holding the lock on the empty directory tmp_path/run, as a command
+    writing there (a training) does: (run, its pid)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    code = textwrap.dedent(f"""
+        import sys
+        from lapnet.run_dir import lock_run_dir
+        lock_run_dir({str(run)!r})
+        print("locked", flush=True)
+        sys.stdin.read()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield run, proc.pid
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)

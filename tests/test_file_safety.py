@@ -174,27 +174,6 @@ def test_stale_figures_trusts_only_an_experiments_metrics(tmp_path):
 # 3. one training process per --out
 
 
-@pytest.fixture
-def held_lock(tmp_path):
-    """Another process holding the lock on tmp_path/run (as a training would)."""
-    run = tmp_path / "run"
-    run.mkdir()
-    code = textwrap.dedent(f"""
-        import sys
-        from lapnet.run_dir import lock_run_dir
-        lock_run_dir({str(run)!r})
-        print("locked", flush=True)
-        sys.stdin.read()
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield run, proc.pid
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=30)
-
-
 def test_a_second_training_into_one_out_is_refused(held_lock, run_cli, tmp_path, sim_races):
     run, pid = held_lock
     other = run / ".model.safetensors.x1y2.tmp"  # the other process's write in progress

@@ -142,29 +142,6 @@ def test_main_called_with_argv_leaves_the_callers_sigint_handler(run_cli):
 # 3. one lapnet process per --out
 
 
-@pytest.fixture
-def held_lock(tmp_path):
-    """Another process holding the lock on the empty directory tmp_path/run, as a lapnet command
-    writing there does."""
-    run = tmp_path / "run"
-    run.mkdir()
-    code = textwrap.dedent(f"""
-        import sys
-        from lapnet.run_dir import lock_run_dir
-        lock_run_dir({str(run)!r})
-        print("locked", flush=True)
-        sys.stdin.read()
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=_env())
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield run, proc.pid
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=30)
-
-
 @pytest.mark.parametrize("args", [
     ("sine", "--epochs", "2", "--hidden", "2", "--arch", "rnn", "--quiet"),
     ("trend", "--epochs", "1", "--hidden", "2", "--train", "8", "--test", "4", "--quiet"),

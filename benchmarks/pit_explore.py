@@ -280,7 +280,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from lapnet.race.features import NET_FEATURES as FEATURES, build_sequences
     from lapnet.race.metrics import roc_auc
-    from lapnet.race.pipeline import RaceTrainConfig, _split, load_laps, subset_sequences
+    from lapnet.race.inputs import load_laps, subset_sequences
+    from lapnet.race.training import _split
+    from lapnet.race.training_config import RaceTrainConfig
 
     try:
         from lapnet.race.pit import PIT_EXTRA, pit_extra_features
@@ -494,7 +496,8 @@ def main(argv=None) -> int:
     if "gru" in todo:  # a RaceNet (GRU, hidden 32) trained on the pit loss alone, early-stopped on its validation race
         from lapnet.race.models import RaceModelConfig, RaceNet
         from lapnet.checkpoint import load_tensors
-        from lapnet.race.pipeline import SeqBatches, _tensors, run_net
+        from lapnet.race.runs import run_net
+        from lapnet.race.training import SeqBatches, _tensors
         from lapnet.train import TorchLearner, TrainConfig, fit
 
         size = {"hidden_size": 8, "epochs": 1} if args.toy else {"hidden_size": 32}

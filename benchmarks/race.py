@@ -188,7 +188,11 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from lapnet.race.features import build_sequences
-    from lapnet.race.pipeline import RaceTrainConfig, load_laps, load_run, run_net, score_predictions, to_seconds, train_race
+    from lapnet.race.evaluation import score_predictions
+    from lapnet.race.inputs import load_laps
+    from lapnet.race.runs import load_run, run_net, to_seconds
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.simulate import simulate
 
     t0 = time.perf_counter()

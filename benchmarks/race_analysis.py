@@ -150,7 +150,7 @@ def _horizon_slope(tau, rho, e, k, n0: float) -> np.ndarray:
 def analysis_a(seq, d, race_of, fold_of, races) -> None:
     from lapnet.race.baselines import baseline_forecasts
     from lapnet.race.metrics import eval_mask
-    from lapnet.race.pipeline import to_seconds
+    from lapnet.race.runs import to_seconds
 
     head("a", "Results (Tried and dropped: correcting the forecasts online)", "correcting the forecasts online by the errors already seen in the race (causal in session time)")
     sec = to_seconds(seq, d["mean"])  # (N, T, K) s
@@ -417,7 +417,7 @@ def main(argv=None) -> int:
         print(f"skipped: real F1 data not found at {DATA} (set LAPNET_F1_DATA)")
         return 0
     from lapnet.race.features import build_sequences
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     paths = sorted(DATA.glob("*.csv"))
     laps, _ = load_laps(paths)

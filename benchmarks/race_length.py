@@ -43,7 +43,7 @@ FOLDS = 5
 def race_refs(paths: list[Path]) -> list[dict]:
     """Per race: its length, its reference lap after the first Scored lap and once fixed."""
     from lapnet.race.features import RaceFeaturizer, race_laps, session_order
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     rows = []
     for p in paths:
@@ -99,7 +99,11 @@ def part2(paths: list[Path], runs: Path, cfg_args: dict) -> None:
 
     from lapnet.race.features import DEFAULT_RACE_LAPS, build_sequences
     from lapnet.race.metrics import roc_auc
-    from lapnet.race.pipeline import RaceTrainConfig, load_laps, load_run, run_outputs, score_predictions, train_race
+    from lapnet.race.evaluation import score_predictions
+    from lapnet.race.inputs import load_laps
+    from lapnet.race.runs import load_run, run_outputs
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
 
     torch.set_num_threads(1)
     ways = {"file": "file", "estimate": "estimate", f"fixed {DEFAULT_RACE_LAPS}": DEFAULT_RACE_LAPS}

@@ -53,7 +53,7 @@ def _train_fold(job) -> tuple[float, float]:
     """Train one fold (run in a worker process with --jobs > 1); returns (wall, CPU) seconds."""
     import torch
 
-    from lapnet.race.pipeline import train_race
+    from lapnet.race.training import train_race
 
     train_paths, out, cfg, threads = job
     torch.set_num_threads(threads)
@@ -94,7 +94,9 @@ def phase_reference(run, train_paths: list[Path], seed: int, races: int = 4) -> 
     quality."""
     from lapnet.race.features import PHASES, build_sequences
     from lapnet.race.metrics import macro_f1, phase_checks
-    from lapnet.race.pipeline import load_laps, phase_calls, run_outputs, simulate_calibrated
+    from lapnet.race.inputs import load_laps
+    from lapnet.race.runs import phase_calls, run_outputs
+    from lapnet.race.training import simulate_calibrated
 
     real, _ = load_laps(train_paths)
     sim, _ = load_laps(simulate_calibrated(real, races, seed=seed))
@@ -127,8 +129,10 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     (`jobs` folds trained at once in worker processes); `save`: an .npz of the out-of-fold outputs."""
     from lapnet.race.features import build_sequences
     from lapnet.race.metrics import roc_auc
-    from lapnet.race.pipeline import (load_laps, load_run, run_net, run_outputs, score_predictions, subset_sequences, to_seconds,
-                                      train_race)
+    from lapnet.race.evaluation import score_predictions
+    from lapnet.race.inputs import load_laps, subset_sequences
+    from lapnet.race.runs import load_run, run_net, run_outputs, to_seconds
+    from lapnet.race.training import train_race
     from lapnet.race.whatif import CHOICES, pit_now, pool_stop_errors, stop_check, stop_errors
 
     laps, _ = load_laps(paths)
@@ -221,7 +225,7 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
     if nets is not None:  # the fresh block again, with the nets from the reference lap beside the FreshStart
         from lapnet.race.baselines import fresh_baselines
         from lapnet.race.metrics import forecast_report
-        from lapnet.race.pipeline import to_seconds
+        from lapnet.race.runs import to_seconds
 
         fresh = ~np.isfinite(seq.base)[:, :, None]
         pooled["fresh_vs_nets"] = forecast_report(
@@ -277,7 +281,7 @@ def fresh_by_origin(seq, o: dict) -> dict:
     lap under a safety car, VSC or red flag; on the fresh block's pairs."""
     from lapnet.race.features import FEATURES
     from lapnet.race.metrics import eval_mask
-    from lapnet.race.pipeline import to_seconds
+    from lapnet.race.runs import to_seconds
 
     sec = to_seconds(seq, o["mean"])[:, :, 0]
     m = eval_mask(seq, "fresh")[:, :, 0] & np.isfinite(sec)
@@ -411,7 +415,7 @@ def table(name: str, res: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from lapnet.race.pipeline import RaceTrainConfig
+    from lapnet.race.training_config import RaceTrainConfig
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds", type=int, default=5)
@@ -454,7 +458,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from lapnet.race.pipeline import train_race
+    from lapnet.race.training import train_race
 
     paths = sorted(DATA.glob("*.csv"))
     cfg = RaceTrainConfig(epochs=args.epochs, hidden_size=args.hidden, pit_weight=args.pit_weight, dropout=args.dropout,

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("LAPNET_F1_DATA", REPO.parent / "shared" / "data" / "f1")))
     args = ap.parse_args(argv)
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     files = sorted(args.data.glob("*.csv"))
     if not files:

@@ -121,7 +121,7 @@ def test_race_run_with_malformed_config(tmp_path, edit, needle):
 
     from lapnet.errors import LapnetError
     from lapnet.race.features import FEATURES
-    from lapnet.race.pipeline import load_run
+    from lapnet.race.runs import load_run
 
     run = tmp_path / "run"
     run.mkdir()

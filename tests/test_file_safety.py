@@ -318,7 +318,8 @@ def test_a_crafted_last_checkpoint_is_refused_in_one_line(tmp_path, case):
 
 @pytest.fixture(scope="module")
 def race_run(tmp_path_factory):
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.simulate import simulate_to_file
 
     d = tmp_path_factory.mktemp("race_run")
@@ -497,7 +498,7 @@ def test_only_lapnet_leftovers_count_as_empty(tmp_path):
 
 def test_a_dead_predicts_staging_directory_goes_at_once(tmp_path):
     from lapnet.race.outputs import stale_staging
-    from lapnet.race.pipeline import STAGING, STAGING_STALE
+    from lapnet.race.prediction import STAGING, STAGING_STALE
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / f"{STAGING}{int(dead.stdout)}-abcd").mkdir()

@@ -25,7 +25,8 @@ def feed(tmp_path_factory, sim_races):
     ExpectedGap, one that has no ExpectedGap, and race 2's laps (52 laps, 20 drivers) as raw text
     cells in the order they ended, batch's (`features.session_order`)."""
     from lapnet.race.features import session_order
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
 
     _, parts = sim_races
     d = tmp_path_factory.mktemp("live_feed")

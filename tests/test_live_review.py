@@ -28,7 +28,8 @@ TINY = dict(hidden_size=8, epochs=1, members=1, phase_sim=0, progress=False)
 def sim(tmp_path_factory, sim_races):
     """A tiny run trained on simulated races 0 and 1; race 2's laps (52 laps, 20 drivers) and
     race 1's, each in the order they ended, as raw text cells."""
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
 
     table, parts = sim_races
     d = tmp_path_factory.mktemp("live_review_pitwall")
@@ -439,7 +440,7 @@ def test_real_races_without_a_length_keep_the_laps_batch_keeps(sim, run_cli, mon
     and Singapore's RUS, who crashed on the last lap, keeps his row: on stdin without --race-laps
     live predicts exactly the laps batch cleaning keeps."""
     from lapnet.race.io import read_laps
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     raw = pd.read_csv(f1_data / f"{race}.csv", dtype=str, keep_default_na=False)
     order = np.argsort(read_laps(f1_data / f"{race}.csv")["Time"].to_numpy(), kind="mergesort")

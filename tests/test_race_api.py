@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from lapnet.errors import LapnetError
-from lapnet.race.pipeline import RaceTrainConfig, train_race
+from lapnet.race.training import train_race
+from lapnet.race.training_config import RaceTrainConfig
 
 TINY = dict(hidden_size=8, epochs=1, members=1, phase_sim=0, progress=False)
 
@@ -71,7 +72,7 @@ def test_a_bad_config_leaves_an_existing_run_byte_identical(sim, tmp_path, bad, 
         train_race(sim["parts"][:2], run, cfg)
     assert message in str(e.value)
     assert _snapshot(run) == before
-    from lapnet.race.pipeline import load_run
+    from lapnet.race.runs import load_run
 
     load_run(run)  # still a finished run
 
@@ -91,8 +92,8 @@ def test_more_validation_races_than_races_is_a_warning(sim, tmp_path):
     assert m["validation_label"].startswith("validation drivers")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the default (1) with 2 races falls back to drivers without a word
-        from lapnet.race.pipeline import _held_out_note
-        from lapnet.race.pipeline import load_laps
+        from lapnet.race.training import _held_out_note
+        from lapnet.race.inputs import load_laps
         from lapnet.race.features import build_sequences
 
         seq = build_sequences(load_laps(sim["parts"][:2])[0])
@@ -118,7 +119,7 @@ def _push_both_ways(run_dir: Path, src: Path, total_laps: int) -> tuple[list, li
     from lapnet.race.features import session_order
     from lapnet.race.io import read_laps
     from lapnet.race.live import LiveRace, SkipLap
-    from lapnet.race.pipeline import load_run
+    from lapnet.race.runs import load_run
 
     raw = pd.read_csv(src, dtype=str, keep_default_na=False)
     parsed = read_laps(src)
@@ -161,7 +162,7 @@ def test_push_keeps_masks_the_caller_gives(sim):
     """A dict with the mask columns (a row of clean_laps) is read as given; without them they
     are computed (a timed, accurate green lap 2 is Scored)."""
     from lapnet.race.live import _LAP_MASKS, LiveRace, lap_masks
-    from lapnet.race.pipeline import load_run
+    from lapnet.race.runs import load_run
 
     run = load_run(sim["run"])
     lap = {"Driver": "VER", "LapNumber": 2.0, "LapTime": 90.0, "Time": 200.0, "IsAccurate": True, "TrackStatus": "1",
@@ -185,7 +186,7 @@ def test_push_keeps_masks_the_caller_gives(sim):
 
 
 def test_predict_race_keeps_a_metrics_json_it_never_writes(sim, tmp_path):
-    from lapnet.race.pipeline import predict_race
+    from lapnet.race.prediction import predict_race
 
     out = tmp_path / "pred"
     out.mkdir()
@@ -203,7 +204,7 @@ def test_predict_race_killed_while_drawing_leaves_the_earlier_call_s_files(sim, 
     that dies while drawing leaves the earlier call's predictions and figures as they were, and
     a staging directory left by a killed process goes with the next call."""
     import lapnet.race.plots as plots
-    from lapnet.race.pipeline import STAGING, predict_race
+    from lapnet.race.prediction import STAGING, predict_race
 
     out = tmp_path / "pred"
     predict_race(sim["run"], sim["parts"][2], driver="HAM", out=out)
@@ -239,7 +240,7 @@ def test_predict_race_killed_while_drawing_leaves_the_earlier_call_s_files(sim, 
                                            (True, "total_laps must be None or a whole number of laps, got True")])
 def test_live_race_refuses_a_bad_race_length(sim, total, message):
     from lapnet.race.live import LiveRace
-    from lapnet.race.pipeline import load_run
+    from lapnet.race.runs import load_run
 
     with pytest.raises(LapnetError) as e:
         LiveRace(load_run(sim["run"]), total)
@@ -269,7 +270,7 @@ def test_live_gives_batch_numbers_on_las_vegas_generated_rows(sim, run_cli, f1_d
     or those laps have no live line and later laps read another field."""
     import json
 
-    from lapnet.race.pipeline import predict_race
+    from lapnet.race.prediction import predict_race
 
     src = f1_data / "2023_las_vegas_R.csv"
     with warnings.catch_warnings():
@@ -346,7 +347,8 @@ def test_read_many_takes_one_path_as_one_source(sim):
 @pytest.mark.parametrize("bad", [{"a": 1}, b"laps.csv", 3, None])
 def test_an_unsupported_type_of_lap_tables_is_named(sim, bad):
     from lapnet.race.io import read_many
-    from lapnet.race.pipeline import eval_race, load_laps
+    from lapnet.race.evaluation import eval_race
+    from lapnet.race.inputs import load_laps
 
     want = f"cannot read lap tables from a {type(bad).__name__}: give a CSV/Parquet path, a DataFrame or fastf1 Laps, or a list of them"
     for call in (lambda: read_many(bad), lambda: load_laps(bad), lambda: eval_race(sim["run"], bad)):
@@ -356,7 +358,8 @@ def test_an_unsupported_type_of_lap_tables_is_named(sim, bad):
 
 
 def test_a_file_given_as_the_run_is_named_as_one(sim, run_cli, tmp_path):
-    from lapnet.race.pipeline import eval_race, load_run
+    from lapnet.race.evaluation import eval_race
+    from lapnet.race.runs import load_run
 
     f = tmp_path / "config.json"
     f.write_text("{}")

@@ -26,7 +26,7 @@ def _age(path, seconds: float) -> None:
 
 def test_a_live_calls_staging_directory_is_never_stale_however_old(tmp_path):
     from lapnet.race.outputs import stale_staging
-    from lapnet.race.pipeline import STAGING, STAGING_STALE
+    from lapnet.race.prediction import STAGING, STAGING_STALE
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     live_other = tmp_path / f"{STAGING}{os.getppid()}-old1"  # a live process's, 700 s old
@@ -108,7 +108,7 @@ def test_a_calibration_file_carries_none_of_the_new_fields_and_keeps_their_defau
 
 def test_feature_scales_decode_the_encoded_values(sim_races):
     from lapnet.race.features import LAPS_SCALE, STOPS_SCALE, featurize_race
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     laps, _ = load_laps(sim_races[1][0])
     f = featurize_race(laps)
@@ -122,7 +122,7 @@ def test_feature_scales_decode_the_encoded_values(sim_races):
 
 def test_green_feature_leaves_out_yellow_laps_that_clean_counts_green(f1_data):
     from lapnet.race.features import featurize_race
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     laps, _ = load_laps(f1_data / "2023_singapore_R.csv")
     f = featurize_race(laps)

@@ -12,7 +12,9 @@ import pytest
 
 from lapnet.errors import LapnetError
 from lapnet.race.gates import LAP_KINDS, PROBES, gate_measures, race_gates
-from lapnet.race.pipeline import RaceTrainConfig, load_laps, train_race
+from lapnet.race.inputs import load_laps
+from lapnet.race.training import train_race
+from lapnet.race.training_config import RaceTrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_the_library_is_a_hand_computed_gru_step_from_the_runs_weights(sim, held
 
     import torch
 
-    from lapnet.race.pipeline import load_run
+    from lapnet.race.runs import load_run
 
     g = held
     j = int(np.flatnonzero(g.laps["out_lap"].to_numpy())[0])  # the first out-lap of the table

@@ -19,7 +19,8 @@ TINY = dict(hidden_size=8, epochs=1, members=1, phase_sim=0, progress=False)
 @pytest.fixture(scope="module")
 def live_sim(tmp_path_factory, sim_races):
     """A tiny run trained on simulated races 0 and 1; race 2's laps in the order they ended."""
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
 
     table, parts = sim_races
     d = tmp_path_factory.mktemp("live_review")

@@ -24,7 +24,8 @@ def real_run(tmp_path_factory):
 
     if not F1_DATA.is_dir():
         pytest.skip(f"real F1 data not found at {F1_DATA}")
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
 
     out = tmp_path_factory.mktemp("race") / "run"
     cfg = RaceTrainConfig(hidden_size=16, epochs=6, batch_size=16, patience=None, progress=False, seed=0, members=2,
@@ -41,7 +42,7 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
 
     assert config["features"] == list(FEATURES) and "loss" in config["masks"]
     from lapnet.race.models import FreshStart, RaceEnsemble, WithPitCaller
-    from lapnet.race.pipeline import load_run
+    from lapnet.race.runs import load_run
 
     assert config["members"] == 2 and len(config["member_val_races"]) == 2
     model = load_run(run).model
@@ -72,7 +73,7 @@ def test_train_writes_run_and_eval_beats_persistence(real_run, run_cli, f1_data)
     assert config["fresh_start"]["kept"] and isinstance(model.fresh, FreshStart)
     from lapnet.race.features import build_sequences
     from lapnet.race.metrics import eval_mask
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     seq = build_sequences(load_laps(f1_data / f"{HELD_OUT}.csv")[0])
     fresh = eval_mask(seq, "fresh")[:, :, 0]
@@ -99,7 +100,8 @@ def test_pit_now_on_the_real_stops_of_a_held_out_race(real_run, run_cli, f1_data
     forecasts the new tyres' laps better than the old tyres' pace and the field's (the stop is
     what it is about), and `race pit-now` answers for a driver mid-race."""
     from lapnet.race.features import build_sequences
-    from lapnet.race.pipeline import load_laps, load_run, run_net, to_seconds
+    from lapnet.race.inputs import load_laps
+    from lapnet.race.runs import load_run, run_net, to_seconds
     from lapnet.race.whatif import CHOICES, pit_now, stop_check, stop_errors
 
     run, _ = real_run
@@ -127,7 +129,8 @@ def test_live_pit_now_equals_batch_through_safety_cars(real_run, run_cli, f1_dat
     what-if `race live --pit-now` gives lap by lap is the batch one, the stop costs measured
     under the neutralisations included (nothing from later laps reaches an earlier one)."""
     from lapnet.race.features import build_sequences
-    from lapnet.race.pipeline import load_laps, load_run, run_net, to_seconds
+    from lapnet.race.inputs import load_laps
+    from lapnet.race.runs import load_run, run_net, to_seconds
     from lapnet.race.whatif import CHOICES, pit_now
 
     run, _ = real_run
@@ -320,7 +323,7 @@ def test_predict_a_race_still_running(real_run, run_cli, f1_data, tmp_path, monk
 def test_live_masks_the_red_flag_restart_as_batch_cleaning_does(real_run, run_cli, f1_data, tmp_path):
     """The restart mask needs each driver's history (a red flag, then the first timed lap):
     live carries it and agrees with batch cleaning on every lap of Sao Paulo 2023."""
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     run, _ = real_run
     src = f1_data / "2023_sao_paulo_R.csv"
@@ -340,7 +343,7 @@ def test_a_race_as_rough_as_any_2023_race(real_run, run_cli, f1_data, tmp_path):
     """Monza made as hard as the races lapnet never saw (Australia's three red flags, a wet
     spell as at Zandvoort, cells missing, rows in no order): eval, predict and live all run,
     the cleaning names what it masked, and live scores exactly the laps batch scores."""
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     run, _ = real_run
     raw = pd.read_csv(f1_data / f"{HELD_OUT}.csv", dtype=str)
@@ -479,7 +482,9 @@ def test_pretrain_sim_then_real_and_tagger(run_cli, f1_data, tmp_path):
 
 
 def test_sim_trained_run_has_bidirectional_tagger(tmp_path):
-    from lapnet.race.pipeline import RaceTrainConfig, eval_race, train_race
+    from lapnet.race.evaluation import eval_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.simulate import simulate
 
     sim = simulate(3, seed=5)
@@ -540,7 +545,8 @@ def test_learning_rates_out_of_range_or_diverging(run_cli, tmp_path):
 @pytest.fixture(scope="module")
 def sim_tables(tmp_path_factory, sim_races):
     """Three simulated races, each in its own file, and a tiny run trained on races 0 and 1."""
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
 
     _, parts = sim_races
     run = tmp_path_factory.mktemp("simrun") / "run"
@@ -682,8 +688,11 @@ def test_phase_taggers_for_laps_without_labels(tmp_path, monkeypatch):
     import warnings
 
     from lapnet.errors import LapnetError
-    from lapnet.race import pipeline
-    from lapnet.race.pipeline import RaceTrainConfig, eval_race, load_run, train_race
+    from lapnet.race import training
+    from lapnet.race.evaluation import eval_race
+    from lapnet.race.runs import load_run
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.simulate import simulate
 
     laps = simulate(3, seed=11).drop(columns=["Phase"])  # as real data comes: no phase labels
@@ -700,7 +709,7 @@ def test_phase_taggers_for_laps_without_labels(tmp_path, monkeypatch):
     def cannot(*args, **kwargs):
         raise LapnetError("calibrate: no usable green laps on dry compounds")
 
-    monkeypatch.setattr(pipeline, "simulate_calibrated", cannot)
+    monkeypatch.setattr(training, "simulate_calibrated", cannot)
     with pytest.warns(UserWarning, match="no phase calls: the simulator could not be calibrated"):
         m = train_race(laps, tmp_path / "run2", cfg)
     run = load_run(tmp_path / "run2")
@@ -906,7 +915,7 @@ def test_predict_and_eval_replace_only_what_they_wrote(run_cli, sim_tables, tmp_
     # without the record (metrics.json gone) predict's files are still known: the figures' PNG mark,
     # predictions.csv's header (the library call writes no metrics.json)
     (mine / "metrics.json").unlink()
-    from lapnet.race.pipeline import predict_race
+    from lapnet.race.prediction import predict_race
 
     predict_race(run, parts[2], driver="LEC", out=mine)
     assert sorted(p.name for p in mine.glob("forecast_*.png")) == ["forecast_my_analysis.png", f"forecast_{parts[2].stem}_LEC.png"]

@@ -59,9 +59,12 @@ def test_ridge_shrinks_everything_but_the_constant():
 def test_run_has_expected_lap_above_median_where_fitted(tmp_path):
     """A trained run saves the gap (config.json says how its ridge was chosen), reloads it, and
     predict shows the expected lap beside the forecast; a run trained without it has neither."""
-    from lapnet.race.pipeline import RaceTrainConfig, load_run, predict_race, run_net, train_race
+    from lapnet.race.prediction import predict_race
+    from lapnet.race.runs import load_run, run_net
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.features import build_sequences
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
     from lapnet.race.simulate import simulate
 
     sim = simulate(3, seed=5)
@@ -92,7 +95,9 @@ def test_run_has_expected_lap_above_median_where_fitted(tmp_path):
 def test_gap_kept_only_when_its_totals_beat_the_median_on_the_validation_race(tmp_path):
     """With the check (the default), config.json records the validation race's next-10-lap total
     error of both, and the gap exists in the loaded run exactly when it won."""
-    from lapnet.race.pipeline import RaceTrainConfig, load_run, train_race
+    from lapnet.race.runs import load_run
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.simulate import simulate
 
     train_race(simulate(3, seed=5), tmp_path / "run", RaceTrainConfig(hidden_size=8, epochs=1, members=1, progress=False, tagger=False))

@@ -49,7 +49,7 @@ def test_gap_to_car_ahead_and_field_pitting():
 
 def test_features_are_causal(f1_data):
     """A lap's features do not change when every later lap is removed (what live mode relies on)."""
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     laps, _ = load_laps(f1_data / "2023_canadian_R.csv")  # SC, VSC, pit stops
     full = featurize_race(laps)
@@ -120,7 +120,7 @@ def test_every_feature_varies_over_a_simulated_race():
 def test_every_feature_varies_over_the_real_races(f1_data):
     import warnings
 
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -331,7 +331,7 @@ def test_race_trend_is_the_pooled_within_stint_slope(f1_data):
     far, one offset per stint (running sums), checked against a least-squares solve at a few
     points of a real race."""
     from lapnet.race.features import RaceFeaturizer, _PooledTrend
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     laps, _ = load_laps(f1_data / "2023_miami_R.csv")
     recs = laps.iloc[session_order(laps)].to_dict("records")

@@ -161,7 +161,10 @@ def test_train_race_fits_checks_and_reloads_it(tmp_path):
     """A run says how the FreshStart was chosen and checked (config.json), keeps it only when its
     folds beat the nets, and a reloaded run gives the same forecasts on fresh laps."""
     from lapnet.race.features import build_sequences
-    from lapnet.race.pipeline import RaceTrainConfig, load_laps, load_run, run_net, train_race
+    from lapnet.race.inputs import load_laps
+    from lapnet.race.runs import load_run, run_net
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.simulate import simulate
 
     sim = simulate(4, seed=3)
@@ -193,7 +196,7 @@ def test_train_race_fits_checks_and_reloads_it(tmp_path):
 
 
 def test_config_refuses_bad_fresh_settings():
-    from lapnet.race.pipeline import RaceTrainConfig
+    from lapnet.race.training_config import RaceTrainConfig
 
     with pytest.raises(LapnetError, match="fresh_ridge must be a non-empty tuple.*fresh_start_check must be True or False"):
         RaceTrainConfig(fresh_ridge=(), fresh_start_check="yes").validate()

@@ -102,12 +102,12 @@ def test_laplace_ensemble_matches_the_mixture_variance():
 
 
 def test_head_config_default_and_bad_values(tmp_path):
-    from lapnet.race.pipeline import RaceTrainConfig
+    from lapnet.race.training_config import RaceTrainConfig
 
     assert RaceModelConfig(input_size=7).head == RaceTrainConfig().head == "laplace"  # the product's head, everywhere
     with pytest.raises(LapnetError, match="head 'cauchy'"):
         RaceModelConfig(input_size=7, head="cauchy")
-    from lapnet.race.pipeline import train_race
+    from lapnet.race.training import train_race
     from lapnet.race.simulate import simulate
 
     with pytest.raises(LapnetError, match="mean_loss 'nll'"):
@@ -119,9 +119,12 @@ def test_laplace_run_intervals_in_predict_eval_and_live(tmp_path):
     """A Laplace run's intervals are location +- b ln 10 in predict and live. (No run saved
     without a head can load: it predates the current feature list, which `load_run` checks first.)"""
     from lapnet.race.live import LiveRace
-    from lapnet.race.pipeline import RaceTrainConfig, load_run, predict_race, run_net, train_race
+    from lapnet.race.prediction import predict_race
+    from lapnet.race.runs import load_run, run_net
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.features import build_sequences
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
     from lapnet.race.simulate import simulate
 
     sim = simulate(3, seed=5)

@@ -127,7 +127,7 @@ def test_next10_totals_by_hand():
     a forecast 0.1 s slow on every lap is 1 s slow in total."""
     from lapnet.race.features import build_sequences
     from lapnet.race.metrics import totals_report
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
     from lapnet.race.simulate import simulate
 
     seq = build_sequences(load_laps(simulate(1, seed=3))[0])
@@ -149,7 +149,7 @@ def test_stint_trend_by_hand():
     the stint; a forecast that adds 0.05 s per lap ahead trends 0.05 s per lap above the laps."""
     from lapnet.race.features import COMPOUNDS, build_sequences
     from lapnet.race.metrics import stint_trend_report
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
     from lapnet.race.simulate import simulate
 
     seq = build_sequences(load_laps(simulate(1, seed=3))[0])
@@ -186,7 +186,7 @@ def test_stint_trend_by_hand():
 def test_stint_trend_by_race():
     from lapnet.race.features import build_sequences
     from lapnet.race.metrics import stint_trend_report
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
     from lapnet.race.simulate import simulate
 
     seq = build_sequences(load_laps(simulate(2, seed=3))[0])
@@ -232,7 +232,7 @@ def test_phase_checks_by_hand():
 def test_live_phase_takes_the_pit_window_from_the_pit_call():
     """On real races the live call's pit window is the pit call's probability (above the run's
     threshold); push and conserve share the rest as the tagger splits them."""
-    from lapnet.race.pipeline import live_phase
+    from lapnet.race.runs import live_phase
 
     tagged = np.array([[0.6, 0.2, 0.2], [0.1, 0.3, 0.6], [0.25, 0.25, 0.5]])
     pit = np.array([0.1, 0.1, 0.4])

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lapnet.race.pipeline import RaceTrainConfig, train_race
+from lapnet.race.training import train_race
+from lapnet.race.training_config import RaceTrainConfig
 
 TINY = dict(hidden_size=8, epochs=1, members=1, progress=False)
 
@@ -64,7 +65,7 @@ def test_an_interrupt_stops_the_whole_race_train(run_cli, sim, tmp_path, monkeyp
     code, _, err = run_cli("race", "eval", out, sim["parts"][2], "--quiet")
     assert code == 2 and err.count("\n") == 1 and "unfinished run" in err and "--force" in err
     from lapnet.errors import LapnetError
-    from lapnet.race.pipeline import load_run
+    from lapnet.race.runs import load_run
 
     with pytest.raises(LapnetError, match="unfinished run"):
         load_run(out)
@@ -147,7 +148,7 @@ def test_minutes_is_one_budget_split_between_the_nets(sim, tmp_path, monkeypatch
 def test_budget_shares_what_is_left():
     import time
 
-    from lapnet.race.pipeline import MIN_NET_MINUTES, _Budget
+    from lapnet.race.training import MIN_NET_MINUTES, _Budget
 
     b = _Budget(1.0, 4, start=time.perf_counter() - 30.0)  # half the minute already spent (loading)
     first = b.next()
@@ -174,7 +175,7 @@ def test_predict_removes_what_an_earlier_call_wrote(run_cli, sim, tmp_path):
     assert set(pd.read_csv(out / "predictions.csv")["Driver"]) == {"HAM"}
     assert {p.name for p in out.iterdir()} == {"notes.txt", "predictions.csv", "metrics.json", "degradation.png",
                                                "forecast_sim_0002_HAM.png"}
-    from lapnet.race.pipeline import predict_race
+    from lapnet.race.prediction import predict_race
 
     cli_metrics = (out / "metrics.json").read_bytes()
     predict_race(sim["run"], sim["parts"][2], driver="VER", out=out)  # the library writes no metrics.json, nor removes one
@@ -199,7 +200,7 @@ def test_eval_and_predict_say_the_race_length_used(run_cli, sim, tmp_path):
     assert code == 0, err
     est = json.loads(out)["race_laps"]["sim_0002"]
     from lapnet.race.features import estimate_race_laps
-    from lapnet.race.pipeline import load_laps, race_sequences
+    from lapnet.race.inputs import load_laps, race_sequences
 
     laps, _ = load_laps(race)
     seq, used = race_sequences(laps, "estimate")
@@ -210,7 +211,7 @@ def test_eval_and_predict_say_the_race_length_used(run_cli, sim, tmp_path):
 
 def test_a_race_length_shorter_than_the_table_is_raised_with_a_warning(run_cli, sim, tmp_path):
     from lapnet.race.features import FEATURES
-    from lapnet.race.pipeline import load_laps, race_sequences
+    from lapnet.race.inputs import load_laps, race_sequences
 
     race = sim["parts"][2]  # 52 laps
     code, out, err = run_cli("race", "eval", sim["run"], race, "--json", "--quiet", "--out", tmp_path / "e",
@@ -278,7 +279,7 @@ def test_predict_names_a_driver_dropped_by_cleaning(run_cli, sim, tmp_path):
 
 def test_stint_trend_has_no_interval_below_two_stints(sim):
     from lapnet.race.metrics import stint_trend_report
-    from lapnet.race.pipeline import load_laps, race_sequences, subset_sequences
+    from lapnet.race.inputs import load_laps, race_sequences, subset_sequences
 
     laps, _ = load_laps(sim["parts"][2])
     seq, _ = race_sequences(laps)

@@ -160,7 +160,7 @@ def test_unknown_and_dropped_drivers_are_named_truly():
 def test_real_drivers_out_on_lap_1_or_not_started(f1_data):
     """Qatar 2023: HAM started and retired on lap 1 (no timed lap); Monza 2023: TSU did not start.
     Neither is called a non-starter only, and an unknown code's list names TSU too."""
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

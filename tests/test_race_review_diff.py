@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from lapnet.errors import LapnetError
-from lapnet.race.pipeline import RaceTrainConfig, train_race
+from lapnet.race.training import train_race
+from lapnet.race.training_config import RaceTrainConfig
 
 TINY = dict(hidden_size=8, epochs=1, members=1, phase_sim=0, progress=False)
 
@@ -102,13 +103,15 @@ def test_a_run_trained_on_part_of_a_race_knows_the_whole_race(run_cli, part_run,
 
 def test_in_sample_races_by_hand(sim_races, tmp_path):
     """The library call: both directions, and another race not at all."""
-    from lapnet.race.pipeline import RaceRun, _training_laps, in_sample_races, load_laps
+    from lapnet.race.evaluation import in_sample_races, training_laps
+    from lapnet.race.inputs import load_laps
+    from lapnet.race.runs import RaceRun
 
     _, parts = sim_races
     whole, _ = load_laps(parts[0])
     part = whole[whole["LapNumber"] <= 20]
     for trained, evaluated in ((part, whole), (whole, part)):
-        (tmp_path / "training_laps.json").write_text(json.dumps(_training_laps(trained)))
+        (tmp_path / "training_laps.json").write_text(json.dumps(training_laps(trained)))
         found, how = in_sample_races(RaceRun(None, {}, path=tmp_path), evaluated)
         assert how == "laps" and set(found) == {parts[0].stem}
         assert found[parts[0].stem]["laps"] == int(np.isfinite(part["LapTime"]).sum())
@@ -194,17 +197,17 @@ def test_race_loss_needs_has_base_for_the_forecast():
 
 
 def test_fresh_weight_reaches_the_loss_and_config(sim_races, tmp_path, monkeypatch):
-    import lapnet.race.pipeline as pipeline
+    import lapnet.race.training as training
 
     _, parts = sim_races
     seen = []
-    real = pipeline.race_loss
+    real = training.race_loss
 
     def spy(out, batch, **kw):
         seen.append((kw["forecast"], kw.get("fresh_weight")))
         return real(out, batch, **kw)
 
-    monkeypatch.setattr(pipeline, "race_loss", spy)
+    monkeypatch.setattr(training, "race_loss", spy)
     with pytest.raises(LapnetError, match="fresh_weight must be a number >= 0, got -1"):
         RaceTrainConfig(fresh_weight=-1).validate()
     train_race(parts[:1], tmp_path / "run", RaceTrainConfig(**{**TINY, "fresh_weight": 0.25}))
@@ -212,7 +215,7 @@ def test_fresh_weight_reaches_the_loss_and_config(sim_races, tmp_path, monkeypat
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["fresh_weight"] == 0.25
     assert "weigh 0.25" in config["masks"]["loss_fresh"]
-    assert pipeline._loss_kwargs(RaceTrainConfig(), "laplace", 0.0, True)["fresh_weight"] == 0.0
+    assert training._loss_kwargs(RaceTrainConfig(), "laplace", 0.0, True)["fresh_weight"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -223,7 +226,7 @@ def test_eval_masks_describe_this_eval_for_an_older_run(run_cli, part_run, tmp_p
     """A run whose config.json predates the "fresh" block (and fresh_weight): eval's masks say
     what eval scored now (every metrics.MASKS block) and that the loss's rule was not recorded."""
     from lapnet.race.metrics import MASKS
-    from lapnet.race.pipeline import PIT_EVAL_RULE, SCORED_RULE
+    from lapnet.race.evaluation import PIT_EVAL_RULE, SCORED_RULE
 
     run, parts, _ = part_run
     code, out, err = run_cli("race", "eval", run, parts[2], "--json", "--quiet", "--out", tmp_path / "new")

@@ -24,7 +24,8 @@ TINY = Path(__file__).parent / "data" / "race_tiny.csv"
 def ctx(tmp_path_factory, sim_races):
     """A tiny run with a FreshStart (kept whatever its check says: pit-now needs one) trained on
     simulated races 0 and 1; race 2 is asked about."""
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
 
     table, parts = sim_races
     d = tmp_path_factory.mktemp("variants")
@@ -101,7 +102,7 @@ def test_live_replays_a_race_listed_newest_first(ctx, run_cli, tmp_path):
 
 
 def test_live_without_time_agrees_with_predict(ctx, run_cli, tmp_path):
-    from lapnet.race.pipeline import predict_race
+    from lapnet.race.prediction import predict_race
 
     laps = _text(ctx["parts"][2]).drop(columns=["Time"])  # listed driver by driver, as FastF1 writes it
     path = _write(laps, tmp_path / "notime.csv")
@@ -120,7 +121,7 @@ def test_live_without_time_agrees_with_predict(ctx, run_cli, tmp_path):
 
 def test_the_same_race_by_car_numbers_is_the_same_race(ctx, tmp_path):
     from lapnet.race.io import read_many
-    from lapnet.race.pipeline import eval_race
+    from lapnet.race.evaluation import eval_race
 
     race0 = ctx["parts"][0]
     df = pd.read_csv(race0, dtype={"TrackStatus": str})
@@ -142,7 +143,9 @@ def test_the_same_race_by_car_numbers_is_the_same_race(ctx, tmp_path):
 def test_a_run_trained_with_driver_keys_is_still_read(ctx, tmp_path):
     """A run trained before (training_laps.json keyed on the driver's code) is compared by those keys."""
     from lapnet.race.io import LAP_KEY_BY_DRIVER, lap_keys
-    from lapnet.race.pipeline import RaceRun, in_sample_races, load_laps
+    from lapnet.race.evaluation import in_sample_races
+    from lapnet.race.inputs import load_laps
+    from lapnet.race.runs import RaceRun
 
     whole, _ = load_laps(ctx["parts"][0])
     old = {"key": LAP_KEY_BY_DRIVER,
@@ -248,7 +251,7 @@ def test_two_parts_of_one_race_are_warned(ctx, tmp_path):
 
 def test_eval_warns_a_race_sharing_some_laps_with_a_training_race(ctx, tmp_path):
     """Under the in-sample share, yet laps no two different races share: eval says so, and scores it as held out."""
-    from lapnet.race.pipeline import eval_race
+    from lapnet.race.evaluation import eval_race
 
     train0 = pd.read_csv(ctx["parts"][0], dtype={"TrackStatus": str})
     five = sorted(train0["Driver"].unique())[:5]
@@ -313,7 +316,7 @@ def test_live_file_with_c_numbers_relabels_as_batch(ctx, run_cli, tmp_path, monk
 
 
 def test_a_sprint_has_no_two_compound_rule_and_a_note(ctx, tmp_path):
-    from lapnet.race.pipeline import predict_race
+    from lapnet.race.prediction import predict_race
     from lapnet.race.whatif import pit_now_race
 
     df = pd.read_csv(ctx["parts"][2], dtype={"TrackStatus": str})
@@ -329,7 +332,7 @@ def test_a_sprint_has_no_two_compound_rule_and_a_note(ctx, tmp_path):
                for n in res["notes"])
     # the rule: race laps times the reference lap under half a Grand Prix (88 min), between a 2023 sprint
     # (29 min) and the shortest Grand Prix of 2023 (Monza, 74 min)
-    from lapnet.race.pipeline import SPRINT_SECONDS
+    from lapnet.race.inputs import SPRINT_SECONDS
 
     assert 29 * 60 < SPRINT_SECONDS < 74 * 60
     with warnings.catch_warnings():

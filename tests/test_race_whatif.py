@@ -22,7 +22,8 @@ IX = {n: j for j, n in enumerate(FEATURES)}
 def sim_run(tmp_path_factory):
     """A tiny run with a FreshStart (kept whatever its check says) trained on 4 simulated races,
     and one more simulated race's lap table (its own seed) to ask it about."""
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.simulate import simulate
 
     d = tmp_path_factory.mktemp("whatif")
@@ -36,7 +37,8 @@ def sim_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory):
     """A tiny run trained without a FreshStart."""
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.simulate import simulate
 
     out = tmp_path_factory.mktemp("plain") / "run"
@@ -48,7 +50,8 @@ def plain_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def asked(sim_run):
     """(run, seq, stay-out forecast, the what-if) on the held-out simulated race."""
-    from lapnet.race.pipeline import load_laps, load_run, run_net, to_seconds
+    from lapnet.race.inputs import load_laps
+    from lapnet.race.runs import load_run, run_net, to_seconds
 
     run = load_run(sim_run[0])
     seq = build_sequences(load_laps(sim_run[1])[0])
@@ -197,7 +200,7 @@ def test_to_the_flag_carries_the_runs_tyre_wear(asked):
 def test_a_run_without_phase_calls_keeps_its_pit_threshold(sim_run):
     """The pit call's threshold (best F1 on the training races' stops) is kept by every run with
     a pit caller, tagger or not: predict's figure draws the call from it, not from 0.5."""
-    from lapnet.race.pipeline import load_run, pit_window_threshold
+    from lapnet.race.runs import load_run, pit_window_threshold
 
     run = load_run(sim_run[0])
     kept = run.config["pit_threshold"]
@@ -234,7 +237,7 @@ def test_rejoin_counts_no_red_flag_tyre_change_and_flags_neutralised_gaps(f1_dat
     live featuriser's lap_ends (`rejoin_live`). At Mexico the restart's gaps (lap 35 under the
     safety car) are flagged as neutralised, a green lap's are not."""
     from lapnet.race.features import RaceFeaturizer, race_laps, session_order
-    from lapnet.race.pipeline import load_laps, race_sequences
+    from lapnet.race.inputs import load_laps, race_sequences
     from lapnet.race.whatif import rejoin_live
 
     for race, lap, neutral in (("sao_paulo", 6, False), ("mexico_city", 36, True), ("mexico_city", 45, False)):
@@ -361,7 +364,8 @@ def test_stop_errors_pair_every_real_stop_with_its_laps(asked):
 
 def _lap_for(path, run) -> tuple[str, int]:
     """A driver and a lap of the race file where a what-if can be made."""
-    from lapnet.race.pipeline import load_laps, load_run, run_net, to_seconds
+    from lapnet.race.inputs import load_laps
+    from lapnet.race.runs import load_run, run_net, to_seconds
 
     r = load_run(run)
     seq = build_sequences(load_laps(path)[0])
@@ -389,7 +393,7 @@ def test_cli_pit_now_json_and_table(sim_run, run_cli):
         assert p["first_lap"] == rows[STOP_LAPS][name] and p["first_lap_half90"] > 0
         assert len(p["now_vs_later"]) == LATER and all(isinstance(v, float) for v in p["now_vs_later"])
     # on the road: the cars behind him after lap N-1 (ended by the end of his lap N), by less than the stop's cost
-    from lapnet.race.pipeline import load_laps
+    from lapnet.race.inputs import load_laps
 
     clean = load_laps(race)[0]
     at = clean.set_index(["Driver", "LapNumber"])["Time"]

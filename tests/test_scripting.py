@@ -35,7 +35,8 @@ def _lapnet(*args: object) -> list[str]:
 @pytest.fixture(scope="module")
 def live_run(tmp_path_factory, sim_races):
     """A tiny race run (simulated races 0 and 1) and race 2's laps in the order they ended, as CSV lines."""
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
 
     _, parts = sim_races
     d = tmp_path_factory.mktemp("scripting_live")

@@ -445,7 +445,10 @@ def _gradflow(out: Path, s: DemoSizes, progress: bool) -> PartResult:
 
 
 def _race(out: Path, s: DemoSizes, progress: bool, f1: Path | None) -> PartResult:
-    from lapnet.race.pipeline import RaceTrainConfig, eval_race, predict_race, train_race
+    from lapnet.race.evaluation import eval_race
+    from lapnet.race.prediction import predict_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
     from lapnet.race.simulate import simulate
 
     out.mkdir(parents=True, exist_ok=True)
@@ -498,7 +501,8 @@ def _pit_now(out: Path, laps, driver: str) -> dict | None:
     these tiny simulated runs may drop it: config.json says why) or no lap has a what-if."""
     import numpy as np
 
-    from lapnet.race.pipeline import load_laps, load_run, race_sequences, run_net, subset_sequences, to_seconds
+    from lapnet.race.inputs import load_laps, race_sequences, subset_sequences
+    from lapnet.race.runs import load_run, run_net, to_seconds
     from lapnet.race.whatif import pit_now, pit_now_race
 
     run = load_run(out / "run")

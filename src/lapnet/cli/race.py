@@ -1,8 +1,8 @@
 """`lapnet race ...`: Formula 1 lap tables, simulator, forecasts and pit calls.
 
 `train`, `predict`, `eval` and `live` validate their arguments and call one function of
-`lapnet.race.pipeline` / `lapnet.race.live`; the data commands (`simulate`, `calibrate`)
-come from cli/race_data.py.
+`lapnet.race.training` / `.prediction` / `.evaluation` / `lapnet.race.live`; the data commands
+(`simulate`, `calibrate`) come from cli/race_data.py.
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ def train_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device, summary_table
-    from lapnet.race.pipeline import RaceTrainConfig, train_race
+    from lapnet.race.training import train_race
+    from lapnet.race.training_config import RaceTrainConfig
 
     _check_files(laps)
     if arch not in ("gru", "lstm"):
@@ -202,7 +203,7 @@ def eval_cmd(
 ) -> None:
     from lapnet.cli.common import check_out_dir, emit_metrics, resolve_device, summary_table
     from lapnet.race.outputs import EVAL_COMMAND, check_eval_out
-    from lapnet.race.pipeline import eval_race
+    from lapnet.race.evaluation import eval_race
 
     length = _race_length(race_laps)
     dev = resolve_device(device)
@@ -370,7 +371,7 @@ def predict_cmd(
     from lapnet.cli.common import check_out_dir, console, emit_metrics, resolve_device, summary_table
     from lapnet.race.io import parse_drivers
     from lapnet.race.outputs import PREDICT_COMMAND, check_predict_out
-    from lapnet.race.pipeline import predict_race
+    from lapnet.race.prediction import predict_race
 
     length = _race_length(race_laps)
     dev = resolve_device(device)

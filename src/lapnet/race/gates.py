@@ -130,7 +130,7 @@ def _nets(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 @dataclass
 class _Loaded:
-    run: Any  # pipeline.RaceRun
+    run: Any  # runs.RaceRun
     laps: pd.DataFrame  # cleaned, RangeIndex (the positions seq.row points at)
     seq: Any  # features.Sequences
     idx: np.ndarray  # the sequences of the chosen drivers
@@ -143,7 +143,9 @@ class _Loaded:
 def _load(run, laps, driver, race_length) -> _Loaded:
     """The run, the cleaned laps, their sequences and the chosen drivers' (bad input: LapnetError)."""
     from lapnet.race.io import parse_drivers
-    from lapnet.race.pipeline import RaceRun, in_sample_races, load_laps, load_run, race_sequences
+    from lapnet.race.evaluation import in_sample_races
+    from lapnet.race.inputs import load_laps, race_sequences
+    from lapnet.race.runs import RaceRun, load_run
 
     r = run if isinstance(run, RaceRun) else load_run(run)
     arch = (r.config.get("model") or {}).get("arch", "gru")
@@ -209,13 +211,13 @@ def race_gates(run, laps, driver: str | list[str] | None = None, *, member: int 
     """Trace one member of a trained race run over each driver's laps.
 
     Args:
-        run: a run directory from `lapnet race train` (or a loaded `pipeline.RaceRun`).
-        laps: lap tables as `pipeline.load_laps` reads them (paths, a DataFrame, FastF1 Laps).
+        run: a run directory from `lapnet race train` (or a loaded `runs.RaceRun`).
+        laps: lap tables as `inputs.load_laps` reads them (paths, a DataFrame, FastF1 Laps).
         driver: None (every driver), or drivers as `io.parse_drivers` reads them ('VER',
             'ver,ham', '1,44').
         member: which of the ensemble's nets, 1 (the run's own) to the run's members: each is
             a net of its own, with gates of its own (`race_gates_report` measures them all).
-        race_length: as `pipeline.eval_race` takes it (default: the table's last lap).
+        race_length: as `evaluation.eval_race` takes it (default: the table's last lap).
 
     Returns:
         RaceGates (per lap: the gates mean over units and per unit, the state, the tyre
@@ -403,7 +405,7 @@ def race_gates_report(run, laps, driver: str | list[str] | None = None, *, out: 
         (one RaceGates per member, metrics).
     """
     from lapnet.race.outputs import MAX_FIGURES
-    from lapnet.race.pipeline import classification
+    from lapnet.race.prediction import classification
 
     if out is not None:
         check_gates_out(out, force=force)

@@ -341,7 +341,7 @@ def lap_overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int, bool]:
     """How two races' lap keys (`lap_keys`) overlap: (laps in common, the smaller race's timed
     laps, whether that makes them the same race or a part of it). A share of the smaller race,
     so a part is caught either way round: two inputs here, and a run's training races against
-    an evaluated race (`pipeline.race_overlaps`: trained on laps 1-20, evaluated on all of it)."""
+    an evaluated race (`evaluation.race_overlaps`: trained on laps 1-20, evaluated on all of it)."""
     common, n = shared_laps(a, b), min(len(a), len(b))
     return common, n, same_laps(common, n)
 

@@ -45,8 +45,8 @@ from lapnet.race.io import (FALSE_STRINGS, MISSING_STRINGS, TRUE_STRINGS, Compou
 from lapnet.race.features import PHASES, RaceFeaturizer, num
 from lapnet.race.schema import WET_COMPOUNDS
 from lapnet.race.models import INTERVAL90
-from lapnet.race.pipeline import (SLOW_SCORED, SPRINT_SECONDS, RaceRun, forecast_source, live_phase, load_run,
-                                  pit_window_threshold, sprint_note)
+from lapnet.race.inputs import SLOW_SCORED, SPRINT_SECONDS, sprint_note
+from lapnet.race.runs import RaceRun, forecast_source, live_phase, load_run, pit_window_threshold
 from lapnet.race.whatif import CHOICES, live_record, rejoin_live, require_fresh_start, tyre_wear, what_if
 
 _TEXT_COLS = {c: str for c in ("TrackStatus", "Driver", "Team", "Compound", "Race", "Phase", "DriverNumber")}

@@ -361,7 +361,7 @@ class FreshStart(nn.Module):
 
     Fitted after the nets on every race given to training (`fit`), its ridge strength chosen by
     leave-races-out folds inside them, and kept only if those folds score it better than the
-    nets on the same laps (`pipeline._fit_fresh_start`). The 90% interval's half-width per
+    nets on the same laps (`side_fits.fit_fresh_start`). The 90% interval's half-width per
     horizon and group is the folds' 90th percentile of absolute error.
     """
 

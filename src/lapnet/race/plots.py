@@ -34,7 +34,7 @@ def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float | None = None
         ax: the lap-time axes, the pit call then on a twin axis; None makes a figure with
             the pit panel under the lap times.
         pit_threshold: the probability from which the pit call fires, for a real-race run
-            the one its live pit-window call uses (`pipeline.pit_window_threshold`); None: 0.5.
+            the one its live pit-window call uses (`runs.pit_window_threshold`); None: 0.5.
     """
     import matplotlib.pyplot as plt
 

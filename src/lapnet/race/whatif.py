@@ -562,7 +562,7 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
         race: the race to ask about in a table of several (its Race column, any case; in a table
             of one race, its label must match).
 
-    A sprint-length race (`pipeline.sprint_races`) has no two-compound rule: none is applied,
+    A sprint-length race (`inputs.sprint_races`) has no two-compound rule: none is applied,
     and a note says the pit call was learnt on Grands Prix.
 
     Returns:
@@ -584,8 +584,8 @@ def pit_now_race(run, sources, *, driver: str, lap: int | None = None, compounds
     """
     from lapnet.race.clean import CleanReport
     from lapnet.race.io import parse_drivers
-    from lapnet.race.pipeline import (load_laps, load_run, race_sequences, run_net, sprint_note, sprint_races,
-                                      subset_sequences, to_seconds)
+    from lapnet.race.inputs import load_laps, race_sequences, sprint_note, sprint_races, subset_sequences
+    from lapnet.race.runs import load_run, run_net, to_seconds
 
     r = load_run(run)
     require_fresh_start(r.model)  # before the laps are read

@@ -161,7 +161,8 @@ def test_push_of_real_read_laps_rows_equals_push_csv_line(sim, f1_data):
 def test_push_keeps_masks_the_caller_gives(sim):
     """A dict with the mask columns (a row of clean_laps) is read as given; without them they
     are computed (a timed, accurate green lap 2 is Scored)."""
-    from lapnet.race.live import _LAP_MASKS, LiveRace, lap_masks
+    from lapnet.race.live import LiveRace, lap_masks
+    from lapnet.race.live.lap import _LAP_MASKS
     from lapnet.race.runs import load_run
 
     run = load_run(sim["run"])

@@ -99,7 +99,7 @@ def test_cli_bad_and_mixed_names_one_line(run_cli, tmp_path):
 
 def test_live_takes_absolute_names_as_unknown(tmp_path):
     """A stream cannot see which three compounds the race has: the lap goes on as UNKNOWN."""
-    from lapnet.race.live import _live_compound
+    from lapnet.race.live.lap import _live_compound
 
     with pytest.warns(CompoundNamesWarning, match="ULTRASOFT .* unknown dry compound"):
         assert _live_compound(" ultrasoft ") == "UNKNOWN"

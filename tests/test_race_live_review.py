@@ -222,7 +222,7 @@ def test_an_unknown_driver_is_refused_after_the_first_lap_even_when_following(li
         raise AssertionError("live --follow waited for more lines: --driver XYZ was not refused at lap 2")
 
     # never hang the suite, however slow the machine: a wait fails the test at once (exit 1, the message)
-    monkeypatch.setattr("lapnet.race.live.time", SimpleNamespace(sleep=no_wait))
+    monkeypatch.setattr("lapnet.race.live.feed.time", SimpleNamespace(sleep=no_wait))
     code, out, err = run_cli("race", "live", run, grow, "--follow", "--race-laps", 52, "--poll", 0.05,
                              "--driver", "XYZ")
     drivers = ", ".join(sorted(live_sim["laps"]["Driver"].unique()))
@@ -344,7 +344,7 @@ def test_one_absurd_session_time_is_skipped_and_the_stream_goes_on(live_sim, run
     assert len(skipped) == 1 and skipped[0].startswith(
         f"lapnet: warning: line {k + 2}: skipped lap: {laps.loc[k, 'Driver']} lap 8: implausible session Time (")
     assert "switched races" not in err
-    monkeypatch.setattr("lapnet.race.live.time", SimpleNamespace(sleep=_no_wait))
+    monkeypatch.setattr("lapnet.race.live.feed.time", SimpleNamespace(sleep=_no_wait))
     code, out, err = run_cli("race", "live", run, path, "--follow", "--race-laps", 52, "--poll", 0.05)
     assert code == 0 and out == want and len(_warnings(err, "implausible session Time")) == 1, err
 
@@ -388,6 +388,6 @@ def test_a_duplicate_header_column_is_one_error_at_the_header(live_sim, run_cli,
     path.write_text("\n".join([text[0] + ",Time"] + [ln + ",1" for ln in text[1:]]) + "\n")
     want = "lapnet: error: live: header: column 'Time' appears twice (line 1 names the columns once each)"
     for follow in ((), ("--follow", "--poll", 0.05)):
-        monkeypatch.setattr("lapnet.race.live.time", SimpleNamespace(sleep=_no_wait))
+        monkeypatch.setattr("lapnet.race.live.feed.time", SimpleNamespace(sleep=_no_wait))
         code, out, err = run_cli("race", "live", live_sim["run"], path, "--race-laps", 52, *follow)
         assert code == 2 and out == "" and err.strip() == want, err

@@ -145,7 +145,7 @@ def race_loss(out: dict, batch: dict, *, head: str, pit_weight: float = 1.0, pha
     if forecast:
         if "has_base" not in batch:
             raise LapnetError("race_loss: the batch has no 'has_base' (B, T) bool, which fresh_weight needs to tell the "
-                              "origins whose stint has a Scored lap from those without (pipeline._tensors makes it)")
+                              "origins whose stint has a Scored lap from those without (training._tensors makes it)")
         based = batch["has_base"][:, :, None]  # (B, T, 1)
         m = batch["target_mask"] if fresh_weight else batch["target_mask"] & based  # (B, T, K) see `fresh_weight`
         if m.any():

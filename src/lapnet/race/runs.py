@@ -24,8 +24,7 @@ from lapnet.errors import CheckpointError, LapnetError
 from lapnet.race.features import FEATURES, PHASES, Sequences, check_features
 from lapnet.race.models import INTERVAL90, ExpectedGap, FreshStart, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller
 from lapnet.race.pit import PitModel
-
-UNFINISHED = "training.incomplete"  # in a run directory while `train_race` works on it: `load_run` refuses it
+from lapnet.run_dir import UNFINISHED
 
 
 @dataclass

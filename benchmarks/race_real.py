@@ -153,7 +153,9 @@ def cross_validate(paths: list[Path], cfg, folds: int, workdir: Path, *, pretrai
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
+        # fork on Linux (no re-import of torch per worker); spawn where fork is missing (Windows) or unsafe (macOS)
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context(method)) as pool:
             timings = list(pool.map(_train_fold, todo))
     else:
         timings = [_train_fold(job) for job in todo]

@@ -8,12 +8,13 @@ runs its BLAS calls single-threaded by default and restores the previous setting
 each forward or backward call. `set_engine_threads(None)` leaves BLAS alone.
 
 Works with the OpenBLAS that NumPy wheels bundle (found through the loaded libraries, no
-extra dependency); elsewhere it does nothing.
+extra dependency); with another BLAS (Apple's Accelerate, MKL) it does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
+from pathlib import Path
 
 from lapnet.errors import LapnetError
 
@@ -43,13 +44,7 @@ def blas_api():
     _API = None
     import numpy  # noqa: F401  (makes sure its BLAS is loaded)
 
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({p[-1] for p in (line.split() for line in f)
-                            if len(p) >= 6 and "openblas" in p[-1].lower() and ".so" in p[-1]})
-    except OSError:
-        return None
-    for path in paths:
+    for path in _openblas_paths():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -63,6 +58,27 @@ def blas_api():
                 _API = (g, s)
                 return _API
     return None
+
+
+def _openblas_paths() -> list[str]:
+    """Files of the OpenBLAS NumPy loaded: from /proc/self/maps on Linux; elsewhere (macOS has no
+    /proc) the copies NumPy's wheels bundle beside it (`numpy/.dylibs` on macOS, `numpy.libs` on
+    Linux and Windows), which dlopen hands back already loaded."""
+    try:
+        with open("/proc/self/maps") as f:
+            return sorted({p[-1] for p in (line.split() for line in f)
+                           if len(p) >= 6 and "openblas" in p[-1].lower() and ".so" in p[-1]})
+    except OSError:
+        pass
+    import numpy
+
+    root = Path(numpy.__file__).resolve().parent
+    found = []
+    for folder in (root / ".dylibs", root.parent / "numpy.libs"):
+        if folder.is_dir():
+            found += sorted(str(f) for f in folder.iterdir()
+                            if "openblas" in f.name.lower() and f.suffix in (".so", ".dylib", ".dll"))
+    return found
 
 
 def blas_threads() -> int | None:

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from rich.markup import escape
+
 from lapnet.checkpoint import check_replaceable, write_json
 from lapnet.console import console
 from lapnet.errors import LapnetError
@@ -187,7 +189,7 @@ def _run_parts(steps, out: Path, sizes: DemoSizes, progress: bool, on_part) -> l
     rows: list[PartResult] = []
     for i, (name, title, fn) in enumerate(steps, 1):
         if progress:
-            console.rule(f"[bold]{i}/{len(steps)}  {title}[/bold]  [dim]({out / name})[/dim]")
+            console.rule(f"[bold]{i}/{len(steps)}  {title}[/bold]  [dim]({escape(str(out / name))})[/dim]")
         t0, c0 = time.perf_counter(), time.process_time()
         _record_files(out, running=name)
         try:
@@ -202,7 +204,7 @@ def _run_parts(steps, out: Path, sizes: DemoSizes, progress: bool, on_part) -> l
         rows.append(row)
         if progress:
             mark = "[green]done[/green]" if row.ok else "[red]failed[/red]"
-            console.print(f"{mark} in {row.seconds:.1f} s: {row.result}", highlight=False)
+            console.print(f"{mark} in {row.seconds:.1f} s: {escape(row.result)}", highlight=False)
         _record_files(out)  # what --force may remove later: the demo's own files, and only those
         if on_part is not None:
             on_part(row)

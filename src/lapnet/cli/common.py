@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from rich.table import Table
+from rich.text import Text
 
 from lapnet.checkpoint import json_text, write_json
 from lapnet.console import console  # progress and tables go to stderr; stdout stays for data
@@ -47,18 +48,18 @@ def summary_table(title: str, rows: Mapping[str, Any] | list[Mapping[str, Any]],
         return
     table = Table(title=title)
 
-    def cell(v: Any) -> str:
-        return "-" if wide and v is None else _fmt(v)
+    def cell(v: Any) -> Text:  # as Text: a name or path with '[' in it is data, not rich markup
+        return Text("-" if wide and v is None else _fmt(v))
 
     if isinstance(rows, Mapping):
         table.add_column("metric", no_wrap=wide)
         table.add_column("value", justify="right", no_wrap=wide)
         for k, v in rows.items():
-            table.add_row(str(k), cell(v))
+            table.add_row(Text(str(k)), cell(v))
     else:
         cols = list(rows[0].keys()) if rows else []
         for c in cols:
-            table.add_column(str(c), justify="right", no_wrap=wide)
+            table.add_column(Text(str(c)), justify="right", no_wrap=wide)
         for r in rows:
             table.add_row(*[cell(r.get(c)) for c in cols])
     out = console

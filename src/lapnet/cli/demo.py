@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from lapnet.cli.common import console, emit_metrics, summary_table
 
@@ -98,7 +99,7 @@ def register(app: typer.Typer) -> None:
                       [{"part": r["part"], "result": r["result"], "seconds": f"{r['seconds']:.0f}"}
                        for r in summary["parts"]])
         console.print(f"[dim]every figure and table is in the report below: open it in a browser "
-                      f"(`lapnet report {out}` rebuilds it)[/dim]")
+                      f"(`lapnet report {escape(str(out))}` rebuilds it)[/dim]")
         if as_json:
             print(f"report: {summary['report']}", file=sys.stderr)
             emit_metrics(None, json.loads((out / "metrics.json").read_text()), as_json=True)

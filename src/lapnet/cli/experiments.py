@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from lapnet.cli.common import engine_device
 from lapnet.errors import LapnetError
@@ -526,7 +527,7 @@ def temperature_cmd(
         from lapnet.cli.common import console
 
         for t, s in m["samples"].items():
-            console.print(f"[bold]T = {t}[/bold]: {s!r}")
+            console.print(f"[bold]T = {t}[/bold]: {escape(repr(s))}")
     _finish(result, out, json_out, quiet, rows, "softmax of the notebook's logits")
 
 

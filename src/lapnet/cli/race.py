@@ -282,9 +282,9 @@ def gates_cmd(
             summary_table(title, rows, wide=True)
         figs = metrics.get("figures", [])
         console.print(f"figures: {', '.join(figs)}" if len(figs) <= 6 else f"figures: {len(figs)} gates_RACE_DRIVER.png in {dest}",
-                      soft_wrap=True)
+                      soft_wrap=True, markup=False)
         for note in metrics["notes"]:
-            console.print(f"note: {note}", soft_wrap=True)
+            console.print(f"note: {note}", soft_wrap=True, markup=False)
 
 
 def _fresh_table(metrics: dict) -> None:
@@ -403,9 +403,9 @@ def predict_cmd(
             summary_table("lap-time MAE (s) on Scored laps ('-': no Scored pair at that horizon)", _forecast_rows(metrics),
                           wide=True)
         _trend_table(metrics)
-        console.print(f"figures: {', '.join(metrics.get('figures', []))}", soft_wrap=True)
+        console.print(f"figures: {', '.join(metrics.get('figures', []))}", soft_wrap=True, markup=False)
         for note in metrics.get("notes", []):
-            console.print(f"note: {note}", soft_wrap=True)
+            console.print(f"note: {note}", soft_wrap=True, markup=False)
 
 
 PIT_NOW_HELP = (
@@ -469,7 +469,7 @@ def pit_now_cmd(
            else f"what the race's green stops cost against racing laps ({basis})")
     console.print(f"{res['driver']} boxes on lap {res['lap'] + 1}, called after lap {res['lap']} on {res['compound'].lower()} "
                   f"tyres {res['tyre_life']:.0f} laps old, {res['laps_to_flag']} laps to the flag; in-lap + out-lap "
-                  f"{res['in_out_s']:.1f} s: the stay-out laps plus {res['stop_cost_s']:.1f} s, {how}", soft_wrap=True)
+                  f"{res['in_out_s']:.1f} s: the stay-out laps plus {res['stop_cost_s']:.1f} s, {how}", soft_wrap=True, markup=False)
     back = res.get("rejoin")
     if back is not None:
         stops = lambda c: f"{c['stops']} stop{'' if c['stops'] == 1 else 's'}"  # noqa: E731
@@ -478,11 +478,11 @@ def pit_now_cmd(
         after = (f"; he stays ahead of {ahead['driver']} ({ahead['gap_s']:.1f} s behind, {stops(ahead)}: "
                  f"{ahead['margin_s']:.1f} s to spare)" if ahead else "")
         console.print(f"on the road, as the gaps behind him stood after lap {back['gaps_after_lap']} (stops so far in "
-                      f"brackets): he rejoins behind {passed}{after}", soft_wrap=True)
+                      f"brackets): he rejoins behind {passed}{after}", soft_wrap=True, markup=False)
         if back["neutralised"]:
             console.print(f"note: lap {back['gaps_after_lap']} or {back['gaps_after_lap'] + 1} ran under a safety car, VSC "
                           "or red flag: the field bunches up behind it (or has just restarted), so the order behind him "
-                          "holds, the gaps do not", soft_wrap=True)
+                          "holds, the gaps do not", soft_wrap=True, markup=False)
     # ANY: whichever compound, the three's mean (the rule's allowed ones while it binds); '*': a stop that leaves the rule unmet
     name = lambda c, ok=True: ("new set" if c == "ANY" else c) + ("" if ok else " *")  # noqa: E731
     summary_table("lap times (s)", [{name(k): (_cell(round(v, 3)) if isinstance(v, float) else v) for k, v in row.items()}
@@ -504,17 +504,17 @@ def pit_now_cmd(
     if any(p["compound"] != "ANY" for p in res["compounds"]):
         console.print("note: a compound's column is what drivers ran after the stops teams chose onto it (not a tyre "
                       "model): on real stops it forecasts the laps no better than 'new set', the compounds' mean",
-                      soft_wrap=True)
+                      soft_wrap=True, markup=False)
     if not all(p["meets_rule"] for p in res["compounds"]):
         console.print("note: * a stop onto a compound he has already run leaves the two-compound rule to another stop, "
-                      "which these numbers do not price", soft_wrap=True)
+                      "which these numbers do not price", soft_wrap=True, markup=False)
     carry = ("what the earlier set's extra laps of age cost on every lap to the flag, by the run's tyre wear (its "
              "calibration on the training races)" if res["to_flag_by"] == "tyre_wear" else
              "the two new sets' mean gap per lap to the flag (a run trained before runs kept their tyre wear)")
     console.print(f"note: payback extrapolates the mean gain; 'to the flag' carries {carry}, if neither stops again; no "
-                  "rival is modelled", soft_wrap=True)
+                  "rival is modelled", soft_wrap=True, markup=False)
     for note in res["notes"]:
-        console.print(f"note: {note}", soft_wrap=True)
+        console.print(f"note: {note}", soft_wrap=True, markup=False)
 
 
 def _dry_compounds(value: str | None) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from lapnet.errors import LapnetError
 
@@ -46,5 +47,5 @@ def register(app: typer.Typer) -> None:
             refuse_run_files(run, [out])  # --force never replaces the run's own config, weights or metrics
         check_overwrite(target, force)
         path = build_report(run, out, title=title)
-        console.print(f"report written: [bold]{path}[/bold] ({path.stat().st_size / 1024:.0f} KiB)")
+        console.print(f"report written: [bold]{escape(str(path))}[/bold] ({path.stat().st_size / 1024:.0f} KiB)")
         typer.echo(str(path))

@@ -163,3 +163,29 @@ def test_only_a_rank_killed_by_a_signal_counts_as_an_abort():
     assert _root_signal(summary("-15", "-6")) == 6
     assert _root_signal(summary("-15", "2")) is None
     assert _root_signal("a rank printed exitcode  : -6 but torchrun gave no summary") is None
+
+
+@pytest.mark.xdist_group("torchrun")
+def test_a_rank_with_bad_input_leaves_the_old_race_run(tmp_path, run_cli):
+    """`race train --force` under torchrun: rank 1's file is missing while rank 0's is good. Rank 0
+    used to clear the old run before the ranks met (and then crash in the barrier, an internal
+    error): every rank now reads its input first, and the old run stays whole."""
+    from lapnet.race.simulate import simulate
+
+    sim = tmp_path / "sim.csv"
+    simulate(2, seed=5).to_csv(sim, index=False)
+    run = tmp_path / "run"
+    small = ["--epochs", "1", "--hidden", "8", "--phase-sim", "0", "--quiet"]
+    code, _, err = run_cli("race", "train", sim, *small, "--out", run)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = _run(["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
+                 str(Path(__file__).parent / "helpers" / "rank_input.py"), str(sim),
+                 "race", "train", "TEXT", *small, "--force", "--out", str(run)],
+                env=env, timeout=180)
+    assert proc.returncode != 0
+    assert "sim.csv.missing: no such file" in proc.stderr
+    assert "internal error" not in proc.stderr, _failure(proc)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before  # nothing cleared, nothing marked unfinished

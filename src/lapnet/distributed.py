@@ -65,7 +65,12 @@ def barrier() -> None:
     except ImportError:  # pragma: no cover
         return
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as e:  # gloo: "Connection closed by peer": a rank failed (bad input) or died
+            why = " ".join(str(e).split())[:160] or type(e).__name__
+            raise PeerLost(f"rank {dist.get_rank()} stopped: another rank of the job left before the ranks met "
+                           f"({why}); see that rank's own output for why") from None
 
 
 class PeerLost(LapnetError):

@@ -79,8 +79,11 @@ def _check_file(p: Path | str) -> None:
 
 def _cleaning_line(metrics: dict) -> None:
     """One stderr line: what the cleaning kept (each race's account is in metrics.json)."""
+    from lapnet.distributed import rank
     from lapnet.race.clean import headline
 
+    if rank() != 0:  # under torchrun every rank cleans the same laps: one line for the job, as the tables
+        return
     print(f"cleaning: {headline(metrics['cleaning'])} (each race: 'cleaning' in metrics.json, or "
           "lapnet race clean LAPS)", file=sys.stderr)
 

@@ -248,7 +248,9 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
     held = _held_out_note(seq, cfg.val_races)
     if held:
         warnings.warn(held)
-    # the input is good: only now is the directory touched (bad input is refused above)
+    # the input is good: only now is the directory touched (bad input is refused above); under
+    # torchrun every rank must have read its input first, or one rank's bad file would cost the old run
+    distributed.barrier()
     out.mkdir(parents=True, exist_ok=True)
     _clear_for_training(out)
     distributed.barrier()  # no rank starts writing before rank 0 has cleared the old run

@@ -15,6 +15,14 @@ lapnet writes, because it looks only at the files runs share:
 A run with sub-runs (the demo's directory, an experiment's output) becomes one section per
 directory, in the order the run wrote them (the earliest file time of each directory).
 A file that cannot be read is named in a warning on the page; the rest still renders.
+
+The run directory may be someone else's: nothing outside it is shown. lapnet never makes a
+symlink in a run, so a link out of the run folder (to a file or a folder: ~/.aws, /usr) is
+not followed, and the page and a warning name it; a link to a folder inside the run is not
+followed either (that folder is shown where it is, and `d/loop -> ..` would repeat the run).
+A link to a file inside the run is shown, as the file it names. Files are read up to a size
+(MAX_IMAGE_BYTES, MAX_TEXT_BYTES, MAX_CSV_BYTES), and JSON too deep or with numbers too long
+for Python is a warning like any unreadable file.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import io
 import json
 import math
 import os
+import re
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -58,6 +68,8 @@ MAX_LIST_INLINE = 8  # longer number lists are summarised (count, first -> last,
 MAX_LOG_ROWS = 25
 MAX_CSV_BYTES = 64_000
 MAX_CSV_ROWS = 30
+MAX_IMAGE_BYTES = 20_000_000  # an image embedded as base64 (a 1.5 GB sparse huge.png took 5.7 GB of memory)
+MAX_TEXT_BYTES = 20_000_000  # a JSON, log or samples file read whole
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
@@ -114,11 +126,16 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, title: s
     if not os.access(out.parent, os.W_OK | os.X_OK):  # the page's temporary file goes there: said before the work
         raise LapnetError(f"--out {out}: {out.parent} is not writable"
                           + ("; give --out a file in a writable place (the default is RUN/report.html)" if default else ""))
-    dirs = [d for d in _run_dirs(run_dir) if _has_content(d, skip=out)]
+    walked = _run_dirs(run_dir)
+    outside = [f"{p.relative_to(run_dir).as_posix()}{'/' if p.is_dir() else ''}"
+               for d in walked for p in _links_out(d, run_dir)]
+    if outside:
+        warnings.warn(f"{run_dir}: links out of the run folder, not followed: {', '.join(outside)}")
+    dirs = [d for d in walked if _has_content(d, out, run_dir)]
     if not dirs:
         raise LapnetError(f"{run_dir}: holds no run files (config.json, metrics.json, log.jsonl, figures or samples)")
     page = render_report(run_dir, dirs, title=title or f"lapnet report: {run_dir.resolve().name}", skip=out)
-    atomic_write_bytes(out, page.encode("utf-8"))
+    atomic_write_bytes(out, page.encode("utf-8", "replace"))  # `_esc` has made every string encodable already
     return out
 
 
@@ -130,7 +147,7 @@ def render_report(root: Path, dirs: Sequence[Path], *, title: str, skip: Path | 
         name = "overview" if rel == "." else rel
         anchor = f"s{i}"
         toc.append(f'<a href="#{anchor}">{_esc(name)}</a>')
-        sections.append(f'<section id="{anchor}"><h2>{_esc(name)}</h2>{_render_dir(d, skip)}</section>')
+        sections.append(f'<section id="{anchor}"><h2>{_esc(name)}</h2>{_render_dir(d, skip, root)}</section>')
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -147,13 +164,13 @@ def render_report(root: Path, dirs: Sequence[Path], *, title: str, skip: Path | 
 
 
 def _run_dirs(root: Path) -> list[Path]:
-    """root, then its sub-directories depth first (hidden ones and caches skipped), siblings
-    in the order the run wrote them: by the earliest modification time in their subtree."""
+    """root, then its sub-directories depth first (hidden ones, caches and symlinks skipped),
+    siblings in the order the run wrote them: by the earliest modification time in their subtree."""
     def children(d: Path) -> list[Path]:
-        return [c for c in d.iterdir() if c.is_dir() and not c.name.startswith((".", "__"))]
+        return [c for c in d.iterdir() if c.is_dir() and not c.is_symlink() and not c.name.startswith((".", "__"))]
 
     def first_written(d: Path) -> float:
-        times = [f.stat().st_mtime for f in d.rglob("*") if f.is_file()]
+        times = [f.lstat().st_mtime for f in d.rglob("*") if f.is_file() and not f.is_symlink()]
         return min(times) if times else d.stat().st_mtime
 
     def walk(d: Path, depth: int) -> list[Path]:
@@ -166,14 +183,34 @@ def _run_dirs(root: Path) -> list[Path]:
     return walk(root, 0)
 
 
-def _files(d: Path, skip: Path | None) -> list[Path]:
+def _inside(p: Path, root: Path) -> bool:
+    """Whether `p`, every link in it followed (realpath: a link loop is no error), is within `root`."""
+    real, top = os.path.realpath(p), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def _links_out(d: Path, root: Path) -> list[Path]:
+    """The symlinks in `d` (not hidden) whose target is outside the run folder `root`, by name."""
+    return sorted((p for p in d.iterdir() if p.is_symlink() and not p.name.startswith(".") and not _inside(p, root)),
+                  key=lambda p: p.name)
+
+
+def _own(p: Path) -> bool:
+    """A file of the run itself, read for what it tells about another (the saved step, the
+    listed figures): a regular file, not a link."""
+    return p.is_file() and not p.is_symlink()
+
+
+def _files(d: Path, skip: Path | None, root: Path) -> list[Path]:
+    """The files of `d` a report may show: not hidden, not the page itself, not a link out of
+    the run folder `root`."""
     skip_res = skip.resolve() if skip is not None else None
     return sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")
-                  and f.resolve() != skip_res and f.name != REPORT_NAME)
+                  and (not f.is_symlink() or _inside(f, root)) and f.resolve() != skip_res and f.name != REPORT_NAME)
 
 
-def _has_content(d: Path, skip: Path | None) -> bool:
-    return any(_kind(f) is not None for f in _files(d, skip))
+def _has_content(d: Path, skip: Path | None, root: Path) -> bool:
+    return any(_kind(f) is not None for f in _files(d, skip, root))
 
 
 def _kind(f: Path) -> str | None:
@@ -199,8 +236,8 @@ def _kind(f: Path) -> str | None:
 # one directory
 
 
-def _render_dir(d: Path, skip: Path | None) -> str:
-    files = _files(d, skip)
+def _render_dir(d: Path, skip: Path | None, root: Path) -> str:
+    files = _files(d, skip, root)
     by_kind: dict[str, list[Path]] = {}
     for f in files:
         k = _kind(f)
@@ -219,7 +256,8 @@ def _render_dir(d: Path, skip: Path | None) -> str:
     for f in by_kind.get("samples", []):
         parts.append(_guard(f, lambda f=f: _render_samples(f)))
     for f in by_kind.get("figure", []):
-        parts.append(_guard(f, lambda f=f: _figure(f.read_bytes(), IMAGE_TYPES[f.suffix.lower()], caption(f))))
+        parts.append(_guard(f, lambda f=f: _figure(_read_capped(f, MAX_IMAGE_BYTES, "embed"),
+                                                   IMAGE_TYPES[f.suffix.lower()], caption(f))))
     for f in by_kind.get("log", []):
         parts.append(_guard(f, lambda f=f: _render_log(f, _saved_step(d, metrics))))
     for f in by_kind.get("json", []):
@@ -228,6 +266,15 @@ def _render_dir(d: Path, skip: Path | None) -> str:
         parts.append(_guard(f, lambda f=f: _render_csv(f)))
     for f in by_kind.get("config", []):
         parts.append(_guard(f, lambda f=f: "<h3>Configuration</h3>" + _kv_table(_flatten(_load_json(f)), cls="config")))
+    outside = [p.name + ("/" if p.is_dir() else "") for p in _links_out(d, root)]
+    if outside:
+        parts.append(f'<div class="warn">links out of the run folder, not followed: {_esc(", ".join(outside))} '
+                     f'(a run\'s own files are never links: what they point at is not part of it)</div>')
+    folder_links = [p.name + "/" for p in d.iterdir() if p.is_symlink() and p.is_dir() and not p.name.startswith(".")
+                    and p.name not in {q.rstrip("/") for q in outside}]
+    if folder_links:
+        parts.append(f'<div class="meta">links to folders of the run, not followed (each folder is shown where it '
+                     f'is): {_esc(", ".join(sorted(folder_links)))}</div>')
     other = [f.name for f in files if _kind(f) is None]
     if other:
         parts.append(f'<div class="meta">other files: {_esc(", ".join(other))}</div>')
@@ -240,7 +287,7 @@ def _render_dir(d: Path, skip: Path | None) -> str:
 def _metrics_of(d: Path) -> Any:
     """The directory's metrics.json, or None when it has none or it cannot be read."""
     try:
-        return _load_json(d / "metrics.json") if (d / "metrics.json").is_file() else None
+        return _load_json(d / "metrics.json") if _own(d / "metrics.json") else None
     except (OSError, ValueError):
         return None
 
@@ -250,7 +297,7 @@ def _saved_step(d: Path, metrics: Any) -> int | None:
     checkpoint's own metadata (read from its header only); None when neither says."""
     saved = metrics.get("saved_model") if isinstance(metrics, dict) else None
     step = saved.get("step") if isinstance(saved, dict) else None
-    if step is None and (d / "model.safetensors").is_file():
+    if step is None and _own(d / "model.safetensors"):
         try:
             from safetensors import safe_open
 
@@ -264,18 +311,48 @@ def _saved_step(d: Path, metrics: Any) -> int | None:
 
 
 def _guard(f: Path, render) -> str:
-    """Render one file; a file that cannot be read becomes a warning, not a failed report."""
+    """Render one file; a file that cannot be read becomes a warning, not a failed report
+    (RecursionError: a structure nested deeper than Python renders)."""
     try:
         return render()
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        return f'<div class="warn">could not read {_esc(f.name)}: {_esc(" ".join(str(e).split()))}</div>'
+    except _TooLarge as e:
+        return f'<div class="warn">{_esc(f.name)} is {_esc(str(e))}</div>'
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as e:
+        why = "nested too deeply to show" if isinstance(e, RecursionError) else " ".join(str(e).split())
+        return f'<div class="warn">could not read {_esc(f.name)}: {_esc(why)}</div>'
+
+
+class _TooLarge(LapnetError):
+    """A file beyond the size a report reads (`_read_capped`)."""
+
+
+def _read_capped(f: Path, cap: int, what: str = "show") -> bytes:
+    """A file's bytes, refused (LapnetError) when it holds more than `cap`: read at most cap + 1
+    bytes, so a file that is bigger than its size said (still growing) is refused too."""
+    size = f.stat().st_size
+    if size <= cap:
+        with open(f, "rb") as fh:
+            data = fh.read(cap + 1)
+        if len(data) <= cap:
+            return data
+        size = max(size, len(data))
+    raise _TooLarge(f"too large to {what} ({size / 1e6:.1f} MB; at most {cap / 1e6:.0f} MB)")
+
+
+def _read_text(f: Path) -> str:
+    return _read_capped(f, MAX_TEXT_BYTES).decode("utf-8")
 
 
 def _load_json(f: Path) -> Any:
+    text = _read_capped(f, MAX_TEXT_BYTES)
     try:
-        return json.loads(f.read_text(encoding="utf-8"))
+        return json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise LapnetError(f"not valid JSON ({e.__class__.__name__})") from None
+    except RecursionError:  # `[` * 100000: deeper than Python's parser goes
+        raise LapnetError("not valid JSON (nested too deeply)") from None
+    except ValueError:  # a 5000-digit integer: beyond Python's int-from-string limit
+        raise LapnetError("not valid JSON (a number too long)") from None
 
 
 def caption(f: Path) -> str:
@@ -305,13 +382,13 @@ def _fig_to_png(fig) -> bytes:
 
 def _render_log(f: Path, saved_step: int | None = None) -> str:
     rows, bad = [], 0
-    for line in f.read_text(encoding="utf-8").splitlines():
+    for line in _read_text(f).splitlines():
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1  # a crash mid-write can leave a partial last line
+        except (ValueError, RecursionError):
+            bad += 1  # a crash mid-write can leave a partial last line (or a line is not lapnet's)
             continue
         if isinstance(row, dict):
             rows.append(row)
@@ -351,7 +428,7 @@ def _render_log(f: Path, saved_step: int | None = None) -> str:
 def _has_validation(d: Path) -> bool:
     """False for a text run trained with --val-frac 0 (config.json's data.val_frac), else True."""
     try:
-        config = _load_json(d / "config.json") if (d / "config.json").is_file() else None
+        config = _load_json(d / "config.json") if _own(d / "config.json") else None
     except (OSError, ValueError):
         return True
     data = config.get("data") if isinstance(config, dict) else None
@@ -368,7 +445,7 @@ def _even_rows(rows: list[dict], n: int) -> list[tuple[int, dict]]:
 def _render_samples(f: Path) -> str:
     head = f"<h3>Samples ({_esc(f.name)})</h3>"
     if f.suffix.lower() == ".txt":
-        return head + f"<pre>{_esc(f.read_text(encoding='utf-8', errors='replace'))}</pre>"
+        return head + f"<pre>{_esc(_read_capped(f, MAX_TEXT_BYTES).decode('utf-8', errors='replace'))}</pre>"
     data = _load_json(f)
     blocks = []
     for label, texts in _sample_items(data):
@@ -544,4 +621,20 @@ _CONTROLS = {c: 0x2400 + c for c in range(0x20) if chr(c) not in "\t\n\r"} | {0x
 
 
 def _esc(s: str) -> str:
-    return html.escape(s, quote=True).translate(_CONTROLS)
+    return html.escape(_encodable(s), quote=True).translate(_CONTROLS)
+
+
+_NOT_ESCAPES = re.compile(r"[\ud800-\udc7f\udd00-\udfff]")  # surrogates that surrogateescape did not make
+
+
+def _encodable(s: str) -> str:
+    """`s` as UTF-8 can hold it. Python holds a file name's non-UTF-8 bytes (all non-ASCII ones
+    under the C locale) as surrogate escapes, and JSON may spell a lone surrogate ("\\udc80"):
+    neither encodes ("surrogates not allowed"). An escape becomes its byte, read as UTF-8 (a
+    name as the user typed it, U+FFFD for a byte that is not UTF-8); any other surrogate "?"."""
+    try:
+        s.encode("utf-8")
+        return s  # nearly every string: nothing to do
+    except UnicodeEncodeError:
+        return _NOT_ESCAPES.sub("?", s).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+

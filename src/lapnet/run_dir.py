@@ -8,6 +8,8 @@
     refuse_input_as_output(...)    an output that is one of the command's inputs is refused
     check_out_path(out, flag)      an --out path: not empty, not a dangling symlink, not a device
     check_file_out(out, flag)      a single-file output: its folder exists and is writable
+    refuse_linked_run_files(...)   a run file a command writes through is a symlink: refused
+    shown_path(path)               a path as text for a file (surrogate escapes of the C locale undone)
     safe_name(label)               a name from the data (a race, a driver) made safe for a file name
 
 The CLI's commands and the library's own runs (`text_runs.train_text`) share these, so one
@@ -17,6 +19,7 @@ The CLI's commands and the library's own runs (`text_runs.train_text`) share the
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -89,6 +92,7 @@ def undo_new_dirs_on_failure() -> Iterator[None]:
 
 LOCK_NAME = ".lapnet.lock"  # in a run directory while a lapnet process trains into it
 _locks: dict[str, int] = {}  # resolved run directory -> the open, flock'ed lock file of this process
+_unlocked: set[str] = set()  # resolved run directories on a file system without flock (see `_no_flock`)
 # run directories to lock as soon as `make_dir` creates them -> the refusal to give if another
 # process made and filled the directory meanwhile (None: --force or --resume, or not a new --out)
 _pending_locks: dict[str, str | None] = {}
@@ -126,25 +130,47 @@ def lock_run_dir(out: Path) -> None:
     `release_run_locks` (the CLI calls it when the command ends) or when the process ends,
     however it ends (the kernel drops a dead process's flock; its stale file is then taken over).
 
+    A run directory may be someone else's (a shared or unpacked run): a lock file that is not a
+    plain file of its own (a symlink, a pipe, a hard link to another file) is refused, never
+    opened through, so the pid is only ever written inside the run. On a file system without
+    flock (some network shares) the run goes on unlocked, with a warning (see `_no_flock`).
+
     Raises:
-        LapnetError: another process holds the lock (one line, naming its pid).
+        LapnetError: another process holds the lock (one line, naming its pid), or the lock
+            file is not a regular file.
     """
     import fcntl
 
     if not _lock_wanted():
         return
     key = _lock_key(out)
-    if key in _locks:
+    if key in _locks or key in _unlocked:
         return
     path = Path(out) / LOCK_NAME
     for _ in range(5):  # the holder may unlink the file between our open and our flock: open it again
+        made = not os.path.lexists(path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a planted symlink is refused, not followed (O_CREAT|O_RDWR through it
+            # would create or open any file this user can write, and the pid would overwrite it);
+            # O_NONBLOCK: opening a planted pipe does not wait for a writer
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as e:
+            if os.path.islink(path):
+                raise LapnetError(f"--out {out}: its lock file {path.name} is a symlink (to {os.readlink(path)}), "
+                                  f"not lapnet's: remove it (rm {path}) if no lapnet process is using {out}") from None
             raise LapnetError(f"--out {out}: cannot create its lock file {path.name}: {e.strerror or e}") from None
         try:
+            _check_lock_file(fd, path, out)
+        except LapnetError:
+            os.close(fd)
+            raise
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # not "held": no flock here
+                os.close(fd)
+                _no_flock(out, path, e, made)
+                return
             try:
                 pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             except OSError:
@@ -153,10 +179,11 @@ def lock_run_dir(out: Path) -> None:
             raise LapnetError(f"--out {out} is in use by another lapnet process (pid {pid}): wait for it to end, "
                               "or give another --out") from None
         try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            st, now = os.fstat(fd), os.lstat(path)  # lstat: the name itself, never what a link points at
+            same = (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
         except OSError:
             same = False
-        if not same:  # locked a file its holder had just removed
+        if not same:  # locked a file its holder had just removed (or replaced)
             os.close(fd)
             continue
         os.ftruncate(fd, 0)
@@ -164,6 +191,35 @@ def lock_run_dir(out: Path) -> None:
         _locks[key] = fd
         return
     raise LapnetError(f"--out {out}: could not take its lock file {path.name} (it keeps being replaced)")
+
+
+def _check_lock_file(fd: int, path: Path, out: Path) -> None:
+    """Refuse a lock file lapnet did not make: not a regular file (a pipe, a device), or a hard
+    link (the same file as one outside the run: truncating it would empty that one)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        what = ("a pipe" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a file")
+        raise LapnetError(f"--out {out}: its lock file {path.name} is not a regular file ({what}), not lapnet's: "
+                          f"remove it (rm {path})")
+    if st.st_nlink > 1:
+        raise LapnetError(f"--out {out}: its lock file {path.name} has {st.st_nlink} hard links (the same file as "
+                          f"another one), not lapnet's: remove it (rm {path}) if no lapnet process is using {out}")
+
+
+def _no_flock(out: Path, path: Path, e: OSError, made: bool) -> None:
+    """flock failed for a reason other than another holder (EOPNOTSUPP, ENOLCK: a file system
+    without locks, as some network shares are). The lock only guards against the user's own
+    mistake of two commands given one --out at once; refusing would make every training on
+    that file system fail with no way around it, so the run goes on unlocked, said once."""
+    import warnings
+
+    _unlocked.add(_lock_key(out))
+    if made:  # the empty lock file this call created: no lock is held, so none is left behind
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    warnings.warn(f"--out {out}: its file system does not support file locks ({e.strerror or e}): going on "
+                  f"unlocked; do not give this --out to another lapnet command until this one ends")
 
 
 def held_by_another(lock: Path) -> bool:
@@ -175,13 +231,13 @@ def held_by_another(lock: Path) -> bool:
     if _lock_key(Path(lock).parent) in _locks:
         return False
     try:
-        fd = os.open(lock, os.O_RDONLY)
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a planted pipe would block a plain open
     except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
+    except OSError as e:  # only these say "held"; another errno: a file system without locks
+        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
     finally:
         os.close(fd)  # closing drops a lock taken by the probe
     return False
@@ -205,12 +261,14 @@ def release_run_locks() -> None:
             os.close(fd)
         del _locks[key]
     _pending_locks.clear()
+    _unlocked.clear()
 
 
 def release_run_lock(out: Path) -> None:
     """Drop this process's lock on `out` (see `lock_run_dir`), if it holds one, or the lock it
     was to take when `make_dir` creates `out` (a library call that failed before that)."""
     _pending_locks.pop(os.path.abspath(out), None)
+    _unlocked.discard(_lock_key(out))
     fd = _locks.pop(_lock_key(out), None)
     if fd is not None:
         with contextlib.suppress(OSError):
@@ -264,6 +322,34 @@ def refuse_run_files(run: str | os.PathLike | None, outputs: Iterable[str | os.P
                            flag)
 
 
+def refuse_linked_run_files(run: str | os.PathLike, names: Iterable[str], flag: str = "--resume") -> None:
+    """Refuse a run whose files named `names` (those a command appends to, rewrites or reads
+    back) include a symlink: lapnet never makes one, and a run directory may be someone else's.
+    Appending to log.jsonl through a link writes outside the run (a dangling link even creates
+    its target); a link's target is not the run's file to read or replace either.
+
+    Raises:
+        LapnetError: naming the first link and where it points.
+    """
+    for name in names:
+        p = Path(run) / name
+        if p.is_symlink():
+            raise LapnetError(f"{flag}: {p} is a symlink (to {os.readlink(p)}), not a file of the run: lapnet would "
+                              f"write through it, outside the run; put the file itself there, or remove the link")
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """A path as text for a file lapnet writes (samples.txt, a report): as the user typed it.
+    Under the C locale Python holds a name's non-ASCII bytes as surrogate escapes, which no
+    UTF-8 file can hold ("surrogates not allowed"); its bytes are read back as UTF-8 here, and a
+    byte that is not UTF-8 is shown as \\xNN."""
+    text = os.fspath(path)
+    try:  # surrogateescape: each escape is the byte it stands for; any other character is UTF-8 as it is
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that escapes no byte (JSON "\ud800"): shown as \ud800
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _given_empty(flag: str) -> bool:
     """Whether the command line gave `flag` an empty value (`--out=` or `--out ''`): Click
     turns it into Path(""), which is ".", the current directory."""
@@ -307,15 +393,18 @@ def check_file_out(out: str | os.PathLike, flag: str = "--out") -> Path:
     return out
 
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+# path separators, control characters, and what Windows forbids in a name (a race called
+# "Monza 2023: R?"): replaced everywhere, so a run made on Linux copies to Windows intact
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 NAME_MAX = 80  # characters a label may take in a file name (names are limited to 255 bytes)
 
 
 def safe_name(label: object, max_len: int = NAME_MAX) -> str:
     """A name from the data (a race, a driver) made safe for one component of a file name:
-    path separators and control characters become "_", a leading "." too (no hidden file, no
-    ".."), and a long name is cut, keeping an 8-digit hash of the whole so two long names stay
-    apart. A name that needs none of this comes back unchanged."""
+    path separators, control characters and the characters Windows forbids (: * ? " < > |)
+    become "_", a leading "." too (no hidden file, no ".."), and a long name is cut, keeping
+    an 8-digit hash of the whole so two long names stay apart. A name that needs none of this
+    comes back unchanged."""
     text = str(label)
     s = _UNSAFE.sub("_", text)
     if s.startswith("."):

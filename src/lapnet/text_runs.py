@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import re
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -29,9 +30,10 @@ from lapnet.data.text import (BOM, TextBatches, Vocab, check_streams, decode_tex
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.models.charlm import CharLMConfig, param_names, saved_positive_int
 from lapnet.scratch.recurrent import GATE_BLOCKS
-from lapnet.run_dir import check_out_dir, make_dir, refuse_input_as_output, release_run_lock
+from lapnet.run_dir import (check_out_dir, make_dir, refuse_input_as_output, refuse_linked_run_files, release_run_lock,
+                            shown_path)
 from lapnet.sampling import SampleConfig, generate
-from lapnet.train import TrainConfig, TrainingDiverged, finished, fit, restored_result
+from lapnet.train import TrainConfig, TrainingDiverged, check_resume_meta, finished, fit, restored_result
 
 ENGINES = ("torch", "numpy")
 CHECKPOINTS = ("best", "last")  # model.safetensors (what training chose) | last.safetensors (the final step)
@@ -325,10 +327,20 @@ def read_vocab(path: Path, cfg: CharLMConfig) -> Vocab:
     return vocab
 
 
+_LAYER_NAME = re.compile(r"rnn\.weight_ih_l[0-9]+")  # one per recurrent layer (see param_names)
+
+
 def check_charlm_weights(arrays: dict[str, np.ndarray], cfg: CharLMConfig, where: Path) -> None:
     """Refuse a char-LM's weights whose names or shapes do not match its config, or that are not
     floating point or not finite (the char-LM's own check; `checkpoint.check_weights` serves the
-    other models, against a state_dict)."""
+    other models, against a state_dict).
+
+    The layer count is compared with the checkpoint's first: config.json is as easily edited
+    as any file, and the names of 10**8 layers took 5.4 GB and 16 s to build."""
+    held = sum(1 for name in arrays if _LAYER_NAME.fullmatch(name))
+    if held != cfg.layers:
+        raise CheckpointError(f"{where}: weights do not match config.json (config.json says model.layers "
+                              f"{cfg.layers}, the checkpoint holds {held} layer{'s' if held != 1 else ''})")
     want = param_names(cfg)
     if sorted(arrays) != sorted(want):
         missing = sorted(set(want) - set(arrays))
@@ -395,6 +407,8 @@ def _check_resume_checkpoint(where: Path, cfg: CharLMConfig) -> dict[str, Any]:
         check_charlm_weights(weights, cfg, where)
     except CheckpointError as e:
         raise CheckpointError(f"--resume: checkpoint does not fit this model: {e}") from None
+    if isinstance(meta, dict) and "trainer" in meta and "learner" in meta:
+        check_resume_meta(meta, where)  # a crafted trainer state: one line now, not a KeyError mid-resume
     trainer = meta.get("trainer")
     return trainer if isinstance(trainer, dict) else {}
 
@@ -419,22 +433,68 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _same_text(text: str, sha: str | None) -> str | None:
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_BOM_BYTES = BOM.encode("utf-8")
+HASH_CHUNK = 1 << 20  # bytes read at a time to hash a file
+
+
+def _file_hashes(path: str | Path) -> tuple[str, str]:
+    """The `_sha256` of a text file's text as `read_text` returns it (a leading byte-order mark
+    dropped), and of that text with the mark (see `_same_text`), read in chunks: a file that is
+    not the run's text is refused without being read whole. (UTF-8 decoding changes no byte,
+    so the text's hash is the file's bytes' hash.)"""
+    plain, marked = hashlib.sha256(), hashlib.sha256(_BOM_BYTES)
+    try:
+        with open(path, "rb") as f:
+            first = f.read(HASH_CHUNK)
+            chunk = first[len(_BOM_BYTES):] if first.startswith(_BOM_BYTES) else first
+            while chunk:
+                plain.update(chunk)
+                marked.update(chunk)
+                chunk = f.read(HASH_CHUNK)
+    except OSError as e:
+        raise LapnetError(f"{path}: cannot read ({e.strerror or e.__class__.__name__})") from None
+    return plain.hexdigest(), marked.hexdigest()
+
+
+def _same_text(text: str, sha: str) -> str | None:
     """`text` as the run saw it when its sha256 is `sha` (None: it is another text). A run
     trained before byte-order marks were dropped has the mark in its hash and vocabulary:
     the text is then handed back with it, so that the run continues on exactly what it learnt."""
-    if not sha or _sha256(text) == sha:
+    if _sha256(text) == sha:
         return text
     if _sha256(BOM + text) == sha:
         return BOM + text
     return None
 
 
+def _recorded_sha256(data: TextDataConfig, out: Path) -> str:
+    """The run's data.sha256, which must be a sha256: without one nothing tells the run's text
+    from any other, and config.json's data.source could name any file (~/.aws/credentials) for
+    the resume to train on and print in samples.txt.
+
+    Raises:
+        CheckpointError: missing, null or not 64 hex digits, saying how to go on.
+    """
+    sha = data.sha256
+    if isinstance(sha, str) and _SHA256.fullmatch(sha.lower()):
+        return sha.lower()
+    shown = "missing (or null)" if sha is None else f"{sha!r}"[:40]
+    raise CheckpointError(f"--resume: {out / 'config.json'}: data.sha256 is {shown}, not the sha256 of a text, so "
+                          f"the text this run was trained on cannot be checked: a resume goes on only on that text; "
+                          f"train again from your text FILE (lapnet text train FILE --out {out} --force, or a new "
+                          f"--out)")
+
+
 def _resume_text(path: str | Path | None, data: TextDataConfig, out: Path) -> tuple[str, str | Path | None]:
     """The text a resumed run continues on. With no FILE given, the run's recorded source is
     reused when it still exists with the same content; otherwise the error names it. A
     relative source (recorded before sources were stored as absolute paths) is looked for
-    from the current directory."""
+    from the current directory.
+
+    Nothing but the text whose sha256 the run recorded is ever trained on (`_recorded_sha256`):
+    a file is hashed in chunks before it is read whole, and the text read is checked again."""
+    sha = _recorded_sha256(data, out)
     if path is None and data.source is not None:
         recorded = data.source
         if recorded == "-":
@@ -442,16 +502,21 @@ def _resume_text(path: str | Path | None, data: TextDataConfig, out: Path) -> tu
         if not Path(recorded).is_file():
             raise LapnetError(f"--resume: {out} was trained on {recorded} (config.json's data.source), which is not "
                               f"there now; give that text as FILE")
-        text = _same_text(read_text(recorded), data.sha256)
-        if text is None:
-            raise LapnetError(f"--resume: {recorded}, the text {out} was trained on, has changed since; "
+        changed = LapnetError(f"--resume: {recorded}, the text {out} was trained on, has changed since; "
                               f"give the original text as FILE")
+        if sha not in _file_hashes(recorded):
+            raise changed
+        text = _same_text(read_text(recorded), sha)  # again: the file may have changed since it was hashed
+        if text is None:
+            raise changed
         return text, recorded
-    text = _same_text(_read_source(path), data.sha256)
+    other = LapnetError(f"--resume: {'the bundled text' if path is None else _source_name(str(path))} is not the "
+                        f"text this run was trained on ({_source_name(data.source)}, config.json's data.source)")
+    if path is not None and str(path) != "-" and Path(path).is_file() and sha not in _file_hashes(path):
+        raise other
+    text = _same_text(_read_source(path), sha)
     if text is None:
-        given = "the bundled text" if path is None else _source_name(str(path))
-        raise LapnetError(f"--resume: {given} is not the text this run was trained on ({_source_name(data.source)}, "
-                          f"config.json's data.source)")
+        raise other
     return text, path
 
 
@@ -652,6 +717,8 @@ def train_text(
     asked = {"model": model, "data": data, "train": train}
     saved: dict[str, Any] = {}
     if resume:  # the run's own shape, data and training settings; the command line may only extend it
+        # the resume reads, appends to and rewrites these: through a link that is outside the run
+        refuse_linked_run_files(out, RUN_FILES)
         saved, model = read_run_config(out)
         if saved.get("engine", engine or "torch") not in ENGINES:
             raise CheckpointError(f"{out / 'config.json'}: engine must be torch or numpy, got {saved['engine']!r}")
@@ -745,7 +812,10 @@ def train_text(
                   "train": asdict(train)}
         write_json(out / "config.json", config)
         write_json(out / "vocab.json", vocab.to_json())
-    elif not finishing:  # the run's own settings stay; what this resume used is added to its record
+
+    def record_resume() -> None:
+        """The run's own settings stay; what this resume used is added to its record, once fit
+        has checked the checkpoint, its state and the log (a refused resume changes no file)."""
         entry = {"from_step": position.get("step"), "epochs": train.epochs, "minutes": train.minutes,
                  **({"max_steps": train.max_steps} if train.max_steps is not None else {}),
                  "eval_every": train.eval_every, **({"ignored": ignored} if ignored else {})}
@@ -770,7 +840,8 @@ def train_text(
                  data=data, batches=batches, vocab=vocab, train_ids=train_ids, val_ids=val_ids)
     try:
         result = fit(learner, batches, train, out=out, resume=resume, on_eval=on_eval, meta=meta,
-                     describe=f"text {engine} {model.arch}", eval_label="val" if validation else "training text")
+                     describe=f"text {engine} {model.arch}", eval_label="val" if validation else "training text",
+                     on_resumed=None if finishing else record_resume)
     except KeyboardInterrupt:
         # a second Ctrl-C while fit was finishing (its last evaluation and checkpoint): the
         # run's results are still written, from the last checkpoint, before the interrupt goes on
@@ -894,12 +965,14 @@ def _write_samples(out: Path, engine: str, device: str, prime: str, step: int | 
     if not is_rank0():
         return
     run = load_run(out, engine, device)
+    # shown_path: under the C locale `out` may hold surrogate escapes, which UTF-8 cannot encode
     parts = [f"model.safetensors (step {step}), {SAMPLE_CHARS} characters after {prime!r}; "
-             f"`lapnet text sample {out}` makes more\n"]
+             f"`lapnet text sample {shown_path(out)}` makes more\n"]
     for label, temp in (("greedy (--temperature 0)", 0.0), ("--temperature 0.8 --seed 0", 0.8)):
         text = generate(run.stepper(), run.vocab, prime=prime, length=SAMPLE_CHARS, cfg=SampleConfig(temp), seed=0)[0]
         parts.append(f"--- {label}\n{text}\n")
-    atomic_write_bytes(out / "samples.txt", "\n".join(parts).encode("utf-8"))
+    # backslashreplace: a crafted vocab.json may hold a lone surrogate, which UTF-8 cannot encode
+    atomic_write_bytes(out / "samples.txt", "\n".join(parts).encode("utf-8", "backslashreplace"))
 
 
 def _nothing_to_train(result, train: TrainConfig, position: dict[str, Any]) -> str:

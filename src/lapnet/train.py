@@ -132,8 +132,14 @@ def _float32_fate(lr: float) -> str:
 
 
 def _is_number(v: Any) -> bool:
-    """A finite int or float (not a bool, not a string)."""
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite int or float (not a bool, not a string); an int too large for a float is not
+    one (a crafted checkpoint's 400-digit "elapsed" would overflow the first sum it is in)."""
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _check_int(name: str, v: Any, low: int, *, optional: bool = False) -> None:
@@ -530,21 +536,46 @@ def _check_disk(out: Path, learner: Learner) -> None:
         raise LapnetError(f"--out {out}: only {free / 1e6:.1f} MB free, checkpoints need about {need / 1e6:.1f} MB")
 
 
-def _trim_log(path: Path, step: int) -> None:
-    """Keep the log rows up to the checkpoint's step (rows after it are trained again)."""
+def _log_kept(path: Path, step: int) -> list[bytes] | None:
+    """The log.jsonl lines a resume keeps: the rows up to the checkpoint's step (rows after it
+    are trained again), as they are byte for byte; None when there is no log. Read, and checked,
+    before the resume writes anything (`_trim_log` writes them back).
+
+    Raises:
+        CheckpointError: a complete line that is JSON but not a log row (an object whose
+            "step" is a number), naming the file and the line.
+    """
     if not path.exists():
-        return
+        return None
     keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for i, line in enumerate(path.read_bytes().splitlines(), 1):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a crash
+        except (ValueError, RecursionError):  # a line cut by a crash (or not text at all): dropped, as ever
             continue
-        if row.get("step", 0) <= step:
+        at = row.get("step", 0) if isinstance(row, dict) else None
+        if not _is_number(at):
+            shown = line[:40].decode("utf-8", "replace") + ("..." if len(line) > 40 else "")
+            raise CheckpointError(f"{path}: line {i} is not a log row (a JSON object with a numeric step), got "
+                                  f"{shown!r}: remove that line, or the file, to resume")
+        if at <= step:
             keep.append(line)
+    return keep
+
+
+def _trim_log(path: Path, keep: list[bytes] | None) -> None:
+    """Rewrite log.jsonl with the lines `_log_kept` chose."""
+    if keep is None:
+        return
     from lapnet.checkpoint import atomic_write_bytes
 
-    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+    atomic_write_bytes(path, b"\n".join(keep) + b"\n" if keep else b"")
+
+
+def _no_follow(path: str, flags: int) -> int:
+    """An `open` opener that never opens through a symlink (O_NOFOLLOW: ELOOP instead): a link
+    put in place of log.jsonl after the check at the start of fit is not appended through."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
 
 
 def _carry_arrays(carry: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
@@ -619,6 +650,12 @@ def check_resume_meta(m: dict[str, Any], path: Path | str) -> None:
     for k in ("last_metrics", "final_eval"):
         if tr.get(k) is not None and not isinstance(tr[k], dict):
             raise bad(f"trainer {k} must be an object", tr[k])
+    fe = tr.get("final_eval")
+    if fe and not (isinstance(fe.get("row"), dict) and isinstance(fe.get("metrics"), dict)
+                   and _is_number(fe.get("val")) and isinstance(fe.get("saved_model", False), bool)):
+        # what fit wrote ({row, metrics, val, saved_model}): a resume and a finished run's result read each
+        raise bad("trainer final_eval must be {row: object, metrics: object, val: number, saved_model: true/false}",
+                  fe)
     se = tr.get("since_eval")
     if se is not None and not (isinstance(se, dict) and _is_number(se.get("loss", 0.0))
                                and isinstance(se.get("n", 0), int) and not isinstance(se.get("n", 0), bool)
@@ -700,6 +737,7 @@ def fit(
     describe: str = "training",
     interrupt_hint: str = "continue with --resume",
     eval_label: str = "val",
+    on_resumed: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train `learner` on `batches` until `cfg` says stop.
 
@@ -728,6 +766,10 @@ def fit(
             has no --resume says what to do instead).
         eval_label: what the progress bar calls the evaluation's `val_loss` ("test MSE" for a
             task scored on a test set, "fit MSE" when there is no held-out data).
+        on_resumed: with `resume`, called once the checkpoint, its trainer and learner state
+            and log.jsonl have passed every check and the run has steps left, before fit
+            changes any file in `out`: where a caller records the resume (a resume refused
+            leaves every file as it was).
 
     Returns:
         TrainResult. Raises TrainingDiverged (its `step` says where) on a NaN/inf training or
@@ -745,7 +787,7 @@ def fit(
             lock_run_dir(Path(out))
             locked = Path(out)
         return _fit(learner, batches, cfg, out=out, resume=resume, meta=meta, on_eval=on_eval, describe=describe,
-                    interrupt_hint=interrupt_hint, eval_label=eval_label)
+                    interrupt_hint=interrupt_hint, eval_label=eval_label, on_resumed=on_resumed)
     finally:
         if locked is not None:
             release_run_lock(locked)
@@ -754,10 +796,17 @@ def fit(
 
 
 def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, meta, on_eval, describe, interrupt_hint,
-         eval_label) -> TrainResult:
+         eval_label, on_resumed=None) -> TrainResult:
+    from lapnet.run_dir import refuse_linked_run_files
+
     cfg.validate()
     rank0 = is_rank0()
     out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        # the log is appended to, which writes through a symlink (a dangling one creates its target);
+        # a resume also reads and replaces the checkpoints
+        refuse_linked_run_files(out_dir, ("log.jsonl", "last.safetensors", "model.safetensors") if resume
+                                else ("log.jsonl",), "--resume" if resume else "--out")
     spe = batches.steps_per_epoch()
     if spe < 1:
         raise LapnetError("no training batches: the data is shorter than one batch")
@@ -789,14 +838,19 @@ def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, m
         if done is not None:  # nothing left to do: no evaluation, log row or checkpoint is added
             return restored_result(st, done, spe)
         dropped_final = st.pop("final_eval", None)
+    # the off-schedule evaluation's log row goes too: the continued run evaluates on schedule
+    log_kept = _log_kept(out_dir / "log.jsonl", st["step"] - (1 if dropped_final else 0)) \
+        if resume and rank0 else None
     if out_dir is not None and rank0:
         out_dir.mkdir(parents=True, exist_ok=True)
         _check_disk(out_dir, learner)
+    if resume and on_resumed is not None:  # every check has passed: only now is anything rewritten
+        on_resumed()
+    if out_dir is not None and rank0:
         for stale in out_dir.glob(".*.tmp"):  # left by a run killed in the middle of a write
             stale.unlink(missing_ok=True)
         if resume:
-            # the off-schedule evaluation's log row goes too: the continued run evaluates on schedule
-            _trim_log(out_dir / "log.jsonl", st["step"] - (1 if dropped_final else 0))
+            _trim_log(out_dir / "log.jsonl", log_kept)
             if dropped_final and dropped_final.get("saved_model") and m.get("model_before") is not None:
                 # model.safetensors holds the off-schedule evaluation's weights: put back the scheduled best
                 save_tensors(out_dir / "model.safetensors", before, m["model_before"])
@@ -912,7 +966,7 @@ def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, m
         if out_dir is not None and rank0:  # log first: a crash between the two leaves no checkpoint without its log row
             log = out_dir / "log.jsonl"
             try:
-                with open(log, "a", encoding="utf-8") as f:
+                with open(log, "a", encoding="utf-8", opener=_no_follow) as f:
                     f.write(json_text(row) + "\n")
                     f.flush()
                     os.fsync(f.fileno())

@@ -30,7 +30,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -41,6 +41,7 @@ META_KEY = "lapnet"  # the safetensors header field that holds our JSON metadata
 DIGEST_KEY = "lapnet_sha256"  # and the one that holds the SHA-256 of meta + arrays (see `_digest`)
 FORMAT_KEY = "lapnet_format"  # inside the JSON metadata: the checkpoint format's version
 FORMAT = 2  # 2: checksum over meta + arrays, required; no marker: older files (see `load_tensors`)
+HIDDEN_MAX = 65_536  # the most hidden units a run's config.json may ask for: --hidden's bound (cli.common.HIDDEN_MAX)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -165,8 +166,20 @@ def read_json(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: missing")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e.__class__.__name__})") from None
+    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError, an integer too long
+        raise CheckpointError(f"{path}: not valid JSON ({_json_problem(e)})") from None
+
+
+def _json_problem(e: BaseException) -> str:
+    """Why `json.loads` refused a text, in a few words. Beyond malformed text it refuses two
+    things a file from someone else may hold on purpose: arrays or objects nested thousands
+    deep (RecursionError) and an integer of more than 4300 digits (Python's limit on
+    converting one, a ValueError)."""
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError)):
+        return e.__class__.__name__
+    return "a number with too many digits" if "digits" in str(e) else e.__class__.__name__
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> None:
@@ -230,15 +243,82 @@ def _digest(arrays: Mapping[str, np.ndarray], meta_text: str) -> str:
     return h.hexdigest()
 
 
-def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+Layout = Mapping[str, tuple[int, ...]]  # tensor name -> shape
+
+
+def model_layout(build: Callable[[], Any]) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of the state_dict of the torch module `build()` makes, built on
+    torch's meta device: no memory is allocated, however large the sizes (a config.json asking
+    for 12,000 hidden units costs nothing here, where building it took 4.8 GB).
+
+    Raises:
+        CheckpointError: the sizes are too large for torch to describe at all.
+    """
+    import torch
+
+    try:
+        with torch.device("meta"):
+            module = build()
+    except RuntimeError as e:  # "Storage size calculation overflowed": sizes beyond any tensor
+        raise CheckpointError(f"sizes beyond any model ({' '.join(str(e).split())[:100]})") from None
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def layout_mismatch(have: Layout, want: Layout) -> str | None:
+    """The first way the tensors `have` (a file's) differ from those `want` (a model's), in a
+    few words, or None when they are the same names with the same shapes."""
+    missing = [k for k in want if k not in have]
+    extra = [k for k in have if k not in want]
+    if missing or extra:
+        said = [f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}" if missing else "",
+                f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}" if extra else ""]
+        return "; ".join(x for x in said if x)
+    for k, shape in want.items():
+        if tuple(have[k]) != tuple(shape):
+            return f"{k} is {_shape(have[k])} in the file, {_shape(shape)} in the model"
+    return None
+
+
+def _shape(shape: Iterable[int]) -> str:
+    return "x".join(map(str, shape)) or "a scalar"
+
+
+def tensor_names(path: str | os.PathLike) -> list[str]:
+    """The names of the arrays in a safetensors file, from its header alone (no array is read):
+    how many tensors a file holds bounds the sizes of the model it can fit, before the model is
+    even described (`model_layout` of a config asking for 10**5 layers took minutes).
+
+    Raises:
+        CheckpointError: the file is missing or not safetensors.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint missing")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return list(f.keys())
+    except Exception as e:  # safetensors raises its own error types for every corruption
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(e).splitlines()[0][:80]})") from None
+
+
+def load_tensors(path: str | os.PathLike, expect: Layout | None = None, *,
+                 hint: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Load a file written by `save_tensors`: (arrays, meta). Never unpickles anything.
 
     `meta` comes back as it was given to `save_tensors` (without the format marker).
 
+    Args:
+        expect: the names and shapes the model to load them into holds (`model_layout`):
+            checked against the file's header before any array is read, so a file that does
+            not fit (a 2.4 GB tensor where the model holds 24 numbers) costs nothing to refuse.
+        hint: what to do about a file that does not fit (the end of the message).
+
     Raises:
         CheckpointError: the file is missing, truncated, not safetensors (a pickle, say),
-            was not written by lapnet, does not match its checksum, or carries the format
-            marker without a checksum (see the module docstring).
+            was not written by lapnet, does not fit `expect`, does not match its checksum,
+            or carries the format marker without a checksum (see the module docstring).
     """
     from safetensors import safe_open
 
@@ -249,8 +329,15 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
         arrays: dict[str, np.ndarray] = {}
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
+            if expect is not None:  # the header alone (names, shapes): no array read yet
+                said = layout_mismatch({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, expect)
+                if said is not None:
+                    raise CheckpointError(f"{path}: weights do not fit the model config.json describes ({said})"
+                                          + (f": {hint}" if hint else ""))
             for k in f.keys():
                 arrays[k] = f.get_tensor(k)
+    except CheckpointError:
+        raise
     except Exception as e:  # safetensors raises its own error types for every corruption
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(e).splitlines()[0][:80]})") from None
     if META_KEY not in header:
@@ -261,7 +348,7 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
                               "the checksum written with them)")
     try:
         meta = json.loads(meta_text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # malformed, nested thousands deep, an integer of 5000 digits
         meta = None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: corrupt lapnet metadata")

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lapnet.checkpoint import check_weights, load_tensors, read_json, write_json
+from lapnet.checkpoint import HIDDEN_MAX, check_weights, load_tensors, model_layout, read_json, tensor_names, write_json
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.experiments.batches import Shuffled
 from lapnet.models.forecaster import Forecaster
@@ -592,22 +592,75 @@ def load_series_run(run: str | Path) -> tuple[Forecaster, dict[str, Any]]:
     config = read_json(run / "config.json")
     if not isinstance(config, dict) or config.get("kind") != KIND:
         got = config.get("kind") if isinstance(config, dict) else None
+        got = got if isinstance(got, str) and len(got) <= 40 else None  # a kind of lapnet's is a short name
         raise LapnetError(f"{run}: a {got or 'non-lapnet'} run, not a series run")
-    try:
-        model = Forecaster(config["arch"], 1, int(config["hidden_size"]), 1, int(config["num_layers"]))
-        window, mean, sd = int(config["window"]), float(config["mean"]), float(config["sd"])
-        difference = bool(config["difference"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{run}/config.json: malformed ({e.__class__.__name__}: {e})") from None
-    arrays, _ = load_tensors(run / "model.safetensors")
+    where = run / "model.safetensors"
+    arch, hidden, layers, window, mean, sd, difference = _checked_config(run / "config.json", config, len(tensor_names(where)))
+    layout = model_layout(lambda: Forecaster(arch, 1, hidden, 1, layers))  # no memory allocated: the shapes alone
+    arrays, _ = load_tensors(where, layout, hint="retrain it with lapnet series train")
+    model = Forecaster(arch, 1, hidden, 1, layers)
     want = model.state_dict()
-    if set(arrays) != set(want) or any(tuple(arrays[k].shape) != tuple(want[k].shape) for k in want):
-        raise CheckpointError(f"{run}/model.safetensors: does not fit the model config.json describes")
-    check_weights(arrays, want, run / "model.safetensors")  # int64 or NaN weights would load silently
+    check_weights(arrays, want, where)  # int64 or NaN weights would load silently
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     model.eval()
-    config.update(window=window, mean=mean, sd=sd, difference=difference)
+    config.update(arch=arch, hidden_size=hidden, num_layers=layers, window=window, mean=mean, sd=sd, difference=difference)
     return model, config
+
+
+INT_MAX = 2**31 - 1  # the bound of every integer option but --hidden (cli.common.INT_MAX)
+
+
+def _checked_config(where: Path, config: Mapping[str, Any], n_tensors: int) -> tuple[str, int, int, int, float, float, bool]:
+    """config.json's model fields, each checked as `train_series` writes them, before anything is
+    built: (arch, hidden_size, num_layers, window, mean, sd, difference). A run shared by someone
+    else is input like any other: "8" or 8.9 hidden units passed int(), 20,000 layers hung while
+    the model was built, and a NaN, infinite, zero or 1e308 mean or sd gave a NaN or infinite
+    forecast with exit code 0.
+
+    `n_tensors`: the tensors model.safetensors holds; each layer holds some of its own, so a
+    config asking for more layers does not fit it (said before the model is described at all).
+
+    Raises:
+        CheckpointError: one line naming the file and every bad field.
+    """
+    def shown(v: Any) -> str:
+        text = repr(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    def whole(v: Any, high: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= high
+
+    def real(v: Any) -> bool:  # a finite number; an integer of 400 digits is compared, never made a float
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and -math.inf < v < math.inf
+
+    missing = [k for k in ("arch", "hidden_size", "num_layers", "window", "mean", "sd", "difference") if k not in config]
+    if missing:
+        raise CheckpointError(f"{where}: malformed (no {', '.join(missing)}): retrain the run with lapnet series train")
+    problems = []
+    arch = config["arch"]
+    if not (isinstance(arch, str) and arch.lower() in ARCHS):
+        problems.append(f"arch is {shown(arch)}, not one of {', '.join(ARCHS)}")
+    for name, high in (("hidden_size", HIDDEN_MAX), ("num_layers", INT_MAX), ("window", INT_MAX)):
+        if not whole(config[name], high):
+            problems.append(f"{name} is {shown(config[name])}, not a whole number from 1 to {high}")
+    if whole(config["num_layers"], INT_MAX) and config["num_layers"] > n_tensors:
+        problems.append(f"num_layers is {config['num_layers']}, but model.safetensors holds only {n_tensors} tensors")
+    # the scaling `_scaling` stored: the training part's mean and sd, of values within +-MAX_ABS
+    # (`as_values`), and an sd it found above rounding: anything else was never written by it
+    mean, sd = config["mean"], config["sd"]
+    if not (real(mean) and abs(mean) <= 2 * MAX_ABS):
+        problems.append(f"mean is {shown(mean)}, not a finite number within +-{2 * MAX_ABS:g}")
+    if not (real(sd) and REL_TOL * MIN_ABS <= sd <= 2 * MAX_ABS):
+        problems.append(f"sd is {shown(sd)}, not a positive number from {REL_TOL * MIN_ABS:g} to {2 * MAX_ABS:g}")
+    if not isinstance(config["difference"], bool):
+        problems.append(f"difference is {shown(config['difference'])}, not true or false")
+    column = config.get("column")
+    if column is not None and not isinstance(column, str):
+        problems.append(f"column is {shown(column)}, not a column's name")
+    if problems:
+        raise CheckpointError(f"{where}: malformed: {'; '.join(problems)}: retrain the run with lapnet series train")
+    return (arch.lower(), config["hidden_size"], config["num_layers"], config["window"], float(mean), float(sd),
+            config["difference"])
 
 
 def forecast_values(model: Forecaster, values: np.ndarray, mean: float, sd: float, window: int, steps: int, *,

@@ -112,8 +112,27 @@ _bound_int_options()
 _SRC = str(Path(__file__).resolve().parents[1])  # the lapnet package: its warnings are lapnet's own
 
 
+# C0 and C1 control characters and DEL: what is left of them once whitespace is collapsed (`one_line`)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """`text` with every control character but the newline written out as an escape (ESC as
+    \\x1b): a message quotes what a run or an input file holds (a run's "kind", a race's
+    name, a feature's), and a run shared by someone else could hold escape sequences that
+    retitle the terminal, clear it or worse once printed raw."""
+    return _CONTROL.sub(lambda m: m.group() if m.group() == "\n" else f"\\x{ord(m.group()):02x}", text)
+
+
+def one_line(message: object) -> str:
+    """`message` as one printable line: whitespace (newlines, tabs) collapsed to single spaces,
+    every other control character made visible (`_visible`). Every `lapnet: error:` and
+    `lapnet: warning:` line goes through it."""
+    return _visible(" ".join(str(message).split()))
+
+
 def _fail(message: str, code: int = 2) -> None:
-    line = " ".join(str(message).split())  # one line, whatever the message held
+    line = one_line(message)  # one line, whatever the message held, and nothing that drives the terminal
     if not (code == 130 and _follower()):  # under torchrun a Ctrl-C reaches every rank: rank 0 says it once
         print(f"lapnet: error: {line}", file=sys.stderr)
     sys.exit(code)
@@ -132,9 +151,8 @@ def _internal_error(e: BaseException) -> None:
     reporting it as `error:` with exit 2 would hide it."""
     import traceback
 
-    line = " ".join(f"{type(e).__name__}: {e}".split())
-    print(f"lapnet: internal error: {line}", file=sys.stderr)
-    traceback.print_exception(e, file=sys.stderr)
+    print(f"lapnet: internal error: {one_line(f'{type(e).__name__}: {e}')}", file=sys.stderr)
+    print(_visible("".join(traceback.format_exception(e))), end="", file=sys.stderr)  # its lines, made as harmless
     sys.exit(1)
 
 
@@ -148,7 +166,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     text = " ".join(str(message).split())
     if not (category.__module__.startswith("lapnet") or str(filename).startswith(_SRC)):
         text = f"{text} ({category.__name__} from {Path(filename).name})"  # another library's remark
-    print(f"lapnet: warning: {text}", file=sys.stderr if file is None else file)
+    print(f"lapnet: warning: {one_line(text)}", file=sys.stderr if file is None else file)
 
 
 def _is_devnull(stream) -> bool:
@@ -263,7 +281,7 @@ def _warning_line(text: str) -> None:
     from lapnet import distributed
 
     if distributed.rank() == 0:
-        print(f"lapnet: warning: {' '.join(str(text).split())}", file=sys.stderr)
+        print(f"lapnet: warning: {one_line(text)}", file=sys.stderr)
 
 
 class _MatplotlibRemarks(logging.Handler):

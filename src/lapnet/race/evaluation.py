@@ -11,6 +11,7 @@ by its laps (`race_overlaps`, the run's training_laps.json) and its scores are f
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,13 @@ import numpy as np
 import pandas as pd
 
 from lapnet.checkpoint import read_json
+from lapnet.errors import CheckpointError
 from lapnet.race.baselines import BASELINES, baseline_forecasts, fresh_baselines
 from lapnet.race.features import FEATURES, PHASES, Sequences
 from lapnet.race.inputs import load_laps, race_sequences, subset_sequences
 from lapnet.race.metrics import (MASKS, REPORT_HORIZONS, coverage, eval_mask, forecast_report, macro_f1, phase_checks, pit_report, roc_auc,
                                  stint_trend_report, totals_report)
-from lapnet.race.runs import RaceRun, load_run, phase_calls, run_outputs, take, to_seconds
+from lapnet.race.runs import RaceRun, load_run, phase_calls, run_outputs, short_repr, take, to_seconds
 
 PIT_EVAL_RULE = "every lap after which the driver has another lap (in- and out-laps, neutralised laps included); label: an in-lap among the next 3 laps"
 SCORED_RULE = ("Scored = timed, IsAccurate, not deleted, no SC/VSC/red (TrackStatus 4-7), not an in-, out- or lap-1, "
@@ -225,11 +227,9 @@ def race_overlaps(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]
 
     found: dict[str, dict] = {}
     stored = r.path / TRAINING_LAPS
-    kept = read_json(stored) if stored.is_file() else {}
-    keys = lap_keys(laps, by_driver=kept.get("key") == LAP_KEY_BY_DRIVER)
+    key, trained = read_training_laps(stored) if stored.is_file() else (None, {})
+    keys = lap_keys(laps, by_driver=key == LAP_KEY_BY_DRIVER)
     if stored.is_file():
-        trained = {race: np.array([int(h, 16) for h in text.split()], dtype=np.uint32)
-                   for race, text in (kept.get("races") or {}).items()}
         for race, k in keys.items():
             best = (False, 0, 0.0, None, 0)  # (in-sample, laps in common, share, training race, its laps)
             for name, tk in trained.items():
@@ -240,7 +240,7 @@ def race_overlaps(r: RaceRun, laps: pd.DataFrame) -> tuple[dict[str, dict], str]
             found[race] = {"training_race": name if common else None, "laps": int(common), "of": int(len(k)),
                            "training_of": int(n_train) if common else None, "share": float(share), "in_sample": bool(same)}
         return found, "laps"
-    prints = {f: name for name, f in r.config.get("race_fingerprints", {}).items()}
+    prints = {f: name for name, f in (r.config.get("race_fingerprints") or {}).items()}  # checked by load_run
     for race, f in race_fingerprints(laps).items():
         n = int(len(keys.get(race, ())))
         hit = prints.get(f)
@@ -276,6 +276,38 @@ def training_laps(laps: pd.DataFrame) -> dict:
 
     return {"key": LAP_KEY,
             "races": {race: " ".join(f"{int(k):08x}" for k in keys) for race, keys in lap_keys(laps).items()}}
+
+
+def read_training_laps(path: Path) -> tuple[str | None, dict[str, np.ndarray]]:
+    """A run's training_laps.json (`training_laps`): (how its keys were made, race -> its lap keys).
+
+    Raises:
+        CheckpointError: one line naming the file and what is not as `training_laps` writes it
+            (a run shared by someone else is input like any other: `[1]`, `"zz"` or a key of 40
+            hex digits crashed eval deep inside).
+    """
+    kept = read_json(path)
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: malformed: {what}: retrain the run (or delete the file: eval then "
+                               "knows a training race only whole, by the run's race_fingerprints)")
+
+    if not isinstance(kept, dict):
+        raise bad(f"it holds {short_repr(kept)}, not an object")
+    key, races = kept.get("key"), kept.get("races")
+    if key is not None and not isinstance(key, str):
+        raise bad(f"'key' is {short_repr(key)}, not a text")
+    if races is not None and not isinstance(races, dict):
+        raise bad(f"'races' is {short_repr(races)}, not an object")
+    trained = {}
+    for race, text in (races or {}).items():
+        if not isinstance(text, str) or not _HEX_KEYS.fullmatch(text):
+            raise bad(f"the laps of race {short_repr(race)} are not lap keys (8 hex digits each, separated by spaces)")
+        trained[race] = np.unique(np.array([int(h, 16) for h in text.split()], dtype=np.uint32))
+    return key, trained
+
+
+_HEX_KEYS = re.compile(r"\s*(?:[0-9a-fA-F]{1,8}(?:\s+|$))*")  # `training_laps`' text: 32-bit keys in hex
 
 
 def race_fingerprints(laps: pd.DataFrame) -> dict[str, str]:

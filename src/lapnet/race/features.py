@@ -643,11 +643,15 @@ def check_features(names: list[str] | tuple[str, ...]) -> None:
         LapnetError: one line naming up to 4 features the run lacks and 4 it has that lapnet
             no longer computes (runs saved before a feature change: retrain them).
     """
+    if not isinstance(names, (list, tuple)) or not all(isinstance(f, str) for f in names):
+        shown = repr(names) if len(repr(names)) <= 40 else repr(names)[:37] + "..."
+        raise LapnetError(f"the run's 'features' is {shown}, not a list of names: retrain it with `lapnet race train`")
     if tuple(names) != FEATURES:
         missing = [f for f in FEATURES if f not in names]
         extra = [f for f in names if f not in FEATURES]
 
-        def some(xs: list[str]) -> str:
+        def some(xs: list[str]) -> str:  # a name from a run's config.json may be anything: cut short
+            xs = [x if len(x) <= 40 else x[:37] + "..." for x in xs]
             return ", ".join(xs[:4]) + (f" and {len(xs) - 4} more" if len(xs) > 4 else "") if xs else "none"
 
         what = f"missing {some(missing)}; extra {some(extra)}" if missing or extra else "the same ones in another order"

@@ -13,15 +13,17 @@ call (`live_phase`, at the run's `pit_window_threshold`) included.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lapnet.checkpoint import check_weights, load_tensors, read_json
+from lapnet.checkpoint import HIDDEN_MAX, check_weights, load_tensors, model_layout, read_json, tensor_names
 from lapnet.errors import CheckpointError, LapnetError
-from lapnet.race.features import FEATURES, PHASES, Sequences, check_features
+from lapnet.models.recurrent import ARCHS
+from lapnet.race.features import FEATURES, HORIZONS, PHASES, Sequences, check_features
 from lapnet.race.models import INTERVAL90, ExpectedGap, FreshStart, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller
 from lapnet.race.pit import PitModel
 from lapnet.run_dir import UNFINISHED
@@ -57,47 +59,154 @@ def load_run(run: str | Path, device: str = "cpu") -> RaceRun:
     config = read_json(run / "config.json")
     if not isinstance(config, dict) or config.get("kind") != "lapnet-race":
         raise CheckpointError(f"{run}: not a lapnet race run (config.json kind is not 'lapnet-race')")
-    check_features(config.get("features", []))
     where = run / "config.json"
-    for key in ("model", "tagger", "live_tagger"):  # a malformed config is refused here, naming the file
-        if key != "model" and not config.get(key):
-            continue
-        mcfg = config.get(key)
-        if not isinstance(mcfg, dict):
-            raise CheckpointError(f"{where}: malformed: '{key}' is " + ("missing" if key not in config else
-                                  f"a {type(mcfg).__name__}, not the model's settings") + ": retrain the run")
-        try:
-            RaceNet(RaceModelConfig(**mcfg))  # its sizes and kinds are checked when the net is built
-        except (LapnetError, TypeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{where}: malformed '{key}': {' '.join(str(e).split())[:150]}: retrain the run") from None
+    try:
+        check_features(config.get("features", []))
+    except LapnetError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    # every field a command reads is checked here, naming the file: a run shared by someone else
+    # is input like any other (a NaN dropout, a threshold "x" crashed deep inside torch or NumPy)
+    cfgs = {key: _model_config(where, key, config.get(key), key in config)
+            for key in ("model", "tagger", "live_tagger") if key == "model" or config.get(key)}
     members = config.get("members", 1)
     if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= 1000:
-        raise CheckpointError(f"{where}: malformed: 'members' is {members!r}, not a whole number from 1 to 1000")
+        raise CheckpointError(f"{where}: malformed: 'members' is {short_repr(members)}, not a whole number from 1 to 1000")
+    _check_fields(where, config)
     gap, fresh = config.get("expected_gap"), config.get("fresh_start")
-    model = _load_net(run / "model.safetensors", config["model"], int(config.get("members", 1)), bool(config.get("pit_caller")),
+    model = _load_net(run / "model.safetensors", cfgs["model"], members, bool(config.get("pit_caller")),
                       isinstance(gap, dict) and bool(gap.get("kept", True)), isinstance(fresh, dict) and bool(fresh.get("kept")))
-    tagger = _load_net(run / "tagger" / "model.safetensors", config["tagger"]) if config.get("tagger") else None
-    live = _load_net(run / "live_tagger" / "model.safetensors", config["live_tagger"]) if config.get("live_tagger") else None
+    tagger = _load_net(run / "tagger" / "model.safetensors", cfgs["tagger"]) if "tagger" in cfgs else None
+    live = _load_net(run / "live_tagger" / "model.safetensors", cfgs["live_tagger"]) if "live_tagger" in cfgs else None
     if device != "cpu":
         model, tagger, live = (None if m is None else m.to(device) for m in (model, tagger, live))
     return RaceRun(model, config, tagger, run, live)
 
 
-def _load_net(path: Path, mcfg: dict, members: int = 1, pit_caller: bool = False,
+def short_repr(v: object) -> str:
+    """A config value in a message: its repr, cut short (a 4000-digit integer is one line, not 4000 characters)."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_finite(v: object) -> bool:
+    """A real number a float can hold: not NaN or infinite, nor an integer of 400 digits (float() overflows)."""
+    return _is_real(v) and abs(v) <= sys.float_info.max
+
+
+def _model_config(where: Path, key: str, mcfg: object, present: bool) -> RaceModelConfig:
+    """config.json's settings of one net ("model", "tagger", "live_tagger") as a RaceModelConfig,
+    every field checked before anything is built: sizes are whole numbers in range (a float
+    would be truncated by torch, 12,000 hidden units took 4.8 GB before the weights were even
+    compared), the dropout a probability, the kinds known.
+
+    Raises:
+        CheckpointError: one line naming the file, the net and every bad field.
+    """
+    if not isinstance(mcfg, dict):
+        raise CheckpointError(f"{where}: malformed: '{key}' is " + ("missing" if not present else
+                              f"a {type(mcfg).__name__}, not the model's settings") + ": retrain the run")
+    try:
+        cfg = RaceModelConfig(**mcfg)
+    except (LapnetError, TypeError) as e:  # a field unknown or missing, a head lapnet does not have
+        raise CheckpointError(f"{where}: malformed '{key}': {' '.join(str(e).split())[:150]}: retrain the run") from None
+    problems = []
+    for name, low, high in (("input_size", 1, len(FEATURES)), ("hidden_size", 1, HIDDEN_MAX), ("num_layers", 1, None),
+                            ("horizons", HORIZONS, HORIZONS)):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+            problems.append(f"{name} is {short_repr(v)}, not a whole number " + (f"from {low} to {high}" if high != low else
+                            f"{low}" if high is not None else f">= {low}"))
+    if not (isinstance(cfg.arch, str) and cfg.arch.lower() in ARCHS):
+        problems.append(f"arch is {short_repr(cfg.arch)}, not one of {', '.join(ARCHS)}")
+    for name in ("bidirectional", "linear_skip"):
+        if not isinstance(getattr(cfg, name), bool):
+            problems.append(f"{name} is {short_repr(getattr(cfg, name))}, not true or false")
+    if not (_is_real(cfg.dropout) and 0 <= cfg.dropout < 1):  # NaN fails both comparisons
+        problems.append(f"dropout is {short_repr(cfg.dropout)}, not a number in [0, 1)")
+    if problems:
+        raise CheckpointError(f"{where}: malformed '{key}': {'; '.join(problems)}: retrain the run")
+    return cfg
+
+
+def _check_fields(where: Path, config: dict) -> None:
+    """The fields of config.json outside the nets' settings that predict, eval and live read:
+    each absent, or of the kind `train_race` writes.
+
+    Raises:
+        CheckpointError: one line naming the file and the first bad field.
+    """
+    def bad(field: str, v: object, want: str) -> CheckpointError:
+        return CheckpointError(f"{where}: malformed: '{field}' is {short_repr(v)}, not {want}: retrain the run")
+
+    for field in ("phase_source", "pit_threshold", "expected_gap", "fresh_start", "masks", "train", "race_fingerprints"):
+        if config.get(field) is not None and not isinstance(config[field], dict):
+            raise bad(field, config[field], "an object")
+    _threshold(where, config)
+    loss = (config.get("masks") or {}).get("loss")
+    if loss is not None and not isinstance(loss, str):
+        raise bad("masks.loss", loss, "a text")
+    fresh_weight = (config.get("train") or {}).get("fresh_weight")
+    if fresh_weight is not None and not (_is_finite(fresh_weight) and fresh_weight >= 0):
+        raise bad("train.fresh_weight", fresh_weight, "a number >= 0")
+    prints = config.get("race_fingerprints") or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in prints.items()):
+        raise bad("race_fingerprints", prints, "race names with their fingerprints (texts)")
+    wear = config.get("tyre_wear")  # anything else but numbers is read as no tyre wear (`whatif.tyre_wear`)
+    for compound, fit in (wear.items() if isinstance(wear, dict) else ()):
+        for name, v in (fit.items() if isinstance(fit, dict) else ()):
+            if _is_real(v) and not _is_finite(v):
+                raise bad(f"tyre_wear.{compound}.{name}", v, "a finite number")
+
+
+def _threshold(where: Path, config: dict) -> float | None:
+    """The pit-window threshold config.json keeps ("phase_source" -> "pit_window", or for runs
+    without simulated phases "pit_threshold"), or None; refused unless a probability."""
+    kept = ((config.get("phase_source") or {}).get("pit_window") or config.get("pit_threshold") or {})
+    field = "phase_source.pit_window" if (config.get("phase_source") or {}).get("pit_window") else "pit_threshold"
+    if not isinstance(kept, dict):
+        raise CheckpointError(f"{where}: malformed: '{field}' is {short_repr(kept)}, not an object: retrain the run")
+    t = kept.get("threshold")
+    if t is not None and not (_is_real(t) and 0 <= t <= 1):  # NaN fails both: a pit window never called
+        raise CheckpointError(f"{where}: malformed: '{field}.threshold' is {short_repr(t)}, not a probability "
+                              "from 0 to 1: retrain the run")
+    return None if t is None else float(t)
+
+
+def _load_net(path: Path, cfg: RaceModelConfig, members: int = 1, pit_caller: bool = False,
               expected_gap: bool = False, fresh_start: bool = False) -> RaceNet | RaceEnsemble | WithPitCaller:
-    arrays, _ = load_tensors(path)
-    net = RaceEnsemble(RaceModelConfig(**mcfg), members) if members > 1 else RaceNet(RaceModelConfig(**mcfg))
-    if pit_caller:
-        net = WithPitCaller(net, PitModel(FEATURES), ExpectedGap(FEATURES) if expected_gap else None,
-                            FreshStart(FEATURES) if fresh_start else None)
+    def build() -> RaceNet | RaceEnsemble | WithPitCaller:
+        net = RaceEnsemble(cfg, members) if members > 1 else RaceNet(cfg)
+        if pit_caller:
+            net = WithPitCaller(net, PitModel(FEATURES), ExpectedGap(FEATURES) if expected_gap else None,
+                                FreshStart(FEATURES) if fresh_start else None)
+        return net
+
+    retrain = "a run trained by another lapnet version? retrain it with `lapnet race train`"
+    # the weights' names and shapes (the file's header) are compared with the nets config.json
+    # describes before anything is allocated or read: a few bytes of JSON asking for 10**5 layers
+    # hung here, and a 2.4 GB tensor was read whole before it was refused
+    names = tensor_names(path)
+    if cfg.num_layers * members > len(names):  # each layer of each member holds tensors of its own
+        raise CheckpointError(f"{path}: weights do not fit the model config.json describes (num_layers {cfg.num_layers}"
+                              f"{f' x {members} members' if members > 1 else ''}, but the file holds only {len(names)} "
+                              f"tensors): {retrain}")
+    try:
+        layout = model_layout(build)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path.parent / 'config.json'}: {e}: retrain the run") from None
+    arrays, _ = load_tensors(path, layout, hint=retrain)
+    net = build()
     check_weights(arrays, net.state_dict(), path)  # an int64 or NaN tensor would load silently
     try:
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         said = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:100]  # the first mismatch, not torch's header
-        raise CheckpointError(f"{path}: weights do not fit the model in config.json ({said}): a run trained by another "
-                              "lapnet version? retrain it with `lapnet race train`") from None
+        raise CheckpointError(f"{path}: weights do not fit the model config.json describes ({said}): {retrain}") from None
     net.eval()
     return net
 
@@ -177,8 +286,7 @@ def pit_window_threshold(r: RaceRun) -> float | None:
     """The run's threshold for the pit call (`live_phase`'s pit-window call, predict's figure):
     the best F1 on its training races' stops; None for a run without a pit caller (or trained
     before runs kept it without phase calls)."""
-    kept = ((r.config.get("phase_source") or {}).get("pit_window") or r.config.get("pit_threshold") or {})
-    return kept.get("threshold")
+    return _threshold(r.path / "config.json", r.config)
 
 
 def take(outputs: dict[str, np.ndarray] | None, idx: np.ndarray) -> dict[str, np.ndarray] | None:

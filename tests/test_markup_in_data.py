@@ -21,3 +21,4 @@ def test_a_run_folder_with_brackets_reports(run_cli, tmp_path):
     assert code == 0, err
     assert stdout.strip() == str(out / "report.html")
     assert f"report written: {out}/report.html" in err
+

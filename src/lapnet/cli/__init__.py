@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -109,6 +110,9 @@ def _bound_int_options() -> None:
 _bound_int_options()
 
 
+# run directories are locked with POSIX flock and read with pread: on native Windows every command
+# that writes would fail half-way (an internal error after creating its --out), so none starts
+NATIVE_WINDOWS = os.name == "nt"
 _SRC = str(Path(__file__).resolve().parents[1])  # the lapnet package: its warnings are lapnet's own
 
 
@@ -404,6 +408,9 @@ def _main(argv: list[str] | None) -> None:
     _utf8_stdio()
     stdout, stderr = sys.stdout, sys.stderr
     stdout_null = _is_devnull(stdout)  # to tell rich's broken-pipe exit (below) from a run into /dev/null
+    if NATIVE_WINDOWS:
+        _fail("native Windows is not supported (run directories use POSIX file locks): run lapnet in WSL2, "
+              "where it works as on Linux")
     shown, warnings.showwarning = warnings.showwarning, _show_warning
     with undo_new_dirs_on_failure():  # a refusal leaves no empty --out behind
         try:

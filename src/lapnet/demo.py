@@ -38,6 +38,7 @@ from rich.markup import escape
 from lapnet.checkpoint import check_replaceable, write_json
 from lapnet.console import console
 from lapnet.errors import LapnetError
+from lapnet.host import own_torch_state
 
 DEFAULT_OUT = Path("runs/demo")
 PARTS = ("engine", "text", "sine", "trend", "gradflow", "race")
@@ -122,8 +123,25 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, quick: bool = False, force: bool 
     Returns:
         {"ok", "quick", "seconds", "out", "report", "parts": [PartResult as dict, ...]},
         also written to out/metrics.json.
+
+    `out` is locked while the demo runs (another lapnet process giving it is refused) and
+    released when this returns or raises, unless the caller held the lock before. The host's
+    torch RNG and default dtype, and its open pyplot figures, are left as they were.
     """
+    from lapnet.run_dir import holds_run_lock, release_run_lock
+
     out = Path(out)
+    held = holds_run_lock(out)  # a caller's own lock on `out` is the caller's to release
+    try:
+        return _run_demo(out, quick, force, seed, f1_data, progress, on_part)
+    finally:
+        if not held:  # the lock `_prepare` took: kept, a terminal's `lapnet demo --force` was refused
+            release_run_lock(out)  # for as long as the notebook that called this lived
+
+
+@own_torch_state()
+def _run_demo(out: Path, quick: bool, force: bool, seed: int, f1_data: str | Path | None, progress: bool,
+              on_part: Callable[[PartResult], None] | None) -> dict[str, Any]:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise LapnetError(f"--seed must be a whole number >= 0, got {seed!r}")
     sizes = replace(QUICK if quick else FULL, seed=seed)
@@ -193,7 +211,8 @@ def _run_parts(steps, out: Path, sizes: DemoSizes, progress: bool, on_part) -> l
         t0, c0 = time.perf_counter(), time.process_time()
         _record_files(out, running=name)
         try:
-            row = fn(out / name, sizes, progress)
+            with _closing_new_figures():
+                row = fn(out / name, sizes, progress)
         except Exception as e:  # one broken part must not hide the others
             if os.environ.get("LAPNET_DEMO_RAISE"):
                 raise
@@ -208,7 +227,6 @@ def _run_parts(steps, out: Path, sizes: DemoSizes, progress: bool, on_part) -> l
         _record_files(out)  # what --force may remove later: the demo's own files, and only those
         if on_part is not None:
             on_part(row)
-        _close_figures()
     return rows
 
 
@@ -333,10 +351,22 @@ def _find_f1(f1_data: str | Path | None) -> Path | None:
     return None
 
 
-def _close_figures() -> None:
-    import matplotlib.pyplot as plt
+@contextmanager
+def _closing_new_figures() -> Iterator[None]:
+    """Close the pyplot figures that appear while the block runs, and only those: the library
+    makes its figures outside pyplot (`plots.new_figure`), but a part's code that still went
+    through pyplot would pile them up in a long-lived process. The caller's own figures (a
+    notebook's, open before) stay open: plt.close("all") here closed them too."""
+    import sys
 
-    plt.close("all")
+    plt = sys.modules.get("matplotlib.pyplot")  # not imported yet: no figure of the caller's
+    before = set(plt.get_fignums()) if plt is not None else set()
+    try:
+        yield
+    finally:
+        plt = sys.modules.get("matplotlib.pyplot")
+        for num in sorted(set(plt.get_fignums()) - before) if plt is not None else ():
+            plt.close(num)
 
 
 # ---------------------------------------------------------------------------------------

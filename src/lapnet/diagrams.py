@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
-from lapnet.plots import save_figure
+from lapnet.plots import new_figure, save_figure
 
 # one palette for every diagram: each concept keeps its colour across figures
 INPUT, HIDDEN, OUTPUT, WEIGHT = "#1f5fa8", "#6a3d9a", "#2e7d32", "#b23a48"
@@ -39,7 +39,7 @@ DPI = 150
 
 def _canvas(ax, figsize, xlim, ylim):
     if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
+        fig, ax = new_figure(figsize=figsize)
     else:
         fig = ax.figure
     ax.set_xlim(*xlim)
@@ -93,7 +93,7 @@ def feedforward_vs_sequential(axes=None) -> Figure:
         axes: two matplotlib axes, or None for a new 12 x 4.4 inch figure.
     """
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+        fig, axes = new_figure(1, 2, figsize=(12, 4.4))
     fig = axes[0].figure
     xs = [1.0, 3.0, 5.0, 7.0, 9.0]
 
@@ -294,7 +294,7 @@ def architecture_comparison(axes=None, input_size: int = 100, hidden_size: int =
 
     counts = {r["arch"]: r for r in param_table(input_size, hidden_size)["rows"]}
     if axes is None:
-        fig, axes = plt.subplots(1, 3, figsize=(13.5, 5.4))
+        fig, axes = new_figure(1, 3, figsize=(13.5, 5.4))
     fig = axes[0].figure
     for ax, arch in zip(axes, ("rnn", "lstm", "gru")):
         spec = CELLS[arch]
@@ -362,13 +362,12 @@ def draw_all(out: str | Path, dpi: int = DPI) -> dict[str, dict]:
     for name, draw in FIGURES.items():
         # build at the output dpi: mathtext layouts are cached per dpi, so the layout pass, the
         # save and the overlap check then parse each formula once instead of three times
-        with plt.rc_context({"figure.dpi": dpi}):
+        with matplotlib.rc_context({"figure.dpi": dpi}):
             fig = draw()
         path = out / f"{name}.png"
         save_figure(fig, path, dpi=dpi, facecolor="white")  # atomic: a killed run leaves the old figure whole
         written[name] = {"path": str(path), "label_overlaps": [list(p) for p in text_overlaps(fig)],
                          "arrow_overlaps": [list(p) for p in arrow_overlaps(fig)]}
-        plt.close(fig)
     return written
 
 

@@ -1,9 +1,9 @@
 """matplotlib figures for the experiments and diagnostics.
 
 Every function takes `ax=None` (or `axes=None` for multi-panel figures): given axes it
-draws into them, otherwise it makes its own figure. Each returns the Figure. Titles,
-axis labels with units, legends; nothing here computes a result, it only draws numbers
-the experiments measured.
+draws into them, otherwise it makes its own figure (`new_figure`: outside pyplot, see there).
+Each returns the Figure. Titles, axis labels with units, legends; nothing here computes a
+result, it only draws numbers the experiments measured.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from __future__ import annotations
 import functools
 from typing import Mapping, Sequence
 
-import matplotlib  # noqa: F401  (the backend is the caller's choice; tests use Agg)
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 ARCH_COLORS = {"RNN": "tab:red", "LSTM": "tab:blue", "GRU": "tab:green"}
 
@@ -35,10 +33,26 @@ def save_figure(fig, path, **kwargs) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize=None, layout=None, **kwargs):
+    """`plt.subplots(nrows, ncols, figsize=, layout=, **kwargs)` without pyplot: (the Figure,
+    its axes as plt.subplots returns them), on an Agg canvas of its own.
+
+    pyplot keeps every figure it makes open until plt.close: in a notebook kernel a library
+    call's figures piled up (26 after 13 run_sine calls, matplotlib's "More than 20 figures"
+    warning, memory that was never freed), and the user's next plt.show() drew them. A Figure
+    made here is freed with its last reference; returned, it still shows in Jupyter, and
+    `fig.savefig` writes it as before. The library makes every figure of its own here.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=figsize, layout=layout)
+    FigureCanvasAgg(fig)  # what pyplot's Agg (and Jupyter's inline) backend gives: fig.canvas.draw() works
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
 def _axes(ax, figsize=(7, 4.5)):
     if ax is None:
-        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-        return fig, ax
+        return new_figure(figsize=figsize, layout="constrained")
     return ax.figure, ax
 
 
@@ -73,7 +87,7 @@ def loss_curves_two_panel(left: Mapping[str, Sequence[float]], right: Mapping[st
                           left_title: str, right_title: str, ylabel: str = "MSE", axes=None):
     """The notebook's two-panel loss figure (log scale): left and right curve families."""
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+        fig, axes = new_figure(1, 2, figsize=(12, 4.5), layout="constrained")
     else:
         fig = axes[0].figure
     loss_curves(left, ax=axes[0], title=left_title, ylabel=ylabel)
@@ -277,7 +291,7 @@ def temperature_bars(probs: Mapping[float, np.ndarray], labels: Sequence[str], *
     characters of a larger distribution are drawn."""
     n = len(probs)
     if axes is None:
-        fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), layout="constrained", sharey=True)
+        fig, axes = new_figure(1, n, figsize=(4.6 * n, 3.8), layout="constrained", sharey=True)
         axes = np.atleast_1d(axes)
     else:
         fig = axes[0].figure
@@ -338,8 +352,8 @@ def adding_curves(runs: Mapping[str, Mapping[str, Mapping]], *, baseline: float,
     one line per architecture, with the variance baseline and the 'solved' threshold."""
     lengths = sorted({int(T) for by_T in runs.values() for T in by_T})
     if axes is None:
-        fig, axes = plt.subplots(1, len(lengths), figsize=(5 * len(lengths), 4.2), layout="constrained",
-                                 sharey=True, squeeze=False)
+        fig, axes = new_figure(1, len(lengths), figsize=(5 * len(lengths), 4.2), layout="constrained",
+                               sharey=True, squeeze=False)
         axes = axes[0]
     else:
         fig = axes[0].figure
@@ -389,7 +403,7 @@ def clipping_figure(clip: Mapping, *, axes=None):
     global-norm threshold. Right: test MSE of each run against steps. A run that diverged
     (its loss became NaN or inf) says at which step in its label and ends with an x there."""
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+        fig, axes = new_figure(1, 2, figsize=(12, 4.5), layout="constrained")
     else:
         fig = axes[0].figure
     colors = {"none": "tab:red", "global norm": "tab:blue", "element-wise": "tab:green"}

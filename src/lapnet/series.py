@@ -37,6 +37,7 @@ import torch
 from lapnet.checkpoint import HIDDEN_MAX, check_weights, load_tensors, model_layout, read_json, tensor_names, write_json
 from lapnet.errors import CheckpointError, LapnetError
 from lapnet.experiments.batches import Shuffled
+from lapnet.host import own_torch_state
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, check_lr, fit
@@ -442,6 +443,7 @@ def _scaling(values: np.ndarray, n_train: int, cfg: SeriesConfig) -> tuple[np.nd
     return series, mean, sd
 
 
+@own_torch_state()
 def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, column: str = "value",
                  source: str | None = None) -> dict[str, Any]:
     """Train a forecaster on `values`, score it on the held-out end, write the run into `out`.
@@ -459,6 +461,12 @@ def train_series(values: np.ndarray, cfg: SeriesConfig, out: str | Path, *, colu
         The metrics (also in metrics.json): MAE and RMSE on the scored values of the model and of
         the baselines in the series' units, the model's skill against the best baseline,
         training facts.
+
+    Ctrl-C (SIGINT, or SIGTERM) stops training at the next step; the run is then finished
+    from the best weights so far (config.json, metrics.json, forecast.png written) and the
+    metrics returned, with `train.stopped` == "interrupted" (there is no resume: train again
+    to finish). A second Ctrl-C before training has stopped raises KeyboardInterrupt:
+    config.json, metrics.json and forecast.png are then not written.
 
     Raises:
         LapnetError: `values` is not a 1-D array of finite numbers (e.g. the whole `(values,
@@ -556,9 +564,9 @@ def _errors(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
 
 
 def _plot(values, t, pred, ahead, column, cfg, n_stop):
-    import matplotlib.pyplot as plt
+    from lapnet.plots import new_figure
 
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig, ax = new_figure(figsize=(9, 3.8))
     n = len(values)
     few = {"marker": "."} if len(t) < 10 else {}
     ax.plot(np.arange(n), values, color="0.55", lw=1.2, label=column)
@@ -575,13 +583,13 @@ def _plot(values, t, pred, ahead, column, cfg, n_stop):
     ax.set_title(f"{cfg.arch.upper()}-{cfg.hidden_size}, windows of {cfg.window} {'changes' if cfg.difference else 'values'}")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    plt.close(fig)
     return fig
 
 
 # --- using a run ---------------------------------------------------------------------------
 
 
+@own_torch_state()
 def load_series_run(run: str | Path) -> tuple[Forecaster, dict[str, Any]]:
     """The forecaster a `train_series` run saved (its best weights) and its config; no pickle."""
     run = Path(run)
@@ -677,6 +685,7 @@ def forecast_values(model: Forecaster, values: np.ndarray, mean: float, sd: floa
     return values[-1] + np.cumsum(ahead) if difference else ahead
 
 
+@own_torch_state()
 def forecast_series(run: str | Path, values: np.ndarray, steps: int) -> np.ndarray:
     """The next `steps` values after `values`, forecast by the run's model.
 

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lapnet.errors import LapnetError
+from lapnet.host import own_torch_state
 from lapnet.models.recurrent import ARCHS
 
 GATES = {"rnn": ("tanh",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
@@ -119,6 +120,7 @@ def build_module(cfg: ShapeConfig) -> nn.RNNBase:
     return module.double().eval()
 
 
+@own_torch_state()
 def explore_shapes(cfg: ShapeConfig) -> dict[str, Any]:
     """Run one module and report every tensor's shape, its axes, its parameters and the facts.
 

@@ -28,6 +28,7 @@ from lapnet.console import console
 from lapnet.data.text import (BOM, TextBatches, Vocab, check_streams, decode_text, eval_layout, eval_tail, read_text,
                               split_ids)
 from lapnet.errors import CheckpointError, LapnetError
+from lapnet.host import own_torch_state
 from lapnet.models.charlm import CharLMConfig, param_names, saved_positive_int
 from lapnet.scratch.recurrent import GATE_BLOCKS
 from lapnet.run_dir import (check_out_dir, make_dir, refuse_input_as_output, refuse_linked_run_files, release_run_lock,
@@ -217,6 +218,7 @@ def build_model(cfg: CharLMConfig, engine: str, seed: int, device: str = "cpu"):
     return NumpyCharLM(cfg, {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()})
 
 
+@own_torch_state()
 def load_run(path: str | Path, engine: str = "torch", device: str = "cpu", checkpoint: str = "best") -> Run:
     """Load a run directory written by `train_text` onto either engine.
 
@@ -652,6 +654,7 @@ def _releasing_run_lock(train_fn: Callable[..., dict[str, Any]]) -> Callable[...
     return wrapper
 
 
+@own_torch_state()
 @_releasing_run_lock
 def train_text(
     path: str | Path | None,
@@ -695,7 +698,24 @@ def train_text(
             warning, since the run keeps its own.
 
     Returns:
-        The metrics (also written to out/metrics.json).
+        The metrics, also written to out/metrics.json: `stopped` (why training ended:
+        "epochs", "minutes", "max_steps", "early_stop" or "interrupted"), `steps`, `epochs`,
+        `seconds` (wall clock, across resumes), `chars_per_sec`, `train_loss` (the last
+        step's, nats/char), `validation` (whether text was held out); with validation
+        `val_loss`, `val_bpc` and `val_ppl` of the last evaluation and `best_val_loss` (the
+        loss of the weights in model.safetensors), without it `text_loss`, `text_bpc` and
+        `text_ppl` on the training text and `best_val_loss` None; `saved_model` ({"file",
+        "step", "val_loss", "chosen_by"}: which step model.safetensors holds and why);
+        `early_stopping`, `params`, `train_chars`, `val_chars`, `val_scored_chars` (or
+        `text_scored_chars`: the characters the loss was computed on), `batch`, `seq_len`,
+        `engine`. A loss of NaN or inf raises TrainingDiverged (a LapnetError), after
+        metrics.json ("stopped": "diverged") is written from the last good checkpoint, if any.
+
+    Ctrl-C (SIGINT, or SIGTERM) stops training at the next step: the checkpoint,
+    metrics.json and samples.txt are written and the metrics returned, with `stopped` ==
+    "interrupted" (continue with `resume=True`). A second Ctrl-C while they are written is
+    ignored; one during the last evaluation raises KeyboardInterrupt after metrics.json and
+    samples.txt are written from the last checkpoint.
     """
     out = Path(out)
     if engine is not None and engine not in ENGINES:
@@ -1038,6 +1058,7 @@ def _torch_learner(net, run: Run, ids: np.ndarray, train: TrainConfig, device: s
 # sampling and evaluation
 
 
+@own_torch_state()
 def sample_text(
     run_dir: str | Path,
     *,
@@ -1067,6 +1088,7 @@ def sample_text(
                     seed=seed, on_chars=on_chars)
 
 
+@own_torch_state()
 def eval_text(run_dir: str | Path, path: str | Path, *, engine: str = "torch", device: str = "cpu",
               write: bool = True, skip_unknown: bool = False, checkpoint: str = "best",
               streams: int | None = None) -> dict[str, Any]:

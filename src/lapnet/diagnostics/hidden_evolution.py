@@ -16,13 +16,14 @@ import math
 
 from typing import Any
 
-import matplotlib.pyplot as plt
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
 from lapnet.errors import LapnetError
+from lapnet.host import own_torch_state
 
 ENGINES = ("auto", "numpy", "torch")
 SATURATED = 0.9
@@ -37,6 +38,7 @@ def _scratch_rnn():
     return RNN if hasattr(RNN, "from_torch") else None
 
 
+@own_torch_state()
 def hidden_evolution(hidden_size: int = 8, n_points: int = 50, periods: float = 2.0, seed: int = 42,
                      engine: str = "auto") -> dict[str, Any]:
     """Feed sin(t), t in [0, 2*pi*periods], through an untrained 1-layer tanh RNN.
@@ -125,8 +127,9 @@ def plot_hidden_evolution(result: dict[str, Any], axes=None) -> Figure:
     t, x, h = result["t"], result["x"], result["h"]  # (T,), (T,), (T, H)
     H = h.shape[1]
     if axes is None:
-        fig, axes = plt.subplots(3, 1, figsize=(11, 9.5), sharex=True,
-                                 gridspec_kw={"height_ratios": [1, 1.6, 1.4]})
+        from lapnet.plots import new_figure
+
+        fig, axes = new_figure(3, 1, figsize=(11, 9.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.6, 1.4]})
     fig = axes[0].figure
 
     ax = axes[0]
@@ -137,7 +140,7 @@ def plot_hidden_evolution(result: dict[str, Any], axes=None) -> Figure:
     ax.grid(alpha=0.3)
 
     ax = axes[1]
-    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    colors = matplotlib.colormaps["tab10"](np.linspace(0, 1, 10))
     for k in range(H):
         ax.plot(t, h[:, k], lw=1.5, alpha=0.9, color=colors[k % 10], label=f"h[{k}]")
     ax.set_ylabel("hidden unit value")

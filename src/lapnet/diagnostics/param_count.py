@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lapnet.errors import LapnetError
+from lapnet.host import own_torch_state
 from lapnet.scratch.recurrent import GATE_BLOCKS
 
 _MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -77,6 +78,7 @@ def bias_fold_change(module: nn.RNNBase, blocks: int | None = None, seq_len: int
     return float(max((out_a - out_b).abs().max(), (h_a - h_b).abs().max()))
 
 
+@own_torch_state()
 def param_table(input_size: int = 100, hidden_size: int = 256, num_layers: int = 1, bidirectional: bool = False) -> dict[str, Any]:
     """The notebook's parameter table, computed from real modules.
 

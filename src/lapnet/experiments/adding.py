@@ -32,6 +32,7 @@ from lapnet.experiments.batches import Fresh
 from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel
 from lapnet.experiments.result import INTERRUPT_HINT, ExperimentResult, stop_if_interrupted
 from lapnet.experiments.trend import check_engine
+from lapnet.host import own_torch_state
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, check_lr, fit
@@ -149,6 +150,7 @@ def train_adding(arch: str, T: int, cfg: AddingConfig, *, progress: bool = False
                    "seconds": time.perf_counter() - t0, "trained_steps": steps}
 
 
+@own_torch_state()
 def run_adding(cfg: AddingConfig | None = None, *, progress: bool = False) -> ExperimentResult:
     """Every architecture at every length: MSE curves and steps-to-solve.
 
@@ -156,6 +158,10 @@ def run_adding(cfg: AddingConfig | None = None, *, progress: bool = False) -> Ex
         ExperimentResult; metrics["runs"][arch][T] holds steps_to_solve (None = not solved
         within max_steps), final_test_mse, the test-MSE curve and seconds; metrics["table"]
         one row per (arch, T); figures "adding_mse" and "adding_steps".
+
+    Ctrl-C (SIGINT, or SIGTERM) stops the model in training at its next step and raises
+    KeyboardInterrupt: nothing is returned and nothing written (the figures and metrics.json
+    come from `ExperimentResult.save`, once every model has trained).
     """
     cfg = cfg or AddingConfig()
     cfg.validate()

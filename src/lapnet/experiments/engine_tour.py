@@ -26,6 +26,7 @@ from lapnet.data.synthetic import sine_wave, sine_windows
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
 from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel
+from lapnet.host import own_torch_state
 from lapnet.scratch.gradcheck import gradcheck
 from lapnet.scratch.losses import mse_loss
 from lapnet.scratch.recurrent import GRU, KINDS, from_torch
@@ -254,10 +255,10 @@ def train_sine(cfg: SineDemoConfig | None = None, *, out: str | Path | None = No
 
 def plot_sine_loss(result: SineResult, ax=None):
     """Training and held-out MSE per epoch, log scale. Returns the figure."""
-    import matplotlib.pyplot as plt
+    from lapnet.plots import new_figure
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig, ax = new_figure(figsize=(6, 3.5))
     else:
         fig = ax.figure
     epochs = np.arange(1, len(result.train_loss) + 1)
@@ -271,6 +272,7 @@ def plot_sine_loss(result: SineResult, ax=None):
     return fig
 
 
+@own_torch_state()
 def run_tour(*, quick: bool = False, seed: int = 0, out: str | Path | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Parity table, gradient checks and the sine LSTM; with `out`, save metrics.json, the
@@ -278,6 +280,9 @@ def run_tour(*, quick: bool = False, seed: int = 0, out: str | Path | None = Non
 
     Returns:
         {"parity": rows, "gradcheck": rows, "sine": SineResult, "figure": path or None}
+
+    Ctrl-C (SIGINT, or SIGTERM) stops the sine LSTM's training at its next step and raises
+    KeyboardInterrupt (its checkpoints in out/sine stay; nothing else is written).
     """
     sine_cfg = SineDemoConfig(hidden=16, epochs=50) if quick else SineDemoConfig()
     result: dict[str, Any] = {
@@ -293,9 +298,6 @@ def run_tour(*, quick: bool = False, seed: int = 0, out: str | Path | None = Non
         fig = plot_sine_loss(sine)
         result["figure"] = out / "sine_loss.png"
         fig.savefig(result["figure"], dpi=120)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
         write_json(out / "metrics.json", {
             "parity": result["parity"], "gradcheck": result["gradcheck"],
             "sine": {"config": asdict(sine.config), "train_loss": sine.train_loss, "val_epochs": sine.val_epochs,

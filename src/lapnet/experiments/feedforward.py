@@ -42,6 +42,7 @@ from lapnet.data.synthetic import trend_sequences
 from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
 from lapnet.experiments.result import INTERRUPT_HINT, ExperimentResult, stop_if_interrupted
+from lapnet.host import own_torch_state
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, fit
 
@@ -234,12 +235,16 @@ def mlp_param_count(window: int, hidden: int) -> int:
     return 2 * window * hidden + hidden + hidden + 1
 
 
+@own_torch_state()
 def run_feedforward(cfg: FeedforwardConfig | None = None, *, progress: bool = False) -> ExperimentResult:
     """Both tasks of `cfg.tasks`; metrics only (no figures).
 
     Returns:
         ExperimentResult "feedforward" with metrics {"config", "tasks": {task: run_task(...)},
         "params": {"rnn", "mlp", "mlp_window", "mlp_for_longest_test", "longest_test"}, "seconds"}.
+
+    Ctrl-C (SIGINT, or SIGTERM) stops the model in training at its next step and raises
+    KeyboardInterrupt: nothing is returned and nothing written.
     """
     cfg = (cfg or FeedforwardConfig()).validate()
     t0 = time.perf_counter()

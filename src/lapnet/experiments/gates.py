@@ -22,6 +22,7 @@ from lapnet.checkpoint import atomic_write_bytes
 from lapnet.diagnostics.gates import GATE_NAMES, SIGMOID_GATES, saturation, trace_gates
 from lapnet.errors import LapnetError
 from lapnet.experiments.result import ExperimentResult
+from lapnet.host import own_torch_state
 
 MAX_TEXT = 400  # characters; beyond this a per-character heatmap is unreadable
 DEFAULT_TEXT = "To be or not to be"  # what `lapnet gates` traces when no --text is given (see default_text)
@@ -139,15 +140,13 @@ def gates_figure(gates: dict[str, np.ndarray], *, kind: str, layer: int, chars: 
         max_units: rows drawn per heatmap (the first units).
         stats: name -> `saturation` statistics of the gate (for the subtitles).
     """
-    import matplotlib.pyplot as plt
-
     from lapnet import plots
 
     panels = list(gates)
     H = next(iter(gates.values())).shape[-1]
     units = min(H, max_units)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(_width(chars), 2.3 * len(panels) + 0.6),
-                             layout="constrained", squeeze=False)
+    fig, axes = plots.new_figure(len(panels), 1, figsize=(_width(chars), 2.3 * len(panels) + 0.6),
+                                 layout="constrained", squeeze=False)
     for ax, g in zip(axes[:, 0], panels):
         vals = np.asarray(gates[g])[:, :units].T  # (units, T)
         if g in SIGMOID_GATES:
@@ -174,14 +173,12 @@ def hidden_figure(h: np.ndarray, mean_abs_h: np.ndarray, *, kind: str, layer: in
                   max_units: int):
     """hidden.png: the hidden-state heatmap h (T, H) of one sequence (NaN at a padded step is
     drawn blank) above the bars of `mean_abs_h` (T,), the mean |h_t| per character."""
-    import matplotlib.pyplot as plt
-
     from lapnet import plots
 
     H = h.shape[-1]
     units = min(H, max_units)
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(_width(chars), 6.5), layout="constrained",
-                                   gridspec_kw={"height_ratios": [2, 1]})
+    fig, (ax1, ax2) = plots.new_figure(2, 1, figsize=(_width(chars), 6.5), layout="constrained",
+                                       gridspec_kw={"height_ratios": [2, 1]})
     plots.heatmap(np.asarray(h)[:, :units].T, xticklabels=chars, ax=ax1, vmin=-1, vmax=1, ylabel="hidden unit",
                   title=f"{kind.upper()} layer {layer} hidden state h_t ({_shown(units, H)})", cbar_label="h value")
     plots.bars_per_char(np.asarray(mean_abs_h), chars, ax=ax2, title="Mean |h_t| over all units, per character",
@@ -236,6 +233,7 @@ def default_text(vocab, stepper=None) -> str:
     return text
 
 
+@own_torch_state()
 def run_gates(run: str | Path, cfg: GatesConfig | None = None, *, device: str = "cpu") -> ExperimentResult:
     """Load a text run (`lapnet text train`) onto `device` and trace its gates on `cfg.text`
     (the trace itself is NumPy float64, on the CPU); `cfg.text` None: `default_text`."""

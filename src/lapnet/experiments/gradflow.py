@@ -23,6 +23,7 @@ from lapnet.errors import LapnetError
 from lapnet.experiments.adding import AddingConfig, train_adding
 from lapnet.experiments.batches import Fresh
 from lapnet.experiments.result import INTERRUPT_HINT, ExperimentResult, stop_if_interrupted
+from lapnet.host import own_torch_state
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, TrainingDiverged, check_lr, fit
@@ -273,17 +274,15 @@ def spectrum_figure(per_arch: dict[str, dict], phases: list[str]):
             as `run_gradflow` measures it.
         phases: the phases measured ("init", and "trained" when the models were trained).
     """
-    import matplotlib.pyplot as plt
-
     from lapnet import plots
 
     radii = {a: {p: {g: s["spectral_radius"] for g, s in e[p]["spectrum"].items()} for p in phases}
              for a, e in per_arch.items()}
     if "rnn" not in per_arch:
-        fig, ax = plt.subplots(figsize=(7, 5.2), layout="constrained")
+        fig, ax = plots.new_figure(figsize=(7, 5.2), layout="constrained")
         plots.spectral_radii(radii, ax=ax)
         return fig
-    fig, sax = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained")
+    fig, sax = plots.new_figure(1, 2, figsize=(11, 5.2), layout="constrained")
     eig = {f"RNN {p}": np.array([complex(*e) for e in per_arch["rnn"][p]["spectrum"]["h"]["eigenvalues"]])
            for p in phases}
     plots.eigenvalues(eig, ax=sax[0], title="Eigenvalues of the RNN's W_hh")
@@ -291,6 +290,7 @@ def spectrum_figure(per_arch: dict[str, dict], phases: list[str]):
     return fig
 
 
+@own_torch_state()
 def run_gradflow(cfg: GradflowConfig | None = None, *, progress: bool = False) -> ExperimentResult:
     """Measure gradient flow, W_hh spectra and the clipping comparison.
 
@@ -301,6 +301,10 @@ def run_gradflow(cfg: GradflowConfig | None = None, *, progress: bool = False) -
         cell path (norms_cell and `cell_summary`), the engines' agreement and the W_hh
         spectrum; metrics["clipping"] the comparison.
         Figures "gradflow", "spectrum" and (when clip_steps > 0) "clipping".
+
+    Ctrl-C (SIGINT, or SIGTERM) stops the model in training at its next step and raises
+    KeyboardInterrupt: nothing is returned and nothing written (the figures and metrics.json
+    come from `ExperimentResult.save`, once every model has trained).
     """
     from lapnet import plots
 
@@ -330,9 +334,7 @@ def run_gradflow(cfg: GradflowConfig | None = None, *, progress: bool = False) -
         per_arch[arch] = entry
 
     phases = ["init"] + (["trained"] if cfg.steps else [])
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(phases), figsize=(6.5 * len(phases), 4.8), layout="constrained", squeeze=False)
+    fig, axes = plots.new_figure(1, len(phases), figsize=(6.5 * len(phases), 4.8), layout="constrained", squeeze=False)
     for ax, phase in zip(axes[0], phases):
         curves, styles, divide_by = {}, {}, {}
         for arch, e in per_arch.items():

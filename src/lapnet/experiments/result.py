@@ -51,11 +51,14 @@ class ExperimentResult:
         return paths + [out / "metrics.json"]
 
     def close(self) -> None:
-        """Free the figures' memory (pyplot keeps every open figure alive)."""
-        import matplotlib.pyplot as plt
+        """Drop any of the figures pyplot holds. lapnet's own figures are made outside pyplot
+        (`plots.new_figure`) and are freed with the result: for them this does nothing."""
+        import sys
 
-        for fig in self.figures.values():
-            plt.close(fig)
+        plt = sys.modules.get("matplotlib.pyplot")  # not imported: it holds no figure
+        if plt is not None:
+            for fig in self.figures.values():
+                plt.close(fig)  # a figure pyplot does not hold is left as it is
 
 
 def listed_figures(metrics: Any) -> list[str] | None:

@@ -18,6 +18,7 @@ from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
 from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel
 from lapnet.experiments.result import INTERRUPT_HINT, ExperimentResult, stop_if_interrupted
+from lapnet.host import own_torch_state
 from lapnet.models.forecaster import Forecaster
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, check_lr, fit
@@ -134,6 +135,7 @@ def train_forecaster_numpy(arch: str, hidden: int, x: np.ndarray, y: np.ndarray,
     return model, curve
 
 
+@own_torch_state()
 def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> ExperimentResult:
     """Train every configured forecaster and measure it.
 
@@ -143,6 +145,10 @@ def run_sine(cfg: SineConfig | None = None, *, progress: bool = False) -> Experi
         lowest over the run: every epoch's pre-update loss and the final one, so never above
         final_mse), forecast_mse and the loss curve (one pre-update loss per epoch); figures
         "loss_curves" and "forecast".
+
+    Ctrl-C (SIGINT, or SIGTERM) stops the model in training at its next step and raises
+    KeyboardInterrupt: nothing is returned and nothing written (the figures and metrics.json
+    come from `ExperimentResult.save`, once every model has trained).
     """
     from lapnet import plots
 

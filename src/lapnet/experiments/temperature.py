@@ -18,6 +18,7 @@ import numpy as np
 
 from lapnet.errors import LapnetError
 from lapnet.experiments.result import ExperimentResult
+from lapnet.host import own_torch_state
 
 NOTEBOOK_LOGITS = (2.0, 1.5, 0.5, 0.2, -0.5, -1.0, -1.5, -2.0)
 NOTEBOOK_LABELS = tuple("abcdefgh")
@@ -97,6 +98,7 @@ def entropy_bits(p: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+@own_torch_state()
 def run_temperature(run: str | Path | None = None, cfg: TemperatureConfig | None = None, *,
                     device: str = "cpu") -> ExperimentResult:
     """The softmax-temperature figure, and with a run, its real distribution and samples.

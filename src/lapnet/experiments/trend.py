@@ -21,6 +21,7 @@ from lapnet.errors import LapnetError
 from lapnet.experiments.batches import FullBatch
 from lapnet.experiments.numpy_models import NumpySequenceLearner, NumpySequenceModel, bce_with_logits
 from lapnet.experiments.result import INTERRUPT_HINT, ExperimentResult, stop_if_interrupted
+from lapnet.host import own_torch_state
 from lapnet.models.classifier import Classifier
 from lapnet.models.recurrent import ARCHS
 from lapnet.train import TorchLearner, TrainConfig, check_lr, fit
@@ -124,6 +125,7 @@ def build_trend_model(cfg: TrendConfig, data: dict[str, tuple], evaluate: Callab
     return learner, FullBatch(*t["train"]), logits
 
 
+@own_torch_state()
 def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> ExperimentResult:
     """Train the trend classifier; measure test accuracy after every epoch.
 
@@ -131,6 +133,10 @@ def run_trend(cfg: TrendConfig | None = None, *, progress: bool = False) -> Expe
         ExperimentResult with metrics test_accuracy, train_accuracy, test_loss,
         epochs_to_target (first epoch whose test accuracy >= target, or None), reached_target,
         and the per-epoch curves; figures "trend_training" and "trend_examples".
+
+    Ctrl-C (SIGINT, or SIGTERM) stops the model in training at its next step and raises
+    KeyboardInterrupt: nothing is returned and nothing written (the figures and metrics.json
+    come from `ExperimentResult.save`, once every model has trained).
     """
     from lapnet import plots
 

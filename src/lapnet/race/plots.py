@@ -13,9 +13,31 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lapnet.errors import LapnetError
+from lapnet.plots import new_figure
+
 COMPOUND_COLOURS = {"SOFT": "#e10600", "MEDIUM": "#f5c400", "HARD": "#7f7f7f", "INTERMEDIATE": "#2ca02c",
                     "WET": "#1f77b4", "UNKNOWN": "#9467bd"}
 PHASE_COLOURS = {"push": "#d62728", "conserve": "#1f77b4", "pit_window": "#ff7f0e"}
+
+# the columns of `predict_race`'s table each figure draws (checked first: a table without them
+# failed with a bare KeyError from inside pandas, after a figure was already made)
+COLUMNS = {
+    "plot_driver": ("LapNumber", "LapTime", "forecast_h1", "lo90_h1", "hi90_h1", "Compound", "Scored", "pit_prob",
+                    "InLap", "Race", "Driver"),
+    "plot_degradation": ("Scored", "Race", "Driver", "Stint", "Compound", "TyreLife", "LapTime", "forecast_h1"),
+}
+
+
+def _check_table(fn: str, table: object) -> None:
+    """`table` is a DataFrame with every column `fn` draws; else one LapnetError naming the missing ones."""
+    if not isinstance(table, pd.DataFrame):
+        raise LapnetError(f"{fn}: expected a pandas DataFrame (the predictions table predict_race returns first), "
+                          f"got a {type(table).__name__}")
+    missing = [c for c in COLUMNS[fn] if c not in table.columns]
+    if missing:
+        raise LapnetError(f"{fn}: the table lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
+                          "give the predictions table predict_race returns first (or predictions.csv it writes)")
 
 
 def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float | None = None):
@@ -35,14 +57,18 @@ def plot_driver(table: pd.DataFrame, ax=None, pit_threshold: float | None = None
             the pit panel under the lap times.
         pit_threshold: the probability from which the pit call fires, for a real-race run
             the one its live pit-window call uses (`runs.pit_window_threshold`); None: 0.5.
-    """
-    import matplotlib.pyplot as plt
 
+    Raises:
+        LapnetError: `table` is not a DataFrame, lacks a column drawn (`COLUMNS`), or has no rows.
+    """
+    _check_table("plot_driver", table)
+    if table.empty:  # the title names the table's race and driver
+        raise LapnetError("plot_driver: the table has no rows: give one driver's rows of predict_race's table")
     twin = ax is not None
     if twin:
         pit_ax = ax.twinx()
     else:
-        fig, (ax, pit_ax) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 1), layout="constrained")
+        fig, (ax, pit_ax) = new_figure(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 1), layout="constrained")
     fig = ax.figure
     threshold = 0.5 if pit_threshold is None else float(pit_threshold)
     g = table.sort_values("LapNumber")
@@ -122,11 +148,13 @@ def plot_degradation(table: pd.DataFrame, ax=None, trend: dict | None = None):
         trend: its metrics' `stint_trend` (`metrics.stint_trend_report`): when given, each
             compound's legend entry says how much slower each of the next 10 laps got and was
             forecast to get (s per lap).
-    """
-    import matplotlib.pyplot as plt
 
+    Raises:
+        LapnetError: `table` is not a DataFrame, or lacks a column drawn (`COLUMNS`).
+    """
+    _check_table("plot_degradation", table)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = new_figure(figsize=(7, 4.5))
     fig = ax.figure
     t = table[table["Scored"]].copy()
     if len(t):
@@ -168,11 +196,9 @@ def plot_degradation(table: pd.DataFrame, ax=None, trend: dict | None = None):
 
 def plot_real_vs_sim_laptimes(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
     """Histogram of Scored lap times divided by their race's median green lap. Returns the figure."""
-    import matplotlib.pyplot as plt
-
     from lapnet.race.calibrate import norm_green_laps
 
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
+    fig, ax = (ax.figure, ax) if ax is not None else new_figure(figsize=(5, 4))
     bins = np.linspace(0.97, 1.05, 61)
     for df, label, color in ((real, "real", "k"), (sim, "simulated", "tab:orange")):
         x = norm_green_laps(df)
@@ -203,9 +229,7 @@ def _stint_curve(df: pd.DataFrame, compound: str, max_age: int = 35) -> tuple[np
 
 def plot_real_vs_sim_degradation(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
     """Mean lap-time change over a stint per compound (solid real, dashed simulated). Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
+    fig, ax = (ax.figure, ax) if ax is not None else new_figure(figsize=(5, 4))
     colors = {"SOFT": "tab:red", "MEDIUM": "goldenrod", "HARD": "0.4"}
     for c, color in colors.items():
         for df, style, label in ((real, "-", "real"), (sim, "--", "sim")):
@@ -223,11 +247,9 @@ def plot_real_vs_sim_degradation(real: pd.DataFrame, sim: pd.DataFrame, ax=None)
 
 def plot_real_vs_sim_stints(real: pd.DataFrame, sim: pd.DataFrame, ax=None):
     """Stint lengths (stints ending in a pit stop) per compound, real against simulated. Returns the figure."""
-    import matplotlib.pyplot as plt
-
     from lapnet.race.calibrate import stints
 
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))
+    fig, ax = (ax.figure, ax) if ax is not None else new_figure(figsize=(5, 4))
     data, labels, colors = [], [], []
     for c, color in (("SOFT", "tab:red"), ("MEDIUM", "goldenrod"), ("HARD", "0.4")):
         for df, tag in ((real, "real"), (sim, "sim")):
@@ -256,10 +278,8 @@ def plot_real_vs_sim(real: pd.DataFrame, sim: pd.DataFrame, axes=None):
     Returns:
         The matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
-
     if axes is None:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+        fig, axes = new_figure(1, 3, figsize=(15, 4.5))
     else:
         fig = axes[0].figure
     plot_real_vs_sim_laptimes(real, sim, ax=axes[0])

@@ -22,6 +22,7 @@ import torch
 
 from lapnet.checkpoint import HIDDEN_MAX, check_weights, load_tensors, model_layout, read_json, tensor_names
 from lapnet.errors import CheckpointError, LapnetError
+from lapnet.host import own_torch_state
 from lapnet.models.recurrent import ARCHS
 from lapnet.race.features import FEATURES, HORIZONS, PHASES, Sequences, check_features
 from lapnet.race.models import INTERVAL90, ExpectedGap, FreshStart, RaceEnsemble, RaceModelConfig, RaceNet, WithPitCaller
@@ -40,11 +41,14 @@ class RaceRun:
     live_tagger: RaceNet | None = None  # live phase tagger of a run whose phases come from calibrated simulated races
 
 
+@own_torch_state()
 def load_run(run: str | Path, device: str = "cpu") -> RaceRun:
     """Load a run directory written by `train_race`; refuse one trained on other features.
 
     `device`: where its nets run ("cpu" or "cuda"; `run_net` moves the laps there and the
     outputs back). Live mode keeps the CPU: one step per lap is too small to pay for a GPU.
+    The nets are float32, as trained, whatever the caller's default dtype, and building them
+    draws nothing from the caller's torch RNG (`lapnet.host.own_torch_state`).
     """
     if not isinstance(run, (str, Path)):
         raise LapnetError(f"cannot load a run from a {type(run).__name__}: give its directory")

@@ -27,6 +27,7 @@ import torch
 from lapnet import distributed
 from lapnet.checkpoint import load_tensors, write_json
 from lapnet.errors import LapnetError
+from lapnet.host import own_torch_state
 from lapnet.race.evaluation import SCORED_RULE, TRAINING_LAPS, masks_record, race_fingerprints, score_predictions, training_laps
 from lapnet.race.features import (
     COMPOUNDS,
@@ -218,6 +219,7 @@ def _fit(model: RaceNet, seq: Sequences, train_idx, val_idx, cfg: RaceTrainConfi
     return result
 
 
+@own_torch_state()
 def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None, *, sim_laps: pd.DataFrame | None = None) -> dict:
     """Train the forecaster / pit caller (and the phase tagger when labels exist) on lap tables.
 
@@ -229,7 +231,20 @@ def train_race(sources: Any, out: str | Path, cfg: RaceTrainConfig | None = None
             calibrated to `sources`).
 
     Returns:
-        The metrics written to out/metrics.json.
+        The metrics written to out/metrics.json: `train` ({"stopped", "steps", "epochs",
+        "best_val_loss", "seconds", "members", "races", "sequences", "scored_laps",
+        "tagger_best_val"}, of the forecaster, or of the ensemble's first member), `validation`
+        (`evaluation.score_predictions` on the early-stopping laps, the model's and the
+        baselines' errors, the pit and phase calls; None without such laps) with
+        `validation_label`, `validation_model`, `validation_races` and `validation_in_sample`
+        saying what it was scored on, `masks` (the laps that count) and `cleaning` (the laps
+        read, kept and dropped, in total and by race).
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C (SIGINT, or SIGTERM) stops the net in training at its next
+            step and ends the whole training: no further net is trained, and `out` stays
+            marked unfinished (training.incomplete), so no command loads it; train again
+            into it with force.
     """
     cfg = cfg or RaceTrainConfig()
     cfg.validate()  # first: a bad config must leave an existing run in `out` as it was

@@ -122,7 +122,6 @@ def hidden(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from lapnet.cli.common import check_out_dir, emit_metrics, summary_table
     from lapnet.diagnostics.hidden_evolution import ENGINES, hidden_evolution, plot_hidden_evolution
@@ -138,7 +137,6 @@ def hidden(
     from lapnet.plots import save_figure
 
     save_figure(fig, out / "hidden_states.png", dpi=dpi, facecolor="white")  # atomic
-    plt.close(fig)
     m = result["metrics"]
     emit_metrics(out, m, as_json=as_json)
     shown = {k: m[k] for k in ("engine", "max_abs_diff_vs_torch", "mean_abs_activation", "saturated_share",

@@ -689,8 +689,6 @@ def calibrate_files(
     summary["scored_laps"] = report.total()["scored"]
     summary["defaulted"] = list(cal.defaulted)  # the constants these laps could not measure (see the file's "defaulted")
     if figure is not None:
-        import matplotlib.pyplot as plt
-
         from lapnet.race.simulate import simulate
 
         sim, _ = clean_laps(read_laps(simulate(sim_races or len(cal.races), seed, cal)))
@@ -700,7 +698,6 @@ def calibrate_files(
         from lapnet.plots import save_figure
 
         save_figure(fig, figure, dpi=110)  # atomic: an earlier figure stays whole if this is cut short
-        plt.close(fig)
         r, s = norm_green_laps(real), norm_green_laps(sim)
         summary["real_green_lap_iqr"] = round(float(np.subtract(*np.percentile(r, [75, 25]))), 5)
         summary["sim_green_lap_iqr"] = round(float(np.subtract(*np.percentile(s, [75, 25]))), 5)

@@ -563,8 +563,6 @@ def _write(g: RaceGates, drawn: list[tuple[str, str]], out: Path) -> list[str]:
     """gates.csv and the figures into `out` (an earlier call's recorded files removed first)."""
     import io
 
-    import matplotlib.pyplot as plt
-
     from lapnet.checkpoint import atomic_write_bytes
     from lapnet.race.outputs import read_record, recorded_files, written_by
 
@@ -584,7 +582,6 @@ def _write(g: RaceGates, drawn: list[tuple[str, str]], out: Path) -> list[str]:
         fig = plot_gates(g.laps[rows])
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, metadata=GATES_PNG_MARK)
-        plt.close(fig)
         atomic_write_bytes(out / figure_name(race, drv), buf.getvalue())
         files.append(figure_name(race, drv))
     return [*files, "metrics.json"]
@@ -598,12 +595,11 @@ def plot_gates(table: pd.DataFrame, axes=None):
         table: one driver's rows of `RaceGates.laps` (one race).
         axes: two axes (the gates, the state change) to draw on; None: a new figure.
     """
-    import matplotlib.pyplot as plt
-
+    from lapnet.plots import new_figure
     from lapnet.race.plots import COMPOUND_COLOURS
 
     if axes is None:
-        fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, height_ratios=(3, 1.3), layout="constrained")
+        fig, axes = new_figure(2, 1, figsize=(10, 5.5), sharex=True, height_ratios=(3, 1.3), layout="constrained")
     ax, dax = axes
     fig = ax.figure
     g = table.sort_values("LapNumber")

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -54,6 +55,32 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.array(value, order="C", copy=None)  # keeps 0-d scalars 0-d (ascontiguousarray would not)
 
 
+_UMASK_STATUS = "/proc/self/status"  # where Linux (4.7 on) says a process's umask: read, never set
+_UMASK_LOCK = threading.Lock()
+_fallback_umask: int | None = None  # elsewhere: read once per process, by setting it (`process_umask`)
+
+
+def process_umask() -> int:
+    """The process's umask, read without changing it: from /proc/self/status on Linux, each call
+    (a kernel's user may change it). Elsewhere the only way is to set it and put it back: done
+    once per process, under a lock, setting 077 for that instant, so that a file another thread
+    creates meanwhile is its owner's alone. umask(0) there made such a file 0666, anyone's to
+    write, in a long-lived process (a Jupyter kernel) whose other threads create files."""
+    global _fallback_umask
+    try:
+        with open(_UMASK_STATUS, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        if _fallback_umask is None:
+            _fallback_umask = os.umask(0o077)
+            os.umask(_fallback_umask)
+        return _fallback_umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | tuple) -> None:
     """Write `data` (bytes, or a tuple of bytes-like parts written one after the other) to
     `path` atomically: temp file in the same dir, fsync, rename.
@@ -66,9 +93,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | tuple) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a run's files are as readable as any other
+        os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp makes 0600; a run's files are as readable as any other
         with os.fdopen(fd, "wb") as f:
             for part in data if isinstance(data, tuple) else (data,):
                 f.write(part)

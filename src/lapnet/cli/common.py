@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lapnet.checkpoint import json_text, write_json
-from lapnet.console import console  # progress and tables go to stderr; stdout stays for data
+from lapnet.console import console, printable  # progress and tables go to stderr; stdout stays for data
 from lapnet.distributed import rank
 from lapnet.errors import LapnetError
 from lapnet.run_dir import check_out_dir, make_dir, undo_new_dirs_on_failure  # noqa: F401  (the commands' names)
@@ -43,30 +43,34 @@ def summary_table(title: str, rows: Mapping[str, Any] | list[Mapping[str, Any]],
     `wide`: a table with many columns: cells never wrap and None shows as '-'; when stderr is
     not a terminal it is printed whole, up to WIDE columns (rich would squeeze it into 80 and
     cut every cell: 'driv…'); on a terminal, at its width.
+
+    The title, headers and cells are text, never rich markup, with control characters shown as
+    escapes (`console.printable`): a race's or a run's name may hold either.
     """
     if rank() != 0:
         return
-    table = Table(title=title)
+    table = Table(title=Text(printable(title)))
 
-    def cell(v: Any) -> Text:  # as Text: a name or path with '[' in it is data, not rich markup
-        return Text("-" if wide and v is None else _fmt(v))
+    def text(v: Any) -> Text:  # as Text: a name or path with '[' in it is data, not rich markup
+        return Text(printable(str(v)))
+
+    def cell(v: Any) -> Text:
+        return text("-" if wide and v is None else _fmt(v))
 
     if isinstance(rows, Mapping):
         table.add_column("metric", no_wrap=wide)
         table.add_column("value", justify="right", no_wrap=wide)
         for k, v in rows.items():
-            table.add_row(Text(str(k)), cell(v))
+            table.add_row(text(k), cell(v))
     else:
         cols = list(rows[0].keys()) if rows else []
         for c in cols:
-            table.add_column(Text(str(c)), justify="right", no_wrap=wide)
+            table.add_column(text(c), justify="right", no_wrap=wide)
         for r in rows:
             table.add_row(*[cell(r.get(c)) for c in cols])
     out = console
-    if wide and not console.is_terminal:
-        from rich.console import Console
-
-        out = Console(file=console.file, width=max(console.width, WIDE), no_color=console.no_color, highlight=False)
+    if wide and not console.is_terminal:  # a console of the same class: it escapes what it prints as `console` does
+        out = type(console)(file=console.file, width=max(console.width, WIDE), no_color=console.no_color, highlight=False)
     out.print(table)
 
 

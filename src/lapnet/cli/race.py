@@ -567,10 +567,13 @@ def predict_rows(table: pd.DataFrame, driver: str | list[str] | None) -> tuple[p
 
 def _length_line(metrics: dict, length: int | str) -> None:
     """One stderr line: the race length each race's race-fraction features used."""
+    from lapnet.cli import one_line  # race names come from the data
+
     used = metrics.get("race_laps") or {}
     if used:
         how = {"file": "the table's last lap", "estimate": "estimated from the race's pace"}.get(str(length), "as given")
-        print("race length: " + ", ".join(f"{r} {n} laps" for r, n in used.items()) + f" ({how})", file=sys.stderr)
+        print(one_line("race length: " + ", ".join(f"{r} {n} laps" for r, n in used.items()) + f" ({how})"),
+              file=sys.stderr)
 
 
 def _race_length(value: str | None) -> int | str:
@@ -719,16 +722,17 @@ def fetch_cmd(
 
     Example: lapnet race fetch 2023 Monza --out monza.csv --cache ~/.cache/fastf1
     """
+    from lapnet.cli import one_line  # what FastF1 returned (names, messages) is data, shown escaped
     from lapnet.cli.common import emit_metrics, summary_table
     from lapnet.race.fetch import fetch_race
 
     where: str | int = int(event) if event.strip().isdigit() else event  # '14' is round 14
     info = fetch_race(year, where, session, out=out, cache=cache, force=force)
     for w in info["warnings"]:
-        print(f"lapnet: warning: {w}", file=sys.stderr)
+        print(f"lapnet: warning: {one_line(w)}", file=sys.stderr)
     shown = {k: v for k, v in info.items() if k not in ("hint", "note", "warnings") and v is not None}
     summary_table(f"fetched -> {info['out']}", shown)
-    print(info["hint"], file=sys.stderr)
+    print(one_line(info["hint"]), file=sys.stderr)
     if info["note"]:
-        print(f"note: {info['note']}", file=sys.stderr)
+        print(f"note: {one_line(info['note'])}", file=sys.stderr)
     emit_metrics(None, info, as_json=json_out)

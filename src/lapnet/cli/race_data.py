@@ -21,7 +21,10 @@ from lapnet.errors import LapnetError
 
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
-    """Show library warnings (e.g. 'not a race') as one `lapnet: warning:` line each."""
+    """Show library warnings (e.g. 'not a race') as one `lapnet: warning:` line each, control
+    characters escaped (`one_line`): they quote race and circuit names from the data."""
+    from lapnet.cli import one_line
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
@@ -29,7 +32,7 @@ def _warnings_as_lines() -> Iterator[None]:
         finally:
             for w in caught:
                 if issubclass(w.category, UserWarning):
-                    print(f"lapnet: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+                    print(f"lapnet: warning: {one_line(w.message)}", file=sys.stderr)
 
 
 def _strategies(values: list[str]) -> dict[str, tuple[list[str], list[int]]]:
@@ -152,6 +155,7 @@ def clean_cmd(
 
     Example: lapnet race clean ../shared/data/f1/*.csv --out cleaned.parquet
     """
+    from lapnet.cli import one_line
     from lapnet.cli.race import refuse_stdin
     from lapnet.console import console
     from lapnet.race.clean import clean_files, headline
@@ -163,7 +167,7 @@ def clean_cmd(
     _, report = clean_files(laps, out, force=force)
     summary = report.summary()
     console.print(report.table())
-    print(f"{headline(summary)}" + (f" -> {out}" if out is not None else ""), file=sys.stderr)
+    print(one_line(f"{headline(summary)}" + (f" -> {out}" if out is not None else "")), file=sys.stderr)
     emit_metrics(None, summary, as_json=as_json)
 
 

@@ -208,6 +208,7 @@ def _say_saved(metrics: dict) -> None:
     """One line on stderr: which step model.safetensors holds, and when that is not the last
     step (validation loss lowest early: a short text learnt by heart), how to get the last."""
     from lapnet import distributed
+    from lapnet.cli import one_line
 
     saved = metrics.get("saved_model") or {}
     step = saved.get("step")
@@ -222,7 +223,7 @@ def _say_saved(metrics: dict) -> None:
                      f"weights, --val-frac 0 trains without validation)")
     else:
         line = f"saved model: step {step}, the last (--val-frac 0: no validation)"
-    print(f"lapnet: {line}", file=sys.stderr)
+    print(f"lapnet: {one_line(line)}", file=sys.stderr)  # as every message line: no control character goes out raw
 
 
 CHECKPOINT_HELP = ("best: model.safetensors, the step with the lowest validation loss (with --val-frac 0 the last "
@@ -329,6 +330,7 @@ def eval_cmd(
 
     Example: lapnet text eval runs/text held_out.txt --json
     """
+    from lapnet.cli import one_line
     from lapnet.cli.common import emit_metrics, refuse_device, set_threads, summary_table
     from lapnet.data.text import show_chars
     from lapnet.text_runs import eval_text
@@ -341,8 +343,8 @@ def eval_cmd(
                        checkpoint=checkpoint, streams=streams)
     if result["skipped_unknown"]["count"]:
         gone = result["skipped_unknown"]
-        print(f"lapnet: warning: skipped {gone['count']} occurrence(s) of {len(gone['chars'])} character(s) the model "
-              f"never saw: {show_chars(gone['chars'])}", file=sys.stderr)
+        print(one_line(f"lapnet: warning: skipped {gone['count']} occurrence(s) of {len(gone['chars'])} character(s) "
+                       f"the model never saw: {show_chars(gone['chars'])}"), file=sys.stderr)
     if not json_out:
         summary_table(f"lapnet text eval {run} {file}", {k: result[k] for k in (
             "checkpoint", "step", "chars", "streams", "nats_per_char", "bits_per_char", "perplexity")})
@@ -353,11 +355,11 @@ def eval_cmd(
 def _store_eval(run: Path, result: dict) -> None:
     """Keep the result as metrics.json["eval"] in the run; if the directory cannot be
     written (read-only, full disk), say so in one warning: the evaluation itself succeeded."""
+    from lapnet.cli import one_line
     from lapnet.text_runs import save_eval
 
     try:
         save_eval(run, result)
     except OSError as e:
-        reason = " ".join(str(e.strerror or e).split())
-        print(f"lapnet: warning: the result was not stored in {run / 'metrics.json'} ({reason}): "
-              f"{run} is unchanged", file=sys.stderr)
+        print(one_line(f"lapnet: warning: the result was not stored in {run / 'metrics.json'} ({e.strerror or e}): "
+                       f"{run} is unchanged"), file=sys.stderr)

@@ -215,13 +215,20 @@ class Vocab:
 
     @classmethod
     def from_json(cls, obj, where: str = "vocab.json") -> "Vocab":
-        """The vocabulary saved by `to_json`; `where` names the file in the error."""
+        """The vocabulary saved by `to_json`; `where` names the file in the error.
+
+        JSON's "\\ud800" is a lone surrogate in Python, a code point no text holds: refused, or
+        the run would load and crash printing a sample that drew it (UTF-8 cannot encode it)."""
         try:
             chars = obj["chars"]
             if not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars):
                 raise ValueError
         except (KeyError, TypeError, ValueError):
             raise LapnetError(f"{where}: expected {{\"chars\": [one distinct character per entry]}}") from None
+        for i, ch in enumerate(chars, 1):
+            if "\ud800" <= ch <= "\udfff":
+                raise LapnetError(f"{where}: entry {i} is U+{ord(ch):04X}, a lone surrogate, not a character: the file "
+                                  "was altered or not written by lapnet (train the run again)")
         return cls("".join(chars))
 
 

@@ -35,6 +35,7 @@ the driver's stint); the counts are in the report.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,12 +104,16 @@ class CleanReport:
     def table(self):
         """A rich Table, one row per race (the reasons as text, so it fits a narrow terminal)."""
         from rich.table import Table
+        from rich.text import Text
+
+        from lapnet.console import printable
 
         t = Table(title="lap cleaning: rows dropped, laps not Scored (a lap may have several reasons), values imputed")
         for c in ("race", "rows", "laps", "Scored", "dropped", "not Scored because", "imputed"):
             t.add_column(c, justify="right" if c in ("rows", "laps", "Scored") else "left")
         for r, (drop, mask, imp) in zip(self.races, self._why()):
-            t.add_row(r.race, str(r.rows_in), str(r.rows_out), str(r.scored), drop, mask, imp)
+            # as Text, escaped: a race's or a driver's name is data, not markup ('[/x]' crashed it) nor escapes
+            t.add_row(*(Text(printable(str(v))) for v in (r.race, r.rows_in, r.rows_out, r.scored, drop, mask, imp)))
         return t
 
     def _why(self) -> list[tuple[str, str, str]]:
@@ -164,11 +169,12 @@ def clean_files(sources: Any, out: str | Path | None = None, *, force: bool = Fa
     return laps, report
 
 
-def clean_laps(df: pd.DataFrame) -> tuple[pd.DataFrame, CleanReport]:
+def clean_laps(df: pd.DataFrame | str | os.PathLike) -> tuple[pd.DataFrame, CleanReport]:
     """Drop non-laps, add the mask columns, impute stint fields, and report per race.
 
     Args:
-        df: a table from `lapnet.race.io.read_laps` / `read_many` (schema.SCHEMA dtypes).
+        df: a table from `lapnet.race.io.read_laps` / `read_many` (schema.SCHEMA dtypes), or
+            the path of one lap table, read with `read_laps` (`clean_files` reads several).
 
     Returns:
         (laps, report): `laps` is a new DataFrame sorted by Race, Driver, LapNumber (index
@@ -176,8 +182,16 @@ def clean_laps(df: pd.DataFrame) -> tuple[pd.DataFrame, CleanReport]:
         how many rows were dropped, masked and imputed, and why.
 
     Raises:
-        LapnetError: `df` lacks the schema's columns (it was not read with `read_laps`).
+        LapnetError: `df` lacks the schema's columns (it was not read with `read_laps`), or is
+            neither a DataFrame nor a path.
     """
+    if isinstance(df, (str, os.PathLike)):
+        from lapnet.race.io import read_laps
+
+        df = read_laps(df)
+    elif not isinstance(df, pd.DataFrame):  # was an AttributeError (no 'columns'): say what to pass
+        raise LapnetError(f"clean_laps: got a {type(df).__name__}: give a lap table read with lapnet.race.io.read_laps "
+                          "(a DataFrame) or the path of a CSV or Parquet file")
     need = [c for c in S.ALWAYS_PRESENT if c not in df.columns]
     if need:
         raise LapnetError(f"clean_laps: missing column(s) {', '.join(need)}: read the table with lapnet.race.io.read_laps first")

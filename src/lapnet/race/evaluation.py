@@ -23,7 +23,7 @@ from lapnet.checkpoint import read_json
 from lapnet.errors import CheckpointError
 from lapnet.race.baselines import BASELINES, baseline_forecasts, fresh_baselines
 from lapnet.race.features import FEATURES, PHASES, Sequences
-from lapnet.race.inputs import load_laps, race_sequences, subset_sequences
+from lapnet.race.inputs import check_race_length, load_laps, race_sequences, subset_sequences
 from lapnet.race.metrics import (MASKS, REPORT_HORIZONS, coverage, eval_mask, forecast_report, macro_f1, phase_checks, pit_report, roc_auc,
                                  stint_trend_report, totals_report)
 from lapnet.race.runs import RaceRun, load_run, phase_calls, run_outputs, short_repr, take, to_seconds
@@ -144,13 +144,15 @@ def eval_race(run: str | Path, sources: Any, *, race_length: int | str = "file",
     """`lapnet race eval`: forecaster vs baselines by horizon and compound, pit-call quality.
 
     `race_length`: each race's length for the race-fraction features, as `build_sequences`
-    takes it (default: the last lap in the table, right for finished races). `device`: where the
-    nets run (`load_run`). With several races: "by_race", each race's headline; when some but
-    not all of them were training races (`in_sample`): "held_out", the headline pooled over the
-    others alone (the pooled blocks mix their in-sample scores in).
+    takes it (default: the last lap in the table, right for finished races): "file", "estimate"
+    or a whole number of laps, at least 1 (anything else: LapnetError, `check_race_length`).
+    `device`: where the nets run (`load_run`). With several races: "by_race", each race's
+    headline; when some but not all of them were training races (`in_sample`): "held_out", the
+    headline pooled over the others alone (the pooled blocks mix their in-sample scores in).
     """
     from lapnet.race.io import SAME_LAPS_SHARE, SHARED_LAPS_WARN
 
+    check_race_length(race_length)  # before the run and the laps are read
     r = load_run(run, device)
     laps, report = load_laps(sources)
     seq, used = race_sequences(laps, race_length)

@@ -51,6 +51,18 @@ def subset_sequences(seq: Sequences, idx: np.ndarray) -> Sequences:
     return Sequences(**kw)
 
 
+def check_race_length(race_length: Any) -> None:
+    """Refuse (LapnetError) a `race_length` that is not "file", "estimate" or a whole number of laps
+    of at least 1, as --race-laps refuses it: a bool is an int to Python (True was taken as a
+    1-lap race), and 0 or -3 as a length shorter than the table (its last lap, with a warning)."""
+    if isinstance(race_length, str):
+        ok = race_length in ("file", "estimate")
+    else:
+        ok = isinstance(race_length, (int, np.integer)) and not isinstance(race_length, bool) and race_length >= 1
+    if not ok:
+        raise LapnetError(f"race_length: a whole number of laps (at least 1), 'file' or 'estimate', got {race_length!r}")
+
+
 def race_sequences(laps: pd.DataFrame, race_length: int | str = "file") -> tuple[Sequences, dict[str, int]]:
     """`build_sequences` for eval and predict, and the race length each race was featurised with.
 
@@ -64,6 +76,7 @@ def race_sequences(laps: pd.DataFrame, race_length: int | str = "file") -> tuple
     """
     from lapnet.race.features import race_laps
 
+    check_race_length(race_length)
     race_col = laps["Race"] if "Race" in laps.columns else pd.Series("race", index=laps.index)
     last = {str(race): race_laps(g) for race, g in laps.groupby(race_col, sort=False)}
     per_race: dict[str, int | str] = {race: race_length for race in last}

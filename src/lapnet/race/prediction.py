@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lapnet.errors import LapnetError
 from lapnet.race.evaluation import score_predictions
 from lapnet.race.features import COMPOUNDS, PHASES
-from lapnet.race.inputs import load_laps, race_sequences, sprint_note, sprint_races, subset_sequences
+from lapnet.race.inputs import check_race_length, load_laps, race_sequences, sprint_note, sprint_races, subset_sequences
 from lapnet.race.outputs import (MAX_FIGURES, PREDICT_COMMAND, PREDICT_PNG_MARK, check_predict_out, earlier_predict_files,
                                  forecast_figure_name, stale_staging)
 from lapnet.race.runs import RaceRun, forecast_source, load_run, pit_window_threshold, run_outputs, take, to_seconds
@@ -67,11 +68,14 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
         "figures" and "written" ({"by": "lapnet race predict", "files": the names written}).
 
     Raises:
-        LapnetError: an unknown driver, or a file in `out` an earlier call did not write.
+        LapnetError: an unknown driver, a bad `race_length`, an `out` that is a file (or inside
+            one), or a file in `out` an earlier call did not write.
     """
     from lapnet.race.io import parse_drivers
 
+    check_race_length(race_length)
     if out is not None:
+        _check_out_folder(out)
         check_predict_out(out, force=force, metrics_json=False)  # refused before the run is read
     r = load_run(run, device)
     laps, report = load_laps(sources)
@@ -127,7 +131,10 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
         import tempfile
 
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # no permission to create it (a file in the way was refused up front)
+            raise LapnetError(f"out {out}: cannot be created ({e.strerror or e})") from None
         for stale in stale_staging(out, STAGING, STAGING_STALE):  # an earlier call killed while drawing
             shutil.rmtree(stale, ignore_errors=True)
         # everything is drawn in a staging directory first and moved in once complete, so a call
@@ -146,6 +153,20 @@ def predict_race(run: str | Path, sources: Any, *, driver: str | list[str] | Non
         metrics["figures"] = figs
         metrics["written"] = {"by": PREDICT_COMMAND, "files": ["predictions.csv", *(Path(f).name for f in figs)]}
     return table, metrics
+
+
+def _check_out_folder(out: str | Path) -> None:
+    """Refuse an `out` that is a file, or lies under one, before anything is read (mkdir would
+    raise FileExistsError, or NotADirectoryError, after the nets ran)."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if not (p.exists() or p.is_symlink()):
+            continue  # created when the files are written
+        if not p.is_dir():
+            where = "is a file" if p == out else f"lies in {p}, a file"
+            raise LapnetError(f"out {out}: {where}, not a folder: predict_race writes predictions.csv and its "
+                              "figures into a folder (created if missing): give a folder's path")
+        return
 
 
 STAGING = ".predict-staging-"  # `predict_race` draws into out/.predict-staging-XXXX, then moves the files in

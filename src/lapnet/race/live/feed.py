@@ -2,7 +2,7 @@
 
 `read_header` and `stream_lines` give the header, then the lines numbered as in the input (a
 followed file waited on like tail -f); `FollowReader` reads a growing file as bytes, whole lines
-only, and refuses one rewritten, truncated or replaced; `_idle_lines` reads stdin in a thread so
+only, and refuses one rewritten, truncated or replaced; `_IdleLines` reads stdin in a thread so
 that a quiet feed is seen. Then what arrives is checked: a line split into cells, a header met
 again (`_header_again`), text that is not UTF-8 or a Parquet file, a pipe, a file still to
 appear (`_wait_for`). Every wait sleeps through this module's `time`, which tests replace to
@@ -265,33 +265,60 @@ def _wait_for(path: str, poll: float, say: Callable[[str], None]) -> None:
         time.sleep(poll)
 
 
-def _idle_lines(lines: Iterator[tuple[int, str]], idle: float) -> Iterator[tuple[int | None, str]]:
+class _IdleLines:
     """The lines of a stream read as they come (stdin, a pipe) with (None, IDLE) each time none has
     come for `idle` seconds: a reader thread takes the blocking reads, so that --reorder lets the
-    laps it holds go while the feed is quiet (a race's last laps, a pause), as with --follow."""
-    import queue
-    import threading
+    laps it holds go while the feed is quiet (a race's last laps, a pause), as with --follow.
 
-    box: queue.Queue = queue.Queue()
-    done = object()
+    The stream is the thread's from then on: `stop` (Ctrl-C) only asks it to end, and the thread
+    closes the stream (`close`) once its read returns. Closing it from another thread would wait
+    on the file's lock, which the thread holds inside readline() until the feed's writer speaks
+    or closes: an interrupted stream hung that long (in a kernel, until the feed sent a line). A
+    stopped thread so lingers, a daemon, until the feed's next line or its end."""
 
-    def pump() -> None:
+    def __init__(self, lines: Iterator[tuple[int, str]], idle: float, close: Callable[[], None] | None = None):
+        import queue
+        import threading
+
+        self.idle, self.close = idle, close
+        self.box: queue.Queue = queue.Queue()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._pump, args=(lines,), name="lapnet-live-reader", daemon=True)
+        self.thread.start()
+
+    _DONE = object()
+
+    def _pump(self, lines: Iterator[tuple[int, str]]) -> None:
         try:
             for item in lines:
-                box.put(item)
-            box.put(done)
+                if self.stopped.is_set():
+                    return
+                self.box.put(item)
+            self.box.put(self._DONE)
         except BaseException as e:  # noqa: BLE001  (said in the main thread, as if read there)
-            box.put(e)
+            self.box.put(e)
+        finally:
+            if self.close is not None:
+                try:
+                    self.close()
+                except OSError:
+                    pass
 
-    threading.Thread(target=pump, name="lapnet-live-reader", daemon=True).start()
-    while True:
-        try:
-            item = box.get(timeout=idle)
-        except queue.Empty:
-            yield None, IDLE
-            continue
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    def __iter__(self) -> Iterator[tuple[int | None, str]]:
+        import queue
+
+        while True:
+            try:
+                item = self.box.get(timeout=self.idle)
+            except queue.Empty:
+                yield None, IDLE
+                continue
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        """No more lines are wanted: the thread closes the stream once its read returns."""
+        self.stopped.set()

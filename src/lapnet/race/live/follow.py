@@ -23,7 +23,7 @@ from lapnet.race.runs import RaceRun, load_run
 from lapnet.race.whatif import require_fresh_start
 from lapnet.race.live.lap import SkipLap
 from lapnet.race.live.state import SWITCH_AFTER, SWITCH_BACK, TIME_JUMP, LiveRace
-from lapnet.race.live.feed import (END, IDLE, FollowReader, _cells, _check_text, _header_again, _idle_lines,
+from lapnet.race.live.feed import (END, IDLE, FollowReader, _cells, _check_text, _header_again, _IdleLines,
                                    _parquet_error, _refuse_parquet, _wait_for, is_pipe, read_header, stream_lines)
 from lapnet.race.live.replay import _replay
 from lapnet.race.live.options import DriverFilter, _end_check, _grid_check, check_catch_up, check_poll, check_reorder
@@ -248,7 +248,17 @@ def _print_json(pred: dict) -> None:
 
 
 def _print_err(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    from lapnet.cli import one_line  # a name from the feed (a driver, a race) may hold escape sequences
+
+    print(one_line(line), file=sys.stderr, flush=True)
+
+
+def _check_input(file: str) -> None:
+    """A FILE that is not there, or a folder: one line (the CLI says the same before the run is read)."""
+    if os.path.isdir(file):
+        raise LapnetError(f"{file}: is a directory, not a lap table (live reads a CSV file)")
+    if not os.path.exists(file):
+        raise LapnetError(f"{file}: no such file")
 
 
 def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bool = False, race_laps: int | None = None,
@@ -264,7 +274,9 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
     given. Stdin or `follow` without `race_laps`: the length is estimated from the race's pace
     (`features.estimate_race_laps`), with one warning naming the estimate once a lap has set
     the race's pace. Ctrl-C ends the stream quietly (a followed file's last line still without
-    its line end is said to be unread, as are laps held for `reorder`). A followed file is read
+    its line end is said to be unread, as are laps held for `reorder`) and returns, saying
+    "stopped": "interrupted"; on a pipe or stdin read for `reorder`, at once (the reader thread
+    closes the stream when the feed next sends a line, or ends). A followed file is read
     as bytes, whole lines only (`FollowReader`), and refused once truncated or replaced.
 
     One race at a time: a table with several (its Race column) needs `race`; a feed whose
@@ -300,10 +312,13 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
 
     Returns:
         {"laps": laps read and predicted, "drivers": drivers seen, "missing": asked-for
-        drivers never seen, "race": the Race followed (None without a Race column)}.
+        drivers never seen, "race": the Race followed (None without a Race column)}, and
+        "stopped": "interrupted" when Ctrl-C ended the stream (or the KeyboardInterrupt a Jupyter
+        kernel's interrupt raises: the laps so far were emitted); without it, the input ended.
 
     Raises:
-        LapnetError: an empty input, no usable lap, text that is not UTF-8 (a Parquet file:
+        LapnetError: a FILE not there (without `follow`), a folder, or one that cannot be
+            read; an empty input, no usable lap, text that is not UTF-8 (a Parquet file:
             said so), several races, a header with other columns mid-stream, a followed file
             truncated or replaced, `drivers` matching nobody, a bad `poll`, `reorder` or
             `catch_up` (one line each); `LiveRace`'s errors for the run and the header.
@@ -324,9 +339,15 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
         raise LapnetError(f"{file}: a pipe is read as it comes, like stdin (--follow is for a growing regular file)")
     absent = follow and file != "-" and not os.path.lexists(file)  # live started before the feed: waited for
     if file != "-" and not piped and not absent:
+        _check_input(file)
         _refuse_parquet(file)
-    stream: Any = (None if absent else sys.stdin if file == "-" else open(file, encoding="utf-8-sig") if piped
-                   else FollowReader(file) if follow else open(file, encoding="utf-8-sig"))
+    try:
+        stream: Any = (None if absent else sys.stdin if file == "-" else open(file, encoding="utf-8-sig") if piped
+                       else FollowReader(file) if follow else open(file, encoding="utf-8-sig"))
+    except OSError as e:  # permissions, or the file gone since it was looked at
+        raise LapnetError(f"{file}: cannot be read ({e.strerror or e})") from None
+    reader: _IdleLines | None = None  # the thread reading a pipe or stdin for --reorder: the stream is its to close
+    interrupted = False
     live: LiveRace | None = None
     n_out = 0  # laps read and predicted (emitted or filtered out by `drivers`)
     skips = _Skips(say)
@@ -383,7 +404,7 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
             lines = stream_lines(stream, follow, poll, idle=reorder if order is not None else None,
                                  events=order is not None or catch_up != "print")
             if order is not None and not follow:  # stdin, a pipe: read in a thread, so that a quiet feed is seen
-                lines = _idle_lines(lines, reorder)
+                lines = reader = _IdleLines(lines, reorder, close=None if stream is sys.stdin else stream.close)
             notes, feed, relabel = [], _FeedRace(cols, race, where), {}
             switch = _RaceSwitch(where)
         live = LiveRace(run, total_laps=race_laps, pit_now=pit_now, relabel=relabel,  # None: estimated from the race's pace
@@ -452,6 +473,7 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
                 raise LapnetError(f"--race {race}: no lap of this race in {where} (races: {others})")
             raise LapnetError(f"{where}: no usable laps in the stream")
     except KeyboardInterrupt:
+        interrupted = True
         if order is not None and order.held:
             waiting = order.waiting()
             k = len(waiting)
@@ -471,7 +493,9 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
             raise _parquet_error(where) from None
         raise LapnetError(f"{where}: not UTF-8 text ({e.reason}: {e.object[e.start:e.start + 1]!r})") from None
     finally:
-        if stream is not None and stream is not sys.stdin:
+        if reader is not None:
+            reader.stop()  # not stream.close(): it would wait for the reader's readline(), i.e. for the feed's writer
+        elif stream is not None and stream is not sys.stdin:
             stream.close()
     skips.summarise()
     if live is not None and n_out and not length_said:  # no lap set the race's pace: the default length was used
@@ -484,7 +508,7 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
             f"out of order; {hint}")
     missing = _end_check(wanted, live, n_out, say)
     return {"laps": n_out, "drivers": sorted(live.drivers) if live is not None else [], "missing": missing,
-            "race": feed.current if feed is not None else current}
+            "race": feed.current if feed is not None else current, **({"stopped": "interrupted"} if interrupted else {})}
 
 
 def _length_line(laps: int, lineno: int | None) -> str:

@@ -158,7 +158,7 @@ def test_follow_race_to_the_end_of_its_input_has_no_stopped_flag(live, tmp_path)
     feed.write_text("".join(lines[:41]))
     got: list[dict] = []
     res = follow_race(run, feed, race_laps=52, emit=got.append, say=lambda s: None)
-    assert "stopped" not in res and res["laps"] == len(got) == 40
+    assert res["stopped"] == "end" and res["laps"] == len(got) == 40
 
 
 def test_predict_race_refuses_an_out_that_is_a_file_before_the_nets_run(live, tmp_path, monkeypatch):

@@ -95,7 +95,8 @@ def test_a_feed_filtered_by_race_names_the_race_it_followed(live_sim, tmp_path, 
     preds, said = [], []
     monkeypatch.setattr("sys.stdin", io.StringIO(feed))
     result = follow_race(live_sim["run"], "-", race_laps=52, race="SIM_0002", emit=preds.append, say=said.append)
-    assert result == {"laps": 3 * 20, "drivers": sorted(both["Driver"].unique()), "missing": [], "race": "sim_0002"}
+    assert result == {"laps": 3 * 20, "drivers": sorted(both["Driver"].unique()), "missing": [], "race": "sim_0002",
+                      "stopped": "end"}
     assert said == []  # nothing to warn about: the other race's lines are passed over quietly
 
     alone = _write(both[both["Race"] == "sim_0002"].drop(columns=["Race"]), tmp_path / "alone.csv")

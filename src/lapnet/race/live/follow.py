@@ -312,9 +312,9 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
 
     Returns:
         {"laps": laps read and predicted, "drivers": drivers seen, "missing": asked-for
-        drivers never seen, "race": the Race followed (None without a Race column)}, and
-        "stopped": "interrupted" when Ctrl-C ended the stream (or the KeyboardInterrupt a Jupyter
-        kernel's interrupt raises: the laps so far were emitted); without it, the input ended.
+        drivers never seen, "race": the Race followed (None without a Race column), "stopped":
+        "end" when the input ended, "interrupted" when Ctrl-C ended the stream (or the
+        KeyboardInterrupt a Jupyter kernel's interrupt raises: the laps so far were emitted)}.
 
     Raises:
         LapnetError: a FILE not there (without `follow`), a folder, or one that cannot be
@@ -508,7 +508,7 @@ def follow_race(run: RaceRun | str | Path, file: str | Path = "-", *, follow: bo
             f"out of order; {hint}")
     missing = _end_check(wanted, live, n_out, say)
     return {"laps": n_out, "drivers": sorted(live.drivers) if live is not None else [], "missing": missing,
-            "race": feed.current if feed is not None else current, **({"stopped": "interrupted"} if interrupted else {})}
+            "race": feed.current if feed is not None else current, "stopped": "interrupted" if interrupted else "end"}
 
 
 def _length_line(laps: int, lineno: int | None) -> str:

@@ -47,8 +47,8 @@ def test_the_interrupt_line_comes_from_rank_0_only(capsys, monkeypatch, rank, sa
     assert (capsys.readouterr().err == "lapnet: error: interrupted\n") is said
 
 
-def test_a_follower_still_says_a_real_error(capsys, monkeypatch):
+def test_a_follower_still_says_a_real_error_naming_its_rank(capsys, monkeypatch):
     monkeypatch.setattr(distributed, "rank", lambda: 1)
     with pytest.raises(SystemExit) as e:
         cli._fail("a.txt: no such file")
-    assert e.value.code == 2 and capsys.readouterr().err == "lapnet: error: a.txt: no such file\n"
+    assert e.value.code == 2 and capsys.readouterr().err == "lapnet: error: rank 1: a.txt: no such file\n"

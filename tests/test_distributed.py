@@ -189,3 +189,282 @@ def test_a_rank_with_bad_input_leaves_the_old_race_run(tmp_path, run_cli):
     assert "internal error" not in proc.stderr, _failure(proc)
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     assert after == before  # nothing cleared, nothing marked unfinished
+
+
+FAULT = Path(__file__).parent / "helpers" / "rank_fault.py"
+TR_ARGS = ["--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0"]
+
+
+def _job_args(command: str, tmp_path: Path) -> list[str]:
+    """A tiny `text train` or `race train` (its input made in tmp_path), without --out."""
+    if command == "text":
+        text = tmp_path / "a.txt"
+        text.write_text("the quick brown fox jumps over the lazy dog. " * 80)
+        return ["text", "train", str(text), "--hidden", "8", "--embed", "4", "--seq-len", "16", "--batch", "4"]
+    from lapnet.race.simulate import simulate
+
+    simulate(2, seed=5).to_csv(tmp_path / "sim.csv", index=False)
+    return ["race", "train", str(tmp_path / "sim.csv"), "--hidden", "8", "--phase-sim", "0"]
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("lapnet: ")]
+
+
+@pytest.mark.xdist_group("torchrun")
+@pytest.mark.parametrize("command", ["text", "race"])
+def test_a_time_budget_ends_every_rank_as_minutes(tmp_path, command):
+    """`--minutes` under torchrun, rank 1's clock running 4x fast: rank 1 meets the budget first
+    and rank 0 has time left. The ranks used to agree only on stopping, and rank 0 called it
+    "interrupted" (exit 130, metrics.json "stopped": "interrupted", "continue with --resume";
+    race train: an unfinished run and a gloo error on rank 1). They agree on the reason too."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    proc = _run([*TR_ARGS, str(FAULT), "clock", "4", *_job_args(command, tmp_path), "--minutes", "0.05",
+                 "--quiet", "--json", "--out", str(run)],
+                env=env, timeout=180, retry_clean=lambda: shutil.rmtree(run, ignore_errors=True))
+    assert proc.returncode == 0, _failure(proc)
+    assert "interrupted" not in proc.stderr and _error_lines(proc.stderr) == [], _failure(proc)
+    import json
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    stopped = metrics["stopped"] if command == "text" else metrics["train"]["stopped"]
+    assert stopped == "minutes"
+    assert json.loads(proc.stdout) == metrics  # printed once, by rank 0
+    assert not (run / "training.incomplete").exists()
+
+
+@pytest.mark.xdist_group("torchrun")
+@pytest.mark.parametrize("command", ["text", "race"])
+def test_a_rank_killed_mid_training_is_one_line_on_the_other(tmp_path, command, run_cli):
+    """Rank 1 killed (SIGKILL) on its 60th training step (after a checkpoint): rank 0's collective fails. That was
+    `internal error: RuntimeError: [...gloo...] Connection reset by peer` and a traceback; it
+    is one line naming the lost rank and the checkpoint kept, exit 2, and a text run resumes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    job = _job_args(command, tmp_path)
+    # not _run: a rank killed by a signal is this test's point, not an abort to retry
+    proc = subprocess.run(_torchrun() + [*TR_ARGS, str(FAULT), "kill", "60", *job, "--epochs", "1000", "--quiet",
+                                         "--out", str(run)],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode != 0
+    lines = _error_lines(proc.stderr)
+    assert len(lines) == 1, _failure(proc)
+    hint = "continue with --resume" if command == "text" else "train again with --force"
+    assert lines[0].startswith("lapnet: error: rank 0 stopped: another rank of the job left during training ("), lines
+    assert f"(checkpoint in {run}); " in lines[0] and hint in lines[0], lines
+    assert "Connection" in lines[0] and "GLHF" not in lines[0]  # gloo's gist, not its advice
+    assert "internal error" not in proc.stderr and "lapnet/train.py" not in proc.stderr, _failure(proc)
+    assert (run / "last.safetensors").is_file()
+    if command == "text":  # the checkpoint rank 0 wrote last resumes in one process
+        code, _, err = run_cli(*job, "--resume", "--epochs", "2", "--quiet", "--out", run)
+        assert code == 0, err
+        import json
+
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["stopped"] == "epochs" and metrics["epochs"] == 2
+    else:  # a race run is never resumed: it stays marked unfinished
+        assert (run / "training.incomplete").is_file()
+
+
+@pytest.mark.xdist_group("torchrun")
+def test_bad_input_on_every_rank_is_said_by_each_rank_named(tmp_path):
+    """`text train nosuch.txt` under torchrun printed `lapnet: error: nosuch.txt: no such file`
+    twice, as if one process had said it twice: rank 1's line is named."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = _run([*TR_ARGS, "-m", "lapnet", "text", "train", "nosuch.txt", "--out", str(tmp_path / "run")],
+                env=env, timeout=120, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert sorted(_error_lines(proc.stderr)) == ["lapnet: error: nosuch.txt: no such file",
+                                                 "lapnet: error: rank 1: nosuch.txt: no such file"], _failure(proc)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.xdist_group("torchrun")
+def test_when_only_rank_1_fails_rank_0_does_not_say_interrupted(tmp_path):
+    """Rank 1's file is missing, rank 0's is good: rank 1 names itself, and rank 0 (stopped by
+    torchrun's SIGTERM, or finding rank 1 gone) no longer says `lapnet: error: interrupted`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = _job_args("text", tmp_path)
+    job[2] = "TEXT"
+    proc = _run([*TR_ARGS, str(Path(__file__).parent / "helpers" / "rank_input.py"), str(tmp_path / "a.txt"), *job,
+                 "--epochs", "50", "--quiet", "--out", str(tmp_path / "run")],
+                env=env, timeout=150)
+    assert proc.returncode != 0
+    lines = _error_lines(proc.stderr)
+    assert f"lapnet: error: rank 1: {tmp_path / 'a.txt.missing'}: no such file" in lines, _failure(proc)
+    assert "lapnet: error: interrupted" not in lines and "internal error" not in proc.stderr, _failure(proc)
+    rank0 = [line for line in lines if "rank 1:" not in line]
+    assert len(rank0) <= 1 and all(
+        line.startswith(("lapnet: error: stopped by SIGTERM: under torchrun, torchrun sends it when another rank",
+                         "lapnet: error: rank 0 stopped: another rank of the job left")) for line in rank0), lines
+
+
+@pytest.mark.xdist_group("torchrun")
+def test_commands_that_are_not_distributed_are_refused_once(tmp_path):
+    """`text sample` printed its text twice under torchrun, `race live` every line twice, `series
+    train` and `demo` collided with themselves: any command but text/race train is refused
+    before joining, in one line from rank 0 (rank 1 exits 2 without a word)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = _run([*TR_ARGS, "-m", "lapnet", "text", "sample", "runs/none"], env=env, timeout=120, cwd=tmp_path)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert _error_lines(proc.stderr) == [
+        "lapnet: error: lapnet text sample does not run under torchrun (WORLD_SIZE=2): only lapnet text train and "
+        "lapnet race train are distributed, and any other command would run once per rank; run it as one "
+        "process, without torchrun"], _failure(proc)
+    assert "exitcode  : 2" in proc.stderr
+
+
+def _launch_env(monkeypatch, **env: str) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("rank,said", [("0", True), ("1", False)])
+@pytest.mark.parametrize("args,what", [
+    (["--version"], "lapnet --version"),
+    (["text", "sample", "run"], "lapnet text sample"),
+    (["series", "train", "x.csv"], "lapnet series train"),
+    (["race", "live", "run"], "lapnet race live"),
+    (["demo"], "lapnet demo"),
+    (["text", "train", "--help"], "lapnet text train --help"),
+])
+def test_only_training_runs_with_a_world_size(run_cli, monkeypatch, tmp_path, args, what, rank, said):
+    """WORLD_SIZE=2 (torchrun's, or set by hand): `--version` was an internal error (RANK expected),
+    and any command ran once per rank. Refused before any group is joined: rank 0 says so in
+    one line, every rank exits 2."""
+    _launch_env(monkeypatch, WORLD_SIZE="2", RANK=rank)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(*args)
+    assert code == 2 and out == ""
+    expected = (f"lapnet: error: {what} does not run under torchrun (WORLD_SIZE=2): only lapnet text train and lapnet "
+                f"race train are distributed, and any other command would run once per rank; run it as one process, "
+                f"without torchrun\n")
+    assert err == (expected if said else "")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("env,line", [
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 but RANK is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "WORLD_SIZE=2 but MASTER_ADDR is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "localhost"}, "WORLD_SIZE=2 but MASTER_PORT is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"},
+     "rank 2: RANK='2' is not a rank of WORLD_SIZE=2 (0 to 1)"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "http"},
+     "MASTER_PORT='http' is not a port number (1 to 65535)"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a whole number"),
+])
+def test_a_training_launch_environment_set_by_hand_is_one_line(run_cli, monkeypatch, tmp_path, env, line):
+    """A training command with WORLD_SIZE set by hand but not the rest: one line naming the
+    variable (was torch's ValueError as an internal error), exit 2, nothing created."""
+    _launch_env(monkeypatch, **env)
+    code, out, err = run_cli("text", "train", "--minutes", "0.01", "--out", tmp_path / "run")
+    assert code == 2 and out == ""
+    assert err == (f"lapnet: error: {line}: launch with torchrun (it sets RANK, WORLD_SIZE, MASTER_ADDR and "
+                   f"MASTER_PORT), or unset WORLD_SIZE to run one process\n")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("source", ["-", "fifo"])
+def test_standard_input_and_pipes_are_refused_under_torchrun(run_cli, monkeypatch, tmp_path, source):
+    """`cat big.txt | torchrun ... text train -`: each rank read its own part of stdin (rank 0
+    trained on 8 KB and the job hung). Refused before joining, by rank 0, in one line."""
+    _launch_env(monkeypatch, WORLD_SIZE="2", RANK="0", MASTER_ADDR="localhost", MASTER_PORT="29500")
+    if source == "fifo":
+        source = tmp_path / "pipe"
+        os.mkfifo(source)
+    code, out, err = run_cli("text", "train", source, "--out", tmp_path / "run")
+    assert code == 2 and out == ""
+    name = "standard input (-)" if source == "-" else f"{source} (a pipe or a device)"
+    assert err == (f"lapnet: error: {name} cannot be read under torchrun: every rank would read its own part of "
+                   f"it; give the input as a regular file every rank can read\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_joining_a_job_no_other_rank_comes_to_ends_in_one_line(tmp_path):
+    """WORLD_SIZE, RANK, MASTER_ADDR and MASTER_PORT set by hand and no other rank: the join
+    waited torch's 30 minutes, deaf to SIGTERM. It waits `distributed.JOIN_MINUTES` (shortened
+    here), then says so in one line, exit 2, nothing created."""
+    import socket
+
+    with socket.socket() as s:  # a port no one listens on
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "localhost",
+           "MASTER_PORT": str(port)}
+    code = ("from lapnet import distributed\ndistributed.JOIN_MINUTES = 0.05\nfrom lapnet.cli import main\n"
+            f"main(['text', 'train', '--minutes', '0.01', '--out', {str(tmp_path / 'run')!r}])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=90)
+    assert proc.returncode == 2, proc.stderr
+    assert re.fullmatch(
+        rf"lapnet: error: rank 0 of 2 could not join the job at localhost:{port} \(MASTER_ADDR:MASTER_PORT\): Timed "
+        r"out after \d+ seconds waiting for clients\. 1/2 clients joined; start every rank with torchrun, which sets "
+        r"these\n", proc.stderr), proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_rank_variable_alone_still_locks_the_run(held_lock, run_cli, monkeypatch, tmp_path):
+    """RANK=1 with no group joined (set by hand or by another launcher): the lock was skipped, so
+    a second command trained into the same --out. Only a joined group's rank counts."""
+    run, pid = held_lock
+    _launch_env(monkeypatch, RANK="1")
+    text = tmp_path / "a.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    code, out, err = run_cli("text", "train", text, "--hidden", "8", "--embed", "4", "--seq-len", "16",
+                             "--epochs", "1", "--quiet", "--out", run)
+    assert code == 2 and out == "", err
+    assert err == (f"lapnet: error: --out {run} is in use by another lapnet process (pid {pid}): wait for it to end, "
+                   f"or give another --out\n")
+    assert [p.name for p in run.iterdir()] == [".lapnet.lock"]
+
+
+def test_a_sigterm_under_torchrun_is_not_called_an_interrupt(capsys, monkeypatch):
+    """torchrun SIGTERMs the other ranks when one fails: rank 0 said `lapnet: error: interrupted`,
+    as if someone had pressed Ctrl-C. A Ctrl-C (SIGINT), or a SIGTERM outside torchrun, stays
+    "interrupted"."""
+    import signal
+
+    from lapnet import cli, distributed
+
+    _launch_env(monkeypatch, WORLD_SIZE="2", RANK="0")
+    monkeypatch.setattr(distributed, "_signal_taken", None)
+    for signum, said in [(signal.SIGINT, "interrupted"),
+                         (signal.SIGTERM, "stopped by SIGTERM: under torchrun, torchrun sends it when another rank of "
+                                          "the job failed (see that rank's error) or when torchrun itself was stopped")]:
+        distributed.note_signal(signum)
+        with pytest.raises(SystemExit) as e:
+            cli._fail(distributed.stop_message(), 130)
+        assert e.value.code == 130 and capsys.readouterr().err == f"lapnet: error: {said}\n"
+    monkeypatch.delenv("WORLD_SIZE")
+    assert distributed.stop_message() == "interrupted"
+
+
+@pytest.mark.parametrize("args,code,line", [
+    (["shapes"], 130, "lapnet: error: interrupted"),  # the command had finished: the signal stops it
+    (["shapes", "--no-such-option"], 2, "lapnet: error: No such option: --no-such-option"),  # an error keeps its line
+])
+def test_a_signal_while_leaving_the_group_is_no_traceback(run_cli, monkeypatch, args, code, line):
+    """torchrun's SIGTERM landing in the final `distributed.shutdown` (its gc.collect) raised a
+    KeyboardInterrupt out of the CLI's `finally`: a traceback after the error line."""
+    from lapnet import distributed
+
+    def leave():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "shutdown", leave)
+    monkeypatch.setattr(distributed, "_signal_taken", None, raising=False)
+    got, out, err = run_cli(*args)
+    assert got == code and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(line), err
+
+
+def test_the_ranks_settle_on_one_stop_reason_in_order():
+    """In one process `_agree_stop` gives each reason back; the order is the one the ranks of a
+    job settle on (a spent budget over none, a signal over a budget, early stopping over all)."""
+    from lapnet import train
+
+    assert train._STOP_ORDER == (None, "max_steps", "minutes", "interrupted", "early_stop")
+    for reason in train._STOP_ORDER:
+        assert train._agree_stop(reason) == reason

@@ -116,11 +116,13 @@ def _lock_key(out: Path) -> str:
 
 
 def _lock_wanted() -> bool:
-    """Under torchrun every rank trains into the same --out: only rank 0 (RANK unset or 0) locks."""
-    try:
-        return int(os.environ.get("RANK", "0") or 0) == 0
-    except ValueError:
-        return True
+    """Under torchrun every rank trains into the same --out: only rank 0 of the joined process
+    group locks. A RANK variable alone (set by hand, or by another launcher, with no group
+    joined) does not make a process a follower: one that skipped the lock let a second command
+    train into the same --out, a run of two mixed runs."""
+    from lapnet import distributed
+
+    return distributed.rank() == 0
 
 
 def lock_run_dir(out: Path) -> None:

@@ -218,9 +218,20 @@ def is_rank0() -> bool:
     return distributed.rank() == 0
 
 
-def _any_rank(flag: bool) -> bool:
-    """Agree across ranks (a stop decision must be taken by all ranks or none)."""
-    return _agree_max(1.0 if flag else 0.0) > 0
+# Why a run stops, in the order the ranks of a torchrun job settle on one. Each rank decides
+# from its own clock and its own signal handler: a rank whose clock has not run out yet must
+# not call the stop "interrupted" (exit 130 and "continue with --resume" after a finished
+# budget), so the ranks agree on the reason itself, not only on stopping. The planned steps and
+# early stopping come out the same on every rank (same step count, same weights, same
+# validation data); a signal beats a spent budget, and early stopping beats a signal, as they
+# do in one process (an early stop is decided before the signal is looked at).
+_STOP_ORDER = (None, "max_steps", "minutes", "interrupted", "early_stop")
+
+
+def _agree_stop(reason: str | None) -> str | None:
+    """The stop reason every rank goes on with: the latest in `_STOP_ORDER` over the ranks'
+    own `reason`s (None: no rank stops). A single process gets its own reason back."""
+    return _STOP_ORDER[int(_agree_max(float(_STOP_ORDER.index(reason))))]
 
 
 def _agree_max(x: float) -> float:
@@ -517,13 +528,28 @@ class _StopSignal:
         return self
 
     def _handle(self, signum, frame) -> None:
+        from lapnet import distributed
+
+        distributed.note_signal(signum)  # under torchrun a SIGTERM is torchrun stopping the job: said so
         if self.hit:  # a second Ctrl-C: the user really wants out
             raise KeyboardInterrupt
         self.hit = True
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        from lapnet import distributed
+
+        # a collective failed because another rank of the job is gone: torchrun's SIGTERM follows
+        # at once, and raised as an interrupt it would replace the one line that says so (`fit`).
+        # The job is over: from here a stop signal is only noted
+        lost = exc is not None and distributed.lost_peer(exc) is not None
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            signal.signal(sig, _noted if lost else old)
+
+
+def _noted(signum, frame) -> None:
+    from lapnet import distributed
+
+    distributed.note_signal(signum)
 
 
 def _check_disk(out: Path, learner: Learner) -> None:
@@ -788,6 +814,17 @@ def fit(
             locked = Path(out)
         return _fit(learner, batches, cfg, out=out, resume=resume, meta=meta, on_eval=on_eval, describe=describe,
                     interrupt_hint=interrupt_hint, eval_label=eval_label, on_resumed=on_resumed)
+    except RuntimeError as e:
+        # under torchrun: a collective (DDP's all-reduce in backward, the loss and stop
+        # all-reduces) failed because another rank died or was stopped; one line, not a gloo
+        # traceback. The checkpoint rank 0 wrote last stays, as after an interrupt.
+        from lapnet import distributed
+
+        lost = distributed.lost_peer(e)
+        if lost is None:
+            raise
+        kept = out is not None and (Path(out) / "last.safetensors").is_file()
+        raise distributed.PeerLost(f"{lost}" + (f" (checkpoint in {out}); {interrupt_hint}" if kept else "")) from None
     finally:
         if locked is not None:
             release_run_lock(locked)
@@ -1045,15 +1082,15 @@ def _fit(learner: Learner, batches: Batches, cfg: TrainConfig, *, out, resume, m
                 elif end_of_epoch:
                     st["epoch"] += 1
                     st["step_in_epoch"] = 0
-                reason = None
-                if cfg.max_steps is not None and st["step"] >= cfg.max_steps:
-                    reason = "max_steps"
-                elif budget is not None and time.perf_counter() - t_start >= budget:
-                    reason = "minutes"
-                if stop_signal.hit:
-                    reason = "interrupted"
-                if _any_rank(reason is not None) and stopped is None:
-                    stopped = reason or "interrupted"
+                reason = stopped  # an early stop, or None
+                if reason is None:
+                    if cfg.max_steps is not None and st["step"] >= cfg.max_steps:
+                        reason = "max_steps"
+                    elif budget is not None and time.perf_counter() - t_start >= budget:
+                        reason = "minutes"
+                    if stop_signal.hit:
+                        reason = "interrupted"
+                stopped = _agree_stop(reason)  # all ranks stop together, for the same reason
                 if stopped is not None or end_of_epoch:
                     break
             else:  # the epoch yielded fewer batches than steps_per_epoch() promised

@@ -6,6 +6,8 @@ Each command group lives in its own module and adds itself to `app` through `reg
 takes back any empty output directory the failed command created. Any other exception is a
 bug in lapnet: `lapnet: internal error: <Type>: <message>`, its traceback, exit code 1.
 Ctrl-C, or SIGTERM, stops any command with `lapnet: error: interrupted` and exit code 130.
+Under torchrun only `text train` and `race train` run (`DISTRIBUTED_COMMANDS`); every other
+command is refused before any process group is joined.
 """
 
 from __future__ import annotations
@@ -137,16 +139,24 @@ def one_line(message: object) -> str:
 
 def _fail(message: str, code: int = 2) -> None:
     line = one_line(message)  # one line, whatever the message held, and nothing that drives the terminal
-    if not (code == 130 and _follower()):  # under torchrun a Ctrl-C reaches every rank: rank 0 says it once
-        print(f"lapnet: error: {line}", file=sys.stderr)
+    me = _message_rank()
+    if not (code == 130 and me != 0):  # under torchrun a Ctrl-C reaches every rank: rank 0 says it once
+        # under torchrun each rank says its own error, named: the same line twice read as one
+        # failure said twice, and a line from rank 1 alone (its file missing) as rank 0's
+        print(f"lapnet: error: {'' if line.startswith(f'rank {me} ') else _rank_prefix(me)}{line}", file=sys.stderr)
     sys.exit(code)
 
 
-def _follower() -> bool:
-    """True on a rank other than 0 of a joined torchrun group."""
+def _message_rank() -> int:
+    """The rank a message comes from: the joined group's, or the launcher's RANK before joining
+    (`distributed.launch_rank`); 0 in a single process."""
     from lapnet import distributed
 
-    return distributed.rank() != 0
+    return distributed.rank() or distributed.launch_rank()
+
+
+def _rank_prefix(rank: int) -> str:
+    return f"rank {rank}: " if rank != 0 else ""
 
 
 def _internal_error(e: BaseException) -> None:
@@ -155,7 +165,8 @@ def _internal_error(e: BaseException) -> None:
     reporting it as `error:` with exit 2 would hide it."""
     import traceback
 
-    print(f"lapnet: internal error: {one_line(f'{type(e).__name__}: {e}')}", file=sys.stderr)
+    print(f"lapnet: internal error: {_rank_prefix(_message_rank())}{one_line(f'{type(e).__name__}: {e}')}",
+          file=sys.stderr)
     print(_visible("".join(traceback.format_exception(e))), end="", file=sys.stderr)  # its lines, made as harmless
     sys.exit(1)
 
@@ -343,6 +354,9 @@ def _matplotlib_remarks_as_lines() -> Iterator[None]:
 
 
 def _interrupt(signum, frame) -> None:  # noqa: ANN001  (signal's own signature)
+    from lapnet import distributed
+
+    distributed.note_signal(signum)  # under torchrun a SIGTERM is torchrun stopping the job: said so
     raise KeyboardInterrupt
 
 
@@ -386,6 +400,68 @@ def _ignore_late_interrupts() -> None:
         pass
 
 
+# The commands that run under torchrun: every rank trains on its shard and rank 0 writes. Any
+# other command ran once per rank (`text sample` printed twice, `race live` every line twice,
+# `series train` and `demo` collided with themselves in their own files): it is refused.
+DISTRIBUTED_COMMANDS = (("text", "train"), ("race", "train"))
+
+
+def _command_path(args: list[str]) -> tuple[str, ...]:
+    """The command `args` name: ("text", "train"), ("report",), () for `--version` alone."""
+    if not args or args[0].startswith("-"):
+        return ()
+    groups = {g.name for g in app.registered_groups}
+    if args[0] in groups and len(args) > 1 and not args[1].startswith("-"):
+        return tuple(args[:2])
+    return (args[0],)
+
+
+def _refuse_under_torchrun(message: str) -> None:
+    """A command refused under torchrun before any group is joined: every rank meets the same
+    refusal, rank 0 says it (the others exit 2 without a word), exit 2."""
+    from lapnet import distributed
+
+    if distributed.launch_rank() == 0:
+        print(f"lapnet: error: {one_line(message)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _join_if_distributed(args: list[str]) -> None:
+    """Under torchrun (WORLD_SIZE > 1): refuse any command but `DISTRIBUTED_COMMANDS` (and their
+    --help), and any input every rank would split (standard input, a pipe, a device); then join
+    the process group, for the training commands only."""
+    import stat
+
+    from lapnet import distributed
+
+    command = _command_path(args)
+    helps = [a for a in args if a in ("-h", "--help")]
+    training = command in DISTRIBUTED_COMMANDS and not helps
+    world = distributed.world_size()
+    if world > 1 and not training:
+        what = " ".join(("lapnet", *command, *helps[:1])) if command else " ".join(("lapnet", *args[:1]))
+        _refuse_under_torchrun(
+            f"{what} does not run under torchrun (WORLD_SIZE={world}): only lapnet text train and lapnet race "
+            f"train are distributed, and any other command would run once per rank; run it as one process, "
+            f"without torchrun")
+    if not training:
+        return
+    distributed.check_launch_env()  # WORLD_SIZE set by hand without the rest: one line naming the variable
+    if world <= 1:
+        return
+    for a in args[len(command):]:
+        try:
+            mode = os.stat(a).st_mode if a != "-" else None
+        except (OSError, ValueError):  # not a path (an option, a number), or none that exists
+            continue
+        if mode is None or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+            name = "standard input (-)" if mode is None else f"{a} (a pipe or a device)"
+            _refuse_under_torchrun(
+                f"{name} cannot be read under torchrun: every rank would read its own part of it; give the input "
+                f"as a regular file every rank can read")
+    distributed.init_from_env()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad input exits 2 with one line on stderr, a bug exits 1 with its traceback;
     a closed stdout pipe ends quietly with exit 0 (`_stdout_closed`); Ctrl-C or SIGTERM exits
@@ -414,10 +490,10 @@ def _main(argv: list[str] | None) -> None:
     shown, warnings.showwarning = warnings.showwarning, _show_warning
     with undo_new_dirs_on_failure():  # a refusal leaves no empty --out behind
         try:
-            distributed.init_from_env()  # a no-op unless launched by torchrun
+            _join_if_distributed(sys.argv[1:] if argv is None else argv)  # a no-op unless launched by torchrun
             result = app(args=argv, prog_name="lapnet", standalone_mode=False)
             if result == 130:  # Ctrl-C: Typer turns it into a silent exit code; say it in one line
-                _fail("interrupted", 130)
+                _fail(distributed.stop_message(), 130)
             sys.exit(result if isinstance(result, int) else 0)
         except tx.Exit as e:
             sys.exit(e.exit_code)
@@ -435,7 +511,7 @@ def _main(argv: list[str] | None) -> None:
         except cx.ClickException as e:
             _fail(e.format_message())
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail(distributed.stop_message(), 130)
         except SystemExit as e:
             # a SystemExit from inside a command is a closed stdout's: Click's answer to EPIPE
             # wraps stdout and stderr and exits 1 without a word; rich's (help, tables) points
@@ -455,13 +531,22 @@ def _main(argv: list[str] | None) -> None:
         except Exception as e:
             if isinstance(e, RuntimeError) and "allocate" in str(e):  # torch's allocator
                 _fail("out of memory: the sizes asked for do not fit in this machine")
+            lost = distributed.lost_peer(e, "while the ranks worked together")  # a collective outside fit
+            if lost is not None:
+                _fail(str(lost))
             _internal_error(e)
         finally:
             warnings.showwarning = shown
+            ending = sys.exc_info()[1]  # the exit (or error) on its way out
             try:
                 distributed.shutdown()
             except distributed.PeerLost as e:  # this rank's work is done, another rank's is not: not bad input
                 _fail(str(e), 1)
+            except KeyboardInterrupt:
+                # a signal while leaving the group (torchrun's SIGTERM once another rank failed): an
+                # exit already on its way keeps its code and line; a finished command is interrupted
+                if ending is None or (isinstance(ending, SystemExit) and ending.code in (0, None)):
+                    _fail(distributed.stop_message(), 130)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,6 +26,7 @@ from typer import exceptions as tx
 from typer._click import exceptions as cx  # Typer >= 0.26 vendors Click here
 from typer.core import TyperOption
 
+from lapnet.console import printable
 from lapnet.errors import LapnetError
 
 app = typer.Typer(
@@ -118,23 +119,11 @@ NATIVE_WINDOWS = os.name == "nt"
 _SRC = str(Path(__file__).resolve().parents[1])  # the lapnet package: its warnings are lapnet's own
 
 
-# C0 and C1 control characters and DEL: what is left of them once whitespace is collapsed (`one_line`)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _visible(text: str) -> str:
-    """`text` with every control character but the newline written out as an escape (ESC as
-    \\x1b): a message quotes what a run or an input file holds (a run's "kind", a race's
-    name, a feature's), and a run shared by someone else could hold escape sequences that
-    retitle the terminal, clear it or worse once printed raw."""
-    return _CONTROL.sub(lambda m: m.group() if m.group() == "\n" else f"\\x{ord(m.group()):02x}", text)
-
-
 def one_line(message: object) -> str:
     """`message` as one printable line: whitespace (newlines, tabs) collapsed to single spaces,
-    every other control character made visible (`_visible`). Every `lapnet: error:` and
+    every other control character made visible (`lapnet.console.printable`). Every `lapnet: error:` and
     `lapnet: warning:` line goes through it."""
-    return _visible(" ".join(str(message).split()))
+    return printable(" ".join(str(message).split()))
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -167,7 +156,7 @@ def _internal_error(e: BaseException) -> None:
 
     print(f"lapnet: internal error: {_rank_prefix(_message_rank())}{one_line(f'{type(e).__name__}: {e}')}",
           file=sys.stderr)
-    print(_visible("".join(traceback.format_exception(e))), end="", file=sys.stderr)  # its lines, made as harmless
+    print(printable("".join(traceback.format_exception(e))), end="", file=sys.stderr)  # its lines, made as harmless
     sys.exit(1)
 
 

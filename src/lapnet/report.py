@@ -369,10 +369,7 @@ def _figure(data: bytes, mime: str, text: str) -> str:
 
 def _fig_to_png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=100)  # lapnet's figures live outside pyplot (`plots.new_figure`): nothing to close
     return buf.getvalue()
 
 
@@ -412,7 +409,7 @@ def _render_log(f: Path, saved_step: int | None = None) -> str:
                                 x=steps if by_step else None, vline=mark,
                                 vline_label=None if mark is None else f"saved model (step {mark})")
         parts.append(_figure(_fig_to_png(fig), "image/png", f"{f.parent.name or 'run'}: loss at each evaluation"
-                             + ("" if mark is None else f"; the dotted line marks the step model.safetensors holds")))
+                             + ("" if mark is None else "; the dotted line marks the step model.safetensors holds")))
     shown = _even_rows(rows, MAX_LOG_ROWS)
     cols = [c for c in _union_keys(r for _, r in shown)
             if all(not isinstance(r.get(c), (dict, list)) for _, r in shown)]  # nested values: not a log column

@@ -176,8 +176,6 @@ STAGING_STALE = 600.0  # seconds: an older staging directory whose name has no r
 def _predict_files(table: pd.DataFrame, metrics: dict, drawn: list, drivers, per_race, r: RaceRun, out: Path) -> list[str]:
     """Write predict's predictions.csv and figures into `out`; the figures' names, in order."""
     table.to_csv(out / "predictions.csv", index=False)
-    import matplotlib.pyplot as plt
-
     from lapnet.race.plots import plot_degradation, plot_driver
 
     figs = []
@@ -191,10 +189,8 @@ def _predict_files(table: pd.DataFrame, metrics: dict, drawn: list, drivers, per
         fig = plot_driver(groups[(race, drv)], pit_threshold=pit_window_threshold(r))
         path = out / forecast_figure_name(race, drv)  # names from the data, made safe for a file name
         fig.savefig(path, dpi=110, metadata=PREDICT_PNG_MARK)
-        plt.close(fig)  # pyplot keeps every open figure: a long-lived process would pile them up
         figs.append(path.name)
     fig = plot_degradation(table, trend=metrics.get("stint_trend"))
     fig.savefig(out / "degradation.png", dpi=110, metadata=PREDICT_PNG_MARK)
-    plt.close(fig)
     figs.append("degradation.png")
     return figs

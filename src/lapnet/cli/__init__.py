@@ -412,6 +412,10 @@ def _refuse_under_torchrun(message: str) -> None:
 
     if distributed.launch_rank() == 0:
         print(f"lapnet: error: {one_line(message)}", file=sys.stderr)
+    else:  # torchrun stops every rank at the first exit: a follower leaving first could cut rank 0 off before it speaks
+        import time
+
+        time.sleep(5.0)
     sys.exit(2)
 
 
